@@ -1,0 +1,51 @@
+/* buf.h: a growable byte buffer with a hard ceiling (curl's dynbuf: "the toobig value must be set").
+ *
+ * Every buffer whose size the network decides is a struct buf with max set from configuration; an append that
+ * would pass max fails with -1 and leaves the buffer as it was, so the caller can answer 413/431 or end a
+ * stream cleanly. The data is always NUL-terminated (not counted in len), so parsers may rely on a sentinel. */
+#ifndef AGENTD_BUF_H
+#define AGENTD_BUF_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+
+struct buf {
+    char *data;  /* NULL until the first append */
+    size_t len;  /* bytes used, excluding the trailing NUL */
+    size_t cap;  /* bytes allocated */
+    size_t max;  /* ceiling on len; 0 means "no data may be stored" is never meant: use BUF_UNBOUNDED */
+};
+
+#define BUF_UNBOUNDED ((size_t)-1 / 2)
+#define BUF_INIT(maxbytes) {NULL, 0, 0, (maxbytes)}
+
+void buf_init(struct buf *b, size_t max);
+void buf_free(struct buf *b);
+/* Empties the buffer, keeping its allocation. */
+static inline void buf_reset(struct buf *b)
+{
+    b->len = 0;
+    if (b->data)
+        b->data[0] = '\0';
+}
+/* Makes room for n more bytes; -1 when len + n would pass max. */
+int buf_reserve(struct buf *b, size_t n);
+int buf_append(struct buf *b, const void *p, size_t n);
+int buf_append_str(struct buf *b, const char *s);
+int buf_append_char(struct buf *b, char c);
+int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int buf_vprintf(struct buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+/* Removes the first n bytes (n <= len). */
+void buf_consume(struct buf *b, size_t n);
+/* Hands the allocation to the caller (who frees it with xfree) and leaves the buffer empty. */
+char *buf_steal(struct buf *b, size_t *len);
+
+/* Appends s as a JSON string literal, quotes included, escaping what RFC 8259 requires. */
+int buf_append_json_str(struct buf *b, const char *s, size_t n);
+static inline int buf_append_json_cstr(struct buf *b, const char *s)
+{
+    return buf_append_json_str(b, s, strlen(s));
+}
+
+#endif

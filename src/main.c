@@ -1,0 +1,44 @@
+/* agentd: one binary, several commands. Each command lives with its subsystem; this file only dispatches. */
+#include <stdio.h>
+#include <string.h>
+
+#include "api/daemon.h"
+#include "config/config_cli.h"
+#include "sandbox/sandbox_cli.h"
+
+static int usage(FILE *out, int rc)
+{
+    fprintf(out,
+            "usage: agentd <command> [options]\n"
+            "\n"
+            "commands:\n"
+            "  serve [--config FILE] [--listen ADDR:PORT] [--ops-listen ADDR:PORT] [--data-dir DIR] [--workers N]\n"
+            "                        run the daemon (API on :8000, probes and metrics on :8080)\n"
+            "  config check FILE     validate a configuration file (exit 0 valid, 2 invalid)\n"
+            "  config print [--config FILE]\n"
+            "                        print the effective configuration, secrets masked\n"
+            "  sandbox run|check     run code in the sandbox / report isolation features\n"
+            "  version               print the version\n");
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return usage(stderr, 2);
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "serve") == 0)
+        return daemon_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "config") == 0)
+        return config_cli_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "sandbox") == 0)
+        return sandbox_cli_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("agentd %s\n", AGENTD_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0)
+        return usage(stdout, 0);
+    fprintf(stderr, "agentd: unknown command '%s'\n", cmd);
+    return usage(stderr, 2);
+}
