@@ -33,7 +33,8 @@ export const FAKE_KEYS = Object.freeze({
   azure: 'fake-azure-key-0123456789abcdef',
   anthropic: 'sk-ant-fake-0123456789abcdef',
   gemini: 'AIzaFakeGeminiKey0123456789abcdef',
-  bedrock: Object.freeze({ accessKeyId: 'AKIAFAKEEXAMPLE00000', secretAccessKey: 'fakeSecretAccessKey/EXAMPLE+0123456789ab' }),
+  // Not frozen: the AWS SDK annotates the credentials object it is given.
+  bedrock: { accessKeyId: 'AKIAFAKEEXAMPLE00000', secretAccessKey: 'fakeSecretAccessKey/EXAMPLE+0123456789ab' },
   compat: null, // openai-compatible: no key required unless one is configured
 });
 
@@ -162,7 +163,7 @@ class Fake {
       azure: k.azure !== undefined ? k.azure : FAKE_KEYS.azure,
       anthropic: k.anthropic !== undefined ? k.anthropic : FAKE_KEYS.anthropic,
       gemini: k.gemini !== undefined ? k.gemini : FAKE_KEYS.gemini,
-      bedrock: k.bedrock !== undefined ? k.bedrock : { ...FAKE_KEYS.bedrock },
+      bedrock: k.bedrock !== undefined ? k.bedrock : { accessKeyId: FAKE_KEYS.bedrock.accessKeyId, secretAccessKey: FAKE_KEYS.bedrock.secretAccessKey },
       bedrockApiKey: k.bedrockApiKey,
       compat: k.compat !== undefined ? k.compat : FAKE_KEYS.compat,
     };
@@ -172,6 +173,8 @@ class Fake {
     this.defaultBehavior = {};
     this.hung = new Set();
     this.cannedCache = new Map();
+    this.received = 0; // API requests since the last reset (counted even when not recorded)
+    this.waiters = [];
     this.server = http.createServer({ keepAlive: true, noDelay: true }, (req, res) => this.onRequest(req, res));
     this.server.keepAliveTimeout = 120_000;
     this.server.headersTimeout = 125_000;
@@ -252,6 +255,8 @@ class Fake {
     const route = this.route(req.method, path, rawQuery, req.headers);
     if (!route) return notFound(this.opts.provider, req, res, path);
     if (this.opts.record) this.record(req, route, body);
+    this.received++;
+    if (this.waiters.length) this.waiters = this.waiters.filter((w) => !(this.received >= w.n && (w.resolve(), true)));
     const b = this.nextBehavior(route);
     if (b.reset) { req.socket.destroy(); return; }
     if (b.hang) {
@@ -349,7 +354,21 @@ class Fake {
 
   setDefault(b) { this.defaultBehavior = { ...(b || {}) }; }
 
+  // Resolves once `n` API requests have arrived since the last reset.
+  waitForRequests(n, timeoutMs = 10000) {
+    if (this.received >= n) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const w = { n, resolve: () => { clearTimeout(t); resolve(); } };
+      const t = setTimeout(() => {
+        this.waiters = this.waiters.filter((x) => x !== w);
+        reject(new Error(`timed out waiting for ${n} requests (got ${this.received})`));
+      }, timeoutMs);
+      this.waiters.push(w);
+    });
+  }
+
   reset() {
+    this.received = 0;
     this.queue.length = 0;
     this.requests.length = 0;
     this.defaultBehavior = {};
@@ -459,6 +478,8 @@ function publicApi(f) {
     setDefault: (b) => { f.setDefault(b); },
     reset: () => { f.reset(); },
     pending: () => f.queue.length,
+    received: () => f.received,
+    waitForRequests: (n, timeoutMs) => f.waitForRequests(n, timeoutMs),
     close: () => f.close(),
     server: f.server,
   };

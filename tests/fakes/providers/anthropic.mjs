@@ -10,7 +10,9 @@ export function route(method, path) {
   return null;
 }
 
-export const ANTHROPIC_VERSIONS = new Set(['2023-06-01', '2023-01-01']);
+export const ANTHROPIC_VERSIONS = new Set(['2023-01-01', '2023-06-01', '2026-10-21']);
+// API version 2026-10-21 removed the sampling parameters and tightened message content rules.
+const V2026 = '2026-10-21';
 
 const PARAMS = new Set(['model', 'messages', 'max_tokens', 'metadata', 'stop_sequences', 'stream', 'system', 'temperature',
   'tool_choice', 'tools', 'top_k', 'top_p', 'thinking', 'service_tier', 'container', 'mcp_servers', 'context_management',
@@ -80,9 +82,12 @@ function scriptedError(ctx, status) {
     { 'x-should-retry': String(status >= 500 || status === 429 || status === 408), ...rest });
 }
 
+// API keys are accepted as `x-api-key` or, as the SDKs send them since API version 2026-10-21,
+// `Authorization: Bearer <key>`.
 function checkAuth(ctx) {
   if (ctx.skipAuth) return true;
-  const key = ctx.headers['x-api-key'];
+  const bearer = /^Bearer\s+(.+)$/i.exec(ctx.headers.authorization || '');
+  const key = ctx.headers['x-api-key'] ?? (bearer ? bearer[1].trim() : undefined);
   const want = [].concat(ctx.opts.keys.anthropic || []);
   if (want.length && key === undefined) {
     sendError(ctx, new ApiError(401, 'authentication_error', 'x-api-key header is required'));
@@ -165,7 +170,7 @@ function blockItems(content, where, role, ids) {
   });
 }
 
-function toConversation(j, count) {
+function toConversation(j, count, version) {
   const allowed = count ? COUNT_PARAMS : PARAMS;
   for (const k of Object.keys(j)) if (!allowed.has(k)) throw invalid(`${k}: Extra inputs are not permitted`);
   if (j.model === undefined) throw invalid('model: Field required');
@@ -177,6 +182,11 @@ function toConversation(j, count) {
   }
   if (j.messages === undefined) throw invalid('messages: Field required');
   if (!Array.isArray(j.messages)) throw invalid('messages: Input should be a valid list');
+  if (version === V2026) {
+    for (const k of ['temperature', 'top_p', 'top_k']) {
+      if (j[k] !== undefined) throw invalid(`${k}: \`${k}\` is not supported in API version ${V2026}; remove it or send anthropic-version: 2023-06-01.`);
+    }
+  }
   if (j.temperature !== undefined && (typeof j.temperature !== 'number' || j.temperature < 0 || j.temperature > 1)) {
     throw invalid(typeof j.temperature !== 'number' ? 'temperature: Input should be a valid number' : j.temperature < 0 ? 'temperature: Input should be greater than or equal to 0' : 'temperature: Input should be less than or equal to 1');
   }
@@ -221,6 +231,14 @@ function toConversation(j, count) {
       throw invalid(`messages.${i}: all messages must have non-empty content except for the optional final assistant message`);
     }
     const ids = { uses: [], results: [] };
+    if (version === V2026 && Array.isArray(m.content)) {
+      m.content.forEach((b, k) => {
+        if (m.role === 'assistant' && b && b.type === 'document') throw invalid(`messages.${i}.content.${k}: document blocks are not allowed in assistant messages in API version ${V2026}.`);
+        if (m.role === 'user' && b && b.type === 'text' && Array.isArray(b.citations) && b.citations.length) {
+          throw invalid(`messages.${i}.content.${k}.citations: citations on text blocks in user messages are not allowed in API version ${V2026}.`);
+        }
+      });
+    }
     const items = blockItems(m.content, `messages.${i}`, m.role, ids);
     if (prevUses.length) {
       const got = new Set(ids.results.map(([id]) => id));
@@ -264,7 +282,7 @@ function checkModel(ctx, model) {
 
 async function messages(ctx) {
   const j = parseBody(ctx);
-  const conv = toConversation(j, false);
+  const conv = toConversation(j, false, ctx.headers['anthropic-version']);
   checkModel(ctx, j.model);
   const plan = makeReply(conv, ctx.behavior);
   const rid = requestId();
@@ -328,7 +346,7 @@ async function messages(ctx) {
 
 function countTokens(ctx) {
   const j = parseBody(ctx);
-  const conv = toConversation(j, true);
+  const conv = toConversation(j, true, ctx.headers['anthropic-version']);
   checkModel(ctx, j.model);
   ctx.sendJson(200, { input_tokens: inputTokens(conv) }, baseHeaders(ctx, requestId()));
 }
