@@ -548,6 +548,18 @@ describe('@google/genai against the fake Gemini', () => {
     await assert.rejects((async () => { for await (const c of stream) void c; })(), (e) => e instanceof GenAIApiError && e.status === 503);
   });
 
+  test('streamGenerateContent without alt=sse is one JSON array streamed element by element', async () => {
+    const r = await fetch(`${fake.url}/v1beta/models/gemini-2.5-flash:streamGenerateContent`, {
+      method: 'POST', headers: { 'x-goog-api-key': FAKE_KEYS.gemini, 'content-type': 'application/json' },
+      body: JSON.stringify({ contents: [{ parts: [{ text: 'array mode' }] }], system_instruction: { parts: [{ text: 'snake_case ok' }] } }),
+    });
+    assert.equal(r.status, 200);
+    const arr = JSON.parse(await r.text());
+    assert.equal(arr.length, 4);
+    assert.equal(arr.map((x) => x.candidates[0].content.parts[0].text).join(''), 'echo: array mode');
+    assert.equal(arr[3].usageMetadata.promptTokenCount, inTok('snake_case ok', 'array mode'));
+  });
+
   test('embedContent', async () => {
     const r = await ai.models.embedContent({ model: 'text-embedding-004', contents: 'embed me', config: { outputDimensionality: 8 } });
     assert.equal(r.embeddings.length, 1);
@@ -692,6 +704,28 @@ describe('@aws-sdk/client-bedrock-runtime against the fake Bedrock', () => {
     assert.equal(r3.status, 403);
     assert.match((await r3.json()).message, /%253A0/);
   });
+});
+
+describe('OpenAI-compatible flavours', () => {
+  for (const [flavor, check] of [
+    ['ollama', (j) => { assert.equal(j.error.message, 'model "nope" not found, try pulling it first'); }],
+    ['llamacpp', (j) => { assert.equal(j.error.code, 404); }],
+    ['vllm', (j) => { assert.equal(j.error.type, 'NotFoundError'); assert.equal(j.error.code, 404); }],
+  ]) {
+    test(`${flavor}: fingerprint/ids and its own error shape`, async () => {
+      const f = await startFake({ provider: 'openai-compatible', compatFlavor: flavor, models: ['llama3'] });
+      try {
+        const client = new OpenAI({ apiKey: 'x', baseURL: f.urls['openai-compatible'], maxRetries: 0 });
+        const r = await client.chat.completions.create({ model: 'llama3', messages: [{ role: 'user', content: 'hi' }] });
+        assert.equal(r.choices[0].message.content, 'echo: hi');
+        await assert.rejects(client.chat.completions.create({ model: 'nope', messages: [{ role: 'user', content: 'hi' }] }), (e) => {
+          assert.ok(e instanceof OpenAI.NotFoundError);
+          check(e.error ? { error: e.error } : {});
+          return true;
+        });
+      } finally { await f.close(); }
+    });
+  }
 });
 
 describe('event-stream framing', () => {
