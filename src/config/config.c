@@ -1,0 +1,313 @@
+#include "config/config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/log.h"
+#include "common/str.h"
+
+#define CONFIG_FILE_MAX (4 << 20)
+
+static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+
+#define OFF(f) offsetof(struct config, f)
+#define I64MAX INT64_MAX
+
+static const struct cfg_field server_limits_fields[] = {
+    {.key = "header_bytes", .type = CFG_SIZE, .off = OFF(server.max_header_bytes), .min = 1024, .max = 65536,
+     .def = "16KiB", .help = "request line + headers; larger requests get 431"},
+    {.key = "body_bytes", .type = CFG_SIZE, .off = OFF(server.max_body_bytes), .min = 1024, .max = 1LL << 30,
+     .def = "16MiB", .help = "request body; larger requests get 413"},
+    {.key = "connections", .type = CFG_INT, .off = OFF(server.max_connections), .min = 1, .max = 1000000,
+     .def = "10000", .help = "open client connections; past it new ones get 503 and are closed"},
+    {.key = "pipeline", .type = CFG_INT, .off = OFF(server.max_pipeline), .min = 1, .max = 128, .def = "16",
+     .help = "parsed requests queued on one connection before reading pauses"},
+};
+static const struct cfg_schema server_limits_schema = {"limits", 0, server_limits_fields, 4, NULL};
+
+static const struct cfg_field server_timeouts_fields[] = {
+    {.key = "header", .type = CFG_DURATION, .off = OFF(server.header_timeout_ms), .min = 10, .max = 600000,
+     .def = "10s", .help = "first byte of a request to the end of its headers; else 408"},
+    {.key = "body", .type = CFG_DURATION, .off = OFF(server.body_timeout_ms), .min = 10, .max = 3600000,
+     .def = "60s", .help = "end of headers to the end of the body; else 408"},
+    {.key = "idle", .type = CFG_DURATION, .off = OFF(server.idle_timeout_ms), .min = 10, .max = 86400000,
+     .def = "75s", .help = "keep-alive connection with no request"},
+    {.key = "drain_grace", .type = CFG_DURATION, .off = OFF(server.drain_grace_ms), .min = 0, .max = 3600000,
+     .def = "30s", .help = "in-flight requests may finish for this long after SIGTERM"},
+    {.key = "drain_delay", .type = CFG_DURATION, .off = OFF(server.drain_delay_ms), .min = 0, .max = 600000,
+     .def = "0s", .help = "after SIGTERM /ready is 503 for this long before the API listener closes"},
+    {.key = "health_stall", .type = CFG_DURATION, .off = OFF(server.health_stall_ms), .min = 100, .max = 600000,
+     .def = "10s", .help = "/health fails when a worker loop has not turned for this long"},
+};
+static const struct cfg_schema server_timeouts_schema = {"timeouts", 0, server_timeouts_fields, 6, NULL};
+
+static const struct cfg_field server_fields[] = {
+    {.key = "listen", .type = CFG_ADDR, .off = OFF(server.listen), .def = "0.0.0.0:8000", .flags = CFG_RESTART,
+     .help = "API listener"},
+    {.key = "ops_listen", .type = CFG_ADDR, .off = OFF(server.ops_listen), .def = "0.0.0.0:8080",
+     .flags = CFG_RESTART, .help = "probes and metrics listener"},
+    {.key = "workers", .type = CFG_INT, .off = OFF(server.workers), .min = 0, .max = 256, .def = "0",
+     .flags = CFG_RESTART, .help = "worker threads; 0 = CPUs available (cgroup quota respected)"},
+    {.key = "data_dir", .type = CFG_STRING, .off = OFF(server.data_dir), .max = 4096, .def = "./data",
+     .flags = CFG_RESTART, .help = "SQLite database and local state"},
+    {.key = "environment", .type = CFG_STRING, .off = OFF(server.environment), .max = 64, .def = "development",
+     .env_alias = "ENVIRONMENT", .help = "deployment environment name, reported in logs and metrics"},
+    {.key = "backlog", .type = CFG_INT, .off = OFF(server.backlog), .min = 1, .max = 65535, .def = "1024",
+     .flags = CFG_RESTART, .help = "listen(2) backlog"},
+    {.key = "limits", .type = CFG_MAP, .sub = &server_limits_schema},
+    {.key = "timeouts", .type = CFG_MAP, .sub = &server_timeouts_schema},
+    {.key = "debug_routes", .type = CFG_BOOL, .off = OFF(server.debug_routes), .def = "false", .flags = CFG_RESTART,
+     .help = "test-only routes /debug/echo, /debug/sleep, /debug/stall; never enable in production"},
+};
+static const struct cfg_schema server_schema = {"server", 0, server_fields, 9, NULL};
+
+static const struct cfg_field log_fields[] = {
+    {.key = "level", .type = CFG_ENUM, .off = OFF(log.level), .enums = log_levels, .def = "info"},
+    {.key = "access", .type = CFG_BOOL, .off = OFF(log.access), .def = "true", .help = "one line per request"},
+};
+static const struct cfg_schema log_schema = {"log", 0, log_fields, 2, NULL};
+
+static const struct cfg_field gateway_fields[] = {
+    {.key = "max_concurrent_requests", .type = CFG_INT, .off = OFF(gateway.max_concurrent_requests), .min = 0,
+     .max = 1000000, .def = "0", .env_alias = "MAX_CONCURRENT_REQUESTS",
+     .help = "LLM requests in flight per process; 0 = unlimited"},
+    {.key = "request_timeout", .type = CFG_DURATION, .off = OFF(gateway.request_timeout_ms), .min = 100,
+     .max = 86400000, .def = "300s", .env_alias = "REQUEST_TIMEOUT_SECONDS", .flags = CFG_ENV_SECONDS,
+     .help = "whole-request deadline for an LLM call, retries included"},
+};
+static const struct cfg_schema gateway_schema = {"gateway", 0, gateway_fields, 2, NULL};
+
+static const struct cfg_field root_fields[] = {
+    {.key = "server", .type = CFG_MAP, .sub = &server_schema},
+    {.key = "log", .type = CFG_MAP, .sub = &log_schema},
+    {.key = "gateway", .type = CFG_MAP, .sub = &gateway_schema},
+};
+const struct cfg_schema config_schema = {"config", sizeof(struct config), root_fields, 3, NULL};
+
+static void validate(struct cfg_ctx *ctx, struct config *c)
+{
+    if (c->server.listen && c->server.ops_listen && strcmp(c->server.listen, c->server.ops_listen) == 0 &&
+        strstr(c->server.listen, ":0") == NULL)
+        cfg_error_at(ctx, NULL, "server.ops_listen", "must differ from server.listen (%s)", c->server.listen);
+}
+
+static int read_file(const char *path, struct buf *out, struct buf *errors)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd == -1) {
+        buf_printf(errors, "%s: cannot open: %s\n", path, strerror(errno));
+        return -1;
+    }
+    int rc = -1;
+    char chunk[16384];
+    for (;;) {
+        ssize_t n = read(fd, chunk, sizeof(chunk));
+        if (n == -1) {
+            if (errno == EINTR)
+                continue;
+            buf_printf(errors, "%s: cannot read: %s\n", path, strerror(errno));
+            goto out;
+        }
+        if (n == 0)
+            break;
+        if (buf_append(out, chunk, (size_t)n) != 0) {
+            buf_printf(errors, "%s: larger than %d bytes\n", path, CONFIG_FILE_MAX);
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    close(fd);
+    return rc;
+}
+
+struct config *config_load(const struct config_flags *flags, char **environ_, struct buf *errors)
+{
+    struct config *c = xcalloc(1, sizeof(*c));
+    atomic_init(&c->refs, 1);
+    cfg_apply_defaults(&config_schema, c);
+    struct cfg_ctx ctx = {"", errors, 0};
+
+    if (flags && flags->config_path) {
+        c->path = xstrdup(flags->config_path);
+        struct buf text = BUF_INIT(CONFIG_FILE_MAX);
+        if (read_file(flags->config_path, &text, errors) != 0) {
+            ctx.nerrors++;
+        } else {
+            struct buf perr = BUF_INIT(4096);
+            struct ynode *root = yaml_tree_parse(text.data ? text.data : "", text.len, &perr);
+            ctx.source = flags->config_path;
+            if (root == NULL) {
+                buf_printf(errors, "%s:%s\n", flags->config_path, perr.data ? perr.data : " invalid YAML");
+                ctx.nerrors++;
+            } else {
+                cfg_read_map(&ctx, &config_schema, c, root, "");
+                ynode_free(root);
+            }
+            buf_free(&perr);
+        }
+        buf_free(&text);
+    }
+    ctx.source = "environment";
+    cfg_read_env(&ctx, &config_schema, c, environ_);
+    if (flags) {
+        for (int i = 0; i < flags->nsets; i++) {
+            const char *eq = strchr(flags->sets[i], '=');
+            char path[256];
+            size_t n = eq ? (size_t)(eq - flags->sets[i]) : 0;
+            if (eq == NULL || n >= sizeof(path)) {
+                ctx.source = "command line";
+                cfg_error_at(&ctx, NULL, NULL, "'%s' is not PATH=VALUE", flags->sets[i]);
+                continue;
+            }
+            memcpy(path, flags->sets[i], n);
+            path[n] = '\0';
+            char label[300];
+            snprintf(label, sizeof(label), "command line --set %s", path);
+            ctx.source = label;
+            cfg_set_path(&ctx, &config_schema, c, path, eq + 1);
+        }
+    }
+    ctx.source = "configuration";
+    validate(&ctx, c);
+    if (ctx.nerrors) {
+        config_unref(c);
+        return NULL;
+    }
+    return c;
+}
+
+struct config *config_ref(struct config *c)
+{
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    return c;
+}
+
+void config_unref(struct config *c)
+{
+    if (c == NULL)
+        return;
+    if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    cfg_free_obj(&config_schema, c);
+    xfree(c->path);
+    xfree(c);
+}
+
+static pthread_mutex_t current_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct config *current;
+static uint64_t generation;
+
+struct config *config_acquire(void)
+{
+    pthread_mutex_lock(&current_lock);
+    struct config *c = current ? config_ref(current) : NULL;
+    pthread_mutex_unlock(&current_lock);
+    return c;
+}
+
+void config_publish(struct config *c)
+{
+    pthread_mutex_lock(&current_lock);
+    struct config *old = current;
+    c->generation = ++generation;
+    current = c;
+    pthread_mutex_unlock(&current_lock);
+    config_unref(old);
+}
+
+void config_shutdown(void)
+{
+    pthread_mutex_lock(&current_lock);
+    struct config *old = current;
+    current = NULL;
+    pthread_mutex_unlock(&current_lock);
+    config_unref(old);
+}
+
+void config_print(struct buf *out, const struct config *c)
+{
+    buf_printf(out, "# effective configuration%s%s (secrets masked)\n", c->path ? " from " : "",
+               c->path ? c->path : " (built-in defaults)");
+    cfg_print(out, &config_schema, c, 0);
+}
+
+static int add_set(struct config_flags *flags, const char *path, const char *value)
+{
+    if (flags->nsets >= (int)(sizeof(flags->sets) / sizeof(flags->sets[0]))) {
+        fprintf(stderr, "agentd: too many settings on the command line\n");
+        return -1;
+    }
+    /* Stored as "path=value" in a small static arena that lives for the process. */
+    static char storage[64][512];
+    int n = snprintf(storage[flags->nsets], sizeof(storage[0]), "%s=%s", path, value);
+    if (n < 0 || (size_t)n >= sizeof(storage[0])) {
+        fprintf(stderr, "agentd: value for %s is too long\n", path);
+        return -1;
+    }
+    flags->sets[flags->nsets] = storage[flags->nsets];
+    flags->nsets++;
+    return 0;
+}
+
+int config_parse_flags(int argc, char **argv, struct config_flags *flags, bool allow_serve_flags)
+{
+    static const struct {
+        const char *flag;
+        const char *path;
+    } map[] = {{"--listen", "server.listen"},       {"--ops-listen", "server.ops_listen"},
+               {"--data-dir", "server.data_dir"},   {"--workers", "server.workers"},
+               {"--log-level", "log.level"}};
+    int i = 1;
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = NULL;
+        const char *eq = strchr(a, '=');
+        char name[64];
+        size_t nlen = eq ? (size_t)(eq - a) : strlen(a);
+        if (strncmp(a, "--", 2) != 0 || nlen >= sizeof(name))
+            break;
+        memcpy(name, a, nlen);
+        name[nlen] = '\0';
+        bool takes_value = strcmp(name, "--config") == 0 || strcmp(name, "--set") == 0;
+        for (size_t k = 0; k < sizeof(map) / sizeof(map[0]); k++)
+            takes_value |= strcmp(name, map[k].flag) == 0;
+        if (!takes_value)
+            break;
+        if (eq) {
+            val = eq + 1;
+        } else if (i + 1 < argc) {
+            val = argv[++i];
+        } else {
+            fprintf(stderr, "agentd: %s needs a value\n", name);
+            return -1;
+        }
+        if (strcmp(name, "--config") == 0) {
+            flags->config_path = val;
+            continue;
+        }
+        if (strcmp(name, "--set") == 0) {
+            if (flags->nsets >= 64) {
+                fprintf(stderr, "agentd: too many --set\n");
+                return -1;
+            }
+            flags->sets[flags->nsets++] = val;
+            continue;
+        }
+        if (!allow_serve_flags) {
+            fprintf(stderr, "agentd: %s is not accepted here\n", name);
+            return -1;
+        }
+        for (size_t k = 0; k < sizeof(map) / sizeof(map[0]); k++)
+            if (strcmp(name, map[k].flag) == 0 && add_set(flags, map[k].path, val) != 0)
+                return -1;
+    }
+    return i;
+}

@@ -1,0 +1,89 @@
+/* config.h: agentd's effective configuration, as immutable reference-counted snapshots.
+ *
+ * Sources, lowest precedence first: built-in defaults, the YAML file, environment variables (AGENTD_<PATH> for
+ * every setting plus the names Kubernetes manifests use: ENVIRONMENT, MAX_CONCURRENT_REQUESTS,
+ * REQUEST_TIMEOUT_SECONDS), command-line flags. A loaded snapshot never changes; a reload builds a new one and
+ * publishes it, and requests already running keep the snapshot they started with. */
+#ifndef AGENTD_CONFIG_H
+#define AGENTD_CONFIG_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+#include "config/schema.h"
+
+enum { CONFIG_LOG_DEBUG, CONFIG_LOG_INFO, CONFIG_LOG_WARN, CONFIG_LOG_ERROR };
+
+struct config_server {
+    char *listen;            /* API listener, "0.0.0.0:8000" */
+    char *ops_listen;        /* probes + metrics, "0.0.0.0:8080" */
+    int64_t workers;         /* 0 = one per CPU available to the process (cgroup quota respected) */
+    char *data_dir;
+    char *environment;
+    int64_t backlog;
+    /* limits */
+    int64_t max_header_bytes;  /* request line + headers, else 431 */
+    int64_t max_body_bytes;    /* else 413 */
+    int64_t max_connections;   /* per process; past it new connections get 503 and are closed */
+    int64_t max_pipeline;      /* parsed requests queued on one connection before reading pauses */
+    /* timeouts, ms */
+    int64_t header_timeout_ms; /* first byte of a request to end of its headers, else 408 */
+    int64_t body_timeout_ms;   /* end of headers to end of body, else 408 */
+    int64_t idle_timeout_ms;   /* keep-alive connection with nothing to do */
+    int64_t drain_grace_ms;    /* how long in-flight requests may run after SIGTERM */
+    int64_t drain_delay_ms;    /* /ready is 503 this long before listeners close (load balancer deregistration) */
+    int64_t health_stall_ms;   /* /health fails when a worker loop has not turned for this long */
+    bool debug_routes;         /* /debug/echo, /debug/sleep, /debug/stall on the API listener (tests only) */
+};
+
+struct config_log {
+    int level;   /* CONFIG_LOG_* */
+    bool access; /* one line per request */
+};
+
+struct config_gateway {
+    int64_t max_concurrent_requests; /* 0 = unlimited */
+    int64_t request_timeout_ms;
+};
+
+struct config {
+    _Atomic int refs;
+    uint64_t generation;
+    char *path; /* file it was read from, or NULL */
+    struct config_server server;
+    struct config_log log;
+    struct config_gateway gateway;
+};
+
+extern const struct cfg_schema config_schema;
+
+/* Command-line settings, applied last. */
+struct config_flags {
+    const char *config_path;
+    const char *sets[64]; /* "path=value" */
+    int nsets;
+};
+
+/* Loads defaults + file (if path) + environment + flags. On failure returns NULL and appends one line per
+ * problem to errors. The result has one reference. */
+struct config *config_load(const struct config_flags *flags, char **environ_, struct buf *errors);
+struct config *config_ref(struct config *c);
+void config_unref(struct config *c);
+
+/* The process-wide current snapshot. acquire returns a new reference (config_unref it); publish takes
+ * ownership of c's reference. */
+struct config *config_acquire(void);
+void config_publish(struct config *c);
+/* Drops the current snapshot at exit. */
+void config_shutdown(void);
+
+/* Writes the effective configuration as YAML, secrets masked. */
+void config_print(struct buf *out, const struct config *c);
+
+/* Parses the shared --config/--listen/... flags of `serve` and `config print`. Returns the index of the first
+ * argument it did not take, or -1 after printing the error. */
+int config_parse_flags(int argc, char **argv, struct config_flags *flags, bool allow_serve_flags);
+
+#endif
