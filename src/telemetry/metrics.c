@@ -1,0 +1,505 @@
+#include "telemetry/metrics.h"
+
+#include <dirent.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/str.h"
+#include "common/timeutil.h"
+
+struct metric_series {
+    const struct metric_def *def;
+    char *key;      /* label values joined by '\x1f'; "" for no labels */
+    char **values;  /* label values */
+    uint64_t hash;
+    _Atomic uint64_t value_bits; /* counter/gauge value (double bits), histogram sum */
+    _Atomic uint64_t count;      /* histogram count */
+    _Atomic uint64_t *buckets;   /* histogram per-bucket (non-cumulative) counts, nbuckets + 1 */
+};
+
+struct shard {
+    pthread_mutex_t lock;     /* held by the owner to insert, by the scraper to read the table */
+    struct metric_series **slots;
+    size_t cap, used;
+    size_t per_family[METRICS_MAX_FAMILIES];
+    struct shard *next;
+};
+
+static struct metric_def *families[METRICS_MAX_FAMILIES];
+static int nfamilies;
+static pthread_mutex_t shards_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct shard *shards;
+static _Thread_local struct shard *tls_shard;
+
+struct collector {
+    metrics_collector_fn *fn;
+    void *ud;
+};
+static struct collector collectors[32];
+static int ncollectors;
+
+void metrics_register(struct metric_def *def)
+{
+    for (int i = 0; i < nfamilies; i++)
+        if (families[i] == def)
+            return;
+    if (nfamilies >= METRICS_MAX_FAMILIES)
+        abort();
+    def->nlabels = 0;
+    while (def->labels && def->labels[def->nlabels])
+        def->nlabels++;
+    def->id = nfamilies;
+    families[nfamilies++] = def;
+}
+
+void metrics_add_collector(metrics_collector_fn *fn, void *ud)
+{
+    if (ncollectors < (int)(sizeof(collectors) / sizeof(collectors[0])))
+        collectors[ncollectors++] = (struct collector){fn, ud};
+}
+
+static struct shard *my_shard(void)
+{
+    if (tls_shard)
+        return tls_shard;
+    struct shard *s = xcalloc(1, sizeof(*s));
+    pthread_mutex_init(&s->lock, NULL);
+    s->cap = 64;
+    s->slots = xcalloc(s->cap, sizeof(*s->slots));
+    pthread_mutex_lock(&shards_lock);
+    s->next = shards;
+    shards = s;
+    pthread_mutex_unlock(&shards_lock);
+    tls_shard = s;
+    return s;
+}
+
+static uint64_t hash_bytes(uint64_t h, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static void build_key(const struct metric_def *def, const char *const *values, struct buf *key)
+{
+    for (size_t i = 0; i < def->nlabels; i++) {
+        if (i)
+            buf_append_char(key, '\x1f');
+        buf_append_str(key, values && values[i] ? values[i] : "");
+    }
+}
+
+static void shard_grow(struct shard *s)
+{
+    size_t ncap = s->cap * 2;
+    struct metric_series **nslots = xcalloc(ncap, sizeof(*nslots));
+    for (size_t i = 0; i < s->cap; i++) {
+        struct metric_series *m = s->slots[i];
+        if (!m)
+            continue;
+        size_t j = m->hash & (ncap - 1);
+        while (nslots[j])
+            j = (j + 1) & (ncap - 1);
+        nslots[j] = m;
+    }
+    xfree(s->slots);
+    s->slots = nslots;
+    s->cap = ncap;
+}
+
+static uint64_t hash_labels(const struct metric_def *def, const char *const *values)
+{
+    uint64_t h = 14695981039346656037ull ^ (uint64_t)def->id;
+    for (size_t i = 0; i < def->nlabels; i++) {
+        const char *v = values && values[i] ? values[i] : "";
+        h = hash_bytes(h, v, strlen(v));
+        h = hash_bytes(h, "\x1f", 1);
+    }
+    return h;
+}
+
+static bool labels_equal(const struct metric_series *m, const char *const *values)
+{
+    for (size_t i = 0; i < m->def->nlabels; i++)
+        if (strcmp(m->values[i], values && values[i] ? values[i] : "") != 0)
+            return false;
+    return true;
+}
+
+static struct metric_series *lookup(struct shard *s, const struct metric_def *def, uint64_t h,
+                                    const char *const *values)
+{
+    size_t j = h & (s->cap - 1);
+    while (s->slots[j]) {
+        struct metric_series *m = s->slots[j];
+        if (m->hash == h && m->def == def && labels_equal(m, values))
+            return m;
+        j = (j + 1) & (s->cap - 1);
+    }
+    return NULL;
+}
+
+/* The hot path hashes the label values in place and allocates nothing once the series exists. */
+struct metric_series *metrics_series(struct metric_def *def, const char *const *label_values)
+{
+    struct shard *s = my_shard();
+    uint64_t h = hash_labels(def, label_values);
+    struct metric_series *m = lookup(s, def, h, label_values);
+    if (m)
+        return m;
+    const char *others[METRICS_MAX_LABELS];
+    if (s->per_family[def->id] >= METRICS_MAX_SERIES_PER_FAMILY && def->nlabels > 0) {
+        /* Cardinality guard: fold into one "other" series rather than grow without bound. */
+        for (size_t i = 0; i < def->nlabels && i < METRICS_MAX_LABELS; i++)
+            others[i] = "other";
+        label_values = others;
+        h = hash_labels(def, label_values);
+        m = lookup(s, def, h, label_values);
+        if (m)
+            return m;
+    }
+    struct buf key = BUF_INIT(BUF_UNBOUNDED);
+    build_key(def, label_values, &key);
+    m = xcalloc(1, sizeof(*m));
+    m->def = def;
+    m->key = key.data ? buf_steal(&key, NULL) : xstrdup("");
+    m->hash = h;
+    m->values = xcalloc(def->nlabels ? def->nlabels : 1, sizeof(char *));
+    for (size_t i = 0; i < def->nlabels; i++)
+        m->values[i] = xstrdup(label_values && label_values[i] ? label_values[i] : "");
+    if (def->kind == METRIC_HISTOGRAM)
+        m->buckets = xcalloc(def->nbuckets + 1, sizeof(*m->buckets));
+    pthread_mutex_lock(&s->lock);
+    if ((s->used + 1) * 4 > s->cap * 3)
+        shard_grow(s);
+    size_t j = h & (s->cap - 1);
+    while (s->slots[j])
+        j = (j + 1) & (s->cap - 1);
+    s->slots[j] = m;
+    s->used++;
+    s->per_family[def->id]++;
+    pthread_mutex_unlock(&s->lock);
+    return m;
+}
+
+static inline double bits_to_double(uint64_t b)
+{
+    double d;
+    memcpy(&d, &b, sizeof(d));
+    return d;
+}
+
+static inline uint64_t double_to_bits(double d)
+{
+    uint64_t b;
+    memcpy(&b, &d, sizeof(b));
+    return b;
+}
+
+void metrics_series_add(struct metric_series *s, double v)
+{
+    /* Only the owning thread writes, so load-add-store is exact; relaxed atomics keep reads whole. */
+    uint64_t b = atomic_load_explicit(&s->value_bits, memory_order_relaxed);
+    atomic_store_explicit(&s->value_bits, double_to_bits(bits_to_double(b) + v), memory_order_relaxed);
+}
+
+void metrics_series_observe(struct metric_series *s, double v)
+{
+    const struct metric_def *d = s->def;
+    size_t i = 0;
+    while (i < d->nbuckets && v > d->buckets[i])
+        i++;
+    atomic_fetch_add_explicit(&s->buckets[i], 1, memory_order_relaxed);
+    metrics_series_add(s, v);
+    atomic_fetch_add_explicit(&s->count, 1, memory_order_relaxed);
+}
+
+/* ---- rendering ---- */
+
+void metrics_append_label_value(struct buf *out, const char *v)
+{
+    for (const char *p = v; *p; p++) {
+        if (*p == '\\')
+            buf_append_str(out, "\\\\");
+        else if (*p == '"')
+            buf_append_str(out, "\\\"");
+        else if (*p == '\n')
+            buf_append_str(out, "\\n");
+        else
+            buf_append_char(out, *p);
+    }
+}
+
+static void append_number(struct buf *out, double v)
+{
+    if (isnan(v))
+        buf_append_str(out, "NaN");
+    else if (isinf(v))
+        buf_append_str(out, v > 0 ? "+Inf" : "-Inf");
+    else if (v == floor(v) && fabs(v) < 1e15)
+        buf_printf(out, "%.0f", v);
+    else
+        buf_printf(out, "%.12g", v);
+}
+
+struct agg {
+    const struct metric_series *first; /* label values come from here */
+    double value;
+    uint64_t count;
+    uint64_t *buckets;
+};
+
+static int agg_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct agg *)a)->first->key, ((const struct agg *)b)->first->key);
+}
+
+static void append_labels(struct buf *out, const struct metric_def *d, const struct metric_series *m,
+                          const char *extra_name, const char *extra_value)
+{
+    if (d->nlabels == 0 && !extra_name)
+        return;
+    buf_append_char(out, '{');
+    for (size_t i = 0; i < d->nlabels; i++) {
+        buf_printf(out, "%s%s=\"", i ? "," : "", d->labels[i]);
+        metrics_append_label_value(out, m->values[i]);
+        buf_append_char(out, '"');
+    }
+    if (extra_name)
+        buf_printf(out, "%s%s=\"%s\"", d->nlabels ? "," : "", extra_name, extra_value);
+    buf_append_char(out, '}');
+}
+
+static void render_family(struct buf *out, const struct metric_def *d)
+{
+    /* Gather this family's series from every shard, merging equal label sets. */
+    size_t cap = 16, n = 0;
+    struct agg *aggs = xcalloc(cap, sizeof(*aggs));
+    pthread_mutex_lock(&shards_lock);
+    for (struct shard *s = shards; s; s = s->next) {
+        pthread_mutex_lock(&s->lock);
+        for (size_t i = 0; i < s->cap; i++) {
+            const struct metric_series *m = s->slots[i];
+            if (!m || m->def != d)
+                continue;
+            struct agg *a = NULL;
+            for (size_t k = 0; k < n; k++) /* few series per family; linear merge is fine at scrape time */
+                if (strcmp(aggs[k].first->key, m->key) == 0) {
+                    a = &aggs[k];
+                    break;
+                }
+            if (!a) {
+                if (n == cap) {
+                    cap *= 2;
+                    aggs = xrealloc(aggs, cap * sizeof(*aggs));
+                }
+                a = &aggs[n++];
+                memset(a, 0, sizeof(*a));
+                a->first = m;
+                if (d->kind == METRIC_HISTOGRAM)
+                    a->buckets = xcalloc(d->nbuckets + 1, sizeof(uint64_t));
+            }
+            a->value += bits_to_double(atomic_load_explicit(&m->value_bits, memory_order_relaxed));
+            if (d->kind == METRIC_HISTOGRAM) {
+                /* Read buckets before count so that count >= sum of buckets never breaks monotonicity. */
+                uint64_t total = 0;
+                for (size_t b = 0; b <= d->nbuckets; b++) {
+                    uint64_t c = atomic_load_explicit(&m->buckets[b], memory_order_relaxed);
+                    a->buckets[b] += c;
+                    total += c;
+                }
+                a->count += total;
+            }
+        }
+        pthread_mutex_unlock(&s->lock);
+    }
+    pthread_mutex_unlock(&shards_lock);
+
+    static const char *const kinds[] = {"counter", "gauge", "histogram"};
+    buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", d->name, d->help, d->name, kinds[d->kind]);
+    qsort(aggs, n, sizeof(*aggs), agg_cmp);
+    for (size_t k = 0; k < n; k++) {
+        struct agg *a = &aggs[k];
+        if (d->kind != METRIC_HISTOGRAM) {
+            buf_append_str(out, d->name);
+            append_labels(out, d, a->first, NULL, NULL);
+            buf_append_char(out, ' ');
+            append_number(out, a->value);
+            buf_append_char(out, '\n');
+            continue;
+        }
+        uint64_t cum = 0;
+        for (size_t b = 0; b <= d->nbuckets; b++) {
+            char le[40];
+            cum += a->buckets[b];
+            if (b == d->nbuckets)
+                snprintf(le, sizeof(le), "+Inf");
+            else
+                snprintf(le, sizeof(le), "%g", d->buckets[b]);
+            buf_printf(out, "%s_bucket", d->name);
+            append_labels(out, d, a->first, "le", le);
+            buf_printf(out, " %llu\n", (unsigned long long)cum);
+        }
+        buf_printf(out, "%s_sum", d->name);
+        append_labels(out, d, a->first, NULL, NULL);
+        buf_append_char(out, ' ');
+        append_number(out, a->value);
+        buf_printf(out, "\n%s_count", d->name);
+        append_labels(out, d, a->first, NULL, NULL);
+        buf_printf(out, " %llu\n", (unsigned long long)cum);
+        xfree(a->buckets);
+    }
+    xfree(aggs);
+}
+
+void metrics_render(struct buf *out)
+{
+    for (int i = 0; i < nfamilies; i++)
+        render_family(out, families[i]);
+    for (int i = 0; i < ncollectors; i++)
+        collectors[i].fn(out, collectors[i].ud);
+}
+
+double metrics_sum(const struct metric_def *d, const char *const *label_values)
+{
+    double total = 0;
+    pthread_mutex_lock(&shards_lock);
+    for (struct shard *s = shards; s; s = s->next) {
+        pthread_mutex_lock(&s->lock);
+        for (size_t i = 0; i < s->cap; i++) {
+            const struct metric_series *m = s->slots[i];
+            if (!m || m->def != d)
+                continue;
+            bool match = true;
+            for (size_t l = 0; label_values && l < d->nlabels; l++)
+                if (label_values[l] && strcmp(label_values[l], m->values[l]) != 0)
+                    match = false;
+            if (!match)
+                continue;
+            if (d->kind == METRIC_HISTOGRAM)
+                total += (double)atomic_load_explicit(&m->count, memory_order_relaxed);
+            else
+                total += bits_to_double(atomic_load_explicit(&m->value_bits, memory_order_relaxed));
+        }
+        pthread_mutex_unlock(&s->lock);
+    }
+    pthread_mutex_unlock(&shards_lock);
+    return total;
+}
+
+void metrics_shutdown(void)
+{
+    pthread_mutex_lock(&shards_lock);
+    struct shard *s = shards;
+    shards = NULL;
+    pthread_mutex_unlock(&shards_lock);
+    while (s) {
+        struct shard *next = s->next;
+        for (size_t i = 0; i < s->cap; i++) {
+            struct metric_series *m = s->slots[i];
+            if (!m)
+                continue;
+            for (size_t l = 0; l < m->def->nlabels; l++)
+                xfree(m->values[l]);
+            xfree(m->values);
+            xfree(m->key);
+            xfree((void *)m->buckets);
+            xfree(m);
+        }
+        xfree(s->slots);
+        pthread_mutex_destroy(&s->lock);
+        xfree(s);
+        s = next;
+    }
+    tls_shard = NULL;
+    nfamilies = 0;
+    ncollectors = 0;
+}
+
+/* ---- process collector ---- */
+
+static double process_start_time(void)
+{
+    /* starttime (field 22 of /proc/self/stat) is in clock ticks since boot; btime is boot time in epoch seconds. */
+    FILE *f = fopen("/proc/self/stat", "re");
+    if (!f)
+        return 0;
+    char line[1024];
+    double start = 0;
+    if (fgets(line, sizeof(line), f)) {
+        const char *p = strrchr(line, ')');
+        unsigned long long ticks = 0;
+        if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
+                        &ticks) == 1)
+            start = (double)ticks / (double)sysconf(_SC_CLK_TCK);
+    }
+    fclose(f);
+    f = fopen("/proc/stat", "re");
+    if (!f)
+        return 0;
+    unsigned long long btime = 0;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "btime %llu", &btime) == 1)
+            break;
+    fclose(f);
+    return (double)btime + start;
+}
+
+static void process_collector(struct buf *out, void *ud)
+{
+    (void)ud;
+    static double start_time;
+    if (start_time == 0)
+        start_time = process_start_time();
+    long page = sysconf(_SC_PAGESIZE);
+    unsigned long long vsize = 0, rss = 0;
+    FILE *f = fopen("/proc/self/statm", "re");
+    if (f) {
+        if (fscanf(f, "%llu %llu", &vsize, &rss) != 2)
+            vsize = rss = 0;
+        fclose(f);
+    }
+    int fds = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)))
+            if (e->d_name[0] != '.')
+                fds++;
+        closedir(d);
+        fds--; /* the directory handle itself */
+    }
+    struct rlimit rl;
+    double maxfds = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (double)rl.rlim_cur : 0;
+    buf_printf(out,
+               "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n"
+               "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total %.6f\n"
+               "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+               "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes %llu\n"
+               "# HELP process_virtual_memory_bytes Virtual memory size in bytes.\n"
+               "# TYPE process_virtual_memory_bytes gauge\nprocess_virtual_memory_bytes %llu\n"
+               "# HELP process_open_fds Number of open file descriptors.\n"
+               "# TYPE process_open_fds gauge\nprocess_open_fds %d\n"
+               "# HELP process_max_fds Maximum number of open file descriptors.\n"
+               "# TYPE process_max_fds gauge\nprocess_max_fds %.0f\n"
+               "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n"
+               "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds %.2f\n",
+               (double)time_process_cpu_us() / 1e6, rss * (unsigned long long)page,
+               vsize * (unsigned long long)page, fds, maxfds, start_time);
+}
+
+void metrics_register_process_collector(void)
+{
+    metrics_add_collector(process_collector, NULL);
+}

@@ -1,0 +1,88 @@
+/* metrics.h: counters, gauges and histograms with labels, kept per thread and summed at scrape time.
+ *
+ * A worker never contends with another worker to count something: each thread owns a shard, and only the owner
+ * writes the shard's values (relaxed atomics, so the scraper reads whole values). The scraper locks a shard only
+ * to walk its table, and the owner locks it only to insert a new series. Families are declared statically and
+ * registered once at start-up, before threads exist.
+ *
+ *   static const char *const labels[] = {"method", "code", NULL};
+ *   static struct metric_def requests = METRIC_DEF("http_server_requests_total", "Requests.", METRIC_COUNTER, labels);
+ *   metrics_register(&requests);                           // once
+ *   metrics_inc(&requests, (const char *[]){"GET", "200"}); // anywhere, any thread
+ *
+ * Names follow Prometheus conventions (base units, _total on counters) so `promtool check metrics` passes. */
+#ifndef AGENTD_METRICS_H
+#define AGENTD_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+
+enum metric_kind { METRIC_COUNTER, METRIC_GAUGE, METRIC_HISTOGRAM };
+
+struct metric_def {
+    const char *name;
+    const char *help;
+    enum metric_kind kind;
+    const char *const *labels; /* NULL-terminated label names, or NULL for none */
+    const double *buckets;     /* histogram upper bounds, ascending, +Inf implied */
+    size_t nbuckets;
+    /* filled by metrics_register */
+    int id;
+    size_t nlabels;
+};
+
+#define METRIC_DEF(n, h, k, l) {.name = (n), .help = (h), .kind = (k), .labels = (l)}
+#define METRIC_HISTOGRAM_DEF(n, h, l, b)                                                                        \
+    {.name = (n), .help = (h), .kind = METRIC_HISTOGRAM, .labels = (l), .buckets = (b),                            \
+     .nbuckets = sizeof(b) / sizeof((b)[0])}
+
+#define METRICS_MAX_FAMILIES 256
+#define METRICS_MAX_LABELS 8
+/* Series one family may hold in one shard; past it new label sets fold into label values "other". */
+#define METRICS_MAX_SERIES_PER_FAMILY 2000
+
+struct metric_series;
+
+void metrics_register(struct metric_def *def);
+/* The calling thread's series for these label values (created on first use). Cache the pointer when the labels
+ * are fixed; it stays valid until metrics_shutdown. */
+struct metric_series *metrics_series(struct metric_def *def, const char *const *label_values);
+void metrics_series_add(struct metric_series *s, double v);
+void metrics_series_observe(struct metric_series *s, double v);
+
+static inline void metrics_add(struct metric_def *def, const char *const *label_values, double v)
+{
+    metrics_series_add(metrics_series(def, label_values), v);
+}
+static inline void metrics_inc(struct metric_def *def, const char *const *label_values)
+{
+    metrics_add(def, label_values, 1.0);
+}
+static inline void metrics_observe(struct metric_def *def, const char *const *label_values, double v)
+{
+    metrics_series_observe(metrics_series(def, label_values), v);
+}
+
+/* Called at scrape time to append lines for values computed on demand (process stats, config info). It must
+ * write complete families (# HELP, # TYPE, samples). */
+typedef void metrics_collector_fn(struct buf *out, void *ud);
+void metrics_add_collector(metrics_collector_fn *fn, void *ud);
+
+/* Prometheus text exposition format 0.0.4. */
+void metrics_render(struct buf *out);
+/* Sum of a counter or gauge family over all shards and label sets matching `label_values` (NULL entries match
+ * anything). For tests and for the ops endpoints. */
+double metrics_sum(const struct metric_def *def, const char *const *label_values);
+
+/* Writes a label value with the escapes the text format needs. */
+void metrics_append_label_value(struct buf *out, const char *v);
+
+/* Frees every shard and forgets the families (at exit). */
+void metrics_shutdown(void);
+
+/* Standard process_* metrics (CPU, RSS, fds, start time) as a collector. */
+void metrics_register_process_collector(void);
+
+#endif
