@@ -1,0 +1,171 @@
+/* http.h: agentd's HTTP/1.1 server: connections, requests, responses, routing.
+ *
+ * One struct http_server lives on each event loop (a worker, or the main thread for the ops listener). A
+ * connection parses requests with http-parser into a bounded queue and serves them strictly in order, so
+ * pipelining needs no special case: the head of the queue is the request being handled, and the next one starts
+ * when the head's response has been fully queued for writing.
+ *
+ * Handler contract. A handler is called with a request whose headers and body are complete. It must end the
+ * request with exactly one terminal call: http_respond(), or http_stream_start() ... http_stream_end(). It may
+ * do so later, from another callback on the same loop. If the client goes away first, the on_abort callback
+ * (if registered) runs, and the handler must still make its terminal call (the response is then discarded).
+ * After the terminal call the handler must not touch the request again. */
+#ifndef AGENTD_HTTP_H
+#define AGENTD_HTTP_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "common/buf.h"
+#include "common/str.h"
+
+struct config;
+struct http_conn;
+struct http_req;
+struct http_server;
+
+enum {
+    HTTP_M_GET = 1 << 0,
+    HTTP_M_HEAD = 1 << 1,
+    HTTP_M_POST = 1 << 2,
+    HTTP_M_PUT = 1 << 3,
+    HTTP_M_DELETE = 1 << 4,
+    HTTP_M_OPTIONS = 1 << 5,
+    HTTP_M_PATCH = 1 << 6,
+};
+
+typedef void http_handler_fn(struct http_req *req);
+typedef void http_req_cb(struct http_req *req, void *ud);
+
+struct http_route {
+    const char *path;   /* exact path, or a prefix when prefix is true ("/v1/agents/") */
+    unsigned methods;   /* HTTP_M_GET | ...; GET routes answer HEAD too */
+    bool prefix;
+    http_handler_fn *fn;
+    const char *name;   /* route label in metrics and logs; defaults to path */
+};
+
+struct http_router {
+    const struct http_route *routes;
+    size_t n;
+};
+
+struct http_header {
+    struct str name;
+    struct str value;
+};
+
+#define HTTP_MAX_HEADERS 128
+
+struct http_req {
+    /* ---- request, read-only for handlers ---- */
+    struct http_conn *conn;       /* NULL once the connection is gone */
+    struct http_server *server;
+    const char *listener;         /* "api" or "ops" */
+    unsigned method;              /* one HTTP_M_* bit */
+    const char *method_str;
+    struct str url, path, query;
+    struct http_header headers[HTTP_MAX_HEADERS];
+    size_t nheaders;
+    struct buf body;              /* complete request body (bounded by server.limits.body_bytes) */
+    unsigned http_minor;          /* 0 or 1 */
+    char request_id[72];
+    char remote[64];              /* "ip:port" of the client */
+    uint64_t t_start_us;          /* first byte of the request (monotonic) */
+    uint64_t t_headers_us;        /* headers complete (monotonic) */
+    uint64_t t_dispatch_us;       /* handler called */
+    struct config *cfg;           /* configuration snapshot for this request's lifetime */
+    const struct http_route *route;
+
+    /* ---- handler state ---- */
+    void *ud;                     /* free for the handler */
+    http_req_cb *on_abort;        /* client went away before the terminal call */
+    void *abort_ud;
+    http_req_cb *on_drain;        /* the write queue fell below the low-water mark (streaming backpressure) */
+    void *drain_ud;
+
+    /* ---- response state, owned by the server ---- */
+    int status;
+    struct buf resp_headers;      /* extra "Name: value\r\n" lines */
+    size_t bytes_in, bytes_out;
+    bool started, finished, chunked, close_after, aborted, logged;
+    int error_status;             /* synthetic request carrying a protocol error (400/408/413/417/431) */
+    const char *error_reason;
+    unsigned refs;                /* queue/handler ownership + outstanding writes */
+    struct buf head;              /* raw URL + header bytes (bounded by server.limits.header_bytes) */
+    uint32_t hdr_off[HTTP_MAX_HEADERS][4]; /* name off/len, value off/len into head while parsing */
+    struct http_req *next;        /* connection queue */
+};
+
+/* ---- server ---- */
+
+enum http_conn_event { HTTP_CONN_OPEN, HTTP_CONN_CLOSE, HTTP_CONN_REJECT };
+
+/* Observers for what happens inside the server (metrics and logs live above net/). Set once at start-up. */
+struct http_server_hooks {
+    /* Once per finished request, on the request's loop (access log, metrics). */
+    void (*on_request_done)(struct http_req *req, uint64_t duration_us);
+    /* Connection opened, closed, or refused at the connection limit. */
+    void (*on_connection)(const char *listener, enum http_conn_event ev);
+};
+void http_server_set_hooks(const struct http_server_hooks *hooks);
+
+/* Creates the server state for one loop. cfg: the snapshot whose limits apply to new connections (replace with
+ * http_server_set_config on reload). Free with http_server_free once the loop has stopped. */
+struct http_server *http_server_new(uv_loop_t *loop, struct config *cfg);
+void http_server_set_config(struct http_server *srv, struct config *cfg);
+void http_server_free(struct http_server *srv);
+
+/* Starts accepting on an already bound, listening-capable socket fd (the caller made it, SO_REUSEPORT etc.).
+ * name is the listener label: "api" connections count against server.limits.connections; "ops" connections
+ * have their own fixed budget so probes and scrapes get through a saturated API. */
+int http_server_listen_fd(struct http_server *srv, int fd, const char *name, const struct http_router *router,
+                          int backlog);
+/* Stops accepting: closes every listener of this server. */
+void http_server_close_listeners(struct http_server *srv);
+/* Drain: closes idle connections now and every other connection after its current response. */
+void http_server_drain(struct http_server *srv);
+/* Closes every connection now, aborting handlers (end of the drain grace period). */
+void http_server_close_all(struct http_server *srv);
+/* Open connections on this server. */
+size_t http_server_connections(const struct http_server *srv);
+uv_loop_t *http_server_loop(struct http_server *srv);
+
+/* Process-wide API connection count, against server.limits.connections. */
+extern _Atomic long http_open_connections;
+
+/* Creates a TCP socket bound to addr ("host:port"), with SO_REUSEADDR and SO_REUSEPORT, not yet listening.
+ * When *port is 0 on entry the kernel picks one; *port returns the bound port. probe_exclusive first checks that
+ * no other socket holds the port (SO_REUSEPORT would otherwise share it with another process).
+ * Returns the fd or -1 (err set). */
+int http_bind_socket(const char *host, int *port, bool probe_exclusive, struct buf *err);
+
+/* ---- request API ---- */
+
+/* Case-insensitive header lookup; NULL when absent. */
+const struct str *http_req_header(const struct http_req *req, const char *name);
+/* Adds a response header; call before the response starts. */
+void http_resp_header(struct http_req *req, const char *name, const char *value);
+void http_resp_headerf(struct http_req *req, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Terminal: a complete response. body may be NULL when len is 0. */
+void http_respond(struct http_req *req, int status, const char *content_type, const void *body, size_t len);
+/* Terminal: {"error":{"message":...,"type":...,"code":...}} with the given status. */
+void http_respond_error(struct http_req *req, int status, const char *type, const char *message);
+
+/* Streaming: chunked for HTTP/1.1 (close-delimited for 1.0). write returns -1 when the client is gone. */
+void http_stream_start(struct http_req *req, int status, const char *content_type);
+int http_stream_write(struct http_req *req, const void *data, size_t len);
+void http_stream_end(struct http_req *req); /* terminal */
+/* Bytes queued to the client and not yet written (backpressure). */
+size_t http_req_pending_bytes(const struct http_req *req);
+#define HTTP_WRITE_LOW_WATER (64 * 1024)
+#define HTTP_WRITE_HIGH_WATER (256 * 1024)
+
+const char *http_status_reason(int status);
+
+#endif
