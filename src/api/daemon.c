@@ -1,11 +1,475 @@
+/* daemon.c: `agentd serve`.
+ *
+ * Threads: N workers, each with its own libuv loop, SO_REUSEPORT API socket and HTTP server; the main thread runs
+ * a loop of its own for signals, the ops listener (probes, metrics), readiness checks and reloads. Workers are
+ * told what to do through an atomic command mask and uv_async_send, never through locks they would wait on.
+ *
+ * Shutdown (SIGTERM/SIGINT): /ready turns 503 at once; after server.timeouts.drain_delay the workers close their
+ * listeners and finish in-flight requests for up to drain_grace; then every connection is closed, the loops run
+ * dry, the threads are joined, everything is freed, and the process exits 0. */
 #include "api/daemon.h"
 
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "api/ops.h"
+#include "api/routes.h"
+#include "api/worker.h"
+#include "common/alloc.h"
+#include "common/log.h"
+#include "common/str.h"
+#include "common/timeutil.h"
+#include "config/config.h"
+#include "net/http.h"
+#include "telemetry/metrics.h"
+
+extern char **environ;
+
+struct daemon {
+    uv_loop_t loop;
+    uv_signal_t sigterm, sigint, sighup;
+    uv_timer_t ready_check;  /* data dir probe */
+    uv_timer_t drain_timer;  /* drain_delay, then drain_grace */
+    uv_async_t worker_done;
+    struct config_flags flags;
+    struct config *cfg;      /* the main thread's reference to the current snapshot */
+    struct http_server *ops;
+    struct worker *workers;
+    int nworkers;
+    int drain_phase;         /* 0 running, 1 delay, 2 grace, 3 forced */
+    char api_host[256];
+    int api_port;
+};
+
+static struct daemon D;
+
+/* ---------- workers ---------- */
+
+static void worker_close_walk(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void worker_check_stopped(struct worker *w)
+{
+    if (!w->draining || http_server_connections(w->http) > 0 || atomic_load(&w->stopped))
+        return;
+    /* No connections left: close our own handles so the loop ends. */
+    atomic_store(&w->stopped, true);
+    uv_close((uv_handle_t *)&w->wakeup, NULL);
+    uv_close((uv_handle_t *)&w->turn, NULL);
+    uv_close((uv_handle_t *)&w->tick, NULL);
+}
+
+static void on_worker_wakeup(uv_async_t *a)
+{
+    struct worker *w = a->data;
+    unsigned cmds = atomic_exchange(&w->cmds, 0);
+    if (cmds & WORKER_CMD_RELOAD) {
+        struct config *c = config_acquire();
+        if (c) {
+            http_server_set_config(w->http, c);
+            config_unref(w->cfg);
+            w->cfg = c;
+        }
+    }
+    if ((cmds & (WORKER_CMD_DRAIN | WORKER_CMD_FORCE)) && !w->draining) {
+        w->draining = true;
+        http_server_close_listeners(w->http);
+        http_server_drain(w->http);
+    }
+    if (cmds & WORKER_CMD_FORCE)
+        http_server_close_all(w->http);
+    worker_check_stopped(w);
+}
+
+static void on_worker_turn(uv_prepare_t *p)
+{
+    struct worker *w = p->data;
+    atomic_store_explicit(&w->last_turn_us, time_mono_us(), memory_order_relaxed);
+    worker_check_stopped(w);
+}
+
+static void on_worker_tick(uv_timer_t *t)
+{
+    (void)t; /* only here so that an idle loop still turns and stamps its heartbeat */
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    char name[16];
+    snprintf(name, sizeof(name), "agentd-w%d", w->id);
+    pthread_setname_np(pthread_self(), name);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    /* Anything still open (nothing, normally) is closed so the loop can be freed. */
+    uv_walk(&w->loop, worker_close_walk, NULL);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    atomic_store(&w->stopped, true);
+    uv_async_send(&D.worker_done);
+    return NULL;
+}
+
+static int worker_init(struct worker *w, int id, int api_fd)
+{
+    w->id = id;
+    w->api_fd = api_fd;
+    if (uv_loop_init(&w->loop) != 0)
+        return -1;
+    w->loop.data = w;
+    w->cfg = config_ref(D.cfg);
+    w->http = http_server_new(&w->loop, w->cfg);
+    uv_async_init(&w->loop, &w->wakeup, on_worker_wakeup);
+    w->wakeup.data = w;
+    uv_prepare_init(&w->loop, &w->turn);
+    w->turn.data = w;
+    uv_prepare_start(&w->turn, on_worker_turn);
+    uv_timer_init(&w->loop, &w->tick);
+    uv_timer_start(&w->tick, on_worker_tick, 1000, 1000);
+    uv_unref((uv_handle_t *)&w->tick);
+    atomic_store(&w->last_turn_us, time_mono_us());
+    if (http_server_listen_fd(w->http, api_fd, "api", &api_router, (int)D.cfg->server.backlog) != 0)
+        return -1;
+    return 0;
+}
+
+static void workers_send(unsigned cmd)
+{
+    for (int i = 0; i < D.nworkers; i++) {
+        atomic_fetch_or(&D.workers[i].cmds, cmd);
+        uv_async_send(&D.workers[i].wakeup);
+    }
+}
+
+/* ---------- drain ---------- */
+
+static void on_drain_timer(uv_timer_t *t);
+
+static void begin_shutdown(const char *why)
+{
+    if (D.drain_phase != 0) {
+        log_warn("%s again during drain: closing every connection now", why);
+        D.drain_phase = 3;
+        workers_send(WORKER_CMD_FORCE);
+        return;
+    }
+    atomic_store(&ops_state.draining, true);
+    D.drain_phase = 1;
+    log_info("%s: draining (ready=false; listeners close in %lldms)", why, (long long)D.cfg->server.drain_delay_ms);
+    uv_timer_start(&D.drain_timer, on_drain_timer, (uint64_t)D.cfg->server.drain_delay_ms, 0);
+}
+
+static void on_drain_timer(uv_timer_t *t)
+{
+    (void)t;
+    if (D.drain_phase == 1) {
+        D.drain_phase = 2;
+        log_info("draining: API listeners closed; in-flight requests have %lldms",
+                 (long long)D.cfg->server.drain_grace_ms);
+        workers_send(WORKER_CMD_DRAIN);
+        uv_timer_start(&D.drain_timer, on_drain_timer, (uint64_t)D.cfg->server.drain_grace_ms, 0);
+    } else if (D.drain_phase == 2) {
+        D.drain_phase = 3;
+        log_warn("drain grace period over: closing the remaining connections");
+        workers_send(WORKER_CMD_FORCE);
+    }
+}
+
+static void main_close_walk(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void on_worker_done(uv_async_t *a)
+{
+    (void)a;
+    for (int i = 0; i < D.nworkers; i++)
+        if (!atomic_load(&D.workers[i].stopped))
+            return;
+    /* Every worker loop has ended: stop the main loop too. */
+    if (D.ops) {
+        http_server_close_listeners(D.ops);
+        http_server_close_all(D.ops);
+    }
+    uv_walk(&D.loop, main_close_walk, NULL);
+}
+
+/* ---------- signals, reload ---------- */
+
+static void reload(void)
+{
+    struct buf errors = BUF_INIT(1 << 20);
+    struct config *c = config_load(&D.flags, environ, &errors);
+    if (c == NULL) {
+        /* Keep serving with the old configuration; say exactly why the new one was refused. */
+        const char *p = errors.data ? errors.data : "invalid configuration";
+        struct log_line l;
+        if (log_begin(&l, LL_ERROR, "configuration reload refused; keeping the current configuration")) {
+            log_field_cstr(&l, "errors", p);
+            log_end(&l);
+        }
+        buf_free(&errors);
+        return;
+    }
+    buf_free(&errors);
+    struct buf which = BUF_INIT(4096);
+    if (cfg_restart_fields_differ(&config_schema, D.cfg, c, &which, "")) {
+        log_warn("configuration reload: %s change only on restart; the running values stay", which.data);
+        /* Keep the running values so that what `config print` and the process agree on stays true. */
+        struct config *old = D.cfg;
+        xfree(c->server.listen);
+        c->server.listen = xstrdup(old->server.listen);
+        xfree(c->server.ops_listen);
+        c->server.ops_listen = xstrdup(old->server.ops_listen);
+        c->server.workers = old->server.workers;
+        xfree(c->server.data_dir);
+        c->server.data_dir = xstrdup(old->server.data_dir);
+        c->server.backlog = old->server.backlog;
+    }
+    buf_free(&which);
+    log_min_level = c->log.level;
+    config_publish(config_ref(c));
+    config_unref(D.cfg);
+    D.cfg = c;
+    http_server_set_config(D.ops, c);
+    workers_send(WORKER_CMD_RELOAD);
+    log_info("configuration reloaded (generation %llu)", (unsigned long long)c->generation);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    (void)s;
+    if (signum == SIGHUP)
+        reload();
+    else
+        begin_shutdown(signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static void check_data_dir(void)
+{
+    static bool checked;
+    bool ok = access(D.cfg->server.data_dir, W_OK | X_OK) == 0;
+    if (checked && ok != atomic_load(&ops_state.data_dir_ok))
+        log_warn("data dir %s is %s", D.cfg->server.data_dir, ok ? "usable again" : "not writable");
+    else if (!checked && !ok)
+        log_warn("data dir %s is not writable", D.cfg->server.data_dir);
+    checked = true;
+    atomic_store(&ops_state.data_dir_ok, ok);
+}
+
+static void on_ready_check(uv_timer_t *t)
+{
+    (void)t;
+    check_data_dir();
+}
+
+/* ---------- start-up ---------- */
+
+static int cpu_quota_workers(void)
+{
+    cpu_set_t set;
+    int n = 1;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0)
+        n = CPU_COUNT(&set);
+    /* cgroup v2 cpu.max "QUOTA PERIOD" or v1 cfs_quota_us / cfs_period_us: a pod limited to 2 CPUs on a 64-core
+     * node should run 2 workers, not 64. */
+    long quota = -1, period = 0;
+    FILE *f = fopen("/sys/fs/cgroup/cpu.max", "re");
+    if (f) {
+        char q[32];
+        if (fscanf(f, "%31s %ld", q, &period) == 2 && strcmp(q, "max") != 0)
+            quota = strtol(q, NULL, 10);
+        fclose(f);
+    } else if ((f = fopen("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "re"))) {
+        if (fscanf(f, "%ld", &quota) != 1)
+            quota = -1;
+        fclose(f);
+        if ((f = fopen("/sys/fs/cgroup/cpu/cpu.cfs_period_us", "re"))) {
+            if (fscanf(f, "%ld", &period) != 1)
+                period = 0;
+            fclose(f);
+        }
+    }
+    if (quota > 0 && period > 0) {
+        int q = (int)((quota + period - 1) / period);
+        if (q < n)
+            n = q;
+    }
+    return n < 1 ? 1 : n;
+}
+
+static int mkdir_p(const char *path)
+{
+    char tmp[4096];
+    if (str_lcpy(tmp, path, sizeof(tmp)) >= sizeof(tmp))
+        return -1;
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(tmp, 0750) == -1 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    if (mkdir(tmp, 0750) == -1 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+static void format_addr(char *out, size_t n, const char *host, int port)
+{
+    if (strchr(host, ':'))
+        snprintf(out, n, "[%s]:%d", host, port);
+    else
+        snprintf(out, n, "%s:%d", host, port);
+}
 
 int daemon_main(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "agentd serve: not built yet\n");
-    return 2;
+    int rc = 1;
+    int i = config_parse_flags(argc, argv, &D.flags, true);
+    if (i < 0)
+        return 2;
+    if (i < argc) {
+        fprintf(stderr, "agentd serve: unexpected argument '%s'\n", argv[i]);
+        return 2;
+    }
+    if (D.flags.config_path == NULL)
+        D.flags.config_path = getenv("AGENTD_CONFIG");
+    struct buf errors = BUF_INIT(1 << 20);
+    D.cfg = config_load(&D.flags, environ, &errors);
+    if (D.cfg == NULL) {
+        fputs(errors.data ? errors.data : "invalid configuration\n", stderr);
+        buf_free(&errors);
+        return 2;
+    }
+    buf_free(&errors);
+    log_min_level = D.cfg->log.level;
+    config_publish(config_ref(D.cfg));
+    signal(SIGPIPE, SIG_IGN);
+    ops_state.started_us = time_mono_us();
+    atomic_store(&ops_state.config_ok, true);
+
+    if (mkdir_p(D.cfg->server.data_dir) != 0)
+        log_perror("cannot create data dir %s", D.cfg->server.data_dir);
+
+    metrics_register_process_collector();
+    ops_init_http_metrics();
+    routes_init(D.cfg);
+
+    D.nworkers = D.cfg->server.workers > 0 ? (int)D.cfg->server.workers : cpu_quota_workers();
+    D.workers = xcalloc((size_t)D.nworkers, sizeof(*D.workers));
+    ops_state.workers = D.workers;
+    ops_state.nworkers = D.nworkers;
+
+    /* Bind everything before any thread starts, so a taken port fails the start with a clear message. */
+    char host[256], ops_host[256];
+    int port, ops_port;
+    struct buf err = BUF_INIT(4096);
+    int ops_fd = -1;
+    int *fds = xcalloc((size_t)D.nworkers, sizeof(int));
+    int nfds = 0;
+    cfg_parse_addr(D.cfg->server.listen, host, sizeof(host), &port);
+    cfg_parse_addr(D.cfg->server.ops_listen, ops_host, sizeof(ops_host), &ops_port);
+    for (; nfds < D.nworkers; nfds++) {
+        /* The first socket resolves port 0 to a real port; the others join it with SO_REUSEPORT. */
+        fds[nfds] = http_bind_socket(host, &port, nfds == 0, &err);
+        if (fds[nfds] < 0)
+            break;
+    }
+    if (nfds == D.nworkers)
+        ops_fd = http_bind_socket(ops_host, &ops_port, true, &err);
+    if (nfds < D.nworkers || ops_fd < 0) {
+        log_error("cannot listen: %s", err.data ? err.data : "?");
+        for (int k = 0; k < nfds; k++)
+            close(fds[k]);
+        buf_free(&err);
+        xfree(fds);
+        goto out_early;
+    }
+    buf_free(&err);
+
+    uv_loop_init(&D.loop);
+    D.loop.data = NULL;
+    D.ops = http_server_new(&D.loop, D.cfg);
+    if (http_server_listen_fd(D.ops, ops_fd, "ops", &ops_router, (int)D.cfg->server.backlog) != 0) {
+        xfree(fds);
+        goto out_loop;
+    }
+    uv_signal_init(&D.loop, &D.sigterm);
+    uv_signal_start(&D.sigterm, on_signal, SIGTERM);
+    uv_signal_init(&D.loop, &D.sigint);
+    uv_signal_start(&D.sigint, on_signal, SIGINT);
+    uv_signal_init(&D.loop, &D.sighup);
+    uv_signal_start(&D.sighup, on_signal, SIGHUP);
+    uv_timer_init(&D.loop, &D.drain_timer);
+    uv_timer_init(&D.loop, &D.ready_check);
+    check_data_dir();
+    uv_timer_start(&D.ready_check, on_ready_check, 2000, 2000);
+    uv_async_init(&D.loop, &D.worker_done, on_worker_done);
+
+    int started = 0;
+    for (; started < D.nworkers; started++) {
+        if (worker_init(&D.workers[started], started, fds[started]) != 0 ||
+            pthread_create(&D.workers[started].thread, NULL, worker_main, &D.workers[started]) != 0) {
+            log_error("cannot start worker %d", started);
+            break;
+        }
+    }
+    xfree(fds);
+    if (started < D.nworkers) {
+        D.nworkers = started;
+        ops_state.nworkers = started;
+        begin_shutdown("start-up failure");
+    } else {
+        char api_addr[300], ops_addr[300];
+        format_addr(api_addr, sizeof(api_addr), host, port);
+        format_addr(ops_addr, sizeof(ops_addr), ops_host, ops_port);
+        struct log_line l;
+        if (log_begin(&l, LL_INFO, "listening")) {
+            log_field_cstr(&l, "api", api_addr);
+            log_field_cstr(&l, "ops", ops_addr);
+            log_field_int(&l, "workers", D.nworkers);
+            log_field_cstr(&l, "version", AGENTD_VERSION);
+            log_field_cstr(&l, "environment", D.cfg->server.environment);
+            log_field_cstr(&l, "config", D.cfg->path ? D.cfg->path : "(built-in defaults)");
+            log_end(&l);
+        }
+    }
+
+    uv_run(&D.loop, UV_RUN_DEFAULT);
+    for (int k = 0; k < D.nworkers; k++)
+        pthread_join(D.workers[k].thread, NULL);
+    rc = 0;
+    log_info("stopped");
+
+out_loop:
+    uv_walk(&D.loop, main_close_walk, NULL);
+    uv_run(&D.loop, UV_RUN_DEFAULT);
+    uv_loop_close(&D.loop);
+    for (int k = 0; k < D.nworkers; k++) {
+        struct worker *w = &D.workers[k];
+        uv_loop_close(&w->loop);
+        http_server_free(w->http);
+        config_unref(w->cfg);
+    }
+    http_server_free(D.ops);
+out_early:
+    xfree(D.workers);
+    routes_shutdown();
+    config_unref(D.cfg);
+    config_shutdown();
+    metrics_shutdown();
+    return rc;
 }

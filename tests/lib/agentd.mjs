@@ -13,7 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
 
-export const BIN = process.env.AGENTD_BIN || new URL('../../build/agentd', import.meta.url).pathname;
+import { resolve as resolvePath } from 'node:path';
+export const BIN = resolvePath(process.env.AGENTD_BIN || new URL('../../build-asan/agentd', import.meta.url).pathname);
 export const SRC = process.env.AGENTD_SRC || new URL('../..', import.meta.url).pathname;
 
 export async function startAgentd(opts = {}) {

@@ -1,0 +1,150 @@
+#include "api/ops.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "api/worker.h"
+#include "common/log.h"
+#include "common/timeutil.h"
+#include "config/config.h"
+#include "telemetry/metrics.h"
+
+struct ops_state ops_state;
+
+void ops_health(struct http_req *req)
+{
+    /* Liveness: every worker loop turned recently. A stuck loop (a blocking call, a livelock) fails the probe so
+     * Kubernetes restarts the pod. */
+    uint64_t now = time_mono_us();
+    uint64_t stall_us = (uint64_t)req->cfg->server.health_stall_ms * 1000;
+    struct buf b = BUF_INIT(BUF_UNBOUNDED);
+    int stalled = 0;
+    buf_append_str(&b, "{\"status\":\"");
+    size_t status_at = b.len;
+    buf_append_str(&b, "ok\",\"workers\":[");
+    for (int i = 0; i < ops_state.nworkers; i++) {
+        struct worker *w = &ops_state.workers[i];
+        uint64_t last = atomic_load_explicit(&w->last_turn_us, memory_order_relaxed);
+        uint64_t age = now > last ? now - last : 0;
+        bool stopped = atomic_load_explicit(&w->stopped, memory_order_relaxed);
+        bool bad = !stopped && age > stall_us;
+        stalled += bad;
+        buf_printf(&b, "%s{\"id\":%d,\"last_turn_ms_ago\":%llu,\"ok\":%s}", i ? "," : "", w->id,
+                   (unsigned long long)(age / 1000), bad ? "false" : "true");
+    }
+    buf_printf(&b, "],\"uptime_s\":%llu}", (unsigned long long)((now - ops_state.started_us) / 1000000));
+    if (stalled) {
+        /* "ok" -> "stalled": patch in place to keep one pass */
+        struct buf out = BUF_INIT(BUF_UNBOUNDED);
+        buf_append(&out, b.data, status_at);
+        buf_append_str(&out, "stalled");
+        buf_append(&out, b.data + status_at + 2, b.len - status_at - 2);
+        http_respond(req, 503, "application/json", out.data, out.len);
+        buf_free(&out);
+    } else {
+        http_respond(req, 200, "application/json", b.data, b.len);
+    }
+    buf_free(&b);
+}
+
+void ops_ready(struct http_req *req)
+{
+    bool draining = atomic_load(&ops_state.draining);
+    bool data_ok = atomic_load(&ops_state.data_dir_ok);
+    bool cfg_ok = atomic_load(&ops_state.config_ok);
+    bool ready = !draining && data_ok && cfg_ok;
+    char body[256];
+    int n = snprintf(body, sizeof(body),
+                     "{\"status\":\"%s\",\"checks\":{\"config\":%s,\"data_dir\":%s,\"draining\":%s}}",
+                     ready ? "ready" : "not_ready", cfg_ok ? "true" : "false", data_ok ? "true" : "false",
+                     draining ? "true" : "false");
+    http_respond(req, ready ? 200 : 503, "application/json", body, (size_t)n);
+}
+
+void ops_metrics(struct http_req *req)
+{
+    struct buf b = BUF_INIT(BUF_UNBOUNDED);
+    metrics_render(&b);
+    http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
+    buf_free(&b);
+}
+
+/* ---- HTTP server metrics and access log ---- */
+
+static const double duration_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                          0.25,   0.5,   1,      2.5,   5,    10,   30,    60};
+static const char *const req_labels[] = {"listener", "method", "route", "code", NULL};
+static const char *const dur_labels[] = {"listener", "method", "route", NULL};
+static const char *const listener_label[] = {"listener", NULL};
+static const char *const conn_labels[] = {"listener", "event", NULL};
+
+static struct metric_def m_requests =
+    METRIC_DEF("http_server_requests_total", "HTTP requests served, by status code.", METRIC_COUNTER, req_labels);
+static struct metric_def m_duration =
+    METRIC_HISTOGRAM_DEF("http_server_request_duration_seconds",
+                         "Time from the first request byte to the end of the response.", dur_labels, duration_buckets);
+static struct metric_def m_bytes_in = METRIC_DEF("http_server_request_bytes_total",
+                                                 "Request bytes received (URL, headers and body).", METRIC_COUNTER,
+                                                 listener_label);
+static struct metric_def m_bytes_out =
+    METRIC_DEF("http_server_response_body_bytes_total", "Response body bytes sent.", METRIC_COUNTER, listener_label);
+static struct metric_def m_conns =
+    METRIC_DEF("http_server_connections_total", "Client connections by event: opened, closed, rejected at the limit.",
+               METRIC_COUNTER, conn_labels);
+static struct metric_def m_open =
+    METRIC_DEF("http_server_open_connections", "Client connections open now.", METRIC_GAUGE, listener_label);
+
+static void on_request_done(struct http_req *r, uint64_t duration_us)
+{
+    char code[8];
+    snprintf(code, sizeof(code), "%d", r->status);
+    const char *route = r->route ? (r->route->name ? r->route->name : r->route->path) : "unmatched";
+    const char *method = r->method_str ? r->method_str : "-";
+    metrics_inc(&m_requests, (const char *[]){r->listener, method, route, code});
+    metrics_observe(&m_duration, (const char *[]){r->listener, method, route}, (double)duration_us / 1e6);
+    size_t in = r->head.len + r->body.len;
+    metrics_add(&m_bytes_in, (const char *[]){r->listener}, (double)in);
+    metrics_add(&m_bytes_out, (const char *[]){r->listener}, (double)r->bytes_out);
+    if (!r->cfg->log.access)
+        return;
+    struct log_line l;
+    if (!log_begin(&l, LL_INFO, "access"))
+        return;
+    log_field_cstr(&l, "request_id", r->request_id);
+    log_field_cstr(&l, "listener", r->listener);
+    log_field_cstr(&l, "remote", r->remote);
+    log_field_cstr(&l, "method", method);
+    log_field_str(&l, "path", r->path.p, r->path.n > 512 ? 512 : r->path.n);
+    log_field_int(&l, "status", r->status);
+    log_field_uint(&l, "bytes_in", in);
+    log_field_uint(&l, "bytes_out", r->bytes_out);
+    log_field_uint(&l, "duration_us", duration_us);
+    if (r->error_reason)
+        log_field_cstr(&l, "error", r->error_reason);
+    const struct str *ua = http_req_header(r, "user-agent");
+    if (ua)
+        log_field_str(&l, "user_agent", ua->p, ua->n > 200 ? 200 : ua->n);
+    log_end(&l);
+}
+
+static void on_connection(const char *listener, enum http_conn_event ev)
+{
+    static const char *const names[] = {"opened", "closed", "rejected"};
+    metrics_inc(&m_conns, (const char *[]){listener, names[ev]});
+    if (ev == HTTP_CONN_OPEN)
+        metrics_add(&m_open, (const char *[]){listener}, 1);
+    else if (ev == HTTP_CONN_CLOSE)
+        metrics_add(&m_open, (const char *[]){listener}, -1);
+}
+
+void ops_init_http_metrics(void)
+{
+    metrics_register(&m_requests);
+    metrics_register(&m_duration);
+    metrics_register(&m_bytes_in);
+    metrics_register(&m_bytes_out);
+    metrics_register(&m_conns);
+    metrics_register(&m_open);
+    static const struct http_server_hooks hooks = {on_request_done, on_connection};
+    http_server_set_hooks(&hooks);
+}

@@ -1,0 +1,151 @@
+// Every server limit is configurable and enforced, and a bad client never disturbs the others.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { startAgentd, parseResponses } from '../lib/agentd.mjs';
+
+let d;
+before(async () => {
+  d = await startAgentd({
+    config: `server:
+  workers: 2
+  debug_routes: true
+  limits:
+    header_bytes: 2KiB
+    body_bytes: 4KiB
+    connections: 6
+  timeouts:
+    header: 600ms
+    body: 600ms
+    idle: 700ms
+`,
+  });
+});
+after(async () => {
+  const r = await d.stop();
+  assert.equal(r.code, 0, d.rawStderr.slice(-3000));
+});
+
+test('headers larger than the limit get 431 and the connection closes', async () => {
+  const r = await d.raw(`GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(3000)}\r\n\r\n`);
+  const [res] = parseResponses(r.data);
+  assert.equal(res.status, 431);
+  assert.equal(JSON.parse(res.body).error.code, 431);
+  assert.equal(r.closed, true);
+});
+
+test('headers just under the limit are fine', async () => {
+  const r = await d.raw(`GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(1500)}\r\n\r\n`, { until: (s) => parseResponses(s).length === 1 });
+  assert.equal(parseResponses(r.data)[0].status, 200);
+});
+
+test('a Content-Length over the limit gets 413 before the body is read', async () => {
+  const r = await d.raw('POST /debug/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n');
+  const [res] = parseResponses(r.data);
+  assert.equal(res.status, 413);
+  assert.equal(r.closed, true);
+});
+
+test('a chunked body growing past the limit gets 413', async () => {
+  const chunk = 'z'.repeat(1000);
+  let wire = 'POST /debug/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n';
+  for (let i = 0; i < 6; i++) wire += `${chunk.length.toString(16)}\r\n${chunk}\r\n`;
+  wire += '0\r\n\r\n';
+  const r = await d.raw(wire);
+  const [res] = parseResponses(r.data);
+  assert.equal(res.status, 413);
+});
+
+test('a body at the limit is accepted', async () => {
+  const res = await d.fetch('/debug/echo', { method: 'POST', body: 'b'.repeat(4096) });
+  assert.equal(res.status, 200);
+  assert.equal((await res.json()).bytes, 4096);
+});
+
+test('header timeout: a client trickling one byte at a time gets 408', async () => {
+  const req = 'GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ' + 'y'.repeat(100) + '\r\n\r\n';
+  const t0 = Date.now();
+  const r = await d.raw(req.split(''), { gapMs: 20 });
+  const elapsed = Date.now() - t0;
+  const [res] = parseResponses(r.data);
+  assert.equal(res.status, 408);
+  assert.equal(r.closed, true);
+  assert.ok(elapsed >= 550 && elapsed < 3000, `closed after ${elapsed} ms`);
+  const line = await d.waitLog((l) => l.msg === 'access' && l.status === 408);
+  assert.equal(line.error, 'header_timeout');
+});
+
+test('body timeout: headers sent, body never finished, gets 408', async () => {
+  const r = await d.raw('POST /debug/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc');
+  const [res] = parseResponses(r.data);
+  assert.equal(res.status, 408);
+});
+
+test('an idle keep-alive connection is closed after the idle timeout', async () => {
+  const t0 = Date.now();
+  const r = await d.raw('GET /health HTTP/1.1\r\nHost: x\r\n\r\n', { timeoutMs: 5000 });
+  const elapsed = Date.now() - t0;
+  assert.equal(parseResponses(r.data)[0].status, 200);
+  assert.equal(r.closed, true);
+  assert.ok(elapsed >= 650 && elapsed < 3000, `idle close after ${elapsed} ms`);
+});
+
+test('a malformed request line gets 400, closes, and other connections never notice', async () => {
+  // A healthy keep-alive connection opened before the bad one...
+  const good = net.connect({ host: d.host, port: d.port });
+  await new Promise((r) => good.on('connect', r));
+  let goodData = '';
+  good.on('data', (c) => { goodData += c; });
+  const bad = await d.raw('GET /health HTTP/1.1 garbage\r\n\r\n');
+  assert.equal(parseResponses(bad.data)[0].status, 400);
+  assert.equal(bad.closed, true);
+  const bad2 = await d.raw('\x00\x01\x02 nonsense\r\n\r\n');
+  assert.equal(parseResponses(bad2.data)[0].status, 400);
+  const bad3 = await d.raw('GET /health HTTP/1.1\r\nBad Header Line\r\n\r\n');
+  assert.equal(parseResponses(bad3.data)[0].status, 400);
+  // ...still works afterwards.
+  good.write('GET /health HTTP/1.1\r\nHost: x\r\n\r\n');
+  await new Promise((resolve) => { const c = () => (parseResponses(goodData).length ? resolve() : setTimeout(c, 5)); c(); });
+  assert.equal(parseResponses(goodData)[0].status, 200);
+  good.destroy();
+});
+
+test('max connections: past the limit new connections get 503, accepting stays healthy', async () => {
+  // Hold the limit's worth of open connections (each has sent nothing yet, so none times out during the test).
+  const held = [];
+  for (let i = 0; i < 6; i++) {
+    const s = net.connect({ host: d.host, port: d.port });
+    await new Promise((r) => s.on('connect', r));
+    s.on('error', () => {});
+    held.push(s);
+  }
+  // The server counts a connection when it accepts it; wait until all six are counted.
+  await waitFor(async () => (await metric(d, 'http_server_open_connections{listener="api"}')) >= 6);
+  const over = await d.raw('GET /health HTTP/1.1\r\nHost: x\r\n\r\n');
+  const [res] = parseResponses(over.data);
+  assert.equal(res.status, 503);
+  assert.equal(res.headers['retry-after'], '1');
+  assert.equal(over.closed, true);
+  // Free one slot: a new connection is served again.
+  held.pop().destroy();
+  await waitFor(async () => (await metric(d, 'http_server_open_connections{listener="api"}')) <= 5);
+  const ok = await d.raw('GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+  assert.equal(parseResponses(ok.data)[0].status, 200);
+  for (const s of held) s.destroy();
+  const rejected = await metric(d, 'http_server_connections_total{listener="api",event="rejected"}');
+  assert.ok(rejected >= 1);
+});
+
+async function metric(d, series) {
+  const text = await (await d.opsFetch('/metrics')).text();
+  const line = text.split('\n').find((l) => l.startsWith(series + ' '));
+  return line ? Number(line.split(' ')[1]) : 0;
+}
+
+async function waitFor(pred, timeoutMs = 5000) {
+  const t0 = Date.now();
+  while (!(await pred())) {
+    if (Date.now() - t0 > timeoutMs) throw new Error('condition not reached');
+    await new Promise((r) => setImmediate(r));
+  }
+}
