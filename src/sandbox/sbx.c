@@ -1,0 +1,845 @@
+#include "sandbox/sbx.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/log.h"
+#include "sandbox/sbx_contain.h"
+#include "sandbox/sbx_engine.h"
+#include "sandbox/sbx_files.h"
+#include "sandbox/sbx_wire.h"
+
+/* ---- specs ---- */
+
+static const char *const reason_names[SBX_REASON__COUNT] = {
+    "exit", "signal", "timeout", "cpu", "memory", "output_cap", "killed", "error",
+};
+static const char *const lang_names[SBX_LANG__COUNT] = {"none", "python", "sh", "node"};
+
+const char *sbx_reason_name(enum sbx_reason r)
+{
+    return (unsigned)r < SBX_REASON__COUNT ? reason_names[r] : "?";
+}
+
+const char *sbx_lang_name(enum sbx_lang l)
+{
+    return (unsigned)l < SBX_LANG__COUNT ? lang_names[l] : "?";
+}
+
+int sbx_lang_parse(const char *name)
+{
+    if (strcmp(name, "python") == 0 || strcmp(name, "python3") == 0 || strcmp(name, "py") == 0)
+        return SBX_LANG_PYTHON;
+    if (strcmp(name, "sh") == 0 || strcmp(name, "shell") == 0)
+        return SBX_LANG_SH;
+    if (strcmp(name, "node") == 0 || strcmp(name, "js") == 0 || strcmp(name, "javascript") == 0)
+        return SBX_LANG_NODE;
+    return -1;
+}
+
+void sbx_limits_default(struct sbx_limits *l)
+{
+    l->wall_ms = 10000;
+    l->cpu_ms = 10000;
+    l->memory_bytes = 256ull << 20;
+    l->address_space_bytes = 4ull << 30;
+    l->pids = 64;
+    l->nofile = 64;
+    l->fsize_bytes = 8ull << 20;
+    l->cpu_percent = 100;
+    l->stdout_max = 1u << 20;
+    l->stderr_max = 1u << 20;
+    l->work_bytes = 64ull << 20;
+    l->tmp_bytes = 64ull << 20;
+}
+
+void sbx_spec_init(struct sbx_spec *spec)
+{
+    memset(spec, 0, sizeof(*spec));
+    sbx_limits_default(&spec->limits);
+}
+
+void sbx_pool_opts_init(struct sbx_pool_opts *opts)
+{
+    memset(opts, 0, sizeof(*opts));
+    opts->cfg.uid_base = 1000000000u;
+    opts->cfg.uid_count = 1024;
+    opts->cfg.cgroup_mode = SBX_CGROUP_AUTO;
+}
+
+static bool env_ok(const char *e)
+{
+    const char *eq = strchr(e, '=');
+    if (eq == NULL || eq == e)
+        return false;
+    for (const char *p = e; p < eq; p++) {
+        char c = *p;
+        bool alpha = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
+        if (!alpha && !(p > e && c >= '0' && c <= '9'))
+            return false;
+    }
+    return true;
+}
+
+static int range(uint64_t v, uint64_t lo, uint64_t hi, const char *name, struct buf *err)
+{
+    if (v >= lo && v <= hi)
+        return 0;
+    (void)buf_printf(err, "limit %s must be between %llu and %llu", name, (unsigned long long)lo,
+                     (unsigned long long)hi);
+    return -1;
+}
+
+#define RANGE(field, lo, hi)                                                                                          \
+    do {                                                                                                              \
+        if (range(l->field, (lo), (hi), #field, err) != 0)                                                            \
+            return -1;                                                                                                \
+    } while (0)
+
+int sbx_spec_validate(const struct sbx_spec *spec, struct buf *err)
+{
+    const struct sbx_limits *l = &spec->limits;
+    if ((unsigned)spec->lang >= SBX_LANG__COUNT) {
+        (void)buf_printf(err, "unknown language");
+        return -1;
+    }
+    if (spec->net != SBX_NET_NONE) {
+        (void)buf_printf(err, "only network mode \"none\" is supported");
+        return -1;
+    }
+    if (spec->lang == SBX_LANG_NONE && spec->argc == 0) {
+        (void)buf_printf(err, "no command given");
+        return -1;
+    }
+    if (spec->lang == SBX_LANG_NONE && spec->code) {
+        (void)buf_printf(err, "code needs a language");
+        return -1;
+    }
+    if (spec->lang != SBX_LANG_NONE && spec->argc == 0 && spec->code == NULL) {
+        (void)buf_printf(err, "no code and no arguments for the interpreter");
+        return -1;
+    }
+    if (spec->argc > SBX_MAX_ARGS || spec->envc > SBX_MAX_ENV || spec->nfiles > SBX_MAX_FILES) {
+        (void)buf_printf(err, "too many arguments, environment entries or files");
+        return -1;
+    }
+    for (size_t i = 0; i < spec->argc; i++) {
+        if (spec->argv[i] == NULL || (i == 0 && spec->lang == SBX_LANG_NONE && spec->argv[0][0] == '\0')) {
+            (void)buf_printf(err, "argument %zu is missing", i);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < spec->envc; i++) {
+        if (spec->env[i] == NULL || !env_ok(spec->env[i])) {
+            (void)buf_printf(err, "environment entry %zu is not NAME=value", i);
+            return -1;
+        }
+    }
+    const char *snippet = (spec->lang != SBX_LANG_NONE && spec->argc == 0) ? sbx_contain_snippet_name(spec->lang) : NULL;
+    for (size_t i = 0; i < spec->nfiles; i++) {
+        const struct sbx_file *f = &spec->files[i];
+        if (f->name == NULL || !sbx_files_name_ok(f->name, strlen(f->name))) {
+            (void)buf_printf(err, "file name %zu refused: a plain name without '/', control characters, or a "
+                                  "leading '.' or '-'", i);
+            return -1;
+        }
+        if ((f->data == NULL && f->len) || (f->mode & ~0777u)) {
+            (void)buf_printf(err, "file %s: bad data or mode", f->name);
+            return -1;
+        }
+        if (snippet && strcmp(f->name, snippet) == 0) {
+            (void)buf_printf(err, "file %s clashes with the snippet's file name", f->name);
+            return -1;
+        }
+        for (size_t k = 0; k < i; k++) {
+            if (strcmp(spec->files[k].name, f->name) == 0) {
+                (void)buf_printf(err, "file %s given twice", f->name);
+                return -1;
+            }
+        }
+    }
+    if (spec->stdin_len > SBX_MAX_STDIN_BYTES || (spec->stdin_len && spec->stdin_data == NULL)) {
+        (void)buf_printf(err, "stdin larger than %u bytes", SBX_MAX_STDIN_BYTES);
+        return -1;
+    }
+    RANGE(wall_ms, 1, 24ull * 3600 * 1000);
+    RANGE(cpu_ms, 1, 24ull * 3600 * 1000);
+    RANGE(memory_bytes, 4ull << 20, 1ull << 40);
+    if (l->address_space_bytes)
+        RANGE(address_space_bytes, 16ull << 20, 1ull << 47);
+    RANGE(pids, 1, 65536);
+    RANGE(nofile, 8, 1 << 20);
+    RANGE(fsize_bytes, 1, 1ull << 40);
+    RANGE(cpu_percent, 1, 100000);
+    RANGE(stdout_max, 0, SBX_MAX_OUTPUT_BYTES);
+    RANGE(stderr_max, 0, SBX_MAX_OUTPUT_BYTES);
+    RANGE(work_bytes, 64u << 10, SBX_MAX_TMPFS_BYTES);
+    RANGE(tmp_bytes, 64u << 10, SBX_MAX_TMPFS_BYTES);
+    return 0;
+}
+
+void sbx_result_free(struct sbx_result *res)
+{
+    buf_free(&res->out);
+    buf_free(&res->err);
+}
+
+/* ---- pools and runs ---- */
+
+struct outmsg {
+    struct outmsg *next;
+    char *data;
+    size_t len;
+    int fds[SBX_WIRE_MAX_FDS];
+    int nfds;
+};
+
+struct sbx_pool {
+    uv_loop_t *loop;
+    bool zygote;
+    struct sbx_engine *eng;
+    /* zygote mode */
+    uv_process_t proc;
+    bool proc_running;
+    int sock;
+    uv_poll_t poll;
+    bool poll_open, writable_wanted;
+    struct outmsg *outq, *outq_tail;
+    bool broken;
+    char broken_why[128];
+    unsigned ready; /* children ready, as the zygote last said */
+    /* both */
+    struct sbx_run *runs;
+    uint64_t next_id;
+    unsigned handles; /* pool-level handles still open (process, poll) */
+    bool closing;
+    sbx_pool_closed_fn *closed_cb;
+    void *closed_ud;
+};
+
+struct sbx_run {
+    struct sbx_pool *pool;
+    struct sbx_run *prev, *next;
+    uint64_t id;
+    sbx_done_fn *cb;
+    void *ud;
+    uv_pipe_t in, out, err;
+    uv_write_t wreq;
+    char *stdin_copy;
+    int handles;
+    bool in_open, out_eof, err_eof, have_exit, done, cancel_sent;
+    struct sbx_result res;
+};
+
+static void pool_maybe_free(struct sbx_pool *pool);
+
+static struct sbx_run *find_run(struct sbx_pool *pool, uint64_t id)
+{
+    for (struct sbx_run *r = pool->runs; r; r = r->next)
+        if (r->id == id)
+            return r;
+    return NULL;
+}
+
+static void on_run_handle_closed(uv_handle_t *h)
+{
+    struct sbx_run *run = h->data;
+    if (--run->handles > 0)
+        return;
+    struct sbx_pool *pool = run->pool;
+    if (run->prev)
+        run->prev->next = run->next;
+    else
+        pool->runs = run->next;
+    if (run->next)
+        run->next->prev = run->prev;
+    sbx_result_free(&run->res);
+    xfree(run->stdin_copy);
+    xfree(run);
+    pool_maybe_free(pool);
+}
+
+static void run_close_handles(struct sbx_run *run)
+{
+    uv_handle_t *hs[3] = {(uv_handle_t *)&run->in, (uv_handle_t *)&run->out, (uv_handle_t *)&run->err};
+    for (int i = 0; i < 3; i++)
+        if (!uv_is_closing(hs[i]))
+            uv_close(hs[i], on_run_handle_closed);
+}
+
+/* The run is over once the engine reported its end and both output pipes reached EOF. */
+static void run_maybe_done(struct sbx_run *run)
+{
+    if (run->done || !run->have_exit || !run->out_eof || !run->err_eof)
+        return;
+    run->done = true;
+    if (run->res.reason == SBX_REASON_EXIT || run->res.reason == SBX_REASON_SIGNAL) {
+        /* Output past the cap killed the tree: that is why it ended, whatever the status says. */
+        if (run->cancel_sent)
+            run->res.reason = SBX_REASON_OUTPUT_CAP;
+    }
+    run->cb(run, &run->res, run->ud);
+    run_close_handles(run);
+}
+
+static void send_cancel(struct sbx_run *run, enum sbx_reason reason);
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    static char slab[65536]; /* the loop is single-threaded and reads are consumed at once */
+    (void)h;
+    (void)suggested;
+    b->base = slab;
+    b->len = sizeof(slab);
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    struct sbx_run *run = s->data;
+    bool is_out = s == (uv_stream_t *)&run->out;
+    struct buf *dst = is_out ? &run->res.out : &run->res.err;
+    bool *trunc = is_out ? &run->res.out_truncated : &run->res.err_truncated;
+    if (n > 0) {
+        size_t room = dst->max - dst->len;
+        size_t take = (size_t)n < room ? (size_t)n : room;
+        if (take)
+            (void)buf_append(dst, b->base, take);
+        if (take < (size_t)n && !*trunc) {
+            *trunc = true;
+            send_cancel(run, SBX_REASON_OUTPUT_CAP);
+        }
+        return;
+    }
+    if (n == 0)
+        return;
+    /* EOF or an error: either way nothing more comes. */
+    uv_read_stop(s);
+    if (is_out)
+        run->out_eof = true;
+    else
+        run->err_eof = true;
+    run_maybe_done(run);
+}
+
+static void on_stdin_written(uv_write_t *w, int status)
+{
+    struct sbx_run *run = w->data;
+    (void)status; /* EPIPE: the program did not read it all, which is its right */
+    xfree_null(&run->stdin_copy);
+    if (!uv_is_closing((uv_handle_t *)&run->in))
+        uv_close((uv_handle_t *)&run->in, on_run_handle_closed);
+}
+
+static void apply_exit(struct sbx_run *run, const struct sbx_exit *e)
+{
+    struct sbx_result *r = &run->res;
+    r->reason = (enum sbx_reason)e->reason;
+    r->exit_code = e->exit_code;
+    r->term_signal = e->term_signal;
+    r->wall_us = e->wall_us;
+    r->cpu_us = e->cpu_us;
+    r->peak_memory_bytes = e->peak_memory_bytes;
+    r->oom_kills = e->oom_kills;
+    r->host_uid = e->host_uid;
+    r->host_pid = e->host_pid;
+    (void)snprintf(r->cgroup, sizeof(r->cgroup), "%s", e->cgroup);
+    (void)snprintf(r->error, sizeof(r->error), "%s", e->error);
+    run->have_exit = true;
+    run_maybe_done(run);
+}
+
+/* engine hooks (in-process) */
+static void hook_result(void *ud, uint64_t id, const struct sbx_exit *e)
+{
+    struct sbx_run *run = find_run(ud, id);
+    if (run && !run->have_exit)
+        apply_exit(run, e);
+}
+
+/* ---- zygote transport ---- */
+
+static void on_sock(uv_poll_t *p, int status, int events);
+
+static void sock_watch(struct sbx_pool *pool)
+{
+    if (!pool->poll_open)
+        return;
+    int ev = UV_READABLE | (pool->outq ? UV_WRITABLE : 0);
+    uv_poll_start(&pool->poll, ev, on_sock);
+}
+
+static void outmsg_free(struct outmsg *m)
+{
+    for (int i = 0; i < m->nfds; i++)
+        close(m->fds[i]);
+    xfree(m->data);
+    xfree(m);
+}
+
+static void flush_out(struct sbx_pool *pool)
+{
+    while (pool->outq) {
+        struct outmsg *m = pool->outq;
+        int rc = sbx_wire_send(pool->sock, m->data, m->len, m->fds, m->nfds);
+        if (rc == -EAGAIN)
+            break;
+        if (rc != 0)
+            log_warn("sandbox: sending to the zygote failed: %s", strerror(-rc));
+        pool->outq = m->next;
+        if (pool->outq == NULL)
+            pool->outq_tail = NULL;
+        outmsg_free(m);
+    }
+    sock_watch(pool);
+}
+
+/* Queues a message; fds are owned by the queue from here (closed once sent). */
+static void send_msg(struct sbx_pool *pool, struct buf *msg, const int *fds, int nfds)
+{
+    struct outmsg *m = xcalloc(1, sizeof(*m));
+    m->data = buf_steal(msg, &m->len);
+    for (int i = 0; i < nfds; i++)
+        m->fds[i] = fds[i];
+    m->nfds = nfds;
+    if (pool->outq_tail)
+        pool->outq_tail->next = m;
+    else
+        pool->outq = m;
+    pool->outq_tail = m;
+    flush_out(pool);
+}
+
+static void fail_all(struct sbx_pool *pool, const char *why)
+{
+    struct sbx_exit e;
+    memset(&e, 0, sizeof(e));
+    e.reason = SBX_REASON_ERROR;
+    e.exit_code = -1;
+    (void)snprintf(e.cgroup, sizeof(e.cgroup), "none");
+    (void)snprintf(e.error, sizeof(e.error), "%s", why);
+    struct sbx_run *next;
+    for (struct sbx_run *r = pool->runs; r; r = next) {
+        next = r->next;
+        if (!r->have_exit) {
+            if (pool->closing)
+                e.reason = SBX_REASON_KILLED;
+            apply_exit(r, &e);
+        }
+    }
+}
+
+static void on_pool_handle_closed(uv_handle_t *h)
+{
+    struct sbx_pool *pool = h->data;
+    pool->handles--;
+    pool_maybe_free(pool);
+}
+
+static void zygote_broken(struct sbx_pool *pool, const char *why)
+{
+    if (!pool->broken) {
+        pool->broken = true;
+        (void)snprintf(pool->broken_why, sizeof(pool->broken_why), "%s", why);
+        if (!pool->closing)
+            log_error("sandbox: %s", why);
+    }
+    if (pool->poll_open) {
+        uv_close((uv_handle_t *)&pool->poll, on_pool_handle_closed);
+        pool->poll_open = false;
+    }
+    if (pool->sock != -1) {
+        close(pool->sock);
+        pool->sock = -1;
+    }
+    while (pool->outq) {
+        struct outmsg *m = pool->outq;
+        pool->outq = m->next;
+        outmsg_free(m);
+    }
+    pool->outq_tail = NULL;
+    fail_all(pool, why);
+}
+
+static void on_sock(uv_poll_t *p, int status, int events)
+{
+    struct sbx_pool *pool = p->data;
+    if (status < 0) {
+        zygote_broken(pool, "zygote socket error");
+        return;
+    }
+    if (events & UV_WRITABLE)
+        flush_out(pool);
+    if (!(events & UV_READABLE))
+        return;
+    for (;;) {
+        char msg[SBX_WIRE_MSG_MAX];
+        int fds[SBX_WIRE_MAX_FDS], nfds;
+        if (pool->sock == -1)
+            return;
+        long n = sbx_wire_recv(pool->sock, msg, sizeof(msg), fds, &nfds);
+        for (int i = 0; i < nfds; i++)
+            close(fds[i]);
+        if (n == -EAGAIN)
+            return;
+        if (n <= 0) {
+            zygote_broken(pool, "the sandbox zygote went away");
+            return;
+        }
+        struct sbx_msg_hdr h;
+        const void *body;
+        size_t blen;
+        if (sbx_wire_msg_parse(msg, (size_t)n, &h, &body, &blen) != 0)
+            continue;
+        if (h.type == SBX_MSG_RESULT) {
+            struct sbx_exit e;
+            struct sbx_run *run = find_run(pool, h.id);
+            if (sbx_wire_decode_exit(body, blen, &e) == 0 && run && !run->have_exit)
+                apply_exit(run, &e);
+        } else if (h.type == SBX_MSG_POOL) {
+            struct sbx_wire_reader r;
+            sbx_wire_reader_init(&r, body, blen);
+            uint32_t ready = sbx_wire_get_u32(&r);
+            if (!r.bad)
+                pool->ready = ready;
+        } else if (h.type == SBX_MSG_HELLO) {
+            struct log_line l;
+            if (log_begin(&l, LL_DEBUG, "sandbox zygote ready")) {
+                log_field_str(&l, "isolation", body, blen);
+                log_end(&l);
+            }
+        }
+    }
+}
+
+static void on_zygote_exit(uv_process_t *proc, int64_t status, int sig)
+{
+    struct sbx_pool *pool = proc->data;
+    char why[128];
+    (void)snprintf(why, sizeof(why), "the sandbox zygote exited (status %lld, signal %d)", (long long)status, sig);
+    pool->proc_running = false;
+    zygote_broken(pool, why);
+    uv_close((uv_handle_t *)proc, on_pool_handle_closed);
+}
+
+static int start_zygote(struct sbx_pool *pool, const struct sbx_pool_opts *opts, struct buf *err)
+{
+    int sv[2];
+    char warm[16], base[16], cnt[16], ppid[16];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1) {
+        (void)buf_printf(err, "socketpair: %s", strerror(errno));
+        return -1;
+    }
+    (void)snprintf(warm, sizeof(warm), "%u", opts->warm);
+    (void)snprintf(base, sizeof(base), "%u", opts->cfg.uid_base);
+    (void)snprintf(cnt, sizeof(cnt), "%u", opts->cfg.uid_count);
+    (void)snprintf(ppid, sizeof(ppid), "%d", (int)getpid());
+    const char *mode = opts->cfg.cgroup_mode == SBX_CGROUP_REQUIRED ? "required"
+                       : opts->cfg.cgroup_mode == SBX_CGROUP_OFF    ? "off"
+                                                                    : "auto";
+    const char *exe = opts->exe ? opts->exe : "/proc/self/exe";
+    char *args[20];
+    int a = 0;
+    args[a++] = (char *)"agentd";
+    args[a++] = (char *)"sandbox";
+    args[a++] = (char *)"zygote";
+    args[a++] = (char *)"--fd";
+    args[a++] = (char *)"3";
+    args[a++] = (char *)"--warm";
+    args[a++] = warm;
+    args[a++] = (char *)"--uid-base";
+    args[a++] = base;
+    args[a++] = (char *)"--uid-count";
+    args[a++] = cnt;
+    args[a++] = (char *)"--cgroup";
+    args[a++] = (char *)mode;
+    if (opts->cfg.cgroup_parent) {
+        args[a++] = (char *)"--cgroup-parent";
+        args[a++] = (char *)opts->cfg.cgroup_parent;
+    }
+    args[a++] = (char *)"--parent-pid";
+    args[a++] = ppid;
+    args[a++] = (char *)"--log-level";
+    args[a++] = (char *)log_level_name(log_min_level);
+    args[a] = NULL;
+    uv_stdio_container_t stdio[4];
+    stdio[0].flags = UV_IGNORE;
+    stdio[1].flags = UV_IGNORE;
+    stdio[2].flags = UV_INHERIT_FD;
+    stdio[2].data.fd = 2;
+    stdio[3].flags = UV_INHERIT_FD;
+    stdio[3].data.fd = sv[1];
+    uv_process_options_t po;
+    memset(&po, 0, sizeof(po));
+    po.file = exe;
+    po.args = args;
+    po.exit_cb = on_zygote_exit;
+    po.stdio = stdio;
+    po.stdio_count = 4;
+    pool->proc.data = pool;
+    pool->handles++;
+    int rc = uv_spawn(pool->loop, &pool->proc, &po);
+    close(sv[1]);
+    if (rc != 0) {
+        close(sv[0]);
+        (void)buf_printf(err, "starting the sandbox zygote (%s): %s", exe, uv_strerror(rc));
+        /* The handle must still be closed; the pool goes with it (see sbx_pool_new). */
+        pool->closing = true;
+        uv_close((uv_handle_t *)&pool->proc, on_pool_handle_closed);
+        return -1;
+    }
+    pool->proc_running = true;
+    pool->sock = sv[0];
+    (void)fcntl(pool->sock, F_SETFL, O_NONBLOCK);
+    uv_poll_init(pool->loop, &pool->poll, pool->sock);
+    pool->poll.data = pool;
+    pool->poll_open = true;
+    pool->handles++;
+    sock_watch(pool);
+    return 0;
+}
+
+int sbx_pool_new(uv_loop_t *loop, const struct sbx_pool_opts *opts, struct sbx_pool **out, struct buf *err)
+{
+    struct sbx_pool *pool = xcalloc(1, sizeof(*pool));
+    pool->loop = loop;
+    pool->zygote = opts->zygote;
+    pool->sock = -1;
+    *out = NULL;
+    if (opts->zygote) {
+        if (start_zygote(pool, opts, err) != 0)
+            return -1; /* freed by the close callback of its process handle */
+    } else {
+        static const struct sbx_engine_hooks hooks = {.on_exec = NULL, .on_result = hook_result};
+        if (sbx_engine_new(loop, opts->warm, &opts->cfg, &hooks, pool, &pool->eng, err) != 0) {
+            xfree(pool);
+            return -1;
+        }
+    }
+    *out = pool;
+    return 0;
+}
+
+unsigned sbx_pool_ready(const struct sbx_pool *pool)
+{
+    return pool->eng ? sbx_engine_ready(pool->eng) : pool->ready;
+}
+
+static void pool_maybe_free(struct sbx_pool *pool)
+{
+    if (!pool->closing || pool->runs || pool->handles)
+        return;
+    sbx_pool_closed_fn *cb = pool->closed_cb;
+    void *ud = pool->closed_ud;
+    xfree(pool);
+    if (cb)
+        cb(ud);
+}
+
+void sbx_pool_close(struct sbx_pool *pool, sbx_pool_closed_fn *cb, void *ud)
+{
+    pool->closing = true;
+    pool->closed_cb = cb;
+    pool->closed_ud = ud;
+    if (pool->eng) {
+        sbx_engine_close(pool->eng); /* reports KILLED for what still runs */
+        pool->eng = NULL;
+    } else {
+        /* EOF on its socket makes the zygote kill and reap its children, remove their cgroups and exit. */
+        zygote_broken(pool, "sandbox pool closed");
+    }
+    pool_maybe_free(pool);
+}
+
+static void send_cancel(struct sbx_run *run, enum sbx_reason reason)
+{
+    struct sbx_pool *pool = run->pool;
+    if (run->cancel_sent || run->have_exit)
+        return;
+    run->cancel_sent = reason == SBX_REASON_OUTPUT_CAP;
+    if (pool->eng) {
+        sbx_engine_cancel(pool->eng, run->id, reason);
+    } else if (pool->sock != -1) {
+        struct buf m = BUF_INIT(BUF_UNBOUNDED);
+        sbx_wire_msg_begin(&m, SBX_MSG_CANCEL, 0, run->id);
+        sbx_wire_put_u32(&m, (uint32_t)reason);
+        send_msg(pool, &m, NULL, 0);
+    }
+}
+
+void sbx_run_cancel(struct sbx_run *run)
+{
+    send_cancel(run, SBX_REASON_KILLED);
+}
+
+static int make_pipe(int p[2], bool ours_is_read, struct buf *err)
+{
+    if (pipe2(p, O_CLOEXEC) == -1) {
+        (void)buf_printf(err, "pipe2: %s", strerror(errno));
+        return -1;
+    }
+    (void)fcntl(p[ours_is_read ? 0 : 1], F_SETFL, O_NONBLOCK);
+    return 0;
+}
+
+int sbx_run_start(struct sbx_pool *pool, const struct sbx_spec *spec, sbx_done_fn *cb, void *ud,
+                  struct sbx_run **out, struct buf *err)
+{
+    int pin[2] = {-1, -1}, pout[2] = {-1, -1}, perr[2] = {-1, -1};
+    struct buf wire = BUF_INIT(BUF_UNBOUNDED);
+    struct sbx_run *run = NULL;
+    if (out)
+        *out = NULL;
+    if (pool->closing) {
+        (void)buf_printf(err, "sandbox pool is closing");
+        goto fail;
+    }
+    if (pool->broken) {
+        (void)buf_printf(err, "sandbox pool unusable: %s", pool->broken_why);
+        goto fail;
+    }
+    if (sbx_spec_validate(spec, err) != 0)
+        goto fail;
+    if (sbx_wire_encode_spec(spec, &wire) != 0) {
+        (void)buf_printf(err, "spec larger than %u bytes", SBX_MAX_SPEC_BYTES);
+        goto fail;
+    }
+    if (make_pipe(pin, false, err) || make_pipe(pout, true, err) || make_pipe(perr, true, err))
+        goto fail;
+    run = xcalloc(1, sizeof(*run));
+    run->pool = pool;
+    run->id = ++pool->next_id;
+    run->cb = cb;
+    run->ud = ud;
+    buf_init(&run->res.out, spec->limits.stdout_max);
+    buf_init(&run->res.err, spec->limits.stderr_max);
+    run->res.exit_code = -1;
+    uv_pipe_init(pool->loop, &run->in, 0);
+    uv_pipe_init(pool->loop, &run->out, 0);
+    uv_pipe_init(pool->loop, &run->err, 0);
+    run->in.data = run->out.data = run->err.data = run;
+    run->handles = 3;
+    uv_pipe_open(&run->in, pin[1]);
+    uv_pipe_open(&run->out, pout[0]);
+    uv_pipe_open(&run->err, perr[0]);
+    pin[1] = pout[0] = perr[0] = -1;
+    uv_read_start((uv_stream_t *)&run->out, on_alloc, on_read);
+    uv_read_start((uv_stream_t *)&run->err, on_alloc, on_read);
+    if (spec->stdin_len) {
+        run->stdin_copy = xmemdup(spec->stdin_data, spec->stdin_len);
+        uv_buf_t b = uv_buf_init(run->stdin_copy, (unsigned)spec->stdin_len);
+        run->wreq.data = run;
+        if (uv_write(&run->wreq, (uv_stream_t *)&run->in, &b, 1, on_stdin_written) != 0) {
+            xfree_null(&run->stdin_copy);
+            uv_close((uv_handle_t *)&run->in, on_run_handle_closed);
+        }
+    } else {
+        uv_close((uv_handle_t *)&run->in, on_run_handle_closed); /* EOF at once */
+    }
+    run->next = pool->runs;
+    if (pool->runs)
+        pool->runs->prev = run;
+    pool->runs = run;
+
+    int child[3] = {pin[0], pout[1], perr[1]};
+    pin[0] = pout[1] = perr[1] = -1;
+    if (pool->eng) {
+        sbx_engine_submit(pool->eng, run->id, wire.data, wire.len, child); /* closes child[] */
+    } else {
+        struct buf m = BUF_INIT(BUF_UNBOUNDED);
+        int fds[4] = {child[0], child[1], child[2], -1}, nfds = 3;
+        if (wire.len > SBX_WIRE_INLINE_MAX) {
+            int mfd = memfd_create("sbx-spec", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+            if (mfd == -1 || write(mfd, wire.data, wire.len) != (ssize_t)wire.len ||
+                fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) == -1) {
+                log_perror("sandbox: spec memfd");
+                if (mfd != -1)
+                    close(mfd);
+                mfd = -1;
+            }
+            fds[nfds++] = mfd;
+            sbx_wire_msg_begin(&m, SBX_MSG_RUN, SBX_MSG_F_MEMFD, run->id);
+            if (mfd == -1)
+                nfds--; /* the zygote refuses a RUN without its memfd: the run ends with an error */
+        } else {
+            sbx_wire_msg_begin(&m, SBX_MSG_RUN, 0, run->id);
+            (void)buf_append(&m, wire.data, wire.len);
+        }
+        send_msg(pool, &m, fds, nfds);
+        buf_free(&m);
+    }
+    buf_free(&wire);
+    if (out)
+        *out = run;
+    return 0;
+fail:
+    for (int i = 0; i < 2; i++) {
+        if (pin[i] != -1)
+            close(pin[i]);
+        if (pout[i] != -1)
+            close(pout[i]);
+        if (perr[i] != -1)
+            close(perr[i]);
+    }
+    buf_free(&wire);
+    return -1;
+}
+
+/* ---- synchronous convenience ---- */
+
+struct sync_ctx {
+    struct sbx_result *res;
+    bool done;
+};
+
+static void on_sync_done(struct sbx_run *run, struct sbx_result *res, void *ud)
+{
+    struct sync_ctx *s = ud;
+    (void)run;
+    *s->res = *res;
+    /* The buffers move to the caller; leave the run's copies empty so its cleanup frees nothing twice. */
+    buf_init(&res->out, 0);
+    buf_init(&res->err, 0);
+    s->done = true;
+}
+
+int sbx_run_sync(const struct sbx_pool_opts *opts, const struct sbx_spec *spec, struct sbx_result *res,
+                 struct buf *err)
+{
+    uv_loop_t loop;
+    struct sbx_pool *pool = NULL;
+    struct sbx_pool_opts def;
+    struct sync_ctx s = {.res = res, .done = false};
+    int rc = -1;
+    memset(res, 0, sizeof(*res));
+    if (opts == NULL) {
+        sbx_pool_opts_init(&def);
+        opts = &def;
+    }
+    if (uv_loop_init(&loop) != 0) {
+        (void)buf_printf(err, "uv_loop_init failed");
+        return -1;
+    }
+    if (sbx_pool_new(&loop, opts, &pool, err) != 0)
+        goto out;
+    if (sbx_run_start(pool, spec, on_sync_done, &s, NULL, err) != 0)
+        goto out;
+    while (!s.done && uv_run(&loop, UV_RUN_ONCE))
+        ;
+    rc = s.done ? 0 : -1;
+    if (!s.done)
+        (void)buf_printf(err, "the run never finished");
+out:
+    if (pool)
+        sbx_pool_close(pool, NULL, NULL);
+    (void)uv_run(&loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&loop) != 0)
+        log_warn("sandbox: loop closed with handles still open");
+    return rc;
+}

@@ -1,0 +1,794 @@
+#include "sandbox/sbx_contain.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <linux/securebits.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "sandbox/sbx_files.h"
+#include "sandbox/sbx_wire.h"
+
+/* Where the new root is assembled, in the child's private copy of the mount tree (any existing directory). */
+#define NEWROOT "/tmp"
+
+struct lang_info {
+    const char *interp;
+    const char *snippet;
+};
+static const struct lang_info langs[SBX_LANG__COUNT] = {
+    [SBX_LANG_NONE] = {NULL, NULL},
+    [SBX_LANG_PYTHON] = {"/usr/bin/python3", "main.py"},
+    [SBX_LANG_SH] = {"/bin/sh", "main.sh"},
+    [SBX_LANG_NODE] = {"/usr/bin/node", "main.js"},
+};
+
+const char *sbx_contain_interpreter(int lang)
+{
+    return (lang > 0 && lang < SBX_LANG__COUNT) ? langs[lang].interp : NULL;
+}
+
+const char *sbx_contain_snippet_name(int lang)
+{
+    return (lang > 0 && lang < SBX_LANG__COUNT) ? langs[lang].snippet : NULL;
+}
+
+/* ---- the plan: what of the host the sandbox sees ---- */
+
+/* Read-only binds, each optional except /usr. Nothing writable and nothing of /home, /root, /var, /run, /srv,
+ * /sys or the rest of /etc is ever visible. */
+static const char *const bind_paths[] = {
+    "/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32",
+    "/etc/alternatives", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime",
+    "/etc/nsswitch.conf", "/etc/protocols", "/etc/services", "/etc/mime.types", "/etc/ssl/certs",
+    "/etc/ssl/openssl.cnf", "/etc/ca-certificates", "/etc/inputrc",
+    NULL,
+};
+
+static void plan_add(struct sbx_contain_plan *plan, const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) == -1)
+        return;
+    struct sbx_bind b = {.path = NULL, .target = NULL, .kind = SBX_BIND_DIR};
+    if (S_ISLNK(st.st_mode)) {
+        char t[4096];
+        ssize_t n = readlink(path, t, sizeof(t) - 1);
+        if (n <= 0)
+            return;
+        t[n] = '\0';
+        b.kind = SBX_BIND_SYMLINK;
+        b.target = xstrdup(t);
+    } else if (S_ISREG(st.st_mode)) {
+        b.kind = SBX_BIND_FILE;
+    } else if (!S_ISDIR(st.st_mode)) {
+        return;
+    }
+    b.path = xstrdup(path);
+    plan->binds = xrealloc(plan->binds, (plan->nbinds + 1) * sizeof(*plan->binds));
+    plan->binds[plan->nbinds++] = b;
+}
+
+static int read_last_cap(void)
+{
+    char s[16] = {0};
+    int fd = open("/proc/sys/kernel/cap_last_cap", O_RDONLY | O_CLOEXEC);
+    int v = CAP_LAST_CAP;
+    if (fd != -1) {
+        ssize_t n = read(fd, s, sizeof(s) - 1);
+        if (n > 0) {
+            v = 0;
+            for (ssize_t i = 0; i < n && s[i] >= '0' && s[i] <= '9'; i++)
+                v = v * 10 + (s[i] - '0');
+        }
+        close(fd);
+    }
+    return (v > 0 && v < 64) ? v : CAP_LAST_CAP;
+}
+
+int sbx_contain_plan_init(struct sbx_contain_plan *plan, struct buf *err)
+{
+    memset(plan, 0, sizeof(*plan));
+    struct sbx_limits def;
+    sbx_limits_default(&def);
+    plan->work_bytes = def.work_bytes;
+    plan->tmp_bytes = def.tmp_bytes;
+    plan->last_cap = read_last_cap();
+    for (const char *const *p = bind_paths; *p; p++)
+        plan_add(plan, *p);
+    /* Debian's python reads /etc/python3.X/sitecustomize.py: bind those directories too. */
+    DIR *d = opendir("/etc");
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (strncmp(e->d_name, "python3", 7) == 0) {
+                char p[300];
+                (void)snprintf(p, sizeof(p), "/etc/%s", e->d_name);
+                plan_add(plan, p);
+            }
+        }
+        closedir(d);
+    }
+    if (plan->nbinds == 0 || strcmp(plan->binds[0].path, "/usr") != 0 || plan->binds[0].kind != SBX_BIND_DIR) {
+        (void)buf_printf(err, "/usr is not a directory on this host");
+        sbx_contain_plan_free(plan);
+        return -1;
+    }
+    if (sbx_seccomp_build(SBX_NET_NONE, &plan->seccomp, err) != 0) {
+        sbx_contain_plan_free(plan);
+        return -1;
+    }
+    return 0;
+}
+
+void sbx_contain_plan_free(struct sbx_contain_plan *plan)
+{
+    for (size_t i = 0; i < plan->nbinds; i++) {
+        xfree(plan->binds[i].path);
+        xfree(plan->binds[i].target);
+    }
+    xfree(plan->binds);
+    sbx_seccomp_free(&plan->seccomp);
+    memset(plan, 0, sizeof(*plan));
+}
+
+/* ---- the child ---- */
+
+struct child {
+    const struct sbx_contain_plan *plan;
+    int ctl;
+    uint64_t work_bytes, tmp_bytes;
+    char err[512]; /* "<step>: <reason>" of the failing step */
+    struct sbx_wire_spec ws;
+    void *spec_bytes;
+    int stdio[3];
+    char exe[4096];
+    const char **argv;
+    char **envp;
+};
+
+typedef int step_fn(struct child *c);
+
+struct step {
+    const char *name;
+    step_fn *fn;
+};
+
+static int fail(struct child *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fail(struct child *c, const char *fmt, ...)
+{
+    int saved = errno;
+    va_list ap;
+    va_start(ap, fmt);
+    (void)vsnprintf(c->err, sizeof(c->err), fmt, ap);
+    va_end(ap);
+    if (saved) {
+        size_t n = strlen(c->err);
+        (void)snprintf(c->err + n, sizeof(c->err) - n, ": %s", strerror(saved));
+    }
+    return -1;
+}
+
+static void send_simple(int ctl, enum sbx_msg_type type, const char *text)
+{
+    char msg[sizeof(struct sbx_msg_hdr) + 600];
+    struct sbx_msg_hdr h = {.magic = SBX_WIRE_MAGIC, .type = (uint16_t)type};
+    size_t n = text ? strnlen(text, 512) : 0;
+    memcpy(msg, &h, sizeof(h));
+    if (n)
+        memcpy(msg + sizeof(h), text, n);
+    (void)sbx_wire_send(ctl, msg, sizeof(h) + n, NULL, 0);
+}
+
+static void die(struct child *c, const char *step) __attribute__((noreturn));
+static void die(struct child *c, const char *step)
+{
+    char text[600];
+    (void)snprintf(text, sizeof(text), "%s: %s", step, c->err[0] ? c->err : "failed");
+    send_simple(c->ctl, SBX_MSG_ERROR, text);
+    _exit(SBX_CHILD_SETUP_FAILED);
+}
+
+static void run_steps(struct child *c, const struct step *steps, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        errno = 0;
+        c->err[0] = '\0';
+        if (steps[i].fn(c) != 0)
+            die(c, steps[i].name);
+    }
+}
+
+/* -- phase A -- */
+
+static int step_signals(struct child *c)
+{
+    sigset_t none;
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof(dfl));
+    dfl.sa_handler = SIG_DFL;
+    for (int s = 1; s < NSIG; s++)
+        (void)sigaction(s, &dfl, NULL); /* SIGKILL/SIGSTOP and the RT ones libc keeps refuse: fine */
+    sigemptyset(&none);
+    if (sigprocmask(SIG_SETMASK, &none, NULL) == -1)
+        return fail(c, "sigprocmask");
+    /* Nothing of the engine's may leak in: not its stdio (agentd's logs), not its sockets. */
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null == -1)
+        return fail(c, "open /dev/null");
+    for (int fd = 0; fd < 3; fd++)
+        if (dup2(null, fd) == -1)
+            return fail(c, "dup2");
+    if (c->ctl != 3) {
+        if (dup3(c->ctl, 3, O_CLOEXEC) == -1)
+            return fail(c, "dup3");
+        c->ctl = 3;
+    }
+    if (syscall(SYS_close_range, 4u, ~0u, 0u) == -1) {
+        for (int fd = 4; fd < 65536; fd++)
+            (void)close(fd);
+    }
+    return 0;
+}
+
+static int step_die_with_parent(struct child *c)
+{
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1)
+        return fail(c, "prctl(PR_SET_PDEATHSIG)");
+    /* The engine writes our maps and cgroup, then says MAPPED. EOF means it died before: leave. */
+    char msg[64];
+    int fds[SBX_WIRE_MAX_FDS], nfds;
+    long n = sbx_wire_recv(c->ctl, msg, sizeof(msg), fds, &nfds);
+    for (int i = 0; i < nfds; i++)
+        close(fds[i]);
+    struct sbx_msg_hdr h;
+    const void *body;
+    size_t blen;
+    if (n <= 0)
+        _exit(SBX_CHILD_SETUP_FAILED);
+    if (sbx_wire_msg_parse(msg, (size_t)n, &h, &body, &blen) != 0 || h.type != SBX_MSG_MAPPED) {
+        errno = EPROTO;
+        return fail(c, "expected MAPPED");
+    }
+    return 0;
+}
+
+static int step_ids(struct child *c)
+{
+    /* Keep the permitted caps across the uid change: set-up still needs them (mount, remount). */
+    if (prctl(PR_SET_KEEPCAPS, 1) == -1)
+        return fail(c, "prctl(PR_SET_KEEPCAPS)");
+    if (setresgid(SBX_IN_GID, SBX_IN_GID, SBX_IN_GID) == -1)
+        return fail(c, "setresgid(%d)", SBX_IN_GID);
+    if (setresuid(SBX_IN_UID, SBX_IN_UID, SBX_IN_UID) == -1)
+        return fail(c, "setresuid(%d)", SBX_IN_UID);
+    struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct d[2];
+    if (syscall(SYS_capget, &h, d) == -1)
+        return fail(c, "capget");
+    d[0].effective = d[0].permitted;
+    d[1].effective = d[1].permitted;
+    if (syscall(SYS_capset, &h, d) == -1)
+        return fail(c, "capset");
+    if (prctl(PR_SET_KEEPCAPS, 0) == -1)
+        return fail(c, "prctl(PR_SET_KEEPCAPS, 0)");
+    return 0;
+}
+
+static int step_cgroup_ns(struct child *c)
+{
+    /* After the engine put us in the run's cgroup, so that cgroup is our namespace's root. */
+    if (unshare(CLONE_NEWCGROUP) == -1)
+        return fail(c, "unshare(CLONE_NEWCGROUP)");
+    return 0;
+}
+
+/* The flags a remount must keep: in a user namespace the kernel refuses to drop a locked one. */
+static unsigned long locked_flags(const char *path)
+{
+    struct statvfs sv;
+    unsigned long f = 0;
+    if (statvfs(path, &sv) == -1)
+        return 0;
+    if (sv.f_flag & ST_NOSUID)
+        f |= MS_NOSUID;
+    if (sv.f_flag & ST_NODEV)
+        f |= MS_NODEV;
+    if (sv.f_flag & ST_NOEXEC)
+        f |= MS_NOEXEC;
+    if (sv.f_flag & ST_NOATIME)
+        f |= MS_NOATIME;
+    if (sv.f_flag & ST_NODIRATIME)
+        f |= MS_NODIRATIME;
+    if (sv.f_flag & ST_RELATIME)
+        f |= MS_RELATIME;
+    return f;
+}
+
+static int bind_ro(struct child *c, const char *src, const char *dst)
+{
+    if (mount(src, dst, NULL, MS_BIND, NULL) == -1)
+        return fail(c, "bind %s", src);
+    unsigned long f = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | locked_flags(dst);
+    if (mount(NULL, dst, NULL, f, NULL) == -1)
+        return fail(c, "remount %s read-only", dst);
+    return 0;
+}
+
+static int touch(const char *path, mode_t mode)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (fd == -1)
+        return -1;
+    close(fd);
+    return 0;
+}
+
+/* mkdir -p under NEWROOT for a path like "/etc/ssl/certs" (its parents). */
+static int mkparents(const char *inside)
+{
+    char p[4200];
+    (void)snprintf(p, sizeof(p), NEWROOT "%s", inside);
+    for (char *s = p + sizeof(NEWROOT); *s; s++) {
+        if (*s == '/') {
+            *s = '\0';
+            if (mkdir(p, 0755) == -1 && errno != EEXIST)
+                return -1;
+            *s = '/';
+        }
+    }
+    return 0;
+}
+
+static int write_file(const char *path, const char *text)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd == -1)
+        return -1;
+    size_t n = strlen(text);
+    ssize_t w = write(fd, text, n);
+    close(fd);
+    return w == (ssize_t)n ? 0 : -1;
+}
+
+static int step_mount_private(struct child *c)
+{
+    /* Nothing we mount may propagate back to the host, whatever its / is shared as. */
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == -1)
+        return fail(c, "make / private");
+    if (mount("tmpfs", NEWROOT, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=1024,mode=0755") == -1)
+        return fail(c, "tmpfs root");
+    return 0;
+}
+
+static int step_binds(struct child *c)
+{
+    char dst[4200];
+    for (size_t i = 0; i < c->plan->nbinds; i++) {
+        const struct sbx_bind *b = &c->plan->binds[i];
+        (void)snprintf(dst, sizeof(dst), NEWROOT "%s", b->path);
+        if (mkparents(b->path) == -1)
+            return fail(c, "mkdir for %s", b->path);
+        switch (b->kind) {
+        case SBX_BIND_SYMLINK:
+            if (symlink(b->target, dst) == -1)
+                return fail(c, "symlink %s", b->path);
+            break;
+        case SBX_BIND_DIR:
+            if (mkdir(dst, 0755) == -1)
+                return fail(c, "mkdir %s", b->path);
+            if (bind_ro(c, b->path, dst) != 0)
+                return -1;
+            break;
+        case SBX_BIND_FILE:
+            if (touch(dst, 0644) == -1)
+                return fail(c, "create %s", b->path);
+            if (bind_ro(c, b->path, dst) != 0)
+                return -1;
+            break;
+        }
+    }
+    return 0;
+}
+
+static int step_etc(struct child *c)
+{
+    static const struct {
+        const char *path, *text;
+    } files[] = {
+        {NEWROOT "/etc/passwd", "root:x:0:0:root:/:/usr/sbin/nologin\n"
+                                "sandbox:x:1000:1000:sandbox:/work:/bin/sh\n"
+                                "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"},
+        {NEWROOT "/etc/group", "root:x:0:\nsandbox:x:1000:\nnogroup:x:65534:\n"},
+        {NEWROOT "/etc/hosts", "127.0.0.1\tlocalhost " SBX_HOSTNAME "\n::1\tlocalhost ip6-localhost\n"},
+        {NEWROOT "/etc/hostname", SBX_HOSTNAME "\n"},
+    };
+    if (mkdir(NEWROOT "/etc", 0755) == -1 && errno != EEXIST)
+        return fail(c, "mkdir /etc");
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+        if (write_file(files[i].path, files[i].text) == -1)
+            return fail(c, "write %s", files[i].path + sizeof(NEWROOT) - 1);
+    return 0;
+}
+
+static int step_dev(struct child *c)
+{
+    static const char *const devs[] = {"null", "zero", "full", "random", "urandom"};
+    static const struct {
+        const char *name, *target;
+    } links[] = {{"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"}, {"stdout", "/proc/self/fd/1"},
+                 {"stderr", "/proc/self/fd/2"}, {"shm", "/tmp"}};
+    char src[64], dst[64];
+    if (mkdir(NEWROOT "/dev", 0755) == -1)
+        return fail(c, "mkdir /dev");
+    if (mount("tmpfs", NEWROOT "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,nr_inodes=64,mode=0755") == -1)
+        return fail(c, "tmpfs /dev");
+    /* Device nodes cannot be created in a user namespace: bind the host's harmless ones. */
+    for (size_t i = 0; i < sizeof(devs) / sizeof(devs[0]); i++) {
+        (void)snprintf(src, sizeof(src), "/dev/%s", devs[i]);
+        (void)snprintf(dst, sizeof(dst), NEWROOT "/dev/%s", devs[i]);
+        if (touch(dst, 0666) == -1)
+            return fail(c, "create %s", src);
+        if (mount(src, dst, NULL, MS_BIND, NULL) == -1)
+            return fail(c, "bind %s", src);
+    }
+    for (size_t i = 0; i < sizeof(links) / sizeof(links[0]); i++) {
+        (void)snprintf(dst, sizeof(dst), NEWROOT "/dev/%s", links[i].name);
+        if (symlink(links[i].target, dst) == -1)
+            return fail(c, "symlink /dev/%s", links[i].name);
+    }
+    if (mount(NULL, NEWROOT "/dev", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC, NULL) == -1)
+        return fail(c, "remount /dev read-only");
+    return 0;
+}
+
+static int step_proc(struct child *c)
+{
+    /* We are PID 1 of the new PID namespace, so this /proc shows the run's processes only. */
+    if (mkdir(NEWROOT "/proc", 0555) == -1)
+        return fail(c, "mkdir /proc");
+    if (mount("proc", NEWROOT "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) == -1)
+        return fail(c, "mount proc");
+    if (bind_ro(c, NEWROOT "/proc/sys", NEWROOT "/proc/sys") != 0)
+        return -1;
+    return 0;
+}
+
+static int mount_tmpfs(struct child *c, const char *dst, uint64_t bytes, const char *mode)
+{
+    char opts[128];
+    (void)snprintf(opts, sizeof(opts), "size=%llu,nr_inodes=16384,mode=%s", (unsigned long long)bytes, mode);
+    if (mkdir(dst, 0755) == -1)
+        return fail(c, "mkdir %s", dst + sizeof(NEWROOT) - 1);
+    if (mount("tmpfs", dst, "tmpfs", MS_NOSUID | MS_NODEV, opts) == -1)
+        return fail(c, "tmpfs %s", dst + sizeof(NEWROOT) - 1);
+    return 0;
+}
+
+static int step_scratch(struct child *c)
+{
+    if (mount_tmpfs(c, NEWROOT "/tmp", c->tmp_bytes, "1777") != 0)
+        return -1;
+    return mount_tmpfs(c, NEWROOT "/work", c->work_bytes, "0755");
+}
+
+static int step_pivot(struct child *c)
+{
+    /* pivot_root(".", ".") stacks the old root under the new one at "/", then detaching "." removes it
+     * (runc's trick; no directory for the old root is left behind). */
+    if (chdir(NEWROOT) == -1)
+        return fail(c, "chdir " NEWROOT);
+    if (syscall(SYS_pivot_root, ".", ".") == -1)
+        return fail(c, "pivot_root");
+    if (umount2(".", MNT_DETACH) == -1)
+        return fail(c, "detach old root");
+    if (chdir("/") == -1)
+        return fail(c, "chdir /");
+    if (mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) == -1)
+        return fail(c, "remount / read-only");
+    return 0;
+}
+
+static int step_hostname(struct child *c)
+{
+    if (sethostname(SBX_HOSTNAME, sizeof(SBX_HOSTNAME) - 1) == -1)
+        return fail(c, "sethostname");
+    if (setdomainname("", 0) == -1)
+        return fail(c, "setdomainname");
+    return 0;
+}
+
+/* -- phase B -- */
+
+static int step_receive(struct child *c)
+{
+    send_simple(c->ctl, SBX_MSG_READY, NULL);
+    size_t cap = SBX_WIRE_MSG_MAX;
+    char *msg = xmalloc(cap);
+    int fds[SBX_WIRE_MAX_FDS], nfds = 0, rc = -1;
+    long n = sbx_wire_recv(c->ctl, msg, cap, fds, &nfds);
+    struct sbx_msg_hdr h;
+    const void *body;
+    size_t blen;
+    struct buf err = BUF_INIT(256);
+    if (n == 0) /* the engine let us go (pool shrinking or closing) */
+        _exit(0);
+    if (n < 0) {
+        errno = (int)-n;
+        fail(c, "recv");
+        goto out;
+    }
+    if (sbx_wire_msg_parse(msg, (size_t)n, &h, &body, &blen) != 0 || h.type != SBX_MSG_RUN || nfds < 3) {
+        errno = EPROTO;
+        fail(c, "expected RUN with 3 fds");
+        goto out;
+    }
+    if (h.flags & SBX_MSG_F_MEMFD) {
+        struct stat st;
+        if (nfds < 4 || fstat(fds[3], &st) == -1 || st.st_size <= 0 || st.st_size > SBX_MAX_SPEC_BYTES) {
+            errno = EPROTO;
+            fail(c, "spec memfd");
+            goto out;
+        }
+        c->spec_bytes = xmalloc((size_t)st.st_size);
+        if (pread(fds[3], c->spec_bytes, (size_t)st.st_size, 0) != st.st_size) {
+            fail(c, "read spec memfd");
+            goto out;
+        }
+        blen = (size_t)st.st_size;
+    } else {
+        c->spec_bytes = xmemdup(body, blen);
+    }
+    if (sbx_wire_decode_spec(c->spec_bytes, blen, &c->ws, &err) != 0) {
+        errno = 0;
+        fail(c, "%s", err.data ? err.data : "bad spec");
+        goto out;
+    }
+    for (int i = 0; i < 3; i++) {
+        c->stdio[i] = fds[i];
+        fds[i] = -1;
+    }
+    rc = 0;
+out:
+    for (int i = 0; i < nfds; i++)
+        if (fds[i] != -1)
+            close(fds[i]);
+    buf_free(&err);
+    xfree(msg);
+    return rc;
+}
+
+static int step_files(struct child *c)
+{
+    const struct sbx_spec *s = &c->ws.spec;
+    struct buf err = BUF_INIT(512);
+    int rc = -1;
+    if (chdir("/work") == -1) {
+        fail(c, "chdir /work");
+        goto out;
+    }
+    int dfd = open("/work", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (dfd == -1) {
+        fail(c, "open /work");
+        goto out;
+    }
+    if (s->lang != SBX_LANG_NONE && s->argc == 0 && s->code) {
+        if (sbx_files_write_one(dfd, langs[s->lang].snippet, s->code, s->code_len, 0644, &err) != 0) {
+            close(dfd);
+            errno = 0;
+            fail(c, "%s", err.data);
+            goto out;
+        }
+    }
+    if (sbx_files_write(dfd, s->files, s->nfiles, &err) != 0) {
+        close(dfd);
+        errno = 0;
+        fail(c, "%s", err.data);
+        goto out;
+    }
+    close(dfd);
+    rc = 0;
+out:
+    buf_free(&err);
+    return rc;
+}
+
+static int step_stdio(struct child *c)
+{
+    for (int i = 0; i < 3; i++) {
+        if (dup2(c->stdio[i], i) == -1)
+            return fail(c, "dup2 %d", i);
+    }
+    for (int i = 0; i < 3; i++)
+        if (c->stdio[i] > 2)
+            close(c->stdio[i]);
+    return 0;
+}
+
+static int step_setsid(struct child *c)
+{
+    if (setsid() == -1)
+        return fail(c, "setsid");
+    return 0;
+}
+
+static int step_exec_args(struct child *c)
+{
+    const struct sbx_spec *s = &c->ws.spec;
+    size_t n = 0;
+    c->argv = xcalloc(s->argc + 3, sizeof(*c->argv));
+    if (s->lang != SBX_LANG_NONE) {
+        c->argv[n++] = langs[s->lang].interp;
+        if (s->argc == 0)
+            c->argv[n++] = langs[s->lang].snippet;
+        for (size_t i = 0; i < s->argc; i++)
+            c->argv[n++] = s->argv[i];
+    } else {
+        for (size_t i = 0; i < s->argc; i++)
+            c->argv[n++] = s->argv[i];
+    }
+    if (n == 0) {
+        errno = EINVAL;
+        return fail(c, "nothing to run");
+    }
+    const char *prog = c->argv[0];
+    if (strlen(prog) + sizeof("/usr/local/bin/") > sizeof(c->exe)) {
+        errno = ENAMETOOLONG;
+        return fail(c, "program name");
+    }
+    if (strchr(prog, '/')) {
+        (void)snprintf(c->exe, sizeof(c->exe), "%s", prog);
+    } else {
+        static const char *const path[] = {"/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"};
+        bool found = false;
+        for (size_t i = 0; i < sizeof(path) / sizeof(path[0]) && !found; i++) {
+            struct stat st;
+            (void)snprintf(c->exe, sizeof(c->exe), "%s/%s", path[i], prog);
+            found = stat(c->exe, &st) == 0 && S_ISREG(st.st_mode) && access(c->exe, X_OK) == 0;
+        }
+        if (!found) {
+            errno = ENOENT;
+            return fail(c, "%s not found in PATH", prog);
+        }
+    }
+    static const char *const base_env[] = {
+        "PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/work", "TMPDIR=/tmp", "LANG=C.UTF-8", "USER=sandbox",
+        "LOGNAME=sandbox", "SHELL=/bin/sh", "PWD=/work", "PYTHONDONTWRITEBYTECODE=1",
+    };
+    size_t nb = sizeof(base_env) / sizeof(base_env[0]), ne = 0;
+    c->envp = xcalloc(nb + s->envc + 1, sizeof(*c->envp));
+    for (size_t i = 0; i < nb; i++) {
+        /* An entry of the spec with the same name replaces the default. */
+        size_t kl = (size_t)(strchr(base_env[i], '=') - base_env[i]) + 1;
+        bool overridden = false;
+        for (size_t k = 0; k < s->envc; k++)
+            overridden |= strncmp(s->env[k], base_env[i], kl) == 0;
+        if (!overridden)
+            c->envp[ne++] = (char *)base_env[i];
+    }
+    for (size_t k = 0; k < s->envc; k++)
+        c->envp[ne++] = (char *)s->env[k];
+    return 0;
+}
+
+static int set_rlimit(struct child *c, int res, const char *name, uint64_t soft, uint64_t hard)
+{
+    struct rlimit rl = {.rlim_cur = soft, .rlim_max = hard};
+    if (setrlimit(res, &rl) == -1)
+        return fail(c, "setrlimit(%s)", name);
+    return 0;
+}
+
+static int step_rlimits(struct child *c)
+{
+    const struct sbx_limits *l = &c->ws.spec.limits;
+    /* soft == hard for CPU: the kernel then sends SIGKILL at the limit, which even a PID 1 cannot ignore. */
+    uint64_t cpu_s = l->cpu_ms ? (l->cpu_ms + 999) / 1000 : RLIM_INFINITY;
+    uint64_t as = l->address_space_bytes ? l->address_space_bytes : RLIM_INFINITY;
+    if (set_rlimit(c, RLIMIT_CPU, "CPU", cpu_s, cpu_s) || set_rlimit(c, RLIMIT_CORE, "CORE", 0, 0) ||
+        set_rlimit(c, RLIMIT_NPROC, "NPROC", l->pids, l->pids) ||
+        set_rlimit(c, RLIMIT_NOFILE, "NOFILE", l->nofile, l->nofile) ||
+        set_rlimit(c, RLIMIT_FSIZE, "FSIZE", l->fsize_bytes, l->fsize_bytes) ||
+        set_rlimit(c, RLIMIT_STACK, "STACK", 8ull << 20, 8ull << 20) ||
+        set_rlimit(c, RLIMIT_MEMLOCK, "MEMLOCK", 64ull << 10, 64ull << 10) ||
+        set_rlimit(c, RLIMIT_MSGQUEUE, "MSGQUEUE", 1024, 1024) || set_rlimit(c, RLIMIT_NICE, "NICE", 0, 0) ||
+        set_rlimit(c, RLIMIT_RTPRIO, "RTPRIO", 0, 0) || set_rlimit(c, RLIMIT_SIGPENDING, "SIGPENDING", 1024, 1024))
+        return -1;
+    /* Last: the address-space limit also binds this process until execve replaces it. */
+    return set_rlimit(c, RLIMIT_AS, "AS", as, as);
+}
+
+static int step_close_fds(struct child *c)
+{
+    /* 0-2 are the pipes, 3 the control socket (close-on-exec); nothing else may cross into the program. */
+    if (syscall(SYS_close_range, 4u, ~0u, 0u) == -1) {
+        for (int fd = 4; fd < 65536; fd++)
+            (void)close(fd);
+    }
+    return 0;
+}
+
+static int step_no_new_privs(struct child *c)
+{
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
+        return fail(c, "prctl(PR_SET_NO_NEW_PRIVS)");
+    return 0;
+}
+
+static int step_drop_caps(struct child *c)
+{
+    for (int cap = 0; cap <= c->plan->last_cap; cap++)
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == -1 && errno != EINVAL)
+            return fail(c, "drop bounding cap %d", cap);
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) == -1 && errno != EINVAL)
+        return fail(c, "clear ambient caps");
+    unsigned long bits = SECBIT_KEEP_CAPS_LOCKED | SECBIT_NO_SETUID_FIXUP | SECBIT_NO_SETUID_FIXUP_LOCKED |
+                         SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_CAP_AMBIENT_RAISE |
+                         SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
+    if (prctl(PR_SET_SECUREBITS, bits, 0, 0, 0) == -1)
+        return fail(c, "lock securebits");
+    struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct d[2];
+    memset(d, 0, sizeof(d));
+    if (syscall(SYS_capset, &h, d) == -1)
+        return fail(c, "capset(none)");
+    /* Trust, but verify. */
+    if (syscall(SYS_capget, &h, d) == -1)
+        return fail(c, "capget");
+    if (d[0].permitted | d[0].effective | d[0].inheritable | d[1].permitted | d[1].effective | d[1].inheritable) {
+        errno = EPERM;
+        return fail(c, "capabilities still present");
+    }
+    return 0;
+}
+
+static int step_seccomp(struct child *c)
+{
+    if (sbx_seccomp_load(&c->plan->seccomp) == -1)
+        return fail(c, "seccomp");
+    return 0;
+}
+
+void sbx_contain_child(const struct sbx_contain_plan *plan, uint64_t work_bytes, uint64_t tmp_bytes, int ctl)
+{
+    static struct child c; /* static: this process has nothing else to do, and the stack stays small */
+    memset(&c, 0, sizeof(c));
+    c.plan = plan;
+    c.ctl = ctl;
+    c.work_bytes = work_bytes;
+    c.tmp_bytes = tmp_bytes;
+    static const struct step phase_a[] = {
+        {"signals", step_signals},       {"die_with_parent", step_die_with_parent},
+        {"ids", step_ids},               {"cgroup_ns", step_cgroup_ns},
+        {"mount_private", step_mount_private}, {"binds", step_binds},
+        {"etc", step_etc},               {"dev", step_dev},
+        {"proc", step_proc},             {"scratch", step_scratch},
+        {"pivot_root", step_pivot},      {"hostname", step_hostname},
+        {"no_new_privs", step_no_new_privs}, {"drop_caps", step_drop_caps},
+        {"seccomp", step_seccomp},
+    };
+    static const struct step phase_b[] = {
+        {"receive", step_receive},     {"files", step_files},     {"stdio", step_stdio},
+        {"setsid", step_setsid},       {"exec_args", step_exec_args}, {"close_fds", step_close_fds},
+        {"rlimits", step_rlimits},
+    };
+    run_steps(&c, phase_a, sizeof(phase_a) / sizeof(phase_a[0]));
+    run_steps(&c, phase_b, sizeof(phase_b) / sizeof(phase_b[0]));
+    execve(c.exe, (char *const *)c.argv, c.envp);
+    c.err[0] = '\0';
+    fail(&c, "%s", c.exe);
+    die(&c, "execve");
+}

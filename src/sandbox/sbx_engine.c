@@ -1,0 +1,926 @@
+#include "sandbox/sbx_engine.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/sched.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/log.h"
+#include "sandbox/sbx_cgroup.h"
+#include "sandbox/sbx_contain.h"
+
+/* A child that has not said READY after this long is stuck: kill it. */
+#define SETUP_TIMEOUT_MS 10000
+/* After this many warm children in a row fail set-up, stop warming (each run then shows the error). */
+#define MAX_SETUP_FAILURES 3
+
+enum child_state { CH_STARTING, CH_READY, CH_RUNNING };
+
+struct child {
+    struct sbx_engine *eng;
+    struct child *prev, *next;
+    pid_t pid;
+    int pidfd, ctl;
+    uint32_t slot;
+    struct sbx_cgroup cg;
+    bool has_cg;
+    enum child_state state;
+    uint64_t work_bytes, tmp_bytes; /* its /work and /tmp sizes: a run needs a child made for its sizes */
+    /* the run, once attached */
+    bool attached;
+    uint64_t id;
+    char *spec;
+    size_t spec_len;
+    int fds[3];
+    struct sbx_limits limits;
+    uint64_t t_start_ns;
+    /* progress */
+    uv_poll_t ctl_poll, pid_poll;
+    uv_timer_t timer;
+    int handles;
+    bool ctl_open, exec_seen, reaped, killed;
+    enum sbx_reason kill_reason;
+    char error[256];
+};
+
+struct pending {
+    struct pending *next;
+    uint64_t id;
+    char *spec;
+    size_t len;
+    int fds[3];
+    struct sbx_limits limits;
+};
+
+struct sbx_engine {
+    uv_loop_t *loop;
+    struct sbx_engine_hooks hooks;
+    void *ud;
+    unsigned warm;
+    uint32_t uid_base, uid_count;
+    bool privileged;
+    uint32_t own_uid, own_gid;
+    struct sbx_cgroup_env cgenv;
+    int cgver;
+    char cg_why[256];
+    struct sbx_contain_plan plan;
+    unsigned char *slots;
+    uint32_t slot_cursor;
+    struct child *children;
+    unsigned nchildren;
+    struct pending *pend_head, *pend_tail;
+    uint64_t seq;
+    unsigned setup_failures;
+    char last_error[256];
+    bool closing;
+    /* Warming runs a moment after a run starts or ends, so a request that is already on its way is served
+     * first instead of waiting behind a clone. */
+    uv_timer_t refill_timer;
+    bool timer_open;
+    unsigned last_ready; /* what on_ready last said */
+};
+
+static void refill(struct sbx_engine *eng);
+static void refill_soon(struct sbx_engine *eng);
+static void engine_maybe_free(struct sbx_engine *eng);
+static void drain_pending(struct sbx_engine *eng);
+static void finalize(struct child *ch, int status, const struct rusage *ru, uint64_t t_end);
+
+static void close_fds(int fds[3])
+{
+    for (int i = 0; i < 3; i++) {
+        if (fds[i] != -1)
+            close(fds[i]);
+        fds[i] = -1;
+    }
+}
+
+static void result_error(struct sbx_engine *eng, uint64_t id, enum sbx_reason reason, const char *msg)
+{
+    struct sbx_exit e;
+    memset(&e, 0, sizeof(e));
+    e.reason = reason;
+    e.exit_code = -1;
+    (void)snprintf(e.cgroup, sizeof(e.cgroup), "%s", eng->cgver == 2 ? "v2" : eng->cgver == 1 ? "v1" : "none");
+    if (msg)
+        (void)snprintf(e.error, sizeof(e.error), "%s", msg);
+    eng->hooks.on_result(eng->ud, id, &e);
+}
+
+/* ---- uid slots ---- */
+
+static int slot_take(struct sbx_engine *eng, uint32_t *out)
+{
+    for (uint32_t i = 0; i < eng->uid_count; i++) {
+        uint32_t s = (eng->slot_cursor + i) % eng->uid_count;
+        if (!eng->slots[s]) {
+            eng->slots[s] = 1;
+            eng->slot_cursor = (s + 1) % eng->uid_count;
+            *out = s;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static void slot_give(struct sbx_engine *eng, uint32_t s)
+{
+    eng->slots[s] = 0;
+}
+
+static uint32_t slot_uid(const struct sbx_engine *eng, uint32_t slot)
+{
+    return eng->privileged ? eng->uid_base + slot : eng->own_uid;
+}
+
+/* ---- children ---- */
+
+static unsigned count(const struct sbx_engine *eng, enum child_state st, bool attached)
+{
+    unsigned n = 0;
+    for (const struct child *c = eng->children; c; c = c->next)
+        n += (c->state == st && c->attached == attached && !c->reaped);
+    return n;
+}
+
+unsigned sbx_engine_ready(const struct sbx_engine *eng)
+{
+    return count(eng, CH_READY, false);
+}
+
+static void ready_changed(struct sbx_engine *eng)
+{
+    unsigned n = count(eng, CH_READY, false);
+    if (n != eng->last_ready && !eng->closing) {
+        eng->last_ready = n;
+        if (eng->hooks.on_ready)
+            eng->hooks.on_ready(eng->ud, n);
+    }
+}
+
+static void kill_child(struct child *ch)
+{
+    if (ch->reaped)
+        return;
+    if (syscall(SYS_pidfd_send_signal, ch->pidfd, SIGKILL, NULL, 0) == -1 && errno != ESRCH)
+        (void)kill(ch->pid, SIGKILL);
+    if (ch->has_cg)
+        sbx_cgroup_kill(&ch->cg);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    struct child *ch = h->data;
+    if (--ch->handles > 0)
+        return;
+    struct sbx_engine *eng = ch->eng;
+    if (ch->prev)
+        ch->prev->next = ch->next;
+    else
+        eng->children = ch->next;
+    if (ch->next)
+        ch->next->prev = ch->prev;
+    eng->nchildren--;
+    xfree(ch->spec);
+    xfree(ch);
+    engine_maybe_free(eng);
+}
+
+static void engine_maybe_free(struct sbx_engine *eng)
+{
+    if (!eng->closing || eng->nchildren || eng->timer_open)
+        return;
+    sbx_cgroup_env_free(&eng->cgenv);
+    sbx_contain_plan_free(&eng->plan);
+    xfree(eng->slots);
+    xfree(eng);
+}
+
+static void on_refill_timer_closed(uv_handle_t *h)
+{
+    struct sbx_engine *eng = h->data;
+    eng->timer_open = false;
+    engine_maybe_free(eng);
+}
+
+/* Releases everything a child holds once it is reaped. */
+static void child_release(struct child *ch)
+{
+    struct sbx_engine *eng = ch->eng;
+    close_fds(ch->fds);
+    if (ch->has_cg) {
+        (void)sbx_cgroup_destroy(&ch->cg);
+        ch->has_cg = false;
+    }
+    slot_give(eng, ch->slot);
+    uv_close((uv_handle_t *)&ch->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&ch->pid_poll, on_handle_closed);
+    if (ch->ctl_open) {
+        uv_close((uv_handle_t *)&ch->ctl_poll, on_handle_closed);
+        ch->ctl_open = false;
+    }
+    if (ch->ctl != -1)
+        close(ch->ctl);
+    ch->ctl = -1;
+    close(ch->pidfd);
+    ch->pidfd = -1;
+}
+
+static int write_proc(pid_t pid, const char *file, const char *text, struct buf *err)
+{
+    char path[64];
+    (void)snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, file);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd == -1) {
+        (void)buf_printf(err, "open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    size_t n = strlen(text);
+    ssize_t w = write(fd, text, n);
+    int saved = errno;
+    close(fd);
+    if (w != (ssize_t)n) {
+        (void)buf_printf(err, "write %s: %s", path, strerror(saved));
+        return -1;
+    }
+    return 0;
+}
+
+static pid_t clone_child(uint64_t flags, int cgroup_fd, int *pidfd, bool *into_cgroup)
+{
+    struct clone_args args;
+    memset(&args, 0, sizeof(args));
+    args.flags = flags | CLONE_PIDFD | (cgroup_fd >= 0 ? CLONE_INTO_CGROUP : 0);
+    args.pidfd = (uint64_t)(uintptr_t)pidfd;
+    args.exit_signal = SIGCHLD;
+    args.cgroup = cgroup_fd >= 0 ? (uint64_t)cgroup_fd : 0;
+    *into_cgroup = cgroup_fd >= 0;
+    long pid = syscall(SYS_clone3, &args, sizeof(args));
+    if (pid == -1 && (errno == ENOSYS || errno == E2BIG || (errno == EINVAL && cgroup_fd >= 0))) {
+        /* No clone3 (old kernel, or a container seccomp profile that answers ENOSYS): clone(2) can still hand
+         * back a pidfd (through the parent_tid argument), but not join a cgroup; the caller attaches it. */
+        *into_cgroup = false;
+        pid = syscall(SYS_clone, (unsigned long)(flags | CLONE_PIDFD | SIGCHLD), NULL, pidfd, NULL, NULL);
+    }
+    return (pid_t)pid;
+}
+
+static void on_ctl(uv_poll_t *p, int status, int events);
+static void on_pid(uv_poll_t *p, int status, int events);
+static void on_timer(uv_timer_t *t);
+static void dispatch(struct child *ch);
+
+/* Starts a child; on failure returns NULL with err set and nothing left behind. */
+static struct child *spawn(struct sbx_engine *eng, uint64_t work_bytes, uint64_t tmp_bytes, struct buf *err)
+{
+    struct child *ch = xcalloc(1, sizeof(*ch));
+    int sv[2] = {-1, -1};
+    ch->eng = eng;
+    ch->work_bytes = work_bytes;
+    ch->tmp_bytes = tmp_bytes;
+    ch->pidfd = ch->ctl = -1;
+    ch->fds[0] = ch->fds[1] = ch->fds[2] = -1;
+    if (slot_take(eng, &ch->slot) != 0) {
+        (void)buf_printf(err, "no free uid slot");
+        xfree(ch);
+        return NULL;
+    }
+    if (eng->cgver) {
+        char name[64];
+        (void)snprintf(name, sizeof(name), "run-%d-%" PRIu64, (int)getpid(), ++eng->seq);
+        if (sbx_cgroup_create(&eng->cgenv, name, &ch->cg, err) != 0)
+            goto fail;
+        ch->has_cg = true;
+    }
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1) {
+        (void)buf_printf(err, "socketpair: %s", strerror(errno));
+        goto fail;
+    }
+    bool into_cg = false;
+    uint64_t flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS;
+    pid_t pid = clone_child(flags, ch->has_cg ? ch->cg.fd : -1, &ch->pidfd, &into_cg);
+    if (pid == -1) {
+        (void)buf_printf(err, "clone: %s", strerror(errno));
+        goto fail;
+    }
+    if (pid == 0) {
+        close(sv[0]);
+        sbx_contain_child(&eng->plan, work_bytes, tmp_bytes, sv[1]); /* never returns */
+    }
+    ch->pid = pid;
+    close(sv[1]);
+    sv[1] = -1;
+    ch->ctl = sv[0];
+    sv[0] = -1;
+    (void)fcntl(ch->ctl, F_SETFL, O_NONBLOCK);
+
+    /* Map the child's uid/gid 1000 to its own unprivileged host ids (or, when we are not root, to ours: the
+     * only mapping an unprivileged process may write). setgroups is denied so the child can never shed a
+     * supplementary group that a file's permissions hold against it. */
+    char map[64];
+    uint32_t uid = slot_uid(eng, ch->slot), gid = eng->privileged ? uid : eng->own_gid;
+    if (write_proc(pid, "setgroups", "deny", err) != 0)
+        goto fail_child;
+    (void)snprintf(map, sizeof(map), "%d %u 1\n", SBX_IN_UID, uid);
+    if (write_proc(pid, "uid_map", map, err) != 0)
+        goto fail_child;
+    (void)snprintf(map, sizeof(map), "%d %u 1\n", SBX_IN_GID, gid);
+    if (write_proc(pid, "gid_map", map, err) != 0)
+        goto fail_child;
+    if (ch->has_cg && !into_cg && sbx_cgroup_attach(&ch->cg, pid, err) != 0)
+        goto fail_child;
+    struct buf m = BUF_INIT(BUF_UNBOUNDED);
+    sbx_wire_msg_begin(&m, SBX_MSG_MAPPED, 0, 0);
+    int src = sbx_wire_send(ch->ctl, m.data, m.len, NULL, 0);
+    buf_free(&m);
+    if (src != 0) {
+        (void)buf_printf(err, "send MAPPED: %s", strerror(-src));
+        goto fail_child;
+    }
+
+    uv_poll_init(eng->loop, &ch->ctl_poll, ch->ctl);
+    uv_poll_init(eng->loop, &ch->pid_poll, ch->pidfd);
+    uv_timer_init(eng->loop, &ch->timer);
+    ch->ctl_poll.data = ch->pid_poll.data = ch->timer.data = ch;
+    ch->handles = 3;
+    ch->ctl_open = true;
+    uv_poll_start(&ch->ctl_poll, UV_READABLE, on_ctl);
+    uv_poll_start(&ch->pid_poll, UV_READABLE, on_pid);
+    uv_timer_start(&ch->timer, on_timer, SETUP_TIMEOUT_MS, 0);
+    ch->state = CH_STARTING;
+    ch->next = eng->children;
+    if (eng->children)
+        eng->children->prev = ch;
+    eng->children = ch;
+    eng->nchildren++;
+    return ch;
+
+fail_child:
+    (void)kill(pid, SIGKILL);
+    (void)waitpid(pid, NULL, 0);
+fail:
+    if (sv[0] != -1)
+        close(sv[0]);
+    if (sv[1] != -1)
+        close(sv[1]);
+    if (ch->ctl != -1)
+        close(ch->ctl);
+    if (ch->pidfd != -1)
+        close(ch->pidfd);
+    if (ch->has_cg)
+        (void)sbx_cgroup_destroy(&ch->cg);
+    slot_give(eng, ch->slot);
+    xfree(ch);
+    return NULL;
+}
+
+static void attach(struct child *ch, uint64_t id, char *spec, size_t len, int fds[3], const struct sbx_limits *l)
+{
+    ch->attached = true;
+    ch->id = id;
+    ch->spec = spec;
+    ch->spec_len = len;
+    for (int i = 0; i < 3; i++) {
+        ch->fds[i] = fds[i];
+        fds[i] = -1;
+    }
+    ch->limits = *l;
+    ch->t_start_ns = uv_hrtime();
+    /* The deadline counts from here, so a cold start's set-up is inside it too. The loop's clock may be stale
+     * (it is read once per iteration): refresh it, or the timer fires early by however long this turn ran. */
+    uv_update_time(ch->eng->loop);
+    uv_timer_start(&ch->timer, on_timer, l->wall_ms, 0);
+    if (ch->state == CH_READY) {
+        dispatch(ch);
+        ready_changed(ch->eng);
+    }
+}
+
+static void dispatch(struct child *ch)
+{
+    struct buf err = BUF_INIT(256);
+    struct buf m = BUF_INIT(BUF_UNBOUNDED);
+    int fds[4] = {ch->fds[0], ch->fds[1], ch->fds[2], -1}, nfds = 3;
+    uint16_t flags = 0;
+    if (ch->has_cg) {
+        const struct sbx_limits *l = &ch->limits;
+        if (sbx_cgroup_set_limits(&ch->cg, l->memory_bytes, l->pids, l->cpu_percent, &err) != 0) {
+            (void)snprintf(ch->error, sizeof(ch->error), "cgroup limits: %s", err.data);
+            kill_child(ch);
+            goto out;
+        }
+    }
+    if (ch->spec_len > SBX_WIRE_INLINE_MAX) {
+        /* Too big for one datagram: hand it over in a sealed memfd. */
+        int mfd = memfd_create("sbx-spec", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        if (mfd == -1 || write(mfd, ch->spec, ch->spec_len) != (ssize_t)ch->spec_len ||
+            fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) == -1) {
+            (void)snprintf(ch->error, sizeof(ch->error), "spec memfd: %s", strerror(errno));
+            if (mfd != -1)
+                close(mfd);
+            kill_child(ch);
+            goto out;
+        }
+        fds[nfds++] = mfd;
+        flags = SBX_MSG_F_MEMFD;
+        sbx_wire_msg_begin(&m, SBX_MSG_RUN, flags, ch->id);
+    } else {
+        sbx_wire_msg_begin(&m, SBX_MSG_RUN, flags, ch->id);
+        (void)buf_append(&m, ch->spec, ch->spec_len);
+    }
+    int rc = sbx_wire_send(ch->ctl, m.data, m.len, fds, nfds);
+    if (nfds == 4)
+        close(fds[3]);
+    if (rc != 0) {
+        (void)snprintf(ch->error, sizeof(ch->error), "send RUN: %s", strerror(-rc));
+        kill_child(ch);
+        goto out;
+    }
+    ch->state = CH_RUNNING;
+out:
+    /* The child has its own copies now (or is being killed): ours must go, or EOF would never come. */
+    close_fds(ch->fds);
+    xfree_null(&ch->spec);
+    buf_free(&m);
+    buf_free(&err);
+}
+
+/* Reads what the child said; returns false once the socket reached EOF (and is closed). */
+static bool read_ctl(struct child *ch)
+{
+    char msg[1024];
+    int fds[SBX_WIRE_MAX_FDS], nfds;
+    while (ch->ctl != -1) {
+        long n = sbx_wire_recv(ch->ctl, msg, sizeof(msg), fds, &nfds);
+        for (int i = 0; i < nfds; i++)
+            close(fds[i]);
+        if (n == -EAGAIN)
+            return true;
+        if (n <= 0) {
+            if (ch->ctl_open) {
+                uv_close((uv_handle_t *)&ch->ctl_poll, on_handle_closed);
+                ch->ctl_open = false;
+            }
+            close(ch->ctl);
+            ch->ctl = -1;
+            return false;
+        }
+        struct sbx_msg_hdr h;
+        const void *body;
+        size_t blen;
+        if (sbx_wire_msg_parse(msg, (size_t)n, &h, &body, &blen) != 0)
+            continue;
+        if (h.type == SBX_MSG_ERROR) {
+            size_t l = blen < sizeof(ch->error) - 1 ? blen : sizeof(ch->error) - 1;
+            memcpy(ch->error, body, l);
+            ch->error[l] = '\0';
+        } else if (h.type == SBX_MSG_READY && ch->state == CH_STARTING) {
+            ch->state = CH_READY;
+            ch->eng->setup_failures = 0;
+            if (ch->attached) {
+                dispatch(ch);
+            } else {
+                uv_timer_stop(&ch->timer);
+                drain_pending(ch->eng);
+                ready_changed(ch->eng);
+            }
+        }
+    }
+    return false;
+}
+
+static void on_ctl(uv_poll_t *p, int status, int events)
+{
+    struct child *ch = p->data;
+    (void)status;
+    (void)events;
+    if (read_ctl(ch))
+        return;
+    /* EOF while running and no error reported: close-on-exec closed it, the program is running. */
+    if (ch->state == CH_RUNNING && ch->error[0] == '\0' && !ch->reaped) {
+        ch->exec_seen = true;
+        struct log_line l;
+        if (log_begin(&l, LL_DEBUG, "sandbox exec")) {
+            log_field_uint(&l, "id", ch->id);
+            log_field_int(&l, "pid", ch->pid);
+            log_field_uint(&l, "uid", slot_uid(ch->eng, ch->slot));
+            log_end(&l);
+        }
+        if (ch->eng->hooks.on_exec)
+            ch->eng->hooks.on_exec(ch->eng->ud, ch->id, ch->pid, slot_uid(ch->eng, ch->slot));
+    }
+}
+
+static void on_pid(uv_poll_t *p, int status, int events)
+{
+    struct child *ch = p->data;
+    uint64_t t_end = uv_hrtime();
+    int st = 0;
+    struct rusage ru;
+    (void)status;
+    (void)events;
+    memset(&ru, 0, sizeof(ru));
+    pid_t r = wait4(ch->pid, &st, WNOHANG | __WALL, &ru);
+    if (r == 0)
+        return;
+    if (r == -1) {
+        log_perror("wait4 %d", (int)ch->pid);
+        st = 0;
+    }
+    uv_poll_stop(&ch->pid_poll);
+    finalize(ch, st, &ru, t_end);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct child *ch = t->data;
+    if (!ch->attached) {
+        (void)snprintf(ch->error, sizeof(ch->error), "set-up did not finish within %d ms", SETUP_TIMEOUT_MS);
+        kill_child(ch);
+        return;
+    }
+    if (!ch->killed) {
+        ch->killed = true;
+        ch->kill_reason = SBX_REASON_TIMEOUT;
+    }
+    kill_child(ch);
+}
+
+static uint64_t tv_us(struct timeval tv)
+{
+    return (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
+}
+
+static void finalize(struct child *ch, int status, const struct rusage *ru, uint64_t t_end)
+{
+    struct sbx_engine *eng = ch->eng;
+    ch->reaped = true;
+    if (ch->ctl != -1)
+        (void)read_ctl(ch); /* an ERROR sent just before dying */
+    /* The PID namespace died with its init; anything still in the cgroup (it cannot be) is killed anyway. */
+    struct sbx_cgroup_stats cs;
+    memset(&cs, 0, sizeof(cs));
+    if (ch->has_cg) {
+        if (!sbx_cgroup_empty(&ch->cg))
+            sbx_cgroup_kill(&ch->cg);
+        (void)sbx_cgroup_stats(&ch->cg, &cs);
+    }
+    if (!ch->attached) {
+        if (!eng->closing) {
+            eng->setup_failures++;
+            (void)snprintf(eng->last_error, sizeof(eng->last_error), "%s",
+                           ch->error[0] ? ch->error : "warm child died before its run");
+            struct log_line l;
+            if (log_begin(&l, LL_WARN, "sandbox child failed set-up")) {
+                log_field_cstr(&l, "error", eng->last_error);
+                log_field_int(&l, "status", status);
+                log_end(&l);
+            }
+        }
+        child_release(ch);
+        if (!eng->closing) {
+            drain_pending(eng);
+            ready_changed(eng);
+            refill_soon(eng);
+        }
+        return;
+    }
+    struct sbx_exit e;
+    memset(&e, 0, sizeof(e));
+    e.exit_code = -1;
+    e.host_pid = ch->pid;
+    e.host_uid = slot_uid(eng, ch->slot);
+    e.wall_us = (t_end - ch->t_start_ns) / 1000u;
+    e.cpu_us = cs.have_cpu ? cs.cpu_us : tv_us(ru->ru_utime) + tv_us(ru->ru_stime);
+    e.peak_memory_bytes = cs.have_peak ? cs.peak_memory_bytes : (uint64_t)ru->ru_maxrss * 1024u;
+    e.oom_kills = cs.oom_kills;
+    (void)snprintf(e.cgroup, sizeof(e.cgroup), "%s", ch->has_cg ? (eng->cgver == 2 ? "v2" : "v1") : "none");
+    if (WIFEXITED(status))
+        e.exit_code = WEXITSTATUS(status);
+    else if (WIFSIGNALED(status))
+        e.term_signal = WTERMSIG(status);
+    uint64_t own_cpu_us = tv_us(ru->ru_utime) + tv_us(ru->ru_stime);
+    uint64_t cpu_limit_us = ch->limits.cpu_ms ? (ch->limits.cpu_ms + 999) / 1000 * 1000000u : UINT64_MAX;
+    if (ch->error[0] && !ch->exec_seen) {
+        e.reason = SBX_REASON_ERROR;
+        (void)snprintf(e.error, sizeof(e.error), "%s", ch->error);
+    } else if (ch->killed) {
+        e.reason = ch->kill_reason;
+    } else if (e.oom_kills > 0) {
+        e.reason = SBX_REASON_MEMORY;
+    } else if (WIFSIGNALED(status) &&
+               (e.term_signal == SIGXCPU || (e.term_signal == SIGKILL && own_cpu_us >= cpu_limit_us / 10 * 9))) {
+        e.reason = SBX_REASON_CPU;
+    } else if (WIFSIGNALED(status)) {
+        e.reason = SBX_REASON_SIGNAL;
+    } else {
+        e.reason = SBX_REASON_EXIT;
+    }
+    if (e.reason == SBX_REASON_ERROR)
+        e.exit_code = -1;
+    /* Report first: removing the cgroup (slow on v1) is not the caller's wait. */
+    eng->hooks.on_result(eng->ud, ch->id, &e);
+    child_release(ch);
+    if (!eng->closing) {
+        drain_pending(eng);
+        refill_soon(eng);
+    }
+}
+
+/* Gives waiting runs to ready children, or starts children for them while slots last. */
+static void drain_pending(struct sbx_engine *eng)
+{
+    while (eng->pend_head && !eng->closing) {
+        struct child *ch = NULL;
+        const struct sbx_limits *want = &eng->pend_head->limits;
+        /* A ready child made for these sizes first, else one still setting up (it dispatches when READY). */
+        for (int pass = 0; pass < 2 && !ch; pass++) {
+            for (struct child *c = eng->children; c && !ch; c = c->next)
+                if (!c->attached && !c->reaped && c->state == (pass ? CH_STARTING : CH_READY) &&
+                    c->work_bytes == want->work_bytes && c->tmp_bytes == want->tmp_bytes)
+                    ch = c;
+        }
+        if (ch == NULL) {
+            struct buf err = BUF_INIT(256);
+            ch = spawn(eng, want->work_bytes, want->tmp_bytes, &err);
+            if (ch == NULL && eng->nchildren > 0) {
+                buf_free(&err);
+                return; /* no slot: wait for a child to end */
+            }
+            if (ch == NULL) {
+                struct pending *p = eng->pend_head;
+                eng->pend_head = p->next;
+                if (eng->pend_head == NULL)
+                    eng->pend_tail = NULL;
+                close_fds(p->fds);
+                xfree(p->spec);
+                result_error(eng, p->id, SBX_REASON_ERROR, err.data);
+                xfree(p);
+                buf_free(&err);
+                continue;
+            }
+            buf_free(&err);
+        }
+        struct pending *p = eng->pend_head;
+        eng->pend_head = p->next;
+        if (eng->pend_head == NULL)
+            eng->pend_tail = NULL;
+        attach(ch, p->id, p->spec, p->len, p->fds, &p->limits);
+        xfree(p);
+    }
+}
+
+static void on_refill_timer(uv_timer_t *t)
+{
+    refill(t->data);
+}
+
+static void refill_soon(struct sbx_engine *eng)
+{
+    if (eng->timer_open && !uv_is_active((uv_handle_t *)&eng->refill_timer))
+        uv_timer_start(&eng->refill_timer, on_refill_timer, 1, 0);
+}
+
+/* Warms one child per loop turn, so results and new runs are served between clones (a clone with new
+ * namespaces holds this thread for about a millisecond). While runs are going and at least half the pool is
+ * still ready, warming waits for a quiet moment: a clone and a child's set-up compete with running programs
+ * for the CPU, which is what a warm pool exists to avoid. */
+static void refill(struct sbx_engine *eng)
+{
+    if (eng->closing || eng->setup_failures >= MAX_SETUP_FAILURES)
+        return;
+    unsigned ready = count(eng, CH_READY, false), starting = count(eng, CH_STARTING, false);
+    if (ready + starting >= eng->warm)
+        return;
+    unsigned running = 0;
+    for (const struct child *c = eng->children; c; c = c->next)
+        running += c->attached && !c->reaped;
+    if (running > 0 && 2 * ready >= eng->warm)
+        return; /* finalize() calls refill_soon() again when a run ends */
+    struct buf err = BUF_INIT(256);
+    struct child *ch = spawn(eng, eng->plan.work_bytes, eng->plan.tmp_bytes, &err);
+    if (ch == NULL) {
+        log_warn("sandbox: cannot warm a child: %s", err.data ? err.data : "?");
+        buf_free(&err);
+        return;
+    }
+    buf_free(&err);
+    if (ready + starting + 1 < eng->warm)
+        refill_soon(eng);
+}
+
+void sbx_engine_submit(struct sbx_engine *eng, uint64_t id, const void *spec, size_t len, int fds[3])
+{
+    struct sbx_wire_spec ws;
+    struct buf err = BUF_INIT(256);
+    if (eng->closing) {
+        close_fds(fds);
+        result_error(eng, id, SBX_REASON_KILLED, "sandbox pool is closing");
+        goto out;
+    }
+    if (sbx_wire_decode_spec(spec, len, &ws, &err) != 0) {
+        close_fds(fds);
+        result_error(eng, id, SBX_REASON_ERROR, err.data);
+        goto out;
+    }
+    struct pending *p = xcalloc(1, sizeof(*p));
+    p->id = id;
+    p->spec = xmemdup(spec, len);
+    p->len = len;
+    p->limits = ws.spec.limits;
+    for (int i = 0; i < 3; i++) {
+        p->fds[i] = fds[i];
+        fds[i] = -1;
+    }
+    sbx_wire_spec_free(&ws);
+    if (eng->pend_tail)
+        eng->pend_tail->next = p;
+    else
+        eng->pend_head = p;
+    eng->pend_tail = p;
+    drain_pending(eng);
+    refill_soon(eng);
+out:
+    buf_free(&err);
+}
+
+void sbx_engine_cancel(struct sbx_engine *eng, uint64_t id, enum sbx_reason reason)
+{
+    for (struct child *c = eng->children; c; c = c->next) {
+        if (c->attached && c->id == id && !c->reaped) {
+            if (!c->killed) {
+                c->killed = true;
+                c->kill_reason = reason;
+            }
+            kill_child(c);
+            return;
+        }
+    }
+    for (struct pending **pp = &eng->pend_head; *pp; pp = &(*pp)->next) {
+        struct pending *p = *pp;
+        if (p->id != id)
+            continue;
+        *pp = p->next;
+        if (eng->pend_tail == p) {
+            eng->pend_tail = NULL;
+            for (struct pending *q = eng->pend_head; q; q = q->next)
+                eng->pend_tail = q;
+        }
+        close_fds(p->fds);
+        xfree(p->spec);
+        xfree(p);
+        result_error(eng, id, reason, NULL);
+        return;
+    }
+}
+
+static int single_threaded(void)
+{
+    char buf[4096];
+    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    if (fd == -1)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    const char *t = strstr(buf, "\nThreads:");
+    if (t == NULL)
+        return -1;
+    t += 9;
+    while (*t == ' ' || *t == '\t')
+        t++;
+    return (t[0] == '1' && (t[1] == '\n' || t[1] == '\0')) ? 0 : -1;
+}
+
+int sbx_engine_new(uv_loop_t *loop, unsigned warm, const struct sbx_config *cfg, const struct sbx_engine_hooks *hooks,
+                   void *ud, struct sbx_engine **out, struct buf *err)
+{
+    struct buf why = BUF_INIT(512);
+    *out = NULL;
+    if (single_threaded() != 0) {
+        (void)buf_printf(err, "the sandbox engine forks: it needs a single-threaded process (use a zygote pool)");
+        return -1;
+    }
+    struct sbx_engine *eng = xcalloc(1, sizeof(*eng));
+    eng->loop = loop;
+    eng->hooks = *hooks;
+    eng->ud = ud;
+    eng->warm = warm;
+    eng->uid_base = cfg->uid_base;
+    eng->uid_count = cfg->uid_count ? cfg->uid_count : 1;
+    eng->own_uid = (uint32_t)geteuid();
+    eng->own_gid = (uint32_t)getegid();
+    /* Mapping to arbitrary host ids takes CAP_SETUID in our namespace, i.e. root. */
+    eng->privileged = eng->own_uid == 0;
+    if (eng->privileged && (uint64_t)eng->uid_base + eng->uid_count > UINT32_MAX - 1) {
+        (void)buf_printf(err, "uid range %u+%u passes the 32-bit uid space", eng->uid_base, eng->uid_count);
+        goto fail;
+    }
+    if (eng->privileged && eng->uid_base == 0) {
+        (void)buf_printf(err, "uid_base 0 would map the sandbox to host root");
+        goto fail;
+    }
+    eng->slots = xcalloc(eng->uid_count, 1);
+    eng->slot_cursor = (uint32_t)getpid() % eng->uid_count;
+    if (cfg->cgroup_mode != SBX_CGROUP_OFF) {
+        (void)sbx_cgroup_detect(&eng->cgenv, "/proc/self/mountinfo", "/proc/self/cgroup", cfg->cgroup_parent, &why);
+        if (eng->cgenv.version && sbx_cgroup_prepare(&eng->cgenv, &why) == 0)
+            eng->cgver = eng->cgenv.version;
+        if (eng->cgver == 0) {
+            (void)snprintf(eng->cg_why, sizeof(eng->cg_why), "%s", why.data ? why.data : "unavailable");
+            if (cfg->cgroup_mode == SBX_CGROUP_REQUIRED) {
+                (void)buf_printf(err, "cgroup limits required but unusable: %s", eng->cg_why);
+                goto fail;
+            }
+        }
+    } else {
+        (void)snprintf(eng->cg_why, sizeof(eng->cg_why), "disabled by configuration");
+    }
+    if (sbx_contain_plan_init(&eng->plan, err) != 0)
+        goto fail;
+    buf_free(&why);
+    uv_timer_init(loop, &eng->refill_timer);
+    eng->refill_timer.data = eng;
+    eng->timer_open = true;
+    *out = eng;
+    refill(eng);
+    return 0;
+fail:
+    buf_free(&why);
+    sbx_cgroup_env_free(&eng->cgenv);
+    xfree(eng->slots);
+    xfree(eng);
+    return -1;
+}
+
+int sbx_engine_cgroup_version(const struct sbx_engine *eng)
+{
+    return eng->cgver;
+}
+
+void sbx_engine_describe(const struct sbx_engine *eng, struct buf *out)
+{
+    if (eng->cgver) {
+        (void)buf_printf(out, "cgroup v%d (", eng->cgver);
+        sbx_cgroup_describe(&eng->cgenv, out);
+        (void)buf_printf(out, ")");
+    } else {
+        (void)buf_printf(out, "no cgroup limits: %s", eng->cg_why);
+    }
+    if (eng->privileged)
+        (void)buf_printf(out, "; uid 1000 -> host %u..%u", eng->uid_base, eng->uid_base + eng->uid_count - 1);
+    else
+        (void)buf_printf(out, "; uid 1000 -> host %u (not root: own uid)", eng->own_uid);
+}
+
+void sbx_engine_close(struct sbx_engine *eng)
+{
+    eng->closing = true;
+    if (eng->timer_open)
+        uv_close((uv_handle_t *)&eng->refill_timer, on_refill_timer_closed);
+    while (eng->pend_head) {
+        struct pending *p = eng->pend_head;
+        eng->pend_head = p->next;
+        close_fds(p->fds);
+        xfree(p->spec);
+        result_error(eng, p->id, SBX_REASON_KILLED, "sandbox pool closed");
+        xfree(p);
+    }
+    eng->pend_tail = NULL;
+    /* SIGKILL and reap synchronously: the children die at once, and their cgroups can only go once they did. */
+    for (struct child *c = eng->children; c; c = c->next) {
+        if (c->reaped)
+            continue;
+        if (c->attached && !c->killed) {
+            c->killed = true;
+            c->kill_reason = SBX_REASON_KILLED;
+        }
+        kill_child(c);
+    }
+    struct child *next;
+    for (struct child *c = eng->children; c; c = next) {
+        next = c->next;
+        if (c->reaped)
+            continue;
+        int st = 0;
+        struct rusage ru;
+        memset(&ru, 0, sizeof(ru));
+        while (wait4(c->pid, &st, __WALL, &ru) == -1 && errno == EINTR)
+            ;
+        uv_poll_stop(&c->pid_poll);
+        finalize(c, st, &ru, uv_hrtime());
+    }
+}

@@ -1,0 +1,55 @@
+/* sbx_engine.h: creates sandbox children and watches them to the end, on a single-threaded libuv loop.
+ *
+ * The engine is what forks, so it must live in a process with one thread: the zygote (sbx_zygote.c, a fresh
+ * exec of agentd that the daemon talks to over a socket) or a single-threaded program such as the CLI.
+ *
+ * A child is cloned into new user, PID, mount, network, IPC and UTS namespaces (clone3 with CLONE_PIDFD, and
+ * CLONE_INTO_CGROUP on cgroup v2), gets its uid/gid map (uid 1000 inside = a host uid of its own from the
+ * configured range, never root) and its own cgroup, then sets itself up (sbx_contain.c phase A) and says
+ * READY. Up to `warm` such children wait in their namespaces; a run takes one, its cgroup gets the run's
+ * limits, and the RUN message (spec + stdio fds) makes it finish set-up and exec, so a warm run costs one
+ * message, the per-run steps and the execve. Without a ready child a run starts one on the spot (cold), through
+ * the same path. Exits are seen on the pidfd; the wall-clock deadline and cancellations SIGKILL the child,
+ * which as PID 1 of its namespace takes the whole tree with it (the cgroup is killed too, for good measure). */
+#ifndef AGENTD_SBX_ENGINE_H
+#define AGENTD_SBX_ENGINE_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "common/buf.h"
+#include "sandbox/sbx.h"
+#include "sandbox/sbx_wire.h"
+
+struct sbx_engine;
+
+struct sbx_engine_hooks {
+    /* The program was exec'd (set-up succeeded). May be NULL. */
+    void (*on_exec)(void *ud, uint64_t id, int host_pid, uint32_t host_uid);
+    /* The run is over; called exactly once per submitted id, also for refusals and on close. */
+    void (*on_result)(void *ud, uint64_t id, const struct sbx_exit *e);
+    /* The number of ready children changed. May be NULL. */
+    void (*on_ready)(void *ud, unsigned ready);
+};
+
+/* Creates the engine: checks the process is single-threaded, prepares cgroups per cfg->cgroup_mode, builds the
+ * mount plan and seccomp filter, and starts warming `warm` children. 0 or -1 with err. Free with
+ * sbx_engine_close. */
+int sbx_engine_new(uv_loop_t *loop, unsigned warm, const struct sbx_config *cfg, const struct sbx_engine_hooks *hooks,
+                   void *ud, struct sbx_engine **out, struct buf *err);
+/* Starts run id with the serialized spec (copied). Takes ownership of fds (stdin read end, stdout and stderr
+ * write ends): they are closed here whatever happens. The result arrives through on_result (even when the spec
+ * is refused at once). */
+void sbx_engine_submit(struct sbx_engine *eng, uint64_t id, const void *spec, size_t len, int fds[3]);
+/* Kills run id (reason OUTPUT_CAP or KILLED is reported, unless it had ended already). Unknown ids: ignored. */
+void sbx_engine_cancel(struct sbx_engine *eng, uint64_t id, enum sbx_reason reason);
+unsigned sbx_engine_ready(const struct sbx_engine *eng);
+/* "cgroup v1 (memory pids cpu cpuacct)", "no cgroup: <why>" ... and the uid mapping, for logs and check. */
+void sbx_engine_describe(const struct sbx_engine *eng, struct buf *out);
+/* Which cgroup version is in force: 0, 1 or 2. */
+int sbx_engine_cgroup_version(const struct sbx_engine *eng);
+/* SIGKILLs and reaps every child (running ones report KILLED), removes their cgroups, closes the handles and
+ * frees the engine once they are closed (run the loop to let that happen). */
+void sbx_engine_close(struct sbx_engine *eng);
+
+#endif

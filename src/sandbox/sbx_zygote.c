@@ -1,0 +1,314 @@
+#include "sandbox/sbx_zygote.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "common/alloc.h"
+#include "common/log.h"
+#include "common/str.h"
+#include "sandbox/sbx_engine.h"
+#include "sandbox/sbx_wire.h"
+
+struct zmsg {
+    struct zmsg *next;
+    char *data;
+    size_t len;
+};
+
+struct zygote {
+    uv_loop_t loop;
+    struct sbx_engine *eng;
+    int sock;
+    uv_poll_t poll;
+    uv_signal_t sigterm;
+    bool poll_open, stopping;
+    struct zmsg *q, *q_tail;
+};
+
+static void stop(struct zygote *z);
+
+static void on_sock(uv_poll_t *p, int status, int events);
+
+static void watch(struct zygote *z)
+{
+    if (z->poll_open)
+        uv_poll_start(&z->poll, UV_READABLE | (z->q ? UV_WRITABLE : 0), on_sock);
+}
+
+static void flush(struct zygote *z)
+{
+    while (z->q && z->sock != -1) {
+        struct zmsg *m = z->q;
+        int rc = sbx_wire_send(z->sock, m->data, m->len, NULL, 0);
+        if (rc == -EAGAIN)
+            break;
+        z->q = m->next;
+        if (z->q == NULL)
+            z->q_tail = NULL;
+        xfree(m->data);
+        xfree(m);
+    }
+    watch(z);
+}
+
+static void queue(struct zygote *z, struct buf *b)
+{
+    if (z->sock == -1) {
+        buf_free(b);
+        return;
+    }
+    struct zmsg *m = xcalloc(1, sizeof(*m));
+    m->data = buf_steal(b, &m->len);
+    if (z->q_tail)
+        z->q_tail->next = m;
+    else
+        z->q = m;
+    z->q_tail = m;
+    flush(z);
+}
+
+static void hook_exec(void *ud, uint64_t id, int host_pid, uint32_t host_uid)
+{
+    struct zygote *z = ud;
+    struct buf m = BUF_INIT(BUF_UNBOUNDED);
+    sbx_wire_msg_begin(&m, SBX_MSG_EXEC, 0, id);
+    sbx_wire_put_u32(&m, (uint32_t)host_pid);
+    sbx_wire_put_u32(&m, host_uid);
+    queue(z, &m);
+}
+
+static void hook_result(void *ud, uint64_t id, const struct sbx_exit *e)
+{
+    struct zygote *z = ud;
+    struct buf m = BUF_INIT(BUF_UNBOUNDED);
+    sbx_wire_msg_begin(&m, SBX_MSG_RESULT, 0, id);
+    sbx_wire_encode_exit(e, &m);
+    queue(z, &m);
+}
+
+static void hook_ready(void *ud, unsigned ready)
+{
+    struct zygote *z = ud;
+    struct buf m = BUF_INIT(BUF_UNBOUNDED);
+    sbx_wire_msg_begin(&m, SBX_MSG_POOL, 0, 0);
+    sbx_wire_put_u32(&m, ready);
+    queue(z, &m);
+}
+
+static void handle_run(struct zygote *z, const struct sbx_msg_hdr *h, const void *body, size_t blen, int *fds,
+                       int nfds)
+{
+    int stdio[3] = {-1, -1, -1};
+    char *spec = NULL;
+    if (nfds < 3) {
+        struct sbx_exit e;
+        memset(&e, 0, sizeof(e));
+        e.reason = SBX_REASON_ERROR;
+        e.exit_code = -1;
+        (void)snprintf(e.error, sizeof(e.error), "RUN without its stdio fds");
+        hook_result(z, h->id, &e);
+        return;
+    }
+    for (int i = 0; i < 3; i++) {
+        stdio[i] = fds[i];
+        fds[i] = -1;
+    }
+    if (h->flags & SBX_MSG_F_MEMFD) {
+        struct stat st;
+        if (nfds < 4 || fstat(fds[3], &st) == -1 || st.st_size <= 0 || st.st_size > SBX_MAX_SPEC_BYTES) {
+            /* An empty spec is refused by the engine with a proper result. */
+            sbx_engine_submit(z->eng, h->id, "", 0, stdio);
+            return;
+        }
+        spec = xmalloc((size_t)st.st_size);
+        if (pread(fds[3], spec, (size_t)st.st_size, 0) != st.st_size) {
+            xfree(spec);
+            sbx_engine_submit(z->eng, h->id, "", 0, stdio);
+            return;
+        }
+        sbx_engine_submit(z->eng, h->id, spec, (size_t)st.st_size, stdio);
+        xfree(spec);
+        return;
+    }
+    sbx_engine_submit(z->eng, h->id, body, blen, stdio);
+}
+
+static void on_sock(uv_poll_t *p, int status, int events)
+{
+    struct zygote *z = p->data;
+    char *msg = NULL;
+    if (status < 0) {
+        stop(z);
+        return;
+    }
+    if (events & UV_WRITABLE)
+        flush(z);
+    if (!(events & UV_READABLE))
+        return;
+    msg = xmalloc(SBX_WIRE_MSG_MAX);
+    while (z->sock != -1) {
+        int fds[SBX_WIRE_MAX_FDS], nfds = 0;
+        long n = sbx_wire_recv(z->sock, msg, SBX_WIRE_MSG_MAX, fds, &nfds);
+        if (n == -EAGAIN)
+            break;
+        if (n <= 0) {
+            for (int i = 0; i < nfds; i++)
+                close(fds[i]);
+            stop(z); /* EOF: our parent closed the pool or died */
+            break;
+        }
+        struct sbx_msg_hdr h;
+        const void *body;
+        size_t blen;
+        if (sbx_wire_msg_parse(msg, (size_t)n, &h, &body, &blen) == 0) {
+            if (h.type == SBX_MSG_RUN) {
+                handle_run(z, &h, body, blen, fds, nfds);
+            } else if (h.type == SBX_MSG_CANCEL) {
+                struct sbx_wire_reader r;
+                sbx_wire_reader_init(&r, body, blen);
+                uint32_t reason = sbx_wire_get_u32(&r);
+                if (!r.bad && (reason == SBX_REASON_OUTPUT_CAP || reason == SBX_REASON_KILLED))
+                    sbx_engine_cancel(z->eng, h.id, (enum sbx_reason)reason);
+            }
+        }
+        for (int i = 0; i < nfds; i++)
+            if (fds[i] != -1)
+                close(fds[i]);
+    }
+    xfree(msg);
+}
+
+static void stop(struct zygote *z)
+{
+    if (z->stopping)
+        return;
+    z->stopping = true;
+    if (z->poll_open) {
+        uv_close((uv_handle_t *)&z->poll, NULL);
+        z->poll_open = false;
+    }
+    /* Results of what was running cannot be delivered any more; the engine kills and reaps it all. */
+    if (z->sock != -1) {
+        close(z->sock);
+        z->sock = -1;
+    }
+    if (z->eng) {
+        sbx_engine_close(z->eng);
+        z->eng = NULL;
+    }
+    uv_close((uv_handle_t *)&z->sigterm, NULL);
+}
+
+static void on_sigterm(uv_signal_t *s, int sig)
+{
+    (void)sig;
+    stop(s->data);
+}
+
+static int usage(void)
+{
+    fprintf(stderr, "usage: agentd sandbox zygote --fd N [--warm N] [--uid-base N] [--uid-count N] "
+                    "[--cgroup auto|required|off] [--cgroup-parent PATH] [--parent-pid PID] [--log-level L]\n"
+                    "(internal: started by a sandbox pool)\n");
+    return 2;
+}
+
+static int parse_u32(const char *s, uint32_t *out)
+{
+    uint64_t v;
+    if (str_to_u64(str_from(s), &v) != 0 || v > UINT32_MAX)
+        return -1;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+int sbx_zygote_main(int argc, char **argv)
+{
+    struct zygote z;
+    struct sbx_config cfg = {.uid_base = 1000000000u, .uid_count = 1024, .cgroup_mode = SBX_CGROUP_AUTO};
+    uint32_t fd = 3, warm = 0, ppid = 0;
+    struct buf err = BUF_INIT(512);
+    int rc = 1;
+    memset(&z, 0, sizeof(z));
+    z.sock = -1;
+    for (int i = 1; i < argc; i += 2) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (v == NULL)
+            return usage();
+        if (strcmp(a, "--fd") == 0 && parse_u32(v, &fd) == 0) {
+        } else if (strcmp(a, "--warm") == 0 && parse_u32(v, &warm) == 0) {
+        } else if (strcmp(a, "--uid-base") == 0 && parse_u32(v, &cfg.uid_base) == 0) {
+        } else if (strcmp(a, "--uid-count") == 0 && parse_u32(v, &cfg.uid_count) == 0) {
+        } else if (strcmp(a, "--parent-pid") == 0 && parse_u32(v, &ppid) == 0) {
+        } else if (strcmp(a, "--cgroup") == 0) {
+            if (strcmp(v, "auto") == 0)
+                cfg.cgroup_mode = SBX_CGROUP_AUTO;
+            else if (strcmp(v, "required") == 0)
+                cfg.cgroup_mode = SBX_CGROUP_REQUIRED;
+            else if (strcmp(v, "off") == 0)
+                cfg.cgroup_mode = SBX_CGROUP_OFF;
+            else
+                return usage();
+        } else if (strcmp(a, "--cgroup-parent") == 0) {
+            cfg.cgroup_parent = v;
+        } else if (strcmp(a, "--log-level") == 0 && log_level_parse(v) >= 0) {
+            log_min_level = log_level_parse(v);
+        } else {
+            return usage();
+        }
+    }
+    /* Die with the parent; if it is already gone (we were reparented before getting here), leave at once. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1 || (ppid && (uint32_t)getppid() != ppid))
+        return 1;
+    struct stat st;
+    if (fstat((int)fd, &st) == -1 || !S_ISSOCK(st.st_mode)) {
+        log_error("sandbox zygote: fd %u is not a socket", fd);
+        return 2;
+    }
+    z.sock = (int)fd;
+    (void)fcntl(z.sock, F_SETFD, FD_CLOEXEC);
+    (void)fcntl(z.sock, F_SETFL, O_NONBLOCK);
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGINT, SIG_IGN); /* a terminal's ^C is for our parent; we go when it closes the socket */
+    if (uv_loop_init(&z.loop) != 0)
+        return 1;
+    static const struct sbx_engine_hooks hooks = {.on_exec = hook_exec, .on_result = hook_result,
+                                                  .on_ready = hook_ready};
+    if (sbx_engine_new(&z.loop, warm, &cfg, &hooks, &z, &z.eng, &err) != 0) {
+        log_error("sandbox zygote: %s", err.data ? err.data : "engine failed");
+        close(z.sock);
+        goto out;
+    }
+    uv_poll_init(&z.loop, &z.poll, z.sock);
+    z.poll.data = &z;
+    z.poll_open = true;
+    uv_signal_init(&z.loop, &z.sigterm);
+    z.sigterm.data = &z;
+    uv_signal_start(&z.sigterm, on_sigterm, SIGTERM);
+    struct buf hello = BUF_INIT(BUF_UNBOUNDED);
+    sbx_wire_msg_begin(&hello, SBX_MSG_HELLO, 0, 0);
+    sbx_engine_describe(z.eng, &hello);
+    queue(&z, &hello);
+    watch(&z);
+    (void)uv_run(&z.loop, UV_RUN_DEFAULT);
+    rc = 0;
+out:
+    while (z.q) {
+        struct zmsg *m = z.q;
+        z.q = m->next;
+        xfree(m->data);
+        xfree(m);
+    }
+    (void)uv_run(&z.loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&z.loop) != 0)
+        log_warn("sandbox zygote: handles left open at exit");
+    buf_free(&err);
+    return rc;
+}
