@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -215,6 +216,8 @@ struct sbx_pool {
     bool broken;
     char broken_why[128];
     unsigned ready; /* children ready, as the zygote last said */
+    char *env_strs[4];
+    int nenv_strs;
     /* both */
     struct sbx_run *runs;
     uint64_t next_id;
@@ -528,6 +531,12 @@ static void on_zygote_exit(uv_process_t *proc, int64_t status, int sig)
     uv_close((uv_handle_t *)proc, on_pool_handle_closed);
 }
 
+static char *keep_env_str(struct sbx_pool *pool, char *s)
+{
+    pool->env_strs[pool->nenv_strs++] = s;
+    return s;
+}
+
 static int start_zygote(struct sbx_pool *pool, const struct sbx_pool_opts *opts, struct buf *err)
 {
     int sv[2];
@@ -575,10 +584,28 @@ static int start_zygote(struct sbx_pool *pool, const struct sbx_pool_opts *opts,
     stdio[2].data.fd = 2;
     stdio[3].flags = UV_INHERIT_FD;
     stdio[3].data.fd = sv[1];
+    /* The zygote gets no environment of ours: agentd's holds API keys, and nothing of it is needed there
+     * (sanitizer settings excepted, so tests see the zygote's leaks too). */
+    static const char *const keep_env[] = {"ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", NULL};
+    char *env[8];
+    int e = 0;
+    env[e++] = (char *)"PATH=/usr/local/bin:/usr/bin:/bin";
+    for (const char *const *k = keep_env; *k; k++) {
+        const char *v = getenv(*k);
+        if (v) {
+            struct buf kv = BUF_INIT(4096);
+            if (buf_printf(&kv, "%s=%s", *k, v) == 0)
+                env[e++] = keep_env_str(pool, buf_steal(&kv, NULL));
+            else
+                buf_free(&kv);
+        }
+    }
+    env[e] = NULL;
     uv_process_options_t po;
     memset(&po, 0, sizeof(po));
     po.file = exe;
     po.args = args;
+    po.env = env;
     po.exit_cb = on_zygote_exit;
     po.stdio = stdio;
     po.stdio_count = 4;
@@ -637,6 +664,8 @@ static void pool_maybe_free(struct sbx_pool *pool)
         return;
     sbx_pool_closed_fn *cb = pool->closed_cb;
     void *ud = pool->closed_ud;
+    for (int i = 0; i < pool->nenv_strs; i++)
+        xfree(pool->env_strs[i]);
     xfree(pool);
     if (cb)
         cb(ud);

@@ -649,6 +649,11 @@ static int step_exec_args(struct child *c)
         errno = ENAMETOOLONG;
         return fail(c, "program name");
     }
+    if (strncmp(prog, "/proc/", 6) == 0 || strncmp(prog, "/dev/", 5) == 0) {
+        /* /proc/self/exe and friends are magic links to files outside this root (agentd itself). */
+        errno = EACCES;
+        return fail(c, "%s", prog);
+    }
     if (strchr(prog, '/')) {
         (void)snprintf(c->exe, sizeof(c->exe), "%s", prog);
     } else {

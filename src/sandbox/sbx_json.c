@@ -22,7 +22,14 @@ static char *own(struct sbx_json_spec *js, char *s)
 static int b64_decode(struct sbx_json_spec *js, const char *in, const char **out, size_t *outlen, struct buf *err)
 {
     size_t n = strlen(in);
-    if (n % 4 != 0 || n / 4 * 3 > SBX_MAX_SPEC_BYTES) {
+    /* EVP_DecodeBlock is lenient about '=' (it decodes "====" as data): check the alphabet and padding here. */
+    size_t pad = (n >= 1 && in[n - 1] == '=') + (n >= 2 && in[n - 2] == '=');
+    bool bad = n % 4 != 0 || n / 4 * 3 > SBX_MAX_SPEC_BYTES;
+    for (size_t i = 0; i < n - pad && !bad; i++) {
+        char c = in[i];
+        bad = !((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/');
+    }
+    if (bad) {
         (void)buf_printf(err, "bad base64");
         return -1;
     }
@@ -33,12 +40,11 @@ static int b64_decode(struct sbx_json_spec *js, const char *in, const char **out
         return -1;
     }
     /* EVP_DecodeBlock counts the padding as data: take it back off. */
-    int pad = (n >= 1 && in[n - 1] == '=') + (n >= 2 && in[n - 2] == '=');
-    if (got < pad) {
+    if (got < (int)pad) {
         (void)buf_printf(err, "bad base64");
         return -1;
     }
-    got -= pad;
+    got -= (int)pad;
     dst[got] = '\0';
     *out = dst;
     *outlen = (size_t)got;

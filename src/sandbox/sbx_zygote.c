@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -273,6 +274,9 @@ int sbx_zygote_main(int argc, char **argv)
         return 2;
     }
     z.sock = (int)fd;
+    /* Whatever else agentd left open without close-on-exec is not ours to hold. */
+    if (z.sock == 3 && syscall(SYS_close_range, 4u, ~0u, 0u) == -1)
+        log_warn("sandbox zygote: close_range: %s", strerror(errno));
     (void)fcntl(z.sock, F_SETFD, FD_CLOEXEC);
     (void)fcntl(z.sock, F_SETFL, O_NONBLOCK);
     signal(SIGPIPE, SIG_IGN);

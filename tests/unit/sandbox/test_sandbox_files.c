@@ -1,0 +1,84 @@
+/* File names an agent gives for /work: what is refused, and that creation never follows or overwrites. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "sandbox/sbx_files.h"
+#include "test.h"
+
+static bool name_ok(const char *s)
+{
+    return sbx_files_name_ok(s, strlen(s));
+}
+
+static void test_names(void)
+{
+    static const char *const good[] = {"main.py", "data.csv", "a", "with space.txt", "ünïcode.txt", "a..b",
+                                       "x-", "x.", "UPPER", "1"};
+    static const char *const bad[] = {"", ".", "..", "../x", "x/..", "a/b", "/etc/passwd", ".hidden", "-rf",
+                                      "--help", "a\nb", "tab\there", "del\x7f", "..\\x/y"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        ok(name_ok(good[i]));
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        ok(!name_ok(bad[i]));
+    char longname[300];
+    memset(longname, 'a', sizeof(longname));
+    ok(sbx_files_name_ok(longname, 255));
+    ok(!sbx_files_name_ok(longname, 256));
+    ok(!sbx_files_name_ok("a\0b", 3)); /* NUL inside */
+    ok(!sbx_files_name_ok(NULL, 0));
+}
+
+static void test_write(void)
+{
+    char dir[] = "/tmp/sbx-files-XXXXXX";
+    ok(mkdtemp(dir) != NULL);
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+    ok(dfd >= 0);
+    struct buf err = BUF_INIT(512);
+    struct sbx_file files[] = {
+        {.name = "a.txt", .data = "hello", .len = 5, .mode = 0},
+        {.name = "run.sh", .data = "#!/bin/sh\n", .len = 10, .mode = 04755}, /* setuid bit is dropped */
+    };
+    ok(sbx_files_write(dfd, files, 2, &err) == 0);
+    struct stat st;
+    ok(fstatat(dfd, "a.txt", &st, 0) == 0 && st.st_size == 5 && (st.st_mode & 07777) == 0644);
+    ok(fstatat(dfd, "run.sh", &st, 0) == 0 && (st.st_mode & 07777) == 0755);
+
+    /* An existing entry is never overwritten, and a symlink is never followed. */
+    char target[300];
+    snprintf(target, sizeof(target), "%s/target", dir);
+    ok(symlinkat(target, dfd, "link") == 0);
+    struct sbx_file evil = {.name = "link", .data = "pwned", .len = 5, .mode = 0};
+    buf_reset(&err);
+    ok(sbx_files_write(dfd, &evil, 1, &err) == -1);
+    ok(err.data && strstr(err.data, "link") != NULL);
+    ok(access(target, F_OK) == -1 && errno == ENOENT);
+    struct sbx_file again = {.name = "a.txt", .data = "x", .len = 1, .mode = 0};
+    ok(sbx_files_write(dfd, &again, 1, &err) == -1);
+    ok(fstatat(dfd, "a.txt", &st, 0) == 0 && st.st_size == 5);
+    /* A refused name is refused here too, not only by the spec check. */
+    struct sbx_file dotdot = {.name = "../escape", .data = "x", .len = 1, .mode = 0};
+    ok(sbx_files_write(dfd, &dotdot, 1, &err) == -1);
+    char esc[300];
+    snprintf(esc, sizeof(esc), "%s/../escape", dir);
+    ok(access(esc, F_OK) == -1);
+
+    unlinkat(dfd, "a.txt", 0);
+    unlinkat(dfd, "run.sh", 0);
+    unlinkat(dfd, "link", 0);
+    close(dfd);
+    ok(rmdir(dir) == 0);
+    buf_free(&err);
+}
+
+int main(void)
+{
+    subtest("file names", test_names);
+    subtest("creating files under a dirfd", test_write);
+    return done_testing();
+}
