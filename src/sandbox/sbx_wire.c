@@ -105,6 +105,7 @@ int sbx_wire_encode_spec(const struct sbx_spec *spec, struct buf *out)
     sbx_wire_put_u64(out, l->stderr_max);
     sbx_wire_put_u64(out, l->work_bytes);
     sbx_wire_put_u64(out, l->tmp_bytes);
+    sbx_wire_put_u32(out, spec->code != NULL); /* an empty snippet is still a snippet */
     sbx_wire_put_bytes(out, spec->code, spec->code ? spec->code_len : 0);
     sbx_wire_put_u32(out, (uint32_t)spec->argc);
     for (size_t i = 0; i < spec->argc; i++)
@@ -162,8 +163,13 @@ int sbx_wire_decode_spec(const void *p, size_t n, struct sbx_wire_spec *out, str
     }
     s->lang = (enum sbx_lang)lang;
     s->net = (enum sbx_net)net;
+    uint32_t has_code = sbx_wire_get_u32(&r);
     s->code = sbx_wire_get_bytes(&r, &s->code_len, false);
-    if (s->code_len == 0)
+    if (has_code > 1) {
+        fail(err, "code flag");
+        goto bad;
+    }
+    if (!has_code)
         s->code = NULL;
     uint32_t argc = sbx_wire_get_u32(&r);
     if (r.bad || argc > SBX_MAX_ARGS) {
