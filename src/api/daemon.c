@@ -27,6 +27,8 @@
 #include "common/str.h"
 #include "common/timeutil.h"
 #include "config/config.h"
+#include "gateway/exchange.h"
+#include "gateway/models.h"
 #include "net/http.h"
 #include "telemetry/metrics.h"
 
@@ -65,6 +67,8 @@ static void worker_check_stopped(struct worker *w)
         return;
     /* No connections left: close our own handles so the loop ends. */
     atomic_store(&w->stopped, true);
+    gateway_worker_free(w->gateway);
+    w->gateway = NULL;
     uv_close((uv_handle_t *)&w->wakeup, NULL);
     uv_close((uv_handle_t *)&w->turn, NULL);
     uv_close((uv_handle_t *)&w->tick, NULL);
@@ -128,6 +132,7 @@ static int worker_init(struct worker *w, int id, int api_fd)
     w->loop.data = w;
     w->cfg = config_ref(D.cfg);
     w->http = http_server_new(&w->loop, w->cfg);
+    w->gateway = gateway_worker_new(&w->loop);
     uv_async_init(&w->loop, &w->wakeup, on_worker_wakeup);
     w->wakeup.data = w;
     uv_prepare_init(&w->loop, &w->turn);
@@ -207,10 +212,29 @@ static void on_worker_done(uv_async_t *a)
 
 /* ---------- signals, reload ---------- */
 
+/* Configuration plus what is derived from it (the model registry with its keys from the environment). */
+static struct config *load_config(struct buf *errors)
+{
+    struct config *c = config_load(&D.flags, environ, errors);
+    if (c == NULL)
+        return NULL;
+    struct buf warnings = BUF_INIT(1 << 16);
+    registry_attach(c, environ, &warnings);
+    for (char *line = warnings.data; line && *line;) {
+        char *nl = strchr(line, '\n');
+        if (nl)
+            *nl = '\0';
+        log_warn("%s", line);
+        line = nl ? nl + 1 : NULL;
+    }
+    buf_free(&warnings);
+    return c;
+}
+
 static void reload(void)
 {
     struct buf errors = BUF_INIT(1 << 20);
-    struct config *c = config_load(&D.flags, environ, &errors);
+    struct config *c = load_config(&errors);
     if (c == NULL) {
         /* Keep serving with the old configuration; say exactly why the new one was refused. */
         const char *p = errors.data ? errors.data : "invalid configuration";
@@ -348,10 +372,15 @@ int daemon_main(int argc, char **argv)
     if (D.flags.config_path == NULL)
         D.flags.config_path = getenv("AGENTD_CONFIG");
     struct buf errors = BUF_INIT(1 << 20);
-    D.cfg = config_load(&D.flags, environ, &errors);
+    if (gateway_global_init() != 0) {
+        fprintf(stderr, "agentd: cannot initialise libcurl\n");
+        return 1;
+    }
+    D.cfg = load_config(&errors);
     if (D.cfg == NULL) {
         fputs(errors.data ? errors.data : "invalid configuration\n", stderr);
         buf_free(&errors);
+        gateway_global_cleanup();
         return 2;
     }
     buf_free(&errors);
@@ -460,6 +489,8 @@ out_loop:
     uv_loop_close(&D.loop);
     for (int k = 0; k < D.nworkers; k++) {
         struct worker *w = &D.workers[k];
+        gateway_worker_free(w->gateway); /* a worker that never started */
+        w->gateway = NULL;
         uv_loop_close(&w->loop);
         http_server_free(w->http);
         config_unref(w->cfg);
@@ -471,5 +502,6 @@ out_early:
     config_unref(D.cfg);
     config_shutdown();
     metrics_shutdown();
+    gateway_global_cleanup();
     return rc;
 }

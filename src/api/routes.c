@@ -4,10 +4,19 @@
 #include "api/ops.h"
 #include "common/alloc.h"
 #include "config/config.h"
+#include "gateway/exchange.h"
 
 static const struct http_route base_routes[] = {
     {"/health", HTTP_M_GET, false, ops_health, NULL},
     {"/ready", HTTP_M_GET, false, ops_ready, NULL},
+    {"/v1/chat/completions", HTTP_M_POST, false, gw_handle_chat_completions, NULL},
+    {"/v1/messages", HTTP_M_POST, false, gw_handle_messages, NULL},
+    {"/v1/embeddings", HTTP_M_POST, false, gw_handle_embeddings, NULL},
+    {"/v1/models", HTTP_M_GET, false, gw_handle_models, NULL},
+    /* clients configured with a base URL that lacks /v1 */
+    {"/chat/completions", HTTP_M_POST, false, gw_handle_chat_completions, "/v1/chat/completions"},
+    {"/embeddings", HTTP_M_POST, false, gw_handle_embeddings, "/v1/embeddings"},
+    {"/models", HTTP_M_GET, false, gw_handle_models, "/v1/models"},
 };
 
 static const struct http_route debug_routes[] = {

@@ -74,6 +74,82 @@ static const struct cfg_field log_fields[] = {
 };
 static const struct cfg_schema log_schema = {"log", 0, log_fields, 2, NULL};
 
+const char *const config_provider_names[] = {"mock",   "openai",  "azure-openai",      "anthropic",
+                                             "gemini", "bedrock", "openai-compatible", NULL};
+
+#define MOFF(f) offsetof(struct config_mock, f)
+
+#define DOFF(f) offsetof(struct config_deployment, f)
+/* Deployment fields; `base` shifts them when they sit inline in a model (the single-deployment shorthand). */
+#define DEPLOYMENT_FIELDS(base)                                                                                   \
+    {.key = "provider", .type = CFG_ENUM, .off = (base) + DOFF(provider), .enums = config_provider_names,           \
+     .def = "mock", .flags = CFG_NO_ENV},                                                                          \
+        {.key = "model", .type = CFG_STRING, .off = (base) + DOFF(model), .max = 2048, .flags = CFG_NO_ENV},     \
+        {.key = "base_url", .type = CFG_STRING, .off = (base) + DOFF(base_url), .max = 2048, .flags = CFG_NO_ENV},  \
+        {.key = "api_key_env", .type = CFG_STRING, .off = (base) + DOFF(api_key_env), .max = 256,                  \
+         .flags = CFG_NO_ENV},                                                                                     \
+        {.key = "api_key", .type = CFG_STRING, .off = (base) + DOFF(api_key), .max = 4096,                         \
+         .flags = CFG_NO_ENV | CFG_SECRET},                                                                        \
+        {.key = "api_version", .type = CFG_STRING, .off = (base) + DOFF(api_version), .max = 64,                   \
+         .flags = CFG_NO_ENV},                                                                                     \
+        {.key = "region", .type = CFG_STRING, .off = (base) + DOFF(region), .max = 64, .flags = CFG_NO_ENV},     \
+        {.key = "weight", .type = CFG_INT, .off = (base) + DOFF(weight), .min = 0, .max = 1000000, .def = "1",     \
+         .flags = CFG_NO_ENV},                                                                                     \
+        {.key = "timeout", .type = CFG_DURATION, .off = (base) + DOFF(timeout_ms), .min = 0, .max = 86400000,      \
+         .def = "0ms", .flags = CFG_NO_ENV},                                                                       \
+        {.key = "headers", .type = CFG_STRLIST, .off = (base) + DOFF(headers), .flags = CFG_NO_ENV},             \
+        {.key = "mock", .type = CFG_MAP, .sub = &mock_schema_##base, .flags = CFG_NO_ENV}
+
+static void validate_deployment(struct cfg_ctx *ctx, void *obj, const struct ynode *where, const char *path);
+static void validate_model(struct cfg_ctx *ctx, void *obj, const struct ynode *where, const char *path);
+
+/* The mock sub-map is a CFG_MAP with absolute offsets, so each placement of a deployment needs its own copy. */
+static struct cfg_field mock_fields_0[4], mock_fields_inline[4];
+static const struct cfg_schema mock_schema_0 = {"mock", 0, mock_fields_0, 4, NULL};
+#define INLINE_BASE offsetof(struct config_model, inline_dep)
+static const struct cfg_schema mock_schema_INLINE_BASE = {"mock", 0, mock_fields_inline, 4, NULL};
+
+static const struct cfg_field deployment_fields[] = {DEPLOYMENT_FIELDS(0)};
+static const struct cfg_schema deployment_schema = {"deployment", sizeof(struct config_deployment),
+                                                    deployment_fields, 11, validate_deployment};
+
+#define MODOFF(f) offsetof(struct config_model, f)
+static const struct cfg_field model_fields[] = {
+    {.key = "name", .type = CFG_STRING, .off = MODOFF(name), .max = 256, .flags = CFG_REQUIRED | CFG_NO_ENV},
+    {.key = "deployments", .type = CFG_LIST, .off = MODOFF(deployments), .sub = &deployment_schema,
+     .flags = CFG_NO_ENV},
+    {.key = "embeddings", .type = CFG_BOOL, .off = MODOFF(embeddings), .def = "false", .flags = CFG_NO_ENV},
+    DEPLOYMENT_FIELDS(INLINE_BASE),
+};
+static const struct cfg_schema model_schema = {"model", sizeof(struct config_model), model_fields, 14,
+                                               validate_model};
+
+#define POFF(f) offsetof(struct config_price, f)
+static const struct cfg_field price_fields[] = {
+    {.key = "input", .type = CFG_DOUBLE, .off = POFF(input), .dmin = 0, .dmax = 1e6, .flags = CFG_REQUIRED},
+    {.key = "output", .type = CFG_DOUBLE, .off = POFF(output), .dmin = 0, .dmax = 1e6, .flags = CFG_REQUIRED},
+    {.key = "cached_input", .type = CFG_DOUBLE, .off = POFF(cached_input), .dmin = 0, .dmax = 1e6},
+    {.key = "cache_write", .type = CFG_DOUBLE, .off = POFF(cache_write), .dmin = 0, .dmax = 1e6},
+};
+static const struct cfg_schema price_schema = {"price", sizeof(struct config_price), price_fields, 4, NULL};
+
+static void init_mock_fields(void)
+{
+    static const struct cfg_field proto[4] = {
+        {.key = "latency", .type = CFG_DURATION, .off = MOFF(latency_ms), .min = 0, .max = 600000, .def = "0ms"},
+        {.key = "ttft", .type = CFG_DURATION, .off = MOFF(ttft_ms), .min = 0, .max = 600000, .def = "0ms"},
+        {.key = "chunk_interval", .type = CFG_DURATION, .off = MOFF(chunk_interval_ms), .min = 0, .max = 60000,
+         .def = "0ms"},
+        {.key = "chunk_words", .type = CFG_INT, .off = MOFF(chunk_words), .min = 1, .max = 100000, .def = "1"},
+    };
+    for (int i = 0; i < 4; i++) {
+        mock_fields_0[i] = proto[i];
+        mock_fields_0[i].off += DOFF(mock);
+        mock_fields_inline[i] = proto[i];
+        mock_fields_inline[i].off += INLINE_BASE + DOFF(mock);
+    }
+}
+
 static const struct cfg_field gateway_fields[] = {
     {.key = "max_concurrent_requests", .type = CFG_INT, .off = OFF(gateway.max_concurrent_requests), .min = 0,
      .max = 1000000, .def = "0", .env_alias = "MAX_CONCURRENT_REQUESTS",
@@ -81,18 +157,86 @@ static const struct cfg_field gateway_fields[] = {
     {.key = "request_timeout", .type = CFG_DURATION, .off = OFF(gateway.request_timeout_ms), .min = 100,
      .max = 86400000, .def = "300s", .env_alias = "REQUEST_TIMEOUT_SECONDS", .flags = CFG_ENV_SECONDS,
      .help = "whole-request deadline for an LLM call, retries included"},
+    {.key = "connect_timeout", .type = CFG_DURATION, .off = OFF(gateway.connect_timeout_ms), .min = 10,
+     .max = 600000, .def = "10s", .help = "TCP + TLS connect to an upstream"},
+    {.key = "first_byte_timeout", .type = CFG_DURATION, .off = OFF(gateway.first_byte_timeout_ms), .min = 0,
+     .max = 86400000, .def = "120s", .help = "upstream response headers; 0 = only request_timeout"},
+    {.key = "max_response_bytes", .type = CFG_SIZE, .off = OFF(gateway.max_response_bytes), .min = 1024,
+     .max = 1LL << 30, .def = "32MiB", .help = "a non-streamed upstream response is buffered up to this"},
+    {.key = "max_event_bytes", .type = CFG_SIZE, .off = OFF(gateway.max_event_bytes), .min = 1024,
+     .max = 1LL << 30, .def = "8MiB", .help = "one streamed upstream event"},
+    {.key = "default_max_tokens", .type = CFG_INT, .off = OFF(gateway.default_max_tokens), .min = 1,
+     .max = 10000000, .def = "4096", .help = "sent to providers that require max_tokens when the client gave none"},
+    {.key = "auto_models", .type = CFG_BOOL, .off = OFF(gateway.auto_models), .def = "true",
+     .help = "add well-known models for every provider whose API key is in the environment"},
+    {.key = "mock_model", .type = CFG_BOOL, .off = OFF(gateway.mock_model), .def = "true",
+     .help = "serve the offline deterministic model 'mock'"},
+    {.key = "anthropic_version", .type = CFG_STRING, .off = OFF(gateway.anthropic_version), .max = 64,
+     .def = "2023-06-01", .help = "anthropic-version sent to Anthropic upstreams"},
 };
-static const struct cfg_schema gateway_schema = {"gateway", 0, gateway_fields, 2, NULL};
+static const struct cfg_schema gateway_schema = {"gateway", 0, gateway_fields, 10, NULL};
 
 static const struct cfg_field root_fields[] = {
     {.key = "server", .type = CFG_MAP, .sub = &server_schema},
     {.key = "log", .type = CFG_MAP, .sub = &log_schema},
     {.key = "gateway", .type = CFG_MAP, .sub = &gateway_schema},
+    {.key = "models", .type = CFG_LIST, .off = OFF(models), .sub = &model_schema,
+     .help = "public model names and the deployments behind them"},
+    {.key = "prices", .type = CFG_DICT, .off = OFF(prices), .sub = &price_schema,
+     .help = "USD per million tokens, by model name (longest prefix wins), over the built-in table"},
 };
-const struct cfg_schema config_schema = {"config", sizeof(struct config), root_fields, 3, NULL};
+const struct cfg_schema config_schema = {"config", sizeof(struct config), root_fields, 5, NULL};
+
+static bool str_set(const char *s)
+{
+    return s && *s;
+}
+
+static void validate_deployment(struct cfg_ctx *ctx, void *obj, const struct ynode *where, const char *path)
+{
+    struct config_deployment *d = obj;
+    if (d->provider != PROVIDER_MOCK && !str_set(d->model))
+        cfg_error_at(ctx, where, path, "'model' is required for provider %s", config_provider_names[d->provider]);
+    if (d->provider == PROVIDER_OPENAI_COMPATIBLE && !str_set(d->base_url))
+        cfg_error_at(ctx, where, path, "'base_url' is required for provider openai-compatible");
+    if (d->provider == PROVIDER_AZURE_OPENAI && !str_set(d->base_url) && !str_set(d->api_key_env))
+        cfg_error_at(ctx, where, path,
+                     "azure-openai needs 'base_url' (https://NAME.openai.azure.com) or AZURE_OPENAI_ENDPOINT");
+    if (str_set(d->base_url) && strncmp(d->base_url, "http://", 7) != 0 && strncmp(d->base_url, "https://", 8) != 0)
+        cfg_error_at(ctx, where, path, "base_url '%s' must start with http:// or https://", d->base_url);
+    if (str_set(d->api_key) && str_set(d->api_key_env))
+        cfg_error_at(ctx, where, path, "give either api_key_env or api_key, not both");
+    for (size_t i = 0; i < d->headers.n; i++) {
+        const char *h = d->headers.v[i];
+        const char *colon = strchr(h, ':');
+        if (!colon || colon == h || strpbrk(h, "\r\n"))
+            cfg_error_at(ctx, where, path, "header '%s' is not 'Name: value'", h);
+    }
+}
+
+static void validate_model(struct cfg_ctx *ctx, void *obj, const struct ynode *where, const char *path)
+{
+    struct config_model *m = obj;
+    const struct ynode *has_provider = ynode_map_get(where, "provider");
+    if (m->deployments.n > 0 && has_provider)
+        cfg_error_at(ctx, where, path, "give either 'deployments' or the inline provider fields, not both");
+    if (m->deployments.n == 0) {
+        if (!has_provider)
+            cfg_error_at(ctx, where, path, "model '%s' needs 'provider' or 'deployments'", m->name ? m->name : "?");
+        else
+            validate_deployment(ctx, &m->inline_dep, where, path);
+    }
+    if (m->deployments.n > 16)
+        cfg_error_at(ctx, where, path, "at most 16 deployments per model");
+}
 
 static void validate(struct cfg_ctx *ctx, struct config *c)
 {
+    const struct config_model *models = c->models.items;
+    for (size_t i = 0; i < c->models.n; i++)
+        for (size_t j = 0; j < i; j++)
+            if (models[i].name && models[j].name && strcmp(models[i].name, models[j].name) == 0)
+                cfg_error_at(ctx, NULL, "models", "model name '%s' appears twice", models[i].name);
     if (c->server.listen && c->server.ops_listen && strcmp(c->server.listen, c->server.ops_listen) == 0 &&
         strstr(c->server.listen, ":0") == NULL)
         cfg_error_at(ctx, NULL, "server.ops_listen", "must differ from server.listen (%s)", c->server.listen);
@@ -130,6 +274,8 @@ out:
 
 struct config *config_load(const struct config_flags *flags, char **environ_, struct buf *errors)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, init_mock_fields);
     struct config *c = xcalloc(1, sizeof(*c));
     atomic_init(&c->refs, 1);
     cfg_apply_defaults(&config_schema, c);
@@ -196,6 +342,8 @@ void config_unref(struct config *c)
         return;
     if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
         return;
+    if (c->ext_free)
+        c->ext_free(c->ext);
     cfg_free_obj(&config_schema, c);
     xfree(c->path);
     xfree(c);

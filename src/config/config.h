@@ -43,9 +43,68 @@ struct config_log {
     bool access; /* one line per request */
 };
 
+enum {
+    PROVIDER_MOCK,
+    PROVIDER_OPENAI,
+    PROVIDER_AZURE_OPENAI,
+    PROVIDER_ANTHROPIC,
+    PROVIDER_GEMINI,
+    PROVIDER_BEDROCK,
+    PROVIDER_OPENAI_COMPATIBLE,
+    PROVIDER_COUNT
+};
+extern const char *const config_provider_names[];
+
+/* The offline mock model's behaviour (see docs/mock.md). */
+struct config_mock {
+    int64_t latency_ms;        /* before the response (non-stream) or the first chunk (stream) */
+    int64_t ttft_ms;           /* stream: extra wait before the first content chunk */
+    int64_t chunk_interval_ms; /* stream: between chunks */
+    int64_t chunk_words;       /* stream: words per chunk */
+};
+
+/* One upstream target of a public model. */
+struct config_deployment {
+    int provider;          /* PROVIDER_* */
+    char *model;           /* upstream model id, Azure deployment name, Bedrock model id or ARN */
+    char *base_url;        /* "" = the provider's well-known URL */
+    char *api_key_env;     /* name of the environment variable holding the key (never the key) */
+    char *api_key;         /* inline key; discouraged, masked by config print */
+    char *api_version;     /* Azure api-version, Anthropic anthropic-version */
+    char *region;          /* Bedrock region */
+    int64_t weight;
+    int64_t timeout_ms;    /* per attempt; 0 = the gateway's request_timeout */
+    struct cfg_strlist headers; /* extra "Name: value" headers sent upstream */
+    struct config_mock mock;
+};
+
+struct config_model {
+    char *name;                  /* public name clients send */
+    /* single-deployment shorthand: the fields of one deployment inline */
+    struct config_deployment inline_dep;
+    struct cfg_list deployments; /* struct config_deployment */
+    bool embeddings;             /* serves /v1/embeddings (otherwise chat) */
+};
+
+struct config_price {
+    char *name;                  /* upstream or public model name; longest prefix wins */
+    double input;                /* USD per million input tokens */
+    double output;
+    double cached_input;         /* cache reads; 0 = input price */
+    double cache_write;          /* cache writes; 0 = input price */
+};
+
 struct config_gateway {
     int64_t max_concurrent_requests; /* 0 = unlimited */
     int64_t request_timeout_ms;
+    int64_t connect_timeout_ms;
+    int64_t first_byte_timeout_ms;   /* upstream response headers */
+    int64_t max_response_bytes;      /* a non-streamed upstream response is buffered up to this */
+    int64_t max_event_bytes;         /* one streamed event */
+    int64_t default_max_tokens;      /* for providers that require max_tokens when the client gave none */
+    bool auto_models;                /* add well-known models of every provider whose key is in the environment */
+    bool mock_model;                 /* serve the offline "mock" model */
+    char *anthropic_version;         /* sent upstream to Anthropic */
 };
 
 struct config {
@@ -55,6 +114,11 @@ struct config {
     struct config_server server;
     struct config_log log;
     struct config_gateway gateway;
+    struct cfg_list models; /* struct config_model */
+    struct cfg_list prices; /* struct config_price, merged over the built-in table */
+    /* Derived state built by higher layers at load (the gateway's model registry), freed with the snapshot. */
+    void *ext;
+    void (*ext_free)(void *ext);
 };
 
 extern const struct cfg_schema config_schema;

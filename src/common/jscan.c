@@ -1,0 +1,549 @@
+#include "common/jscan.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct scanner {
+    const char *p, *end, *start;
+    const char *err;
+    const char *err_at;
+    int depth;
+};
+
+static void ws(struct scanner *s)
+{
+    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+        s->p++;
+}
+
+static int fail(struct scanner *s, const char *msg)
+{
+    if (!s->err) {
+        s->err = msg;
+        s->err_at = s->p;
+    }
+    return -1;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Validates UTF-8 of one multi-byte sequence starting at p (first byte >= 0x80). Returns its length or 0. */
+static size_t utf8_len(const unsigned char *p, const unsigned char *end)
+{
+    unsigned char c = p[0];
+    size_t n;
+    uint32_t cp;
+    if (c >= 0xc2 && c <= 0xdf) {
+        n = 2;
+        cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if ((size_t)(end - p) < n)
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (p[i] & 0x3f);
+    }
+    if ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+        return 0;
+    return n;
+}
+
+static int scan_string(struct scanner *s)
+{
+    s->p++; /* opening quote */
+    while (s->p < s->end) {
+        unsigned char c = (unsigned char)*s->p;
+        if (c == '"') {
+            s->p++;
+            return 0;
+        }
+        if (c == '\\') {
+            s->p++;
+            if (s->p >= s->end)
+                break;
+            char e = *s->p;
+            if (e == 'u') {
+                if (s->end - s->p < 5)
+                    return fail(s, "truncated \\u escape");
+                for (int i = 1; i <= 4; i++)
+                    if (hexval(s->p[i]) < 0)
+                        return fail(s, "invalid \\u escape");
+                s->p += 5;
+                continue;
+            }
+            if (!strchr("\"\\/bfnrt", e) || e == '\0')
+                return fail(s, "invalid escape");
+            s->p++;
+            continue;
+        }
+        if (c < 0x20)
+            return fail(s, "control character in string");
+        if (c >= 0x80) {
+            size_t n = utf8_len((const unsigned char *)s->p, (const unsigned char *)s->end);
+            if (n == 0)
+                return fail(s, "invalid UTF-8 in string");
+            s->p += n;
+            continue;
+        }
+        s->p++;
+    }
+    return fail(s, "unterminated string");
+}
+
+static int scan_number(struct scanner *s)
+{
+    const char *p = s->p;
+    if (p < s->end && *p == '-')
+        p++;
+    if (p >= s->end)
+        return fail(s, "invalid number");
+    if (*p == '0') {
+        p++;
+    } else if (*p >= '1' && *p <= '9') {
+        while (p < s->end && *p >= '0' && *p <= '9')
+            p++;
+    } else {
+        return fail(s, "invalid number");
+    }
+    if (p < s->end && *p == '.') {
+        p++;
+        if (p >= s->end || *p < '0' || *p > '9')
+            return fail(s, "invalid number");
+        while (p < s->end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    if (p < s->end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < s->end && (*p == '+' || *p == '-'))
+            p++;
+        if (p >= s->end || *p < '0' || *p > '9')
+            return fail(s, "invalid number");
+        while (p < s->end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    s->p = p;
+    return 0;
+}
+
+static int scan_literal(struct scanner *s, const char *lit)
+{
+    size_t n = strlen(lit);
+    if ((size_t)(s->end - s->p) < n || memcmp(s->p, lit, n) != 0)
+        return fail(s, "invalid literal");
+    s->p += n;
+    return 0;
+}
+
+/* Member-capture callback used while scanning the top-level object. */
+struct capture {
+    const char *const *keys;
+    struct jval *out;
+    size_t nkeys;
+    size_t found;
+    bool stop_when_all; /* jscan_get: stop as soon as the single key is found */
+};
+
+static int scan_value(struct scanner *s, struct jval *v, struct capture *cap);
+
+static bool key_matches(const char *raw, size_t rawlen, const char *key)
+{
+    /* raw is the quoted key; keys we look for never contain escapes, so a byte compare of the inside suffices,
+     * except that an escaped key ("\u006dodel") must still match: fall back to unescaping. */
+    size_t klen = strlen(key);
+    if (rawlen == klen + 2 && memcmp(raw + 1, key, klen) == 0)
+        return true;
+    if (memchr(raw, '\\', rawlen) == NULL)
+        return false;
+    struct jval v = {J_STRING, {raw, rawlen}};
+    return jval_is_str(&v, key);
+}
+
+static int scan_object(struct scanner *s, struct capture *cap)
+{
+    if (++s->depth > JSCAN_MAX_DEPTH)
+        return fail(s, "nesting too deep");
+    s->p++; /* { */
+    ws(s);
+    if (s->p < s->end && *s->p == '}') {
+        s->p++;
+        s->depth--;
+        return 0;
+    }
+    for (;;) {
+        ws(s);
+        if (s->p >= s->end || *s->p != '"')
+            return fail(s, "expected a string key");
+        const char *kstart = s->p;
+        if (scan_string(s) != 0)
+            return -1;
+        size_t klen = (size_t)(s->p - kstart);
+        ws(s);
+        if (s->p >= s->end || *s->p != ':')
+            return fail(s, "expected ':'");
+        s->p++;
+        ws(s);
+        struct jval v;
+        if (scan_value(s, &v, NULL) != 0)
+            return -1;
+        if (cap) {
+            for (size_t i = 0; i < cap->nkeys; i++) {
+                if (cap->out[i].type == J_NONE && key_matches(kstart, klen, cap->keys[i])) {
+                    cap->out[i] = v;
+                    cap->found++;
+                    break;
+                }
+            }
+            if (cap->stop_when_all && cap->found == cap->nkeys)
+                return 1; /* early exit */
+        }
+        ws(s);
+        if (s->p < s->end && *s->p == ',') {
+            s->p++;
+            continue;
+        }
+        if (s->p < s->end && *s->p == '}') {
+            s->p++;
+            s->depth--;
+            return 0;
+        }
+        return fail(s, "expected ',' or '}'");
+    }
+}
+
+static int scan_array(struct scanner *s)
+{
+    if (++s->depth > JSCAN_MAX_DEPTH)
+        return fail(s, "nesting too deep");
+    s->p++; /* [ */
+    ws(s);
+    if (s->p < s->end && *s->p == ']') {
+        s->p++;
+        s->depth--;
+        return 0;
+    }
+    for (;;) {
+        ws(s);
+        struct jval v;
+        if (scan_value(s, &v, NULL) != 0)
+            return -1;
+        ws(s);
+        if (s->p < s->end && *s->p == ',') {
+            s->p++;
+            continue;
+        }
+        if (s->p < s->end && *s->p == ']') {
+            s->p++;
+            s->depth--;
+            return 0;
+        }
+        return fail(s, "expected ',' or ']'");
+    }
+}
+
+static int scan_value(struct scanner *s, struct jval *v, struct capture *cap)
+{
+    if (s->p >= s->end)
+        return fail(s, "unexpected end of input");
+    const char *start = s->p;
+    int rc;
+    switch (*s->p) {
+    case '{':
+        v->type = J_OBJECT;
+        rc = scan_object(s, cap);
+        break;
+    case '[':
+        v->type = J_ARRAY;
+        rc = scan_array(s);
+        break;
+    case '"':
+        v->type = J_STRING;
+        rc = scan_string(s);
+        break;
+    case 't':
+        v->type = J_TRUE;
+        rc = scan_literal(s, "true");
+        break;
+    case 'f':
+        v->type = J_FALSE;
+        rc = scan_literal(s, "false");
+        break;
+    case 'n':
+        v->type = J_NULL;
+        rc = scan_literal(s, "null");
+        break;
+    default:
+        v->type = J_NUMBER;
+        rc = scan_number(s);
+    }
+    v->raw = str_make(start, (size_t)(s->p - start));
+    return rc;
+}
+
+static void report(struct scanner *s, size_t *err_off, const char **err_msg)
+{
+    if (err_off)
+        *err_off = s->err_at ? (size_t)(s->err_at - s->start) : 0;
+    if (err_msg)
+        *err_msg = s->err ? s->err : "invalid JSON";
+}
+
+int jscan_validate(const char *text, size_t len, size_t *err_off, const char **err_msg)
+{
+    struct scanner s = {text, text + len, text, NULL, NULL, 0};
+    struct jval v;
+    ws(&s);
+    if (scan_value(&s, &v, NULL) != 0) {
+        report(&s, err_off, err_msg);
+        return -1;
+    }
+    ws(&s);
+    if (s.p != s.end) {
+        fail(&s, "trailing characters after the JSON value");
+        report(&s, err_off, err_msg);
+        return -1;
+    }
+    return 0;
+}
+
+int jscan_fields(const char *text, size_t len, const char *const *keys, struct jval *out, size_t nkeys,
+                 size_t *err_off, const char **err_msg)
+{
+    struct scanner s = {text, text + len, text, NULL, NULL, 0};
+    for (size_t i = 0; i < nkeys; i++)
+        out[i].type = J_NONE;
+    struct capture cap = {keys, out, nkeys, 0, false};
+    ws(&s);
+    if (s.p >= s.end || *s.p != '{') {
+        fail(&s, s.p >= s.end ? "empty body" : "expected a JSON object");
+        report(&s, err_off, err_msg);
+        return -1;
+    }
+    if (scan_object(&s, &cap) != 0) {
+        report(&s, err_off, err_msg);
+        return -1;
+    }
+    ws(&s);
+    if (s.p != s.end) {
+        fail(&s, "trailing characters after the JSON value");
+        report(&s, err_off, err_msg);
+        return -1;
+    }
+    return 0;
+}
+
+int jscan_get(const char *text, size_t len, const char *key, struct jval *out)
+{
+    struct scanner s = {text, text + len, text, NULL, NULL, 0};
+    const char *keys[1] = {key};
+    out->type = J_NONE;
+    struct capture cap = {keys, out, 1, 0, true};
+    ws(&s);
+    if (s.p >= s.end || *s.p != '{')
+        return -1;
+    int rc = scan_object(&s, &cap);
+    if (rc < 0 && cap.found == 0)
+        return -1;
+    return out->type == J_NONE ? -1 : 0;
+}
+
+int jscan_path(const char *text, size_t len, const char *path, struct jval *out)
+{
+    char key[128];
+    const char *p = path;
+    struct str cur = str_make(text, len);
+    for (;;) {
+        const char *dot = strchr(p, '.');
+        size_t n = dot ? (size_t)(dot - p) : strlen(p);
+        if (n >= sizeof(key))
+            return -1;
+        memcpy(key, p, n);
+        key[n] = '\0';
+        if (jscan_get(cur.p, cur.n, key, out) != 0)
+            return -1;
+        if (!dot)
+            return 0;
+        if (out->type != J_OBJECT)
+            return -1;
+        cur = out->raw;
+        p = dot + 1;
+    }
+}
+
+/* ---- value helpers ---- */
+
+static int put_utf8(struct buf *out, uint32_t cp)
+{
+    char b[4];
+    size_t n;
+    if (cp < 0x80) {
+        b[0] = (char)cp;
+        n = 1;
+    } else if (cp < 0x800) {
+        b[0] = (char)(0xc0 | (cp >> 6));
+        b[1] = (char)(0x80 | (cp & 0x3f));
+        n = 2;
+    } else if (cp < 0x10000) {
+        b[0] = (char)(0xe0 | (cp >> 12));
+        b[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+        b[2] = (char)(0x80 | (cp & 0x3f));
+        n = 3;
+    } else {
+        b[0] = (char)(0xf0 | (cp >> 18));
+        b[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+        b[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
+        b[3] = (char)(0x80 | (cp & 0x3f));
+        n = 4;
+    }
+    return buf_append(out, b, n);
+}
+
+int jval_str(const struct jval *v, struct buf *out)
+{
+    if (v->type != J_STRING || v->raw.n < 2)
+        return -1;
+    const char *p = v->raw.p + 1, *end = v->raw.p + v->raw.n - 1;
+    while (p < end) {
+        const char *bs = memchr(p, '\\', (size_t)(end - p));
+        if (bs == NULL)
+            return buf_append(out, p, (size_t)(end - p));
+        if (buf_append(out, p, (size_t)(bs - p)) != 0)
+            return -1;
+        p = bs + 1;
+        if (p >= end)
+            return -1;
+        char e = *p++;
+        char c;
+        switch (e) {
+        case '"': c = '"'; break;
+        case '\\': c = '\\'; break;
+        case '/': c = '/'; break;
+        case 'b': c = '\b'; break;
+        case 'f': c = '\f'; break;
+        case 'n': c = '\n'; break;
+        case 'r': c = '\r'; break;
+        case 't': c = '\t'; break;
+        case 'u': {
+            if (end - p < 4)
+                return -1;
+            uint32_t cp = 0;
+            for (int i = 0; i < 4; i++)
+                cp = (cp << 4) | (uint32_t)hexval(p[i]);
+            p += 4;
+            if (cp >= 0xd800 && cp <= 0xdbff && end - p >= 6 && p[0] == '\\' && p[1] == 'u') {
+                uint32_t lo = 0;
+                for (int i = 2; i < 6; i++)
+                    lo = (lo << 4) | (uint32_t)hexval(p[i]);
+                if (lo >= 0xdc00 && lo <= 0xdfff) {
+                    cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                    p += 6;
+                }
+            }
+            if (cp >= 0xd800 && cp <= 0xdfff)
+                cp = 0xfffd; /* lone surrogate */
+            if (put_utf8(out, cp) != 0)
+                return -1;
+            continue;
+        }
+        default: return -1;
+        }
+        if (buf_append_char(out, c) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+bool jval_is_str(const struct jval *v, const char *s)
+{
+    if (v->type != J_STRING)
+        return false;
+    size_t n = strlen(s);
+    if (v->raw.n == n + 2 && memcmp(v->raw.p + 1, s, n) == 0)
+        return true;
+    if (memchr(v->raw.p, '\\', v->raw.n) == NULL)
+        return false;
+    struct buf b = BUF_INIT(v->raw.n + 1);
+    bool eq = jval_str(v, &b) == 0 && b.len == n && (n == 0 || memcmp(b.data, s, n) == 0);
+    buf_free(&b);
+    return eq;
+}
+
+int jval_i64(const struct jval *v, int64_t *out)
+{
+    if (v->type != J_NUMBER)
+        return -1;
+    if (str_to_i64(v->raw, out) == 0)
+        return 0;
+    /* 1e3 or 100.0 are integers too when they are whole and in range */
+    double d;
+    if (str_to_double(v->raw, &d) != 0 || d != floor(d) || fabs(d) > 9.0e15)
+        return -1;
+    *out = (int64_t)d;
+    return 0;
+}
+
+int jval_double(const struct jval *v, double *out)
+{
+    if (v->type != J_NUMBER)
+        return -1;
+    return str_to_double(v->raw, out);
+}
+
+int jval_bool(const struct jval *v, bool *out)
+{
+    if (v->type == J_TRUE || v->type == J_FALSE) {
+        *out = v->type == J_TRUE;
+        return 0;
+    }
+    return -1;
+}
+
+int jscan_each(const struct jval *c, jscan_each_fn *fn, void *ud)
+{
+    if (c->type != J_OBJECT && c->type != J_ARRAY)
+        return -1;
+    struct scanner s = {c->raw.p + 1, c->raw.p + c->raw.n - 1, c->raw.p, NULL, NULL, 1};
+    bool obj = c->type == J_OBJECT;
+    for (;;) {
+        ws(&s);
+        if (s.p >= s.end)
+            return 0;
+        struct str key = STR_NULL;
+        if (obj) {
+            const char *k = s.p;
+            if (scan_string(&s) != 0)
+                return -1;
+            key = str_make(k, (size_t)(s.p - k));
+            ws(&s);
+            s.p++; /* ':' (the container was validated) */
+            ws(&s);
+        }
+        struct jval v;
+        if (scan_value(&s, &v, NULL) != 0)
+            return -1;
+        int rc = fn(key, &v, ud);
+        if (rc)
+            return rc;
+        ws(&s);
+        if (s.p < s.end && *s.p == ',')
+            s.p++;
+    }
+}

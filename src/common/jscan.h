@@ -1,0 +1,53 @@
+/* jscan.h: a validating JSON scanner that finds fields without building a tree.
+ *
+ * The gateway's hot path needs a few fields of a request or response (model, stream, max_tokens, usage) and
+ * must reject malformed JSON, but should not pay for a full parse when the body is passed through untouched.
+ * jscan validates the whole document in one pass (RFC 8259, nesting bounded) and reports the byte span of the
+ * values it is asked for. Spans point into the caller's buffer. */
+#ifndef AGENTD_JSCAN_H
+#define AGENTD_JSCAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+#include "common/str.h"
+
+#define JSCAN_MAX_DEPTH 128
+
+enum jtype { J_NONE = 0, J_OBJECT, J_ARRAY, J_STRING, J_NUMBER, J_TRUE, J_FALSE, J_NULL };
+
+struct jval {
+    enum jtype type;
+    struct str raw; /* the value's bytes; for strings, including the quotes */
+};
+
+/* Validates text as one JSON value (surrounding whitespace allowed). Returns 0, or -1 with *err_off set to the
+ * byte offset of the first error and *err_msg to a static description. */
+int jscan_validate(const char *text, size_t len, size_t *err_off, const char **err_msg);
+
+/* Finds the member `key` of the top-level object in text (which must be a valid object; the scan stops at the
+ * first match, so call jscan_validate first when the text is untrusted). Returns 0 and fills *out, or -1. */
+int jscan_get(const char *text, size_t len, const char *key, struct jval *out);
+/* Like jscan_get for a dotted path of object members: "usage.prompt_tokens_details.cached_tokens". */
+int jscan_path(const char *text, size_t len, const char *path, struct jval *out);
+
+/* Several top-level members in one pass: keys[i] -> out[i] (type J_NONE when absent). Validates the whole
+ * object. Returns 0, or -1 on invalid JSON / non-object (err as in jscan_validate). */
+int jscan_fields(const char *text, size_t len, const char *const *keys, struct jval *out, size_t nkeys,
+                 size_t *err_off, const char **err_msg);
+
+/* Value helpers. */
+bool jval_is_str(const struct jval *v, const char *s); /* string equal to s (escapes resolved) */
+int jval_str(const struct jval *v, struct buf *out);     /* unescaped string into out; -1 if not a string */
+int jval_i64(const struct jval *v, int64_t *out);         /* integer number */
+int jval_double(const struct jval *v, double *out);
+int jval_bool(const struct jval *v, bool *out);
+
+/* Calls fn for each element of an array value, or each member of an object value (key is the raw quoted key
+ * for objects, STR_NULL for arrays). Stops when fn returns non-zero and returns that. */
+typedef int jscan_each_fn(struct str key, const struct jval *v, void *ud);
+int jscan_each(const struct jval *container, jscan_each_fn *fn, void *ud);
+
+#endif

@@ -1,0 +1,43 @@
+/* eventstream.h: the AWS event-stream binary framing (application/vnd.amazon.eventstream) that Bedrock's
+ * ConverseStream uses: each message is
+ *   total length (u32 BE) | headers length (u32 BE) | prelude CRC32 | headers | payload | message CRC32
+ * with headers as name-length (u8), name, value type (u8), value. Parsed incrementally, CRCs checked, sizes
+ * bounded. */
+#ifndef AGENTD_EVENTSTREAM_H
+#define AGENTD_EVENTSTREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+#include "common/str.h"
+
+struct es_message {
+    struct str message_type;   /* ":message-type": "event", "exception", "error" */
+    struct str event_type;     /* ":event-type", or ":exception-type" / ":error-code" for failures */
+    struct str content_type;
+    struct str payload;
+    bool is_exception;
+};
+
+typedef int es_message_fn(const struct es_message *m, void *ud);
+
+struct es_parser {
+    struct buf pending;  /* bytes of an incomplete message */
+    size_t max_message;
+    es_message_fn *fn;
+    void *ud;
+};
+
+void es_parser_init(struct es_parser *p, size_t max_message, es_message_fn *fn, void *ud);
+void es_parser_free(struct es_parser *p);
+/* Returns 0, the callback's non-zero value, or -1 on a framing/CRC error or an oversized message. */
+int es_feed(struct es_parser *p, const char *data, size_t len);
+
+uint32_t es_crc32(uint32_t crc, const void *data, size_t len);
+/* Encodes one message with string headers (for tests and fakes written in C). */
+int es_encode(struct buf *out, const char *const *header_names, const char *const *header_values, size_t nheaders,
+              const void *payload, size_t payload_len);
+
+#endif

@@ -1,0 +1,439 @@
+#include "gateway/models.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/log.h"
+#include "config/config.h"
+#include "gateway/provider.h"
+
+/* Prices in USD per million tokens as the providers published them (snapshot shipped with this release).
+ * Configuration `prices:` entries override or extend it; matching is by longest prefix of the model name, so a
+ * dated snapshot ("gpt-4o-mini-2024-07-18") finds its family. */
+static const struct {
+    const char *name;
+    double input, output, cached_input, cache_write;
+} builtin_prices[] = {
+    {"mock", 0, 0, 0, 0},
+    {"gpt-4o-mini", 0.15, 0.60, 0.075, 0},
+    {"gpt-4o", 2.50, 10.00, 1.25, 0},
+    {"gpt-4.1-nano", 0.10, 0.40, 0.025, 0},
+    {"gpt-4.1-mini", 0.40, 1.60, 0.10, 0},
+    {"gpt-4.1", 2.00, 8.00, 0.50, 0},
+    {"gpt-5-nano", 0.05, 0.40, 0.005, 0},
+    {"gpt-5-mini", 0.25, 2.00, 0.025, 0},
+    {"gpt-5", 1.25, 10.00, 0.125, 0},
+    {"o3-mini", 1.10, 4.40, 0.55, 0},
+    {"o3", 2.00, 8.00, 0.50, 0},
+    {"o4-mini", 1.10, 4.40, 0.275, 0},
+    {"text-embedding-3-small", 0.02, 0, 0, 0},
+    {"text-embedding-3-large", 0.13, 0, 0, 0},
+    {"claude-opus-4", 15.00, 75.00, 1.50, 18.75},
+    {"claude-sonnet-4", 3.00, 15.00, 0.30, 3.75},
+    {"claude-haiku-4-5", 1.00, 5.00, 0.10, 1.25},
+    {"claude-3-5-haiku", 0.80, 4.00, 0.08, 1.00},
+    {"claude-3-7-sonnet", 3.00, 15.00, 0.30, 3.75},
+    {"anthropic.claude-opus-4", 15.00, 75.00, 1.50, 18.75},
+    {"anthropic.claude-sonnet-4", 3.00, 15.00, 0.30, 3.75},
+    {"anthropic.claude-haiku-4-5", 1.00, 5.00, 0.10, 1.25},
+    {"anthropic.claude-3-5-haiku", 0.80, 4.00, 0.08, 1.00},
+    {"gemini-2.5-pro", 1.25, 10.00, 0.31, 0},
+    {"gemini-2.5-flash-lite", 0.10, 0.40, 0.025, 0},
+    {"gemini-2.5-flash", 0.30, 2.50, 0.075, 0},
+    {"gemini-2.0-flash", 0.10, 0.40, 0.025, 0},
+    {"gemini-embedding-001", 0.15, 0, 0, 0},
+    {"text-embedding-004", 0.0, 0, 0, 0},
+    {"amazon.nova-pro", 0.80, 3.20, 0.20, 0},
+    {"amazon.nova-lite", 0.06, 0.24, 0.015, 0},
+    {"amazon.nova-micro", 0.035, 0.14, 0.00875, 0},
+    {"meta.llama3-1-70b-instruct", 0.72, 0.72, 0, 0},
+    {"meta.llama3-1-8b-instruct", 0.22, 0.22, 0, 0},
+};
+
+/* Models offered with no configuration when a provider's key is in the environment. */
+static const struct {
+    int provider;
+    const char *name;
+    bool embeddings;
+} auto_models[] = {
+    {PROVIDER_OPENAI, "gpt-4o", false},
+    {PROVIDER_OPENAI, "gpt-4o-mini", false},
+    {PROVIDER_OPENAI, "gpt-4.1", false},
+    {PROVIDER_OPENAI, "gpt-4.1-mini", false},
+    {PROVIDER_OPENAI, "gpt-4.1-nano", false},
+    {PROVIDER_OPENAI, "o3", false},
+    {PROVIDER_OPENAI, "o4-mini", false},
+    {PROVIDER_OPENAI, "text-embedding-3-small", true},
+    {PROVIDER_OPENAI, "text-embedding-3-large", true},
+    {PROVIDER_ANTHROPIC, "claude-opus-4-1", false},
+    {PROVIDER_ANTHROPIC, "claude-sonnet-4-5", false},
+    {PROVIDER_ANTHROPIC, "claude-haiku-4-5", false},
+    {PROVIDER_GEMINI, "gemini-2.5-pro", false},
+    {PROVIDER_GEMINI, "gemini-2.5-flash", false},
+    {PROVIDER_GEMINI, "gemini-2.5-flash-lite", false},
+    {PROVIDER_GEMINI, "gemini-embedding-001", true},
+    {PROVIDER_BEDROCK, "anthropic.claude-sonnet-4-5-20250929-v1:0", false},
+    {PROVIDER_BEDROCK, "anthropic.claude-3-5-haiku-20241022-v1:0", false},
+    {PROVIDER_BEDROCK, "amazon.nova-pro-v1:0", false},
+    {PROVIDER_BEDROCK, "amazon.nova-lite-v1:0", false},
+};
+
+static const char *env_get(char **env, const char *name)
+{
+    if (name == NULL || *name == '\0')
+        return NULL;
+    size_t n = strlen(name);
+    for (char **e = env; e && *e; e++)
+        if (strncmp(*e, name, n) == 0 && (*e)[n] == '=')
+            return (*e)[n + 1] ? *e + n + 1 : NULL;
+    return NULL;
+}
+
+static const char *default_key_env(int provider)
+{
+    switch (provider) {
+    case PROVIDER_OPENAI: return "OPENAI_API_KEY";
+    case PROVIDER_AZURE_OPENAI: return "AZURE_OPENAI_API_KEY";
+    case PROVIDER_ANTHROPIC: return "ANTHROPIC_API_KEY";
+    case PROVIDER_GEMINI: return "GEMINI_API_KEY";
+    default: return NULL;
+    }
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s && *s ? xstrdup(s) : NULL;
+}
+
+static char *strip_slash(char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    while (n > 0 && s[n - 1] == '/')
+        s[--n] = '\0';
+    return s;
+}
+
+static char *default_base_url(int provider, const char *region, char **env)
+{
+    char tmp[512];
+    const char *v;
+    switch (provider) {
+    case PROVIDER_OPENAI:
+        v = env_get(env, "OPENAI_BASE_URL");
+        return xstrdup(v ? v : "https://api.openai.com/v1");
+    case PROVIDER_AZURE_OPENAI:
+        v = env_get(env, "AZURE_OPENAI_ENDPOINT");
+        return v ? xstrdup(v) : NULL;
+    case PROVIDER_ANTHROPIC:
+        v = env_get(env, "ANTHROPIC_BASE_URL");
+        return xstrdup(v ? v : "https://api.anthropic.com");
+    case PROVIDER_GEMINI:
+        v = env_get(env, "GEMINI_BASE_URL");
+        if (!v)
+            v = env_get(env, "GOOGLE_GEMINI_BASE_URL");
+        return xstrdup(v ? v : "https://generativelanguage.googleapis.com");
+    case PROVIDER_BEDROCK:
+        v = env_get(env, "AWS_ENDPOINT_URL_BEDROCK_RUNTIME");
+        if (!v)
+            v = env_get(env, "AWS_ENDPOINT_URL");
+        if (v)
+            return xstrdup(v);
+        snprintf(tmp, sizeof(tmp), "https://bedrock-runtime.%s.amazonaws.com", region ? region : "us-east-1");
+        return xstrdup(tmp);
+    default:
+        return NULL;
+    }
+}
+
+const struct price *registry_price(const struct registry *r, const char *model)
+{
+    if (model == NULL)
+        return NULL;
+    /* Bedrock cross-region inference profiles: "us.anthropic.claude-..." prices as "anthropic.claude-..." */
+    static const char *const prefixes[] = {"us.", "eu.", "apac.", "us-gov.", "global."};
+    for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
+        if (strncmp(model, prefixes[i], strlen(prefixes[i])) == 0) {
+            model += strlen(prefixes[i]);
+            break;
+        }
+    const struct price *best = NULL;
+    size_t best_len = 0;
+    for (size_t i = 0; i < r->nprices; i++) {
+        size_t n = strlen(r->prices[i].name);
+        if (n > best_len && strncmp(model, r->prices[i].name, n) == 0) {
+            best = &r->prices[i];
+            best_len = n;
+        }
+    }
+    return best;
+}
+
+static void fill_deployment(struct deployment *d, const struct config_deployment *c, const struct registry *r,
+                            char **env, const struct config *cfg, struct buf *warnings, const char *public_name)
+{
+    d->provider = c->provider;
+    d->prov = provider_by_id(c->provider);
+    d->model = xstrdup(c->model && *c->model ? c->model : public_name);
+    d->region = dup_or_null(c->region);
+    if (d->provider == PROVIDER_BEDROCK && d->region == NULL) {
+        const char *reg = env_get(env, "AWS_REGION");
+        d->region = xstrdup(reg ? reg : (env_get(env, "AWS_DEFAULT_REGION") ? env_get(env, "AWS_DEFAULT_REGION")
+                                                                              : "us-east-1"));
+    }
+    d->base_url = strip_slash(c->base_url && *c->base_url ? xstrdup(c->base_url)
+                                                          : default_base_url(c->provider, d->region, env));
+    d->api_version = dup_or_null(c->api_version);
+    if (d->api_version == NULL && d->provider == PROVIDER_AZURE_OPENAI) {
+        const char *v = env_get(env, "OPENAI_API_VERSION");
+        d->api_version = xstrdup(v ? v : "2024-10-21");
+    }
+    if (d->api_version == NULL && d->provider == PROVIDER_ANTHROPIC)
+        d->api_version = xstrdup(cfg->gateway.anthropic_version);
+    const char *key_env = c->api_key_env && *c->api_key_env ? c->api_key_env : default_key_env(c->provider);
+    d->api_key_env = dup_or_null(key_env);
+    if (c->api_key && *c->api_key)
+        d->api_key = xstrdup(c->api_key);
+    else if (key_env)
+        d->api_key = dup_or_null(env_get(env, key_env));
+    if (d->provider == PROVIDER_GEMINI && d->api_key == NULL && !(c->api_key_env && *c->api_key_env))
+        d->api_key = dup_or_null(env_get(env, "GOOGLE_API_KEY"));
+    if (d->provider == PROVIDER_BEDROCK) {
+        d->aws_access_key_id = dup_or_null(env_get(env, "AWS_ACCESS_KEY_ID"));
+        d->aws_secret_access_key = dup_or_null(env_get(env, "AWS_SECRET_ACCESS_KEY"));
+        d->aws_session_token = dup_or_null(env_get(env, "AWS_SESSION_TOKEN"));
+        d->missing_key = d->aws_access_key_id == NULL || d->aws_secret_access_key == NULL;
+    } else if (d->provider != PROVIDER_MOCK && d->provider != PROVIDER_OPENAI_COMPATIBLE) {
+        d->missing_key = d->api_key == NULL;
+    }
+    if (d->provider == PROVIDER_AZURE_OPENAI && d->base_url == NULL)
+        d->missing_key = true;
+    if (d->missing_key && warnings)
+        buf_printf(warnings, "model %s: deployment %s:%s has no credentials (%s is not set)\n", public_name,
+                   config_provider_names[d->provider], d->model,
+                   d->provider == PROVIDER_BEDROCK ? "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+                   : d->provider == PROVIDER_AZURE_OPENAI && d->base_url == NULL ? "AZURE_OPENAI_ENDPOINT"
+                                                                                 : (key_env ? key_env : "api_key"));
+    char label[600];
+    snprintf(label, sizeof(label), "%s:%s", config_provider_names[d->provider], d->model);
+    d->label = xstrdup(label);
+    d->weight = c->weight;
+    d->timeout_ms = c->timeout_ms;
+    d->mock = &c->mock;
+    d->nheaders = c->headers.n;
+    d->headers = c->headers.n ? c->headers.v : NULL; /* borrowed from the configuration snapshot */
+    d->price = registry_price(r, d->model);
+    if (d->price == NULL)
+        d->price = registry_price(r, public_name);
+}
+
+static void add_model(struct registry *r, size_t *cap, struct model_entry **out)
+{
+    if (r->nmodels == *cap) {
+        *cap = *cap ? *cap * 2 : 16;
+        r->models = xrealloc(r->models, *cap * sizeof(*r->models));
+    }
+    *out = &r->models[r->nmodels++];
+    memset(*out, 0, sizeof(**out));
+}
+
+static bool has_model(const struct registry *r, const char *name)
+{
+    for (size_t i = 0; i < r->nmodels; i++)
+        if (strcmp(r->models[i].name, name) == 0)
+            return true;
+    return false;
+}
+
+static void free_registry_cb(void *p)
+{
+    registry_free(p);
+}
+
+int registry_attach(struct config *cfg, char **env, struct buf *warnings)
+{
+    struct registry *r = xcalloc(1, sizeof(*r));
+    /* prices: configuration first (it wins on equal names), then the built-in table */
+    size_t nbuiltin = sizeof(builtin_prices) / sizeof(builtin_prices[0]);
+    r->prices = xcalloc(cfg->prices.n + nbuiltin, sizeof(*r->prices));
+    const struct config_price *cp = cfg->prices.items;
+    for (size_t i = 0; i < cfg->prices.n; i++)
+        r->prices[r->nprices++] = (struct price){xstrdup(cp[i].name), cp[i].input, cp[i].output,
+                                                 cp[i].cached_input > 0 ? cp[i].cached_input : cp[i].input,
+                                                 cp[i].cache_write > 0 ? cp[i].cache_write : cp[i].input};
+    for (size_t i = 0; i < nbuiltin; i++) {
+        bool dup = false;
+        for (size_t j = 0; j < cfg->prices.n; j++)
+            if (strcmp(cp[j].name, builtin_prices[i].name) == 0)
+                dup = true;
+        if (dup)
+            continue;
+        double cached = builtin_prices[i].cached_input, write = builtin_prices[i].cache_write;
+        r->prices[r->nprices++] = (struct price){xstrdup(builtin_prices[i].name), builtin_prices[i].input,
+                                                 builtin_prices[i].output, cached > 0 ? cached : builtin_prices[i].input,
+                                                 write > 0 ? write : builtin_prices[i].input};
+    }
+
+    size_t cap = 0;
+    const struct config_model *cm = cfg->models.items;
+    for (size_t i = 0; i < cfg->models.n; i++) {
+        struct model_entry *m;
+        add_model(r, &cap, &m);
+        m->name = xstrdup(cm[i].name);
+        m->embeddings = cm[i].embeddings;
+        if (cm[i].deployments.n) {
+            const struct config_deployment *cd = cm[i].deployments.items;
+            m->ndeps = cm[i].deployments.n;
+            m->deps = xcalloc(m->ndeps, sizeof(*m->deps));
+            for (size_t j = 0; j < m->ndeps; j++)
+                fill_deployment(&m->deps[j], &cd[j], r, env, cfg, warnings, m->name);
+        } else {
+            m->ndeps = 1;
+            m->deps = xcalloc(1, sizeof(*m->deps));
+            fill_deployment(&m->deps[0], &cm[i].inline_dep, r, env, cfg, warnings, m->name);
+        }
+        for (size_t j = 0; j < m->ndeps; j++)
+            m->total_weight += m->deps[j].weight;
+    }
+
+    /* The mock models and the environment's providers, unless the configuration already names them. */
+    static struct config_deployment mock_chat, mock_embed;
+    static bool mock_init;
+    if (!mock_init) {
+        memset(&mock_chat, 0, sizeof(mock_chat));
+        mock_chat.provider = PROVIDER_MOCK;
+        mock_chat.weight = 1;
+        mock_chat.mock.chunk_words = 1;
+        mock_embed = mock_chat;
+        mock_init = true;
+    }
+    if (cfg->gateway.mock_model) {
+        static const char *const names[] = {"mock", "mock-embedding"};
+        for (int k = 0; k < 2; k++) {
+            if (has_model(r, names[k]))
+                continue;
+            struct model_entry *m;
+            add_model(r, &cap, &m);
+            m->name = xstrdup(names[k]);
+            m->embeddings = k == 1;
+            m->automatic = true;
+            m->ndeps = 1;
+            m->deps = xcalloc(1, sizeof(*m->deps));
+            fill_deployment(&m->deps[0], k ? &mock_embed : &mock_chat, r, env, cfg, NULL, m->name);
+            m->total_weight = 1;
+        }
+    }
+    if (cfg->gateway.auto_models) {
+        for (size_t i = 0; i < sizeof(auto_models) / sizeof(auto_models[0]); i++) {
+            int p = auto_models[i].provider;
+            bool present = p == PROVIDER_BEDROCK ? env_get(env, "AWS_ACCESS_KEY_ID") && env_get(env, "AWS_SECRET_ACCESS_KEY")
+                                                 : env_get(env, default_key_env(p)) != NULL ||
+                                                       (p == PROVIDER_GEMINI && env_get(env, "GOOGLE_API_KEY"));
+            if (!present || has_model(r, auto_models[i].name))
+                continue;
+            struct config_deployment cd;
+            memset(&cd, 0, sizeof(cd));
+            cd.provider = p;
+            cd.model = (char *)auto_models[i].name;
+            cd.weight = 1;
+            cd.mock.chunk_words = 1;
+            struct model_entry *m;
+            add_model(r, &cap, &m);
+            m->name = xstrdup(auto_models[i].name);
+            m->embeddings = auto_models[i].embeddings;
+            m->automatic = true;
+            m->ndeps = 1;
+            m->deps = xcalloc(1, sizeof(*m->deps));
+            fill_deployment(&m->deps[0], &cd, r, env, cfg, NULL, m->name);
+            m->deps[0].mock = NULL;
+            m->total_weight = 1;
+        }
+        /* Azure: deployments are named by the customer; AZURE_OPENAI_DEPLOYMENTS lists them ("a,b"). */
+        const char *azdeps = env_get(env, "AZURE_OPENAI_DEPLOYMENTS");
+        if (azdeps && env_get(env, "AZURE_OPENAI_API_KEY") && env_get(env, "AZURE_OPENAI_ENDPOINT")) {
+            char *list = xstrdup(azdeps), *save = NULL;
+            for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+                while (*tok == ' ')
+                    tok++;
+                char name[300];
+                snprintf(name, sizeof(name), "azure/%s", tok);
+                if (!*tok || has_model(r, name))
+                    continue;
+                struct config_deployment cd;
+                memset(&cd, 0, sizeof(cd));
+                cd.provider = PROVIDER_AZURE_OPENAI;
+                cd.model = tok;
+                cd.weight = 1;
+                struct model_entry *m;
+                add_model(r, &cap, &m);
+                m->name = xstrdup(name);
+                m->automatic = true;
+                m->ndeps = 1;
+                m->deps = xcalloc(1, sizeof(*m->deps));
+                fill_deployment(&m->deps[0], &cd, r, env, cfg, NULL, m->name);
+                m->deps[0].mock = NULL;
+                m->total_weight = 1;
+            }
+            xfree(list);
+        }
+    }
+    cfg->ext = r;
+    cfg->ext_free = free_registry_cb;
+    return 0;
+}
+
+const struct registry *registry_of(const struct config *cfg)
+{
+    return cfg->ext;
+}
+
+const struct model_entry *registry_find(const struct registry *r, struct str name)
+{
+    if (r == NULL)
+        return NULL;
+    for (size_t i = 0; i < r->nmodels; i++)
+        if (str_eq_cstr(name, r->models[i].name))
+            return &r->models[i];
+    return NULL;
+}
+
+void registry_free(struct registry *r)
+{
+    if (r == NULL)
+        return;
+    for (size_t i = 0; i < r->nmodels; i++) {
+        struct model_entry *m = &r->models[i];
+        for (size_t j = 0; j < m->ndeps; j++) {
+            struct deployment *d = &m->deps[j];
+            xfree(d->label);
+            xfree(d->model);
+            xfree(d->base_url);
+            if (d->api_key) {
+                /* scrub the secret before returning the memory */
+                volatile char *p = d->api_key;
+                while (*p)
+                    *p++ = 0;
+            }
+            xfree(d->api_key);
+            xfree(d->api_key_env);
+            xfree(d->api_version);
+            xfree(d->region);
+            xfree(d->aws_access_key_id);
+            if (d->aws_secret_access_key) {
+                volatile char *p = d->aws_secret_access_key;
+                while (*p)
+                    *p++ = 0;
+            }
+            xfree(d->aws_secret_access_key);
+            xfree(d->aws_session_token);
+        }
+        xfree(m->deps);
+        xfree(m->name);
+    }
+    xfree(r->models);
+    for (size_t i = 0; i < r->nprices; i++)
+        xfree(r->prices[i].name);
+    xfree(r->prices);
+    xfree(r);
+}

@@ -1,0 +1,69 @@
+/* models.h: the model registry: public model names, the deployments behind each, and prices.
+ *
+ * Built from a configuration snapshot plus the environment (API keys are read from the variables the
+ * configuration names, once, at load; they live only here, never in logs, errors or `config print`). A registry
+ * is immutable and hangs off its configuration snapshot, so a reload swaps models and keys atomically. */
+#ifndef AGENTD_MODELS_H
+#define AGENTD_MODELS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+#include "common/str.h"
+
+struct config;
+struct config_mock;
+struct provider_ops;
+
+struct price {
+    char *name;
+    double input, output, cached_input, cache_write; /* USD per million tokens */
+};
+
+struct deployment {
+    const struct provider_ops *prov;
+    int provider;                /* PROVIDER_* */
+    char *label;                 /* "openai:gpt-4o-mini" (response header, metrics, logs) */
+    char *model;                 /* upstream model id / Azure deployment / Bedrock model id */
+    char *base_url;              /* resolved, no trailing slash */
+    char *api_key;               /* resolved secret, or NULL */
+    char *api_key_env;           /* where it came from, for error messages */
+    char *api_version;
+    char *region;
+    char *aws_access_key_id, *aws_secret_access_key, *aws_session_token; /* Bedrock */
+    char **headers;              /* extra "Name: value" */
+    size_t nheaders;
+    int64_t weight;
+    int64_t timeout_ms;
+    const struct config_mock *mock;
+    const struct price *price;   /* NULL: unpriced */
+    bool missing_key;            /* a key is required and none was found */
+};
+
+struct model_entry {
+    char *name;
+    struct deployment *deps;
+    size_t ndeps;
+    int64_t total_weight;
+    bool embeddings;
+    bool automatic;              /* discovered from the environment rather than configured */
+};
+
+struct registry {
+    struct model_entry *models;
+    size_t nmodels;
+    struct price *prices;
+    size_t nprices;
+};
+
+/* Builds the registry for cfg and attaches it (cfg->ext). Warnings (missing keys) are appended, one per line. */
+int registry_attach(struct config *cfg, char **environ_, struct buf *warnings);
+const struct registry *registry_of(const struct config *cfg);
+const struct model_entry *registry_find(const struct registry *r, struct str name);
+/* Longest-prefix price lookup by model name (Bedrock region prefixes "us." etc. are ignored). */
+const struct price *registry_price(const struct registry *r, const char *model);
+void registry_free(struct registry *r);
+
+#endif

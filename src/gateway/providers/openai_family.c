@@ -1,0 +1,142 @@
+#include "gateway/providers/openai_family.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "common/jscan.h"
+#include "gateway/front.h"
+#include "gateway/models.h"
+
+static void add_common_headers(struct attempt *a, struct up_request *r)
+{
+    up_request_header(r, "Content-Type", "application/json");
+    up_request_header(r, "Accept", a->stream ? "text/event-stream" : "application/json");
+    for (size_t i = 0; i < a->dep->nheaders; i++)
+        buf_printf(&r->headers, "%s\n", a->dep->headers[i]);
+}
+
+int openai_family_encode(struct attempt *a, struct up_request *r, struct gw_error *err, enum openai_flavor flavor)
+{
+    const struct deployment *d = a->dep;
+    const char *path = a->op == OP_EMBEDDINGS ? "embeddings" : "chat/completions";
+    r->method = "POST";
+    if (flavor == FLAVOR_AZURE) {
+        buf_printf(&r->url, "%s/openai/deployments/%s/%s?api-version=%s", d->base_url, d->model, path,
+                   d->api_version ? d->api_version : "2024-10-21");
+        if (d->api_key)
+            up_request_header(r, "api-key", d->api_key);
+    } else {
+        buf_printf(&r->url, "%s/%s", d->base_url, path);
+        if (d->api_key)
+            up_request_headerf(r, "Authorization", "Bearer %s", d->api_key);
+    }
+    add_common_headers(a, r);
+    struct str body = attempt_client_body(a);
+    /* Usage is forced on for every OpenAI-style stream: spend must never depend on the client remembering
+     * stream_options. The extra usage chunk is dropped again for clients that did not ask for it. */
+    bool force_usage = a->stream && a->op == OP_CHAT;
+    if (a->passthrough) {
+        if (openai_splice_request(body.p, body.n, d->model, force_usage, &r->body) != 0) {
+            gw_error_set(err, 400, GW_ERR_INVALID_REQUEST, "request body is not a JSON object with a model");
+            return -1;
+        }
+        return 0;
+    }
+    const cJSON *canon = attempt_canonical(a, err);
+    if (canon == NULL)
+        return -1;
+    if (openai_encode_canonical(canon, d->model, a->stream, &r->body) != 0) {
+        gw_error_set(err, 500, GW_ERR_API, "could not encode the upstream request");
+        return -1;
+    }
+    return 0;
+}
+
+int openai_family_extract_usage(const char *body, size_t len, struct usage *u)
+{
+    return openai_extract_usage(body, len, u);
+}
+
+int openai_family_decode_response(struct attempt *a, const char *body, size_t len, cJSON **out,
+                                  struct gw_error *err)
+{
+    *out = NULL;
+    if (a->passthrough) {
+        /* Relayed as received; only the usage is read, without building a tree. */
+        size_t off;
+        const char *msg;
+        if (jscan_validate(body, len, &off, &msg) != 0) {
+            gw_error_set(err, 502, GW_ERR_API, "upstream %s returned invalid JSON (%s at byte %zu)", a->dep->label,
+                         msg, off);
+            err->from_upstream = true;
+            err->retryable = true;
+            return -1;
+        }
+        openai_extract_usage(body, len, &a->usage);
+        return 0;
+    }
+    if (a->op == OP_EMBEDDINGS) {
+        cJSON *t = cJSON_ParseWithLength(body, len);
+        if (t == NULL || !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(t, "data"))) {
+            cJSON_Delete(t);
+            gw_error_set(err, 502, GW_ERR_API, "upstream %s returned a malformed embeddings response", a->dep->label);
+            return -1;
+        }
+        openai_extract_usage(body, len, &a->usage);
+        *out = t;
+        return 0;
+    }
+    cJSON *t = openai_decode_completion(body, len, &a->usage, err);
+    if (t == NULL) {
+        err->retryable = true;
+        return -1;
+    }
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(t, "model");
+    if (cJSON_IsString(model))
+        snprintf(a->response_model, sizeof(a->response_model), "%s", model->valuestring);
+    *out = t;
+    return 0;
+}
+
+int openai_family_decode_stream_event(struct attempt *a, const struct stream_event *ev, struct gw_error *err)
+{
+    if (!a->passthrough)
+        return openai_decode_chunk(a, ev, err);
+    struct str data = str_trim(ev->data);
+    if (str_eq_cstr(data, "[DONE]")) {
+        a->stream_done = true;
+        /* the front door writes its own [DONE] after a usage chunk it may add; forward this one as is */
+        return EV_FORWARD;
+    }
+    size_t off;
+    const char *msg;
+    if (jscan_validate(data.p, data.n, &off, &msg) != 0) {
+        gw_error_set(err, 502, GW_ERR_API, "upstream %s sent a malformed stream event (%s)", a->dep->label, msg);
+        err->from_upstream = true;
+        return -1;
+    }
+    struct jval v;
+    if (jscan_get(data.p, data.n, "error", &v) == 0 && v.type == J_OBJECT) {
+        openai_map_error(500, data.p, data.n, err);
+        err->status = 502;
+        return -1;
+    }
+    if (jscan_get(data.p, data.n, "usage", &v) == 0 && v.type == J_OBJECT) {
+        struct usage u;
+        if (openai_extract_usage(data.p, data.n, &u) == 0) {
+            a->usage = u;
+            struct jval choices;
+            bool no_choices = jscan_get(data.p, data.n, "choices", &choices) == 0 && choices.type == J_ARRAY &&
+                              str_trim(str_make(choices.raw.p + 1, choices.raw.n - 2)).n == 0;
+            if (no_choices && !attempt_client_include_usage(a))
+                return EV_DROP;
+        }
+    }
+    return EV_FORWARD;
+}
+
+void openai_family_map_error(struct attempt *a, int status, const char *body, size_t len, struct gw_error *err)
+{
+    (void)a;
+    openai_map_error(status, body, len, err);
+}

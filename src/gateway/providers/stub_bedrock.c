@@ -1,0 +1,13 @@
+/* Placeholder until providers/bedrock.c lands (being written in parallel). */
+#include "gateway/provider.h"
+
+static int not_yet(struct attempt *a, struct up_request *r, struct gw_error *err)
+{
+    (void)a;
+    (void)r;
+    gw_error_set(err, 501, GW_ERR_API, "provider not implemented yet");
+    return -1;
+}
+
+const struct provider_ops provider_bedrock = {.name = "bedrock", .framing = FRAMING_AWS_EVENTSTREAM,
+                                              .encode_request = not_yet};

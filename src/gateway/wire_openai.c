@@ -1,0 +1,658 @@
+/* wire_openai.c: the OpenAI Chat Completions / Embeddings wire format, both as the client-facing front door
+ * and as the codec of the OpenAI-family providers (OpenAI, Azure OpenAI, OpenAI-compatible servers). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/jscan.h"
+#include "gateway/exchange.h"
+#include "gateway/front.h"
+#include "net/http.h"
+#include "net/sse.h"
+
+/* ---------- usage ---------- */
+
+static int64_t obj_int(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(v) ? (int64_t)v->valuedouble : 0;
+}
+
+static int usage_from_span(struct str span, struct usage *u)
+{
+    struct jval v;
+    memset(u, 0, sizeof(*u));
+    static const char *const keys[] = {"prompt_tokens", "completion_tokens", "prompt_tokens_details",
+                                       "completion_tokens_details", "input_tokens"};
+    struct jval f[5];
+    if (jscan_fields(span.p, span.n, keys, f, 5, NULL, NULL) != 0)
+        return -1;
+    jval_i64(&f[0], &u->input);
+    if (f[0].type == J_NONE)
+        jval_i64(&f[4], &u->input); /* embeddings of some compatible servers */
+    jval_i64(&f[1], &u->output);
+    if (f[2].type == J_OBJECT && jscan_get(f[2].raw.p, f[2].raw.n, "cached_tokens", &v) == 0)
+        jval_i64(&v, &u->cached_input);
+    if (f[3].type == J_OBJECT && jscan_get(f[3].raw.p, f[3].raw.n, "reasoning_tokens", &v) == 0)
+        jval_i64(&v, &u->reasoning);
+    u->known = f[0].type == J_NUMBER || f[1].type == J_NUMBER || f[4].type == J_NUMBER;
+    return u->known ? 0 : -1;
+}
+
+int openai_extract_usage(const char *body, size_t len, struct usage *u)
+{
+    struct jval v;
+    if (jscan_get(body, len, "usage", &v) != 0 || v.type != J_OBJECT)
+        return -1;
+    return usage_from_span(v.raw, u);
+}
+
+cJSON *openai_usage_json(const struct usage *u)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "prompt_tokens", (double)u->input);
+    cJSON_AddNumberToObject(o, "completion_tokens", (double)u->output);
+    cJSON_AddNumberToObject(o, "total_tokens", (double)(u->input + u->output));
+    cJSON *pd = cJSON_AddObjectToObject(o, "prompt_tokens_details");
+    cJSON_AddNumberToObject(pd, "cached_tokens", (double)u->cached_input);
+    cJSON *cd = cJSON_AddObjectToObject(o, "completion_tokens_details");
+    cJSON_AddNumberToObject(cd, "reasoning_tokens", (double)u->reasoning);
+    return o;
+}
+
+static void append_usage_json(struct buf *b, const struct usage *u)
+{
+    buf_printf(b,
+               "{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,\"total_tokens\":%lld,"
+               "\"prompt_tokens_details\":{\"cached_tokens\":%lld},"
+               "\"completion_tokens_details\":{\"reasoning_tokens\":%lld}}",
+               (long long)u->input, (long long)u->output, (long long)(u->input + u->output),
+               (long long)u->cached_input, (long long)u->reasoning);
+}
+
+/* ---------- request splicing (passthrough) ---------- */
+
+struct edit {
+    size_t off, del;
+    const char *ins;
+    size_t ins_len;
+};
+
+static int apply_edits(const char *body, size_t len, struct edit *e, int n, struct buf *out)
+{
+    /* edits are sorted by offset and never overlap */
+    size_t pos = 0;
+    for (int i = 0; i < n; i++) {
+        if (buf_append(out, body + pos, e[i].off - pos) != 0 || buf_append(out, e[i].ins, e[i].ins_len) != 0)
+            return -1;
+        pos = e[i].off + e[i].del;
+    }
+    return buf_append(out, body + pos, len - pos);
+}
+
+int openai_splice_request(const char *body, size_t len, const char *model, bool force_include_usage,
+                          struct buf *out)
+{
+    static const char *const keys[] = {"model", "stream_options"};
+    struct jval f[2];
+    if (jscan_fields(body, len, keys, f, 2, NULL, NULL) != 0 || f[0].type != J_STRING)
+        return -1;
+    struct buf mq = BUF_INIT(BUF_UNBOUNDED);
+    buf_append_json_cstr(&mq, model);
+    struct edit e[3];
+    int n = 0;
+    e[n++] = (struct edit){(size_t)(f[0].raw.p - body), f[0].raw.n, mq.data, mq.len};
+    static const char add_opts[] = ",\"stream_options\":{\"include_usage\":true}";
+    if (force_include_usage) {
+        if (f[1].type == J_OBJECT) {
+            struct jval iu;
+            if (jscan_get(f[1].raw.p, f[1].raw.n, "include_usage", &iu) == 0)
+                e[n++] = (struct edit){(size_t)(iu.raw.p - body), iu.raw.n, "true", 4};
+            else {
+                /* insert as the object's first member */
+                const char *brace = f[1].raw.p;
+                bool empty = true;
+                for (const char *q = brace + 1; q < f[1].raw.p + f[1].raw.n - 1; q++)
+                    if (*q != ' ' && *q != '\t' && *q != '\n' && *q != '\r')
+                        empty = false;
+                e[n++] = (struct edit){(size_t)(brace + 1 - body), 0, empty ? "\"include_usage\":true" :
+                                                                            "\"include_usage\":true,",
+                                       empty ? 20u : 21u};
+            }
+        } else if (f[1].type == J_NONE || f[1].type == J_NULL) {
+            if (f[1].type == J_NULL) {
+                e[n++] = (struct edit){(size_t)(f[1].raw.p - body), f[1].raw.n, "{\"include_usage\":true}", 22};
+            } else {
+                /* before the closing brace of the top-level object */
+                size_t close = len;
+                while (close > 0 && body[close - 1] != '}')
+                    close--;
+                e[n++] = (struct edit){close - 1, 0, add_opts, sizeof(add_opts) - 1};
+            }
+        }
+    }
+    /* sort (at most 3) */
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && e[j].off < e[j - 1].off; j--) {
+            struct edit t = e[j];
+            e[j] = e[j - 1];
+            e[j - 1] = t;
+        }
+    int rc = apply_edits(body, len, e, n, out);
+    buf_free(&mq);
+    return rc;
+}
+
+/* ---------- front door: parse ---------- */
+
+static int bad(struct gw_error *err, const char *param, const char *fmt, const char *arg)
+{
+    gw_error_set(err, 400, GW_ERR_INVALID_REQUEST, fmt, arg);
+    if (param)
+        snprintf(err->param, sizeof(err->param), "%s", param);
+    return -1;
+}
+
+static int parse_model(struct exchange *ex, const struct jval *v, struct gw_error *err)
+{
+    if (v->type == J_NONE)
+        return bad(err, "model", "you must provide a model parameter%s", "");
+    struct buf m = BUF_INIT(sizeof(ex->model_name) - 1);
+    if (v->type != J_STRING || jval_str(v, &m) != 0 || m.len == 0) {
+        buf_free(&m);
+        return bad(err, "model", "'model' must be a non-empty string of at most 255 characters%s", "");
+    }
+    memcpy(ex->model_name, m.data, m.len + 1);
+    buf_free(&m);
+    return 0;
+}
+
+static int parse_positive_int(const struct jval *v, const char *name, int64_t max, int64_t *out,
+                              struct gw_error *err)
+{
+    if (v->type == J_NONE || v->type == J_NULL)
+        return 0;
+    int64_t n;
+    if (jval_i64(v, &n) != 0 || n < 1 || n > max) {
+        gw_error_set(err, 400, GW_ERR_INVALID_REQUEST, "'%s' must be an integer between 1 and %lld", name,
+                     (long long)max);
+        snprintf(err->param, sizeof(err->param), "%s", name);
+        return -1;
+    }
+    *out = n;
+    return 0;
+}
+
+static int check_number(const struct jval *v, const char *name, double lo, double hi, struct gw_error *err)
+{
+    if (v->type == J_NONE || v->type == J_NULL)
+        return 0;
+    double d;
+    if (jval_double(v, &d) != 0 || d < lo || d > hi) {
+        gw_error_set(err, 400, GW_ERR_INVALID_REQUEST, "'%s' must be a number between %g and %g", name, lo, hi);
+        snprintf(err->param, sizeof(err->param), "%s", name);
+        return -1;
+    }
+    return 0;
+}
+
+static int json_error(struct exchange *ex, struct gw_error *err, size_t off, const char *msg)
+{
+    (void)ex;
+    gw_error_set(err, 400, GW_ERR_INVALID_REQUEST,
+                 "We could not parse the JSON body of your request: %s at byte %zu", msg, off);
+    return -1;
+}
+
+static int openai_chat_parse(struct exchange *ex, struct gw_error *err)
+{
+    static const char *const keys[] = {"model",       "messages", "stream", "stream_options", "max_tokens",
+                                       "max_completion_tokens", "n",   "tools",  "temperature",   "top_p"};
+    enum { K_MODEL, K_MESSAGES, K_STREAM, K_OPTS, K_MAX, K_MAXC, K_N, K_TOOLS, K_TEMP, K_TOPP, K_COUNT };
+    struct jval f[K_COUNT];
+    size_t off;
+    const char *msg;
+    if (jscan_fields(ex->body.p, ex->body.n, keys, f, K_COUNT, &off, &msg) != 0)
+        return json_error(ex, err, off, msg);
+    if (parse_model(ex, &f[K_MODEL], err) != 0)
+        return -1;
+    if (f[K_MESSAGES].type == J_NONE)
+        return bad(err, "messages", "'messages' is a required property%s", "");
+    if (f[K_MESSAGES].type != J_ARRAY)
+        return bad(err, "messages", "'messages' must be an array of message objects%s", "");
+    {
+        /* non-empty, and every element an object with a valid role */
+        struct str inner = str_trim(str_make(f[K_MESSAGES].raw.p + 1, f[K_MESSAGES].raw.n - 2));
+        bool empty = true;
+        for (size_t i = 0; i < inner.n; i++)
+            if (inner.p[i] != ' ' && inner.p[i] != '\n' && inner.p[i] != '\r' && inner.p[i] != '\t')
+                empty = false;
+        if (empty)
+            return bad(err, "messages", "'messages' must contain at least one message%s", "");
+    }
+    if (f[K_STREAM].type != J_NONE && f[K_STREAM].type != J_NULL && jval_bool(&f[K_STREAM], &ex->stream) != 0)
+        return bad(err, "stream", "'stream' must be a boolean%s", "");
+    if (f[K_OPTS].type != J_NONE && f[K_OPTS].type != J_NULL) {
+        if (f[K_OPTS].type != J_OBJECT)
+            return bad(err, "stream_options", "'stream_options' must be an object%s", "");
+        if (!ex->stream)
+            return bad(err, "stream_options", "The 'stream_options' parameter is only allowed when 'stream' is enabled.%s",
+                       "");
+        struct jval iu;
+        if (jscan_get(f[K_OPTS].raw.p, f[K_OPTS].raw.n, "include_usage", &iu) == 0)
+            jval_bool(&iu, &ex->client_include_usage);
+    }
+    ex->max_tokens = -1;
+    if (parse_positive_int(&f[K_MAX], "max_tokens", 100000000, &ex->max_tokens, err) != 0 ||
+        parse_positive_int(&f[K_MAXC], "max_completion_tokens", 100000000, &ex->max_tokens, err) != 0)
+        return -1;
+    int64_t n = 1;
+    if (parse_positive_int(&f[K_N], "n", 128, &n, err) != 0)
+        return -1;
+    if (f[K_TOOLS].type != J_NONE && f[K_TOOLS].type != J_NULL && f[K_TOOLS].type != J_ARRAY)
+        return bad(err, "tools", "'tools' must be an array%s", "");
+    if (check_number(&f[K_TEMP], "temperature", 0, 2, err) != 0 || check_number(&f[K_TOPP], "top_p", 0, 1, err) != 0)
+        return -1;
+    return 0;
+}
+
+static cJSON *openai_to_canonical(struct exchange *ex, struct gw_error *err)
+{
+    cJSON *t = cJSON_ParseWithLength(ex->body.p, ex->body.n);
+    if (t == NULL) {
+        gw_error_set(err, 400, GW_ERR_INVALID_REQUEST, "We could not parse the JSON body of your request.");
+        return NULL;
+    }
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(t, "n");
+    if (cJSON_IsNumber(n) && n->valuedouble > 1) {
+        gw_error_set(err, 400, GW_ERR_INVALID_REQUEST, "'n' greater than 1 is not supported for model %s",
+                     ex->model_name);
+        snprintf(err->param, sizeof(err->param), "n");
+        cJSON_Delete(t);
+        return NULL;
+    }
+    /* Validate what translation relies on: messages are objects with a known role. */
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(t, "messages");
+    const cJSON *m;
+    int i = 0;
+    cJSON_ArrayForEach(m, msgs)
+    {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        if (!cJSON_IsObject(m) || !cJSON_IsString(role) ||
+            (strcmp(role->valuestring, "system") && strcmp(role->valuestring, "developer") &&
+             strcmp(role->valuestring, "user") && strcmp(role->valuestring, "assistant") &&
+             strcmp(role->valuestring, "tool") && strcmp(role->valuestring, "function"))) {
+            gw_error_set(err, 400, GW_ERR_INVALID_REQUEST,
+                         "messages[%d]: expected an object with 'role' one of system, developer, user, assistant, "
+                         "tool",
+                         i);
+            snprintf(err->param, sizeof(err->param), "messages");
+            cJSON_Delete(t);
+            return NULL;
+        }
+        i++;
+    }
+    return t;
+}
+
+/* ---------- front door: responses ---------- */
+
+static int openai_write_response(struct exchange *ex, const cJSON *resp, struct buf *out, struct gw_error *err)
+{
+    (void)ex;
+    char *s = cJSON_PrintUnformatted(resp);
+    if (s == NULL) {
+        gw_error_set(err, 500, GW_ERR_API, "could not serialise the response");
+        return -1;
+    }
+    buf_append_str(out, s);
+    cJSON_free(s);
+    return 0;
+}
+
+static void chunk_begin(struct exchange *ex, struct buf *out)
+{
+    buf_append_str(out, "data: {\"id\":");
+    buf_append_json_cstr(out, ex->id);
+    buf_printf(out, ",\"object\":\"chat.completion.chunk\",\"created\":%lld,\"model\":", (long long)ex->created);
+    buf_append_json_cstr(out, ex->model_name);
+    buf_append_str(out, ",\"system_fingerprint\":null,\"choices\":[{\"index\":0,\"delta\":{");
+}
+
+static void chunk_end(struct buf *out, const char *finish)
+{
+    buf_append_str(out, "},\"logprobs\":null,\"finish_reason\":");
+    if (finish)
+        buf_printf(out, "\"%s\"", finish);
+    else
+        buf_append_str(out, "null");
+    buf_append_str(out, "}]}\n\n");
+}
+
+static void openai_stream_delta(struct exchange *ex, const struct chat_delta *d, struct buf *out)
+{
+    struct front_stream *fs = &ex->fs;
+    if (!fs->role_sent) {
+        fs->role_sent = true;
+        chunk_begin(ex, out);
+        buf_append_str(out, "\"role\":\"assistant\",\"content\":\"\",\"refusal\":null");
+        chunk_end(out, NULL);
+    }
+    switch (d->kind) {
+    case DELTA_TEXT:
+        if (d->text.n == 0)
+            return;
+        chunk_begin(ex, out);
+        buf_append_str(out, "\"content\":");
+        buf_append_json_str(out, d->text.p, d->text.n);
+        chunk_end(out, NULL);
+        break;
+    case DELTA_TOOL_START:
+        chunk_begin(ex, out);
+        buf_printf(out, "\"tool_calls\":[{\"index\":%d,\"id\":", d->tool_index);
+        buf_append_json_str(out, d->tool_id.p, d->tool_id.n);
+        buf_append_str(out, ",\"type\":\"function\",\"function\":{\"name\":");
+        buf_append_json_str(out, d->tool_name.p, d->tool_name.n);
+        buf_append_str(out, ",\"arguments\":\"\"}}]");
+        chunk_end(out, NULL);
+        break;
+    case DELTA_TOOL_ARGS:
+        if (d->text.n == 0)
+            return;
+        chunk_begin(ex, out);
+        buf_printf(out, "\"tool_calls\":[{\"index\":%d,\"function\":{\"arguments\":", d->tool_index);
+        buf_append_json_str(out, d->text.p, d->text.n);
+        buf_append_str(out, "}}]");
+        chunk_end(out, NULL);
+        break;
+    case DELTA_FINISH:
+        if (fs->finished)
+            return;
+        fs->finished = true;
+        chunk_begin(ex, out);
+        chunk_end(out, finish_openai(d->finish));
+        break;
+    case DELTA_USAGE:
+        break; /* written once, at the end */
+    }
+}
+
+static void openai_error_json(const struct gw_error *err, struct buf *out)
+{
+    buf_append_str(out, "{\"error\":{\"message\":");
+    buf_append_json_cstr(out, err->message);
+    buf_append_str(out, ",\"type\":");
+    buf_append_json_cstr(out, gw_err_type_openai(err->type));
+    buf_append_str(out, ",\"param\":");
+    if (err->param[0])
+        buf_append_json_cstr(out, err->param);
+    else
+        buf_append_str(out, "null");
+    buf_append_str(out, ",\"code\":");
+    if (err->code[0])
+        buf_append_json_cstr(out, err->code);
+    else
+        buf_append_str(out, "null");
+    buf_append_str(out, "}}");
+}
+
+static void openai_stream_end(struct exchange *ex, const struct gw_error *err, struct buf *out)
+{
+    if (err) {
+        /* OpenAI reports a failure inside a stream as a data event carrying an error object. */
+        buf_append_str(out, "data: ");
+        openai_error_json(err, out);
+        buf_append_str(out, "\n\n");
+    } else {
+        if (!ex->fs.role_sent) {
+            struct chat_delta none = {.kind = DELTA_TEXT};
+            openai_stream_delta(ex, &none, out);
+        }
+        if (!ex->fs.finished) {
+            struct chat_delta fin = {.kind = DELTA_FINISH, .finish = FINISH_STOP};
+            openai_stream_delta(ex, &fin, out);
+        }
+        if (ex->client_include_usage) {
+            buf_append_str(out, "data: {\"id\":");
+            buf_append_json_cstr(out, ex->id);
+            buf_printf(out, ",\"object\":\"chat.completion.chunk\",\"created\":%lld,\"model\":",
+                       (long long)ex->created);
+            buf_append_json_cstr(out, ex->model_name);
+            buf_append_str(out, ",\"system_fingerprint\":null,\"choices\":[],\"usage\":");
+            append_usage_json(out, &ex->usage);
+            buf_append_str(out, "}\n\n");
+        }
+    }
+    buf_append_str(out, "data: [DONE]\n\n");
+}
+
+static void openai_forward_event(struct exchange *ex, const struct stream_event *ev, struct buf *out)
+{
+    (void)ex;
+    if (ev->event.n && !str_eq_cstr(ev->event, "message")) {
+        buf_append_str(out, "event: ");
+        buf_append(out, ev->event.p, ev->event.n);
+        buf_append_char(out, '\n');
+    }
+    sse_append_raw(out, ev->data.p, ev->data.n);
+}
+
+static void openai_error_body(struct exchange *ex, const struct gw_error *err, struct buf *out)
+{
+    (void)ex;
+    openai_error_json(err, out);
+}
+
+const struct front_ops front_openai_chat = {
+    .name = "openai",
+    .wire = WIRE_OPENAI,
+    .parse = openai_chat_parse,
+    .to_canonical = openai_to_canonical,
+    .write_response = openai_write_response,
+    .stream_delta = openai_stream_delta,
+    .stream_end = openai_stream_end,
+    .forward_event = openai_forward_event,
+    .error_body = openai_error_body,
+};
+
+/* ---------- embeddings front door ---------- */
+
+static int openai_embed_parse(struct exchange *ex, struct gw_error *err)
+{
+    static const char *const keys[] = {"model", "input", "encoding_format", "dimensions"};
+    struct jval f[4];
+    size_t off;
+    const char *msg;
+    if (jscan_fields(ex->body.p, ex->body.n, keys, f, 4, &off, &msg) != 0)
+        return json_error(ex, err, off, msg);
+    if (parse_model(ex, &f[0], err) != 0)
+        return -1;
+    if (f[1].type != J_STRING && f[1].type != J_ARRAY)
+        return bad(err, "input", "'input' is required: a string, an array of strings, or an array of token arrays%s",
+                   "");
+    if (f[1].type == J_STRING && f[1].raw.n == 2)
+        return bad(err, "input", "'input' must not be empty%s", "");
+    if (f[2].type != J_NONE && !jval_is_str(&f[2], "float") && !jval_is_str(&f[2], "base64"))
+        return bad(err, "encoding_format", "'encoding_format' must be 'float' or 'base64'%s", "");
+    int64_t dims = 0;
+    if (parse_positive_int(&f[3], "dimensions", 100000, &dims, err) != 0)
+        return -1;
+    ex->max_tokens = -1;
+    ex->stream = false;
+    return 0;
+}
+
+static cJSON *openai_embed_to_canonical(struct exchange *ex, struct gw_error *err)
+{
+    cJSON *t = cJSON_ParseWithLength(ex->body.p, ex->body.n);
+    if (t == NULL)
+        gw_error_set(err, 400, GW_ERR_INVALID_REQUEST, "We could not parse the JSON body of your request.");
+    return t;
+}
+
+const struct front_ops front_openai_embeddings = {
+    .name = "openai-embeddings",
+    .wire = WIRE_OPENAI,
+    .parse = openai_embed_parse,
+    .to_canonical = openai_embed_to_canonical,
+    .write_response = openai_write_response,
+    .stream_delta = openai_stream_delta,
+    .stream_end = openai_stream_end,
+    .forward_event = openai_forward_event,
+    .error_body = openai_error_body,
+};
+
+/* ---------- provider side ---------- */
+
+void openai_map_error(int status, const char *body, size_t len, struct gw_error *err)
+{
+    gw_error_set(err, status, gw_err_type_for_status(status), "upstream returned HTTP %d", status);
+    err->from_upstream = true;
+    cJSON *t = cJSON_ParseWithLength(body, len);
+    const cJSON *e = t ? cJSON_GetObjectItemCaseSensitive(t, "error") : NULL;
+    if (cJSON_IsObject(e)) {
+        const cJSON *m = cJSON_GetObjectItemCaseSensitive(e, "message");
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(e, "code");
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(e, "param");
+        if (cJSON_IsString(m))
+            snprintf(err->message, sizeof(err->message), "%s", m->valuestring);
+        if (cJSON_IsString(c))
+            snprintf(err->code, sizeof(err->code), "%s", c->valuestring);
+        else if (cJSON_IsNumber(c))
+            snprintf(err->code, sizeof(err->code), "%d", c->valueint);
+        if (cJSON_IsString(p))
+            snprintf(err->param, sizeof(err->param), "%s", p->valuestring);
+    } else if (cJSON_IsString(e)) { /* some compatible servers: {"error": "text"} */
+        snprintf(err->message, sizeof(err->message), "%s", e->valuestring);
+    } else if (t && cJSON_IsString(cJSON_GetObjectItemCaseSensitive(t, "detail"))) { /* vLLM/FastAPI */
+        snprintf(err->message, sizeof(err->message), "%s", cJSON_GetObjectItemCaseSensitive(t, "detail")->valuestring);
+    } else if (t && cJSON_IsString(cJSON_GetObjectItemCaseSensitive(t, "message"))) {
+        snprintf(err->message, sizeof(err->message), "%s", cJSON_GetObjectItemCaseSensitive(t, "message")->valuestring);
+    }
+    /* A 429 for an exhausted quota will not clear by retrying. */
+    err->retryable = (status == 429 && strcmp(err->code, "insufficient_quota") != 0) || status == 408 ||
+                     status >= 500;
+    cJSON_Delete(t);
+}
+
+int openai_encode_canonical(const cJSON *canon, const char *model, bool stream, struct buf *out)
+{
+    cJSON *t = cJSON_Duplicate(canon, 1);
+    if (t == NULL)
+        return -1;
+    cJSON_DeleteItemFromObjectCaseSensitive(t, "model");
+    cJSON_AddStringToObject(t, "model", model);
+    cJSON_DeleteItemFromObjectCaseSensitive(t, "stream");
+    cJSON_DeleteItemFromObjectCaseSensitive(t, "stream_options");
+    if (stream) {
+        cJSON_AddBoolToObject(t, "stream", 1);
+        cJSON *so = cJSON_AddObjectToObject(t, "stream_options");
+        cJSON_AddBoolToObject(so, "include_usage", 1);
+    }
+    char *s = cJSON_PrintUnformatted(t);
+    cJSON_Delete(t);
+    if (s == NULL)
+        return -1;
+    buf_append_str(out, s);
+    cJSON_free(s);
+    return 0;
+}
+
+cJSON *openai_decode_completion(const char *body, size_t len, struct usage *u, struct gw_error *err)
+{
+    cJSON *t = cJSON_ParseWithLength(body, len);
+    const cJSON *choices = t ? cJSON_GetObjectItemCaseSensitive(t, "choices") : NULL;
+    if (!cJSON_IsArray(choices)) {
+        cJSON_Delete(t);
+        gw_error_set(err, 502, GW_ERR_API, "upstream returned a malformed chat completion");
+        err->from_upstream = true;
+        return NULL;
+    }
+    memset(u, 0, sizeof(*u));
+    const cJSON *usage = cJSON_GetObjectItemCaseSensitive(t, "usage");
+    if (cJSON_IsObject(usage)) {
+        u->input = obj_int(usage, "prompt_tokens");
+        u->output = obj_int(usage, "completion_tokens");
+        u->cached_input = obj_int(cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens_details"), "cached_tokens");
+        u->reasoning =
+            obj_int(cJSON_GetObjectItemCaseSensitive(usage, "completion_tokens_details"), "reasoning_tokens");
+        u->known = true;
+    }
+    return t;
+}
+
+int openai_decode_chunk(struct attempt *a, const struct stream_event *ev, struct gw_error *err)
+{
+    if (str_eq_cstr(str_trim(ev->data), "[DONE]")) {
+        a->stream_done = true;
+        return EV_CONSUMED;
+    }
+    cJSON *t = cJSON_ParseWithLength(ev->data.p, ev->data.n);
+    if (t == NULL) {
+        gw_error_set(err, 502, GW_ERR_API, "upstream sent a malformed stream event");
+        err->from_upstream = true;
+        return -1;
+    }
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(t, "error");
+    if (e && !cJSON_IsNull(e)) {
+        char *s = cJSON_PrintUnformatted(t);
+        openai_map_error(500, s, strlen(s), err);
+        cJSON_free(s);
+        cJSON_Delete(t);
+        err->status = 502;
+        return -1;
+    }
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(t, "model");
+    if (cJSON_IsString(model) && !a->response_model[0])
+        snprintf(a->response_model, sizeof(a->response_model), "%s", model->valuestring);
+    const cJSON *choice = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(t, "choices"), 0);
+    const cJSON *delta = cJSON_GetObjectItemCaseSensitive(choice, "delta");
+    const cJSON *content = cJSON_GetObjectItemCaseSensitive(delta, "content");
+    if (cJSON_IsString(content) && content->valuestring[0]) {
+        struct chat_delta d = {.kind = DELTA_TEXT, .text = str_from(content->valuestring)};
+        attempt_delta(a, &d);
+    }
+    const cJSON *tcs = cJSON_GetObjectItemCaseSensitive(delta, "tool_calls");
+    const cJSON *tc;
+    cJSON_ArrayForEach(tc, tcs)
+    {
+        const cJSON *idx = cJSON_GetObjectItemCaseSensitive(tc, "index");
+        int index = cJSON_IsNumber(idx) ? idx->valueint : 0;
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(tc, "id");
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(tc, "function");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+        const cJSON *args = cJSON_GetObjectItemCaseSensitive(fn, "arguments");
+        if (cJSON_IsString(id) || cJSON_IsString(name)) {
+            struct chat_delta d = {.kind = DELTA_TOOL_START,
+                                   .tool_index = index,
+                                   .tool_id = str_from(cJSON_IsString(id) ? id->valuestring : ""),
+                                   .tool_name = str_from(cJSON_IsString(name) ? name->valuestring : "")};
+            attempt_delta(a, &d);
+        }
+        if (cJSON_IsString(args) && args->valuestring[0]) {
+            struct chat_delta d = {.kind = DELTA_TOOL_ARGS, .tool_index = index, .text = str_from(args->valuestring)};
+            attempt_delta(a, &d);
+        }
+    }
+    const cJSON *fr = cJSON_GetObjectItemCaseSensitive(choice, "finish_reason");
+    if (cJSON_IsString(fr)) {
+        struct chat_delta d = {.kind = DELTA_FINISH, .finish = finish_from_openai(fr->valuestring)};
+        attempt_delta(a, &d);
+    }
+    const cJSON *usage = cJSON_GetObjectItemCaseSensitive(t, "usage");
+    if (cJSON_IsObject(usage)) {
+        struct usage u = {0};
+        u.input = obj_int(usage, "prompt_tokens");
+        u.output = obj_int(usage, "completion_tokens");
+        u.cached_input = obj_int(cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens_details"), "cached_tokens");
+        u.reasoning = obj_int(cJSON_GetObjectItemCaseSensitive(usage, "completion_tokens_details"), "reasoning_tokens");
+        u.known = true;
+        a->usage = u;
+        struct chat_delta d = {.kind = DELTA_USAGE, .usage = u};
+        attempt_delta(a, &d);
+    }
+    cJSON_Delete(t);
+    return EV_CONSUMED;
+}
