@@ -353,6 +353,7 @@ static void apply_exit(struct sbx_run *run, const struct sbx_exit *e)
     r->host_uid = e->host_uid;
     r->host_pid = e->host_pid;
     (void)snprintf(r->cgroup, sizeof(r->cgroup), "%s", e->cgroup);
+    (void)snprintf(r->cgroup_name, sizeof(r->cgroup_name), "%s", e->cgroup_name);
     (void)snprintf(r->error, sizeof(r->error), "%s", e->error);
     run->have_exit = true;
     run_maybe_done(run);

@@ -109,6 +109,7 @@ struct sbx_result {
     uint32_t host_uid;   /* the unprivileged host uid the run's uid 1000 was mapped to */
     int host_pid;        /* pid of the run's init (the program) on the host, 0 if it never started */
     char cgroup[8];      /* "v2", "v1" or "none": which cgroup limits were in force */
+    char cgroup_name[48]; /* the run's cgroup under the parent ("run-<engine pid>-<n>"), removed by now */
     char error[256];     /* with ERROR: what failed (a step and errno), for the operator */
 };
 

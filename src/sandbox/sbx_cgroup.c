@@ -1,5 +1,6 @@
 #include "sandbox/sbx_cgroup.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -388,6 +389,40 @@ void sbx_cgroup_describe(const struct sbx_cgroup_env *env, struct buf *out)
             first = false;
         }
     }
+}
+
+int sbx_cgroup_gc(const struct sbx_cgroup_env *env)
+{
+    int removed = 0;
+    for (int c = 0; c < SBX_CGC__COUNT; c++) {
+        if (env->parent[c] == NULL)
+            continue;
+        DIR *d = opendir(env->parent[c]);
+        if (d == NULL)
+            continue;
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            uint64_t pid;
+            const char *n = e->d_name, *dash;
+            if (strncmp(n, "run-", 4) != 0 || (dash = strchr(n + 4, '-')) == NULL ||
+                str_to_u64(str_make(n + 4, (size_t)(dash - n - 4)), &pid) != 0 || pid == 0 || pid > INT32_MAX)
+                continue;
+            /* A live engine (us included) owns its groups; only a dead one's are garbage. */
+            if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+                continue;
+            struct sbx_cgroup cg;
+            memset(&cg, 0, sizeof(cg));
+            cg.fd = -1;
+            cg.version = env->version;
+            cg.dir[c] = join(env->parent[c], n);
+            sbx_cgroup_kill(&cg);
+            if (rmdir(cg.dir[c]) == 0)
+                removed++;
+            xfree(cg.dir[c]);
+        }
+        closedir(d);
+    }
+    return removed;
 }
 
 /* Two controllers co-mounted (cpu,cpuacct) share a directory: act on it once. */

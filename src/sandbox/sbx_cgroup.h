@@ -62,6 +62,11 @@ void sbx_cgroup_env_free(struct sbx_cgroup_env *env);
 /* Name of the controllers in force, e.g. "memory pids cpu". */
 void sbx_cgroup_describe(const struct sbx_cgroup_env *env, struct buf *out);
 
+/* Removes run groups ("run-<pid>-<n>") that an engine which has since died left behind (it was SIGKILLed
+ * before it could rmdir them): their processes died with it (PDEATHSIG), so they are empty; anything still in
+ * one is killed first. Returns how many were removed. */
+int sbx_cgroup_gc(const struct sbx_cgroup_env *env);
+
 /* mkdir of a run group called name under the parent(s). -1 with why on failure (nothing left behind). */
 int sbx_cgroup_create(const struct sbx_cgroup_env *env, const char *name, struct sbx_cgroup *cg, struct buf *why);
 /* Writes the limits; memory 0 / pids 0 / cpu_percent 0 leave that one unlimited. */

@@ -285,6 +285,10 @@ static int step_ids(struct child *c)
         return fail(c, "capset");
     if (prctl(PR_SET_KEEPCAPS, 0) == -1)
         return fail(c, "prctl(PR_SET_KEEPCAPS, 0)");
+    /* The kernel clears the parent-death signal on any change of uid or gid: arm it again. A parent that died
+     * in between leaves us nobody to send READY to, and the wait for RUN then ends at EOF. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1)
+        return fail(c, "prctl(PR_SET_PDEATHSIG) after setresuid");
     return 0;
 }
 

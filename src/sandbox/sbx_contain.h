@@ -8,7 +8,8 @@
  *   phase A (no spec needed)
  *     signals        default dispositions, nothing blocked, stdio on /dev/null, every other fd closed
  *     die_with_parent PR_SET_PDEATHSIG(SIGKILL); waits for MAPPED (EOF: the engine is gone, exit)
- *     ids            setresgid/setresuid to 1000 inside (host uid_base+slot), caps kept for set-up only
+ *     ids            setresgid/setresuid to 1000 inside (host uid_base+slot), caps kept for set-up only;
+ *                    PDEATHSIG armed again (a uid change clears it)
  *     cgroup_ns      unshare(CLONE_NEWCGROUP) now that the run's cgroup is joined
  *     mount_private  everything private (nothing propagates to the host), a small tmpfs for the new root
  *     binds          read-only, nosuid, nodev binds of /usr, /bin, /lib*, and the few /etc files interpreters

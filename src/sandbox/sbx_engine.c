@@ -35,6 +35,7 @@ struct child {
     uint32_t slot;
     struct sbx_cgroup cg;
     bool has_cg;
+    char cg_name[48];
     enum child_state state;
     uint64_t work_bytes, tmp_bytes; /* its /work and /tmp sizes: a run needs a child made for its sizes */
     /* the run, once attached */
@@ -297,9 +298,9 @@ static struct child *spawn(struct sbx_engine *eng, uint64_t work_bytes, uint64_t
         return NULL;
     }
     if (eng->cgver) {
-        char name[64];
-        (void)snprintf(name, sizeof(name), "run-%d-%" PRIu64, (int)getpid(), ++eng->seq);
-        if (sbx_cgroup_create(&eng->cgenv, name, &ch->cg, err) != 0)
+        /* The engine's pid in the name lets a later engine tell our leftovers from a live engine's groups. */
+        (void)snprintf(ch->cg_name, sizeof(ch->cg_name), "run-%d-%" PRIu64, (int)getpid(), ++eng->seq);
+        if (sbx_cgroup_create(&eng->cgenv, ch->cg_name, &ch->cg, err) != 0)
             goto fail;
         ch->has_cg = true;
     }
@@ -515,6 +516,7 @@ static void on_ctl(uv_poll_t *p, int status, int events)
             log_field_uint(&l, "id", ch->id);
             log_field_int(&l, "pid", ch->pid);
             log_field_uint(&l, "uid", slot_uid(ch->eng, ch->slot));
+            log_field_cstr(&l, "cgroup", ch->has_cg ? ch->cg_name : "");
             log_end(&l);
         }
         if (ch->eng->hooks.on_exec)
@@ -606,6 +608,7 @@ static void finalize(struct child *ch, int status, const struct rusage *ru, uint
     e.peak_memory_bytes = cs.have_peak ? cs.peak_memory_bytes : (uint64_t)ru->ru_maxrss * 1024u;
     e.oom_kills = cs.oom_kills;
     (void)snprintf(e.cgroup, sizeof(e.cgroup), "%s", ch->has_cg ? (eng->cgver == 2 ? "v2" : "v1") : "none");
+    (void)snprintf(e.cgroup_name, sizeof(e.cgroup_name), "%s", ch->has_cg ? ch->cg_name : "");
     if (WIFEXITED(status))
         e.exit_code = WEXITSTATUS(status);
     else if (WIFSIGNALED(status))
@@ -837,8 +840,12 @@ int sbx_engine_new(uv_loop_t *loop, unsigned warm, const struct sbx_config *cfg,
     eng->slot_cursor = (uint32_t)getpid() % eng->uid_count;
     if (cfg->cgroup_mode != SBX_CGROUP_OFF) {
         (void)sbx_cgroup_detect(&eng->cgenv, "/proc/self/mountinfo", "/proc/self/cgroup", cfg->cgroup_parent, &why);
-        if (eng->cgenv.version && sbx_cgroup_prepare(&eng->cgenv, &why) == 0)
+        if (eng->cgenv.version && sbx_cgroup_prepare(&eng->cgenv, &why) == 0) {
             eng->cgver = eng->cgenv.version;
+            int gone = sbx_cgroup_gc(&eng->cgenv);
+            if (gone)
+                log_info("sandbox: removed %d run cgroups left by a dead engine", gone);
+        }
         if (eng->cgver == 0) {
             (void)snprintf(eng->cg_why, sizeof(eng->cg_why), "%s", why.data ? why.data : "unavailable");
             if (cfg->cgroup_mode == SBX_CGROUP_REQUIRED) {

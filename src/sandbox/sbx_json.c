@@ -386,9 +386,13 @@ void sbx_json_result(const struct sbx_result *res, const char *id, struct buf *o
     }
     (void)buf_printf(out,
                      ",\"wall_ms\":%.3f,\"cpu_ms\":%.3f,\"peak_memory_bytes\":%" PRIu64 ",\"oom_kills\":%" PRIu64
-                     ",\"cgroup\":\"%s\",\"host_uid\":%u,\"host_pid\":%d",
+                     ",\"cgroup\":\"%s\",\"host_uid\":%u,\"host_pid\":%d,\"cgroup_name\":",
                      (double)res->wall_us / 1000.0, (double)res->cpu_us / 1000.0, res->peak_memory_bytes,
                      res->oom_kills, res->cgroup[0] ? res->cgroup : "none", res->host_uid, res->host_pid);
+    if (res->cgroup_name[0])
+        (void)buf_append_json_cstr(out, res->cgroup_name);
+    else
+        (void)buf_append_str(out, "null");
     append_output(out, "stdout", &res->out);
     append_output(out, "stderr", &res->err);
     (void)buf_printf(out, ",\"stdout_truncated\":%s,\"stderr_truncated\":%s,\"error\":",

@@ -236,6 +236,7 @@ void sbx_wire_encode_exit(const struct sbx_exit *e, struct buf *out)
     sbx_wire_put_u64(out, e->peak_memory_bytes);
     sbx_wire_put_u64(out, e->oom_kills);
     sbx_wire_put_bytes(out, e->cgroup, strnlen(e->cgroup, sizeof(e->cgroup) - 1));
+    sbx_wire_put_bytes(out, e->cgroup_name, strnlen(e->cgroup_name, sizeof(e->cgroup_name) - 1));
     sbx_wire_put_bytes(out, e->error, strnlen(e->error, sizeof(e->error) - 1));
 }
 
@@ -257,6 +258,11 @@ int sbx_wire_decode_exit(const void *p, size_t n, struct sbx_exit *e)
     const char *cg = sbx_wire_get_bytes(&r, &len, true);
     if (cg && len < sizeof(e->cgroup))
         memcpy(e->cgroup, cg, len + 1);
+    else
+        r.bad = true;
+    const char *cgn = sbx_wire_get_bytes(&r, &len, true);
+    if (cgn && len < sizeof(e->cgroup_name))
+        memcpy(e->cgroup_name, cgn, len + 1);
     else
         r.bad = true;
     const char *msg = sbx_wire_get_bytes(&r, &len, true);

@@ -57,6 +57,7 @@ struct sbx_exit {
     uint64_t peak_memory_bytes;
     uint64_t oom_kills;
     char cgroup[8];
+    char cgroup_name[48];
     char error[256];
 };
 

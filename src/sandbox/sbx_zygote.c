@@ -265,8 +265,9 @@ int sbx_zygote_main(int argc, char **argv)
             return usage();
         }
     }
-    /* Die with the parent; if it is already gone (we were reparented before getting here), leave at once. */
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1 || (ppid && (uint32_t)getppid() != ppid))
+    /* Go with the parent: SIGTERM (handled below: kill and reap the children, remove their cgroups), and if it is
+     * already gone (we were reparented before getting here), leave at once. */
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM) == -1 || (ppid && (uint32_t)getppid() != ppid))
         return 1;
     struct stat st;
     if (fstat((int)fd, &st) == -1 || !S_ISSOCK(st.st_mode)) {
@@ -283,19 +284,22 @@ int sbx_zygote_main(int argc, char **argv)
     signal(SIGINT, SIG_IGN); /* a terminal's ^C is for our parent; we go when it closes the socket */
     if (uv_loop_init(&z.loop) != 0)
         return 1;
+    /* The handler first: children exist from sbx_engine_new on, and SIGTERM must not orphan their cgroups. */
+    uv_signal_init(&z.loop, &z.sigterm);
+    z.sigterm.data = &z;
+    uv_signal_start(&z.sigterm, on_sigterm, SIGTERM);
     static const struct sbx_engine_hooks hooks = {.on_exec = hook_exec, .on_result = hook_result,
                                                   .on_ready = hook_ready};
     if (sbx_engine_new(&z.loop, warm, &cfg, &hooks, &z, &z.eng, &err) != 0) {
         log_error("sandbox zygote: %s", err.data ? err.data : "engine failed");
         close(z.sock);
+        z.sock = -1;
+        uv_close((uv_handle_t *)&z.sigterm, NULL);
         goto out;
     }
     uv_poll_init(&z.loop, &z.poll, z.sock);
     z.poll.data = &z;
     z.poll_open = true;
-    uv_signal_init(&z.loop, &z.sigterm);
-    z.sigterm.data = &z;
-    uv_signal_start(&z.sigterm, on_sigterm, SIGTERM);
     struct buf hello = BUF_INIT(BUF_UNBOUNDED);
     sbx_wire_msg_begin(&hello, SBX_MSG_HELLO, 0, 0);
     sbx_engine_describe(z.eng, &hello);
