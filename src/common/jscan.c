@@ -84,10 +84,30 @@ static int scan_string(struct scanner *s)
             if (e == 'u') {
                 if (s->end - s->p < 5)
                     return fail(s, "truncated \\u escape");
-                for (int i = 1; i <= 4; i++)
+                unsigned cp = 0;
+                for (int i = 1; i <= 4; i++) {
                     if (hexval(s->p[i]) < 0)
                         return fail(s, "invalid \\u escape");
+                    cp = (cp << 4) | (unsigned)hexval(s->p[i]);
+                }
                 s->p += 5;
+                /* A surrogate must come as a high + low pair: a lone half has no UTF-8 form, and every JSON
+                 * library downstream refuses it. */
+                if (cp >= 0xdc00 && cp <= 0xdfff)
+                    return fail(s, "lone low surrogate in \\u escape");
+                if (cp >= 0xd800 && cp <= 0xdbff) {
+                    unsigned lo = 0;
+                    if (s->end - s->p < 6 || s->p[0] != '\\' || s->p[1] != 'u')
+                        return fail(s, "high surrogate without its low half");
+                    for (int i = 2; i <= 5; i++) {
+                        if (hexval(s->p[i]) < 0)
+                            return fail(s, "invalid \\u escape");
+                        lo = (lo << 4) | (unsigned)hexval(s->p[i]);
+                    }
+                    if (lo < 0xdc00 || lo > 0xdfff)
+                        return fail(s, "high surrogate without its low half");
+                    s->p += 6;
+                }
                 continue;
             }
             if (!strchr("\"\\/bfnrt", e) || e == '\0')

@@ -229,8 +229,15 @@ static void free_field(const struct cfg_field *f, void *obj)
     case CFG_MAP:
         cfg_free_obj(f->sub, obj);
         break;
+    case CFG_DICT: {
+        /* a dict item's first member is its name, which is not one of the item's schema fields */
+        struct cfg_list *l = p;
+        for (size_t i = 0; i < l->n; i++)
+            xfree(*(char **)((char *)l->items + i * f->sub->item_size));
+        free_list(f->sub, p);
+        break;
+    }
     case CFG_LIST:
-    case CFG_DICT:
         free_list(f->sub, p);
         break;
     default:

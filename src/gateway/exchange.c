@@ -284,10 +284,28 @@ static void ex_finish(struct exchange *ex)
         atomic_fetch_sub(&gw_inflight, 1);
         metrics_add(&m_inflight, NULL, -1);
     }
-    ex->req->on_abort = NULL;
-    ex->req->on_drain = NULL;
     uv_timer_stop(&ex->deadline);
     uv_close((uv_handle_t *)&ex->deadline, on_deadline_closed);
+}
+
+/* Terminal calls: the request must not call back into an exchange that is going away, and after the terminal
+ * call the request itself may already be freed. */
+static void ex_detach(struct exchange *ex)
+{
+    ex->req->on_abort = NULL;
+    ex->req->on_drain = NULL;
+}
+
+static void ex_respond(struct exchange *ex, int status, const char *ctype, const void *body, size_t len)
+{
+    ex_detach(ex);
+    http_respond(ex->req, status, ctype, body, len);
+}
+
+static void ex_stream_end(struct exchange *ex)
+{
+    ex_detach(ex);
+    http_stream_end(ex->req);
 }
 
 static void add_gateway_headers(struct exchange *ex, const struct deployment *dep, bool with_cost)
@@ -327,7 +345,7 @@ static void ex_fail(struct exchange *ex, const struct gw_error *err)
         buf_free(&out);
         ex->incomplete = true;
         settle(ex, err->status);
-        http_stream_end(req);
+        ex_stream_end(ex);
         ex_finish(ex);
         return;
     }
@@ -341,7 +359,7 @@ static void ex_fail(struct exchange *ex, const struct gw_error *err)
         http_resp_headerf(req, "retry-after-ms", "%ld", err->retry_after_ms);
     }
     settle(ex, err->status);
-    http_respond(req, err->status, "application/json", out.data, out.len);
+    ex_respond(ex, err->status, "application/json", out.data, out.len);
     buf_free(&out);
     ex_finish(ex);
 }
@@ -356,9 +374,9 @@ static void on_client_abort(struct http_req *req, void *ud)
     snprintf(ex->last_err.message, sizeof(ex->last_err.message), "client closed the connection");
     settle(ex, 499);
     if (ex->client_started)
-        http_stream_end(ex->req);
+        ex_stream_end(ex);
     else
-        http_respond(ex->req, 499, NULL, NULL, 0);
+        ex_respond(ex, 499, NULL, NULL, 0);
     ex_finish(ex);
 }
 
@@ -414,7 +432,7 @@ static void complete_stream(struct exchange *ex)
     client_write(ex, &out);
     buf_free(&out);
     settle(ex, 200);
-    http_stream_end(ex->req);
+    ex_stream_end(ex);
     ex_finish(ex);
 }
 
@@ -451,7 +469,7 @@ static void respond_complete(struct exchange *ex, struct attempt *a, cJSON *resp
     ex->usage = a->usage;
     settle(ex, 200);
     add_gateway_headers(ex, a->dep, true);
-    http_respond(ex->req, 200, "application/json", out.data, out.len);
+    ex_respond(ex, 200, "application/json", out.data, out.len);
     buf_free(&out);
     ex_finish(ex);
 }

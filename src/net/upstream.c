@@ -250,7 +250,8 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
     /* First-byte deadline: headers must arrive within first_byte_timeout_ms of the start. */
     if (!x->headers_done && x->req.first_byte_timeout_ms > 0 &&
         time_mono_us() - x->t_start_us > (uint64_t)x->req.first_byte_timeout_ms * 1000) {
-        snprintf(x->errbuf, sizeof(x->errbuf), "no response headers within %ld ms", x->req.first_byte_timeout_ms);
+        snprintf(x->abort_reason, sizeof(x->abort_reason), "no response headers within %ld ms (timed out)",
+                 x->req.first_byte_timeout_ms);
         return 1;
     }
     return 0;
@@ -387,7 +388,10 @@ static void check_done(struct upstream *u)
         x->t_done_us = time_mono_us();
         if (!x->cancelled && x->cb.on_done) {
             bool ok = rc == CURLE_OK;
-            const char *err = ok ? NULL : (x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
+            const char *err = ok                 ? NULL
+                              : x->abort_reason[0] ? x->abort_reason
+                              : x->errbuf[0]       ? x->errbuf
+                                                   : curl_easy_strerror(rc);
             /* The callback may start new transfers or cancel others; this one is reaped right after. */
             x->cancelled = true; /* no further callbacks for it */
             x->cb.on_done(x, ok, err, x->ud);

@@ -62,7 +62,8 @@ struct up_xfer {
     bool headers_done, paused, cancelled, finished, in_callback;
     uint64_t t_start_us, t_headers_us, t_first_byte_us, t_done_us;
     uint64_t bytes_in;
-    char errbuf[256];
+    char errbuf[256];        /* curl's own message */
+    char abort_reason[128];  /* why agentd aborted the transfer (first-byte deadline), preferred over errbuf */
 };
 
 struct upstream *upstream_new(uv_loop_t *loop);

@@ -1,0 +1,107 @@
+#include <string.h>
+
+#include "common/jscan.h"
+#include "test.h"
+
+static int valid(const char *s)
+{
+    return jscan_validate(s, strlen(s), NULL, NULL) == 0;
+}
+
+static void test_validate(void)
+{
+    ok(valid("{}"));
+    ok(valid(" [1, -2.5e+3, true, false, null, \"x\\u00e9\\n\"] "));
+    ok(valid("{\"a\":{\"b\":[{}]}}"));
+    ok(valid("\"caf\xc3\xa9\""));
+    ok(!valid(""));
+    ok(!valid("{"));
+    ok(!valid("{\"a\":}"));
+    ok(!valid("{\"a\":1,}"));
+    ok(!valid("[01]"));
+    ok(!valid("[1.]"));
+    ok(!valid("\"\\x\""));
+    ok(!valid("\"a\nb\""));          /* raw control character */
+    ok(!valid("\"\xc3\x28\""));      /* invalid UTF-8 */
+    ok(!valid("\"\xed\xa0\x80\""));  /* UTF-8 encoded surrogate */
+    ok(!valid("{} {}"));
+    ok(!valid("\"\\ud800\""));          /* lone high surrogate */
+    ok(!valid("\"\\udc00\""));          /* lone low surrogate */
+    ok(!valid("\"\\ud800\\u0041\""));   /* high surrogate followed by a non-surrogate */
+    ok(valid("\"\\ud83d\\ude00\""));     /* a proper pair */
+    ok(!valid("tru"));
+    char deep[400];
+    memset(deep, '[', 200);
+    memset(deep + 200, ']', 200);
+    ok(jscan_validate(deep, 400, NULL, NULL) == -1); /* nesting bound */
+    size_t off;
+    const char *msg;
+    ok(jscan_validate("{\"a\":tru}", 9, &off, &msg) == -1);
+    is_int(off, 5);
+}
+
+static void test_fields(void)
+{
+    const char *body = "{\"model\":\"gpt\",\"stream\":true,\"n\":3,\"nested\":{\"model\":\"no\"},\"m\\u006fdel2\":1}";
+    const char *keys[] = {"model", "stream", "n", "missing", "model2"};
+    struct jval f[5];
+    ok(jscan_fields(body, strlen(body), keys, f, 5, NULL, NULL) == 0);
+    ok(jval_is_str(&f[0], "gpt"));
+    bool b = false;
+    ok(jval_bool(&f[1], &b) == 0 && b);
+    int64_t n;
+    ok(jval_i64(&f[2], &n) == 0 && n == 3);
+    ok(f[3].type == J_NONE);
+    ok(f[4].type == J_NUMBER); /* escaped key matched */
+    struct jval v;
+    ok(jscan_path(body, strlen(body), "nested.model", &v) == 0 && jval_is_str(&v, "no"));
+    ok(jscan_path(body, strlen(body), "nested.none", &v) == -1);
+    ok(jscan_fields("[1]", 3, keys, f, 1, NULL, NULL) == -1); /* not an object */
+}
+
+static void test_strings(void)
+{
+    const char *s = "\"a\\\"b\\\\c\\u00e9\\ud83d\\ude00\\n\"";
+    struct jval v = {J_STRING, {s, strlen(s)}};
+    struct buf b = BUF_INIT(100);
+    ok(jval_str(&v, &b) == 0);
+    is_str(b.data, "a\"b\\c\xc3\xa9\xf0\x9f\x98\x80\n");
+    buf_free(&b);
+    ok(jval_is_str(&v, "a\"b\\c\xc3\xa9\xf0\x9f\x98\x80\n"));
+    struct jval num = {J_NUMBER, STR_LIT("1e3")};
+    int64_t i;
+    ok(jval_i64(&num, &i) == 0 && i == 1000);
+    struct jval frac = {J_NUMBER, STR_LIT("1.5")};
+    ok(jval_i64(&frac, &i) == -1);
+}
+
+static int count_cb(struct str key, const struct jval *v, void *ud)
+{
+    (void)key;
+    (void)v;
+    (*(int *)ud)++;
+    return 0;
+}
+
+static void test_each(void)
+{
+    const char *arr = "[1, {\"a\":[2,3]}, \"x\"]";
+    struct jval v = {J_ARRAY, {arr, strlen(arr)}};
+    int n = 0;
+    ok(jscan_each(&v, count_cb, &n) == 0);
+    is_int(n, 3);
+    const char *obj = "{\"a\":1,\"b\":{\"c\":2}}";
+    struct jval o = {J_OBJECT, {obj, strlen(obj)}};
+    n = 0;
+    ok(jscan_each(&o, count_cb, &n) == 0);
+    is_int(n, 2);
+}
+
+int main(void)
+{
+    subtest("validate", test_validate);
+    subtest("fields and paths", test_fields);
+    subtest("strings and numbers", test_strings);
+    subtest("each", test_each);
+    return done_testing();
+}
