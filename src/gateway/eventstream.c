@@ -1,9 +1,10 @@
 #include "gateway/eventstream.h"
 
+#include <pthread.h>
 #include <string.h>
 
 static uint32_t crc_table[256];
-static bool crc_ready;
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 
 static void crc_init(void)
 {
@@ -13,13 +14,12 @@ static void crc_init(void)
             c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
         crc_table[i] = c;
     }
-    crc_ready = true;
 }
 
 uint32_t es_crc32(uint32_t crc, const void *data, size_t len)
 {
-    if (!crc_ready)
-        crc_init(); /* idempotent: concurrent first calls write the same values */
+    /* Worker threads parse streams concurrently: the table is built exactly once, with a barrier. */
+    pthread_once(&crc_once, crc_init);
     const unsigned char *p = data;
     crc = ~crc;
     for (size_t i = 0; i < len; i++)
@@ -93,14 +93,17 @@ static int parse_headers(const unsigned char *h, size_t n, struct es_message *m)
                 m->event_type = val;
             else if (str_eq_cstr(nm, ":content-type"))
                 m->content_type = val;
+            else if (str_eq_cstr(nm, ":error-message"))
+                m->error_message = val;
         }
         i += vlen;
     }
     return 0;
 }
 
-/* Parses one complete message at p (len bytes available). Returns bytes used, 0 if incomplete, -1 on error. */
-static long one(struct es_parser *ps, const unsigned char *p, size_t len, int *cb_rc)
+/* The total length a message announces, once its 12-byte prelude is there: 0 while incomplete, -1 when the
+ * prelude is invalid (bad CRC, impossible lengths, larger than the limit). */
+static long prelude_total(const struct es_parser *ps, const unsigned char *p, size_t len)
 {
     if (len < 12)
         return 0;
@@ -109,6 +112,16 @@ static long one(struct es_parser *ps, const unsigned char *p, size_t len, int *c
         return -1;
     if (es_crc32(0, p, 8) != be32(p + 8))
         return -1;
+    return (long)total;
+}
+
+/* Parses one complete message at p (len bytes available). Returns bytes used, 0 if incomplete, -1 on error. */
+static long one(struct es_parser *ps, const unsigned char *p, size_t len, int *cb_rc)
+{
+    long t = prelude_total(ps, p, len);
+    if (t <= 0)
+        return t;
+    size_t total = (size_t)t, hlen = be32(p + 4);
     if (len < total)
         return 0;
     if (es_crc32(0, p, total - 4) != be32(p + total - 4))
@@ -119,27 +132,44 @@ static long one(struct es_parser *ps, const unsigned char *p, size_t len, int *c
         return -1;
     m.payload = str_make((const char *)p + 12 + hlen, total - 16 - hlen);
     m.is_exception = m.message_type.n && !str_eq_cstr(m.message_type, "event");
+    /* ":message-type: error" carries its text in a header and usually no payload. */
+    if (m.payload.n == 0 && str_eq_cstr(m.message_type, "error"))
+        m.payload = m.error_message;
     *cb_rc = ps->fn(&m, ps->ud);
     return (long)total;
 }
 
 int es_feed(struct es_parser *ps, const char *data, size_t len)
 {
-    const unsigned char *p;
-    size_t n;
-    if (ps->pending.len) {
-        if (buf_append(&ps->pending, data, len) != 0)
+    const unsigned char *in = (const unsigned char *)data;
+    int rc = 0;
+    /* A message split across reads: take only the bytes it still needs, so the pending buffer never holds more
+     * than one message (max_message) however large the read that completes it. */
+    while (ps->pending.len) {
+        const unsigned char *p = (const unsigned char *)ps->pending.data;
+        long t = prelude_total(ps, p, ps->pending.len);
+        if (t < 0)
             return -1;
-        p = (const unsigned char *)ps->pending.data;
-        n = ps->pending.len;
-    } else {
-        p = (const unsigned char *)data;
-        n = len;
+        size_t need = t == 0 ? 12 - ps->pending.len : (size_t)t - ps->pending.len;
+        size_t take = need < len ? need : len;
+        if (buf_append(&ps->pending, in, take) != 0)
+            return -1;
+        in += take;
+        len -= take;
+        if (take < need)
+            return 0; /* still incomplete, all input used */
+        if (t == 0)
+            continue; /* the prelude is complete now: learn the total */
+        long u = one(ps, (const unsigned char *)ps->pending.data, ps->pending.len, &rc);
+        buf_reset(&ps->pending);
+        if (u <= 0)
+            return -1;
+        if (rc)
+            return rc;
     }
     size_t used = 0;
-    int rc = 0;
     for (;;) {
-        long u = one(ps, p + used, n - used, &rc);
+        long u = one(ps, in + used, len - used, &rc);
         if (u < 0)
             return -1;
         if (u == 0)
@@ -148,12 +178,8 @@ int es_feed(struct es_parser *ps, const char *data, size_t len)
         if (rc)
             return rc;
     }
-    if (ps->pending.len) {
-        buf_consume(&ps->pending, used);
-    } else if (used < n) {
-        if (buf_append(&ps->pending, p + used, n - used) != 0)
-            return -1;
-    }
+    if (used < len && buf_append(&ps->pending, in + used, len - used) != 0)
+        return -1;
     return 0;
 }
 
@@ -178,6 +204,8 @@ int es_encode(struct buf *out, const char *const *names, const char *const *valu
         if (buf_append(&h, tv, 3) != 0 || buf_append(&h, values[i], vl) != 0)
             goto fail;
     }
+    if (payload_len > (size_t)UINT32_MAX - 16 - h.len)
+        goto fail;
     uint32_t total = (uint32_t)(16 + h.len + payload_len);
     unsigned char prelude[12];
     put32(prelude, total);

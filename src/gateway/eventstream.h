@@ -17,7 +17,8 @@ struct es_message {
     struct str message_type;   /* ":message-type": "event", "exception", "error" */
     struct str event_type;     /* ":event-type", or ":exception-type" / ":error-code" for failures */
     struct str content_type;
-    struct str payload;
+    struct str error_message;  /* ":error-message" (error messages) */
+    struct str payload;        /* for an error message without payload: error_message */
     bool is_exception;
 };
 
@@ -32,7 +33,10 @@ struct es_parser {
 
 void es_parser_init(struct es_parser *p, size_t max_message, es_message_fn *fn, void *ud);
 void es_parser_free(struct es_parser *p);
-/* Returns 0, the callback's non-zero value, or -1 on a framing/CRC error or an oversized message. */
+/* Feeds bytes as they arrive (any split). Calls fn once per complete message, whose strings point into the
+ * input or the parser's buffer and are valid only during the call. Returns 0, the callback's non-zero value
+ * (parsing stops there), or -1 on a framing/CRC error or a message larger than max_message; after a non-zero
+ * return the parser must not be fed again. The parser buffers at most one incomplete message. */
 int es_feed(struct es_parser *p, const char *data, size_t len);
 
 uint32_t es_crc32(uint32_t crc, const void *data, size_t len);
