@@ -69,7 +69,8 @@ static const struct cfg_field server_fields[] = {
 static const struct cfg_schema server_schema = {"server", 0, server_fields, 9, NULL};
 
 static const struct cfg_field log_fields[] = {
-    {.key = "level", .type = CFG_ENUM, .off = OFF(log.level), .enums = log_levels, .def = "info"},
+    {.key = "level", .type = CFG_ENUM, .off = OFF(log.level), .enums = log_levels, .def = "info",
+     .help = "lowest level written"},
     {.key = "access", .type = CFG_BOOL, .off = OFF(log.access), .def = "true", .help = "one line per request"},
 };
 static const struct cfg_schema log_schema = {"log", 0, log_fields, 2, NULL};
@@ -83,30 +84,44 @@ const char *const config_provider_names[] = {"mock",   "openai",  "azure-openai"
 /* Deployment fields; `base` shifts them when they sit inline in a model (the single-deployment shorthand). */
 #define DEPLOYMENT_FIELDS(base)                                                                                   \
     {.key = "provider", .type = CFG_ENUM, .off = (base) + DOFF(provider), .enums = config_provider_names,           \
-     .def = "mock", .flags = CFG_NO_ENV},                                                                          \
-        {.key = "model", .type = CFG_STRING, .off = (base) + DOFF(model), .max = 2048, .flags = CFG_NO_ENV},     \
-        {.key = "base_url", .type = CFG_STRING, .off = (base) + DOFF(base_url), .max = 2048, .flags = CFG_NO_ENV},  \
+     .def = "mock", .flags = CFG_NO_ENV, .help = "upstream provider"},                                                                          \
+        {.key = "model", .type = CFG_STRING, .off = (base) + DOFF(model), .max = 2048, .flags = CFG_NO_ENV,        \
+         .help = "upstream model id, Azure deployment name or Bedrock model id"},     \
+        {.key = "base_url", .type = CFG_STRING, .off = (base) + DOFF(base_url), .max = 2048, .flags = CFG_NO_ENV,  \
+         .help = "API base URL; default: the provider's public endpoint"},  \
         {.key = "api_key_env", .type = CFG_STRING, .off = (base) + DOFF(api_key_env), .max = 256,                  \
-         .flags = CFG_NO_ENV},                                                                                     \
+         .flags = CFG_NO_ENV, .help = "environment variable holding the key (default: the provider's usual one)"},                                                                                     \
         {.key = "api_key", .type = CFG_STRING, .off = (base) + DOFF(api_key), .max = 4096,                         \
-         .flags = CFG_NO_ENV | CFG_SECRET},                                                                        \
+         .flags = CFG_NO_ENV | CFG_SECRET, .help = "inline key (prefer api_key_env)"},                                                                        \
         {.key = "api_version", .type = CFG_STRING, .off = (base) + DOFF(api_version), .max = 64,                   \
-         .flags = CFG_NO_ENV},                                                                                     \
-        {.key = "region", .type = CFG_STRING, .off = (base) + DOFF(region), .max = 64, .flags = CFG_NO_ENV},     \
+         .flags = CFG_NO_ENV, .help = "Azure api-version / Anthropic anthropic-version"},                                                                                     \
+        {.key = "region", .type = CFG_STRING, .off = (base) + DOFF(region), .max = 64, .flags = CFG_NO_ENV,      \
+         .help = "Bedrock region (default AWS_REGION)"},                                                           \
         {.key = "weight", .type = CFG_INT, .off = (base) + DOFF(weight), .min = 0, .max = 1000000, .def = "1",     \
-         .flags = CFG_NO_ENV},                                                                                     \
+         .flags = CFG_NO_ENV, .help = "share of traffic; the rest of the list is the fallback order"},             \
         {.key = "timeout", .type = CFG_DURATION, .off = (base) + DOFF(timeout_ms), .min = 0, .max = 86400000,      \
-         .def = "0ms", .flags = CFG_NO_ENV},                                                                       \
-        {.key = "headers", .type = CFG_STRLIST, .off = (base) + DOFF(headers), .flags = CFG_NO_ENV},             \
+         .def = "0ms", .flags = CFG_NO_ENV, .help = "per attempt; 0 = gateway.request_timeout"},                   \
+        {.key = "headers", .type = CFG_STRLIST, .off = (base) + DOFF(headers), .flags = CFG_NO_ENV,              \
+         .help = "extra upstream headers, 'Name: value'"},                                                         \
         {.key = "mock", .type = CFG_MAP, .sub = &mock_schema_##base, .flags = CFG_NO_ENV}
 
 static void validate_deployment(struct cfg_ctx *ctx, void *obj, const struct ynode *where, const char *path);
 static void validate_model(struct cfg_ctx *ctx, void *obj, const struct ynode *where, const char *path);
 
-/* The mock sub-map is a CFG_MAP with absolute offsets, so each placement of a deployment needs its own copy. */
-static struct cfg_field mock_fields_0[4], mock_fields_inline[4];
-static const struct cfg_schema mock_schema_0 = {"mock", 0, mock_fields_0, 4, NULL};
+/* The mock sub-map is a CFG_MAP with absolute offsets, so each placement of a deployment has its own table. */
+#define MOCK_FIELDS(base)                                                                                        \
+    {.key = "latency", .type = CFG_DURATION, .off = (base) + MOFF(latency_ms), .min = 0, .max = 600000,             \
+     .def = "0ms", .flags = CFG_NO_ENV, .help = "mock: delay before the response or the first chunk"},             \
+        {.key = "ttft", .type = CFG_DURATION, .off = (base) + MOFF(ttft_ms), .min = 0, .max = 600000, .def = "0ms", \
+         .flags = CFG_NO_ENV, .help = "mock: extra delay before the first streamed token"},                        \
+        {.key = "chunk_interval", .type = CFG_DURATION, .off = (base) + MOFF(chunk_interval_ms), .min = 0,          \
+         .max = 60000, .def = "0ms", .flags = CFG_NO_ENV, .help = "mock: delay between streamed chunks"},          \
+        {.key = "chunk_words", .type = CFG_INT, .off = (base) + MOFF(chunk_words), .min = 1, .max = 100000,        \
+         .def = "1", .flags = CFG_NO_ENV, .help = "mock: words per streamed chunk"}
 #define INLINE_BASE offsetof(struct config_model, inline_dep)
+static const struct cfg_field mock_fields_0[] = {MOCK_FIELDS(DOFF(mock))};
+static const struct cfg_field mock_fields_inline[] = {MOCK_FIELDS(INLINE_BASE + DOFF(mock))};
+static const struct cfg_schema mock_schema_0 = {"mock", 0, mock_fields_0, 4, NULL};
 static const struct cfg_schema mock_schema_INLINE_BASE = {"mock", 0, mock_fields_inline, 4, NULL};
 
 static const struct cfg_field deployment_fields[] = {DEPLOYMENT_FIELDS(0)};
@@ -115,10 +130,12 @@ static const struct cfg_schema deployment_schema = {"deployment", sizeof(struct 
 
 #define MODOFF(f) offsetof(struct config_model, f)
 static const struct cfg_field model_fields[] = {
-    {.key = "name", .type = CFG_STRING, .off = MODOFF(name), .max = 256, .flags = CFG_REQUIRED | CFG_NO_ENV},
+    {.key = "name", .type = CFG_STRING, .off = MODOFF(name), .max = 256, .flags = CFG_REQUIRED | CFG_NO_ENV,
+     .help = "public model name clients send"},
     {.key = "deployments", .type = CFG_LIST, .off = MODOFF(deployments), .sub = &deployment_schema,
-     .flags = CFG_NO_ENV},
-    {.key = "embeddings", .type = CFG_BOOL, .off = MODOFF(embeddings), .def = "false", .flags = CFG_NO_ENV},
+     .flags = CFG_NO_ENV, .help = "upstream targets; or give one deployment's fields inline"},
+    {.key = "embeddings", .type = CFG_BOOL, .off = MODOFF(embeddings), .def = "false", .flags = CFG_NO_ENV,
+     .help = "an embeddings model (/v1/embeddings) rather than a chat model"},
     DEPLOYMENT_FIELDS(INLINE_BASE),
 };
 static const struct cfg_schema model_schema = {"model", sizeof(struct config_model), model_fields, 14,
@@ -126,29 +143,16 @@ static const struct cfg_schema model_schema = {"model", sizeof(struct config_mod
 
 #define POFF(f) offsetof(struct config_price, f)
 static const struct cfg_field price_fields[] = {
-    {.key = "input", .type = CFG_DOUBLE, .off = POFF(input), .dmin = 0, .dmax = 1e6, .flags = CFG_REQUIRED},
-    {.key = "output", .type = CFG_DOUBLE, .off = POFF(output), .dmin = 0, .dmax = 1e6, .flags = CFG_REQUIRED},
-    {.key = "cached_input", .type = CFG_DOUBLE, .off = POFF(cached_input), .dmin = 0, .dmax = 1e6},
-    {.key = "cache_write", .type = CFG_DOUBLE, .off = POFF(cache_write), .dmin = 0, .dmax = 1e6},
+    {.key = "input", .type = CFG_DOUBLE, .off = POFF(input), .dmin = 0, .dmax = 1e6, .flags = CFG_REQUIRED,
+     .help = "USD per million input tokens"},
+    {.key = "output", .type = CFG_DOUBLE, .off = POFF(output), .dmin = 0, .dmax = 1e6, .flags = CFG_REQUIRED,
+     .help = "USD per million output tokens"},
+    {.key = "cached_input", .type = CFG_DOUBLE, .off = POFF(cached_input), .dmin = 0, .dmax = 1e6,
+     .help = "USD per million cache-read tokens (default: input)"},
+    {.key = "cache_write", .type = CFG_DOUBLE, .off = POFF(cache_write), .dmin = 0, .dmax = 1e6,
+     .help = "USD per million cache-write tokens (default: input)"},
 };
 static const struct cfg_schema price_schema = {"price", sizeof(struct config_price), price_fields, 4, NULL};
-
-static void init_mock_fields(void)
-{
-    static const struct cfg_field proto[4] = {
-        {.key = "latency", .type = CFG_DURATION, .off = MOFF(latency_ms), .min = 0, .max = 600000, .def = "0ms"},
-        {.key = "ttft", .type = CFG_DURATION, .off = MOFF(ttft_ms), .min = 0, .max = 600000, .def = "0ms"},
-        {.key = "chunk_interval", .type = CFG_DURATION, .off = MOFF(chunk_interval_ms), .min = 0, .max = 60000,
-         .def = "0ms"},
-        {.key = "chunk_words", .type = CFG_INT, .off = MOFF(chunk_words), .min = 1, .max = 100000, .def = "1"},
-    };
-    for (int i = 0; i < 4; i++) {
-        mock_fields_0[i] = proto[i];
-        mock_fields_0[i].off += DOFF(mock);
-        mock_fields_inline[i] = proto[i];
-        mock_fields_inline[i].off += INLINE_BASE + DOFF(mock);
-    }
-}
 
 static const struct cfg_field gateway_fields[] = {
     {.key = "max_concurrent_requests", .type = CFG_INT, .off = OFF(gateway.max_concurrent_requests), .min = 0,
@@ -274,8 +278,6 @@ out:
 
 struct config *config_load(const struct config_flags *flags, char **environ_, struct buf *errors)
 {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, init_mock_fields);
     struct config *c = xcalloc(1, sizeof(*c));
     atomic_init(&c->refs, 1);
     cfg_apply_defaults(&config_schema, c);

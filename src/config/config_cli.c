@@ -59,12 +59,25 @@ static int print(int argc, char **argv)
     return 0;
 }
 
+static int describe(void)
+{
+    struct buf out = BUF_INIT(BUF_UNBOUNDED);
+    buf_append_str(&out, "| setting | type | default | allowed | environment | meaning |\n|---|---|---|---|---|---|\n");
+    cfg_describe(&out, &config_schema, "");
+    fwrite(out.data, 1, out.len, stdout);
+    buf_free(&out);
+    return 0;
+}
+
 int config_cli_main(int argc, char **argv)
 {
+    if (argc == 2 && strcmp(argv[1], "describe") == 0)
+        return describe();
     if (argc >= 2 && strcmp(argv[1], "check") == 0)
         return check(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "print") == 0)
         return print(argc - 1, argv + 1);
-    fprintf(stderr, "usage: agentd config check FILE | agentd config print [--config FILE] [--set PATH=VALUE]...\n");
+    fprintf(stderr, "usage: agentd config check FILE | agentd config print [--config FILE] [--set PATH=VALUE]... | "
+                    "agentd config describe\n");
     return 2;
 }

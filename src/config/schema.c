@@ -761,3 +761,72 @@ bool cfg_restart_fields_differ(const struct cfg_schema *s, const void *a, const 
     }
     return differ;
 }
+
+static const char *short_type(const struct cfg_field *f)
+{
+    switch (f->type) {
+    case CFG_BOOL: return "bool";
+    case CFG_INT: return "integer";
+    case CFG_DOUBLE: return "number";
+    case CFG_SIZE: return "size";
+    case CFG_DURATION: return "duration";
+    case CFG_STRING: return "string";
+    case CFG_ENUM: return "enum";
+    case CFG_ADDR: return "address";
+    case CFG_STRLIST: return "list of strings";
+    case CFG_MAP: return "map";
+    case CFG_LIST: return "list";
+    case CFG_DICT: return "map of names";
+    }
+    return "?";
+}
+
+void cfg_describe(struct buf *out, const struct cfg_schema *s, const char *prefix)
+{
+    for (size_t i = 0; i < s->nfields; i++) {
+        const struct cfg_field *f = &s->fields[i];
+        char path[256];
+        snprintf(path, sizeof(path), "%s%s%s", prefix, *prefix ? "." : "", f->key);
+        if (f->type == CFG_MAP) {
+            cfg_describe(out, f->sub, path);
+            continue;
+        }
+        buf_printf(out, "| `%s` | %s | ", path, short_type(f));
+        if (f->flags & CFG_SECRET)
+            buf_append_str(out, "(secret)");
+        else if (f->def)
+            buf_printf(out, "`%s`", f->def);
+        buf_append_str(out, " | ");
+        if (f->type == CFG_ENUM) {
+            for (size_t k = 0; f->enums[k]; k++)
+                buf_printf(out, "%s`%s`", k ? ", " : "", f->enums[k]);
+        } else if ((f->type == CFG_INT || f->type == CFG_SIZE) && f->max > 0) {
+            buf_printf(out, "%lld..%lld", (long long)f->min, (long long)f->max);
+        } else if (f->type == CFG_DURATION && f->max > 0) {
+            buf_printf(out, "%lldms..%lldms", (long long)f->min, (long long)f->max);
+        } else if (f->type == CFG_DOUBLE && f->dmax > 0) {
+            buf_printf(out, "%g..%g", f->dmin, f->dmax);
+        }
+        buf_append_str(out, " | ");
+        if (!(f->flags & CFG_NO_ENV) && prefix[0] != '\0' && strchr(prefix, '[') == NULL) {
+            buf_append_str(out, "`AGENTD_");
+            for (const char *c = path; *c; c++)
+                buf_append_char(out, *c == '.' ? '_' : (char)toupper((unsigned char)*c));
+            buf_append_str(out, "`");
+            if (f->env_alias)
+                buf_printf(out, ", `%s`", f->env_alias);
+        } else if (!(f->flags & CFG_NO_ENV) && (f->type == CFG_LIST || f->type == CFG_DICT)) {
+            buf_append_str(out, "`AGENTD_");
+            for (const char *c = path; *c; c++)
+                buf_append_char(out, *c == '.' ? '_' : (char)toupper((unsigned char)*c));
+            buf_append_str(out, "` (YAML)");
+        }
+        buf_printf(out, " | %s%s%s |\n", f->help ? f->help : "", (f->flags & CFG_RESTART) ? " (restart to change)" : "",
+                   (f->flags & CFG_REQUIRED) ? " (required)" : "");
+        if (f->type == CFG_LIST || f->type == CFG_DICT) {
+            char sub[300];
+            snprintf(sub, sizeof(sub), "%s[]", path);
+            cfg_describe(out, f->sub, sub);
+        }
+    }
+}

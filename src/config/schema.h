@@ -102,6 +102,9 @@ void cfg_print(struct buf *out, const struct cfg_schema *s, const void *obj, int
 bool cfg_restart_fields_differ(const struct cfg_schema *s, const void *a, const void *b, struct buf *which,
                                const char *path);
 
+/* Writes a Markdown table of every setting (path, type, default, range, environment name, help). */
+void cfg_describe(struct buf *out, const struct cfg_schema *s, const char *prefix);
+
 /* Value parsers, exported for tests and for modules with custom syntax. Return 0 or -1. */
 int cfg_parse_size(const char *s, int64_t *out);
 int cfg_parse_duration_ms(const char *s, int64_t *out);

@@ -1,7 +1,7 @@
 // `agentd config check|print`, precedence of file < environment < flags, errors with file:line:column.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -131,4 +131,12 @@ test('a listen port already in use fails the start with a clear message', async 
   } finally {
     await d.stop();
   }
+});
+
+test('docs/configuration.md lists exactly the settings the binary knows (scripts/gen-docs.sh)', () => {
+  const r = run(['config', 'describe']);
+  assert.equal(r.status, 0);
+  const doc = readFileSync(new URL('../../docs/configuration.md', import.meta.url), 'utf8');
+  const section = doc.split('<!-- settings:begin -->\n')[1].split('<!-- settings:end -->')[0];
+  assert.equal(section, r.stdout, 'docs/configuration.md is stale: run scripts/gen-docs.sh');
 });
