@@ -25,7 +25,7 @@ static int usage(FILE *out, int rc)
             "usage: agentd sandbox run [options] [-- CMD [ARG...]]\n"
             "       agentd sandbox check [pool options]\n"
             "       agentd sandbox batch [pool options] [--concurrency N] < specs.jsonl\n"
-            "       agentd sandbox bench [pool options] [--runs N] [--concurrency N] [run options] -- CMD...\n"
+            "       agentd sandbox bench [pool options] [--runs N] [--concurrency N] [--pace] [--raw] [run options] -- CMD...\n"
             "\n"
             "run: runs CMD (or, with --lang and no CMD, the code read from stdin) in the sandbox and prints the\n"
             "result as JSON: reason (exit, signal, timeout, cpu, memory, output_cap, killed, error), exit_code,\n"
@@ -67,6 +67,7 @@ struct cli {
     bool lang_set;
     unsigned runs, concurrency;
     bool pace; /* bench: start each run once the pool is warm again */
+    bool raw;  /* bench: print every run's time too */
 };
 
 static char *keep(struct cli *c, char *s)
@@ -166,11 +167,13 @@ static int parse(struct cli *c, int argc, char **argv, bool run, struct buf *err
             return i + 1;
         if (a[0] != '-')
             return i;
-        if (strcmp(a, "--zygote") == 0 || strcmp(a, "--pace") == 0) {
+        if (strcmp(a, "--zygote") == 0 || strcmp(a, "--pace") == 0 || strcmp(a, "--raw") == 0) {
             if (a[2] == 'z')
                 c->pool.zygote = true;
-            else
+            else if (a[2] == 'p')
                 c->pace = true;
+            else
+                c->raw = true;
             i++;
             continue;
         }
@@ -587,10 +590,17 @@ static int cmd_multi(int argc, char **argv, bool bench)
         for (unsigned i = 0; i < m.nlat; i++)
             sum += (double)m.lat_ns[i] / 1e6;
         printf("{\"mode\":\"%s\",\"paced\":%s,\"warm\":%u,\"concurrency\":%u,\"runs\":%u,\"failures\":%u,\"p50_ms\":%.3f,"
-               "\"p95_ms\":%.3f,\"p99_ms\":%.3f,\"mean_ms\":%.3f,\"min_ms\":%.3f,\"max_ms\":%.3f}\n",
+               "\"p95_ms\":%.3f,\"p99_ms\":%.3f,\"mean_ms\":%.3f,\"min_ms\":%.3f,\"max_ms\":%.3f",
                c.pool.zygote ? "zygote" : "in-process", c.pace ? "true" : "false", c.pool.warm, c.concurrency, m.nlat, m.failures,
                pct(m.lat_ns, m.nlat, 50), pct(m.lat_ns, m.nlat, 95), pct(m.lat_ns, m.nlat, 99),
                m.nlat ? sum / m.nlat : 0, pct(m.lat_ns, m.nlat, 0), pct(m.lat_ns, m.nlat, 100));
+        if (c.raw) {
+            printf(",\"times_ms\":[");
+            for (unsigned i = 0; i < m.nlat; i++)
+                printf("%s%.3f", i ? "," : "", (double)m.lat_ns[i] / 1e6);
+            printf("]");
+        }
+        printf("}\n");
         fflush(stdout);
         if (m.failures)
             rc = 1;

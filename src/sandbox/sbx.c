@@ -218,6 +218,7 @@ struct sbx_pool {
     unsigned ready; /* children ready, as the zygote last said */
     char *env_strs[4];
     int nenv_strs;
+    char slab[65536]; /* read buffer for the runs' output pipes */
     /* both */
     struct sbx_run *runs;
     uint64_t next_id;
@@ -296,11 +297,12 @@ static void send_cancel(struct sbx_run *run, enum sbx_reason reason);
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 {
-    static char slab[65536]; /* the loop is single-threaded and reads are consumed at once */
-    (void)h;
+    /* One slab per pool (a pool lives on one loop, and each read is consumed at once); not a static, since
+     * every worker thread of the daemon has its own loop and pool. */
+    struct sbx_run *run = h->data;
     (void)suggested;
-    b->base = slab;
-    b->len = sizeof(slab);
+    b->base = run->pool->slab;
+    b->len = sizeof(run->pool->slab);
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
@@ -475,8 +477,8 @@ static void on_sock(uv_poll_t *p, int status, int events)
 {
     struct sbx_pool *pool = p->data;
     if (status < 0) {
-        zygote_broken(pool, "zygote socket error");
-        return;
+        /* Hang-up or error: what the zygote said last (why it is gone) is still in the socket; read it. */
+        events = UV_READABLE;
     }
     if (events & UV_WRITABLE)
         flush_out(pool);
@@ -512,6 +514,12 @@ static void on_sock(uv_poll_t *p, int status, int events)
             uint32_t ready = sbx_wire_get_u32(&r);
             if (!r.bad)
                 pool->ready = ready;
+        } else if (h.type == SBX_MSG_ERROR) {
+            /* The zygote could not start its engine (e.g. cgroups required but unusable): that is why. */
+            char why[200];
+            (void)snprintf(why, sizeof(why), "sandbox zygote: %.*s", (int)(blen < 180 ? blen : 180), (const char *)body);
+            zygote_broken(pool, why);
+            return;
         } else if (h.type == SBX_MSG_HELLO) {
             struct log_line l;
             if (log_begin(&l, LL_DEBUG, "sandbox zygote ready")) {

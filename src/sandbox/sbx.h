@@ -50,7 +50,8 @@ enum sbx_reason {
 struct sbx_limits {
     uint64_t wall_ms;             /* deadline from start; the whole tree is SIGKILLed (10 s) */
     uint64_t cpu_ms;              /* CPU per process, RLIMIT_CPU, rounded up to whole seconds (10 s) */
-    uint64_t memory_bytes;        /* cgroup memory limit of the whole run; RLIMIT_AS without cgroups (256 MiB) */
+    uint64_t memory_bytes;        /* cgroup memory limit of the whole run; without cgroups, RLIMIT_DATA per
+                                   * process (256 MiB) */
     uint64_t address_space_bytes; /* RLIMIT_AS per process when cgroups limit memory (4 GiB: V8 reserves a lot) */
     uint32_t pids;                /* cgroup pids.max and RLIMIT_NPROC (64) */
     uint32_t nofile;              /* RLIMIT_NOFILE (64) */

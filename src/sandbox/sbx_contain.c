@@ -151,6 +151,7 @@ struct child {
     const struct sbx_contain_plan *plan;
     int ctl;
     uint64_t work_bytes, tmp_bytes;
+    bool cgroup_memory;
     char err[512]; /* "<step>: <reason>" of the failing step */
     struct sbx_wire_spec ws;
     void *spec_bytes;
@@ -707,6 +708,11 @@ static int step_rlimits(struct child *c)
     /* soft == hard for CPU: the kernel then sends SIGKILL at the limit, which even a PID 1 cannot ignore. */
     uint64_t cpu_s = l->cpu_ms ? (l->cpu_ms + 999) / 1000 : RLIM_INFINITY;
     uint64_t as = l->address_space_bytes ? l->address_space_bytes : RLIM_INFINITY;
+    /* Without a memory cgroup the limit can only be per process. RLIMIT_DATA counts private writable memory
+     * (made writable by mmap or mprotect) but not PROT_NONE reservations, so V8, which reserves gigabytes up
+     * front, still starts, while a real allocation past the limit fails. */
+    if (!c->cgroup_memory && set_rlimit(c, RLIMIT_DATA, "DATA", l->memory_bytes, l->memory_bytes))
+        return -1;
     if (set_rlimit(c, RLIMIT_CPU, "CPU", cpu_s, cpu_s) || set_rlimit(c, RLIMIT_CORE, "CORE", 0, 0) ||
         set_rlimit(c, RLIMIT_NPROC, "NPROC", l->pids, l->pids) ||
         set_rlimit(c, RLIMIT_NOFILE, "NOFILE", l->nofile, l->nofile) ||
@@ -771,14 +777,15 @@ static int step_seccomp(struct child *c)
     return 0;
 }
 
-void sbx_contain_child(const struct sbx_contain_plan *plan, uint64_t work_bytes, uint64_t tmp_bytes, int ctl)
+void sbx_contain_child(const struct sbx_contain_plan *plan, const struct sbx_contain_args *args, int ctl)
 {
     static struct child c; /* static: this process has nothing else to do, and the stack stays small */
     memset(&c, 0, sizeof(c));
     c.plan = plan;
     c.ctl = ctl;
-    c.work_bytes = work_bytes;
-    c.tmp_bytes = tmp_bytes;
+    c.work_bytes = args->work_bytes;
+    c.tmp_bytes = args->tmp_bytes;
+    c.cgroup_memory = args->cgroup_memory;
     static const struct step phase_a[] = {
         {"signals", step_signals},       {"die_with_parent", step_die_with_parent},
         {"ids", step_ids},               {"cgroup_ns", step_cgroup_ns},

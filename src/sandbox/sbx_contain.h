@@ -31,13 +31,15 @@
  *     setsid         new session: no controlling terminal to inject into (TIOCSTI)
  *     exec_args      argv (interpreter + snippet), the program looked up in PATH inside, a clean environment
  *     close_fds      all but 0-2 and the control socket (close-on-exec)
- *     rlimits        CPU, NPROC, NOFILE, FSIZE, CORE=0, STACK, MEMLOCK, MSGQUEUE, NICE, RTPRIO, SIGPENDING, AS
+ *     rlimits        CPU, NPROC, NOFILE, FSIZE, CORE=0, STACK, MEMLOCK, MSGQUEUE, NICE, RTPRIO, SIGPENDING, AS,
+ *                    and DATA = the memory limit when no cgroup limits memory
  *     execve         the control socket closes on success; on failure the error goes back on it
  *
  * Any failing step reports "<step>: <reason>" on the control socket and _exits: nothing runs half-contained. */
 #ifndef AGENTD_SBX_CONTAIN_H
 #define AGENTD_SBX_CONTAIN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -72,9 +74,14 @@ struct sbx_contain_plan {
 int sbx_contain_plan_init(struct sbx_contain_plan *plan, struct buf *err);
 void sbx_contain_plan_free(struct sbx_contain_plan *plan);
 
-/* The child's whole life after clone(): /work and /tmp get the given sizes; ctl is its end of the control
- * socket. Never returns. */
-void sbx_contain_child(const struct sbx_contain_plan *plan, uint64_t work_bytes, uint64_t tmp_bytes, int ctl)
+/* What differs between children of one plan. */
+struct sbx_contain_args {
+    uint64_t work_bytes, tmp_bytes; /* sizes of /work and /tmp */
+    bool cgroup_memory;             /* a cgroup limits the run's memory; if not, RLIMIT_DATA does (per process) */
+};
+
+/* The child's whole life after clone(); ctl is its end of the control socket. Never returns. */
+void sbx_contain_child(const struct sbx_contain_plan *plan, const struct sbx_contain_args *args, int ctl)
     __attribute__((noreturn));
 
 /* The interpreter and snippet file name of a language (argv[0] and "main.py"), NULL for NONE. */

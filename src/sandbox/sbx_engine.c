@@ -36,6 +36,8 @@ struct child {
     struct sbx_cgroup cg;
     bool has_cg;
     char cg_name[48];
+    uint64_t cg_mem;               /* limits already written to the cgroup (UINT64_MAX: none yet) */
+    uint32_t cg_pids, cg_cpu;
     enum child_state state;
     uint64_t work_bytes, tmp_bytes; /* its /work and /tmp sizes: a run needs a child made for its sizes */
     /* the run, once attached */
@@ -303,6 +305,15 @@ static struct child *spawn(struct sbx_engine *eng, uint64_t work_bytes, uint64_t
         if (sbx_cgroup_create(&eng->cgenv, ch->cg_name, &ch->cg, err) != 0)
             goto fail;
         ch->has_cg = true;
+        /* Most runs keep the default limits: write them now, so a warm run's dispatch writes nothing. */
+        struct sbx_limits def;
+        sbx_limits_default(&def);
+        ch->cg_mem = UINT64_MAX;
+        if (sbx_cgroup_set_limits(&ch->cg, def.memory_bytes, def.pids, def.cpu_percent, err) != 0)
+            goto fail;
+        ch->cg_mem = def.memory_bytes;
+        ch->cg_pids = def.pids;
+        ch->cg_cpu = def.cpu_percent;
     }
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1) {
         (void)buf_printf(err, "socketpair: %s", strerror(errno));
@@ -317,7 +328,9 @@ static struct child *spawn(struct sbx_engine *eng, uint64_t work_bytes, uint64_t
     }
     if (pid == 0) {
         close(sv[0]);
-        sbx_contain_child(&eng->plan, work_bytes, tmp_bytes, sv[1]); /* never returns */
+        struct sbx_contain_args args = {.work_bytes = work_bytes, .tmp_bytes = tmp_bytes,
+                                         .cgroup_memory = ch->has_cg && eng->cgenv.have[SBX_CGC_MEMORY]};
+        sbx_contain_child(&eng->plan, &args, sv[1]); /* never returns */
     }
     ch->pid = pid;
     close(sv[1]);
@@ -414,8 +427,8 @@ static void dispatch(struct child *ch)
     struct buf m = BUF_INIT(BUF_UNBOUNDED);
     int fds[4] = {ch->fds[0], ch->fds[1], ch->fds[2], -1}, nfds = 3;
     uint16_t flags = 0;
-    if (ch->has_cg) {
-        const struct sbx_limits *l = &ch->limits;
+    const struct sbx_limits *l = &ch->limits;
+    if (ch->has_cg && (l->memory_bytes != ch->cg_mem || l->pids != ch->cg_pids || l->cpu_percent != ch->cg_cpu)) {
         if (sbx_cgroup_set_limits(&ch->cg, l->memory_bytes, l->pids, l->cpu_percent, &err) != 0) {
             (void)snprintf(ch->error, sizeof(ch->error), "cgroup limits: %s", err.data);
             kill_child(ch);
@@ -570,14 +583,11 @@ static void finalize(struct child *ch, int status, const struct rusage *ru, uint
     ch->reaped = true;
     if (ch->ctl != -1)
         (void)read_ctl(ch); /* an ERROR sent just before dying */
-    /* The PID namespace died with its init; anything still in the cgroup (it cannot be) is killed anyway. */
+    /* The PID namespace died with its init, so the cgroup is empty (sbx_cgroup_destroy would kill a straggler). */
     struct sbx_cgroup_stats cs;
     memset(&cs, 0, sizeof(cs));
-    if (ch->has_cg) {
-        if (!sbx_cgroup_empty(&ch->cg))
-            sbx_cgroup_kill(&ch->cg);
+    if (ch->has_cg)
         (void)sbx_cgroup_stats(&ch->cg, &cs);
-    }
     if (!ch->attached) {
         if (!eng->closing) {
             eng->setup_failures++;

@@ -27,7 +27,7 @@ enum sbx_msg_type {
     SBX_MSG_RESULT,    /* zygote -> client: body = struct sbx_exit */
     SBX_MSG_MAPPED,    /* zygote -> child: ids mapped and cgroup joined, go on */
     SBX_MSG_READY,     /* child -> zygote: set-up done, waiting for a run */
-    SBX_MSG_ERROR,     /* child -> zygote: a step failed; body = text */
+    SBX_MSG_ERROR,     /* child -> zygote: a step failed; zygote -> client: no engine; body = text */
     SBX_MSG_POOL,      /* zygote -> client: body = u32 children ready */
 };
 

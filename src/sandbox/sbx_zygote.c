@@ -292,6 +292,12 @@ int sbx_zygote_main(int argc, char **argv)
                                                   .on_ready = hook_ready};
     if (sbx_engine_new(&z.loop, warm, &cfg, &hooks, &z, &z.eng, &err) != 0) {
         log_error("sandbox zygote: %s", err.data ? err.data : "engine failed");
+        struct buf m = BUF_INIT(BUF_UNBOUNDED);
+        sbx_wire_msg_begin(&m, SBX_MSG_ERROR, 0, 0);
+        (void)buf_append_str(&m, err.data ? err.data : "engine failed");
+        (void)fcntl(z.sock, F_SETFL, 0); /* one blocking send: the client must learn why */
+        (void)sbx_wire_send(z.sock, m.data, m.len, NULL, 0);
+        buf_free(&m);
         close(z.sock);
         z.sock = -1;
         uv_close((uv_handle_t *)&z.sigterm, NULL);
