@@ -35,6 +35,10 @@ export async function startAgentd(opts = {}) {
     'GEMINI_API_KEY', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_REGION']) {
     if (!(opts.env && k in opts.env)) delete env[k];
   }
+  // Nor a proxy from the environment: upstream calls to fakes on 127.0.0.1 must go direct unless a test asks.
+  for (const k of ['http_proxy', 'https_proxy', 'HTTP_PROXY', 'HTTPS_PROXY', 'all_proxy', 'ALL_PROXY', 'no_proxy', 'NO_PROXY']) {
+    if (!(opts.env && k in opts.env)) delete env[k];
+  }
   if (!env.ASAN_OPTIONS) env.ASAN_OPTIONS = 'detect_leaks=1:abort_on_error=0:exitcode=86';
   if (!env.UBSAN_OPTIONS) env.UBSAN_OPTIONS = 'print_stacktrace=1:halt_on_error=1:exitcode=87';
   const child = spawn(opts.bin || BIN, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
