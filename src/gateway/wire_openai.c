@@ -546,6 +546,7 @@ int openai_encode_canonical(const cJSON *canon, const char *model, bool stream, 
     cJSON_AddStringToObject(t, "model", model);
     cJSON_DeleteItemFromObjectCaseSensitive(t, "stream");
     cJSON_DeleteItemFromObjectCaseSensitive(t, "stream_options");
+    cJSON_DeleteItemFromObjectCaseSensitive(t, "top_k"); /* canonical extension (Anthropic clients): OpenAI refuses it */
     if (stream) {
         cJSON_AddBoolToObject(t, "stream", 1);
         cJSON *so = cJSON_AddObjectToObject(t, "stream_options");
