@@ -561,6 +561,10 @@ static void on_up_headers(struct up_xfer *x, void *ud)
     up_xfer_header(x, "x-request-id", a->upstream_request_id, sizeof(a->upstream_request_id));
     if (a->upstream_request_id[0] == '\0')
         up_xfer_header(x, "request-id", a->upstream_request_id, sizeof(a->upstream_request_id));
+    if (a->upstream_request_id[0] == '\0')
+        up_xfer_header(x, "x-amzn-requestid", a->upstream_request_id, sizeof(a->upstream_request_id));
+    if (a->status >= 400)
+        up_xfer_header(x, "x-amzn-errortype", a->upstream_error_type, sizeof(a->upstream_error_type));
     if (a->status >= 200 && a->status < 300 && a->stream) {
         size_t max = (size_t)a->ex->req->cfg->gateway.max_event_bytes;
         if (a->prov->framing == FRAMING_AWS_EVENTSTREAM) {

@@ -81,6 +81,7 @@ struct attempt {
     uint64_t t_start_us, t_headers_us, t_first_token_us, t_done_us;
     char upstream_request_id[128];
     char response_model[256]; /* model the upstream says it used */
+    char upstream_error_type[128]; /* error responses: x-amzn-ErrorType as received (for map_error) */
 };
 
 /* ---- what providers call ---- */

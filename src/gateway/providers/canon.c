@@ -1,0 +1,139 @@
+#include "gateway/providers/canon.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/timeutil.h"
+#include "gateway/front.h"
+#include "gateway/models.h"
+
+int canon_data_url(const char *url, struct str *mime, struct str *data)
+{
+    if (url == NULL || strncmp(url, "data:", 5) != 0)
+        return -1;
+    const char *p = url + 5;
+    const char *comma = strchr(p, ',');
+    if (comma == NULL)
+        return -1;
+    const char *semi = memchr(p, ';', (size_t)(comma - p));
+    *mime = str_make(p, (size_t)((semi ? semi : comma) - p));
+    /* ";base64" must be the last parameter */
+    if (comma - p < 7 || memcmp(comma - 7, ";base64", 7) != 0)
+        return -1;
+    *data = str_from(comma + 1);
+    return 0;
+}
+
+void canon_content_text(const cJSON *content, const char *sep, struct buf *out)
+{
+    if (cJSON_IsString(content)) {
+        buf_append_str(out, content->valuestring);
+        return;
+    }
+    const cJSON *part;
+    bool first = true;
+    cJSON_ArrayForEach(part, content)
+    {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type");
+        const cJSON *text = cJSON_GetObjectItemCaseSensitive(part, "text");
+        if (cJSON_IsString(text) && (!cJSON_IsString(type) || strcmp(type->valuestring, "text") == 0)) {
+            if (!first)
+                buf_append_str(out, sep);
+            buf_append_str(out, text->valuestring);
+            first = false;
+        }
+    }
+}
+
+cJSON *canon_parse_args(const cJSON *arguments)
+{
+    if (arguments == NULL || cJSON_IsNull(arguments))
+        return cJSON_CreateObject();
+    if (cJSON_IsObject(arguments)) /* some clients send an object rather than a string */
+        return cJSON_Duplicate(arguments, 1);
+    if (!cJSON_IsString(arguments))
+        return NULL;
+    struct str s = str_trim(str_from(arguments->valuestring));
+    if (s.n == 0)
+        return cJSON_CreateObject();
+    cJSON *t = cJSON_ParseWithLength(s.p, s.n);
+    if (!cJSON_IsObject(t)) {
+        cJSON_Delete(t);
+        return NULL;
+    }
+    return t;
+}
+
+static _Thread_local uint64_t id_rng;
+
+void canon_tool_call_id(char *out, size_t size)
+{
+    if (id_rng == 0)
+        id_rng = time_mono_ns() ^ ((uint64_t)(uintptr_t)&id_rng << 16) ^ (uint64_t)time(NULL) ^ 0x9e3779b97f4a7c15ull;
+    uint64_t v[2];
+    for (int i = 0; i < 2; i++) {
+        id_rng ^= id_rng << 13;
+        id_rng ^= id_rng >> 7;
+        id_rng ^= id_rng << 17;
+        v[i] = id_rng;
+    }
+    snprintf(out, size, "call_%016llx%08llx", (unsigned long long)v[0], (unsigned long long)(v[1] >> 32));
+}
+
+int canon_base64(const void *p, size_t n, struct buf *out)
+{
+    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const unsigned char *in = p;
+    if (buf_reserve(out, (n + 2) / 3 * 4) != 0)
+        return -1;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0) | (i + 2 < n ? in[i + 2] : 0);
+        char q[4] = {tbl[(v >> 18) & 63], tbl[(v >> 12) & 63], i + 1 < n ? tbl[(v >> 6) & 63] : '=',
+                     i + 2 < n ? tbl[v & 63] : '='};
+        buf_append(out, q, 4);
+    }
+    return 0;
+}
+
+cJSON *canon_completion(struct attempt *a, const char *text, cJSON *tool_calls, enum finish finish,
+                        const struct usage *u)
+{
+    cJSON *r = cJSON_CreateObject();
+    char id[96];
+    snprintf(id, sizeof(id), "chatcmpl-%s", attempt_request_id(a));
+    cJSON_AddStringToObject(r, "id", id);
+    cJSON_AddStringToObject(r, "object", "chat.completion");
+    cJSON_AddNumberToObject(r, "created", (double)time(NULL));
+    cJSON_AddStringToObject(r, "model", attempt_public_model(a));
+    cJSON *choices = cJSON_AddArrayToObject(r, "choices");
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddItemToArray(choices, c);
+    cJSON_AddNumberToObject(c, "index", 0);
+    cJSON *msg = cJSON_AddObjectToObject(c, "message");
+    cJSON_AddStringToObject(msg, "role", "assistant");
+    bool has_tools = tool_calls && cJSON_GetArraySize(tool_calls) > 0;
+    if (has_tools && (text == NULL || *text == '\0'))
+        cJSON_AddNullToObject(msg, "content");
+    else
+        cJSON_AddStringToObject(msg, "content", text ? text : "");
+    if (has_tools)
+        cJSON_AddItemToObject(msg, "tool_calls", tool_calls);
+    else
+        cJSON_Delete(tool_calls);
+    cJSON_AddNullToObject(msg, "refusal");
+    cJSON_AddNullToObject(c, "logprobs");
+    cJSON_AddStringToObject(c, "finish_reason", finish_openai(finish == FINISH_NONE ? FINISH_STOP : finish));
+    struct usage none = {0};
+    cJSON_AddItemToObject(r, "usage", openai_usage_json(u ? u : &none));
+    cJSON_AddNullToObject(r, "system_fingerprint");
+    return r;
+}
+
+void canon_malformed(struct attempt *a, struct gw_error *err, const char *what)
+{
+    gw_error_set(err, 502, GW_ERR_API, "upstream %s returned %s", a->dep ? a->dep->label : a->prov->name, what);
+    err->from_upstream = true;
+    err->retryable = true;
+}

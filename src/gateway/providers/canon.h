@@ -1,0 +1,41 @@
+/* canon.h: what the translating providers (Gemini, Bedrock) share: reading pieces of the canonical request
+ * (OpenAI chat shape, see gw_types.h) and building the canonical chat.completion they answer with. */
+#ifndef AGENTD_PROVIDERS_CANON_H
+#define AGENTD_PROVIDERS_CANON_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+
+#include "common/buf.h"
+#include "common/str.h"
+#include "gateway/provider.h"
+
+/* Splits "data:<mime>[;param]*;base64,<data>" into spans of url. Returns 0, or -1 when url is not a base64 data
+ * URL (plain percent-encoded data URLs are refused too: providers want base64). */
+int canon_data_url(const char *url, struct str *mime, struct str *data);
+
+/* The text of a message's content: the string itself, or the "text" parts of an array joined with sep
+ * (other part types contribute nothing). */
+void canon_content_text(const cJSON *content, const char *sep, struct buf *out);
+
+/* Tool call arguments (a JSON string; "" or absent count as {}) as a new object tree. NULL when they are not a
+ * JSON object. */
+cJSON *canon_parse_args(const cJSON *arguments);
+
+/* A fresh tool-call id: "call_" + 24 lowercase hex digits (CANON_TOOL_ID_LEN characters). */
+#define CANON_TOOL_ID_LEN 29
+void canon_tool_call_id(char *out, size_t size);
+
+/* Standard base64 (RFC 4648 §4, padded) of n bytes. */
+int canon_base64(const void *p, size_t n, struct buf *out);
+
+/* Builds the canonical chat.completion for a's exchange: id and model as the client sees them, one choice with
+ * text (content null when empty and there are tool calls) and tool_calls (taken over; NULL or an empty array for
+ * none), finish reason and usage. */
+cJSON *canon_completion(struct attempt *a, const char *text, cJSON *tool_calls, enum finish finish,
+                        const struct usage *u);
+
+/* A 502 for an upstream body that is not what the provider documents. */
+void canon_malformed(struct attempt *a, struct gw_error *err, const char *what);
+
+#endif
