@@ -88,16 +88,34 @@ static int process_line(struct sse_parser *p, const char *line, size_t n)
     return 0;
 }
 
+static int feed_lines(struct sse_parser *p, const char *data, size_t len);
+
 int sse_feed(struct sse_parser *p, const char *data, size_t len)
 {
+    static const unsigned char bom[3] = {0xef, 0xbb, 0xbf};
     size_t i = 0;
-    if (!p->bom_checked && len) {
-        /* A UTF-8 BOM may open the stream (possibly split across fragments: only handled when whole). */
-        if (len >= 3 && (unsigned char)data[0] == 0xef && (unsigned char)data[1] == 0xbb &&
-            (unsigned char)data[2] == 0xbf)
-            i = 3;
+    /* A UTF-8 BOM may open the stream, split across fragments like anything else. */
+    while (!p->bom_checked && i < len) {
+        if ((unsigned char)data[i] == bom[p->bom_seen]) {
+            i++;
+            if (++p->bom_seen == 3)
+                p->bom_checked = true;
+            continue;
+        }
+        /* not a BOM after all: the bytes that looked like one are data */
         p->bom_checked = true;
+        if (p->bom_seen) {
+            int rc = feed_lines(p, (const char *)bom, p->bom_seen);
+            if (rc)
+                return rc;
+        }
     }
+    return i < len ? feed_lines(p, data + i, len - i) : 0;
+}
+
+static int feed_lines(struct sse_parser *p, const char *data, size_t len)
+{
+    size_t i = 0;
     while (i < len) {
         if (p->saw_cr) {
             p->saw_cr = false;

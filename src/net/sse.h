@@ -31,6 +31,7 @@ struct sse_parser {
     bool has_data;
     bool saw_cr;       /* last byte was CR: a following LF belongs to the same line end */
     bool bom_checked;
+    unsigned char bom_seen;  /* leading bytes that matched a UTF-8 BOM so far (it may arrive split) */
     size_t max_event;
     sse_event_fn *fn;
     void *ud;

@@ -72,6 +72,17 @@ static void test_limits_and_finish(void)
     sse_parser_free(&p);
 }
 
+static void test_bom(void)
+{
+    struct got g = {0};
+    struct sse_parser p;
+    sse_parser_init(&p, 1024, on_ev, &g);
+    feed_bytes(&p, "\xef\xbb\xbf" "data: x\n\n"); /* BOM split byte by byte */
+    is_int(g.n, 1);
+    is_str(g.data[0], "x");
+    sse_parser_free(&p);
+}
+
 static void test_write(void)
 {
     struct buf b = BUF_INIT(1024);
@@ -85,6 +96,7 @@ int main(void)
     subtest("basic", test_basic);
     subtest("fragmented, CRLF and CR", test_fragmented_crlf);
     subtest("limits and finish", test_limits_and_finish);
+    subtest("BOM split across reads", test_bom);
     subtest("write", test_write);
     return done_testing();
 }
