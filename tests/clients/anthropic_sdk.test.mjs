@@ -1,0 +1,138 @@
+// The official `@anthropic-ai/sdk` talking to agentd's /v1/messages: the mock model, a fake Anthropic upstream
+// (passthrough) and a fake OpenAI upstream (translation). The SDK (1.14) sends anthropic-version 2026-10-21 and its
+// key as Authorization: Bearer; agentd accepts both and speaks its own configured version upstream.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import Anthropic, { NotFoundError, BadRequestError, RateLimitError, OverloadedError, AuthenticationError } from '@anthropic-ai/sdk';
+import { startAgentd } from '../lib/agentd.mjs';
+import { startFake, FAKE_KEYS } from '../fakes/fake.mjs';
+
+let d, anth, oa, client;
+before(async () => {
+  anth = await startFake({ provider: 'anthropic' });
+  oa = await startFake({ provider: 'openai' });
+  d = await startAgentd({
+    env: { FAKE_ANTHROPIC_KEY: FAKE_KEYS.anthropic, FAKE_OPENAI_KEY: FAKE_KEYS.openai, WRONG_KEY: 'sk-ant-nope' },
+    config: `models:
+  - name: claude-up
+    provider: anthropic
+    model: claude-haiku-4-5
+    base_url: ${anth.url}
+    api_key_env: FAKE_ANTHROPIC_KEY
+  - name: claude-badkey
+    provider: anthropic
+    model: claude-haiku-4-5
+    base_url: ${anth.url}
+    api_key_env: WRONG_KEY
+  - name: gpt-up
+    provider: openai
+    model: gpt-4o-mini
+    base_url: ${oa.urls.openai}
+    api_key_env: FAKE_OPENAI_KEY
+`,
+  });
+  client = new Anthropic({ baseURL: d.url, apiKey: 'sk-client-key', maxRetries: 0 });
+});
+after(async () => {
+  const r = await d.stop();
+  await Promise.all([anth.close(), oa.close()]);
+  assert.equal(r.code, 0, d.rawStderr.slice(-3000));
+});
+
+const WEATHER = { name: 'get_weather', description: 'Weather for a city', input_schema: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } };
+
+for (const model of ['mock', 'claude-up', 'gpt-up']) {
+  test(`${model}: messages.create`, async () => {
+    const m = await client.messages.create({ model, max_tokens: 100, system: 'Be brief.', messages: [{ role: 'user', content: 'hello sdk' }] });
+    assert.equal(m.type, 'message');
+    assert.equal(m.role, 'assistant');
+    assert.match(m.id, /^msg_/);
+    assert.deepEqual(m.content, [{ type: 'text', text: 'echo: hello sdk' }]);
+    assert.equal(m.stop_reason, 'end_turn');
+    assert.equal(m.usage.output_tokens, 3);
+    assert.ok(m.usage.input_tokens >= 1);
+  });
+
+  test(`${model}: messages.stream -> text events and finalMessage`, async () => {
+    const stream = client.messages.stream({ model, max_tokens: 100, messages: [{ role: 'user', content: 'stream me please' }] });
+    let text = '';
+    stream.on('text', (t) => { text += t; });
+    const m = await stream.finalMessage();
+    assert.equal(text, 'echo: stream me please');
+    assert.equal(m.content[0].text, 'echo: stream me please');
+    assert.equal(m.stop_reason, 'end_turn');
+    assert.equal(m.usage.output_tokens, 4);
+    assert.ok(m.usage.input_tokens >= 1);
+  });
+
+  test(`${model}: raw stream events (create with stream: true)`, async () => {
+    const s = await client.messages.create({ model, max_tokens: 100, stream: true, messages: [{ role: 'user', content: 'a b' }] });
+    const types = [];
+    for await (const ev of s) types.push(ev.type);
+    assert.equal(types[0], 'message_start');
+    assert.deepEqual(types.slice(-2), ['message_delta', 'message_stop']);
+    assert.ok(types.includes('content_block_delta'));
+  });
+
+  test(`${model}: tool use round trip, plain and streamed`, async () => {
+    const ask = { role: 'user', content: 'CALL get_weather {"city":"Oslo"}' };
+    const m = await client.messages.create({ model, max_tokens: 100, tools: [WEATHER], messages: [ask] });
+    assert.equal(m.stop_reason, 'tool_use');
+    const use = m.content.find((b) => b.type === 'tool_use');
+    assert.equal(use.name, 'get_weather');
+    assert.deepEqual(use.input, { city: 'Oslo' });
+
+    const streamed = await client.messages.stream({ model, max_tokens: 100, tools: [WEATHER], messages: [ask] }).finalMessage();
+    const suse = streamed.content.find((b) => b.type === 'tool_use');
+    assert.deepEqual(suse.input, { city: 'Oslo' });
+    assert.equal(streamed.stop_reason, 'tool_use');
+
+    const answer = await client.messages.create({
+      model, max_tokens: 100, tools: [WEATHER],
+      messages: [ask, { role: 'assistant', content: m.content }, { role: 'user', content: [{ type: 'tool_result', tool_use_id: use.id, content: 'cold' }] }],
+    });
+    assert.equal(answer.content[0].text, 'echo: tool result: cold');
+  });
+}
+
+test('claude-up: the SDK version and Bearer key stay at agentd; the deployment key and version go upstream', async () => {
+  anth.reset();
+  await client.messages.create({ model: 'claude-up', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] });
+  const up = anth.requests[0];
+  assert.equal(up.headers['x-api-key'], FAKE_KEYS.anthropic);
+  assert.equal(up.headers.authorization, undefined);
+  assert.equal(up.headers['anthropic-version'], '2023-06-01');
+});
+
+test('models.list shows the configured models in Anthropic form', async () => {
+  const ids = [];
+  for await (const m of client.models.list()) ids.push(m.id);
+  assert.ok(ids.includes('claude-up') && ids.includes('gpt-up') && ids.includes('mock'), ids.join(','));
+});
+
+test('error classes: NotFoundError, BadRequestError, RateLimitError, OverloadedError, AuthenticationError', async () => {
+  await assert.rejects(client.messages.create({ model: 'no-such-model', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] }),
+    (e) => e instanceof NotFoundError && e.status === 404 && e.type === 'not_found_error');
+  await assert.rejects(client.messages.create({ model: 'mock', max_tokens: 0, messages: [{ role: 'user', content: 'x' }] }),
+    (e) => e instanceof BadRequestError && e.type === 'invalid_request_error' && /max_tokens/.test(e.apiMessage));
+  await assert.rejects(client.messages.create({ model: 'mock', max_tokens: 10, messages: [] }),
+    (e) => e instanceof BadRequestError);
+  anth.reset();
+  anth.script([{ status: 429, retryAfter: 3 }, { status: 529 }]);
+  await assert.rejects(client.messages.create({ model: 'claude-up', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] }),
+    (e) => e instanceof RateLimitError && e.type === 'rate_limit_error' && e.headers.get('retry-after') === '3');
+  await assert.rejects(client.messages.create({ model: 'claude-up', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] }),
+    (e) => e instanceof OverloadedError && e.status === 529 && e.type === 'overloaded_error');
+  await assert.rejects(client.messages.create({ model: 'claude-badkey', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] }),
+    (e) => e instanceof AuthenticationError && e.type === 'authentication_error');
+  // the mock's error directive, translated to the Anthropic shape
+  await assert.rejects(client.messages.create({ model: 'mock', max_tokens: 10, messages: [{ role: 'user', content: 'mock:error=429' }] }),
+    (e) => e instanceof RateLimitError && e.headers.get('retry-after') === '1');
+});
+
+test('an upstream error in mid-stream reaches the SDK as an error', async () => {
+  anth.reset();
+  anth.script([{ midStreamError: true, chunks: 6 }]);
+  const stream = client.messages.stream({ model: 'claude-up', max_tokens: 100, messages: [{ role: 'user', content: 'one two three four five six' }] });
+  await assert.rejects(stream.finalMessage(), (e) => /Overloaded|overloaded/.test(String(e.message)));
+});
