@@ -202,20 +202,28 @@ struct outmsg {
     int nfds;
 };
 
+/* One zygote process and its socket. A pool replaces a dead one with a new instance while the old one's libuv
+ * handles are still closing, so each instance has its own handles and is freed when both have closed. */
+struct zinst {
+    struct sbx_pool *pool;
+    uv_process_t proc;
+    uv_poll_t poll;
+    int sock;
+    int open; /* handles of this instance not yet closed */
+    bool poll_open;
+};
+
 struct sbx_pool {
     uv_loop_t *loop;
     bool zygote;
     struct sbx_engine *eng;
     /* zygote mode */
-    uv_process_t proc;
-    bool proc_running;
-    int sock;
-    uv_poll_t poll;
-    bool poll_open, writable_wanted;
+    struct zinst *z; /* the current zygote, NULL when there is none */
     struct outmsg *outq, *outq_tail;
     bool broken;
     char broken_why[128];
     unsigned ready; /* children ready, as the zygote last said */
+    bool hello_seen; /* the current zygote came up */
     char *env_strs[4];
     int nenv_strs;
     char slab[65536]; /* read buffer for the runs' output pipes */
@@ -223,6 +231,10 @@ struct sbx_pool {
     struct sbx_run *runs;
     uint64_t next_id;
     unsigned handles; /* pool-level handles still open (process, poll) */
+    /* zygote respawn: what it was started with, and not before when */
+    struct sbx_pool_opts opts;
+    char *opt_exe, *opt_cgparent;
+    uint64_t respawn_at_ms;
     bool closing;
     sbx_pool_closed_fn *closed_cb;
     void *closed_ud;
@@ -375,10 +387,10 @@ static void on_sock(uv_poll_t *p, int status, int events);
 
 static void sock_watch(struct sbx_pool *pool)
 {
-    if (!pool->poll_open)
+    if (pool->z == NULL || !pool->z->poll_open)
         return;
     int ev = UV_READABLE | (pool->outq ? UV_WRITABLE : 0);
-    uv_poll_start(&pool->poll, ev, on_sock);
+    uv_poll_start(&pool->z->poll, ev, on_sock);
 }
 
 static void outmsg_free(struct outmsg *m)
@@ -391,9 +403,9 @@ static void outmsg_free(struct outmsg *m)
 
 static void flush_out(struct sbx_pool *pool)
 {
-    while (pool->outq) {
+    while (pool->outq && pool->z) {
         struct outmsg *m = pool->outq;
-        int rc = sbx_wire_send(pool->sock, m->data, m->len, m->fds, m->nfds);
+        int rc = sbx_wire_send(pool->z->sock, m->data, m->len, m->fds, m->nfds);
         if (rc == -EAGAIN)
             break;
         if (rc != 0)
@@ -441,28 +453,37 @@ static void fail_all(struct sbx_pool *pool, const char *why)
     }
 }
 
-static void on_pool_handle_closed(uv_handle_t *h)
+static void on_zinst_closed(uv_handle_t *h)
 {
-    struct sbx_pool *pool = h->data;
+    struct zinst *zi = h->data;
+    struct sbx_pool *pool = zi->pool;
     pool->handles--;
+    if (--zi->open == 0)
+        xfree(zi);
     pool_maybe_free(pool);
 }
+
+/* A dead zygote is replaced on the next run, at most once a second. */
+#define RESPAWN_DELAY_MS 1000
 
 static void zygote_broken(struct sbx_pool *pool, const char *why)
 {
     if (!pool->broken) {
         pool->broken = true;
+        pool->respawn_at_ms = uv_now(pool->loop) + RESPAWN_DELAY_MS;
         (void)snprintf(pool->broken_why, sizeof(pool->broken_why), "%s", why);
         if (!pool->closing)
             log_error("sandbox: %s", why);
     }
-    if (pool->poll_open) {
-        uv_close((uv_handle_t *)&pool->poll, on_pool_handle_closed);
-        pool->poll_open = false;
+    struct zinst *zi = pool->z;
+    pool->z = NULL; /* its process handle closes when it exits (EOF makes it exit) */
+    if (zi && zi->poll_open) {
+        uv_close((uv_handle_t *)&zi->poll, on_zinst_closed);
+        zi->poll_open = false;
     }
-    if (pool->sock != -1) {
-        close(pool->sock);
-        pool->sock = -1;
+    if (zi && zi->sock != -1) {
+        close(zi->sock);
+        zi->sock = -1;
     }
     while (pool->outq) {
         struct outmsg *m = pool->outq;
@@ -475,7 +496,10 @@ static void zygote_broken(struct sbx_pool *pool, const char *why)
 
 static void on_sock(uv_poll_t *p, int status, int events)
 {
-    struct sbx_pool *pool = p->data;
+    struct zinst *zi = p->data;
+    struct sbx_pool *pool = zi->pool;
+    if (pool->z != zi)
+        return;
     if (status < 0) {
         /* Hang-up or error: what the zygote said last (why it is gone) is still in the socket; read it. */
         events = UV_READABLE;
@@ -487,9 +511,9 @@ static void on_sock(uv_poll_t *p, int status, int events)
     for (;;) {
         char msg[SBX_WIRE_MSG_MAX];
         int fds[SBX_WIRE_MAX_FDS], nfds;
-        if (pool->sock == -1)
+        if (pool->z == NULL || pool->z != p->data)
             return;
-        long n = sbx_wire_recv(pool->sock, msg, sizeof(msg), fds, &nfds);
+        long n = sbx_wire_recv(pool->z->sock, msg, sizeof(msg), fds, &nfds);
         for (int i = 0; i < nfds; i++)
             close(fds[i]);
         if (n == -EAGAIN)
@@ -521,6 +545,7 @@ static void on_sock(uv_poll_t *p, int status, int events)
             zygote_broken(pool, why);
             return;
         } else if (h.type == SBX_MSG_HELLO) {
+            pool->hello_seen = true;
             struct log_line l;
             if (log_begin(&l, LL_DEBUG, "sandbox zygote ready")) {
                 log_field_str(&l, "isolation", body, blen);
@@ -532,12 +557,13 @@ static void on_sock(uv_poll_t *p, int status, int events)
 
 static void on_zygote_exit(uv_process_t *proc, int64_t status, int sig)
 {
-    struct sbx_pool *pool = proc->data;
+    struct zinst *zi = proc->data;
+    struct sbx_pool *pool = zi->pool;
     char why[128];
     (void)snprintf(why, sizeof(why), "the sandbox zygote exited (status %lld, signal %d)", (long long)status, sig);
-    pool->proc_running = false;
-    zygote_broken(pool, why);
-    uv_close((uv_handle_t *)proc, on_pool_handle_closed);
+    if (pool->z == zi) /* not an instance already replaced */
+        zygote_broken(pool, why);
+    uv_close((uv_handle_t *)proc, on_zinst_closed);
 }
 
 static char *keep_env_str(struct sbx_pool *pool, char *s)
@@ -596,6 +622,9 @@ static int start_zygote(struct sbx_pool *pool, const struct sbx_pool_opts *opts,
     /* The zygote gets no environment of ours: agentd's holds API keys, and nothing of it is needed there
      * (sanitizer settings excepted, so tests see the zygote's leaks too). */
     static const char *const keep_env[] = {"ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", NULL};
+    for (int i = 0; i < pool->nenv_strs; i++)
+        xfree(pool->env_strs[i]);
+    pool->nenv_strs = 0;
     char *env[8];
     int e = 0;
     env[e++] = (char *)"PATH=/usr/local/bin:/usr/bin:/bin";
@@ -618,25 +647,29 @@ static int start_zygote(struct sbx_pool *pool, const struct sbx_pool_opts *opts,
     po.exit_cb = on_zygote_exit;
     po.stdio = stdio;
     po.stdio_count = 4;
-    pool->proc.data = pool;
+    struct zinst *zi = xcalloc(1, sizeof(*zi));
+    zi->pool = pool;
+    zi->sock = -1;
+    zi->proc.data = zi;
+    zi->open = 1;
     pool->handles++;
-    int rc = uv_spawn(pool->loop, &pool->proc, &po);
+    int rc = uv_spawn(pool->loop, &zi->proc, &po);
     close(sv[1]);
     if (rc != 0) {
         close(sv[0]);
         (void)buf_printf(err, "starting the sandbox zygote (%s): %s", exe, uv_strerror(rc));
-        /* The handle must still be closed; the pool goes with it (see sbx_pool_new). */
-        pool->closing = true;
-        uv_close((uv_handle_t *)&pool->proc, on_pool_handle_closed);
+        /* The handle must still be closed (a first start's pool goes with it: see sbx_pool_new). */
+        uv_close((uv_handle_t *)&zi->proc, on_zinst_closed);
         return -1;
     }
-    pool->proc_running = true;
-    pool->sock = sv[0];
-    (void)fcntl(pool->sock, F_SETFL, O_NONBLOCK);
-    uv_poll_init(pool->loop, &pool->poll, pool->sock);
-    pool->poll.data = pool;
-    pool->poll_open = true;
+    zi->sock = sv[0];
+    (void)fcntl(zi->sock, F_SETFL, O_NONBLOCK);
+    uv_poll_init(pool->loop, &zi->poll, zi->sock);
+    zi->poll.data = zi;
+    zi->poll_open = true;
+    zi->open++;
     pool->handles++;
+    pool->z = zi;
     sock_watch(pool);
     return 0;
 }
@@ -646,14 +679,22 @@ int sbx_pool_new(uv_loop_t *loop, const struct sbx_pool_opts *opts, struct sbx_p
     struct sbx_pool *pool = xcalloc(1, sizeof(*pool));
     pool->loop = loop;
     pool->zygote = opts->zygote;
-    pool->sock = -1;
+    pool->opts = *opts;
+    if (opts->exe)
+        pool->opts.exe = pool->opt_exe = xstrdup(opts->exe);
+    if (opts->cfg.cgroup_parent)
+        pool->opts.cfg.cgroup_parent = pool->opt_cgparent = xstrdup(opts->cfg.cgroup_parent);
     *out = NULL;
     if (opts->zygote) {
-        if (start_zygote(pool, opts, err) != 0)
-            return -1; /* freed by the close callback of its process handle */
+        if (start_zygote(pool, &pool->opts, err) != 0) {
+            pool->closing = true; /* freed by the close callback of its process handle */
+            return -1;
+        }
     } else {
         static const struct sbx_engine_hooks hooks = {.on_exec = NULL, .on_result = hook_result};
         if (sbx_engine_new(loop, opts->warm, &opts->cfg, &hooks, pool, &pool->eng, err) != 0) {
+            xfree(pool->opt_exe);
+            xfree(pool->opt_cgparent);
             xfree(pool);
             return -1;
         }
@@ -675,6 +716,8 @@ static void pool_maybe_free(struct sbx_pool *pool)
     void *ud = pool->closed_ud;
     for (int i = 0; i < pool->nenv_strs; i++)
         xfree(pool->env_strs[i]);
+    xfree(pool->opt_exe);
+    xfree(pool->opt_cgparent);
     xfree(pool);
     if (cb)
         cb(ud);
@@ -703,7 +746,7 @@ static void send_cancel(struct sbx_run *run, enum sbx_reason reason)
     run->cancel_sent = reason == SBX_REASON_OUTPUT_CAP;
     if (pool->eng) {
         sbx_engine_cancel(pool->eng, run->id, reason);
-    } else if (pool->sock != -1) {
+    } else if (pool->z) {
         struct buf m = BUF_INIT(BUF_UNBOUNDED);
         sbx_wire_msg_begin(&m, SBX_MSG_CANCEL, 0, run->id);
         sbx_wire_put_u32(&m, (uint32_t)reason);
@@ -737,6 +780,20 @@ int sbx_run_start(struct sbx_pool *pool, const struct sbx_spec *spec, sbx_done_f
     if (pool->closing) {
         (void)buf_printf(err, "sandbox pool is closing");
         goto fail;
+    }
+    /* A zygote that died while serving (killed, OOM) is replaced at once; one that never came up is retried at
+     * most once a second, so a broken set-up does not turn into a fork loop. */
+    if (pool->broken && pool->zygote && pool->z == NULL &&
+        (pool->hello_seen || uv_now(pool->loop) >= pool->respawn_at_ms)) {
+        log_warn("sandbox: restarting the zygote (%s)", pool->broken_why);
+        pool->broken = false;
+        pool->hello_seen = false;
+        pool->ready = 0;
+        if (start_zygote(pool, &pool->opts, err) != 0) {
+            pool->broken = true;
+            pool->respawn_at_ms = uv_now(pool->loop) + RESPAWN_DELAY_MS;
+            goto fail;
+        }
     }
     if (pool->broken) {
         (void)buf_printf(err, "sandbox pool unusable: %s", pool->broken_why);

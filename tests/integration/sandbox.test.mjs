@@ -101,6 +101,12 @@ function assertHostUntouched(results = []) {
   assert.equal(mountLines(), baselineMounts, 'the host mount table changed');
 }
 
+// Processes killed from outside (parent-death signal) die asynchronously: wait for the uid range to empty.
+async function procsGone(ms = 10000) {
+  const deadline = Date.now() + ms;
+  while (procsInRange().length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+}
+
 // ---- running the CLI ----
 function cli(args, { input = '', env = {}, timeoutMs = 60000 } = {}) {
   return new Promise((resolve, reject) => {
@@ -479,9 +485,7 @@ async function killParentAndWait(args, zygote) {
   child.kill('SIGKILL');
   await exited;
   // Wait for the kernel to finish the sandbox off (an event we can only poll for: /proc/<pid> disappearing).
-  const deadline = Date.now() + 10000;
-  while (existsSync(`/proc/${exec.pid}/status`) && procsInRange().includes(exec.pid) && Date.now() < deadline)
-    await new Promise((r) => setTimeout(r, 20));
+  await procsGone();
   return exec;
 }
 
@@ -504,6 +508,44 @@ test('killing agentd (zygote pool) kills the zygote and the sandbox, and the zyg
   while (exec.cgroup && cgroupLeft(exec.cgroup).length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   assert.deepEqual(cgroupLeft(exec.cgroup), []);
   assertHostUntouched();
+});
+
+test('a zygote killed under a pool is replaced; the run it held fails, the next one works', { skip: unusable() }, async () => {
+  const child = spawn(BIN, ['sandbox', 'batch', ...POOL, '--zygote', '--concurrency', '1', '--log-level', 'debug'],
+    { env: { ...process.env, ...SAN_ENV }, stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '', err = '';
+  child.stdout.on('data', (c) => { out += c; });
+  const exec = await new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('no exec log line: ' + err)), 20000);
+    child.stderr.on('data', (c) => {
+      err += c;
+      for (const l of err.split('\n')) {
+        try { const j = JSON.parse(l); if (j.msg === 'sandbox exec') { clearTimeout(t); resolve(j); } } catch { /* partial */ }
+      }
+    });
+    child.stdin.end(JSON.stringify({ id: 'a', argv: ['/bin/sleep', '30'] }) + '\n' +
+      JSON.stringify({ id: 'b', argv: ['/bin/echo', 'B'] }) + '\n');
+  });
+  // The zygote is the batch's child running "sandbox zygote".
+  const zyg = readdirSync('/proc').filter((d) => /^\d+$/.test(d)).find((d) => {
+    try {
+      return readFileSync(`/proc/${d}/cmdline`, 'utf8').includes('zygote') &&
+        new RegExp(`^PPid:\\s+${child.pid}$`, 'm').test(readFileSync(`/proc/${d}/status`, 'utf8'));
+    } catch { return false; }
+  });
+  assert.ok(zyg, 'zygote not found');
+  process.kill(+zyg, 'SIGKILL');
+  const code = await new Promise((res) => child.on('close', res));
+  assert.equal(code, 0, err.slice(-2000));
+  const res = Object.fromEntries(out.trim().split('\n').map((l) => JSON.parse(l)).map((j) => [j.id, j]));
+  assert.equal(res.a.reason, 'error');
+  assert.match(res.a.error, /zygote/);
+  assert.equal(res.b.reason, 'exit', JSON.stringify(res.b));
+  assert.equal(res.b.stdout, 'B\n');
+  // The killed zygote could not remove its run's cgroup; the new one collected it when it started.
+  assert.deepEqual(cgroupLeft(exec.cgroup), []);
+  await procsGone(); // run a died of its parent-death signal when the zygote was killed
+  assertHostUntouched([res.b]);
 });
 
 // ---- runs are isolated from each other ----
