@@ -141,3 +141,32 @@ test('mock timing settings shape the stream (lower bounds only: the machine may 
     assert.equal((await d.stop()).code, 0);
   }
 });
+
+test('upstream connections are kept alive and reused across requests', async () => {
+  let connections = 0, requests = 0;
+  const up = http.createServer((req, res) => {
+    requests++;
+    req.resume();
+    req.on('end', () => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ id: 'r', object: 'chat.completion', created: 1, model: 'x', choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }], usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 } }));
+    });
+  });
+  up.on('connection', () => { connections++; });
+  await new Promise((r) => up.listen(0, '127.0.0.1', r));
+  const d = await startAgentd({
+    config: `server:\n  workers: 1\nmodels:\n  - name: ka\n    provider: openai-compatible\n    model: x\n    base_url: http://127.0.0.1:${up.address().port}/v1\n`,
+  });
+  try {
+    for (let i = 0; i < 10; i++) {
+      const res = await post(d, { model: 'ka', messages: [{ role: 'user', content: `n${i}` }] });
+      assert.equal(res.status, 200);
+      await res.text();
+    }
+    assert.equal(requests, 10);
+    assert.equal(connections, 1, `10 sequential requests used ${connections} upstream connections`);
+  } finally {
+    assert.equal((await d.stop()).code, 0);
+    up.close();
+  }
+});
