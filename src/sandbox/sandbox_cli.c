@@ -21,32 +21,32 @@
 
 static int usage(FILE *out, int rc)
 {
-    fprintf(out,
-            "usage: agentd sandbox run [options] [-- CMD [ARG...]]\n"
-            "       agentd sandbox check [pool options]\n"
-            "       agentd sandbox batch [pool options] [--concurrency N] < specs.jsonl\n"
-            "       agentd sandbox bench [pool options] [--runs N] [--concurrency N] [--pace] [--raw] [run options] -- CMD...\n"
-            "\n"
-            "run: runs CMD (or, with --lang and no CMD, the code read from stdin) in the sandbox and prints the\n"
-            "result as JSON: reason (exit, signal, timeout, cpu, memory, output_cap, killed, error), exit_code,\n"
-            "signal, wall_ms, cpu_ms, peak_memory_bytes, stdout, stderr, ...\n"
-            "  --lang python|sh|node   run in that interpreter (CMD then holds its arguments)\n"
-            "  --timeout S             wall-clock limit in seconds (10)\n"
-            "  --cpu S                 CPU seconds per process (10)\n"
-            "  --memory MB             memory limit of the whole run (256)\n"
-            "  --pids N                processes (64)         --nofile N     open files (64)\n"
-            "  --fsize BYTES           largest file (8 MiB)   --cpu-percent P  CPU bandwidth, 100 = 1 CPU\n"
-            "  --stdout-max BYTES      --stderr-max BYTES     output kept; more kills the run (1 MiB each)\n"
-            "  --work-size BYTES       --tmp-size BYTES       tmpfs sizes of /work and /tmp (64 MiB each)\n"
-            "  --net none              the only network mode: no network at all\n"
-            "  --file NAME=PATH        copy host file PATH to /work/NAME (NAME: a plain file name)\n"
-            "  --env NAME=VALUE        extra environment variable\n"
-            "  --stdin-file PATH       the program's stdin (\"-\": this command's stdin); default empty\n"
-            "pool options:\n"
-            "  --zygote                start runs from a zygote process (as the daemon does)\n"
-            "  --warm N                children kept ready (0)\n"
-            "  --cgroup auto|required|off   --cgroup-parent PATH   --uid-base N   --uid-count N\n"
-            "  --log-level debug|info|warn|error (warn)\n");
+    fprintf(out, "usage: agentd sandbox run [options] [-- CMD [ARG...]]\n"
+                 "       agentd sandbox check [pool options]\n"
+                 "       agentd sandbox batch [pool options] [--concurrency N] < specs.jsonl\n"
+                 "       agentd sandbox bench [pool options] [--runs N] [--concurrency N] [--pace] [--raw] [run "
+                 "options] -- CMD...\n"
+                 "\n"
+                 "run: runs CMD (or, with --lang and no CMD, the code read from stdin) in the sandbox and prints the\n"
+                 "result as JSON: reason (exit, signal, timeout, cpu, memory, output_cap, killed, error), exit_code,\n"
+                 "signal, wall_ms, cpu_ms, peak_memory_bytes, stdout, stderr, ...\n"
+                 "  --lang python|sh|node   run in that interpreter (CMD then holds its arguments)\n"
+                 "  --timeout S             wall-clock limit in seconds (10)\n"
+                 "  --cpu S                 CPU seconds per process (10)\n"
+                 "  --memory MB             memory limit of the whole run (256)\n"
+                 "  --pids N                processes (64)         --nofile N     open files (64)\n"
+                 "  --fsize BYTES           largest file (8 MiB)   --cpu-percent P  CPU bandwidth, 100 = 1 CPU\n"
+                 "  --stdout-max BYTES      --stderr-max BYTES     output kept; more kills the run (1 MiB each)\n"
+                 "  --work-size BYTES       --tmp-size BYTES       tmpfs sizes of /work and /tmp (64 MiB each)\n"
+                 "  --net none              the only network mode: no network at all\n"
+                 "  --file NAME=PATH        copy host file PATH to /work/NAME (NAME: a plain file name)\n"
+                 "  --env NAME=VALUE        extra environment variable\n"
+                 "  --stdin-file PATH       the program's stdin (\"-\": this command's stdin); default empty\n"
+                 "pool options:\n"
+                 "  --zygote                start runs from a zygote process (as the daemon does)\n"
+                 "  --warm N                children kept ready (0)\n"
+                 "  --cgroup auto|required|off   --cgroup-parent PATH   --uid-base N   --uid-count N\n"
+                 "  --log-level debug|info|warn|error (warn)\n");
     return rc;
 }
 
@@ -97,8 +97,8 @@ static int slurp(const char *path, size_t max, char **out, size_t *len, struct b
         return -1;
     }
     struct stat st;
-    if (fstat(fd, &st) == -1 || (!S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode) && !S_ISSOCK(st.st_mode) &&
-                                 !S_ISCHR(st.st_mode))) {
+    if (fstat(fd, &st) == -1 ||
+        (!S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode) && !S_ISSOCK(st.st_mode) && !S_ISCHR(st.st_mode))) {
         (void)buf_printf(err, "%s: not a regular file or pipe", path);
         goto fail;
     }
@@ -556,7 +556,8 @@ static int cmd_multi(int argc, char **argv, bool bench)
     m.bench = bench;
     int first = parse(&c, argc, argv, bench, &err);
     if (first < 0 || (!bench && first != argc) || (bench && build_spec(&c, argc, argv, first, &err) != 0)) {
-        fprintf(stderr, "agentd sandbox %s: %s\n", bench ? "bench" : "batch", err.data ? err.data : "unexpected operand");
+        fprintf(stderr, "agentd sandbox %s: %s\n", bench ? "bench" : "batch",
+                err.data ? err.data : "unexpected operand");
         goto out_noloop;
     }
     if (bench && sbx_spec_validate(&c.spec, &err) != 0) {
@@ -589,11 +590,12 @@ static int cmd_multi(int argc, char **argv, bool bench)
         double sum = 0;
         for (unsigned i = 0; i < m.nlat; i++)
             sum += (double)m.lat_ns[i] / 1e6;
-        printf("{\"mode\":\"%s\",\"paced\":%s,\"warm\":%u,\"concurrency\":%u,\"runs\":%u,\"failures\":%u,\"p50_ms\":%.3f,"
-               "\"p95_ms\":%.3f,\"p99_ms\":%.3f,\"mean_ms\":%.3f,\"min_ms\":%.3f,\"max_ms\":%.3f",
-               c.pool.zygote ? "zygote" : "in-process", c.pace ? "true" : "false", c.pool.warm, c.concurrency, m.nlat, m.failures,
-               pct(m.lat_ns, m.nlat, 50), pct(m.lat_ns, m.nlat, 95), pct(m.lat_ns, m.nlat, 99),
-               m.nlat ? sum / m.nlat : 0, pct(m.lat_ns, m.nlat, 0), pct(m.lat_ns, m.nlat, 100));
+        printf(
+            "{\"mode\":\"%s\",\"paced\":%s,\"warm\":%u,\"concurrency\":%u,\"runs\":%u,\"failures\":%u,\"p50_ms\":%.3f,"
+            "\"p95_ms\":%.3f,\"p99_ms\":%.3f,\"mean_ms\":%.3f,\"min_ms\":%.3f,\"max_ms\":%.3f",
+            c.pool.zygote ? "zygote" : "in-process", c.pace ? "true" : "false", c.pool.warm, c.concurrency, m.nlat,
+            m.failures, pct(m.lat_ns, m.nlat, 50), pct(m.lat_ns, m.nlat, 95), pct(m.lat_ns, m.nlat, 99),
+            m.nlat ? sum / m.nlat : 0, pct(m.lat_ns, m.nlat, 0), pct(m.lat_ns, m.nlat, 100));
         if (c.raw) {
             printf(",\"times_ms\":[");
             for (unsigned i = 0; i < m.nlat; i++)

@@ -98,10 +98,10 @@ static int range(uint64_t v, uint64_t lo, uint64_t hi, const char *name, struct 
     return -1;
 }
 
-#define RANGE(field, lo, hi)                                                                                          \
-    do {                                                                                                              \
-        if (range(l->field, (lo), (hi), #field, err) != 0)                                                            \
-            return -1;                                                                                                \
+#define RANGE(field, lo, hi)                                                                                           \
+    do {                                                                                                               \
+        if (range(l->field, (lo), (hi), #field, err) != 0)                                                             \
+            return -1;                                                                                                 \
     } while (0)
 
 int sbx_spec_validate(const struct sbx_spec *spec, struct buf *err)
@@ -143,12 +143,15 @@ int sbx_spec_validate(const struct sbx_spec *spec, struct buf *err)
             return -1;
         }
     }
-    const char *snippet = (spec->lang != SBX_LANG_NONE && spec->argc == 0) ? sbx_contain_snippet_name(spec->lang) : NULL;
+    const char *snippet =
+        (spec->lang != SBX_LANG_NONE && spec->argc == 0) ? sbx_contain_snippet_name(spec->lang) : NULL;
     for (size_t i = 0; i < spec->nfiles; i++) {
         const struct sbx_file *f = &spec->files[i];
         if (f->name == NULL || !sbx_files_name_ok(f->name, strlen(f->name))) {
-            (void)buf_printf(err, "file name %zu refused: a plain name without '/', control characters, or a "
-                                  "leading '.' or '-'", i);
+            (void)buf_printf(err,
+                             "file name %zu refused: a plain name without '/', control characters, or a "
+                             "leading '.' or '-'",
+                             i);
             return -1;
         }
         if ((f->data == NULL && f->len) || (f->mode & ~0777u)) {
@@ -222,7 +225,7 @@ struct sbx_pool {
     struct outmsg *outq, *outq_tail;
     bool broken;
     char broken_why[128];
-    unsigned ready; /* children ready, as the zygote last said */
+    unsigned ready;  /* children ready, as the zygote last said */
     bool hello_seen; /* the current zygote came up */
     char *env_strs[4];
     int nenv_strs;
@@ -541,7 +544,8 @@ static void on_sock(uv_poll_t *p, int status, int events)
         } else if (h.type == SBX_MSG_ERROR) {
             /* The zygote could not start its engine (e.g. cgroups required but unusable): that is why. */
             char why[200];
-            (void)snprintf(why, sizeof(why), "sandbox zygote: %.*s", (int)(blen < 180 ? blen : 180), (const char *)body);
+            (void)snprintf(why, sizeof(why), "sandbox zygote: %.*s", (int)(blen < 180 ? blen : 180),
+                           (const char *)body);
             zygote_broken(pool, why);
             return;
         } else if (h.type == SBX_MSG_HELLO) {
@@ -769,8 +773,8 @@ static int make_pipe(int p[2], bool ours_is_read, struct buf *err)
     return 0;
 }
 
-int sbx_run_start(struct sbx_pool *pool, const struct sbx_spec *spec, sbx_done_fn *cb, void *ud,
-                  struct sbx_run **out, struct buf *err)
+int sbx_run_start(struct sbx_pool *pool, const struct sbx_spec *spec, sbx_done_fn *cb, void *ud, struct sbx_run **out,
+                  struct buf *err)
 {
     int pin[2] = {-1, -1}, pout[2] = {-1, -1}, perr[2] = {-1, -1};
     struct buf wire = BUF_INIT(BUF_UNBOUNDED);
@@ -904,8 +908,7 @@ static void on_sync_done(struct sbx_run *run, struct sbx_result *res, void *ud)
     s->done = true;
 }
 
-int sbx_run_sync(const struct sbx_pool_opts *opts, const struct sbx_spec *spec, struct sbx_result *res,
-                 struct buf *err)
+int sbx_run_sync(const struct sbx_pool_opts *opts, const struct sbx_spec *spec, struct sbx_result *res, struct buf *err)
 {
     uv_loop_t loop;
     struct sbx_pool *pool = NULL;

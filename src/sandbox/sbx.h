@@ -82,8 +82,8 @@ struct sbx_file {
 
 /* What to run. Nothing here is kept after sbx_run_start() returns: the spec is serialized at once. */
 struct sbx_spec {
-    enum sbx_lang lang;    /* NONE: argv[0] is the program (absolute, or looked up in PATH inside) */
-    const char *code;      /* with lang and no argv: the snippet, written to /work/main.{py,sh,js} */
+    enum sbx_lang lang; /* NONE: argv[0] is the program (absolute, or looked up in PATH inside) */
+    const char *code;   /* with lang and no argv: the snippet, written to /work/main.{py,sh,js} */
     size_t code_len;
     const char *const *argv; /* with lang: arguments given to the interpreter; else the command */
     size_t argc;
@@ -107,11 +107,11 @@ struct sbx_result {
     uint64_t oom_kills;         /* processes the OOM killer killed in this run */
     struct buf out, err;        /* captured stdout / stderr, at most stdout_max / stderr_max bytes */
     bool out_truncated, err_truncated;
-    uint32_t host_uid;   /* the unprivileged host uid the run's uid 1000 was mapped to */
-    int host_pid;        /* pid of the run's init (the program) on the host, 0 if it never started */
-    char cgroup[8];      /* "v2", "v1" or "none": which cgroup limits were in force */
+    uint32_t host_uid;    /* the unprivileged host uid the run's uid 1000 was mapped to */
+    int host_pid;         /* pid of the run's init (the program) on the host, 0 if it never started */
+    char cgroup[8];       /* "v2", "v1" or "none": which cgroup limits were in force */
     char cgroup_name[48]; /* the run's cgroup under the parent ("run-<engine pid>-<n>"), removed by now */
-    char error[256];     /* with ERROR: what failed (a step and errno), for the operator */
+    char error[256];      /* with ERROR: what failed (a step and errno), for the operator */
 };
 
 enum sbx_cgroup_mode {
@@ -163,8 +163,8 @@ unsigned sbx_pool_ready(const struct sbx_pool *pool);
 
 /* Starts a run. 0 and *out set (out may be NULL); -1 with err filled when the spec is refused or the pool is
  * closing, in which case cb is never called. */
-int sbx_run_start(struct sbx_pool *pool, const struct sbx_spec *spec, sbx_done_fn *cb, void *ud,
-                  struct sbx_run **out, struct buf *err);
+int sbx_run_start(struct sbx_pool *pool, const struct sbx_spec *spec, sbx_done_fn *cb, void *ud, struct sbx_run **out,
+                  struct buf *err);
 /* Kills the run's whole process tree; the callback still fires, with KILLED (unless it had already ended). */
 void sbx_run_cancel(struct sbx_run *run);
 

@@ -479,8 +479,7 @@ static int put(struct sbx_cgroup *cg, int c, const char *file, const char *value
     return -1;
 }
 
-int sbx_cgroup_set_limits(struct sbx_cgroup *cg, uint64_t memory, uint32_t pids, uint32_t cpu_percent,
-                          struct buf *why)
+int sbx_cgroup_set_limits(struct sbx_cgroup *cg, uint64_t memory, uint32_t pids, uint32_t cpu_percent, struct buf *why)
 {
     char mem[32], npids[16], quota[48];
     if (memory)
@@ -496,9 +495,10 @@ int sbx_cgroup_set_limits(struct sbx_cgroup *cg, uint64_t memory, uint32_t pids,
             (void)snprintf(quota, sizeof(quota), "%u 100000", cpu_percent * 1000u);
         else
             (void)snprintf(quota, sizeof(quota), "max 100000");
-        if (put(cg, SBX_CGC_MEMORY, "memory.max", mem, false, why) || put(cg, SBX_CGC_MEMORY, "memory.swap.max", "0", true, why) ||
-            put(cg, SBX_CGC_MEMORY, "memory.oom.group", "1", true, why) || put(cg, SBX_CGC_PIDS, "pids.max", npids, false, why) ||
-            put(cg, SBX_CGC_CPU, "cpu.max", quota, false, why))
+        if (put(cg, SBX_CGC_MEMORY, "memory.max", mem, false, why) ||
+            put(cg, SBX_CGC_MEMORY, "memory.swap.max", "0", true, why) ||
+            put(cg, SBX_CGC_MEMORY, "memory.oom.group", "1", true, why) ||
+            put(cg, SBX_CGC_PIDS, "pids.max", npids, false, why) || put(cg, SBX_CGC_CPU, "cpu.max", quota, false, why))
             return -1;
         return 0;
     }
@@ -509,7 +509,8 @@ int sbx_cgroup_set_limits(struct sbx_cgroup *cg, uint64_t memory, uint32_t pids,
     /* memsw must stay >= limit_in_bytes: raise both in the order the kernel accepts. */
     if (put(cg, SBX_CGC_MEMORY, "memory.limit_in_bytes", mem, false, why) ||
         put(cg, SBX_CGC_MEMORY, "memory.memsw.limit_in_bytes", mem, true, why) ||
-        put(cg, SBX_CGC_PIDS, "pids.max", npids, false, why) || put(cg, SBX_CGC_CPU, "cpu.cfs_period_us", "100000", false, why) ||
+        put(cg, SBX_CGC_PIDS, "pids.max", npids, false, why) ||
+        put(cg, SBX_CGC_CPU, "cpu.cfs_period_us", "100000", false, why) ||
         put(cg, SBX_CGC_CPU, "cpu.cfs_quota_us", quota, false, why))
         return -1;
     return 0;
@@ -539,11 +540,13 @@ int sbx_cgroup_stats(struct sbx_cgroup *cg, struct sbx_cgroup_stats *st)
     if (mem == NULL)
         return -1;
     if (cg->version == 2) {
-        if (sbx_cgroup_read(mem, "memory.peak", body, sizeof(body)) > 0 && str_to_u64(str_trim(str_make(body, strcspn(body, "\n"))), &v) == 0) {
+        if (sbx_cgroup_read(mem, "memory.peak", body, sizeof(body)) > 0 &&
+            str_to_u64(str_trim(str_make(body, strcspn(body, "\n"))), &v) == 0) {
             st->peak_memory_bytes = v;
             st->have_peak = true;
         }
-        if (sbx_cgroup_read(mem, "memory.events", body, sizeof(body)) > 0 && sbx_cgroup_keyed(body, "oom_kill", &v) == 0)
+        if (sbx_cgroup_read(mem, "memory.events", body, sizeof(body)) > 0 &&
+            sbx_cgroup_keyed(body, "oom_kill", &v) == 0)
             st->oom_kills = v;
         if (sbx_cgroup_read(mem, "cpu.stat", body, sizeof(body)) > 0 && sbx_cgroup_keyed(body, "usage_usec", &v) == 0) {
             st->cpu_us = v;
@@ -556,9 +559,11 @@ int sbx_cgroup_stats(struct sbx_cgroup *cg, struct sbx_cgroup_stats *st)
         st->peak_memory_bytes = v;
         st->have_peak = true;
     }
-    if (sbx_cgroup_read(mem, "memory.oom_control", body, sizeof(body)) > 0 && sbx_cgroup_keyed(body, "oom_kill", &v) == 0)
+    if (sbx_cgroup_read(mem, "memory.oom_control", body, sizeof(body)) > 0 &&
+        sbx_cgroup_keyed(body, "oom_kill", &v) == 0)
         st->oom_kills = v;
-    if (cg->dir[SBX_CGC_CPUACCT] && sbx_cgroup_read(cg->dir[SBX_CGC_CPUACCT], "cpuacct.usage", body, sizeof(body)) > 0 &&
+    if (cg->dir[SBX_CGC_CPUACCT] &&
+        sbx_cgroup_read(cg->dir[SBX_CGC_CPUACCT], "cpuacct.usage", body, sizeof(body)) > 0 &&
         str_to_u64(str_make(body, strcspn(body, "\n")), &v) == 0) {
         st->cpu_us = v / 1000;
         st->have_cpu = true;

@@ -27,15 +27,15 @@
 enum sbx_cgc { SBX_CGC_MEMORY = 0, SBX_CGC_PIDS, SBX_CGC_CPU, SBX_CGC_CPUACCT, SBX_CGC__COUNT };
 
 struct sbx_cgroup_env {
-    int version;                 /* 0 (none usable), 1 or 2 */
-    char *mount[SBX_CGC__COUNT]; /* v1: mount point of each controller's hierarchy (NULL: absent) */
-    char *own[SBX_CGC__COUNT];   /* v1: our cgroup path in it, from the hierarchy root */
-    char *v2_mount;              /* v2: the cgroup2 mount point */
-    char *v2_own;                /* v2: our cgroup path */
-    char *parent_path;           /* configured parent (NULL: "<own>/agentd-sandbox") */
+    int version;                  /* 0 (none usable), 1 or 2 */
+    char *mount[SBX_CGC__COUNT];  /* v1: mount point of each controller's hierarchy (NULL: absent) */
+    char *own[SBX_CGC__COUNT];    /* v1: our cgroup path in it, from the hierarchy root */
+    char *v2_mount;               /* v2: the cgroup2 mount point */
+    char *v2_own;                 /* v2: our cgroup path */
+    char *parent_path;            /* configured parent (NULL: "<own>/agentd-sandbox") */
     char *parent[SBX_CGC__COUNT]; /* after prepare: absolute parent dir per controller (v2: all the same) */
-    bool have[SBX_CGC__COUNT];   /* controller usable */
-    bool has_kill;               /* v2 cgroup.kill */
+    bool have[SBX_CGC__COUNT];    /* controller usable */
+    bool has_kill;                /* v2 cgroup.kill */
 };
 
 /* One run's group. */
@@ -70,8 +70,7 @@ int sbx_cgroup_gc(const struct sbx_cgroup_env *env);
 /* mkdir of a run group called name under the parent(s). -1 with why on failure (nothing left behind). */
 int sbx_cgroup_create(const struct sbx_cgroup_env *env, const char *name, struct sbx_cgroup *cg, struct buf *why);
 /* Writes the limits; memory 0 / pids 0 / cpu_percent 0 leave that one unlimited. */
-int sbx_cgroup_set_limits(struct sbx_cgroup *cg, uint64_t memory, uint32_t pids, uint32_t cpu_percent,
-                          struct buf *why);
+int sbx_cgroup_set_limits(struct sbx_cgroup *cg, uint64_t memory, uint32_t pids, uint32_t cpu_percent, struct buf *why);
 /* Moves pid in (for groups not joined at clone). */
 int sbx_cgroup_attach(struct sbx_cgroup *cg, pid_t pid, struct buf *why);
 int sbx_cgroup_stats(struct sbx_cgroup *cg, struct sbx_cgroup_stats *st);

@@ -24,8 +24,8 @@ struct ns_kind {
 };
 
 static const struct ns_kind ns_kinds[] = {
-    {"user_ns", "user", CLONE_NEWUSER}, {"pid_ns", "pid", CLONE_NEWPID},  {"mount_ns", "mnt", CLONE_NEWNS},
-    {"net_ns", "net", CLONE_NEWNET},    {"ipc_ns", "ipc", CLONE_NEWIPC},  {"uts_ns", "uts", CLONE_NEWUTS},
+    {"user_ns", "user", CLONE_NEWUSER},       {"pid_ns", "pid", CLONE_NEWPID}, {"mount_ns", "mnt", CLONE_NEWNS},
+    {"net_ns", "net", CLONE_NEWNET},          {"ipc_ns", "ipc", CLONE_NEWIPC}, {"uts_ns", "uts", CLONE_NEWUTS},
     {"cgroup_ns", "cgroup", CLONE_NEWCGROUP},
 };
 #define NKINDS (sizeof(ns_kinds) / sizeof(ns_kinds[0]))
@@ -122,7 +122,8 @@ int sbx_check_report(const struct sbx_pool_opts *opts, struct buf *out)
 
     /* The probe run: it prints what it sees of itself. */
     static const char *const probe_argv[] = {
-        "/bin/sh", "-c",
+        "/bin/sh",
+        "-c",
         "cat /proc/self/status; for n in user pid mnt net ipc uts cgroup; do echo \"ns_$n: $(readlink "
         "/proc/self/ns/$n)\"; done; echo \"root_ro: $( (: > /probe) 2>/dev/null && echo no || echo yes)\"; echo "
         "\"etc_shadow: $(test -e /etc/shadow && echo visible || echo absent)\"; echo \"home: $(test -e /home && "
@@ -176,8 +177,7 @@ int sbx_check_report(const struct sbx_pool_opts *opts, struct buf *out)
                      status_field(inside, "CapBnd", v, sizeof(v)) && strcmp(v, "0000000000000000") == 0;
     feature(out, &first, "capabilities_dropped", true, caps_none, NULL);
 
-    bool uid_ok = ran && status_field(inside, "Uid", v, sizeof(v)) && strncmp(v, "1000\t", 5) == 0 &&
-                  res.host_uid != 0;
+    bool uid_ok = ran && status_field(inside, "Uid", v, sizeof(v)) && strncmp(v, "1000\t", 5) == 0 && res.host_uid != 0;
     buf_reset(&tmp);
     (void)buf_printf(&tmp, "\"inside_uid\":1000,\"host_uid\":%u,\"distinct_per_run\":%s", ran ? res.host_uid : 0,
                      geteuid() == 0 ? "true" : "false");
@@ -197,10 +197,10 @@ int sbx_check_report(const struct sbx_pool_opts *opts, struct buf *out)
     (void)sbx_cgroup_detect(&env, "/proc/self/mountinfo", "/proc/self/cgroup", opts ? opts->cfg.cgroup_parent : NULL,
                             &why);
     buf_reset(&tmp);
-    (void)buf_printf(&tmp, "\"version\":%d,\"controllers\":{\"memory\":%s,\"pids\":%s,\"cpu\":%s},\"run_cgroup\":\"%s\"",
-                     env.version, env.have[SBX_CGC_MEMORY] ? "true" : "false",
-                     env.have[SBX_CGC_PIDS] ? "true" : "false", env.have[SBX_CGC_CPU] ? "true" : "false",
-                     ran ? res.cgroup : "none");
+    (void)buf_printf(
+        &tmp, "\"version\":%d,\"controllers\":{\"memory\":%s,\"pids\":%s,\"cpu\":%s},\"run_cgroup\":\"%s\"",
+        env.version, env.have[SBX_CGC_MEMORY] ? "true" : "false", env.have[SBX_CGC_PIDS] ? "true" : "false",
+        env.have[SBX_CGC_CPU] ? "true" : "false", ran ? res.cgroup : "none");
     if (why.len) {
         (void)buf_append_str(&tmp, ",\"why\":");
         (void)buf_append_json_str(&tmp, why.data, why.len);

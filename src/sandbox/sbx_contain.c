@@ -51,10 +51,26 @@ const char *sbx_contain_snippet_name(int lang)
 /* Read-only binds, each optional except /usr. Nothing writable and nothing of /home, /root, /var, /run, /srv,
  * /sys or the rest of /etc is ever visible. */
 static const char *const bind_paths[] = {
-    "/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32",
-    "/etc/alternatives", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime",
-    "/etc/nsswitch.conf", "/etc/protocols", "/etc/services", "/etc/mime.types", "/etc/ssl/certs",
-    "/etc/ssl/openssl.cnf", "/etc/ca-certificates", "/etc/inputrc",
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib64",
+    "/lib32",
+    "/libx32",
+    "/etc/alternatives",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/localtime",
+    "/etc/nsswitch.conf",
+    "/etc/protocols",
+    "/etc/services",
+    "/etc/mime.types",
+    "/etc/ssl/certs",
+    "/etc/ssl/openssl.cnf",
+    "/etc/ca-certificates",
+    "/etc/inputrc",
     NULL,
 };
 
@@ -434,8 +450,11 @@ static int step_dev(struct child *c)
     static const char *const devs[] = {"null", "zero", "full", "random", "urandom"};
     static const struct {
         const char *name, *target;
-    } links[] = {{"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"}, {"stdout", "/proc/self/fd/1"},
-                 {"stderr", "/proc/self/fd/2"}, {"shm", "/tmp"}};
+    } links[] = {{"fd", "/proc/self/fd"},
+                 {"stdin", "/proc/self/fd/0"},
+                 {"stdout", "/proc/self/fd/1"},
+                 {"stderr", "/proc/self/fd/2"},
+                 {"shm", "/tmp"}};
     char src[64], dst[64];
     if (mkdir(NEWROOT "/dev", 0755) == -1)
         return fail(c, "mkdir /dev");
@@ -675,8 +694,15 @@ static int step_exec_args(struct child *c)
         }
     }
     static const char *const base_env[] = {
-        "PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/work", "TMPDIR=/tmp", "LANG=C.UTF-8", "USER=sandbox",
-        "LOGNAME=sandbox", "SHELL=/bin/sh", "PWD=/work", "PYTHONDONTWRITEBYTECODE=1",
+        "PATH=/usr/local/bin:/usr/bin:/bin",
+        "HOME=/work",
+        "TMPDIR=/tmp",
+        "LANG=C.UTF-8",
+        "USER=sandbox",
+        "LOGNAME=sandbox",
+        "SHELL=/bin/sh",
+        "PWD=/work",
+        "PYTHONDONTWRITEBYTECODE=1",
     };
     size_t nb = sizeof(base_env) / sizeof(base_env[0]), ne = 0;
     c->envp = xcalloc(nb + s->envc + 1, sizeof(*c->envp));
@@ -787,18 +813,25 @@ void sbx_contain_child(const struct sbx_contain_plan *plan, const struct sbx_con
     c.tmp_bytes = args->tmp_bytes;
     c.cgroup_memory = args->cgroup_memory;
     static const struct step phase_a[] = {
-        {"signals", step_signals},       {"die_with_parent", step_die_with_parent},
-        {"ids", step_ids},               {"cgroup_ns", step_cgroup_ns},
-        {"mount_private", step_mount_private}, {"binds", step_binds},
-        {"etc", step_etc},               {"dev", step_dev},
-        {"proc", step_proc},             {"scratch", step_scratch},
-        {"pivot_root", step_pivot},      {"hostname", step_hostname},
-        {"no_new_privs", step_no_new_privs}, {"drop_caps", step_drop_caps},
+        {"signals", step_signals},
+        {"die_with_parent", step_die_with_parent},
+        {"ids", step_ids},
+        {"cgroup_ns", step_cgroup_ns},
+        {"mount_private", step_mount_private},
+        {"binds", step_binds},
+        {"etc", step_etc},
+        {"dev", step_dev},
+        {"proc", step_proc},
+        {"scratch", step_scratch},
+        {"pivot_root", step_pivot},
+        {"hostname", step_hostname},
+        {"no_new_privs", step_no_new_privs},
+        {"drop_caps", step_drop_caps},
         {"seccomp", step_seccomp},
     };
     static const struct step phase_b[] = {
-        {"receive", step_receive},     {"files", step_files},     {"stdio", step_stdio},
-        {"setsid", step_setsid},       {"exec_args", step_exec_args}, {"close_fds", step_close_fds},
+        {"receive", step_receive}, {"files", step_files},         {"stdio", step_stdio},
+        {"setsid", step_setsid},   {"exec_args", step_exec_args}, {"close_fds", step_close_fds},
         {"rlimits", step_rlimits},
     };
     run_steps(&c, phase_a, sizeof(phase_a) / sizeof(phase_a[0]));

@@ -36,7 +36,7 @@ struct child {
     struct sbx_cgroup cg;
     bool has_cg;
     char cg_name[48];
-    uint64_t cg_mem;               /* limits already written to the cgroup (UINT64_MAX: none yet) */
+    uint64_t cg_mem; /* limits already written to the cgroup (UINT64_MAX: none yet) */
     uint32_t cg_pids, cg_cpu;
     enum child_state state;
     uint64_t work_bytes, tmp_bytes; /* its /work and /tmp sizes: a run needs a child made for its sizes */
@@ -328,8 +328,9 @@ static struct child *spawn(struct sbx_engine *eng, uint64_t work_bytes, uint64_t
     }
     if (pid == 0) {
         close(sv[0]);
-        struct sbx_contain_args args = {.work_bytes = work_bytes, .tmp_bytes = tmp_bytes,
-                                         .cgroup_memory = ch->has_cg && eng->cgenv.have[SBX_CGC_MEMORY]};
+        struct sbx_contain_args args = {.work_bytes = work_bytes,
+                                        .tmp_bytes = tmp_bytes,
+                                        .cgroup_memory = ch->has_cg && eng->cgenv.have[SBX_CGC_MEMORY]};
         sbx_contain_child(&eng->plan, &args, sv[1]); /* never returns */
     }
     ch->pid = pid;

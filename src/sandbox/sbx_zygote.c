@@ -103,8 +103,7 @@ static void hook_ready(void *ud, unsigned ready)
     queue(z, &m);
 }
 
-static void handle_run(struct zygote *z, const struct sbx_msg_hdr *h, const void *body, size_t blen, int *fds,
-                       int nfds)
+static void handle_run(struct zygote *z, const struct sbx_msg_hdr *h, const void *body, size_t blen, int *fds, int nfds)
 {
     int stdio[3] = {-1, -1, -1};
     char *spec = NULL;
@@ -288,8 +287,8 @@ int sbx_zygote_main(int argc, char **argv)
     uv_signal_init(&z.loop, &z.sigterm);
     z.sigterm.data = &z;
     uv_signal_start(&z.sigterm, on_sigterm, SIGTERM);
-    static const struct sbx_engine_hooks hooks = {.on_exec = hook_exec, .on_result = hook_result,
-                                                  .on_ready = hook_ready};
+    static const struct sbx_engine_hooks hooks = {
+        .on_exec = hook_exec, .on_result = hook_result, .on_ready = hook_ready};
     if (sbx_engine_new(&z.loop, warm, &cfg, &hooks, &z, &z.eng, &err) != 0) {
         log_error("sandbox zygote: %s", err.data ? err.data : "engine failed");
         struct buf m = BUF_INIT(BUF_UNBOUNDED);

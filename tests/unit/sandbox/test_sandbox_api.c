@@ -216,8 +216,8 @@ static const char *why_skip(void)
     const char *p = getenv("LD_PRELOAD");
     if (p && strstr(p, "vgpreload"))
         return "under valgrind (raw clone with namespaces)";
-    long pid = syscall(SYS_clone, CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | SIGCHLD, NULL, NULL,
-                       NULL, NULL);
+    long pid =
+        syscall(SYS_clone, CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | SIGCHLD, NULL, NULL, NULL, NULL);
     if (pid == 0)
         _exit(0);
     if (pid == -1) {

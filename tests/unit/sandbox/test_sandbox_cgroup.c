@@ -135,7 +135,7 @@ static void test_v2(void)
     const char *dir = path("cg2/app/agentd-sandbox/run-1");
     is_str(cg.dir[SBX_CGC_MEMORY], dir);
     static const char *const files[] = {"memory.max", "memory.swap.max", "memory.oom.group", "pids.max",
-                                        "cpu.max", "cgroup.procs", "cgroup.kill", NULL};
+                                        "cpu.max",    "cgroup.procs",    "cgroup.kill",      NULL};
     run_files(dir, files);
     ok(sbx_cgroup_set_limits(&cg, 64u << 20, 32, 50, &why) == 0);
     is_str(get(path("cg2/app/agentd-sandbox/run-1/memory.max")), "67108864");
@@ -151,7 +151,8 @@ static void test_v2(void)
     ok(!sbx_cgroup_empty(&cg));
 
     put(path("cg2/app/agentd-sandbox/run-1/memory.peak"), "12345\n");
-    put(path("cg2/app/agentd-sandbox/run-1/memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\noom_group_kill 1\n");
+    put(path("cg2/app/agentd-sandbox/run-1/memory.events"),
+        "low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\noom_group_kill 1\n");
     put(path("cg2/app/agentd-sandbox/run-1/cpu.stat"), "usage_usec 777\nuser_usec 500\nsystem_usec 277\n");
     struct sbx_cgroup_stats st;
     ok(sbx_cgroup_stats(&cg, &st) == 0);
@@ -251,7 +252,8 @@ static void test_v1(void)
     ok(waitpid(victim, &status, 0) == victim && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
 
     put(path("v1/memory/m/own/agentd-sandbox/run-2/memory.max_usage_in_bytes"), "999\n");
-    put(path("v1/memory/m/own/agentd-sandbox/run-2/memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n");
+    put(path("v1/memory/m/own/agentd-sandbox/run-2/memory.oom_control"),
+        "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n");
     put(path("v1/cpu,cpuacct/c/agentd-sandbox/run-2/cpuacct.usage"), "5000000\n");
     struct sbx_cgroup_stats st;
     ok(sbx_cgroup_stats(&cg, &st) == 0);

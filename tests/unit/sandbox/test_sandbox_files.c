@@ -17,10 +17,10 @@ static bool name_ok(const char *s)
 
 static void test_names(void)
 {
-    static const char *const good[] = {"main.py", "data.csv", "a", "with space.txt", "ünïcode.txt", "a..b",
-                                       "x-", "x.", "UPPER", "1"};
-    static const char *const bad[] = {"", ".", "..", "../x", "x/..", "a/b", "/etc/passwd", ".hidden", "-rf",
-                                      "--help", "a\nb", "tab\there", "del\x7f", "..\\x/y"};
+    static const char *const good[] = {"main.py", "data.csv", "a",  "with space.txt", "ünïcode.txt",
+                                       "a..b",    "x-",       "x.", "UPPER",          "1"};
+    static const char *const bad[] = {"",        ".",   "..",     "../x", "x/..",      "a/b",     "/etc/passwd",
+                                      ".hidden", "-rf", "--help", "a\nb", "tab\there", "del\x7f", "..\\x/y"};
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
         ok(name_ok(good[i]));
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)

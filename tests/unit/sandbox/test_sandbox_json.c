@@ -49,7 +49,10 @@ static void test_spec(void)
 static void test_refused(void)
 {
     static const char *const bad[] = {
-        "", "[]", "nope", "{}", /* nothing to run */
+        "",
+        "[]",
+        "nope",
+        "{}", /* nothing to run */
         "{\"argv\":[\"/bin/true\"],\"bogus\":1}",
         "{\"argv\":[\"/bin/true\"],\"limits\":{\"wall\":1}}",
         "{\"argv\":[\"/bin/true\"],\"limits\":{\"pids\":-1}}",

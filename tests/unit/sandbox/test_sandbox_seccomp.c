@@ -124,11 +124,29 @@ static void test_filter(void)
     int st;
     ok(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
     ok(expect(out, "getpid", 0));
-    static const char *const denied[] = {"ptrace", "mount", "umount2", "unshare", "setns", "keyctl", "add_key", "bpf",
-                                         "perf_event_open", "userfaultfd", "io_uring_setup", "kexec_load",
-                                         "init_module", "open_by_handle_at", "clone_newuser", "clone_newnet",
-                                         "personality_norand", "personality_rie", "tiocsti", "socket_inet",
-                                         "socket_inet6", "socket_netlink", "socket_packet"};
+    static const char *const denied[] = {"ptrace",
+                                         "mount",
+                                         "umount2",
+                                         "unshare",
+                                         "setns",
+                                         "keyctl",
+                                         "add_key",
+                                         "bpf",
+                                         "perf_event_open",
+                                         "userfaultfd",
+                                         "io_uring_setup",
+                                         "kexec_load",
+                                         "init_module",
+                                         "open_by_handle_at",
+                                         "clone_newuser",
+                                         "clone_newnet",
+                                         "personality_norand",
+                                         "personality_rie",
+                                         "tiocsti",
+                                         "socket_inet",
+                                         "socket_inet6",
+                                         "socket_netlink",
+                                         "socket_packet"};
     for (size_t i = 0; i < sizeof(denied) / sizeof(denied[0]); i++)
         ok(expect(out, denied[i], EPERM));
     ok(expect(out, "clone3", ENOSYS)); /* so libc falls back to clone, whose flags the filter can see */
