@@ -118,6 +118,11 @@ function cli(args, { input = '', env = {}, timeoutMs = 60000 } = {}) {
     child.on('error', reject);
     child.on('close', (code, signal) => {
       clearTimeout(t);
+      // The zygote is a process of its own whose exit status nobody checks: its sanitizer reports surface here.
+      if (/AddressSanitizer|LeakSanitizer|runtime error:/.test(stderr)) {
+        reject(new Error(`sanitizer report from ${args.join(' ')}:\n${stderr.slice(-4000)}`));
+        return;
+      }
       let json = null;
       const last = stdout.trim().split('\n').pop();
       try { json = JSON.parse(last); } catch { /* not JSON */ }
