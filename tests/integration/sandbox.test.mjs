@@ -228,7 +228,8 @@ test('CPU spin is killed at the CPU limit', { skip: unusable() }, async () => {
   const r = await py('while True: pass\n', ['--cpu', '1', '--timeout', '20']);
   assert.equal(r.reason, 'cpu', JSON.stringify(r));
   assert.equal(r.signal_name, 'SIGKILL');
-  assert.ok(r.cpu_ms >= 900 && r.wall_ms < 8000, `cpu ${r.cpu_ms} wall ${r.wall_ms}`);
+  // Killed for CPU, well before the 20 s deadline (on a loaded machine CPU time accrues slower than wall time).
+  assert.ok(r.cpu_ms >= 900 && r.wall_ms < 19000, `cpu ${r.cpu_ms} wall ${r.wall_ms}`);
   assertHostUntouched([r]);
 });
 

@@ -1,0 +1,13 @@
+# Sandbox tests (tests/unit/sandbox, tests/integration/sandbox.test.mjs): an extra "sandbox" label, so
+# `ctest -L sandbox` selects them as `ctest -R sandbox` does. They need root (or unprivileged user namespaces)
+# and skip by name, with the reason `agentd sandbox check` gives, what the host cannot do.
+file(GLOB SANDBOX_UNIT_TESTS CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/unit/sandbox/test_*.c)
+foreach(src ${SANDBOX_UNIT_TESTS})
+  get_filename_component(name ${src} NAME_WE)
+  if(TEST unit.${name})
+    set_tests_properties(unit.${name} PROPERTIES LABELS "unit;sandbox")
+  endif()
+endforeach()
+if(TEST integration.sandbox)
+  set_tests_properties(integration.sandbox PROPERTIES LABELS "integration;sandbox")
+endif()
