@@ -18,7 +18,9 @@
  *   ...
  *   sbx_pool_close(pool, on_closed, ud);
  *
- * The process must ignore SIGPIPE (agentd and the CLI do): stdin is written to a pipe the program may close. */
+ * A pool belongs to the loop it was created on and is used from that loop's thread only; a daemon with one loop
+ * per worker gives each worker its own pool (and so its own zygote). The process must ignore SIGPIPE (agentd and
+ * the CLI do): stdin is written to a pipe the program may close. A zygote that dies is replaced by the next run. */
 #ifndef AGENTD_SBX_H
 #define AGENTD_SBX_H
 
