@@ -652,10 +652,13 @@ out:
 
 /* ---------- responses ---------- */
 
+/* A token count: negative, NaN and absurd values (from a broken upstream) do not reach the ledger. */
 static int64_t num(const cJSON *o, const char *k)
 {
     const cJSON *v = get(o, k);
-    return cJSON_IsNumber(v) && v->valuedouble > 0 ? (int64_t)v->valuedouble : 0;
+    if (!cJSON_IsNumber(v) || !(v->valuedouble > 0))
+        return 0;
+    return v->valuedouble < 1e15 ? (int64_t)v->valuedouble : (int64_t)1e15;
 }
 
 /* Bedrock's inputTokens leaves out cache reads and writes; usage.input counts the whole prompt. */

@@ -94,7 +94,7 @@ int canon_base64(const void *p, size_t n, struct buf *out)
                      i + 2 < n ? tbl[v & 63] : '='};
         buf_append(out, q, 4);
     }
-    return 0;
+    return buf_append(out, "", 0); /* NUL-terminated even when n is 0 */
 }
 
 cJSON *canon_completion(struct attempt *a, const char *text, cJSON *tool_calls, enum finish finish,

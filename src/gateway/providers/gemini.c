@@ -4,6 +4,7 @@
  * A translating provider: the canonical (OpenAI chat shaped) request becomes a GenerateContentRequest, the
  * response a canonical chat.completion, stream chunks struct chat_delta. The rules, and what is dropped and why,
  * are in docs/gateway-gemini-bedrock.md. */
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -846,10 +847,13 @@ static int gemini_encode(struct attempt *a, struct up_request *r, struct gw_erro
 
 /* ---------- responses ---------- */
 
+/* A token count: negative, NaN and absurd values (from a broken upstream) do not reach the ledger. */
 static int64_t num(const cJSON *o, const char *k)
 {
     const cJSON *v = get(o, k);
-    return cJSON_IsNumber(v) && v->valuedouble > 0 ? (int64_t)v->valuedouble : 0;
+    if (!cJSON_IsNumber(v) || !(v->valuedouble > 0))
+        return 0;
+    return v->valuedouble < 1e15 ? (int64_t)v->valuedouble : (int64_t)1e15;
 }
 
 /* usageMetadata -> usage. Thought tokens are billed as output: they count in output and in reasoning. */
@@ -963,7 +967,8 @@ static int decode_embeddings(struct attempt *a, cJSON *t, cJSON **out, struct gw
             int k = 0;
             cJSON_ArrayForEach(v, values)
             {
-                float f = cJSON_IsNumber(v) ? (float)v->valuedouble : 0.0f;
+                double dv = cJSON_IsNumber(v) ? v->valuedouble : 0.0;
+                float f = dv > FLT_MAX ? FLT_MAX : dv < -FLT_MAX ? -FLT_MAX : (float)dv;
                 uint32_t bits;
                 memcpy(&bits, &f, 4);
                 bytes[4 * k] = (unsigned char)bits;

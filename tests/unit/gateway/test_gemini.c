@@ -568,6 +568,23 @@ static void test_embeddings(void)
                   "{\"object\":\"embedding\",\"index\":1,\"embedding\":\"AAAAwAAAAD8=\"}],"
                   "\"model\":\"public-model\",\"usage\":{\"prompt_tokens\":2,\"total_tokens\":2}}");
     cJSON_Delete(resp);
+    /* an empty vector encodes as "" (found by fuzz_gemini: the base64 buffer was not terminated) */
+    resp = fx_decode(&f, "{\"embeddings\":[{\"values\":[]}]}", &err);
+    is_str(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
+               cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(resp, "data"), 0), "embedding")),
+           "");
+    cJSON_Delete(resp);
+    /* absurd token counts are clamped (found by fuzz_gemini: UB converting 1e71 to int64) */
+    {
+        struct fx g;
+        fx_init(&g, &provider_gemini, NULL, false, OP_CHAT);
+        cJSON *r2 = fx_decode(&g, "{\"candidates\":[],\"usageMetadata\":{\"promptTokenCount\":2.4e71,"
+                                  "\"candidatesTokenCount\":-5}}", &err);
+        is_int(g.a.usage.input, (long long)1e15);
+        is_int(g.a.usage.output, 0);
+        cJSON_Delete(r2);
+        fx_free(&g);
+    }
     /* a response without vectors */
     ok(fx_decode(&f, "{\"embeddings\":[{\"nope\":1}]}", &err) == NULL);
     is_int(err.status, 502);
