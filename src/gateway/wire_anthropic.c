@@ -443,6 +443,43 @@ static int check_number(const struct jval *v, const char *name, double lo, doubl
     return 0;
 }
 
+/* Duplicate top-level keys. JSON leaves their meaning open: agentd (jscan, cJSON) reads the first, Anthropic's
+ * servers the last. A request naming "model" twice would be routed, priced and limited as one model and run as
+ * another, so a duplicate of any field read here is refused. */
+struct dup_state {
+    const char *const *keys;
+    size_t nkeys;
+    int counts[16];
+    int dup;
+};
+
+static int on_top_member(struct str key, const struct jval *v, void *ud)
+{
+    (void)v;
+    struct dup_state *d = ud;
+    struct jval k = {J_STRING, key};
+    for (size_t i = 0; i < d->nkeys; i++)
+        if (jval_is_str(&k, d->keys[i]) && ++d->counts[i] > 1) {
+            d->dup = (int)i;
+            return 1;
+        }
+    return 0;
+}
+
+static int check_duplicates(struct str body, const char *const *keys, size_t nkeys, struct gw_error *err)
+{
+    while (body.n && (body.p[0] == ' ' || body.p[0] == '\t' || body.p[0] == '\n' || body.p[0] == '\r'))
+        body = str_make(body.p + 1, body.n - 1);
+    while (body.n && (body.p[body.n - 1] == ' ' || body.p[body.n - 1] == '\t' || body.p[body.n - 1] == '\n' ||
+                      body.p[body.n - 1] == '\r'))
+        body.n--;
+    struct jval top = {J_OBJECT, body};
+    struct dup_state d = {keys, nkeys < 16 ? nkeys : 16, {0}, -1};
+    if (jscan_each(&top, on_top_member, &d) > 0)
+        return invalid(err, "%s: the request body names this field more than once", keys[d.dup]);
+    return 0;
+}
+
 static int anthropic_parse(struct exchange *ex, struct gw_error *err)
 {
     static const char *const keys[] = {"model",       "max_tokens", "messages", "system", "tools",
@@ -455,6 +492,8 @@ static int anthropic_parse(struct exchange *ex, struct gw_error *err)
     const char *msg;
     if (jscan_fields(ex->body.p, ex->body.n, keys, f, K_N, &off, &msg) != 0)
         return invalid(err, "There was an issue with your request body: invalid JSON (%s at byte %zu)", msg, off);
+    if (check_duplicates(ex->body, keys, K_N, err) != 0)
+        return -1;
 
     /* model */
     if (absent(&f[K_MODEL]))

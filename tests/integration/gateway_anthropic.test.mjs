@@ -435,6 +435,10 @@ test('invalid requests are refused in Anthropic form before any upstream call', 
   const bad = await messages('{"model": "claude-test", "max_tokens": 5, "messages": [');
   assert.equal(bad.status, 400);
   assert.equal((await bad.json()).error.type, 'invalid_request_error');
+  // duplicate keys: agentd would route by the first, Anthropic run the last
+  const dup = await messages('{"model":"claude-test","max_tokens":5,"messages":[{"role":"user","content":"x"}],"model":"claude-opus-4-1"}');
+  assert.equal(dup.status, 400);
+  assert.match((await dup.json()).error.message, /model: the request body names this field more than once/);
   const unknown = await messages({ model: 'no-such-model', max_tokens: 5, messages: [{ role: 'user', content: 'x' }] });
   assert.equal(unknown.status, 404);
   assert.equal((await unknown.json()).error.type, 'not_found_error');

@@ -110,6 +110,12 @@ static void test_parse(void)
 
     expect_invalid("{\"model\":\"m\",\"max_tokens\":5,\"messages\":[", "invalid JSON");
     expect_invalid("[]", "invalid JSON");
+    /* agentd reads the first of duplicate keys, Anthropic the last: refused, not guessed */
+    expect_invalid("{\"model\":\"cheap\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                   "\"mod\\u0065l\":\"dear\"}",
+                   "model: the request body names this field more than once");
+    expect_invalid("{\"model\":\"m\",\"max_tokens\":5,\"max_tokens\":500000,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+                   "max_tokens: the request body names this field more than once");
     expect_invalid("{\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", "model: Field required");
     expect_invalid("{\"model\":7,\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", "model:");
     expect_invalid("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", "max_tokens: Field required");
