@@ -875,7 +875,7 @@ cJSON *anthropic_request_to_canonical(const cJSON *req, struct gw_error *err)
         }
     }
     const cJSON *choice = cJSON_GetObjectItemCaseSensitive(req, "tool_choice");
-    if (cJSON_IsObject(choice)) {
+    if (cJSON_IsObject(choice) && cJSON_GetObjectItemCaseSensitive(c, "tools")) { /* OpenAI: no tool_choice alone */
         const char *type = sval(choice, "type");
         type = type ? type : "auto";
         if (strcmp(type, "any") == 0) {
@@ -891,8 +891,7 @@ cJSON *anthropic_request_to_canonical(const cJSON *req, struct gw_error *err)
         } else {
             cJSON_AddStringToObject(c, "tool_choice", "auto");
         }
-        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(choice, "disable_parallel_tool_use")) &&
-            cJSON_GetObjectItemCaseSensitive(c, "tools"))
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(choice, "disable_parallel_tool_use")))
             cJSON_AddFalseToObject(c, "parallel_tool_calls");
     }
 

@@ -271,6 +271,15 @@ static void test_to_canonical(void)
         free_ex(ex);
     }
 
+    /* tool_choice without tools: OpenAI refuses it, so it is not carried */
+    ex = new_ex("{\"model\":\"m\",\"max_tokens\":10,\"tool_choice\":{\"type\":\"any\"},"
+                "\"messages\":[{\"role\":\"user\",\"content\":\"q\"}]}");
+    ok(front_anthropic.parse(ex, &err) == 0);
+    c = front_anthropic.to_canonical(ex, &err);
+    is_json(c, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],\"max_tokens\":10}");
+    cJSON_Delete(c);
+    free_ex(ex);
+
     /* an Anthropic server tool cannot be expressed for other providers */
     ex = new_ex("{\"model\":\"m\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],"
                 "\"tools\":[{\"type\":\"web_search_20250305\",\"name\":\"web_search\"}]}");
