@@ -263,6 +263,7 @@ static int step_signals(struct child *c)
 
 static int step_die_with_parent(struct child *c)
 {
+    (void)prctl(PR_SET_NAME, "agentd-sbx"); /* for ps, until execve names it after the program */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1)
         return fail(c, "prctl(PR_SET_PDEATHSIG)");
     /* The engine writes our maps and cgroup, then says MAPPED. EOF means it died before: leave. */
