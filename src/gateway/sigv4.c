@@ -201,7 +201,7 @@ int sigv4_canonical_query(const char *query, struct buf *out)
 }
 
 struct hdr {
-    char *name;  /* lowercase */
+    char *name; /* lowercase */
     struct buf value;
 };
 
@@ -261,8 +261,7 @@ static void fmt_amz_date(time_t t, char out[17])
     strftime(out, 17, "%Y%m%dT%H%M%SZ", &tm);
 }
 
-int sigv4_sign(const struct sigv4_params *p, struct buf *headers_out, struct buf *canonical_out,
-               struct buf *sts_out)
+int sigv4_sign(const struct sigv4_params *p, struct buf *headers_out, struct buf *canonical_out, struct buf *sts_out)
 {
     if (!p->access_key_id || !p->secret_access_key || !p->region || !p->service || !p->method || !p->host)
         return -1;

@@ -23,22 +23,22 @@
 struct sigv4_params {
     const char *access_key_id;
     const char *secret_access_key;
-    const char *session_token;   /* NULL: none; else sent and signed as x-amz-security-token */
+    const char *session_token; /* NULL: none; else sent and signed as x-amz-security-token */
     const char *region;
     const char *service;
     const char *method;
-    const char *host;            /* the Host header value exactly as sent (with ":port" when not default) */
-    const char *path;            /* the request path as sent on the wire (already percent-encoded); "" = "/" */
-    const char *query;           /* the raw query string without '?', or NULL */
+    const char *host;  /* the Host header value exactly as sent (with ":port" when not default) */
+    const char *path;  /* the request path as sent on the wire (already percent-encoded); "" = "/" */
+    const char *query; /* the raw query string without '?', or NULL */
     /* Further headers to sign (content-type, ...); the caller sends them. Names any case. */
     const char *const *header_names;
     const char *const *header_values;
     size_t nheaders;
     const void *body;
     size_t body_len;
-    time_t now;                  /* signing time, UTC seconds since the epoch */
-    bool single_encode_path;     /* S3 only: the canonical URI is the path as sent; all others encode it again */
-    bool content_sha256_header;  /* also send and sign x-amz-content-sha256 */
+    time_t now;                 /* signing time, UTC seconds since the epoch */
+    bool single_encode_path;    /* S3 only: the canonical URI is the path as sent; all others encode it again */
+    bool content_sha256_header; /* also send and sign x-amz-content-sha256 */
 };
 
 /* Signs the request described by p. Appends to headers_out the lines to send, "Name: value\n" each:
@@ -46,8 +46,7 @@ struct sigv4_params {
  * The caller sends Host (= p->host) and the extra headers itself. When canonical_out / sts_out are not NULL the
  * canonical request and the string to sign are appended there (tests, debugging). Returns 0, or -1 when a
  * required field is missing or a buffer limit is hit. Secret-derived keys are wiped before returning. */
-int sigv4_sign(const struct sigv4_params *p, struct buf *headers_out, struct buf *canonical_out,
-               struct buf *sts_out);
+int sigv4_sign(const struct sigv4_params *p, struct buf *headers_out, struct buf *canonical_out, struct buf *sts_out);
 
 /* The canonical URI of a path as sent: normalised ("." and ".." resolved, empty segments dropped) and each byte
  * outside A-Z a-z 0-9 - _ . ~ / percent-encoded (again) unless single_encode. */

@@ -179,8 +179,8 @@ static void document_name(const char *filename, int n, char *out, size_t size)
     size_t j = 0;
     for (const char *p = filename; p && *p && *p != '.' && j + 1 < size && j < 200; p++) {
         char c = *p;
-        bool okc = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-                   c == '(' || c == ')' || c == '[' || c == ']';
+        bool okc = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '(' ||
+                   c == ')' || c == '[' || c == ']';
         if (c == ' ' && j > 0 && out[j - 1] != ' ')
             out[j++] = ' ';
         else if (okc)
@@ -264,8 +264,10 @@ static int user_blocks(const cJSON *content, cJSON *blocks, int mi, struct gw_er
             cJSON_AddItemToObject(doc, "source", bytes_source(data));
             cJSON_AddItemToArray(blocks, b);
         } else {
-            return bad_request(err, "messages", "messages[%d].content[%d]: part type '%s' is not supported by "
-                               "provider bedrock", mi, pi, type);
+            return bad_request(err, "messages",
+                               "messages[%d].content[%d]: part type '%s' is not supported by "
+                               "provider bedrock",
+                               mi, pi, type);
         }
         pi++;
     }
@@ -302,8 +304,10 @@ static int assistant_blocks(const cJSON *m, cJSON *blocks, int mi, struct names 
         cJSON_AddItemToArray(blocks, text_block(text.data));
     buf_free(&text);
     if (get(m, "function_call") && !get(m, "tool_calls"))
-        return bad_request(err, "messages", "messages[%d]: the deprecated function_call is not supported by provider "
-                           "bedrock; use tool_calls", mi);
+        return bad_request(err, "messages",
+                           "messages[%d]: the deprecated function_call is not supported by provider "
+                           "bedrock; use tool_calls",
+                           mi);
     const cJSON *tc;
     int ti = 0;
     cJSON_ArrayForEach(tc, get(m, "tool_calls"))
@@ -392,8 +396,10 @@ static int add_tool_config(const cJSON *canon, cJSON *req, const struct names *u
             const cJSON *fn = get(t, "function");
             const char *name = get_str(fn, "name");
             if ((type && strcmp(type, "function") != 0) || name == NULL)
-                return bad_request(err, "tools", "tools[%d]: only function tools with a name are supported by "
-                                   "provider bedrock", i);
+                return bad_request(err, "tools",
+                                   "tools[%d]: only function tools with a name are supported by "
+                                   "provider bedrock",
+                                   i);
             cJSON_AddItemToArray(arr, tool_spec(name, get_str(fn, "description"), get(fn, "parameters")));
             i++;
         }
@@ -505,8 +511,7 @@ static cJSON *build_converse(const cJSON *canon, struct gw_error *err)
         else if (strcmp(role, "tool") == 0)
             rc = tool_result_block(m, blocks, mi, err);
         else
-            rc = bad_request(err, "messages", "messages[%d]: role '%s' is not supported by provider bedrock", mi,
-                             role);
+            rc = bad_request(err, "messages", "messages[%d]: role '%s' is not supported by provider bedrock", mi, role);
         if (rc != 0) {
             cJSON_Delete(blocks);
             goto fail;
@@ -688,8 +693,7 @@ static enum finish map_stop(const char *s)
     return FINISH_STOP; /* end_turn, stop_sequence */
 }
 
-static int bedrock_decode_response(struct attempt *a, const char *body, size_t len, cJSON **out,
-                                   struct gw_error *err)
+static int bedrock_decode_response(struct attempt *a, const char *body, size_t len, cJSON **out, struct gw_error *err)
 {
     *out = NULL;
     cJSON *t = cJSON_ParseWithLength(body, len);
@@ -751,11 +755,11 @@ static void stream_exception(struct attempt *a, struct str type, struct str data
         int status;
         bool retryable;
     } map[] = {
-        {"throttlingException", 429, true},        {"serviceUnavailableException", 503, true},
-        {"internalServerException", 500, true},    {"modelTimeoutException", 408, true},
-        {"modelStreamErrorException", 502, true},  {"validationException", 400, false},
-        {"accessDeniedException", 403, false},     {"resourceNotFoundException", 404, false},
-        {"modelNotReadyException", 429, true},     {"serviceQuotaExceededException", 429, true},
+        {"throttlingException", 429, true},       {"serviceUnavailableException", 503, true},
+        {"internalServerException", 500, true},   {"modelTimeoutException", 408, true},
+        {"modelStreamErrorException", 502, true}, {"validationException", 400, false},
+        {"accessDeniedException", 403, false},    {"resourceNotFoundException", 404, false},
+        {"modelNotReadyException", 429, true},    {"serviceQuotaExceededException", 429, true},
     };
     int status = 502;
     bool retryable = true;
@@ -771,7 +775,9 @@ static void stream_exception(struct attempt *a, struct str type, struct str data
     char *raw = msg || cJSON_IsObject(t) ? NULL : str_dup(data);
     gw_error_set(err, status, gw_err_type_for_status(status), "upstream %s: %.*s: %s",
                  a->dep ? a->dep->label : "bedrock", STR_FMT(type),
-                 msg ? msg : raw && *raw ? raw : "stream error");
+                 msg           ? msg
+                 : raw && *raw ? raw
+                               : "stream error");
     err->from_upstream = true;
     err->retryable = retryable;
     snprintf(err->code, sizeof(err->code), "%.*s", STR_FMT(type));

@@ -99,8 +99,7 @@ static void tool_id_with_signature(const char *sig, struct buf *out)
 static int signature_from_id(const char *id, struct buf *out)
 {
     size_t n = id ? strlen(id) : 0;
-    if (n <= CANON_TOOL_ID_LEN + 4 || strncmp(id, "call_", 5) != 0 ||
-        memcmp(id + CANON_TOOL_ID_LEN, TS_MARK, 4) != 0)
+    if (n <= CANON_TOOL_ID_LEN + 4 || strncmp(id, "call_", 5) != 0 || memcmp(id + CANON_TOOL_ID_LEN, TS_MARK, 4) != 0)
         return -1;
     const char *s = id + CANON_TOOL_ID_LEN + 4;
     size_t len = strlen(s);
@@ -260,8 +259,8 @@ static cJSON *clean_schema(const cJSON *s, const cJSON *root, int depth)
         } else if (strcmp(k, "example") == 0 || strcmp(k, "default") == 0) {
             cJSON_AddItemToObject(out, k, cJSON_Duplicate(it, 1));
         } else if (strcmp(k, "minItems") == 0 || strcmp(k, "maxItems") == 0 || strcmp(k, "minProperties") == 0 ||
-                   strcmp(k, "maxProperties") == 0 || strcmp(k, "minLength") == 0 ||
-                   strcmp(k, "maxLength") == 0 || strcmp(k, "minimum") == 0 || strcmp(k, "maximum") == 0) {
+                   strcmp(k, "maxProperties") == 0 || strcmp(k, "minLength") == 0 || strcmp(k, "maxLength") == 0 ||
+                   strcmp(k, "minimum") == 0 || strcmp(k, "maximum") == 0) {
             if (cJSON_IsNumber(it))
                 cJSON_AddItemToObject(out, k, cJSON_Duplicate(it, 1));
         } else if (strcmp(k, "enum") == 0 || strcmp(k, "const") == 0) {
@@ -273,7 +272,9 @@ static cJSON *clean_schema(const cJSON *s, const cJSON *root, int depth)
             cJSON *props = cJSON_AddObjectToObject(out, "properties");
             const cJSON *p;
             cJSON_ArrayForEach(p, it)
-            cJSON_AddItemToObject(props, p->string, clean_schema(p, root, depth + 1));
+            {
+                cJSON_AddItemToObject(props, p->string, clean_schema(p, root, depth + 1));
+            }
         } else if (strcmp(k, "items") == 0) {
             const cJSON *item = cJSON_IsArray(it) ? cJSON_GetArrayItem(it, 0) : it;
             cJSON_AddItemToObject(out, "items", clean_schema(item, root, depth + 1));
@@ -336,10 +337,9 @@ static const char *mime_from_url(const char *url, const char *fallback)
 {
     static const struct {
         const char *ext, *mime;
-    } map[] = {{".png", "image/png"},   {".jpg", "image/jpeg"},     {".jpeg", "image/jpeg"},
-               {".gif", "image/gif"},   {".webp", "image/webp"},    {".heic", "image/heic"},
-               {".heif", "image/heif"}, {".pdf", "application/pdf"}, {".mp3", "audio/mp3"},
-               {".wav", "audio/wav"},   {".mp4", "video/mp4"},      {".txt", "text/plain"}};
+    } map[] = {{".png", "image/png"},   {".jpg", "image/jpeg"},  {".jpeg", "image/jpeg"}, {".gif", "image/gif"},
+               {".webp", "image/webp"}, {".heic", "image/heic"}, {".heif", "image/heif"}, {".pdf", "application/pdf"},
+               {".mp3", "audio/mp3"},   {".wav", "audio/wav"},   {".mp4", "video/mp4"},   {".txt", "text/plain"}};
     const char *end = url + strcspn(url, "?#");
     for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
         size_t n = strlen(map[i].ext);
@@ -415,8 +415,8 @@ static int user_parts(const cJSON *content, cJSON *parts, int mi, struct gw_erro
             const cJSON *ia = get(part, "input_audio");
             const char *data = get_str(ia, "data"), *fmt = get_str(ia, "format");
             if (data == NULL || fmt == NULL)
-                return bad_request(err, "messages", "messages[%d].content[%d]: input_audio needs data and format",
-                                   mi, pi);
+                return bad_request(err, "messages", "messages[%d].content[%d]: input_audio needs data and format", mi,
+                                   pi);
             char mime[64];
             snprintf(mime, sizeof(mime), "audio/%s", fmt);
             p = inline_part(str_from(mime), str_from(data));
@@ -429,8 +429,10 @@ static int user_parts(const cJSON *content, cJSON *parts, int mi, struct gw_erro
                                    "(file_id is not supported by provider gemini)",
                                    mi, pi);
         } else {
-            return bad_request(err, "messages", "messages[%d].content[%d]: part type '%s' is not supported by "
-                               "provider gemini", mi, pi, type);
+            return bad_request(err, "messages",
+                               "messages[%d].content[%d]: part type '%s' is not supported by "
+                               "provider gemini",
+                               mi, pi, type);
         }
         if (p)
             cJSON_AddItemToArray(parts, p);
@@ -558,8 +560,10 @@ static int add_tools(const cJSON *canon, cJSON *req, struct gw_error *err)
         const char *name = get_str(fn, "name");
         if ((type && strcmp(type, "function") != 0) || name == NULL) {
             cJSON_Delete(decls);
-            return bad_request(err, "tools", "tools[%d]: only function tools with a name are supported by provider "
-                               "gemini", i);
+            return bad_request(err, "tools",
+                               "tools[%d]: only function tools with a name are supported by provider "
+                               "gemini",
+                               i);
         }
         cJSON *d = cJSON_CreateObject();
         cJSON_AddStringToObject(d, "name", name);
@@ -1014,8 +1018,7 @@ static int decode_embeddings(struct attempt *a, cJSON *t, cJSON **out, struct gw
     return 0;
 }
 
-static int gemini_decode_response(struct attempt *a, const char *body, size_t len, cJSON **out,
-                                  struct gw_error *err)
+static int gemini_decode_response(struct attempt *a, const char *body, size_t len, cJSON **out, struct gw_error *err)
 {
     *out = NULL;
     cJSON *t = cJSON_ParseWithLength(body, len);
@@ -1105,8 +1108,8 @@ static int gemini_decode_stream_event(struct attempt *a, const struct stream_eve
                                    .tool_id = str_from(get_str(tc, "id")),
                                    .tool_name = str_from(get_str(fn, "name"))};
             emit(a, &d);
-            struct chat_delta args = {.kind = DELTA_TOOL_ARGS, .tool_index = st->ntools,
-                                      .text = str_from(get_str(fn, "arguments"))};
+            struct chat_delta args = {
+                .kind = DELTA_TOOL_ARGS, .tool_index = st->ntools, .text = str_from(get_str(fn, "arguments"))};
             emit(a, &args);
             st->ntools++;
             cJSON_Delete(tc);
@@ -1153,12 +1156,14 @@ static void gemini_error_from(int status, const cJSON *e, struct gw_error *err)
         int status;
         bool retryable;
     } map[] = {
-        {"INVALID_ARGUMENT", 400, false},  {"FAILED_PRECONDITION", 400, false}, {"OUT_OF_RANGE", 400, false},
-        {"UNAUTHENTICATED", 401, false},   {"PERMISSION_DENIED", 403, false},   {"NOT_FOUND", 404, false},
-        {"ALREADY_EXISTS", 409, false},    {"ABORTED", 409, true},              {"RESOURCE_EXHAUSTED", 429, true},
-        {"CANCELLED", 499, true},          {"INTERNAL", 500, true},             {"UNKNOWN", 500, true},
-        {"DATA_LOSS", 500, true},          {"UNIMPLEMENTED", 501, false},       {"UNAVAILABLE", 503, true},
-        {"DEADLINE_EXCEEDED", 504, true},
+        {"INVALID_ARGUMENT", 400, false},  {"FAILED_PRECONDITION", 400, false},
+        {"OUT_OF_RANGE", 400, false},      {"UNAUTHENTICATED", 401, false},
+        {"PERMISSION_DENIED", 403, false}, {"NOT_FOUND", 404, false},
+        {"ALREADY_EXISTS", 409, false},    {"ABORTED", 409, true},
+        {"RESOURCE_EXHAUSTED", 429, true}, {"CANCELLED", 499, true},
+        {"INTERNAL", 500, true},           {"UNKNOWN", 500, true},
+        {"DATA_LOSS", 500, true},          {"UNIMPLEMENTED", 501, false},
+        {"UNAVAILABLE", 503, true},        {"DEADLINE_EXCEEDED", 504, true},
     };
     int st = status;
     bool retryable = status == 429 || status == 408 || status >= 500;
