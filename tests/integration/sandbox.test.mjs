@@ -236,7 +236,7 @@ test('CPU spin is killed at the CPU limit', { skip: unusable() }, async () => {
 test('wall-clock deadline kills the whole process tree', { skip: unusable() }, async () => {
   const r = await sh('sleep 100 & sleep 100 & (sleep 100 &) ; sleep 100', ['--timeout', '1']);
   assert.equal(r.reason, 'timeout');
-  assert.ok(r.wall_ms >= 950 && r.wall_ms < 5000, `wall ${r.wall_ms}`);
+  assert.ok(r.wall_ms >= 950 && r.wall_ms < 10000, `wall ${r.wall_ms}`); // generous: this VM is shared
   assertHostUntouched([r]);
 });
 
