@@ -46,6 +46,7 @@ struct daemon {
     struct worker *workers;
     int nworkers;
     int drain_phase;         /* 0 running, 1 delay, 2 grace, 3 forced */
+    _Atomic int listeners_open; /* workers whose API listener is still open */
     char api_host[256];
     int api_port;
 };
@@ -88,8 +89,11 @@ static void on_worker_wakeup(uv_async_t *a)
     }
     if ((cmds & (WORKER_CMD_DRAIN | WORKER_CMD_FORCE)) && !w->draining) {
         w->draining = true;
-        http_server_close_listeners(w->http);
+        http_server_close_listeners(w->http); /* the socket is closed by the time this returns */
         http_server_drain(w->http);
+        if (atomic_fetch_sub(&D.listeners_open, 1) == 1)
+            log_info("draining: API listeners closed; in-flight requests have %lldms",
+                     (long long)w->cfg->server.drain_grace_ms);
     }
     if (cmds & WORKER_CMD_FORCE)
         http_server_close_all(w->http);
@@ -100,6 +104,7 @@ static void on_worker_turn(uv_prepare_t *p)
 {
     struct worker *w = p->data;
     atomic_store_explicit(&w->last_turn_us, time_mono_us(), memory_order_relaxed);
+    log_batch_flush(); /* this turn's access lines, in one write, before the loop sleeps */
     worker_check_stopped(w);
 }
 
@@ -114,10 +119,12 @@ static void *worker_main(void *arg)
     char name[16];
     snprintf(name, sizeof(name), "agentd-w%d", w->id);
     pthread_setname_np(pthread_self(), name);
+    log_batch_enable();
     uv_run(&w->loop, UV_RUN_DEFAULT);
     /* Anything still open (nothing, normally) is closed so the loop can be freed. */
     uv_walk(&w->loop, worker_close_walk, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    log_batch_disable();
     atomic_store(&w->stopped, true);
     uv_async_send(&D.worker_done);
     return NULL;
@@ -178,8 +185,7 @@ static void on_drain_timer(uv_timer_t *t)
     (void)t;
     if (D.drain_phase == 1) {
         D.drain_phase = 2;
-        log_info("draining: API listeners closed; in-flight requests have %lldms",
-                 (long long)D.cfg->server.drain_grace_ms);
+        log_info("draining: closing API listeners");
         workers_send(WORKER_CMD_DRAIN);
         uv_timer_start(&D.drain_timer, on_drain_timer, (uint64_t)D.cfg->server.drain_grace_ms, 0);
     } else if (D.drain_phase == 2) {
@@ -448,6 +454,7 @@ int daemon_main(int argc, char **argv)
     uv_timer_start(&D.ready_check, on_ready_check, 2000, 2000);
     uv_async_init(&D.loop, &D.worker_done, on_worker_done);
 
+    atomic_store(&D.listeners_open, D.nworkers);
     int started = 0;
     for (; started < D.nworkers; started++) {
         if (worker_init(&D.workers[started], started, fds[started]) != 0 ||

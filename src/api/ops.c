@@ -29,10 +29,15 @@ void ops_health(struct http_req *req)
         bool stopped = atomic_load_explicit(&w->stopped, memory_order_relaxed);
         bool bad = !stopped && age > stall_us;
         stalled += bad;
-        buf_printf(&b, "%s{\"id\":%d,\"last_turn_ms_ago\":%llu,\"ok\":%s}", i ? "," : "", w->id,
-                   (unsigned long long)(age / 1000), bad ? "false" : "true");
+        buf_append_str(&b, i ? ",{\"id\":" : "{\"id\":");
+        buf_append_u64(&b, (uint64_t)w->id);
+        buf_append_str(&b, ",\"last_turn_ms_ago\":");
+        buf_append_u64(&b, age / 1000);
+        buf_append_str(&b, bad ? ",\"ok\":false}" : ",\"ok\":true}");
     }
-    buf_printf(&b, "],\"uptime_s\":%llu}", (unsigned long long)((now - ops_state.started_us) / 1000000));
+    buf_append_str(&b, "],\"uptime_s\":");
+    buf_append_u64(&b, (now - ops_state.started_us) / 1000000);
+    buf_append_char(&b, '}');
     if (stalled) {
         /* "ok" -> "stalled": patch in place to keep one pass */
         struct buf out = BUF_INIT(BUF_UNBOUNDED);
@@ -97,7 +102,7 @@ static struct metric_def m_open =
 static void on_request_done(struct http_req *r, uint64_t duration_us)
 {
     char code[8];
-    snprintf(code, sizeof(code), "%d", r->status);
+    code[fmt_u64(code, (uint64_t)(r->status > 0 ? r->status : 0))] = '\0';
     const char *route = r->route ? (r->route->name ? r->route->name : r->route->path) : "unmatched";
     const char *method = r->method_str ? r->method_str : "-";
     metrics_inc(&m_requests, (const char *[]){r->listener, method, route, code});

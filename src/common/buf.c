@@ -148,3 +148,41 @@ int buf_append_json_str(struct buf *b, const char *s, size_t n)
         return -1;
     return buf_append_char(b, '"');
 }
+
+size_t fmt_u64(char *dst, uint64_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        dst[i] = tmp[n - 1 - i];
+    return n;
+}
+
+void fmt_hex64(char *dst, uint64_t v)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 15; i >= 0; i--) {
+        dst[i] = hex[v & 15];
+        v >>= 4;
+    }
+}
+
+int buf_append_u64(struct buf *b, uint64_t v)
+{
+    char tmp[24];
+    return buf_append(b, tmp, fmt_u64(tmp, v));
+}
+
+int buf_append_i64(struct buf *b, int64_t v)
+{
+    if (v < 0) {
+        if (buf_append_char(b, '-') != 0)
+            return -1;
+        return buf_append_u64(b, v == INT64_MIN ? (uint64_t)INT64_MAX + 1 : (uint64_t)-v);
+    }
+    return buf_append_u64(b, (uint64_t)v);
+}

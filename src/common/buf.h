@@ -8,6 +8,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 struct buf {
@@ -40,6 +41,14 @@ int buf_vprintf(struct buf *b, const char *fmt, va_list ap) __attribute__((forma
 void buf_consume(struct buf *b, size_t n);
 /* Hands the allocation to the caller (who frees it with xfree) and leaves the buffer empty. */
 char *buf_steal(struct buf *b, size_t *len);
+
+/* Decimal / lower-case hex without printf (hot paths). */
+int buf_append_u64(struct buf *b, uint64_t v);
+int buf_append_i64(struct buf *b, int64_t v);
+/* Writes v in decimal into dst (at least 21 bytes), returns the length; no NUL. */
+size_t fmt_u64(char *dst, uint64_t v);
+/* Writes 16 lower-case hex digits of v into dst; no NUL. */
+void fmt_hex64(char *dst, uint64_t v);
 
 /* Appends s as a JSON string literal, quotes included, escaping what RFC 8259 requires. */
 int buf_append_json_str(struct buf *b, const char *s, size_t n);

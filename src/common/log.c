@@ -5,7 +5,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/alloc.h"
+#include "common/buf.h"
 #include "common/timeutil.h"
+#include <time.h>
 
 int log_min_level = LL_INFO;
 static int log_fd = STDERR_FILENO;
@@ -32,6 +35,70 @@ void log_set_fd(int fd)
     log_fd = fd;
 }
 
+#define BATCH_MAX (64 * 1024)
+
+static _Thread_local char *batch_buf;
+static _Thread_local size_t batch_len;
+
+static void write_all(const char *p, size_t n)
+{
+    size_t off = 0;
+    while (off < n) {
+        ssize_t w = write(log_fd, p + off, n - off);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        off += (size_t)w;
+    }
+}
+
+void log_batch_enable(void)
+{
+    if (batch_buf == NULL)
+        batch_buf = xmalloc(BATCH_MAX);
+    batch_len = 0;
+}
+
+void log_batch_flush(void)
+{
+    if (batch_len) {
+        write_all(batch_buf, batch_len);
+        batch_len = 0;
+    }
+}
+
+void log_batch_disable(void)
+{
+    log_batch_flush();
+    xfree(batch_buf);
+    batch_buf = NULL;
+}
+
+/* "2026-11-28T14:20:15" is the same for every line of a second: format it once per thread per second. */
+static size_t format_time(char *dst)
+{
+    static _Thread_local time_t cached_sec = -1;
+    static _Thread_local char cached[24];
+    uint64_t us = time_wall_us();
+    time_t sec = (time_t)(us / 1000000u);
+    if (sec != cached_sec) {
+        struct tm tm;
+        gmtime_r(&sec, &tm);
+        strftime(cached, sizeof(cached), "%Y-%m-%dT%H:%M:%S.", &tm);
+        cached_sec = sec;
+    }
+    memcpy(dst, cached, 20);
+    unsigned frac = (unsigned)(us % 1000000u);
+    for (int i = 25; i >= 20; i--) {
+        dst[i] = (char)('0' + frac % 10);
+        frac /= 10;
+    }
+    dst[26] = 'Z';
+    return 27;
+}
+
 static void put(struct log_line *l, const char *s, size_t n)
 {
     /* Keep 3 bytes for the closing "}\n" and NUL. */
@@ -49,23 +116,32 @@ static void put_json_str(struct log_line *l, const char *s, size_t n)
     char tmp[6];
     size_t start_len = l->len;
     put(l, "\"", 1);
+    /* bytes that need an escape: control characters, DEL, quote and backslash */
+    static const unsigned char needs[256] = {
+        [0 ... 0x1f] = 1, ['"'] = 1, ['\\'] = 1, [0x7f] = 1,
+    };
+    size_t run = 0; /* bytes that need no escape are copied in runs, not one by one */
     for (size_t i = 0; i < n && !l->truncated; i++) {
         unsigned char c = (unsigned char)s[i];
+        if (!needs[c])
+            continue;
+        put(l, s + run, i - run);
+        run = i + 1;
         if (c == '"' || c == '\\') {
             tmp[0] = '\\';
             tmp[1] = (char)c;
             put(l, tmp, 2);
         } else if (c == '\n') {
             put(l, "\\n", 2);
-        } else if (c < 0x20 || c == 0x7f) {
+        } else {
             memcpy(tmp, "\\u00", 4);
             tmp[4] = hex[c >> 4];
             tmp[5] = hex[c & 15];
             put(l, tmp, 6);
-        } else {
-            put(l, (const char *)&s[i], 1);
         }
     }
+    if (!l->truncated)
+        put(l, s + run, n - run);
     put(l, "\"", 1);
     if (l->truncated) /* never leave a half string: drop the whole field value */
         l->len = start_len;
@@ -86,7 +162,7 @@ bool log_begin(struct log_line *l, int level, const char *msg)
     l->truncated = false;
     l->level = level;
     char ts[40];
-    size_t tn = time_format_iso(ts, sizeof(ts), time_wall_us());
+    size_t tn = format_time(ts);
     put(l, "{\"time\":\"", 9);
     put(l, ts, tn);
     put(l, "\",\"level\":\"", 11);
@@ -122,15 +198,20 @@ static void field_raw(struct log_line *l, const char *key, const char *txt, size
 void log_field_int(struct log_line *l, const char *key, int64_t val)
 {
     char tmp[32];
-    int n = snprintf(tmp, sizeof(tmp), "%lld", (long long)val);
-    field_raw(l, key, tmp, (size_t)n);
+    size_t n = 0;
+    if (val < 0) {
+        tmp[n++] = '-';
+        n += fmt_u64(tmp + 1, val == INT64_MIN ? (uint64_t)INT64_MAX + 1 : (uint64_t)-val);
+    } else {
+        n = fmt_u64(tmp, (uint64_t)val);
+    }
+    field_raw(l, key, tmp, n);
 }
 
 void log_field_uint(struct log_line *l, const char *key, uint64_t val)
 {
     char tmp[32];
-    int n = snprintf(tmp, sizeof(tmp), "%llu", (unsigned long long)val);
-    field_raw(l, key, tmp, (size_t)n);
+    field_raw(l, key, tmp, fmt_u64(tmp, val));
 }
 
 void log_field_double(struct log_line *l, const char *key, double val)
@@ -153,16 +234,15 @@ void log_end(struct log_line *l)
     }
     l->buf[l->len++] = '}';
     l->buf[l->len++] = '\n';
-    ssize_t off = 0;
-    while ((size_t)off < l->len) {
-        ssize_t w = write(log_fd, l->buf + off, l->len - (size_t)off);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            break;
-        }
-        off += w;
+    if (batch_buf && l->level < LL_WARN) {
+        if (batch_len + l->len > BATCH_MAX)
+            log_batch_flush();
+        memcpy(batch_buf + batch_len, l->buf, l->len);
+        batch_len += l->len;
+        return;
     }
+    log_batch_flush(); /* keep lines in order */
+    write_all(l->buf, l->len);
 }
 
 static void vemit(int level, const char *request_id, int err, const char *fmt, va_list ap)

@@ -57,4 +57,11 @@ void log_field_double(struct log_line *l, const char *key, double val);
 void log_field_bool(struct log_line *l, const char *key, bool val);
 void log_end(struct log_line *l);
 
+/* Batching for event-loop threads: lines below LL_WARN are collected in a per-thread buffer and written with
+ * one write(2) when the loop calls log_batch_flush (once per turn) or the buffer fills; warnings and errors
+ * flush at once, in order. Turning it on saves a system call per access line. */
+void log_batch_enable(void);
+void log_batch_flush(void);
+void log_batch_disable(void); /* flushes and frees the buffer (thread exit) */
+
 #endif

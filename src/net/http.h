@@ -68,8 +68,7 @@ struct http_req {
     unsigned method;              /* one HTTP_M_* bit */
     const char *method_str;
     struct str url, path, query;
-    struct http_header headers[HTTP_MAX_HEADERS];
-    size_t nheaders;
+    size_t nheaders;              /* headers[0..nheaders) are valid (the array is at the end of the struct) */
     struct buf body;              /* complete request body (bounded by server.limits.body_bytes) */
     unsigned http_minor;          /* 0 or 1 */
     char request_id[72];
@@ -96,8 +95,11 @@ struct http_req {
     const char *error_reason;
     unsigned refs;                /* queue/handler ownership + outstanding writes */
     struct buf head;              /* raw URL + header bytes (bounded by server.limits.header_bytes) */
-    uint32_t hdr_off[HTTP_MAX_HEADERS][4]; /* name off/len, value off/len into head while parsing */
     struct http_req *next;        /* connection queue */
+
+    /* Large arrays last: a new request zeroes only what comes before them. */
+    struct http_header headers[HTTP_MAX_HEADERS];
+    uint32_t hdr_off[HTTP_MAX_HEADERS][4]; /* name off/len, value off/len into head while parsing */
 };
 
 /* ---- server ---- */

@@ -118,11 +118,11 @@ test('/health fails when a worker loop stops turning', async () => {
   const d = await startAgentd({ config: 'server:\n  workers: 1\n  debug_routes: true\n  timeouts:\n    health_stall: 300ms\n' });
   try {
     assert.equal((await d.opsFetch('/health')).status, 200);
-    const stall = d.fetch('/debug/stall?ms=1500');
-    // Poll the ops listener (main thread) until the stalled worker is noticed.
+    let stallDone = false;
+    const stall = d.fetch('/debug/stall?ms=1500').then((r) => { stallDone = true; return r; });
+    // Poll the ops listener (main thread) for as long as the worker is blocked.
     let seen = null;
-    const t0 = Date.now();
-    while (Date.now() - t0 < 1400) {
+    while (!stallDone) {
       const h = await d.opsFetch('/health');
       if (h.status === 503) { seen = await h.json(); break; }
       await new Promise((r) => setTimeout(r, 50));
