@@ -11,3 +11,7 @@ endforeach()
 if(TEST integration.sandbox)
   set_tests_properties(integration.sandbox PROPERTIES LABELS "integration;sandbox")
 endif()
+# The C API test also drives a zygote pool, which execs the agentd binary.
+if(TEST unit.test_sandbox_api)
+  set_tests_properties(unit.test_sandbox_api PROPERTIES ENVIRONMENT "AGENTD_BIN=$<TARGET_FILE:agentd>")
+endif()

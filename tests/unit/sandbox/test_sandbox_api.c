@@ -3,6 +3,7 @@
  * and real namespaces: skipped, with the reason, where the host has none, and under valgrind. */
 #include <errno.h>
 #include <linux/sched.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -210,6 +211,86 @@ static void test_close_in_flight(void)
     sbx_result_free(&g.res);
 }
 
+/* The daemon's situation: worker threads exist, so the pool must be a zygote. */
+static pthread_mutex_t idle_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t idle_cv = PTHREAD_COND_INITIALIZER;
+static bool idle_stop;
+
+static void *idle_thread(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&idle_mu);
+    while (!idle_stop)
+        pthread_cond_wait(&idle_cv, &idle_mu);
+    pthread_mutex_unlock(&idle_mu);
+    return NULL;
+}
+
+static void test_zygote_from_threads(void)
+{
+    const char *exe = getenv("AGENTD_BIN");
+    if (exe == NULL) {
+        printf("# skip zygote pool: AGENTD_BIN not set (tests/sandbox.cmake sets it)\n");
+        ok(1);
+        return;
+    }
+    pthread_t t;
+    ok(pthread_create(&t, NULL, idle_thread, NULL) == 0);
+    struct sbx_pool_opts po;
+    struct buf err = BUF_INIT(512);
+    sbx_pool_opts_init(&po);
+    /* An in-process engine would fork from a threaded process: refused. */
+    struct sbx_pool *bad = NULL;
+    ok(sbx_pool_new(&loop, &po, &bad, &err) == -1);
+    ok(err.data && strstr(err.data, "single-threaded") != NULL);
+    po.zygote = true;
+    po.exe = exe;
+    po.warm = 2;
+    buf_reset(&err);
+    ok(sbx_pool_new(&loop, &po, &pool, &err) == 0);
+
+    static const char *const echo[] = {"/bin/sh", "-c", "echo $0 $(id -u)", "z"};
+    static const char *const yes[] = {"/usr/bin/yes"};
+    static const char *const sleep_[] = {"/bin/sleep", "30"};
+    struct sbx_spec s[4];
+    struct got g[4];
+    struct sbx_run *run[4];
+    argv_spec(&s[0], echo, 4);
+    argv_spec(&s[1], yes, 1);
+    s[1].limits.stdout_max = 5000;
+    argv_spec(&s[2], sleep_, 2);
+    argv_spec(&s[3], sleep_, 2);
+    s[3].limits.wall_ms = 200;
+    for (int i = 0; i < 4; i++)
+        ok(start(&s[i], &g[i], &run[i]) == 0);
+    sbx_run_cancel(run[2]);
+    wait_all(g, 4);
+    is_int(g[0].res.reason, SBX_REASON_EXIT);
+    is_str(g[0].res.out.data, "z 1000\n");
+    is_int(g[1].res.reason, SBX_REASON_OUTPUT_CAP);
+    is_int(g[1].res.out.len, 5000);
+    is_int(g[2].res.reason, SBX_REASON_KILLED);
+    is_int(g[3].res.reason, SBX_REASON_TIMEOUT);
+    for (int i = 0; i < 4; i++)
+        sbx_result_free(&g[i].res);
+    /* The pool warms back up (the zygote says how many children are ready). */
+    for (int spins = 0; sbx_pool_ready(pool) < 2 && spins < 100000; spins++)
+        uv_run(&loop, UV_RUN_ONCE);
+    is_int(sbx_pool_ready(pool), 2);
+    closed = false;
+    sbx_pool_close(pool, on_closed, NULL);
+    pool = NULL;
+    while (!closed && uv_run(&loop, UV_RUN_ONCE))
+        ;
+    ok(closed);
+    pthread_mutex_lock(&idle_mu);
+    idle_stop = true;
+    pthread_cond_signal(&idle_cv);
+    pthread_mutex_unlock(&idle_mu);
+    pthread_join(t, NULL);
+    buf_free(&err);
+}
+
 static const char *why_skip(void)
 {
     static char why[128];
@@ -252,6 +333,10 @@ int main(void)
     subtest("output cap, deadline, tmpfs sizes", test_limits);
     subtest("cancel and refusal", test_cancel);
     subtest("closing the pool with a run in flight", test_close_in_flight);
+    while (uv_run(&loop, UV_RUN_DEFAULT))
+        ;
+    /* Last: it starts a thread, after which this process may no longer host an engine. */
+    subtest("zygote pool from a multi-threaded process", test_zygote_from_threads);
     while (uv_run(&loop, UV_RUN_DEFAULT))
         ;
     ok(uv_loop_close(&loop) == 0);
