@@ -226,11 +226,17 @@ static int scan_object(struct scanner *s, struct capture *cap)
             return -1;
         if (cap) {
             for (size_t i = 0; i < cap->nkeys; i++) {
-                if (cap->out[i].type == J_NONE && key_matches(kstart, klen, cap->keys[i])) {
-                    cap->out[i] = v;
-                    cap->found++;
-                    break;
+                if (!key_matches(kstart, klen, cap->keys[i]))
+                    continue;
+                if (cap->out[i].type != J_NONE) {
+                    /* Parsers disagree on which copy wins ("model" twice could be routed and priced as one model
+                     * and run as another), so a duplicate of a member we read is an error. */
+                    s->p = kstart;
+                    return fail(s, "duplicate member");
                 }
+                cap->out[i] = v;
+                cap->found++;
+                break;
             }
             if (cap->stop_when_all && cap->found == cap->nkeys)
                 return 1; /* early exit */

@@ -34,7 +34,8 @@ int jscan_get(const char *text, size_t len, const char *key, struct jval *out);
 int jscan_path(const char *text, size_t len, const char *path, struct jval *out);
 
 /* Several top-level members in one pass: keys[i] -> out[i] (type J_NONE when absent). Validates the whole
- * object. Returns 0, or -1 on invalid JSON / non-object (err as in jscan_validate). */
+ * object. Returns 0, or -1 on invalid JSON / non-object / one of keys appearing twice (err as in
+ * jscan_validate). */
 int jscan_fields(const char *text, size_t len, const char *const *keys, struct jval *out, size_t nkeys,
                  size_t *err_off, const char **err_msg);
 

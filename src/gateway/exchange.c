@@ -311,6 +311,8 @@ static void ex_stream_end(struct exchange *ex)
 static void add_gateway_headers(struct exchange *ex, const struct deployment *dep, bool with_cost)
 {
     struct http_req *req = ex->req;
+    if (ex->front == FRONT_ANTHROPIC_MESSAGES)
+        http_resp_header(req, "request-id", req->request_id); /* what Anthropic's SDKs read as requestID */
     if (dep)
         http_resp_header(req, "x-agentd-deployment", dep->label);
     http_resp_header(req, "x-agentd-model", ex->model_name);
@@ -354,6 +356,8 @@ static void ex_fail(struct exchange *ex, const struct gw_error *err)
     const struct deployment *dep = ex->att ? ex->att->dep : NULL;
     if (ex->model)
         add_gateway_headers(ex, dep, false);
+    else if (ex->front == FRONT_ANTHROPIC_MESSAGES)
+        http_resp_header(req, "request-id", req->request_id);
     if (err->retry_after_ms >= 0) {
         http_resp_headerf(req, "retry-after", "%ld", (err->retry_after_ms + 999) / 1000);
         http_resp_headerf(req, "retry-after-ms", "%ld", err->retry_after_ms);

@@ -490,10 +490,12 @@ static int anthropic_parse(struct exchange *ex, struct gw_error *err)
     struct jval f[K_N];
     size_t off;
     const char *msg;
-    if (jscan_fields(ex->body.p, ex->body.n, keys, f, K_N, &off, &msg) != 0)
+    if (jscan_fields(ex->body.p, ex->body.n, keys, f, K_N, &off, &msg) != 0) {
+        /* jscan refuses a duplicate of a field it reads; say which one, as Anthropic-style clients expect */
+        if (strcmp(msg, "duplicate member") == 0 && check_duplicates(ex->body, keys, K_N, err) != 0)
+            return -1;
         return invalid(err, "There was an issue with your request body: invalid JSON (%s at byte %zu)", msg, off);
-    if (check_duplicates(ex->body, keys, K_N, err) != 0)
-        return -1;
+    }
 
     /* model */
     if (absent(&f[K_MODEL]))

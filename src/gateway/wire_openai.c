@@ -200,7 +200,17 @@ static int check_number(const struct jval *v, const char *name, double lo, doubl
 
 static int json_error(struct exchange *ex, struct gw_error *err, size_t off, const char *msg)
 {
-    (void)ex;
+    if (strcmp(msg, "duplicate member") == 0 && off < ex->body.n && ex->body.p[off] == '"') {
+        /* name the field: jscan points at the second copy's key */
+        const char *q = memchr(ex->body.p + off + 1, '"', ex->body.n - off - 1);
+        size_t n = q ? (size_t)(q - ex->body.p - off - 1) : 0;
+        gw_error_set(err, 400, GW_ERR_INVALID_REQUEST,
+                     "'%.*s' appears more than once in the request body (duplicate member)", (int)(n > 64 ? 64 : n),
+                     ex->body.p + off + 1);
+        if (n < sizeof(err->param))
+            snprintf(err->param, sizeof(err->param), "%.*s", (int)n, ex->body.p + off + 1);
+        return -1;
+    }
     gw_error_set(err, 400, GW_ERR_INVALID_REQUEST,
                  "We could not parse the JSON body of your request: %s at byte %zu", msg, off);
     return -1;

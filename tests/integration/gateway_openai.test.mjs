@@ -191,6 +191,9 @@ test('invalid requests are refused before any upstream call, in OpenAI format', 
     assert.equal(j.error.type, 'invalid_request_error');
     assert.equal(j.error.param, param);
   }
+  const dup = await d.fetch('/v1/chat/completions', { method: 'POST', body: '{"model":"mock","messages":[{"role":"user","content":"x"}],"model":"gpt-test"}' });
+  assert.equal(dup.status, 400, 'a duplicated model member is refused (parsers disagree on which copy wins)');
+  assert.match((await dup.json()).error.message, /duplicate member/);
   const bad = await d.fetch('/v1/chat/completions', { method: 'POST', body: '{"model": "gpt-test", "messages": [' });
   assert.equal(bad.status, 400);
   assert.match((await bad.json()).error.message, /could not parse the JSON body/);

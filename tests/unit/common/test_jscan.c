@@ -57,6 +57,13 @@ static void test_fields(void)
     ok(jscan_path(body, strlen(body), "nested.model", &v) == 0 && jval_is_str(&v, "no"));
     ok(jscan_path(body, strlen(body), "nested.none", &v) == -1);
     ok(jscan_fields("[1]", 3, keys, f, 1, NULL, NULL) == -1); /* not an object */
+    const char *dup = "{\"model\":\"a\",\"x\":1,\"model\":\"b\"}";
+    size_t off;
+    const char *msg;
+    ok(jscan_fields(dup, strlen(dup), keys, f, 1, &off, &msg) == -1); /* a key we read, twice */
+    is_str(msg, "duplicate member");
+    const char *dup_other = "{\"model\":\"a\",\"x\":1,\"x\":2}";
+    ok(jscan_fields(dup_other, strlen(dup_other), keys, f, 1, NULL, NULL) == 0); /* duplicates we ignore are fine */
 }
 
 static void test_strings(void)
