@@ -32,7 +32,7 @@ struct front_stream {
     int open_block;           /* Anthropic: index of the open content block, -1 none */
     int open_block_kind;      /* 0 text, 1 tool_use */
     int next_block;           /* Anthropic: next content block index */
-    int tool_block[64];       /* Anthropic: block index of tool call i (-1: not started) */
+    int tool_block[256];      /* Anthropic: block index of tool call i (-1: not started) */
     enum finish finish;       /* held until the end (usage arrives after the finish reason) */
     bool finished;
 };
