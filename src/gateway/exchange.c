@@ -527,8 +527,8 @@ static int on_stream_event(struct attempt *a, const struct stream_event *ev)
     int rc = a->prov->decode_stream_event(a, ev, &err);
     if (rc < 0) {
         a->stream_done = false;
-        ex->last_err = err;
-        ex->have_err = true;
+        a->err = err;
+        a->has_err = true;
         return -1;
     }
     if (rc == EV_FORWARD) {
@@ -599,8 +599,8 @@ static int on_up_data(struct up_xfer *x, const char *data, size_t len, void *ud)
     if (a->framing_state == NULL) {
         /* a complete response, or an error body: buffered, bounded */
         if (buf_append(&a->resp, data, len) != 0) {
-            gw_error_set(&ex->last_err, 502, GW_ERR_API, "upstream response larger than gateway.max_response_bytes");
-            ex->have_err = true;
+            gw_error_set(&a->err, 502, GW_ERR_API, "upstream response larger than gateway.max_response_bytes");
+            a->has_err = true;
             return UP_DATA_ABORT;
         }
         return UP_DATA_OK;
@@ -617,9 +617,9 @@ static int on_up_data(struct up_xfer *x, const char *data, size_t len, void *ud)
     else
         rc = sse_feed(a->framing_state, data, len);
     if (rc != 0) {
-        if (!ex->have_err || ex->last_err.status == 0) {
-            gw_error_set(&ex->last_err, 502, GW_ERR_API, "upstream stream framing is invalid or an event is too large");
-            ex->have_err = true;
+        if (!a->has_err) { /* a decode error already said more */
+            gw_error_set(&a->err, 502, GW_ERR_API, "upstream stream framing is invalid or an event is too large");
+            a->has_err = true;
         }
         return UP_DATA_ABORT;
     }
@@ -645,11 +645,8 @@ static void on_up_done(struct up_xfer *x, bool ok, const char *errmsg, void *ud)
         return;
     }
     if (!ok) {
-        if (ex->have_err && ex->last_err.status && !a->any_output && a->status >= 200 && a->status < 300 &&
-            a->framing_state == NULL) {
-            err = ex->last_err; /* our own abort (response too large) */
-        } else if (ex->have_err && ex->last_err.status && a->framing_state) {
-            err = ex->last_err; /* a decode error or a mid-stream error event */
+        if (a->has_err) {
+            err = a->err; /* our own abort: a response too large, a decode error, a mid-stream error event */
         } else {
             bool timeout = errmsg && (strstr(errmsg, "imeout") || strstr(errmsg, "timed out") ||
                                       strstr(errmsg, "no response headers"));

@@ -79,6 +79,8 @@ struct attempt {
     void *pstate;             /* provider state (stream decoder) */
     void *framing_state;      /* SSE or event-stream parser */
     uint64_t t_start_us, t_headers_us, t_first_token_us, t_done_us;
+    struct gw_error err;      /* why this attempt failed, when agentd itself aborted it (decode, size) */
+    bool has_err;
     char upstream_request_id[128];
     char response_model[256]; /* model the upstream says it used */
     char upstream_error_type[128]; /* error responses: x-amzn-ErrorType as received (for map_error) */
