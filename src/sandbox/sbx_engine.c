@@ -429,6 +429,8 @@ static void dispatch(struct child *ch)
     int fds[4] = {ch->fds[0], ch->fds[1], ch->fds[2], -1}, nfds = 3;
     uint16_t flags = 0;
     const struct sbx_limits *l = &ch->limits;
+    if (ch->killed) /* cancelled or timed out while it was getting ready: nothing to start */
+        goto out;
     if (ch->has_cg && (l->memory_bytes != ch->cg_mem || l->pids != ch->cg_pids || l->cpu_percent != ch->cg_cpu)) {
         if (sbx_cgroup_set_limits(&ch->cg, l->memory_bytes, l->pids, l->cpu_percent, &err) != 0) {
             (void)snprintf(ch->error, sizeof(ch->error), "cgroup limits: %s", err.data);
@@ -626,11 +628,13 @@ static void finalize(struct child *ch, int status, const struct rusage *ru, uint
         e.term_signal = WTERMSIG(status);
     uint64_t own_cpu_us = tv_us(ru->ru_utime) + tv_us(ru->ru_stime);
     uint64_t cpu_limit_us = ch->limits.cpu_ms ? (ch->limits.cpu_ms + 999) / 1000 * 1000000u : UINT64_MAX;
-    if (ch->error[0] && !ch->exec_seen) {
+    /* A kill we were asked for (deadline, cancel, output cap) explains the end even when it cut set-up short
+     * and left an error behind (a RUN sent to the child just killed). */
+    if (ch->killed) {
+        e.reason = ch->kill_reason;
+    } else if (ch->error[0] && !ch->exec_seen) {
         e.reason = SBX_REASON_ERROR;
         (void)snprintf(e.error, sizeof(e.error), "%s", ch->error);
-    } else if (ch->killed) {
-        e.reason = ch->kill_reason;
     } else if (e.oom_kills > 0) {
         e.reason = SBX_REASON_MEMORY;
     } else if (WIFSIGNALED(status) &&
