@@ -27,7 +27,10 @@ export LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=0"
 (cd build-asan && ctest --output-on-failure -j"$jobs" --timeout 600 "$@")
 
 if [ $# -eq 0 ]; then
-  # Plain gcc build (-Werror with gcc's warnings too), unit tests under valgrind.
+  # The quick start's release build (gcc -O2 warns about things -O0 and clang do not): it must compile.
+  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DAGENTD_TESTS=OFF >/dev/null
+  cmake --build build -j"$jobs"
+  # Plain gcc debug build (-Werror with gcc's warnings too), unit tests under valgrind.
   cmake -S . -B build-valgrind -DCMAKE_BUILD_TYPE=Debug >/dev/null
   cmake --build build-valgrind -j"$jobs"
   fail=0

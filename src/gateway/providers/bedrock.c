@@ -937,7 +937,7 @@ static void bedrock_map_error(struct attempt *a, int status, const char *body, s
     err->from_upstream = true;
     err->retryable = retryable;
     if (type[0])
-        snprintf(err->code, sizeof(err->code), "%s", type);
+        str_lcpy(err->code, type, sizeof(err->code));
     cJSON_Delete(t);
 }
 
