@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# agentd benchmarks, one command: bench/run.sh [server|gateway|all]   (default: all)
+#
+#   server   GET /health on agentd's API port vs nginx `return 200`; idle RSS            (issue 2)
+#   gateway  client -> {direct | agentd | nginx proxy_pass | Portkey} -> fake upstream     (issue 3)
+#   all      both, sharing one set of processes
+#
+# Installs what it needs (scripts/deps.sh bench, npm ci in bench/), builds agentd (Release, into build/) unless
+# AGENTD_BIN points at a binary, runs the scenarios with the process under test pinned to CPU 0 and the load
+# generator and upstreams pinned to CPU 1, and writes bench/results/latest.json and the tables in
+# bench/RESULTS.md. Knobs (environment): AGENTD_BIN, BENCH_ROUNDS (3), BENCH_DURATION (5 s per wrk run),
+# BENCH_WARMUP (1 s), BENCH_C1_SECONDS (2.5), BENCH_CONNECTIONS (64), BENCH_STREAM_REQUESTS (300),
+# BENCH_STREAM_CHUNKS (8), BENCH_STREAM_INTERVAL_MS (1), BENCH_SLOW_MS (50), BENCH_PORT_BASE (18700),
+# BENCH_OUT (bench/results/latest.json), BENCH_KEEP_WORK=1 to keep the work dir (configs, logs); the rest in
+# bench/README.md.
+set -euo pipefail
+which=${1:-all}
+case "$which" in server|gateway|all) ;; *) echo "usage: $0 [server|gateway|all]" >&2; exit 2 ;; esac
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+cmdline="bench/run.sh $*"
+[ -n "${AGENTD_BIN:-}" ] && cmdline="AGENTD_BIN=$AGENTD_BIN $cmdline"
+
+"$repo/scripts/deps.sh" bench
+
+# Peers from npm: exact versions from bench/package-lock.json.
+if [ "$which" != server ]; then
+  if [ ! -f "$here/node_modules/@portkey-ai/gateway/package.json" ] ||
+     ! cmp -s "$here/package-lock.json" "$here/node_modules/.bench-lock" 2>/dev/null; then
+    (cd "$here" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
+    cp "$here/package-lock.json" "$here/node_modules/.bench-lock"
+  fi
+fi
+
+if [ -z "${AGENTD_BIN:-}" ]; then
+  cmake -S "$repo" -B "$repo/build" -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build "$repo/build" -j"$(nproc)" --target agentd
+  AGENTD_BIN="$repo/build/agentd"
+fi
+[ -x "$AGENTD_BIN" ] || { echo "bench: no agentd binary at $AGENTD_BIN" >&2; exit 1; }
+
+ts=$(date -u +%Y%m%dT%H%M%SZ)
+work="$here/work/$ts"
+mkdir -p "$work"
+cleanup() { [ "${BENCH_KEEP_WORK:-0}" = 1 ] || rm -rf "$work"; }
+trap cleanup EXIT
+
+cc -O2 -Wall -Wextra -o "$work/lat" "$here/lat.c"
+
+git_desc=$(cd "$repo" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(cd "$repo" && git status --porcelain -- src CMakeLists.txt cmake 2>/dev/null)" ]; then
+  git_desc="$git_desc+dirty"
+fi
+
+echo "bench: $which; agentd $AGENTD_BIN ($git_desc); work dir $work" >&2
+# The driver puts itself in a session of its own (one scheduler autogroup for everything it starts, see
+# bench.py), which detaches it from the terminal: forward INT/TERM so it still stops its processes.
+BENCH_WORK="$work" BENCH_LAT="$work/lat" AGENTD_BIN="$AGENTD_BIN" BENCH_GIT="$git_desc" BENCH_COMMAND="$cmdline" \
+  python3 "$here/bench.py" "$which" &
+driver=$!
+trap 'kill -TERM $driver 2>/dev/null' INT TERM HUP
+rc=0; wait $driver || rc=$?
+# a trapped signal interrupts the first wait: wait again for the driver to clean up
+while kill -0 $driver 2>/dev/null; do wait $driver || rc=$?; done
+exit $rc
