@@ -67,10 +67,22 @@ static size_t utf8_len(const unsigned char *p, const unsigned char *end)
     return n;
 }
 
+/* Bytes a string scan must stop at: the quote, the backslash, control characters, and non-ASCII (UTF-8 is
+ * checked). Everything else is skipped in a tight loop. */
+static const unsigned char string_stop[256] = {
+    [0 ... 0x1f] = 1, ['"'] = 1, ['\\'] = 1, [0x80 ... 0xff] = 1,
+};
+
 static int scan_string(struct scanner *s)
 {
     s->p++; /* opening quote */
     while (s->p < s->end) {
+        const char *p = s->p, *end = s->end;
+        while (p < end && !string_stop[(unsigned char)*p])
+            p++;
+        s->p = p;
+        if (p >= end)
+            break;
         unsigned char c = (unsigned char)*s->p;
         if (c == '"') {
             s->p++;

@@ -216,6 +216,28 @@ void log_field_uint(struct log_line *l, const char *key, uint64_t val)
 
 void log_field_double(struct log_line *l, const char *key, double val)
 {
+    if (val >= 0 && val < 1e9) {
+        /* the common case (costs, ratios): fixed point with 10 decimals, trailing zeros trimmed, no printf */
+        uint64_t units = (uint64_t)(val * 1e10 + 0.5);
+        char tmp[40];
+        size_t n = fmt_u64(tmp, units / 10000000000ull);
+        uint64_t frac = units % 10000000000ull;
+        if (frac) {
+            tmp[n++] = '.';
+            char digits[10];
+            for (int i = 9; i >= 0; i--) {
+                digits[i] = (char)('0' + frac % 10);
+                frac /= 10;
+            }
+            int last = 9;
+            while (last > 0 && digits[last] == '0')
+                last--;
+            memcpy(tmp + n, digits, (size_t)last + 1);
+            n += (size_t)last + 1;
+        }
+        field_raw(l, key, tmp, n);
+        return;
+    }
     char tmp[40];
     int n = snprintf(tmp, sizeof(tmp), "%.10g", val);
     field_raw(l, key, tmp, (size_t)n);

@@ -308,6 +308,29 @@ static void ex_stream_end(struct exchange *ex)
     http_stream_end(ex->req);
 }
 
+/* "0.00012345": USD with 8 decimals, without printf (this runs on every response). */
+static size_t fmt_usd(char *dst, double usd)
+{
+    if (!(usd >= 0) || usd > 1e12)
+        usd = 0;
+    uint64_t units = (uint64_t)(usd * 1e8 + 0.5);
+    size_t n = fmt_u64(dst, units / 100000000u);
+    dst[n++] = '.';
+    uint64_t frac = units % 100000000u;
+    for (int i = 7; i >= 0; i--) {
+        dst[n + (size_t)i] = (char)('0' + frac % 10);
+        frac /= 10;
+    }
+    return n + 8;
+}
+
+static void add_header_u64(struct http_req *req, const char *name, uint64_t v)
+{
+    char tmp[24];
+    tmp[fmt_u64(tmp, v)] = '\0';
+    http_resp_header(req, name, tmp);
+}
+
 static void add_gateway_headers(struct exchange *ex, const struct deployment *dep, bool with_cost)
 {
     struct http_req *req = ex->req;
@@ -321,15 +344,18 @@ static void add_gateway_headers(struct exchange *ex, const struct deployment *de
     uint64_t up = ex->t_upstream_us;
     if (ex->stream && ex->att && ex->att->t_headers_us && ex->att->t_start_us)
         up += ex->att->t_headers_us - ex->att->t_start_us; /* upstream time to first byte, still in flight */
-    http_resp_headerf(req, "x-agentd-overhead-us", "%llu", (unsigned long long)(total > up ? total - up : 0));
-    http_resp_headerf(req, "x-agentd-attempts", "%d", ex->attempts);
+    add_header_u64(req, "x-agentd-overhead-us", total > up ? total - up : 0);
+    add_header_u64(req, "x-agentd-attempts", (uint64_t)ex->attempts);
     if (with_cost) {
-        if (ex->priced)
-            http_resp_headerf(req, "x-agentd-cost-usd", "%.8f", ex->cost_usd);
-        else
+        if (ex->priced) {
+            char usd[40];
+            usd[fmt_usd(usd, ex->cost_usd)] = '\0';
+            http_resp_header(req, "x-agentd-cost-usd", usd);
+        } else {
             http_resp_header(req, "x-agentd-cost-usd", "unknown");
-        http_resp_headerf(req, "x-agentd-input-tokens", "%lld", (long long)ex->usage.input);
-        http_resp_headerf(req, "x-agentd-output-tokens", "%lld", (long long)ex->usage.output);
+        }
+        add_header_u64(req, "x-agentd-input-tokens", (uint64_t)(ex->usage.input > 0 ? ex->usage.input : 0));
+        add_header_u64(req, "x-agentd-output-tokens", (uint64_t)(ex->usage.output > 0 ? ex->usage.output : 0));
     }
 }
 

@@ -42,6 +42,8 @@ extern const struct front_ops front_anthropic;
 /* usage {prompt_tokens, completion_tokens, prompt_tokens_details.cached_tokens,
  * completion_tokens_details.reasoning_tokens} out of a chat.completion / chunk / embeddings body. */
 int openai_extract_usage(const char *body, size_t len, struct usage *u);
+/* The same, given the usage object itself. */
+int openai_usage_object(const char *obj, size_t len, struct usage *u);
 /* The client body with "model" replaced and, for streams, stream_options.include_usage forced true.
  * Works on bytes (no tree). */
 int openai_splice_request(const char *body, size_t len, const char *model, bool force_include_usage,

@@ -41,6 +41,11 @@ static int usage_from_span(struct str span, struct usage *u)
     return u->known ? 0 : -1;
 }
 
+int openai_usage_object(const char *obj, size_t len, struct usage *u)
+{
+    return usage_from_span(str_make(obj, len), u);
+}
+
 int openai_extract_usage(const char *body, size_t len, struct usage *u)
 {
     struct jval v;

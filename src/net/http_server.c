@@ -568,7 +568,10 @@ void http_resp_header(struct http_req *r, const char *name, const char *value)
     /* Header injection guard: a value from elsewhere must not smuggle a line break. */
     if (strpbrk(value, "\r\n") || strpbrk(name, "\r\n: "))
         return;
-    buf_printf(&r->resp_headers, "%s: %s\r\n", name, value);
+    buf_append_str(&r->resp_headers, name);
+    buf_append(&r->resp_headers, ": ", 2);
+    buf_append_str(&r->resp_headers, value);
+    buf_append(&r->resp_headers, "\r\n", 2);
 }
 
 void http_resp_headerf(struct http_req *r, const char *name, const char *fmt, ...)

@@ -62,17 +62,20 @@ int openai_family_decode_response(struct attempt *a, const char *body, size_t le
 {
     *out = NULL;
     if (a->passthrough) {
-        /* Relayed as received; only the usage is read, without building a tree. */
+        /* Relayed as received; one validating pass finds the usage, without building a tree. */
         size_t off;
         const char *msg;
-        if (jscan_validate(body, len, &off, &msg) != 0) {
+        static const char *const keys[] = {"usage"};
+        struct jval usage;
+        if (jscan_fields(body, len, keys, &usage, 1, &off, &msg) != 0) {
             gw_error_set(err, 502, GW_ERR_API, "upstream %s returned invalid JSON (%s at byte %zu)", a->dep->label,
                          msg, off);
             err->from_upstream = true;
             err->retryable = true;
             return -1;
         }
-        openai_extract_usage(body, len, &a->usage);
+        if (usage.type == J_OBJECT)
+            openai_usage_object(usage.raw.p, usage.raw.n, &a->usage);
         return 0;
     }
     if (a->op == OP_EMBEDDINGS) {
