@@ -48,6 +48,7 @@ struct child {
     int fds[3];
     struct sbx_limits limits;
     uint64_t t_start_ns;
+    uint64_t t_exec_ns; /* when its exec was seen (0: not seen) */
     /* progress */
     uv_poll_t ctl_poll, pid_poll;
     uv_timer_t timer;
@@ -321,7 +322,9 @@ static struct child *spawn(struct sbx_engine *eng, uint64_t work_bytes, uint64_t
     }
     bool into_cg = false;
     uint64_t flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS;
+    uint64_t t_clone = uv_hrtime();
     pid_t pid = clone_child(flags, ch->has_cg ? ch->cg.fd : -1, &ch->pidfd, &into_cg);
+    t_clone = uv_hrtime() - t_clone;
     if (pid == -1) {
         (void)buf_printf(err, "clone: %s", strerror(errno));
         goto fail;
@@ -334,6 +337,9 @@ static struct child *spawn(struct sbx_engine *eng, uint64_t work_bytes, uint64_t
         sbx_contain_child(&eng->plan, &args, sv[1]); /* never returns */
     }
     ch->pid = pid;
+    /* Namespace creation takes kernel-wide locks (network namespaces above all): say when it was slow. */
+    if (t_clone > 200u * 1000 * 1000)
+        log_warn("sandbox: clone with new namespaces took %.1f ms", (double)t_clone / 1e6);
     close(sv[1]);
     sv[1] = -1;
     ch->ctl = sv[0];
@@ -527,12 +533,14 @@ static void on_ctl(uv_poll_t *p, int status, int events)
     /* EOF while running and no error reported: close-on-exec closed it, the program is running. */
     if (ch->state == CH_RUNNING && ch->error[0] == '\0' && !ch->reaped) {
         ch->exec_seen = true;
+        ch->t_exec_ns = uv_hrtime();
         struct log_line l;
         if (log_begin(&l, LL_DEBUG, "sandbox exec")) {
             log_field_uint(&l, "id", ch->id);
             log_field_int(&l, "pid", ch->pid);
             log_field_uint(&l, "uid", slot_uid(ch->eng, ch->slot));
             log_field_cstr(&l, "cgroup", ch->has_cg ? ch->cg_name : "");
+            log_field_double(&l, "ms_since_start", (double)(ch->t_exec_ns - ch->t_start_ns) / 1e6);
             log_end(&l);
         }
         if (ch->eng->hooks.on_exec)
@@ -647,9 +655,22 @@ static void finalize(struct child *ch, int status, const struct rusage *ru, uint
     }
     if (e.reason == SBX_REASON_ERROR)
         e.exit_code = -1;
+    struct log_line l;
+    if (log_begin(&l, LL_DEBUG, "sandbox end")) {
+        log_field_uint(&l, "id", ch->id);
+        log_field_cstr(&l, "reason", sbx_reason_name((enum sbx_reason)e.reason));
+        log_field_double(&l, "wall_ms", (double)e.wall_us / 1000.0);
+        if (ch->t_exec_ns)
+            log_field_double(&l, "exec_ms", (double)(ch->t_exec_ns - ch->t_start_ns) / 1e6);
+        log_end(&l);
+    }
     /* Report first: removing the cgroup (slow on v1) is not the caller's wait. */
+    uint64_t t_rel = uv_hrtime();
     eng->hooks.on_result(eng->ud, ch->id, &e);
     child_release(ch);
+    t_rel = uv_hrtime() - t_rel;
+    if (t_rel > 200u * 1000 * 1000)
+        log_warn("sandbox: releasing a run (cgroup removal) took %.1f ms", (double)t_rel / 1e6);
     if (!eng->closing) {
         drain_pending(eng);
         refill_soon(eng);
