@@ -33,6 +33,8 @@ DUR = float(os.environ.get("BENCH_DURATION", "5"))          # seconds per measur
 WARM = float(os.environ.get("BENCH_WARMUP", "1"))           # seconds of wrk warm-up before each measured run
 C1_SECS = float(os.environ.get("BENCH_C1_SECONDS", "2.5"))  # seconds per concurrency-1 latency run
 CONNS = int(os.environ.get("BENCH_CONNECTIONS", "64"))
+HIGH_CONNS = int(os.environ.get("BENCH_HIGH_CONNECTIONS", "1024"))  # 0: skip the many-connections run
+HIGH_DUR = float(os.environ.get("BENCH_HIGH_DURATION", "3"))
 STREAM_N = int(os.environ.get("BENCH_STREAM_REQUESTS", "300"))
 STREAM_CHUNKS = int(os.environ.get("BENCH_STREAM_CHUNKS", "8"))
 STREAM_INTERVAL_MS = int(os.environ.get("BENCH_STREAM_INTERVAL_MS", "1"))
@@ -504,6 +506,9 @@ class Bench:
         r = self.wrk(target, kind, seconds, CONNS)
         ps.send_signal(signal.SIGINT)
         ps.wait(10)
+        if r["errors"]:
+            log("  syscalls: %s/%s had %d errors; not counted" % (target, kind, r["errors"]))
+            return None
         try:
             for line in open(out):
                 f = line.strip().split(",")
@@ -729,6 +734,7 @@ class Ratios:
 SERVER_TARGETS = ["agentd", "agentd_log", "nginx", "nginx_log"]
 INSTANT_TARGETS = ["direct", "agentd", "agentd_log", "nginx", "portkey"]
 SLOW_TARGETS = ["direct", "agentd", "nginx", "portkey"]
+HIGH_TARGETS = ["direct", "agentd", "nginx"]
 STREAM_TARGETS = ["direct", "agentd", "nginx", "portkey"]
 
 
@@ -743,7 +749,7 @@ def run(which):
     lat_bin = os.environ["BENCH_LAT"]
     need = {"server"} if which == "server" else {"server", "gateway"} if which == "all" else {"gateway"}
     b = Bench(work, agentd_bin, lat_bin, which)
-    raw = {"server": {}, "instant": {}, "slow": {}, "stream": {}}
+    raw = {"server": {}, "instant": {}, "high": {}, "slow": {}, "stream": {}}
     t_start = time.time()
     try:
         b.start_all(need)
@@ -782,6 +788,14 @@ def run(which):
                         t, r64["rps"], r64.get("cpu_us_per_req", 0), c1["total_us"]["p50"], c1["total_us"]["p99"],
                         r64["errors"] + c1["errors"] + c1["non2xx"]))
                     b.check()
+                for t in rotate(HIGH_TARGETS, rd) if HIGH_CONNS else []:
+                    b.wrk(t, "instant", WARM, HIGH_CONNS)
+                    r = b.wrk(t, "instant", HIGH_DUR, HIGH_CONNS)
+                    raw["high"].setdefault(t, []).append({"c64": r})
+                    log("  instant@%d %-8s %8.0f req/s  p50 %8.0f p99 %8.0f us  cpu %6.1f us/req  err %d" % (
+                        HIGH_CONNS, t, r["rps"], r["lat_us"]["p50"], r["lat_us"]["p99"], r.get("cpu_us_per_req", 0),
+                        r["errors"]))
+                    b.check()
                 for t in rotate(SLOW_TARGETS, rd):
                     b.wrk(t, "slow", max(WARM, 1.5), CONNS)
                     r64 = b.wrk(t, "slow", DUR, CONNS)
@@ -814,7 +828,8 @@ def params():
             "connections": CONNS, "stream_requests": STREAM_N, "stream_chunks": STREAM_CHUNKS,
             "stream_interval_ms": STREAM_INTERVAL_MS, "slow_upstream_ms": SLOW_MS, "gateway_cpu": GW_CPU,
             "load_cpu": LOAD_CPU, "idle_seconds": IDLE_SECS, "spin": SPIN, "prewarm_s": PREWARM,
-            "prewarm_portkey_s": PREWARM_JIT, "counters": COUNTERS, "callgrind_requests": CG_REQUESTS}
+            "prewarm_portkey_s": PREWARM_JIT, "counters": COUNTERS, "callgrind_requests": CG_REQUESTS,
+            "high_connections": HIGH_CONNS, "high_duration_s": HIGH_DUR}
 
 
 def report(which, raw, idle, peak, elapsed, prm=None, counters=None):
@@ -918,6 +933,25 @@ def report(which, raw, idle, peak, elapsed, prm=None, counters=None):
                 "agentd_log_vs_agentd_cpu": R("agentd_log_vs_agentd_cpu", "agentd_log", "agentd", cpu_g),
             },
             "ratio_runs": R.runs,
+        }
+    if raw.get("high"):
+        hi = raw["high"]
+        s = {t: summarize(runs, getters64) for t, runs in hi.items()}
+        inst = raw.get("instant", {})
+        Rh = Ratios(hi)
+        res["scenarios"]["proxy_instant_many_connections"] = {
+            "what": "the instant-upstream run again with wrk -t1 -c%d (%gs): how each path holds up when the "
+                    "number of concurrent requests exceeds its upstream connection pool" % (
+                        prm.get("high_connections", HIGH_CONNS), prm.get("high_duration_s", HIGH_DUR)),
+            "targets": s,
+            "ratios": {
+                "agentd_vs_nginx_rps": Rh("agentd_vs_nginx_rps", "agentd", "nginx", lambda r: r["c64"]["rps"]),
+                "agentd_vs_nginx_cpu_us_per_req": Rh("agentd_vs_nginx_cpu_us_per_req", "agentd", "nginx",
+                                                     lambda r: r["c64"]["cpu_us_per_req"]),
+            },
+            "vs_own_rps_at_%d" % CONNS: {t: ratio(s[t]["rps"]["median"],
+                                                  med([r["c64"]["rps"] for r in inst.get(t, [])]))
+                                         for t in s if inst.get(t)},
         }
     if raw["slow"]:
         sl = raw["slow"]

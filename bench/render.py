@@ -143,6 +143,31 @@ def render(res):
                      fmt(r["portkey_vs_agentd_cpu_us_per_req"], 1), fmt(r["agentd_log_vs_agentd_cpu"], 2)))
         L.append("")
 
+    s = sc.get("proxy_instant_many_connections")
+    if s:
+        hc = p.get("high_connections")
+        L.append("#### Gateway, instant upstream, %s connections" % hc)
+        L.append("")
+        L.append(s["what"] + ".")
+        L.append("")
+        own = [v for k, v in s.items() if k.startswith("vs_own_rps_at_")]
+        own = own[0] if own else {}
+        rows = []
+        for t in ("direct", "agentd", "nginx"):
+            x = s["targets"].get(t)
+            if not x:
+                continue
+            rows.append([NAMES[t], fmt(med(x, "rps")) + spread(x, "rps"), fmt(own.get(t), 2),
+                         fmt(med(x, "cpu_us_per_req")) if t != "direct" else "", fmt(med(x, "p50_us_c64")),
+                         fmt(med(x, "p99_us_c64")), fmt(med(x, "errors"), 0)])
+        L.append(table(["path", "req/s @%s" % hc, "÷ same path @%d" % p["connections"], "CPU µs/req", "p50 µs",
+                        "p99 µs", "errors"], rows))
+        L.append("")
+        r = s["ratios"]
+        L.append("agentd ÷ nginx at %s connections: req/s **%s×**, CPU per request **%s×**." % (
+            hc, fmt(r["agentd_vs_nginx_rps"], 2), fmt(r["agentd_vs_nginx_cpu_us_per_req"], 2)))
+        L.append("")
+
     s = sc.get("proxy_slow_upstream")
     if s:
         L.append("#### Gateway behind a %d ms upstream (node fake on CPU %s)" % (p["slow_upstream_ms"], p["load_cpu"]))
