@@ -11,12 +11,9 @@
 #     children kept warm, as the daemon runs it; runs spaced so the pool is warm when each arrives (--pace), and
 #     back to back (the pool refills while runs go); and the in-process engine with no warm children (cold).
 #
-# Needs root (as CI runs it), hyperfine, bwrap, python3. NICE=-10 (say) runs everything, both sides alike, at a
-# higher priority than whatever else loads the machine.
+# Needs root (as CI runs it), hyperfine, bwrap, python3. Run it at normal priority on a quiet machine: `nice`
+# would favour bwrap, since each agentd run sits in its own CPU cgroup whose weight does not follow nice values.
 set -euo pipefail
-if [ -n "${NICE:-}" ] && [ -z "${BENCH_RENICED:-}" ]; then
-  BENCH_RENICED=1 exec nice -n "$NICE" "$0" "$@"
-fi
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 RUNS=${RUNS:-200}
@@ -97,8 +94,7 @@ L = ["# Sandbox start-to-exit: agentd vs bubblewrap\n"]
 L.append(f"Measured {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by `bench/sandbox/run.sh` "
          f"(commit {rev}): kernel {platform.release()}, {os.cpu_count()} vCPUs (Firecracker VM), {bw}, agentd Release build, "
          f"root, cgroup v{cg['version']} limits {'in force' if cg['in_force'] else 'NOT in force'}; load average at the end "
-         f"{' '.join(load)}; nice {os.nice(0)} for both sides. {runs} runs per figure, in {blocks} blocks where all "
-         f"kinds take turns; times in ms.\n")
+         f"{' '.join(load)}. {runs} runs per figure, in {blocks} blocks where all kinds take turns; times in ms.\n")
 L.append("Isolation compared: bubblewrap gets `--unshare-all` (user, pid, mount, net, ipc, uts, cgroup namespaces) and a "
          "read-only bind of the whole host `/`. agentd's defaults are stronger: the same namespaces plus a minimal root "
          "(only `/usr`, `/lib*`, `/bin` and a few `/etc` files), an unprivileged host uid of its own per run, no "
