@@ -100,6 +100,11 @@ def render(res):
                         "CPU used", "c=1 p50 µs", "c=1 p99 µs", "idle RSS", "peak RSS", "errors"],
                        rows))
         L.append("")
+        utils = [med(x, "cpu_util") or 0 for x in s["targets"].values()]
+        if utils and max(utils) < 0.95:
+            L.append("The process under test never had its CPU to itself (CPU used < 95%%): wrk's one core set the "
+                     "rate, so compare CPU per request and the counters below, not req/s.")
+            L.append("")
         r = s["ratios_vs_nginx"]
         a = s["access_log_cost"]
         L.append("agentd ÷ nginx: req/s **%s×**, CPU per request **%s×**, c=1 p50 **%s×**, c=1 p99 **%s×**; "
@@ -128,11 +133,12 @@ def render(res):
                          fmt(med(x, "added_c1_p50_us")) + spread(x, "added_c1_p50_us") if t != "direct" else "–",
                          fmt(med(x, "added_c1_p99_us")) + spread(x, "added_c1_p99_us") if t != "direct" else "–",
                          fmt(med(x, "p99_us_c64")),
-                         mb(x.get("peak_rss_kb")) if t != "direct" else "",
+                         mb((res.get("peak_rss_kb_before_many_connections") or {}).get(t, x.get("peak_rss_kb")))
+                         if t != "direct" else "",
                          fmt((med(x, "errors") or 0) + (med(x, "c1_errors") or 0), 0)])
         L.append(table(["path", "req/s @%d" % p["connections"], "CPU µs/req @%d" % p["connections"],
                         "c=1 p50 µs", "c=1 p99 µs", "added p50 µs", "added p99 µs",
-                        "p99 µs @%d" % p["connections"], "peak RSS", "errors"], rows))
+                        "p99 µs @%d" % p["connections"], "peak RSS @%d" % p["connections"], "errors"], rows))
         L.append("")
         r = s["ratios"]
         L.append("agentd ÷ nginx proxy_pass: CPU per request **%s×** (target ≤ 1.2), req/s **%s×**, added latency "
@@ -253,13 +259,16 @@ def render(res):
             x = im.get(t)
             if not x:
                 continue
+            low = res.get("peak_rss_kb_before_many_connections") or {}
             rows.append([NAMES[t], mb(x["rss_kb"]), mb(x.get("rss_anon_kb")), mb(x.get("rss_file_kb")),
-                         mb(x.get("pss_kb")), str(x.get("processes")), mb(res["peak_rss_kb"].get(t))])
+                         mb(x.get("pss_kb")), str(x.get("processes")), mb(low.get(t)), mb(res["peak_rss_kb"].get(t))])
         L.append(table(["process", "idle RSS", "of which anon", "of which file-backed", "idle PSS", "processes",
-                        "peak RSS (VmHWM)"], rows))
+                        "peak RSS ≤ %d conns" % p["connections"], "peak RSS at the end"], rows))
         L.append("")
-        L.append("Idle = %s s after start, before any request; peak = VmHWM summed over the process tree at the end "
-                 "of the run (after every scenario above)." % fmt(p["idle_seconds"], 0))
+        L.append("Idle = %s s after start, before any request. Peak = VmHWM summed over the process tree: after the "
+                 "first round's %d-connection runs, and at the end of the run (after every scenario above, including "
+                 "%s connections for agentd and nginx)." % (fmt(p["idle_seconds"], 0), p["connections"],
+                                                            p.get("high_connections")))
     return "\n".join(L) + "\n"
 
 
