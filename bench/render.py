@@ -102,7 +102,7 @@ def render(res):
         L.append("")
         utils = [med(x, "cpu_util") or 0 for x in s["targets"].values()]
         if utils and max(utils) < 0.95:
-            L.append("The process under test never had its CPU to itself (CPU used < 95%%): wrk's one core set the "
+            L.append("The process under test never had its CPU to itself (CPU used < 95%): wrk's one core set the "
                      "rate, so compare CPU per request and the counters below, not req/s.")
             L.append("")
         r = s["ratios_vs_nginx"]
