@@ -561,13 +561,13 @@ test('concurrent runs cannot see each other', { skip: unusable() }, async () => 
     // Each leaves a mark, lingers while the others run, then looks for theirs.
     code: `echo r${i} > /tmp/mark-r${i}; echo r${i} > /work/mark; sleep 0.3; echo tmp: $(ls /tmp); echo work: $(cat /work/mark); echo procs: $(ls /proc | grep -c '^[0-9]')`,
   })).join('\n') + '\n';
-  const r = await cli(['batch', ...POOL, '--zygote', '--warm', '2', '--concurrency', '6'], { input: specs });
+  const r = await cli(['batch', ...POOL, '--zygote', '--warm', '2', '--concurrency', '6', '--log-level', 'info'], { input: specs });
   assert.equal(r.code, 0, r.stderr);
   const res = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
   assert.equal(res.length, 6);
   const uids = new Set();
   for (const j of res) {
-    assert.equal(j.reason, 'exit', JSON.stringify(j));
+    assert.equal(j.reason, 'exit', JSON.stringify(j) + '\n' + r.stderr.slice(-3000)); // a timeout logs what was stuck
     assert.match(j.stdout, new RegExp(`^tmp: mark-${j.id}$`, 'm'));
     assert.match(j.stdout, new RegExp(`^work: ${j.id}$`, 'm'));
     uids.add(j.host_uid);
