@@ -31,11 +31,11 @@ LOAD_CPU = os.environ.get("BENCH_LOAD_CPU", "1")  # load generator + upstreams
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 DUR = float(os.environ.get("BENCH_DURATION", "5"))          # seconds per measured wrk run
 WARM = float(os.environ.get("BENCH_WARMUP", "1"))           # seconds of wrk warm-up before each measured run
-C1_SECS = float(os.environ.get("BENCH_C1_SECONDS", "2.5"))  # seconds per concurrency-1 latency run
+C1_SECS = float(os.environ.get("BENCH_C1_SECONDS", "2"))  # seconds per concurrency-1 latency run
 CONNS = int(os.environ.get("BENCH_CONNECTIONS", "64"))
 HIGH_CONNS = int(os.environ.get("BENCH_HIGH_CONNECTIONS", "1024"))  # 0: skip the many-connections run
 HIGH_DUR = float(os.environ.get("BENCH_HIGH_DURATION", "3"))
-STREAM_N = int(os.environ.get("BENCH_STREAM_REQUESTS", "300"))
+STREAM_N = int(os.environ.get("BENCH_STREAM_REQUESTS", "250"))
 STREAM_CHUNKS = int(os.environ.get("BENCH_STREAM_CHUNKS", "8"))
 STREAM_INTERVAL_MS = int(os.environ.get("BENCH_STREAM_INTERVAL_MS", "1"))
 SLOW_MS = int(os.environ.get("BENCH_SLOW_MS", "50"))
@@ -43,7 +43,7 @@ IDLE_SECS = float(os.environ.get("BENCH_IDLE_SECONDS", "3"))
 PORT_BASE = int(os.environ.get("BENCH_PORT_BASE", "18700"))
 SPIN = os.environ.get("BENCH_SPIN", "1") == "1"  # keep both vCPUs from halting during concurrency-1 probes
 PREWARM = float(os.environ.get("BENCH_PREWARM", "2"))             # s of load on each gateway before round 1
-PREWARM_JIT = float(os.environ.get("BENCH_PREWARM_JIT", "15"))    # same for Portkey (V8 needs it)
+PREWARM_JIT = float(os.environ.get("BENCH_PREWARM_JIT", "12"))    # same for Portkey (V8 needs it)
 FAKE_KEY = "sk-fake-openai-0123456789abcdef"
 
 P = {
@@ -59,7 +59,7 @@ P = {
     "cg_agentd_ops": PORT_BASE + 51,
 }
 COUNTERS = os.environ.get("BENCH_COUNTERS", "1") == "1"
-CG_REQUESTS = int(os.environ.get("BENCH_CG_REQUESTS", "2000"))
+CG_REQUESTS = int(os.environ.get("BENCH_CG_REQUESTS", "1000"))
 
 # The fake's non-streaming answer to the bench request, byte for byte (587 bytes), served by the static nginx
 # upstream so that the throughput runs measure the gateway, not a node process.

@@ -9,7 +9,7 @@
 # AGENTD_BIN points at a binary, runs the scenarios with the process under test pinned to CPU 0 and the load
 # generator and upstreams pinned to CPU 1, and writes bench/results/latest.json and the tables in
 # bench/RESULTS.md. Knobs (environment): AGENTD_BIN, BENCH_ROUNDS (3), BENCH_DURATION (5 s per wrk run),
-# BENCH_WARMUP (1 s), BENCH_C1_SECONDS (2.5), BENCH_CONNECTIONS (64), BENCH_STREAM_REQUESTS (300),
+# BENCH_WARMUP (1 s), BENCH_C1_SECONDS (2), BENCH_CONNECTIONS (64), BENCH_STREAM_REQUESTS (250),
 # BENCH_STREAM_CHUNKS (8), BENCH_STREAM_INTERVAL_MS (1), BENCH_SLOW_MS (50), BENCH_PORT_BASE (18700),
 # BENCH_OUT (bench/results/latest.json), BENCH_KEEP_WORK=1 to keep the work dir (configs, logs); the rest in
 # bench/README.md.
