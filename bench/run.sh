@@ -21,6 +21,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 cmdline="bench/run.sh $*"
 [ -n "${AGENTD_BIN:-}" ] && cmdline="AGENTD_BIN=$AGENTD_BIN $cmdline"
+[ -n "${BENCH_GIT:-}" ] && cmdline="BENCH_GIT=$BENCH_GIT $cmdline"
 
 "$repo/scripts/deps.sh" bench
 
@@ -48,8 +49,10 @@ trap cleanup EXIT
 
 cc -O2 -Wall -Wextra -o "$work/lat" "$here/lat.c"
 
-git_desc=$(cd "$repo" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ -n "$(cd "$repo" && git status --porcelain -- src CMakeLists.txt cmake 2>/dev/null)" ]; then
+# What was measured: the tree's commit (+dirty if src/ has local changes), or BENCH_GIT when AGENTD_BIN was built
+# from something else (a clean export of a commit, another branch).
+git_desc=${BENCH_GIT:-$(cd "$repo" && git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+if [ -z "${BENCH_GIT:-}" ] && [ -n "$(cd "$repo" && git status --porcelain -- src CMakeLists.txt cmake 2>/dev/null)" ]; then
   git_desc="$git_desc+dirty"
 fi
 
