@@ -17,7 +17,9 @@ static int usage(FILE *out, int rc)
             "  config check FILE     validate a configuration file (exit 0 valid, 2 invalid)\n"
             "  config print [--config FILE]\n"
             "                        print the effective configuration, secrets masked\n"
-            "  sandbox run|check     run code in the sandbox / report isolation features\n"
+            "  config describe       list every setting (Markdown)\n"
+            "  sandbox run|check|batch|bench\n"
+            "                        run code in the sandbox; report isolation features; run many; measure\n"
             "  version               print the version\n");
     return rc;
 }
