@@ -16,6 +16,7 @@
 #define CONFIG_FILE_MAX (4 << 20)
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const upstream_clients[] = {"auto", "native", "curl", NULL};
 
 #define OFF(f) offsetof(struct config, f)
 #define I64MAX INT64_MAX
@@ -177,8 +178,12 @@ static const struct cfg_field gateway_fields[] = {
      .help = "serve the offline deterministic model 'mock'"},
     {.key = "anthropic_version", .type = CFG_STRING, .off = OFF(gateway.anthropic_version), .max = 64,
      .def = "2023-06-01", .help = "anthropic-version sent to Anthropic upstreams"},
+    {.key = "upstream_client", .type = CFG_ENUM, .off = OFF(gateway.upstream_client), .enums = upstream_clients,
+     .def = "auto", .flags = CFG_RESTART,
+     .help = "HTTP client for upstream calls: auto = agentd's own HTTP/1.1 client where it applies (http:// "
+             "without a proxy), libcurl otherwise; native = the same; curl = libcurl for everything"},
 };
-static const struct cfg_schema gateway_schema = {"gateway", 0, gateway_fields, 10, NULL};
+static const struct cfg_schema gateway_schema = {"gateway", 0, gateway_fields, 11, NULL};
 
 static const struct cfg_field root_fields[] = {
     {.key = "server", .type = CFG_MAP, .sub = &server_schema},

@@ -105,7 +105,10 @@ struct config_gateway {
     bool auto_models;                /* add well-known models of every provider whose key is in the environment */
     bool mock_model;                 /* serve the offline "mock" model */
     char *anthropic_version;         /* sent upstream to Anthropic */
+    int upstream_client;             /* CONFIG_UPSTREAM_* */
 };
+
+enum { CONFIG_UPSTREAM_AUTO, CONFIG_UPSTREAM_NATIVE, CONFIG_UPSTREAM_CURL };
 
 struct config {
     _Atomic int refs;

@@ -10,12 +10,16 @@
 #include "common/alloc.h"
 #include "common/log.h"
 #include "common/timeutil.h"
+#include "config/config.h"
+#include "net/h1client.h"
 
 #define RESP_HEADERS_MAX (64 * 1024)
 #define EASY_POOL_MAX 64
 
 struct upstream {
     uv_loop_t *loop;
+    struct h1client *h1;
+    int client;                /* UP_CLIENT_AUTO / NATIVE / CURL, from the configuration at creation */
     CURLM *multi;
     uv_timer_t timer;
     int running;
@@ -169,6 +173,13 @@ struct upstream *upstream_new(uv_loop_t *loop)
 {
     struct upstream *u = xcalloc(1, sizeof(*u));
     u->loop = loop;
+    u->h1 = h1_new(loop);
+    /* Read once per worker (the setting says "restart to change"): no lock on the request path. */
+    struct config *cfg = config_acquire();
+    int mode = cfg ? cfg->gateway.upstream_client : CONFIG_UPSTREAM_AUTO;
+    config_unref(cfg);
+    u->client = mode == CONFIG_UPSTREAM_CURL ? UP_CLIENT_CURL : mode == CONFIG_UPSTREAM_NATIVE ? UP_CLIENT_NATIVE
+                                                                                               : UP_CLIENT_AUTO;
     u->multi = curl_multi_init();
     uv_timer_init(loop, &u->timer);
     u->timer.data = u;
@@ -287,7 +298,7 @@ static void release_easy(struct upstream *u, CURL *easy)
     }
 }
 
-static void xfer_free(struct up_xfer *x)
+void up_xfer_destroy(struct up_xfer *x)
 {
     up_request_free(&x->req);
     buf_free(&x->resp_headers);
@@ -308,6 +319,10 @@ struct up_xfer *upstream_start(struct upstream *u, struct up_request *req, const
     x->cb = *cb;
     x->ud = ud;
     buf_init(&x->resp_headers, RESP_HEADERS_MAX);
+    x->t_start_us = time_mono_us();
+    int client = x->req.client != UP_CLIENT_CONFIGURED ? x->req.client : u->client;
+    if (client != UP_CLIENT_CURL && h1_start(u->h1, x) == 0)
+        return x;
     CURL *e = u->npool ? u->pool[--u->npool] : curl_easy_init();
     x->easy = e;
     struct xfer_private *priv = xcalloc(1, sizeof(*priv));
@@ -344,12 +359,11 @@ struct up_xfer *upstream_start(struct upstream *u, struct up_request *req, const
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-    x->t_start_us = time_mono_us();
     if (curl_multi_add_handle(u->multi, e) != CURLM_OK) {
         curl_slist_free_all(priv->headers);
         xfree(priv);
         release_easy(u, e);
-        xfer_free(x);
+        up_xfer_destroy(x);
         return NULL;
     }
     u->live++;
@@ -368,9 +382,7 @@ static void reap(struct upstream *u, struct up_xfer *x)
     release_easy(u, x->easy);
     x->easy = NULL;
     u->live--;
-    up_request_free(&x->req);
-    buf_free(&x->resp_headers);
-    xfree(x);
+    up_xfer_destroy(x);
 }
 
 static void check_done(struct upstream *u)
@@ -404,6 +416,10 @@ void upstream_cancel(struct up_xfer *x)
 {
     if (x == NULL || x->cancelled)
         return;
+    if (x->native) {
+        h1_cancel(x);
+        return;
+    }
     x->cancelled = true;
     if (x->in_callback || x->finished)
         return; /* curl aborts it when the callback returns 0; check_done reaps it */
@@ -414,6 +430,10 @@ void upstream_resume(struct up_xfer *x)
 {
     if (!x->paused || x->cancelled)
         return;
+    if (x->native) {
+        h1_resume(x);
+        return;
+    }
     x->paused = false;
     curl_easy_pause(x->easy, CURLPAUSE_CONT);
     struct upstream *u = x->u; /* x may be reaped by now */
@@ -484,6 +504,8 @@ void upstream_free(struct upstream *u)
     if (u == NULL)
         return;
     u->closing = true;
+    h1_free(u->h1);
+    u->h1 = NULL;
     if (u->live)
         log_warn("upstream: %d transfers still attached at shutdown", u->live);
     curl_multi_cleanup(u->multi);

@@ -1,10 +1,13 @@
-/* upstream.h: the upstream HTTP client: libcurl's multi interface driven by the worker's libuv loop.
+/* upstream.h: the upstream HTTP client, driven by the worker's libuv loop.
  *
- * One struct upstream per loop owns a CURLM (so connections are reused across every request of that worker),
- * a timer and one uv_poll per socket curl asks to watch. A transfer is started with a fully built request and
+ * Two backends behind one interface. agentd's own HTTP/1.1 client (net/h1client.c: a keep-alive pool per loop,
+ * DNS in the thread pool) serves plain http:// URLs that no proxy from the environment applies to; libcurl's
+ * multi interface serves everything else (https, proxies, unusual URLs). gateway.upstream_client chooses
+ * (read when the upstream is created). One struct upstream per loop owns both, so connections are reused across
+ * every request of that worker. A transfer is started with a fully built request and
  * reports through three callbacks: headers complete, body bytes (as they arrive: streams are never buffered
- * here), and done (exactly once, unless cancelled). Nothing blocks the loop: DNS runs in curl's resolver
- * thread, TLS and I/O are non-blocking.
+ * here), and done (exactly once, unless cancelled). Nothing blocks the loop: DNS runs off the loop, TLS and I/O
+ * are non-blocking.
  *
  * Re-entrancy: upstream_cancel may be called from inside any callback (the transfer is aborted and reaped
  * after curl returns); upstream_resume may deliver buffered data synchronously through on_data. */
@@ -31,6 +34,14 @@ struct up_request {
     long first_byte_timeout_ms; /* time to response headers; 0: none */
     size_t max_response;     /* bytes buffered for the caller's own use is the caller's business; this bounds
                                 nothing here and exists for logs */
+    int client;              /* UP_CLIENT_*: which backend; UP_CLIENT_CONFIGURED (0) follows the configuration */
+};
+
+enum {
+    UP_CLIENT_CONFIGURED = 0, /* gateway.upstream_client */
+    UP_CLIENT_AUTO,           /* agentd's HTTP/1.1 client where it applies, libcurl otherwise */
+    UP_CLIENT_NATIVE,         /* the same today */
+    UP_CLIENT_CURL,           /* libcurl for everything */
 };
 
 void up_request_init(struct up_request *r);
@@ -53,7 +64,8 @@ struct up_callbacks {
 
 struct up_xfer {
     struct upstream *u;
-    void *easy;              /* CURL * */
+    void *easy;              /* CURL *, when libcurl runs it */
+    void *native;            /* the h1client connection carrying it, when agentd's own client runs it */
     struct up_request req;   /* owned */
     struct up_callbacks cb;
     void *ud;
@@ -62,7 +74,7 @@ struct up_xfer {
     bool headers_done, paused, cancelled, finished, in_callback;
     uint64_t t_start_us, t_headers_us, t_first_byte_us, t_done_us;
     uint64_t bytes_in;
-    char errbuf[256];        /* curl's own message */
+    char errbuf[256];        /* what went wrong, in curl's words */
     char abort_reason[128];  /* why agentd aborted the transfer (first-byte deadline), preferred over errbuf */
 };
 
