@@ -1168,7 +1168,10 @@ def main():
     os.replace(out + ".tmp", out)
     log("wrote", os.path.relpath(out, REPO), "in %.0fs" % res["elapsed_s"])
     import render
-    render.update_results_md(res, prev)
+    # the default output updates bench/RESULTS.md; an experiment written elsewhere gets its own .md beside it
+    md = None if os.path.abspath(out) == os.path.join(HERE, "results", "latest.json") else \
+        os.path.splitext(out)[0] + ".md"
+    render.update_results_md(res, prev, md)
 
 
 if __name__ == "__main__":
