@@ -69,13 +69,12 @@ struct h1conn {
     int closes_pending;
     struct up_xfer *x;
     struct h1_resp resp;
-    struct buf head;  /* the request head, built once per transfer */
-    struct buf stash; /* bytes read but not parsed while the transfer is paused */
-    uint64_t t0_ms;   /* the transfer's start (uv_now) */
-    uint64_t rx;      /* response bytes received for the current transfer */
-    unsigned addr_i;  /* address being tried */
-    int last_err;     /* of the last failed connect */
-    unsigned nreq;    /* requests sent on this connection */
+    struct buf head; /* the request head, built once per transfer */
+    uint64_t t0_ms;  /* the transfer's start (uv_now) */
+    uint64_t rx;     /* response bytes received for the current transfer */
+    unsigned addr_i; /* address being tried */
+    int last_err;    /* of the last failed connect */
+    unsigned nreq;   /* requests sent on this connection */
     bool reading, writing;
     bool retried;   /* the transfer was already sent again once */
     bool fail_soon; /* a failure found while starting: reported from the timer, never inside h1_start */
@@ -376,6 +375,10 @@ static int on_p_headers_complete(http_parser *p)
     if (r->hstate == 2 && hdr_append(r, "\r\n", 2) != 0)
         return -1;
     r->hstate = 0;
+    if (p->status_code < 100) {
+        r->error = "Invalid HTTP response from the server: status code below 100";
+        return -1;
+    }
     if (p->status_code < 200) {
         if (p->status_code == 101) {
             r->error = "Unexpected 101 Switching Protocols from the server";
@@ -400,6 +403,10 @@ static int on_p_body(http_parser *p, const char *at, size_t n)
 {
     struct h1_resp *r = p->data;
     struct up_xfer *x = r->x;
+    if (!x->headers_done) {
+        r->error = "Invalid HTTP response from the server: a 1xx response with a body";
+        return -1;
+    }
     if (!x->t_first_byte_us)
         x->t_first_byte_us = time_mono_us();
     int rc = deliver(r, at, n);
@@ -437,12 +444,16 @@ static const http_parser_settings resp_settings = {
 
 void h1_resp_init(struct h1_resp *r, struct up_xfer *x)
 {
-    struct buf pending = r->pending;
+    struct buf pending = r->pending, stash = r->stash;
     memset(r, 0, sizeof(*r));
-    r->pending = pending; /* the allocation is kept across transfers on one connection */
-    buf_reset(&r->pending);
+    r->pending = pending; /* the allocations are kept across the transfers of one connection */
+    r->stash = stash;
     if (r->pending.max == 0)
         buf_init(&r->pending, BUF_UNBOUNDED);
+    if (r->stash.max == 0)
+        buf_init(&r->stash, BUF_UNBOUNDED);
+    buf_reset(&r->pending);
+    buf_reset(&r->stash);
     r->x = x;
     http_parser_init(&r->p, HTTP_RESPONSE);
     r->p.data = r;
@@ -451,60 +462,106 @@ void h1_resp_init(struct h1_resp *r, struct up_xfer *x)
 void h1_resp_free(struct h1_resp *r)
 {
     buf_free(&r->pending);
+    buf_free(&r->stash);
 }
 
-size_t h1_resp_feed(struct h1_resp *r, const char *data, size_t len)
+/* One http_parser_execute over data and what it means. from_stash: data is r->stash itself. */
+static int resp_parse(struct h1_resp *r, const char *data, size_t len, bool from_stash)
 {
-    if (r->error || r->complete)
-        return 0;
+    struct up_xfer *x = r->x;
     size_t n = http_parser_execute(&r->p, &resp_settings, data, len);
     enum http_errno e = HTTP_PARSER_ERRNO(&r->p);
-    if (e == HPE_OK || e == HPE_PAUSED || r->x->cancelled)
-        return n;
-    if (r->error == NULL) {
-        snprintf(r->x->errbuf, sizeof(r->x->errbuf), "Invalid HTTP response from the server: %s",
-                 http_errno_description(e));
-        r->error = r->x->errbuf;
+    if (x->cancelled)
+        return H1_RESP_CANCELLED;
+    if (e != HPE_OK && e != HPE_PAUSED) {
+        if (r->error == NULL) {
+            snprintf(x->errbuf, sizeof(x->errbuf), "Invalid HTTP response from the server: %s",
+                     http_errno_description(e));
+            r->error = x->errbuf;
+        }
+        return H1_RESP_FAILED;
     }
-    return n;
+    if (r->error)
+        return H1_RESP_FAILED; /* a callback refused it (headers too large, an abort) */
+    if (r->complete) {
+        r->trailing = n < len;
+        if (from_stash)
+            buf_reset(&r->stash);
+        return H1_RESP_COMPLETE;
+    }
+    if (x->paused) {
+        /* What was read and not parsed waits for resume: at most one read's worth, as reading stops. */
+        if (from_stash) {
+            buf_consume(&r->stash, n);
+        } else {
+            buf_reset(&r->stash);
+            buf_append(&r->stash, data + n, len - n);
+        }
+        return H1_RESP_PAUSED;
+    }
+    if (from_stash)
+        buf_reset(&r->stash);
+    return H1_RESP_MORE;
 }
 
-void h1_resp_eof(struct h1_resp *r)
+int h1_resp_feed(struct h1_resp *r, const char *data, size_t len)
 {
-    if (r->error || r->complete)
-        return;
+    if (r->error)
+        return H1_RESP_FAILED;
+    if (r->complete)
+        return H1_RESP_COMPLETE;
+    if (r->x->paused)
+        return H1_RESP_PAUSED; /* never fed while paused: the connection stops reading */
+    return resp_parse(r, data, len, false);
+}
+
+int h1_resp_eof(struct h1_resp *r)
+{
+    if (r->error)
+        return H1_RESP_FAILED;
+    if (r->complete)
+        return H1_RESP_COMPLETE;
     struct up_xfer *x = r->x;
     bool started = r->p.nread > 0 || r->p.http_major > 0 || x->headers_done;
     unsigned flags = r->p.flags;
     uint64_t left = r->p.content_length;
     http_parser_execute(&r->p, &resp_settings, NULL, 0);
-    if (r->complete || r->error)
-        return;
-    if (!x->headers_done && !started)
+    if (r->complete)
+        return H1_RESP_COMPLETE;
+    if (r->error)
+        return H1_RESP_FAILED;
+    if (!x->headers_done && !started) {
         r->error = "Empty reply from server";
-    else if (!x->headers_done)
+    } else if (!x->headers_done) {
         r->error = "Connection closed before the end of the response headers";
-    else if (!(flags & F_CHUNKED) && left != ULLONG_MAX && left > 0) {
+    } else if (!(flags & F_CHUNKED) && left != ULLONG_MAX && left > 0) {
         snprintf(x->errbuf, sizeof(x->errbuf), "transfer closed with %llu bytes remaining to read",
                  (unsigned long long)left);
         r->error = x->errbuf;
     } else {
         r->error = "transfer closed with outstanding read data remaining";
     }
+    return H1_RESP_FAILED;
 }
 
 int h1_resp_resume(struct h1_resp *r)
 {
     struct up_xfer *x = r->x;
+    if (!x->paused)
+        return H1_RESP_MORE;
     x->paused = false;
     if (r->pending.len) {
         int rc = deliver(r, r->pending.data, r->pending.len);
+        if (rc == UP_DATA_PAUSE)
+            return H1_RESP_PAUSED; /* held again as it is */
         if (rc != UP_DATA_OK)
-            return rc; /* PAUSE: held again as it is */
+            return x->cancelled ? H1_RESP_CANCELLED : H1_RESP_FAILED;
         buf_reset(&r->pending);
     }
     http_parser_pause(&r->p, 0);
-    return UP_DATA_OK;
+    if (r->stash.len == 0)
+        return H1_RESP_MORE;
+    return resp_parse(r, r->stash.data, r->stash.len, true);
 }
 
 /* ---------- transfers ---------- */
@@ -572,7 +629,6 @@ static void on_handle_closed(uv_handle_t *h)
         return;
     struct h1client *c = k->c;
     buf_free(&k->head);
-    buf_free(&k->stash);
     h1_resp_free(&k->resp);
     xfree(k);
     c->closing_conns--;
@@ -622,7 +678,6 @@ static struct h1conn *conn_new(struct h1client *c, struct h1host *h)
     k->creq.data = k;
     k->wreq.data = k;
     buf_init(&k->head, BUF_UNBOUNDED);
-    buf_init(&k->stash, BUF_UNBOUNDED);
     k->next = c->conns;
     if (c->conns)
         c->conns->prev = k;
@@ -842,38 +897,25 @@ static void xfer_complete(struct h1conn *k, bool clean)
     xfer_finish(x, true, NULL);
 }
 
-/* Parses bytes for k's transfer. Returns true while the transfer runs on k and wants more input. */
-static bool conn_input(struct h1conn *k, const char *data, size_t len, bool from_stash)
+/* What the parser said about k's transfer. Returns true while the transfer runs on k and wants more input. */
+static bool conn_after_parse(struct h1conn *k, int st)
 {
-    struct h1_resp *r = &k->resp;
-    struct up_xfer *x = k->x;
-    size_t n = h1_resp_feed(r, data, len);
-    if (x->cancelled) {
+    switch (st) {
+    case H1_RESP_MORE:
+        return true;
+    case H1_RESP_PAUSED:
+        conn_read_stop(k); /* until resume */
+        return false;
+    case H1_RESP_COMPLETE:
+        xfer_complete(k, !k->resp.trailing);
+        return false;
+    case H1_RESP_CANCELLED:
         xfer_drop(k);
         return false;
-    }
-    if (r->error) {
-        xfer_fail(k, r->error);
+    default:
+        xfer_fail(k, k->resp.error);
         return false;
     }
-    if (r->complete) {
-        xfer_complete(k, n == len);
-        return false;
-    }
-    if (x->paused) {
-        /* Stop reading until resume; what was read and not parsed waits here (at most one read's worth). */
-        if (from_stash) {
-            buf_consume(&k->stash, n);
-        } else {
-            buf_reset(&k->stash);
-            buf_append(&k->stash, data + n, len - n);
-        }
-        conn_read_stop(k);
-        return false;
-    }
-    if (from_stash)
-        buf_reset(&k->stash);
-    return true;
 }
 
 static void on_conn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
@@ -889,14 +931,13 @@ static void on_conn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     }
     if (nread > 0) {
         k->rx += (uint64_t)nread;
-        conn_input(k, b->base, (size_t)nread, false);
+        conn_after_parse(k, h1_resp_feed(&k->resp, b->base, (size_t)nread));
         return;
     }
     if (conn_retry(k))
         return;
     if (nread == UV_EOF) {
-        h1_resp_eof(&k->resp);
-        if (k->resp.complete)
+        if (h1_resp_eof(&k->resp) == H1_RESP_COMPLETE)
             xfer_complete(k, false);
         else
             xfer_fail(k, k->resp.error);
@@ -973,7 +1014,6 @@ static void conn_to_pool(struct h1conn *k)
     list_push(&h->idle, k);
     h->nidle++;
     c->nidle++;
-    buf_reset(&k->stash);
     uv_timer_start(&k->timer, on_conn_timer, H1_IDLE_TIMEOUT_MS, 0);
     conn_read_start(k); /* a close by the server while idle is noticed at once */
 }
@@ -1172,20 +1212,8 @@ void h1_resume(struct up_xfer *x)
     if (!x->paused || x->cancelled || x->in_callback)
         return;
     struct h1conn *k = x->native;
-    int rc = h1_resp_resume(&k->resp);
-    if (x->cancelled) {
-        xfer_drop(k);
-        return;
-    }
-    if (rc == UP_DATA_PAUSE)
-        return;
-    if (rc != UP_DATA_OK) {
-        xfer_fail(k, k->resp.error);
-        return;
-    }
-    if (k->stash.len && !conn_input(k, k->stash.data, k->stash.len, true))
-        return;
-    conn_read_start(k);
+    if (conn_after_parse(k, h1_resp_resume(&k->resp)))
+        conn_read_start(k);
 }
 
 struct h1client *h1_new(uv_loop_t *loop)

@@ -89,23 +89,32 @@ struct h1_resp {
     http_parser p;
     struct up_xfer *x;
     struct buf pending; /* body bytes on_data answered PAUSE to: delivered again by h1_resp_resume */
+    struct buf stash;   /* bytes read but not parsed when the transfer paused */
     const char *error;  /* why the response failed (a literal or x->errbuf); NULL while fine */
     uint8_t hstate;     /* 0 between headers, 1 in a name, 2 in a value */
     bool complete;      /* the final response ended */
     bool keep_alive;    /* ... and the connection may carry another request */
+    bool trailing;      /* ... and bytes followed it in the same read (so it may not) */
 };
 
+enum {
+    H1_RESP_MORE,      /* everything parsed; feed more */
+    H1_RESP_PAUSED,    /* on_data said PAUSE: stop reading, call h1_resp_resume later */
+    H1_RESP_COMPLETE,  /* the final response ended (r->keep_alive, r->trailing say whether to reuse) */
+    H1_RESP_FAILED,    /* r->error */
+    H1_RESP_CANCELLED, /* the transfer was cancelled inside a callback */
+};
+
+/* (Re)starts the parser for a transfer, keeping the buffers' allocations. */
 void h1_resp_init(struct h1_resp *r, struct up_xfer *x);
 void h1_resp_free(struct h1_resp *r);
-/* Parses len bytes. Returns how many were consumed: all of them, or fewer when the response completed
- * (r->complete: the rest is not part of it), the transfer paused (x->paused: feed the rest after
- * h1_resp_resume), was cancelled in a callback (x->cancelled) or failed (r->error). Calls on_headers and
- * on_data; never on_done. */
-size_t h1_resp_feed(struct h1_resp *r, const char *data, size_t len);
-/* The peer closed the connection: completes a close-delimited body, otherwise sets r->error (curl's wording). */
-void h1_resp_eof(struct h1_resp *r);
-/* Delivers the held bytes again and unpauses the parser. Returns UP_DATA_OK (feed the rest now),
- * UP_DATA_PAUSE (still paused) or UP_DATA_ABORT (r->error set, or x cancelled). */
+/* Parses bytes from the socket (not while paused). Calls on_headers and on_data, never on_done. Returns
+ * H1_RESP_*. */
+int h1_resp_feed(struct h1_resp *r, const char *data, size_t len);
+/* The peer closed the connection: completes a close-delimited body (H1_RESP_COMPLETE), otherwise sets r->error
+ * in curl's wording (H1_RESP_FAILED). */
+int h1_resp_eof(struct h1_resp *r);
+/* Resumes a paused transfer: delivers the held bytes again, then parses the stash. Returns H1_RESP_*. */
 int h1_resp_resume(struct h1_resp *r);
 
 #endif

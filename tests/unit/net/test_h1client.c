@@ -777,6 +777,8 @@ static void test_bad_responses(void)
     tsrv_script(s, ACT_RESPOND, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n", 0);
     tsrv_script(s, ACT_RESPOND, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA", 0);
     tsrv_script(s, ACT_RESPOND, "HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n", 0);
+    tsrv_script(s, ACT_RESPOND_CLOSE, "HTTP/1.1 000 OK\r\n\r\nbody", 0);
+    tsrv_script(s, ACT_RESPOND, "HTTP/1.1 100 Continue\r\nContent-Length: 3\r\n\r\nabc", 0);
     struct upstream *u = upstream_new(&loop);
     struct res r;
     const char *want[] = {"Response headers larger than 65536 bytes",
@@ -787,8 +789,10 @@ static void test_bad_responses(void)
                           "Connection closed before the end of the response headers",
                           "Unexpected 101 Switching Protocols from the server",
                           "",
-                          "Invalid HTTP response from the server: invalid HTTP status code"};
-    for (int i = 0; i < 9; i++) {
+                          "Invalid HTTP response from the server: invalid HTTP status code",
+                          "Invalid HTTP response from the server: status code below 100",
+                          "Invalid HTTP response from the server: a 1xx response with a body"};
+    for (int i = 0; i < 11; i++) {
         res_init(&r);
         start(u, url_of(s, "/"), "x", &r);
         if (i == 2) {
