@@ -106,6 +106,7 @@ struct config_gateway {
     bool mock_model;                 /* serve the offline "mock" model */
     char *anthropic_version;         /* sent upstream to Anthropic */
     int upstream_client;             /* CONFIG_UPSTREAM_* */
+    char *ca_file;                   /* extra trusted CAs for upstream TLS; "" = the system store only */
 };
 
 enum { CONFIG_UPSTREAM_AUTO, CONFIG_UPSTREAM_NATIVE, CONFIG_UPSTREAM_CURL };

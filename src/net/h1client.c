@@ -1,7 +1,11 @@
 #include "net/h1client.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,11 +17,13 @@
 #include "common/timeutil.h"
 
 #define READ_BUF_SIZE (64 * 1024)
+#define TLS_PLAIN_SIZE (16 * 1024) /* one TLS record's worth of plaintext per SSL_read */
 #define DEFAULT_CONNECT_TIMEOUT_MS 10000
 
 enum conn_state {
     CONN_NEW,        /* no socket yet: waiting for addresses */
     CONN_CONNECTING, /* uv_tcp_connect in flight */
+    CONN_HANDSHAKE,  /* TLS handshake in flight */
     CONN_ACTIVE,     /* connected, carrying a transfer */
     CONN_IDLE,       /* connected, in the pool */
     CONN_CLOSING,    /* handles closing; freed by the last close callback */
@@ -40,6 +46,7 @@ struct h1host {
     struct sockaddr_storage addrs[H1_MAX_ADDRS];
     int naddrs;
     uint64_t addrs_expire_ms; /* uv_now; numeric hosts never expire */
+    SSL_SESSION *session;     /* the last TLS session the server gave us, to resume on new connections */
     struct h1dns *lookup;     /* in flight */
     struct h1conn *waiting;   /* connections waiting for it */
     struct h1conn *idle;      /* pooled connections, most recently used first */
@@ -69,20 +76,27 @@ struct h1conn {
     int closes_pending;
     struct up_xfer *x;
     struct h1_resp resp;
+    SSL *ssl;        /* https: TLS on memory BIOs between the socket and the parser */
     struct buf head; /* the request head, built once per transfer */
     uint64_t t0_ms;  /* the transfer's start (uv_now) */
-    uint64_t rx;     /* response bytes received for the current transfer */
+    uint64_t rx;     /* response bytes (plaintext) received for the current transfer */
     unsigned addr_i; /* address being tried */
     int last_err;    /* of the last failed connect */
     unsigned nreq;   /* requests sent on this connection */
-    bool reading, writing;
+    unsigned writes; /* uv_writes in flight */
+    bool reading;
     bool retried;   /* the transfer was already sent again once */
+    bool tls_bad;   /* TLS itself failed: the session is not worth resuming */
     bool fail_soon; /* a failure found while starting: reported from the timer, never inside h1_start */
 };
 
 struct h1client {
     uv_loop_t *loop;
     char *rbuf; /* one read buffer per loop: read callbacks consume their bytes before returning */
+    char *tbuf; /* and one for TLS plaintext */
+    SSL_CTX *ssl_ctx;
+    bool ssl_ctx_failed;
+    char *ca_file;
     struct h1host *hosts;
     struct h1conn *conns; /* not closing */
     unsigned nconns, nidle;
@@ -628,6 +642,17 @@ static void on_handle_closed(uv_handle_t *h)
     if (--k->closes_pending > 0)
         return;
     struct h1client *c = k->c;
+    if (k->ssl) {
+        /* OpenSSL marks the session not resumable when a connection ends without close_notify, as most
+         * keep-alive connections do (idle timeouts, the server's own). Only a TLS failure should cost the
+         * next connection its resumption. */
+        if (!k->tls_bad && SSL_is_init_finished(k->ssl)) {
+            SSL_set_quiet_shutdown(k->ssl, 1);
+            SSL_shutdown(k->ssl);
+        }
+        SSL_free(k->ssl);
+        ERR_clear_error();
+    }
     buf_free(&k->head);
     h1_resp_free(&k->resp);
     xfree(k);
@@ -721,7 +746,7 @@ static void conn_arm_timer(struct h1conn *k)
     struct up_xfer *x = k->x;
     const struct up_request *rq = &x->req;
     uint64_t due = UINT64_MAX;
-    if (k->state == CONN_NEW || k->state == CONN_CONNECTING)
+    if (k->state == CONN_NEW || k->state == CONN_CONNECTING || k->state == CONN_HANDSHAKE)
         due = (uint64_t)(rq->connect_timeout_ms > 0 ? rq->connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS);
     if (!x->headers_done && rq->first_byte_timeout_ms > 0 && (uint64_t)rq->first_byte_timeout_ms < due)
         due = (uint64_t)rq->first_byte_timeout_ms;
@@ -888,7 +913,8 @@ static bool conn_retry(struct h1conn *k)
 
 static void xfer_complete(struct h1conn *k, bool clean)
 {
-    bool reuse = clean && k->resp.keep_alive && !k->writing && k->state == CONN_ACTIVE;
+    bool reuse = clean && k->resp.keep_alive && k->writes == 0 && k->state == CONN_ACTIVE &&
+                 !(k->ssl && SSL_pending(k->ssl) > 0);
     struct up_xfer *x = conn_detach(k);
     if (reuse)
         conn_to_pool(k);
@@ -918,6 +944,250 @@ static bool conn_after_parse(struct h1conn *k, int st)
     }
 }
 
+/* The peer ended the byte stream (a TCP FIN, or a TLS close_notify). */
+static void conn_eof(struct h1conn *k)
+{
+    if (k->state == CONN_HANDSHAKE) {
+        snprintf(k->x->errbuf, sizeof(k->x->errbuf), "TLS connect error: the server closed the connection");
+        xfer_fail(k, k->x->errbuf);
+        return;
+    }
+    if (conn_retry(k))
+        return;
+    if (h1_resp_eof(&k->resp) == H1_RESP_COMPLETE)
+        xfer_complete(k, false);
+    else
+        xfer_fail(k, k->resp.error);
+}
+
+/* ---------- TLS (memory BIOs: ciphertext in from the socket, out through uv_write) ---------- */
+
+struct tls_wreq {
+    uv_write_t w;
+    char data[];
+};
+
+static void on_write_done(struct h1conn *k, int status);
+
+static void on_tls_write(uv_write_t *req, int status)
+{
+    struct h1conn *k = req->data;
+    xfree(req); /* struct tls_wreq starts with its uv_write_t */
+    on_write_done(k, status);
+}
+
+/* Sends what OpenSSL queued in the write BIO. Returns 0 or a uv error. */
+static int tls_flush(struct h1conn *k)
+{
+    BIO *wb = SSL_get_wbio(k->ssl);
+    char *p = NULL;
+    long n = BIO_get_mem_data(wb, &p);
+    if (n <= 0)
+        return 0;
+    struct tls_wreq *w = xmalloc(sizeof(*w) + (size_t)n);
+    memcpy(w->data, p, (size_t)n);
+    (void)BIO_reset(wb);
+    w->w.data = k;
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
+    int rc = uv_write(&w->w, (uv_stream_t *)&k->tcp, &b, 1, on_tls_write);
+    if (rc != 0) {
+        xfree(w);
+        return rc;
+    }
+    k->writes++;
+    return 0;
+}
+
+/* Why TLS failed, in curl's words where it has them, into x->errbuf. */
+static void tls_errmsg(struct h1conn *k, const char *what)
+{
+    struct up_xfer *x = k->x;
+    k->tls_bad = true;
+    long vr = SSL_get_verify_result(k->ssl);
+    unsigned long e = ERR_peek_last_error();
+    if (vr != X509_V_OK) {
+        snprintf(x->errbuf, sizeof(x->errbuf), "SSL certificate problem: %s", X509_verify_cert_error_string(vr));
+    } else if (e) {
+        char tmp[160];
+        ERR_error_string_n(e, tmp, sizeof(tmp));
+        snprintf(x->errbuf, sizeof(x->errbuf), "%s: %s", what, tmp);
+    } else {
+        snprintf(x->errbuf, sizeof(x->errbuf), "%s", what);
+    }
+    ERR_clear_error();
+}
+
+static void tls_fail(struct h1conn *k, const char *what)
+{
+    tls_errmsg(k, what);
+    xfer_fail(k, k->x->errbuf);
+}
+
+static void tls_handshake(struct h1conn *k)
+{
+    ERR_clear_error();
+    int rc = SSL_do_handshake(k->ssl);
+    int e = rc == 1 ? SSL_ERROR_NONE : SSL_get_error(k->ssl, rc);
+    if (e != SSL_ERROR_NONE && e != SSL_ERROR_WANT_READ) {
+        tls_fail(k, "TLS connect error");
+        return;
+    }
+    int wrc = tls_flush(k);
+    if (wrc != 0) {
+        snprintf(k->x->errbuf, sizeof(k->x->errbuf), "Send failure: %s", err_text(wrc));
+        xfer_fail(k, k->x->errbuf);
+        return;
+    }
+    if (e == SSL_ERROR_WANT_READ)
+        return;
+    const unsigned char *alpn = NULL;
+    unsigned alpn_len = 0;
+    SSL_get0_alpn_selected(k->ssl, &alpn, &alpn_len);
+    if (alpn_len && !(alpn_len == 8 && memcmp(alpn, "http/1.1", 8) == 0)) {
+        snprintf(k->x->errbuf, sizeof(k->x->errbuf), "TLS connect error: the server chose ALPN %.*s", (int)alpn_len,
+                 (const char *)alpn);
+        xfer_fail(k, k->x->errbuf);
+        return;
+    }
+    k->state = CONN_ACTIVE;
+    conn_send(k);
+}
+
+/* Decrypts what the read BIO holds and parses it. Returns true while the transfer wants more input. */
+static bool tls_drain(struct h1conn *k)
+{
+    char *plain = k->c->tbuf;
+    for (;;) {
+        ERR_clear_error();
+        int n = SSL_read(k->ssl, plain, TLS_PLAIN_SIZE);
+        if (n > 0) {
+            k->rx += (uint64_t)n;
+            if (!conn_after_parse(k, h1_resp_feed(&k->resp, plain, (size_t)n)))
+                return false;
+            continue;
+        }
+        int e = SSL_get_error(k->ssl, n);
+        int wrc = tls_flush(k); /* a key update or a renegotiation may have something to say */
+        if (e == SSL_ERROR_WANT_READ && wrc == 0)
+            return true;
+        if (e == SSL_ERROR_ZERO_RETURN) {
+            conn_eof(k);
+            return false;
+        }
+        if (wrc != 0) {
+            snprintf(k->x->errbuf, sizeof(k->x->errbuf), "Send failure: %s", err_text(wrc));
+            xfer_fail(k, k->x->errbuf);
+            return false;
+        }
+        tls_fail(k, "TLS receive error");
+        return false;
+    }
+}
+
+/* Ciphertext from the socket. */
+static void tls_input(struct h1conn *k, const char *data, size_t len)
+{
+    BIO_write(SSL_get_rbio(k->ssl), data, (int)len); /* a memory BIO takes it all */
+    if (k->state == CONN_HANDSHAKE)
+        tls_handshake(k);
+    else
+        tls_drain(k);
+}
+
+/* Bytes on a pooled TLS connection: a late session ticket or a key update keeps it; application data, an
+ * alert or close_notify ends it. */
+static bool tls_idle_input(struct h1conn *k, const char *data, size_t len)
+{
+    BIO_write(SSL_get_rbio(k->ssl), data, (int)len);
+    ERR_clear_error();
+    int n = SSL_read(k->ssl, k->c->tbuf, TLS_PLAIN_SIZE);
+    bool keep = n <= 0 && SSL_get_error(k->ssl, n) == SSL_ERROR_WANT_READ && tls_flush(k) == 0;
+    ERR_clear_error();
+    return keep;
+}
+
+static int on_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+    struct h1conn *k = SSL_get_app_data(ssl);
+    if (k == NULL || k->state == CONN_CLOSING)
+        return 0;
+    struct h1host *h = k->host;
+    if (h->session)
+        SSL_SESSION_free(h->session);
+    h->session = sess;
+    return 1; /* the reference is ours now */
+}
+
+/* One TLS context per loop, made at the first https transfer: the system store plus gateway.ca_file. */
+static SSL_CTX *client_ssl_ctx(struct h1client *c)
+{
+    if (c->ssl_ctx || c->ssl_ctx_failed)
+        return c->ssl_ctx;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL) {
+        c->ssl_ctx_failed = true;
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS); /* idle pooled connections keep no 34 KiB of buffers */
+    if (SSL_CTX_set_default_verify_paths(ctx) != 1)
+        log_warn("upstream TLS: the system certificate store could not be loaded");
+    if (c->ca_file && SSL_CTX_load_verify_locations(ctx, c->ca_file, NULL) != 1) {
+        log_error("upstream TLS: cannot load gateway.ca_file %s", c->ca_file);
+        SSL_CTX_free(ctx);
+        ERR_clear_error();
+        c->ssl_ctx_failed = true;
+        return NULL;
+    }
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, on_new_session);
+    ERR_clear_error();
+    c->ssl_ctx = ctx;
+    return ctx;
+}
+
+/* TCP is up: start the handshake (SNI and the name or address to verify, ALPN http/1.1, TLS 1.2 or later). */
+static void tls_start(struct h1conn *k)
+{
+    struct h1host *h = k->host;
+    SSL_CTX *ctx = client_ssl_ctx(k->c);
+    SSL *ssl = ctx ? SSL_new(ctx) : NULL;
+    if (ssl == NULL) {
+        snprintf(k->x->errbuf, sizeof(k->x->errbuf), "TLS connect error: %s",
+                 k->c->ca_file ? "cannot load gateway.ca_file" : "cannot set up TLS");
+        xfer_fail(k, k->x->errbuf);
+        return;
+    }
+    BIO *rb = BIO_new(BIO_s_mem()), *wb = BIO_new(BIO_s_mem());
+    BIO_set_mem_eof_return(rb, -1); /* empty means "wait for more", not end of stream */
+    SSL_set_bio(ssl, rb, wb);
+    SSL_set_connect_state(ssl);
+    SSL_set_app_data(ssl, k);
+    k->ssl = ssl;
+    X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
+    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    int ok = 1;
+    if (h->numeric) {
+        ok = X509_VERIFY_PARAM_set1_ip_asc(param, h->name); /* no SNI for addresses (RFC 6066) */
+    } else {
+        ok = SSL_set_tlsext_host_name(ssl, h->name) == 1 && X509_VERIFY_PARAM_set1_host(param, h->name, h->name_len);
+    }
+    static const unsigned char alpn[] = "\x08http/1.1";
+    if (!ok || SSL_set_alpn_protos(ssl, alpn, sizeof(alpn) - 1) != 0) {
+        tls_fail(k, "TLS connect error");
+        return;
+    }
+    if (h->session)
+        SSL_set_session(ssl, h->session);
+    k->state = CONN_HANDSHAKE;
+    conn_read_start(k);
+    tls_handshake(k);
+}
+
+/* ---------- reading and writing ---------- */
+
 static void on_conn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 {
     struct h1conn *k = s->data;
@@ -926,31 +1196,32 @@ static void on_conn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     struct up_xfer *x = k->x;
     if (x == NULL) {
         /* In the pool: the server closed it, or sent something nobody asked for. Either way it is done. */
-        conn_close(k);
+        if (!(nread > 0 && k->ssl && tls_idle_input(k, b->base, (size_t)nread)))
+            conn_close(k);
         return;
     }
     if (nread > 0) {
+        if (k->ssl) {
+            tls_input(k, b->base, (size_t)nread);
+            return;
+        }
         k->rx += (uint64_t)nread;
         conn_after_parse(k, h1_resp_feed(&k->resp, b->base, (size_t)nread));
         return;
     }
-    if (conn_retry(k))
-        return;
     if (nread == UV_EOF) {
-        if (h1_resp_eof(&k->resp) == H1_RESP_COMPLETE)
-            xfer_complete(k, false);
-        else
-            xfer_fail(k, k->resp.error);
+        conn_eof(k); /* TLS: a server closing without close_notify ends the stream the same way (as curl) */
         return;
     }
+    if (conn_retry(k))
+        return;
     snprintf(x->errbuf, sizeof(x->errbuf), "Recv failure: %s", err_text((int)nread));
     xfer_fail(k, x->errbuf);
 }
 
-static void on_write(uv_write_t *req, int status)
+static void on_write_done(struct h1conn *k, int status)
 {
-    struct h1conn *k = req->data;
-    k->writing = false;
+    k->writes--;
     if (status == 0 || k->state == CONN_CLOSING || k->x == NULL)
         return;
     if (k->rx > 0)
@@ -961,7 +1232,12 @@ static void on_write(uv_write_t *req, int status)
     xfer_fail(k, k->x->errbuf);
 }
 
-/* The request in one write: head and body as two buffers of one writev. */
+static void on_write(uv_write_t *req, int status)
+{
+    on_write_done(req->data, status);
+}
+
+/* The request in one write: head and body as two buffers of one writev (through TLS: two records, one write). */
 static void conn_send(struct h1conn *k)
 {
     struct up_xfer *x = k->x;
@@ -972,13 +1248,27 @@ static void conn_send(struct h1conn *k)
     if (!get && x->req.body.len > 0)
         b[nb++] = uv_buf_init(x->req.body.data, (unsigned)x->req.body.len);
     k->nreq++;
-    int rc = uv_write(&k->wreq, (uv_stream_t *)&k->tcp, b, nb, on_write);
+    int rc;
+    if (k->ssl) {
+        ERR_clear_error();
+        for (unsigned i = 0; i < nb; i++) {
+            if (SSL_write(k->ssl, b[i].base, (int)b[i].len) <= 0) {
+                tls_errmsg(k, "TLS send error");
+                conn_fail_soon(k); /* this may run inside h1_start */
+                return;
+            }
+        }
+        rc = tls_flush(k);
+    } else {
+        rc = uv_write(&k->wreq, (uv_stream_t *)&k->tcp, b, nb, on_write);
+        if (rc == 0)
+            k->writes++;
+    }
     if (rc != 0) {
         snprintf(x->errbuf, sizeof(x->errbuf), "Send failure: %s", err_text(rc));
         conn_fail_soon(k);
         return;
     }
-    k->writing = true;
     conn_read_start(k);
 }
 
@@ -997,8 +1287,12 @@ static void on_connect(uv_connect_t *req, int status)
         connect_failed(k, false);
         return;
     }
-    k->state = CONN_ACTIVE;
     k->c->connects++;
+    if (k->host->tls) {
+        tls_start(k);
+        return;
+    }
+    k->state = CONN_ACTIVE;
     conn_send(k);
 }
 
@@ -1041,9 +1335,13 @@ static void on_conn_timer(uv_timer_t *t)
         return;
     }
     long ct = rq->connect_timeout_ms > 0 ? rq->connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS;
-    if ((k->state == CONN_NEW || k->state == CONN_CONNECTING) && el >= (unsigned long long)ct) {
+    if ((k->state == CONN_NEW || k->state == CONN_CONNECTING || k->state == CONN_HANDSHAKE) &&
+        el >= (unsigned long long)ct) {
         snprintf(x->errbuf, sizeof(x->errbuf), "%s timed out after %llu milliseconds",
-                 k->state == CONN_NEW ? "Resolving" : "Connection", el);
+                 k->state == CONN_NEW         ? "Resolving"
+                 : k->state == CONN_HANDSHAKE ? "TLS handshake"
+                                              : "Connection",
+                 el);
         xfer_fail(k, x->errbuf);
         return;
     }
@@ -1162,10 +1460,10 @@ static void build_head(struct buf *b, const struct up_xfer *x, const struct h1_u
 int h1_start(struct h1client *c, struct up_xfer *x)
 {
     struct h1_url u;
-    if (c->closing || h1_parse_url(x->req.url.data, x->req.url.len, &u) != 0 || u.tls)
+    if (c->closing || h1_parse_url(x->req.url.data, x->req.url.len, &u) != 0)
         return -1;
-    if (x->req.body.len > UINT32_MAX)
-        return -1;
+    if (x->req.body.len > INT_MAX)
+        return -1; /* one uv_buf_t, one SSL_write */
     struct h1host *h = host_get(c, &u);
     if (h == NULL || h->proxied)
         return -1;
@@ -1212,15 +1510,20 @@ void h1_resume(struct up_xfer *x)
     if (!x->paused || x->cancelled || x->in_callback)
         return;
     struct h1conn *k = x->native;
-    if (conn_after_parse(k, h1_resp_resume(&k->resp)))
-        conn_read_start(k);
+    if (!conn_after_parse(k, h1_resp_resume(&k->resp)))
+        return;
+    if (k->ssl && !tls_drain(k)) /* records decrypted while paused wait inside OpenSSL */
+        return;
+    conn_read_start(k);
 }
 
-struct h1client *h1_new(uv_loop_t *loop)
+struct h1client *h1_new(uv_loop_t *loop, const char *ca_file)
 {
     struct h1client *c = xcalloc(1, sizeof(*c));
     c->loop = loop;
     c->rbuf = xmalloc(READ_BUF_SIZE);
+    c->tbuf = xmalloc(TLS_PLAIN_SIZE);
+    c->ca_file = ca_file && *ca_file ? xstrdup(ca_file) : NULL;
     /* curl's rules: http_proxy only in lower case (httpoxy), the others in either case */
     c->http_proxy = env_dup("http_proxy", NULL);
     c->https_proxy = env_dup("https_proxy", "HTTPS_PROXY");
@@ -1238,8 +1541,14 @@ static void client_maybe_free(struct h1client *c)
         c->hosts = h->next;
         xfree(h->name);
         xfree(h->authority);
+        if (h->session)
+            SSL_SESSION_free(h->session);
         xfree(h);
     }
+    if (c->ssl_ctx)
+        SSL_CTX_free(c->ssl_ctx);
+    xfree(c->ca_file);
+    xfree(c->tbuf);
     xfree(c->http_proxy);
     xfree(c->https_proxy);
     xfree(c->all_proxy);

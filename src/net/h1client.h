@@ -12,10 +12,14 @@
  *   close-delimited bodies; 1xx skipped; headers bounded to 64 KiB);
  * - one safe retry: a request sent on a reused connection that the server had already closed (nothing of the
  *   response came back) is sent again once on a fresh connection;
+ * - https through OpenSSL on memory BIOs over the same libuv stream: TLS 1.2 or later, SNI, the peer's
+ *   certificate verified against the system store (plus gateway.ca_file) and its name or address checked,
+ *   ALPN "http/1.1", sessions resumed per host; the connect deadline covers the handshake;
  * - connect, first-byte and whole-transfer deadlines on one timer per connection;
  * - error messages worded like curl's, because callers classify timeouts by "timed out" in them.
- * What it does not serve is left to libcurl by h1_start returning -1: https (until TLS lands here), proxies from
- * the environment, and URLs outside the plain shape it parses. */
+ * What it does not serve is left to libcurl by h1_start returning -1: proxies from the environment and URLs
+ * outside the plain shape it parses. (libcurl also brings HTTP/2 to https upstreams; this client speaks
+ * HTTP/1.1 only, one request per connection at a time, as the providers' own SDKs do.) */
 #ifndef AGENTD_H1CLIENT_H
 #define AGENTD_H1CLIENT_H
 
@@ -37,8 +41,9 @@
 struct h1client;
 
 /* One per loop, owned by struct upstream. Reads the proxy environment (http_proxy, https_proxy, all_proxy,
- * no_proxy and their upper-case forms, as curl does) once, here. */
-struct h1client *h1_new(uv_loop_t *loop);
+ * no_proxy and their upper-case forms, as curl does) once, here. ca_file (NULL or "": none) is a PEM file of CA
+ * certificates trusted for https on top of the system store. */
+struct h1client *h1_new(uv_loop_t *loop, const char *ca_file);
 /* Closes every connection (a transfer still attached is dropped without callbacks, with a warning) and frees
  * the client once the loop has run the closes and any DNS lookup in flight has returned. */
 void h1_free(struct h1client *c);

@@ -20,6 +20,7 @@ struct upstream {
     uv_loop_t *loop;
     struct h1client *h1;
     int client;                /* UP_CLIENT_AUTO / NATIVE / CURL, from the configuration at creation */
+    char *ca_file;             /* gateway.ca_file, or NULL */
     CURLM *multi;
     uv_timer_t timer;
     int running;
@@ -173,11 +174,13 @@ struct upstream *upstream_new(uv_loop_t *loop)
 {
     struct upstream *u = xcalloc(1, sizeof(*u));
     u->loop = loop;
-    u->h1 = h1_new(loop);
-    /* Read once per worker (the setting says "restart to change"): no lock on the request path. */
+    /* Read once per worker (the settings say "restart to change"): no lock on the request path. */
     struct config *cfg = config_acquire();
     int mode = cfg ? cfg->gateway.upstream_client : CONFIG_UPSTREAM_AUTO;
+    if (cfg && cfg->gateway.ca_file && cfg->gateway.ca_file[0])
+        u->ca_file = xstrdup(cfg->gateway.ca_file);
     config_unref(cfg);
+    u->h1 = h1_new(loop, u->ca_file);
     u->client = mode == CONFIG_UPSTREAM_CURL ? UP_CLIENT_CURL : mode == CONFIG_UPSTREAM_NATIVE ? UP_CLIENT_NATIVE
                                                                                                : UP_CLIENT_AUTO;
     u->multi = curl_multi_init();
@@ -357,6 +360,8 @@ struct up_xfer *upstream_start(struct upstream *u, struct up_request *req, const
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, x->req.timeout_ms);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (u->ca_file)
+        curl_easy_setopt(e, CURLOPT_CAINFO, u->ca_file); /* libcurl's CA path (Debian: the system store) stays */
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     if (curl_multi_add_handle(u->multi, e) != CURLM_OK) {
@@ -496,6 +501,7 @@ static void on_timer_closed(uv_handle_t *h)
     struct upstream *u = h->data;
     for (int i = 0; i < u->npool; i++)
         curl_easy_cleanup(u->pool[i]);
+    xfree(u->ca_file);
     xfree(u);
 }
 

@@ -1,9 +1,10 @@
 /* upstream.h: the upstream HTTP client, driven by the worker's libuv loop.
  *
  * Two backends behind one interface. agentd's own HTTP/1.1 client (net/h1client.c: a keep-alive pool per loop,
- * DNS in the thread pool) serves plain http:// URLs that no proxy from the environment applies to; libcurl's
- * multi interface serves everything else (https, proxies, unusual URLs). gateway.upstream_client chooses
- * (read when the upstream is created). One struct upstream per loop owns both, so connections are reused across
+ * DNS in the thread pool, TLS through OpenSSL) serves http:// and https:// URLs that no proxy from the
+ * environment applies to; libcurl's multi interface serves everything else (proxies, unusual URLs).
+ * gateway.upstream_client chooses and gateway.ca_file adds trusted CAs for both (read when the upstream is
+ * created). One struct upstream per loop owns both, so connections are reused across
  * every request of that worker. A transfer is started with a fully built request and
  * reports through three callbacks: headers complete, body bytes (as they arrive: streams are never buffered
  * here), and done (exactly once, unless cancelled). Nothing blocks the loop: DNS runs off the loop, TLS and I/O

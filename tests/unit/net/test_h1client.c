@@ -7,6 +7,7 @@
 
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -245,8 +246,9 @@ struct res {
     char err[256];
     char xtest[64];
     struct buf body;
-    int pause_at; /* return PAUSE on this data call (1-based), once */
-    int paused;   /* times PAUSE was returned */
+    int pause_at;    /* return PAUSE on this data call (1-based), once */
+    int pause_every; /* or on every n-th call */
+    int paused;      /* times PAUSE was returned */
     struct buf paused_bytes;
     bool redelivered_same; /* the call after the pause carried the same bytes */
     bool check_redelivery;
@@ -287,7 +289,7 @@ static int on_d(struct up_xfer *x, const char *data, size_t len, void *ud)
         r->check_redelivery = false;
         r->redelivered_same = len == r->paused_bytes.len && memcmp(data, r->paused_bytes.data, len) == 0;
     }
-    if (r->pause_at && r->datas == r->pause_at) {
+    if ((r->pause_at && r->datas == r->pause_at) || (r->pause_every && r->datas % r->pause_every == 0)) {
         r->paused++;
         buf_reset(&r->paused_bytes);
         buf_append(&r->paused_bytes, data, len);
@@ -316,6 +318,8 @@ static void on_dn(struct up_xfer *x, bool ok, const char *err, void *ud)
 
 static const struct up_callbacks cbs = {on_h, on_d, on_dn};
 
+static long connect_ms = 5000; /* TLS handshakes under valgrind are slow; the deadline tests lower it */
+
 static struct up_xfer *start_ex(struct upstream *u, const char *url, const char *body, struct res *r, int client,
                                 long fb_ms, long total_ms)
 {
@@ -328,7 +332,7 @@ static struct up_xfer *start_ex(struct upstream *u, const char *url, const char 
     if (body)
         buf_append_str(&q.body, body);
     q.client = client;
-    q.connect_timeout_ms = 300;
+    q.connect_timeout_ms = connect_ms;
     q.first_byte_timeout_ms = fb_ms;
     q.timeout_ms = total_ms;
     r->u = u;
@@ -724,7 +728,9 @@ static void test_connect_errors(void)
     }
     res_init(&r);
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/x", ntohs(a.sin_port));
-    start(u, url, "x", &r); /* connect_timeout_ms 300 */
+    connect_ms = 300;
+    start(u, url, "x", &r);
+    connect_ms = 5000;
     ok(run_until(&r.dones, 1));
     ok(!r.ok && strstr(r.err, "timed out") != NULL);
     if (strncmp(r.err, "Connection timed out after", 26) != 0)
@@ -958,8 +964,342 @@ static void test_free_while_busy(void)
     tsrv_stop(s);
 }
 
+/* ---------- TLS: a blocking OpenSSL server on its own thread, certificates made here ---------- */
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+struct tls_srv {
+    int lfd, port;
+    SSL_CTX *ctx;
+    pthread_t th;
+    struct act acts[16];
+    int nacts, next;
+    bool no_handshake; /* accept TCP, never answer the ClientHello */
+    _Atomic int accepted, requests, resumed;
+    char sni[64];
+};
+
+static EVP_PKEY *ca_key, *leaf_key;
+static X509 *ca_cert, *leaf_cert;
+static char ca_path[64];
+
+static void add_ext(X509 *x, X509V3_CTX *v3, int nid, const char *value)
+{
+    X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, v3, nid, value);
+    X509_add_ext(x, e, -1);
+    X509_EXTENSION_free(e);
+}
+
+static X509 *make_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *issuer_key, const char *san)
+{
+    static long serial = 1;
+    X509 *x = X509_new();
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), serial++);
+    X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(x), 86400);
+    X509_set_pubkey(x, key);
+    X509_NAME *name = X509_get_subject_name(x);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
+    X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : name);
+    X509V3_CTX v3;
+    X509V3_set_ctx_nodb(&v3);
+    X509V3_set_ctx(&v3, issuer ? issuer : x, x, NULL, NULL, 0);
+    add_ext(x, &v3, NID_basic_constraints, issuer ? "CA:FALSE" : "critical,CA:TRUE");
+    if (!issuer)
+        add_ext(x, &v3, NID_key_usage, "critical,keyCertSign,cRLSign");
+    if (san)
+        add_ext(x, &v3, NID_subject_alt_name, san);
+    X509_sign(x, issuer_key ? issuer_key : key, EVP_sha256());
+    return x;
+}
+
+static void tls_fixtures(void)
+{
+    ca_key = EVP_EC_gen("P-256");
+    leaf_key = EVP_EC_gen("P-256");
+    ca_cert = make_cert(ca_key, "agentd test CA", NULL, NULL, NULL);
+    leaf_cert = make_cert(leaf_key, "upstream", ca_cert, ca_key, "IP:127.0.0.1,DNS:localhost");
+    snprintf(ca_path, sizeof(ca_path), "/tmp/agentd-h1-ca-XXXXXX");
+    int fd = mkstemp(ca_path);
+    FILE *f = fdopen(fd, "w");
+    PEM_write_X509(f, ca_cert);
+    fclose(f);
+}
+
+static bool tls_read_request(SSL *ssl)
+{
+    char req[8192];
+    size_t n = 0;
+    char *end = NULL;
+    while (end == NULL) {
+        if (n >= sizeof(req) - 1)
+            return false;
+        int r = SSL_read(ssl, req + n, (int)(sizeof(req) - 1 - n));
+        if (r <= 0)
+            return false;
+        n += (size_t)r;
+        req[n] = '\0';
+        end = strstr(req, "\r\n\r\n");
+    }
+    const char *cl = strcasestr(req, "\r\ncontent-length:");
+    size_t want = cl ? strtoul(cl + 17, NULL, 10) : 0;
+    size_t have = n - (size_t)(end + 4 - req);
+    while (have < want) {
+        char sink[4096];
+        int r = SSL_read(ssl, sink, sizeof(sink));
+        if (r <= 0)
+            return false;
+        have += (size_t)r;
+    }
+    return true;
+}
+
+static void *tls_srv_main(void *arg)
+{
+    struct tls_srv *s = arg;
+    for (;;) {
+        int fd = accept(s->lfd, NULL, NULL);
+        if (fd < 0)
+            return NULL; /* shut down */
+        s->accepted++;
+        if (s->no_handshake) {
+            char b[1024];
+            while (read(fd, b, sizeof(b)) > 0)
+                ;
+            close(fd);
+            continue;
+        }
+        SSL *ssl = SSL_new(s->ctx);
+        SSL_set_fd(ssl, fd);
+        bool open_ = SSL_accept(ssl) == 1;
+        if (open_) {
+            const char *sn = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+            snprintf(s->sni, sizeof(s->sni), "%s", sn ? sn : "");
+            if (SSL_session_reused(ssl))
+                s->resumed++;
+        }
+        while (open_ && tls_read_request(ssl)) {
+            s->requests++;
+            struct act a = s->next < s->nacts ? s->acts[s->next++] : (struct act){ACT_RESPOND, OK_SMALL, 0};
+            size_t len = a.bytes ? (a.len ? a.len : strlen(a.bytes)) : 0;
+            if (a.kind == ACT_RESPOND || a.kind == ACT_RESPOND_CLOSE)
+                SSL_write(ssl, a.bytes, (int)len);
+            if (a.kind == ACT_RESPOND_CLOSE || a.kind == ACT_CLOSE) {
+                SSL_shutdown(ssl); /* close_notify, then the FIN */
+                break;
+            }
+            if (a.kind == ACT_HANG) {
+                char b[64];
+                while (SSL_read(ssl, b, sizeof(b)) > 0)
+                    ;
+                break;
+            }
+        }
+        SSL_free(ssl);
+        close(fd);
+        ERR_clear_error();
+    }
+}
+
+static struct tls_srv *tls_srv_start(void)
+{
+    struct tls_srv *s = xcalloc(1, sizeof(*s));
+    s->ctx = SSL_CTX_new(TLS_server_method());
+    SSL_CTX_use_certificate(s->ctx, leaf_cert);
+    SSL_CTX_use_PrivateKey(s->ctx, leaf_key);
+    s->lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bind(s->lfd, (struct sockaddr *)&a, sizeof(a));
+    listen(s->lfd, 16);
+    socklen_t len = sizeof(a);
+    getsockname(s->lfd, (struct sockaddr *)&a, &len);
+    s->port = ntohs(a.sin_port);
+    return s;
+}
+
+static void tls_srv_run(struct tls_srv *s)
+{
+    pthread_create(&s->th, NULL, tls_srv_main, s);
+}
+
+static void tls_srv_stop(struct tls_srv *s)
+{
+    shutdown(s->lfd, SHUT_RDWR); /* wakes the blocked accept */
+    pthread_join(s->th, NULL);
+    close(s->lfd);
+    SSL_CTX_free(s->ctx);
+    xfree(s);
+}
+
+static char tls_url_buf[128];
+static const char *tls_url(const struct tls_srv *s, const char *host)
+{
+    snprintf(tls_url_buf, sizeof(tls_url_buf), "https://%s:%d/v1/x", host, s->port);
+    return tls_url_buf;
+}
+
+static char tls_big[120000];
+
+static void test_tls(void)
+{
+    struct tls_srv *s = tls_srv_start();
+    int n = snprintf(tls_big, sizeof(tls_big), "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n");
+    for (int i = 0; i < 100000; i++)
+        tls_big[n + i] = (char)('A' + i % 23);
+    s->acts[s->nacts++] = (struct act){ACT_RESPOND, OK_SMALL, 0};
+    s->acts[s->nacts++] = (struct act){ACT_RESPOND, tls_big, (size_t)n + 100000};
+    s->acts[s->nacts++] = (struct act){ACT_RESPOND, CHUNKED, 0};
+    tls_srv_run(s);
+    struct upstream *u = upstream_new(&loop);
+    struct res r;
+    res_init(&r);
+    ok(start(u, tls_url(s, "127.0.0.1"), "{}", &r) && r.x->native);
+    ok(run_until(&r.dones, 1));
+    ok(r.ok && r.status == 200);
+    if (!r.ok)
+        printf("#   %s\n", r.err);
+    is_str(r.body.data, "{\"ok\":true}");
+    is_str(s->sni, ""); /* an address: no SNI */
+    res_free(&r);
+    /* a body of many records, paused on every other delivery: what OpenSSL decrypted meanwhile must come out
+     * after each resume, in order */
+    res_init(&r);
+    r.pause_every = 2;
+    start(u, tls_url(s, "127.0.0.1"), "{}", &r);
+    guard_fired = false;
+    uv_timer_start(&guard, on_guard, 5000, 0);
+    bool same = true;
+    while (r.dones == 0 && !guard_fired) {
+        if (r.x && r.x->paused) {
+            upstream_resume(r.x); /* as a client drain would, outside any callback */
+            same = same && r.redelivered_same;
+            continue;
+        }
+        uv_run(&loop, UV_RUN_ONCE);
+    }
+    uv_timer_stop(&guard);
+    ok(r.dones == 1 && r.ok);
+    ok(r.paused >= 2 && same);
+    ok(r.body.len == 100000 && memcmp(r.body.data, tls_big + n, 100000) == 0);
+    res_free(&r);
+    res_init(&r);
+    start(u, tls_url(s, "127.0.0.1"), "{}", &r);
+    ok(run_until(&r.dones, 1) && r.ok);
+    is_str(r.body.data, "hello, world!");
+    res_free(&r);
+    is_int(s->accepted, 1); /* one TLS connection for all three */
+    upstream_free(u);
+    tls_srv_stop(s);
+}
+
+static void test_tls_by_name_and_resumption(void)
+{
+    struct tls_srv *s = tls_srv_start();
+    s->acts[s->nacts++] = (struct act){ACT_RESPOND_CLOSE, OK_SMALL, 0};
+    tls_srv_run(s);
+    struct upstream *u = upstream_new(&loop);
+    struct res r;
+    res_init(&r);
+    start(u, tls_url(s, "localhost"), "{}", &r);
+    ok(run_until(&r.dones, 1) && r.ok);
+    if (!r.ok)
+        printf("#   %s\n", r.err);
+    is_str(s->sni, "localhost");
+    res_free(&r);
+    /* the server closed that one; the next connection resumes the session it handed out */
+    res_init(&r);
+    start(u, tls_url(s, "localhost"), "{}", &r);
+    ok(run_until(&r.dones, 1) && r.ok);
+    is_int(s->accepted, 2);
+    is_int(s->resumed, 1);
+    res_free(&r);
+    upstream_free(u);
+    tls_srv_stop(s);
+}
+
+static void test_tls_dead_pooled_retry(void)
+{
+    struct tls_srv *s = tls_srv_start();
+    /* keep-alive response, then close_notify and close: the pooled connection is dead */
+    s->acts[s->nacts++] = (struct act){ACT_RESPOND_CLOSE, OK_SMALL, 0};
+    s->acts[s->nacts++] = (struct act){ACT_RESPOND, OK_SMALL, 0};
+    tls_srv_run(s);
+    struct upstream *u = upstream_new(&loop);
+    struct res r1, r2;
+    res_init(&r1);
+    res_init(&r2);
+    char url[128];
+    snprintf(url, sizeof(url), "%s", tls_url(s, "127.0.0.1"));
+    r1.after_done = start_next;
+    r1.next_res = &r2;
+    r1.next_url = url;
+    start(u, url, "first", &r1);
+    ok(run_until(&r2.dones, 1));
+    ok(r1.ok && r2.ok);
+    if (!r2.ok)
+        printf("#   %s\n", r2.err);
+    is_int(s->accepted, 2);
+    is_int(s->requests, 2);
+    is_int(stats(u).retries, 1);
+    res_free(&r1);
+    res_free(&r2);
+    upstream_free(u);
+    tls_srv_stop(s);
+}
+
+static void test_tls_handshake_deadline(void)
+{
+    struct tls_srv *s = tls_srv_start();
+    s->no_handshake = true;
+    tls_srv_run(s);
+    struct upstream *u = upstream_new(&loop);
+    struct res r;
+    res_init(&r);
+    connect_ms = 300; /* covers the handshake too */
+    start(u, tls_url(s, "127.0.0.1"), "{}", &r);
+    connect_ms = 5000;
+    ok(run_until(&r.dones, 1));
+    ok(!r.ok && strncmp(r.err, "TLS handshake timed out after", 29) == 0);
+    if (r.ok || strncmp(r.err, "TLS handshake timed out after", 29) != 0)
+        printf("#   %s\n", r.err);
+    res_free(&r);
+    upstream_free(u);
+    tls_srv_stop(s);
+}
+
+static void test_tls_untrusted(void)
+{
+    /* a server whose certificate this client has no reason to trust (self-signed) */
+    struct tls_srv *s = tls_srv_start();
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    X509 *self = make_cert(k, "127.0.0.1", NULL, NULL, "IP:127.0.0.1");
+    SSL_CTX_use_certificate(s->ctx, self);
+    SSL_CTX_use_PrivateKey(s->ctx, k);
+    tls_srv_run(s);
+    struct upstream *u = upstream_new(&loop);
+    struct res r;
+    res_init(&r);
+    start(u, tls_url(s, "127.0.0.1"), "{}", &r);
+    ok(run_until(&r.dones, 1));
+    ok(!r.ok);
+    is_str(r.err, "SSL certificate problem: self-signed certificate");
+    is_int(s->requests, 0);
+    res_free(&r);
+    upstream_free(u);
+    tls_srv_stop(s);
+    X509_free(self);
+    EVP_PKEY_free(k);
+}
+
 int main(void)
 {
+    signal(SIGPIPE, SIG_IGN); /* as agentd: a peer gone mid-write is an error return, not a signal */
     upstream_global_init();
     uv_loop_init(&loop);
     uv_timer_init(&loop, &guard);
@@ -985,6 +1325,27 @@ int main(void)
     subtest("response headers and retry hints", test_headers_lookup);
     subtest("proxies from the environment go to libcurl", test_proxy_env);
     subtest("upstream_free with transfers, pool and lookups", test_free_while_busy);
+    /* TLS: trust the test CA through gateway.ca_file, as a deployment would */
+    tls_fixtures();
+    char env_ca[128];
+    snprintf(env_ca, sizeof(env_ca), "AGENTD_GATEWAY_CA_FILE=%s", ca_path);
+    char *env[] = {env_ca, NULL};
+    struct buf errs = BUF_INIT(4096);
+    struct config *cfg = config_load(NULL, env, &errs);
+    ok(cfg != NULL);
+    buf_free(&errs);
+    config_publish(cfg);
+    subtest("https: keep-alive, many records, pause and resume", test_tls);
+    subtest("https by name: SNI, the name checked, sessions resumed", test_tls_by_name_and_resumption);
+    subtest("https: a dead pooled connection is retried once", test_tls_dead_pooled_retry);
+    subtest("https: the connect deadline covers the handshake", test_tls_handshake_deadline);
+    subtest("https: an untrusted certificate is refused", test_tls_untrusted);
+    config_shutdown();
+    unlink(ca_path);
+    X509_free(leaf_cert);
+    X509_free(ca_cert);
+    EVP_PKEY_free(leaf_key);
+    EVP_PKEY_free(ca_key);
     /* Everything was closed: the loop ends on its own (bounded by the guard, so a leak fails instead of hanging) */
     guard_fired = false;
     uv_timer_start(&guard, on_guard, 5000, 0);
