@@ -72,9 +72,11 @@ static const struct cfg_schema server_schema = {"server", 0, server_fields, 9, N
 static const struct cfg_field log_fields[] = {
     {.key = "level", .type = CFG_ENUM, .off = OFF(log.level), .enums = log_levels, .def = "info",
      .help = "lowest level written"},
-    {.key = "access", .type = CFG_BOOL, .off = OFF(log.access), .def = "true", .help = "one line per request"},
+    {.key = "access", .type = CFG_BOOL, .off = OFF(log.access), .def = "true", .help = "one line per HTTP request"},
+    {.key = "llm", .type = CFG_BOOL, .off = OFF(log.llm), .def = "true",
+     .help = "one line per gateway request: model, deployment, tokens, cost, timings"},
 };
-static const struct cfg_schema log_schema = {"log", 0, log_fields, 2, NULL};
+static const struct cfg_schema log_schema = {"log", 0, log_fields, 3, NULL};
 
 const char *const config_provider_names[] = {"mock",   "openai",  "azure-openai",      "anthropic",
                                              "gemini", "bedrock", "openai-compatible", NULL};

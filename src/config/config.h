@@ -40,7 +40,8 @@ struct config_server {
 
 struct config_log {
     int level;   /* CONFIG_LOG_* */
-    bool access; /* one line per request */
+    bool access; /* one line per HTTP request */
+    bool llm;    /* one line per gateway request (model, tokens, cost, timings) */
 };
 
 enum {

@@ -241,7 +241,7 @@ static void settle(struct exchange *ex, int status)
                             (double)(ex->t_first_token_us - ex->t_start_us) / 1e6);
     }
     struct log_line l;
-    if (log_begin(&l, status >= 500 ? LL_WARN : LL_INFO, "llm")) {
+    if ((ex->req->cfg->log.llm || status >= 500) && log_begin(&l, status >= 500 ? LL_WARN : LL_INFO, "llm")) {
         log_field_cstr(&l, "request_id", ex->req->request_id);
         log_field_cstr(&l, "front", front_names[ex->front]);
         log_field_cstr(&l, "model", ex->model_name);
