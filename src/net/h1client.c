@@ -79,6 +79,8 @@ struct h1conn {
     SSL *ssl;        /* https: TLS on memory BIOs between the socket and the parser */
     struct buf head; /* the request head, built once per transfer */
     uint64_t t0_ms;  /* the transfer's start (uv_now) */
+    uint64_t due_ms; /* when the timer fires (uv_now), UINT64_MAX when it is stopped */
+    uint64_t idle_since_ms;
     uint64_t rx;     /* response bytes (plaintext) received for the current transfer */
     unsigned addr_i; /* address being tried */
     int last_err;    /* of the last failed connect */
@@ -105,6 +107,7 @@ struct h1client {
     bool closing;
     char *http_proxy, *https_proxy, *all_proxy, *no_proxy;
     uint64_t connects, reuses, retries;
+    uint64_t idle_timeout_ms;
 };
 
 static void conn_close(struct h1conn *k);
@@ -698,6 +701,7 @@ static struct h1conn *conn_new(struct h1client *c, struct h1host *h)
     uv_tcp_nodelay(&k->tcp, 1);       /* applied when the socket is created */
     uv_tcp_keepalive(&k->tcp, 1, 60); /* long streams through middleboxes that drop quiet flows */
     uv_timer_init(c->loop, &k->timer);
+    k->due_ms = UINT64_MAX;
     k->tcp.data = k;
     k->timer.data = k;
     k->creq.data = k;
@@ -734,13 +738,23 @@ static void conn_read_stop(struct h1conn *k)
     k->reading = false;
 }
 
+static void timer_at(struct h1conn *k, uint64_t due)
+{
+    uint64_t now = uv_now(k->c->loop);
+    k->due_ms = due;
+    uv_timer_start(&k->timer, on_conn_timer, due > now ? due - now : 0, 0);
+}
+
 /* A failure found where on_done must not run yet (inside h1_start): reported from the timer, next loop turn. */
 static void conn_fail_soon(struct h1conn *k)
 {
     k->fail_soon = true;
-    uv_timer_start(&k->timer, on_conn_timer, 0, 0);
+    timer_at(k, 0);
 }
 
+/* Arms the timer for the transfer's nearest deadline. Lazily, as nginx does: a timer already due earlier is
+ * left alone (it fires, finds nothing due and re-arms), so a busy keep-alive connection touches the timer heap
+ * about once per deadline period instead of twice per request. */
 static void conn_arm_timer(struct h1conn *k)
 {
     struct up_xfer *x = k->x;
@@ -753,11 +767,16 @@ static void conn_arm_timer(struct h1conn *k)
     if (rq->timeout_ms > 0 && (uint64_t)rq->timeout_ms < due)
         due = (uint64_t)rq->timeout_ms;
     if (due == UINT64_MAX) {
-        uv_timer_stop(&k->timer);
+        if (k->due_ms != UINT64_MAX) {
+            uv_timer_stop(&k->timer);
+            k->due_ms = UINT64_MAX;
+        }
         return;
     }
-    uint64_t el = uv_now(k->c->loop) - k->t0_ms;
-    uv_timer_start(&k->timer, on_conn_timer, due > el ? due - el : 0, 0);
+    due += k->t0_ms;
+    if (k->due_ms <= due)
+        return;
+    timer_at(k, due);
 }
 
 /* A fresh connection for k's transfer (a retry, or the next address of the host); k is closed. */
@@ -1308,18 +1327,25 @@ static void conn_to_pool(struct h1conn *k)
     list_push(&h->idle, k);
     h->nidle++;
     c->nidle++;
-    uv_timer_start(&k->timer, on_conn_timer, H1_IDLE_TIMEOUT_MS, 0);
-    conn_read_start(k); /* a close by the server while idle is noticed at once */
+    k->idle_since_ms = uv_now(c->loop);
+    if (k->due_ms == UINT64_MAX)
+        timer_at(k, k->idle_since_ms + c->idle_timeout_ms); /* else the armed deadline fires first and re-arms */
+    conn_read_start(k);                                     /* a close by the server while idle is noticed at once */
 }
 
 static void on_conn_timer(uv_timer_t *t)
 {
     struct h1conn *k = t->data;
+    k->due_ms = UINT64_MAX;
     if (k->state == CONN_CLOSING)
         return;
     struct up_xfer *x = k->x;
     if (x == NULL) {
-        conn_close(k); /* idle too long */
+        uint64_t expire = k->idle_since_ms + k->c->idle_timeout_ms;
+        if (uv_now(k->c->loop) >= expire)
+            conn_close(k); /* idle too long */
+        else
+            timer_at(k, expire);
         return;
     }
     if (k->fail_soon) {
@@ -1523,6 +1549,7 @@ struct h1client *h1_new(uv_loop_t *loop, const char *ca_file)
     c->loop = loop;
     c->rbuf = xmalloc(READ_BUF_SIZE);
     c->tbuf = xmalloc(TLS_PLAIN_SIZE);
+    c->idle_timeout_ms = H1_IDLE_TIMEOUT_MS;
     c->ca_file = ca_file && *ca_file ? xstrdup(ca_file) : NULL;
     /* curl's rules: http_proxy only in lower case (httpoxy), the others in either case */
     c->http_proxy = env_dup("http_proxy", NULL);
@@ -1592,4 +1619,9 @@ void h1_get_stats(const struct h1client *c, struct h1_stats *out)
     out->connects = c->connects;
     out->reuses = c->reuses;
     out->retries = c->retries;
+}
+
+void h1_set_idle_timeout(struct h1client *c, uint64_t ms)
+{
+    c->idle_timeout_ms = ms;
 }

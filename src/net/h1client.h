@@ -5,7 +5,8 @@
  * request formatting, header compares, multi bookkeeping) on a path that is always the same: a keep-alive
  * HTTP/1.1 POST to one of a handful of hosts. This client does only that and does it with plain appends:
  * - a per-loop pool of keep-alive connections keyed by (scheme, host, port): at most H1_MAX_IDLE_PER_HOST idle
- *   connections per key, each closed after H1_IDLE_TIMEOUT_MS unused or as soon as the server closes it;
+ *   connections per key, each closed as soon as the server closes it, or after H1_IDLE_TIMEOUT_MS unused (noticed
+ *   when its timer next fires, which may be the last transfer's deadline: timers are re-armed lazily);
  * - DNS in the libuv thread pool with a small per-loop cache (H1_DNS_TTL_MS); numeric hosts skip it; the
  *   addresses of a name are tried in order;
  * - the request head and body in one uv_write; the response through http-parser (Content-Length, chunked and
@@ -65,6 +66,8 @@ struct h1_stats {
     uint64_t connects, reuses, retries;
 };
 void h1_get_stats(const struct h1client *c, struct h1_stats *out);
+/* For tests: how long a pooled connection may stay unused (H1_IDLE_TIMEOUT_MS). */
+void h1_set_idle_timeout(struct h1client *c, uint64_t ms);
 
 /* ---- URLs ---- */
 

@@ -450,6 +450,46 @@ static void test_keepalive(void)
 static const char CHUNKED[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Test: chunky\r\n\r\n"
                               "5\r\nhello\r\n7\r\n, world\r\n1;ext=1\r\n!\r\n0\r\nTrailer: t\r\n\r\n";
 
+static void test_idle_timeout(void)
+{
+    struct tsrv *s = tsrv_start();
+    struct upstream *u = upstream_new(&loop);
+    h1_set_idle_timeout(u->h1, 100);
+    struct res r;
+    /* the connect deadline is still armed when the connection is pooled: it fires, finds the connection idle
+     * long enough (or re-arms for the rest of the idle time) */
+    res_init(&r);
+    connect_ms = 200;
+    start(u, url_of(s, "/"), "x", &r);
+    connect_ms = 5000;
+    ok(run_until(&r.dones, 1) && r.ok);
+    is_int(stats(u).idle, 1);
+    uint64_t t0 = uv_now(&loop);
+    ok(run_until_down(&s->open, 0)); /* we closed it */
+    ok(uv_now(&loop) - t0 >= 90);
+    is_int(stats(u).idle, 0);
+    res_free(&r);
+    /* a reused connection whose transfer had no deadline at all (the timer is stopped): the idle timer is armed
+     * when it is pooled */
+    h1_set_idle_timeout(u->h1, 60000);
+    res_init(&r);
+    start(u, url_of(s, "/"), "x", &r);
+    ok(run_until(&r.dones, 1) && r.ok);
+    res_free(&r);
+    h1_set_idle_timeout(u->h1, 50);
+    res_init(&r);
+    start(u, url_of(s, "/"), "x", &r); /* reuses it */
+    ok(run_until(&r.dones, 1) && r.ok);
+    is_int(stats(u).idle, 1);
+    t0 = uv_now(&loop);
+    ok(run_until_down(&s->open, 0));
+    ok(uv_now(&loop) - t0 >= 40);
+    is_int(stats(u).idle, 0);
+    res_free(&r);
+    upstream_free(u);
+    tsrv_stop(s);
+}
+
 static void test_chunked(void)
 {
     struct tsrv *s = tsrv_start();
@@ -1311,6 +1351,7 @@ int main(void)
     subtest("URL shapes served natively", test_url);
     subtest("no_proxy matching (a subset of curl's)", test_no_proxy);
     subtest("keep-alive reuse and the request as sent", test_keepalive);
+    subtest("idle pooled connections are closed", test_idle_timeout);
     subtest("chunked responses", test_chunked);
     subtest("close-delimited bodies", test_close_delimited);
     subtest("1xx responses are skipped", test_informational);
