@@ -51,6 +51,9 @@ struct h1host {
     struct h1conn *waiting;   /* connections waiting for it */
     struct h1conn *idle;      /* pooled connections, most recently used first */
     unsigned nidle;
+    unsigned inflight; /* transfers running to this host */
+    unsigned peak;     /* the most running at once since peak_ms */
+    uint64_t peak_ms;
 };
 
 struct h1dns {
@@ -114,6 +117,7 @@ static void conn_close(struct h1conn *k);
 static void conn_to_pool(struct h1conn *k);
 static void conn_start(struct h1conn *k);
 static void conn_send(struct h1conn *k);
+static bool conn_retry(struct h1conn *k);
 static void conn_read_start(struct h1conn *k);
 static void conn_arm_timer(struct h1conn *k);
 static void on_conn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b);
@@ -611,10 +615,18 @@ static void conn_attach(struct h1conn *k, struct up_xfer *x)
     h1_resp_init(&k->resp, x);
 }
 
+/* The transfer ends on k (whatever becomes of k). */
+static struct up_xfer *conn_release(struct h1conn *k)
+{
+    if (k->x)
+        k->host->inflight--;
+    return conn_detach(k);
+}
+
 /* The transfer failed: the connection cannot be trusted any more. */
 static void xfer_fail(struct h1conn *k, const char *msg)
 {
-    struct up_xfer *x = conn_detach(k);
+    struct up_xfer *x = conn_release(k);
     conn_close(k);
     if (x == NULL)
         return;
@@ -625,7 +637,7 @@ static void xfer_fail(struct h1conn *k, const char *msg)
 /* Cancelled from inside one of its callbacks: tear down without on_done. */
 static void xfer_drop(struct h1conn *k)
 {
-    struct up_xfer *x = conn_detach(k);
+    struct up_xfer *x = conn_release(k);
     conn_close(k);
     if (x)
         up_xfer_destroy(x);
@@ -934,7 +946,7 @@ static void xfer_complete(struct h1conn *k, bool clean)
 {
     bool reuse = clean && k->resp.keep_alive && k->writes == 0 && k->state == CONN_ACTIVE &&
                  !(k->ssl && SSL_pending(k->ssl) > 0);
-    struct up_xfer *x = conn_detach(k);
+    struct up_xfer *x = conn_release(k);
     if (reuse)
         conn_to_pool(k);
     else
@@ -995,7 +1007,8 @@ static void on_tls_write(uv_write_t *req, int status)
     on_write_done(k, status);
 }
 
-/* Sends what OpenSSL queued in the write BIO. Returns 0 or a uv error. */
+/* Sends what OpenSSL queued in the write BIO: at once if the socket takes it, a copy of the rest queued. Returns
+ * 0 or a uv error. */
 static int tls_flush(struct h1conn *k)
 {
     BIO *wb = SSL_get_wbio(k->ssl);
@@ -1003,11 +1016,22 @@ static int tls_flush(struct h1conn *k)
     long n = BIO_get_mem_data(wb, &p);
     if (n <= 0)
         return 0;
-    struct tls_wreq *w = xmalloc(sizeof(*w) + (size_t)n);
-    memcpy(w->data, p, (size_t)n);
+    uv_buf_t b = uv_buf_init(p, (unsigned)n);
+    int done = uv_try_write((uv_stream_t *)&k->tcp, &b, 1); /* UV_EAGAIN while earlier bytes are queued */
+    if (done < 0 && done != UV_EAGAIN) {
+        (void)BIO_reset(wb);
+        return done;
+    }
+    size_t off = done > 0 ? (size_t)done : 0;
+    if (off == (size_t)n) {
+        (void)BIO_reset(wb);
+        return 0;
+    }
+    struct tls_wreq *w = xmalloc(sizeof(*w) + (size_t)n - off);
+    memcpy(w->data, p + off, (size_t)n - off);
     (void)BIO_reset(wb);
     w->w.data = k;
-    uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
+    b = uv_buf_init(w->data, (unsigned)((size_t)n - off));
     int rc = uv_write(&w->w, (uv_stream_t *)&k->tcp, &b, 1, on_tls_write);
     if (rc != 0) {
         xfree(w);
@@ -1256,6 +1280,29 @@ static void on_write(uv_write_t *req, int status)
     on_write_done(req->data, status);
 }
 
+/* Writes at once what the socket takes (the usual case: no write request, no callback to wait for before the
+ * connection can be reused), and queues the rest with the connection's write request. Returns 0 or a uv error. */
+static int conn_write(struct h1conn *k, uv_buf_t *b, unsigned nb)
+{
+    int done = uv_try_write((uv_stream_t *)&k->tcp, b, nb);
+    if (done < 0 && done != UV_EAGAIN)
+        return done;
+    size_t off = done > 0 ? (size_t)done : 0;
+    unsigned i = 0;
+    while (i < nb && off >= b[i].len) {
+        off -= b[i].len;
+        i++;
+    }
+    if (i == nb)
+        return 0;
+    b[i].base += off;
+    b[i].len -= off;
+    int rc = uv_write(&k->wreq, (uv_stream_t *)&k->tcp, b + i, nb - i, on_write);
+    if (rc == 0)
+        k->writes++;
+    return rc;
+}
+
 /* The request in one write: head and body as two buffers of one writev (through TLS: two records, one write). */
 static void conn_send(struct h1conn *k)
 {
@@ -1279,13 +1326,13 @@ static void conn_send(struct h1conn *k)
         }
         rc = tls_flush(k);
     } else {
-        rc = uv_write(&k->wreq, (uv_stream_t *)&k->tcp, b, nb, on_write);
-        if (rc == 0)
-            k->writes++;
+        rc = conn_write(k, b, nb);
     }
     if (rc != 0) {
+        if (conn_retry(k)) /* a pooled connection the server had closed (EPIPE, ECONNRESET) */
+            return;
         snprintf(x->errbuf, sizeof(x->errbuf), "Send failure: %s", err_text(rc));
-        conn_fail_soon(k);
+        conn_fail_soon(k); /* this may run inside h1_start */
         return;
     }
     conn_read_start(k);
@@ -1319,7 +1366,14 @@ static void conn_to_pool(struct h1conn *k)
 {
     struct h1client *c = k->c;
     struct h1host *h = k->host;
-    if (c->closing || h->nidle >= H1_MAX_IDLE_PER_HOST) {
+    /* Keep as many idle connections as the host recently had transfers running at once (they come back in
+     * bursts and want them again), at least H1_MIN_IDLE_PER_HOST and at most H1_MAX_IDLE_PER_HOST: a fixed
+     * small bound closes and reopens connections all the time under high concurrency. */
+    uint64_t now = uv_now(c->loop);
+    unsigned keep = h->peak < H1_MIN_IDLE_PER_HOST   ? H1_MIN_IDLE_PER_HOST
+                    : h->peak > H1_MAX_IDLE_PER_HOST ? H1_MAX_IDLE_PER_HOST
+                                                     : h->peak;
+    if (c->closing || h->nidle >= keep) {
         conn_close(k);
         return;
     }
@@ -1327,7 +1381,7 @@ static void conn_to_pool(struct h1conn *k)
     list_push(&h->idle, k);
     h->nidle++;
     c->nidle++;
-    k->idle_since_ms = uv_now(c->loop);
+    k->idle_since_ms = now;
     if (k->due_ms == UINT64_MAX)
         timer_at(k, k->idle_since_ms + c->idle_timeout_ms); /* else the armed deadline fires first and re-arms */
     conn_read_start(k);                                     /* a close by the server while idle is noticed at once */
@@ -1505,6 +1559,12 @@ int h1_start(struct h1client *c, struct up_xfer *x)
     }
     conn_attach(k, x);
     k->t0_ms = uv_now(c->loop);
+    if (k->t0_ms - h->peak_ms >= c->idle_timeout_ms) {
+        h->peak = 0; /* a new window of about one idle timeout */
+        h->peak_ms = k->t0_ms;
+    }
+    if (++h->inflight > h->peak)
+        h->peak = h->inflight;
     k->retried = false;
     k->fail_soon = false;
     k->addr_i = 0;
@@ -1592,7 +1652,7 @@ void h1_free(struct h1client *c)
     int dropped = 0;
     while (c->conns) {
         struct h1conn *k = c->conns;
-        struct up_xfer *x = conn_detach(k);
+        struct up_xfer *x = conn_release(k);
         conn_close(k);
         if (x) {
             x->cancelled = true;

@@ -4,9 +4,10 @@
  * Why it exists: per proxied request libcurl spent about half of agentd's instructions (URL parsing, printf
  * request formatting, header compares, multi bookkeeping) on a path that is always the same: a keep-alive
  * HTTP/1.1 POST to one of a handful of hosts. This client does only that and does it with plain appends:
- * - a per-loop pool of keep-alive connections keyed by (scheme, host, port): at most H1_MAX_IDLE_PER_HOST idle
- *   connections per key, each closed as soon as the server closes it, or after H1_IDLE_TIMEOUT_MS unused (noticed
- *   when its timer next fires, which may be the last transfer's deadline: timers are re-armed lazily);
+ * - a per-loop pool of keep-alive connections keyed by (scheme, host, port): as many idle connections per key
+ *   as it recently had transfers running at once, within [H1_MIN_IDLE_PER_HOST, H1_MAX_IDLE_PER_HOST]; each
+ *   closed as soon as the server closes it, or after H1_IDLE_TIMEOUT_MS unused (noticed when its timer next
+ *   fires, which may be the last transfer's deadline: timers are re-armed lazily);
  * - DNS in the libuv thread pool with a small per-loop cache (H1_DNS_TTL_MS); numeric hosts skip it; the
  *   addresses of a name are tried in order;
  * - the request head and body in one uv_write; the response through http-parser (Content-Length, chunked and
@@ -33,7 +34,8 @@
 #include "common/buf.h"
 #include "net/upstream.h"
 
-#define H1_MAX_IDLE_PER_HOST 64
+#define H1_MIN_IDLE_PER_HOST 64
+#define H1_MAX_IDLE_PER_HOST 1024
 #define H1_IDLE_TIMEOUT_MS 60000
 #define H1_DNS_TTL_MS 30000
 #define H1_MAX_ADDRS 8

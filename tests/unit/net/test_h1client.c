@@ -450,6 +450,43 @@ static void test_keepalive(void)
 static const char CHUNKED[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Test: chunky\r\n\r\n"
                               "5\r\nhello\r\n7\r\n, world\r\n1;ext=1\r\n!\r\n0\r\nTrailer: t\r\n\r\n";
 
+/* 200 transfers at once, twice: the pool keeps what the burst needed (more than the floor of 64), so the second
+ * burst opens nothing new. */
+static void test_pool_follows_load(void)
+{
+    struct tsrv *s = tsrv_start();
+    struct upstream *u = upstream_new(&loop);
+    enum { N = 200 };
+    static struct res rs[N];
+    for (int round = 0; round < 2; round++) {
+        int done = 0;
+        for (int i = 0; i < N; i++) {
+            res_init(&rs[i]);
+            start(u, url_of(s, "/"), "x", &rs[i]);
+        }
+        guard_fired = false;
+        uv_timer_start(&guard, on_guard, 5000, 0);
+        while (done < N && !guard_fired) {
+            uv_run(&loop, UV_RUN_ONCE);
+            done = 0;
+            for (int i = 0; i < N; i++)
+                done += rs[i].dones;
+        }
+        uv_timer_stop(&guard);
+        is_int(done, N);
+        int good = 0;
+        for (int i = 0; i < N; i++) {
+            good += rs[i].ok;
+            res_free(&rs[i]);
+        }
+        is_int(good, N);
+    }
+    is_int(s->accepted, N);
+    is_int(stats(u).idle, N);
+    upstream_free(u);
+    tsrv_stop(s);
+}
+
 static void test_idle_timeout(void)
 {
     struct tsrv *s = tsrv_start();
@@ -1351,6 +1388,7 @@ int main(void)
     subtest("URL shapes served natively", test_url);
     subtest("no_proxy matching (a subset of curl's)", test_no_proxy);
     subtest("keep-alive reuse and the request as sent", test_keepalive);
+    subtest("the pool keeps what a burst needed", test_pool_follows_load);
     subtest("idle pooled connections are closed", test_idle_timeout);
     subtest("chunked responses", test_chunked);
     subtest("close-delimited bodies", test_close_delimited);
