@@ -182,8 +182,9 @@ static const struct cfg_field gateway_fields[] = {
      .def = "2023-06-01", .help = "anthropic-version sent to Anthropic upstreams"},
     {.key = "upstream_client", .type = CFG_ENUM, .off = OFF(gateway.upstream_client), .enums = upstream_clients,
      .def = "auto", .flags = CFG_RESTART,
-     .help = "HTTP client for upstream calls: auto = agentd's own HTTP/1.1 client where it applies (http:// and "
-             "https:// without a proxy), libcurl otherwise; native = the same; curl = libcurl for everything"},
+     .help = "HTTP client for upstream calls: auto = agentd's own HTTP/1.1 client for plain http:// without a "
+             "proxy, libcurl for https:// (HTTP/2 where offered) and proxies; native = agentd's client for "
+             "https:// too (HTTP/1.1 only); curl = libcurl for everything"},
     {.key = "ca_file", .type = CFG_STRING, .off = OFF(gateway.ca_file), .max = 4096, .def = "", .flags = CFG_RESTART,
      .help = "PEM file of extra CA certificates trusted for upstream TLS, on top of the system store"},
 };

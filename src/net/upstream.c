@@ -324,7 +324,10 @@ struct up_xfer *upstream_start(struct upstream *u, struct up_request *req, const
     buf_init(&x->resp_headers, RESP_HEADERS_MAX);
     x->t_start_us = time_mono_us();
     int client = x->req.client != UP_CLIENT_CONFIGURED ? x->req.client : u->client;
-    if (client != UP_CLIENT_CURL && h1_start(u->h1, x) == 0)
+    /* auto: https goes to libcurl, which offers h2 by ALPN and multiplexes; the HTTP/1.1 client takes plain http
+     * (local model servers, sidecars, the benchmark's upstream), where h2 is not offered anyway. */
+    bool https = x->req.url.len >= 8 && strncasecmp(x->req.url.data, "https://", 8) == 0;
+    if (client != UP_CLIENT_CURL && !(client == UP_CLIENT_AUTO && https) && h1_start(u->h1, x) == 0)
         return x;
     CURL *e = u->npool ? u->pool[--u->npool] : curl_easy_init();
     x->easy = e;

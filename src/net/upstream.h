@@ -1,8 +1,9 @@
 /* upstream.h: the upstream HTTP client, driven by the worker's libuv loop.
  *
  * Two backends behind one interface. agentd's own HTTP/1.1 client (net/h1client.c: a keep-alive pool per loop,
- * DNS in the thread pool, TLS through OpenSSL) serves http:// and https:// URLs that no proxy from the
- * environment applies to; libcurl's multi interface serves everything else (proxies, unusual URLs).
+ * DNS in the thread pool, TLS through OpenSSL) serves http:// URLs that no proxy from the environment applies
+ * to (and https:// too when gateway.upstream_client is native); libcurl's multi interface serves everything
+ * else: https (HTTP/2 where the server offers it by ALPN), proxies, unusual URLs.
  * gateway.upstream_client chooses and gateway.ca_file adds trusted CAs for both (read when the upstream is
  * created). One struct upstream per loop owns both, so connections are reused across
  * every request of that worker. A transfer is started with a fully built request and
@@ -40,8 +41,8 @@ struct up_request {
 
 enum {
     UP_CLIENT_CONFIGURED = 0, /* gateway.upstream_client */
-    UP_CLIENT_AUTO,           /* agentd's HTTP/1.1 client where it applies, libcurl otherwise */
-    UP_CLIENT_NATIVE,         /* the same today */
+    UP_CLIENT_AUTO,           /* agentd's HTTP/1.1 client for plain http, libcurl for https (h2) and proxies */
+    UP_CLIENT_NATIVE,         /* agentd's HTTP/1.1 client for http and https, libcurl only for proxies */
     UP_CLIENT_CURL,           /* libcurl for everything */
 };
 

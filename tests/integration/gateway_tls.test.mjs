@@ -1,10 +1,12 @@
-// Upstream TLS, through both upstream clients (gateway.upstream_client native and curl): a CA made with the
-// openssl CLI and trusted through gateway.ca_file; a certificate for the right address and name is accepted
-// (keep-alive, streaming, SNI), one for another name is refused before any request is sent, and so is one from
-// an untrusted CA. (gateway_env.test.mjs checks the self-signed case with no ca_file.)
+// Upstream TLS, through both upstream clients (gateway.upstream_client native and curl; the default, auto, sends
+// https to curl, whose HTTP/2 is checked at the end): a CA made with the openssl CLI and trusted through
+// gateway.ca_file; a certificate for the right address and name is accepted (keep-alive, streaming, SNI), one for
+// another name is refused before any request is sent, and so is one from an untrusted CA. (gateway_env.test.mjs
+// checks the self-signed case with no ca_file.)
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import https from 'node:https';
+import http2 from 'node:http2';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -172,3 +174,38 @@ for (const client of ['native', 'curl']) {
     }
   });
 }
+
+// The default (auto) sends https to libcurl, which offers h2 by ALPN and uses it when the server agrees:
+// concurrent requests then share one connection as HTTP/2 streams.
+test('auto: an https upstream that speaks HTTP/2 gets HTTP/2, concurrent requests on one connection', async (t) => {
+  if (!haveOpenssl) return t.skip('openssl command not available');
+  const st = { sessions: 0, versions: [] };
+  const srv = http2.createSecureServer({
+    key: readFileSync(join(dir, 'good.key')), cert: readFileSync(join(dir, 'good.pem')), allowHTTP1: true,
+  }, (req, res) => {
+    st.versions.push(req.httpVersion);
+    req.resume();
+    req.on('end', () => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(COMPLETION);
+    });
+  });
+  srv.on('secureConnection', () => { st.sessions++; });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  try {
+    await withGateway('auto', `https://127.0.0.1:${srv.address().port}/v1`, async (d) => {
+      const first = await post(d, { model: 'up', messages: [{ role: 'user', content: 'warm' }] });
+      assert.equal(first.status, 200, await first.clone().text());
+      const all = await Promise.all([0, 1, 2, 3, 4, 5].map((i) =>
+        post(d, { model: 'up', messages: [{ role: 'user', content: `c${i}` }] })));
+      for (const res of all) {
+        assert.equal(res.status, 200);
+        assert.equal((await res.json()).choices[0].message.content, 'over tls');
+      }
+    });
+    assert.deepEqual(st.versions, Array(7).fill('2.0'));
+    assert.equal(st.sessions, 1, `7 requests used ${st.sessions} connections`);
+  } finally {
+    await new Promise((r) => srv.close(r));
+  }
+});
