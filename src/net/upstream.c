@@ -177,6 +177,13 @@ struct upstream *upstream_new(uv_loop_t *loop)
     /* Read once per worker (the settings say "restart to change"): no lock on the request path. */
     struct config *cfg = config_acquire();
     int mode = cfg ? cfg->gateway.upstream_client : CONFIG_UPSTREAM_AUTO;
+    /* libcurl's connection cache: with more transfers in flight than it holds, every completion closes a
+     * connection and the next request opens one, and each eviction scans the whole cache (bench/RESULTS.md measured
+     * a 6x throughput drop at 1024 connections with 256). A client connection has at most one upstream transfer,
+     * so the server's connection limit bounds what can be useful; HTTP/2 upstreams need far fewer. */
+    long maxconnects = 256;
+    if (cfg && cfg->server.max_connections > maxconnects)
+        maxconnects = cfg->server.max_connections > 100000 ? 100000 : (long)cfg->server.max_connections;
     if (cfg && cfg->gateway.ca_file && cfg->gateway.ca_file[0])
         u->ca_file = xstrdup(cfg->gateway.ca_file);
     config_unref(cfg);
@@ -192,7 +199,7 @@ struct upstream *upstream_new(uv_loop_t *loop)
     curl_multi_setopt(u->multi, CURLMOPT_TIMERDATA, u);
     curl_multi_setopt(u->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
     curl_multi_setopt(u->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);
-    curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, 256L);
+    curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, maxconnects);
     return u;
 }
 
