@@ -95,6 +95,7 @@ struct http_req {
     const char *error_reason;
     unsigned refs;                /* queue/handler ownership + outstanding writes */
     struct buf head;              /* raw URL + header bytes (bounded by server.limits.header_bytes) */
+    bool head_done;               /* headers complete: head is frozen (url, path, headers point into it) */
     struct http_req *next;        /* connection queue */
 
     /* Large arrays last: a new request zeroes only what comes before them. */

@@ -303,6 +303,8 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     struct http_conn *c = parser_conn(p);
     struct http_req *r = c->cur;
+    if (r->head_done)
+        return 0; /* a chunked body's trailer: ignored (growing head would move what url and headers point at) */
     if (c->header_last_was_value || r->nheaders == 0) {
         if (r->nheaders == HTTP_MAX_HEADERS)
             return fail(c, 431, "too_many_headers");
@@ -323,6 +325,8 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     struct http_conn *c = parser_conn(p);
     struct http_req *r = c->cur;
+    if (r->head_done)
+        return 0;
     if (!c->header_last_was_value) {
         r->hdr_off[r->nheaders - 1][2] = (uint32_t)r->head.len;
         c->header_last_was_value = true;
@@ -335,7 +339,8 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
 
 static void resolve_head(struct http_req *r)
 {
-    /* The head buffer no longer grows, so slices into it stay valid. */
+    /* The head buffer no longer grows (trailers are not appended), so slices into it stay valid. */
+    r->head_done = true;
     const char *base = r->head.data ? r->head.data : "";
     r->url = str_make(base, r->url.n);
     for (size_t i = 0; i < r->nheaders; i++) {

@@ -61,6 +61,21 @@ test('chunked request body is decoded', async () => {
   assert.equal(j.fnv1a, ref.fnv1a);
 });
 
+test('trailers after a chunked body are ignored; the request and its headers stay intact', async () => {
+  // Found by fuzz_http_request: trailer fields used to be appended to the buffer the URL and headers point into.
+  let wire = 'POST /debug/echo HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n';
+  wire += '3\r\nabc\r\n0\r\n';
+  wire += `X-Trailer-${'a'.repeat(3000)}: ${'b'.repeat(3000)}\r\nX-Another: y\r\n\r\n`;
+  wire += 'GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n';
+  const r = await d.raw(wire, { until: (s) => parseResponses(s).length >= 2 });
+  const [first, second] = parseResponses(r.data);
+  assert.equal(first.status, 200);
+  const j = JSON.parse(first.body);
+  assert.equal(j.bytes, 3);
+  assert.equal(j.content_type, 'text/plain');
+  assert.equal(second.status, 200);
+});
+
 test('Expect: 100-continue gets an interim 100 before the final response', async () => {
   const sock = net.connect({ host: d.host, port: d.port });
   await new Promise((r) => sock.on('connect', r));
