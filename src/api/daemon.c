@@ -270,6 +270,7 @@ static void reload(void)
     buf_free(&which);
     log_min_level = c->log.level;
     config_publish(config_ref(c));
+    gateway_preload(c);
     config_unref(D.cfg);
     D.cfg = c;
     http_server_set_config(D.ops, c);
@@ -379,7 +380,7 @@ int daemon_main(int argc, char **argv)
         D.flags.config_path = getenv("AGENTD_CONFIG");
     struct buf errors = BUF_INIT(1 << 20);
     if (gateway_global_init() != 0) {
-        fprintf(stderr, "agentd: cannot initialise libcurl\n");
+        fprintf(stderr, "agentd: cannot initialise the gateway\n");
         return 1;
     }
     D.cfg = load_config(&errors);
@@ -392,6 +393,7 @@ int daemon_main(int argc, char **argv)
     buf_free(&errors);
     log_min_level = D.cfg->log.level;
     config_publish(config_ref(D.cfg));
+    gateway_preload(D.cfg);
     signal(SIGPIPE, SIG_IGN);
     ops_state.started_us = time_mono_us();
     atomic_store(&ops_state.config_ok, true);

@@ -85,6 +85,19 @@ int gateway_global_init(void)
     return upstream_global_init();
 }
 
+void gateway_preload(const struct config *cfg)
+{
+    const struct registry *r = registry_of(cfg);
+    for (size_t i = 0; r && i < r->nmodels; i++)
+        for (size_t j = 0; j < r->models[i].ndeps; j++) {
+            const struct deployment *d = &r->models[i].deps[j];
+            if (d->provider != PROVIDER_MOCK && d->base_url && upstream_url_needs_curl(d->base_url)) {
+                upstream_preload_curl();
+                return;
+            }
+        }
+}
+
 void gateway_global_cleanup(void)
 {
     upstream_global_cleanup();
@@ -774,7 +787,8 @@ static void ex_next_attempt(struct exchange *ex)
         a->xfer = upstream_start(ex->gw->up, &r, &cbs, a);
         up_request_free(&r);
         if (a->xfer == NULL) {
-            gw_error_set(&err, 500, GW_ERR_API, "could not start the upstream request");
+            const char *why = upstream_last_error(ex->gw->up);
+            gw_error_set(&err, 500, GW_ERR_API, "%s", why ? why : "could not start the upstream request");
             attempt_free(a);
             ex->att = NULL;
             ex_fail(ex, &err);

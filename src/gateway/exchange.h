@@ -82,6 +82,7 @@ void gw_handle_embeddings(struct http_req *req);
 void gw_handle_models(struct http_req *req);
 
 /* Per-worker gateway state (the upstream client). */
+struct config;
 struct gateway_worker;
 struct gateway_worker *gateway_worker_new(uv_loop_t *loop);
 /* Call when the worker's connections are all closed; handles close asynchronously. */
@@ -89,6 +90,9 @@ void gateway_worker_free(struct gateway_worker *g);
 /* Process-wide set-up (metrics families, libcurl). */
 int gateway_global_init(void);
 void gateway_global_cleanup(void);
+/* Loads libcurl now (on the calling thread) if a deployment of cfg will need it, so that no worker loop stalls on
+ * the load at its first request. Call after the configuration is published, at start and on reload. */
+void gateway_preload(const struct config *cfg);
 
 /* In-flight LLM requests (admission and metrics). */
 extern _Atomic long gw_inflight;

@@ -162,6 +162,26 @@ static char *env_dup(const char *lower, const char *upper)
     return v && *v ? xstrdup(v) : NULL;
 }
 
+bool h1_proxy_applies(const char *url)
+{
+    struct h1_url u;
+    if (url == NULL || h1_parse_url(url, strlen(url), &u) != 0)
+        return true; /* a URL this client does not take goes to libcurl anyway */
+    const char *proxy = u.tls ? getenv("https_proxy") : getenv("http_proxy");
+    if ((proxy == NULL || *proxy == '\0') && u.tls)
+        proxy = getenv("HTTPS_PROXY");
+    if (proxy == NULL || *proxy == '\0')
+        proxy = getenv("all_proxy");
+    if (proxy == NULL || *proxy == '\0')
+        proxy = getenv("ALL_PROXY");
+    if (proxy == NULL || *proxy == '\0')
+        return false;
+    const char *no_proxy = getenv("no_proxy");
+    if (no_proxy == NULL || *no_proxy == '\0')
+        no_proxy = getenv("NO_PROXY");
+    return !h1_no_proxy_match(no_proxy, u.host, u.host_len);
+}
+
 /* ---------- URLs ---------- */
 
 static bool host_char(char ch)

@@ -93,6 +93,10 @@ int h1_parse_url(const char *url, size_t len, struct h1_url *u);
  * dots ignored), exact IP strings; CIDR ranges are left to curl (false). */
 bool h1_no_proxy_match(const char *no_proxy, const char *host, size_t host_len);
 
+/* True when a proxy from the environment applies to url (read now, by the rules h1_new follows), or when url is
+ * not one this client takes: either way libcurl serves it. */
+bool h1_proxy_applies(const char *url);
+
 /* ---- the response parser (one per connection; fed the bytes the socket delivers) ---- */
 
 struct h1_resp {

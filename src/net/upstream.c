@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "config/config.h"
+#include "net/curl_dl.h"
 #include "net/h1client.h"
 
 #define RESP_HEADERS_MAX (64 * 1024)
@@ -21,7 +22,9 @@ struct upstream {
     struct h1client *h1;
     int client;                /* UP_CLIENT_AUTO / NATIVE / CURL, from the configuration at creation */
     char *ca_file;             /* gateway.ca_file, or NULL */
-    CURLM *multi;
+    CURLM *multi;              /* created with the first libcurl transfer */
+    long maxconnects;
+    const char *error;         /* why the last upstream_start returned NULL (static text) */
     uv_timer_t timer;
     int running;
     CURL *pool[EASY_POOL_MAX]; /* reset easy handles ready for reuse */
@@ -53,12 +56,32 @@ static void check_done(struct upstream *u);
 
 int upstream_global_init(void)
 {
-    return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1;
+    return 0; /* libcurl is loaded when first needed: curl_dl.h */
+}
+
+int upstream_preload_curl(void)
+{
+    int rc = curl_dl_load();
+    if (rc != 0)
+        log_error("upstream: %s", curl_dl_error());
+    return rc;
+}
+
+bool upstream_url_needs_curl(const char *url)
+{
+    struct config *cfg = config_acquire();
+    int mode = cfg ? cfg->gateway.upstream_client : CONFIG_UPSTREAM_AUTO;
+    config_unref(cfg);
+    if (mode == CONFIG_UPSTREAM_CURL)
+        return true;
+    if (url && strncasecmp(url, "https://", 8) == 0)
+        return mode == CONFIG_UPSTREAM_AUTO || h1_proxy_applies(url);
+    return url && h1_proxy_applies(url);
 }
 
 void upstream_global_cleanup(void)
 {
-    curl_global_cleanup();
+    curl_dl_cleanup();
 }
 
 void up_request_init(struct up_request *r)
@@ -190,17 +213,45 @@ struct upstream *upstream_new(uv_loop_t *loop)
     u->h1 = h1_new(loop, u->ca_file);
     u->client = mode == CONFIG_UPSTREAM_CURL ? UP_CLIENT_CURL : mode == CONFIG_UPSTREAM_NATIVE ? UP_CLIENT_NATIVE
                                                                                                : UP_CLIENT_AUTO;
-    u->multi = curl_multi_init();
+    u->maxconnects = maxconnects;
     uv_timer_init(loop, &u->timer);
     u->timer.data = u;
+    return u;
+}
+
+/* The libcurl side of u, on first use: loads libcurl if nobody has (a one-time stall of this loop, ~10 ms,
+ * unless the configuration had it preloaded at start-up). */
+static int multi_ready(struct upstream *u)
+{
+    if (u->multi)
+        return 0;
+    if (!curl_dl_loaded()) {
+        uint64_t t0 = time_mono_us();
+        if (curl_dl_load() != 0) {
+            log_error("upstream: %s", curl_dl_error());
+            u->error = curl_dl_error();
+            return -1;
+        }
+        log_info("upstream: libcurl loaded on first use in %llu us", (unsigned long long)(time_mono_us() - t0));
+    }
+    u->multi = curl_multi_init();
+    if (u->multi == NULL) {
+        u->error = "curl_multi_init failed";
+        return -1;
+    }
     curl_multi_setopt(u->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
     curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
     curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, on_timer_set);
     curl_multi_setopt(u->multi, CURLMOPT_TIMERDATA, u);
     curl_multi_setopt(u->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
     curl_multi_setopt(u->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);
-    curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, maxconnects);
-    return u;
+    curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, u->maxconnects);
+    return 0;
+}
+
+const char *upstream_last_error(const struct upstream *u)
+{
+    return u->error;
 }
 
 /* ---------- transfers ---------- */
@@ -336,7 +387,16 @@ struct up_xfer *upstream_start(struct upstream *u, struct up_request *req, const
     bool https = x->req.url.len >= 8 && strncasecmp(x->req.url.data, "https://", 8) == 0;
     if (client != UP_CLIENT_CURL && !(client == UP_CLIENT_AUTO && https) && h1_start(u->h1, x) == 0)
         return x;
+    u->error = "could not start the upstream request";
+    if (multi_ready(u) != 0) {
+        up_xfer_destroy(x);
+        return NULL;
+    }
     CURL *e = u->npool ? u->pool[--u->npool] : curl_easy_init();
+    if (e == NULL) {
+        up_xfer_destroy(x);
+        return NULL;
+    }
     x->easy = e;
     struct xfer_private *priv = xcalloc(1, sizeof(*priv));
     priv->x = x;
@@ -497,9 +557,9 @@ long up_xfer_retry_after_ms(const struct up_xfer *x)
         double secs;
         if (str_to_double(str_from(v), &secs) == 0 && secs >= 0)
             return (long)(secs * 1000);
-        time_t when = curl_getdate(v, NULL);
-        if (when > 0) {
-            time_t now = time(NULL);
+        int64_t when;
+        if (time_parse_http_date(v, strlen(v), &when) == 0) {
+            int64_t now = (int64_t)(time_wall_us() / 1000000);
             return when > now ? (long)(when - now) * 1000 : 0;
         }
     }
@@ -524,7 +584,8 @@ void upstream_free(struct upstream *u)
     u->h1 = NULL;
     if (u->live)
         log_warn("upstream: %d transfers still attached at shutdown", u->live);
-    curl_multi_cleanup(u->multi);
+    if (u->multi)
+        curl_multi_cleanup(u->multi);
     u->multi = NULL;
     /* Whatever sockets curl did not report as removed are closed here, so the loop can end. */
     while (u->socks) {

@@ -85,9 +85,10 @@ struct upstream *upstream_new(uv_loop_t *loop);
  * closes complete. */
 void upstream_free(struct upstream *u);
 
-/* Starts a transfer; req's contents move into the transfer (req is left empty). Returns NULL only if curl
- * refuses the handle (on_done is then never called). */
+/* Starts a transfer; req's contents move into the transfer (req is left empty). Returns NULL only if libcurl
+ * cannot be loaded or refuses the handle (on_done is then never called; upstream_last_error says why). */
 struct up_xfer *upstream_start(struct upstream *u, struct up_request *req, const struct up_callbacks *cb, void *ud);
+const char *upstream_last_error(const struct upstream *u);
 /* Stops the transfer; no callback runs after this returns. */
 void upstream_cancel(struct up_xfer *x);
 void upstream_resume(struct up_xfer *x);
@@ -97,8 +98,13 @@ int up_xfer_header(const struct up_xfer *x, const char *name, char *out, size_t 
 /* Retry hint from Retry-After (seconds or HTTP date) or retry-after-ms; -1 when absent. */
 long up_xfer_retry_after_ms(const struct up_xfer *x);
 
-/* Process-wide libcurl init/cleanup (call once from main before threads / at exit). */
+/* Process-wide init/cleanup (call once from main before threads / at exit). libcurl itself is loaded on first
+ * use (net/curl_dl.h); upstream_preload_curl loads it now, for a configuration that will need it, so that no
+ * worker loop pays for the load on its first request. upstream_url_needs_curl says whether a URL goes to libcurl
+ * under the current configuration and proxy environment. */
 int upstream_global_init(void);
+int upstream_preload_curl(void);
+bool upstream_url_needs_curl(const char *url);
 void upstream_global_cleanup(void);
 
 #endif

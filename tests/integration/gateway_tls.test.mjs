@@ -209,3 +209,50 @@ test('auto: an https upstream that speaks HTTP/2 gets HTTP/2, concurrent request
     await new Promise((r) => srv.close(r));
   }
 });
+
+// libcurl is opened only when something needs it (src/net/curl_dl.h): not for the mock model or plain http
+// upstreams, at start-up for a configuration with an https deployment, and on first use otherwise.
+const mapsCurl = (d) => readFileSync(`/proc/${d.child.pid}/maps`, 'utf8').includes('libcurl');
+
+test('libcurl stays unloaded for the mock model and plain http upstreams', async () => {
+  const http = await import('node:http');
+  const srv = http.createServer((req, res) => { req.resume(); req.on('end', () => {
+    res.writeHead(200, { 'content-type': 'application/json' }); res.end(COMPLETION); }); });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  try {
+    const d = await startAgentd({ config: `models:\n  - name: mock\n    provider: mock\n  - name: up\n    provider: openai-compatible\n    model: x\n    base_url: http://127.0.0.1:${srv.address().port}/v1\n` });
+    try {
+      for (const model of ['mock', 'up']) {
+        const res = await post(d, { model, messages: [{ role: 'user', content: 'hi' }] });
+        assert.equal(res.status, 200, await res.clone().text());
+      }
+      assert.equal(mapsCurl(d), false, 'libcurl was loaded');
+    } finally {
+      assert.equal((await d.stop()).code, 0);
+    }
+  } finally {
+    await new Promise((r) => srv.close(r));
+  }
+});
+
+test('libcurl is loaded at start for an https deployment, and for any deployment in curl mode', async (t) => {
+  if (!haveOpenssl) return t.skip('openssl command not available');
+  const up = await tlsUpstream('good');
+  try {
+    await withGateway('auto', `https://127.0.0.1:${up.port}/v1`, async (d) => {
+      assert.equal(mapsCurl(d), true, 'not loaded at start');
+      const res = await post(d, { model: 'up', messages: [{ role: 'user', content: 'x' }] });
+      assert.equal(res.status, 200);
+      assert.ok(d.logs.every((l) => !/loaded on first use/.test(l.msg)), 'loaded again on first use');
+    });
+  } finally {
+    await up.close();
+  }
+  const d = await startAgentd({ env: { AGENTD_GATEWAY_UPSTREAM_CLIENT: 'curl' },
+    config: 'models:\n  - name: up\n    provider: openai-compatible\n    model: x\n    base_url: http://127.0.0.1:1/v1\n' });
+  try {
+    assert.equal(mapsCurl(d), true, 'curl mode did not load libcurl at start');
+  } finally {
+    assert.equal((await d.stop()).code, 0);
+  }
+});
