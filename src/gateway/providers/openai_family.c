@@ -11,8 +11,10 @@ static void add_common_headers(struct attempt *a, struct up_request *r)
 {
     up_request_header(r, "Content-Type", "application/json");
     up_request_header(r, "Accept", a->stream ? "text/event-stream" : "application/json");
-    for (size_t i = 0; i < a->dep->nheaders; i++)
-        buf_printf(&r->headers, "%s\n", a->dep->headers[i]);
+    for (size_t i = 0; i < a->dep->nheaders; i++) {
+        buf_append_str(&r->headers, a->dep->headers[i]);
+        buf_append(&r->headers, "\n", 1);
+    }
 }
 
 int openai_family_encode(struct attempt *a, struct up_request *r, struct gw_error *err, enum openai_flavor flavor)
@@ -26,9 +28,14 @@ int openai_family_encode(struct attempt *a, struct up_request *r, struct gw_erro
         if (d->api_key)
             up_request_header(r, "api-key", d->api_key);
     } else {
-        buf_printf(&r->url, "%s/%s", d->base_url, path);
-        if (d->api_key)
-            up_request_headerf(r, "Authorization", "Bearer %s", d->api_key);
+        buf_append_str(&r->url, d->base_url);
+        buf_append(&r->url, "/", 1);
+        buf_append_str(&r->url, path);
+        if (d->api_key) {
+            buf_append_str(&r->headers, "Authorization: Bearer ");
+            buf_append_str(&r->headers, d->api_key);
+            buf_append(&r->headers, "\n", 1);
+        }
     }
     add_common_headers(a, r);
     struct str body = attempt_client_body(a);
