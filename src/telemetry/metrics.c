@@ -25,11 +25,21 @@ struct metric_series {
     _Atomic uint64_t *buckets;   /* histogram per-bucket (non-cumulative) counts, nbuckets + 1 */
 };
 
+/* The last few series each metric family used on this thread. A worker sees the same few label sets request after
+ * request (its models, deployments, statuses), so comparing the label values of these few, which stops at the first
+ * differing byte, is cheaper than hashing every value for the table lookup. */
+#define SERIES_HINT_WAYS 4
+struct series_hints {
+    struct metric_series *m[SERIES_HINT_WAYS];
+    unsigned next; /* the way to replace */
+};
+
 struct shard {
     pthread_mutex_t lock;     /* held by the owner to insert, by the scraper to read the table */
     struct metric_series **slots;
     size_t cap, used;
     size_t per_family[METRICS_MAX_FAMILIES];
+    struct series_hints hints[METRICS_MAX_FAMILIES]; /* by family id; owner thread only */
     struct shard *next;
 };
 
@@ -150,14 +160,35 @@ static struct metric_series *lookup(struct shard *s, const struct metric_def *de
     return NULL;
 }
 
-/* The hot path hashes the label values in place and allocates nothing once the series exists. */
+static struct metric_series *hint_find(struct shard *s, const struct metric_def *def, const char *const *values)
+{
+    struct series_hints *h = &s->hints[def->id];
+    for (unsigned i = 0; i < SERIES_HINT_WAYS; i++)
+        if (h->m[i] && labels_equal(h->m[i], values))
+            return h->m[i];
+    return NULL;
+}
+
+static struct metric_series *hint_set(struct shard *s, const struct metric_def *def, struct metric_series *m)
+{
+    struct series_hints *h = &s->hints[def->id];
+    h->m[h->next] = m;
+    h->next = (h->next + 1) % SERIES_HINT_WAYS;
+    return m;
+}
+
+/* The hot path finds the series by its hint or hashes the label values in place, and allocates nothing once the
+ * series exists. */
 struct metric_series *metrics_series(struct metric_def *def, const char *const *label_values)
 {
     struct shard *s = my_shard();
-    uint64_t h = hash_labels(def, label_values);
-    struct metric_series *m = lookup(s, def, h, label_values);
+    struct metric_series *m = hint_find(s, def, label_values);
     if (m)
         return m;
+    uint64_t h = hash_labels(def, label_values);
+    m = lookup(s, def, h, label_values);
+    if (m)
+        return hint_set(s, def, m);
     const char *others[METRICS_MAX_LABELS];
     if (s->per_family[def->id] >= METRICS_MAX_SERIES_PER_FAMILY && def->nlabels > 0) {
         /* Cardinality guard: fold into one "other" series rather than grow without bound. */
@@ -190,7 +221,7 @@ struct metric_series *metrics_series(struct metric_def *def, const char *const *
     s->used++;
     s->per_family[def->id]++;
     pthread_mutex_unlock(&s->lock);
-    return m;
+    return hint_set(s, def, m);
 }
 
 static inline double bits_to_double(uint64_t b)

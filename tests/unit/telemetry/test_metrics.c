@@ -44,6 +44,20 @@ static void test_threads_sum(void)
     buf_free(&out);
 }
 
+/* Series are found by the label pointers first: a buffer reused with other contents must still count apart. */
+static void test_reused_label_buffer(void)
+{
+    char v[8];
+    for (int i = 0; i < 10; i++) {
+        strcpy(v, i % 2 ? "x1" : "x2");
+        metrics_inc(&m_req, (const char *[]){v});
+    }
+    is_int(metrics_sum(&m_req, (const char *[]){"x1"}), 5);
+    is_int(metrics_sum(&m_req, (const char *[]){"x2"}), 5);
+    metrics_inc(&m_req, (const char *[]){"x1"}); /* same contents, another pointer */
+    is_int(metrics_sum(&m_req, (const char *[]){"x1"}), 6);
+}
+
 static void test_escape_and_cardinality(void)
 {
     metrics_inc(&m_req, (const char *[]){"a\"b\\c\nd"});
@@ -63,6 +77,7 @@ static void test_escape_and_cardinality(void)
 int main(void)
 {
     subtest("per-thread shards summed", test_threads_sum);
+    subtest("a reused label buffer", test_reused_label_buffer);
     subtest("escaping and cardinality cap", test_escape_and_cardinality);
     return done_testing();
 }
