@@ -95,3 +95,10 @@ const char *gw_err_type_anthropic(enum gw_err_type t)
     default: return "api_error";
     }
 }
+
+int64_t usage_count(double d)
+{
+    if (!(d > 0))
+        return 0;
+    return d < 1e15 ? (int64_t)d : (int64_t)1e15;
+}

@@ -12,6 +12,10 @@
 
 #include "common/str.h"
 
+/* A token count from a provider's JSON number: negative and NaN become 0 and absurd values 1e15 (a broken or hostile
+ * upstream must not reach the ledger, nor undefined behaviour in a double-to-integer conversion). */
+int64_t usage_count(double d);
+
 struct usage {
     int64_t input;        /* prompt tokens, cached ones included */
     int64_t output;       /* completion tokens, reasoning ones included */

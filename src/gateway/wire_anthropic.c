@@ -945,7 +945,7 @@ void anthropic_usage_append(struct buf *out, const struct usage *u)
 static int64_t num(const cJSON *o, const char *k)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(v) ? (int64_t)v->valuedouble : 0;
+    return cJSON_IsNumber(v) ? usage_count(v->valuedouble) : 0;
 }
 
 /* Tool-call arguments (a JSON string) as a compact object; anything that is not a JSON object becomes {}. */

@@ -17,7 +17,7 @@
 static int64_t obj_int(const cJSON *o, const char *k)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(v) ? (int64_t)v->valuedouble : 0;
+    return cJSON_IsNumber(v) ? usage_count(v->valuedouble) : 0;
 }
 
 static int usage_from_span(struct str span, struct usage *u)

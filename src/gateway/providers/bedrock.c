@@ -661,9 +661,7 @@ out:
 static int64_t num(const cJSON *o, const char *k)
 {
     const cJSON *v = get(o, k);
-    if (!cJSON_IsNumber(v) || !(v->valuedouble > 0))
-        return 0;
-    return v->valuedouble < 1e15 ? (int64_t)v->valuedouble : (int64_t)1e15;
+    return cJSON_IsNumber(v) ? usage_count(v->valuedouble) : 0;
 }
 
 /* Bedrock's inputTokens leaves out cache reads and writes; usage.input counts the whole prompt. */

@@ -855,9 +855,7 @@ static int gemini_encode(struct attempt *a, struct up_request *r, struct gw_erro
 static int64_t num(const cJSON *o, const char *k)
 {
     const cJSON *v = get(o, k);
-    if (!cJSON_IsNumber(v) || !(v->valuedouble > 0))
-        return 0;
-    return v->valuedouble < 1e15 ? (int64_t)v->valuedouble : (int64_t)1e15;
+    return cJSON_IsNumber(v) ? usage_count(v->valuedouble) : 0;
 }
 
 /* usageMetadata -> usage. Thought tokens are billed as output: they count in output and in reasoning. */
