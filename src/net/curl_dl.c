@@ -10,6 +10,7 @@
 #include <curl/curl.h>
 #include <dlfcn.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -76,6 +77,7 @@ _Static_assert(sizeof(api) == sizeof(syms) / sizeof(syms[0]) * sizeof(fnptr), "a
 
 static pthread_once_t load_once = PTHREAD_ONCE_INIT;
 static int load_rc = -1;
+static atomic_bool loaded; /* set (release) once api is complete: curl_dl_loaded may be asked from any thread */
 static char load_err[256] = "libcurl not loaded";
 
 static void load(void)
@@ -104,6 +106,7 @@ static void load(void)
     }
     load_rc = 0;
     load_err[0] = '\0';
+    atomic_store_explicit(&loaded, true, memory_order_release);
     log_debug("libcurl loaded in %llu us", (unsigned long long)(time_mono_us() - t0));
 }
 
@@ -115,7 +118,7 @@ int curl_dl_load(void)
 
 bool curl_dl_loaded(void)
 {
-    return api.global_init != NULL && load_rc == 0;
+    return atomic_load_explicit(&loaded, memory_order_acquire);
 }
 
 const char *curl_dl_error(void)
