@@ -51,6 +51,18 @@ void gw_error_set(struct gw_error *e, int status, enum gw_err_type type, const c
     va_end(ap);
 }
 
+int gw_bad_request(struct gw_error *e, const char *param, const char *fmt, ...)
+{
+    gw_error_set(e, 400, GW_ERR_INVALID_REQUEST, "%s", "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof(e->message), fmt, ap);
+    va_end(ap);
+    if (param)
+        snprintf(e->param, sizeof(e->param), "%s", param);
+    return -1;
+}
+
 enum gw_err_type gw_err_type_for_status(int status)
 {
     switch (status) {

@@ -80,6 +80,9 @@ struct gw_error {
 
 void gw_error_set(struct gw_error *e, int status, enum gw_err_type type, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* A request agentd refuses before any upstream call: 400 invalid_request with the message and, when not NULL, the
+ * offending field as OpenAI's "param". Returns -1, for `return gw_bad_request(...)`. */
+int gw_bad_request(struct gw_error *e, const char *param, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* The type a status implies when the provider's body says nothing more specific. */
 enum gw_err_type gw_err_type_for_status(int status);
 const char *gw_err_type_openai(enum gw_err_type t);

@@ -16,17 +16,6 @@
 
 /* ---------- validation (jscan only: no tree is built to admit a request) ---------- */
 
-static int invalid(struct gw_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int invalid(struct gw_error *err, const char *fmt, ...)
-{
-    gw_error_set(err, 400, GW_ERR_INVALID_REQUEST, "%s", "");
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->message, sizeof(err->message), fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 /* JSON paths for error messages ("messages.3.content.1.text"); a truncated path is still a useful message. */
 static void pathf(char *dst, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void pathf(char *dst, size_t size, const char *fmt, ...)
@@ -82,9 +71,9 @@ struct vstate {
 static int check_string(const struct jval *v, const char *where, struct gw_error *err)
 {
     if (absent(v))
-        return invalid(err, "%s: Field required", where);
+        return gw_bad_request(err, NULL, "%s: Field required", where);
     if (v->type != J_STRING)
-        return invalid(err, "%s: Input should be a valid string", where);
+        return gw_bad_request(err, NULL, "%s: Input should be a valid string", where);
     return 0;
 }
 
@@ -93,13 +82,13 @@ static int check_source(const struct jval *src, const char *where, bool document
     char w[160];
     pathf(w, sizeof(w), "%s.source", where);
     if (absent(src))
-        return invalid(err, "%s: Field required", w);
+        return gw_bad_request(err, NULL, "%s: Field required", w);
     if (src->type != J_OBJECT)
-        return invalid(err, "%s: Input should be a valid dictionary or object to extract fields from", w);
+        return gw_bad_request(err, NULL, "%s: Input should be a valid dictionary or object to extract fields from", w);
     static const char *const keys[] = {"type", "media_type", "data", "url", "file_id", "content"};
     struct jval f[6];
     if (jscan_fields(src->raw.p, src->raw.n, keys, f, 6, NULL, NULL) != 0)
-        return invalid(err, "%s: invalid object", w);
+        return gw_bad_request(err, NULL, "%s: invalid object", w);
     char fw[200];
     if (jval_is_str(&f[0], "base64")) {
         pathf(fw, sizeof(fw), "%s.base64.media_type", w);
@@ -109,8 +98,9 @@ static int check_source(const struct jval *src, const char *where, bool document
                            : jval_is_str(&f[1], "image/jpeg") || jval_is_str(&f[1], "image/png") ||
                                  jval_is_str(&f[1], "image/gif") || jval_is_str(&f[1], "image/webp");
         if (!ok)
-            return invalid(err, "%s: Input should be %s", fw,
-                           document ? "'application/pdf'" : "'image/jpeg', 'image/png', 'image/gif' or 'image/webp'");
+            return gw_bad_request(err, NULL, "%s: Input should be %s", fw,
+                                  document ? "'application/pdf'"
+                                           : "'image/jpeg', 'image/png', 'image/gif' or 'image/webp'");
         pathf(fw, sizeof(fw), "%s.base64.data", w);
         return check_string(&f[2], fw, err);
     }
@@ -128,12 +118,13 @@ static int check_source(const struct jval *src, const char *where, bool document
     }
     if (document && jval_is_str(&f[0], "content")) {
         if (f[5].type != J_STRING && f[5].type != J_ARRAY)
-            return invalid(err, "%s.content.content: Field required", w);
+            return gw_bad_request(err, NULL, "%s.content.content: Field required", w);
         return 0;
     }
-    return invalid(err, "%s: Input tag found using 'type' does not match any of the expected tags: 'base64', 'url', "
-                        "'file'%s",
-                   w, document ? ", 'text', 'content'" : "");
+    return gw_bad_request(err, NULL,
+                          "%s: Input tag found using 'type' does not match any of the expected tags: 'base64', 'url', "
+                          "'file'%s",
+                          w, document ? ", 'text', 'content'" : "");
 }
 
 static int check_text_block(const struct jval *b, const char *where, struct gw_error *err)
@@ -160,7 +151,8 @@ static int on_tool_result_part(struct str key, const struct jval *v, void *ud)
     char w[200];
     pathf(w, sizeof(w), "%s.content.%d", st->where, st->k++);
     if (v->type != J_OBJECT)
-        return invalid(st->err, "%s: Input should be a valid dictionary or object to extract fields from", w);
+        return gw_bad_request(st->err, NULL, "%s: Input should be a valid dictionary or object to extract fields from",
+                              w);
     struct jval t, src;
     if (jscan_get(v->raw.p, v->raw.n, "type", &t) != 0)
         t.type = J_NONE;
@@ -173,10 +165,10 @@ static int on_tool_result_part(struct str key, const struct jval *v, void *ud)
     }
     if (jval_is_str(&t, "search_result"))
         return 0;
-    return invalid(st->err,
-                   "%s: Input tag found using 'type' does not match any of the expected tags: 'text', 'image', "
-                   "'search_result', 'document'",
-                   w);
+    return gw_bad_request(st->err, NULL,
+                          "%s: Input tag found using 'type' does not match any of the expected tags: 'text', 'image', "
+                          "'search_result', 'document'",
+                          w);
 }
 
 static int on_block(struct str key, const struct jval *b, void *ud)
@@ -187,23 +179,24 @@ static int on_block(struct str key, const struct jval *b, void *ud)
     char w[96];
     pathf(w, sizeof(w), "messages.%d.content.%d", vs->i, vs->k++);
     if (b->type != J_OBJECT)
-        return invalid(err, "%s: Input should be a valid dictionary or object to extract fields from", w);
+        return gw_bad_request(err, NULL, "%s: Input should be a valid dictionary or object to extract fields from", w);
     static const char *const keys[] = {"type", "text", "source", "id", "name", "input", "tool_use_id", "content",
                                        "is_error"};
     enum { B_TYPE, B_TEXT, B_SOURCE, B_ID, B_NAME, B_INPUT, B_TUID, B_CONTENT, B_ISERR, B_N };
     struct jval f[B_N];
     if (jscan_fields(b->raw.p, b->raw.n, keys, f, B_N, NULL, NULL) != 0)
-        return invalid(err, "%s: invalid object", w);
+        return gw_bad_request(err, NULL, "%s: invalid object", w);
     int t = -1;
     for (int i = 0; block_types[i]; i++)
         if (jval_is_str(&f[B_TYPE], block_types[i]))
             t = i;
     if (t < 0)
-        return invalid(err,
-                       "%s: Input tag found using 'type' does not match any of the expected tags: 'text', 'image', "
-                       "'document', 'tool_use', 'tool_result', 'thinking', 'redacted_thinking', 'search_result', "
-                       "'server_tool_use', 'web_search_tool_result', 'container_upload'",
-                       w);
+        return gw_bad_request(
+            err, NULL,
+            "%s: Input tag found using 'type' does not match any of the expected tags: 'text', 'image', "
+            "'document', 'tool_use', 'tool_result', 'thinking', 'redacted_thinking', 'search_result', "
+            "'server_tool_use', 'web_search_tool_result', 'container_upload'",
+            w);
     char fw[128];
     switch (t) {
     case 0: /* text */
@@ -214,7 +207,7 @@ static int on_block(struct str key, const struct jval *b, void *ud)
         return check_source(&f[B_SOURCE], w, t == 2, err);
     case 3: /* tool_use */
         if (!vs->assistant)
-            return invalid(err, "%s: tool_use blocks can only be in assistant messages", w);
+            return gw_bad_request(err, NULL, "%s: tool_use blocks can only be in assistant messages", w);
         pathf(fw, sizeof(fw), "%s.id", w);
         if (check_string(&f[B_ID], fw, err) != 0)
             return -1;
@@ -222,38 +215,39 @@ static int on_block(struct str key, const struct jval *b, void *ud)
         if (check_string(&f[B_NAME], fw, err) != 0)
             return -1;
         if (absent(&f[B_INPUT]))
-            return invalid(err, "%s.input: Field required", w);
+            return gw_bad_request(err, NULL, "%s.input: Field required", w);
         if (f[B_INPUT].type != J_OBJECT)
-            return invalid(err, "%s.input: Input should be a valid dictionary", w);
+            return gw_bad_request(err, NULL, "%s.input: Input should be a valid dictionary", w);
         buf_reset(&vs->tmp);
         if (jval_str(&f[B_ID], &vs->tmp) != 0)
-            return invalid(err, "%s.id: invalid string", w);
+            return gw_bad_request(err, NULL, "%s.id: invalid string", w);
         id_add(&vs->cur_uses, &vs->tmp);
         return 0;
     case 4: { /* tool_result */
         if (vs->assistant)
-            return invalid(err, "%s: tool_result blocks can only be in user messages", w);
+            return gw_bad_request(err, NULL, "%s: tool_result blocks can only be in user messages", w);
         pathf(fw, sizeof(fw), "%s.tool_use_id", w);
         if (check_string(&f[B_TUID], fw, err) != 0)
             return -1;
         buf_reset(&vs->tmp);
         if (jval_str(&f[B_TUID], &vs->tmp) != 0)
-            return invalid(err, "%s.tool_use_id: invalid string", w);
+            return gw_bad_request(err, NULL, "%s.tool_use_id: invalid string", w);
         if (!id_listed(&vs->prev_uses, str_make(vs->tmp.data ? vs->tmp.data : "", vs->tmp.len)))
-            return invalid(err,
-                           "%s: unexpected `tool_use_id` found in `tool_result` blocks: %.*s. Each `tool_result` "
-                           "block must have a corresponding `tool_use` block in the previous message.",
-                           w, (int)(vs->tmp.len > 200 ? 200 : vs->tmp.len), vs->tmp.data ? vs->tmp.data : "");
+            return gw_bad_request(
+                err, NULL,
+                "%s: unexpected `tool_use_id` found in `tool_result` blocks: %.*s. Each `tool_result` "
+                "block must have a corresponding `tool_use` block in the previous message.",
+                w, (int)(vs->tmp.len > 200 ? 200 : vs->tmp.len), vs->tmp.data ? vs->tmp.data : "");
         id_add(&vs->results, &vs->tmp);
         if (present(&f[B_ISERR]) && f[B_ISERR].type != J_TRUE && f[B_ISERR].type != J_FALSE)
-            return invalid(err, "%s.is_error: Input should be a valid boolean", w);
+            return gw_bad_request(err, NULL, "%s.is_error: Input should be a valid boolean", w);
         if (present(&f[B_CONTENT])) {
             if (f[B_CONTENT].type == J_ARRAY) {
                 struct tr_state st = {w, err, 0};
                 return jscan_each(&f[B_CONTENT], on_tool_result_part, &st) != 0 ? -1 : 0;
             }
             if (f[B_CONTENT].type != J_STRING)
-                return invalid(err, "%s.content: Input should be a valid string or list", w);
+                return gw_bad_request(err, NULL, "%s.content: Input should be a valid string or list", w);
         }
         return 0;
     }
@@ -268,11 +262,12 @@ static int check_pairing(struct vstate *vs)
     for (size_t off = 0; off < vs->prev_uses.len;) {
         size_t n = strlen(vs->prev_uses.data + off);
         if (!id_listed(&vs->results, str_make(vs->prev_uses.data + off, n)))
-            return invalid(vs->err,
-                           "messages.%d: `tool_use` ids were found without `tool_result` blocks immediately after: "
-                           "%.*s. Each `tool_use` block must have a corresponding `tool_result` block in the next "
-                           "message.",
-                           vs->i, (int)(n > 200 ? 200 : n), vs->prev_uses.data + off);
+            return gw_bad_request(
+                vs->err, NULL,
+                "messages.%d: `tool_use` ids were found without `tool_result` blocks immediately after: "
+                "%.*s. Each `tool_use` block must have a corresponding `tool_result` block in the next "
+                "message.",
+                vs->i, (int)(n > 200 ? 200 : n), vs->prev_uses.data + off);
         off += n + 1;
     }
     return 0;
@@ -285,42 +280,45 @@ static int on_message(struct str key, const struct jval *m, void *ud)
     struct gw_error *err = vs->err;
     int i = vs->i;
     if (m->type != J_OBJECT)
-        return invalid(err, "messages.%d: Input should be a valid dictionary", i);
+        return gw_bad_request(err, NULL, "messages.%d: Input should be a valid dictionary", i);
     static const char *const keys[] = {"role", "content"};
     struct jval f[2];
     if (jscan_fields(m->raw.p, m->raw.n, keys, f, 2, NULL, NULL) != 0)
-        return invalid(err, "messages.%d: invalid object", i);
+        return gw_bad_request(err, NULL, "messages.%d: invalid object", i);
     if (jval_is_str(&f[0], "system"))
-        return invalid(err, "messages: Unexpected role \"system\". The Messages API accepts a top-level `system` "
-                            "parameter, not \"system\" as an input message role.");
+        return gw_bad_request(err, NULL,
+                              "messages: Unexpected role \"system\". The Messages API accepts a top-level `system` "
+                              "parameter, not \"system\" as an input message role.");
     bool user = jval_is_str(&f[0], "user");
     vs->assistant = jval_is_str(&f[0], "assistant");
     if (!user && !vs->assistant)
-        return invalid(err, "messages.%d.role: Input should be 'user' or 'assistant'", i);
+        return gw_bad_request(err, NULL, "messages.%d.role: Input should be 'user' or 'assistant'", i);
     if (absent(&f[1]))
-        return invalid(err, "messages.%d.content: Field required", i);
+        return gw_bad_request(err, NULL, "messages.%d.content: Field required", i);
     bool final_assistant = vs->assistant && i == vs->nmsgs - 1;
     buf_reset(&vs->cur_uses);
     buf_reset(&vs->results);
     if (f[1].type == J_STRING) {
         if (f[1].raw.n == 2 && !final_assistant)
-            return invalid(err, "messages.%d: all messages must have non-empty content except for the optional "
-                                "final assistant message",
-                           i);
+            return gw_bad_request(err, NULL,
+                                  "messages.%d: all messages must have non-empty content except for the optional "
+                                  "final assistant message",
+                                  i);
     } else if (f[1].type == J_ARRAY) {
         struct str in = str_make(f[1].raw.p + 1, f[1].raw.n - 2);
         bool blank = true;
         for (size_t j = 0; j < in.n && blank; j++)
             blank = in.p[j] == ' ' || in.p[j] == '\t' || in.p[j] == '\n' || in.p[j] == '\r';
         if (blank && !final_assistant)
-            return invalid(err, "messages.%d: all messages must have non-empty content except for the optional "
-                                "final assistant message",
-                           i);
+            return gw_bad_request(err, NULL,
+                                  "messages.%d: all messages must have non-empty content except for the optional "
+                                  "final assistant message",
+                                  i);
         vs->k = 0;
         if (jscan_each(&f[1], on_block, vs) != 0)
             return -1;
     } else {
-        return invalid(err, "messages.%d.content: Input should be a valid string or list", i);
+        return gw_bad_request(err, NULL, "messages.%d.content: Input should be a valid string or list", i);
     }
     if (check_pairing(vs) != 0)
         return -1;
@@ -343,13 +341,13 @@ static int count_each(struct str key, const struct jval *v, void *ud)
 static int check_messages(const struct jval *msgs, struct gw_error *err)
 {
     if (absent(msgs))
-        return invalid(err, "messages: Field required");
+        return gw_bad_request(err, NULL, "messages: Field required");
     if (msgs->type != J_ARRAY)
-        return invalid(err, "messages: Input should be a valid list");
+        return gw_bad_request(err, NULL, "messages: Input should be a valid list");
     struct vstate vs = {.err = err};
     jscan_each(msgs, count_each, &vs.nmsgs);
     if (vs.nmsgs == 0)
-        return invalid(err, "messages: at least one message is required");
+        return gw_bad_request(err, NULL, "messages: at least one message is required");
     size_t cap = msgs->raw.n + 16; /* ids come out of this body: it bounds them */
     buf_init(&vs.prev_uses, cap);
     buf_init(&vs.cur_uses, cap);
@@ -359,10 +357,11 @@ static int check_messages(const struct jval *msgs, struct gw_error *err)
     if (rc == 0 && vs.prev_uses.len) {
         vs.i = vs.nmsgs - 1;
         size_t n = strlen(vs.prev_uses.data);
-        rc = invalid(err,
-                     "messages.%d: `tool_use` ids were found without `tool_result` blocks immediately after: %.*s. "
-                     "Each `tool_use` block must have a corresponding `tool_result` block in the next message.",
-                     vs.i, (int)(n > 200 ? 200 : n), vs.prev_uses.data);
+        rc = gw_bad_request(
+            err, NULL,
+            "messages.%d: `tool_use` ids were found without `tool_result` blocks immediately after: %.*s. "
+            "Each `tool_use` block must have a corresponding `tool_result` block in the next message.",
+            vs.i, (int)(n > 200 ? 200 : n), vs.prev_uses.data);
     }
     buf_free(&vs.prev_uses);
     buf_free(&vs.cur_uses);
@@ -401,24 +400,28 @@ static int on_tool(struct str key, const struct jval *t, void *ud)
     struct tr_state *st = ud;
     int k = st->k++;
     if (t->type != J_OBJECT)
-        return invalid(st->err, "tools.%d: Input should be a valid dictionary or object to extract fields from", k);
+        return gw_bad_request(st->err, NULL,
+                              "tools.%d: Input should be a valid dictionary or object to extract fields from", k);
     static const char *const keys[] = {"name", "type", "input_schema", "description"};
     struct jval f[4];
     if (jscan_fields(t->raw.p, t->raw.n, keys, f, 4, NULL, NULL) != 0)
-        return invalid(st->err, "tools.%d: invalid object", k);
+        return gw_bad_request(st->err, NULL, "tools.%d: invalid object", k);
     if (absent(&f[0]))
-        return invalid(st->err, "tools.%d.name: Field required", k);
+        return gw_bad_request(st->err, NULL, "tools.%d.name: Field required", k);
     bool custom = absent(&f[1]) || f[1].type == J_NULL || jval_is_str(&f[1], "custom");
     if (!custom)
-        return f[0].type == J_STRING ? 0 : invalid(st->err, "tools.%d.name: Input should be a valid string", k);
+        return f[0].type == J_STRING
+                   ? 0
+                   : gw_bad_request(st->err, NULL, "tools.%d.name: Input should be a valid string", k);
     if (!tool_name_ok(&f[0]))
-        return invalid(st->err, "tools.%d.custom.name: String should match pattern '^[a-zA-Z0-9_-]{1,128}$'", k);
+        return gw_bad_request(st->err, NULL,
+                              "tools.%d.custom.name: String should match pattern '^[a-zA-Z0-9_-]{1,128}$'", k);
     if (absent(&f[2]))
-        return invalid(st->err, "tools.%d.custom.input_schema: Field required", k);
+        return gw_bad_request(st->err, NULL, "tools.%d.custom.input_schema: Field required", k);
     if (f[2].type != J_OBJECT)
-        return invalid(st->err, "tools.%d.custom.input_schema: Input should be a valid dictionary", k);
+        return gw_bad_request(st->err, NULL, "tools.%d.custom.input_schema: Input should be a valid dictionary", k);
     if (present(&f[3]) && f[3].type != J_STRING)
-        return invalid(st->err, "tools.%d.custom.description: Input should be a valid string", k);
+        return gw_bad_request(st->err, NULL, "tools.%d.custom.description: Input should be a valid string", k);
     return 0;
 }
 
@@ -435,11 +438,11 @@ static int check_number(const struct jval *v, const char *name, double lo, doubl
         return 0;
     double d;
     if (jval_double(v, &d) != 0)
-        return invalid(err, "%s: Input should be a valid number", name);
+        return gw_bad_request(err, NULL, "%s: Input should be a valid number", name);
     if (d < lo)
-        return invalid(err, "%s: Input should be greater than or equal to %g", name, lo);
+        return gw_bad_request(err, NULL, "%s: Input should be greater than or equal to %g", name, lo);
     if (d > hi)
-        return invalid(err, "%s: Input should be less than or equal to %g", name, hi);
+        return gw_bad_request(err, NULL, "%s: Input should be less than or equal to %g", name, hi);
     return 0;
 }
 
@@ -476,7 +479,7 @@ static int check_duplicates(struct str body, const char *const *keys, size_t nke
     struct jval top = {J_OBJECT, body};
     struct dup_state d = {keys, nkeys < 16 ? nkeys : 16, {0}, -1};
     if (jscan_each(&top, on_top_member, &d) > 0)
-        return invalid(err, "%s: the request body names this field more than once", keys[d.dup]);
+        return gw_bad_request(err, NULL, "%s: the request body names this field more than once", keys[d.dup]);
     return 0;
 }
 
@@ -494,17 +497,18 @@ static int anthropic_parse(struct exchange *ex, struct gw_error *err)
         /* jscan refuses a duplicate of a field it reads; say which one, as Anthropic-style clients expect */
         if (strcmp(msg, "duplicate member") == 0 && check_duplicates(ex->body, keys, K_N, err) != 0)
             return -1;
-        return invalid(err, "There was an issue with your request body: invalid JSON (%s at byte %zu)", msg, off);
+        return gw_bad_request(err, NULL, "There was an issue with your request body: invalid JSON (%s at byte %zu)",
+                              msg, off);
     }
 
     /* model */
     if (absent(&f[K_MODEL]))
-        return invalid(err, "model: Field required");
+        return gw_bad_request(err, NULL, "model: Field required");
     struct buf m = BUF_INIT(sizeof(ex->model_name) - 1);
     if (f[K_MODEL].type != J_STRING || jval_str(&f[K_MODEL], &m) != 0 || m.len == 0 ||
         memchr(m.data, '\0', m.len) != NULL) {
         buf_free(&m);
-        return invalid(err, "model: Input should be a valid string of 1 to 255 characters");
+        return gw_bad_request(err, NULL, "model: Input should be a valid string of 1 to 255 characters");
     }
     memcpy(ex->model_name, m.data, m.len + 1);
     buf_free(&m);
@@ -512,11 +516,11 @@ static int anthropic_parse(struct exchange *ex, struct gw_error *err)
     /* max_tokens: required by Anthropic, and the reservation policy relies on it */
     int64_t max;
     if (absent(&f[K_MAX]))
-        return invalid(err, "max_tokens: Field required");
+        return gw_bad_request(err, NULL, "max_tokens: Field required");
     if (jval_i64(&f[K_MAX], &max) != 0)
-        return invalid(err, "max_tokens: Input should be a valid integer");
+        return gw_bad_request(err, NULL, "max_tokens: Input should be a valid integer");
     if (max < 1)
-        return invalid(err, "max_tokens: Input should be greater than or equal to 1");
+        return gw_bad_request(err, NULL, "max_tokens: Input should be greater than or equal to 1");
     ex->max_tokens = max;
 
     if (check_messages(&f[K_MSGS], err) != 0)
@@ -526,17 +530,18 @@ static int anthropic_parse(struct exchange *ex, struct gw_error *err)
         if (f[K_SYSTEM].type == J_ARRAY) {
             int k = 0;
             if (jscan_each(&f[K_SYSTEM], on_system_block, &k) != 0)
-                return invalid(err, "system.%d: Input should be a valid dictionary or object with type 'text' and "
-                                    "a string 'text'",
-                               k);
+                return gw_bad_request(err, NULL,
+                                      "system.%d: Input should be a valid dictionary or object with type 'text' and "
+                                      "a string 'text'",
+                                      k);
         } else if (f[K_SYSTEM].type != J_STRING) {
-            return invalid(err, "system: Input should be a valid string or list of text blocks");
+            return gw_bad_request(err, NULL, "system: Input should be a valid string or list of text blocks");
         }
     }
 
     if (present(&f[K_TOOLS])) {
         if (f[K_TOOLS].type != J_ARRAY)
-            return invalid(err, "tools: Input should be a valid list");
+            return gw_bad_request(err, NULL, "tools: Input should be a valid list");
         struct tr_state st = {"tools", err, 0};
         if (jscan_each(&f[K_TOOLS], on_tool, &st) != 0)
             return -1;
@@ -544,46 +549,49 @@ static int anthropic_parse(struct exchange *ex, struct gw_error *err)
 
     if (present(&f[K_CHOICE])) {
         if (f[K_CHOICE].type != J_OBJECT)
-            return invalid(err, "tool_choice: Input should be a valid dictionary or object to extract fields from");
+            return gw_bad_request(err, NULL,
+                                  "tool_choice: Input should be a valid dictionary or object to extract fields from");
         static const char *const ck[] = {"type", "name", "disable_parallel_tool_use"};
         struct jval c[3];
         if (jscan_fields(f[K_CHOICE].raw.p, f[K_CHOICE].raw.n, ck, c, 3, NULL, NULL) != 0)
-            return invalid(err, "tool_choice: invalid object");
+            return gw_bad_request(err, NULL, "tool_choice: invalid object");
         if (!jval_is_str(&c[0], "auto") && !jval_is_str(&c[0], "any") && !jval_is_str(&c[0], "tool") &&
             !jval_is_str(&c[0], "none"))
-            return invalid(err, "tool_choice: Input tag found using 'type' does not match any of the expected tags: "
-                                "'auto', 'any', 'tool', 'none'");
+            return gw_bad_request(err, NULL,
+                                  "tool_choice: Input tag found using 'type' does not match any of the expected tags: "
+                                  "'auto', 'any', 'tool', 'none'");
         if (jval_is_str(&c[0], "tool") && c[1].type != J_STRING)
-            return invalid(err, "tool_choice.tool.name: Field required");
+            return gw_bad_request(err, NULL, "tool_choice.tool.name: Field required");
         if (present(&c[2]) && c[2].type != J_TRUE && c[2].type != J_FALSE)
-            return invalid(err, "tool_choice.disable_parallel_tool_use: Input should be a valid boolean");
+            return gw_bad_request(err, NULL, "tool_choice.disable_parallel_tool_use: Input should be a valid boolean");
     }
 
     ex->stream = false;
     if (present(&f[K_STREAM]) && jval_bool(&f[K_STREAM], &ex->stream) != 0)
-        return invalid(err, "stream: Input should be a valid boolean");
+        return gw_bad_request(err, NULL, "stream: Input should be a valid boolean");
 
     if (present(&f[K_STOP]) &&
         (f[K_STOP].type != J_ARRAY || jscan_each(&f[K_STOP], on_stop_sequence, NULL) != 0))
-        return invalid(err, "stop_sequences: Input should be a valid list of strings");
+        return gw_bad_request(err, NULL, "stop_sequences: Input should be a valid list of strings");
 
     if (check_number(&f[K_TEMP], "temperature", 0, 1, err) != 0 || check_number(&f[K_TOPP], "top_p", 0, 1, err) != 0)
         return -1;
     if (present(&f[K_TOPK])) {
         int64_t k;
         if (jval_i64(&f[K_TOPK], &k) != 0)
-            return invalid(err, "top_k: Input should be a valid integer");
+            return gw_bad_request(err, NULL, "top_k: Input should be a valid integer");
         if (k < 0)
-            return invalid(err, "top_k: Input should be greater than or equal to 0");
+            return gw_bad_request(err, NULL, "top_k: Input should be greater than or equal to 0");
     }
 
     if (present(&f[K_META])) {
         if (f[K_META].type != J_OBJECT)
-            return invalid(err, "metadata: Input should be a valid dictionary");
+            return gw_bad_request(err, NULL, "metadata: Input should be a valid dictionary");
         struct jval uid;
         if (jscan_get(f[K_META].raw.p, f[K_META].raw.n, "user_id", &uid) == 0 && present(&uid) &&
             (uid.type != J_STRING || uid.raw.n > 258))
-            return invalid(err, "metadata.user_id: Input should be a valid string of at most 256 characters");
+            return gw_bad_request(err, NULL,
+                                  "metadata.user_id: Input should be a valid string of at most 256 characters");
     }
     ex->client_include_usage = false;
     return 0;

@@ -153,17 +153,6 @@ int anthropic_splice_model(const char *body, size_t len, const char *model, stru
 
 /* ---------- request: canonical -> Messages ---------- */
 
-static int bad(struct gw_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int bad(struct gw_error *err, const char *fmt, ...)
-{
-    gw_error_set(err, 400, GW_ERR_INVALID_REQUEST, "%s", "");
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->message, sizeof(err->message), fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 static const char *sval(const cJSON *o, const char *k)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
@@ -208,7 +197,7 @@ static cJSON *part_block(const cJSON *p, int i, struct gw_error *err, bool *fail
         const char *url = cJSON_IsString(iu) ? iu->valuestring : sval(iu, "url");
         if (url == NULL) {
             *failed = true;
-            bad(err, "messages[%d]: image_url has no url", i);
+            gw_bad_request(err, NULL, "messages[%d]: image_url has no url", i);
             return NULL;
         }
         cJSON *b = cJSON_CreateObject();
@@ -218,7 +207,7 @@ static cJSON *part_block(const cJSON *p, int i, struct gw_error *err, bool *fail
             if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
                 cJSON_Delete(b);
                 *failed = true;
-                bad(err, "messages[%d]: image_url must be an http(s) URL or a base64 data URL", i);
+                gw_bad_request(err, NULL, "messages[%d]: image_url must be an http(s) URL or a base64 data URL", i);
                 return NULL;
             }
             cJSON_AddStringToObject(src, "type", "url");
@@ -235,8 +224,10 @@ static cJSON *part_block(const cJSON *p, int i, struct gw_error *err, bool *fail
         if (data == NULL || data_url_source(data, src) != 0) {
             cJSON_Delete(b);
             *failed = true;
-            bad(err, "messages[%d]: file parts need file_data as a base64 data URL for Anthropic models (file ids "
-                     "are OpenAI's)",
+            gw_bad_request(
+                err, NULL,
+                "messages[%d]: file parts need file_data as a base64 data URL for Anthropic models (file ids "
+                "are OpenAI's)",
                 i);
             return NULL;
         }
@@ -246,7 +237,7 @@ static cJSON *part_block(const cJSON *p, int i, struct gw_error *err, bool *fail
         return b;
     }
     *failed = true;
-    bad(err, "messages[%d]: content parts of type '%s' cannot be sent to Anthropic models", i, type);
+    gw_bad_request(err, NULL, "messages[%d]: content parts of type '%s' cannot be sent to Anthropic models", i, type);
     return NULL;
 }
 
@@ -338,9 +329,10 @@ static int convert_messages(const cJSON *canon, cJSON *out, struct gw_error *err
                 if (!cJSON_IsObject(input)) {
                     cJSON_Delete(input);
                     cJSON_Delete(blocks);
-                    bad(err, "messages[%d].tool_calls[%d].function.arguments must be a JSON object for Anthropic "
-                             "models",
-                        i, k);
+                    gw_bad_request(err, NULL,
+                                   "messages[%d].tool_calls[%d].function.arguments must be a JSON object for Anthropic "
+                                   "models",
+                                   i, k);
                     goto fail;
                 }
                 cJSON *b = cJSON_CreateObject();
@@ -373,9 +365,10 @@ static int convert_messages(const cJSON *canon, cJSON *out, struct gw_error *err
             cJSON_AddItemToArray(blocks, b);
             push(msgs, "user", blocks);
         } else {
-            bad(err, "messages[%d]: role '%s' cannot be sent to Anthropic models (use tool messages with "
-                     "tool_call_id)",
-                i, role);
+            gw_bad_request(err, NULL,
+                           "messages[%d]: role '%s' cannot be sent to Anthropic models (use tool messages with "
+                           "tool_call_id)",
+                           i, role);
             goto fail;
         }
         i++;
@@ -468,7 +461,7 @@ cJSON *anthropic_request_from_canonical(const cJSON *canon, const char *model, b
     {
         const char *type = sval(t, "type");
         if (type && strcmp(type, "function") != 0) {
-            bad(err, "tools: tools of type '%s' cannot be sent to Anthropic models", type);
+            gw_bad_request(err, NULL, "tools: tools of type '%s' cannot be sent to Anthropic models", type);
             cJSON_Delete(out);
             return NULL;
         }

@@ -68,20 +68,6 @@ static const char *get_str(const cJSON *o, const char *k)
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-static int bad_request(struct gw_error *err, const char *param, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int bad_request(struct gw_error *err, const char *param, const char *fmt, ...)
-{
-    gw_error_set(err, 400, GW_ERR_INVALID_REQUEST, "%s", "");
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->message, sizeof(err->message), fmt, ap);
-    va_end(ap);
-    if (param)
-        snprintf(err->param, sizeof(err->param), "%s", param);
-    return -1;
-}
-
 /* ---------- request ---------- */
 
 /* Tool ids must match [a-zA-Z0-9_-]{1,64}. Ids minted elsewhere (another provider's, a client's own) that do not
@@ -205,14 +191,14 @@ static int user_blocks(const cJSON *content, cJSON *blocks, int mi, struct gw_er
     if (content == NULL || cJSON_IsNull(content))
         return 0;
     if (!cJSON_IsArray(content))
-        return bad_request(err, "messages", "messages[%d].content must be a string or an array of parts", mi);
+        return gw_bad_request(err, "messages", "messages[%d].content must be a string or an array of parts", mi);
     const cJSON *part;
     int pi = 0, ndocs = 0;
     cJSON_ArrayForEach(part, content)
     {
         const char *type = get_str(part, "type");
         if (type == NULL)
-            return bad_request(err, "messages", "messages[%d].content[%d] has no type", mi, pi);
+            return gw_bad_request(err, "messages", "messages[%d].content[%d] has no type", mi, pi);
         if (strcmp(type, "text") == 0) {
             const char *text = get_str(part, "text");
             if (text && *text)
@@ -234,10 +220,10 @@ static int user_blocks(const cJSON *content, cJSON *blocks, int mi, struct gw_er
                 }
             }
             if (src == NULL)
-                return bad_request(err, "messages",
-                                   "messages[%d].content[%d]: provider bedrock takes images as base64 data URLs "
-                                   "(png, jpeg, gif, webp) or s3:// URLs; agentd does not fetch http URLs",
-                                   mi, pi);
+                return gw_bad_request(err, "messages",
+                                      "messages[%d].content[%d]: provider bedrock takes images as base64 data URLs "
+                                      "(png, jpeg, gif, webp) or s3:// URLs; agentd does not fetch http URLs",
+                                      mi, pi);
             cJSON *b = cJSON_CreateObject();
             cJSON *img = cJSON_AddObjectToObject(b, "image");
             cJSON_AddStringToObject(img, "format", fmt);
@@ -251,10 +237,10 @@ static int user_blocks(const cJSON *content, cJSON *blocks, int mi, struct gw_er
             if (fdata && canon_data_url(fdata, &mime, &data) == 0)
                 fmt = document_format(mime);
             if (fmt == NULL)
-                return bad_request(err, "messages",
-                                   "messages[%d].content[%d]: provider bedrock takes files as base64 data URLs of "
-                                   "pdf, csv, doc, docx, xls, xlsx, html, txt or md",
-                                   mi, pi);
+                return gw_bad_request(err, "messages",
+                                      "messages[%d].content[%d]: provider bedrock takes files as base64 data URLs of "
+                                      "pdf, csv, doc, docx, xls, xlsx, html, txt or md",
+                                      mi, pi);
             char name[220];
             document_name(get_str(f, "filename"), ndocs++, name, sizeof(name));
             cJSON *b = cJSON_CreateObject();
@@ -264,10 +250,10 @@ static int user_blocks(const cJSON *content, cJSON *blocks, int mi, struct gw_er
             cJSON_AddItemToObject(doc, "source", bytes_source(data));
             cJSON_AddItemToArray(blocks, b);
         } else {
-            return bad_request(err, "messages",
-                               "messages[%d].content[%d]: part type '%s' is not supported by "
-                               "provider bedrock",
-                               mi, pi, type);
+            return gw_bad_request(err, "messages",
+                                  "messages[%d].content[%d]: part type '%s' is not supported by "
+                                  "provider bedrock",
+                                  mi, pi, type);
         }
         pi++;
     }
@@ -304,10 +290,10 @@ static int assistant_blocks(const cJSON *m, cJSON *blocks, int mi, struct names 
         cJSON_AddItemToArray(blocks, text_block(text.data));
     buf_free(&text);
     if (get(m, "function_call") && !get(m, "tool_calls"))
-        return bad_request(err, "messages",
-                           "messages[%d]: the deprecated function_call is not supported by provider "
-                           "bedrock; use tool_calls",
-                           mi);
+        return gw_bad_request(err, "messages",
+                              "messages[%d]: the deprecated function_call is not supported by provider "
+                              "bedrock; use tool_calls",
+                              mi);
     const cJSON *tc;
     int ti = 0;
     cJSON_ArrayForEach(tc, get(m, "tool_calls"))
@@ -318,10 +304,10 @@ static int assistant_blocks(const cJSON *m, cJSON *blocks, int mi, struct names 
         cJSON *args = canon_parse_args(get(fn, "arguments"));
         if (name == NULL || id == NULL || args == NULL) {
             cJSON_Delete(args);
-            return bad_request(err, "messages",
-                               "messages[%d].tool_calls[%d]: an id, a function name and JSON-object arguments are "
-                               "required",
-                               mi, ti);
+            return gw_bad_request(err, "messages",
+                                  "messages[%d].tool_calls[%d]: an id, a function name and JSON-object arguments are "
+                                  "required",
+                                  mi, ti);
         }
         char tid[TOOL_ID_MAX + 1];
         tool_id(id, tid);
@@ -341,7 +327,7 @@ static int tool_result_block(const cJSON *m, cJSON *blocks, int mi, struct gw_er
 {
     const char *id = get_str(m, "tool_call_id");
     if (id == NULL)
-        return bad_request(err, "messages", "messages[%d]: a tool message needs tool_call_id", mi);
+        return gw_bad_request(err, "messages", "messages[%d]: a tool message needs tool_call_id", mi);
     char tid[TOOL_ID_MAX + 1];
     tool_id(id, tid);
     struct buf text = BUF_INIT(BUF_UNBOUNDED);
@@ -396,10 +382,10 @@ static int add_tool_config(const cJSON *canon, cJSON *req, const struct names *u
             const cJSON *fn = get(t, "function");
             const char *name = get_str(fn, "name");
             if ((type && strcmp(type, "function") != 0) || name == NULL)
-                return bad_request(err, "tools",
-                                   "tools[%d]: only function tools with a name are supported by "
-                                   "provider bedrock",
-                                   i);
+                return gw_bad_request(err, "tools",
+                                      "tools[%d]: only function tools with a name are supported by "
+                                      "provider bedrock",
+                                      i);
             cJSON_AddItemToArray(arr, tool_spec(name, get_str(fn, "description"), get(fn, "parameters")));
             i++;
         }
@@ -428,7 +414,7 @@ static int add_tool_config(const cJSON *canon, cJSON *req, const struct names *u
         cJSON_AddStringToObject(cJSON_AddObjectToObject(choice, "tool"), "name", get_str(get(tc, "function"), "name"));
     } else {
         cJSON_Delete(choice);
-        return bad_request(err, "tool_choice", "tool_choice must be none, auto, required or a function");
+        return gw_bad_request(err, "tool_choice", "tool_choice must be none, auto, required or a function");
     }
     cJSON_AddItemToObject(cfg, "toolChoice", choice);
     return 0;
@@ -460,9 +446,9 @@ static int add_inference_config(const cJSON *canon, cJSON *req, struct gw_error 
         cJSON_Delete(ic);
     const char *rft = get_str(get(canon, "response_format"), "type");
     if (rft && strcmp(rft, "json_schema") == 0)
-        return bad_request(err, "response_format",
-                           "response_format json_schema is not supported by provider bedrock (Converse has no "
-                           "structured output); use tools, or json_object");
+        return gw_bad_request(err, "response_format",
+                              "response_format json_schema is not supported by provider bedrock (Converse has no "
+                              "structured output); use tools, or json_object");
     return 0;
 }
 
@@ -471,7 +457,7 @@ static cJSON *build_converse(const cJSON *canon, struct gw_error *err)
 {
     const cJSON *msgs = get(canon, "messages");
     if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0) {
-        bad_request(err, "messages", "'messages' must be a non-empty array");
+        gw_bad_request(err, "messages", "'messages' must be a non-empty array");
         return NULL;
     }
     struct names used = {0};
@@ -486,7 +472,7 @@ static cJSON *build_converse(const cJSON *canon, struct gw_error *err)
     {
         const char *role = get_str(m, "role");
         if (role == NULL) {
-            bad_request(err, "messages", "messages[%d] has no role", mi);
+            gw_bad_request(err, "messages", "messages[%d] has no role", mi);
             goto fail;
         }
         if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0) {
@@ -511,7 +497,8 @@ static cJSON *build_converse(const cJSON *canon, struct gw_error *err)
         else if (strcmp(role, "tool") == 0)
             rc = tool_result_block(m, blocks, mi, err);
         else
-            rc = bad_request(err, "messages", "messages[%d]: role '%s' is not supported by provider bedrock", mi, role);
+            rc = gw_bad_request(err, "messages", "messages[%d]: role '%s' is not supported by provider bedrock", mi,
+                                role);
         if (rc != 0) {
             cJSON_Delete(blocks);
             goto fail;
@@ -544,7 +531,7 @@ static cJSON *build_converse(const cJSON *canon, struct gw_error *err)
         cur_role = brole;
     }
     if (cur == NULL) {
-        bad_request(err, "messages", "the request has no user or assistant content for Bedrock to answer");
+        gw_bad_request(err, "messages", "the request has no user or assistant content for Bedrock to answer");
         goto fail;
     }
     if (add_inference_config(canon, req, err) != 0 || add_tool_config(canon, req, &used, err) != 0)

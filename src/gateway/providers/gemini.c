@@ -59,20 +59,6 @@ static const char *get_str(const cJSON *o, const char *k)
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-static int bad_request(struct gw_error *err, const char *param, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int bad_request(struct gw_error *err, const char *param, const char *fmt, ...)
-{
-    gw_error_set(err, 400, GW_ERR_INVALID_REQUEST, "%s", "");
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->message, sizeof(err->message), fmt, ap);
-    va_end(ap);
-    if (param)
-        snprintf(err->param, sizeof(err->param), "%s", param);
-    return -1;
-}
-
 /* ---------- thought signatures ----------
  * Gemini 2.5+ returns an opaque thoughtSignature on functionCall parts and (Gemini 3) refuses a later turn whose
  * function calls come back without it. OpenAI's format has nowhere to keep it, but clients echo tool-call ids
@@ -389,7 +375,7 @@ static int user_parts(const cJSON *content, cJSON *parts, int mi, struct gw_erro
     if (content == NULL || cJSON_IsNull(content))
         return 0;
     if (!cJSON_IsArray(content))
-        return bad_request(err, "messages", "messages[%d].content must be a string or an array of parts", mi);
+        return gw_bad_request(err, "messages", "messages[%d].content must be a string or an array of parts", mi);
     const cJSON *part;
     int pi = 0;
     cJSON_ArrayForEach(part, content)
@@ -397,7 +383,7 @@ static int user_parts(const cJSON *content, cJSON *parts, int mi, struct gw_erro
         const char *type = get_str(part, "type");
         cJSON *p = NULL;
         if (type == NULL) {
-            return bad_request(err, "messages", "messages[%d].content[%d] has no type", mi, pi);
+            return gw_bad_request(err, "messages", "messages[%d].content[%d] has no type", mi, pi);
         } else if (strcmp(type, "text") == 0) {
             const char *text = get_str(part, "text");
             if (text && *text) {
@@ -408,15 +394,15 @@ static int user_parts(const cJSON *content, cJSON *parts, int mi, struct gw_erro
             const cJSON *iu = get(part, "image_url");
             const char *url = cJSON_IsString(iu) ? iu->valuestring : get_str(iu, "url");
             if (url == NULL || (p = url_part(url, "image/jpeg")) == NULL)
-                return bad_request(err, "messages",
-                                   "messages[%d].content[%d]: image_url must be an http(s) URL or a base64 data URL",
-                                   mi, pi);
+                return gw_bad_request(err, "messages",
+                                      "messages[%d].content[%d]: image_url must be an http(s) URL or a base64 data URL",
+                                      mi, pi);
         } else if (strcmp(type, "input_audio") == 0) {
             const cJSON *ia = get(part, "input_audio");
             const char *data = get_str(ia, "data"), *fmt = get_str(ia, "format");
             if (data == NULL || fmt == NULL)
-                return bad_request(err, "messages", "messages[%d].content[%d]: input_audio needs data and format", mi,
-                                   pi);
+                return gw_bad_request(err, "messages", "messages[%d].content[%d]: input_audio needs data and format",
+                                      mi, pi);
             char mime[64];
             snprintf(mime, sizeof(mime), "audio/%s", fmt);
             p = inline_part(str_from(mime), str_from(data));
@@ -424,15 +410,15 @@ static int user_parts(const cJSON *content, cJSON *parts, int mi, struct gw_erro
             const cJSON *f = get(part, "file");
             const char *fdata = get_str(f, "file_data");
             if (fdata == NULL || (p = url_part(fdata, "application/pdf")) == NULL)
-                return bad_request(err, "messages",
-                                   "messages[%d].content[%d]: file parts need file_data as a base64 data URL "
-                                   "(file_id is not supported by provider gemini)",
-                                   mi, pi);
+                return gw_bad_request(err, "messages",
+                                      "messages[%d].content[%d]: file parts need file_data as a base64 data URL "
+                                      "(file_id is not supported by provider gemini)",
+                                      mi, pi);
         } else {
-            return bad_request(err, "messages",
-                               "messages[%d].content[%d]: part type '%s' is not supported by "
-                               "provider gemini",
-                               mi, pi, type);
+            return gw_bad_request(err, "messages",
+                                  "messages[%d].content[%d]: part type '%s' is not supported by "
+                                  "provider gemini",
+                                  mi, pi, type);
         }
         if (p)
             cJSON_AddItemToArray(parts, p);
@@ -492,9 +478,9 @@ static int assistant_parts(const cJSON *m, cJSON *parts, int mi, struct gw_error
         cJSON *args = canon_parse_args(get(fn, "arguments"));
         if (name == NULL || args == NULL) {
             cJSON_Delete(args);
-            rc = bad_request(err, "messages",
-                             "messages[%d].tool_calls[%d]: a function name and JSON-object arguments are required", mi,
-                             ti);
+            rc = gw_bad_request(err, "messages",
+                                "messages[%d].tool_calls[%d]: a function name and JSON-object arguments are required",
+                                mi, ti);
             break;
         }
         cJSON *p = cJSON_CreateObject();
@@ -521,18 +507,18 @@ static int tool_result_part(const cJSON *msgs, const cJSON *m, cJSON *parts, int
     } else {
         const char *id = get_str(m, "tool_call_id");
         if (id == NULL)
-            return bad_request(err, "messages", "messages[%d]: a tool message needs tool_call_id", mi);
+            return gw_bad_request(err, "messages", "messages[%d]: a tool message needs tool_call_id", mi);
         name = tool_name_for(msgs, m, id);
         if (name == NULL)
             name = get_str(m, "name");
         if (name == NULL)
-            return bad_request(err, "messages",
-                               "messages[%d]: tool_call_id '%s' does not match a tool call of an earlier assistant "
-                               "message (Gemini needs the function name)",
-                               mi, id);
+            return gw_bad_request(err, "messages",
+                                  "messages[%d]: tool_call_id '%s' does not match a tool call of an earlier assistant "
+                                  "message (Gemini needs the function name)",
+                                  mi, id);
     }
     if (name == NULL)
-        return bad_request(err, "messages", "messages[%d]: a function message needs a name", mi);
+        return gw_bad_request(err, "messages", "messages[%d]: a function message needs a name", mi);
     struct buf text = BUF_INIT(BUF_UNBOUNDED);
     canon_content_text(get(m, "content"), " ", &text);
     cJSON *p = cJSON_CreateObject();
@@ -560,10 +546,10 @@ static int add_tools(const cJSON *canon, cJSON *req, struct gw_error *err)
         const char *name = get_str(fn, "name");
         if ((type && strcmp(type, "function") != 0) || name == NULL) {
             cJSON_Delete(decls);
-            return bad_request(err, "tools",
-                               "tools[%d]: only function tools with a name are supported by provider "
-                               "gemini",
-                               i);
+            return gw_bad_request(err, "tools",
+                                  "tools[%d]: only function tools with a name are supported by provider "
+                                  "gemini",
+                                  i);
         }
         cJSON *d = cJSON_CreateObject();
         cJSON_AddStringToObject(d, "name", name);
@@ -598,11 +584,11 @@ static int add_tools(const cJSON *canon, cJSON *req, struct gw_error *err)
         else if (strcmp(tc->valuestring, "auto") == 0)
             mode = "AUTO";
         else
-            return bad_request(err, "tool_choice", "tool_choice must be none, auto, required or a function");
+            return gw_bad_request(err, "tool_choice", "tool_choice must be none, auto, required or a function");
     } else if (cJSON_IsObject(tc)) {
         only = get_str(get(tc, "function"), "name");
         if (only == NULL)
-            return bad_request(err, "tool_choice", "tool_choice.function.name is required");
+            return gw_bad_request(err, "tool_choice", "tool_choice.function.name is required");
         mode = "ANY";
     }
     if (mode) {
@@ -654,13 +640,13 @@ static int add_generation_config(const cJSON *canon, cJSON *req, struct gw_error
         const cJSON *schema = get(get(rf, "json_schema"), "schema");
         if (!cJSON_IsObject(schema)) {
             cJSON_Delete(gc);
-            return bad_request(err, "response_format", "response_format.json_schema.schema must be an object");
+            return gw_bad_request(err, "response_format", "response_format.json_schema.schema must be an object");
         }
         cJSON_AddStringToObject(gc, "responseMimeType", "application/json");
         cJSON_AddItemToObject(gc, "responseSchema", clean_schema(schema, schema, 0));
     } else if (rft && strcmp(rft, "text") != 0) {
         cJSON_Delete(gc);
-        return bad_request(err, "response_format", "response_format type '%s' is not supported", rft);
+        return gw_bad_request(err, "response_format", "response_format type '%s' is not supported", rft);
     }
     if (gc->child)
         cJSON_AddItemToObject(req, "generationConfig", gc);
@@ -674,7 +660,7 @@ static cJSON *build_generate(const cJSON *canon, struct gw_error *err)
 {
     const cJSON *msgs = get(canon, "messages");
     if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0) {
-        bad_request(err, "messages", "'messages' must be a non-empty array");
+        gw_bad_request(err, "messages", "'messages' must be a non-empty array");
         return NULL;
     }
     cJSON *req = cJSON_CreateObject();
@@ -688,7 +674,7 @@ static cJSON *build_generate(const cJSON *canon, struct gw_error *err)
     {
         const char *role = get_str(m, "role");
         if (role == NULL) {
-            bad_request(err, "messages", "messages[%d] has no role", mi);
+            gw_bad_request(err, "messages", "messages[%d] has no role", mi);
             goto fail;
         }
         if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0) {
@@ -717,7 +703,7 @@ static cJSON *build_generate(const cJSON *canon, struct gw_error *err)
         else if (strcmp(role, "tool") == 0 || strcmp(role, "function") == 0)
             rc = tool_result_part(msgs, m, parts, mi, err);
         else
-            rc = bad_request(err, "messages", "messages[%d]: unknown role '%s'", mi, role);
+            rc = gw_bad_request(err, "messages", "messages[%d]: unknown role '%s'", mi, role);
         if (rc != 0) {
             cJSON_Delete(parts);
             goto fail;
@@ -742,7 +728,7 @@ static cJSON *build_generate(const cJSON *canon, struct gw_error *err)
         cur_role = grole;
     }
     if (cJSON_GetArraySize(contents) == 0) {
-        bad_request(err, "messages", "the request has no user or assistant content for Gemini to answer");
+        gw_bad_request(err, "messages", "the request has no user or assistant content for Gemini to answer");
         goto fail;
     }
     if (add_tools(canon, req, err) != 0 || add_generation_config(canon, req, err) != 0)
@@ -770,7 +756,7 @@ static cJSON *build_embed(const cJSON *canon, const char *resource, bool *batch,
         return req;
     }
     if (!cJSON_IsArray(input) || cJSON_GetArraySize(input) == 0) {
-        bad_request(err, "input", "'input' must be a string or a non-empty array of strings");
+        gw_bad_request(err, "input", "'input' must be a string or a non-empty array of strings");
         return NULL;
     }
     *batch = true;
@@ -781,7 +767,7 @@ static cJSON *build_embed(const cJSON *canon, const char *resource, bool *batch,
     {
         if (!cJSON_IsString(it)) {
             cJSON_Delete(req);
-            bad_request(err, "input", "provider gemini embeds text only: token-array input is not supported");
+            gw_bad_request(err, "input", "provider gemini embeds text only: token-array input is not supported");
             return NULL;
         }
         cJSON *r = cJSON_CreateObject();
