@@ -16,6 +16,7 @@
 #include "gateway/front.h"
 #include "gateway/models.h"
 #include "gateway/provider.h"
+#include "gateway/providers/canon.h"
 #include "net/http.h"
 
 /* ---------- usage and stop reasons ---------- */
@@ -606,31 +607,7 @@ cJSON *anthropic_message_to_canonical(const char *body, size_t len, const char *
     bool any_calls = cJSON_GetArraySize(calls) > 0;
     if (f == FINISH_TOOL_CALLS && !any_calls)
         f = FINISH_STOP; /* only the emulated response_format tool was called */
-
-    cJSON *r = cJSON_CreateObject();
-    cJSON_AddStringToObject(r, "id", id);
-    cJSON_AddStringToObject(r, "object", "chat.completion");
-    cJSON_AddNumberToObject(r, "created", (double)created);
-    cJSON_AddStringToObject(r, "model", model);
-    cJSON *choices = cJSON_AddArrayToObject(r, "choices");
-    cJSON *c = cJSON_CreateObject();
-    cJSON_AddItemToArray(choices, c);
-    cJSON_AddNumberToObject(c, "index", 0);
-    cJSON *msg = cJSON_AddObjectToObject(c, "message");
-    cJSON_AddStringToObject(msg, "role", "assistant");
-    if (text.len || !any_calls)
-        cJSON_AddStringToObject(msg, "content", text.data ? text.data : "");
-    else
-        cJSON_AddNullToObject(msg, "content");
-    if (any_calls)
-        cJSON_AddItemToObject(msg, "tool_calls", calls);
-    else
-        cJSON_Delete(calls);
-    cJSON_AddNullToObject(msg, "refusal");
-    cJSON_AddNullToObject(c, "logprobs");
-    cJSON_AddStringToObject(c, "finish_reason", finish_openai(f));
-    cJSON_AddItemToObject(r, "usage", openai_usage_json(u));
-    cJSON_AddNullToObject(r, "system_fingerprint");
+    cJSON *r = canon_completion_json(id, created, model, text.data ? text.data : "", calls, f, u);
     buf_free(&text);
     cJSON_Delete(t);
     return r;

@@ -100,13 +100,19 @@ int canon_base64(const void *p, size_t n, struct buf *out)
 cJSON *canon_completion(struct attempt *a, const char *text, cJSON *tool_calls, enum finish finish,
                         const struct usage *u)
 {
-    cJSON *r = cJSON_CreateObject();
     char id[96];
     snprintf(id, sizeof(id), "chatcmpl-%s", attempt_request_id(a));
+    return canon_completion_json(id, (int64_t)time(NULL), attempt_public_model(a), text, tool_calls, finish, u);
+}
+
+cJSON *canon_completion_json(const char *id, int64_t created, const char *model, const char *text,
+                             cJSON *tool_calls, enum finish finish, const struct usage *u)
+{
+    cJSON *r = cJSON_CreateObject();
     cJSON_AddStringToObject(r, "id", id);
     cJSON_AddStringToObject(r, "object", "chat.completion");
-    cJSON_AddNumberToObject(r, "created", (double)time(NULL));
-    cJSON_AddStringToObject(r, "model", attempt_public_model(a));
+    cJSON_AddNumberToObject(r, "created", (double)created);
+    cJSON_AddStringToObject(r, "model", model);
     cJSON *choices = cJSON_AddArrayToObject(r, "choices");
     cJSON *c = cJSON_CreateObject();
     cJSON_AddItemToArray(choices, c);

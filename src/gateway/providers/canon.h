@@ -34,6 +34,9 @@ int canon_base64(const void *p, size_t n, struct buf *out);
  * none), finish reason and usage. */
 cJSON *canon_completion(struct attempt *a, const char *text, cJSON *tool_calls, enum finish finish,
                         const struct usage *u);
+/* The same with the id, created time and model given (a response translated from a provider that has its own). */
+cJSON *canon_completion_json(const char *id, int64_t created, const char *model, const char *text,
+                             cJSON *tool_calls, enum finish finish, const struct usage *u);
 
 /* A 502 for an upstream body that is not what the provider documents. */
 void canon_malformed(struct attempt *a, struct gw_error *err, const char *what);

@@ -24,6 +24,7 @@
 #include "gateway/front.h"
 #include "gateway/models.h"
 #include "gateway/provider.h"
+#include "gateway/providers/canon.h"
 
 struct mock_call {
     char *name;
@@ -294,22 +295,9 @@ static int compose(struct mock_state *s, struct attempt *a, const cJSON *req)
 
 static cJSON *completion_json(struct mock_state *s, struct attempt *a)
 {
-    cJSON *r = cJSON_CreateObject();
-    char id[96];
-    snprintf(id, sizeof(id), "chatcmpl-%s", attempt_request_id(a));
-    cJSON_AddStringToObject(r, "id", id);
-    cJSON_AddStringToObject(r, "object", "chat.completion");
-    cJSON_AddNumberToObject(r, "created", (double)time(NULL));
-    cJSON_AddStringToObject(r, "model", attempt_public_model(a));
-    cJSON *choices = cJSON_AddArrayToObject(r, "choices");
-    cJSON *c = cJSON_CreateObject();
-    cJSON_AddItemToArray(choices, c);
-    cJSON_AddNumberToObject(c, "index", 0);
-    cJSON *msg = cJSON_AddObjectToObject(c, "message");
-    cJSON_AddStringToObject(msg, "role", "assistant");
+    cJSON *tcs = NULL;
     if (s->ncalls) {
-        cJSON_AddNullToObject(msg, "content");
-        cJSON *tcs = cJSON_AddArrayToObject(msg, "tool_calls");
+        tcs = cJSON_CreateArray();
         for (int i = 0; i < s->ncalls; i++) {
             cJSON *tc = cJSON_CreateObject();
             cJSON_AddStringToObject(tc, "id", s->calls[i].id);
@@ -319,15 +307,9 @@ static cJSON *completion_json(struct mock_state *s, struct attempt *a)
             cJSON_AddStringToObject(fn, "arguments", s->calls[i].args);
             cJSON_AddItemToArray(tcs, tc);
         }
-    } else {
-        cJSON_AddStringToObject(msg, "content", s->reply.data ? s->reply.data : "");
     }
-    cJSON_AddNullToObject(msg, "refusal");
-    cJSON_AddNullToObject(c, "logprobs");
-    cJSON_AddStringToObject(c, "finish_reason", finish_openai(s->finish));
-    cJSON_AddItemToObject(r, "usage", openai_usage_json(&s->usage));
-    cJSON_AddNullToObject(r, "system_fingerprint");
-    return r;
+    /* with tool calls the content is null, whatever the reply text */
+    return canon_completion(a, s->ncalls ? NULL : (s->reply.data ? s->reply.data : ""), tcs, s->finish, &s->usage);
 }
 
 /* ---- embeddings ---- */
@@ -347,17 +329,6 @@ static void embed_one(const char *text, size_t len, int dims, float *v)
     norm = sqrt(norm);
     for (int d = 0; d < dims && norm > 0; d++)
         v[d] = (float)(v[d] / norm);
-}
-
-static void b64(const unsigned char *in, size_t n, struct buf *out)
-{
-    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0) | (i + 2 < n ? in[i + 2] : 0);
-        char q[4] = {tbl[(v >> 18) & 63], tbl[(v >> 12) & 63], i + 1 < n ? tbl[(v >> 6) & 63] : '=',
-                     i + 2 < n ? tbl[v & 63] : '='};
-        buf_append(out, q, 4);
-    }
 }
 
 static int run_embeddings(struct attempt *a)
@@ -401,7 +372,7 @@ static int run_embeddings(struct attempt *a)
         cJSON_AddNumberToObject(e, "index", idx++);
         if (base64) {
             struct buf b = BUF_INIT(BUF_UNBOUNDED);
-            b64((const unsigned char *)v, (size_t)dims * sizeof(float), &b);
+            canon_base64(v, (size_t)dims * sizeof(float), &b);
             cJSON_AddStringToObject(e, "embedding", b.data);
             buf_free(&b);
         } else {
