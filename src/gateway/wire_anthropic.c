@@ -11,6 +11,7 @@
 #include "gateway/anthropic.h"
 #include "gateway/exchange.h"
 #include "gateway/front.h"
+#include "gateway/providers/canon.h"
 #include "net/http.h"
 #include "net/sse.h"
 
@@ -610,12 +611,6 @@ static int xlate_error(struct gw_error *err, const char *fmt, ...)
     return -1;
 }
 
-static const char *sval(const cJSON *o, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
 static cJSON *text_part(const char *text)
 {
     cJSON *p = cJSON_CreateObject();
@@ -628,17 +623,17 @@ static cJSON *text_part(const char *text)
 static cJSON *media_part(const cJSON *b, bool document, int i, int k, struct gw_error *err)
 {
     const cJSON *src = cJSON_GetObjectItemCaseSensitive(b, "source");
-    const char *type = sval(src, "type");
+    const char *type = canon_str(src, "type");
     type = type ? type : "";
     if (strcmp(type, "base64") == 0) {
-        const char *mt = sval(src, "media_type"), *data = sval(src, "data");
+        const char *mt = canon_str(src, "media_type"), *data = canon_str(src, "data");
         struct buf url = BUF_INIT(BUF_UNBOUNDED);
         buf_printf(&url, "data:%s;base64,%s", mt ? mt : "application/octet-stream", data ? data : "");
         cJSON *p = cJSON_CreateObject();
         if (document) {
             cJSON_AddStringToObject(p, "type", "file");
             cJSON *file = cJSON_AddObjectToObject(p, "file");
-            const char *title = sval(b, "title");
+            const char *title = canon_str(b, "title");
             cJSON_AddStringToObject(file, "filename", title ? title : "document.pdf");
             cJSON_AddStringToObject(file, "file_data", url.data);
         } else {
@@ -653,12 +648,12 @@ static cJSON *media_part(const cJSON *b, bool document, int i, int k, struct gw_
         cJSON *p = cJSON_CreateObject();
         cJSON_AddStringToObject(p, "type", "image_url");
         cJSON *iu = cJSON_AddObjectToObject(p, "image_url");
-        const char *u = sval(src, "url");
+        const char *u = canon_str(src, "url");
         cJSON_AddStringToObject(iu, "url", u ? u : "");
         return p;
     }
     if (document && strcmp(type, "text") == 0) {
-        const char *data = sval(src, "data");
+        const char *data = canon_str(src, "data");
         return text_part(data ? data : "");
     }
     xlate_error(err,
@@ -681,8 +676,8 @@ static cJSON *tool_result_content(const cJSON *b)
         const cJSON *p;
         cJSON_ArrayForEach(p, c)
         {
-            const char *t = sval(p, "type");
-            const char *tx = sval(p, "text");
+            const char *t = canon_str(p, "type");
+            const char *tx = canon_str(p, "text");
             if (t && strcmp(t, "text") == 0 && tx)
                 cJSON_AddItemToArray(parts, text_part(tx));
         }
@@ -719,17 +714,17 @@ static int add_user(cJSON *msgs, const cJSON *content, int i, struct gw_error *e
     int k = 0;
     cJSON_ArrayForEach(b, content)
     {
-        const char *t = sval(b, "type");
+        const char *t = canon_str(b, "type");
         t = t ? t : "";
         if (strcmp(t, "tool_result") == 0) {
             cJSON *m = cJSON_CreateObject();
             cJSON_AddStringToObject(m, "role", "tool");
-            const char *id = sval(b, "tool_use_id");
+            const char *id = canon_str(b, "tool_use_id");
             cJSON_AddStringToObject(m, "tool_call_id", id ? id : "");
             cJSON_AddItemToObject(m, "content", tool_result_content(b));
             cJSON_AddItemToArray(msgs, m);
         } else if (strcmp(t, "text") == 0) {
-            const char *tx = sval(b, "text");
+            const char *tx = canon_str(b, "text");
             cJSON_AddItemToArray(parts, text_part(tx ? tx : ""));
         } else if (strcmp(t, "image") == 0 || strcmp(t, "document") == 0) {
             cJSON *p = media_part(b, t[0] == 'd', i, k, err);
@@ -767,15 +762,15 @@ static void add_assistant(cJSON *msgs, const cJSON *content)
     const cJSON *b;
     cJSON_ArrayForEach(b, content)
     {
-        const char *t = sval(b, "type");
+        const char *t = canon_str(b, "type");
         t = t ? t : "";
         if (strcmp(t, "text") == 0) {
-            const char *tx = sval(b, "text");
+            const char *tx = canon_str(b, "text");
             if (tx && tx[0])
                 cJSON_AddItemToArray(texts, text_part(tx));
         } else if (strcmp(t, "tool_use") == 0) {
             cJSON *tc = cJSON_CreateObject();
-            const char *id = sval(b, "id"), *name = sval(b, "name");
+            const char *id = canon_str(b, "id"), *name = canon_str(b, "name");
             cJSON_AddStringToObject(tc, "id", id ? id : "");
             cJSON_AddStringToObject(tc, "type", "function");
             cJSON *fn = cJSON_AddObjectToObject(tc, "function");
@@ -791,7 +786,7 @@ static void add_assistant(cJSON *msgs, const cJSON *content)
     }
     int nt = cJSON_GetArraySize(texts);
     if (nt == 1) {
-        cJSON_AddStringToObject(m, "content", sval(cJSON_GetArrayItem(texts, 0), "text"));
+        cJSON_AddStringToObject(m, "content", canon_str(cJSON_GetArrayItem(texts, 0), "text"));
         cJSON_Delete(texts);
     } else if (nt > 1) {
         cJSON_AddItemToObject(m, "content", texts);
@@ -816,7 +811,7 @@ cJSON *anthropic_request_to_canonical(const cJSON *req, struct gw_error *err)
         return NULL;
     }
     cJSON *c = cJSON_CreateObject();
-    const char *model = sval(req, "model");
+    const char *model = canon_str(req, "model");
     cJSON_AddStringToObject(c, "model", model ? model : "");
     cJSON *msgs = cJSON_AddArrayToObject(c, "messages");
 
@@ -833,7 +828,7 @@ cJSON *anthropic_request_to_canonical(const cJSON *req, struct gw_error *err)
         const cJSON *b;
         cJSON_ArrayForEach(b, system)
         {
-            const char *tx = sval(b, "text");
+            const char *tx = canon_str(b, "text");
             cJSON_AddItemToArray(parts, text_part(tx ? tx : ""));
         }
         cJSON_AddItemToArray(msgs, m);
@@ -843,7 +838,7 @@ cJSON *anthropic_request_to_canonical(const cJSON *req, struct gw_error *err)
     int i = 0;
     cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(req, "messages"))
     {
-        const char *role = sval(m, "role");
+        const char *role = canon_str(m, "role");
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
         if (role && strcmp(role, "assistant") == 0) {
             add_assistant(msgs, content);
@@ -861,7 +856,7 @@ cJSON *anthropic_request_to_canonical(const cJSON *req, struct gw_error *err)
         int k = 0;
         cJSON_ArrayForEach(t, tools)
         {
-            const char *type = sval(t, "type");
+            const char *type = canon_str(t, "type");
             if (type && strcmp(type, "custom") != 0) {
                 xlate_error(err,
                             "tools.%d: the Anthropic server tool '%s' can only be used with Anthropic models (this "
@@ -873,7 +868,7 @@ cJSON *anthropic_request_to_canonical(const cJSON *req, struct gw_error *err)
             cJSON *o = cJSON_CreateObject();
             cJSON_AddStringToObject(o, "type", "function");
             cJSON *fn = cJSON_AddObjectToObject(o, "function");
-            const char *name = sval(t, "name"), *desc = sval(t, "description");
+            const char *name = canon_str(t, "name"), *desc = canon_str(t, "description");
             cJSON_AddStringToObject(fn, "name", name ? name : "");
             if (desc)
                 cJSON_AddStringToObject(fn, "description", desc);
@@ -886,7 +881,7 @@ cJSON *anthropic_request_to_canonical(const cJSON *req, struct gw_error *err)
     }
     const cJSON *choice = cJSON_GetObjectItemCaseSensitive(req, "tool_choice");
     if (cJSON_IsObject(choice) && cJSON_GetObjectItemCaseSensitive(c, "tools")) { /* OpenAI: no tool_choice alone */
-        const char *type = sval(choice, "type");
+        const char *type = canon_str(choice, "type");
         type = type ? type : "auto";
         if (strcmp(type, "any") == 0) {
             cJSON_AddStringToObject(c, "tool_choice", "required");
@@ -896,7 +891,7 @@ cJSON *anthropic_request_to_canonical(const cJSON *req, struct gw_error *err)
             cJSON *tc = cJSON_AddObjectToObject(c, "tool_choice");
             cJSON_AddStringToObject(tc, "type", "function");
             cJSON *fn = cJSON_AddObjectToObject(tc, "function");
-            const char *name = sval(choice, "name");
+            const char *name = canon_str(choice, "name");
             cJSON_AddStringToObject(fn, "name", name ? name : "");
         } else {
             cJSON_AddStringToObject(c, "tool_choice", "auto");
@@ -917,7 +912,7 @@ cJSON *anthropic_request_to_canonical(const cJSON *req, struct gw_error *err)
         if (cJSON_IsNumber(v))
             cJSON_AddNumberToObject(c, numeric[k], v->valuedouble);
     }
-    const char *user = sval(cJSON_GetObjectItemCaseSensitive(req, "metadata"), "user_id");
+    const char *user = canon_str(cJSON_GetObjectItemCaseSensitive(req, "metadata"), "user_id");
     if (user)
         cJSON_AddStringToObject(c, "user", user);
     v = cJSON_GetObjectItemCaseSensitive(req, "stream");
@@ -994,12 +989,12 @@ int anthropic_message_from_canonical(const cJSON *resp, const char *id, const ch
         const cJSON *p;
         cJSON_ArrayForEach(p, content)
         {
-            const char *tx = sval(p, "text");
+            const char *tx = canon_str(p, "text");
             if (tx)
                 buf_append_str(&text, tx);
         }
     }
-    const char *refusal = sval(msg, "refusal");
+    const char *refusal = canon_str(msg, "refusal");
     if (text.len == 0 && refusal)
         buf_append_str(&text, refusal);
     if (text.len) {
@@ -1014,7 +1009,7 @@ int anthropic_message_from_canonical(const cJSON *resp, const char *id, const ch
     cJSON_ArrayForEach(tc, cJSON_GetObjectItemCaseSensitive(msg, "tool_calls"))
     {
         const cJSON *fn = cJSON_GetObjectItemCaseSensitive(tc, "function");
-        const char *tid = sval(tc, "id"), *name = sval(fn, "name");
+        const char *tid = canon_str(tc, "id"), *name = canon_str(fn, "name");
         if (nblocks++)
             buf_append_char(out, ',');
         buf_append_str(out, "{\"type\":\"tool_use\",\"id\":");
@@ -1022,11 +1017,11 @@ int anthropic_message_from_canonical(const cJSON *resp, const char *id, const ch
         buf_append_str(out, ",\"name\":");
         buf_append_json_cstr(out, name ? name : "");
         buf_append_str(out, ",\"input\":");
-        append_input(out, sval(fn, "arguments"));
+        append_input(out, canon_str(fn, "arguments"));
         buf_append_str(out, "}");
         any_tool = true;
     }
-    const char *fr = sval(choice, "finish_reason");
+    const char *fr = canon_str(choice, "finish_reason");
     enum finish f = fr ? finish_from_openai(fr) : (any_tool ? FINISH_TOOL_CALLS : FINISH_STOP);
     if (refusal && !cJSON_IsString(content))
         f = FINISH_CONTENT_FILTER;

@@ -154,12 +154,6 @@ int anthropic_splice_model(const char *body, size_t len, const char *model, stru
 
 /* ---------- request: canonical -> Messages ---------- */
 
-static const char *sval(const cJSON *o, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
 static cJSON *text_block(const char *text)
 {
     cJSON *b = cJSON_CreateObject();
@@ -187,15 +181,15 @@ static int data_url_source(const char *url, cJSON *src)
 /* One OpenAI content part of a user message -> an Anthropic block (NULL to skip, *failed on error). */
 static cJSON *part_block(const cJSON *p, int i, struct gw_error *err, bool *failed)
 {
-    const char *type = sval(p, "type");
+    const char *type = canon_str(p, "type");
     type = type ? type : "";
     if (strcmp(type, "text") == 0) {
-        const char *t = sval(p, "text");
+        const char *t = canon_str(p, "text");
         return t && t[0] ? text_block(t) : NULL; /* Anthropic refuses empty text blocks */
     }
     if (strcmp(type, "image_url") == 0) {
         const cJSON *iu = cJSON_GetObjectItemCaseSensitive(p, "image_url");
-        const char *url = cJSON_IsString(iu) ? iu->valuestring : sval(iu, "url");
+        const char *url = cJSON_IsString(iu) ? iu->valuestring : canon_str(iu, "url");
         if (url == NULL) {
             *failed = true;
             gw_bad_request(err, NULL, "messages[%d]: image_url has no url", i);
@@ -218,7 +212,7 @@ static cJSON *part_block(const cJSON *p, int i, struct gw_error *err, bool *fail
     }
     if (strcmp(type, "file") == 0) {
         const cJSON *f = cJSON_GetObjectItemCaseSensitive(p, "file");
-        const char *data = sval(f, "file_data");
+        const char *data = canon_str(f, "file_data");
         cJSON *b = cJSON_CreateObject();
         cJSON_AddStringToObject(b, "type", "document");
         cJSON *src = cJSON_AddObjectToObject(b, "source");
@@ -232,7 +226,7 @@ static cJSON *part_block(const cJSON *p, int i, struct gw_error *err, bool *fail
                 i);
             return NULL;
         }
-        const char *name = sval(f, "filename");
+        const char *name = canon_str(f, "filename");
         if (name)
             cJSON_AddStringToObject(b, "title", name);
         return b;
@@ -251,7 +245,7 @@ static void push(cJSON *msgs, const char *role, cJSON *blocks)
         return;
     }
     cJSON *last = cJSON_GetArrayItem(msgs, cJSON_GetArraySize(msgs) - 1);
-    const char *lr = sval(last, "role");
+    const char *lr = canon_str(last, "role");
     if (lr && strcmp(lr, role) == 0) {
         cJSON *content = cJSON_GetObjectItemCaseSensitive(last, "content");
         cJSON *b;
@@ -277,9 +271,9 @@ static void text_blocks(const cJSON *content, cJSON *blocks)
     const cJSON *p;
     cJSON_ArrayForEach(p, content)
     {
-        const char *t = sval(p, "text");
+        const char *t = canon_str(p, "text");
         if (t == NULL)
-            t = sval(p, "refusal");
+            t = canon_str(p, "refusal");
         if (t && t[0])
             cJSON_AddItemToArray(blocks, text_block(t));
     }
@@ -293,7 +287,7 @@ static int convert_messages(const cJSON *canon, cJSON *out, struct gw_error *err
     int i = 0;
     cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(canon, "messages"))
     {
-        const char *role = sval(m, "role");
+        const char *role = canon_str(m, "role");
         role = role ? role : "";
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
         if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0) {
@@ -325,7 +319,7 @@ static int convert_messages(const cJSON *canon, cJSON *out, struct gw_error *err
             cJSON_ArrayForEach(tc, cJSON_GetObjectItemCaseSensitive(m, "tool_calls"))
             {
                 const cJSON *fn = cJSON_GetObjectItemCaseSensitive(tc, "function");
-                const char *args = sval(fn, "arguments");
+                const char *args = canon_str(fn, "arguments");
                 cJSON *input = args && args[0] ? cJSON_Parse(args) : cJSON_CreateObject();
                 if (!cJSON_IsObject(input)) {
                     cJSON_Delete(input);
@@ -338,7 +332,7 @@ static int convert_messages(const cJSON *canon, cJSON *out, struct gw_error *err
                 }
                 cJSON *b = cJSON_CreateObject();
                 cJSON_AddStringToObject(b, "type", "tool_use");
-                const char *id = sval(tc, "id"), *name = sval(fn, "name");
+                const char *id = canon_str(tc, "id"), *name = canon_str(fn, "name");
                 cJSON_AddStringToObject(b, "id", id ? id : "");
                 cJSON_AddStringToObject(b, "name", name ? name : "");
                 cJSON_AddItemToObject(b, "input", input);
@@ -349,7 +343,7 @@ static int convert_messages(const cJSON *canon, cJSON *out, struct gw_error *err
         } else if (strcmp(role, "tool") == 0) {
             cJSON *b = cJSON_CreateObject();
             cJSON_AddStringToObject(b, "type", "tool_result");
-            const char *id = sval(m, "tool_call_id");
+            const char *id = canon_str(m, "tool_call_id");
             cJSON_AddStringToObject(b, "tool_use_id", id ? id : "");
             if (cJSON_IsString(content)) {
                 if (content->valuestring[0])
@@ -376,7 +370,7 @@ static int convert_messages(const cJSON *canon, cJSON *out, struct gw_error *err
     }
     int ns = cJSON_GetArraySize(system);
     if (ns == 1)
-        cJSON_AddStringToObject(out, "system", sval(cJSON_GetArrayItem(system, 0), "text"));
+        cJSON_AddStringToObject(out, "system", canon_str(cJSON_GetArrayItem(system, 0), "text"));
     else if (ns > 1)
         cJSON_AddItemToObject(out, "system", system), system = NULL;
     cJSON_Delete(system);
@@ -393,7 +387,7 @@ static bool tool_named(const cJSON *tools, const char *name)
     const cJSON *t;
     cJSON_ArrayForEach(t, tools)
     {
-        const char *n = sval(t, "name");
+        const char *n = canon_str(t, "name");
         if (n && strcmp(n, name) == 0)
             return true;
     }
@@ -449,7 +443,7 @@ cJSON *anthropic_request_from_canonical(const cJSON *canon, const char *model, b
     v = cJSON_GetObjectItemCaseSensitive(canon, "top_k");
     if (cJSON_IsNumber(v))
         cJSON_AddNumberToObject(out, "top_k", v->valuedouble);
-    const char *user = sval(canon, "user");
+    const char *user = canon_str(canon, "user");
     if (user) {
         cJSON *md = cJSON_AddObjectToObject(out, "metadata");
         cJSON_AddStringToObject(md, "user_id", user);
@@ -460,14 +454,14 @@ cJSON *anthropic_request_from_canonical(const cJSON *canon, const char *model, b
     const cJSON *t;
     cJSON_ArrayForEach(t, cJSON_GetObjectItemCaseSensitive(canon, "tools"))
     {
-        const char *type = sval(t, "type");
+        const char *type = canon_str(t, "type");
         if (type && strcmp(type, "function") != 0) {
             gw_bad_request(err, NULL, "tools: tools of type '%s' cannot be sent to Anthropic models", type);
             cJSON_Delete(out);
             return NULL;
         }
         const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
-        const char *name = sval(fn, "name"), *desc = sval(fn, "description");
+        const char *name = canon_str(fn, "name"), *desc = canon_str(fn, "description");
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "name", name ? name : "");
         if (desc)
@@ -484,11 +478,11 @@ cJSON *anthropic_request_from_canonical(const cJSON *canon, const char *model, b
 
     /* response_format: emulated with a tool the model is made to call (see the docs for why) */
     const cJSON *rf = cJSON_GetObjectItemCaseSensitive(canon, "response_format");
-    const char *rft = sval(rf, "type");
+    const char *rft = canon_str(rf, "type");
     if (rft && (strcmp(rft, "json_schema") == 0 || strcmp(rft, "json_object") == 0)) {
         const cJSON *js = cJSON_GetObjectItemCaseSensitive(rf, "json_schema");
         const cJSON *schema = cJSON_GetObjectItemCaseSensitive(js, "schema");
-        const char *sname = sval(js, "name");
+        const char *sname = canon_str(js, "name");
         const char *name = sname && name_pattern_ok(sname) && !tool_named(tools, sname) ? sname : "json_response";
         if (tool_named(tools, name))
             name = "agentd_json_response";
@@ -497,7 +491,7 @@ cJSON *anthropic_request_from_canonical(const cJSON *canon, const char *model, b
         cJSON_AddStringToObject(o, "name", name);
         struct buf d = BUF_INIT(BUF_UNBOUNDED);
         buf_append_str(&d, "Give your final answer by calling this tool: its input is the JSON response.");
-        const char *sdesc = sval(js, "description");
+        const char *sdesc = canon_str(js, "description");
         if (sdesc)
             buf_printf(&d, " %s", sdesc);
         cJSON_AddStringToObject(o, "description", d.data);
@@ -515,7 +509,7 @@ cJSON *anthropic_request_from_canonical(const cJSON *canon, const char *model, b
     cJSON *choice = NULL;
     if (client_tools) {
         const char *s = cJSON_IsString(tc) ? tc->valuestring : NULL;
-        const char *fname = sval(cJSON_GetObjectItemCaseSensitive(tc, "function"), "name");
+        const char *fname = canon_str(cJSON_GetObjectItemCaseSensitive(tc, "function"), "name");
         choice = cJSON_CreateObject();
         if (s && strcmp(s, "required") == 0) {
             cJSON_AddStringToObject(choice, "type", "any");
@@ -530,7 +524,7 @@ cJSON *anthropic_request_from_canonical(const cJSON *canon, const char *model, b
             cJSON_Delete(choice);
             choice = NULL;
         }
-        if (choice && cJSON_IsFalse(ptc) && strcmp(sval(choice, "type"), "none") != 0)
+        if (choice && cJSON_IsFalse(ptc) && strcmp(canon_str(choice, "type"), "none") != 0)
             cJSON_AddTrueToObject(choice, "disable_parallel_tool_use");
     } else if (json_tool[0]) {
         choice = cJSON_CreateObject();
@@ -559,7 +553,7 @@ cJSON *anthropic_message_to_canonical(const char *body, size_t len, const char *
         err->from_upstream = true;
         return NULL;
     }
-    const char *um = sval(t, "model");
+    const char *um = canon_str(t, "model");
     if (um && response_model)
         snprintf(response_model, response_model_size, "%s", um);
     const cJSON *usage = cJSON_GetObjectItemCaseSensitive(t, "usage");
@@ -576,14 +570,14 @@ cJSON *anthropic_message_to_canonical(const char *body, size_t len, const char *
     const cJSON *b;
     cJSON_ArrayForEach(b, content)
     {
-        const char *type = sval(b, "type");
+        const char *type = canon_str(b, "type");
         type = type ? type : "";
         if (strcmp(type, "text") == 0) {
-            const char *tx = sval(b, "text");
+            const char *tx = canon_str(b, "text");
             if (tx)
                 buf_append_str(&text, tx);
         } else if (strcmp(type, "tool_use") == 0) {
-            const char *name = sval(b, "name"), *tid = sval(b, "id");
+            const char *name = canon_str(b, "name"), *tid = canon_str(b, "id");
             const cJSON *input = cJSON_GetObjectItemCaseSensitive(b, "input");
             char *args = input ? cJSON_PrintUnformatted(input) : NULL;
             if (json_tool && json_tool[0] && name && strcmp(name, json_tool) == 0) {
@@ -602,7 +596,7 @@ cJSON *anthropic_message_to_canonical(const char *body, size_t len, const char *
         }
         /* thinking, redacted_thinking, server tool blocks: not representable in a chat completion */
     }
-    const char *sr = sval(t, "stop_reason");
+    const char *sr = canon_str(t, "stop_reason");
     enum finish f = anthropic_finish_from(str_from(sr ? sr : "end_turn"));
     bool any_calls = cJSON_GetArraySize(calls) > 0;
     if (f == FINISH_TOOL_CALLS && !any_calls)

@@ -62,12 +62,6 @@ static const cJSON *get(const cJSON *o, const char *k)
     return cJSON_GetObjectItemCaseSensitive(o, k);
 }
 
-static const char *get_str(const cJSON *o, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
 /* ---------- request ---------- */
 
 /* Tool ids must match [a-zA-Z0-9_-]{1,64}. Ids minted elsewhere (another provider's, a client's own) that do not
@@ -196,16 +190,16 @@ static int user_blocks(const cJSON *content, cJSON *blocks, int mi, struct gw_er
     int pi = 0, ndocs = 0;
     cJSON_ArrayForEach(part, content)
     {
-        const char *type = get_str(part, "type");
+        const char *type = canon_str(part, "type");
         if (type == NULL)
             return gw_bad_request(err, "messages", "messages[%d].content[%d] has no type", mi, pi);
         if (strcmp(type, "text") == 0) {
-            const char *text = get_str(part, "text");
+            const char *text = canon_str(part, "text");
             if (text && *text)
                 cJSON_AddItemToArray(blocks, text_block(text));
         } else if (strcmp(type, "image_url") == 0) {
             const cJSON *iu = get(part, "image_url");
-            const char *url = cJSON_IsString(iu) ? iu->valuestring : get_str(iu, "url");
+            const char *url = cJSON_IsString(iu) ? iu->valuestring : canon_str(iu, "url");
             struct str mime, data;
             const char *fmt = NULL;
             cJSON *src = NULL;
@@ -231,7 +225,7 @@ static int user_blocks(const cJSON *content, cJSON *blocks, int mi, struct gw_er
             cJSON_AddItemToArray(blocks, b);
         } else if (strcmp(type, "file") == 0) {
             const cJSON *f = get(part, "file");
-            const char *fdata = get_str(f, "file_data");
+            const char *fdata = canon_str(f, "file_data");
             struct str mime, data;
             const char *fmt = NULL;
             if (fdata && canon_data_url(fdata, &mime, &data) == 0)
@@ -242,7 +236,7 @@ static int user_blocks(const cJSON *content, cJSON *blocks, int mi, struct gw_er
                                       "pdf, csv, doc, docx, xls, xlsx, html, txt or md",
                                       mi, pi);
             char name[220];
-            document_name(get_str(f, "filename"), ndocs++, name, sizeof(name));
+            document_name(canon_str(f, "filename"), ndocs++, name, sizeof(name));
             cJSON *b = cJSON_CreateObject();
             cJSON *doc = cJSON_AddObjectToObject(b, "document");
             cJSON_AddStringToObject(doc, "format", fmt);
@@ -299,8 +293,8 @@ static int assistant_blocks(const cJSON *m, cJSON *blocks, int mi, struct names 
     cJSON_ArrayForEach(tc, get(m, "tool_calls"))
     {
         const cJSON *fn = get(tc, "function");
-        const char *name = get_str(fn, "name");
-        const char *id = get_str(tc, "id");
+        const char *name = canon_str(fn, "name");
+        const char *id = canon_str(tc, "id");
         cJSON *args = canon_parse_args(get(fn, "arguments"));
         if (name == NULL || id == NULL || args == NULL) {
             cJSON_Delete(args);
@@ -325,7 +319,7 @@ static int assistant_blocks(const cJSON *m, cJSON *blocks, int mi, struct names 
 
 static int tool_result_block(const cJSON *m, cJSON *blocks, int mi, struct gw_error *err)
 {
-    const char *id = get_str(m, "tool_call_id");
+    const char *id = canon_str(m, "tool_call_id");
     if (id == NULL)
         return gw_bad_request(err, "messages", "messages[%d]: a tool message needs tool_call_id", mi);
     char tid[TOOL_ID_MAX + 1];
@@ -378,15 +372,15 @@ static int add_tool_config(const cJSON *canon, cJSON *req, const struct names *u
         int i = 0;
         cJSON_ArrayForEach(t, tools)
         {
-            const char *type = get_str(t, "type");
+            const char *type = canon_str(t, "type");
             const cJSON *fn = get(t, "function");
-            const char *name = get_str(fn, "name");
+            const char *name = canon_str(fn, "name");
             if ((type && strcmp(type, "function") != 0) || name == NULL)
                 return gw_bad_request(err, "tools",
                                       "tools[%d]: only function tools with a name are supported by "
                                       "provider bedrock",
                                       i);
-            cJSON_AddItemToArray(arr, tool_spec(name, get_str(fn, "description"), get(fn, "parameters")));
+            cJSON_AddItemToArray(arr, tool_spec(name, canon_str(fn, "description"), get(fn, "parameters")));
             i++;
         }
     }
@@ -396,7 +390,7 @@ static int add_tool_config(const cJSON *canon, cJSON *req, const struct names *u
         const cJSON *t;
         cJSON_ArrayForEach(t, arr)
         {
-            const char *n = get_str(get(t, "toolSpec"), "name");
+            const char *n = canon_str(get(t, "toolSpec"), "name");
             if (n && strcmp(n, used->v[i]) == 0)
                 defined = true;
         }
@@ -410,8 +404,9 @@ static int add_tool_config(const cJSON *canon, cJSON *req, const struct names *u
         cJSON_AddObjectToObject(choice, "auto");
     } else if (cJSON_IsString(tc) && strcmp(tc->valuestring, "required") == 0) {
         cJSON_AddObjectToObject(choice, "any");
-    } else if (cJSON_IsObject(tc) && get_str(get(tc, "function"), "name")) {
-        cJSON_AddStringToObject(cJSON_AddObjectToObject(choice, "tool"), "name", get_str(get(tc, "function"), "name"));
+    } else if (cJSON_IsObject(tc) && canon_str(get(tc, "function"), "name")) {
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(choice, "tool"), "name",
+                                canon_str(get(tc, "function"), "name"));
     } else {
         cJSON_Delete(choice);
         return gw_bad_request(err, "tool_choice", "tool_choice must be none, auto, required or a function");
@@ -444,7 +439,7 @@ static int add_inference_config(const cJSON *canon, cJSON *req, struct gw_error 
         cJSON_AddItemToObject(req, "inferenceConfig", ic);
     else
         cJSON_Delete(ic);
-    const char *rft = get_str(get(canon, "response_format"), "type");
+    const char *rft = canon_str(get(canon, "response_format"), "type");
     if (rft && strcmp(rft, "json_schema") == 0)
         return gw_bad_request(err, "response_format",
                               "response_format json_schema is not supported by provider bedrock (Converse has no "
@@ -470,7 +465,7 @@ static cJSON *build_converse(const cJSON *canon, struct gw_error *err)
     int mi = 0;
     cJSON_ArrayForEach(m, msgs)
     {
-        const char *role = get_str(m, "role");
+        const char *role = canon_str(m, "role");
         if (role == NULL) {
             gw_bad_request(err, "messages", "messages[%d] has no role", mi);
             goto fail;
@@ -696,18 +691,18 @@ static int bedrock_decode_response(struct attempt *a, const char *body, size_t l
     const cJSON *b;
     cJSON_ArrayForEach(b, content)
     {
-        const char *tx = get_str(b, "text");
+        const char *tx = canon_str(b, "text");
         const cJSON *tu = get(b, "toolUse");
         if (tx) {
             buf_append_str(&text, tx);
-        } else if (cJSON_IsObject(tu) && get_str(tu, "toolUseId") && get_str(tu, "name")) {
+        } else if (cJSON_IsObject(tu) && canon_str(tu, "toolUseId") && canon_str(tu, "name")) {
             const cJSON *input = get(tu, "input");
             char *js = input ? cJSON_PrintUnformatted(input) : NULL;
             cJSON *tc = cJSON_CreateObject();
-            cJSON_AddStringToObject(tc, "id", get_str(tu, "toolUseId"));
+            cJSON_AddStringToObject(tc, "id", canon_str(tu, "toolUseId"));
             cJSON_AddStringToObject(tc, "type", "function");
             cJSON *fn = cJSON_AddObjectToObject(tc, "function");
-            cJSON_AddStringToObject(fn, "name", get_str(tu, "name"));
+            cJSON_AddStringToObject(fn, "name", canon_str(tu, "name"));
             cJSON_AddStringToObject(fn, "arguments", js ? js : "{}");
             if (js)
                 cJSON_free(js);
@@ -715,7 +710,7 @@ static int bedrock_decode_response(struct attempt *a, const char *body, size_t l
         }
         /* reasoningContent, citationsContent, ...: not relayed */
     }
-    enum finish fin = map_stop(get_str(t, "stopReason"));
+    enum finish fin = map_stop(canon_str(t, "stopReason"));
     if (fin == FINISH_NONE)
         fin = cJSON_GetArraySize(tcs) ? FINISH_TOOL_CALLS : FINISH_STOP;
     *out = canon_completion(a, text.data ? text.data : "", tcs, fin, &a->usage);
@@ -754,9 +749,9 @@ static void stream_exception(struct attempt *a, struct str type, struct str data
             retryable = map[i].retryable;
         }
     cJSON *t = cJSON_ParseWithLength(data.p, data.n);
-    const char *msg = get_str(t, "message");
+    const char *msg = canon_str(t, "message");
     if (msg == NULL)
-        msg = get_str(t, "Message");
+        msg = canon_str(t, "Message");
     char *raw = msg || cJSON_IsObject(t) ? NULL : str_dup(data);
     gw_error_set(err, status, gw_err_type_for_status(status), "upstream %s: %.*s: %s",
                  a->dep ? a->dep->label : "bedrock", STR_FMT(type),
@@ -788,7 +783,7 @@ static int bedrock_decode_stream_event(struct attempt *a, const struct stream_ev
     int block = cJSON_IsNumber(bi) ? bi->valueint : 0;
     if (str_eq_cstr(ev->event, "contentBlockStart")) {
         const cJSON *tu = get(get(t, "start"), "toolUse");
-        const char *id = get_str(tu, "toolUseId"), *name = get_str(tu, "name");
+        const char *id = canon_str(tu, "toolUseId"), *name = canon_str(tu, "name");
         if (id && name) {
             if (st->nmap == BEDROCK_MAX_BLOCKS) {
                 canon_malformed(a, err, "a stream with too many content blocks");
@@ -809,8 +804,8 @@ static int bedrock_decode_stream_event(struct attempt *a, const struct stream_ev
         }
     } else if (str_eq_cstr(ev->event, "contentBlockDelta")) {
         const cJSON *delta = get(t, "delta");
-        const char *tx = get_str(delta, "text");
-        const char *input = get_str(get(delta, "toolUse"), "input");
+        const char *tx = canon_str(delta, "text");
+        const char *input = canon_str(get(delta, "toolUse"), "input");
         if (tx && *tx) {
             struct chat_delta d = {.kind = DELTA_TEXT, .text = str_from(tx)};
             emit(a, &d);
@@ -829,7 +824,7 @@ static int bedrock_decode_stream_event(struct attempt *a, const struct stream_ev
     } else if (str_eq_cstr(ev->event, "messageStop")) {
         if (!st->finished) {
             st->finished = true;
-            enum finish f = map_stop(get_str(t, "stopReason"));
+            enum finish f = map_stop(canon_str(t, "stopReason"));
             if (f == FINISH_NONE)
                 f = st->ntools ? FINISH_TOOL_CALLS : FINISH_STOP;
             struct chat_delta d = {.kind = DELTA_FINISH, .finish = f};
@@ -888,15 +883,15 @@ static void bedrock_map_error(struct attempt *a, int status, const char *body, s
     char type[128] = "";
     if (a->upstream_error_type[0]) {
         snprintf(type, sizeof(type), "%s", a->upstream_error_type);
-    } else if (get_str(t, "__type")) {
-        const char *ty = get_str(t, "__type");
+    } else if (canon_str(t, "__type")) {
+        const char *ty = canon_str(t, "__type");
         const char *hash = strrchr(ty, '#');
         snprintf(type, sizeof(type), "%s", hash ? hash + 1 : ty);
     }
     type[strcspn(type, ":")] = '\0';
-    const char *msg = get_str(t, "message");
+    const char *msg = canon_str(t, "message");
     if (msg == NULL)
-        msg = get_str(t, "Message");
+        msg = canon_str(t, "Message");
     int st = status;
     bool retryable = status == 429 || status == 408 || status >= 500;
     const char *hint = NULL;

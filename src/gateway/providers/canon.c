@@ -82,6 +82,12 @@ void canon_tool_call_id(char *out, size_t size)
     snprintf(out, size, "call_%016llx%08llx", (unsigned long long)v[0], (unsigned long long)(v[1] >> 32));
 }
 
+const char *canon_str(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
 int canon_base64(const void *p, size_t n, struct buf *out)
 {
     static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

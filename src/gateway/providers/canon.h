@@ -26,6 +26,9 @@ cJSON *canon_parse_args(const cJSON *arguments);
 #define CANON_TOOL_ID_LEN 29
 void canon_tool_call_id(char *out, size_t size);
 
+/* o's member k when it is a string, else NULL (o may be NULL or not an object). */
+const char *canon_str(const cJSON *o, const char *k);
+
 /* Standard base64 (RFC 4648 §4, padded) of n bytes. */
 int canon_base64(const void *p, size_t n, struct buf *out);
 

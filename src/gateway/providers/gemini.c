@@ -53,12 +53,6 @@ static const cJSON *get(const cJSON *o, const char *k)
     return cJSON_GetObjectItemCaseSensitive(o, k);
 }
 
-static const char *get_str(const cJSON *o, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
 /* ---------- thought signatures ----------
  * Gemini 2.5+ returns an opaque thoughtSignature on functionCall parts and (Gemini 3) refuses a later turn whose
  * function calls come back without it. OpenAI's format has nowhere to keep it, but clients echo tool-call ids
@@ -215,14 +209,14 @@ static cJSON *clean_schema(const cJSON *s, const cJSON *root, int depth)
     cJSON *out = cJSON_CreateObject();
     if (!cJSON_IsObject(s) || depth > SCHEMA_MAX_DEPTH)
         return out;
-    const char *ref = get_str(s, "$ref");
+    const char *ref = canon_str(s, "$ref");
     if (ref) {
         const cJSON *target = resolve_ref(ref, root);
         if (target && target != s) {
             cJSON_Delete(out);
             out = clean_schema(target, root, depth + 1);
         }
-        const char *desc = get_str(s, "description");
+        const char *desc = canon_str(s, "description");
         if (desc && !cJSON_HasObjectItem(out, "description"))
             cJSON_AddStringToObject(out, "description", desc);
         return out;
@@ -272,7 +266,7 @@ static cJSON *clean_schema(const cJSON *s, const cJSON *root, int depth)
             cJSON_ArrayForEach(sub, it)
             {
                 /* {"type":"null"} members become nullable */
-                const char *t = get_str(sub, "type");
+                const char *t = canon_str(sub, "type");
                 if (t && strcmp(t, "null") == 0 && cJSON_GetArraySize(sub) == 1) {
                     if (!cJSON_HasObjectItem(out, "nullable"))
                         cJSON_AddBoolToObject(out, "nullable", 1);
@@ -380,26 +374,26 @@ static int user_parts(const cJSON *content, cJSON *parts, int mi, struct gw_erro
     int pi = 0;
     cJSON_ArrayForEach(part, content)
     {
-        const char *type = get_str(part, "type");
+        const char *type = canon_str(part, "type");
         cJSON *p = NULL;
         if (type == NULL) {
             return gw_bad_request(err, "messages", "messages[%d].content[%d] has no type", mi, pi);
         } else if (strcmp(type, "text") == 0) {
-            const char *text = get_str(part, "text");
+            const char *text = canon_str(part, "text");
             if (text && *text) {
                 p = cJSON_CreateObject();
                 cJSON_AddStringToObject(p, "text", text);
             }
         } else if (strcmp(type, "image_url") == 0) {
             const cJSON *iu = get(part, "image_url");
-            const char *url = cJSON_IsString(iu) ? iu->valuestring : get_str(iu, "url");
+            const char *url = cJSON_IsString(iu) ? iu->valuestring : canon_str(iu, "url");
             if (url == NULL || (p = url_part(url, "image/jpeg")) == NULL)
                 return gw_bad_request(err, "messages",
                                       "messages[%d].content[%d]: image_url must be an http(s) URL or a base64 data URL",
                                       mi, pi);
         } else if (strcmp(type, "input_audio") == 0) {
             const cJSON *ia = get(part, "input_audio");
-            const char *data = get_str(ia, "data"), *fmt = get_str(ia, "format");
+            const char *data = canon_str(ia, "data"), *fmt = canon_str(ia, "format");
             if (data == NULL || fmt == NULL)
                 return gw_bad_request(err, "messages", "messages[%d].content[%d]: input_audio needs data and format",
                                       mi, pi);
@@ -408,7 +402,7 @@ static int user_parts(const cJSON *content, cJSON *parts, int mi, struct gw_erro
             p = inline_part(str_from(mime), str_from(data));
         } else if (strcmp(type, "file") == 0) {
             const cJSON *f = get(part, "file");
-            const char *fdata = get_str(f, "file_data");
+            const char *fdata = canon_str(f, "file_data");
             if (fdata == NULL || (p = url_part(fdata, "application/pdf")) == NULL)
                 return gw_bad_request(err, "messages",
                                       "messages[%d].content[%d]: file parts need file_data as a base64 data URL "
@@ -439,8 +433,8 @@ static const char *tool_name_for(const cJSON *msgs, const cJSON *upto, const cha
         const cJSON *tc;
         cJSON_ArrayForEach(tc, get(m, "tool_calls"))
         {
-            const char *tid = get_str(tc, "id");
-            const char *name = get_str(get(tc, "function"), "name");
+            const char *tid = canon_str(tc, "id");
+            const char *name = canon_str(get(tc, "function"), "name");
             if (tid && name && strcmp(tid, id) == 0)
                 found = name; /* the latest wins */
         }
@@ -474,7 +468,7 @@ static int assistant_parts(const cJSON *m, cJSON *parts, int mi, struct gw_error
     cJSON_ArrayForEach(tc, calls)
     {
         const cJSON *fn = get(tc, "function");
-        const char *name = get_str(fn, "name");
+        const char *name = canon_str(fn, "name");
         cJSON *args = canon_parse_args(get(fn, "arguments"));
         if (name == NULL || args == NULL) {
             cJSON_Delete(args);
@@ -488,7 +482,7 @@ static int assistant_parts(const cJSON *m, cJSON *parts, int mi, struct gw_error
         cJSON_AddStringToObject(fc, "name", name);
         cJSON_AddItemToObject(fc, "args", args);
         struct buf sig = BUF_INIT(64 * 1024);
-        if (signature_from_id(get_str(tc, "id"), &sig) == 0 && sig.len)
+        if (signature_from_id(canon_str(tc, "id"), &sig) == 0 && sig.len)
             cJSON_AddStringToObject(p, "thoughtSignature", sig.data);
         buf_free(&sig);
         cJSON_AddItemToArray(parts, p);
@@ -500,17 +494,17 @@ static int assistant_parts(const cJSON *m, cJSON *parts, int mi, struct gw_error
 
 static int tool_result_part(const cJSON *msgs, const cJSON *m, cJSON *parts, int mi, struct gw_error *err)
 {
-    const char *role = get_str(m, "role");
+    const char *role = canon_str(m, "role");
     const char *name = NULL;
     if (strcmp(role, "function") == 0) {
-        name = get_str(m, "name");
+        name = canon_str(m, "name");
     } else {
-        const char *id = get_str(m, "tool_call_id");
+        const char *id = canon_str(m, "tool_call_id");
         if (id == NULL)
             return gw_bad_request(err, "messages", "messages[%d]: a tool message needs tool_call_id", mi);
         name = tool_name_for(msgs, m, id);
         if (name == NULL)
-            name = get_str(m, "name");
+            name = canon_str(m, "name");
         if (name == NULL)
             return gw_bad_request(err, "messages",
                                   "messages[%d]: tool_call_id '%s' does not match a tool call of an earlier assistant "
@@ -541,9 +535,9 @@ static int add_tools(const cJSON *canon, cJSON *req, struct gw_error *err)
     int i = 0;
     cJSON_ArrayForEach(t, tools)
     {
-        const char *type = get_str(t, "type");
+        const char *type = canon_str(t, "type");
         const cJSON *fn = get(t, "function");
-        const char *name = get_str(fn, "name");
+        const char *name = canon_str(fn, "name");
         if ((type && strcmp(type, "function") != 0) || name == NULL) {
             cJSON_Delete(decls);
             return gw_bad_request(err, "tools",
@@ -553,7 +547,7 @@ static int add_tools(const cJSON *canon, cJSON *req, struct gw_error *err)
         }
         cJSON *d = cJSON_CreateObject();
         cJSON_AddStringToObject(d, "name", name);
-        const char *desc = get_str(fn, "description");
+        const char *desc = canon_str(fn, "description");
         if (desc)
             cJSON_AddStringToObject(d, "description", desc);
         const cJSON *params = get(fn, "parameters");
@@ -586,7 +580,7 @@ static int add_tools(const cJSON *canon, cJSON *req, struct gw_error *err)
         else
             return gw_bad_request(err, "tool_choice", "tool_choice must be none, auto, required or a function");
     } else if (cJSON_IsObject(tc)) {
-        only = get_str(get(tc, "function"), "name");
+        only = canon_str(get(tc, "function"), "name");
         if (only == NULL)
             return gw_bad_request(err, "tool_choice", "tool_choice.function.name is required");
         mode = "ANY";
@@ -633,7 +627,7 @@ static int add_generation_config(const cJSON *canon, cJSON *req, struct gw_error
         cJSON_AddItemToObject(gc, "stopSequences", cJSON_Duplicate(stop, 1));
     }
     const cJSON *rf = get(canon, "response_format");
-    const char *rft = get_str(rf, "type");
+    const char *rft = canon_str(rf, "type");
     if (rft && strcmp(rft, "json_object") == 0) {
         cJSON_AddStringToObject(gc, "responseMimeType", "application/json");
     } else if (rft && strcmp(rft, "json_schema") == 0) {
@@ -672,7 +666,7 @@ static cJSON *build_generate(const cJSON *canon, struct gw_error *err)
     int mi = 0;
     cJSON_ArrayForEach(m, msgs)
     {
-        const char *role = get_str(m, "role");
+        const char *role = canon_str(m, "role");
         if (role == NULL) {
             gw_bad_request(err, "messages", "messages[%d] has no role", mi);
             goto fail;
@@ -875,7 +869,7 @@ static enum finish map_finish(const char *fr, bool has_tools)
 
 static void note_model(struct attempt *a, const cJSON *t)
 {
-    const char *mv = get_str(t, "modelVersion");
+    const char *mv = canon_str(t, "modelVersion");
     if (mv && !a->response_model[0])
         snprintf(a->response_model, sizeof(a->response_model), "%s", mv);
 }
@@ -884,15 +878,15 @@ static void note_model(struct attempt *a, const cJSON *t)
 static cJSON *tool_call_json(const cJSON *part)
 {
     const cJSON *fc = get(part, "functionCall");
-    const char *name = get_str(fc, "name");
+    const char *name = canon_str(fc, "name");
     if (name == NULL)
         return NULL;
     struct buf id = BUF_INIT(BUF_UNBOUNDED);
-    const char *gid = get_str(fc, "id");
+    const char *gid = canon_str(fc, "id");
     if (gid && *gid)
         buf_append_str(&id, gid);
     else
-        tool_id_with_signature(get_str(part, "thoughtSignature"), &id);
+        tool_id_with_signature(canon_str(part, "thoughtSignature"), &id);
     const cJSON *args = get(fc, "args");
     char *js = cJSON_IsObject(args) ? cJSON_PrintUnformatted(args) : NULL;
     cJSON *tc = cJSON_CreateObject();
@@ -913,7 +907,7 @@ static int decode_embeddings(struct attempt *a, cJSON *t, cJSON **out, struct gw
 {
     struct gw_error ignore;
     const cJSON *canon = attempt_canonical(a, &ignore);
-    const char *fmt = get_str(canon, "encoding_format");
+    const char *fmt = canon_str(canon, "encoding_format");
     bool b64 = fmt && strcmp(fmt, "base64") == 0;
     cJSON *list;
     cJSON *single = NULL;
@@ -1022,7 +1016,7 @@ static int gemini_decode_response(struct attempt *a, const char *body, size_t le
     struct buf text = BUF_INIT(BUF_UNBOUNDED);
     cJSON *tcs = cJSON_CreateArray();
     if (cand == NULL) {
-        const char *block = get_str(get(t, "promptFeedback"), "blockReason");
+        const char *block = canon_str(get(t, "promptFeedback"), "blockReason");
         if (block == NULL && !cJSON_IsArray(cands)) {
             buf_free(&text);
             cJSON_Delete(tcs);
@@ -1035,7 +1029,7 @@ static int gemini_decode_response(struct attempt *a, const char *body, size_t le
         const cJSON *part;
         cJSON_ArrayForEach(part, get(get(cand, "content"), "parts"))
         {
-            const char *tx = get_str(part, "text");
+            const char *tx = canon_str(part, "text");
             if (tx && !cJSON_IsTrue(get(part, "thought"))) {
                 buf_append_str(&text, tx);
             } else if (get(part, "functionCall")) {
@@ -1044,7 +1038,7 @@ static int gemini_decode_response(struct attempt *a, const char *body, size_t le
                     cJSON_AddItemToArray(tcs, tc);
             }
         }
-        fin = map_finish(get_str(cand, "finishReason"), cJSON_GetArraySize(tcs) > 0);
+        fin = map_finish(canon_str(cand, "finishReason"), cJSON_GetArraySize(tcs) > 0);
     }
     *out = canon_completion(a, text.data ? text.data : "", tcs, fin, &a->usage);
     buf_free(&text);
@@ -1076,7 +1070,7 @@ static int gemini_decode_stream_event(struct attempt *a, const struct stream_eve
     const cJSON *part;
     cJSON_ArrayForEach(part, get(get(cand, "content"), "parts"))
     {
-        const char *tx = get_str(part, "text");
+        const char *tx = canon_str(part, "text");
         if (tx && !cJSON_IsTrue(get(part, "thought"))) {
             struct chat_delta d = {.kind = DELTA_TEXT, .text = str_from(tx)};
             if (d.text.n)
@@ -1089,11 +1083,11 @@ static int gemini_decode_stream_event(struct attempt *a, const struct stream_eve
             const cJSON *fn = get(tc, "function");
             struct chat_delta d = {.kind = DELTA_TOOL_START,
                                    .tool_index = st->ntools,
-                                   .tool_id = str_from(get_str(tc, "id")),
-                                   .tool_name = str_from(get_str(fn, "name"))};
+                                   .tool_id = str_from(canon_str(tc, "id")),
+                                   .tool_name = str_from(canon_str(fn, "name"))};
             emit(a, &d);
             struct chat_delta args = {
-                .kind = DELTA_TOOL_ARGS, .tool_index = st->ntools, .text = str_from(get_str(fn, "arguments"))};
+                .kind = DELTA_TOOL_ARGS, .tool_index = st->ntools, .text = str_from(canon_str(fn, "arguments"))};
             emit(a, &args);
             st->ntools++;
             cJSON_Delete(tc);
@@ -1105,8 +1099,8 @@ static int gemini_decode_stream_event(struct attempt *a, const struct stream_eve
         struct chat_delta d = {.kind = DELTA_USAGE, .usage = u};
         emit(a, &d);
     }
-    const char *fr = get_str(cand, "finishReason");
-    const char *block = cand ? NULL : get_str(get(t, "promptFeedback"), "blockReason");
+    const char *fr = canon_str(cand, "finishReason");
+    const char *block = cand ? NULL : canon_str(get(t, "promptFeedback"), "blockReason");
     if ((fr || block) && !st->finished) {
         /* the last chunk carries finishReason: Gemini has no other terminal event */
         st->finished = true;
@@ -1133,8 +1127,8 @@ static long duration_ms(const char *s)
 
 static void gemini_error_from(int status, const cJSON *e, struct gw_error *err)
 {
-    const char *gstatus = get_str(e, "status");
-    const char *msg = get_str(e, "message");
+    const char *gstatus = canon_str(e, "status");
+    const char *msg = canon_str(e, "message");
     static const struct {
         const char *name;
         int status;
@@ -1166,15 +1160,15 @@ static void gemini_error_from(int status, const cJSON *e, struct gw_error *err)
     const cJSON *det;
     cJSON_ArrayForEach(det, get(e, "details"))
     {
-        const char *type = get_str(det, "@type");
+        const char *type = canon_str(det, "@type");
         if (type == NULL)
             continue;
         if (strstr(type, "google.rpc.RetryInfo")) {
-            const char *delay = get_str(det, "retryDelay");
+            const char *delay = canon_str(det, "retryDelay");
             if (delay)
                 err->retry_after_ms = duration_ms(delay);
         } else if (strstr(type, "google.rpc.ErrorInfo")) {
-            const char *reason = get_str(det, "reason");
+            const char *reason = canon_str(det, "reason");
             /* Google answers a wrong key with 400 INVALID_ARGUMENT; it is an authentication failure */
             if (reason && (strcmp(reason, "API_KEY_INVALID") == 0 || strcmp(reason, "API_KEY_EXPIRED") == 0)) {
                 err->status = 401;
