@@ -26,17 +26,6 @@ static int fail(struct scanner *s, const char *msg)
     return -1;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Validates UTF-8 of one multi-byte sequence starting at p (first byte >= 0x80). Returns its length or 0. */
 static size_t utf8_len(const unsigned char *p, const unsigned char *end)
 {
@@ -98,9 +87,9 @@ static int scan_string(struct scanner *s)
                     return fail(s, "truncated \\u escape");
                 unsigned cp = 0;
                 for (int i = 1; i <= 4; i++) {
-                    if (hexval(s->p[i]) < 0)
+                    if (str_hexval(s->p[i]) < 0)
                         return fail(s, "invalid \\u escape");
-                    cp = (cp << 4) | (unsigned)hexval(s->p[i]);
+                    cp = (cp << 4) | (unsigned)str_hexval(s->p[i]);
                 }
                 s->p += 5;
                 /* A surrogate must come as a high + low pair: a lone half has no UTF-8 form, and every JSON
@@ -112,9 +101,9 @@ static int scan_string(struct scanner *s)
                     if (s->end - s->p < 6 || s->p[0] != '\\' || s->p[1] != 'u')
                         return fail(s, "high surrogate without its low half");
                     for (int i = 2; i <= 5; i++) {
-                        if (hexval(s->p[i]) < 0)
+                        if (str_hexval(s->p[i]) < 0)
                             return fail(s, "invalid \\u escape");
-                        lo = (lo << 4) | (unsigned)hexval(s->p[i]);
+                        lo = (lo << 4) | (unsigned)str_hexval(s->p[i]);
                     }
                     if (lo < 0xdc00 || lo > 0xdfff)
                         return fail(s, "high surrogate without its low half");
@@ -484,12 +473,12 @@ int jval_str(const struct jval *v, struct buf *out)
                 return -1;
             uint32_t cp = 0;
             for (int i = 0; i < 4; i++)
-                cp = (cp << 4) | (uint32_t)hexval(p[i]);
+                cp = (cp << 4) | (uint32_t)str_hexval(p[i]);
             p += 4;
             if (cp >= 0xd800 && cp <= 0xdbff && end - p >= 6 && p[0] == '\\' && p[1] == 'u') {
                 uint32_t lo = 0;
                 for (int i = 2; i < 6; i++)
-                    lo = (lo << 4) | (uint32_t)hexval(p[i]);
+                    lo = (lo << 4) | (uint32_t)str_hexval(p[i]);
                 if (lo >= 0xdc00 && lo <= 0xdfff) {
                     cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
                     p += 6;

@@ -48,6 +48,18 @@ bool str_list_has_token(struct str list, const char *token);
 char *str_dup(struct str s);
 
 /* Strict decimal parsers: the whole slice must be a number in range; no sign for unsigned, no spaces. */
+/* The value of one hexadecimal digit (either case), or -1. */
+static inline int str_hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 int str_to_u64(struct str s, uint64_t *out);
 int str_to_i64(struct str s, int64_t *out);
 int str_to_double(struct str s, double *out);

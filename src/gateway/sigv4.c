@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/str.h"
 
 #define SIGV4_MAX_HEADERS 32
 
@@ -106,23 +107,12 @@ int sigv4_canonical_uri(const char *path, bool single_encode, struct buf *out)
     return rc ? -1 : 0;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes s[0..n) into out; an invalid escape is kept as is. */
 static int pct_decode(const char *s, size_t n, struct buf *out)
 {
     for (size_t i = 0; i < n; i++) {
-        if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
-            char c = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+        if (s[i] == '%' && i + 2 < n && str_hexval(s[i + 1]) >= 0 && str_hexval(s[i + 2]) >= 0) {
+            char c = (char)(str_hexval(s[i + 1]) * 16 + str_hexval(s[i + 2]));
             if (buf_append_char(out, c) != 0)
                 return -1;
             i += 2;
