@@ -127,11 +127,12 @@ class Proc:
             t += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
         return t
 
-    def status_kb(self, key):
+    def _proc_kb(self, name, key):
+        """Sum of a "Key: N kB" line of /proc/PID/<name> over the process tree."""
         t = 0
         for pid in self.tree():
             try:
-                with open("/proc/%d/status" % pid) as f:
+                with open("/proc/%d/%s" % (pid, name)) as f:
                     for line in f:
                         if line.startswith(key + ":"):
                             t += int(line.split()[1])
@@ -139,17 +140,11 @@ class Proc:
                 pass
         return t
 
+    def status_kb(self, key):
+        return self._proc_kb("status", key)
+
     def smaps_kb(self, key):
-        t = 0
-        for pid in self.tree():
-            try:
-                with open("/proc/%d/smaps_rollup" % pid) as f:
-                    for line in f:
-                        if line.startswith(key + ":"):
-                            t += int(line.split()[1])
-            except OSError:
-                pass
-        return t
+        return self._proc_kb("smaps_rollup", key)
 
     def stop(self):
         tree = self.tree()
