@@ -697,6 +697,18 @@ static void start_next(struct res *r)
     start(r->u, r->next_url, "again", r->next_res);
 }
 
+/* Starts r1 with body and, from inside r1's on_done, r2 on the same URL; runs the loop until r2 is done. */
+static bool run_back_to_back(struct upstream *u, const char *url, const char *body, struct res *r1, struct res *r2)
+{
+    res_init(r1);
+    res_init(r2);
+    r1->after_done = start_next;
+    r1->next_res = r2;
+    r1->next_url = url;
+    start(u, url, body, r1);
+    return run_until(&r2->dones, 1);
+}
+
 static void test_dead_pooled_retry(void)
 {
     struct tsrv *s = tsrv_start();
@@ -706,15 +718,9 @@ static void test_dead_pooled_retry(void)
     struct upstream *u = upstream_new(&loop);
     struct h1_stats b = stats(u);
     struct res r1, r2;
-    res_init(&r1);
-    res_init(&r2);
     char url[256];
     snprintf(url, sizeof(url), "%s", url_of(s, "/"));
-    r1.after_done = start_next;
-    r1.next_res = &r2;
-    r1.next_url = url;
-    start(u, url, "first", &r1);
-    ok(run_until(&r2.dones, 1));
+    ok(run_back_to_back(u, url, "first", &r1, &r2));
     ok(r1.ok && r2.ok);
     if (!r2.ok)
         printf("#   %s\n", r2.err);
@@ -741,13 +747,7 @@ static void test_dead_pooled_retry(void)
     /* retried once, not twice */
     tsrv_script(s, ACT_RESPOND_CLOSE, OK_SMALL, 0);
     tsrv_script(s, ACT_CLOSE, NULL, 0);
-    res_init(&r1);
-    res_init(&r2);
-    r1.after_done = start_next;
-    r1.next_res = &r2;
-    r1.next_url = url;
-    start(u, url, "x", &r1);
-    ok(run_until(&r2.dones, 1));
+    ok(run_back_to_back(u, url, "x", &r1, &r2));
     ok(r1.ok && !r2.ok);
     is_str(r2.err, "Empty reply from server");
     is_int(stats(u).retries, 1);
@@ -1309,15 +1309,9 @@ static void test_tls_dead_pooled_retry(void)
     tls_srv_run(s);
     struct upstream *u = upstream_new(&loop);
     struct res r1, r2;
-    res_init(&r1);
-    res_init(&r2);
     char url[128];
     snprintf(url, sizeof(url), "%s", tls_url(s, "127.0.0.1"));
-    r1.after_done = start_next;
-    r1.next_res = &r2;
-    r1.next_url = url;
-    start(u, url, "first", &r1);
-    ok(run_until(&r2.dones, 1));
+    ok(run_back_to_back(u, url, "first", &r1, &r2));
     ok(r1.ok && r2.ok);
     if (!r2.ok)
         printf("#   %s\n", r2.err);
