@@ -18,6 +18,7 @@ static void test_usage_count(void)
     is_int(usage_count(2.11111e+101), 1000000000000000LL);
     is_int(usage_count(9.3e18), 1000000000000000LL); /* past INT64_MAX */
     is_int(usage_count(999999999999999.0), 999999999999999LL);
+    is_int(usage_count(5e15), 1000000000000000LL); /* the cap, not just the int64 range */
 }
 
 int main(void)
