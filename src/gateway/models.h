@@ -12,9 +12,10 @@
 
 #include "common/buf.h"
 #include "common/str.h"
+#include "gateway/provider_ids.h"
+#include "gateway/providers/mock_config.h"
 
 struct config;
-struct config_mock;
 struct provider_ops;
 
 struct price {
