@@ -132,7 +132,7 @@ static void validate_deployment(struct cfg_ctx *ctx, void *obj, const struct yno
         {.key = "timeout", .type = CFG_DURATION, .off = (base) + DOFF(timeout_ms), .min = 0, .max = 86400000,   \
          .def = "0ms", .flags = CFG_NO_ENV, .help = "per attempt; 0 = gateway.request_timeout"},                  \
         {.key = "headers", .type = CFG_STRLIST, .off = (base) + DOFF(headers), .flags = CFG_NO_ENV,             \
-         .help = "extra upstream headers, 'Name: value'"},                                                \
+         .mask = gw_header_mask, .help = "extra upstream headers, 'Name: value'"},                                \
         {.key = "mock", .type = CFG_MAP, .off = (base) + DOFF(mock), .sub = &mock_config_schema,                \
          .flags = CFG_NO_ENV}
 
