@@ -8,7 +8,6 @@
 #include "common/log.h"
 #include "common/macros.h"
 #include "config/config.h"
-#include "gateway/gw_config.h"
 #include "gateway/provider.h"
 
 /* Prices in USD per million tokens as the providers published them (snapshot shipped with this release).

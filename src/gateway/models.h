@@ -12,8 +12,7 @@
 
 #include "common/buf.h"
 #include "common/str.h"
-#include "gateway/provider_ids.h"
-#include "gateway/providers/mock_config.h"
+#include "gateway/gw_config.h" /* the configuration it is built from; PROVIDER_*; struct config_mock */
 
 struct config;
 struct provider_ops;
