@@ -15,16 +15,16 @@ static void finish(struct cfg_ctx *ctx, void *obj, const char *path)
 {
     (void)path;
     const struct config *c = obj;
-    gw_models_finish(ctx, &c->models, "models");
+    gw_config_models_finish(ctx, &c->models, "models");
 }
 
 static const struct cfg_field root_fields[] = {
     {.key = "server", .type = CFG_MAP, .off = OFF(server), .sub = &server_config_schema},
     {.key = "log", .type = CFG_MAP, .off = OFF(log), .sub = &log_config_schema},
     {.key = "gateway", .type = CFG_MAP, .off = OFF(gateway), .sub = &gw_config_schema},
-    {.key = "models", .type = CFG_LIST, .off = OFF(models), .sub = &gw_model_schema,
+    {.key = "models", .type = CFG_LIST, .off = OFF(models), .sub = &gw_config_model_schema,
      .help = "public model names and the deployments behind them"},
-    {.key = "prices", .type = CFG_DICT, .off = OFF(prices), .sub = &gw_price_schema,
+    {.key = "prices", .type = CFG_DICT, .off = OFF(prices), .sub = &gw_config_price_schema,
      .help = "USD per million tokens, by model name (longest prefix wins), over the built-in table"},
 };
 

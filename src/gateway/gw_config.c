@@ -50,7 +50,7 @@ const struct cfg_schema gw_config_schema = {
 
 /* ---- headers ---- */
 
-bool gw_header_is_secret(const char *name, size_t len)
+bool gw_config_header_is_secret(const char *name, size_t len)
 {
     static const char *const words[] = {"key",      "token",  "auth",       "secret",   "cookie",
                                         "password", "passwd", "credential", "signature"};
@@ -67,10 +67,10 @@ bool gw_header_is_secret(const char *name, size_t len)
     return false;
 }
 
-void gw_header_mask(struct buf *out, const char *header)
+void gw_config_header_mask(struct buf *out, const char *header)
 {
     const char *colon = strchr(header, ':');
-    if (colon == NULL || !gw_header_is_secret(header, (size_t)(colon - header))) {
+    if (colon == NULL || !gw_config_header_is_secret(header, (size_t)(colon - header))) {
         buf_append_json_cstr(out, header);
         return;
     }
@@ -132,7 +132,7 @@ static void validate_deployment(struct cfg_ctx *ctx, void *obj, const struct yno
         {.key = "timeout", .type = CFG_DURATION, .off = (base) + DOFF(timeout_ms), .min = 0, .max = 86400000,   \
          .def = "0ms", .flags = CFG_NO_ENV, .help = "per attempt; 0 = gateway.request_timeout"},                  \
         {.key = "headers", .type = CFG_STRLIST, .off = (base) + DOFF(headers), .flags = CFG_NO_ENV,             \
-         .mask = gw_header_mask, .help = "extra upstream headers, 'Name: value'"},                                \
+         .mask = gw_config_header_mask, .help = "extra upstream headers, 'Name: value'"},                         \
         {.key = "mock", .type = CFG_MAP, .off = (base) + DOFF(mock), .sub = &mock_config_schema,                \
          .flags = CFG_NO_ENV}
 
@@ -169,13 +169,13 @@ static const struct cfg_field model_fields[] = {
      .help = "an embeddings model (/v1/embeddings) rather than a chat model"},
     DEPLOYMENT_FIELDS(MODOFF(inline_dep)),
 };
-const struct cfg_schema gw_model_schema = {.name = "model",
+const struct cfg_schema gw_config_model_schema = {.name = "model",
                                            .item_size = sizeof(struct config_model),
                                            .fields = model_fields,
                                            .nfields = ARRAY_LEN(model_fields),
                                            .validate = validate_model};
 
-void gw_models_finish(struct cfg_ctx *ctx, const struct cfg_list *models, const char *path)
+void gw_config_models_finish(struct cfg_ctx *ctx, const struct cfg_list *models, const char *path)
 {
     const struct config_model *m = models->items;
     for (size_t i = 0; i < models->n; i++)
@@ -197,7 +197,7 @@ static const struct cfg_field price_fields[] = {
     {.key = "cache_write", .type = CFG_DOUBLE, .off = POFF(cache_write), .dmin = 0, .dmax = 1e6,
      .help = "USD per million cache-write tokens (default: input)"},
 };
-const struct cfg_schema gw_price_schema = {.name = "price",
+const struct cfg_schema gw_config_price_schema = {.name = "price",
                                            .item_size = sizeof(struct config_price),
                                            .fields = price_fields,
                                            .nfields = ARRAY_LEN(price_fields)};

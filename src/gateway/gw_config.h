@@ -49,17 +49,17 @@ struct config_price {
 /* The `gateway:` section; offsets relative to struct config_gateway. */
 extern const struct cfg_schema gw_config_schema;
 /* One item of `models:` (struct config_model) and of `prices:` (struct config_price). */
-extern const struct cfg_schema gw_model_schema;
-extern const struct cfg_schema gw_price_schema;
+extern const struct cfg_schema gw_config_model_schema;
+extern const struct cfg_schema gw_config_price_schema;
 
 /* Checks across the whole `models` list once every source is applied (a public name given twice). */
-void gw_models_finish(struct cfg_ctx *ctx, const struct cfg_list *models, const char *path);
+void gw_config_models_finish(struct cfg_ctx *ctx, const struct cfg_list *models, const char *path);
 
 /* True when a header with this name carries a credential: the name contains key, token, auth, secret, cookie,
  * password, passwd, credential or signature, in any case (Authorization, X-Api-Key, Cookie, X-Amz-Security-Token,
  * ...). `config print` masks such values; upstream-text redaction may use the same rule. */
-bool gw_header_is_secret(const char *name, size_t len);
-/* Writes a "Name: value" header as a YAML string, the value replaced by *** when gw_header_is_secret(Name). */
-void gw_header_mask(struct buf *out, const char *header);
+bool gw_config_header_is_secret(const char *name, size_t len);
+/* Writes a "Name: value" header as a YAML string, the value replaced by *** when gw_config_header_is_secret(Name). */
+void gw_config_header_mask(struct buf *out, const char *header);
 
 #endif

@@ -270,16 +270,16 @@ static void test_keep_restart(void)
 /* `config print` masks credentials in deployment headers as it does api_key (issue 15 item 4). */
 static void test_print_masks_headers(void)
 {
-    ok(gw_header_is_secret("Authorization", 13));
-    ok(gw_header_is_secret("x-api-key", 9));
-    ok(gw_header_is_secret("X-Goog-Api-Key", 14));
-    ok(gw_header_is_secret("Cookie", 6));
-    ok(gw_header_is_secret("X-Amz-Security-Token", 20));
-    ok(gw_header_is_secret("X-Client-SECRET", 15));
-    ok(gw_header_is_secret("X-Db-Password", 13));
-    ok(!gw_header_is_secret("X-Trace-Id", 10));
-    ok(!gw_header_is_secret("Accept", 6));
-    ok(!gw_header_is_secret("X-Trace-Id-Token", 10)); /* only the name's own bytes count */
+    ok(gw_config_header_is_secret("Authorization", 13));
+    ok(gw_config_header_is_secret("x-api-key", 9));
+    ok(gw_config_header_is_secret("X-Goog-Api-Key", 14));
+    ok(gw_config_header_is_secret("Cookie", 6));
+    ok(gw_config_header_is_secret("X-Amz-Security-Token", 20));
+    ok(gw_config_header_is_secret("X-Client-SECRET", 15));
+    ok(gw_config_header_is_secret("X-Db-Password", 13));
+    ok(!gw_config_header_is_secret("X-Trace-Id", 10));
+    ok(!gw_config_header_is_secret("Accept", 6));
+    ok(!gw_config_header_is_secret("X-Trace-Id-Token", 10)); /* only the name's own bytes count */
 
     struct buf errs = BUF_INIT(1 << 16);
     char *env[] = {NULL};
