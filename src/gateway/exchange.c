@@ -665,7 +665,7 @@ static int on_up_data(struct up_xfer *x, const char *data, size_t len, void *ud)
     return UP_DATA_OK;
 }
 
-static void on_up_done(struct up_xfer *x, bool ok, const char *errmsg, void *ud)
+static void on_up_done(struct up_xfer *x, enum up_result r, void *ud)
 {
     struct attempt *a = ud;
     struct exchange *ex = a->ex;
@@ -683,14 +683,13 @@ static void on_up_done(struct up_xfer *x, bool ok, const char *errmsg, void *ud)
         attempt_fail(a, &err);
         return;
     }
-    if (!ok) {
+    if (r != UP_OK) {
         if (a->has_err) {
             err = a->err; /* our own abort: a response too large, a decode error, a mid-stream error event */
         } else {
-            bool timeout = errmsg && (strstr(errmsg, "imeout") || strstr(errmsg, "timed out") ||
-                                      strstr(errmsg, "no response headers"));
+            bool timeout = up_result_is_timeout(r);
             gw_error_set(&err, timeout ? 504 : 502, timeout ? GW_ERR_TIMEOUT : GW_ERR_API, "upstream %s: %s",
-                         a->dep->label, errmsg ? errmsg : "transfer failed");
+                         a->dep->label, up_xfer_error(x));
             err.retryable = true;
         }
         err.retryable = err.retryable || (!a->any_output && err.status >= 500);

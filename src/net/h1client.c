@@ -93,6 +93,7 @@ struct h1conn {
     bool retried;   /* the transfer was already sent again once */
     bool tls_bad;   /* TLS itself failed: the session is not worth resuming */
     bool fail_soon; /* a failure found while starting: reported from the timer, never inside h1_start */
+    enum up_result fail_result; /* ... and what it was */
 };
 
 struct h1client {
@@ -369,6 +370,7 @@ static int deliver(struct h1_resp *r, const char *data, size_t len)
     }
     if (rc != UP_DATA_OK) {
         r->error = "Failure writing output to destination";
+        r->result = UP_E_ABORTED;
         return UP_DATA_ABORT;
     }
     x->bytes_in += len;
@@ -380,6 +382,7 @@ static int hdr_append(struct h1_resp *r, const char *p, size_t n)
     if (buf_append(&r->x->resp_headers, p, n) == 0)
         return 0;
     r->error = "Response headers larger than 65536 bytes";
+    r->result = UP_E_TOO_LARGE;
     return -1;
 }
 
@@ -418,11 +421,18 @@ static int on_p_headers_complete(http_parser *p)
     r->hstate = 0;
     if (p->status_code < 100) {
         r->error = "Invalid HTTP response from the server: status code below 100";
+        r->result = UP_E_PROTOCOL;
+        return -1;
+    }
+    if (p->status_code > 599) {
+        r->error = "Invalid HTTP response from the server: status code above 599";
+        r->result = UP_E_PROTOCOL;
         return -1;
     }
     if (p->status_code < 200) {
         if (p->status_code == 101) {
             r->error = "Unexpected 101 Switching Protocols from the server";
+            r->result = UP_E_PROTOCOL;
             return -1;
         }
         return 0; /* 100, 102, 103: the final response follows */
@@ -446,6 +456,7 @@ static int on_p_body(http_parser *p, const char *at, size_t n)
     struct up_xfer *x = r->x;
     if (!x->headers_done) {
         r->error = "Invalid HTTP response from the server: a 1xx response with a body";
+        r->result = UP_E_PROTOCOL;
         return -1;
     }
     if (!x->t_first_byte_us)
@@ -519,6 +530,7 @@ static int resp_parse(struct h1_resp *r, const char *data, size_t len, bool from
             snprintf(x->errbuf, sizeof(x->errbuf), "Invalid HTTP response from the server: %s",
                      http_errno_description(e));
             r->error = x->errbuf;
+            r->result = UP_E_PROTOCOL;
         }
         return H1_RESP_FAILED;
     }
@@ -571,6 +583,7 @@ int h1_resp_eof(struct h1_resp *r)
         return H1_RESP_COMPLETE;
     if (r->error)
         return H1_RESP_FAILED;
+    r->result = x->headers_done ? UP_E_RESET : UP_E_RESET_BEFORE_HEADERS;
     if (!x->headers_done && !started) {
         r->error = "Empty reply from server";
     } else if (!x->headers_done) {
@@ -607,13 +620,16 @@ int h1_resp_resume(struct h1_resp *r)
 
 /* ---------- transfers ---------- */
 
-static void xfer_finish(struct up_xfer *x, bool ok, const char *err)
+static void xfer_finish(struct up_xfer *x, enum up_result result, const char *err)
 {
     x->finished = true;
     x->t_done_us = time_mono_us();
+    x->result = result;
+    if (result != UP_OK && err && err != x->errbuf && err != x->abort_reason)
+        snprintf(x->errbuf, sizeof(x->errbuf), "%s", err);
     if (!x->cancelled && x->cb.on_done) {
         x->cancelled = true; /* no further callbacks; a cancel from inside on_done is a no-op */
-        x->cb.on_done(x, ok, ok ? NULL : err, x->ud);
+        x->cb.on_done(x, result, x->ud);
     }
     up_xfer_destroy(x);
 }
@@ -644,14 +660,13 @@ static struct up_xfer *conn_release(struct h1conn *k)
 }
 
 /* The transfer failed: the connection cannot be trusted any more. */
-static void xfer_fail(struct h1conn *k, const char *msg)
+static void xfer_fail(struct h1conn *k, enum up_result result, const char *msg)
 {
     struct up_xfer *x = conn_release(k);
     conn_close(k);
     if (x == NULL)
         return;
-    const char *err = x->abort_reason[0] ? x->abort_reason : msg ? msg : "transfer failed";
-    xfer_finish(x, false, err);
+    xfer_finish(x, result == UP_OK ? UP_E_OTHER : result, msg ? msg : "transfer failed");
 }
 
 /* Cancelled from inside one of its callbacks: tear down without on_done. */
@@ -778,9 +793,10 @@ static void timer_at(struct h1conn *k, uint64_t due)
 }
 
 /* A failure found where on_done must not run yet (inside h1_start): reported from the timer, next loop turn. */
-static void conn_fail_soon(struct h1conn *k)
+static void conn_fail_soon(struct h1conn *k, enum up_result result)
 {
     k->fail_soon = true;
+    k->fail_result = result;
     timer_at(k, 0);
 }
 
@@ -838,9 +854,9 @@ static void connect_failed(struct h1conn *k, bool defer)
     if (!h->numeric)
         h->addrs_expire_ms = 0; /* the next connection looks the name up again */
     if (defer)
-        conn_fail_soon(k);
+        conn_fail_soon(k, UP_E_CONNECT);
     else
-        xfer_fail(k, x->errbuf);
+        xfer_fail(k, UP_E_CONNECT, x->errbuf);
 }
 
 /* Connects to the host's address k->addr_i, failing over to the next ones on immediate errors. */
@@ -912,7 +928,7 @@ static void on_dns(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
             conn_connect(k);
         } else {
             snprintf(k->x->errbuf, sizeof(k->x->errbuf), "Could not resolve host: %s", h->name);
-            xfer_fail(k, k->x->errbuf);
+            xfer_fail(k, UP_E_DNS, k->x->errbuf);
         }
     }
 }
@@ -943,7 +959,7 @@ static void conn_start(struct h1conn *k)
         xfree(d);
         list_remove(k);
         snprintf(k->x->errbuf, sizeof(k->x->errbuf), "Could not resolve host: %s (%s)", h->name, uv_strerror(rc));
-        conn_fail_soon(k);
+        conn_fail_soon(k, UP_E_DNS);
         return;
     }
     h->lookup = d;
@@ -971,7 +987,7 @@ static void xfer_complete(struct h1conn *k, bool clean)
         conn_to_pool(k);
     else
         conn_close(k);
-    xfer_finish(x, true, NULL);
+    xfer_finish(x, UP_OK, NULL);
 }
 
 /* What the parser said about k's transfer. Returns true while the transfer runs on k and wants more input. */
@@ -990,7 +1006,7 @@ static bool conn_after_parse(struct h1conn *k, int st)
         xfer_drop(k);
         return false;
     default:
-        xfer_fail(k, k->resp.error);
+        xfer_fail(k, k->resp.result, k->resp.error);
         return false;
     }
 }
@@ -1000,7 +1016,7 @@ static void conn_eof(struct h1conn *k)
 {
     if (k->state == CONN_HANDSHAKE) {
         snprintf(k->x->errbuf, sizeof(k->x->errbuf), "TLS connect error: the server closed the connection");
-        xfer_fail(k, k->x->errbuf);
+        xfer_fail(k, UP_E_TLS, k->x->errbuf);
         return;
     }
     if (conn_retry(k))
@@ -1008,7 +1024,7 @@ static void conn_eof(struct h1conn *k)
     if (h1_resp_eof(&k->resp) == H1_RESP_COMPLETE)
         xfer_complete(k, false);
     else
-        xfer_fail(k, k->resp.error);
+        xfer_fail(k, k->resp.result, k->resp.error);
 }
 
 /* ---------- TLS (memory BIOs: ciphertext in from the socket, out through uv_write) ---------- */
@@ -1083,7 +1099,7 @@ static void tls_errmsg(struct h1conn *k, const char *what)
 static void tls_fail(struct h1conn *k, const char *what)
 {
     tls_errmsg(k, what);
-    xfer_fail(k, k->x->errbuf);
+    xfer_fail(k, UP_E_TLS, k->x->errbuf);
 }
 
 static void tls_handshake(struct h1conn *k)
@@ -1098,7 +1114,7 @@ static void tls_handshake(struct h1conn *k)
     int wrc = tls_flush(k);
     if (wrc != 0) {
         snprintf(k->x->errbuf, sizeof(k->x->errbuf), "Send failure: %s", err_text(wrc));
-        xfer_fail(k, k->x->errbuf);
+        xfer_fail(k, UP_E_TLS, k->x->errbuf); /* during the handshake, as curl's SSL connect error */
         return;
     }
     if (e == SSL_ERROR_WANT_READ)
@@ -1109,7 +1125,7 @@ static void tls_handshake(struct h1conn *k)
     if (alpn_len && !(alpn_len == 8 && memcmp(alpn, "http/1.1", 8) == 0)) {
         snprintf(k->x->errbuf, sizeof(k->x->errbuf), "TLS connect error: the server chose ALPN %.*s", (int)alpn_len,
                  (const char *)alpn);
-        xfer_fail(k, k->x->errbuf);
+        xfer_fail(k, UP_E_TLS, k->x->errbuf);
         return;
     }
     k->state = CONN_ACTIVE;
@@ -1139,7 +1155,7 @@ static bool tls_drain(struct h1conn *k)
         }
         if (wrc != 0) {
             snprintf(k->x->errbuf, sizeof(k->x->errbuf), "Send failure: %s", err_text(wrc));
-            xfer_fail(k, k->x->errbuf);
+            xfer_fail(k, k->x->headers_done ? UP_E_RESET : UP_E_RESET_BEFORE_HEADERS, k->x->errbuf);
             return false;
         }
         tls_fail(k, "TLS receive error");
@@ -1220,7 +1236,7 @@ static void tls_start(struct h1conn *k)
     if (ssl == NULL) {
         snprintf(k->x->errbuf, sizeof(k->x->errbuf), "TLS connect error: %s",
                  k->c->ca_file ? "cannot load gateway.ca_file" : "cannot set up TLS");
-        xfer_fail(k, k->x->errbuf);
+        xfer_fail(k, UP_E_TLS, k->x->errbuf);
         return;
     }
     BIO *rb = BIO_new(BIO_s_mem()), *wb = BIO_new(BIO_s_mem());
@@ -1279,7 +1295,7 @@ static void on_conn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     if (conn_retry(k))
         return;
     snprintf(x->errbuf, sizeof(x->errbuf), "Recv failure: %s", err_text((int)nread));
-    xfer_fail(k, x->errbuf);
+    xfer_fail(k, x->headers_done ? UP_E_RESET : UP_E_RESET_BEFORE_HEADERS, x->errbuf);
 }
 
 static void on_write_done(struct h1conn *k, int status)
@@ -1292,7 +1308,7 @@ static void on_write_done(struct h1conn *k, int status)
     if (conn_retry(k))
         return;
     snprintf(k->x->errbuf, sizeof(k->x->errbuf), "Send failure: %s", err_text(status));
-    xfer_fail(k, k->x->errbuf);
+    xfer_fail(k, UP_E_RESET_BEFORE_HEADERS, k->x->errbuf); /* nothing of the response came back (rx == 0) */
 }
 
 static void on_write(uv_write_t *req, int status)
@@ -1340,7 +1356,7 @@ static void conn_send(struct h1conn *k)
         for (unsigned i = 0; i < nb; i++) {
             if (SSL_write(k->ssl, b[i].base, (int)b[i].len) <= 0) {
                 tls_errmsg(k, "TLS send error");
-                conn_fail_soon(k); /* this may run inside h1_start */
+                conn_fail_soon(k, UP_E_TLS); /* this may run inside h1_start */
                 return;
             }
         }
@@ -1352,7 +1368,7 @@ static void conn_send(struct h1conn *k)
         if (conn_retry(k)) /* a pooled connection the server had closed (EPIPE, ECONNRESET) */
             return;
         snprintf(x->errbuf, sizeof(x->errbuf), "Send failure: %s", err_text(rc));
-        conn_fail_soon(k); /* this may run inside h1_start */
+        conn_fail_soon(k, UP_E_RESET_BEFORE_HEADERS); /* this may run inside h1_start */
         return;
     }
     conn_read_start(k);
@@ -1423,7 +1439,7 @@ static void on_conn_timer(uv_timer_t *t)
         return;
     }
     if (k->fail_soon) {
-        xfer_fail(k, x->errbuf);
+        xfer_fail(k, k->fail_result, x->errbuf);
         return;
     }
     const struct up_request *rq = &x->req;
@@ -1431,7 +1447,7 @@ static void on_conn_timer(uv_timer_t *t)
     if (!x->headers_done && rq->first_byte_timeout_ms > 0 && el >= (unsigned long long)rq->first_byte_timeout_ms) {
         snprintf(x->abort_reason, sizeof(x->abort_reason), "no response headers within %ld ms (timed out)",
                  rq->first_byte_timeout_ms);
-        xfer_fail(k, x->abort_reason);
+        xfer_fail(k, UP_E_FIRST_BYTE_TIMEOUT, x->abort_reason);
         return;
     }
     long ct = rq->connect_timeout_ms > 0 ? rq->connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS;
@@ -1442,13 +1458,13 @@ static void on_conn_timer(uv_timer_t *t)
                  : k->state == CONN_HANDSHAKE ? "TLS handshake"
                                               : "Connection",
                  el);
-        xfer_fail(k, x->errbuf);
+        xfer_fail(k, UP_E_CONNECT_TIMEOUT, x->errbuf);
         return;
     }
     if (rq->timeout_ms > 0 && el >= (unsigned long long)rq->timeout_ms) {
         snprintf(x->errbuf, sizeof(x->errbuf), "Operation timed out after %llu milliseconds with %llu bytes received",
                  el, (unsigned long long)x->bytes_in);
-        xfer_fail(k, x->errbuf);
+        xfer_fail(k, UP_E_TIMEOUT, x->errbuf);
         return;
     }
     conn_arm_timer(k);

@@ -18,7 +18,8 @@
  *   certificate verified against the system store (plus gateway.ca_file) and its name or address checked,
  *   ALPN "http/1.1", sessions resumed per host; the connect deadline covers the handshake;
  * - connect, first-byte and whole-transfer deadlines on one timer per connection;
- * - error messages worded like curl's, because callers classify timeouts by "timed out" in them.
+ * - every failure reported as an enum up_result (the same code libcurl's would map to), with a message in
+ *   curl's wording for logs.
  * What it does not serve is left to libcurl by h1_start returning -1: proxies from the environment and URLs
  * outside the plain shape it parses. (libcurl also brings HTTP/2 to https upstreams; this client speaks
  * HTTP/1.1 only, one request per connection at a time, as the providers' own SDKs do.) */
@@ -32,7 +33,7 @@
 #include <uv.h>
 
 #include "common/buf.h"
-#include "net/upstream.h"
+#include "net/upstream_types.h"
 
 #define H1_MIN_IDLE_PER_HOST 64
 #define H1_MAX_IDLE_PER_HOST 1024
@@ -57,9 +58,6 @@ int h1_start(struct h1client *c, struct up_xfer *x);
 /* upstream_cancel and upstream_resume for transfers h1_start took (same contracts). */
 void h1_cancel(struct up_xfer *x);
 void h1_resume(struct up_xfer *x);
-
-/* Frees a transfer; shared by both backends (upstream.c). */
-void up_xfer_destroy(struct up_xfer *x);
 
 /* Connections and lookups of a client, for tests: open connections (any state but closing), idle ones in the
  * pool, connections opened since h1_new. */
@@ -105,6 +103,7 @@ struct h1_resp {
     struct buf pending; /* body bytes on_data answered PAUSE to: delivered again by h1_resp_resume */
     struct buf stash;   /* bytes read but not parsed when the transfer paused */
     const char *error;  /* why the response failed (a literal or x->errbuf); NULL while fine */
+    enum up_result result; /* ... and its code (UP_E_PROTOCOL, UP_E_TOO_LARGE, UP_E_RESET, ...) */
     uint8_t hstate;     /* 0 between headers, 1 in a name, 2 in a value */
     bool complete;      /* the final response ended */
     bool keep_alive;    /* ... and the connection may carry another request */
@@ -126,7 +125,7 @@ void h1_resp_free(struct h1_resp *r);
  * H1_RESP_*. */
 int h1_resp_feed(struct h1_resp *r, const char *data, size_t len);
 /* The peer closed the connection: completes a close-delimited body (H1_RESP_COMPLETE), otherwise sets r->error
- * in curl's wording (H1_RESP_FAILED). */
+ * and r->result (H1_RESP_FAILED). */
 int h1_resp_eof(struct h1_resp *r);
 /* Resumes a paused transfer: delivers the held bytes again, then parses the stash. Returns H1_RESP_*. */
 int h1_resp_resume(struct h1_resp *r);

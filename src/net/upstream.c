@@ -1,7 +1,6 @@
 #include "net/upstream.h"
 
 #include <curl/curl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -82,41 +81,6 @@ bool upstream_url_needs_curl(const char *url)
 void upstream_global_cleanup(void)
 {
     curl_dl_cleanup();
-}
-
-void up_request_init(struct up_request *r)
-{
-    memset(r, 0, sizeof(*r));
-    r->method = "POST";
-    buf_init(&r->url, 8192);
-    buf_init(&r->headers, 64 * 1024);
-    buf_init(&r->body, BUF_UNBOUNDED);
-}
-
-void up_request_free(struct up_request *r)
-{
-    buf_free(&r->url);
-    buf_free(&r->headers);
-    buf_free(&r->body);
-}
-
-void up_request_header(struct up_request *r, const char *name, const char *value)
-{
-    /* appends, not buf_printf: this runs several times per request and printf was ~1,300 instructions a call */
-    buf_append_str(&r->headers, name);
-    buf_append(&r->headers, ": ", 2);
-    buf_append_str(&r->headers, value);
-    buf_append(&r->headers, "\n", 1);
-}
-
-void up_request_headerf(struct up_request *r, const char *name, const char *fmt, ...)
-{
-    char tmp[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    up_request_header(r, name, tmp);
 }
 
 /* ---------- libuv <-> curl glue ---------- */
@@ -277,6 +241,13 @@ static size_t on_header_line(char *data, size_t size, size_t n, void *ud)
         curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
         if (code >= 100 && code < 200)
             return len;
+        if (code < 100 || code > 599) {
+            /* curl relays any three digits; a status outside HTTP's range is not a response to relay */
+            snprintf(x->abort_reason, sizeof(x->abort_reason), "Invalid HTTP response from the server: status code %ld",
+                     code); /* not errbuf: curl writes its own words there after this returns */
+            x->result = UP_E_PROTOCOL;
+            return 0;
+        }
         x->status = (int)code;
         x->headers_done = true;
         x->t_headers_us = time_mono_us();
@@ -304,8 +275,13 @@ static size_t on_body(char *data, size_t size, size_t n, void *ud)
     x->in_callback = true;
     int rc = x->cb.on_data(x, data, len, x->ud);
     x->in_callback = false;
-    if (x->cancelled || rc == UP_DATA_ABORT)
+    if (x->cancelled)
         return 0;
+    if (rc != UP_DATA_OK && rc != UP_DATA_PAUSE) {
+        x->result = UP_E_ABORTED;
+        snprintf(x->abort_reason, sizeof(x->abort_reason), "Failure writing output to destination");
+        return 0;
+    }
     if (rc == UP_DATA_PAUSE) {
         x->paused = true;
         return CURL_WRITEFUNC_PAUSE;
@@ -328,6 +304,7 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
         time_mono_us() - x->t_start_us > (uint64_t)x->req.first_byte_timeout_ms * 1000) {
         snprintf(x->abort_reason, sizeof(x->abort_reason), "no response headers within %ld ms (timed out)",
                  x->req.first_byte_timeout_ms);
+        x->result = UP_E_FIRST_BYTE_TIMEOUT;
         return 1;
     }
     return 0;
@@ -363,13 +340,6 @@ static void release_easy(struct upstream *u, CURL *easy)
     }
 }
 
-void up_xfer_destroy(struct up_xfer *x)
-{
-    up_request_free(&x->req);
-    buf_free(&x->resp_headers);
-    xfree(x);
-}
-
 struct xfer_private {
     struct up_xfer *x;
     struct curl_slist *headers;
@@ -385,7 +355,7 @@ struct up_xfer *upstream_start(struct upstream *u, struct up_request *req, const
     x->ud = ud;
     buf_init(&x->resp_headers, RESP_HEADERS_MAX);
     x->t_start_us = time_mono_us();
-    int client = x->req.client != UP_CLIENT_CONFIGURED ? x->req.client : u->client;
+    int client = x->req.client != UP_CLIENT_DEFAULT ? x->req.client : u->client;
     /* auto: https goes to libcurl, which offers h2 by ALPN and multiplexes; the HTTP/1.1 client takes plain http
      * (local model servers, sidecars, the benchmark's upstream), where h2 is not offered anyway. */
     bool https = x->req.url.len >= 8 && strncasecmp(x->req.url.data, "https://", 8) == 0;
@@ -464,6 +434,69 @@ static void reap(struct upstream *u, struct up_xfer *x)
     up_xfer_destroy(x);
 }
 
+/* What a CURLcode means in agentd's terms. Timeouts are told apart by how far the transfer got: before the
+ * connection (and its TLS handshake) was up it is the connect deadline, else the whole-transfer one. */
+static enum up_result curl_result(struct up_xfer *x, CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_OK:
+        return UP_OK;
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+        return UP_E_DNS;
+    case CURLE_COULDNT_CONNECT:
+        return UP_E_CONNECT;
+    case CURLE_OPERATION_TIMEDOUT: {
+        curl_off_t connected = 0, tls_done = 0;
+        curl_easy_getinfo(x->easy, CURLINFO_CONNECT_TIME_T, &connected);
+        curl_easy_getinfo(x->easy, CURLINFO_APPCONNECT_TIME_T, &tls_done);
+        bool https = x->req.url.len >= 8 && strncasecmp(x->req.url.data, "https://", 8) == 0;
+        if (connected == 0 || (https && tls_done == 0))
+            return UP_E_CONNECT_TIMEOUT;
+        return UP_E_TIMEOUT;
+    }
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_SSL_SHUTDOWN_FAILED:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_CLIENTCERT:
+    case CURLE_USE_SSL_FAILED:
+        return UP_E_TLS;
+    case CURLE_GOT_NOTHING:
+        return UP_E_RESET_BEFORE_HEADERS;
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_HTTP2_STREAM: /* the server reset the stream */
+        return x->headers_done ? UP_E_RESET : UP_E_RESET_BEFORE_HEADERS;
+    case CURLE_WEIRD_SERVER_REPLY:
+    case CURLE_HTTP2:
+    case CURLE_HTTP3:
+    case CURLE_BAD_CONTENT_ENCODING:
+    case CURLE_UNSUPPORTED_PROTOCOL:
+        return UP_E_PROTOCOL;
+    case CURLE_FILESIZE_EXCEEDED:
+#if LIBCURL_VERSION_NUM >= 0x080600
+    case CURLE_TOO_LARGE:
+#endif
+        return UP_E_TOO_LARGE;
+    case CURLE_WRITE_ERROR:
+    case CURLE_ABORTED_BY_CALLBACK:
+        return UP_E_ABORTED; /* our callbacks said stop without saying why (x->result was not set) */
+    default:
+        return UP_E_OTHER;
+    }
+}
+
 static void check_done(struct upstream *u)
 {
     CURLMsg *msg;
@@ -478,14 +511,13 @@ static void check_done(struct upstream *u)
         x->finished = true;
         x->t_done_us = time_mono_us();
         if (!x->cancelled && x->cb.on_done) {
-            bool ok = rc == CURLE_OK;
-            const char *err = ok                 ? NULL
-                              : x->abort_reason[0] ? x->abort_reason
-                              : x->errbuf[0]       ? x->errbuf
-                                                   : curl_easy_strerror(rc);
+            if (x->result == UP_OK) /* else one of our callbacks decided it (an abort, a bad status) */
+                x->result = curl_result(x, rc);
+            if (x->result != UP_OK && !x->errbuf[0])
+                snprintf(x->errbuf, sizeof(x->errbuf), "%s", curl_easy_strerror(rc));
             /* The callback may start new transfers or cancel others; this one is reaped right after. */
             x->cancelled = true; /* no further callbacks for it */
-            x->cb.on_done(x, ok, err, x->ud);
+            x->cb.on_done(x, x->result, x->ud);
         }
         reap(u, x);
     }
@@ -518,56 +550,6 @@ void upstream_resume(struct up_xfer *x)
     struct upstream *u = x->u; /* x may be reaped by now */
     curl_multi_socket_action(u->multi, CURL_SOCKET_TIMEOUT, 0, &u->running);
     check_done(u);
-}
-
-int up_xfer_header(const struct up_xfer *x, const char *name, char *out, size_t size)
-{
-    size_t nlen = strlen(name);
-    const char *p = x->resp_headers.data;
-    const char *end = p ? p + x->resp_headers.len : NULL;
-    while (p && p < end) {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        const char *line_end = eol ? eol : end;
-        if ((size_t)(line_end - p) > nlen && strncasecmp(p, name, nlen) == 0 && p[nlen] == ':') {
-            const char *v = p + nlen + 1;
-            while (v < line_end && (*v == ' ' || *v == '\t'))
-                v++;
-            const char *ve = line_end;
-            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' '))
-                ve--;
-            size_t n = (size_t)(ve - v);
-            if (size == 0)
-                return 0;
-            if (n >= size)
-                n = size - 1;
-            memcpy(out, v, n);
-            out[n] = '\0';
-            return 0;
-        }
-        p = eol ? eol + 1 : end;
-    }
-    return -1;
-}
-
-long up_xfer_retry_after_ms(const struct up_xfer *x)
-{
-    char v[128];
-    if (up_xfer_header(x, "retry-after-ms", v, sizeof(v)) == 0) {
-        double ms;
-        if (str_to_double(str_from(v), &ms) == 0 && ms >= 0)
-            return (long)ms;
-    }
-    if (up_xfer_header(x, "retry-after", v, sizeof(v)) == 0) {
-        double secs;
-        if (str_to_double(str_from(v), &secs) == 0 && secs >= 0)
-            return (long)(secs * 1000);
-        int64_t when;
-        if (time_parse_http_date(v, strlen(v), &when) == 0) {
-            int64_t now = (int64_t)(time_wall_us() / 1000000);
-            return when > now ? (long)(when - now) * 1000 : 0;
-        }
-    }
-    return -1;
 }
 
 static void on_timer_closed(uv_handle_t *h)

@@ -242,6 +242,7 @@ struct res {
     struct upstream *u;
     int headers, datas, dones;
     bool ok;
+    enum up_result result;
     int status;
     char err[256];
     char xtest[64];
@@ -304,13 +305,13 @@ static int on_d(struct up_xfer *x, const char *data, size_t len, void *ud)
     return UP_DATA_OK;
 }
 
-static void on_dn(struct up_xfer *x, bool ok, const char *err, void *ud)
+static void on_dn(struct up_xfer *x, enum up_result result, void *ud)
 {
-    (void)x;
     struct res *r = ud;
     r->dones++;
-    r->ok = ok;
-    snprintf(r->err, sizeof(r->err), "%s", err ? err : "");
+    r->ok = result == UP_OK;
+    r->result = result;
+    snprintf(r->err, sizeof(r->err), "%s", up_xfer_error(x));
     r->x = NULL;
     if (r->after_done)
         r->after_done(r);
@@ -782,6 +783,7 @@ static void test_connect_errors(void)
     ok(!r.ok);
     snprintf(want, sizeof(want), "Failed to connect to 127.0.0.1 port %d: Connection refused", port);
     is_str(r.err, want);
+    is_str(up_result_name(r.result), "connect");
     res_free(&r);
 
     /* an unknown name (".invalid" never resolves, RFC 6761) */
@@ -789,6 +791,7 @@ static void test_connect_errors(void)
     start(u, "http://agentd-test.invalid:80/x", "x", &r);
     ok(run_until(&r.dones, 1));
     ok(!r.ok && strncmp(r.err, "Could not resolve host: agentd-test.invalid", 43) == 0);
+    is_str(up_result_name(r.result), "dns");
     res_free(&r);
 
     /* a listener whose accept queue is full: SYNs are dropped, the connect deadline ends it */
@@ -810,6 +813,7 @@ static void test_connect_errors(void)
     connect_ms = 5000;
     ok(run_until(&r.dones, 1));
     ok(!r.ok && strstr(r.err, "timed out") != NULL);
+    is_str(up_result_name(r.result), "connect_timeout");
     if (strncmp(r.err, "Connection timed out after", 26) != 0)
         printf("# note: the kernel did not drop the SYN (%s)\n", r.err);
     res_free(&r);
@@ -831,12 +835,14 @@ static void test_deadlines(void)
     ok(run_until(&r.dones, 1));
     ok(!r.ok);
     is_str(r.err, "no response headers within 100 ms (timed out)");
+    is_str(up_result_name(r.result), "first_byte_timeout");
     res_free(&r);
     res_init(&r);
     start_ex(u, url_of(s, "/"), "x", &r, UP_CLIENT_NATIVE, 0, 150);
     ok(run_until(&r.dones, 1));
     ok(!r.ok && r.headers == 1);
     ok(strncmp(r.err, "Operation timed out after ", 26) == 0 && strstr(r.err, "with 10 bytes received"));
+    is_str(up_result_name(r.result), "timeout");
     res_free(&r);
     upstream_free(u);
     tsrv_stop(s);
@@ -862,6 +868,9 @@ static void test_bad_responses(void)
     tsrv_script(s, ACT_RESPOND, "HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n", 0);
     tsrv_script(s, ACT_RESPOND_CLOSE, "HTTP/1.1 000 OK\r\n\r\nbody", 0);
     tsrv_script(s, ACT_RESPOND, "HTTP/1.1 100 Continue\r\nContent-Length: 3\r\n\r\nabc", 0);
+    tsrv_script(s, ACT_RESPOND, "HTTP/1.1 999 Whatever\r\nContent-Length: 2\r\n\r\n{}", 0);
+    tsrv_script(s, ACT_RESPOND, "HTTP/1.1 600 Nope\r\nContent-Length: 0\r\n\r\n", 0);
+    tsrv_script(s, ACT_RESPOND, "HTTP/1.1 599 Edge\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", 0);
     struct upstream *u = upstream_new(&loop);
     struct res r;
     const char *want[] = {"Response headers larger than 65536 bytes",
@@ -874,8 +883,14 @@ static void test_bad_responses(void)
                           "",
                           "Invalid HTTP response from the server: invalid HTTP status code",
                           "Invalid HTTP response from the server: status code below 100",
-                          "Invalid HTTP response from the server: a 1xx response with a body"};
-    for (int i = 0; i < 11; i++) {
+                          "Invalid HTTP response from the server: a 1xx response with a body",
+                          "Invalid HTTP response from the server: status code above 599",
+                          "Invalid HTTP response from the server: status code above 599",
+                          ""};
+    const char *want_result[] = {"too_large", "protocol", NULL,       "reset",    "reset",    "reset_before_headers",
+                                 "protocol",  "ok",       "protocol", "protocol", "protocol", "protocol",
+                                 "protocol",  "ok"};
+    for (int i = 0; i < 14; i++) {
         res_init(&r);
         start(u, url_of(s, "/"), "x", &r);
         if (i == 2) {
@@ -886,8 +901,11 @@ static void test_bad_responses(void)
             continue;
         }
         ok(run_until(&r.dones, 1));
+        if (!ok(strcmp(up_result_name(r.result), want_result[i]) == 0))
+            printf("#   case %d: got result %s\n", i, up_result_name(r.result));
         if (want[i][0]) {
             ok(!r.ok);
+            ok(r.headers == 0 || i == 3 || i == 4); /* a bad status is never relayed as headers */
             if (!ok(strcmp(r.err, want[i]) == 0))
                 printf("#   case %d: got \"%s\"\n", i, r.err);
         } else {
@@ -946,16 +964,52 @@ static void test_same_as_curl(void)
         res_free(&n);
         res_free(&c);
     }
+    /* and fail alike: the same result code for the same event, whatever the words */
+    tsrv_script(s, ACT_RESPOND, "HTTP/1.1 999 Whatever\r\nContent-Length: 2\r\n\r\n{}", 0);
+    tsrv_script(s, ACT_RESPOND, "HTTP/1.1 999 Whatever\r\nContent-Length: 2\r\n\r\n{}", 0);
+    tsrv_script(s, ACT_HANG, NULL, 0);
+    tsrv_script(s, ACT_HANG, NULL, 0);
+    tsrv_script(s, ACT_RESPOND_CLOSE, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc", 0);
+    tsrv_script(s, ACT_RESPOND_CLOSE, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc", 0);
+    tsrv_script(s, ACT_CLOSE, NULL, 0);
+    tsrv_script(s, ACT_CLOSE, NULL, 0);
+    char refused[64];
+    snprintf(refused, sizeof(refused), "http://127.0.0.1:%d/", free_port());
+    const struct {
+        const char *url;
+        long fb_ms;
+        const char *want;
+    } fails[] = {{NULL, 0, "protocol"},
+                 {NULL, 100, "first_byte_timeout"},
+                 {NULL, 0, "reset"},
+                 {NULL, 0, "reset_before_headers"},
+                 {refused, 0, "connect"},
+                 {"http://agentd-test.invalid:80/", 0, "dns"}};
+    for (size_t i = 0; i < sizeof(fails) / sizeof(fails[0]); i++) {
+        for (int curl = 0; curl < 2; curl++) {
+            res_init(&n);
+            struct upstream *uf = upstream_new(&loop); /* fresh pools: no reused connection to retry on */
+            start_ex(uf, fails[i].url ? fails[i].url : url_of(s, "/"), "x", &n, curl ? UP_CLIENT_CURL : UP_CLIENT_NATIVE,
+                     fails[i].fb_ms, 0);
+            ok(run_until(&n.dones, 1));
+            if (!ok(!n.ok && strcmp(up_result_name(n.result), fails[i].want) == 0))
+                printf("#   %s, %s: got %s (%s)\n", fails[i].want, curl ? "curl" : "native", up_result_name(n.result),
+                       n.err);
+            ok(n.status == 0 || strcmp(fails[i].want, "reset") == 0);
+            res_free(&n);
+            upstream_free(uf);
+        }
+    }
     upstream_free(u);
     tsrv_stop(s);
 }
 
 static long retry_after;
 
-static void grab_retry_after(struct up_xfer *x, bool ok_, const char *err, void *ud)
+static void grab_retry_after(struct up_xfer *x, enum up_result result, void *ud)
 {
     retry_after = up_xfer_retry_after_ms(x);
-    on_dn(x, ok_, err, ud);
+    on_dn(x, result, ud);
 }
 
 static void test_headers_lookup(void)
