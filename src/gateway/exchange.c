@@ -91,7 +91,8 @@ void gateway_preload(const struct config *cfg)
     for (size_t i = 0; r && i < r->nmodels; i++)
         for (size_t j = 0; j < r->models[i].ndeps; j++) {
             const struct deployment *d = &r->models[i].deps[j];
-            if (d->provider != PROVIDER_MOCK && d->base_url && upstream_url_needs_curl(d->base_url)) {
+            if (d->provider != PROVIDER_MOCK && d->base_url &&
+                upstream_url_needs_curl(d->base_url, gateway_up_options(cfg).client)) {
                 upstream_preload_curl();
                 return;
             }
@@ -103,11 +104,21 @@ void gateway_global_cleanup(void)
     upstream_global_cleanup();
 }
 
-struct gateway_worker *gateway_worker_new(uv_loop_t *loop)
+struct up_options gateway_up_options(const struct config *cfg)
+{
+    int c = cfg ? cfg->gateway.upstream_client : CONFIG_UPSTREAM_AUTO;
+    return (struct up_options){
+        .client = c == CONFIG_UPSTREAM_CURL ? UP_CLIENT_CURL : c == CONFIG_UPSTREAM_NATIVE ? UP_CLIENT_NATIVE : UP_CLIENT_AUTO,
+        .ca_file = cfg ? cfg->gateway.ca_file : NULL,
+        .max_connections = cfg ? (long)cfg->server.max_connections : 0,
+    };
+}
+
+struct gateway_worker *gateway_worker_new(uv_loop_t *loop, struct up_options up)
 {
     struct gateway_worker *g = xcalloc(1, sizeof(*g));
     g->loop = loop;
-    g->up = upstream_new(loop);
+    g->up = upstream_new(loop, up);
     g->rng = time_mono_ns() ^ (uint64_t)(uintptr_t)g;
     return g;
 }

@@ -84,7 +84,11 @@ void gw_handle_models(struct http_req *req);
 /* Per-worker gateway state (the upstream client). */
 struct config;
 struct gateway_worker;
-struct gateway_worker *gateway_worker_new(uv_loop_t *loop);
+/* The upstream client's options from the gateway's configuration (gateway.upstream_client, gateway.ca_file,
+ * server.max_connections); cfg may be NULL (the defaults). */
+struct up_options gateway_up_options(const struct config *cfg);
+/* up: read once per worker (the settings say "restart to change"), so no lock on the request path. */
+struct gateway_worker *gateway_worker_new(uv_loop_t *loop, struct up_options up);
 /* Call when the worker's connections are all closed; handles close asynchronously. */
 void gateway_worker_free(struct gateway_worker *g);
 /* Process-wide set-up (metrics families, libcurl). */

@@ -9,7 +9,6 @@
 #include "common/alloc.h"
 #include "common/log.h"
 #include "common/timeutil.h"
-#include "config/config.h"
 #include "net/curl_dl.h"
 #include "net/h1client.h"
 
@@ -19,8 +18,8 @@
 struct upstream {
     uv_loop_t *loop;
     struct h1client *h1;
-    int client;                /* UP_CLIENT_AUTO / NATIVE / CURL, from the configuration at creation */
-    char *ca_file;             /* gateway.ca_file, or NULL */
+    int client;                /* UP_CLIENT_AUTO / NATIVE / CURL, from up_options */
+    char *ca_file;             /* up_options.ca_file, or NULL */
     CURLM *multi;              /* created with the first libcurl transfer */
     long maxconnects;
     const char *error;         /* why the last upstream_start returned NULL (static text) */
@@ -66,15 +65,12 @@ int upstream_preload_curl(void)
     return rc;
 }
 
-bool upstream_url_needs_curl(const char *url)
+bool upstream_url_needs_curl(const char *url, int client)
 {
-    struct config *cfg = config_acquire();
-    int mode = cfg ? cfg->gateway.upstream_client : CONFIG_UPSTREAM_AUTO;
-    config_unref(cfg);
-    if (mode == CONFIG_UPSTREAM_CURL)
+    if (client == UP_CLIENT_CURL)
         return true;
     if (url && strncasecmp(url, "https://", 8) == 0)
-        return mode == CONFIG_UPSTREAM_AUTO || h1_proxy_applies(url);
+        return client != UP_CLIENT_NATIVE || h1_proxy_applies(url);
     return url && h1_proxy_applies(url);
 }
 
@@ -161,26 +157,21 @@ static int on_timer_set(CURLM *multi, long timeout_ms, void *userp)
     return 0;
 }
 
-struct upstream *upstream_new(uv_loop_t *loop)
+struct upstream *upstream_new(uv_loop_t *loop, struct up_options opts)
 {
     struct upstream *u = xcalloc(1, sizeof(*u));
     u->loop = loop;
-    /* Read once per worker (the settings say "restart to change"): no lock on the request path. */
-    struct config *cfg = config_acquire();
-    int mode = cfg ? cfg->gateway.upstream_client : CONFIG_UPSTREAM_AUTO;
     /* libcurl's connection cache: with more transfers in flight than it holds, every completion closes a
      * connection and the next request opens one, and each eviction scans the whole cache (bench/RESULTS.md measured
      * a 6x throughput drop at 1024 connections with 256). A client connection has at most one upstream transfer,
      * so the server's connection limit bounds what can be useful; HTTP/2 upstreams need far fewer. */
     long maxconnects = 256;
-    if (cfg && cfg->server.max_connections > maxconnects)
-        maxconnects = cfg->server.max_connections > 100000 ? 100000 : (long)cfg->server.max_connections;
-    if (cfg && cfg->gateway.ca_file && cfg->gateway.ca_file[0])
-        u->ca_file = xstrdup(cfg->gateway.ca_file);
-    config_unref(cfg);
+    if (opts.max_connections > maxconnects)
+        maxconnects = opts.max_connections > 100000 ? 100000 : opts.max_connections;
+    if (opts.ca_file && opts.ca_file[0])
+        u->ca_file = xstrdup(opts.ca_file);
     u->h1 = h1_new(loop, u->ca_file);
-    u->client = mode == CONFIG_UPSTREAM_CURL ? UP_CLIENT_CURL : mode == CONFIG_UPSTREAM_NATIVE ? UP_CLIENT_NATIVE
-                                                                                               : UP_CLIENT_AUTO;
+    u->client = opts.client == UP_CLIENT_CURL || opts.client == UP_CLIENT_NATIVE ? opts.client : UP_CLIENT_AUTO;
     u->maxconnects = maxconnects;
     uv_timer_init(loop, &u->timer);
     u->timer.data = u;

@@ -4,8 +4,9 @@
  * DNS in the thread pool, TLS through OpenSSL) serves http:// URLs that no proxy from the environment applies
  * to (and https:// too when gateway.upstream_client is native); libcurl's multi interface serves everything
  * else: https (HTTP/2 where the server offers it by ALPN), proxies, unusual URLs.
- * gateway.upstream_client chooses and gateway.ca_file adds trusted CAs for both (read when the upstream is
- * created). One struct upstream per loop owns both, so connections are reused across
+ * struct up_options chooses the backend and adds trusted CAs for both: the creator fills it (from the gateway's
+ * configuration); nothing in net/ reads the global configuration. One struct upstream per loop owns both, so
+ * connections are reused across
  * every request of that worker. A transfer is started with a fully built request and
  * reports through three callbacks: headers complete, body bytes (as they arrive: streams are never buffered
  * here), and done (exactly once, unless cancelled). Nothing blocks the loop: DNS runs off the loop, TLS and I/O
@@ -24,7 +25,17 @@
 
 #include "net/upstream_types.h"
 
-struct upstream *upstream_new(uv_loop_t *loop);
+/* What an upstream client is told when it is created (restart to change). A zeroed struct is valid: auto,
+ * the system CA store only, the default connection cache. */
+struct up_options {
+    int client;           /* UP_CLIENT_AUTO (or 0), UP_CLIENT_NATIVE, UP_CLIENT_CURL */
+    const char *ca_file;  /* PEM file of CAs trusted for https on top of the system store; NULL or "": none.
+                             Copied. */
+    long max_connections; /* client connections the process may hold (server.max_connections): sizes libcurl's
+                             connection cache; <= 256 (or 0) keeps 256, capped at 100000 */
+};
+
+struct upstream *upstream_new(uv_loop_t *loop, struct up_options opts);
 /* Cancels what is still running and closes handles asynchronously; the loop must run afterwards so the
  * closes complete. */
 void upstream_free(struct upstream *u);
@@ -40,10 +51,10 @@ void upstream_resume(struct up_xfer *x);
 /* Process-wide init/cleanup (call once from main before threads / at exit). libcurl itself is loaded on first
  * use (net/curl_dl.h); upstream_preload_curl loads it now, for a configuration that will need it, so that no
  * worker loop pays for the load on its first request. upstream_url_needs_curl says whether a URL goes to libcurl
- * under the current configuration and proxy environment. */
+ * with that client choice (UP_CLIENT_*) and the current proxy environment. */
 int upstream_global_init(void);
 int upstream_preload_curl(void);
-bool upstream_url_needs_curl(const char *url);
+bool upstream_url_needs_curl(const char *url, int client);
 void upstream_global_cleanup(void);
 
 #endif

@@ -15,6 +15,7 @@
 #include "test.h"
 
 static uv_loop_t loop;
+static struct up_options uopts; /* what every upstream_new here is given (the TLS tests add the test CA) */
 
 /* ---------- a scripted server ---------- */
 
@@ -416,7 +417,7 @@ static void test_no_proxy(void)
 static void test_keepalive(void)
 {
     struct tsrv *s = tsrv_start();
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct h1_stats before = stats(u);
     for (int i = 0; i < 3; i++) {
         struct res r;
@@ -456,7 +457,7 @@ static const char CHUNKED[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n
 static void test_pool_follows_load(void)
 {
     struct tsrv *s = tsrv_start();
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     enum { N = 200 };
     static struct res rs[N];
     for (int round = 0; round < 2; round++) {
@@ -491,7 +492,7 @@ static void test_pool_follows_load(void)
 static void test_idle_timeout(void)
 {
     struct tsrv *s = tsrv_start();
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     h1_set_idle_timeout(u->h1, 100);
     struct res r;
     /* the connect deadline is still armed when the connection is pooled: it fires, finds the connection idle
@@ -532,7 +533,7 @@ static void test_chunked(void)
 {
     struct tsrv *s = tsrv_start();
     tsrv_script(s, ACT_RESPOND, CHUNKED, 0);
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res r;
     res_init(&r);
     start(u, url_of(s, "/"), "x", &r);
@@ -556,7 +557,7 @@ static void test_close_delimited(void)
     struct tsrv *s = tsrv_start();
     tsrv_script(s, ACT_RESPOND_CLOSE, "HTTP/1.1 200 OK\r\nConnection: close\r\nX-Test: eof\r\n\r\nhello until eof", 0);
     tsrv_script(s, ACT_RESPOND_CLOSE, "HTTP/1.0 200 OK\r\n\r\nten four", 0);
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res r;
     res_init(&r);
     start(u, url_of(s, "/"), "x", &r);
@@ -583,7 +584,7 @@ static void test_informational(void)
                 "HTTP/1.1 100 Continue\r\nX-Test: early\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
                 "HTTP/1.1 201 Created\r\nX-Test: final\r\nContent-Length: 2\r\n\r\nok",
                 0);
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res r;
     res_init(&r);
     start(u, url_of(s, "/"), "x", &r);
@@ -612,7 +613,7 @@ static void test_pause_resume(void)
     tsrv_script(s, ACT_RESPOND,
                 "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\none\r\n3\r\ntwo\r\n5\r\nthree\r\n0\r\n\r\n",
                 0);
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res r;
     res_init(&r);
     r.pause_at = 1;
@@ -648,7 +649,7 @@ static void test_pause_resume(void)
 static void test_cancel(void)
 {
     struct tsrv *s = tsrv_start();
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res r;
     /* inside on_headers: nothing more is called, the connection is closed, not pooled */
     res_init(&r);
@@ -716,7 +717,7 @@ static void test_dead_pooled_retry(void)
     /* keep-alive response, then the server closes anyway: the pooled connection is dead */
     tsrv_script(s, ACT_RESPOND_CLOSE, OK_SMALL, 0);
     tsrv_script(s, ACT_RESPOND, OK_SMALL, 0);
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct h1_stats b = stats(u);
     struct res r1, r2;
     char url[256];
@@ -736,7 +737,7 @@ static void test_dead_pooled_retry(void)
     /* a fresh connection closed without an answer is not retried (it may have been processed) */
     tsrv_script(s, ACT_CLOSE, NULL, 0);
     upstream_free(u);
-    u = upstream_new(&loop);
+    u = upstream_new(&loop, uopts);
     res_init(&r1);
     start(u, url, "x", &r1);
     ok(run_until(&r1.dones, 1));
@@ -771,7 +772,7 @@ static int free_port(void)
 
 static void test_connect_errors(void)
 {
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res r;
     res_init(&r);
     int port = free_port();
@@ -828,7 +829,7 @@ static void test_deadlines(void)
     struct tsrv *s = tsrv_start();
     tsrv_script(s, ACT_HANG, NULL, 0);
     tsrv_script(s, ACT_RESPOND, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b", 0);
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res r;
     res_init(&r);
     start_ex(u, url_of(s, "/"), "x", &r, UP_CLIENT_NATIVE, 100, 0);
@@ -871,7 +872,7 @@ static void test_bad_responses(void)
     tsrv_script(s, ACT_RESPOND, "HTTP/1.1 999 Whatever\r\nContent-Length: 2\r\n\r\n{}", 0);
     tsrv_script(s, ACT_RESPOND, "HTTP/1.1 600 Nope\r\nContent-Length: 0\r\n\r\n", 0);
     tsrv_script(s, ACT_RESPOND, "HTTP/1.1 599 Edge\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", 0);
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res r;
     const char *want[] = {"Response headers larger than 65536 bytes",
                           "Invalid HTTP response from the server: invalid constant string",
@@ -922,7 +923,7 @@ static void test_bad_responses(void)
 static void test_localhost(void)
 {
     struct tsrv *s = tsrv_start();
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res r;
     res_init(&r);
     char url[128];
@@ -947,7 +948,7 @@ static void test_same_as_curl(void)
     tsrv_script(s, ACT_RESPOND, CHUNKED, 0);
     tsrv_script(s, ACT_RESPOND, "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nContent-Length: 2\r\n\r\n{}", 0);
     tsrv_script(s, ACT_RESPOND, "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nContent-Length: 2\r\n\r\n{}", 0);
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res n, c;
     for (int round = 0; round < 2; round++) {
         res_init(&n);
@@ -988,7 +989,7 @@ static void test_same_as_curl(void)
     for (size_t i = 0; i < sizeof(fails) / sizeof(fails[0]); i++) {
         for (int curl = 0; curl < 2; curl++) {
             res_init(&n);
-            struct upstream *uf = upstream_new(&loop); /* fresh pools: no reused connection to retry on */
+            struct upstream *uf = upstream_new(&loop, uopts); /* fresh pools: no reused connection to retry on */
             start_ex(uf, fails[i].url ? fails[i].url : url_of(s, "/"), "x", &n, curl ? UP_CLIENT_CURL : UP_CLIENT_NATIVE,
                      fails[i].fb_ms, 0);
             ok(run_until(&n.dones, 1));
@@ -1018,7 +1019,7 @@ static void test_headers_lookup(void)
     tsrv_script(
         s, ACT_RESPOND,
         "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nx-request-id:  abc \r\nContent-Length: 2\r\n\r\n{}", 0);
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res r;
     res_init(&r);
     struct up_request q;
@@ -1044,7 +1045,7 @@ static void test_proxy_env(void)
     struct tsrv *s = tsrv_start();
     setenv("http_proxy", "http://127.0.0.1:9", 1);
     setenv("no_proxy", "example.org", 1);
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res r;
     res_init(&r);
     /* a proxy applies to 127.0.0.1: libcurl takes it (and fails on the dead proxy port) */
@@ -1056,7 +1057,7 @@ static void test_proxy_env(void)
     res_free(&r);
     upstream_free(u);
     setenv("no_proxy", "localhost,127.0.0.1", 1);
-    u = upstream_new(&loop);
+    u = upstream_new(&loop, uopts);
     res_init(&r);
     x = start(u, url_of(s, "/"), "x", &r);
     ok(x && x->native != NULL);
@@ -1073,7 +1074,7 @@ static void test_free_while_busy(void)
     struct tsrv *s = tsrv_start();
     tsrv_script(s, ACT_RESPOND, OK_SMALL, 0);
     tsrv_script(s, ACT_HANG, NULL, 0);
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res r1, r2;
     res_init(&r1);
     res_init(&r2);
@@ -1287,7 +1288,7 @@ static void test_tls(void)
     s->acts[s->nacts++] = (struct act){ACT_RESPOND, tls_big, (size_t)n + 100000};
     s->acts[s->nacts++] = (struct act){ACT_RESPOND, CHUNKED, 0};
     tls_srv_run(s);
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res r;
     res_init(&r);
     ok(start(u, tls_url(s, "127.0.0.1"), "{}", &r) && r.x->native);
@@ -1334,7 +1335,7 @@ static void test_tls_by_name_and_resumption(void)
     struct tls_srv *s = tls_srv_start();
     s->acts[s->nacts++] = (struct act){ACT_RESPOND_CLOSE, OK_SMALL, 0};
     tls_srv_run(s);
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res r;
     res_init(&r);
     start(u, tls_url(s, "localhost"), "{}", &r);
@@ -1361,7 +1362,7 @@ static void test_tls_dead_pooled_retry(void)
     s->acts[s->nacts++] = (struct act){ACT_RESPOND_CLOSE, OK_SMALL, 0};
     s->acts[s->nacts++] = (struct act){ACT_RESPOND, OK_SMALL, 0};
     tls_srv_run(s);
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res r1, r2;
     char url[128];
     snprintf(url, sizeof(url), "%s", tls_url(s, "127.0.0.1"));
@@ -1383,7 +1384,7 @@ static void test_tls_handshake_deadline(void)
     struct tls_srv *s = tls_srv_start();
     s->no_handshake = true;
     tls_srv_run(s);
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res r;
     res_init(&r);
     connect_ms = 300; /* covers the handshake too */
@@ -1407,7 +1408,7 @@ static void test_tls_untrusted(void)
     SSL_CTX_use_certificate(s->ctx, self);
     SSL_CTX_use_PrivateKey(s->ctx, k);
     tls_srv_run(s);
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res r;
     res_init(&r);
     start(u, tls_url(s, "127.0.0.1"), "{}", &r);
@@ -1452,22 +1453,14 @@ int main(void)
     subtest("response headers and retry hints", test_headers_lookup);
     subtest("proxies from the environment go to libcurl", test_proxy_env);
     subtest("upstream_free with transfers, pool and lookups", test_free_while_busy);
-    /* TLS: trust the test CA through gateway.ca_file, as a deployment would */
+    /* TLS: trust the test CA through up_options.ca_file, as gateway.ca_file does in a deployment */
     tls_fixtures();
-    char env_ca[128];
-    snprintf(env_ca, sizeof(env_ca), "AGENTD_GATEWAY_CA_FILE=%s", ca_path);
-    char *env[] = {env_ca, NULL};
-    struct buf errs = BUF_INIT(4096);
-    struct config *cfg = config_load(NULL, env, &errs);
-    ok(cfg != NULL);
-    buf_free(&errs);
-    config_publish(cfg);
+    uopts.ca_file = ca_path;
     subtest("https: keep-alive, many records, pause and resume", test_tls);
     subtest("https by name: SNI, the name checked, sessions resumed", test_tls_by_name_and_resumption);
     subtest("https: a dead pooled connection is retried once", test_tls_dead_pooled_retry);
     subtest("https: the connect deadline covers the handshake", test_tls_handshake_deadline);
     subtest("https: an untrusted certificate is refused", test_tls_untrusted);
-    config_shutdown();
     unlink(ca_path);
     X509_free(leaf_cert);
     X509_free(ca_cert);
