@@ -25,16 +25,6 @@
 
 #include "net/upstream_types.h"
 
-/* What an upstream client is told when it is created (restart to change). A zeroed struct is valid: auto,
- * the system CA store only, the default connection cache. */
-struct up_options {
-    int client;           /* UP_CLIENT_AUTO (or 0), UP_CLIENT_NATIVE, UP_CLIENT_CURL */
-    const char *ca_file;  /* PEM file of CAs trusted for https on top of the system store; NULL or "": none.
-                             Copied. */
-    long max_connections; /* client connections the process may hold (server.max_connections): sizes libcurl's
-                             connection cache; <= 256 (or 0) keeps 256, capped at 100000 */
-};
-
 struct upstream *upstream_new(uv_loop_t *loop, struct up_options opts);
 /* Cancels what is still running and closes handles asynchronously; the loop must run afterwards so the
  * closes complete. */

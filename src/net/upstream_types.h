@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <uv.h>
+
 #include "common/buf.h"
 
 struct upstream;
@@ -32,6 +34,16 @@ enum {
     UP_CLIENT_AUTO,        /* agentd's HTTP/1.1 client for plain http, libcurl for https (h2) and proxies */
     UP_CLIENT_NATIVE,      /* agentd's HTTP/1.1 client for http and https, libcurl only for proxies */
     UP_CLIENT_CURL,        /* libcurl for everything */
+};
+
+/* What an upstream client is told when it is created (restart to change). A zeroed struct is valid: auto,
+ * the system CA store only, the default connection cache. */
+struct up_options {
+    int client;           /* UP_CLIENT_AUTO (or 0), UP_CLIENT_NATIVE, UP_CLIENT_CURL */
+    const char *ca_file;  /* PEM file of CAs trusted for https on top of the system store; NULL or "": none.
+                             Copied. */
+    long max_connections; /* client connections the process may hold (server.max_connections): sizes libcurl's
+                             connection cache; <= 256 (or 0) keeps 256, capped at 100000 */
 };
 
 void up_request_init(struct up_request *r);
@@ -78,8 +90,12 @@ struct up_callbacks {
     void (*on_done)(struct up_xfer *x, enum up_result r, void *ud);
 };
 
+struct up_backend_ops;
+
 struct up_xfer {
     struct upstream *u;
+    const struct up_backend_ops *ops; /* the backend running it (set by its start) */
+    void *backend;           /* that backend's instance */
     void *easy;              /* CURL *, when libcurl runs it */
     void *native;            /* the h1client connection carrying it, when agentd's own client runs it */
     struct up_request req;   /* owned */
@@ -106,5 +122,22 @@ long up_xfer_retry_after_ms(const struct up_xfer *x);
 
 /* Frees a transfer; shared by the backends. */
 void up_xfer_destroy(struct up_xfer *x);
+
+/* A backend of the upstream client: agentd's HTTP/1.1 client (net/h1client.h) or libcurl (net/upstream_curl.h).
+ * net/upstream.c makes one instance of each per loop and chooses, per transfer, which one starts it. */
+struct up_backend_ops {
+    const char *name; /* "native", "curl" */
+    void *(*create)(uv_loop_t *loop, const struct up_options *opts);
+    /* Closes everything (a transfer still attached is dropped without callbacks, with a warning); the instance
+     * is freed once the loop has run the closes. */
+    void (*destroy)(void *backend);
+    /* Takes x (x->req, x->cb filled by upstream_start). Returns 0: x runs here (x->ops and x->backend set) and
+     * its callbacks follow, never before this returns. Returns -1: x is untouched; *why says why when this
+     * backend failed rather than declined (NULL: not one it serves). */
+    int (*start)(void *backend, struct up_xfer *x, const char **why);
+    /* upstream_cancel and upstream_resume (same contracts; upstream.c has checked x->cancelled and x->paused). */
+    void (*cancel)(struct up_xfer *x);
+    void (*resume)(struct up_xfer *x);
+};
 
 #endif

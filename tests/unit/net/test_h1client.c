@@ -6,12 +6,14 @@
 #include "../../../src/net/upstream.c"
 
 #include <fcntl.h>
+#include <http_parser.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "net/h1_url.h"
 #include "test.h"
 
 static uv_loop_t loop;
@@ -956,7 +958,7 @@ static void test_same_as_curl(void)
         struct up_xfer *xn = start_ex(u, url_of(s, "/"), "x", &n, UP_CLIENT_NATIVE, 0, 0);
         ok(run_until(&n.dones, 1));
         struct up_xfer *xc = start_ex(u, url_of(s, "/"), "x", &c, UP_CLIENT_CURL, 0, 0);
-        ok(xn && xc && xc->easy != NULL && xc->native == NULL);
+        ok(xn && xc && xc->ops == &up_curl_backend_ops && xc->easy != NULL && xc->native == NULL);
         ok(run_until(&c.dones, 1));
         ok(n.ok && c.ok);
         is_int(n.status, c.status);
@@ -1050,7 +1052,7 @@ static void test_proxy_env(void)
     res_init(&r);
     /* a proxy applies to 127.0.0.1: libcurl takes it (and fails on the dead proxy port) */
     struct up_xfer *x = start(u, url_of(s, "/"), "x", &r);
-    ok(x && x->native == NULL && x->easy != NULL);
+    ok(x && x->ops == &up_curl_backend_ops && x->native == NULL && x->easy != NULL);
     ok(run_until(&r.dones, 1));
     ok(!r.ok);
     is_int(s->requests, 0);
@@ -1060,7 +1062,7 @@ static void test_proxy_env(void)
     u = upstream_new(&loop, uopts);
     res_init(&r);
     x = start(u, url_of(s, "/"), "x", &r);
-    ok(x && x->native != NULL);
+    ok(x && x->ops == &h1_backend_ops && x->native != NULL);
     ok(run_until(&r.dones, 1) && r.ok);
     res_free(&r);
     upstream_free(u);
