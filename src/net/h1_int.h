@@ -1,5 +1,6 @@
 /* h1_int.h: private to the native upstream client (net/h1client.c and net/h1_tls.c): its hosts, connections and
- * the calls between the connection machinery and the TLS layer. Nothing outside those two files includes it. */
+ * the calls between the connection machinery and the TLS layer. Nothing outside those two files includes it, and
+ * it includes nothing of theirs (no include cycle: h1client.c -> h1_int.h -> h1_resp.h). */
 #ifndef AGENTD_H1_INT_H
 #define AGENTD_H1_INT_H
 
@@ -12,9 +13,9 @@
 
 #include "common/buf.h"
 #include "net/h1_resp.h"
-#include "net/h1client.h"
 #include "net/upstream_types.h"
 
+#define H1_MAX_ADDRS 8 /* addresses of a name tried in order */
 #define READ_BUF_SIZE (64 * 1024)
 #define TLS_PLAIN_SIZE (16 * 1024) /* one TLS record's worth of plaintext per SSL_read */
 #define DEFAULT_CONNECT_TIMEOUT_MS 10000

@@ -36,7 +36,6 @@
 #define H1_MAX_IDLE_PER_HOST 1024
 #define H1_IDLE_TIMEOUT_MS 60000
 #define H1_DNS_TTL_MS 30000
-#define H1_MAX_ADDRS 8
 
 struct h1client;
 
