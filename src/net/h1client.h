@@ -17,12 +17,12 @@
  * - one safe retry: a request sent on a reused connection that the server had already closed (nothing of the
  *   response came back) is sent again once on a fresh connection;
  * - https through OpenSSL on memory BIOs over the same libuv stream: TLS 1.2 or later, SNI, the peer's
- *   certificate verified against the system store (plus gateway.ca_file) and its name or address checked,
+ *   certificate verified against the system store (plus up_options.ca_file) and its name or address checked,
  *   ALPN "http/1.1", sessions resumed per host; the connect deadline covers the handshake;
  * - connect, first-byte and whole-transfer deadlines on one timer per connection;
  * - every failure reported as an enum up_result (the same code libcurl's would map to), with a message in
  *   curl's wording for logs.
- * What it does not serve is left to libcurl by h1_start returning -1: proxies from the environment and URLs
+ * What it does not serve is left to libcurl by its start declining: proxies from the environment and URLs
  * outside the plain shape it parses. (libcurl also brings HTTP/2 to https upstreams; this client speaks
  * HTTP/1.1 only, one request per connection at a time, as the providers' own SDKs do.) */
 #ifndef AGENTD_H1CLIENT_H

@@ -1,13 +1,12 @@
 /* upstream.h: the upstream HTTP client, driven by the worker's libuv loop.
  *
- * Two backends behind one interface. agentd's own HTTP/1.1 client (net/h1client.c: a keep-alive pool per loop,
- * DNS in the thread pool, TLS through OpenSSL) serves http:// URLs that no proxy from the environment applies
- * to (and https:// too when gateway.upstream_client is native); libcurl's multi interface serves everything
- * else: https (HTTP/2 where the server offers it by ALPN), proxies, unusual URLs.
- * struct up_options chooses the backend and adds trusted CAs for both: the creator fills it (from the gateway's
- * configuration); nothing in net/ reads the global configuration. One struct upstream per loop owns both, so
- * connections are reused across
- * every request of that worker. A transfer is started with a fully built request and
+ * Two backends behind one interface (struct up_backend_ops, net/upstream_types.h). agentd's own HTTP/1.1 client
+ * (net/h1client.h: a keep-alive pool per loop, DNS in the thread pool, TLS through OpenSSL) serves http:// URLs
+ * that no proxy from the environment applies to (and https:// too under UP_CLIENT_NATIVE); libcurl's multi
+ * interface (net/upstream_curl.h) serves everything else: https (HTTP/2 where the server offers it by ALPN),
+ * proxies, unusual URLs. struct up_options chooses the backend and adds trusted CAs for both: the creator fills
+ * it (the gateway, from its configuration); nothing in net/ reads the global configuration. One struct upstream
+ * per loop owns one instance of each, so connections are reused across every request of that worker. A transfer is started with a fully built request and
  * reports through three callbacks: headers complete, body bytes (as they arrive: streams are never buffered
  * here), and done (exactly once, unless cancelled). Nothing blocks the loop: DNS runs off the loop, TLS and I/O
  * are non-blocking.
