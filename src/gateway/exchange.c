@@ -92,7 +92,7 @@ void gateway_preload(const struct config *cfg)
         for (size_t j = 0; j < r->models[i].ndeps; j++) {
             const struct deployment *d = &r->models[i].deps[j];
             if (d->provider != PROVIDER_MOCK && d->base_url &&
-                upstream_url_needs_curl(d->base_url, gateway_up_options(cfg).client)) {
+                upstream_url_needs_curl(d->base_url, gw_config_up_options(cfg).client)) {
                 upstream_preload_curl();
                 return;
             }
@@ -102,16 +102,6 @@ void gateway_preload(const struct config *cfg)
 void gateway_global_cleanup(void)
 {
     upstream_global_cleanup();
-}
-
-struct up_options gateway_up_options(const struct config *cfg)
-{
-    int c = cfg ? cfg->gateway.upstream_client : CONFIG_UPSTREAM_AUTO;
-    return (struct up_options){
-        .client = c == CONFIG_UPSTREAM_CURL ? UP_CLIENT_CURL : c == CONFIG_UPSTREAM_NATIVE ? UP_CLIENT_NATIVE : UP_CLIENT_AUTO,
-        .ca_file = cfg ? cfg->gateway.ca_file : NULL,
-        .max_connections = cfg ? (long)cfg->server.max_connections : 0,
-    };
 }
 
 struct gateway_worker *gateway_worker_new(uv_loop_t *loop, struct up_options up)

@@ -84,10 +84,8 @@ void gw_handle_models(struct http_req *req);
 /* Per-worker gateway state (the upstream client). */
 struct config;
 struct gateway_worker;
-/* The upstream client's options from the gateway's configuration (gateway.upstream_client, gateway.ca_file,
- * server.max_connections); cfg may be NULL (the defaults). */
-struct up_options gateway_up_options(const struct config *cfg);
-/* up: read once per worker (the settings say "restart to change"), so no lock on the request path. */
+/* up: read once per worker (the settings say "restart to change"; gw_config_up_options), so no lock on the request
+ * path. */
 struct gateway_worker *gateway_worker_new(uv_loop_t *loop, struct up_options up);
 /* Call when the worker's connections are all closed; handles close asynchronously. */
 void gateway_worker_free(struct gateway_worker *g);
