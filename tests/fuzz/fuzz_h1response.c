@@ -39,7 +39,7 @@ static void on_h(struct up_xfer *x, void *ud)
     if (rn->ended || rn->stopped || rn->headers || rn->datas)
         abort();
     rn->headers++;
-    if (x->status < 200 || x->status > 999 || x->resp_headers.len > H1_RESP_HEADERS_MAX)
+    if (x->status < 200 || x->status > 599 || x->resp_headers.len > H1_RESP_HEADERS_MAX)
         abort();
     rn->hdr_hash = 14695981039346656037ull;
     for (size_t i = 0; i < x->resp_headers.len; i++)
