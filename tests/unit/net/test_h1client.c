@@ -976,29 +976,32 @@ static void test_same_as_curl(void)
     tsrv_script(s, ACT_RESPOND_CLOSE, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc", 0);
     tsrv_script(s, ACT_CLOSE, NULL, 0);
     tsrv_script(s, ACT_CLOSE, NULL, 0);
+    tsrv_script(s, ACT_RESPOND, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b", 0);
+    tsrv_script(s, ACT_RESPOND, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b", 0);
     char refused[64];
     snprintf(refused, sizeof(refused), "http://127.0.0.1:%d/", free_port());
     const struct {
         const char *url;
-        long fb_ms;
+        long fb_ms, total_ms;
         const char *want;
-    } fails[] = {{NULL, 0, "protocol"},
-                 {NULL, 100, "first_byte_timeout"},
-                 {NULL, 0, "reset"},
-                 {NULL, 0, "reset_before_headers"},
-                 {refused, 0, "connect"},
-                 {"http://agentd-test.invalid:80/", 0, "dns"}};
+    } fails[] = {{NULL, 0, 0, "protocol"},
+                 {NULL, 100, 0, "first_byte_timeout"},
+                 {NULL, 0, 0, "reset"},
+                 {NULL, 0, 0, "reset_before_headers"},
+                 {NULL, 0, 300, "timeout"},
+                 {refused, 0, 0, "connect"},
+                 {"http://agentd-test.invalid:80/", 0, 0, "dns"}};
     for (size_t i = 0; i < sizeof(fails) / sizeof(fails[0]); i++) {
         for (int curl = 0; curl < 2; curl++) {
             res_init(&n);
             struct upstream *uf = upstream_new(&loop, uopts); /* fresh pools: no reused connection to retry on */
             start_ex(uf, fails[i].url ? fails[i].url : url_of(s, "/"), "x", &n, curl ? UP_CLIENT_CURL : UP_CLIENT_NATIVE,
-                     fails[i].fb_ms, 0);
+                     fails[i].fb_ms, fails[i].total_ms);
             ok(run_until(&n.dones, 1));
             if (!ok(!n.ok && strcmp(up_result_name(n.result), fails[i].want) == 0))
                 printf("#   %s, %s: got %s (%s)\n", fails[i].want, curl ? "curl" : "native", up_result_name(n.result),
                        n.err);
-            ok(n.status == 0 || strcmp(fails[i].want, "reset") == 0);
+            ok(n.status == 0 || strcmp(fails[i].want, "reset") == 0 || strcmp(fails[i].want, "timeout") == 0);
             res_free(&n);
             upstream_free(uf);
         }
