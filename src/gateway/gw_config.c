@@ -201,3 +201,15 @@ const struct cfg_schema gw_config_price_schema = {.name = "price",
                                            .item_size = sizeof(struct config_price),
                                            .fields = price_fields,
                                            .nfields = ARRAY_LEN(price_fields)};
+
+struct up_options gw_config_up_options(const struct config *cfg)
+{
+    int c = cfg ? cfg->gateway.upstream_client : CONFIG_UPSTREAM_AUTO;
+    return (struct up_options){
+        .client = c == CONFIG_UPSTREAM_CURL     ? UP_CLIENT_CURL
+                  : c == CONFIG_UPSTREAM_NATIVE ? UP_CLIENT_NATIVE
+                                                : UP_CLIENT_AUTO,
+        .ca_file = cfg ? cfg->gateway.ca_file : NULL,
+        .max_connections = cfg ? (long)cfg->server.max_connections : 0,
+    };
+}
