@@ -174,6 +174,10 @@ static const struct cfg_field gateway_fields[] = {
      .max = 1LL << 30, .def = "8MiB", .help = "one streamed upstream event"},
     {.key = "default_max_tokens", .type = CFG_INT, .off = OFF(gateway.default_max_tokens), .min = 1,
      .max = 10000000, .def = "4096", .help = "sent to providers that require max_tokens when the client gave none"},
+    {.key = "max_usage_tokens", .type = CFG_INT, .off = OFF(gateway.max_usage_tokens), .min = 1,
+     .max = 1000000000000LL, .def = "10000000",
+     .help = "largest token count an upstream may report for one response; a count that is not a whole number in "
+             "0..this makes the usage 'not reported' (agentd_gateway_usage_invalid_total)"},
     {.key = "auto_models", .type = CFG_BOOL, .off = OFF(gateway.auto_models), .def = "true",
      .help = "add well-known models for every provider whose API key is in the environment"},
     {.key = "mock_model", .type = CFG_BOOL, .off = OFF(gateway.mock_model), .def = "true",
@@ -188,7 +192,7 @@ static const struct cfg_field gateway_fields[] = {
     {.key = "ca_file", .type = CFG_STRING, .off = OFF(gateway.ca_file), .max = 4096, .def = "", .flags = CFG_RESTART,
      .help = "PEM file of extra CA certificates trusted for upstream TLS, on top of the system store"},
 };
-static const struct cfg_schema gateway_schema = {"gateway", 0, gateway_fields, 12, NULL};
+static const struct cfg_schema gateway_schema = {"gateway", 0, gateway_fields, 13, NULL};
 
 static const struct cfg_field root_fields[] = {
     {.key = "server", .type = CFG_MAP, .sub = &server_schema},

@@ -82,6 +82,7 @@ int gateway_global_init(void)
     metrics_register(&m_cost);
     metrics_register(&m_tokens_total);
     metrics_register(&m_inflight);
+    usage_metrics_register();
     return upstream_global_init();
 }
 

@@ -7,6 +7,7 @@
 #include "common/alloc.h"
 #include "common/log.h"
 #include "config/config.h"
+#include "gateway/gw_types.h"
 #include "gateway/provider.h"
 
 /* Prices in USD per million tokens as the providers published them (snapshot shipped with this release).
@@ -254,6 +255,7 @@ static void free_registry_cb(void *p)
 int registry_attach(struct config *cfg, char **env, struct buf *warnings)
 {
     struct registry *r = xcalloc(1, sizeof(*r));
+    usage_limits_set(&(struct usage_limits){cfg->gateway.max_usage_tokens}); /* the bound in force from now on */
     /* prices: configuration first (it wins on equal names), then the built-in table */
     size_t nbuiltin = sizeof(builtin_prices) / sizeof(builtin_prices[0]);
     r->prices = xcalloc(cfg->prices.n + nbuiltin, sizeof(*r->prices));

@@ -83,6 +83,7 @@ int openai_family_decode_response(struct attempt *a, const char *body, size_t le
         }
         if (usage.type == J_OBJECT)
             openai_usage_object(usage.raw.p, usage.raw.n, &a->usage);
+        usage_check(&a->usage, a->dep ? a->dep->label : NULL);
         return 0;
     }
     if (a->op == OP_EMBEDDINGS) {
@@ -93,6 +94,7 @@ int openai_family_decode_response(struct attempt *a, const char *body, size_t le
             return -1;
         }
         openai_extract_usage(body, len, &a->usage);
+        usage_check(&a->usage, a->dep ? a->dep->label : NULL);
         *out = t;
         return 0;
     }
@@ -101,6 +103,7 @@ int openai_family_decode_response(struct attempt *a, const char *body, size_t le
         err->retryable = true;
         return -1;
     }
+    usage_check(&a->usage, a->dep ? a->dep->label : NULL);
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(t, "model");
     if (cJSON_IsString(model))
         snprintf(a->response_model, sizeof(a->response_model), "%s", model->valuestring);
@@ -134,6 +137,7 @@ int openai_family_decode_stream_event(struct attempt *a, const struct stream_eve
     if (jscan_get(data.p, data.n, "usage", &v) == 0 && v.type == J_OBJECT) {
         struct usage u;
         if (openai_extract_usage(data.p, data.n, &u) == 0) {
+            usage_check(&u, a->dep ? a->dep->label : NULL);
             a->usage = u;
             struct jval choices;
             bool no_choices = jscan_get(data.p, data.n, "choices", &choices) == 0 && choices.type == J_ARRAY &&
