@@ -17,6 +17,7 @@
 #include "gateway/models.h"
 #include "gateway/provider.h"
 #include "gateway/providers/canon.h"
+#include "gateway/redact.h"
 #include "net/http.h"
 
 /* ---------- usage and stop reasons ---------- */
@@ -963,6 +964,7 @@ static void map_error(struct attempt *a, int status, const char *body, size_t le
     /* 529 overloaded is Anthropic's own status: its SDKs know it, OpenAI clients and most proxies do not */
     if (status == 529 && !a->passthrough)
         err->status = 503;
+    attempt_scrub_error(a, err); /* no key quoted back; a 401/403 is agentd's failure (502) */
 }
 
 static void free_state(struct attempt *a)

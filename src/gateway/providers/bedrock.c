@@ -13,6 +13,7 @@
 #include "gateway/front.h"
 #include "gateway/models.h"
 #include "gateway/providers/canon.h"
+#include "gateway/redact.h"
 #include "gateway/sigv4.h"
 
 #define BEDROCK_MAX_BLOCKS 1024 /* content blocks tracked in one streamed message */
@@ -922,6 +923,7 @@ static void bedrock_map_error(struct attempt *a, int status, const char *body, s
     if (type[0])
         str_lcpy(err->code, type, sizeof(err->code));
     cJSON_Delete(t);
+    attempt_scrub_error(a, err); /* no credential quoted back; a 401/403 is agentd's failure (502) */
 }
 
 static int bedrock_extract_usage(const char *body, size_t len, struct usage *u)

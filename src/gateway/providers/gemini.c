@@ -16,6 +16,7 @@
 #include "gateway/front.h"
 #include "gateway/models.h"
 #include "gateway/providers/canon.h"
+#include "gateway/redact.h"
 #include "gateway/sigv4.h"
 
 /* Stream decoder state. emit is a seam for tests and fuzzers (NULL: deltas go to the client). */
@@ -1202,6 +1203,7 @@ static void gemini_map_error(struct attempt *a, int status, const char *body, si
         err->retryable = status == 429 || status == 408 || status >= 500;
     }
     cJSON_Delete(t);
+    attempt_scrub_error(a, err); /* no key quoted back; a 401/403 is agentd's failure (502) */
 }
 
 static int gemini_extract_usage(const char *body, size_t len, struct usage *u)

@@ -6,6 +6,7 @@
 #include "common/jscan.h"
 #include "gateway/front.h"
 #include "gateway/models.h"
+#include "gateway/redact.h"
 
 static void add_common_headers(struct attempt *a, struct up_request *r)
 {
@@ -151,6 +152,6 @@ int openai_family_decode_stream_event(struct attempt *a, const struct stream_eve
 
 void openai_family_map_error(struct attempt *a, int status, const char *body, size_t len, struct gw_error *err)
 {
-    (void)a;
     openai_map_error(status, body, len, err);
+    attempt_scrub_error(a, err); /* no key quoted back; a 401/403 is agentd's failure (502) */
 }

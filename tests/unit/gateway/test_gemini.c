@@ -498,9 +498,10 @@ static void test_errors(void)
     map_err(400, "{\"error\":{\"code\":400,\"message\":\"API key not valid.\",\"status\":\"INVALID_ARGUMENT\","
                  "\"details\":[{\"@type\":\"type.googleapis.com/google.rpc.ErrorInfo\",\"reason\":\"API_KEY_INVALID\"}]}}",
             &err);
-    is_int(err.status, 401);
-    is_int(err.type, GW_ERR_AUTHENTICATION);
-    ok(!err.retryable);
+    /* Google's answer to a wrong key is agentd's failure: 502, never an error blaming the client's key */
+    is_int(err.status, 502);
+    is_int(err.type, GW_ERR_API);
+    ok(err.retryable);
 
     static const struct {
         int http;
@@ -510,8 +511,8 @@ static void test_errors(void)
         enum gw_err_type type;
     } cases[] = {
         {400, "INVALID_ARGUMENT", 400, false, GW_ERR_INVALID_REQUEST},
-        {403, "PERMISSION_DENIED", 403, false, GW_ERR_PERMISSION},
-        {401, "UNAUTHENTICATED", 401, false, GW_ERR_AUTHENTICATION},
+        {403, "PERMISSION_DENIED", 502, true, GW_ERR_API},
+        {401, "UNAUTHENTICATED", 502, true, GW_ERR_API},
         {404, "NOT_FOUND", 404, false, GW_ERR_NOT_FOUND},
         {503, "UNAVAILABLE", 503, true, GW_ERR_OVERLOADED},
         {500, "INTERNAL", 500, true, GW_ERR_API},
