@@ -464,7 +464,7 @@ static void test_errors(void)
         is_int(err.retryable, cases[i].retry);
         is_int(err.type, cases[i].et);
         if (cases[i].http == 403) {
-            is_str(err.code, "");
+            is_str(err.code, "upstream_authentication_failed");
             ok(strstr(err.message, "upstream authentication failed at deployment") != NULL);
             ok(strstr(err.message, "the message") != NULL);
         } else {

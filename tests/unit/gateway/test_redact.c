@@ -91,7 +91,7 @@ static void test_upstream_error(void)
     is_int(e.status, 502);
     is_int(e.type, GW_ERR_API);
     ok(e.retryable);
-    is_str(e.code, "");
+    is_str(e.code, "upstream_authentication_failed");
     is_str(e.message,
            "upstream authentication failed at deployment openai:gpt-4o (HTTP 401): Incorrect API key provided: "
            "[REDACTED]");
