@@ -218,13 +218,17 @@ void redact_upstream_error(const struct redact_set *rs, const char *deployment, 
         return;
     /* The upstream refused agentd's credentials (or its account's rights): that is the gateway's failure, not the
      * client's; a 401 relayed as is would tell the client its own key is wrong. */
-    char msg[sizeof(err->message)];
-    snprintf(msg, sizeof(msg), "upstream authentication failed at deployment %s (HTTP %d): %s",
-             deployment ? deployment : "-", err->status, err->message);
-    memcpy(err->message, msg, sizeof(msg));
+    struct buf msg = BUF_INIT(BUF_UNBOUNDED);
+    buf_printf(&msg, "upstream authentication failed at deployment %s (HTTP %d): %s", deployment ? deployment : "-",
+               err->status, err->message);
+    size_t n = msg.len < sizeof(err->message) - 1 ? msg.len : sizeof(err->message) - 1;
+    memcpy(err->message, msg.data, n);
+    err->message[n] = '\0';
+    buf_free(&msg);
     err->status = 502;
     err->type = GW_ERR_API;
-    err->code[0] = err->param[0] = '\0';
+    snprintf(err->code, sizeof(err->code), "upstream_authentication_failed");
+    err->param[0] = '\0';
     err->retryable = true; /* another deployment has other credentials */
 }
 

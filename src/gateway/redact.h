@@ -41,8 +41,8 @@ size_t redact_append(const struct redact_set *rs, const char *text, size_t n, st
 size_t redact_cstr(const struct redact_set *rs, char *s, size_t cap);
 
 /* An error an upstream returned: its message, code and param are scrubbed; a 401/403 (the upstream refusing
- * agentd's own credentials, never the client's) becomes a 502 api_error naming an upstream authentication failure
- * at the deployment, retryable on the next deployment. rs and deployment may be NULL. */
+ * agentd's own credentials, never the client's) becomes a 502 api_error (code upstream_authentication_failed)
+ * naming the deployment, retryable on the next deployment. rs and deployment may be NULL. */
 void redact_upstream_error(const struct redact_set *rs, const char *deployment, struct gw_error *err);
 /* redact_upstream_error with the attempt's configuration and deployment. */
 void attempt_scrub_error(const struct attempt *a, struct gw_error *err);
