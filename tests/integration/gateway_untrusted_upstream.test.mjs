@@ -237,3 +237,40 @@ test('nothing of any key reached the log', async () => {
     assert.deepEqual(leaks(secret, d.rawStderr), [], `key bytes in the log:\n${d.rawStderr.slice(-3000)}`);
   }
 });
+
+test('gateway.max_usage_tokens is the bound: up to it a count is billed, past it the usage is not reported', async () => {
+  const oa = await startFake({ provider: 'openai' });
+  const d2 = await startAgentd({
+    config: `
+gateway:
+  max_usage_tokens: 1000
+models:
+  - name: oa
+    provider: openai
+    model: gpt-4o-mini
+    base_url: ${oa.urls.openai}
+    api_key: ${KEYS.oa}
+prices:
+  gpt-4o-mini: {input: 1.0, output: 2.0}
+`,
+  });
+  try {
+    const post = () => d2.fetch('/v1/chat/completions', { method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'oa', messages: [{ role: 'user', content: 'x' }] }) });
+    oa.script([{ usageTokens: 1000 }]);
+    let res = await post();
+    await res.text();
+    assert.equal(res.headers.get('x-agentd-input-tokens'), '1000');
+    assert.equal(res.headers.get('x-agentd-output-tokens'), '1000');
+    assert.equal(res.headers.get('x-agentd-cost-usd').replace(/0+$/, ''), '0.003');
+    oa.script([{ usageTokens: 1001 }]);
+    res = await post();
+    await res.text();
+    assert.equal(res.headers.get('x-agentd-input-tokens'), '0');
+    const m = await (await d2.opsFetch('/metrics')).text();
+    assert.match(m, /agentd_gateway_usage_invalid_total\{deployment="openai:gpt-4o-mini"\} 1\b/);
+  } finally {
+    assert.equal((await d2.stop()).code, 0);
+    await oa.close();
+  }
+});
