@@ -73,8 +73,9 @@ static void test_validate(void)
  * and the same verdict. */
 static void test_readers_agree(void)
 {
-    static const char *const lits[] = {"0",    "12",   "12.0", "1e3",  "1.5",   "-5",    "-0",  "1e300", "\"12\"",
-                                       "null", "true", "[]",   "{}",   "1E+2",  "10000001", "9999999.5", "1e7"};
+    static const char *const lits[] = {"0",  "12",    "12.0",     "1e3",       "1.5",  "-5",
+                                       "-0", "1e300", "\"12\"",   "null",      "true", "[]",
+                                       "{}", "1E+2",  "10000001", "9999999.5", "1e7"};
     struct usage_limits saved = usage_limits_get();
     usage_limits_set(&(struct usage_limits){10000000});
     for (size_t i = 0; i < sizeof(lits) / sizeof(lits[0]); i++) {

@@ -34,8 +34,10 @@ static void test_whole_and_fragments(void)
     /* a middle piece is caught when it reaches either end */
     is_str(scrub(rs, "x WXYZ0123456789wxyz y"), "x [REDACTED] y");
     /* several occurrences, adjacent ones merge */
-    is_str(scrub(rs, "a sk-proj-ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789wxyzsk-proj-ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789wxyz b"),
-           "a [REDACTED] b");
+    is_str(
+        scrub(rs,
+              "a sk-proj-ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789wxyzsk-proj-ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789wxyz b"),
+        "a [REDACTED] b");
     /* fewer than 8 bytes of it are not a leak worth blanking ordinary text for */
     is_str(scrub(rs, "sk-proj wxyz"), "sk-proj wxyz");
     is_str(scrub(rs, "nothing here"), "nothing here");
@@ -46,9 +48,9 @@ static void test_whole_and_fragments(void)
 static void test_short_secrets(void)
 {
     struct redact_set *rs = redact_set_new();
-    redact_set_add(rs, "abc");          /* too short: ignored */
-    redact_set_add(rs, "0123456789");   /* 10 bytes: only whole */
-    redact_set_add(rs, "0123456789");   /* duplicate */
+    redact_set_add(rs, "abc");        /* too short: ignored */
+    redact_set_add(rs, "0123456789"); /* 10 bytes: only whole */
+    redact_set_add(rs, "0123456789"); /* duplicate */
     redact_set_add(rs, NULL);
     redact_set_add(rs, "");
     is_int(redact_set_count(rs), 1);
