@@ -218,10 +218,15 @@ bool usage_check(struct usage *u, const char *deployment)
         return u->known;
     u->invalid_noted = true; /* copies of this usage (stream state -> attempt) are not counted again */
     metrics_inc(&m_usage_invalid, (const char *[]){deployment});
-    if (first_warning(deployment))
-        log_warn("upstream %s reported usage that is not a plausible token count (negative, fractional, not a number "
-                 "or above gateway.max_usage_tokens = %lld); such responses are billed as usage not reported "
-                 "(agentd_gateway_usage_invalid_total counts them; this warning is given once per deployment)",
-                 deployment, (long long)l.max_tokens);
+    struct log_line line;
+    if (first_warning(deployment) &&
+        log_begin(&line, LL_WARN,
+                  "upstream usage is not a plausible token count (negative, fractional, not a number or above "
+                  "gateway.max_usage_tokens): billed as usage not reported; agentd_gateway_usage_invalid_total "
+                  "counts them, this warning is given once per deployment")) {
+        log_field_cstr(&line, "deployment", deployment);
+        log_field_int(&line, "max_usage_tokens", l.max_tokens);
+        log_end(&line);
+    }
     return false;
 }
