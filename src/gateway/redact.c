@@ -5,6 +5,7 @@
 
 #include "common/alloc.h"
 #include "gateway/exchange.h"
+#include "gateway/gw_config.h"
 #include "gateway/models.h"
 #include "gateway/provider.h"
 
@@ -64,28 +65,6 @@ size_t redact_set_count(const struct redact_set *rs)
     return rs ? rs->n : 0;
 }
 
-static bool has_word_ci(const char *name, size_t n, const char *w)
-{
-    size_t wl = strlen(w);
-    for (size_t i = 0; i + wl <= n; i++) {
-        size_t j = 0;
-        while (j < wl && (name[i + j] | 0x20) == w[j])
-            j++;
-        if (j == wl)
-            return true;
-    }
-    return false;
-}
-
-bool redact_header_name_is_secret(const char *name, size_t n)
-{
-    static const char *const words[] = {"key", "token", "auth", "secret", "cookie", "password"};
-    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
-        if (has_word_ci(name, n, words[i]))
-            return true;
-    return false;
-}
-
 static bool is_ws(char c)
 {
     return c == ' ' || c == '\t';
@@ -94,7 +73,7 @@ static bool is_ws(char c)
 void redact_set_add_header(struct redact_set *rs, const char *line)
 {
     const char *colon = line ? strchr(line, ':') : NULL;
-    if (rs == NULL || colon == NULL || !redact_header_name_is_secret(line, (size_t)(colon - line)))
+    if (rs == NULL || colon == NULL || !gw_config_header_is_secret(line, (size_t)(colon - line)))
         return;
     const char *v = colon + 1, *end = v + strlen(v);
     while (v < end && is_ws(*v))

@@ -27,12 +27,10 @@ struct redact_set *redact_set_new(void);
 void redact_set_free(struct redact_set *rs);
 /* Adds a copy of secret (NULL, empty, too short and duplicates are ignored). */
 void redact_set_add(struct redact_set *rs, const char *secret);
-/* An extra header "Name: value": its value (and, for "Scheme token", the token) when the name looks secret. */
+/* An extra header "Name: value": its value (and, for "Scheme token", the token) when the name is secret by the rule
+ * `config print` masks with (gw_config_header_is_secret). */
 void redact_set_add_header(struct redact_set *rs, const char *line);
 size_t redact_set_count(const struct redact_set *rs);
-/* A header name that carries a credential: contains key, token, auth, secret, cookie or password
- * (case-insensitive). */
-bool redact_header_name_is_secret(const char *name, size_t n);
 
 /* Appends text to out with every known secret replaced by REDACT_MARK. Returns how many spans were replaced. */
 size_t redact_append(const struct redact_set *rs, const char *text, size_t n, struct buf *out);

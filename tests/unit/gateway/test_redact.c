@@ -60,15 +60,6 @@ static void test_short_secrets(void)
 
 static void test_headers(void)
 {
-    ok(redact_header_name_is_secret("Authorization", 13));
-    ok(redact_header_name_is_secret("X-Api-Key", 9));
-    ok(redact_header_name_is_secret("x-goog-api-KEY", 14));
-    ok(redact_header_name_is_secret("Cookie", 6));
-    ok(redact_header_name_is_secret("X-Session-Token", 15));
-    ok(redact_header_name_is_secret("X-Client-Secret", 15));
-    ok(redact_header_name_is_secret("X-Password", 10));
-    ok(!redact_header_name_is_secret("X-Title", 7));
-    ok(!redact_header_name_is_secret("HTTP-Referer", 12));
     struct redact_set *rs = redact_set_new();
     redact_set_add_header(rs, "Authorization: Bearer tok-1234567890abcdefghij  ");
     redact_set_add_header(rs, "X-Title: my-application-title");
