@@ -17,6 +17,7 @@
 #include "gateway/eventstream.h"
 #include "gateway/front.h"
 #include "gateway/models.h"
+#include "gateway/redact.h"
 #include "net/http.h"
 #include "net/sse.h"
 #include "net/upstream.h"
@@ -82,6 +83,7 @@ int gateway_global_init(void)
     metrics_register(&m_cost);
     metrics_register(&m_tokens_total);
     metrics_register(&m_inflight);
+    usage_metrics_register();
     return upstream_global_init();
 }
 
@@ -536,8 +538,11 @@ static bool can_retry(struct exchange *ex, const struct gw_error *err)
     return err->retryable && !ex->client_started && ex->iplan < ex->nplan;
 }
 
-void attempt_fail(struct attempt *a, const struct gw_error *err)
+void attempt_fail(struct attempt *a, const struct gw_error *err_in)
 {
+    struct gw_error scrubbed = *err_in; /* upstream text reaches neither client nor log with a key in it */
+    attempt_scrub_error(a, &scrubbed);
+    const struct gw_error *err = &scrubbed;
     struct exchange *ex = a->ex;
     if (ex->done)
         return;

@@ -29,6 +29,10 @@ static const struct cfg_field gateway_fields[] = {
      .def = "8MiB", .help = "one streamed upstream event"},
     {.key = "default_max_tokens", .type = CFG_INT, .off = GOFF(default_max_tokens), .min = 1, .max = 10000000,
      .def = "4096", .help = "sent to providers that require max_tokens when the client gave none"},
+    {.key = "max_usage_tokens", .type = CFG_INT, .off = GOFF(max_usage_tokens), .min = 1, .max = 1000000000000LL,
+     .def = "10000000",
+     .help = "largest token count an upstream may report for one response; a count that is not a whole number in "
+             "0..this makes the usage 'not reported' (agentd_gateway_usage_invalid_total)"},
     {.key = "auto_models", .type = CFG_BOOL, .off = GOFF(auto_models), .def = "true",
      .help = "add well-known models for every provider whose API key is in the environment"},
     {.key = "mock_model", .type = CFG_BOOL, .off = GOFF(mock_model), .def = "true",
