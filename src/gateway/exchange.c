@@ -533,6 +533,12 @@ void attempt_complete(struct attempt *a, cJSON *resp)
     respond_complete(ex, a, resp);
 }
 
+void attempt_scrub_error(const struct attempt *a, struct gw_error *err)
+{
+    const struct redact_set *rs = a && a->ex && a->ex->reg ? a->ex->reg->secrets : NULL;
+    redact_upstream_error(rs, a && a->dep ? a->dep->label : NULL, err);
+}
+
 static bool can_retry(struct exchange *ex, const struct gw_error *err)
 {
     return err->retryable && !ex->client_started && ex->iplan < ex->nplan;

@@ -4,10 +4,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
-#include "gateway/exchange.h"
 #include "gateway/gw_config.h"
-#include "gateway/models.h"
-#include "gateway/provider.h"
 
 struct redact_set {
     char **s;
@@ -209,10 +206,4 @@ void redact_upstream_error(const struct redact_set *rs, const char *deployment, 
     snprintf(err->code, sizeof(err->code), "upstream_authentication_failed");
     err->param[0] = '\0';
     err->retryable = true; /* another deployment has other credentials */
-}
-
-void attempt_scrub_error(const struct attempt *a, struct gw_error *err)
-{
-    const struct redact_set *rs = a && a->ex && a->ex->reg ? a->ex->reg->secrets : NULL;
-    redact_upstream_error(rs, a && a->dep ? a->dep->label : NULL, err);
 }

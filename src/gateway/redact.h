@@ -21,7 +21,6 @@
 #define REDACT_MARK "[REDACTED]"
 
 struct redact_set;
-struct attempt;
 
 struct redact_set *redact_set_new(void);
 void redact_set_free(struct redact_set *rs);
@@ -42,7 +41,5 @@ size_t redact_cstr(const struct redact_set *rs, char *s, size_t cap);
  * agentd's own credentials, never the client's) becomes a 502 api_error (code upstream_authentication_failed)
  * naming the deployment, retryable on the next deployment. rs and deployment may be NULL. */
 void redact_upstream_error(const struct redact_set *rs, const char *deployment, struct gw_error *err);
-/* redact_upstream_error with the attempt's configuration and deployment. */
-void attempt_scrub_error(const struct attempt *a, struct gw_error *err);
 
 #endif
