@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "api/daemon.h"
+#include "api/keys_cli.h"
 #include "config/config_cli.h"
 #include "sandbox/sandbox_cli.h"
 
@@ -18,6 +19,8 @@ static int usage(FILE *out, int rc)
             "  config print [--config FILE]\n"
             "                        print the effective configuration, secrets masked\n"
             "  config describe       list every setting (Markdown)\n"
+            "  keys create|list|show|update|revoke\n"
+            "                        manage virtual keys (agentd keys CMD --help)\n"
             "  sandbox run|check|batch|bench\n"
             "                        run code in the sandbox; report isolation features; run many; measure\n"
             "  version               print the version\n");
@@ -33,6 +36,8 @@ int main(int argc, char **argv)
         return daemon_main(argc - 1, argv + 1);
     if (strcmp(cmd, "config") == 0)
         return config_cli_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "keys") == 0)
+        return keys_cli_main(argc - 1, argv + 1);
     if (strcmp(cmd, "sandbox") == 0)
         return sandbox_cli_main(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

@@ -67,6 +67,10 @@ struct config_gateway {
     char *ca_file;                   /* extra trusted CAs for upstream TLS; "" = the system store only */
 };
 
+struct config_auth {
+    int mode; /* AUTH_MODE_* (policy/auth.h): auto, keys, none; schema in policy/auth_config.c */
+};
+
 enum { CONFIG_UPSTREAM_AUTO, CONFIG_UPSTREAM_NATIVE, CONFIG_UPSTREAM_CURL };
 
 struct config {
@@ -77,6 +81,7 @@ struct config {
     struct config_server server;
     struct config_log log;
     struct config_gateway gateway;
+    struct config_auth auth;
     struct cfg_list models; /* struct config_model (gateway/gw_config.h) */
     struct cfg_list prices; /* struct config_price (gateway/gw_config.h), merged over the built-in table */
     /* Derived state built by higher layers at load (the gateway's model registry), freed with the snapshot. */

@@ -1,0 +1,80 @@
+/* auth.h: who is calling. The keyring is an immutable in-memory snapshot of every key (a hash map from the
+ * secret's HMAC to its record), replaced whole when the store changes: a refresh thread polls the store's
+ * version every 250 ms, so a key created, changed or revoked by the CLI or the admin API takes effect within a
+ * second, and the hot path never touches the store. A look-up hashes the presented secret (two SHA-256 blocks),
+ * probes the map and takes one reference on the snapshot, which the principal holds until it is released.
+ *
+ * auth.mode (auth_config.c): `keys` (every gateway request needs a key) or `none` (no key needed; a presented
+ * key is still checked and attributed). Left unset, it is `keys` when agentd listens beyond loopback or
+ * ENVIRONMENT=production, `none` otherwise. */
+#ifndef AGENTD_AUTH_H
+#define AGENTD_AUTH_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+#include "common/str.h"
+#include "policy/keys.h"
+
+struct config;
+struct keys_store_ops;
+struct key_snapshot;
+
+/* Who an exchange runs for (ex_request.who). Strings are never NULL ("" when unknown). */
+struct principal {
+    const struct key_record *key; /* in the snapshot; NULL for an anonymous caller under auth.mode none */
+    const char *key_id, *key_name, *user, *team, *workflow;
+    struct key_snapshot *snap;    /* the reference this principal holds */
+    char user_buf[KEY_TEXT_MAX + 1], workflow_buf[KEY_TEXT_MAX + 1];
+};
+
+enum auth_result {
+    AUTH_OK,
+    AUTH_NO_KEY,        /* nothing presented (401 under mode keys) */
+    AUTH_BAD_KEY,       /* unknown, malformed, revoked or expired: one answer for all (401) */
+    AUTH_MODEL_DENIED,  /* a valid key that may not use this model (403) */
+};
+
+/* What a request presents. secret: the key, from auth_secret_from(); user / workflow: what the caller says
+ * (request `user` or metadata.user_id, the x-agentd-workflow header), used only when the key allows it. */
+struct auth_input {
+    struct str secret;
+    struct str model;
+    struct str user;
+    struct str workflow;
+};
+
+/* The key a request presents: `Authorization: Bearer K`, else `x-api-key: K` (Anthropic SDKs), else
+ * `api-key: K` (Azure SDKs). Each may be absent (NULL). STR_NULL when none is present or the value is empty. */
+struct str auth_secret_from(const struct str *authorization, const struct str *x_api_key, const struct str *api_key);
+
+/* Looks the key up in the current snapshot. AUTH_OK: *out is a principal to release with principal_release();
+ * anything else: *out is NULL. now: unix seconds. */
+enum auth_result auth_check(const struct auth_input *in, int64_t now, const struct principal **out);
+void principal_release(const struct principal *p);
+
+/* ---- the keyring ---- */
+
+/* Loads the pepper from data_dir, opens the store, loads the first snapshot and starts the refresh thread
+ * (poll_ms between version checks). 0, or -1 with err. */
+int keyring_start(const char *data_dir, const struct keys_store_ops *ops, int poll_ms, struct buf *err);
+/* Stops the thread and drops the snapshot (principals still held keep theirs alive). */
+void keyring_stop(void);
+/* Without a store (unit tests, the benchmark): the hasher's pepper, then a set of records (taken over). */
+void keyring_set_pepper(const uint8_t pepper[32]);
+void keyring_install(struct key_record *recs, size_t n);
+/* Bumped every time a new snapshot is published. */
+uint64_t keyring_generation(void);
+/* Keys in the current snapshot. */
+size_t keyring_size(void);
+
+/* ---- auth.mode ---- */
+
+enum { AUTH_MODE_AUTO, AUTH_MODE_KEYS, AUTH_MODE_NONE };
+/* keys or none for this configuration (auto resolved from server.listen and server.environment). */
+int auth_mode_effective(const struct config *cfg);
+/* True when host ("127.0.0.1", "::1", "localhost", "[::1]") is a loopback address. */
+bool auth_host_is_loopback(const char *host);
+
+#endif
