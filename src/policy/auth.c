@@ -32,6 +32,7 @@ static struct {
     pthread_cond_t cond;
     bool running, stop;
     int poll_ms;
+    uint64_t seen;                 /* the store's version the first snapshot was read at */
     const struct keys_store_ops *ops;
     struct keys_store *store;
 } K = {.lock = PTHREAD_MUTEX_INITIALIZER, .tlock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
@@ -218,8 +219,7 @@ static void *refresh_main(void *arg)
 {
     (void)arg;
     pthread_setname_np(pthread_self(), "agentd-keys");
-    uint64_t seen = 0;
-    K.ops->version(K.store, &seen);
+    uint64_t seen = K.seen;
     bool failing = false;
     pthread_mutex_lock(&K.tlock);
     while (!K.stop) {
@@ -265,7 +265,10 @@ int keyring_start(const char *data_dir, const struct keys_store_ops *ops, int po
     K.store = ops->open(data_dir, err);
     if (K.store == NULL)
         return -1;
-    if (load_from_store(err) != 0) {
+    /* The version first: a change committed between it and the load is loaded again, never missed. */
+    if (ops->version(K.store, &K.seen) != 0 || load_from_store(err) != 0) {
+        if (err->len == 0)
+            buf_printf(err, "key store: cannot read its version");
         ops->close(K.store);
         K.store = NULL;
         return -1;
