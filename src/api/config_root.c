@@ -15,8 +15,9 @@
 static void finish(struct cfg_ctx *ctx, void *obj, const char *path)
 {
     (void)path;
-    const struct config *c = obj;
+    struct config *c = obj;
     gw_config_models_finish(ctx, &c->models, "models");
+    auth_config_finish(c);
 }
 
 static const struct cfg_field root_fields[] = {

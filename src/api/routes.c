@@ -1,10 +1,14 @@
 #include "api/routes.h"
 
+#include "api/admin_keys.h"
 #include "api/debug.h"
 #include "api/ops.h"
 #include "common/alloc.h"
 #include "config/config.h"
 #include "gateway/exchange.h"
+#include "common/log.h"
+#include "policy/auth.h"
+#include "store/keys_store.h"
 
 static const struct http_route base_routes[] = {
     {"/health", HTTP_M_GET, false, ops_health, NULL},
@@ -13,6 +17,9 @@ static const struct http_route base_routes[] = {
     {"/v1/messages", HTTP_M_POST, false, gw_handle_messages, NULL},
     {"/v1/embeddings", HTTP_M_POST, false, gw_handle_embeddings, NULL},
     {"/v1/models", HTTP_M_GET, false, gw_handle_models, NULL},
+    /* key management (admin_keys.c): 404 unless AGENTD_ADMIN_KEY is set */
+    {"/admin/keys", HTTP_M_GET | HTTP_M_POST, false, admin_keys_handle, NULL},
+    {"/admin/keys/", HTTP_M_GET | HTTP_M_PATCH | HTTP_M_DELETE, true, admin_keys_handle, "/admin/keys/{id}"},
     /* clients configured with a base URL that lacks /v1 */
     {"/chat/completions", HTTP_M_POST, false, gw_handle_chat_completions, "/v1/chat/completions"},
     {"/embeddings", HTTP_M_POST, false, gw_handle_embeddings, "/v1/embeddings"},
@@ -43,8 +50,27 @@ static void add(size_t *n, const struct http_route *r, size_t count)
         api_table[(*n)++] = r[i];
 }
 
+/* The services the API's routes need: the keyring (keys in memory, refreshed from the store by its own thread)
+ * and the admin API's settings. */
+static void services_start(const struct config *cfg)
+{
+    struct buf err = BUF_INIT(4096);
+    if (keyring_start(cfg->server.data_dir, &keys_store_sqlite, 250, &err) != 0)
+        log_error("virtual keys unavailable (%s): %s", auth_mode_effective(cfg) == AUTH_MODE_KEYS
+                  ? "every keyed request is refused" : "presented keys are refused", err.data ? err.data : "?");
+    buf_free(&err);
+    admin_keys_init(cfg->server.data_dir);
+    if (auth_mode_effective(cfg) == AUTH_MODE_NONE)
+        log_warn("auth.mode is none: any client that reaches %s may call the gateway without a key (set "
+                 "auth.mode: keys, or listen beyond loopback / ENVIRONMENT=production to make keys the default)",
+                 cfg->server.listen);
+    else
+        log_info("auth.mode is keys: gateway requests need a virtual key (%zu known)", keyring_size());
+}
+
 void routes_init(struct config *cfg)
 {
+    services_start(cfg);
     size_t cap = COUNT(base_routes) + COUNT(debug_routes);
     api_table = xcalloc(cap, sizeof(*api_table));
     size_t n = 0;
@@ -57,6 +83,8 @@ void routes_init(struct config *cfg)
 
 void routes_shutdown(void)
 {
+    admin_keys_shutdown();
+    keyring_stop();
     xfree(api_table);
     api_table = NULL;
     api_router.routes = NULL;

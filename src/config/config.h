@@ -68,7 +68,8 @@ struct config_gateway {
 };
 
 struct config_auth {
-    int mode; /* AUTH_MODE_* (policy/auth.h): auto, keys, none; schema in policy/auth_config.c */
+    int mode;      /* AUTH_MODE_* (policy/auth.h): auto, keys, none; schema in policy/auth_config.c */
+    int effective; /* keys or none: auto resolved at load (auth_config_finish) */
 };
 
 enum { CONFIG_UPSTREAM_AUTO, CONFIG_UPSTREAM_NATIVE, CONFIG_UPSTREAM_CURL };

@@ -46,7 +46,7 @@ bool auth_host_is_loopback(const char *host)
     return false; /* "", "0.0.0.0", "::", a name: beyond loopback */
 }
 
-int auth_mode_effective(const struct config *cfg)
+static int resolve(const struct config *cfg)
 {
     if (cfg->auth.mode != AUTH_MODE_AUTO)
         return cfg->auth.mode;
@@ -57,4 +57,14 @@ int auth_mode_effective(const struct config *cfg)
     if (cfg_parse_addr(cfg->server.listen, host, sizeof(host), &port) != 0 || !auth_host_is_loopback(host))
         return AUTH_MODE_KEYS;
     return AUTH_MODE_NONE;
+}
+
+void auth_config_finish(struct config *cfg)
+{
+    cfg->auth.effective = resolve(cfg);
+}
+
+int auth_mode_effective(const struct config *cfg)
+{
+    return cfg->auth.effective ? cfg->auth.effective : resolve(cfg);
 }

@@ -7,4 +7,8 @@
 /* Offsets relative to struct config_auth. */
 extern const struct cfg_schema auth_config_schema;
 
+struct config;
+/* Resolves auth.mode auto into cfg->auth.effective (from server.listen and server.environment). */
+void auth_config_finish(struct config *cfg);
+
 #endif
