@@ -12,7 +12,6 @@
 #include "gateway/exchange.h"
 #include "gateway/front.h"
 #include "gateway/providers/canon.h"
-#include "net/http.h"
 #include "net/sse.h"
 
 /* ---------- validation (jscan only: no tree is built to admit a request) ---------- */

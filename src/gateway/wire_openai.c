@@ -9,7 +9,6 @@
 #include "common/jscan.h"
 #include "gateway/exchange.h"
 #include "gateway/front.h"
-#include "net/http.h"
 #include "net/sse.h"
 
 /* ---------- usage ---------- */

@@ -17,7 +17,6 @@
 #include "gateway/models.h"
 #include "gateway/provider.h"
 #include "gateway/providers/canon.h"
-#include "net/http.h"
 
 /* ---------- usage and stop reasons ---------- */
 
