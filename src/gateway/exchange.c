@@ -200,19 +200,24 @@ static enum attempt_result outcome_from_upstream(const char *msg, bool got_respo
 {
     if (msg == NULL)
         return got_response ? AO_RESET_AFTER_FIRST_BYTE : AO_RESET_BEFORE_FIRST_BYTE;
+    bool timed_out = strstr(msg, "timed out") || strstr(msg, "imeout");
     if (strstr(msg, "no response headers"))
         return AO_FIRST_BYTE_TIMEOUT;
-    if (strstr(msg, "TLS") || strstr(msg, "SSL"))
-        return strstr(msg, "timed out") ? AO_CONNECT_TIMEOUT : AO_TLS;
-    if (strstr(msg, "Resolving timed out") || strstr(msg, "Connection timed out") ||
-        strstr(msg, "Connect timeout"))
+    if (strstr(msg, "Operation timed out"))
+        return AO_TIMEOUT;
+    if (strstr(msg, "Resolving") || strstr(msg, "Connection timed out") || strstr(msg, "TLS handshake") ||
+        (timed_out && (strstr(msg, "Failed to connect") || strstr(msg, "onnect"))))
         return AO_CONNECT_TIMEOUT;
-    if (strstr(msg, "imeout") || strstr(msg, "timed out"))
-        return got_response ? AO_TIMEOUT : AO_FIRST_BYTE_TIMEOUT;
+    if (timed_out)
+        return AO_TIMEOUT;
+    if (strstr(msg, "TLS") || strstr(msg, "SSL"))
+        return AO_TLS;
+    if (strstr(msg, "larger than") || strstr(msg, "too large"))
+        return AO_TOO_LARGE;
     if (strstr(msg, "Failed to connect") || strstr(msg, "Could not resolve") || strstr(msg, "refused"))
         return AO_CONNECT_REFUSED;
     if (strstr(msg, "Recv failure") || strstr(msg, "Send failure") || strstr(msg, "closed") ||
-        strstr(msg, "reset"))
+        strstr(msg, "reset") || strstr(msg, "Empty reply"))
         return got_response ? AO_RESET_AFTER_FIRST_BYTE : AO_RESET_BEFORE_FIRST_BYTE;
     return AO_PROTOCOL;
 }
@@ -395,6 +400,7 @@ static void ex_end(struct exchange *ex, int status, const struct gw_error *err, 
                            now - ex->t_start_us, overhead_now(ex, now)};
     struct buf hdrs = BUF_INIT(BUF_UNBOUNDED);
     if (!ex->client_started) {
+        buf_reserve(&hdrs, 384); /* the usual set in one allocation */
         if (ex->model)
             gateway_headers(ex, &hdrs, reply ? reply->dep : NULL, reply && reply->with_cost);
         else if (ex->front == FRONT_ANTHROPIC_MESSAGES)
@@ -436,6 +442,7 @@ static void client_write_as(struct exchange *ex, struct buf *out, const struct d
     if (!ex->client_started) {
         ex->client_started = true;
         struct buf hdrs = BUF_INIT(BUF_UNBOUNDED);
+        buf_reserve(&hdrs, 384);
         gateway_headers(ex, &hdrs, dep, false);
         ex->sink_ops->head(ex->sink, 200, &hdrs, true);
         buf_free(&hdrs);
@@ -892,6 +899,8 @@ static enum ex_next st_parse(struct exchange *ex, void *ud)
         ex_fail(ex, &err);
         return EX_END;
     }
+    if (ex->rq.stream && ex->fops->stream_new) /* only the stream writers keep state */
+        ex->fstate = ex->fops->stream_new();
     return EX_CONTINUE;
 }
 
@@ -1034,7 +1043,6 @@ struct exchange *ex_submit(struct gateway_worker *gw, const struct front_ops *fr
     ex->front = front == &front_anthropic          ? FRONT_ANTHROPIC_MESSAGES
                 : front == &front_openai_embeddings ? FRONT_OPENAI_EMBEDDINGS
                                                     : FRONT_OPENAI_CHAT;
-    ex->fstate = front->stream_new ? front->stream_new() : NULL;
     ex->sink_ops = sink_ops;
     ex->sink = sink;
     ex->gw = gw;
