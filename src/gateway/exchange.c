@@ -16,6 +16,7 @@
 #include "gateway/eventstream.h"
 #include "gateway/front.h"
 #include "gateway/models.h"
+#include "gateway/redact.h"
 #include "net/sse.h"
 #include "net/upstream.h"
 #include "telemetry/genai.h"
@@ -51,6 +52,7 @@ int gateway_global_init(void)
     genai_metrics_register();
     ex_observer_add(&ex_observer_metrics);
     ex_observer_add(&ex_observer_llm_log);
+    usage_metrics_register();
     return upstream_global_init();
 }
 
@@ -60,7 +62,8 @@ void gateway_preload(const struct config *cfg)
     for (size_t i = 0; r && i < r->nmodels; i++)
         for (size_t j = 0; j < r->models[i].ndeps; j++) {
             const struct deployment *d = &r->models[i].deps[j];
-            if (d->provider != PROVIDER_MOCK && d->base_url && upstream_url_needs_curl(d->base_url)) {
+            if (d->provider != PROVIDER_MOCK && d->base_url &&
+                upstream_url_needs_curl(d->base_url, gw_config_up_options(cfg).client)) {
                 upstream_preload_curl();
                 return;
             }
@@ -72,11 +75,11 @@ void gateway_global_cleanup(void)
     upstream_global_cleanup();
 }
 
-struct gateway_worker *gateway_worker_new(uv_loop_t *loop)
+struct gateway_worker *gateway_worker_new(uv_loop_t *loop, struct up_options up)
 {
     struct gateway_worker *g = xcalloc(1, sizeof(*g));
     g->loop = loop;
-    g->up = upstream_new(loop);
+    g->up = upstream_new(loop, up);
     g->rng = time_mono_ns() ^ (uint64_t)(uintptr_t)g;
     return g;
 }
@@ -188,43 +191,32 @@ const char *attempt_result_name(enum attempt_result r)
         [AO_HTTP_STATUS] = "http_status",
         [AO_ENCODE_REFUSED] = "encode_refused",
         [AO_START_FAILED] = "start_failed",
+        [AO_DNS] = "dns",
+        [AO_OTHER] = "other",
         [AO_CANCELLED_CLIENT] = "cancelled_client",
         [AO_CANCELLED_DEADLINE] = "cancelled_deadline",
     };
     return (unsigned)r < AO_COUNT && names[r] ? names[r] : "unknown";
 }
 
-/* The upstream client's failure, typed. The client reports a message worded like curl's; this is the one place
- * that reads it, until on_done delivers a result code. got_response: response headers had arrived. */
-static enum attempt_result outcome_from_upstream(const char *msg, bool got_response)
+/* The upstream client's result, as an attempt outcome (the one place that maps it). */
+static enum attempt_result outcome_from_upstream(enum up_result r)
 {
-    if (msg == NULL)
-        return got_response ? AO_RESET_AFTER_FIRST_BYTE : AO_RESET_BEFORE_FIRST_BYTE;
-    bool timed_out = strstr(msg, "timed out") || strstr(msg, "imeout");
-    if (strstr(msg, "no response headers"))
-        return AO_FIRST_BYTE_TIMEOUT;
-    if (strstr(msg, "Operation timed out"))
-        return AO_TIMEOUT;
-    if (strstr(msg, "Resolving") || strstr(msg, "Connection timed out") || strstr(msg, "TLS handshake") ||
-        (timed_out && (strstr(msg, "Failed to connect") || strstr(msg, "onnect"))))
-        return AO_CONNECT_TIMEOUT;
-    if (timed_out)
-        return AO_TIMEOUT;
-    if (strstr(msg, "TLS") || strstr(msg, "SSL"))
-        return AO_TLS;
-    if (strstr(msg, "larger than") || strstr(msg, "too large"))
-        return AO_TOO_LARGE;
-    if (strstr(msg, "Failed to connect") || strstr(msg, "Could not resolve") || strstr(msg, "refused"))
-        return AO_CONNECT_REFUSED;
-    if (strstr(msg, "Recv failure") || strstr(msg, "Send failure") || strstr(msg, "closed") ||
-        strstr(msg, "reset") || strstr(msg, "Empty reply"))
-        return got_response ? AO_RESET_AFTER_FIRST_BYTE : AO_RESET_BEFORE_FIRST_BYTE;
-    return AO_PROTOCOL;
-}
-
-static bool result_is_timeout(enum attempt_result r)
-{
-    return r == AO_CONNECT_TIMEOUT || r == AO_FIRST_BYTE_TIMEOUT || r == AO_IDLE_TIMEOUT || r == AO_TIMEOUT;
+    switch (r) {
+    case UP_OK: return AO_OK;
+    case UP_E_CONNECT: return AO_CONNECT_REFUSED;
+    case UP_E_DNS: return AO_DNS;
+    case UP_E_CONNECT_TIMEOUT: return AO_CONNECT_TIMEOUT;
+    case UP_E_FIRST_BYTE_TIMEOUT: return AO_FIRST_BYTE_TIMEOUT;
+    case UP_E_TIMEOUT: return AO_TIMEOUT;
+    case UP_E_RESET_BEFORE_HEADERS: return AO_RESET_BEFORE_FIRST_BYTE;
+    case UP_E_RESET: return AO_RESET_AFTER_FIRST_BYTE;
+    case UP_E_TLS: return AO_TLS;
+    case UP_E_PROTOCOL: return AO_PROTOCOL;
+    case UP_E_TOO_LARGE: return AO_TOO_LARGE;
+    case UP_E_ABORTED: return AO_DECODE; /* our own on_data abort (it normally carries a->err) */
+    default: return AO_OTHER;
+    }
 }
 
 /* ---------- exchange lifecycle ---------- */
@@ -591,6 +583,12 @@ void attempt_complete(struct attempt *a, cJSON *resp)
     respond_complete(ex, a, resp);
 }
 
+void attempt_scrub_error(const struct attempt *a, struct gw_error *err)
+{
+    const struct redact_set *rs = a && a->ex && a->ex->reg ? a->ex->reg->secrets : NULL;
+    redact_upstream_error(rs, a && a->dep ? a->dep->label : NULL, err);
+}
+
 static bool can_retry(struct exchange *ex, const struct gw_error *err)
 {
     return err->retryable && !ex->client_started && ex->iplan < ex->nplan;
@@ -604,6 +602,7 @@ static void attempt_failed(struct attempt *a, enum attempt_result r, const struc
         return;
     const struct deployment *dep = a->dep;
     struct gw_error e = *err; /* err may live in the attempt */
+    attempt_scrub_error(a, &e); /* upstream text reaches neither client nor log with a key in it */
     end_attempt(ex, a, r, &e);
     ex->last_err = e;
     ex->have_err = true;
@@ -722,7 +721,7 @@ static int on_up_data(struct up_xfer *x, const char *data, size_t len, void *ud)
     return UP_DATA_OK;
 }
 
-static void on_up_done(struct up_xfer *x, bool ok, const char *errmsg, void *ud)
+static void on_up_done(struct up_xfer *x, enum up_result r, void *ud)
 {
     struct attempt *a = ud;
     struct exchange *ex = a->ex;
@@ -740,20 +739,20 @@ static void on_up_done(struct up_xfer *x, bool ok, const char *errmsg, void *ud)
         attempt_failed(a, AO_HTTP_STATUS, &err);
         return;
     }
-    if (!ok) {
-        enum attempt_result r;
+    if (r != UP_OK) {
+        enum attempt_result ar;
         if (a->has_err) {
             err = a->err; /* our own abort: a response too large, a decode error, a mid-stream error event */
-            r = a->err_result;
+            ar = a->err_result;
         } else {
-            r = outcome_from_upstream(errmsg, a->status > 0);
-            bool timeout = result_is_timeout(r);
+            ar = outcome_from_upstream(r);
+            bool timeout = up_result_is_timeout(r);
             gw_error_set(&err, timeout ? 504 : 502, timeout ? GW_ERR_TIMEOUT : GW_ERR_API, "upstream %s: %s",
-                         a->dep->label, errmsg ? errmsg : "transfer failed");
+                         a->dep->label, up_xfer_error(x));
             err.retryable = true;
         }
         err.retryable = err.retryable || (!a->any_output && err.status >= 500);
-        attempt_failed(a, r, &err);
+        attempt_failed(a, ar, &err);
         return;
     }
     if (a->stream) {

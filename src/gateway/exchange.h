@@ -89,6 +89,8 @@ enum attempt_result {
     AO_START_FAILED,          /* the upstream client could not start the transfer */
     AO_CANCELLED_CLIENT,
     AO_CANCELLED_DEADLINE,
+    AO_DNS,                   /* the upstream's host name did not resolve */
+    AO_OTHER,                 /* the upstream client failed otherwise (an unusable URL, a local resource) */
     AO_COUNT
 };
 
@@ -195,7 +197,9 @@ extern const struct ex_observer ex_observer_llm_log;
 
 /* ---- per-worker and process state ---- */
 
-struct gateway_worker *gateway_worker_new(uv_loop_t *loop);
+/* up: read once per worker (the settings say "restart to change"; gw_config_up_options), so no lock on the request
+ * path. */
+struct gateway_worker *gateway_worker_new(uv_loop_t *loop, struct up_options up);
 /* Call when the worker's connections are all closed; handles close asynchronously. */
 void gateway_worker_free(struct gateway_worker *g);
 uv_loop_t *gateway_worker_loop(const struct gateway_worker *g);

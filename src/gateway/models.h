@@ -12,10 +12,11 @@
 
 #include "common/buf.h"
 #include "common/str.h"
+#include "gateway/gw_config.h" /* the configuration it is built from; PROVIDER_*; struct config_mock */
 
 struct config;
-struct config_mock;
 struct provider_ops;
+struct redact_set;
 
 struct price {
     char *name;
@@ -56,6 +57,7 @@ struct registry {
     size_t nmodels;
     struct price *prices;
     size_t nprices;
+    struct redact_set *secrets;  /* every secret above, scrubbed out of upstream text (redact.h) */
 };
 
 /* Builds the registry for cfg and attaches it (cfg->ext). Warnings (missing keys) are appended, one per line. */

@@ -10,6 +10,7 @@
 #include "config/config.h"
 #include "gateway/exchange.h"
 #include "gateway/front.h"
+#include "gateway/gw_config.h"
 #include "gateway/models.h"
 #include "loopback.h"
 #include "telemetry/metrics.h"
@@ -360,7 +361,7 @@ int main(void)
     cfg = load_config();
     if (!ok(cfg != NULL))
         return done_testing();
-    gw = gateway_worker_new(&loop);
+    gw = gateway_worker_new(&loop, gw_config_up_options(cfg));
     subtest("route", test_route);
     subtest("outcomes", test_outcomes);
     subtest("wait and resume", test_wait_and_resume);
