@@ -2,10 +2,10 @@
 
 #include "api/admin_keys.h"
 #include "api/debug.h"
+#include "api/gw_http.h"
 #include "api/ops.h"
 #include "common/alloc.h"
 #include "config/config.h"
-#include "gateway/exchange.h"
 #include "common/log.h"
 #include "policy/auth.h"
 #include "store/keys_store.h"
