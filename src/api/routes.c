@@ -5,8 +5,8 @@
 #include "api/gw_http.h"
 #include "api/ops.h"
 #include "common/alloc.h"
-#include "config/config.h"
 #include "common/log.h"
+#include "config/config.h"
 #include "policy/auth.h"
 #include "store/keys_store.h"
 

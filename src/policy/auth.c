@@ -26,6 +26,7 @@ static struct {
     struct key_snapshot *current;
     struct key_hasher hasher;
     _Atomic uint64_t generation;
+    _Atomic bool armed;
     /* refresh thread */
     pthread_mutex_t tlock;         /* the thread's own: the stop flag and its timed wait */
     pthread_t thread;
@@ -99,8 +100,14 @@ void keyring_set_pepper(const uint8_t pepper[32])
     key_hasher_init(&K.hasher, pepper);
 }
 
+bool keyring_armed(void)
+{
+    return atomic_load_explicit(&K.armed, memory_order_relaxed);
+}
+
 void keyring_install(struct key_record *recs, size_t n)
 {
+    atomic_store(&K.armed, true);
     struct key_snapshot *s = snapshot_build(recs, n);
     pthread_mutex_lock(&K.lock);
     struct key_snapshot *old = K.current;
@@ -151,13 +158,18 @@ static void copy_text(char *dst, struct str s)
     dst[j] = '\0';
 }
 
+bool auth_looks_like_key(struct str s)
+{
+    size_t pl = sizeof(KEY_SECRET_PREFIX) - 1;
+    return s.n > pl && memcmp(s.p, KEY_SECRET_PREFIX, pl) == 0;
+}
+
 enum auth_result auth_check(const struct auth_input *in, int64_t now, const struct principal **out)
 {
     *out = NULL;
     if (in->secret.n == 0)
         return AUTH_NO_KEY;
-    size_t pl = sizeof(KEY_SECRET_PREFIX) - 1;
-    if (in->secret.n > KEY_SECRET_MAX || in->secret.n <= pl || memcmp(in->secret.p, KEY_SECRET_PREFIX, pl) != 0)
+    if (in->secret.n > KEY_SECRET_MAX || !auth_looks_like_key(in->secret))
         return AUTH_BAD_KEY;
     uint8_t h[KEY_HASH_LEN];
     key_hash(&K.hasher, in->secret.p, in->secret.n, h);
@@ -181,8 +193,11 @@ enum auth_result auth_check(const struct auth_input *in, int64_t now, const stru
     const char *wf = key_tag(r, "workflow");
     p->workflow = wf ? wf : "";
     if (r->caller_attribution) {
-        if (in->user.n) {
-            copy_text(p->user_buf, in->user);
+        struct str u = in->user;
+        if (u.n == 0 && in->caller_user)
+            u = in->caller_user(in->ud);
+        if (u.n) {
+            copy_text(p->user_buf, u);
             p->user = p->user_buf;
         }
         if (in->workflow.n) {
@@ -196,7 +211,7 @@ enum auth_result auth_check(const struct auth_input *in, int64_t now, const stru
 
 void principal_release(const struct principal *cp)
 {
-    if (cp == NULL)
+    if (cp == NULL || cp->snap == NULL)
         return;
     struct principal *p = (struct principal *)cp;
     snapshot_unref(p->snap);
@@ -256,6 +271,7 @@ static void *refresh_main(void *arg)
 
 int keyring_start(const char *data_dir, const struct keys_store_ops *ops, int poll_ms, struct buf *err)
 {
+    atomic_store(&K.armed, true); /* from here on, a failure refuses keys; it never lets requests in */
     uint8_t pepper[32];
     if (key_pepper_load(data_dir, pepper, err) != 0)
         return -1;

@@ -43,7 +43,15 @@ struct auth_input {
     struct str model;
     struct str user;
     struct str workflow;
+    /* Optional: asked for the caller's user only when user is empty and the key allows attribution (so the
+     * body is scanned only then). The slice must stay valid until auth_check returns. */
+    struct str (*caller_user)(void *ud);
+    void *ud;
 };
+
+/* True when s has the shape of an agentd key ("sk-agentd-..."): under auth.mode none, only such keys are
+ * checked (a client's placeholder key such as "sk-none" stays anonymous). */
+bool auth_looks_like_key(struct str s);
 
 /* The key a request presents: `Authorization: Bearer K`, else `x-api-key: K` (Anthropic SDKs), else
  * `api-key: K` (Azure SDKs). Each may be absent (NULL). STR_NULL when none is present or the value is empty. */
@@ -52,6 +60,8 @@ struct str auth_secret_from(const struct str *authorization, const struct str *x
 /* Looks the key up in the current snapshot. AUTH_OK: *out is a principal to release with principal_release();
  * anything else: *out is NULL. now: unix seconds. */
 enum auth_result auth_check(const struct auth_input *in, int64_t now, const struct principal **out);
+/* Releases a principal made by auth_check (one that holds a snapshot); does nothing for NULL or for one its
+ * caller built itself (snap NULL: an internal caller's, freed by that caller). */
 void principal_release(const struct principal *p);
 
 /* ---- the keyring ---- */
@@ -64,6 +74,10 @@ void keyring_stop(void);
 /* Without a store (unit tests, the benchmark): the hasher's pepper, then a set of records (taken over). */
 void keyring_set_pepper(const uint8_t pepper[32]);
 void keyring_install(struct key_record *recs, size_t n);
+/* True once keyring_start (even a failed one: then every key is refused) or keyring_install ran in this
+ * process. The exchange authenticates only then, so that code driving the gateway without a daemon (unit tests
+ * through a loopback sink) is not refused for want of a keyring it never set up. */
+bool keyring_armed(void);
 /* Bumped every time a new snapshot is published. */
 uint64_t keyring_generation(void);
 /* Keys in the current snapshot. */
