@@ -55,7 +55,7 @@ static void add(size_t *n, const struct http_route *r, size_t count)
 static void services_start(const struct config *cfg)
 {
     struct buf err = BUF_INIT(4096);
-    if (keyring_start(cfg->server.data_dir, &keys_store_sqlite, 250, &err) != 0)
+    if (keyring_start(cfg->server.data_dir, &keys_store_sqlite, 100, &err) != 0)
         log_error("virtual keys unavailable (%s): %s", auth_mode_effective(cfg) == AUTH_MODE_KEYS
                   ? "every keyed request is refused" : "presented keys are refused", err.data ? err.data : "?");
     buf_free(&err);

@@ -1,6 +1,6 @@
 /* auth.h: who is calling. The keyring is an immutable in-memory snapshot of every key (a hash map from the
  * secret's HMAC to its record), replaced whole when the store changes: a refresh thread polls the store's
- * version every 250 ms, so a key created, changed or revoked by the CLI or the admin API takes effect within a
+ * version every 100 ms, so a key created, changed or revoked by the CLI or the admin API takes effect within a
  * second, and the hot path never touches the store. A look-up hashes the presented secret (two SHA-256 blocks),
  * probes the map and takes one reference on the snapshot, which the principal holds until it is released.
  *
