@@ -74,14 +74,77 @@ static void snapshot_unref(struct key_snapshot *s)
     xfree(s);
 }
 
-static struct key_snapshot *snapshot_acquire(void)
+static struct key_snapshot *snapshot_acquire(uint64_t *gen)
 {
     pthread_mutex_lock(&K.lock);
     struct key_snapshot *s = K.current;
     if (s)
         atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    if (gen)
+        *gen = atomic_load_explicit(&K.generation, memory_order_relaxed);
     pthread_mutex_unlock(&K.lock);
     return s;
+}
+
+/* ---------- the per-thread view ----------
+ *
+ * Each thread that looks keys up keeps one reference on the snapshot it last saw (a holder), and principals
+ * count against their thread's holder without touching shared memory: a look-up reads one shared word (the
+ * generation) and writes nothing shared, so workers do not contend. When the generation moves, the thread takes
+ * the new snapshot and retires the old holder, which is freed (dropping its snapshot reference) when its last
+ * principal is released. Principals are released on the thread that made them (an exchange lives on one loop). */
+struct holder {
+    struct key_snapshot *snap;
+    uint64_t gen;
+    long users;   /* principals made from this holder and not yet released */
+    bool retired; /* no longer the thread's current view */
+};
+
+static _Thread_local struct holder *tl_view;
+static pthread_key_t tl_key;
+static pthread_once_t tl_once = PTHREAD_ONCE_INIT;
+
+static void holder_drop(struct holder *h)
+{
+    snapshot_unref(h->snap);
+    xfree(h);
+}
+
+static void holder_retire(struct holder *h)
+{
+    if (h == NULL)
+        return;
+    if (h->users == 0)
+        holder_drop(h);
+    else
+        h->retired = true;
+}
+
+static void tl_exit(void *arg)
+{
+    (void)arg;
+    holder_retire(tl_view);
+    tl_view = NULL;
+}
+
+static void tl_key_init(void)
+{
+    pthread_key_create(&tl_key, tl_exit);
+}
+
+static struct holder *view(void)
+{
+    uint64_t g = atomic_load_explicit(&K.generation, memory_order_acquire);
+    struct holder *h = tl_view;
+    if (h && h->gen == g)
+        return h;
+    pthread_once(&tl_once, tl_key_init);
+    pthread_setspecific(tl_key, (void *)1); /* so the thread's exit releases its view */
+    holder_retire(h);
+    h = xcalloc(1, sizeof(*h));
+    h->snap = snapshot_acquire(&h->gen);
+    tl_view = h;
+    return h;
 }
 
 static const struct key_record *snapshot_find(const struct key_snapshot *s, const uint8_t h[KEY_HASH_LEN])
@@ -112,8 +175,8 @@ void keyring_install(struct key_record *recs, size_t n)
     pthread_mutex_lock(&K.lock);
     struct key_snapshot *old = K.current;
     K.current = s;
+    atomic_fetch_add_explicit(&K.generation, 1, memory_order_release);
     pthread_mutex_unlock(&K.lock);
-    atomic_fetch_add(&K.generation, 1);
     snapshot_unref(old);
 }
 
@@ -124,7 +187,7 @@ uint64_t keyring_generation(void)
 
 size_t keyring_size(void)
 {
-    struct key_snapshot *s = snapshot_acquire();
+    struct key_snapshot *s = snapshot_acquire(NULL);
     size_t n = s ? s->n : 0;
     snapshot_unref(s);
     return n;
@@ -173,19 +236,16 @@ enum auth_result auth_check(const struct auth_input *in, int64_t now, const stru
         return AUTH_BAD_KEY;
     uint8_t h[KEY_HASH_LEN];
     key_hash(&K.hasher, in->secret.p, in->secret.n, h);
-    struct key_snapshot *s = snapshot_acquire();
-    const struct key_record *r = s ? snapshot_find(s, h) : NULL;
-    if (r == NULL || !key_active(r, now)) {
-        snapshot_unref(s);
+    struct holder *v = view();
+    const struct key_record *r = v->snap ? snapshot_find(v->snap, h) : NULL;
+    if (r == NULL || !key_active(r, now))
         return AUTH_BAD_KEY;
-    }
-    if (!key_model_allowed(r, in->model.p, in->model.n)) {
-        snapshot_unref(s);
+    if (!key_model_allowed(r, in->model.p, in->model.n))
         return AUTH_MODEL_DENIED;
-    }
     struct principal *p = xmalloc(sizeof(*p));
+    v->users++;
     p->key = r;
-    p->snap = s;
+    p->holder = v;
     p->key_id = r->id;
     p->key_name = r->name;
     p->team = r->team;
@@ -211,10 +271,12 @@ enum auth_result auth_check(const struct auth_input *in, int64_t now, const stru
 
 void principal_release(const struct principal *cp)
 {
-    if (cp == NULL || cp->snap == NULL)
+    if (cp == NULL || cp->holder == NULL)
         return;
     struct principal *p = (struct principal *)cp;
-    snapshot_unref(p->snap);
+    struct holder *h = p->holder;
+    if (--h->users == 0 && h->retired)
+        holder_drop(h);
     xfree(p);
 }
 
@@ -324,6 +386,10 @@ void keyring_stop(void)
     pthread_mutex_lock(&K.lock);
     struct key_snapshot *old = K.current;
     K.current = NULL;
+    atomic_fetch_add_explicit(&K.generation, 1, memory_order_release);
     pthread_mutex_unlock(&K.lock);
     snapshot_unref(old);
+    /* The calling thread's view (other threads release theirs when they exit). */
+    holder_retire(tl_view);
+    tl_view = NULL;
 }

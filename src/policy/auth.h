@@ -1,8 +1,9 @@
 /* auth.h: who is calling. The keyring is an immutable in-memory snapshot of every key (a hash map from the
  * secret's HMAC to its record), replaced whole when the store changes: a refresh thread polls the store's
  * version every 100 ms, so a key created, changed or revoked by the CLI or the admin API takes effect within a
- * second, and the hot path never touches the store. A look-up hashes the presented secret (two SHA-256 blocks),
- * probes the map and takes one reference on the snapshot, which the principal holds until it is released.
+ * second, and the hot path never touches the store. A look-up hashes the presented secret (two SHA-256 blocks)
+ * and probes the map of its thread's view of the snapshot; it writes nothing shared, so workers never contend.
+ * The principal keeps that view alive until it is released (on the same thread).
  *
  * auth.mode (auth_config.c): `keys` (every gateway request needs a key) or `none` (no key needed; a presented
  * key is still checked and attributed). Left unset, it is `keys` when agentd listens beyond loopback or
@@ -19,13 +20,13 @@
 
 struct config;
 struct keys_store_ops;
-struct key_snapshot;
+struct holder;
 
 /* Who an exchange runs for (ex_request.who). Strings are never NULL ("" when unknown). */
 struct principal {
     const struct key_record *key; /* in the snapshot; NULL for an anonymous caller under auth.mode none */
     const char *key_id, *key_name, *user, *team, *workflow;
-    struct key_snapshot *snap;    /* the reference this principal holds */
+    struct holder *holder;        /* the thread's view of the snapshot this principal keeps alive */
     char user_buf[KEY_TEXT_MAX + 1], workflow_buf[KEY_TEXT_MAX + 1];
 };
 
@@ -60,8 +61,8 @@ struct str auth_secret_from(const struct str *authorization, const struct str *x
 /* Looks the key up in the current snapshot. AUTH_OK: *out is a principal to release with principal_release();
  * anything else: *out is NULL. now: unix seconds. */
 enum auth_result auth_check(const struct auth_input *in, int64_t now, const struct principal **out);
-/* Releases a principal made by auth_check (one that holds a snapshot); does nothing for NULL or for one its
- * caller built itself (snap NULL: an internal caller's, freed by that caller). */
+/* Releases a principal made by auth_check, on the thread that made it; does nothing for NULL or for one its
+ * caller built itself (holder NULL: an internal caller's, freed by that caller). */
 void principal_release(const struct principal *p);
 
 /* ---- the keyring ---- */
