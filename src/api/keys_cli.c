@@ -11,6 +11,7 @@
 
 #include "api/admin_keys.h"
 #include "common/buf.h"
+#include "common/str.h"
 #include "config/config.h"
 
 extern char **environ;
@@ -138,9 +139,8 @@ fail:
 static void mkdir_p(const char *path)
 {
     char tmp[4096];
-    if (strlen(path) >= sizeof(tmp))
+    if (str_lcpy(tmp, path, sizeof(tmp)) >= sizeof(tmp))
         return;
-    strcpy(tmp, path);
     for (char *p = tmp + 1; *p; p++) {
         if (*p != '/')
             continue;

@@ -4,6 +4,8 @@
 #include <cjson/cJSON.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -206,6 +208,59 @@ static void test_many_keys(void)
         principal_release(p);
     }
     is_int(found, (int)((n + 6) / 7));
+    keyring_stop();
+}
+
+/* Readers on other threads keep principals across snapshot swaps; every look-up sees a whole snapshot (the key
+ * is in all of them) and nothing leaks or is used after free (ASan). */
+struct reader {
+    _Atomic bool *stop;
+    int ok, bad;
+};
+
+static void *reader_main(void *arg)
+{
+    struct reader *r = arg;
+    const struct principal *held[8] = {0};
+    for (int i = 0; !atomic_load(r->stop) || i < 1000; i++) {
+        const struct principal *p;
+        if (check("sk-agentd-good", "m", &p) == AUTH_OK && strcmp(p->key_id, "key_0000000000000001") == 0)
+            r->ok++;
+        else
+            r->bad++;
+        principal_release(held[i % 8]); /* released later, after the snapshot under it may have changed */
+        held[i % 8] = p;
+    }
+    for (int i = 0; i < 8; i++)
+        principal_release(held[i]);
+    return NULL;
+}
+
+static void test_threads(void)
+{
+    keyring_set_pepper(PEPPER);
+    _Atomic bool stop = false;
+    struct key_record *v = xcalloc(1, sizeof(*v));
+    make_key(&v[0], "key_0000000000000001", "sk-agentd-good", NULL, NULL, false);
+    keyring_install(v, 1);
+    struct reader r[2] = {{&stop, 0, 0}, {&stop, 0, 0}};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&t[i], NULL, reader_main, &r[i]);
+    for (int n = 0; n < 200; n++) {
+        size_t k = 1 + (size_t)n % 3;
+        v = xcalloc(k, sizeof(*v));
+        make_key(&v[0], "key_0000000000000001", "sk-agentd-good", NULL, NULL, false);
+        for (size_t j = 1; j < k; j++)
+            make_key(&v[j], j == 1 ? "key_0000000000000002" : "key_0000000000000003",
+                     j == 1 ? "sk-agentd-x" : "sk-agentd-y", NULL, NULL, false);
+        keyring_install(v, k);
+    }
+    atomic_store(&stop, true);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    ok(r[0].ok >= 1000 && r[1].ok >= 1000);
+    is_int(r[0].bad + r[1].bad, 0);
     keyring_stop();
 }
 
@@ -459,6 +514,7 @@ int main(void)
     subtest("the pepper file", test_pepper);
     subtest("snapshot look-up: valid, wrong, revoked, expired, model", test_snapshot);
     subtest("5000 keys", test_many_keys);
+    subtest("readers on other threads across snapshot swaps", test_threads);
     subtest("Bearer, x-api-key, api-key", test_secret_from);
     subtest("key JSON: types, ranges, nothing changed on error", test_json);
     subtest("CLI flags", test_cli_flags);
