@@ -1,5 +1,7 @@
 #include "api/routes.h"
 
+#include <time.h>
+
 #include "api/admin_keys.h"
 #include "api/debug.h"
 #include "api/gw_http.h"
@@ -10,20 +12,48 @@
 #include "policy/auth.h"
 #include "store/keys_store.h"
 
+/* GET /v1/models: under auth.mode keys the list is for callers with a valid key only (as the chat routes, whose
+ * authenticate stage runs before the model is looked up). */
+static void models_guarded(struct http_req *req)
+{
+    if (keyring_armed() && auth_mode_effective(req->cfg) == AUTH_MODE_KEYS) {
+        struct auth_input in = {.secret = auth_secret_from(http_req_header(req, "authorization"),
+                                                           http_req_header(req, "x-api-key"),
+                                                           http_req_header(req, "api-key"))};
+        const struct principal *p = NULL;
+        enum auth_result r = auth_check(&in, (int64_t)time(NULL), &p);
+        principal_release(p);
+        if (r != AUTH_OK && r != AUTH_MODEL_DENIED) { /* a key limited to some models may still list */
+            static const char msg[] = "Invalid or missing API key. Pass an agentd virtual key as `Authorization: "
+                                      "Bearer <key>`, `x-api-key` or `api-key`.";
+            if (http_req_header(req, "anthropic-version")) {
+                static const char body[] = "{\"type\":\"error\",\"error\":{\"type\":\"authentication_error\","
+                                           "\"message\":\"Invalid or missing API key. Pass an agentd virtual key as "
+                                           "`Authorization: Bearer <key>`, `x-api-key` or `api-key`.\"}}";
+                http_respond(req, 401, "application/json", body, sizeof(body) - 1);
+            } else {
+                http_respond_error(req, 401, "authentication_error", msg);
+            }
+            return;
+        }
+    }
+    gw_handle_models(req);
+}
+
 static const struct http_route base_routes[] = {
     {"/health", HTTP_M_GET, false, ops_health, NULL},
     {"/ready", HTTP_M_GET, false, ops_ready, NULL},
     {"/v1/chat/completions", HTTP_M_POST, false, gw_handle_chat_completions, NULL},
     {"/v1/messages", HTTP_M_POST, false, gw_handle_messages, NULL},
     {"/v1/embeddings", HTTP_M_POST, false, gw_handle_embeddings, NULL},
-    {"/v1/models", HTTP_M_GET, false, gw_handle_models, NULL},
+    {"/v1/models", HTTP_M_GET, false, models_guarded, NULL},
     /* key management (admin_keys.c): 404 unless AGENTD_ADMIN_KEY is set */
     {"/admin/keys", HTTP_M_GET | HTTP_M_POST, false, admin_keys_handle, NULL},
     {"/admin/keys/", HTTP_M_GET | HTTP_M_PATCH | HTTP_M_DELETE, true, admin_keys_handle, "/admin/keys/{id}"},
     /* clients configured with a base URL that lacks /v1 */
     {"/chat/completions", HTTP_M_POST, false, gw_handle_chat_completions, "/v1/chat/completions"},
     {"/embeddings", HTTP_M_POST, false, gw_handle_embeddings, "/v1/embeddings"},
-    {"/models", HTTP_M_GET, false, gw_handle_models, "/v1/models"},
+    {"/models", HTTP_M_GET, false, models_guarded, "/v1/models"},
 };
 
 static const struct http_route debug_routes[] = {

@@ -96,6 +96,16 @@ test('no key, a wrong key, a malformed key: 401 in the caller\'s format, one ans
   await openaiError(await chat(null, 'no-such-model'), 401);
 });
 
+test('GET /v1/models needs a key too under auth.mode keys', async () => {
+  await openaiError(await d.fetch('/v1/models'), 401);
+  await anthropicError(await d.fetch('/v1/models', { headers: { 'anthropic-version': '2023-06-01', 'x-api-key': 'sk-agentd-no' } }), 401);
+  const k = create(['--name', 'lister', '--models', 'mock']);
+  await until(() => d.fetch('/v1/models', { headers: { authorization: `Bearer ${k.key}` } }), 200, 3000);
+  const r = await d.fetch('/models', { headers: { 'x-api-key': k.key, 'anthropic-version': '2023-06-01' } });
+  assert.equal(r.status, 200);
+  assert.ok((await r.json()).data.some((m) => m.id === 'mock'));
+});
+
 test('a key created with the CLI works in the running daemon within 1 s', async () => {
   const k = create(['--name', 'ci', '--user', 'bob', '--team', 'core', '--tag', 'workflow=triage']);
   assert.match(k.key, /^sk-agentd-[A-Za-z0-9_-]{40,}$/);
