@@ -1,6 +1,7 @@
 #include "net/http.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <http_parser.h>
 #include <netdb.h>
@@ -299,10 +300,22 @@ static int on_url(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
+/* RFC 9110 5.6.2: a field name is a token. http-parser (non-strict build) also lets spaces through, so that
+ * "Transfer-Encoding : chunked" was honoured and "X A: b" accepted; RFC 9112 5.1 says to refuse both. */
+static bool is_tchar(unsigned char ch)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+           (ch != '\0' && memchr(extra, ch, sizeof(extra) - 1) != NULL);
+}
+
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     struct http_conn *c = parser_conn(p);
     struct http_req *r = c->cur;
+    for (size_t i = 0; i < len; i++)
+        if (!is_tchar((unsigned char)at[i]))
+            return fail(c, 400, isspace((unsigned char)at[i]) ? "space_in_header_name" : "invalid_header_name");
     if (r->head_done)
         return 0; /* a chunked body's trailer: ignored (growing head would move what url and headers point at) */
     if (c->header_last_was_value || r->nheaders == 0) {
@@ -367,6 +380,15 @@ static int on_headers_complete(http_parser *p)
     set_request_id(r);
     if (r->method == 0)
         return fail(c, 501, "method_not_implemented");
+    /* RFC 9112 6.1: the only transfer coding agentd decodes is chunked; anything else ("gzip, chunked", a second
+     * Transfer-Encoding line) is 501 rather than read as chunked and handed on half-decoded. */
+    unsigned te = 0;
+    for (size_t i = 0; i < r->nheaders; i++) {
+        if (!str_eq_nocase_cstr(r->headers[i].name, "transfer-encoding"))
+            continue;
+        if (++te > 1 || !str_eq_nocase_cstr(r->headers[i].value, "chunked"))
+            return fail(c, 501, "unsupported_transfer_encoding");
+    }
     if ((p->flags & F_CONTENTLENGTH) && p->content_length > (uint64_t)c->cfg->server.max_body_bytes)
         return fail(c, 413, "body_too_large");
     const struct str *expect = http_req_header(r, "expect");
@@ -445,8 +467,10 @@ static void parse_failed(struct http_conn *c)
         set_request_id(r);
     }
     if (!r->error_status) {
-        r->error_status = e == HPE_HEADER_OVERFLOW ? 431 : 400;
-        r->error_reason = e == HPE_HEADER_OVERFLOW ? "header_too_large" : http_errno_name(e);
+        r->error_status = e == HPE_HEADER_OVERFLOW ? 431 : e == HPE_INVALID_TRANSFER_ENCODING ? 501 : 400;
+        r->error_reason = e == HPE_HEADER_OVERFLOW                ? "header_too_large"
+                          : e == HPE_INVALID_TRANSFER_ENCODING ? "unsupported_transfer_encoding"
+                                                                : http_errno_name(e);
     }
     if (r->method_str == NULL)
         r->method_str = "-";
@@ -753,7 +777,7 @@ static void dispatch_error(struct http_req *r)
                 {413, "request body is larger than the configured limit"},
                 {417, "only 'Expect: 100-continue' is supported"},
                 {431, "request headers are larger than the configured limit"},
-                {501, "method not implemented"},
+                {501, "not implemented (method or transfer coding)"},
                 {503, "the server is at its connection limit or shutting down; retry shortly"},
                 {505, "HTTP version not supported"}};
     const char *m = "bad request";

@@ -154,3 +154,41 @@ test('Connection: close is honoured and later pipelined bytes are ignored', asyn
   assert.equal(r.closed, true);
   assert.equal(parseResponses(r.data).length, 1);
 });
+
+test('RFC 9112 strictness: space before the colon and non-token header names are 400', async () => {
+  // "Transfer-Encoding : chunked" used to be honoured as chunked: a smuggling vector behind a proxy that reads it
+  // as an unknown header and the body by Content-Length.
+  for (const [wire, why] of [
+    ['POST /debug/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n', 'space_in_header_name'],
+    ['GET /health HTTP/1.1\r\nHost: x\r\nX A: b\r\n\r\n', 'space_in_header_name'],
+    // http-parser itself refuses most other non-token bytes; either way it is a 400.
+    ['GET /health HTTP/1.1\r\nHost: x\r\nX\u0001A: b\r\n\r\n', 'invalid_header_name|INVALID_HEADER_TOKEN'],
+    ['GET /health HTTP/1.1\r\nHost: x\r\nX(A): b\r\n\r\n', 'invalid_header_name|INVALID_HEADER_TOKEN'],
+  ]) {
+    const r = await d.raw(wire); // waits for the close
+    const [res] = parseResponses(r.data);
+    assert.equal(res.status, 400, `${JSON.stringify(wire)} -> ${r.data.slice(0, 200)}`);
+    assert.match(JSON.parse(res.body).error.message, new RegExp(why));
+    assert.equal(r.closed, true);
+  }
+  // Every tchar is still a valid name character.
+  const r = await d.raw("GET /health HTTP/1.1\r\nHost: x\r\nX-!#$%&'*+.^_`|~09az: b\r\nConnection: close\r\n\r\n");
+  assert.equal(parseResponses(r.data)[0].status, 200);
+});
+
+test('RFC 9112 strictness: a Transfer-Encoding other than exactly chunked is 501', async () => {
+  for (const te of ['gzip, chunked', 'gzip', 'chunked, chunked', 'identity']) {
+    const wire = `POST /debug/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ${te}\r\n\r\n3\r\nabc\r\n0\r\n\r\n`;
+    const r = await d.raw(wire); // waits for the close
+    const [res] = parseResponses(r.data);
+    assert.equal(res.status, 501, `${te} -> ${r.data.slice(0, 200)}`);
+    assert.equal(r.closed, true);
+  }
+  // Two Transfer-Encoding lines are refused too; one "chunked" line (any case) is fine.
+  let r = await d.raw('POST /debug/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n',
+    { until: (s) => parseResponses(s).length >= 1 });
+  assert.equal(parseResponses(r.data)[0].status, 501);
+  r = await d.raw('POST /debug/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n');
+  assert.equal(parseResponses(r.data)[0].status, 200);
+  assert.equal(JSON.parse(parseResponses(r.data)[0].body).bytes, 3);
+});
