@@ -48,9 +48,16 @@ struct http_route {
     const char *name;   /* route label in metrics and logs; defaults to path */
 };
 
+/* Answers an error the server found itself (a protocol error, a limit, an unknown route, a wrong method) in the
+ * listener's own wire format; must make the terminal call. code: a short stable reason ("unknown_url",
+ * "method_not_allowed", "body_too_large", "header_timeout", ...). req->path is what was read of the URL so far
+ * ("-" when nothing was); req->request_id is always set. */
+typedef void http_error_fn(struct http_req *req, int status, const char *code, const char *message);
+
 struct http_router {
     const struct http_route *routes;
     size_t n;
+    http_error_fn *error; /* NULL: http_respond_error's generic shape */
 };
 
 struct http_header {
@@ -157,8 +164,9 @@ void http_resp_headerf(struct http_req *req, const char *name, const char *fmt, 
 
 /* Terminal: a complete response. body may be NULL when len is 0. */
 void http_respond(struct http_req *req, int status, const char *content_type, const void *body, size_t len);
-/* Terminal: {"error":{"message":...,"type":...,"code":...}} with the given status. */
-void http_respond_error(struct http_req *req, int status, const char *type, const char *message);
+/* Terminal: {"error":{"message":...,"type":...,"param":null,"code":...}} with the given status (code may be
+ * NULL: null). */
+void http_respond_error(struct http_req *req, int status, const char *type, const char *code, const char *message);
 
 /* Streaming: chunked for HTTP/1.1 (close-delimited for 1.0). write returns -1 when the client is gone. */
 void http_stream_start(struct http_req *req, int status, const char *content_type);

@@ -365,6 +365,19 @@ static void resolve_head(struct http_req *r)
     r->query = q ? str_make(q + 1, r->url.n - (size_t)(q - r->url.p) - 1) : STR_NULL;
 }
 
+/* The path part of the URL bytes read so far, for a request that fails before its headers are complete. */
+static void req_partial_path(struct http_req *r)
+{
+    if (r->url.n == 0 || r->head.data == NULL) {
+        r->path = STR_LIT("-");
+        return;
+    }
+    r->url = str_make(r->head.data, r->url.n);
+    const char *q = memchr(r->url.p, '?', r->url.n);
+    r->path = q ? str_make(r->url.p, (size_t)(q - r->url.p)) : r->url;
+}
+
+static void gen_request_id(struct http_req *r);
 static void write_raw(struct http_conn *c, struct http_req *r, const char *data, size_t len);
 
 static int on_headers_complete(http_parser *p)
@@ -634,16 +647,32 @@ void http_respond(struct http_req *r, int status, const char *ctype, const void 
     req_finish(r);
 }
 
-void http_respond_error(struct http_req *r, int status, const char *type, const char *message)
+void http_respond_error(struct http_req *r, int status, const char *type, const char *code, const char *message)
 {
     struct buf b = BUF_INIT(BUF_UNBOUNDED);
     buf_append_str(&b, "{\"error\":{\"message\":");
     buf_append_json_cstr(&b, message);
     buf_append_str(&b, ",\"type\":");
     buf_append_json_cstr(&b, type);
-    buf_printf(&b, ",\"code\":%d,\"request_id\":\"%s\"}}", status, r->request_id);
+    buf_append_str(&b, ",\"param\":null,\"code\":");
+    if (code)
+        buf_append_json_cstr(&b, code);
+    else
+        buf_append_str(&b, "null");
+    buf_append_str(&b, "}}");
     http_respond(r, status, "application/json", b.data, b.len);
     buf_free(&b);
+}
+
+/* An error the server found itself, in the listener's format when its router has one. */
+static void server_error(struct http_req *r, const struct http_router *router, int status, const char *code,
+                         const char *message)
+{
+    if (router && router->error) {
+        router->error(r, status, code, message);
+        return;
+    }
+    http_respond_error(r, status, status >= 500 ? "server_error" : "invalid_request_error", code, message);
 }
 
 void http_stream_start(struct http_req *r, int status, const char *ctype)
@@ -758,13 +787,13 @@ static void route_and_call(struct http_req *r, const struct http_router *router)
         char msg[256];
         snprintf(msg, sizeof(msg), "method %s is not allowed on %.*s (allowed: %s)", r->method_str, STR_FMT(r->path),
                  allow);
-        http_respond_error(r, 405, "method_not_allowed", msg);
+        server_error(r, router, 405, "method_not_allowed", msg);
         return;
     }
     char msg[300];
     snprintf(msg, sizeof(msg), "no route for %s %.*s", r->method_str, (int)(r->path.n > 200 ? 200 : r->path.n),
              r->path.p);
-    http_respond_error(r, 404, "not_found", msg);
+    server_error(r, router, 404, "unknown_url", msg);
 }
 
 static void dispatch_error(struct http_req *r)
@@ -785,9 +814,21 @@ static void dispatch_error(struct http_req *r)
         if (msgs[i].status == r->error_status)
             m = msgs[i].msg;
     r->close_after = true;
+    /* Found before the request line or headers were complete: still answer with an id, in the format of the
+     * route family the URL read so far names, and in the client's HTTP version when it is known. */
+    if (r->request_id[0] == '\0')
+        gen_request_id(r);
+    if (!r->head_done) {
+        req_partial_path(r);
+        if (r->conn && r->conn->parser.http_major == 1)
+            r->http_minor = r->conn->parser.http_minor;
+        else
+            r->http_minor = 1;
+    }
     char detail[200];
     snprintf(detail, sizeof(detail), "%s (%s)", m, r->error_reason ? r->error_reason : "protocol error");
-    http_respond_error(r, r->error_status, r->error_status >= 500 ? "server_error" : "invalid_request_error", detail);
+    server_error(r, r->conn ? r->conn->router : NULL, r->error_status,
+                 r->error_reason ? r->error_reason : "protocol_error", detail);
 }
 
 static void conn_finish(struct http_conn *c);
@@ -1020,9 +1061,7 @@ static void on_conn_timer(uv_timer_t *t)
         r->close_after = true;
         if (!headers_done) {
             r->nheaders = 0;
-            r->path = STR_LIT("-");
             r->method_str = "-";
-            gen_request_id(r);
         }
         c->stop_parsing = true;
         queue_push(c, r);

@@ -26,7 +26,7 @@ static const struct http_route routes[] = {
     {"/stream", HTTP_M_GET, false, h_stream, NULL},
     {"/", HTTP_M_GET | HTTP_M_POST | HTTP_M_PUT, true, h_echo, NULL},
 };
-static const struct http_router router = {routes, 2};
+static const struct http_router router = {routes, 2, NULL};
 
 static void setup(void)
 {

@@ -104,13 +104,36 @@ test('unknown path is 404 and wrong method is 405 with Allow, both JSON', async 
   let res = await d.fetch('/no/such/path');
   assert.equal(res.status, 404);
   let j = await res.json();
-  assert.equal(j.error.type, 'not_found');
+  // OpenAI's shape: message, type, param, code (a string, never the status number).
+  assert.deepEqual(Object.keys(j.error).sort(), ['code', 'message', 'param', 'type']);
+  assert.equal(j.error.type, 'invalid_request_error');
+  assert.equal(j.error.code, 'unknown_url');
+  assert.equal(j.error.param, null);
   assert.match(j.error.message, /\/no\/such\/path/);
   res = await d.fetch('/health', { method: 'DELETE' });
   assert.equal(res.status, 405);
   assert.equal(res.headers.get('allow'), 'GET, HEAD');
   j = await res.json();
-  assert.equal(j.error.code, 405);
+  assert.equal(j.error.code, 'method_not_allowed');
+  assert.equal(j.error.type, 'invalid_request_error');
+});
+
+test('404 and 405 under /v1/messages are in Anthropic\'s error shape', async () => {
+  for (const [path, method, status, type] of [
+    ['/v1/messages', 'GET', 405, 'invalid_request_error'],
+    ['/v1/messages/no/such', 'POST', 404, 'not_found_error'],
+  ]) {
+    const res = await d.fetch(path, { method, body: method === 'POST' ? '{}' : undefined });
+    assert.equal(res.status, status);
+    const j = await res.json();
+    assert.equal(j.type, 'error', JSON.stringify(j));
+    assert.equal(j.error.type, type);
+    assert.equal(typeof j.error.message, 'string');
+    assert.equal(j.request_id, res.headers.get('x-request-id'));
+  }
+  // A sibling that only shares the prefix stays OpenAI-shaped.
+  const j = await (await d.fetch('/v1/messagesx')).json();
+  assert.equal(j.error.code, 'unknown_url');
 });
 
 test('HEAD on a GET route: headers and length, no body', async () => {

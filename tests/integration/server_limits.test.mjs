@@ -30,8 +30,42 @@ test('headers larger than the limit get 431 and the connection closes', async ()
   const r = await d.raw(`GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(3000)}\r\n\r\n`);
   const [res] = parseResponses(r.data);
   assert.equal(res.status, 431);
-  assert.equal(JSON.parse(res.body).error.code, 431);
+  assert.equal(JSON.parse(res.body).error.code, 'header_too_large');
   assert.equal(r.closed, true);
+});
+
+test('413, 431 and 408 on /v1/messages are Anthropic-shaped, on /v1/chat OpenAI-shaped, always with a request id', async () => {
+  const cases = [
+    // 413 from Content-Length, known before the body
+    (p) => [`POST ${p} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n`, 413],
+    // 431 in the middle of the headers: the request id header (if any) was never read
+    (p) => [`POST ${p} HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(3000)}\r\n\r\n`, 431],
+    // 408: the headers never finish
+    (p) => [`POST ${p}?beta=true HTTP/1.1\r\nHost: x\r\nX-Slow: y`, 408],
+  ];
+  for (const mk of cases) {
+    for (const path of ['/v1/messages', '/v1/chat/completions']) {
+      const [wire, status] = mk(path);
+      const r = await d.raw(wire);
+      const [res] = parseResponses(r.data);
+      assert.equal(res.status, status, r.data.slice(0, 300));
+      assert.match(r.data, /^HTTP\/1\.1 /, 'answered in the client\'s HTTP version');
+      const id = res.headers['x-request-id'];
+      assert.match(id, /^[0-9a-f]{32}$/, `request id on ${status}: ${JSON.stringify(id)}`);
+      const j = JSON.parse(res.body);
+      if (path === '/v1/messages') {
+        assert.equal(j.type, 'error', res.body);
+        assert.equal(typeof j.error.type, 'string');
+        assert.equal(typeof j.error.message, 'string');
+        assert.equal(j.request_id, id);
+      } else {
+        assert.equal(j.type, undefined, res.body);
+        assert.equal(typeof j.error.type, 'string');
+        assert.equal(typeof j.error.code, 'string');
+        assert.equal(j.error.param, null);
+      }
+    }
+  }
 });
 
 test('headers just under the limit are fine', async () => {
