@@ -112,13 +112,14 @@ struct http_req {
 
 /* ---- server ---- */
 
-enum http_conn_event { HTTP_CONN_OPEN, HTTP_CONN_CLOSE, HTTP_CONN_REJECT };
+enum http_conn_event { HTTP_CONN_OPEN, HTTP_CONN_CLOSE, HTTP_CONN_REJECT, HTTP_CONN_EVICT };
 
 /* Observers for what happens inside the server (metrics and logs live above net/). Set once at start-up. */
 struct http_server_hooks {
     /* Once per finished request, on the request's loop (access log, metrics). */
     void (*on_request_done)(struct http_req *req, uint64_t duration_us);
-    /* Connection opened, closed, or refused at the connection limit. */
+    /* Connection opened, closed, refused at the connection limit, or closed while idle to make room for a new
+     * one at the limit (EVICT, followed by its CLOSE). */
     void (*on_connection)(const char *listener, enum http_conn_event ev);
 };
 void http_server_set_hooks(const struct http_server_hooks *hooks);

@@ -46,6 +46,9 @@ struct http_server {
     struct http_listener *listeners;
     struct http_conn *conns; /* doubly linked */
     size_t nconns;
+    /* Open connections with no request in progress, most recently idle first: at the connection limit the
+     * oldest of them makes room for a new connection (a probe must not lose to a pile of idle sockets). */
+    struct http_conn *idle_head, *idle_tail;
     bool draining;
     time_t date_sec;
     char date[40];
@@ -81,6 +84,8 @@ struct http_conn {
     unsigned nrequests;
     char remote[64];
     struct http_conn *prev, *next;
+    struct http_conn *idle_prev, *idle_next;
+    bool idle;                     /* on the server's idle list */
 };
 
 struct wreq {
@@ -917,9 +922,37 @@ static void on_handle_closed(uv_handle_t *h)
     xfree(c);
 }
 
+static void conn_set_idle(struct http_conn *c, bool idle)
+{
+    struct http_server *srv = c->srv;
+    if (idle == c->idle)
+        return;
+    c->idle = idle;
+    if (idle) {
+        c->idle_prev = NULL;
+        c->idle_next = srv->idle_head;
+        if (srv->idle_head)
+            srv->idle_head->idle_prev = c;
+        else
+            srv->idle_tail = c;
+        srv->idle_head = c;
+        return;
+    }
+    if (c->idle_prev)
+        c->idle_prev->idle_next = c->idle_next;
+    else
+        srv->idle_head = c->idle_next;
+    if (c->idle_next)
+        c->idle_next->idle_prev = c->idle_prev;
+    else
+        srv->idle_tail = c->idle_prev;
+    c->idle_prev = c->idle_next = NULL;
+}
+
 static void conn_unlink(struct http_conn *c)
 {
     struct http_server *srv = c->srv;
+    conn_set_idle(c, false);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -1088,10 +1121,14 @@ static void conn_arm_timer(struct http_conn *c)
         if (c->nrequests == 0 && sc->header_timeout_ms < idle)
             idle = sc->header_timeout_ms; /* a silent new connection gets no more than a slow request would */
         deadline_us = now + (uint64_t)idle * 1000;
+        conn_set_idle(c, true);
     } else {
+        conn_set_idle(c, false);
         uv_timer_stop(&c->timer);
         return;
     }
+    if (c->cur)
+        conn_set_idle(c, false);
     uint64_t ms = deadline_us > now ? (deadline_us - now + 999) / 1000 : 0;
     uv_timer_start(&c->timer, on_conn_timer, ms, 0);
 }
@@ -1125,7 +1162,24 @@ static void conn_accepted(struct http_listener *l, struct http_conn *c)
     long open = atomic_fetch_add_explicit(l->open_count, 1, memory_order_relaxed) + 1;
     if (hooks.on_connection)
         hooks.on_connection(l->name, HTTP_CONN_OPEN);
-    if (open > (l->limit ? l->limit : c->cfg->server.max_connections) || srv->draining) {
+    long limit = l->limit ? l->limit : c->cfg->server.max_connections;
+    /* At the limit, the connection of this listener that has been idle longest (no request in progress) makes
+     * room: an idle keep-alive socket is worth less than a new request. Only this loop's connections can be
+     * closed here; when none of them is idle the new connection is refused as before. */
+    for (struct http_conn *v = srv->idle_tail; open > limit && !srv->draining && v; v = srv->idle_tail) {
+        while (v && v->open_count != l->open_count) /* another budget (one listener kind per loop in agentd) */
+            v = v->idle_prev;
+        if (v == NULL)
+            break;
+        if (hooks.on_connection)
+            hooks.on_connection(v->lname, HTTP_CONN_EVICT);
+        if (v->pending_write_bytes)
+            conn_finish(v); /* its last response is still being written: FIN after it */
+        else
+            conn_close(v);
+        open = atomic_load_explicit(l->open_count, memory_order_relaxed);
+    }
+    if (open > limit || srv->draining) {
         /* Over the limit: answer 503 at once and close, so accepting stays cheap and the backlog never fills. */
         if (hooks.on_connection)
             hooks.on_connection(l->name, HTTP_CONN_REJECT);

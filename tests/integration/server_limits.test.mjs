@@ -2,7 +2,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { startAgentd, parseResponses } from '../lib/agentd.mjs';
+import { startAgentd, withAgentd, parseResponses } from '../lib/agentd.mjs';
 
 let d;
 before(async () => {
@@ -144,13 +144,15 @@ test('a malformed request line gets 400, closes, and other connections never not
   good.destroy();
 });
 
-test('max connections: past the limit new connections get 503, accepting stays healthy', async () => {
-  // Hold the limit's worth of open connections (each has sent nothing yet, so none times out during the test).
+test('max connections: past the limit, with every connection mid-request, new connections get 503', async () => {
+  // Hold the limit's worth of open connections, each with a request in progress (an idle one would be closed to
+  // make room instead; see the ops test below). The header timeout is longer than this test.
   const held = [];
   for (let i = 0; i < 6; i++) {
     const s = net.connect({ host: d.host, port: d.port });
     await new Promise((r) => s.on('connect', r));
     s.on('error', () => {});
+    s.write('GET /health HTTP/1.1\r\nHost: x\r\n');
     held.push(s);
   }
   // The server counts a connection when it accepts it; wait until all six are counted.
@@ -168,6 +170,38 @@ test('max connections: past the limit new connections get 503, accepting stays h
   for (const s of held) s.destroy();
   const rejected = await metric(d, 'http_server_connections_total{listener="api",event="rejected"}');
   assert.ok(rejected >= 1);
+});
+
+test('probes get through 300 idle connections to the ops port: the longest idle one is closed to make room', async () => {
+  // The ops listener's budget is 256 connections. Idle sockets used to fill it and /health answered 503 until the
+  // header timeout reaped them. Its own daemon with long timeouts, so that no connection is reaped by a timeout.
+  await withAgentd({ config: 'server:\n  workers: 1\n  timeouts:\n    header: 60s\n    idle: 60s\n' }, async (d) => {
+    const held = [];
+    const closed = [];
+    for (let i = 0; i < 300; i++) {
+      const s = net.connect({ host: d.opsHost, port: d.opsPort });
+      await new Promise((r) => s.on('connect', r));
+      s.on('error', () => {});
+      s.on('close', () => closed.push(i));
+      held.push(s);
+    }
+    try {
+      for (const path of ['/health', '/metrics']) {
+        const res = await d.opsFetch(path);
+        assert.equal(res.status, 200, `${path} answered ${res.status}`);
+        await res.arrayBuffer();
+      }
+      // The oldest idle connections were the ones closed, never refused with a 503.
+      const evicted = await metric(d, 'http_server_connections_total{listener="ops",event="evicted"}');
+      assert.ok(evicted >= 44, `evicted ${evicted}`);
+      assert.equal(await metric(d, 'http_server_connections_total{listener="ops",event="rejected"}'), 0);
+      await waitFor(async () => closed.length >= 44);
+      assert.ok(closed.includes(0), 'the oldest connection goes first');
+      assert.ok(closed.every((i) => i < 60), `closed: ${closed}`);
+    } finally {
+      for (const s of held) s.destroy();
+    }
+  });
 });
 
 async function metric(d, series) {
