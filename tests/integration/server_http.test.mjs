@@ -83,13 +83,16 @@ test('Expect: 100-continue gets an interim 100 before the final response', async
   sock.on('data', (c) => { data += c.toString('latin1'); });
   sock.write('POST /debug/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n');
   // The client sends the body only after the 100 arrives.
-  await new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error('no 100 Continue: ' + data)), 5000);
-    const check = () => { if (data.includes('HTTP/1.1 100 Continue\r\n\r\n')) { clearTimeout(t); resolve(); } else setTimeout(check, 5); };
+  const until = (pred, what) => new Promise((resolve, reject) => {
+    const check = () => { if (pred()) { sock.off('data', check); sock.off('close', gone); resolve(); } };
+    const gone = () => reject(new Error(`connection closed before ${what}: ${data}`));
+    sock.on('data', check);
+    sock.on('close', gone);
     check();
   });
+  await until(() => data.includes('HTTP/1.1 100 Continue\r\n\r\n'), '100 Continue');
   sock.write('abcde');
-  await new Promise((resolve) => { const check = () => (data.includes('"bytes":5') ? resolve() : setTimeout(check, 5)); check(); });
+  await until(() => data.includes('"bytes":5'), 'the response');
   sock.destroy();
   assert.match(data, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 OK/);
 });
