@@ -18,20 +18,48 @@
 #include "common/alloc.h"
 #include "common/log.h"
 #include "common/timeutil.h"
-#include "config/config.h"
 
 _Atomic long http_open_connections;
 /* The ops listener has its own small budget: probes and scrapes must get through when the API is saturated. */
 static _Atomic long ops_open_connections;
-#define OPS_MAX_CONNECTIONS 256
 
 #define READ_BUF_SIZE (64 * 1024)
+
+/* One set of options from the creator, shared by the server, its connections and their requests until the last of
+ * them lets go (all on one loop: plain counts). */
+struct http_opts {
+    unsigned refs;
+    struct http_options o;
+};
+
+static struct http_opts *opts_new(const struct http_options *o)
+{
+    struct http_opts *op = xcalloc(1, sizeof(*op));
+    op->refs = 1;
+    op->o = *o;
+    return op;
+}
+
+static struct http_opts *opts_ref(struct http_opts *op)
+{
+    op->refs++;
+    return op;
+}
+
+static void opts_unref(struct http_opts *op)
+{
+    if (op == NULL || --op->refs > 0)
+        return;
+    if (op->o.cfg_release)
+        op->o.cfg_release(op->o.cfg);
+    xfree(op);
+}
 #define LINGER_MS 2000
 
 struct http_listener {
     uv_tcp_t tcp;
     _Atomic long *open_count;  /* connections of this listener kind, process-wide */
-    long limit;                /* 0: server.limits.connections */
+    bool ops;                  /* budget: limits.ops_connections, else limits.connections */
     struct http_server *srv;
     const struct http_router *router;
     const char *name;
@@ -40,7 +68,7 @@ struct http_listener {
 
 struct http_server {
     uv_loop_t *loop;
-    struct config *cfg;
+    struct http_opts *opts;  /* what new requests get (replaced on reload) */
     char *read_buf;
     bool read_buf_busy;
     struct http_listener *listeners;
@@ -67,7 +95,7 @@ struct http_conn {
     const char *lname;
     const struct http_router *router;
     _Atomic long *open_count;
-    struct config *cfg;            /* limits for this connection */
+    struct http_opts *opts;             /* limits for this connection's current request */
     struct http_req *cur;          /* request being parsed */
     struct http_req *queue_head;   /* parsed, in order; head is being handled */
     struct http_req *queue_tail;
@@ -230,9 +258,10 @@ static struct http_req *req_new(struct http_conn *c)
     r->conn = c;
     r->server = c->srv;
     r->listener = c->lname;
-    r->cfg = config_ref(c->cfg);
-    buf_init(&r->head, (size_t)c->cfg->server.max_header_bytes);
-    buf_init(&r->body, (size_t)c->cfg->server.max_body_bytes);
+    r->opts = opts_ref(c->opts);
+    r->cfg = c->opts->o.cfg;
+    buf_init(&r->head, c->opts->o.limits.header_bytes);
+    buf_init(&r->body, c->opts->o.limits.body_bytes);
     buf_init(&r->resp_headers, 64 * 1024);
     r->refs = 1;
     r->t_start_us = time_mono_us();
@@ -247,7 +276,7 @@ static void req_unref(struct http_req *r)
     buf_free(&r->head);
     buf_free(&r->body);
     buf_free(&r->resp_headers);
-    config_unref(r->cfg);
+    opts_unref(r->opts);
     xfree(r);
 }
 
@@ -279,9 +308,9 @@ static int fail(struct http_conn *c, int status, const char *reason)
 static int on_message_begin(http_parser *p)
 {
     struct http_conn *c = parser_conn(p);
-    if (c->cfg != c->srv->cfg) { /* reloaded: each new request on a kept-alive connection gets the new limits */
-        config_unref(c->cfg);
-        c->cfg = config_ref(c->srv->cfg);
+    if (c->opts != c->srv->opts) { /* reloaded: each new request on a kept-alive connection gets the new limits */
+        opts_unref(c->opts);
+        c->opts = opts_ref(c->srv->opts);
     }
     c->cur = req_new(c);
     c->header_last_was_value = false;
@@ -407,7 +436,7 @@ static int on_headers_complete(http_parser *p)
         if (++te > 1 || !str_eq_nocase_cstr(r->headers[i].value, "chunked"))
             return fail(c, 501, "unsupported_transfer_encoding");
     }
-    if ((p->flags & F_CONTENTLENGTH) && p->content_length > (uint64_t)c->cfg->server.max_body_bytes)
+    if ((p->flags & F_CONTENTLENGTH) && p->content_length > (uint64_t)c->opts->o.limits.body_bytes)
         return fail(c, 413, "body_too_large");
     const struct str *expect = http_req_header(r, "expect");
     if (expect) {
@@ -456,7 +485,7 @@ static int on_message_complete(http_parser *p)
         c->stop_parsing = true;
         return -1;
     }
-    if (c->queued >= (unsigned)c->cfg->server.max_pipeline && c->reading) {
+    if (c->queued >= c->opts->o.limits.pipeline && c->reading) {
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = false;
     }
@@ -918,7 +947,7 @@ static void on_handle_closed(uv_handle_t *h)
     struct http_conn *c = h->data;
     if (--c->pending_close_handles > 0)
         return;
-    config_unref(c->cfg);
+    opts_unref(c->opts);
     xfree(c);
 }
 
@@ -1109,18 +1138,18 @@ static void conn_arm_timer(struct http_conn *c)
 {
     if (c->state != CONN_OPEN)
         return;
-    const struct config_server *sc = &c->cfg->server;
+    const struct http_limits *sc = &c->opts->o.limits;
     uint64_t now = time_mono_us(), deadline_us;
     if (c->cur) {
         if (c->cur->t_headers_us)
-            deadline_us = c->cur->t_headers_us + (uint64_t)sc->body_timeout_ms * 1000;
+            deadline_us = c->cur->t_headers_us + sc->body_timeout_ms * 1000;
         else
-            deadline_us = c->cur->t_start_us + (uint64_t)sc->header_timeout_ms * 1000;
+            deadline_us = c->cur->t_start_us + sc->header_timeout_ms * 1000;
     } else if (!c->handling && c->queue_head == NULL) {
-        int64_t idle = sc->idle_timeout_ms;
+        uint64_t idle = sc->idle_timeout_ms;
         if (c->nrequests == 0 && sc->header_timeout_ms < idle)
             idle = sc->header_timeout_ms; /* a silent new connection gets no more than a slow request would */
-        deadline_us = now + (uint64_t)idle * 1000;
+        deadline_us = now + idle * 1000;
         conn_set_idle(c, true);
     } else {
         conn_set_idle(c, false);
@@ -1162,7 +1191,7 @@ static void conn_accepted(struct http_listener *l, struct http_conn *c)
     long open = atomic_fetch_add_explicit(l->open_count, 1, memory_order_relaxed) + 1;
     if (hooks.on_connection)
         hooks.on_connection(l->name, HTTP_CONN_OPEN);
-    long limit = l->limit ? l->limit : c->cfg->server.max_connections;
+    long limit = l->ops ? c->opts->o.limits.ops_connections : c->opts->o.limits.connections;
     /* At the limit, the connection of this listener that has been idle longest (no request in progress) makes
      * room: an idle keep-alive socket is worth less than a new request. Only this loop's connections can be
      * closed here; when none of them is idle the new connection is refused as before. */
@@ -1209,7 +1238,7 @@ static struct http_conn *conn_new(struct http_listener *l)
     c->lname = l->name;
     c->router = l->router;
     c->open_count = l->open_count;
-    c->cfg = config_ref(srv->cfg);
+    c->opts = opts_ref(srv->opts);
     c->state = CONN_OPEN;
     uv_tcp_init(srv->loop, &c->tcp);
     uv_timer_init(srv->loop, &c->timer);
@@ -1238,21 +1267,21 @@ static void on_connection(uv_stream_t *server, int status)
 
 /* ---------- server ---------- */
 
-struct http_server *http_server_new(uv_loop_t *loop, struct config *cfg)
+struct http_server *http_server_new(uv_loop_t *loop, const struct http_options *opts)
 {
     struct http_server *srv = xcalloc(1, sizeof(*srv));
     srv->loop = loop;
-    srv->cfg = config_ref(cfg);
+    srv->opts = opts_new(opts);
     srv->read_buf = xmalloc(READ_BUF_SIZE);
     buf_init(&srv->scratch, BUF_UNBOUNDED);
     return srv;
 }
 
-void http_server_set_config(struct http_server *srv, struct config *cfg)
+void http_server_set_options(struct http_server *srv, const struct http_options *opts)
 {
-    struct config *old = srv->cfg;
-    srv->cfg = config_ref(cfg);
-    config_unref(old);
+    struct http_opts *old = srv->opts;
+    srv->opts = opts_new(opts);
+    opts_unref(old);
 }
 
 uv_loop_t *http_server_loop(struct http_server *srv)
@@ -1279,7 +1308,7 @@ int http_server_listen_fd(struct http_server *srv, int fd, const char *name, con
     l->name = name;
     bool ops = strcmp(name, "ops") == 0;
     l->open_count = ops ? &ops_open_connections : &http_open_connections;
-    l->limit = ops ? OPS_MAX_CONNECTIONS : 0;
+    l->ops = ops;
     uv_tcp_init(srv->loop, &l->tcp);
     l->tcp.data = l;
     int rc = uv_tcp_open(&l->tcp, fd);
@@ -1329,7 +1358,7 @@ void http_server_free(struct http_server *srv)
 {
     if (srv == NULL)
         return;
-    config_unref(srv->cfg);
+    opts_unref(srv->opts);
     xfree(srv->read_buf);
     buf_free(&srv->scratch);
     xfree(srv);
