@@ -221,11 +221,248 @@ static int json_error(struct exchange *ex, struct gw_error *err, size_t off, con
     return -1;
 }
 
+/* ---- type checks of the fields the door knows (as OpenAI's own API refuses them), linear and tree-free: one
+ * jscan pass per message / tool / part on top of the body's own validation. Unknown fields still pass. ---- */
+
+static bool given(const struct jval *v)
+{
+    return v->type != J_NONE && v->type != J_NULL;
+}
+
+/* 400 invalid_request_error naming the field, e.g. messages[3].tool_call_id */
+static int bad_param(struct gw_error *err, const char *param, const char *what)
+{
+    gw_error_set(err, 400, GW_ERR_INVALID_REQUEST, "Invalid type for '%s': %s", param, what);
+    snprintf(err->param, sizeof(err->param), "%s", param);
+    return -1;
+}
+
+static int check_bool(const struct jval *v, const char *name, struct gw_error *err)
+{
+    if (given(v) && v->type != J_TRUE && v->type != J_FALSE)
+        return bad_param(err, name, "expected a boolean");
+    return 0;
+}
+
+static int check_int(const struct jval *v, const char *name, int64_t lo, int64_t hi, struct gw_error *err)
+{
+    int64_t n;
+    if (!given(v))
+        return 0;
+    if (jval_i64(v, &n) != 0)
+        return bad_param(err, name, "expected an integer");
+    if (n < lo || n > hi) {
+        gw_error_set(err, 400, GW_ERR_INVALID_REQUEST, "'%s' must be an integer between %lld and %lld", name,
+                     (long long)lo, (long long)hi);
+        snprintf(err->param, sizeof(err->param), "%s", name);
+        return -1;
+    }
+    return 0;
+}
+
+struct stop_state {
+    int n;
+    bool bad;
+};
+
+static int on_stop(struct str key, const struct jval *v, void *ud)
+{
+    (void)key;
+    struct stop_state *st = ud;
+    st->n++;
+    if (v->type != J_STRING) {
+        st->bad = true;
+        return -1;
+    }
+    return 0;
+}
+
+static int check_stop(const struct jval *v, struct gw_error *err)
+{
+    if (!given(v) || v->type == J_STRING)
+        return 0;
+    if (v->type != J_ARRAY)
+        return bad_param(err, "stop", "expected a string or an array of strings");
+    struct stop_state st = {0, false};
+    jscan_each(v, on_stop, &st);
+    if (st.bad)
+        return bad_param(err, "stop", "expected a string or an array of strings");
+    if (st.n > 4) {
+        gw_error_set(err, 400, GW_ERR_INVALID_REQUEST, "'stop' may hold at most 4 sequences (got %d)", st.n);
+        snprintf(err->param, sizeof(err->param), "stop");
+        return -1;
+    }
+    return 0;
+}
+
+static int on_logit_bias(struct str key, const struct jval *v, void *ud)
+{
+    (void)key;
+    (void)ud;
+    return v->type == J_NUMBER ? 0 : -1;
+}
+
+/* {"name": string} inside a tool / tool_choice object: obj.<kind>.name */
+static int check_named(const struct jval *tool, const struct jval *type, const char *where, struct gw_error *err)
+{
+    char kind[16];
+    const char *k = jval_is_str(type, "function") ? "function" : jval_is_str(type, "custom") ? "custom" : NULL;
+    if (k == NULL)
+        return 0; /* other types: not ours to judge (OpenAI adds them) */
+    snprintf(kind, sizeof(kind), "%s", k);
+    char param[64];
+    struct jval o, name;
+    snprintf(param, sizeof(param), "%s.%s", where, kind);
+    if (jscan_get(tool->raw.p, tool->raw.n, kind, &o) != 0 || o.type != J_OBJECT)
+        return bad_param(err, param, "expected an object");
+    snprintf(param, sizeof(param), "%s.%s.name", where, kind);
+    if (jscan_get(o.raw.p, o.raw.n, "name", &name) != 0 || name.type != J_STRING || name.raw.n <= 2)
+        return bad_param(err, param, "expected a non-empty string");
+    return 0;
+}
+
+struct idx_state {
+    int i;
+    struct gw_error *err;
+    const char *where; /* "messages[2].content" */
+};
+
+static int on_tool_item(struct str key, const struct jval *t, void *ud)
+{
+    (void)key;
+    struct idx_state *st = ud;
+    char where[64];
+    snprintf(where, sizeof(where), "tools[%d]", st->i++);
+    if (t->type != J_OBJECT)
+        return bad_param(st->err, where, "expected an object");
+    struct jval type;
+    char param[64];
+    snprintf(param, sizeof(param), "%s.type", where);
+    if (jscan_get(t->raw.p, t->raw.n, "type", &type) != 0 || type.type != J_STRING)
+        return bad_param(st->err, param, "expected a string ('function')");
+    return check_named(t, &type, where, st->err);
+}
+
+static int check_tool_choice(const struct jval *v, struct gw_error *err)
+{
+    if (!given(v))
+        return 0;
+    if (v->type == J_STRING) {
+        if (jval_is_str(v, "none") || jval_is_str(v, "auto") || jval_is_str(v, "required"))
+            return 0;
+        gw_error_set(err, 400, GW_ERR_INVALID_REQUEST,
+                     "Invalid value for 'tool_choice': expected 'none', 'auto', 'required' or an object");
+        snprintf(err->param, sizeof(err->param), "tool_choice");
+        return -1;
+    }
+    if (v->type != J_OBJECT)
+        return bad_param(err, "tool_choice", "expected a string or an object");
+    struct jval type;
+    if (jscan_get(v->raw.p, v->raw.n, "type", &type) != 0 || type.type != J_STRING)
+        return bad_param(err, "tool_choice.type", "expected a string");
+    return check_named(v, &type, "tool_choice", err);
+}
+
+static int on_part(struct str key, const struct jval *p, void *ud)
+{
+    (void)key;
+    struct idx_state *st = ud;
+    char param[64];
+    snprintf(param, sizeof(param), "%s[%d]", st->where, st->i++);
+    if (p->type != J_OBJECT)
+        return bad_param(st->err, param, "expected a content part object");
+    struct jval type;
+    if (jscan_get(p->raw.p, p->raw.n, "type", &type) != 0 || type.type != J_STRING) {
+        size_t n = strlen(param);
+        snprintf(param + n, sizeof(param) - n, ".type");
+        return bad_param(st->err, param, "expected a string");
+    }
+    return 0;
+}
+
+static bool role_known(const struct jval *r)
+{
+    static const char *const roles[] = {"system", "developer", "user", "assistant", "tool", "function"};
+    for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++)
+        if (jval_is_str(r, roles[i]))
+            return true;
+    return false;
+}
+
+static int on_message(struct str key, const struct jval *m, void *ud)
+{
+    (void)key;
+    struct idx_state *st = ud;
+    int i = st->i++;
+    char where[32], param[64];
+    snprintf(where, sizeof(where), "messages[%d]", i);
+    if (m->type != J_OBJECT)
+        return bad_param(st->err, where, "expected a message object");
+    static const char *const keys[] = {"role", "content", "tool_call_id", "tool_calls"};
+    enum { M_ROLE, M_CONTENT, M_TCID, M_TCALLS, M_COUNT };
+    struct jval f[M_COUNT];
+    if (jscan_fields(m->raw.p, m->raw.n, keys, f, M_COUNT, NULL, NULL) != 0)
+        return bad_param(st->err, where, "invalid message object");
+    snprintf(param, sizeof(param), "%s.role", where);
+    if (f[M_ROLE].type == J_NONE) {
+        gw_error_set(st->err, 400, GW_ERR_INVALID_REQUEST, "Missing required parameter: '%s'", param);
+        snprintf(st->err->param, sizeof(st->err->param), "%s", param);
+        return -1;
+    }
+    if (!role_known(&f[M_ROLE])) {
+        gw_error_set(st->err, 400, GW_ERR_INVALID_REQUEST,
+                     "Invalid value for '%s': expected one of system, developer, user, assistant, tool", param);
+        snprintf(st->err->param, sizeof(st->err->param), "%s", param);
+        return -1;
+    }
+    bool assistant = jval_is_str(&f[M_ROLE], "assistant");
+    bool tool = jval_is_str(&f[M_ROLE], "tool");
+    bool function = jval_is_str(&f[M_ROLE], "function");
+    /* content: a string or an array of parts; null (or absent) only for assistant (tool calls) and function */
+    snprintf(param, sizeof(param), "%s.content", where);
+    const struct jval *c = &f[M_CONTENT];
+    if (!given(c)) {
+        if (!assistant && !function) {
+            gw_error_set(st->err, 400, GW_ERR_INVALID_REQUEST, "Missing required parameter: '%s'", param);
+            snprintf(st->err->param, sizeof(st->err->param), "%s", param);
+            return -1;
+        }
+    } else if (c->type == J_ARRAY) {
+        struct idx_state ps = {0, st->err, param};
+        if (jscan_each(c, on_part, &ps) != 0)
+            return -1;
+    } else if (c->type != J_STRING) {
+        return bad_param(st->err, param, "expected a string or an array of content parts");
+    }
+    if (tool) {
+        snprintf(param, sizeof(param), "%s.tool_call_id", where);
+        if (f[M_TCID].type == J_NONE) {
+            gw_error_set(st->err, 400, GW_ERR_INVALID_REQUEST, "Missing required parameter: '%s'", param);
+            snprintf(st->err->param, sizeof(st->err->param), "%s", param);
+            return -1;
+        }
+        if (f[M_TCID].type != J_STRING)
+            return bad_param(st->err, param, "expected a string");
+    }
+    if (given(&f[M_TCALLS]) && f[M_TCALLS].type != J_ARRAY) {
+        snprintf(param, sizeof(param), "%s.tool_calls", where);
+        return bad_param(st->err, param, "expected an array");
+    }
+    return 0;
+}
+
 static int openai_chat_parse(struct exchange *ex, struct gw_error *err)
 {
     static const char *const keys[] = {"model",       "messages", "stream", "stream_options", "max_tokens",
-                                       "max_completion_tokens", "n",   "tools",  "temperature",   "top_p"};
-    enum { K_MODEL, K_MESSAGES, K_STREAM, K_OPTS, K_MAX, K_MAXC, K_N, K_TOOLS, K_TEMP, K_TOPP, K_COUNT };
+                                       "max_completion_tokens", "n",   "tools",  "temperature",   "top_p",
+                                       "stop", "tool_choice", "response_format", "user", "logit_bias",
+                                       "parallel_tool_calls", "presence_penalty", "frequency_penalty", "seed",
+                                       "logprobs", "top_logprobs"};
+    enum {
+        K_MODEL, K_MESSAGES, K_STREAM, K_OPTS, K_MAX, K_MAXC, K_N, K_TOOLS, K_TEMP, K_TOPP,
+        K_STOP, K_TCHOICE, K_RFMT, K_USER, K_LBIAS, K_PTC, K_PPEN, K_FPEN, K_SEED, K_LOGPROBS, K_TOPLP,
+        K_COUNT
+    };
     struct jval f[K_COUNT];
     size_t off;
     const char *msg;
@@ -269,6 +506,37 @@ static int openai_chat_parse(struct exchange *ex, struct gw_error *err)
     if (f[K_TOOLS].type != J_NONE && f[K_TOOLS].type != J_NULL && f[K_TOOLS].type != J_ARRAY)
         return bad(err, "tools", "'tools' must be an array%s", "");
     if (check_number(&f[K_TEMP], "temperature", 0, 2, err) != 0 || check_number(&f[K_TOPP], "top_p", 0, 1, err) != 0)
+        return -1;
+    if (given(&f[K_TOOLS])) {
+        struct idx_state ts = {0, err, "tools"};
+        if (jscan_each(&f[K_TOOLS], on_tool_item, &ts) != 0)
+            return -1;
+    }
+    if (check_stop(&f[K_STOP], err) != 0 || check_tool_choice(&f[K_TCHOICE], err) != 0)
+        return -1;
+    if (given(&f[K_RFMT])) {
+        struct jval t;
+        if (f[K_RFMT].type != J_OBJECT)
+            return bad_param(err, "response_format", "expected an object");
+        if (jscan_get(f[K_RFMT].raw.p, f[K_RFMT].raw.n, "type", &t) != 0 || t.type != J_STRING)
+            return bad_param(err, "response_format.type", "expected a string");
+    }
+    if (given(&f[K_USER]) && f[K_USER].type != J_STRING)
+        return bad_param(err, "user", "expected a string");
+    if (given(&f[K_LBIAS]) &&
+        (f[K_LBIAS].type != J_OBJECT || jscan_each(&f[K_LBIAS], on_logit_bias, NULL) != 0))
+        return bad_param(err, "logit_bias", "expected an object mapping token ids to numbers");
+    if (check_bool(&f[K_PTC], "parallel_tool_calls", err) != 0 || check_bool(&f[K_LOGPROBS], "logprobs", err) != 0)
+        return -1;
+    if (check_number(&f[K_PPEN], "presence_penalty", -2, 2, err) != 0 ||
+        check_number(&f[K_FPEN], "frequency_penalty", -2, 2, err) != 0)
+        return -1;
+    if (check_int(&f[K_SEED], "seed", INT64_MIN, INT64_MAX, err) != 0 ||
+        check_int(&f[K_TOPLP], "top_logprobs", 0, 20, err) != 0)
+        return -1;
+    /* Last, the largest: every message, in one pass each. */
+    struct idx_state ms = {0, err, "messages"};
+    if (jscan_each(&f[K_MESSAGES], on_message, &ms) != 0)
         return -1;
     return 0;
 }
