@@ -233,7 +233,7 @@ static bool given(const struct jval *v)
 static int bad_param(struct gw_error *err, const char *param, const char *what)
 {
     gw_error_set(err, 400, GW_ERR_INVALID_REQUEST, "Invalid type for '%s': %s", param, what);
-    snprintf(err->param, sizeof(err->param), "%s", param);
+    str_lcpy(err->param, param, sizeof(err->param));
     return -1;
 }
 
@@ -254,7 +254,7 @@ static int check_int(const struct jval *v, const char *name, int64_t lo, int64_t
     if (n < lo || n > hi) {
         gw_error_set(err, 400, GW_ERR_INVALID_REQUEST, "'%s' must be an integer between %lld and %lld", name,
                      (long long)lo, (long long)hi);
-        snprintf(err->param, sizeof(err->param), "%s", name);
+        str_lcpy(err->param, name, sizeof(err->param));
         return -1;
     }
     return 0;
@@ -310,7 +310,7 @@ static int check_named(const struct jval *tool, const struct jval *type, const c
     if (k == NULL)
         return 0; /* other types: not ours to judge (OpenAI adds them) */
     snprintf(kind, sizeof(kind), "%s", k);
-    char param[64];
+    char param[96];
     struct jval o, name;
     snprintf(param, sizeof(param), "%s.%s", where, kind);
     if (jscan_get(tool->raw.p, tool->raw.n, kind, &o) != 0 || o.type != J_OBJECT)
@@ -331,12 +331,12 @@ static int on_tool_item(struct str key, const struct jval *t, void *ud)
 {
     (void)key;
     struct idx_state *st = ud;
-    char where[64];
+    char where[96];
     snprintf(where, sizeof(where), "tools[%d]", st->i++);
     if (t->type != J_OBJECT)
         return bad_param(st->err, where, "expected an object");
     struct jval type;
-    char param[64];
+    char param[112];
     snprintf(param, sizeof(param), "%s.type", where);
     if (jscan_get(t->raw.p, t->raw.n, "type", &type) != 0 || type.type != J_STRING)
         return bad_param(st->err, param, "expected a string ('function')");
@@ -367,15 +367,15 @@ static int on_part(struct str key, const struct jval *p, void *ud)
 {
     (void)key;
     struct idx_state *st = ud;
-    char param[64];
+    char param[96];
     snprintf(param, sizeof(param), "%s[%d]", st->where, st->i++);
     if (p->type != J_OBJECT)
         return bad_param(st->err, param, "expected a content part object");
     struct jval type;
     if (jscan_get(p->raw.p, p->raw.n, "type", &type) != 0 || type.type != J_STRING) {
-        size_t n = strlen(param);
-        snprintf(param + n, sizeof(param) - n, ".type");
-        return bad_param(st->err, param, "expected a string");
+        char tp[112];
+        snprintf(tp, sizeof(tp), "%s.type", param);
+        return bad_param(st->err, tp, "expected a string");
     }
     return 0;
 }
@@ -394,7 +394,7 @@ static int on_message(struct str key, const struct jval *m, void *ud)
     (void)key;
     struct idx_state *st = ud;
     int i = st->i++;
-    char where[32], param[64];
+    char where[32], param[96];
     snprintf(where, sizeof(where), "messages[%d]", i);
     if (m->type != J_OBJECT)
         return bad_param(st->err, where, "expected a message object");
@@ -406,13 +406,13 @@ static int on_message(struct str key, const struct jval *m, void *ud)
     snprintf(param, sizeof(param), "%s.role", where);
     if (f[M_ROLE].type == J_NONE) {
         gw_error_set(st->err, 400, GW_ERR_INVALID_REQUEST, "Missing required parameter: '%s'", param);
-        snprintf(st->err->param, sizeof(st->err->param), "%s", param);
+        str_lcpy(st->err->param, param, sizeof(st->err->param));
         return -1;
     }
     if (!role_known(&f[M_ROLE])) {
         gw_error_set(st->err, 400, GW_ERR_INVALID_REQUEST,
                      "Invalid value for '%s': expected one of system, developer, user, assistant, tool", param);
-        snprintf(st->err->param, sizeof(st->err->param), "%s", param);
+        str_lcpy(st->err->param, param, sizeof(st->err->param));
         return -1;
     }
     bool assistant = jval_is_str(&f[M_ROLE], "assistant");
@@ -424,7 +424,7 @@ static int on_message(struct str key, const struct jval *m, void *ud)
     if (!given(c)) {
         if (!assistant && !function) {
             gw_error_set(st->err, 400, GW_ERR_INVALID_REQUEST, "Missing required parameter: '%s'", param);
-            snprintf(st->err->param, sizeof(st->err->param), "%s", param);
+            str_lcpy(st->err->param, param, sizeof(st->err->param));
             return -1;
         }
     } else if (c->type == J_ARRAY) {
@@ -438,7 +438,7 @@ static int on_message(struct str key, const struct jval *m, void *ud)
         snprintf(param, sizeof(param), "%s.tool_call_id", where);
         if (f[M_TCID].type == J_NONE) {
             gw_error_set(st->err, 400, GW_ERR_INVALID_REQUEST, "Missing required parameter: '%s'", param);
-            snprintf(st->err->param, sizeof(st->err->param), "%s", param);
+            str_lcpy(st->err->param, param, sizeof(st->err->param));
             return -1;
         }
         if (f[M_TCID].type != J_STRING)
