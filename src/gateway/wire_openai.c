@@ -1,6 +1,7 @@
 /* wire_openai.c: the OpenAI Chat Completions / Embeddings wire format, both as the client-facing front door
  * and as the codec of the OpenAI-family providers (OpenAI, Azure OpenAI, OpenAI-compatible servers). */
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -302,45 +303,62 @@ static int on_logit_bias(struct str key, const struct jval *v, void *ud)
     return v->type == J_NUMBER ? 0 : -1;
 }
 
-/* {"name": string} inside a tool / tool_choice object: obj.<kind>.name */
-static int check_named(const struct jval *tool, const struct jval *type, const char *where, struct gw_error *err)
+/* Errors name the field as OpenAI does ("messages[3].tool_call_id"); the name is formatted only when there is
+ * an error (formatting it per message was most of the cost of these checks: callgrind). */
+static int fail_at(struct gw_error *err, bool missing, const char *what, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int fail_at(struct gw_error *err, bool missing, const char *what, const char *fmt, ...)
 {
-    char kind[16];
-    const char *k = jval_is_str(type, "function") ? "function" : jval_is_str(type, "custom") ? "custom" : NULL;
-    if (k == NULL)
+    char param[128];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(param, sizeof(param), fmt, ap);
+    va_end(ap);
+    if (missing)
+        gw_error_set(err, 400, GW_ERR_INVALID_REQUEST, "Missing required parameter: '%s'", param);
+    else
+        gw_error_set(err, 400, GW_ERR_INVALID_REQUEST, "Invalid type for '%s': %s", param, what);
+    str_lcpy(err->param, param, sizeof(err->param));
+    return 1; /* non-zero and not jscan's -1: the error is set */
+}
+
+/* {"name": string} inside a function/custom tool or tool_choice: tools[i].function.name (tool < 0: tool_choice).
+ * fn, custom: the object's "function" and "custom" members. */
+static int check_named(const struct jval *type, const struct jval *fn, const struct jval *custom, int tool,
+                       struct gw_error *err)
+{
+    bool is_fn = jval_is_str(type, "function");
+    if (!is_fn && !jval_is_str(type, "custom"))
         return 0; /* other types: not ours to judge (OpenAI adds them) */
-    snprintf(kind, sizeof(kind), "%s", k);
-    char param[96];
-    struct jval o, name;
-    snprintf(param, sizeof(param), "%s.%s", where, kind);
-    if (jscan_get(tool->raw.p, tool->raw.n, kind, &o) != 0 || o.type != J_OBJECT)
-        return bad_param(err, param, "expected an object");
-    snprintf(param, sizeof(param), "%s.%s.name", where, kind);
-    if (jscan_get(o.raw.p, o.raw.n, "name", &name) != 0 || name.type != J_STRING || name.raw.n <= 2)
-        return bad_param(err, param, "expected a non-empty string");
+    const char *kind = is_fn ? "function" : "custom";
+    const struct jval *o = is_fn ? fn : custom;
+    struct jval name;
+    if (o->type != J_OBJECT)
+        return tool >= 0 ? fail_at(err, false, "expected an object", "tools[%d].%s", tool, kind)
+                         : fail_at(err, false, "expected an object", "tool_choice.%s", kind);
+    if (jscan_get(o->raw.p, o->raw.n, "name", &name) != 0 || name.type != J_STRING || name.raw.n <= 2)
+        return tool >= 0 ? fail_at(err, false, "expected a non-empty string", "tools[%d].%s.name", tool, kind)
+                         : fail_at(err, false, "expected a non-empty string", "tool_choice.%s.name", kind);
     return 0;
 }
 
 struct idx_state {
     int i;
+    int msg; /* for content parts: the message's index */
     struct gw_error *err;
-    const char *where; /* "messages[2].content" */
 };
 
-static int on_tool_item(struct str key, const struct jval *t, void *ud)
+static const char *const tool_keys[] = {"type", "function", "custom"};
+
+static int on_tool_item(const struct jval *t, const struct jval *f, void *ud)
 {
-    (void)key;
     struct idx_state *st = ud;
-    char where[96];
-    snprintf(where, sizeof(where), "tools[%d]", st->i++);
+    int i = st->i++;
     if (t->type != J_OBJECT)
-        return bad_param(st->err, where, "expected an object");
-    struct jval type;
-    char param[112];
-    snprintf(param, sizeof(param), "%s.type", where);
-    if (jscan_get(t->raw.p, t->raw.n, "type", &type) != 0 || type.type != J_STRING)
-        return bad_param(st->err, param, "expected a string ('function')");
-    return check_named(t, &type, where, st->err);
+        return fail_at(st->err, false, "expected an object", "tools[%d]", i);
+    if (f[0].type != J_STRING)
+        return fail_at(st->err, false, "expected a string ('function')", "tools[%d].type", i);
+    return check_named(&f[0], &f[1], &f[2], i, st->err);
 }
 
 static int check_tool_choice(const struct jval *v, struct gw_error *err)
@@ -353,101 +371,89 @@ static int check_tool_choice(const struct jval *v, struct gw_error *err)
         gw_error_set(err, 400, GW_ERR_INVALID_REQUEST,
                      "Invalid value for 'tool_choice': expected 'none', 'auto', 'required' or an object");
         snprintf(err->param, sizeof(err->param), "tool_choice");
-        return -1;
+        return 1; /* non-zero and not jscan's -1: the error is set */
     }
     if (v->type != J_OBJECT)
         return bad_param(err, "tool_choice", "expected a string or an object");
-    struct jval type;
-    if (jscan_get(v->raw.p, v->raw.n, "type", &type) != 0 || type.type != J_STRING)
+    struct jval f[3];
+    if (jscan_fields(v->raw.p, v->raw.n, tool_keys, f, 3, NULL, NULL) != 0 || f[0].type != J_STRING)
         return bad_param(err, "tool_choice.type", "expected a string");
-    return check_named(v, &type, "tool_choice", err);
+    return check_named(&f[0], &f[1], &f[2], -1, err) ? -1 : 0;
 }
 
-static int on_part(struct str key, const struct jval *p, void *ud)
+static int on_part(const struct jval *p, const struct jval *type, void *ud)
 {
-    (void)key;
     struct idx_state *st = ud;
-    char param[96];
-    snprintf(param, sizeof(param), "%s[%d]", st->where, st->i++);
+    int i = st->i++;
     if (p->type != J_OBJECT)
-        return bad_param(st->err, param, "expected a content part object");
-    struct jval type;
-    if (jscan_get(p->raw.p, p->raw.n, "type", &type) != 0 || type.type != J_STRING) {
-        char tp[112];
-        snprintf(tp, sizeof(tp), "%s.type", param);
-        return bad_param(st->err, tp, "expected a string");
-    }
+        return fail_at(st->err, false, "expected a content part object", "messages[%d].content[%d]", st->msg, i);
+    if (type->type != J_STRING)
+        return fail_at(st->err, false, "expected a string", "messages[%d].content[%d].type", st->msg, i);
     return 0;
 }
 
-static bool role_known(const struct jval *r)
+enum role { ROLE_UNKNOWN, ROLE_SYSTEM, ROLE_DEVELOPER, ROLE_USER, ROLE_ASSISTANT, ROLE_TOOL, ROLE_FUNCTION };
+
+/* Compared on the raw bytes first (a role is never escaped in practice: jval_is_str's strlen per candidate was a
+ * visible cost per message), with jval_is_str for a role spelled with escapes. */
+static enum role role_of(const struct jval *r)
 {
-    static const char *const roles[] = {"system", "developer", "user", "assistant", "tool", "function"};
-    for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++)
-        if (jval_is_str(r, roles[i]))
-            return true;
-    return false;
+    static const char *const names[] = {NULL, "system", "developer", "user", "assistant", "tool", "function"};
+    if (r->type != J_STRING)
+        return ROLE_UNKNOWN;
+    bool escaped = memchr(r->raw.p, '\\', r->raw.n) != NULL;
+    for (int i = 1; i < (int)(sizeof(names) / sizeof(names[0])); i++) {
+        size_t n = strlen(names[i]);
+        if (escaped ? jval_is_str(r, names[i]) : (r->raw.n == n + 2 && memcmp(r->raw.p + 1, names[i], n) == 0))
+            return (enum role)i;
+    }
+    return ROLE_UNKNOWN;
 }
 
-static int on_message(struct str key, const struct jval *m, void *ud)
+static const char *const type_key[] = {"type"};
+static const char *const message_keys[] = {"role", "content", "tool_call_id", "tool_calls"};
+enum { M_ROLE, M_CONTENT, M_TCID, M_TCALLS, M_COUNT };
+
+static int on_message(const struct jval *m, const struct jval *f, void *ud)
 {
-    (void)key;
     struct idx_state *st = ud;
     int i = st->i++;
-    char where[32], param[96];
-    snprintf(where, sizeof(where), "messages[%d]", i);
     if (m->type != J_OBJECT)
-        return bad_param(st->err, where, "expected a message object");
-    static const char *const keys[] = {"role", "content", "tool_call_id", "tool_calls"};
-    enum { M_ROLE, M_CONTENT, M_TCID, M_TCALLS, M_COUNT };
-    struct jval f[M_COUNT];
-    if (jscan_fields(m->raw.p, m->raw.n, keys, f, M_COUNT, NULL, NULL) != 0)
-        return bad_param(st->err, where, "invalid message object");
-    snprintf(param, sizeof(param), "%s.role", where);
-    if (f[M_ROLE].type == J_NONE) {
-        gw_error_set(st->err, 400, GW_ERR_INVALID_REQUEST, "Missing required parameter: '%s'", param);
-        str_lcpy(st->err->param, param, sizeof(st->err->param));
-        return -1;
-    }
-    if (!role_known(&f[M_ROLE])) {
+        return fail_at(st->err, false, "expected a message object", "messages[%d]", i);
+    if (f[M_ROLE].type == J_NONE)
+        return fail_at(st->err, true, NULL, "messages[%d].role", i);
+    enum role role = role_of(&f[M_ROLE]);
+    if (role == ROLE_UNKNOWN) {
         gw_error_set(st->err, 400, GW_ERR_INVALID_REQUEST,
-                     "Invalid value for '%s': expected one of system, developer, user, assistant, tool", param);
-        str_lcpy(st->err->param, param, sizeof(st->err->param));
-        return -1;
+                     "Invalid value for 'messages[%d].role': expected one of system, developer, user, assistant, "
+                     "tool",
+                     i);
+        snprintf(st->err->param, sizeof(st->err->param), "messages[%d].role", i);
+        return 1;
     }
-    bool assistant = jval_is_str(&f[M_ROLE], "assistant");
-    bool tool = jval_is_str(&f[M_ROLE], "tool");
-    bool function = jval_is_str(&f[M_ROLE], "function");
+    bool assistant = role == ROLE_ASSISTANT, tool = role == ROLE_TOOL, function = role == ROLE_FUNCTION;
     /* content: a string or an array of parts; null (or absent) only for assistant (tool calls) and function */
-    snprintf(param, sizeof(param), "%s.content", where);
     const struct jval *c = &f[M_CONTENT];
     if (!given(c)) {
-        if (!assistant && !function) {
-            gw_error_set(st->err, 400, GW_ERR_INVALID_REQUEST, "Missing required parameter: '%s'", param);
-            str_lcpy(st->err->param, param, sizeof(st->err->param));
-            return -1;
-        }
+        if (!assistant && !function)
+            return fail_at(st->err, true, NULL, "messages[%d].content", i);
     } else if (c->type == J_ARRAY) {
-        struct idx_state ps = {0, st->err, param};
-        if (jscan_each(c, on_part, &ps) != 0)
-            return -1;
+        struct idx_state ps = {0, i, st->err};
+        struct jval type;
+        int rc = jscan_each_fields(c, type_key, &type, 1, on_part, &ps);
+        if (rc != 0)
+            return rc > 0 ? rc : fail_at(st->err, false, "a member appears twice", "messages[%d].content", i);
     } else if (c->type != J_STRING) {
-        return bad_param(st->err, param, "expected a string or an array of content parts");
+        return fail_at(st->err, false, "expected a string or an array of content parts", "messages[%d].content", i);
     }
     if (tool) {
-        snprintf(param, sizeof(param), "%s.tool_call_id", where);
-        if (f[M_TCID].type == J_NONE) {
-            gw_error_set(st->err, 400, GW_ERR_INVALID_REQUEST, "Missing required parameter: '%s'", param);
-            str_lcpy(st->err->param, param, sizeof(st->err->param));
-            return -1;
-        }
+        if (f[M_TCID].type == J_NONE)
+            return fail_at(st->err, true, NULL, "messages[%d].tool_call_id", i);
         if (f[M_TCID].type != J_STRING)
-            return bad_param(st->err, param, "expected a string");
+            return fail_at(st->err, false, "expected a string", "messages[%d].tool_call_id", i);
     }
-    if (given(&f[M_TCALLS]) && f[M_TCALLS].type != J_ARRAY) {
-        snprintf(param, sizeof(param), "%s.tool_calls", where);
-        return bad_param(st->err, param, "expected an array");
-    }
+    if (given(&f[M_TCALLS]) && f[M_TCALLS].type != J_ARRAY)
+        return fail_at(st->err, false, "expected an array", "messages[%d].tool_calls", i);
     return 0;
 }
 
@@ -475,13 +481,9 @@ static int openai_chat_parse(struct exchange *ex, struct gw_error *err)
     if (f[K_MESSAGES].type != J_ARRAY)
         return bad(err, "messages", "'messages' must be an array of message objects%s", "");
     {
-        /* non-empty, and every element an object with a valid role */
+        /* non-empty (every element is checked below) */
         struct str inner = str_trim(str_make(f[K_MESSAGES].raw.p + 1, f[K_MESSAGES].raw.n - 2));
-        bool empty = true;
-        for (size_t i = 0; i < inner.n; i++)
-            if (inner.p[i] != ' ' && inner.p[i] != '\n' && inner.p[i] != '\r' && inner.p[i] != '\t')
-                empty = false;
-        if (empty)
+        if (inner.n == 0)
             return bad(err, "messages", "'messages' must contain at least one message%s", "");
     }
     if (f[K_STREAM].type != J_NONE && f[K_STREAM].type != J_NULL && jval_bool(&f[K_STREAM], &ex->stream) != 0)
@@ -508,9 +510,11 @@ static int openai_chat_parse(struct exchange *ex, struct gw_error *err)
     if (check_number(&f[K_TEMP], "temperature", 0, 2, err) != 0 || check_number(&f[K_TOPP], "top_p", 0, 1, err) != 0)
         return -1;
     if (given(&f[K_TOOLS])) {
-        struct idx_state ts = {0, err, "tools"};
-        if (jscan_each(&f[K_TOOLS], on_tool_item, &ts) != 0)
-            return -1;
+        struct idx_state ts = {0, 0, err};
+        struct jval tf[3];
+        int rc = jscan_each_fields(&f[K_TOOLS], tool_keys, tf, 3, on_tool_item, &ts);
+        if (rc != 0)
+            return rc > 0 ? -1 : bad_param(err, "tools", "a member appears twice");
     }
     if (check_stop(&f[K_STOP], err) != 0 || check_tool_choice(&f[K_TCHOICE], err) != 0)
         return -1;
@@ -535,9 +539,17 @@ static int openai_chat_parse(struct exchange *ex, struct gw_error *err)
         check_int(&f[K_TOPLP], "top_logprobs", 0, 20, err) != 0)
         return -1;
     /* Last, the largest: every message, in one pass each. */
-    struct idx_state ms = {0, err, "messages"};
-    if (jscan_each(&f[K_MESSAGES], on_message, &ms) != 0)
+    struct idx_state ms = {0, 0, err};
+    struct jval mf[M_COUNT];
+    int rc = jscan_each_fields(&f[K_MESSAGES], message_keys, mf, M_COUNT, on_message, &ms);
+    if (rc > 0)
         return -1;
+    if (rc < 0) {
+        fail_at(err, false, "a member appears twice", "messages[%d]", ms.i);
+        return -1;
+    }
+    if (ms.i == 0)
+        return bad(err, "messages", "'messages' must contain at least one message%s", "");
     return 0;
 }
 

@@ -88,7 +88,10 @@ static void test_top_level(void)
 
 static void test_messages(void)
 {
+    refused(NULL, "[]", "messages");
+    refused(NULL, "[ \n\r\t ]", "messages");
     refused(NULL, "[" MSG_USER ",2]", "messages[1]");
+    refused(NULL, "[{\"role\":\"us\\u0065r\",\"content\":3}]", "messages[0].content"); /* escaped role still known */
     refused(NULL, "[{\"content\":\"x\"}]", "messages[0].role");
     refused(NULL, "[{\"role\":\"robot\",\"content\":\"x\"}]", "messages[0].role");
     refused(NULL, "[{\"role\":\"user\",\"content\":5}]", "messages[0].content");
@@ -104,6 +107,13 @@ static void test_messages(void)
             "{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"tool\",\"content\":\"42\"}]",
             "messages[3].tool_call_id");
     refused(NULL, "[{\"role\":\"tool\",\"content\":\"42\",\"tool_call_id\":1}]", "messages[0].tool_call_id");
+    /* escaped quotes and backslash runs inside strings do not end them early (the second pass skips strings) */
+    refused(NULL, "[{\"role\":\"user\",\"content\":\"a\\\"b\\\\\\\\\"},{\"role\":\"tool\",\"x\":\"\\\\\",\"content\":\"}\\\"\"}]",
+            "messages[1].tool_call_id");
+    accepted(NULL, "[{\"role\":\"user\",\"content\":\"\\\\\\\"\\\\\"},{\"role\":\"tool\",\"tool_call_id\":\"\\\\\",\"content\":\"\\\"\"}]");
+    /* a member read twice: parsers disagree on which copy wins */
+    refused(NULL, "[" MSG_USER ",{\"role\":\"user\",\"role\":\"tool\",\"content\":\"x\"}]", "messages[1]");
+    refused(NULL, "[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"type\":\"x\"}]}]", "messages[0].content");
     refused(NULL, "[{\"role\":\"assistant\",\"content\":null,\"tool_calls\":{\"id\":\"c1\"}}]",
             "messages[0].tool_calls");
 }
