@@ -7,6 +7,22 @@
 
 #include "common/jscan.h"
 
+/* jscan_each_fields on validated text must agree with jscan_fields on each element (the trusted string skip). */
+static int each_elem(const struct jval *e, const struct jval *f, void *ud)
+{
+    static const char *const ek[] = {"role", "content"};
+    (void)ud;
+    if (e->type != J_OBJECT)
+        return f[0].type != J_NONE || f[1].type != J_NONE ? (abort(), 0) : 0;
+    struct jval g[2];
+    if (jscan_fields(e->raw.p, e->raw.n, ek, g, 2, NULL, NULL) != 0)
+        return 0; /* a duplicate key: jscan_each_fields stops there too */
+    for (int i = 0; i < 2; i++)
+        if (g[i].type != f[i].type || (g[i].type != J_NONE && (g[i].raw.n != f[i].raw.n || g[i].raw.p != f[i].raw.p)))
+            abort();
+    return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -34,6 +50,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         buf_free(&b);
         struct jval v;
         jscan_path(s, size, "usage.prompt_tokens_details.cached_tokens", &v);
+        if (f[2].type == J_ARRAY) {
+            static const char *const ek[] = {"role", "content"};
+            struct jval scratch[2];
+            jscan_each_fields(&f[2], ek, scratch, 2, each_elem, NULL);
+        }
     }
     return 0;
 }
