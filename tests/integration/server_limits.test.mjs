@@ -204,6 +204,34 @@ test('probes get through 300 idle connections to the ops port: the longest idle 
   });
 });
 
+test('API listener at its connection limit: the longest-idle connection makes room, a busy one never does', async () => {
+  await withAgentd({ config: 'server:\n  workers: 1\n  limits:\n    connections: 3\n  timeouts:\n    header: 60s\n    idle: 60s\n' }, async (d) => {
+    const open = async (write) => {
+      const s = net.connect({ host: d.host, port: d.port });
+      await new Promise((r) => s.on('connect', r));
+      s.on('error', () => {});
+      s.closedP = new Promise((r) => s.on('close', r));
+      if (write) s.write(write);
+      return s;
+    };
+    // Oldest: a request in progress (headers not finished). Then two idle keep-alive connections.
+    const busy = await open('GET /health HTTP/1.1\r\nHost: x\r\n');
+    const idle1 = await open();
+    const idle2 = await open();
+    await waitFor(async () => (await metric(d, 'http_server_open_connections{listener="api"}')) >= 3);
+    // A fourth connection is served; the idle one that waited longest (idle1) is closed for it, not the busy one.
+    const r = await d.raw('GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    assert.equal(parseResponses(r.data)[0].status, 200);
+    await idle1.closedP;
+    assert.equal(busy.destroyed, false, 'a connection with a request in progress is never evicted');
+    assert.equal(idle2.destroyed, false);
+    busy.write('\r\n'); // finish its request: it is still served
+    const got = await new Promise((resolve) => { let b = ''; busy.on('data', (c) => { b += c; if (parseResponses(b).length) resolve(b); }); });
+    assert.equal(parseResponses(got)[0].status, 200);
+    busy.destroy(); idle2.destroy();
+  });
+});
+
 async function metric(d, series) {
   const text = await (await d.opsFetch('/metrics')).text();
   const line = text.split('\n').find((l) => l.startsWith(series + ' '));
