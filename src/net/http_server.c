@@ -336,11 +336,15 @@ static int on_url(http_parser *p, const char *at, size_t len)
 
 /* RFC 9110 5.6.2: a field name is a token. http-parser (non-strict build) also lets spaces through, so that
  * "Transfer-Encoding : chunked" was honoured and "X A: b" accepted; RFC 9112 5.1 says to refuse both. */
+static const bool tchar[256] = {
+    ['0' ... '9'] = true, ['a' ... 'z'] = true, ['A' ... 'Z'] = true, ['!'] = true, ['#'] = true, ['$'] = true,
+    ['%'] = true,         ['&'] = true,         ['\''] = true,       ['*'] = true, ['+'] = true, ['-'] = true,
+    ['.'] = true,         ['^'] = true,         ['_'] = true,         ['`'] = true, ['|'] = true, ['~'] = true,
+};
+
 static bool is_tchar(unsigned char ch)
 {
-    static const char extra[] = "!#$%&'*+-.^_`|~";
-    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-           (ch != '\0' && memchr(extra, ch, sizeof(extra) - 1) != NULL);
+    return tchar[ch];
 }
 
 static int on_header_field(http_parser *p, const char *at, size_t len)
