@@ -286,19 +286,10 @@ static void reload(void)
     }
     buf_free(&errors);
     struct buf which = BUF_INIT(4096);
-    if (cfg_restart_fields_differ(&config_schema, D.cfg, c, &which, "")) {
+    /* Settings the schema marks CFG_RESTART keep their running values, so that what `config print` and the
+     * process agree on stays true. */
+    if (config_keep_restart_settings(c, D.cfg, &which))
         log_warn("configuration reload: %s change only on restart; the running values stay", which.data);
-        /* Keep the running values so that what `config print` and the process agree on stays true. */
-        struct config *old = D.cfg;
-        xfree(c->server.listen);
-        c->server.listen = xstrdup(old->server.listen);
-        xfree(c->server.ops_listen);
-        c->server.ops_listen = xstrdup(old->server.ops_listen);
-        c->server.workers = old->server.workers;
-        xfree(c->server.data_dir);
-        c->server.data_dir = xstrdup(old->server.data_dir);
-        c->server.backlog = old->server.backlog;
-    }
     buf_free(&which);
     log_min_level = c->log.level;
     config_publish(config_ref(c));

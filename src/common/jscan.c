@@ -83,6 +83,15 @@ static int skip_trusted_string(struct scanner *s)
     }
 }
 
+/* Whether any of the 8 bytes in x is one string_stop marks: a quote, a backslash, below 0x20 or above 0x7f.
+ * Exact as an existence test (a borrow only spreads above a byte that matched already). */
+static inline bool swar_has_stop(uint64_t x)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
+    return ((((q - ones) & ~q) | ((b - ones) & ~b) | (x - ones * 0x20) | x) & highs) != 0;
+}
+
 static int scan_string(struct scanner *s)
 {
     if (s->trusted)
@@ -90,6 +99,14 @@ static int scan_string(struct scanner *s)
     s->p++; /* opening quote */
     while (s->p < s->end) {
         const char *p = s->p, *end = s->end;
+        /* Eight bytes at a time through plain ASCII (most of any LLM payload), then byte by byte. */
+        while (end - p >= 8) {
+            uint64_t x;
+            memcpy(&x, p, 8);
+            if (swar_has_stop(x))
+                break;
+            p += 8;
+        }
         while (p < end && !string_stop[(unsigned char)*p])
             p++;
         s->p = p;
@@ -629,4 +646,42 @@ int jscan_each_fields(const struct jval *array, const char *const *keys, struct 
         if (s.p < s.end && *s.p == ',')
             s.p++;
     }
+}
+
+static const char *skip_ws(const char *c, const char *end)
+{
+    while (c < end && (*c == ' ' || *c == '\t' || *c == '\n' || *c == '\r'))
+        c++;
+    return c;
+}
+
+bool jscan_may_have_object(const char *text, size_t len, const char *const *keys)
+{
+    size_t klen[8], nk = 0;
+    for (; keys[nk] && nk < 8; nk++)
+        klen[nk] = strlen(keys[nk]);
+    const char *p = text, *end = text + len;
+    /* Quote by quote (memchr runs a vector at a time): a member name is a quote, the key, a quote. */
+    while (p < end) {
+        const char *q = memchr(p, '"', (size_t)(end - p));
+        if (q == NULL || q + 1 >= end)
+            return false;
+        p = q + 1;
+        for (size_t k = 0; k < nk; k++) {
+            size_t kn = klen[k];
+            if (*p != keys[k][0] || (size_t)(end - p) < kn + 1 || p[kn] != '"' || memcmp(p, keys[k], kn) != 0)
+                continue;
+            const char *c = skip_ws(p + kn + 1, end);
+            if (c >= end)
+                return true; /* cut short here: cannot tell */
+            if (*c == ':') {
+                c = skip_ws(c + 1, end);
+                if (c >= end || *c == '{')
+                    return true;
+            }
+            p += kn + 1; /* past the key's closing quote */
+            break;
+        }
+    }
+    return false;
 }

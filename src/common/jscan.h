@@ -39,6 +39,13 @@ int jscan_path(const char *text, size_t len, const char *path, struct jval *out)
 int jscan_fields(const char *text, size_t len, const char *const *keys, struct jval *out, size_t nkeys,
                  size_t *err_off, const char **err_msg);
 
+/* A cheap pre-check for relays that pass most documents through untouched: false only when no member named by
+ * one of `keys` (NULL-terminated; at any depth) can have an object as its value, i.e. every occurrence of a
+ * quoted key is followed by something other than ':' then '{' (after whitespace). A quote inside a JSON string
+ * is always escaped, so string contents never match. It validates nothing: when it says true, scan the text
+ * with jscan_fields. */
+bool jscan_may_have_object(const char *text, size_t len, const char *const *keys);
+
 /* Value helpers. */
 bool jval_is_str(const struct jval *v, const char *s); /* string equal to s (escapes resolved) */
 int jval_str(const struct jval *v, struct buf *out);     /* unescaped string into out; -1 if not a string */

@@ -3,7 +3,14 @@
  * Sources, lowest precedence first: built-in defaults, the YAML file, environment variables (AGENTD_<PATH> for
  * every setting plus the names Kubernetes manifests use: ENVIRONMENT, MAX_CONCURRENT_REQUESTS,
  * REQUEST_TIMEOUT_SECONDS), command-line flags. A loaded snapshot never changes; a reload builds a new one and
- * publishes it, and requests already running keep the snapshot they started with. */
+ * publishes it, and requests already running keep the snapshot they started with.
+ *
+ * Who owns what: each module owns its section's schema (keys, defaults, ranges, help, checks) in its own file
+ * (api/server_config.c, telemetry/log_config.c, gateway/gw_config.c, gateway/providers/mock_config.c); the
+ * composition root api/config_root.c assembles them into `config_schema`. This header keeps only the plain-data
+ * shape of the snapshot: the scalar sections that code in several layers reads by member name
+ * (`cfg->server.*`, `cfg->log.llm`, `cfg->gateway.*`), and generic lists whose item types belong to their module
+ * (`models`, `prices`: gateway/gw_config.h). It includes nothing above config/. */
 #ifndef AGENTD_CONFIG_H
 #define AGENTD_CONFIG_H
 
@@ -44,57 +51,6 @@ struct config_log {
     bool llm;    /* one line per gateway request (model, tokens, cost, timings) */
 };
 
-enum {
-    PROVIDER_MOCK,
-    PROVIDER_OPENAI,
-    PROVIDER_AZURE_OPENAI,
-    PROVIDER_ANTHROPIC,
-    PROVIDER_GEMINI,
-    PROVIDER_BEDROCK,
-    PROVIDER_OPENAI_COMPATIBLE,
-    PROVIDER_COUNT
-};
-extern const char *const config_provider_names[];
-
-/* The offline mock model's behaviour (see docs/mock.md). */
-struct config_mock {
-    int64_t latency_ms;        /* before the response (non-stream) or the first chunk (stream) */
-    int64_t ttft_ms;           /* stream: extra wait before the first content chunk */
-    int64_t chunk_interval_ms; /* stream: between chunks */
-    int64_t chunk_words;       /* stream: words per chunk */
-};
-
-/* One upstream target of a public model. */
-struct config_deployment {
-    int provider;          /* PROVIDER_* */
-    char *model;           /* upstream model id, Azure deployment name, Bedrock model id or ARN */
-    char *base_url;        /* "" = the provider's well-known URL */
-    char *api_key_env;     /* name of the environment variable holding the key (never the key) */
-    char *api_key;         /* inline key; discouraged, masked by config print */
-    char *api_version;     /* Azure api-version, Anthropic anthropic-version */
-    char *region;          /* Bedrock region */
-    int64_t weight;
-    int64_t timeout_ms;    /* per attempt; 0 = the gateway's request_timeout */
-    struct cfg_strlist headers; /* extra "Name: value" headers sent upstream */
-    struct config_mock mock;
-};
-
-struct config_model {
-    char *name;                  /* public name clients send */
-    /* single-deployment shorthand: the fields of one deployment inline */
-    struct config_deployment inline_dep;
-    struct cfg_list deployments; /* struct config_deployment */
-    bool embeddings;             /* serves /v1/embeddings (otherwise chat) */
-};
-
-struct config_price {
-    char *name;                  /* upstream or public model name; longest prefix wins */
-    double input;                /* USD per million input tokens */
-    double output;
-    double cached_input;         /* cache reads; 0 = input price */
-    double cache_write;          /* cache writes; 0 = input price */
-};
-
 struct config_gateway {
     int64_t max_concurrent_requests; /* 0 = unlimited */
     int64_t request_timeout_ms;
@@ -115,28 +71,35 @@ enum { CONFIG_UPSTREAM_AUTO, CONFIG_UPSTREAM_NATIVE, CONFIG_UPSTREAM_CURL };
 struct config {
     _Atomic int refs;
     uint64_t generation;
+    const struct cfg_schema *schema; /* the root table it was read with (frees and prints it) */
     char *path; /* file it was read from, or NULL */
     struct config_server server;
     struct config_log log;
     struct config_gateway gateway;
-    struct cfg_list models; /* struct config_model */
-    struct cfg_list prices; /* struct config_price, merged over the built-in table */
+    struct cfg_list models; /* struct config_model (gateway/gw_config.h) */
+    struct cfg_list prices; /* struct config_price (gateway/gw_config.h), merged over the built-in table */
     /* Derived state built by higher layers at load (the gateway's model registry), freed with the snapshot. */
     void *ext;
     void (*ext_free)(void *ext);
 };
 
+/* The root table: every module's section, assembled by the composition root (api/config_root.c). */
 extern const struct cfg_schema config_schema;
 
 /* Command-line settings, applied last. */
+#define CONFIG_MAX_SETS 64
 struct config_flags {
     const char *config_path;
-    const char *sets[64]; /* "path=value" */
+    const char *sets[CONFIG_MAX_SETS]; /* "path=value" */
     int nsets;
 };
 
-/* Loads defaults + file (if path) + environment + flags. On failure returns NULL and appends one line per
- * problem to errors. The result has one reference. */
+/* Loads defaults + file (if path) + environment + flags through the root table `schema`, then runs its
+ * `finish` checks. On failure returns NULL and appends one line per problem to errors. The result has one
+ * reference. */
+struct config *config_load_schema(const struct cfg_schema *schema, const struct config_flags *flags,
+                                  char **environ_, struct buf *errors);
+/* config_load_schema with agentd's root table (defined in api/config_root.c). */
 struct config *config_load(const struct config_flags *flags, char **environ_, struct buf *errors);
 struct config *config_ref(struct config *c);
 void config_unref(struct config *c);
@@ -147,6 +110,10 @@ struct config *config_acquire(void);
 void config_publish(struct config *c);
 /* Drops the current snapshot at exit. */
 void config_shutdown(void);
+
+/* For a reload: restart-only settings of `next` that differ from `running` take the running values back (the
+ * schema's CFG_RESTART flag says which); their paths go to `which`. True when there was any. */
+bool config_keep_restart_settings(struct config *next, const struct config *running, struct buf *which);
 
 /* Writes the effective configuration as YAML, secrets masked. */
 void config_print(struct buf *out, const struct config *c);

@@ -12,6 +12,7 @@
 #include "common/str.h"
 
 #define FIELD_PTR(obj, f) ((void *)((char *)(obj) + (f)->off))
+#define FIELD_CPTR(obj, f) ((const void *)((const char *)(obj) + (f)->off))
 
 void cfg_error_at(struct cfg_ctx *ctx, const struct ynode *where, const char *path, const char *fmt, ...)
 {
@@ -35,7 +36,7 @@ int cfg_parse_bool(const char *s, bool *out)
 {
     static const char *const yes[] = {"true", "True", "TRUE", "yes", "on", "1"};
     static const char *const no[] = {"false", "False", "FALSE", "no", "off", "0"};
-    for (size_t i = 0; i < 6; i++) {
+    for (size_t i = 0; i < ARRAY_LEN(yes); i++) {
         if (strcmp(s, yes[i]) == 0) {
             *out = true;
             return 0;
@@ -102,7 +103,7 @@ int cfg_parse_size(const char *s, int64_t *out)
     const char *unit;
     if (split_number(s, &num, &unit) != 0)
         return -1;
-    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+    for (size_t i = 0; i < ARRAY_LEN(units); i++) {
         if (strcmp(unit, units[i].unit) == 0) {
             double v = num * units[i].mult;
             if (v > 9.0e18 || v != floor(v))
@@ -126,7 +127,7 @@ int cfg_parse_duration_ms(const char *s, int64_t *out)
         return -1;
     if (*unit == '\0')
         return num == 0 ? (*out = 0, 0) : -1;
-    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+    for (size_t i = 0; i < ARRAY_LEN(units); i++) {
         if (strcmp(unit, units[i].unit) == 0) {
             double v = num * units[i].mult;
             if (v > 9.0e15 || v != floor(v))
@@ -227,7 +228,7 @@ static void free_field(const struct cfg_field *f, void *obj)
         break;
     }
     case CFG_MAP:
-        cfg_free_obj(f->sub, obj);
+        cfg_free_obj(f->sub, p);
         break;
     case CFG_DICT: {
         /* a dict item's first member is its name, which is not one of the item's schema fields */
@@ -339,7 +340,7 @@ static void read_node(struct cfg_ctx *ctx, const struct cfg_field *f, void *obj,
 {
     switch (f->type) {
     case CFG_MAP:
-        cfg_read_map(ctx, f->sub, obj, n, path);
+        cfg_read_map(ctx, f->sub, FIELD_PTR(obj, f), n, path);
         return;
     case CFG_STRLIST: {
         if (n->kind != YNODE_SEQ) {
@@ -469,7 +470,7 @@ void cfg_apply_defaults(const struct cfg_schema *s, void *obj)
     for (size_t i = 0; i < s->nfields; i++) {
         const struct cfg_field *f = &s->fields[i];
         if (f->type == CFG_MAP) {
-            cfg_apply_defaults(f->sub, obj);
+            cfg_apply_defaults(f->sub, FIELD_PTR(obj, f));
         } else if (f->def && f->type == CFG_STRLIST) {
             struct ynode *n = yaml_tree_parse(f->def, strlen(f->def), &errs);
             if (n) {
@@ -503,6 +504,7 @@ int cfg_set_path(struct cfg_ctx *ctx, const struct cfg_schema *s, void *obj, con
             if (f->type != CFG_MAP)
                 break;
             s = f->sub;
+            obj = FIELD_PTR(obj, f);
             p = dot + 1;
             continue;
         }
@@ -661,7 +663,10 @@ static void print_scalar(struct buf *out, const struct cfg_field *f, const void 
     case CFG_STRING:
     case CFG_ADDR: {
         const char *s = *(char *const *)p;
-        buf_append_json_cstr(out, s ? s : "");
+        if (f->mask)
+            f->mask(out, s ? s : "");
+        else
+            buf_append_json_cstr(out, s ? s : "");
         break;
     }
     case CFG_ENUM:
@@ -681,14 +686,19 @@ void cfg_print(struct buf *out, const struct cfg_schema *s, const void *obj, int
         buf_printf(out, "%s:", f->key);
         if (f->type == CFG_MAP) {
             buf_append_char(out, '\n');
-            cfg_print(out, f->sub, obj, indent + 2);
+            cfg_print(out, f->sub, p, indent + 2);
         } else if (f->type == CFG_STRLIST) {
             const struct cfg_strlist *sl = p;
             buf_append_str(out, " [");
             for (size_t j = 0; j < sl->n; j++) {
                 if (j)
                     buf_append_str(out, ", ");
-                buf_append_json_cstr(out, sl->v[j]);
+                if (f->flags & CFG_SECRET)
+                    buf_append_str(out, "\"***\"");
+                else if (f->mask)
+                    f->mask(out, sl->v[j]);
+                else
+                    buf_append_json_cstr(out, sl->v[j]);
             }
             buf_append_str(out, "]\n");
         } else if (f->type == CFG_LIST || f->type == CFG_DICT) {
@@ -727,7 +737,7 @@ void cfg_print(struct buf *out, const struct cfg_schema *s, const void *obj, int
 
 static bool field_equal(const struct cfg_field *f, const void *a, const void *b)
 {
-    const void *pa = (const char *)a + f->off, *pb = (const char *)b + f->off;
+    const void *pa = FIELD_CPTR(a, f), *pb = FIELD_CPTR(b, f);
     switch (f->type) {
     case CFG_BOOL: return *(const bool *)pa == *(const bool *)pb;
     case CFG_INT:
@@ -744,22 +754,60 @@ static bool field_equal(const struct cfg_field *f, const void *a, const void *b)
     }
 }
 
-bool cfg_restart_fields_differ(const struct cfg_schema *s, const void *a, const void *b, struct buf *which,
-                               const char *path)
+/* Copies a scalar field's value from src into dst (strings are duplicated; dst's old string is freed). */
+static void field_copy(const struct cfg_field *f, void *dst, const void *src)
 {
-    bool differ = false;
+    void *pd = FIELD_PTR(dst, f);
+    const void *ps = FIELD_CPTR(src, f);
+    switch (f->type) {
+    case CFG_BOOL: *(bool *)pd = *(const bool *)ps; break;
+    case CFG_INT:
+    case CFG_SIZE:
+    case CFG_DURATION: *(int64_t *)pd = *(const int64_t *)ps; break;
+    case CFG_DOUBLE: *(double *)pd = *(const double *)ps; break;
+    case CFG_ENUM: *(int *)pd = *(const int *)ps; break;
+    case CFG_STRING:
+    case CFG_ADDR: {
+        const char *v = *(char *const *)ps;
+        xfree(*(char **)pd);
+        *(char **)pd = v ? xstrdup(v) : NULL;
+        break;
+    }
+    default: break;
+    }
+}
+
+bool cfg_keep_restart_fields(const struct cfg_schema *s, void *next, const void *running, struct buf *which,
+                             const char *path)
+{
+    bool kept = false;
     for (size_t i = 0; i < s->nfields; i++) {
         const struct cfg_field *f = &s->fields[i];
         char fpath[256];
         snprintf(fpath, sizeof(fpath), "%s%s%s", path, *path ? "." : "", f->key);
         if (f->type == CFG_MAP) {
-            differ |= cfg_restart_fields_differ(f->sub, a, b, which, fpath);
-        } else if ((f->flags & CFG_RESTART) && !field_equal(f, a, b)) {
+            kept |= cfg_keep_restart_fields(f->sub, FIELD_PTR(next, f), FIELD_CPTR(running, f), which, fpath);
+        } else if ((f->flags & CFG_RESTART) && !field_equal(f, next, running)) {
             buf_printf(which, "%s%s", which->len ? ", " : "", fpath);
-            differ = true;
+            field_copy(f, next, running);
+            kept = true;
         }
     }
-    return differ;
+    return kept;
+}
+
+void cfg_finish(struct cfg_ctx *ctx, const struct cfg_schema *s, void *obj, const char *path)
+{
+    for (size_t i = 0; i < s->nfields; i++) {
+        const struct cfg_field *f = &s->fields[i];
+        if (f->type != CFG_MAP)
+            continue;
+        char fpath[256];
+        snprintf(fpath, sizeof(fpath), "%s%s%s", path, *path ? "." : "", f->key);
+        cfg_finish(ctx, f->sub, FIELD_PTR(obj, f), fpath);
+    }
+    if (s->finish)
+        s->finish(ctx, obj, path);
 }
 
 static const char *short_type(const struct cfg_field *f)

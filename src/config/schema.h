@@ -1,9 +1,11 @@
 /* schema.h: declarative configuration tables (redis createIntConfig, haproxy cfg keywords).
  *
- * Each module describes its settings as a table of struct cfg_field: key, type, range, default, where the
- * value lives, and flags. One engine reads the YAML tree, environment variables and command-line flags through
- * the same table, so every setting has the same checks, the same error messages (file:line:column, the path,
- * the allowed values) and the same environment name (AGENTD_ + the path in upper case with '.' -> '_'). */
+ * Each module describes its own section as a table of struct cfg_field, next to its code: key, type, range,
+ * default, where the value lives, and flags (gateway/gw_config.c, api/server_config.c, telemetry/log_config.c,
+ * ...). The composition root (api/config_root.c) assembles the sections into the root table. One engine (this
+ * directory, which names no module) reads the YAML tree, environment variables and command-line flags through the
+ * same tables, so every setting has the same checks, the same error messages (file:line:column, the path, the
+ * allowed values) and the same environment name (AGENTD_ + the path in upper case with '.' -> '_'). */
 #ifndef AGENTD_SCHEMA_H
 #define AGENTD_SCHEMA_H
 
@@ -12,6 +14,7 @@
 #include <stdint.h>
 
 #include "common/buf.h"
+#include "common/macros.h"
 #include "config/yaml_tree.h"
 
 enum cfg_type {
@@ -24,7 +27,8 @@ enum cfg_type {
     CFG_ENUM,     /* int, index into enums[] */
     CFG_ADDR,     /* char *, "host:port", "[v6]:port" or ":port" */
     CFG_STRLIST,  /* struct cfg_strlist */
-    CFG_MAP,      /* nested keys whose fields live in the same struct (offsets are absolute) */
+    CFG_MAP,      /* nested keys; the sub-schema's offsets are relative to this field's offset (a member struct,
+                   * or .off = 0 for keys that only group fields of the same struct) */
     CFG_LIST,     /* struct cfg_list of sub->item_size items */
     CFG_DICT,     /* YAML map of name -> item; struct cfg_list whose items start with `char *name` */
 };
@@ -48,6 +52,8 @@ struct cfg_strlist {
 };
 
 struct cfg_schema;
+/* Writes one value (a string, or one item of a list of strings) as YAML with its secret parts masked. */
+typedef void cfg_mask_fn(struct buf *out, const char *value);
 
 struct cfg_field {
     const char *key;
@@ -61,6 +67,7 @@ struct cfg_field {
     unsigned flags;
     const char *env_alias;  /* extra environment name (ENVIRONMENT, MAX_CONCURRENT_REQUESTS, ...) */
     const char *help;
+    cfg_mask_fn *mask;      /* STRING/STRLIST: `config print` writes values through this (partly secret values) */
 };
 
 struct cfg_ctx;
@@ -71,8 +78,11 @@ struct cfg_schema {
     const char *name;
     size_t item_size;             /* for LIST/DICT items */
     const struct cfg_field *fields;
-    size_t nfields;
-    cfg_validate_fn *validate;
+    size_t nfields;               /* ARRAY_LEN(fields) (common/macros.h), never counted by hand */
+    cfg_validate_fn *validate;    /* after a YAML map of this schema is read */
+    /* After every source (defaults, file, environment, flags) is applied; called by cfg_finish for the root and
+     * every CFG_MAP section under it, with where = NULL. Cross-field checks that flags can break live here. */
+    void (*finish)(struct cfg_ctx *ctx, void *obj, const char *path);
 };
 
 /* Error sink shared by one load. Errors accumulate, so `config check` reports all of them at once. */
@@ -98,9 +108,13 @@ void cfg_read_env(struct cfg_ctx *ctx, const struct cfg_schema *s, void *obj, ch
 void cfg_free_obj(const struct cfg_schema *s, void *obj);
 /* Writes obj as YAML (secrets masked). */
 void cfg_print(struct buf *out, const struct cfg_schema *s, const void *obj, int indent);
-/* True when any CFG_RESTART field differs; names them into `which`. */
-bool cfg_restart_fields_differ(const struct cfg_schema *s, const void *a, const void *b, struct buf *which,
-                               const char *path);
+/* Runs every `finish` check of s and of the CFG_MAP sections under it. */
+void cfg_finish(struct cfg_ctx *ctx, const struct cfg_schema *s, void *obj, const char *path);
+/* For a reload: every CFG_RESTART field of `next` that differs from `running` gets the running value back (a
+ * copy), so the published snapshot says what the process really uses. Names the fields it kept into `which`
+ * (", "-separated) and returns true when there was any. */
+bool cfg_keep_restart_fields(const struct cfg_schema *s, void *next, const void *running, struct buf *which,
+                             const char *path);
 
 /* Writes a Markdown table of every setting (path, type, default, range, environment name, help). */
 void cfg_describe(struct buf *out, const struct cfg_schema *s, const char *prefix);

@@ -4,6 +4,7 @@
 #include <yaml.h>
 
 #include "common/alloc.h"
+#include "common/macros.h"
 
 void ynode_free(struct ynode *n)
 {
@@ -40,7 +41,7 @@ static bool tag_ok(const yaml_char_t *tag)
         return true;
     static const char *const ok_tags[] = {YAML_STR_TAG, YAML_INT_TAG, YAML_FLOAT_TAG, YAML_BOOL_TAG,
                                           YAML_NULL_TAG, YAML_MAP_TAG, YAML_SEQ_TAG};
-    for (size_t i = 0; i < sizeof(ok_tags) / sizeof(ok_tags[0]); i++)
+    for (size_t i = 0; i < ARRAY_LEN(ok_tags); i++)
         if (strcmp((const char *)tag, ok_tags[i]) == 0)
             return true;
     return false;

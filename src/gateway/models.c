@@ -6,6 +6,7 @@
 
 #include "common/alloc.h"
 #include "common/log.h"
+#include "common/macros.h"
 #include "config/config.h"
 #include "gateway/provider.h"
 
@@ -153,7 +154,7 @@ const struct price *registry_price(const struct registry *r, const char *model)
         return NULL;
     /* Bedrock cross-region inference profiles: "us.anthropic.claude-..." prices as "anthropic.claude-..." */
     static const char *const prefixes[] = {"us.", "eu.", "apac.", "us-gov.", "global."};
-    for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
+    for (size_t i = 0; i < ARRAY_LEN(prefixes); i++)
         if (strncmp(model, prefixes[i], strlen(prefixes[i])) == 0) {
             model += strlen(prefixes[i]);
             break;
@@ -255,7 +256,7 @@ int registry_attach(struct config *cfg, char **env, struct buf *warnings)
 {
     struct registry *r = xcalloc(1, sizeof(*r));
     /* prices: configuration first (it wins on equal names), then the built-in table */
-    size_t nbuiltin = sizeof(builtin_prices) / sizeof(builtin_prices[0]);
+    size_t nbuiltin = ARRAY_LEN(builtin_prices);
     r->prices = xcalloc(cfg->prices.n + nbuiltin, sizeof(*r->prices));
     const struct config_price *cp = cfg->prices.items;
     for (size_t i = 0; i < cfg->prices.n; i++)
@@ -325,7 +326,7 @@ int registry_attach(struct config *cfg, char **env, struct buf *warnings)
         }
     }
     if (cfg->gateway.auto_models) {
-        for (size_t i = 0; i < sizeof(auto_models) / sizeof(auto_models[0]); i++) {
+        for (size_t i = 0; i < ARRAY_LEN(auto_models); i++) {
             int p = auto_models[i].provider;
             bool present = p == PROVIDER_BEDROCK ? env_get(env, "AWS_ACCESS_KEY_ID") && env_get(env, "AWS_SECRET_ACCESS_KEY")
                                                  : env_get(env, default_key_env(p)) != NULL ||

@@ -12,9 +12,9 @@
 
 #include "common/buf.h"
 #include "common/str.h"
+#include "gateway/gw_config.h" /* the configuration it is built from; PROVIDER_*; struct config_mock */
 
 struct config;
-struct config_mock;
 struct provider_ops;
 
 struct price {

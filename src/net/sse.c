@@ -124,10 +124,12 @@ static int feed_lines(struct sse_parser *p, const char *data, size_t len)
                 continue;
             }
         }
-        /* find the next line end */
-        size_t j = i;
-        while (j < len && data[j] != '\n' && data[j] != '\r')
-            j++;
+        /* find the next line end: LF, CR or CRLF (memchr runs a word or a vector at a time) */
+        const char *lf = memchr(data + i, '\n', len - i);
+        size_t j = lf ? (size_t)(lf - data) : len;
+        const char *cr = memchr(data + i, '\r', j - i);
+        if (cr)
+            j = (size_t)(cr - data);
         if (j == len) {
             if (buf_append(&p->line, data + i, len - i) != 0)
                 return -1;

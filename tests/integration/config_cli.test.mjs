@@ -140,3 +140,34 @@ test('docs/configuration.md lists exactly the settings the binary knows (scripts
   const section = doc.split('<!-- settings:begin -->\n')[1].split('<!-- settings:end -->')[0];
   assert.equal(section, r.stdout, 'docs/configuration.md is stale: run scripts/gen-docs.sh');
 });
+
+test('config print masks api_key and secret header values, keeps the others (issue 15 item 4)', () => {
+  const p = file('secrets.yaml', [
+    'models:',
+    '  - name: inline',
+    '    provider: openai',
+    '    model: gpt-4o',
+    '    api_key: sk-inline-key-1',
+    '    headers: ["Authorization: Bearer sk-auth-2", "X-Api-Key: xk-3", "X-Request-Source: visible-4"]',
+    '  - name: listed',
+    '    deployments:',
+    '      - provider: openai-compatible',
+    '        model: m',
+    '        base_url: http://127.0.0.1:9',
+    '        headers:',
+    '          - "cookie: sid=ck-5"',
+    '          - "X-Upstream-Token: tk-6"',
+    '          - "x-client-secret: cs-7"',
+    '          - "X-DB-Password: pw-8"',
+    '          - "X-Team: visible-9"',
+    '',
+  ].join('\n'));
+  const r = run(['config', 'print', '--config', p]);
+  assert.equal(r.status, 0, r.stderr);
+  for (const secret of ['sk-inline-key-1', 'sk-auth-2', 'xk-3', 'ck-5', 'tk-6', 'cs-7', 'pw-8']) {
+    assert.ok(!r.stdout.includes(secret), `${secret} printed`);
+  }
+  assert.match(r.stdout, /api_key: "\*\*\*"/);
+  assert.ok(r.stdout.includes('headers: ["Authorization: ***", "X-Api-Key: ***", "X-Request-Source: visible-4"]'), r.stdout);
+  assert.ok(r.stdout.includes('headers: ["cookie: ***", "X-Upstream-Token: ***", "x-client-secret: ***", "X-DB-Password: ***", "X-Team: visible-9"]'), r.stdout);
+});

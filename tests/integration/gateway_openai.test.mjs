@@ -285,6 +285,29 @@ test('a stream cut by the upstream ends with an error event after what was relay
   assert.equal(line.incomplete, true);
 });
 
+test('passthrough stream: an error object mid-stream ends it with the error event; content is relayed unscanned', async () => {
+  oa.reset();
+  oa.script([{ midStreamError: true, chunks: 6 }]);
+  const res = await post('/v1/chat/completions', { model: 'gpt-test', stream: true, messages: [{ role: 'user', content: 'one two three four five six seven' }] });
+  assert.equal(res.status, 200);
+  const evs = sseEvents(await res.text());
+  assert.ok(evs.some((e) => e.data !== '[DONE]' && JSON.parse(e.data).choices?.[0]?.delta?.content), 'content before the error');
+  assert.equal(evs.at(-1).data, '[DONE]');
+  const err = JSON.parse(evs.at(-2).data);
+  assert.ok(err.error && err.error.message, 'the last event before [DONE] is the error');
+  const line = await d.waitLog((l) => l.msg === 'llm' && l.request_id === res.headers.get('x-request-id'));
+  assert.ok(line.status >= 500, `status ${line.status}`);
+  // usage still counted when it arrives as an object after content chunks that carry "usage":null
+  oa.reset();
+  const ok = await post('/v1/chat/completions', { model: 'gpt-test', stream: true, stream_options: { include_usage: true }, messages: [{ role: 'user', content: 'count me' }] });
+  const okEvs = sseEvents(await ok.text());
+  const usage = okEvs.filter((e) => e.data !== '[DONE]').map((e) => JSON.parse(e.data)).find((c) => c.usage);
+  assert.ok(usage && usage.usage.completion_tokens > 0);
+  const okLine = await d.waitLog((l) => l.msg === 'llm' && l.request_id === ok.headers.get('x-request-id'));
+  assert.equal(okLine.output_tokens, usage.usage.completion_tokens);
+  assert.equal(okLine.input_tokens, usage.usage.prompt_tokens);
+});
+
 test('client disconnect mid-stream cancels the upstream transfer at once', async () => {
   const before = slowState.closed;
   const r = await d.raw(`POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 80\r\n\r\n${JSON.stringify({ model: 'slow-stream', stream: true, messages: [{ role: 'user', content: 'x' }] }).padEnd(80)}`,

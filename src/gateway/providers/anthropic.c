@@ -687,6 +687,12 @@ int anthropic_stream_event(struct anthropic_stream *s, struct str event, struct 
     int fwd = s->passthrough ? 1 : 0;
     if (str_eq_cstr(event, "ping"))
         return fwd;
+    /* Relayed as received: content events carry nothing agentd reads in passthrough, unless the bytes may hold
+     * a usage, message or error object (whatever the event line says), which then get the full scan below. */
+    static const char *const wanted[] = {"usage", "message", "error", NULL};
+    if (s->passthrough && str_starts_with(event, STR_LIT("content_block_")) &&
+        !jscan_may_have_object(data.p, data.n, wanted))
+        return fwd;
     static const char *const keys[] = {"type", "index", "delta", "content_block", "message", "usage", "error"};
     enum { F_TYPE, F_INDEX, F_DELTA, F_BLOCK, F_MESSAGE, F_USAGE, F_ERROR, F_N };
     struct jval f[F_N];

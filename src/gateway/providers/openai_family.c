@@ -118,26 +118,34 @@ int openai_family_decode_stream_event(struct attempt *a, const struct stream_eve
         /* the front door writes its own [DONE] after a usage chunk it may add; forward this one as is */
         return EV_FORWARD;
     }
+    /* Most events are content chunks that carry nothing agentd reads ("usage":null at most): they are relayed
+     * as received, unscanned, as a proxy relays bytes. An event that may carry a usage or an error object gets
+     * one validating pass that finds the three members that matter. */
+    static const char *const wanted[] = {"usage", "error", NULL};
+    if (!jscan_may_have_object(data.p, data.n, wanted))
+        return EV_FORWARD;
+    static const char *const keys[] = {"error", "usage", "choices"};
+    enum { F_ERROR, F_USAGE, F_CHOICES, F_N };
+    struct jval f[F_N];
     size_t off;
     const char *msg;
-    if (jscan_validate(data.p, data.n, &off, &msg) != 0) {
-        gw_error_set(err, 502, GW_ERR_API, "upstream %s sent a malformed stream event (%s)", a->dep->label, msg);
+    if (jscan_fields(data.p, data.n, keys, f, F_N, &off, &msg) != 0) {
+        gw_error_set(err, 502, GW_ERR_API, "upstream %s sent a malformed stream event (%s)", a->dep->label,
+                     msg ? msg : "not a JSON object");
         err->from_upstream = true;
         return -1;
     }
-    struct jval v;
-    if (jscan_get(data.p, data.n, "error", &v) == 0 && v.type == J_OBJECT) {
+    if (f[F_ERROR].type == J_OBJECT) {
         openai_map_error(500, data.p, data.n, err);
         err->status = 502;
         return -1;
     }
-    if (jscan_get(data.p, data.n, "usage", &v) == 0 && v.type == J_OBJECT) {
+    if (f[F_USAGE].type == J_OBJECT) {
         struct usage u;
-        if (openai_extract_usage(data.p, data.n, &u) == 0) {
+        if (openai_usage_object(f[F_USAGE].raw.p, f[F_USAGE].raw.n, &u) == 0) {
             a->usage = u;
-            struct jval choices;
-            bool no_choices = jscan_get(data.p, data.n, "choices", &choices) == 0 && choices.type == J_ARRAY &&
-                              str_trim(str_make(choices.raw.p + 1, choices.raw.n - 2)).n == 0;
+            bool no_choices = f[F_CHOICES].type == J_ARRAY &&
+                              str_trim(str_make(f[F_CHOICES].raw.p + 1, f[F_CHOICES].raw.n - 2)).n == 0;
             if (no_choices && !attempt_client_include_usage(a))
                 return EV_DROP;
         }

@@ -1,7 +1,20 @@
 #include <stddef.h>
 
-#include "config/config.h"
+#include "common/macros.h"
 #include "gateway/provider.h"
+#include "gateway/provider_ids.h"
+
+/* The configuration's names for the providers (`provider: openai`), indexed by PROVIDER_*. */
+const char *const config_provider_names[PROVIDER_COUNT + 1] = {
+    [PROVIDER_MOCK] = "mock",
+    [PROVIDER_OPENAI] = "openai",
+    [PROVIDER_AZURE_OPENAI] = "azure-openai",
+    [PROVIDER_ANTHROPIC] = "anthropic",
+    [PROVIDER_GEMINI] = "gemini",
+    [PROVIDER_BEDROCK] = "bedrock",
+    [PROVIDER_OPENAI_COMPATIBLE] = "openai-compatible",
+    [PROVIDER_COUNT] = NULL,
+};
 
 const struct provider_ops *provider_by_id(int id)
 {
@@ -14,5 +27,5 @@ const struct provider_ops *provider_by_id(int id)
         [PROVIDER_BEDROCK] = &provider_bedrock,
         [PROVIDER_OPENAI_COMPATIBLE] = &provider_openai_compatible,
     };
-    return id >= 0 && id < PROVIDER_COUNT ? table[id] : NULL;
+    return id >= 0 && id < (int)ARRAY_LEN(table) ? table[id] : NULL;
 }

@@ -104,8 +104,59 @@ static void test_each(void)
     is_int(n, 2);
 }
 
+/* The 8-bytes-at-a-time string scan must stop at exactly the bytes the byte loop stops at, wherever they fall
+ * in a word: every stop byte at every offset of a long ASCII run. */
+static void test_string_words(void)
+{
+    static const char stops[] = {'"', '\\', '\x01', '\x1f', '\x7f', (char)0x80, (char)0xc3, (char)0xff};
+    char doc[64];
+    for (size_t k = 0; k < sizeof(stops); k++) {
+        for (size_t at = 1; at < 40; at++) {
+            memset(doc, 'a', sizeof(doc));
+            doc[0] = '"';
+            doc[at] = stops[k];
+            doc[50] = '"';
+            bool valid = stops[k] == '"' || stops[k] == '\x7f'; /* 0x7f (DEL) is allowed in a string */
+            size_t len = stops[k] == '"' ? at + 1 : 51;
+            size_t off = 0;
+            const char *msg = NULL;
+            int rc = jscan_validate(doc, len, &off, &msg);
+            if (!ok(rc == (valid ? 0 : -1)))
+                printf("# stop byte 0x%02x at %zu: rc %d\n", (unsigned char)stops[k], at, rc);
+            if (!valid && stops[k] != '\\' && (unsigned char)stops[k] < 0x80)
+                ok(off == at); /* the error points at the control character itself */
+        }
+    }
+}
+
+static void test_may_have_object(void)
+{
+    static const char *const keys[] = {"usage", "error", NULL};
+    struct {
+        const char *doc;
+        bool want;
+    } cases[] = {
+        {"{\"choices\":[],\"usage\":null}", false},
+        {"{\"choices\":[],\"usage\":{\"prompt_tokens\":1}}", true},
+        {"{\"usage\" : \n {}}", true},
+        {"{\"error\":{\"message\":\"x\"}}", true},
+        {"{\"content\":\"the \\\"usage\\\":{ of words\"}", false}, /* inside a string: escaped quotes */
+        {"{\"usage_x\":{}}", false},
+        {"{\"xusage\":{}}", false},
+        {"{\"a\":{\"usage\":{}}}", true}, /* nested: may be; the caller scans */
+        {"{\"usage\"", true},             /* cut short: cannot tell, so scan (and fail there) */
+        {"", false},
+        {"\"", false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        if (!ok(jscan_may_have_object(cases[i].doc, strlen(cases[i].doc), keys) == cases[i].want))
+            printf("# case %zu: %s\n", i, cases[i].doc);
+}
+
 int main(void)
 {
+    subtest("string scan by words", test_string_words);
+    subtest("may have object", test_may_have_object);
     subtest("validate", test_validate);
     subtest("fields and paths", test_fields);
     subtest("strings and numbers", test_strings);

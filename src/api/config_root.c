@@ -1,0 +1,40 @@
+/* config_root.c: the composition root of the configuration. It mounts every module's section schema at its key
+ * in struct config; the engine in config/ knows no module. A new module adds its section here (and, while other
+ * layers read it by member name, its plain struct to struct config). */
+#include <stddef.h>
+
+#include "api/server_config.h"
+#include "common/macros.h"
+#include "config/config.h"
+#include "gateway/gw_config.h"
+#include "telemetry/log_config.h"
+
+#define OFF(f) offsetof(struct config, f)
+
+static void finish(struct cfg_ctx *ctx, void *obj, const char *path)
+{
+    (void)path;
+    const struct config *c = obj;
+    gw_config_models_finish(ctx, &c->models, "models");
+}
+
+static const struct cfg_field root_fields[] = {
+    {.key = "server", .type = CFG_MAP, .off = OFF(server), .sub = &server_config_schema},
+    {.key = "log", .type = CFG_MAP, .off = OFF(log), .sub = &log_config_schema},
+    {.key = "gateway", .type = CFG_MAP, .off = OFF(gateway), .sub = &gw_config_schema},
+    {.key = "models", .type = CFG_LIST, .off = OFF(models), .sub = &gw_config_model_schema,
+     .help = "public model names and the deployments behind them"},
+    {.key = "prices", .type = CFG_DICT, .off = OFF(prices), .sub = &gw_config_price_schema,
+     .help = "USD per million tokens, by model name (longest prefix wins), over the built-in table"},
+};
+
+const struct cfg_schema config_schema = {.name = "config",
+                                         .item_size = sizeof(struct config),
+                                         .fields = root_fields,
+                                         .nfields = ARRAY_LEN(root_fields),
+                                         .finish = finish};
+
+struct config *config_load(const struct config_flags *flags, char **environ_, struct buf *errors)
+{
+    return config_load_schema(&config_schema, flags, environ_, errors);
+}

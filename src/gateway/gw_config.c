@@ -1,0 +1,203 @@
+/* gw_config.c: the schema of the gateway's settings (`gateway:`, `models:`, `prices:`) and their checks. */
+#include "gateway/gw_config.h"
+
+#include <ctype.h>
+#include <string.h>
+
+#include "common/macros.h"
+#include "config/config.h"
+
+/* ---- gateway: ---- */
+
+static const char *const upstream_clients[] = {"auto", "native", "curl", NULL};
+
+#define GOFF(f) offsetof(struct config_gateway, f)
+static const struct cfg_field gateway_fields[] = {
+    {.key = "max_concurrent_requests", .type = CFG_INT, .off = GOFF(max_concurrent_requests), .min = 0,
+     .max = 1000000, .def = "0", .env_alias = "MAX_CONCURRENT_REQUESTS",
+     .help = "LLM requests in flight per process; 0 = unlimited"},
+    {.key = "request_timeout", .type = CFG_DURATION, .off = GOFF(request_timeout_ms), .min = 100,
+     .max = 86400000, .def = "300s", .env_alias = "REQUEST_TIMEOUT_SECONDS", .flags = CFG_ENV_SECONDS,
+     .help = "whole-request deadline for an LLM call, retries included"},
+    {.key = "connect_timeout", .type = CFG_DURATION, .off = GOFF(connect_timeout_ms), .min = 10, .max = 600000,
+     .def = "10s", .help = "TCP + TLS connect to an upstream"},
+    {.key = "first_byte_timeout", .type = CFG_DURATION, .off = GOFF(first_byte_timeout_ms), .min = 0,
+     .max = 86400000, .def = "120s", .help = "upstream response headers; 0 = only request_timeout"},
+    {.key = "max_response_bytes", .type = CFG_SIZE, .off = GOFF(max_response_bytes), .min = 1024,
+     .max = 1LL << 30, .def = "32MiB", .help = "a non-streamed upstream response is buffered up to this"},
+    {.key = "max_event_bytes", .type = CFG_SIZE, .off = GOFF(max_event_bytes), .min = 1024, .max = 1LL << 30,
+     .def = "8MiB", .help = "one streamed upstream event"},
+    {.key = "default_max_tokens", .type = CFG_INT, .off = GOFF(default_max_tokens), .min = 1, .max = 10000000,
+     .def = "4096", .help = "sent to providers that require max_tokens when the client gave none"},
+    {.key = "auto_models", .type = CFG_BOOL, .off = GOFF(auto_models), .def = "true",
+     .help = "add well-known models for every provider whose API key is in the environment"},
+    {.key = "mock_model", .type = CFG_BOOL, .off = GOFF(mock_model), .def = "true",
+     .help = "serve the offline deterministic model 'mock'"},
+    {.key = "anthropic_version", .type = CFG_STRING, .off = GOFF(anthropic_version), .max = 64,
+     .def = "2023-06-01", .help = "anthropic-version sent to Anthropic upstreams"},
+    {.key = "upstream_client", .type = CFG_ENUM, .off = GOFF(upstream_client), .enums = upstream_clients,
+     .def = "auto", .flags = CFG_RESTART,
+     .help = "HTTP client for upstream calls: auto = agentd's own HTTP/1.1 client for plain http:// without a "
+             "proxy, libcurl for https:// (HTTP/2 where offered) and proxies; native = agentd's client for "
+             "https:// too (HTTP/1.1 only); curl = libcurl for everything"},
+    {.key = "ca_file", .type = CFG_STRING, .off = GOFF(ca_file), .max = 4096, .def = "", .flags = CFG_RESTART,
+     .help = "PEM file of extra CA certificates trusted for upstream TLS, on top of the system store"},
+};
+_Static_assert(ARRAY_LEN(upstream_clients) == CONFIG_UPSTREAM_CURL + 2, "one name per CONFIG_UPSTREAM_*");
+
+const struct cfg_schema gw_config_schema = {
+    .name = "gateway", .fields = gateway_fields, .nfields = ARRAY_LEN(gateway_fields)};
+
+/* ---- headers ---- */
+
+bool gw_config_header_is_secret(const char *name, size_t len)
+{
+    static const char *const words[] = {"key",      "token",  "auth",       "secret",   "cookie",
+                                        "password", "passwd", "credential", "signature"};
+    for (size_t w = 0; w < ARRAY_LEN(words); w++) {
+        size_t wl = strlen(words[w]);
+        for (size_t i = 0; i + wl <= len; i++) {
+            size_t k = 0;
+            while (k < wl && tolower((unsigned char)name[i + k]) == words[w][k])
+                k++;
+            if (k == wl)
+                return true;
+        }
+    }
+    return false;
+}
+
+void gw_config_header_mask(struct buf *out, const char *header)
+{
+    const char *colon = strchr(header, ':');
+    if (colon == NULL || !gw_config_header_is_secret(header, (size_t)(colon - header))) {
+        buf_append_json_cstr(out, header);
+        return;
+    }
+    struct buf tmp = BUF_INIT(BUF_UNBOUNDED);
+    buf_append(&tmp, header, (size_t)(colon - header) + 1);
+    buf_append_str(&tmp, " ***");
+    buf_append_json_str(out, tmp.data, tmp.len);
+    buf_free(&tmp);
+}
+
+/* ---- models: and their deployments ---- */
+
+static bool str_set(const char *s)
+{
+    return s && *s;
+}
+
+static void validate_deployment(struct cfg_ctx *ctx, void *obj, const struct ynode *where, const char *path)
+{
+    struct config_deployment *d = obj;
+    if (d->provider != PROVIDER_MOCK && !str_set(d->model))
+        cfg_error_at(ctx, where, path, "'model' is required for provider %s", config_provider_names[d->provider]);
+    if (d->provider == PROVIDER_OPENAI_COMPATIBLE && !str_set(d->base_url))
+        cfg_error_at(ctx, where, path, "'base_url' is required for provider openai-compatible");
+    if (d->provider == PROVIDER_AZURE_OPENAI && !str_set(d->base_url) && !str_set(d->api_key_env))
+        cfg_error_at(ctx, where, path,
+                     "azure-openai needs 'base_url' (https://NAME.openai.azure.com) or AZURE_OPENAI_ENDPOINT");
+    if (str_set(d->base_url) && strncmp(d->base_url, "http://", 7) != 0 && strncmp(d->base_url, "https://", 8) != 0)
+        cfg_error_at(ctx, where, path, "base_url '%s' must start with http:// or https://", d->base_url);
+    if (str_set(d->api_key) && str_set(d->api_key_env))
+        cfg_error_at(ctx, where, path, "give either api_key_env or api_key, not both");
+    for (size_t i = 0; i < d->headers.n; i++) {
+        const char *h = d->headers.v[i];
+        const char *colon = strchr(h, ':');
+        if (!colon || colon == h || strpbrk(h, "\r\n"))
+            cfg_error_at(ctx, where, path, "header '%s' is not 'Name: value'", h);
+    }
+}
+
+#define DOFF(f) offsetof(struct config_deployment, f)
+/* Deployment fields; `base` shifts them when they sit inline in a model (the single-deployment shorthand). */
+#define DEPLOYMENT_FIELDS(base)                                                                                   \
+    {.key = "provider", .type = CFG_ENUM, .off = (base) + DOFF(provider), .enums = config_provider_names,        \
+     .def = "mock", .flags = CFG_NO_ENV, .help = "upstream provider"},                                            \
+        {.key = "model", .type = CFG_STRING, .off = (base) + DOFF(model), .max = 2048, .flags = CFG_NO_ENV,     \
+         .help = "upstream model id, Azure deployment name or Bedrock model id"},                                 \
+        {.key = "base_url", .type = CFG_STRING, .off = (base) + DOFF(base_url), .max = 2048,                    \
+         .flags = CFG_NO_ENV, .help = "API base URL; default: the provider's public endpoint"},                   \
+        {.key = "api_key_env", .type = CFG_STRING, .off = (base) + DOFF(api_key_env), .max = 256,               \
+         .flags = CFG_NO_ENV, .help = "environment variable holding the key (default: the provider's usual one)"}, \
+        {.key = "api_key", .type = CFG_STRING, .off = (base) + DOFF(api_key), .max = 4096,                      \
+         .flags = CFG_NO_ENV | CFG_SECRET, .help = "inline key (prefer api_key_env)"},                            \
+        {.key = "api_version", .type = CFG_STRING, .off = (base) + DOFF(api_version), .max = 64,                \
+         .flags = CFG_NO_ENV, .help = "Azure api-version / Anthropic anthropic-version"},                         \
+        {.key = "region", .type = CFG_STRING, .off = (base) + DOFF(region), .max = 64, .flags = CFG_NO_ENV,     \
+         .help = "Bedrock region (default AWS_REGION)"},                                                          \
+        {.key = "weight", .type = CFG_INT, .off = (base) + DOFF(weight), .min = 0, .max = 1000000, .def = "1",  \
+         .flags = CFG_NO_ENV, .help = "share of traffic; the rest of the list is the fallback order"},            \
+        {.key = "timeout", .type = CFG_DURATION, .off = (base) + DOFF(timeout_ms), .min = 0, .max = 86400000,   \
+         .def = "0ms", .flags = CFG_NO_ENV, .help = "per attempt; 0 = gateway.request_timeout"},                  \
+        {.key = "headers", .type = CFG_STRLIST, .off = (base) + DOFF(headers), .flags = CFG_NO_ENV,             \
+         .mask = gw_config_header_mask, .help = "extra upstream headers, 'Name: value'"},                         \
+        {.key = "mock", .type = CFG_MAP, .off = (base) + DOFF(mock), .sub = &mock_config_schema,                \
+         .flags = CFG_NO_ENV}
+
+static const struct cfg_field deployment_fields[] = {DEPLOYMENT_FIELDS(0)};
+static const struct cfg_schema deployment_schema = {.name = "deployment",
+                                                    .item_size = sizeof(struct config_deployment),
+                                                    .fields = deployment_fields,
+                                                    .nfields = ARRAY_LEN(deployment_fields),
+                                                    .validate = validate_deployment};
+
+static void validate_model(struct cfg_ctx *ctx, void *obj, const struct ynode *where, const char *path)
+{
+    struct config_model *m = obj;
+    const struct ynode *has_provider = ynode_map_get(where, "provider");
+    if (m->deployments.n > 0 && has_provider)
+        cfg_error_at(ctx, where, path, "give either 'deployments' or the inline provider fields, not both");
+    if (m->deployments.n == 0) {
+        if (!has_provider)
+            cfg_error_at(ctx, where, path, "model '%s' needs 'provider' or 'deployments'", m->name ? m->name : "?");
+        else
+            validate_deployment(ctx, &m->inline_dep, where, path);
+    }
+    if (m->deployments.n > 16)
+        cfg_error_at(ctx, where, path, "at most 16 deployments per model");
+}
+
+#define MODOFF(f) offsetof(struct config_model, f)
+static const struct cfg_field model_fields[] = {
+    {.key = "name", .type = CFG_STRING, .off = MODOFF(name), .max = 256, .flags = CFG_REQUIRED | CFG_NO_ENV,
+     .help = "public model name clients send"},
+    {.key = "deployments", .type = CFG_LIST, .off = MODOFF(deployments), .sub = &deployment_schema,
+     .flags = CFG_NO_ENV, .help = "upstream targets; or give one deployment's fields inline"},
+    {.key = "embeddings", .type = CFG_BOOL, .off = MODOFF(embeddings), .def = "false", .flags = CFG_NO_ENV,
+     .help = "an embeddings model (/v1/embeddings) rather than a chat model"},
+    DEPLOYMENT_FIELDS(MODOFF(inline_dep)),
+};
+const struct cfg_schema gw_config_model_schema = {.name = "model",
+                                           .item_size = sizeof(struct config_model),
+                                           .fields = model_fields,
+                                           .nfields = ARRAY_LEN(model_fields),
+                                           .validate = validate_model};
+
+void gw_config_models_finish(struct cfg_ctx *ctx, const struct cfg_list *models, const char *path)
+{
+    const struct config_model *m = models->items;
+    for (size_t i = 0; i < models->n; i++)
+        for (size_t j = 0; j < i; j++)
+            if (m[i].name && m[j].name && strcmp(m[i].name, m[j].name) == 0)
+                cfg_error_at(ctx, NULL, path, "model name '%s' appears twice", m[i].name);
+}
+
+/* ---- prices: ---- */
+
+#define POFF(f) offsetof(struct config_price, f)
+static const struct cfg_field price_fields[] = {
+    {.key = "input", .type = CFG_DOUBLE, .off = POFF(input), .dmin = 0, .dmax = 1e6, .flags = CFG_REQUIRED,
+     .help = "USD per million input tokens"},
+    {.key = "output", .type = CFG_DOUBLE, .off = POFF(output), .dmin = 0, .dmax = 1e6, .flags = CFG_REQUIRED,
+     .help = "USD per million output tokens"},
+    {.key = "cached_input", .type = CFG_DOUBLE, .off = POFF(cached_input), .dmin = 0, .dmax = 1e6,
+     .help = "USD per million cache-read tokens (default: input)"},
+    {.key = "cache_write", .type = CFG_DOUBLE, .off = POFF(cache_write), .dmin = 0, .dmax = 1e6,
+     .help = "USD per million cache-write tokens (default: input)"},
+};
+const struct cfg_schema gw_config_price_schema = {.name = "price",
+                                           .item_size = sizeof(struct config_price),
+                                           .fields = price_fields,
+                                           .nfields = ARRAY_LEN(price_fields)};

@@ -1,0 +1,65 @@
+/* gw_config.h: the gateway's configuration: the `gateway:` section, `models:` and `prices:`.
+ *
+ * The `gateway:` section's plain struct (struct config_gateway) stays in config/config.h because code in other
+ * layers reads it by member name (`cfg->gateway.request_timeout_ms`); its schema, and the types of the
+ * `models`/`prices` list items, live here. api/config_root.c mounts them in the root table. */
+#ifndef AGENTD_GW_CONFIG_H
+#define AGENTD_GW_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+#include "config/schema.h"
+#include "gateway/provider_ids.h"
+#include "gateway/providers/mock_config.h"
+
+/* One upstream target of a public model. */
+struct config_deployment {
+    int provider;          /* PROVIDER_* */
+    char *model;           /* upstream model id, Azure deployment name, Bedrock model id or ARN */
+    char *base_url;        /* "" = the provider's well-known URL */
+    char *api_key_env;     /* name of the environment variable holding the key (never the key) */
+    char *api_key;         /* inline key; discouraged, masked by config print */
+    char *api_version;     /* Azure api-version, Anthropic anthropic-version */
+    char *region;          /* Bedrock region */
+    int64_t weight;
+    int64_t timeout_ms;    /* per attempt; 0 = the gateway's request_timeout */
+    struct cfg_strlist headers; /* extra "Name: value" headers sent upstream; secret-looking values masked */
+    struct config_mock mock;
+};
+
+struct config_model {
+    char *name;                  /* public name clients send */
+    /* single-deployment shorthand: the fields of one deployment inline */
+    struct config_deployment inline_dep;
+    struct cfg_list deployments; /* struct config_deployment */
+    bool embeddings;             /* serves /v1/embeddings (otherwise chat) */
+};
+
+struct config_price {
+    char *name;                  /* upstream or public model name; longest prefix wins */
+    double input;                /* USD per million input tokens */
+    double output;
+    double cached_input;         /* cache reads; 0 = input price */
+    double cache_write;          /* cache writes; 0 = input price */
+};
+
+/* The `gateway:` section; offsets relative to struct config_gateway. */
+extern const struct cfg_schema gw_config_schema;
+/* One item of `models:` (struct config_model) and of `prices:` (struct config_price). */
+extern const struct cfg_schema gw_config_model_schema;
+extern const struct cfg_schema gw_config_price_schema;
+
+/* Checks across the whole `models` list once every source is applied (a public name given twice). */
+void gw_config_models_finish(struct cfg_ctx *ctx, const struct cfg_list *models, const char *path);
+
+/* True when a header with this name carries a credential: the name contains key, token, auth, secret, cookie,
+ * password, passwd, credential or signature, in any case (Authorization, X-Api-Key, Cookie, X-Amz-Security-Token,
+ * ...). `config print` masks such values; upstream-text redaction may use the same rule. */
+bool gw_config_header_is_secret(const char *name, size_t len);
+/* Writes a "Name: value" header as a YAML string, the value replaced by *** when gw_config_header_is_secret(Name). */
+void gw_config_header_mask(struct buf *out, const char *header);
+
+#endif
