@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # House rules a compiler does not check (CONTRIBUTING.md): the heap only through common/alloc.h, no unbounded
-# string functions, no atoi-style parsing that ignores errors.
+# string functions, no atoi-style parsing that ignores errors; and the include layering (scripts/check-includes.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 banned='\b(malloc|calloc|realloc|free|strdup|strndup|strcpy|strcat|sprintf|vsprintf|gets|atoi|atol|atoll|strtok)\s*\('
@@ -12,4 +12,6 @@ if [ -n "$hits" ]; then
   echo "$hits"
   exit 1
 fi
+# Layering: no include cycle, no upward include (DESIGN §2).
+scripts/check-includes.sh
 echo "lint: ok"

@@ -171,7 +171,7 @@ static int worker_init(struct worker *w, int id, int api_fd)
     w->cfg = config_ref(D.cfg);
     struct http_options o = http_options_of(w->cfg);
     w->http = http_server_new(&w->loop, &o);
-    w->gateway = gateway_worker_new(&w->loop);
+    w->gateway = gateway_worker_new(&w->loop, gw_config_up_options(w->cfg));
     uv_async_init(&w->loop, &w->wakeup, on_worker_wakeup);
     w->wakeup.data = w;
     uv_prepare_init(&w->loop, &w->turn);

@@ -59,6 +59,7 @@ struct config_gateway {
     int64_t max_response_bytes;      /* a non-streamed upstream response is buffered up to this */
     int64_t max_event_bytes;         /* one streamed event */
     int64_t default_max_tokens;      /* for providers that require max_tokens when the client gave none */
+    int64_t max_usage_tokens;        /* upstream-reported token counts above this are implausible (not billed) */
     bool auto_models;                /* add well-known models of every provider whose key is in the environment */
     bool mock_model;                 /* serve the offline "mock" model */
     char *anthropic_version;         /* sent upstream to Anthropic */

@@ -29,13 +29,16 @@
 struct anthropic_usage {
     int64_t input_tokens, output_tokens, cache_read, cache_creation;
     bool has_input, has_output, has_cache_read, has_cache_creation;
+    bool invalid; /* a present field is not a plausible token count (usage_read_jval): the usage is dropped */
 };
 /* Reads an Anthropic usage object (the bytes of `{...}`); fields absent stay as they were (has_* false).
  * Returns 0, or -1 when the text is not an object. */
 int anthropic_usage_scan(const char *obj, size_t len, struct anthropic_usage *au);
-/* Folds wire counters into the gateway's usage (see the semantics above): present fields overwrite. */
+/* Folds wire counters into the gateway's usage (see the semantics above): present fields overwrite. An invalid
+ * field, or a sum past the bound, drops the usage for good (usage_check without a deployment). */
 void anthropic_usage_apply(const struct anthropic_usage *au, struct usage *u);
-/* usage out of a complete Messages response body ({"usage":{...}}). 0 when found. */
+/* usage out of a complete Messages response body ({"usage":{...}}), validated. 0 when found (u->known, or
+ * u->invalid when the counts are implausible). */
 int anthropic_extract_usage(const char *body, size_t len, struct usage *u);
 /* Appends {"input_tokens":..,"cache_creation_input_tokens":..,"cache_read_input_tokens":..,"output_tokens":..}
  * for u, input_tokens being the uncached part. */

@@ -17,6 +17,7 @@
 #include "gateway/eventstream.h"
 #include "gateway/front.h"
 #include "gateway/models.h"
+#include "gateway/redact.h"
 #include "net/http.h"
 #include "net/sse.h"
 #include "net/upstream.h"
@@ -82,6 +83,7 @@ int gateway_global_init(void)
     metrics_register(&m_cost);
     metrics_register(&m_tokens_total);
     metrics_register(&m_inflight);
+    usage_metrics_register();
     return upstream_global_init();
 }
 
@@ -91,7 +93,8 @@ void gateway_preload(const struct config *cfg)
     for (size_t i = 0; r && i < r->nmodels; i++)
         for (size_t j = 0; j < r->models[i].ndeps; j++) {
             const struct deployment *d = &r->models[i].deps[j];
-            if (d->provider != PROVIDER_MOCK && d->base_url && upstream_url_needs_curl(d->base_url)) {
+            if (d->provider != PROVIDER_MOCK && d->base_url &&
+                upstream_url_needs_curl(d->base_url, gw_config_up_options(cfg).client)) {
                 upstream_preload_curl();
                 return;
             }
@@ -103,11 +106,11 @@ void gateway_global_cleanup(void)
     upstream_global_cleanup();
 }
 
-struct gateway_worker *gateway_worker_new(uv_loop_t *loop)
+struct gateway_worker *gateway_worker_new(uv_loop_t *loop, struct up_options up)
 {
     struct gateway_worker *g = xcalloc(1, sizeof(*g));
     g->loop = loop;
-    g->up = upstream_new(loop);
+    g->up = upstream_new(loop, up);
     g->rng = time_mono_ns() ^ (uint64_t)(uintptr_t)g;
     return g;
 }
@@ -530,13 +533,22 @@ void attempt_complete(struct attempt *a, cJSON *resp)
     respond_complete(ex, a, resp);
 }
 
+void attempt_scrub_error(const struct attempt *a, struct gw_error *err)
+{
+    const struct redact_set *rs = a && a->ex && a->ex->reg ? a->ex->reg->secrets : NULL;
+    redact_upstream_error(rs, a && a->dep ? a->dep->label : NULL, err);
+}
+
 static bool can_retry(struct exchange *ex, const struct gw_error *err)
 {
     return err->retryable && !ex->client_started && ex->iplan < ex->nplan;
 }
 
-void attempt_fail(struct attempt *a, const struct gw_error *err)
+void attempt_fail(struct attempt *a, const struct gw_error *err_in)
 {
+    struct gw_error scrubbed = *err_in; /* upstream text reaches neither client nor log with a key in it */
+    attempt_scrub_error(a, &scrubbed);
+    const struct gw_error *err = &scrubbed;
     struct exchange *ex = a->ex;
     if (ex->done)
         return;
@@ -665,7 +677,7 @@ static int on_up_data(struct up_xfer *x, const char *data, size_t len, void *ud)
     return UP_DATA_OK;
 }
 
-static void on_up_done(struct up_xfer *x, bool ok, const char *errmsg, void *ud)
+static void on_up_done(struct up_xfer *x, enum up_result r, void *ud)
 {
     struct attempt *a = ud;
     struct exchange *ex = a->ex;
@@ -683,14 +695,13 @@ static void on_up_done(struct up_xfer *x, bool ok, const char *errmsg, void *ud)
         attempt_fail(a, &err);
         return;
     }
-    if (!ok) {
+    if (r != UP_OK) {
         if (a->has_err) {
             err = a->err; /* our own abort: a response too large, a decode error, a mid-stream error event */
         } else {
-            bool timeout = errmsg && (strstr(errmsg, "imeout") || strstr(errmsg, "timed out") ||
-                                      strstr(errmsg, "no response headers"));
+            bool timeout = up_result_is_timeout(r);
             gw_error_set(&err, timeout ? 504 : 502, timeout ? GW_ERR_TIMEOUT : GW_ERR_API, "upstream %s: %s",
-                         a->dep->label, errmsg ? errmsg : "transfer failed");
+                         a->dep->label, up_xfer_error(x));
             err.retryable = true;
         }
         err.retryable = err.retryable || (!a->any_output && err.status >= 500);

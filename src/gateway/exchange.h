@@ -84,7 +84,9 @@ void gw_handle_models(struct http_req *req);
 /* Per-worker gateway state (the upstream client). */
 struct config;
 struct gateway_worker;
-struct gateway_worker *gateway_worker_new(uv_loop_t *loop);
+/* up: read once per worker (the settings say "restart to change"; gw_config_up_options), so no lock on the request
+ * path. */
+struct gateway_worker *gateway_worker_new(uv_loop_t *loop, struct up_options up);
 /* Call when the worker's connections are all closed; handles close asynchronously. */
 void gateway_worker_free(struct gateway_worker *g);
 /* Process-wide set-up (metrics families, libcurl). */

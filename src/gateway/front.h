@@ -40,7 +40,8 @@ extern const struct front_ops front_anthropic;
 /* ---- OpenAI wire helpers shared by the front door and the OpenAI-family providers (wire_openai.c) ---- */
 
 /* usage {prompt_tokens, completion_tokens, prompt_tokens_details.cached_tokens,
- * completion_tokens_details.reasoning_tokens} out of a chat.completion / chunk / embeddings body. */
+ * completion_tokens_details.reasoning_tokens} out of a chat.completion / chunk / embeddings body, validated
+ * (gw_types.h). 0 when the body reports counts: u->known, or u->invalid when they are implausible. */
 int openai_extract_usage(const char *body, size_t len, struct usage *u);
 /* The same, given the usage object itself. */
 int openai_usage_object(const char *obj, size_t len, struct usage *u);

@@ -29,6 +29,10 @@ static const struct cfg_field gateway_fields[] = {
      .def = "8MiB", .help = "one streamed upstream event"},
     {.key = "default_max_tokens", .type = CFG_INT, .off = GOFF(default_max_tokens), .min = 1, .max = 10000000,
      .def = "4096", .help = "sent to providers that require max_tokens when the client gave none"},
+    {.key = "max_usage_tokens", .type = CFG_INT, .off = GOFF(max_usage_tokens), .min = 1, .max = 1000000000000LL,
+     .def = "10000000",
+     .help = "largest token count an upstream may report for one response; a count that is not a whole number in "
+             "0..this makes the usage 'not reported' (agentd_gateway_usage_invalid_total)"},
     {.key = "auto_models", .type = CFG_BOOL, .off = GOFF(auto_models), .def = "true",
      .help = "add well-known models for every provider whose API key is in the environment"},
     {.key = "mock_model", .type = CFG_BOOL, .off = GOFF(mock_model), .def = "true",
@@ -201,3 +205,15 @@ const struct cfg_schema gw_config_price_schema = {.name = "price",
                                            .item_size = sizeof(struct config_price),
                                            .fields = price_fields,
                                            .nfields = ARRAY_LEN(price_fields)};
+
+struct up_options gw_config_up_options(const struct config *cfg)
+{
+    int c = cfg ? cfg->gateway.upstream_client : CONFIG_UPSTREAM_AUTO;
+    return (struct up_options){
+        .client = c == CONFIG_UPSTREAM_CURL     ? UP_CLIENT_CURL
+                  : c == CONFIG_UPSTREAM_NATIVE ? UP_CLIENT_NATIVE
+                                                : UP_CLIENT_AUTO,
+        .ca_file = cfg ? cfg->gateway.ca_file : NULL,
+        .max_connections = cfg ? (long)cfg->server.max_connections : 0,
+    };
+}

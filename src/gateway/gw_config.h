@@ -14,6 +14,9 @@
 #include "config/schema.h"
 #include "gateway/provider_ids.h"
 #include "gateway/providers/mock_config.h"
+#include "net/upstream_types.h"
+
+struct config;
 
 /* One upstream target of a public model. */
 struct config_deployment {
@@ -51,6 +54,10 @@ extern const struct cfg_schema gw_config_schema;
 /* One item of `models:` (struct config_model) and of `prices:` (struct config_price). */
 extern const struct cfg_schema gw_config_model_schema;
 extern const struct cfg_schema gw_config_price_schema;
+
+/* The upstream client's options from the configuration (gateway.upstream_client, gateway.ca_file,
+ * server.max_connections): net/ takes them as a plain struct. cfg may be NULL (the defaults). */
+struct up_options gw_config_up_options(const struct config *cfg);
 
 /* Checks across the whole `models` list once every source is applied (a public name given twice). */
 void gw_config_models_finish(struct cfg_ctx *ctx, const struct cfg_list *models, const char *path);

@@ -8,7 +8,9 @@
 #include "common/log.h"
 #include "common/macros.h"
 #include "config/config.h"
+#include "gateway/gw_types.h"
 #include "gateway/provider.h"
+#include "gateway/redact.h"
 
 /* Prices in USD per million tokens as the providers published them (snapshot shipped with this release).
  * Configuration `prices:` entries override or extend it; matching is by longest prefix of the model name, so a
@@ -252,9 +254,28 @@ static void free_registry_cb(void *p)
     registry_free(p);
 }
 
+/* The secrets of every deployment, for scrubbing upstream text (issue 15: a key quoted in an upstream error must
+ * reach neither the client nor the log). Built once per configuration. */
+static struct redact_set *collect_secrets(const struct registry *r)
+{
+    struct redact_set *rs = redact_set_new();
+    for (size_t i = 0; i < r->nmodels; i++)
+        for (size_t j = 0; j < r->models[i].ndeps; j++) {
+            const struct deployment *d = &r->models[i].deps[j];
+            redact_set_add(rs, d->api_key);
+            redact_set_add(rs, d->aws_access_key_id);
+            redact_set_add(rs, d->aws_secret_access_key);
+            redact_set_add(rs, d->aws_session_token);
+            for (size_t h = 0; h < d->nheaders; h++)
+                redact_set_add_header(rs, d->headers[h]);
+        }
+    return rs;
+}
+
 int registry_attach(struct config *cfg, char **env, struct buf *warnings)
 {
     struct registry *r = xcalloc(1, sizeof(*r));
+    usage_limits_set(&(struct usage_limits){cfg->gateway.max_usage_tokens}); /* the bound in force from now on */
     /* prices: configuration first (it wins on equal names), then the built-in table */
     size_t nbuiltin = ARRAY_LEN(builtin_prices);
     r->prices = xcalloc(cfg->prices.n + nbuiltin, sizeof(*r->prices));
@@ -379,6 +400,7 @@ int registry_attach(struct config *cfg, char **env, struct buf *warnings)
             xfree(list);
         }
     }
+    r->secrets = collect_secrets(r);
     cfg->ext = r;
     cfg->ext_free = free_registry_cb;
     return 0;
@@ -436,5 +458,6 @@ void registry_free(struct registry *r)
     for (size_t i = 0; i < r->nprices; i++)
         xfree(r->prices[i].name);
     xfree(r->prices);
+    redact_set_free(r->secrets);
     xfree(r);
 }

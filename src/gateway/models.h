@@ -16,6 +16,7 @@
 
 struct config;
 struct provider_ops;
+struct redact_set;
 
 struct price {
     char *name;
@@ -56,6 +57,7 @@ struct registry {
     size_t nmodels;
     struct price *prices;
     size_t nprices;
+    struct redact_set *secrets;  /* every secret above, scrubbed out of upstream text (redact.h) */
 };
 
 /* Builds the registry for cfg and attaches it (cfg->ext). Warnings (missing keys) are appended, one per line. */

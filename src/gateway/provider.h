@@ -106,6 +106,9 @@ void attempt_delta(struct attempt *a, const struct chat_delta *d);
 /* Local providers: a complete response / a failure. */
 void attempt_complete(struct attempt *a, cJSON *resp);
 void attempt_fail(struct attempt *a, const struct gw_error *err);
+/* An error the upstream returned, scrubbed of every secret agentd knows; a 401/403 becomes agentd's own 502
+ * (redact_upstream_error with the attempt's configuration and deployment). */
+void attempt_scrub_error(const struct attempt *a, struct gw_error *err);
 /* Local providers: the stream has ended (after its deltas). */
 void attempt_stream_end(struct attempt *a);
 struct uv_loop_s *attempt_loop(const struct attempt *a);

@@ -945,10 +945,9 @@ void anthropic_usage_append(struct buf *out, const struct usage *u)
                (long long)uncached, (long long)u->cache_write, (long long)u->cached_input, (long long)u->output);
 }
 
-static int64_t num(const cJSON *o, const char *k)
+static int64_t num(struct usage *u, const cJSON *o, const char *k)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(v) ? usage_count(v->valuedouble) : 0;
+    return usage_read_json(u, cJSON_GetObjectItemCaseSensitive(o, k));
 }
 
 /* Tool-call arguments (a JSON string) as a compact object; anything that is not a JSON object becomes {}. */
@@ -1034,9 +1033,10 @@ int anthropic_message_from_canonical(const cJSON *resp, const char *id, const ch
     } else {
         const cJSON *cu = cJSON_GetObjectItemCaseSensitive(resp, "usage");
         memset(&u, 0, sizeof(u));
-        u.input = num(cu, "prompt_tokens");
-        u.output = num(cu, "completion_tokens");
-        u.cached_input = num(cJSON_GetObjectItemCaseSensitive(cu, "prompt_tokens_details"), "cached_tokens");
+        u.input = num(&u, cu, "prompt_tokens");
+        u.output = num(&u, cu, "completion_tokens");
+        u.cached_input = num(&u, cJSON_GetObjectItemCaseSensitive(cu, "prompt_tokens_details"), "cached_tokens");
+        usage_check(&u, NULL); /* the upstream's numbers, held to the one rule (zeros if implausible) */
     }
     anthropic_usage_append(out, &u);
     buf_append_str(out, "}");

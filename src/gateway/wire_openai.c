@@ -10,15 +10,35 @@
 #include "common/jscan.h"
 #include "gateway/exchange.h"
 #include "gateway/front.h"
+#include "gateway/models.h"
 #include "net/http.h"
 #include "net/sse.h"
 
 /* ---------- usage ---------- */
 
-static int64_t obj_int(const cJSON *o, const char *k)
+/* OpenAI usage, from a tree or from the bytes of the object: the same fields, the same reader (gw_types.h), so a
+ * body gives the same numbers on the translated and the passthrough path. Validated (usage_check without a
+ * deployment); the provider counts a dropped usage where it takes it. */
+static bool usage_from_tree(const cJSON *o, struct usage *u)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(v) ? usage_count(v->valuedouble) : 0;
+    memset(u, 0, sizeof(*u));
+    if (!cJSON_IsObject(o))
+        return false;
+    const cJSON *pt = cJSON_GetObjectItemCaseSensitive(o, "prompt_tokens");
+    const cJSON *ct = cJSON_GetObjectItemCaseSensitive(o, "completion_tokens");
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, "input_tokens"); /* embeddings of some compatible servers */
+    const cJSON *pd = cJSON_GetObjectItemCaseSensitive(o, "prompt_tokens_details");
+    const cJSON *cd = cJSON_GetObjectItemCaseSensitive(o, "completion_tokens_details");
+    u->known = pt || ct || it;
+    u->input = usage_read_json(u, pt ? pt : it);
+    u->output = usage_read_json(u, ct);
+    if (cJSON_IsObject(pd))
+        u->cached_input = usage_read_json(u, cJSON_GetObjectItemCaseSensitive(pd, "cached_tokens"));
+    if (cJSON_IsObject(cd))
+        u->reasoning = usage_read_json(u, cJSON_GetObjectItemCaseSensitive(cd, "reasoning_tokens"));
+    if (!u->known)
+        u->invalid = false; /* no counts at all: not reported, nothing to flag */
+    return usage_check(u, NULL);
 }
 
 static int usage_from_span(struct str span, struct usage *u)
@@ -30,16 +50,17 @@ static int usage_from_span(struct str span, struct usage *u)
     struct jval f[5];
     if (jscan_fields(span.p, span.n, keys, f, 5, NULL, NULL) != 0)
         return -1;
-    jval_i64(&f[0], &u->input);
-    if (f[0].type == J_NONE)
-        jval_i64(&f[4], &u->input); /* embeddings of some compatible servers */
-    jval_i64(&f[1], &u->output);
+    u->known = f[0].type != J_NONE || f[1].type != J_NONE || f[4].type != J_NONE;
+    u->input = usage_read_jval(u, f[0].type != J_NONE ? &f[0] : &f[4]);
+    u->output = usage_read_jval(u, &f[1]);
     if (f[2].type == J_OBJECT && jscan_get(f[2].raw.p, f[2].raw.n, "cached_tokens", &v) == 0)
-        jval_i64(&v, &u->cached_input);
+        u->cached_input = usage_read_jval(u, &v);
     if (f[3].type == J_OBJECT && jscan_get(f[3].raw.p, f[3].raw.n, "reasoning_tokens", &v) == 0)
-        jval_i64(&v, &u->reasoning);
-    u->known = f[0].type == J_NUMBER || f[1].type == J_NUMBER || f[4].type == J_NUMBER;
-    return u->known ? 0 : -1;
+        u->reasoning = usage_read_jval(u, &v);
+    if (!u->known)
+        u->invalid = false;
+    usage_check(u, NULL);
+    return u->known || u->invalid ? 0 : -1;
 }
 
 int openai_usage_object(const char *obj, size_t len, struct usage *u)
@@ -50,6 +71,7 @@ int openai_usage_object(const char *obj, size_t len, struct usage *u)
 int openai_extract_usage(const char *body, size_t len, struct usage *u)
 {
     struct jval v;
+    memset(u, 0, sizeof(*u));
     if (jscan_get(body, len, "usage", &v) != 0 || v.type != J_OBJECT)
         return -1;
     return usage_from_span(v.raw, u);
@@ -866,16 +888,7 @@ cJSON *openai_decode_completion(const char *body, size_t len, struct usage *u, s
         err->from_upstream = true;
         return NULL;
     }
-    memset(u, 0, sizeof(*u));
-    const cJSON *usage = cJSON_GetObjectItemCaseSensitive(t, "usage");
-    if (cJSON_IsObject(usage)) {
-        u->input = obj_int(usage, "prompt_tokens");
-        u->output = obj_int(usage, "completion_tokens");
-        u->cached_input = obj_int(cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens_details"), "cached_tokens");
-        u->reasoning =
-            obj_int(cJSON_GetObjectItemCaseSensitive(usage, "completion_tokens_details"), "reasoning_tokens");
-        u->known = true;
-    }
+    usage_from_tree(cJSON_GetObjectItemCaseSensitive(t, "usage"), u);
     return t;
 }
 
@@ -938,16 +951,15 @@ int openai_decode_chunk(struct attempt *a, const struct stream_event *ev, struct
         attempt_delta(a, &d);
     }
     const cJSON *usage = cJSON_GetObjectItemCaseSensitive(t, "usage");
-    if (cJSON_IsObject(usage)) {
-        struct usage u = {0};
-        u.input = obj_int(usage, "prompt_tokens");
-        u.output = obj_int(usage, "completion_tokens");
-        u.cached_input = obj_int(cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens_details"), "cached_tokens");
-        u.reasoning = obj_int(cJSON_GetObjectItemCaseSensitive(usage, "completion_tokens_details"), "reasoning_tokens");
-        u.known = true;
+    struct usage u;
+    usage_from_tree(usage, &u);
+    if (u.known || u.invalid) {
+        usage_check(&u, a->dep ? a->dep->label : NULL);
         a->usage = u;
-        struct chat_delta d = {.kind = DELTA_USAGE, .usage = u};
-        attempt_delta(a, &d);
+        if (u.known) {
+            struct chat_delta d = {.kind = DELTA_USAGE, .usage = u};
+            attempt_delta(a, &d);
+        }
     }
     cJSON_Delete(t);
     return EV_CONSUMED;

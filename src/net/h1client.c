@@ -1,130 +1,31 @@
+/* h1client.c: agentd's HTTP/1.1 upstream client (net/h1client.h): hosts, the keep-alive pool, DNS, connections,
+ * deadlines and the request. The response parser is net/h1_resp.c, URLs and proxy rules net/h1_url.c, TLS
+ * net/h1_tls.c; the private structures are in net/h1_int.h. */
 #include "net/h1client.h"
 
 #include <errno.h>
 #include <limits.h>
-#include <netinet/in.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
 
 #include "common/alloc.h"
 #include "common/log.h"
 #include "common/timeutil.h"
-
-#define READ_BUF_SIZE (64 * 1024)
-#define TLS_PLAIN_SIZE (16 * 1024) /* one TLS record's worth of plaintext per SSL_read */
-#define DEFAULT_CONNECT_TIMEOUT_MS 10000
-
-enum conn_state {
-    CONN_NEW,        /* no socket yet: waiting for addresses */
-    CONN_CONNECTING, /* uv_tcp_connect in flight */
-    CONN_HANDSHAKE,  /* TLS handshake in flight */
-    CONN_ACTIVE,     /* connected, carrying a transfer */
-    CONN_IDLE,       /* connected, in the pool */
-    CONN_CLOSING,    /* handles closing; freed by the last close callback */
-};
-
-struct h1dns;
-struct h1conn;
-
-/* A (scheme, host, port) key: the pool, the resolved addresses and the proxy decision for it. Hosts live as long
- * as the client (their number is bounded by the configured deployments). */
-struct h1host {
-    struct h1host *next;
-    char *name; /* NUL-terminated, without brackets */
-    size_t name_len;
-    char *authority; /* the Host header value */
-    size_t authority_len;
-    uint16_t port;
-    bool tls, ipv6, numeric;
-    bool proxied; /* a proxy from the environment applies: libcurl's business */
-    struct sockaddr_storage addrs[H1_MAX_ADDRS];
-    int naddrs;
-    uint64_t addrs_expire_ms; /* uv_now; numeric hosts never expire */
-    SSL_SESSION *session;     /* the last TLS session the server gave us, to resume on new connections */
-    struct h1dns *lookup;     /* in flight */
-    struct h1conn *waiting;   /* connections waiting for it */
-    struct h1conn *idle;      /* pooled connections, most recently used first */
-    unsigned nidle;
-    unsigned inflight; /* transfers running to this host */
-    unsigned peak;     /* the most running at once since peak_ms */
-    uint64_t peak_ms;
-};
-
-struct h1dns {
-    uv_getaddrinfo_t req;
-    struct h1client *c;
-    struct h1host *host; /* NULL once the client is closing */
-};
-
-/* One socket's life. A connection carries at most one transfer at a time; the transfer's own state (deadlines,
- * the parser, the retry flag) lives here too, and moves to a fresh connection on a retry or a failover to the
- * next address. */
-struct h1conn {
-    uv_tcp_t tcp;
-    uv_timer_t timer; /* the transfer's deadlines, or the idle timeout in the pool, or a deferred failure */
-    uv_connect_t creq;
-    uv_write_t wreq;
-    struct h1client *c;
-    struct h1host *host;
-    struct h1conn *prev, *next;   /* c->conns */
-    struct h1conn *lprev, *lnext; /* the list in *lhead (a host's idle or waiting list), if any */
-    struct h1conn **lhead;
-    enum conn_state state;
-    int closes_pending;
-    struct up_xfer *x;
-    struct h1_resp resp;
-    SSL *ssl;        /* https: TLS on memory BIOs between the socket and the parser */
-    struct buf head; /* the request head, built once per transfer */
-    uint64_t t0_ms;  /* the transfer's start (uv_now) */
-    uint64_t due_ms; /* when the timer fires (uv_now), UINT64_MAX when it is stopped */
-    uint64_t idle_since_ms;
-    uint64_t rx;     /* response bytes (plaintext) received for the current transfer */
-    unsigned addr_i; /* address being tried */
-    int last_err;    /* of the last failed connect */
-    unsigned nreq;   /* requests sent on this connection */
-    unsigned writes; /* uv_writes in flight */
-    bool reading;
-    bool retried;   /* the transfer was already sent again once */
-    bool tls_bad;   /* TLS itself failed: the session is not worth resuming */
-    bool fail_soon; /* a failure found while starting: reported from the timer, never inside h1_start */
-};
-
-struct h1client {
-    uv_loop_t *loop;
-    char *rbuf; /* one read buffer per loop: read callbacks consume their bytes before returning */
-    char *tbuf; /* and one for TLS plaintext */
-    SSL_CTX *ssl_ctx;
-    bool ssl_ctx_failed;
-    char *ca_file;
-    struct h1host *hosts;
-    struct h1conn *conns; /* not closing */
-    unsigned nconns, nidle;
-    int closing_conns; /* closes still running */
-    int lookups;       /* getaddrinfo requests not yet returned */
-    bool closing;
-    char *http_proxy, *https_proxy, *all_proxy, *no_proxy;
-    uint64_t connects, reuses, retries;
-    uint64_t idle_timeout_ms;
-};
+#include "net/h1_int.h"
+#include "net/h1_url.h"
 
 static void conn_close(struct h1conn *k);
 static void conn_to_pool(struct h1conn *k);
 static void conn_start(struct h1conn *k);
-static void conn_send(struct h1conn *k);
 static bool conn_retry(struct h1conn *k);
-static void conn_read_start(struct h1conn *k);
 static void conn_arm_timer(struct h1conn *k);
 static void on_conn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b);
 
 /* ---------- small helpers ---------- */
 
-static const char *err_text(int uverr)
+const char *h1_err_text(int uverr)
 {
     /* libc's wording ("Connection refused"), which is what curl reports; libuv's is lower-case */
     return uverr < 0 ? strerror(-uverr) : "unknown error";
@@ -162,458 +63,18 @@ static char *env_dup(const char *lower, const char *upper)
     return v && *v ? xstrdup(v) : NULL;
 }
 
-bool h1_proxy_applies(const char *url)
-{
-    struct h1_url u;
-    if (url == NULL || h1_parse_url(url, strlen(url), &u) != 0)
-        return true; /* a URL this client does not take goes to libcurl anyway */
-    const char *proxy = u.tls ? getenv("https_proxy") : getenv("http_proxy");
-    if ((proxy == NULL || *proxy == '\0') && u.tls)
-        proxy = getenv("HTTPS_PROXY");
-    if (proxy == NULL || *proxy == '\0')
-        proxy = getenv("all_proxy");
-    if (proxy == NULL || *proxy == '\0')
-        proxy = getenv("ALL_PROXY");
-    if (proxy == NULL || *proxy == '\0')
-        return false;
-    const char *no_proxy = getenv("no_proxy");
-    if (no_proxy == NULL || *no_proxy == '\0')
-        no_proxy = getenv("NO_PROXY");
-    return !h1_no_proxy_match(no_proxy, u.host, u.host_len);
-}
-
-/* ---------- URLs ---------- */
-
-static bool host_char(char ch)
-{
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' ||
-           ch == '_';
-}
-
-static bool has_dot_segment(const char *p, size_t n)
-{
-    /* "/./", "/../", or a path ending in "/." or "/.." (curl would normalise them; let it) */
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] != '/' || i + 1 >= n || p[i + 1] != '.')
-            continue;
-        size_t j = i + 2;
-        if (j < n && p[j] == '.')
-            j++;
-        if (j == n || p[j] == '/')
-            return true;
-    }
-    return false;
-}
-
-int h1_parse_url(const char *url, size_t len, struct h1_url *u)
-{
-    memset(u, 0, sizeof(*u));
-    if (url == NULL)
-        return -1;
-    const char *p = url, *end = url + len;
-    if (len > 7 && memcmp(url, "http://", 7) == 0) {
-        p += 7;
-        u->port = 80;
-    } else if (len > 8 && memcmp(url, "https://", 8) == 0) {
-        p += 8;
-        u->port = 443;
-        u->tls = true;
-    } else {
-        return -1;
-    }
-    for (const char *q = p; q < end; q++) {
-        unsigned char ch = (unsigned char)*q;
-        if (ch <= 0x20 || ch >= 0x7f || ch == '\\' || ch == '#')
-            return -1;
-    }
-    const char *auth_end = p;
-    while (auth_end < end && *auth_end != '/' && *auth_end != '?')
-        auth_end++;
-    const char *port_at = NULL;
-    if (p < auth_end && *p == '[') {
-        const char *rb = memchr(p, ']', (size_t)(auth_end - p));
-        if (rb == NULL || rb == p + 1)
-            return -1;
-        for (const char *q = p + 1; q < rb; q++)
-            if (!((*q >= '0' && *q <= '9') || (*q >= 'a' && *q <= 'f') || (*q >= 'A' && *q <= 'F') || *q == ':' ||
-                  *q == '.'))
-                return -1; /* zone ids and the rest: curl */
-        u->host = p + 1;
-        u->host_len = (size_t)(rb - p - 1);
-        u->ipv6 = true;
-        if (rb + 1 < auth_end) {
-            if (rb[1] != ':')
-                return -1;
-            port_at = rb + 2;
-        }
-    } else {
-        const char *q = p;
-        while (q < auth_end && host_char(*q))
-            q++;
-        if (q == p)
-            return -1;
-        u->host = p;
-        u->host_len = (size_t)(q - p);
-        if (q < auth_end) {
-            if (*q != ':')
-                return -1; /* userinfo, percent-encoding, anything unusual */
-            port_at = q + 1;
-        }
-    }
-    if (port_at) {
-        size_t nd = (size_t)(auth_end - port_at);
-        if (nd == 0 || nd > 5)
-            return -1;
-        unsigned v = 0;
-        for (size_t i = 0; i < nd; i++) {
-            if (port_at[i] < '0' || port_at[i] > '9')
-                return -1;
-            v = v * 10 + (unsigned)(port_at[i] - '0');
-        }
-        if (v == 0 || v > 65535)
-            return -1;
-        u->port = (uint16_t)v;
-        u->port_given = true;
-    }
-    if (auth_end == end) {
-        u->target = "/";
-        u->target_len = 1;
-        return 0;
-    }
-    if (*auth_end != '/')
-        return -1; /* "http://host?query": rare, curl's */
-    u->target = auth_end;
-    u->target_len = (size_t)(end - auth_end);
-    const char *qm = memchr(u->target, '?', u->target_len);
-    if (has_dot_segment(u->target, qm ? (size_t)(qm - u->target) : u->target_len))
-        return -1;
-    return 0;
-}
-
-/* ---------- proxies from the environment ---------- */
-
-static bool blank(char ch)
-{
-    return ch == ' ' || ch == '\t';
-}
-
-bool h1_no_proxy_match(const char *no_proxy, const char *host, size_t host_len)
-{
-    if (no_proxy == NULL || *no_proxy == '\0' || host_len == 0)
-        return false;
-    if (strcmp(no_proxy, "*") == 0)
-        return true;
-    char tmp[64];
-    bool is_ip = false;
-    if (host_len < sizeof(tmp)) {
-        memcpy(tmp, host, host_len);
-        tmp[host_len] = '\0';
-        unsigned char a[16];
-        is_ip = uv_inet_pton(AF_INET, tmp, a) == 0 || uv_inet_pton(AF_INET6, tmp, a) == 0;
-    }
-    size_t nlen = host_len;
-    if (!is_ip && nlen > 0 && host[nlen - 1] == '.')
-        nlen--;
-    const char *p = no_proxy;
-    while (*p) {
-        while (*p && blank(*p))
-            p++;
-        const char *tok = p;
-        while (*p && !blank(*p) && *p != ',')
-            p++;
-        size_t tlen = (size_t)(p - tok);
-        if (tlen) {
-            if (is_ip) {
-                /* exact text only: a CIDR or another spelling of the address is curl's call */
-                if (tlen == host_len && memcmp(tok, host, tlen) == 0)
-                    return true;
-            } else {
-                if (tok[tlen - 1] == '.')
-                    tlen--;
-                if (tlen && *tok == '.') {
-                    tok++;
-                    tlen--;
-                }
-                if (tlen && tlen == nlen && strncasecmp(tok, host, nlen) == 0)
-                    return true;
-                if (tlen && tlen < nlen && host[nlen - tlen - 1] == '.' &&
-                    strncasecmp(tok, host + (nlen - tlen), tlen) == 0)
-                    return true;
-            }
-        }
-        while (*p && blank(*p))
-            p++;
-        while (*p == ',')
-            p++;
-    }
-    return false;
-}
-
-/* ---------- the response parser ---------- */
-
-static int deliver(struct h1_resp *r, const char *data, size_t len)
-{
-    struct up_xfer *x = r->x;
-    if (x->cb.on_data == NULL) {
-        x->bytes_in += len;
-        return UP_DATA_OK;
-    }
-    x->in_callback = true;
-    int rc = x->cb.on_data(x, data, len, x->ud);
-    x->in_callback = false;
-    if (x->cancelled)
-        return UP_DATA_ABORT;
-    if (rc == UP_DATA_PAUSE) {
-        x->paused = true;
-        return UP_DATA_PAUSE;
-    }
-    if (rc != UP_DATA_OK) {
-        r->error = "Failure writing output to destination";
-        return UP_DATA_ABORT;
-    }
-    x->bytes_in += len;
-    return UP_DATA_OK;
-}
-
-static int hdr_append(struct h1_resp *r, const char *p, size_t n)
-{
-    if (buf_append(&r->x->resp_headers, p, n) == 0)
-        return 0;
-    r->error = "Response headers larger than 65536 bytes";
-    return -1;
-}
-
-static int on_p_message_begin(http_parser *p)
-{
-    struct h1_resp *r = p->data;
-    buf_reset(&r->x->resp_headers); /* after a 1xx: only the final response's headers are kept */
-    r->hstate = 0;
-    return 0;
-}
-
-static int on_p_header_field(http_parser *p, const char *at, size_t n)
-{
-    struct h1_resp *r = p->data;
-    if (r->hstate == 2 && hdr_append(r, "\r\n", 2) != 0)
-        return -1;
-    r->hstate = 1;
-    return hdr_append(r, at, n);
-}
-
-static int on_p_header_value(http_parser *p, const char *at, size_t n)
-{
-    struct h1_resp *r = p->data;
-    if (r->hstate == 1 && hdr_append(r, ": ", 2) != 0)
-        return -1;
-    r->hstate = 2;
-    return hdr_append(r, at, n);
-}
-
-static int on_p_headers_complete(http_parser *p)
-{
-    struct h1_resp *r = p->data;
-    struct up_xfer *x = r->x;
-    if (r->hstate == 2 && hdr_append(r, "\r\n", 2) != 0)
-        return -1;
-    r->hstate = 0;
-    if (p->status_code < 100) {
-        r->error = "Invalid HTTP response from the server: status code below 100";
-        return -1;
-    }
-    if (p->status_code < 200) {
-        if (p->status_code == 101) {
-            r->error = "Unexpected 101 Switching Protocols from the server";
-            return -1;
-        }
-        return 0; /* 100, 102, 103: the final response follows */
-    }
-    x->status = p->status_code;
-    x->headers_done = true;
-    x->t_headers_us = time_mono_us();
-    if (x->cb.on_headers) {
-        x->in_callback = true;
-        x->cb.on_headers(x, x->ud);
-        x->in_callback = false;
-        if (x->cancelled)
-            return -1;
-    }
-    return 0;
-}
-
-static int on_p_body(http_parser *p, const char *at, size_t n)
-{
-    struct h1_resp *r = p->data;
-    struct up_xfer *x = r->x;
-    if (!x->headers_done) {
-        r->error = "Invalid HTTP response from the server: a 1xx response with a body";
-        return -1;
-    }
-    if (!x->t_first_byte_us)
-        x->t_first_byte_us = time_mono_us();
-    int rc = deliver(r, at, n);
-    if (rc == UP_DATA_OK)
-        return 0;
-    if (rc == UP_DATA_PAUSE) {
-        /* http-parser counts these bytes as consumed: keep them to deliver again on resume */
-        buf_reset(&r->pending);
-        buf_append(&r->pending, at, n);
-        http_parser_pause(p, 1);
-        return 0;
-    }
-    return -1;
-}
-
-static int on_p_message_complete(http_parser *p)
-{
-    struct h1_resp *r = p->data;
-    if (p->status_code < 200)
-        return 0;
-    r->complete = true;
-    r->keep_alive = http_should_keep_alive(p) != 0;
-    http_parser_pause(p, 1); /* whatever follows is not part of this response */
-    return 0;
-}
-
-static const http_parser_settings resp_settings = {
-    .on_message_begin = on_p_message_begin,
-    .on_header_field = on_p_header_field,
-    .on_header_value = on_p_header_value,
-    .on_headers_complete = on_p_headers_complete,
-    .on_body = on_p_body,
-    .on_message_complete = on_p_message_complete,
-};
-
-void h1_resp_init(struct h1_resp *r, struct up_xfer *x)
-{
-    struct buf pending = r->pending, stash = r->stash;
-    memset(r, 0, sizeof(*r));
-    r->pending = pending; /* the allocations are kept across the transfers of one connection */
-    r->stash = stash;
-    if (r->pending.max == 0)
-        buf_init(&r->pending, BUF_UNBOUNDED);
-    if (r->stash.max == 0)
-        buf_init(&r->stash, BUF_UNBOUNDED);
-    buf_reset(&r->pending);
-    buf_reset(&r->stash);
-    r->x = x;
-    http_parser_init(&r->p, HTTP_RESPONSE);
-    r->p.data = r;
-}
-
-void h1_resp_free(struct h1_resp *r)
-{
-    buf_free(&r->pending);
-    buf_free(&r->stash);
-}
-
-/* One http_parser_execute over data and what it means. from_stash: data is r->stash itself. */
-static int resp_parse(struct h1_resp *r, const char *data, size_t len, bool from_stash)
-{
-    struct up_xfer *x = r->x;
-    size_t n = http_parser_execute(&r->p, &resp_settings, data, len);
-    enum http_errno e = HTTP_PARSER_ERRNO(&r->p);
-    if (x->cancelled)
-        return H1_RESP_CANCELLED;
-    if (e != HPE_OK && e != HPE_PAUSED) {
-        if (r->error == NULL) {
-            snprintf(x->errbuf, sizeof(x->errbuf), "Invalid HTTP response from the server: %s",
-                     http_errno_description(e));
-            r->error = x->errbuf;
-        }
-        return H1_RESP_FAILED;
-    }
-    if (r->error)
-        return H1_RESP_FAILED; /* a callback refused it (headers too large, an abort) */
-    if (r->complete) {
-        r->trailing = n < len;
-        if (from_stash)
-            buf_reset(&r->stash);
-        return H1_RESP_COMPLETE;
-    }
-    if (x->paused) {
-        /* What was read and not parsed waits for resume: at most one read's worth, as reading stops. */
-        if (from_stash) {
-            buf_consume(&r->stash, n);
-        } else {
-            buf_reset(&r->stash);
-            buf_append(&r->stash, data + n, len - n);
-        }
-        return H1_RESP_PAUSED;
-    }
-    if (from_stash)
-        buf_reset(&r->stash);
-    return H1_RESP_MORE;
-}
-
-int h1_resp_feed(struct h1_resp *r, const char *data, size_t len)
-{
-    if (r->error)
-        return H1_RESP_FAILED;
-    if (r->complete)
-        return H1_RESP_COMPLETE;
-    if (r->x->paused)
-        return H1_RESP_PAUSED; /* never fed while paused: the connection stops reading */
-    return resp_parse(r, data, len, false);
-}
-
-int h1_resp_eof(struct h1_resp *r)
-{
-    if (r->error)
-        return H1_RESP_FAILED;
-    if (r->complete)
-        return H1_RESP_COMPLETE;
-    struct up_xfer *x = r->x;
-    bool started = r->p.nread > 0 || r->p.http_major > 0 || x->headers_done;
-    unsigned flags = r->p.flags;
-    uint64_t left = r->p.content_length;
-    http_parser_execute(&r->p, &resp_settings, NULL, 0);
-    if (r->complete)
-        return H1_RESP_COMPLETE;
-    if (r->error)
-        return H1_RESP_FAILED;
-    if (!x->headers_done && !started) {
-        r->error = "Empty reply from server";
-    } else if (!x->headers_done) {
-        r->error = "Connection closed before the end of the response headers";
-    } else if (!(flags & F_CHUNKED) && left != ULLONG_MAX && left > 0) {
-        snprintf(x->errbuf, sizeof(x->errbuf), "transfer closed with %llu bytes remaining to read",
-                 (unsigned long long)left);
-        r->error = x->errbuf;
-    } else {
-        r->error = "transfer closed with outstanding read data remaining";
-    }
-    return H1_RESP_FAILED;
-}
-
-int h1_resp_resume(struct h1_resp *r)
-{
-    struct up_xfer *x = r->x;
-    if (!x->paused)
-        return H1_RESP_MORE;
-    x->paused = false;
-    if (r->pending.len) {
-        int rc = deliver(r, r->pending.data, r->pending.len);
-        if (rc == UP_DATA_PAUSE)
-            return H1_RESP_PAUSED; /* held again as it is */
-        if (rc != UP_DATA_OK)
-            return x->cancelled ? H1_RESP_CANCELLED : H1_RESP_FAILED;
-        buf_reset(&r->pending);
-    }
-    http_parser_pause(&r->p, 0);
-    if (r->stash.len == 0)
-        return H1_RESP_MORE;
-    return resp_parse(r, r->stash.data, r->stash.len, true);
-}
-
 /* ---------- transfers ---------- */
 
-static void xfer_finish(struct up_xfer *x, bool ok, const char *err)
+static void xfer_finish(struct up_xfer *x, enum up_result result, const char *err)
 {
     x->finished = true;
     x->t_done_us = time_mono_us();
+    x->result = result;
+    if (result != UP_OK && err && err != x->errbuf && err != x->abort_reason)
+        snprintf(x->errbuf, sizeof(x->errbuf), "%s", err);
     if (!x->cancelled && x->cb.on_done) {
         x->cancelled = true; /* no further callbacks; a cancel from inside on_done is a no-op */
-        x->cb.on_done(x, ok, ok ? NULL : err, x->ud);
+        x->cb.on_done(x, result, x->ud);
     }
     up_xfer_destroy(x);
 }
@@ -644,14 +105,13 @@ static struct up_xfer *conn_release(struct h1conn *k)
 }
 
 /* The transfer failed: the connection cannot be trusted any more. */
-static void xfer_fail(struct h1conn *k, const char *msg)
+void h1_xfer_fail(struct h1conn *k, enum up_result result, const char *msg)
 {
     struct up_xfer *x = conn_release(k);
     conn_close(k);
     if (x == NULL)
         return;
-    const char *err = x->abort_reason[0] ? x->abort_reason : msg ? msg : "transfer failed";
-    xfer_finish(x, false, err);
+    xfer_finish(x, result == UP_OK ? UP_E_OTHER : result, msg ? msg : "transfer failed");
 }
 
 /* Cancelled from inside one of its callbacks: tear down without on_done. */
@@ -677,17 +137,7 @@ static void on_handle_closed(uv_handle_t *h)
     if (--k->closes_pending > 0)
         return;
     struct h1client *c = k->c;
-    if (k->ssl) {
-        /* OpenSSL marks the session not resumable when a connection ends without close_notify, as most
-         * keep-alive connections do (idle timeouts, the server's own). Only a TLS failure should cost the
-         * next connection its resumption. */
-        if (!k->tls_bad && SSL_is_init_finished(k->ssl)) {
-            SSL_set_quiet_shutdown(k->ssl, 1);
-            SSL_shutdown(k->ssl);
-        }
-        SSL_free(k->ssl);
-        ERR_clear_error();
-    }
+    h1_tls_conn_free(k);
     buf_free(&k->head);
     h1_resp_free(&k->resp);
     xfree(k);
@@ -754,7 +204,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
     *b = uv_buf_init(k->c->rbuf, READ_BUF_SIZE);
 }
 
-static void conn_read_start(struct h1conn *k)
+void h1_conn_read_start(struct h1conn *k)
 {
     if (k->reading || k->state == CONN_CLOSING)
         return;
@@ -778,9 +228,10 @@ static void timer_at(struct h1conn *k, uint64_t due)
 }
 
 /* A failure found where on_done must not run yet (inside h1_start): reported from the timer, next loop turn. */
-static void conn_fail_soon(struct h1conn *k)
+static void conn_fail_soon(struct h1conn *k, enum up_result result)
 {
     k->fail_soon = true;
+    k->fail_result = result;
     timer_at(k, 0);
 }
 
@@ -834,13 +285,13 @@ static void connect_failed(struct h1conn *k, bool defer)
     struct h1host *h = k->host;
     struct up_xfer *x = k->x;
     snprintf(x->errbuf, sizeof(x->errbuf), "Failed to connect to %s port %u: %s", h->name, (unsigned)h->port,
-             err_text(k->last_err));
+             h1_err_text(k->last_err));
     if (!h->numeric)
         h->addrs_expire_ms = 0; /* the next connection looks the name up again */
     if (defer)
-        conn_fail_soon(k);
+        conn_fail_soon(k, UP_E_CONNECT);
     else
-        xfer_fail(k, x->errbuf);
+        h1_xfer_fail(k, UP_E_CONNECT, x->errbuf);
 }
 
 /* Connects to the host's address k->addr_i, failing over to the next ones on immediate errors. */
@@ -912,7 +363,7 @@ static void on_dns(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
             conn_connect(k);
         } else {
             snprintf(k->x->errbuf, sizeof(k->x->errbuf), "Could not resolve host: %s", h->name);
-            xfer_fail(k, k->x->errbuf);
+            h1_xfer_fail(k, UP_E_DNS, k->x->errbuf);
         }
     }
 }
@@ -943,7 +394,7 @@ static void conn_start(struct h1conn *k)
         xfree(d);
         list_remove(k);
         snprintf(k->x->errbuf, sizeof(k->x->errbuf), "Could not resolve host: %s (%s)", h->name, uv_strerror(rc));
-        conn_fail_soon(k);
+        conn_fail_soon(k, UP_E_DNS);
         return;
     }
     h->lookup = d;
@@ -965,17 +416,17 @@ static bool conn_retry(struct h1conn *k)
 static void xfer_complete(struct h1conn *k, bool clean)
 {
     bool reuse = clean && k->resp.keep_alive && k->writes == 0 && k->state == CONN_ACTIVE &&
-                 !(k->ssl && SSL_pending(k->ssl) > 0);
+                 !h1_tls_pending(k);
     struct up_xfer *x = conn_release(k);
     if (reuse)
         conn_to_pool(k);
     else
         conn_close(k);
-    xfer_finish(x, true, NULL);
+    xfer_finish(x, UP_OK, NULL);
 }
 
 /* What the parser said about k's transfer. Returns true while the transfer runs on k and wants more input. */
-static bool conn_after_parse(struct h1conn *k, int st)
+bool h1_conn_after_parse(struct h1conn *k, int st)
 {
     switch (st) {
     case H1_RESP_MORE:
@@ -990,17 +441,17 @@ static bool conn_after_parse(struct h1conn *k, int st)
         xfer_drop(k);
         return false;
     default:
-        xfer_fail(k, k->resp.error);
+        h1_xfer_fail(k, k->resp.result, k->resp.error);
         return false;
     }
 }
 
 /* The peer ended the byte stream (a TCP FIN, or a TLS close_notify). */
-static void conn_eof(struct h1conn *k)
+void h1_conn_eof(struct h1conn *k)
 {
     if (k->state == CONN_HANDSHAKE) {
         snprintf(k->x->errbuf, sizeof(k->x->errbuf), "TLS connect error: the server closed the connection");
-        xfer_fail(k, k->x->errbuf);
+        h1_xfer_fail(k, UP_E_TLS, k->x->errbuf);
         return;
     }
     if (conn_retry(k))
@@ -1008,245 +459,7 @@ static void conn_eof(struct h1conn *k)
     if (h1_resp_eof(&k->resp) == H1_RESP_COMPLETE)
         xfer_complete(k, false);
     else
-        xfer_fail(k, k->resp.error);
-}
-
-/* ---------- TLS (memory BIOs: ciphertext in from the socket, out through uv_write) ---------- */
-
-struct tls_wreq {
-    uv_write_t w;
-    char data[];
-};
-
-static void on_write_done(struct h1conn *k, int status);
-
-static void on_tls_write(uv_write_t *req, int status)
-{
-    struct h1conn *k = req->data;
-    xfree(req); /* struct tls_wreq starts with its uv_write_t */
-    on_write_done(k, status);
-}
-
-/* Sends what OpenSSL queued in the write BIO: at once if the socket takes it, a copy of the rest queued. Returns
- * 0 or a uv error. */
-static int tls_flush(struct h1conn *k)
-{
-    BIO *wb = SSL_get_wbio(k->ssl);
-    char *p = NULL;
-    long n = BIO_get_mem_data(wb, &p);
-    if (n <= 0)
-        return 0;
-    uv_buf_t b = uv_buf_init(p, (unsigned)n);
-    int done = uv_try_write((uv_stream_t *)&k->tcp, &b, 1); /* UV_EAGAIN while earlier bytes are queued */
-    if (done < 0 && done != UV_EAGAIN) {
-        (void)BIO_reset(wb);
-        return done;
-    }
-    size_t off = done > 0 ? (size_t)done : 0;
-    if (off == (size_t)n) {
-        (void)BIO_reset(wb);
-        return 0;
-    }
-    struct tls_wreq *w = xmalloc(sizeof(*w) + (size_t)n - off);
-    memcpy(w->data, p + off, (size_t)n - off);
-    (void)BIO_reset(wb);
-    w->w.data = k;
-    b = uv_buf_init(w->data, (unsigned)((size_t)n - off));
-    int rc = uv_write(&w->w, (uv_stream_t *)&k->tcp, &b, 1, on_tls_write);
-    if (rc != 0) {
-        xfree(w);
-        return rc;
-    }
-    k->writes++;
-    return 0;
-}
-
-/* Why TLS failed, in curl's words where it has them, into x->errbuf. */
-static void tls_errmsg(struct h1conn *k, const char *what)
-{
-    struct up_xfer *x = k->x;
-    k->tls_bad = true;
-    long vr = SSL_get_verify_result(k->ssl);
-    unsigned long e = ERR_peek_last_error();
-    if (vr != X509_V_OK) {
-        snprintf(x->errbuf, sizeof(x->errbuf), "SSL certificate problem: %s", X509_verify_cert_error_string(vr));
-    } else if (e) {
-        char tmp[160];
-        ERR_error_string_n(e, tmp, sizeof(tmp));
-        snprintf(x->errbuf, sizeof(x->errbuf), "%s: %s", what, tmp);
-    } else {
-        snprintf(x->errbuf, sizeof(x->errbuf), "%s", what);
-    }
-    ERR_clear_error();
-}
-
-static void tls_fail(struct h1conn *k, const char *what)
-{
-    tls_errmsg(k, what);
-    xfer_fail(k, k->x->errbuf);
-}
-
-static void tls_handshake(struct h1conn *k)
-{
-    ERR_clear_error();
-    int rc = SSL_do_handshake(k->ssl);
-    int e = rc == 1 ? SSL_ERROR_NONE : SSL_get_error(k->ssl, rc);
-    if (e != SSL_ERROR_NONE && e != SSL_ERROR_WANT_READ) {
-        tls_fail(k, "TLS connect error");
-        return;
-    }
-    int wrc = tls_flush(k);
-    if (wrc != 0) {
-        snprintf(k->x->errbuf, sizeof(k->x->errbuf), "Send failure: %s", err_text(wrc));
-        xfer_fail(k, k->x->errbuf);
-        return;
-    }
-    if (e == SSL_ERROR_WANT_READ)
-        return;
-    const unsigned char *alpn = NULL;
-    unsigned alpn_len = 0;
-    SSL_get0_alpn_selected(k->ssl, &alpn, &alpn_len);
-    if (alpn_len && !(alpn_len == 8 && memcmp(alpn, "http/1.1", 8) == 0)) {
-        snprintf(k->x->errbuf, sizeof(k->x->errbuf), "TLS connect error: the server chose ALPN %.*s", (int)alpn_len,
-                 (const char *)alpn);
-        xfer_fail(k, k->x->errbuf);
-        return;
-    }
-    k->state = CONN_ACTIVE;
-    conn_send(k);
-}
-
-/* Decrypts what the read BIO holds and parses it. Returns true while the transfer wants more input. */
-static bool tls_drain(struct h1conn *k)
-{
-    char *plain = k->c->tbuf;
-    for (;;) {
-        ERR_clear_error();
-        int n = SSL_read(k->ssl, plain, TLS_PLAIN_SIZE);
-        if (n > 0) {
-            k->rx += (uint64_t)n;
-            if (!conn_after_parse(k, h1_resp_feed(&k->resp, plain, (size_t)n)))
-                return false;
-            continue;
-        }
-        int e = SSL_get_error(k->ssl, n);
-        int wrc = tls_flush(k); /* a key update or a renegotiation may have something to say */
-        if (e == SSL_ERROR_WANT_READ && wrc == 0)
-            return true;
-        if (e == SSL_ERROR_ZERO_RETURN) {
-            conn_eof(k);
-            return false;
-        }
-        if (wrc != 0) {
-            snprintf(k->x->errbuf, sizeof(k->x->errbuf), "Send failure: %s", err_text(wrc));
-            xfer_fail(k, k->x->errbuf);
-            return false;
-        }
-        tls_fail(k, "TLS receive error");
-        return false;
-    }
-}
-
-/* Ciphertext from the socket. */
-static void tls_input(struct h1conn *k, const char *data, size_t len)
-{
-    BIO_write(SSL_get_rbio(k->ssl), data, (int)len); /* a memory BIO takes it all */
-    if (k->state == CONN_HANDSHAKE)
-        tls_handshake(k);
-    else
-        tls_drain(k);
-}
-
-/* Bytes on a pooled TLS connection: a late session ticket or a key update keeps it; application data, an
- * alert or close_notify ends it. */
-static bool tls_idle_input(struct h1conn *k, const char *data, size_t len)
-{
-    BIO_write(SSL_get_rbio(k->ssl), data, (int)len);
-    ERR_clear_error();
-    int n = SSL_read(k->ssl, k->c->tbuf, TLS_PLAIN_SIZE);
-    bool keep = n <= 0 && SSL_get_error(k->ssl, n) == SSL_ERROR_WANT_READ && tls_flush(k) == 0;
-    ERR_clear_error();
-    return keep;
-}
-
-static int on_new_session(SSL *ssl, SSL_SESSION *sess)
-{
-    struct h1conn *k = SSL_get_app_data(ssl);
-    if (k == NULL || k->state == CONN_CLOSING)
-        return 0;
-    struct h1host *h = k->host;
-    if (h->session)
-        SSL_SESSION_free(h->session);
-    h->session = sess;
-    return 1; /* the reference is ours now */
-}
-
-/* One TLS context per loop, made at the first https transfer: the system store plus gateway.ca_file. */
-static SSL_CTX *client_ssl_ctx(struct h1client *c)
-{
-    if (c->ssl_ctx || c->ssl_ctx_failed)
-        return c->ssl_ctx;
-    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-    if (ctx == NULL) {
-        c->ssl_ctx_failed = true;
-        return NULL;
-    }
-    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION);
-    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS); /* idle pooled connections keep no 34 KiB of buffers */
-    if (SSL_CTX_set_default_verify_paths(ctx) != 1)
-        log_warn("upstream TLS: the system certificate store could not be loaded");
-    if (c->ca_file && SSL_CTX_load_verify_locations(ctx, c->ca_file, NULL) != 1) {
-        log_error("upstream TLS: cannot load gateway.ca_file %s", c->ca_file);
-        SSL_CTX_free(ctx);
-        ERR_clear_error();
-        c->ssl_ctx_failed = true;
-        return NULL;
-    }
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
-    SSL_CTX_sess_set_new_cb(ctx, on_new_session);
-    ERR_clear_error();
-    c->ssl_ctx = ctx;
-    return ctx;
-}
-
-/* TCP is up: start the handshake (SNI and the name or address to verify, ALPN http/1.1, TLS 1.2 or later). */
-static void tls_start(struct h1conn *k)
-{
-    struct h1host *h = k->host;
-    SSL_CTX *ctx = client_ssl_ctx(k->c);
-    SSL *ssl = ctx ? SSL_new(ctx) : NULL;
-    if (ssl == NULL) {
-        snprintf(k->x->errbuf, sizeof(k->x->errbuf), "TLS connect error: %s",
-                 k->c->ca_file ? "cannot load gateway.ca_file" : "cannot set up TLS");
-        xfer_fail(k, k->x->errbuf);
-        return;
-    }
-    BIO *rb = BIO_new(BIO_s_mem()), *wb = BIO_new(BIO_s_mem());
-    BIO_set_mem_eof_return(rb, -1); /* empty means "wait for more", not end of stream */
-    SSL_set_bio(ssl, rb, wb);
-    SSL_set_connect_state(ssl);
-    SSL_set_app_data(ssl, k);
-    k->ssl = ssl;
-    X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
-    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-    int ok = 1;
-    if (h->numeric) {
-        ok = X509_VERIFY_PARAM_set1_ip_asc(param, h->name); /* no SNI for addresses (RFC 6066) */
-    } else {
-        ok = SSL_set_tlsext_host_name(ssl, h->name) == 1 && X509_VERIFY_PARAM_set1_host(param, h->name, h->name_len);
-    }
-    static const unsigned char alpn[] = "\x08http/1.1";
-    if (!ok || SSL_set_alpn_protos(ssl, alpn, sizeof(alpn) - 1) != 0) {
-        tls_fail(k, "TLS connect error");
-        return;
-    }
-    if (h->session)
-        SSL_set_session(ssl, h->session);
-    k->state = CONN_HANDSHAKE;
-    conn_read_start(k);
-    tls_handshake(k);
+        h1_xfer_fail(k, k->resp.result, k->resp.error);
 }
 
 /* ---------- reading and writing ---------- */
@@ -1259,30 +472,30 @@ static void on_conn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     struct up_xfer *x = k->x;
     if (x == NULL) {
         /* In the pool: the server closed it, or sent something nobody asked for. Either way it is done. */
-        if (!(nread > 0 && k->ssl && tls_idle_input(k, b->base, (size_t)nread)))
+        if (!(nread > 0 && k->ssl && h1_tls_idle_input(k, b->base, (size_t)nread)))
             conn_close(k);
         return;
     }
     if (nread > 0) {
         if (k->ssl) {
-            tls_input(k, b->base, (size_t)nread);
+            h1_tls_input(k, b->base, (size_t)nread);
             return;
         }
         k->rx += (uint64_t)nread;
-        conn_after_parse(k, h1_resp_feed(&k->resp, b->base, (size_t)nread));
+        h1_conn_after_parse(k, h1_resp_feed(&k->resp, b->base, (size_t)nread));
         return;
     }
     if (nread == UV_EOF) {
-        conn_eof(k); /* TLS: a server closing without close_notify ends the stream the same way (as curl) */
+        h1_conn_eof(k); /* TLS: a server closing without close_notify ends the stream the same way (as curl) */
         return;
     }
     if (conn_retry(k))
         return;
-    snprintf(x->errbuf, sizeof(x->errbuf), "Recv failure: %s", err_text((int)nread));
-    xfer_fail(k, x->errbuf);
+    snprintf(x->errbuf, sizeof(x->errbuf), "Recv failure: %s", h1_err_text((int)nread));
+    h1_xfer_fail(k, x->headers_done ? UP_E_RESET : UP_E_RESET_BEFORE_HEADERS, x->errbuf);
 }
 
-static void on_write_done(struct h1conn *k, int status)
+void h1_on_write_done(struct h1conn *k, int status)
 {
     k->writes--;
     if (status == 0 || k->state == CONN_CLOSING || k->x == NULL)
@@ -1291,13 +504,13 @@ static void on_write_done(struct h1conn *k, int status)
         return; /* the server answered already (an early error response): let the read side finish it */
     if (conn_retry(k))
         return;
-    snprintf(k->x->errbuf, sizeof(k->x->errbuf), "Send failure: %s", err_text(status));
-    xfer_fail(k, k->x->errbuf);
+    snprintf(k->x->errbuf, sizeof(k->x->errbuf), "Send failure: %s", h1_err_text(status));
+    h1_xfer_fail(k, UP_E_RESET_BEFORE_HEADERS, k->x->errbuf); /* nothing of the response came back (rx == 0) */
 }
 
 static void on_write(uv_write_t *req, int status)
 {
-    on_write_done(req->data, status);
+    h1_on_write_done(req->data, status);
 }
 
 /* Writes at once what the socket takes (the usual case: no write request, no callback to wait for before the
@@ -1324,7 +537,7 @@ static int conn_write(struct h1conn *k, uv_buf_t *b, unsigned nb)
 }
 
 /* The request in one write: head and body as two buffers of one writev (through TLS: two records, one write). */
-static void conn_send(struct h1conn *k)
+void h1_conn_send(struct h1conn *k)
 {
     struct up_xfer *x = k->x;
     uv_buf_t b[2];
@@ -1336,26 +549,22 @@ static void conn_send(struct h1conn *k)
     k->nreq++;
     int rc;
     if (k->ssl) {
-        ERR_clear_error();
-        for (unsigned i = 0; i < nb; i++) {
-            if (SSL_write(k->ssl, b[i].base, (int)b[i].len) <= 0) {
-                tls_errmsg(k, "TLS send error");
-                conn_fail_soon(k); /* this may run inside h1_start */
-                return;
-            }
+        if (h1_tls_write(k, b, nb) != 0) {
+            conn_fail_soon(k, UP_E_TLS); /* this may run inside h1_start */
+            return;
         }
-        rc = tls_flush(k);
+        rc = h1_tls_flush(k);
     } else {
         rc = conn_write(k, b, nb);
     }
     if (rc != 0) {
         if (conn_retry(k)) /* a pooled connection the server had closed (EPIPE, ECONNRESET) */
             return;
-        snprintf(x->errbuf, sizeof(x->errbuf), "Send failure: %s", err_text(rc));
-        conn_fail_soon(k); /* this may run inside h1_start */
+        snprintf(x->errbuf, sizeof(x->errbuf), "Send failure: %s", h1_err_text(rc));
+        conn_fail_soon(k, UP_E_RESET_BEFORE_HEADERS); /* this may run inside h1_start */
         return;
     }
-    conn_read_start(k);
+    h1_conn_read_start(k);
 }
 
 static void on_connect(uv_connect_t *req, int status)
@@ -1375,11 +584,11 @@ static void on_connect(uv_connect_t *req, int status)
     }
     k->c->connects++;
     if (k->host->tls) {
-        tls_start(k);
+        h1_tls_start(k);
         return;
     }
     k->state = CONN_ACTIVE;
-    conn_send(k);
+    h1_conn_send(k);
 }
 
 static void conn_to_pool(struct h1conn *k)
@@ -1404,7 +613,7 @@ static void conn_to_pool(struct h1conn *k)
     k->idle_since_ms = now;
     if (k->due_ms == UINT64_MAX)
         timer_at(k, k->idle_since_ms + c->idle_timeout_ms); /* else the armed deadline fires first and re-arms */
-    conn_read_start(k);                                     /* a close by the server while idle is noticed at once */
+    h1_conn_read_start(k);                                     /* a close by the server while idle is noticed at once */
 }
 
 static void on_conn_timer(uv_timer_t *t)
@@ -1423,7 +632,7 @@ static void on_conn_timer(uv_timer_t *t)
         return;
     }
     if (k->fail_soon) {
-        xfer_fail(k, x->errbuf);
+        h1_xfer_fail(k, k->fail_result, x->errbuf);
         return;
     }
     const struct up_request *rq = &x->req;
@@ -1431,7 +640,7 @@ static void on_conn_timer(uv_timer_t *t)
     if (!x->headers_done && rq->first_byte_timeout_ms > 0 && el >= (unsigned long long)rq->first_byte_timeout_ms) {
         snprintf(x->abort_reason, sizeof(x->abort_reason), "no response headers within %ld ms (timed out)",
                  rq->first_byte_timeout_ms);
-        xfer_fail(k, x->abort_reason);
+        h1_xfer_fail(k, UP_E_FIRST_BYTE_TIMEOUT, x->abort_reason);
         return;
     }
     long ct = rq->connect_timeout_ms > 0 ? rq->connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS;
@@ -1442,13 +651,13 @@ static void on_conn_timer(uv_timer_t *t)
                  : k->state == CONN_HANDSHAKE ? "TLS handshake"
                                               : "Connection",
                  el);
-        xfer_fail(k, x->errbuf);
+        h1_xfer_fail(k, UP_E_CONNECT_TIMEOUT, x->errbuf);
         return;
     }
     if (rq->timeout_ms > 0 && el >= (unsigned long long)rq->timeout_ms) {
         snprintf(x->errbuf, sizeof(x->errbuf), "Operation timed out after %llu milliseconds with %llu bytes received",
                  el, (unsigned long long)x->bytes_in);
-        xfer_fail(k, x->errbuf);
+        h1_xfer_fail(k, UP_E_TIMEOUT, x->errbuf);
         return;
     }
     conn_arm_timer(k);
@@ -1557,8 +766,10 @@ static void build_head(struct buf *b, const struct up_xfer *x, const struct h1_u
 
 /* ---------- public ---------- */
 
-int h1_start(struct h1client *c, struct up_xfer *x)
+static int h1_start(void *backend, struct up_xfer *x, const char **why)
 {
+    (void)why; /* nothing here fails to start: failures are reported through on_done */
+    struct h1client *c = backend;
     struct h1_url u;
     if (c->closing || h1_parse_url(x->req.url.data, x->req.url.len, &u) != 0)
         return -1;
@@ -1577,6 +788,8 @@ int h1_start(struct h1client *c, struct up_xfer *x)
     } else {
         k = conn_new(c, h);
     }
+    x->ops = &h1_backend_ops;
+    x->backend = c;
     conn_attach(k, x);
     k->t0_ms = uv_now(c->loop);
     if (k->t0_ms - h->peak_ms >= c->idle_timeout_ms) {
@@ -1591,13 +804,13 @@ int h1_start(struct h1client *c, struct up_xfer *x)
     build_head(&k->head, x, &u, h);
     conn_arm_timer(k);
     if (k->state == CONN_ACTIVE)
-        conn_send(k);
+        h1_conn_send(k);
     else
         conn_start(k);
     return 0;
 }
 
-void h1_cancel(struct up_xfer *x)
+static void h1_cancel(struct up_xfer *x)
 {
     if (x->cancelled)
         return;
@@ -1611,20 +824,21 @@ void h1_cancel(struct up_xfer *x)
         up_xfer_destroy(x);
 }
 
-void h1_resume(struct up_xfer *x)
+static void h1_resume(struct up_xfer *x)
 {
     if (!x->paused || x->cancelled || x->in_callback)
         return;
     struct h1conn *k = x->native;
-    if (!conn_after_parse(k, h1_resp_resume(&k->resp)))
+    if (!h1_conn_after_parse(k, h1_resp_resume(&k->resp)))
         return;
-    if (k->ssl && !tls_drain(k)) /* records decrypted while paused wait inside OpenSSL */
+    if (k->ssl && !h1_tls_drain(k)) /* records decrypted while paused wait inside OpenSSL */
         return;
-    conn_read_start(k);
+    h1_conn_read_start(k);
 }
 
-struct h1client *h1_new(uv_loop_t *loop, const char *ca_file)
+static void *h1_new(uv_loop_t *loop, const struct up_options *opts)
 {
+    const char *ca_file = opts->ca_file;
     struct h1client *c = xcalloc(1, sizeof(*c));
     c->loop = loop;
     c->rbuf = xmalloc(READ_BUF_SIZE);
@@ -1643,17 +857,14 @@ static void client_maybe_free(struct h1client *c)
 {
     if (!c->closing || c->closing_conns > 0 || c->lookups > 0)
         return;
+    h1_tls_client_free(c);
     while (c->hosts) {
         struct h1host *h = c->hosts;
         c->hosts = h->next;
         xfree(h->name);
         xfree(h->authority);
-        if (h->session)
-            SSL_SESSION_free(h->session);
         xfree(h);
     }
-    if (c->ssl_ctx)
-        SSL_CTX_free(c->ssl_ctx);
     xfree(c->ca_file);
     xfree(c->tbuf);
     xfree(c->http_proxy);
@@ -1664,8 +875,9 @@ static void client_maybe_free(struct h1client *c)
     xfree(c);
 }
 
-void h1_free(struct h1client *c)
+static void h1_free(void *backend)
 {
+    struct h1client *c = backend;
     if (c == NULL)
         return;
     c->closing = true;
@@ -1705,3 +917,12 @@ void h1_set_idle_timeout(struct h1client *c, uint64_t ms)
 {
     c->idle_timeout_ms = ms;
 }
+
+const struct up_backend_ops h1_backend_ops = {
+    .name = "native",
+    .create = h1_new,
+    .destroy = h1_free,
+    .start = h1_start,
+    .cancel = h1_cancel,
+    .resume = h1_resume,
+};

@@ -30,106 +30,7 @@
 #include <uv.h>
 
 #include "common/buf.h"
-
-enum sbx_lang { SBX_LANG_NONE = 0, SBX_LANG_PYTHON, SBX_LANG_SH, SBX_LANG_NODE, SBX_LANG__COUNT };
-
-/* Only "none" exists: a network namespace with a loopback that is down, and no socket family but AF_UNIX. */
-enum sbx_net { SBX_NET_NONE = 0 };
-
-/* Why a run ended. */
-enum sbx_reason {
-    SBX_REASON_EXIT = 0,   /* the program exited by itself: exit_code */
-    SBX_REASON_SIGNAL,     /* it died of a signal nobody outside sent (SIGSEGV, SIGSYS, SIGXFSZ, ...) */
-    SBX_REASON_TIMEOUT,    /* wall-clock deadline passed: the whole tree was killed */
-    SBX_REASON_CPU,        /* RLIMIT_CPU reached */
-    SBX_REASON_MEMORY,     /* the cgroup memory limit was hit and the OOM killer killed it */
-    SBX_REASON_OUTPUT_CAP, /* stdout or stderr passed its cap: the tree was killed */
-    SBX_REASON_KILLED,     /* sbx_run_cancel() or the pool closed */
-    SBX_REASON_ERROR,      /* the sandbox could not be set up (fail closed: nothing of the program ran) */
-    SBX_REASON__COUNT
-};
-
-struct sbx_limits {
-    uint64_t wall_ms;             /* deadline from start; the whole tree is SIGKILLed (10 s) */
-    uint64_t cpu_ms;              /* CPU per process, RLIMIT_CPU, rounded up to whole seconds (10 s) */
-    uint64_t memory_bytes;        /* cgroup memory limit of the whole run; without cgroups, RLIMIT_DATA per
-                                   * process (256 MiB) */
-    uint64_t address_space_bytes; /* RLIMIT_AS per process when cgroups limit memory (4 GiB: V8 reserves a lot) */
-    uint32_t pids;                /* cgroup pids.max and RLIMIT_NPROC (64) */
-    uint32_t nofile;              /* RLIMIT_NOFILE (64) */
-    uint64_t fsize_bytes;         /* RLIMIT_FSIZE: largest file a process may write (8 MiB) */
-    uint32_t cpu_percent;         /* cgroup CPU bandwidth, 100 = one CPU (100) */
-    uint64_t stdout_max;          /* bytes kept of stdout; more kills the run with OUTPUT_CAP (1 MiB) */
-    uint64_t stderr_max;          /* same for stderr (1 MiB) */
-    uint64_t work_bytes;          /* size of the tmpfs at /work, the working directory (64 MiB) */
-    uint64_t tmp_bytes;           /* size of the tmpfs at /tmp (64 MiB) */
-};
-
-/* Ceilings a spec may ask for; sbx_spec_validate() refuses more. */
-#define SBX_MAX_ARGS 1024
-#define SBX_MAX_ENV 256
-#define SBX_MAX_FILES 256
-#define SBX_MAX_SPEC_BYTES (64u << 20) /* argv + env + files + code, serialized */
-#define SBX_MAX_STDIN_BYTES (64u << 20)
-#define SBX_MAX_OUTPUT_BYTES (256u << 20)
-#define SBX_MAX_TMPFS_BYTES (4ull << 30)
-
-/* A file placed in /work before the program starts. name is a plain basename (see sbx_files_name_ok). */
-struct sbx_file {
-    const char *name;
-    const void *data;
-    size_t len;
-    uint32_t mode; /* permission bits only (& 0777); 0 means 0644 */
-};
-
-/* What to run. Nothing here is kept after sbx_run_start() returns: the spec is serialized at once. */
-struct sbx_spec {
-    enum sbx_lang lang; /* NONE: argv[0] is the program (absolute, or looked up in PATH inside) */
-    const char *code;   /* with lang and no argv: the snippet, written to /work/main.{py,sh,js} */
-    size_t code_len;
-    const char *const *argv; /* with lang: arguments given to the interpreter; else the command */
-    size_t argc;
-    const char *const *env; /* extra "NAME=value" entries on top of PATH, HOME, TMPDIR, LANG, USER */
-    size_t envc;
-    const void *stdin_data; /* bytes the program reads on stdin, then EOF */
-    size_t stdin_len;
-    const struct sbx_file *files;
-    size_t nfiles;
-    struct sbx_limits limits;
-    enum sbx_net net;
-};
-
-struct sbx_result {
-    enum sbx_reason reason;
-    int exit_code;   /* the exit status when the program exited (whatever the reason), else -1 */
-    int term_signal; /* the signal that ended it, 0 when it exited */
-    uint64_t wall_us;
-    uint64_t cpu_us;            /* user + system of the whole tree (cgroup), else of the reaped processes */
-    uint64_t peak_memory_bytes; /* cgroup peak, else the largest RSS of a reaped process */
-    uint64_t oom_kills;         /* processes the OOM killer killed in this run */
-    struct buf out, err;        /* captured stdout / stderr, at most stdout_max / stderr_max bytes */
-    bool out_truncated, err_truncated;
-    uint32_t host_uid;    /* the unprivileged host uid the run's uid 1000 was mapped to */
-    int host_pid;         /* pid of the run's init (the program) on the host, 0 if it never started */
-    char cgroup[8];       /* "v2", "v1" or "none": which cgroup limits were in force */
-    char cgroup_name[48]; /* the run's cgroup under the parent ("run-<engine pid>-<n>"), removed by now */
-    char error[256];      /* with ERROR: what failed (a step and errno), for the operator */
-};
-
-enum sbx_cgroup_mode {
-    SBX_CGROUP_AUTO = 0, /* use cgroup limits when the host offers them (v2, else v1); fail closed if set-up fails */
-    SBX_CGROUP_REQUIRED, /* refuse to run without them */
-    SBX_CGROUP_OFF,      /* rlimits only */
-};
-
-/* Host-level settings shared by every run of a pool. */
-struct sbx_config {
-    uint32_t uid_base;  /* runs map their uid 1000 to host uids uid_base .. uid_base+uid_count-1 (1000000000) */
-    uint32_t uid_count; /* also the ceiling on children alive at once (1024) */
-    enum sbx_cgroup_mode cgroup_mode;
-    const char *cgroup_parent; /* cgroup path (from the hierarchy root) to create run groups under; NULL means
-                                * "<our own cgroup>/agentd-sandbox" */
-};
+#include "sandbox/sbx_spec.h"
 
 struct sbx_pool_opts {
     bool zygote;     /* start runs from a zygote process (mandatory once the process has threads) */
@@ -146,11 +47,6 @@ struct sbx_run;
 typedef void sbx_done_fn(struct sbx_run *run, struct sbx_result *res, void *ud);
 typedef void sbx_pool_closed_fn(void *ud);
 
-void sbx_limits_default(struct sbx_limits *l);
-/* Zeroes the spec and sets the default limits. */
-void sbx_spec_init(struct sbx_spec *spec);
-/* 0 when the spec may run; else -1 and a reason in err. Run by sbx_run_start too. */
-int sbx_spec_validate(const struct sbx_spec *spec, struct buf *err);
 void sbx_pool_opts_init(struct sbx_pool_opts *opts);
 
 /* Creates a pool on loop. With zygote, spawns it (the first run may wait for it; sbx_pool_close frees it).
@@ -174,11 +70,6 @@ void sbx_run_cancel(struct sbx_run *run);
  * (sbx_result_free it). opts NULL means an in-process pool with no warm children. */
 int sbx_run_sync(const struct sbx_pool_opts *opts, const struct sbx_spec *spec, struct sbx_result *res,
                  struct buf *err);
-void sbx_result_free(struct sbx_result *res);
 
-const char *sbx_reason_name(enum sbx_reason r);
-const char *sbx_lang_name(enum sbx_lang l);
-/* -1 when unknown; accepts "python", "python3", "sh", "node", "js". */
-int sbx_lang_parse(const char *name);
 
 #endif

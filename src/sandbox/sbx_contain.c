@@ -25,25 +25,17 @@
 /* Where the new root is assembled, in the child's private copy of the mount tree (any existing directory). */
 #define NEWROOT "/tmp"
 
-struct lang_info {
-    const char *interp;
-    const char *snippet;
-};
-static const struct lang_info langs[SBX_LANG__COUNT] = {
-    [SBX_LANG_NONE] = {NULL, NULL},
-    [SBX_LANG_PYTHON] = {"/usr/bin/python3", "main.py"},
-    [SBX_LANG_SH] = {"/bin/sh", "main.sh"},
-    [SBX_LANG_NODE] = {"/usr/bin/node", "main.js"},
+/* Each language's interpreter (argv[0]); the snippet's file name is the vocabulary's (sbx_lang_snippet_name). */
+static const char *const interps[SBX_LANG__COUNT] = {
+    [SBX_LANG_NONE] = NULL,
+    [SBX_LANG_PYTHON] = "/usr/bin/python3",
+    [SBX_LANG_SH] = "/bin/sh",
+    [SBX_LANG_NODE] = "/usr/bin/node",
 };
 
 const char *sbx_contain_interpreter(int lang)
 {
-    return (lang > 0 && lang < SBX_LANG__COUNT) ? langs[lang].interp : NULL;
-}
-
-const char *sbx_contain_snippet_name(int lang)
-{
-    return (lang > 0 && lang < SBX_LANG__COUNT) ? langs[lang].snippet : NULL;
+    return (lang > 0 && lang < SBX_LANG__COUNT) ? interps[lang] : NULL;
 }
 
 /* ---- the plan: what of the host the sandbox sees ---- */
@@ -611,7 +603,7 @@ static int step_files(struct child *c)
         goto out;
     }
     if (s->lang != SBX_LANG_NONE && s->argc == 0 && s->code) {
-        if (sbx_files_write_one(dfd, langs[s->lang].snippet, s->code, s->code_len, 0644, &err) != 0) {
+        if (sbx_files_write_one(dfd, sbx_lang_snippet_name(s->lang), s->code, s->code_len, 0644, &err) != 0) {
             close(dfd);
             errno = 0;
             fail(c, "%s", err.data);
@@ -656,9 +648,9 @@ static int step_exec_args(struct child *c)
     size_t n = 0;
     c->argv = xcalloc(s->argc + 3, sizeof(*c->argv));
     if (s->lang != SBX_LANG_NONE) {
-        c->argv[n++] = langs[s->lang].interp;
+        c->argv[n++] = interps[s->lang];
         if (s->argc == 0)
-            c->argv[n++] = langs[s->lang].snippet;
+            c->argv[n++] = sbx_lang_snippet_name(s->lang);
         for (size_t i = 0; i < s->argc; i++)
             c->argv[n++] = s->argv[i];
     } else {

@@ -84,8 +84,7 @@ struct sbx_contain_args {
 void sbx_contain_child(const struct sbx_contain_plan *plan, const struct sbx_contain_args *args, int ctl)
     __attribute__((noreturn));
 
-/* The interpreter and snippet file name of a language (argv[0] and "main.py"), NULL for NONE. */
+/* The interpreter of a language (argv[0]), NULL for NONE. */
 const char *sbx_contain_interpreter(int lang);
-const char *sbx_contain_snippet_name(int lang);
 
 #endif

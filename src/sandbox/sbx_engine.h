@@ -18,7 +18,7 @@
 #include <uv.h>
 
 #include "common/buf.h"
-#include "sandbox/sbx.h"
+#include "sandbox/sbx_spec.h"
 #include "sandbox/sbx_wire.h"
 
 struct sbx_engine;

@@ -3,25 +3,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
-
-bool sbx_files_name_ok(const char *name, size_t len)
-{
-    if (name == NULL || len == 0 || len > 255)
-        return false;
-    if (name[0] == '.' || name[0] == '-') /* also rules out "." and ".." */
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)name[i];
-        if (c == '/' || c < 0x20 || c == 0x7f)
-            return false;
-    }
-    return true;
-}
 
 int sbx_files_write_one(int dirfd, const char *name, const void *data, size_t len, unsigned mode, struct buf *err)
 {
-    if (!sbx_files_name_ok(name, strlen(name))) {
+    if (!sbx_spec_file_name_ok(name, strlen(name))) {
         (void)buf_printf(err, "file name refused");
         return -1;
     }

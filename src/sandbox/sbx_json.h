@@ -15,7 +15,7 @@
 #include <stddef.h>
 
 #include "common/buf.h"
-#include "sandbox/sbx.h"
+#include "sandbox/sbx_spec.h"
 
 struct cJSON;
 

@@ -17,7 +17,7 @@
 #include <stddef.h>
 
 #include "common/buf.h"
-#include "sandbox/sbx.h"
+#include "sandbox/sbx_spec.h"
 
 struct sbx_seccomp_prog {
     struct sock_filter *insns;

@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 #include "common/buf.h"
-#include "sandbox/sbx.h"
+#include "sandbox/sbx_spec.h"
 
 #define SBX_WIRE_MAGIC 0x53425831u /* "SBX1" */
 

@@ -1,6 +1,7 @@
 #include "telemetry/metrics.h"
 
 #include <dirent.h>
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -240,6 +241,8 @@ static inline uint64_t double_to_bits(double d)
 
 void metrics_series_add(struct metric_series *s, double v)
 {
+    if (s->def->kind == METRIC_COUNTER && !(v >= 0 && v <= DBL_MAX))
+        return; /* a counter only goes up, by a finite amount (a negative or NaN sample would break rate()) */
     /* Only the owning thread writes, so load-add-store is exact; relaxed atomics keep reads whole. */
     uint64_t b = atomic_load_explicit(&s->value_bits, memory_order_relaxed);
     atomic_store_explicit(&s->value_bits, double_to_bits(bits_to_double(b) + v), memory_order_relaxed);

@@ -3,7 +3,7 @@
 // key as Authorization: Bearer; agentd accepts both and speaks its own configured version upstream.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import Anthropic, { NotFoundError, BadRequestError, RateLimitError, OverloadedError, AuthenticationError } from '@anthropic-ai/sdk';
+import Anthropic, { NotFoundError, BadRequestError, RateLimitError, OverloadedError, InternalServerError } from '@anthropic-ai/sdk';
 import { startAgentd } from '../lib/agentd.mjs';
 import { startFake, FAKE_KEYS } from '../fakes/fake.mjs';
 
@@ -110,7 +110,7 @@ test('models.list shows the configured models in Anthropic form', async () => {
   assert.ok(ids.includes('claude-up') && ids.includes('gpt-up') && ids.includes('mock'), ids.join(','));
 });
 
-test('error classes: NotFoundError, BadRequestError, RateLimitError, OverloadedError, AuthenticationError', async () => {
+test('error classes: NotFoundError, BadRequestError, RateLimitError, OverloadedError, InternalServerError', async () => {
   await assert.rejects(client.messages.create({ model: 'no-such-model', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] }),
     (e) => e instanceof NotFoundError && e.status === 404 && e.type === 'not_found_error');
   await assert.rejects(client.messages.create({ model: 'mock', max_tokens: 0, messages: [{ role: 'user', content: 'x' }] }),
@@ -123,8 +123,9 @@ test('error classes: NotFoundError, BadRequestError, RateLimitError, OverloadedE
     (e) => e instanceof RateLimitError && e.type === 'rate_limit_error' && e.headers.get('retry-after') === '3');
   await assert.rejects(client.messages.create({ model: 'claude-up', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] }),
     (e) => e instanceof OverloadedError && e.status === 529 && e.type === 'overloaded_error');
+  // the upstream refusing agentd's key is agentd's failure: a 502, not an AuthenticationError about the client's key
   await assert.rejects(client.messages.create({ model: 'claude-badkey', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] }),
-    (e) => e instanceof AuthenticationError && e.type === 'authentication_error');
+    (e) => e instanceof InternalServerError && e.status === 502 && e.type === 'api_error');
   // the mock's error directive, translated to the Anthropic shape
   await assert.rejects(client.messages.create({ model: 'mock', max_tokens: 10, messages: [{ role: 'user', content: 'mock:error=429' }] }),
     (e) => e instanceof RateLimitError && e.headers.get('retry-after') === '1');

@@ -138,7 +138,16 @@ export function makeReply(conv, behavior = {}) {
     cachedTokens: Math.min(inTok, behavior.cachedTokens | 0),
     cacheWriteTokens: behavior.cacheWriteTokens | 0,
     reasoningTokens: behavior.reasoningTokens | 0,
+    usageTokens: behavior.usageTokens,
   };
+}
+
+// Behaviour `usageTokens: v`: every main token count of the usage object u (the names in keys) becomes v as is
+// (1e300, -5, 1.5, "12", ...), so tests can feed agentd implausible usage in each provider's own shape.
+export function forceUsage(plan, u, keys) {
+  if (plan.usageTokens === undefined) return u;
+  for (const k of keys) u[k] = plan.usageTokens;
+  return u;
 }
 
 export function messageText(m) {

@@ -1,4 +1,4 @@
-/* libFuzzer target: the native upstream client's response path (net/h1client.c h1_resp_*), fed arbitrary bytes as
+/* libFuzzer target: the native upstream client's response path (net/h1_resp.c h1_resp_*), fed arbitrary bytes as
  * an upstream response, exactly as the connection feeds what the socket delivers. The first four input bytes seed
  * how the rest is split into reads, when on_data answers PAUSE (resumed at once, so the held bytes and the stash
  * are exercised), and whether the transfer is cancelled or aborted from inside a callback. Checks: no callback
@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "common/buf.h"
-#include "net/h1client.h"
+#include "net/h1_resp.h"
 
 struct run {
     struct up_xfer x;
@@ -39,7 +39,7 @@ static void on_h(struct up_xfer *x, void *ud)
     if (rn->ended || rn->stopped || rn->headers || rn->datas)
         abort();
     rn->headers++;
-    if (x->status < 200 || x->status > 999 || x->resp_headers.len > H1_RESP_HEADERS_MAX)
+    if (x->status < 200 || x->status > 599 || x->resp_headers.len > H1_RESP_HEADERS_MAX)
         abort();
     rn->hdr_hash = 14695981039346656037ull;
     for (size_t i = 0; i < x->resp_headers.len; i++)

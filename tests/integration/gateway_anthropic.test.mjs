@@ -485,16 +485,19 @@ test('upstream 529 overloaded: 529 for Anthropic clients, 503 for OpenAI clients
   assert.deepEqual(anth.requests.map((r) => r.json.model), ['claude-haiku-4-5', 'claude-3-5-haiku']);
 });
 
-test('upstream 401 (the deployment key is wrong) and upstream 400 are relayed with their types', async () => {
+test('upstream 401 (the deployment key is wrong) is agentd\'s failure (502); an upstream 400 is relayed', async () => {
   anth.reset();
   let res = await messages({ model: 'claude-badkey', max_tokens: 5, messages: [{ role: 'user', content: 'x' }] });
-  assert.equal(res.status, 401);
+  assert.equal(res.status, 502, 'a 401 would tell the client its own key is wrong');
   let j = await res.json();
-  assert.equal(j.error.type, 'authentication_error');
+  assert.equal(j.error.type, 'api_error');
+  assert.match(j.error.message, /upstream authentication failed at deployment anthropic:/);
   assert.equal(anth.requests[0].headers['x-api-key'], 'sk-ant-wrong');
   res = await chat({ model: 'claude-badkey', messages: [{ role: 'user', content: 'x' }] });
-  assert.equal(res.status, 401);
-  assert.equal((await res.json()).error.type, 'authentication_error');
+  assert.equal(res.status, 502);
+  j = await res.json();
+  assert.equal(j.error.type, 'server_error');
+  assert.equal(j.error.code, 'upstream_authentication_failed');
   // a field agentd lets through but the upstream refuses (unknown parameter): Anthropic's 400 comes back
   res = await messages({ model: 'claude-test', max_tokens: 5, not_a_param: 1, messages: [{ role: 'user', content: 'x' }] });
   assert.equal(res.status, 400);

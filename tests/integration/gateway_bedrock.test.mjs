@@ -248,7 +248,8 @@ test('usage: cache reads and writes are part of the prompt; cost prices each par
 test('errors from x-amzn-ErrorType keep status, type and retryability', async () => {
   const cases = [
     [{ status: 400 }, 400, 'invalid_request_error', 'ValidationException'],
-    [{ status: 403 }, 403, 'permission_error', 'AccessDeniedException'],
+    // AWS refusing agentd's credentials is agentd's failure, not the client's (issue 15)
+    [{ status: 403 }, 502, 'server_error', 'upstream_authentication_failed'],
     [{ status: 404 }, 404, 'invalid_request_error', 'ResourceNotFoundException'],
     [{ status: 408 }, 408, 'timeout_error', 'ModelTimeoutException'],
     [{ status: 429 }, 429, 'rate_limit_error', 'ThrottlingException'],
@@ -283,25 +284,26 @@ test('failover: throttled on the first deployment, the second answers', async ()
   assert.deepEqual(b.requests.map((r) => r.path), ['/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse', '/model/amazon.nova-lite-v1%3A0/converse']);
 });
 
-test('a wrong secret or region: a clear 403, not retried', async () => {
+test('a wrong secret or region: a clear 502 naming the deployment and what to check', async () => {
   other.reset();
   let res = await post({ model: 'wrong-secret', messages: [{ role: 'user', content: 'x' }] });
-  assert.equal(res.status, 403);
+  assert.equal(res.status, 502);
   let j = await res.json();
-  assert.equal(j.error.type, 'permission_error');
-  assert.equal(j.error.code, 'InvalidSignatureException');
+  assert.equal(j.error.type, 'server_error');
+  assert.equal(j.error.code, 'upstream_authentication_failed');
+  assert.match(j.error.message, /upstream authentication failed at deployment bedrock:.*InvalidSignatureException/);
   assert.match(j.error.message, /AWS_SECRET_ACCESS_KEY/);
   assert.doesNotMatch(j.error.message, /Canonical String/, 'the canonical-request dump stays out of client errors');
   assert.equal(other.received(), 1);
   b.reset();
   res = await post({ model: 'wrong-region', messages: [{ role: 'user', content: 'x' }] });
-  assert.equal(res.status, 403);
+  assert.equal(res.status, 502);
   j = await res.json();
-  assert.equal(j.error.code, 'InvalidSignatureException');
+  assert.match(j.error.message, /InvalidSignatureException/);
   assert.match(j.error.message, /region/);
-  // the openai SDK's view
+  // the openai SDK's view: a server error, not a permission error about the client's own key
   await assert.rejects(client.chat.completions.create({ model: 'wrong-secret', messages: [{ role: 'user', content: 'x' }] }),
-    (e) => e instanceof OpenAI.PermissionDeniedError && e.status === 403);
+    (e) => e instanceof OpenAI.InternalServerError && e.status === 502);
 });
 
 test('streams that break: exceptions in the stream, a cut before messageStop, a frame with a bad CRC', async () => {

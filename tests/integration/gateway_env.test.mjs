@@ -48,7 +48,7 @@ test('keys: config print masks inline secrets; upstream auth errors never echo t
   const d = await startAgentd({ args: ['--config', cfg] });
   try {
     const res = await post(d, { model: 'm', messages: [{ role: 'user', content: 'x' }] });
-    assert.equal(res.status, 401); // the fake does not know this key
+    assert.equal(res.status, 502); // the fake does not know this key: agentd's failure, not the client's
     const text = await res.text();
     assert.ok(!text.includes(secret), 'the key came back in the error body');
     assert.ok(!d.rawStderr.includes(secret), 'the key reached the logs');

@@ -278,12 +278,13 @@ test('errors keep their meaning: status, type, retry hints', async () => {
   assert.equal(res.status, 502);
   assert.match((await res.json()).error.message, /invalid JSON/);
 
-  // Google answers a wrong key with 400 API_KEY_INVALID: the client sees an authentication error
+  // Google answers a wrong key with 400 API_KEY_INVALID: agentd's key is wrong, so the client sees a 502
   res = await post({ model: 'gem-badkey', messages: [{ role: 'user', content: 'x' }] });
-  assert.equal(res.status, 401);
+  assert.equal(res.status, 502);
   j = await res.json();
-  assert.equal(j.error.type, 'authentication_error');
-  assert.equal(j.error.code, 'API_KEY_INVALID');
+  assert.equal(j.error.type, 'server_error');
+  assert.equal(j.error.code, 'upstream_authentication_failed');
+  assert.match(j.error.message, /upstream authentication failed at deployment gemini:.*API key not valid/);
 
   res = await post({ model: 'gem-missing', messages: [{ role: 'user', content: 'x' }] });
   assert.equal(res.status, 404);

@@ -17,6 +17,7 @@
 #include "gateway/models.h"
 #include "gateway/provider.h"
 #include "gateway/providers/canon.h"
+#include "gateway/redact.h"
 #include "net/http.h"
 
 /* ---------- usage and stop reasons ---------- */
@@ -28,14 +29,17 @@ int anthropic_usage_scan(const char *obj, size_t len, struct anthropic_usage *au
     struct jval f[4];
     if (jscan_fields(obj, len, keys, f, 4, NULL, NULL) != 0)
         return -1;
-    if (jval_i64(&f[0], &au->input_tokens) == 0)
-        au->has_input = true;
-    if (jval_i64(&f[1], &au->output_tokens) == 0)
-        au->has_output = true;
-    if (jval_i64(&f[2], &au->cache_read) == 0)
-        au->has_cache_read = true;
-    if (jval_i64(&f[3], &au->cache_creation) == 0)
-        au->has_cache_creation = true;
+    /* absent and null fields stay as they were; anything else is read by the one rule (gw_types.h) */
+    struct usage chk = {0};
+    int64_t *dst[] = {&au->input_tokens, &au->output_tokens, &au->cache_read, &au->cache_creation};
+    bool *has[] = {&au->has_input, &au->has_output, &au->has_cache_read, &au->has_cache_creation};
+    for (int i = 0; i < 4; i++)
+        if (f[i].type != J_NONE && f[i].type != J_NULL) {
+            *dst[i] = usage_read_jval(&chk, &f[i]);
+            *has[i] = true;
+        }
+    if (chk.invalid)
+        au->invalid = true;
     return 0;
 }
 
@@ -46,6 +50,13 @@ static int64_t nonneg(int64_t v)
 
 void anthropic_usage_apply(const struct anthropic_usage *au, struct usage *u)
 {
+    if (u->invalid)
+        return; /* dropped earlier in this message: later counts cannot make it whole again */
+    if (au->invalid) {
+        u->invalid = true;
+        usage_check(u, NULL);
+        return;
+    }
     /* u->input is the whole prompt: rebuild it from the uncached part and the cache counters seen so far */
     int64_t uncached = nonneg(u->input - u->cached_input - u->cache_write);
     if (au->has_input)
@@ -59,6 +70,7 @@ void anthropic_usage_apply(const struct anthropic_usage *au, struct usage *u)
         u->output = nonneg(au->output_tokens);
     if (au->has_input || au->has_output || au->has_cache_read || au->has_cache_creation)
         u->known = true;
+    usage_check(u, NULL); /* the sums are held to the bound too */
 }
 
 int anthropic_extract_usage(const char *body, size_t len, struct usage *u)
@@ -71,7 +83,7 @@ int anthropic_extract_usage(const char *body, size_t len, struct usage *u)
     if (anthropic_usage_scan(v.raw.p, v.raw.n, &au) != 0)
         return -1;
     anthropic_usage_apply(&au, u);
-    return u->known ? 0 : -1;
+    return u->known || u->invalid ? 0 : -1;
 }
 
 enum finish anthropic_finish_from(struct str s)
@@ -908,6 +920,7 @@ static int decode_response(struct attempt *a, const char *body, size_t len, cJSO
             return -1;
         }
         anthropic_extract_usage(body, len, &a->usage);
+        usage_check(&a->usage, a->dep ? a->dep->label : NULL);
         struct jval m;
         struct buf mb = BUF_INIT(sizeof(a->response_model) - 1);
         if (jscan_get(body, len, "model", &m) == 0 && jval_str(&m, &mb) == 0 && mb.len)
@@ -922,6 +935,7 @@ static int decode_response(struct attempt *a, const char *body, size_t len, cJSO
         err->retryable = true;
         return -1;
     }
+    usage_check(&a->usage, a->dep ? a->dep->label : NULL);
     *out = t;
     return 0;
 }
@@ -930,7 +944,9 @@ static int decode_stream_event(struct attempt *a, const struct stream_event *ev,
 {
     struct anthropic_stream *s = state_of(a);
     int rc = anthropic_stream_event(s, ev->event, ev->data, err);
-    if (s->usage.known)
+    /* counts a dropped usage once: the flag stays in s->usage */
+    usage_check(&s->usage, a->dep ? a->dep->label : NULL);
+    if (s->usage.known || s->usage.invalid)
         a->usage = s->usage;
     if (s->model[0] && !a->response_model[0])
         snprintf(a->response_model, sizeof(a->response_model), "%s", s->model);
@@ -954,6 +970,7 @@ static void map_error(struct attempt *a, int status, const char *body, size_t le
     /* 529 overloaded is Anthropic's own status: its SDKs know it, OpenAI clients and most proxies do not */
     if (status == 529 && !a->passthrough)
         err->status = 503;
+    attempt_scrub_error(a, err); /* no key quoted back; a 401/403 is agentd's failure (502) */
 }
 
 static void free_state(struct attempt *a)

@@ -13,6 +13,7 @@
 #include "gateway/front.h"
 #include "gateway/models.h"
 #include "gateway/providers/canon.h"
+#include "gateway/redact.h"
 #include "gateway/sigv4.h"
 
 #define BEDROCK_MAX_BLOCKS 1024 /* content blocks tracked in one streamed message */
@@ -639,25 +640,25 @@ out:
 
 /* ---------- responses ---------- */
 
-/* A token count: negative, NaN and absurd values (from a broken upstream) do not reach the ledger. */
-static int64_t num(const cJSON *o, const char *k)
+/* A token count, by the one rule for upstream usage (gw_types.h): absent -> 0, implausible -> out->invalid. */
+static int64_t num(struct usage *u, const cJSON *o, const char *k)
 {
-    const cJSON *v = get(o, k);
-    return cJSON_IsNumber(v) ? usage_count(v->valuedouble) : 0;
+    return usage_read_json(u, get(o, k));
 }
 
-/* Bedrock's inputTokens leaves out cache reads and writes; usage.input counts the whole prompt. */
+/* Bedrock's inputTokens leaves out cache reads and writes; usage.input counts the whole prompt. False when there
+ * is none, or it is dropped as implausible (out->invalid; the caller counts it with the deployment). */
 static bool usage_from(const cJSON *u, struct usage *out)
 {
+    memset(out, 0, sizeof(*out));
     if (!cJSON_IsObject(u))
         return false;
-    memset(out, 0, sizeof(*out));
-    out->cached_input = num(u, "cacheReadInputTokens");
-    out->cache_write = num(u, "cacheWriteInputTokens");
-    out->input = num(u, "inputTokens") + out->cached_input + out->cache_write;
-    out->output = num(u, "outputTokens");
     out->known = true;
-    return true;
+    out->cached_input = num(out, u, "cacheReadInputTokens");
+    out->cache_write = num(out, u, "cacheWriteInputTokens");
+    out->input = num(out, u, "inputTokens") + out->cached_input + out->cache_write;
+    out->output = num(out, u, "outputTokens");
+    return usage_check(out, NULL);
 }
 
 static enum finish map_stop(const char *s)
@@ -683,8 +684,8 @@ static int bedrock_decode_response(struct attempt *a, const char *body, size_t l
         canon_malformed(a, err, "a malformed Converse response");
         return -1;
     }
-    memset(&a->usage, 0, sizeof(a->usage));
     usage_from(get(t, "usage"), &a->usage);
+    usage_check(&a->usage, a->dep ? a->dep->label : NULL);
     snprintf(a->response_model, sizeof(a->response_model), "%s", a->dep ? a->dep->model : "");
     struct buf text = BUF_INIT(BUF_UNBOUNDED);
     cJSON *tcs = cJSON_CreateArray();
@@ -839,6 +840,9 @@ static int bedrock_decode_stream_event(struct attempt *a, const struct stream_ev
             a->usage = u;
             struct chat_delta d = {.kind = DELTA_USAGE, .usage = u};
             emit(a, &d);
+        } else if (u.invalid) {
+            usage_check(&u, a->dep ? a->dep->label : NULL);
+            a->usage = u;
         }
         a->stream_done = true;
     }
@@ -919,6 +923,7 @@ static void bedrock_map_error(struct attempt *a, int status, const char *body, s
     if (type[0])
         str_lcpy(err->code, type, sizeof(err->code));
     cJSON_Delete(t);
+    attempt_scrub_error(a, err); /* no credential quoted back; a 401/403 is agentd's failure (502) */
 }
 
 static int bedrock_extract_usage(const char *body, size_t len, struct usage *u)

@@ -16,6 +16,7 @@
 #include "gateway/front.h"
 #include "gateway/models.h"
 #include "gateway/providers/canon.h"
+#include "gateway/redact.h"
 #include "gateway/sigv4.h"
 
 /* Stream decoder state. emit is a seam for tests and fuzzers (NULL: deltas go to the client). */
@@ -831,26 +832,26 @@ static int gemini_encode(struct attempt *a, struct up_request *r, struct gw_erro
 
 /* ---------- responses ---------- */
 
-/* A token count: negative, NaN and absurd values (from a broken upstream) do not reach the ledger. */
-static int64_t num(const cJSON *o, const char *k)
+/* A token count, by the one rule for upstream usage (gw_types.h): absent -> 0, implausible -> u->invalid. */
+static int64_t num(struct usage *u, const cJSON *o, const char *k)
 {
-    const cJSON *v = get(o, k);
-    return cJSON_IsNumber(v) ? usage_count(v->valuedouble) : 0;
+    return usage_read_json(u, get(o, k));
 }
 
-/* usageMetadata -> usage. Thought tokens are billed as output: they count in output and in reasoning. */
+/* usageMetadata -> usage. Thought tokens are billed as output: they count in output and in reasoning. False when
+ * there is none, or it is dropped as implausible (u->invalid; the caller counts it with the deployment). */
 static bool usage_from(const cJSON *t, struct usage *u)
 {
+    memset(u, 0, sizeof(*u));
     const cJSON *um = get(t, "usageMetadata");
     if (!cJSON_IsObject(um))
         return false;
-    memset(u, 0, sizeof(*u));
-    u->input = num(um, "promptTokenCount") + num(um, "toolUsePromptTokenCount");
-    u->reasoning = num(um, "thoughtsTokenCount");
-    u->output = num(um, "candidatesTokenCount") + u->reasoning;
-    u->cached_input = num(um, "cachedContentTokenCount");
     u->known = true;
-    return true;
+    u->input = num(u, um, "promptTokenCount") + num(u, um, "toolUsePromptTokenCount");
+    u->reasoning = num(u, um, "thoughtsTokenCount");
+    u->output = num(u, um, "candidatesTokenCount") + u->reasoning;
+    u->cached_input = num(u, um, "cachedContentTokenCount");
+    return usage_check(u, NULL);
 }
 
 static enum finish map_finish(const char *fr, bool has_tools)
@@ -974,6 +975,8 @@ static int decode_embeddings(struct attempt *a, cJSON *t, cJSON **out, struct gw
     /* Gemini's embedding responses carry no token counts (newer ones may: usageMetadata). Without them the
      * input is estimated at 4 bytes per token and marked as not reported. */
     if (!usage_from(t, &a->usage)) {
+        /* counts an implausible usageMetadata; then the estimate */
+        usage_check(&a->usage, a->dep ? a->dep->label : NULL);
         memset(&a->usage, 0, sizeof(a->usage));
         const cJSON *input = get(canon, "input");
         const cJSON *s;
@@ -1007,8 +1010,8 @@ static int gemini_decode_response(struct attempt *a, const char *body, size_t le
     }
     if (a->op == OP_EMBEDDINGS)
         return decode_embeddings(a, t, out, err);
-    memset(&a->usage, 0, sizeof(a->usage));
     usage_from(t, &a->usage);
+    usage_check(&a->usage, a->dep ? a->dep->label : NULL);
     note_model(a, t);
     const cJSON *cands = get(t, "candidates");
     const cJSON *cand = cJSON_GetArrayItem(cands, 0);
@@ -1094,7 +1097,12 @@ static int gemini_decode_stream_event(struct attempt *a, const struct stream_eve
         }
     }
     struct usage u;
-    if (usage_from(t, &u)) {
+    bool have = usage_from(t, &u);
+    if (u.invalid) {
+        u.invalid_noted = a->usage.invalid_noted; /* usageMetadata rides on every chunk: count the attempt once */
+        usage_check(&u, a->dep ? a->dep->label : NULL);
+        a->usage = u;
+    } else if (have) {
         a->usage = u;
         struct chat_delta d = {.kind = DELTA_USAGE, .usage = u};
         emit(a, &d);
@@ -1195,6 +1203,7 @@ static void gemini_map_error(struct attempt *a, int status, const char *body, si
         err->retryable = status == 429 || status == 408 || status >= 500;
     }
     cJSON_Delete(t);
+    attempt_scrub_error(a, err); /* no key quoted back; a 401/403 is agentd's failure (502) */
 }
 
 static int gemini_extract_usage(const char *body, size_t len, struct usage *u)

@@ -6,6 +6,7 @@
 #include "common/jscan.h"
 #include "gateway/front.h"
 #include "gateway/models.h"
+#include "gateway/redact.h"
 
 static void add_common_headers(struct attempt *a, struct up_request *r)
 {
@@ -83,6 +84,7 @@ int openai_family_decode_response(struct attempt *a, const char *body, size_t le
         }
         if (usage.type == J_OBJECT)
             openai_usage_object(usage.raw.p, usage.raw.n, &a->usage);
+        usage_check(&a->usage, a->dep ? a->dep->label : NULL);
         return 0;
     }
     if (a->op == OP_EMBEDDINGS) {
@@ -93,6 +95,7 @@ int openai_family_decode_response(struct attempt *a, const char *body, size_t le
             return -1;
         }
         openai_extract_usage(body, len, &a->usage);
+        usage_check(&a->usage, a->dep ? a->dep->label : NULL);
         *out = t;
         return 0;
     }
@@ -101,6 +104,7 @@ int openai_family_decode_response(struct attempt *a, const char *body, size_t le
         err->retryable = true;
         return -1;
     }
+    usage_check(&a->usage, a->dep ? a->dep->label : NULL);
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(t, "model");
     if (cJSON_IsString(model))
         snprintf(a->response_model, sizeof(a->response_model), "%s", model->valuestring);
@@ -143,6 +147,7 @@ int openai_family_decode_stream_event(struct attempt *a, const struct stream_eve
     if (f[F_USAGE].type == J_OBJECT) {
         struct usage u;
         if (openai_usage_object(f[F_USAGE].raw.p, f[F_USAGE].raw.n, &u) == 0) {
+            usage_check(&u, a->dep ? a->dep->label : NULL);
             a->usage = u;
             bool no_choices = f[F_CHOICES].type == J_ARRAY &&
                               str_trim(str_make(f[F_CHOICES].raw.p + 1, f[F_CHOICES].raw.n - 2)).n == 0;
@@ -155,6 +160,6 @@ int openai_family_decode_stream_event(struct attempt *a, const struct stream_eve
 
 void openai_family_map_error(struct attempt *a, int status, const char *body, size_t len, struct gw_error *err)
 {
-    (void)a;
     openai_map_error(status, body, len, err);
+    attempt_scrub_error(a, err); /* no key quoted back; a 401/403 is agentd's failure (502) */
 }

@@ -1,5 +1,5 @@
 // Anthropic Messages API: POST /v1/messages (+ SSE streaming), POST /v1/messages/count_tokens, GET /v1/models.
-import { makeReply, splitPieces, stableId, uniqueId, malformedJson, inputTokens } from '../content.mjs';
+import { makeReply, splitPieces, stableId, uniqueId, malformedJson, inputTokens, forceUsage } from '../content.mjs';
 
 export function route(method, path) {
   if (method === 'POST' && path === '/v1/messages') return { provider: 'anthropic', op: 'messages', params: {} };
@@ -266,14 +266,14 @@ const STOP = { stop: 'end_turn', stop_sequence: 'stop_sequence', length: 'max_to
 
 function usageOf(plan) {
   const input = Math.max(0, plan.inputTokens - plan.cachedTokens - plan.cacheWriteTokens);
-  return {
+  return forceUsage(plan, {
     input_tokens: input,
     cache_creation_input_tokens: plan.cacheWriteTokens,
     cache_read_input_tokens: plan.cachedTokens,
     cache_creation: { ephemeral_5m_input_tokens: plan.cacheWriteTokens, ephemeral_1h_input_tokens: 0 },
     output_tokens: plan.outputTokens,
     service_tier: 'standard',
-  };
+  }, ['input_tokens', 'output_tokens']);
 }
 
 function checkModel(ctx, model) {
@@ -326,7 +326,7 @@ async function messages(ctx) {
   }
   const terminalFrom = events.length;
   const md = { type: 'message_delta', delta: { stop_reason: stopReason, stop_sequence: stopSequence } };
-  if (withUsage) md.usage = { output_tokens: plan.outputTokens };
+  if (withUsage) md.usage = forceUsage(plan, { output_tokens: plan.outputTokens }, ['output_tokens']);
   events.push(ev('message_delta', md));
   events.push(ev('message_stop', { type: 'message_stop' }));
   const errorEvent = () => {

@@ -2,7 +2,7 @@
 // Every request must carry a valid SigV4 signature (service "bedrock") made with the configured test credentials,
 // or, when opts.keys.bedrockApiKey is set, a Bedrock API key as `Authorization: Bearer`. ConverseStream answers
 // in the binary AWS event-stream framing (eventstream.mjs).
-import { makeReply, splitPieces, stableId, hexId } from '../content.mjs';
+import { makeReply, splitPieces, stableId, hexId, forceUsage } from '../content.mjs';
 import { verifySigV4 } from '../sigv4.mjs';
 import { eventFrame, exceptionFrame } from '../eventstream.mjs';
 
@@ -223,7 +223,7 @@ function usageOf(plan) {
     u.cacheReadInputTokens = plan.cachedTokens;
     u.cacheWriteInputTokens = plan.cacheWriteTokens;
   }
-  return u;
+  return forceUsage(plan, u, ['inputTokens', 'outputTokens', 'totalTokens']);
 }
 
 // Bedrock pads stream payloads with a "p" field of varying length so sizes do not leak token lengths.

@@ -2,7 +2,7 @@
 // SSE, without it a streamed JSON array), :embedContent, :batchEmbedContents, :countTokens, GET models.
 // Requests are checked like the real proto-JSON front end: unknown field names are rejected (camelCase and
 // snake_case spellings are both accepted), errors are google.rpc.Status objects, pretty-printed as Google does.
-import { makeReply, splitPieces, uniqueId, malformedJson, inputTokens, embedding, textTokensOf } from '../content.mjs';
+import { makeReply, splitPieces, uniqueId, malformedJson, inputTokens, embedding, textTokensOf, forceUsage } from '../content.mjs';
 
 export function route(method, path) {
   const m = /^\/(v1beta|v1)\/models\/([^/:]+):(generateContent|streamGenerateContent|embedContent|batchEmbedContents|countTokens)$/.exec(path);
@@ -232,7 +232,7 @@ function usageOf(plan, final) {
   u.promptTokensDetails = [{ modality: 'TEXT', tokenCount: plan.inputTokens }];
   if (plan.cachedTokens) u.cacheTokensDetails = [{ modality: 'TEXT', tokenCount: plan.cachedTokens }];
   if (final && plan.reasoningTokens) u.thoughtsTokenCount = plan.reasoningTokens;
-  return u;
+  return forceUsage(plan, u, ['promptTokenCount', 'candidatesTokenCount', 'totalTokenCount']);
 }
 
 async function generate(ctx) {

@@ -3,7 +3,7 @@
 //                      content-filter annotations, Azure's own auth / version / deployment errors.
 //   openai-compatible  vLLM (default), Ollama or llama.cpp servers: optional auth, extra parameters ignored,
 //                      their own error shapes (opts.compatFlavor).
-import { makeReply, splitPieces, stableId, uniqueId, hexId, embedding, embeddingBase64, textTokensOf, malformedJson } from '../content.mjs';
+import { makeReply, splitPieces, stableId, uniqueId, hexId, embedding, embeddingBase64, textTokensOf, malformedJson, forceUsage } from '../content.mjs';
 
 export function route(method, path, provider) {
   if (provider === 'azure') {
@@ -451,7 +451,7 @@ function usageOf(ctx, plan, n) {
   } else if (f === 'vllm') {
     u.prompt_tokens_details = plan.cachedTokens ? { cached_tokens: plan.cachedTokens } : null;
   }
-  return u;
+  return forceUsage(plan, u, ['prompt_tokens', 'completion_tokens', 'total_tokens']);
 }
 
 async function chat(ctx) {

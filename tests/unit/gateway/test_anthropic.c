@@ -719,8 +719,12 @@ static void test_stream_decoder(void)
     is_int(err.type, GW_ERR_OVERLOADED);
     is_str(err.message, "Overloaded");
     ok(err.retryable);
-    /* malformed events */
-    is_int(feed(&s, "content_block_delta", "{\"type\":\"content_block_delta\",\"index\":0,", &err), -1);
+    /* malformed events: in passthrough a content event is relayed unscanned (the client gets the upstream's
+     * bytes, as through any proxy), but one that may carry usage, a message or an error is scanned and refused */
+    is_int(feed(&s, "content_block_delta", "{\"type\":\"content_block_delta\",\"index\":0,", &err), 1);
+    is_int(feed(&s, "content_block_delta", "{\"type\":\"message_delta\",\"usage\":{\"output_tokens\":", &err), -1);
+    is_int(err.status, 502);
+    is_int(feed(&s, "message_delta", "{\"type\":\"message_delta\",", &err), -1);
     is_int(err.status, 502);
     anthropic_stream_free(&s);
     anthropic_stream_init(&s, false, collect, &c);

@@ -445,7 +445,8 @@ static void test_errors(void)
         enum gw_err_type et;
     } cases[] = {
         {"ValidationException", 400, 400, false, GW_ERR_INVALID_REQUEST},
-        {"AccessDeniedException", 403, 403, false, GW_ERR_PERMISSION},
+        /* AWS refusing agentd's credentials is agentd's failure: 502, never a 403 blaming the client (issue 15) */
+        {"AccessDeniedException", 403, 502, true, GW_ERR_API},
         {"ResourceNotFoundException", 404, 404, false, GW_ERR_NOT_FOUND},
         {"ThrottlingException", 429, 429, true, GW_ERR_RATE_LIMIT},
         {"ModelTimeoutException", 408, 408, true, GW_ERR_TIMEOUT},
@@ -462,25 +463,31 @@ static void test_errors(void)
         is_int(err.status, cases[i].want);
         is_int(err.retryable, cases[i].retry);
         is_int(err.type, cases[i].et);
-        is_str(err.code, cases[i].type);
-        is_str(err.message, "the message");
+        if (cases[i].http == 403) {
+            is_str(err.code, "upstream_authentication_failed");
+            ok(strstr(err.message, "upstream authentication failed at deployment") != NULL);
+            ok(strstr(err.message, "the message") != NULL);
+        } else {
+            is_str(err.code, cases[i].type);
+            is_str(err.message, "the message");
+        }
         ok(err.from_upstream);
     }
-    /* a wrong secret: a clear 403 that says what to check, without AWS's canonical-request dump */
+    /* a wrong secret: a clear 502 that says what to check, without AWS's canonical-request dump */
     map_err("InvalidSignatureException:http://internal.amazon.com/coral/com.amazon.coral.service/", 403,
             "{\"message\":\"The request signature we calculated does not match the signature you provided. Check "
             "your AWS Secret Access Key and signing method.\\n\\nThe Canonical String for this request should have "
             "been\\n'POST\\n/model/x/converse'\"}",
             &err);
-    is_int(err.status, 403);
-    is_int(err.type, GW_ERR_PERMISSION);
-    ok(!err.retryable);
+    is_int(err.status, 502);
+    is_int(err.type, GW_ERR_API);
+    ok(err.retryable); /* the next deployment has other credentials */
     ok(strstr(err.message, "AWS_SECRET_ACCESS_KEY") != NULL);
     ok(strstr(err.message, "The request signature we calculated does not match") != NULL);
     ok(strstr(err.message, "Canonical String") == NULL);
     map_err("UnrecognizedClientException:http://internal.amazon.com/coral/com.amazon.coral.service/", 403,
             "{\"message\":\"The security token included in the request is invalid.\"}", &err);
-    is_int(err.status, 403);
+    is_int(err.status, 502);
     ok(strstr(err.message, "AWS_ACCESS_KEY_ID") != NULL);
     /* no header: the body's __type; nothing at all: the status */
     map_err(NULL, 400, "{\"__type\":\"com.amazon.coral.validate#ValidationException\",\"message\":\"m\"}", &err);

@@ -6,15 +6,18 @@
 #include "../../../src/net/upstream.c"
 
 #include <fcntl.h>
+#include <http_parser.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "net/h1_url.h"
 #include "test.h"
 
 static uv_loop_t loop;
+static struct up_options uopts; /* what every upstream_new here is given (the TLS tests add the test CA) */
 
 /* ---------- a scripted server ---------- */
 
@@ -242,6 +245,7 @@ struct res {
     struct upstream *u;
     int headers, datas, dones;
     bool ok;
+    enum up_result result;
     int status;
     char err[256];
     char xtest[64];
@@ -304,13 +308,13 @@ static int on_d(struct up_xfer *x, const char *data, size_t len, void *ud)
     return UP_DATA_OK;
 }
 
-static void on_dn(struct up_xfer *x, bool ok, const char *err, void *ud)
+static void on_dn(struct up_xfer *x, enum up_result result, void *ud)
 {
-    (void)x;
     struct res *r = ud;
     r->dones++;
-    r->ok = ok;
-    snprintf(r->err, sizeof(r->err), "%s", err ? err : "");
+    r->ok = result == UP_OK;
+    r->result = result;
+    snprintf(r->err, sizeof(r->err), "%s", up_xfer_error(x));
     r->x = NULL;
     if (r->after_done)
         r->after_done(r);
@@ -415,7 +419,7 @@ static void test_no_proxy(void)
 static void test_keepalive(void)
 {
     struct tsrv *s = tsrv_start();
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct h1_stats before = stats(u);
     for (int i = 0; i < 3; i++) {
         struct res r;
@@ -455,7 +459,7 @@ static const char CHUNKED[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n
 static void test_pool_follows_load(void)
 {
     struct tsrv *s = tsrv_start();
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     enum { N = 200 };
     static struct res rs[N];
     for (int round = 0; round < 2; round++) {
@@ -490,7 +494,7 @@ static void test_pool_follows_load(void)
 static void test_idle_timeout(void)
 {
     struct tsrv *s = tsrv_start();
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     h1_set_idle_timeout(u->h1, 100);
     struct res r;
     /* the connect deadline is still armed when the connection is pooled: it fires, finds the connection idle
@@ -531,7 +535,7 @@ static void test_chunked(void)
 {
     struct tsrv *s = tsrv_start();
     tsrv_script(s, ACT_RESPOND, CHUNKED, 0);
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res r;
     res_init(&r);
     start(u, url_of(s, "/"), "x", &r);
@@ -555,7 +559,7 @@ static void test_close_delimited(void)
     struct tsrv *s = tsrv_start();
     tsrv_script(s, ACT_RESPOND_CLOSE, "HTTP/1.1 200 OK\r\nConnection: close\r\nX-Test: eof\r\n\r\nhello until eof", 0);
     tsrv_script(s, ACT_RESPOND_CLOSE, "HTTP/1.0 200 OK\r\n\r\nten four", 0);
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res r;
     res_init(&r);
     start(u, url_of(s, "/"), "x", &r);
@@ -582,7 +586,7 @@ static void test_informational(void)
                 "HTTP/1.1 100 Continue\r\nX-Test: early\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
                 "HTTP/1.1 201 Created\r\nX-Test: final\r\nContent-Length: 2\r\n\r\nok",
                 0);
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res r;
     res_init(&r);
     start(u, url_of(s, "/"), "x", &r);
@@ -611,7 +615,7 @@ static void test_pause_resume(void)
     tsrv_script(s, ACT_RESPOND,
                 "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\none\r\n3\r\ntwo\r\n5\r\nthree\r\n0\r\n\r\n",
                 0);
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res r;
     res_init(&r);
     r.pause_at = 1;
@@ -647,7 +651,7 @@ static void test_pause_resume(void)
 static void test_cancel(void)
 {
     struct tsrv *s = tsrv_start();
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res r;
     /* inside on_headers: nothing more is called, the connection is closed, not pooled */
     res_init(&r);
@@ -715,7 +719,7 @@ static void test_dead_pooled_retry(void)
     /* keep-alive response, then the server closes anyway: the pooled connection is dead */
     tsrv_script(s, ACT_RESPOND_CLOSE, OK_SMALL, 0);
     tsrv_script(s, ACT_RESPOND, OK_SMALL, 0);
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct h1_stats b = stats(u);
     struct res r1, r2;
     char url[256];
@@ -735,7 +739,7 @@ static void test_dead_pooled_retry(void)
     /* a fresh connection closed without an answer is not retried (it may have been processed) */
     tsrv_script(s, ACT_CLOSE, NULL, 0);
     upstream_free(u);
-    u = upstream_new(&loop);
+    u = upstream_new(&loop, uopts);
     res_init(&r1);
     start(u, url, "x", &r1);
     ok(run_until(&r1.dones, 1));
@@ -770,7 +774,7 @@ static int free_port(void)
 
 static void test_connect_errors(void)
 {
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res r;
     res_init(&r);
     int port = free_port();
@@ -782,6 +786,7 @@ static void test_connect_errors(void)
     ok(!r.ok);
     snprintf(want, sizeof(want), "Failed to connect to 127.0.0.1 port %d: Connection refused", port);
     is_str(r.err, want);
+    is_str(up_result_name(r.result), "connect");
     res_free(&r);
 
     /* an unknown name (".invalid" never resolves, RFC 6761) */
@@ -789,6 +794,7 @@ static void test_connect_errors(void)
     start(u, "http://agentd-test.invalid:80/x", "x", &r);
     ok(run_until(&r.dones, 1));
     ok(!r.ok && strncmp(r.err, "Could not resolve host: agentd-test.invalid", 43) == 0);
+    is_str(up_result_name(r.result), "dns");
     res_free(&r);
 
     /* a listener whose accept queue is full: SYNs are dropped, the connect deadline ends it */
@@ -810,6 +816,7 @@ static void test_connect_errors(void)
     connect_ms = 5000;
     ok(run_until(&r.dones, 1));
     ok(!r.ok && strstr(r.err, "timed out") != NULL);
+    is_str(up_result_name(r.result), "connect_timeout");
     if (strncmp(r.err, "Connection timed out after", 26) != 0)
         printf("# note: the kernel did not drop the SYN (%s)\n", r.err);
     res_free(&r);
@@ -824,19 +831,21 @@ static void test_deadlines(void)
     struct tsrv *s = tsrv_start();
     tsrv_script(s, ACT_HANG, NULL, 0);
     tsrv_script(s, ACT_RESPOND, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b", 0);
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res r;
     res_init(&r);
     start_ex(u, url_of(s, "/"), "x", &r, UP_CLIENT_NATIVE, 100, 0);
     ok(run_until(&r.dones, 1));
     ok(!r.ok);
     is_str(r.err, "no response headers within 100 ms (timed out)");
+    is_str(up_result_name(r.result), "first_byte_timeout");
     res_free(&r);
     res_init(&r);
     start_ex(u, url_of(s, "/"), "x", &r, UP_CLIENT_NATIVE, 0, 150);
     ok(run_until(&r.dones, 1));
     ok(!r.ok && r.headers == 1);
     ok(strncmp(r.err, "Operation timed out after ", 26) == 0 && strstr(r.err, "with 10 bytes received"));
+    is_str(up_result_name(r.result), "timeout");
     res_free(&r);
     upstream_free(u);
     tsrv_stop(s);
@@ -862,7 +871,10 @@ static void test_bad_responses(void)
     tsrv_script(s, ACT_RESPOND, "HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n", 0);
     tsrv_script(s, ACT_RESPOND_CLOSE, "HTTP/1.1 000 OK\r\n\r\nbody", 0);
     tsrv_script(s, ACT_RESPOND, "HTTP/1.1 100 Continue\r\nContent-Length: 3\r\n\r\nabc", 0);
-    struct upstream *u = upstream_new(&loop);
+    tsrv_script(s, ACT_RESPOND, "HTTP/1.1 999 Whatever\r\nContent-Length: 2\r\n\r\n{}", 0);
+    tsrv_script(s, ACT_RESPOND, "HTTP/1.1 600 Nope\r\nContent-Length: 0\r\n\r\n", 0);
+    tsrv_script(s, ACT_RESPOND, "HTTP/1.1 599 Edge\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", 0);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res r;
     const char *want[] = {"Response headers larger than 65536 bytes",
                           "Invalid HTTP response from the server: invalid constant string",
@@ -874,8 +886,14 @@ static void test_bad_responses(void)
                           "",
                           "Invalid HTTP response from the server: invalid HTTP status code",
                           "Invalid HTTP response from the server: status code below 100",
-                          "Invalid HTTP response from the server: a 1xx response with a body"};
-    for (int i = 0; i < 11; i++) {
+                          "Invalid HTTP response from the server: a 1xx response with a body",
+                          "Invalid HTTP response from the server: status code above 599",
+                          "Invalid HTTP response from the server: status code above 599",
+                          ""};
+    const char *want_result[] = {"too_large", "protocol", NULL,       "reset",    "reset",    "reset_before_headers",
+                                 "protocol",  "ok",       "protocol", "protocol", "protocol", "protocol",
+                                 "protocol",  "ok"};
+    for (int i = 0; i < 14; i++) {
         res_init(&r);
         start(u, url_of(s, "/"), "x", &r);
         if (i == 2) {
@@ -886,8 +904,11 @@ static void test_bad_responses(void)
             continue;
         }
         ok(run_until(&r.dones, 1));
+        if (!ok(strcmp(up_result_name(r.result), want_result[i]) == 0))
+            printf("#   case %d: got result %s\n", i, up_result_name(r.result));
         if (want[i][0]) {
             ok(!r.ok);
+            ok(r.headers == 0 || i == 3 || i == 4); /* a bad status is never relayed as headers */
             if (!ok(strcmp(r.err, want[i]) == 0))
                 printf("#   case %d: got \"%s\"\n", i, r.err);
         } else {
@@ -904,7 +925,7 @@ static void test_bad_responses(void)
 static void test_localhost(void)
 {
     struct tsrv *s = tsrv_start();
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res r;
     res_init(&r);
     char url[128];
@@ -929,7 +950,7 @@ static void test_same_as_curl(void)
     tsrv_script(s, ACT_RESPOND, CHUNKED, 0);
     tsrv_script(s, ACT_RESPOND, "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nContent-Length: 2\r\n\r\n{}", 0);
     tsrv_script(s, ACT_RESPOND, "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nContent-Length: 2\r\n\r\n{}", 0);
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res n, c;
     for (int round = 0; round < 2; round++) {
         res_init(&n);
@@ -937,7 +958,7 @@ static void test_same_as_curl(void)
         struct up_xfer *xn = start_ex(u, url_of(s, "/"), "x", &n, UP_CLIENT_NATIVE, 0, 0);
         ok(run_until(&n.dones, 1));
         struct up_xfer *xc = start_ex(u, url_of(s, "/"), "x", &c, UP_CLIENT_CURL, 0, 0);
-        ok(xn && xc && xc->easy != NULL && xc->native == NULL);
+        ok(xn && xc && xc->ops == &up_curl_backend_ops && xc->easy != NULL && xc->native == NULL);
         ok(run_until(&c.dones, 1));
         ok(n.ok && c.ok);
         is_int(n.status, c.status);
@@ -946,16 +967,55 @@ static void test_same_as_curl(void)
         res_free(&n);
         res_free(&c);
     }
+    /* and fail alike: the same result code for the same event, whatever the words */
+    tsrv_script(s, ACT_RESPOND, "HTTP/1.1 999 Whatever\r\nContent-Length: 2\r\n\r\n{}", 0);
+    tsrv_script(s, ACT_RESPOND, "HTTP/1.1 999 Whatever\r\nContent-Length: 2\r\n\r\n{}", 0);
+    tsrv_script(s, ACT_HANG, NULL, 0);
+    tsrv_script(s, ACT_HANG, NULL, 0);
+    tsrv_script(s, ACT_RESPOND_CLOSE, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc", 0);
+    tsrv_script(s, ACT_RESPOND_CLOSE, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc", 0);
+    tsrv_script(s, ACT_CLOSE, NULL, 0);
+    tsrv_script(s, ACT_CLOSE, NULL, 0);
+    tsrv_script(s, ACT_RESPOND, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b", 0);
+    tsrv_script(s, ACT_RESPOND, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b", 0);
+    char refused[64];
+    snprintf(refused, sizeof(refused), "http://127.0.0.1:%d/", free_port());
+    const struct {
+        const char *url;
+        long fb_ms, total_ms;
+        const char *want;
+    } fails[] = {{NULL, 0, 0, "protocol"},
+                 {NULL, 100, 0, "first_byte_timeout"},
+                 {NULL, 0, 0, "reset"},
+                 {NULL, 0, 0, "reset_before_headers"},
+                 {NULL, 0, 300, "timeout"},
+                 {refused, 0, 0, "connect"},
+                 {"http://agentd-test.invalid:80/", 0, 0, "dns"}};
+    for (size_t i = 0; i < sizeof(fails) / sizeof(fails[0]); i++) {
+        for (int curl = 0; curl < 2; curl++) {
+            res_init(&n);
+            struct upstream *uf = upstream_new(&loop, uopts); /* fresh pools: no reused connection to retry on */
+            start_ex(uf, fails[i].url ? fails[i].url : url_of(s, "/"), "x", &n, curl ? UP_CLIENT_CURL : UP_CLIENT_NATIVE,
+                     fails[i].fb_ms, fails[i].total_ms);
+            ok(run_until(&n.dones, 1));
+            if (!ok(!n.ok && strcmp(up_result_name(n.result), fails[i].want) == 0))
+                printf("#   %s, %s: got %s (%s)\n", fails[i].want, curl ? "curl" : "native", up_result_name(n.result),
+                       n.err);
+            ok(n.status == 0 || strcmp(fails[i].want, "reset") == 0 || strcmp(fails[i].want, "timeout") == 0);
+            res_free(&n);
+            upstream_free(uf);
+        }
+    }
     upstream_free(u);
     tsrv_stop(s);
 }
 
 static long retry_after;
 
-static void grab_retry_after(struct up_xfer *x, bool ok_, const char *err, void *ud)
+static void grab_retry_after(struct up_xfer *x, enum up_result result, void *ud)
 {
     retry_after = up_xfer_retry_after_ms(x);
-    on_dn(x, ok_, err, ud);
+    on_dn(x, result, ud);
 }
 
 static void test_headers_lookup(void)
@@ -964,7 +1024,7 @@ static void test_headers_lookup(void)
     tsrv_script(
         s, ACT_RESPOND,
         "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nx-request-id:  abc \r\nContent-Length: 2\r\n\r\n{}", 0);
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res r;
     res_init(&r);
     struct up_request q;
@@ -990,22 +1050,22 @@ static void test_proxy_env(void)
     struct tsrv *s = tsrv_start();
     setenv("http_proxy", "http://127.0.0.1:9", 1);
     setenv("no_proxy", "example.org", 1);
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res r;
     res_init(&r);
     /* a proxy applies to 127.0.0.1: libcurl takes it (and fails on the dead proxy port) */
     struct up_xfer *x = start(u, url_of(s, "/"), "x", &r);
-    ok(x && x->native == NULL && x->easy != NULL);
+    ok(x && x->ops == &up_curl_backend_ops && x->native == NULL && x->easy != NULL);
     ok(run_until(&r.dones, 1));
     ok(!r.ok);
     is_int(s->requests, 0);
     res_free(&r);
     upstream_free(u);
     setenv("no_proxy", "localhost,127.0.0.1", 1);
-    u = upstream_new(&loop);
+    u = upstream_new(&loop, uopts);
     res_init(&r);
     x = start(u, url_of(s, "/"), "x", &r);
-    ok(x && x->native != NULL);
+    ok(x && x->ops == &h1_backend_ops && x->native != NULL);
     ok(run_until(&r.dones, 1) && r.ok);
     res_free(&r);
     upstream_free(u);
@@ -1019,7 +1079,7 @@ static void test_free_while_busy(void)
     struct tsrv *s = tsrv_start();
     tsrv_script(s, ACT_RESPOND, OK_SMALL, 0);
     tsrv_script(s, ACT_HANG, NULL, 0);
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res r1, r2;
     res_init(&r1);
     res_init(&r2);
@@ -1233,7 +1293,7 @@ static void test_tls(void)
     s->acts[s->nacts++] = (struct act){ACT_RESPOND, tls_big, (size_t)n + 100000};
     s->acts[s->nacts++] = (struct act){ACT_RESPOND, CHUNKED, 0};
     tls_srv_run(s);
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res r;
     res_init(&r);
     ok(start(u, tls_url(s, "127.0.0.1"), "{}", &r) && r.x->native);
@@ -1280,7 +1340,7 @@ static void test_tls_by_name_and_resumption(void)
     struct tls_srv *s = tls_srv_start();
     s->acts[s->nacts++] = (struct act){ACT_RESPOND_CLOSE, OK_SMALL, 0};
     tls_srv_run(s);
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res r;
     res_init(&r);
     start(u, tls_url(s, "localhost"), "{}", &r);
@@ -1307,7 +1367,7 @@ static void test_tls_dead_pooled_retry(void)
     s->acts[s->nacts++] = (struct act){ACT_RESPOND_CLOSE, OK_SMALL, 0};
     s->acts[s->nacts++] = (struct act){ACT_RESPOND, OK_SMALL, 0};
     tls_srv_run(s);
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res r1, r2;
     char url[128];
     snprintf(url, sizeof(url), "%s", tls_url(s, "127.0.0.1"));
@@ -1329,7 +1389,7 @@ static void test_tls_handshake_deadline(void)
     struct tls_srv *s = tls_srv_start();
     s->no_handshake = true;
     tls_srv_run(s);
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res r;
     res_init(&r);
     connect_ms = 300; /* covers the handshake too */
@@ -1353,7 +1413,7 @@ static void test_tls_untrusted(void)
     SSL_CTX_use_certificate(s->ctx, self);
     SSL_CTX_use_PrivateKey(s->ctx, k);
     tls_srv_run(s);
-    struct upstream *u = upstream_new(&loop);
+    struct upstream *u = upstream_new(&loop, uopts);
     struct res r;
     res_init(&r);
     start(u, tls_url(s, "127.0.0.1"), "{}", &r);
@@ -1398,22 +1458,14 @@ int main(void)
     subtest("response headers and retry hints", test_headers_lookup);
     subtest("proxies from the environment go to libcurl", test_proxy_env);
     subtest("upstream_free with transfers, pool and lookups", test_free_while_busy);
-    /* TLS: trust the test CA through gateway.ca_file, as a deployment would */
+    /* TLS: trust the test CA through up_options.ca_file, as gateway.ca_file does in a deployment */
     tls_fixtures();
-    char env_ca[128];
-    snprintf(env_ca, sizeof(env_ca), "AGENTD_GATEWAY_CA_FILE=%s", ca_path);
-    char *env[] = {env_ca, NULL};
-    struct buf errs = BUF_INIT(4096);
-    struct config *cfg = config_load(NULL, env, &errs);
-    ok(cfg != NULL);
-    buf_free(&errs);
-    config_publish(cfg);
+    uopts.ca_file = ca_path;
     subtest("https: keep-alive, many records, pause and resume", test_tls);
     subtest("https by name: SNI, the name checked, sessions resumed", test_tls_by_name_and_resumption);
     subtest("https: a dead pooled connection is retried once", test_tls_dead_pooled_retry);
     subtest("https: the connect deadline covers the handshake", test_tls_handshake_deadline);
     subtest("https: an untrusted certificate is refused", test_tls_untrusted);
-    config_shutdown();
     unlink(ca_path);
     X509_free(leaf_cert);
     X509_free(ca_cert);

@@ -12,7 +12,7 @@
 
 static bool name_ok(const char *s)
 {
-    return sbx_files_name_ok(s, strlen(s));
+    return sbx_spec_file_name_ok(s, strlen(s));
 }
 
 static void test_names(void)
@@ -27,10 +27,10 @@ static void test_names(void)
         ok(!name_ok(bad[i]));
     char longname[300];
     memset(longname, 'a', sizeof(longname));
-    ok(sbx_files_name_ok(longname, 255));
-    ok(!sbx_files_name_ok(longname, 256));
-    ok(!sbx_files_name_ok("a\0b", 3)); /* NUL inside */
-    ok(!sbx_files_name_ok(NULL, 0));
+    ok(sbx_spec_file_name_ok(longname, 255));
+    ok(!sbx_spec_file_name_ok(longname, 256));
+    ok(!sbx_spec_file_name_ok("a\0b", 3)); /* NUL inside */
+    ok(!sbx_spec_file_name_ok(NULL, 0));
 }
 
 static void test_write(void)
