@@ -8,37 +8,15 @@
 #include "api/ops.h"
 #include "common/alloc.h"
 #include "common/log.h"
+#include "common/str.h"
 #include "config/config.h"
+#include "gateway/anthropic.h"
+#include "gateway/exchange.h"
+#include "gateway/gw_types.h"
 #include "policy/auth.h"
 #include "store/keys_store.h"
 
-/* GET /v1/models: under auth.mode keys the list is for callers with a valid key only (as the chat routes, whose
- * authenticate stage runs before the model is looked up). */
-static void models_guarded(struct http_req *req)
-{
-    if (keyring_armed() && auth_mode_effective(req->cfg) == AUTH_MODE_KEYS) {
-        struct auth_input in = {.secret = auth_secret_from(http_req_header(req, "authorization"),
-                                                           http_req_header(req, "x-api-key"),
-                                                           http_req_header(req, "api-key"))};
-        const struct principal *p = NULL;
-        enum auth_result r = auth_check(&in, (int64_t)time(NULL), &p);
-        principal_release(p);
-        if (r != AUTH_OK && r != AUTH_MODEL_DENIED) { /* a key limited to some models may still list */
-            static const char msg[] = "Invalid or missing API key. Pass an agentd virtual key as `Authorization: "
-                                      "Bearer <key>`, `x-api-key` or `api-key`.";
-            if (http_req_header(req, "anthropic-version")) {
-                static const char body[] = "{\"type\":\"error\",\"error\":{\"type\":\"authentication_error\","
-                                           "\"message\":\"Invalid or missing API key. Pass an agentd virtual key as "
-                                           "`Authorization: Bearer <key>`, `x-api-key` or `api-key`.\"}}";
-                http_respond(req, 401, "application/json", body, sizeof(body) - 1);
-            } else {
-                http_respond_error(req, 401, "authentication_error", msg);
-            }
-            return;
-        }
-    }
-    gw_handle_models(req);
-}
+static void models_guarded(struct http_req *req);
 
 static const struct http_route base_routes[] = {
     {"/health", HTTP_M_GET, false, ops_health, NULL},
@@ -68,8 +46,68 @@ static const struct http_route ops_routes[] = {
     {"/metrics", HTTP_M_GET, false, ops_metrics, NULL},
 };
 
-struct http_router api_router;
-struct http_router ops_router = {ops_routes, sizeof(ops_routes) / sizeof(ops_routes[0])};
+/* Errors the HTTP server finds itself (404, 405, 408, 413, 431, ...) in the format of the route family the
+ * client is talking to: Anthropic's for /v1/messages and below, OpenAI's for everything else. */
+static bool anthropic_family(struct str path)
+{
+    return str_eq(path, STR_LIT("/v1/messages")) || str_starts_with(path, STR_LIT("/v1/messages/"));
+}
+
+static void api_error(struct http_req *req, int status, const char *code, const char *message)
+{
+    enum gw_err_type t = gw_err_type_for_status(status);
+    if (!anthropic_family(req->path)) {
+        http_respond_error(req, status, gw_err_type_openai(t), code, message);
+        return;
+    }
+    struct gw_error e = {.status = status, .type = t, .retry_after_ms = -1};
+    str_lcpy(e.message, message, sizeof(e.message));
+    struct buf b = BUF_INIT(BUF_UNBOUNDED);
+    anthropic_error_json(&b, &e, req->request_id);
+    http_respond(req, status, "application/json", b.data, b.len);
+    buf_free(&b);
+}
+
+struct http_router api_router = {.error = api_error};
+
+/* /v1/models answers in Anthropic's shape when the client sends anthropic-version (gw_handle_models does too). */
+static void models_unauthorized(struct http_req *req)
+{
+    static const char msg[] =
+        "Invalid or missing API key. Pass an agentd virtual key as `Authorization: Bearer <key>`, `x-api-key` or "
+        "`api-key`.";
+    if (!http_req_header(req, "anthropic-version")) {
+        http_respond_error(req, 401, "authentication_error", "invalid_api_key", msg);
+        return;
+    }
+    struct gw_error e = {.status = 401, .type = GW_ERR_AUTHENTICATION, .retry_after_ms = -1};
+    str_lcpy(e.message, msg, sizeof(e.message));
+    struct buf b = BUF_INIT(BUF_UNBOUNDED);
+    anthropic_error_json(&b, &e, req->request_id);
+    http_respond(req, 401, "application/json", b.data, b.len);
+    buf_free(&b);
+}
+
+/* GET /v1/models: under auth.mode keys the list is for callers with a valid key only (as the chat routes, whose
+ * authenticate stage runs before the model is looked up). */
+static void models_guarded(struct http_req *req)
+{
+    if (keyring_armed() && auth_mode_effective(req->cfg) == AUTH_MODE_KEYS) {
+        struct auth_input in = {.secret = auth_secret_from(http_req_header(req, "authorization"),
+                                                           http_req_header(req, "x-api-key"),
+                                                           http_req_header(req, "api-key"))};
+        const struct principal *p = NULL;
+        enum auth_result r = auth_check(&in, (int64_t)time(NULL), &p);
+        principal_release(p);
+        if (r != AUTH_OK && r != AUTH_MODEL_DENIED) { /* a key limited to some models may still list */
+            models_unauthorized(req);
+            return;
+        }
+    }
+    gw_handle_models(req);
+}
+
+struct http_router ops_router = {ops_routes, sizeof(ops_routes) / sizeof(ops_routes[0]), NULL};
 static struct http_route *api_table;
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
