@@ -124,8 +124,8 @@ static void services_start(const struct config *cfg)
 {
     struct buf err = BUF_INIT(4096);
     if (keyring_start(cfg->server.data_dir, &keys_store_sqlite, 100, &err) != 0)
-        log_error("virtual keys unavailable (%s): %s", auth_mode_effective(cfg) == AUTH_MODE_KEYS
-                  ? "every keyed request is refused" : "presented keys are refused", err.data ? err.data : "?");
+        log_error("virtual keys unavailable, retrying every 100ms (until then every key is refused): %s",
+                  err.data ? err.data : "?");
     buf_free(&err);
     admin_keys_init(cfg->server.data_dir);
     if (auth_mode_effective(cfg) == AUTH_MODE_NONE)

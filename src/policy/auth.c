@@ -33,6 +33,8 @@ static struct {
     pthread_cond_t cond;
     bool running, stop;
     int poll_ms;
+    char *data_dir;
+    bool have_pepper;
     uint64_t seen;                 /* the store's version the first snapshot was read at */
     const struct keys_store_ops *ops;
     struct keys_store *store;
@@ -292,12 +294,36 @@ static int load_from_store(struct buf *err)
     return 0;
 }
 
+/* Pepper, store and first snapshot, whichever are still missing: 0, or -1 with err. */
+static int connect_store(struct buf *err)
+{
+    if (!K.have_pepper) {
+        uint8_t pepper[32];
+        if (key_pepper_load(K.data_dir, pepper, err) != 0)
+            return -1;
+        keyring_set_pepper(pepper);
+        OPENSSL_cleanse(pepper, sizeof(pepper));
+        K.have_pepper = true;
+    }
+    if (K.store == NULL && (K.store = K.ops->open(K.data_dir, err)) == NULL)
+        return -1;
+    /* The version first: a change committed between it and the load is loaded again, never missed. */
+    if (K.ops->version(K.store, &K.seen) != 0 || load_from_store(err) != 0) {
+        if (err->len == 0)
+            buf_printf(err, "key store: cannot read its version");
+        K.ops->close(K.store);
+        K.store = NULL;
+        return -1;
+    }
+    return 0;
+}
+
 static void *refresh_main(void *arg)
 {
     (void)arg;
     pthread_setname_np(pthread_self(), "agentd-keys");
     uint64_t seen = K.seen;
-    bool failing = false;
+    bool failing = K.store == NULL; /* keyring_start's caller has reported why */
     pthread_mutex_lock(&K.tlock);
     while (!K.stop) {
         struct timespec ts;
@@ -313,7 +339,13 @@ static void *refresh_main(void *arg)
         pthread_mutex_unlock(&K.tlock);
         uint64_t v = 0;
         struct buf err = BUF_INIT(4096);
-        if (K.ops->version(K.store, &v) == 0 && v != seen) {
+        if (K.store == NULL) { /* the start could not reach the store: keep trying */
+            if (connect_store(&err) == 0) {
+                seen = K.seen;
+                log_info("key store available: %zu keys", keyring_size());
+                failing = false;
+            }
+        } else if (K.ops->version(K.store, &v) == 0 && v != seen) {
             if (load_from_store(&err) == 0) {
                 seen = v;
                 if (failing)
@@ -334,23 +366,10 @@ static void *refresh_main(void *arg)
 int keyring_start(const char *data_dir, const struct keys_store_ops *ops, int poll_ms, struct buf *err)
 {
     atomic_store(&K.armed, true); /* from here on, a failure refuses keys; it never lets requests in */
-    uint8_t pepper[32];
-    if (key_pepper_load(data_dir, pepper, err) != 0)
-        return -1;
-    keyring_set_pepper(pepper);
-    OPENSSL_cleanse(pepper, sizeof(pepper));
     K.ops = ops;
-    K.store = ops->open(data_dir, err);
-    if (K.store == NULL)
-        return -1;
-    /* The version first: a change committed between it and the load is loaded again, never missed. */
-    if (ops->version(K.store, &K.seen) != 0 || load_from_store(err) != 0) {
-        if (err->len == 0)
-            buf_printf(err, "key store: cannot read its version");
-        ops->close(K.store);
-        K.store = NULL;
-        return -1;
-    }
+    K.data_dir = xstrdup(data_dir);
+    K.have_pepper = false;
+    int rc = connect_store(err); /* on failure the thread keeps trying; until then every key is refused */
     K.poll_ms = poll_ms > 0 ? poll_ms : 250;
     K.stop = false;
     pthread_condattr_t ca;
@@ -361,12 +380,10 @@ int keyring_start(const char *data_dir, const struct keys_store_ops *ops, int po
     pthread_condattr_destroy(&ca);
     if (pthread_create(&K.thread, NULL, refresh_main, NULL) != 0) {
         buf_printf(err, "cannot start the key refresh thread");
-        ops->close(K.store);
-        K.store = NULL;
         return -1;
     }
     K.running = true;
-    return 0;
+    return rc;
 }
 
 void keyring_stop(void)
@@ -383,6 +400,8 @@ void keyring_stop(void)
         K.ops->close(K.store);
         K.store = NULL;
     }
+    xfree(K.data_dir);
+    K.data_dir = NULL;
     pthread_mutex_lock(&K.lock);
     struct key_snapshot *old = K.current;
     K.current = NULL;

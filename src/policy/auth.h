@@ -68,7 +68,8 @@ void principal_release(const struct principal *p);
 /* ---- the keyring ---- */
 
 /* Loads the pepper from data_dir, opens the store, loads the first snapshot and starts the refresh thread
- * (poll_ms between version checks). 0, or -1 with err. */
+ * (poll_ms between version checks). 0, or -1 with err when the store could not be reached: the thread keeps
+ * trying, and until it succeeds every key is refused. */
 int keyring_start(const char *data_dir, const struct keys_store_ops *ops, int poll_ms, struct buf *err);
 /* Stops the thread and drops the snapshot (principals still held keep theirs alive). */
 void keyring_stop(void);

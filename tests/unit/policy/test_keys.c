@@ -460,6 +460,43 @@ static void test_store_and_refresh(void)
     xfree(d);
 }
 
+/* A store the start cannot reach (no data dir yet): keys are refused, and the thread keeps trying. */
+static void test_store_late(void)
+{
+    char *base = tmpdir();
+    char d[512];
+    snprintf(d, sizeof(d), "%s/not-yet", base);
+    struct buf err = BUF_INIT(4096);
+    ok(keyring_start(d, &keys_store_sqlite, 20, &err) == -1);
+    ok(err.len > 0);
+    ok(keyring_armed());
+    const struct principal *p;
+    is_int(check("sk-agentd-anything", "m", &p), AUTH_BAD_KEY);
+    uint64_t g0 = keyring_generation();
+    ok(mkdir(d, 0700) == 0);
+    struct keys_admin a = {0};
+    buf_reset(&err);
+    ok(keys_admin_open(&a, d, &err) == 0);
+    cJSON *body = cJSON_Parse("{\"name\":\"late\"}"), *out = NULL;
+    is_int(keys_admin_exec(&a, KEYS_OP_CREATE, NULL, body, (int64_t)time(NULL), &out), 201);
+    char sec[KEY_SECRET_MAX];
+    snprintf(sec, sizeof(sec), "%s", cJSON_GetStringValue(cJSON_GetObjectItem(out, "key")));
+    cJSON_Delete(out);
+    cJSON_Delete(body);
+    /* the thread may connect before or after the insert: wait (bounded) for the key itself */
+    enum auth_result r = AUTH_BAD_KEY;
+    for (int i = 0; i < 1000 && (r = check(sec, "m", &p)) != AUTH_OK; i++)
+        usleep(2000);
+    is_int(r, AUTH_OK);
+    ok(keyring_generation() > g0);
+    principal_release(p);
+    keyring_stop();
+    keys_admin_close(&a);
+    buf_free(&err);
+    rmdir_all(base);
+    xfree(base);
+}
+
 static void test_mode(void)
 {
     ok(auth_host_is_loopback("127.0.0.1"));
@@ -519,6 +556,7 @@ int main(void)
     subtest("key JSON: types, ranges, nothing changed on error", test_json);
     subtest("CLI flags", test_cli_flags);
     subtest("SQLite store and the refresh thread", test_store_and_refresh);
+    subtest("a store that appears after the start", test_store_late);
     subtest("auth.mode", test_mode);
     return done_testing();
 }
