@@ -215,7 +215,10 @@ static void test_schema_subset(void)
         "\"free\":{\"type\":\"object\",\"properties\":{},\"patternProperties\":{\"^x\":{}}},"
         "\"additionalProperties\":{\"type\":\"boolean\",\"title\":\"a property with a keyword's name\"}},"
         "\"required\":[\"when\",\"ghost\"]}");
-    cJSON *c = clean_schema(s, s, 0);
+    struct schema_cx cx;
+    schema_cx_init(&cx, s);
+    cJSON *c = clean_schema(s, &cx, 0);
+    is_int(cx.failed, SCHEMA_OK);
     is_json(c, "{\"type\":\"object\",\"properties\":{"
                "\"when\":{\"type\":\"string\",\"format\":\"date-time\"},"
                "\"site\":{\"type\":\"string\",\"minLength\":3},"
@@ -231,16 +234,28 @@ static void test_schema_subset(void)
                "\"required\":[\"when\"]}");
     cJSON_Delete(c);
     cJSON_Delete(s);
-    /* a self-referencing schema is cut off at the depth bound rather than recursing forever */
+    /* a self-referencing schema cannot be inlined: refused, naming the reference */
     s = cJSON_Parse("{\"$defs\":{\"N\":{\"type\":\"object\",\"properties\":{\"next\":{\"$ref\":\"#/$defs/N\"}}}},"
                     "\"$ref\":\"#/$defs/N\"}");
-    c = clean_schema(s, s, 0);
-    ok(c != NULL && cJSON_HasObjectItem(c, "properties"));
+    schema_cx_init(&cx, s);
+    c = clean_schema(s, &cx, 0);
+    is_int(cx.failed, SCHEMA_RECURSIVE);
+    is_str(cx.ref, "#/$defs/N");
+    cJSON_Delete(c);
+    cJSON_Delete(s);
+    /* a definition used twice is inlined twice: that is not recursion */
+    s = cJSON_Parse("{\"$defs\":{\"U\":{\"type\":\"string\"}},\"type\":\"object\",\"properties\":{\"a\":{\"$ref\":"
+                    "\"#/$defs/U\"},\"b\":{\"$ref\":\"#/$defs/U\"}}}");
+    schema_cx_init(&cx, s);
+    c = clean_schema(s, &cx, 0);
+    is_int(cx.failed, SCHEMA_OK);
+    is_json(c, "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\"},\"b\":{\"type\":\"string\"}}}");
     cJSON_Delete(c);
     cJSON_Delete(s);
     /* several non-null types: anyOf */
     s = cJSON_Parse("{\"type\":[\"string\",\"integer\"]}");
-    c = clean_schema(s, s, 0);
+    schema_cx_init(&cx, s);
+    c = clean_schema(s, &cx, 0);
     is_json(c, "{\"anyOf\":[{\"type\":\"string\"},{\"type\":\"integer\"}]}");
     cJSON_Delete(c);
     cJSON_Delete(s);
