@@ -933,6 +933,10 @@ cJSON *anthropic_request_to_canonical(const cJSON *req, struct gw_error *err)
 
 static cJSON *anthropic_to_canonical(struct exchange *ex, struct gw_error *err)
 {
+    /* the tree's strings are C strings: a \u0000 would cut one short without a word */
+    char key[64];
+    if (canon_json_has_nul(ex->body.p, ex->body.n, key, sizeof(key)))
+        return canon_nul_refused(err, key), NULL;
     if (ex->client_tree == NULL)
         ex->client_tree = cJSON_ParseWithLength(ex->body.p, ex->body.n);
     if (ex->client_tree == NULL) {

@@ -9,6 +9,7 @@
 #include "common/jscan.h"
 #include "gateway/exchange.h"
 #include "gateway/front.h"
+#include "gateway/providers/canon.h"
 #include "net/http.h"
 #include "net/sse.h"
 
@@ -273,8 +274,19 @@ static int openai_chat_parse(struct exchange *ex, struct gw_error *err)
     return 0;
 }
 
+/* Translation builds a tree, whose strings are C strings: a \u0000 would cut one short without a word. */
+static int refuse_nul(const struct exchange *ex, struct gw_error *err)
+{
+    char key[64];
+    if (canon_json_has_nul(ex->body.p, ex->body.n, key, sizeof(key)))
+        return canon_nul_refused(err, key);
+    return 0;
+}
+
 static cJSON *openai_to_canonical(struct exchange *ex, struct gw_error *err)
 {
+    if (refuse_nul(ex, err) != 0)
+        return NULL;
     cJSON *t = cJSON_ParseWithLength(ex->body.p, ex->body.n);
     if (t == NULL) {
         gw_error_set(err, 400, GW_ERR_INVALID_REQUEST, "We could not parse the JSON body of your request.");
@@ -501,6 +513,8 @@ static int openai_embed_parse(struct exchange *ex, struct gw_error *err)
 
 static cJSON *openai_embed_to_canonical(struct exchange *ex, struct gw_error *err)
 {
+    if (refuse_nul(ex, err) != 0)
+        return NULL;
     cJSON *t = cJSON_ParseWithLength(ex->body.p, ex->body.n);
     if (t == NULL)
         gw_error_set(err, 400, GW_ERR_INVALID_REQUEST, "We could not parse the JSON body of your request.");

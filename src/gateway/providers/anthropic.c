@@ -320,6 +320,12 @@ static int convert_messages(const cJSON *canon, cJSON *out, struct gw_error *err
             {
                 const cJSON *fn = cJSON_GetObjectItemCaseSensitive(tc, "function");
                 const char *args = canon_str(fn, "arguments");
+                if (args && canon_json_has_nul(args, strlen(args), NULL, 0)) {
+                    /* arguments are JSON in a string: a \u0000 in them would be cut when they are parsed */
+                    cJSON_Delete(blocks);
+                    canon_nul_refused(err, "messages");
+                    goto fail;
+                }
                 cJSON *input = args && args[0] ? cJSON_Parse(args) : cJSON_CreateObject();
                 if (!cJSON_IsObject(input)) {
                     cJSON_Delete(input);

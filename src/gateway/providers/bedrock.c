@@ -295,6 +295,11 @@ static int assistant_blocks(const cJSON *m, cJSON *blocks, int mi, struct names 
         const cJSON *fn = get(tc, "function");
         const char *name = canon_str(fn, "name");
         const char *id = canon_str(tc, "id");
+        const char *astr = canon_str(fn, "arguments");
+        if (astr && canon_json_has_nul(astr, strlen(astr), NULL, 0)) {
+            /* arguments are JSON in a string: a \u0000 in them would be cut when they are parsed */
+            return canon_nul_refused(err, "messages");
+        }
         cJSON *args = canon_parse_args(get(fn, "arguments"));
         if (name == NULL || id == NULL || args == NULL) {
             cJSON_Delete(args);

@@ -263,3 +263,62 @@ bool canon_map_has(const struct canon_map *m, const char *key, size_t klen)
 {
     return m->cap && map_slot(m, key, klen)->key != NULL;
 }
+
+/* ---------- NUL in client strings ---------- */
+
+bool canon_json_has_nul(const char *p, size_t n, char *key, size_t keysize)
+{
+    int depth = 0;
+    bool in_str = false;
+    size_t str_start = 0;
+    struct str cand = STR_NULL, top = STR_NULL; /* the last string closed at depth 1, the member being read */
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        if (in_str) {
+            if (c == '\\') {
+                if (i + 5 < n && p[i + 1] == 'u' && memcmp(p + i + 2, "0000", 4) == 0) {
+                    if (key && keysize) {
+                        struct str k = depth == 1 && top.p == NULL ? str_make(p + str_start, i - str_start) : top;
+                        snprintf(key, keysize, "%.*s", (int)(k.n < keysize ? k.n : keysize - 1), k.p ? k.p : "");
+                    }
+                    return true;
+                }
+                i++; /* the escaped character (a \uXXXX's digits are plain characters) */
+            } else if (c == '"') {
+                in_str = false;
+                if (depth == 1)
+                    cand = str_make(p + str_start, i - str_start);
+            }
+            continue;
+        }
+        switch (c) {
+        case '"':
+            in_str = true;
+            str_start = i + 1;
+            break;
+        case '{':
+        case '[': depth++; break;
+        case '}':
+        case ']': depth--; break;
+        case ':':
+            if (depth == 1)
+                top = cand;
+            break;
+        case ',':
+            if (depth == 1)
+                top = STR_NULL;
+            break;
+        default: break;
+        }
+    }
+    return false;
+}
+
+int canon_nul_refused(struct gw_error *err, const char *key)
+{
+    return gw_bad_request(err, key && *key ? key : NULL,
+                          "%s%sa string contains the NUL character (\\u0000): the request is translated for this "
+                          "model's provider, and the string would be cut at the NUL; remove it or escape it "
+                          "differently",
+                          key && *key ? key : "", key && *key ? ": " : "");
+}

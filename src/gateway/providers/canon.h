@@ -66,6 +66,14 @@ void canon_map_put(struct canon_map *m, const char *key, size_t klen, const void
 const void *canon_map_get(const struct canon_map *m, const char *key, size_t klen);
 bool canon_map_has(const struct canon_map *m, const char *key, size_t klen);
 
+/* Whether the JSON text holds a string with an escaped NUL (\u0000, in a value or a key). cJSON keeps strings as C
+ * strings, so such a string would be cut at the NUL in a translated request: the front doors refuse it instead.
+ * One pass over the bytes, before any tree is built. When found and key is given, the top-level member it is in
+ * (e.g. "messages") is copied there ("" when none). */
+bool canon_json_has_nul(const char *p, size_t n, char *key, size_t keysize);
+/* The 400 for it (the client's format is the front door's business: err only). Returns -1. */
+int canon_nul_refused(struct gw_error *err, const char *key);
+
 /* A 502 for an upstream body that is not what the provider documents. */
 void canon_malformed(struct attempt *a, struct gw_error *err, const char *what);
 

@@ -601,6 +601,12 @@ static int assistant_parts(const cJSON *m, cJSON *parts, int mi, struct canon_ma
     {
         const cJSON *fn = get(tc, "function");
         const char *name = canon_str(fn, "name");
+        const char *astr = canon_str(fn, "arguments");
+        if (astr && canon_json_has_nul(astr, strlen(astr), NULL, 0)) {
+            /* arguments are JSON in a string: a \u0000 in them would be cut when they are parsed */
+            rc = canon_nul_refused(err, "messages");
+            break;
+        }
         cJSON *args = canon_parse_args(get(fn, "arguments"));
         if (name == NULL || args == NULL) {
             cJSON_Delete(args);
