@@ -596,16 +596,21 @@ static void test_pairs(void)
     size_t n = test_n();
     warmup = WARMUP;
     bool timed = !RUNNING_ON_VALGRIND;
-    if (!timed) /* under valgrind: every case must go through (and be clean); its clock says nothing */
-        n = 16 * 1024;
+    int runs = RUNS;
+    if (!timed) { /* under valgrind: every case must go through (and be clean); its clock says nothing */
+        n = 8 * 1024;
+        runs = 1;
+        warmup = 0;
+    }
     for (int f = 0; f < F_N; f++)
         for (int p = 0; p < P_N; p++)
             for (int s = 0; s < S_N; s++) {
                 if (!applies(f, p, (enum shape)s) || !selected(f, p, s))
                     continue;
                 char why[600] = "";
-                double t1 = measure_capped(f, p, (enum shape)s, n, RUNS, 60, why, sizeof(why));
-                double t2 = t1 < 0 ? -1 : measure_capped(f, p, (enum shape)s, 2 * n, RUNS, 60, why, sizeof(why));
+                double t1 = measure_capped(f, p, (enum shape)s, n, runs, 60, why, sizeof(why));
+                double t2 = t1 < 0 || !timed ? t1 : measure_capped(f, p, (enum shape)s, 2 * n, runs, 60, why,
+                                                                   sizeof(why));
                 bool done = t1 >= 0 && t2 >= 0;
                 if (!ok(done))
                     printf("#   %s -> %s, %s: did not go through: %s\n", front_names[f], prov_names[p], shape_names[s],
@@ -617,8 +622,8 @@ static void test_pairs(void)
                  * every one) */
                 double ratio = t2 / (t1 > 1e-4 ? t1 : 1e-4);
                 for (int again = 0; timed && again < 2 && t2 >= 0.005 && ratio > 2.5; again++) {
-                    double u1 = measure_capped(f, p, (enum shape)s, n, RUNS, 60, why, sizeof(why));
-                    double u2 = u1 < 0 ? -1 : measure_capped(f, p, (enum shape)s, 2 * n, RUNS, 60, why, sizeof(why));
+                    double u1 = measure_capped(f, p, (enum shape)s, n, runs, 60, why, sizeof(why));
+                    double u2 = u1 < 0 ? -1 : measure_capped(f, p, (enum shape)s, 2 * n, runs, 60, why, sizeof(why));
                     if (u1 > 0 && u2 >= 0 && u2 / u1 < ratio) {
                         t1 = u1;
                         t2 = u2;
