@@ -189,20 +189,21 @@ struct ex_outcome {
 struct up_request;
 struct ex_observer {
     const char *name;
+    void (*on_attempt_end)(const struct exchange *ex, const struct attempt *a, const struct attempt_outcome *o);
+    void (*on_settle)(const struct exchange *ex, const struct ex_outcome *o);
     /* Optional: the exchange is about to run its first stage (the request's headers are readable). */
     void (*on_start)(struct exchange *ex);
     /* Optional: an attempt is about to start; r is the upstream request (headers may be added), NULL for a
      * provider that runs in-process. */
     void (*on_attempt_start)(struct exchange *ex, struct attempt *a, struct up_request *r);
-    void (*on_attempt_end)(const struct exchange *ex, const struct attempt *a, const struct attempt_outcome *o);
-    void (*on_settle)(const struct exchange *ex, const struct ex_outcome *o);
 };
+/* Initialise observers with designated initializers (.on_settle = ...): the struct grows. */
 /* Process-wide, at start-up (before workers run). -1 when the registry is full. */
 int ex_observer_add(const struct ex_observer *obs);
 /* The metrics and `llm` log observers (observers.c), registered by gateway_global_init. */
 extern const struct ex_observer ex_observer_metrics;
 extern const struct ex_observer ex_observer_llm_log;
-/* The OpenTelemetry spans observer (telemetry/genai_spans.c): trace context in and out, SERVER and CLIENT spans. */
+/* The OpenTelemetry spans observer (gateway/observer_spans.c): trace context in and out, SERVER and CLIENT spans. */
 extern const struct ex_observer ex_observer_spans;
 
 /* ---- per-worker and process state ---- */

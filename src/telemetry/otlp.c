@@ -601,7 +601,9 @@ static int http_post(const struct target *t, const char *ctype, const struct buf
     }
     if (req.len < 12 || strncmp(req.data, "HTTP/1.", 7) != 0)
         goto out;
-    status = atoi(req.data + 9);
+    status = 0;
+    for (int i = 9; i < 12; i++)
+        status = req.data[i] >= '0' && req.data[i] <= '9' ? status * 10 + (req.data[i] - '0') : -1000;
     if (status < 100 || status > 599) {
         status = -1;
         goto out;

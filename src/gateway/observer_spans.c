@@ -1,4 +1,4 @@
-/* genai_spans.c: the OpenTelemetry spans observer (gateway/exchange.h): trace context in (the client's
+/* observer_spans.c: the OpenTelemetry spans observer (gateway/exchange.h): trace context in (the client's
  * traceparent / tracestate, else a new trace) and out (a traceparent on every upstream request, naming the
  * attempt's span), a SERVER span per gateway request and a CLIENT span `chat {model}` / `embeddings {model}`
  * per attempt with the GenAI attributes (genai_names.h). Retries and fallbacks are sibling attempt spans. */
@@ -16,47 +16,25 @@
 #include "telemetry/genai_names.h"
 #include "telemetry/otlp.h"
 
-const struct genai_names genai_names_v1_41 = {
-    .operation_name = "gen_ai.operation.name",
-    .provider_name = "gen_ai.provider.name",
-    .request_model = "gen_ai.request.model",
-    .request_max_tokens = "gen_ai.request.max_tokens",
-    .request_temperature = "gen_ai.request.temperature",
-    .request_top_p = "gen_ai.request.top_p",
-    .request_stream = "gen_ai.request.stream",
-    .response_model = "gen_ai.response.model",
-    .response_id = "gen_ai.response.id",
-    .response_finish_reasons = "gen_ai.response.finish_reasons",
-    .usage_input_tokens = "gen_ai.usage.input_tokens",
-    .usage_output_tokens = "gen_ai.usage.output_tokens",
-    .usage_cache_read_input_tokens = "gen_ai.usage.cache_read.input_tokens",
-    .usage_cache_creation_input_tokens = "gen_ai.usage.cache_creation.input_tokens",
-    .usage_reasoning_output_tokens = "gen_ai.usage.reasoning.output_tokens",
-    .input_messages = "gen_ai.input.messages",
-    .output_messages = "gen_ai.output.messages",
-    .error_type = "error.type",
-    .server_address = "server.address",
-    .server_port = "server.port",
-    .http_method = "http.request.method",
-    .http_route = "http.route",
-    .http_status_code = "http.response.status_code",
-    .agent_workflow = "agent.workflow",
-    .agent_type = "agent.type",
-    .cost_usd = "agentd.cost_usd",
-    .deployment = "agentd.deployment",
-    .attempt_outcome = "agentd.attempt.outcome",
-    .attempt_number = "agentd.attempt.number",
-    .public_model = "agentd.model",
-    .request_id = "agentd.request_id",
-    .user_id = "user.id",
-};
-const struct genai_names *genai_attr = &genai_names_v1_41;
 
 static uint64_t wall_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Copies src into dst, cut to fit (span names and status messages are bounded). */
+static void copy_cut(char *dst, size_t cap, const char *a, const char *b)
+{
+    size_t n = 0;
+    for (const char *p = a; p && *p && n + 1 < cap; p++)
+        dst[n++] = *p;
+    if (b && n + 1 < cap)
+        dst[n++] = ' ';
+    for (const char *p = b; p && *p && n + 1 < cap; p++)
+        dst[n++] = *p;
+    dst[n] = '\0';
 }
 
 static const char *const routes[] = {"/v1/chat/completions", "/v1/messages", "/v1/embeddings"};
@@ -232,7 +210,7 @@ static void spans_attempt_end(const struct exchange *ex, const struct attempt *a
     const struct deployment *dep = a->dep;
     const char *op = ex->front == FRONT_OPENAI_EMBEDDINGS ? "embeddings" : "chat";
     const char *model = dep->model && *dep->model ? dep->model : ex->rq.model_name;
-    snprintf(s->name, sizeof(s->name), "%s %s", op, model);
+    copy_cut(s->name, sizeof(s->name), op, model);
     const struct genai_names *N = genai_attr;
     otel_span_cstr(s, N->operation_name, op);
     otel_span_cstr(s, N->provider_name, provider_name(dep));
@@ -273,7 +251,7 @@ static void spans_attempt_end(const struct exchange *ex, const struct attempt *a
         otel_span_cstr(s, N->error_type, outcome);
         s->status = OTEL_STATUS_ERROR;
         if (o->err)
-            snprintf(s->status_msg, sizeof(s->status_msg), "%s", o->err->message);
+            copy_cut(s->status_msg, sizeof(s->status_msg), o->err->message, NULL);
     }
     if (t->workflow[0])
         otel_span_cstr(s, N->agent_workflow, t->workflow);
@@ -330,7 +308,7 @@ static void spans_settle(const struct exchange *ex, const struct ex_outcome *o)
         if (o->status >= 500) /* a SERVER span's status is an error for 5xx only (HTTP conventions) */
             s->status = OTEL_STATUS_ERROR;
         if (o->err && o->status >= 500)
-            snprintf(s->status_msg, sizeof(s->status_msg), "%s", o->err->message);
+            copy_cut(s->status_msg, sizeof(s->status_msg), o->err->message, NULL);
     }
     otel_span_submit(s);
 }
