@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "common/alloc.h"
 #include "common/log.h"
@@ -43,7 +44,7 @@ struct kv {
 };
 
 static struct {
-    bool started, ids_on, traces_on, metrics_on, json, capture, resp_header;
+    bool started, ids_on, traces_on, metrics_on, json, capture, resp_header, gzip;
     int sampler;
     double ratio;
     int64_t timeout_ms, delay_ms, metric_ms;
@@ -556,6 +557,29 @@ static long parse_retry_after(const char *v, size_t n)
     return d > 0 ? (long)(d * 1000) : 0;
 }
 
+/* gzip (RFC 1952) of in into out. 0, or -1. */
+int otlp_gzip(const struct buf *in, struct buf *out)
+{
+    z_stream z;
+    memset(&z, 0, sizeof(z));
+    if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        return -1;
+    uLong bound = deflateBound(&z, (uLong)in->len);
+    if (buf_reserve(out, (size_t)bound) != 0) {
+        deflateEnd(&z);
+        return -1;
+    }
+    z.next_in = (Bytef *)(in->data ? in->data : "");
+    z.avail_in = (uInt)in->len;
+    z.next_out = (Bytef *)out->data + out->len;
+    z.avail_out = (uInt)bound;
+    int rc = deflate(&z, Z_FINISH);
+    if (rc == Z_STREAM_END)
+        out->len += (size_t)(bound - z.avail_out);
+    deflateEnd(&z);
+    return rc == Z_STREAM_END ? 0 : -1;
+}
+
 /* One POST. Returns the HTTP status, or -1 when no response came (connection refused, timeout, reset). */
 static int http_post(const struct target *t, const char *ctype, const struct buf *body, long *retry_after_ms)
 {
@@ -573,8 +597,9 @@ static int http_post(const struct target *t, const char *ctype, const struct buf
     struct buf req = BUF_INIT(BUF_UNBOUNDED);
     bool v6 = strchr(t->host, ':') != NULL;
     buf_printf(&req, "POST %s HTTP/1.1\r\nHost: %s%s%s:%s\r\nUser-Agent: agentd/" AGENTD_VERSION
-                     " OTel-OTLP-Exporter-C\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n",
-               t->path, v6 ? "[" : "", t->host, v6 ? "]" : "", t->port, ctype, body->len);
+                     " OTel-OTLP-Exporter-C\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n%s",
+               t->path, v6 ? "[" : "", t->host, v6 ? "]" : "", t->port, ctype, body->len,
+               X.gzip ? "Content-Encoding: gzip\r\n" : "");
     for (size_t i = 0; i < X.nheaders; i++)
         buf_printf(&req, "%s: %s\r\n", X.headers[i].k, X.headers[i].v);
     buf_append_str(&req, "\r\n");
@@ -652,10 +677,29 @@ static uint64_t jitter(uint64_t ms)
     return ms / 2 + (r[0] | (uint64_t)r[1] << 8) % (ms / 2 + 1);
 }
 
-/* Sends one body with retries; true when delivered. final: at shutdown (one try, no waiting). */
+static bool export_try(const struct target *t, const char *signal, const char *ctype, struct buf *body, bool final);
+
+/* Sends one body (compressed when configured) with retries; true when delivered. final: at shutdown (one try,
+ * no waiting). */
 static bool export_body(const struct target *t, const char *signal, struct buf *body, bool final)
 {
     const char *ctype = X.json ? "application/json" : "application/x-protobuf";
+    struct buf gz = BUF_INIT(BUF_UNBOUNDED);
+    if (X.gzip) {
+        if (otlp_gzip(body, &gz) != 0) {
+            buf_free(&gz);
+            count_drop(signal, "compress", 1);
+            return false;
+        }
+        body = &gz;
+    }
+    bool ok = export_try(t, signal, ctype, body, final);
+    buf_free(&gz);
+    return ok;
+}
+
+static bool export_try(const struct target *t, const char *signal, const char *ctype, struct buf *body, bool final)
+{
     uint64_t backoff_ms = 500;
     uint64_t give_up = time_mono_us() + (uint64_t)X.timeout_ms * 1000 * 3;
     for (int attempt = 0;; attempt++) {
@@ -879,6 +923,7 @@ int otel_start(const struct config *cfg)
     X.capture = t->capture_content;
     X.resp_header = t->response_header == OTEL_RESPONSE_HEADER_TRACEPARENT;
     X.json = t->protocol == OTEL_PROTO_HTTP_JSON;
+    X.gzip = t->compression == OTEL_COMPRESSION_GZIP;
     X.timeout_ms = t->timeout_ms;
     X.delay_ms = t->schedule_delay_ms;
     X.metric_ms = t->metric_export_interval_ms;
@@ -902,10 +947,8 @@ int otel_start(const struct config *cfg)
         return -1;
     }
     X.started = true;
-    if (t->compression == OTEL_COMPRESSION_GZIP)
-        log_warn("telemetry: gzip compression is not implemented yet; sending uncompressed");
-    log_info("telemetry: exporting%s%s over OTLP/HTTP (%s)", X.traces_on ? " traces" : "",
-             X.metrics_on ? " metrics" : "", X.json ? "json" : "protobuf");
+    log_info("telemetry: exporting%s%s over OTLP/HTTP (%s%s)", X.traces_on ? " traces" : "",
+             X.metrics_on ? " metrics" : "", X.json ? "json" : "protobuf", X.gzip ? ", gzip" : "");
     return 0;
 }
 

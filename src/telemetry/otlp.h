@@ -83,6 +83,9 @@ void otel_span_submit(struct otel_span *s);
 int otlp_encode_spans(struct buf *out, const struct otel_span *spans, bool json);
 int otlp_encode_metrics(struct buf *out, uint64_t start_ns, uint64_t now_ns, bool json);
 
+/* gzip of in appended to out (Content-Encoding: gzip). 0, or -1. */
+int otlp_gzip(const struct buf *in, struct buf *out);
+
 /* Counters for tests and /metrics. */
 uint64_t otel_dropped_spans(void);
 

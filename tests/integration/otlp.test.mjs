@@ -218,6 +218,19 @@ test('http/json: the same spans as OTLP/JSON that survive the official schema ro
   }
 });
 
+test('gzip: OTEL_EXPORTER_OTLP_COMPRESSION=gzip sends Content-Encoding: gzip bodies the receiver inflates', async () => {
+  const s = await setup({ OTEL_EXPORTER_OTLP_COMPRESSION: 'gzip', OTEL_METRIC_EXPORT_INTERVAL: '100000' });
+  try {
+    assert.equal((await chat(s.d)).status, 200);
+    await s.rx.waitFor((r) => r.spans().length >= 2);
+    assert.deepEqual(s.rx.problems, []);
+    assert.equal(s.rx.requests[0].headers['content-encoding'], 'gzip');
+    assert.ok(s.rx.spans().some((x) => x.name === 'chat gpt-4o-mini'));
+  } finally {
+    assert.equal((await s.done()).code, 0);
+  }
+});
+
 test('503 then 200: the batch is retried and delivered; 429 every time: dropped and counted', async () => {
   const s = await setup({ OTEL_METRIC_EXPORT_INTERVAL: '100000' },
                         { script: [{ status: 503, retryAfter: 0 }, { status: 503 }] });

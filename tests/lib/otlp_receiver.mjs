@@ -3,6 +3,7 @@
 // (hex ids turned to base64, then fromObject; unknown or misspelt fields fail the round trip). Independent of
 // agentd's encoder. Scriptable answers (503 / 429 with Retry-After) for the retry tests.
 import http from 'node:http';
+import zlib from 'node:zlib';
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
@@ -72,7 +73,8 @@ export async function startReceiver(opts = {}) {
     const chunks = [];
     req.on('data', (c) => chunks.push(c));
     req.on('end', () => {
-      const body = Buffer.concat(chunks);
+      let body = Buffer.concat(chunks);
+      if (req.headers['content-encoding'] === 'gzip') body = zlib.gunzipSync(body);
       const Type = TYPES[req.url];
       const ct = req.headers['content-type'] || '';
       const step = r.script.length ? r.script.shift() : { status: r.defaultStatus };

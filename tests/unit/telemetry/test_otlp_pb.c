@@ -2,6 +2,7 @@
  * encoder's JSON against a literal, and exact bucket bounds. The integration test decodes the same output with
  * the official definitions; these pin the bytes. */
 #include <string.h>
+#include <zlib.h>
 
 #include "telemetry/metrics.h"
 #include "telemetry/otlp.h"
@@ -199,8 +200,33 @@ static void test_bounds(void)
     is_str(t, "16777216");
 }
 
+static void test_gzip(void)
+{
+    struct buf in = BUF_INIT(BUF_UNBOUNDED), out = BUF_INIT(BUF_UNBOUNDED);
+    for (int i = 0; i < 1000; i++)
+        buf_printf(&in, "span %d;", i);
+    is_int(otlp_gzip(&in, &out), 0);
+    ok(out.len > 10 && out.len < in.len);
+    ok((unsigned char)out.data[0] == 0x1f && (unsigned char)out.data[1] == 0x8b); /* gzip magic */
+    char back[16384];
+    z_stream z;
+    memset(&z, 0, sizeof(z));
+    is_int(inflateInit2(&z, 15 + 16), Z_OK);
+    z.next_in = (Bytef *)out.data;
+    z.avail_in = (uInt)out.len;
+    z.next_out = (Bytef *)back;
+    z.avail_out = sizeof(back);
+    is_int(inflate(&z, Z_FINISH), Z_STREAM_END);
+    is_int(z.total_out, in.len);
+    ok(memcmp(back, in.data, in.len) == 0);
+    inflateEnd(&z);
+    buf_free(&in);
+    buf_free(&out);
+}
+
 int main(void)
 {
+    subtest("gzip", test_gzip);
     subtest("varint", test_varint);
     subtest("nested messages", test_nested);
     subtest("two-byte length", test_long_length);
