@@ -938,6 +938,13 @@ int otel_start(const struct config *cfg)
         return 0; /* trace context only */
     otel_parse_kv_list(t->headers, header_cb, NULL);
     build_resource(cfg);
+    /* the waits compute monotonic deadlines: the condition variable must use that clock */
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_destroy(&X.cond);
+    pthread_cond_init(&X.cond, &ca);
+    pthread_condattr_destroy(&ca);
     X.stop = false;
     X.traces_on = X.traces.set;
     X.metrics_on = X.metrics.set;

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startAgentd, BIN } from '../lib/agentd.mjs';
@@ -282,6 +282,21 @@ test('sampling: always_off exports no spans but still answers a traceparent; par
     assert.match(r2.headers.get('traceparent'), /-01$/);
     await s.rx.waitFor((r) => r.spans().length >= 2);
     assert.ok(s.rx.spans().every((x) => x.traceId === TRACE));
+  } finally {
+    assert.equal((await s.done()).code, 0);
+  }
+});
+
+test('an idle exporter sleeps: no busy wait between exports', async () => {
+  const s = await setup({ OTEL_BSP_SCHEDULE_DELAY: '5000', OTEL_METRIC_EXPORT_INTERVAL: '60000' });
+  try {
+    assert.equal((await chat(s.d)).status, 200);
+    const ticks = () => { const f = readFileSync(`/proc/${s.d.child.pid}/stat`, 'utf8').split(') ')[1].split(' ');
+                          return Number(f[11]) + Number(f[12]); };
+    const t0 = ticks();
+    await new Promise((r) => setTimeout(r, 1000)); // a measuring window, not a synchronisation
+    const used = ticks() - t0;
+    assert.ok(used < 30, `${used} clock ticks of CPU in one idle second`);
   } finally {
     assert.equal((await s.done()).code, 0);
   }
