@@ -909,9 +909,27 @@ static void signal_target(struct target *tg, const char *specific, const char *b
         log_warn("telemetry: cannot use OTLP endpoint '%s'", url);
 }
 
+static char target_env[128], target_service[128];
+
+/* target_info: the resource as Prometheus sees it (OpenTelemetry's Prometheus compatibility rule), so that
+ * deployment.environment labels /metrics too. */
+static void target_info(struct buf *out, void *ud)
+{
+    (void)ud;
+    buf_append_str(out, "# HELP target_info Target metadata\n# TYPE target_info gauge\ntarget_info{service_name=\"");
+    metrics_append_label_value(out, target_service);
+    buf_append_str(out, "\",service_version=\"" AGENTD_VERSION "\",deployment_environment=\"");
+    metrics_append_label_value(out, target_env);
+    buf_append_str(out, "\"} 1\n");
+}
+
 int otel_start(const struct config *cfg)
 {
     const struct config_telemetry *t = &cfg->telemetry;
+    snprintf(target_env, sizeof(target_env), "%s", cfg->server.environment ? cfg->server.environment : "");
+    snprintf(target_service, sizeof(target_service), "%s",
+             t->service_name && *t->service_name ? t->service_name : "agentd");
+    metrics_add_collector(target_info, NULL);
     metrics_register(&otel_dropped);
     metrics_register(&otel_exported);
     metrics_register(&otel_retries);

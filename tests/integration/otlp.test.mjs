@@ -163,7 +163,7 @@ test('a malformed traceparent is ignored: a new trace, never a 400', async () =>
 });
 
 test('metrics over OTLP: GenAI and seed metric names and types from the /metrics registry', async () => {
-  const s = await setup({});
+  const s = await setup({ ENVIRONMENT: 'prod-eu' });
   try {
     for (let i = 0; i < 3; i++) assert.equal((await chat(s.d, { 'x-agentd-workflow': 'wf1' })).status, 200);
     assert.equal((await chat(s.d, { 'x-agentd-workflow': 'wf1' }, { model: 'nope' })).status, 404);
@@ -198,6 +198,9 @@ test('metrics over OTLP: GenAI and seed metric names and types from the /metrics
     assert.match(text, /gen_ai_client_token_usage_bucket\{[^}]*le="1048576"\}/);
     assert.match(text, /gen_ai_client_token_usage_bucket\{[^}]*le="4194304"\}/);
     assert.doesNotMatch(text, /le="[0-9.]+e\+/, 'no bound in lossy exponent form');
+    // deployment.environment labels /metrics through target_info (OpenTelemetry's Prometheus mapping)
+    assert.match(text, /^target_info\{service_name="agentd",service_version="[^"]+",deployment_environment="prod-eu"\} 1$/m);
+    assert.equal(ms['agent.requests.total'].resource['deployment.environment.name'], 'prod-eu');
   } finally {
     assert.equal((await s.done()).code, 0);
   }
