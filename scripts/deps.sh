@@ -7,7 +7,7 @@ set -euo pipefail
 tier=${1:-build}
 
 pkgs=(build-essential cmake pkg-config libuv1-dev libhttp-parser-dev libcurl4-openssl-dev
-      libcjson-dev libsqlite3-dev libyaml-dev libseccomp-dev libssl-dev ca-certificates)
+      libcjson-dev libsqlite3-dev libyaml-dev libseccomp-dev libssl-dev zlib1g-dev ca-certificates)
 case "$tier" in
   build) ;;
   test)  pkgs+=(clang libclang-rt-14-dev llvm prometheus nodejs curl python3 procps iproute2 valgrind) ;;

@@ -31,6 +31,7 @@
 #include "gateway/models.h"
 #include "net/http.h"
 #include "telemetry/metrics.h"
+#include "telemetry/otlp.h"
 
 extern char **environ;
 
@@ -427,6 +428,7 @@ int daemon_main(int argc, char **argv)
 
     metrics_register_process_collector();
     ops_init_http_metrics();
+    otel_start(D.cfg);
     routes_init(D.cfg);
 
     D.nworkers = D.cfg->server.workers > 0 ? (int)D.cfg->server.workers : cpu_quota_workers();
@@ -533,6 +535,7 @@ out_loop:
 out_early:
     xfree(D.workers);
     routes_shutdown();
+    otel_stop(); /* flushes the spans the workers handed over, and a last metrics export */
     config_unref(D.cfg);
     config_shutdown();
     metrics_shutdown();

@@ -72,6 +72,24 @@ struct config_auth {
     int effective; /* keys or none: auto resolved at load (auth_config_finish) */
 };
 
+/* telemetry: (telemetry/otel_config.c has the schema and the OTEL_* names) */
+struct config_telemetry {
+    bool disabled;                 /* OTEL_SDK_DISABLED */
+    char *endpoint;                /* base URL; "" with no per-signal endpoint: nothing is exported */
+    char *traces_endpoint, *metrics_endpoint;
+    int protocol;                  /* OTEL_PROTO_* */
+    char *headers;                 /* "k=v,k2=v2" */
+    int64_t timeout_ms;
+    int compression;               /* OTEL_COMPRESSION_* */
+    int64_t schedule_delay_ms, max_queue_size, max_export_batch_size, metric_export_interval_ms;
+    char *service_name, *resource_attributes;
+    int sampler;                   /* enum trace_sampler */
+    double sampler_arg;
+    bool traces, metrics;
+    bool capture_content;
+    int response_header;           /* OTEL_RESPONSE_HEADER_* */
+};
+
 enum { CONFIG_UPSTREAM_AUTO, CONFIG_UPSTREAM_NATIVE, CONFIG_UPSTREAM_CURL };
 
 struct config {
@@ -83,6 +101,7 @@ struct config {
     struct config_log log;
     struct config_gateway gateway;
     struct config_auth auth;
+    struct config_telemetry telemetry;
     struct cfg_list models; /* struct config_model (gateway/gw_config.h) */
     struct cfg_list prices; /* struct config_price (gateway/gw_config.h), merged over the built-in table */
     /* Derived state built by higher layers at load (the gateway's model registry), freed with the snapshot. */

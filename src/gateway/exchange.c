@@ -23,6 +23,7 @@
 #include "policy/auth.h"
 #include "telemetry/genai.h"
 #include "telemetry/metrics.h"
+#include "telemetry/otlp.h"
 
 _Atomic long gw_inflight;
 
@@ -54,6 +55,7 @@ int gateway_global_init(void)
     genai_metrics_register();
     ex_observer_add(&ex_observer_metrics);
     ex_observer_add(&ex_observer_llm_log);
+    ex_observer_add(&ex_observer_spans);
     usage_metrics_register();
     return upstream_global_init();
 }
@@ -257,6 +259,13 @@ static uint64_t attempt_upstream_so_far(const struct attempt *a, uint64_t now)
     return a && a->t_start_us && now > a->t_start_us ? now - a->t_start_us : 0;
 }
 
+static void observers_attempt_start(struct exchange *ex, struct attempt *a, struct up_request *r)
+{
+    for (size_t i = 0; i < nobservers; i++)
+        if (observers[i]->on_attempt_start)
+            observers[i]->on_attempt_start(ex, a, r);
+}
+
 /* The one end of an attempt: accounts its upstream time, tells the observers, frees it. The caller then
  * decides what the exchange does next (another attempt, a response, an error). */
 void ex_attempt_end(struct exchange *ex, struct attempt *a, const struct attempt_outcome *o)
@@ -326,8 +335,19 @@ static uint64_t overhead_now(const struct exchange *ex, uint64_t now)
     return total > up ? total - up : 0;
 }
 
+/* The request's trace context, back to the client (docs/telemetry.md). */
+static void trace_header(const struct exchange *ex, struct buf *h)
+{
+    if (!ex->trace.active || !otel_response_header())
+        return;
+    char tp[TRACEPARENT_LEN + 1];
+    trace_format_traceparent(tp, ex->trace.trace_id, ex->trace.server_span_id, ex->trace.sampled ? 1 : 0);
+    hdr_add(h, "traceparent", tp);
+}
+
 static void gateway_headers(struct exchange *ex, struct buf *h, const struct deployment *dep, bool with_cost)
 {
+    trace_header(ex, h);
     if (ex->front == FRONT_ANTHROPIC_MESSAGES)
         hdr_add(h, "request-id", ex->rq.request_id); /* what Anthropic's SDKs read as requestID */
     if (dep)
@@ -400,6 +420,8 @@ static void ex_end(struct exchange *ex, int status, const struct gw_error *err, 
             gateway_headers(ex, &hdrs, reply ? reply->dep : NULL, reply && reply->with_cost);
         else if (ex->front == FRONT_ANTHROPIC_MESSAGES)
             hdr_add(&hdrs, "request-id", ex->rq.request_id);
+        if (!ex->model)
+            trace_header(ex, &hdrs);
         if (err && err->retry_after_ms >= 0) {
             hdr_add_u64(&hdrs, "retry-after", (uint64_t)(err->retry_after_ms + 999) / 1000);
             hdr_add_u64(&hdrs, "retry-after-ms", (uint64_t)err->retry_after_ms);
@@ -816,6 +838,7 @@ static void ex_next_attempt(struct exchange *ex)
         ex->att = a;
         ex->attempts++;
         if (a->prov->run_local) {
+            observers_attempt_start(ex, a, NULL);
             a->t_start_us = time_mono_us(); /* the local provider's timers are its own time, not overhead */
             a->prov->run_local(a);          /* failures come back through attempt_fail */
             return;
@@ -838,6 +861,7 @@ static void ex_next_attempt(struct exchange *ex)
             return;
         }
         static const struct up_callbacks cbs = {on_up_headers, on_up_data, on_up_done};
+        observers_attempt_start(ex, a, &r);
         a->t_start_us = time_mono_us();
         a->xfer = upstream_start(ex->gw->up, &r, &cbs, a);
         up_request_free(&r);
@@ -1122,6 +1146,9 @@ struct exchange *ex_submit(struct gateway_worker *gw, const struct front_ops *fr
     ex->deadline.data = ex;
     if (sink_ops->bind)
         sink_ops->bind(sink, ex);
+    for (size_t i = 0; i < nobservers; i++)
+        if (observers[i]->on_start)
+            observers[i]->on_start(ex);
     ex_ref(ex);
     ex_run(ex);
     struct exchange *ret = ex->done ? NULL : ex;

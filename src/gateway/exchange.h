@@ -21,6 +21,7 @@
 #include "common/buf.h"
 #include "gateway/gw_types.h"
 #include "gateway/provider.h"
+#include "telemetry/trace.h"
 
 struct config;
 struct front_ops;
@@ -149,6 +150,7 @@ struct exchange {
     uv_timer_t deadline;
     char id[96];               /* response id given to the client ("chatcmpl-..." / "msg_...") */
     int64_t created;
+    struct ex_trace trace;     /* W3C trace context and span ids (telemetry/trace.h; set by on_start observers) */
 };
 
 /* Starts an exchange for rq (copied) on this worker's loop; the response goes to sink. Returns the exchange, or
@@ -184,16 +186,25 @@ struct ex_outcome {
     uint64_t total_us, overhead_us;
 };
 
+struct up_request;
 struct ex_observer {
     const char *name;
     void (*on_attempt_end)(const struct exchange *ex, const struct attempt *a, const struct attempt_outcome *o);
     void (*on_settle)(const struct exchange *ex, const struct ex_outcome *o);
+    /* Optional: the exchange is about to run its first stage (the request's headers are readable). */
+    void (*on_start)(struct exchange *ex);
+    /* Optional: an attempt is about to start; r is the upstream request (headers may be added), NULL for a
+     * provider that runs in-process. */
+    void (*on_attempt_start)(struct exchange *ex, struct attempt *a, struct up_request *r);
 };
+/* Initialise observers with designated initializers (.on_settle = ...): the struct grows. */
 /* Process-wide, at start-up (before workers run). -1 when the registry is full. */
 int ex_observer_add(const struct ex_observer *obs);
 /* The metrics and `llm` log observers (observers.c), registered by gateway_global_init. */
 extern const struct ex_observer ex_observer_metrics;
 extern const struct ex_observer ex_observer_llm_log;
+/* The OpenTelemetry spans observer (gateway/observer_spans.c): trace context in and out, SERVER and CLIENT spans. */
+extern const struct ex_observer ex_observer_spans;
 
 /* ---- per-worker and process state ---- */
 

@@ -33,6 +33,14 @@ static void metrics_settle(const struct exchange *ex, const struct ex_outcome *o
     char st[8];
     snprintf(st, sizeof(st), "%d", o->status);
     metrics_inc(&genai_gateway_requests, (const char *[]){front_names[ex->front], model, dlabel, st});
+    const char *wf = ex->trace.workflow[0] ? ex->trace.workflow : "none";
+    metrics_inc(&agent_requests_total, (const char *[]){wf, st});
+    metrics_observe(&agent_request_duration, (const char *[]){wf}, (double)o->total_us / 1e3);
+    if (o->status >= 400) {
+        /* the OpenAI error type (invalid_request_error, rate_limit_error, ...): few values */
+        const char *et = o->err ? gw_err_type_openai(o->err->type) : "api_error";
+        metrics_inc(&agent_errors_total, (const char *[]){wf, o->status == 499 ? "client_closed" : et});
+    }
     if (ex->model == NULL)
         return;
     const char *etype = o->status >= 400 ? st : "";
@@ -48,12 +56,18 @@ static void metrics_settle(const struct exchange *ex, const struct ex_outcome *o
     }
     if (ex->priced && ex->cost_usd > 0)
         metrics_add(&genai_cost_usd, (const char *[]){model, dlabel}, ex->cost_usd);
-    if (ex->t_first_token_us)
+    if (ex->t_first_token_us) {
         metrics_observe(&genai_time_to_first_token, (const char *[]){model, dlabel},
                         (double)(ex->t_first_token_us - ex->t_start_us) / 1e6);
+        uint64_t end = ex->t_start_us + o->total_us;
+        if (o->status < 400 && ex->usage.output > 1 && end > ex->t_first_token_us)
+            metrics_observe(&genai_time_per_output_token, (const char *[]){model, dlabel},
+                            (double)(end - ex->t_first_token_us) / 1e6 / (double)(ex->usage.output - 1));
+    }
 }
 
-const struct ex_observer ex_observer_metrics = {"metrics", metrics_attempt_end, metrics_settle};
+const struct ex_observer ex_observer_metrics = {
+    .name = "metrics", .on_attempt_end = metrics_attempt_end, .on_settle = metrics_settle};
 
 static void llm_log_settle(const struct exchange *ex, const struct ex_outcome *o)
 {
@@ -63,6 +77,11 @@ static void llm_log_settle(const struct exchange *ex, const struct ex_outcome *o
     if (!(wanted || status >= 500) || !log_begin(&l, status >= 500 ? LL_WARN : LL_INFO, "llm"))
         return;
     log_field_cstr(&l, "request_id", ex->rq.request_id);
+    if (ex->trace.active) {
+        char tid[33];
+        trace_hex(tid, ex->trace.trace_id, 16);
+        log_field_cstr(&l, "trace_id", tid);
+    }
     log_field_cstr(&l, "front", front_names[ex->front]);
     log_field_cstr(&l, "model", ex->rq.model_name);
     log_field_cstr(&l, "deployment", o->dep ? o->dep->label : "-");
@@ -100,4 +119,4 @@ static void llm_log_settle(const struct exchange *ex, const struct ex_outcome *o
     log_end(&l);
 }
 
-const struct ex_observer ex_observer_llm_log = {"llm_log", NULL, llm_log_settle};
+const struct ex_observer ex_observer_llm_log = {.name = "llm_log", .on_settle = llm_log_settle};

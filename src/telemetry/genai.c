@@ -9,6 +9,16 @@ static const char *const tok_labels[] = {"gen_ai_operation_name", "gen_ai_provid
                                          "gen_ai_token_type", NULL};
 static const char *const op_labels[] = {"gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model",
                                         "error_type", NULL};
+static const char *const tok_otel[] = {"gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model",
+                                       "gen_ai.token.type", NULL};
+static const char *const op_otel[] = {"gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model",
+                                      "error.type", NULL};
+static const double tpot_buckets[] = {0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 2.5};
+static const double agent_ms_buckets[] = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000};
+static const char *const wf_status_labels[] = {"workflow", "status", NULL};
+static const char *const wf_labels[] = {"workflow", NULL};
+static const char *const wf_error_labels[] = {"workflow", "error_type", NULL};
+static const char *const wf_error_otel[] = {"workflow", "error.type", NULL};
 static const char *const req_labels[] = {"front", "model", "deployment", "status", NULL};
 static const char *const model_labels[] = {"model", "deployment", NULL};
 static const char *const attempt_labels[] = {"deployment", "outcome", NULL};
@@ -40,8 +50,56 @@ struct metric_def genai_agent_tokens_used = METRIC_DEF("agent_tokens_used_total"
 struct metric_def genai_inflight_requests = METRIC_DEF("agentd_gateway_inflight_requests", "LLM requests in flight.",
                                                        METRIC_GAUGE, NULL);
 
+struct metric_def genai_time_per_output_token = METRIC_HISTOGRAM_DEF(
+    "gen_ai_server_time_per_output_token_seconds",
+    "Time per output token after the first of a streamed response (gen_ai.server.time_per_output_token).",
+    model_labels, tpot_buckets);
+struct metric_def agent_requests_total = METRIC_DEF(
+    "agent_requests_total", "Requests by workflow and status (the seed's agent.requests.total).", METRIC_COUNTER,
+    wf_status_labels);
+struct metric_def agent_request_duration = METRIC_HISTOGRAM_DEF(
+    "agent_request_duration_milliseconds", "Request duration in milliseconds (the seed's agent.request.duration).",
+    wf_labels, agent_ms_buckets);
+struct metric_def agent_errors_total = METRIC_DEF(
+    "agent_errors_total", "Failed requests by workflow and error type (the seed's agent.errors.total).",
+    METRIC_COUNTER, wf_error_labels);
+
+/* OpenTelemetry names, units and attribute names for OTLP export of the families above. */
+static void otel_names(void)
+{
+    genai_token_usage.otel_name = "gen_ai.client.token.usage";
+    genai_token_usage.unit = "{token}";
+    genai_token_usage.otel_labels = tok_otel;
+    genai_operation_duration.otel_name = "gen_ai.client.operation.duration";
+    genai_operation_duration.unit = "s";
+    genai_operation_duration.otel_labels = op_otel;
+    genai_time_to_first_token.otel_name = "gen_ai.server.time_to_first_token";
+    genai_time_to_first_token.unit = "s";
+    genai_time_per_output_token.otel_name = "gen_ai.server.time_per_output_token";
+    genai_time_per_output_token.unit = "s";
+    genai_gateway_overhead.otel_name = "agentd.gateway.overhead";
+    genai_gateway_overhead.unit = "s";
+    genai_gateway_requests.otel_name = "agentd.gateway.requests";
+    genai_upstream_attempts.otel_name = "agentd.gateway.upstream.attempts";
+    genai_cost_usd.otel_name = "agentd.gateway.cost";
+    genai_cost_usd.unit = "USD";
+    genai_agent_tokens_used.otel_name = "agent.tokens.used";
+    genai_agent_tokens_used.unit = "{token}";
+    genai_inflight_requests.otel_name = "agentd.gateway.inflight_requests";
+    agent_requests_total.otel_name = "agent.requests.total";
+    agent_request_duration.otel_name = "agent.request.duration";
+    agent_request_duration.unit = "ms";
+    agent_errors_total.otel_name = "agent.errors.total";
+    agent_errors_total.otel_labels = wf_error_otel;
+}
+
 void genai_metrics_register(void)
 {
+    otel_names();
+    metrics_register(&genai_time_per_output_token);
+    metrics_register(&agent_requests_total);
+    metrics_register(&agent_request_duration);
+    metrics_register(&agent_errors_total);
     metrics_register(&genai_token_usage);
     metrics_register(&genai_operation_duration);
     metrics_register(&genai_time_to_first_token);

@@ -19,6 +19,11 @@ extern struct metric_def genai_agent_tokens_used;
 extern struct metric_def genai_gateway_requests;
 /* {deployment, outcome} */
 extern struct metric_def genai_upstream_attempts;
+extern struct metric_def genai_time_per_output_token;
+/* the seed's metrics: {workflow, status}, {workflow}, {workflow, error_type} */
+extern struct metric_def agent_requests_total;
+extern struct metric_def agent_request_duration;
+extern struct metric_def agent_errors_total;
 /* no labels */
 extern struct metric_def genai_inflight_requests;
 

@@ -315,9 +315,9 @@ static void append_labels(struct buf *out, const struct metric_def *d, const str
     buf_append_char(out, '}');
 }
 
-static void render_family(struct buf *out, const struct metric_def *d)
+/* Gathers a family's series from every shard, merging equal label sets, sorted by label values. */
+static struct agg *gather_family(const struct metric_def *d, size_t *np)
 {
-    /* Gather this family's series from every shard, merging equal label sets. */
     size_t cap = 16, n = 0;
     struct agg *aggs = xcalloc(cap, sizeof(*aggs));
     pthread_mutex_lock(&shards_lock);
@@ -359,10 +359,45 @@ static void render_family(struct buf *out, const struct metric_def *d)
         pthread_mutex_unlock(&s->lock);
     }
     pthread_mutex_unlock(&shards_lock);
+    qsort(aggs, n, sizeof(*aggs), agg_cmp);
+    *np = n;
+    return aggs;
+}
 
+/* A bucket bound as the shortest text that reads back as the same number: 1048576, not 1.04858e+06. */
+void metrics_format_bound(char *dst, size_t cap, double v)
+{
+    for (int prec = 6; prec <= 17; prec++) {
+        snprintf(dst, cap, "%.*g", prec, v);
+        if (strtod(dst, NULL) == v)
+            return;
+    }
+}
+
+void metrics_walk(metrics_walk_fn *fn, void *ud)
+{
+    for (int i = 0; i < nfamilies; i++) {
+        const struct metric_def *d = families[i];
+        size_t n;
+        struct agg *aggs = gather_family(d, &n);
+        for (size_t k = 0; k < n; k++) {
+            struct metric_point p = {.values = (const char *const *)aggs[k].first->values,
+                                     .value = aggs[k].value,
+                                     .count = aggs[k].count,
+                                     .buckets = aggs[k].buckets};
+            fn(d, &p, ud);
+            xfree(aggs[k].buckets);
+        }
+        xfree(aggs);
+    }
+}
+
+static void render_family(struct buf *out, const struct metric_def *d)
+{
+    size_t n;
+    struct agg *aggs = gather_family(d, &n);
     static const char *const kinds[] = {"counter", "gauge", "histogram"};
     buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", d->name, d->help, d->name, kinds[d->kind]);
-    qsort(aggs, n, sizeof(*aggs), agg_cmp);
     for (size_t k = 0; k < n; k++) {
         struct agg *a = &aggs[k];
         if (d->kind != METRIC_HISTOGRAM) {
@@ -380,7 +415,7 @@ static void render_family(struct buf *out, const struct metric_def *d)
             if (b == d->nbuckets)
                 snprintf(le, sizeof(le), "+Inf");
             else
-                snprintf(le, sizeof(le), "%g", d->buckets[b]);
+                metrics_format_bound(le, sizeof(le), d->buckets[b]);
             buf_printf(out, "%s_bucket", d->name);
             append_labels(out, d, a->first, "le", le);
             buf_printf(out, " %llu\n", (unsigned long long)cum);

@@ -28,6 +28,10 @@ struct metric_def {
     const char *const *labels; /* NULL-terminated label names, or NULL for none */
     const double *buckets;     /* histogram upper bounds, ascending, +Inf implied */
     size_t nbuckets;
+    /* OpenTelemetry name and unit for OTLP export (NULL: the Prometheus name, no unit) */
+    const char *otel_name;
+    const char *unit;
+    const char *const *otel_labels; /* attribute names for OTLP, parallel to labels (NULL: the label names) */
     /* filled by metrics_register */
     int id;
     size_t nlabels;
@@ -78,6 +82,19 @@ double metrics_sum(const struct metric_def *def, const char *const *label_values
 
 /* Writes a label value with the escapes the text format needs. */
 void metrics_append_label_value(struct buf *out, const char *v);
+
+/* One merged series of a family, as metrics_walk hands it over (valid during the call only). */
+struct metric_point {
+    const char *const *values; /* label values, def->nlabels of them */
+    double value;              /* counter/gauge value, histogram sum */
+    uint64_t count;            /* histogram count */
+    const uint64_t *buckets;   /* histogram per-bucket (not cumulative) counts, nbuckets + 1 */
+};
+typedef void metrics_walk_fn(const struct metric_def *def, const struct metric_point *p, void *ud);
+/* Calls fn for every series of every family (merged over threads), family by family (OTLP export). */
+void metrics_walk(metrics_walk_fn *fn, void *ud);
+/* Writes a bucket bound exactly (shortest round-trip text). */
+void metrics_format_bound(char *dst, size_t cap, double v);
 
 /* Frees every shard and forgets the families (at exit). */
 void metrics_shutdown(void);

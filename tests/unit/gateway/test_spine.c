@@ -46,7 +46,7 @@ static void count_settle(const struct exchange *ex, const struct ex_outcome *o)
     C.last_ex = ex;
 }
 
-static const struct ex_observer counter = {"test", count_attempt, count_settle};
+static const struct ex_observer counter = {.name = "test", .on_attempt_end = count_attempt, .on_settle = count_settle};
 
 static void reset_counts(void)
 {

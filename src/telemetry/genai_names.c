@@ -1,0 +1,38 @@
+/* genai_names.c: the GenAI span attribute names (genai_names.h). */
+#include "telemetry/genai_names.h"
+
+const struct genai_names genai_names_v1_41 = {
+    .operation_name = "gen_ai.operation.name",
+    .provider_name = "gen_ai.provider.name",
+    .request_model = "gen_ai.request.model",
+    .request_max_tokens = "gen_ai.request.max_tokens",
+    .request_temperature = "gen_ai.request.temperature",
+    .request_top_p = "gen_ai.request.top_p",
+    .request_stream = "gen_ai.request.stream",
+    .response_model = "gen_ai.response.model",
+    .response_id = "gen_ai.response.id",
+    .response_finish_reasons = "gen_ai.response.finish_reasons",
+    .usage_input_tokens = "gen_ai.usage.input_tokens",
+    .usage_output_tokens = "gen_ai.usage.output_tokens",
+    .usage_cache_read_input_tokens = "gen_ai.usage.cache_read.input_tokens",
+    .usage_cache_creation_input_tokens = "gen_ai.usage.cache_creation.input_tokens",
+    .usage_reasoning_output_tokens = "gen_ai.usage.reasoning.output_tokens",
+    .input_messages = "gen_ai.input.messages",
+    .output_messages = "gen_ai.output.messages",
+    .error_type = "error.type",
+    .server_address = "server.address",
+    .server_port = "server.port",
+    .http_method = "http.request.method",
+    .http_route = "http.route",
+    .http_status_code = "http.response.status_code",
+    .agent_workflow = "agent.workflow",
+    .agent_type = "agent.type",
+    .cost_usd = "agentd.cost_usd",
+    .deployment = "agentd.deployment",
+    .attempt_outcome = "agentd.attempt.outcome",
+    .attempt_number = "agentd.attempt.number",
+    .public_model = "agentd.model",
+    .request_id = "agentd.request_id",
+    .user_id = "user.id",
+};
+const struct genai_names *genai_attr = &genai_names_v1_41;
