@@ -355,6 +355,8 @@ static void add_gateway_headers(struct exchange *ex, const struct deployment *de
     if (dep)
         http_resp_header(req, "x-agentd-deployment", dep->label);
     http_resp_header(req, "x-agentd-model", ex->model_name);
+    if (ex->dropped_fields[0])
+        http_resp_header(req, "x-agentd-dropped-fields", ex->dropped_fields);
     uint64_t now = time_mono_us();
     uint64_t total = now - ex->t_start_us;
     uint64_t up = ex->t_upstream_us;

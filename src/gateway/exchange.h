@@ -73,6 +73,7 @@ struct exchange {
     uv_timer_t deadline;
     char id[96];               /* response id given to the client ("chatcmpl-..." / "msg_...") */
     int64_t created;
+    char dropped_fields[512];  /* request fields a translation ignored (x-agentd-dropped-fields; canon.h) */
 };
 
 /* Route handlers (bound in api/routes.c). */
