@@ -1230,9 +1230,12 @@ static void stream_start(struct exchange *ex, struct buf *out)
     buf_append_str(out, ",\"type\":\"message\",\"role\":\"assistant\",\"model\":");
     buf_append_json_cstr(out, ex->model_name);
     buf_append_str(out, ",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":");
-    /* what is known now (an upstream that reports input usage up front); message_delta carries the totals */
+    /* what is known now (an upstream that reports input usage up front), else an estimate (request bytes / 4):
+     * clients such as LangChain read input tokens only here. message_delta carries the provider's totals. */
     struct usage u = ex->usage;
     u.output = 0;
+    if (u.input <= 0)
+        u.input = (int64_t)(ex->body.n + 3) / 4;
     anthropic_usage_append(out, &u);
     buf_append_str(out, "}}");
     ev_end(out);

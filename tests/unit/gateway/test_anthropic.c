@@ -624,7 +624,8 @@ static void test_message_from_canonical(void)
 
 static void test_stream_writer(void)
 {
-    struct exchange *ex = new_ex("{}");
+    /* 35 request bytes: message_start estimates ceil(35 / 4) = 9 input tokens while the upstream has said none */
+    struct exchange *ex = new_ex("{\"model\":\"claude\",\"max_tokens\":100}");
     snprintf(ex->model_name, sizeof(ex->model_name), "claude");
     struct buf out = BUF_INIT(BUF_UNBOUNDED);
     const struct front_ops *f = &front_anthropic;
@@ -650,7 +651,7 @@ static void test_stream_writer(void)
     is_str(out.data,
            EV("message_start", "{\"type\":\"message_start\",\"message\":{\"id\":\"msg_test1\",\"type\":\"message\","
                                "\"role\":\"assistant\",\"model\":\"claude\",\"content\":[],\"stop_reason\":null,"
-                               "\"stop_sequence\":null,\"usage\":{\"input_tokens\":0,\"cache_creation_input_tokens\":0,"
+                               "\"stop_sequence\":null,\"usage\":{\"input_tokens\":9,\"cache_creation_input_tokens\":0,"
                                "\"cache_read_input_tokens\":0,\"output_tokens\":0}}}")
            EV("content_block_start", "{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}")
            EV("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hel\"}}")
