@@ -224,14 +224,14 @@ int canon_note_unread(struct attempt *a, const cJSON *canon, const char *const *
                     audio = true;
             if (audio) {
                 gw_bad_request(err, k, "audio output is not supported by model %s (provider %s); remove '%s'",
-                               ex->model_name, a->prov->name, k);
+                               ex->rq.model_name, a->prov->name, k);
                 return -1;
             }
             if (cJSON_IsNull(it))
                 continue; /* an explicit null asks for nothing */
-            canon_dropped_add(ex->dropped_fields, sizeof(ex->dropped_fields), k);
+            canon_dropped_add(ex->rq.dropped_fields, sizeof(ex->rq.dropped_fields), k);
         } else {
-            canon_dropped_add(ex->dropped_fields, sizeof(ex->dropped_fields), anthropic_name(k));
+            canon_dropped_add(ex->rq.dropped_fields, sizeof(ex->rq.dropped_fields), anthropic_name(k));
         }
     }
     return 0;

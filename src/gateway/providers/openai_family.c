@@ -56,7 +56,7 @@ int openai_family_encode(struct attempt *a, struct up_request *r, struct gw_erro
     if (canon == NULL)
         return -1;
     if (cJSON_HasObjectItem(canon, "top_k")) /* canonical extension (Anthropic clients) OpenAI refuses */
-        canon_dropped_add(a->ex->dropped_fields, sizeof(a->ex->dropped_fields), "top_k");
+        canon_dropped_add(a->ex->rq.dropped_fields, sizeof(a->ex->rq.dropped_fields), "top_k");
     if (openai_encode_canonical(canon, d->model, a->stream, &r->body) != 0) {
         gw_error_set(err, 500, GW_ERR_API, "could not encode the upstream request");
         return -1;
