@@ -17,10 +17,12 @@ static const struct http_route base_routes[] = {
     {"/v1/messages", HTTP_M_POST, false, gw_handle_messages, NULL},
     {"/v1/embeddings", HTTP_M_POST, false, gw_handle_embeddings, NULL},
     {"/v1/models", HTTP_M_GET, false, gw_handle_models, NULL},
+    {"/v1/models/", HTTP_M_GET, true, gw_handle_model_get, "/v1/models/{id}"},
     /* clients configured with a base URL that lacks /v1 */
     {"/chat/completions", HTTP_M_POST, false, gw_handle_chat_completions, "/v1/chat/completions"},
     {"/embeddings", HTTP_M_POST, false, gw_handle_embeddings, "/v1/embeddings"},
     {"/models", HTTP_M_GET, false, gw_handle_models, "/v1/models"},
+    {"/models/", HTTP_M_GET, true, gw_handle_model_get, "/v1/models/{id}"},
 };
 
 static const struct http_route debug_routes[] = {
