@@ -721,3 +721,25 @@ test('openai client -> anthropic: today\'s chat fields accepted, mapped or liste
   }
   assert.equal(anth.requests.length, 0);
 });
+
+test('GET /v1/models/{id}: OpenAI shape, Anthropic shape with anthropic-version, 404 in the same shape', async () => {
+  let res = await d.fetch('/v1/models/claude-test');
+  assert.equal(res.status, 200);
+  assert.deepEqual(Object.keys(await res.json()).sort(), ['created', 'id', 'object', 'owned_by']);
+  res = await d.fetch('/models/gpt-test');
+  assert.equal((await res.json()).owned_by, 'openai');
+  res = await d.fetch('/v1/models/claude-test', { headers: { 'anthropic-version': '2023-06-01' } });
+  assert.deepEqual(await res.json(), { type: 'model', id: 'claude-test', display_name: 'claude-test', created_at: '1970-01-01T00:00:00Z' });
+  res = await d.fetch('/v1/models/no%2Fsuch');
+  assert.equal(res.status, 404);
+  let j = await res.json();
+  assert.equal(j.error.code, 'model_not_found');
+  assert.match(j.error.message, /`no\/such`/, 'the id is percent-decoded');
+  res = await d.fetch('/v1/models/nope', { headers: { 'anthropic-version': '2023-06-01' } });
+  assert.equal(res.status, 404);
+  j = await res.json();
+  assert.equal(j.type, 'error');
+  assert.equal(j.error.type, 'not_found_error');
+  res = await d.fetch('/v1/models/bad%zz');
+  assert.equal(res.status, 404);
+});
