@@ -648,7 +648,7 @@ static void drop_cache_control(struct drops *d, const cJSON *o)
 static void drop_block(struct drops *d, const char *type)
 {
     char name[96];
-    snprintf(name, sizeof(name), "messages.content.%s", type);
+    snprintf(name, sizeof(name), "messages.content.%.60s", type);
     drop(d, name);
 }
 

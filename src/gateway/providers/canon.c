@@ -156,6 +156,9 @@ void canon_dropped_add(char *list, size_t size, const char *name)
     size_t n = strlen(name), len = strnlen(list, size);
     if (n == 0 || len >= size)
         return;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)name[i] < 0x21 || (unsigned char)name[i] > 0x7e || name[i] == ',')
+            return; /* a client's field name that cannot stand in a header list (control bytes, spaces, commas) */
     /* find the place in sorted order; an equal entry means it is listed already */
     size_t at = len;
     for (size_t off = 0; off < len;) {

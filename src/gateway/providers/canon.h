@@ -45,7 +45,8 @@ cJSON *canon_completion_json(const char *id, int64_t created, const char *model,
  *
  * A request field the target cannot carry is ignored, never a 400, and named in x-agentd-dropped-fields, unless
  * dropping it would change what the client gets back (audio output: a 400). The list is a sorted, comma-separated
- * set of field names, bounded by the exchange's buffer (a name that does not fit is left out of the header). */
+ * set of field names, bounded by the exchange's buffer (a name that does not fit, or holds a byte outside printable
+ * ASCII, a space or a comma, is left out of the header). */
 void canon_dropped_add(char *list, size_t size, const char *name);
 /* Translation to a provider that reads only the canonical fields in `read` (NULL-terminated; model, messages,
  * stream and stream_options are always read): every other top-level field of the canonical request is noted as

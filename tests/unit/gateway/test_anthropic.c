@@ -397,6 +397,8 @@ static void test_dropped_list(void)
     canon_dropped_add(l, sizeof(l), "zzzzz"); /* does not fit: left out, the list stays whole */
     is_str(l, "audio,thin,thinking");
     canon_dropped_add(l, sizeof(l), "");
+    canon_dropped_add(l, sizeof(l), "a\r\nx: y");
+    canon_dropped_add(l, sizeof(l), "a,b");
     is_str(l, "audio,thin,thinking");
 }
 
