@@ -212,7 +212,8 @@ static const char *anthropic_name(const char *k)
 
 int canon_note_unread(struct attempt *a, const cJSON *canon, const char *const *read, struct gw_error *err)
 {
-    static const char *const always[] = {"model", "messages", "stream", "stream_options", NULL};
+    /* n: the front doors refuse n > 1 for every translated model, so what is left asks for nothing */
+    static const char *const always[] = {"model", "messages", "stream", "stream_options", "n", NULL};
     struct exchange *ex = a->ex;
     const cJSON *it;
     cJSON_ArrayForEach(it, canon)

@@ -49,7 +49,7 @@ cJSON *canon_completion_json(const char *id, int64_t created, const char *model,
  * ASCII, a space or a comma, is left out of the header). */
 void canon_dropped_add(char *list, size_t size, const char *name);
 /* Translation to a provider that reads only the canonical fields in `read` (NULL-terminated; model, messages,
- * stream and stream_options are always read): every other top-level field of the canonical request is noted as
+ * stream, stream_options and n are always read): every other top-level field of the canonical request is noted as
  * dropped on a's exchange, under the name the client used (an Anthropic client's metadata.user_id travels as
  * "user" and is reported as "metadata"). -1 with err (400) for a field whose loss changes the answer: `audio`, or
  * `modalities` asking for audio. */

@@ -250,7 +250,7 @@ static void test_encode_dropped_fields(void)
             "{\"model\":\"m\",\"messages\":[{\"role\":\"developer\",\"content\":\"d\"},{\"role\":\"user\",\"content\":\"x\"}],"
             "\"max_completion_tokens\":9,\"reasoning_effort\":\"low\",\"store\":false,\"metadata\":{\"k\":\"v\"},"
             "\"prediction\":{\"type\":\"content\",\"content\":\"p\"},\"parallel_tool_calls\":true,\"service_tier\":null,"
-            "\"modalities\":[\"text\"]}",
+            "\"modalities\":[\"text\"],\"n\":1}",
             false, OP_CHAT);
     creds(&f);
     struct up_request r;
