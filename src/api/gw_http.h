@@ -9,5 +9,7 @@ void gw_handle_chat_completions(struct http_req *req);
 void gw_handle_messages(struct http_req *req);
 void gw_handle_embeddings(struct http_req *req);
 void gw_handle_models(struct http_req *req);
+/* GET /v1/models/{id} (gw_models.c). */
+void gw_handle_model_get(struct http_req *req);
 
 #endif

@@ -17,6 +17,7 @@
 #include "store/keys_store.h"
 
 static void models_guarded(struct http_req *req);
+static void model_get_guarded(struct http_req *req);
 
 static const struct http_route base_routes[] = {
     {"/health", HTTP_M_GET, false, ops_health, NULL},
@@ -25,6 +26,7 @@ static const struct http_route base_routes[] = {
     {"/v1/messages", HTTP_M_POST, false, gw_handle_messages, NULL},
     {"/v1/embeddings", HTTP_M_POST, false, gw_handle_embeddings, NULL},
     {"/v1/models", HTTP_M_GET, false, models_guarded, NULL},
+    {"/v1/models/", HTTP_M_GET, true, model_get_guarded, "/v1/models/{id}"},
     /* key management (admin_keys.c): 404 unless AGENTD_ADMIN_KEY is set */
     {"/admin/keys", HTTP_M_GET | HTTP_M_POST, false, admin_keys_handle, NULL},
     {"/admin/keys/", HTTP_M_GET | HTTP_M_PATCH | HTTP_M_DELETE, true, admin_keys_handle, "/admin/keys/{id}"},
@@ -32,6 +34,7 @@ static const struct http_route base_routes[] = {
     {"/chat/completions", HTTP_M_POST, false, gw_handle_chat_completions, "/v1/chat/completions"},
     {"/embeddings", HTTP_M_POST, false, gw_handle_embeddings, "/v1/embeddings"},
     {"/models", HTTP_M_GET, false, models_guarded, "/v1/models"},
+    {"/models/", HTTP_M_GET, true, model_get_guarded, "/v1/models/{id}"},
 };
 
 static const struct http_route debug_routes[] = {
@@ -90,7 +93,8 @@ static void models_unauthorized(struct http_req *req)
 
 /* GET /v1/models: under auth.mode keys the list is for callers with a valid key only (as the chat routes, whose
  * authenticate stage runs before the model is looked up). */
-static void models_guarded(struct http_req *req)
+/* /v1/models and /v1/models/{id} need a key as every model route does under auth.mode keys. */
+static bool models_key_ok(struct http_req *req)
 {
     if (keyring_armed() && auth_mode_effective(req->cfg) == AUTH_MODE_KEYS) {
         struct auth_input in = {.secret = auth_secret_from(http_req_header(req, "authorization"),
@@ -101,10 +105,22 @@ static void models_guarded(struct http_req *req)
         principal_release(p);
         if (r != AUTH_OK && r != AUTH_MODEL_DENIED) { /* a key limited to some models may still list */
             models_unauthorized(req);
-            return;
+            return false;
         }
     }
-    gw_handle_models(req);
+    return true;
+}
+
+static void models_guarded(struct http_req *req)
+{
+    if (models_key_ok(req))
+        gw_handle_models(req);
+}
+
+static void model_get_guarded(struct http_req *req)
+{
+    if (models_key_ok(req))
+        gw_handle_model_get(req);
 }
 
 struct http_router ops_router = {ops_routes, sizeof(ops_routes) / sizeof(ops_routes[0]), NULL};

@@ -55,8 +55,9 @@ enum finish anthropic_finish_from(struct str stop_reason);
 int anthropic_splice_model(const char *body, size_t len, const char *model, struct buf *out);
 
 /* Anthropic Messages request (a tree) -> canonical OpenAI chat request. NULL with err (400) when the request
- * uses something the canonical form cannot carry. */
-cJSON *anthropic_request_to_canonical(const cJSON *req, struct gw_error *err);
+ * uses something the canonical form cannot carry (a `thread`: err->code "thread_unsupported_request"). Fields it
+ * ignores are added to `dropped` (canon_dropped_add; NULL for none). */
+cJSON *anthropic_request_to_canonical(const cJSON *req, char *dropped, size_t dropped_size, struct gw_error *err);
 
 /* Canonical OpenAI chat request -> Anthropic Messages request body for `model`. default_max_tokens is used when
  * the request names none (Anthropic requires max_tokens). When response_format asks for JSON, a tool is added to

@@ -353,6 +353,8 @@ static void gateway_headers(struct exchange *ex, struct buf *h, const struct dep
     if (dep)
         hdr_add(h, "x-agentd-deployment", dep->label);
     hdr_add(h, "x-agentd-model", ex->rq.model_name);
+    if (ex->rq.dropped_fields[0])
+        hdr_add(h, "x-agentd-dropped-fields", ex->rq.dropped_fields);
     hdr_add_u64(h, "x-agentd-overhead-us", overhead_now(ex, time_mono_us()));
     hdr_add_u64(h, "x-agentd-attempts", (uint64_t)ex->attempts);
     if (with_cost) {

@@ -52,6 +52,7 @@ struct ex_request {
      * Valid until the sink's end(). */
     const struct str *(*header)(const void *hctx, const char *name);
     const void *hctx;
+    char dropped_fields[512];  /* request fields a translation ignored (x-agentd-dropped-fields; canon.h) */
 };
 
 /* Where the response goes. A non-streamed response is head(), at most one write(), end(); a stream is head(),

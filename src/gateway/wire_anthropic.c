@@ -282,6 +282,18 @@ static int check_pairing(struct vstate *vs)
     return 0;
 }
 
+static int on_system_block(struct str key, const struct jval *b, void *ud)
+{
+    (void)key;
+    int *k = ud;
+    struct jval t, tx;
+    if (b->type != J_OBJECT || jscan_get(b->raw.p, b->raw.n, "type", &t) != 0 || !jval_is_str(&t, "text") ||
+        jscan_get(b->raw.p, b->raw.n, "text", &tx) != 0 || tx.type != J_STRING)
+        return -1;
+    (*k)++;
+    return 0;
+}
+
 static int on_message(struct str key, const struct jval *m, void *ud)
 {
     (void)key;
@@ -294,10 +306,24 @@ static int on_message(struct str key, const struct jval *m, void *ud)
     struct jval f[2];
     if (jscan_fields(m->raw.p, m->raw.n, keys, f, 2, NULL, NULL) != 0)
         return gw_bad_request(err, NULL, "messages.%d: invalid object", i);
-    if (jval_is_str(&f[0], "system"))
-        return gw_bad_request(err, NULL,
-                              "messages: Unexpected role \"system\". The Messages API accepts a top-level `system` "
-                              "parameter, not \"system\" as an input message role.");
+    if (jval_is_str(&f[0], "system")) {
+        /* a mid-conversation system message: text only; it stands between turns without breaking the tool_use /
+         * tool_result pairing of the turns around it */
+        if (absent(&f[1]))
+            return gw_bad_request(err, NULL, "messages.%d.content: Field required", i);
+        if (f[1].type == J_ARRAY) {
+            int k = 0;
+            if (jscan_each(&f[1], on_system_block, &k) != 0)
+                return gw_bad_request(err, NULL,
+                                      "messages.%d.content.%d: a system message holds text blocks (type 'text' with a "
+                                      "string 'text')",
+                                      i, k);
+        } else if (f[1].type != J_STRING) {
+            return gw_bad_request(err, NULL, "messages.%d.content: Input should be a valid string or list", i);
+        }
+        vs->i++;
+        return 0;
+    }
     bool user = jval_is_str(&f[0], "user");
     vs->assistant = jval_is_str(&f[0], "assistant");
     if (!user && !vs->assistant)
@@ -379,18 +405,6 @@ static int check_messages(const struct jval *msgs, struct gw_error *err)
     buf_free(&vs.results);
     buf_free(&vs.tmp);
     return rc;
-}
-
-static int on_system_block(struct str key, const struct jval *b, void *ud)
-{
-    (void)key;
-    int *k = ud;
-    struct jval t, tx;
-    if (b->type != J_OBJECT || jscan_get(b->raw.p, b->raw.n, "type", &t) != 0 || !jval_is_str(&t, "text") ||
-        jscan_get(b->raw.p, b->raw.n, "text", &tx) != 0 || tx.type != J_STRING)
-        return -1;
-    (*k)++;
-    return 0;
 }
 
 static bool tool_name_ok(const struct jval *v)
@@ -621,6 +635,34 @@ static int xlate_error(struct gw_error *err, const char *fmt, ...)
     return -1;
 }
 
+/* What a translation leaves out (canon.h: x-agentd-dropped-fields). */
+struct drops {
+    char *list;
+    size_t size;
+};
+
+static void drop(struct drops *d, const char *name)
+{
+    if (d && d->list)
+        canon_dropped_add(d->list, d->size, name);
+}
+
+/* cache_control on a block, a system block or a tool: prompt caching is Anthropic's; elsewhere it is dropped. */
+static void drop_cache_control(struct drops *d, const cJSON *o)
+{
+    const cJSON *cc = cJSON_GetObjectItemCaseSensitive(o, "cache_control");
+    if (cc && !cJSON_IsNull(cc))
+        drop(d, "cache_control");
+}
+
+/* A content block type the canonical form has no place for. */
+static void drop_block(struct drops *d, const char *type)
+{
+    char name[96];
+    snprintf(name, sizeof(name), "messages.content.%.60s", type);
+    drop(d, name);
+}
+
 static cJSON *text_part(const char *text)
 {
     cJSON *p = cJSON_CreateObject();
@@ -675,7 +717,7 @@ static cJSON *media_part(const cJSON *b, bool document, int i, int k, struct gw_
 
 /* Text of a tool_result's content (string or blocks) -> the content of an OpenAI tool message. Images inside a
  * tool result have no place in an OpenAI tool message and are dropped (documented). */
-static cJSON *tool_result_content(const cJSON *b)
+static cJSON *tool_result_content(const cJSON *b, struct drops *d)
 {
     const cJSON *c = cJSON_GetObjectItemCaseSensitive(b, "content");
     bool is_error = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(b, "is_error"));
@@ -688,8 +730,14 @@ static cJSON *tool_result_content(const cJSON *b)
         {
             const char *t = canon_str(p, "type");
             const char *tx = canon_str(p, "text");
+            drop_cache_control(d, p);
             if (t && strcmp(t, "text") == 0 && tx)
                 cJSON_AddItemToArray(parts, text_part(tx));
+            else if (t) {
+                char n[80];
+                snprintf(n, sizeof(n), "tool_result.%.60s", t); /* an image in a tool result has no OpenAI place */
+                drop_block(d, n);
+            }
         }
         if (parts->child == NULL) {
             cJSON_Delete(parts);
@@ -708,7 +756,7 @@ static cJSON *tool_result_content(const cJSON *b)
     return r;
 }
 
-static int add_user(cJSON *msgs, const cJSON *content, int i, struct gw_error *err)
+static int add_user(cJSON *msgs, const cJSON *content, int i, struct drops *d, struct gw_error *err)
 {
     if (cJSON_IsString(content)) {
         cJSON *m = cJSON_CreateObject();
@@ -726,12 +774,13 @@ static int add_user(cJSON *msgs, const cJSON *content, int i, struct gw_error *e
     {
         const char *t = canon_str(b, "type");
         t = t ? t : "";
+        drop_cache_control(d, b);
         if (strcmp(t, "tool_result") == 0) {
             cJSON *m = cJSON_CreateObject();
             cJSON_AddStringToObject(m, "role", "tool");
             const char *id = canon_str(b, "tool_use_id");
             cJSON_AddStringToObject(m, "tool_call_id", id ? id : "");
-            cJSON_AddItemToObject(m, "content", tool_result_content(b));
+            cJSON_AddItemToObject(m, "content", tool_result_content(b, d));
             cJSON_AddItemToArray(msgs, m);
         } else if (strcmp(t, "text") == 0) {
             const char *tx = canon_str(b, "text");
@@ -743,8 +792,9 @@ static int add_user(cJSON *msgs, const cJSON *content, int i, struct gw_error *e
                 return -1;
             }
             cJSON_AddItemToArray(parts, p);
+        } else {
+            drop_block(d, t); /* search_result, container_upload, ...: Anthropic-only */
         }
-        /* search_result, container_upload, ...: Anthropic-only, dropped */
         k++;
     }
     if (parts->child == NULL) {
@@ -758,7 +808,7 @@ static int add_user(cJSON *msgs, const cJSON *content, int i, struct gw_error *e
     return 0;
 }
 
-static void add_assistant(cJSON *msgs, const cJSON *content)
+static void add_assistant(cJSON *msgs, const cJSON *content, struct drops *d)
 {
     cJSON *m = cJSON_CreateObject();
     cJSON_AddStringToObject(m, "role", "assistant");
@@ -774,6 +824,7 @@ static void add_assistant(cJSON *msgs, const cJSON *content)
     {
         const char *t = canon_str(b, "type");
         t = t ? t : "";
+        drop_cache_control(d, b);
         if (strcmp(t, "text") == 0) {
             const char *tx = canon_str(b, "text");
             if (tx && tx[0])
@@ -791,8 +842,9 @@ static void add_assistant(cJSON *msgs, const cJSON *content)
             if (args)
                 cJSON_free(args);
             cJSON_AddItemToArray(calls, tc);
+        } else {
+            drop_block(d, t); /* thinking / redacted_thinking / server tool blocks: Anthropic-only */
         }
-        /* thinking / redacted_thinking / server tool blocks: Anthropic-only, dropped */
     }
     if (texts->child && texts->child->next == NULL) {
         cJSON_AddStringToObject(m, "content", canon_str(texts->child, "text"));
@@ -813,18 +865,9 @@ static void add_assistant(cJSON *msgs, const cJSON *content)
     cJSON_AddItemToArray(msgs, m);
 }
 
-cJSON *anthropic_request_to_canonical(const cJSON *req, struct gw_error *err)
+/* A system message (top-level `system`, or a `role: "system"` message) -> a canonical system message. */
+static void add_system(cJSON *msgs, const cJSON *system, struct drops *d)
 {
-    if (!cJSON_IsObject(req)) {
-        xlate_error(err, "The request body must be a JSON object");
-        return NULL;
-    }
-    cJSON *c = cJSON_CreateObject();
-    const char *model = canon_str(req, "model");
-    cJSON_AddStringToObject(c, "model", model ? model : "");
-    cJSON *msgs = cJSON_AddArrayToObject(c, "messages");
-
-    const cJSON *system = cJSON_GetObjectItemCaseSensitive(req, "system");
     if (cJSON_IsString(system)) {
         cJSON *m = cJSON_CreateObject();
         cJSON_AddStringToObject(m, "role", "system");
@@ -838,10 +881,94 @@ cJSON *anthropic_request_to_canonical(const cJSON *req, struct gw_error *err)
         cJSON_ArrayForEach(b, system)
         {
             const char *tx = canon_str(b, "text");
+            drop_cache_control(d, b);
             cJSON_AddItemToArray(parts, text_part(tx ? tx : ""));
         }
         cJSON_AddItemToArray(msgs, m);
     }
+}
+
+/* output_config.format (and the older beta `output_format`): Anthropic structured output -> response_format
+ * json_schema, which every translating provider maps (OpenAI as is, Gemini responseSchema, Anthropic emulation).
+ * Other output_config members (effort, ...) have no canonical place and are dropped. */
+static void add_output_format(cJSON *c, const cJSON *req, struct drops *d)
+{
+    const cJSON *oc = cJSON_GetObjectItemCaseSensitive(req, "output_config");
+    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(req, "output_format");
+    const cJSON *it;
+    if (!cJSON_IsObject(oc))
+        oc = NULL;
+    cJSON_ArrayForEach(it, oc)
+    {
+        if (it->string && strcmp(it->string, "format") == 0) {
+            if (!cJSON_IsNull(it) && (fmt == NULL || cJSON_IsNull(fmt)))
+                fmt = it;
+        } else if (it->string && !cJSON_IsNull(it)) {
+            char name[96];
+            snprintf(name, sizeof(name), "output_config.%.64s", it->string);
+            drop(d, name);
+        }
+    }
+    const char *type = canon_str(fmt, "type");
+    const cJSON *schema = cJSON_GetObjectItemCaseSensitive(fmt, "schema");
+    if (type && strcmp(type, "json_schema") == 0 && cJSON_IsObject(schema)) {
+        cJSON *rf = cJSON_AddObjectToObject(c, "response_format");
+        cJSON_AddStringToObject(rf, "type", "json_schema");
+        cJSON *js = cJSON_AddObjectToObject(rf, "json_schema");
+        cJSON_AddStringToObject(js, "name", "response");
+        cJSON_AddItemToObject(js, "schema", cJSON_Duplicate(schema, 1));
+    } else if (fmt && !cJSON_IsNull(fmt)) {
+        drop(d, "output_config.format");
+    }
+}
+
+/* Top-level fields translation does not map: listed, never refused. */
+static void drop_unmapped(const cJSON *req, struct drops *d)
+{
+    static const char *const mapped[] = {"model",    "max_tokens",  "messages",      "system",         "tools",
+                                         "tool_choice", "stop_sequences", "temperature", "top_p",       "top_k",
+                                         "stream",   "metadata",    "output_config", "output_format", "thread", NULL};
+    const cJSON *it;
+    cJSON_ArrayForEach(it, req)
+    {
+        bool known = false;
+        for (size_t i = 0; mapped[i] && it->string; i++)
+            known = known || strcmp(mapped[i], it->string) == 0;
+        if (!known && it->string && !cJSON_IsNull(it))
+            drop(d, it->string); /* thinking, context_management, service_tier, container, mcp_servers, ... */
+    }
+    const cJSON *md = cJSON_GetObjectItemCaseSensitive(req, "metadata");
+    if (!cJSON_IsObject(md))
+        md = NULL;
+    cJSON_ArrayForEach(it, md)
+    if (it->string && strcmp(it->string, "user_id") != 0)
+        drop(d, "metadata");
+}
+
+cJSON *anthropic_request_to_canonical(const cJSON *req, char *dropped, size_t dropped_size, struct gw_error *err)
+{
+    if (!cJSON_IsObject(req)) {
+        xlate_error(err, "The request body must be a JSON object");
+        return NULL;
+    }
+    const cJSON *thread = cJSON_GetObjectItemCaseSensitive(req, "thread");
+    if (thread && !cJSON_IsNull(thread)) {
+        /* Never silent loss: a thread the target cannot hold is refused with the error the SDKs fall back on
+         * (they resend the whole conversation without `thread`). */
+        xlate_error(err,
+                    "thread: message threads are held only by Anthropic deployments and this model is served by "
+                    "another provider; send the full conversation without `thread`");
+        snprintf(err->code, sizeof(err->code), "thread_unsupported_request");
+        return NULL;
+    }
+    struct drops dd = {dropped, dropped_size}, *d = &dd;
+    drop_unmapped(req, d);
+    cJSON *c = cJSON_CreateObject();
+    const char *model = canon_str(req, "model");
+    cJSON_AddStringToObject(c, "model", model ? model : "");
+    cJSON *msgs = cJSON_AddArrayToObject(c, "messages");
+
+    add_system(msgs, cJSON_GetObjectItemCaseSensitive(req, "system"), d);
 
     const cJSON *m;
     int i = 0;
@@ -850,8 +977,10 @@ cJSON *anthropic_request_to_canonical(const cJSON *req, struct gw_error *err)
         const char *role = canon_str(m, "role");
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
         if (role && strcmp(role, "assistant") == 0) {
-            add_assistant(msgs, content);
-        } else if (add_user(msgs, content, i, err) != 0) {
+            add_assistant(msgs, content, d);
+        } else if (role && strcmp(role, "system") == 0) {
+            add_system(msgs, content, d); /* where it stands: OpenAI-style targets keep the position */
+        } else if (add_user(msgs, content, i, d, err) != 0) {
             cJSON_Delete(c);
             return NULL;
         }
@@ -867,13 +996,28 @@ cJSON *anthropic_request_to_canonical(const cJSON *req, struct gw_error *err)
         {
             const char *type = canon_str(t, "type");
             if (type && strcmp(type, "custom") != 0) {
-                xlate_error(err,
-                            "tools.%d: the Anthropic server tool '%s' can only be used with Anthropic models (this "
-                            "model is served by another provider)",
-                            k, type);
-                cJSON_Delete(c);
-                return NULL;
+                /* a server tool (web search, code execution, ...) only Anthropic runs: dropped and listed, unless
+                 * tool_choice forces it (the answer would not be what the client asked for) */
+                const cJSON *ch = cJSON_GetObjectItemCaseSensitive(req, "tool_choice");
+                const char *forced = canon_str(ch, "type") && strcmp(canon_str(ch, "type"), "tool") == 0
+                                         ? canon_str(ch, "name")
+                                         : NULL;
+                const char *tname = canon_str(t, "name");
+                if (forced && tname && strcmp(forced, tname) == 0) {
+                    xlate_error(err,
+                                "tools.%d: the Anthropic server tool '%s' can only be used with Anthropic models (this "
+                                "model is served by another provider)",
+                                k, type);
+                    cJSON_Delete(c);
+                    return NULL;
+                }
+                char name[96];
+                snprintf(name, sizeof(name), "tools.%.80s", type);
+                drop(d, name);
+                k++;
+                continue;
             }
+            drop_cache_control(d, t);
             cJSON *o = cJSON_CreateObject();
             cJSON_AddStringToObject(o, "type", "function");
             cJSON *fn = cJSON_AddObjectToObject(o, "function");
@@ -887,6 +1031,8 @@ cJSON *anthropic_request_to_canonical(const cJSON *req, struct gw_error *err)
             cJSON_AddItemToArray(ot, o);
             k++;
         }
+        if (cJSON_GetArraySize(ot) == 0)
+            cJSON_DeleteItemFromObjectCaseSensitive(c, "tools"); /* only server tools: none for the target */
     }
     const cJSON *choice = cJSON_GetObjectItemCaseSensitive(req, "tool_choice");
     if (cJSON_IsObject(choice) && cJSON_GetObjectItemCaseSensitive(c, "tools")) { /* OpenAI: no tool_choice alone */
@@ -924,6 +1070,7 @@ cJSON *anthropic_request_to_canonical(const cJSON *req, struct gw_error *err)
     const char *user = canon_str(cJSON_GetObjectItemCaseSensitive(req, "metadata"), "user_id");
     if (user)
         cJSON_AddStringToObject(c, "user", user);
+    add_output_format(c, req, d);
     v = cJSON_GetObjectItemCaseSensitive(req, "stream");
     if (cJSON_IsTrue(v))
         cJSON_AddTrueToObject(c, "stream");
@@ -942,7 +1089,7 @@ static cJSON *anthropic_to_canonical(struct ex_request *ex, struct gw_error *err
         xlate_error(err, "There was an issue with your request body: invalid JSON");
         return NULL;
     }
-    return anthropic_request_to_canonical(ex->client_tree, err);
+    return anthropic_request_to_canonical(ex->client_tree, ex->dropped_fields, sizeof(ex->dropped_fields), err);
 }
 
 /* ---------- responses: canonical chat.completion -> Anthropic message ---------- */
@@ -1117,9 +1264,12 @@ static void stream_start(struct exchange *ex, struct buf *out)
     buf_append_str(out, ",\"type\":\"message\",\"role\":\"assistant\",\"model\":");
     buf_append_json_cstr(out, ex->rq.model_name);
     buf_append_str(out, ",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":");
-    /* what is known now (an upstream that reports input usage up front); message_delta carries the totals */
+    /* what is known now (an upstream that reports input usage up front), else an estimate (request bytes / 4):
+     * clients such as LangChain read input tokens only here. message_delta carries the provider's totals. */
     struct usage u = ex->usage;
     u.output = 0;
+    if (u.input <= 0)
+        u.input = (int64_t)(ex->rq.body.n + 3) / 4;
     anthropic_usage_append(out, &u);
     buf_append_str(out, "}}");
     ev_end(out);
@@ -1225,6 +1375,12 @@ void anthropic_error_json(struct buf *out, const struct gw_error *err, const cha
     buf_append_json_cstr(out, gw_err_type_anthropic(err->type));
     buf_append_str(out, ",\"message\":");
     buf_append_json_cstr(out, err->message);
+    if (!err->from_upstream && strncmp(err->code, "thread_", 7) == 0) {
+        /* the machine-readable cause the SDKs branch on (error.details.error_code) */
+        buf_append_str(out, ",\"details\":{\"error_code\":");
+        buf_append_json_cstr(out, err->code);
+        buf_append_str(out, "}");
+    }
     buf_append_str(out, "}");
     if (request_id) {
         buf_append_str(out, ",\"request_id\":");

@@ -4,6 +4,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import Anthropic, { NotFoundError, BadRequestError, RateLimitError, OverloadedError, InternalServerError } from '@anthropic-ai/sdk';
+import { jsonSchemaOutputFormat } from '@anthropic-ai/sdk/helpers/json-schema';
+import { betaTool } from '@anthropic-ai/sdk/helpers/beta/json-schema';
 import { startAgentd } from '../lib/agentd.mjs';
 import { startFake, FAKE_KEYS } from '../fakes/fake.mjs';
 
@@ -136,4 +138,58 @@ test('an upstream error in mid-stream reaches the SDK as an error', async () => 
   anth.script([{ midStreamError: true, chunks: 6 }]);
   const stream = client.messages.stream({ model: 'claude-up', max_tokens: 100, messages: [{ role: 'user', content: 'one two three four five six' }] });
   await assert.rejects(stream.finalMessage(), (e) => /Overloaded|overloaded/.test(String(e.message)));
+});
+
+// ---- today's client shapes (issue 16 item 5) ----
+
+test('models.retrieve: a configured model in Anthropic form, NotFoundError for an unknown id', async () => {
+  const m = await client.models.retrieve('claude-up');
+  assert.equal(m.type, 'model');
+  assert.equal(m.id, 'claude-up');
+  assert.equal(typeof m.created_at, 'string');
+  await assert.rejects(client.models.retrieve('no-such-model'), (e) => e instanceof NotFoundError && e.type === 'not_found_error');
+});
+
+test('messages.parse with output_config.format (structured output) through translation to OpenAI', async () => {
+  const schema = { type: 'object', properties: { city: { type: 'string' }, temp: { type: 'number' } }, required: ['city', 'temp'], additionalProperties: false };
+  oa.reset();
+  oa.script([{ reply: '{"city":"Oslo","temp":3}' }]);
+  const m = await client.messages.parse({
+    model: 'gpt-up', max_tokens: 100, messages: [{ role: 'user', content: 'weather in Oslo?' }],
+    output_config: { format: jsonSchemaOutputFormat(schema) },
+  });
+  assert.deepEqual(m.parsed_output, { city: 'Oslo', temp: 3 });
+  assert.deepEqual(oa.requests[0].json.response_format, { type: 'json_schema', json_schema: { name: 'response', schema } });
+});
+
+test('beta toolRunner (message threads by default) runs its loop on mock and through translation', async () => {
+  for (const model of ['mock', 'gpt-up']) {
+    const seen = [];
+    const weather = betaTool({
+      name: 'get_weather', description: 'Weather for a city',
+      inputSchema: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] },
+      run: async ({ city }) => { seen.push(city); return `cold in ${city}`; },
+    });
+    const runner = client.beta.messages.toolRunner({
+      model, max_tokens: 100, tools: [weather], messages: [{ role: 'user', content: 'CALL get_weather {"city":"Oslo"}' }],
+    });
+    const final = await runner.runUntilDone();
+    assert.deepEqual(seen, ['Oslo'], model);
+    assert.equal(final.content[0].text, 'echo: tool result: cold in Oslo', model);
+  }
+});
+
+test('mid-conversation system messages and thinking blocks passed back are accepted on every route', async () => {
+  for (const model of ['mock', 'claude-up', 'gpt-up']) {
+    const m = await client.messages.create({
+      model, max_tokens: 100,
+      messages: [
+        { role: 'user', content: 'first' },
+        { role: 'assistant', content: [{ type: 'thinking', thinking: 'hm', signature: 'c2ln' }, { type: 'text', text: 'one' }] },
+        { role: 'system', content: 'be brief' },
+        { role: 'user', content: 'second' },
+      ],
+    });
+    assert.equal(m.content[0].text, 'echo: second', model);
+  }
 });

@@ -107,3 +107,11 @@ test('the SDK\'s own retry rides on preserved retry hints', async () => {
   assert.equal(r.choices[0].message.content, 'echo: again');
   assert.equal(oa.received(), 2);
 });
+
+test('models.retrieve: a configured model in OpenAI form, NotFoundError (model_not_found) for an unknown id', async () => {
+  const m = await client.models.retrieve('gpt-up');
+  assert.equal(m.id, 'gpt-up');
+  assert.equal(m.object, 'model');
+  assert.equal(m.owned_by, 'openai');
+  await assert.rejects(client.models.retrieve('no-such-model'), (e) => e instanceof OpenAI.NotFoundError && e.code === 'model_not_found');
+});

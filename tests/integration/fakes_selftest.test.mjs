@@ -414,10 +414,11 @@ describe('Anthropic SDK against the fake Anthropic', () => {
     assert.equal(m.usage.output_tokens, 2);
   });
 
-  test('validation: max_tokens required, system role rejected, extra fields rejected, dangling tool_use', async () => {
+  test('validation: max_tokens required, system messages hold text, extra fields rejected, dangling tool_use', async () => {
     await assert.rejects(client.messages.create({ model: 'm', messages: [{ role: 'user', content: 'x' }] }),
       (e) => e instanceof Anthropic.BadRequestError && e.error.error.type === 'invalid_request_error' && /max_tokens: Field required/.test(e.message));
-    await assert.rejects(client.messages.create({ model: 'm', max_tokens: 5, messages: [{ role: 'system', content: 'x' }] }), (e) => e.status === 400 && /top-level `system` parameter/.test(e.message));
+    // mid-conversation system messages are accepted (text only), as the Messages API does today
+    await assert.rejects(client.messages.create({ model: 'm', max_tokens: 5, messages: [{ role: 'user', content: 'x' }, { role: 'system', content: 5 }] }), (e) => e.status === 400 && /messages\.1\.content/.test(e.message));
     await assert.rejects(client.messages.create({ model: 'm', max_tokens: 5, stream_options: {}, messages: [{ role: 'user', content: 'x' }] }), (e) => e.status === 400 && /stream_options: Extra inputs are not permitted/.test(e.message));
     await assert.rejects(client.messages.create({
       model: 'm', max_tokens: 5,

@@ -7,15 +7,16 @@ import assert from 'node:assert/strict';
 import { startAgentd } from '../lib/agentd.mjs';
 import { startFake, FAKE_KEYS, countWords } from '../fakes/fake.mjs';
 
-let d, anth, oa;
+let d, anth, oa, gem;
 
 const PRICE = { input: 1.0, output: 2.0, cached_input: 0.5, cache_write: 4.0 }; // USD per million tokens
 
 before(async () => {
   anth = await startFake({ provider: 'anthropic', chunks: 4 });
   oa = await startFake({ provider: 'openai', chunks: 4 });
+  gem = await startFake({ provider: 'gemini', models: ['gemini-2.5-flash'] });
   d = await startAgentd({
-    env: { FAKE_ANTHROPIC_KEY: FAKE_KEYS.anthropic, FAKE_OPENAI_KEY: FAKE_KEYS.openai, WRONG_ANTHROPIC_KEY: 'sk-ant-wrong' },
+    env: { FAKE_ANTHROPIC_KEY: FAKE_KEYS.anthropic, FAKE_OPENAI_KEY: FAKE_KEYS.openai, FAKE_GEMINI_KEY: FAKE_KEYS.gemini, WRONG_ANTHROPIC_KEY: 'sk-ant-wrong' },
     config: `
 server:
   workers: 2
@@ -55,6 +56,11 @@ models:
     model: gpt-4o-mini
     base_url: ${oa.urls.openai}
     api_key_env: FAKE_OPENAI_KEY
+  - name: gem-test
+    provider: gemini
+    model: gemini-2.5-flash
+    base_url: ${gem.url}
+    api_key_env: FAKE_GEMINI_KEY
 prices:
   claude-haiku-4-5: {input: ${PRICE.input}, output: ${PRICE.output}, cached_input: ${PRICE.cached_input}, cache_write: ${PRICE.cache_write}}
 `,
@@ -63,7 +69,7 @@ prices:
 
 after(async () => {
   const r = await d.stop();
-  await Promise.all([anth.close(), oa.close()]);
+  await Promise.all([anth.close(), oa.close(), gem.close()]);
   assert.equal(r.code, 0, d.rawStderr.slice(-4000));
 });
 
@@ -417,7 +423,7 @@ test('invalid requests are refused in Anthropic form before any upstream call', 
     [{ model: 'claude-test', messages: [{ role: 'user', content: 'x' }] }, /max_tokens: Field required/],
     [{ model: 'claude-test', max_tokens: 0, messages: [{ role: 'user', content: 'x' }] }, /max_tokens/],
     [{ model: 'claude-test', max_tokens: 5, messages: [] }, /at least one message/],
-    [{ model: 'claude-test', max_tokens: 5, messages: [{ role: 'system', content: 'x' }] }, /Unexpected role "system"/],
+    [{ model: 'claude-test', max_tokens: 5, messages: [{ role: 'user', content: 'x' }, { role: 'system', content: 7 }] }, /messages\.1\.content/],
     [{ model: 'claude-test', max_tokens: 5, messages: [{ role: 'user', content: [{ type: 'video' }] }] }, /messages\.0\.content\.0/],
     [{ model: 'claude-test', max_tokens: 5, tools: [{ name: 'f' }], messages: [{ role: 'user', content: 'x' }] }, /input_schema/],
     [{ model: 'claude-test', max_tokens: 5, tool_choice: { type: 'sometimes' }, messages: [{ role: 'user', content: 'x' }] }, /tool_choice/],
@@ -556,4 +562,184 @@ test('client disconnect mid-stream cancels the upstream transfer', async () => {
   assert.equal(finished, false, 'the upstream response was cut, not completed');
   const line = await d.waitLog((l) => l.msg === 'llm' && l.model === 'claude-test' && l.status === 499);
   assert.equal(line.front, 'anthropic');
+});
+
+// ---- today's client shapes (issue 16 item 5) ----
+
+// Every field the Messages API accepts today, in one request.
+const TODAY = {
+  max_tokens: 64,
+  thinking: { type: 'enabled', budget_tokens: 2048 },
+  context_management: { edits: [{ type: 'clear_tool_uses_20250919' }] },
+  output_config: { effort: 'medium' },
+  service_tier: 'auto',
+  metadata: { user_id: 'u-9' },
+  a_field_from_next_year: { x: 1 },
+  system: [{ type: 'text', text: 'You are terse.', cache_control: { type: 'ephemeral' } }],
+  messages: [
+    { role: 'user', content: [{ type: 'text', text: 'first question', cache_control: { type: 'ephemeral', ttl: '1h' } }] },
+    { role: 'assistant', content: [{ type: 'thinking', thinking: 'hmm', signature: 'c2ln' }, { type: 'redacted_thinking', data: 'b3BhcXVl' }, { type: 'text', text: 'first answer' }] },
+    { role: 'system', content: 'From now on answer in French.' },
+    { role: 'user', content: 'second question' },
+  ],
+};
+const TODAY_DROPPED = 'a_field_from_next_year,cache_control,context_management,messages.content.redacted_thinking,messages.content.thinking,output_config.effort,service_tier,thinking';
+
+test('today\'s shapes, passthrough: every field reaches Anthropic byte for byte, betas and ?beta=true included', async () => {
+  anth.reset();
+  // (no unknown field here: Anthropic itself refuses those, and the fake does as Anthropic does)
+  const { a_field_from_next_year: _, ...known } = TODAY;
+  const raw = JSON.stringify({ model: 'claude-test', ...known });
+  for (const stream of [false, true]) {
+    anth.reset();
+    const body = stream ? raw.replace('{"model"', '{"stream":true,"model"') : raw;
+    const res = await d.fetch('/v1/messages?beta=true', { method: 'POST', headers: { ...ANTH_HEADERS, 'anthropic-beta': 'context-management-2025-06-27,interleaved-thinking-2025-05-14' }, body });
+    assert.equal(res.status, 200, await res.clone().text());
+    assert.equal(res.headers.get('x-agentd-dropped-fields'), null, 'nothing is dropped on pass-through');
+    await res.text();
+    const up = anth.requests[0];
+    assert.equal(up.body, body.replace('"claude-test"', '"claude-haiku-4-5"'), 'kept byte for byte: nothing stripped or invented');
+    assert.equal(up.headers['anthropic-beta'], 'context-management-2025-06-27,interleaved-thinking-2025-05-14');
+  }
+});
+
+test('today\'s shapes, translated to OpenAI: system messages keep their place, the rest is listed as dropped', async () => {
+  for (const stream of [false, true]) {
+    oa.reset();
+    const res = await messages({ model: 'gpt-test', stream, ...TODAY });
+    assert.equal(res.status, 200, await res.clone().text());
+    assert.equal(res.headers.get('x-agentd-dropped-fields'), TODAY_DROPPED);
+    const text = await res.text();
+    const up = oa.requests[0].json;
+    assert.deepEqual(up.messages.map((m) => m.role), ['system', 'user', 'assistant', 'system', 'user']);
+    assert.equal(up.messages[3].content, 'From now on answer in French.');
+    assert.equal(up.messages[2].content, 'first answer', 'thinking blocks are not sent to another provider');
+    assert.equal(up.user, 'u-9');
+    for (const k of ['thinking', 'context_management', 'output_config', 'service_tier', 'a_field_from_next_year', 'reasoning_effort'])
+      assert.equal(up[k], undefined, k);
+    assert.ok(!JSON.stringify(up).includes('cache_control'));
+    if (stream) {
+      const evs = anthEvents(text);
+      assert.equal(assemble(evs).content[0].text, 'echo: second question');
+    } else {
+      assert.equal(JSON.parse(text).content[0].text, 'echo: second question');
+    }
+  }
+});
+
+test('today\'s shapes, translated to Gemini: mid-conversation system text joins systemInstruction', async () => {
+  gem.reset();
+  const res = await messages({ model: 'gem-test', ...TODAY });
+  assert.equal(res.status, 200, await res.clone().text());
+  assert.equal(res.headers.get('x-agentd-dropped-fields'), TODAY_DROPPED.replace(',output_config', ',metadata,output_config'), 'Gemini has no end-user id');
+  const up = gem.requests[0].json;
+  assert.deepEqual(up.systemInstruction.parts.map((p) => p.text), ['You are terse.', 'From now on answer in French.']);
+  assert.deepEqual(up.contents.map((c) => c.role), ['user', 'model', 'user']);
+});
+
+const SCHEMA = { type: 'object', properties: { city: { type: 'string' }, temp: { type: 'number' } }, required: ['city', 'temp'], additionalProperties: false };
+
+test('output_config.format (structured output) becomes response_format / responseSchema on translated routes', async () => {
+  oa.reset();
+  let res = await messages({ model: 'gpt-test', max_tokens: 50, output_config: { format: { type: 'json_schema', schema: SCHEMA } }, messages: [{ role: 'user', content: 'weather?' }] });
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get('x-agentd-dropped-fields'), null);
+  assert.deepEqual(oa.requests[0].json.response_format, { type: 'json_schema', json_schema: { name: 'response', schema: SCHEMA } });
+  gem.reset();
+  res = await messages({ model: 'gem-test', max_tokens: 50, output_config: { format: { type: 'json_schema', schema: SCHEMA } }, messages: [{ role: 'user', content: 'weather?' }] });
+  assert.equal(res.status, 200);
+  const gc = gem.requests[0].json.generationConfig;
+  assert.equal(gc.responseMimeType, 'application/json');
+  assert.deepEqual(Object.keys(gc.responseSchema.properties), ['city', 'temp']);
+});
+
+test('message_start reports the input tokens: the mock\'s count, an estimate for translated upstreams', async () => {
+  let res = await messages({ model: 'mock', max_tokens: 50, stream: true, messages: [{ role: 'user', content: 'count these words please' }] });
+  let evs = anthEvents(await res.text());
+  const start = evs[0].data.message.usage.input_tokens;
+  assert.equal(start, inTok('count these words please'));
+  assert.equal(evs.find((e) => e.event === 'message_delta').data.usage.input_tokens, start);
+  const body = JSON.stringify({ model: 'gpt-test', max_tokens: 50, stream: true, messages: [{ role: 'user', content: 'count these words please' }] });
+  res = await messages(body);
+  evs = anthEvents(await res.text());
+  assert.equal(evs[0].data.message.usage.input_tokens, Math.ceil(body.length / 4), 'estimate: request bytes / 4');
+});
+
+test('a message thread on a translated deployment: thread_unsupported_request, never silent loss', async () => {
+  oa.reset();
+  for (const thread of [{ type: 'create' }, { type: 'continue', previous_message_id: 'msg_01abc' }]) {
+    const res = await messages({ model: 'gpt-test', max_tokens: 20, thread, messages: [{ role: 'user', content: 'hi' }] }, { 'anthropic-beta': 'message-threads-2026-08-12' });
+    assert.equal(res.status, 400);
+    const j = await res.json();
+    assert.equal(j.type, 'error');
+    assert.equal(j.error.type, 'invalid_request_error');
+    assert.equal(j.error.details.error_code, 'thread_unsupported_request');
+  }
+  assert.equal(oa.requests.length, 0, 'refused before any upstream call');
+  anth.reset();
+  const res = await messages({ model: 'claude-test', max_tokens: 20, thread: { type: 'create' }, messages: [{ role: 'user', content: 'hi' }] }, { 'anthropic-beta': 'message-threads-2026-08-12' });
+  assert.equal(res.status, 200, 'Anthropic holds its own threads');
+  assert.deepEqual(anth.requests[0].json.thread, { type: 'create' });
+  assert.equal(anth.requests[0].headers['anthropic-beta'], 'message-threads-2026-08-12');
+});
+
+test('server tools on a translated route: dropped and listed, a 400 only when tool_choice forces one', async () => {
+  oa.reset();
+  const tools = [WEATHER, { type: 'web_search_20250305', name: 'web_search', max_uses: 3 }];
+  let res = await messages({ model: 'gpt-test', max_tokens: 20, tools, messages: [{ role: 'user', content: 'hi' }] });
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get('x-agentd-dropped-fields'), 'tools.web_search_20250305');
+  assert.deepEqual(oa.requests[0].json.tools.map((t) => t.function.name), ['get_weather']);
+  res = await messages({ model: 'gpt-test', max_tokens: 20, tools, tool_choice: { type: 'tool', name: 'web_search' }, messages: [{ role: 'user', content: 'hi' }] });
+  assert.equal(res.status, 400);
+  assert.match((await res.json()).error.message, /web_search_20250305/);
+});
+
+test('openai client -> anthropic: today\'s chat fields accepted, mapped or listed; audio output is a clear 400', async () => {
+  for (const stream of [false, true]) {
+    anth.reset();
+    const res = await chat({
+      model: 'claude-test', stream, max_completion_tokens: 40, reasoning_effort: 'low', store: false, metadata: { k: 'v' },
+      prediction: { type: 'content', content: 'x' }, parallel_tool_calls: true, modalities: ['text'], a_new_field: 1,
+      messages: [{ role: 'developer', content: 'Be terse.' }, { role: 'user', content: 'hi there' }],
+    });
+    assert.equal(res.status, 200, await res.clone().text());
+    assert.equal(res.headers.get('x-agentd-dropped-fields'), 'a_new_field,metadata,modalities,prediction,reasoning_effort,store');
+    await res.text();
+    const up = anth.requests[0].json;
+    assert.equal(up.max_tokens, 40, 'max_completion_tokens is max_tokens');
+    assert.equal(up.system, 'Be terse.', 'developer is system');
+  }
+  anth.reset();
+  for (const extra of [{ modalities: ['text', 'audio'] }, { audio: { voice: 'alloy', format: 'wav' } }]) {
+    const res = await chat({ model: 'claude-test', ...extra, messages: [{ role: 'user', content: 'hi' }] });
+    assert.equal(res.status, 400);
+    const j = await res.json();
+    assert.equal(j.error.type, 'invalid_request_error');
+    assert.equal(j.error.param, Object.keys(extra)[0]);
+    assert.match(j.error.message, /audio output is not supported/);
+  }
+  assert.equal(anth.requests.length, 0);
+});
+
+test('GET /v1/models/{id}: OpenAI shape, Anthropic shape with anthropic-version, 404 in the same shape', async () => {
+  let res = await d.fetch('/v1/models/claude-test');
+  assert.equal(res.status, 200);
+  assert.deepEqual(Object.keys(await res.json()).sort(), ['created', 'id', 'object', 'owned_by']);
+  res = await d.fetch('/models/gpt-test');
+  assert.equal((await res.json()).owned_by, 'openai');
+  res = await d.fetch('/v1/models/claude-test', { headers: { 'anthropic-version': '2023-06-01' } });
+  assert.deepEqual(await res.json(), { type: 'model', id: 'claude-test', display_name: 'claude-test', created_at: '1970-01-01T00:00:00Z' });
+  res = await d.fetch('/v1/models/no%2Fsuch');
+  assert.equal(res.status, 404);
+  let j = await res.json();
+  assert.equal(j.error.code, 'model_not_found');
+  assert.match(j.error.message, /`no\/such`/, 'the id is percent-decoded');
+  res = await d.fetch('/v1/models/nope', { headers: { 'anthropic-version': '2023-06-01' } });
+  assert.equal(res.status, 404);
+  j = await res.json();
+  assert.equal(j.type, 'error');
+  assert.equal(j.error.type, 'not_found_error');
+  res = await d.fetch('/v1/models/bad%zz');
+  assert.equal(res.status, 404);
 });

@@ -892,6 +892,11 @@ static int encode(struct attempt *a, struct up_request *r, struct gw_error *err)
     const cJSON *canon = attempt_canonical(a, err);
     if (canon == NULL)
         return -1;
+    static const char *const read[] = {"max_completion_tokens", "max_tokens", "stop", "temperature", "top_p",
+                                       "top_k", "user", "tools", "response_format", "tool_choice",
+                                       "parallel_tool_calls", NULL};
+    if (canon_note_unread(a, canon, read, err) != 0)
+        return -1;
     int64_t max = attempt_max_tokens(a);
     cJSON *req = anthropic_request_from_canonical(canon, d->model, a->stream,
                                                   max > 0 ? max : attempt_default_max_tokens(a), s->json_tool,

@@ -579,6 +579,10 @@ static int bedrock_encode(struct attempt *a, struct up_request *r, struct gw_err
     const cJSON *canon = attempt_canonical(a, err);
     if (canon == NULL)
         return -1;
+    static const char *const read[] = {"max_completion_tokens", "max_tokens", "stop", "temperature", "top_p",
+                                       "tools", "response_format", "tool_choice", NULL};
+    if (canon_note_unread(a, canon, read, err) != 0)
+        return -1;
     cJSON *body = build_converse(canon, attempt_max_tokens(a), err);
     if (body == NULL)
         return -1;

@@ -7,6 +7,7 @@
 
 #include "common/alloc.h"
 #include "common/timeutil.h"
+#include "gateway/exchange.h"
 #include "gateway/front.h"
 #include "gateway/models.h"
 
@@ -149,6 +150,96 @@ void canon_malformed(struct attempt *a, struct gw_error *err, const char *what)
     gw_error_set(err, 502, GW_ERR_API, "upstream %s returned %s", a->dep ? a->dep->label : a->prov->name, what);
     err->from_upstream = true;
     err->retryable = true;
+}
+
+void canon_dropped_add(char *list, size_t size, const char *name)
+{
+    size_t n = strlen(name), len = strnlen(list, size);
+    if (n == 0 || len >= size)
+        return;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)name[i] < 0x21 || (unsigned char)name[i] > 0x7e || name[i] == ',')
+            return; /* a client's field name that cannot stand in a header list (control bytes, spaces, commas) */
+    /* find the place in sorted order; an equal entry means it is listed already */
+    size_t at = len;
+    for (size_t off = 0; off < len;) {
+        const char *comma = memchr(list + off, ',', len - off);
+        size_t e = comma ? (size_t)(comma - list) : len;
+        size_t en = e - off;
+        int c = strncmp(list + off, name, en < n ? en : n);
+        if (c == 0 && en == n)
+            return;
+        if (c > 0 || (c == 0 && en > n)) {
+            at = off;
+            break;
+        }
+        off = e + 1;
+    }
+    size_t add = n + (len ? 1 : 0);
+    if (len + add + 1 > size)
+        return;
+    if (at == len) {
+        if (len)
+            list[len++] = ',';
+        memcpy(list + len, name, n + 1);
+        return;
+    }
+    memmove(list + at + n + 1, list + at, len - at + 1);
+    memcpy(list + at, name, n);
+    list[at + n] = ',';
+}
+
+static bool listed(const char *const *names, const char *k)
+{
+    for (size_t i = 0; names && names[i]; i++)
+        if (strcmp(names[i], k) == 0)
+            return true;
+    return false;
+}
+
+/* The name an Anthropic client used for a canonical field anthropic_request_to_canonical produced. */
+static const char *anthropic_name(const char *k)
+{
+    static const char *const map[][2] = {{"user", "metadata"},
+                                         {"parallel_tool_calls", "tool_choice.disable_parallel_tool_use"},
+                                         {"stop", "stop_sequences"},
+                                         {"response_format", "output_config.format"}};
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+        if (strcmp(map[i][0], k) == 0)
+            return map[i][1];
+    return k;
+}
+
+int canon_note_unread(struct attempt *a, const cJSON *canon, const char *const *read, struct gw_error *err)
+{
+    /* n: the front doors refuse n > 1 for every translated model, so what is left asks for nothing */
+    static const char *const always[] = {"model", "messages", "stream", "stream_options", "n", NULL};
+    struct exchange *ex = a->ex;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, canon)
+    {
+        const char *k = it->string;
+        if (k == NULL || listed(always, k) || listed(read, k))
+            continue;
+        if (ex->front == FRONT_OPENAI_CHAT) {
+            bool audio = strcmp(k, "audio") == 0 && !cJSON_IsNull(it);
+            const cJSON *mod;
+            if (strcmp(k, "modalities") == 0)
+                cJSON_ArrayForEach(mod, it) if (cJSON_IsString(mod) && strcmp(mod->valuestring, "audio") == 0)
+                    audio = true;
+            if (audio) {
+                gw_bad_request(err, k, "audio output is not supported by model %s (provider %s); remove '%s'",
+                               ex->rq.model_name, a->prov->name, k);
+                return -1;
+            }
+            if (cJSON_IsNull(it))
+                continue; /* an explicit null asks for nothing */
+            canon_dropped_add(ex->rq.dropped_fields, sizeof(ex->rq.dropped_fields), k);
+        } else {
+            canon_dropped_add(ex->rq.dropped_fields, sizeof(ex->rq.dropped_fields), anthropic_name(k));
+        }
+    }
+    return 0;
 }
 
 void canon_array_splice(cJSON *dst, cJSON *src)

@@ -41,6 +41,20 @@ cJSON *canon_completion(struct attempt *a, const char *text, cJSON *tool_calls, 
 cJSON *canon_completion_json(const char *id, int64_t created, const char *model, const char *text,
                              cJSON *tool_calls, enum finish finish, const struct usage *u);
 
+/* ---- fields a translation drops (the x-agentd-dropped-fields response header) ----
+ *
+ * A request field the target cannot carry is ignored, never a 400, and named in x-agentd-dropped-fields, unless
+ * dropping it would change what the client gets back (audio output: a 400). The list is a sorted, comma-separated
+ * set of field names, bounded by the exchange's buffer (a name that does not fit, or holds a byte outside printable
+ * ASCII, a space or a comma, is left out of the header). */
+void canon_dropped_add(char *list, size_t size, const char *name);
+/* Translation to a provider that reads only the canonical fields in `read` (NULL-terminated; model, messages,
+ * stream, stream_options and n are always read): every other top-level field of the canonical request is noted as
+ * dropped on a's exchange, under the name the client used (an Anthropic client's metadata.user_id travels as
+ * "user" and is reported as "metadata"). -1 with err (400) for a field whose loss changes the answer: `audio`, or
+ * `modalities` asking for audio. */
+int canon_note_unread(struct attempt *a, const cJSON *canon, const char *const *read, struct gw_error *err);
+
 /* Moves every item of array src to the end of array dst in O(1) (cJSON keeps the last item in child->prev);
  * src is left empty. Appending item by item would be O(1) too, but detaching from the front of src is not. */
 void canon_array_splice(cJSON *dst, cJSON *src);

@@ -959,7 +959,10 @@ static int gemini_encode(struct attempt *a, struct up_request *r, struct gw_erro
         body = build_embed(canon, resource.data, &batch, err);
         method = batch ? "batchEmbedContents" : "embedContent";
     } else {
-        body = build_generate(canon, attempt_max_tokens(a), err);
+        static const char *const read[] = {"max_completion_tokens", "max_tokens", "stop", "temperature", "top_p",
+                                           "top_k", "n", "seed", "presence_penalty", "frequency_penalty",
+                                           "tools", "response_format", "tool_choice", NULL};
+        body = canon_note_unread(a, canon, read, err) == 0 ? build_generate(canon, attempt_max_tokens(a), err) : NULL;
         method = a->stream ? "streamGenerateContent" : "generateContent";
     }
     if (body == NULL) {

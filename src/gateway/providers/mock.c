@@ -519,6 +519,12 @@ static void on_latency_done(uv_timer_t *t)
     if (a == NULL)
         return;
     if (a->stream) {
+        /* the input count is known before the first token: front doors that report it up front (Anthropic's
+         * message_start) send it; the final usage follows at the end as usual */
+        struct chat_delta u = {.kind = DELTA_USAGE, .usage = {.input = s->usage.input, .known = true}};
+        attempt_delta(a, &u);
+        if (s->a == NULL)
+            return;
         const struct config_mock *cm = a->dep->mock;
         schedule(s, cm ? cm->ttft_ms : 0);
         return;

@@ -4,8 +4,10 @@
 #include <string.h>
 
 #include "common/jscan.h"
+#include "gateway/exchange.h"
 #include "gateway/front.h"
 #include "gateway/models.h"
+#include "gateway/providers/canon.h"
 #include "gateway/redact.h"
 
 static void add_common_headers(struct attempt *a, struct up_request *r)
@@ -53,6 +55,8 @@ int openai_family_encode(struct attempt *a, struct up_request *r, struct gw_erro
     const cJSON *canon = attempt_canonical(a, err);
     if (canon == NULL)
         return -1;
+    if (cJSON_HasObjectItem(canon, "top_k")) /* canonical extension (Anthropic clients) OpenAI refuses */
+        canon_dropped_add(a->ex->rq.dropped_fields, sizeof(a->ex->rq.dropped_fields), "top_k");
     if (openai_encode_canonical(canon, d->model, a->stream, &r->body) != 0) {
         gw_error_set(err, 500, GW_ERR_API, "could not encode the upstream request");
         return -1;

@@ -16,7 +16,7 @@ const V2026 = '2026-10-21';
 
 const PARAMS = new Set(['model', 'messages', 'max_tokens', 'metadata', 'stop_sequences', 'stream', 'system', 'temperature',
   'tool_choice', 'tools', 'top_k', 'top_p', 'thinking', 'service_tier', 'container', 'mcp_servers', 'context_management',
-  'output_format', 'output_config', 'inference_geo']);
+  'output_format', 'output_config', 'inference_geo', 'thread']);
 const COUNT_PARAMS = new Set(['model', 'messages', 'system', 'tools', 'tool_choice', 'thinking', 'mcp_servers', 'context_management', 'output_format', 'output_config']);
 const BLOCK_TYPES = ['text', 'image', 'document', 'tool_use', 'tool_result', 'thinking', 'redacted_thinking', 'search_result',
   'server_tool_use', 'web_search_tool_result', 'container_upload'];
@@ -223,7 +223,16 @@ function toConversation(j, count, version) {
   let prevUses = [];
   j.messages.forEach((m, i) => {
     if (!m || typeof m !== 'object') throw invalid(`messages.${i}: Input should be a valid dictionary`);
-    if (m.role === 'system') throw invalid('messages: Unexpected role "system". The Messages API accepts a top-level `system` parameter, not "system" as an input message role.');
+    if (m.role === 'system') {
+      // mid-conversation system messages (text only); they sit between turns without breaking tool pairing
+      const texts = typeof m.content === 'string' ? [m.content] : Array.isArray(m.content) ? m.content.map((b, k) => {
+        if (!b || b.type !== 'text' || typeof b.text !== 'string') throw invalid(`messages.${i}.content.${k}: system messages hold text blocks`);
+        return b.text;
+      }) : null;
+      if (texts === null) throw invalid(`messages.${i}.content: Input should be a valid string or list`);
+      parts.push({ role: 'system', items: texts.map((text) => ({ kind: 'text', text })) });
+      return;
+    }
     if (m.role !== 'user' && m.role !== 'assistant') throw invalid(`messages.${i}.role: Input should be 'user' or 'assistant'`);
     if (m.content === undefined) throw invalid(`messages.${i}.content: Field required`);
     const isFinalAssistant = i === j.messages.length - 1 && m.role === 'assistant';

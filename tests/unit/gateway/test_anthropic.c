@@ -7,6 +7,7 @@
 #include "gateway/anthropic.h"
 #include "gateway/exchange.h"
 #include "gateway/front.h"
+#include "gateway/providers/canon.h"
 #include "test.h"
 
 /* ---- helpers ---- */
@@ -131,8 +132,26 @@ static void test_parse(void)
     expect_invalid("{\"model\":\"m\",\"max_tokens\":5}", "messages: Field required");
     expect_invalid("{\"model\":\"m\",\"max_tokens\":5,\"messages\":{}}", "messages: Input should be a valid list");
     expect_invalid("{\"model\":\"m\",\"max_tokens\":5,\"messages\":[ ]}", "at least one message");
-    expect_invalid("{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"system\",\"content\":\"x\"}]}",
-                   "Unexpected role \"system\"");
+    /* mid-conversation system messages: text only, and they do not break tool_use / tool_result pairing */
+    expect_invalid("{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":\"x\"},"
+                   "{\"role\":\"system\",\"content\":5}]}",
+                   "messages.1.content: Input should be a valid string or list");
+    expect_invalid("{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":\"x\"},"
+                   "{\"role\":\"system\",\"content\":[{\"type\":\"image\"}]}]}",
+                   "messages.1.content.0: a system message holds text blocks");
+    expect_invalid("{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":\"x\"},"
+                   "{\"role\":\"system\"}]}",
+                   "messages.1.content: Field required");
+    {
+        struct gw_error e2;
+        ok(parse_body("{\"model\":\"m\",\"max_tokens\":5,\"messages\":["
+                      "{\"role\":\"user\",\"content\":\"x\"},"
+                      "{\"role\":\"assistant\",\"content\":[{\"type\":\"tool_use\",\"id\":\"t1\",\"name\":\"f\",\"input\":{}}]},"
+                      "{\"role\":\"system\",\"content\":[{\"type\":\"text\",\"text\":\"now be terse\","
+                      "\"cache_control\":{\"type\":\"ephemeral\"}}]},"
+                      "{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":\"t1\",\"content\":\"r\"}]}]}",
+                      &e2, NULL) == 0);
+    }
     expect_invalid("{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"bot\",\"content\":\"x\"}]}",
                    "messages.0.role");
     expect_invalid("{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\"}]}", "messages.0.content: Field required");
@@ -283,15 +302,104 @@ static void test_to_canonical(void)
     cJSON_Delete(c);
     free_ex(ex);
 
-    /* an Anthropic server tool cannot be expressed for other providers */
+    /* an Anthropic server tool cannot run elsewhere: dropped and listed, unless tool_choice forces it */
     ex = new_ex("{\"model\":\"m\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],"
                 "\"tools\":[{\"type\":\"web_search_20250305\",\"name\":\"web_search\"}]}");
+    ok(front_anthropic.parse(&ex->rq, &err) == 0);
+    c = front_anthropic.to_canonical(&ex->rq, &err);
+    is_json(c, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],\"max_tokens\":10}");
+    is_str(ex->rq.dropped_fields, "tools.web_search_20250305");
+    cJSON_Delete(c);
+    free_ex(ex);
+    ex = new_ex("{\"model\":\"m\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],"
+                "\"tools\":[{\"type\":\"web_search_20250305\",\"name\":\"web_search\"}],"
+                "\"tool_choice\":{\"type\":\"tool\",\"name\":\"web_search\"}}");
     ok(front_anthropic.parse(&ex->rq, &err) == 0);
     c = front_anthropic.to_canonical(&ex->rq, &err);
     ok(c == NULL);
     is_int(err.status, 400);
     ok(strstr(err.message, "web_search_20250305") != NULL);
     free_ex(ex);
+}
+
+/* Today's client shapes: every field the Messages API accepts is accepted; translation maps what it can, and lists
+ * the rest in x-agentd-dropped-fields (sorted, each once). */
+static void test_client_shapes(void)
+{
+    const char *body =
+        "{\"model\":\"m\",\"max_tokens\":64,\"thinking\":{\"type\":\"enabled\",\"budget_tokens\":2048},"
+        "\"context_management\":{\"edits\":[{\"type\":\"clear_tool_uses_20250919\"}]},"
+        "\"output_config\":{\"effort\":\"high\",\"format\":{\"type\":\"json_schema\","
+        "\"schema\":{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\"}},\"required\":[\"a\"]}}},"
+        "\"service_tier\":\"auto\",\"metadata\":{\"user_id\":\"u1\"},\"some_future_field\":{\"x\":1},\"inference_geo\":null,"
+        "\"system\":[{\"type\":\"text\",\"text\":\"sys\",\"cache_control\":{\"type\":\"ephemeral\"}}],"
+        "\"messages\":[{\"role\":\"user\",\"content\":\"q\"},"
+        "{\"role\":\"assistant\",\"content\":[{\"type\":\"thinking\",\"thinking\":\"hm\",\"signature\":\"sig\"},"
+        "{\"type\":\"redacted_thinking\",\"data\":\"xyz\"},{\"type\":\"text\",\"text\":\"a\"}]},"
+        "{\"role\":\"system\",\"content\":\"be terse now\"},"
+        "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"q2\"}]}]}";
+    struct exchange *ex = new_ex(body);
+    struct gw_error err;
+    ok(front_anthropic.parse(&ex->rq, &err) == 0);
+    cJSON *c = front_anthropic.to_canonical(&ex->rq, &err);
+    is_json(c, "{\"model\":\"m\",\"messages\":["
+               "{\"role\":\"system\",\"content\":[{\"type\":\"text\",\"text\":\"sys\"}]},"
+               "{\"role\":\"user\",\"content\":\"q\"},{\"role\":\"assistant\",\"content\":\"a\"},"
+               "{\"role\":\"system\",\"content\":\"be terse now\"},"
+               "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"q2\"}]}],"
+               "\"max_tokens\":64,\"user\":\"u1\",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":"
+               "{\"name\":\"response\",\"schema\":{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\"}},"
+               "\"required\":[\"a\"]}}}}");
+    is_str(ex->rq.dropped_fields, "cache_control,context_management,messages.content.redacted_thinking,"
+                               "messages.content.thinking,output_config.effort,service_tier,some_future_field,thinking");
+    cJSON_Delete(c);
+    free_ex(ex);
+
+    /* the beta's older spelling of structured output */
+    ex = new_ex("{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],"
+                "\"output_format\":{\"type\":\"json_schema\",\"schema\":{\"type\":\"object\"}}}");
+    ok(front_anthropic.parse(&ex->rq, &err) == 0);
+    c = front_anthropic.to_canonical(&ex->rq, &err);
+    is_str(canon_str(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c, "response_format"),
+                                                      "json_schema"),
+                     "name"),
+           "response");
+    is_str(ex->rq.dropped_fields, "");
+    cJSON_Delete(c);
+    free_ex(ex);
+
+    /* a message thread cannot be held by a translated deployment: the error the SDKs fall back on, never loss */
+    ex = new_ex("{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],"
+                "\"thread\":{\"type\":\"continue\",\"previous_message_id\":\"msg_1\"}}");
+    ok(front_anthropic.parse(&ex->rq, &err) == 0);
+    ok(front_anthropic.to_canonical(&ex->rq, &err) == NULL);
+    is_int(err.status, 400);
+    is_str(err.code, "thread_unsupported_request");
+    struct buf out = BUF_INIT(BUF_UNBOUNDED);
+    front_anthropic.error_body(ex, &err, &out);
+    cJSON *eb = cJSON_ParseWithLength(out.data, out.len);
+    is_str(canon_str(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(eb, "error"), "details"),
+                     "error_code"),
+           "thread_unsupported_request");
+    cJSON_Delete(eb);
+    buf_free(&out);
+    free_ex(ex);
+}
+
+static void test_dropped_list(void)
+{
+    char l[24] = "";
+    canon_dropped_add(l, sizeof(l), "thinking");
+    canon_dropped_add(l, sizeof(l), "audio");
+    canon_dropped_add(l, sizeof(l), "thinking");
+    canon_dropped_add(l, sizeof(l), "thin");
+    is_str(l, "audio,thin,thinking");
+    canon_dropped_add(l, sizeof(l), "zzzzz"); /* does not fit: left out, the list stays whole */
+    is_str(l, "audio,thin,thinking");
+    canon_dropped_add(l, sizeof(l), "");
+    canon_dropped_add(l, sizeof(l), "a\r\nx: y");
+    canon_dropped_add(l, sizeof(l), "a,b");
+    is_str(l, "audio,thin,thinking");
 }
 
 /* ---- request translation: canonical -> Anthropic ---- */
@@ -521,7 +629,8 @@ static void test_message_from_canonical(void)
 
 static void test_stream_writer(void)
 {
-    struct exchange *ex = new_ex("{}");
+    /* 35 request bytes: message_start estimates ceil(35 / 4) = 9 input tokens while the upstream has said none */
+    struct exchange *ex = new_ex("{\"model\":\"claude\",\"max_tokens\":100}");
     snprintf(ex->rq.model_name, sizeof(ex->rq.model_name), "claude");
     struct buf out = BUF_INIT(BUF_UNBOUNDED);
     const struct front_ops *f = &front_anthropic;
@@ -547,7 +656,7 @@ static void test_stream_writer(void)
     is_str(out.data,
            EV("message_start", "{\"type\":\"message_start\",\"message\":{\"id\":\"msg_test1\",\"type\":\"message\","
                                "\"role\":\"assistant\",\"model\":\"claude\",\"content\":[],\"stop_reason\":null,"
-                               "\"stop_sequence\":null,\"usage\":{\"input_tokens\":0,\"cache_creation_input_tokens\":0,"
+                               "\"stop_sequence\":null,\"usage\":{\"input_tokens\":9,\"cache_creation_input_tokens\":0,"
                                "\"cache_read_input_tokens\":0,\"output_tokens\":0}}}")
            EV("content_block_start", "{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}")
            EV("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hel\"}}")
@@ -809,6 +918,8 @@ int main(void)
     subtest("parse validates like Anthropic", test_parse);
     subtest("error body", test_error_body);
     subtest("Anthropic request -> canonical", test_to_canonical);
+    subtest("today's client shapes", test_client_shapes);
+    subtest("dropped-field list", test_dropped_list);
     subtest("canonical -> Anthropic request", test_from_canonical);
     subtest("passthrough model splice", test_splice);
     subtest("Anthropic message -> canonical", test_message_to_canonical);

@@ -241,6 +241,35 @@ static void expect_400(const char *canon, const char *msg_part)
     cJSON_Delete(b);
 }
 
+/* Fields Converse cannot carry: ignored and listed (x-agentd-dropped-fields), never a 400, unless dropping them
+ * changes the answer (audio output). */
+static void test_encode_dropped_fields(void)
+{
+    struct fx f;
+    fx_init(&f, &provider_bedrock,
+            "{\"model\":\"m\",\"messages\":[{\"role\":\"developer\",\"content\":\"d\"},{\"role\":\"user\",\"content\":\"x\"}],"
+            "\"max_completion_tokens\":9,\"reasoning_effort\":\"low\",\"store\":false,\"metadata\":{\"k\":\"v\"},"
+            "\"prediction\":{\"type\":\"content\",\"content\":\"p\"},\"parallel_tool_calls\":true,\"service_tier\":null,"
+            "\"modalities\":[\"text\"],\"n\":1}",
+            false, OP_CHAT);
+    creds(&f);
+    struct up_request r;
+    struct gw_error err;
+    cJSON *b = fx_encode(&f, &r, &err);
+    ok(b != NULL);
+    is_str(f.ex.rq.dropped_fields, "metadata,modalities,parallel_tool_calls,prediction,reasoning_effort,store");
+    is_int((int)cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(b, "inferenceConfig"), "maxTokens")
+               ->valuedouble,
+           9);
+    cJSON_Delete(b);
+    up_request_free(&r);
+    fx_free(&f);
+    expect_400("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"modalities\":[\"text\",\"audio\"]}",
+               "audio output is not supported");
+    expect_400("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"audio\":{\"voice\":\"alloy\"}}",
+               "audio output is not supported");
+}
+
 static void test_encode_refusals(void)
 {
     expect_400("{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":{\"url\":"
@@ -509,6 +538,7 @@ int main(void)
     subtest("encode: URL encoding and SigV4 headers", test_encode_url_and_signature);
     subtest("encode: tool config corner cases", test_encode_tool_config);
     subtest("encode: refusals", test_encode_refusals);
+    subtest("encode: dropped fields", test_encode_dropped_fields);
     subtest("decode: Converse responses", test_decode);
     subtest("stream: events to deltas", test_stream);
     subtest("stream: exceptions", test_stream_exceptions);
