@@ -7,6 +7,7 @@
 #include "common/macros.h"
 #include "config/config.h"
 #include "gateway/gw_config.h"
+#include "store/store_config.h"
 #include "telemetry/log_config.h"
 
 #define OFF(f) offsetof(struct config, f)
@@ -22,6 +23,7 @@ static const struct cfg_field root_fields[] = {
     {.key = "server", .type = CFG_MAP, .off = OFF(server), .sub = &server_config_schema},
     {.key = "log", .type = CFG_MAP, .off = OFF(log), .sub = &log_config_schema},
     {.key = "gateway", .type = CFG_MAP, .off = OFF(gateway), .sub = &gw_config_schema},
+    {.key = "store", .type = CFG_MAP, .off = OFF(store), .sub = &store_config_schema},
     {.key = "models", .type = CFG_LIST, .off = OFF(models), .sub = &gw_config_model_schema,
      .help = "public model names and the deployments behind them"},
     {.key = "prices", .type = CFG_DICT, .off = OFF(prices), .sub = &gw_config_price_schema,

@@ -67,6 +67,12 @@ struct config_gateway {
     char *ca_file;                   /* extra trusted CAs for upstream TLS; "" = the system store only */
 };
 
+struct config_store { /* schema: store/store_config.c */
+    bool enabled;                 /* stored responses and threads */
+    int64_t responses_max_bytes;  /* bound on what the store keeps */
+    int64_t responses_max_age_ms; /* lifetime of a stored record */
+};
+
 enum { CONFIG_UPSTREAM_AUTO, CONFIG_UPSTREAM_NATIVE, CONFIG_UPSTREAM_CURL };
 
 struct config {
@@ -77,6 +83,7 @@ struct config {
     struct config_server server;
     struct config_log log;
     struct config_gateway gateway;
+    struct config_store store;
     struct cfg_list models; /* struct config_model (gateway/gw_config.h) */
     struct cfg_list prices; /* struct config_price (gateway/gw_config.h), merged over the built-in table */
     /* Derived state built by higher layers at load (the gateway's model registry), freed with the snapshot. */
