@@ -225,8 +225,9 @@ static bool in_list(const char *s, const char *const *list)
 
 static cJSON *last_msg(struct xl *x)
 {
-    int n = cJSON_GetArraySize(x->msgs);
-    return n ? cJSON_GetArrayItem(x->msgs, n - 1) : NULL;
+    /* cJSON keeps the last element in child->prev: O(1), where counting the list would make translation
+     * quadratic */
+    return x->msgs->child ? x->msgs->child->prev : NULL;
 }
 
 /* One content part of a user/system/developer message -> a chat part (appended to parts) or text. */
