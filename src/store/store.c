@@ -9,8 +9,20 @@
 #include "common/alloc.h"
 #include "common/timeutil.h"
 
+/* A put queued and not yet written: visible to gets at once, so that a client that reads what it was just
+ * answered (GET /v1/responses/{id}, previous_response_id on its next request) never races the pool thread. */
+struct pending {
+    struct pending *next;
+    char kind[STORE_MAX_ID + 1], id[STORE_MAX_ID + 1];
+    void *data;
+    size_t len;
+    bool deleted; /* a delete came after it: the put is skipped */
+};
+
 struct store {
     const struct store_ops *ops;
+    pthread_mutex_t pending_mu;
+    struct pending *pending;
     struct store_options o;
     char *dir;
     pthread_mutex_t open_mu; /* guards the lazy open only; the backend serialises its own calls */
@@ -44,6 +56,7 @@ struct store *store_new(const struct store_ops *ops, const struct store_options 
     s->dir = xstrdup(o->dir ? o->dir : "");
     s->o.dir = s->dir;
     pthread_mutex_init(&s->open_mu, NULL);
+    pthread_mutex_init(&s->pending_mu, NULL);
     return s;
 }
 
@@ -54,6 +67,7 @@ void store_free(struct store *s)
     if (s->backend)
         s->ops->close(s->backend);
     pthread_mutex_destroy(&s->open_mu);
+    pthread_mutex_destroy(&s->pending_mu);
     xfree(s->dir);
     xfree(s);
 }
@@ -111,6 +125,16 @@ int store_get_sync(struct store *s, const char *kind, const char *id, struct buf
     err[0] = '\0';
     if (!name_ok(kind) || !name_ok(id))
         return STORE_NOT_FOUND;
+    int rc = -99;
+    pthread_mutex_lock(&s->pending_mu);
+    for (struct pending *p = s->pending; p; p = p->next) /* the newest first */
+        if (strcmp(p->kind, kind) == 0 && strcmp(p->id, id) == 0) {
+            rc = p->deleted ? STORE_NOT_FOUND : buf_append(out, p->data, p->len) == 0 ? STORE_OK : STORE_ERROR;
+            break;
+        }
+    pthread_mutex_unlock(&s->pending_mu);
+    if (rc != -99)
+        return rc;
     void *b = backend(s, err, errlen);
     if (b == NULL)
         return STORE_ERROR;
@@ -122,10 +146,19 @@ int store_delete_sync(struct store *s, const char *kind, const char *id, char *e
     err[0] = '\0';
     if (!name_ok(kind) || !name_ok(id))
         return STORE_NOT_FOUND;
+    bool was_pending = false;
+    pthread_mutex_lock(&s->pending_mu);
+    for (struct pending *p = s->pending; p; p = p->next)
+        if (strcmp(p->kind, kind) == 0 && strcmp(p->id, id) == 0 && !p->deleted) {
+            p->deleted = true;
+            was_pending = true;
+        }
+    pthread_mutex_unlock(&s->pending_mu);
     void *b = backend(s, err, errlen);
     if (b == NULL)
         return STORE_ERROR;
-    return s->ops->del(b, kind, id, err, errlen);
+    int rc = s->ops->del(b, kind, id, err, errlen);
+    return rc == STORE_NOT_FOUND && was_pending ? STORE_OK : rc;
 }
 
 int store_stats_sync(struct store *s, int64_t *bytes, int64_t *records)
@@ -141,6 +174,18 @@ int store_stats_sync(struct store *s, int64_t *bytes, int64_t *records)
 
 enum op_kind { OP_PUT, OP_GET, OP_DEL };
 
+static void pending_remove(struct store *s, struct pending *p)
+{
+    pthread_mutex_lock(&s->pending_mu);
+    for (struct pending **pp = &s->pending; *pp; pp = &(*pp)->next)
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    pthread_mutex_unlock(&s->pending_mu);
+    xfree(p);
+}
+
 struct store_work {
     uv_work_t w;
     struct store *s;
@@ -149,6 +194,7 @@ struct store_work {
     void *data; /* put: a copy of the record */
     size_t len;
     int64_t ttl_ms;
+    struct pending *pend; /* put: its entry in s->pending */
     struct buf out; /* get: the record */
     int rc;
     char err[256];
@@ -161,9 +207,17 @@ static void work_run(uv_work_t *w)
 {
     struct store_work *x = w->data;
     switch (x->op) {
-    case OP_PUT:
-        x->rc = store_put_sync(x->s, x->kind, x->id, x->data, x->len, x->ttl_ms, x->err, sizeof(x->err));
+    case OP_PUT: {
+        struct store *s = x->s;
+        pthread_mutex_lock(&s->pending_mu);
+        bool deleted = x->pend->deleted;
+        pthread_mutex_unlock(&s->pending_mu);
+        if (!deleted)
+            x->rc = store_put_sync(s, x->kind, x->id, x->data, x->len, x->ttl_ms, x->err, sizeof(x->err));
+        pending_remove(s, x->pend);
+        x->pend = NULL;
         break;
+    }
     case OP_GET: x->rc = store_get_sync(x->s, x->kind, x->id, &x->out, x->err, sizeof(x->err)); break;
     case OP_DEL: x->rc = store_delete_sync(x->s, x->kind, x->id, x->err, sizeof(x->err)); break;
     }
@@ -172,6 +226,10 @@ static void work_run(uv_work_t *w)
 static void work_after(uv_work_t *w, int status)
 {
     struct store_work *x = w->data;
+    if (x->pend) { /* cancelled before it ran */
+        pending_remove(x->s, x->pend);
+        x->pend = NULL;
+    }
     if (status != 0 && x->rc == STORE_OK) { /* cancelled before it ran */
         x->rc = STORE_ERROR;
         snprintf(x->err, sizeof(x->err), "store: the operation was cancelled");
@@ -211,18 +269,41 @@ static int work_queue(uv_loop_t *loop, struct store_work *x)
     return 0;
 }
 
+
 int store_put(struct store *s, uv_loop_t *loop, const char *kind, const char *id, const void *data, size_t len,
               int64_t ttl_ms, store_done_cb *cb, void *ud)
 {
     struct store_work *x = work_new(s, OP_PUT, kind, id);
     if (x == NULL)
         return -1;
+    if ((s->o.max_bytes > 0 && (int64_t)len > s->o.max_bytes) || len > STORE_MAX_RECORD) {
+        buf_free(&x->out);
+        xfree(x);
+        return -1;
+    }
     x->data = xmemdup(len ? data : "", len ? len : 1);
     x->len = len;
     x->ttl_ms = ttl_ms;
     x->done = cb;
     x->ud = ud;
-    return work_queue(loop, x);
+    struct pending *p = xcalloc(1, sizeof(*p));
+    memcpy(p->kind, x->kind, sizeof(p->kind));
+    memcpy(p->id, x->id, sizeof(p->id));
+    p->data = x->data; /* owned by x; the entry leaves the list before x frees it */
+    p->len = len;
+    x->pend = p;
+    pthread_mutex_lock(&s->pending_mu);
+    p->next = s->pending;
+    s->pending = p;
+    pthread_mutex_unlock(&s->pending_mu);
+    if (uv_queue_work(loop, &x->w, work_run, work_after) != 0) {
+        pending_remove(s, p);
+        buf_free(&x->out);
+        xfree(x->data);
+        xfree(x);
+        return -1;
+    }
+    return 0;
 }
 
 int store_get(struct store *s, uv_loop_t *loop, const char *kind, const char *id, store_get_cb *cb, void *ud)

@@ -197,6 +197,23 @@ static void test_async(void)
     is_int(st.get_rc, STORE_NOT_FOUND);
     is_int(st.gets, 2);
     ok(store_get(s, &loop, "response", "", on_get, &st) == -1); /* refused at once, no callback */
+    /* read-your-writes: a get issued right after a put, before the loop ran, sees the record (sync and async) */
+    ok(store_put(s, &loop, "response", "y", "fresh", 5, 0, on_put, &st) == 0);
+    struct buf out = BUF_INIT(BUF_UNBOUNDED);
+    char err[256];
+    is_int(store_get_sync(s, "response", "y", &out, err, sizeof(err)), STORE_OK);
+    ok(out.len == 5 && memcmp(out.data, "fresh", 5) == 0);
+    ok(store_get(s, &loop, "response", "y", on_get, &st) == 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    is_int(st.get_rc, STORE_OK);
+    is_str(st.got, "fresh");
+    /* a delete right after a put wins */
+    ok(store_put(s, &loop, "response", "z", "gone", 4, 0, on_put, &st) == 0);
+    is_int(store_delete_sync(s, "response", "z", err, sizeof(err)), STORE_OK);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    buf_reset(&out);
+    is_int(store_get_sync(s, "response", "z", &out, err, sizeof(err)), STORE_NOT_FOUND);
+    buf_free(&out);
     uv_loop_close(&loop);
     store_free(s);
 }
