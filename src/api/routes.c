@@ -3,6 +3,7 @@
 #include "api/debug.h"
 #include "api/gw_http.h"
 #include "api/ops.h"
+#include "api/responses_http.h"
 #include "common/alloc.h"
 #include "config/config.h"
 
@@ -13,10 +14,14 @@ static const struct http_route base_routes[] = {
     {"/v1/messages", HTTP_M_POST, false, gw_handle_messages, NULL},
     {"/v1/embeddings", HTTP_M_POST, false, gw_handle_embeddings, NULL},
     {"/v1/models", HTTP_M_GET, false, gw_handle_models, NULL},
+    {"/v1/responses", HTTP_M_POST, false, gw_handle_responses, NULL},
+    {"/v1/responses/", HTTP_M_GET | HTTP_M_DELETE | HTTP_M_POST, true, responses_http_item, "/v1/responses/{id}"},
     /* clients configured with a base URL that lacks /v1 */
     {"/chat/completions", HTTP_M_POST, false, gw_handle_chat_completions, "/v1/chat/completions"},
     {"/embeddings", HTTP_M_POST, false, gw_handle_embeddings, "/v1/embeddings"},
     {"/models", HTTP_M_GET, false, gw_handle_models, "/v1/models"},
+    {"/responses", HTTP_M_POST, false, gw_handle_responses, "/v1/responses"},
+    {"/responses/", HTTP_M_GET | HTTP_M_DELETE | HTTP_M_POST, true, responses_http_item, "/v1/responses/{id}"},
 };
 
 static const struct http_route debug_routes[] = {
