@@ -91,6 +91,9 @@ static void text_bytes(const cJSON *v, size_t *n)
             *n += 1024; /* media: a flat guess, not its base64 */
             continue;
         }
+        if (c->string && (strcmp(c->string, "role") == 0 || strcmp(c->string, "type") == 0 ||
+                          strcmp(c->string, "id") == 0 || strcmp(c->string, "tool_call_id") == 0))
+            continue; /* structure, not text the model reads as such */
         text_bytes(c, n);
     }
 }

@@ -1,5 +1,5 @@
 /* openai_responses.c: the Responses API of OpenAI (POST {base_url}/responses) and Azure OpenAI
- * ({base_url}/openai/v1/responses, or /openai/responses?api-version=V when the deployment names one), for clients
+ * ({base_url}/openai/v1/responses), for clients
  * of /v1/responses (front_responses.c chooses it through front_ops.provider_for). Always pass-through: the body
  * goes up with only "model" replaced, the answer comes back byte for byte; usage is read from the complete body or
  * from the stream's terminal event (response.completed / .incomplete / .failed), and a stream that ends without
@@ -20,10 +20,8 @@ static int encode(struct attempt *a, struct up_request *r, struct gw_error *err)
     const struct deployment *d = a->dep;
     r->method = "POST";
     if (d->provider == PROVIDER_AZURE_OPENAI) {
-        if (d->api_version && d->api_version[0])
-            buf_printf(&r->url, "%s/openai/responses?api-version=%s", d->base_url, d->api_version);
-        else
-            buf_printf(&r->url, "%s/openai/v1/responses", d->base_url);
+        /* the v1 API: no api-version (the chat API's api_version predates Responses) */
+        buf_printf(&r->url, "%s/openai/v1/responses", d->base_url);
         if (d->api_key)
             up_request_header(r, "api-key", d->api_key);
     } else {
