@@ -13,6 +13,17 @@
 
 /* ---------- small helpers ---------- */
 
+/* A param path or a name, cut to its buffer (gw_error.param is 64 bytes anyway). */
+static void pset(char *b, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void pset(char *b, size_t n, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(b, n, fmt, ap);
+    va_end(ap);
+}
+#define PSET(b, ...) pset((b), sizeof(b), __VA_ARGS__)
+
 static const cJSON *get(const cJSON *o, const char *k)
 {
     return cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, k) : NULL;
@@ -236,13 +247,13 @@ static int user_part(struct xl *x, const cJSON *p, const char *param, cJSON *par
     char pp[64];
     const char *type = get_str(p, "type");
     if (!cJSON_IsObject(p) || type == NULL) {
-        snprintf(pp, sizeof(pp), "%s.type", param);
+        PSET(pp, "%s.type", param);
         return bad(x->err, pp, "Invalid content part at '%s': expected an object with a 'type'.", param);
     }
     if (strcmp(type, "input_text") == 0 || strcmp(type, "output_text") == 0 || strcmp(type, "text") == 0) {
         const char *t = get_str(p, "text");
         if (t == NULL) {
-            snprintf(pp, sizeof(pp), "%s.text", param);
+            PSET(pp, "%s.text", param);
             return bad(x->err, pp, "Missing required parameter: '%s.text'.", param);
         }
         cJSON *c = cJSON_CreateObject();
@@ -262,7 +273,7 @@ static int user_part(struct xl *x, const cJSON *p, const char *param, cJSON *par
     if (strcmp(type, "input_image") == 0) {
         const char *url = get_str(p, "image_url");
         if (url == NULL) {
-            snprintf(pp, sizeof(pp), "%s.image_url", param);
+            PSET(pp, "%s.image_url", param);
             if (get_str(p, "file_id"))
                 return bad(x->err, pp,
                            "input_image with a file_id needs OpenAI's file store; this model's deployment is "
@@ -282,7 +293,7 @@ static int user_part(struct xl *x, const cJSON *p, const char *param, cJSON *par
     if (strcmp(type, "input_file") == 0) {
         const char *data = get_str(p, "file_data");
         if (data == NULL) {
-            snprintf(pp, sizeof(pp), "%s.file_data", param);
+            PSET(pp, "%s.file_data", param);
             return bad(x->err, pp,
                        "input_file needs 'file_data' (a base64 data URL) on this model: file_id and file_url refer "
                        "to OpenAI's file store, which a translated deployment cannot read.");
@@ -300,7 +311,7 @@ static int user_part(struct xl *x, const cJSON *p, const char *param, cJSON *par
     if (strcmp(type, "input_audio") == 0) {
         const cJSON *ia = get(p, "input_audio");
         if (!cJSON_IsObject(ia)) {
-            snprintf(pp, sizeof(pp), "%s.input_audio", param);
+            PSET(pp, "%s.input_audio", param);
             return bad(x->err, pp, "Missing required parameter: '%s.input_audio'.", param);
         }
         cJSON *c = cJSON_CreateObject();
@@ -309,7 +320,7 @@ static int user_part(struct xl *x, const cJSON *p, const char *param, cJSON *par
         cJSON_AddItemToArray(parts, c);
         return 0;
     }
-    snprintf(pp, sizeof(pp), "%s.type", param);
+    PSET(pp, "%s.type", param);
     return bad(x->err, pp,
                "Invalid value: '%.64s'. Supported values are: 'input_text', 'input_image', 'input_file', "
                "'input_audio' and, for assistant messages, 'output_text' and 'refusal'.",
@@ -341,19 +352,19 @@ static int message_item(struct xl *x, const cJSON *it, const char *param)
     const cJSON *rolev = get(it, "role");
     const char *role = cJSON_IsString(rolev) ? rolev->valuestring : NULL;
     if (role == NULL) {
-        snprintf(pp, sizeof(pp), "%s.role", param);
+        PSET(pp, "%s.role", param);
         return bad(x->err, pp, "Missing required parameter: '%s.role'.", param);
     }
     bool assistant = strcmp(role, "assistant") == 0;
     bool system = strcmp(role, "system") == 0 || strcmp(role, "developer") == 0;
     if (!assistant && !system && strcmp(role, "user") != 0) {
-        snprintf(pp, sizeof(pp), "%s.role", param);
+        PSET(pp, "%s.role", param);
         return bad(x->err, pp,
                    "Invalid value: '%.64s'. Supported values are: 'assistant', 'system', 'developer', and 'user'.",
                    role);
     }
     const cJSON *content = get(it, "content");
-    snprintf(pp, sizeof(pp), "%s.content", param);
+    PSET(pp, "%s.content", param);
     if (content == NULL)
         return bad(x->err, pp, "Missing required parameter: '%s.content'.", param);
     if (!cJSON_IsString(content) && !cJSON_IsArray(content))
@@ -367,11 +378,11 @@ static int message_item(struct xl *x, const cJSON *it, const char *param)
         cJSON_ArrayForEach(p, content)
         {
             char ppp[64];
-            snprintf(ppp, sizeof(ppp), "%s.content[%d]", param, j++);
+            PSET(ppp, "%s.content[%d]", param, j++);
             const char *type = get_str(p, "type");
             if (!assistant && type && (strcmp(type, "output_text") == 0 || strcmp(type, "refusal") == 0)) {
                 cJSON_Delete(parts);
-                snprintf(pp, sizeof(pp), "%s.type", ppp);
+                PSET(pp, "%s.type", ppp);
                 return bad(x->err, pp, "Invalid value: '%s'. '%s' parts belong to assistant messages.", type, type);
             }
             if (user_part(x, p, ppp, parts) != 0) {
@@ -410,7 +421,7 @@ static int message_item(struct xl *x, const cJSON *it, const char *param)
 static int call_id_of(struct xl *x, const cJSON *it, const char *param, const char **out)
 {
     char pp[64];
-    snprintf(pp, sizeof(pp), "%s.call_id", param);
+    PSET(pp, "%s.call_id", param);
     const cJSON *v = get(it, "call_id");
     if (v == NULL)
         return bad(x->err, pp, "Missing required parameter: '%s.call_id'.", param);
@@ -429,12 +440,12 @@ static int function_call_item(struct xl *x, const cJSON *it, const char *param)
         return -1;
     const char *name = get_str(it, "name");
     if (name == NULL || name[0] == '\0') {
-        snprintf(pp, sizeof(pp), "%s.name", param);
+        PSET(pp, "%s.name", param);
         return bad(x->err, pp, "Missing required parameter: '%s.name'.", param);
     }
     const cJSON *args = get(it, "arguments");
     if (!cJSON_IsString(args)) {
-        snprintf(pp, sizeof(pp), "%s.arguments", param);
+        PSET(pp, "%s.arguments", param);
         return bad(x->err, pp, "Missing required parameter: '%s.arguments' (a string of JSON).", param);
     }
     cJSON *last = last_msg(x);
@@ -468,14 +479,14 @@ static int function_output_item(struct xl *x, const cJSON *it, const char *param
     if (call_id_of(x, it, param, &call_id) != 0)
         return -1;
     if (!idset_has(&x->calls, call_id)) {
-        snprintf(pp, sizeof(pp), "%s.call_id", param);
+        PSET(pp, "%s.call_id", param);
         return bad(x->err, pp,
                    "No tool call found for function call output with call_id %.128s (no function_call item with "
                    "that call_id in the input or in the previous response).",
                    call_id);
     }
     const cJSON *out = get(it, "output");
-    snprintf(pp, sizeof(pp), "%s.output", param);
+    PSET(pp, "%s.output", param);
     if (out == NULL)
         return bad(x->err, pp, "Missing required parameter: '%s.output'.", param);
     cJSON *m = cJSON_CreateObject();
@@ -490,7 +501,7 @@ static int function_output_item(struct xl *x, const cJSON *it, const char *param
         cJSON_ArrayForEach(p, out)
         {
             char ppp[64];
-            snprintf(ppp, sizeof(ppp), "%s.output[%d]", param, j++);
+            PSET(ppp, "%s.output[%d]", param, j++);
             const char *type = get_str(p, "type");
             if (type && strcmp(type, "input_text") != 0) {
                 note(x->dropped, "function_call_output.output(non-text parts)");
@@ -523,7 +534,7 @@ static int item_to_chat(struct xl *x, const cJSON *it, const char *param)
                    json_type_name(it));
     const cJSON *tv = get(it, "type");
     if (tv != NULL && !cJSON_IsString(tv)) {
-        snprintf(pp, sizeof(pp), "%s.type", param);
+        PSET(pp, "%s.type", param);
         return bad(x->err, pp, "Invalid type for '%s.type': expected a string.", param);
     }
     const char *type = tv ? tv->valuestring : "message";
@@ -540,11 +551,11 @@ static int item_to_chat(struct xl *x, const cJSON *it, const char *param)
     }
     if (in_list(type, builtin_items)) {
         char n[96];
-        snprintf(n, sizeof(n), "input.%s", type);
+        PSET(n, "input.%s", type);
         note(x->dropped, n);
         return 0;
     }
-    snprintf(pp, sizeof(pp), "%s.type", param);
+    PSET(pp, "%s.type", param);
     if (strcmp(type, "item_reference") == 0)
         return bad(x->err, pp,
                    "item_reference items are not supported on this model (its deployment is translated): send the "
@@ -589,32 +600,32 @@ static int tools_to_chat(struct xl *x, const cJSON *tools, cJSON *canon, struct 
     cJSON_ArrayForEach(t, tools)
     {
         char pp[64];
-        snprintf(pp, sizeof(pp), "tools[%d]", i);
+        PSET(pp, "tools[%d]", i);
         const char *type = get_str(t, "type");
         if (!cJSON_IsObject(t) || type == NULL) {
             cJSON_Delete(out);
-            snprintf(pp, sizeof(pp), "tools[%d].type", i);
+            PSET(pp, "tools[%d].type", i);
             return bad(x->err, pp, "Missing required parameter: 'tools[%d].type'.", i);
         }
         i++;
         if (strcmp(type, "function") != 0) {
             /* hosted tools (coding agents send several on every request) and anything newer: not runnable here */
             char n[96];
-            snprintf(n, sizeof(n), "tools.%.64s", type);
+            PSET(n, "tools.%.64s", type);
             note(x->dropped, n);
             continue;
         }
         const cJSON *name = get(t, "name");
         if (!cJSON_IsString(name) || name->valuestring[0] == '\0' || strlen(name->valuestring) > 128) {
             cJSON_Delete(out);
-            snprintf(pp, sizeof(pp), "tools[%d].name", i - 1);
+            PSET(pp, "tools[%d].name", i - 1);
             return bad(x->err, pp, "Missing required parameter: 'tools[%d].name' (a string of 1 to 128 characters).",
                        i - 1);
         }
         const cJSON *params = get(t, "parameters");
         if (!absent(params) && !cJSON_IsObject(params)) {
             cJSON_Delete(out);
-            snprintf(pp, sizeof(pp), "tools[%d].parameters", i - 1);
+            PSET(pp, "tools[%d].parameters", i - 1);
             return bad(x->err, pp, "Invalid type for 'tools[%d].parameters': expected a JSON schema object.", i - 1);
         }
         cJSON *ct = cJSON_CreateObject();
@@ -793,7 +804,7 @@ cJSON *responses_to_chat(const cJSON *req, const cJSON *history, struct buf *dro
     {
         if (!in_list(v->string, known_top)) {
             char n[96];
-            snprintf(n, sizeof(n), "%.64s", v->string);
+            PSET(n, "%.64s", v->string);
             note(dropped, n);
         }
     }
@@ -880,7 +891,7 @@ cJSON *responses_to_chat(const cJSON *req, const cJSON *history, struct buf *dro
         cJSON_ArrayForEach(v, history)
         {
             char pp[64];
-            snprintf(pp, sizeof(pp), "previous_response_id[%d]", i++);
+            PSET(pp, "previous_response_id[%d]", i++);
             if (item_to_chat(&x, v, pp) != 0)
                 goto fail;
         }
@@ -895,7 +906,7 @@ cJSON *responses_to_chat(const cJSON *req, const cJSON *history, struct buf *dro
         cJSON_ArrayForEach(v, input)
         {
             char pp[64];
-            snprintf(pp, sizeof(pp), "input[%d]", i++);
+            PSET(pp, "input[%d]", i++);
             if (item_to_chat(&x, v, pp) != 0)
                 goto fail;
         }
