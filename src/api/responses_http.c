@@ -41,6 +41,7 @@ struct pending_req {
     enum { OP_GET, OP_ITEMS, OP_DELETE, OP_COUNT } op;
     char id[RESPONSES_MAX_ID + 1];
     cJSON *count_req; /* OP_COUNT: the request whose input is counted */
+    bool asc;         /* OP_ITEMS: ?order=asc (OpenAI's default is newest first) */
 };
 
 static void on_abort(struct http_req *req, void *ud)
@@ -68,6 +69,21 @@ static bool id_ok(struct str id)
             return false;
     }
     return true;
+}
+
+/* One "name=value" member of a query string, exactly. */
+static bool query_has(struct str q, const char *kv)
+{
+    size_t n = strlen(kv), i = 0;
+    while (i < q.n) {
+        size_t j = i;
+        while (j < q.n && q.p[j] != '&')
+            j++;
+        if (j - i == n && memcmp(q.p + i, kv, n) == 0)
+            return true;
+        i = j + 1;
+    }
+    return false;
 }
 
 static void not_found(struct http_req *req, const char *id)
@@ -162,7 +178,11 @@ static void on_record(void *ud, int rc, const char *data, size_t len, const char
         {
             if (i++ >= n)
                 break;
-            cJSON_AddItemToArray(arr, cJSON_Duplicate(it, 1));
+            cJSON *c = cJSON_Duplicate(it, 1);
+            if (p->asc || arr->child == NULL)
+                cJSON_AddItemToArray(arr, c);
+            else
+                cJSON_InsertItemInArray(arr, 0, c); /* O(1) at the head */
         }
         cJSON_AddBoolToObject(l, "has_more", 0);
         cJSON_AddNullToObject(l, "first_id");
@@ -282,6 +302,7 @@ void responses_http_item(struct http_req *req)
         return;
     }
     struct pending_req *p = pending_new(req, op, rest);
+    p->asc = query_has(req->query, "order=asc");
     uv_loop_t *loop = http_server_loop(req->server);
     int rc = op == OP_DELETE ? store_delete(st, loop, "response", p->id, on_deleted, p)
                              : store_get(st, loop, "response", p->id, on_record, p);

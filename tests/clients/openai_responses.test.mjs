@@ -154,6 +154,12 @@ for (const model of MODELS) {
       assert.equal(got.output_text, 'echo: keep me');
       const items = await client.responses.inputItems.list(r.id);
       assert.equal(items.data.length, 1);
+      // a longer conversation: newest first by default, oldest first with order: 'asc'
+      const r2 = await client.responses.create({ model, previous_response_id: r.id, input: 'second' });
+      const desc = await client.responses.inputItems.list(r2.id);
+      assert.deepEqual(desc.data.map((i) => i.content[0]?.text ?? i.content), ['second', 'echo: keep me', 'keep me']);
+      const asc = await client.responses.inputItems.list(r2.id, { order: 'asc' });
+      assert.deepEqual(asc.data.map((i) => i.content[0]?.text ?? i.content), ['keep me', 'echo: keep me', 'second']);
       await client.responses.delete(r.id);
       await assert.rejects(client.responses.retrieve(r.id), (e) => e.status === 404);
       await assert.rejects(client.responses.create({ model, previous_response_id: r.id, input: 'x' }),
