@@ -366,10 +366,15 @@ static void r_headers(struct exchange *ex, struct buf *h)
     buf_append(h, "\r\n", 2);
 }
 
-/* OpenAI and Azure OpenAI speak the Responses API themselves: their deployments get the client's bytes. */
+/* OpenAI and Azure OpenAI speak the Responses API themselves: their deployments get the client's bytes, unless
+ * the deployment says `api: chat`; an OpenAI-compatible server that has it too says `api: responses`. */
 const struct provider_ops *front_responses_provider(const struct deployment *dep)
 {
-    if (dep->provider == PROVIDER_OPENAI || dep->provider == PROVIDER_AZURE_OPENAI)
+    bool openai_family = dep->provider == PROVIDER_OPENAI || dep->provider == PROVIDER_AZURE_OPENAI ||
+                         dep->provider == PROVIDER_OPENAI_COMPATIBLE;
+    if (dep->api == CONFIG_API_RESPONSES && openai_family)
+        return &provider_openai_responses;
+    if (dep->api == CONFIG_API_AUTO && (dep->provider == PROVIDER_OPENAI || dep->provider == PROVIDER_AZURE_OPENAI))
         return &provider_openai_responses;
     return dep->prov;
 }

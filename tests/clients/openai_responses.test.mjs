@@ -30,6 +30,17 @@ function config(fake) {
     provider: openai-compatible
     model: llama3
     base_url: ${fake.urls['openai-compatible']}
+  - name: compat-resp
+    provider: openai-compatible
+    model: llama3
+    base_url: ${fake.urls['openai-compatible']}
+    api: responses
+  - name: gpt-chat
+    provider: openai
+    model: gpt-4o-mini
+    base_url: ${fake.urls.openai}
+    api_key_env: FAKE_OPENAI_KEY
+    api: chat
   - name: claude
     provider: anthropic
     model: claude-haiku-4-5
@@ -182,6 +193,18 @@ test('pass-through: the upstream gets the client body with only the model replac
   f.reset();
   await client.responses.create({ model: 'azure-resp', input: 'az' });
   assert.ok(f.requests.find((r) => r.path === '/openai/v1/responses' && r.headers['api-key'] === FAKE_KEYS.azure));
+});
+
+test('api: responses passes an OpenAI-compatible server through; api: chat translates an OpenAI deployment', async () => {
+  f.reset();
+  const a = await client.responses.create({ model: 'compat-resp', input: 'via responses' });
+  assert.equal(a.output_text, 'echo: via responses');
+  const b = await client.responses.create({ model: 'gpt-chat', input: 'via chat' });
+  assert.equal(b.output_text, 'echo: via chat');
+  const paths = f.requests.map((r) => r.path);
+  assert.ok(paths.some((p) => p.endsWith('/responses') && p !== '/v1/responses'), paths.join(' '));
+  assert.ok(paths.includes('/v1/chat/completions'), paths.join(' '));
+  assert.ok(!paths.includes('/v1/responses'), paths.join(' '));
 });
 
 test('pass-through: an upstream stream cut before its terminal event is an incomplete, logged request', async () => {

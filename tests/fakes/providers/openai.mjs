@@ -15,7 +15,7 @@ export function route(method, path, provider) {
     if (method === 'POST' && path === '/openai/responses') return { provider, op: 'responses', params: {} };
     return null;
   }
-  if (method === 'POST' && path === '/responses' && provider === 'openai') return { provider, op: 'responses', params: {} };
+  if (method === 'POST' && path === '/responses') return { provider, op: 'responses', params: {} };
   if (method === 'POST' && path === '/chat/completions') return { provider, op: 'chat', params: {} };
   if (method === 'POST' && path === '/embeddings') return { provider, op: 'embeddings', params: {} };
   if (method === 'GET' && path === '/models') return { provider, op: 'models', params: {} };
