@@ -12,7 +12,7 @@
 /* A put queued and not yet written: visible to gets at once, so that a client that reads what it was just
  * answered (GET /v1/responses/{id}, previous_response_id on its next request) never races the pool thread. */
 struct pending {
-    struct pending *next;
+    struct pending *next, *prev;
     char kind[STORE_MAX_ID + 1], id[STORE_MAX_ID + 1];
     void *data;
     size_t len;
@@ -22,7 +22,8 @@ struct pending {
 struct store {
     const struct store_ops *ops;
     pthread_mutex_t pending_mu;
-    struct pending *pending;
+    struct pending *pending; /* newest first */
+    size_t npending, pending_bytes;
     struct store_options o;
     char *dir;
     pthread_mutex_t open_mu; /* guards the lazy open only; the backend serialises its own calls */
@@ -177,11 +178,14 @@ enum op_kind { OP_PUT, OP_GET, OP_DEL };
 static void pending_remove(struct store *s, struct pending *p)
 {
     pthread_mutex_lock(&s->pending_mu);
-    for (struct pending **pp = &s->pending; *pp; pp = &(*pp)->next)
-        if (*pp == p) {
-            *pp = p->next;
-            break;
-        }
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        s->pending = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    s->npending--;
+    s->pending_bytes -= p->len;
     pthread_mutex_unlock(&s->pending_mu);
     xfree(p);
 }
@@ -293,9 +297,24 @@ int store_put(struct store *s, uv_loop_t *loop, const char *kind, const char *id
     p->len = len;
     x->pend = p;
     pthread_mutex_lock(&s->pending_mu);
-    p->next = s->pending;
-    s->pending = p;
+    /* bounded: a store slower than the requests that feed it refuses more, rather than queueing without end */
+    bool full = s->npending >= STORE_MAX_PENDING || s->pending_bytes + len > STORE_MAX_PENDING_BYTES;
+    if (!full) {
+        p->next = s->pending;
+        if (p->next)
+            p->next->prev = p;
+        s->pending = p;
+        s->npending++;
+        s->pending_bytes += len;
+    }
     pthread_mutex_unlock(&s->pending_mu);
+    if (full) {
+        xfree(p);
+        buf_free(&x->out);
+        xfree(x->data);
+        xfree(x);
+        return -1;
+    }
     if (uv_queue_work(loop, &x->w, work_run, work_after) != 0) {
         pending_remove(s, p);
         buf_free(&x->out);

@@ -30,6 +30,8 @@ enum {
 
 #define STORE_MAX_ID 128              /* ids and kinds are at most this many bytes */
 #define STORE_MAX_RECORD (256L << 20) /* one record, whatever max_bytes says */
+#define STORE_MAX_PENDING 4096        /* puts queued and not yet written; past it store_put refuses (-1) */
+#define STORE_MAX_PENDING_BYTES (64L << 20)
 
 struct store_options {
     const char *dir;      /* data dir (created when missing); NULL or "" with memory = true */
@@ -69,7 +71,8 @@ typedef void store_done_cb(void *ud, int rc, const char *err);
 typedef void store_get_cb(void *ud, int rc, const char *data, size_t len, const char *err);
 
 /* ttl_ms <= 0: the store's max_age_ms (a longer ttl is cut to it). Return -1 (and never call back) when the kind or
- * the id is empty or longer than STORE_MAX_ID, or when the work cannot be queued. */
+ * the id is empty or longer than STORE_MAX_ID, the record is too large, STORE_MAX_PENDING puts are already queued,
+ * or the work cannot be queued. */
 int store_put(struct store *s, uv_loop_t *loop, const char *kind, const char *id, const void *data, size_t len,
               int64_t ttl_ms, store_done_cb *cb, void *ud);
 int store_get(struct store *s, uv_loop_t *loop, const char *kind, const char *id, store_get_cb *cb, void *ud);
