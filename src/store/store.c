@@ -14,15 +14,18 @@
 struct pending {
     struct pending *next, *prev;
     char kind[STORE_MAX_ID + 1], id[STORE_MAX_ID + 1];
-    void *data;
+    void *data;   /* owned by the entry */
     size_t len;
+    int64_t ttl_ms;
     bool deleted; /* a delete came after it: the put is skipped */
+    bool claimed; /* a flush is writing it */
 };
 
 struct store {
     const struct store_ops *ops;
     pthread_mutex_t pending_mu;
-    struct pending *pending; /* newest first */
+    pthread_mutex_t flush_mu; /* one flush at a time, so batches do not split */
+    struct pending *pending, *pending_tail; /* newest first; the tail is the oldest */
     size_t npending, pending_bytes;
     struct store_options o;
     char *dir;
@@ -58,6 +61,7 @@ struct store *store_new(const struct store_ops *ops, const struct store_options 
     s->o.dir = s->dir;
     pthread_mutex_init(&s->open_mu, NULL);
     pthread_mutex_init(&s->pending_mu, NULL);
+    pthread_mutex_init(&s->flush_mu, NULL);
     return s;
 }
 
@@ -67,8 +71,15 @@ void store_free(struct store *s)
         return;
     if (s->backend)
         s->ops->close(s->backend);
+    while (s->pending) { /* puts whose work never ran (a loop closed with them queued) */
+        struct pending *p = s->pending;
+        s->pending = p->next;
+        xfree(p->data);
+        xfree(p);
+    }
     pthread_mutex_destroy(&s->open_mu);
     pthread_mutex_destroy(&s->pending_mu);
+    pthread_mutex_destroy(&s->flush_mu);
     xfree(s->dir);
     xfree(s);
 }
@@ -148,6 +159,7 @@ int store_delete_sync(struct store *s, const char *kind, const char *id, char *e
     if (!name_ok(kind) || !name_ok(id))
         return STORE_NOT_FOUND;
     bool was_pending = false;
+    pthread_mutex_lock(&s->flush_mu); /* a put being written finishes first, then this delete removes it */
     pthread_mutex_lock(&s->pending_mu);
     for (struct pending *p = s->pending; p; p = p->next)
         if (strcmp(p->kind, kind) == 0 && strcmp(p->id, id) == 0 && !p->deleted) {
@@ -156,9 +168,8 @@ int store_delete_sync(struct store *s, const char *kind, const char *id, char *e
         }
     pthread_mutex_unlock(&s->pending_mu);
     void *b = backend(s, err, errlen);
-    if (b == NULL)
-        return STORE_ERROR;
-    int rc = s->ops->del(b, kind, id, err, errlen);
+    int rc = b ? s->ops->del(b, kind, id, err, errlen) : STORE_ERROR;
+    pthread_mutex_unlock(&s->flush_mu);
     return rc == STORE_NOT_FOUND && was_pending ? STORE_OK : rc;
 }
 
@@ -184,10 +195,58 @@ static void pending_remove(struct store *s, struct pending *p)
         s->pending = p->next;
     if (p->next)
         p->next->prev = p->prev;
+    else
+        s->pending_tail = p->prev;
     s->npending--;
     s->pending_bytes -= p->len;
     pthread_mutex_unlock(&s->pending_mu);
+    xfree(p->data);
     xfree(p);
+}
+
+#define FLUSH_BATCH 256
+
+/* Writes the queued puts nobody is writing yet, up to FLUSH_BATCH, in one backend transaction. Every put queues
+ * one work item that calls this after its entry was queued, so each entry is written by some flush. */
+static int flush(struct store *s, char *err, size_t errlen)
+{
+    err[0] = '\0';
+    pthread_mutex_lock(&s->flush_mu);
+    struct pending *batch[FLUSH_BATCH];
+    size_t n = 0;
+    pthread_mutex_lock(&s->pending_mu);
+    for (struct pending *p = s->pending_tail; p && n < FLUSH_BATCH; p = p->prev) /* oldest first: the last put wins */
+        if (!p->claimed) {
+            p->claimed = true;
+            batch[n++] = p;
+        }
+    pthread_mutex_unlock(&s->pending_mu);
+    int rc = STORE_OK;
+    if (n > 0) {
+        void *b = backend(s, err, errlen);
+        struct store_rec recs[FLUSH_BATCH];
+        size_t m = 0;
+        int64_t now = store_now_ms();
+        pthread_mutex_lock(&s->pending_mu);
+        for (size_t i = 0; i < n; i++) {
+            if (batch[i]->deleted)
+                continue;
+            int64_t ttl = batch[i]->ttl_ms > 0 ? batch[i]->ttl_ms : s->o.max_age_ms;
+            if (s->o.max_age_ms > 0 && ttl > s->o.max_age_ms)
+                ttl = s->o.max_age_ms;
+            recs[m++] = (struct store_rec){batch[i]->kind, batch[i]->id, now, ttl > 0 ? now + ttl : INT64_MAX,
+                                           batch[i]->data, batch[i]->len};
+        }
+        pthread_mutex_unlock(&s->pending_mu);
+        if (b == NULL)
+            rc = STORE_ERROR;
+        else if (m > 0)
+            rc = s->ops->put_many(b, recs, m, err, errlen);
+        for (size_t i = 0; i < n; i++)
+            pending_remove(s, batch[i]);
+    }
+    pthread_mutex_unlock(&s->flush_mu);
+    return rc;
 }
 
 struct store_work {
@@ -198,7 +257,6 @@ struct store_work {
     void *data; /* put: a copy of the record */
     size_t len;
     int64_t ttl_ms;
-    struct pending *pend; /* put: its entry in s->pending */
     struct buf out; /* get: the record */
     int rc;
     char err[256];
@@ -211,17 +269,7 @@ static void work_run(uv_work_t *w)
 {
     struct store_work *x = w->data;
     switch (x->op) {
-    case OP_PUT: {
-        struct store *s = x->s;
-        pthread_mutex_lock(&s->pending_mu);
-        bool deleted = x->pend->deleted;
-        pthread_mutex_unlock(&s->pending_mu);
-        if (!deleted)
-            x->rc = store_put_sync(s, x->kind, x->id, x->data, x->len, x->ttl_ms, x->err, sizeof(x->err));
-        pending_remove(s, x->pend);
-        x->pend = NULL;
-        break;
-    }
+    case OP_PUT: x->rc = flush(x->s, x->err, sizeof(x->err)); break;
     case OP_GET: x->rc = store_get_sync(x->s, x->kind, x->id, &x->out, x->err, sizeof(x->err)); break;
     case OP_DEL: x->rc = store_delete_sync(x->s, x->kind, x->id, x->err, sizeof(x->err)); break;
     }
@@ -230,10 +278,6 @@ static void work_run(uv_work_t *w)
 static void work_after(uv_work_t *w, int status)
 {
     struct store_work *x = w->data;
-    if (x->pend) { /* cancelled before it ran */
-        pending_remove(x->s, x->pend);
-        x->pend = NULL;
-    }
     if (status != 0 && x->rc == STORE_OK) { /* cancelled before it ran */
         x->rc = STORE_ERROR;
         snprintf(x->err, sizeof(x->err), "store: the operation was cancelled");
@@ -285,17 +329,14 @@ int store_put(struct store *s, uv_loop_t *loop, const char *kind, const char *id
         xfree(x);
         return -1;
     }
-    x->data = xmemdup(len ? data : "", len ? len : 1);
-    x->len = len;
-    x->ttl_ms = ttl_ms;
     x->done = cb;
     x->ud = ud;
     struct pending *p = xcalloc(1, sizeof(*p));
     memcpy(p->kind, x->kind, sizeof(p->kind));
     memcpy(p->id, x->id, sizeof(p->id));
-    p->data = x->data; /* owned by x; the entry leaves the list before x frees it */
+    p->data = xmemdup(len ? data : "", len ? len : 1);
     p->len = len;
-    x->pend = p;
+    p->ttl_ms = ttl_ms;
     pthread_mutex_lock(&s->pending_mu);
     /* bounded: a store slower than the requests that feed it refuses more, rather than queueing without end */
     bool full = s->npending >= STORE_MAX_PENDING || s->pending_bytes + len > STORE_MAX_PENDING_BYTES;
@@ -303,22 +344,27 @@ int store_put(struct store *s, uv_loop_t *loop, const char *kind, const char *id
         p->next = s->pending;
         if (p->next)
             p->next->prev = p;
+        else
+            s->pending_tail = p;
         s->pending = p;
         s->npending++;
         s->pending_bytes += len;
     }
     pthread_mutex_unlock(&s->pending_mu);
     if (full) {
+        xfree(p->data);
         xfree(p);
         buf_free(&x->out);
-        xfree(x->data);
         xfree(x);
         return -1;
     }
     if (uv_queue_work(loop, &x->w, work_run, work_after) != 0) {
-        pending_remove(s, p);
+        pthread_mutex_lock(&s->pending_mu);
+        bool mine = !p->claimed; /* else a running flush owns it now */
+        pthread_mutex_unlock(&s->pending_mu);
+        if (mine)
+            pending_remove(s, p);
         buf_free(&x->out);
-        xfree(x->data);
         xfree(x);
         return -1;
     }

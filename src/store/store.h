@@ -42,6 +42,13 @@ struct store_options {
 
 struct store;
 
+struct store_rec {
+    const char *kind, *id;
+    int64_t created_ms, expires_ms;
+    const void *data;
+    size_t len;
+};
+
 /* The backend: plain synchronous calls, run on a pool thread (or a thread that may block). */
 struct store_ops {
     const char *name;
@@ -52,6 +59,9 @@ struct store_ops {
      * not found. */
     int (*get)(void *b, const char *kind, const char *id, int64_t now_ms, struct buf *out, char *err, size_t errlen);
     int (*del)(void *b, const char *kind, const char *id, char *err, size_t errlen);
+    /* Several puts in one transaction (all or none): what the asynchronous store_put uses, so that a busy store
+     * pays one commit per batch, not per record. */
+    int (*put_many)(void *b, const struct store_rec *recs, size_t n, char *err, size_t errlen);
     /* Bytes and records kept (tests, metrics). */
     int (*stats)(void *b, int64_t *bytes, int64_t *records);
     void (*close)(void *b);

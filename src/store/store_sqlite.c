@@ -184,49 +184,67 @@ static int make_room(struct sq *s, int64_t now, int64_t need, int64_t replaced)
     return 0;
 }
 
-static int sq_put(void *p, const char *kind, const char *id, int64_t created_ms, int64_t expires_ms,
-                  const void *data, size_t len, char *err, size_t errlen)
+/* One record inside the caller's transaction, under s->mu. */
+static int put_locked(struct sq *s, const struct store_rec *r, char *err, size_t errlen)
 {
-    struct sq *s = p;
-    pthread_mutex_lock(&s->mu);
-    int ret = STORE_ERROR;
-    if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
-        sq_err(s->db, "begin", err, errlen);
-        goto out;
-    }
-    int64_t old = size_of(s, kind, id);
-    if (make_room(s, created_ms, (int64_t)len, old > 0 ? old : 0) != 0) {
+    int64_t old = size_of(s, r->kind, r->id);
+    if (make_room(s, r->created_ms, (int64_t)r->len, old > 0 ? old : 0) != 0) {
         sq_err(s->db, "evict", err, errlen);
-        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-        recount(s);
-        goto out;
+        return STORE_ERROR;
     }
-    old = size_of(s, kind, id); /* eviction may have taken it */
-    sqlite3_bind_text(s->put, 1, kind, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s->put, 2, id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s->put, 3, created_ms);
-    sqlite3_bind_int64(s->put, 4, expires_ms);
-    sqlite3_bind_int64(s->put, 5, (int64_t)len);
-    sqlite3_bind_blob(s->put, 6, len ? data : "", (int)len, SQLITE_STATIC);
+    old = size_of(s, r->kind, r->id); /* eviction may have taken it */
+    sqlite3_bind_text(s->put, 1, r->kind, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s->put, 2, r->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s->put, 3, r->created_ms);
+    sqlite3_bind_int64(s->put, 4, r->expires_ms);
+    sqlite3_bind_int64(s->put, 5, (int64_t)r->len);
+    sqlite3_bind_blob(s->put, 6, r->len ? r->data : "", (int)r->len, SQLITE_STATIC);
     int rc = sqlite3_step(s->put);
     sqlite3_reset(s->put);
     sqlite3_clear_bindings(s->put);
-    if (rc != SQLITE_DONE || sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+    if (rc != SQLITE_DONE) {
         sq_err(s->db, "insert", err, errlen);
-        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-        recount(s);
-        goto out;
+        return STORE_ERROR;
     }
     if (old >= 0) {
-        s->bytes += (int64_t)len - old;
+        s->bytes += (int64_t)r->len - old;
     } else {
-        s->bytes += (int64_t)len;
+        s->bytes += (int64_t)r->len;
         s->records++;
     }
-    ret = STORE_OK;
+    return STORE_OK;
+}
+
+static int sq_put_many(void *p, const struct store_rec *recs, size_t n, char *err, size_t errlen)
+{
+    struct sq *s = p;
+    pthread_mutex_lock(&s->mu);
+    int ret = STORE_OK;
+    if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+        sq_err(s->db, "begin", err, errlen);
+        ret = STORE_ERROR;
+        goto out;
+    }
+    for (size_t i = 0; i < n && ret == STORE_OK; i++)
+        ret = put_locked(s, &recs[i], err, errlen);
+    if (ret == STORE_OK && sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        sq_err(s->db, "commit", err, errlen);
+        ret = STORE_ERROR;
+    }
+    if (ret != STORE_OK) {
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        recount(s); /* the counters moved with statements that were rolled back */
+    }
 out:
     pthread_mutex_unlock(&s->mu);
     return ret;
+}
+
+static int sq_put(void *p, const char *kind, const char *id, int64_t created_ms, int64_t expires_ms,
+                  const void *data, size_t len, char *err, size_t errlen)
+{
+    struct store_rec r = {kind, id, created_ms, expires_ms, data, len};
+    return sq_put_many(p, &r, 1, err, errlen);
 }
 
 static int sq_get(void *p, const char *kind, const char *id, int64_t now_ms, struct buf *out, char *err,
@@ -298,6 +316,7 @@ const struct store_ops store_sqlite_ops = {
     .put = sq_put,
     .get = sq_get,
     .del = sq_del,
+    .put_many = sq_put_many,
     .stats = sq_stats,
     .close = sq_close,
 };

@@ -218,6 +218,37 @@ static void test_async(void)
     store_free(s);
 }
 
+/* Many puts queued at once: written in batches (one transaction each), every one of them, the last put of an id
+ * winning. */
+static void test_batches(void)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct store *s = mem_store(0, 0);
+    struct async_state st = {0};
+    char id[32], val[32];
+    for (int i = 0; i < 600; i++) {
+        snprintf(id, sizeof(id), "b%d", i % 500);
+        snprintf(val, sizeof(val), "v%d", i);
+        ok(store_put(s, &loop, "response", id, val, strlen(val), 0, on_put, &st) == 0);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    is_int(st.puts, 600);
+    int64_t bytes, records;
+    store_stats_sync(s, &bytes, &records);
+    is_int(records, 500);
+    struct buf out = BUF_INIT(BUF_UNBOUNDED);
+    char err[256];
+    is_int(store_get_sync(s, "response", "b7", &out, err, sizeof(err)), STORE_OK);
+    ok(out.len == 4 && memcmp(out.data, "v507", 4) == 0);
+    buf_reset(&out);
+    is_int(store_get_sync(s, "response", "b499", &out, err, sizeof(err)), STORE_OK);
+    ok(out.len == 4 && memcmp(out.data, "v499", 4) == 0);
+    buf_free(&out);
+    uv_loop_close(&loop);
+    store_free(s);
+}
+
 int main(void)
 {
     subtest("roundtrip", test_roundtrip);
@@ -225,5 +256,6 @@ int main(void)
     subtest("bound", test_bound);
     subtest("persist", test_persist);
     subtest("async", test_async);
+    subtest("batches", test_batches);
     return done_testing();
 }
