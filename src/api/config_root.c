@@ -8,6 +8,7 @@
 #include "config/config.h"
 #include "gateway/gw_config.h"
 #include "policy/auth_config.h"
+#include "store/store_config.h"
 #include "telemetry/log_config.h"
 #include "telemetry/otel_config.h"
 
@@ -27,6 +28,7 @@ static const struct cfg_field root_fields[] = {
     {.key = "gateway", .type = CFG_MAP, .off = OFF(gateway), .sub = &gw_config_schema},
     {.key = "auth", .type = CFG_MAP, .off = OFF(auth), .sub = &auth_config_schema},
     {.key = "telemetry", .type = CFG_MAP, .off = OFF(telemetry), .sub = &otel_config_schema},
+    {.key = "store", .type = CFG_MAP, .off = OFF(store), .sub = &store_config_schema},
     {.key = "models", .type = CFG_LIST, .off = OFF(models), .sub = &gw_config_model_schema,
      .help = "public model names and the deployments behind them"},
     {.key = "prices", .type = CFG_DICT, .off = OFF(prices), .sub = &gw_config_price_schema,

@@ -135,6 +135,11 @@ void gw_handle_messages(struct http_req *req)
     submit(req, &front_anthropic);
 }
 
+void gw_handle_responses(struct http_req *req)
+{
+    submit(req, &front_openai_responses);
+}
+
 void gw_handle_embeddings(struct http_req *req)
 {
     submit(req, &front_openai_embeddings);

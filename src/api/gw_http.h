@@ -8,6 +8,7 @@ struct http_req;
 void gw_handle_chat_completions(struct http_req *req);
 void gw_handle_messages(struct http_req *req);
 void gw_handle_embeddings(struct http_req *req);
+void gw_handle_responses(struct http_req *req); /* POST /v1/responses */
 void gw_handle_models(struct http_req *req);
 /* GET /v1/models/{id} (gw_models.c). */
 void gw_handle_model_get(struct http_req *req);

@@ -6,6 +6,7 @@
 #include "api/debug.h"
 #include "api/gw_http.h"
 #include "api/ops.h"
+#include "api/responses_http.h"
 #include "common/alloc.h"
 #include "common/log.h"
 #include "common/str.h"
@@ -18,6 +19,7 @@
 
 static void models_guarded(struct http_req *req);
 static void model_get_guarded(struct http_req *req);
+static void responses_item_guarded(struct http_req *req);
 
 static const struct http_route base_routes[] = {
     {"/health", HTTP_M_GET, false, ops_health, NULL},
@@ -27,6 +29,8 @@ static const struct http_route base_routes[] = {
     {"/v1/embeddings", HTTP_M_POST, false, gw_handle_embeddings, NULL},
     {"/v1/models", HTTP_M_GET, false, models_guarded, NULL},
     {"/v1/models/", HTTP_M_GET, true, model_get_guarded, "/v1/models/{id}"},
+    {"/v1/responses", HTTP_M_POST, false, gw_handle_responses, NULL},
+    {"/v1/responses/", HTTP_M_GET | HTTP_M_DELETE | HTTP_M_POST, true, responses_item_guarded, "/v1/responses/{id}"},
     /* key management (admin_keys.c): 404 unless AGENTD_ADMIN_KEY is set */
     {"/admin/keys", HTTP_M_GET | HTTP_M_POST, false, admin_keys_handle, NULL},
     {"/admin/keys/", HTTP_M_GET | HTTP_M_PATCH | HTTP_M_DELETE, true, admin_keys_handle, "/admin/keys/{id}"},
@@ -35,6 +39,8 @@ static const struct http_route base_routes[] = {
     {"/embeddings", HTTP_M_POST, false, gw_handle_embeddings, "/v1/embeddings"},
     {"/models", HTTP_M_GET, false, models_guarded, "/v1/models"},
     {"/models/", HTTP_M_GET, true, model_get_guarded, "/v1/models/{id}"},
+    {"/responses", HTTP_M_POST, false, gw_handle_responses, "/v1/responses"},
+    {"/responses/", HTTP_M_GET | HTTP_M_DELETE | HTTP_M_POST, true, responses_item_guarded, "/v1/responses/{id}"},
 };
 
 static const struct http_route debug_routes[] = {
@@ -93,7 +99,8 @@ static void models_unauthorized(struct http_req *req)
 
 /* GET /v1/models: under auth.mode keys the list is for callers with a valid key only (as the chat routes, whose
  * authenticate stage runs before the model is looked up). */
-/* /v1/models and /v1/models/{id} need a key as every model route does under auth.mode keys. */
+/* Routes outside the spine (/v1/models, /v1/models/{id}, stored responses) need a key as every model route does
+ * under auth.mode keys. */
 static bool models_key_ok(struct http_req *req)
 {
     if (keyring_armed() && auth_mode_effective(req->cfg) == AUTH_MODE_KEYS) {
@@ -121,6 +128,14 @@ static void model_get_guarded(struct http_req *req)
 {
     if (models_key_ok(req))
         gw_handle_model_get(req);
+}
+
+/* Stored responses (GET/DELETE /v1/responses/{id}, input_items, input_tokens) do not run through the spine's
+ * authenticate stage: they need a key here, as every other route that reads or spends does. */
+static void responses_item_guarded(struct http_req *req)
+{
+    if (models_key_ok(req))
+        responses_http_item(req);
 }
 
 struct http_router ops_router = {ops_routes, sizeof(ops_routes) / sizeof(ops_routes[0]), NULL};

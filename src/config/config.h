@@ -90,6 +90,12 @@ struct config_telemetry {
     int response_header;           /* OTEL_RESPONSE_HEADER_* */
 };
 
+struct config_store { /* schema: store/store_config.c */
+    bool enabled;                 /* stored responses and threads */
+    int64_t responses_max_bytes;  /* bound on what the store keeps */
+    int64_t responses_max_age_ms; /* lifetime of a stored record */
+};
+
 enum { CONFIG_UPSTREAM_AUTO, CONFIG_UPSTREAM_NATIVE, CONFIG_UPSTREAM_CURL };
 
 struct config {
@@ -102,6 +108,7 @@ struct config {
     struct config_gateway gateway;
     struct config_auth auth;
     struct config_telemetry telemetry;
+    struct config_store store;
     struct cfg_list models; /* struct config_model (gateway/gw_config.h) */
     struct cfg_list prices; /* struct config_price (gateway/gw_config.h), merged over the built-in table */
     /* Derived state built by higher layers at load (the gateway's model registry), freed with the snapshot. */

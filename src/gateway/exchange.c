@@ -357,6 +357,8 @@ static void gateway_headers(struct exchange *ex, struct buf *h, const struct dep
         hdr_add(h, "x-agentd-dropped-fields", ex->rq.dropped_fields);
     hdr_add_u64(h, "x-agentd-overhead-us", overhead_now(ex, time_mono_us()));
     hdr_add_u64(h, "x-agentd-attempts", (uint64_t)ex->attempts);
+    if (ex->fops->headers)
+        ex->fops->headers(ex, h);
     if (with_cost) {
         if (ex->priced) {
             char usd[40];
@@ -832,7 +834,7 @@ static void ex_next_attempt(struct exchange *ex)
         struct attempt *a = xcalloc(1, sizeof(*a));
         a->ex = ex;
         a->dep = dep;
-        a->prov = dep->prov;
+        a->prov = ex->fops->provider_for ? ex->fops->provider_for(ex, dep) : dep->prov;
         a->op = ex->front == FRONT_OPENAI_EMBEDDINGS ? OP_EMBEDDINGS : OP_CHAT;
         a->stream = ex->rq.stream;
         a->passthrough = ex->fops->wire != WIRE_NONE && ex->fops->wire == a->prov->wire;
@@ -1051,6 +1053,13 @@ static enum ex_next st_plan(struct exchange *ex, void *ud)
     return EX_CONTINUE;
 }
 
+/* The front's own stage (front_ops.prepare), when it has one. */
+static enum ex_next st_front(struct exchange *ex, void *ud)
+{
+    (void)ud;
+    return ex->fops->prepare ? (enum ex_next)ex->fops->prepare(ex) : EX_CONTINUE;
+}
+
 /* Waits until an attempt ends the exchange (a response, a stream's end, an error). */
 static enum ex_next st_attempt(struct exchange *ex, void *ud)
 {
@@ -1071,6 +1080,7 @@ static struct ex_stage spine[] = {
     /* authenticate before route: a caller without a valid key learns nothing, not even which models exist */
     {"authenticate", st_authenticate, NULL, true}, /* keys: sets rq.who */
     {"route", st_route, NULL, false},
+    {"front", st_front, NULL, false},   /* the front's own look-ups (stored responses) */
     {"admit", st_admit, NULL, false},   /* concurrency slot; later rate limits, budget reservation */
     {"cache", NULL, NULL, true},        /* may END on a hit */
     {"plan", st_plan, NULL, false},
@@ -1132,6 +1142,7 @@ struct exchange *ex_submit(struct gateway_worker *gw, const struct front_ops *fr
     ex->fops = front;
     ex->front = front == &front_anthropic          ? FRONT_ANTHROPIC_MESSAGES
                 : front == &front_openai_embeddings ? FRONT_OPENAI_EMBEDDINGS
+                : front == &front_openai_responses  ? FRONT_OPENAI_RESPONSES
                                                     : FRONT_OPENAI_CHAT;
     ex->sink_ops = sink_ops;
     ex->sink = sink;

@@ -30,7 +30,7 @@ struct model_entry;
 struct registry;
 struct principal; /* who is calling (set by authenticate: policy/auth.h) */
 
-enum front { FRONT_OPENAI_CHAT, FRONT_ANTHROPIC_MESSAGES, FRONT_OPENAI_EMBEDDINGS };
+enum front { FRONT_OPENAI_CHAT, FRONT_ANTHROPIC_MESSAGES, FRONT_OPENAI_EMBEDDINGS, FRONT_OPENAI_RESPONSES };
 
 #define EX_MAX_PLAN 16
 

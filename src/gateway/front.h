@@ -10,8 +10,10 @@
 #include "gateway/gw_types.h"
 #include "gateway/provider.h"
 
+struct deployment;
 struct exchange;
 struct ex_request;
+
 
 struct front_ops {
     const char *name;
@@ -35,11 +37,20 @@ struct front_ops {
     void (*forward_event)(struct exchange *ex, const struct stream_event *ev, struct buf *out);
     /* An error body in the client's format (the status comes from err->status). */
     void (*error_body)(struct exchange *ex, const struct gw_error *err, struct buf *out);
+    /* Optional: the front's own stage, after authenticate: returns an enum ex_next (exchange.h; a look-up that
+     * waits returns EX_WAIT and calls ex_resume from its callback). */
+    int (*prepare)(struct exchange *ex);
+    /* Optional: response header lines ("Name: value\r\n") the front adds to the gateway's. */
+    void (*headers)(struct exchange *ex, struct buf *h);
+    /* Optional: the provider that serves this front on dep (dep->prov when NULL): a front with its own upstream
+     * API (Responses) passes through to the deployments that speak it. */
+    const struct provider_ops *(*provider_for)(const struct exchange *ex, const struct deployment *dep);
 };
 
 extern const struct front_ops front_openai_chat;
 extern const struct front_ops front_openai_embeddings;
 extern const struct front_ops front_anthropic;
+extern const struct front_ops front_openai_responses; /* front_responses.c */
 
 /* ---- OpenAI wire helpers shared by the front door and the OpenAI-family providers (wire_openai.c) ---- */
 

@@ -106,6 +106,9 @@ static void validate_deployment(struct cfg_ctx *ctx, void *obj, const struct yno
         cfg_error_at(ctx, where, path, "base_url '%s' must start with http:// or https://", d->base_url);
     if (str_set(d->api_key) && str_set(d->api_key_env))
         cfg_error_at(ctx, where, path, "give either api_key_env or api_key, not both");
+    if (d->api == CONFIG_API_RESPONSES && d->provider != PROVIDER_OPENAI && d->provider != PROVIDER_AZURE_OPENAI &&
+        d->provider != PROVIDER_OPENAI_COMPATIBLE)
+        cfg_error_at(ctx, where, path, "api: responses is for openai, azure-openai and openai-compatible deployments");
     for (size_t i = 0; i < d->headers.n; i++) {
         const char *h = d->headers.v[i];
         const char *colon = strchr(h, ':');
@@ -113,6 +116,9 @@ static void validate_deployment(struct cfg_ctx *ctx, void *obj, const struct yno
             cfg_error_at(ctx, where, path, "header '%s' is not 'Name: value'", h);
     }
 }
+
+static const char *const deployment_apis[] = {"auto", "chat", "responses", NULL};
+_Static_assert(ARRAY_LEN(deployment_apis) == CONFIG_API_RESPONSES + 2, "one name per CONFIG_API_*");
 
 #define DOFF(f) offsetof(struct config_deployment, f)
 /* Deployment fields; `base` shifts them when they sit inline in a model (the single-deployment shorthand). */
@@ -138,7 +144,11 @@ static void validate_deployment(struct cfg_ctx *ctx, void *obj, const struct yno
         {.key = "headers", .type = CFG_STRLIST, .off = (base) + DOFF(headers), .flags = CFG_NO_ENV,             \
          .mask = gw_config_header_mask, .help = "extra upstream headers, 'Name: value'"},                         \
         {.key = "mock", .type = CFG_MAP, .off = (base) + DOFF(mock), .sub = &mock_config_schema,                \
-         .flags = CFG_NO_ENV}
+         .flags = CFG_NO_ENV},                                                                                    \
+        {.key = "api", .type = CFG_ENUM, .off = (base) + DOFF(api), .enums = deployment_apis, .def = "auto",    \
+         .flags = CFG_NO_ENV,                                                                                     \
+         .help = "OpenAI API the upstream speaks for /v1/responses: auto (openai and azure-openai pass it "      \
+                 "through, others translate to chat), chat (translate), responses (pass through)"}
 
 static const struct cfg_field deployment_fields[] = {DEPLOYMENT_FIELDS(0)};
 static const struct cfg_schema deployment_schema = {.name = "deployment",

@@ -31,7 +31,12 @@ struct config_deployment {
     int64_t timeout_ms;    /* per attempt; 0 = the gateway's request_timeout */
     struct cfg_strlist headers; /* extra "Name: value" headers sent upstream; secret-looking values masked */
     struct config_mock mock;
+    int api;               /* CONFIG_API_*: which OpenAI API the upstream speaks for /v1/responses */
 };
+
+/* `api:` of a deployment: auto = OpenAI and Azure OpenAI pass /v1/responses through, others translate; chat = the
+ * upstream has only Chat Completions (translate); responses = it has the Responses API too (pass through). */
+enum { CONFIG_API_AUTO, CONFIG_API_CHAT, CONFIG_API_RESPONSES };
 
 struct config_model {
     char *name;                  /* public name clients send */

@@ -178,6 +178,7 @@ static void fill_deployment(struct deployment *d, const struct config_deployment
 {
     d->provider = c->provider;
     d->prov = provider_by_id(c->provider);
+    d->api = c->api;
     d->model = xstrdup(c->model && *c->model ? c->model : public_name);
     d->region = dup_or_null(c->region);
     if (d->provider == PROVIDER_BEDROCK && d->region == NULL) {

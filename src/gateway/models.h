@@ -41,6 +41,7 @@ struct deployment {
     const struct config_mock *mock;
     const struct price *price;   /* NULL: unpriced */
     bool missing_key;            /* a key is required and none was found */
+    int api;                     /* CONFIG_API_* (gw_config.h): the OpenAI API it speaks for /v1/responses */
 };
 
 struct model_entry {

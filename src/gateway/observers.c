@@ -9,7 +9,7 @@
 #include "policy/auth.h"
 #include "telemetry/genai.h"
 
-static const char *const front_names[] = {"openai", "anthropic", "openai-embeddings"};
+static const char *const front_names[] = {"openai", "anthropic", "openai-embeddings", "openai-responses"};
 
 static void metrics_attempt_end(const struct exchange *ex, const struct attempt *a, const struct attempt_outcome *o)
 {

@@ -23,7 +23,7 @@ struct attempt;
 struct deployment;
 struct exchange;
 
-enum wire { WIRE_NONE = 0, WIRE_OPENAI, WIRE_ANTHROPIC };
+enum wire { WIRE_NONE = 0, WIRE_OPENAI, WIRE_ANTHROPIC, WIRE_OPENAI_RESPONSES };
 enum framing { FRAMING_SSE, FRAMING_AWS_EVENTSTREAM };
 enum op { OP_CHAT, OP_EMBEDDINGS };
 
@@ -130,6 +130,7 @@ extern const struct provider_ops provider_openai_compatible;
 extern const struct provider_ops provider_anthropic;
 extern const struct provider_ops provider_gemini;
 extern const struct provider_ops provider_bedrock;
+extern const struct provider_ops provider_openai_responses; /* a front's choice (front_ops.provider_for) */
 
 /* Indexed by PROVIDER_*. */
 const struct provider_ops *provider_by_id(int id);

@@ -3,6 +3,7 @@
 //                      content-filter annotations, Azure's own auth / version / deployment errors.
 //   openai-compatible  vLLM (default), Ollama or llama.cpp servers: optional auth, extra parameters ignored,
 //                      their own error shapes (opts.compatFlavor).
+import { responses } from './openai_responses.mjs';
 import { makeReply, splitPieces, stableId, uniqueId, hexId, embedding, embeddingBase64, textTokensOf, malformedJson, forceUsage } from '../content.mjs';
 
 export function route(method, path, provider) {
@@ -10,8 +11,11 @@ export function route(method, path, provider) {
     const m = /^\/openai\/deployments\/([^/]+)\/(chat\/completions|embeddings)$/.exec(path);
     if (m && method === 'POST') return { provider, op: m[2] === 'embeddings' ? 'embeddings' : 'chat', params: { deployment: decodeURIComponent(m[1]) } };
     if (path === '/openai/models' && method === 'GET') return { provider, op: 'models', params: {} };
+    if (method === 'POST' && path === '/openai/v1/responses') return { provider, op: 'responses', params: { v1: true } };
+    if (method === 'POST' && path === '/openai/responses') return { provider, op: 'responses', params: {} };
     return null;
   }
+  if (method === 'POST' && path === '/responses') return { provider, op: 'responses', params: {} };
   if (method === 'POST' && path === '/chat/completions') return { provider, op: 'chat', params: {} };
   if (method === 'POST' && path === '/embeddings') return { provider, op: 'embeddings', params: {} };
   if (method === 'GET' && path === '/models') return { provider, op: 'models', params: {} };
@@ -219,7 +223,7 @@ function checkAzureVersion(ctx) {
 }
 
 export async function handle(ctx) {
-  if (ctx.provider === 'azure' && ctx.op !== 'models' && !checkAzureVersion(ctx)) return;
+  if (ctx.provider === 'azure' && ctx.op !== 'models' && !ctx.params.v1 && !checkAzureVersion(ctx)) return;
   if (!checkAuth(ctx)) return;
   if (ctx.behavior.status && ctx.behavior.status >= 400) return scriptedError(ctx, ctx.behavior.status);
   if (ctx.provider === 'azure' && ctx.opts.azureDeployments && ctx.params.deployment !== undefined
@@ -230,6 +234,7 @@ export async function handle(ctx) {
   }
   try {
     if (ctx.op === 'chat') return await chat(ctx);
+    if (ctx.op === 'responses') return await responses(ctx, { ApiError, baseHeaders });
     if (ctx.op === 'embeddings') return embeddings(ctx);
     if (ctx.op === 'models') return models(ctx);
     if (ctx.op === 'model') return model(ctx);
