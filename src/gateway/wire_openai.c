@@ -11,6 +11,7 @@
 #include "gateway/exchange.h"
 #include "gateway/front.h"
 #include "gateway/models.h"
+#include "gateway/providers/canon.h"
 #include "net/sse.h"
 
 /* ---------- usage ---------- */
@@ -574,8 +575,19 @@ static int openai_chat_parse(struct ex_request *ex, struct gw_error *err)
     return 0;
 }
 
+/* Translation builds a tree, whose strings are C strings: a \u0000 would cut one short without a word. */
+static int refuse_nul(const struct ex_request *ex, struct gw_error *err)
+{
+    char key[64];
+    if (canon_json_has_nul(ex->body.p, ex->body.n, key, sizeof(key)))
+        return canon_nul_refused(err, key);
+    return 0;
+}
+
 static cJSON *openai_to_canonical(struct ex_request *ex, struct gw_error *err)
 {
+    if (refuse_nul(ex, err) != 0)
+        return NULL;
     cJSON *t = cJSON_ParseWithLength(ex->body.p, ex->body.n);
     if (t == NULL) {
         gw_error_set(err, 400, GW_ERR_INVALID_REQUEST, "We could not parse the JSON body of your request.");
@@ -821,6 +833,8 @@ static int openai_embed_parse(struct ex_request *ex, struct gw_error *err)
 
 static cJSON *openai_embed_to_canonical(struct ex_request *ex, struct gw_error *err)
 {
+    if (refuse_nul(ex, err) != 0)
+        return NULL;
     cJSON *t = cJSON_ParseWithLength(ex->body.p, ex->body.n);
     if (t == NULL)
         gw_error_set(err, 400, GW_ERR_INVALID_REQUEST, "We could not parse the JSON body of your request.");
