@@ -1,6 +1,6 @@
 // Gateway: the stream relay's writes (issue 16 item 7). The events of one upstream read reach the client in one
 // chunk of the chunked encoding, not one chunk per event, with the caller's framing byte for byte and usage still
-// counted; a client that reads slowly gets every byte, in order, through the partial-write path and backpressure.
+// counted; a client that starts reading late gets every byte, in order.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
@@ -59,7 +59,8 @@ before(async () => {
       let i = 0;
       const pump = () => {
         while (i < BIG_EVENTS) {
-          // past BIG_RESUME events the paused client starts reading: by then the gateway has met a full socket
+          // past BIG_RESUME events the paused client starts reading. Whether the gateway meets a full socket
+          // before that depends on the kernel's buffers (on the dev VM a paused reader absorbs over 9 MB).
           if (i === BIG_RESUME) bigBlocked.resolve();
           if (!res.write(bigEvent(i++))) return res.once('drain', pump);
         }
@@ -180,7 +181,7 @@ test('translated stream (chat -> anthropic): one read, few chunks, every delta r
   assert.ok(r.sizes.length <= 6, `${evs.length} events in ${r.sizes.length} chunks: ${r.sizes.join(',')}`);
 });
 
-test('a client that does not read: the relay pauses the upstream, then every byte arrives in order', async () => {
+test('a client that starts reading late gets the whole 4 MB stream, in order, usage counted', async () => {
   let resolve;
   bigBlocked = { resolve: () => resolve() };
   const blocked = new Promise((r) => { resolve = r; });
