@@ -44,22 +44,29 @@ PORT_BASE = int(os.environ.get("BENCH_PORT_BASE", "18700"))
 SPIN = os.environ.get("BENCH_SPIN", "1") == "1"  # keep both vCPUs from halting during concurrency-1 probes
 PREWARM = float(os.environ.get("BENCH_PREWARM", "2"))             # s of load on each gateway before round 1
 PREWARM_JIT = float(os.environ.get("BENCH_PREWARM_JIT", "12"))    # same for Portkey (V8 needs it)
+SSE_ON = os.environ.get("BENCH_SSE", "1") == "1"                   # the streams from a static upstream
+SSE_DUR = float(os.environ.get("BENCH_SSE_DURATION", "3"))         # s per measured wrk run of a stream
+SSE_N = int(os.environ.get("BENCH_SSE_REQUESTS", "1500"))          # streams at concurrency 1 (bench/lat)
+SSE_EVENTS = int(os.environ.get("BENCH_SSE_EVENTS", "29"))         # SSE events in each static stream
 FAKE_KEY = "sk-fake-openai-0123456789abcdef"
 
 P = {
     "upstream": PORT_BASE + 1, "fake_slow": PORT_BASE + 2, "fake_stream": PORT_BASE + 3,
+    "sse_upstream": PORT_BASE + 4,
     "agentd": PORT_BASE + 10, "agentd_ops": PORT_BASE + 11, "agentd_log": PORT_BASE + 12,
     "agentd_log_ops": PORT_BASE + 13,
     "nginx_r200": PORT_BASE + 20, "nginx_r200_log": PORT_BASE + 21, "nginx_instant": PORT_BASE + 22,
-    "nginx_slow": PORT_BASE + 23, "nginx_stream": PORT_BASE + 24,
+    "nginx_slow": PORT_BASE + 23, "nginx_stream": PORT_BASE + 24, "nginx_sse": PORT_BASE + 25,
     "portkey": PORT_BASE + 30,
     # instances under callgrind (counters phase)
     "cg_nginx_r200": PORT_BASE + 40, "cg_nginx_r200_log": PORT_BASE + 41, "cg_nginx_instant": PORT_BASE + 42,
-    "cg_nginx_slow": PORT_BASE + 43, "cg_nginx_stream": PORT_BASE + 44, "cg_agentd": PORT_BASE + 50,
+    "cg_nginx_slow": PORT_BASE + 43, "cg_nginx_stream": PORT_BASE + 44, "cg_nginx_sse": PORT_BASE + 45,
+    "cg_agentd": PORT_BASE + 50,
     "cg_agentd_ops": PORT_BASE + 51,
 }
 COUNTERS = os.environ.get("BENCH_COUNTERS", "1") == "1"
 CG_REQUESTS = int(os.environ.get("BENCH_CG_REQUESTS", "1000"))
+CG_SSE_REQUESTS = int(os.environ.get("BENCH_CG_SSE_REQUESTS", "300"))
 
 # The fake's non-streaming answer to the bench request, byte for byte (587 bytes), served by the static nginx
 # upstream so that the throughput runs measure the gateway, not a node process.
@@ -72,6 +79,93 @@ STATIC_COMPLETION = (
     '"rejected_prediction_tokens":0}},"service_tier":"default","system_fingerprint":"fp_f00dfake00"}'
 )
 HEALTH_BODY = '{"status":"ok","workers":[{"id":0,"last_turn_ms_ago":3,"ok":true}],"uptime_s":1}'
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# static streams (issue 16 item 7): what a provider sends for a short streamed answer, served from a file by the
+# static nginx upstream, so that the stream runs measure the relay and not a node process. Both are SSE_EVENTS
+# events and about 10 KB, the shape of a real answer of ~250 tokens.
+
+LOREM = ("lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore et "
+         "dolore magna aliqua ut enim ad minim veniam quis nostrud exercitation ullamco laboris nisi")
+
+
+def openai_stream(events=None):
+    """chat.completion.chunk events with stream_options.include_usage: a role chunk, content chunks, the
+    finish_reason chunk, the usage chunk and [DONE]"""
+    events = events or SSE_EVENTS
+    head = ('{"id":"chatcmpl-BenchStatic0123456789abcdefgh","object":"chat.completion.chunk","created":1733300000,'
+            '"model":"gpt-4o-mini-2024-07-18","system_fingerprint":"fp_0123456789","service_tier":"default",')
+    ev = [head + '"choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,'
+                 '"finish_reason":null}],"usage":null}']
+    for i in range(max(1, events - 4)):
+        ev.append(head + '"choices":[{"index":0,"delta":{"content":" %d %s"},"logprobs":null,"finish_reason":null}],'
+                         '"usage":null}' % (i, LOREM[:78]))
+    ev.append(head + '"choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}],"usage":null}')
+    ev.append(head + '"choices":[],"usage":{"prompt_tokens":21,"completion_tokens":250,"total_tokens":271,'
+                     '"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":'
+                     '{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,'
+                     '"rejected_prediction_tokens":0}}}')
+    ev.append("[DONE]")
+    return "".join("data: %s\n\n" % e for e in ev)
+
+
+def anthropic_stream(events=None):
+    """a Messages stream: message_start, content_block_start, ping, text deltas, content_block_stop,
+    message_delta (usage), message_stop"""
+    events = events or SSE_EVENTS
+    ev = [("message_start", '{"type":"message_start","message":{"id":"msg_01BenchStatic0123456789ab","type":'
+                            '"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[],'
+                            '"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":21,'
+                            '"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":1,'
+                            '"service_tier":"standard"}}}'),
+          ("content_block_start", '{"type":"content_block_start","index":0,"content_block":{"type":"text",'
+                                  '"text":""}}'),
+          ("ping", '{"type": "ping"}')]
+    for i in range(max(1, events - 6)):
+        ev.append(("content_block_delta", '{"type":"content_block_delta","index":0,"delta":{"type":"text_delta",'
+                                          '"text":" %d %s %s"}}' % (i, LOREM, LOREM[:96])))
+    ev.append(("content_block_stop", '{"type":"content_block_stop","index":0}'))
+    ev.append(("message_delta", '{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},'
+                                '"usage":{"output_tokens":250}}'))
+    ev.append(("message_stop", '{"type":"message_stop"}'))
+    return "".join("event: %s\ndata: %s\n\n" % e for e in ev)
+
+
+def sse_body(kind, model):
+    if kind == "anthropic":
+        return json.dumps({"model": model, "max_tokens": 256, "stream": True,
+                           "system": "You are terse.",
+                           "messages": [{"role": "user", "content": "hello brave new world"}]}, separators=(",", ":"))
+    if kind == "responses":
+        return json.dumps({"model": model, "max_output_tokens": 256, "stream": True, "store": False,
+                           "instructions": "You are terse.", "input": "hello brave new world"},
+                          separators=(",", ":"))
+    return json.dumps({"model": model, "max_tokens": 256, "stream": True, "stream_options": {"include_usage": True},
+                       "messages": [{"role": "system", "content": "You are terse."},
+                                    {"role": "user", "content": "hello brave new world"}]}, separators=(",", ":"))
+
+
+ANTH_HEADERS = ["x-api-key: " + "sk-ant-fake-0123456789abcdef", "anthropic-version: 2023-06-01"]
+# Streamed scenarios from the static upstream. Pass-through kinds are measured on direct, agentd and nginx
+# proxy_pass (proxy_buffering off); a translated kind only on agentd, against the direct and nginx runs of the
+# pass-through kind whose upstream stream it reads (`ref`, same round).
+SSE_KINDS = {
+    "sse_openai": {"label": "OpenAI chat → OpenAI (pass-through)", "front": "/v1/chat/completions",
+                   "wire": "openai", "model": "bench-sse-openai", "provider": "openai", "ref": None,
+                   "up_path": "/v1/chat/completions", "up_model": "gpt-4o-mini",
+                   "up_headers": ["Authorization: Bearer " + FAKE_KEY]},
+    "sse_anthropic": {"label": "Anthropic messages → Anthropic (pass-through)", "front": "/v1/messages",
+                      "wire": "anthropic", "model": "bench-sse-anthropic", "provider": "anthropic", "ref": None,
+                      "headers": ["anthropic-version: 2023-06-01"],
+                      "up_path": "/v1/messages", "up_model": "claude-sonnet-4-5", "up_headers": ANTH_HEADERS},
+    "sse_o2a": {"label": "OpenAI chat → Anthropic (translation)", "front": "/v1/chat/completions",
+                "wire": "openai", "model": "bench-sse-o2a", "provider": "anthropic", "ref": "sse_anthropic"},
+    "sse_responses": {"label": "OpenAI Responses → chat-only upstream (translation)", "front": "/v1/responses",
+                      "wire": "responses", "model": "bench-sse-compat", "provider": "openai-compatible",
+                      "ref": "sse_openai"},
+}
+SSE_ORDER = ["sse_openai", "sse_anthropic", "sse_o2a", "sse_responses"]
 
 
 def log(*a):
@@ -295,12 +389,29 @@ def write_upstream_nginx(work):
     listen 127.0.0.1:{port} reuseport backlog=4096;
     location / {{ default_type application/json; return 200 '{body}'; }}
   }}
+  # the static streams, from files: a POST to a static file is a 405, turned into the file with a 200
+  server {{
+    listen 127.0.0.1:{sse} reuseport backlog=4096;
+    root {www};
+    location / {{ default_type text/event-stream; error_page 405 =200 $uri; }}
+  }}
 }}
-""".format(tp=temp_paths(d), port=P["upstream"], body=STATIC_COMPLETION)
+""".format(tp=temp_paths(d), port=P["upstream"], body=STATIC_COMPLETION, sse=P["sse_upstream"],
+           www=write_static_streams(work))
     path = os.path.join(d, "nginx.conf")
     with open(path, "w") as f:
         f.write(conf)
     return path
+
+
+def write_static_streams(work):
+    www = os.path.join(work, "www")
+    os.makedirs(os.path.join(www, "v1", "chat"), exist_ok=True)
+    with open(os.path.join(www, "v1", "chat", "completions"), "w") as f:
+        f.write(openai_stream())
+    with open(os.path.join(www, "v1", "messages"), "w") as f:
+        f.write(anthropic_stream())
+    return www
 
 
 def write_gateway_nginx(work, name="nginx-gw", prefix="", master=True):
@@ -315,6 +426,7 @@ def write_gateway_nginx(work, name="nginx-gw", prefix="", master=True):
   upstream instant {{ server 127.0.0.1:{up}; keepalive 256; keepalive_requests 10000000; keepalive_timeout 300s; }}
   upstream slow    {{ server 127.0.0.1:{slow}; keepalive 256; keepalive_requests 10000000; keepalive_timeout 300s; }}
   upstream stream  {{ server 127.0.0.1:{stream}; keepalive 256; keepalive_requests 10000000; keepalive_timeout 300s; }}
+  upstream sse     {{ server 127.0.0.1:{sse}; keepalive 256; keepalive_requests 10000000; keepalive_timeout 300s; }}
   # "return 200" reference for agentd's GET /health (same body length)
   server {{ listen 127.0.0.1:{r200} reuseport backlog=4096;
     location / {{ default_type application/json; return 200 '{health}'; }} }}
@@ -328,10 +440,14 @@ def write_gateway_nginx(work, name="nginx-gw", prefix="", master=True):
   server {{ listen 127.0.0.1:{pst} reuseport backlog=4096;
     location / {{ proxy_pass http://stream; proxy_http_version 1.1; proxy_set_header Connection "";
                  proxy_buffering off; }} }}
+  server {{ listen 127.0.0.1:{psse} reuseport backlog=4096;
+    location / {{ proxy_pass http://sse; proxy_http_version 1.1; proxy_set_header Connection "";
+                 proxy_buffering off; }} }}
 }}
 """.format(tp=temp_paths(d), d=d, up=P["upstream"], slow=P["fake_slow"], stream=P["fake_stream"],
            r200=P[prefix + "nginx_r200"], r200log=P[prefix + "nginx_r200_log"], health=HEALTH_BODY,
-           pi=P[prefix + "nginx_instant"], ps=P[prefix + "nginx_slow"], pst=P[prefix + "nginx_stream"])
+           pi=P[prefix + "nginx_instant"], ps=P[prefix + "nginx_slow"], pst=P[prefix + "nginx_stream"],
+           sse=P["sse_upstream"], psse=P[prefix + "nginx_sse"])
     path = os.path.join(d, "nginx.conf")
     with open(path, "w") as f:
         f.write(conf)
@@ -349,6 +465,15 @@ def write_agentd_config(work, access_log):
     base_url: http://127.0.0.1:{p}/v1
     api_key_env: BENCH_KEY
 """.format(n=name, p=port)
+    for k in SSE_ORDER:
+        models += """  - name: {n}
+    provider: {pv}
+    model: {m}
+    base_url: http://127.0.0.1:{p}{v1}
+    api_key_env: BENCH_KEY
+""".format(n=SSE_KINDS[k]["model"], pv=SSE_KINDS[k]["provider"], p=P["sse_upstream"],
+           m="claude-sonnet-4-5" if SSE_KINDS[k]["provider"] == "anthropic" else "gpt-4o-mini",
+           v1="" if SSE_KINDS[k]["provider"] == "anthropic" else "/v1")
     # Without per-request logs: `access: false` alone still leaves the gateway's own per-request "llm" line (info
     # level), so the quiet variant also raises the level to warn. The logged variant is the default logging
     # (access line + llm line at info).
@@ -380,6 +505,8 @@ class Bench:
         self.files = {}
         self.spinners = []
         self.foreign = Foreign(self)
+        self.sse_kinds = []    # the static-stream kinds measured (set by sse_probe)
+        self.sse_skipped = {}  # kind -> why it was not measured
 
     # -- request shapes per target -------------------------------------------------------------------------
     def request(self, target, kind):
@@ -390,6 +517,13 @@ class Bench:
             port = {"agentd": P["agentd"], "agentd_log": P["agentd_log"], "nginx": P["nginx_r200"],
                     "nginx_log": P["nginx_r200_log"]}[target]
             return port, "/health", None, []
+        if kind in SSE_KINDS:
+            k = SSE_KINDS[kind]
+            if target == "agentd":
+                return P["agentd"], k["front"], sse_body(k["wire"], k["model"]), k.get("headers", [])
+            up = SSE_KINDS[k["ref"] or kind]
+            port = {"direct": P["sse_upstream"], "nginx": P["nginx_sse"]}[target]
+            return port, up["up_path"], sse_body(up["wire"], up["up_model"]), up["up_headers"]
         upstream_port = {"instant": P["upstream"], "slow": P["fake_slow"], "stream": P["fake_stream"]}[kind]
         stream = kind == "stream"
         path = "/v1/chat/completions"
@@ -532,7 +666,8 @@ class Bench:
             conf = write_gateway_nginx(w, "nginx-cg", prefix="cg_", master=False)
             argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out, "--collect-atstart=no",
                     "--toggle-collect=ngx_process_events_and_timers", "nginx", "-c", conf, "-p", w]
-            port = P["cg_nginx_r200"] if kind == "health" else P["cg_nginx_instant"]
+            port = P["cg_nginx_r200"] if kind == "health" else P["cg_nginx_sse"] if kind in SSE_KINDS else \
+                P["cg_nginx_instant"]
             stop_sig = signal.SIGTERM  # QUIT (graceful) lingers under valgrind
         p = Proc("callgrind-" + which_server, argv, GW_CPU, env={"BENCH_KEY": FAKE_KEY},
                  logfile=os.path.join(w, "callgrind-%s.log" % which_server))
@@ -545,6 +680,8 @@ class Bench:
                 argv += ["-f", bf, "-H", "Content-Type: application/json"]
             for h in hdrs:
                 argv += ["-H", h]
+            if kind in SSE_KINDS:
+                argv.append("--stream")
             r = json.loads(subprocess.run(argv, capture_output=True, text=True, timeout=600).stdout)
             if r["requests"] != n or r["errors"] or r["non2xx"]:
                 raise RuntimeError("callgrind run of %s/%s failed: %s" % (which_server, kind, r))
@@ -583,6 +720,16 @@ class Bench:
                                       if v / reqs >= 50},
                 "requests": reqs}
 
+    def counter(self, fn, *args):
+        """a deterministic counter, tried twice: a failed counter run is logged and left out of the report
+        instead of losing the whole sitting's measurements"""
+        for attempt in (1, 2):
+            try:
+                return fn(*args)
+            except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e:
+                log("  counter %s%s failed (attempt %d): %s" % (fn.__name__, args[:2], attempt, str(e)[:300]))
+        return None
+
     def counters(self, need):
         out = {}
         if "server" in need:
@@ -594,6 +741,11 @@ class Bench:
                                   "callgrind": self.callgrind(t, "instant", CG_REQUESTS)}
                               for t in ("agentd", "nginx")}
             out["instant"]["portkey"] = {"syscalls_per_req_c64": self.syscalls("portkey", "instant")}
+        for kind in self.sse_kinds:
+            # nginx cannot translate: a translated kind is compared with nginx relaying its upstream's stream
+            ts = ("agentd", "nginx") if SSE_KINDS[kind]["ref"] is None else ("agentd",)
+            out[kind] = {t: {"syscalls_per_req_c64": self.counter(self.syscalls, t, kind),
+                             "callgrind": self.counter(self.callgrind, t, kind, CG_SSE_REQUESTS)} for t in ts}
         for sc, d in out.items():
             for t, v in d.items():
                 cg = v.get("callgrind") or {}
@@ -617,8 +769,9 @@ class Bench:
             started.append((name, port))
             return p
 
-        if "gateway" in need:
+        if "gateway" in need or "sse" in need:
             start("upstream", ["nginx", "-c", write_upstream_nginx(w), "-p", w], LOAD_CPU, P["upstream"])
+        if "gateway" in need:
             start("fake_slow", [node, fake, "--provider", "openai", "--port", str(P["fake_slow"]), "--bench",
                                 "--latency-ms", str(SLOW_MS)], LOAD_CPU, P["fake_slow"])
             start("fake_stream", [node, fake, "--provider", "openai", "--port", str(P["fake_stream"]), "--bench",
@@ -661,11 +814,35 @@ class Bench:
         return {n: self.procs[n].status_kb("VmHWM") for n in ("agentd", "agentd_log", "nginx", "portkey")
                 if n in self.procs}
 
+    def sse_probe(self):
+        """which static-stream kinds this build can serve: /v1/responses is skipped (and the report says why) when
+        agentd answers it with a 404 (a build without the Responses front door)"""
+        self.sse_kinds, self.sse_skipped = [], {}
+        for kind in SSE_ORDER:
+            k = SSE_KINDS[kind]
+            if k["front"] == "/v1/responses":
+                port, path, b, hdrs = self.request("agentd", kind)
+                c = socket.create_connection(("127.0.0.1", port), timeout=10)
+                try:
+                    c.sendall(("POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                               "Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (path, len(b), b)).encode())
+                    status = c.recv(64).decode("latin-1").split(" ")[1:2]
+                finally:
+                    c.close()
+                if status == ["404"]:
+                    self.sse_skipped[kind] = "agentd answers 404 on %s: no Responses front door in this build" % path
+                    log("  %s skipped: %s" % (kind, self.sse_skipped[kind]))
+                    continue
+            self.sse_kinds.append(kind)
+
+    def sse_targets(self, kind):
+        return ["direct", "agentd", "nginx"] if SSE_KINDS[kind]["ref"] is None else ["agentd"]
+
     def smoke(self, targets, kinds):
         """one request per (target, kind) through bench/lat, so a broken path fails fast and loudly."""
         for kind in kinds:
             for t in targets[kind]:
-                r = self.lat(t, kind, stream=(kind == "stream"), n=1, warm=0)
+                r = self.lat(t, kind, stream=(kind == "stream" or kind in SSE_KINDS), n=1, warm=0)
                 if r["requests"] != 1 or r["non2xx"] or r["errors"]:
                     raise RuntimeError("smoke test failed for %s/%s: %s" % (t, kind, r))
 
@@ -742,9 +919,10 @@ def run(which):
     work = os.environ["BENCH_WORK"]
     agentd_bin = os.environ["AGENTD_BIN"]
     lat_bin = os.environ["BENCH_LAT"]
-    need = {"server"} if which == "server" else {"server", "gateway"} if which == "all" else {"gateway"}
+    need = {"server"} if which == "server" else {"server", "gateway", "sse"} if which == "all" else \
+        {"sse"} if which == "stream" else {"gateway", "sse"}
     b = Bench(work, agentd_bin, lat_bin, which)
-    raw = {"server": {}, "instant": {}, "high": {}, "slow": {}, "stream": {}}
+    raw = {"server": {}, "instant": {}, "high": {}, "slow": {}, "stream": {}, "sse": {}, "sse_skipped": {}}
     peak64 = None
     t_start = time.time()
     try:
@@ -753,6 +931,10 @@ def run(which):
                    "stream": STREAM_TARGETS}
         kinds = (["health"] if "server" in need else []) + (["instant", "slow", "stream"] if "gateway" in need else [])
         b.smoke(targets, kinds)
+        if "sse" in need and SSE_ON:
+            b.sse_probe()
+            raw["sse_skipped"] = b.sse_skipped
+            b.smoke({k: b.sse_targets(k) for k in b.sse_kinds}, b.sse_kinds)
         # bring every process under test to its steady state (JIT, pools, caches) before the first round
         for t in SERVER_TARGETS if "server" in need else []:
             b.wrk(t, "health", PREWARM, CONNS)
@@ -809,6 +991,18 @@ def run(which):
                         t, s["ttft_us"]["p50"], s["ttft_us"]["p99"], s["total_us"]["p50"], s["min_events"],
                         s["events"], s["errors"] + s["non2xx"]))
                     b.check()
+            for kind in b.sse_kinds:  # the static streams; empty unless "sse" in need
+                for t in rotate(b.sse_targets(kind), rd):
+                    b.wrk(t, kind, WARM, CONNS)
+                    r64 = b.wrk(t, kind, SSE_DUR, CONNS)
+                    c1 = b.lat(t, kind, stream=True, n=SSE_N, warm=50)
+                    raw["sse"].setdefault(kind, {}).setdefault(t, []).append({"c64": r64, "c1": c1})
+                    log("  %-13s %-6s %7.0f req/s  cpu %6.1f us/req @%d, %6.1f @1  c1 p50 %7.1f ttft %7.1f us"
+                        "  events %d  err %d" % (
+                            kind, t, r64["rps"], r64.get("cpu_us_per_req", 0), CONNS, c1.get("cpu_us_per_req", 0),
+                            c1["total_us"]["p50"], c1["ttft_us"]["p50"], c1["min_events"],
+                            r64["errors"] + c1["errors"] + c1["non2xx"]))
+                    b.check()
         peak = b.peak()
         if peak64:
             peak = {"end": peak, "before_%d_connections" % HIGH_CONNS: peak64}
@@ -829,7 +1023,8 @@ def params():
             "stream_interval_ms": STREAM_INTERVAL_MS, "slow_upstream_ms": SLOW_MS, "gateway_cpu": GW_CPU,
             "load_cpu": LOAD_CPU, "idle_seconds": IDLE_SECS, "spin": SPIN, "prewarm_s": PREWARM,
             "prewarm_portkey_s": PREWARM_JIT, "counters": COUNTERS, "callgrind_requests": CG_REQUESTS,
-            "high_connections": HIGH_CONNS, "high_duration_s": HIGH_DUR}
+            "high_connections": HIGH_CONNS, "high_duration_s": HIGH_DUR, "sse": SSE_ON, "sse_duration_s": SSE_DUR,
+            "sse_requests": SSE_N, "sse_events": SSE_EVENTS, "callgrind_sse_requests": CG_SSE_REQUESTS}
 
 
 def report(which, raw, idle, peak, elapsed, prm=None, counters=None):
@@ -1001,9 +1196,13 @@ def report(which, raw, idle, peak, elapsed, prm=None, counters=None):
             "note": "TTFT of the node fake itself varies by hundreds of microseconds between runs; the added "
                     "figures are paired per round, but differences under ~0.3 ms are within the noise",
         }
+    if raw.get("sse") or raw.get("sse_skipped"):
+        res["scenarios"]["stream_static"] = stream_static_report(raw.get("sse") or {}, raw.get("sse_skipped") or {},
+                                                                 prm, getters64, paired_added)
     fl = []
-    for sc in raw.values():
-        for runs in sc.values():
+    for name, sc in raw.items():
+        for runs in ([r for k in sc.values() for r in k.values()] if name == "sse" else
+                     [] if name == "sse_skipped" else sc.values()):
             for r in runs:
                 for part in r.values():
                     fl.append(part.get("foreign_cpus", 0))
@@ -1022,6 +1221,8 @@ def report(which, raw, idle, peak, elapsed, prm=None, counters=None):
         ratios = {}
         for sc, d in counters.items():
             a, n = d.get("agentd", {}), d.get("nginx", {})
+            if sc in SSE_KINDS and SSE_KINDS[sc]["ref"]:  # translated: against nginx relaying the upstream stream
+                n = (counters.get(SSE_KINDS[sc]["ref"]) or {}).get("nginx", {})
             ratios[sc] = {
                 "syscalls": ratio(a.get("syscalls_per_req_c64"), n.get("syscalls_per_req_c64")),
                 "instructions": ratio((a.get("callgrind") or {}).get("instructions_per_req"),
@@ -1030,6 +1231,69 @@ def report(which, raw, idle, peak, elapsed, prm=None, counters=None):
         res["counters_ratios_agentd_vs_nginx"] = ratios
     res["targets_design_9"] = design_checks(res, prm)
     return res
+
+
+def stream_static_report(sse, skipped, prm, getters64, paired_added):
+    """the streamed scenarios from the static upstream: per kind, the paths' figures, agentd ÷ nginx (CPU per
+    streamed request at 64 connections and at concurrency 1, req/s) and the latency agentd and nginx add to the
+    direct path, all paired per round. A translated kind is paired with its reference kind's direct and nginx runs
+    of the same round (nginx relays the upstream's stream as it is)."""
+    CONNS = prm["connections"]
+    g = dict(getters64)
+    g.update({
+        "c1_cpu_us_per_req": lambda r: r["c1"]["cpu_us_per_req"],
+        "c1_p50_us": lambda r: r["c1"]["total_us"]["p50"],
+        "c1_p99_us": lambda r: r["c1"]["total_us"]["p99"],
+        "ttft_p50_us": lambda r: r["c1"]["ttft_us"]["p50"],
+        "ttft_p99_us": lambda r: r["c1"]["ttft_us"]["p99"],
+        "events_min": lambda r: r["c1"]["min_events"],
+        "body_bytes": lambda r: r["c1"]["body_bytes"],
+        "c1_errors": lambda r: r["c1"]["errors"] + r["c1"]["non2xx"],
+    })
+    out = {"what": "streamed requests (bench/lat --stream at concurrency 1, %s streams; wrk -t1 -c%d, %gs) through "
+                   "each path to a static nginx upstream that serves a fixed %s-event, ~10 KB SSE stream from a "
+                   "file (OpenAI chat chunks with stream_options.include_usage, or an Anthropic Messages stream); "
+                   "nginx is proxy_pass with proxy_buffering off" % (
+                       prm.get("sse_requests"), CONNS, prm.get("sse_duration_s", 0), prm.get("sse_events")),
+           "kinds": {}, "skipped": skipped}
+    for kind in SSE_ORDER:
+        if kind not in sse:
+            continue
+        k = SSE_KINDS[kind]
+        runs = dict(sse.get(k["ref"]) or {}) if k["ref"] else {}
+        runs.update(sse[kind])
+        if k["ref"]:
+            runs = {t: v for t, v in runs.items() if t in ("direct", "agentd", "nginx")}
+        s = {t: summarize(v, g) for t, v in runs.items()}
+        for t in s:
+            if t != "direct" and "direct" in runs:
+                s[t]["added_c1_p50_us"] = paired_added(runs[t], runs["direct"], "p50")
+                s[t]["added_c1_p99_us"] = paired_added(runs[t], runs["direct"], "p99")
+                s[t]["added_ttft_p50_us"] = paired_added(runs[t], runs["direct"], "p50", "ttft_us")
+        R = Ratios(runs)
+        d = {q: [r["c1"]["total_us"][q] for r in runs.get("direct", [])] for q in ("p50", "p99")}
+        for t in ("agentd", "nginx"):
+            for i, r in enumerate(runs.get(t, [])):
+                for q in ("p50", "p99"):
+                    if i < len(d[q]):
+                        r.setdefault("added", {})[q] = r["c1"]["total_us"][q] - d[q][i]
+        added = lambda q: (lambda r: r["added"][q])
+        out["kinds"][kind] = {
+            "label": k["label"], "front": k["front"], "reference_kind": k["ref"],
+            "targets": s,
+            "ratios": {
+                "agentd_vs_nginx_cpu_us_per_req": R("agentd_vs_nginx_cpu_us_per_req", "agentd", "nginx",
+                                                    lambda r: r["c64"]["cpu_us_per_req"]),
+                "agentd_vs_nginx_c1_cpu_us_per_req": R("agentd_vs_nginx_c1_cpu_us_per_req", "agentd", "nginx",
+                                                       lambda r: r["c1"]["cpu_us_per_req"]),
+                "agentd_vs_nginx_rps": R("agentd_vs_nginx_rps", "agentd", "nginx", lambda r: r["c64"]["rps"]),
+                "agentd_vs_direct_rps": R("agentd_vs_direct_rps", "agentd", "direct", lambda r: r["c64"]["rps"]),
+                "agentd_vs_nginx_added_c1_p50": R("agentd_vs_nginx_added_c1_p50", "agentd", "nginx", added("p50")),
+                "agentd_vs_nginx_added_c1_p99": R("agentd_vs_nginx_added_c1_p99", "agentd", "nginx", added("p99")),
+            },
+            "ratio_runs": R.runs,
+        }
+    return out
 
 
 def design_checks(res, prm):
@@ -1068,6 +1332,18 @@ def design_checks(res, prm):
                               "direct path's own spread)" % (SLOW_MS, CONNS, tol * 100),
                     "agentd": "%.3fx direct (nginx %s)" % (r, "%.3fx" % n if n is not None else "-"),
                     "met": r >= 1 - tol})
+    ss = sc.get("stream_static") or {}
+    for kind, x in (ss.get("kinds") or {}).items():
+        goal = 1.2 if SSE_KINDS.get(kind, {}).get("ref") is None else 2.0
+        for key, where in (("agentd_vs_nginx_cpu_us_per_req", "%d connections" % CONNS),
+                           ("agentd_vs_nginx_c1_cpu_us_per_req", "concurrency 1")):
+            v = x["ratios"].get(key)
+            if v is not None:
+                out.append({"target": "CPU per streamed request <= %gx nginx proxy_pass, %s, %s" % (
+                    goal, x["label"], where), "agentd": "%.2fx" % v, "met": v <= goal})
+    for kind, why in (ss.get("skipped") or {}).items():
+        out.append({"target": "streamed %s" % SSE_KINDS.get(kind, {}).get("label", kind), "agentd":
+                    "not measured: " + why, "met": None})
     return out
 
 

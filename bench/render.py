@@ -214,6 +214,48 @@ def render(res):
                         "whole stream p50 µs", "SSE events (min)", "errors"], rows))
         L.append("")
 
+    s = sc.get("stream_static")
+    if s:
+        L.append("#### Streaming from a static upstream: CPU per streamed request, added latency (issue 16 item 7)")
+        L.append("")
+        L.append(s["what"] + ".")
+        L.append("")
+        for kind, x in (s.get("kinds") or {}).items():
+            ref = x.get("reference_kind")
+            L.append("**%s** (`%s`%s)" % (x["label"], x["front"], "; direct and nginx relay the upstream's own "
+                                          "stream, from the %s runs of the same round" % ref if ref else ""))
+            L.append("")
+            rows = []
+            for t in ("direct", "agentd", "nginx"):
+                y = x["targets"].get(t)
+                if not y:
+                    continue
+                nd = t == "direct"
+                rows.append([NAMES[t], fmt(med(y, "rps")) + spread(y, "rps"),
+                             "" if nd else fmt(med(y, "cpu_us_per_req")) + spread(y, "cpu_us_per_req"),
+                             "" if nd else fmt(med(y, "c1_cpu_us_per_req")) + spread(y, "c1_cpu_us_per_req"),
+                             fmt(med(y, "c1_p50_us")), fmt(med(y, "c1_p99_us")),
+                             "–" if nd else fmt(med(y, "added_c1_p50_us")) + spread(y, "added_c1_p50_us"),
+                             "–" if nd else fmt(med(y, "added_c1_p99_us")),
+                             fmt(med(y, "ttft_p50_us")), "–" if nd else fmt(med(y, "added_ttft_p50_us")),
+                             fmt(med(y, "events_min"), 0), fmt(med(y, "body_bytes"), 0),
+                             fmt((med(y, "errors") or 0) + (med(y, "c1_errors") or 0), 0)])
+            L.append(table(["path", "req/s @%d" % p["connections"], "CPU µs/stream @%d" % p["connections"],
+                            "CPU µs/stream @1", "c=1 p50 µs", "c=1 p99 µs", "added p50 µs", "added p99 µs",
+                            "TTFT p50 µs", "added TTFT p50 µs", "events", "bytes", "errors"], rows))
+            L.append("")
+            r = x["ratios"]
+            L.append("agentd ÷ nginx: CPU per streamed request **%s×** at %d connections, **%s×** at concurrency 1 "
+                     "(target ≤ %s), req/s %s×; added latency p50 %s×, p99 %s×." % (
+                         fmt(r["agentd_vs_nginx_cpu_us_per_req"], 2), p["connections"],
+                         fmt(r["agentd_vs_nginx_c1_cpu_us_per_req"], 2), "2" if ref else "1.2",
+                         fmt(r["agentd_vs_nginx_rps"], 2), fmt(r["agentd_vs_nginx_added_c1_p50"], 2),
+                         fmt(r["agentd_vs_nginx_added_c1_p99"], 2)))
+            L.append("")
+        for kind, why in (s.get("skipped") or {}).items():
+            L.append("Not measured: `%s`: %s." % (kind, why))
+            L.append("")
+
     cn = res.get("counters")
     if cn:
         L.append("#### Deterministic counters (agentd vs nginx)")
@@ -224,8 +266,10 @@ def render(res):
                      p["connections"], p.get("callgrind_requests", 0)))
         L.append("")
         rows = []
-        for sc, label in (("health", "GET /health"), ("instant", "proxied chat completion")):
-            d = cn.get(sc)
+        ss = (sc.get("stream_static") or {}).get("kinds") or {}
+        for scn, label in [("health", "GET /health"), ("instant", "proxied chat completion")] + [
+                (k, "stream: " + v["label"]) for k, v in ss.items()]:
+            d = cn.get(scn)
             if not d:
                 continue
             for t in ("agentd", "nginx", "portkey"):
@@ -242,7 +286,8 @@ def render(res):
         L.append("")
         cr = res.get("counters_ratios_agentd_vs_nginx") or {}
         L.append("agentd ÷ nginx: " + "; ".join("%s: syscalls %s×, instructions %s×" % (
-            sc, fmt(v.get("syscalls"), 2), fmt(v.get("instructions"), 2)) for sc, v in cr.items()) + ".")
+            k, fmt(v.get("syscalls"), 2), fmt(v.get("instructions"), 2)) for k, v in cr.items()) + " (a "
+            "translated stream against nginx relaying its upstream's stream).")
         L.append("")
     fl = res.get("foreign_load_cpus")
     if fl:

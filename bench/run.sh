@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
-# agentd benchmarks, one command: bench/run.sh [server|gateway|all]   (default: all)
+# agentd benchmarks, one command: bench/run.sh [server|gateway|stream|all]   (default: all)
 #
 #   server   GET /health on agentd's API port vs nginx `return 200`; idle RSS            (issue 2)
-#   gateway  client -> {direct | agentd | nginx proxy_pass | Portkey} -> fake upstream     (issue 3)
-#   all      both, sharing one set of processes
+#   gateway  client -> {direct | agentd | nginx proxy_pass | Portkey} -> fake upstream     (issue 3),
+#            and the streams from a static upstream (below)
+#   stream   only the streams from a static upstream: direct | agentd | nginx proxy_pass, OpenAI and Anthropic
+#            pass-through, chat -> Anthropic and /v1/responses -> chat-only translation    (issue 16 items 7, 8)
+#   all      all of them, sharing one set of processes
 #
 # Installs what it needs (scripts/deps.sh bench, npm ci in bench/), builds agentd (Release, into build/) unless
 # AGENTD_BIN points at a binary, runs the scenarios with the process under test pinned to CPU 0 and the load
 # generator and upstreams pinned to CPU 1, and writes bench/results/latest.json and the tables in
 # bench/RESULTS.md. Knobs (environment): AGENTD_BIN, BENCH_ROUNDS (3), BENCH_DURATION (5 s per wrk run),
 # BENCH_WARMUP (1 s), BENCH_C1_SECONDS (2), BENCH_CONNECTIONS (64), BENCH_STREAM_REQUESTS (250),
-# BENCH_STREAM_CHUNKS (8), BENCH_STREAM_INTERVAL_MS (1), BENCH_SLOW_MS (50), BENCH_PORT_BASE (18700),
+# BENCH_STREAM_CHUNKS (8), BENCH_STREAM_INTERVAL_MS (1), BENCH_SLOW_MS (50), BENCH_SSE (1), BENCH_SSE_DURATION (3),
+# BENCH_SSE_REQUESTS (1500), BENCH_SSE_EVENTS (29), BENCH_CG_SSE_REQUESTS (300), BENCH_PORT_BASE (18700),
 # BENCH_OUT (bench/results/latest.json), BENCH_KEEP_WORK=1 to keep the work dir (configs, logs); the rest in
 # bench/README.md.
 set -euo pipefail
 which=${1:-all}
-case "$which" in server|gateway|all) ;; *) echo "usage: $0 [server|gateway|all]" >&2; exit 2 ;; esac
+case "$which" in server|gateway|stream|all) ;; *) echo "usage: $0 [server|gateway|stream|all]" >&2; exit 2 ;; esac
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -26,7 +30,7 @@ cmdline="bench/run.sh $*"
 "$repo/scripts/deps.sh" bench
 
 # Peers from npm: exact versions from bench/package-lock.json.
-if [ "$which" != server ]; then
+if [ "$which" = gateway ] || [ "$which" = all ]; then
   if [ ! -f "$here/node_modules/@portkey-ai/gateway/package.json" ] ||
      ! cmp -s "$here/package-lock.json" "$here/node_modules/.bench-lock" 2>/dev/null; then
     (cd "$here" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)

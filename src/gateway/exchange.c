@@ -31,7 +31,15 @@ struct gateway_worker {
     uv_loop_t *loop;
     struct upstream *up;
     uint64_t rng;
+    /* The stream output produced while one upstream read is fed to its parser, written to the client in one go
+     * at the end of the read (on_up_data): one write per read instead of one per event, and no allocation per
+     * event. relay_owner is the exchange whose read is being fed (NULL otherwise): only its output goes here.
+     * Bounded by what one read produces; the buffer is kept between reads unless it grew past RELAY_KEEP. */
+    struct buf relay;
+    struct exchange *relay_owner;
 };
+
+#define RELAY_KEEP (64 * 1024)
 
 /* ---------- observers ---------- */
 
@@ -85,6 +93,7 @@ struct gateway_worker *gateway_worker_new(uv_loop_t *loop, struct up_options up)
     g->loop = loop;
     g->up = upstream_new(loop, up);
     g->rng = time_mono_ns() ^ (uint64_t)(uintptr_t)g;
+    g->relay = (struct buf)BUF_INIT(BUF_UNBOUNDED);
     return g;
 }
 
@@ -93,6 +102,7 @@ void gateway_worker_free(struct gateway_worker *g)
     if (g == NULL)
         return;
     upstream_free(g->up);
+    buf_free(&g->relay);
     xfree(g);
 }
 
@@ -403,10 +413,13 @@ struct ex_reply {
 /* The one end of an exchange. Prices it, writes the response head and body (when no stream is under way),
  * calls every observer's on_settle once, then ends the sink and releases the exchange's resources. An attempt
  * still running is cancelled first (counted by the caller's outcome). */
+static void relay_flush(struct exchange *ex, const struct deployment *dep);
+
 static void ex_end(struct exchange *ex, int status, const struct gw_error *err, const struct ex_reply *reply)
 {
     if (ex->done)
         return;
+    relay_flush(ex, ex->att ? ex->att->dep : NULL); /* the stream bytes of the read under way go first */
     ex->done = true;
     ex->status = status;
     if (err && err != &ex->last_err) {
@@ -456,7 +469,7 @@ static void ex_end(struct exchange *ex, int status, const struct gw_error *err, 
 }
 
 /* Writes stream bytes, starting the stream (head, naming dep) with the first. */
-static void client_write_as(struct exchange *ex, struct buf *out, const struct deployment *dep)
+static void client_send(struct exchange *ex, const struct buf *out, const struct deployment *dep)
 {
     if (out->len == 0 || ex->sink_ended)
         return;
@@ -470,6 +483,34 @@ static void client_write_as(struct exchange *ex, struct buf *out, const struct d
     }
     /* -1: the consumer is gone; the sink tells us through ex_cancel from its own callback. */
     (void)ex->sink_ops->write(ex->sink, out->data, out->len);
+}
+
+/* Where the exchange's stream output goes: the worker's relay buffer while its own upstream read is being fed,
+ * else NULL (write it now). */
+static struct buf *relay_buf(struct exchange *ex)
+{
+    return ex->gw && ex->gw->relay_owner == ex ? &ex->gw->relay : NULL;
+}
+
+/* Writes what the read under way produced so far (one sink write). */
+static void relay_flush(struct exchange *ex, const struct deployment *dep)
+{
+    struct gateway_worker *gw = ex->gw;
+    if (gw == NULL || gw->relay_owner != ex || gw->relay.len == 0)
+        return;
+    gw->relay_owner = NULL; /* anything the sink does meanwhile (a cancel) writes straight out */
+    client_send(ex, &gw->relay, dep);
+    if (gw->relay.cap > RELAY_KEEP)
+        buf_free(&gw->relay);
+    else
+        buf_reset(&gw->relay);
+    gw->relay_owner = ex;
+}
+
+static void client_write_as(struct exchange *ex, struct buf *out, const struct deployment *dep)
+{
+    relay_flush(ex, dep); /* order: what the read produced before this goes first */
+    client_send(ex, out, dep);
 }
 
 static void client_write(struct exchange *ex, struct buf *out)
@@ -546,6 +587,11 @@ void attempt_delta(struct attempt *a, const struct chat_delta *d)
     if ((d->kind == DELTA_TEXT || d->kind == DELTA_TOOL_START) && !ex->t_first_token_us)
         ex->t_first_token_us = time_mono_us();
     a->any_output = true;
+    struct buf *rb = relay_buf(ex);
+    if (rb) {
+        ex->fops->stream_delta(ex, d, rb);
+        return;
+    }
     struct buf out = BUF_INIT(BUF_UNBOUNDED);
     ex->fops->stream_delta(ex, d, &out);
     client_write(ex, &out);
@@ -668,6 +714,11 @@ static int on_stream_event(struct attempt *a, const struct stream_event *ev)
         if (!ex->t_first_token_us)
             ex->t_first_token_us = time_mono_us();
         a->any_output = true;
+        struct buf *rb = relay_buf(ex);
+        if (rb) {
+            ex->fops->forward_event(ex, ev, rb); /* written at the end of the read */
+            return 0;
+        }
         struct buf out = BUF_INIT(BUF_UNBOUNDED);
         ex->fops->forward_event(ex, ev, &out);
         client_write(ex, &out);
@@ -734,20 +785,32 @@ static int on_up_data(struct up_xfer *x, const char *data, size_t len, void *ud)
     /* A slow client holds the upstream back instead of growing our buffers (the sink calls ex_sink_drained). */
     if (ex->sink_ops->pending && ex->sink_ops->pending(ex->sink) > EX_SINK_HIGH_WATER)
         return UP_DATA_PAUSE;
+    /* The events of this read are written to the client together, once the read is fed (flushed before any
+     * other write of this exchange, and by ex_end). The pause decision above always sees an empty relay. */
+    struct gateway_worker *gw = ex->gw;
+    const struct deployment *dep = a->dep;
+    bool batch = gw && gw->relay_owner == NULL;
+    if (batch)
+        gw->relay_owner = ex;
     int rc;
     if (a->prov->framing == FRAMING_AWS_EVENTSTREAM)
         rc = es_feed(a->framing_state, data, len);
     else
         rc = sse_feed(a->framing_state, data, len);
+    int ret = UP_DATA_OK;
     if (rc != 0) {
         if (!a->has_err) { /* a decode error already said more */
             gw_error_set(&a->err, 502, GW_ERR_API, "upstream stream framing is invalid or an event is too large");
             a->has_err = true;
             a->err_result = AO_DECODE;
         }
-        return UP_DATA_ABORT;
+        ret = UP_DATA_ABORT;
     }
-    return UP_DATA_OK;
+    if (batch) {
+        relay_flush(ex, dep); /* may end the exchange (the client gone): `a` is not touched after this */
+        gw->relay_owner = NULL;
+    }
+    return ret;
 }
 
 static void on_up_done(struct up_xfer *x, enum up_result r, void *ud)

@@ -713,6 +713,47 @@ static void server_error(struct http_req *r, const struct http_router *router, i
     http_respond_error(r, status, status >= 500 ? "server_error" : "invalid_request_error", code, message);
 }
 
+/* Writes the n buffers in order: straight to the socket when nothing is queued on it (no copy, no allocation,
+ * one writev), and whatever the kernel did not take is copied into one write request. A stream calls this once per
+ * upstream read, so its cost is the relay's cost per read. */
+static void stream_writev(struct http_req *r, const uv_buf_t *bufs, unsigned n)
+{
+    struct http_conn *c = r->conn;
+    size_t total = 0;
+    for (unsigned i = 0; i < n; i++)
+        total += bufs[i].len;
+    /* uv_try_write writes only when the stream's queue is empty (UV_EAGAIN otherwise), so order is kept. An
+     * error other than EAGAIN goes the queued way, which reports it from on_write as before. */
+    int done = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
+    size_t skip = done > 0 ? (size_t)done : 0;
+    if (skip == total)
+        return;
+    struct wreq *wr = xmalloc(sizeof(*wr) + (total - skip));
+    size_t off = 0;
+    for (unsigned i = 0; i < n; i++) {
+        size_t bl = bufs[i].len;
+        if (skip >= bl) {
+            skip -= bl;
+            continue;
+        }
+        memcpy(wr->data + off, bufs[i].base + skip, bl - skip);
+        off += bl - skip;
+        skip = 0;
+    }
+    wr->req = r;
+    wr->conn = c;
+    wr->len = off;
+    r->refs++;
+    c->pending_write_bytes += wr->len;
+    uv_buf_t b = uv_buf_init(wr->data, (unsigned)wr->len);
+    if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, &b, 1, on_write) < 0) {
+        c->pending_write_bytes -= wr->len;
+        req_unref(r);
+        xfree(wr);
+        conn_close(c);
+    }
+}
+
 void http_stream_start(struct http_req *r, int status, const char *ctype)
 {
     if (r->started || r->finished)
@@ -728,7 +769,8 @@ void http_stream_start(struct http_req *r, int status, const char *ctype)
     struct buf *head = &r->conn->srv->scratch;
     buf_reset(head);
     build_head(r, head, status, ctype, false, 0);
-    write_raw(r->conn, r, head->data, head->len);
+    uv_buf_t b = uv_buf_init(head->data, (unsigned)head->len);
+    stream_writev(r, &b, 1);
 }
 
 int http_stream_write(struct http_req *r, const void *data, size_t len)
@@ -739,39 +781,39 @@ int http_stream_write(struct http_req *r, const void *data, size_t len)
         return 0;
     if (r->method == HTTP_M_HEAD)
         return 0;
+    if (len > UINT32_MAX / 2) /* one uv_buf_t; the exchange writes one upstream read's worth at a time */
+        return -1;
     r->bytes_out += len;
     if (!r->chunked) {
-        write_raw(r->conn, r, data, len);
+        uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+        stream_writev(r, &b, 1);
         return 0;
     }
-    char hdr[24];
-    int hn = snprintf(hdr, sizeof(hdr), "%zx\r\n", len);
-    struct wreq *wr = xmalloc(sizeof(*wr) + (size_t)hn + len + 2);
-    memcpy(wr->data, hdr, (size_t)hn);
-    memcpy(wr->data + hn, data, len);
-    memcpy(wr->data + hn + len, "\r\n", 2);
-    wr->req = r;
-    wr->conn = r->conn;
-    wr->len = (size_t)hn + len + 2;
-    r->refs++;
-    r->conn->pending_write_bytes += wr->len;
-    uv_buf_t b = uv_buf_init(wr->data, (unsigned)wr->len);
-    if (uv_write(&wr->w, (uv_stream_t *)&r->conn->tcp, &b, 1, on_write) < 0) {
-        r->conn->pending_write_bytes -= wr->len;
-        req_unref(r);
-        xfree(wr);
-        conn_close(r->conn);
-        return -1;
+    /* chunk: hex size, CRLF, data, CRLF */
+    static const char hexd[] = "0123456789abcdef";
+    char hdr[2 * sizeof(size_t) + 2];
+    size_t hn = 0;
+    for (int sh = (int)(sizeof(size_t) * 8) - 4; sh >= 0; sh -= 4) {
+        unsigned d = (unsigned)(len >> sh) & 0xf;
+        if (d || hn)
+            hdr[hn++] = hexd[d];
     }
-    return 0;
+    hdr[hn++] = '\r';
+    hdr[hn++] = '\n';
+    uv_buf_t b[3] = {uv_buf_init(hdr, (unsigned)hn), uv_buf_init((char *)data, (unsigned)len),
+                     uv_buf_init((char *)"\r\n", 2)};
+    stream_writev(r, b, 3);
+    return r->conn && r->conn->state == CONN_OPEN ? 0 : -1;
 }
 
 void http_stream_end(struct http_req *r)
 {
     if (r->finished)
         return;
-    if (r->started && r->chunked && r->conn && r->conn->state == CONN_OPEN && r->method != HTTP_M_HEAD)
-        write_raw(r->conn, r, "0\r\n\r\n", 5);
+    if (r->started && r->chunked && r->conn && r->conn->state == CONN_OPEN && r->method != HTTP_M_HEAD) {
+        uv_buf_t b = uv_buf_init((char *)"0\r\n\r\n", 5);
+        stream_writev(r, &b, 1);
+    }
     req_finish(r);
 }
 
