@@ -1,10 +1,10 @@
 #include "api/routes.h"
 
 #include "api/debug.h"
+#include "api/gw_http.h"
 #include "api/ops.h"
 #include "common/alloc.h"
 #include "config/config.h"
-#include "gateway/exchange.h"
 
 static const struct http_route base_routes[] = {
     {"/health", HTTP_M_GET, false, ops_health, NULL},

@@ -1,5 +1,6 @@
-/* exchange.c: the spine of the gateway (DESIGN §1). One struct exchange per client request; it moves through
- * parse -> route -> admit -> plan -> attempt* -> relay -> settle and never back. */
+/* exchange.c: the spine of the gateway (DESIGN §1, §1a). One struct exchange per request; it moves through the
+ * stage table below and never back. One function ends an attempt (ex_attempt_end) and one ends the exchange
+ * (ex_end); both tell the observers. See docs/internals/exchange.md. */
 #include "gateway/exchange.h"
 
 #include <stdatomic.h>
@@ -8,9 +9,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "api/worker.h"
 #include "common/alloc.h"
-#include "common/jscan.h"
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "config/config.h"
@@ -18,9 +17,9 @@
 #include "gateway/front.h"
 #include "gateway/models.h"
 #include "gateway/redact.h"
-#include "net/http.h"
 #include "net/sse.h"
 #include "net/upstream.h"
+#include "telemetry/genai.h"
 #include "telemetry/metrics.h"
 
 _Atomic long gw_inflight;
@@ -31,58 +30,28 @@ struct gateway_worker {
     uint64_t rng;
 };
 
-/* ---------- metrics (OpenTelemetry GenAI names, Prometheus spelling) ---------- */
+/* ---------- observers ---------- */
 
-static const double token_buckets[] = {1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304};
-static const double op_buckets[] = {0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92};
-static const double ttft_buckets[] = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10};
-static const double overhead_buckets[] = {0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025};
-static const char *const tok_labels[] = {"gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model",
-                                         "gen_ai_token_type", NULL};
-static const char *const op_labels[] = {"gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model",
-                                        "error_type", NULL};
-static const char *const req_labels[] = {"front", "model", "deployment", "status", NULL};
-static const char *const model_labels[] = {"model", "deployment", NULL};
-static const char *const attempt_labels[] = {"deployment", "outcome", NULL};
+#define EX_MAX_OBSERVERS 16
+static const struct ex_observer *observers[EX_MAX_OBSERVERS];
+static size_t nobservers;
 
-static struct metric_def m_tokens = METRIC_HISTOGRAM_DEF(
-    "gen_ai_client_token_usage", "Tokens used per LLM call (OpenTelemetry gen_ai.client.token.usage).", tok_labels,
-    token_buckets);
-static struct metric_def m_op_duration =
-    METRIC_HISTOGRAM_DEF("gen_ai_client_operation_duration_seconds",
-                         "Duration of LLM calls through the gateway (gen_ai.client.operation.duration).", op_labels,
-                         op_buckets);
-static struct metric_def m_ttft = METRIC_HISTOGRAM_DEF(
-    "gen_ai_server_time_to_first_token_seconds", "Time to the first streamed token (gen_ai.server.time_to_first_token).",
-    model_labels, ttft_buckets);
-static struct metric_def m_overhead =
-    METRIC_HISTOGRAM_DEF("agentd_gateway_overhead_seconds",
-                         "Time agentd spent on a request outside the upstream call.", model_labels, overhead_buckets);
-static struct metric_def m_requests = METRIC_DEF("agentd_gateway_requests_total",
-                                                 "LLM requests by front door, model, deployment and status.",
-                                                 METRIC_COUNTER, req_labels);
-static struct metric_def m_attempts = METRIC_DEF("agentd_gateway_upstream_attempts_total",
-                                                 "Upstream attempts by deployment and outcome.", METRIC_COUNTER,
-                                                 attempt_labels);
-static struct metric_def m_cost = METRIC_DEF("agentd_gateway_cost_usd_total", "Spend in US dollars.", METRIC_COUNTER,
-                                             model_labels);
-static struct metric_def m_tokens_total = METRIC_DEF("agent_tokens_used_total",
-                                                     "Tokens used (the seed's agent.tokens.used counter).",
-                                                     METRIC_COUNTER, model_labels);
-static struct metric_def m_inflight = METRIC_DEF("agentd_gateway_inflight_requests", "LLM requests in flight.",
-                                                 METRIC_GAUGE, NULL);
+int ex_observer_add(const struct ex_observer *obs)
+{
+    for (size_t i = 0; i < nobservers; i++)
+        if (observers[i] == obs)
+            return 0;
+    if (nobservers >= EX_MAX_OBSERVERS)
+        return -1;
+    observers[nobservers++] = obs;
+    return 0;
+}
 
 int gateway_global_init(void)
 {
-    metrics_register(&m_tokens);
-    metrics_register(&m_op_duration);
-    metrics_register(&m_ttft);
-    metrics_register(&m_overhead);
-    metrics_register(&m_requests);
-    metrics_register(&m_attempts);
-    metrics_register(&m_cost);
-    metrics_register(&m_tokens_total);
-    metrics_register(&m_inflight);
+    genai_metrics_register();
+    ex_observer_add(&ex_observer_metrics);
+    ex_observer_add(&ex_observer_llm_log);
     usage_metrics_register();
     return upstream_global_init();
 }
@@ -123,10 +92,9 @@ void gateway_worker_free(struct gateway_worker *g)
     xfree(g);
 }
 
-static struct gateway_worker *worker_gateway(struct http_req *req)
+uv_loop_t *gateway_worker_loop(const struct gateway_worker *g)
 {
-    struct worker *w = worker_of_loop(http_server_loop(req->server));
-    return w ? w->gateway : NULL;
+    return g->loop;
 }
 
 static uint64_t rng_next(struct gateway_worker *g)
@@ -137,60 +105,65 @@ static uint64_t rng_next(struct gateway_worker *g)
     return g->rng;
 }
 
-/* ---------- fronts ---------- */
-
-static const struct front_ops *front_of(const struct exchange *ex)
-{
-    switch (ex->front) {
-    case FRONT_ANTHROPIC_MESSAGES: return &front_anthropic;
-    case FRONT_OPENAI_EMBEDDINGS: return &front_openai_embeddings;
-    default: return &front_openai_chat;
-    }
-}
-
 /* ---------- attempt API used by providers ---------- */
 
 struct str attempt_client_body(const struct attempt *a)
 {
-    return a->ex->body;
+    return a->ex->rq.body;
 }
 
 const cJSON *attempt_canonical(struct attempt *a, struct gw_error *err)
 {
     struct exchange *ex = a->ex;
     if (ex->canon == NULL)
-        ex->canon = front_of(ex)->to_canonical(ex, err);
+        ex->canon = ex->fops->to_canonical(&ex->rq, err);
     return ex->canon;
 }
 
 bool attempt_client_stream(const struct attempt *a)
 {
-    return a->ex->stream;
+    return a->ex->rq.stream;
 }
 
 bool attempt_client_include_usage(const struct attempt *a)
 {
-    return a->ex->client_include_usage;
+    return a->ex->rq.client_include_usage;
 }
 
 const char *attempt_public_model(const struct attempt *a)
 {
-    return a->ex->model_name;
+    return a->ex->rq.model_name;
 }
 
 int64_t attempt_max_tokens(const struct attempt *a)
 {
-    return a->ex->max_tokens;
+    return a->ex->rq.max_tokens;
 }
 
 int64_t attempt_default_max_tokens(const struct attempt *a)
 {
-    return a->ex->req->cfg->gateway.default_max_tokens;
+    return a->ex->rq.cfg ? a->ex->rq.cfg->gateway.default_max_tokens : 4096;
 }
 
 const char *attempt_request_id(const struct attempt *a)
 {
-    return a->ex->req->request_id;
+    return a->ex->rq.request_id;
+}
+
+const char *attempt_response_id(const struct attempt *a)
+{
+    return a->ex->id;
+}
+
+int64_t attempt_created(const struct attempt *a)
+{
+    return a->ex->created;
+}
+
+const struct str *attempt_client_header(const struct attempt *a, const char *name)
+{
+    const struct ex_request *rq = &a->ex->rq;
+    return rq->header ? rq->header(rq->hctx, name) : NULL;
 }
 
 struct uv_loop_s *attempt_loop(const struct attempt *a)
@@ -198,130 +171,114 @@ struct uv_loop_s *attempt_loop(const struct attempt *a)
     return a->ex->gw->loop;
 }
 
+/* ---------- outcomes ---------- */
+
+const char *attempt_result_name(enum attempt_result r)
+{
+    static const char *const names[AO_COUNT] = {
+        [AO_OK] = "ok",
+        [AO_CONNECT_REFUSED] = "connect_refused",
+        [AO_CONNECT_TIMEOUT] = "connect_timeout",
+        [AO_FIRST_BYTE_TIMEOUT] = "first_byte_timeout",
+        [AO_IDLE_TIMEOUT] = "idle_timeout",
+        [AO_TIMEOUT] = "timeout",
+        [AO_RESET_BEFORE_FIRST_BYTE] = "reset_before_first_byte",
+        [AO_RESET_AFTER_FIRST_BYTE] = "reset_after_first_byte",
+        [AO_TLS] = "tls",
+        [AO_PROTOCOL] = "protocol",
+        [AO_TOO_LARGE] = "too_large",
+        [AO_DECODE] = "decode",
+        [AO_HTTP_STATUS] = "http_status",
+        [AO_ENCODE_REFUSED] = "encode_refused",
+        [AO_START_FAILED] = "start_failed",
+        [AO_DNS] = "dns",
+        [AO_OTHER] = "other",
+        [AO_CANCELLED_CLIENT] = "cancelled_client",
+        [AO_CANCELLED_DEADLINE] = "cancelled_deadline",
+    };
+    return (unsigned)r < AO_COUNT && names[r] ? names[r] : "unknown";
+}
+
+/* The upstream client's result, as an attempt outcome (the one place that maps it). */
+static enum attempt_result outcome_from_upstream(enum up_result r)
+{
+    switch (r) {
+    case UP_OK: return AO_OK;
+    case UP_E_CONNECT: return AO_CONNECT_REFUSED;
+    case UP_E_DNS: return AO_DNS;
+    case UP_E_CONNECT_TIMEOUT: return AO_CONNECT_TIMEOUT;
+    case UP_E_FIRST_BYTE_TIMEOUT: return AO_FIRST_BYTE_TIMEOUT;
+    case UP_E_TIMEOUT: return AO_TIMEOUT;
+    case UP_E_RESET_BEFORE_HEADERS: return AO_RESET_BEFORE_FIRST_BYTE;
+    case UP_E_RESET: return AO_RESET_AFTER_FIRST_BYTE;
+    case UP_E_TLS: return AO_TLS;
+    case UP_E_PROTOCOL: return AO_PROTOCOL;
+    case UP_E_TOO_LARGE: return AO_TOO_LARGE;
+    case UP_E_ABORTED: return AO_DECODE; /* our own on_data abort (it normally carries a->err) */
+    default: return AO_OTHER;
+    }
+}
+
 /* ---------- exchange lifecycle ---------- */
 
 static void ex_next_attempt(struct exchange *ex);
-static void ex_finish(struct exchange *ex);
 static void attempt_free(struct attempt *a);
+static void ex_run(struct exchange *ex);
 
-static void on_deadline_closed(uv_handle_t *h)
+void ex_ref(struct exchange *ex)
 {
-    struct exchange *ex = h->data;
-    if (ex->client_tree)
-        cJSON_Delete(ex->client_tree);
+    ex->refs++;
+}
+
+void ex_unref(struct exchange *ex)
+{
+    if (--ex->refs > 0)
+        return;
+    if (ex->rq.client_tree)
+        cJSON_Delete(ex->rq.client_tree);
     if (ex->canon)
         cJSON_Delete(ex->canon);
+    if (ex->fstate)
+        ex->fops->stream_free(ex->fstate);
     xfree(ex);
 }
 
-static void settle(struct exchange *ex, int status)
+static void on_deadline_closed(uv_handle_t *h)
 {
-    /* Cost from the provider-reported usage (or, for a stream cut short, what was counted). */
-    const struct deployment *dep = ex->att ? ex->att->dep : (ex->iplan > 0 ? ex->plan[ex->iplan - 1] : NULL);
-    const struct price *p = dep ? dep->price : NULL;
-    if (p) {
-        int64_t uncached = ex->usage.input - ex->usage.cached_input - ex->usage.cache_write;
-        if (uncached < 0)
-            uncached = 0;
-        ex->cost_usd = ((double)uncached * p->input + (double)ex->usage.cached_input * p->cached_input +
-                        (double)ex->usage.cache_write * p->cache_write + (double)ex->usage.output * p->output) /
-                       1e6;
-        ex->priced = true;
-    }
-    uint64_t now = time_mono_us();
-    uint64_t total = now - ex->t_start_us;
-    uint64_t overhead = total > ex->t_upstream_us ? total - ex->t_upstream_us : 0;
-    const char *dlabel = dep ? dep->label : "-";
-    const char *pname = dep ? dep->prov->name : "-";
-    const char *op = ex->front == FRONT_OPENAI_EMBEDDINGS ? "embeddings" : "chat";
-    char st[8];
-    snprintf(st, sizeof(st), "%d", status);
-    static const char *const front_names[] = {"openai", "anthropic", "openai-embeddings"};
-    metrics_inc(&m_requests, (const char *[]){front_names[ex->front], ex->model_name, dlabel, st});
-    if (ex->model) {
-        const char *etype = status >= 400 ? st : "";
-        metrics_observe(&m_op_duration, (const char *[]){op, pname, ex->model_name, etype}, (double)total / 1e6);
-        metrics_observe(&m_overhead, (const char *[]){ex->model_name, dlabel}, (double)overhead / 1e6);
-        if (ex->usage.known || ex->usage.input || ex->usage.output) {
-            metrics_observe(&m_tokens, (const char *[]){op, pname, ex->model_name, "input"}, (double)ex->usage.input);
-            if (ex->front != FRONT_OPENAI_EMBEDDINGS)
-                metrics_observe(&m_tokens, (const char *[]){op, pname, ex->model_name, "output"},
-                                (double)ex->usage.output);
-            metrics_add(&m_tokens_total, (const char *[]){ex->model_name, dlabel},
-                        (double)(ex->usage.input + ex->usage.output));
-        }
-        if (ex->priced && ex->cost_usd > 0)
-            metrics_add(&m_cost, (const char *[]){ex->model_name, dlabel}, ex->cost_usd);
-        if (ex->t_first_token_us)
-            metrics_observe(&m_ttft, (const char *[]){ex->model_name, dlabel},
-                            (double)(ex->t_first_token_us - ex->t_start_us) / 1e6);
-    }
-    struct log_line l;
-    if ((ex->req->cfg->log.llm || status >= 500) && log_begin(&l, status >= 500 ? LL_WARN : LL_INFO, "llm")) {
-        log_field_cstr(&l, "request_id", ex->req->request_id);
-        log_field_cstr(&l, "front", front_names[ex->front]);
-        log_field_cstr(&l, "model", ex->model_name);
-        log_field_cstr(&l, "deployment", dlabel);
-        log_field_int(&l, "status", status);
-        log_field_bool(&l, "stream", ex->stream);
-        log_field_int(&l, "attempts", ex->attempts);
-        log_field_int(&l, "input_tokens", ex->usage.input);
-        log_field_int(&l, "output_tokens", ex->usage.output);
-        if (ex->usage.cached_input)
-            log_field_int(&l, "cached_tokens", ex->usage.cached_input);
-        if (ex->usage.reasoning)
-            log_field_int(&l, "reasoning_tokens", ex->usage.reasoning);
-        if (ex->priced)
-            log_field_double(&l, "cost_usd", ex->cost_usd);
-        log_field_bool(&l, "usage_reported", ex->usage.known);
-        if (ex->incomplete)
-            log_field_bool(&l, "incomplete", true);
-        log_field_uint(&l, "duration_us", total);
-        log_field_uint(&l, "overhead_us", overhead);
-        if (ex->t_first_token_us)
-            log_field_uint(&l, "ttft_us", ex->t_first_token_us - ex->t_start_us);
-        if (status >= 400 && ex->have_err)
-            log_field_cstr(&l, "error", ex->last_err.message);
-        log_end(&l);
-    }
+    ex_unref(h->data);
 }
 
-/* Every path ends here exactly once: releases the admission slot, stops the deadline, frees. */
-static void ex_finish(struct exchange *ex)
+/* Upstream time of an attempt that is still running, so far: it is never agentd's overhead. */
+static uint64_t attempt_upstream_so_far(const struct attempt *a, uint64_t now)
 {
-    if (ex->done)
-        return;
-    ex->done = true;
-    if (ex->att) {
-        attempt_free(ex->att);
+    return a && a->t_start_us && now > a->t_start_us ? now - a->t_start_us : 0;
+}
+
+/* The one end of an attempt: accounts its upstream time, tells the observers, frees it. The caller then
+ * decides what the exchange does next (another attempt, a response, an error). */
+void ex_attempt_end(struct exchange *ex, struct attempt *a, const struct attempt_outcome *o)
+{
+    if (a->up_us_known)
+        ex->t_upstream_us += a->up_us;
+    else
+        ex->t_upstream_us += attempt_upstream_so_far(a, time_mono_us());
+    a->t_start_us = 0;
+    for (size_t i = 0; i < nobservers; i++)
+        if (observers[i]->on_attempt_end)
+            observers[i]->on_attempt_end(ex, a, o);
+    if (ex->att == a)
         ex->att = NULL;
+    attempt_free(a);
+}
+
+static void end_attempt(struct exchange *ex, struct attempt *a, enum attempt_result r, const struct gw_error *err)
+{
+    struct attempt_outcome o = {r, 0, -1, err};
+    if (r == AO_HTTP_STATUS && err) {
+        o.status = a->status ? a->status : err->status; /* the upstream's own status when there was one */
+        o.retry_after_ms = err->retry_after_ms;
     }
-    if (ex->admitted) {
-        atomic_fetch_sub(&gw_inflight, 1);
-        metrics_add(&m_inflight, NULL, -1);
-    }
-    uv_timer_stop(&ex->deadline);
-    uv_close((uv_handle_t *)&ex->deadline, on_deadline_closed);
-}
-
-/* Terminal calls: the request must not call back into an exchange that is going away, and after the terminal
- * call the request itself may already be freed. */
-static void ex_detach(struct exchange *ex)
-{
-    ex->req->on_abort = NULL;
-    ex->req->on_drain = NULL;
-}
-
-static void ex_respond(struct exchange *ex, int status, const char *ctype, const void *body, size_t len)
-{
-    ex_detach(ex);
-    http_respond(ex->req, status, ctype, body, len);
-}
-
-static void ex_stream_end(struct exchange *ex)
-{
-    ex_detach(ex);
-    http_stream_end(ex->req);
+    ex_attempt_end(ex, a, &o);
 }
 
 /* "0.00012345": USD with 8 decimals, without printf (this runs on every response). */
@@ -340,90 +297,201 @@ static size_t fmt_usd(char *dst, double usd)
     return n + 8;
 }
 
-static void add_header_u64(struct http_req *req, const char *name, uint64_t v)
+/* One response header line; a value that would break the header (a client-chosen model name) is left out. */
+static void hdr_add(struct buf *h, const char *name, const char *value)
+{
+    if (strpbrk(value, "\r\n"))
+        return;
+    buf_append_str(h, name);
+    buf_append(h, ": ", 2);
+    buf_append_str(h, value);
+    buf_append(h, "\r\n", 2);
+}
+
+static void hdr_add_u64(struct buf *h, const char *name, uint64_t v)
 {
     char tmp[24];
     tmp[fmt_u64(tmp, v)] = '\0';
-    http_resp_header(req, name, tmp);
+    hdr_add(h, name, tmp);
 }
 
-static void add_gateway_headers(struct exchange *ex, const struct deployment *dep, bool with_cost)
+/* agentd's own time so far: everything but the upstream's (finished attempts, and the one in flight). */
+static uint64_t overhead_now(const struct exchange *ex, uint64_t now)
 {
-    struct http_req *req = ex->req;
-    if (ex->front == FRONT_ANTHROPIC_MESSAGES)
-        http_resp_header(req, "request-id", req->request_id); /* what Anthropic's SDKs read as requestID */
-    if (dep)
-        http_resp_header(req, "x-agentd-deployment", dep->label);
-    http_resp_header(req, "x-agentd-model", ex->model_name);
-    uint64_t now = time_mono_us();
     uint64_t total = now - ex->t_start_us;
-    uint64_t up = ex->t_upstream_us;
-    if (ex->stream && ex->att && ex->att->t_headers_us && ex->att->t_start_us)
-        up += ex->att->t_headers_us - ex->att->t_start_us; /* upstream time to first byte, still in flight */
-    add_header_u64(req, "x-agentd-overhead-us", total > up ? total - up : 0);
-    add_header_u64(req, "x-agentd-attempts", (uint64_t)ex->attempts);
+    uint64_t up = ex->t_upstream_us + attempt_upstream_so_far(ex->att, now);
+    return total > up ? total - up : 0;
+}
+
+static void gateway_headers(struct exchange *ex, struct buf *h, const struct deployment *dep, bool with_cost)
+{
+    if (ex->front == FRONT_ANTHROPIC_MESSAGES)
+        hdr_add(h, "request-id", ex->rq.request_id); /* what Anthropic's SDKs read as requestID */
+    if (dep)
+        hdr_add(h, "x-agentd-deployment", dep->label);
+    hdr_add(h, "x-agentd-model", ex->rq.model_name);
+    hdr_add_u64(h, "x-agentd-overhead-us", overhead_now(ex, time_mono_us()));
+    hdr_add_u64(h, "x-agentd-attempts", (uint64_t)ex->attempts);
     if (with_cost) {
         if (ex->priced) {
             char usd[40];
             usd[fmt_usd(usd, ex->cost_usd)] = '\0';
-            http_resp_header(req, "x-agentd-cost-usd", usd);
+            hdr_add(h, "x-agentd-cost-usd", usd);
         } else {
-            http_resp_header(req, "x-agentd-cost-usd", "unknown");
+            hdr_add(h, "x-agentd-cost-usd", "unknown");
         }
-        add_header_u64(req, "x-agentd-input-tokens", (uint64_t)(ex->usage.input > 0 ? ex->usage.input : 0));
-        add_header_u64(req, "x-agentd-output-tokens", (uint64_t)(ex->usage.output > 0 ? ex->usage.output : 0));
+        hdr_add_u64(h, "x-agentd-input-tokens", (uint64_t)(ex->usage.input > 0 ? ex->usage.input : 0));
+        hdr_add_u64(h, "x-agentd-output-tokens", (uint64_t)(ex->usage.output > 0 ? ex->usage.output : 0));
     }
 }
 
-static void ex_fail(struct exchange *ex, const struct gw_error *err)
+static const struct deployment *last_deployment(const struct exchange *ex)
 {
+    return ex->iplan > 0 ? ex->plan[ex->iplan - 1] : NULL;
+}
+
+static void price(struct exchange *ex)
+{
+    /* Cost from the provider-reported usage (or, for a stream cut short, what was counted). */
+    const struct deployment *dep = last_deployment(ex);
+    const struct price *p = dep ? dep->price : NULL;
+    if (p == NULL)
+        return;
+    int64_t uncached = ex->usage.input - ex->usage.cached_input - ex->usage.cache_write;
+    if (uncached < 0)
+        uncached = 0;
+    ex->cost_usd = ((double)uncached * p->input + (double)ex->usage.cached_input * p->cached_input +
+                    (double)ex->usage.cache_write * p->cache_write + (double)ex->usage.output * p->output) /
+                   1e6;
+    ex->priced = true;
+}
+
+/* What the client gets when the exchange ends without a stream under way. */
+struct ex_reply {
+    const struct buf *body;       /* NULL: none */
+    const struct deployment *dep; /* x-agentd-deployment, or NULL */
+    bool with_cost;               /* a complete response: cost and token headers */
+};
+
+/* The one end of an exchange. Prices it, writes the response head and body (when no stream is under way),
+ * calls every observer's on_settle once, then ends the sink and releases the exchange's resources. An attempt
+ * still running is cancelled first (counted by the caller's outcome). */
+static void ex_end(struct exchange *ex, int status, const struct gw_error *err, const struct ex_reply *reply)
+{
+    if (ex->done)
+        return;
+    ex->done = true;
+    ex->status = status;
+    if (err && err != &ex->last_err) {
+        ex->last_err = *err;
+        ex->have_err = true;
+    }
+    price(ex);
+    uint64_t now = time_mono_us();
+    struct ex_outcome o = {status, last_deployment(ex), status >= 400 && ex->have_err ? &ex->last_err : NULL,
+                           now - ex->t_start_us, overhead_now(ex, now)};
+    struct buf hdrs = BUF_INIT(BUF_UNBOUNDED);
+    if (!ex->client_started) {
+        buf_reserve(&hdrs, 384); /* the usual set in one allocation */
+        if (ex->model)
+            gateway_headers(ex, &hdrs, reply ? reply->dep : NULL, reply && reply->with_cost);
+        else if (ex->front == FRONT_ANTHROPIC_MESSAGES)
+            hdr_add(&hdrs, "request-id", ex->rq.request_id);
+        if (err && err->retry_after_ms >= 0) {
+            hdr_add_u64(&hdrs, "retry-after", (uint64_t)(err->retry_after_ms + 999) / 1000);
+            hdr_add_u64(&hdrs, "retry-after-ms", (uint64_t)err->retry_after_ms);
+        }
+    }
+    for (size_t i = 0; i < nobservers; i++)
+        if (observers[i]->on_settle)
+            observers[i]->on_settle(ex, &o);
+    if (!ex->client_started) {
+        ex->sink_ops->head(ex->sink, status, &hdrs, false);
+        if (reply && reply->body && reply->body->len)
+            ex->sink_ops->write(ex->sink, reply->body->data, reply->body->len);
+    }
+    buf_free(&hdrs);
+    ex->sink_ended = true;
+    ex->sink_ops->end(ex->sink);
+    if (ex->att) { /* every path ends its attempt first; this is a safety net, counted as a client cancel */
+        struct gw_error e;
+        gw_error_set(&e, 499, GW_ERR_API, "exchange ended");
+        end_attempt(ex, ex->att, AO_CANCELLED_CLIENT, &e);
+    }
+    if (ex->admitted) {
+        atomic_fetch_sub(&gw_inflight, 1);
+        metrics_add(&genai_inflight_requests, NULL, -1);
+    }
+    uv_timer_stop(&ex->deadline);
+    uv_close((uv_handle_t *)&ex->deadline, on_deadline_closed);
+}
+
+/* Writes stream bytes, starting the stream (head, naming dep) with the first. */
+static void client_write_as(struct exchange *ex, struct buf *out, const struct deployment *dep)
+{
+    if (out->len == 0 || ex->sink_ended)
+        return;
+    if (!ex->client_started) {
+        ex->client_started = true;
+        struct buf hdrs = BUF_INIT(BUF_UNBOUNDED);
+        buf_reserve(&hdrs, 384);
+        gateway_headers(ex, &hdrs, dep, false);
+        ex->sink_ops->head(ex->sink, 200, &hdrs, true);
+        buf_free(&hdrs);
+    }
+    /* -1: the consumer is gone; the sink tells us through ex_cancel from its own callback. */
+    (void)ex->sink_ops->write(ex->sink, out->data, out->len);
+}
+
+static void client_write(struct exchange *ex, struct buf *out)
+{
+    client_write_as(ex, out, ex->att ? ex->att->dep : NULL);
+}
+
+static void ex_fail_at(struct exchange *ex, const struct gw_error *err, const struct deployment *dep)
+{
+    if (ex->done)
+        return;
     ex->last_err = *err;
     ex->have_err = true;
-    struct http_req *req = ex->req;
-    const struct front_ops *f = front_of(ex);
     if (ex->client_started) {
         /* A stream already reached the client: end it with the format's error event. */
         struct buf out = BUF_INIT(BUF_UNBOUNDED);
-        f->stream_end(ex, err, &out);
-        http_stream_write(req, out.data, out.len);
+        ex->fops->stream_end(ex, err, &out);
+        client_write(ex, &out);
         buf_free(&out);
         ex->incomplete = true;
-        settle(ex, err->status);
-        ex_stream_end(ex);
-        ex_finish(ex);
+        ex_end(ex, err->status, err, NULL);
         return;
     }
     struct buf out = BUF_INIT(BUF_UNBOUNDED);
-    f->error_body(ex, err, &out);
-    const struct deployment *dep = ex->att ? ex->att->dep : NULL;
-    if (ex->model)
-        add_gateway_headers(ex, dep, false);
-    else if (ex->front == FRONT_ANTHROPIC_MESSAGES)
-        http_resp_header(req, "request-id", req->request_id);
-    if (err->retry_after_ms >= 0) {
-        http_resp_headerf(req, "retry-after", "%ld", (err->retry_after_ms + 999) / 1000);
-        http_resp_headerf(req, "retry-after-ms", "%ld", err->retry_after_ms);
-    }
-    settle(ex, err->status);
-    ex_respond(ex, err->status, "application/json", out.data, out.len);
+    ex->fops->error_body(ex, err, &out);
+    struct ex_reply r = {&out, dep, false};
+    ex_end(ex, err->status, err, &r);
     buf_free(&out);
-    ex_finish(ex);
 }
 
-static void on_client_abort(struct http_req *req, void *ud)
+void ex_fail(struct exchange *ex, const struct gw_error *err)
 {
-    struct exchange *ex = ud;
-    (void)req;
+    ex_fail_at(ex, err, NULL);
+}
+
+void ex_cancel(struct exchange *ex)
+{
+    if (ex == NULL || ex->done)
+        return;
     /* The client went away: stop the upstream transfer at once (no point paying for tokens nobody reads). */
-    ex->last_err.status = 499;
-    ex->have_err = true;
-    snprintf(ex->last_err.message, sizeof(ex->last_err.message), "client closed the connection");
-    settle(ex, 499);
-    if (ex->client_started)
-        ex_stream_end(ex);
-    else
-        ex_respond(ex, 499, NULL, NULL, 0);
-    ex_finish(ex);
+    struct gw_error err;
+    gw_error_set(&err, 499, GW_ERR_API, "client closed the connection");
+    if (ex->att)
+        end_attempt(ex, ex->att, AO_CANCELLED_CLIENT, &err);
+    ex_end(ex, 499, &err, NULL);
+}
+
+void ex_sink_drained(struct exchange *ex)
+{
+    if (ex && !ex->done && ex->att && ex->att->xfer)
+        upstream_resume(ex->att->xfer);
 }
 
 static void on_deadline(uv_timer_t *t)
@@ -431,24 +499,10 @@ static void on_deadline(uv_timer_t *t)
     struct exchange *ex = t->data;
     struct gw_error err;
     gw_error_set(&err, 504, GW_ERR_TIMEOUT, "the request did not complete within %lld ms (gateway.request_timeout)",
-                 (long long)ex->req->cfg->gateway.request_timeout_ms);
-    if (ex->att) {
-        attempt_free(ex->att);
-        ex->att = NULL;
-    }
+                 (long long)ex->rq.cfg->gateway.request_timeout_ms);
+    if (ex->att)
+        end_attempt(ex, ex->att, AO_CANCELLED_DEADLINE, &err);
     ex_fail(ex, &err);
-}
-
-static void client_write(struct exchange *ex, struct buf *out)
-{
-    if (out->len == 0)
-        return;
-    if (!ex->client_started) {
-        ex->client_started = true;
-        add_gateway_headers(ex, ex->att ? ex->att->dep : NULL, false);
-        http_stream_start(ex->req, 200, "text/event-stream");
-    }
-    http_stream_write(ex->req, out->data, out->len);
 }
 
 void attempt_delta(struct attempt *a, const struct chat_delta *d)
@@ -464,35 +518,33 @@ void attempt_delta(struct attempt *a, const struct chat_delta *d)
         ex->t_first_token_us = time_mono_us();
     a->any_output = true;
     struct buf out = BUF_INIT(BUF_UNBOUNDED);
-    front_of(ex)->stream_delta(ex, d, &out);
+    ex->fops->stream_delta(ex, d, &out);
     client_write(ex, &out);
     buf_free(&out);
 }
 
-static void complete_stream(struct exchange *ex)
+/* A stream that ended well: the attempt ends ok, the client gets the terminal events. */
+static void complete_stream(struct exchange *ex, struct attempt *a)
 {
+    bool passthrough = a->passthrough;
+    const struct deployment *dep = a->dep;
+    if (a->usage.known && (!ex->usage.known || a->prov->run_local == NULL))
+        ex->usage = a->usage;
+    end_attempt(ex, a, AO_OK, NULL);
     struct buf out = BUF_INIT(BUF_UNBOUNDED);
     /* In passthrough the upstream's own terminal events were forwarded already. */
-    if (!ex->att || !ex->att->passthrough)
-        front_of(ex)->stream_end(ex, NULL, &out);
-    client_write(ex, &out);
+    if (!passthrough)
+        ex->fops->stream_end(ex, NULL, &out);
+    client_write_as(ex, &out, dep);
     buf_free(&out);
-    settle(ex, 200);
-    ex_stream_end(ex);
-    ex_finish(ex);
+    ex_end(ex, 200, NULL, NULL);
 }
 
 void attempt_stream_end(struct attempt *a)
 {
-    struct exchange *ex = a->ex;
-    if (ex->done)
+    if (a->ex->done)
         return;
-    if (a->t_start_us)
-        ex->t_upstream_us += time_mono_us() - a->t_start_us;
-    a->t_start_us = 0;
-    if (a->usage.known && !ex->usage.known)
-        ex->usage = a->usage;
-    complete_stream(ex);
+    complete_stream(a->ex, a);
 }
 
 /* A complete canonical response (or, in passthrough, the raw upstream body in a->resp). */
@@ -500,24 +552,25 @@ static void respond_complete(struct exchange *ex, struct attempt *a, cJSON *resp
 {
     struct buf out = BUF_INIT(BUF_UNBOUNDED);
     struct gw_error err;
+    const struct deployment *dep = a->dep;
     if (resp) {
         /* ids and model the client sees come from the gateway when translating */
-        if (front_of(ex)->write_response(ex, resp, &out, &err) != 0) {
-            cJSON_Delete(resp);
+        int rc = ex->fops->write_response(ex, resp, &out, &err);
+        cJSON_Delete(resp);
+        if (rc != 0) {
             buf_free(&out);
-            ex_fail(ex, &err);
+            end_attempt(ex, a, AO_DECODE, &err);
+            ex_fail_at(ex, &err, dep);
             return;
         }
-        cJSON_Delete(resp);
     } else {
         buf_append(&out, a->resp.data, a->resp.len);
     }
     ex->usage = a->usage;
-    settle(ex, 200);
-    add_gateway_headers(ex, a->dep, true);
-    ex_respond(ex, 200, "application/json", out.data, out.len);
+    end_attempt(ex, a, AO_OK, NULL);
+    struct ex_reply r = {&out, dep, true};
+    ex_end(ex, 200, NULL, &r);
     buf_free(&out);
-    ex_finish(ex);
 }
 
 void attempt_complete(struct attempt *a, cJSON *resp)
@@ -527,9 +580,6 @@ void attempt_complete(struct attempt *a, cJSON *resp)
         cJSON_Delete(resp);
         return;
     }
-    if (a->t_start_us)
-        ex->t_upstream_us += time_mono_us() - a->t_start_us;
-    a->t_start_us = 0;
     respond_complete(ex, a, resp);
 }
 
@@ -544,29 +594,31 @@ static bool can_retry(struct exchange *ex, const struct gw_error *err)
     return err->retryable && !ex->client_started && ex->iplan < ex->nplan;
 }
 
-void attempt_fail(struct attempt *a, const struct gw_error *err_in)
+/* An attempt failed with a typed outcome: count it, then try the next deployment or tell the client. */
+static void attempt_failed(struct attempt *a, enum attempt_result r, const struct gw_error *err)
 {
-    struct gw_error scrubbed = *err_in; /* upstream text reaches neither client nor log with a key in it */
-    attempt_scrub_error(a, &scrubbed);
-    const struct gw_error *err = &scrubbed;
     struct exchange *ex = a->ex;
     if (ex->done)
         return;
-    if (a->t_start_us)
-        ex->t_upstream_us += time_mono_us() - a->t_start_us;
-    a->t_start_us = 0;
-    metrics_inc(&m_attempts, (const char *[]){a->dep->label, "error"});
-    ex->last_err = *err;
+    const struct deployment *dep = a->dep;
+    struct gw_error e = *err; /* err may live in the attempt */
+    attempt_scrub_error(a, &e); /* upstream text reaches neither client nor log with a key in it */
+    end_attempt(ex, a, r, &e);
+    ex->last_err = e;
     ex->have_err = true;
-    if (can_retry(ex, err)) {
-        log_info("request %s: %s failed (%d %s); trying the next deployment", ex->req->request_id, a->dep->label,
-                 err->status, err->message);
-        attempt_free(ex->att);
-        ex->att = NULL;
+    if (can_retry(ex, &e)) {
+        log_info("request %s: %s failed (%d %s); trying the next deployment", ex->rq.request_id, dep->label,
+                 e.status, e.message);
         ex_next_attempt(ex);
         return;
     }
-    ex_fail(ex, err);
+    ex_fail_at(ex, &e, dep);
+}
+
+/* Local providers report failures as the status an upstream would have answered. */
+void attempt_fail(struct attempt *a, const struct gw_error *err)
+{
+    attempt_failed(a, AO_HTTP_STATUS, err);
 }
 
 /* ---------- upstream callbacks ---------- */
@@ -580,6 +632,7 @@ static int on_stream_event(struct attempt *a, const struct stream_event *ev)
         a->stream_done = false;
         a->err = err;
         a->has_err = true;
+        a->err_result = AO_DECODE;
         return -1;
     }
     if (rc == EV_FORWARD) {
@@ -587,7 +640,7 @@ static int on_stream_event(struct attempt *a, const struct stream_event *ev)
             ex->t_first_token_us = time_mono_us();
         a->any_output = true;
         struct buf out = BUF_INIT(BUF_UNBOUNDED);
-        front_of(ex)->forward_event(ex, ev, &out);
+        ex->fops->forward_event(ex, ev, &out);
         client_write(ex, &out);
         buf_free(&out);
     }
@@ -621,7 +674,7 @@ static void on_up_headers(struct up_xfer *x, void *ud)
     if (a->status >= 400)
         up_xfer_header(x, "x-amzn-errortype", a->upstream_error_type, sizeof(a->upstream_error_type));
     if (a->status >= 200 && a->status < 300 && a->stream) {
-        size_t max = (size_t)a->ex->req->cfg->gateway.max_event_bytes;
+        size_t max = (size_t)a->ex->rq.cfg->gateway.max_event_bytes;
         if (a->prov->framing == FRAMING_AWS_EVENTSTREAM) {
             struct es_parser *p = xcalloc(1, sizeof(*p));
             es_parser_init(p, max, on_es_message, a);
@@ -634,14 +687,6 @@ static void on_up_headers(struct up_xfer *x, void *ud)
     }
 }
 
-static void on_client_drain(struct http_req *req, void *ud)
-{
-    (void)req;
-    struct exchange *ex = ud;
-    if (ex->att && ex->att->xfer)
-        upstream_resume(ex->att->xfer);
-}
-
 static int on_up_data(struct up_xfer *x, const char *data, size_t len, void *ud)
 {
     (void)x;
@@ -652,16 +697,14 @@ static int on_up_data(struct up_xfer *x, const char *data, size_t len, void *ud)
         if (buf_append(&a->resp, data, len) != 0) {
             gw_error_set(&a->err, 502, GW_ERR_API, "upstream response larger than gateway.max_response_bytes");
             a->has_err = true;
+            a->err_result = AO_TOO_LARGE;
             return UP_DATA_ABORT;
         }
         return UP_DATA_OK;
     }
-    /* A slow client holds the upstream back instead of growing our buffers. */
-    if (http_req_pending_bytes(ex->req) > HTTP_WRITE_HIGH_WATER) {
-        ex->req->on_drain = on_client_drain;
-        ex->req->drain_ud = ex;
+    /* A slow client holds the upstream back instead of growing our buffers (the sink calls ex_sink_drained). */
+    if (ex->sink_ops->pending && ex->sink_ops->pending(ex->sink) > EX_SINK_HIGH_WATER)
         return UP_DATA_PAUSE;
-    }
     int rc;
     if (a->prov->framing == FRAMING_AWS_EVENTSTREAM)
         rc = es_feed(a->framing_state, data, len);
@@ -671,6 +714,7 @@ static int on_up_data(struct up_xfer *x, const char *data, size_t len, void *ud)
         if (!a->has_err) { /* a decode error already said more */
             gw_error_set(&a->err, 502, GW_ERR_API, "upstream stream framing is invalid or an event is too large");
             a->has_err = true;
+            a->err_result = AO_DECODE;
         }
         return UP_DATA_ABORT;
     }
@@ -683,8 +727,8 @@ static void on_up_done(struct up_xfer *x, enum up_result r, void *ud)
     struct exchange *ex = a->ex;
     a->xfer = NULL; /* reaped after this callback */
     a->t_done_us = x->t_done_us;
-    ex->t_upstream_us += x->t_done_us - x->t_start_us;
-    a->t_start_us = 0;
+    a->up_us = x->t_done_us - x->t_start_us;
+    a->up_us_known = true;
     struct gw_error err;
     if (a->status >= 400) {
         /* The provider said no: map its error, keep its status and retry hints. */
@@ -692,20 +736,23 @@ static void on_up_done(struct up_xfer *x, enum up_result r, void *ud)
         long ra = up_xfer_retry_after_ms(x);
         if (ra >= 0)
             err.retry_after_ms = ra;
-        attempt_fail(a, &err);
+        attempt_failed(a, AO_HTTP_STATUS, &err);
         return;
     }
     if (r != UP_OK) {
+        enum attempt_result ar;
         if (a->has_err) {
             err = a->err; /* our own abort: a response too large, a decode error, a mid-stream error event */
+            ar = a->err_result;
         } else {
+            ar = outcome_from_upstream(r);
             bool timeout = up_result_is_timeout(r);
             gw_error_set(&err, timeout ? 504 : 502, timeout ? GW_ERR_TIMEOUT : GW_ERR_API, "upstream %s: %s",
                          a->dep->label, up_xfer_error(x));
             err.retryable = true;
         }
         err.retryable = err.retryable || (!a->any_output && err.status >= 500);
-        attempt_fail(a, &err);
+        attempt_failed(a, ar, &err);
         return;
     }
     if (a->stream) {
@@ -715,21 +762,17 @@ static void on_up_done(struct up_xfer *x, enum up_result r, void *ud)
             gw_error_set(&err, 502, GW_ERR_API, "upstream %s ended the stream before its final event", a->dep->label);
             err.retryable = true;
             ex->incomplete = true;
-            attempt_fail(a, &err);
+            attempt_failed(a, AO_PROTOCOL, &err);
             return;
         }
-        metrics_inc(&m_attempts, (const char *[]){a->dep->label, "ok"});
-        if (a->usage.known)
-            ex->usage = a->usage;
-        complete_stream(ex);
+        complete_stream(ex, a);
         return;
     }
     cJSON *resp = NULL;
     if (a->prov->decode_response(a, a->resp.data ? a->resp.data : "", a->resp.len, &resp, &err) != 0) {
-        attempt_fail(a, &err);
+        attempt_failed(a, AO_DECODE, &err);
         return;
     }
-    metrics_inc(&m_attempts, (const char *[]){a->dep->label, "ok"});
     respond_complete(ex, a, resp);
 }
 
@@ -764,44 +807,41 @@ static void ex_next_attempt(struct exchange *ex)
         a->dep = dep;
         a->prov = dep->prov;
         a->op = ex->front == FRONT_OPENAI_EMBEDDINGS ? OP_EMBEDDINGS : OP_CHAT;
-        a->stream = ex->stream;
-        const struct front_ops *f = front_of(ex);
-        a->passthrough = f->wire != WIRE_NONE && f->wire == a->prov->wire;
-        buf_init(&a->resp, (size_t)ex->req->cfg->gateway.max_response_bytes);
-        a->t_start_us = time_mono_us();
+        a->stream = ex->rq.stream;
+        a->passthrough = ex->fops->wire != WIRE_NONE && ex->fops->wire == a->prov->wire;
+        buf_init(&a->resp, (size_t)ex->rq.cfg->gateway.max_response_bytes);
         ex->att = a;
         ex->attempts++;
         if (a->prov->run_local) {
-            if (a->prov->run_local(a) == 0)
-                return;
-            return; /* run_local reported through attempt_fail */
+            a->t_start_us = time_mono_us(); /* the local provider's timers are its own time, not overhead */
+            a->prov->run_local(a);          /* failures come back through attempt_fail */
+            return;
         }
         struct up_request r;
         up_request_init(&r);
         int64_t tmo = dep->timeout_ms ? dep->timeout_ms : 0;
-        r.connect_timeout_ms = (long)ex->req->cfg->gateway.connect_timeout_ms;
-        r.first_byte_timeout_ms = (long)ex->req->cfg->gateway.first_byte_timeout_ms;
+        r.connect_timeout_ms = (long)ex->rq.cfg->gateway.connect_timeout_ms;
+        r.first_byte_timeout_ms = (long)ex->rq.cfg->gateway.first_byte_timeout_ms;
         r.timeout_ms = (long)tmo;
         if (a->prov->encode_request(a, &r, &err) != 0) {
             up_request_free(&r);
             /* A request this provider cannot express: try another deployment, else tell the client. */
+            end_attempt(ex, a, AO_ENCODE_REFUSED, &err);
             ex->last_err = err;
             ex->have_err = true;
-            attempt_free(a);
-            ex->att = NULL;
             if (ex->iplan < ex->nplan && err.status >= 500)
                 continue;
             ex_fail(ex, &err);
             return;
         }
         static const struct up_callbacks cbs = {on_up_headers, on_up_data, on_up_done};
+        a->t_start_us = time_mono_us();
         a->xfer = upstream_start(ex->gw->up, &r, &cbs, a);
         up_request_free(&r);
         if (a->xfer == NULL) {
             const char *why = upstream_last_error(ex->gw->up);
             gw_error_set(&err, 500, GW_ERR_API, "%s", why ? why : "could not start the upstream request");
-            attempt_free(a);
-            ex->att = NULL;
+            end_attempt(ex, a, AO_START_FAILED, &err);
             ex_fail(ex, &err);
         }
         return;
@@ -810,7 +850,7 @@ static void ex_next_attempt(struct exchange *ex)
         ex_fail(ex, &ex->last_err);
         return;
     }
-    gw_error_set(&err, 503, GW_ERR_OVERLOADED, "no deployment of model %s is available", ex->model_name);
+    gw_error_set(&err, 503, GW_ERR_OVERLOADED, "no deployment of model %s is available", ex->rq.model_name);
     ex_fail(ex, &err);
 }
 
@@ -848,135 +888,178 @@ static void plan(struct exchange *ex)
     }
 }
 
-static void ex_start(struct http_req *req, enum front front)
-{
-    struct exchange *ex = xcalloc(1, sizeof(*ex));
-    ex->req = req;
-    ex->front = front;
-    ex->gw = worker_gateway(req);
-    ex->reg = registry_of(req->cfg);
-    ex->t_start_us = req->t_start_us;
-    ex->body = str_make(req->body.data ? req->body.data : "", req->body.len);
-    ex->max_tokens = -1;
-    ex->created = (int64_t)time(NULL);
-    if (front == FRONT_ANTHROPIC_MESSAGES)
-        snprintf(ex->id, sizeof(ex->id), "msg_%s", req->request_id);
-    else
-        snprintf(ex->id, sizeof(ex->id), "chatcmpl-%s", req->request_id);
-    uv_timer_init(ex->gw->loop, &ex->deadline);
-    ex->deadline.data = ex;
-    req->on_abort = on_client_abort;
-    req->abort_ud = ex;
-    struct gw_error err;
-    const struct front_ops *f = front_of(ex);
+/* ---------- stages ---------- */
 
-    /* parse */
-    if (f->parse(ex, &err) != 0) {
+static enum ex_next st_parse(struct exchange *ex, void *ud)
+{
+    (void)ud;
+    struct gw_error err;
+    if (ex->fops->parse(&ex->rq, &err) != 0) {
         ex_fail(ex, &err);
-        return;
+        return EX_END;
     }
-    /* route */
-    ex->model = registry_find(ex->reg, str_from(ex->model_name));
-    if (ex->model == NULL || ex->model->embeddings != (front == FRONT_OPENAI_EMBEDDINGS)) {
-        if (ex->model == NULL)
-            gw_error_set(&err, 404, GW_ERR_NOT_FOUND,
-                         "The model `%s` does not exist or you do not have access to it. GET /v1/models lists the "
-                         "models served here.",
-                         ex->model_name);
-        else
-            gw_error_set(&err, 400, GW_ERR_INVALID_REQUEST, "model `%s` is %s model", ex->model_name,
-                         ex->model->embeddings ? "an embeddings" : "a chat");
-        snprintf(err.code, sizeof(err.code), "model_not_found");
-        snprintf(err.param, sizeof(err.param), "model");
-        ex->model = NULL;
-        ex_fail(ex, &err);
-        return;
-    }
-    /* admit: a bounded number of LLM calls in flight per process (MAX_CONCURRENT_REQUESTS) */
-    long limit = (long)req->cfg->gateway.max_concurrent_requests;
+    if (ex->rq.stream && ex->fops->stream_new) /* only the stream writers keep state */
+        ex->fstate = ex->fops->stream_new();
+    return EX_CONTINUE;
+}
+
+static enum ex_next st_route(struct exchange *ex, void *ud)
+{
+    (void)ud;
+    struct gw_error err;
+    ex->model = registry_find(ex->reg, str_from(ex->rq.model_name));
+    if (ex->model && ex->model->embeddings == (ex->front == FRONT_OPENAI_EMBEDDINGS))
+        return EX_CONTINUE;
+    if (ex->model == NULL)
+        gw_error_set(&err, 404, GW_ERR_NOT_FOUND,
+                     "The model `%s` does not exist or you do not have access to it. GET /v1/models lists the "
+                     "models served here.",
+                     ex->rq.model_name);
+    else
+        gw_error_set(&err, 400, GW_ERR_INVALID_REQUEST, "model `%s` is %s model", ex->rq.model_name,
+                     ex->model->embeddings ? "an embeddings" : "a chat");
+    snprintf(err.code, sizeof(err.code), "model_not_found");
+    snprintf(err.param, sizeof(err.param), "model");
+    ex->model = NULL;
+    ex_fail(ex, &err);
+    return EX_END;
+}
+
+/* admit: a bounded number of LLM calls in flight per process (MAX_CONCURRENT_REQUESTS) */
+static enum ex_next st_admit(struct exchange *ex, void *ud)
+{
+    (void)ud;
+    long limit = (long)ex->rq.cfg->gateway.max_concurrent_requests;
     long now_inflight = atomic_fetch_add(&gw_inflight, 1) + 1;
     ex->admitted = true;
-    metrics_add(&m_inflight, NULL, 1);
+    metrics_add(&genai_inflight_requests, NULL, 1);
     if (limit > 0 && now_inflight > limit) {
+        struct gw_error err;
         gw_error_set(&err, 429, GW_ERR_RATE_LIMIT,
                      "too many concurrent requests (limit %ld, MAX_CONCURRENT_REQUESTS); retry shortly", limit);
         err.retry_after_ms = 1000;
         ex_fail(ex, &err);
-        return;
+        return EX_END;
     }
-    /* plan */
+    return EX_CONTINUE;
+}
+
+static enum ex_next st_plan(struct exchange *ex, void *ud)
+{
+    (void)ud;
     plan(ex);
     if (ex->nplan == 0) {
+        struct gw_error err;
         const struct deployment *d = &ex->model->deps[0];
         gw_error_set(&err, 503, GW_ERR_OVERLOADED,
-                     "model %s has no usable deployment: credentials for %s are not configured (%s)", ex->model_name,
-                     d->label, d->api_key_env ? d->api_key_env : "api_key");
+                     "model %s has no usable deployment: credentials for %s are not configured (%s)",
+                     ex->rq.model_name, d->label, d->api_key_env ? d->api_key_env : "api_key");
         ex_fail(ex, &err);
+        return EX_END;
+    }
+    uv_timer_start(&ex->deadline, on_deadline, (uint64_t)ex->rq.cfg->gateway.request_timeout_ms, 0);
+    return EX_CONTINUE;
+}
+
+/* Waits until an attempt ends the exchange (a response, a stream's end, an error). */
+static enum ex_next st_attempt(struct exchange *ex, void *ud)
+{
+    (void)ud;
+    ex_next_attempt(ex);
+    return EX_WAIT;
+}
+
+struct ex_stage {
+    const char *name;
+    ex_stage_fn run;
+    void *ud;
+    bool pluggable; /* a pass-through until its module lands */
+};
+
+static struct ex_stage spine[] = {
+    {"parse", st_parse, NULL, false},
+    {"route", st_route, NULL, false},
+    {"authenticate", NULL, NULL, true}, /* keys: sets rq.who */
+    {"admit", st_admit, NULL, false},   /* concurrency slot; later rate limits, budget reservation */
+    {"cache", NULL, NULL, true},        /* may END on a hit */
+    {"plan", st_plan, NULL, false},
+    {"attempt", st_attempt, NULL, false},
+};
+#define NSTAGES ((int)(sizeof(spine) / sizeof(spine[0])))
+
+int ex_stage_plug(const char *stage, ex_stage_fn fn, void *ud)
+{
+    for (int i = 0; i < NSTAGES; i++)
+        if (spine[i].pluggable && strcmp(spine[i].name, stage) == 0) {
+            spine[i].run = fn;
+            spine[i].ud = ud;
+            return 0;
+        }
+    return -1;
+}
+
+/* Runs stages from ex->stage until one waits or the exchange ends. */
+static void ex_run(struct exchange *ex)
+{
+    ex->in_run = true;
+    ex_ref(ex);
+    while (!ex->done && ex->stage < NSTAGES) {
+        const struct ex_stage *s = &spine[ex->stage];
+        ex->resumed = false;
+        enum ex_next n = s->run ? s->run(ex, s->ud) : EX_CONTINUE;
+        if (ex->done || n == EX_END)
+            break;
+        if (n == EX_WAIT) {
+            if (ex->resumed) /* resumed from inside the stage: ex_resume moved on already */
+                continue;
+            break;
+        }
+        ex->stage++;
+    }
+    ex->in_run = false;
+    ex_unref(ex);
+}
+
+void ex_resume(struct exchange *ex)
+{
+    if (ex->done)
+        return;
+    ex->stage++;
+    if (ex->in_run) {
+        ex->resumed = true;
         return;
     }
-    uv_timer_start(&ex->deadline, on_deadline, (uint64_t)req->cfg->gateway.request_timeout_ms, 0);
-    ex_next_attempt(ex);
+    ex_run(ex);
 }
 
-void gw_handle_chat_completions(struct http_req *req)
+struct exchange *ex_submit(struct gateway_worker *gw, const struct front_ops *front, const struct ex_request *rq,
+                           const struct ex_sink_ops *sink_ops, void *sink)
 {
-    ex_start(req, FRONT_OPENAI_CHAT);
-}
-
-void gw_handle_messages(struct http_req *req)
-{
-    ex_start(req, FRONT_ANTHROPIC_MESSAGES);
-}
-
-void gw_handle_embeddings(struct http_req *req)
-{
-    ex_start(req, FRONT_OPENAI_EMBEDDINGS);
-}
-
-void gw_handle_models(struct http_req *req)
-{
-    const struct registry *r = registry_of(req->cfg);
-    struct buf b = BUF_INIT(BUF_UNBOUNDED);
-    bool anthropic = http_req_header(req, "anthropic-version") != NULL;
-    int64_t created = (int64_t)time(NULL);
-    if (anthropic)
-        buf_append_str(&b, "{\"data\":[");
+    struct exchange *ex = xcalloc(1, sizeof(*ex));
+    ex->rq = *rq;
+    ex->rq.client_tree = NULL;
+    ex->fops = front;
+    ex->front = front == &front_anthropic          ? FRONT_ANTHROPIC_MESSAGES
+                : front == &front_openai_embeddings ? FRONT_OPENAI_EMBEDDINGS
+                                                    : FRONT_OPENAI_CHAT;
+    ex->sink_ops = sink_ops;
+    ex->sink = sink;
+    ex->gw = gw;
+    ex->reg = registry_of(rq->cfg);
+    ex->refs = 1; /* the spine's, dropped when the deadline timer has closed */
+    ex->t_start_us = rq->t_start_us ? rq->t_start_us : time_mono_us();
+    ex->created = (int64_t)time(NULL);
+    if (ex->front == FRONT_ANTHROPIC_MESSAGES)
+        snprintf(ex->id, sizeof(ex->id), "msg_%s", rq->request_id);
     else
-        buf_append_str(&b, "{\"object\":\"list\",\"data\":[");
-    size_t shown = 0;
-    for (size_t i = 0; r && i < r->nmodels; i++) {
-        const struct model_entry *m = &r->models[i];
-        if (shown++)
-            buf_append_char(&b, ',');
-        if (anthropic) {
-            buf_append_str(&b, "{\"type\":\"model\",\"id\":");
-            buf_append_json_cstr(&b, m->name);
-            buf_append_str(&b, ",\"display_name\":");
-            buf_append_json_cstr(&b, m->name);
-            buf_append_str(&b, ",\"created_at\":\"1970-01-01T00:00:00Z\"}");
-        } else {
-            buf_append_str(&b, "{\"id\":");
-            buf_append_json_cstr(&b, m->name);
-            buf_printf(&b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":", (long long)created);
-            buf_append_json_cstr(&b, m->ndeps ? config_provider_names[m->deps[0].provider] : "agentd");
-            buf_append_str(&b, "}");
-        }
-    }
-    if (anthropic) {
-        buf_append_str(&b, "],\"has_more\":false,\"first_id\":");
-        if (r && r->nmodels)
-            buf_append_json_cstr(&b, r->models[0].name);
-        else
-            buf_append_str(&b, "null");
-        buf_append_str(&b, ",\"last_id\":");
-        if (r && r->nmodels)
-            buf_append_json_cstr(&b, r->models[r->nmodels - 1].name);
-        else
-            buf_append_str(&b, "null");
-        buf_append_str(&b, "}");
-    } else {
-        buf_append_str(&b, "]}");
-    }
-    http_respond(req, 200, "application/json", b.data, b.len);
-    buf_free(&b);
+        snprintf(ex->id, sizeof(ex->id), "chatcmpl-%s", rq->request_id);
+    uv_timer_init(gw->loop, &ex->deadline);
+    ex->deadline.data = ex;
+    if (sink_ops->bind)
+        sink_ops->bind(sink, ex);
+    ex_ref(ex);
+    ex_run(ex);
+    struct exchange *ret = ex->done ? NULL : ex;
+    ex_unref(ex);
+    return ret;
 }

@@ -1,10 +1,15 @@
-/* exchange.h: one client request through the gateway, and the front doors that speak to clients.
+/* exchange.h: one request through the gateway (DESIGN §1, §1a), whoever sent it.
  *
- *   parse -> route -> admit -> plan -> attempt* -> relay -> settle
+ *   parse -> route -> authenticate -> admit -> cache -> plan -> attempt* -> (relay) -> end
  *
- * Every stage is a function of struct exchange; each returns to the loop when it waits (upstream I/O, mock
- * timers), and the next stage runs from a callback. Stages only move forward. Governance stages (budgets, rate
- * limits, cache) slot in between route and plan without reshaping the rest. */
+ * The spine is a table of stages (exchange.c). Each stage returns EX_CONTINUE (go on to the next), EX_WAIT (it
+ * has started something that calls ex_resume() later, from a callback on the same loop) or EX_END (it ended the
+ * exchange). The attempt stage waits until an attempt ends the exchange. Stages only move forward.
+ *
+ * An exchange knows nothing of HTTP: a caller (the HTTP handlers in api/gw_http.c, a unit test's loopback, later
+ * an agent step) fills a struct ex_request and hands ex_submit() a sink, where every byte the client receives
+ * goes. One function ends an attempt (ex_attempt_end, with a typed outcome) and one ends the exchange; both tell
+ * the registered observers (metrics, the `llm` log line, ...) exactly once. See docs/internals/exchange.md. */
 #ifndef AGENTD_EXCHANGE_H
 #define AGENTD_EXCHANGE_H
 
@@ -17,38 +22,109 @@
 #include "gateway/gw_types.h"
 #include "gateway/provider.h"
 
-struct http_req;
+struct config;
+struct front_ops;
+struct gateway_worker;
 struct model_entry;
 struct registry;
+struct principal; /* who is calling (set by authenticate; opaque until keys land) */
 
 enum front { FRONT_OPENAI_CHAT, FRONT_ANTHROPIC_MESSAGES, FRONT_OPENAI_EMBEDDINGS };
 
 #define EX_MAX_PLAN 16
 
-/* Front-door stream writer state (what has been sent to the client so far). */
-struct front_stream {
-    bool started;             /* response head written */
-    bool role_sent;           /* OpenAI: first chunk with the role */
-    int open_block;           /* Anthropic: index of the open content block, -1 none */
-    int open_block_kind;      /* 0 text, 1 tool_use */
-    int next_block;           /* Anthropic: next content block index */
-    int tool_block[256];      /* Anthropic: block index of tool call i (-1: not started) */
-    enum finish finish;       /* held until the end (usage arrives after the finish reason) */
-    bool finished;
-};
-
-struct exchange {
-    struct http_req *req;
-    struct gateway_worker *gw;
-    const struct registry *reg;
-    enum front front;
-    /* parse */
-    struct str body;
-    char model_name[256];
+/* The request, filled by the caller (body, request_id, cfg, header lookup) and by the front's parse (the rest).
+ * Owned by the exchange (ex_submit copies it); the ONE source of truth: a max_tokens clamp changes it here. */
+struct ex_request {
+    struct str body;           /* as received; must outlive the exchange's end (the sink's end() call) */
+    char model_name[256];      /* public model name */
     bool stream;
     bool client_include_usage; /* OpenAI: stream_options.include_usage */
     int64_t max_tokens;        /* -1 when absent */
-    cJSON *client_tree;        /* the client's body as a tree (built when translation needs it) */
+    struct str user;           /* end-user id, when the front knows one (empty for now) */
+    char request_id[72];
+    struct config *cfg;        /* the configuration snapshot this request runs under */
+    const struct principal *who; /* NULL until authenticate fills it */
+    cJSON *client_tree;        /* the body as a tree, built when translation needs it (freed with the exchange) */
+    uint64_t t_start_us;       /* when the request began (monotonic µs); 0: at ex_submit */
+    /* A request header as the client sent it (passthrough of e.g. anthropic-beta); NULL when there is none.
+     * Valid until the sink's end(). */
+    const struct str *(*header)(const void *hctx, const char *name);
+    const void *hctx;
+};
+
+/* Where the response goes. A non-streamed response is head(), at most one write(), end(); a stream is head(),
+ * write()*, end(). end() is the terminal call: the exchange never touches the sink again. The sink reports back
+ * through ex_cancel() (its consumer went away) and ex_sink_drained() (pending() fell below the low-water mark). */
+struct ex_sink_ops {
+    /* hdrs: "Name: value\r\n" lines the gateway adds (x-agentd-*, retry-after, ...). */
+    void (*head)(void *sink, int status, const struct buf *hdrs, bool stream);
+    int (*write)(void *sink, const void *data, size_t len); /* -1: the consumer is gone */
+    void (*end)(void *sink);
+    size_t (*pending)(void *sink); /* bytes written and not yet consumed (backpressure); NULL: always 0 */
+    /* Optional: the exchange that writes to this sink, told before any stage runs (for ex_cancel later). */
+    void (*bind)(void *sink, struct exchange *ex);
+};
+
+/* Above this many pending bytes the upstream is paused until the sink calls ex_sink_drained(). */
+#define EX_SINK_HIGH_WATER (256 * 1024)
+
+/* ---- attempt outcomes ---- */
+
+enum attempt_result {
+    AO_OK,
+    AO_CONNECT_REFUSED,
+    AO_CONNECT_TIMEOUT,
+    AO_FIRST_BYTE_TIMEOUT,
+    AO_IDLE_TIMEOUT,
+    AO_TIMEOUT,               /* the deployment's total timeout */
+    AO_RESET_BEFORE_FIRST_BYTE,
+    AO_RESET_AFTER_FIRST_BYTE,
+    AO_TLS,
+    AO_PROTOCOL,              /* malformed HTTP, or a stream that ended before its final event */
+    AO_TOO_LARGE,
+    AO_DECODE,                /* the provider could not decode the body or an event */
+    AO_HTTP_STATUS,           /* the provider answered with an error status (status, retry_after_ms) */
+    AO_ENCODE_REFUSED,        /* the provider cannot express this request */
+    AO_START_FAILED,          /* the upstream client could not start the transfer */
+    AO_CANCELLED_CLIENT,
+    AO_CANCELLED_DEADLINE,
+    AO_DNS,                   /* the upstream's host name did not resolve */
+    AO_OTHER,                 /* the upstream client failed otherwise (an unusable URL, a local resource) */
+    AO_COUNT
+};
+
+struct attempt_outcome {
+    enum attempt_result result;
+    int status;               /* AO_HTTP_STATUS: the HTTP status */
+    long retry_after_ms;      /* AO_HTTP_STATUS: the provider's Retry-After, -1 if none */
+    const struct gw_error *err; /* what the client is told if this was the last attempt (NULL for AO_OK) */
+};
+
+/* "ok", "connect_refused", ..., "http_status" (stable: metric label values). */
+const char *attempt_result_name(enum attempt_result r);
+
+struct exchange;
+/* The one end of an attempt: accounts its upstream time (never overhead), tells every observer's
+ * on_attempt_end exactly once, frees the attempt. The caller then decides what the exchange does next. */
+void ex_attempt_end(struct exchange *ex, struct attempt *a, const struct attempt_outcome *o);
+
+/* ---- the exchange ---- */
+
+struct exchange {
+    struct ex_request rq;
+    const struct front_ops *fops;
+    enum front front;          /* an id (labels, logs); dispatch goes through fops */
+    void *fstate;              /* the front's stream state (fops->stream_new / stream_free) */
+    const struct ex_sink_ops *sink_ops;
+    void *sink;
+    bool sink_ended;
+    struct gateway_worker *gw;
+    const struct registry *reg;
+    /* spine */
+    int stage;
+    bool in_run, resumed;
+    unsigned refs;             /* the spine's own + ex_ref() holders; freed at 0 */
     cJSON *canon;              /* canonical request (OpenAI chat shape) */
     /* route + plan */
     const struct model_entry *model;
@@ -61,13 +137,13 @@ struct exchange {
     struct gw_error last_err;
     bool have_err;
     /* relay */
-    struct front_stream fs;
     struct usage usage;
     double cost_usd;
     bool priced;
     bool client_started;       /* a response byte has been queued to the client: no more attempts */
     bool done;
     bool incomplete;           /* the stream ended without its terminal event */
+    int status;                /* the status the exchange ended with */
     /* timing (monotonic µs) */
     uint64_t t_start_us, t_first_token_us, t_upstream_us;
     uv_timer_t deadline;
@@ -75,21 +151,59 @@ struct exchange {
     int64_t created;
 };
 
-/* Route handlers (bound in api/routes.c). */
-void gw_handle_chat_completions(struct http_req *req);
-void gw_handle_messages(struct http_req *req);
-void gw_handle_embeddings(struct http_req *req);
-void gw_handle_models(struct http_req *req);
+/* Starts an exchange for rq (copied) on this worker's loop; the response goes to sink. Returns the exchange, or
+ * NULL when it already ended (a parse error, an unknown model...: the sink has had its end() call). */
+struct exchange *ex_submit(struct gateway_worker *gw, const struct front_ops *front, const struct ex_request *rq,
+                           const struct ex_sink_ops *sink_ops, void *sink);
+/* The consumer went away: ends the exchange with 499 (the attempt in flight is cancelled and counted). */
+void ex_cancel(struct exchange *ex);
+/* The sink's pending bytes fell below its low-water mark: a paused upstream may go on. */
+void ex_sink_drained(struct exchange *ex);
+/* A stage that returned EX_WAIT calls this from its callback. Ignored once the exchange has ended. */
+void ex_resume(struct exchange *ex);
+/* Keeps the exchange's memory alive across a wait (a stage's timer or lookup); ex_unref releases it. */
+void ex_ref(struct exchange *ex);
+void ex_unref(struct exchange *ex);
 
-/* Per-worker gateway state (the upstream client). */
-struct config;
-struct gateway_worker;
+/* ---- stages ---- */
+
+enum ex_next { EX_CONTINUE, EX_WAIT, EX_END };
+typedef enum ex_next (*ex_stage_fn)(struct exchange *ex, void *ud);
+/* Plugs fn into a pass-through stage ("authenticate", "cache") until its module lands (tests use it to exercise
+ * waiting). Process-wide, before any exchange runs. -1 when the stage is not a pluggable one. */
+int ex_stage_plug(const char *stage, ex_stage_fn fn, void *ud);
+/* Ends the exchange with an error in the client's format (from a stage that returns EX_END). */
+void ex_fail(struct exchange *ex, const struct gw_error *err);
+
+/* ---- observers: told once per attempt end and once per exchange end ---- */
+
+struct ex_outcome {
+    int status;
+    const struct deployment *dep; /* the last deployment tried, or NULL */
+    const struct gw_error *err;   /* status >= 400: why */
+    uint64_t total_us, overhead_us;
+};
+
+struct ex_observer {
+    const char *name;
+    void (*on_attempt_end)(const struct exchange *ex, const struct attempt *a, const struct attempt_outcome *o);
+    void (*on_settle)(const struct exchange *ex, const struct ex_outcome *o);
+};
+/* Process-wide, at start-up (before workers run). -1 when the registry is full. */
+int ex_observer_add(const struct ex_observer *obs);
+/* The metrics and `llm` log observers (observers.c), registered by gateway_global_init. */
+extern const struct ex_observer ex_observer_metrics;
+extern const struct ex_observer ex_observer_llm_log;
+
+/* ---- per-worker and process state ---- */
+
 /* up: read once per worker (the settings say "restart to change"; gw_config_up_options), so no lock on the request
  * path. */
 struct gateway_worker *gateway_worker_new(uv_loop_t *loop, struct up_options up);
 /* Call when the worker's connections are all closed; handles close asynchronously. */
 void gateway_worker_free(struct gateway_worker *g);
-/* Process-wide set-up (metrics families, libcurl). */
+uv_loop_t *gateway_worker_loop(const struct gateway_worker *g);
+/* Process-wide set-up (metrics families, observers, libcurl). */
 int gateway_global_init(void);
 void gateway_global_cleanup(void);
 /* Loads libcurl now (on the calling thread) if a deployment of cfg will need it, so that no worker loop stalls on

@@ -11,16 +11,20 @@
 #include "gateway/provider.h"
 
 struct exchange;
+struct ex_request;
 
 struct front_ops {
     const char *name;
     enum wire wire;
-    /* Validates ex->body and fills ex->model_name, ex->stream, ex->max_tokens, ex->client_include_usage.
-     * Only the top-level fields policy needs are read here (no tree); -1 with err (400) when invalid. */
-    int (*parse)(struct exchange *ex, struct gw_error *err);
+    /* Validates ex->body and fills ex->model_name, ex->stream, ex->max_tokens, ex->client_include_usage of the
+     * request. Only the top-level fields policy needs are read here (no tree); -1 with err (400) when invalid. */
+    int (*parse)(struct ex_request *ex, struct gw_error *err);
     /* The canonical (OpenAI chat shaped) request, for providers that translate. NULL with err when the request
      * cannot be expressed. The result is owned by the exchange. */
-    cJSON *(*to_canonical)(struct exchange *ex, struct gw_error *err);
+    cJSON *(*to_canonical)(struct ex_request *ex, struct gw_error *err);
+    /* The front's stream writer state (what has been sent so far), behind ex->fstate. NULL new: none. */
+    void *(*stream_new)(void);
+    void (*stream_free)(void *fstate);
     /* A complete canonical response (chat.completion) -> the client's body. */
     int (*write_response)(struct exchange *ex, const cJSON *resp, struct buf *out, struct gw_error *err);
     /* Streaming, translation mode: one delta -> zero or more events appended to out. */

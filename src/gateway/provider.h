@@ -13,6 +13,7 @@
 
 #include <cjson/cJSON.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "common/buf.h"
 #include "gateway/gw_types.h"
@@ -81,6 +82,9 @@ struct attempt {
     uint64_t t_start_us, t_headers_us, t_first_token_us, t_done_us;
     struct gw_error err;      /* why this attempt failed, when agentd itself aborted it (decode, size) */
     bool has_err;
+    int err_result;           /* enum attempt_result of that abort */
+    uint64_t up_us;           /* the transfer's own duration, once it is done */
+    bool up_us_known;
     char upstream_request_id[128];
     char response_model[256]; /* model the upstream says it used */
     char upstream_error_type[128]; /* error responses: x-amzn-ErrorType as received (for map_error) */
@@ -100,6 +104,11 @@ int64_t attempt_max_tokens(const struct attempt *a);
 /* Default max_tokens for providers that require one. */
 int64_t attempt_default_max_tokens(const struct attempt *a);
 const char *attempt_request_id(const struct attempt *a);
+/* The response id the client sees ("chatcmpl-..." / "msg_...") and its creation time (Unix seconds). */
+const char *attempt_response_id(const struct attempt *a);
+int64_t attempt_created(const struct attempt *a);
+/* A header of the client's request (e.g. anthropic-beta, for passthrough), or NULL. */
+const struct str *attempt_client_header(const struct attempt *a, const char *name);
 
 /* Streaming output (translation mode). */
 void attempt_delta(struct attempt *a, const struct chat_delta *d);

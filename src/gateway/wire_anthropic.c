@@ -12,7 +12,6 @@
 #include "gateway/exchange.h"
 #include "gateway/front.h"
 #include "gateway/providers/canon.h"
-#include "net/http.h"
 #include "net/sse.h"
 
 /* ---------- validation (jscan only: no tree is built to admit a request) ---------- */
@@ -484,7 +483,7 @@ static int check_duplicates(struct str body, const char *const *keys, size_t nke
     return 0;
 }
 
-static int anthropic_parse(struct exchange *ex, struct gw_error *err)
+static int anthropic_parse(struct ex_request *ex, struct gw_error *err)
 {
     static const char *const keys[] = {"model",       "max_tokens", "messages", "system", "tools",
                                        "tool_choice", "stream",     "stop_sequences", "temperature", "top_p",
@@ -921,7 +920,7 @@ cJSON *anthropic_request_to_canonical(const cJSON *req, struct gw_error *err)
     return c;
 }
 
-static cJSON *anthropic_to_canonical(struct exchange *ex, struct gw_error *err)
+static cJSON *anthropic_to_canonical(struct ex_request *ex, struct gw_error *err)
 {
     if (ex->client_tree == NULL)
         ex->client_tree = cJSON_ParseWithLength(ex->body.p, ex->body.n);
@@ -1046,7 +1045,7 @@ int anthropic_message_from_canonical(const cJSON *resp, const char *id, const ch
 static int anthropic_write_response(struct exchange *ex, const cJSON *resp, struct buf *out, struct gw_error *err)
 {
     const struct usage *u = ex->att && ex->att->usage.known ? &ex->att->usage : NULL;
-    return anthropic_message_from_canonical(resp, ex->id, ex->model_name, u, out, err);
+    return anthropic_message_from_canonical(resp, ex->id, ex->rq.model_name, u, out, err);
 }
 
 /* ---------- streaming: deltas -> Anthropic's SSE event sequence ----------
@@ -1067,9 +1066,30 @@ static void ev_end(struct buf *out)
     buf_append_str(out, "\n\n");
 }
 
+/* What the Anthropic stream writer has sent so far (ex->fstate). */
+struct anthropic_fstate {
+    bool started;             /* message_start sent */
+    int open_block;           /* index of the open content block, -1 none */
+    int open_block_kind;      /* 0 text, 1 tool_use */
+    int next_block;           /* next content block index */
+    int tool_block[256];      /* block index of tool call i (-1: not started) */
+    enum finish finish;       /* held until the end (usage arrives after the finish reason) */
+    bool finished;
+};
+
+static void *anthropic_fstate_new(void)
+{
+    return xcalloc(1, sizeof(struct anthropic_fstate));
+}
+
+static void anthropic_fstate_free(void *fs)
+{
+    xfree(fs);
+}
+
 static void stream_start(struct exchange *ex, struct buf *out)
 {
-    struct front_stream *fs = &ex->fs;
+    struct anthropic_fstate *fs = ex->fstate;
     if (fs->started)
         return;
     fs->started = true;
@@ -1081,7 +1101,7 @@ static void stream_start(struct exchange *ex, struct buf *out)
     buf_append_str(out, "{\"type\":\"message_start\",\"message\":{\"id\":");
     buf_append_json_cstr(out, ex->id);
     buf_append_str(out, ",\"type\":\"message\",\"role\":\"assistant\",\"model\":");
-    buf_append_json_cstr(out, ex->model_name);
+    buf_append_json_cstr(out, ex->rq.model_name);
     buf_append_str(out, ",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":");
     /* what is known now (an upstream that reports input usage up front); message_delta carries the totals */
     struct usage u = ex->usage;
@@ -1093,7 +1113,7 @@ static void stream_start(struct exchange *ex, struct buf *out)
 
 static void block_stop(struct exchange *ex, struct buf *out)
 {
-    struct front_stream *fs = &ex->fs;
+    struct anthropic_fstate *fs = ex->fstate;
     if (fs->open_block < 0)
         return;
     ev_begin(out, "content_block_stop");
@@ -1104,13 +1124,13 @@ static void block_stop(struct exchange *ex, struct buf *out)
 
 static int tool_slot(int tool_index)
 {
-    int n = (int)(sizeof(((struct front_stream *)0)->tool_block) / sizeof(int));
+    int n = (int)(sizeof(((struct anthropic_fstate *)0)->tool_block) / sizeof(int));
     return tool_index >= 0 && tool_index < n ? tool_index : -1;
 }
 
 static void anthropic_stream_delta(struct exchange *ex, const struct chat_delta *d, struct buf *out)
 {
-    struct front_stream *fs = &ex->fs;
+    struct anthropic_fstate *fs = ex->fstate;
     switch (d->kind) {
     case DELTA_TEXT:
         if (d->text.n == 0)
@@ -1201,7 +1221,7 @@ void anthropic_error_json(struct buf *out, const struct gw_error *err, const cha
 
 static const char *req_id(const struct exchange *ex)
 {
-    return ex->req ? ex->req->request_id : NULL;
+    return ex->rq.request_id[0] ? ex->rq.request_id : NULL;
 }
 
 static void anthropic_stream_end(struct exchange *ex, const struct gw_error *err, struct buf *out)
@@ -1212,7 +1232,7 @@ static void anthropic_stream_end(struct exchange *ex, const struct gw_error *err
         ev_end(out);
         return;
     }
-    struct front_stream *fs = &ex->fs;
+    struct anthropic_fstate *fs = ex->fstate;
     stream_start(ex, out);
     block_stop(ex, out);
     enum finish f = fs->finish;
@@ -1256,6 +1276,8 @@ const struct front_ops front_anthropic = {
     .wire = WIRE_ANTHROPIC,
     .parse = anthropic_parse,
     .to_canonical = anthropic_to_canonical,
+    .stream_new = anthropic_fstate_new,
+    .stream_free = anthropic_fstate_free,
     .write_response = anthropic_write_response,
     .stream_delta = anthropic_stream_delta,
     .stream_end = anthropic_stream_end,

@@ -10,7 +10,6 @@
 #include "gateway/exchange.h"
 #include "gateway/front.h"
 #include "gateway/models.h"
-#include "net/http.h"
 #include "net/sse.h"
 
 /* ---------- usage ---------- */
@@ -182,7 +181,7 @@ static int bad(struct gw_error *err, const char *param, const char *fmt, const c
     return -1;
 }
 
-static int parse_model(struct exchange *ex, const struct jval *v, struct gw_error *err)
+static int parse_model(struct ex_request *ex, const struct jval *v, struct gw_error *err)
 {
     if (v->type == J_NONE)
         return bad(err, "model", "you must provide a model parameter%s", "");
@@ -225,7 +224,7 @@ static int check_number(const struct jval *v, const char *name, double lo, doubl
     return 0;
 }
 
-static int json_error(struct exchange *ex, struct gw_error *err, size_t off, const char *msg)
+static int json_error(struct ex_request *ex, struct gw_error *err, size_t off, const char *msg)
 {
     if (strcmp(msg, "duplicate member") == 0 && off < ex->body.n && ex->body.p[off] == '"') {
         /* name the field: jscan points at the second copy's key */
@@ -243,7 +242,7 @@ static int json_error(struct exchange *ex, struct gw_error *err, size_t off, con
     return -1;
 }
 
-static int openai_chat_parse(struct exchange *ex, struct gw_error *err)
+static int openai_chat_parse(struct ex_request *ex, struct gw_error *err)
 {
     static const char *const keys[] = {"model",       "messages", "stream", "stream_options", "max_tokens",
                                        "max_completion_tokens", "n",   "tools",  "temperature",   "top_p"};
@@ -295,7 +294,7 @@ static int openai_chat_parse(struct exchange *ex, struct gw_error *err)
     return 0;
 }
 
-static cJSON *openai_to_canonical(struct exchange *ex, struct gw_error *err)
+static cJSON *openai_to_canonical(struct ex_request *ex, struct gw_error *err)
 {
     cJSON *t = cJSON_ParseWithLength(ex->body.p, ex->body.n);
     if (t == NULL) {
@@ -354,7 +353,7 @@ static void chunk_begin(struct exchange *ex, struct buf *out)
     buf_append_str(out, "data: {\"id\":");
     buf_append_json_cstr(out, ex->id);
     buf_printf(out, ",\"object\":\"chat.completion.chunk\",\"created\":%lld,\"model\":", (long long)ex->created);
-    buf_append_json_cstr(out, ex->model_name);
+    buf_append_json_cstr(out, ex->rq.model_name);
     buf_append_str(out, ",\"system_fingerprint\":null,\"choices\":[{\"index\":0,\"delta\":{");
 }
 
@@ -368,9 +367,25 @@ static void chunk_end(struct buf *out, const char *finish)
     buf_append_str(out, "}]}\n\n");
 }
 
+/* What the OpenAI stream writer has sent so far (ex->fstate). */
+struct openai_fstate {
+    bool role_sent; /* first chunk with the role */
+    bool finished;
+};
+
+static void *openai_fstate_new(void)
+{
+    return xcalloc(1, sizeof(struct openai_fstate));
+}
+
+static void openai_fstate_free(void *fs)
+{
+    xfree(fs);
+}
+
 static void openai_stream_delta(struct exchange *ex, const struct chat_delta *d, struct buf *out)
 {
-    struct front_stream *fs = &ex->fs;
+    struct openai_fstate *fs = ex->fstate;
     if (!fs->role_sent) {
         fs->role_sent = true;
         chunk_begin(ex, out);
@@ -443,20 +458,21 @@ static void openai_stream_end(struct exchange *ex, const struct gw_error *err, s
         openai_error_json(err, out);
         buf_append_str(out, "\n\n");
     } else {
-        if (!ex->fs.role_sent) {
+        struct openai_fstate *fs = ex->fstate;
+        if (!fs->role_sent) {
             struct chat_delta none = {.kind = DELTA_TEXT};
             openai_stream_delta(ex, &none, out);
         }
-        if (!ex->fs.finished) {
+        if (!fs->finished) {
             struct chat_delta fin = {.kind = DELTA_FINISH, .finish = FINISH_STOP};
             openai_stream_delta(ex, &fin, out);
         }
-        if (ex->client_include_usage) {
+        if (ex->rq.client_include_usage) {
             buf_append_str(out, "data: {\"id\":");
             buf_append_json_cstr(out, ex->id);
             buf_printf(out, ",\"object\":\"chat.completion.chunk\",\"created\":%lld,\"model\":",
                        (long long)ex->created);
-            buf_append_json_cstr(out, ex->model_name);
+            buf_append_json_cstr(out, ex->rq.model_name);
             buf_append_str(out, ",\"system_fingerprint\":null,\"choices\":[],\"usage\":");
             append_usage_json(out, &ex->usage);
             buf_append_str(out, "}\n\n");
@@ -487,6 +503,8 @@ const struct front_ops front_openai_chat = {
     .wire = WIRE_OPENAI,
     .parse = openai_chat_parse,
     .to_canonical = openai_to_canonical,
+    .stream_new = openai_fstate_new,
+    .stream_free = openai_fstate_free,
     .write_response = openai_write_response,
     .stream_delta = openai_stream_delta,
     .stream_end = openai_stream_end,
@@ -496,7 +514,7 @@ const struct front_ops front_openai_chat = {
 
 /* ---------- embeddings front door ---------- */
 
-static int openai_embed_parse(struct exchange *ex, struct gw_error *err)
+static int openai_embed_parse(struct ex_request *ex, struct gw_error *err)
 {
     static const char *const keys[] = {"model", "input", "encoding_format", "dimensions"};
     struct jval f[4];
@@ -521,7 +539,7 @@ static int openai_embed_parse(struct exchange *ex, struct gw_error *err)
     return 0;
 }
 
-static cJSON *openai_embed_to_canonical(struct exchange *ex, struct gw_error *err)
+static cJSON *openai_embed_to_canonical(struct ex_request *ex, struct gw_error *err)
 {
     cJSON *t = cJSON_ParseWithLength(ex->body.p, ex->body.n);
     if (t == NULL)
@@ -534,6 +552,8 @@ const struct front_ops front_openai_embeddings = {
     .wire = WIRE_OPENAI,
     .parse = openai_embed_parse,
     .to_canonical = openai_embed_to_canonical,
+    .stream_new = openai_fstate_new,
+    .stream_free = openai_fstate_free,
     .write_response = openai_write_response,
     .stream_delta = openai_stream_delta,
     .stream_end = openai_stream_end,

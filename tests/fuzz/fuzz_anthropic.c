@@ -70,7 +70,8 @@ static void stream(const char *s, size_t size, bool passthrough)
 {
     struct exchange *ex = xcalloc(1, sizeof(*ex));
     snprintf(ex->id, sizeof(ex->id), "msg_fuzz");
-    snprintf(ex->model_name, sizeof(ex->model_name), "m");
+    snprintf(ex->rq.model_name, sizeof(ex->rq.model_name), "m");
+    ex->fstate = front_anthropic.stream_new();
     struct run r = {.ex = ex, .out = BUF_INIT(BUF_UNBOUNDED)};
     anthropic_stream_init(&r.st, passthrough, on_delta, &r);
     if (!passthrough && size && (s[0] & 1))
@@ -84,6 +85,7 @@ static void stream(const char *s, size_t size, bool passthrough)
     check_sse(&r.out);
     anthropic_stream_free(&r.st);
     buf_free(&r.out);
+    front_anthropic.stream_free(ex->fstate);
     xfree(ex);
 }
 
@@ -97,16 +99,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* front door */
     struct exchange *ex = xcalloc(1, sizeof(*ex));
-    ex->body = str_make(s, size);
+    ex->rq.body = str_make(s, size);
     snprintf(ex->id, sizeof(ex->id), "msg_fuzz");
-    if (front_anthropic.parse(ex, &err) == 0) {
+    if (front_anthropic.parse(&ex->rq, &err) == 0) {
         struct buf out = BUF_INIT(BUF_UNBOUNDED);
         if (anthropic_splice_model(s, size, "upstream-model", &out) != 0)
             __builtin_trap(); /* parse admitted it: it has a string model */
         check_json(out.data, out.len);
         buf_free(&out);
-        cJSON *canon = front_anthropic.to_canonical(ex, &err);
-        if (ex->client_tree == NULL)
+        cJSON *canon = front_anthropic.to_canonical(&ex->rq, &err);
+        if (ex->rq.client_tree == NULL)
             __builtin_trap(); /* jscan admitted what cJSON cannot read */
         if (canon) {
             cJSON *back = anthropic_request_from_canonical(canon, "m", true, 100, jt, sizeof(jt), &err);
@@ -121,7 +123,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_json(eb.data, eb.len);
         buf_free(&eb);
     }
-    cJSON_Delete(ex->client_tree);
+    cJSON_Delete(ex->rq.client_tree);
     xfree(ex);
 
     /* arbitrary JSON as a canonical request and as a canonical response */

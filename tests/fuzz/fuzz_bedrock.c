@@ -19,18 +19,16 @@ static void sink(void *ud, const struct chat_delta *d)
         abort();
 }
 
-static struct http_req req;
 static struct exchange ex;
 static struct deployment dep;
 
 static void setup(struct attempt *a, bool stream)
 {
     memset(&ex, 0, sizeof(ex));
-    snprintf(req.request_id, sizeof(req.request_id), "fuzz");
-    ex.req = &req;
+    snprintf(ex.rq.request_id, sizeof(ex.rq.request_id), "fuzz");
     ex.done = true;
-    ex.max_tokens = -1;
-    snprintf(ex.model_name, sizeof(ex.model_name), "m");
+    ex.rq.max_tokens = -1;
+    snprintf(ex.rq.model_name, sizeof(ex.rq.model_name), "m");
     dep = (struct deployment){.prov = &provider_bedrock, .label = "bedrock:m",
                               .model = "anthropic.claude-3-5-haiku-20241022-v1:0",
                               .base_url = "http://127.0.0.1:9", .region = "us-east-1",

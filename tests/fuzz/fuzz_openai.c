@@ -16,13 +16,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* front door: parse, then splice (what passthrough sends upstream) */
     struct exchange ex;
     memset(&ex, 0, sizeof(ex));
-    ex.body = str_make(s, size);
+    ex.rq.body = str_make(s, size);
     ex.done = true; /* deltas are decoded but not written anywhere */
-    if (front_openai_chat.parse(&ex, &err) == 0) {
+    if (front_openai_chat.parse(&ex.rq, &err) == 0) {
         struct buf out = BUF_INIT(1 << 22);
         openai_splice_request(s, size, "upstream-model", true, &out);
         buf_free(&out);
-        cJSON *canon = front_openai_chat.to_canonical(&ex, &err);
+        cJSON *canon = front_openai_chat.to_canonical(&ex.rq, &err);
         if (canon) {
             struct buf enc = BUF_INIT(BUF_UNBOUNDED);
             openai_encode_canonical(canon, "m", true, &enc);
@@ -31,8 +31,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
     }
     memset(&ex, 0, sizeof(ex));
-    ex.body = str_make(s, size);
-    front_openai_embeddings.parse(&ex, &err);
+    ex.rq.body = str_make(s, size);
+    front_openai_embeddings.parse(&ex.rq, &err);
 
     /* provider side */
     cJSON *resp = openai_decode_completion(s, size, &u, &err);

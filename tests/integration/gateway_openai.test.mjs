@@ -378,3 +378,60 @@ test('pipelined gateway requests on one connection answer in order', async () =>
   const rs = parseResponses(r.data).map((x) => JSON.parse(x.body).choices[0].message.content);
   assert.deepEqual(rs, ['echo: first', 'echo: second', 'echo: third']);
 });
+
+test('overhead is agentd\'s own time: the request deadline cutting a hung or trickling upstream is not overhead', async () => {
+  // Two raw upstreams: one takes the request and never answers, one answers headers then trickles its body.
+  const open = new Set();
+  const up = http.createServer((req, res) => {
+    open.add(res);
+    res.on('close', () => open.delete(res));
+    if (req.url.startsWith('/trickle')) {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      const t = setInterval(() => res.write(' '), 20);
+      res.on('close', () => clearInterval(t));
+    }
+  });
+  await new Promise((r) => up.listen(0, '127.0.0.1', r));
+  const base = `http://127.0.0.1:${up.address().port}`;
+  const dd = await startAgentd({
+    config: `
+gateway:
+  request_timeout: 400ms
+  first_byte_timeout: 0ms
+models:
+  - name: hung
+    provider: openai-compatible
+    model: m
+    base_url: ${base}/hang/v1
+  - name: trickle
+    provider: openai-compatible
+    model: m
+    base_url: ${base}/trickle/v1
+`,
+  });
+  try {
+    for (const model of ['hung', 'trickle']) {
+      const t0 = Date.now();
+      const res = await dd.fetch('/v1/chat/completions', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model, messages: [{ role: 'user', content: 'x' }] }),
+      });
+      const waited = Date.now() - t0;
+      assert.equal(res.status, 504, model);
+      assert.equal((await res.json()).error.type, 'timeout_error');
+      assert.ok(waited >= 390, `${model}: answered after ${waited} ms, before the deadline`);
+      const overheadUs = Number(res.headers.get('x-agentd-overhead-us'));
+      // The 400 ms were spent waiting on the upstream; agentd's own share is a tiny fraction of it.
+      assert.ok(overheadUs < 50000, `${model}: x-agentd-overhead-us ${overheadUs} for a ${waited} ms wait`);
+      const line = await dd.waitLog((l) => l.msg === 'llm' && l.request_id === res.headers.get('x-request-id'));
+      assert.ok(line.overhead_us < 50000, `${model}: llm overhead_us ${line.overhead_us}`);
+      assert.ok(line.duration_us >= 390000, `${model}: llm duration_us ${line.duration_us}`);
+    }
+  } finally {
+    const r = await dd.stop();
+    for (const res of open) res.destroy();
+    up.close();
+    assert.equal(r.code, 0, dd.rawStderr.slice(-4000));
+  }
+});

@@ -229,7 +229,9 @@ test('CPU spin is killed at the CPU limit', { skip: unusable() }, async () => {
   assert.equal(r.reason, 'cpu', JSON.stringify(r));
   assert.equal(r.signal_name, 'SIGKILL');
   // Killed for CPU, well before the 20 s deadline (on a loaded machine CPU time accrues slower than wall time).
-  assert.ok(r.cpu_ms >= 900 && r.wall_ms < 19000, `cpu ${r.cpu_ms} wall ${r.wall_ms}`);
+  // RLIMIT_CPU is checked against tick-sampled CPU time, which on a contended VM runs ahead of the precise figure
+  // reported (872 ms seen for a 1 s limit): the engine itself asks only for half the limit (sbx_engine.c).
+  assert.ok(r.cpu_ms >= 500 && r.wall_ms < 19000, `cpu ${r.cpu_ms} wall ${r.wall_ms}`);
   assertHostUntouched([r]);
 });
 

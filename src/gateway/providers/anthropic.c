@@ -18,7 +18,6 @@
 #include "gateway/provider.h"
 #include "gateway/providers/canon.h"
 #include "gateway/redact.h"
-#include "net/http.h"
 
 /* ---------- usage and stop reasons ---------- */
 
@@ -869,9 +868,9 @@ static int encode(struct attempt *a, struct up_request *r, struct gw_error *err)
     up_request_header(r, "anthropic-version", d->api_version ? d->api_version : "2023-06-01");
     up_request_header(r, "Content-Type", "application/json");
     up_request_header(r, "Accept", a->stream ? "text/event-stream" : "application/json");
-    if (a->passthrough && a->ex->req) {
+    if (a->passthrough) {
         /* betas change what the body means; the body is the client's, so are its betas */
-        const struct str *beta = http_req_header(a->ex->req, "anthropic-beta");
+        const struct str *beta = attempt_client_header(a, "anthropic-beta");
         if (beta && beta->n < 1024 && memchr(beta->p, '\r', beta->n) == NULL && memchr(beta->p, '\n', beta->n) == NULL)
             buf_printf(&r->headers, "anthropic-beta: %.*s\n", (int)beta->n, beta->p);
     }
@@ -928,7 +927,7 @@ static int decode_response(struct attempt *a, const char *body, size_t len, cJSO
         buf_free(&mb);
         return 0;
     }
-    cJSON *t = anthropic_message_to_canonical(body, len, a->ex->id, attempt_public_model(a), a->ex->created,
+    cJSON *t = anthropic_message_to_canonical(body, len, attempt_response_id(a), attempt_public_model(a), attempt_created(a),
                                               s->json_tool, &a->usage, a->response_model,
                                               sizeof(a->response_model), err);
     if (t == NULL) {

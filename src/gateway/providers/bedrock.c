@@ -416,14 +416,12 @@ static int add_tool_config(const cJSON *canon, cJSON *req, const struct names *u
     return 0;
 }
 
-static int add_inference_config(const cJSON *canon, cJSON *req, struct gw_error *err)
+/* max_tokens: the exchange's (attempt_max_tokens), -1 when the client set none. */
+static int add_inference_config(const cJSON *canon, int64_t max_tokens, cJSON *req, struct gw_error *err)
 {
     cJSON *ic = cJSON_CreateObject();
-    const cJSON *max = get(canon, "max_completion_tokens");
-    if (!cJSON_IsNumber(max))
-        max = get(canon, "max_tokens");
-    if (cJSON_IsNumber(max))
-        cJSON_AddNumberToObject(ic, "maxTokens", max->valuedouble);
+    if (max_tokens > 0)
+        cJSON_AddNumberToObject(ic, "maxTokens", (double)max_tokens);
     const cJSON *temp = get(canon, "temperature");
     if (cJSON_IsNumber(temp)) /* OpenAI allows 0..2, Converse 0..1 */
         cJSON_AddNumberToObject(ic, "temperature", temp->valuedouble > 1 ? 1 : temp->valuedouble);
@@ -449,7 +447,7 @@ static int add_inference_config(const cJSON *canon, cJSON *req, struct gw_error 
 }
 
 /* Canonical chat request -> Converse request. NULL with err (400) when it cannot be expressed. */
-static cJSON *build_converse(const cJSON *canon, struct gw_error *err)
+static cJSON *build_converse(const cJSON *canon, int64_t max_tokens, struct gw_error *err)
 {
     const cJSON *msgs = get(canon, "messages");
     if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0) {
@@ -530,7 +528,7 @@ static cJSON *build_converse(const cJSON *canon, struct gw_error *err)
         gw_bad_request(err, "messages", "the request has no user or assistant content for Bedrock to answer");
         goto fail;
     }
-    if (add_inference_config(canon, req, err) != 0 || add_tool_config(canon, req, &used, err) != 0)
+    if (add_inference_config(canon, max_tokens, req, err) != 0 || add_tool_config(canon, req, &used, err) != 0)
         goto fail;
     names_free(&used);
     return req;
@@ -578,7 +576,7 @@ static int bedrock_encode(struct attempt *a, struct up_request *r, struct gw_err
     const cJSON *canon = attempt_canonical(a, err);
     if (canon == NULL)
         return -1;
-    cJSON *body = build_converse(canon, err);
+    cJSON *body = build_converse(canon, attempt_max_tokens(a), err);
     if (body == NULL)
         return -1;
     char *s = cJSON_PrintUnformatted(body);

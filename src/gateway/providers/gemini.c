@@ -605,14 +605,12 @@ static void copy_number(const cJSON *from, const char *k, cJSON *to, const char 
         cJSON_AddNumberToObject(to, tk, v->valuedouble);
 }
 
-static int add_generation_config(const cJSON *canon, cJSON *req, struct gw_error *err)
+/* max_tokens: the exchange's (attempt_max_tokens), -1 when the client set none. */
+static int add_generation_config(const cJSON *canon, int64_t max_tokens, cJSON *req, struct gw_error *err)
 {
     cJSON *gc = cJSON_CreateObject();
-    const cJSON *max = get(canon, "max_completion_tokens");
-    if (!cJSON_IsNumber(max))
-        max = get(canon, "max_tokens");
-    if (cJSON_IsNumber(max))
-        cJSON_AddNumberToObject(gc, "maxOutputTokens", max->valuedouble);
+    if (max_tokens > 0)
+        cJSON_AddNumberToObject(gc, "maxOutputTokens", (double)max_tokens);
     copy_number(canon, "temperature", gc, "temperature");
     copy_number(canon, "top_p", gc, "topP");
     copy_number(canon, "top_k", gc, "topK");
@@ -651,7 +649,7 @@ static int add_generation_config(const cJSON *canon, cJSON *req, struct gw_error
 }
 
 /* Canonical chat request -> GenerateContentRequest. NULL with err (400) when it cannot be expressed. */
-static cJSON *build_generate(const cJSON *canon, struct gw_error *err)
+static cJSON *build_generate(const cJSON *canon, int64_t max_tokens, struct gw_error *err)
 {
     const cJSON *msgs = get(canon, "messages");
     if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0) {
@@ -726,7 +724,7 @@ static cJSON *build_generate(const cJSON *canon, struct gw_error *err)
         gw_bad_request(err, "messages", "the request has no user or assistant content for Gemini to answer");
         goto fail;
     }
-    if (add_tools(canon, req, err) != 0 || add_generation_config(canon, req, err) != 0)
+    if (add_tools(canon, req, err) != 0 || add_generation_config(canon, max_tokens, req, err) != 0)
         goto fail;
     return req;
 fail:
@@ -801,7 +799,7 @@ static int gemini_encode(struct attempt *a, struct up_request *r, struct gw_erro
         body = build_embed(canon, resource.data, &batch, err);
         method = batch ? "batchEmbedContents" : "embedContent";
     } else {
-        body = build_generate(canon, err);
+        body = build_generate(canon, attempt_max_tokens(a), err);
         method = a->stream ? "streamGenerateContent" : "generateContent";
     }
     if (body == NULL) {

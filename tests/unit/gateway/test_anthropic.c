@@ -43,16 +43,19 @@ static int is_json_text_(const char *got, size_t len, const char *want, const ch
 static struct exchange *new_ex(const char *body)
 {
     struct exchange *ex = xcalloc(1, sizeof(*ex));
-    ex->body = str_from(body);
-    ex->max_tokens = -1;
+    ex->rq.body = str_from(body);
+    ex->rq.max_tokens = -1;
+    ex->fops = &front_anthropic;
+    ex->fstate = front_anthropic.stream_new();
     snprintf(ex->id, sizeof(ex->id), "msg_test1");
     return ex;
 }
 
 static void free_ex(struct exchange *ex)
 {
-    cJSON_Delete(ex->client_tree);
+    cJSON_Delete(ex->rq.client_tree);
     cJSON_Delete(ex->canon);
+    front_anthropic.stream_free(ex->fstate);
     xfree(ex);
 }
 
@@ -61,7 +64,7 @@ static void free_ex(struct exchange *ex)
 static int parse_body(const char *body, struct gw_error *err, struct exchange **keep)
 {
     struct exchange *ex = new_ex(body);
-    int rc = front_anthropic.parse(ex, err);
+    int rc = front_anthropic.parse(&ex->rq, err);
     if (keep)
         *keep = ex;
     else
@@ -99,9 +102,9 @@ static void test_parse(void)
                        "\"temperature\":0.5,\"top_p\":0.9,\"top_k\":5,\"metadata\":{\"user_id\":\"u1\"},"
                        "\"thinking\":{\"type\":\"enabled\",\"budget_tokens\":1024},\"future_field\":1}";
     ok(parse_body(good, &err, &ex) == 0);
-    is_str(ex->model_name, "claude-x");
-    is_int(ex->max_tokens, 256);
-    ok(ex->stream);
+    is_str(ex->rq.model_name, "claude-x");
+    is_int(ex->rq.max_tokens, 256);
+    ok(ex->rq.stream);
     free_ex(ex);
     /* the optional final assistant message may be empty (prefill) */
     ok(parse_body("{\"model\":\"m\",\"max_tokens\":1,\"messages\":[{\"role\":\"user\",\"content\":\"q\"},"
@@ -219,8 +222,8 @@ static void test_to_canonical(void)
         "\"metadata\":{\"user_id\":\"user-7\"}}";
     struct exchange *ex = new_ex(body);
     struct gw_error err;
-    ok(front_anthropic.parse(ex, &err) == 0);
-    cJSON *c = front_anthropic.to_canonical(ex, &err);
+    ok(front_anthropic.parse(&ex->rq, &err) == 0);
+    cJSON *c = front_anthropic.to_canonical(&ex->rq, &err);
     is_json(c, "{\"model\":\"claude-x\",\"messages\":["
                "{\"role\":\"system\",\"content\":[{\"type\":\"text\",\"text\":\"be brief\"},{\"type\":\"text\",\"text\":\"be kind\"}]},"
                "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"look\"},"
@@ -264,8 +267,8 @@ static void test_to_canonical(void)
                  "\"tool_choice\":%s,\"max_tokens\":10}",
                  choices[i].want);
         ex = new_ex(b);
-        ok(front_anthropic.parse(ex, &err) == 0);
-        c = front_anthropic.to_canonical(ex, &err);
+        ok(front_anthropic.parse(&ex->rq, &err) == 0);
+        c = front_anthropic.to_canonical(&ex->rq, &err);
         is_json(c, w);
         cJSON_Delete(c);
         free_ex(ex);
@@ -274,8 +277,8 @@ static void test_to_canonical(void)
     /* tool_choice without tools: OpenAI refuses it, so it is not carried */
     ex = new_ex("{\"model\":\"m\",\"max_tokens\":10,\"tool_choice\":{\"type\":\"any\"},"
                 "\"messages\":[{\"role\":\"user\",\"content\":\"q\"}]}");
-    ok(front_anthropic.parse(ex, &err) == 0);
-    c = front_anthropic.to_canonical(ex, &err);
+    ok(front_anthropic.parse(&ex->rq, &err) == 0);
+    c = front_anthropic.to_canonical(&ex->rq, &err);
     is_json(c, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],\"max_tokens\":10}");
     cJSON_Delete(c);
     free_ex(ex);
@@ -283,8 +286,8 @@ static void test_to_canonical(void)
     /* an Anthropic server tool cannot be expressed for other providers */
     ex = new_ex("{\"model\":\"m\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],"
                 "\"tools\":[{\"type\":\"web_search_20250305\",\"name\":\"web_search\"}]}");
-    ok(front_anthropic.parse(ex, &err) == 0);
-    c = front_anthropic.to_canonical(ex, &err);
+    ok(front_anthropic.parse(&ex->rq, &err) == 0);
+    c = front_anthropic.to_canonical(&ex->rq, &err);
     ok(c == NULL);
     is_int(err.status, 400);
     ok(strstr(err.message, "web_search_20250305") != NULL);
@@ -519,7 +522,7 @@ static void test_message_from_canonical(void)
 static void test_stream_writer(void)
 {
     struct exchange *ex = new_ex("{}");
-    snprintf(ex->model_name, sizeof(ex->model_name), "claude");
+    snprintf(ex->rq.model_name, sizeof(ex->rq.model_name), "claude");
     struct buf out = BUF_INIT(BUF_UNBOUNDED);
     const struct front_ops *f = &front_anthropic;
     struct chat_delta d[] = {
@@ -568,7 +571,7 @@ static void test_stream_writer(void)
 
     /* nothing streamed at all: still a well-formed message; no finish given -> end_turn */
     ex = new_ex("{}");
-    snprintf(ex->model_name, sizeof(ex->model_name), "m");
+    snprintf(ex->rq.model_name, sizeof(ex->rq.model_name), "m");
     f->stream_end(ex, NULL, &out);
     ok(strstr(out.data, "event: message_start\n") == out.data);
     ok(strstr(out.data, "content_block") == NULL);

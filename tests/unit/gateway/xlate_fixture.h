@@ -1,6 +1,6 @@
 /* xlate_fixture.h: an attempt without a server, for the unit tests of translating providers (Gemini, Bedrock).
- * The exchange holds a ready canonical request, so attempt_canonical() returns it; streamed deltas are recorded
- * as text lines through the providers' emit seam instead of reaching a client. */
+ * The exchange holds a ready canonical request, so attempt_canonical() returns it, and writes to a loopback sink
+ * (no HTTP request); streamed deltas are recorded as text lines through the providers' emit seam. */
 #ifndef AGENTD_TEST_XLATE_FIXTURE_H
 #define AGENTD_TEST_XLATE_FIXTURE_H
 
@@ -9,11 +9,11 @@
 #include "common/alloc.h"
 #include "gateway/exchange.h"
 #include "gateway/models.h"
-#include "net/http.h"
+#include "loopback.h"
 #include "test.h"
 
 struct fx {
-    struct http_req req;
+    struct loopback sink;
     struct exchange ex;
     struct deployment dep;
     struct attempt a;
@@ -41,14 +41,22 @@ static void fx_emit(void *ud, const struct chat_delta *d)
 static void fx_init(struct fx *f, const struct provider_ops *prov, const char *canon, bool stream, enum op op)
 {
     memset(f, 0, sizeof(*f));
-    snprintf(f->req.request_id, sizeof(f->req.request_id), "req-test-1");
-    f->ex.req = &f->req;
-    f->ex.max_tokens = -1;
-    f->ex.stream = stream;
-    snprintf(f->ex.model_name, sizeof(f->ex.model_name), "public-model");
+    lb_init(&f->sink);
+    f->ex.sink_ops = &loopback_ops;
+    f->ex.sink = &f->sink;
+    snprintf(f->ex.rq.request_id, sizeof(f->ex.rq.request_id), "req-test-1");
+    f->ex.rq.max_tokens = -1;
+    f->ex.rq.stream = stream;
+    snprintf(f->ex.rq.model_name, sizeof(f->ex.rq.model_name), "public-model");
     f->ex.canon = canon ? cJSON_Parse(canon) : NULL;
     if (canon && f->ex.canon == NULL)
         printf("# fixture: canonical request does not parse: %s\n", canon);
+    /* what the front's parse would have set: the one max_tokens (max_completion_tokens wins) */
+    const cJSON *mx = f->ex.canon ? cJSON_GetObjectItemCaseSensitive(f->ex.canon, "max_completion_tokens") : NULL;
+    if (!cJSON_IsNumber(mx) && f->ex.canon)
+        mx = cJSON_GetObjectItemCaseSensitive(f->ex.canon, "max_tokens");
+    if (cJSON_IsNumber(mx))
+        f->ex.rq.max_tokens = (int64_t)mx->valuedouble;
     f->dep.prov = prov;
     f->dep.label = "test:deployment";
     f->dep.model = "test-model";
@@ -70,6 +78,7 @@ static void fx_free(struct fx *f)
         f->a.prov->free_state(&f->a);
     cJSON_Delete(f->ex.canon);
     buf_free(&f->log);
+    lb_free(&f->sink);
 }
 
 static int is_json_(const cJSON *got, const char *want, const char *file, int line)

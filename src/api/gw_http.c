@@ -1,0 +1,189 @@
+/* gw_http.c: the HTTP sink of the exchange (gateway/exchange.h) and the gateway's route handlers. A handler
+ * fills an ex_request from the http_req and submits it with a sink that writes to the connection; the sink
+ * reports the client going away (ex_cancel) and its write queue draining (ex_sink_drained). */
+#include "api/gw_http.h"
+
+#include <string.h>
+#include <time.h>
+
+#include "api/worker.h"
+#include "common/alloc.h"
+#include "config/config.h"
+#include "gateway/exchange.h"
+#include "gateway/front.h"
+#include "gateway/models.h"
+#include "net/http.h"
+
+struct http_sink {
+    struct http_req *req;
+    struct exchange *ex;
+    int status;
+    bool stream, responded;
+};
+
+static void sink_detach(struct http_sink *s)
+{
+    s->req->on_abort = NULL;
+    s->req->on_drain = NULL;
+}
+
+static void on_client_abort(struct http_req *req, void *ud)
+{
+    (void)req;
+    struct http_sink *s = ud;
+    ex_cancel(s->ex); /* ends the exchange: the sink's end() runs (and frees it) inside */
+}
+
+static void on_client_drain(struct http_req *req, void *ud)
+{
+    (void)req;
+    struct http_sink *s = ud;
+    ex_sink_drained(s->ex);
+}
+
+static void sink_bind(void *sink, struct exchange *ex)
+{
+    struct http_sink *s = sink;
+    s->ex = ex;
+    s->req->on_abort = on_client_abort;
+    s->req->abort_ud = s;
+    s->req->on_drain = on_client_drain;
+    s->req->drain_ud = s;
+}
+
+/* hdrs: "Name: value\r\n" lines, already checked for line breaks by the exchange. */
+static void sink_head(void *sink, int status, const struct buf *hdrs, bool stream)
+{
+    struct http_sink *s = sink;
+    s->status = status;
+    s->stream = stream;
+    if (hdrs->len)
+        buf_append(&s->req->resp_headers, hdrs->data, hdrs->len);
+    if (stream)
+        http_stream_start(s->req, status, "text/event-stream");
+}
+
+static int sink_write(void *sink, const void *data, size_t len)
+{
+    struct http_sink *s = sink;
+    if (s->stream)
+        return http_stream_write(s->req, data, len);
+    if (s->responded)
+        return -1;
+    /* a complete response is one write: it is the terminal call */
+    sink_detach(s);
+    s->responded = true;
+    http_respond(s->req, s->status, "application/json", data, len);
+    return 0;
+}
+
+static void sink_end(void *sink)
+{
+    struct http_sink *s = sink;
+    if (!s->responded) {
+        sink_detach(s);
+        if (s->stream)
+            http_stream_end(s->req);
+        else
+            http_respond(s->req, s->status, s->status == 499 ? NULL : "application/json", NULL, 0);
+    }
+    xfree(s);
+}
+
+static size_t sink_pending(void *sink)
+{
+    struct http_sink *s = sink;
+    return http_req_pending_bytes(s->req);
+}
+
+static const struct ex_sink_ops http_sink_ops = {
+    .head = sink_head,
+    .write = sink_write,
+    .end = sink_end,
+    .pending = sink_pending,
+    .bind = sink_bind,
+};
+
+static const struct str *req_header(const void *hctx, const char *name)
+{
+    return http_req_header(hctx, name);
+}
+
+static void submit(struct http_req *req, const struct front_ops *front)
+{
+    struct worker *w = worker_of_loop(http_server_loop(req->server));
+    struct http_sink *s = xcalloc(1, sizeof(*s));
+    s->req = req;
+    struct ex_request rq = {0};
+    rq.body = str_make(req->body.data ? req->body.data : "", req->body.len);
+    rq.max_tokens = -1;
+    memcpy(rq.request_id, req->request_id, sizeof(rq.request_id));
+    rq.cfg = req->cfg;
+    rq.t_start_us = req->t_start_us;
+    rq.header = req_header;
+    rq.hctx = req;
+    ex_submit(w->gateway, front, &rq, &http_sink_ops, s);
+}
+
+void gw_handle_chat_completions(struct http_req *req)
+{
+    submit(req, &front_openai_chat);
+}
+
+void gw_handle_messages(struct http_req *req)
+{
+    submit(req, &front_anthropic);
+}
+
+void gw_handle_embeddings(struct http_req *req)
+{
+    submit(req, &front_openai_embeddings);
+}
+
+void gw_handle_models(struct http_req *req)
+{
+    const struct registry *r = registry_of(req->cfg);
+    struct buf b = BUF_INIT(BUF_UNBOUNDED);
+    bool anthropic = http_req_header(req, "anthropic-version") != NULL;
+    int64_t created = (int64_t)time(NULL);
+    if (anthropic)
+        buf_append_str(&b, "{\"data\":[");
+    else
+        buf_append_str(&b, "{\"object\":\"list\",\"data\":[");
+    size_t shown = 0;
+    for (size_t i = 0; r && i < r->nmodels; i++) {
+        const struct model_entry *m = &r->models[i];
+        if (shown++)
+            buf_append_char(&b, ',');
+        if (anthropic) {
+            buf_append_str(&b, "{\"type\":\"model\",\"id\":");
+            buf_append_json_cstr(&b, m->name);
+            buf_append_str(&b, ",\"display_name\":");
+            buf_append_json_cstr(&b, m->name);
+            buf_append_str(&b, ",\"created_at\":\"1970-01-01T00:00:00Z\"}");
+        } else {
+            buf_append_str(&b, "{\"id\":");
+            buf_append_json_cstr(&b, m->name);
+            buf_printf(&b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":", (long long)created);
+            buf_append_json_cstr(&b, m->ndeps ? config_provider_names[m->deps[0].provider] : "agentd");
+            buf_append_str(&b, "}");
+        }
+    }
+    if (anthropic) {
+        buf_append_str(&b, "],\"has_more\":false,\"first_id\":");
+        if (r && r->nmodels)
+            buf_append_json_cstr(&b, r->models[0].name);
+        else
+            buf_append_str(&b, "null");
+        buf_append_str(&b, ",\"last_id\":");
+        if (r && r->nmodels)
+            buf_append_json_cstr(&b, r->models[r->nmodels - 1].name);
+        else
+            buf_append_str(&b, "null");
+        buf_append_str(&b, "}");
+    } else {
+        buf_append_str(&b, "]}");
+    }
+    http_respond(req, 200, "application/json", b.data, b.len);
+    buf_free(&b);
+}

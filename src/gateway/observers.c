@@ -1,0 +1,91 @@
+/* observers.c: the first two exchange observers (exchange.h): the GenAI metrics and the `llm` log line. Each
+ * is called once per attempt end and once per exchange end, whatever ended them. */
+#include <stdio.h>
+
+#include "common/log.h"
+#include "config/config.h"
+#include "gateway/exchange.h"
+#include "gateway/models.h"
+#include "telemetry/genai.h"
+
+static const char *const front_names[] = {"openai", "anthropic", "openai-embeddings"};
+
+static void metrics_attempt_end(const struct exchange *ex, const struct attempt *a, const struct attempt_outcome *o)
+{
+    (void)ex;
+    char label[24];
+    const char *outcome = attempt_result_name(o->result);
+    if (o->result == AO_HTTP_STATUS) {
+        snprintf(label, sizeof(label), "http_%d", o->status);
+        outcome = label;
+    }
+    metrics_inc(&genai_upstream_attempts, (const char *[]){a->dep->label, outcome});
+}
+
+static void metrics_settle(const struct exchange *ex, const struct ex_outcome *o)
+{
+    const struct deployment *dep = o->dep;
+    const char *dlabel = dep ? dep->label : "-";
+    const char *pname = dep ? dep->prov->name : "-";
+    const char *op = ex->front == FRONT_OPENAI_EMBEDDINGS ? "embeddings" : "chat";
+    const char *model = ex->rq.model_name;
+    char st[8];
+    snprintf(st, sizeof(st), "%d", o->status);
+    metrics_inc(&genai_gateway_requests, (const char *[]){front_names[ex->front], model, dlabel, st});
+    if (ex->model == NULL)
+        return;
+    const char *etype = o->status >= 400 ? st : "";
+    metrics_observe(&genai_operation_duration, (const char *[]){op, pname, model, etype}, (double)o->total_us / 1e6);
+    metrics_observe(&genai_gateway_overhead, (const char *[]){model, dlabel}, (double)o->overhead_us / 1e6);
+    if (ex->usage.known || ex->usage.input || ex->usage.output) {
+        metrics_observe(&genai_token_usage, (const char *[]){op, pname, model, "input"}, (double)ex->usage.input);
+        if (ex->front != FRONT_OPENAI_EMBEDDINGS)
+            metrics_observe(&genai_token_usage, (const char *[]){op, pname, model, "output"},
+                            (double)ex->usage.output);
+        metrics_add(&genai_agent_tokens_used, (const char *[]){model, dlabel},
+                    (double)(ex->usage.input + ex->usage.output));
+    }
+    if (ex->priced && ex->cost_usd > 0)
+        metrics_add(&genai_cost_usd, (const char *[]){model, dlabel}, ex->cost_usd);
+    if (ex->t_first_token_us)
+        metrics_observe(&genai_time_to_first_token, (const char *[]){model, dlabel},
+                        (double)(ex->t_first_token_us - ex->t_start_us) / 1e6);
+}
+
+const struct ex_observer ex_observer_metrics = {"metrics", metrics_attempt_end, metrics_settle};
+
+static void llm_log_settle(const struct exchange *ex, const struct ex_outcome *o)
+{
+    int status = o->status;
+    bool wanted = ex->rq.cfg && ex->rq.cfg->log.llm;
+    struct log_line l;
+    if (!(wanted || status >= 500) || !log_begin(&l, status >= 500 ? LL_WARN : LL_INFO, "llm"))
+        return;
+    log_field_cstr(&l, "request_id", ex->rq.request_id);
+    log_field_cstr(&l, "front", front_names[ex->front]);
+    log_field_cstr(&l, "model", ex->rq.model_name);
+    log_field_cstr(&l, "deployment", o->dep ? o->dep->label : "-");
+    log_field_int(&l, "status", status);
+    log_field_bool(&l, "stream", ex->rq.stream);
+    log_field_int(&l, "attempts", ex->attempts);
+    log_field_int(&l, "input_tokens", ex->usage.input);
+    log_field_int(&l, "output_tokens", ex->usage.output);
+    if (ex->usage.cached_input)
+        log_field_int(&l, "cached_tokens", ex->usage.cached_input);
+    if (ex->usage.reasoning)
+        log_field_int(&l, "reasoning_tokens", ex->usage.reasoning);
+    if (ex->priced)
+        log_field_double(&l, "cost_usd", ex->cost_usd);
+    log_field_bool(&l, "usage_reported", ex->usage.known);
+    if (ex->incomplete)
+        log_field_bool(&l, "incomplete", true);
+    log_field_uint(&l, "duration_us", o->total_us);
+    log_field_uint(&l, "overhead_us", o->overhead_us);
+    if (ex->t_first_token_us)
+        log_field_uint(&l, "ttft_us", ex->t_first_token_us - ex->t_start_us);
+    if (status >= 400 && o->err)
+        log_field_cstr(&l, "error", o->err->message);
+    log_end(&l);
+}
+
+const struct ex_observer ex_observer_llm_log = {"llm_log", NULL, llm_log_settle};
