@@ -119,6 +119,15 @@ struct price_table *prices_build(const struct price_override *ov, size_t n, size
                          builtin[i].cache_write, builtin[i].reasoning))
             t->n++;
     }
+    t->max.name = (char *)"max";
+    for (size_t i = 0; i < t->n; i++) {
+        const struct price *p = &t->v[i];
+        t->max.input = p->input > t->max.input ? p->input : t->max.input;
+        t->max.output = p->output > t->max.output ? p->output : t->max.output;
+        t->max.cached_input = p->cached_input > t->max.cached_input ? p->cached_input : t->max.cached_input;
+        t->max.cache_write = p->cache_write > t->max.cache_write ? p->cache_write : t->max.cache_write;
+        t->max.reasoning = p->reasoning > t->max.reasoning ? p->reasoning : t->max.reasoning;
+    }
     if (used)
         snprintf(t->version, sizeof(t->version), "%s+cfg.%08llx", PRICES_VERSION,
                  (unsigned long long)(h & 0xffffffffULL));

@@ -28,6 +28,7 @@ struct price_table {
     struct price *v;
     size_t n;
     char version[64]; /* written on every ledger row */
+    struct price max; /* the highest of each price in the table (name "max"): for `unpriced: reserve_max` */
 };
 
 /* One configured override: a price <= 0 for cached_input / cache_write / reasoning means "the default" (input

@@ -248,14 +248,13 @@ void rl_settle(struct ratelimit *r, struct rl_hold *h, int64_t actual_tokens)
 /* OpenAI writes durations as "1s", "6m0s", "20ms". */
 static void duration(struct buf *out, int64_t ms)
 {
+    int64_t s = (ms + 999) / 1000;
     if (ms < 1000)
         buf_printf(out, "%lldms", (long long)ms);
-    else if (ms < 60000)
-        buf_printf(out, "%llds", (long long)((ms + 999) / 1000));
-    else {
-        int64_t s = (ms + 999) / 1000;
+    else if (s < 60)
+        buf_printf(out, "%llds", (long long)s);
+    else
         buf_printf(out, "%lldm%llds", (long long)(s / 60), (long long)(s % 60));
-    }
 }
 
 static void rfc3339(struct buf *out, int64_t wall_ms)

@@ -14,6 +14,7 @@ static void test_lookup_and_version(void)
     p = prices_lookup(t, "us.anthropic.claude-sonnet-4-5-20250929-v1:0");
     ok(p && strcmp(p->name, "anthropic.claude-sonnet-4") == 0);
     ok(prices_lookup(t, "no-such-model") == NULL);
+    ok(t->max.input == 15.00 && t->max.output == 75.00 && t->max.cache_write == 18.75);
     /* defaults: cache write = input when unpriced, reasoning = output */
     p = prices_lookup(t, "gpt-4o");
     ok(p->cache_write == p->input && p->reasoning == p->output && p->cached_input == 1.25);
