@@ -4,6 +4,7 @@
 
 #include "api/daemon.h"
 #include "config/config_cli.h"
+#include "policy/ledger_cli.h"
 #include "sandbox/sandbox_cli.h"
 
 static int usage(FILE *out, int rc)
@@ -18,6 +19,9 @@ static int usage(FILE *out, int rc)
             "  config print [--config FILE]\n"
             "                        print the effective configuration, secrets masked\n"
             "  config describe       list every setting (Markdown)\n"
+            "  spend report --by key|user|team|workflow|model|day [--since 7d] [--format table|json|csv]\n"
+            "               [--data-dir DIR]\n"
+            "                        spend from the ledger, grouped\n"
             "  sandbox run|check|batch|bench\n"
             "                        run code in the sandbox; report isolation features; run many; measure\n"
             "  version               print the version\n");
@@ -33,6 +37,8 @@ int main(int argc, char **argv)
         return daemon_main(argc - 1, argv + 1);
     if (strcmp(cmd, "config") == 0)
         return config_cli_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "spend") == 0)
+        return spend_cli_main(argc - 1, argv + 1);
     if (strcmp(cmd, "sandbox") == 0)
         return sandbox_cli_main(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
