@@ -651,6 +651,7 @@ static int on_stream_event(struct attempt *a, const struct stream_event *ev)
         if (!ex->t_first_token_us)
             ex->t_first_token_us = time_mono_us();
         a->any_output = true;
+        ex->relayed_events++;
         struct buf out = BUF_INIT(BUF_UNBOUNDED);
         ex->fops->forward_event(ex, ev, &out);
         client_write(ex, &out);

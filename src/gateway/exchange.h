@@ -139,6 +139,7 @@ struct exchange {
     /* relay */
     struct usage usage;
     int64_t relayed_chars;     /* text and tool-argument characters relayed (usage estimate for a cut stream) */
+    int64_t relayed_events;    /* upstream events forwarded as received (passthrough: content is not scanned) */
     struct govern_state *gov;  /* budget and rate-limit holds (gateway/govern.c), NULL when none apply */
     double cost_usd;
     bool priced;

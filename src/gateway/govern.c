@@ -403,10 +403,14 @@ void govern_fill_usage(struct exchange *ex)
         return;
     const struct govern_state *g = ex->gov;
     int64_t in = g && g->input_est ? g->input_est : ((int64_t)ex->rq.body.n + 3) / 4;
-    if (ex->relayed_chars > 0) {
-        /* a stream cut short: what was relayed was produced (and billed by the provider) */
+    if (ex->relayed_chars > 0 || ex->relayed_events > 0) {
+        /* A stream cut short: what was relayed was produced (and billed by the provider). Translated streams
+         * count characters (4 a token, rounded up); a stream relayed as received (same wire format both sides)
+         * is not scanned, and counts one token per forwarded event: OpenAI and Anthropic send about one token
+         * per content event. The larger of the two counts. */
+        int64_t by_chars = (ex->relayed_chars + 3) / 4;
         ex->usage.input = in;
-        ex->usage.output = (ex->relayed_chars + 3) / 4;
+        ex->usage.output = by_chars > ex->relayed_events ? by_chars : ex->relayed_events;
         ex->incomplete = true;
     } else if (ex->status == 200 && g && g->max_out > 0) {
         /* a complete answer without usage: the worst case that was reserved */

@@ -32,7 +32,8 @@ enum ex_next govern_admit(struct exchange *ex);
 /* Response header lines for this exchange (rate-limit state). */
 void govern_headers(const struct exchange *ex, struct buf *h);
 /* Before pricing: a stream cut short with no usage from the provider is charged the estimated input plus the
- * output counted from the relayed deltas (4 characters a token, rounded up), marked incomplete. */
+ * output counted from the relayed deltas (4 characters a token, rounded up; one a forwarded event when the stream
+ * is relayed as received), marked incomplete. */
 void govern_fill_usage(struct exchange *ex);
 void govern_free(struct exchange *ex);
 
