@@ -27,9 +27,6 @@ main.c=6"
 # Known violations, each to be deleted by whoever removes it: "<file under src/> <included path>  # why, who".
 # Edges listed here are left out of both checks.
 ALLOW=(
-    # helper H2: http_server.c takes a struct http_limits instead of reading the configuration; delete this line
-    # after merging that branch.
-    "net/http_server.c config/config.h"
 )
 
 src=${1:-"$(cd "$(dirname "$0")/.." && pwd)/src"}

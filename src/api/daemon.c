@@ -54,6 +54,36 @@ struct daemon {
 
 static struct daemon D;
 
+/* The ops listener's own connection budget: probes and scrapes get through a saturated API. */
+#define OPS_MAX_CONNECTIONS 256
+
+static void release_cfg(struct config *c)
+{
+    config_unref(c);
+}
+
+/* What the HTTP server needs from a configuration snapshot (net/ never reads the configuration): the limits, and
+ * a reference to the snapshot itself, which handlers find as req->cfg for their request's lifetime. */
+static struct http_options http_options_of(struct config *c)
+{
+    const struct config_server *s = &c->server;
+    return (struct http_options){
+        .limits =
+            {
+                .header_bytes = (size_t)s->max_header_bytes,
+                .body_bytes = (size_t)s->max_body_bytes,
+                .connections = (long)s->max_connections,
+                .ops_connections = OPS_MAX_CONNECTIONS,
+                .pipeline = (unsigned)s->max_pipeline,
+                .header_timeout_ms = (uint64_t)s->header_timeout_ms,
+                .body_timeout_ms = (uint64_t)s->body_timeout_ms,
+                .idle_timeout_ms = (uint64_t)s->idle_timeout_ms,
+            },
+        .cfg = config_ref(c),
+        .cfg_release = release_cfg,
+    };
+}
+
 /* ---------- workers ---------- */
 
 static void worker_close_walk(uv_handle_t *h, void *arg)
@@ -83,7 +113,8 @@ static void on_worker_wakeup(uv_async_t *a)
     if (cmds & WORKER_CMD_RELOAD) {
         struct config *c = config_acquire();
         if (c) {
-            http_server_set_config(w->http, c);
+            struct http_options o = http_options_of(c);
+            http_server_set_options(w->http, &o);
             config_unref(w->cfg);
             w->cfg = c;
         }
@@ -139,7 +170,8 @@ static int worker_init(struct worker *w, int id, int api_fd)
         return -1;
     w->loop.data = w;
     w->cfg = config_ref(D.cfg);
-    w->http = http_server_new(&w->loop, w->cfg);
+    struct http_options o = http_options_of(w->cfg);
+    w->http = http_server_new(&w->loop, &o);
     w->gateway = gateway_worker_new(&w->loop, gw_config_up_options(w->cfg));
     uv_async_init(&w->loop, &w->wakeup, on_worker_wakeup);
     w->wakeup.data = w;
@@ -265,7 +297,8 @@ static void reload(void)
     gateway_preload(c);
     config_unref(D.cfg);
     D.cfg = c;
-    http_server_set_config(D.ops, c);
+    struct http_options o = http_options_of(c);
+    http_server_set_options(D.ops, &o);
     workers_send(WORKER_CMD_RELOAD);
     log_info("configuration reloaded (generation %llu)", (unsigned long long)c->generation);
 }
@@ -436,7 +469,8 @@ int daemon_main(int argc, char **argv)
 
     uv_loop_init(&D.loop);
     D.loop.data = NULL;
-    D.ops = http_server_new(&D.loop, D.cfg);
+    struct http_options o = http_options_of(D.cfg);
+    D.ops = http_server_new(&D.loop, &o);
     if (http_server_listen_fd(D.ops, ops_fd, "ops", &ops_router, (int)D.cfg->server.backlog) != 0) {
         xfree(fds);
         goto out_loop;

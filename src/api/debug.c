@@ -6,6 +6,7 @@
 #include <uv.h>
 
 #include "common/alloc.h"
+#include "common/log.h"
 #include "common/str.h"
 
 static uint64_t query_u64(const struct http_req *r, const char *key, uint64_t def, uint64_t max)
@@ -83,6 +84,13 @@ void debug_sleep(struct http_req *req)
     req->on_abort = on_sleep_abort;
     req->abort_ud = s;
     uv_timer_start(&s->timer, on_sleep_done, ms, 0);
+    /* Tests wait on this line to know the request is in the handler (instead of sleeping and hoping). */
+    struct log_line l;
+    if (log_begin(&l, LL_INFO, "debug_sleep started")) {
+        log_field_cstr(&l, "request_id", req->request_id);
+        log_field_uint(&l, "ms", ms);
+        log_end(&l);
+    }
 }
 
 void debug_stall(struct http_req *req)

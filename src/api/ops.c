@@ -98,7 +98,7 @@ static struct metric_def m_bytes_in = METRIC_DEF("http_server_request_bytes_tota
 static struct metric_def m_bytes_out =
     METRIC_DEF("http_server_response_body_bytes_total", "Response body bytes sent.", METRIC_COUNTER, listener_label);
 static struct metric_def m_conns =
-    METRIC_DEF("http_server_connections_total", "Client connections by event: opened, closed, rejected at the limit.",
+    METRIC_DEF("http_server_connections_total", "Client connections by event: opened, closed, rejected at the limit, evicted (idle, to make room at the limit).",
                METRIC_COUNTER, conn_labels);
 static struct metric_def m_open =
     METRIC_DEF("http_server_open_connections", "Client connections open now.", METRIC_GAUGE, listener_label);
@@ -138,7 +138,7 @@ static void on_request_done(struct http_req *r, uint64_t duration_us)
 
 static void on_connection(const char *listener, enum http_conn_event ev)
 {
-    static const char *const names[] = {"opened", "closed", "rejected"};
+    static const char *const names[] = {"opened", "closed", "rejected", "evicted"};
     metrics_inc(&m_conns, (const char *[]){listener, names[ev]});
     if (ev == HTTP_CONN_OPEN)
         metrics_add(&m_open, (const char *[]){listener}, 1);

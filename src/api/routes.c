@@ -4,7 +4,11 @@
 #include "api/gw_http.h"
 #include "api/ops.h"
 #include "common/alloc.h"
+#include "common/str.h"
 #include "config/config.h"
+#include "gateway/anthropic.h"
+#include "gateway/exchange.h"
+#include "gateway/gw_types.h"
 
 static const struct http_route base_routes[] = {
     {"/health", HTTP_M_GET, false, ops_health, NULL},
@@ -31,8 +35,30 @@ static const struct http_route ops_routes[] = {
     {"/metrics", HTTP_M_GET, false, ops_metrics, NULL},
 };
 
-struct http_router api_router;
-struct http_router ops_router = {ops_routes, sizeof(ops_routes) / sizeof(ops_routes[0])};
+/* Errors the HTTP server finds itself (404, 405, 408, 413, 431, ...) in the format of the route family the
+ * client is talking to: Anthropic's for /v1/messages and below, OpenAI's for everything else. */
+static bool anthropic_family(struct str path)
+{
+    return str_eq(path, STR_LIT("/v1/messages")) || str_starts_with(path, STR_LIT("/v1/messages/"));
+}
+
+static void api_error(struct http_req *req, int status, const char *code, const char *message)
+{
+    enum gw_err_type t = gw_err_type_for_status(status);
+    if (!anthropic_family(req->path)) {
+        http_respond_error(req, status, gw_err_type_openai(t), code, message);
+        return;
+    }
+    struct gw_error e = {.status = status, .type = t, .retry_after_ms = -1};
+    str_lcpy(e.message, message, sizeof(e.message));
+    struct buf b = BUF_INIT(BUF_UNBOUNDED);
+    anthropic_error_json(&b, &e, req->request_id);
+    http_respond(req, status, "application/json", b.data, b.len);
+    buf_free(&b);
+}
+
+struct http_router api_router = {.error = api_error};
+struct http_router ops_router = {ops_routes, sizeof(ops_routes) / sizeof(ops_routes[0]), NULL};
 static struct http_route *api_table;
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))

@@ -102,6 +102,8 @@ char *buf_steal(struct buf *b, size_t *len)
 int buf_append_json_str(struct buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
+    if (s == NULL) /* an empty struct str (STR_NULL) is an empty string */
+        s = "";
     /* Worst case every byte becomes \u00XX. */
     if (buf_reserve(b, n > (BUF_UNBOUNDED / 8) ? BUF_UNBOUNDED : n * 6 + 2) != 0) {
         /* Not enough headroom for the worst case; fall back to byte-wise appends that stop at max. */

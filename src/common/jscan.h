@@ -57,5 +57,14 @@ int jval_bool(const struct jval *v, bool *out);
  * for objects, STR_NULL for arrays). Stops when fn returns non-zero and returns that. */
 typedef int jscan_each_fn(struct str key, const struct jval *v, void *ud);
 int jscan_each(const struct jval *container, jscan_each_fn *fn, void *ud);
+/* For each element of an array: fn(element, fields, ud), where fields[i] is the element's member keys[i] (J_NONE
+ * when absent or when the element is not an object), found in the same scan that finds the element: one pass over
+ * the array instead of jscan_each + jscan_fields per element. The array must come from validated text (a jval out
+ * of jscan_fields / jscan_validate'd text): strings are skipped, not checked again. out (nkeys entries) is the
+ * caller's scratch. Returns
+ * 0, fn's non-zero result, or -1 (not an array; a key in keys appearing twice in an element). */
+typedef int jscan_each_fields_fn(const struct jval *elem, const struct jval *fields, void *ud);
+int jscan_each_fields(const struct jval *array, const char *const *keys, struct jval *out, size_t nkeys,
+                      jscan_each_fields_fn *fn, void *ud);
 
 #endif

@@ -42,16 +42,18 @@ static const char *const block_types[] = {"text",       "image",           "docu
                                           "web_search_tool_result", "container_upload", NULL};
 
 /* Tool ids are kept NUL-separated in a buffer: the previous assistant turn's tool_use ids must all be answered by
- * tool_result blocks in the next user turn, and every tool_result must answer one of them (Anthropic's rule). */
-static bool id_listed(const struct buf *ids, struct str id)
+ * tool_result blocks in the next user turn, and every tool_result must answer one of them (Anthropic's rule).
+ * The ids of a finished list go into a hash map for the lookups: a turn of thousands of parallel calls must not
+ * cost a scan of the list per result. The map's keys point into the list, which is not appended to meanwhile. */
+static void id_map(const struct buf *ids, struct canon_map *m)
 {
+    canon_map_free(m);
+    canon_map_init(m);
     for (size_t off = 0; off < ids->len;) {
         size_t n = strlen(ids->data + off);
-        if (n == id.n && memcmp(ids->data + off, id.p, n) == 0)
-            return true;
+        canon_map_put(m, ids->data + off, n, ids->data + off);
         off += n + 1;
     }
-    return false;
 }
 
 static void id_add(struct buf *ids, const struct buf *id)
@@ -65,6 +67,7 @@ struct vstate {
     int nmsgs, i, k;
     bool assistant;
     struct buf prev_uses, cur_uses, results;
+    struct canon_map prev_map; /* prev_uses as a map */
     struct buf tmp;
 };
 
@@ -232,7 +235,7 @@ static int on_block(struct str key, const struct jval *b, void *ud)
         buf_reset(&vs->tmp);
         if (jval_str(&f[B_TUID], &vs->tmp) != 0)
             return gw_bad_request(err, NULL, "%s.tool_use_id: invalid string", w);
-        if (!id_listed(&vs->prev_uses, str_make(vs->tmp.data ? vs->tmp.data : "", vs->tmp.len)))
+        if (!canon_map_has(&vs->prev_map, vs->tmp.data ? vs->tmp.data : "", vs->tmp.len))
             return gw_bad_request(
                 err, NULL,
                 "%s: unexpected `tool_use_id` found in `tool_result` blocks: %.*s. Each `tool_result` "
@@ -259,17 +262,23 @@ static int on_block(struct str key, const struct jval *b, void *ud)
 static int check_pairing(struct vstate *vs)
 {
     /* every tool_use of the previous assistant turn needs its tool_result in this turn */
+    struct canon_map answered = {0};
+    if (vs->prev_uses.len)
+        id_map(&vs->results, &answered);
     for (size_t off = 0; off < vs->prev_uses.len;) {
         size_t n = strlen(vs->prev_uses.data + off);
-        if (!id_listed(&vs->results, str_make(vs->prev_uses.data + off, n)))
+        if (!canon_map_has(&answered, vs->prev_uses.data + off, n)) {
+            canon_map_free(&answered);
             return gw_bad_request(
                 vs->err, NULL,
                 "messages.%d: `tool_use` ids were found without `tool_result` blocks immediately after: "
                 "%.*s. Each `tool_use` block must have a corresponding `tool_result` block in the next "
                 "message.",
                 vs->i, (int)(n > 200 ? 200 : n), vs->prev_uses.data + off);
+        }
         off += n + 1;
     }
+    canon_map_free(&answered);
     return 0;
 }
 
@@ -326,6 +335,7 @@ static int on_message(struct str key, const struct jval *m, void *ud)
     struct buf t = vs->prev_uses;
     vs->prev_uses = vs->cur_uses;
     vs->cur_uses = t;
+    id_map(&vs->prev_uses, &vs->prev_map);
     vs->i++;
     return 0;
 }
@@ -363,6 +373,7 @@ static int check_messages(const struct jval *msgs, struct gw_error *err)
             "Each `tool_use` block must have a corresponding `tool_result` block in the next message.",
             vs.i, (int)(n > 200 ? 200 : n), vs.prev_uses.data);
     }
+    canon_map_free(&vs.prev_map);
     buf_free(&vs.prev_uses);
     buf_free(&vs.cur_uses);
     buf_free(&vs.results);
@@ -680,7 +691,7 @@ static cJSON *tool_result_content(const cJSON *b)
             if (t && strcmp(t, "text") == 0 && tx)
                 cJSON_AddItemToArray(parts, text_part(tx));
         }
-        if (cJSON_GetArraySize(parts) == 0) {
+        if (parts->child == NULL) {
             cJSON_Delete(parts);
             return cJSON_CreateString("");
         }
@@ -736,7 +747,7 @@ static int add_user(cJSON *msgs, const cJSON *content, int i, struct gw_error *e
         /* search_result, container_upload, ...: Anthropic-only, dropped */
         k++;
     }
-    if (cJSON_GetArraySize(parts) == 0) {
+    if (parts->child == NULL) {
         cJSON_Delete(parts);
         return 0;
     }
@@ -783,20 +794,19 @@ static void add_assistant(cJSON *msgs, const cJSON *content)
         }
         /* thinking / redacted_thinking / server tool blocks: Anthropic-only, dropped */
     }
-    int nt = cJSON_GetArraySize(texts);
-    if (nt == 1) {
-        cJSON_AddStringToObject(m, "content", canon_str(cJSON_GetArrayItem(texts, 0), "text"));
+    if (texts->child && texts->child->next == NULL) {
+        cJSON_AddStringToObject(m, "content", canon_str(texts->child, "text"));
         cJSON_Delete(texts);
-    } else if (nt > 1) {
+    } else if (texts->child) {
         cJSON_AddItemToObject(m, "content", texts);
     } else {
         cJSON_Delete(texts);
-        if (cJSON_GetArraySize(calls))
+        if (calls->child)
             cJSON_AddNullToObject(m, "content");
         else
             cJSON_AddStringToObject(m, "content", "");
     }
-    if (cJSON_GetArraySize(calls))
+    if (calls->child)
         cJSON_AddItemToObject(m, "tool_calls", calls);
     else
         cJSON_Delete(calls);
@@ -820,7 +830,7 @@ cJSON *anthropic_request_to_canonical(const cJSON *req, struct gw_error *err)
         cJSON_AddStringToObject(m, "role", "system");
         cJSON_AddStringToObject(m, "content", system->valuestring);
         cJSON_AddItemToArray(msgs, m);
-    } else if (cJSON_IsArray(system) && cJSON_GetArraySize(system) > 0) {
+    } else if (cJSON_IsArray(system) && system->child) {
         cJSON *m = cJSON_CreateObject();
         cJSON_AddStringToObject(m, "role", "system");
         cJSON *parts = cJSON_AddArrayToObject(m, "content");
@@ -849,7 +859,7 @@ cJSON *anthropic_request_to_canonical(const cJSON *req, struct gw_error *err)
     }
 
     const cJSON *tools = cJSON_GetObjectItemCaseSensitive(req, "tools");
-    if (cJSON_IsArray(tools) && cJSON_GetArraySize(tools) > 0) {
+    if (cJSON_IsArray(tools) && tools->child) {
         cJSON *ot = cJSON_AddArrayToObject(c, "tools");
         const cJSON *t;
         int k = 0;
@@ -903,7 +913,7 @@ cJSON *anthropic_request_to_canonical(const cJSON *req, struct gw_error *err)
     if (cJSON_IsNumber(v))
         cJSON_AddNumberToObject(c, "max_tokens", v->valuedouble);
     v = cJSON_GetObjectItemCaseSensitive(req, "stop_sequences");
-    if (cJSON_IsArray(v) && cJSON_GetArraySize(v) > 0)
+    if (cJSON_IsArray(v) && v->child)
         cJSON_AddItemToObject(c, "stop", cJSON_Duplicate(v, 1));
     static const char *const numeric[] = {"temperature", "top_p", "top_k"};
     for (size_t k = 0; k < 3; k++) {
@@ -922,6 +932,10 @@ cJSON *anthropic_request_to_canonical(const cJSON *req, struct gw_error *err)
 
 static cJSON *anthropic_to_canonical(struct ex_request *ex, struct gw_error *err)
 {
+    /* the tree's strings are C strings: a \u0000 would cut one short without a word */
+    char key[64];
+    if (canon_json_has_nul(ex->body.p, ex->body.n, key, sizeof(key)))
+        return canon_nul_refused(err, key), NULL;
     if (ex->client_tree == NULL)
         ex->client_tree = cJSON_ParseWithLength(ex->body.p, ex->body.n);
     if (ex->client_tree == NULL) {

@@ -24,6 +24,7 @@
 
 struct config;
 struct http_conn;
+struct http_opts;
 struct http_req;
 struct http_server;
 
@@ -48,9 +49,16 @@ struct http_route {
     const char *name;   /* route label in metrics and logs; defaults to path */
 };
 
+/* Answers an error the server found itself (a protocol error, a limit, an unknown route, a wrong method) in the
+ * listener's own wire format; must make the terminal call. code: a short stable reason ("unknown_url",
+ * "method_not_allowed", "body_too_large", "header_timeout", ...). req->path is what was read of the URL so far
+ * ("-" when nothing was); req->request_id is always set. */
+typedef void http_error_fn(struct http_req *req, int status, const char *code, const char *message);
+
 struct http_router {
     const struct http_route *routes;
     size_t n;
+    http_error_fn *error; /* NULL: http_respond_error's generic shape */
 };
 
 struct http_header {
@@ -69,14 +77,15 @@ struct http_req {
     const char *method_str;
     struct str url, path, query;
     size_t nheaders;              /* headers[0..nheaders) are valid (the array is at the end of the struct) */
-    struct buf body;              /* complete request body (bounded by server.limits.body_bytes) */
+    struct buf body;              /* complete request body (bounded by http_limits.body_bytes) */
     unsigned http_minor;          /* 0 or 1 */
     char request_id[72];
     char remote[64];              /* "ip:port" of the client */
     uint64_t t_start_us;          /* first byte of the request (monotonic) */
     uint64_t t_headers_us;        /* headers complete (monotonic) */
     uint64_t t_dispatch_us;       /* handler called */
-    struct config *cfg;           /* configuration snapshot for this request's lifetime */
+    struct config *cfg;           /* the creator's context for this request's lifetime (http_options.cfg; opaque
+                                   * to net/, which never reads it) */
     const struct http_route *route;
 
     /* ---- handler state ---- */
@@ -91,10 +100,11 @@ struct http_req {
     struct buf resp_headers;      /* extra "Name: value\r\n" lines */
     size_t bytes_in, bytes_out;
     bool started, finished, chunked, close_after, aborted, logged;
+    struct http_opts *opts;            /* the options this request was read with (server-private) */
     int error_status;             /* synthetic request carrying a protocol error (400/408/413/417/431) */
     const char *error_reason;
     unsigned refs;                /* queue/handler ownership + outstanding writes */
-    struct buf head;              /* raw URL + header bytes (bounded by server.limits.header_bytes) */
+    struct buf head;              /* raw URL + header bytes (bounded by http_limits.header_bytes) */
     bool head_done;               /* headers complete: head is frozen (url, path, headers point into it) */
     struct http_req *next;        /* connection queue */
 
@@ -105,26 +115,50 @@ struct http_req {
 
 /* ---- server ---- */
 
-enum http_conn_event { HTTP_CONN_OPEN, HTTP_CONN_CLOSE, HTTP_CONN_REJECT };
+enum http_conn_event { HTTP_CONN_OPEN, HTTP_CONN_CLOSE, HTTP_CONN_REJECT, HTTP_CONN_EVICT };
 
 /* Observers for what happens inside the server (metrics and logs live above net/). Set once at start-up. */
 struct http_server_hooks {
     /* Once per finished request, on the request's loop (access log, metrics). */
     void (*on_request_done)(struct http_req *req, uint64_t duration_us);
-    /* Connection opened, closed, or refused at the connection limit. */
+    /* Connection opened, closed, refused at the connection limit, or closed while idle to make room for a new
+     * one at the limit (EVICT, followed by its CLOSE). */
     void (*on_connection)(const char *listener, enum http_conn_event ev);
 };
 void http_server_set_hooks(const struct http_server_hooks *hooks);
 
-/* Creates the server state for one loop. cfg: the snapshot whose limits apply to new connections (replace with
- * http_server_set_config on reload). Free with http_server_free once the loop has stopped. */
-struct http_server *http_server_new(uv_loop_t *loop, struct config *cfg);
-void http_server_set_config(struct http_server *srv, struct config *cfg);
+/* What the server enforces. Plain values from the creator: net/ never reads the configuration itself. */
+struct http_limits {
+    size_t header_bytes;          /* request line + headers, else 431 */
+    size_t body_bytes;            /* else 413 */
+    long connections;             /* "api" listeners, process-wide; past it the longest-idle connection is closed,
+                                   * or the new one gets 503 */
+    long ops_connections;         /* the "ops" listener's own budget, so probes get through a saturated API */
+    unsigned pipeline;            /* parsed requests queued on one connection before reading pauses */
+    uint64_t header_timeout_ms;   /* first byte of a request to the end of its headers, else 408 */
+    uint64_t body_timeout_ms;     /* end of headers to end of body, else 408 */
+    uint64_t idle_timeout_ms;     /* keep-alive connection with nothing to do */
+};
+
+struct http_options {
+    struct http_limits limits;
+    /* The creator's context, handed to handlers as req->cfg and kept until no connection or request uses these
+     * options any more; then cfg_release(cfg) runs (on the server's loop). Both may be NULL. */
+    struct config *cfg;
+    void (*cfg_release)(struct config *cfg);
+};
+
+/* Creates the server state for one loop; opts apply to new requests. The server takes over opts->cfg (released
+ * through opts->cfg_release). Free with http_server_free once the loop has stopped. */
+struct http_server *http_server_new(uv_loop_t *loop, const struct http_options *opts);
+/* Reload: new requests (also on kept-alive connections) get these; requests in progress keep theirs. Takes over
+ * opts->cfg like http_server_new. */
+void http_server_set_options(struct http_server *srv, const struct http_options *opts);
 void http_server_free(struct http_server *srv);
 
 /* Starts accepting on an already bound, listening-capable socket fd (the caller made it, SO_REUSEPORT etc.).
- * name is the listener label: "api" connections count against server.limits.connections; "ops" connections
- * have their own fixed budget so probes and scrapes get through a saturated API. */
+ * name is the listener label: "api" connections count against limits.connections; "ops" connections against
+ * limits.ops_connections, so probes and scrapes get through a saturated API. */
 int http_server_listen_fd(struct http_server *srv, int fd, const char *name, const struct http_router *router,
                           int backlog);
 /* Stops accepting: closes every listener of this server. */
@@ -137,7 +171,7 @@ void http_server_close_all(struct http_server *srv);
 size_t http_server_connections(const struct http_server *srv);
 uv_loop_t *http_server_loop(struct http_server *srv);
 
-/* Process-wide API connection count, against server.limits.connections. */
+/* Process-wide API connection count, against http_limits.connections. */
 extern _Atomic long http_open_connections;
 
 /* Creates a TCP socket bound to addr ("host:port"), with SO_REUSEADDR and SO_REUSEPORT, not yet listening.
@@ -157,8 +191,9 @@ void http_resp_headerf(struct http_req *req, const char *name, const char *fmt, 
 
 /* Terminal: a complete response. body may be NULL when len is 0. */
 void http_respond(struct http_req *req, int status, const char *content_type, const void *body, size_t len);
-/* Terminal: {"error":{"message":...,"type":...,"code":...}} with the given status. */
-void http_respond_error(struct http_req *req, int status, const char *type, const char *message);
+/* Terminal: {"error":{"message":...,"type":...,"param":null,"code":...}} with the given status (code may be
+ * NULL: null). */
+void http_respond_error(struct http_req *req, int status, const char *type, const char *code, const char *message);
 
 /* Streaming: chunked for HTTP/1.1 (close-delimited for 1.0). write returns -1 when the client is gone. */
 void http_stream_start(struct http_req *req, int status, const char *content_type);

@@ -1,6 +1,7 @@
 #include "net/http.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <http_parser.h>
 #include <netdb.h>
@@ -17,20 +18,48 @@
 #include "common/alloc.h"
 #include "common/log.h"
 #include "common/timeutil.h"
-#include "config/config.h"
 
 _Atomic long http_open_connections;
 /* The ops listener has its own small budget: probes and scrapes must get through when the API is saturated. */
 static _Atomic long ops_open_connections;
-#define OPS_MAX_CONNECTIONS 256
 
 #define READ_BUF_SIZE (64 * 1024)
+
+/* One set of options from the creator, shared by the server, its connections and their requests until the last of
+ * them lets go (all on one loop: plain counts). */
+struct http_opts {
+    unsigned refs;
+    struct http_options o;
+};
+
+static struct http_opts *opts_new(const struct http_options *o)
+{
+    struct http_opts *op = xcalloc(1, sizeof(*op));
+    op->refs = 1;
+    op->o = *o;
+    return op;
+}
+
+static struct http_opts *opts_ref(struct http_opts *op)
+{
+    op->refs++;
+    return op;
+}
+
+static void opts_unref(struct http_opts *op)
+{
+    if (op == NULL || --op->refs > 0)
+        return;
+    if (op->o.cfg_release)
+        op->o.cfg_release(op->o.cfg);
+    xfree(op);
+}
 #define LINGER_MS 2000
 
 struct http_listener {
     uv_tcp_t tcp;
     _Atomic long *open_count;  /* connections of this listener kind, process-wide */
-    long limit;                /* 0: server.limits.connections */
+    bool ops;                  /* budget: limits.ops_connections, else limits.connections */
     struct http_server *srv;
     const struct http_router *router;
     const char *name;
@@ -39,12 +68,15 @@ struct http_listener {
 
 struct http_server {
     uv_loop_t *loop;
-    struct config *cfg;
+    struct http_opts *opts;  /* what new requests get (replaced on reload) */
     char *read_buf;
     bool read_buf_busy;
     struct http_listener *listeners;
     struct http_conn *conns; /* doubly linked */
     size_t nconns;
+    /* Open connections with no request in progress, most recently idle first: at the connection limit the
+     * oldest of them makes room for a new connection (a probe must not lose to a pile of idle sockets). */
+    struct http_conn *idle_head, *idle_tail;
     bool draining;
     time_t date_sec;
     char date[40];
@@ -63,7 +95,7 @@ struct http_conn {
     const char *lname;
     const struct http_router *router;
     _Atomic long *open_count;
-    struct config *cfg;            /* limits for this connection */
+    struct http_opts *opts;             /* limits for this connection's current request */
     struct http_req *cur;          /* request being parsed */
     struct http_req *queue_head;   /* parsed, in order; head is being handled */
     struct http_req *queue_tail;
@@ -80,6 +112,8 @@ struct http_conn {
     unsigned nrequests;
     char remote[64];
     struct http_conn *prev, *next;
+    struct http_conn *idle_prev, *idle_next;
+    bool idle;                     /* on the server's idle list */
 };
 
 struct wreq {
@@ -224,9 +258,10 @@ static struct http_req *req_new(struct http_conn *c)
     r->conn = c;
     r->server = c->srv;
     r->listener = c->lname;
-    r->cfg = config_ref(c->cfg);
-    buf_init(&r->head, (size_t)c->cfg->server.max_header_bytes);
-    buf_init(&r->body, (size_t)c->cfg->server.max_body_bytes);
+    r->opts = opts_ref(c->opts);
+    r->cfg = c->opts->o.cfg;
+    buf_init(&r->head, c->opts->o.limits.header_bytes);
+    buf_init(&r->body, c->opts->o.limits.body_bytes);
     buf_init(&r->resp_headers, 64 * 1024);
     r->refs = 1;
     r->t_start_us = time_mono_us();
@@ -241,7 +276,7 @@ static void req_unref(struct http_req *r)
     buf_free(&r->head);
     buf_free(&r->body);
     buf_free(&r->resp_headers);
-    config_unref(r->cfg);
+    opts_unref(r->opts);
     xfree(r);
 }
 
@@ -273,9 +308,9 @@ static int fail(struct http_conn *c, int status, const char *reason)
 static int on_message_begin(http_parser *p)
 {
     struct http_conn *c = parser_conn(p);
-    if (c->cfg != c->srv->cfg) { /* reloaded: each new request on a kept-alive connection gets the new limits */
-        config_unref(c->cfg);
-        c->cfg = config_ref(c->srv->cfg);
+    if (c->opts != c->srv->opts) { /* reloaded: each new request on a kept-alive connection gets the new limits */
+        opts_unref(c->opts);
+        c->opts = opts_ref(c->srv->opts);
     }
     c->cur = req_new(c);
     c->header_last_was_value = false;
@@ -299,10 +334,26 @@ static int on_url(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
+/* RFC 9110 5.6.2: a field name is a token. http-parser (non-strict build) also lets spaces through, so that
+ * "Transfer-Encoding : chunked" was honoured and "X A: b" accepted; RFC 9112 5.1 says to refuse both. */
+static const bool tchar[256] = {
+    ['0' ... '9'] = true, ['a' ... 'z'] = true, ['A' ... 'Z'] = true, ['!'] = true, ['#'] = true, ['$'] = true,
+    ['%'] = true,         ['&'] = true,         ['\''] = true,       ['*'] = true, ['+'] = true, ['-'] = true,
+    ['.'] = true,         ['^'] = true,         ['_'] = true,         ['`'] = true, ['|'] = true, ['~'] = true,
+};
+
+static bool is_tchar(unsigned char ch)
+{
+    return tchar[ch];
+}
+
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     struct http_conn *c = parser_conn(p);
     struct http_req *r = c->cur;
+    for (size_t i = 0; i < len; i++)
+        if (!is_tchar((unsigned char)at[i]))
+            return fail(c, 400, isspace((unsigned char)at[i]) ? "space_in_header_name" : "invalid_header_name");
     if (r->head_done)
         return 0; /* a chunked body's trailer: ignored (growing head would move what url and headers point at) */
     if (c->header_last_was_value || r->nheaders == 0) {
@@ -352,6 +403,19 @@ static void resolve_head(struct http_req *r)
     r->query = q ? str_make(q + 1, r->url.n - (size_t)(q - r->url.p) - 1) : STR_NULL;
 }
 
+/* The path part of the URL bytes read so far, for a request that fails before its headers are complete. */
+static void req_partial_path(struct http_req *r)
+{
+    if (r->url.n == 0 || r->head.data == NULL) {
+        r->path = STR_LIT("-");
+        return;
+    }
+    r->url = str_make(r->head.data, r->url.n);
+    const char *q = memchr(r->url.p, '?', r->url.n);
+    r->path = q ? str_make(r->url.p, (size_t)(q - r->url.p)) : r->url;
+}
+
+static void gen_request_id(struct http_req *r);
 static void write_raw(struct http_conn *c, struct http_req *r, const char *data, size_t len);
 
 static int on_headers_complete(http_parser *p)
@@ -367,7 +431,16 @@ static int on_headers_complete(http_parser *p)
     set_request_id(r);
     if (r->method == 0)
         return fail(c, 501, "method_not_implemented");
-    if ((p->flags & F_CONTENTLENGTH) && p->content_length > (uint64_t)c->cfg->server.max_body_bytes)
+    /* RFC 9112 6.1: the only transfer coding agentd decodes is chunked; anything else ("gzip, chunked", a second
+     * Transfer-Encoding line) is 501 rather than read as chunked and handed on half-decoded. */
+    unsigned te = 0;
+    for (size_t i = 0; i < r->nheaders; i++) {
+        if (!str_eq_nocase_cstr(r->headers[i].name, "transfer-encoding"))
+            continue;
+        if (++te > 1 || !str_eq_nocase_cstr(r->headers[i].value, "chunked"))
+            return fail(c, 501, "unsupported_transfer_encoding");
+    }
+    if ((p->flags & F_CONTENTLENGTH) && p->content_length > (uint64_t)c->opts->o.limits.body_bytes)
         return fail(c, 413, "body_too_large");
     const struct str *expect = http_req_header(r, "expect");
     if (expect) {
@@ -416,7 +489,7 @@ static int on_message_complete(http_parser *p)
         c->stop_parsing = true;
         return -1;
     }
-    if (c->queued >= (unsigned)c->cfg->server.max_pipeline && c->reading) {
+    if (c->queued >= c->opts->o.limits.pipeline && c->reading) {
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = false;
     }
@@ -445,8 +518,10 @@ static void parse_failed(struct http_conn *c)
         set_request_id(r);
     }
     if (!r->error_status) {
-        r->error_status = e == HPE_HEADER_OVERFLOW ? 431 : 400;
-        r->error_reason = e == HPE_HEADER_OVERFLOW ? "header_too_large" : http_errno_name(e);
+        r->error_status = e == HPE_HEADER_OVERFLOW ? 431 : e == HPE_INVALID_TRANSFER_ENCODING ? 501 : 400;
+        r->error_reason = e == HPE_HEADER_OVERFLOW                ? "header_too_large"
+                          : e == HPE_INVALID_TRANSFER_ENCODING ? "unsupported_transfer_encoding"
+                                                                : http_errno_name(e);
     }
     if (r->method_str == NULL)
         r->method_str = "-";
@@ -610,16 +685,32 @@ void http_respond(struct http_req *r, int status, const char *ctype, const void 
     req_finish(r);
 }
 
-void http_respond_error(struct http_req *r, int status, const char *type, const char *message)
+void http_respond_error(struct http_req *r, int status, const char *type, const char *code, const char *message)
 {
     struct buf b = BUF_INIT(BUF_UNBOUNDED);
     buf_append_str(&b, "{\"error\":{\"message\":");
     buf_append_json_cstr(&b, message);
     buf_append_str(&b, ",\"type\":");
     buf_append_json_cstr(&b, type);
-    buf_printf(&b, ",\"code\":%d,\"request_id\":\"%s\"}}", status, r->request_id);
+    buf_append_str(&b, ",\"param\":null,\"code\":");
+    if (code)
+        buf_append_json_cstr(&b, code);
+    else
+        buf_append_str(&b, "null");
+    buf_append_str(&b, "}}");
     http_respond(r, status, "application/json", b.data, b.len);
     buf_free(&b);
+}
+
+/* An error the server found itself, in the listener's format when its router has one. */
+static void server_error(struct http_req *r, const struct http_router *router, int status, const char *code,
+                         const char *message)
+{
+    if (router && router->error) {
+        router->error(r, status, code, message);
+        return;
+    }
+    http_respond_error(r, status, status >= 500 ? "server_error" : "invalid_request_error", code, message);
 }
 
 void http_stream_start(struct http_req *r, int status, const char *ctype)
@@ -734,13 +825,13 @@ static void route_and_call(struct http_req *r, const struct http_router *router)
         char msg[256];
         snprintf(msg, sizeof(msg), "method %s is not allowed on %.*s (allowed: %s)", r->method_str, STR_FMT(r->path),
                  allow);
-        http_respond_error(r, 405, "method_not_allowed", msg);
+        server_error(r, router, 405, "method_not_allowed", msg);
         return;
     }
     char msg[300];
     snprintf(msg, sizeof(msg), "no route for %s %.*s", r->method_str, (int)(r->path.n > 200 ? 200 : r->path.n),
              r->path.p);
-    http_respond_error(r, 404, "not_found", msg);
+    server_error(r, router, 404, "unknown_url", msg);
 }
 
 static void dispatch_error(struct http_req *r)
@@ -753,7 +844,7 @@ static void dispatch_error(struct http_req *r)
                 {413, "request body is larger than the configured limit"},
                 {417, "only 'Expect: 100-continue' is supported"},
                 {431, "request headers are larger than the configured limit"},
-                {501, "method not implemented"},
+                {501, "not implemented (method or transfer coding)"},
                 {503, "the server is at its connection limit or shutting down; retry shortly"},
                 {505, "HTTP version not supported"}};
     const char *m = "bad request";
@@ -761,9 +852,21 @@ static void dispatch_error(struct http_req *r)
         if (msgs[i].status == r->error_status)
             m = msgs[i].msg;
     r->close_after = true;
+    /* Found before the request line or headers were complete: still answer with an id, in the format of the
+     * route family the URL read so far names, and in the client's HTTP version when it is known. */
+    if (r->request_id[0] == '\0')
+        gen_request_id(r);
+    if (!r->head_done) {
+        req_partial_path(r);
+        if (r->conn && r->conn->parser.http_major == 1)
+            r->http_minor = r->conn->parser.http_minor;
+        else
+            r->http_minor = 1;
+    }
     char detail[200];
     snprintf(detail, sizeof(detail), "%s (%s)", m, r->error_reason ? r->error_reason : "protocol error");
-    http_respond_error(r, r->error_status, r->error_status >= 500 ? "server_error" : "invalid_request_error", detail);
+    server_error(r, r->conn ? r->conn->router : NULL, r->error_status,
+                 r->error_reason ? r->error_reason : "protocol_error", detail);
 }
 
 static void conn_finish(struct http_conn *c);
@@ -848,13 +951,41 @@ static void on_handle_closed(uv_handle_t *h)
     struct http_conn *c = h->data;
     if (--c->pending_close_handles > 0)
         return;
-    config_unref(c->cfg);
+    opts_unref(c->opts);
     xfree(c);
+}
+
+static void conn_set_idle(struct http_conn *c, bool idle)
+{
+    struct http_server *srv = c->srv;
+    if (idle == c->idle)
+        return;
+    c->idle = idle;
+    if (idle) {
+        c->idle_prev = NULL;
+        c->idle_next = srv->idle_head;
+        if (srv->idle_head)
+            srv->idle_head->idle_prev = c;
+        else
+            srv->idle_tail = c;
+        srv->idle_head = c;
+        return;
+    }
+    if (c->idle_prev)
+        c->idle_prev->idle_next = c->idle_next;
+    else
+        srv->idle_head = c->idle_next;
+    if (c->idle_next)
+        c->idle_next->idle_prev = c->idle_prev;
+    else
+        srv->idle_tail = c->idle_prev;
+    c->idle_prev = c->idle_next = NULL;
 }
 
 static void conn_unlink(struct http_conn *c)
 {
     struct http_server *srv = c->srv;
+    conn_set_idle(c, false);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -996,9 +1127,7 @@ static void on_conn_timer(uv_timer_t *t)
         r->close_after = true;
         if (!headers_done) {
             r->nheaders = 0;
-            r->path = STR_LIT("-");
             r->method_str = "-";
-            gen_request_id(r);
         }
         c->stop_parsing = true;
         queue_push(c, r);
@@ -1013,22 +1142,26 @@ static void conn_arm_timer(struct http_conn *c)
 {
     if (c->state != CONN_OPEN)
         return;
-    const struct config_server *sc = &c->cfg->server;
+    const struct http_limits *sc = &c->opts->o.limits;
     uint64_t now = time_mono_us(), deadline_us;
     if (c->cur) {
         if (c->cur->t_headers_us)
-            deadline_us = c->cur->t_headers_us + (uint64_t)sc->body_timeout_ms * 1000;
+            deadline_us = c->cur->t_headers_us + sc->body_timeout_ms * 1000;
         else
-            deadline_us = c->cur->t_start_us + (uint64_t)sc->header_timeout_ms * 1000;
+            deadline_us = c->cur->t_start_us + sc->header_timeout_ms * 1000;
     } else if (!c->handling && c->queue_head == NULL) {
-        int64_t idle = sc->idle_timeout_ms;
+        uint64_t idle = sc->idle_timeout_ms;
         if (c->nrequests == 0 && sc->header_timeout_ms < idle)
             idle = sc->header_timeout_ms; /* a silent new connection gets no more than a slow request would */
-        deadline_us = now + (uint64_t)idle * 1000;
+        deadline_us = now + idle * 1000;
+        conn_set_idle(c, true);
     } else {
+        conn_set_idle(c, false);
         uv_timer_stop(&c->timer);
         return;
     }
+    if (c->cur)
+        conn_set_idle(c, false);
     uint64_t ms = deadline_us > now ? (deadline_us - now + 999) / 1000 : 0;
     uv_timer_start(&c->timer, on_conn_timer, ms, 0);
 }
@@ -1062,7 +1195,24 @@ static void conn_accepted(struct http_listener *l, struct http_conn *c)
     long open = atomic_fetch_add_explicit(l->open_count, 1, memory_order_relaxed) + 1;
     if (hooks.on_connection)
         hooks.on_connection(l->name, HTTP_CONN_OPEN);
-    if (open > (l->limit ? l->limit : c->cfg->server.max_connections) || srv->draining) {
+    long limit = l->ops ? c->opts->o.limits.ops_connections : c->opts->o.limits.connections;
+    /* At the limit, the connection of this listener that has been idle longest (no request in progress) makes
+     * room: an idle keep-alive socket is worth less than a new request. Only this loop's connections can be
+     * closed here; when none of them is idle the new connection is refused as before. */
+    for (struct http_conn *v = srv->idle_tail; open > limit && !srv->draining && v; v = srv->idle_tail) {
+        while (v && v->open_count != l->open_count) /* another budget (one listener kind per loop in agentd) */
+            v = v->idle_prev;
+        if (v == NULL)
+            break;
+        if (hooks.on_connection)
+            hooks.on_connection(v->lname, HTTP_CONN_EVICT);
+        if (v->pending_write_bytes)
+            conn_finish(v); /* its last response is still being written: FIN after it */
+        else
+            conn_close(v);
+        open = atomic_load_explicit(l->open_count, memory_order_relaxed);
+    }
+    if (open > limit || srv->draining) {
         /* Over the limit: answer 503 at once and close, so accepting stays cheap and the backlog never fills. */
         if (hooks.on_connection)
             hooks.on_connection(l->name, HTTP_CONN_REJECT);
@@ -1092,7 +1242,7 @@ static struct http_conn *conn_new(struct http_listener *l)
     c->lname = l->name;
     c->router = l->router;
     c->open_count = l->open_count;
-    c->cfg = config_ref(srv->cfg);
+    c->opts = opts_ref(srv->opts);
     c->state = CONN_OPEN;
     uv_tcp_init(srv->loop, &c->tcp);
     uv_timer_init(srv->loop, &c->timer);
@@ -1121,21 +1271,21 @@ static void on_connection(uv_stream_t *server, int status)
 
 /* ---------- server ---------- */
 
-struct http_server *http_server_new(uv_loop_t *loop, struct config *cfg)
+struct http_server *http_server_new(uv_loop_t *loop, const struct http_options *opts)
 {
     struct http_server *srv = xcalloc(1, sizeof(*srv));
     srv->loop = loop;
-    srv->cfg = config_ref(cfg);
+    srv->opts = opts_new(opts);
     srv->read_buf = xmalloc(READ_BUF_SIZE);
     buf_init(&srv->scratch, BUF_UNBOUNDED);
     return srv;
 }
 
-void http_server_set_config(struct http_server *srv, struct config *cfg)
+void http_server_set_options(struct http_server *srv, const struct http_options *opts)
 {
-    struct config *old = srv->cfg;
-    srv->cfg = config_ref(cfg);
-    config_unref(old);
+    struct http_opts *old = srv->opts;
+    srv->opts = opts_new(opts);
+    opts_unref(old);
 }
 
 uv_loop_t *http_server_loop(struct http_server *srv)
@@ -1162,7 +1312,7 @@ int http_server_listen_fd(struct http_server *srv, int fd, const char *name, con
     l->name = name;
     bool ops = strcmp(name, "ops") == 0;
     l->open_count = ops ? &ops_open_connections : &http_open_connections;
-    l->limit = ops ? OPS_MAX_CONNECTIONS : 0;
+    l->ops = ops;
     uv_tcp_init(srv->loop, &l->tcp);
     l->tcp.data = l;
     int rc = uv_tcp_open(&l->tcp, fd);
@@ -1212,7 +1362,7 @@ void http_server_free(struct http_server *srv)
 {
     if (srv == NULL)
         return;
-    config_unref(srv->cfg);
+    opts_unref(srv->opts);
     xfree(srv->read_buf);
     buf_free(&srv->scratch);
     xfree(srv);

@@ -26,18 +26,23 @@ static const struct http_route routes[] = {
     {"/stream", HTTP_M_GET, false, h_stream, NULL},
     {"/", HTTP_M_GET | HTTP_M_POST | HTTP_M_PUT, true, h_echo, NULL},
 };
-static const struct http_router router = {routes, 2};
+static const struct http_router router = {routes, 2, NULL};
 
 static void setup(void)
 {
-    char *env[] = {"AGENTD_SERVER_LIMITS_HEADER_BYTES=2KiB", "AGENTD_SERVER_LIMITS_BODY_BYTES=4KiB",
-                   "AGENTD_SERVER_LIMITS_PIPELINE=4", NULL};
-    struct buf errs = BUF_INIT(4096);
-    struct config *cfg = config_load(NULL, env, &errs);
-    buf_free(&errs);
+    /* Small limits so that the fuzzer reaches them; no configuration involved (net/ takes plain options). */
+    const struct http_options o = {
+        .limits = {.header_bytes = 2048,
+                   .body_bytes = 4096,
+                   .connections = 1000,
+                   .ops_connections = 1000,
+                   .pipeline = 4,
+                   .header_timeout_ms = 10000,
+                   .body_timeout_ms = 10000,
+                   .idle_timeout_ms = 10000},
+    };
     uv_loop_init(&loop);
-    srv = http_server_new(&loop, cfg);
-    config_unref(cfg);
+    srv = http_server_new(&loop, &o);
     listener.srv = srv;
     listener.router = &router;
     listener.name = "api";

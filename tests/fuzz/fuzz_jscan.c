@@ -7,6 +7,46 @@
 
 #include "common/jscan.h"
 
+/* jscan_each_fields on validated text must agree with jscan_fields on each element (the trusted string skip). */
+static int each_elem(const struct jval *e, const struct jval *f, void *ud)
+{
+    static const char *const ek[] = {"role", "content"};
+    (*(size_t *)ud)++;
+    if (e->type != J_OBJECT)
+        return f[0].type != J_NONE || f[1].type != J_NONE ? (abort(), 0) : 0;
+    struct jval g[2];
+    if (jscan_fields(e->raw.p, e->raw.n, ek, g, 2, NULL, NULL) != 0)
+        return 0; /* a duplicate key: jscan_each_fields stops there too */
+    for (int i = 0; i < 2; i++)
+        if (g[i].type != f[i].type || (g[i].type != J_NONE && (g[i].raw.n != f[i].raw.n || g[i].raw.p != f[i].raw.p)))
+            abort();
+    return 0;
+}
+
+static int count_elem(struct str key, const struct jval *v, void *ud)
+{
+    (void)key;
+    (void)v;
+    (*(size_t *)ud)++;
+    return 0;
+}
+
+struct nth {
+    size_t want;
+    struct jval v;
+};
+
+static int nth_elem(struct str key, const struct jval *v, void *ud)
+{
+    (void)key;
+    struct nth *n = ud;
+    if (n->want-- == 0) {
+        n->v = *v;
+        return 1;
+    }
+    return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -34,6 +74,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         buf_free(&b);
         struct jval v;
         jscan_path(s, size, "usage.prompt_tokens_details.cached_tokens", &v);
+        if (f[2].type == J_ARRAY) {
+            static const char *const ek[] = {"role", "content"};
+            struct jval scratch[2];
+            size_t visited = 0, total = 0;
+            int rc = jscan_each_fields(&f[2], ek, scratch, 2, each_elem, &visited);
+            struct nth n = {0, {J_NONE, STR_NULL}};
+            jscan_each(&f[2], count_elem, &total);
+            if (rc == 0 && visited != total)
+                abort();
+            if (rc != 0) {
+                /* only a duplicate "role"/"content" in the element it stopped at may end the walk early */
+                n.want = visited;
+                jscan_each(&f[2], nth_elem, &n);
+                struct jval g[2];
+                if (n.v.type != J_OBJECT || jscan_fields(n.v.raw.p, n.v.raw.n, ek, g, 2, NULL, NULL) == 0)
+                    abort();
+            }
+        }
     }
     return 0;
 }

@@ -83,13 +83,16 @@ test('Expect: 100-continue gets an interim 100 before the final response', async
   sock.on('data', (c) => { data += c.toString('latin1'); });
   sock.write('POST /debug/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n');
   // The client sends the body only after the 100 arrives.
-  await new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error('no 100 Continue: ' + data)), 5000);
-    const check = () => { if (data.includes('HTTP/1.1 100 Continue\r\n\r\n')) { clearTimeout(t); resolve(); } else setTimeout(check, 5); };
+  const until = (pred, what) => new Promise((resolve, reject) => {
+    const check = () => { if (pred()) { sock.off('data', check); sock.off('close', gone); resolve(); } };
+    const gone = () => reject(new Error(`connection closed before ${what}: ${data}`));
+    sock.on('data', check);
+    sock.on('close', gone);
     check();
   });
+  await until(() => data.includes('HTTP/1.1 100 Continue\r\n\r\n'), '100 Continue');
   sock.write('abcde');
-  await new Promise((resolve) => { const check = () => (data.includes('"bytes":5') ? resolve() : setTimeout(check, 5)); check(); });
+  await until(() => data.includes('"bytes":5'), 'the response');
   sock.destroy();
   assert.match(data, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 OK/);
 });
@@ -104,13 +107,36 @@ test('unknown path is 404 and wrong method is 405 with Allow, both JSON', async 
   let res = await d.fetch('/no/such/path');
   assert.equal(res.status, 404);
   let j = await res.json();
-  assert.equal(j.error.type, 'not_found');
+  // OpenAI's shape: message, type, param, code (a string, never the status number).
+  assert.deepEqual(Object.keys(j.error).sort(), ['code', 'message', 'param', 'type']);
+  assert.equal(j.error.type, 'invalid_request_error');
+  assert.equal(j.error.code, 'unknown_url');
+  assert.equal(j.error.param, null);
   assert.match(j.error.message, /\/no\/such\/path/);
   res = await d.fetch('/health', { method: 'DELETE' });
   assert.equal(res.status, 405);
   assert.equal(res.headers.get('allow'), 'GET, HEAD');
   j = await res.json();
-  assert.equal(j.error.code, 405);
+  assert.equal(j.error.code, 'method_not_allowed');
+  assert.equal(j.error.type, 'invalid_request_error');
+});
+
+test('404 and 405 under /v1/messages are in Anthropic\'s error shape', async () => {
+  for (const [path, method, status, type] of [
+    ['/v1/messages', 'GET', 405, 'invalid_request_error'],
+    ['/v1/messages/no/such', 'POST', 404, 'not_found_error'],
+  ]) {
+    const res = await d.fetch(path, { method, body: method === 'POST' ? '{}' : undefined });
+    assert.equal(res.status, status);
+    const j = await res.json();
+    assert.equal(j.type, 'error', JSON.stringify(j));
+    assert.equal(j.error.type, type);
+    assert.equal(typeof j.error.message, 'string');
+    assert.equal(j.request_id, res.headers.get('x-request-id'));
+  }
+  // A sibling that only shares the prefix stays OpenAI-shaped.
+  const j = await (await d.fetch('/v1/messagesx')).json();
+  assert.equal(j.error.code, 'unknown_url');
 });
 
 test('HEAD on a GET route: headers and length, no body', async () => {
@@ -153,4 +179,42 @@ test('Connection: close is honoured and later pipelined bytes are ignored', asyn
   const r = await d.raw('GET /health HTTP/1.1\r\nConnection: close\r\n\r\nGET /health HTTP/1.1\r\n\r\n');
   assert.equal(r.closed, true);
   assert.equal(parseResponses(r.data).length, 1);
+});
+
+test('RFC 9112 strictness: space before the colon and non-token header names are 400', async () => {
+  // "Transfer-Encoding : chunked" used to be honoured as chunked: a smuggling vector behind a proxy that reads it
+  // as an unknown header and the body by Content-Length.
+  for (const [wire, why] of [
+    ['POST /debug/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n', 'space_in_header_name'],
+    ['GET /health HTTP/1.1\r\nHost: x\r\nX A: b\r\n\r\n', 'space_in_header_name'],
+    // http-parser itself refuses most other non-token bytes; either way it is a 400.
+    ['GET /health HTTP/1.1\r\nHost: x\r\nX\u0001A: b\r\n\r\n', 'invalid_header_name|INVALID_HEADER_TOKEN'],
+    ['GET /health HTTP/1.1\r\nHost: x\r\nX(A): b\r\n\r\n', 'invalid_header_name|INVALID_HEADER_TOKEN'],
+  ]) {
+    const r = await d.raw(wire); // waits for the close
+    const [res] = parseResponses(r.data);
+    assert.equal(res.status, 400, `${JSON.stringify(wire)} -> ${r.data.slice(0, 200)}`);
+    assert.match(JSON.parse(res.body).error.message, new RegExp(why));
+    assert.equal(r.closed, true);
+  }
+  // Every tchar is still a valid name character.
+  const r = await d.raw("GET /health HTTP/1.1\r\nHost: x\r\nX-!#$%&'*+.^_`|~09az: b\r\nConnection: close\r\n\r\n");
+  assert.equal(parseResponses(r.data)[0].status, 200);
+});
+
+test('RFC 9112 strictness: a Transfer-Encoding other than exactly chunked is 501', async () => {
+  for (const te of ['gzip, chunked', 'gzip', 'chunked, chunked', 'identity']) {
+    const wire = `POST /debug/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ${te}\r\n\r\n3\r\nabc\r\n0\r\n\r\n`;
+    const r = await d.raw(wire); // waits for the close
+    const [res] = parseResponses(r.data);
+    assert.equal(res.status, 501, `${te} -> ${r.data.slice(0, 200)}`);
+    assert.equal(r.closed, true);
+  }
+  // Two Transfer-Encoding lines are refused too; one "chunked" line (any case) is fine.
+  let r = await d.raw('POST /debug/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n',
+    { until: (s) => parseResponses(s).length >= 1 });
+  assert.equal(parseResponses(r.data)[0].status, 501);
+  r = await d.raw('POST /debug/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n');
+  assert.equal(parseResponses(r.data)[0].status, 200);
+  assert.equal(JSON.parse(parseResponses(r.data)[0].body).bytes, 3);
 });

@@ -44,8 +44,7 @@ test('SIGTERM drains: ready turns 503 at once, in-flight requests finish, new co
   const d = await startAgentd({ config: 'server:\n  workers: 2\n  debug_routes: true\n  timeouts:\n    drain_delay: 300ms\n    drain_grace: 10s\n' });
   // A request in flight (answers after 1200 ms)...
   const inflight = d.raw('GET /debug/sleep?ms=1200 HTTP/1.1\r\nHost: x\r\n\r\n', { until: (s) => parseResponses(s).length === 1 });
-  await d.waitLog(() => true); // the listening line is already there; make sure the request reached the server:
-  await new Promise((r) => setTimeout(r, 100));
+  await d.waitLog((l) => l.msg === 'debug_sleep started'); // the request is in its handler
   d.signal('SIGTERM');
   await d.waitLog((l) => /draining/.test(l.msg || ''));
   // ...readiness flips immediately (during drain_delay the ops listener is still up and answers 503).
@@ -72,7 +71,7 @@ test('SIGTERM drains: ready turns 503 at once, in-flight requests finish, new co
 test('drain grace expiry closes what is left and still exits 0', async () => {
   const d = await startAgentd({ config: 'server:\n  debug_routes: true\n  timeouts:\n    drain_grace: 300ms\n' });
   const inflight = d.raw('GET /debug/sleep?ms=30000 HTTP/1.1\r\nHost: x\r\n\r\n');
-  await new Promise((r) => setTimeout(r, 100));
+  await d.waitLog((l) => l.msg === 'debug_sleep started');
   const t0 = Date.now();
   d.signal('SIGTERM');
   const r = await inflight;
@@ -125,7 +124,7 @@ test('/health fails when a worker loop stops turning', async () => {
     while (!stallDone) {
       const h = await d.opsFetch('/health');
       if (h.status === 503) { seen = await h.json(); break; }
-      await new Promise((r) => setTimeout(r, 50));
+      await h.arrayBuffer(); // each probe is its own round trip: no timer between them
     }
     assert.ok(seen, 'health never failed during the stall');
     assert.equal(seen.status, 'stalled');
@@ -135,8 +134,9 @@ test('/health fails when a worker loop stops turning', async () => {
     // after the client has the stalled response (the worker may be preempted in between), so poll for it.
     let status = 0;
     for (const t0 = Date.now(); status !== 200 && Date.now() - t0 < 5000;) {
-      status = (await d.opsFetch('/health')).status;
-      if (status !== 200) await new Promise((r) => setTimeout(r, 20));
+      const h = await d.opsFetch('/health');
+      status = h.status;
+      await h.arrayBuffer();
     }
     assert.equal(status, 200, 'health did not recover after the stall');
   } finally {
@@ -147,7 +147,7 @@ test('/health fails when a worker loop stops turning', async () => {
 test('a second SIGTERM during the drain closes everything at once', async () => {
   const d = await startAgentd({ config: 'server:\n  debug_routes: true\n  timeouts:\n    drain_grace: 60s\n' });
   const inflight = d.raw('GET /debug/sleep?ms=60000 HTTP/1.1\r\nHost: x\r\n\r\n');
-  await new Promise((r) => setTimeout(r, 100));
+  await d.waitLog((l) => l.msg === 'debug_sleep started');
   d.signal('SIGTERM');
   await d.waitLog((l) => /API listeners closed/.test(l.msg || ''));
   d.signal('SIGINT');

@@ -248,20 +248,18 @@ static cJSON *part_block(const cJSON *p, int i, struct gw_error *err, bool *fail
 }
 
 /* Appends blocks to the conversation, merging into the previous message when the role repeats (consecutive tool
- * results and a following user message become one user turn, as Anthropic wants). Takes ownership of blocks. */
-static void push(cJSON *msgs, const char *role, cJSON *blocks)
+ * results and a following user message become one user turn, as Anthropic wants). Takes ownership of blocks.
+ * *last is the conversation's last message (NULL at first): kept by the caller, because asking cJSON for it walks
+ * the whole list, which made a long conversation quadratic. */
+static void push(cJSON *msgs, cJSON **last, const char *role, cJSON *blocks)
 {
-    if (cJSON_GetArraySize(blocks) == 0) {
+    if (blocks->child == NULL) {
         cJSON_Delete(blocks);
         return;
     }
-    cJSON *last = cJSON_GetArrayItem(msgs, cJSON_GetArraySize(msgs) - 1);
-    const char *lr = canon_str(last, "role");
+    const char *lr = canon_str(*last, "role");
     if (lr && strcmp(lr, role) == 0) {
-        cJSON *content = cJSON_GetObjectItemCaseSensitive(last, "content");
-        cJSON *b;
-        while ((b = cJSON_DetachItemFromArray(blocks, 0)) != NULL)
-            cJSON_AddItemToArray(content, b);
+        canon_array_splice(cJSON_GetObjectItemCaseSensitive(*last, "content"), blocks);
         cJSON_Delete(blocks);
         return;
     }
@@ -269,6 +267,7 @@ static void push(cJSON *msgs, const char *role, cJSON *blocks)
     cJSON_AddStringToObject(m, "role", role);
     cJSON_AddItemToObject(m, "content", blocks);
     cJSON_AddItemToArray(msgs, m);
+    *last = m;
 }
 
 /* Text of a content value (string or parts) appended as text blocks. */
@@ -294,6 +293,7 @@ static int convert_messages(const cJSON *canon, cJSON *out, struct gw_error *err
 {
     cJSON *system = cJSON_CreateArray();
     cJSON *msgs = cJSON_CreateArray();
+    cJSON *last = NULL;
     const cJSON *m;
     int i = 0;
     cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(canon, "messages"))
@@ -321,7 +321,7 @@ static int convert_messages(const cJSON *canon, cJSON *out, struct gw_error *err
                         cJSON_AddItemToArray(blocks, b);
                 }
             }
-            push(msgs, "user", blocks);
+            push(msgs, &last, "user", blocks);
         } else if (strcmp(role, "assistant") == 0) {
             cJSON *blocks = cJSON_CreateArray();
             text_blocks(content, blocks);
@@ -331,6 +331,12 @@ static int convert_messages(const cJSON *canon, cJSON *out, struct gw_error *err
             {
                 const cJSON *fn = cJSON_GetObjectItemCaseSensitive(tc, "function");
                 const char *args = canon_str(fn, "arguments");
+                if (args && canon_json_has_nul(args, strlen(args), NULL, 0)) {
+                    /* arguments are JSON in a string: a \u0000 in them would be cut when they are parsed */
+                    cJSON_Delete(blocks);
+                    canon_nul_refused(err, "messages");
+                    goto fail;
+                }
                 cJSON *input = args && args[0] ? cJSON_Parse(args) : cJSON_CreateObject();
                 if (!cJSON_IsObject(input)) {
                     cJSON_Delete(input);
@@ -350,7 +356,7 @@ static int convert_messages(const cJSON *canon, cJSON *out, struct gw_error *err
                 cJSON_AddItemToArray(blocks, b);
                 k++;
             }
-            push(msgs, "assistant", blocks);
+            push(msgs, &last, "assistant", blocks);
         } else if (strcmp(role, "tool") == 0) {
             cJSON *b = cJSON_CreateObject();
             cJSON_AddStringToObject(b, "type", "tool_result");
@@ -362,14 +368,14 @@ static int convert_messages(const cJSON *canon, cJSON *out, struct gw_error *err
             } else if (cJSON_IsArray(content)) {
                 cJSON *parts = cJSON_CreateArray();
                 text_blocks(content, parts);
-                if (cJSON_GetArraySize(parts))
+                if (parts->child)
                     cJSON_AddItemToObject(b, "content", parts);
                 else
                     cJSON_Delete(parts);
             }
             cJSON *blocks = cJSON_CreateArray();
             cJSON_AddItemToArray(blocks, b);
-            push(msgs, "user", blocks);
+            push(msgs, &last, "user", blocks);
         } else {
             gw_bad_request(err, NULL,
                            "messages[%d]: role '%s' cannot be sent to Anthropic models (use tool messages with "
@@ -379,10 +385,9 @@ static int convert_messages(const cJSON *canon, cJSON *out, struct gw_error *err
         }
         i++;
     }
-    int ns = cJSON_GetArraySize(system);
-    if (ns == 1)
-        cJSON_AddStringToObject(out, "system", canon_str(cJSON_GetArrayItem(system, 0), "text"));
-    else if (ns > 1)
+    if (system->child && system->child->next == NULL)
+        cJSON_AddStringToObject(out, "system", canon_str(system->child, "text"));
+    else if (system->child)
         cJSON_AddItemToObject(out, "system", system), system = NULL;
     cJSON_Delete(system);
     cJSON_AddItemToObject(out, "messages", msgs);
@@ -438,7 +443,7 @@ cJSON *anthropic_request_from_canonical(const cJSON *canon, const char *model, b
     if (cJSON_IsString(v)) {
         cJSON *a = cJSON_AddArrayToObject(out, "stop_sequences");
         cJSON_AddItemToArray(a, cJSON_CreateString(v->valuestring));
-    } else if (cJSON_IsArray(v) && cJSON_GetArraySize(v) > 0) {
+    } else if (cJSON_IsArray(v) && v->child) {
         cJSON *a = cJSON_AddArrayToObject(out, "stop_sequences");
         const cJSON *s;
         cJSON_ArrayForEach(s, v)
@@ -609,7 +614,7 @@ cJSON *anthropic_message_to_canonical(const char *body, size_t len, const char *
     }
     const char *sr = canon_str(t, "stop_reason");
     enum finish f = anthropic_finish_from(str_from(sr ? sr : "end_turn"));
-    bool any_calls = cJSON_GetArraySize(calls) > 0;
+    bool any_calls = calls->child != NULL;
     if (f == FINISH_TOOL_CALLS && !any_calls)
         f = FINISH_STOP; /* only the emulated response_format tool was called */
     cJSON *r = canon_completion_json(id, created, model, text.data ? text.data : "", calls, f, u);

@@ -296,6 +296,11 @@ static int assistant_blocks(const cJSON *m, cJSON *blocks, int mi, struct names 
         const cJSON *fn = get(tc, "function");
         const char *name = canon_str(fn, "name");
         const char *id = canon_str(tc, "id");
+        const char *astr = canon_str(fn, "arguments");
+        if (astr && canon_json_has_nul(astr, strlen(astr), NULL, 0)) {
+            /* arguments are JSON in a string: a \u0000 in them would be cut when they are parsed */
+            return canon_nul_refused(err, "messages");
+        }
         cJSON *args = canon_parse_args(get(fn, "arguments"));
         if (name == NULL || id == NULL || args == NULL) {
             cJSON_Delete(args);
@@ -361,7 +366,7 @@ static int add_tool_config(const cJSON *canon, cJSON *req, const struct names *u
     const cJSON *tools = get(canon, "tools");
     const cJSON *tc = get(canon, "tool_choice");
     bool none = cJSON_IsString(tc) && strcmp(tc->valuestring, "none") == 0;
-    bool have_tools = cJSON_IsArray(tools) && cJSON_GetArraySize(tools) > 0;
+    bool have_tools = cJSON_IsArray(tools) && tools->child != NULL;
     /* Bedrock has no "none": the tools are left out, unless the conversation holds tool blocks, which require a
      * toolConfig (then the model may still call a tool). */
     if ((!have_tools || none) && used->n == 0)
@@ -431,7 +436,7 @@ static int add_inference_config(const cJSON *canon, int64_t max_tokens, cJSON *r
     const cJSON *stop = get(canon, "stop");
     if (cJSON_IsString(stop)) {
         cJSON_AddItemToArray(cJSON_AddArrayToObject(ic, "stopSequences"), cJSON_CreateString(stop->valuestring));
-    } else if (cJSON_IsArray(stop) && cJSON_GetArraySize(stop) > 0) {
+    } else if (cJSON_IsArray(stop) && stop->child) {
         cJSON_AddItemToObject(ic, "stopSequences", cJSON_Duplicate(stop, 1));
     }
     if (ic->child)
@@ -450,7 +455,7 @@ static int add_inference_config(const cJSON *canon, int64_t max_tokens, cJSON *r
 static cJSON *build_converse(const cJSON *canon, int64_t max_tokens, struct gw_error *err)
 {
     const cJSON *msgs = get(canon, "messages");
-    if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0) {
+    if (!cJSON_IsArray(msgs) || msgs->child == NULL) {
         gw_bad_request(err, "messages", "'messages' must be a non-empty array");
         return NULL;
     }
@@ -498,16 +503,14 @@ static cJSON *build_converse(const cJSON *canon, int64_t max_tokens, struct gw_e
             goto fail;
         }
         mi++;
-        if (cJSON_GetArraySize(blocks) == 0) {
+        if (blocks->child == NULL) {
             cJSON_Delete(blocks); /* Bedrock refuses empty content */
             continue;
         }
         if (cur && strcmp(cur_role, brole) == 0) {
             /* Converse wants strictly alternating turns: consecutive messages of one role (parallel tool results
              * above all) merge into one */
-            cJSON *dst = cJSON_GetObjectItemCaseSensitive(cur, "content");
-            while (blocks->child)
-                cJSON_AddItemToArray(dst, cJSON_DetachItemFromArray(blocks, 0));
+            canon_array_splice(cJSON_GetObjectItemCaseSensitive(cur, "content"), blocks);
             cJSON_Delete(blocks);
             continue;
         }
@@ -711,7 +714,7 @@ static int bedrock_decode_response(struct attempt *a, const char *body, size_t l
     }
     enum finish fin = map_stop(canon_str(t, "stopReason"));
     if (fin == FINISH_NONE)
-        fin = cJSON_GetArraySize(tcs) ? FINISH_TOOL_CALLS : FINISH_STOP;
+        fin = tcs->child ? FINISH_TOOL_CALLS : FINISH_STOP;
     *out = canon_completion(a, text.data ? text.data : "", tcs, fin, &a->usage);
     buf_free(&text);
     cJSON_Delete(t);

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/alloc.h"
 #include "common/timeutil.h"
 #include "gateway/front.h"
 #include "gateway/models.h"
@@ -125,7 +126,7 @@ cJSON *canon_completion_json(const char *id, int64_t created, const char *model,
     cJSON_AddNumberToObject(c, "index", 0);
     cJSON *msg = cJSON_AddObjectToObject(c, "message");
     cJSON_AddStringToObject(msg, "role", "assistant");
-    bool has_tools = tool_calls && cJSON_GetArraySize(tool_calls) > 0;
+    bool has_tools = tool_calls && tool_calls->child != NULL;
     if (has_tools && (text == NULL || *text == '\0'))
         cJSON_AddNullToObject(msg, "content");
     else
@@ -148,4 +149,176 @@ void canon_malformed(struct attempt *a, struct gw_error *err, const char *what)
     gw_error_set(err, 502, GW_ERR_API, "upstream %s returned %s", a->dep ? a->dep->label : a->prov->name, what);
     err->from_upstream = true;
     err->retryable = true;
+}
+
+void canon_array_splice(cJSON *dst, cJSON *src)
+{
+    cJSON *first = src->child;
+    if (first == NULL)
+        return;
+    cJSON *last = first->prev; /* cJSON: the first item's prev is the last item */
+    src->child = NULL;
+    if (dst->child == NULL) {
+        dst->child = first;
+        return;
+    }
+    cJSON *tail = dst->child->prev;
+    tail->next = first;
+    first->prev = tail;
+    dst->child->prev = last;
+}
+
+/* ---------- hash map ---------- */
+
+static uint64_t map_seed;
+static pthread_once_t map_seed_once = PTHREAD_ONCE_INIT;
+
+static void map_seed_init(void)
+{
+    uint64_t s = 0;
+    FILE *f = fopen("/dev/urandom", "rb");
+    if (f) {
+        if (fread(&s, sizeof(s), 1, f) != 1)
+            s = 0;
+        fclose(f);
+    }
+    map_seed = s ^ time_mono_ns() ^ ((uint64_t)(uintptr_t)&map_seed << 20) ^ 0x243f6a8885a308d3ull;
+}
+
+static uint64_t mix(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    return h;
+}
+
+static uint64_t map_hash(const char *k, size_t n)
+{
+    uint64_t h = map_seed ^ (n * 0x9e3779b97f4a7c15ull);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, k + i, 8);
+        h = mix(h ^ w) + 0x9e3779b97f4a7c15ull;
+    }
+    uint64_t w = 0;
+    memcpy(&w, k + i, n - i);
+    return mix(h ^ w ^ map_seed);
+}
+
+void canon_map_init(struct canon_map *m)
+{
+    pthread_once(&map_seed_once, map_seed_init);
+    memset(m, 0, sizeof(*m));
+}
+
+void canon_map_free(struct canon_map *m)
+{
+    xfree(m->v);
+    memset(m, 0, sizeof(*m));
+}
+
+static struct canon_map_ent *map_slot(const struct canon_map *m, const char *key, size_t klen)
+{
+    size_t mask = m->cap - 1;
+    for (size_t i = (size_t)map_hash(key, klen) & mask;; i = (i + 1) & mask) {
+        struct canon_map_ent *e = &m->v[i];
+        if (e->key == NULL || (e->klen == klen && memcmp(e->key, key, klen) == 0))
+            return e;
+    }
+}
+
+void canon_map_put(struct canon_map *m, const char *key, size_t klen, const void *val)
+{
+    if ((m->n + 1) * 2 > m->cap) {
+        struct canon_map old = *m;
+        m->cap = old.cap ? old.cap * 2 : 16;
+        m->v = xcalloc(m->cap, sizeof(*m->v));
+        m->n = 0;
+        for (size_t i = 0; i < old.cap; i++)
+            if (old.v[i].key) {
+                *map_slot(m, old.v[i].key, old.v[i].klen) = old.v[i];
+                m->n++;
+            }
+        xfree(old.v);
+    }
+    struct canon_map_ent *e = map_slot(m, key, klen);
+    if (e->key == NULL)
+        m->n++;
+    *e = (struct canon_map_ent){key, klen, val};
+}
+
+const void *canon_map_get(const struct canon_map *m, const char *key, size_t klen)
+{
+    if (m->cap == 0)
+        return NULL;
+    const struct canon_map_ent *e = map_slot(m, key, klen);
+    return e->key ? e->val : NULL;
+}
+
+bool canon_map_has(const struct canon_map *m, const char *key, size_t klen)
+{
+    return m->cap && map_slot(m, key, klen)->key != NULL;
+}
+
+/* ---------- NUL in client strings ---------- */
+
+bool canon_json_has_nul(const char *p, size_t n, char *key, size_t keysize)
+{
+    int depth = 0;
+    bool in_str = false;
+    size_t str_start = 0;
+    struct str cand = STR_NULL, top = STR_NULL; /* the last string closed at depth 1, the member being read */
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        if (in_str) {
+            if (c == '\\') {
+                if (i + 5 < n && p[i + 1] == 'u' && memcmp(p + i + 2, "0000", 4) == 0) {
+                    if (key && keysize) {
+                        struct str k = depth == 1 && top.p == NULL ? str_make(p + str_start, i - str_start) : top;
+                        snprintf(key, keysize, "%.*s", (int)(k.n < keysize ? k.n : keysize - 1), k.p ? k.p : "");
+                    }
+                    return true;
+                }
+                i++; /* the escaped character (a \uXXXX's digits are plain characters) */
+            } else if (c == '"') {
+                in_str = false;
+                if (depth == 1)
+                    cand = str_make(p + str_start, i - str_start);
+            }
+            continue;
+        }
+        switch (c) {
+        case '"':
+            in_str = true;
+            str_start = i + 1;
+            break;
+        case '{':
+        case '[': depth++; break;
+        case '}':
+        case ']': depth--; break;
+        case ':':
+            if (depth == 1)
+                top = cand;
+            break;
+        case ',':
+            if (depth == 1)
+                top = STR_NULL;
+            break;
+        default: break;
+        }
+    }
+    return false;
+}
+
+int canon_nul_refused(struct gw_error *err, const char *key)
+{
+    return gw_bad_request(err, key && *key ? key : NULL,
+                          "%s%sa string contains the NUL character (\\u0000): the request is translated for this "
+                          "model's provider, and the string would be cut at the NUL; remove it or escape it "
+                          "differently",
+                          key && *key ? key : "", key && *key ? ": " : "");
 }

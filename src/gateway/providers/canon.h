@@ -41,6 +41,39 @@ cJSON *canon_completion(struct attempt *a, const char *text, cJSON *tool_calls, 
 cJSON *canon_completion_json(const char *id, int64_t created, const char *model, const char *text,
                              cJSON *tool_calls, enum finish finish, const struct usage *u);
 
+/* Moves every item of array src to the end of array dst in O(1) (cJSON keeps the last item in child->prev);
+ * src is left empty. Appending item by item would be O(1) too, but detaching from the front of src is not. */
+void canon_array_splice(cJSON *dst, cJSON *src);
+
+/* A small open-addressing hash map from byte strings to pointers, for the lookups translation does per item
+ * (a tool result's call id -> the function name, a property name -> present) in O(1) instead of a rescan.
+ * Keys are borrowed (they must outlive the map); the hash is seeded per process, so that a client cannot choose
+ * keys that all collide. */
+struct canon_map_ent {
+    const char *key; /* NULL: empty slot */
+    size_t klen;
+    const void *val;
+};
+struct canon_map {
+    struct canon_map_ent *v;
+    size_t cap, n;
+};
+void canon_map_init(struct canon_map *m);
+void canon_map_free(struct canon_map *m);
+/* Sets key's value (replacing an earlier one). */
+void canon_map_put(struct canon_map *m, const char *key, size_t klen, const void *val);
+/* key's value, or NULL when it has none. */
+const void *canon_map_get(const struct canon_map *m, const char *key, size_t klen);
+bool canon_map_has(const struct canon_map *m, const char *key, size_t klen);
+
+/* Whether the JSON text holds a string with an escaped NUL (\u0000, in a value or a key). cJSON keeps strings as C
+ * strings, so such a string would be cut at the NUL in a translated request: the front doors refuse it instead.
+ * One pass over the bytes, before any tree is built. When found and key is given, the top-level member it is in
+ * (e.g. "messages") is copied there ("" when none). */
+bool canon_json_has_nul(const char *p, size_t n, char *key, size_t keysize);
+/* The 400 for it (the client's format is the front door's business: err only). Returns -1. */
+int canon_nul_refused(struct gw_error *err, const char *key);
+
 /* A 502 for an upstream body that is not what the provider documents. */
 void canon_malformed(struct attempt *a, struct gw_error *err, const char *what);
 

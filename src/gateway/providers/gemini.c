@@ -103,8 +103,70 @@ static int signature_from_id(const char *id, struct buf *out)
  * uniqueItems, examples, not, if/then/else, readOnly, ...) is stripped: Gemini rejects unknown schema fields. */
 
 #define SCHEMA_MAX_DEPTH 24
+/* Inlining $ref can multiply a schema (a definition used twice, which uses another twice, ...): the output may
+ * hold at most this many nodes, or SCHEMA_BUDGET_FACTOR times the input's, whichever is more. A reference to a
+ * schema that contains it (recursion, "#" above all) cannot be inlined at all: both are refused with a 400. */
+#define SCHEMA_MIN_BUDGET 16384
+#define SCHEMA_BUDGET_FACTOR 8
 
-static cJSON *clean_schema(const cJSON *s, const cJSON *root, int depth);
+struct schema_cx {
+    const cJSON *root;
+    const cJSON *active[SCHEMA_MAX_DEPTH + 2]; /* the $ref targets being expanded (the root first) */
+    int nactive;
+    long budget; /* output nodes left */
+    enum { SCHEMA_OK, SCHEMA_RECURSIVE, SCHEMA_TOO_BIG } failed;
+    char ref[64]; /* the offending $ref */
+};
+
+static cJSON *clean_schema(const cJSON *s, struct schema_cx *cx, int depth);
+
+static long count_nodes(const cJSON *t)
+{
+    long n = 1;
+    for (const cJSON *c = t ? t->child : NULL; c; c = c->next)
+        n += count_nodes(c);
+    return n;
+}
+
+static void schema_cx_init(struct schema_cx *cx, const cJSON *root)
+{
+    memset(cx, 0, sizeof(*cx));
+    cx->root = root;
+    cx->active[cx->nactive++] = root;
+    long in = count_nodes(root);
+    cx->budget = in > SCHEMA_MIN_BUDGET / SCHEMA_BUDGET_FACTOR ? in * SCHEMA_BUDGET_FACTOR : SCHEMA_MIN_BUDGET;
+}
+
+/* Takes n nodes from the budget; false (and the schema refused) when it is spent. */
+static bool spend(struct schema_cx *cx, long n)
+{
+    cx->budget -= n;
+    if (cx->budget < 0 && cx->failed == SCHEMA_OK)
+        cx->failed = SCHEMA_TOO_BIG;
+    return cx->failed == SCHEMA_OK;
+}
+
+/* A copy of a value kept as it is (example, default, ...), paid for by its size. */
+static cJSON *dup_paid(const cJSON *v, struct schema_cx *cx)
+{
+    return spend(cx, count_nodes(v)) ? cJSON_Duplicate(v, 1) : cJSON_CreateNull();
+}
+
+/* A 400 naming where the schema was (param) when cleaning it failed; 0 when it did not. */
+static int schema_refused(const struct schema_cx *cx, struct gw_error *err, const char *param, const char *what)
+{
+    if (cx->failed == SCHEMA_RECURSIVE)
+        return gw_bad_request(err, param,
+                              "%s: the schema's $ref '%s' refers to a schema that contains it; recursive schemas "
+                              "cannot be sent to provider gemini (its schemas are inlined)",
+                              what, cx->ref);
+    if (cx->failed == SCHEMA_TOO_BIG)
+        return gw_bad_request(err, param,
+                              "%s: the schema grows past %d nodes (and %d times its own size) when its $ref "
+                              "references are inlined for provider gemini",
+                              what, SCHEMA_MIN_BUDGET, SCHEMA_BUDGET_FACTOR);
+    return 0;
+}
 
 static const cJSON *resolve_ref(const char *ref, const cJSON *root)
 {
@@ -171,6 +233,8 @@ static bool format_supported(const char *f)
     return false;
 }
 
+/* Moves from's members that out lacks into out. Both are cleaned schemas: a few keywords each, so the lookups
+ * are bounded. */
 static void merge_into(cJSON *out, cJSON *from)
 {
     cJSON *it = from->child;
@@ -186,11 +250,13 @@ static void merge_into(cJSON *out, cJSON *from)
 }
 
 /* Gemini enums are strings: numbers are written as strings, other values dropped. */
-static void add_enum(cJSON *out, const cJSON *values, bool is_const)
+static void add_enum(cJSON *out, const cJSON *values, bool is_const, struct schema_cx *cx)
 {
     cJSON *e = cJSON_CreateArray();
     const cJSON *v;
     for (v = is_const ? values : (cJSON_IsArray(values) ? values->child : NULL); v; v = is_const ? NULL : v->next) {
+        if (!spend(cx, 1))
+            break;
         if (cJSON_IsString(v)) {
             cJSON_AddItemToArray(e, cJSON_CreateString(v->valuestring));
         } else if (cJSON_IsNumber(v)) {
@@ -199,114 +265,190 @@ static void add_enum(cJSON *out, const cJSON *values, bool is_const)
             cJSON_AddItemToArray(e, cJSON_CreateString(numbuf));
         }
     }
-    if (cJSON_GetArraySize(e) > 0)
+    if (e->child)
         cJSON_AddItemToObject(out, "enum", e);
     else
         cJSON_Delete(e);
 }
 
-static cJSON *clean_schema(const cJSON *s, const cJSON *root, int depth)
+/* The schema keywords kept; the first of a repeated keyword wins (as cJSON_GetObjectItem reads it), and the bit
+ * set keeps a schema that repeats one keyword thousands of times from costing a lookup per repeat. */
+enum {
+    KW_TYPE, KW_FORMAT, KW_TITLE, KW_DESCRIPTION, KW_PATTERN, KW_NULLABLE, KW_EXAMPLE, KW_DEFAULT, KW_MIN_ITEMS,
+    KW_MAX_ITEMS, KW_MIN_PROPS, KW_MAX_PROPS, KW_MIN_LEN, KW_MAX_LEN, KW_MINIMUM, KW_MAXIMUM, KW_ENUM, KW_CONST,
+    KW_PROPERTIES, KW_ITEMS, KW_ANYOF, KW_ONEOF, KW_ALLOF, KW_ORDERING, KW_N
+};
+static const char *const keywords[KW_N] = {
+    "type",     "format",   "title",         "description",   "pattern",   "nullable", "example",
+    "default",  "minItems", "maxItems",      "minProperties", "maxProperties", "minLength", "maxLength",
+    "minimum",  "maximum",  "enum",          "const",         "properties", "items",   "anyOf",
+    "oneOf",    "allOf",    "propertyOrdering"};
+
+static int keyword(const char *k)
+{
+    for (int i = 0; i < KW_N; i++)
+        if (strcmp(k, keywords[i]) == 0)
+            return i;
+    return -1;
+}
+
+static cJSON *clean_schema(const cJSON *s, struct schema_cx *cx, int depth)
 {
     cJSON *out = cJSON_CreateObject();
-    if (!cJSON_IsObject(s) || depth > SCHEMA_MAX_DEPTH)
+    if (!cJSON_IsObject(s) || depth > SCHEMA_MAX_DEPTH || !spend(cx, 1))
         return out;
     const char *ref = canon_str(s, "$ref");
     if (ref) {
-        const cJSON *target = resolve_ref(ref, root);
-        if (target && target != s) {
-            cJSON_Delete(out);
-            out = clean_schema(target, root, depth + 1);
+        const cJSON *target = resolve_ref(ref, cx->root);
+        if (target) {
+            for (int i = 0; i < cx->nactive; i++)
+                if (cx->active[i] == target) {
+                    if (cx->failed == SCHEMA_OK) {
+                        cx->failed = SCHEMA_RECURSIVE;
+                        snprintf(cx->ref, sizeof(cx->ref), "%s", ref);
+                    }
+                    return out;
+                }
+            if (cx->nactive < (int)(sizeof(cx->active) / sizeof(cx->active[0]))) {
+                cJSON_Delete(out);
+                cx->active[cx->nactive++] = target;
+                out = clean_schema(target, cx, depth + 1);
+                cx->nactive--;
+            }
         }
         const char *desc = canon_str(s, "description");
         if (desc && !cJSON_HasObjectItem(out, "description"))
             cJSON_AddStringToObject(out, "description", desc);
         return out;
     }
+    bool seen[KW_N] = {false};
+    struct canon_map props_seen;
+    canon_map_init(&props_seen);
     const cJSON *it;
     cJSON_ArrayForEach(it, s)
     {
+        if (!spend(cx, 1))
+            break;
         const char *k = it->string;
-        if (strcmp(k, "type") == 0) {
-            set_type(out, it);
-        } else if (strcmp(k, "format") == 0) {
+        int kw = keyword(k);
+        if (kw < 0 || seen[kw])
+            continue; /* anything else is stripped; a repeated keyword is read once */
+        seen[kw] = true;
+        switch (kw) {
+        case KW_TYPE: set_type(out, it); break;
+        case KW_FORMAT:
             if (cJSON_IsString(it) && format_supported(it->valuestring))
                 cJSON_AddStringToObject(out, "format", it->valuestring);
-        } else if (strcmp(k, "title") == 0 || strcmp(k, "description") == 0 || strcmp(k, "pattern") == 0) {
+            break;
+        case KW_TITLE:
+        case KW_DESCRIPTION:
+        case KW_PATTERN:
             if (cJSON_IsString(it))
                 cJSON_AddItemToObject(out, k, cJSON_Duplicate(it, 1));
-        } else if (strcmp(k, "nullable") == 0) {
+            break;
+        case KW_NULLABLE:
             if (cJSON_IsBool(it) && !cJSON_HasObjectItem(out, "nullable"))
                 cJSON_AddItemToObject(out, k, cJSON_Duplicate(it, 1));
-        } else if (strcmp(k, "example") == 0 || strcmp(k, "default") == 0) {
-            cJSON_AddItemToObject(out, k, cJSON_Duplicate(it, 1));
-        } else if (strcmp(k, "minItems") == 0 || strcmp(k, "maxItems") == 0 || strcmp(k, "minProperties") == 0 ||
-                   strcmp(k, "maxProperties") == 0 || strcmp(k, "minLength") == 0 || strcmp(k, "maxLength") == 0 ||
-                   strcmp(k, "minimum") == 0 || strcmp(k, "maximum") == 0) {
+            break;
+        case KW_EXAMPLE:
+        case KW_DEFAULT: cJSON_AddItemToObject(out, k, dup_paid(it, cx)); break;
+        case KW_MIN_ITEMS:
+        case KW_MAX_ITEMS:
+        case KW_MIN_PROPS:
+        case KW_MAX_PROPS:
+        case KW_MIN_LEN:
+        case KW_MAX_LEN:
+        case KW_MINIMUM:
+        case KW_MAXIMUM:
             if (cJSON_IsNumber(it))
                 cJSON_AddItemToObject(out, k, cJSON_Duplicate(it, 1));
-        } else if (strcmp(k, "enum") == 0 || strcmp(k, "const") == 0) {
+            break;
+        case KW_ENUM:
+        case KW_CONST:
             if (!cJSON_HasObjectItem(out, "enum"))
-                add_enum(out, it, strcmp(k, "const") == 0);
-        } else if (strcmp(k, "properties") == 0) {
+                add_enum(out, it, kw == KW_CONST, cx);
+            break;
+        case KW_PROPERTIES: {
             if (!cJSON_IsObject(it) || it->child == NULL)
-                continue; /* Gemini: "properties should be non-empty for OBJECT type" */
+                break; /* Gemini: "properties should be non-empty for OBJECT type" */
             cJSON *props = cJSON_AddObjectToObject(out, "properties");
             const cJSON *p;
             cJSON_ArrayForEach(p, it)
             {
-                cJSON_AddItemToObject(props, p->string, clean_schema(p, root, depth + 1));
+                size_t n = strlen(p->string);
+                if (canon_map_has(&props_seen, p->string, n))
+                    continue; /* a property named twice: the first one */
+                canon_map_put(&props_seen, p->string, n, p);
+                cJSON_AddItemToObject(props, p->string, clean_schema(p, cx, depth + 1));
             }
-        } else if (strcmp(k, "items") == 0) {
-            const cJSON *item = cJSON_IsArray(it) ? cJSON_GetArrayItem(it, 0) : it;
-            cJSON_AddItemToObject(out, "items", clean_schema(item, root, depth + 1));
-        } else if (strcmp(k, "anyOf") == 0 || strcmp(k, "oneOf") == 0) {
+            break;
+        }
+        case KW_ITEMS: {
+            const cJSON *item = cJSON_IsArray(it) ? it->child : it;
+            cJSON_AddItemToObject(out, "items", clean_schema(item, cx, depth + 1));
+            break;
+        }
+        case KW_ANYOF:
+        case KW_ONEOF: {
             if (!cJSON_IsArray(it) || cJSON_HasObjectItem(out, "anyOf"))
-                continue;
+                break;
             cJSON *any = cJSON_AddArrayToObject(out, "anyOf");
             const cJSON *sub;
             cJSON_ArrayForEach(sub, it)
             {
                 /* {"type":"null"} members become nullable */
                 const char *t = canon_str(sub, "type");
-                if (t && strcmp(t, "null") == 0 && cJSON_GetArraySize(sub) == 1) {
+                if (t && strcmp(t, "null") == 0 && sub->child && sub->child->next == NULL) {
                     if (!cJSON_HasObjectItem(out, "nullable"))
                         cJSON_AddBoolToObject(out, "nullable", 1);
                     continue;
                 }
-                cJSON_AddItemToArray(any, clean_schema(sub, root, depth + 1));
+                cJSON_AddItemToArray(any, clean_schema(sub, cx, depth + 1));
             }
-        } else if (strcmp(k, "allOf") == 0) {
-            if (cJSON_IsArray(it) && cJSON_GetArraySize(it) == 1)
-                merge_into(out, clean_schema(cJSON_GetArrayItem(it, 0), root, depth + 1));
-        } else if (strcmp(k, "propertyOrdering") == 0) {
-            if (cJSON_IsArray(it))
-                cJSON_AddItemToObject(out, k, cJSON_Duplicate(it, 1));
+            break;
         }
-        /* anything else: stripped */
+        case KW_ALLOF:
+            if (cJSON_IsArray(it) && it->child && it->child->next == NULL)
+                merge_into(out, clean_schema(it->child, cx, depth + 1));
+            break;
+        case KW_ORDERING:
+            if (cJSON_IsArray(it))
+                cJSON_AddItemToObject(out, k, dup_paid(it, cx));
+            break;
+        default: break;
+        }
     }
-    /* required: only names that are properties (Gemini checks) */
+    canon_map_free(&props_seen);
+    /* required: only names that are properties (Gemini checks), the schema's own or merged from allOf */
     const cJSON *req = get(s, "required");
     const cJSON *props = get(out, "properties");
     if (cJSON_IsArray(req) && props) {
+        struct canon_map have;
+        canon_map_init(&have);
+        for (const cJSON *p = props->child; p; p = p->next)
+            canon_map_put(&have, p->string, strlen(p->string), p);
         cJSON *r = cJSON_CreateArray();
         const cJSON *name;
         cJSON_ArrayForEach(name, req)
         {
-            if (cJSON_IsString(name) && cJSON_HasObjectItem(props, name->valuestring))
+            if (!spend(cx, 1))
+                break;
+            if (cJSON_IsString(name) && canon_map_has(&have, name->valuestring, strlen(name->valuestring)))
                 cJSON_AddItemToArray(r, cJSON_CreateString(name->valuestring));
         }
-        if (cJSON_GetArraySize(r))
+        canon_map_free(&have);
+        if (r->child)
             cJSON_AddItemToObject(out, "required", r);
         else
             cJSON_Delete(r);
     }
     /* a single anyOf member is that member */
     cJSON *any = cJSON_GetObjectItemCaseSensitive(out, "anyOf");
-    if (any && cJSON_GetArraySize(any) == 1 && !cJSON_HasObjectItem(out, "type")) {
-        cJSON *only = cJSON_DetachItemFromArray(any, 0);
+    if (any && any->child && any->child->next == NULL && !cJSON_HasObjectItem(out, "type")) {
+        cJSON *only = cJSON_DetachItemViaPointer(any, any->child);
         cJSON_DeleteItemFromObjectCaseSensitive(out, "anyOf");
         merge_into(out, only);
-    } else if (any && cJSON_GetArraySize(any) == 0) {
+    } else if (any && any->child == NULL) {
         cJSON_DeleteItemFromObjectCaseSensitive(out, "anyOf");
     }
     return out;
@@ -422,28 +564,10 @@ static int user_parts(const cJSON *content, cJSON *parts, int mi, struct gw_erro
     return 0;
 }
 
-/* The function name of the earlier assistant tool call with this id (Gemini's functionResponse needs it). */
-static const char *tool_name_for(const cJSON *msgs, const cJSON *upto, const char *id)
-{
-    const char *found = NULL;
-    const cJSON *m;
-    cJSON_ArrayForEach(m, msgs)
-    {
-        if (m == upto)
-            break;
-        const cJSON *tc;
-        cJSON_ArrayForEach(tc, get(m, "tool_calls"))
-        {
-            const char *tid = canon_str(tc, "id");
-            const char *name = canon_str(get(tc, "function"), "name");
-            if (tid && name && strcmp(tid, id) == 0)
-                found = name; /* the latest wins */
-        }
-    }
-    return found;
-}
-
-static int assistant_parts(const cJSON *m, cJSON *parts, int mi, struct gw_error *err)
+/* ids: tool-call id -> function name of the assistant turns so far (the latest wins), for the tool results that
+ * follow: Gemini's functionResponse needs the name. A map, because looking back through the conversation for
+ * every result made a long agent loop quadratic. */
+static int assistant_parts(const cJSON *m, cJSON *parts, int mi, struct canon_map *ids, struct gw_error *err)
 {
     struct buf text = BUF_INIT(BUF_UNBOUNDED);
     canon_content_text(get(m, "content"), "", &text);
@@ -465,11 +589,25 @@ static int assistant_parts(const cJSON *m, cJSON *parts, int mi, struct gw_error
         cJSON_AddItemToArray(legacy, one);
         calls = legacy;
     }
+    const cJSON *c;
+    cJSON_ArrayForEach(c, get(m, "tool_calls"))
+    {
+        const char *tid = canon_str(c, "id");
+        const char *tname = canon_str(get(c, "function"), "name");
+        if (tid && tname)
+            canon_map_put(ids, tid, strlen(tid), tname);
+    }
     int rc = 0;
     cJSON_ArrayForEach(tc, calls)
     {
         const cJSON *fn = get(tc, "function");
         const char *name = canon_str(fn, "name");
+        const char *astr = canon_str(fn, "arguments");
+        if (astr && canon_json_has_nul(astr, strlen(astr), NULL, 0)) {
+            /* arguments are JSON in a string: a \u0000 in them would be cut when they are parsed */
+            rc = canon_nul_refused(err, "messages");
+            break;
+        }
         cJSON *args = canon_parse_args(get(fn, "arguments"));
         if (name == NULL || args == NULL) {
             cJSON_Delete(args);
@@ -493,7 +631,7 @@ static int assistant_parts(const cJSON *m, cJSON *parts, int mi, struct gw_error
     return rc;
 }
 
-static int tool_result_part(const cJSON *msgs, const cJSON *m, cJSON *parts, int mi, struct gw_error *err)
+static int tool_result_part(const struct canon_map *ids, const cJSON *m, cJSON *parts, int mi, struct gw_error *err)
 {
     const char *role = canon_str(m, "role");
     const char *name = NULL;
@@ -503,7 +641,7 @@ static int tool_result_part(const cJSON *msgs, const cJSON *m, cJSON *parts, int
         const char *id = canon_str(m, "tool_call_id");
         if (id == NULL)
             return gw_bad_request(err, "messages", "messages[%d]: a tool message needs tool_call_id", mi);
-        name = tool_name_for(msgs, m, id);
+        name = canon_map_get(ids, id, strlen(id));
         if (name == NULL)
             name = canon_str(m, "name");
         if (name == NULL)
@@ -529,7 +667,7 @@ static int tool_result_part(const cJSON *msgs, const cJSON *m, cJSON *parts, int
 static int add_tools(const cJSON *canon, cJSON *req, struct gw_error *err)
 {
     const cJSON *tools = get(canon, "tools");
-    if (!cJSON_IsArray(tools) || cJSON_GetArraySize(tools) == 0)
+    if (!cJSON_IsArray(tools) || tools->child == NULL)
         return 0;
     cJSON *decls = cJSON_CreateArray();
     const cJSON *t;
@@ -553,7 +691,18 @@ static int add_tools(const cJSON *canon, cJSON *req, struct gw_error *err)
             cJSON_AddStringToObject(d, "description", desc);
         const cJSON *params = get(fn, "parameters");
         if (cJSON_IsObject(params)) {
-            cJSON *clean = clean_schema(params, params, 0);
+            struct schema_cx cx;
+            schema_cx_init(&cx, params);
+            cJSON *clean = clean_schema(params, &cx, 0);
+            if (cx.failed != SCHEMA_OK) {
+                char param[64], what[160];
+                snprintf(param, sizeof(param), "tools[%d].function.parameters", i);
+                snprintf(what, sizeof(what), "tools[%d] (function '%.64s')", i, name);
+                cJSON_Delete(clean);
+                cJSON_Delete(d);
+                cJSON_Delete(decls);
+                return schema_refused(&cx, err, param, what);
+            }
             /* a function without parameters has none, rather than an empty OBJECT Gemini would reject */
             if (cJSON_HasObjectItem(clean, "properties"))
                 cJSON_AddItemToObject(d, "parameters", clean);
@@ -622,7 +771,7 @@ static int add_generation_config(const cJSON *canon, int64_t max_tokens, cJSON *
     if (cJSON_IsString(stop)) {
         cJSON *a = cJSON_AddArrayToObject(gc, "stopSequences");
         cJSON_AddItemToArray(a, cJSON_CreateString(stop->valuestring));
-    } else if (cJSON_IsArray(stop) && cJSON_GetArraySize(stop) > 0) {
+    } else if (cJSON_IsArray(stop) && stop->child) {
         cJSON_AddItemToObject(gc, "stopSequences", cJSON_Duplicate(stop, 1));
     }
     const cJSON *rf = get(canon, "response_format");
@@ -636,7 +785,15 @@ static int add_generation_config(const cJSON *canon, int64_t max_tokens, cJSON *
             return gw_bad_request(err, "response_format", "response_format.json_schema.schema must be an object");
         }
         cJSON_AddStringToObject(gc, "responseMimeType", "application/json");
-        cJSON_AddItemToObject(gc, "responseSchema", clean_schema(schema, schema, 0));
+        struct schema_cx cx;
+        schema_cx_init(&cx, schema);
+        cJSON *clean = clean_schema(schema, &cx, 0);
+        if (cx.failed != SCHEMA_OK) {
+            cJSON_Delete(clean);
+            cJSON_Delete(gc);
+            return schema_refused(&cx, err, "response_format", "response_format.json_schema.schema");
+        }
+        cJSON_AddItemToObject(gc, "responseSchema", clean);
     } else if (rft && strcmp(rft, "text") != 0) {
         cJSON_Delete(gc);
         return gw_bad_request(err, "response_format", "response_format type '%s' is not supported", rft);
@@ -652,7 +809,7 @@ static int add_generation_config(const cJSON *canon, int64_t max_tokens, cJSON *
 static cJSON *build_generate(const cJSON *canon, int64_t max_tokens, struct gw_error *err)
 {
     const cJSON *msgs = get(canon, "messages");
-    if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0) {
+    if (!cJSON_IsArray(msgs) || msgs->child == NULL) {
         gw_bad_request(err, "messages", "'messages' must be a non-empty array");
         return NULL;
     }
@@ -661,6 +818,8 @@ static cJSON *build_generate(const cJSON *canon, int64_t max_tokens, struct gw_e
     cJSON *sys_parts = NULL;
     cJSON *cur_parts = NULL;
     const char *cur_role = NULL;
+    struct canon_map ids;
+    canon_map_init(&ids);
     const cJSON *m;
     int mi = 0;
     cJSON_ArrayForEach(m, msgs)
@@ -692,9 +851,9 @@ static cJSON *build_generate(const cJSON *canon, int64_t max_tokens, struct gw_e
         if (strcmp(role, "user") == 0)
             rc = user_parts(get(m, "content"), parts, mi, err);
         else if (strcmp(role, "assistant") == 0)
-            rc = assistant_parts(m, parts, mi, err);
+            rc = assistant_parts(m, parts, mi, &ids, err);
         else if (strcmp(role, "tool") == 0 || strcmp(role, "function") == 0)
-            rc = tool_result_part(msgs, m, parts, mi, err);
+            rc = tool_result_part(&ids, m, parts, mi, err);
         else
             rc = gw_bad_request(err, "messages", "messages[%d]: unknown role '%s'", mi, role);
         if (rc != 0) {
@@ -702,14 +861,13 @@ static cJSON *build_generate(const cJSON *canon, int64_t max_tokens, struct gw_e
             goto fail;
         }
         mi++;
-        if (cJSON_GetArraySize(parts) == 0) {
+        if (parts->child == NULL) {
             cJSON_Delete(parts); /* Gemini refuses empty parts; an empty message says nothing anyway */
             continue;
         }
         if (cur_parts && strcmp(cur_role, grole) == 0) {
             /* consecutive turns of one role (tool results of parallel calls, above all) are one Content */
-            while (parts->child)
-                cJSON_AddItemToArray(cur_parts, cJSON_DetachItemFromArray(parts, 0));
+            canon_array_splice(cur_parts, parts);
             cJSON_Delete(parts);
             continue;
         }
@@ -720,14 +878,16 @@ static cJSON *build_generate(const cJSON *canon, int64_t max_tokens, struct gw_e
         cur_parts = parts;
         cur_role = grole;
     }
-    if (cJSON_GetArraySize(contents) == 0) {
+    if (contents->child == NULL) {
         gw_bad_request(err, "messages", "the request has no user or assistant content for Gemini to answer");
         goto fail;
     }
     if (add_tools(canon, req, err) != 0 || add_generation_config(canon, max_tokens, req, err) != 0)
         goto fail;
+    canon_map_free(&ids);
     return req;
 fail:
+    canon_map_free(&ids);
     cJSON_Delete(req);
     return NULL;
 }
@@ -748,7 +908,7 @@ static cJSON *build_embed(const cJSON *canon, const char *resource, bool *batch,
             cJSON_AddNumberToObject(req, "outputDimensionality", dims->valuedouble);
         return req;
     }
-    if (!cJSON_IsArray(input) || cJSON_GetArraySize(input) == 0) {
+    if (!cJSON_IsArray(input) || input->child == NULL) {
         gw_bad_request(err, "input", "'input' must be a string or a non-empty array of strings");
         return NULL;
     }
@@ -1012,7 +1172,7 @@ static int gemini_decode_response(struct attempt *a, const char *body, size_t le
     usage_check(&a->usage, a->dep ? a->dep->label : NULL);
     note_model(a, t);
     const cJSON *cands = get(t, "candidates");
-    const cJSON *cand = cJSON_GetArrayItem(cands, 0);
+    const cJSON *cand = cJSON_IsArray(cands) ? cands->child : NULL;
     enum finish fin;
     struct buf text = BUF_INIT(BUF_UNBOUNDED);
     cJSON *tcs = cJSON_CreateArray();
@@ -1039,7 +1199,7 @@ static int gemini_decode_response(struct attempt *a, const char *body, size_t le
                     cJSON_AddItemToArray(tcs, tc);
             }
         }
-        fin = map_finish(canon_str(cand, "finishReason"), cJSON_GetArraySize(tcs) > 0);
+        fin = map_finish(canon_str(cand, "finishReason"), tcs->child != NULL);
     }
     *out = canon_completion(a, text.data ? text.data : "", tcs, fin, &a->usage);
     buf_free(&text);

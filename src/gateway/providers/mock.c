@@ -76,41 +76,50 @@ static void part_text(const cJSON *content, struct buf *out)
     }
 }
 
-static bool tool_defined(const cJSON *tools, const char *name)
+/* The names of the defined tools, so that each CALL directive costs one lookup, not a walk of the tools. */
+static void tool_names(const cJSON *tools, struct canon_map *names)
 {
     const cJSON *t;
     cJSON_ArrayForEach(t, tools)
     {
         const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
         const cJSON *n = cJSON_GetObjectItemCaseSensitive(fn, "name");
-        if (cJSON_IsString(n) && strcmp(n->valuestring, name) == 0)
-            return true;
+        if (cJSON_IsString(n))
+            canon_map_put(names, n->valuestring, strlen(n->valuestring), n);
     }
-    return false;
 }
+
+/* Arguments that do not parse as a JSON object are skipped, but each such try may read to the end of the text:
+ * after this many the rest of the text is not searched (the work stays linear in the text). */
+#define MOCK_MAX_BAD_ARGS 16
 
 /* Finds "CALL name {json}" directives. */
 static void find_calls(struct mock_state *s, const char *text, const cJSON *tools, const char *reqid)
 {
+    struct canon_map names;
+    canon_map_init(&names);
+    tool_names(tools, &names);
+    int bad = 0;
     const char *p = text;
-    while ((p = strstr(p, "CALL ")) != NULL && s->ncalls < 16) {
+    while ((p = strstr(p, "CALL ")) != NULL && s->ncalls < 16 && bad < MOCK_MAX_BAD_ARGS) {
         p += 5;
-        const char *name_end = p;
-        while (*name_end && *name_end != ' ')
-            name_end++;
         char name[128];
-        size_t nlen = (size_t)(name_end - p);
+        size_t nlen = 0;
+        while (p[nlen] && p[nlen] != ' ' && nlen < sizeof(name))
+            nlen++;
+        const char *name_end = p + nlen;
         if (nlen == 0 || nlen >= sizeof(name) || *name_end != ' ')
             continue;
         memcpy(name, p, nlen);
         name[nlen] = '\0';
         const char *brace = name_end + 1;
-        if (*brace != '{' || !tool_defined(tools, name))
+        if (*brace != '{' || !canon_map_has(&names, name, nlen))
             continue;
         const char *end_ptr = NULL;
         cJSON *args = cJSON_ParseWithOpts(brace, &end_ptr, 0);
         if (!cJSON_IsObject(args)) {
             cJSON_Delete(args);
+            bad++;
             continue;
         }
         char *compact = cJSON_PrintUnformatted(args);
@@ -123,6 +132,7 @@ static void find_calls(struct mock_state *s, const char *text, const cJSON *tool
         s->ncalls++;
         p = end_ptr ? end_ptr : brace + 1;
     }
+    canon_map_free(&names);
 }
 
 static int count_words(const char *s)
@@ -178,6 +188,9 @@ static void mock_free_state(struct attempt *a)
     uv_timer_stop(&s->timer);
     uv_close((uv_handle_t *)&s->timer, on_timer_closed);
 }
+
+/* Stop sequences applied (OpenAI takes at most 4); the others are ignored. */
+#define MOCK_MAX_STOPS 16
 
 /* Builds the reply from the canonical request. Returns 0, or the HTTP status asked for by mock:error. */
 static int compose(struct mock_state *s, struct attempt *a, const cJSON *req)
@@ -254,8 +267,11 @@ static int compose(struct mock_state *s, struct attempt *a, const cJSON *req)
         cJSON_AddItemToArray(single, cJSON_CreateString(stop->valuestring));
         stop = single;
     }
+    int nstop = 0;
     cJSON_ArrayForEach(st, stop)
     {
+        if (nstop++ == MOCK_MAX_STOPS)
+            break; /* each one is a search of the reply */
         if (!cJSON_IsString(st) || !st->valuestring[0] || !s->reply.data)
             continue;
         char *hit = strstr(s->reply.data, st->valuestring);
@@ -314,15 +330,21 @@ static cJSON *completion_json(struct mock_state *s, struct attempt *a)
 
 /* ---- embeddings ---- */
 
+/* The text is hashed once (FNV-1a); each dimension is that hash mixed with its index, so that the work is the
+ * text's length plus the dimensions, not their product. */
 static void embed_one(const char *text, size_t len, int dims, float *v)
 {
+    uint64_t h0 = 14695981039346656037ull;
+    for (size_t i = 0; i < len; i++) {
+        h0 ^= (unsigned char)text[i];
+        h0 *= 1099511628211ull;
+    }
     double norm = 0;
     for (int d = 0; d < dims; d++) {
-        uint64_t h = 14695981039346656037ull ^ (uint64_t)(d + 1) * 0x9e3779b97f4a7c15ull;
-        for (size_t i = 0; i < len; i++) {
-            h ^= (unsigned char)text[i];
-            h *= 1099511628211ull;
-        }
+        uint64_t h = h0 ^ (uint64_t)(d + 1) * 0x9e3779b97f4a7c15ull;
+        h ^= h >> 33;
+        h *= 0xff51afd7ed558ccdull;
+        h ^= h >> 33;
         v[d] = (float)((double)(h % 20001) / 10000.0 - 1.0);
         norm += (double)v[d] * v[d];
     }

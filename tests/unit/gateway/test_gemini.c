@@ -176,6 +176,78 @@ static void expect_400(const char *canon, const char *msg_part)
     fx_free(&f);
 }
 
+/* The schema bomb (issue 15): properties that each $ref the root multiplied the schema at every level down to
+ * the depth bound: 235 bytes cost 3 s and 545 MB, four properties more than 90 s and 2.9 GB. Recursion is
+ * refused, and so is a schema that inlining would grow past its budget (a chain of definitions each used twice). */
+static void test_schema_bomb(void)
+{
+    static const char *const bombs[] = {
+        /* the reported shape: three properties, each the root again */
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"tools\":[{\"type\":\"function\","
+        "\"function\":{\"name\":\"bomb\",\"parameters\":{\"type\":\"object\",\"properties\":{\"a\":{\"$ref\":\"#\"},"
+        "\"b\":{\"$ref\":\"#\"},\"c\":{\"$ref\":\"#\"}}}}}]}",
+        /* four, through a definition */
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"tools\":[{\"type\":\"function\","
+        "\"function\":{\"name\":\"bomb\",\"parameters\":{\"$defs\":{\"N\":{\"type\":\"object\",\"properties\":{"
+        "\"a\":{\"$ref\":\"#/$defs/N\"},\"b\":{\"$ref\":\"#/$defs/N\"},\"c\":{\"$ref\":\"#/$defs/N\"},"
+        "\"d\":{\"$ref\":\"#/$defs/N\"}}}},\"$ref\":\"#/$defs/N\"}}}]}",
+    };
+    for (size_t i = 0; i < sizeof(bombs) / sizeof(bombs[0]); i++) {
+        struct fx f;
+        fx_init(&f, &provider_gemini, bombs[i], false, OP_CHAT);
+        struct up_request r;
+        struct gw_error err;
+        cJSON *body = fx_encode(&f, &r, &err);
+        ok(body == NULL);
+        is_int(err.status, 400);
+        is_int(err.type, GW_ERR_INVALID_REQUEST);
+        is_str(err.param, "tools[0].function.parameters");
+        ok(strstr(err.message, "'bomb'") != NULL && strstr(err.message, "recursive") != NULL);
+        cJSON_Delete(body);
+        up_request_free(&r);
+        fx_free(&f);
+    }
+    /* no recursion, but each definition uses the next twice: 2^20 nodes from a few hundred bytes */
+    struct buf b = BUF_INIT(BUF_UNBOUNDED);
+    buf_append_str(&b, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"response_format\":{"
+                       "\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\",\"schema\":{\"$defs\":{");
+    for (int d = 0; d < 20; d++)
+        buf_printf(&b, "%s\"D%d\":{\"type\":\"object\",\"properties\":{\"l\":{\"$ref\":\"#/$defs/D%d\"},\"r\":{\"$ref\":"
+                       "\"#/$defs/D%d\"}}}",
+                   d ? "," : "", d, d + 1, d + 1);
+    buf_append_str(&b, ",\"D20\":{\"type\":\"string\"}},\"$ref\":\"#/$defs/D0\"}}}}");
+    struct fx f;
+    fx_init(&f, &provider_gemini, b.data, false, OP_CHAT);
+    struct up_request r;
+    struct gw_error err;
+    cJSON *body = fx_encode(&f, &r, &err);
+    ok(body == NULL);
+    is_int(err.status, 400);
+    is_str(err.param, "response_format");
+    ok(strstr(err.message, "grows past") != NULL);
+    cJSON_Delete(body);
+    up_request_free(&r);
+    fx_free(&f);
+    buf_free(&b);
+    /* a schema that fits (a few levels of it) still goes through */
+    b = (struct buf)BUF_INIT(BUF_UNBOUNDED);
+    buf_append_str(&b, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"response_format\":{"
+                       "\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\",\"schema\":{\"$defs\":{");
+    for (int d = 0; d < 6; d++)
+        buf_printf(&b, "%s\"D%d\":{\"type\":\"object\",\"properties\":{\"l\":{\"$ref\":\"#/$defs/D%d\"},\"r\":{\"$ref\":"
+                       "\"#/$defs/D%d\"}}}",
+                   d ? "," : "", d, d + 1, d + 1);
+    buf_append_str(&b, ",\"D6\":{\"type\":\"string\"}},\"$ref\":\"#/$defs/D0\"}}}}");
+    fx_init(&f, &provider_gemini, b.data, false, OP_CHAT);
+    body = fx_encode(&f, &r, &err);
+    ok(body != NULL);
+    ok(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(body, "generationConfig"), "responseSchema"));
+    cJSON_Delete(body);
+    up_request_free(&r);
+    fx_free(&f);
+    buf_free(&b);
+}
+
 static void test_encode_refusals(void)
 {
     expect_400("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"tool\",\"tool_call_id\":\"nope\","
@@ -215,7 +287,10 @@ static void test_schema_subset(void)
         "\"free\":{\"type\":\"object\",\"properties\":{},\"patternProperties\":{\"^x\":{}}},"
         "\"additionalProperties\":{\"type\":\"boolean\",\"title\":\"a property with a keyword's name\"}},"
         "\"required\":[\"when\",\"ghost\"]}");
-    cJSON *c = clean_schema(s, s, 0);
+    struct schema_cx cx;
+    schema_cx_init(&cx, s);
+    cJSON *c = clean_schema(s, &cx, 0);
+    is_int(cx.failed, SCHEMA_OK);
     is_json(c, "{\"type\":\"object\",\"properties\":{"
                "\"when\":{\"type\":\"string\",\"format\":\"date-time\"},"
                "\"site\":{\"type\":\"string\",\"minLength\":3},"
@@ -231,16 +306,28 @@ static void test_schema_subset(void)
                "\"required\":[\"when\"]}");
     cJSON_Delete(c);
     cJSON_Delete(s);
-    /* a self-referencing schema is cut off at the depth bound rather than recursing forever */
+    /* a self-referencing schema cannot be inlined: refused, naming the reference */
     s = cJSON_Parse("{\"$defs\":{\"N\":{\"type\":\"object\",\"properties\":{\"next\":{\"$ref\":\"#/$defs/N\"}}}},"
                     "\"$ref\":\"#/$defs/N\"}");
-    c = clean_schema(s, s, 0);
-    ok(c != NULL && cJSON_HasObjectItem(c, "properties"));
+    schema_cx_init(&cx, s);
+    c = clean_schema(s, &cx, 0);
+    is_int(cx.failed, SCHEMA_RECURSIVE);
+    is_str(cx.ref, "#/$defs/N");
+    cJSON_Delete(c);
+    cJSON_Delete(s);
+    /* a definition used twice is inlined twice: that is not recursion */
+    s = cJSON_Parse("{\"$defs\":{\"U\":{\"type\":\"string\"}},\"type\":\"object\",\"properties\":{\"a\":{\"$ref\":"
+                    "\"#/$defs/U\"},\"b\":{\"$ref\":\"#/$defs/U\"}}}");
+    schema_cx_init(&cx, s);
+    c = clean_schema(s, &cx, 0);
+    is_int(cx.failed, SCHEMA_OK);
+    is_json(c, "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\"},\"b\":{\"type\":\"string\"}}}");
     cJSON_Delete(c);
     cJSON_Delete(s);
     /* several non-null types: anyOf */
     s = cJSON_Parse("{\"type\":[\"string\",\"integer\"]}");
-    c = clean_schema(s, s, 0);
+    schema_cx_init(&cx, s);
+    c = clean_schema(s, &cx, 0);
     is_json(c, "{\"anyOf\":[{\"type\":\"string\"},{\"type\":\"integer\"}]}");
     cJSON_Delete(c);
     cJSON_Delete(s);
@@ -610,6 +697,7 @@ int main(void)
     subtest("encode: tools, tool results, tool_choice", test_encode_tools);
     subtest("encode: refusals", test_encode_refusals);
     subtest("encode: JSON schema -> Gemini schema", test_schema_subset);
+    subtest("encode: the schema bomb is refused", test_schema_bomb);
     subtest("thought signatures ride in tool-call ids", test_thought_signature);
     subtest("decode: text and usage", test_decode_text);
     subtest("decode: tool calls and finish reasons", test_decode_tools_and_finish);
