@@ -1,5 +1,6 @@
 #include "api/routes.h"
 
+#include "api/admin_spend.h"
 #include "api/debug.h"
 #include "api/gw_http.h"
 #include "api/ops.h"
@@ -17,6 +18,7 @@ static const struct http_route base_routes[] = {
     {"/v1/messages", HTTP_M_POST, false, gw_handle_messages, NULL},
     {"/v1/embeddings", HTTP_M_POST, false, gw_handle_embeddings, NULL},
     {"/v1/models", HTTP_M_GET, false, gw_handle_models, NULL},
+    {"/admin/spend", HTTP_M_GET, false, admin_spend, NULL},
     /* clients configured with a base URL that lacks /v1 */
     {"/chat/completions", HTTP_M_POST, false, gw_handle_chat_completions, "/v1/chat/completions"},
     {"/embeddings", HTTP_M_POST, false, gw_handle_embeddings, "/v1/embeddings"},

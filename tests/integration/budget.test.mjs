@@ -159,7 +159,8 @@ ledger:
   assert.equal(rows.length, 100);
   assert.equal(spent, 1e9); // nano-USD: exactly $1.00
   // budgets are rebuilt from the ledger at start: the next request is refused after a restart
-  const d2 = await startAgentd({ env, noDataDir: true, args: ['--data-dir', dataDir], config: `
+  const ADMIN = 'admin-key-0123456789abcdef';
+  const d2 = await startAgentd({ env: { ...env, AGENTD_ADMIN_KEY: ADMIN }, noDataDir: true, args: ['--data-dir', dataDir], config: `
 models:
   - name: gpt
     provider: openai
@@ -176,6 +177,16 @@ budgets:
     assert.equal(r.status, 429);
     const r2 = await chat(d2, { user: 'someone-else', max_tokens: 4 });
     assert.equal(r2.status, 200);
+    // GET /admin/spend: the admin key is required, and the grouping is the CLI's
+    assert.equal((await d2.fetch('/admin/spend?by=user&since=1d')).status, 401);
+    assert.equal((await d2.fetch('/admin/spend?by=user&since=1d', { headers: { authorization: 'Bearer nope' } })).status, 401);
+    const bad = await d2.fetch('/admin/spend?by=colour', { headers: { authorization: `Bearer ${ADMIN}` } });
+    assert.equal(bad.status, 400);
+    const adm = await d2.fetch('/admin/spend?by=user&since=1d', { headers: { authorization: `Bearer ${ADMIN}` } });
+    assert.equal(adm.status, 200);
+    const rowsA = await adm.json();
+    const spA = rowsA.find((x) => x.user === 'spender');
+    assert.ok(spA.requests >= 500 && Math.abs(spA.cost_usd - 1.0) < 1e-9);
   } finally {
     await d2.stop();
   }
