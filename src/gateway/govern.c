@@ -436,9 +436,13 @@ void govern_free(struct exchange *ex)
 
 /* ---- settle ---- */
 
+/* Copies s into dst[n], cut to fit (ledger text columns are bounded). */
 static void snp(char *dst, size_t n, const char *s)
 {
-    snprintf(dst, n, "%s", s ? s : "");
+    size_t k = s ? strnlen(s, n - 1) : 0;
+    if (k)
+        memcpy(dst, s, k);
+    dst[k] = '\0';
 }
 
 static void on_settle(const struct exchange *ex, const struct ex_outcome *o)
