@@ -247,8 +247,8 @@ void ex_unref(struct exchange *ex)
         cJSON_Delete(ex->canon);
     if (ex->fstate)
         ex->fops->stream_free(ex->fstate);
-    if (ex->gov && policy && policy->free)
-        policy->free(ex);
+    if (ex->gov && policy && policy->release)
+        policy->release(ex);
     xfree(ex);
 }
 

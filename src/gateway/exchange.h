@@ -204,7 +204,7 @@ struct ex_policy {
     enum ex_next (*admit)(struct exchange *ex);                  /* in `admit`, after the concurrency slot */
     void (*headers)(const struct exchange *ex, struct buf *h);  /* response header lines */
     void (*fill_usage)(struct exchange *ex);                    /* before pricing at the end */
-    void (*free)(struct exchange *ex);                          /* with the exchange */
+    void (*release)(struct exchange *ex);                       /* with the exchange */
 };
 /* Process-wide, at start-up (before workers run). */
 void ex_policy_set(const struct ex_policy *p);

@@ -102,7 +102,7 @@ void govern_init(void)
     static const struct ex_policy hooks = {.admit = govern_admit,
                                            .headers = govern_headers,
                                            .fill_usage = govern_fill_usage,
-                                           .free = govern_free};
+                                           .release = govern_free};
     ex_policy_set(&hooks);
 }
 
