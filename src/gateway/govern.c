@@ -411,12 +411,12 @@ void govern_fill_usage(struct exchange *ex)
         int64_t by_chars = (ex->relayed_chars + 3) / 4;
         ex->usage.input = in;
         ex->usage.output = by_chars > ex->relayed_events ? by_chars : ex->relayed_events;
-        ex->incomplete = true;
+        if (ex->status != 200)
+            ex->incomplete = true; /* cut short (a complete stream without usage is only "not reported") */
     } else if (ex->status == 200 && g && g->max_out > 0) {
         /* a complete answer without usage: the worst case that was reserved */
         ex->usage.input = in;
         ex->usage.output = g->max_out;
-        ex->incomplete = true;
     }
 }
 
@@ -470,7 +470,8 @@ static void on_settle(const struct exchange *ex, const struct ex_outcome *o)
         .reasoning_tokens = used.reasoning,
         .cost_nusd = price_cost_nusd(p, &used),
         .status = o->status,
-        .incomplete = ex->incomplete,
+        /* cut short, or charged an estimate because the provider reported no usage */
+        .incomplete = ex->incomplete || (!ex->usage.known && (used.input > 0 || used.output > 0)),
         .priced = p != NULL,
         .attempts = ex->attempts,
         .latency_us = (int64_t)o->total_us,
