@@ -280,7 +280,9 @@ enum ex_next govern_admit(struct exchange *ex)
                     rl[nrl++] = (struct rl_limit){RL_DEPLOYMENT, ex->model->deps[d].label, cr[i].rpm, cr[i].tpm};
             continue;
         } else
-            name = who_name(&w, cr[i].scope);
+            name = who_name(&w, cr[i].scope == RL_KEY    ? BUDGET_KEY
+                                : cr[i].scope == RL_USER ? BUDGET_USER
+                                                         : BUDGET_TEAM);
         if (name[0] == '\0' || (strcmp(cr[i].name, "*") != 0 && strcmp(cr[i].name, name) != 0))
             continue;
         rl[nrl++] = (struct rl_limit){(enum rl_scope)cr[i].scope, name, cr[i].rpm, cr[i].tpm};
@@ -402,19 +404,25 @@ void govern_fill_usage(struct exchange *ex)
     if (ex->usage.known)
         return;
     const struct govern_state *g = ex->gov;
+    bool cut = ex->status != 200;
+    bool governed = g && g->max_out > 0; /* a budget holds a reservation for it */
+    /* A complete answer with no (or an implausible) usage stays "not reported" (issue 15) unless a budget
+     * governs it: a budget must not be drained for free by an upstream that reports nothing. */
+    if (!cut && !governed)
+        return;
     int64_t in = g && g->input_est ? g->input_est : ((int64_t)ex->rq.body.n + 3) / 4;
     if (ex->relayed_chars > 0 || ex->relayed_events > 0) {
-        /* A stream cut short: what was relayed was produced (and billed by the provider). Translated streams
-         * count characters (4 a token, rounded up); a stream relayed as received (same wire format both sides)
-         * is not scanned, and counts one token per forwarded event: OpenAI and Anthropic send about one token
-         * per content event. The larger of the two counts. */
+        /* A stream: what was relayed was produced (and billed by the provider). Translated streams count
+         * characters (4 a token, rounded up); a stream relayed as received (same wire format both sides) is not
+         * scanned, and counts one token per forwarded event: OpenAI and Anthropic send about one token per
+         * content event. The larger of the two counts. */
         int64_t by_chars = (ex->relayed_chars + 3) / 4;
         ex->usage.input = in;
         ex->usage.output = by_chars > ex->relayed_events ? by_chars : ex->relayed_events;
-        if (ex->status != 200)
-            ex->incomplete = true; /* cut short (a complete stream without usage is only "not reported") */
-    } else if (ex->status == 200 && g && g->max_out > 0) {
-        /* a complete answer without usage: the worst case that was reserved */
+        if (cut)
+            ex->incomplete = true;
+    } else if (!cut) {
+        /* a complete governed answer without usage: the worst case that was reserved */
         ex->usage.input = in;
         ex->usage.output = g->max_out;
     }

@@ -31,11 +31,11 @@ bool govern_ledger_failing(size_t *backlog);
 enum ex_next govern_admit(struct exchange *ex);
 /* Response header lines for this exchange (rate-limit state). */
 void govern_headers(const struct exchange *ex, struct buf *h);
-/* Before pricing: a stream with no usage from the provider (cut short, or complete without a usage event) is
- * charged the estimated input plus the
- * output counted from the relayed deltas (4 characters a token, rounded up; one a forwarded event when the stream
- * is relayed as received); its ledger row is marked incomplete. A complete non-streamed answer without usage is
- * charged its reservation. */
+/* Before pricing, when the provider reported no usage: a stream cut short (client gone, deadline, mid-stream
+ * failure) is charged the estimated input plus the output counted from what was relayed (4 characters a token,
+ * rounded up; one token a forwarded event when the stream is relayed as received) and marked incomplete. A
+ * complete answer stays "not reported" unless a budget governs it: then a stream is charged the same estimate and
+ * a non-streamed answer its reservation (the ledger row says the usage was estimated). */
 void govern_fill_usage(struct exchange *ex);
 void govern_free(struct exchange *ex);
 
