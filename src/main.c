@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "api/daemon.h"
+#include "api/keys_cli.h"
 #include "config/config_cli.h"
 #include "policy/ledger_cli.h"
 #include "sandbox/sandbox_cli.h"
@@ -19,6 +20,8 @@ static int usage(FILE *out, int rc)
             "  config print [--config FILE]\n"
             "                        print the effective configuration, secrets masked\n"
             "  config describe       list every setting (Markdown)\n"
+            "  keys create|list|show|update|revoke\n"
+            "                        manage virtual keys (agentd keys CMD --help)\n"
             "  spend report --by key|user|team|workflow|model|day [--since 7d] [--format table|json|csv]\n"
             "               [--data-dir DIR]\n"
             "                        spend from the ledger, grouped\n"
@@ -37,6 +40,8 @@ int main(int argc, char **argv)
         return daemon_main(argc - 1, argv + 1);
     if (strcmp(cmd, "config") == 0)
         return config_cli_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "keys") == 0)
+        return keys_cli_main(argc - 1, argv + 1);
     if (strcmp(cmd, "spend") == 0)
         return spend_cli_main(argc - 1, argv + 1);
     if (strcmp(cmd, "sandbox") == 0)

@@ -7,6 +7,7 @@
 #include "common/macros.h"
 #include "config/config.h"
 #include "gateway/gw_config.h"
+#include "policy/auth_config.h"
 #include "policy/govern_config.h"
 #include "telemetry/log_config.h"
 
@@ -15,14 +16,16 @@
 static void finish(struct cfg_ctx *ctx, void *obj, const char *path)
 {
     (void)path;
-    const struct config *c = obj;
+    struct config *c = obj;
     gw_config_models_finish(ctx, &c->models, "models");
+    auth_config_finish(c);
 }
 
 static const struct cfg_field root_fields[] = {
     {.key = "server", .type = CFG_MAP, .off = OFF(server), .sub = &server_config_schema},
     {.key = "log", .type = CFG_MAP, .off = OFF(log), .sub = &log_config_schema},
     {.key = "gateway", .type = CFG_MAP, .off = OFF(gateway), .sub = &gw_config_schema},
+    {.key = "auth", .type = CFG_MAP, .off = OFF(auth), .sub = &auth_config_schema},
     {.key = "models", .type = CFG_LIST, .off = OFF(models), .sub = &gw_config_model_schema,
      .help = "public model names and the deployments behind them"},
     {.key = "prices", .type = CFG_DICT, .off = OFF(prices), .sub = &gw_config_price_schema,

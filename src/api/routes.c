@@ -1,15 +1,23 @@
 #include "api/routes.h"
 
+#include <time.h>
+
+#include "api/admin_keys.h"
 #include "api/admin_spend.h"
 #include "api/debug.h"
 #include "api/gw_http.h"
 #include "api/ops.h"
 #include "common/alloc.h"
+#include "common/log.h"
 #include "common/str.h"
 #include "config/config.h"
 #include "gateway/anthropic.h"
 #include "gateway/exchange.h"
 #include "gateway/gw_types.h"
+#include "policy/auth.h"
+#include "store/keys_store.h"
+
+static void models_guarded(struct http_req *req);
 
 static const struct http_route base_routes[] = {
     {"/health", HTTP_M_GET, false, ops_health, NULL},
@@ -17,12 +25,15 @@ static const struct http_route base_routes[] = {
     {"/v1/chat/completions", HTTP_M_POST, false, gw_handle_chat_completions, NULL},
     {"/v1/messages", HTTP_M_POST, false, gw_handle_messages, NULL},
     {"/v1/embeddings", HTTP_M_POST, false, gw_handle_embeddings, NULL},
-    {"/v1/models", HTTP_M_GET, false, gw_handle_models, NULL},
+    {"/v1/models", HTTP_M_GET, false, models_guarded, NULL},
+    /* key management (admin_keys.c): 404 unless AGENTD_ADMIN_KEY is set */
+    {"/admin/keys", HTTP_M_GET | HTTP_M_POST, false, admin_keys_handle, NULL},
+    {"/admin/keys/", HTTP_M_GET | HTTP_M_PATCH | HTTP_M_DELETE, true, admin_keys_handle, "/admin/keys/{id}"},
     {"/admin/spend", HTTP_M_GET, false, admin_spend, NULL},
     /* clients configured with a base URL that lacks /v1 */
     {"/chat/completions", HTTP_M_POST, false, gw_handle_chat_completions, "/v1/chat/completions"},
     {"/embeddings", HTTP_M_POST, false, gw_handle_embeddings, "/v1/embeddings"},
-    {"/models", HTTP_M_GET, false, gw_handle_models, "/v1/models"},
+    {"/models", HTTP_M_GET, false, models_guarded, "/v1/models"},
 };
 
 static const struct http_route debug_routes[] = {
@@ -60,6 +71,44 @@ static void api_error(struct http_req *req, int status, const char *code, const 
 }
 
 struct http_router api_router = {.error = api_error};
+
+/* /v1/models answers in Anthropic's shape when the client sends anthropic-version (gw_handle_models does too). */
+static void models_unauthorized(struct http_req *req)
+{
+    static const char msg[] =
+        "Invalid or missing API key. Pass an agentd virtual key as `Authorization: Bearer <key>`, `x-api-key` or "
+        "`api-key`.";
+    if (!http_req_header(req, "anthropic-version")) {
+        http_respond_error(req, 401, "authentication_error", "invalid_api_key", msg);
+        return;
+    }
+    struct gw_error e = {.status = 401, .type = GW_ERR_AUTHENTICATION, .retry_after_ms = -1};
+    str_lcpy(e.message, msg, sizeof(e.message));
+    struct buf b = BUF_INIT(BUF_UNBOUNDED);
+    anthropic_error_json(&b, &e, req->request_id);
+    http_respond(req, 401, "application/json", b.data, b.len);
+    buf_free(&b);
+}
+
+/* GET /v1/models: under auth.mode keys the list is for callers with a valid key only (as the chat routes, whose
+ * authenticate stage runs before the model is looked up). */
+static void models_guarded(struct http_req *req)
+{
+    if (keyring_armed() && auth_mode_effective(req->cfg) == AUTH_MODE_KEYS) {
+        struct auth_input in = {.secret = auth_secret_from(http_req_header(req, "authorization"),
+                                                           http_req_header(req, "x-api-key"),
+                                                           http_req_header(req, "api-key"))};
+        const struct principal *p = NULL;
+        enum auth_result r = auth_check(&in, (int64_t)time(NULL), &p);
+        principal_release(p);
+        if (r != AUTH_OK && r != AUTH_MODEL_DENIED) { /* a key limited to some models may still list */
+            models_unauthorized(req);
+            return;
+        }
+    }
+    gw_handle_models(req);
+}
+
 struct http_router ops_router = {ops_routes, sizeof(ops_routes) / sizeof(ops_routes[0]), NULL};
 static struct http_route *api_table;
 
@@ -71,8 +120,27 @@ static void add(size_t *n, const struct http_route *r, size_t count)
         api_table[(*n)++] = r[i];
 }
 
+/* The services the API's routes need: the keyring (keys in memory, refreshed from the store by its own thread)
+ * and the admin API's settings. */
+static void services_start(const struct config *cfg)
+{
+    struct buf err = BUF_INIT(4096);
+    if (keyring_start(cfg->server.data_dir, &keys_store_sqlite, 100, &err) != 0)
+        log_error("virtual keys unavailable, retrying every 100ms (until then every key is refused): %s",
+                  err.data ? err.data : "?");
+    buf_free(&err);
+    admin_keys_init(cfg->server.data_dir);
+    if (auth_mode_effective(cfg) == AUTH_MODE_NONE)
+        log_warn("auth.mode is none: any client that reaches %s may call the gateway without a key (set "
+                 "auth.mode: keys, or listen beyond loopback / ENVIRONMENT=production to make keys the default)",
+                 cfg->server.listen);
+    else
+        log_info("auth.mode is keys: gateway requests need a virtual key (%zu known)", keyring_size());
+}
+
 void routes_init(struct config *cfg)
 {
+    services_start(cfg);
     size_t cap = COUNT(base_routes) + COUNT(debug_routes);
     api_table = xcalloc(cap, sizeof(*api_table));
     size_t n = 0;
@@ -85,6 +153,8 @@ void routes_init(struct config *cfg)
 
 void routes_shutdown(void)
 {
+    admin_keys_shutdown();
+    keyring_stop();
     xfree(api_table);
     api_table = NULL;
     api_router.routes = NULL;

@@ -99,13 +99,19 @@ static int scan_string(struct scanner *s)
     s->p++; /* opening quote */
     while (s->p < s->end) {
         const char *p = s->p, *end = s->end;
-        /* Eight bytes at a time through plain ASCII (most of any LLM payload), then byte by byte. */
-        while (end - p >= 8) {
-            uint64_t x;
-            memcpy(&x, p, 8);
-            if (swar_has_stop(x))
-                break;
-            p += 8;
+        /* Short strings (keys, roles, ids) end within a few bytes: byte by byte first, then eight bytes at a time
+         * through long plain-ASCII runs (most of any LLM payload), then byte by byte to the stop. */
+        const char *head = end - p > 16 ? p + 16 : end;
+        while (p < head && !string_stop[(unsigned char)*p])
+            p++;
+        if (p == head) {
+            while (end - p >= 8) {
+                uint64_t x;
+                memcpy(&x, p, 8);
+                if (swar_has_stop(x))
+                    break;
+                p += 8;
+            }
         }
         while (p < end && !string_stop[(unsigned char)*p])
             p++;
@@ -608,6 +614,17 @@ int jval_double(const struct jval *v, double *out)
 {
     if (v->type != J_NUMBER)
         return -1;
+    /* Token counts and most numbers agentd reads are short unsigned integers: exact in a double, no strtod. */
+    if (v->raw.n > 0 && v->raw.n <= 15) {
+        uint64_t n = 0;
+        size_t i = 0;
+        while (i < v->raw.n && v->raw.p[i] >= '0' && v->raw.p[i] <= '9')
+            n = n * 10 + (uint64_t)(v->raw.p[i++] - '0');
+        if (i == v->raw.n) {
+            *out = (double)n;
+            return 0;
+        }
+    }
     return str_to_double(v->raw, out);
 }
 

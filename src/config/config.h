@@ -67,6 +67,11 @@ struct config_gateway {
     char *ca_file;                   /* extra trusted CAs for upstream TLS; "" = the system store only */
 };
 
+struct config_auth {
+    int mode;      /* AUTH_MODE_* (policy/auth.h): auto, keys, none; schema in policy/auth_config.c */
+    int effective; /* keys or none: auto resolved at load (auth_config_finish) */
+};
+
 enum { CONFIG_UPSTREAM_AUTO, CONFIG_UPSTREAM_NATIVE, CONFIG_UPSTREAM_CURL };
 
 struct config {
@@ -77,6 +82,7 @@ struct config {
     struct config_server server;
     struct config_log log;
     struct config_gateway gateway;
+    struct config_auth auth;
     struct cfg_list models; /* struct config_model (gateway/gw_config.h) */
     struct cfg_list prices; /* struct config_price (gateway/gw_config.h), merged over the built-in table */
     struct cfg_list budgets;    /* struct config_budget (policy/govern_config.h) */

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "common/alloc.h"
+#include "common/jscan.h"
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "config/config.h"
@@ -19,6 +20,7 @@
 #include "gateway/redact.h"
 #include "net/sse.h"
 #include "net/upstream.h"
+#include "policy/auth.h"
 #include "telemetry/genai.h"
 #include "telemetry/metrics.h"
 
@@ -249,6 +251,7 @@ void ex_unref(struct exchange *ex)
         ex->fops->stream_free(ex->fstate);
     if (ex->gov && policy && policy->release)
         policy->release(ex);
+    principal_release(ex->rq.who);
     xfree(ex);
 }
 
@@ -938,6 +941,67 @@ static enum ex_next st_route(struct exchange *ex, void *ud)
     return EX_END;
 }
 
+/* authenticate (policy/auth.h): the key from Authorization: Bearer, x-api-key or api-key, looked up in the
+ * in-memory keyring; sets rq.who. An internal caller that filled rq.who itself is trusted; a process that never
+ * set up a keyring (unit tests through a loopback sink) does not authenticate. */
+static const struct str *rq_header(const struct ex_request *rq, const char *name)
+{
+    return rq->header ? rq->header(rq->hctx, name) : NULL;
+}
+
+struct caller_user_ctx {
+    const struct exchange *ex;
+    struct buf b;
+};
+
+/* The caller's own end-user id: the request's `user` (OpenAI) or metadata.user_id (Anthropic). */
+static struct str caller_user(void *ud)
+{
+    struct caller_user_ctx *c = ud;
+    const struct ex_request *rq = &c->ex->rq;
+    if (rq->user.n)
+        return rq->user;
+    struct jval v;
+    const char *path = c->ex->front == FRONT_ANTHROPIC_MESSAGES ? "metadata.user_id" : "user";
+    if (jscan_path(rq->body.p, rq->body.n, path, &v) == 0 && v.type == J_STRING && jval_str(&v, &c->b) == 0)
+        return str_make(c->b.data, c->b.len);
+    return STR_NULL;
+}
+
+static enum ex_next st_authenticate(struct exchange *ex, void *ud)
+{
+    (void)ud;
+    if (ex->rq.who || !keyring_armed())
+        return EX_CONTINUE;
+    const struct ex_request *rq = &ex->rq;
+    struct auth_input in = {.model = str_from(rq->model_name), .caller_user = caller_user};
+    in.secret = auth_secret_from(rq_header(rq, "authorization"), rq_header(rq, "x-api-key"), rq_header(rq, "api-key"));
+    if (auth_mode_effective(rq->cfg) == AUTH_MODE_NONE && !auth_looks_like_key(in.secret))
+        return EX_CONTINUE; /* anonymous (a placeholder key such as "sk-none" included) */
+    const struct str *wf = rq_header(rq, "x-agentd-workflow");
+    if (wf)
+        in.workflow = *wf;
+    struct caller_user_ctx cu = {ex, BUF_INIT(KEY_TEXT_MAX * 6)};
+    in.ud = &cu;
+    enum auth_result r = auth_check(&in, (int64_t)time(NULL), &ex->rq.who);
+    buf_free(&cu.b);
+    if (r == AUTH_OK)
+        return EX_CONTINUE;
+    struct gw_error err;
+    if (r == AUTH_MODEL_DENIED) {
+        gw_error_set(&err, 403, GW_ERR_PERMISSION, "This key may not use the model `%s`.", rq->model_name);
+        snprintf(err.code, sizeof(err.code), "model_not_allowed");
+        snprintf(err.param, sizeof(err.param), "model");
+    } else { /* missing, unknown, revoked, expired: one answer */
+        gw_error_set(&err, 401, GW_ERR_AUTHENTICATION,
+                     "Invalid or missing API key. Pass an agentd virtual key as `Authorization: Bearer <key>`, "
+                     "`x-api-key` or `api-key`.");
+        snprintf(err.code, sizeof(err.code), "invalid_api_key");
+    }
+    ex_fail(ex, &err);
+    return EX_END;
+}
+
 /* admit: a bounded number of LLM calls in flight per process (MAX_CONCURRENT_REQUESTS) */
 static enum ex_next st_admit(struct exchange *ex, void *ud)
 {
@@ -991,8 +1055,9 @@ struct ex_stage {
 
 static struct ex_stage spine[] = {
     {"parse", st_parse, NULL, false},
+    /* authenticate before route: a caller without a valid key learns nothing, not even which models exist */
+    {"authenticate", st_authenticate, NULL, true}, /* keys: sets rq.who */
     {"route", st_route, NULL, false},
-    {"authenticate", NULL, NULL, true}, /* keys: sets rq.who */
     {"admit", st_admit, NULL, false},   /* concurrency slot; later rate limits, budget reservation */
     {"cache", NULL, NULL, true},        /* may END on a hit */
     {"plan", st_plan, NULL, false},

@@ -1,6 +1,6 @@
 /* exchange.h: one request through the gateway (DESIGN §1, §1a), whoever sent it.
  *
- *   parse -> route -> authenticate -> admit -> cache -> plan -> attempt* -> (relay) -> end
+ *   parse -> authenticate -> route -> admit -> cache -> plan -> attempt* -> (relay) -> end
  *
  * The spine is a table of stages (exchange.c). Each stage returns EX_CONTINUE (go on to the next), EX_WAIT (it
  * has started something that calls ex_resume() later, from a callback on the same loop) or EX_END (it ended the
@@ -27,7 +27,7 @@ struct front_ops;
 struct gateway_worker;
 struct model_entry;
 struct registry;
-struct principal; /* who is calling (set by authenticate; opaque until keys land) */
+struct principal; /* who is calling (set by authenticate: policy/auth.h) */
 
 enum front { FRONT_OPENAI_CHAT, FRONT_ANTHROPIC_MESSAGES, FRONT_OPENAI_EMBEDDINGS };
 

@@ -12,11 +12,17 @@
 #include "config/config.h"
 #include "gateway/models.h"
 #include "gateway/provider.h"
+#include "policy/auth.h"
 #include "policy/budget.h"
+#include "policy/keys.h"
 #include "policy/govern_config.h"
 #include "policy/ledger.h"
 #include "policy/ratelimit.h"
 #include "telemetry/metrics.h"
+
+_Static_assert((int)KEY_WINDOW_TOTAL == BUDGET_TOTAL && (int)KEY_WINDOW_DAY == BUDGET_DAY &&
+                   (int)KEY_WINDOW_WEEK == BUDGET_WEEK && (int)KEY_WINDOW_MONTH == BUDGET_MONTH,
+               "a key's budget window is a budget window");
 
 /* What a governed exchange holds between admit and settle (ex->gov). */
 struct govern_state {
@@ -144,6 +150,16 @@ bool govern_ledger_failing(size_t *backlog)
 
 /* ---- who ---- */
 
+/* Copies s into dst[n], cut to fit (ledger text columns are bounded). */
+static void snp(char *dst, size_t n, const char *s)
+{
+    size_t k = s ? strnlen(s, n - 1) : 0;
+    if (k)
+        memcpy(dst, s, k);
+    dst[k] = '\0';
+}
+
+
 struct who {
     char key_id[40], user[LEDGER_TEXT], team[LEDGER_TEXT], workflow[LEDGER_TEXT];
 };
@@ -156,12 +172,20 @@ static void copy_str(char *dst, size_t n, struct str s)
     dst[k] = '\0';
 }
 
-/* Attribution. Until keys land (issue 8 item 1, policy/auth.h) the request's own `user` (OpenAI) or
- * metadata.user_id (Anthropic) and the x-agentd-workflow header name the user and the workflow; key and team are
- * empty. The body was validated by the front's parse. */
+/* Attribution: the principal authenticate set (key id, user, team, workflow). Without one (an anonymous caller
+ * under auth.mode none) the request's own `user` (OpenAI) or metadata.user_id (Anthropic) and the
+ * x-agentd-workflow header name the user and the workflow. The body was validated by the front's parse. */
 static void who_of(const struct exchange *ex, struct who *w)
 {
     memset(w, 0, sizeof(*w));
+    const struct principal *p = ex->rq.who;
+    if (p) { /* authenticate decided (keys, and what the key lets the caller say: policy/auth.h) */
+        snp(w->key_id, sizeof(w->key_id), p->key_id);
+        snp(w->user, sizeof(w->user), p->user);
+        snp(w->team, sizeof(w->team), p->team);
+        snp(w->workflow, sizeof(w->workflow), p->workflow);
+        return;
+    }
     copy_str(w->user, sizeof(w->user), ex->rq.user);
     if (w->user[0] == '\0' && ex->rq.body.n) {
         struct jval v;
@@ -255,7 +279,9 @@ static struct govern_state *state(struct exchange *ex)
 enum ex_next govern_admit(struct exchange *ex)
 {
     const struct config *cfg = ex->rq.cfg;
-    if (cfg->budgets.n == 0 && cfg->ratelimits.n == 0)
+    const struct key_record *key = ex->rq.who ? ex->rq.who->key : NULL;
+    bool key_limits = key && (key->budget_usd > 0 || key->budget_tokens > 0 || key->rpm > 0 || key->tpm > 0);
+    if (cfg->budgets.n == 0 && cfg->ratelimits.n == 0 && !key_limits)
         return EX_CONTINUE;
     struct who w;
     who_of(ex, &w);
@@ -287,6 +313,8 @@ enum ex_next govern_admit(struct exchange *ex)
             continue;
         rl[nrl++] = (struct rl_limit){(enum rl_scope)cr[i].scope, name, cr[i].rpm, cr[i].tpm};
     }
+    if (key && (key->rpm > 0 || key->tpm > 0) && nrl < RL_MAX_LIMITS) /* the key record's own limits */
+        rl[nrl++] = (struct rl_limit){RL_KEY, key->id, key->rpm, key->tpm};
     struct govern_state *g = NULL;
     if (nrl > 0) {
         g = state(ex);
@@ -328,6 +356,13 @@ enum ex_next govern_admit(struct exchange *ex)
                                           .clamp = cb[i].on_insufficient == 1,
                                           .unpriced = cb[i].unpriced};
     }
+    if (key && (key->budget_usd > 0 || key->budget_tokens > 0) && nbl < BUDGET_MAX_LIMITS)
+        bl[nbl++] = (struct budget_limit){.scope = BUDGET_KEY,
+                                          .name = key->id,
+                                          .window = (enum budget_window)key->budget_window, /* same order */
+                                          .usd_nusd = (int64_t)(key->budget_usd * 1e9 + 0.5),
+                                          .tokens = key->budget_tokens,
+                                          .unpriced = BUDGET_UNPRICED_DENY};
     if (nbl == 0)
         return EX_CONTINUE;
     g = state(ex);
@@ -443,15 +478,6 @@ void govern_free(struct exchange *ex)
 }
 
 /* ---- settle ---- */
-
-/* Copies s into dst[n], cut to fit (ledger text columns are bounded). */
-static void snp(char *dst, size_t n, const char *s)
-{
-    size_t k = s ? strnlen(s, n - 1) : 0;
-    if (k)
-        memcpy(dst, s, k);
-    dst[k] = '\0';
-}
 
 static void on_settle(const struct exchange *ex, const struct ex_outcome *o)
 {

@@ -6,6 +6,7 @@
 #include "config/config.h"
 #include "gateway/exchange.h"
 #include "gateway/models.h"
+#include "policy/auth.h"
 #include "telemetry/genai.h"
 
 static const char *const front_names[] = {"openai", "anthropic", "openai-embeddings"};
@@ -65,6 +66,17 @@ static void llm_log_settle(const struct exchange *ex, const struct ex_outcome *o
     log_field_cstr(&l, "front", front_names[ex->front]);
     log_field_cstr(&l, "model", ex->rq.model_name);
     log_field_cstr(&l, "deployment", o->dep ? o->dep->label : "-");
+    if (ex->rq.who) { /* attribution (policy/auth.h): empty fields are left out */
+        const struct principal *p = ex->rq.who;
+        if (p->key_id[0])
+            log_field_cstr(&l, "key_id", p->key_id);
+        if (p->user[0])
+            log_field_cstr(&l, "user", p->user);
+        if (p->team[0])
+            log_field_cstr(&l, "team", p->team);
+        if (p->workflow[0])
+            log_field_cstr(&l, "workflow", p->workflow);
+    }
     log_field_int(&l, "status", status);
     log_field_bool(&l, "stream", ex->rq.stream);
     log_field_int(&l, "attempts", ex->attempts);

@@ -296,3 +296,32 @@ budgets:
     await d.stop();
   }
 });
+
+test("a key's own budget and rate limit apply, and its id is on the ledger row", async () => {
+  f.reset();
+  const dataDir = newDataDir();
+  const k = JSON.parse(execFileSync(BIN, ['keys', 'create', '--name', 'gov', '--team', 'tk', '--rpm', '2',
+    '--budget-usd', '5', '--budget-window', 'day', '--data-dir', dataDir], { encoding: 'utf8' }));
+  const d = await startAgentd({ env, noDataDir: true, args: ['--data-dir', dataDir], config: model() });
+  try {
+    const auth = { authorization: `Bearer ${k.key}` };
+    const codes = [];
+    for (let i = 0; i < 3; i++) {
+      const r = await chat(d, { max_tokens: 5 }, auth);
+      codes.push(r.status);
+      if (i === 2) {
+        assert.equal(r.headers.get('x-ratelimit-limit-requests'), '2');
+        assert.equal((await r.json()).error.code, 'rate_limit_exceeded');
+      } else await r.text();
+    }
+    assert.deepEqual(codes, [200, 200, 429]);
+  } finally {
+    await d.stop();
+  }
+  const rows = ledgerRows(dataDir);
+  assert.equal(rows.length, 3);
+  for (const r of rows) {
+    assert.equal(r.key_id, k.id);
+    assert.equal(r.team, 'tk');
+  }
+});
