@@ -47,7 +47,7 @@ static void *loop(void *arg)
         rl_admit(R, rl, 2, 750, i / 1000, &rh, &rd);
         budget_reserve(B, bl, 2, &a, &bh, &bd);
         refused += !rd.allowed || bd.verdict != BUDGET_OK;
-        budget_settle(B, &bh, &used, a.now);
+        budget_settle(B, &bh, &used, NULL, a.now);
         rl_settle(R, &rh, 360);
     }
     struct timespec ts;

@@ -469,7 +469,7 @@ void govern_free(struct exchange *ex)
     if (g == NULL)
         return;
     if (g->bh.n) /* never settled (an exchange freed without an end): release what it held */
-        budget_settle(B, &g->bh, &(struct price_tokens){0}, (int64_t)(time_wall_us() / 1000000));
+        budget_settle(B, &g->bh, &(struct price_tokens){0}, NULL, (int64_t)(time_wall_us() / 1000000));
     if (g->rh.n)
         rl_settle(R, &g->rh, 0);
     xfree(g->body);
@@ -486,8 +486,8 @@ static void on_settle(const struct exchange *ex, const struct ex_outcome *o)
     struct price_tokens used = {ex->usage.input, ex->usage.cached_input, ex->usage.cache_write, ex->usage.output,
                                 ex->usage.reasoning};
     int64_t now_s = (int64_t)(time_wall_us() / 1000000);
-    if (g && g->bh.n)
-        budget_settle(B, &g->bh, &used, now_s);
+    if (g && g->bh.n) /* at the price of the deployment that served it (reserved at the dearest) */
+        budget_settle(B, &g->bh, &used, dep ? dep->price : NULL, now_s);
     if (g && g->rh.n)
         rl_settle(R, &g->rh, used.input + used.output);
     if (ex->model == NULL)

@@ -317,7 +317,8 @@ void budget_reserve(struct budget *b, const struct budget_limit *l, int n, const
     d->reserved_tokens = sat_add(in, out);
 }
 
-void budget_settle(struct budget *b, struct budget_hold *h, const struct price_tokens *used, int64_t now)
+void budget_settle(struct budget *b, struct budget_hold *h, const struct price_tokens *used,
+                   const struct price *actual, int64_t now)
 {
     if (h->n <= 0)
         return;
@@ -332,7 +333,8 @@ void budget_settle(struct budget *b, struct budget_hold *h, const struct price_t
         roll(c, now);
         c->reserved_nusd = nonneg(c->reserved_nusd - h->v[i].nusd);
         c->reserved_tokens = nonneg(c->reserved_tokens - h->v[i].tokens);
-        c->spent_nusd = sat_add(c->spent_nusd, h->v[i].price ? price_cost_nusd(h->v[i].price, used) : 0);
+        const struct price *p = h->v[i].price ? (actual ? actual : h->v[i].price) : NULL;
+        c->spent_nusd = sat_add(c->spent_nusd, p ? price_cost_nusd(p, used) : 0);
         c->spent_tokens = sat_add(c->spent_tokens, tok);
     }
     unlock_set(b, order, m);

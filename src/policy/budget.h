@@ -93,8 +93,11 @@ void budget_free(struct budget *b);
 /* The decision, and when admitted (OK or CLAMPED) the reservation in *h. n may be 0 (then always OK). */
 void budget_reserve(struct budget *b, const struct budget_limit *l, int n, const struct budget_ask *a,
                     struct budget_hold *h, struct budget_decision *d);
-/* Charges what was used (priced per cell as reserved) and releases the reservation; h is emptied. */
-void budget_settle(struct budget *b, struct budget_hold *h, const struct price_tokens *used, int64_t now);
+/* Charges what was used and releases the reservation; h is emptied. A cell reserved at a price is charged at
+ * `actual` (the deployment that served the request) when given, else at the price it reserved at; a cell reserved
+ * without one (unpriced: allow) is charged tokens only. */
+void budget_settle(struct budget *b, struct budget_hold *h, const struct price_tokens *used,
+                   const struct price *actual, int64_t now);
 
 /* Adds past spend to a cell (rebuilding from the ledger at start): spend at `at` (unix seconds) counts only when it
  * falls in the window in force at `now`. */

@@ -44,7 +44,7 @@ static void test_reserve_settle(void)
     is_int(d.which, 0);
     is_int(d.retry_after, 12 * 3600);
     /* settle one at its actual usage: 1000 in, 100 out = 1.2e6; the rest is released */
-    budget_settle(b, &h1, &(struct price_tokens){.input = 1000, .output = 100}, NOW);
+    budget_settle(b, &h1, &(struct price_tokens){.input = 1000, .output = 100}, NULL, NOW);
     is_int(h1.n, 0);
     struct budget_state st;
     budget_get(b, BUDGET_KEY, "k1", BUDGET_DAY, NOW, &st);
@@ -53,14 +53,21 @@ static void test_reserve_settle(void)
     is_int(st.spent_tokens, 1100);
     budget_reserve(b, &l, 1, &a, &h4, &d); /* 1.2 + 6 + 3 = 10.2 > 10: still refused */
     is_int(d.verdict, BUDGET_REFUSED);
-    budget_settle(b, &h2, &(struct price_tokens){.input = 1000, .output = 100}, NOW);
+    budget_settle(b, &h2, &(struct price_tokens){.input = 1000, .output = 100}, NULL, NOW);
     budget_reserve(b, &l, 1, &a, &h4, &d); /* 2.4 + 3 + 3 = 8.4 */
     is_int(d.verdict, BUDGET_OK);
-    budget_settle(b, &h3, &(struct price_tokens){0}, NOW);
-    budget_settle(b, &h4, &(struct price_tokens){0}, NOW);
+    budget_settle(b, &h3, &(struct price_tokens){0}, NULL, NOW);
+    budget_settle(b, &h4, &(struct price_tokens){0}, NULL, NOW);
     budget_get(b, BUDGET_KEY, "k1", BUDGET_DAY, NOW, &st);
     is_int(st.reserved_nusd, 0);
     is_int(st.spent_nusd, 2400000);
+    /* charged at the price of the deployment that served it, not the dearer one it reserved at */
+    static const struct price cheap = {.name = "c", .input = 0.5, .output = 1, .cached_input = 0.5,
+                                       .cache_write = 0.5, .reasoning = 1};
+    budget_reserve(b, &l, 1, &a, &h1, &d);
+    budget_settle(b, &h1, &(struct price_tokens){.input = 1000, .output = 100}, &cheap, NOW);
+    budget_get(b, BUDGET_KEY, "k1", BUDGET_DAY, NOW, &st);
+    is_int(st.spent_nusd, 2400000 + 600000);
     /* the next day starts from zero and a reservation then fits again */
     budget_get(b, BUDGET_KEY, "k1", BUDGET_DAY, NOW + 12 * 3600, &st);
     is_int(st.spent_nusd, 0);
@@ -82,14 +89,14 @@ static void test_clamp_tokens_unpriced_soft(void)
     budget_reserve(b, &l, 1, &a, &h2, &d); /* nothing left: refused even with clamp, no Retry-After for total */
     is_int(d.verdict, BUDGET_REFUSED);
     is_int(d.retry_after, -1);
-    budget_settle(b, &h, &(struct price_tokens){.input = 1000, .output = 500}, NOW);
+    budget_settle(b, &h, &(struct price_tokens){.input = 1000, .output = 500}, NULL, NOW);
 
     /* tokens budget */
     struct budget_limit lt = {.scope = BUDGET_USER, .name = "u", .window = BUDGET_MONTH, .tokens = 1500, .clamp = true};
     budget_reserve(b, &lt, 1, &a, &h, &d);
     is_int(d.verdict, BUDGET_CLAMPED);
     is_int(d.max_tokens, 500);
-    budget_settle(b, &h, &(struct price_tokens){.input = 1000, .output = 20}, NOW);
+    budget_settle(b, &h, &(struct price_tokens){.input = 1000, .output = 20}, NULL, NOW);
     lt.clamp = false;
     budget_reserve(b, &lt, 1, &a, &h, &d);
     is_int(d.verdict, BUDGET_REFUSED);
@@ -102,7 +109,7 @@ static void test_clamp_tokens_unpriced_soft(void)
     lu.unpriced = BUDGET_UNPRICED_ALLOW;
     budget_reserve(b, &lu, 1, &au, &h, &d);
     is_int(d.verdict, BUDGET_OK);
-    budget_settle(b, &h, &(struct price_tokens){.input = 1000, .output = 1000}, NOW);
+    budget_settle(b, &h, &(struct price_tokens){.input = 1000, .output = 1000}, NULL, NOW);
     struct budget_state st;
     budget_get(b, BUDGET_KEY, "ku", BUDGET_TOTAL, NOW, &st);
     is_int(st.spent_nusd, 0);
@@ -110,7 +117,7 @@ static void test_clamp_tokens_unpriced_soft(void)
     lu.unpriced = BUDGET_UNPRICED_RESERVE_MAX;
     budget_reserve(b, &lu, 1, &au, &h, &d);
     is_int(d.verdict, BUDGET_OK);
-    budget_settle(b, &h, &(struct price_tokens){.input = 1000, .output = 1000}, NOW);
+    budget_settle(b, &h, &(struct price_tokens){.input = 1000, .output = 1000}, NULL, NOW);
     budget_get(b, BUDGET_KEY, "ku", BUDGET_TOTAL, NOW, &st);
     is_int(st.spent_nusd, 3000000);
 
@@ -122,11 +129,11 @@ static void test_clamp_tokens_unpriced_soft(void)
     budget_reserve(b, &ls, 1, &a, &h2, &d);
     is_int(d.verdict, BUDGET_OK);
     is_int(d.soft_crossed, 0);
-    budget_settle(b, &h2, &(struct price_tokens){0}, NOW);
+    budget_settle(b, &h2, &(struct price_tokens){0}, NULL, NOW);
     budget_reserve(b, &ls, 1, &a, &h2, &d);
     is_int(d.soft_crossed, -1);
-    budget_settle(b, &h, &(struct price_tokens){0}, NOW);
-    budget_settle(b, &h2, &(struct price_tokens){0}, NOW);
+    budget_settle(b, &h, &(struct price_tokens){0}, NULL, NOW);
+    budget_settle(b, &h2, &(struct price_tokens){0}, NULL, NOW);
     budget_free(b);
 }
 
@@ -183,7 +190,7 @@ static void *racer(void *p)
         r->ok++;
         /* half the requests settle at their full worst case (spent for good), half at nothing */
         struct price_tokens used = {.input = 1000, .output = 1000};
-        budget_settle(r->b, &h, (i & 1) ? &used : &(struct price_tokens){0}, NOW);
+        budget_settle(r->b, &h, (i & 1) ? &used : &(struct price_tokens){0}, NULL, NOW);
     }
     return NULL;
 }
