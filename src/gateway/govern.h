@@ -12,6 +12,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <cjson/cJSON.h>
+
 #include "common/buf.h"
 #include "gateway/exchange.h"
 
@@ -38,6 +40,12 @@ void govern_headers(const struct exchange *ex, struct buf *h);
  * a non-streamed answer its reservation (the ledger row says the usage was estimated). */
 void govern_fill_usage(struct exchange *ex);
 void govern_free(struct exchange *ex);
+
+/* GET /v1/me: the key record (never its hash) with "workflow", and "budgets" and "rate_limits": every budget and
+ * rate limit that applies to the caller (the key's own and the configured ones that match its id, user, team or
+ * workflow) with what is spent, reserved and left in the current window, now. In memory only. */
+struct principal;
+cJSON *govern_me_json(const struct config *cfg, const struct principal *p);
 
 /* The process's budget table (for /v1/me and tests). */
 struct budget *govern_budget(void);
