@@ -21,8 +21,8 @@ after(async () => { await oa.close(); await an.close(); });
 
 const PIN = 1000, POUT = 2000; // USD per million tokens, both models
 const env = { FAKE_OPENAI_KEY: FAKE_KEYS.openai, FAKE_ANTHROPIC_KEY: FAKE_KEYS.anthropic };
-const models = () => `
-models:
+const models = (moreModels = '', morePrices = '') => `
+models:${moreModels}
   - name: gpt
     provider: openai
     model: gpt-4o-mini
@@ -35,7 +35,7 @@ models:
     api_key_env: FAKE_ANTHROPIC_KEY
 prices:
   gpt-4o-mini: {input: ${PIN}, output: ${POUT}}
-  claude-haiku-4-5: {input: ${PIN}, output: ${POUT}}
+  claude-haiku-4-5: {input: ${PIN}, output: ${POUT}}${morePrices}
 ledger:
   batch_interval: 50ms
 `;
@@ -109,6 +109,44 @@ test('a client that disconnects mid-stream is charged what was relayed, on every
     assert.ok(r.cost_usd > 0, `${user} is not free`);
     assert.ok(Math.abs(r.cost_usd - price(r.input_tokens, r.output_tokens)) < 1e-12, user);
   }
+});
+
+test('failed over, and failed mid-stream: the ledger equals what was billed', async () => {
+  oa.reset();
+  const dataDir = newDataDir();
+  const d = await startAgentd({ env, noDataDir: true, args: ['--data-dir', dataDir], config: models(`
+  - name: fo
+    deployments:
+      - {provider: openai, model: fo-a, base_url: "${oa.urls.openai}", api_key_env: FAKE_OPENAI_KEY, weight: 1000000}
+      - {provider: openai, model: fo-b, base_url: "${oa.urls.openai}", api_key_env: FAKE_OPENAI_KEY, weight: 0}`, `
+  fo-a: {input: ${PIN}, output: ${POUT}}
+  fo-b: {input: ${PIN}, output: ${POUT}}`) });
+  try {
+    oa.script([{ status: 500 }]); // the first deployment fails before any byte: the second serves
+    const r = await d.fetch('/v1/chat/completions', { method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'fo', user: 'failover', messages: [{ role: 'user', content: 'one two three' }] }) });
+    assert.equal(r.status, 200);
+    await r.json();
+    oa.script([{ midStreamError: true, chunks: 8 }]);
+    const m = await stream(d, 'chat', 'gpt', 'midway');
+    assert.match(await m.text(), /"error"/);
+    await d.waitLog((l) => l.msg === 'llm' && l.request_id === m.headers.get('x-request-id'));
+  } finally {
+    await d.stop();
+  }
+  const rows = ledgerRows(dataDir);
+  const fo = rows.find((x) => x.user === 'failover');
+  const bill = oa.billing.find((b) => b.user === 'failover');
+  assert.equal(oa.billing.filter((b) => b.user === 'failover').length, 1, 'the failed attempt produced nothing');
+  assert.equal(fo.attempts, 2);
+  assert.equal(fo.deployment, 'openai:fo-b');
+  assert.deepEqual([fo.input_tokens, fo.output_tokens, fo.incomplete], [bill.input_tokens, bill.output_tokens, 0]);
+  assert.ok(Math.abs(fo.cost_usd - price(bill.input_tokens, bill.output_tokens)) < 1e-12);
+  const mid = rows.find((x) => x.user === 'midway');
+  const mbill = oa.billing.find((b) => b.user === 'midway');
+  assert.equal(mid.incomplete, 1);
+  assert.ok(mid.output_tokens > 0 && mid.output_tokens <= mbill.output_tokens, `${mid.output_tokens} of ${mbill.output_tokens}`);
+  assert.ok(mid.cost_usd > 0);
 });
 
 test('a stream that reaches its reservation is ended by the gateway in the caller\'s format, charged exactly the reservation', async () => {
