@@ -7,7 +7,7 @@
 #include "common/buf.h"
 #include "common/str.h"
 #include "config/config.h"
-#include "gateway/anthropic.h"
+#include "gateway/front_anthropic.h"
 #include "gateway/govern.h"
 #include "gateway/gw_types.h"
 #include "policy/auth.h"
@@ -24,7 +24,7 @@ static void unauthorized(struct http_req *req)
     struct gw_error e = {.status = 401, .type = GW_ERR_AUTHENTICATION, .retry_after_ms = -1};
     str_lcpy(e.message, msg, sizeof(e.message));
     struct buf b = BUF_INIT(BUF_UNBOUNDED);
-    anthropic_error_json(&b, &e, req->request_id);
+    front_anthropic_error_json(&b, &e, req->request_id);
     http_respond(req, 401, "application/json", b.data, b.len);
     buf_free(&b);
 }
