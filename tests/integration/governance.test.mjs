@@ -149,6 +149,42 @@ test('failed over, and failed mid-stream: the ledger equals what was billed', as
   assert.ok(mid.cost_usd > 0);
 });
 
+test('no route bypasses a budget: chat, messages, embeddings and responses are all refused once it is spent', async () => {
+  oa.reset(); an.reset();
+  const d = await startAgentd({ env, config: models(`
+  - name: emb
+    embeddings: true
+    provider: openai
+    model: text-embedding-3-small
+    base_url: ${oa.urls.openai}
+    api_key_env: FAKE_OPENAI_KEY`, `
+  text-embedding-3-small: {input: ${PIN}, output: 0}`) + `
+budgets:
+  - {scope: workflow, name: broke, tokens: 1, window: total}
+` });
+  try {
+    const wf = { 'content-type': 'application/json', 'x-agentd-workflow': 'broke' };
+    const calls = [
+      ['/v1/chat/completions', { model: 'gpt', messages: [{ role: 'user', content: 'hi' }] }, {}],
+      ['/v1/messages', { model: 'claude', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] }, { 'anthropic-version': '2023-06-01' }],
+      ['/v1/embeddings', { model: 'emb', input: 'hi' }, {}],
+      ['/v1/responses', { model: 'gpt', input: 'hi' }, {}],
+    ];
+    for (const [path, body, h] of calls) {
+      const r = await d.fetch(path, { method: 'POST', headers: { ...wf, ...h }, body: JSON.stringify(body) });
+      const text = await r.text();
+      assert.equal(r.status, 429, `${path}: ${text}`);
+      assert.match(text, /budget exceeded: workflow 'broke'/, path);
+      // the same request without the workflow goes through: the refusal is the budget's
+      const ok = await d.fetch(path, { method: 'POST', headers: { 'content-type': 'application/json', ...h }, body: JSON.stringify(body) });
+      assert.equal(ok.status, 200, `${path} unbudgeted: ${await ok.text()}`);
+    }
+    assert.equal(oa.requests.length + an.requests.length, 4, 'only the unbudgeted requests reached a provider');
+  } finally {
+    await d.stop();
+  }
+});
+
 test('a stream that reaches its reservation is ended by the gateway in the caller\'s format, charged exactly the reservation', async () => {
   oa.reset(); an.reset();
   const dataDir = newDataDir();
