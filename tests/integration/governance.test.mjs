@@ -4,7 +4,7 @@
 // the requests that deployment serves; GET /v1/me; agentd_auth_refused_total{reason} and the audit log lines.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -44,6 +44,11 @@ function ledgerRows(dataDir) {
   const out = execFileSync('sqlite3', ['-json', join(dataDir, 'ledger.db'),
     'SELECT * FROM ledger_exchanges ORDER BY id'], { encoding: 'utf8' });
   return out.trim() ? JSON.parse(out) : [];
+}
+
+// The rows, or none while the database is being created.
+function ledgerRowsSafe(dataDir) {
+  try { return ledgerRows(dataDir); } catch { return []; }
 }
 
 const newDataDir = () => join(mkdtempSync(join(tmpdir(), 'agentd-gov-')), 'data');
@@ -183,6 +188,54 @@ budgets:
   } finally {
     await d.stop();
   }
+});
+
+test('a locked ledger database: requests keep flowing, /ready and the backlog metric say so, nothing is dropped', async () => {
+  oa.reset();
+  const dataDir = newDataDir();
+  const d = await startAgentd({ env, noDataDir: true, args: ['--data-dir', dataDir], config: models() });
+  let locker;
+  try {
+    const chat = () => d.fetch('/v1/chat/completions', { method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt', user: 'locked', messages: [{ role: 'user', content: 'hi' }] }) });
+    let r = await chat(); // the writer creates the database
+    assert.equal(r.status, 200);
+    await r.text();
+    for (;;) { // until that row is written
+      const ready = await (await d.opsFetch('/ready')).json();
+      if (ready.checks.ledger_backlog === 0 && ledgerRowsSafe(dataDir).length === 1) break;
+    }
+    // another process holds the database's write lock
+    locker = spawn('sqlite3', [join(dataDir, 'ledger.db')], { stdio: ['pipe', 'pipe', 'inherit'] });
+    locker.stdin.write('BEGIN EXCLUSIVE;\nSELECT \'locked\';\n');
+    await new Promise((res) => locker.stdout.once('data', res));
+    for (let i = 0; i < 5; i++) {
+      r = await chat();
+      assert.equal(r.status, 200, 'requests keep flowing');
+      await r.text();
+    }
+    let ready;
+    for (;;) { // the writer tried, failed and says so
+      ready = await (await d.opsFetch('/ready')).json();
+      if (ready.checks.ledger === false) break;
+    }
+    assert.equal(ready.status, 'ready', 'a failing ledger is reported, not fatal');
+    assert.equal(ready.checks.ledger_backlog, 5);
+    const m = await (await d.opsFetch('/metrics')).text();
+    assert.match(m, /agentd_ledger_backlog_rows 5\n/);
+    assert.match(m, /agentd_ledger_failing 1\n/);
+    locker.stdin.end('COMMIT;\n');
+    await new Promise((res) => locker.on('exit', res));
+    locker = null;
+    for (;;) { // the retry writes the backlog
+      ready = await (await d.opsFetch('/ready')).json();
+      if (ready.checks.ledger && ready.checks.ledger_backlog === 0) break;
+    }
+  } finally {
+    if (locker) locker.kill();
+    await d.stop();
+  }
+  assert.equal(ledgerRows(dataDir).filter((x) => x.user === 'locked').length, 6, 'every row written once');
 });
 
 test('a stream that reaches its reservation is ended by the gateway in the caller\'s format, charged exactly the reservation', async () => {
