@@ -9,6 +9,8 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
+import Anthropic from '@anthropic-ai/sdk';
+import OpenAI from 'openai';
 import { startAgentd, BIN } from '../lib/agentd.mjs';
 import { startFake, FAKE_KEYS } from '../fakes/fake.mjs';
 
@@ -265,6 +267,23 @@ budgets:
         assert.match(text, /event: message_stop\ndata: \{"type":"message_stop"\}\n\n$/, name);
       }
       await d.waitLog((l) => l.msg === 'llm' && l.request_id === r.headers.get('x-request-id'));
+    }
+    // the official SDKs take the gateway's ending for a normal one (every route, both wire formats)
+    const oaSdk = new OpenAI({ baseURL: d.url + '/v1', apiKey: 'none', maxRetries: 0 });
+    const anSdk = new Anthropic({ baseURL: d.url, apiKey: 'none', maxRetries: 0 });
+    for (const model of ['gpt', 'claude']) {
+      (model === 'gpt' ? oa : an).script([{ reply: words, ignoreMaxTokens: true, chunks: 40 }]);
+      const s1 = oaSdk.chat.completions.stream({ model, max_tokens: MAX, user: `sdk-oa-${model}`,
+        messages: [{ role: 'user', content: 'go' }] });
+      const c = await s1.finalChatCompletion();
+      assert.equal(c.choices[0].finish_reason, 'length', `OpenAI SDK -> ${model}`);
+      assert.match(c.choices[0].message.content, /^w10 w11/);
+      (model === 'gpt' ? oa : an).script([{ reply: words, ignoreMaxTokens: true, chunks: 40 }]);
+      const s2 = anSdk.messages.stream({ model, max_tokens: MAX, metadata: { user_id: `sdk-an-${model}` },
+        messages: [{ role: 'user', content: 'go' }] });
+      const m = await s2.finalMessage();
+      assert.equal(m.stop_reason, 'max_tokens', `Anthropic SDK -> ${model}`);
+      assert.match(m.content[0].text, /^w10 w11/);
     }
     // a conforming upstream that stops at max_tokens (one word an event) is not cut
     oa.script([{ reply: words, chunks: MAX }]);
