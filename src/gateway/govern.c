@@ -246,7 +246,8 @@ static const struct price *reserve_price(const struct exchange *ex, int64_t in, 
     return best;
 }
 
-/* Sets max_tokens (or max_completion_tokens when the client used it) in the body every provider reads. */
+/* Sets max_tokens (max_completion_tokens when the client used it; max_output_tokens on the Responses door) in the
+ * body every provider reads. */
 static int rewrite_max_tokens(struct exchange *ex, struct govern_state *g, int64_t max)
 {
     cJSON *root = cJSON_ParseWithLength(ex->rq.body.p, ex->rq.body.n);
@@ -254,8 +255,9 @@ static int rewrite_max_tokens(struct exchange *ex, struct govern_state *g, int64
         cJSON_Delete(root);
         return -1;
     }
-    const char *field = cJSON_GetObjectItemCaseSensitive(root, "max_completion_tokens") ? "max_completion_tokens"
-                                                                                         : "max_tokens";
+    const char *field = ex->front == FRONT_OPENAI_RESPONSES ? "max_output_tokens"
+                        : cJSON_GetObjectItemCaseSensitive(root, "max_completion_tokens") ? "max_completion_tokens"
+                                                                                            : "max_tokens";
     cJSON_DeleteItemFromObjectCaseSensitive(root, field);
     cJSON_AddNumberToObject(root, field, (double)max);
     char *s = cJSON_PrintUnformatted(root);
@@ -266,9 +268,9 @@ static int rewrite_max_tokens(struct exchange *ex, struct govern_state *g, int64
     g->body = xstrdup(s);
     cJSON_free(s);
     ex->rq.body = (struct str){g->body, strlen(g->body)};
-    if (ex->rq.client_tree) { /* built from the old body */
+    if (ex->rq.client_tree) { /* built from the old body (the Responses front builds it before admit) */
         cJSON_Delete(ex->rq.client_tree);
-        ex->rq.client_tree = NULL;
+        ex->rq.client_tree = cJSON_ParseWithLength(ex->rq.body.p, ex->rq.body.n);
     }
     ex->rq.max_tokens = max;
     return 0;

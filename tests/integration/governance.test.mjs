@@ -165,9 +165,15 @@ test('no route bypasses a budget: chat, messages, embeddings and responses are a
     model: text-embedding-3-small
     base_url: ${oa.urls.openai}
     api_key_env: FAKE_OPENAI_KEY`, `
-  text-embedding-3-small: {input: ${PIN}, output: 0}`) + `
+  text-embedding-3-small: {input: ${PIN}, output: 0}`).replace('models:', `models:
+  - name: compat
+    provider: openai-compatible
+    model: gpt-4o-mini
+    base_url: ${oa.urls.openai}
+    api_key_env: FAKE_OPENAI_KEY`) + `
 budgets:
   - {scope: workflow, name: broke, tokens: 1, window: total}
+  - {scope: workflow, name: rich, usd: 100, window: day}
 ` });
   try {
     const wf = { 'content-type': 'application/json', 'x-agentd-workflow': 'broke' };
@@ -176,17 +182,23 @@ budgets:
       ['/v1/messages', { model: 'claude', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] }, { 'anthropic-version': '2023-06-01' }],
       ['/v1/embeddings', { model: 'emb', input: 'hi' }, {}],
       ['/v1/responses', { model: 'gpt', input: 'hi' }, {}],
+      ['/v1/responses', { model: 'compat', input: 'hi' }, {}], // translated to chat completions
     ];
     for (const [path, body, h] of calls) {
       const r = await d.fetch(path, { method: 'POST', headers: { ...wf, ...h }, body: JSON.stringify(body) });
       const text = await r.text();
       assert.equal(r.status, 429, `${path}: ${text}`);
       assert.match(text, /budget exceeded: workflow 'broke'/, path);
-      // the same request without the workflow goes through: the refusal is the budget's
-      const ok = await d.fetch(path, { method: 'POST', headers: { 'content-type': 'application/json', ...h }, body: JSON.stringify(body) });
-      assert.equal(ok.status, 200, `${path} unbudgeted: ${await ok.text()}`);
+      // the same request under a budget that covers it goes through (its output cap written into the body in
+      // the route's own field: max_tokens, max_output_tokens on /v1/responses)
+      const ok = await d.fetch(path, { method: 'POST', headers: { ...wf, 'x-agentd-workflow': 'rich', ...h }, body: JSON.stringify(body) });
+      assert.equal(ok.status, 200, `${path} under a budget that covers it: ${await ok.text()}`);
+      if (path === '/v1/responses' && body.model === 'gpt') { // relayed as received: the Responses API's own field
+        const up = oa.requests.at(-1).json;
+        assert.ok(up.max_output_tokens > 0 && !('max_tokens' in up), JSON.stringify(up));
+      }
     }
-    assert.equal(oa.requests.length + an.requests.length, 4, 'only the unbudgeted requests reached a provider');
+    assert.equal(oa.requests.length + an.requests.length, 5, 'only the covered requests reached a provider');
   } finally {
     await d.stop();
   }
