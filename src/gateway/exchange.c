@@ -752,12 +752,15 @@ void ex_attempt_fail(struct attempt *a, const struct gw_error *err)
 
 /* ---------- upstream callbacks ---------- */
 
-/* A passthrough event that carries content (the cap's count): Anthropic's content_block_delta; every OpenAI
- * chunk but [DONE] (the role and finish chunks are allowed for in over_cap). */
+/* A passthrough event that carries output (the count a cut stream is billed by, and the reservation cap's):
+ * Anthropic's content_block_delta, the Responses API's *.delta events, every OpenAI chat chunk but [DONE] (its
+ * role and finish chunks are allowed for at the cap). Event names only: the data is not scanned. */
 static bool content_event(const struct exchange *ex, const struct stream_event *ev)
 {
     if (ex->fops->wire == WIRE_ANTHROPIC)
         return str_eq_cstr(ev->event, "content_block_delta");
+    if (ex->fops->wire == WIRE_OPENAI_RESPONSES)
+        return ev->event.n > 6 && memcmp(ev->event.p + ev->event.n - 6, ".delta", 6) == 0;
     return !str_eq_cstr(str_trim(ev->data), "[DONE]");
 }
 
@@ -781,9 +784,8 @@ static int on_stream_event(struct attempt *a, const struct stream_event *ev)
         if (!ex->t_first_token_us)
             ex->t_first_token_us = time_mono_us();
         a->any_output = true;
-        if (ex->out_cap > 0 && content_event(ex, ev) &&
-            ++ex->content_events > ex->out_cap + (ex->fops->wire == WIRE_ANTHROPIC ? 0 : 2) &&
-            (ex->front == FRONT_OPENAI_CHAT || ex->front == FRONT_ANTHROPIC_MESSAGES)) {
+        if (content_event(ex, ev) && ++ex->content_events > ex->out_cap + (ex->fops->wire == WIRE_ANTHROPIC ? 0 : 2) &&
+            ex->out_cap > 0 && (ex->front == FRONT_OPENAI_CHAT || ex->front == FRONT_ANTHROPIC_MESSAGES)) {
             ex->cut_pending = true;
             return -1;
         }

@@ -506,12 +506,13 @@ void govern_fill_usage(struct exchange *ex)
     int64_t in = g && g->input_est ? g->input_est : ((int64_t)ex->rq.body.n + 3) / 4;
     if (ex->relayed_chars > 0 || ex->relayed_events > 0) {
         /* A stream: what was relayed was produced (and billed by the provider). Translated streams count
-         * characters (4 a token, rounded up); a stream relayed as received (same wire format both sides) is not
-         * scanned, and counts one token per forwarded event: OpenAI and Anthropic send about one token per
-         * content event. The larger of the two counts. */
+         * characters (4 a token, rounded up) and content deltas; a stream relayed as received (same wire format
+         * both sides) is not scanned, and counts one token per content event it relayed (OpenAI chunks,
+         * Anthropic content_block_delta, Responses *.delta; exchange.c content_event): providers send at least
+         * one token per content event. The larger of the counts. */
         int64_t by_chars = (ex->relayed_chars + 3) / 4;
         ex->usage.input = in;
-        ex->usage.output = by_chars > ex->relayed_events ? by_chars : ex->relayed_events;
+        ex->usage.output = by_chars > ex->content_events ? by_chars : ex->content_events;
         if (cut)
             ex->incomplete = true;
     } else if (!cut) {

@@ -35,7 +35,7 @@ enum ex_next govern_admit(struct exchange *ex);
 void govern_headers(const struct exchange *ex, struct buf *h);
 /* Before pricing, when the provider reported no usage: a stream cut short (client gone, deadline, mid-stream
  * failure) is charged the estimated input plus the output counted from what was relayed (4 characters a token,
- * rounded up; one token a forwarded event when the stream is relayed as received) and marked incomplete. A
+ * rounded up, or one token a content event relayed, the larger) and marked incomplete. A
  * complete answer stays "not reported" unless a budget governs it: then a stream is charged the same estimate and
  * a non-streamed answer its reservation (the ledger row says the usage was estimated). */
 void govern_fill_usage(struct exchange *ex);
