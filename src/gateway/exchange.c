@@ -651,6 +651,9 @@ static void cut_at_cap(struct exchange *ex, struct attempt *a)
         ex->fops->stream_end(ex, NULL, &out);
     } else if (ex->fops->wire == WIRE_ANTHROPIC) {
         /* the upstream's own message_start went out; its stop events are written here */
+        if (ex->pt_open >= 0)
+            buf_printf(&out, "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":%d}\n\n",
+                       ex->pt_open);
         buf_append_str(&out, "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"
                              "\"max_tokens\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":");
         buf_printf(&out, "%lld}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
@@ -755,10 +758,18 @@ void ex_attempt_fail(struct attempt *a, const struct gw_error *err)
 /* A passthrough event that carries output (the count a cut stream is billed by, and the reservation cap's):
  * Anthropic's content_block_delta, the Responses API's *.delta events, every OpenAI chat chunk but [DONE] (its
  * role and finish chunks are allowed for at the cap). Event names only: the data is not scanned. */
-static bool content_event(const struct exchange *ex, const struct stream_event *ev)
+static bool content_event(struct exchange *ex, const struct stream_event *ev)
 {
-    if (ex->fops->wire == WIRE_ANTHROPIC)
-        return str_eq_cstr(ev->event, "content_block_delta");
+    if (ex->fops->wire == WIRE_ANTHROPIC) {
+        if (str_eq_cstr(ev->event, "content_block_delta"))
+            return true;
+        /* which block is open, so that a cut can close it (event names only, as the blocks are numbered 0, 1, ...) */
+        if (str_eq_cstr(ev->event, "content_block_start"))
+            ex->pt_open = ex->pt_blocks++;
+        else if (str_eq_cstr(ev->event, "content_block_stop"))
+            ex->pt_open = -1;
+        return false;
+    }
     if (ex->fops->wire == WIRE_OPENAI_RESPONSES)
         return ev->event.n > 6 && memcmp(ev->event.p + ev->event.n - 6, ".delta", 6) == 0;
     return !str_eq_cstr(str_trim(ev->data), "[DONE]");
@@ -1308,6 +1319,7 @@ struct exchange *ex_submit(struct gateway_worker *gw, const struct front_ops *fr
     ex->refs = 1; /* the spine's, dropped when the deadline timer has closed */
     ex->t_start_us = rq->t_start_us ? rq->t_start_us : time_mono_us();
     ex->created = (int64_t)time(NULL);
+    ex->pt_open = -1;
     if (ex->front == FRONT_ANTHROPIC_MESSAGES)
         snprintf(ex->id, sizeof(ex->id), "msg_%s", rq->request_id);
     else

@@ -149,6 +149,7 @@ struct exchange {
     int64_t out_cap;
     int64_t content_events;    /* content deltas (translated) or content events (passthrough) relayed */
     bool cut_pending, cut_at_cap;
+    int pt_blocks, pt_open;    /* Anthropic relayed as received: content blocks started, the open one (-1 none) */
     double cost_usd;
     bool priced;
     bool client_started;       /* a response byte has been queued to the client: no more attempts */

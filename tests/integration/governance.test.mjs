@@ -276,6 +276,9 @@ budgets:
         assert.ok(text.trimEnd().endsWith('data: [DONE]'), name);
       } else {
         assert.match(text, /"stop_reason":"max_tokens"/, name);
+        // every content block started is stopped: one content_block_stop per content_block_start
+        assert.equal((text.match(/event: content_block_stop/g) || []).length,
+          (text.match(/event: content_block_start/g) || []).length, name);
         assert.match(text, /event: message_stop\ndata: \{"type":"message_stop"\}\n\n$/, name);
       }
       await d.waitLog((l) => l.msg === 'llm' && l.request_id === r.headers.get('x-request-id'));
