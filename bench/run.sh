@@ -28,6 +28,8 @@ repo=$(cd "$here/.." && pwd)
 cmdline="bench/run.sh $*"
 [ -n "${AGENTD_BIN:-}" ] && cmdline="AGENTD_BIN=$AGENTD_BIN $cmdline"
 [ -n "${BENCH_GIT:-}" ] && cmdline="BENCH_GIT=$BENCH_GIT $cmdline"
+# the knobs given in the environment are part of the command that reproduces the figures
+for v in $(env | grep -o '^BENCH_[A-Z_0-9]*' | grep -v '^BENCH_GIT$' | sort -r); do cmdline="$v=${!v} $cmdline"; done
 
 "$repo/scripts/deps.sh" bench
 
