@@ -102,7 +102,7 @@ test('a client that disconnects mid-stream is charged what was relayed, on every
       await d.waitLog((l) => l.msg === 'llm' && l.request_id === rid && l.status === 499);
     }
   } finally {
-    await d.stop();
+    assert.equal((await d.stop()).code, 0, d.rawStderr.slice(-3000)); // no leak, no crash
   }
   const rows = ledgerRows(dataDir);
   for (const [user, bill] of Object.entries(bills)) {
@@ -139,7 +139,7 @@ test('failed over, and failed mid-stream: the ledger equals what was billed', as
     assert.match(await m.text(), /"error"/);
     await d.waitLog((l) => l.msg === 'llm' && l.request_id === m.headers.get('x-request-id'));
   } finally {
-    await d.stop();
+    assert.equal((await d.stop()).code, 0, d.rawStderr.slice(-3000)); // no leak, no crash
   }
   const rows = ledgerRows(dataDir);
   const fo = rows.find((x) => x.user === 'failover');
@@ -200,7 +200,7 @@ budgets:
     }
     assert.equal(oa.requests.length + an.requests.length, 5, 'only the covered requests reached a provider');
   } finally {
-    await d.stop();
+    assert.equal((await d.stop()).code, 0, d.rawStderr.slice(-3000)); // no leak, no crash
   }
 });
 
@@ -247,7 +247,7 @@ test('a locked ledger database: requests keep flowing, /ready and the backlog me
     }
   } finally {
     if (locker) locker.kill();
-    await d.stop();
+    assert.equal((await d.stop()).code, 0, d.rawStderr.slice(-3000)); // no leak, no crash
   }
   assert.equal(ledgerRows(dataDir).filter((x) => x.user === 'locked').length, 6, 'every row written once');
 });
@@ -307,7 +307,7 @@ budgets:
     assert.equal((okText.match(/w\d\d/g) || []).length, MAX);
     await d.waitLog((l) => l.msg === 'llm' && l.request_id === ok.headers.get('x-request-id'));
   } finally {
-    await d.stop();
+    assert.equal((await d.stop()).code, 0, d.rawStderr.slice(-3000)); // no leak, no crash
   }
   const rows = ledgerRows(dataDir);
   for (const [, , , name] of ROUTES) {
@@ -362,7 +362,7 @@ ratelimits:
     // a deployment skipped for another is not a refusal; the request refused is one
     assert.match(m, /agentd_ratelimit_refusals_total\{scope="deployment"\} 1\n/);
   } finally {
-    await d.stop();
+    assert.equal((await d.stop()).code, 0, d.rawStderr.slice(-3000)); // no leak, no crash
   }
 });
 
@@ -426,7 +426,7 @@ ratelimits:
     assert.equal(after.rate_limits.find((l) => l.scope === 'key').remaining_requests, 9);
     assert.ok(after.rate_limits.find((l) => l.scope === 'user').remaining_tokens < 600, "the tokens used are taken (600 a minute refills one every 100 ms)");
   } finally {
-    await d.stop();
+    assert.equal((await d.stop()).code, 0, d.rawStderr.slice(-3000)); // no leak, no crash
   }
 });
 
@@ -473,6 +473,6 @@ test('auth refusals are counted by reason and audited; admin changes are audited
     await d.waitLog((l) => l.msg === 'admin audit' && l.op === 'create' && l.key_id === cid && l.status === 201);
     assert.ok(!d.rawStderr.includes(gone.key) && !d.rawStderr.includes(ADMIN), 'no secret in the log');
   } finally {
-    await d.stop();
+    assert.equal((await d.stop()).code, 0, d.rawStderr.slice(-3000)); // no leak, no crash
   }
 });
