@@ -53,6 +53,9 @@ static struct metric_def m_budget_refusals = METRIC_DEF(
     "agentd_budget_refusals_total", "Requests refused by a hard budget, by its scope.", METRIC_COUNTER, scope_labels);
 static struct metric_def m_budget_clamps = METRIC_DEF(
     "agentd_budget_clamps_total", "Requests whose max_tokens a budget lowered, by scope.", METRIC_COUNTER, NULL);
+static struct metric_def m_cuts = METRIC_DEF("agentd_budget_stream_cuts_total",
+                                             "Streams the gateway ended at the output their budget reservation covered.",
+                                             METRIC_COUNTER, NULL);
 static struct metric_def m_soft = METRIC_DEF("agentd_budget_soft_exceeded_total",
                                              "Soft budgets crossed (once per budget and window).", METRIC_COUNTER,
                                              scope_labels);
@@ -105,6 +108,7 @@ void govern_init(void)
     metrics_register(&m_budget_refusals);
     metrics_register(&m_budget_clamps);
     metrics_register(&m_soft);
+    metrics_register(&m_cuts);
     metrics_add_collector(collect_budgets, NULL);
     ledger_metrics_register();
     auth_metrics_register();
@@ -553,6 +557,8 @@ static void on_settle(const struct exchange *ex, const struct ex_outcome *o)
         rl_settle(R, &g->rh, used.input + used.output);
     if (g && g->dh.n)
         rl_settle(R, &g->dh, used.input + used.output);
+    if (ex->cut_at_cap)
+        metrics_inc(&m_cuts, NULL);
     if (ex->model == NULL)
         return; /* not routed: nothing reached a provider */
     struct who w;

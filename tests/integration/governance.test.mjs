@@ -306,6 +306,8 @@ budgets:
     const okText = await ok.text();
     assert.equal((okText.match(/w\d\d/g) || []).length, MAX);
     await d.waitLog((l) => l.msg === 'llm' && l.request_id === ok.headers.get('x-request-id'));
+    const metrics = await (await d.opsFetch('/metrics')).text();
+    assert.match(metrics, /agentd_budget_stream_cuts_total 8\n/); // 4 routes, and 4 through the SDKs
   } finally {
     assert.equal((await d.stop()).code, 0, d.rawStderr.slice(-3000)); // no leak, no crash
   }
