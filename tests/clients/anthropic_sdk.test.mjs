@@ -106,6 +106,36 @@ test('claude-up: the SDK version and Bearer key stay at agentd; the deployment k
   assert.equal(up.headers['anthropic-version'], '2023-06-01');
 });
 
+// messages.countTokens: an estimate (bytes of text / 4) for every deployment, marked as such; never sent upstream
+for (const model of ['mock', 'claude-up', 'gpt-up']) {
+  test(`${model}: messages.countTokens answers a marked estimate without calling the upstream`, async () => {
+    anth.reset();
+    oa.reset();
+    const { data, response } = await client.messages.countTokens({ model, system: 'Be brief.', messages: [{ role: 'user', content: 'hello sdk' }] }).withResponse();
+    assert.equal(response.status, 200);
+    assert.equal(response.headers.get('x-agentd-token-count'), 'estimate');
+    assert.equal(data.estimated, true);
+    // 'Be brief.' + 'hello sdk' = 18 bytes of text -> ceil(18 / 4)
+    assert.equal(data.input_tokens, 5);
+    const big = await client.messages.countTokens({ model, tools: [WEATHER], messages: [{ role: 'user', content: 'word '.repeat(400) }] });
+    assert.ok(big.input_tokens >= 500, String(big.input_tokens));
+    assert.equal(anth.requests.length + oa.requests.length, 0);
+  });
+}
+
+test('messages.countTokens: unknown model -> NotFoundError, bad JSON -> 400 in Anthropic shape', async () => {
+  await assert.rejects(client.messages.countTokens({ model: 'no-such-model', messages: [{ role: 'user', content: 'x' }] }),
+    (e) => e instanceof NotFoundError && e.status === 404 && e.type === 'not_found_error' && /no-such-model/.test(e.apiMessage));
+  for (const body of ['{"model":', '[]', '{"messages":[]}', '{"model":"mock"}']) {
+    const r = await fetch(`${d.url}/v1/messages/count_tokens`, { method: 'POST', headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' }, body });
+    assert.equal(r.status, 400, body);
+    const j = await r.json();
+    assert.equal(j.type, 'error', body);
+    assert.equal(j.error.type, 'invalid_request_error', body);
+    assert.ok(j.error.message.length > 0);
+  }
+});
+
 test('models.list shows the configured models in Anthropic form', async () => {
   const ids = [];
   for await (const m of client.models.list()) ids.push(m.id);
