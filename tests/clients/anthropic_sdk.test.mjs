@@ -119,6 +119,9 @@ for (const model of ['mock', 'claude-up', 'gpt-up']) {
     assert.equal(data.input_tokens, 5);
     const big = await client.messages.countTokens({ model, tools: [WEATHER], messages: [{ role: 'user', content: 'word '.repeat(400) }] });
     assert.ok(big.input_tokens >= 500, String(big.input_tokens));
+    // client.beta.messages.countTokens (POST ...?beta=true) is the same door
+    const beta = await client.beta.messages.countTokens({ model, system: 'Be brief.', messages: [{ role: 'user', content: 'hello sdk' }] });
+    assert.equal(beta.input_tokens, 5);
     assert.equal(anth.requests.length + oa.requests.length, 0);
   });
 }
