@@ -5,6 +5,7 @@
 #include "api/daemon.h"
 #include "api/keys_cli.h"
 #include "config/config_cli.h"
+#include "policy/ledger_cli.h"
 #include "sandbox/sandbox_cli.h"
 
 static int usage(FILE *out, int rc)
@@ -21,6 +22,9 @@ static int usage(FILE *out, int rc)
             "  config describe       list every setting (Markdown)\n"
             "  keys create|list|show|update|revoke\n"
             "                        manage virtual keys (agentd keys CMD --help)\n"
+            "  spend report --by key|user|team|workflow|model|day [--since 7d] [--format table|json|csv]\n"
+            "               [--data-dir DIR]\n"
+            "                        spend from the ledger, grouped\n"
             "  sandbox run|check|batch|bench\n"
             "                        run code in the sandbox; report isolation features; run many; measure\n"
             "  version               print the version\n");
@@ -38,6 +42,8 @@ int main(int argc, char **argv)
         return config_cli_main(argc - 1, argv + 1);
     if (strcmp(cmd, "keys") == 0)
         return keys_cli_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "spend") == 0)
+        return spend_cli_main(argc - 1, argv + 1);
     if (strcmp(cmd, "sandbox") == 0)
         return sandbox_cli_main(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

@@ -9,6 +9,7 @@
 #include "gateway/gw_config.h"
 #include "policy/auth_config.h"
 #include "store/store_config.h"
+#include "policy/govern_config.h"
 #include "telemetry/log_config.h"
 #include "telemetry/otel_config.h"
 
@@ -33,6 +34,11 @@ static const struct cfg_field root_fields[] = {
      .help = "public model names and the deployments behind them"},
     {.key = "prices", .type = CFG_DICT, .off = OFF(prices), .sub = &gw_config_price_schema,
      .help = "USD per million tokens, by model name (longest prefix wins), over the built-in table"},
+    {.key = "budgets", .type = CFG_LIST, .off = OFF(budgets), .sub = &govern_budget_schema,
+     .help = "spend budgets in USD and tokens per key, user, team or workflow (docs/budgets.md)"},
+    {.key = "ratelimits", .type = CFG_LIST, .off = OFF(ratelimits), .sub = &govern_ratelimit_schema,
+     .help = "requests and tokens per minute per key, user, team, model or deployment (docs/budgets.md)"},
+    {.key = "ledger", .type = CFG_MAP, .off = OFF(ledger), .sub = &govern_ledger_schema},
 };
 
 const struct cfg_schema config_schema = {.name = "config",

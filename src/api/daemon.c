@@ -20,6 +20,7 @@
 #include <uv.h>
 
 #include "api/ops.h"
+#include "gateway/govern.h"
 #include "api/routes.h"
 #include "api/worker.h"
 #include "common/alloc.h"
@@ -425,6 +426,11 @@ int daemon_main(int argc, char **argv)
 
     if (mkdir_p(D.cfg->server.data_dir) != 0)
         log_perror("cannot create data dir %s", D.cfg->server.data_dir);
+    govern_init();
+    struct buf gerr = BUF_INIT(4096);
+    if (govern_start(D.cfg, &gerr) != 0) /* budgets rebuilt from the ledger, then its writer */
+        log_warn("spend ledger not available: %s", gerr.data ? gerr.data : "?");
+    buf_free(&gerr);
 
     metrics_register_process_collector();
     ops_init_http_metrics();
@@ -538,6 +544,7 @@ out_early:
     otel_stop(); /* flushes the spans the workers handed over, and a last metrics export */
     config_unref(D.cfg);
     config_shutdown();
+    govern_cleanup(); /* writes the ledger's last rows */
     metrics_shutdown();
     gateway_global_cleanup();
     return rc;

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "api/worker.h"
+#include "gateway/govern.h"
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "config/config.h"
@@ -57,12 +58,15 @@ void ops_ready(struct http_req *req)
     bool draining = atomic_load(&ops_state.draining);
     bool data_ok = atomic_load(&ops_state.data_dir_ok);
     bool cfg_ok = atomic_load(&ops_state.config_ok);
+    size_t backlog = 0;
+    bool ledger_ok = !govern_ledger_failing(&backlog); /* a failing ledger writer is reported, not fatal */
     bool ready = !draining && data_ok && cfg_ok;
-    char body[256];
+    char body[320];
     int n = snprintf(body, sizeof(body),
-                     "{\"status\":\"%s\",\"checks\":{\"config\":%s,\"data_dir\":%s,\"draining\":%s}}",
+                     "{\"status\":\"%s\",\"checks\":{\"config\":%s,\"data_dir\":%s,\"draining\":%s,"
+                     "\"ledger\":%s,\"ledger_backlog\":%zu}}",
                      ready ? "ready" : "not_ready", cfg_ok ? "true" : "false", data_ok ? "true" : "false",
-                     draining ? "true" : "false");
+                     draining ? "true" : "false", ledger_ok ? "true" : "false", backlog);
     http_respond(req, ready ? 200 : 503, "application/json", body, (size_t)n);
 }
 

@@ -111,6 +111,13 @@ struct config {
     struct config_store store;
     struct cfg_list models; /* struct config_model (gateway/gw_config.h) */
     struct cfg_list prices; /* struct config_price (gateway/gw_config.h), merged over the built-in table */
+    struct cfg_list budgets;    /* struct config_budget (policy/govern_config.h) */
+    struct cfg_list ratelimits; /* struct config_ratelimit (policy/govern_config.h) */
+    struct config_ledger {      /* its schema: policy/govern_config.c */
+        bool enabled;
+        int64_t batch_interval_ms;
+        int64_t queue_max;
+    } ledger;
     /* Derived state built by higher layers at load (the gateway's model registry), freed with the snapshot. */
     void *ext;
     void (*ext_free)(void *ext);

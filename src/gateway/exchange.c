@@ -58,6 +58,13 @@ int ex_observer_add(const struct ex_observer *obs)
     return 0;
 }
 
+static const struct ex_policy *policy;
+
+void ex_policy_set(const struct ex_policy *p)
+{
+    policy = p;
+}
+
 int gateway_global_init(void)
 {
     genai_metrics_register();
@@ -254,6 +261,8 @@ void ex_unref(struct exchange *ex)
         cJSON_Delete(ex->canon);
     if (ex->fstate)
         ex->fops->stream_free(ex->fstate);
+    if (ex->gov && policy && policy->release)
+        policy->release(ex);
     principal_release(ex->rq.who);
     xfree(ex);
 }
@@ -367,6 +376,8 @@ static void gateway_headers(struct exchange *ex, struct buf *h, const struct dep
         hdr_add(h, "x-agentd-dropped-fields", ex->rq.dropped_fields);
     hdr_add_u64(h, "x-agentd-overhead-us", overhead_now(ex, time_mono_us()));
     hdr_add_u64(h, "x-agentd-attempts", (uint64_t)ex->attempts);
+    if (policy && policy->headers)
+        policy->headers(ex, h);
     if (ex->fops->headers)
         ex->fops->headers(ex, h);
     if (with_cost) {
@@ -389,17 +400,16 @@ static const struct deployment *last_deployment(const struct exchange *ex)
 
 static void price(struct exchange *ex)
 {
-    /* Cost from the provider-reported usage (or, for a stream cut short, what was counted). */
+    /* Cost from the provider-reported usage (or, for a stream cut short, what was counted: govern.c). */
+    if (policy && policy->fill_usage)
+        policy->fill_usage(ex);
     const struct deployment *dep = last_deployment(ex);
     const struct price *p = dep ? dep->price : NULL;
     if (p == NULL)
         return;
-    int64_t uncached = ex->usage.input - ex->usage.cached_input - ex->usage.cache_write;
-    if (uncached < 0)
-        uncached = 0;
-    ex->cost_usd = ((double)uncached * p->input + (double)ex->usage.cached_input * p->cached_input +
-                    (double)ex->usage.cache_write * p->cache_write + (double)ex->usage.output * p->output) /
-                   1e6;
+    struct price_tokens t = {ex->usage.input, ex->usage.cached_input, ex->usage.cache_write, ex->usage.output,
+                             ex->usage.reasoning};
+    ex->cost_usd = price_cost_usd(p, &t);
     ex->priced = true;
 }
 
@@ -587,6 +597,8 @@ void attempt_delta(struct attempt *a, const struct chat_delta *d)
     if ((d->kind == DELTA_TEXT || d->kind == DELTA_TOOL_START) && !ex->t_first_token_us)
         ex->t_first_token_us = time_mono_us();
     a->any_output = true;
+    if (d->kind == DELTA_TEXT || d->kind == DELTA_TOOL_ARGS)
+        ex->relayed_chars += (int64_t)d->text.n;
     struct buf *rb = relay_buf(ex);
     if (rb) {
         ex->fops->stream_delta(ex, d, rb);
@@ -714,6 +726,7 @@ static int on_stream_event(struct attempt *a, const struct stream_event *ev)
         if (!ex->t_first_token_us)
             ex->t_first_token_us = time_mono_us();
         a->any_output = true;
+        ex->relayed_events++;
         struct buf *rb = relay_buf(ex);
         if (rb) {
             ex->fops->forward_event(ex, ev, rb); /* written at the end of the read */
@@ -1096,7 +1109,7 @@ static enum ex_next st_admit(struct exchange *ex, void *ud)
         ex_fail(ex, &err);
         return EX_END;
     }
-    return EX_CONTINUE;
+    return policy && policy->admit ? policy->admit(ex) : EX_CONTINUE; /* rate limits, budget reservation */
 }
 
 static enum ex_next st_plan(struct exchange *ex, void *ud)

@@ -140,6 +140,9 @@ struct exchange {
     bool have_err;
     /* relay */
     struct usage usage;
+    int64_t relayed_chars;     /* text and tool-argument characters relayed (usage estimate for a cut stream) */
+    int64_t relayed_events;    /* upstream events forwarded as received (passthrough: content is not scanned) */
+    struct govern_state *gov;  /* budget and rate-limit holds (gateway/govern.c), NULL when none apply */
     double cost_usd;
     bool priced;
     bool client_started;       /* a response byte has been queued to the client: no more attempts */
@@ -206,6 +209,17 @@ extern const struct ex_observer ex_observer_metrics;
 extern const struct ex_observer ex_observer_llm_log;
 /* The OpenTelemetry spans observer (gateway/observer_spans.c): trace context in and out, SERVER and CLIENT spans. */
 extern const struct ex_observer ex_observer_spans;
+
+/* ---- policy hooks: budgets, rate limits (gateway/govern.c installs them; none by default) ---- */
+
+struct ex_policy {
+    enum ex_next (*admit)(struct exchange *ex);                  /* in `admit`, after the concurrency slot */
+    void (*headers)(const struct exchange *ex, struct buf *h);  /* response header lines */
+    void (*fill_usage)(struct exchange *ex);                    /* before pricing at the end */
+    void (*release)(struct exchange *ex);                       /* with the exchange */
+};
+/* Process-wide, at start-up (before workers run). */
+void ex_policy_set(const struct ex_policy *p);
 
 /* ---- per-worker and process state ---- */
 

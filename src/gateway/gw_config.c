@@ -210,6 +210,8 @@ static const struct cfg_field price_fields[] = {
      .help = "USD per million cache-read tokens (default: input)"},
     {.key = "cache_write", .type = CFG_DOUBLE, .off = POFF(cache_write), .dmin = 0, .dmax = 1e6,
      .help = "USD per million cache-write tokens (default: input)"},
+    {.key = "reasoning", .type = CFG_DOUBLE, .off = POFF(reasoning), .dmin = 0, .dmax = 1e6,
+     .help = "USD per million reasoning output tokens (default: output)"},
 };
 const struct cfg_schema gw_config_price_schema = {.name = "price",
                                            .item_size = sizeof(struct config_price),

@@ -52,6 +52,7 @@ struct config_price {
     double output;
     double cached_input;         /* cache reads; 0 = input price */
     double cache_write;          /* cache writes; 0 = input price */
+    double reasoning;            /* reasoning output tokens; 0 = output price */
 };
 
 /* The `gateway:` section; offsets relative to struct config_gateway. */

@@ -11,49 +11,7 @@
 #include "gateway/gw_types.h"
 #include "gateway/provider.h"
 #include "gateway/redact.h"
-
-/* Prices in USD per million tokens as the providers published them (snapshot shipped with this release).
- * Configuration `prices:` entries override or extend it; matching is by longest prefix of the model name, so a
- * dated snapshot ("gpt-4o-mini-2024-07-18") finds its family. */
-static const struct {
-    const char *name;
-    double input, output, cached_input, cache_write;
-} builtin_prices[] = {
-    {"mock", 0, 0, 0, 0},
-    {"gpt-4o-mini", 0.15, 0.60, 0.075, 0},
-    {"gpt-4o", 2.50, 10.00, 1.25, 0},
-    {"gpt-4.1-nano", 0.10, 0.40, 0.025, 0},
-    {"gpt-4.1-mini", 0.40, 1.60, 0.10, 0},
-    {"gpt-4.1", 2.00, 8.00, 0.50, 0},
-    {"gpt-5-nano", 0.05, 0.40, 0.005, 0},
-    {"gpt-5-mini", 0.25, 2.00, 0.025, 0},
-    {"gpt-5", 1.25, 10.00, 0.125, 0},
-    {"o3-mini", 1.10, 4.40, 0.55, 0},
-    {"o3", 2.00, 8.00, 0.50, 0},
-    {"o4-mini", 1.10, 4.40, 0.275, 0},
-    {"text-embedding-3-small", 0.02, 0, 0, 0},
-    {"text-embedding-3-large", 0.13, 0, 0, 0},
-    {"claude-opus-4", 15.00, 75.00, 1.50, 18.75},
-    {"claude-sonnet-4", 3.00, 15.00, 0.30, 3.75},
-    {"claude-haiku-4-5", 1.00, 5.00, 0.10, 1.25},
-    {"claude-3-5-haiku", 0.80, 4.00, 0.08, 1.00},
-    {"claude-3-7-sonnet", 3.00, 15.00, 0.30, 3.75},
-    {"anthropic.claude-opus-4", 15.00, 75.00, 1.50, 18.75},
-    {"anthropic.claude-sonnet-4", 3.00, 15.00, 0.30, 3.75},
-    {"anthropic.claude-haiku-4-5", 1.00, 5.00, 0.10, 1.25},
-    {"anthropic.claude-3-5-haiku", 0.80, 4.00, 0.08, 1.00},
-    {"gemini-2.5-pro", 1.25, 10.00, 0.31, 0},
-    {"gemini-2.5-flash-lite", 0.10, 0.40, 0.025, 0},
-    {"gemini-2.5-flash", 0.30, 2.50, 0.075, 0},
-    {"gemini-2.0-flash", 0.10, 0.40, 0.025, 0},
-    {"gemini-embedding-001", 0.15, 0, 0, 0},
-    {"text-embedding-004", 0.0, 0, 0, 0},
-    {"amazon.nova-pro", 0.80, 3.20, 0.20, 0},
-    {"amazon.nova-lite", 0.06, 0.24, 0.015, 0},
-    {"amazon.nova-micro", 0.035, 0.14, 0.00875, 0},
-    {"meta.llama3-1-70b-instruct", 0.72, 0.72, 0, 0},
-    {"meta.llama3-1-8b-instruct", 0.22, 0.22, 0, 0},
-};
+#include "policy/prices.h"
 
 /* Models offered with no configuration when a provider's key is in the environment. */
 static const struct {
@@ -152,25 +110,7 @@ static char *default_base_url(int provider, const char *region, char **env)
 
 const struct price *registry_price(const struct registry *r, const char *model)
 {
-    if (model == NULL)
-        return NULL;
-    /* Bedrock cross-region inference profiles: "us.anthropic.claude-..." prices as "anthropic.claude-..." */
-    static const char *const prefixes[] = {"us.", "eu.", "apac.", "us-gov.", "global."};
-    for (size_t i = 0; i < ARRAY_LEN(prefixes); i++)
-        if (strncmp(model, prefixes[i], strlen(prefixes[i])) == 0) {
-            model += strlen(prefixes[i]);
-            break;
-        }
-    const struct price *best = NULL;
-    size_t best_len = 0;
-    for (size_t i = 0; i < r->nprices; i++) {
-        size_t n = strlen(r->prices[i].name);
-        if (n > best_len && strncmp(model, r->prices[i].name, n) == 0) {
-            best = &r->prices[i];
-            best_len = n;
-        }
-    }
-    return best;
+    return r ? prices_lookup(r->prices, model) : NULL;
 }
 
 static void fill_deployment(struct deployment *d, const struct config_deployment *c, const struct registry *r,
@@ -277,26 +217,14 @@ int registry_attach(struct config *cfg, char **env, struct buf *warnings)
 {
     struct registry *r = xcalloc(1, sizeof(*r));
     usage_limits_set(&(struct usage_limits){cfg->gateway.max_usage_tokens}); /* the bound in force from now on */
-    /* prices: configuration first (it wins on equal names), then the built-in table */
-    size_t nbuiltin = ARRAY_LEN(builtin_prices);
-    r->prices = xcalloc(cfg->prices.n + nbuiltin, sizeof(*r->prices));
+    /* prices: the versioned table (policy/prices.c) with the configuration's entries over it */
     const struct config_price *cp = cfg->prices.items;
+    struct price_override *ov = xcalloc(cfg->prices.n + 1, sizeof(*ov));
     for (size_t i = 0; i < cfg->prices.n; i++)
-        r->prices[r->nprices++] = (struct price){xstrdup(cp[i].name), cp[i].input, cp[i].output,
-                                                 cp[i].cached_input > 0 ? cp[i].cached_input : cp[i].input,
-                                                 cp[i].cache_write > 0 ? cp[i].cache_write : cp[i].input};
-    for (size_t i = 0; i < nbuiltin; i++) {
-        bool dup = false;
-        for (size_t j = 0; j < cfg->prices.n; j++)
-            if (strcmp(cp[j].name, builtin_prices[i].name) == 0)
-                dup = true;
-        if (dup)
-            continue;
-        double cached = builtin_prices[i].cached_input, write = builtin_prices[i].cache_write;
-        r->prices[r->nprices++] = (struct price){xstrdup(builtin_prices[i].name), builtin_prices[i].input,
-                                                 builtin_prices[i].output, cached > 0 ? cached : builtin_prices[i].input,
-                                                 write > 0 ? write : builtin_prices[i].input};
-    }
+        ov[i] = (struct price_override){cp[i].name, cp[i].input, cp[i].output, cp[i].cached_input,
+                                        cp[i].cache_write, cp[i].reasoning};
+    r->prices = prices_build(ov, cfg->prices.n, NULL); /* the schema bounds every price: none is rejected */
+    xfree(ov);
 
     size_t cap = 0;
     const struct config_model *cm = cfg->models.items;
@@ -456,9 +384,7 @@ void registry_free(struct registry *r)
         xfree(m->name);
     }
     xfree(r->models);
-    for (size_t i = 0; i < r->nprices; i++)
-        xfree(r->prices[i].name);
-    xfree(r->prices);
+    prices_free(r->prices);
     redact_set_free(r->secrets);
     xfree(r);
 }

@@ -13,15 +13,11 @@
 #include "common/buf.h"
 #include "common/str.h"
 #include "gateway/gw_config.h" /* the configuration it is built from; PROVIDER_*; struct config_mock */
+#include "policy/prices.h"      /* struct price, struct price_table */
 
 struct config;
 struct provider_ops;
 struct redact_set;
-
-struct price {
-    char *name;
-    double input, output, cached_input, cache_write; /* USD per million tokens */
-};
 
 struct deployment {
     const struct provider_ops *prov;
@@ -56,8 +52,7 @@ struct model_entry {
 struct registry {
     struct model_entry *models;
     size_t nmodels;
-    struct price *prices;
-    size_t nprices;
+    struct price_table *prices;  /* versioned built-in table + `prices:` (policy/prices.h) */
     struct redact_set *secrets;  /* every secret above, scrubbed out of upstream text (redact.h) */
 };
 

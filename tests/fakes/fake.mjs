@@ -169,6 +169,7 @@ class Fake {
     };
     this.opts.keys = this.keys;
     this.requests = [];
+    this.billing = []; // what the fake charged, one entry per completion it produced (providers/openai.mjs)
     this.queue = [];
     this.defaultBehavior = {};
     this.hung = new Set();
@@ -371,6 +372,7 @@ class Fake {
     this.received = 0;
     this.queue.length = 0;
     this.requests.length = 0;
+    this.billing.length = 0;
     this.defaultBehavior = {};
   }
 
@@ -474,6 +476,7 @@ function publicApi(f) {
       'openai-compatible': u + f.opts.compatBasePath,
     },
     requests: f.requests,
+    billing: f.billing,
     script: (list) => { f.script(list); },
     setDefault: (b) => { f.setDefault(b); },
     reset: () => { f.reset(); },

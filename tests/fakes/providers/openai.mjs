@@ -474,6 +474,11 @@ async function chat(ctx) {
   const finish = FINISH[plan.finish];
   const withUsage = ctx.behavior.usage !== false;
   const headers = { ...baseHeaders(ctx), ...retryHeaders(ctx.behavior, {}) };
+  // The bill: what a real provider charges for this completion (the whole generation, even when the client goes
+  // away before the end of a stream).
+  ctx.fake.billing?.push({ model: j.model, user: j.user, stream: !!j.stream, input_tokens: plan.inputTokens,
+    cached_tokens: plan.cachedTokens, output_tokens: plan.outputTokens * n + plan.reasoningTokens * n,
+    reasoning_tokens: plan.reasoningTokens * n });
 
   if (!j.stream) {
     const choices = [];

@@ -1,0 +1,45 @@
+/* govern.h: budgets, rate limits and the spend ledger on the exchange's spine (DESIGN §1: admit and settle).
+ *
+ * govern_admit() runs in the `admit` stage after the concurrency slot: the rate limits of the request's key,
+ * user, team, model and deployments, then the budget reservation (policy/budget.h). A refusal ends the exchange
+ * with 429 (or 403 for an unpriced model under `unpriced: deny`) in the caller's format, with Retry-After and the
+ * x-ratelimit-* / anthropic-ratelimit-* headers. A clamp lowers ex->rq.max_tokens and rewrites max_tokens in the
+ * body the providers read. The settle observer (registered by govern_init) charges the actual usage, corrects the
+ * token limits and queues the ledger row (policy/ledger.h). */
+#ifndef AGENTD_GOVERN_H
+#define AGENTD_GOVERN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+#include "gateway/exchange.h"
+
+struct config;
+struct budget;
+
+/* Process-wide state, metrics and the settle observer (from gateway_global_init). */
+void govern_init(void);
+void govern_cleanup(void);
+/* Rebuilds budgets from the ledger in cfg's data dir and starts the ledger writer (from the daemon, before the
+ * workers). 0, or -1 with err (the daemon logs it and runs without a ledger). */
+int govern_start(const struct config *cfg, struct buf *err);
+void govern_stop(void);
+/* The ledger writer is failing (for /ready) and its backlog. */
+bool govern_ledger_failing(size_t *backlog);
+
+enum ex_next govern_admit(struct exchange *ex);
+/* Response header lines for this exchange (rate-limit state). */
+void govern_headers(const struct exchange *ex, struct buf *h);
+/* Before pricing, when the provider reported no usage: a stream cut short (client gone, deadline, mid-stream
+ * failure) is charged the estimated input plus the output counted from what was relayed (4 characters a token,
+ * rounded up; one token a forwarded event when the stream is relayed as received) and marked incomplete. A
+ * complete answer stays "not reported" unless a budget governs it: then a stream is charged the same estimate and
+ * a non-streamed answer its reservation (the ledger row says the usage was estimated). */
+void govern_fill_usage(struct exchange *ex);
+void govern_free(struct exchange *ex);
+
+/* The process's budget table (for /v1/me and tests). */
+struct budget *govern_budget(void);
+
+#endif

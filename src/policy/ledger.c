@@ -1,0 +1,247 @@
+#include "policy/ledger.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/alloc.h"
+#include "common/log.h"
+#include "policy/budget.h"
+#include "telemetry/metrics.h"
+
+static struct metric_def m_written = METRIC_DEF("agentd_ledger_rows_written_total",
+                                                "Spend ledger rows written to the store.", METRIC_COUNTER, NULL);
+static struct metric_def m_dropped =
+    METRIC_DEF("agentd_ledger_rows_dropped_total",
+               "Spend ledger rows dropped because the writer's queue was full (ledger.queue_max).", METRIC_COUNTER,
+               NULL);
+static struct metric_def m_failures = METRIC_DEF(
+    "agentd_ledger_write_failures_total", "Batches the ledger store refused (locked, full); retried.", METRIC_COUNTER,
+    NULL);
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t thread;
+    bool running, stopping;
+    struct ledger_row *q; /* queued by workers */
+    size_t n, cap, max;
+    size_t held;          /* rows the writer holds (being written or waiting for a retry) */
+    int64_t batch_ms;
+    const struct ledger_store_ops *ops;
+    struct ledger_store *store;
+    _Atomic uint64_t written, dropped, failures;
+    _Atomic bool failing;
+} L = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+static void collect_backlog(struct buf *out, void *ud)
+{
+    (void)ud;
+    struct ledger_stats s;
+    ledger_get_stats(&s);
+    buf_printf(out,
+               "# HELP agentd_ledger_backlog_rows Spend ledger rows queued or waiting for a retry.\n"
+               "# TYPE agentd_ledger_backlog_rows gauge\nagentd_ledger_backlog_rows %zu\n"
+               "# HELP agentd_ledger_failing 1 while the ledger store refuses writes.\n"
+               "# TYPE agentd_ledger_failing gauge\nagentd_ledger_failing %d\n",
+               s.backlog, s.failing ? 1 : 0);
+}
+
+void ledger_metrics_register(void)
+{
+    metrics_register(&m_written);
+    metrics_register(&m_dropped);
+    metrics_register(&m_failures);
+    metrics_add_collector(collect_backlog, NULL);
+}
+
+bool ledger_enqueue(const struct ledger_row *r)
+{
+    pthread_mutex_lock(&L.mu);
+    if (!L.running || L.n >= L.max) {
+        bool running = L.running;
+        pthread_mutex_unlock(&L.mu);
+        if (running) {
+            uint64_t d = atomic_fetch_add(&L.dropped, 1);
+            metrics_inc(&m_dropped, NULL);
+            if ((d & (d + 1)) == 0) /* 1st, 2nd, 4th, 8th... drop */
+                log_warn("spend ledger queue full (ledger.queue_max): %llu rows dropped so far",
+                         (unsigned long long)d + 1);
+        }
+        return false;
+    }
+    if (L.n == L.cap) {
+        L.cap = L.cap ? L.cap * 2 : 256;
+        if (L.cap > L.max)
+            L.cap = L.max;
+        L.q = xrealloc(L.q, L.cap * sizeof(*L.q));
+    }
+    L.q[L.n++] = *r;
+    pthread_mutex_unlock(&L.mu);
+    return true;
+}
+
+static void deadline_in(struct timespec *ts, int64_t ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (ms % 1000) * 1000000;
+    if (ts->tv_nsec >= 1000000000) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000;
+    }
+}
+
+static void *writer(void *arg)
+{
+    (void)arg;
+    struct ledger_row *batch = NULL;
+    size_t nb = 0, capb = 0;
+    int64_t backoff = 0;
+    int stop_tries = 0;
+    pthread_mutex_lock(&L.mu);
+    for (;;) {
+        if (!L.stopping) {
+            struct timespec ts;
+            deadline_in(&ts, backoff ? backoff : L.batch_ms);
+            while (!L.stopping && pthread_cond_timedwait(&L.cv, &L.mu, &ts) != ETIMEDOUT) {
+            }
+        }
+        if (nb == 0 && L.n > 0) { /* take the queue (swap buffers: workers go on appending to the other) */
+            struct ledger_row *t = batch;
+            size_t tc = capb;
+            batch = L.q;
+            nb = L.n;
+            capb = L.cap;
+            L.q = t;
+            L.cap = tc;
+            L.n = 0;
+        }
+        L.held = nb;
+        bool stopping = L.stopping;
+        pthread_mutex_unlock(&L.mu);
+        if (nb > 0) {
+            struct buf err = BUF_INIT(512);
+            if (L.ops->append(L.store, batch, nb, &err) == 0) {
+                atomic_fetch_add(&L.written, nb);
+                metrics_add(&m_written, NULL, (double)nb);
+                if (atomic_exchange(&L.failing, false))
+                    log_info("spend ledger writes again");
+                nb = 0;
+                backoff = 0;
+            } else {
+                atomic_fetch_add(&L.failures, 1);
+                metrics_inc(&m_failures, NULL);
+                if (!atomic_exchange(&L.failing, true))
+                    log_warn("spend ledger write refused (%s): %zu rows kept, retrying", err.data ? err.data : "?",
+                             nb);
+                backoff = backoff ? (backoff * 2 > 5000 ? 5000 : backoff * 2) : 50;
+            }
+            buf_free(&err);
+        }
+        pthread_mutex_lock(&L.mu);
+        L.held = nb;
+        if (stopping && (L.n == 0 && nb == 0)) 
+            break;
+        if (stopping && nb > 0 && ++stop_tries > 50) {
+            log_warn("spend ledger: %zu rows could not be written at exit", nb + L.n);
+            break;
+        }
+    }
+    L.held = 0;
+    pthread_mutex_unlock(&L.mu);
+    xfree(batch);
+    return NULL;
+}
+
+int ledger_start(const struct ledger_options *o, struct buf *err)
+{
+    const struct ledger_store_ops *ops = o->ops ? o->ops : &ledger_sqlite_ops;
+    struct ledger_store *s = ops->open(o->data_dir, false, err);
+    if (s == NULL)
+        return -1;
+    pthread_mutex_lock(&L.mu);
+    L.ops = ops;
+    L.store = s;
+    L.batch_ms = o->batch_ms > 0 ? o->batch_ms : 1000;
+    L.max = o->queue_max > 0 ? o->queue_max : 50000;
+    L.stopping = false;
+    L.running = true;
+    pthread_mutex_unlock(&L.mu);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_destroy(&L.cv);
+    pthread_cond_init(&L.cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (pthread_create(&L.thread, NULL, writer, NULL) != 0) {
+        L.running = false;
+        ops->close(s);
+        L.store = NULL;
+        buf_printf(err, "cannot start the ledger writer thread");
+        return -1;
+    }
+    return 0;
+}
+
+void ledger_stop(void)
+{
+    pthread_mutex_lock(&L.mu);
+    if (!L.running) {
+        pthread_mutex_unlock(&L.mu);
+        return;
+    }
+    L.stopping = true;
+    pthread_cond_signal(&L.cv);
+    pthread_mutex_unlock(&L.mu);
+    pthread_join(L.thread, NULL);
+    pthread_mutex_lock(&L.mu);
+    L.running = false;
+    L.ops->close(L.store);
+    L.store = NULL;
+    xfree(L.q);
+    L.q = NULL;
+    L.n = L.cap = 0;
+    pthread_mutex_unlock(&L.mu);
+}
+
+void ledger_get_stats(struct ledger_stats *s)
+{
+    pthread_mutex_lock(&L.mu);
+    s->backlog = L.n + L.held;
+    s->running = L.running;
+    pthread_mutex_unlock(&L.mu);
+    s->written = atomic_load(&L.written);
+    s->dropped = atomic_load(&L.dropped);
+    s->failures = atomic_load(&L.failures);
+    s->failing = atomic_load(&L.failing);
+}
+
+int ledger_rebuild_budgets(const char *data_dir, const struct ledger_store_ops *ops, struct budget *b, int64_t now,
+                           struct buf *err)
+{
+    ops = ops ? ops : &ledger_sqlite_ops;
+    struct ledger_store *s = ops->open(data_dir, false, err);
+    if (s == NULL)
+        return -1;
+    static const enum ledger_group groups[] = {LG_KEY, LG_USER, LG_TEAM, LG_WORKFLOW};
+    static const enum budget_scope scopes[] = {BUDGET_KEY, BUDGET_USER, BUDGET_TEAM, BUDGET_WORKFLOW};
+    int rc = 0;
+    for (int w = 0; w < BUDGET_WINDOWS && rc == 0; w++) {
+        int64_t start = budget_window_start((enum budget_window)w, now);
+        for (int g = 0; g < 4 && rc == 0; g++) {
+            struct ledger_sum *rows = NULL;
+            size_t n = 0;
+            rc = ops->report(s, groups[g], start * 1000, &rows, &n, err);
+            for (size_t i = 0; i < n; i++)
+                if (rows[i].group[0])
+                    budget_seed(b, scopes[g], rows[i].group, (enum budget_window)w, start, rows[i].cost_nusd,
+                                rows[i].input_tokens + rows[i].output_tokens, now);
+            xfree(rows);
+        }
+    }
+    ops->close(s);
+    return rc;
+}

@@ -1,0 +1,196 @@
+/* ledger_sqlite.c: the spend ledger in SQLite (WAL), DATA_DIR/ledger.db, table ledger_exchanges. */
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "common/alloc.h"
+#include "store/ledger.h"
+
+struct ledger_store {
+    sqlite3 *db;
+    sqlite3_stmt *ins;
+};
+
+static const char *const group_names[LG_COUNT] = {"key", "user", "team", "workflow", "model", "day"};
+/* the SQL expression each grouping selects (fixed text, never from input) */
+static const char *const group_sql[LG_COUNT] = {"key_id", "user", "team", "workflow", "model",
+                                                "strftime('%Y-%m-%d', ts_ms / 1000, 'unixepoch')"};
+
+const char *ledger_group_name(enum ledger_group g)
+{
+    return g < LG_COUNT ? group_names[g] : "?";
+}
+
+int ledger_group_parse(const char *s)
+{
+    for (int i = 0; s && i < LG_COUNT; i++)
+        if (strcmp(s, group_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+static const char schema[] =
+    "CREATE TABLE IF NOT EXISTS ledger_exchanges ("
+    " id INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, request_id TEXT NOT NULL, key_id TEXT NOT NULL,"
+    " user TEXT NOT NULL, team TEXT NOT NULL, workflow TEXT NOT NULL, model TEXT NOT NULL,"
+    " deployment TEXT NOT NULL, provider TEXT NOT NULL, input_tokens INTEGER NOT NULL,"
+    " cached_tokens INTEGER NOT NULL, cache_write_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,"
+    " reasoning_tokens INTEGER NOT NULL, cost_nusd INTEGER NOT NULL, cost_usd REAL NOT NULL,"
+    " priced INTEGER NOT NULL, price_version TEXT NOT NULL, status INTEGER NOT NULL, incomplete INTEGER NOT NULL,"
+    " attempts INTEGER NOT NULL, latency_us INTEGER NOT NULL, ttft_us INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS ledger_exchanges_ts ON ledger_exchanges(ts_ms);";
+
+static const char insert_sql[] =
+    "INSERT INTO ledger_exchanges (ts_ms, request_id, key_id, user, team, workflow, model, deployment, provider,"
+    " input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nusd, cost_usd, priced,"
+    " price_version, status, incomplete, attempts, latency_us, ttft_us)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+
+static void close_store(struct ledger_store *s)
+{
+    if (s == NULL)
+        return;
+    sqlite3_finalize(s->ins);
+    sqlite3_close(s->db);
+    xfree(s);
+}
+
+static struct ledger_store *open_store(const char *data_dir, bool readonly, struct buf *err)
+{
+    char path[4096];
+    if (snprintf(path, sizeof(path), "%s/ledger.db", data_dir) >= (int)sizeof(path)) {
+        buf_printf(err, "data dir path too long");
+        return NULL;
+    }
+    if (!readonly && mkdir(data_dir, 0700) != 0 && errno != EEXIST) {
+        buf_printf(err, "cannot create %s: %s", data_dir, strerror(errno));
+        return NULL;
+    }
+    struct ledger_store *s = xcalloc(1, sizeof(*s));
+    int flags = readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+    if (sqlite3_open_v2(path, &s->db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+        buf_printf(err, "%s: %s", path, s->db ? sqlite3_errmsg(s->db) : "cannot open");
+        close_store(s);
+        return NULL;
+    }
+    sqlite3_busy_timeout(s->db, readonly ? 2000 : 100);
+    char *msg = NULL;
+    if (!readonly && (sqlite3_exec(s->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL, &msg) !=
+                          SQLITE_OK ||
+                      sqlite3_exec(s->db, schema, NULL, NULL, &msg) != SQLITE_OK ||
+                      sqlite3_prepare_v2(s->db, insert_sql, -1, &s->ins, NULL) != SQLITE_OK)) {
+        buf_printf(err, "%s: %s", path, msg ? msg : sqlite3_errmsg(s->db));
+        sqlite3_free(msg);
+        close_store(s);
+        return NULL;
+    }
+    return s;
+}
+
+static int append(struct ledger_store *s, const struct ledger_row *rows, size_t n, struct buf *err)
+{
+    if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+        buf_printf(err, "%s", sqlite3_errmsg(s->db));
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct ledger_row *r = &rows[i];
+        sqlite3_stmt *st = s->ins;
+        int k = 1;
+        sqlite3_bind_int64(st, k++, r->ts_ms);
+        sqlite3_bind_text(st, k++, r->request_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, k++, r->key_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, k++, r->user, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, k++, r->team, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, k++, r->workflow, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, k++, r->model, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, k++, r->deployment, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, k++, r->provider, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, k++, r->input_tokens);
+        sqlite3_bind_int64(st, k++, r->cached_tokens);
+        sqlite3_bind_int64(st, k++, r->cache_write_tokens);
+        sqlite3_bind_int64(st, k++, r->output_tokens);
+        sqlite3_bind_int64(st, k++, r->reasoning_tokens);
+        sqlite3_bind_int64(st, k++, r->cost_nusd);
+        sqlite3_bind_double(st, k++, (double)r->cost_nusd / 1e9);
+        sqlite3_bind_int(st, k++, r->priced);
+        sqlite3_bind_text(st, k++, r->price_version, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, k++, r->status);
+        sqlite3_bind_int(st, k++, r->incomplete);
+        sqlite3_bind_int(st, k++, r->attempts);
+        sqlite3_bind_int64(st, k++, r->latency_us);
+        sqlite3_bind_int64(st, k++, r->ttft_us);
+        int rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE) {
+            buf_printf(err, "%s", sqlite3_errmsg(s->db));
+            sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+            return -1;
+        }
+    }
+    if (sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        buf_printf(err, "%s", sqlite3_errmsg(s->db));
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+static int report(struct ledger_store *s, enum ledger_group g, int64_t since_ms, struct ledger_sum **out, size_t *n,
+                  struct buf *err)
+{
+    *out = NULL;
+    *n = 0;
+    if (g >= LG_COUNT)
+        return -1;
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "SELECT %s, count(*), sum(input_tokens), sum(output_tokens), sum(cost_nusd), sum(incomplete)"
+             " FROM ledger_exchanges WHERE ts_ms >= ? GROUP BY 1 ORDER BY 5 DESC, 1",
+             group_sql[g]);
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
+        /* a data dir with no ledger yet (a read-only open) has nothing to report */
+        if (strstr(sqlite3_errmsg(s->db), "no such table"))
+            return 0;
+        buf_printf(err, "%s", sqlite3_errmsg(s->db));
+        return -1;
+    }
+    sqlite3_bind_int64(st, 1, since_ms);
+    size_t cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            *out = xrealloc(*out, cap * sizeof(**out));
+        }
+        struct ledger_sum *r = &(*out)[(*n)++];
+        memset(r, 0, sizeof(*r));
+        const unsigned char *t = sqlite3_column_text(st, 0);
+        snprintf(r->group, sizeof(r->group), "%s", t ? (const char *)t : "");
+        r->requests = sqlite3_column_int64(st, 1);
+        r->input_tokens = sqlite3_column_int64(st, 2);
+        r->output_tokens = sqlite3_column_int64(st, 3);
+        r->cost_nusd = sqlite3_column_int64(st, 4);
+        r->incomplete = sqlite3_column_int64(st, 5);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        buf_printf(err, "%s", sqlite3_errmsg(s->db));
+        xfree(*out);
+        *out = NULL;
+        *n = 0;
+        return -1;
+    }
+    return 0;
+}
+
+const struct ledger_store_ops ledger_sqlite_ops = {
+    .name = "sqlite",
+    .open = open_store,
+    .append = append,
+    .report = report,
+    .close = close_store,
+};
