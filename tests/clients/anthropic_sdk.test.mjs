@@ -212,6 +212,33 @@ test('beta toolRunner (message threads by default) runs its loop on mock and thr
   }
 });
 
+test('beta.messages.thread: each turn sends only its new messages, agentd holds the rest (mock, translation)', async () => {
+  for (const model of ['mock', 'gpt-up']) {
+    oa.reset();
+    const thread = client.beta.messages.thread({ model, max_tokens: 100, system: 'Be brief.', tools: [WEATHER] });
+    const first = await thread.send({ role: 'user', content: 'CALL get_weather {"city":"Oslo"}' });
+    assert.equal(first.stop_reason, 'tool_use', model);
+    const use = first.content.find((b) => b.type === 'tool_use');
+    assert.equal(thread.previousMessageId ?? thread._state.previousMessageId, first.id, model);
+    const second = await thread.send({ role: 'user', content: [{ type: 'tool_result', tool_use_id: use.id, content: 'cold' }] });
+    assert.equal(second.content[0].text, 'echo: tool result: cold', model);
+    const third = await thread.send({ role: 'user', content: 'thanks' });
+    assert.equal(third.content[0].text, 'echo: thanks', model);
+    if (model === 'gpt-up') {
+      // the SDK sent only the new turn each time; the upstream saw the whole conversation
+      assert.deepEqual(oa.requests[2].json.messages.map((m) => m.role), ['system', 'user', 'assistant', 'tool', 'assistant', 'user']);
+    }
+  }
+});
+
+test('an unknown thread is the SDK\'s ThreadNotFoundError (the error it replays on), on mock and translation', async () => {
+  for (const model of ['mock', 'gpt-up']) {
+    await assert.rejects(
+      client.beta.messages.create({ model, max_tokens: 10, thread: { type: 'continue', previous_message_id: 'msg_lost' }, messages: [{ role: 'user', content: 'x' }], betas: ['message-threads-2026-08-12'] }),
+      (e) => e instanceof NotFoundError && e.constructor.name === 'ThreadNotFoundError' && e.error.error.details.error_code === 'thread_not_found', model);
+  }
+});
+
 test('mid-conversation system messages and thinking blocks passed back are accepted on every route', async () => {
   for (const model of ['mock', 'claude-up', 'gpt-up']) {
     const m = await client.messages.create({
