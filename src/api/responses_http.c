@@ -3,6 +3,7 @@
  * POST /v1/responses itself is an exchange (gw_http.c, gateway/front_responses.c). The store runs off the loop:
  * each handler waits for its callback, and forgets the request if the client went away meanwhile. */
 #include "api/responses_http.h"
+#include "api/upstream_call.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -10,6 +11,8 @@
 #include "common/alloc.h"
 #include "common/jscan.h"
 #include "config/config.h"
+#include "gateway/front.h"
+#include "gateway/front_responses.h"
 #include "gateway/models.h"
 #include "gateway/responses.h"
 #include "net/http.h"
@@ -42,6 +45,7 @@ struct pending_req {
     char id[RESPONSES_MAX_ID + 1];
     cJSON *count_req; /* OP_COUNT: the request whose input is counted */
     bool asc;         /* OP_ITEMS: ?order=asc (OpenAI's default is newest first) */
+    const struct deployment *count_dep; /* OP_COUNT: a pass-through deployment that counts exactly, or NULL */
 };
 
 static void on_abort(struct http_req *req, void *ud)
@@ -114,6 +118,91 @@ static void text_bytes(const cJSON *v, size_t *n)
     }
 }
 
+/* ---- forwarding to a pass-through (OpenAI / Azure OpenAI `responses`) deployment ---- */
+
+/* The first pass-through deployment of the model with its credentials, or NULL. */
+static const struct deployment *passthrough_dep(const struct model_entry *m)
+{
+    for (size_t i = 0; m && i < m->ndeps; i++)
+        if (!m->deps[i].missing_key && front_responses_provider(&m->deps[i]) == &provider_openai_responses)
+            return &m->deps[i];
+    return NULL;
+}
+
+/* An up_request for {base}/responses<tail> (Azure: {base}/openai/v1/responses<tail>) with the deployment's key. */
+static void passthrough_request(struct up_request *r, const struct deployment *d, const char *method, const char *tail)
+{
+    up_request_init(r);
+    r->method = method;
+    if (d->provider == PROVIDER_AZURE_OPENAI) {
+        buf_printf(&r->url, "%s/openai/v1/responses%s", d->base_url, tail);
+        if (d->api_key)
+            up_request_header(r, "api-key", d->api_key);
+    } else {
+        buf_printf(&r->url, "%s/responses%s", d->base_url, tail);
+        if (d->api_key)
+            up_request_headerf(r, "Authorization", "Bearer %s", d->api_key);
+    }
+    up_request_header(r, "Accept", "application/json");
+    for (size_t i = 0; i < d->nheaders; i++)
+        buf_printf(&r->headers, "%s\n", d->headers[i]);
+}
+
+struct fwd {
+    char label[128];
+    enum { FWD_COUNT, FWD_ITEM } kind;
+};
+
+/* The provider's answer, relayed: its own body on success and on a client error (it is OpenAI's shape already);
+ * agentd's key refused, a transport failure or an unreadable answer is agentd's failure (502). */
+static void on_forwarded(struct http_req *req, int status, const char *body, size_t len, const char *emsg, void *ud)
+{
+    struct fwd *f = ud;
+    size_t off;
+    const char *jmsg;
+    bool json = status > 0 && jscan_validate(body, len, &off, &jmsg) == 0;
+    if (status == 401 || status == 403) {
+        error_reply(req, 502, "server_error", NULL, "upstream %s refused agentd's credentials", f->label);
+    } else if (status == 0) {
+        error_reply(req, 502, "server_error", NULL, "upstream failed: %s", emsg);
+    } else if (!json) {
+        error_reply(req, 502, "server_error", NULL, "upstream %s answered with invalid JSON", f->label);
+    } else {
+        if (status == 200 && f->kind == FWD_COUNT)
+            http_resp_header(req, "x-agentd-token-count", "exact");
+        http_resp_header(req, "x-agentd-deployment", f->label);
+        http_respond(req, status, "application/json", body, len);
+    }
+    xfree(f);
+}
+
+/* Starts r for req; on failure answers 502 itself. */
+static void forward(struct http_req *req, struct up_request *r, const struct deployment *d, int kind)
+{
+    struct fwd *f = xcalloc(1, sizeof(*f));
+    snprintf(f->label, sizeof(f->label), "%s", d->label);
+    f->kind = kind;
+    if (upstream_call(req, r, 16u << 20, on_forwarded, xfree, f) != 0) {
+        xfree(f);
+        error_reply(req, 502, "server_error", NULL, "could not reach upstream %s", d->label);
+    }
+    up_request_free(r);
+}
+
+/* POST /v1/responses/input_tokens on the deployment's own endpoint: the exact count. */
+static void forward_count(struct http_req *req, const struct deployment *d)
+{
+    struct up_request r;
+    passthrough_request(&r, d, "POST", "/input_tokens");
+    up_request_header(&r, "Content-Type", "application/json");
+    if (openai_splice_request(req->body.data ? req->body.data : "", req->body.len, d->model, false, &r.body) != 0) {
+        up_request_free(&r);
+        error_reply(req, 400, "invalid_request_error", NULL, "%s", "The request body is not a JSON object with a model.");
+        return;
+    }
+    forward(req, &r, d, FWD_COUNT);
+}
+
 static void count_reply(struct http_req *req, const cJSON *body, const cJSON *history)
 {
     struct gw_error err;
@@ -144,6 +233,10 @@ static void on_record(void *ud, int rc, const char *data, size_t len, const char
     struct http_req *req = pending_take(p);
     if (req == NULL)
         goto out;
+    if (rc == STORE_NOT_FOUND && p->op == OP_COUNT && p->count_dep) {
+        forward_count(req, p->count_dep); /* not agentd's: the provider may know it */
+        goto out;
+    }
     if (rc == STORE_NOT_FOUND) {
         if (p->op == OP_COUNT)
             error_reply(req, 404, "invalid_request_error", "previous_response_id",
@@ -242,9 +335,15 @@ static void input_tokens(struct http_req *req, struct store *st)
         error_reply(req, 400, "invalid_request_error", err.param[0] ? err.param : NULL, "%s", err.message);
         return;
     }
-    if (registry_find(registry_of(req->cfg), str_from(h.model)) == NULL) {
+    const struct model_entry *m = registry_find(registry_of(req->cfg), str_from(h.model));
+    if (m == NULL) {
         error_reply(req, 404, "invalid_request_error", "model",
                     "The model `%s` does not exist or you do not have access to it.", h.model);
+        return;
+    }
+    const struct deployment *pd = passthrough_dep(m);
+    if (pd && (h.previous_response_id[0] == '\0' || st == NULL)) {
+        forward_count(req, pd);
         return;
     }
     cJSON *body = cJSON_ParseWithLength(req->body.data, req->body.len);
@@ -255,6 +354,7 @@ static void input_tokens(struct http_req *req, struct store *st)
     }
     struct pending_req *p = pending_new(req, OP_COUNT, str_from(h.previous_response_id));
     p->count_req = body;
+    p->count_dep = pd;
     if (store_get(st, http_server_loop(req->server), "response", p->id, on_record, p) != 0) {
         pending_take(p);
         error_reply(req, 404, "invalid_request_error", "previous_response_id",

@@ -118,6 +118,11 @@ uv_loop_t *gateway_worker_loop(const struct gateway_worker *g)
     return g->loop;
 }
 
+struct upstream *gateway_worker_upstream(const struct gateway_worker *g)
+{
+    return g->up;
+}
+
 static uint64_t rng_next(struct gateway_worker *g)
 {
     g->rng ^= g->rng << 13;

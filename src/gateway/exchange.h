@@ -26,6 +26,7 @@
 struct config;
 struct front_ops;
 struct gateway_worker;
+struct upstream;
 struct model_entry;
 struct registry;
 struct principal; /* who is calling (set by authenticate: policy/auth.h) */
@@ -229,6 +230,8 @@ struct gateway_worker *gateway_worker_new(uv_loop_t *loop, struct up_options up)
 /* Call when the worker's connections are all closed; handles close asynchronously. */
 void gateway_worker_free(struct gateway_worker *g);
 uv_loop_t *gateway_worker_loop(const struct gateway_worker *g);
+/* The worker's upstream client (routes outside the spine forward through it: api/upstream_call.h). */
+struct upstream *gateway_worker_upstream(const struct gateway_worker *g);
 /* Process-wide set-up (metrics families, observers, libcurl). */
 int gateway_global_init(void);
 void gateway_global_cleanup(void);

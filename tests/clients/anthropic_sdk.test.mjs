@@ -106,8 +106,9 @@ test('claude-up: the SDK version and Bearer key stay at agentd; the deployment k
   assert.equal(up.headers['anthropic-version'], '2023-06-01');
 });
 
-// messages.countTokens: an estimate (bytes of text / 4) for every deployment, marked as such; never sent upstream
-for (const model of ['mock', 'claude-up', 'gpt-up']) {
+// messages.countTokens: exact from an Anthropic deployment (its own /v1/messages/count_tokens), else an estimate
+// (bytes of text / 4), marked as such and never sent upstream
+for (const model of ['mock', 'gpt-up']) {
   test(`${model}: messages.countTokens answers a marked estimate without calling the upstream`, async () => {
     anth.reset();
     oa.reset();
@@ -125,6 +126,32 @@ for (const model of ['mock', 'claude-up', 'gpt-up']) {
     assert.equal(anth.requests.length + oa.requests.length, 0);
   });
 }
+
+test('claude-up: messages.countTokens is the deployment\'s exact count (its own endpoint, its model and key)', async () => {
+  anth.reset();
+  const { data, response } = await client.messages.countTokens({ model: 'claude-up', system: 'Be brief.', messages: [{ role: 'user', content: 'hello sdk, count me' }] }).withResponse();
+  assert.equal(response.status, 200);
+  assert.equal(response.headers.get('x-agentd-token-count'), 'exact');
+  assert.equal(data.estimated, undefined);
+  assert.equal(anth.requests.length, 1);
+  const up = anth.requests[0];
+  assert.equal(up.path, '/v1/messages/count_tokens');
+  assert.equal(up.json.model, 'claude-haiku-4-5');
+  assert.equal(up.headers['x-api-key'], FAKE_KEYS.anthropic);
+  // the fake counts 'Be brief.' + 'hello sdk, count me' = 28 characters / 4
+  assert.equal(data.input_tokens, 7);
+  // the client's betas go with it
+  anth.reset();
+  await client.beta.messages.countTokens({ model: 'claude-up', messages: [{ role: 'user', content: 'x' }], betas: ['token-efficient-tools-2025-02-19'] });
+  assert.match(anth.requests[0].headers['anthropic-beta'], /token-efficient-tools-2025-02-19/);
+  // the provider's refusal reaches the client in Anthropic's shape; agentd's key refused is a 502
+  anth.reset();
+  anth.script([{ status: 429, retryAfter: 2 }]);
+  await assert.rejects(client.messages.countTokens({ model: 'claude-up', messages: [{ role: 'user', content: 'x' }] }),
+    (e) => e instanceof RateLimitError && e.type === 'rate_limit_error');
+  await assert.rejects(client.messages.countTokens({ model: 'claude-badkey', messages: [{ role: 'user', content: 'x' }] }),
+    (e) => e instanceof InternalServerError && e.status === 502 && e.type === 'api_error');
+});
 
 test('messages.countTokens: unknown model -> NotFoundError, bad JSON -> 400 in Anthropic shape', async () => {
   await assert.rejects(client.messages.countTokens({ model: 'no-such-model', messages: [{ role: 'user', content: 'x' }] }),

@@ -260,6 +260,36 @@ test('input_tokens: an estimate, marked as such', async () => {
   assert.equal(j.estimated, true);
 });
 
+test('responses.inputTokens.count: exact from pass-through deployments (their own endpoint), else a marked estimate', async () => {
+  for (const model of ['gpt-resp', 'azure-resp']) {
+    f.reset();
+    const { data, response } = await client.responses.inputTokens.count({ model, input: 'count these words please', instructions: 'Be brief.' }).withResponse();
+    assert.equal(response.headers.get('x-agentd-token-count'), 'exact', model);
+    assert.equal(data.object, 'response.input_tokens');
+    assert.equal(data.estimated, undefined, 'an exact count is the provider\'s own answer');
+    const up = f.requests.find((r) => r.path.endsWith('/responses/input_tokens'));
+    assert.ok(up, `${model}: the provider's count endpoint was called`);
+    assert.equal(up.json.model, model === 'gpt-resp' ? 'gpt-4o-mini' : 'my-4o', 'the deployment\'s model');
+    // the fake counts 33 characters / 4
+    assert.equal(data.input_tokens, 9);
+    // the beta door of the SDK is the same route
+    const beta = await client.beta.responses.inputTokens.count({ model, input: 'count these words please', instructions: 'Be brief.' });
+    assert.equal(beta.input_tokens, 9);
+  }
+  // a conversation the provider holds is counted by the provider
+  const r1 = await client.responses.create({ model: 'gpt-resp', input: 'first turn here' });
+  const c = await client.responses.inputTokens.count({ model: 'gpt-resp', previous_response_id: r1.id, input: 'more' });
+  assert.ok(c.input_tokens > 2, String(c.input_tokens));
+  // an error of the provider's reaches the client in OpenAI's shape with its status
+  await assert.rejects(client.responses.inputTokens.count({ model: 'gpt-resp', previous_response_id: 'resp_nobody', input: 'x' }),
+    (e) => e.status === 404 && e.param === 'previous_response_id');
+  f.reset();
+  const { data, response } = await client.responses.inputTokens.count({ model: 'compat', input: 'hello there' }).withResponse();
+  assert.equal(response.headers.get('x-agentd-token-count'), 'estimate');
+  assert.equal(data.estimated, true);
+  assert.equal(f.requests.length, 0, 'an estimate calls no upstream');
+});
+
 test('a conversation continues across a restart (the store is on disk)', async () => {
   const r1 = await client.responses.create({ model: 'mock', input: 'remember me' });
   const dataDir = `${d.dir}/data`;
