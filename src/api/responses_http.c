@@ -46,7 +46,22 @@ struct pending_req {
     cJSON *count_req; /* OP_COUNT: the request whose input is counted */
     bool asc;         /* OP_ITEMS: ?order=asc (OpenAI's default is newest first) */
     const struct deployment *count_dep; /* OP_COUNT: a pass-through deployment that counts exactly, or NULL */
+    struct str query;  /* OP_ITEMS: the query string, forwarded as it is (points into query_copy) */
+    char *query_copy;
 };
+
+static void pending_free(struct pending_req *p)
+{
+    xfree(p->query_copy);
+    xfree(p);
+}
+
+static void on_dep_deleted(void *ud, int rc, const char *emsg)
+{
+    (void)ud;
+    (void)rc;
+    (void)emsg;
+}
 
 static void on_abort(struct http_req *req, void *ud)
 {
@@ -88,6 +103,18 @@ static bool query_has(struct str q, const char *kv)
         i = j + 1;
     }
     return false;
+}
+
+/* A query string that can go into an upstream URL as it is (list options: after, limit, order, include[]). */
+static bool query_safe(struct str q)
+{
+    for (size_t i = 0; i < q.n; i++) {
+        char c = q.p[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
+              c == '.' || c == '=' || c == '&' || c == '%' || c == '[' || c == ']'))
+            return false;
+    }
+    return true;
 }
 
 static void not_found(struct http_req *req, const char *id)
@@ -227,6 +254,8 @@ static void count_reply(struct http_req *req, const cJSON *body, const cJSON *hi
     http_respond(req, 200, "application/json", out, (size_t)len);
 }
 
+static int lookup_dep(struct http_req *req, struct pending_req *p);
+
 static void on_record(void *ud, int rc, const char *data, size_t len, const char *emsg)
 {
     struct pending_req *p = ud;
@@ -237,6 +266,8 @@ static void on_record(void *ud, int rc, const char *data, size_t len, const char
         forward_count(req, p->count_dep); /* not agentd's: the provider may know it */
         goto out;
     }
+    if (rc == STORE_NOT_FOUND && p->op != OP_COUNT && lookup_dep(req, p) == 0)
+        return; /* p now waits for the deployment record */
     if (rc == STORE_NOT_FOUND) {
         if (p->op == OP_COUNT)
             error_reply(req, 404, "invalid_request_error", "previous_response_id",
@@ -290,7 +321,7 @@ static void on_record(void *ud, int rc, const char *data, size_t len, const char
     cJSON_Delete(rec);
 out:
     cJSON_Delete(p->count_req);
-    xfree(p);
+    pending_free(p);
 }
 
 static void on_deleted(void *ud, int rc, const char *emsg)
@@ -306,12 +337,14 @@ static void on_deleted(void *ud, int rc, const char *emsg)
             http_respond(req, 200, "application/json", b.data, b.len);
             buf_free(&b);
         } else if (rc == STORE_NOT_FOUND) {
+            if (lookup_dep(req, p) == 0)
+                return; /* p now waits for the deployment record */
             not_found(req, p->id);
         } else {
             error_reply(req, 503, "server_error", NULL, "the response store is unavailable: %s", emsg ? emsg : "");
         }
     }
-    xfree(p);
+    pending_free(p);
 }
 
 static struct pending_req *pending_new(struct http_req *req, int op, struct str id)
@@ -324,6 +357,70 @@ static struct pending_req *pending_new(struct http_req *req, int op, struct str 
     req->on_abort = on_abort;
     req->abort_ud = p;
     return p;
+}
+
+/* ---- stored pass-through responses: GET / DELETE go to the deployment that holds them ---- */
+
+static void on_dep(void *ud, int rc, const char *data, size_t len, const char *emsg)
+{
+    (void)emsg;
+    struct pending_req *p = ud;
+    struct http_req *req = pending_take(p);
+    if (req == NULL)
+        goto out;
+    const struct deployment *d = NULL;
+    if (rc == STORE_OK) {
+        cJSON *rec = cJSON_ParseWithLength(data, len);
+        const char *model = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(rec, "model"));
+        const char *label = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(rec, "dep"));
+        const struct model_entry *m = model ? registry_find(registry_of(req->cfg), str_from(model)) : NULL;
+        for (size_t i = 0; m && label && i < m->ndeps; i++)
+            if (strcmp(m->deps[i].label, label) == 0 && !m->deps[i].missing_key &&
+                front_responses_provider(&m->deps[i]) == &provider_openai_responses)
+                d = &m->deps[i];
+        cJSON_Delete(rec);
+    }
+    if (d == NULL) { /* never recorded, expired, or its deployment is no longer configured */
+        not_found(req, p->id);
+        goto out;
+    }
+    struct up_request r;
+    struct buf tail = BUF_INIT(BUF_UNBOUNDED);
+    buf_append_char(&tail, '/');
+    buf_append_str(&tail, p->id); /* id_ok: URL-safe characters only */
+    if (p->op == OP_ITEMS) {
+        buf_append_str(&tail, "/input_items");
+        if (p->query.n) {
+            buf_append_char(&tail, '?');
+            buf_append(&tail, p->query.p, p->query.n);
+        }
+    }
+    passthrough_request(&r, d, p->op == OP_DELETE ? "DELETE" : "GET", tail.data);
+    buf_free(&tail);
+    if (p->op == OP_DELETE) { /* the record goes with the response (a failed delete leaves a stale one: harmless) */
+        struct store *st = store_shared(req->cfg);
+        if (st)
+            store_delete(st, http_server_loop(req->server), "response_dep", p->id, on_dep_deleted, NULL);
+    }
+    forward(req, &r, d, FWD_ITEM);
+out:
+    pending_free(p);
+}
+
+/* 0 when p now waits for the deployment of a pass-through response (p's request is re-armed); -1 otherwise. */
+static int lookup_dep(struct http_req *req, struct pending_req *p)
+{
+    struct store *st = store_shared(req->cfg);
+    if (st == NULL)
+        return -1;
+    p->req = req;
+    req->on_abort = on_abort;
+    req->abort_ud = p;
+    if (store_get(st, http_server_loop(req->server), "response_dep", p->id, on_dep, p) != 0) {
+        pending_take(p);
+        return -1;
+    }
+    return 0;
 }
 
 static void input_tokens(struct http_req *req, struct store *st)
@@ -360,7 +457,7 @@ static void input_tokens(struct http_req *req, struct store *st)
         error_reply(req, 404, "invalid_request_error", "previous_response_id",
                     "Previous response with id '%s' not found.", p->id);
         cJSON_Delete(body);
-        xfree(p);
+        pending_free(p);
     }
 }
 
@@ -403,12 +500,16 @@ void responses_http_item(struct http_req *req)
     }
     struct pending_req *p = pending_new(req, op, rest);
     p->asc = query_has(req->query, "order=asc");
+    if (op == OP_ITEMS && req->query.n > 0 && req->query.n < 2048 && query_safe(req->query)) {
+        p->query_copy = xstrndup(req->query.p, req->query.n);
+        p->query = str_make(p->query_copy, req->query.n);
+    }
     uv_loop_t *loop = http_server_loop(req->server);
     int rc = op == OP_DELETE ? store_delete(st, loop, "response", p->id, on_deleted, p)
                              : store_get(st, loop, "response", p->id, on_record, p);
     if (rc != 0) {
         pending_take(p);
         not_found(req, p->id);
-        xfree(p);
+        pending_free(p);
     }
 }

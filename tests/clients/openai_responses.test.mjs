@@ -184,6 +184,37 @@ for (const model of MODELS) {
   }
 }
 
+for (const model of PASSTHROUGH) {
+  test(`${model}: retrieve, input items and delete go to the deployment that holds the response`, async () => {
+    const r = await client.responses.create({ model, input: 'kept upstream' });
+    const s = client.responses.stream({ model, input: 'streamed and kept' });
+    const rs = await s.finalResponse();
+    f.reset();
+    const got = await client.responses.retrieve(r.id);
+    assert.equal(got.id, r.id);
+    assert.equal(got.output_text, 'echo: kept upstream');
+    const got2 = await client.responses.retrieve(rs.id);
+    assert.equal(got2.output_text, 'echo: streamed and kept');
+    const paths = f.requests.map((q) => `${q.method} ${q.path}`);
+    assert.ok(paths.some((p) => p.startsWith('GET ') && p.endsWith(`/responses/${r.id}`)), paths.join(' '));
+    const r2 = await client.responses.create({ model, previous_response_id: r.id, input: 'second' });
+    const asc = await client.responses.inputItems.list(r2.id, { order: 'asc' });
+    assert.deepEqual(asc.data.map((i) => i.content?.[0]?.text ?? i.content), ['kept upstream', 'echo: kept upstream', 'second']);
+    const desc = await client.responses.inputItems.list(r2.id);
+    assert.equal(desc.data[0].content, 'second');
+    await client.responses.delete(r.id);
+    assert.ok(f.requests.some((q) => q.method === 'DELETE' && q.path.endsWith(`/responses/${r.id}`)));
+    // gone at the provider: its 404 reaches the client in OpenAI's shape
+    await assert.rejects(client.responses.retrieve(r.id), (e) => e.status === 404 && e.error.type === 'invalid_request_error');
+    await assert.rejects(client.responses.delete(r.id), (e) => e.status === 404);
+    // store: false: nothing recorded, nothing forwarded
+    const nf = await client.responses.create({ model, input: 'forget me', store: false });
+    f.reset();
+    await assert.rejects(client.responses.retrieve(nf.id), (e) => e.status === 404);
+    assert.equal(f.requests.length, 0);
+  });
+}
+
 test('pass-through: the upstream gets the client body with only the model replaced', async () => {
   f.reset();
   await client.responses.create({ model: 'gpt-resp', input: 'bytes', metadata: { a: 'b' }, include: ['reasoning.encrypted_content'] });

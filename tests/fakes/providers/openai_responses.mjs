@@ -1,6 +1,6 @@
 // OpenAI Responses API (POST /v1/responses; Azure: /openai/v1/responses or /openai/responses?api-version=...),
-// with POST /responses/input_tokens ({object: "response.input_tokens", input_tokens}) and GET / DELETE
-// /responses/{id} on the responses it stored:
+// with POST /responses/input_tokens ({object: "response.input_tokens", input_tokens}), GET / DELETE
+// /responses/{id} and GET /responses/{id}/input_items on the responses it stored:
 // validates input items the way the real API does, keeps its own state for previous_response_id (404 for an id it
 // never issued), answers with the full Response object, or streams the real typed events with sequence_number
 // (response.created ... response.completed, usage only in the terminal event). Behaviours as for chat:
@@ -97,7 +97,7 @@ export async function responses(ctx, h) {
   const final = { ...resp, status: incomplete ? 'incomplete' : 'completed', incomplete_details: incomplete ? { reason: 'max_output_tokens' } : null, output };
   if (ctx.behavior.usage !== false) final.usage = usageOf(plan);
   const inputItems = typeof j.input === 'string' ? [{ type: 'message', role: 'user', content: j.input }] : (j.input || []);
-  if (j.store !== false) store.set(id, { history: [...history, ...inputItems, ...output], response: final });
+  if (j.store !== false) store.set(id, { history: [...history, ...inputItems, ...output], response: final, input: [...history, ...inputItems] });
   const headers = h.baseHeaders(ctx);
   if (!j.stream) return ctx.sendJson(200, final, headers);
 
@@ -161,4 +161,13 @@ export function responseDelete(ctx, h) {
   stored(ctx, h);
   ctx.fake.responsesStore.delete(ctx.params.id);
   return ctx.sendJson(200, { id: ctx.params.id, object: 'response', deleted: true }, h.baseHeaders(ctx));
+}
+
+// GET /responses/{id}/input_items: the items that went in, newest first unless order=asc.
+export function responseInputItems(ctx, h) {
+  const rec = stored(ctx, h);
+  const items = rec.input.map((it, i) => ({ id: it.id || `msg_${String(i).padStart(4, '0')}`, ...it }));
+  const asc = ctx.query.order === 'asc';
+  const data = asc ? items : items.reverse();
+  return ctx.sendJson(200, { object: 'list', data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: false }, h.baseHeaders(ctx));
 }
