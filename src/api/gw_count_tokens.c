@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "api/count_translated.h"
 #include "api/gw_http.h"
 #include "api/upstream_call.h"
 #include <cjson/cJSON.h>
@@ -52,14 +53,13 @@ static void text_bytes(const cJSON *v, size_t *n)
     }
 }
 
-/* The first Anthropic deployment of the model with its credentials configured, or NULL. */
+/* The deployment that counts: the model's first with its credentials configured (in configuration order), or
+ * NULL. */
 static const struct deployment *counting_deployment(const struct model_entry *m)
 {
-    for (size_t i = 0; i < m->ndeps; i++) {
-        const struct deployment *d = &m->deps[i];
-        if (!d->missing_key && d->provider == PROVIDER_ANTHROPIC)
-            return d;
-    }
+    for (size_t i = 0; i < m->ndeps; i++)
+        if (!m->deps[i].missing_key)
+            return &m->deps[i];
     return NULL;
 }
 
@@ -150,7 +150,7 @@ void gw_handle_count_tokens(struct http_req *req)
         goto fail;
     }
     const struct deployment *dep = counting_deployment(m);
-    if (dep && forward(req, dep) == 0) {
+    if (dep && dep->provider == PROVIDER_ANTHROPIC && forward(req, dep) == 0) {
         cJSON_Delete(body);
         return;
     }
@@ -158,14 +158,23 @@ void gw_handle_count_tokens(struct http_req *req)
     text_bytes(messages, &n);
     text_bytes(cJSON_GetObjectItemCaseSensitive(body, "system"), &n);
     text_bytes(cJSON_GetObjectItemCaseSensitive(body, "tools"), &n);
-    cJSON_Delete(body);
     long long tokens = (long long)((n + 3) / 4);
     if (tokens < 1)
         tokens = 1;
-    char out[96];
-    int len = snprintf(out, sizeof(out), "{\"input_tokens\":%lld,\"estimated\":true}", tokens);
-    http_resp_header(req, "x-agentd-token-count", "estimate");
-    http_respond(req, 200, "application/json", out, (size_t)len);
+    if (dep && dep->provider != PROVIDER_ANTHROPIC && dep->prov && dep->prov->encode_count) {
+        /* a translated deployment whose provider counts (Gemini, Bedrock): the request as a real call would send it */
+        char dropped[512];
+        struct gw_error te;
+        cJSON *canon = anthropic_request_to_canonical(body, dropped, sizeof(dropped), &te);
+        if (canon) {
+            count_translated(req, dep, canon, COUNT_ANTHROPIC, tokens);
+            cJSON_Delete(canon);
+            cJSON_Delete(body);
+            return;
+        }
+    }
+    cJSON_Delete(body);
+    count_reply_estimate(req, COUNT_ANTHROPIC, tokens);
     return;
 fail:
     cJSON_Delete(body);

@@ -3,6 +3,7 @@
  * POST /v1/responses itself is an exchange (gw_http.c, gateway/front_responses.c). The store runs off the loop:
  * each handler waits for its callback, and forgets the request if the client went away meanwhile. */
 #include "api/responses_http.h"
+#include "api/count_translated.h"
 #include "api/upstream_call.h"
 
 #include <stdio.h>
@@ -46,6 +47,7 @@ struct pending_req {
     cJSON *count_req; /* OP_COUNT: the request whose input is counted */
     bool asc;         /* OP_ITEMS: ?order=asc (OpenAI's default is newest first) */
     const struct deployment *count_dep; /* OP_COUNT: a pass-through deployment that counts exactly, or NULL */
+    const struct deployment *count_tdep; /* OP_COUNT: a translated deployment whose provider counts, or NULL */
     struct str query;  /* OP_ITEMS: the query string, forwarded as it is (points into query_copy) */
     char *query_copy;
 };
@@ -147,15 +149,6 @@ static void text_bytes(const cJSON *v, size_t *n)
 
 /* ---- forwarding to a pass-through (OpenAI / Azure OpenAI `responses`) deployment ---- */
 
-/* The first pass-through deployment of the model with its credentials, or NULL. */
-static const struct deployment *passthrough_dep(const struct model_entry *m)
-{
-    for (size_t i = 0; m && i < m->ndeps; i++)
-        if (!m->deps[i].missing_key && front_responses_provider(&m->deps[i]) == &provider_openai_responses)
-            return &m->deps[i];
-    return NULL;
-}
-
 /* An up_request for {base}/responses<tail> (Azure: {base}/openai/v1/responses<tail>) with the deployment's key. */
 static void passthrough_request(struct up_request *r, const struct deployment *d, const char *method, const char *tail)
 {
@@ -230,7 +223,9 @@ static void forward_count(struct http_req *req, const struct deployment *d)
     forward(req, &r, d, FWD_COUNT);
 }
 
-static void count_reply(struct http_req *req, const cJSON *body, const cJSON *history)
+/* The count of a request (with the stored conversation it continues, or NULL): by the translated deployment's
+ * own counting API when tdep is given, else the marked estimate. */
+static void count_reply(struct http_req *req, const cJSON *body, const cJSON *history, const struct deployment *tdep)
 {
     struct gw_error err;
     memset(&err, 0, sizeof(err));
@@ -243,15 +238,14 @@ static void count_reply(struct http_req *req, const cJSON *body, const cJSON *hi
     size_t n = 0;
     text_bytes(cJSON_GetObjectItemCaseSensitive(canon, "messages"), &n);
     text_bytes(cJSON_GetObjectItemCaseSensitive(canon, "tools"), &n);
-    cJSON_Delete(canon);
     long long tokens = (long long)((n + 3) / 4);
     if (tokens < 1)
         tokens = 1;
-    char out[160];
-    int len = snprintf(out, sizeof(out),
-                       "{\"object\":\"response.input_tokens\",\"input_tokens\":%lld,\"estimated\":true}", tokens);
-    http_resp_header(req, "x-agentd-token-count", "estimate");
-    http_respond(req, 200, "application/json", out, (size_t)len);
+    if (tdep)
+        count_translated(req, tdep, canon, COUNT_RESPONSES, tokens);
+    else
+        count_reply_estimate(req, COUNT_RESPONSES, tokens);
+    cJSON_Delete(canon);
 }
 
 static int lookup_dep(struct http_req *req, struct pending_req *p);
@@ -316,7 +310,7 @@ static void on_record(void *ud, int rc, const char *data, size_t len, const char
         http_respond(req, 200, "application/json", s, strlen(s));
         cJSON_free(s);
     } else { /* OP_COUNT */
-        count_reply(req, p->count_req, hist);
+        count_reply(req, p->count_req, hist, p->count_tdep);
     }
     cJSON_Delete(rec);
 out:
@@ -438,20 +432,28 @@ static void input_tokens(struct http_req *req, struct store *st)
                     "The model `%s` does not exist or you do not have access to it.", h.model);
         return;
     }
-    const struct deployment *pd = passthrough_dep(m);
+    /* the deployment that counts: the model's first with credentials (configuration order) */
+    const struct deployment *primary = NULL;
+    for (size_t i = 0; i < m->ndeps && primary == NULL; i++)
+        if (!m->deps[i].missing_key)
+            primary = &m->deps[i];
+    const struct deployment *pd =
+        primary && front_responses_provider(primary) == &provider_openai_responses ? primary : NULL;
+    const struct deployment *td = primary && !pd && primary->prov && primary->prov->encode_count ? primary : NULL;
     if (pd && (h.previous_response_id[0] == '\0' || st == NULL)) {
         forward_count(req, pd);
         return;
     }
     cJSON *body = cJSON_ParseWithLength(req->body.data, req->body.len);
     if (h.previous_response_id[0] == '\0' || st == NULL) {
-        count_reply(req, body, NULL);
+        count_reply(req, body, NULL, td);
         cJSON_Delete(body);
         return;
     }
     struct pending_req *p = pending_new(req, OP_COUNT, str_from(h.previous_response_id));
     p->count_req = body;
     p->count_dep = pd;
+    p->count_tdep = td;
     if (store_get(st, http_server_loop(req->server), "response", p->id, on_record, p) != 0) {
         pending_take(p);
         error_reply(req, 404, "invalid_request_error", "previous_response_id",

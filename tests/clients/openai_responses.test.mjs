@@ -321,6 +321,37 @@ test('responses.inputTokens.count: exact from pass-through deployments (their ow
   assert.equal(f.requests.length, 0, 'an estimate calls no upstream');
 });
 
+test('input_tokens / count_tokens on translated deployments: the provider\'s own count (Anthropic, Gemini, Bedrock)', async () => {
+  const cases = [['claude', '/v1/messages/count_tokens'], ['gem', ':countTokens'], ['bed', '/count-tokens']];
+  for (const [model, endpoint] of cases) {
+    f.reset();
+    const { data, response } = await client.responses.inputTokens.count({ model, instructions: 'Be brief.', input: 'count these words please' }).withResponse();
+    assert.equal(response.headers.get('x-agentd-token-count'), 'exact', model);
+    assert.equal(data.object, 'response.input_tokens');
+    assert.equal(data.estimated, undefined);
+    // the fakes count characters / 4: 'Be brief.' + 'count these words please' = 33 -> 9
+    assert.equal(data.input_tokens, 9, model);
+    const up = f.requests.find((r) => r.path.endsWith(endpoint));
+    assert.ok(up, `${model}: ${f.requests.map((r) => r.path).join(' ')}`);
+    // the Anthropic door on the same deployments
+    const r = await d.fetch('/v1/messages/count_tokens', {
+      method: 'POST', headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
+      body: JSON.stringify({ model, system: 'Be brief.', messages: [{ role: 'user', content: 'count these words please' }] }),
+    });
+    if (model === 'claude') continue; // pass-through there: covered by the Anthropic SDK's tests
+    assert.equal(r.headers.get('x-agentd-token-count'), 'exact', model);
+    assert.deepEqual(await r.json(), { input_tokens: 9 });
+  }
+  // a provider that cannot count this request: the marked estimate, and why
+  f.reset();
+  f.script([{ status: 400 }]);
+  const { data, response } = await client.responses.inputTokens.count({ model: 'bed', input: 'hello there' }).withResponse();
+  assert.equal(response.headers.get('x-agentd-token-count'), 'estimate');
+  assert.equal(response.headers.get('x-agentd-count-fallback'), 'upstream HTTP 400');
+  assert.equal(data.estimated, true);
+  assert.equal(data.input_tokens, 3);
+});
+
 test('a conversation continues across a restart (the store is on disk)', async () => {
   const r1 = await client.responses.create({ model: 'mock', input: 'remember me' });
   const dataDir = `${d.dir}/data`;
