@@ -8,7 +8,7 @@
 #include "common/alloc.h"
 #include "common/log.h"
 #include "gateway/gw_types.h"
-#include "gateway/models.h"
+#include "gateway/registry.h"
 #include "gateway/provider.h"
 
 const struct deployment *count_translated_dep(const struct model_entry *m)

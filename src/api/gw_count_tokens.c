@@ -16,16 +16,17 @@
 #include "common/buf.h"
 #include "common/jscan.h"
 #include "common/str.h"
-#include "gateway/anthropic.h"
+#include "gateway/front_anthropic.h"
+#include "gateway/providers/anthropic.h"
 #include "gateway/gw_types.h"
-#include "gateway/models.h"
+#include "gateway/registry.h"
 #include "gateway/provider.h"
 #include "net/http.h"
 
 static void reply_error(struct http_req *req, const struct gw_error *e)
 {
     struct buf b = BUF_INIT(BUF_UNBOUNDED);
-    anthropic_error_json(&b, e, req->request_id);
+    front_anthropic_error_json(&b, e, req->request_id);
     http_respond(req, e->status, "application/json", b.data, b.len);
     buf_free(&b);
 }
@@ -165,7 +166,7 @@ void gw_handle_count_tokens(struct http_req *req)
         /* a translated deployment whose provider counts (Gemini, Bedrock): the request as a real call would send it */
         char dropped[512];
         struct gw_error te;
-        cJSON *canon = anthropic_request_to_canonical(body, dropped, sizeof(dropped), &te);
+        cJSON *canon = front_anthropic_request_to_canonical(body, dropped, sizeof(dropped), &te);
         if (canon) {
             count_translated(req, dep, canon, COUNT_ANTHROPIC, tokens);
             cJSON_Delete(canon);

@@ -14,7 +14,8 @@
 #include "config/config.h"
 #include "gateway/front.h"
 #include "gateway/front_responses.h"
-#include "gateway/models.h"
+#include "gateway/wire_openai.h"
+#include "gateway/registry.h"
 #include "gateway/responses.h"
 #include "net/http.h"
 #include "store/store_config.h"
@@ -215,7 +216,7 @@ static void forward_count(struct http_req *req, const struct deployment *d)
     struct up_request r;
     passthrough_request(&r, d, "POST", "/input_tokens");
     up_request_header(&r, "Content-Type", "application/json");
-    if (openai_splice_request(req->body.data ? req->body.data : "", req->body.len, d->model, false, &r.body) != 0) {
+    if (wire_openai_splice_request(req->body.data ? req->body.data : "", req->body.len, d->model, false, &r.body) != 0) {
         up_request_free(&r);
         error_reply(req, 400, "invalid_request_error", NULL, "%s", "The request body is not a JSON object with a model.");
         return;

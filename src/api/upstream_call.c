@@ -77,7 +77,7 @@ int upstream_call(struct http_req *req, struct up_request *r, size_t max_body, u
     if (r->timeout_ms == 0)
         r->timeout_ms = 60000;
     static const struct up_callbacks cbs = {.on_data = on_data, .on_done = on_done};
-    c->x = upstream_start(gateway_worker_upstream(gw), r, &cbs, c);
+    c->x = upstream_start(ex_worker_upstream(gw), r, &cbs, c);
     if (c->x == NULL) {
         buf_free(&c->body);
         xfree(c);

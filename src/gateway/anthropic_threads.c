@@ -10,7 +10,7 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "gateway/exchange.h"
-#include "gateway/models.h"
+#include "gateway/registry.h"
 #include "store/store_config.h"
 
 #define MAX_TOOLS 256 /* tool calls kept from one streamed reply (as the stream writer's own bound) */
@@ -272,7 +272,7 @@ int athread_prepare(struct exchange *ex, struct athread **slot)
     if (mode == ATHREAD_CREATE || st == NULL)
         return EX_CONTINUE; /* a create needs nothing yet; without a store only Anthropic can continue */
     ex_ref(ex);
-    if (store_get(st, gateway_worker_loop(ex->gw), "thread", t->prev, on_thread, t) != 0) {
+    if (store_get(st, ex_worker_loop(ex->gw), "thread", t->prev, on_thread, t) != 0) {
         ex_unref(ex);
         t->missing = true;
         if (model_has_anthropic(ex))
@@ -391,7 +391,7 @@ void athread_keep(struct exchange *ex, struct athread *t, const cJSON *message)
     cJSON_AddItemToObject(rec, "messages", all);
     char *s = cJSON_PrintUnformatted(rec);
     cJSON_Delete(rec);
-    if (s && store_put(st, gateway_worker_loop(ex->gw), "thread", ex->id, s, strlen(s), 0, on_stored, NULL) != 0)
+    if (s && store_put(st, ex_worker_loop(ex->gw), "thread", ex->id, s, strlen(s), 0, on_stored, NULL) != 0)
         log_warn("anthropic: message thread %s is too large to store (store.responses_max_bytes)", ex->id);
     cJSON_free(s);
 }

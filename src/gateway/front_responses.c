@@ -19,10 +19,11 @@
 #include "common/jscan.h"
 #include "common/log.h"
 #include "config/config.h"
+#include "gateway/usage.h"
 #include "gateway/exchange.h"
 #include "gateway/front.h"
 #include "gateway/front_responses.h"
-#include "gateway/models.h"
+#include "gateway/registry.h"
 #include "gateway/responses.h"
 #include "net/sse.h"
 #include "store/store_config.h"
@@ -90,7 +91,7 @@ static int r_parse(struct ex_request *rq, struct gw_error *err)
 
 /* ---------- prepare: response id, tree, stored conversation ---------- */
 
-void responses_new_id(char *out, size_t size)
+void front_responses_new_id(char *out, size_t size)
 {
     unsigned char rnd[16];
     if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
@@ -162,7 +163,7 @@ static int r_prepare(struct exchange *ex)
 {
     struct rctx *c = ctx_of(ex);
     struct gw_error err;
-    responses_new_id(ex->id, sizeof(ex->id));
+    front_responses_new_id(ex->id, sizeof(ex->id));
     if (responses_parse_head(ex->rq.body.p, ex->rq.body.n, &c->head, &err) != 0) {
         ex_fail(ex, &err);
         return EX_END;
@@ -187,7 +188,7 @@ static int r_prepare(struct exchange *ex)
         return EX_END;
     }
     ex_ref(ex);
-    if (store_get(st, gateway_worker_loop(ex->gw), "response", c->head.previous_response_id, on_history, ex) != 0) {
+    if (store_get(st, ex_worker_loop(ex->gw), "response", c->head.previous_response_id, on_history, ex) != 0) {
         ex_unref(ex);
         c->prev_missing = true;
         not_found(&err, c->head.previous_response_id);
@@ -263,7 +264,7 @@ static void keep(struct exchange *ex, const cJSON *resp)
     char *s = cJSON_PrintUnformatted(rec);
     cJSON_Delete(rec);
     const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(resp, "id"));
-    if (s && id && store_put(st, gateway_worker_loop(ex->gw), "response", id, s, strlen(s), 0, on_stored, NULL) != 0)
+    if (s && id && store_put(st, ex_worker_loop(ex->gw), "response", id, s, strlen(s), 0, on_stored, NULL) != 0)
         log_warn("responses: response %s is too large to store", id);
     cJSON_free(s);
 }
@@ -360,7 +361,7 @@ void front_responses_passthrough_id(struct exchange *ex, const struct deployment
     buf_append_str(&rec, ",\"dep\":");
     buf_append_json_cstr(&rec, dep->label);
     buf_append_str(&rec, "}");
-    if (store_put(st, gateway_worker_loop(ex->gw), "response_dep", id.data, rec.data, rec.len, 0, on_stored, NULL) != 0)
+    if (store_put(st, ex_worker_loop(ex->gw), "response_dep", id.data, rec.data, rec.len, 0, on_stored, NULL) != 0)
         log_warn("responses: the deployment of pass-through response %s was not recorded", id.data);
     buf_free(&rec);
     buf_free(&id);
@@ -427,7 +428,7 @@ const cJSON *front_responses_history(const struct exchange *ex)
     return c ? c->history : NULL;
 }
 
-const struct front_ops front_openai_responses = {
+const struct front_ops front_responses = {
     .name = "openai-responses",
     .wire = WIRE_OPENAI_RESPONSES,
     .parse = r_parse,
