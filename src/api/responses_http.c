@@ -172,6 +172,7 @@ static void passthrough_request(struct up_request *r, const struct deployment *d
 struct fwd {
     char label[128];
     enum { FWD_COUNT, FWD_ITEM } kind;
+    char drop_id[RESPONSES_MAX_ID + 1]; /* a DELETE: the response_dep record goes once the provider deleted */
 };
 
 /* The provider's answer, relayed: its own body on success and on a client error (it is OpenAI's shape already);
@@ -191,18 +192,24 @@ static void on_forwarded(struct http_req *req, int status, const char *body, siz
     } else {
         if (status == 200 && f->kind == FWD_COUNT)
             http_resp_header(req, "x-agentd-token-count", "exact");
+        struct store *st = f->drop_id[0] && (status == 200 || status == 404) ? store_shared(req->cfg) : NULL;
+        if (st)
+            store_delete(st, http_server_loop(req->server), "response_dep", f->drop_id, on_dep_deleted, NULL);
         http_resp_header(req, "x-agentd-deployment", f->label);
         http_respond(req, status, "application/json", body, len);
     }
     xfree(f);
 }
 
-/* Starts r for req; on failure answers 502 itself. */
-static void forward(struct http_req *req, struct up_request *r, const struct deployment *d, int kind)
+/* Starts r for req; on failure answers 502 itself. drop_id: a DELETE's response id, or NULL. */
+static void forward(struct http_req *req, struct up_request *r, const struct deployment *d, int kind,
+                    const char *drop_id)
 {
     struct fwd *f = xcalloc(1, sizeof(*f));
     snprintf(f->label, sizeof(f->label), "%s", d->label);
     f->kind = kind;
+    if (drop_id)
+        snprintf(f->drop_id, sizeof(f->drop_id), "%s", drop_id);
     if (upstream_call(req, r, 16u << 20, on_forwarded, xfree, f) != 0) {
         xfree(f);
         error_reply(req, 502, "server_error", NULL, "could not reach upstream %s", d->label);
@@ -221,7 +228,7 @@ static void forward_count(struct http_req *req, const struct deployment *d)
         error_reply(req, 400, "invalid_request_error", NULL, "%s", "The request body is not a JSON object with a model.");
         return;
     }
-    forward(req, &r, d, FWD_COUNT);
+    forward(req, &r, d, FWD_COUNT, NULL);
 }
 
 /* The count of a request (with the stored conversation it continues, or NULL): by the translated deployment's
@@ -392,12 +399,8 @@ static void on_dep(void *ud, int rc, const char *data, size_t len, const char *e
     }
     passthrough_request(&r, d, p->op == OP_DELETE ? "DELETE" : "GET", tail.data);
     buf_free(&tail);
-    if (p->op == OP_DELETE) { /* the record goes with the response (a failed delete leaves a stale one: harmless) */
-        struct store *st = store_shared(req->cfg);
-        if (st)
-            store_delete(st, http_server_loop(req->server), "response_dep", p->id, on_dep_deleted, NULL);
-    }
-    forward(req, &r, d, FWD_ITEM);
+    /* a DELETE drops the record once the provider deleted (or no longer has) the response */
+    forward(req, &r, d, FWD_ITEM, p->op == OP_DELETE ? p->id : NULL);
 out:
     pending_free(p);
 }
