@@ -288,15 +288,18 @@ int athread_translatable(const struct athread *t, struct gw_error *err)
 {
     if (t == NULL || t->mode == ATHREAD_NONE)
         return 0;
+    /* both refusals defer to a later deployment of the plan (an Anthropic one can hold the thread) */
     if (t->no_store) {
         thread_error(err, 400, "thread_unsupported_request",
                      "thread: message threads are held only by Anthropic deployments here (store.enabled is false) "
                      "and this attempt went to %s; send the full conversation without `thread`",
                      "another provider");
+        err->retryable = true;
         return -1;
     }
     if (t->missing) {
         not_found(err, t->prev);
+        err->retryable = true;
         return -1;
     }
     return 0;

@@ -1296,6 +1296,10 @@ static struct athread *thread_of(const struct exchange *ex)
 /* The front's stage: a message thread is looked up (anthropic_threads.c). */
 static int anthropic_prepare(struct exchange *ex)
 {
+    /* most requests have no thread: no state and no second scan of the body for them (parse validated the member;
+     * a key spelled with escapes is still refused by the translation, never dropped) */
+    if (ex->rq.body.n == 0 || memmem(ex->rq.body.p, ex->rq.body.n, "\"thread\"", 8) == NULL)
+        return EX_CONTINUE;
     return athread_prepare(ex, &fstate_of(ex)->thread);
 }
 

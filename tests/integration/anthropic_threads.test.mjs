@@ -22,6 +22,18 @@ models:
     model: gpt-4o-mini
     base_url: ${oa.urls.openai}
     api_key_env: FAKE_OPENAI_KEY
+  - name: mixed
+    deployments:
+      - provider: openai
+        model: gpt-4o-mini
+        base_url: ${oa.urls.openai}
+        api_key_env: FAKE_OPENAI_KEY
+        weight: 1
+      - provider: anthropic
+        model: claude-haiku-4-5
+        base_url: ${anth.url}
+        api_key_env: FAKE_ANTHROPIC_KEY
+        weight: 0
 `;
 
 before(async () => {
@@ -161,6 +173,35 @@ test('Anthropic deployments keep their own threads: the body and the beta pass t
   assert.equal(r.status, 200, r.text);
   assert.deepEqual(anth.requests[0].json.thread, body.thread);
   assert.match(anth.requests[0].headers['anthropic-beta'], /message-threads-2026-08-12/);
+});
+
+test('a model with both kinds: a thread agentd holds, continued on the Anthropic deployment, goes there in full under a new create', async () => {
+  oa.reset();
+  anth.reset();
+  const first = await createToolTurn(d, 'mixed'); // the OpenAI deployment (weight 1) answers, agentd holds the thread
+  assert.equal(oa.requests.length, 1);
+  oa.script([{ status: 500 }]); // the next turn fails over to the Anthropic deployment (weight 0: fallback only)
+  const r = await post(d, {
+    model: 'mixed', max_tokens: 100, thread: { type: 'continue', previous_message_id: first.id },
+    messages: [{ role: 'user', content: [{ type: 'tool_result', tool_use_id: first.toolUseId, content: 'cold' }] }],
+  });
+  assert.equal(r.status, 200, r.text);
+  assert.equal(anth.requests.length, 1);
+  const sent = anth.requests[0].json;
+  assert.deepEqual(sent.thread, { type: 'create' }, 'Anthropic holds it from now on');
+  assert.deepEqual(sent.messages.map((m) => m.role), ['user', 'assistant', 'user']);
+  assert.equal(sent.system, 'Be brief.');
+  assert.equal(sent.tools[0].name, 'get_weather');
+  assert.equal(sent.model, 'claude-haiku-4-5');
+  // an id agentd does not hold: the translated deployment (first in the plan) defers, Anthropic gets it as it is
+  anth.reset();
+  oa.reset();
+  const body = { model: 'mixed', max_tokens: 20, thread: { type: 'continue', previous_message_id: 'msg_01OnlyAnthropic' }, messages: [{ role: 'user', content: 'hi' }] };
+  const r2 = await post(d, body);
+  assert.equal(r2.status, 200, r2.text);
+  assert.equal(oa.requests.length, 0);
+  assert.deepEqual(anth.requests[0].json.thread, body.thread);
+  assert.deepEqual(anth.requests[0].json.messages, body.messages);
 });
 
 test('a thread continues across a restart (the store is on disk)', async () => {
