@@ -27,7 +27,7 @@ struct athread {
     bool missing;     /* a continue whose id agentd does not hold (an Anthropic deployment may) */
     bool no_store;    /* the store is disabled: agentd cannot hold this thread */
     bool kept;
-    struct buf body;  /* the rebuilt request an Anthropic deployment gets (ex->rq.body points here) */
+    struct buf body;  /* the rebuilt request for an Anthropic deployment; ex->rq.body points here */
     /* a translated stream's reply, from its deltas */
     struct buf text;
     struct tool_acc *tools;
