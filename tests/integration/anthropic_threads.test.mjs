@@ -133,6 +133,40 @@ test('translated (OpenAI upstream): the continued turn reaches the upstream as t
   assert.equal(oa.requests[1].json.messages[6].content, 'echo: next one');
 });
 
+test('a streamed tool call is held as the tool_use block the client saw (mock, translation)', async () => {
+  for (const model of ['mock', 'gpt-up']) {
+    oa.reset();
+    const s = await post(d, {
+      model, max_tokens: 100, stream: true, tools: TOOLS, thread: { type: 'create' },
+      messages: [{ role: 'user', content: 'CALL get_weather {"city":"Bergen"}' }],
+    });
+    assert.equal(s.status, 200, s.text);
+    let id = null, use = null, args = '';
+    for (const block of s.text.split('\n\n')) {
+      const data = block.split('\n').find((l) => l.startsWith('data: '));
+      if (!data) continue;
+      const ev = JSON.parse(data.slice(6));
+      if (ev.type === 'message_start') id = ev.message.id;
+      if (ev.type === 'content_block_start' && ev.content_block.type === 'tool_use') use = ev.content_block;
+      if (ev.type === 'content_block_delta' && ev.delta.type === 'input_json_delta') args += ev.delta.partial_json;
+    }
+    assert.ok(use, s.text);
+    assert.deepEqual(JSON.parse(args), { city: 'Bergen' });
+    const r = await post(d, {
+      model, max_tokens: 100, thread: { type: 'continue', previous_message_id: id },
+      messages: [{ role: 'user', content: [{ type: 'tool_result', tool_use_id: use.id, content: 'rain' }] }],
+    });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.content[0].text, 'echo: tool result: rain', model);
+    if (model === 'gpt-up') {
+      const held = oa.requests.at(-1).json.messages.find((m) => m.role === 'assistant');
+      assert.equal(held.tool_calls[0].id, use.id);
+      assert.equal(held.tool_calls[0].function.name, 'get_weather');
+      assert.deepEqual(JSON.parse(held.tool_calls[0].function.arguments), { city: 'Bergen' });
+    }
+  }
+});
+
 test('an unknown thread is a 404 thread_not_found in Anthropic\'s shape, before any upstream call', async () => {
   for (const model of ['mock', 'gpt-up']) {
     oa.reset();
