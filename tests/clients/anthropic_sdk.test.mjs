@@ -246,7 +246,7 @@ test('beta.messages.thread: each turn sends only its new messages, agentd holds 
     const first = await thread.send({ role: 'user', content: 'CALL get_weather {"city":"Oslo"}' });
     assert.equal(first.stop_reason, 'tool_use', model);
     const use = first.content.find((b) => b.type === 'tool_use');
-    assert.equal(thread.previousMessageId ?? thread._state.previousMessageId, first.id, model);
+    assert.equal(thread.previousMessageId, first.id, model);
     const second = await thread.send({ role: 'user', content: [{ type: 'tool_result', tool_use_id: use.id, content: 'cold' }] });
     assert.equal(second.content[0].text, 'echo: tool result: cold', model);
     const third = await thread.send({ role: 'user', content: 'thanks' });
