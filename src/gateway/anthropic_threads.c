@@ -27,6 +27,7 @@ struct athread {
     bool missing;     /* a continue whose id agentd does not hold (an Anthropic deployment may) */
     bool no_store;    /* the store is disabled: agentd cannot hold this thread */
     bool kept;
+    size_t held_bytes; /* the held record a continue was rebuilt from */
     struct buf body;  /* the rebuilt request for an Anthropic deployment; ex->rq.body points here */
     /* a translated stream's reply, from its deltas */
     struct buf text;
@@ -192,6 +193,7 @@ static void on_thread(void *ud, int rc, const char *data, size_t len, const char
     if (!ex->done) {
         struct gw_error err;
         if (rc == STORE_OK) {
+            t->held_bytes = len;
             cJSON *rec = cJSON_ParseWithLength(data, len);
             if (rebuild(ex, t, rec, &err) == 0)
                 ex_resume(ex);
@@ -282,6 +284,11 @@ int athread_prepare(struct exchange *ex, struct athread **slot)
         return EX_END;
     }
     return EX_WAIT;
+}
+
+size_t athread_held_bytes(const struct athread *t)
+{
+    return t && !t->missing && t->body.len == 0 ? t->held_bytes : 0;
 }
 
 int athread_translatable(const struct athread *t, struct gw_error *err)

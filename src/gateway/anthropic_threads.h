@@ -15,6 +15,7 @@
 
 #include <cjson/cJSON.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "common/jscan.h"
 #include "gateway/gw_types.h"
@@ -38,6 +39,9 @@ void athread_free(struct athread *t);
 /* Before translation: 0, or -1 with err when this thread cannot be translated (a continue whose id only an
  * Anthropic deployment may know, a thread with no store to hold it). */
 int athread_translatable(const struct athread *t, struct gw_error *err);
+
+/* Bytes of the held conversation a continue turn was rebuilt from (0 for none or NULL): input estimates count it. */
+size_t athread_held_bytes(const struct athread *t);
 
 /* A translated stream's deltas, kept to record the reply. */
 void athread_delta(struct athread *t, const struct chat_delta *d);

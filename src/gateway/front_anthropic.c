@@ -1323,8 +1323,8 @@ static void stream_start(struct exchange *ex, struct buf *out)
      * clients such as LangChain read input tokens only here. message_delta carries the provider's totals. */
     struct usage u = ex->usage;
     u.output = 0;
-    if (u.input <= 0)
-        u.input = (int64_t)(ex->rq.body.n + 3) / 4;
+    if (u.input <= 0) /* a continued thread's estimate counts the conversation it holds too */
+        u.input = (int64_t)(ex->rq.body.n + athread_held_bytes(thread_of(ex)) + 3) / 4;
     front_anthropic_usage_append(out, &u);
     buf_append_str(out, "}}");
     ev_end(out);

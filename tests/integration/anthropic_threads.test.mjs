@@ -124,8 +124,12 @@ test('translated (OpenAI upstream): the continued turn reaches the upstream as t
   assert.equal(sent.tools[0].function.name, 'get_weather', 'the thread keeps the tools it was created with');
   // streamed, then continued from the streamed reply
   oa.reset();
-  const s = await post(d, { model: 'gpt-up', max_tokens: 100, stream: true, thread: { type: 'continue', previous_message_id: r.json.id }, messages: [{ role: 'user', content: 'next one' }] });
+  const contBody = { model: 'gpt-up', max_tokens: 100, stream: true, thread: { type: 'continue', previous_message_id: r.json.id }, messages: [{ role: 'user', content: 'next one' }] };
+  const s = await post(d, contBody);
   const m = sseMessage(s.text);
+  // message_start's input estimate (LangChain reads it there) counts the held conversation, not only this turn
+  const start = JSON.parse(s.text.split('\n').find((l) => l.startsWith('data: ') && l.includes('message_start')).slice(6));
+  assert.ok(start.message.usage.input_tokens > Math.ceil(JSON.stringify(contBody).length / 4) + 20, JSON.stringify(start.message.usage));
   assert.equal(m.text, 'echo: next one');
   const r2 = await post(d, { model: 'gpt-up', max_tokens: 100, thread: { type: 'continue', previous_message_id: m.id }, messages: [{ role: 'user', content: 'last' }] });
   assert.equal(r2.status, 200, r2.text);
