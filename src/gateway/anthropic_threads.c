@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "gateway/exchange.h"
 #include "gateway/registry.h"
+#include "policy/auth.h"
 #include "store/store_config.h"
 
 #define MAX_TOOLS 256 /* tool calls kept from one streamed reply (as the stream writer's own bound) */
@@ -142,6 +143,19 @@ static cJSON *tree_of(struct exchange *ex)
     return ex->rq.client_tree;
 }
 
+/* The virtual key a thread belongs to: a thread created under a key continues under that key only. */
+static const char *key_of(const struct exchange *ex)
+{
+    return ex->rq.who && ex->rq.who->key_id ? ex->rq.who->key_id : NULL;
+}
+
+static bool same_key(const struct exchange *ex, const cJSON *rec)
+{
+    const char *held = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(rec, "key_id"));
+    const char *mine = key_of(ex);
+    return held == NULL || (mine && strcmp(held, mine) == 0);
+}
+
 /* The stored conversation + this turn: the full request the deployments get. */
 static int rebuild(struct exchange *ex, struct athread *t, cJSON *rec, struct gw_error *err)
 {
@@ -195,7 +209,12 @@ static void on_thread(void *ud, int rc, const char *data, size_t len, const char
         if (rc == STORE_OK) {
             t->held_bytes = len;
             cJSON *rec = cJSON_ParseWithLength(data, len);
-            if (rebuild(ex, t, rec, &err) == 0)
+            if (!same_key(ex, rec)) { /* another key's thread: as if unknown (its id says nothing more) */
+                t->held_bytes = 0;
+                t->missing = true;
+                not_found(&err, t->prev);
+                ex_fail(ex, &err);
+            } else if (rebuild(ex, t, rec, &err) == 0)
                 ex_resume(ex);
             else
                 ex_fail(ex, &err);
@@ -387,6 +406,8 @@ void athread_keep(struct exchange *ex, struct athread *t, const cJSON *message)
         return;
     }
     cJSON *rec = cJSON_CreateObject();
+    if (key_of(ex))
+        cJSON_AddStringToObject(rec, "key_id", key_of(ex));
     static const char *const kept[] = {"system", "tools"};
     for (size_t i = 0; i < 2; i++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(tree, kept[i]);

@@ -3,7 +3,8 @@
 // What the upstream received proves the conversation was rebuilt; a restart in between keeps the thread.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startAgentd } from '../lib/agentd.mjs';
+import { spawnSync } from 'node:child_process';
+import { startAgentd, BIN } from '../lib/agentd.mjs';
 import { startFake, FAKE_KEYS } from '../fakes/fake.mjs';
 
 let d, anth, oa;
@@ -271,5 +272,41 @@ test('with the store disabled a thread on a non-Anthropic model is thread_unsupp
   } finally {
     const r = await d3.stop();
     assert.equal(r.code, 0, d3.rawStderr.slice(-3000));
+  }
+});
+
+test('under auth.mode keys a thread continues under the key that created it only', async () => {
+  const d4 = await startAgentd({ env: ENV, config: config() + 'auth:\n  mode: keys\n' });
+  try {
+    const key = (name) => {
+      const r = spawnSync(BIN, ['keys', 'create', '--name', name, '--data-dir', `${d4.dir}/data`], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      return JSON.parse(r.stdout).key;
+    };
+    const [a, b] = [key('thread-owner'), key('someone-else')];
+    const as = (k, body) => d4.fetch('/v1/messages', { method: 'POST', headers: { ...HDR, 'x-api-key': k }, body: JSON.stringify(body) });
+    let created;
+    for (const t0 = Date.now(); ;) { // keys take effect within a second
+      created = await as(a, { model: 'mock', max_tokens: 20, thread: { type: 'create' }, messages: [{ role: 'user', content: 'mine' }] });
+      if (created.status === 200 || Date.now() - t0 > 5000) break;
+      await created.arrayBuffer();
+    }
+    assert.equal(created.status, 200);
+    const id = (await created.json()).id;
+    const cont = { model: 'mock', max_tokens: 20, thread: { type: 'continue', previous_message_id: id }, messages: [{ role: 'user', content: 'more' }] };
+    let other;
+    for (const t0 = Date.now(); ;) {
+      other = await as(b, cont);
+      if (other.status !== 401 || Date.now() - t0 > 5000) break;
+      await other.arrayBuffer();
+    }
+    assert.equal(other.status, 404);
+    assert.equal((await other.json()).error.details.error_code, 'thread_not_found');
+    const mine = await as(a, cont);
+    assert.equal(mine.status, 200);
+    assert.equal((await mine.json()).content[0].text, 'echo: more');
+  } finally {
+    const r = await d4.stop();
+    assert.equal(r.code, 0, d4.rawStderr.slice(-3000));
   }
 });
