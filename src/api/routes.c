@@ -24,12 +24,14 @@
 static void models_guarded(struct http_req *req);
 static void model_get_guarded(struct http_req *req);
 static void responses_item_guarded(struct http_req *req);
+static void count_tokens_guarded(struct http_req *req);
 
 static const struct http_route base_routes[] = {
     {"/health", HTTP_M_GET, false, ops_health, NULL},
     {"/ready", HTTP_M_GET, false, ops_ready, NULL},
     {"/v1/chat/completions", HTTP_M_POST, false, gw_handle_chat_completions, NULL},
     {"/v1/messages", HTTP_M_POST, false, gw_handle_messages, NULL},
+    {"/v1/messages/count_tokens", HTTP_M_POST, false, count_tokens_guarded, NULL},
     {"/v1/embeddings", HTTP_M_POST, false, gw_handle_embeddings, NULL},
     {"/v1/models", HTTP_M_GET, false, models_guarded, NULL},
     {"/v1/models/", HTTP_M_GET, true, model_get_guarded, "/v1/models/{id}"},
@@ -147,6 +149,13 @@ static void responses_item_guarded(struct http_req *req)
 {
     if (models_key_ok(req))
         responses_http_item(req);
+}
+
+/* POST /v1/messages/count_tokens (gw_count_tokens.c) does not run through the spine either. */
+static void count_tokens_guarded(struct http_req *req)
+{
+    if (models_key_ok(req))
+        gw_handle_count_tokens(req);
 }
 
 struct http_router ops_router = {ops_routes, sizeof(ops_routes) / sizeof(ops_routes[0]), NULL};

@@ -119,6 +119,11 @@ uv_loop_t *ex_worker_loop(const struct gateway_worker *g)
     return g->loop;
 }
 
+struct upstream *ex_worker_upstream(const struct gateway_worker *g)
+{
+    return g->up;
+}
+
 static uint64_t rng_next(struct gateway_worker *g)
 {
     g->rng ^= g->rng << 13;
@@ -1019,11 +1024,12 @@ static void ex_next_attempt(struct exchange *ex)
         r.timeout_ms = (long)tmo;
         if (a->prov->encode_request(a, &r, &err) != 0) {
             up_request_free(&r);
-            /* A request this provider cannot express: try another deployment, else tell the client. */
+            /* A request this provider cannot express: try another deployment, else tell the client (a 4xx that
+             * another deployment may serve says retryable: a message thread only Anthropic can hold). */
             end_attempt(ex, a, AO_ENCODE_REFUSED, &err);
             ex->last_err = err;
             ex->have_err = true;
-            if (ex->iplan < ex->nplan && err.status >= 500)
+            if (ex->iplan < ex->nplan && (err.status >= 500 || err.retryable))
                 continue;
             ex_fail(ex, &err);
             return;

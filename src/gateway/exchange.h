@@ -26,6 +26,7 @@
 struct config;
 struct front_ops;
 struct gateway_worker;
+struct upstream;
 struct model_entry;
 struct registry;
 struct principal; /* who is calling (set by authenticate: policy/auth.h) */
@@ -239,6 +240,8 @@ struct gateway_worker *ex_worker_new(uv_loop_t *loop, struct up_options up);
 /* Call when the worker's connections are all closed; handles close asynchronously. */
 void ex_worker_free(struct gateway_worker *g);
 uv_loop_t *ex_worker_loop(const struct gateway_worker *g);
+/* The worker's upstream client (routes outside the spine forward through it: api/upstream_call.h). */
+struct upstream *ex_worker_upstream(const struct gateway_worker *g);
 /* Process-wide set-up (metrics families, observers, libcurl). */
 int ex_global_init(void);
 void ex_global_cleanup(void);
