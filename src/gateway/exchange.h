@@ -19,6 +19,7 @@
 #include <uv.h>
 
 #include "common/buf.h"
+#include "gateway/admission.h"
 #include "gateway/gw_types.h"
 #include "gateway/provider.h"
 #include "telemetry/trace.h"
@@ -132,7 +133,9 @@ struct exchange {
     const struct model_entry *model;
     const struct deployment *plan[EX_MAX_PLAN];
     int nplan, iplan;
-    bool admitted;
+    bool admitted;             /* holds an admission slot (released at the end) */
+    struct adm_waiter adm;     /* its place in the admission queue while it waits (gateway/admission.h) */
+    struct exchange *live_prev, *live_next; /* the worker's exchanges not yet ended (ended all at a forced drain) */
     /* attempts */
     struct attempt *att;
     int attempts;
@@ -229,6 +232,9 @@ struct gateway_worker *gateway_worker_new(uv_loop_t *loop, struct up_options up)
 /* Call when the worker's connections are all closed; handles close asynchronously. */
 void gateway_worker_free(struct gateway_worker *g);
 uv_loop_t *gateway_worker_loop(const struct gateway_worker *g);
+/* The drain's grace period is over: every exchange still running on this worker ends now with err, in its
+ * caller's format (a stream gets the format's error event) and is settled. Returns how many ended. */
+int gateway_worker_end_all(struct gateway_worker *g, const struct gw_error *err);
 /* Process-wide set-up (metrics families, observers, libcurl). */
 int gateway_global_init(void);
 void gateway_global_cleanup(void);
