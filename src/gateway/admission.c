@@ -92,6 +92,20 @@ enum adm_result adm_acquire(struct admission *a, struct adm_waiter *w, long slot
 {
     pthread_mutex_lock(&a->mu);
     a->slots = slots;
+    /* A reload raised the limit while requests wait: the new slots go to them first. */
+    long handed = 0;
+    while (a->head && (slots <= 0 || a->inuse < slots)) {
+        struct adm_waiter *h = a->head;
+        q_unlink(a, h);
+        waited(a, h, a->clock_us(), "admitted");
+        h->state = ADM_W_GRANTED;
+        a->inuse++;
+        a->granted_after_wait++;
+        handed++;
+        post(h);
+    }
+    if (handed && a->metrics)
+        metrics_add(&m_slots, NULL, (double)handed);
     /* A free slot is taken only when nobody waits: the queue is FIFO. */
     if (slots <= 0 || (a->inuse < slots && a->head == NULL)) {
         a->inuse++;
