@@ -307,7 +307,7 @@ void adm_loop_free(struct adm_loop *l)
 
 /* ---- the process's instance ---- */
 
-/* Statically initialised: usable before gateway_global_init (which only adds the metrics). */
+/* Statically initialised: usable before ex_global_init (which only adds the metrics). */
 struct admission admission_global = {.mu = PTHREAD_MUTEX_INITIALIZER, .clock_us = time_mono_us};
 
 void admission_global_init(void)

@@ -84,7 +84,7 @@ long adm_inuse(struct admission *a);
 /* ---- the process's instance, and the worker loops its waiters live on ---- */
 
 extern struct admission admission_global;
-/* Metric families and the process-wide instance (gateway_global_init). */
+/* Metric families and the process-wide instance (ex_global_init). */
 void admission_global_init(void);
 
 /* One per worker loop: ready() callbacks of that loop's waiters run there (woken by an async handle). */

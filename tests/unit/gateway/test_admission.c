@@ -4,7 +4,7 @@
  * middle, a cancel that races a grant, the drain, a lowered limit, unlimited mode and the measured waits. Then
  * the spine on a real loop with the process-wide instance: a request that waits resumes when the slot frees, a
  * client that leaves the queue, max_wait and the drain answered with 503 + Retry-After in the caller's format,
- * and gateway_worker_end_all ending a running stream with its error event. Every wait is on the event (the
+ * and ex_worker_end_all ending a running stream with its error event. Every wait is on the event (the
  * sink's end), never a sleep. */
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +16,7 @@
 #include "gateway/exchange.h"
 #include "gateway/front.h"
 #include "gateway/gw_config.h"
-#include "gateway/models.h"
+#include "gateway/registry.h"
 #include "loopback.h"
 #include "telemetry/metrics.h"
 #include "test.h"
@@ -331,7 +331,7 @@ static void end_all_after_first_write(struct loopback *lb)
         return;
     struct gw_error err;
     gw_error_set(&err, 503, GW_ERR_OVERLOADED, "drain grace over");
-    is_int(gateway_worker_end_all(gw, &err), 1);
+    is_int(ex_worker_end_all(gw, &err), 1);
 }
 
 static void test_end_all(void)
@@ -345,7 +345,7 @@ static void test_end_all(void)
     ok(strstr(s.body.data, "\"message\":\"drain grace over\"") != NULL);
     ok(strstr(s.body.data, "w500") == NULL);
     settle_loop();
-    is_int(gateway_worker_end_all(gw, NULL), 0);
+    is_int(ex_worker_end_all(gw, NULL), 0);
     lb_free(&s);
 }
 
@@ -399,20 +399,20 @@ int main(void)
     subtest("limits", test_limits);
 
     uv_loop_init(&loop);
-    gateway_global_init();
+    ex_global_init();
     cfg = load_config();
     if (!ok(cfg != NULL))
         return done_testing();
-    gw = gateway_worker_new(&loop, gw_config_up_options(cfg));
+    gw = ex_worker_new(&loop, gw_config_up_options(cfg));
     subtest("wait and resume", test_wait_resume);
     subtest("refusals", test_refusals);
     subtest("end all", test_end_all);
-    gateway_worker_free(gw);
+    ex_worker_free(gw);
     while (uv_run(&loop, UV_RUN_NOWAIT) != 0)
         ;
     uv_loop_close(&loop);
     config_unref(cfg);
-    gateway_global_cleanup();
+    ex_global_cleanup();
     metrics_shutdown();
     return done_testing();
 }
