@@ -1282,7 +1282,7 @@ static struct ex_stage spine[] = {
     {"authenticate", st_authenticate, NULL, true}, /* keys: sets rq.who */
     {"route", st_route, NULL, false},
     {"front", st_front, NULL, false},   /* the front's own look-ups (stored responses) */
-    {"admit", st_admit, NULL, false},   /* concurrency slot; later rate limits, budget reservation */
+    {"admit", st_admit, NULL, false},   /* rate limits, budget reservation, then a slot (may wait in the queue) */
     {"cache", NULL, NULL, true},        /* may END on a hit */
     {"plan", st_plan, NULL, false},
     {"attempt", st_attempt, NULL, false},

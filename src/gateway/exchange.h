@@ -216,7 +216,7 @@ extern const struct ex_observer observer_spans;
 /* ---- policy hooks: budgets, rate limits (gateway/govern.c installs them; none by default) ---- */
 
 struct ex_policy {
-    enum ex_next (*admit)(struct exchange *ex);                  /* in `admit`, after the concurrency slot */
+    enum ex_next (*admit)(struct exchange *ex);                  /* in `admit`, before the concurrency slot */
     void (*headers)(const struct exchange *ex, struct buf *h);  /* response header lines */
     void (*fill_usage)(struct exchange *ex);                    /* before pricing at the end */
     void (*release)(struct exchange *ex);                       /* with the exchange */
