@@ -16,10 +16,11 @@ rounds and ratios are taken within each round, then the median (absolute figures
 ratios much less).
 
   python3 bench/admission/cpu.py [--bin build/agentd] [--before /path/to/agentd-main] [--rounds 5] [--seconds 5]
-         [--on-set gateway.SOME.KEY=VALUE ...]
+         [--resilience] [--on-set gateway.SOME.KEY=VALUE ...] [--off-set ...]
 
-Retries, breakers and timeouts (issue 9 items 1-5) are switched on for `on` with --on-set, one per key, with the
-names docs/resilience.md gives; an unknown key makes agentd refuse to start, and the script says so.
+--resilience switches retries and breakers (issue 9 items 1-5; gateway.retries, gateway.breaker) on for `on` and
+off for `off` (a --before binary has neither); --on-set / --off-set add any other key. An unknown key makes
+agentd refuse to start, and the script says so.
 """
 import argparse, json, os, re, signal, statistics, subprocess, sys, tempfile, threading, urllib.request
 
@@ -28,6 +29,10 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 ADMISSION_ON = ["gateway.max_concurrent_requests=256", "gateway.admission.queue_size=1000",
                 "gateway.admission.max_wait=30s"]
+# The keys of the resilience branch (gateway.retries, gateway.breaker: docs/resilience.md). Retries and breakers
+# are on by default there, so `off` turns them off explicitly.
+RESILIENCE_ON = ["gateway.retries.max_attempts=3", "gateway.breaker.enabled=true"]
+RESILIENCE_OFF = ["gateway.retries.max_attempts=1", "gateway.breaker.enabled=false"]
 
 
 def ticks(pid):
@@ -67,14 +72,22 @@ def main():
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--on-set", action="append", default=[], help="extra --set for `on` (retries, breakers)")
+    ap.add_argument("--off-set", action="append", default=[], help="extra --set for `off` and `before`")
+    ap.add_argument("--resilience", action="store_true",
+                    help="also retries and breakers: on with the defaults of docs/resilience.md, off for off/before")
     a = ap.parse_args()
+    if a.resilience:
+        a.on_set += RESILIENCE_ON
+        a.off_set += RESILIENCE_OFF
     work = tempfile.mkdtemp(prefix="admission-bench-")
     lua = os.path.join(work, "post.lua")
     open(lua, "w").write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
                          'wrk.body = \'{"model":"mock","messages":[{"role":"user","content":"hello there"}]}\'\n')
-    settings = {"off": (a.bin, ["gateway.max_concurrent_requests=0"]), "on": (a.bin, ADMISSION_ON + a.on_set)}
-    if a.before:
-        settings["before"] = (a.before, ["gateway.max_concurrent_requests=0"])
+    settings = {"off": (a.bin, ["gateway.max_concurrent_requests=0"] + a.off_set),
+                "on": (a.bin, ADMISSION_ON + a.on_set)}
+    if a.before:  # a binary from before knows none of the new keys: only what it has
+        settings["before"] = (a.before, ["gateway.max_concurrent_requests=0"] +
+                              [x for x in a.off_set if x not in RESILIENCE_OFF])
     per = {k: [] for k in settings}
     pairs = [("on", "off")] + ([("on", "before"), ("off", "before")] if a.before else [])
     ratios = {f"{x}/{y}": [] for x, y in pairs}
@@ -113,7 +126,7 @@ def main():
     res = {"cpu_us_per_request_median": {k: round(statistics.median(v), 2) for k, v in per.items()},
            "ratio_median": {k: round(statistics.median(v), 3) for k, v in ratios.items()},
            "ratios_per_round": {k: [round(x, 3) for x in v] for k, v in ratios.items()},
-           "on_sets": ADMISSION_ON + a.on_set, "rounds": a.rounds, "seconds": a.seconds,
+           "on_sets": ADMISSION_ON + a.on_set, "off_sets": a.off_set, "rounds": a.rounds, "seconds": a.seconds,
            "connections": a.connections}
     print(json.dumps(res, indent=2))
 
