@@ -1250,7 +1250,10 @@ static enum ex_next st_plan(struct exchange *ex, void *ud)
         ex_fail(ex, &err);
         return EX_END;
     }
-    uv_timer_start(&ex->deadline, on_deadline, (uint64_t)ex->rq.cfg->gateway.request_timeout_ms, 0);
+    /* The deadline counts from the request's arrival: time spent waiting for an admission slot is inside it. */
+    uint64_t waited_ms = (time_mono_us() - ex->t_start_us) / 1000;
+    uint64_t total_ms = (uint64_t)ex->rq.cfg->gateway.request_timeout_ms;
+    uv_timer_start(&ex->deadline, on_deadline, total_ms > waited_ms ? total_ms - waited_ms : 1, 0);
     return EX_CONTINUE;
 }
 

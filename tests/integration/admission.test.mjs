@@ -6,9 +6,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startAgentd } from '../lib/agentd.mjs';
 
-function config({ slots = 1, queue = 10, maxWait = '30s', high = 0, workers = 2, latency = '1500ms', extra = '' } = {}) {
+function config({ slots = 1, queue = 10, maxWait = '30s', high = 0, workers = 2, latency = '1500ms', extra = '', timeout = '300s' } = {}) {
   return `server:\n  workers: ${workers}\n${extra}` +
-    `gateway:\n  max_concurrent_requests: ${slots}\n  admission:\n    queue_size: ${queue}\n    max_wait: ${maxWait}\n` +
+    `gateway:\n  request_timeout: ${timeout}\n  max_concurrent_requests: ${slots}\n  admission:\n    queue_size: ${queue}\n    max_wait: ${maxWait}\n` +
     `    ready_high_water: ${high}\n    retry_after: 2s\n` +
     `models:\n  - name: slow\n    provider: mock\n    mock: {latency: ${latency}}\n` +
     `  - name: slowstream\n    provider: mock\n    mock: {latency: 100ms, chunk_interval: 100ms}\n`;
@@ -121,6 +121,32 @@ test('a request that waits longer than max_wait gets 503 with Retry-After; the s
     const m = await (await d.opsFetch('/metrics')).text();
     assert.equal(metric(m, 'agentd_admission_refused_total', 'reason="timeout"'), 1);
     assert.equal(metric(m, 'agentd_admission_wait_seconds_count', 'outcome="timeout"'), 1);
+  } finally {
+    await d.stop();
+  }
+});
+
+test('the wait for a slot is inside the request deadline: never past it, and what is left after it is all the request gets', async () => {
+  const d = await startAgentd({ config: config({ slots: 1, queue: 5, maxWait: '30s', latency: '1200ms', timeout: '2s' }) });
+  try {
+    // The deadline (2 s) ends the wait before max_wait (30 s) does.
+    const holder = chat(d);
+    await slotsInUse(d, 1);
+    const waiter = chat(d);
+    await queueDepth(d, 1);
+    const t3 = Date.now();
+    const third = chat(d).then((r) => ({ r, ms: Date.now() - t3 }));
+    const r1 = await holder;
+    assert.equal(r1.status, 200);
+    // The waiter got the slot after ~1.2 s; 0.8 s of its 2 s remain for a 1.2 s answer: 504, not 200.
+    const r2 = await waiter;
+    assert.equal(r2.status, 504, await r2.clone().text());
+    assert.match((await r2.json()).error.message, /did not complete within 2000 ms/);
+    // The third waits behind both: whether it is refused in the queue (503) or gets the slot a moment before its
+    // deadline (504), it is answered at its deadline, never after it.
+    const { r: r3, ms } = await third;
+    assert.ok(r3.status === 503 || r3.status === 504, `${r3.status}`);
+    assert.ok(ms >= 1900 && ms < 2600, `answered after ${ms} ms`);
   } finally {
     await d.stop();
   }
