@@ -16,7 +16,7 @@ rounds and ratios are taken within each round, then the median (absolute figures
 ratios much less).
 
   python3 bench/admission/cpu.py [--bin build/agentd] [--before /path/to/agentd-main] [--rounds 5] [--seconds 5]
-         [--resilience] [--on-set gateway.SOME.KEY=VALUE ...] [--off-set ...]
+         [--callgrind 2000] [--resilience] [--on-set gateway.SOME.KEY=VALUE ...] [--off-set ...]
 
 --resilience switches retries and breakers (issue 9 items 1-5; gateway.retries, gateway.breaker) on for `on` and
 off for `off` (a --before binary has neither); --on-set / --off-set add any other key. An unknown key makes
@@ -64,6 +64,44 @@ def scrape(ops, name):
     return total
 
 
+def callgrind(binary, sets, work, n):
+    """Instructions per request in agentd's event loops (collection toggled on uv_run), n sequential requests on
+    one keep-alive connection: deterministic to well under 1%, unlike CPU time on a shared machine."""
+    import http.client
+    out = os.path.join(work, "callgrind.out")
+    args = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out, "--collect-atstart=no",
+            "--toggle-collect=uv_run", binary, "serve", "--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0",
+            "--workers", "1", "--data-dir", work, "--set", "log.access=false", "--set", "log.llm=false"]
+    for x in sets:
+        args += ["--set", x]
+    p = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    api = None
+    for line in p.stderr:
+        m = re.search(r'"msg":"listening","api":"([^"]+)"', line)
+        if m:
+            api = m.group(1)
+            threading.Thread(target=lambda: [None for _ in p.stderr], daemon=True).start()
+            break
+    if api is None:
+        raise SystemExit("agentd under callgrind did not start")
+    host, port = api.rsplit(":", 1)
+    c = http.client.HTTPConnection(host, int(port), timeout=60)
+    body = '{"model":"mock","messages":[{"role":"user","content":"hello there"}]}'
+    for _ in range(n):
+        c.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+        r = c.getresponse()
+        r.read()
+        if r.status != 200:
+            raise SystemExit(f"callgrind run: status {r.status}")
+    c.close()
+    p.send_signal(signal.SIGINT)
+    p.wait(timeout=120)
+    for line in open(out):
+        if line.startswith("totals:") or line.startswith("summary:"):
+            return int(line.split()[1]) / n
+    raise SystemExit("no callgrind totals")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default=os.path.join(ROOT, "build", "agentd"))
@@ -73,6 +111,8 @@ def main():
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--on-set", action="append", default=[], help="extra --set for `on` (retries, breakers)")
     ap.add_argument("--off-set", action="append", default=[], help="extra --set for `off` and `before`")
+    ap.add_argument("--callgrind", type=int, default=0, metavar="N",
+                    help="also count instructions per request under callgrind, N requests per setting")
     ap.add_argument("--resilience", action="store_true",
                     help="also retries and breakers: on with the defaults of docs/resilience.md, off for off/before")
     a = ap.parse_args()
@@ -123,11 +163,19 @@ def main():
             print(f"round {rnd + 1} {name}: {n} requests, {us:.1f} us CPU per request", file=sys.stderr)
         for x, y in pairs:
             ratios[f"{x}/{y}"].append(got[x] / got[y])
+    cg = {}
+    if a.callgrind:
+        for name, (binary, sets) in settings.items():
+            cg[name] = round(callgrind(binary, sets, work, a.callgrind))
+            print(f"callgrind {name}: {cg[name]} instructions per request", file=sys.stderr)
     res = {"cpu_us_per_request_median": {k: round(statistics.median(v), 2) for k, v in per.items()},
            "ratio_median": {k: round(statistics.median(v), 3) for k, v in ratios.items()},
            "ratios_per_round": {k: [round(x, 3) for x in v] for k, v in ratios.items()},
            "on_sets": ADMISSION_ON + a.on_set, "off_sets": a.off_set, "rounds": a.rounds, "seconds": a.seconds,
            "connections": a.connections}
+    if cg:
+        res["instructions_per_request"] = cg
+        res["instructions_ratio"] = {f"{x}/{y}": round(cg[x] / cg[y], 4) for x, y in pairs}
     print(json.dumps(res, indent=2))
 
 

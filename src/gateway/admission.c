@@ -312,6 +312,12 @@ struct admission admission_global = {.mu = PTHREAD_MUTEX_INITIALIZER, .clock_us 
 
 void admission_global_init(void)
 {
+    m_depth.otel_name = "agentd.admission.queue_depth";
+    m_depth.unit = "{request}";
+    m_wait.otel_name = "agentd.admission.wait";
+    m_wait.unit = "s";
+    m_refused.otel_name = "agentd.admission.refused";
+    m_slots.otel_name = "agentd.admission.slots_in_use";
     metrics_register(&m_depth);
     metrics_register(&m_wait);
     metrics_register(&m_refused);
