@@ -176,6 +176,45 @@ test('a client that goes away while queued leaves the queue; the slot goes to th
   }
 });
 
+test('many requests across two workers through three slots, some abandoned while waiting: every other one succeeds, nothing leaks', async () => {
+  const d = await startAgentd({ config: config({ slots: 3, queue: 1000, latency: '5ms' }) });
+  let code;
+  try {
+    const jobs = [];
+    const aborts = [];
+    for (let i = 0; i < 300; i++) {
+      const ac = new AbortController();
+      const abandon = i % 5 === 0;
+      jobs.push(d.fetch('/v1/chat/completions', {
+        method: 'POST', headers: { 'content-type': 'application/json' }, signal: ac.signal,
+        body: JSON.stringify({ model: 'slow', messages: [{ role: 'user', content: `n${i}` }] }),
+      }).then(async (r) => ({ abandon, status: r.status, text: await r.text(), i }), (e) => ({ abandon, error: e.name })));
+      if (abandon) aborts.push(ac);
+    }
+    // Once many wait, their clients give up (the rest are still queued or running).
+    for (const until = Date.now() + 10000; ;) {
+      const { body } = await ready(d);
+      if (body.checks.admission_queue_depth >= 100 || Date.now() > until) break;
+      await new Promise((r) => setImmediate(r));
+    }
+    for (const ac of aborts) ac.abort();
+    const res = await Promise.all(jobs);
+    for (const r of res.filter((x) => !x.abandon)) {
+      assert.equal(r.status, 200, r.text);
+      assert.match(r.text, new RegExp(`echo: n${r.i}"`));
+    }
+    await slotsInUse(d, 0);
+    const m = await (await d.opsFetch('/metrics')).text();
+    assert.equal(metric(m, 'agentd_admission_queue_depth'), 0);
+    assert.equal(metric(m, 'agentd_admission_refused_total', 'reason="queue_full"'), undefined);
+    assert.ok(metric(m, 'agentd_admission_wait_seconds_count', 'outcome="admitted"') > 100, 'most requests waited');
+    assert.ok(metric(m, 'agentd_admission_wait_seconds_count', 'outcome="cancelled"') > 10, 'clients left the queue');
+  } finally {
+    code = (await d.stop()).code;
+  }
+  assert.equal(code, 0, 'clean exit (no leak reported)');
+});
+
 test('/ready is 503 while the queue is over its high-water mark, 200 again once it shrinks', async () => {
   const d = await startAgentd({ config: config({ slots: 1, queue: 10, high: 1, latency: '700ms' }) });
   try {
