@@ -22,6 +22,7 @@
 #include "api/ops.h"
 #include "gateway/govern.h"
 #include "api/routes.h"
+#include "api/sandbox_http.h"
 #include "api/worker.h"
 #include "common/alloc.h"
 #include "common/log.h"
@@ -100,6 +101,7 @@ static void worker_check_stopped(struct worker *w)
         return;
     /* No connections left: close our own handles so the loop ends. */
     atomic_store(&w->stopped, true);
+    sandbox_http_worker_stop(w);
     gateway_worker_free(w->gateway);
     w->gateway = NULL;
     uv_close((uv_handle_t *)&w->wakeup, NULL);
@@ -153,6 +155,9 @@ static void *worker_main(void *arg)
     snprintf(name, sizeof(name), "agentd-w%d", w->id);
     pthread_setname_np(pthread_self(), name);
     log_batch_enable();
+    sandbox_http_worker_start(w); /* the pool belongs to this thread */
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    sandbox_http_worker_stop(w); /* (done already when the worker drained) */
     uv_run(&w->loop, UV_RUN_DEFAULT);
     /* Anything still open (nothing, normally) is closed so the loop can be freed. */
     uv_walk(&w->loop, worker_close_walk, NULL);
@@ -441,6 +446,7 @@ int daemon_main(int argc, char **argv)
     D.workers = xcalloc((size_t)D.nworkers, sizeof(*D.workers));
     ops_state.workers = D.workers;
     ops_state.nworkers = D.nworkers;
+    sandbox_http_init(D.cfg, (unsigned)D.nworkers);
 
     /* Bind everything before any thread starts, so a taken port fails the start with a clear message. */
     char host[256], ops_host[256];
@@ -540,6 +546,7 @@ out_loop:
     http_server_free(D.ops);
 out_early:
     xfree(D.workers);
+    sandbox_http_shutdown();
     routes_shutdown();
     otel_stop(); /* flushes the spans the workers handed over, and a last metrics export */
     config_unref(D.cfg);
