@@ -15,3 +15,7 @@ endif()
 if(TEST unit.test_sandbox_api)
   set_tests_properties(unit.test_sandbox_api PROPERTIES ENVIRONMENT "AGENTD_BIN=$<TARGET_FILE:agentd>")
 endif()
+# The service test drives zygote pools too.
+if(TEST unit.test_sandbox_service)
+  set_tests_properties(unit.test_sandbox_service PROPERTIES ENVIRONMENT "AGENTD_BIN=$<TARGET_FILE:agentd>")
+endif()

@@ -88,6 +88,25 @@ int sbx_service_start(const struct sbx_service_opts *o, struct buf *err)
     G.o.cfg.cgroup_parent = G.cgroup_parent;
     if (G.o.loops == 0)
         G.o.loops = 1;
+    /* A default above its ceiling would refuse every request that names no limit: the ceiling wins. */
+    struct sbx_limits *d = &G.o.defaults;
+    const struct sbx_limits *c = &G.o.ceiling;
+#define CLAMP(f)                                                                                                    \
+    if (c->f && d->f > c->f)                                                                                        \
+        d->f = c->f;
+    CLAMP(wall_ms)
+    CLAMP(cpu_ms)
+    CLAMP(memory_bytes)
+    CLAMP(address_space_bytes)
+    CLAMP(pids)
+    CLAMP(nofile)
+    CLAMP(fsize_bytes)
+    CLAMP(cpu_percent)
+    CLAMP(stdout_max)
+    CLAMP(stderr_max)
+    CLAMP(work_bytes)
+    CLAMP(tmp_bytes)
+#undef CLAMP
     atomic_store(&G.next_slice, 0);
     G.started = true;
     return 0;
@@ -680,8 +699,8 @@ int sbx_service_parse_request(const char *body, size_t len, struct sbx_json_spec
     if (sbx_json_spec_from_object(spec, G.started ? &G.o.defaults : NULL, out, &e2) != 0) {
         const char *m = e2.data ? e2.data : "invalid request";
         /* the sandbox's JSON parser names the field in its sentence: say which in param too */
-        const char *field = strstr(m, "limit") ? "limits"
-                            : strstr(m, "file") ? "files"
+        const char *field = strstr(m, "file") || strstr(m, "mode") ? "files"
+                            : strstr(m, "limit") || strstr(m, "must be an integer") ? "limits"
                             : strstr(m, "stdin") || strstr(m, "base64") ? "stdin"
                             : strstr(m, "env") ? "env"
                             : strstr(m, "timeout_s") ? "timeout_s"
