@@ -680,15 +680,20 @@ int sbx_service_parse_request(const char *body, size_t len, struct sbx_json_spec
     }
     cJSON_Delete(req);
     if (rc == SBX_SVC_OK) {
-        if (language && command)
+        if (args && !language)
+            rc = bad(err, param, param_cap, "args", "args go with language");
+        else if (language && command)
             rc = bad(err, param, param_cap, "command", "give language and code, or command, not both");
         else if (!language && !command)
             rc = bad(err, param, param_cap, code ? "language" : NULL,
                      code ? "code needs a language (python, sh or node)" : "give language and code, or command");
         else if (language && !code && !args)
-            rc = bad(err, param, param_cap, "code", "language needs code");
+            rc = bad(err, param, param_cap, "code", "language needs code (or args for the interpreter)");
         else if (args && !language)
             rc = bad(err, param, param_cap, "args", "args go with language");
+        else if (args && code)
+            rc = bad(err, param, param_cap, "args",
+                     "args are the interpreter's arguments in place of the snippet (\"-c\", \"...\"): give code or args");
     }
     if (rc != SBX_SVC_OK) {
         cJSON_Delete(spec);

@@ -88,7 +88,8 @@ struct sbx_service_stats {
 void sbx_service_stats(uv_loop_t *loop, struct sbx_service_stats *st);
 
 /* The body of POST /v1/sandbox/runs (docs/sandbox-service.md):
- *   {"language": "python"|"sh"|"node", "code": "...", "args": [...]}  or  {"command": ["/bin/true", ...]}
+ *   {"language": "python"|"sh"|"node", "code": "..."}, or {"language": ..., "args": ["-c", "pass"]} (the
+ *   interpreter's arguments instead of a snippet), or {"command": ["/bin/true", ...]}
  *   + "stdin" | "stdin_base64", "files": [{"name","content"|"content_base64","mode"}], "env": {...},
  *     "limits": {"timeout_ms","cpu_ms","memory_mb","pids","stdout_max","stderr_max",...}, "timeout_s", "network"
  * into out (free with sbx_json_spec_free, also after failure), defaults from the service, checked against its

@@ -68,9 +68,9 @@ static void test_parse_good(void)
     is_int(js.spec.limits.wall_ms, 2000);
     sbx_json_spec_free(&js);
 
-    ok(parse("{\"language\":\"sh\",\"code\":\"echo $1\",\"args\":[\"x\"]}", &js, param, &err) == SBX_SVC_OK);
+    ok(parse("{\"language\":\"sh\",\"args\":[\"-c\",\"echo x\"]}", &js, param, &err) == SBX_SVC_OK);
     is_int(js.spec.lang, SBX_LANG_SH);
-    is_int(js.spec.argc, 1);
+    is_int(js.spec.argc, 2);
     sbx_json_spec_free(&js);
     buf_free(&err);
 }
@@ -88,7 +88,9 @@ static void test_parse_bad(void)
     expect_bad("{\"language\":\"sh\",\"code\":\"x\",\"command\":[\"/bin/true\"]}", "command", "not both");
     expect_bad("{\"command\":[]}", "command", "non-empty array");
     expect_bad("{\"command\":[\"/bin/true\",3]}", "command", "array of strings");
-    expect_bad("{\"command\":[\"/bin/true\"],\"args\":[\"x\"]}", "args", "args go with language");
+    expect_bad("{\"command\":[\"/bin/true\"],\"args\":[\"x\"]}", "args", "command takes no args");
+    expect_bad("{\"args\":[\"x\"]}", "args", "args go with language");
+    expect_bad("{\"language\":\"sh\",\"code\":\"echo\",\"args\":[\"x\"]}", "args", "give code or args");
     expect_bad("{\"command\":[\"/bin/true\"],\"network\":\"host\"}", "network", "none");
     expect_bad("{\"command\":[\"/bin/true\"],\"nework\":\"none\"}", "nework", "unknown field \"nework\"");
     expect_bad("{\"language\":\"sh\",\"language\":\"sh\",\"code\":\"x\"}", "language", "twice");
