@@ -4,6 +4,7 @@
 
 #include <cjson/cJSON.h>
 #include <inttypes.h>
+#include <openssl/evp.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -724,4 +725,99 @@ int sbx_service_parse_request(const char *body, size_t len, struct sbx_json_spec
         return SBX_SVC_INVALID;
     }
     return SBX_SVC_OK;
+}
+
+/* ---- the request body, written (the CLI's --daemon) ---- */
+
+static void append_b64(struct buf *out, const void *data, size_t len)
+{
+    char *enc = xmalloc((len + 2) / 3 * 4 + 1);
+    int n = len ? EVP_EncodeBlock((unsigned char *)enc, data, (int)len) : 0;
+    (void)buf_append_char(out, '"');
+    (void)buf_append(out, enc, (size_t)n);
+    (void)buf_append_char(out, '"');
+    xfree(enc);
+}
+
+int sbx_service_request_json(const struct sbx_spec *s, struct buf *out, struct buf *err)
+{
+    if (s->code && memchr(s->code, '\0', s->code_len)) {
+        (void)buf_printf(err, "the code contains a NUL byte");
+        return -1;
+    }
+    (void)buf_append_char(out, '{');
+    const char *sep = "";
+    if (s->lang != SBX_LANG_NONE) {
+        (void)buf_printf(out, "\"language\":\"%s\"", sbx_lang_name(s->lang));
+        sep = ",";
+        if (s->argc == 0 && s->code) {
+            (void)buf_append_str(out, ",\"code\":");
+            (void)buf_append_json_str(out, s->code, s->code_len);
+        }
+    }
+    if (s->argc) {
+        (void)buf_printf(out, "%s\"%s\":[", sep, s->lang != SBX_LANG_NONE ? "args" : "command");
+        for (size_t i = 0; i < s->argc; i++) {
+            if (i)
+                (void)buf_append_char(out, ',');
+            (void)buf_append_json_cstr(out, s->argv[i]);
+        }
+        (void)buf_append_char(out, ']');
+        sep = ",";
+    }
+    if (s->stdin_len) {
+        (void)buf_printf(out, "%s\"stdin_base64\":", sep);
+        append_b64(out, s->stdin_data, s->stdin_len);
+        sep = ",";
+    }
+    if (s->envc) {
+        (void)buf_printf(out, "%s\"env\":[", sep);
+        for (size_t i = 0; i < s->envc; i++) {
+            if (i)
+                (void)buf_append_char(out, ',');
+            (void)buf_append_json_cstr(out, s->env[i]);
+        }
+        (void)buf_append_char(out, ']');
+        sep = ",";
+    }
+    if (s->nfiles) {
+        (void)buf_printf(out, "%s\"files\":[", sep);
+        for (size_t i = 0; i < s->nfiles; i++) {
+            (void)buf_append_str(out, i ? ",{\"name\":" : "{\"name\":");
+            (void)buf_append_json_cstr(out, s->files[i].name);
+            (void)buf_append_str(out, ",\"content_base64\":");
+            append_b64(out, s->files[i].data, s->files[i].len);
+            if (s->files[i].mode)
+                (void)buf_printf(out, ",\"mode\":%u", s->files[i].mode & 0777);
+            (void)buf_append_char(out, '}');
+        }
+        (void)buf_append_char(out, ']');
+        sep = ",";
+    }
+    /* Only the limits that differ from the sandbox's defaults: the rest are the service's to choose. */
+    struct sbx_limits d;
+    sbx_limits_default(&d);
+    const struct sbx_limits *l = &s->limits;
+    (void)buf_printf(out, "%s\"limits\":{", sep);
+    sep = "";
+#define LIM(f)                                                                                                      \
+    if (l->f != d.f) {                                                                                              \
+        (void)buf_printf(out, "%s\"" #f "\":%" PRIu64, sep, (uint64_t)l->f);                                       \
+        sep = ",";                                                                                                  \
+    }
+    LIM(wall_ms)
+    LIM(cpu_ms)
+    LIM(memory_bytes)
+    LIM(address_space_bytes)
+    LIM(pids)
+    LIM(nofile)
+    LIM(fsize_bytes)
+    LIM(cpu_percent)
+    LIM(stdout_max)
+    LIM(stderr_max)
+    LIM(work_bytes)
+    LIM(tmp_bytes)
+#undef LIM
+    (void)buf_append_str(out, "},\"network\":\"none\"}");
+    return 0;
 }

@@ -98,4 +98,9 @@ void sbx_service_stats(uv_loop_t *loop, struct sbx_service_stats *st);
 int sbx_service_parse_request(const char *body, size_t len, struct sbx_json_spec *out, struct buf *err, char *param,
                               size_t param_cap);
 
+/* The other way round: spec as a request body (what `agentd sandbox run --daemon URL` sends): limits only where
+ * they differ from the sandbox's defaults, bytes of stdin and files in base64. -1 with err when the spec cannot
+ * be said in JSON (a NUL byte in the code). */
+int sbx_service_request_json(const struct sbx_spec *spec, struct buf *out, struct buf *err);
+
 #endif

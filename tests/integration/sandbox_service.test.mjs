@@ -210,6 +210,29 @@ test('virtual keys and their rate limit apply (auth.mode keys)', { skip }, async
   }
 });
 
+test('agentd sandbox run --daemon URL runs through the daemon', { skip }, async () => {
+  const cli = (args, input) => spawnSync(BIN, ['sandbox', 'run', '--daemon', d.url, ...args],
+    { input, encoding: 'utf8', env: { ...process.env, ...SAN_ENV } });
+  const before_ = await metric('agentd_sandbox_runs_total{reason="exit"}');
+  const r = cli(['--lang', 'python', '--timeout', '3'], 'import os; print(os.getuid(), os.listdir("/work"))');
+  assert.equal(r.status, 0, r.stderr);
+  const j = JSON.parse(r.stdout);
+  assert.equal(j.stdout, "1000 ['main.py']\n");
+  assert.ok(j.host_uid >= UID_BASE && j.host_uid < UID_BASE + 64, "from the daemon's pool");
+  assert.equal(await metric('agentd_sandbox_runs_total{reason="exit"}'), before_ + 1);
+  const e = cli(['--stdin-file', '-', '--', '/bin/cat'], 'through\n');
+  assert.equal(e.status, 0, e.stderr);
+  assert.equal(JSON.parse(e.stdout).stdout, 'through\n');
+  // the daemon's ceilings apply, and its error is shown
+  const big = cli(['--timeout', '100', '--', '/bin/true']);
+  assert.equal(big.status, 2);
+  assert.match(big.stderr, /answered 400: .*limits\.wall_ms/);
+  const gone = spawnSync(BIN, ['sandbox', 'run', '--daemon', 'http://127.0.0.1:1', '--', '/bin/true'],
+    { encoding: 'utf8', env: { ...process.env, ...SAN_ENV } });
+  assert.equal(gone.status, 1);
+  assert.match(gone.stderr, /connect/);
+});
+
 test('runs are counted in metrics', { skip }, async () => {
   const before_ = await metric('agentd_sandbox_runs_total{reason="exit"}');
   await ok200({ command: ['/bin/true'] });

@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "common/alloc.h"
+#include "sandbox/sbx_remote.h"
 #include "sandbox/service.h"
 #include "test.h"
 
@@ -156,6 +157,78 @@ static void test_parse_linear(void)
     double a = parse_seconds(200000), b = parse_seconds(800000);
     if (!ok(b < a * 12 + 0.01))
         printf("#   200k: %.4fs, 800k: %.4fs\n", a, b);
+}
+
+/* The CLI's --daemon writes a spec as a request body: it reads back the same. */
+static void test_request_json(void)
+{
+    static const char *const args[] = {"-c", "print(1)"};
+    static const char *const env[] = {"K=v w"};
+    static const char bin[] = {'\0', '\xff', 'x'};
+    struct sbx_file f = {.name = "b.bin", .data = bin, .len = sizeof(bin), .mode = 0755};
+    struct sbx_spec s;
+    sbx_spec_init(&s);
+    s.lang = SBX_LANG_PYTHON;
+    s.argv = args;
+    s.argc = 2;
+    s.env = env;
+    s.envc = 1;
+    s.files = &f;
+    s.nfiles = 1;
+    s.stdin_data = bin;
+    s.stdin_len = sizeof(bin);
+    s.limits.wall_ms = 2500;
+    s.limits.pids = 9;
+    struct buf out = BUF_INIT(BUF_UNBOUNDED), err = BUF_INIT(512);
+    ok(sbx_service_request_json(&s, &out, &err) == 0);
+    ok(strstr(out.data, "\"memory_bytes\"") == NULL); /* defaults are left to the daemon */
+    struct sbx_json_spec js;
+    char param[64];
+    if (!ok(sbx_service_parse_request(out.data, out.len, &js, &err, param, sizeof(param)) == SBX_SVC_OK))
+        printf("#   %s: %s\n", out.data, err.data);
+    is_int(js.spec.lang, SBX_LANG_PYTHON);
+    is_int(js.spec.argc, 2);
+    is_str(js.spec.argv[1], "print(1)");
+    is_str(js.spec.env[0], "K=v w");
+    is_int(js.spec.nfiles, 1);
+    ok(js.spec.files[0].len == 3 && memcmp(js.spec.files[0].data, bin, 3) == 0);
+    is_int(js.spec.files[0].mode, 0755);
+    ok(js.spec.stdin_len == 3 && memcmp(js.spec.stdin_data, bin, 3) == 0);
+    is_int(js.spec.limits.wall_ms, 2500);
+    is_int(js.spec.limits.pids, 9);
+    sbx_json_spec_free(&js);
+    /* a snippet with a NUL cannot travel as a JSON string */
+    struct sbx_spec c;
+    sbx_spec_init(&c);
+    c.lang = SBX_LANG_SH;
+    c.code = "a\0b";
+    c.code_len = 3;
+    buf_reset(&out);
+    ok(sbx_service_request_json(&c, &out, &err) == -1);
+    buf_free(&out);
+    buf_free(&err);
+}
+
+static void test_remote_url(void)
+{
+    char host[64], prefix[64];
+    int port;
+    ok(sbx_remote_parse_url("http://127.0.0.1:8000", host, sizeof(host), &port, prefix, sizeof(prefix)) == 0);
+    is_str(host, "127.0.0.1");
+    is_int(port, 8000);
+    is_str(prefix, "");
+    ok(sbx_remote_parse_url("http://agentd.svc/base/", host, sizeof(host), &port, prefix, sizeof(prefix)) == 0);
+    is_str(host, "agentd.svc");
+    is_int(port, 80);
+    is_str(prefix, "/base");
+    ok(sbx_remote_parse_url("http://[::1]:9/", host, sizeof(host), &port, prefix, sizeof(prefix)) == 0);
+    is_str(host, "::1");
+    is_int(port, 9);
+    ok(sbx_remote_parse_url("https://x", host, sizeof(host), &port, prefix, sizeof(prefix)) == -1);
+    ok(sbx_remote_parse_url("http://x:0", host, sizeof(host), &port, prefix, sizeof(prefix)) == -1);
+    ok(sbx_remote_parse_url("http://x:70000", host, sizeof(host), &port, prefix, sizeof(prefix)) == -1);
+    ok(sbx_remote_parse_url("http://:80", host, sizeof(host), &port, prefix, sizeof(prefix)) == -1);
+    ok(sbx_remote_parse_url("http://[::1", host, sizeof(host), &port, prefix, sizeof(prefix)) == -1);
 }
 
 /* ---- the service on a zygote pool ---- */
@@ -350,6 +423,8 @@ int main(void)
     subtest("request body: refusals name the field", test_parse_bad);
     subtest("request body: the service's ceilings and defaults", test_parse_ceilings);
     subtest("request body: linear", test_parse_linear);
+    subtest("request body: written by the CLI, read back the same", test_request_json);
+    subtest("--daemon URLs", test_remote_url);
     const char *skip = why_skip();
     if (skip) {
         printf("# skip sandbox service runs: %s\n", skip);
