@@ -439,6 +439,8 @@ int daemon_main(int argc, char **argv)
 
     metrics_register_process_collector();
     ops_init_http_metrics();
+    /* before the exporter thread starts: the service registers its metrics; its uid range is split per worker */
+    sandbox_http_init(D.cfg, (unsigned)(D.cfg->server.workers > 0 ? (int)D.cfg->server.workers : cpu_quota_workers()));
     otel_start(D.cfg);
     routes_init(D.cfg);
 
@@ -446,7 +448,6 @@ int daemon_main(int argc, char **argv)
     D.workers = xcalloc((size_t)D.nworkers, sizeof(*D.workers));
     ops_state.workers = D.workers;
     ops_state.nworkers = D.nworkers;
-    sandbox_http_init(D.cfg, (unsigned)D.nworkers);
 
     /* Bind everything before any thread starts, so a taken port fails the start with a clear message. */
     char host[256], ops_host[256];

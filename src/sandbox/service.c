@@ -92,8 +92,8 @@ int sbx_service_start(const struct sbx_service_opts *o, struct buf *err)
     /* A default above its ceiling would refuse every request that names no limit: the ceiling wins. */
     struct sbx_limits *d = &G.o.defaults;
     const struct sbx_limits *c = &G.o.ceiling;
-#define CLAMP(f)                                                                                                    \
-    if (c->f && d->f > c->f)                                                                                        \
+#define CLAMP(f)                                                                                                       \
+    if (c->f && d->f > c->f)                                                                                           \
         d->f = c->f;
     CLAMP(wall_ms)
     CLAMP(cpu_ms)
@@ -445,13 +445,13 @@ static void copy_spec(struct sbx_service_job *j, const struct sbx_spec *s)
     j->ptrs = xcalloc(s->argc + s->envc + 2, sizeof(*j->ptrs));
     j->files = xcalloc(s->nfiles + 1, sizeof(*j->files));
     j->spec = *s;
-#define PUT(dst, src, n)                                                                                            \
-    do {                                                                                                            \
-        if (n)                                                                                                      \
-            memcpy(p, (src), (n));                                                                                  \
-        p[(n)] = '\0';                                                                                              \
-        (dst) = p;                                                                                                  \
-        p += (n) + 1;                                                                                               \
+#define PUT(dst, src, n)                                                                                               \
+    do {                                                                                                               \
+        if (n)                                                                                                         \
+            memcpy(p, (src), (n));                                                                                     \
+        p[(n)] = '\0';                                                                                                 \
+        (dst) = p;                                                                                                     \
+        p += (n) + 1;                                                                                                  \
     } while (0)
     if (s->code)
         PUT(j->spec.code, s->code, s->code_len);
@@ -613,8 +613,8 @@ int sbx_service_parse_request(const char *body, size_t len, struct sbx_json_spec
     cJSON *spec = cJSON_CreateObject();
     int rc = SBX_SVC_OK;
     const cJSON *language = NULL, *code = NULL, *command = NULL, *args = NULL;
-    static const char *const known[] = {"language", "code", "command", "args",  "network", "limits",
-                                        "stdin",    "stdin_base64", "files", "env", "timeout_s"};
+    static const char *const known[] = {"language", "code",         "command", "args", "network",  "limits",
+                                        "stdin",    "stdin_base64", "files",   "env",  "timeout_s"};
     unsigned char seen[sizeof(known) / sizeof(known[0])] = {0};
     cJSON *next;
     for (cJSON *c = req->child; c && rc == SBX_SVC_OK; c = next) {
@@ -633,8 +633,9 @@ int sbx_service_parse_request(const char *body, size_t len, struct sbx_json_spec
         } else if (strcmp(k, "language") == 0) {
             if (!cJSON_IsString(c) || sbx_lang_parse(c->valuestring) < 0) {
                 struct buf m = BUF_INIT(512);
-                (void)buf_printf(&m, "unknown language%s%.64s%s: use python, sh or node", cJSON_IsString(c) ? " \"" : "",
-                                 cJSON_IsString(c) ? c->valuestring : "", cJSON_IsString(c) ? "\"" : "");
+                (void)buf_printf(&m, "unknown language%s%.64s%s: use python, sh or node",
+                                 cJSON_IsString(c) ? " \"" : "", cJSON_IsString(c) ? c->valuestring : "",
+                                 cJSON_IsString(c) ? "\"" : "");
                 rc = bad(err, param, param_cap, "language", m.data);
                 buf_free(&m);
             } else {
@@ -693,8 +694,9 @@ int sbx_service_parse_request(const char *body, size_t len, struct sbx_json_spec
         else if (args && !language)
             rc = bad(err, param, param_cap, "args", "args go with language");
         else if (args && code)
-            rc = bad(err, param, param_cap, "args",
-                     "args are the interpreter's arguments in place of the snippet (\"-c\", \"...\"): give code or args");
+            rc = bad(
+                err, param, param_cap, "args",
+                "args are the interpreter's arguments in place of the snippet (\"-c\", \"...\"): give code or args");
     }
     if (rc != SBX_SVC_OK) {
         cJSON_Delete(spec);
@@ -705,13 +707,13 @@ int sbx_service_parse_request(const char *body, size_t len, struct sbx_json_spec
     if (sbx_json_spec_from_object(spec, G.started ? &G.o.defaults : NULL, out, &e2) != 0) {
         const char *m = e2.data ? e2.data : "invalid request";
         /* the sandbox's JSON parser names the field in its sentence: say which in param too */
-        const char *field = strstr(m, "file") || strstr(m, "mode") ? "files"
+        const char *field = strstr(m, "file") || strstr(m, "mode")                  ? "files"
                             : strstr(m, "limit") || strstr(m, "must be an integer") ? "limits"
-                            : strstr(m, "stdin") || strstr(m, "base64") ? "stdin"
-                            : strstr(m, "env") ? "env"
-                            : strstr(m, "timeout_s") ? "timeout_s"
-                            : strstr(m, "argument") || strstr(m, "argv") ? "command"
-                                                                         : NULL;
+                            : strstr(m, "stdin") || strstr(m, "base64")             ? "stdin"
+                            : strstr(m, "env")                                      ? "env"
+                            : strstr(m, "timeout_s")                                ? "timeout_s"
+                            : strstr(m, "argument") || strstr(m, "argv")            ? "command"
+                                                                                    : NULL;
         rc = bad(err, param, param_cap, field, m);
         buf_free(&e2);
         return rc;
@@ -720,7 +722,8 @@ int sbx_service_parse_request(const char *body, size_t len, struct sbx_json_spec
     const char *p = NULL;
     if (G.started && check_ceiling(&out->spec, err, &p) != 0) {
         char name[64];
-        (void)snprintf(name, sizeof(name), "%s%s", strcmp(p, "code") && strcmp(p, "stdin") && strcmp(p, "files") ? "limits." : "", p);
+        (void)snprintf(name, sizeof(name), "%s%s",
+                       strcmp(p, "code") && strcmp(p, "stdin") && strcmp(p, "files") ? "limits." : "", p);
         (void)snprintf(param, param_cap, "%s", name);
         return SBX_SVC_INVALID;
     }
@@ -800,10 +803,10 @@ int sbx_service_request_json(const struct sbx_spec *s, struct buf *out, struct b
     const struct sbx_limits *l = &s->limits;
     (void)buf_printf(out, "%s\"limits\":{", sep);
     sep = "";
-#define LIM(f)                                                                                                      \
-    if (l->f != d.f) {                                                                                              \
-        (void)buf_printf(out, "%s\"" #f "\":%" PRIu64, sep, (uint64_t)l->f);                                       \
-        sep = ",";                                                                                                  \
+#define LIM(f)                                                                                                         \
+    if (l->f != d.f) {                                                                                                 \
+        (void)buf_printf(out, "%s\"" #f "\":%" PRIu64, sep, (uint64_t)l->f);                                           \
+        sep = ",";                                                                                                     \
     }
     LIM(wall_ms)
     LIM(cpu_ms)

@@ -32,14 +32,14 @@
 #include "sandbox/sbx_spec.h"
 
 struct sbx_service_opts {
-    unsigned warm;        /* children kept ready per worker loop (each loop has its own zygote) */
-    unsigned max_running; /* runs going at once per loop; more wait in the queue */
-    unsigned max_queued;  /* runs waiting per loop; more are refused with SBX_SVC_BUSY */
-    unsigned loops;       /* loops expected to open (the daemon's workers): the uid range is split between them
-                           * so that no two runs of the process share a host uid (0 or 1: one slice) */
-    const char *exe;      /* the agentd binary for the zygote; NULL: /proc/self/exe (copied) */
-    struct sbx_config cfg; /* uid range, cgroup mode and parent (cgroup_parent copied) */
-    struct sbx_limits defaults; /* what a request that names no limit gets (sbx_service_spec_init) */
+    unsigned warm;              /* children kept ready per worker loop (each loop has its own zygote) */
+    unsigned max_running;       /* runs going at once per loop; more wait in the queue */
+    unsigned max_queued;        /* runs waiting per loop; more are refused with SBX_SVC_BUSY */
+    unsigned loops;             /* loops expected to open (the daemon's workers): the uid range is split between them
+                                 * so that no two runs of the process share a host uid (0 or 1: one slice) */
+    const char *exe;            /* the agentd binary for the zygote; NULL: /proc/self/exe (copied) */
+    struct sbx_config cfg;      /* uid range, cgroup mode and parent (cgroup_parent copied) */
+    struct sbx_limits defaults; /* limits of a request that names none; see sbx_service_spec_init */
     struct sbx_limits ceiling;  /* the most a request may ask for; 0 = the sandbox's own maxima */
     size_t max_code_bytes;      /* largest `code` accepted */
     size_t max_stdin_bytes;     /* largest stdin accepted */

@@ -61,8 +61,7 @@ static void test_parse_good(void)
     is_int(js.spec.limits.stdout_max, 100);
     sbx_json_spec_free(&js);
 
-    ok(parse("{\"command\":[\"/bin/echo\",\"hi\"],\"timeout_s\":2,\"network\":false}", &js, param, &err) ==
-       SBX_SVC_OK);
+    ok(parse("{\"command\":[\"/bin/echo\",\"hi\"],\"timeout_s\":2,\"network\":false}", &js, param, &err) == SBX_SVC_OK);
     is_int(js.spec.lang, SBX_LANG_NONE);
     is_int(js.spec.argc, 2);
     is_str(js.spec.argv[0], "/bin/echo");
