@@ -61,7 +61,7 @@ TRUE_BODY='{"command":["/bin/true"]}'
 PY_BODY='{"command":["/usr/bin/python3","-c","pass"]}'
 
 per=$((RUNS / BLOCKS))
-kinds=(bwrap http-b2b http-paced)
+kinds=(bwrap http-b2b http-paced api-paced)
 measure() { # kind prog block
   local kind=$1 prog=$2 b=$3 cmd body
   if [ "$prog" = true ]; then cmd=("${TRUE_CMD[@]}"); body=$TRUE_BODY; else cmd=("${PY_CMD[@]}"); body=$PY_BODY; fi
@@ -70,6 +70,8 @@ measure() { # kind prog block
     bwrap)      hyperfine -N --warmup 3 --runs "$per" --export-json "$f" "$(printf '%q ' "${BWRAP[@]}" "${cmd[@]}")" >/dev/null 2>&1 ;;
     http-b2b)   "$work/lat" -p "$port" -u /v1/sandbox/runs -b "$body" -H 'Content-Type: application/json' -n "$per" -w 5 --raw > "$f" ;;
     http-paced) "$work/lat" -p "$port" -u /v1/sandbox/runs -b "$body" -H 'Content-Type: application/json' -n "$per" -w 5 --raw --gap-us "$GAP_US" > "$f" ;;
+    # the same pool through the C API in a process of its own: what HTTP and the service add is the difference
+    api-paced)  "$AGENTD_BIN" sandbox bench --raw --timeout 60 --runs "$per" --zygote --warm "$WARM" --pace -- "${cmd[@]}" > "$f" || true ;;
   esac
 }
 # the answer must be a real run, not an error
@@ -100,6 +102,9 @@ def times(prog, kind):
         j = json.load(open(f))
         if kind == "bwrap":
             t += [x * 1000 for x in j["results"][0]["times"]]
+        elif kind == "api-paced":
+            t += j["times_ms"]
+            bad[(prog, kind)] = bad.get((prog, kind), 0) + j["failures"]
         else:
             t += [x / 1000 for x in j["total_raw_us"]]
             bad[(prog, kind)] = bad.get((prog, kind), 0) + j["errors"] + j["non2xx"]
@@ -111,7 +116,7 @@ cg = check["features"]["cgroup"]
 bw = subprocess.run(["bwrap", "--version"], capture_output=True, text=True).stdout.strip()
 load = open("/proc/loadavg").read().split()[:3]
 names = {"true": "`/bin/true`", "python": "`python3 -c pass`"}
-R = {(p, k): times(p, k) for p in names for k in ("bwrap", "http-b2b", "http-paced")}
+R = {(p, k): times(p, k) for p in names for k in ("bwrap", "http-b2b", "http-paced", "api-paced")}
 
 L = ["# The sandbox service: POST /v1/sandbox/runs vs bubblewrap\n"]
 L.append(f"Measured {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by `bench/sandbox/service.sh` "
@@ -128,7 +133,8 @@ L.append("| program | client | agentd p50 | p90 | p99 | bwrap p50 | p90 | p99 | 
 L.append("|---|---|---|---|---|---|---|---|---|")
 for p in names:
     b = R[(p, "bwrap")]
-    for k, label in (("http-paced", f"paced ({gap // 1000} ms between requests)"), ("http-b2b", "back to back")):
+    for k, label in (("http-paced", f"HTTP, paced ({gap // 1000} ms between requests)"), ("http-b2b", "HTTP, back to back"),
+                     ("api-paced", "C API, paced (no HTTP, no service)")):
         a = R[(p, k)]
         L.append(f"| {names[p]} | {label} | {a['p50']:.2f} | {a['p90']:.2f} | {a['p99']:.2f} | {b['p50']:.2f} | "
                  f"{b['p90']:.2f} | {b['p99']:.2f} | **{b['p50'] / a['p50']:.1f}x** |")
@@ -139,6 +145,7 @@ L.append("\n## Commands\n")
 L.append("```")
 L.append(f"agentd serve --config agentd.yaml   # server.workers 1, sandbox.service.warm {warm}, prewarm true")
 L.append(f"lat -p PORT -u /v1/sandbox/runs -b '{{\"command\":[\"/bin/true\"]}}' -H 'Content-Type: application/json' -n {runs // blocks} -w 5 --raw [--gap-us {gap}]")
+L.append(f"agentd sandbox bench --raw --runs {runs // blocks} --zygote --warm {warm} --pace -- /bin/true")
 L.append(f"hyperfine -N --warmup 3 --runs {runs // blocks} 'bwrap --unshare-all --ro-bind / / --proc /proc --dev /dev --tmpfs /tmp --die-with-parent /bin/true'")
 L.append("# and the same with /usr/bin/python3 -c pass; each in " + str(blocks) + " blocks, the kinds taking turns")
 L.append("```")
