@@ -5,6 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BIN, startAgentd } from '../lib/agentd.mjs';
 
@@ -231,6 +232,33 @@ test('agentd sandbox run --daemon URL runs through the daemon', { skip }, async 
     { encoding: 'utf8', env: { ...process.env, ...SAN_ENV } });
   assert.equal(gone.status, 1);
   assert.match(gone.stderr, /connect/);
+});
+
+test('kill -9 of the daemon mid-run leaves no sandbox process behind', { skip }, async () => {
+  const base = UID_BASE + 1000;
+  const k = await startAgentd({ config: CONFIG.replace(`uid_base: ${UID_BASE}`, `uid_base: ${base}`) });
+  // processes of the daemon's uid range (warm children and runs), with their command lines
+  const inRange = () => readdirSync('/proc').filter((p) => /^\d+$/.test(p)).map((p) => {
+    try {
+      const m = /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${p}/status`, 'utf8'));
+      if (!m || +m[1] < base || +m[1] >= base + 64) return null;
+      return readFileSync(`/proc/${p}/cmdline`, 'utf8').replace(/\0/g, ' ');
+    } catch { return null; }
+  }).filter((c) => c !== null);
+  const tick = () => new Promise((r) => setTimeout(r, 10));
+  const p = k.fetch('/v1/sandbox/runs', { method: 'POST', body: JSON.stringify({ language: 'sh', code: 'sleep 30 & sleep 31' }) }).catch((e) => e);
+  const t0 = Date.now();
+  while (inRange().filter((c) => c.startsWith('sleep')).length < 2) {
+    assert.ok(Date.now() - t0 < 5000, `the run never started: ${inRange()}`);
+    await tick();
+  }
+  await k.stop('SIGKILL');
+  await p;
+  const t1 = Date.now();
+  while (inRange().length > 0) {
+    assert.ok(Date.now() - t1 < 5000, `left behind: ${inRange()}`);
+    await tick();
+  }
 });
 
 test('runs are counted in metrics', { skip }, async () => {
