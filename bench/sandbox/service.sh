@@ -7,7 +7,7 @@
 #
 # Client: bench/lat.c, one keep-alive connection, closed loop (concurrency 1), timing from the write of the request
 # to the last byte of the response (the result JSON: output collected, process tree reaped, cgroup read and
-# removed). Two client modes: back to back (the pool refills while the next request arrives) and paced (10 ms
+# removed). Two client modes: back to back (the pool refills while the next request arrives) and paced (50 ms
 # between requests, not timed, so the pool is warm when each arrives: an agent's step is far slower than that).
 # bwrap: the wall time of the bwrap command (a fresh process per run), by hyperfine. Each figure is measured in
 # BLOCKS blocks, the kinds taking turns, so load from anything else falls on all of them alike.
@@ -19,7 +19,7 @@ root=$(cd "$here/../.." && pwd)
 RUNS=${RUNS:-400}
 BLOCKS=${BLOCKS:-4}
 WARM=${WARM:-2}
-GAP_US=${GAP_US:-10000}
+GAP_US=${GAP_US:-50000}
 out=${OUT:-$here/SERVICE.md}
 
 if [ -z "${AGENTD_BIN:-}" ]; then
