@@ -166,6 +166,7 @@ struct lane {
     uv_timer_t kick; /* starts queued jobs and delivers cancelled ones, outside the callers' stacks */
     struct sbx_service_job *q_head, *q_tail;
     struct sbx_service_job *running;
+    struct sbx_service_job *dead; /* cancelled while queued: out of the queue, their callbacks not yet made */
     unsigned nrunning, nqueued;
     unsigned open_handles; /* kick + pool */
     bool closing;
@@ -260,15 +261,16 @@ static int start_now(struct lane *l, struct sbx_service_job *j, const struct sbx
 static void on_kick(uv_timer_t *t)
 {
     struct lane *l = t->data;
-    while (l->q_head && (l->q_head->cancelled || l->nrunning < G.o.max_running) && !l->closing) {
+    while (l->dead) {
+        struct sbx_service_job *j = l->dead;
+        l->dead = j->next;
+        deliver_killed(j, "cancelled while queued");
+    }
+    while (l->q_head && l->nrunning < G.o.max_running && !l->closing) {
         struct sbx_service_job *j = l->q_head;
         list_remove(&l->q_head, &l->q_tail, j);
         l->nqueued--;
         metrics_add(&m_queued, NULL, -1);
-        if (j->cancelled) {
-            deliver_killed(j, "cancelled while queued");
-            continue;
-        }
         struct buf err = BUF_INIT(1024);
         if (start_now(l, j, &j->spec, &err) != 0) {
             struct sbx_result res;
@@ -351,6 +353,11 @@ void sbx_service_loop_close(uv_loop_t *loop)
     tl_lane = NULL;
     l->closing = true;
     /* Queued jobs never ran; running ones end KILLED through the pool's close. */
+    while (l->dead) {
+        struct sbx_service_job *j = l->dead;
+        l->dead = j->next;
+        deliver_killed(j, "cancelled while queued");
+    }
     while (l->q_head) {
         struct sbx_service_job *j = l->q_head;
         list_remove(&l->q_head, &l->q_tail, j);
@@ -542,8 +549,17 @@ void sbx_service_cancel(struct sbx_service_job *job)
         sbx_run_cancel(job->run);
         return;
     }
-    job->cancelled = true; /* still queued: delivered KILLED by the next kick */
-    kick(job->lane);
+    struct lane *l = job->lane;
+    if (job->cancelled)
+        return;
+    /* Still queued: out of the queue at once (it no longer holds a place), KILLED from the next kick. */
+    job->cancelled = true;
+    list_remove(&l->q_head, &l->q_tail, job);
+    l->nqueued--;
+    metrics_add(&m_queued, NULL, -1);
+    job->next = l->dead;
+    l->dead = job;
+    kick(l);
 }
 
 void sbx_service_stats(uv_loop_t *loop, struct sbx_service_stats *st)

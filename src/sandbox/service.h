@@ -79,7 +79,8 @@ void sbx_service_spec_init(struct sbx_spec *spec);
 /* Checks the spec against the ceilings, then starts it (or queues it). *out may be NULL. */
 int sbx_service_submit(uv_loop_t *loop, const struct sbx_spec *spec, sbx_service_done_fn *cb, void *ud,
                        struct sbx_service_job **out, struct buf *err);
-/* Kills a running job or drops a queued one; the callback still fires (KILLED). */
+/* Kills a running job or drops a queued one (its place in the queue is free at once); the callback still fires,
+ * once, with KILLED, from the loop (never from inside this call). Idempotent until the callback. */
 void sbx_service_cancel(struct sbx_service_job *job);
 
 struct sbx_service_stats {

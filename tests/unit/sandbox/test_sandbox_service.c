@@ -334,13 +334,18 @@ static void test_admission(void)
     ok(sbx_service_submit(&loop, &s, on_done, &g[0], &job[0], &err) == SBX_SVC_OK);
     ok(sbx_service_submit(&loop, &s, on_done, &g[1], &job[1], &err) == SBX_SVC_OK);
     sbx_service_cancel(job[1]);
-    ok(!g[1].done); /* delivered from the loop, not from inside cancel */
-    wait_all(g, 2);
+    sbx_service_cancel(job[1]); /* twice: still one callback */
+    ok(!g[1].done);             /* delivered from the loop, not from inside cancel */
+    /* the cancelled job gave its place in the queue back at once */
+    ok(sbx_service_submit(&loop, &s, on_done, &g[2], &job[2], &err) == SBX_SVC_OK);
+    wait_all(g, 3);
     is_int(g[1].res.reason, SBX_REASON_KILLED);
     is_int(g[1].res.host_pid, 0);
     is_int(g[0].res.reason, SBX_REASON_EXIT);
+    is_int(g[2].res.reason, SBX_REASON_EXIT);
     ok(g[1].order < g[0].order);
-    for (int i = 0; i < 2; i++)
+    ok(g[0].order < g[2].order);
+    for (int i = 0; i < 3; i++)
         sbx_result_free(&g[i].res);
     buf_free(&err);
 }
