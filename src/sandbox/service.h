@@ -80,7 +80,8 @@ void sbx_service_spec_init(struct sbx_spec *spec);
 int sbx_service_submit(uv_loop_t *loop, const struct sbx_spec *spec, sbx_service_done_fn *cb, void *ud,
                        struct sbx_service_job **out, struct buf *err);
 /* Kills a running job or drops a queued one (its place in the queue is free at once); the callback still fires,
- * once, with KILLED, from the loop (never from inside this call). Idempotent until the callback. */
+ * once, with KILLED (a queued job's from the loop, never from inside this call; a running job's normally from the
+ * loop too, but from inside this call if the zygote is found dead while sending). Idempotent until the callback. */
 void sbx_service_cancel(struct sbx_service_job *job);
 
 struct sbx_service_stats {
