@@ -614,8 +614,8 @@ static int translate_limits(cJSON *lim, struct buf *err, char *param, size_t cap
     return SBX_SVC_OK;
 }
 
-int sbx_service_parse_request(const char *body, size_t len, struct sbx_json_spec *out, struct buf *err, char *param,
-                              size_t param_cap)
+static int parse_request(const char *body, size_t len, struct sbx_json_spec *out, struct buf *err, char *param,
+                         size_t param_cap)
 {
     memset(out, 0, sizeof(*out));
     param[0] = '\0';
@@ -744,6 +744,15 @@ int sbx_service_parse_request(const char *body, size_t len, struct sbx_json_spec
         return SBX_SVC_INVALID;
     }
     return SBX_SVC_OK;
+}
+
+int sbx_service_parse_request(const char *body, size_t len, struct sbx_json_spec *out, struct buf *err, char *param,
+                              size_t param_cap)
+{
+    int rc = parse_request(body, len, out, err, param, param_cap);
+    if (rc != SBX_SVC_OK && G.started)
+        refuse("invalid");
+    return rc;
 }
 
 /* ---- the request body, written (the CLI's --daemon) ---- */

@@ -266,4 +266,7 @@ test('runs are counted in metrics', { skip }, async () => {
   await ok200({ command: ['/bin/true'] });
   assert.equal(await metric('agentd_sandbox_runs_total{reason="exit"}'), before_ + 1);
   assert.ok((await metric('agentd_sandbox_refused_total{reason="busy"}')) >= 1);
+  const invalid = await metric('agentd_sandbox_refused_total{reason="invalid"}');
+  await bad({ language: 'cobol', code: 'x' }, 400, 'language', 'invalid_sandbox_request');
+  assert.equal(await metric('agentd_sandbox_refused_total{reason="invalid"}'), invalid + 1);
 });
