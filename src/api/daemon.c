@@ -22,6 +22,7 @@
 #include "api/ops.h"
 #include "gateway/govern.h"
 #include "api/routes.h"
+#include "api/sandbox_http.h"
 #include "api/worker.h"
 #include "common/alloc.h"
 #include "common/log.h"
@@ -100,6 +101,7 @@ static void worker_check_stopped(struct worker *w)
         return;
     /* No connections left: close our own handles so the loop ends. */
     atomic_store(&w->stopped, true);
+    sandbox_http_worker_stop(w);
     ex_worker_free(w->gateway);
     w->gateway = NULL;
     uv_close((uv_handle_t *)&w->wakeup, NULL);
@@ -164,6 +166,9 @@ static void *worker_main(void *arg)
     snprintf(name, sizeof(name), "agentd-w%d", w->id);
     pthread_setname_np(pthread_self(), name);
     log_batch_enable();
+    sandbox_http_worker_start(w); /* the pool belongs to this thread */
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    sandbox_http_worker_stop(w); /* (done already when the worker drained) */
     uv_run(&w->loop, UV_RUN_DEFAULT);
     /* Anything still open (nothing, normally) is closed so the loop can be freed. */
     uv_walk(&w->loop, worker_close_walk, NULL);
@@ -446,6 +451,8 @@ int daemon_main(int argc, char **argv)
 
     metrics_register_process_collector();
     ops_init_http_metrics();
+    /* before the exporter thread starts: the service registers its metrics; its uid range is split per worker */
+    sandbox_http_init(D.cfg, (unsigned)(D.cfg->server.workers > 0 ? (int)D.cfg->server.workers : cpu_quota_workers()));
     otel_start(D.cfg);
     routes_init(D.cfg);
 
@@ -552,6 +559,7 @@ out_loop:
     http_server_free(D.ops);
 out_early:
     xfree(D.workers);
+    sandbox_http_shutdown();
     routes_shutdown();
     otel_stop(); /* flushes the spans the workers handed over, and a last metrics export */
     config_unref(D.cfg);

@@ -10,6 +10,7 @@
 #include "api/me.h"
 #include "api/ops.h"
 #include "api/responses_http.h"
+#include "api/sandbox_http.h"
 #include "common/alloc.h"
 #include "common/log.h"
 #include "common/str.h"
@@ -37,6 +38,7 @@ static const struct http_route base_routes[] = {
     {"/v1/models/", HTTP_M_GET, true, model_get_guarded, "/v1/models/{id}"},
     {"/v1/responses", HTTP_M_POST, false, gw_handle_responses, NULL},
     {"/v1/responses/", HTTP_M_GET | HTTP_M_DELETE | HTTP_M_POST, true, responses_item_guarded, "/v1/responses/{id}"},
+    {"/v1/sandbox/runs", HTTP_M_POST, false, sandbox_http_runs, NULL},
     /* key management (admin_keys.c): 404 unless AGENTD_ADMIN_KEY is set */
     {"/admin/keys", HTTP_M_GET | HTTP_M_POST, false, admin_keys_handle, NULL},
     {"/admin/keys/", HTTP_M_GET | HTTP_M_PATCH | HTTP_M_DELETE, true, admin_keys_handle, "/admin/keys/{id}"},

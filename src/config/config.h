@@ -102,6 +102,21 @@ struct config_store { /* schema: store/store_config.c */
     int64_t responses_max_age_ms; /* lifetime of a stored record */
 };
 
+/* sandbox: the daemon's sandbox pools and POST /v1/sandbox/runs (schema: sandbox/sandbox_config.c) */
+struct config_sandbox {
+    int64_t uid_base, uid_count; /* host uids the runs map to (split between the worker loops) */
+    int cgroup;                  /* enum sbx_cgroup_mode */
+    char *cgroup_parent;         /* "" = <our cgroup>/agentd-sandbox */
+    struct config_sandbox_service {
+        bool enabled;
+        bool prewarm;            /* make each worker's pool at start, not on its first run */
+        int64_t warm, max_running, max_queued;
+        int64_t max_code_bytes, max_stdin_bytes, max_files_bytes;
+        int64_t timeout_ms, max_timeout_ms, memory_bytes, max_memory_bytes, output_bytes, max_output_bytes;
+        int64_t max_pids;
+    } service;
+};
+
 enum { CONFIG_UPSTREAM_AUTO, CONFIG_UPSTREAM_NATIVE, CONFIG_UPSTREAM_CURL };
 
 struct config {
@@ -115,6 +130,7 @@ struct config {
     struct config_auth auth;
     struct config_telemetry telemetry;
     struct config_store store;
+    struct config_sandbox sandbox;
     struct cfg_list models; /* struct config_model (gateway/gw_config.h) */
     struct cfg_list prices; /* struct config_price (gateway/gw_config.h), merged over the built-in table */
     struct cfg_list budgets;    /* struct config_budget (policy/govern_config.h) */
