@@ -1348,6 +1348,9 @@ static enum ex_next st_plan(struct exchange *ex, void *ud)
         return EX_END;
     }
     /* The deadline counts from the request's arrival: time spent waiting for an admission slot is inside it. */
+    /* The loop's clock is the start of this turn, which may be well behind now when the turn was long (a big
+     * request, a loaded machine): bring it up to date, or the timer fires up to a turn early. */
+    uv_update_time(ex->deadline.loop);
     uint64_t waited_ms = (time_mono_us() - ex->t_start_us) / 1000;
     uint64_t total_ms = (uint64_t)ex->rq.cfg->gateway.request_timeout_ms;
     uv_timer_start(&ex->deadline, on_deadline, total_ms > waited_ms ? total_ms - waited_ms : 1, 0);
