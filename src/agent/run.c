@@ -18,6 +18,8 @@
 #include "gateway/front.h"
 #include "policy/auth.h"
 #include "telemetry/metrics.h"
+#include "telemetry/otlp.h"
+#include "telemetry/trace.h"
 
 /* ---------------- process state ---------------- */
 
@@ -41,6 +43,23 @@ static struct metric_def m_active =
 static const char *const m_tool_labels[] = {"tool", "outcome", NULL};
 static struct metric_def m_tools =
     METRIC_DEF("agentd_agent_tool_calls_total", "Agent tool calls, by tool and outcome.", METRIC_COUNTER, m_tool_labels);
+
+static const char *const m_run_dur_labels[] = {"agent", "status", NULL};
+static const char *const m_run_dur_otel[] = {"gen_ai.agent.name", "agent.run.status", NULL};
+static const double dur_buckets[] = {0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600};
+static struct metric_def m_run_dur = {.name = "agentd_agent_run_duration_seconds",
+                                      .help = "Agent runs, from start (or resume) to end, by agent and status.",
+                                      .kind = METRIC_HISTOGRAM, .labels = m_run_dur_labels, .buckets = dur_buckets,
+                                      .nbuckets = sizeof(dur_buckets) / sizeof(dur_buckets[0]),
+                                      .otel_name = "gen_ai.invoke_agent.duration", .unit = "s",
+                                      .otel_labels = m_run_dur_otel};
+static const char *const m_tool_dur_otel[] = {"gen_ai.tool.name", "agent.tool.outcome", NULL};
+static struct metric_def m_tool_dur = {.name = "agentd_agent_tool_duration_seconds",
+                                       .help = "Agent tool calls, by tool and outcome.", .kind = METRIC_HISTOGRAM,
+                                       .labels = m_tool_labels, .buckets = dur_buckets,
+                                       .nbuckets = sizeof(dur_buckets) / sizeof(dur_buckets[0]),
+                                       .otel_name = "gen_ai.execute_tool.duration", .unit = "s",
+                                       .otel_labels = m_tool_dur_otel};
 
 static int64_t wall_ms(void)
 {
@@ -117,6 +136,12 @@ struct run {
     unsigned refs;
     struct waiter *waiters;
     struct run *next;        /* G.live */
+    /* telemetry: the run's `invoke_agent` span, parent of its steps' gateway spans and of its `execute_tool` spans */
+    bool traced, sampled;
+    uint8_t trace_id[16], span_id[8];
+    uint64_t start_ns, start_us;
+    char traceparent[TRACEPARENT_LEN + 1];
+    struct str tp_hdr, wf_hdr;
 };
 
 static void run_next_step(struct run *r);
@@ -293,8 +318,90 @@ static void live_remove(struct run *r)
     pthread_mutex_unlock(&G.mu);
 }
 
+static uint64_t wall_ns(void)
+{
+    return time_wall_us() * 1000;
+}
+
+static void run_trace_init(struct run *r)
+{
+    r->start_ns = wall_ns();
+    r->start_us = time_mono_us();
+    r->wf_hdr = str_from(r->row.workflow);
+    if (!otel_trace_context_on())
+        return;
+    trace_new_trace_id(r->trace_id);
+    trace_new_span_id(r->span_id);
+    r->sampled = otel_sample(r->trace_id, NULL);
+    trace_format_traceparent(r->traceparent, r->trace_id, r->span_id, r->sampled ? 1 : 0);
+    r->tp_hdr = str_from(r->traceparent);
+    r->traced = true;
+}
+
+static void tool_span(struct run *r, const struct tcall *c, uint64_t start_ns)
+{
+    if (!r->traced || !r->sampled || !otel_traces_on())
+        return;
+    struct otel_span *s = otel_span_new();
+    memcpy(s->trace_id, r->trace_id, 16);
+    trace_new_span_id(s->span_id);
+    memcpy(s->parent_id, r->span_id, 8);
+    s->has_parent = true;
+    s->trace_flags = 1;
+    s->kind = OTEL_SPAN_INTERNAL;
+    s->start_ns = start_ns;
+    s->end_ns = wall_ns();
+    snprintf(s->name, sizeof(s->name), "execute_tool %.120s", c->name);
+    otel_span_cstr(s, "gen_ai.operation.name", "execute_tool");
+    otel_span_cstr(s, "gen_ai.tool.name", c->name);
+    otel_span_cstr(s, "gen_ai.tool.call.id", c->id);
+    otel_span_cstr(s, "gen_ai.agent.name", r->def.name);
+    otel_span_cstr(s, "tool.name", c->name);
+    otel_span_cstr(s, "agent.workflow", r->row.workflow);
+    otel_span_cstr(s, "agent.tool.outcome", tool_outcome_name(c->outcome));
+    if (c->outcome != TOOL_OK) {
+        s->status = OTEL_STATUS_ERROR;
+        otel_span_cstr(s, "error.type", tool_outcome_name(c->outcome));
+    }
+    otel_span_submit(s);
+}
+
+static void run_span(struct run *r)
+{
+    double secs = (double)(time_mono_us() - r->start_us) / 1e6;
+    metrics_observe(&m_run_dur, (const char *[]){r->def.name, r->suspended ? "suspended" : r->row.status}, secs);
+    if (!r->traced || !r->sampled || !otel_traces_on())
+        return;
+    struct otel_span *s = otel_span_new();
+    memcpy(s->trace_id, r->trace_id, 16);
+    memcpy(s->span_id, r->span_id, 8);
+    s->trace_flags = 1;
+    s->kind = OTEL_SPAN_INTERNAL;
+    s->start_ns = r->start_ns;
+    s->end_ns = wall_ns();
+    snprintf(s->name, sizeof(s->name), "invoke_agent %.120s", r->def.name);
+    otel_span_cstr(s, "gen_ai.operation.name", "invoke_agent");
+    otel_span_cstr(s, "gen_ai.agent.name", r->def.name);
+    otel_span_cstr(s, "gen_ai.agent.id", r->id);
+    otel_span_cstr(s, "gen_ai.request.model", r->def.model);
+    otel_span_cstr(s, "agent.workflow", r->row.workflow);
+    otel_span_cstr(s, "agent.run.status", r->suspended ? "suspended" : r->row.status);
+    otel_span_int(s, "gen_ai.usage.input_tokens", r->row.input_tokens);
+    otel_span_int(s, "gen_ai.usage.output_tokens", r->row.output_tokens);
+    otel_span_int(s, "agent.run.steps", r->row.steps);
+    otel_span_double(s, "agentd.cost_usd", r->row.cost_usd);
+    if (r->row.limit_name[0])
+        otel_span_cstr(s, "agent.run.limit", r->row.limit_name);
+    if (!r->suspended && strcmp(r->row.status, "succeeded") != 0) {
+        s->status = OTEL_STATUS_ERROR;
+        otel_span_cstr(s, "error.type", r->row.status);
+    }
+    otel_span_submit(s);
+}
+
 static void run_close(struct run *r)
 {
+    run_span(r);
     live_remove(r);
     atomic_fetch_sub(&G.active, 1);
     metrics_add(&m_active, NULL, -1);
@@ -468,10 +575,14 @@ static void sink_end(void *sink)
 static const struct ex_sink_ops run_sink_ops = {
     .head = sink_head, .write = sink_write, .end = sink_end, .bind = sink_bind};
 
-static const struct str *no_header(const void *hctx, const char *name)
+/* The headers a step's exchange sees: the run's trace context and its workflow (spans, agent.workflow). */
+static const struct str *step_header(const void *hctx, const char *name)
 {
-    (void)hctx;
-    (void)name;
+    const struct run *r = hctx;
+    if (r->traced && strcmp(name, "traceparent") == 0)
+        return &r->tp_hdr;
+    if (strcmp(name, "x-agentd-workflow") == 0)
+        return &r->wf_hdr;
     return NULL;
 }
 
@@ -539,7 +650,8 @@ static void llm_start(struct run *r)
     snprintf(rq.request_id, sizeof(rq.request_id), "s%lld-%s", (long long)r->row.steps + 1, r->id);
     rq.cfg = r->cfg;
     rq.who = &r->who; /* holder NULL: the exchange does not release it */
-    rq.header = no_header;
+    rq.header = step_header;
+    rq.hctx = r;
     r->in_llm = true;
     r->refs++; /* the sink's */
     ex_submit(r->gw, &front_openai_chat, &rq, &run_sink_ops, r);
@@ -718,6 +830,9 @@ static void tool_end(struct tcall *c, enum tool_outcome o, const char *text, siz
     c->outcome = o;
     tool_truncate(r, c, text, len);
     metrics_inc(&m_tools, (const char *[]){c->name, tool_outcome_name(o)});
+    int64_t ms = wall_ms() - c->t_start_ms;
+    metrics_observe(&m_tool_dur, (const char *[]){c->name, tool_outcome_name(o)}, ms > 0 ? (double)ms / 1000 : 0);
+    tool_span(r, c, (uint64_t)c->t_start_ms * 1000000);
     struct as_step *s = xcalloc(1, sizeof(*s));
     *s = step_of_call(c);
     persist(r, false, s, 1, after_tool_commit);
@@ -951,6 +1066,7 @@ int run_start(uv_loop_t *loop, struct gateway_worker *gw, struct config *cfg, co
         r->waiters = w;
     }
     memcpy(id_out, r->id, RUN_ID_MAX);
+    run_trace_init(r);
     live_add(r);
     arm_deadline(r);
     persist(r, true, NULL, 0, after_first_commit);
@@ -1121,6 +1237,7 @@ static void resume_one(struct resume_job *j, struct config *cfg, struct as_run *
             c->result = xstrdup(s->result ? s->result : "");
         }
     }
+    run_trace_init(r);
     log_info("agent run %s (%s): resumed after %lld steps (%d tool calls run again, %d interrupted)", r->id,
              r->def.name, (long long)r->row.steps, rerun, interrupted);
     live_add(r);
@@ -1217,6 +1334,8 @@ int agents_start(const char *data_dir, bool memory, char *err, size_t errlen)
         metrics_register(&m_runs);
         metrics_register(&m_active);
         metrics_register(&m_tools);
+        metrics_register(&m_run_dur);
+        metrics_register(&m_tool_dur);
         G.metrics_done = true;
     }
     G.store = agent_store_open(data_dir, memory, err, errlen);

@@ -387,3 +387,37 @@ test('SIGTERM mid-run: the daemon stops promptly and the run resumes at the next
     rmSync(dataDir, { recursive: true, force: true });
   }
 });
+
+test('telemetry: an invoke_agent span, the steps\' gateway spans and execute_tool spans in one trace', async () => {
+  const { startReceiver } = await import('../lib/otlp_receiver.mjs');
+  const rx = await startReceiver();
+  const t = await startAgentd({
+    config: 'agents:\n  - name: calc\n    model: mock\n    tools: [echo]\n',
+    env: { OTEL_EXPORTER_OTLP_ENDPOINT: rx.url, OTEL_BSP_SCHEDULE_DELAY: '100', OTEL_METRIC_EXPORT_INTERVAL: '200' },
+  });
+  try {
+    const { body } = await run('calc', 'CALL echo {"text":"traced"}\n---\ndone', { key: 'none' }, t);
+    assert.equal(body.status, 'succeeded');
+    await rx.waitFor((r) => r.spans().some((s) => s.name === 'invoke_agent calc'));
+    const spans = rx.spans();
+    const agent = spans.find((s) => s.name === 'invoke_agent calc');
+    assert.equal(agent.attrs['gen_ai.operation.name'], 'invoke_agent');
+    assert.equal(agent.attrs['gen_ai.agent.id'], body.id);
+    assert.equal(agent.attrs['agent.workflow'], 'calc');
+    const tool = spans.find((s) => s.name === 'execute_tool echo');
+    assert.ok(tool, JSON.stringify(spans.map((s) => s.name)));
+    assert.equal(tool.traceId, agent.traceId);
+    assert.equal(tool.parentSpanId, agent.spanId);
+    assert.equal(tool.attrs['tool.name'], 'echo');
+    // each LLM step is a gateway request in the run's trace, under the agent span, with its workflow
+    const steps = spans.filter((s) => s.traceId === agent.traceId && s.parentSpanId === agent.spanId && s.kind === 2);
+    assert.equal(steps.length, 2, JSON.stringify(spans.map((s) => [s.name, s.kind])));
+    assert.equal(steps[0].attrs['agent.workflow'], 'calc');
+    await rx.waitFor((r) => r.metrics().some((m) => m.name === 'gen_ai.invoke_agent.duration'));
+    assert.ok(rx.metrics().some((m) => m.name === 'gen_ai.execute_tool.duration'));
+  } finally {
+    const r = await t.stop();
+    await rx.close();
+    assert.equal(r.code, 0, t.rawStderr.slice(-3000));
+  }
+});
