@@ -298,7 +298,7 @@ struct sse {
     struct http_req *req;
     uv_timer_t timer;
     char id[RUN_ID_MAX + 8], key_id[48];
-    struct buf sent;     /* per step (by index): the state last sent, "\n"-separated lines */
+    char (*sent)[16];    /* per step (by index, steps come in seq order): the state last sent */
     size_t nsent;
     bool gone, busy, started, closing;
 };
@@ -306,7 +306,7 @@ struct sse {
 static void sse_closed(uv_handle_t *h)
 {
     struct sse *s = h->data;
-    buf_free(&s->sent);
+    xfree(s->sent);
     xfree(s);
 }
 
@@ -394,11 +394,14 @@ static void sse_job_done(uv_work_t *w, int status)
     /* each step whose state changed since the last poll */
     for (size_t i = 0; i < j->nsteps; i++) {
         const struct as_step *st = &j->steps[i];
-        char line[64];
-        snprintf(line, sizeof(line), "%lld:%s\n", (long long)st->seq, st->state);
-        if (s->sent.data && strstr(s->sent.data, line) != NULL)
+        if (i >= s->nsent) {
+            s->sent = xrealloc(s->sent, (i + 1) * sizeof(*s->sent));
+            memset(s->sent[i], 0, sizeof(s->sent[i]));
+            s->nsent = i + 1;
+        }
+        if (strcmp(s->sent[i], st->state) == 0)
             continue;
-        buf_append_str(&s->sent, line);
+        snprintf(s->sent[i], sizeof(s->sent[i]), "%s", st->state);
         struct as_run one = j->run;
         cJSON *full = run_to_json(&one, st, 1);
         cJSON *steps = cJSON_DetachItemFromObjectCaseSensitive(full, "steps");
@@ -439,7 +442,6 @@ static void events(struct http_req *req, const char *id, const char *key_id)
 {
     struct sse *s = xcalloc(1, sizeof(*s));
     s->req = req;
-    buf_init(&s->sent, BUF_UNBOUNDED);
     snprintf(s->id, sizeof(s->id), "%s", id);
     snprintf(s->key_id, sizeof(s->key_id), "%s", key_id);
     uv_timer_init(http_server_loop(req->server), &s->timer);

@@ -225,8 +225,9 @@ int agent_store_steps(struct agent_store *s, const char *id, struct as_step **ou
     pthread_mutex_lock(&s->mu);
     sqlite3_stmt *st;
     int rc = -1;
-    static const char sql[] = "SELECT seq, kind, name, call_id, state, request, result, t_start_ms, t_end_ms"
-                              " FROM steps WHERE run_id = ? ORDER BY seq";
+    /* an LLM step's request (the whole conversation so far) is kept for audit but not read back */
+    static const char sql[] = "SELECT seq, kind, name, call_id, state, CASE WHEN kind = 'llm' THEN NULL ELSE request END,"
+                              " result, t_start_ms, t_end_ms FROM steps WHERE run_id = ? ORDER BY seq";
     if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) == SQLITE_OK) {
         bind_text(st, 1, id);
         size_t cap = 0;

@@ -46,7 +46,8 @@ int agent_store_commit(struct agent_store *s, const char *run_id, const struct a
                        size_t n, char *err, size_t errlen);
 /* 0 with *out filled (free with as_run_free), 1 when there is no such run, -1 on error. */
 int agent_store_get(struct agent_store *s, const char *id, struct as_run *out, char *err, size_t errlen);
-/* The run's steps in order (free each with as_step_free, then the array). */
+/* The run's steps in order (free each with as_step_free, then the array); an LLM step's request is not read
+ * (NULL): it is the whole conversation up to it, kept for audit. */
 int agent_store_steps(struct agent_store *s, const char *id, struct as_step **out, size_t *n, char *err,
                       size_t errlen);
 /* Runs, newest first, at most limit; agent and status filter when not NULL/"". */
