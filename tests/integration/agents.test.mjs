@@ -398,7 +398,12 @@ test('telemetry: an invoke_agent span, the steps\' gateway spans and execute_too
   try {
     const { body } = await run('calc', 'CALL echo {"text":"traced"}\n---\ndone', { key: 'none' }, t);
     assert.equal(body.status, 'succeeded');
-    await rx.waitFor((r) => r.spans().some((s) => s.name === 'invoke_agent calc'));
+    // the exporter sends in batches: wait until the agent span and its children have all arrived
+    const family = (r) => {
+      const a = r.spans().find((s) => s.name === 'invoke_agent calc');
+      return a && r.spans().filter((s) => s.traceId === a.traceId).length >= 6;
+    };
+    await rx.waitFor(family);
     const spans = rx.spans();
     const agent = spans.find((s) => s.name === 'invoke_agent calc');
     assert.equal(agent.attrs['gen_ai.operation.name'], 'invoke_agent');
@@ -413,8 +418,11 @@ test('telemetry: an invoke_agent span, the steps\' gateway spans and execute_too
     const steps = spans.filter((s) => s.traceId === agent.traceId && s.parentSpanId === agent.spanId && s.kind === 2);
     assert.equal(steps.length, 2, JSON.stringify(spans.map((s) => [s.name, s.kind])));
     assert.equal(steps[0].attrs['agent.workflow'], 'calc');
-    await rx.waitFor((r) => r.metrics().some((m) => m.name === 'gen_ai.invoke_agent.duration'));
-    assert.ok(rx.metrics().some((m) => m.name === 'gen_ai.execute_tool.duration'));
+    // metric names of every export so far (an export may carry a scope with no metrics yet)
+    const names = (r) => new Set(r.requests.filter((q) => q.path === '/v1/metrics' && q.status === 200 && q.decoded)
+      .flatMap((q) => (q.decoded.resourceMetrics || []).flatMap((rm) => (rm.scopeMetrics || [])
+        .flatMap((sm) => (sm.metrics || []).map((m) => m.name)))));
+    await rx.waitFor((r) => names(r).has('gen_ai.invoke_agent.duration') && names(r).has('gen_ai.execute_tool.duration'));
   } finally {
     const r = await t.stop();
     await rx.close();
