@@ -80,6 +80,8 @@ long runs_active(void)
 
 enum tc_state { TC_PENDING, TC_STARTING, TC_RUNNING, TC_DONE };
 
+#define RUN_MAX_CALLS_PER_STEP 64 /* more in one step are answered with a tool error, not run */
+
 struct tcall {
     struct run *run;
     char id[96], name[80];
@@ -742,7 +744,11 @@ static void llm_step_done(struct run *r)
         for (size_t k = 0; k < r->def.tools.n; k++)
             allowed = allowed || strcmp(r->def.tools.v[k], c->name) == 0;
         c->tool = allowed ? agent_tool_find(c->name) : NULL;
-        if (c->tool == NULL) {
+        if (r->ncalls > RUN_MAX_CALLS_PER_STEP) {
+            c->st = TC_DONE;
+            c->outcome = TOOL_ERROR;
+            c->result = xstrdup("too many tool calls in one step (at most 64 run)");
+        } else if (c->tool == NULL) {
             c->st = TC_DONE;
             c->outcome = TOOL_UNAVAILABLE;
             c->result = xstrdup("this agent has no such tool");

@@ -410,6 +410,12 @@ static void sse_job_done(uv_work_t *w, int status)
         cJSON_Delete(steps);
         sse_event(s, step_event(st), ev);
     }
+    struct worker *wk = worker_of_loop(s->timer.loop);
+    if (wk && wk->draining) { /* the daemon stops: the stream ends (the run resumes at the next start) */
+        job_free(j);
+        sse_end(s);
+        return;
+    }
     if (final_status(j->run.status)) {
         sse_event(s, "run.finished", run_to_json(&j->run, NULL, 0));
         http_stream_write(s->req, "data: [DONE]\n\n", 14);
