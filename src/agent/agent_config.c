@@ -93,6 +93,9 @@ static const struct cfg_field agent_fields[] = {
              "the agent's name"},
     {.key = "allow_urls", .type = CFG_STRLIST, .off = AOFF(allow_urls), .flags = CFG_NO_ENV,
      .help = "http_fetch: URL prefixes the agent may fetch"},
+    {.key = "allow_private_networks", .type = CFG_BOOL, .off = AOFF(allow_private_networks), .def = "false",
+     .flags = CFG_NO_ENV,
+     .help = "http_fetch may reach private, loopback and link-local addresses (internal services); off by default"},
     {.key = "limits", .type = CFG_MAP, .off = AOFF(limits), .sub = &limits_schema, .flags = CFG_NO_ENV},
 };
 const struct cfg_schema agent_config_schema = {.name = "agent",
@@ -137,6 +140,7 @@ void agent_def_copy(struct config_agent *dst, const struct config_agent *src)
     strlist_copy(&dst->tools, &src->tools);
     strlist_copy(&dst->allow_urls, &src->allow_urls);
     dst->limits = src->limits;
+    dst->allow_private_networks = src->allow_private_networks;
 }
 
 void agent_def_free(struct config_agent *a)
@@ -208,7 +212,8 @@ int agent_def_from_json(const cJSON *o, struct config_agent *a, char *msg, size_
         return -1;
     }
     static const char *const known[] = {"name",     "description", "model",      "instructions", "tools",
-                                        "output_schema", "workflow", "allow_urls", "limits"};
+                                        "output_schema", "workflow", "allow_urls", "limits",
+                                        "allow_private_networks"};
     const cJSON *it;
     cJSON_ArrayForEach(it, o)
     {
@@ -242,6 +247,12 @@ int agent_def_from_json(const cJSON *o, struct config_agent *a, char *msg, size_
         snprintf(msg, n, "field 'tools': at most %d tools per agent", AGENT_MAX_TOOLS);
         return -1;
     }
+    const cJSON *apn = cJSON_GetObjectItemCaseSensitive(o, "allow_private_networks");
+    if (apn && !cJSON_IsBool(apn)) {
+        snprintf(msg, n, "field 'allow_private_networks' must be a boolean");
+        return -1;
+    }
+    a->allow_private_networks = cJSON_IsTrue(apn);
     const cJSON *sch = cJSON_GetObjectItemCaseSensitive(o, "output_schema");
     if (cJSON_IsObject(sch)) {
         char *t = cJSON_PrintUnformatted(sch);
@@ -302,6 +313,7 @@ cJSON *agent_def_to_json(const struct config_agent *a)
     }
     cJSON_AddStringToObject(o, "workflow", a->workflow ? a->workflow : a->name ? a->name : "");
     cJSON_AddItemToObject(o, "allow_urls", strlist_json(&a->allow_urls));
+    cJSON_AddBoolToObject(o, "allow_private_networks", a->allow_private_networks);
     cJSON *l = cJSON_AddObjectToObject(o, "limits");
     cJSON_AddNumberToObject(l, "max_steps", (double)a->limits.max_steps);
     cJSON_AddNumberToObject(l, "max_tokens", (double)a->limits.max_tokens);

@@ -42,6 +42,7 @@ struct config_agent {
     char *output_schema;        /* JSON Schema text, or NULL */
     char *workflow;             /* budget scope `workflow`; NULL: the agent's name */
     struct cfg_strlist allow_urls; /* http_fetch: URL prefixes the agent may fetch */
+    bool allow_private_networks;   /* http_fetch: private, loopback and link-local addresses too */
     struct agent_limits limits;
 };
 

@@ -876,7 +876,8 @@ static void after_start_commit(struct run *r, int rc)
         if (c->st != TC_STARTING)
             continue;
         c->st = TC_RUNNING;
-        c->te = (struct tool_exec){.loop = r->loop, .tool = c->tool, .args = c->args, .done = on_tool_done, .ud = c};
+        c->te = (struct tool_exec){
+            .loop = r->loop, .def = &r->def, .tool = c->tool, .args = c->args, .done = on_tool_done, .ud = c};
         struct call_timer *t = xcalloc(1, sizeof(*t));
         t->run = r;
         t->c = c;
@@ -1301,9 +1302,10 @@ void agents_worker_drain(uv_loop_t *loop)
             }
         pthread_mutex_unlock(&G.mu);
         if (found == NULL)
-            return;
+            break;
         run_suspend(found);
     }
+    http_fetch_loop_done();
 }
 
 /* ---------------- process ---------------- */

@@ -115,11 +115,6 @@ static void code_exec_start(struct tool_exec *te)
                          "(POST /v1/sandbox/runs) yet"));
 }
 
-static void http_fetch_start(struct tool_exec *te)
-{
-    answer_after(te, 0, TOOL_UNAVAILABLE, xstrdup("http_fetch is not available in this build"));
-}
-
 static const struct agent_tool tools[] = {
     {"echo", "Answers its arguments (the value of 'text' when there is one). 'delay_ms' delays the answer.",
      "{\"type\":\"object\",\"properties\":{\"text\":{\"type\":\"string\"},\"delay_ms\":{\"type\":\"number\"}}}", true,
@@ -134,7 +129,7 @@ static const struct agent_tool tools[] = {
     {"http_fetch", "Fetches a URL the agent is allowed to fetch.",
      "{\"type\":\"object\",\"properties\":{\"url\":{\"type\":\"string\"},\"method\":{\"type\":\"string\",\"enum\":["
      "\"GET\",\"POST\"]},\"body\":{\"type\":\"string\"}},\"required\":[\"url\"]}",
-     true, http_fetch_start, timed_cancel},
+     true, http_fetch_start, http_fetch_cancel},
 };
 
 const struct agent_tool *agent_tool_find(const char *name)

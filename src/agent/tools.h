@@ -8,7 +8,9 @@
  *                                            is reported to the model as interrupted, not run again)
  *   code_exec  {"language", "code"}          the sandbox service; answers a 'not available' tool error until the
  *                                            daemon serves POST /v1/sandbox/runs
- *   http_fetch {"url", "method", "body"}     not available yet (a 'not available' tool error) */
+ *   http_fetch {"url", "method", "body"}     GET or POST to a URL under one of the agent's allow_urls prefixes
+ *                                            (agent/http_fetch.c); private, loopback and link-local addresses
+ *                                            are refused after resolution and on every redirect */
 #ifndef AGENTD_AGENT_TOOLS_H
 #define AGENTD_AGENT_TOOLS_H
 
@@ -34,8 +36,10 @@ const char *tool_outcome_name(enum tool_outcome o);
 struct tool_exec;
 typedef void tool_done_fn(struct tool_exec *te, enum tool_outcome o, const char *text, size_t len);
 
+struct config_agent;
 struct tool_exec {
     uv_loop_t *loop;
+    const struct config_agent *def; /* the agent's definition (allow_urls, limits), valid until done */
     const struct agent_tool *tool;
     const char *args;   /* JSON text, valid until done */
     tool_done_fn *done; /* called exactly once, never from inside start() */
@@ -55,6 +59,15 @@ struct agent_tool {
 };
 
 const struct agent_tool *agent_tool_find(const char *name);
+
+/* http_fetch (http_fetch.c). */
+void http_fetch_start(struct tool_exec *te);
+void http_fetch_cancel(struct tool_exec *te);
+/* The loop stops: frees its HTTP client (after every fetch on it has ended). */
+void http_fetch_loop_done(void);
+/* True when the address may be fetched: not private, loopback, link-local, multicast or reserved. */
+struct sockaddr;
+bool http_fetch_addr_public(const struct sockaddr *sa);
 /* "echo, wait, code_exec, http_fetch" */
 const char *agent_tool_names(void);
 

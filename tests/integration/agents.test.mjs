@@ -9,10 +9,11 @@ import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
+import { createServer } from 'node:http';
 import { startAgentd, BIN } from '../lib/agentd.mjs';
 
 const ADMIN = 'adm-' + 'a'.repeat(24);
-const CONFIG = `auth:
+const CONFIG = (web) => `auth:
   mode: keys
 budgets:
   - {scope: workflow, name: tight-wf, tokens: 40}
@@ -45,9 +46,19 @@ agents:
     model: mock
     workflow: tight-wf
     tools: [echo]
+  - name: fetcher
+    model: mock
+    tools: [http_fetch]
+    allow_urls: ["${web}/"]
+    allow_private_networks: true
+    limits: {tool_output_bytes: 100}
+  - name: guarded
+    model: mock
+    tools: [http_fetch]
+    allow_urls: ["${web}/", "http://localhost:"]
 `;
 
-let d, key, key2;
+let d, key, key2, web, webRequests = [];
 
 async function adminKey(dd, name) {
   const r = await dd.fetch('/admin/keys', { method: 'POST', headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' }, body: JSON.stringify({ name }) });
@@ -57,7 +68,23 @@ async function adminKey(dd, name) {
 }
 
 before(async () => {
-  d = await startAgentd({ env: { AGENTD_ADMIN_KEY: ADMIN }, config: CONFIG });
+  // a web server for http_fetch (on loopback: only agents with allow_private_networks may reach it)
+  web = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => { body += c; });
+    req.on('end', () => {
+      webRequests.push({ method: req.method, url: req.url, host: req.headers.host, body });
+      if (req.url === '/hello') { res.writeHead(200, { 'content-type': 'text/plain' }); res.end('hello'); return; }
+      if (req.url === '/moved') { res.writeHead(302, { location: '/hello' }); res.end(); return; }
+      if (req.url === '/away') { res.writeHead(301, { location: 'http://127.0.0.2:9/x' }); res.end(); return; }
+      if (req.url === '/big') { res.writeHead(200, { 'content-type': 'text/plain' }); res.end('b'.repeat(10000)); return; }
+      if (req.url === '/echo') { res.writeHead(201, { 'content-type': 'application/json' }); res.end(body); return; }
+      res.writeHead(404); res.end('no');
+    });
+  });
+  await new Promise((res) => web.listen(0, '127.0.0.1', res));
+  const webUrl = `http://127.0.0.1:${web.address().port}`;
+  d = await startAgentd({ env: { AGENTD_ADMIN_KEY: ADMIN }, config: CONFIG(webUrl) });
   key = await adminKey(d, 'agents-test');
   key2 = await adminKey(d, 'someone-else');
   // keys take effect within a second (the keyring polls its store)
@@ -70,6 +97,7 @@ before(async () => {
 });
 
 after(async () => {
+  web.close();
   const r = await d.stop();
   assert.equal(r.code, 0, d.rawStderr.slice(-3000));
 });
@@ -145,13 +173,14 @@ test('max_parallel_tools: 1 runs the calls one after the other', async () => {
   assert.ok(b.started_at_ms >= a.ended_at_ms, JSON.stringify([a, b]));
 });
 
-test('tools the sandbox does not serve yet answer a tool error the model sees; the run goes on', async () => {
+test('tools that fail answer a tool error the model sees; the run goes on', async () => {
   const { body } = await run('calc', 'CALL code_exec {"language":"python","code":"print(1)"} CALL http_fetch {"url":"http://127.0.0.1/"}\n---\nfine');
   assert.equal(body.status, 'succeeded');
   const [c, h] = tools(body);
   assert.equal(c.status, 'unavailable');
   assert.match(c.result, /not available/);
-  assert.equal(h.status, 'unavailable');
+  assert.equal(h.status, 'error');
+  assert.match(h.result, /not under one of the agent's allow_urls/);
   // a tool the agent does not have is refused to the model, never run
   const { body: b2 } = await run('serial', 'CALL echo {"text":"x"}\n---\nfine');
   assert.equal(b2.status, 'succeeded');
@@ -428,4 +457,37 @@ test('telemetry: an invoke_agent span, the steps\' gateway spans and execute_too
     await rx.close();
     assert.equal(r.code, 0, t.rawStderr.slice(-3000));
   }
+});
+
+test('http_fetch: allowlist, private addresses refused after resolution and on redirects, size cap, POST', async () => {
+  const port = web.address().port;
+  const base = `http://127.0.0.1:${port}`;
+  const script = [
+    `CALL http_fetch {"url":"${base}/hello"} CALL http_fetch {"url":"${base}/moved"} CALL http_fetch {"url":"${base}/big"}` +
+    ` CALL http_fetch {"url":"${base}/echo","method":"POST","body":"{\\"a\\":1}"} CALL http_fetch {"url":"${base}/away"}` +
+    ` CALL http_fetch {"url":"http://user@127.0.0.1:${port}/hello"} CALL http_fetch {"url":"ftp://x/"}`,
+    'done'].join('\n---\n');
+  webRequests = [];
+  const { body } = await run('fetcher', script);
+  assert.equal(body.status, 'succeeded', JSON.stringify(body));
+  const t = tools(body);
+  assert.equal(t[0].status, 'ok');
+  assert.equal(t[0].result, 'HTTP 200 (text/plain)\n\nhello');
+  assert.equal(t[1].result, 'HTTP 200 (text/plain)\n\nhello', 'the redirect is followed');
+  assert.match(t[2].result, /^HTTP 200 \(text\/plain\)\n\nb+\n\[truncated: the tool answered \d+ bytes, the first 100 are shown\]$/);
+  assert.equal(t[3].result, 'HTTP 201 (application/json)\n\n{"a":1}');
+  assert.equal(t[4].status, 'error');
+  assert.match(t[4].result, /not under one of the agent's allow_urls/, 'a redirect target is checked again');
+  assert.equal(t[5].status, 'error');
+  assert.equal(t[6].status, 'error');
+  assert.ok(webRequests.some((r) => r.method === 'POST' && r.body === '{"a":1}'));
+  assert.ok(webRequests.every((r) => r.host === `127.0.0.1:${port}`));
+  // without allow_private_networks, loopback is refused whatever the allowlist says: by address and by name
+  webRequests = [];
+  const { body: g } = await run('guarded', `CALL http_fetch {"url":"${base}/hello"} CALL http_fetch {"url":"http://localhost:${port}/hello"}\n---\nok`);
+  const gt = tools(g);
+  assert.equal(gt[0].status, 'error');
+  assert.match(gt[0].result, /refused: 127\.0\.0\.1 resolves to a private, loopback or link-local address/);
+  assert.match(gt[1].result, /refused: localhost resolves to a private/);
+  assert.equal(webRequests.length, 0, 'nothing reached the server');
 });

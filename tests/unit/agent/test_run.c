@@ -7,7 +7,11 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include "agent/run.h"
+#include "agent/tools.h"
 #include "config/config.h"
 #include "gateway/exchange.h"
 #include "gateway/gw_config.h"
@@ -261,6 +265,38 @@ static void test_schema(void)
     cJSON_Delete(s);
 }
 
+static bool pub(const char *ip)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    if (strchr(ip, ':')) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        a->sin6_family = AF_INET6;
+        inet_pton(AF_INET6, ip, &a->sin6_addr);
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        a->sin_family = AF_INET;
+        inet_pton(AF_INET, ip, &a->sin_addr);
+    }
+    return http_fetch_addr_public((struct sockaddr *)&ss);
+}
+
+static void test_addresses(void)
+{
+    static const char *const refused[] = {"127.0.0.1", "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1",
+                                          "169.254.169.254", "100.64.0.1", "0.0.0.0", "224.0.0.1", "255.255.255.255",
+                                          "::1", "::", "fe80::1", "fc00::1", "fd12::1", "::ffff:127.0.0.1",
+                                          "::ffff:10.0.0.1", "64:ff9b::a9fe:a9fe", "ff02::1", "2001:db8::1"};
+    static const char *const allowed[] = {"8.8.8.8", "1.1.1.1", "172.32.0.1", "100.128.0.1", "2606:4700::1111",
+                                          "::ffff:8.8.8.8", "64:ff9b::808:808"};
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
+        if (!ok(!pub(refused[i])))
+            printf("#   %s counted public\n", refused[i]);
+    for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]); i++)
+        if (!ok(pub(allowed[i])))
+            printf("#   %s counted private\n", allowed[i]);
+}
+
 int main(void)
 {
     uv_loop_init(&loop);
@@ -279,6 +315,7 @@ int main(void)
     subtest("cancel mid-step", test_cancel);
     subtest("run request", test_request_parse);
     subtest("output schema", test_schema);
+    subtest("http_fetch addresses", test_addresses);
     ex_worker_free(gw);
     while (uv_run(&loop, UV_RUN_NOWAIT) != 0)
         ;
