@@ -130,6 +130,7 @@ struct run {
     /* the tool calls of the current step */
     struct tcall *calls;
     int ncalls, inflight;
+    int tool_commits;        /* tool results queued for commit: the step's results go on only when all are in */
     /* lifetime */
     uv_timer_t deadline;
     uv_async_t wake;
@@ -138,6 +139,8 @@ struct run {
     unsigned refs;
     struct waiter *waiters;
     struct run *next;        /* G.live */
+    struct pjob *pq_head, *pq_tail; /* commits waiting: one runs at a time, in order */
+    bool pbusy;
     /* telemetry: the run's `invoke_agent` span, parent of its steps' gateway spans and of its `execute_tool` spans */
     bool traced, sampled;
     uint8_t trace_id[16], span_id[8];
@@ -219,6 +222,7 @@ typedef void persist_cont(struct run *r, int rc);
 struct pjob {
     uv_work_t w;
     struct run *run;
+    struct pjob *next;
     struct as_run row;
     bool with_row;
     struct as_step *steps;
@@ -233,6 +237,26 @@ static void pjob_work(uv_work_t *w)
     struct pjob *j = w->data;
     j->rc = agent_store_commit(G.store, j->run->id, j->with_row ? &j->row : NULL, j->steps, j->n, j->err,
                                sizeof(j->err));
+}
+
+static void pjob_done(uv_work_t *w, int status);
+
+/* Starts the oldest waiting commit. A run's commits never overlap, so a later state is never overwritten by an
+ * earlier one that the thread pool happened to run last. */
+static void pump(struct run *r)
+{
+    while (!r->pbusy && r->pq_head) {
+        struct pjob *j = r->pq_head;
+        r->pq_head = j->next;
+        if (r->pq_head == NULL)
+            r->pq_tail = NULL;
+        r->pbusy = true;
+        if (uv_queue_work(r->loop, &j->w, pjob_work, pjob_done) != 0) {
+            snprintf(j->err, sizeof(j->err), "cannot queue the commit");
+            j->rc = -1;
+            pjob_done(&j->w, -1);
+        }
+    }
 }
 
 static void pjob_done(uv_work_t *w, int status)
@@ -251,8 +275,10 @@ static void pjob_done(uv_work_t *w, int status)
     persist_cont *cont = j->cont;
     int rc = j->rc;
     xfree(j);
+    r->pbusy = false;
     if (cont)
         cont(r, rc);
+    pump(r);
     run_unref(r);
 }
 
@@ -283,11 +309,12 @@ static void persist(struct run *r, bool with_row, struct as_step *steps, size_t 
     j->n = n;
     j->cont = cont;
     r->refs++;
-    if (uv_queue_work(r->loop, &j->w, pjob_work, pjob_done) != 0) {
-        snprintf(j->err, sizeof(j->err), "cannot queue the commit");
-        j->rc = -1;
-        pjob_done(&j->w, -1);
-    }
+    if (r->pq_tail)
+        r->pq_tail->next = j;
+    else
+        r->pq_head = j;
+    r->pq_tail = j;
+    pump(r);
 }
 
 static struct as_step step_of_call(const struct tcall *c)
@@ -836,6 +863,7 @@ static void tool_end(struct tcall *c, enum tool_outcome o, const char *text, siz
     c->outcome = o;
     tool_truncate(r, c, text, len);
     metrics_inc(&m_tools, (const char *[]){c->name, tool_outcome_name(o)});
+    r->tool_commits++;
     int64_t ms = wall_ms() - c->t_start_ms;
     metrics_observe(&m_tool_dur, (const char *[]){c->name, tool_outcome_name(o)}, ms > 0 ? (double)ms / 1000 : 0);
     tool_span(r, c, (uint64_t)c->t_start_ms * 1000000);
@@ -893,8 +921,8 @@ static void after_start_commit(struct run *r, int rc)
 /* Starts pending calls up to max_parallel_tools; when every call is done, the results go to the model. */
 static void run_tools(struct run *r)
 {
-    if (r->finishing)
-        return;
+    if (r->finishing || r->tool_commits > 0)
+        return; /* a result's commit is still queued: its continuation comes back here */
     int running = 0, done = 0;
     for (int i = 0; i < r->ncalls; i++) {
         running += r->calls[i].st == TC_RUNNING || r->calls[i].st == TC_STARTING;
@@ -926,6 +954,18 @@ static void run_tools(struct run *r)
 }
 
 static void after_tool_commit(struct run *r, int rc)
+{
+    r->tool_commits--;
+    if (r->finishing)
+        return;
+    if (rc != 0) {
+        step_failed(r, "the run's state could not be committed");
+        return;
+    }
+    run_tools(r);
+}
+
+static void after_resume_commit(struct run *r, int rc)
 {
     if (r->finishing)
         return;
@@ -1249,7 +1289,7 @@ static void resume_one(struct resume_job *j, struct config *cfg, struct as_run *
              r->def.name, (long long)r->row.steps, rerun, interrupted);
     live_add(r);
     arm_deadline(r);
-    persist(r, true, fix, nfix, after_tool_commit);
+    persist(r, true, fix, nfix, after_resume_commit);
 }
 
 static void resume_done(uv_work_t *w, int status)
