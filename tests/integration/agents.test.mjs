@@ -17,6 +17,11 @@ const CONFIG = (web) => `auth:
   mode: keys
 budgets:
   - {scope: workflow, name: tight-wf, tokens: 40}
+models:
+  - name: priced
+    provider: mock
+prices:
+  priced: {input: 1000, output: 1000}
 agents:
   - name: calc
     model: mock
@@ -42,6 +47,10 @@ agents:
     model: mock
     output_schema: '{"type":"object","required":["answer"],"properties":{"answer":{"type":"integer"}}}'
     limits: {max_steps: 3}
+  - name: pricey
+    model: priced
+    tools: [echo]
+    limits: {max_usd: 0.01}
   - name: tight
     model: mock
     workflow: tight-wf
@@ -186,7 +195,7 @@ test('tools that fail answer a tool error the model sees; the run goes on', asyn
   assert.equal(b2.status, 'succeeded');
 });
 
-test('limits: max_steps, deadline, tool timeout, tool output truncation, max_tokens', async () => {
+test('limits: max_steps, deadline, tool timeout, tool output truncation, max_usd, max_tokens', async () => {
   let { body } = await run('short', 'CALL echo {"text":"1"}\n---\nCALL echo {"text":"2"}\n---\nCALL echo {"text":"3"}\n---\nend');
   assert.equal(body.status, 'limit_exceeded');
   assert.equal(body.limit, 'max_steps');
@@ -206,6 +215,11 @@ test('limits: max_steps, deadline, tool timeout, tool output truncation, max_tok
   const t = tools(body)[0];
   assert.equal(t.status, 'ok');
   assert.match(t.result, /^z{64}\n\[truncated: the tool answered 500 bytes, the first 64 are shown\]$/);
+
+  ({ body } = await run('pricey', 'CALL echo {"text":"' + 'p'.repeat(200) + '"}\n---\nCALL echo {"text":"again"}\n---\nend'));
+  assert.equal(body.status, 'limit_exceeded', JSON.stringify(body));
+  assert.equal(body.limit, 'max_usd');
+  assert.ok(body.cost_usd > 0.01, String(body.cost_usd));
 
   ({ body } = await run('frugal', 'CALL echo {"text":"' + 'y'.repeat(200) + '"}\n---\nCALL echo {"text":"again"}\n---\nend'));
   assert.equal(body.status, 'limit_exceeded');
