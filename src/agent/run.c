@@ -131,6 +131,8 @@ struct run {
     struct tcall *calls;
     int ncalls, inflight;
     int tool_commits;        /* tool results queued for commit: the step's results go on only when all are in */
+    struct call_timer *retry; /* a refused step (429 but a budget's, 502-504) waits here to be asked again */
+    int step_retries;
     /* lifetime */
     uv_timer_t deadline;
     uv_async_t wake;
@@ -168,6 +170,8 @@ static void run_unref(struct run *r)
 {
     if (--r->refs > 0)
         return;
+    principal_release(r->auth_p);
+    r->auth_p = NULL;
     calls_clear(r);
     cJSON_Delete(r->messages);
     cJSON_Delete(r->tools);
@@ -465,11 +469,8 @@ static void release_step_principal(struct run *r)
 /* Stops what is in flight: the exchange (its sink's end sees finishing and does nothing) and the tool calls. */
 static void stop_inflight(struct run *r)
 {
-    if (r->ex) {
-        struct exchange *ex = r->ex;
-        r->ex = NULL;
-        ex_cancel(ex);
-    }
+    if (r->ex)
+        ex_cancel(r->ex); /* its sink's end runs inside: it clears r->ex */
     for (int i = 0; i < r->ncalls; i++) {
         struct tcall *c = &r->calls[i];
         if (c->st == TC_RUNNING) {
@@ -481,7 +482,13 @@ static void stop_inflight(struct run *r)
         }
         call_timer_stop(c);
     }
-    release_step_principal(r);
+    if (r->retry) {
+        struct call_timer *t = r->retry;
+        r->retry = NULL;
+        uv_timer_stop(&t->t);
+        uv_close((uv_handle_t *)&t->t, on_call_timer_closed);
+    }
+    /* the step's principal goes with the run (run_unref), after the exchange that points at it */
 }
 
 static void run_finish(struct run *r, const char *status, const char *limit, const char *error)
@@ -551,7 +558,8 @@ static void on_wake(uv_async_t *a)
 
 static void sink_bind(void *sink, struct exchange *ex)
 {
-    ((struct run *)sink)->ex = ex;
+    struct run *r = sink;
+    r->ex = ex;
 }
 
 static void sink_head(void *sink, int status, const struct buf *hdrs, bool stream)
@@ -591,6 +599,11 @@ static void llm_step_done(struct run *r);
 static void sink_end(void *sink)
 {
     struct run *r = sink;
+    /* The step's principal (rq.who) lives in the run, which may be gone before the exchange's memory is (its
+     * handles close later). Once the exchange has ended nothing reads it but the release when the exchange is
+     * freed, which does nothing for NULL: the exchange forgets it here. */
+    if (r->ex)
+        r->ex->rq.who = NULL;
     r->ex = NULL;
     r->in_llm = false;
     if (r->finishing) {
@@ -702,10 +715,56 @@ static void add_tool_message(struct run *r, const struct tcall *c)
     cJSON_AddItemToArray(r->messages, t);
 }
 
+#define RUN_STEP_RETRIES 3
+
+static void on_retry(uv_timer_t *t)
+{
+    struct call_timer *ct = t->data;
+    struct run *r = ct->run;
+    r->retry = NULL;
+    uv_close((uv_handle_t *)&ct->t, on_call_timer_closed);
+    if (!r->finishing)
+        llm_start(r);
+}
+
+/* A step refused for a while (a rate limit, the gateway's admission, an upstream that is overloaded or down) is
+ * asked again after the Retry-After the gateway gave, or a growing pause; a budget's refusal is final. The run's
+ * deadline still bounds it. True when a retry is scheduled. */
+static bool step_retry(struct run *r, const cJSON *resp)
+{
+    const cJSON *code = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(resp, "error"), "code");
+    bool budget = cJSON_IsString(code) && strcmp(code->valuestring, "budget_exceeded") == 0;
+    int st = r->resp_status;
+    if (budget || !(st == 429 || st == 502 || st == 503 || st == 504) || r->step_retries >= RUN_STEP_RETRIES)
+        return false;
+    double ms = header_double(&r->hdrs, "retry-after-ms");
+    if (ms <= 0)
+        ms = 250.0 * (1 << r->step_retries);
+    if (ms > 30000)
+        ms = 30000;
+    r->step_retries++;
+    struct call_timer *t = xcalloc(1, sizeof(*t));
+    t->run = r;
+    uv_timer_init(r->loop, &t->t);
+    t->t.data = t;
+    r->refs++;
+    r->retry = t;
+    uv_timer_start(&t->t, on_retry, (uint64_t)ms, 0);
+    log_info("agent run %s: step %lld refused with %d, asked again in %.0f ms (retry %d of %d)", r->id,
+             (long long)r->row.steps + 1, st, ms, r->step_retries, RUN_STEP_RETRIES);
+    return true;
+}
+
 static void llm_step_done(struct run *r)
 {
     int64_t t_end = wall_ms();
     cJSON *resp = cJSON_ParseWithLength(r->resp.data ? r->resp.data : "", r->resp.len);
+    if (r->resp_status != 200 && step_retry(r, resp)) {
+        cJSON_Delete(resp);
+        return;
+    }
+    if (r->resp_status == 200)
+        r->step_retries = 0;
     if (r->resp_status != 200 || !cJSON_IsObject(resp)) {
         const cJSON *e = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(resp, "error"), "message");
         char why[600];

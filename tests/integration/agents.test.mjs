@@ -505,3 +505,20 @@ test('http_fetch: allowlist, private addresses refused after resolution and on r
   assert.match(gt[1].result, /refused: localhost resolves to a private/);
   assert.equal(webRequests.length, 0, 'nothing reached the server');
 });
+
+test('a step refused for a while (the gateway\'s admission is full) is asked again, not failed', async () => {
+  const cfg = 'gateway:\n  max_concurrent_requests: 1\nmodels:\n  - name: slow\n    provider: mock\n    mock: {latency: 400ms}\n' +
+    'agents:\n  - name: slowpoke\n    model: slow\n';
+  const t = await startAgentd({ config: cfg });
+  try {
+    const first = await run('slowpoke', 'one', { wait: false, key: 'none' }, t);
+    assert.equal(first.status, 202);
+    const second = await run('slowpoke', 'two', { key: 'none' }, t); // its first try finds the one slot taken
+    assert.equal(second.body.status, 'succeeded', JSON.stringify(second.body));
+    assert.equal(second.body.output, 'echo: two');
+    await t.waitLog((l) => l.msg && l.msg.startsWith(`agent run ${second.body.id}: step 1 refused with 429`));
+  } finally {
+    const r = await t.stop();
+    assert.equal(r.code, 0, t.rawStderr.slice(-3000));
+  }
+});
