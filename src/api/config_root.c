@@ -2,7 +2,9 @@
  * in struct config; the engine in config/ knows no module. A new module adds its section here (and, while other
  * layers read it by member name, its plain struct to struct config). */
 #include <stddef.h>
+#include <string.h>
 
+#include "agent/agent_config.h"
 #include "api/server_config.h"
 #include "common/macros.h"
 #include "config/config.h"
@@ -22,6 +24,11 @@ static void finish(struct cfg_ctx *ctx, void *obj, const char *path)
     struct config *c = obj;
     gw_config_models_finish(ctx, &c->models, "models");
     auth_config_finish(c);
+    const struct config_agent *a = c->agents.items;
+    for (size_t i = 0; i < c->agents.n; i++)
+        for (size_t j = 0; j < i; j++)
+            if (a[i].name && a[j].name && strcmp(a[i].name, a[j].name) == 0)
+                cfg_error_at(ctx, NULL, "agents", "agent name '%s' appears twice", a[i].name);
 }
 
 static const struct cfg_field root_fields[] = {
@@ -41,6 +48,8 @@ static const struct cfg_field root_fields[] = {
     {.key = "ratelimits", .type = CFG_LIST, .off = OFF(ratelimits), .sub = &govern_ratelimit_schema,
      .help = "requests and tokens per minute per key, user, team, model or deployment (docs/budgets.md)"},
     {.key = "ledger", .type = CFG_MAP, .off = OFF(ledger), .sub = &govern_ledger_schema},
+    {.key = "agents", .type = CFG_LIST, .off = OFF(agents), .sub = &agent_config_schema,
+     .help = "agent definitions: model, instructions, tools, limits (docs/agents.md)"},
 };
 
 const struct cfg_schema config_schema = {.name = "config",

@@ -20,6 +20,7 @@
 #include <uv.h>
 
 #include "api/ops.h"
+#include "agent/run.h"
 #include "gateway/govern.h"
 #include "api/routes.h"
 #include "api/sandbox_http.h"
@@ -124,6 +125,7 @@ static void on_worker_wakeup(uv_async_t *a)
     }
     if ((cmds & (WORKER_CMD_DRAIN | WORKER_CMD_FORCE)) && !w->draining) {
         w->draining = true;
+        agents_worker_drain(&w->loop); /* runs stop at their last committed step; a restart resumes them */
         http_server_close_listeners(w->http); /* the socket is closed by the time this returns */
         http_server_drain(w->http);
         if (atomic_fetch_sub(&D.listeners_open, 1) == 1)
@@ -190,6 +192,7 @@ static int worker_init(struct worker *w, int id, int api_fd)
     struct http_options o = http_options_of(w->cfg);
     w->http = http_server_new(&w->loop, &o);
     w->gateway = ex_worker_new(&w->loop, gw_config_up_options(w->cfg));
+    agents_worker_init(&w->loop, w->gateway, id); /* worker 0 resumes the unfinished agent runs */
     uv_async_init(&w->loop, &w->wakeup, on_worker_wakeup);
     w->wakeup.data = w;
     uv_prepare_init(&w->loop, &w->turn);

@@ -135,6 +135,7 @@ struct config {
     struct cfg_list prices; /* struct config_price (gateway/gw_config.h), merged over the built-in table */
     struct cfg_list budgets;    /* struct config_budget (policy/govern_config.h) */
     struct cfg_list ratelimits; /* struct config_ratelimit (policy/govern_config.h) */
+    struct cfg_list agents;     /* struct config_agent (agent/agent_config.h) */
     struct config_ledger {      /* its schema: policy/govern_config.c */
         bool enabled;
         int64_t batch_interval_ms;
