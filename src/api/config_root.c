@@ -6,6 +6,7 @@
 #include "api/server_config.h"
 #include "common/macros.h"
 #include "config/config.h"
+#include "gateway/cache.h"
 #include "gateway/gw_config.h"
 #include "policy/auth_config.h"
 #include "store/store_config.h"
@@ -21,6 +22,7 @@ static void finish(struct cfg_ctx *ctx, void *obj, const char *path)
     struct config *c = obj;
     gw_config_models_finish(ctx, &c->models, "models");
     auth_config_finish(c);
+    cache_config_finish(ctx, c);
 }
 
 static const struct cfg_field root_fields[] = {
@@ -39,6 +41,7 @@ static const struct cfg_field root_fields[] = {
     {.key = "ratelimits", .type = CFG_LIST, .off = OFF(ratelimits), .sub = &govern_ratelimit_schema,
      .help = "requests and tokens per minute per key, user, team, model or deployment (docs/budgets.md)"},
     {.key = "ledger", .type = CFG_MAP, .off = OFF(ledger), .sub = &govern_ledger_schema},
+    {.key = "cache", .type = CFG_MAP, .off = OFF(cache), .sub = &cache_config_schema},
 };
 
 const struct cfg_schema config_schema = {.name = "config",

@@ -118,6 +118,15 @@ struct config {
         int64_t batch_interval_ms;
         int64_t queue_max;
     } ledger;
+    struct config_cache { /* the response cache; its schema: gateway/cache_config.c (docs/cache.md) */
+        bool enabled;
+        int64_t max_bytes, max_entry_bytes, ttl_ms;
+        int scope;                 /* enum cache_scope (gateway/cache.h): key, team, global */
+        bool only_temperature_zero;
+        bool honor_cache_control;
+        bool coalesce;
+        struct cfg_list models;    /* struct config_cache_model (gateway/cache.h): per public model */
+    } cache;
     /* Derived state built by higher layers at load (the gateway's model registry), freed with the snapshot. */
     void *ext;
     void (*ext_free)(void *ext);

@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "config/config.h"
+#include "gateway/cache.h"
 #include "gateway/eventstream.h"
 #include "gateway/front.h"
 #include "gateway/models.h"
@@ -72,6 +73,7 @@ int gateway_global_init(void)
     ex_observer_add(&ex_observer_llm_log);
     ex_observer_add(&ex_observer_spans);
     usage_metrics_register();
+    cache_init();
     return upstream_global_init();
 }
 
@@ -376,6 +378,8 @@ static void gateway_headers(struct exchange *ex, struct buf *h, const struct dep
         hdr_add(h, "x-agentd-dropped-fields", ex->rq.dropped_fields);
     hdr_add_u64(h, "x-agentd-overhead-us", overhead_now(ex, time_mono_us()));
     hdr_add_u64(h, "x-agentd-attempts", (uint64_t)ex->attempts);
+    if (ex->cache_result)
+        hdr_add(h, "x-agentd-cache", ex->cache_result);
     if (policy && policy->headers)
         policy->headers(ex, h);
     if (ex->fops->headers)
@@ -554,6 +558,24 @@ static void ex_fail_at(struct exchange *ex, const struct gw_error *err, const st
 void ex_fail(struct exchange *ex, const struct gw_error *err)
 {
     ex_fail_at(ex, err, NULL);
+}
+
+void ex_reply_cached(struct exchange *ex, const void *data, size_t len, bool stream)
+{
+    if (ex->done)
+        return;
+    ex->usage = (struct usage){.known = true}; /* billed: nothing */
+    ex->cost_usd = 0;
+    ex->priced = true;
+    struct buf b = {(char *)data, len, len, len};
+    if (stream) {
+        ex->t_first_token_us = time_mono_us();
+        client_send(ex, &b, NULL);
+        ex_end(ex, 200, NULL, NULL);
+        return;
+    }
+    struct ex_reply r = {&b, NULL, true};
+    ex_end(ex, 200, NULL, &r);
 }
 
 void ex_cancel(struct exchange *ex)

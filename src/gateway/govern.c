@@ -495,6 +495,7 @@ static void on_settle(const struct exchange *ex, const struct ex_outcome *o)
     struct who w;
     who_of(ex, &w);
     const struct price *p = dep ? dep->price : NULL;
+    bool hit = ex->cache_result && strcmp(ex->cache_result, "hit") == 0;
     struct ledger_row r = {
         .ts_ms = (int64_t)(time_wall_us() / 1000),
         .input_tokens = used.input,
@@ -506,7 +507,7 @@ static void on_settle(const struct exchange *ex, const struct ex_outcome *o)
         .status = o->status,
         /* cut short, or charged an estimate because the provider reported no usage */
         .incomplete = ex->incomplete || (!ex->usage.known && (used.input > 0 || used.output > 0)),
-        .priced = p != NULL,
+        .priced = p != NULL || hit, /* a cache hit: priced, at $0 */
         .attempts = ex->attempts,
         .latency_us = (int64_t)o->total_us,
         .ttft_us = ex->t_first_token_us ? (int64_t)(ex->t_first_token_us - ex->t_start_us) : 0,
@@ -518,7 +519,7 @@ static void on_settle(const struct exchange *ex, const struct ex_outcome *o)
     snp(r.workflow, sizeof(r.workflow), w.workflow);
     snp(r.model, sizeof(r.model), ex->rq.model_name);
     snp(r.deployment, sizeof(r.deployment), dep ? dep->label : "");
-    snp(r.provider, sizeof(r.provider), dep ? dep->prov->name : "");
+    snp(r.provider, sizeof(r.provider), dep ? dep->prov->name : hit ? "cache" : "");
     snp(r.price_version, sizeof(r.price_version), ex->reg && ex->reg->prices ? ex->reg->prices->version : "");
     ledger_enqueue(&r);
     if (r.cost_nusd > 0)
