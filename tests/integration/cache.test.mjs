@@ -236,6 +236,7 @@ test('a hit is a $0 row in the ledger (provider "cache"); TTL expires answers', 
   const d = await startAgentd({ env, noDataDir: true, args: ['--data-dir', dataDir],
     config: `cache: {enabled: true, models: {gpt: {ttl: 300ms}}}\n${models()}` });
   try {
+    const stored = Date.now(); // the answer is stored after this
     const r1 = await chat(d, { max_tokens: 31 });
     const id1 = r1.headers.get('x-request-id');
     await r1.text();
@@ -265,7 +266,7 @@ test('a hit is a $0 row in the ledger (provider "cache"); TTL expires answers', 
       await r.text();
     }
     assert.equal(kind, 'miss');
-    assert.ok(Date.now() - t0 >= 250);
+    assert.ok(Date.now() - stored >= 290); // not before its TTL
   } finally { await d.stop(); }
 });
 
