@@ -243,6 +243,8 @@ test('a hit is a $0 row in the ledger (provider "cache"); TTL expires answers', 
     const r2 = await chat(d, { max_tokens: 31 });
     assert.equal(r2.headers.get('x-agentd-cache'), 'hit');
     await r2.text();
+    const hitLine = await d.waitLog((l) => l.msg === 'llm' && l.cache === 'hit', 5000);
+    assert.ok(hitLine.cache_saved_usd > 0); // the saving: what the first answer cost
     await d.waitLog((l) => l.msg === 'llm' && l.status === 200 && l.request_id !== id1, 5000).catch(() => {});
     let rows = [];
     for (let i = 0; i < 100 && rows.length < 2; i++) {
