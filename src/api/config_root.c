@@ -8,6 +8,7 @@
 #include "config/config.h"
 #include "gateway/cache.h"
 #include "gateway/gw_config.h"
+#include "gateway/routing.h"
 #include "policy/auth_config.h"
 #include "store/store_config.h"
 #include "policy/govern_config.h"
@@ -23,6 +24,7 @@ static void finish(struct cfg_ctx *ctx, void *obj, const char *path)
     gw_config_models_finish(ctx, &c->models, "models");
     auth_config_finish(c);
     cache_config_finish(ctx, c);
+    routing_config_finish(ctx, c);
 }
 
 static const struct cfg_field root_fields[] = {
@@ -42,6 +44,9 @@ static const struct cfg_field root_fields[] = {
      .help = "requests and tokens per minute per key, user, team, model or deployment (docs/budgets.md)"},
     {.key = "ledger", .type = CFG_MAP, .off = OFF(ledger), .sub = &govern_ledger_schema},
     {.key = "cache", .type = CFG_MAP, .off = OFF(cache), .sub = &cache_config_schema},
+    {.key = "routing", .type = CFG_LIST, .off = OFF(routing), .sub = &routing_rule_schema,
+     .help = "rules that send a public model's requests to a cheaper one; per model, first match wins "
+             "(docs/routing.md)"},
 };
 
 const struct cfg_schema config_schema = {.name = "config",

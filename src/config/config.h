@@ -127,6 +127,7 @@ struct config {
         bool coalesce;
         struct cfg_list models;    /* struct config_cache_model (gateway/cache.h): per public model */
     } cache;
+    struct cfg_list routing;       /* struct config_route (gateway/routing.h): rules per public model */
     /* Derived state built by higher layers at load (the gateway's model registry), freed with the snapshot. */
     void *ext;
     void (*ext_free)(void *ext);

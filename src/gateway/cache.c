@@ -19,6 +19,7 @@
 #include "config/config.h"
 #include "gateway/exchange.h"
 #include "gateway/front.h"
+#include "gateway/routing.h"
 #include "policy/auth.h"
 #include "telemetry/metrics.h"
 
@@ -735,6 +736,7 @@ static enum ex_next cache_stage(struct exchange *ex, void *ud)
         cp.lookup = false; /* a fresh answer, which replaces the stored one */
     if (cc->only_temperature_zero && !temperature_zero(ex))
         cp.lookup = cp.store = false;
+    routing_apply(ex); /* the key holds the model after routing (the decision is taken once) */
     struct cache_key_input ki = {ex->fops->name, ex->rq.stream, namespace_of(ex, cc->scope),
                                  str_from(ex->rq.model_name), ex->rq.body};
     if ((cp.lookup || cp.store) && cache_key(&ki, cp.key) != 0)

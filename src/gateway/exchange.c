@@ -19,6 +19,7 @@
 #include "gateway/front.h"
 #include "gateway/models.h"
 #include "gateway/redact.h"
+#include "gateway/routing.h"
 #include "net/sse.h"
 #include "net/upstream.h"
 #include "policy/auth.h"
@@ -380,6 +381,10 @@ static void gateway_headers(struct exchange *ex, struct buf *h, const struct dep
     hdr_add_u64(h, "x-agentd-attempts", (uint64_t)ex->attempts);
     if (ex->cache_result)
         hdr_add(h, "x-agentd-cache", ex->cache_result);
+    if (ex->route_rule) {
+        hdr_add(h, "x-agentd-route", ex->route_rule);
+        hdr_add(h, "x-agentd-routed-from", ex->routed_from);
+    }
     if (policy && policy->headers)
         policy->headers(ex, h);
     if (ex->fops->headers)
@@ -1137,6 +1142,7 @@ static enum ex_next st_admit(struct exchange *ex, void *ud)
 static enum ex_next st_plan(struct exchange *ex, void *ud)
 {
     (void)ud;
+    routing_apply(ex); /* routing to cheaper models (gateway/routing.c): may change the model first */
     plan(ex);
     if (ex->nplan == 0) {
         struct gw_error err;

@@ -158,6 +158,10 @@ struct exchange {
     /* the response cache (gateway/cache.c): "hit", "miss", "bypass" (x-agentd-cache), NULL when not consulted */
     const char *cache_result;
     int64_t cache_saved_nusd;  /* a hit: what the answer cost the first time (the saving) */
+    /* routing (gateway/routing.c): the rule that sent this request to rq.model_name, and the model asked for */
+    bool route_decided;
+    const char *route_rule;    /* in the configuration snapshot; NULL: not routed */
+    char routed_from[256];
 };
 
 /* Starts an exchange for rq (copied) on this worker's loop; the response goes to sink. Returns the exchange, or

@@ -477,6 +477,33 @@ void govern_free(struct exchange *ex)
     ex->gov = NULL;
 }
 
+double govern_budget_remaining(const struct exchange *ex, bool team)
+{
+    const struct config *cfg = ex->rq.cfg;
+    struct who w;
+    who_of(ex, &w);
+    const char *name = team ? w.team : w.key_id;
+    enum budget_scope scope = team ? BUDGET_TEAM : BUDGET_KEY;
+    double least = 1.0;
+    if (B == NULL || name[0] == '\0')
+        return least;
+    const struct config_budget *cb = cfg->budgets.items;
+    int64_t now = (int64_t)(time_wall_us() / 1000000);
+    for (size_t i = 0; i < cfg->budgets.n; i++) {
+        if (cb[i].scope != (int)scope || (strcmp(cb[i].name, "*") != 0 && strcmp(cb[i].name, name) != 0))
+            continue;
+        struct budget_state st;
+        budget_get(B, scope, name, cb[i].window, now, &st);
+        double lim = cb[i].usd > 0 ? cb[i].usd * 1e9 : (double)cb[i].tokens;
+        double used = cb[i].usd > 0 ? (double)(st.spent_nusd + st.reserved_nusd)
+                                    : (double)(st.spent_tokens + st.reserved_tokens);
+        double r = lim > 0 ? 1.0 - used / lim : 1.0;
+        if (r < least)
+            least = r < 0 ? 0 : r;
+    }
+    return least;
+}
+
 /* ---- settle ---- */
 
 static void on_settle(const struct exchange *ex, const struct ex_outcome *o)

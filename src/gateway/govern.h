@@ -39,6 +39,9 @@ void govern_headers(const struct exchange *ex, struct buf *h);
 void govern_fill_usage(struct exchange *ex);
 void govern_free(struct exchange *ex);
 
+/* The smallest share left (0..1) among the budgets that govern this caller's key, or (team) its team, in their
+ * current windows; 1 when none does (routing's budget_below condition). */
+double govern_budget_remaining(const struct exchange *ex, bool team);
 /* The process's budget table (for /v1/me and tests). */
 struct budget *govern_budget(void);
 

@@ -107,6 +107,10 @@ static void llm_log_settle(const struct exchange *ex, const struct ex_outcome *o
         log_field_int(&l, "cache_write_tokens", ex->usage.cache_write);
     if (ex->usage.reasoning)
         log_field_int(&l, "reasoning_tokens", ex->usage.reasoning);
+    if (ex->route_rule) { /* routing (gateway/routing.c) */
+        log_field_cstr(&l, "route", ex->route_rule);
+        log_field_cstr(&l, "routed_from", ex->routed_from);
+    }
     if (ex->cache_result) /* the response cache (gateway/cache.c) */
         log_field_cstr(&l, "cache", ex->cache_result);
     if (ex->cache_saved_nusd > 0)
