@@ -9,6 +9,7 @@
 #include "gateway/cache.h"
 #include "gateway/gw_config.h"
 #include "gateway/routing.h"
+#include "policy/alerts.h"
 #include "policy/auth_config.h"
 #include "store/store_config.h"
 #include "policy/govern_config.h"
@@ -47,6 +48,8 @@ static const struct cfg_field root_fields[] = {
     {.key = "routing", .type = CFG_LIST, .off = OFF(routing), .sub = &routing_rule_schema,
      .help = "rules that send a public model's requests to a cheaper one; per model, first match wins "
              "(docs/routing.md)"},
+    {.key = "alerts", .type = CFG_MAP, .off = OFF(alerts), .sub = &alerts_config_schema,
+     .help = "spend alerts: budget thresholds and spend-rate anomalies, to the log, metrics and webhooks"},
 };
 
 const struct cfg_schema config_schema = {.name = "config",

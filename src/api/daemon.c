@@ -21,6 +21,7 @@
 
 #include "api/ops.h"
 #include "gateway/govern.h"
+#include "policy/alerts.h"
 #include "api/routes.h"
 #include "api/worker.h"
 #include "common/alloc.h"
@@ -431,6 +432,8 @@ int daemon_main(int argc, char **argv)
     if (govern_start(D.cfg, &gerr) != 0) /* budgets rebuilt from the ledger, then its writer */
         log_warn("spend ledger not available: %s", gerr.data ? gerr.data : "?");
     buf_free(&gerr);
+    if (alerts_start(D.cfg) != 0) /* spend alerts: budget thresholds, spend-rate anomalies, webhooks */
+        log_warn("spend alerts not available");
 
     metrics_register_process_collector();
     ops_init_http_metrics();
@@ -544,6 +547,7 @@ out_early:
     otel_stop(); /* flushes the spans the workers handed over, and a last metrics export */
     config_unref(D.cfg);
     config_shutdown();
+    alerts_stop();
     govern_cleanup(); /* writes the ledger's last rows */
     metrics_shutdown();
     gateway_global_cleanup();

@@ -128,6 +128,15 @@ struct config {
         struct cfg_list models;    /* struct config_cache_model (gateway/cache.h): per public model */
     } cache;
     struct cfg_list routing;       /* struct config_route (gateway/routing.h): rules per public model */
+    struct config_alerts {         /* spend alerts; the schema: policy/alerts.c */
+        struct cfg_strlist thresholds; /* percent of each budget */
+        bool anomaly;
+        double anomaly_factor, anomaly_min_usd;
+        int64_t anomaly_baseline_ms, check_interval_ms;
+        int64_t retries, retry_backoff_ms, timeout_ms;
+        bool log;
+        struct cfg_list webhooks;  /* struct config_alert_webhook (policy/alerts.h) */
+    } alerts;
     /* Derived state built by higher layers at load (the gateway's model registry), freed with the snapshot. */
     void *ext;
     void (*ext_free)(void *ext);

@@ -13,6 +13,7 @@
 #include "gateway/models.h"
 #include "gateway/provider.h"
 #include "policy/auth.h"
+#include "policy/alerts.h"
 #include "policy/budget.h"
 #include "policy/keys.h"
 #include "policy/govern_config.h"
@@ -506,6 +507,31 @@ double govern_budget_remaining(const struct exchange *ex, bool team)
 
 /* ---- settle ---- */
 
+/* Spend alerts (policy/alerts.h): the use of every budget that governs this caller, after its settle. */
+static void alert_budgets(const struct exchange *ex, const struct who *w, int64_t now_s)
+{
+    const struct config *cfg = ex->rq.cfg;
+    if (cfg->alerts.thresholds.n == 0 || B == NULL)
+        return;
+    const struct config_budget *cb = cfg->budgets.items;
+    for (size_t i = 0; i < cfg->budgets.n; i++) {
+        const char *name = cb[i].scope == BUDGET_KEY    ? w->key_id
+                           : cb[i].scope == BUDGET_USER ? w->user
+                           : cb[i].scope == BUDGET_TEAM ? w->team
+                                                        : w->workflow;
+        if (name[0] == '\0' || (strcmp(cb[i].name, "*") != 0 && strcmp(cb[i].name, name) != 0))
+            continue;
+        struct budget_state st;
+        budget_get(B, cb[i].scope, name, cb[i].window, now_s, &st);
+        bool usd = cb[i].usd > 0;
+        double lim = usd ? cb[i].usd : (double)cb[i].tokens;
+        double used = usd ? (double)st.spent_nusd / 1e9 : (double)st.spent_tokens;
+        if (lim > 0)
+            alerts_budget_use(cfg, budget_scope_name(cb[i].scope), name, budget_window_name(cb[i].window),
+                              budget_window_start(cb[i].window, now_s), used / lim, lim, usd ? "usd" : "tokens");
+    }
+}
+
 static void on_settle(const struct exchange *ex, const struct ex_outcome *o)
 {
     struct govern_state *g = ex->gov;
@@ -549,6 +575,8 @@ static void on_settle(const struct exchange *ex, const struct ex_outcome *o)
     snp(r.provider, sizeof(r.provider), dep ? dep->prov->name : hit ? "cache" : "");
     snp(r.price_version, sizeof(r.price_version), ex->reg && ex->reg->prices ? ex->reg->prices->version : "");
     ledger_enqueue(&r);
+    alerts_note_spend(r.cost_nusd, r.ts_ms);
+    alert_budgets(ex, &w, now_s);
     if (r.cost_nusd > 0)
         metrics_add(&m_spend, (const char *[]){w.key_id, w.team, ex->rq.model_name}, (double)r.cost_nusd / 1e9);
     if (used.input > 0)

@@ -14,6 +14,14 @@ import Anthropic from '@anthropic-ai/sdk';
 import { startAgentd, BIN } from '../lib/agentd.mjs';
 import { startFake, FAKE_KEYS } from '../fakes/fake.mjs';
 
+
+// Stops agentd and checks that the sanitizers had nothing to say (a leak or undefined behaviour fails the test).
+async function stopClean(d) {
+  const r = await d.stop();
+  assert.doesNotMatch(d.rawStderr, /runtime error|AddressSanitizer|LeakSanitizer/);
+  return r;
+}
+
 let f;
 before(async () => { f = await startFake({ provider: 'all' }); });
 after(async () => { await f.close(); });
@@ -58,7 +66,7 @@ test('off by default: two identical requests both reach the provider, no x-agent
       await r.json();
     }
     assert.equal(upstreamChats(), 2);
-  } finally { await d.stop(); }
+  } finally { await stopClean(d); }
 });
 
 test('a hit replays the first answer byte for byte at $0; the key is the canonical request', async () => {
@@ -90,7 +98,7 @@ test('a hit replays the first answer byte for byte at $0; the key is the canonic
     assert.match(m, /agentd_cache_requests_total\{result="hit"\} 1\b/);
     assert.match(m, /agentd_cache_saved_usd_total\{model="gpt"\} [0-9.]+/);
     assert.match(m, /agentd_cache_entries 2\b/);
-  } finally { await d.stop(); }
+  } finally { await stopClean(d); }
 });
 
 test('streams are replayed as streams with the original usage (OpenAI SDK)', async () => {
@@ -125,7 +133,7 @@ test('streams are replayed as streams with the original usage (OpenAI SDK)', asy
       messages: [{ role: 'user', content: 'stream me please' }] }).withResponse();
     assert.equal(c.response.headers.get('x-agentd-cache'), 'miss');
     assert.equal(c.data.choices[0].message.content, a.text);
-  } finally { await d.stop(); }
+  } finally { await stopClean(d); }
 });
 
 test('Anthropic callers get Anthropic streams and bodies from the cache (Anthropic SDK)', async () => {
@@ -147,7 +155,7 @@ test('Anthropic callers get Anthropic streams and bodies from the cache (Anthrop
     assert.equal(h2.headers.get('x-agentd-cache'), 'hit');
     assert.deepEqual(n2, n1);
     assert.equal(upstreamMessages(), 2);
-  } finally { await d.stop(); }
+  } finally { await stopClean(d); }
 });
 
 test('Cache-Control no-cache refreshes, no-store neither reads nor writes; temperature policy', async () => {
@@ -169,7 +177,7 @@ test('Cache-Control no-cache refreshes, no-store neither reads nor writes; tempe
     assert.equal(after.headers.get('x-agentd-cache'), 'miss'); // no-store kept nothing
     await after.text();
     assert.equal(upstreamChats(), 4);
-  } finally { await d.stop(); }
+  } finally { await stopClean(d); }
 
   f.reset();
   const d2 = await startAgentd({ env, config: `cache: {enabled: true, only_temperature_zero: true}\n${models()}` });
@@ -183,7 +191,7 @@ test('Cache-Control no-cache refreshes, no-store neither reads nor writes; tempe
     const z2 = await chat(d2, { temperature: 0 });
     assert.equal(z2.headers.get('x-agentd-cache'), 'hit');
     await z2.text();
-  } finally { await d2.stop(); }
+  } finally { await stopClean(d2); }
 });
 
 test('only complete, successful answers are stored (an error, a cut stream)', async () => {
@@ -208,7 +216,7 @@ test('only complete, successful answers are stored (an error, a cut stream)', as
     assert.equal(hit.headers.get('x-agentd-cache'), 'hit');
     assert.match(await hit.text(), /\[DONE\]/);
     assert.equal(upstreamChats(), 4);
-  } finally { await d.stop(); }
+  } finally { await stopClean(d); }
 });
 
 test('concurrent identical misses are coalesced into one upstream call, across workers', async () => {
@@ -227,7 +235,7 @@ test('concurrent identical misses are coalesced into one upstream call, across w
     for (const b of bodies) assert.equal(b, bodies[0]);
     const m = await (await d.opsFetch('/metrics')).text();
     assert.match(m, new RegExp(`agentd_cache_coalesced_total ${N - 1}\\b`));
-  } finally { await d.stop(); }
+  } finally { await stopClean(d); }
 });
 
 test('a hit is a $0 row in the ledger (provider "cache"); TTL expires answers', async () => {
@@ -269,7 +277,7 @@ test('a hit is a $0 row in the ledger (provider "cache"); TTL expires answers', 
     }
     assert.equal(kind, 'miss');
     assert.ok(Date.now() - stored >= 290); // not before its TTL
-  } finally { await d.stop(); }
+  } finally { await stopClean(d); }
 });
 
 test('a cache configuration that cannot work is an error naming file:line:column', () => {

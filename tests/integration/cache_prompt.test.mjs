@@ -18,6 +18,14 @@ const KEY = 'sk-ant-prompt-cache-test';
 const MIN_CACHEABLE = 1024;
 const tokens = (s) => s.split(/\s+/).filter(Boolean).length; // one token a word: the fake's own measure
 
+
+// Stops agentd and checks that the sanitizers had nothing to say (a leak or undefined behaviour fails the test).
+async function stopClean(d) {
+  const r = await d.stop();
+  assert.doesNotMatch(d.rawStderr, /runtime error|AddressSanitizer|LeakSanitizer/);
+  return r;
+}
+
 let fake; let fakeUrl; let openaiFake;
 const seen = []; // raw request bodies
 const promptCache = new Map(); // sha256(prefix) -> tokens
@@ -136,7 +144,7 @@ test('the same long prompt twice: the second call reads the provider cache and i
     assert.equal(m.usage.cache_read_input_tokens, 1500);
     const line = await d.waitLog((l) => l.msg === 'llm' && l.stream === true, 5000);
     assert.equal(line.cached_tokens, 1500); // the log line carries the cache read count
-  } finally { await d.stop(); }
+  } finally { await stopClean(d); }
 });
 
 test('cache_control reaches the provider byte for byte (the client\'s own spelling, a 1h TTL, tools and messages)', async () => {
@@ -155,7 +163,7 @@ test('cache_control reaches the provider byte for byte (the client\'s own spelli
     assert.equal(seen.length, 1);
     // only the model is replaced
     assert.equal(seen[0], raw.replace('"model":"claude"', '"model":"claude-sonnet-4-5"'));
-  } finally { await d.stop(); }
+  } finally { await stopClean(d); }
 });
 
 test('OpenAI prompt_cache_key reaches the provider (OpenAI SDK)', async () => {
@@ -167,5 +175,5 @@ test('OpenAI prompt_cache_key reaches the provider (OpenAI SDK)', async () => {
       messages: [{ role: 'user', content: 'hi' }] });
     const req = openaiFake.requests.find((x) => x.op === 'chat');
     assert.equal(req.json.prompt_cache_key, 'tenant-42-docs');
-  } finally { await d.stop(); }
+  } finally { await stopClean(d); }
 });

@@ -13,6 +13,14 @@ import OpenAI from 'openai';
 import { startAgentd, BIN } from '../lib/agentd.mjs';
 import { startFake, FAKE_KEYS } from '../fakes/fake.mjs';
 
+
+// Stops agentd and checks that the sanitizers had nothing to say (a leak or undefined behaviour fails the test).
+async function stopClean(d) {
+  const r = await d.stop();
+  assert.doesNotMatch(d.rawStderr, /runtime error|AddressSanitizer|LeakSanitizer/);
+  return r;
+}
+
 let f;
 before(async () => { f = await startFake({ provider: 'openai' }); });
 after(async () => { await f.close(); });
@@ -112,7 +120,7 @@ test('rules per model, first match wins; the decision is in the headers and the 
     await r.text();
     const m = await (await d.opsFetch('/metrics')).text();
     assert.match(m, /agentd_routing_decisions_total\{model="big",rule="no-images-short",to="small"\} 1\b/);
-  } finally { await d.stop(); }
+  } finally { await stopClean(d); }
 });
 
 test('a team whose budget share falls below the threshold is routed to the cheaper model', async () => {
@@ -143,7 +151,7 @@ routing:
     assert.equal(r.headers.get('x-agentd-route'), 'low-budget');
     assert.equal(lastUpstreamModel(), 'gpt-4o-mini');
     await r.text();
-  } finally { await d.stop(); }
+  } finally { await stopClean(d); }
 });
 
 test('with the response cache, the key holds the model after routing', async () => {
@@ -157,7 +165,7 @@ test('with the response cache, the key holds the model after routing', async () 
     assert.equal(b.headers.get('x-agentd-cache'), 'hit');
     await b.text();
     assert.equal(f.requests.filter((r) => r.op === 'chat').length, 1);
-  } finally { await d.stop(); }
+  } finally { await stopClean(d); }
 });
 
 test('agentd spend whatif reports what the rules would have saved over the ledger', async () => {
@@ -170,7 +178,7 @@ test('agentd spend whatif reports what the rules would have saved over the ledge
       assert.equal(r.status, 200);
       await r.text();
     }
-  } finally { await d.stop(); } // the ledger writer flushes at shutdown
+  } finally { await stopClean(d); } // the ledger writer flushes at shutdown
   const rows = JSON.parse(execFileSync('sqlite3', ['-json', join(dataDir, 'ledger.db'),
     'SELECT model, input_tokens, output_tokens, cost_nusd FROM ledger_exchanges ORDER BY id'], { encoding: 'utf8' }));
   assert.equal(rows.length, 3);
