@@ -181,6 +181,7 @@ int main(int argc, char **argv)
     struct buf errs = BUF_INIT(1 << 16);
     uv_loop_init(&loop);
     gateway_global_init();
+    cache_init();
     cfg = config_load(&flags, env, &errs);
     unlink(path);
     if (cfg == NULL || registry_attach(cfg, env, &errs) != 0) {

@@ -20,7 +20,9 @@
 #include <uv.h>
 
 #include "api/ops.h"
+#include "gateway/cache.h"
 #include "gateway/govern.h"
+#include "gateway/routing.h"
 #include "policy/alerts.h"
 #include "api/routes.h"
 #include "api/worker.h"
@@ -410,6 +412,8 @@ int daemon_main(int argc, char **argv)
         fprintf(stderr, "agentd: cannot initialise the gateway\n");
         return 1;
     }
+    cache_init();   /* the response cache in the spine's cache stage (gateway/cache.c) */
+    routing_init(); /* routing rules in plan (gateway/routing.c) */
     D.cfg = load_config(&errors);
     if (D.cfg == NULL) {
         fputs(errors.data ? errors.data : "invalid configuration\n", stderr);
@@ -549,6 +553,7 @@ out_early:
     config_shutdown();
     alerts_stop();
     govern_cleanup(); /* writes the ledger's last rows */
+    cache_cleanup();
     metrics_shutdown();
     gateway_global_cleanup();
     return rc;

@@ -14,12 +14,10 @@
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "config/config.h"
-#include "gateway/cache.h"
 #include "gateway/eventstream.h"
 #include "gateway/front.h"
 #include "gateway/models.h"
 #include "gateway/redact.h"
-#include "gateway/routing.h"
 #include "net/sse.h"
 #include "net/upstream.h"
 #include "policy/auth.h"
@@ -61,6 +59,12 @@ int ex_observer_add(const struct ex_observer *obs)
 }
 
 static const struct ex_policy *policy;
+static void (*plan_hook)(struct exchange *ex);
+
+void ex_plan_hook_set(void (*fn)(struct exchange *ex))
+{
+    plan_hook = fn;
+}
 
 void ex_policy_set(const struct ex_policy *p)
 {
@@ -74,7 +78,6 @@ int gateway_global_init(void)
     ex_observer_add(&ex_observer_llm_log);
     ex_observer_add(&ex_observer_spans);
     usage_metrics_register();
-    cache_init();
     return upstream_global_init();
 }
 
@@ -1142,7 +1145,8 @@ static enum ex_next st_admit(struct exchange *ex, void *ud)
 static enum ex_next st_plan(struct exchange *ex, void *ud)
 {
     (void)ud;
-    routing_apply(ex); /* routing to cheaper models (gateway/routing.c): may change the model first */
+    if (plan_hook)
+        plan_hook(ex); /* routing to cheaper models (gateway/routing.c): may change the model first */
     plan(ex);
     if (ex->nplan == 0) {
         struct gw_error err;

@@ -230,6 +230,8 @@ struct ex_policy {
 };
 /* Process-wide, at start-up (before workers run). */
 void ex_policy_set(const struct ex_policy *p);
+/* Called first in `plan` (routing to cheaper models: gateway/routing.c installs it). Process-wide, at start-up. */
+void ex_plan_hook_set(void (*fn)(struct exchange *ex));
 
 /* ---- per-worker and process state ---- */
 

@@ -275,6 +275,18 @@ int routing_apply(struct exchange *ex)
     return 0;
 }
 
+static void plan_hook(struct exchange *ex)
+{
+    routing_apply(ex);
+}
+
+void routing_init(void)
+{
+    metrics_register(&m_routed);
+    metrics_done = true;
+    ex_plan_hook_set(plan_hook);
+}
+
 /* ---- what-if over the ledger ---- */
 
 static int whatif_usage(void)

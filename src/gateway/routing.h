@@ -58,6 +58,8 @@ const struct config_route *routing_match(const struct config *cfg, const struct 
  * routed exchange serves the target model: ex->model and rq.model_name change, ex->route_rule names the rule.
  * Returns -1 when the target cannot serve (ex has not changed). */
 int routing_apply(struct exchange *ex);
+/* Installs routing_apply as the spine's plan hook (once, at start-up). */
+void routing_init(void);
 
 /* agentd spend whatif --rules FILE [--days N] [--data-dir DIR]: what the rules would have saved over the
  * ledger's last N days, at today's prices. */
