@@ -30,7 +30,7 @@
 #include "gateway/exchange.h"
 #include "gateway/front.h"
 #include "gateway/gw_config.h"
-#include "gateway/models.h"
+#include "gateway/registry.h"
 
 static uint64_t cpu_ns(void)
 {
@@ -180,7 +180,7 @@ int main(int argc, char **argv)
     char *env[] = {NULL};
     struct buf errs = BUF_INIT(1 << 16);
     uv_loop_init(&loop);
-    gateway_global_init();
+    ex_global_init();
     cache_init();
     cfg = config_load(&flags, env, &errs);
     unlink(path);
@@ -189,13 +189,13 @@ int main(int argc, char **argv)
         return 1;
     }
     buf_free(&errs);
-    gw = gateway_worker_new(&loop, gw_config_up_options(cfg));
+    gw = ex_worker_new(&loop, gw_config_up_options(cfg));
     bench_hits(200, false, n);
     bench_hits(4096, false, n);
     bench_hits(32768, false, n / 4);
     bench_hits(200, true, n);
     bench_hits(4096, true, n);
-    gateway_worker_free(gw);
+    ex_worker_free(gw);
     while (uv_run(&loop, UV_RUN_NOWAIT) != 0)
         ;
     cache_cleanup();

@@ -339,10 +339,18 @@ static void h_tagged(struct hasher *h, char tag, const void *p, size_t n)
         h_put(h, p, n);
 }
 
+/* By name; members with the same name (a duplicate key) keep their order, which decides which one a provider
+ * reads. */
+struct member {
+    const cJSON *c;
+    size_t pos;
+};
+
 static int cmp_keys(const void *a, const void *b)
 {
-    const cJSON *x = *(const cJSON *const *)a, *y = *(const cJSON *const *)b;
-    return strcmp(x->string, y->string);
+    const struct member *x = a, *y = b;
+    int c = strcmp(x->c->string, y->c->string);
+    return c ? c : (x->pos < y->pos ? -1 : x->pos > y->pos);
 }
 
 static bool ignored_field(const char *k)
@@ -362,18 +370,21 @@ static void h_value(struct hasher *h, const cJSON *v, bool top)
         size_t n = 0;
         for (const cJSON *c = v->child; c; c = c->next)
             n++;
-        const cJSON **kids = n ? xmalloc(n * sizeof(*kids)) : NULL;
+        struct member *kids = n ? xmalloc(n * sizeof(*kids)) : NULL;
         size_t k = 0;
         for (const cJSON *c = v->child; c; c = c->next)
-            if (!(top && ignored_field(c->string)))
-                kids[k++] = c;
+            if (!(top && ignored_field(c->string))) {
+                kids[k].c = c;
+                kids[k].pos = k;
+                k++;
+            }
         if (k > 1)
             qsort(kids, k, sizeof(*kids), cmp_keys);
         uint64_t cnt = k;
         h_tagged(h, '{', &cnt, sizeof(cnt));
         for (size_t i = 0; i < k; i++) {
-            h_tagged(h, 'k', kids[i]->string, strlen(kids[i]->string));
-            h_value(h, kids[i], false);
+            h_tagged(h, 'k', kids[i].c->string, strlen(kids[i].c->string));
+            h_value(h, kids[i].c, false);
         }
         xfree(kids);
     } else if (cJSON_IsArray(v)) {
@@ -758,7 +769,7 @@ static enum ex_next cache_stage(struct exchange *ex, void *ud)
         cw->ex = ex;
         cw->store = s;
         cw->cp = cp;
-        uv_async_init(gateway_worker_loop(ex->gw), &cw->async, cwait_fire);
+        uv_async_init(ex_worker_loop(ex->gw), &cw->async, cwait_fire);
         cw->async.data = cw;
     }
     enum rc_lookup r = rcache_lookup(s, cp.key, cc->coalesce, cw ? &cw->w : NULL, &b, &m);

@@ -17,7 +17,7 @@
 #include "config/config.h"
 #include "gateway/exchange.h"
 #include "gateway/govern.h"
-#include "gateway/models.h"
+#include "gateway/registry.h"
 #include "policy/prices.h"
 #include "telemetry/metrics.h"
 

@@ -205,6 +205,10 @@ static void test_key(void)
     key("openai", false, "", "", "{\"a\":[\"b\",\"c\"]}", c);
     key("openai", false, "", "", "{\"a\":[\"bc\"]}", d);
     ok(memcmp(c, d, CACHE_KEY_LEN) != 0);
+    /* a duplicate name: its order is kept (a provider reads one of them), so the two orders differ */
+    key("openai", false, "", "", "{\"a\":1,\"a\":2}", c);
+    key("openai", false, "", "", "{\"a\":2,\"a\":1}", d);
+    ok(memcmp(c, d, CACHE_KEY_LEN) != 0);
     /* not an object */
     ok(key("openai", false, "", "", "[1]", b) != 0);
     ok(key("openai", false, "", "", "{", b) != 0);
