@@ -762,6 +762,14 @@ static enum ex_next cache_stage(struct exchange *ex, void *ud)
     }
     struct buf b = BUF_INIT(BUF_UNBOUNDED);
     struct rc_meta m;
+    /* The hit path first, with nothing to set up; a waiter is prepared only for a miss, and the lookup repeated
+     * with the claim (an answer may have landed in between). */
+    enum rc_lookup r = rcache_lookup(s, cp.key, false, NULL, &b, &m);
+    if (r == RC_HIT) {
+        replay(ex, &b, &m);
+        buf_free(&b);
+        return EX_END;
+    }
     struct cwait *cw = NULL;
     if (cc->coalesce) {
         cw = xcalloc(1, sizeof(*cw));
@@ -772,7 +780,7 @@ static enum ex_next cache_stage(struct exchange *ex, void *ud)
         uv_async_init(ex_worker_loop(ex->gw), &cw->async, cwait_fire);
         cw->async.data = cw;
     }
-    enum rc_lookup r = rcache_lookup(s, cp.key, cc->coalesce, cw ? &cw->w : NULL, &b, &m);
+    r = rcache_lookup(s, cp.key, true, cw ? &cw->w : NULL, &b, &m);
     if (r == RC_WAIT) {
         metrics_inc(&m_coalesced, NULL);
         ex_ref(ex); /* released when the handle has closed */
