@@ -436,6 +436,7 @@ int daemon_main(int argc, char **argv)
     if (govern_start(D.cfg, &gerr) != 0) /* budgets rebuilt from the ledger, then its writer */
         log_warn("spend ledger not available: %s", gerr.data ? gerr.data : "?");
     buf_free(&gerr);
+    cache_load(D.cfg); /* cache.persist: answers saved at the last shutdown */
     if (alerts_start(D.cfg) != 0) /* spend alerts: budget thresholds, spend-rate anomalies, webhooks */
         log_warn("spend alerts not available");
 
@@ -549,6 +550,7 @@ out_early:
     xfree(D.workers);
     routes_shutdown();
     otel_stop(); /* flushes the spans the workers handed over, and a last metrics export */
+    cache_save(D.cfg); /* cache.persist: the workers have stopped */
     config_unref(D.cfg);
     config_shutdown();
     alerts_stop();

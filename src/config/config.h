@@ -125,6 +125,7 @@ struct config {
         bool only_temperature_zero;
         bool honor_cache_control;
         bool coalesce;
+        bool persist;              /* saved to DATA_DIR/cache.bin at shutdown, loaded at start */
         struct cfg_list models;    /* struct config_cache_model (gateway/cache.h): per public model */
     } cache;
     struct cfg_list routing;       /* struct config_route (gateway/routing.h): rules per public model */

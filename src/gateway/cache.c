@@ -2,11 +2,15 @@
  * `cache` stage. See cache.h. */
 #include "gateway/cache.h"
 
+#include <fcntl.h>
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include <cjson/cJSON.h>
@@ -306,6 +310,82 @@ void rcache_stats(struct rcache *c, struct rc_stats *st)
     pthread_mutex_unlock(&c->mu);
 }
 
+/* ---- persistence ----
+ * "agentd-cache-1\n", then per answer: key (32 bytes), remaining TTL in ms (u64), stream (u8), usage input,
+ * output, cached_input, cache_write, reasoning (5 x i64), usage known (u8), cost_nusd (i64), length (u64), the
+ * bytes. Integers in the host's byte order (the file is this host's own, like the ledger). */
+
+#define RC_MAGIC "agentd-cache-1\n"
+#define RC_REC_HEAD (CACHE_KEY_LEN + 8 + 1 + 5 * 8 + 1 + 8 + 8)
+
+void rcache_save(struct rcache *c, struct buf *out)
+{
+    buf_append(out, RC_MAGIC, sizeof(RC_MAGIC) - 1);
+    pthread_mutex_lock(&c->mu);
+    uint64_t now = c->clock(c->clock_ud);
+    for (const struct rc_entry *e = c->lru_tail; e; e = e->prev) {
+        if (e->expires_ms <= now)
+            continue;
+        uint64_t ttl = e->expires_ms - now, len = e->len;
+        uint8_t stream = e->meta.stream, known = e->meta.usage.known;
+        const int64_t u[5] = {e->meta.usage.input, e->meta.usage.output, e->meta.usage.cached_input,
+                              e->meta.usage.cache_write, e->meta.usage.reasoning};
+        buf_append(out, e->key, CACHE_KEY_LEN);
+        buf_append(out, &ttl, 8);
+        buf_append(out, &stream, 1);
+        buf_append(out, u, sizeof(u));
+        buf_append(out, &known, 1);
+        buf_append(out, &e->meta.cost_nusd, 8);
+        buf_append(out, &len, 8);
+        buf_append(out, e->data, e->len);
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+long rcache_load(struct rcache *c, const void *data, size_t len, size_t max_entry)
+{
+    const unsigned char *p = data, *end = p + len;
+    size_t ml = sizeof(RC_MAGIC) - 1;
+    if (len < ml || memcmp(p, RC_MAGIC, ml) != 0)
+        return -1;
+    p += ml;
+    long n = 0;
+    while ((size_t)(end - p) >= RC_REC_HEAD) {
+        const unsigned char *q = p;
+        uint8_t key[CACHE_KEY_LEN];
+        uint64_t ttl, blen;
+        int64_t u[5], cost;
+        uint8_t stream, known;
+        memcpy(key, q, CACHE_KEY_LEN);
+        q += CACHE_KEY_LEN;
+        memcpy(&ttl, q, 8);
+        q += 8;
+        stream = *q++;
+        memcpy(u, q, sizeof(u));
+        q += sizeof(u);
+        known = *q++;
+        memcpy(&cost, q, 8);
+        q += 8;
+        memcpy(&blen, q, 8);
+        q += 8;
+        if (blen > max_entry || blen > (uint64_t)(end - q) || stream > 1 || known > 1 || ttl == 0 ||
+            ttl > 366ULL * 86400 * 1000)
+            break; /* not what rcache_save writes: the rest is not trusted */
+        bool sane = cost >= 0;
+        for (int i = 0; i < 5; i++)
+            sane = sane && u[i] >= 0;
+        if (!sane)
+            break;
+        struct rc_meta m = {.stream = stream != 0, .cost_nusd = cost};
+        m.usage = (struct usage){.input = u[0], .output = u[1], .cached_input = u[2], .cache_write = u[3],
+                                 .reasoning = u[4], .known = known != 0};
+        rcache_put(c, key, q, (size_t)blen, &m, ttl);
+        p = q + blen;
+        n++;
+    }
+    return n;
+}
+
 /* ======================= the key ======================= */
 
 /* The digest is fed through a small staging buffer (one EVP update per 4 KiB, not per token). */
@@ -516,6 +596,75 @@ void cache_init(void)
     metrics_register(&m_coalesced);
     metrics_add_collector(collect, NULL);
     ex_stage_plug("cache", cache_stage, NULL);
+}
+
+static void cache_path(const struct config *cfg, char *path, size_t n)
+{
+    snprintf(path, n, "%s/cache.bin", cfg->server.data_dir);
+}
+
+int cache_save(const struct config *cfg)
+{
+    if (!cfg->cache.persist || store == NULL)
+        return 0;
+    char path[4096], tmp[4200];
+    cache_path(cfg, path, sizeof(path));
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    struct buf b = BUF_INIT(BUF_UNBOUNDED);
+    rcache_save(store, &b);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600); /* answers may hold anything: owner only */
+    size_t off = 0;
+    while (fd >= 0 && off < b.len) {
+        ssize_t w = write(fd, b.data + off, b.len - off);
+        if (w <= 0)
+            break;
+        off += (size_t)w;
+    }
+    int rc = fd >= 0 && off == b.len && fsync(fd) == 0 ? 0 : -1;
+    if (fd >= 0)
+        close(fd);
+    if (rc == 0 && rename(tmp, path) != 0)
+        rc = -1;
+    if (rc != 0) {
+        log_perror("cache: cannot save %s", path);
+        unlink(tmp);
+    }
+    buf_free(&b);
+    return rc;
+}
+
+int cache_load(const struct config *cfg)
+{
+    if (!cfg->cache.persist)
+        return 0;
+    char path[4096];
+    cache_path(cfg, path, sizeof(path));
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0; /* nothing saved yet */
+    struct stat st;
+    int rc = -1;
+    if (fstat(fd, &st) == 0 && st.st_size >= 0 && st.st_size <= cfg->cache.max_bytes * 2 + 4096) {
+        size_t len = (size_t)st.st_size;
+        char *data = xmalloc(len ? len : 1);
+        size_t off = 0;
+        while (off < len) {
+            ssize_t r = read(fd, data + off, len - off);
+            if (r <= 0)
+                break;
+            off += (size_t)r;
+        }
+        long n = off == len ? rcache_load(store_for(&cfg->cache), data, len, (size_t)cfg->cache.max_entry_bytes) : -1;
+        if (n >= 0) {
+            log_info("cache: loaded %ld answers from %s", n, path);
+            rc = 0;
+        }
+        xfree(data);
+    }
+    close(fd);
+    if (rc != 0)
+        log_warn("cache: %s is not a saved cache (ignored)", path);
+    return rc;
 }
 
 void cache_cleanup(void)

@@ -77,6 +77,12 @@ void rcache_put(struct rcache *c, const uint8_t key[CACHE_KEY_LEN], const void *
 /* Ends the key's claim without an answer (the leader failed): its waiters wake and look again. */
 void rcache_release(struct rcache *c, const uint8_t key[CACHE_KEY_LEN]);
 void rcache_stats(struct rcache *c, struct rc_stats *st);
+/* Persistence: every live answer, least recent first, with its remaining TTL, appended to out (format in
+ * cache.c); and back: the answers of a saved image put into c (the least recent first, so the order survives), each
+ * bounded by max_entry. Returns the number loaded, or -1 when the image is not one (a bad header); a truncated or
+ * inconsistent tail is ignored. Linear in len. */
+void rcache_save(struct rcache *c, struct buf *out);
+long rcache_load(struct rcache *c, const void *data, size_t len, size_t max_entry);
 /* What one entry of len bytes costs against the limit (the entry's header included). */
 size_t rcache_entry_cost(size_t len);
 
@@ -101,6 +107,10 @@ int cache_key(const struct cache_key_input *in, uint8_t out[CACHE_KEY_LEN]);
 void cache_init(void);
 /* Frees the store (process exit). */
 void cache_cleanup(void);
+/* cache.persist: writes the store to DATA_DIR/cache.bin (at shutdown, after the workers stopped) / loads it (at
+ * start, before they run). 0, or -1 (logged). */
+int cache_save(const struct config *cfg);
+int cache_load(const struct config *cfg);
 /* The process-wide store (NULL before the first exchange with the cache on). For tests and the bench. */
 struct rcache *cache_store(void);
 

@@ -54,6 +54,8 @@ static const struct cfg_field cache_fields[] = {
              "both"},
     {.key = "coalesce", .type = CFG_BOOL, .off = COFF(coalesce), .def = "true",
      .help = "identical requests that arrive while the first is in flight wait for its answer (one upstream call)"},
+    {.key = "persist", .type = CFG_BOOL, .off = COFF(persist), .def = "false", .flags = CFG_RESTART,
+     .help = "save the cached answers to DATA_DIR/cache.bin (mode 0600) at shutdown and load them at start"},
     {.key = "models", .type = CFG_DICT, .off = COFF(models), .sub = &cache_model_schema,
      .help = "per public model: enabled, ttl"},
 };

@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
@@ -223,9 +223,15 @@ test('concurrent identical misses are coalesced into one upstream call, across w
   f.reset();
   const d = await startAgentd({ env, config: `server:\n  workers: 2\ncache: {enabled: true}\n${models()}` });
   try {
-    f.script([{ ttftMs: 400 }]);
+    // the leader's answer takes 2 s: every other request arrives while it is in flight, even on a loaded machine
+    f.script([{ delayMs: 2000 }]);
     const N = 8;
-    const rs = await Promise.all(Array.from({ length: N }, () => chat(d, { max_tokens: 21 })));
+    const pending = Array.from({ length: N }, () => chat(d, { max_tokens: 21 }));
+    const coalesced = async () => Number((/agentd_cache_coalesced_total (\d+)/.exec(await (await d.opsFetch('/metrics')).text()) || [0, 0])[1]);
+    const t0 = Date.now(); // all but the leader wait (bounded, so that a broken coalescing fails instead of hanging)
+    while (await coalesced() < N - 1 && Date.now() - t0 < 10000) await new Promise((r) => setImmediate(r));
+    assert.equal(upstreamChats(), 1);
+    const rs = await Promise.all(pending);
     const bodies = await Promise.all(rs.map((r) => r.text()));
     for (const r of rs) assert.equal(r.status, 200);
     assert.equal(upstreamChats(), 1);
@@ -277,6 +283,28 @@ test('a hit is a $0 row in the ledger (provider "cache"); TTL expires answers', 
     }
     assert.equal(kind, 'miss');
     assert.ok(Date.now() - stored >= 290); // not before its TTL
+  } finally { await stopClean(d); }
+});
+
+test('cache.persist: answers saved at shutdown (mode 0600) are served after a restart', async () => {
+  f.reset();
+  const dataDir = join(mkdtempSync(join(tmpdir(), 'agentd-cachep-')), 'data');
+  const cfg = `cache: {enabled: true, persist: true}\n${models()}`;
+  let d = await startAgentd({ env, noDataDir: true, args: ['--data-dir', dataDir], config: cfg });
+  let first;
+  try {
+    const r = await chat(d, { max_tokens: 41 });
+    assert.equal(r.headers.get('x-agentd-cache'), 'miss');
+    first = await r.text();
+  } finally { await stopClean(d); }
+  assert.equal(statSync(join(dataDir, 'cache.bin')).mode & 0o777, 0o600);
+  d = await startAgentd({ env, noDataDir: true, args: ['--data-dir', dataDir], config: cfg });
+  try {
+    await d.waitLog((l) => /cache: loaded 1 answers/.test(l.msg || ''), 5000);
+    const r = await chat(d, { max_tokens: 41 });
+    assert.equal(r.headers.get('x-agentd-cache'), 'hit');
+    assert.equal(await r.text(), first);
+    assert.equal(upstreamChats(), 1);
   } finally { await stopClean(d); }
 });
 

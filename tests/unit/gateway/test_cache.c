@@ -159,6 +159,42 @@ static void test_claims(void)
     rcache_free(c);
 }
 
+static void test_persist(void)
+{
+    now_ms = 100;
+    struct rcache *c = rcache_new(1 << 20, clock_fn, NULL);
+    put(c, 1, 10, 1000);
+    put(c, 2, 20, 50);
+    put(c, 3, 30, 1000);
+    ok(has(c, 1)); /* 1 is the most recent now; 2 the least */
+    now_ms += 60;  /* 2 has expired: not saved */
+    struct buf img = BUF_INIT(BUF_UNBOUNDED);
+    rcache_save(c, &img);
+    rcache_free(c);
+    struct rcache *d = rcache_new((int64_t)(2 * rcache_entry_cost(30)) + 8, clock_fn, NULL);
+    is_int(rcache_load(d, img.data, img.len, 1 << 20), 2);
+    ok(has(d, 1) && has(d, 3) && !has(d, 2));
+    /* the remaining TTL came along: 1000 - 60 ms */
+    now_ms += 939;
+    ok(has(d, 1));
+    now_ms += 1;
+    ok(!has(d, 1));
+    rcache_free(d);
+    /* the order survives: with room for one, the most recent (1) is what stays */
+    now_ms = 100;
+    d = rcache_new((int64_t)rcache_entry_cost(30), clock_fn, NULL);
+    is_int(rcache_load(d, img.data, img.len, 1 << 20), 2);
+    ok(has(d, 1) && !has(d, 3));
+    rcache_free(d);
+    /* not an image; a truncated one loads what is whole; an entry above max_entry stops the load */
+    d = rcache_new(1 << 20, clock_fn, NULL);
+    is_int(rcache_load(d, "nope", 4, 1 << 20), -1);
+    is_int(rcache_load(d, img.data, img.len - 1, 1 << 20), 1);
+    is_int(rcache_load(d, img.data, img.len, 20), 0);
+    rcache_free(d);
+    buf_free(&img);
+}
+
 static int key(const char *front, bool stream, const char *ns, const char *model, const char *body,
                uint8_t out[CACHE_KEY_LEN])
 {
@@ -221,5 +257,6 @@ int main(void)
     subtest("TTL and replacement", test_ttl_and_replace);
     subtest("claims coalesce identical misses", test_claims);
     subtest("the key", test_key);
+    subtest("saved and loaded", test_persist);
     return done_testing();
 }
