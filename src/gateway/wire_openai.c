@@ -228,12 +228,9 @@ cJSON *wire_openai_decode_completion(const char *body, size_t len, struct usage 
     return t;
 }
 
-int wire_openai_decode_chunk(struct attempt *a, const struct stream_event *ev, struct gw_error *err)
+/* The general decoder: a tree, for the chunks the scanner below leaves to it (tool calls, errors, duplicate keys). */
+static int decode_chunk_tree(struct attempt *a, const struct stream_event *ev, struct gw_error *err)
 {
-    if (str_eq_cstr(str_trim(ev->data), "[DONE]")) {
-        a->stream_done = true;
-        return EV_CONSUMED;
-    }
     cJSON *t = cJSON_ParseWithLength(ev->data.p, ev->data.n);
     if (t == NULL) {
         gw_error_set(err, 502, GW_ERR_API, "upstream sent a malformed stream event");
@@ -298,5 +295,103 @@ int wire_openai_decode_chunk(struct attempt *a, const struct stream_event *ev, s
         }
     }
     cJSON_Delete(t);
+    return EV_CONSUMED;
+}
+
+static int first_elem(struct str key, const struct jval *v, void *ud)
+{
+    (void)key;
+    *(struct jval *)ud = *v;
+    return 1;
+}
+
+/* A string value's bytes: pointed at in place when it holds no escape, else unescaped into scratch. */
+static struct str jval_text(const struct jval *v, struct buf *scratch)
+{
+    struct str in = str_make(v->raw.p + 1, v->raw.n - 2);
+    if (memchr(in.p, '\\', in.n) == NULL)
+        return in;
+    if (jval_str(v, scratch) != 0)
+        return STR_NULL;
+    return str_make(scratch->data, scratch->len);
+}
+
+int wire_openai_scan_chunk(struct str data, struct buf *scratch, struct openai_chunk *c)
+{
+    static const char *const top_keys[] = {"error", "model", "choices", "usage"};
+    static const char *const choice_keys[] = {"delta", "finish_reason"};
+    static const char *const delta_keys[] = {"content", "tool_calls"};
+    struct jval top[4], ch[2] = {{0}}, dl[2] = {{0}}, choice = {0};
+    memset(c, 0, sizeof(*c));
+    buf_reset(scratch);
+    if (jscan_fields(data.p, data.n, top_keys, top, 4, NULL, NULL) != 0)
+        return -1; /* malformed, or a duplicate key */
+    if (top[0].type != J_NONE && top[0].type != J_NULL)
+        return -1;
+    if (top[2].type == J_ARRAY)
+        jscan_each(&top[2], first_elem, &choice);
+    if (choice.type == J_OBJECT && jscan_fields(choice.raw.p, choice.raw.n, choice_keys, ch, 2, NULL, NULL) != 0)
+        return -1;
+    if (ch[0].type == J_OBJECT && jscan_fields(ch[0].raw.p, ch[0].raw.n, delta_keys, dl, 2, NULL, NULL) != 0)
+        return -1;
+    if (dl[1].type != J_NONE && dl[1].type != J_NULL)
+        return -1; /* tool calls */
+    if (top[1].type == J_STRING) {
+        struct buf mb = BUF_INIT(BUF_UNBOUNDED);
+        struct str m = jval_text(&top[1], &mb);
+        if (m.p != NULL)
+            snprintf(c->model, sizeof(c->model), "%.*s", (int)m.n, m.p);
+        buf_free(&mb);
+    }
+    if (dl[0].type == J_STRING && dl[0].raw.n > 2)
+        c->text = jval_text(&dl[0], scratch);
+    if (ch[1].type == J_STRING) {
+        struct buf fb = BUF_INIT(64);
+        struct str f = jval_text(&ch[1], &fb);
+        char name[32];
+        snprintf(name, sizeof(name), "%.*s", (int)(f.p ? f.n : 0), f.p ? f.p : "");
+        c->finish = gw_finish_from_openai(name);
+        c->has_finish = true;
+        buf_free(&fb);
+    }
+    if (top[3].type == J_OBJECT)
+        usage_from_span(top[3].raw, &c->usage);
+    return 0;
+}
+
+/* A chat.completion.chunk -> deltas. Text chunks, nearly every event of a stream, are read by one validating scan
+ * with no tree (wire_openai_scan_chunk); every field is found before the first delta is emitted, so a chunk the
+ * scan declines (tool calls, an error, a duplicate key, malformed) goes to the tree decoder whole, once. */
+int wire_openai_decode_chunk(struct attempt *a, const struct stream_event *ev, struct gw_error *err)
+{
+    if (str_eq_cstr(str_trim(ev->data), "[DONE]")) {
+        a->stream_done = true;
+        return EV_CONSUMED;
+    }
+    struct openai_chunk c;
+    struct buf scratch = BUF_INIT(BUF_UNBOUNDED);
+    if (wire_openai_scan_chunk(ev->data, &scratch, &c) != 0) {
+        buf_free(&scratch);
+        return decode_chunk_tree(a, ev, err);
+    }
+    if (c.model[0] && !a->response_model[0])
+        snprintf(a->response_model, sizeof(a->response_model), "%s", c.model);
+    if (c.text.p != NULL && c.text.n > 0) {
+        struct chat_delta d = {.kind = DELTA_TEXT, .text = c.text};
+        ex_attempt_delta(a, &d);
+    }
+    buf_free(&scratch);
+    if (c.has_finish) {
+        struct chat_delta d = {.kind = DELTA_FINISH, .finish = c.finish};
+        ex_attempt_delta(a, &d);
+    }
+    if (c.usage.known || c.usage.invalid) {
+        usage_check(&c.usage, a->dep ? a->dep->label : NULL);
+        a->usage = c.usage;
+        if (c.usage.known) {
+            struct chat_delta d = {.kind = DELTA_USAGE, .usage = c.usage};
+            ex_attempt_delta(a, &d);
+        }
+    }
     return EV_CONSUMED;
 }

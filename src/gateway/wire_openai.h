@@ -6,6 +6,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "common/buf.h"
+#include "common/str.h"
 #include "gateway/gw_types.h"
 
 struct attempt;
@@ -34,5 +36,17 @@ int wire_openai_encode_canonical(const cJSON *canon, const char *model, bool str
 cJSON *wire_openai_decode_completion(const char *body, size_t len, struct usage *u, struct gw_error *err);
 /* Appends usage as OpenAI's JSON object (the same fields, without building a tree). */
 void wire_openai_usage_append(struct buf *b, const struct usage *u);
+
+/* What a text chunk (chat.completion.chunk) carries, found by one validating scan without a tree. */
+struct openai_chunk {
+    char model[256];    /* "" when absent */
+    struct str text;    /* choices[0].delta.content, unescaped (in place or in the scratch); STR_NULL if absent */
+    bool has_finish;    /* choices[0].finish_reason is a string */
+    enum finish finish;
+    struct usage usage; /* usage.known / usage.invalid when the chunk has a usage object */
+};
+/* Scans a chunk into *c. -1 when the scan declines it (malformed, an error member, a duplicate key, tool calls):
+ * the caller decodes it with a tree instead. scratch holds unescaped text and is reset first. */
+int wire_openai_scan_chunk(struct str data, struct buf *scratch, struct openai_chunk *c);
 
 #endif

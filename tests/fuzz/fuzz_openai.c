@@ -48,5 +48,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     a.ex = &ex;
     struct stream_event ev = {STR_NULL, str_make(s, size), false};
     wire_openai_decode_chunk(&a, &ev, &err);
+
+    /* the scanned chunk decoder accepts only what a full parser accepts (test_openai_chunk compares the fields) */
+    struct openai_chunk c;
+    struct buf scratch = BUF_INIT(BUF_UNBOUNDED);
+    if (wire_openai_scan_chunk(str_make(s, size), &scratch, &c) == 0) {
+        cJSON *t = cJSON_ParseWithLength(s, size);
+        if (t == NULL)
+            __builtin_trap();
+        cJSON_Delete(t);
+    }
+    buf_free(&scratch);
     return 0;
 }
