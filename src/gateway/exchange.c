@@ -125,6 +125,11 @@ uv_loop_t *ex_worker_loop(const struct gateway_worker *g)
     return g->loop;
 }
 
+struct upstream *ex_worker_upstream(const struct gateway_worker *g)
+{
+    return g->up;
+}
+
 static uint64_t rng_next(struct gateway_worker *g)
 {
     g->rng ^= g->rng << 13;
@@ -437,6 +442,7 @@ struct ex_reply {
  * calls every observer's on_settle once, then ends the sink and releases the exchange's resources. An attempt
  * still running is cancelled first (counted by the caller's outcome). */
 static void relay_flush(struct exchange *ex, const struct deployment *dep);
+static void cut_at_cap(struct exchange *ex, struct attempt *a);
 
 static void ex_end(struct exchange *ex, int status, const struct gw_error *err, const struct ex_reply *reply)
 {
@@ -628,8 +634,13 @@ void ex_attempt_delta(struct attempt *a, const struct chat_delta *d)
     if ((d->kind == DELTA_TEXT || d->kind == DELTA_TOOL_START) && !ex->t_first_token_us)
         ex->t_first_token_us = time_mono_us();
     a->any_output = true;
-    if (d->kind == DELTA_TEXT || d->kind == DELTA_TOOL_ARGS)
+    if (d->kind == DELTA_TEXT || d->kind == DELTA_TOOL_ARGS) {
         ex->relayed_chars += (int64_t)d->text.n;
+        if (d->text.n && ++ex->content_events > ex->out_cap && ex->out_cap > 0 && !a->prov->run_local) {
+            ex->cut_pending = true; /* past the reservation: this delta is not relayed (on_up_data ends it) */
+            return;
+        }
+    }
     struct buf *rb = relay_buf(ex);
     if (rb) {
         ex->fops->stream_delta(ex, d, rb);
@@ -656,6 +667,44 @@ static void complete_stream(struct exchange *ex, struct attempt *a)
     client_write_as(ex, &out, dep);
     buf_free(&out);
     ex_end(ex, 200, NULL, NULL);
+}
+
+/* The stream reached the output its budget reservation covers (ex->out_cap): the gateway ends it cleanly in the
+ * caller's format with finish reason `length` (max_tokens on Anthropic's door), stops the upstream transfer and
+ * settles the exchange as a 200 charged exactly its reservation (govern_fill_usage), marked incomplete. */
+static void cut_at_cap(struct exchange *ex, struct attempt *a)
+{
+    const struct deployment *dep = a->dep;
+    bool passthrough = a->passthrough;
+    ex->cut_at_cap = true;
+    ex->incomplete = true;
+    end_attempt(ex, a, AO_OK, NULL);
+    struct buf out = BUF_INIT(BUF_UNBOUNDED);
+    if (!passthrough) {
+        struct chat_delta fin = {.kind = DELTA_FINISH, .finish = FINISH_LENGTH};
+        ex->fops->stream_delta(ex, &fin, &out);
+        ex->fops->stream_end(ex, NULL, &out);
+    } else if (ex->fops->wire == WIRE_ANTHROPIC) {
+        /* the upstream's own message_start went out; its stop events are written here */
+        if (ex->pt_open >= 0)
+            buf_printf(&out, "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":%d}\n\n",
+                       ex->pt_open);
+        buf_append_str(&out, "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"
+                             "\"max_tokens\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":");
+        buf_printf(&out, "%lld}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+                   (long long)ex->out_cap);
+    } else {
+        buf_append_str(&out, "data: {\"id\":");
+        buf_append_json_cstr(&out, ex->id);
+        buf_printf(&out, ",\"object\":\"chat.completion.chunk\",\"created\":%lld,\"model\":", (long long)ex->created);
+        buf_append_json_cstr(&out, ex->rq.model_name);
+        buf_append_str(&out, ",\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"length\"}]}"
+                             "\n\ndata: [DONE]\n\n");
+    }
+    client_write_as(ex, &out, dep);
+    buf_free(&out);
+    if (!ex->done)
+        ex_end(ex, 200, NULL, NULL);
 }
 
 void ex_attempt_stream_end(struct attempt *a)
@@ -741,11 +790,35 @@ void ex_attempt_fail(struct attempt *a, const struct gw_error *err)
 
 /* ---------- upstream callbacks ---------- */
 
+/* A passthrough event that carries output (the count a cut stream is billed by, and the reservation cap's):
+ * Anthropic's content_block_delta, the Responses API's *.delta events, every OpenAI chat chunk but [DONE] (its
+ * role and finish chunks are allowed for at the cap). Event names only: the data is not scanned. */
+static bool content_event(struct exchange *ex, const struct stream_event *ev)
+{
+    if (ex->fops->wire == WIRE_ANTHROPIC) {
+        if (str_eq_cstr(ev->event, "content_block_delta"))
+            return true;
+        /* which block is open, so that a cut can close it (event names only, as the blocks are numbered 0, 1, ...) */
+        if (str_eq_cstr(ev->event, "content_block_start"))
+            ex->pt_open = ex->pt_blocks++;
+        else if (str_eq_cstr(ev->event, "content_block_stop"))
+            ex->pt_open = -1;
+        return false;
+    }
+    if (ex->fops->wire == WIRE_OPENAI_RESPONSES)
+        return ev->event.n > 6 && memcmp(ev->event.p + ev->event.n - 6, ".delta", 6) == 0;
+    return !str_eq_cstr(str_trim(ev->data), "[DONE]");
+}
+
 static int on_stream_event(struct attempt *a, const struct stream_event *ev)
 {
     struct exchange *ex = a->ex;
     struct gw_error err;
+    if (ex->cut_pending)
+        return -1; /* the rest of the read is not relayed */
     int rc = a->prov->decode_stream_event(a, ev, &err);
+    if (ex->cut_pending)
+        return -1;
     if (rc < 0) {
         a->stream_done = false;
         a->err = err;
@@ -757,6 +830,11 @@ static int on_stream_event(struct attempt *a, const struct stream_event *ev)
         if (!ex->t_first_token_us)
             ex->t_first_token_us = time_mono_us();
         a->any_output = true;
+        if (content_event(ex, ev) && ++ex->content_events > ex->out_cap + (ex->fops->wire == WIRE_ANTHROPIC ? 0 : 2) &&
+            ex->out_cap > 0 && (ex->front == FRONT_OPENAI_CHAT || ex->front == FRONT_ANTHROPIC_MESSAGES)) {
+            ex->cut_pending = true;
+            return -1;
+        }
         ex->relayed_events++;
         struct buf *rb = relay_buf(ex);
         if (rb) {
@@ -842,6 +920,15 @@ static int on_up_data(struct up_xfer *x, const char *data, size_t len, void *ud)
     else
         rc = sse_feed(a->framing_state, data, len);
     int ret = UP_DATA_OK;
+    if (ex->cut_pending) {
+        if (batch) {
+            relay_flush(ex, dep);
+            gw->relay_owner = NULL;
+        }
+        if (!ex->done)
+            cut_at_cap(ex, a);
+        return UP_DATA_OK; /* the attempt (and its transfer) ended */
+    }
     if (rc != 0) {
         if (!a->has_err) { /* a decode error already said more */
             gw_error_set(&a->err, 502, GW_ERR_API, "upstream stream framing is invalid or an event is too large");
@@ -938,6 +1025,11 @@ static void ex_next_attempt(struct exchange *ex)
     struct gw_error err;
     while (ex->iplan < ex->nplan) {
         const struct deployment *dep = ex->plan[ex->iplan++];
+        if (policy && policy->attempt_admit && !policy->attempt_admit(ex, dep, &err)) {
+            ex->last_err = err; /* e.g. the deployment's rate limit: the next one may serve */
+            ex->have_err = true;
+            continue;
+        }
         struct attempt *a = xcalloc(1, sizeof(*a));
         a->ex = ex;
         a->dep = dep;
@@ -962,11 +1054,12 @@ static void ex_next_attempt(struct exchange *ex)
         r.timeout_ms = (long)tmo;
         if (a->prov->encode_request(a, &r, &err) != 0) {
             up_request_free(&r);
-            /* A request this provider cannot express: try another deployment, else tell the client. */
+            /* A request this provider cannot express: try another deployment, else tell the client (a 4xx that
+             * another deployment may serve says retryable: a message thread only Anthropic can hold). */
             end_attempt(ex, a, AO_ENCODE_REFUSED, &err);
             ex->last_err = err;
             ex->have_err = true;
-            if (ex->iplan < ex->nplan && err.status >= 500)
+            if (ex->iplan < ex->nplan && (err.status >= 500 || err.retryable))
                 continue;
             ex_fail(ex, &err);
             return;
@@ -1096,7 +1189,11 @@ static enum ex_next st_authenticate(struct exchange *ex, void *ud)
     if (ex->rq.who || !keyring_armed())
         return EX_CONTINUE;
     const struct ex_request *rq = &ex->rq;
-    struct auth_input in = {.model = str_from(rq->model_name), .caller_user = caller_user};
+    static const char *const routes[] = {"/v1/chat/completions", "/v1/messages", "/v1/embeddings", "/v1/responses"};
+    struct auth_input in = {.model = str_from(rq->model_name),
+                            .caller_user = caller_user,
+                            .request_id = rq->request_id,
+                            .route = routes[ex->front]};
     in.secret = auth_secret_from(rq_header(rq, "authorization"), rq_header(rq, "x-api-key"), rq_header(rq, "api-key"));
     if (auth_mode_effective(rq->cfg) == AUTH_MODE_NONE && !auth_looks_like_key(in.secret))
         return EX_CONTINUE; /* anonymous (a placeholder key such as "sk-none" included) */
@@ -1260,6 +1357,7 @@ struct exchange *ex_submit(struct gateway_worker *gw, const struct front_ops *fr
     ex->refs = 1; /* the spine's, dropped when the deadline timer has closed */
     ex->t_start_us = rq->t_start_us ? rq->t_start_us : time_mono_us();
     ex->created = (int64_t)time(NULL);
+    ex->pt_open = -1;
     if (ex->front == FRONT_ANTHROPIC_MESSAGES)
         snprintf(ex->id, sizeof(ex->id), "msg_%s", rq->request_id);
     else

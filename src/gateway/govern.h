@@ -12,6 +12,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <cjson/cJSON.h>
+
 #include "common/buf.h"
 #include "gateway/exchange.h"
 
@@ -33,7 +35,7 @@ enum ex_next govern_admit(struct exchange *ex);
 void govern_headers(const struct exchange *ex, struct buf *h);
 /* Before pricing, when the provider reported no usage: a stream cut short (client gone, deadline, mid-stream
  * failure) is charged the estimated input plus the output counted from what was relayed (4 characters a token,
- * rounded up; one token a forwarded event when the stream is relayed as received) and marked incomplete. A
+ * rounded up, or one token a content event relayed, the larger) and marked incomplete. A
  * complete answer stays "not reported" unless a budget governs it: then a stream is charged the same estimate and
  * a non-streamed answer its reservation (the ledger row says the usage was estimated). */
 void govern_fill_usage(struct exchange *ex);
@@ -42,6 +44,12 @@ void govern_free(struct exchange *ex);
 /* The smallest share left (0..1) among the budgets that govern this caller's key, or (team) its team, in their
  * current windows; 1 when none does (routing's budget_below condition). */
 double govern_budget_remaining(const struct exchange *ex, bool team);
+/* GET /v1/me: the key record (never its hash) with "workflow", and "budgets" and "rate_limits": every budget and
+ * rate limit that applies to the caller (the key's own and the configured ones that match its id, user, team or
+ * workflow) with what is spent, reserved and left in the current window, now. In memory only. */
+struct principal;
+cJSON *govern_me_json(const struct config *cfg, const struct principal *p);
+
 /* The process's budget table (for /v1/me and tests). */
 struct budget *govern_budget(void);
 
