@@ -543,58 +543,101 @@ void govern_free(struct exchange *ex)
     ex->gov = NULL;
 }
 
-double govern_budget_remaining(const struct exchange *ex, bool team)
+/* Every budget that governs the caller of ex: the key's own (keys create --budget-*), then the configured ones that
+ * match its key id, user, team or workflow ("*" budgets by the caller's name). */
+typedef void budget_visit_fn(const struct budget_limit *l, void *ud);
+static void each_budget(const struct exchange *ex, const struct who *w, budget_visit_fn *fn, void *ud)
 {
     const struct config *cfg = ex->rq.cfg;
+    const struct key_record *key = ex->rq.who ? ex->rq.who->key : NULL;
+    if (key && (key->budget_usd > 0 || key->budget_tokens > 0)) {
+        struct budget_limit l = {.scope = BUDGET_KEY,
+                                 .name = key->id,
+                                 .window = (enum budget_window)key->budget_window,
+                                 .usd_nusd = (int64_t)(key->budget_usd * 1e9 + 0.5),
+                                 .tokens = key->budget_tokens};
+        fn(&l, ud);
+    }
+    const struct config_budget *cb = cfg->budgets.items;
+    for (size_t i = 0; i < cfg->budgets.n; i++) {
+        const char *name = who_name(w, cb[i].scope);
+        if (name[0] == '\0' || (strcmp(cb[i].name, "*") != 0 && strcmp(cb[i].name, name) != 0))
+            continue;
+        struct budget_limit l = {.scope = cb[i].scope,
+                                 .name = name,
+                                 .window = cb[i].window,
+                                 .usd_nusd = (int64_t)(cb[i].usd * 1e9 + 0.5),
+                                 .tokens = cb[i].tokens};
+        fn(&l, ud);
+    }
+}
+
+/* The share of l used in its current window: spent (+ reserved when with_reserved) over the limit, USD when it
+ * has one, else tokens; -1 when it has no limit. */
+static double budget_used(const struct budget_limit *l, int64_t now, bool with_reserved)
+{
+    struct budget_state st;
+    budget_get(B, l->scope, l->name, l->window, now, &st);
+    if (l->usd_nusd > 0)
+        return (double)(st.spent_nusd + (with_reserved ? st.reserved_nusd : 0)) / (double)l->usd_nusd;
+    if (l->tokens > 0)
+        return (double)(st.spent_tokens + (with_reserved ? st.reserved_tokens : 0)) / (double)l->tokens;
+    return -1;
+}
+
+struct remaining_ctx {
+    enum budget_scope scope;
+    double least;
+    int64_t now;
+};
+
+static void remaining_visit(const struct budget_limit *l, void *ud)
+{
+    struct remaining_ctx *c = ud;
+    if (l->scope != c->scope)
+        return;
+    double used = budget_used(l, c->now, true);
+    double left = used < 0 ? 1.0 : used > 1 ? 0.0 : 1.0 - used;
+    if (left < c->least)
+        c->least = left;
+}
+
+double govern_budget_remaining(const struct exchange *ex, bool team)
+{
     struct who w;
     who_of(ex, &w);
-    const char *name = team ? w.team : w.key_id;
-    enum budget_scope scope = team ? BUDGET_TEAM : BUDGET_KEY;
-    double least = 1.0;
-    if (B == NULL || name[0] == '\0')
-        return least;
-    const struct config_budget *cb = cfg->budgets.items;
-    int64_t now = (int64_t)(time_wall_us() / 1000000);
-    for (size_t i = 0; i < cfg->budgets.n; i++) {
-        if (cb[i].scope != (int)scope || (strcmp(cb[i].name, "*") != 0 && strcmp(cb[i].name, name) != 0))
-            continue;
-        struct budget_state st;
-        budget_get(B, scope, name, cb[i].window, now, &st);
-        double lim = cb[i].usd > 0 ? cb[i].usd * 1e9 : (double)cb[i].tokens;
-        double used = cb[i].usd > 0 ? (double)(st.spent_nusd + st.reserved_nusd)
-                                    : (double)(st.spent_tokens + st.reserved_tokens);
-        double r = lim > 0 ? 1.0 - used / lim : 1.0;
-        if (r < least)
-            least = r < 0 ? 0 : r;
-    }
-    return least;
+    struct remaining_ctx c = {team ? BUDGET_TEAM : BUDGET_KEY, 1.0, (int64_t)(time_wall_us() / 1000000)};
+    if (B)
+        each_budget(ex, &w, remaining_visit, &c);
+    return c.least;
 }
 
 /* ---- settle ---- */
 
 /* Spend alerts (policy/alerts.h): the use of every budget that governs this caller, after its settle. */
+struct alert_ctx {
+    const struct config *cfg;
+    int64_t now;
+};
+
+static void alert_visit(const struct budget_limit *l, void *ud)
+{
+    struct alert_ctx *c = ud;
+    double used = budget_used(l, c->now, false);
+    if (used < 0)
+        return;
+    bool usd = l->usd_nusd > 0;
+    alerts_budget_use(c->cfg, budget_scope_name(l->scope), l->name, budget_window_name(l->window),
+                      budget_window_start(l->window, c->now), used,
+                      usd ? (double)l->usd_nusd / 1e9 : (double)l->tokens, usd ? "usd" : "tokens");
+}
+
 static void alert_budgets(const struct exchange *ex, const struct who *w, int64_t now_s)
 {
-    const struct config *cfg = ex->rq.cfg;
-    if (cfg->alerts.thresholds.n == 0 || B == NULL)
+    if (ex->rq.cfg->alerts.thresholds.n == 0 || B == NULL)
         return;
-    const struct config_budget *cb = cfg->budgets.items;
-    for (size_t i = 0; i < cfg->budgets.n; i++) {
-        const char *name = cb[i].scope == BUDGET_KEY    ? w->key_id
-                           : cb[i].scope == BUDGET_USER ? w->user
-                           : cb[i].scope == BUDGET_TEAM ? w->team
-                                                        : w->workflow;
-        if (name[0] == '\0' || (strcmp(cb[i].name, "*") != 0 && strcmp(cb[i].name, name) != 0))
-            continue;
-        struct budget_state st;
-        budget_get(B, cb[i].scope, name, cb[i].window, now_s, &st);
-        bool usd = cb[i].usd > 0;
-        double lim = usd ? cb[i].usd : (double)cb[i].tokens;
-        double used = usd ? (double)st.spent_nusd / 1e9 : (double)st.spent_tokens;
-        if (lim > 0)
-            alerts_budget_use(cfg, budget_scope_name(cb[i].scope), name, budget_window_name(cb[i].window),
-                              budget_window_start(cb[i].window, now_s), used / lim, lim, usd ? "usd" : "tokens");
-    }
+    struct alert_ctx c = {ex->rq.cfg, now_s};
+    each_budget(ex, w, alert_visit, &c);
 }
 
 static void on_settle(const struct exchange *ex, const struct ex_outcome *o)

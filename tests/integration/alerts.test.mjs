@@ -5,8 +5,12 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { createHmac } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
-import { startAgentd } from '../lib/agentd.mjs';
+import { startAgentd, BIN } from '../lib/agentd.mjs';
 import { startFake, FAKE_KEYS } from '../fakes/fake.mjs';
 
 const SECRET = 'whsec-test-0123456789';
@@ -201,5 +205,32 @@ alerts:
     const m = await (await d.opsFetch('/metrics')).text();
     assert.match(m, /agentd_alert_deliveries_total\{result="failed"\} 1\b/);
     assert.equal(rx.got.length, 3);
+  } finally { await stopClean(d); await rx.close(); }
+});
+
+test("a key's own budget (keys create --budget-tokens) has its thresholds too", async () => {
+  const rx = receiver(); await rx.start();
+  f.reset();
+  const dataDir = join(mkdtempSync(join(tmpdir(), 'agentd-alerts-')), 'data');
+  const k = JSON.parse(execFileSync(BIN, ['keys', 'create', '--name', 'a', '--budget-tokens', '100', '--budget-window', 'day',
+    '--data-dir', dataDir], { encoding: 'utf8' }));
+  const d = await startAgentd({ env, noDataDir: true, args: ['--data-dir', dataDir], config: `${models()}
+alerts:
+  thresholds: [30]
+  webhooks:
+    - {url: "${rx.url}/hook"}
+` });
+  try {
+    const r = await d.fetch('/v1/chat/completions', {
+      method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${k.key}` },
+      body: JSON.stringify({ model: 'gpt', max_tokens: 5, messages: [{ role: 'user', content: 'word '.repeat(30) }] }),
+    });
+    assert.equal(r.status, 200); // a hard budget: the reservation (about 60 tokens) fits, the use (35) is 35%
+    await r.text();
+    const got = await rx.until((g) => g.length >= 1);
+    assert.equal(got[0].json.scope, 'key');
+    assert.equal(got[0].json.name, k.id);
+    assert.equal(got[0].json.threshold_pct, 30);
+    assert.equal(got[0].json.unit, 'tokens');
   } finally { await stopClean(d); await rx.close(); }
 });
