@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "config/config.h"
+#include "gateway/admission.h"
 #include "gateway/eventstream.h"
 #include "gateway/front.h"
 #include "gateway/registry.h"
@@ -38,6 +39,8 @@ struct gateway_worker {
      * Bounded by what one read produces; the buffer is kept between reads unless it grew past RELAY_KEEP. */
     struct buf relay;
     struct exchange *relay_owner;
+    struct adm_loop *adm;      /* where this loop's admission waiters are woken */
+    struct exchange *live;     /* exchanges not yet ended (ex_worker_end_all) */
 };
 
 #define RELAY_KEEP (64 * 1024)
@@ -79,6 +82,7 @@ int ex_global_init(void)
     ex_observer_add(&observers_llm_log);
     ex_observer_add(&observer_spans);
     usage_metrics_register();
+    admission_global_init();
     return upstream_global_init();
 }
 
@@ -108,6 +112,7 @@ struct gateway_worker *ex_worker_new(uv_loop_t *loop, struct up_options up)
     g->up = upstream_new(loop, up);
     g->rng = time_mono_ns() ^ (uint64_t)(uintptr_t)g;
     g->relay = (struct buf)BUF_INIT(BUF_UNBOUNDED);
+    g->adm = adm_loop_new(loop);
     return g;
 }
 
@@ -116,6 +121,7 @@ void ex_worker_free(struct gateway_worker *g)
     if (g == NULL)
         return;
     upstream_free(g->up);
+    adm_loop_free(g->adm);
     buf_free(&g->relay);
     xfree(g);
 }
@@ -444,12 +450,35 @@ struct ex_reply {
 static void relay_flush(struct exchange *ex, const struct deployment *dep);
 static void cut_at_cap(struct exchange *ex, struct attempt *a);
 
+static void live_link(struct exchange *ex)
+{
+    struct gateway_worker *g = ex->gw;
+    ex->live_prev = NULL;
+    ex->live_next = g->live;
+    if (g->live)
+        g->live->live_prev = ex;
+    g->live = ex;
+}
+
+static void live_unlink(struct exchange *ex)
+{
+    struct gateway_worker *g = ex->gw;
+    if (ex->live_prev)
+        ex->live_prev->live_next = ex->live_next;
+    else if (g->live == ex)
+        g->live = ex->live_next;
+    if (ex->live_next)
+        ex->live_next->live_prev = ex->live_prev;
+    ex->live_prev = ex->live_next = NULL;
+}
+
 static void ex_end(struct exchange *ex, int status, const struct gw_error *err, const struct ex_reply *reply)
 {
     if (ex->done)
         return;
     relay_flush(ex, ex->att ? ex->att->dep : NULL); /* the stream bytes of the read under way go first */
     ex->done = true;
+    live_unlink(ex);
     ex->status = status;
     if (err && err != &ex->last_err) {
         ex->last_err = *err;
@@ -492,7 +521,10 @@ static void ex_end(struct exchange *ex, int status, const struct gw_error *err, 
     if (ex->admitted) {
         atomic_fetch_sub(&ex_inflight, 1);
         metrics_add(&genai_inflight_requests, NULL, -1);
-    }
+        adm_release(&admission_global); /* may hand the slot to the next waiter */
+    } else if (ex->adm.ready && adm_cancel(&admission_global, &ex->adm, false)) { /* it was waiting */
+        ex_unref(ex); /* the queue's reference (the spine's own keeps ex alive until the deadline closes) */
+    } /* else granted or refused meanwhile: on_admit_ready runs, releases the slot and drops the reference */
     uv_timer_stop(&ex->deadline);
     uv_close((uv_handle_t *)&ex->deadline, on_deadline_closed);
 }
@@ -609,6 +641,23 @@ void ex_sink_drained(struct exchange *ex)
 {
     if (ex && !ex->done && ex->att && ex->att->xfer)
         upstream_resume(ex->att->xfer);
+}
+
+int ex_worker_end_all(struct gateway_worker *g, const struct gw_error *err)
+{
+    int n = 0;
+    while (g && g->live) {
+        struct exchange *ex = g->live;
+        ex_ref(ex);
+        if (ex->att)
+            end_attempt(ex, ex->att, AO_CANCELLED_DEADLINE, err);
+        ex_fail(ex, err);
+        if (g->live == ex) /* never: ex_end unlinks; guards against a loop */
+            live_unlink(ex);
+        ex_unref(ex);
+        n++;
+    }
+    return n;
 }
 
 static void on_deadline(uv_timer_t *t)
@@ -1221,23 +1270,98 @@ static enum ex_next st_authenticate(struct exchange *ex, void *ud)
     return EX_END;
 }
 
-/* admit: a bounded number of LLM calls in flight per process (MAX_CONCURRENT_REQUESTS) */
+/* admit: the caller's own limits (rate limits, budget reservation: govern.c), then one of the process's slots
+ * (MAX_CONCURRENT_REQUESTS), waiting for one in the FIFO queue when all are taken (gateway/admission.h). The
+ * limits come first so that a caller over its own limit is told at once and never holds a place in the queue. */
+enum admit_refusal { REFUSE_FULL, REFUSE_TIMEOUT, REFUSE_DRAINING };
+
+static void admit_refuse(struct exchange *ex, enum admit_refusal why, long limit)
+{
+    const struct config_admission *c = &ex->rq.cfg->gateway.admission;
+    struct gw_error err;
+    if (why == REFUSE_DRAINING)
+        gw_error_set(&err, 503, GW_ERR_OVERLOADED,
+                     "this agentd is shutting down and takes no new work; retry (another instance will answer)");
+    else if (why == REFUSE_FULL)
+        gw_error_set(&err, 503, GW_ERR_OVERLOADED,
+                     "overloaded: all %ld slots (MAX_CONCURRENT_REQUESTS) are busy and the admission queue is full "
+                     "(%lld waiting, gateway.admission.queue_size); retry shortly",
+                     limit, (long long)c->queue_size);
+    else
+        gw_error_set(&err, 503, GW_ERR_OVERLOADED,
+                     "overloaded: no slot of %ld (MAX_CONCURRENT_REQUESTS) freed within %lld ms "
+                     "(gateway.admission.max_wait, or the request's deadline); retry shortly",
+                     limit, (long long)ex->adm.waited_us / 1000);
+    snprintf(err.code, sizeof(err.code), "overloaded");
+    err.retry_after_ms = (long)c->retry_after_ms;
+    ex_fail(ex, &err);
+}
+
+static void admitted(struct exchange *ex)
+{
+    ex->admitted = true;
+    atomic_fetch_add(&ex_inflight, 1);
+    metrics_add(&genai_inflight_requests, NULL, 1);
+}
+
+/* On this exchange's loop: the queue gave it a slot, or refused it (drain). */
+static void on_admit_ready(struct adm_waiter *w)
+{
+    struct exchange *ex = (struct exchange *)((char *)w - offsetof(struct exchange, adm));
+    if (w->state == ADM_W_GRANTED) {
+        w->state = ADM_W_IDLE;
+        if (ex->done) {
+            adm_release(&admission_global); /* it ended meanwhile (client gone): pass the slot on */
+        } else {
+            uv_timer_stop(&ex->deadline);
+            admitted(ex);
+            ex_resume(ex);
+        }
+    } else if (!ex->done) {
+        admit_refuse(ex, REFUSE_DRAINING, (long)ex->rq.cfg->gateway.max_concurrent_requests);
+    }
+    ex_unref(ex);
+}
+
+static void on_admit_timeout(uv_timer_t *t)
+{
+    struct exchange *ex = t->data;
+    if (!adm_cancel(&admission_global, &ex->adm, true))
+        return; /* granted or refused just now: on_admit_ready is on its way */
+    admit_refuse(ex, REFUSE_TIMEOUT, (long)ex->rq.cfg->gateway.max_concurrent_requests);
+    ex_unref(ex);
+}
+
 static enum ex_next st_admit(struct exchange *ex, void *ud)
 {
     (void)ud;
-    long limit = (long)ex->rq.cfg->gateway.max_concurrent_requests;
-    long now_inflight = atomic_fetch_add(&ex_inflight, 1) + 1;
-    ex->admitted = true;
-    metrics_add(&genai_inflight_requests, NULL, 1);
-    if (limit > 0 && now_inflight > limit) {
-        struct gw_error err;
-        gw_error_set(&err, 429, GW_ERR_RATE_LIMIT,
-                     "too many concurrent requests (limit %ld, MAX_CONCURRENT_REQUESTS); retry shortly", limit);
-        err.retry_after_ms = 1000;
-        ex_fail(ex, &err);
-        return EX_END;
+    if (policy && policy->admit) {
+        enum ex_next n = policy->admit(ex); /* rate limits, budget reservation */
+        if (n != EX_CONTINUE)
+            return n;
     }
-    return policy && policy->admit ? policy->admit(ex) : EX_CONTINUE; /* rate limits, budget reservation */
+    const struct config_gateway *gc = &ex->rq.cfg->gateway;
+    long limit = (long)gc->max_concurrent_requests;
+    ex->adm.loop = ex->gw->adm;
+    ex->adm.ready = on_admit_ready;
+    /* The wait ends at max_wait or at the request's deadline, whichever comes first. */
+    uint64_t now = time_mono_us(), deadline = ex->t_start_us + (uint64_t)gc->request_timeout_ms * 1000;
+    uint64_t wait_ms = deadline > now ? (deadline - now) / 1000 : 0;
+    if ((uint64_t)gc->admission.max_wait_ms < wait_ms)
+        wait_ms = (uint64_t)gc->admission.max_wait_ms;
+    long qmax = wait_ms > 0 ? (long)gc->admission.queue_size : 0;
+    enum adm_result r = adm_acquire(&admission_global, &ex->adm, limit, qmax);
+    if (r == ADM_GRANTED) {
+        admitted(ex);
+        return EX_CONTINUE;
+    }
+    if (r == ADM_QUEUED) {
+        ex_ref(ex); /* the queue's: dropped by on_admit_ready, on_admit_timeout or ex_end, whichever takes it out */
+        uv_timer_start(&ex->deadline, on_admit_timeout, wait_ms, 0);
+        return EX_WAIT;
+    }
+    admit_refuse(ex, r == ADM_DRAINING ? REFUSE_DRAINING : REFUSE_FULL, limit);
+    return EX_END;
 }
 
 static enum ex_next st_plan(struct exchange *ex, void *ud)
@@ -1255,7 +1379,10 @@ static enum ex_next st_plan(struct exchange *ex, void *ud)
         ex_fail(ex, &err);
         return EX_END;
     }
-    uv_timer_start(&ex->deadline, on_deadline, (uint64_t)ex->rq.cfg->gateway.request_timeout_ms, 0);
+    /* The deadline counts from the request's arrival: time spent waiting for an admission slot is inside it. */
+    uint64_t waited_ms = (time_mono_us() - ex->t_start_us) / 1000;
+    uint64_t total_ms = (uint64_t)ex->rq.cfg->gateway.request_timeout_ms;
+    uv_timer_start(&ex->deadline, on_deadline, total_ms > waited_ms ? total_ms - waited_ms : 1, 0);
     return EX_CONTINUE;
 }
 
@@ -1287,7 +1414,7 @@ static struct ex_stage spine[] = {
     {"authenticate", st_authenticate, NULL, true}, /* keys: sets rq.who */
     {"route", st_route, NULL, false},
     {"front", st_front, NULL, false},   /* the front's own look-ups (stored responses) */
-    {"admit", st_admit, NULL, false},   /* concurrency slot; later rate limits, budget reservation */
+    {"admit", st_admit, NULL, false},   /* rate limits, budget reservation, then a slot (may wait in the queue) */
     {"cache", NULL, NULL, true},        /* may END on a hit */
     {"plan", st_plan, NULL, false},
     {"attempt", st_attempt, NULL, false},
@@ -1364,6 +1491,7 @@ struct exchange *ex_submit(struct gateway_worker *gw, const struct front_ops *fr
         snprintf(ex->id, sizeof(ex->id), "chatcmpl-%s", rq->request_id);
     uv_timer_init(gw->loop, &ex->deadline);
     ex->deadline.data = ex;
+    live_link(ex);
     if (sink_ops->bind)
         sink_ops->bind(sink, ex);
     for (size_t i = 0; i < nobservers; i++)

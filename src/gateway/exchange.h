@@ -19,6 +19,7 @@
 #include <uv.h>
 
 #include "common/buf.h"
+#include "gateway/admission.h"
 #include "gateway/gw_types.h"
 #include "gateway/provider.h"
 #include "telemetry/trace.h"
@@ -133,7 +134,9 @@ struct exchange {
     const struct model_entry *model;
     const struct deployment *plan[EX_MAX_PLAN];
     int nplan, iplan;
-    bool admitted;
+    bool admitted;             /* holds an admission slot (released at the end) */
+    struct adm_waiter adm;     /* its place in the admission queue while it waits (gateway/admission.h) */
+    struct exchange *live_prev, *live_next; /* the worker's exchanges not yet ended (ended all at a forced drain) */
     /* attempts */
     struct attempt *att;
     int attempts;
@@ -231,7 +234,7 @@ extern const struct ex_observer observer_spans;
 /* ---- policy hooks: budgets, rate limits (gateway/govern.c installs them; none by default) ---- */
 
 struct ex_policy {
-    enum ex_next (*admit)(struct exchange *ex);                  /* in `admit`, after the concurrency slot */
+    enum ex_next (*admit)(struct exchange *ex);                  /* in `admit`, before the concurrency slot */
     void (*headers)(const struct exchange *ex, struct buf *h);  /* response header lines */
     void (*fill_usage)(struct exchange *ex);                    /* before pricing at the end */
     void (*release)(struct exchange *ex);                       /* with the exchange */
@@ -254,6 +257,9 @@ void ex_worker_free(struct gateway_worker *g);
 uv_loop_t *ex_worker_loop(const struct gateway_worker *g);
 /* The worker's upstream client (routes outside the spine forward through it: api/upstream_call.h). */
 struct upstream *ex_worker_upstream(const struct gateway_worker *g);
+/* The drain's grace period is over: every exchange still running on this worker ends now with err, in its
+ * caller's format (a stream gets the format's error event) and is settled. Returns how many ended. */
+int ex_worker_end_all(struct gateway_worker *g, const struct gw_error *err);
 /* Process-wide set-up (metrics families, observers, libcurl). */
 int ex_global_init(void);
 void ex_global_cleanup(void);

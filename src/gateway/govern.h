@@ -1,6 +1,7 @@
 /* govern.h: budgets, rate limits and the spend ledger on the exchange's spine (DESIGN §1: admit and settle).
  *
- * govern_admit() runs in the `admit` stage after the concurrency slot: the rate limits of the request's key,
+ * govern_admit() runs in the `admit` stage before the concurrency slot (a caller over its own limit never waits in
+ * the admission queue): the rate limits of the request's key,
  * user, team, model and deployments, then the budget reservation (policy/budget.h). A refusal ends the exchange
  * with 429 (or 403 for an unpriced model under `unpriced: deny`) in the caller's format, with Retry-After and the
  * x-ratelimit-* / anthropic-ratelimit-* headers. A clamp lowers ex->rq.max_tokens and rewrites max_tokens in the
