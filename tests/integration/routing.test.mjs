@@ -12,6 +12,7 @@ import OpenAI from 'openai';
 
 import { startAgentd, BIN } from '../lib/agentd.mjs';
 import { startFake, FAKE_KEYS } from '../fakes/fake.mjs';
+import { startReceiver } from '../lib/otlp_receiver.mjs';
 
 
 // Stops agentd and checks that the sanitizers had nothing to say (a leak or undefined behaviour fails the test).
@@ -121,6 +122,24 @@ test('rules per model, first match wins; the decision is in the headers and the 
     const m = await (await d.opsFetch('/metrics')).text();
     assert.match(m, /agentd_routing_decisions_total\{model="big",rule="no-images-short",to="small"\} 1\b/);
   } finally { await stopClean(d); }
+});
+
+test('the decision is on the server span (agentd.route.rule, agentd.route.from), with the cache result', async () => {
+  f.reset();
+  const rx = await startReceiver();
+  const d = await startAgentd({ env: { ...env, OTEL_EXPORTER_OTLP_ENDPOINT: rx.url, OTEL_BSP_SCHEDULE_DELAY: '100' },
+    config: `cache: {enabled: true}\n${models()}${rules}` });
+  try {
+    const r = await chat(d, {});
+    assert.equal(r.headers.get('x-agentd-route'), 'no-images-short');
+    const trace = r.headers.get('traceparent').split('-')[1];
+    await r.text();
+    await rx.waitFor((x) => x.spans().some((sp) => sp.kind === 2 && sp.traceId === trace));
+    const server = rx.spans().find((sp) => sp.kind === 2 && sp.traceId === trace);
+    assert.equal(server.attrs['agentd.route.rule'], 'no-images-short');
+    assert.equal(server.attrs['agentd.route.from'], 'big');
+    assert.equal(server.attrs['agentd.cache'], 'miss');
+  } finally { await stopClean(d); await rx.close(); }
 });
 
 test('a team whose budget share falls below the threshold is routed to the cheaper model', async () => {
