@@ -8,7 +8,10 @@
 #include "api/server_config.h"
 #include "common/macros.h"
 #include "config/config.h"
+#include "gateway/cache.h"
 #include "gateway/gw_config.h"
+#include "gateway/routing.h"
+#include "policy/alerts.h"
 #include "policy/auth_config.h"
 #include "store/store_config.h"
 #include "policy/govern_config.h"
@@ -29,6 +32,8 @@ static void finish(struct cfg_ctx *ctx, void *obj, const char *path)
         for (size_t j = 0; j < i; j++)
             if (a[i].name && a[j].name && strcmp(a[i].name, a[j].name) == 0)
                 cfg_error_at(ctx, NULL, "agents", "agent name '%s' appears twice", a[i].name);
+    cache_config_finish(ctx, c);
+    routing_config_finish(ctx, c);
 }
 
 static const struct cfg_field root_fields[] = {
@@ -50,6 +55,12 @@ static const struct cfg_field root_fields[] = {
     {.key = "ledger", .type = CFG_MAP, .off = OFF(ledger), .sub = &govern_ledger_schema},
     {.key = "agents", .type = CFG_LIST, .off = OFF(agents), .sub = &agent_config_schema,
      .help = "agent definitions: model, instructions, tools, limits (docs/agents.md)"},
+    {.key = "cache", .type = CFG_MAP, .off = OFF(cache), .sub = &cache_config_schema},
+    {.key = "routing", .type = CFG_LIST, .off = OFF(routing), .sub = &routing_rule_schema,
+     .help = "rules that send a public model's requests to a cheaper one; per model, first match wins "
+             "(docs/routing.md)"},
+    {.key = "alerts", .type = CFG_MAP, .off = OFF(alerts), .sub = &alerts_config_schema,
+     .help = "spend alerts: budget thresholds and spend-rate anomalies, to the log, metrics and webhooks"},
 };
 
 const struct cfg_schema config_schema = {.name = "config",

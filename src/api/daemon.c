@@ -21,7 +21,10 @@
 
 #include "api/ops.h"
 #include "agent/run.h"
+#include "gateway/cache.h"
 #include "gateway/govern.h"
+#include "gateway/routing.h"
+#include "policy/alerts.h"
 #include "api/routes.h"
 #include "api/sandbox_http.h"
 #include "api/worker.h"
@@ -429,6 +432,8 @@ int daemon_main(int argc, char **argv)
         fprintf(stderr, "agentd: cannot initialise the gateway\n");
         return 1;
     }
+    cache_init();   /* the response cache in the spine's cache stage (gateway/cache.c) */
+    routing_init(); /* routing rules in plan (gateway/routing.c) */
     D.cfg = load_config(&errors);
     if (D.cfg == NULL) {
         fputs(errors.data ? errors.data : "invalid configuration\n", stderr);
@@ -451,6 +456,9 @@ int daemon_main(int argc, char **argv)
     if (govern_start(D.cfg, &gerr) != 0) /* budgets rebuilt from the ledger, then its writer */
         log_warn("spend ledger not available: %s", gerr.data ? gerr.data : "?");
     buf_free(&gerr);
+    cache_load(D.cfg); /* cache.persist: answers saved at the last shutdown */
+    if (alerts_start(D.cfg) != 0) /* spend alerts: budget thresholds, spend-rate anomalies, webhooks */
+        log_warn("spend alerts not available");
 
     metrics_register_process_collector();
     ops_init_http_metrics();
@@ -565,9 +573,12 @@ out_early:
     sandbox_http_shutdown();
     routes_shutdown();
     otel_stop(); /* flushes the spans the workers handed over, and a last metrics export */
+    cache_save(D.cfg); /* cache.persist: the workers have stopped */
     config_unref(D.cfg);
     config_shutdown();
+    alerts_stop();
     govern_cleanup(); /* writes the ledger's last rows */
+    cache_cleanup();
     metrics_shutdown();
     ex_global_cleanup();
     return rc;

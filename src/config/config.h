@@ -141,6 +141,26 @@ struct config {
         int64_t batch_interval_ms;
         int64_t queue_max;
     } ledger;
+    struct config_cache { /* the response cache; its schema: gateway/cache_config.c (docs/cache.md) */
+        bool enabled;
+        int64_t max_bytes, max_entry_bytes, ttl_ms;
+        int scope;                 /* enum cache_scope (gateway/cache.h): key, team, global */
+        bool only_temperature_zero;
+        bool honor_cache_control;
+        bool coalesce;
+        bool persist;              /* saved to DATA_DIR/cache.bin at shutdown, loaded at start */
+        struct cfg_list models;    /* struct config_cache_model (gateway/cache.h): per public model */
+    } cache;
+    struct cfg_list routing;       /* struct config_route (gateway/routing.h): rules per public model */
+    struct config_alerts {         /* spend alerts; the schema: policy/alerts.c */
+        struct cfg_strlist thresholds; /* percent of each budget */
+        bool anomaly;
+        double anomaly_factor, anomaly_min_usd;
+        int64_t anomaly_baseline_ms, check_interval_ms;
+        int64_t retries, retry_backoff_ms, timeout_ms;
+        bool log;
+        struct cfg_list webhooks;  /* struct config_alert_webhook (policy/alerts.h) */
+    } alerts;
     /* Derived state built by higher layers at load (the gateway's model registry), freed with the snapshot. */
     void *ext;
     void (*ext_free)(void *ext);

@@ -63,6 +63,12 @@ int ex_observer_add(const struct ex_observer *obs)
 }
 
 static const struct ex_policy *policy;
+static void (*plan_hook)(struct exchange *ex);
+
+void ex_plan_hook_set(void (*fn)(struct exchange *ex))
+{
+    plan_hook = fn;
+}
 
 void ex_policy_set(const struct ex_policy *p)
 {
@@ -388,6 +394,12 @@ static void gateway_headers(struct exchange *ex, struct buf *h, const struct dep
         hdr_add(h, "x-agentd-dropped-fields", ex->rq.dropped_fields);
     hdr_add_u64(h, "x-agentd-overhead-us", overhead_now(ex, time_mono_us()));
     hdr_add_u64(h, "x-agentd-attempts", (uint64_t)ex->attempts);
+    if (ex->cache_result)
+        hdr_add(h, "x-agentd-cache", ex->cache_result);
+    if (ex->route_rule) {
+        hdr_add(h, "x-agentd-route", ex->route_rule);
+        hdr_add(h, "x-agentd-routed-from", ex->routed_from);
+    }
     if (policy && policy->headers)
         policy->headers(ex, h);
     if (ex->fops->headers)
@@ -593,6 +605,24 @@ static void ex_fail_at(struct exchange *ex, const struct gw_error *err, const st
 void ex_fail(struct exchange *ex, const struct gw_error *err)
 {
     ex_fail_at(ex, err, NULL);
+}
+
+void ex_reply_cached(struct exchange *ex, const void *data, size_t len, bool stream)
+{
+    if (ex->done)
+        return;
+    ex->usage = (struct usage){.known = true}; /* billed: nothing */
+    ex->cost_usd = 0;
+    ex->priced = true;
+    struct buf b = {(char *)data, len, len, len};
+    if (stream) {
+        ex->t_first_token_us = time_mono_us();
+        client_send(ex, &b, NULL);
+        ex_end(ex, 200, NULL, NULL);
+        return;
+    }
+    struct ex_reply r = {&b, NULL, true};
+    ex_end(ex, 200, NULL, &r);
 }
 
 void ex_cancel(struct exchange *ex)
@@ -1337,6 +1367,8 @@ static enum ex_next st_admit(struct exchange *ex, void *ud)
 static enum ex_next st_plan(struct exchange *ex, void *ud)
 {
     (void)ud;
+    if (plan_hook)
+        plan_hook(ex); /* routing to cheaper models (gateway/routing.c): may change the model first */
     plan(ex);
     if (ex->nplan == 0) {
         struct gw_error err;

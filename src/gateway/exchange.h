@@ -166,6 +166,13 @@ struct exchange {
     char id[96];               /* response id given to the client ("chatcmpl-..." / "msg_...") */
     int64_t created;
     struct ex_trace trace;     /* W3C trace context and span ids (telemetry/trace.h; set by on_start observers) */
+    /* the response cache (gateway/cache.c): "hit", "miss", "bypass" (x-agentd-cache), NULL when not consulted */
+    const char *cache_result;
+    int64_t cache_saved_nusd;  /* a hit: what the answer cost the first time (the saving) */
+    /* routing (gateway/routing.c): the rule that sent this request to rq.model_name, and the model asked for */
+    bool route_decided;
+    const char *route_rule;    /* in the configuration snapshot; NULL: not routed */
+    char routed_from[256];
 };
 
 /* Starts an exchange for rq (copied) on this worker's loop; the response goes to sink. Returns the exchange, or
@@ -191,6 +198,9 @@ typedef enum ex_next (*ex_stage_fn)(struct exchange *ex, void *ud);
 int ex_stage_plug(const char *stage, ex_stage_fn fn, void *ud);
 /* Ends the exchange with an error in the client's format (from a stage that returns EX_END). */
 void ex_fail(struct exchange *ex, const struct gw_error *err);
+/* Ends the exchange with a stored answer (the response cache's hit): the bytes exactly as the client's format
+ * wrote them the first time, as a stream or as one body; nothing was billed, so the cost is $0. */
+void ex_reply_cached(struct exchange *ex, const void *data, size_t len, bool stream);
 
 /* ---- observers: told once per attempt end and once per exchange end ---- */
 
@@ -234,6 +244,8 @@ struct ex_policy {
 };
 /* Process-wide, at start-up (before workers run). */
 void ex_policy_set(const struct ex_policy *p);
+/* Called first in `plan` (routing to cheaper models: gateway/routing.c installs it). Process-wide, at start-up. */
+void ex_plan_hook_set(void (*fn)(struct exchange *ex));
 
 /* ---- per-worker and process state ---- */
 

@@ -103,8 +103,18 @@ static void llm_log_settle(const struct exchange *ex, const struct ex_outcome *o
     log_field_int(&l, "output_tokens", ex->usage.output);
     if (ex->usage.cached_input)
         log_field_int(&l, "cached_tokens", ex->usage.cached_input);
+    if (ex->usage.cache_write)
+        log_field_int(&l, "cache_write_tokens", ex->usage.cache_write);
     if (ex->usage.reasoning)
         log_field_int(&l, "reasoning_tokens", ex->usage.reasoning);
+    if (ex->route_rule) { /* routing (gateway/routing.c) */
+        log_field_cstr(&l, "route", ex->route_rule);
+        log_field_cstr(&l, "routed_from", ex->routed_from);
+    }
+    if (ex->cache_result) /* the response cache (gateway/cache.c) */
+        log_field_cstr(&l, "cache", ex->cache_result);
+    if (ex->cache_saved_nusd > 0)
+        log_field_double(&l, "cache_saved_usd", (double)ex->cache_saved_nusd / 1e9);
     if (ex->priced)
         log_field_double(&l, "cost_usd", ex->cost_usd);
     log_field_bool(&l, "usage_reported", ex->usage.known);
