@@ -70,6 +70,7 @@ int gateway_global_init(void)
     genai_metrics_register();
     ex_observer_add(&ex_observer_metrics);
     ex_observer_add(&ex_observer_llm_log);
+    ex_observer_add(&ex_observer_eval);
     ex_observer_add(&ex_observer_spans);
     usage_metrics_register();
     return upstream_global_init();
@@ -439,7 +440,8 @@ static void ex_end(struct exchange *ex, int status, const struct gw_error *err, 
     price(ex);
     uint64_t now = time_mono_us();
     struct ex_outcome o = {status, last_deployment(ex), status >= 400 && ex->have_err ? &ex->last_err : NULL,
-                           now - ex->t_start_us, overhead_now(ex, now)};
+                           now - ex->t_start_us, overhead_now(ex, now),
+                           !ex->client_started && reply ? reply->body : NULL};
     struct buf hdrs = BUF_INIT(BUF_UNBOUNDED);
     if (!ex->client_started) {
         buf_reserve(&hdrs, 384); /* the usual set in one allocation */

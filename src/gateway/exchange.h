@@ -188,6 +188,7 @@ struct ex_outcome {
     const struct deployment *dep; /* the last deployment tried, or NULL */
     const struct gw_error *err;   /* status >= 400: why */
     uint64_t total_us, overhead_us;
+    const struct buf *body;       /* the complete response the client gets (NULL: a stream, or none) */
 };
 
 struct up_request;
@@ -207,6 +208,8 @@ int ex_observer_add(const struct ex_observer *obs);
 /* The metrics and `llm` log observers (observers.c), registered by gateway_global_init. */
 extern const struct ex_observer ex_observer_metrics;
 extern const struct ex_observer ex_observer_llm_log;
+/* Response-quality evaluations (observers.c, telemetry/eval.h): hands sampled answers to the evaluation thread. */
+extern const struct ex_observer ex_observer_eval;
 /* The OpenTelemetry spans observer (gateway/observer_spans.c): trace context in and out, SERVER and CLIENT spans. */
 extern const struct ex_observer ex_observer_spans;
 

@@ -20,6 +20,7 @@
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "config/config.h"
+#include "telemetry/eval.h"
 #include "telemetry/metrics.h"
 #include "telemetry/otel_config.h"
 #include "telemetry/pb.h"
@@ -44,12 +45,12 @@ struct kv {
 };
 
 static struct {
-    bool started, ids_on, traces_on, metrics_on, json, capture, resp_header, gzip;
+    bool started, ids_on, traces_on, metrics_on, logs_on, json, capture, resp_header, gzip;
     int sampler;
     double ratio;
-    int64_t timeout_ms, delay_ms, metric_ms;
+    int64_t timeout_ms, delay_ms, metric_ms, log_delay_ms;
     size_t queue_max, batch_max;
-    struct target traces, metrics;
+    struct target traces, metrics, logs;
     struct kv *headers, *resource;
     size_t nheaders, nresource;
     pthread_t thread;
@@ -57,6 +58,8 @@ static struct {
     pthread_cond_t cond;
     struct otel_span *head, *tail; /* queue, oldest first */
     size_t queued;
+    struct otel_span *lhead, *ltail; /* log records, oldest first */
+    size_t lqueued;
     bool stop;
     uint64_t start_ns;
 } X = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
@@ -206,6 +209,79 @@ static void count_drop(const char *signal, const char *reason, uint64_t n)
     metrics_add(&otel_dropped, (const char *[]){signal, reason}, (double)n);
 }
 
+/* ---------- log records ---------- */
+
+bool otel_logs_on(void)
+{
+    return X.logs_on;
+}
+
+struct otel_span *otel_log_new(int severity, const char *event_name, const uint8_t *trace_id,
+                               const uint8_t *span_id)
+{
+    struct otel_span *r = otel_span_new();
+    r->severity = (uint8_t)severity;
+    r->start_ns = wall_ns();
+    if (event_name)
+        snprintf(r->name, sizeof(r->name), "%s", event_name);
+    if (trace_id && span_id) {
+        memcpy(r->trace_id, trace_id, 16);
+        memcpy(r->span_id, span_id, 8);
+        r->has_trace = true;
+    }
+    return r;
+}
+
+void otel_log_body(struct otel_span *r, const char *s, size_t n)
+{
+    size_t off = r->arena.len;
+    if (buf_append(&r->arena, s, n) != 0)
+        return;
+    r->body_off = (uint32_t)off;
+    r->body_len = (uint32_t)n;
+}
+
+void otel_log_submit(struct otel_span *r)
+{
+    if (!X.logs_on) {
+        otel_span_free(r);
+        return;
+    }
+    r->next = NULL;
+    bool full, wake = false;
+    pthread_mutex_lock(&X.lock);
+    full = X.lqueued >= X.queue_max || X.stop;
+    if (!full) {
+        if (X.ltail)
+            X.ltail->next = r;
+        else
+            X.lhead = r;
+        X.ltail = r;
+        X.lqueued++;
+        wake = X.lqueued == X.batch_max;
+    }
+    pthread_mutex_unlock(&X.lock);
+    if (full) {
+        otel_span_free(r);
+        count_drop("logs", "queue_full", 1);
+    } else if (wake) {
+        pthread_cond_signal(&X.cond);
+    }
+}
+
+static const char *const severity_text[] = {"DEBUG", "INFO", "WARN", "ERROR", "FATAL"};
+static const uint8_t severity_number[] = {5, 9, 13, 17, 21};
+
+/* The log tap (common/log.h): every line written becomes a record. */
+static void log_tap(int level, const char *line, size_t n, const uint8_t *trace_id, const uint8_t *span_id)
+{
+    if (level < LL_DEBUG || level > LL_FATAL)
+        return;
+    struct otel_span *r = otel_log_new(severity_number[level], NULL, trace_id, span_id);
+    otel_log_body(r, line, n);
+    otel_log_submit(r);
+}
+
 void otel_span_submit(struct otel_span *s)
 {
     if (!X.traces_on) {
@@ -313,6 +389,60 @@ static void encode_span(struct pbw *w, const struct otel_span *s)
     uint32_t flags = s->trace_flags | 0x100u | (s->remote_parent ? 0x200u : 0);
     pbw_fixed32(w, 16, "flags", flags);
     pbw_end(w);
+}
+
+static void encode_log(struct pbw *w, const struct otel_span *r)
+{
+    pbw_msg(w, 2, NULL); /* LogRecord */
+    pbw_fixed64(w, 1, "timeUnixNano", r->start_ns);
+    pbw_fixed64(w, 11, "observedTimeUnixNano", r->start_ns);
+    if (r->severity) {
+        pbw_enum(w, 2, "severityNumber", r->severity);
+        int lv = (r->severity - 1) / 4 - 1; /* 5..8 DEBUG, 9..12 INFO, ... */
+        if (lv >= 0 && lv < 5)
+            pbw_cstr(w, 3, "severityText", severity_text[lv]);
+    }
+    if (r->body_len) {
+        pbw_msg(w, 5, "body"); /* AnyValue { string_value = 1 } */
+        pbw_string(w, 1, "stringValue", r->arena.data + r->body_off, r->body_len);
+        pbw_end(w);
+    }
+    pbw_arr(w, "attributes");
+    for (unsigned i = 0; i < r->nattrs; i++)
+        encode_attr(w, 6, r, &r->attrs[i]);
+    pbw_arr_end(w);
+    if (r->dropped_attrs)
+        pbw_enum(w, 7, "droppedAttributesCount", (int)r->dropped_attrs);
+    if (r->has_trace) {
+        pbw_fixed32(w, 8, "flags", r->trace_flags);
+        pbw_id(w, 9, "traceId", r->trace_id, 16);
+        pbw_id(w, 10, "spanId", r->span_id, 8);
+    }
+    if (r->name[0])
+        pbw_cstr(w, 12, "eventName", r->name);
+    pbw_end(w);
+}
+
+int otlp_encode_logs(struct buf *out, const struct otel_span *recs, bool json)
+{
+    struct pbw w;
+    pbw_init(&w, out, json);
+    pbw_arr(&w, "resourceLogs");
+    pbw_msg(&w, 1, NULL);
+    encode_resource(&w);
+    pbw_arr(&w, "scopeLogs");
+    pbw_msg(&w, 2, NULL);
+    encode_scope(&w);
+    pbw_arr(&w, "logRecords");
+    for (const struct otel_span *r = recs; r; r = r->next)
+        encode_log(&w, r);
+    pbw_arr_end(&w);
+    pbw_cstr(&w, 3, "schemaUrl", SCHEMA_URL);
+    pbw_end(&w);
+    pbw_arr_end(&w);
+    pbw_end(&w);
+    pbw_arr_end(&w);
+    return pbw_finish(&w);
 }
 
 int otlp_encode_spans(struct buf *out, const struct otel_span *spans, bool json)
@@ -756,6 +886,22 @@ static void export_spans(struct otel_span *batch, size_t n, bool final)
     }
 }
 
+static void export_logs(struct otel_span *batch, size_t n, bool final)
+{
+    struct buf body;
+    buf_init(&body, EXPORT_BODY_MAX);
+    if (otlp_encode_logs(&body, batch, X.json) != 0)
+        count_drop("logs", "too_large", n);
+    else
+        export_body(&X.logs, "logs", &body, final);
+    buf_free(&body);
+    while (batch) {
+        struct otel_span *next = batch->next;
+        otel_span_free(batch);
+        batch = next;
+    }
+}
+
 static void export_metrics(bool final)
 {
     struct buf body;
@@ -767,12 +913,12 @@ static void export_metrics(bool final)
     buf_free(&body);
 }
 
-/* Takes up to batch_max spans off the queue (lock held). */
-static struct otel_span *take_batch(size_t *n)
+/* Takes up to batch_max spans or records off a queue (lock held). */
+static struct otel_span *take_batch(struct otel_span **head, struct otel_span **tail, size_t *queued, size_t *n)
 {
-    struct otel_span *first = X.head, *last = NULL;
+    struct otel_span *first = *head, *last = NULL;
     size_t k = 0;
-    for (struct otel_span *s = X.head; s && k < X.batch_max; s = s->next) {
+    for (struct otel_span *s = *head; s && k < X.batch_max; s = s->next) {
         last = s;
         k++;
     }
@@ -780,11 +926,11 @@ static struct otel_span *take_batch(size_t *n)
         *n = 0;
         return NULL;
     }
-    X.head = last->next;
-    if (!X.head)
-        X.tail = NULL;
+    *head = last->next;
+    if (!*head)
+        *tail = NULL;
     last->next = NULL;
-    X.queued -= k;
+    *queued -= k;
     *n = k;
     return first;
 }
@@ -792,15 +938,19 @@ static struct otel_span *take_batch(size_t *n)
 static void *exporter_main(void *arg)
 {
     (void)arg;
+    log_tap_suppress(true); /* the exporter's own lines (a receiver down) are not exported again */
     uint64_t now = time_mono_us();
     uint64_t next_spans = now + (uint64_t)X.delay_ms * 1000;
     uint64_t next_metrics = now + (uint64_t)X.metric_ms * 1000;
+    uint64_t next_logs = now + (uint64_t)X.log_delay_ms * 1000;
     pthread_mutex_lock(&X.lock);
     for (;;) {
-        while (!X.stop && X.queued < X.batch_max) {
+        while (!X.stop && X.queued < X.batch_max && X.lqueued < X.batch_max) {
             uint64_t t = X.traces_on ? next_spans : UINT64_MAX;
             if (X.metrics_on && next_metrics < t)
                 t = next_metrics;
+            if (X.logs_on && next_logs < t)
+                t = next_logs;
             if (time_mono_us() >= t)
                 break;
             wait_until(t);
@@ -810,7 +960,7 @@ static void *exporter_main(void *arg)
         if (X.traces_on && (X.queued >= X.batch_max || now >= next_spans || stopping)) {
             do {
                 size_t n;
-                struct otel_span *batch = take_batch(&n);
+                struct otel_span *batch = take_batch(&X.head, &X.tail, &X.queued, &n);
                 if (!batch)
                     break;
                 pthread_mutex_unlock(&X.lock);
@@ -818,6 +968,18 @@ static void *exporter_main(void *arg)
                 pthread_mutex_lock(&X.lock);
             } while (stopping || X.queued >= X.batch_max);
             next_spans = time_mono_us() + (uint64_t)X.delay_ms * 1000;
+        }
+        if (X.logs_on && (X.lqueued >= X.batch_max || now >= next_logs || stopping)) {
+            do {
+                size_t n;
+                struct otel_span *batch = take_batch(&X.lhead, &X.ltail, &X.lqueued, &n);
+                if (!batch)
+                    break;
+                pthread_mutex_unlock(&X.lock);
+                export_logs(batch, n, stopping);
+                pthread_mutex_lock(&X.lock);
+            } while (stopping || X.lqueued >= X.batch_max);
+            next_logs = time_mono_us() + (uint64_t)X.log_delay_ms * 1000;
         }
         if (X.metrics_on && (now >= next_metrics || stopping)) {
             pthread_mutex_unlock(&X.lock);
@@ -933,6 +1095,7 @@ int otel_start(const struct config *cfg)
     metrics_register(&otel_dropped);
     metrics_register(&otel_exported);
     metrics_register(&otel_retries);
+    eval_start(cfg); /* with or without an OTLP endpoint: the scores are metrics too */
     if (X.started || t->disabled)
         return 0;
     X.ids_on = true;
@@ -945,6 +1108,7 @@ int otel_start(const struct config *cfg)
     X.timeout_ms = t->timeout_ms;
     X.delay_ms = t->schedule_delay_ms;
     X.metric_ms = t->metric_export_interval_ms;
+    X.log_delay_ms = t->logs_schedule_delay_ms;
     X.queue_max = (size_t)t->max_queue_size;
     X.batch_max = (size_t)t->max_export_batch_size;
     X.start_ns = wall_ns();
@@ -952,7 +1116,9 @@ int otel_start(const struct config *cfg)
         signal_target(&X.traces, t->traces_endpoint, t->endpoint, "v1/traces");
     if (t->metrics)
         signal_target(&X.metrics, t->metrics_endpoint, t->endpoint, "v1/metrics");
-    if (!X.traces.set && !X.metrics.set)
+    if (t->logs)
+        signal_target(&X.logs, t->logs_endpoint, t->endpoint, "v1/logs");
+    if (!X.traces.set && !X.metrics.set && !X.logs.set)
         return 0; /* trace context only */
     otel_parse_kv_list(t->headers, header_cb, NULL);
     build_resource(cfg);
@@ -966,19 +1132,25 @@ int otel_start(const struct config *cfg)
     X.stop = false;
     X.traces_on = X.traces.set;
     X.metrics_on = X.metrics.set;
+    X.logs_on = X.logs.set;
     if (pthread_create(&X.thread, NULL, exporter_main, NULL) != 0) {
         log_error("telemetry: cannot start the exporter thread");
-        X.traces_on = X.metrics_on = false;
+        X.traces_on = X.metrics_on = X.logs_on = false;
         return -1;
     }
     X.started = true;
-    log_info("telemetry: exporting%s%s over OTLP/HTTP (%s%s)", X.traces_on ? " traces" : "",
-             X.metrics_on ? " metrics" : "", X.json ? "json" : "protobuf", X.gzip ? ", gzip" : "");
+    if (X.logs_on)
+        log_set_tap(log_tap);
+    log_info("telemetry: exporting%s%s%s over OTLP/HTTP (%s%s)", X.traces_on ? " traces" : "",
+             X.metrics_on ? " metrics" : "", X.logs_on ? " logs" : "", X.json ? "json" : "protobuf",
+             X.gzip ? ", gzip" : "");
     return 0;
 }
 
 void otel_stop(void)
 {
+    eval_stop(); /* scores what is queued while the exporter still runs */
+    log_set_tap(NULL);
     if (X.started) {
         pthread_mutex_lock(&X.lock);
         X.stop = true;
@@ -987,16 +1159,21 @@ void otel_stop(void)
         pthread_join(X.thread, NULL);
         X.started = false;
     }
-    X.traces_on = X.metrics_on = X.ids_on = false;
+    X.traces_on = X.metrics_on = X.logs_on = X.ids_on = false;
     pthread_mutex_lock(&X.lock);
-    struct otel_span *s = X.head;
-    X.head = X.tail = NULL;
-    X.queued = 0;
+    struct otel_span *s = X.head, *r = X.lhead;
+    X.head = X.tail = X.lhead = X.ltail = NULL;
+    X.queued = X.lqueued = 0;
     pthread_mutex_unlock(&X.lock);
     while (s) {
         struct otel_span *next = s->next;
         otel_span_free(s);
         s = next;
+    }
+    while (r) {
+        struct otel_span *next = r->next;
+        otel_span_free(r);
+        r = next;
     }
     for (size_t i = 0; i < X.nheaders; i++) {
         xfree(X.headers[i].k);
@@ -1012,4 +1189,5 @@ void otel_stop(void)
     X.nheaders = X.nresource = 0;
     memset(&X.traces, 0, sizeof(X.traces));
     memset(&X.metrics, 0, sizeof(X.metrics));
+    memset(&X.logs, 0, sizeof(X.logs));
 }

@@ -143,15 +143,26 @@ void pbw_arr(struct pbw *w, const char *name)
 {
     if (!w->json)
         return;
+    size_t mark = w->b->len;
+    bool was_first = w->first[w->depth];
     json_key(w, name);
     put(w, "[", 1);
-    push(w, true);
+    if (push(w, true)) {
+        w->start[w->depth] = mark;
+        w->parent_first[w->depth] = was_first;
+    }
 }
 
 void pbw_arr_end(struct pbw *w)
 {
     if (!w->json)
         return;
+    if (w->depth > 0 && w->is_arr[w->depth] && w->first[w->depth] && !w->failed) {
+        w->b->len = w->start[w->depth]; /* no element: no key */
+        w->first[w->depth - 1] = w->parent_first[w->depth];
+        w->depth--;
+        return;
+    }
     put(w, "]", 1);
     if (w->depth > 0)
         w->depth--;

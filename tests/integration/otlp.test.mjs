@@ -31,6 +31,7 @@ async function setup(env, recvOpts = {}) {
       OTEL_EXPORTER_OTLP_ENDPOINT: rx ? rx.url : recvOpts.endpoint,
       OTEL_BSP_SCHEDULE_DELAY: '100',
       OTEL_METRIC_EXPORT_INTERVAL: '200',
+      AGENTD_TELEMETRY_LOGS: 'false', // the tests that count requests see traces and metrics only
       ...env,
     },
   });
@@ -139,6 +140,96 @@ test('protobuf: SERVER and CLIENT spans with the GenAI attributes, trace context
     // the llm log line carries the trace id
     const line = await s.d.waitLog((l) => l.msg === 'llm' && l.trace_id === TRACE);
     assert.equal(line.status, 200);
+  } finally {
+    assert.equal((await s.done()).code, 0);
+  }
+});
+
+test('logs: every JSON line as an OTLP log record; the llm line with the trace and the SERVER span id', async () => {
+  const s = await setup({ AGENTD_TELEMETRY_LOGS: 'true', OTEL_BLRP_SCHEDULE_DELAY: '100',
+                          OTEL_METRIC_EXPORT_INTERVAL: '100000' });
+  try {
+    const res = await chat(s.d, { traceparent: `00-${TRACE}-${PARENT}-01` });
+    assert.equal(res.status, 200);
+    const serverId = res.headers.get('traceparent').split('-')[2];
+    await s.rx.waitFor((r) => r.logs().some((l) => l.line?.msg === 'llm'));
+    assert.deepEqual(s.rx.problems, []);
+    const logs = s.rx.logs();
+    const llm = logs.find((l) => l.line?.msg === 'llm');
+    assert.equal(llm.traceId, TRACE);
+    assert.equal(llm.spanId, serverId);
+    assert.equal(llm.line.trace_id, TRACE); // the stderr line and the record say the same
+    assert.equal(llm.line.span_id, serverId);
+    assert.equal(llm.severityNumber, 9);
+    assert.equal(llm.severityText, 'INFO');
+    assert.ok(BigInt(llm.timeUnixNano) > 0n);
+    assert.equal(llm.line.request_id, res.headers.get('x-request-id') ?? llm.line.request_id);
+    // a line of no exchange goes out too, without ids
+    const plain = logs.find((l) => l.line && l.line.msg !== 'llm');
+    assert.ok(plain, JSON.stringify(logs.map((l) => l.line?.msg)));
+    assert.equal(plain.traceId, undefined);
+    assert.equal(llm.resource['service.name'], 'agentd');
+    // the exporter's own complaints are not fed back to itself
+    assert.ok(!logs.some((l) => /OTLP receiver/.test(l.line?.msg ?? '')));
+  } finally {
+    assert.equal((await s.done()).code, 0);
+  }
+});
+
+test('http/json logs survive the official schema round trip', async () => {
+  const s = await setup({ AGENTD_TELEMETRY_LOGS: 'true', OTEL_BLRP_SCHEDULE_DELAY: '100',
+                          OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_METRIC_EXPORT_INTERVAL: '100000' });
+  try {
+    assert.equal((await chat(s.d)).status, 200);
+    await s.rx.waitFor((r) => r.logs().some((l) => l.line?.msg === 'llm'));
+    assert.deepEqual(s.rx.problems, []);
+    assert.match(s.rx.logs().find((l) => l.line?.msg === 'llm').traceId, /^[0-9a-f]{32}$/);
+  } finally {
+    assert.equal((await s.done()).code, 0);
+  }
+});
+
+test('evaluations: sampled answers scored after the response, as gen_ai.evaluation.result events and a histogram', async () => {
+  const s = await setup({ AGENTD_TELEMETRY_LOGS: 'true', OTEL_BLRP_SCHEDULE_DELAY: '100',
+                          OTEL_METRIC_EXPORT_INTERVAL: '100000',
+                          AGENTD_TELEMETRY_EVALUATIONS: '*=0,workflow:graded=1' });
+  try {
+    // not sampled: its workflow has no rate and "*" is 0
+    assert.equal((await chat(s.d, { 'x-agentd-workflow': 'ungraded' },
+      { messages: [{ role: 'user', content: 'ungraded question about tomatoes' }] })).status, 200);
+    // sampled: the fake echoes the question, so every score is known in advance
+    const res = await chat(s.d, { traceparent: `00-${TRACE}-${PARENT}-01`, 'x-agentd-workflow': 'graded' },
+      { messages: [{ role: 'user', content: 'Describe the weather forecast, maybe perhaps' }],
+        response_format: { type: 'json_object' } });
+    assert.equal(res.status, 200);
+    const body = await res.json();
+    const attemptId = s.oa.requests.at(-1).headers.traceparent.split('-')[2];
+    const evs = () => s.rx.logs().filter((l) => l.eventName === 'gen_ai.evaluation.result');
+    await s.rx.waitFor(() => evs().length >= 5);
+    assert.deepEqual(s.rx.problems, []);
+    const byName = Object.fromEntries(evs().map((e) => [e.attrs['gen_ai.evaluation.name'], e]));
+    assert.deepEqual(Object.keys(byName).sort(), ['confidence', 'json_validity', 'length', 'refusal', 'relevance']);
+    for (const e of evs()) {
+      assert.equal(e.traceId, TRACE); // linked to the chat span that made the answer
+      assert.equal(e.spanId, attemptId);
+      assert.equal(e.attrs['gen_ai.response.id'], body.id);
+      assert.equal(typeof e.attrs['gen_ai.evaluation.explanation'], 'string');
+      assert.equal(e.attrs['agent.workflow'], 'graded');
+    }
+    assert.equal(byName.relevance.attrs['gen_ai.evaluation.score.value'], 1);
+    assert.equal(byName.relevance.attrs['gen_ai.evaluation.score.label'], 'relevant');
+    assert.equal(byName.confidence.attrs['gen_ai.evaluation.score.value'], 0.5); // two hedges
+    assert.equal(byName.confidence.attrs['gen_ai.evaluation.score.label'], 'hedging');
+    assert.equal(byName.json_validity.attrs['gen_ai.evaluation.score.label'], 'invalid');
+    assert.equal(byName.refusal.attrs['gen_ai.evaluation.score.label'], 'answered');
+    assert.equal(byName.length.attrs['gen_ai.evaluation.score.label'], 'appropriate');
+    // the events are not also sent as plain lines
+    assert.ok(!s.rx.logs().some((l) => l.line?.msg === 'evaluation'));
+    // the histogram on /metrics, for the sampled workflow only
+    const text = await (await s.d.opsFetch('/metrics')).text();
+    assert.match(text, /^agentd_evaluation_score_count\{evaluation="relevance",model="gpt-test",workflow="graded"\} 1$/m);
+    assert.doesNotMatch(text, /agentd_evaluation_score_count\{[^}]*workflow="ungraded"/);
+    assert.equal(evs().length, 5, 'the unsampled answer was not scored');
   } finally {
     assert.equal((await s.done()).code, 0);
   }

@@ -118,6 +118,14 @@ export async function startReceiver(opts = {}) {
     if (!last) return [];
     return last.decoded.resourceMetrics.flatMap((rm) => rm.scopeMetrics.flatMap((sm) => sm.metrics.map((m) => ({ ...m, resource: attrs(rm.resource?.attributes) }))));
   };
+  // Every log record accepted so far, with its attributes flattened and a JSON body parsed when it is one.
+  r.logs = () => r.requests.filter((q) => q.path === '/v1/logs' && q.status === 200 && q.decoded)
+    .flatMap((q) => (q.decoded.resourceLogs || []).flatMap((rl) => (rl.scopeLogs || []).flatMap((sl) =>
+      (sl.logRecords || []).map((l) => {
+        let line = null;
+        try { line = JSON.parse(l.body?.stringValue); } catch { /* not a JSON line */ }
+        return { ...l, attrs: attrs(l.attributes), line, resource: attrs(rl.resource?.attributes) };
+      }))));
   r.waitFor = (pred, timeoutMs = 15000) => {
     if (pred(r)) return Promise.resolve();
     return new Promise((resolve, reject) => {
