@@ -415,7 +415,7 @@ static void render_family(struct buf *out, const struct metric_def *d)
             if (b == d->nbuckets)
                 snprintf(le, sizeof(le), "+Inf");
             else
-                metrics_format_bound(le, sizeof(le), d->buckets[b]);
+                metrics_format_bound(le, sizeof(le), d->prom_div > 0 ? d->buckets[b] / d->prom_div : d->buckets[b]);
             buf_printf(out, "%s_bucket", d->name);
             append_labels(out, d, a->first, "le", le);
             buf_printf(out, " %llu\n", (unsigned long long)cum);
@@ -423,7 +423,7 @@ static void render_family(struct buf *out, const struct metric_def *d)
         buf_printf(out, "%s_sum", d->name);
         append_labels(out, d, a->first, NULL, NULL);
         buf_append_char(out, ' ');
-        append_number(out, a->value);
+        append_number(out, d->prom_div > 0 ? a->value / d->prom_div : a->value);
         buf_printf(out, "\n%s_count", d->name);
         append_labels(out, d, a->first, NULL, NULL);
         buf_printf(out, " %llu\n", (unsigned long long)cum);

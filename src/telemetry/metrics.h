@@ -32,6 +32,9 @@ struct metric_def {
     const char *otel_name;
     const char *unit;
     const char *const *otel_labels; /* attribute names for OTLP, parallel to labels (NULL: the label names) */
+    /* /metrics shows histogram bounds and sums divided by this (0: as recorded): a family recorded in the
+     * OpenTelemetry unit (ms) is exposed in Prometheus' base unit (seconds) */
+    double prom_div;
     /* filled by metrics_register */
     int id;
     size_t nlabels;

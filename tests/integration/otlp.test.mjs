@@ -284,7 +284,7 @@ test('metrics over OTLP: GenAI and seed metric names and types from the /metrics
     // /metrics: the same registry, Prometheus names, exact bucket bounds
     const text = await (await s.d.opsFetch('/metrics')).text();
     assert.match(text, /^agent_requests_total\{workflow="wf1",status="200"\} 3$/m);
-    assert.match(text, /^# TYPE agent_request_duration_milliseconds histogram$/m);
+    assert.match(text, /^# TYPE agent_request_duration_seconds histogram$/m);
     assert.match(text, /^agent_errors_total\{workflow="wf1",error_type="[a-z_]+"\} 1$/m);
     assert.match(text, /gen_ai_client_token_usage_bucket\{[^}]*le="1048576"\}/);
     assert.match(text, /gen_ai_client_token_usage_bucket\{[^}]*le="4194304"\}/);
