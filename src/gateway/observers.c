@@ -37,7 +37,13 @@ static void metrics_settle(const struct exchange *ex, const struct ex_outcome *o
     metrics_inc(&genai_gateway_requests, (const char *[]){front_names[ex->front], model, dlabel, st});
     const char *wf = ex->trace.workflow[0] ? ex->trace.workflow : "none";
     metrics_inc(&agent_requests_total, (const char *[]){wf, st});
-    metrics_observe(&agent_request_duration, (const char *[]){wf}, (double)o->total_us / 1e3);
+    /* a sampled trace leaves its ids on the duration buckets (exemplars) */
+    bool exemplar = ex->trace.active && ex->trace.sampled;
+    struct metric_series *dur = metrics_series(&agent_request_duration, (const char *[]){wf});
+    if (exemplar)
+        metrics_series_observe_ex(dur, (double)o->total_us / 1e3, ex->trace.trace_id, ex->trace.server_span_id);
+    else
+        metrics_series_observe(dur, (double)o->total_us / 1e3);
     if (o->status >= 400) {
         /* the OpenAI error type (invalid_request_error, rate_limit_error, ...): few values */
         const char *et = o->err ? gw_err_type_openai(o->err->type) : "api_error";
@@ -46,7 +52,11 @@ static void metrics_settle(const struct exchange *ex, const struct ex_outcome *o
     if (ex->model == NULL)
         return;
     const char *etype = o->status >= 400 ? st : "";
-    metrics_observe(&genai_operation_duration, (const char *[]){op, pname, model, etype}, (double)o->total_us / 1e6);
+    struct metric_series *op_dur = metrics_series(&genai_operation_duration, (const char *[]){op, pname, model, etype});
+    if (exemplar)
+        metrics_series_observe_ex(op_dur, (double)o->total_us / 1e6, ex->trace.trace_id, ex->trace.server_span_id);
+    else
+        metrics_series_observe(op_dur, (double)o->total_us / 1e6);
     metrics_observe(&genai_gateway_overhead, (const char *[]){model, dlabel}, (double)o->overhead_us / 1e6);
     if (ex->usage.known || ex->usage.input || ex->usage.output) {
         metrics_observe(&genai_token_usage, (const char *[]){op, pname, model, "input"}, (double)ex->usage.input);

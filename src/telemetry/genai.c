@@ -90,6 +90,8 @@ static void otel_names(void)
     agent_requests_total.otel_name = "agent.requests.total";
     agent_request_duration.otel_name = "agent.request.duration";
     agent_request_duration.unit = "ms";
+    agent_request_duration.exemplars = true; /* trace ids of sampled requests on the buckets */
+    genai_operation_duration.exemplars = true;
     agent_request_duration.prom_div = 1000; /* Prometheus' base unit; promtool refuses a _milliseconds name */
     agent_errors_total.otel_name = "agent.errors.total";
     agent_errors_total.otel_labels = wf_error_otel;

@@ -471,6 +471,7 @@ struct menc {
     struct pbw *w;
     const struct metric_def *cur;
     uint64_t start_ns, now_ns;
+    size_t points;
 };
 
 static void metric_close(struct menc *m)
@@ -491,6 +492,7 @@ static void metric_point(const struct metric_def *d, const struct metric_point *
 {
     struct menc *m = ud;
     struct pbw *w = m->w;
+    m->points++;
     if (m->cur != d) {
         metric_close(m);
         m->cur = d;
@@ -521,6 +523,21 @@ static void metric_point(const struct metric_def *d, const struct metric_point *
         pbw_double(w, 5, "sum", p->value);
         pbw_packed_fixed64(w, 6, "bucketCounts", p->buckets, d->nbuckets + 1);
         pbw_packed_double(w, 7, "explicitBounds", d->buckets, d->nbuckets);
+        if (p->exemplars) {
+            pbw_arr(w, "exemplars");
+            for (size_t b = 0; b <= d->nbuckets; b++) {
+                const struct metric_exemplar *e = &p->exemplars[b];
+                if (!e->time_ns)
+                    continue;
+                pbw_msg(w, 8, NULL); /* Exemplar { time_unix_nano = 2, as_double = 3, span_id = 4, trace_id = 5 } */
+                pbw_fixed64(w, 2, "timeUnixNano", e->time_ns);
+                pbw_double(w, 3, "asDouble", e->value);
+                pbw_id(w, 4, "spanId", e->span_id, 8);
+                pbw_id(w, 5, "traceId", e->trace_id, 16);
+                pbw_end(w);
+            }
+            pbw_arr_end(w);
+        }
     } else {
         pbw_double(w, 4, "asDouble", p->value);
     }
@@ -538,7 +555,7 @@ int otlp_encode_metrics(struct buf *out, uint64_t start_ns, uint64_t now_ns, boo
     pbw_msg(&w, 2, NULL);
     encode_scope(&w);
     pbw_arr(&w, "metrics");
-    struct menc m = {&w, NULL, start_ns, now_ns};
+    struct menc m = {&w, NULL, start_ns, now_ns, 0};
     metrics_walk(metric_point, &m);
     metric_close(&m);
     pbw_arr_end(&w);
@@ -547,7 +564,8 @@ int otlp_encode_metrics(struct buf *out, uint64_t start_ns, uint64_t now_ns, boo
     pbw_arr_end(&w);
     pbw_end(&w);
     pbw_arr_end(&w);
-    return pbw_finish(&w);
+    int rc = pbw_finish(&w);
+    return rc == 0 && m.points == 0 ? 1 : rc;
 }
 
 /* ---------- HTTP/1.1 POST (blocking, on the exporter thread only) ---------- */
@@ -906,9 +924,10 @@ static void export_metrics(bool final)
 {
     struct buf body;
     buf_init(&body, EXPORT_BODY_MAX);
-    if (otlp_encode_metrics(&body, X.start_ns, wall_ns(), X.json) != 0)
+    int rc = otlp_encode_metrics(&body, X.start_ns, wall_ns(), X.json);
+    if (rc < 0)
         count_drop("metrics", "too_large", 1);
-    else
+    else if (rc == 0) /* 1: no data point yet; an empty envelope is not sent */
         export_body(&X.metrics, "metrics", &body, final);
     buf_free(&body);
 }

@@ -98,7 +98,8 @@ int otlp_encode_logs(struct buf *out, const struct otel_span *recs, bool json);
 
 /* Encoders (exposed for the unit tests): an ExportTraceServiceRequest for spans (a list linked by next) and an
  * ExportMetricsServiceRequest for the registry, with the resource of the running exporter (or service.name only
- * when none runs). 0, or -1 when the output would exceed out's limit. */
+ * when none runs). 0, or -1 when the output would exceed out's limit; otlp_encode_metrics returns 1 when the
+ * registry has no data point (nothing worth sending). */
 int otlp_encode_spans(struct buf *out, const struct otel_span *spans, bool json);
 int otlp_encode_metrics(struct buf *out, uint64_t start_ns, uint64_t now_ns, bool json);
 

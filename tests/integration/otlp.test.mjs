@@ -256,8 +256,15 @@ test('a malformed traceparent is ignored: a new trace, never a 400', async () =>
 test('metrics over OTLP: GenAI and seed metric names and types from the /metrics registry', async () => {
   const s = await setup({ ENVIRONMENT: 'prod-eu' });
   try {
-    for (let i = 0; i < 3; i++) assert.equal((await chat(s.d, { 'x-agentd-workflow': 'wf1' })).status, 200);
-    assert.equal((await chat(s.d, { 'x-agentd-workflow': 'wf1' }, { model: 'nope' })).status, 404);
+    const traceIds = [];
+    for (let i = 0; i < 3; i++) {
+      const res = await chat(s.d, { 'x-agentd-workflow': 'wf1' });
+      assert.equal(res.status, 200);
+      traceIds.push(res.headers.get('traceparent').split('-')[1]);
+    }
+    const nf = await chat(s.d, { 'x-agentd-workflow': 'wf1' }, { model: 'nope' });
+    assert.equal(nf.status, 404);
+    traceIds.push(nf.headers.get('traceparent').split('-')[1]);
     const want = ['gen_ai.client.token.usage', 'gen_ai.client.operation.duration', 'agent.requests.total',
                   'agent.request.duration', 'agent.tokens.used', 'agent.errors.total'];
     await s.rx.waitFor((r) => { const n = r.metrics().map((m) => m.name); return want.every((w) => n.includes(w)); });
@@ -271,6 +278,15 @@ test('metrics over OTLP: GenAI and seed metric names and types from the /metrics
         assert.equal(p.bucketCounts.reduce((x, y) => x + Number(y), 0), Number(p.count));
       }
     }
+    // exemplars: the trace ids of sampled requests on the duration histograms
+    const exs = ms['agent.request.duration'].histogram.dataPoints.flatMap((p) => p.exemplars || []);
+    assert.ok(exs.length >= 1, 'agent.request.duration has exemplars');
+    for (const e of exs) {
+      assert.ok(traceIds.includes(e.traceId), `${e.traceId} is one of ${traceIds}`);
+      assert.match(e.spanId, /^[0-9a-f]{16}$/);
+      assert.ok(e.asDouble > 0);
+    }
+    assert.ok(ms['gen_ai.client.operation.duration'].histogram.dataPoints.some((p) => (p.exemplars || []).length));
     assert.equal(ms['gen_ai.client.operation.duration'].unit, 's');
     assert.equal(ms['agent.request.duration'].unit, 'ms');
     const tok = ms['gen_ai.client.token.usage'].histogram.dataPoints.map((p) => Object.fromEntries(p.attributes.map((kv) => [kv.key, kv.value.stringValue])));

@@ -1,6 +1,6 @@
 // A real Prometheus (Debian `prometheus`, scripts/deps.sh test) scrapes agentd's /metrics (issue 10, item 7): its
 // query API returns the seed's metric names with the labels agentd gave them, and `promtool check metrics` accepts
-// the exposition. One Prometheus for the file, in a temporary directory, stopped at the end.
+// the exposition; with exemplar storage on, it keeps the trace ids agentd puts on the duration buckets. One Prometheus for the file, in a temporary directory, stopped at the end.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -14,6 +14,7 @@ import { startFake, FAKE_KEYS } from '../fakes/fake.mjs';
 const which = (b) => spawnSync('sh', ['-c', `command -v ${b}`], { encoding: 'utf8' }).stdout.trim();
 const PROM = which('prometheus');
 const PROMTOOL = which('promtool');
+const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
 const missing = !PROM || !PROMTOOL ? 'prometheus/promtool not installed (scripts/deps.sh test)' : false;
 
 function freePort() {
@@ -51,10 +52,14 @@ test('Prometheus scrapes /metrics: the seed metrics are queryable; promtool chec
   const dir = mkdtempSync(join(tmpdir(), 'agentd-prom-'));
   let prom;
   try {
-    const chat = (model, wf) => d.fetch('/v1/chat/completions', {
-      method: 'POST', headers: { 'content-type': 'application/json', 'x-agentd-workflow': wf },
+    const chat = (model, wf, extra = {}) => d.fetch('/v1/chat/completions', {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-agentd-workflow': wf, ...extra },
       body: JSON.stringify({ model, messages: [{ role: 'user', content: 'hello there' }] }) });
-    for (let i = 0; i < 2; i++) assert.equal((await chat('gpt-test', 'scraped')).status, 200);
+    assert.equal((await chat('gpt-test', 'scraped')).status, 200);
+    // a sampled trace: its ids become the exemplar of its duration bucket
+    const traced = await chat('gpt-test', 'scraped', { traceparent: `00-${TRACE}-00f067aa0ba902b7-01` });
+    assert.equal(traced.status, 200);
+    const serverSpan = traced.headers.get('traceparent').split('-')[2];
     assert.equal((await chat('nope', 'scraped')).status, 404);
 
     const text = await (await d.opsFetch('/metrics')).text();
@@ -66,7 +71,8 @@ test('Prometheus scrapes /metrics: the seed metrics are queryable; promtool chec
       `global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: agentd\n` +
       `    static_configs:\n      - targets: ['${d.opsHost}:${d.opsPort}']\n`);
     prom = spawn(PROM, [`--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'data')}`,
-                        `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn'],
+                        `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn',
+                        '--enable-feature=exemplar-storage'],
                  { stdio: ['ignore', 'ignore', 'pipe'] });
     let promErr = '';
     prom.stderr.on('data', (c) => { promErr += c; });
@@ -93,6 +99,26 @@ test('Prometheus scrapes /metrics: the seed metrics are queryable; promtool chec
     assert.ok(Number(q[0].value[1]) >= 0);
     await waitQuery(base, 'agent_tokens_used_total', (r) => r.length >= 1 && r.some((s) => Number(s.value[1]) > 0));
     await waitQuery(base, 'gen_ai_client_token_usage_count', (r) => r.length >= 1);
+    // exemplars: Prometheus asks for OpenMetrics and keeps the trace id agentd put on the bucket
+    const om = await d.opsFetch('/metrics', { headers: { accept: 'application/openmetrics-text;version=1.0.0' } });
+    assert.match(om.headers.get('content-type'), /^application\/openmetrics-text/);
+    const omText = await om.text();
+    assert.match(omText, /# EOF\n$/);
+    assert.match(omText, /^# TYPE agent_requests counter$/m);
+    assert.match(omText, /^# TYPE process_cpu_seconds counter$/m);
+    assert.match(omText, new RegExp(`^agent_request_duration_seconds_bucket\\{workflow="scraped",le="[^"]+"\\} \\d+ # \\{trace_id="${TRACE}",span_id="${serverSpan}"\\} [0-9.e-]+ \\d+\\.\\d{3}$`, 'm'));
+    const exq = async () => {
+      const now = Date.now() / 1000;
+      const r = await fetch(`${base}/api/v1/query_exemplars?query=${encodeURIComponent('agent_request_duration_seconds_bucket{workflow="scraped"}')}&start=${now - 600}&end=${now + 60}`);
+      return (await r.json()).data || [];
+    };
+    const deadline = Date.now() + 30000;
+    let exs = [];
+    while (!(exs = (await exq()).flatMap((x) => x.exemplars)).some((e) => e.labels.trace_id === TRACE)) {
+      if (Date.now() > deadline) throw new Error(`no exemplar with ${TRACE}: ${JSON.stringify(exs)}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(exs.find((e) => e.labels.trace_id === TRACE).labels.span_id, serverSpan);
     const ti = await waitQuery(base, 'target_info', (r) => r.length === 1);
     assert.equal(ti[0].metric.deployment_environment, 'scrape-test');
   } finally {

@@ -116,7 +116,7 @@ export async function startReceiver(opts = {}) {
   r.metrics = () => {
     const last = r.requests.filter((q) => q.path === '/v1/metrics' && q.status === 200 && q.decoded).at(-1);
     if (!last) return [];
-    return last.decoded.resourceMetrics.flatMap((rm) => rm.scopeMetrics.flatMap((sm) => sm.metrics.map((m) => ({ ...m, resource: attrs(rm.resource?.attributes) }))));
+    return last.decoded.resourceMetrics.flatMap((rm) => (rm.scopeMetrics || []).flatMap((sm) => (sm.metrics || []).map((m) => ({ ...m, resource: attrs(rm.resource?.attributes) }))));
   };
   // Every log record accepted so far, with its attributes flattened and a JSON body parsed when it is one.
   r.logs = () => r.requests.filter((q) => q.path === '/v1/logs' && q.status === 200 && q.decoded)
