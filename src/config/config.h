@@ -79,6 +79,7 @@ struct config_telemetry {
     char *traces_endpoint, *metrics_endpoint, *logs_endpoint;
     int protocol;                  /* OTEL_PROTO_* */
     char *headers;                 /* "k=v,k2=v2" */
+    char *certificate;             /* OTEL_EXPORTER_OTLP_CERTIFICATE: CA file for https endpoints */
     int64_t timeout_ms;
     int compression;               /* OTEL_COMPRESSION_* */
     int64_t schedule_delay_ms, max_queue_size, max_export_batch_size, metric_export_interval_ms;

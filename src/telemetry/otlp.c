@@ -14,12 +14,14 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <curl/curl.h>
 #include <zlib.h>
 
 #include "common/alloc.h"
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "config/config.h"
+#include "net/curl_dl.h"
 #include "telemetry/eval.h"
 #include "telemetry/metrics.h"
 #include "telemetry/otel_config.h"
@@ -36,6 +38,7 @@ struct target {
     char host[256];
     char port[8];
     char path[1024];
+    char url[2048]; /* https: the whole URL for libcurl */
     bool https;
     bool set;
 };
@@ -46,6 +49,7 @@ struct kv {
 
 static struct {
     bool started, ids_on, traces_on, metrics_on, logs_on, json, capture, resp_header, gzip;
+    char *ca_file; /* https: CA bundle for the collector's certificate (OTEL_EXPORTER_OTLP_CERTIFICATE) */
     int sampler;
     double ratio;
     int64_t timeout_ms, delay_ms, metric_ms, log_delay_ms;
@@ -609,6 +613,7 @@ static int parse_url(const char *url, struct target *t)
         snprintf(t->port, sizeof(t->port), "%s", t->https ? "443" : "80");
     }
     snprintf(t->path, sizeof(t->path), "%s", slash ? slash : "/");
+    snprintf(t->url, sizeof(t->url), "%s", url);
     t->set = true;
     return 0;
 }
@@ -728,16 +733,93 @@ int otlp_gzip(const struct buf *in, struct buf *out)
     return rc == Z_STREAM_END ? 0 : -1;
 }
 
+struct curl_rx {
+    size_t body;
+    long *retry_after_ms;
+};
+
+static size_t curl_body(char *p, size_t sz, size_t n, void *ud)
+{
+    (void)p;
+    struct curl_rx *rx = ud;
+    rx->body += sz * n;
+    return rx->body > RESPONSE_MAX ? 0 : sz * n; /* the answer is not read, only bounded */
+}
+
+static size_t curl_hdr(char *p, size_t sz, size_t n, void *ud)
+{
+    struct curl_rx *rx = ud;
+    size_t len = sz * n;
+    if (len > 12 && strncasecmp(p, "retry-after:", 12) == 0)
+        *rx->retry_after_ms = parse_retry_after(p + 12, len - 12);
+    return len;
+}
+
+/* https through libcurl (loaded on first use; a blocking transfer on the exporter thread). Same results as
+ * http_post; 0 when libcurl cannot be loaded, -2 when the certificate is not trusted. */
+static int https_post(const struct target *t, const char *ctype, const struct buf *body, long *retry_after_ms)
+{
+    if (curl_dl_load() != 0) {
+        static atomic_bool warned;
+        if (!atomic_exchange(&warned, true))
+            log_warn("telemetry: https OTLP endpoint needs libcurl: %s", curl_dl_error());
+        return 0;
+    }
+    CURL *e = curl_easy_init();
+    if (!e)
+        return -1;
+    struct curl_slist *h = NULL;
+    char line[4200];
+    snprintf(line, sizeof(line), "Content-Type: %s", ctype);
+    h = curl_slist_append(h, line);
+    if (X.gzip)
+        h = curl_slist_append(h, "Content-Encoding: gzip");
+    h = curl_slist_append(h, "Expect:"); /* no 100-continue round trip */
+    for (size_t i = 0; i < X.nheaders; i++) {
+        snprintf(line, sizeof(line), "%s: %s", X.headers[i].k, X.headers[i].v);
+        h = curl_slist_append(h, line);
+    }
+    struct curl_rx rx = {0, retry_after_ms};
+    curl_easy_setopt(e, CURLOPT_URL, t->url);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https");
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, body->data ? body->data : "");
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body->len);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "agentd/" AGENTD_VERSION " OTel-OTLP-Exporter-C");
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)X.timeout_ms);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, curl_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, &rx);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, curl_hdr);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, &rx);
+    if (X.ca_file && *X.ca_file)
+        curl_easy_setopt(e, CURLOPT_CAINFO, X.ca_file);
+    CURLcode rc = curl_easy_perform(e);
+    long code = -1;
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
+    else
+        log_debug("telemetry: https export to %s failed: %s", t->host, curl_easy_strerror(rc));
+    curl_slist_free_all(h);
+    curl_easy_cleanup(e);
+    if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE || rc == CURLE_SSL_CERTPROBLEM) {
+        static atomic_bool warned;
+        if (!atomic_exchange(&warned, true))
+            log_warn("telemetry: the OTLP collector's certificate is not trusted (%s); set "
+                     "OTEL_EXPORTER_OTLP_CERTIFICATE to its CA",
+                     curl_easy_strerror(rc));
+        return -2; /* trying again will not help */
+    }
+    return rc == CURLE_OK && code >= 100 && code <= 599 ? (int)code : -1;
+}
+
 /* One POST. Returns the HTTP status, or -1 when no response came (connection refused, timeout, reset). */
 static int http_post(const struct target *t, const char *ctype, const struct buf *body, long *retry_after_ms)
 {
     *retry_after_ms = -1;
-    if (t->https) {
-        static atomic_bool warned;
-        if (!atomic_exchange(&warned, true))
-            log_warn("telemetry: https OTLP endpoints are not supported yet; use an http:// collector or sidecar");
-        return 0;
-    }
+    if (t->https)
+        return https_post(t, ctype, body, retry_after_ms);
     uint64_t deadline = time_mono_us() + (uint64_t)X.timeout_ms * 1000;
     int fd = connect_to(t, deadline);
     if (fd < 0)
@@ -857,8 +939,12 @@ static bool export_try(const struct target *t, const char *signal, const char *c
             metrics_inc(&otel_exported, (const char *[]){signal});
             return true;
         }
-        if (st == 0) { /* not sendable (https) */
+        if (st == 0) { /* not sendable (https without libcurl) */
             count_drop(signal, "unsupported", 1);
+            return false;
+        }
+        if (st == -2) {
+            count_drop(signal, "tls", 1);
             return false;
         }
         bool retryable = st == -1 || st == 429 || st == 502 || st == 503 || st == 504;
@@ -1128,6 +1214,8 @@ int otel_start(const struct config *cfg)
     X.delay_ms = t->schedule_delay_ms;
     X.metric_ms = t->metric_export_interval_ms;
     X.log_delay_ms = t->logs_schedule_delay_ms;
+    xfree(X.ca_file);
+    X.ca_file = t->certificate && *t->certificate ? xstrdup(t->certificate) : NULL;
     X.queue_max = (size_t)t->max_queue_size;
     X.batch_max = (size_t)t->max_export_batch_size;
     X.start_ns = wall_ns();
@@ -1209,4 +1297,6 @@ void otel_stop(void)
     memset(&X.traces, 0, sizeof(X.traces));
     memset(&X.metrics, 0, sizeof(X.metrics));
     memset(&X.logs, 0, sizeof(X.logs));
+    xfree(X.ca_file);
+    X.ca_file = NULL;
 }

@@ -4,8 +4,8 @@
 // on /metrics with exact bucket bounds.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
+import { spawnSync, execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startAgentd, BIN } from '../lib/agentd.mjs';
@@ -232,6 +232,52 @@ test('evaluations: sampled answers scored after the response, as gen_ai.evaluati
     assert.equal(evs().length, 5, 'the unsampled answer was not scored');
   } finally {
     assert.equal((await s.done()).code, 0);
+  }
+});
+
+test('https endpoint: spans over TLS to a collector whose CA is OTEL_EXPORTER_OTLP_CERTIFICATE; an untrusted one is dropped', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'agentd-otlp-tls-'));
+  const openssl = (args) => execFileSync('openssl', args, { stdio: 'ignore', cwd: dir });
+  try {
+    openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2',
+      '-subj', '/CN=otlp-ca', '-keyout', 'ca.key', '-out', 'ca.pem',
+      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign']);
+    writeFileSync(join(dir, 'leaf.ext'), 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
+    openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=127.0.0.1',
+      '-keyout', 'leaf.key', '-out', 'leaf.csr']);
+    openssl(['x509', '-req', '-in', 'leaf.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial',
+      '-days', '2', '-extfile', 'leaf.ext', '-out', 'leaf.pem']);
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true });
+    return t.skip(`openssl command not available: ${e.message}`);
+  }
+  const tls = { key: readFileSync(join(dir, 'leaf.key')), cert: readFileSync(join(dir, 'leaf.pem')) };
+  try {
+    const s = await setup({ OTEL_EXPORTER_OTLP_CERTIFICATE: join(dir, 'ca.pem'), OTEL_EXPORTER_OTLP_HEADERS: 'x-token=s3cret',
+                            OTEL_METRIC_EXPORT_INTERVAL: '100000' }, { tls });
+    try {
+      assert.match(s.rx.url, /^https:/);
+      assert.equal((await chat(s.d)).status, 200);
+      await s.rx.waitFor((r) => r.spans().length >= 2);
+      assert.deepEqual(s.rx.problems, []);
+      assert.ok(s.rx.spans().some((x) => x.name === 'chat gpt-4o-mini'));
+      assert.equal(s.rx.requests[0].headers['x-token'], 's3cret');
+      assert.equal(s.rx.requests[0].headers['content-type'], 'application/x-protobuf');
+    } finally {
+      assert.equal((await s.done()).code, 0);
+    }
+    // the same collector without its CA: the certificate is refused, nothing is sent, the drop is counted
+    const u = await setup({ OTEL_METRIC_EXPORT_INTERVAL: '100000' }, { tls });
+    try {
+      assert.equal((await chat(u.d)).status, 200);
+      await waitMetric(u.d, 'agentd_otel_dropped_total', ['signal="traces"', 'reason="tls"'], (v) => v >= 1);
+      assert.equal(u.rx.spans().length, 0);
+      await u.d.waitLog((l) => /certificate is not trusted/.test(l.msg));
+    } finally {
+      assert.equal((await u.done()).code, 0);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 

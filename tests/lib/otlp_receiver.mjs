@@ -3,6 +3,7 @@
 // (hex ids turned to base64, then fromObject; unknown or misspelt fields fail the round trip). Independent of
 // agentd's encoder. Scriptable answers (503 / 429 with Retry-After) for the retry tests.
 import http from 'node:http';
+import https from 'node:https';
 import zlib from 'node:zlib';
 import { createRequire } from 'node:module';
 
@@ -69,7 +70,8 @@ export async function startReceiver(opts = {}) {
     problems: [],
     _waiters: [],
   };
-  r.server = http.createServer((req, res) => {
+  // opts.tls = { key, cert }: an https receiver
+  const handler = (req, res) => {
     const chunks = [];
     req.on('data', (c) => chunks.push(c));
     req.on('end', () => {
@@ -105,10 +107,11 @@ export async function startReceiver(opts = {}) {
       res.end(step.status === 200 && ct === 'application/json' ? '{}' : '');
       r._waiters = r._waiters.filter((w) => !(w.pred(r) && (w.resolve(), true)));
     });
-  });
+  };
+  r.server = opts.tls ? https.createServer(opts.tls, handler) : http.createServer(handler);
   await new Promise((ok) => r.server.listen(opts.port || 0, '127.0.0.1', ok));
   r.port = r.server.address().port;
-  r.url = `http://127.0.0.1:${r.port}`;
+  r.url = `${opts.tls ? 'https' : 'http'}://127.0.0.1:${r.port}`;
   // Every span accepted so far (status 200 answers only), with resource attributes flattened.
   r.spans = () => r.requests.filter((q) => q.path === '/v1/traces' && q.status === 200 && q.decoded)
     .flatMap((q) => (q.decoded.resourceSpans || []).flatMap((rs) => (rs.scopeSpans || []).flatMap((ss) =>
