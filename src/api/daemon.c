@@ -31,6 +31,7 @@
 #include "gateway/exchange.h"
 #include "gateway/registry.h"
 #include "net/http.h"
+#include "telemetry/eval.h"
 #include "telemetry/metrics.h"
 #include "telemetry/otlp.h"
 
@@ -435,6 +436,7 @@ int daemon_main(int argc, char **argv)
     metrics_register_process_collector();
     ops_init_http_metrics();
     otel_start(D.cfg);
+    eval_start(D.cfg); /* response evaluations: with or without an OTLP endpoint (the scores are metrics too) */
     routes_init(D.cfg);
 
     D.nworkers = D.cfg->server.workers > 0 ? (int)D.cfg->server.workers : cpu_quota_workers();
@@ -541,6 +543,7 @@ out_loop:
 out_early:
     xfree(D.workers);
     routes_shutdown();
+    eval_stop(); /* scores what is queued while the exporter still runs */
     otel_stop(); /* flushes the spans the workers handed over, and a last metrics export */
     config_unref(D.cfg);
     config_shutdown();

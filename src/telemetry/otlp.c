@@ -23,7 +23,6 @@
 #include "common/timeutil.h"
 #include "config/config.h"
 #include "net/curl_dl.h"
-#include "telemetry/eval.h"
 #include "telemetry/metrics.h"
 #include "telemetry/otel_config.h"
 #include "telemetry/pb.h"
@@ -1205,7 +1204,6 @@ int otel_start(const struct config *cfg)
     metrics_register(&otel_dropped);
     metrics_register(&otel_exported);
     metrics_register(&otel_retries);
-    eval_start(cfg); /* with or without an OTLP endpoint: the scores are metrics too */
     if (X.started || t->disabled)
         return 0;
     X.ids_on = true;
@@ -1261,7 +1259,6 @@ int otel_start(const struct config *cfg)
 
 void otel_stop(void)
 {
-    eval_stop(); /* scores what is queued while the exporter still runs */
     log_set_tap(NULL);
     if (X.started) {
         pthread_mutex_lock(&X.lock);

@@ -469,7 +469,10 @@ test('bad OTEL_* values are configuration errors naming the variable', () => {
                             ['OTEL_EXPORTER_OTLP_HEADERS', 'novalue', /OTEL_EXPORTER_OTLP_HEADERS/],
                             ['OTEL_BSP_SCHEDULE_DELAY', 'soon', /OTEL_BSP_SCHEDULE_DELAY/],
                             ['OTEL_TRACES_SAMPLER_ARG', '2', /OTEL_TRACES_SAMPLER_ARG/],
-                            ['OTEL_EXPORTER_OTLP_ENDPOINT', 'ftp://x', /OTEL_EXPORTER_OTLP_ENDPOINT/]]) {
+                            ['OTEL_EXPORTER_OTLP_ENDPOINT', 'ftp://x', /OTEL_EXPORTER_OTLP_ENDPOINT/],
+                            ['OTEL_EXPORTER_OTLP_LOGS_ENDPOINT', 'x', /OTEL_EXPORTER_OTLP_LOGS_ENDPOINT/],
+                            ['AGENTD_TELEMETRY_EVALUATIONS', '*=2', /evaluations/],
+                            ['AGENTD_TELEMETRY_EVALUATIONS', 'gpt-4o', /evaluations/]]) {
     const r = spawnSync(BIN, ['config', 'print', '--config', file], { encoding: 'utf8', env: { PATH: process.env.PATH, [k]: v } });
     assert.equal(r.status, 2, `${k}=${v}: ${r.stdout}${r.stderr}`);
     assert.match(r.stdout + r.stderr, re, `${k}=${v}`);
