@@ -188,7 +188,7 @@ struct ex_outcome {
     const struct deployment *dep; /* the last deployment tried, or NULL */
     const struct gw_error *err;   /* status >= 400: why */
     uint64_t total_us, overhead_us;
-    const struct buf *body;       /* the complete response the client gets (NULL: a stream, or none) */
+    const struct buf *body;       /* the complete response sent to the client; NULL for a stream or none */
 };
 
 struct up_request;
