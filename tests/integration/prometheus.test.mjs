@@ -56,11 +56,11 @@ test('Prometheus scrapes /metrics: the seed metrics are queryable; promtool chec
       method: 'POST', headers: { 'content-type': 'application/json', 'x-agentd-workflow': wf, ...extra },
       body: JSON.stringify({ model, messages: [{ role: 'user', content: 'hello there' }] }) });
     assert.equal((await chat('gpt-test', 'scraped')).status, 200);
-    // a sampled trace: its ids become the exemplar of its duration bucket
+    assert.equal((await chat('nope', 'scraped')).status, 404);
+    // a sampled trace, sent last: the latest observation of a bucket is its exemplar, so its ids are the ones shown
     const traced = await chat('gpt-test', 'scraped', { traceparent: `00-${TRACE}-00f067aa0ba902b7-01` });
     assert.equal(traced.status, 200);
     const serverSpan = traced.headers.get('traceparent').split('-')[2];
-    assert.equal((await chat('nope', 'scraped')).status, 404);
 
     const text = await (await d.opsFetch('/metrics')).text();
     const lint = spawnSync(PROMTOOL, ['check', 'metrics'], { input: text, encoding: 'utf8' });

@@ -187,5 +187,6 @@ int main(void)
     subtest("bodies", test_bodies);
     subtest("linear", test_linear);
     subtest("log records", test_log_record);
+    otel_stop(); /* frees the pooled spans */
     return done_testing();
 }
