@@ -36,6 +36,7 @@
 #include "gateway/exchange.h"
 #include "gateway/registry.h"
 #include "net/http.h"
+#include "telemetry/eval.h"
 #include "telemetry/metrics.h"
 #include "telemetry/otlp.h"
 
@@ -465,6 +466,7 @@ int daemon_main(int argc, char **argv)
     /* before the exporter thread starts: the service registers its metrics; its uid range is split per worker */
     sandbox_http_init(D.cfg, (unsigned)(D.cfg->server.workers > 0 ? (int)D.cfg->server.workers : cpu_quota_workers()));
     otel_start(D.cfg);
+    eval_start(D.cfg); /* response evaluations: with or without an OTLP endpoint (the scores are metrics too) */
     routes_init(D.cfg);
 
     D.nworkers = D.cfg->server.workers > 0 ? (int)D.cfg->server.workers : cpu_quota_workers();
@@ -572,6 +574,7 @@ out_early:
     xfree(D.workers);
     sandbox_http_shutdown();
     routes_shutdown();
+    eval_stop(); /* scores what is queued while the exporter still runs */
     otel_stop(); /* flushes the spans the workers handed over, and a last metrics export */
     cache_save(D.cfg); /* cache.persist: the workers have stopped */
     config_unref(D.cfg);

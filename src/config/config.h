@@ -82,18 +82,21 @@ struct config_auth {
 struct config_telemetry {
     bool disabled;                 /* OTEL_SDK_DISABLED */
     char *endpoint;                /* base URL; "" with no per-signal endpoint: nothing is exported */
-    char *traces_endpoint, *metrics_endpoint;
+    char *traces_endpoint, *metrics_endpoint, *logs_endpoint;
     int protocol;                  /* OTEL_PROTO_* */
     char *headers;                 /* "k=v,k2=v2" */
+    char *certificate;             /* OTEL_EXPORTER_OTLP_CERTIFICATE: CA file for https endpoints */
     int64_t timeout_ms;
     int compression;               /* OTEL_COMPRESSION_* */
     int64_t schedule_delay_ms, max_queue_size, max_export_batch_size, metric_export_interval_ms;
     char *service_name, *resource_attributes;
     int sampler;                   /* enum trace_sampler */
     double sampler_arg;
-    bool traces, metrics;
+    bool traces, metrics, logs;
+    int64_t logs_schedule_delay_ms; /* OTEL_BLRP_SCHEDULE_DELAY */
     bool capture_content;
     int response_header;           /* OTEL_RESPONSE_HEADER_* */
+    char *evaluations;             /* "workflow:<name>=r,<model>=r,*=r" sampling rates (telemetry/eval.h) */
 };
 
 struct config_store { /* schema: store/store_config.c */

@@ -80,6 +80,7 @@ int ex_global_init(void)
     genai_metrics_register();
     ex_observer_add(&observers_metrics);
     ex_observer_add(&observers_llm_log);
+    ex_observer_add(&observers_eval);
     ex_observer_add(&observer_spans);
     usage_metrics_register();
     admission_global_init();
@@ -487,7 +488,8 @@ static void ex_end(struct exchange *ex, int status, const struct gw_error *err, 
     price(ex);
     uint64_t now = time_mono_us();
     struct ex_outcome o = {status, last_deployment(ex), status >= 400 && ex->have_err ? &ex->last_err : NULL,
-                           now - ex->t_start_us, overhead_now(ex, now)};
+                           now - ex->t_start_us, overhead_now(ex, now),
+                           !ex->client_started && reply ? reply->body : NULL};
     struct buf hdrs = BUF_INIT(BUF_UNBOUNDED);
     if (!ex->client_started) {
         buf_reserve(&hdrs, 384); /* the usual set in one allocation */

@@ -209,6 +209,7 @@ struct ex_outcome {
     const struct deployment *dep; /* the last deployment tried, or NULL */
     const struct gw_error *err;   /* status >= 400: why */
     uint64_t total_us, overhead_us;
+    const struct buf *body;       /* the complete response sent to the client; NULL for a stream or none */
 };
 
 struct up_request;
@@ -228,6 +229,8 @@ int ex_observer_add(const struct ex_observer *obs);
 /* The metrics and `llm` log observers (observers.c), registered by ex_global_init. */
 extern const struct ex_observer observers_metrics;
 extern const struct ex_observer observers_llm_log;
+/* Response-quality evaluations (observers.c, telemetry/eval.h): hands sampled answers to the evaluation thread. */
+extern const struct ex_observer observers_eval;
 /* The OpenTelemetry spans observer (gateway/observer_spans.c): trace context in and out, SERVER and CLIENT spans. */
 extern const struct ex_observer observer_spans;
 
