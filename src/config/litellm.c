@@ -263,7 +263,7 @@ int litellm_import(const char *text, size_t len, struct buf *out, struct buf *no
     struct buf gateway = BUF_INIT(4096);
     const struct ynode *list = root->kind == YNODE_MAP ? ynode_map_get(root, "model_list") : NULL;
     if (list == NULL || list->kind != YNODE_SEQ) {
-        buf_printf(err, "no model_list (a list) at the top level: not a LiteLLM configuration\n");
+        buf_printf(err, " no model_list (a list) at the top level: not a LiteLLM configuration\n");
         goto out;
     }
     /* model_name groups, in first-seen order: each name once, its entries in file order. */
