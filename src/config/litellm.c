@@ -5,14 +5,16 @@
  * deployments keep their order and weight; `provider/model` prefixes map onto agentd's providers;
  * `os.environ/NAME` keys become api_key_env. Everything that has no agentd equivalent, or that is a secret written
  * inline, is listed on stderr ("not carried over: PATH: why") and as comments at the top of the output, so the
- * result can be reviewed, then checked with `agentd config check`. One pass over the tree; the file is bounded
- * like a configuration file (4 MiB, yaml_tree's depth and node limits). */
+ * result can be reviewed, then checked with `agentd config check`. Grouping sorts the entries (n log n); the rest
+ * is one pass over the tree; the file is bounded like a configuration file (4 MiB, yaml_tree's depth and node
+ * limits). */
 #include "config/litellm.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -252,6 +254,18 @@ static void other_section(struct notes *nt, const struct ynode *root, const char
     }
 }
 
+struct entry_ref {
+    const char *name;
+    size_t idx;
+};
+
+static int cmp_ref(const void *a, const void *b)
+{
+    const struct entry_ref *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : (x->idx > y->idx) - (x->idx < y->idx);
+}
+
 int litellm_import(const char *text, size_t len, struct buf *out, struct buf *notes_out, struct buf *err)
 {
     struct ynode *root = yaml_tree_parse(text, len, err);
@@ -266,11 +280,14 @@ int litellm_import(const char *text, size_t len, struct buf *out, struct buf *no
         buf_printf(err, " no model_list (a list) at the top level: not a LiteLLM configuration\n");
         goto out;
     }
-    /* model_name groups, in first-seen order: each name once, its entries in file order. */
-    bool *done = calloc(list->nitems ? list->nitems : 1, sizeof(bool));
-    for (size_t i = 0; i < list->nitems; i++) {
-        if (done[i])
-            continue;
+    /* model_name groups, in first-seen order: each name once, its entries in file order. Entries sorted by
+     * (name, position) give each group as a run; `next` chains a group's entries, `head` marks its first. */
+    size_t n = list->nitems;
+    struct entry_ref *refs = calloc(n ? n : 1, sizeof(*refs));
+    size_t *next = calloc(n ? n : 1, sizeof(size_t));
+    bool *head = calloc(n ? n : 1, sizeof(bool));
+    size_t nrefs = 0;
+    for (size_t i = 0; i < n; i++) {
         const struct ynode *e = list->items[i];
         const char *name = e->kind == YNODE_MAP ? scalar(e, "model_name") : NULL;
         if (name == NULL) {
@@ -279,17 +296,24 @@ int litellm_import(const char *text, size_t len, struct buf *out, struct buf *no
             note(&nt, path, "no model_name");
             continue;
         }
+        refs[nrefs++] = (struct entry_ref){name, i};
+    }
+    qsort(refs, nrefs, sizeof(*refs), cmp_ref);
+    for (size_t k = 0; k < nrefs; k++) {
+        bool first = k == 0 || strcmp(refs[k - 1].name, refs[k].name) != 0;
+        bool last = k + 1 == nrefs || strcmp(refs[k + 1].name, refs[k].name) != 0;
+        head[refs[k].idx] = first;
+        next[refs[k].idx] = last ? SIZE_MAX : refs[k + 1].idx;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!head[i])
+            continue;
+        const char *name = scalar(list->items[i], "model_name");
         struct buf deps = BUF_INIT(LITELLM_FILE_MAX);
         int ndeps = 0;
         bool embeddings = false;
-        /* Quadratic in the number of entries at worst; model_list is bounded by the file (and yaml_tree's node
-         * limit), and real lists hold tens of entries. */
-        for (size_t j = i; j < list->nitems; j++) {
+        for (size_t j = i; j != SIZE_MAX; j = next[j]) {
             const struct ynode *f = list->items[j];
-            const char *fname = f->kind == YNODE_MAP ? scalar(f, "model_name") : NULL;
-            if (fname == NULL || strcmp(fname, name) != 0)
-                continue;
-            done[j] = true;
             const char *mode = scalar(ynode_map_get(f, "model_info"), "mode");
             if (mode && strcmp(mode, "embedding") == 0)
                 embeddings = true;
@@ -313,7 +337,9 @@ int litellm_import(const char *text, size_t len, struct buf *out, struct buf *no
         }
         buf_free(&deps);
     }
-    free(done);
+    free(refs);
+    free(next);
+    free(head);
 
     const struct ynode *rs = ynode_map_get(root, "router_settings");
     for (size_t i = 0; rs && rs->kind == YNODE_MAP && i < ynode_map_len(rs); i++) {
