@@ -20,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/alloc.h"
 #include "common/buf.h"
 #include "common/macros.h"
 #include "config/yaml_tree.h"
@@ -283,9 +284,9 @@ int litellm_import(const char *text, size_t len, struct buf *out, struct buf *no
     /* model_name groups, in first-seen order: each name once, its entries in file order. Entries sorted by
      * (name, position) give each group as a run; `next` chains a group's entries, `head` marks its first. */
     size_t n = list->nitems;
-    struct entry_ref *refs = calloc(n ? n : 1, sizeof(*refs));
-    size_t *next = calloc(n ? n : 1, sizeof(size_t));
-    bool *head = calloc(n ? n : 1, sizeof(bool));
+    struct entry_ref *refs = xcalloc(n ? n : 1, sizeof(*refs));
+    size_t *next = xcalloc(n ? n : 1, sizeof(size_t));
+    bool *head = xcalloc(n ? n : 1, sizeof(bool));
     size_t nrefs = 0;
     for (size_t i = 0; i < n; i++) {
         const struct ynode *e = list->items[i];
@@ -337,9 +338,9 @@ int litellm_import(const char *text, size_t len, struct buf *out, struct buf *no
         }
         buf_free(&deps);
     }
-    free(refs);
-    free(next);
-    free(head);
+    xfree(refs);
+    xfree(next);
+    xfree(head);
 
     const struct ynode *rs = ynode_map_get(root, "router_settings");
     for (size_t i = 0; rs && rs->kind == YNODE_MAP && i < ynode_map_len(rs); i++) {
