@@ -508,26 +508,9 @@ static void format_addr(char *out, size_t n, const char *host, int port)
         snprintf(out, n, "%s:%d", host, port);
 }
 
-/* The container's layout (DESIGN §5): the ConfigMap at APP/config/agentd.yaml, the emptyDir at APP/cache. APP is
- * /app; AGENTD_APP_DIR moves it (tests, images with another layout). */
 static const char *app_dir(void)
 {
-    const char *a = getenv("AGENTD_APP_DIR");
-    return a && *a ? a : "/app";
-}
-
-/* With neither --config nor AGENTD_CONFIG, the mounted ConfigMap file is the configuration when it exists. */
-static void default_config_path(void)
-{
-    static char path[4096];
-    if (D.flags.config_path == NULL)
-        D.flags.config_path = getenv("AGENTD_CONFIG");
-    if (D.flags.config_path != NULL && *D.flags.config_path)
-        return;
-    D.flags.config_path = NULL;
-    int n = snprintf(path, sizeof(path), "%s/config/agentd.yaml", app_dir());
-    if (n > 0 && (size_t)n < sizeof(path) && access(path, R_OK) == 0)
-        D.flags.config_path = path;
+    return config_app_dir();
 }
 
 static int mkdir_p(const char *path);
@@ -587,7 +570,7 @@ int daemon_main(int argc, char **argv)
         fprintf(stderr, "agentd serve: unexpected argument '%s'\n", argv[i]);
         return 2;
     }
-    default_config_path();
+    D.flags.config_path = config_default_path(D.flags.config_path);
     struct buf errors = BUF_INIT(1 << 20);
     if (ex_global_init() != 0) {
         fprintf(stderr, "agentd: cannot initialise the gateway\n");

@@ -174,6 +174,12 @@ struct config {
 /* The root table: every module's section, assembled by the composition root (api/config_root.c). */
 extern const struct cfg_schema config_schema;
 
+/* The container's layout (DESIGN §5): /app, or $AGENTD_APP_DIR (tests, images with another layout). */
+const char *config_app_dir(void);
+/* Which file a command reads: `given` (--config) when set, else $AGENTD_CONFIG, else APP/config/agentd.yaml when it
+ * exists (the mounted ConfigMap), else NULL (the built-in defaults). The result lives for the process. */
+const char *config_default_path(const char *given);
+
 /* Command-line settings, applied last. */
 #define CONFIG_MAX_SETS 64
 struct config_flags {

@@ -42,8 +42,7 @@ static int print(int argc, char **argv)
         fprintf(stderr, "agentd config print: unexpected argument '%s'\n", argv[i]);
         return 2;
     }
-    if (flags.config_path == NULL)
-        flags.config_path = getenv("AGENTD_CONFIG");
+    flags.config_path = config_default_path(flags.config_path);
     struct buf errors = BUF_INIT(1 << 20);
     struct config *c = config_load(&flags, environ, &errors);
     if (c == NULL) {

@@ -48,6 +48,11 @@ test('with no --config nor AGENTD_CONFIG, /app/config/agentd.yaml is the configu
     const l = d.logs.find((x) => x.msg === 'listening');
     assert.equal(l.config, join(app, 'config', 'agentd.yaml'));
     assert.ok((await models(d)).includes('from-configmap'));
+    // the CLI reads the same file (kubectl exec ... agentd config print)
+    const p = run(['config', 'print'], { AGENTD_APP_DIR: app });
+    assert.equal(p.status, 0, p.stderr);
+    assert.match(p.stdout, /# effective configuration from \S+\/config\/agentd\.yaml/);
+    assert.match(p.stdout, /from-configmap/);
   } finally { await d.stop(); rmSync(app, { recursive: true, force: true }); }
   // AGENTD_CONFIG still wins over the mounted file
   const app2 = mkdtempSync(join(tmpdir(), 'agentd-app-'));
