@@ -2,6 +2,7 @@
 
 #include <time.h>
 
+#include "api/admin_deployments.h"
 #include "api/admin_keys.h"
 #include "api/admin_spend.h"
 #include "api/debug.h"
@@ -36,6 +37,7 @@ static const struct http_route base_routes[] = {
     {"/admin/keys", HTTP_M_GET | HTTP_M_POST, false, admin_keys_handle, NULL},
     {"/admin/keys/", HTTP_M_GET | HTTP_M_PATCH | HTTP_M_DELETE, true, admin_keys_handle, "/admin/keys/{id}"},
     {"/admin/spend", HTTP_M_GET, false, admin_spend, NULL},
+    {"/admin/deployments", HTTP_M_GET, false, admin_deployments, NULL},
     /* clients configured with a base URL that lacks /v1 */
     {"/chat/completions", HTTP_M_POST, false, gw_handle_chat_completions, "/v1/chat/completions"},
     {"/embeddings", HTTP_M_POST, false, gw_handle_embeddings, "/v1/embeddings"},

@@ -113,11 +113,11 @@ static void collect_breakers(struct buf *out, void *ud)
             const struct deployment *d = &r->models[i].deps[j];
             if (d->st == NULL)
                 continue;
-            buf_append_str(out, "agentd_gateway_breaker_state{model=");
+            buf_append_str(out, "agentd_gateway_breaker_state{model=\"");
             metrics_append_label_value(out, r->models[i].name);
-            buf_append_str(out, ",deployment=");
+            buf_append_str(out, "\",deployment=\"");
             metrics_append_label_value(out, d->label);
-            buf_printf(out, "} %d\n", (int)breaker_state(&d->st->br, now));
+            buf_printf(out, "\"} %d\n", (int)breaker_state(&d->st->br, now));
         }
     config_unref(cfg);
 }

@@ -387,9 +387,11 @@ static void gateway_headers(struct exchange *ex, struct buf *h, const struct dep
         hdr_add(h, "x-agentd-dropped-fields", ex->rq.dropped_fields);
     hdr_add_u64(h, "x-agentd-overhead-us", overhead_now(ex, time_mono_us()));
     hdr_add_u64(h, "x-agentd-attempts", (uint64_t)ex->attempts);
-    if (ex->narec > 1) {
+    if (ex->narec + (ex->att ? 1 : 0) > 1) {
         struct buf ao = BUF_INIT(4096);
         ex_attempt_outcomes(ex, &ao);
+        if (ex->att) /* a stream's head: the attempt relaying it has no outcome yet */
+            buf_printf(&ao, ", %s=streaming", ex->att->dep->label);
         buf_append(&ao, "", 1);
         if (ao.data)
             hdr_add(h, "x-agentd-attempt-outcomes", ao.data);
