@@ -16,6 +16,9 @@ static void test_backoff(void)
     is_int(backoff_full_jitter(100, 10000, 3, 801), 0);
     is_int(backoff_full_jitter(100, 1000, 10, 1000), 1000); /* capped */
     is_int(backoff_full_jitter(100, 1000, 60, 1000), 1000); /* no overflow for a large exponent */
+    is_int(backoff_full_jitter(100, 1000, 10, 1500), 499);  /* the draw is in [0, 1000]: 1500 mod 1001 */
+    for (uint64_t r = 0; r < 3000; r += 7)
+        ok(backoff_full_jitter(100, 1000, 4, r) <= 1000);    /* 100 * 2^4 = 1600 is capped at the maximum */
     /* every draw stays inside the ceiling */
     int64_t worst = 0;
     for (uint64_t r = 0; r < 5000; r++) {
