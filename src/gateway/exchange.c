@@ -249,6 +249,7 @@ static enum attempt_result outcome_from_upstream(enum up_result r)
 /* ---------- exchange lifecycle ---------- */
 
 static void ex_next_attempt(struct exchange *ex);
+static void backoff_account(struct exchange *ex);
 static void attempt_free(struct attempt *a);
 static void ex_run(struct exchange *ex);
 
@@ -466,6 +467,7 @@ static void ex_end(struct exchange *ex, int status, const struct gw_error *err, 
     if (ex->done)
         return;
     relay_flush(ex, ex->att ? ex->att->dep : NULL); /* the stream bytes of the read under way go first */
+    backoff_account(ex);                            /* the deadline may cut a backoff */
     ex->done = true;
     ex->status = status;
     if (err && err != &ex->last_err) {
@@ -1180,9 +1182,19 @@ static bool start_attempt(struct exchange *ex, const struct deployment *dep, boo
     return true;
 }
 
+/* A backoff is waiting on the upstreams (their failures, their Retry-After): it is counted as upstream time. */
+static void backoff_account(struct exchange *ex)
+{
+    if (ex->t_backoff_us) {
+        ex->t_upstream_us += time_mono_us() - ex->t_backoff_us;
+        ex->t_backoff_us = 0;
+    }
+}
+
 static void on_backoff(uv_timer_t *t)
 {
     struct exchange *ex = t->data;
+    backoff_account(ex);
     if (!ex->done)
         ex_next_attempt(ex);
 }
@@ -1268,6 +1280,7 @@ static void ex_next_attempt(struct exchange *ex)
                 ex->tier_rounds++;
                 if (wait == 0)
                     continue;
+                ex->t_backoff_us = time_mono_us();
                 uv_timer_start(&ex->rtimer, on_backoff, (uint64_t)wait, 0);
                 return;
             }

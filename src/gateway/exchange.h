@@ -166,6 +166,7 @@ struct exchange {
     const struct deployment *last_dep; /* the deployment of the latest attempt: the one that served */
     uint64_t deadline_ms;      /* the request deadline on dep_now_ms()'s clock */
     uv_timer_t rtimer;         /* the backoff between attempts, or the stream-idle timer of the one running */
+    uint64_t t_backoff_us;     /* when the pending backoff began (0: none): upstream-caused, never overhead */
     struct ex_attempt_rec {
         const struct deployment *dep;
         unsigned short result;  /* enum attempt_result */

@@ -128,6 +128,9 @@ models:
       const gap = oa.requests[1].time - oa.requests[0].time;
       assert.ok(gap >= ms - 20, `${JSON.stringify(b)}: waited ${gap} ms, Retry-After said ${ms}`);
       assert.ok(gap < ms + 1500, `${JSON.stringify(b)}: waited ${gap} ms`);
+      // waiting out a provider's Retry-After is the upstream's time, not agentd's overhead
+      const overhead = Number(res.headers.get('x-agentd-overhead-us'));
+      assert.ok(overhead < ms * 1000 / 2, `${JSON.stringify(b)}: overhead ${overhead} us for a ${ms} ms wait`);
     }
 
     // longer than the deadline: the other deployment serves at once
@@ -350,5 +353,74 @@ test('configuration: unknown retry or breaker keys and absurd values are refused
     assert.ok(d instanceof Error, `refused: ${config}`);
     assert.match(d.message, re);
     if (!/fallbacks/.test(config)) assert.match(d.message, /agentd\.yaml:\d+:\d+/);
+  }
+});
+
+test('balancing: least_outstanding sends past a busy deployment; latency prefers the faster one once measured', async () => {
+  const slow = await startFake({ provider: 'openai', latencyMs: 1500 });
+  const fast = await startFake({ provider: 'openai' });
+  const two = (balancing) => `
+  - name: ${balancing}
+    balancing: ${balancing}
+    deployments:
+      - { provider: openai, model: gpt-4o-mini, id: slow-${balancing}, base_url: "${slow.urls.openai}", api_key_env: FAKE_OPENAI_KEY }
+      - { provider: openai, model: gpt-4o-mini, id: fast-${balancing}, base_url: "${fast.urls.openai}", api_key_env: FAKE_OPENAI_KEY }`;
+  const d = await startAgentd({ env, config: `
+server:
+  workers: 1
+models:${two('least_outstanding')}${two('latency')}
+` });
+  try {
+    // Each request is sent once the previous one reached a fake; slow ones stay in flight meanwhile. Weighted
+    // random would give the slow deployment about half; least_outstanding gives it at most the first tie.
+    const pending = [];
+    for (let i = 0; i < 8; i++) {
+      const s0 = slow.received();
+      const p = chat(d, {}, 'least_outstanding').then((r) => r.text());
+      // a request that went to the fast one is awaited; one that went to the slow one stays in flight
+      const went = await Promise.race([p.then(() => 'done'), slow.waitForRequests(s0 + 1, 5000).then(() => 'slow')]);
+      if (went === 'slow') pending.push(p);
+    }
+    await Promise.all(pending);
+    assert.ok(slow.received() <= 1, `least_outstanding: ${slow.received()} of 8 to the busy deployment`);
+    assert.equal(slow.received() + fast.received(), 8);
+
+    // latency: each deployment is measured once (one never measured goes first), then the faster one serves
+    slow.reset(); fast.reset();
+    for (let i = 0; i < 2; i++) await (await chat(d, {}, 'latency')).text();
+    assert.equal(slow.received(), 1);
+    assert.equal(fast.received(), 1);
+    for (let i = 0; i < 4; i++) {
+      const r = await chat(d, {}, 'latency');
+      await r.text();
+      assert.equal(r.headers.get('x-agentd-deployment'), 'fast-latency');
+    }
+    assert.equal(slow.received(), 1);
+  } finally {
+    assert.equal((await d.stop()).code, 0);
+    await slow.close(); await fast.close();
+  }
+});
+
+test('GET /admin/deployments needs the admin key and shows each deployment', async () => {
+  const ADMIN = 'admin-key-0123456789abcdef';
+  const d = await startAgentd({ env: { ...env, AGENTD_ADMIN_KEY: ADMIN }, config: `
+models:
+  - name: m
+    ${dep(oa.urls.openai)}
+` });
+  try {
+    let r = await d.fetch('/admin/deployments');
+    assert.equal(r.status, 401);
+    await r.text();
+    r = await d.fetch('/admin/deployments', { headers: { authorization: `Bearer ${ADMIN}` } });
+    assert.equal(r.status, 200);
+    const j = await r.json();
+    const m = j.data.find((x) => x.model === 'm');
+    assert.equal(m.id, 'openai:gpt-4o-mini');
+    assert.equal(m.breaker.state, 'closed');
+    assert.equal(m.outstanding, 0);
+  } finally {
+    assert.equal((await d.stop()).code, 0);
   }
 });
