@@ -7,7 +7,7 @@
 #include "common/buf.h"
 #include "common/str.h"
 #include "config/config.h"
-#include "gateway/dep_health.h"
+#include "gateway/exchange.h"
 
 /* The presented key against AGENTD_ADMIN_KEY, in time that depends only on the presented key's length. */
 static bool authorized(const struct http_req *req)
@@ -38,7 +38,7 @@ void admin_deployments(struct http_req *req)
         return;
     }
     struct buf out = BUF_INIT(BUF_UNBOUNDED);
-    dep_health_admin_json(req->cfg, &out);
+    gateway_deployments_json(req->cfg, &out);
     http_respond(req, 200, "application/json", out.data, out.len);
     buf_free(&out);
 }

@@ -2,20 +2,16 @@
  * breaker (breaker.h), its requests in flight (least-outstanding balancing) and a moving average of its time to
  * first byte (latency balancing). Kept per deployment of a registry, so a reload starts afresh.
  *
- * The exchange observer `ex_observer_health` feeds it from every attempt's typed outcome; the metric
- * agentd_gateway_breaker_state{deployment} (0 closed, 1 half-open, 2 open) and GET /admin/deployments read it. */
+ * The exchange observer `ex_observer_health` (health_observer.c) feeds it from every attempt's typed outcome; the
+ * metric agentd_gateway_breaker_state{model,deployment} (0 closed, 1 half-open, 2 open) and GET /admin/deployments
+ * read it. */
 #ifndef AGENTD_DEP_HEALTH_H
 #define AGENTD_DEP_HEALTH_H
 
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "common/buf.h"
 #include "gateway/breaker.h"
-
-struct deployment;
-struct registry;
-struct config;
 
 struct dep_state {
     struct breaker br;
@@ -33,10 +29,5 @@ int64_t dep_now_ms(void);
 /* The moving average's weight of a new sample is 1/EWMA_DIV. */
 #define DEP_EWMA_DIV 8
 void dep_ewma_add(struct dep_state *st, uint64_t sample_us);
-
-/* Registers the breaker-state metric family (a collector over the current configuration). Once, at start. */
-void dep_health_register_metrics(void);
-/* The JSON of GET /admin/deployments for cfg: {"data":[{model, id, provider, breaker:{...}, outstanding, ...}]} */
-void dep_health_admin_json(const struct config *cfg, struct buf *out);
 
 #endif

@@ -76,7 +76,7 @@ int gateway_global_init(void)
     ex_observer_add(&ex_observer_llm_log);
     ex_observer_add(&ex_observer_spans);
     ex_observer_add(&ex_observer_health);
-    dep_health_register_metrics();
+    gateway_health_register_metrics();
     usage_metrics_register();
     return upstream_global_init();
 }

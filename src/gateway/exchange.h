@@ -230,8 +230,12 @@ extern const struct ex_observer ex_observer_metrics;
 extern const struct ex_observer ex_observer_llm_log;
 /* The OpenTelemetry spans observer (gateway/observer_spans.c): trace context in and out, SERVER and CLIENT spans. */
 extern const struct ex_observer ex_observer_spans;
-/* Per-deployment health: breakers, requests in flight, time-to-first-byte average (gateway/dep_health.c). */
+/* Per-deployment health: breakers, requests in flight, time-to-first-byte average (gateway/health_observer.c). */
 extern const struct ex_observer ex_observer_health;
+/* The breaker-state metric family (a collector over the current configuration). Once, at start. */
+void gateway_health_register_metrics(void);
+/* GET /admin/deployments: {"object":"list","data":[{model, id, provider, breaker:{...}, outstanding, ...}]} */
+void gateway_deployments_json(const struct config *cfg, struct buf *out);
 
 /* ---- policy hooks: budgets, rate limits (gateway/govern.c installs them; none by default) ---- */
 
