@@ -38,7 +38,7 @@ void admin_deployments(struct http_req *req)
         return;
     }
     struct buf out = BUF_INIT(BUF_UNBOUNDED);
-    gateway_deployments_json(req->cfg, &out);
+    health_observer_deployments_json(req->cfg, &out);
     http_respond(req, 200, "application/json", out.data, out.len);
     buf_free(&out);
 }

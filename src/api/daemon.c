@@ -29,7 +29,7 @@
 #include "common/timeutil.h"
 #include "config/config.h"
 #include "gateway/exchange.h"
-#include "gateway/models.h"
+#include "gateway/registry.h"
 #include "net/http.h"
 #include "telemetry/metrics.h"
 #include "telemetry/otlp.h"
@@ -100,7 +100,7 @@ static void worker_check_stopped(struct worker *w)
         return;
     /* No connections left: close our own handles so the loop ends. */
     atomic_store(&w->stopped, true);
-    gateway_worker_free(w->gateway);
+    ex_worker_free(w->gateway);
     w->gateway = NULL;
     uv_close((uv_handle_t *)&w->wakeup, NULL);
     uv_close((uv_handle_t *)&w->turn, NULL);
@@ -173,7 +173,7 @@ static int worker_init(struct worker *w, int id, int api_fd)
     w->cfg = config_ref(D.cfg);
     struct http_options o = http_options_of(w->cfg);
     w->http = http_server_new(&w->loop, &o);
-    w->gateway = gateway_worker_new(&w->loop, gw_config_up_options(w->cfg));
+    w->gateway = ex_worker_new(&w->loop, gw_config_up_options(w->cfg));
     uv_async_init(&w->loop, &w->wakeup, on_worker_wakeup);
     w->wakeup.data = w;
     uv_prepare_init(&w->loop, &w->turn);
@@ -295,7 +295,7 @@ static void reload(void)
     buf_free(&which);
     log_min_level = c->log.level;
     config_publish(config_ref(c));
-    gateway_preload(c);
+    ex_preload(c);
     config_unref(D.cfg);
     D.cfg = c;
     struct http_options o = http_options_of(c);
@@ -405,7 +405,7 @@ int daemon_main(int argc, char **argv)
     if (D.flags.config_path == NULL)
         D.flags.config_path = getenv("AGENTD_CONFIG");
     struct buf errors = BUF_INIT(1 << 20);
-    if (gateway_global_init() != 0) {
+    if (ex_global_init() != 0) {
         fprintf(stderr, "agentd: cannot initialise the gateway\n");
         return 1;
     }
@@ -413,13 +413,13 @@ int daemon_main(int argc, char **argv)
     if (D.cfg == NULL) {
         fputs(errors.data ? errors.data : "invalid configuration\n", stderr);
         buf_free(&errors);
-        gateway_global_cleanup();
+        ex_global_cleanup();
         return 2;
     }
     buf_free(&errors);
     log_min_level = D.cfg->log.level;
     config_publish(config_ref(D.cfg));
-    gateway_preload(D.cfg);
+    ex_preload(D.cfg);
     signal(SIGPIPE, SIG_IGN);
     ops_state.started_us = time_mono_us();
     atomic_store(&ops_state.config_ok, true);
@@ -531,7 +531,7 @@ out_loop:
     uv_loop_close(&D.loop);
     for (int k = 0; k < D.nworkers; k++) {
         struct worker *w = &D.workers[k];
-        gateway_worker_free(w->gateway); /* a worker that never started */
+        ex_worker_free(w->gateway); /* a worker that never started */
         w->gateway = NULL;
         uv_loop_close(&w->loop);
         http_server_free(w->http);
@@ -546,6 +546,6 @@ out_early:
     config_shutdown();
     govern_cleanup(); /* writes the ledger's last rows */
     metrics_shutdown();
-    gateway_global_cleanup();
+    ex_global_cleanup();
     return rc;
 }

@@ -11,7 +11,7 @@
 #include "config/config.h"
 #include "gateway/exchange.h"
 #include "gateway/front.h"
-#include "gateway/models.h"
+#include "gateway/registry.h"
 #include "net/http.h"
 
 struct http_sink {
@@ -137,7 +137,7 @@ void gw_handle_messages(struct http_req *req)
 
 void gw_handle_responses(struct http_req *req)
 {
-    submit(req, &front_openai_responses);
+    submit(req, &front_responses);
 }
 
 void gw_handle_embeddings(struct http_req *req)
@@ -170,7 +170,7 @@ void gw_handle_models(struct http_req *req)
             buf_append_str(&b, "{\"id\":");
             buf_append_json_cstr(&b, m->name);
             buf_printf(&b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":", (long long)created);
-            buf_append_json_cstr(&b, m->ndeps ? config_provider_names[m->deps[0].provider] : "agentd");
+            buf_append_json_cstr(&b, m->ndeps ? provider_names[m->deps[0].provider] : "agentd");
             buf_append_str(&b, "}");
         }
     }

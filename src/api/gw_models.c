@@ -6,9 +6,10 @@
 #include "api/gw_http.h"
 #include "common/buf.h"
 #include "common/str.h"
-#include "gateway/anthropic.h"
+#include "gateway/front_anthropic.h"
+#include "gateway/providers/anthropic.h"
 #include "gateway/gw_types.h"
-#include "gateway/models.h"
+#include "gateway/registry.h"
 #include "net/http.h"
 
 /* The id after the route's prefix, percent-decoded ("openai%2Fgpt-4o" names "openai/gpt-4o"). -1 when it is
@@ -62,7 +63,7 @@ void gw_handle_model_get(struct http_req *req)
         gw_error_set(&e, 404, GW_ERR_NOT_FOUND, "The model `%s` does not exist. GET /v1/models lists the models "
                      "served here.", named ? id : "");
         if (anthropic) {
-            anthropic_error_json(&b, &e, req->request_id);
+            front_anthropic_error_json(&b, &e, req->request_id);
             http_respond(req, 404, "application/json", b.data, b.len);
         } else {
             /* OpenAI answers an unknown model with invalid_request_error / model_not_found */
@@ -81,7 +82,7 @@ void gw_handle_model_get(struct http_req *req)
         buf_append_str(&b, "{\"id\":");
         buf_append_json_cstr(&b, m->name);
         buf_printf(&b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":", (long long)time(NULL));
-        buf_append_json_cstr(&b, m->ndeps ? config_provider_names[m->deps[0].provider] : "agentd");
+        buf_append_json_cstr(&b, m->ndeps ? provider_names[m->deps[0].provider] : "agentd");
         buf_append_str(&b, "}");
     }
     http_respond(req, 200, "application/json", b.data, b.len);

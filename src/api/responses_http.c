@@ -10,7 +10,7 @@
 #include "common/alloc.h"
 #include "common/jscan.h"
 #include "config/config.h"
-#include "gateway/models.h"
+#include "gateway/registry.h"
 #include "gateway/responses.h"
 #include "net/http.h"
 #include "store/store_config.h"

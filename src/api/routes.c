@@ -13,7 +13,8 @@
 #include "common/log.h"
 #include "common/str.h"
 #include "config/config.h"
-#include "gateway/anthropic.h"
+#include "gateway/front_anthropic.h"
+#include "gateway/providers/anthropic.h"
 #include "gateway/exchange.h"
 #include "gateway/gw_types.h"
 #include "policy/auth.h"
@@ -76,7 +77,7 @@ static void api_error(struct http_req *req, int status, const char *code, const 
     struct gw_error e = {.status = status, .type = t, .retry_after_ms = -1};
     str_lcpy(e.message, message, sizeof(e.message));
     struct buf b = BUF_INIT(BUF_UNBOUNDED);
-    anthropic_error_json(&b, &e, req->request_id);
+    front_anthropic_error_json(&b, &e, req->request_id);
     http_respond(req, status, "application/json", b.data, b.len);
     buf_free(&b);
 }
@@ -96,7 +97,7 @@ static void models_unauthorized(struct http_req *req)
     struct gw_error e = {.status = 401, .type = GW_ERR_AUTHENTICATION, .retry_after_ms = -1};
     str_lcpy(e.message, msg, sizeof(e.message));
     struct buf b = BUF_INIT(BUF_UNBOUNDED);
-    anthropic_error_json(&b, &e, req->request_id);
+    front_anthropic_error_json(&b, &e, req->request_id);
     http_respond(req, 401, "application/json", b.data, b.len);
     buf_free(&b);
 }

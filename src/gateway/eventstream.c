@@ -16,7 +16,7 @@ static void crc_init(void)
     }
 }
 
-uint32_t es_crc32(uint32_t crc, const void *data, size_t len)
+uint32_t eventstream_crc32(uint32_t crc, const void *data, size_t len)
 {
     /* Worker threads parse streams concurrently: the table is built exactly once, with a barrier. */
     pthread_once(&crc_once, crc_init);
@@ -37,7 +37,7 @@ static uint16_t be16(const unsigned char *p)
     return (uint16_t)((p[0] << 8) | p[1]);
 }
 
-void es_parser_init(struct es_parser *p, size_t max_message, es_message_fn *fn, void *ud)
+void eventstream_parser_init(struct eventstream_parser *p, size_t max_message, eventstream_message_fn *fn, void *ud)
 {
     buf_init(&p->pending, max_message);
     p->max_message = max_message;
@@ -45,14 +45,14 @@ void es_parser_init(struct es_parser *p, size_t max_message, es_message_fn *fn, 
     p->ud = ud;
 }
 
-void es_parser_free(struct es_parser *p)
+void eventstream_parser_free(struct eventstream_parser *p)
 {
     buf_free(&p->pending);
 }
 
 /* Value sizes by header type: 0 true, 1 false, 2 byte, 3 short, 4 int, 5 long, 6 bytes, 7 string, 8 timestamp,
  * 9 uuid. */
-static int parse_headers(const unsigned char *h, size_t n, struct es_message *m)
+static int parse_headers(const unsigned char *h, size_t n, struct eventstream_message *m)
 {
     size_t i = 0;
     while (i < n) {
@@ -103,20 +103,20 @@ static int parse_headers(const unsigned char *h, size_t n, struct es_message *m)
 
 /* The total length a message announces, once its 12-byte prelude is there: 0 while incomplete, -1 when the
  * prelude is invalid (bad CRC, impossible lengths, larger than the limit). */
-static long prelude_total(const struct es_parser *ps, const unsigned char *p, size_t len)
+static long prelude_total(const struct eventstream_parser *ps, const unsigned char *p, size_t len)
 {
     if (len < 12)
         return 0;
     uint32_t total = be32(p), hlen = be32(p + 4);
     if (total < 16 || total > ps->max_message || hlen > total - 16)
         return -1;
-    if (es_crc32(0, p, 8) != be32(p + 8))
+    if (eventstream_crc32(0, p, 8) != be32(p + 8))
         return -1;
     return (long)total;
 }
 
 /* Parses one complete message at p (len bytes available). Returns bytes used, 0 if incomplete, -1 on error. */
-static long one(struct es_parser *ps, const unsigned char *p, size_t len, int *cb_rc)
+static long one(struct eventstream_parser *ps, const unsigned char *p, size_t len, int *cb_rc)
 {
     long t = prelude_total(ps, p, len);
     if (t <= 0)
@@ -124,9 +124,9 @@ static long one(struct es_parser *ps, const unsigned char *p, size_t len, int *c
     size_t total = (size_t)t, hlen = be32(p + 4);
     if (len < total)
         return 0;
-    if (es_crc32(0, p, total - 4) != be32(p + total - 4))
+    if (eventstream_crc32(0, p, total - 4) != be32(p + total - 4))
         return -1;
-    struct es_message m;
+    struct eventstream_message m;
     memset(&m, 0, sizeof(m));
     if (parse_headers(p + 12, hlen, &m) != 0)
         return -1;
@@ -139,7 +139,7 @@ static long one(struct es_parser *ps, const unsigned char *p, size_t len, int *c
     return (long)total;
 }
 
-int es_feed(struct es_parser *ps, const char *data, size_t len)
+int eventstream_feed(struct eventstream_parser *ps, const char *data, size_t len)
 {
     const unsigned char *in = (const unsigned char *)data;
     int rc = 0;
@@ -191,7 +191,7 @@ static void put32(unsigned char *p, uint32_t v)
     p[3] = (unsigned char)v;
 }
 
-int es_encode(struct buf *out, const char *const *names, const char *const *values, size_t nheaders,
+int eventstream_encode(struct buf *out, const char *const *names, const char *const *values, size_t nheaders,
               const void *payload, size_t payload_len)
 {
     struct buf h = BUF_INIT(65536);
@@ -210,13 +210,13 @@ int es_encode(struct buf *out, const char *const *names, const char *const *valu
     unsigned char prelude[12];
     put32(prelude, total);
     put32(prelude + 4, (uint32_t)h.len);
-    put32(prelude + 8, es_crc32(0, prelude, 8));
+    put32(prelude + 8, eventstream_crc32(0, prelude, 8));
     size_t start = out->len;
     if (buf_append(out, prelude, 12) != 0 || buf_append(out, h.data, h.len) != 0 ||
         buf_append(out, payload, payload_len) != 0)
         goto fail;
     unsigned char crc[4];
-    put32(crc, es_crc32(0, out->data + start, out->len - start));
+    put32(crc, eventstream_crc32(0, out->data + start, out->len - start));
     if (buf_append(out, crc, 4) != 0)
         goto fail;
     buf_free(&h);

@@ -1,6 +1,7 @@
 /* exchange.c: the spine of the gateway (DESIGN §1, §1a). One struct exchange per request; it moves through the
  * stage table below and never back. One function ends an attempt (ex_attempt_end) and one ends the exchange
  * (ex_end); both tell the observers. See docs/internals/exchange.md. */
+#include "gateway/usage.h"
 #include "gateway/exchange.h"
 
 #include <stdatomic.h>
@@ -17,7 +18,7 @@
 #include "gateway/dep_health.h"
 #include "gateway/eventstream.h"
 #include "gateway/front.h"
-#include "gateway/models.h"
+#include "gateway/registry.h"
 #include "gateway/redact.h"
 #include "gateway/resilience.h"
 #include "net/sse.h"
@@ -27,7 +28,7 @@
 #include "telemetry/metrics.h"
 #include "telemetry/otlp.h"
 
-_Atomic long gw_inflight;
+_Atomic long ex_inflight;
 
 struct gateway_worker {
     uv_loop_t *loop;
@@ -69,19 +70,19 @@ void ex_policy_set(const struct ex_policy *p)
     policy = p;
 }
 
-int gateway_global_init(void)
+int ex_global_init(void)
 {
     genai_metrics_register();
-    ex_observer_add(&ex_observer_metrics);
-    ex_observer_add(&ex_observer_llm_log);
-    ex_observer_add(&ex_observer_spans);
-    ex_observer_add(&ex_observer_health);
-    gateway_health_register_metrics();
+    ex_observer_add(&observers_metrics);
+    ex_observer_add(&observers_llm_log);
+    ex_observer_add(&observer_spans);
+    ex_observer_add(&health_observer);
+    health_observer_register_metrics();
     usage_metrics_register();
     return upstream_global_init();
 }
 
-void gateway_preload(const struct config *cfg)
+void ex_preload(const struct config *cfg)
 {
     const struct registry *r = registry_of(cfg);
     for (size_t i = 0; r && i < r->nmodels; i++)
@@ -95,12 +96,12 @@ void gateway_preload(const struct config *cfg)
         }
 }
 
-void gateway_global_cleanup(void)
+void ex_global_cleanup(void)
 {
     upstream_global_cleanup();
 }
 
-struct gateway_worker *gateway_worker_new(uv_loop_t *loop, struct up_options up)
+struct gateway_worker *ex_worker_new(uv_loop_t *loop, struct up_options up)
 {
     struct gateway_worker *g = xcalloc(1, sizeof(*g));
     g->loop = loop;
@@ -110,7 +111,7 @@ struct gateway_worker *gateway_worker_new(uv_loop_t *loop, struct up_options up)
     return g;
 }
 
-void gateway_worker_free(struct gateway_worker *g)
+void ex_worker_free(struct gateway_worker *g)
 {
     if (g == NULL)
         return;
@@ -119,7 +120,7 @@ void gateway_worker_free(struct gateway_worker *g)
     xfree(g);
 }
 
-uv_loop_t *gateway_worker_loop(const struct gateway_worker *g)
+uv_loop_t *ex_worker_loop(const struct gateway_worker *g)
 {
     return g->loop;
 }
@@ -134,12 +135,12 @@ static uint64_t rng_next(struct gateway_worker *g)
 
 /* ---------- attempt API used by providers ---------- */
 
-struct str attempt_client_body(const struct attempt *a)
+struct str ex_attempt_client_body(const struct attempt *a)
 {
     return a->ex->rq.body;
 }
 
-const cJSON *attempt_canonical(struct attempt *a, struct gw_error *err)
+const cJSON *ex_attempt_canonical(struct attempt *a, struct gw_error *err)
 {
     struct exchange *ex = a->ex;
     if (ex->canon == NULL)
@@ -147,60 +148,60 @@ const cJSON *attempt_canonical(struct attempt *a, struct gw_error *err)
     return ex->canon;
 }
 
-bool attempt_client_stream(const struct attempt *a)
+bool ex_attempt_client_stream(const struct attempt *a)
 {
     return a->ex->rq.stream;
 }
 
-bool attempt_client_include_usage(const struct attempt *a)
+bool ex_attempt_client_include_usage(const struct attempt *a)
 {
     return a->ex->rq.client_include_usage;
 }
 
-const char *attempt_public_model(const struct attempt *a)
+const char *ex_attempt_public_model(const struct attempt *a)
 {
     return a->ex->rq.model_name;
 }
 
-int64_t attempt_max_tokens(const struct attempt *a)
+int64_t ex_attempt_max_tokens(const struct attempt *a)
 {
     return a->ex->rq.max_tokens;
 }
 
-int64_t attempt_default_max_tokens(const struct attempt *a)
+int64_t ex_attempt_default_max_tokens(const struct attempt *a)
 {
     return a->ex->rq.cfg ? a->ex->rq.cfg->gateway.default_max_tokens : 4096;
 }
 
-const char *attempt_request_id(const struct attempt *a)
+const char *ex_attempt_request_id(const struct attempt *a)
 {
     return a->ex->rq.request_id;
 }
 
-const char *attempt_response_id(const struct attempt *a)
+const char *ex_attempt_response_id(const struct attempt *a)
 {
     return a->ex->id;
 }
 
-int64_t attempt_created(const struct attempt *a)
+int64_t ex_attempt_created(const struct attempt *a)
 {
     return a->ex->created;
 }
 
-const struct str *attempt_client_header(const struct attempt *a, const char *name)
+const struct str *ex_attempt_client_header(const struct attempt *a, const char *name)
 {
     const struct ex_request *rq = &a->ex->rq;
     return rq->header ? rq->header(rq->hctx, name) : NULL;
 }
 
-struct uv_loop_s *attempt_loop(const struct attempt *a)
+struct uv_loop_s *ex_attempt_loop(const struct attempt *a)
 {
     return a->ex->gw->loop;
 }
 
 /* ---------- outcomes ---------- */
 
-const char *attempt_result_name(enum attempt_result r)
+const char *ex_attempt_result_name(enum attempt_result r)
 {
     static const char *const names[AO_COUNT] = {
         [AO_OK] = "ok",
@@ -431,7 +432,7 @@ void ex_attempt_outcomes(const struct exchange *ex, struct buf *out)
         if (r->result == AO_HTTP_STATUS)
             buf_printf(out, "http_%u", r->status);
         else
-            buf_append_str(out, attempt_result_name((enum attempt_result)r->result));
+            buf_append_str(out, ex_attempt_result_name((enum attempt_result)r->result));
     }
 }
 
@@ -509,7 +510,7 @@ static void ex_end(struct exchange *ex, int status, const struct gw_error *err, 
         end_attempt(ex, ex->att, AO_CANCELLED_CLIENT, &e);
     }
     if (ex->admitted) {
-        atomic_fetch_sub(&gw_inflight, 1);
+        atomic_fetch_sub(&ex_inflight, 1);
         metrics_add(&genai_inflight_requests, NULL, -1);
     }
     uv_timer_stop(&ex->deadline);
@@ -625,7 +626,7 @@ static void on_deadline(uv_timer_t *t)
     ex_fail(ex, &err);
 }
 
-void attempt_delta(struct attempt *a, const struct chat_delta *d)
+void ex_attempt_delta(struct attempt *a, const struct chat_delta *d)
 {
     struct exchange *ex = a->ex;
     if (ex->done)
@@ -667,7 +668,7 @@ static void complete_stream(struct exchange *ex, struct attempt *a)
     ex_end(ex, 200, NULL, NULL);
 }
 
-void attempt_stream_end(struct attempt *a)
+void ex_attempt_stream_end(struct attempt *a)
 {
     if (a->ex->done)
         return;
@@ -700,7 +701,7 @@ static void respond_complete(struct exchange *ex, struct attempt *a, cJSON *resp
     buf_free(&out);
 }
 
-void attempt_complete(struct attempt *a, cJSON *resp)
+void ex_attempt_complete(struct attempt *a, cJSON *resp)
 {
     struct exchange *ex = a->ex;
     if (ex->done) {
@@ -710,7 +711,7 @@ void attempt_complete(struct attempt *a, cJSON *resp)
     respond_complete(ex, a, resp);
 }
 
-void attempt_scrub_error(const struct attempt *a, struct gw_error *err)
+void ex_attempt_scrub_error(const struct attempt *a, struct gw_error *err)
 {
     const struct redact_set *rs = a && a->ex && a->ex->reg ? a->ex->reg->secrets : NULL;
     redact_upstream_error(rs, a && a->dep ? a->dep->label : NULL, err);
@@ -752,7 +753,7 @@ static void log_attempt_failed(const struct exchange *ex, const struct deploymen
     char oc[24];
     if (r == AO_HTTP_STATUS)
         snprintf(oc, sizeof(oc), "http_%d", e->status);
-    log_field_cstr(&l, "outcome", r == AO_HTTP_STATUS ? oc : attempt_result_name(r));
+    log_field_cstr(&l, "outcome", r == AO_HTTP_STATUS ? oc : ex_attempt_result_name(r));
     log_field_cstr(&l, "class", class_names[cls]);
     log_field_cstr(&l, "next", next);
     log_field_cstr(&l, "model", ex->tier ? ex->tier->name : ex->rq.model_name);
@@ -769,7 +770,7 @@ static void attempt_failed(struct attempt *a, enum attempt_result r, const struc
         return;
     const struct deployment *dep = a->dep;
     struct gw_error e = *err; /* err may live in the attempt */
-    attempt_scrub_error(a, &e); /* upstream text reaches neither client nor log with a key in it */
+    ex_attempt_scrub_error(a, &e); /* upstream text reaches neither client nor log with a key in it */
     int ustatus = r == AO_HTTP_STATUS && a->status ? a->status : e.status;
     end_attempt(ex, a, r, &e);
     ex->last_err = e;
@@ -801,7 +802,7 @@ static void attempt_failed(struct attempt *a, enum attempt_result r, const struc
 }
 
 /* Local providers report failures as the status an upstream would have answered. */
-void attempt_fail(struct attempt *a, const struct gw_error *err)
+void ex_attempt_fail(struct attempt *a, const struct gw_error *err)
 {
     attempt_failed(a, AO_HTTP_STATUS, err);
 }
@@ -845,7 +846,7 @@ static int on_sse(const struct sse_event *e, void *ud)
     return on_stream_event(a, &ev) != 0 ? -1 : 0;
 }
 
-static int on_es_message(const struct es_message *m, void *ud)
+static int on_es_message(const struct eventstream_message *m, void *ud)
 {
     struct attempt *a = ud;
     struct stream_event ev = {m->event_type, m->payload, m->is_exception};
@@ -889,8 +890,8 @@ static void on_up_headers(struct up_xfer *x, void *ud)
                            (uint64_t)a->dep->idle_timeout_ms);
         size_t max = (size_t)a->ex->rq.cfg->gateway.max_event_bytes;
         if (a->prov->framing == FRAMING_AWS_EVENTSTREAM) {
-            struct es_parser *p = xcalloc(1, sizeof(*p));
-            es_parser_init(p, max, on_es_message, a);
+            struct eventstream_parser *p = xcalloc(1, sizeof(*p));
+            eventstream_parser_init(p, max, on_es_message, a);
             a->framing_state = p;
         } else {
             struct sse_parser *p = xcalloc(1, sizeof(*p));
@@ -929,7 +930,7 @@ static int on_up_data(struct up_xfer *x, const char *data, size_t len, void *ud)
         gw->relay_owner = ex;
     int rc;
     if (a->prov->framing == FRAMING_AWS_EVENTSTREAM)
-        rc = es_feed(a->framing_state, data, len);
+        rc = eventstream_feed(a->framing_state, data, len);
     else
         rc = sse_feed(a->framing_state, data, len);
     int ret = UP_DATA_OK;
@@ -1021,7 +1022,7 @@ static void attempt_free(struct attempt *a)
     }
     if (a->framing_state) {
         if (a->prov->framing == FRAMING_AWS_EVENTSTREAM)
-            es_parser_free(a->framing_state);
+            eventstream_parser_free(a->framing_state);
         else
             sse_parser_free(a->framing_state);
         xfree(a->framing_state);
@@ -1148,7 +1149,7 @@ static bool start_attempt(struct exchange *ex, const struct deployment *dep, boo
     if (a->prov->run_local) {
         observers_attempt_start(ex, a, NULL);
         a->t_start_us = a->t_attempt_us = time_mono_us(); /* the local provider's timers are its own time */
-        a->prov->run_local(a);                            /* failures come back through attempt_fail */
+        a->prov->run_local(a);                            /* failures come back through ex_attempt_fail */
         return true;
     }
     struct up_request r;
@@ -1396,7 +1397,7 @@ static enum ex_next st_admit(struct exchange *ex, void *ud)
 {
     (void)ud;
     long limit = (long)ex->rq.cfg->gateway.max_concurrent_requests;
-    long now_inflight = atomic_fetch_add(&gw_inflight, 1) + 1;
+    long now_inflight = atomic_fetch_add(&ex_inflight, 1) + 1;
     ex->admitted = true;
     metrics_add(&genai_inflight_requests, NULL, 1);
     if (limit > 0 && now_inflight > limit) {
@@ -1527,7 +1528,7 @@ struct exchange *ex_submit(struct gateway_worker *gw, const struct front_ops *fr
     ex->fops = front;
     ex->front = front == &front_anthropic          ? FRONT_ANTHROPIC_MESSAGES
                 : front == &front_openai_embeddings ? FRONT_OPENAI_EMBEDDINGS
-                : front == &front_openai_responses  ? FRONT_OPENAI_RESPONSES
+                : front == &front_responses  ? FRONT_OPENAI_RESPONSES
                                                     : FRONT_OPENAI_CHAT;
     ex->sink_ops = sink_ops;
     ex->sink = sink;

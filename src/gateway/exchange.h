@@ -105,7 +105,7 @@ struct attempt_outcome {
 };
 
 /* "ok", "connect_refused", ..., "http_status" (stable: metric label values). */
-const char *attempt_result_name(enum attempt_result r);
+const char *ex_attempt_result_name(enum attempt_result r);
 
 struct exchange;
 /* The one end of an attempt: accounts its upstream time (never overhead), tells every observer's
@@ -225,17 +225,17 @@ struct ex_observer {
 /* Initialise observers with designated initializers (.on_settle = ...): the struct grows. */
 /* Process-wide, at start-up (before workers run). -1 when the registry is full. */
 int ex_observer_add(const struct ex_observer *obs);
-/* The metrics and `llm` log observers (observers.c), registered by gateway_global_init. */
-extern const struct ex_observer ex_observer_metrics;
-extern const struct ex_observer ex_observer_llm_log;
+/* The metrics and `llm` log observers (observers.c), registered by ex_global_init. */
+extern const struct ex_observer observers_metrics;
+extern const struct ex_observer observers_llm_log;
 /* The OpenTelemetry spans observer (gateway/observer_spans.c): trace context in and out, SERVER and CLIENT spans. */
-extern const struct ex_observer ex_observer_spans;
+extern const struct ex_observer observer_spans;
 /* Per-deployment health: breakers, requests in flight, time-to-first-byte average (gateway/health_observer.c). */
-extern const struct ex_observer ex_observer_health;
+extern const struct ex_observer health_observer;
 /* The breaker-state metric family (a collector over the current configuration). Once, at start. */
-void gateway_health_register_metrics(void);
+void health_observer_register_metrics(void);
 /* GET /admin/deployments: {"object":"list","data":[{model, id, provider, breaker:{...}, outstanding, ...}]} */
-void gateway_deployments_json(const struct config *cfg, struct buf *out);
+void health_observer_deployments_json(const struct config *cfg, struct buf *out);
 
 /* ---- policy hooks: budgets, rate limits (gateway/govern.c installs them; none by default) ---- */
 
@@ -252,18 +252,18 @@ void ex_policy_set(const struct ex_policy *p);
 
 /* up: read once per worker (the settings say "restart to change"; gw_config_up_options), so no lock on the request
  * path. */
-struct gateway_worker *gateway_worker_new(uv_loop_t *loop, struct up_options up);
+struct gateway_worker *ex_worker_new(uv_loop_t *loop, struct up_options up);
 /* Call when the worker's connections are all closed; handles close asynchronously. */
-void gateway_worker_free(struct gateway_worker *g);
-uv_loop_t *gateway_worker_loop(const struct gateway_worker *g);
+void ex_worker_free(struct gateway_worker *g);
+uv_loop_t *ex_worker_loop(const struct gateway_worker *g);
 /* Process-wide set-up (metrics families, observers, libcurl). */
-int gateway_global_init(void);
-void gateway_global_cleanup(void);
+int ex_global_init(void);
+void ex_global_cleanup(void);
 /* Loads libcurl now (on the calling thread) if a deployment of cfg will need it, so that no worker loop stalls on
  * the load at its first request. Call after the configuration is published, at start and on reload. */
-void gateway_preload(const struct config *cfg);
+void ex_preload(const struct config *cfg);
 
 /* In-flight LLM requests (admission and metrics). */
-extern _Atomic long gw_inflight;
+extern _Atomic long ex_inflight;
 
 #endif

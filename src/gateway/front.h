@@ -50,30 +50,6 @@ struct front_ops {
 extern const struct front_ops front_openai_chat;
 extern const struct front_ops front_openai_embeddings;
 extern const struct front_ops front_anthropic;
-extern const struct front_ops front_openai_responses; /* front_responses.c */
-
-/* ---- OpenAI wire helpers shared by the front door and the OpenAI-family providers (wire_openai.c) ---- */
-
-/* usage {prompt_tokens, completion_tokens, prompt_tokens_details.cached_tokens,
- * completion_tokens_details.reasoning_tokens} out of a chat.completion / chunk / embeddings body, validated
- * (gw_types.h). 0 when the body reports counts: u->known, or u->invalid when they are implausible. */
-int openai_extract_usage(const char *body, size_t len, struct usage *u);
-/* The same, given the usage object itself. */
-int openai_usage_object(const char *obj, size_t len, struct usage *u);
-/* The client body with "model" replaced and, for streams, stream_options.include_usage forced true.
- * Works on bytes (no tree). */
-int openai_splice_request(const char *body, size_t len, const char *model, bool force_include_usage,
-                          struct buf *out);
-/* A chat.completion.chunk event -> deltas (translation mode); sets a->stream_done on "[DONE]". */
-int openai_decode_chunk(struct attempt *a, const struct stream_event *ev, struct gw_error *err);
-/* OpenAI-shaped error body -> err. */
-void openai_map_error(int status, const char *body, size_t len, struct gw_error *err);
-/* Canonical chat request -> an OpenAI request body for `model` (translation mode: used when the client spoke
- * another format). */
-int openai_encode_canonical(const cJSON *canon, const char *model, bool stream, struct buf *out);
-/* Builds the canonical chat.completion from a complete OpenAI response (validates its shape). */
-cJSON *openai_decode_completion(const char *body, size_t len, struct usage *u, struct gw_error *err);
-/* Usage as OpenAI's JSON object. */
-cJSON *openai_usage_json(const struct usage *u);
+extern const struct front_ops front_responses; /* front_responses.c */
 
 #endif

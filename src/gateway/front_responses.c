@@ -18,10 +18,11 @@
 #include "common/alloc.h"
 #include "common/log.h"
 #include "config/config.h"
+#include "gateway/usage.h"
 #include "gateway/exchange.h"
 #include "gateway/front.h"
 #include "gateway/front_responses.h"
-#include "gateway/models.h"
+#include "gateway/registry.h"
 #include "gateway/responses.h"
 #include "net/sse.h"
 #include "store/store_config.h"
@@ -88,7 +89,7 @@ static int r_parse(struct ex_request *rq, struct gw_error *err)
 
 /* ---------- prepare: response id, tree, stored conversation ---------- */
 
-void responses_new_id(char *out, size_t size)
+void front_responses_new_id(char *out, size_t size)
 {
     unsigned char rnd[16];
     if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
@@ -160,7 +161,7 @@ static int r_prepare(struct exchange *ex)
 {
     struct rctx *c = ctx_of(ex);
     struct gw_error err;
-    responses_new_id(ex->id, sizeof(ex->id));
+    front_responses_new_id(ex->id, sizeof(ex->id));
     if (responses_parse_head(ex->rq.body.p, ex->rq.body.n, &c->head, &err) != 0) {
         ex_fail(ex, &err);
         return EX_END;
@@ -185,7 +186,7 @@ static int r_prepare(struct exchange *ex)
         return EX_END;
     }
     ex_ref(ex);
-    if (store_get(st, gateway_worker_loop(ex->gw), "response", c->head.previous_response_id, on_history, ex) != 0) {
+    if (store_get(st, ex_worker_loop(ex->gw), "response", c->head.previous_response_id, on_history, ex) != 0) {
         ex_unref(ex);
         c->prev_missing = true;
         not_found(&err, c->head.previous_response_id);
@@ -261,7 +262,7 @@ static void keep(struct exchange *ex, const cJSON *resp)
     char *s = cJSON_PrintUnformatted(rec);
     cJSON_Delete(rec);
     const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(resp, "id"));
-    if (s && id && store_put(st, gateway_worker_loop(ex->gw), "response", id, s, strlen(s), 0, on_stored, NULL) != 0)
+    if (s && id && store_put(st, ex_worker_loop(ex->gw), "response", id, s, strlen(s), 0, on_stored, NULL) != 0)
         log_warn("responses: response %s is too large to store", id);
     cJSON_free(s);
 }
@@ -392,7 +393,7 @@ const cJSON *front_responses_history(const struct exchange *ex)
     return c ? c->history : NULL;
 }
 
-const struct front_ops front_openai_responses = {
+const struct front_ops front_responses = {
     .name = "openai-responses",
     .wire = WIRE_OPENAI_RESPONSES,
     .parse = r_parse,

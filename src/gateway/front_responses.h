@@ -1,4 +1,4 @@
-/* front_responses.h: what the Responses front door (front_responses.c, `front_openai_responses` in front.h) shares
+/* front_responses.h: what the Responses front door (front_responses.c, `front_responses` in front.h) shares
  * with its pass-through provider and the HTTP handlers of /v1/responses/{id}. */
 #ifndef AGENTD_FRONT_RESPONSES_H
 #define AGENTD_FRONT_RESPONSES_H
@@ -11,7 +11,7 @@ struct exchange;
 struct provider_ops;
 
 /* A fresh response id: "resp_" + 32 random hex digits (never the client's x-request-id: ids name stored data). */
-void responses_new_id(char *out, size_t size);
+void front_responses_new_id(char *out, size_t size);
 /* The provider that serves /v1/responses on dep: provider_openai_responses (pass-through) for OpenAI and Azure
  * OpenAI, else the deployment's own (translation). */
 const struct provider_ops *front_responses_provider(const struct deployment *dep);

@@ -10,7 +10,7 @@
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "config/config.h"
-#include "gateway/models.h"
+#include "gateway/registry.h"
 #include "gateway/provider.h"
 #include "policy/auth.h"
 #include "policy/budget.h"

@@ -18,7 +18,7 @@
 struct config;
 struct budget;
 
-/* Process-wide state, metrics and the settle observer (from gateway_global_init). */
+/* Process-wide state, metrics and the settle observer (from ex_global_init). */
 void govern_init(void);
 void govern_cleanup(void);
 /* Rebuilds budgets from the ledger in cfg's data dir and starts the ledger writer (from the daemon, before the

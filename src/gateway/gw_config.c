@@ -168,7 +168,7 @@ static void validate_deployment(struct cfg_ctx *ctx, void *obj, const struct yno
 {
     struct config_deployment *d = obj;
     if (d->provider != PROVIDER_MOCK && !str_set(d->model))
-        cfg_error_at(ctx, where, path, "'model' is required for provider %s", config_provider_names[d->provider]);
+        cfg_error_at(ctx, where, path, "'model' is required for provider %s", provider_names[d->provider]);
     if (d->provider == PROVIDER_OPENAI_COMPATIBLE && !str_set(d->base_url))
         cfg_error_at(ctx, where, path, "'base_url' is required for provider openai-compatible");
     if (d->provider == PROVIDER_AZURE_OPENAI && !str_set(d->base_url) && !str_set(d->api_key_env))
@@ -200,7 +200,7 @@ _Static_assert(ARRAY_LEN(deployment_apis) == CONFIG_API_RESPONSES + 2, "one name
 #define DOFF(f) offsetof(struct config_deployment, f)
 /* Deployment fields; `base` shifts them when they sit inline in a model (the single-deployment shorthand). */
 #define DEPLOYMENT_FIELDS(base)                                                                                   \
-    {.key = "provider", .type = CFG_ENUM, .off = (base) + DOFF(provider), .enums = config_provider_names,        \
+    {.key = "provider", .type = CFG_ENUM, .off = (base) + DOFF(provider), .enums = provider_names,        \
      .def = "mock", .flags = CFG_NO_ENV, .help = "upstream provider"},                                            \
         {.key = "model", .type = CFG_STRING, .off = (base) + DOFF(model), .max = 2048, .flags = CFG_NO_ENV,     \
          .help = "upstream model id, Azure deployment name or Bedrock model id"},                                 \

@@ -6,7 +6,7 @@
 #include "config/config.h"
 #include "gateway/dep_health.h"
 #include "gateway/exchange.h"
-#include "gateway/models.h"
+#include "gateway/registry.h"
 #include "telemetry/metrics.h"
 
 /* What an outcome says about the deployment (not about the request). */
@@ -63,7 +63,7 @@ static void health_attempt_end(const struct exchange *ex, const struct attempt *
         dep_ewma_add(st, a->t_headers_us - a->t_attempt_us);
 }
 
-const struct ex_observer ex_observer_health = {
+const struct ex_observer health_observer = {
     .name = "health", .on_attempt_start = health_attempt_start, .on_attempt_end = health_attempt_end};
 
 static void collect_breakers(struct buf *out, void *ud)
@@ -90,12 +90,12 @@ static void collect_breakers(struct buf *out, void *ud)
     config_unref(cfg);
 }
 
-void gateway_health_register_metrics(void)
+void health_observer_register_metrics(void)
 {
     metrics_add_collector(collect_breakers, NULL);
 }
 
-void gateway_deployments_json(const struct config *cfg, struct buf *out)
+void health_observer_deployments_json(const struct config *cfg, struct buf *out)
 {
     const struct registry *r = registry_of(cfg);
     int64_t now = dep_now_ms();

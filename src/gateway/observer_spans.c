@@ -11,7 +11,7 @@
 #include "common/timeutil.h"
 #include "config/config.h"
 #include "gateway/exchange.h"
-#include "gateway/models.h"
+#include "gateway/registry.h"
 #include "net/upstream_types.h"
 #include "telemetry/genai_names.h"
 #include "telemetry/otlp.h"
@@ -241,12 +241,12 @@ static void spans_attempt_end(const struct exchange *ex, const struct attempt *a
     otel_span_cstr(s, N->deployment, dep->label);
     otel_span_int(s, N->attempt_number, ex->attempts);
     char st[24];
-    const char *outcome = attempt_result_name(o->result);
+    const char *outcome = ex_attempt_result_name(o->result);
     if (o->result == AO_HTTP_STATUS) {
         snprintf(st, sizeof(st), "%d", o->status);
         outcome = st;
     }
-    otel_span_cstr(s, N->attempt_outcome, attempt_result_name(o->result));
+    otel_span_cstr(s, N->attempt_outcome, ex_attempt_result_name(o->result));
     if (o->result != AO_OK) {
         otel_span_cstr(s, N->error_type, outcome);
         s->status = OTEL_STATUS_ERROR;
@@ -313,7 +313,7 @@ static void spans_settle(const struct exchange *ex, const struct ex_outcome *o)
     otel_span_submit(s);
 }
 
-const struct ex_observer ex_observer_spans = {.name = "spans",
+const struct ex_observer observer_spans = {.name = "spans",
                                               .on_start = spans_start,
                                               .on_attempt_start = spans_attempt_start,
                                               .on_attempt_end = spans_attempt_end,

@@ -5,7 +5,7 @@
 #include "common/log.h"
 #include "config/config.h"
 #include "gateway/exchange.h"
-#include "gateway/models.h"
+#include "gateway/registry.h"
 #include "policy/auth.h"
 #include "telemetry/genai.h"
 
@@ -15,7 +15,7 @@ static void metrics_attempt_end(const struct exchange *ex, const struct attempt 
 {
     (void)ex;
     char label[24];
-    const char *outcome = attempt_result_name(o->result);
+    const char *outcome = ex_attempt_result_name(o->result);
     if (o->result == AO_HTTP_STATUS) {
         snprintf(label, sizeof(label), "http_%d", o->status);
         outcome = label;
@@ -66,7 +66,7 @@ static void metrics_settle(const struct exchange *ex, const struct ex_outcome *o
     }
 }
 
-const struct ex_observer ex_observer_metrics = {
+const struct ex_observer observers_metrics = {
     .name = "metrics", .on_attempt_end = metrics_attempt_end, .on_settle = metrics_settle};
 
 static void llm_log_settle(const struct exchange *ex, const struct ex_outcome *o)
@@ -125,4 +125,4 @@ static void llm_log_settle(const struct exchange *ex, const struct ex_outcome *o
     log_end(&l);
 }
 
-const struct ex_observer ex_observer_llm_log = {.name = "llm_log", .on_settle = llm_log_settle};
+const struct ex_observer observers_llm_log = {.name = "llm_log", .on_settle = llm_log_settle};

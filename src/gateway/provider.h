@@ -50,15 +50,15 @@ struct provider_ops {
     /* A complete 2xx body: sets a->usage and *out to a canonical chat.completion (or embeddings list) tree.
      * In passthrough mode it may leave *out NULL: the body is relayed as is. -1 with err on a malformed body. */
     int (*decode_response)(struct attempt *a, const char *body, size_t len, cJSON **out, struct gw_error *err);
-    /* One stream event: calls attempt_delta() for what it carries, updates a->usage, sets a->stream_done on the
+    /* One stream event: calls ex_attempt_delta() for what it carries, updates a->usage, sets a->stream_done on the
      * terminal event. Returns EV_CONSUMED (translated), EV_FORWARD / EV_DROP (passthrough), or -1 with err. */
     int (*decode_stream_event)(struct attempt *a, const struct stream_event *ev, struct gw_error *err);
     /* Reads token usage out of a complete response body (the provider's own JSON shape). 0 when found. */
     int (*extract_usage)(const char *body, size_t len, struct usage *u);
     /* A non-2xx response (status, body as received): fills err with the provider's message, type, retry hint. */
     void (*map_error)(struct attempt *a, int status, const char *body, size_t len, struct gw_error *err);
-    /* In-process providers (mock) run here instead of over HTTP; they report through attempt_delta,
-     * attempt_complete and attempt_fail. */
+    /* In-process providers (mock) run here instead of over HTTP; they report through ex_attempt_delta,
+     * ex_attempt_complete and ex_attempt_fail. */
     int (*run_local)(struct attempt *a);
     /* Releases what the provider hung on a->pstate. */
     void (*free_state)(struct attempt *a);
@@ -97,34 +97,34 @@ struct attempt {
 /* ---- what providers call ---- */
 
 /* The client's request: its JSON body and, when translating, the canonical chat request tree. */
-struct str attempt_client_body(const struct attempt *a);
+struct str ex_attempt_client_body(const struct attempt *a);
 /* Canonical request (OpenAI chat shape), built on first use from the client's format. NULL on failure (err). */
-const cJSON *attempt_canonical(struct attempt *a, struct gw_error *err);
+const cJSON *ex_attempt_canonical(struct attempt *a, struct gw_error *err);
 /* The client asked for a stream / the public model name / the requested max output tokens (-1 if none). */
-bool attempt_client_stream(const struct attempt *a);
-bool attempt_client_include_usage(const struct attempt *a);
-const char *attempt_public_model(const struct attempt *a);
-int64_t attempt_max_tokens(const struct attempt *a);
+bool ex_attempt_client_stream(const struct attempt *a);
+bool ex_attempt_client_include_usage(const struct attempt *a);
+const char *ex_attempt_public_model(const struct attempt *a);
+int64_t ex_attempt_max_tokens(const struct attempt *a);
 /* Default max_tokens for providers that require one. */
-int64_t attempt_default_max_tokens(const struct attempt *a);
-const char *attempt_request_id(const struct attempt *a);
+int64_t ex_attempt_default_max_tokens(const struct attempt *a);
+const char *ex_attempt_request_id(const struct attempt *a);
 /* The response id the client sees ("chatcmpl-..." / "msg_...") and its creation time (Unix seconds). */
-const char *attempt_response_id(const struct attempt *a);
-int64_t attempt_created(const struct attempt *a);
+const char *ex_attempt_response_id(const struct attempt *a);
+int64_t ex_attempt_created(const struct attempt *a);
 /* A header of the client's request (e.g. anthropic-beta, for passthrough), or NULL. */
-const struct str *attempt_client_header(const struct attempt *a, const char *name);
+const struct str *ex_attempt_client_header(const struct attempt *a, const char *name);
 
 /* Streaming output (translation mode). */
-void attempt_delta(struct attempt *a, const struct chat_delta *d);
+void ex_attempt_delta(struct attempt *a, const struct chat_delta *d);
 /* Local providers: a complete response / a failure. */
-void attempt_complete(struct attempt *a, cJSON *resp);
-void attempt_fail(struct attempt *a, const struct gw_error *err);
+void ex_attempt_complete(struct attempt *a, cJSON *resp);
+void ex_attempt_fail(struct attempt *a, const struct gw_error *err);
 /* An error the upstream returned, scrubbed of every secret agentd knows; a 401/403 becomes agentd's own 502
  * (redact_upstream_error with the attempt's configuration and deployment). */
-void attempt_scrub_error(const struct attempt *a, struct gw_error *err);
+void ex_attempt_scrub_error(const struct attempt *a, struct gw_error *err);
 /* Local providers: the stream has ended (after its deltas). */
-void attempt_stream_end(struct attempt *a);
-struct uv_loop_s *attempt_loop(const struct attempt *a);
+void ex_attempt_stream_end(struct attempt *a);
+struct uv_loop_s *ex_attempt_loop(const struct attempt *a);
 
 /* ---- the providers ---- */
 extern const struct provider_ops provider_mock;

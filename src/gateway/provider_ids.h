@@ -1,5 +1,5 @@
 /* provider_ids.h: the upstream providers agentd can call, by number, and the names the configuration uses for
- * them (`provider: openai`). The table of their implementations is gateway/providers/registry.c, which also
+ * them (`provider: openai`). The table of their implementations is gateway/providers/provider.c, which also
  * defines the names, so a new provider is registered in one place. */
 #ifndef AGENTD_PROVIDER_IDS_H
 #define AGENTD_PROVIDER_IDS_H
@@ -16,6 +16,6 @@ enum {
 };
 
 /* Indexed by PROVIDER_*, NULL-terminated (the allowed values of a deployment's `provider` key). */
-extern const char *const config_provider_names[PROVIDER_COUNT + 1];
+extern const char *const provider_names[PROVIDER_COUNT + 1];
 
 #endif

@@ -1,6 +1,7 @@
 /* responses.c: the OpenAI Responses API wire format (responses.h). Pure functions: requests are validated and
  * translated to the canonical chat shape, chat completions and chat deltas become Responses objects and events,
  * and an upstream's own Responses body or stream gives up its usage. */
+#include "gateway/usage.h"
 #include "gateway/responses.h"
 
 #include <math.h>
@@ -1157,7 +1158,7 @@ cJSON *responses_from_chat(const cJSON *req, const cJSON *completion, const stru
                                                  true));
     }
     const char *fr = get_str(choice, "finish_reason");
-    responses_finish(r, fr ? finish_from_openai(fr) : FINISH_STOP, u);
+    responses_finish(r, fr ? gw_finish_from_openai(fr) : FINISH_STOP, u);
     return r;
 }
 

@@ -13,7 +13,7 @@
  * the providers' long-context threshold. Sources, as published by each provider: https://openai.com/api/pricing,
  * https://www.anthropic.com/pricing (cache write = the 5-minute write price, cache read = "cache hits"),
  * https://ai.google.dev/gemini-api/docs/pricing, https://aws.amazon.com/bedrock/pricing (on-demand, us-east-1).
- * Taken on 2026-12-04 from the table agentd shipped in gateway/models.c. 0 in cached_input / cache_write means
+ * Taken on 2026-12-04 from the table agentd shipped in gateway/registry.c. 0 in cached_input / cache_write means
  * "the input price" and 0 in reasoning "the output price" (the providers bill reasoning tokens as output).
  * To update: edit the rows, bump PRICES_VERSION (date + serial), say where the numbers came from. */
 #define PRICES_VERSION "2026-12-04.1"

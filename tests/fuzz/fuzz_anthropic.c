@@ -11,7 +11,8 @@
 
 #include "common/alloc.h"
 #include "common/jscan.h"
-#include "gateway/anthropic.h"
+#include "gateway/front_anthropic.h"
+#include "gateway/providers/anthropic.h"
 #include "gateway/exchange.h"
 #include "gateway/front.h"
 #include "gateway/providers/canon.h"
@@ -139,7 +140,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         struct buf out = BUF_INIT(BUF_UNBOUNDED);
         struct usage known = {.input = 5, .output = 7, .cached_input = 9, .known = true};
         /* cJSON takes invalid UTF-8 that the writers then carry over; the property holds for valid input */
-        if (anthropic_message_from_canonical(t, "msg_x", "m", size & 1 ? &known : NULL, &out, &err) == 0 &&
+        if (front_anthropic_message_from_canonical(t, "msg_x", "m", size & 1 ? &known : NULL, &out, &err) == 0 &&
             jscan_validate(s, size, NULL, NULL) == 0)
             check_json(out.data, out.len);
         buf_free(&out);

@@ -1,6 +1,6 @@
 /* libFuzzer target: the Bedrock provider's decoders and encoder on arbitrary bytes. The first byte picks what the
  * rest is: a complete Converse response, a ConverseStream body (AWS event-stream frames, parsed by the real
- * es_parser and decoded event by event), an error body (first line: the x-amzn-ErrorType value), or a canonical
+ * eventstream_parser and decoded event by event), an error body (first line: the x-amzn-ErrorType value), or a canonical
  * request to translate and sign. */
 #include "gateway/providers/bedrock.c"
 
@@ -45,7 +45,7 @@ static void setup(struct attempt *a, bool stream)
     a->pstate = st;
 }
 
-static int on_message(const struct es_message *m, void *ud)
+static int on_message(const struct eventstream_message *m, void *ud)
 {
     struct attempt *a = ud;
     struct stream_event ev = {m->event_type, m->payload, m->is_exception};
@@ -70,13 +70,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         provider_bedrock.decode_response(&a, s, n, &out, &err);
         break;
     case 1: {
-        struct es_parser p;
-        es_parser_init(&p, 4096, on_message, &a);
+        struct eventstream_parser p;
+        eventstream_parser_init(&p, 4096, on_message, &a);
         size_t piece = n ? (size_t)(unsigned char)s[0] % 32 + 1 : 1;
         for (size_t off = 0; off < n; off += piece)
-            if (es_feed(&p, s + off, n - off < piece ? n - off : piece) != 0)
+            if (eventstream_feed(&p, s + off, n - off < piece ? n - off : piece) != 0)
                 break;
-        es_parser_free(&p);
+        eventstream_parser_free(&p);
         break;
     }
     case 2: {

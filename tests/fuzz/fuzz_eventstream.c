@@ -13,37 +13,37 @@ struct digest {
     int n;
 };
 
-static int on_msg(const struct es_message *m, void *ud)
+static int on_msg(const struct eventstream_message *m, void *ud)
 {
     struct digest *d = ud;
     const struct str parts[] = {m->message_type, m->event_type, m->content_type, m->payload};
     for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
         if (parts[i].n && parts[i].p == NULL)
             abort();
-        d->crc = es_crc32(d->crc, parts[i].p ? parts[i].p : "", parts[i].n);
-        d->crc = es_crc32(d->crc, "|", 1);
+        d->crc = eventstream_crc32(d->crc, parts[i].p ? parts[i].p : "", parts[i].n);
+        d->crc = eventstream_crc32(d->crc, "|", 1);
     }
-    d->crc = es_crc32(d->crc, m->is_exception ? "x" : "e", 1);
+    d->crc = eventstream_crc32(d->crc, m->is_exception ? "x" : "e", 1);
     d->n++;
     return 0;
 }
 
 static int run(const uint8_t *data, size_t size, size_t piece, struct digest *d)
 {
-    struct es_parser p;
-    es_parser_init(&p, 2048, on_msg, d);
+    struct eventstream_parser p;
+    eventstream_parser_init(&p, 2048, on_msg, d);
     int rc = 0;
     for (size_t off = 0; off < size && rc == 0; off += piece) {
         size_t n = size - off < piece ? size - off : piece;
         /* each read in its own allocation, so reads past it are caught */
         char *copy = xmalloc(n ? n : 1);
         memcpy(copy, data + off, n);
-        rc = es_feed(&p, copy, n);
+        rc = eventstream_feed(&p, copy, n);
         xfree(copy);
         if (p.pending.len > 2048)
             abort(); /* the parser holds at most one message */
     }
-    es_parser_free(&p);
+    eventstream_parser_free(&p);
     return rc;
 }
 

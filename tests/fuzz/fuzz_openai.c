@@ -5,6 +5,7 @@
 
 #include "gateway/exchange.h"
 #include "gateway/front.h"
+#include "gateway/wire_openai.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -20,12 +21,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ex.done = true; /* deltas are decoded but not written anywhere */
     if (front_openai_chat.parse(&ex.rq, &err) == 0) {
         struct buf out = BUF_INIT(1 << 22);
-        openai_splice_request(s, size, "upstream-model", true, &out);
+        wire_openai_splice_request(s, size, "upstream-model", true, &out);
         buf_free(&out);
         cJSON *canon = front_openai_chat.to_canonical(&ex.rq, &err);
         if (canon) {
             struct buf enc = BUF_INIT(BUF_UNBOUNDED);
-            openai_encode_canonical(canon, "m", true, &enc);
+            wire_openai_encode_canonical(canon, "m", true, &enc);
             buf_free(&enc);
             cJSON_Delete(canon);
         }
@@ -35,10 +36,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     front_openai_embeddings.parse(&ex.rq, &err);
 
     /* provider side */
-    cJSON *resp = openai_decode_completion(s, size, &u, &err);
+    cJSON *resp = wire_openai_decode_completion(s, size, &u, &err);
     cJSON_Delete(resp);
-    openai_extract_usage(s, size, &u);
-    openai_map_error(429, s, size, &err);
+    wire_openai_extract_usage(s, size, &u);
+    wire_openai_map_error(429, s, size, &err);
 
     struct attempt a;
     memset(&a, 0, sizeof(a));
@@ -46,6 +47,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ex.done = true;
     a.ex = &ex;
     struct stream_event ev = {STR_NULL, str_make(s, size), false};
-    openai_decode_chunk(&a, &ev, &err);
+    wire_openai_decode_chunk(&a, &ev, &err);
+
+    /* the scanned chunk decoder accepts only what a full parser accepts (test_openai_chunk compares the fields) */
+    struct openai_chunk c;
+    struct buf scratch = BUF_INIT(BUF_UNBOUNDED);
+    if (wire_openai_scan_chunk(str_make(s, size), &scratch, &c) == 0) {
+        cJSON *t = cJSON_ParseWithLength(s, size);
+        if (t == NULL)
+            __builtin_trap();
+        cJSON_Delete(t);
+    }
+    buf_free(&scratch);
     return 0;
 }

@@ -11,10 +11,10 @@
 
 #include "common/alloc.h"
 #include "common/jscan.h"
-#include "gateway/anthropic.h"
+#include "gateway/usage.h"
+#include "gateway/providers/anthropic.h"
 #include "gateway/exchange.h"
-#include "gateway/front.h"
-#include "gateway/models.h"
+#include "gateway/registry.h"
 #include "gateway/provider.h"
 #include "gateway/providers/canon.h"
 #include "gateway/redact.h"
@@ -845,7 +845,7 @@ int anthropic_stream_event(struct anthropic_stream *s, struct str event, struct 
 
 static void on_delta(void *ud, const struct chat_delta *d)
 {
-    attempt_delta(ud, d);
+    ex_attempt_delta(ud, d);
 }
 
 static struct anthropic_stream *state_of(struct attempt *a)
@@ -875,21 +875,21 @@ static int encode(struct attempt *a, struct up_request *r, struct gw_error *err)
     up_request_header(r, "Accept", a->stream ? "text/event-stream" : "application/json");
     if (a->passthrough) {
         /* betas change what the body means; the body is the client's, so are its betas */
-        const struct str *beta = attempt_client_header(a, "anthropic-beta");
+        const struct str *beta = ex_attempt_client_header(a, "anthropic-beta");
         if (beta && beta->n < 1024 && memchr(beta->p, '\r', beta->n) == NULL && memchr(beta->p, '\n', beta->n) == NULL)
             buf_printf(&r->headers, "anthropic-beta: %.*s\n", (int)beta->n, beta->p);
     }
     for (size_t i = 0; i < d->nheaders; i++)
         buf_printf(&r->headers, "%s\n", d->headers[i]);
     if (a->passthrough) {
-        struct str body = attempt_client_body(a);
+        struct str body = ex_attempt_client_body(a);
         if (anthropic_splice_model(body.p, body.n, d->model, &r->body) != 0) {
             gw_error_set(err, 400, GW_ERR_INVALID_REQUEST, "request body is not a JSON object with a model");
             return -1;
         }
         return 0;
     }
-    const cJSON *canon = attempt_canonical(a, err);
+    const cJSON *canon = ex_attempt_canonical(a, err);
     if (canon == NULL)
         return -1;
     static const char *const read[] = {"max_completion_tokens", "max_tokens", "stop", "temperature", "top_p",
@@ -897,9 +897,9 @@ static int encode(struct attempt *a, struct up_request *r, struct gw_error *err)
                                        "parallel_tool_calls", NULL};
     if (canon_note_unread(a, canon, read, err) != 0)
         return -1;
-    int64_t max = attempt_max_tokens(a);
+    int64_t max = ex_attempt_max_tokens(a);
     cJSON *req = anthropic_request_from_canonical(canon, d->model, a->stream,
-                                                  max > 0 ? max : attempt_default_max_tokens(a), s->json_tool,
+                                                  max > 0 ? max : ex_attempt_default_max_tokens(a), s->json_tool,
                                                   sizeof(s->json_tool), err);
     if (req == NULL)
         return -1;
@@ -937,7 +937,7 @@ static int decode_response(struct attempt *a, const char *body, size_t len, cJSO
         buf_free(&mb);
         return 0;
     }
-    cJSON *t = anthropic_message_to_canonical(body, len, attempt_response_id(a), attempt_public_model(a), attempt_created(a),
+    cJSON *t = anthropic_message_to_canonical(body, len, ex_attempt_response_id(a), ex_attempt_public_model(a), ex_attempt_created(a),
                                               s->json_tool, &a->usage, a->response_model,
                                               sizeof(a->response_model), err);
     if (t == NULL) {
@@ -979,7 +979,7 @@ static void map_error(struct attempt *a, int status, const char *body, size_t le
     /* 529 overloaded is Anthropic's own status: its SDKs know it, OpenAI clients and most proxies do not */
     if (status == 529 && !a->passthrough)
         err->status = 503;
-    attempt_scrub_error(a, err); /* no key quoted back; a 401/403 is agentd's failure (502) */
+    ex_attempt_scrub_error(a, err); /* no key quoted back; a 401/403 is agentd's failure (502) */
 }
 
 static void free_state(struct attempt *a)

@@ -10,8 +10,8 @@
 #include <time.h>
 
 #include "common/alloc.h"
-#include "gateway/front.h"
-#include "gateway/models.h"
+#include "gateway/usage.h"
+#include "gateway/registry.h"
 #include "gateway/providers/canon.h"
 #include "gateway/redact.h"
 #include "gateway/sigv4.h"
@@ -46,7 +46,7 @@ static void emit(struct attempt *a, const struct chat_delta *d)
     if (st && st->emit)
         st->emit(st->emit_ud, d);
     else
-        attempt_delta(a, d);
+        ex_attempt_delta(a, d);
 }
 
 static void bedrock_free_state(struct attempt *a)
@@ -421,7 +421,7 @@ static int add_tool_config(const cJSON *canon, cJSON *req, const struct names *u
     return 0;
 }
 
-/* max_tokens: the exchange's (attempt_max_tokens), -1 when the client set none. */
+/* max_tokens: the exchange's (ex_attempt_max_tokens), -1 when the client set none. */
 static int add_inference_config(const cJSON *canon, int64_t max_tokens, cJSON *req, struct gw_error *err)
 {
     cJSON *ic = cJSON_CreateObject();
@@ -576,14 +576,14 @@ static int bedrock_encode(struct attempt *a, struct up_request *r, struct gw_err
                      "deployment %s has no AWS credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)", d->label);
         return -1;
     }
-    const cJSON *canon = attempt_canonical(a, err);
+    const cJSON *canon = ex_attempt_canonical(a, err);
     if (canon == NULL)
         return -1;
     static const char *const read[] = {"max_completion_tokens", "max_tokens", "stop", "temperature", "top_p",
                                        "tools", "response_format", "tool_choice", NULL};
     if (canon_note_unread(a, canon, read, err) != 0)
         return -1;
-    cJSON *body = build_converse(canon, attempt_max_tokens(a), err);
+    cJSON *body = build_converse(canon, ex_attempt_max_tokens(a), err);
     if (body == NULL)
         return -1;
     char *s = cJSON_PrintUnformatted(body);
@@ -928,7 +928,7 @@ static void bedrock_map_error(struct attempt *a, int status, const char *body, s
     if (type[0])
         str_lcpy(err->code, type, sizeof(err->code));
     cJSON_Delete(t);
-    attempt_scrub_error(a, err); /* no credential quoted back; a 401/403 is agentd's failure (502) */
+    ex_attempt_scrub_error(a, err); /* no credential quoted back; a 401/403 is agentd's failure (502) */
 }
 
 static int bedrock_extract_usage(const char *body, size_t len, struct usage *u)

@@ -8,8 +8,7 @@
 #include "common/alloc.h"
 #include "common/timeutil.h"
 #include "gateway/exchange.h"
-#include "gateway/front.h"
-#include "gateway/models.h"
+#include "gateway/registry.h"
 
 int canon_data_url(const char *url, struct str *mime, struct str *data)
 {
@@ -109,8 +108,21 @@ cJSON *canon_completion(struct attempt *a, const char *text, cJSON *tool_calls, 
                         const struct usage *u)
 {
     char id[96];
-    snprintf(id, sizeof(id), "chatcmpl-%s", attempt_request_id(a));
-    return canon_completion_json(id, (int64_t)time(NULL), attempt_public_model(a), text, tool_calls, finish, u);
+    snprintf(id, sizeof(id), "chatcmpl-%s", ex_attempt_request_id(a));
+    return canon_completion_json(id, (int64_t)time(NULL), ex_attempt_public_model(a), text, tool_calls, finish, u);
+}
+
+cJSON *canon_usage_json(const struct usage *u)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "prompt_tokens", (double)u->input);
+    cJSON_AddNumberToObject(o, "completion_tokens", (double)u->output);
+    cJSON_AddNumberToObject(o, "total_tokens", (double)(u->input + u->output));
+    cJSON *pd = cJSON_AddObjectToObject(o, "prompt_tokens_details");
+    cJSON_AddNumberToObject(pd, "cached_tokens", (double)u->cached_input);
+    cJSON *cd = cJSON_AddObjectToObject(o, "completion_tokens_details");
+    cJSON_AddNumberToObject(cd, "reasoning_tokens", (double)u->reasoning);
+    return o;
 }
 
 cJSON *canon_completion_json(const char *id, int64_t created, const char *model, const char *text,
@@ -138,9 +150,9 @@ cJSON *canon_completion_json(const char *id, int64_t created, const char *model,
         cJSON_Delete(tool_calls);
     cJSON_AddNullToObject(msg, "refusal");
     cJSON_AddNullToObject(c, "logprobs");
-    cJSON_AddStringToObject(c, "finish_reason", finish_openai(finish == FINISH_NONE ? FINISH_STOP : finish));
+    cJSON_AddStringToObject(c, "finish_reason", gw_finish_openai(finish == FINISH_NONE ? FINISH_STOP : finish));
     struct usage none = {0};
-    cJSON_AddItemToObject(r, "usage", openai_usage_json(u ? u : &none));
+    cJSON_AddItemToObject(r, "usage", canon_usage_json(u ? u : &none));
     cJSON_AddNullToObject(r, "system_fingerprint");
     return r;
 }
@@ -197,7 +209,7 @@ static bool listed(const char *const *names, const char *k)
     return false;
 }
 
-/* The name an Anthropic client used for a canonical field anthropic_request_to_canonical produced. */
+/* The name an Anthropic client used for a canonical field front_anthropic_request_to_canonical produced. */
 static const char *anthropic_name(const char *k)
 {
     static const char *const map[][2] = {{"user", "metadata"},

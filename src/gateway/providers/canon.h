@@ -37,6 +37,8 @@ int canon_base64(const void *p, size_t n, struct buf *out);
  * none), finish reason and usage. */
 cJSON *canon_completion(struct attempt *a, const char *text, cJSON *tool_calls, enum finish finish,
                         const struct usage *u);
+/* Usage as OpenAI's JSON object (the canonical usage). */
+cJSON *canon_usage_json(const struct usage *u);
 /* The same with the id, created time and model given (a response translated from a provider that has its own). */
 cJSON *canon_completion_json(const char *id, int64_t created, const char *model, const char *text,
                              cJSON *tool_calls, enum finish finish, const struct usage *u);

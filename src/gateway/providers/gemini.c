@@ -13,8 +13,8 @@
 #include <strings.h>
 
 #include "common/alloc.h"
-#include "gateway/front.h"
-#include "gateway/models.h"
+#include "gateway/usage.h"
+#include "gateway/registry.h"
 #include "gateway/providers/canon.h"
 #include "gateway/redact.h"
 #include "gateway/sigv4.h"
@@ -40,7 +40,7 @@ static void emit(struct attempt *a, const struct chat_delta *d)
     if (st && st->emit)
         st->emit(st->emit_ud, d);
     else
-        attempt_delta(a, d);
+        ex_attempt_delta(a, d);
 }
 
 static void gemini_free_state(struct attempt *a)
@@ -754,7 +754,7 @@ static void copy_number(const cJSON *from, const char *k, cJSON *to, const char 
         cJSON_AddNumberToObject(to, tk, v->valuedouble);
 }
 
-/* max_tokens: the exchange's (attempt_max_tokens), -1 when the client set none. */
+/* max_tokens: the exchange's (ex_attempt_max_tokens), -1 when the client set none. */
 static int add_generation_config(const cJSON *canon, int64_t max_tokens, cJSON *req, struct gw_error *err)
 {
     cJSON *gc = cJSON_CreateObject();
@@ -947,7 +947,7 @@ static void model_resource(const char *model, struct buf *out)
 static int gemini_encode(struct attempt *a, struct up_request *r, struct gw_error *err)
 {
     const struct deployment *d = a->dep;
-    const cJSON *canon = attempt_canonical(a, err);
+    const cJSON *canon = ex_attempt_canonical(a, err);
     if (canon == NULL)
         return -1;
     struct buf resource = BUF_INIT(4096);
@@ -962,7 +962,7 @@ static int gemini_encode(struct attempt *a, struct up_request *r, struct gw_erro
         static const char *const read[] = {"max_completion_tokens", "max_tokens", "stop", "temperature", "top_p",
                                            "top_k", "n", "seed", "presence_penalty", "frequency_penalty",
                                            "tools", "response_format", "tool_choice", NULL};
-        body = canon_note_unread(a, canon, read, err) == 0 ? build_generate(canon, attempt_max_tokens(a), err) : NULL;
+        body = canon_note_unread(a, canon, read, err) == 0 ? build_generate(canon, ex_attempt_max_tokens(a), err) : NULL;
         method = a->stream ? "streamGenerateContent" : "generateContent";
     }
     if (body == NULL) {
@@ -1068,7 +1068,7 @@ static void gemini_error_from(int status, const cJSON *e, struct gw_error *err);
 static int decode_embeddings(struct attempt *a, cJSON *t, cJSON **out, struct gw_error *err)
 {
     struct gw_error ignore;
-    const cJSON *canon = attempt_canonical(a, &ignore);
+    const cJSON *canon = ex_attempt_canonical(a, &ignore);
     const char *fmt = canon_str(canon, "encoding_format");
     bool b64 = fmt && strcmp(fmt, "base64") == 0;
     cJSON *list;
@@ -1132,7 +1132,7 @@ static int decode_embeddings(struct attempt *a, cJSON *t, cJSON **out, struct gw
         cJSON_AddItemToArray(data, o);
     }
     cJSON_Delete(single);
-    cJSON_AddStringToObject(r, "model", attempt_public_model(a));
+    cJSON_AddStringToObject(r, "model", ex_attempt_public_model(a));
     /* Gemini's embedding responses carry no token counts (newer ones may: usageMetadata). Without them the
      * input is estimated at 4 bytes per token and marked as not reported. */
     if (!usage_from(t, &a->usage)) {
@@ -1364,7 +1364,7 @@ static void gemini_map_error(struct attempt *a, int status, const char *body, si
         err->retryable = status == 429 || status == 408 || status >= 500;
     }
     cJSON_Delete(t);
-    attempt_scrub_error(a, err); /* no key quoted back; a 401/403 is agentd's failure (502) */
+    ex_attempt_scrub_error(a, err); /* no key quoted back; a 401/403 is agentd's failure (502) */
 }
 
 static int gemini_extract_usage(const char *body, size_t len, struct usage *u)

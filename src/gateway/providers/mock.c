@@ -21,8 +21,7 @@
 
 #include "common/alloc.h"
 #include "config/config.h"
-#include "gateway/front.h"
-#include "gateway/models.h"
+#include "gateway/registry.h"
 #include "gateway/provider.h"
 #include "gateway/providers/canon.h"
 
@@ -247,7 +246,7 @@ static int compose(struct mock_state *s, struct attempt *a, const cJSON *req)
         buf_append(&s->reply, tool_results.data, tool_results.len);
     } else {
         if (cJSON_IsArray(tools))
-            find_calls(s, u, tools, attempt_request_id(a));
+            find_calls(s, u, tools, ex_attempt_request_id(a));
         if (s->ncalls) {
             s->finish = FINISH_TOOL_CALLS;
         } else if (words > 0) {
@@ -282,7 +281,7 @@ static int compose(struct mock_state *s, struct attempt *a, const cJSON *req)
     }
     cJSON_Delete(single);
     /* max_tokens cuts after that many words */
-    int64_t max = attempt_max_tokens(a);
+    int64_t max = ex_attempt_max_tokens(a);
     if (max > 0 && s->ncalls == 0 && s->reply.data && count_words(s->reply.data) > max) {
         int seen = 0;
         bool in = false;
@@ -356,9 +355,9 @@ static void embed_one(const char *text, size_t len, int dims, float *v)
 static int run_embeddings(struct attempt *a)
 {
     struct gw_error err;
-    const cJSON *req = attempt_canonical(a, &err);
+    const cJSON *req = ex_attempt_canonical(a, &err);
     if (req == NULL) {
-        attempt_fail(a, &err);
+        ex_attempt_fail(a, &err);
         return -1;
     }
     const cJSON *input = cJSON_GetObjectItemCaseSensitive(req, "input");
@@ -408,7 +407,7 @@ static int run_embeddings(struct attempt *a)
     }
     xfree(v);
     cJSON_Delete(one);
-    cJSON_AddStringToObject(r, "model", attempt_public_model(a));
+    cJSON_AddStringToObject(r, "model", ex_attempt_public_model(a));
     int64_t in = (int64_t)((chars + 3) / 4);
     if (in < 1)
         in = 1;
@@ -416,7 +415,7 @@ static int run_embeddings(struct attempt *a)
     cJSON_AddNumberToObject(u, "prompt_tokens", (double)in);
     cJSON_AddNumberToObject(u, "total_tokens", (double)in);
     a->usage = (struct usage){.input = in, .known = true};
-    attempt_complete(a, r);
+    ex_attempt_complete(a, r);
     return 0;
 }
 
@@ -465,7 +464,7 @@ static void emit_next(struct mock_state *s)
             }
             s->pos = i;
             struct chat_delta d = {.kind = DELTA_TEXT, .text = str_make(s->reply.data + start, i - start)};
-            attempt_delta(a, &d);
+            ex_attempt_delta(a, &d);
             if (s->a == NULL)
                 return;
             if (s->pos >= s->reply.len)
@@ -482,16 +481,16 @@ static void emit_next(struct mock_state *s)
                                        .tool_index = i,
                                        .tool_id = str_from(s->calls[i].id),
                                        .tool_name = str_from(s->calls[i].name)};
-                attempt_delta(a, &d);
+                ex_attempt_delta(a, &d);
                 size_t n = strlen(s->calls[i].args), half = n / 2;
                 struct chat_delta f1 = {.kind = DELTA_TOOL_ARGS, .tool_index = i,
                                         .text = str_make(s->calls[i].args, half)};
                 struct chat_delta f2 = {.kind = DELTA_TOOL_ARGS, .tool_index = i,
                                         .text = str_make(s->calls[i].args + half, n - half)};
                 if (s->a)
-                    attempt_delta(a, &f1);
+                    ex_attempt_delta(a, &f1);
                 if (s->a)
-                    attempt_delta(a, &f2);
+                    ex_attempt_delta(a, &f2);
             }
             if (s->a == NULL)
                 return;
@@ -499,15 +498,15 @@ static void emit_next(struct mock_state *s)
             continue;
         }
         struct chat_delta fin = {.kind = DELTA_FINISH, .finish = s->finish};
-        attempt_delta(a, &fin);
+        ex_attempt_delta(a, &fin);
         if (s->a == NULL)
             return;
         a->usage = s->usage;
         struct chat_delta u = {.kind = DELTA_USAGE, .usage = s->usage};
-        attempt_delta(a, &u);
+        ex_attempt_delta(a, &u);
         if (s->a == NULL)
             return;
-        attempt_stream_end(a); /* frees the attempt and, through free_state, this state */
+        ex_attempt_stream_end(a); /* frees the attempt and, through free_state, this state */
         return;
     }
 }
@@ -522,7 +521,7 @@ static void on_latency_done(uv_timer_t *t)
         /* the input count is known before the first token: front doors that report it up front (Anthropic's
          * message_start) send it; the final usage follows at the end as usual */
         struct chat_delta u = {.kind = DELTA_USAGE, .usage = {.input = s->usage.input, .known = true}};
-        attempt_delta(a, &u);
+        ex_attempt_delta(a, &u);
         if (s->a == NULL)
             return;
         const struct config_mock *cm = a->dep->mock;
@@ -530,7 +529,7 @@ static void on_latency_done(uv_timer_t *t)
         return;
     }
     a->usage = s->usage;
-    attempt_complete(a, completion_json(s, a));
+    ex_attempt_complete(a, completion_json(s, a));
 }
 
 static int mock_run(struct attempt *a)
@@ -538,15 +537,15 @@ static int mock_run(struct attempt *a)
     if (a->op == OP_EMBEDDINGS)
         return run_embeddings(a);
     struct gw_error err;
-    const cJSON *req = attempt_canonical(a, &err);
+    const cJSON *req = ex_attempt_canonical(a, &err);
     if (req == NULL) {
-        attempt_fail(a, &err);
+        ex_attempt_fail(a, &err);
         return -1;
     }
     struct mock_state *s = xcalloc(1, sizeof(*s));
     s->a = a;
     buf_init(&s->reply, BUF_UNBOUNDED);
-    uv_timer_init(attempt_loop(a), &s->timer);
+    uv_timer_init(ex_attempt_loop(a), &s->timer);
     s->timer.data = s;
     a->pstate = s;
     int status = compose(s, a, req);
@@ -555,7 +554,7 @@ static int mock_run(struct attempt *a)
         err.retryable = status == 429 || status >= 500;
         if (status == 429)
             err.retry_after_ms = 1000;
-        attempt_fail(a, &err);
+        ex_attempt_fail(a, &err);
         return -1;
     }
     const struct config_mock *cm = a->dep->mock;

@@ -1,3 +1,4 @@
+#include "gateway/usage.h"
 #include "gateway/providers/openai_family.h"
 
 #include <stdio.h>
@@ -5,8 +6,8 @@
 
 #include "common/jscan.h"
 #include "gateway/exchange.h"
-#include "gateway/front.h"
-#include "gateway/models.h"
+#include "gateway/wire_openai.h"
+#include "gateway/registry.h"
 #include "gateway/providers/canon.h"
 #include "gateway/redact.h"
 
@@ -41,23 +42,23 @@ int openai_family_encode(struct attempt *a, struct up_request *r, struct gw_erro
         }
     }
     add_common_headers(a, r);
-    struct str body = attempt_client_body(a);
+    struct str body = ex_attempt_client_body(a);
     /* Usage is forced on for every OpenAI-style stream: spend must never depend on the client remembering
      * stream_options. The extra usage chunk is dropped again for clients that did not ask for it. */
     bool force_usage = a->stream && a->op == OP_CHAT;
     if (a->passthrough) {
-        if (openai_splice_request(body.p, body.n, d->model, force_usage, &r->body) != 0) {
+        if (wire_openai_splice_request(body.p, body.n, d->model, force_usage, &r->body) != 0) {
             gw_error_set(err, 400, GW_ERR_INVALID_REQUEST, "request body is not a JSON object with a model");
             return -1;
         }
         return 0;
     }
-    const cJSON *canon = attempt_canonical(a, err);
+    const cJSON *canon = ex_attempt_canonical(a, err);
     if (canon == NULL)
         return -1;
     if (cJSON_HasObjectItem(canon, "top_k")) /* canonical extension (Anthropic clients) OpenAI refuses */
         canon_dropped_add(a->ex->rq.dropped_fields, sizeof(a->ex->rq.dropped_fields), "top_k");
-    if (openai_encode_canonical(canon, d->model, a->stream, &r->body) != 0) {
+    if (wire_openai_encode_canonical(canon, d->model, a->stream, &r->body) != 0) {
         gw_error_set(err, 500, GW_ERR_API, "could not encode the upstream request");
         return -1;
     }
@@ -66,7 +67,7 @@ int openai_family_encode(struct attempt *a, struct up_request *r, struct gw_erro
 
 int openai_family_extract_usage(const char *body, size_t len, struct usage *u)
 {
-    return openai_extract_usage(body, len, u);
+    return wire_openai_extract_usage(body, len, u);
 }
 
 int openai_family_decode_response(struct attempt *a, const char *body, size_t len, cJSON **out,
@@ -87,14 +88,14 @@ int openai_family_decode_response(struct attempt *a, const char *body, size_t le
             return -1;
         }
         if (f[1].type == J_OBJECT) { /* a 200 whose body is an error: a failed attempt, not an answer */
-            openai_map_error(500, body, len, err);
+            wire_openai_map_error(500, body, len, err);
             err->status = 502;
             err->retryable = true;
             return -1;
         }
         const struct jval usage = f[0];
         if (usage.type == J_OBJECT)
-            openai_usage_object(usage.raw.p, usage.raw.n, &a->usage);
+            wire_openai_usage_object(usage.raw.p, usage.raw.n, &a->usage);
         usage_check(&a->usage, a->dep ? a->dep->label : NULL);
         return 0;
     }
@@ -105,12 +106,12 @@ int openai_family_decode_response(struct attempt *a, const char *body, size_t le
             gw_error_set(err, 502, GW_ERR_API, "upstream %s returned a malformed embeddings response", a->dep->label);
             return -1;
         }
-        openai_extract_usage(body, len, &a->usage);
+        wire_openai_extract_usage(body, len, &a->usage);
         usage_check(&a->usage, a->dep ? a->dep->label : NULL);
         *out = t;
         return 0;
     }
-    cJSON *t = openai_decode_completion(body, len, &a->usage, err);
+    cJSON *t = wire_openai_decode_completion(body, len, &a->usage, err);
     if (t == NULL) {
         err->retryable = true;
         return -1;
@@ -126,7 +127,7 @@ int openai_family_decode_response(struct attempt *a, const char *body, size_t le
 int openai_family_decode_stream_event(struct attempt *a, const struct stream_event *ev, struct gw_error *err)
 {
     if (!a->passthrough)
-        return openai_decode_chunk(a, ev, err);
+        return wire_openai_decode_chunk(a, ev, err);
     struct str data = str_trim(ev->data);
     if (str_eq_cstr(data, "[DONE]")) {
         a->stream_done = true;
@@ -151,18 +152,18 @@ int openai_family_decode_stream_event(struct attempt *a, const struct stream_eve
         return -1;
     }
     if (f[F_ERROR].type == J_OBJECT) {
-        openai_map_error(500, data.p, data.n, err);
+        wire_openai_map_error(500, data.p, data.n, err);
         err->status = 502;
         return -1;
     }
     if (f[F_USAGE].type == J_OBJECT) {
         struct usage u;
-        if (openai_usage_object(f[F_USAGE].raw.p, f[F_USAGE].raw.n, &u) == 0) {
+        if (wire_openai_usage_object(f[F_USAGE].raw.p, f[F_USAGE].raw.n, &u) == 0) {
             usage_check(&u, a->dep ? a->dep->label : NULL);
             a->usage = u;
             bool no_choices = f[F_CHOICES].type == J_ARRAY &&
                               str_trim(str_make(f[F_CHOICES].raw.p + 1, f[F_CHOICES].raw.n - 2)).n == 0;
-            if (no_choices && !attempt_client_include_usage(a))
+            if (no_choices && !ex_attempt_client_include_usage(a))
                 return EV_DROP;
         }
     }
@@ -171,6 +172,6 @@ int openai_family_decode_stream_event(struct attempt *a, const struct stream_eve
 
 void openai_family_map_error(struct attempt *a, int status, const char *body, size_t len, struct gw_error *err)
 {
-    openai_map_error(status, body, len, err);
-    attempt_scrub_error(a, err); /* no key quoted back; a 401/403 is agentd's failure (502) */
+    wire_openai_map_error(status, body, len, err);
+    ex_attempt_scrub_error(a, err); /* no key quoted back; a 401/403 is agentd's failure (502) */
 }

@@ -8,10 +8,11 @@
 #include <string.h>
 
 #include "common/jscan.h"
+#include "gateway/usage.h"
 #include "gateway/exchange.h"
-#include "gateway/front.h"
+#include "gateway/wire_openai.h"
 #include "gateway/front_responses.h"
-#include "gateway/models.h"
+#include "gateway/registry.h"
 #include "gateway/providers/openai_family.h"
 #include "gateway/responses.h"
 
@@ -64,8 +65,8 @@ static int encode(struct attempt *a, struct up_request *r, struct gw_error *err)
         cJSON_free(s);
         return 0;
     }
-    struct str body = attempt_client_body(a);
-    if (openai_splice_request(body.p, body.n, d->model, false, &r->body) != 0) {
+    struct str body = ex_attempt_client_body(a);
+    if (wire_openai_splice_request(body.p, body.n, d->model, false, &r->body) != 0) {
         gw_error_set(err, 400, GW_ERR_INVALID_REQUEST, "request body is not a JSON object with a model");
         return -1;
     }

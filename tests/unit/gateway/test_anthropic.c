@@ -4,7 +4,8 @@
 #include <cjson/cJSON.h>
 
 #include "common/alloc.h"
-#include "gateway/anthropic.h"
+#include "gateway/front_anthropic.h"
+#include "gateway/providers/anthropic.h"
 #include "gateway/exchange.h"
 #include "gateway/front.h"
 #include "gateway/providers/canon.h"
@@ -210,7 +211,7 @@ static void test_error_body(void)
     front_anthropic.error_body(ex, &err, &out);
     is_json_text(out.data, out.len, "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}");
     buf_reset(&out);
-    anthropic_error_json(&out, &err, "req_1");
+    front_anthropic_error_json(&out, &err, "req_1");
     is_json_text(out.data, out.len,
                  "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"},\"request_id\":\"req_1\"}");
     buf_free(&out);
@@ -591,7 +592,7 @@ static void test_message_from_canonical(void)
         "\"usage\":{\"prompt_tokens\":50,\"completion_tokens\":9,\"prompt_tokens_details\":{\"cached_tokens\":30}}}");
     struct buf out = BUF_INIT(BUF_UNBOUNDED);
     struct gw_error err;
-    ok(anthropic_message_from_canonical(resp, "msg_x", "claude", NULL, &out, &err) == 0);
+    ok(front_anthropic_message_from_canonical(resp, "msg_x", "claude", NULL, &out, &err) == 0);
     is_json_text(out.data, out.len,
                  "{\"id\":\"msg_x\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude\",\"content\":["
                  "{\"type\":\"text\",\"text\":\"Sure.\"},"
@@ -603,7 +604,7 @@ static void test_message_from_canonical(void)
     /* the attempt's usage, when known, wins: it carries cache writes */
     struct usage u = {.input = 100, .output = 4, .cached_input = 60, .cache_write = 25, .known = true};
     buf_reset(&out);
-    ok(anthropic_message_from_canonical(resp, "msg_x", "claude", &u, &out, &err) == 0);
+    ok(front_anthropic_message_from_canonical(resp, "msg_x", "claude", &u, &out, &err) == 0);
     cJSON *t = cJSON_ParseWithLength(out.data, out.len);
     is_json(cJSON_GetObjectItem(t, "usage"), "{\"input_tokens\":15,\"cache_creation_input_tokens\":25,"
                                              "\"cache_read_input_tokens\":60,\"output_tokens\":4}");
@@ -612,13 +613,13 @@ static void test_message_from_canonical(void)
 
     resp = cJSON_Parse("{\"choices\":[{\"message\":{\"role\":\"assistant\",\"content\":\"cut\"},\"finish_reason\":\"length\"}]}");
     buf_reset(&out);
-    ok(anthropic_message_from_canonical(resp, "m1", "c", NULL, &out, &err) == 0);
+    ok(front_anthropic_message_from_canonical(resp, "m1", "c", NULL, &out, &err) == 0);
     t = cJSON_ParseWithLength(out.data, out.len);
     is_str(cJSON_GetStringValue(cJSON_GetObjectItem(t, "stop_reason")), "max_tokens");
     cJSON_Delete(t);
     cJSON_Delete(resp);
     resp = cJSON_Parse("{\"choices\":[]}");
-    ok(anthropic_message_from_canonical(resp, "m1", "c", NULL, &out, &err) != 0);
+    ok(front_anthropic_message_from_canonical(resp, "m1", "c", NULL, &out, &err) != 0);
     cJSON_Delete(resp);
     buf_free(&out);
 }
@@ -732,7 +733,7 @@ static void collect(void *ud, const struct chat_delta *d)
     case DELTA_TOOL_ARGS: snprintf(c->log + n, sizeof(c->log) - n, "A%d(%.*s)", d->tool_index, (int)d->text.n, d->text.p); break;
     case DELTA_FINISH:
         c->finish = d->finish;
-        snprintf(c->log + n, sizeof(c->log) - n, "F(%s)", finish_openai(d->finish));
+        snprintf(c->log + n, sizeof(c->log) - n, "F(%s)", gw_finish_openai(d->finish));
         break;
     case DELTA_USAGE:
         c->usage = d->usage;
@@ -860,14 +861,14 @@ static void test_usage(void)
     is_int(u.output, 9);
     /* and back: input_tokens is the uncached part, never negative */
     struct buf out = BUF_INIT(BUF_UNBOUNDED);
-    anthropic_usage_append(&out, &u);
+    front_anthropic_usage_append(&out, &u);
     is_str(out.data, "{\"input_tokens\":3,\"cache_creation_input_tokens\":200,\"cache_read_input_tokens\":1000,"
                      "\"output_tokens\":9}");
     ok(anthropic_extract_usage("{\"id\":\"m\"}", 10, &u) != 0);
     ok(!u.known);
     buf_reset(&out);
     struct usage odd = {.input = 5, .cached_input = 10, .output = 1};
-    anthropic_usage_append(&out, &odd);
+    front_anthropic_usage_append(&out, &odd);
     ok(strstr(out.data, "\"input_tokens\":0,") != NULL);
     buf_free(&out);
 }

@@ -14,7 +14,7 @@ struct seen {
     int stop_at; /* return 7 from the callback at this message (1-based), 0 never */
 };
 
-static int on_msg(const struct es_message *m, void *ud)
+static int on_msg(const struct eventstream_message *m, void *ud)
 {
     struct seen *s = ud;
     if (s->n < 16) {
@@ -51,10 +51,10 @@ static const char FRAME_THROTTLE[] =
 
 static void test_crc(void)
 {
-    is_int(es_crc32(0, "123456789", 9), 0xCBF43926u);
-    is_int(es_crc32(0, "", 0), 0);
+    is_int(eventstream_crc32(0, "123456789", 9), 0xCBF43926u);
+    is_int(eventstream_crc32(0, "", 0), 0);
     /* incremental == one shot */
-    is_int(es_crc32(es_crc32(0, "1234", 4), "56789", 5), 0xCBF43926u);
+    is_int(eventstream_crc32(eventstream_crc32(0, "1234", 4), "56789", 5), 0xCBF43926u);
 }
 
 static void test_foreign_frames(void)
@@ -62,10 +62,10 @@ static void test_foreign_frames(void)
     unsigned char b[512];
     size_t n = unhex(FRAME_START, b);
     n += unhex(FRAME_THROTTLE, b + n);
-    struct es_parser p;
+    struct eventstream_parser p;
     struct seen s = {0};
-    es_parser_init(&p, 4096, on_msg, &s);
-    is_int(es_feed(&p, (const char *)b, n), 0);
+    eventstream_parser_init(&p, 4096, on_msg, &s);
+    is_int(eventstream_feed(&p, (const char *)b, n), 0);
     is_int(s.n, 2);
     is_str(s.types[0], "event");
     is_str(s.events[0], "messageStart");
@@ -76,7 +76,7 @@ static void test_foreign_frames(void)
     is_str(s.payloads[1], "{\"message\":\"slow down\"}");
     ok(s.exc[1]);
     is_int(p.pending.len, 0);
-    es_parser_free(&p);
+    eventstream_parser_free(&p);
 }
 
 static void test_every_split(void)
@@ -86,35 +86,35 @@ static void test_every_split(void)
     n += unhex(FRAME_THROTTLE, b + n);
     for (size_t cut1 = 0; cut1 <= n; cut1++) {
         for (size_t cut2 = cut1; cut2 <= n; cut2 += 7) {
-            struct es_parser p;
+            struct eventstream_parser p;
             struct seen s = {0};
-            es_parser_init(&p, 4096, on_msg, &s);
-            int rc = es_feed(&p, (const char *)b, cut1);
-            rc |= es_feed(&p, (const char *)b + cut1, cut2 - cut1);
-            rc |= es_feed(&p, (const char *)b + cut2, n - cut2);
+            eventstream_parser_init(&p, 4096, on_msg, &s);
+            int rc = eventstream_feed(&p, (const char *)b, cut1);
+            rc |= eventstream_feed(&p, (const char *)b + cut1, cut2 - cut1);
+            rc |= eventstream_feed(&p, (const char *)b + cut2, n - cut2);
             if (!ok(rc == 0 && s.n == 2 && strcmp(s.events[1], "throttlingException") == 0 &&
                     strcmp(s.payloads[0], "{\"role\":\"assistant\",\"p\":\"abc\"}") == 0))
                 printf("#   split at %zu/%zu\n", cut1, cut2);
-            es_parser_free(&p);
+            eventstream_parser_free(&p);
         }
     }
     /* one byte at a time */
-    struct es_parser p;
+    struct eventstream_parser p;
     struct seen s = {0};
-    es_parser_init(&p, 4096, on_msg, &s);
+    eventstream_parser_init(&p, 4096, on_msg, &s);
     int rc = 0;
     for (size_t i = 0; i < n; i++)
-        rc |= es_feed(&p, (const char *)b + i, 1);
+        rc |= eventstream_feed(&p, (const char *)b + i, 1);
     is_int(rc, 0);
     is_int(s.n, 2);
-    es_parser_free(&p);
+    eventstream_parser_free(&p);
 }
 
 static void encode(struct buf *out, const char *type, const char *payload)
 {
     const char *names[] = {":event-type", ":content-type", ":message-type"};
     const char *values[] = {type, "application/json", "event"};
-    ok(es_encode(out, names, values, 3, payload, strlen(payload)) == 0);
+    ok(eventstream_encode(out, names, values, 3, payload, strlen(payload)) == 0);
 }
 
 /* A read that completes a pending message may carry many more messages: their sum is larger than
@@ -129,14 +129,14 @@ static void test_pending_bound(void)
         encode(&all, "contentBlockDelta", payload);
     size_t one_len = all.len / 12;
     ok(one_len < 1024 && all.len > 1024);
-    struct es_parser p;
+    struct eventstream_parser p;
     struct seen s = {0};
-    es_parser_init(&p, 1024, on_msg, &s);
-    is_int(es_feed(&p, all.data, 5), 0);               /* part of the prelude */
-    is_int(es_feed(&p, all.data + 5, all.len - 5), 0); /* the rest, 2.5 KB in one read */
+    eventstream_parser_init(&p, 1024, on_msg, &s);
+    is_int(eventstream_feed(&p, all.data, 5), 0);               /* part of the prelude */
+    is_int(eventstream_feed(&p, all.data + 5, all.len - 5), 0); /* the rest, 2.5 KB in one read */
     is_int(s.n, 12);
     ok(p.pending.len == 0);
-    es_parser_free(&p);
+    eventstream_parser_free(&p);
     buf_free(&all);
 }
 
@@ -147,18 +147,18 @@ static void test_oversized(void)
     memset(payload, 'y', 2999);
     encode(&big, "contentBlockDelta", payload);
     xfree(payload);
-    struct es_parser p;
+    struct eventstream_parser p;
     struct seen s = {0};
-    es_parser_init(&p, 2048, on_msg, &s);
+    eventstream_parser_init(&p, 2048, on_msg, &s);
     /* refused as soon as the prelude is known, before the body is buffered */
-    is_int(es_feed(&p, big.data, 12), -1);
+    is_int(eventstream_feed(&p, big.data, 12), -1);
     is_int(s.n, 0);
-    es_parser_free(&p);
+    eventstream_parser_free(&p);
     /* split inside the prelude: the pending path checks it too */
-    es_parser_init(&p, 2048, on_msg, &s);
-    is_int(es_feed(&p, big.data, 6), 0);
-    is_int(es_feed(&p, big.data + 6, 100), -1);
-    es_parser_free(&p);
+    eventstream_parser_init(&p, 2048, on_msg, &s);
+    is_int(eventstream_feed(&p, big.data, 6), 0);
+    is_int(eventstream_feed(&p, big.data + 6, 100), -1);
+    eventstream_parser_free(&p);
     buf_free(&big);
 }
 
@@ -166,32 +166,32 @@ static void test_bad_crc(void)
 {
     struct buf f = BUF_INIT(BUF_UNBOUNDED);
     encode(&f, "messageStop", "{\"stopReason\":\"end_turn\"}");
-    struct es_parser p;
+    struct eventstream_parser p;
     struct seen s = {0};
     /* message CRC */
     f.data[f.len - 1] ^= 1;
-    es_parser_init(&p, 4096, on_msg, &s);
-    is_int(es_feed(&p, f.data, f.len), -1);
+    eventstream_parser_init(&p, 4096, on_msg, &s);
+    is_int(eventstream_feed(&p, f.data, f.len), -1);
     is_int(s.n, 0);
-    es_parser_free(&p);
+    eventstream_parser_free(&p);
     f.data[f.len - 1] ^= 1;
     /* a payload byte: the message CRC no longer matches */
     f.data[f.len - 6] ^= 0x20;
-    es_parser_init(&p, 4096, on_msg, &s);
-    is_int(es_feed(&p, f.data, f.len), -1);
-    es_parser_free(&p);
+    eventstream_parser_init(&p, 4096, on_msg, &s);
+    is_int(eventstream_feed(&p, f.data, f.len), -1);
+    eventstream_parser_free(&p);
     f.data[f.len - 6] ^= 0x20;
     /* prelude CRC */
     f.data[9] ^= 0x80;
-    es_parser_init(&p, 4096, on_msg, &s);
-    is_int(es_feed(&p, f.data, f.len), -1);
-    es_parser_free(&p);
+    eventstream_parser_init(&p, 4096, on_msg, &s);
+    is_int(eventstream_feed(&p, f.data, f.len), -1);
+    eventstream_parser_free(&p);
     f.data[9] ^= 0x80;
     /* intact: accepted */
-    es_parser_init(&p, 4096, on_msg, &s);
-    is_int(es_feed(&p, f.data, f.len), 0);
+    eventstream_parser_init(&p, 4096, on_msg, &s);
+    is_int(eventstream_feed(&p, f.data, f.len), 0);
     is_int(s.n, 1);
-    es_parser_free(&p);
+    eventstream_parser_free(&p);
     buf_free(&f);
 }
 
@@ -211,41 +211,41 @@ static size_t raw_frame(unsigned char *out, const unsigned char *hdrs, size_t hl
     uint32_t total = (uint32_t)(16 + hlen + plen);
     put32(out, total);
     put32(out + 4, claimed_hlen);
-    put32(out + 8, es_crc32(0, out, 8));
+    put32(out + 8, eventstream_crc32(0, out, 8));
     memcpy(out + 12, hdrs, hlen);
     memcpy(out + 12 + hlen, payload, plen);
-    put32(out + 12 + hlen + plen, es_crc32(0, out, total - 4));
+    put32(out + 12 + hlen + plen, eventstream_crc32(0, out, total - 4));
     return total;
 }
 
 static void test_bad_headers(void)
 {
     unsigned char f[256];
-    struct es_parser p;
+    struct eventstream_parser p;
     struct seen s = {0};
     /* header value type 12 does not exist */
     static const unsigned char bad_type[] = {2, 'a', 'b', 12, 0};
     size_t n = raw_frame(f, bad_type, sizeof(bad_type), sizeof(bad_type), "{}");
-    es_parser_init(&p, 4096, on_msg, &s);
-    is_int(es_feed(&p, (const char *)f, n), -1);
-    es_parser_free(&p);
+    eventstream_parser_init(&p, 4096, on_msg, &s);
+    is_int(eventstream_feed(&p, (const char *)f, n), -1);
+    eventstream_parser_free(&p);
     /* string value running past the headers */
     static const unsigned char overrun[] = {2, 'a', 'b', 7, 0, 40, 'x'};
     n = raw_frame(f, overrun, sizeof(overrun), sizeof(overrun), "{}");
-    es_parser_init(&p, 4096, on_msg, &s);
-    is_int(es_feed(&p, (const char *)f, n), -1);
-    es_parser_free(&p);
+    eventstream_parser_init(&p, 4096, on_msg, &s);
+    is_int(eventstream_feed(&p, (const char *)f, n), -1);
+    eventstream_parser_free(&p);
     /* headers length larger than the message allows */
     n = raw_frame(f, overrun, 0, 200, "{}");
-    es_parser_init(&p, 4096, on_msg, &s);
-    is_int(es_feed(&p, (const char *)f, n), -1);
-    es_parser_free(&p);
+    eventstream_parser_init(&p, 4096, on_msg, &s);
+    is_int(eventstream_feed(&p, (const char *)f, n), -1);
+    eventstream_parser_free(&p);
     /* a zero-length header name */
     static const unsigned char empty_name[] = {0, 7, 0, 0};
     n = raw_frame(f, empty_name, sizeof(empty_name), sizeof(empty_name), "{}");
-    es_parser_init(&p, 4096, on_msg, &s);
-    is_int(es_feed(&p, (const char *)f, n), -1);
-    es_parser_free(&p);
+    eventstream_parser_init(&p, 4096, on_msg, &s);
+    is_int(eventstream_feed(&p, (const char *)f, n), -1);
+    eventstream_parser_free(&p);
     /* every fixed-size type is skipped correctly: bool, byte, short, int, long, timestamp, uuid, bytes */
     static const unsigned char typed2[] = {1, 'a', 0, 1, 'b', 1, 1, 'c', 2, 9, 1, 'd', 3, 0, 1, 1, 'e', 4, 0, 0, 0, 1,
                                            1, 'f', 5, 0, 0, 0, 0, 0, 0, 0, 1, 1, 'g', 8, 0, 0, 0, 0, 0, 0, 0, 1, 1,
@@ -254,12 +254,12 @@ static void test_bad_headers(void)
                                            2, 'o', 'k'};
     n = raw_frame(f, typed2, sizeof(typed2), sizeof(typed2), "{\"a\":1}");
     s.n = 0;
-    es_parser_init(&p, 4096, on_msg, &s);
-    is_int(es_feed(&p, (const char *)f, n), 0);
+    eventstream_parser_init(&p, 4096, on_msg, &s);
+    is_int(eventstream_feed(&p, (const char *)f, n), 0);
     is_int(s.n, 1);
     is_str(s.events[0], "ok");
     is_str(s.payloads[0], "{\"a\":1}");
-    es_parser_free(&p);
+    eventstream_parser_free(&p);
 }
 
 static void test_error_message(void)
@@ -267,16 +267,16 @@ static void test_error_message(void)
     const char *names[] = {":message-type", ":error-code", ":error-message"};
     const char *values[] = {"error", "InternalFailure", "something broke"};
     struct buf f = BUF_INIT(BUF_UNBOUNDED);
-    ok(es_encode(&f, names, values, 3, "", 0) == 0);
-    struct es_parser p;
+    ok(eventstream_encode(&f, names, values, 3, "", 0) == 0);
+    struct eventstream_parser p;
     struct seen s = {0};
-    es_parser_init(&p, 4096, on_msg, &s);
-    is_int(es_feed(&p, f.data, f.len), 0);
+    eventstream_parser_init(&p, 4096, on_msg, &s);
+    is_int(eventstream_feed(&p, f.data, f.len), 0);
     is_int(s.n, 1);
     ok(s.exc[0]);
     is_str(s.events[0], "InternalFailure");
     is_str(s.payloads[0], "something broke");
-    es_parser_free(&p);
+    eventstream_parser_free(&p);
     buf_free(&f);
 }
 
@@ -286,19 +286,19 @@ static void test_callback_stops(void)
     encode(&all, "a", "{}");
     encode(&all, "b", "{}");
     encode(&all, "c", "{}");
-    struct es_parser p;
+    struct eventstream_parser p;
     struct seen s = {.stop_at = 2};
-    es_parser_init(&p, 4096, on_msg, &s);
-    is_int(es_feed(&p, all.data, all.len), 7);
+    eventstream_parser_init(&p, 4096, on_msg, &s);
+    is_int(eventstream_feed(&p, all.data, all.len), 7);
     is_int(s.n, 2);
-    es_parser_free(&p);
+    eventstream_parser_free(&p);
     /* the same through the pending path */
     struct seen s2 = {.stop_at = 1};
-    es_parser_init(&p, 4096, on_msg, &s2);
-    is_int(es_feed(&p, all.data, 3), 0);
-    is_int(es_feed(&p, all.data + 3, all.len - 3), 7);
+    eventstream_parser_init(&p, 4096, on_msg, &s2);
+    is_int(eventstream_feed(&p, all.data, 3), 0);
+    is_int(eventstream_feed(&p, all.data + 3, all.len - 3), 7);
     is_int(s2.n, 1);
-    es_parser_free(&p);
+    eventstream_parser_free(&p);
     buf_free(&all);
 }
 
@@ -307,7 +307,7 @@ static void test_encode_limits(void)
     struct buf f = BUF_INIT(BUF_UNBOUNDED);
     const char *names[] = {":event-type"};
     const char *values[] = {"x"};
-    ok(es_encode(&f, names, values, 1, "", (size_t)UINT32_MAX) == -1);
+    ok(eventstream_encode(&f, names, values, 1, "", (size_t)UINT32_MAX) == -1);
     buf_free(&f);
 }
 

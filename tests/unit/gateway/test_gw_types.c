@@ -10,8 +10,9 @@
 
 #include "common/buf.h"
 #include "common/jscan.h"
-#include "gateway/anthropic.h"
-#include "gateway/front.h"
+#include "gateway/usage.h"
+#include "gateway/providers/anthropic.h"
+#include "gateway/wire_openai.h"
 #include "gateway/gw_types.h"
 #include "telemetry/metrics.h"
 #include "test.h"
@@ -116,9 +117,9 @@ static void test_bodies_agree(void)
                  "\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":%s}}",
                  vals[i]);
         struct usage pass, tr;
-        openai_extract_usage(body, strlen(body), &pass);
+        wire_openai_extract_usage(body, strlen(body), &pass);
         struct gw_error err;
-        cJSON *t = openai_decode_completion(body, strlen(body), &tr, &err);
+        cJSON *t = wire_openai_decode_completion(body, strlen(body), &tr, &err);
         ok(t != NULL);
         cJSON_Delete(t);
         is_int(pass.known, tr.known);

@@ -11,6 +11,7 @@
  * Bench mode (figures, not a test): AGENTD_LINEAR_BENCH=1,4,16 prints the worst CPU time per front x provider
  * pair at those sizes in MiB, each shape in a child process killed after AGENTD_LINEAR_CAP seconds (default
  * 60). AGENTD_LINEAR_KIB sets N for the test (default 256). */
+#include "gateway/front.h"
 #include "gateway/providers/mock.c"
 
 #include <malloc.h>
@@ -19,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "gateway/anthropic.h"
+#include "gateway/providers/anthropic.h"
 #include "gateway/exchange.h"
 #include "net/http.h"
 #include "test.h"
@@ -391,7 +392,7 @@ static int run_request(int f, int p, const struct buf *body, char *why, size_t w
         goto out;
     }
     if (p == P_MOCK) {
-        const cJSON *canon = attempt_canonical(&r.a, &err);
+        const cJSON *canon = ex_attempt_canonical(&r.a, &err);
         if (canon == NULL) {
             snprintf(why, whysize, "to_canonical: %.300s", err.message);
             goto out;

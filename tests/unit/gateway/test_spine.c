@@ -11,7 +11,7 @@
 #include "gateway/exchange.h"
 #include "gateway/front.h"
 #include "gateway/gw_config.h"
-#include "gateway/models.h"
+#include "gateway/registry.h"
 #include "loopback.h"
 #include "telemetry/metrics.h"
 #include "test.h"
@@ -358,22 +358,22 @@ static struct config *load_config(void)
 int main(void)
 {
     uv_loop_init(&loop);
-    gateway_global_init();
+    ex_global_init();
     ex_observer_add(&counter);
     cfg = load_config();
     if (!ok(cfg != NULL))
         return done_testing();
-    gw = gateway_worker_new(&loop, gw_config_up_options(cfg));
+    gw = ex_worker_new(&loop, gw_config_up_options(cfg));
     subtest("route", test_route);
     subtest("outcomes", test_outcomes);
     subtest("wait and resume", test_wait_and_resume);
     subtest("cancel mid-stream", test_cancel_mid_stream);
-    gateway_worker_free(gw);
+    ex_worker_free(gw);
     while (uv_run(&loop, UV_RUN_NOWAIT) != 0)
         ;
     uv_loop_close(&loop);
     config_unref(cfg);
-    gateway_global_cleanup();
+    ex_global_cleanup();
     metrics_shutdown();
     return done_testing();
 }

@@ -7,7 +7,7 @@
 
 #include "gateway/exchange.h"
 #include "gateway/front.h"
-#include "gateway/models.h"
+#include "gateway/registry.h"
 #include "gateway/providers/canon.h"
 #include "test.h"
 
@@ -61,7 +61,7 @@ static int encode(bool anthropic_front, const struct provider_ops *prov, const c
     if (!ok(rc == 0))
         printf("#   parse refused: %s\n", err->message);
     if (rc == 0 && prov == &provider_mock) {
-        const cJSON *c = attempt_canonical(&r.a, err);
+        const cJSON *c = ex_attempt_canonical(&r.a, err);
         rc = c ? 0 : -1;
         if (c) {
             char *s = cJSON_PrintUnformatted(c);

@@ -1,5 +1,5 @@
 /* xlate_fixture.h: an attempt without a server, for the unit tests of translating providers (Gemini, Bedrock).
- * The exchange holds a ready canonical request, so attempt_canonical() returns it, and writes to a loopback sink
+ * The exchange holds a ready canonical request, so ex_attempt_canonical() returns it, and writes to a loopback sink
  * (no HTTP request); streamed deltas are recorded as text lines through the providers' emit seam. */
 #ifndef AGENTD_TEST_XLATE_FIXTURE_H
 #define AGENTD_TEST_XLATE_FIXTURE_H
@@ -8,7 +8,7 @@
 
 #include "common/alloc.h"
 #include "gateway/exchange.h"
-#include "gateway/models.h"
+#include "gateway/registry.h"
 #include "loopback.h"
 #include "test.h"
 
@@ -29,7 +29,7 @@ static void fx_emit(void *ud, const struct chat_delta *d)
         buf_printf(b, "tool:%d:%.*s:%.*s\n", d->tool_index, STR_FMT(d->tool_id), STR_FMT(d->tool_name));
         break;
     case DELTA_TOOL_ARGS: buf_printf(b, "args:%d:%.*s\n", d->tool_index, STR_FMT(d->text)); break;
-    case DELTA_FINISH: buf_printf(b, "finish:%s\n", finish_openai(d->finish)); break;
+    case DELTA_FINISH: buf_printf(b, "finish:%s\n", gw_finish_openai(d->finish)); break;
     case DELTA_USAGE:
         buf_printf(b, "usage:%lld/%lld/%lld/%lld/%lld\n", (long long)d->usage.input, (long long)d->usage.output,
                    (long long)d->usage.cached_input, (long long)d->usage.cache_write, (long long)d->usage.reasoning);

@@ -1,10 +1,10 @@
-/* models.h: the model registry: public model names, the deployments behind each, and prices.
+/* registry.h: the model registry: public model names, the deployments behind each, and prices.
  *
  * Built from a configuration snapshot plus the environment (API keys are read from the variables the
  * configuration names, once, at load; they live only here, never in logs, errors or `config print`). A registry
  * is immutable and hangs off its configuration snapshot, so a reload swaps models and keys atomically. */
-#ifndef AGENTD_MODELS_H
-#define AGENTD_MODELS_H
+#ifndef AGENTD_GATEWAY_REGISTRY_H
+#define AGENTD_GATEWAY_REGISTRY_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,4 +1,5 @@
-#include "gateway/models.h"
+#include "gateway/usage.h"
+#include "gateway/registry.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -157,7 +158,7 @@ static void fill_deployment(struct deployment *d, const struct config_deployment
         d->missing_key = true;
     if (d->missing_key && warnings)
         buf_printf(warnings, "model %s: deployment %s:%s has no credentials (%s is not set)\n", public_name,
-                   config_provider_names[d->provider], d->model,
+                   provider_names[d->provider], d->model,
                    d->provider == PROVIDER_BEDROCK ? "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
                    : d->provider == PROVIDER_AZURE_OPENAI && d->base_url == NULL ? "AZURE_OPENAI_ENDPOINT"
                                                                                  : (key_env ? key_env : "api_key"));
@@ -166,7 +167,7 @@ static void fill_deployment(struct deployment *d, const struct config_deployment
         d->id_given = true;
     } else {
         char label[600];
-        snprintf(label, sizeof(label), "%s:%s", config_provider_names[d->provider], d->model);
+        snprintf(label, sizeof(label), "%s:%s", provider_names[d->provider], d->model);
         d->label = xstrdup(label);
     }
     d->weight = c->weight;

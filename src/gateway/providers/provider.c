@@ -1,3 +1,4 @@
+/* provider.c: the table of provider implementations (provider.h), looked up by the ids of provider_ids.h. */
 #include <stddef.h>
 
 #include "common/macros.h"
@@ -5,7 +6,7 @@
 #include "gateway/provider_ids.h"
 
 /* The configuration's names for the providers (`provider: openai`), indexed by PROVIDER_*. */
-const char *const config_provider_names[PROVIDER_COUNT + 1] = {
+const char *const provider_names[PROVIDER_COUNT + 1] = {
     [PROVIDER_MOCK] = "mock",
     [PROVIDER_OPENAI] = "openai",
     [PROVIDER_AZURE_OPENAI] = "azure-openai",

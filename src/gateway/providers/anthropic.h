@@ -1,4 +1,4 @@
-/* anthropic.h: the Anthropic Messages wire format, shared by the front door (wire_anthropic.c: Anthropic clients)
+/* anthropic.h: the Anthropic Messages wire format, shared by the front door (front_anthropic.c: Anthropic clients)
  * and the provider (providers/anthropic.c: Anthropic upstreams). The codecs here are pure functions of their
  * inputs (no exchange, no I/O), so unit tests and fuzz targets drive them directly; the front_ops and
  * provider_ops wrap them. Translation rules and what is dropped or emulated: docs/gateway-anthropic.md.
@@ -9,8 +9,8 @@
  *   usage.input = input_tokens + cache_read_input_tokens + cache_creation_input_tokens,
  *   usage.cached_input = cache_read_input_tokens, usage.cache_write = cache_creation_input_tokens,
  * and the front door writes input_tokens back as input - cached_input - cache_write. */
-#ifndef AGENTD_ANTHROPIC_H
-#define AGENTD_ANTHROPIC_H
+#ifndef AGENTD_GATEWAY_PROVIDERS_ANTHROPIC_H
+#define AGENTD_GATEWAY_PROVIDERS_ANTHROPIC_H
 
 #include <cjson/cJSON.h>
 #include <stdbool.h>
@@ -18,6 +18,7 @@
 
 #include "common/buf.h"
 #include "common/str.h"
+#include "gateway/usage.h"
 #include "gateway/gw_types.h"
 
 /* Tool-block bookkeeping bound for one streamed message (a stream with more blocks is refused as malformed). */
@@ -40,9 +41,6 @@ void anthropic_usage_apply(const struct anthropic_usage *au, struct usage *u);
 /* usage out of a complete Messages response body ({"usage":{...}}), validated. 0 when found (u->known, or
  * u->invalid when the counts are implausible). */
 int anthropic_extract_usage(const char *body, size_t len, struct usage *u);
-/* Appends {"input_tokens":..,"cache_creation_input_tokens":..,"cache_read_input_tokens":..,"output_tokens":..}
- * for u, input_tokens being the uncached part. */
-void anthropic_usage_append(struct buf *out, const struct usage *u);
 
 /* stop_reason -> finish: end_turn, stop_sequence, pause_turn -> STOP; max_tokens,
  * model_context_window_exceeded -> LENGTH; tool_use -> TOOL_CALLS; refusal -> CONTENT_FILTER. */
@@ -54,10 +52,6 @@ enum finish anthropic_finish_from(struct str stop_reason);
  * with a string model. */
 int anthropic_splice_model(const char *body, size_t len, const char *model, struct buf *out);
 
-/* Anthropic Messages request (a tree) -> canonical OpenAI chat request. NULL with err (400) when the request
- * uses something the canonical form cannot carry (a `thread`: err->code "thread_unsupported_request"). Fields it
- * ignores are added to `dropped` (canon_dropped_add; NULL for none). */
-cJSON *anthropic_request_to_canonical(const cJSON *req, char *dropped, size_t dropped_size, struct gw_error *err);
 
 /* Canonical OpenAI chat request -> Anthropic Messages request body for `model`. default_max_tokens is used when
  * the request names none (Anthropic requires max_tokens). When response_format asks for JSON, a tool is added to
@@ -75,10 +69,6 @@ cJSON *anthropic_message_to_canonical(const char *body, size_t len, const char *
                                       int64_t created, const char *json_tool, struct usage *u,
                                       char *response_model, size_t response_model_size, struct gw_error *err);
 
-/* Canonical chat.completion -> Anthropic message body. usage: the attempt's usage when known (it carries cache
- * writes, which the canonical OpenAI usage cannot), else NULL to read the canonical usage. */
-int anthropic_message_from_canonical(const cJSON *resp, const char *id, const char *model, const struct usage *usage,
-                                     struct buf *out, struct gw_error *err);
 
 /* ---- upstream stream decoding ---- */
 
@@ -110,7 +100,5 @@ int anthropic_stream_event(struct anthropic_stream *s, struct str event, struct 
 /* An Anthropic error body ({"type":"error","error":{"type","message"}}) and status -> err (from_upstream, type,
  * message, retryable). */
 void anthropic_map_error(int status, const char *body, size_t len, struct gw_error *err);
-/* Appends {"type":"error","error":{"type":..,"message":..},"request_id":..} (request_id omitted when NULL). */
-void anthropic_error_json(struct buf *out, const struct gw_error *err, const char *request_id);
 
 #endif

@@ -1,4 +1,4 @@
-/* wire_anthropic.c: the Anthropic Messages front door (POST /v1/messages): validation the way Anthropic validates,
+/* front_anthropic.c: the Anthropic Messages front door (POST /v1/messages): validation the way Anthropic validates,
  * the translation of a Messages request to the canonical (OpenAI chat) request, and the writers of everything an
  * Anthropic client receives: messages, the SSE event sequence, errors. The provider side of the format is in
  * providers/anthropic.c; the rules are in docs/gateway-anthropic.md. */
@@ -8,7 +8,9 @@
 
 #include "common/alloc.h"
 #include "common/jscan.h"
-#include "gateway/anthropic.h"
+#include "gateway/usage.h"
+#include "gateway/front_anthropic.h"
+#include "gateway/providers/anthropic.h"
 #include "gateway/exchange.h"
 #include "gateway/front.h"
 #include "gateway/providers/canon.h"
@@ -945,7 +947,7 @@ static void drop_unmapped(const cJSON *req, struct drops *d)
         drop(d, "metadata");
 }
 
-cJSON *anthropic_request_to_canonical(const cJSON *req, char *dropped, size_t dropped_size, struct gw_error *err)
+cJSON *front_anthropic_request_to_canonical(const cJSON *req, char *dropped, size_t dropped_size, struct gw_error *err)
 {
     if (!cJSON_IsObject(req)) {
         xlate_error(err, "The request body must be a JSON object");
@@ -1089,12 +1091,12 @@ static cJSON *anthropic_to_canonical(struct ex_request *ex, struct gw_error *err
         xlate_error(err, "There was an issue with your request body: invalid JSON");
         return NULL;
     }
-    return anthropic_request_to_canonical(ex->client_tree, ex->dropped_fields, sizeof(ex->dropped_fields), err);
+    return front_anthropic_request_to_canonical(ex->client_tree, ex->dropped_fields, sizeof(ex->dropped_fields), err);
 }
 
 /* ---------- responses: canonical chat.completion -> Anthropic message ---------- */
 
-void anthropic_usage_append(struct buf *out, const struct usage *u)
+void front_anthropic_usage_append(struct buf *out, const struct usage *u)
 {
     int64_t uncached = u->input - u->cached_input - u->cache_write;
     if (uncached < 0)
@@ -1125,7 +1127,7 @@ static void append_input(struct buf *out, const char *args)
     cJSON_Delete(t);
 }
 
-int anthropic_message_from_canonical(const cJSON *resp, const char *id, const char *model, const struct usage *usage,
+int front_anthropic_message_from_canonical(const cJSON *resp, const char *id, const char *model, const struct usage *usage,
                                      struct buf *out, struct gw_error *err)
 {
     const cJSON *choice = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(resp, "choices"), 0);
@@ -1181,11 +1183,11 @@ int anthropic_message_from_canonical(const cJSON *resp, const char *id, const ch
         any_tool = true;
     }
     const char *fr = canon_str(choice, "finish_reason");
-    enum finish f = fr ? finish_from_openai(fr) : (any_tool ? FINISH_TOOL_CALLS : FINISH_STOP);
+    enum finish f = fr ? gw_finish_from_openai(fr) : (any_tool ? FINISH_TOOL_CALLS : FINISH_STOP);
     if (refusal && !cJSON_IsString(content))
         f = FINISH_CONTENT_FILTER;
     buf_append_str(out, "],\"stop_reason\":");
-    buf_append_json_cstr(out, finish_anthropic(f));
+    buf_append_json_cstr(out, gw_finish_anthropic(f));
     buf_append_str(out, ",\"stop_sequence\":null,\"usage\":");
     struct usage u;
     if (usage && usage->known) {
@@ -1198,7 +1200,7 @@ int anthropic_message_from_canonical(const cJSON *resp, const char *id, const ch
         u.cached_input = num(&u, cJSON_GetObjectItemCaseSensitive(cu, "prompt_tokens_details"), "cached_tokens");
         usage_check(&u, NULL); /* the upstream's numbers, held to the one rule (zeros if implausible) */
     }
-    anthropic_usage_append(out, &u);
+    front_anthropic_usage_append(out, &u);
     buf_append_str(out, "}");
     return 0;
 }
@@ -1206,7 +1208,7 @@ int anthropic_message_from_canonical(const cJSON *resp, const char *id, const ch
 static int anthropic_write_response(struct exchange *ex, const cJSON *resp, struct buf *out, struct gw_error *err)
 {
     const struct usage *u = ex->att && ex->att->usage.known ? &ex->att->usage : NULL;
-    return anthropic_message_from_canonical(resp, ex->id, ex->rq.model_name, u, out, err);
+    return front_anthropic_message_from_canonical(resp, ex->id, ex->rq.model_name, u, out, err);
 }
 
 /* ---------- streaming: deltas -> Anthropic's SSE event sequence ----------
@@ -1270,7 +1272,7 @@ static void stream_start(struct exchange *ex, struct buf *out)
     u.output = 0;
     if (u.input <= 0)
         u.input = (int64_t)(ex->rq.body.n + 3) / 4;
-    anthropic_usage_append(out, &u);
+    front_anthropic_usage_append(out, &u);
     buf_append_str(out, "}}");
     ev_end(out);
 }
@@ -1369,7 +1371,7 @@ static void anthropic_stream_delta(struct exchange *ex, const struct chat_delta 
     }
 }
 
-void anthropic_error_json(struct buf *out, const struct gw_error *err, const char *request_id)
+void front_anthropic_error_json(struct buf *out, const struct gw_error *err, const char *request_id)
 {
     buf_append_str(out, "{\"type\":\"error\",\"error\":{\"type\":");
     buf_append_json_cstr(out, gw_err_type_anthropic(err->type));
@@ -1398,7 +1400,7 @@ static void anthropic_stream_end(struct exchange *ex, const struct gw_error *err
 {
     if (err) {
         ev_begin(out, "error");
-        anthropic_error_json(out, err, req_id(ex));
+        front_anthropic_error_json(out, err, req_id(ex));
         ev_end(out);
         return;
     }
@@ -1415,9 +1417,9 @@ static void anthropic_stream_end(struct exchange *ex, const struct gw_error *err
     fs->finished = true;
     ev_begin(out, "message_delta");
     buf_append_str(out, "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":");
-    buf_append_json_cstr(out, finish_anthropic(f));
+    buf_append_json_cstr(out, gw_finish_anthropic(f));
     buf_append_str(out, ",\"stop_sequence\":null},\"usage\":");
-    anthropic_usage_append(out, &ex->usage);
+    front_anthropic_usage_append(out, &ex->usage);
     buf_append_str(out, "}");
     ev_end(out);
     ev_begin(out, "message_stop");
@@ -1438,7 +1440,7 @@ static void anthropic_forward_event(struct exchange *ex, const struct stream_eve
 
 static void anthropic_error_body(struct exchange *ex, const struct gw_error *err, struct buf *out)
 {
-    anthropic_error_json(out, err, req_id(ex));
+    front_anthropic_error_json(out, err, req_id(ex));
 }
 
 const struct front_ops front_anthropic = {
