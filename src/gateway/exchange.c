@@ -1245,36 +1245,40 @@ static void ex_next_attempt(struct exchange *ex)
                 if (start_attempt(ex, dep, probe))
                     return;
             }
-            /* The pass is over. When will a deployment of this plan be worth trying? */
+            /* The pass is over. When will a deployment of this plan be worth trying? A 429's cool-down is waited
+             * out (when it ends before the deadline); an open breaker is not: its cool-down is for the deployment
+             * to recover, so the request goes on to a fallback, or fails now. */
             int64_t remaining = (int64_t)ex->deadline_ms - now;
-            int64_t minw = INT64_MAX;
-            bool any_open = false, any_unknown = false;
+            int64_t minw = INT64_MAX, min_open = INT64_MAX;
+            bool any_unknown = false;
             for (int i = 0; i < ex->nplan; i++) {
                 const struct deployment *d = ex->plan[i];
                 int64_t w = 0;
                 if (d->st) {
                     breaker_usable(&d->st->br, now, &w);
-                    any_open = any_open || breaker_state(&d->st->br, now) == BREAKER_OPEN;
+                    if (breaker_state(&d->st->br, now) == BREAKER_OPEN) {
+                        if (w >= 0 && w < min_open)
+                            min_open = w;
+                        continue;
+                    }
                 }
                 if (w < 0)
-                    any_unknown = true;
+                    any_unknown = true; /* a half-open probe is out */
                 else if (w < minw)
                     minw = w;
             }
             int64_t wait = -1;
-            if (ex->round_started > 0 && ex->nplan > 0) {
+            if (ex->round_started > 0 && (minw != INT64_MAX || any_unknown)) {
                 /* attempts failed in this pass: back off, then another pass */
                 wait = backoff_full_jitter(m->retry.backoff_base_ms, m->retry.backoff_max_ms, ex->tier_rounds,
                                            rng_next(ex->gw));
                 if (minw != INT64_MAX && minw > wait)
                     wait = minw;
-                if (minw == INT64_MAX && !any_unknown)
-                    wait = -1;
-            } else if (!any_open && !any_unknown && minw != INT64_MAX && minw > 0) {
-                wait = minw; /* nothing tried: every deployment is in a 429's cool-down, which ends in time */
-            } else if (minw != INT64_MAX && minw > 0) {
-                wait_fail = minw;
+            } else if (ex->round_started == 0 && !any_unknown && minw != INT64_MAX && minw > 0) {
+                wait = minw; /* nothing tried: every closed deployment is in a 429's cool-down */
             }
+            if (wait < 0 || wait >= remaining)
+                wait_fail = min_open != INT64_MAX ? min_open : minw != INT64_MAX && minw > 0 ? minw : wait_fail;
             if (wait >= 0 && wait < remaining) {
                 ex->iplan = 0;
                 ex->round_started = 0;

@@ -261,6 +261,7 @@ models:
     model: gpt-4o-mini
     base_url: ${dead}
     api_key_env: FAKE_OPENAI_KEY
+    retries: { max_attempts: 3 }
 ` });
   try {
     for (let i = 0; i < 2; i++) {
@@ -289,9 +290,11 @@ models:
     assert.equal(metric(m, 'agentd_gateway_breaker_state', { model: 'm', deployment: 'dead-one' }), 2);
 
     // a model whose every deployment is open fails at once: 503 with Retry-After, no attempt
+    // its breaker opens after two failures: the third attempt is not made by waiting out the cool-down
     res = await chat(d, {}, 'alone');
     assert.equal(res.status, 502);
     await res.text();
+    assert.equal(res.headers.get('x-agentd-attempts'), '2');
     res = await chat(d, {}, 'alone');
     assert.equal(res.status, 503);
     assert.equal(res.headers.get('x-agentd-attempts'), '0');
@@ -420,6 +423,40 @@ models:
     assert.equal(m.id, 'openai:gpt-4o-mini');
     assert.equal(m.breaker.state, 'closed');
     assert.equal(m.outstanding, 0);
+  } finally {
+    assert.equal((await d.stop()).code, 0);
+  }
+});
+
+test('the retry budget bounds retries; a deployment\'s own first_byte_timeout overrides the gateway\'s', async () => {
+  oa.reset();
+  const d = await startAgentd({ env, config: `
+server:
+  workers: 1
+gateway:
+  first_byte_timeout: 120s
+  retries: { max_attempts: 2, backoff_base: 1ms, backoff_max: 2ms, budget_ratio: 0, budget_min_per_second: 0 }
+models:
+  - name: m
+    ${dep(oa.urls.openai, '\n    first_byte_timeout: 300ms')}
+` });
+  try {
+    // a hung upstream: the deployment's 300 ms, not the gateway's 120 s; the retry spends the budget's one token
+    oa.script([{ hang: true }]);
+    const t0 = Date.now();
+    let res = await chat(d);
+    assert.equal(res.status, 200);
+    await res.json();
+    assert.ok(Date.now() - t0 < 3000);
+    assert.equal(res.headers.get('x-agentd-attempt-outcomes'), 'openai:gpt-4o-mini=first_byte_timeout, openai:gpt-4o-mini=ok');
+    // the budget is spent (no requests earn any, no floor): the next failure goes to the client
+    oa.reset();
+    oa.script([{ status: 503 }]);
+    res = await chat(d);
+    assert.equal(res.status, 503);
+    await res.text();
+    assert.equal(oa.received(), 1);
+    await d.waitLog((l) => /retry budget spent/.test(l.msg || ''));
   } finally {
     assert.equal((await d.stop()).code, 0);
   }
