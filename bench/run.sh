@@ -7,6 +7,8 @@
 #   stream   only the streams from a static upstream: direct | agentd | nginx proxy_pass, OpenAI and Anthropic
 #            pass-through, chat -> Anthropic and /v1/responses -> chat-only translation    (issue 16 items 7, 8)
 #   all      all of them, sharing one set of processes
+#   govern   agentd with a key, a budget and rate limits on every request vs agentd without, vs nginx and the
+#            direct path: CPU per request and added latency (issue 8 item 8; govern_e2e.py). Not part of all.
 #
 # Installs what it needs (scripts/deps.sh bench, npm ci in bench/), builds agentd (Release, into build/) unless
 # AGENTD_BIN points at a binary, runs the scenarios with the process under test pinned to CPU 0 and the load
@@ -19,13 +21,15 @@
 # bench/README.md.
 set -euo pipefail
 which=${1:-all}
-case "$which" in server|gateway|stream|all) ;; *) echo "usage: $0 [server|gateway|stream|all]" >&2; exit 2 ;; esac
+case "$which" in server|gateway|stream|all|govern) ;; *) echo "usage: $0 [server|gateway|stream|all|govern]" >&2; exit 2 ;; esac
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 cmdline="bench/run.sh $*"
 [ -n "${AGENTD_BIN:-}" ] && cmdline="AGENTD_BIN=$AGENTD_BIN $cmdline"
 [ -n "${BENCH_GIT:-}" ] && cmdline="BENCH_GIT=$BENCH_GIT $cmdline"
+# the knobs given in the environment are part of the command that reproduces the figures
+for v in $(env | grep -o '^BENCH_[A-Z_0-9]*' | grep -v '^BENCH_GIT$' | sort -r); do cmdline="$v=${!v} $cmdline"; done
 
 "$repo/scripts/deps.sh" bench
 
@@ -64,7 +68,7 @@ echo "bench: $which; agentd $AGENTD_BIN ($git_desc); work dir $work" >&2
 # The driver puts itself in a session of its own (one scheduler autogroup for everything it starts, see
 # bench.py), which detaches it from the terminal: forward INT/TERM so it still stops its processes.
 BENCH_WORK="$work" BENCH_LAT="$work/lat" AGENTD_BIN="$AGENTD_BIN" BENCH_GIT="$git_desc" BENCH_COMMAND="$cmdline" \
-  python3 "$here/bench.py" "$which" &
+  python3 "$here/$([ "$which" = govern ] && echo govern_e2e.py || echo bench.py)" "$which" &
 driver=$!
 trap 'kill -TERM $driver 2>/dev/null' INT TERM HUP
 rc=0; wait $driver || rc=$?

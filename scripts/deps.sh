@@ -10,7 +10,7 @@ pkgs=(build-essential cmake pkg-config libuv1-dev libhttp-parser-dev libcurl4-op
       libcjson-dev libsqlite3-dev libyaml-dev libseccomp-dev libssl-dev zlib1g-dev ca-certificates)
 case "$tier" in
   build) ;;
-  test)  pkgs+=(clang libclang-rt-14-dev llvm prometheus nodejs curl python3 procps iproute2 valgrind) ;;
+  test)  pkgs+=(clang libclang-rt-14-dev llvm prometheus nodejs curl python3 procps iproute2 valgrind haproxy) ;;
   bench) pkgs+=(clang libclang-rt-14-dev prometheus nodejs curl python3 procps nginx wrk hyperfine bubblewrap) ;;
   *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
 esac

@@ -233,6 +233,11 @@ static void job_work(uv_work_t *w)
     if (A.opened)
         j->status = keys_admin_exec(&A.a, j->op, j->id, j->body, now, &out);
     pthread_mutex_unlock(&A.lock);
+    if (j->op == KEYS_OP_CREATE && j->status < 300) { /* the audit line names the key created */
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(out, "id");
+        if (cJSON_IsString(id))
+            snprintf(j->id, sizeof(j->id), "%s", id->valuestring);
+    }
     j->answer = cJSON_PrintUnformatted(out);
     cJSON_Delete(out);
 }
@@ -242,9 +247,27 @@ static void respond_json(struct http_req *req, int status, const char *s)
     http_respond(req, status, "application/json", s, strlen(s));
 }
 
+/* One audit line per change made through the admin API (reads are not logged). */
+static void audit(const struct admin_job *j, int status)
+{
+    static const char *const ops[] = {[KEYS_OP_CREATE] = "create", [KEYS_OP_UPDATE] = "update",
+                                      [KEYS_OP_REVOKE] = "revoke"};
+    if (j->op != KEYS_OP_CREATE && j->op != KEYS_OP_UPDATE && j->op != KEYS_OP_REVOKE)
+        return;
+    struct log_line l;
+    if (!log_begin(&l, LL_INFO, "admin audit"))
+        return;
+    log_field_cstr(&l, "op", ops[j->op]);
+    log_field_cstr(&l, "key_id", j->id);
+    log_field_int(&l, "status", status);
+    log_field_cstr(&l, "request_id", j->req->request_id);
+    log_end(&l);
+}
+
 static void job_done(uv_work_t *w, int status)
 {
     struct admin_job *j = w->data;
+    audit(j, status != 0 || j->answer == NULL ? 500 : j->status);
     if (status != 0 || j->answer == NULL)
         respond_json(j->req, 500, "{\"error\":{\"message\":\"the key store is not available\",\"type\":"
                                   "\"server_error\",\"param\":null,\"code\":\"server_error\"}}");
@@ -281,6 +304,7 @@ void admin_keys_handle(struct http_req *req)
         return;
     }
     if (!admin_authorized(req)) {
+        auth_refused(AUTH_R_ADMIN, NULL, req->request_id, "/admin/keys");
         http_resp_header(req, "WWW-Authenticate", "Bearer");
         respond_error(req, 401, "authentication_error", NULL, "a valid admin key is required");
         return;

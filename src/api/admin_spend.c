@@ -9,6 +9,7 @@
 #include "common/str.h"
 #include "common/timeutil.h"
 #include "config/config.h"
+#include "policy/auth.h"
 #include "policy/ledger_cli.h"
 #include "store/ledger.h"
 
@@ -105,6 +106,7 @@ static void done(uv_work_t *w, int status)
 void admin_spend(struct http_req *req)
 {
     if (!admin_authorized(req)) {
+        auth_refused(AUTH_R_ADMIN, NULL, req->request_id, "/admin/spend");
         http_respond_error(req, 401, "authentication_error", "invalid_admin_key",
                            "a valid admin key is required (AGENTD_ADMIN_KEY, as Authorization: Bearer)");
         return;

@@ -128,6 +128,17 @@ static void on_worker_wakeup(uv_async_t *a)
             log_info("draining: API listeners closed; in-flight requests have %lldms",
                      (long long)w->cfg->server.drain_grace_ms);
     }
+    if ((cmds & WORKER_CMD_FORCE) && w->gateway) {
+        /* What the grace period did not finish ends with the caller's error event (or error body) and is
+         * settled, before the connections close. */
+        struct gw_error err;
+        gw_error_set(&err, 503, GW_ERR_OVERLOADED,
+                     "agentd is shutting down: the request did not finish within the drain grace period "
+                     "(server.timeouts.drain_grace)");
+        int n = ex_worker_end_all(w->gateway, &err);
+        if (n)
+            log_warn("drain grace over: ended %d LLM request%s still running", n, n == 1 ? "" : "s");
+    }
     if (cmds & WORKER_CMD_FORCE)
         http_server_close_all(w->http);
     worker_check_stopped(w);
@@ -209,6 +220,7 @@ static void begin_shutdown(const char *why)
         return;
     }
     atomic_store(&ops_state.draining, true);
+    adm_close(&admission_global); /* queued requests get 503 now; nothing new waits for a slot */
     D.drain_phase = 1;
     log_info("%s: draining (ready=false; listeners close in %lldms)", why, (long long)D.cfg->server.drain_delay_ms);
     uv_timer_start(&D.drain_timer, on_drain_timer, (uint64_t)D.cfg->server.drain_delay_ms, 0);

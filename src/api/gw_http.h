@@ -12,5 +12,7 @@ void gw_handle_responses(struct http_req *req); /* POST /v1/responses */
 void gw_handle_models(struct http_req *req);
 /* GET /v1/models/{id} (gw_models.c). */
 void gw_handle_model_get(struct http_req *req);
+/* POST /v1/messages/count_tokens: an estimate (gw_count_tokens.c). */
+void gw_handle_count_tokens(struct http_req *req);
 
 #endif

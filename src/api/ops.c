@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "api/worker.h"
+#include "gateway/admission.h"
 #include "gateway/govern.h"
 #include "common/log.h"
 #include "common/timeutil.h"
@@ -60,13 +61,18 @@ void ops_ready(struct http_req *req)
     bool cfg_ok = atomic_load(&ops_state.config_ok);
     size_t backlog = 0;
     bool ledger_ok = !govern_ledger_failing(&backlog); /* a failing ledger writer is reported, not fatal */
-    bool ready = !draining && data_ok && cfg_ok;
-    char body[320];
+    /* A queue over its high-water mark: let the load balancer send new work elsewhere until it shrinks. */
+    long queued = adm_queued(&admission_global);
+    long high = (long)req->cfg->gateway.admission.ready_high_water;
+    bool queue_ok = high <= 0 || queued <= high;
+    bool ready = !draining && data_ok && cfg_ok && queue_ok;
+    char body[400];
     int n = snprintf(body, sizeof(body),
                      "{\"status\":\"%s\",\"checks\":{\"config\":%s,\"data_dir\":%s,\"draining\":%s,"
-                     "\"ledger\":%s,\"ledger_backlog\":%zu}}",
+                     "\"ledger\":%s,\"ledger_backlog\":%zu,\"admission_queue\":%s,\"admission_queue_depth\":%ld}}",
                      ready ? "ready" : "not_ready", cfg_ok ? "true" : "false", data_ok ? "true" : "false",
-                     draining ? "true" : "false", ledger_ok ? "true" : "false", backlog);
+                     draining ? "true" : "false", ledger_ok ? "true" : "false", backlog,
+                     queue_ok ? "true" : "false", queued);
     http_respond(req, ready ? 200 : 503, "application/json", body, (size_t)n);
 }
 

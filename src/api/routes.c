@@ -1,5 +1,6 @@
 #include "api/routes.h"
 
+#include <stdio.h>
 #include <time.h>
 
 #include "api/admin_deployments.h"
@@ -7,6 +8,7 @@
 #include "api/admin_spend.h"
 #include "api/debug.h"
 #include "api/gw_http.h"
+#include "api/me.h"
 #include "api/ops.h"
 #include "api/responses_http.h"
 #include "common/alloc.h"
@@ -23,12 +25,14 @@
 static void models_guarded(struct http_req *req);
 static void model_get_guarded(struct http_req *req);
 static void responses_item_guarded(struct http_req *req);
+static void count_tokens_guarded(struct http_req *req);
 
 static const struct http_route base_routes[] = {
     {"/health", HTTP_M_GET, false, ops_health, NULL},
     {"/ready", HTTP_M_GET, false, ops_ready, NULL},
     {"/v1/chat/completions", HTTP_M_POST, false, gw_handle_chat_completions, NULL},
     {"/v1/messages", HTTP_M_POST, false, gw_handle_messages, NULL},
+    {"/v1/messages/count_tokens", HTTP_M_POST, false, count_tokens_guarded, NULL},
     {"/v1/embeddings", HTTP_M_POST, false, gw_handle_embeddings, NULL},
     {"/v1/models", HTTP_M_GET, false, models_guarded, NULL},
     {"/v1/models/", HTTP_M_GET, true, model_get_guarded, "/v1/models/{id}"},
@@ -39,6 +43,8 @@ static const struct http_route base_routes[] = {
     {"/admin/keys/", HTTP_M_GET | HTTP_M_PATCH | HTTP_M_DELETE, true, admin_keys_handle, "/admin/keys/{id}"},
     {"/admin/spend", HTTP_M_GET, false, admin_spend, NULL},
     {"/admin/deployments", HTTP_M_GET, false, admin_deployments, NULL},
+    /* the calling key's own budgets, limits and what is left of them (me.c) */
+    {"/v1/me", HTTP_M_GET, false, me_handle, NULL},
     /* clients configured with a base URL that lacks /v1 */
     {"/chat/completions", HTTP_M_POST, false, gw_handle_chat_completions, "/v1/chat/completions"},
     {"/embeddings", HTTP_M_POST, false, gw_handle_embeddings, "/v1/embeddings"},
@@ -111,7 +117,11 @@ static bool models_key_ok(struct http_req *req)
     if (keyring_armed() && auth_mode_effective(req->cfg) == AUTH_MODE_KEYS) {
         struct auth_input in = {.secret = auth_secret_from(http_req_header(req, "authorization"),
                                                            http_req_header(req, "x-api-key"),
-                                                           http_req_header(req, "api-key"))};
+                                                           http_req_header(req, "api-key")),
+                               .request_id = req->request_id};
+        char route[128];
+        snprintf(route, sizeof(route), "%.*s", (int)(req->path.n < 120 ? req->path.n : 120), req->path.p);
+        in.route = route;
         const struct principal *p = NULL;
         enum auth_result r = auth_check(&in, (int64_t)time(NULL), &p);
         principal_release(p);
@@ -141,6 +151,13 @@ static void responses_item_guarded(struct http_req *req)
 {
     if (models_key_ok(req))
         responses_http_item(req);
+}
+
+/* POST /v1/messages/count_tokens (gw_count_tokens.c) does not run through the spine either. */
+static void count_tokens_guarded(struct http_req *req)
+{
+    if (models_key_ok(req))
+        gw_handle_count_tokens(req);
 }
 
 struct http_router ops_router = {ops_routes, sizeof(ops_routes) / sizeof(ops_routes[0]), NULL};

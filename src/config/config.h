@@ -85,6 +85,12 @@ struct config_gateway {
     char *anthropic_version;         /* sent upstream to Anthropic */
     int upstream_client;             /* CONFIG_UPSTREAM_* */
     char *ca_file;                   /* extra trusted CAs for upstream TLS; "" = the system store only */
+    struct config_admission {        /* gateway.admission (schema and meaning: gateway/admission.c) */
+        int64_t queue_size;          /* requests that may wait for a slot; 0 = refuse at once when full */
+        int64_t max_wait_ms;         /* longest wait for a slot (never past the request's deadline) */
+        int64_t ready_high_water;    /* /ready is 503 while more than this many wait; 0 = never */
+        int64_t retry_after_ms;      /* Retry-After on a refusal */
+    } admission;
 };
 
 struct config_auth {

@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "config/config.h"
+#include "gateway/admission.h"
 #include "gateway/dep_health.h"
 #include "gateway/eventstream.h"
 #include "gateway/front.h"
@@ -42,6 +43,8 @@ struct gateway_worker {
     struct exchange *relay_owner;
     struct retry_budget rbudget; /* retries this worker may still add (resilience.h) */
     bool rbudget_init;
+    struct adm_loop *adm;      /* where this loop's admission waiters are woken */
+    struct exchange *live;     /* exchanges not yet ended (ex_worker_end_all) */
 };
 
 #define RELAY_KEEP (64 * 1024)
@@ -79,6 +82,7 @@ int ex_global_init(void)
     ex_observer_add(&health_observer);
     health_observer_register_metrics();
     usage_metrics_register();
+    admission_global_init();
     return upstream_global_init();
 }
 
@@ -108,6 +112,7 @@ struct gateway_worker *ex_worker_new(uv_loop_t *loop, struct up_options up)
     g->up = upstream_new(loop, up);
     g->rng = time_mono_ns() ^ (uint64_t)(uintptr_t)g;
     g->relay = (struct buf)BUF_INIT(BUF_UNBOUNDED);
+    g->adm = adm_loop_new(loop);
     return g;
 }
 
@@ -116,6 +121,7 @@ void ex_worker_free(struct gateway_worker *g)
     if (g == NULL)
         return;
     upstream_free(g->up);
+    adm_loop_free(g->adm);
     buf_free(&g->relay);
     xfree(g);
 }
@@ -123,6 +129,11 @@ void ex_worker_free(struct gateway_worker *g)
 uv_loop_t *ex_worker_loop(const struct gateway_worker *g)
 {
     return g->loop;
+}
+
+struct upstream *ex_worker_upstream(const struct gateway_worker *g)
+{
+    return g->up;
 }
 
 static uint64_t rng_next(struct gateway_worker *g)
@@ -462,6 +473,29 @@ struct ex_reply {
  * calls every observer's on_settle once, then ends the sink and releases the exchange's resources. An attempt
  * still running is cancelled first (counted by the caller's outcome). */
 static void relay_flush(struct exchange *ex, const struct deployment *dep);
+static void cut_at_cap(struct exchange *ex, struct attempt *a);
+
+static void live_link(struct exchange *ex)
+{
+    struct gateway_worker *g = ex->gw;
+    ex->live_prev = NULL;
+    ex->live_next = g->live;
+    if (g->live)
+        g->live->live_prev = ex;
+    g->live = ex;
+}
+
+static void live_unlink(struct exchange *ex)
+{
+    struct gateway_worker *g = ex->gw;
+    if (ex->live_prev)
+        ex->live_prev->live_next = ex->live_next;
+    else if (g->live == ex)
+        g->live = ex->live_next;
+    if (ex->live_next)
+        ex->live_next->live_prev = ex->live_prev;
+    ex->live_prev = ex->live_next = NULL;
+}
 
 static void ex_end(struct exchange *ex, int status, const struct gw_error *err, const struct ex_reply *reply)
 {
@@ -470,6 +504,7 @@ static void ex_end(struct exchange *ex, int status, const struct gw_error *err, 
     relay_flush(ex, ex->att ? ex->att->dep : NULL); /* the stream bytes of the read under way go first */
     backoff_account(ex);                            /* the deadline may cut a backoff */
     ex->done = true;
+    live_unlink(ex);
     ex->status = status;
     if (err && err != &ex->last_err) {
         ex->last_err = *err;
@@ -512,7 +547,10 @@ static void ex_end(struct exchange *ex, int status, const struct gw_error *err, 
     if (ex->admitted) {
         atomic_fetch_sub(&ex_inflight, 1);
         metrics_add(&genai_inflight_requests, NULL, -1);
-    }
+        adm_release(&admission_global); /* may hand the slot to the next waiter */
+    } else if (ex->adm.ready && adm_cancel(&admission_global, &ex->adm, false)) { /* it was waiting */
+        ex_unref(ex); /* the queue's reference (the spine's own keeps ex alive until the deadline closes) */
+    } /* else granted or refused meanwhile: on_admit_ready runs, releases the slot and drops the reference */
     uv_timer_stop(&ex->deadline);
     uv_close((uv_handle_t *)&ex->deadline, on_deadline_closed);
     uv_timer_stop(&ex->rtimer);
@@ -615,6 +653,23 @@ void ex_sink_drained(struct exchange *ex)
         upstream_resume(ex->att->xfer);
 }
 
+int ex_worker_end_all(struct gateway_worker *g, const struct gw_error *err)
+{
+    int n = 0;
+    while (g && g->live) {
+        struct exchange *ex = g->live;
+        ex_ref(ex);
+        if (ex->att)
+            end_attempt(ex, ex->att, AO_CANCELLED_DEADLINE, err);
+        ex_fail(ex, err);
+        if (g->live == ex) /* never: ex_end unlinks; guards against a loop */
+            live_unlink(ex);
+        ex_unref(ex);
+        n++;
+    }
+    return n;
+}
+
 static void on_deadline(uv_timer_t *t)
 {
     struct exchange *ex = t->data;
@@ -638,8 +693,13 @@ void ex_attempt_delta(struct attempt *a, const struct chat_delta *d)
     if ((d->kind == DELTA_TEXT || d->kind == DELTA_TOOL_START) && !ex->t_first_token_us)
         ex->t_first_token_us = time_mono_us();
     a->any_output = true;
-    if (d->kind == DELTA_TEXT || d->kind == DELTA_TOOL_ARGS)
+    if (d->kind == DELTA_TEXT || d->kind == DELTA_TOOL_ARGS) {
         ex->relayed_chars += (int64_t)d->text.n;
+        if (d->text.n && ++ex->content_events > ex->out_cap && ex->out_cap > 0 && !a->prov->run_local) {
+            ex->cut_pending = true; /* past the reservation: this delta is not relayed (on_up_data ends it) */
+            return;
+        }
+    }
     struct buf *rb = relay_buf(ex);
     if (rb) {
         ex->fops->stream_delta(ex, d, rb);
@@ -666,6 +726,44 @@ static void complete_stream(struct exchange *ex, struct attempt *a)
     client_write_as(ex, &out, dep);
     buf_free(&out);
     ex_end(ex, 200, NULL, NULL);
+}
+
+/* The stream reached the output its budget reservation covers (ex->out_cap): the gateway ends it cleanly in the
+ * caller's format with finish reason `length` (max_tokens on Anthropic's door), stops the upstream transfer and
+ * settles the exchange as a 200 charged exactly its reservation (govern_fill_usage), marked incomplete. */
+static void cut_at_cap(struct exchange *ex, struct attempt *a)
+{
+    const struct deployment *dep = a->dep;
+    bool passthrough = a->passthrough;
+    ex->cut_at_cap = true;
+    ex->incomplete = true;
+    end_attempt(ex, a, AO_OK, NULL);
+    struct buf out = BUF_INIT(BUF_UNBOUNDED);
+    if (!passthrough) {
+        struct chat_delta fin = {.kind = DELTA_FINISH, .finish = FINISH_LENGTH};
+        ex->fops->stream_delta(ex, &fin, &out);
+        ex->fops->stream_end(ex, NULL, &out);
+    } else if (ex->fops->wire == WIRE_ANTHROPIC) {
+        /* the upstream's own message_start went out; its stop events are written here */
+        if (ex->pt_open >= 0)
+            buf_printf(&out, "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":%d}\n\n",
+                       ex->pt_open);
+        buf_append_str(&out, "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"
+                             "\"max_tokens\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":");
+        buf_printf(&out, "%lld}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+                   (long long)ex->out_cap);
+    } else {
+        buf_append_str(&out, "data: {\"id\":");
+        buf_append_json_cstr(&out, ex->id);
+        buf_printf(&out, ",\"object\":\"chat.completion.chunk\",\"created\":%lld,\"model\":", (long long)ex->created);
+        buf_append_json_cstr(&out, ex->rq.model_name);
+        buf_append_str(&out, ",\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"length\"}]}"
+                             "\n\ndata: [DONE]\n\n");
+    }
+    client_write_as(ex, &out, dep);
+    buf_free(&out);
+    if (!ex->done)
+        ex_end(ex, 200, NULL, NULL);
 }
 
 void ex_attempt_stream_end(struct attempt *a)
@@ -809,11 +907,35 @@ void ex_attempt_fail(struct attempt *a, const struct gw_error *err)
 
 /* ---------- upstream callbacks ---------- */
 
+/* A passthrough event that carries output (the count a cut stream is billed by, and the reservation cap's):
+ * Anthropic's content_block_delta, the Responses API's *.delta events, every OpenAI chat chunk but [DONE] (its
+ * role and finish chunks are allowed for at the cap). Event names only: the data is not scanned. */
+static bool content_event(struct exchange *ex, const struct stream_event *ev)
+{
+    if (ex->fops->wire == WIRE_ANTHROPIC) {
+        if (str_eq_cstr(ev->event, "content_block_delta"))
+            return true;
+        /* which block is open, so that a cut can close it (event names only, as the blocks are numbered 0, 1, ...) */
+        if (str_eq_cstr(ev->event, "content_block_start"))
+            ex->pt_open = ex->pt_blocks++;
+        else if (str_eq_cstr(ev->event, "content_block_stop"))
+            ex->pt_open = -1;
+        return false;
+    }
+    if (ex->fops->wire == WIRE_OPENAI_RESPONSES)
+        return ev->event.n > 6 && memcmp(ev->event.p + ev->event.n - 6, ".delta", 6) == 0;
+    return !str_eq_cstr(str_trim(ev->data), "[DONE]");
+}
+
 static int on_stream_event(struct attempt *a, const struct stream_event *ev)
 {
     struct exchange *ex = a->ex;
     struct gw_error err;
+    if (ex->cut_pending)
+        return -1; /* the rest of the read is not relayed */
     int rc = a->prov->decode_stream_event(a, ev, &err);
+    if (ex->cut_pending)
+        return -1;
     if (rc < 0) {
         a->stream_done = false;
         a->err = err;
@@ -825,6 +947,11 @@ static int on_stream_event(struct attempt *a, const struct stream_event *ev)
         if (!ex->t_first_token_us)
             ex->t_first_token_us = time_mono_us();
         a->any_output = true;
+        if (content_event(ex, ev) && ++ex->content_events > ex->out_cap + (ex->fops->wire == WIRE_ANTHROPIC ? 0 : 2) &&
+            ex->out_cap > 0 && (ex->front == FRONT_OPENAI_CHAT || ex->front == FRONT_ANTHROPIC_MESSAGES)) {
+            ex->cut_pending = true;
+            return -1;
+        }
         ex->relayed_events++;
         struct buf *rb = relay_buf(ex);
         if (rb) {
@@ -934,6 +1061,15 @@ static int on_up_data(struct up_xfer *x, const char *data, size_t len, void *ud)
     else
         rc = sse_feed(a->framing_state, data, len);
     int ret = UP_DATA_OK;
+    if (ex->cut_pending) {
+        if (batch) {
+            relay_flush(ex, dep);
+            gw->relay_owner = NULL;
+        }
+        if (!ex->done)
+            cut_at_cap(ex, a);
+        return UP_DATA_OK; /* the attempt (and its transfer) ended */
+    }
     if (rc != 0) {
         if (!a->has_err) { /* a decode error already said more */
             gw_error_set(&a->err, 502, GW_ERR_API, "upstream stream framing is invalid or an event is too large");
@@ -1159,12 +1295,13 @@ static bool start_attempt(struct exchange *ex, const struct deployment *dep, boo
     r.timeout_ms = (long)dep->timeout_ms;
     if (a->prov->encode_request(a, &r, &err) != 0) {
         up_request_free(&r);
-        /* A request this provider cannot express: try another deployment, else tell the client. */
+        /* A request this provider cannot express: try another deployment, else tell the client (a 4xx that
+         * another deployment may serve says retryable: a message thread only Anthropic can hold). */
         ex->tier_attempts--; /* no upstream was asked: not one of the model's attempts */
         end_attempt(ex, a, AO_ENCODE_REFUSED, &err);
         ex->last_err = err;
         ex->have_err = true;
-        if (err.status >= 500)
+        if (err.status >= 500 || err.retryable)
             return false;
         ex_fail(ex, &err);
         return true;
@@ -1234,6 +1371,14 @@ static void ex_next_attempt(struct exchange *ex)
                 bool probe = false;
                 if (dep->st && !breaker_acquire(&dep->st->br, now, &probe))
                     continue;
+                struct gw_error aerr;
+                if (policy && policy->attempt_admit && !policy->attempt_admit(ex, dep, &aerr)) {
+                    if (probe) /* give the probe slot back: no attempt */
+                        breaker_record(&dep->st->br, now, BR_NEUTRAL, true);
+                    ex->last_err = aerr; /* e.g. the deployment's rate limit: the next one may serve */
+                    ex->have_err = true;
+                    continue;
+                }
                 if (ex->attempts > 0 && !retry_budget_take(&ex->gw->rbudget, now)) {
                     if (probe) /* give the probe slot back: no attempt */
                         breaker_record(&dep->st->br, now, BR_NEUTRAL, true);
@@ -1368,7 +1513,11 @@ static enum ex_next st_authenticate(struct exchange *ex, void *ud)
     if (ex->rq.who || !keyring_armed())
         return EX_CONTINUE;
     const struct ex_request *rq = &ex->rq;
-    struct auth_input in = {.model = str_from(rq->model_name), .caller_user = caller_user};
+    static const char *const routes[] = {"/v1/chat/completions", "/v1/messages", "/v1/embeddings", "/v1/responses"};
+    struct auth_input in = {.model = str_from(rq->model_name),
+                            .caller_user = caller_user,
+                            .request_id = rq->request_id,
+                            .route = routes[ex->front]};
     in.secret = auth_secret_from(rq_header(rq, "authorization"), rq_header(rq, "x-api-key"), rq_header(rq, "api-key"));
     if (auth_mode_effective(rq->cfg) == AUTH_MODE_NONE && !auth_looks_like_key(in.secret))
         return EX_CONTINUE; /* anonymous (a placeholder key such as "sk-none" included) */
@@ -1396,23 +1545,98 @@ static enum ex_next st_authenticate(struct exchange *ex, void *ud)
     return EX_END;
 }
 
-/* admit: a bounded number of LLM calls in flight per process (MAX_CONCURRENT_REQUESTS) */
+/* admit: the caller's own limits (rate limits, budget reservation: govern.c), then one of the process's slots
+ * (MAX_CONCURRENT_REQUESTS), waiting for one in the FIFO queue when all are taken (gateway/admission.h). The
+ * limits come first so that a caller over its own limit is told at once and never holds a place in the queue. */
+enum admit_refusal { REFUSE_FULL, REFUSE_TIMEOUT, REFUSE_DRAINING };
+
+static void admit_refuse(struct exchange *ex, enum admit_refusal why, long limit)
+{
+    const struct config_admission *c = &ex->rq.cfg->gateway.admission;
+    struct gw_error err;
+    if (why == REFUSE_DRAINING)
+        gw_error_set(&err, 503, GW_ERR_OVERLOADED,
+                     "this agentd is shutting down and takes no new work; retry (another instance will answer)");
+    else if (why == REFUSE_FULL)
+        gw_error_set(&err, 503, GW_ERR_OVERLOADED,
+                     "overloaded: all %ld slots (MAX_CONCURRENT_REQUESTS) are busy and the admission queue is full "
+                     "(%lld waiting, gateway.admission.queue_size); retry shortly",
+                     limit, (long long)c->queue_size);
+    else
+        gw_error_set(&err, 503, GW_ERR_OVERLOADED,
+                     "overloaded: no slot of %ld (MAX_CONCURRENT_REQUESTS) freed within %lld ms "
+                     "(gateway.admission.max_wait, or the request's deadline); retry shortly",
+                     limit, (long long)ex->adm.waited_us / 1000);
+    snprintf(err.code, sizeof(err.code), "overloaded");
+    err.retry_after_ms = (long)c->retry_after_ms;
+    ex_fail(ex, &err);
+}
+
+static void admitted(struct exchange *ex)
+{
+    ex->admitted = true;
+    atomic_fetch_add(&ex_inflight, 1);
+    metrics_add(&genai_inflight_requests, NULL, 1);
+}
+
+/* On this exchange's loop: the queue gave it a slot, or refused it (drain). */
+static void on_admit_ready(struct adm_waiter *w)
+{
+    struct exchange *ex = (struct exchange *)((char *)w - offsetof(struct exchange, adm));
+    if (w->state == ADM_W_GRANTED) {
+        w->state = ADM_W_IDLE;
+        if (ex->done) {
+            adm_release(&admission_global); /* it ended meanwhile (client gone): pass the slot on */
+        } else {
+            uv_timer_stop(&ex->deadline);
+            admitted(ex);
+            ex_resume(ex);
+        }
+    } else if (!ex->done) {
+        admit_refuse(ex, REFUSE_DRAINING, (long)ex->rq.cfg->gateway.max_concurrent_requests);
+    }
+    ex_unref(ex);
+}
+
+static void on_admit_timeout(uv_timer_t *t)
+{
+    struct exchange *ex = t->data;
+    if (!adm_cancel(&admission_global, &ex->adm, true))
+        return; /* granted or refused just now: on_admit_ready is on its way */
+    admit_refuse(ex, REFUSE_TIMEOUT, (long)ex->rq.cfg->gateway.max_concurrent_requests);
+    ex_unref(ex);
+}
+
 static enum ex_next st_admit(struct exchange *ex, void *ud)
 {
     (void)ud;
-    long limit = (long)ex->rq.cfg->gateway.max_concurrent_requests;
-    long now_inflight = atomic_fetch_add(&ex_inflight, 1) + 1;
-    ex->admitted = true;
-    metrics_add(&genai_inflight_requests, NULL, 1);
-    if (limit > 0 && now_inflight > limit) {
-        struct gw_error err;
-        gw_error_set(&err, 429, GW_ERR_RATE_LIMIT,
-                     "too many concurrent requests (limit %ld, MAX_CONCURRENT_REQUESTS); retry shortly", limit);
-        err.retry_after_ms = 1000;
-        ex_fail(ex, &err);
-        return EX_END;
+    if (policy && policy->admit) {
+        enum ex_next n = policy->admit(ex); /* rate limits, budget reservation */
+        if (n != EX_CONTINUE)
+            return n;
     }
-    return policy && policy->admit ? policy->admit(ex) : EX_CONTINUE; /* rate limits, budget reservation */
+    const struct config_gateway *gc = &ex->rq.cfg->gateway;
+    long limit = (long)gc->max_concurrent_requests;
+    ex->adm.loop = ex->gw->adm;
+    ex->adm.ready = on_admit_ready;
+    /* The wait ends at max_wait or at the request's deadline, whichever comes first. */
+    uint64_t now = time_mono_us(), deadline = ex->t_start_us + (uint64_t)gc->request_timeout_ms * 1000;
+    uint64_t wait_ms = deadline > now ? (deadline - now) / 1000 : 0;
+    if ((uint64_t)gc->admission.max_wait_ms < wait_ms)
+        wait_ms = (uint64_t)gc->admission.max_wait_ms;
+    long qmax = wait_ms > 0 ? (long)gc->admission.queue_size : 0;
+    enum adm_result r = adm_acquire(&admission_global, &ex->adm, limit, qmax);
+    if (r == ADM_GRANTED) {
+        admitted(ex);
+        return EX_CONTINUE;
+    }
+    if (r == ADM_QUEUED) {
+        ex_ref(ex); /* the queue's: dropped by on_admit_ready, on_admit_timeout or ex_end, whichever takes it out */
+        uv_timer_start(&ex->deadline, on_admit_timeout, wait_ms, 0);
+        return EX_WAIT;
+    }
+    admit_refuse(ex, r == ADM_DRAINING ? REFUSE_DRAINING : REFUSE_FULL, limit);
+    return EX_END;
 }
 
 static enum ex_next st_plan(struct exchange *ex, void *ud)
@@ -1439,7 +1663,10 @@ static enum ex_next st_plan(struct exchange *ex, void *ud)
         ex_fail(ex, &err);
         return EX_END;
     }
-    uv_timer_start(&ex->deadline, on_deadline, (uint64_t)ex->rq.cfg->gateway.request_timeout_ms, 0);
+    /* The deadline counts from the request's arrival: time spent waiting for an admission slot is inside it. */
+    uint64_t waited_ms = (time_mono_us() - ex->t_start_us) / 1000;
+    uint64_t total_ms = (uint64_t)ex->rq.cfg->gateway.request_timeout_ms;
+    uv_timer_start(&ex->deadline, on_deadline, total_ms > waited_ms ? total_ms - waited_ms : 1, 0);
     return EX_CONTINUE;
 }
 
@@ -1471,7 +1698,7 @@ static struct ex_stage spine[] = {
     {"authenticate", st_authenticate, NULL, true}, /* keys: sets rq.who */
     {"route", st_route, NULL, false},
     {"front", st_front, NULL, false},   /* the front's own look-ups (stored responses) */
-    {"admit", st_admit, NULL, false},   /* concurrency slot; later rate limits, budget reservation */
+    {"admit", st_admit, NULL, false},   /* rate limits, budget reservation, then a slot (may wait in the queue) */
     {"cache", NULL, NULL, true},        /* may END on a hit */
     {"plan", st_plan, NULL, false},
     {"attempt", st_attempt, NULL, false},
@@ -1541,6 +1768,7 @@ struct exchange *ex_submit(struct gateway_worker *gw, const struct front_ops *fr
     ex->refs = 1; /* the spine's, dropped when the deadline timer has closed */
     ex->t_start_us = rq->t_start_us ? rq->t_start_us : time_mono_us();
     ex->created = (int64_t)time(NULL);
+    ex->pt_open = -1;
     if (ex->front == FRONT_ANTHROPIC_MESSAGES)
         snprintf(ex->id, sizeof(ex->id), "msg_%s", rq->request_id);
     else
@@ -1550,6 +1778,7 @@ struct exchange *ex_submit(struct gateway_worker *gw, const struct front_ops *fr
     uv_timer_init(gw->loop, &ex->rtimer);
     ex->rtimer.data = ex;
     ex_ref(ex); /* the rtimer's, dropped when it has closed */
+    live_link(ex);
     if (sink_ops->bind)
         sink_ops->bind(sink, ex);
     for (size_t i = 0; i < nobservers; i++)

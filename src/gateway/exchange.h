@@ -19,6 +19,7 @@
 #include <uv.h>
 
 #include "common/buf.h"
+#include "gateway/admission.h"
 #include "gateway/gw_types.h"
 #include "gateway/provider.h"
 #include "telemetry/trace.h"
@@ -26,6 +27,7 @@
 struct config;
 struct front_ops;
 struct gateway_worker;
+struct upstream;
 struct model_entry;
 struct registry;
 struct principal; /* who is calling (set by authenticate: policy/auth.h) */
@@ -133,7 +135,9 @@ struct exchange {
     const struct model_entry *model;
     const struct deployment *plan[EX_MAX_PLAN];
     int nplan, iplan;
-    bool admitted;
+    bool admitted;             /* holds an admission slot (released at the end) */
+    struct adm_waiter adm;     /* its place in the admission queue while it waits (gateway/admission.h) */
+    struct exchange *live_prev, *live_next; /* the worker's exchanges not yet ended (ended all at a forced drain) */
     /* attempts */
     struct attempt *att;
     int attempts;
@@ -144,6 +148,13 @@ struct exchange {
     int64_t relayed_chars;     /* text and tool-argument characters relayed (usage estimate for a cut stream) */
     int64_t relayed_events;    /* upstream events forwarded as received (passthrough: content is not scanned) */
     struct govern_state *gov;  /* budget and rate-limit holds (gateway/govern.c), NULL when none apply */
+    /* The output a budget reservation covers (set by admit; 0: none). A stream whose relayed content events (each
+     * carries at least one token) pass it is ended by the gateway in the caller's format (finish reason length)
+     * and charged exactly the reservation (cut_at_cap, incomplete). */
+    int64_t out_cap;
+    int64_t content_events;    /* content deltas (translated) or content events (passthrough) relayed */
+    bool cut_pending, cut_at_cap;
+    int pt_blocks, pt_open;    /* Anthropic relayed as received: content blocks started, the open one (-1 none) */
     double cost_usd;
     bool priced;
     bool client_started;       /* a response byte has been queued to the client: no more attempts */
@@ -240,10 +251,13 @@ void health_observer_deployments_json(const struct config *cfg, struct buf *out)
 /* ---- policy hooks: budgets, rate limits (gateway/govern.c installs them; none by default) ---- */
 
 struct ex_policy {
-    enum ex_next (*admit)(struct exchange *ex);                  /* in `admit`, after the concurrency slot */
+    enum ex_next (*admit)(struct exchange *ex);                  /* in `admit`, before the concurrency slot */
     void (*headers)(const struct exchange *ex, struct buf *h);  /* response header lines */
     void (*fill_usage)(struct exchange *ex);                    /* before pricing at the end */
     void (*release)(struct exchange *ex);                       /* with the exchange */
+    /* Before each attempt, on the deployment it would use: false skips that deployment (err says why: a
+     * deployment's own rate limit), as if it were unavailable. */
+    bool (*attempt_admit)(struct exchange *ex, const struct deployment *dep, struct gw_error *err);
 };
 /* Process-wide, at start-up (before workers run). */
 void ex_policy_set(const struct ex_policy *p);
@@ -256,6 +270,11 @@ struct gateway_worker *ex_worker_new(uv_loop_t *loop, struct up_options up);
 /* Call when the worker's connections are all closed; handles close asynchronously. */
 void ex_worker_free(struct gateway_worker *g);
 uv_loop_t *ex_worker_loop(const struct gateway_worker *g);
+/* The worker's upstream client (routes outside the spine forward through it: api/upstream_call.h). */
+struct upstream *ex_worker_upstream(const struct gateway_worker *g);
+/* The drain's grace period is over: every exchange still running on this worker ends now with err, in its
+ * caller's format (a stream gets the format's error event) and is settled. Returns how many ended. */
+int ex_worker_end_all(struct gateway_worker *g, const struct gw_error *err);
 /* Process-wide set-up (metrics families, observers, libcurl). */
 int ex_global_init(void);
 void ex_global_cleanup(void);

@@ -11,10 +11,13 @@
 #include "gateway/usage.h"
 #include "gateway/front_anthropic.h"
 #include "gateway/providers/anthropic.h"
+#include "gateway/anthropic_threads.h"
 #include "gateway/exchange.h"
 #include "gateway/front.h"
 #include "gateway/providers/canon.h"
 #include "net/sse.h"
+
+static struct athread *thread_of(const struct exchange *ex);
 
 /* ---------- validation (jscan only: no tree is built to admit a request) ---------- */
 
@@ -68,6 +71,8 @@ struct vstate {
     struct gw_error *err;
     int nmsgs, i, k;
     bool assistant;
+    bool continued; /* a thread `continue` turn: the conversation before these messages is held by the thread */
+    bool first_turn; /* no user or assistant message seen yet */
     struct buf prev_uses, cur_uses, results;
     struct canon_map prev_map; /* prev_uses as a map */
     struct buf tmp;
@@ -237,7 +242,9 @@ static int on_block(struct str key, const struct jval *b, void *ud)
         buf_reset(&vs->tmp);
         if (jval_str(&f[B_TUID], &vs->tmp) != 0)
             return gw_bad_request(err, NULL, "%s.tool_use_id: invalid string", w);
-        if (!canon_map_has(&vs->prev_map, vs->tmp.data ? vs->tmp.data : "", vs->tmp.len))
+        /* on a continued thread the first turn answers tool_use blocks of the held reply */
+        if (!(vs->continued && vs->first_turn) &&
+            !canon_map_has(&vs->prev_map, vs->tmp.data ? vs->tmp.data : "", vs->tmp.len))
             return gw_bad_request(
                 err, NULL,
                 "%s: unexpected `tool_use_id` found in `tool_result` blocks: %.*s. Each `tool_result` "
@@ -357,6 +364,7 @@ static int on_message(struct str key, const struct jval *m, void *ud)
     } else {
         return gw_bad_request(err, NULL, "messages.%d.content: Input should be a valid string or list", i);
     }
+    vs->first_turn = false;
     if (check_pairing(vs) != 0)
         return -1;
     /* the ids this turn asked for are the ones the next turn must answer */
@@ -376,14 +384,16 @@ static int count_each(struct str key, const struct jval *v, void *ud)
     return 0;
 }
 
-static int check_messages(const struct jval *msgs, struct gw_error *err)
+static int check_messages(const struct jval *msgs, bool continued, struct gw_error *err)
 {
     if (absent(msgs))
         return gw_bad_request(err, NULL, "messages: Field required");
     if (msgs->type != J_ARRAY)
         return gw_bad_request(err, NULL, "messages: Input should be a valid list");
-    struct vstate vs = {.err = err};
+    struct vstate vs = {.err = err, .continued = continued, .first_turn = true};
     jscan_each(msgs, count_each, &vs.nmsgs);
+    if (vs.nmsgs == 0 && continued)
+        return 0; /* resumes an unfinished reply the thread holds (pause_turn) */
     if (vs.nmsgs == 0)
         return gw_bad_request(err, NULL, "messages: at least one message is required");
     size_t cap = msgs->raw.n + 16; /* ids come out of this body: it bounds them */
@@ -514,9 +524,9 @@ static int anthropic_parse(struct ex_request *ex, struct gw_error *err)
 {
     static const char *const keys[] = {"model",       "max_tokens", "messages", "system", "tools",
                                        "tool_choice", "stream",     "stop_sequences", "temperature", "top_p",
-                                       "top_k",       "metadata"};
+                                       "top_k",       "metadata",   "thread"};
     enum { K_MODEL, K_MAX, K_MSGS, K_SYSTEM, K_TOOLS, K_CHOICE, K_STREAM, K_STOP, K_TEMP, K_TOPP, K_TOPK, K_META,
-           K_N };
+           K_THREAD, K_N };
     struct jval f[K_N];
     size_t off;
     const char *msg;
@@ -550,7 +560,11 @@ static int anthropic_parse(struct ex_request *ex, struct gw_error *err)
         return gw_bad_request(err, NULL, "max_tokens: Input should be greater than or equal to 1");
     ex->max_tokens = max;
 
-    if (check_messages(&f[K_MSGS], err) != 0)
+    enum athread_mode tmode;
+    char tid[ATHREAD_MAX_ID + 1];
+    if (athread_check(&f[K_THREAD], &tmode, tid, err) != 0)
+        return -1;
+    if (check_messages(&f[K_MSGS], tmode == ATHREAD_CONTINUE, err) != 0)
         return -1;
 
     if (present(&f[K_SYSTEM])) {
@@ -1081,6 +1095,8 @@ cJSON *front_anthropic_request_to_canonical(const cJSON *req, char *dropped, siz
 
 static cJSON *anthropic_to_canonical(struct ex_request *ex, struct gw_error *err)
 {
+    if (athread_translatable(thread_of((struct exchange *)((char *)ex - offsetof(struct exchange, rq))), err) != 0)
+        return NULL;
     /* the tree's strings are C strings: a \u0000 would cut one short without a word */
     char key[64];
     if (canon_json_has_nul(ex->body.p, ex->body.n, key, sizeof(key)))
@@ -1208,7 +1224,16 @@ int front_anthropic_message_from_canonical(const cJSON *resp, const char *id, co
 static int anthropic_write_response(struct exchange *ex, const cJSON *resp, struct buf *out, struct gw_error *err)
 {
     const struct usage *u = ex->att && ex->att->usage.known ? &ex->att->usage : NULL;
-    return front_anthropic_message_from_canonical(resp, ex->id, ex->rq.model_name, u, out, err);
+    size_t at = out->len;
+    if (front_anthropic_message_from_canonical(resp, ex->id, ex->rq.model_name, u, out, err) != 0)
+        return -1;
+    struct athread *t = thread_of(ex);
+    if (t) { /* the thread keeps the reply as the client got it */
+        cJSON *m = cJSON_ParseWithLength(out->data + at, out->len - at);
+        athread_keep(ex, t, m);
+        cJSON_Delete(m);
+    }
+    return 0;
 }
 
 /* ---------- streaming: deltas -> Anthropic's SSE event sequence ----------
@@ -1238,6 +1263,7 @@ struct anthropic_fstate {
     int tool_block[256];      /* block index of tool call i (-1: not started) */
     enum finish finish;       /* held until the end (usage arrives after the finish reason) */
     bool finished;
+    struct athread *thread;   /* a message thread (anthropic_threads.h), or NULL */
 };
 
 static void *anthropic_fstate_new(void)
@@ -1245,9 +1271,36 @@ static void *anthropic_fstate_new(void)
     return xcalloc(1, sizeof(struct anthropic_fstate));
 }
 
-static void anthropic_fstate_free(void *fs)
+static void anthropic_fstate_free(void *p)
 {
+    struct anthropic_fstate *fs = p;
+    if (fs)
+        athread_free(fs->thread);
     xfree(fs);
+}
+
+/* The front's state: the stream writer's, and a thread's also for complete responses. */
+static struct anthropic_fstate *fstate_of(struct exchange *ex)
+{
+    if (ex->fstate == NULL)
+        ex->fstate = anthropic_fstate_new();
+    return ex->fstate;
+}
+
+static struct athread *thread_of(const struct exchange *ex)
+{
+    const struct anthropic_fstate *fs = ex->fstate;
+    return fs ? fs->thread : NULL;
+}
+
+/* The front's stage: a message thread is looked up (anthropic_threads.c). */
+static int anthropic_prepare(struct exchange *ex)
+{
+    /* most requests have no thread: no state and no second scan of the body for them (parse validated the member;
+     * a key spelled with escapes is still refused by the translation, never dropped) */
+    if (ex->rq.body.n == 0 || memmem(ex->rq.body.p, ex->rq.body.n, "\"thread\"", 8) == NULL)
+        return EX_CONTINUE;
+    return athread_prepare(ex, &fstate_of(ex)->thread);
 }
 
 static void stream_start(struct exchange *ex, struct buf *out)
@@ -1270,8 +1323,8 @@ static void stream_start(struct exchange *ex, struct buf *out)
      * clients such as LangChain read input tokens only here. message_delta carries the provider's totals. */
     struct usage u = ex->usage;
     u.output = 0;
-    if (u.input <= 0)
-        u.input = (int64_t)(ex->rq.body.n + 3) / 4;
+    if (u.input <= 0) /* a continued thread's estimate counts the conversation it holds too */
+        u.input = (int64_t)(ex->rq.body.n + athread_held_bytes(thread_of(ex)) + 3) / 4;
     front_anthropic_usage_append(out, &u);
     buf_append_str(out, "}}");
     ev_end(out);
@@ -1294,7 +1347,7 @@ static int tool_slot(int tool_index)
     return tool_index >= 0 && tool_index < n ? tool_index : -1;
 }
 
-static void anthropic_stream_delta(struct exchange *ex, const struct chat_delta *d, struct buf *out)
+static void stream_delta_write(struct exchange *ex, const struct chat_delta *d, struct buf *out)
 {
     struct anthropic_fstate *fs = ex->fstate;
     switch (d->kind) {
@@ -1349,7 +1402,7 @@ static void anthropic_stream_delta(struct exchange *ex, const struct chat_delta 
         if (fs->tool_block[slot] < 0) {
             /* arguments before the call's start: open it without id/name rather than lose them */
             struct chat_delta st = {.kind = DELTA_TOOL_START, .tool_index = d->tool_index};
-            anthropic_stream_delta(ex, &st, out);
+            stream_delta_write(ex, &st, out);
         }
         /* Upstreams send one call's arguments before the next call starts; should a late fragment of an earlier
          * call still arrive, it goes to that call's block by index (the SDKs accumulate by index). */
@@ -1369,6 +1422,12 @@ static void anthropic_stream_delta(struct exchange *ex, const struct chat_delta 
     case DELTA_USAGE:
         break; /* the exchange keeps it in ex->usage */
     }
+}
+
+static void anthropic_stream_delta(struct exchange *ex, const struct chat_delta *d, struct buf *out)
+{
+    stream_delta_write(ex, d, out);
+    athread_delta(thread_of(ex), d); /* a thread keeps the reply */
 }
 
 void front_anthropic_error_json(struct buf *out, const struct gw_error *err, const char *request_id)
@@ -1425,6 +1484,7 @@ static void anthropic_stream_end(struct exchange *ex, const struct gw_error *err
     ev_begin(out, "message_stop");
     buf_append_str(out, "{\"type\":\"message_stop\"}");
     ev_end(out);
+    athread_keep(ex, fs->thread, NULL);
 }
 
 static void anthropic_forward_event(struct exchange *ex, const struct stream_event *ev, struct buf *out)
@@ -1455,4 +1515,5 @@ const struct front_ops front_anthropic = {
     .stream_end = anthropic_stream_end,
     .forward_event = anthropic_forward_event,
     .error_body = anthropic_error_body,
+    .prepare = anthropic_prepare,
 };

@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "common/alloc.h"
+#include "common/jscan.h"
 #include "common/log.h"
 #include "config/config.h"
 #include "gateway/usage.h"
@@ -35,6 +36,7 @@ struct rctx {
     struct responses_stream *rs; /* translated stream encoder */
     bool forwarded;            /* a pass-through stream: the upstream's events went to the client as they are */
     bool stored;
+    bool dep_recorded;         /* a pass-through response's deployment was recorded (response_dep) */
 };
 
 static struct rctx *rctx_new(void)
@@ -337,9 +339,42 @@ static void r_stream_end(struct exchange *ex, const struct gw_error *err, struct
         keep(ex, responses_stream_response(rs));
 }
 
+void front_responses_passthrough_id(struct exchange *ex, const struct deployment *dep, const char *body, size_t len)
+{
+    struct rctx *c = ctx_of(ex);
+    if (!c->head.store || c->dep_recorded || dep == NULL)
+        return;
+    struct store *st = store_shared(ex->rq.cfg);
+    if (st == NULL)
+        return;
+    struct jval v;
+    struct buf id = BUF_INIT(RESPONSES_MAX_ID);
+    if (jscan_get(body, len, "id", &v) != 0 || jval_str(&v, &id) != 0 || id.len == 0 ||
+        memchr(id.data, '\0', id.len) != NULL) {
+        buf_free(&id);
+        return;
+    }
+    c->dep_recorded = true;
+    struct buf rec = BUF_INIT(BUF_UNBOUNDED);
+    buf_append_str(&rec, "{\"model\":");
+    buf_append_json_cstr(&rec, ex->rq.model_name);
+    buf_append_str(&rec, ",\"dep\":");
+    buf_append_json_cstr(&rec, dep->label);
+    buf_append_str(&rec, "}");
+    if (store_put(st, ex_worker_loop(ex->gw), "response_dep", id.data, rec.data, rec.len, 0, on_stored, NULL) != 0)
+        log_warn("responses: the deployment of pass-through response %s was not recorded", id.data);
+    buf_free(&rec);
+    buf_free(&id);
+}
+
 static void r_forward_event(struct exchange *ex, const struct stream_event *ev, struct buf *out)
 {
     ctx_of(ex)->forwarded = true;
+    if (str_eq_cstr(ev->event, "response.created") && ex->att) {
+        struct jval r;
+        if (jscan_get(ev->data.p, ev->data.n, "response", &r) == 0 && r.type == J_OBJECT)
+            front_responses_passthrough_id(ex, ex->att->dep, r.raw.p, r.raw.n);
+    }
     if (ev->event.n && !str_eq_cstr(ev->event, "message")) {
         buf_append_str(out, "event: ");
         buf_append(out, ev->event.p, ev->event.n);

@@ -17,5 +17,9 @@ void front_responses_new_id(char *out, size_t size);
 const struct provider_ops *front_responses_provider(const struct deployment *dep);
 /* The stored conversation the request continues (previous_response_id), or NULL. */
 const cJSON *front_responses_history(const struct exchange *ex);
+/* A pass-through deployment answered with response id (not NUL-terminated, n bytes): when the request had store
+ * true, the id is recorded (kind "response_dep": {"model", "dep"}) so that GET / DELETE /v1/responses/{id} can go to
+ * the deployment that holds it. body/len: a complete response body (its "id" is read), or NULL with id given. */
+void front_responses_passthrough_id(struct exchange *ex, const struct deployment *dep, const char *body, size_t len);
 
 #endif

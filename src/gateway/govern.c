@@ -28,6 +28,8 @@ _Static_assert((int)KEY_WINDOW_TOTAL == BUDGET_TOTAL && (int)KEY_WINDOW_DAY == B
 struct govern_state {
     struct budget_hold bh;
     struct rl_hold rh;
+    struct rl_hold dh;     /* the deployment limits of the attempt under way (govern_attempt_admit) */
+    int64_t rl_tokens;     /* what the token limits reserve: input estimate + the output allowed */
     struct rl_decision rl; /* for the response headers */
     bool have_rl;
     int64_t input_est;
@@ -51,6 +53,9 @@ static struct metric_def m_budget_refusals = METRIC_DEF(
     "agentd_budget_refusals_total", "Requests refused by a hard budget, by its scope.", METRIC_COUNTER, scope_labels);
 static struct metric_def m_budget_clamps = METRIC_DEF(
     "agentd_budget_clamps_total", "Requests whose max_tokens a budget lowered, by scope.", METRIC_COUNTER, NULL);
+static struct metric_def m_cuts = METRIC_DEF("agentd_budget_stream_cuts_total",
+                                             "Streams the gateway ended at the output their budget reservation covered.",
+                                             METRIC_COUNTER, NULL);
 static struct metric_def m_soft = METRIC_DEF("agentd_budget_soft_exceeded_total",
                                              "Soft budgets crossed (once per budget and window).", METRIC_COUNTER,
                                              scope_labels);
@@ -89,6 +94,7 @@ static void collect_budgets(struct buf *out, void *ud)
 }
 
 static const struct ex_observer govern_observer;
+static bool govern_attempt_admit(struct exchange *ex, const struct deployment *dep, struct gw_error *err);
 
 void govern_init(void)
 {
@@ -102,13 +108,16 @@ void govern_init(void)
     metrics_register(&m_budget_refusals);
     metrics_register(&m_budget_clamps);
     metrics_register(&m_soft);
+    metrics_register(&m_cuts);
     metrics_add_collector(collect_budgets, NULL);
     ledger_metrics_register();
+    auth_metrics_register();
     ex_observer_add(&govern_observer);
     static const struct ex_policy hooks = {.admit = govern_admit,
                                            .headers = govern_headers,
                                            .fill_usage = govern_fill_usage,
-                                           .release = govern_free};
+                                           .release = govern_free,
+                                           .attempt_admit = govern_attempt_admit};
     ex_policy_set(&hooks);
 }
 
@@ -241,7 +250,8 @@ static const struct price *reserve_price(const struct exchange *ex, int64_t in, 
     return best;
 }
 
-/* Sets max_tokens (or max_completion_tokens when the client used it) in the body every provider reads. */
+/* Sets max_tokens (max_completion_tokens when the client used it; max_output_tokens on the Responses door) in the
+ * body every provider reads. */
 static int rewrite_max_tokens(struct exchange *ex, struct govern_state *g, int64_t max)
 {
     cJSON *root = cJSON_ParseWithLength(ex->rq.body.p, ex->rq.body.n);
@@ -249,8 +259,9 @@ static int rewrite_max_tokens(struct exchange *ex, struct govern_state *g, int64
         cJSON_Delete(root);
         return -1;
     }
-    const char *field = cJSON_GetObjectItemCaseSensitive(root, "max_completion_tokens") ? "max_completion_tokens"
-                                                                                         : "max_tokens";
+    const char *field = ex->front == FRONT_OPENAI_RESPONSES ? "max_output_tokens"
+                        : cJSON_GetObjectItemCaseSensitive(root, "max_completion_tokens") ? "max_completion_tokens"
+                                                                                            : "max_tokens";
     cJSON_DeleteItemFromObjectCaseSensitive(root, field);
     cJSON_AddNumberToObject(root, field, (double)max);
     char *s = cJSON_PrintUnformatted(root);
@@ -261,9 +272,9 @@ static int rewrite_max_tokens(struct exchange *ex, struct govern_state *g, int64
     g->body = xstrdup(s);
     cJSON_free(s);
     ex->rq.body = (struct str){g->body, strlen(g->body)};
-    if (ex->rq.client_tree) { /* built from the old body */
+    if (ex->rq.client_tree) { /* built from the old body (the Responses front builds it before admit) */
         cJSON_Delete(ex->rq.client_tree);
-        ex->rq.client_tree = NULL;
+        ex->rq.client_tree = cJSON_ParseWithLength(ex->rq.body.p, ex->rq.body.n);
     }
     ex->rq.max_tokens = max;
     return 0;
@@ -299,13 +310,9 @@ enum ex_next govern_admit(struct exchange *ex)
         const char *name = NULL;
         if (cr[i].scope == RL_MODEL)
             name = ex->rq.model_name;
-        else if (cr[i].scope == RL_DEPLOYMENT) {
-            /* any deployment of the model may serve the request: it counts against each one that is limited */
-            for (size_t d = 0; d < ex->model->ndeps && nrl < RL_MAX_LIMITS; d++)
-                if (strcmp(cr[i].name, "*") == 0 || strcmp(cr[i].name, ex->model->deps[d].label) == 0)
-                    rl[nrl++] = (struct rl_limit){RL_DEPLOYMENT, ex->model->deps[d].label, cr[i].rpm, cr[i].tpm};
-            continue;
-        } else
+        else if (cr[i].scope == RL_DEPLOYMENT)
+            continue; /* counted on the deployment each attempt uses (govern_attempt_admit) */
+        else
             name = who_name(&w, cr[i].scope == RL_KEY    ? BUDGET_KEY
                                 : cr[i].scope == RL_USER ? BUDGET_USER
                                                          : BUDGET_TEAM);
@@ -318,6 +325,7 @@ enum ex_next govern_admit(struct exchange *ex)
     struct govern_state *g = NULL;
     if (nrl > 0) {
         g = state(ex);
+        g->rl_tokens = in + out;
         rl_admit(R, rl, nrl, in + out, now_ms, &g->rh, &g->rl);
         g->have_rl = true;
         if (!g->rl.allowed) {
@@ -382,6 +390,8 @@ enum ex_next govern_admit(struct exchange *ex)
     if (d.verdict == BUDGET_OK || d.verdict == BUDGET_CLAMPED) {
         g->input_est = in;
         g->max_out = d.max_tokens;
+        if (ex->rq.stream && !embeddings)
+            ex->out_cap = d.max_tokens; /* the relay ends the stream there (exchange.c cut_at_cap) */
         bool absent = ex->rq.max_tokens <= 0;
         if (!embeddings && (d.verdict == BUDGET_CLAMPED || absent)) {
             /* the upstream must not produce more than the reservation covers: the cap goes into the body */
@@ -427,6 +437,51 @@ enum ex_next govern_admit(struct exchange *ex)
     return EX_END;
 }
 
+/* The rate limits of the deployment an attempt is about to use. Only the attempt that runs counts against its
+ * deployment (a model with two deployments limited to N a minute each serves 2N); a deployment past its limit is
+ * skipped like an unavailable one, and when none is left the request is refused (429) with the limit named. The
+ * previous attempt of the same exchange (failed) keeps its request and gives back its tokens. */
+static bool govern_attempt_admit(struct exchange *ex, const struct deployment *dep, struct gw_error *err)
+{
+    const struct config *cfg = ex->rq.cfg;
+    struct rl_limit rl[RL_MAX_LIMITS];
+    int nrl = 0;
+    const struct config_ratelimit *cr = cfg->ratelimits.items;
+    for (size_t i = 0; i < cfg->ratelimits.n && nrl < RL_MAX_LIMITS; i++)
+        if (cr[i].scope == RL_DEPLOYMENT && (strcmp(cr[i].name, "*") == 0 || strcmp(cr[i].name, dep->label) == 0))
+            rl[nrl++] = (struct rl_limit){RL_DEPLOYMENT, dep->label, cr[i].rpm, cr[i].tpm};
+    if (nrl == 0)
+        return true;
+    struct govern_state *g = state(ex);
+    if (g->dh.n)
+        rl_settle(R, &g->dh, 0);
+    if (g->rl_tokens == 0) {
+        bool embeddings = ex->front == FRONT_OPENAI_EMBEDDINGS;
+        int64_t out = embeddings ? 0 : ex->rq.max_tokens > 0 ? ex->rq.max_tokens : cfg->gateway.default_max_tokens;
+        g->rl_tokens = input_estimate(ex) + out;
+    }
+    struct rl_decision d;
+    rl_admit(R, rl, nrl, g->rl_tokens, (int64_t)(time_mono_us() / 1000), &g->dh, &d);
+    if (!g->have_rl || !d.allowed) { /* the headers: the request's own limits, or the one that refused */
+        g->rl = d;
+        g->have_rl = true;
+    }
+    if (d.allowed)
+        return true;
+    if (d.bad) {
+        gw_error_set(err, 503, GW_ERR_OVERLOADED, "rate limit table full or a name too long");
+        return false;
+    }
+    if (ex->iplan >= ex->nplan) /* the last deployment: the request is refused (a skip is not a refusal) */
+        metrics_inc(&m_rl_refusals, (const char *[]){"deployment"});
+    gw_error_set(err, 429, GW_ERR_RATE_LIMIT, "rate limit reached for deployment '%s': %lld %s per minute; retry after %lld ms",
+                 dep->label, (long long)(d.which_tokens ? rl[d.which].tpm : rl[d.which].rpm),
+                 d.which_tokens ? "tokens" : "requests", (long long)d.retry_after_ms);
+    snprintf(err->code, sizeof(err->code), "rate_limit_exceeded");
+    err->retry_after_ms = d.retry_after_ms;
+    return false;
+}
+
 void govern_headers(const struct exchange *ex, struct buf *h)
 {
     const struct govern_state *g = ex->gov;
@@ -439,6 +494,13 @@ void govern_fill_usage(struct exchange *ex)
     if (ex->usage.known)
         return;
     const struct govern_state *g = ex->gov;
+    if (ex->cut_at_cap && g) {
+        /* ended by the gateway at its reservation: charged exactly what was reserved */
+        ex->usage.input = g->input_est;
+        ex->usage.output = g->max_out;
+        ex->incomplete = true;
+        return;
+    }
     bool cut = ex->status != 200;
     bool governed = g && g->max_out > 0; /* a budget holds a reservation for it */
     /* A complete answer with no (or an implausible) usage stays "not reported" (issue 15) unless a budget
@@ -448,12 +510,13 @@ void govern_fill_usage(struct exchange *ex)
     int64_t in = g && g->input_est ? g->input_est : ((int64_t)ex->rq.body.n + 3) / 4;
     if (ex->relayed_chars > 0 || ex->relayed_events > 0) {
         /* A stream: what was relayed was produced (and billed by the provider). Translated streams count
-         * characters (4 a token, rounded up); a stream relayed as received (same wire format both sides) is not
-         * scanned, and counts one token per forwarded event: OpenAI and Anthropic send about one token per
-         * content event. The larger of the two counts. */
+         * characters (4 a token, rounded up) and content deltas; a stream relayed as received (same wire format
+         * both sides) is not scanned, and counts one token per content event it relayed (OpenAI chunks,
+         * Anthropic content_block_delta, Responses *.delta; exchange.c content_event): providers send at least
+         * one token per content event. The larger of the counts. */
         int64_t by_chars = (ex->relayed_chars + 3) / 4;
         ex->usage.input = in;
-        ex->usage.output = by_chars > ex->relayed_events ? by_chars : ex->relayed_events;
+        ex->usage.output = by_chars > ex->content_events ? by_chars : ex->content_events;
         if (cut)
             ex->incomplete = true;
     } else if (!cut) {
@@ -472,6 +535,8 @@ void govern_free(struct exchange *ex)
         budget_settle(B, &g->bh, &(struct price_tokens){0}, NULL, (int64_t)(time_wall_us() / 1000000));
     if (g->rh.n)
         rl_settle(R, &g->rh, 0);
+    if (g->dh.n)
+        rl_settle(R, &g->dh, 0);
     xfree(g->body);
     xfree(g);
     ex->gov = NULL;
@@ -490,6 +555,10 @@ static void on_settle(const struct exchange *ex, const struct ex_outcome *o)
         budget_settle(B, &g->bh, &used, dep ? dep->price : NULL, now_s);
     if (g && g->rh.n)
         rl_settle(R, &g->rh, used.input + used.output);
+    if (g && g->dh.n)
+        rl_settle(R, &g->dh, used.input + used.output);
+    if (ex->cut_at_cap)
+        metrics_inc(&m_cuts, NULL);
     if (ex->model == NULL)
         return; /* not routed: nothing reached a provider */
     struct who w;
@@ -531,3 +600,126 @@ static void on_settle(const struct exchange *ex, const struct ex_outcome *o)
 }
 
 static const struct ex_observer govern_observer = {.name = "govern", .on_settle = on_settle};
+
+/* ---- GET /v1/me ---- */
+
+static cJSON *budget_json(const struct budget_limit *l, const char *source, bool soft, int64_t now)
+{
+    struct budget_state st;
+    budget_get(B, l->scope, l->name, l->window, now, &st);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "scope", budget_scope_name(l->scope));
+    cJSON_AddStringToObject(o, "name", l->name);
+    cJSON_AddStringToObject(o, "window", budget_window_name(l->window));
+    cJSON_AddStringToObject(o, "mode", soft ? "soft" : "hard");
+    cJSON_AddStringToObject(o, "source", source);
+    if (l->usd_nusd > 0) {
+        int64_t left = l->usd_nusd - st.spent_nusd - st.reserved_nusd;
+        cJSON_AddNumberToObject(o, "limit_usd", (double)l->usd_nusd / 1e9);
+        cJSON_AddNumberToObject(o, "remaining_usd", (double)(left > 0 ? left : 0) / 1e9);
+    } else {
+        cJSON_AddNullToObject(o, "limit_usd");
+        cJSON_AddNullToObject(o, "remaining_usd");
+    }
+    cJSON_AddNumberToObject(o, "spent_usd", (double)st.spent_nusd / 1e9);
+    cJSON_AddNumberToObject(o, "reserved_usd", (double)st.reserved_nusd / 1e9);
+    if (l->tokens > 0) {
+        int64_t left = l->tokens - st.spent_tokens - st.reserved_tokens;
+        cJSON_AddNumberToObject(o, "limit_tokens", (double)l->tokens);
+        cJSON_AddNumberToObject(o, "remaining_tokens", (double)(left > 0 ? left : 0));
+    } else {
+        cJSON_AddNullToObject(o, "limit_tokens");
+        cJSON_AddNullToObject(o, "remaining_tokens");
+    }
+    cJSON_AddNumberToObject(o, "spent_tokens", (double)st.spent_tokens);
+    cJSON_AddNumberToObject(o, "reserved_tokens", (double)st.reserved_tokens);
+    int64_t start = budget_window_start(l->window, now), end = budget_window_end(l->window, now);
+    cJSON_AddNumberToObject(o, "window_start", (double)start);
+    if (end == INT64_MAX)
+        cJSON_AddNullToObject(o, "resets_at");
+    else
+        cJSON_AddNumberToObject(o, "resets_at", (double)end);
+    return o;
+}
+
+static cJSON *limit_json(const struct rl_limit *l, const char *source, int64_t now_ms)
+{
+    struct rl_peek pk;
+    rl_peek(R, l, now_ms, &pk);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "scope", rl_scope_name(l->scope));
+    cJSON_AddStringToObject(o, "name", l->name);
+    cJSON_AddStringToObject(o, "source", source);
+    const struct {
+        const char *lim, *rem, *reset;
+        int64_t l, r, t;
+    } k[] = {{"rpm", "remaining_requests", "reset_requests_ms", l->rpm, pk.remaining_requests, pk.reset_requests_ms},
+             {"tpm", "remaining_tokens", "reset_tokens_ms", l->tpm, pk.remaining_tokens, pk.reset_tokens_ms}};
+    for (int i = 0; i < 2; i++) {
+        if (k[i].l > 0) {
+            cJSON_AddNumberToObject(o, k[i].lim, (double)k[i].l);
+            cJSON_AddNumberToObject(o, k[i].rem, (double)k[i].r);
+            cJSON_AddNumberToObject(o, k[i].reset, (double)k[i].t);
+        } else {
+            cJSON_AddNullToObject(o, k[i].lim);
+            cJSON_AddNullToObject(o, k[i].rem);
+            cJSON_AddNullToObject(o, k[i].reset);
+        }
+    }
+    return o;
+}
+
+cJSON *govern_me_json(const struct config *cfg, const struct principal *p)
+{
+    int64_t now = (int64_t)(time_wall_us() / 1000000);
+    int64_t now_ms = (int64_t)(time_mono_us() / 1000);
+    cJSON *o = key_to_json(p->key, now);
+    struct who w;
+    memset(&w, 0, sizeof(w));
+    snp(w.key_id, sizeof(w.key_id), p->key_id);
+    snp(w.user, sizeof(w.user), p->user);
+    snp(w.team, sizeof(w.team), p->team);
+    snp(w.workflow, sizeof(w.workflow), p->workflow);
+    cJSON_DeleteItemFromObjectCaseSensitive(o, "workflow");
+    cJSON_AddStringToObject(o, "workflow", w.workflow);
+    cJSON *budgets = cJSON_AddArrayToObject(o, "budgets");
+    const struct key_record *key = p->key;
+    if (B && (key->budget_usd > 0 || key->budget_tokens > 0)) {
+        struct budget_limit l = {.scope = BUDGET_KEY,
+                                 .name = key->id,
+                                 .window = (enum budget_window)key->budget_window,
+                                 .usd_nusd = (int64_t)(key->budget_usd * 1e9 + 0.5),
+                                 .tokens = key->budget_tokens};
+        cJSON_AddItemToArray(budgets, budget_json(&l, "key", false, now));
+    }
+    const struct config_budget *cb = cfg->budgets.items;
+    for (size_t i = 0; B && i < cfg->budgets.n; i++) {
+        const char *name = who_name(&w, cb[i].scope);
+        if (name[0] == '\0' || (strcmp(cb[i].name, "*") != 0 && strcmp(cb[i].name, name) != 0))
+            continue;
+        struct budget_limit l = {.scope = cb[i].scope,
+                                 .name = name,
+                                 .window = cb[i].window,
+                                 .usd_nusd = (int64_t)(cb[i].usd * 1e9 + 0.5),
+                                 .tokens = cb[i].tokens};
+        cJSON_AddItemToArray(budgets, budget_json(&l, "config", cb[i].mode == 1, now));
+    }
+    cJSON *limits = cJSON_AddArrayToObject(o, "rate_limits");
+    if (R && (key->rpm > 0 || key->tpm > 0))
+        cJSON_AddItemToArray(limits, limit_json(&(struct rl_limit){RL_KEY, key->id, key->rpm, key->tpm}, "key",
+                                                now_ms));
+    const struct config_ratelimit *cr = cfg->ratelimits.items;
+    for (size_t i = 0; R && i < cfg->ratelimits.n; i++) {
+        if (cr[i].scope != RL_KEY && cr[i].scope != RL_USER && cr[i].scope != RL_TEAM)
+            continue; /* model and deployment limits are not the caller's */
+        const char *name = who_name(&w, cr[i].scope == RL_KEY    ? BUDGET_KEY
+                                        : cr[i].scope == RL_USER ? BUDGET_USER
+                                                                 : BUDGET_TEAM);
+        if (name[0] == '\0' || (strcmp(cr[i].name, "*") != 0 && strcmp(cr[i].name, name) != 0))
+            continue;
+        cJSON_AddItemToArray(limits, limit_json(&(struct rl_limit){(enum rl_scope)cr[i].scope, name, cr[i].rpm,
+                                                                   cr[i].tpm},
+                                                "config", now_ms));
+    }
+    return o;
+}

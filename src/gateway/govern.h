@@ -1,6 +1,7 @@
 /* govern.h: budgets, rate limits and the spend ledger on the exchange's spine (DESIGN §1: admit and settle).
  *
- * govern_admit() runs in the `admit` stage after the concurrency slot: the rate limits of the request's key,
+ * govern_admit() runs in the `admit` stage before the concurrency slot (a caller over its own limit never waits in
+ * the admission queue): the rate limits of the request's key,
  * user, team, model and deployments, then the budget reservation (policy/budget.h). A refusal ends the exchange
  * with 429 (or 403 for an unpriced model under `unpriced: deny`) in the caller's format, with Retry-After and the
  * x-ratelimit-* / anthropic-ratelimit-* headers. A clamp lowers ex->rq.max_tokens and rewrites max_tokens in the
@@ -11,6 +12,8 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+
+#include <cjson/cJSON.h>
 
 #include "common/buf.h"
 #include "gateway/exchange.h"
@@ -33,11 +36,17 @@ enum ex_next govern_admit(struct exchange *ex);
 void govern_headers(const struct exchange *ex, struct buf *h);
 /* Before pricing, when the provider reported no usage: a stream cut short (client gone, deadline, mid-stream
  * failure) is charged the estimated input plus the output counted from what was relayed (4 characters a token,
- * rounded up; one token a forwarded event when the stream is relayed as received) and marked incomplete. A
+ * rounded up, or one token a content event relayed, the larger) and marked incomplete. A
  * complete answer stays "not reported" unless a budget governs it: then a stream is charged the same estimate and
  * a non-streamed answer its reservation (the ledger row says the usage was estimated). */
 void govern_fill_usage(struct exchange *ex);
 void govern_free(struct exchange *ex);
+
+/* GET /v1/me: the key record (never its hash) with "workflow", and "budgets" and "rate_limits": every budget and
+ * rate limit that applies to the caller (the key's own and the configured ones that match its id, user, team or
+ * workflow) with what is spent, reserved and left in the current window, now. In memory only. */
+struct principal;
+cJSON *govern_me_json(const struct config *cfg, const struct principal *p);
 
 /* The process's budget table (for /v1/me and tests). */
 struct budget *govern_budget(void);

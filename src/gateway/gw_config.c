@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/macros.h"
+#include "gateway/admission.h"
 #include "config/config.h"
 #include "gateway/resilience.h"
 
@@ -79,7 +80,10 @@ static const char *const upstream_clients[] = {"auto", "native", "curl", NULL};
 static const struct cfg_field gateway_fields[] = {
     {.key = "max_concurrent_requests", .type = CFG_INT, .off = GOFF(max_concurrent_requests), .min = 0,
      .max = 1000000, .def = "0", .env_alias = "MAX_CONCURRENT_REQUESTS",
-     .help = "LLM requests in flight per process; 0 = unlimited"},
+     .help = "slots: LLM requests in flight per process, all workers together; the rest wait in the admission "
+             "queue (gateway.admission). 0 = unlimited"},
+    {.key = "admission", .type = CFG_MAP, .off = GOFF(admission), .sub = &admission_config_schema,
+     .help = "the queue for max_concurrent_requests' slots"},
     {.key = "request_timeout", .type = CFG_DURATION, .off = GOFF(request_timeout_ms), .min = 100,
      .max = 86400000, .def = "300s", .env_alias = "REQUEST_TIMEOUT_SECONDS", .flags = CFG_ENV_SECONDS,
      .help = "whole-request deadline for an LLM call, retries included"},

@@ -62,6 +62,11 @@ struct provider_ops {
     int (*run_local)(struct attempt *a);
     /* Releases what the provider hung on a->pstate. */
     void (*free_state)(struct attempt *a);
+    /* Optional: the provider's own token count (POST /v1/messages/count_tokens, /v1/responses/input_tokens on a
+     * translated deployment). encode_count fills r for the input of the canonical request canon on d (no
+     * exchange); decode_count reads the input-token count out of the endpoint's 2xx body. 0, or -1 (with err). */
+    int (*encode_count)(const struct deployment *d, const cJSON *canon, struct up_request *r, struct gw_error *err);
+    int (*decode_count)(const char *body, size_t len, int64_t *input_tokens);
 };
 
 struct attempt {

@@ -12,6 +12,7 @@
 #include "common/alloc.h"
 #include "common/log.h"
 #include "store/keys_store.h"
+#include "telemetry/metrics.h"
 
 struct key_snapshot {
     _Atomic long refs;
@@ -229,21 +230,69 @@ bool auth_looks_like_key(struct str s)
     return s.n > pl && memcmp(s.p, KEY_SECRET_PREFIX, pl) == 0;
 }
 
+/* ---- refusals: metric and audit line ---- */
+
+static const char *const reason_names[AUTH_R_COUNT] = {"no_key",  "malformed",         "unknown",  "revoked",
+                                                       "expired", "model_not_allowed", "admin_key"};
+static const char *const reason_labels[] = {"reason", NULL};
+static struct metric_def m_refused = METRIC_DEF(
+    "agentd_auth_refused_total", "Requests refused by authentication, by reason (the client is told less).",
+    METRIC_COUNTER, reason_labels);
+static bool metrics_on;
+
+const char *auth_reason_name(enum auth_reason r)
+{
+    return (unsigned)r < AUTH_R_COUNT ? reason_names[r] : "?";
+}
+
+void auth_metrics_register(void)
+{
+    if (metrics_on)
+        return;
+    metrics_register(&m_refused);
+    metrics_on = true;
+}
+
+void auth_refused(enum auth_reason r, const char *key_id, const char *request_id, const char *route)
+{
+    if (metrics_on)
+        metrics_inc(&m_refused, (const char *[]){auth_reason_name(r)});
+    struct log_line l;
+    if (!log_begin(&l, LL_INFO, "auth refused"))
+        return;
+    log_field_cstr(&l, "reason", auth_reason_name(r));
+    if (key_id && *key_id)
+        log_field_cstr(&l, "key_id", key_id);
+    if (request_id && *request_id)
+        log_field_cstr(&l, "request_id", request_id);
+    if (route && *route)
+        log_field_cstr(&l, "route", route);
+    log_end(&l);
+}
+
+static enum auth_result refuse(const struct auth_input *in, enum auth_reason why, const char *key_id)
+{
+    auth_refused(why, key_id, in->request_id, in->route);
+    return why == AUTH_R_NO_KEY ? AUTH_NO_KEY : why == AUTH_R_MODEL_DENIED ? AUTH_MODEL_DENIED : AUTH_BAD_KEY;
+}
+
 enum auth_result auth_check(const struct auth_input *in, int64_t now, const struct principal **out)
 {
     *out = NULL;
     if (in->secret.n == 0)
-        return AUTH_NO_KEY;
+        return refuse(in, AUTH_R_NO_KEY, NULL);
     if (in->secret.n > KEY_SECRET_MAX || !auth_looks_like_key(in->secret))
-        return AUTH_BAD_KEY;
+        return refuse(in, AUTH_R_MALFORMED, NULL);
     uint8_t h[KEY_HASH_LEN];
     key_hash(&K.hasher, in->secret.p, in->secret.n, h);
     struct holder *v = view();
     const struct key_record *r = v->snap ? snapshot_find(v->snap, h) : NULL;
-    if (r == NULL || !key_active(r, now))
-        return AUTH_BAD_KEY;
-    if (!key_model_allowed(r, in->model.p, in->model.n))
-        return AUTH_MODEL_DENIED;
+    if (r == NULL)
+        return refuse(in, AUTH_R_UNKNOWN, NULL);
+    if (!key_active(r, now))
+        return refuse(in, r->revoked_at ? AUTH_R_REVOKED : AUTH_R_EXPIRED, r->id);
+    if (in->model.n && !key_model_allowed(r, in->model.p, in->model.n))
+        return refuse(in, AUTH_R_MODEL_DENIED, r->id);
     struct principal *p = xmalloc(sizeof(*p));
     v->users++;
     p->key = r;

@@ -48,7 +48,29 @@ struct auth_input {
      * body is scanned only then). The slice must stay valid until auth_check returns. */
     struct str (*caller_user)(void *ud);
     void *ud;
+    /* Optional, for the audit line of a refusal: the request's id and route. */
+    const char *request_id;
+    const char *route;
 };
+
+/* Why a key was refused, for agentd_auth_refused_total{reason} and the `auth refused` audit log line only: the
+ * client always gets the same answer for all but model_not_allowed. */
+enum auth_reason {
+    AUTH_R_NO_KEY,        /* "no_key" */
+    AUTH_R_MALFORMED,     /* "malformed": not an agentd key's shape, or too long */
+    AUTH_R_UNKNOWN,       /* "unknown" */
+    AUTH_R_REVOKED,       /* "revoked" */
+    AUTH_R_EXPIRED,       /* "expired" */
+    AUTH_R_MODEL_DENIED,  /* "model_not_allowed" */
+    AUTH_R_ADMIN,         /* "admin_key": the admin API without or with a wrong admin key */
+    AUTH_R_COUNT
+};
+const char *auth_reason_name(enum auth_reason r);
+/* Registers agentd_auth_refused_total (once, at start-up, before workers run). */
+void auth_metrics_register(void);
+/* Counts a refusal and writes the audit line (`auth refused`, with reason, key_id when known, request_id, route).
+ * auth_check calls it for every refusal; the admin API calls it for a bad admin key. */
+void auth_refused(enum auth_reason r, const char *key_id, const char *request_id, const char *route);
 
 /* True when s has the shape of an agentd key ("sk-agentd-..."): under auth.mode none, only such keys are
  * checked (a client's placeholder key such as "sk-none" stays anonymous). */

@@ -267,20 +267,23 @@ void budget_reserve(struct budget *b, const struct budget_limit *l, int n, const
             continue;
         const struct budget_cell *c = cells[i];
         int64_t fit = out;
+        bool input_fits = true; /* a request without output (embeddings) is refused on its input alone */
         if (l[i].usd_nusd > 0 && pr[i]) {
             int64_t avail = l[i].usd_nusd - c->spent_nusd - c->reserved_nusd;
             if (price_worst_nusd(pr[i], in, out) > avail)
                 fit = avail < 0 ? 0 : price_output_affordable(pr[i], in, avail);
             if (fit > out)
                 fit = out;
+            input_fits = price_worst_nusd(pr[i], in, 0) <= avail;
         }
         if (l[i].tokens > 0) {
             int64_t avail = l[i].tokens - c->spent_tokens - c->reserved_tokens - in;
             if (avail < fit)
                 fit = avail < 0 ? 0 : avail;
+            input_fits = input_fits && avail >= 0;
         }
         bool short_ = fit < out;
-        if (short_ && (!l[i].clamp || fit < 1)) {
+        if (!input_fits || (short_ && (!l[i].clamp || fit < 1))) {
             unlock_set(b, order, m);
             d->verdict = BUDGET_REFUSED;
             d->which = i;

@@ -245,6 +245,43 @@ void rl_settle(struct ratelimit *r, struct rl_hold *h, int64_t actual_tokens)
     h->n = 0;
 }
 
+void rl_peek(struct ratelimit *r, const struct rl_limit *l, int64_t now_ms, struct rl_peek *out)
+{
+    *out = (struct rl_peek){-1, -1, 0, 0};
+    size_t len = l->name ? strnlen(l->name, RL_NAME_MAX + 1) : 0;
+    if (len > RL_NAME_MAX)
+        return;
+    int64_t now = now_ms * 1000000;
+    for (int k = 0; k < 2; k++) {
+        int64_t lim = k ? l->tpm : l->rpm;
+        if (lim <= 0)
+            continue;
+        uint64_t h = cell_hash(l->scope, k, l->name ? l->name : "", len);
+        struct stripe *st = &r->s[h % STRIPES];
+        int64_t tat = INT64_MIN / 2;
+        pthread_mutex_lock(&st->mu);
+        for (struct rl_cell *c = st->b[(h / STRIPES) % BUCKETS]; c; c = c->next)
+            if (c->hash == h && c->scope == l->scope && c->tokens == (bool)k &&
+                strncmp(c->name, l->name ? l->name : "", len) == 0 && !c->name[len]) {
+                tat = c->tat_ns;
+                break;
+            }
+        pthread_mutex_unlock(&st->mu);
+        int64_t ahead = tat > now ? tat - now : 0;
+        int64_t rem = ahead >= PERIOD_NS ? 0 : (PERIOD_NS - ahead) / interval(1, lim);
+        if (rem > lim)
+            rem = lim;
+        int64_t reset = (ahead + 999999) / 1000000;
+        if (k) {
+            out->remaining_tokens = rem;
+            out->reset_tokens_ms = reset;
+        } else {
+            out->remaining_requests = rem;
+            out->reset_requests_ms = reset;
+        }
+    }
+}
+
 /* OpenAI writes durations as "1s", "6m0s", "20ms". */
 static void duration(struct buf *out, int64_t ms)
 {

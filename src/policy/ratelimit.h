@@ -63,6 +63,14 @@ void rl_admit(struct ratelimit *r, const struct rl_limit *l, int n, int64_t toke
 /* Corrects the token cells by (actual - reserved); h is emptied. */
 void rl_settle(struct ratelimit *r, struct rl_hold *h, int64_t actual_tokens);
 
+/* What is left of a limit now, without charging it (GET /v1/me): remaining requests and tokens (-1 for a kind the
+ * limit does not set) and the ms until the cell is full again. */
+struct rl_peek {
+    int64_t remaining_requests, remaining_tokens;
+    int64_t reset_requests_ms, reset_tokens_ms;
+};
+void rl_peek(struct ratelimit *r, const struct rl_limit *l, int64_t now_ms, struct rl_peek *out);
+
 /* Appends the rate-limit headers ("Name: value\r\n") in OpenAI's naming (x-ratelimit-*), or Anthropic's
  * (anthropic-ratelimit-*, resets as RFC 3339 times from now_wall_s) when anthropic. Nothing for absent limits. */
 void rl_headers(struct buf *out, const struct rl_decision *d, bool anthropic, int64_t now_wall_ms);

@@ -106,6 +106,66 @@ test('claude-up: the SDK version and Bearer key stay at agentd; the deployment k
   assert.equal(up.headers['anthropic-version'], '2023-06-01');
 });
 
+// messages.countTokens: exact from an Anthropic deployment (its own /v1/messages/count_tokens), else an estimate
+// (bytes of text / 4), marked as such and never sent upstream
+for (const model of ['mock', 'gpt-up']) {
+  test(`${model}: messages.countTokens answers a marked estimate without calling the upstream`, async () => {
+    anth.reset();
+    oa.reset();
+    const { data, response } = await client.messages.countTokens({ model, system: 'Be brief.', messages: [{ role: 'user', content: 'hello sdk' }] }).withResponse();
+    assert.equal(response.status, 200);
+    assert.equal(response.headers.get('x-agentd-token-count'), 'estimate');
+    assert.equal(data.estimated, true);
+    // 'Be brief.' + 'hello sdk' = 18 bytes of text -> ceil(18 / 4)
+    assert.equal(data.input_tokens, 5);
+    const big = await client.messages.countTokens({ model, tools: [WEATHER], messages: [{ role: 'user', content: 'word '.repeat(400) }] });
+    assert.ok(big.input_tokens >= 500, String(big.input_tokens));
+    // client.beta.messages.countTokens (POST ...?beta=true) is the same door
+    const beta = await client.beta.messages.countTokens({ model, system: 'Be brief.', messages: [{ role: 'user', content: 'hello sdk' }] });
+    assert.equal(beta.input_tokens, 5);
+    assert.equal(anth.requests.length + oa.requests.length, 0);
+  });
+}
+
+test('claude-up: messages.countTokens is the deployment\'s exact count (its own endpoint, its model and key)', async () => {
+  anth.reset();
+  const { data, response } = await client.messages.countTokens({ model: 'claude-up', system: 'Be brief.', messages: [{ role: 'user', content: 'hello sdk, count me' }] }).withResponse();
+  assert.equal(response.status, 200);
+  assert.equal(response.headers.get('x-agentd-token-count'), 'exact');
+  assert.equal(data.estimated, undefined);
+  assert.equal(anth.requests.length, 1);
+  const up = anth.requests[0];
+  assert.equal(up.path, '/v1/messages/count_tokens');
+  assert.equal(up.json.model, 'claude-haiku-4-5');
+  assert.equal(up.headers['x-api-key'], FAKE_KEYS.anthropic);
+  // the fake counts 'Be brief.' + 'hello sdk, count me' = 28 characters / 4
+  assert.equal(data.input_tokens, 7);
+  // the client's betas go with it
+  anth.reset();
+  await client.beta.messages.countTokens({ model: 'claude-up', messages: [{ role: 'user', content: 'x' }], betas: ['token-efficient-tools-2025-02-19'] });
+  assert.match(anth.requests[0].headers['anthropic-beta'], /token-efficient-tools-2025-02-19/);
+  // the provider's refusal reaches the client in Anthropic's shape; agentd's key refused is a 502
+  anth.reset();
+  anth.script([{ status: 429, retryAfter: 2 }]);
+  await assert.rejects(client.messages.countTokens({ model: 'claude-up', messages: [{ role: 'user', content: 'x' }] }),
+    (e) => e instanceof RateLimitError && e.type === 'rate_limit_error');
+  await assert.rejects(client.messages.countTokens({ model: 'claude-badkey', messages: [{ role: 'user', content: 'x' }] }),
+    (e) => e instanceof InternalServerError && e.status === 502 && e.type === 'api_error');
+});
+
+test('messages.countTokens: unknown model -> NotFoundError, bad JSON -> 400 in Anthropic shape', async () => {
+  await assert.rejects(client.messages.countTokens({ model: 'no-such-model', messages: [{ role: 'user', content: 'x' }] }),
+    (e) => e instanceof NotFoundError && e.status === 404 && e.type === 'not_found_error' && /no-such-model/.test(e.apiMessage));
+  for (const body of ['{"model":', '[]', '{"messages":[]}', '{"model":"mock"}']) {
+    const r = await fetch(`${d.url}/v1/messages/count_tokens`, { method: 'POST', headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' }, body });
+    assert.equal(r.status, 400, body);
+    const j = await r.json();
+    assert.equal(j.type, 'error', body);
+    assert.equal(j.error.type, 'invalid_request_error', body);
+    assert.ok(j.error.message.length > 0);
+  }
+});
+
 test('models.list shows the configured models in Anthropic form', async () => {
   const ids = [];
   for await (const m of client.models.list()) ids.push(m.id);
@@ -176,6 +236,33 @@ test('beta toolRunner (message threads by default) runs its loop on mock and thr
     const final = await runner.runUntilDone();
     assert.deepEqual(seen, ['Oslo'], model);
     assert.equal(final.content[0].text, 'echo: tool result: cold in Oslo', model);
+  }
+});
+
+test('beta.messages.thread: each turn sends only its new messages, agentd holds the rest (mock, translation)', async () => {
+  for (const model of ['mock', 'gpt-up']) {
+    oa.reset();
+    const thread = client.beta.messages.thread({ model, max_tokens: 100, system: 'Be brief.', tools: [WEATHER] });
+    const first = await thread.send({ role: 'user', content: 'CALL get_weather {"city":"Oslo"}' });
+    assert.equal(first.stop_reason, 'tool_use', model);
+    const use = first.content.find((b) => b.type === 'tool_use');
+    assert.equal(thread.previousMessageId, first.id, model);
+    const second = await thread.send({ role: 'user', content: [{ type: 'tool_result', tool_use_id: use.id, content: 'cold' }] });
+    assert.equal(second.content[0].text, 'echo: tool result: cold', model);
+    const third = await thread.send({ role: 'user', content: 'thanks' });
+    assert.equal(third.content[0].text, 'echo: thanks', model);
+    if (model === 'gpt-up') {
+      // the SDK sent only the new turn each time; the upstream saw the whole conversation
+      assert.deepEqual(oa.requests[2].json.messages.map((m) => m.role), ['system', 'user', 'assistant', 'tool', 'assistant', 'user']);
+    }
+  }
+});
+
+test('an unknown thread is the SDK\'s ThreadNotFoundError (the error it replays on), on mock and translation', async () => {
+  for (const model of ['mock', 'gpt-up']) {
+    await assert.rejects(
+      client.beta.messages.create({ model, max_tokens: 10, thread: { type: 'continue', previous_message_id: 'msg_lost' }, messages: [{ role: 'user', content: 'x' }], betas: ['message-threads-2026-08-12'] }),
+      (e) => e instanceof NotFoundError && e.constructor.name === 'ThreadNotFoundError' && e.error.error.details.error_code === 'thread_not_found', model);
   }
 });
 

@@ -184,6 +184,37 @@ for (const model of MODELS) {
   }
 }
 
+for (const model of PASSTHROUGH) {
+  test(`${model}: retrieve, input items and delete go to the deployment that holds the response`, async () => {
+    const r = await client.responses.create({ model, input: 'kept upstream' });
+    const s = client.responses.stream({ model, input: 'streamed and kept' });
+    const rs = await s.finalResponse();
+    f.reset();
+    const got = await client.responses.retrieve(r.id);
+    assert.equal(got.id, r.id);
+    assert.equal(got.output_text, 'echo: kept upstream');
+    const got2 = await client.responses.retrieve(rs.id);
+    assert.equal(got2.output_text, 'echo: streamed and kept');
+    const paths = f.requests.map((q) => `${q.method} ${q.path}`);
+    assert.ok(paths.some((p) => p.startsWith('GET ') && p.endsWith(`/responses/${r.id}`)), paths.join(' '));
+    const r2 = await client.responses.create({ model, previous_response_id: r.id, input: 'second' });
+    const asc = await client.responses.inputItems.list(r2.id, { order: 'asc' });
+    assert.deepEqual(asc.data.map((i) => i.content?.[0]?.text ?? i.content), ['kept upstream', 'echo: kept upstream', 'second']);
+    const desc = await client.responses.inputItems.list(r2.id);
+    assert.equal(desc.data[0].content, 'second');
+    await client.responses.delete(r.id);
+    assert.ok(f.requests.some((q) => q.method === 'DELETE' && q.path.endsWith(`/responses/${r.id}`)));
+    // gone at the provider: its 404 reaches the client in OpenAI's shape
+    await assert.rejects(client.responses.retrieve(r.id), (e) => e.status === 404 && e.error.type === 'invalid_request_error');
+    await assert.rejects(client.responses.delete(r.id), (e) => e.status === 404);
+    // store: false: nothing recorded, nothing forwarded
+    const nf = await client.responses.create({ model, input: 'forget me', store: false });
+    f.reset();
+    await assert.rejects(client.responses.retrieve(nf.id), (e) => e.status === 404);
+    assert.equal(f.requests.length, 0);
+  });
+}
+
 test('pass-through: the upstream gets the client body with only the model replaced', async () => {
   f.reset();
   await client.responses.create({ model: 'gpt-resp', input: 'bytes', metadata: { a: 'b' }, include: ['reasoning.encrypted_content'] });
@@ -258,6 +289,67 @@ test('input_tokens: an estimate, marked as such', async () => {
   assert.equal(j.object, 'response.input_tokens');
   assert.equal(j.input_tokens, 3);
   assert.equal(j.estimated, true);
+});
+
+test('responses.inputTokens.count: exact from pass-through deployments (their own endpoint), else a marked estimate', async () => {
+  for (const model of ['gpt-resp', 'azure-resp']) {
+    f.reset();
+    const { data, response } = await client.responses.inputTokens.count({ model, input: 'count these words please', instructions: 'Be brief.' }).withResponse();
+    assert.equal(response.headers.get('x-agentd-token-count'), 'exact', model);
+    assert.equal(data.object, 'response.input_tokens');
+    assert.equal(data.estimated, undefined, 'an exact count is the provider\'s own answer');
+    const up = f.requests.find((r) => r.path.endsWith('/responses/input_tokens'));
+    assert.ok(up, `${model}: the provider's count endpoint was called`);
+    assert.equal(up.json.model, model === 'gpt-resp' ? 'gpt-4o-mini' : 'my-4o', 'the deployment\'s model');
+    // the fake counts 33 characters / 4
+    assert.equal(data.input_tokens, 9);
+    // the beta door of the SDK is the same route
+    const beta = await client.beta.responses.inputTokens.count({ model, input: 'count these words please', instructions: 'Be brief.' });
+    assert.equal(beta.input_tokens, 9);
+  }
+  // a conversation the provider holds is counted by the provider
+  const r1 = await client.responses.create({ model: 'gpt-resp', input: 'first turn here' });
+  const c = await client.responses.inputTokens.count({ model: 'gpt-resp', previous_response_id: r1.id, input: 'more' });
+  assert.ok(c.input_tokens > 2, String(c.input_tokens));
+  // an error of the provider's reaches the client in OpenAI's shape with its status
+  await assert.rejects(client.responses.inputTokens.count({ model: 'gpt-resp', previous_response_id: 'resp_nobody', input: 'x' }),
+    (e) => e.status === 404 && e.param === 'previous_response_id');
+  f.reset();
+  const { data, response } = await client.responses.inputTokens.count({ model: 'compat', input: 'hello there' }).withResponse();
+  assert.equal(response.headers.get('x-agentd-token-count'), 'estimate');
+  assert.equal(data.estimated, true);
+  assert.equal(f.requests.length, 0, 'an estimate calls no upstream');
+});
+
+test('input_tokens / count_tokens on translated deployments: the provider\'s own count (Anthropic, Gemini, Bedrock)', async () => {
+  const cases = [['claude', '/v1/messages/count_tokens'], ['gem', ':countTokens'], ['bed', '/count-tokens']];
+  for (const [model, endpoint] of cases) {
+    f.reset();
+    const { data, response } = await client.responses.inputTokens.count({ model, instructions: 'Be brief.', input: 'count these words please' }).withResponse();
+    assert.equal(response.headers.get('x-agentd-token-count'), 'exact', model);
+    assert.equal(data.object, 'response.input_tokens');
+    assert.equal(data.estimated, undefined);
+    // the fakes count characters / 4: 'Be brief.' + 'count these words please' = 33 -> 9
+    assert.equal(data.input_tokens, 9, model);
+    const up = f.requests.find((r) => r.path.endsWith(endpoint));
+    assert.ok(up, `${model}: ${f.requests.map((r) => r.path).join(' ')}`);
+    // the Anthropic door on the same deployments
+    const r = await d.fetch('/v1/messages/count_tokens', {
+      method: 'POST', headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
+      body: JSON.stringify({ model, system: 'Be brief.', messages: [{ role: 'user', content: 'count these words please' }] }),
+    });
+    if (model === 'claude') continue; // pass-through there: covered by the Anthropic SDK's tests
+    assert.equal(r.headers.get('x-agentd-token-count'), 'exact', model);
+    assert.deepEqual(await r.json(), { input_tokens: 9 });
+  }
+  // a provider that cannot count this request: the marked estimate, and why
+  f.reset();
+  f.script([{ status: 400 }]);
+  const { data, response } = await client.responses.inputTokens.count({ model: 'bed', input: 'hello there' }).withResponse();
+  assert.equal(response.headers.get('x-agentd-token-count'), 'estimate');
+  assert.equal(response.headers.get('x-agentd-count-fallback'), 'upstream HTTP 400');
+  assert.equal(data.estimated, true);
+  assert.equal(data.input_tokens, 3);
 });
 
 test('a conversation continues across a restart (the store is on disk)', async () => {

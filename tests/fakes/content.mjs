@@ -119,7 +119,8 @@ export function makeReply(conv, behavior = {}) {
     }
     if (best >= 0) { text = text.slice(0, best); finish = 'stop_sequence'; }
   }
-  if (!toolCalls.length && Number.isInteger(conv.maxTokens) && conv.maxTokens > 0 && countWords(text) > conv.maxTokens) {
+  // Behaviour `ignoreMaxTokens: true`: an upstream that overruns the max_tokens it was given.
+  if (!toolCalls.length && !behavior.ignoreMaxTokens && Number.isInteger(conv.maxTokens) && conv.maxTokens > 0 && countWords(text) > conv.maxTokens) {
     text = firstWords(text, conv.maxTokens);
     finish = 'length';
     stopSequence = null;

@@ -13,6 +13,7 @@
 #include "common/jscan.h"
 #include "gateway/front_anthropic.h"
 #include "gateway/providers/anthropic.h"
+#include "gateway/anthropic_threads.h"
 #include "gateway/exchange.h"
 #include "gateway/front.h"
 #include "gateway/providers/canon.h"
@@ -131,6 +132,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     cJSON_Delete(ex->rq.client_tree);
     xfree(ex);
+
+    /* the message-thread member (anthropic_threads.h): a 400 or a mode, and a continue names a bounded id */
+    struct jval tv;
+    if (jscan_get(s, size, "thread", &tv) == 0) {
+        enum athread_mode tm;
+        char tid[ATHREAD_MAX_ID + 1];
+        if (athread_check(&tv, &tm, tid, &err) != 0) {
+            if (err.status != 400)
+                __builtin_trap();
+        } else if (tm == ATHREAD_CONTINUE && (tid[0] == '\0' || strlen(tid) > ATHREAD_MAX_ID)) {
+            __builtin_trap();
+        }
+    }
 
     /* arbitrary JSON as a canonical request and as a canonical response */
     cJSON *t = cJSON_ParseWithLength(s, size);

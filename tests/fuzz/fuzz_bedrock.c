@@ -88,11 +88,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
     }
     default: {
+        int64_t count = -1; /* the count endpoint's answer: a count >= 0, or refused */
+        if (provider_bedrock.decode_count(s, n, &count) == 0 && count < 0)
+            __builtin_trap();
         ex.canon = cJSON_ParseWithLength(s, n);
         if (ex.canon) {
             struct up_request r;
             up_request_init(&r);
             provider_bedrock.encode_request(&a, &r, &err);
+            up_request_free(&r);
+            up_request_init(&r); /* the same request for the provider's token count */
+            provider_bedrock.encode_count(a.dep, ex.canon, &r, &err);
             up_request_free(&r);
         }
         break;

@@ -73,15 +73,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         break;
     }
-    case 3:
+    case 3: {
         provider_gemini.map_error(&a, 400 + (int)(n % 200), s, n, &err);
+        int64_t count = -1; /* the count endpoint's answer: a count >= 0, or refused */
+        if (provider_gemini.decode_count(s, n, &count) == 0 && count < 0)
+            __builtin_trap();
         break;
+    }
     default: {
         ex.canon = cJSON_ParseWithLength(s, n);
         if (ex.canon) {
             struct up_request r;
             up_request_init(&r);
             provider_gemini.encode_request(&a, &r, &err);
+            up_request_free(&r);
+            up_request_init(&r); /* the same request for the provider's token count */
+            provider_gemini.encode_count(a.dep, ex.canon, &r, &err);
             up_request_free(&r);
             a.op = OP_EMBEDDINGS;
             up_request_init(&r);

@@ -666,16 +666,19 @@ test('message_start reports the input tokens: the mock\'s count, an estimate for
   assert.equal(evs[0].data.message.usage.input_tokens, Math.ceil(body.length / 4), 'estimate: request bytes / 4');
 });
 
-test('a message thread on a translated deployment: thread_unsupported_request, never silent loss', async () => {
+test('a message thread on a translated deployment is held by agentd; an unknown one is thread_not_found', async () => {
+  // (anthropic_threads.test.mjs covers the held conversation; here: the door's answers)
   oa.reset();
-  for (const thread of [{ type: 'create' }, { type: 'continue', previous_message_id: 'msg_01abc' }]) {
-    const res = await messages({ model: 'gpt-test', max_tokens: 20, thread, messages: [{ role: 'user', content: 'hi' }] }, { 'anthropic-beta': 'message-threads-2026-08-12' });
-    assert.equal(res.status, 400);
-    const j = await res.json();
-    assert.equal(j.type, 'error');
-    assert.equal(j.error.type, 'invalid_request_error');
-    assert.equal(j.error.details.error_code, 'thread_unsupported_request');
-  }
+  const created = await messages({ model: 'gpt-test', max_tokens: 20, thread: { type: 'create' }, messages: [{ role: 'user', content: 'hi' }] }, { 'anthropic-beta': 'message-threads-2026-08-12' });
+  assert.equal(created.status, 200);
+  assert.equal(oa.requests[0].json.thread, undefined, 'the thread field is agentd\'s, not the translated upstream\'s');
+  oa.reset();
+  const lost = await messages({ model: 'gpt-test', max_tokens: 20, thread: { type: 'continue', previous_message_id: 'msg_01abc' }, messages: [{ role: 'user', content: 'hi' }] }, { 'anthropic-beta': 'message-threads-2026-08-12' });
+  assert.equal(lost.status, 404);
+  const j = await lost.json();
+  assert.equal(j.type, 'error');
+  assert.equal(j.error.type, 'not_found_error');
+  assert.equal(j.error.details.error_code, 'thread_not_found');
   assert.equal(oa.requests.length, 0, 'refused before any upstream call');
   anth.reset();
   const res = await messages({ model: 'claude-test', max_tokens: 20, thread: { type: 'create' }, messages: [{ role: 'user', content: 'hi' }] }, { 'anthropic-beta': 'message-threads-2026-08-12' });

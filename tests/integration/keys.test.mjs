@@ -106,6 +106,18 @@ test('GET /v1/models needs a key too under auth.mode keys', async () => {
   assert.ok((await r.json()).data.some((m) => m.id === 'mock'));
 });
 
+test('POST /v1/messages/count_tokens needs a key under auth.mode keys', async () => {
+  const body = JSON.stringify({ model: 'mock', messages: [{ role: 'user', content: 'count me' }] });
+  const post = (headers) => d.fetch('/v1/messages/count_tokens', { method: 'POST', body, headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01', ...headers } });
+  await anthropicError(await post({}), 401);
+  await anthropicError(await post({ 'x-api-key': 'sk-agentd-no' }), 401);
+  const k = create(['--name', 'counter', '--models', 'mock']);
+  await until(() => post({ 'x-api-key': k.key }), 200, 3000);
+  const r = await post({ 'x-api-key': k.key });
+  assert.equal(r.headers.get('x-agentd-token-count'), 'estimate');
+  assert.equal((await r.json()).input_tokens, 2);
+});
+
 test('a key created with the CLI works in the running daemon within 1 s', async () => {
   const k = create(['--name', 'ci', '--user', 'bob', '--team', 'core', '--tag', 'workflow=triage']);
   assert.match(k.key, /^sk-agentd-[A-Za-z0-9_-]{40,}$/);

@@ -18,7 +18,7 @@ test('probes answer on both listeners; /metrics only on ops and passes promtool'
       const r = await f('/ready');
       assert.equal(r.status, 200);
       const rj = await r.json();
-      assert.deepEqual(rj.checks, { config: true, data_dir: true, draining: false, ledger: true, ledger_backlog: 0 });
+      assert.deepEqual(rj.checks, { config: true, data_dir: true, draining: false, ledger: true, ledger_backlog: 0, admission_queue: true, admission_queue_depth: 0 });
     }
     assert.equal((await d.fetch('/metrics')).status, 404);
     await d.fetch('/nope');

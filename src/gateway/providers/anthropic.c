@@ -841,6 +841,45 @@ int anthropic_stream_event(struct anthropic_stream *s, struct str event, struct 
     return 0; /* content_block_stop, and event types added later */
 }
 
+/* ---------- token counts (a translated request: another front door's client) ---------- */
+
+static int anthropic_encode_count(const struct deployment *d, const cJSON *canon, struct up_request *r,
+                                  struct gw_error *err)
+{
+    char json_tool[130];
+    cJSON *req = anthropic_request_from_canonical(canon, d->model, false, 1, json_tool, sizeof(json_tool), err);
+    if (req == NULL)
+        return -1;
+    static const char *const not_counted[] = {"max_tokens", "stream", "stop_sequences", "temperature", "top_p",
+                                              "top_k", "metadata"};
+    for (size_t i = 0; i < sizeof(not_counted) / sizeof(not_counted[0]); i++)
+        cJSON_DeleteItemFromObjectCaseSensitive(req, not_counted[i]);
+    char *txt = cJSON_PrintUnformatted(req);
+    cJSON_Delete(req);
+    if (txt == NULL) {
+        gw_error_set(err, 500, GW_ERR_API, "could not encode the upstream request");
+        return -1;
+    }
+    buf_append_str(&r->body, txt);
+    cJSON_free(txt);
+    r->method = "POST";
+    buf_printf(&r->url, "%s/v1/messages/count_tokens", d->base_url);
+    if (d->api_key)
+        up_request_header(r, "x-api-key", d->api_key);
+    up_request_header(r, "anthropic-version", d->api_version ? d->api_version : "2023-06-01");
+    up_request_header(r, "Content-Type", "application/json");
+    up_request_header(r, "Accept", "application/json");
+    for (size_t i = 0; i < d->nheaders; i++)
+        buf_printf(&r->headers, "%s\n", d->headers[i]);
+    return 0;
+}
+
+static int anthropic_decode_count(const char *body, size_t len, int64_t *n)
+{
+    struct jval v;
+    return jscan_get(body, len, "input_tokens", &v) == 0 && jval_i64(&v, n) == 0 && *n >= 0 ? 0 : -1;
+}
+
 /* ---------- the provider ---------- */
 
 static void on_delta(void *ud, const struct chat_delta *d)
@@ -1003,4 +1042,6 @@ const struct provider_ops provider_anthropic = {
     .extract_usage = extract_usage,
     .map_error = map_error,
     .free_state = free_state,
+    .encode_count = anthropic_encode_count,
+    .decode_count = anthropic_decode_count,
 };

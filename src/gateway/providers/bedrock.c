@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "common/alloc.h"
+#include "common/jscan.h"
 #include "gateway/usage.h"
 #include "gateway/registry.h"
 #include "gateway/providers/canon.h"
@@ -560,6 +561,97 @@ static int split_base(const char *base, struct buf *host, struct buf *prefix)
     return 0;
 }
 
+/* URL, Host and the SigV4 signature of a POST of r->body to {base_url}/model/{model}{suffix}. */
+static int sign_post(const struct deployment *d, struct up_request *r, const char *suffix, const char *accept,
+                     struct gw_error *err)
+{
+    int rc = -1;
+    struct buf host = BUF_INIT(1024), path = BUF_INIT(8192), mpath = BUF_INIT(8192);
+    if (split_base(d->base_url, &host, &path) != 0) {
+        gw_error_set(err, 500, GW_ERR_API, "deployment %s: base_url is not an absolute URL", d->label);
+        goto out;
+    }
+    buf_append_str(&mpath, "/model/");
+    sigv4_uri_encode(d->model, strlen(d->model), false, &mpath); /* ':' -> %3A, '/' (ARNs) -> %2F */
+    buf_append_str(&mpath, suffix);
+    buf_append(&path, mpath.data, mpath.len); /* the path as sent: base_url's own path, then ours */
+    r->method = "POST";
+    buf_printf(&r->url, "%s%s", d->base_url, mpath.data);
+    up_request_header(r, "Host", host.data);
+    up_request_header(r, "Content-Type", "application/json");
+    up_request_header(r, "Accept", accept);
+    static const char *const names[] = {"content-type"};
+    static const char *const values[] = {"application/json"};
+    struct sigv4_params sp = {
+        .access_key_id = d->aws_access_key_id,
+        .secret_access_key = d->aws_secret_access_key,
+        .session_token = d->aws_session_token,
+        .region = d->region ? d->region : "us-east-1",
+        .service = "bedrock",
+        .method = "POST",
+        .host = host.data,
+        .path = path.data,
+        .header_names = names,
+        .header_values = values,
+        .nheaders = 1,
+        .body = r->body.data,
+        .body_len = r->body.len,
+        .now = time(NULL),
+        .content_sha256_header = true,
+    };
+    if (sigv4_sign(&sp, &r->headers, NULL, NULL) != 0) {
+        gw_error_set(err, 500, GW_ERR_API, "deployment %s: could not sign the request", d->label);
+        goto out;
+    }
+    for (size_t i = 0; i < d->nheaders; i++)
+        buf_printf(&r->headers, "%s\n", d->headers[i]);
+    rc = 0;
+out:
+    buf_free(&host);
+    buf_free(&path);
+    buf_free(&mpath);
+    return rc;
+}
+
+/* CountTokens: POST /model/{id}/count-tokens with the Converse input (messages, system, toolConfig). */
+static int bedrock_encode_count(const struct deployment *d, const cJSON *canon, struct up_request *r,
+                                struct gw_error *err)
+{
+    if (d->aws_access_key_id == NULL || d->aws_secret_access_key == NULL) {
+        gw_error_set(err, 503, GW_ERR_OVERLOADED, "deployment %s has no AWS credentials", d->label);
+        return -1;
+    }
+    cJSON *conv = build_converse(canon, -1, err);
+    if (conv == NULL)
+        return -1;
+    cJSON *keep = cJSON_CreateObject();
+    static const char *const fields[] = {"messages", "system", "toolConfig"};
+    for (size_t i = 0; i < 3; i++) {
+        cJSON *v = cJSON_DetachItemFromObjectCaseSensitive(conv, fields[i]);
+        if (v)
+            cJSON_AddItemToObject(keep, fields[i], v);
+    }
+    cJSON_Delete(conv);
+    cJSON *body = cJSON_CreateObject();
+    cJSON *input = cJSON_AddObjectToObject(body, "input");
+    cJSON_AddItemToObject(input, "converse", keep);
+    char *s = cJSON_PrintUnformatted(body);
+    cJSON_Delete(body);
+    if (s == NULL) {
+        gw_error_set(err, 500, GW_ERR_API, "could not encode the upstream request");
+        return -1;
+    }
+    buf_append_str(&r->body, s);
+    cJSON_free(s);
+    return sign_post(d, r, "/count-tokens", "application/json", err);
+}
+
+static int bedrock_decode_count(const char *body, size_t len, int64_t *n)
+{
+    struct jval v;
+    return jscan_get(body, len, "inputTokens", &v) == 0 && jval_i64(&v, n) == 0 && *n >= 0 ? 0 : -1;
+}
+
 static int bedrock_encode(struct attempt *a, struct up_request *r, struct gw_error *err)
 {
     const struct deployment *d = a->dep;
@@ -595,52 +687,8 @@ static int bedrock_encode(struct attempt *a, struct up_request *r, struct gw_err
     buf_append_str(&r->body, s);
     cJSON_free(s);
 
-    int rc = -1;
-    struct buf host = BUF_INIT(1024), path = BUF_INIT(8192), mpath = BUF_INIT(8192);
-    if (split_base(d->base_url, &host, &path) != 0) {
-        gw_error_set(err, 500, GW_ERR_API, "deployment %s: base_url is not an absolute URL", d->label);
-        goto out;
-    }
-    buf_append_str(&mpath, "/model/");
-    sigv4_uri_encode(d->model, strlen(d->model), false, &mpath); /* ':' -> %3A, '/' (ARNs) -> %2F */
-    buf_append_str(&mpath, a->stream ? "/converse-stream" : "/converse");
-    buf_append(&path, mpath.data, mpath.len); /* the path as sent: base_url's own path, then ours */
-    r->method = "POST";
-    buf_printf(&r->url, "%s%s", d->base_url, mpath.data);
-    up_request_header(r, "Host", host.data);
-    up_request_header(r, "Content-Type", "application/json");
-    up_request_header(r, "Accept", a->stream ? "application/vnd.amazon.eventstream" : "application/json");
-    static const char *const names[] = {"content-type"};
-    static const char *const values[] = {"application/json"};
-    struct sigv4_params sp = {
-        .access_key_id = d->aws_access_key_id,
-        .secret_access_key = d->aws_secret_access_key,
-        .session_token = d->aws_session_token,
-        .region = d->region ? d->region : "us-east-1",
-        .service = "bedrock",
-        .method = "POST",
-        .host = host.data,
-        .path = path.data,
-        .header_names = names,
-        .header_values = values,
-        .nheaders = 1,
-        .body = r->body.data,
-        .body_len = r->body.len,
-        .now = time(NULL),
-        .content_sha256_header = true,
-    };
-    if (sigv4_sign(&sp, &r->headers, NULL, NULL) != 0) {
-        gw_error_set(err, 500, GW_ERR_API, "deployment %s: could not sign the request", d->label);
-        goto out;
-    }
-    for (size_t i = 0; i < d->nheaders; i++)
-        buf_printf(&r->headers, "%s\n", d->headers[i]);
-    rc = 0;
-out:
-    buf_free(&host);
-    buf_free(&path);
-    buf_free(&mpath);
-    return rc;
+    return sign_post(d, r, a->stream ? "/converse-stream" : "/converse",
+                     a->stream ? "application/vnd.amazon.eventstream" : "application/json", err);
 }
 
 /* ---------- responses ---------- */
@@ -950,4 +998,6 @@ const struct provider_ops provider_bedrock = {
     .extract_usage = bedrock_extract_usage,
     .map_error = bedrock_map_error,
     .free_state = bedrock_free_state,
+    .encode_count = bedrock_encode_count,
+    .decode_count = bedrock_decode_count,
 };

@@ -13,6 +13,7 @@
 #include <strings.h>
 
 #include "common/alloc.h"
+#include "common/jscan.h"
 #include "gateway/usage.h"
 #include "gateway/registry.h"
 #include "gateway/providers/canon.h"
@@ -991,6 +992,47 @@ static int gemini_encode(struct attempt *a, struct up_request *r, struct gw_erro
     return 0;
 }
 
+/* models/{m}:countTokens with the whole GenerateContentRequest (system instruction and tools count too). */
+static int gemini_encode_count(const struct deployment *d, const cJSON *canon, struct up_request *r,
+                               struct gw_error *err)
+{
+    cJSON *gen = build_generate(canon, -1, err);
+    if (gen == NULL)
+        return -1;
+    cJSON_DeleteItemFromObjectCaseSensitive(gen, "generationConfig");
+    struct buf resource = BUF_INIT(4096);
+    model_resource(d->model, &resource);
+    cJSON_AddStringToObject(gen, "model", resource.data);
+    cJSON *body = cJSON_CreateObject();
+    cJSON_AddItemToObject(body, "generateContentRequest", gen);
+    r->method = "POST";
+    buf_printf(&r->url, "%s/%s/", d->base_url, d->api_version ? d->api_version : "v1beta");
+    sigv4_uri_encode(resource.data, resource.len, true, &r->url);
+    buf_append_str(&r->url, ":countTokens");
+    buf_free(&resource);
+    up_request_header(r, "Content-Type", "application/json");
+    up_request_header(r, "Accept", "application/json");
+    if (d->api_key)
+        up_request_header(r, "x-goog-api-key", d->api_key);
+    for (size_t i = 0; i < d->nheaders; i++)
+        buf_printf(&r->headers, "%s\n", d->headers[i]);
+    char *s = cJSON_PrintUnformatted(body);
+    cJSON_Delete(body);
+    if (s == NULL) {
+        gw_error_set(err, 500, GW_ERR_API, "could not encode the upstream request");
+        return -1;
+    }
+    buf_append_str(&r->body, s);
+    cJSON_free(s);
+    return 0;
+}
+
+static int gemini_decode_count(const char *body, size_t len, int64_t *n)
+{
+    struct jval v;
+    return jscan_get(body, len, "totalTokens", &v) == 0 && jval_i64(&v, n) == 0 && *n >= 0 ? 0 : -1;
+}
+
 /* ---------- responses ---------- */
 
 /* A token count, by the one rule for upstream usage (gw_types.h): absent -> 0, implausible -> u->invalid. */
@@ -1386,4 +1428,6 @@ const struct provider_ops provider_gemini = {
     .extract_usage = gemini_extract_usage,
     .map_error = gemini_map_error,
     .free_state = gemini_free_state,
+    .encode_count = gemini_encode_count,
+    .decode_count = gemini_decode_count,
 };

@@ -87,6 +87,7 @@ static int decode_response(struct attempt *a, const char *body, size_t len, cJSO
     }
     responses_extract_usage(body, len, &a->usage);
     usage_check(&a->usage, a->dep->label);
+    front_responses_passthrough_id(a->ex, a->dep, body, len); /* GET / DELETE find it there */
     return 0;
 }
 

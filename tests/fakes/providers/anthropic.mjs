@@ -302,6 +302,9 @@ async function messages(ctx) {
   const stopReason = STOP[plan.finish];
   const stopSequence = plan.finish === 'stop_sequence' ? plan.stopSequence : null;
   const withUsage = ctx.behavior.usage !== false;
+  // The bill (as openai.mjs): the whole generation, even when the client goes away before the end of a stream.
+  ctx.fake.billing?.push({ model: j.model, user: j.metadata?.user_id, stream: !!j.stream, input_tokens: plan.inputTokens,
+    cached_tokens: plan.cachedTokens, output_tokens: plan.outputTokens, reasoning_tokens: 0 });
   if (!j.stream) {
     const content = tools.length ? tools : [{ type: 'text', text: plan.text }];
     const body = { id, type: 'message', role: 'assistant', model: j.model, content, stop_reason: stopReason, stop_sequence: stopSequence };

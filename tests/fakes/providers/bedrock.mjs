@@ -1,17 +1,29 @@
-// AWS Bedrock runtime: POST /model/{modelId}/converse and /model/{modelId}/converse-stream.
+// AWS Bedrock runtime: POST /model/{modelId}/converse, /model/{modelId}/converse-stream and /model/{modelId}/count-tokens.
 // Every request must carry a valid SigV4 signature (service "bedrock") made with the configured test credentials,
 // or, when opts.keys.bedrockApiKey is set, a Bedrock API key as `Authorization: Bearer`. ConverseStream answers
 // in the binary AWS event-stream framing (eventstream.mjs).
-import { makeReply, splitPieces, stableId, hexId, forceUsage } from '../content.mjs';
+import { makeReply, splitPieces, stableId, hexId, forceUsage, inputTokens } from '../content.mjs';
 import { verifySigV4 } from '../sigv4.mjs';
 import { eventFrame, exceptionFrame } from '../eventstream.mjs';
 
 export function route(method, path) {
-  const m = /^\/model\/([^/]+)\/(converse|converse-stream)$/.exec(path);
+  const m = /^\/model\/([^/]+)\/(converse|converse-stream|count-tokens)$/.exec(path);
   if (!m || method !== 'POST') return null;
   let modelId = m[1];
   try { modelId = decodeURIComponent(m[1]); } catch { /* keep raw */ }
-  return { provider: 'bedrock', op: m[2] === 'converse' ? 'converse' : 'converseStream', params: { modelId, rawModelId: m[1] } };
+  const op = m[2] === 'converse' ? 'converse' : m[2] === 'count-tokens' ? 'countTokens' : 'converseStream';
+  return { provider: 'bedrock', op, params: { modelId, rawModelId: m[1] } };
+}
+
+// CountTokens (POST /model/{id}/count-tokens): {input: {converse: {messages, system, toolConfig}}} -> {inputTokens}.
+// Models without token counting answer the service's ValidationException (opts.noCountModels).
+function countTokens(ctx) {
+  let j;
+  try { j = ctx.json(); } catch { throw new AwsError(400, 'SerializationException', 'Unable to parse request body as JSON.'); }
+  const conv = j && j.input && j.input.converse;
+  if (!conv || typeof conv !== 'object') throw validation("Value at 'input' failed to satisfy constraint: Member must not be null.");
+  if ((ctx.opts.noCountModels || []).includes(ctx.params.modelId)) throw validation("The provided model doesn't support counting tokens.");
+  ctx.sendJson(200, { inputTokens: inputTokens(toConversation(conv)) }, { 'x-amzn-requestid': uuid() });
 }
 
 // x-amzn-ErrorType as the service sends it: the shape name, then ':' and the Coral namespace. SDKs keep the part
@@ -90,6 +102,7 @@ export async function handle(ctx) {
     return sendError(ctx, new AwsError(b.status, b.errorType || type, b.message || message));
   }
   try {
+    if (ctx.op === 'countTokens') return countTokens(ctx);
     await converse(ctx);
   } catch (e) {
     if (e instanceof AwsError) return sendError(ctx, e);

@@ -3,7 +3,7 @@
 //                      content-filter annotations, Azure's own auth / version / deployment errors.
 //   openai-compatible  vLLM (default), Ollama or llama.cpp servers: optional auth, extra parameters ignored,
 //                      their own error shapes (opts.compatFlavor).
-import { responses } from './openai_responses.mjs';
+import { responses, responseInputTokens, responseGet, responseDelete, responseInputItems } from './openai_responses.mjs';
 import { makeReply, splitPieces, stableId, uniqueId, hexId, embedding, embeddingBase64, textTokensOf, malformedJson, forceUsage } from '../content.mjs';
 
 export function route(method, path, provider) {
@@ -12,10 +12,20 @@ export function route(method, path, provider) {
     if (m && method === 'POST') return { provider, op: m[2] === 'embeddings' ? 'embeddings' : 'chat', params: { deployment: decodeURIComponent(m[1]) } };
     if (path === '/openai/models' && method === 'GET') return { provider, op: 'models', params: {} };
     if (method === 'POST' && path === '/openai/v1/responses') return { provider, op: 'responses', params: { v1: true } };
+    if (method === 'POST' && path === '/openai/v1/responses/input_tokens') return { provider, op: 'responses_input_tokens', params: { v1: true } };
+    const ia = /^\/openai\/v1\/responses\/([^/]+)\/input_items$/.exec(path);
+    if (ia && method === 'GET') return { provider, op: 'responses_input_items', params: { v1: true, id: decodeURIComponent(ia[1]) } };
+    const ra = /^\/openai\/v1\/responses\/([^/]+)$/.exec(path);
+    if (ra && (method === 'GET' || method === 'DELETE')) return { provider, op: method === 'GET' ? 'responses_get' : 'responses_delete', params: { v1: true, id: decodeURIComponent(ra[1]) } };
     if (method === 'POST' && path === '/openai/responses') return { provider, op: 'responses', params: {} };
     return null;
   }
   if (method === 'POST' && path === '/responses') return { provider, op: 'responses', params: {} };
+  if (method === 'POST' && path === '/responses/input_tokens') return { provider, op: 'responses_input_tokens', params: {} };
+  const ii = /^\/responses\/([^/]+)\/input_items$/.exec(path);
+  if (ii && method === 'GET') return { provider, op: 'responses_input_items', params: { id: decodeURIComponent(ii[1]) } };
+  const rr = /^\/responses\/([^/]+)$/.exec(path);
+  if (rr && (method === 'GET' || method === 'DELETE')) return { provider, op: method === 'GET' ? 'responses_get' : 'responses_delete', params: { id: decodeURIComponent(rr[1]) } };
   if (method === 'POST' && path === '/chat/completions') return { provider, op: 'chat', params: {} };
   if (method === 'POST' && path === '/embeddings') return { provider, op: 'embeddings', params: {} };
   if (method === 'GET' && path === '/models') return { provider, op: 'models', params: {} };
@@ -235,6 +245,10 @@ export async function handle(ctx) {
   try {
     if (ctx.op === 'chat') return await chat(ctx);
     if (ctx.op === 'responses') return await responses(ctx, { ApiError, baseHeaders });
+    if (ctx.op === 'responses_input_tokens') return responseInputTokens(ctx, { ApiError, baseHeaders });
+    if (ctx.op === 'responses_get') return responseGet(ctx, { ApiError, baseHeaders });
+    if (ctx.op === 'responses_delete') return responseDelete(ctx, { ApiError, baseHeaders });
+    if (ctx.op === 'responses_input_items') return responseInputItems(ctx, { ApiError, baseHeaders });
     if (ctx.op === 'embeddings') return embeddings(ctx);
     if (ctx.op === 'models') return models(ctx);
     if (ctx.op === 'model') return model(ctx);

@@ -1,9 +1,11 @@
-// OpenAI Responses API (POST /v1/responses; Azure: /openai/v1/responses or /openai/responses?api-version=...):
+// OpenAI Responses API (POST /v1/responses; Azure: /openai/v1/responses or /openai/responses?api-version=...),
+// with POST /responses/input_tokens ({object: "response.input_tokens", input_tokens}), GET / DELETE
+// /responses/{id} and GET /responses/{id}/input_items on the responses it stored:
 // validates input items the way the real API does, keeps its own state for previous_response_id (404 for an id it
 // never issued), answers with the full Response object, or streams the real typed events with sequence_number
 // (response.created ... response.completed, usage only in the terminal event). Behaviours as for chat:
 // status, midStreamError (an `error` event then the end), truncate (no terminal event), usage: false.
-import { makeReply, splitPieces, stableId, hexId } from '../content.mjs';
+import { makeReply, splitPieces, stableId, hexId, inputTokens } from '../content.mjs';
 
 const KNOWN_ITEMS = new Set(['message', 'function_call', 'function_call_output', 'reasoning', 'item_reference']);
 
@@ -95,7 +97,7 @@ export async function responses(ctx, h) {
   const final = { ...resp, status: incomplete ? 'incomplete' : 'completed', incomplete_details: incomplete ? { reason: 'max_output_tokens' } : null, output };
   if (ctx.behavior.usage !== false) final.usage = usageOf(plan);
   const inputItems = typeof j.input === 'string' ? [{ type: 'message', role: 'user', content: j.input }] : (j.input || []);
-  if (j.store !== false) store.set(id, { history: [...history, ...inputItems, ...output] });
+  if (j.store !== false) store.set(id, { history: [...history, ...inputItems, ...output], response: final, input: [...history, ...inputItems] });
   const headers = h.baseHeaders(ctx);
   if (!j.stream) return ctx.sendJson(200, final, headers);
 
@@ -128,4 +130,44 @@ export async function responses(ctx, h) {
     errorEvent: () => ev('error', { code: 'server_error', message: ctx.behavior.message || 'The server had an error while processing your request. Sorry about that!', param: null }),
     malformedEvent: () => 'event: response.completed\ndata: {"type":"response.completed","response":{"usage":\n\n',
   });
+}
+
+// POST /responses/input_tokens: the input a /responses request with this body would read, counted.
+export function responseInputTokens(ctx, h) {
+  let j;
+  try { j = ctx.json(); } catch { throw fail(h, 400, 'We could not parse the JSON body of your request.'); }
+  if (!j || typeof j !== 'object' || Array.isArray(j)) throw fail(h, 400, 'Invalid type for request body.');
+  let history = [];
+  if (j.previous_response_id != null) {
+    const prev = (ctx.fake.responsesStore ||= new Map()).get(j.previous_response_id);
+    if (!prev) throw fail(h, 404, `Previous response with id '${j.previous_response_id}' not found.`, 'previous_response_id', 'previous_response_not_found');
+    history = prev.history;
+  }
+  const conv = toConversation(h, j, history);
+  return ctx.sendJson(200, { object: 'response.input_tokens', input_tokens: inputTokens(conv) }, h.baseHeaders(ctx));
+}
+
+function stored(ctx, h) {
+  const rec = (ctx.fake.responsesStore ||= new Map()).get(ctx.params.id);
+  if (!rec) throw fail(h, 404, `Response with id '${ctx.params.id}' not found.`);
+  return rec;
+}
+
+export function responseGet(ctx, h) {
+  return ctx.sendJson(200, stored(ctx, h).response, h.baseHeaders(ctx));
+}
+
+export function responseDelete(ctx, h) {
+  stored(ctx, h);
+  ctx.fake.responsesStore.delete(ctx.params.id);
+  return ctx.sendJson(200, { id: ctx.params.id, object: 'response', deleted: true }, h.baseHeaders(ctx));
+}
+
+// GET /responses/{id}/input_items: the items that went in, newest first unless order=asc.
+export function responseInputItems(ctx, h) {
+  const rec = stored(ctx, h);
+  const items = rec.input.map((it, i) => ({ id: it.id || `msg_${String(i).padStart(4, '0')}`, ...it }));
+  const asc = ctx.query.order === 'asc';
+  const data = asc ? items : items.reverse();
+  return ctx.sendJson(200, { object: 'list', data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: false }, h.baseHeaders(ctx));
 }

@@ -137,6 +137,31 @@ static void test_clamp_tokens_unpriced_soft(void)
     budget_free(b);
 }
 
+/* A request that produces no output (embeddings: max_tokens 0) is refused when its input alone does not fit:
+ * it must not pass a spent budget because "no output" always fits. */
+static void test_input_only(void)
+{
+    struct budget *b = budget_new();
+    struct budget_limit lt = {.scope = BUDGET_WORKFLOW, .name = "w", .window = BUDGET_TOTAL, .tokens = 1500};
+    struct budget_ask a = {.price = &P, .input_tokens = 1000, .max_tokens = 0, .now = NOW};
+    struct budget_hold h;
+    struct budget_decision d;
+    budget_reserve(b, &lt, 1, &a, &h, &d);
+    is_int(d.verdict, BUDGET_OK); /* 1000 of 1500 */
+    budget_settle(b, &h, &(struct price_tokens){.input = 1000}, NULL, NOW);
+    budget_reserve(b, &lt, 1, &a, &h, &d);
+    is_int(d.verdict, BUDGET_REFUSED); /* 1000 more do not fit in the 500 left */
+    is_int(d.which, 0);
+    struct budget_limit lu = {.scope = BUDGET_USER, .name = "u", .window = BUDGET_DAY, .usd_nusd = 1500000};
+    budget_reserve(b, &lu, 1, &a, &h, &d); /* 1000 input tokens = 1e6 nano-USD of 1.5e6 */
+    is_int(d.verdict, BUDGET_OK);
+    budget_settle(b, &h, &(struct price_tokens){.input = 1000}, NULL, NOW);
+    budget_reserve(b, &lu, 1, &a, &h, &d);
+    is_int(d.verdict, BUDGET_REFUSED);
+    is_int(d.retry_after, 12 * 3600);
+    budget_free(b);
+}
+
 static void test_all_or_nothing(void)
 {
     struct budget *b = budget_new();
@@ -219,6 +244,7 @@ int main(void)
     subtest("calendar windows", test_windows);
     subtest("reserve and settle", test_reserve_settle);
     subtest("clamp, tokens, unpriced, soft", test_clamp_tokens_unpriced_soft);
+    subtest("input only (embeddings)", test_input_only);
     subtest("all budgets or none; seeding", test_all_or_nothing);
     subtest("two threads", test_two_threads);
     return done_testing();

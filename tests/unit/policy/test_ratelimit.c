@@ -120,8 +120,38 @@ static void test_two_threads(void)
     rl_free(race_r);
 }
 
+/* rl_peek (GET /v1/me): what is left, without charging anything */
+static void test_peek(void)
+{
+    struct ratelimit *r = rl_new();
+    struct rl_limit l = {.scope = RL_USER, .name = "u", .rpm = 10, .tpm = 600};
+    struct rl_peek pk;
+    int64_t t = 5000000;
+    rl_peek(r, &l, t, &pk); /* never used: all of it */
+    is_int(pk.remaining_requests, 10);
+    is_int(pk.remaining_tokens, 600);
+    is_int(pk.reset_requests_ms, 0);
+    struct rl_hold h;
+    struct rl_decision d;
+    for (int i = 0; i < 3; i++)
+        rl_admit(r, &l, 1, 100, t, &h, &d);
+    rl_peek(r, &l, t, &pk);
+    is_int(pk.remaining_requests, 7);
+    is_int(pk.remaining_tokens, 300);
+    is_int(pk.reset_requests_ms, 18000); /* 3 requests at one every 6 s */
+    rl_peek(r, &l, t, &pk); /* peeking charged nothing */
+    is_int(pk.remaining_requests, 7);
+    rl_peek(r, &l, t + 6000, &pk); /* one request's interval later */
+    is_int(pk.remaining_requests, 8);
+    struct rl_limit only_rpm = {.scope = RL_USER, .name = "u", .rpm = 10};
+    rl_peek(r, &only_rpm, t, &pk);
+    is_int(pk.remaining_tokens, -1); /* no token limit given */
+    rl_free(r);
+}
+
 int main(void)
 {
+    subtest("peek", test_peek);
     subtest("requests per minute", test_rpm);
     subtest("tokens per minute, settle, all or none", test_tpm_settle_all_or_none);
     subtest("headers", test_headers);
