@@ -10,7 +10,9 @@
  * the last response, so the driver can check that every path relayed the whole stream.
  *
  *   lat -p PORT [-h HOST] [-u PATH] [-m METHOD] [-b BODY | -f BODYFILE] [-H 'Name: value']... [-n N] [-w WARMUP]
- *       [-d SECONDS] [--stream]
+ *       [-d SECONDS] [--stream] [--raw] [--gap-us US]
+ *   --raw adds every total in microseconds ("total_raw_us"); --gap-us sleeps that long before each request (not
+ *   timed: a paced client, so a pool behind the endpoint is refilled when the request arrives).
  *   -n is the most requests measured; -d stops earlier once that many seconds of measuring have passed.
  *
  * Deliberately small and dependency-free: no libcurl, so the probe's own overhead is a write() and a few read()s.
@@ -300,12 +302,17 @@ int main(int argc, char **argv)
     const char *hdrs[32];
     int nh = 0, n = 1000, warm = 100;
     double max_secs = 0;
-    bool stream = false;
+    bool stream = false, raw = false;
+    int gap_us = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--stream")) {
             stream = true;
+            continue;
+        }
+        if (!strcmp(a, "--raw")) {
+            raw = true;
             continue;
         }
         if (!v)
@@ -334,10 +341,11 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "-n")) n = atoi(v);
         else if (!strcmp(a, "-w")) warm = atoi(v);
         else if (!strcmp(a, "-d")) max_secs = atof(v);
+        else if (!strcmp(a, "--gap-us")) gap_us = atoi(v);
         else die("unknown option");
     }
     if (port <= 0 || n <= 0 || warm < 0)
-        die("usage: lat -p PORT [-h HOST] [-u PATH] [-m METHOD] [-b BODY|-f FILE] [-H 'k: v']... [-n N] [-w W] [-d S] [--stream]");
+        die("usage: lat -p PORT [-h HOST] [-u PATH] [-m METHOD] [-b BODY|-f FILE] [-H 'k: v']... [-n N] [-w W] [-d S] [--stream] [--raw] [--gap-us US]");
     if (!method)
         method = body ? "POST" : "GET";
     size_t cap = 4096 + (body ? strlen(body) : 0);
@@ -375,6 +383,8 @@ int main(int argc, char **argv)
             if (i > 0)
                 reconnects++;
         }
+        if (gap_us > 0)
+            usleep((useconds_t)gap_us); /* paced: not timed */
         struct result r;
         uint64_t t0 = now_ns();
         if (write_all(fd, req, (size_t)len) != 0 || read_response(&r, stream) != 0) {
@@ -410,6 +420,12 @@ int main(int argc, char **argv)
     printf("{\"requests\":%d,\"errors\":%d,\"non2xx\":%d,\"reconnects\":%d,\"seconds\":%.3f,\"rps\":%.1f,"
            "\"body_bytes\":%zu,\"events\":%d,\"min_events\":%d,",
            got, errors, non2xx, reconnects, secs, got / (secs > 0 ? secs : 1), last_bytes, last_events, min_events);
+    if (raw) { /* before print_stats sorts them */
+        printf("\"total_raw_us\":[");
+        for (int i = 0; i < got; i++)
+            printf("%s%.1f", i ? "," : "", (double)tot[i] / 1e3);
+        printf("],");
+    }
     print_stats("total_us", tot, got, true);
     print_stats("ttfb_us", ttfb, got, true);
     print_stats("ttft_us", ttft, nttft, false);

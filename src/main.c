@@ -5,6 +5,7 @@
 #include "api/daemon.h"
 #include "api/keys_cli.h"
 #include "config/config_cli.h"
+#include "gateway/routing.h"
 #include "policy/ledger_cli.h"
 #include "sandbox/sandbox_cli.h"
 
@@ -25,6 +26,8 @@ static int usage(FILE *out, int rc)
             "  spend report --by key|user|team|workflow|model|day [--since 7d] [--format table|json|csv]\n"
             "               [--data-dir DIR]\n"
             "                        spend from the ledger, grouped\n"
+            "  spend whatif --rules FILE [--days N] [--data-dir DIR]\n"
+            "                        what routing rules would have saved over the ledger\n"
             "  sandbox run|check|batch|bench\n"
             "                        run code in the sandbox; report isolation features; run many; measure\n"
             "  version               print the version\n");
@@ -42,6 +45,8 @@ int main(int argc, char **argv)
         return config_cli_main(argc - 1, argv + 1);
     if (strcmp(cmd, "keys") == 0)
         return keys_cli_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "spend") == 0 && argc > 2 && strcmp(argv[2], "whatif") == 0)
+        return routing_whatif_main(argc - 2, argv + 2);
     if (strcmp(cmd, "spend") == 0)
         return spend_cli_main(argc - 1, argv + 1);
     if (strcmp(cmd, "sandbox") == 0)

@@ -27,8 +27,9 @@ def ticks(pid):
 
 
 def start_agentd(binary, env, work):
+    data = tempfile.mkdtemp(prefix="data-", dir=work)  # fresh: a shared one grows the ledger run after run
     p = subprocess.Popen(["taskset", "-c", "0", binary, "serve", "--listen", "127.0.0.1:0", "--ops-listen",
-                          "127.0.0.1:0", "--workers", "1", "--data-dir", work, "--set", "log.access=false",
+                          "127.0.0.1:0", "--workers", "1", "--data-dir", data, "--set", "log.access=false",
                           "--set", "log.llm=false"], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                          text=True)
     for line in p.stderr:

@@ -297,6 +297,20 @@ static bool admin_authorized(struct http_req *req)
     return k.n > 0 && CRYPTO_memcmp(h, A.admin_hash, sizeof(h)) == 0;
 }
 
+bool admin_guard(struct http_req *req)
+{
+    if (!A.enabled) {
+        respond_error(req, 404, "not_found_error", NULL, "not found");
+        return false;
+    }
+    if (!admin_authorized(req)) {
+        http_resp_header(req, "WWW-Authenticate", "Bearer");
+        respond_error(req, 401, "authentication_error", NULL, "a valid admin key is required");
+        return false;
+    }
+    return true;
+}
+
 void admin_keys_handle(struct http_req *req)
 {
     if (!A.enabled) {

@@ -35,5 +35,8 @@ int keys_admin_exec(struct keys_admin *a, enum keys_op op, const char *id, const
 void admin_keys_init(const char *data_dir);
 void admin_keys_shutdown(void);
 void admin_keys_handle(struct http_req *req);
+/* The admin API's guard (also /admin/agents): true when AGENTD_ADMIN_KEY is set and presented; else it has
+ * answered 404 (no admin key configured) or 401. */
+bool admin_guard(struct http_req *req);
 
 #endif

@@ -20,8 +20,13 @@
 #include <uv.h>
 
 #include "api/ops.h"
+#include "agent/run.h"
+#include "gateway/cache.h"
 #include "gateway/govern.h"
+#include "gateway/routing.h"
+#include "policy/alerts.h"
 #include "api/routes.h"
+#include "api/sandbox_http.h"
 #include "api/worker.h"
 #include "common/alloc.h"
 #include "common/log.h"
@@ -31,6 +36,7 @@
 #include "gateway/exchange.h"
 #include "gateway/registry.h"
 #include "net/http.h"
+#include "telemetry/eval.h"
 #include "telemetry/metrics.h"
 #include "telemetry/otlp.h"
 
@@ -100,6 +106,7 @@ static void worker_check_stopped(struct worker *w)
         return;
     /* No connections left: close our own handles so the loop ends. */
     atomic_store(&w->stopped, true);
+    sandbox_http_worker_stop(w);
     ex_worker_free(w->gateway);
     w->gateway = NULL;
     uv_close((uv_handle_t *)&w->wakeup, NULL);
@@ -122,6 +129,7 @@ static void on_worker_wakeup(uv_async_t *a)
     }
     if ((cmds & (WORKER_CMD_DRAIN | WORKER_CMD_FORCE)) && !w->draining) {
         w->draining = true;
+        agents_worker_drain(&w->loop); /* runs stop at their last committed step; a restart resumes them */
         http_server_close_listeners(w->http); /* the socket is closed by the time this returns */
         http_server_drain(w->http);
         if (atomic_fetch_sub(&D.listeners_open, 1) == 1)
@@ -164,6 +172,9 @@ static void *worker_main(void *arg)
     snprintf(name, sizeof(name), "agentd-w%d", w->id);
     pthread_setname_np(pthread_self(), name);
     log_batch_enable();
+    sandbox_http_worker_start(w); /* the pool belongs to this thread */
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    sandbox_http_worker_stop(w); /* (done already when the worker drained) */
     uv_run(&w->loop, UV_RUN_DEFAULT);
     /* Anything still open (nothing, normally) is closed so the loop can be freed. */
     uv_walk(&w->loop, worker_close_walk, NULL);
@@ -185,6 +196,7 @@ static int worker_init(struct worker *w, int id, int api_fd)
     struct http_options o = http_options_of(w->cfg);
     w->http = http_server_new(&w->loop, &o);
     w->gateway = ex_worker_new(&w->loop, gw_config_up_options(w->cfg));
+    agents_worker_init(&w->loop, w->gateway, id); /* worker 0 resumes the unfinished agent runs */
     uv_async_init(&w->loop, &w->wakeup, on_worker_wakeup);
     w->wakeup.data = w;
     uv_prepare_init(&w->loop, &w->turn);
@@ -421,6 +433,8 @@ int daemon_main(int argc, char **argv)
         fprintf(stderr, "agentd: cannot initialise the gateway\n");
         return 1;
     }
+    cache_init();   /* the response cache in the spine's cache stage (gateway/cache.c) */
+    routing_init(); /* routing rules in plan (gateway/routing.c) */
     D.cfg = load_config(&errors);
     if (D.cfg == NULL) {
         fputs(errors.data ? errors.data : "invalid configuration\n", stderr);
@@ -443,10 +457,16 @@ int daemon_main(int argc, char **argv)
     if (govern_start(D.cfg, &gerr) != 0) /* budgets rebuilt from the ledger, then its writer */
         log_warn("spend ledger not available: %s", gerr.data ? gerr.data : "?");
     buf_free(&gerr);
+    cache_load(D.cfg); /* cache.persist: answers saved at the last shutdown */
+    if (alerts_start(D.cfg) != 0) /* spend alerts: budget thresholds, spend-rate anomalies, webhooks */
+        log_warn("spend alerts not available");
 
     metrics_register_process_collector();
     ops_init_http_metrics();
+    /* before the exporter thread starts: the service registers its metrics; its uid range is split per worker */
+    sandbox_http_init(D.cfg, (unsigned)(D.cfg->server.workers > 0 ? (int)D.cfg->server.workers : cpu_quota_workers()));
     otel_start(D.cfg);
+    eval_start(D.cfg); /* response evaluations: with or without an OTLP endpoint (the scores are metrics too) */
     routes_init(D.cfg);
 
     D.nworkers = D.cfg->server.workers > 0 ? (int)D.cfg->server.workers : cpu_quota_workers();
@@ -552,11 +572,16 @@ out_loop:
     http_server_free(D.ops);
 out_early:
     xfree(D.workers);
+    sandbox_http_shutdown();
     routes_shutdown();
+    eval_stop(); /* scores what is queued while the exporter still runs */
     otel_stop(); /* flushes the spans the workers handed over, and a last metrics export */
+    cache_save(D.cfg); /* cache.persist: the workers have stopped */
     config_unref(D.cfg);
     config_shutdown();
+    alerts_stop();
     govern_cleanup(); /* writes the ledger's last rows */
+    cache_cleanup();
     metrics_shutdown();
     ex_global_cleanup();
     return rc;

@@ -79,8 +79,15 @@ void ops_ready(struct http_req *req)
 void ops_metrics(struct http_req *req)
 {
     struct buf b = BUF_INIT(BUF_UNBOUNDED);
-    metrics_render(&b);
-    http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
+    /* OpenMetrics when the scraper asks for it (Prometheus does): the only format that carries exemplars */
+    const struct str *acc = http_req_header(req, "accept");
+    if (acc && memmem(acc->p, acc->n, "application/openmetrics-text", 28) != NULL) {
+        metrics_render_openmetrics(&b);
+        http_respond(req, 200, "application/openmetrics-text; version=1.0.0; charset=utf-8", b.data, b.len);
+    } else {
+        metrics_render(&b);
+        http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
+    }
     buf_free(&b);
 }
 

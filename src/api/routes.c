@@ -6,11 +6,14 @@
 #include "api/admin_deployments.h"
 #include "api/admin_keys.h"
 #include "api/admin_spend.h"
+#include "api/agents_http.h"
+#include "agent/run.h"
 #include "api/debug.h"
 #include "api/gw_http.h"
 #include "api/me.h"
 #include "api/ops.h"
 #include "api/responses_http.h"
+#include "api/sandbox_http.h"
 #include "common/alloc.h"
 #include "common/log.h"
 #include "common/str.h"
@@ -38,11 +41,18 @@ static const struct http_route base_routes[] = {
     {"/v1/models/", HTTP_M_GET, true, model_get_guarded, "/v1/models/{id}"},
     {"/v1/responses", HTTP_M_POST, false, gw_handle_responses, NULL},
     {"/v1/responses/", HTTP_M_GET | HTTP_M_DELETE | HTTP_M_POST, true, responses_item_guarded, "/v1/responses/{id}"},
+    {"/v1/sandbox/runs", HTTP_M_POST, false, sandbox_http_runs, NULL},
     /* key management (admin_keys.c): 404 unless AGENTD_ADMIN_KEY is set */
     {"/admin/keys", HTTP_M_GET | HTTP_M_POST, false, admin_keys_handle, NULL},
     {"/admin/keys/", HTTP_M_GET | HTTP_M_PATCH | HTTP_M_DELETE, true, admin_keys_handle, "/admin/keys/{id}"},
     {"/admin/spend", HTTP_M_GET, false, admin_spend, NULL},
     {"/admin/deployments", HTTP_M_GET, false, admin_deployments, NULL},
+    /* agents (agents_http.c, admin_agents.c) */
+    {"/v1/agents/", HTTP_M_POST | HTTP_M_GET, true, agents_http_runs_create, "/v1/agents/{name}/runs"},
+    {"/v1/runs", HTTP_M_GET, false, agents_http_runs, "/v1/runs"},
+    {"/v1/runs/", HTTP_M_GET | HTTP_M_POST, true, agents_http_runs, "/v1/runs/{id}"},
+    {"/admin/agents", HTTP_M_GET | HTTP_M_POST, false, admin_agents_handle, NULL},
+    {"/admin/agents/", HTTP_M_GET | HTTP_M_PUT | HTTP_M_DELETE, true, admin_agents_handle, "/admin/agents/{name}"},
     /* the calling key's own budgets, limits and what is left of them (me.c) */
     {"/v1/me", HTTP_M_GET, false, me_handle, NULL},
     /* clients configured with a base URL that lacks /v1 */
@@ -181,6 +191,9 @@ static void services_start(const struct config *cfg)
                   err.data ? err.data : "?");
     buf_free(&err);
     admin_keys_init(cfg->server.data_dir);
+    char aerr[256];
+    if (agents_start(cfg->server.data_dir, false, aerr, sizeof(aerr)) != 0)
+        log_error("agent runs unavailable: %s", aerr);
     if (auth_mode_effective(cfg) == AUTH_MODE_NONE)
         log_warn("auth.mode is none: any client that reaches %s may call the gateway without a key (set "
                  "auth.mode: keys, or listen beyond loopback / ENVIRONMENT=production to make keys the default)",
@@ -205,6 +218,7 @@ void routes_init(struct config *cfg)
 void routes_shutdown(void)
 {
     admin_keys_shutdown();
+    agents_stop();
     keyring_stop();
     xfree(api_table);
     api_table = NULL;

@@ -1,6 +1,7 @@
 #include "common/log.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -160,6 +161,7 @@ bool log_begin(struct log_line *l, int level, const char *msg)
         return false;
     l->len = 0;
     l->truncated = false;
+    l->has_trace = false;
     l->level = level;
     char ts[40];
     size_t tn = format_time(ts);
@@ -170,6 +172,18 @@ bool log_begin(struct log_line *l, int level, const char *msg)
     put(l, "\",\"msg\":", 8);
     put_json_str(l, msg, strlen(msg));
     return true;
+}
+
+/* A string field known to need no escapes. */
+static void field_raw_str(struct log_line *l, const char *key, const char *val, size_t n)
+{
+    size_t mark = l->len;
+    put_key(l, key);
+    put(l, "\"", 1);
+    put(l, val, n);
+    put(l, "\"", 1);
+    if (l->truncated)
+        l->len = mark;
 }
 
 void log_field_str(struct log_line *l, const char *key, const char *val, size_t n)
@@ -248,6 +262,38 @@ void log_field_bool(struct log_line *l, const char *key, bool val)
     field_raw(l, key, val ? "true" : "false", val ? 4 : 5);
 }
 
+static log_tap_fn *_Atomic tap;
+static _Thread_local bool tap_off;
+
+void log_set_tap(log_tap_fn *fn)
+{
+    atomic_store(&tap, fn);
+}
+
+void log_tap_suppress(bool on)
+{
+    tap_off = on;
+}
+
+void log_field_trace(struct log_line *l, const uint8_t trace_id[16], const uint8_t span_id[8])
+{
+    static const char hx[] = "0123456789abcdef";
+    char t[33], s[17];
+    for (int i = 0; i < 16; i++) {
+        t[2 * i] = hx[trace_id[i] >> 4];
+        t[2 * i + 1] = hx[trace_id[i] & 15];
+    }
+    for (int i = 0; i < 8; i++) {
+        s[2 * i] = hx[span_id[i] >> 4];
+        s[2 * i + 1] = hx[span_id[i] & 15];
+    }
+    field_raw_str(l, "trace_id", t, 32);
+    field_raw_str(l, "span_id", s, 16);
+    memcpy(l->trace_id, trace_id, 16);
+    memcpy(l->span_id, span_id, 8);
+    l->has_trace = true;
+}
+
 void log_end(struct log_line *l)
 {
     if (l->truncated && l->len + 20 < sizeof(l->buf)) {
@@ -255,6 +301,12 @@ void log_end(struct log_line *l)
         l->len += 17;
     }
     l->buf[l->len++] = '}';
+    log_tap_fn *t = atomic_load_explicit(&tap, memory_order_acquire);
+    if (t && !tap_off) {
+        tap_off = true; /* whatever the tap logs stays local */
+        t(l->level, l->buf, l->len, l->has_trace ? l->trace_id : NULL, l->has_trace ? l->span_id : NULL);
+        tap_off = false;
+    }
     l->buf[l->len++] = '\n';
     if (batch_buf && l->level < LL_WARN) {
         if (batch_len + l->len > BATCH_MAX)

@@ -46,7 +46,9 @@ struct log_line {
     char buf[4096];
     size_t len;
     bool truncated;
+    bool has_trace; /* log_field_trace was called: the tap gets the ids */
     int level;
+    uint8_t trace_id[16], span_id[8];
 };
 bool log_begin(struct log_line *l, int level, const char *msg); /* false when the level is disabled */
 void log_field_str(struct log_line *l, const char *key, const char *val, size_t n);
@@ -55,7 +57,17 @@ void log_field_int(struct log_line *l, const char *key, int64_t val);
 void log_field_uint(struct log_line *l, const char *key, uint64_t val);
 void log_field_double(struct log_line *l, const char *key, double val);
 void log_field_bool(struct log_line *l, const char *key, bool val);
+/* The line belongs to a traced operation: writes "trace_id" and "span_id" (hex) and hands the ids to the tap. */
+void log_field_trace(struct log_line *l, const uint8_t trace_id[16], const uint8_t span_id[8]);
 void log_end(struct log_line *l);
+
+/* A second destination for every line written (OTLP logs: telemetry/otlp.c): called by the writing thread with
+ * the line (no newline) and the trace ids when the line has them (else NULL). It must not block, and lines it
+ * writes itself are not handed back (a per-thread guard). Set at start-up before workers run; NULL: none. */
+typedef void log_tap_fn(int level, const char *line, size_t n, const uint8_t *trace_id, const uint8_t *span_id);
+void log_set_tap(log_tap_fn *fn);
+/* The calling thread's lines are not handed to the tap (the exporter's own thread). */
+void log_tap_suppress(bool on);
 
 /* Batching for event-loop threads: lines below LL_WARN are collected in a per-thread buffer and written with
  * one write(2) when the loop calls log_batch_flush (once per turn) or the buffer fills; warnings and errors

@@ -102,24 +102,42 @@ struct config_auth {
 struct config_telemetry {
     bool disabled;                 /* OTEL_SDK_DISABLED */
     char *endpoint;                /* base URL; "" with no per-signal endpoint: nothing is exported */
-    char *traces_endpoint, *metrics_endpoint;
+    char *traces_endpoint, *metrics_endpoint, *logs_endpoint;
     int protocol;                  /* OTEL_PROTO_* */
     char *headers;                 /* "k=v,k2=v2" */
+    char *certificate;             /* OTEL_EXPORTER_OTLP_CERTIFICATE: CA file for https endpoints */
     int64_t timeout_ms;
     int compression;               /* OTEL_COMPRESSION_* */
     int64_t schedule_delay_ms, max_queue_size, max_export_batch_size, metric_export_interval_ms;
     char *service_name, *resource_attributes;
     int sampler;                   /* enum trace_sampler */
     double sampler_arg;
-    bool traces, metrics;
+    bool traces, metrics, logs;
+    int64_t logs_schedule_delay_ms; /* OTEL_BLRP_SCHEDULE_DELAY */
     bool capture_content;
     int response_header;           /* OTEL_RESPONSE_HEADER_* */
+    char *evaluations;             /* "workflow:<name>=r,<model>=r,*=r" sampling rates (telemetry/eval.h) */
 };
 
 struct config_store { /* schema: store/store_config.c */
     bool enabled;                 /* stored responses and threads */
     int64_t responses_max_bytes;  /* bound on what the store keeps */
     int64_t responses_max_age_ms; /* lifetime of a stored record */
+};
+
+/* sandbox: the daemon's sandbox pools and POST /v1/sandbox/runs (schema: sandbox/sandbox_config.c) */
+struct config_sandbox {
+    int64_t uid_base, uid_count; /* host uids the runs map to (split between the worker loops) */
+    int cgroup;                  /* enum sbx_cgroup_mode */
+    char *cgroup_parent;         /* "" = <our cgroup>/agentd-sandbox */
+    struct config_sandbox_service {
+        bool enabled;
+        bool prewarm;            /* make each worker's pool at start, not on its first run */
+        int64_t warm, max_running, max_queued;
+        int64_t max_code_bytes, max_stdin_bytes, max_files_bytes;
+        int64_t timeout_ms, max_timeout_ms, memory_bytes, max_memory_bytes, output_bytes, max_output_bytes;
+        int64_t max_pids;
+    } service;
 };
 
 enum { CONFIG_UPSTREAM_AUTO, CONFIG_UPSTREAM_NATIVE, CONFIG_UPSTREAM_CURL };
@@ -135,15 +153,37 @@ struct config {
     struct config_auth auth;
     struct config_telemetry telemetry;
     struct config_store store;
+    struct config_sandbox sandbox;
     struct cfg_list models; /* struct config_model (gateway/gw_config.h) */
     struct cfg_list prices; /* struct config_price (gateway/gw_config.h), merged over the built-in table */
     struct cfg_list budgets;    /* struct config_budget (policy/govern_config.h) */
     struct cfg_list ratelimits; /* struct config_ratelimit (policy/govern_config.h) */
+    struct cfg_list agents;     /* struct config_agent (agent/agent_config.h) */
     struct config_ledger {      /* its schema: policy/govern_config.c */
         bool enabled;
         int64_t batch_interval_ms;
         int64_t queue_max;
     } ledger;
+    struct config_cache { /* the response cache; its schema: gateway/cache_config.c (docs/cache.md) */
+        bool enabled;
+        int64_t max_bytes, max_entry_bytes, ttl_ms;
+        int scope;                 /* enum cache_scope (gateway/cache.h): key, team, global */
+        bool only_temperature_zero;
+        bool honor_cache_control;
+        bool coalesce;
+        bool persist;              /* saved to DATA_DIR/cache.bin at shutdown, loaded at start */
+        struct cfg_list models;    /* struct config_cache_model (gateway/cache.h): per public model */
+    } cache;
+    struct cfg_list routing;       /* struct config_route (gateway/routing.h): rules per public model */
+    struct config_alerts {         /* spend alerts; the schema: policy/alerts.c */
+        struct cfg_strlist thresholds; /* percent of each budget */
+        bool anomaly;
+        double anomaly_factor, anomaly_min_usd;
+        int64_t anomaly_baseline_ms, check_interval_ms;
+        int64_t retries, retry_backoff_ms, timeout_ms;
+        bool log;
+        struct cfg_list webhooks;  /* struct config_alert_webhook (policy/alerts.h) */
+    } alerts;
     /* Derived state built by higher layers at load (the gateway's model registry), freed with the snapshot. */
     void *ext;
     void (*ext_free)(void *ext);

@@ -184,6 +184,13 @@ struct exchange {
         unsigned short status;
     } arec[EX_MAX_ATTEMPTS];
     int narec;
+    /* the response cache (gateway/cache.c): "hit", "miss", "bypass" (x-agentd-cache), NULL when not consulted */
+    const char *cache_result;
+    int64_t cache_saved_nusd;  /* a hit: what the answer cost the first time (the saving) */
+    /* routing (gateway/routing.c): the rule that sent this request to rq.model_name, and the model asked for */
+    bool route_decided;
+    const char *route_rule;    /* in the configuration snapshot; NULL: not routed */
+    char routed_from[256];
 };
 
 /* "id=outcome, id=outcome" of every attempt so far (x-agentd-attempt-outcomes, the `llm` log line). */
@@ -212,6 +219,9 @@ typedef enum ex_next (*ex_stage_fn)(struct exchange *ex, void *ud);
 int ex_stage_plug(const char *stage, ex_stage_fn fn, void *ud);
 /* Ends the exchange with an error in the client's format (from a stage that returns EX_END). */
 void ex_fail(struct exchange *ex, const struct gw_error *err);
+/* Ends the exchange with a stored answer (the response cache's hit): the bytes exactly as the client's format
+ * wrote them the first time, as a stream or as one body; nothing was billed, so the cost is $0. */
+void ex_reply_cached(struct exchange *ex, const void *data, size_t len, bool stream);
 
 /* ---- observers: told once per attempt end and once per exchange end ---- */
 
@@ -220,6 +230,7 @@ struct ex_outcome {
     const struct deployment *dep; /* the last deployment tried, or NULL */
     const struct gw_error *err;   /* status >= 400: why */
     uint64_t total_us, overhead_us;
+    const struct buf *body;       /* the complete response sent to the client; NULL for a stream or none */
 };
 
 struct up_request;
@@ -239,6 +250,8 @@ int ex_observer_add(const struct ex_observer *obs);
 /* The metrics and `llm` log observers (observers.c), registered by ex_global_init. */
 extern const struct ex_observer observers_metrics;
 extern const struct ex_observer observers_llm_log;
+/* Response-quality evaluations (observers.c, telemetry/eval.h): hands sampled answers to the evaluation thread. */
+extern const struct ex_observer observers_eval;
 /* The OpenTelemetry spans observer (gateway/observer_spans.c): trace context in and out, SERVER and CLIENT spans. */
 extern const struct ex_observer observer_spans;
 /* Per-deployment health: breakers, requests in flight, time-to-first-byte average (gateway/health_observer.c). */
@@ -261,6 +274,8 @@ struct ex_policy {
 };
 /* Process-wide, at start-up (before workers run). */
 void ex_policy_set(const struct ex_policy *p);
+/* Called first in `plan` (routing to cheaper models: gateway/routing.c installs it). Process-wide, at start-up. */
+void ex_plan_hook_set(void (*fn)(struct exchange *ex));
 
 /* ---- per-worker and process state ---- */
 

@@ -13,6 +13,7 @@
 #include "gateway/registry.h"
 #include "gateway/provider.h"
 #include "policy/auth.h"
+#include "policy/alerts.h"
 #include "policy/budget.h"
 #include "policy/keys.h"
 #include "policy/govern_config.h"
@@ -542,7 +543,102 @@ void govern_free(struct exchange *ex)
     ex->gov = NULL;
 }
 
+/* Every budget that governs the caller of ex: the key's own (keys create --budget-*), then the configured ones that
+ * match its key id, user, team or workflow ("*" budgets by the caller's name). */
+typedef void budget_visit_fn(const struct budget_limit *l, void *ud);
+static void each_budget(const struct exchange *ex, const struct who *w, budget_visit_fn *fn, void *ud)
+{
+    const struct config *cfg = ex->rq.cfg;
+    const struct key_record *key = ex->rq.who ? ex->rq.who->key : NULL;
+    if (key && (key->budget_usd > 0 || key->budget_tokens > 0)) {
+        struct budget_limit l = {.scope = BUDGET_KEY,
+                                 .name = key->id,
+                                 .window = (enum budget_window)key->budget_window,
+                                 .usd_nusd = (int64_t)(key->budget_usd * 1e9 + 0.5),
+                                 .tokens = key->budget_tokens};
+        fn(&l, ud);
+    }
+    const struct config_budget *cb = cfg->budgets.items;
+    for (size_t i = 0; i < cfg->budgets.n; i++) {
+        const char *name = who_name(w, cb[i].scope);
+        if (name[0] == '\0' || (strcmp(cb[i].name, "*") != 0 && strcmp(cb[i].name, name) != 0))
+            continue;
+        struct budget_limit l = {.scope = cb[i].scope,
+                                 .name = name,
+                                 .window = cb[i].window,
+                                 .usd_nusd = (int64_t)(cb[i].usd * 1e9 + 0.5),
+                                 .tokens = cb[i].tokens};
+        fn(&l, ud);
+    }
+}
+
+/* The share of l used in its current window: spent (+ reserved when with_reserved) over the limit, USD when it
+ * has one, else tokens; -1 when it has no limit. */
+static double budget_used(const struct budget_limit *l, int64_t now, bool with_reserved)
+{
+    struct budget_state st;
+    budget_get(B, l->scope, l->name, l->window, now, &st);
+    if (l->usd_nusd > 0)
+        return (double)(st.spent_nusd + (with_reserved ? st.reserved_nusd : 0)) / (double)l->usd_nusd;
+    if (l->tokens > 0)
+        return (double)(st.spent_tokens + (with_reserved ? st.reserved_tokens : 0)) / (double)l->tokens;
+    return -1;
+}
+
+struct remaining_ctx {
+    enum budget_scope scope;
+    double least;
+    int64_t now;
+};
+
+static void remaining_visit(const struct budget_limit *l, void *ud)
+{
+    struct remaining_ctx *c = ud;
+    if (l->scope != c->scope)
+        return;
+    double used = budget_used(l, c->now, true);
+    double left = used < 0 ? 1.0 : used > 1 ? 0.0 : 1.0 - used;
+    if (left < c->least)
+        c->least = left;
+}
+
+double govern_budget_remaining(const struct exchange *ex, bool team)
+{
+    struct who w;
+    who_of(ex, &w);
+    struct remaining_ctx c = {team ? BUDGET_TEAM : BUDGET_KEY, 1.0, (int64_t)(time_wall_us() / 1000000)};
+    if (B)
+        each_budget(ex, &w, remaining_visit, &c);
+    return c.least;
+}
+
 /* ---- settle ---- */
+
+/* Spend alerts (policy/alerts.h): the use of every budget that governs this caller, after its settle. */
+struct alert_ctx {
+    const struct config *cfg;
+    int64_t now;
+};
+
+static void alert_visit(const struct budget_limit *l, void *ud)
+{
+    struct alert_ctx *c = ud;
+    double used = budget_used(l, c->now, false);
+    if (used < 0)
+        return;
+    bool usd = l->usd_nusd > 0;
+    alerts_budget_use(c->cfg, budget_scope_name(l->scope), l->name, budget_window_name(l->window),
+                      budget_window_start(l->window, c->now), used,
+                      usd ? (double)l->usd_nusd / 1e9 : (double)l->tokens, usd ? "usd" : "tokens");
+}
+
+static void alert_budgets(const struct exchange *ex, const struct who *w, int64_t now_s)
+{
+    if (ex->rq.cfg->alerts.thresholds.n == 0 || B == NULL)
+        return;
+    struct alert_ctx c = {ex->rq.cfg, now_s};
+    each_budget(ex, w, alert_visit, &c);
+}
 
 static void on_settle(const struct exchange *ex, const struct ex_outcome *o)
 {
@@ -564,6 +660,7 @@ static void on_settle(const struct exchange *ex, const struct ex_outcome *o)
     struct who w;
     who_of(ex, &w);
     const struct price *p = dep ? dep->price : NULL;
+    bool hit = ex->cache_result && strcmp(ex->cache_result, "hit") == 0;
     struct ledger_row r = {
         .ts_ms = (int64_t)(time_wall_us() / 1000),
         .input_tokens = used.input,
@@ -575,7 +672,7 @@ static void on_settle(const struct exchange *ex, const struct ex_outcome *o)
         .status = o->status,
         /* cut short, or charged an estimate because the provider reported no usage */
         .incomplete = ex->incomplete || (!ex->usage.known && (used.input > 0 || used.output > 0)),
-        .priced = p != NULL,
+        .priced = p != NULL || hit, /* a cache hit: priced, at $0 */
         .attempts = ex->attempts,
         .latency_us = (int64_t)o->total_us,
         .ttft_us = ex->t_first_token_us ? (int64_t)(ex->t_first_token_us - ex->t_start_us) : 0,
@@ -587,9 +684,11 @@ static void on_settle(const struct exchange *ex, const struct ex_outcome *o)
     snp(r.workflow, sizeof(r.workflow), w.workflow);
     snp(r.model, sizeof(r.model), ex->rq.model_name);
     snp(r.deployment, sizeof(r.deployment), dep ? dep->label : "");
-    snp(r.provider, sizeof(r.provider), dep ? dep->prov->name : "");
+    snp(r.provider, sizeof(r.provider), dep ? dep->prov->name : hit ? "cache" : "");
     snp(r.price_version, sizeof(r.price_version), ex->reg && ex->reg->prices ? ex->reg->prices->version : "");
     ledger_enqueue(&r);
+    alerts_note_spend(r.cost_nusd, r.ts_ms);
+    alert_budgets(ex, &w, now_s);
     if (r.cost_nusd > 0)
         metrics_add(&m_spend, (const char *[]){w.key_id, w.team, ex->rq.model_name}, (double)r.cost_nusd / 1e9);
     if (used.input > 0)

@@ -42,6 +42,9 @@ void govern_headers(const struct exchange *ex, struct buf *h);
 void govern_fill_usage(struct exchange *ex);
 void govern_free(struct exchange *ex);
 
+/* The smallest share left (0..1) among the budgets that govern this caller's key, or (team) its team, in their
+ * current windows; 1 when none does (routing's budget_below condition). */
+double govern_budget_remaining(const struct exchange *ex, bool team);
 /* GET /v1/me: the key record (never its hash) with "workflow", and "budgets" and "rate_limits": every budget and
  * rate limit that applies to the caller (the key's own and the configured ones that match its id, user, team or
  * workflow) with what is spent, reserved and left in the current window, now. In memory only. */

@@ -289,6 +289,12 @@ static void spans_settle(const struct exchange *ex, const struct ex_outcome *o)
     }
     otel_span_cstr(s, N->request_id, ex->rq.request_id);
     otel_span_cstr(s, N->agent_type, "gateway");
+    if (ex->route_rule) { /* routing (gateway/routing.c) and the response cache (gateway/cache.c) */
+        otel_span_cstr(s, "agentd.route.rule", ex->route_rule);
+        otel_span_cstr(s, "agentd.route.from", ex->routed_from);
+    }
+    if (ex->cache_result)
+        otel_span_cstr(s, "agentd.cache", ex->cache_result);
     if (t->workflow[0])
         otel_span_cstr(s, N->agent_workflow, t->workflow);
     if (o->dep)

@@ -1,12 +1,14 @@
 /* observers.c: the first two exchange observers (exchange.h): the GenAI metrics and the `llm` log line. Each
  * is called once per attempt end and once per exchange end, whatever ended them. */
 #include <stdio.h>
+#include <string.h>
 
 #include "common/log.h"
 #include "config/config.h"
 #include "gateway/exchange.h"
 #include "gateway/registry.h"
 #include "policy/auth.h"
+#include "telemetry/eval.h"
 #include "telemetry/genai.h"
 
 static const char *const front_names[] = {"openai", "anthropic", "openai-embeddings", "openai-responses"};
@@ -35,7 +37,13 @@ static void metrics_settle(const struct exchange *ex, const struct ex_outcome *o
     metrics_inc(&genai_gateway_requests, (const char *[]){front_names[ex->front], model, dlabel, st});
     const char *wf = ex->trace.workflow[0] ? ex->trace.workflow : "none";
     metrics_inc(&agent_requests_total, (const char *[]){wf, st});
-    metrics_observe(&agent_request_duration, (const char *[]){wf}, (double)o->total_us / 1e3);
+    /* a sampled trace leaves its ids on the duration buckets (exemplars) */
+    bool exemplar = ex->trace.active && ex->trace.sampled;
+    struct metric_series *dur = metrics_series(&agent_request_duration, (const char *[]){wf});
+    if (exemplar)
+        metrics_series_observe_ex(dur, (double)o->total_us / 1e3, ex->trace.trace_id, ex->trace.server_span_id);
+    else
+        metrics_series_observe(dur, (double)o->total_us / 1e3);
     if (o->status >= 400) {
         /* the OpenAI error type (invalid_request_error, rate_limit_error, ...): few values */
         const char *et = o->err ? gw_err_type_openai(o->err->type) : "api_error";
@@ -44,7 +52,11 @@ static void metrics_settle(const struct exchange *ex, const struct ex_outcome *o
     if (ex->model == NULL)
         return;
     const char *etype = o->status >= 400 ? st : "";
-    metrics_observe(&genai_operation_duration, (const char *[]){op, pname, model, etype}, (double)o->total_us / 1e6);
+    struct metric_series *op_dur = metrics_series(&genai_operation_duration, (const char *[]){op, pname, model, etype});
+    if (exemplar)
+        metrics_series_observe_ex(op_dur, (double)o->total_us / 1e6, ex->trace.trace_id, ex->trace.server_span_id);
+    else
+        metrics_series_observe(op_dur, (double)o->total_us / 1e6);
     metrics_observe(&genai_gateway_overhead, (const char *[]){model, dlabel}, (double)o->overhead_us / 1e6);
     if (ex->usage.known || ex->usage.input || ex->usage.output) {
         metrics_observe(&genai_token_usage, (const char *[]){op, pname, model, "input"}, (double)ex->usage.input);
@@ -77,11 +89,8 @@ static void llm_log_settle(const struct exchange *ex, const struct ex_outcome *o
     if (!(wanted || status >= 500) || !log_begin(&l, status >= 500 ? LL_WARN : LL_INFO, "llm"))
         return;
     log_field_cstr(&l, "request_id", ex->rq.request_id);
-    if (ex->trace.active) {
-        char tid[33];
-        trace_hex(tid, ex->trace.trace_id, 16);
-        log_field_cstr(&l, "trace_id", tid);
-    }
+    if (ex->trace.active) /* trace_id and span_id (the request's SERVER span); OTLP logs carry them too */
+        log_field_trace(&l, ex->trace.trace_id, ex->trace.server_span_id);
     log_field_cstr(&l, "front", front_names[ex->front]);
     log_field_cstr(&l, "model", ex->rq.model_name);
     log_field_cstr(&l, "deployment", o->dep ? o->dep->label : "-");
@@ -109,8 +118,18 @@ static void llm_log_settle(const struct exchange *ex, const struct ex_outcome *o
     log_field_int(&l, "output_tokens", ex->usage.output);
     if (ex->usage.cached_input)
         log_field_int(&l, "cached_tokens", ex->usage.cached_input);
+    if (ex->usage.cache_write)
+        log_field_int(&l, "cache_write_tokens", ex->usage.cache_write);
     if (ex->usage.reasoning)
         log_field_int(&l, "reasoning_tokens", ex->usage.reasoning);
+    if (ex->route_rule) { /* routing (gateway/routing.c) */
+        log_field_cstr(&l, "route", ex->route_rule);
+        log_field_cstr(&l, "routed_from", ex->routed_from);
+    }
+    if (ex->cache_result) /* the response cache (gateway/cache.c) */
+        log_field_cstr(&l, "cache", ex->cache_result);
+    if (ex->cache_saved_nusd > 0)
+        log_field_double(&l, "cache_saved_usd", (double)ex->cache_saved_nusd / 1e9);
     if (ex->priced)
         log_field_double(&l, "cost_usd", ex->cost_usd);
     log_field_bool(&l, "usage_reported", ex->usage.known);
@@ -126,3 +145,42 @@ static void llm_log_settle(const struct exchange *ex, const struct ex_outcome *o
 }
 
 const struct ex_observer observers_llm_log = {.name = "llm_log", .on_settle = llm_log_settle};
+
+/* Evaluations (telemetry/eval.h): a sampled fraction of complete chat answers is copied to the evaluation thread;
+ * nothing is scored here. Streams are not evaluated (their text is not kept). */
+static void eval_settle(const struct exchange *ex, const struct ex_outcome *o)
+{
+    if (o->status != 200 || !o->body || o->body->len == 0 ||
+        (ex->front != FRONT_OPENAI_CHAT && ex->front != FRONT_ANTHROPIC_MESSAGES))
+        return;
+    const char *wf = ex->trace.workflow;
+    if (!wf[0] && ex->rq.who)
+        wf = ex->rq.who->workflow;
+    double rate = eval_rate(ex->rq.model_name, wf);
+    if (rate <= 0)
+        return;
+    if (rate < 1) {
+        uint8_t r[8];
+        trace_new_span_id(r);
+        uint64_t v = 0;
+        for (int i = 0; i < 7; i++)
+            v = v << 8 | r[i];
+        if ((double)v / 72057594037927936.0 >= rate) /* 2^56 */
+            return;
+    }
+    struct eval_job_in in = {.anthropic = ex->front == FRONT_ANTHROPIC_MESSAGES,
+                             .request = ex->rq.body.p,
+                             .request_len = ex->rq.body.n,
+                             .response = o->body->data,
+                             .response_len = o->body->len,
+                             .model = ex->rq.model_name,
+                             .workflow = wf,
+                             .response_id = ex->id};
+    if (ex->trace.active) {
+        memcpy(in.trace_id, ex->trace.trace_id, 16);
+        memcpy(in.span_id, ex->trace.attempt_span_id, 8); /* the chat span that made the answer */
+    }
+    eval_submit(&in);
+}
+
+const struct ex_observer observers_eval = {.name = "eval", .on_settle = eval_settle};

@@ -35,6 +35,7 @@ static struct {
     CURLcode (*easy_getinfo)(CURL *, CURLINFO, ...);
     CURLcode (*easy_pause)(CURL *, int);
     const char *(*easy_strerror)(CURLcode);
+    CURLcode (*easy_perform)(CURL *);
     CURLM *(*multi_init)(void);
     CURLMcode (*multi_cleanup)(CURLM *);
     CURLMcode (*multi_setopt)(CURLM *, CURLMoption, ...);
@@ -61,6 +62,7 @@ static const struct {
     SYM(easy_getinfo, "curl_easy_getinfo"),
     SYM(easy_pause, "curl_easy_pause"),
     SYM(easy_strerror, "curl_easy_strerror"),
+    SYM(easy_perform, "curl_easy_perform"),
     SYM(multi_init, "curl_multi_init"),
     SYM(multi_cleanup, "curl_multi_cleanup"),
     SYM(multi_setopt, "curl_multi_setopt"),
@@ -154,6 +156,12 @@ HIDDEN void(curl_easy_cleanup)(CURL *e)
 {
     if (api.easy_cleanup)
         api.easy_cleanup(e);
+}
+
+/* Blocking transfer: only the OTLP exporter's own thread uses it (https collectors). */
+HIDDEN CURLcode(curl_easy_perform)(CURL *e)
+{
+    return api.easy_perform ? api.easy_perform(e) : CURLE_FAILED_INIT;
 }
 
 HIDDEN void(curl_easy_reset)(CURL *e)

@@ -17,6 +17,7 @@
 #include "sandbox/sbx.h"
 #include "sandbox/sbx_check.h"
 #include "sandbox/sbx_json.h"
+#include "sandbox/sbx_remote.h"
 #include "sandbox/sbx_zygote.h"
 
 static int usage(FILE *out, int rc)
@@ -42,6 +43,8 @@ static int usage(FILE *out, int rc)
                  "  --file NAME=PATH        copy host file PATH to /work/NAME (NAME: a plain file name)\n"
                  "  --env NAME=VALUE        extra environment variable\n"
                  "  --stdin-file PATH       the program's stdin (\"-\": this command's stdin); default empty\n"
+                 "  --daemon URL            run it through a daemon's POST /v1/sandbox/runs (http://host:port) and its\n"
+                 "                          warm pool, with the key in AGENTD_API_KEY; the daemon's limits apply\n"
                  "pool options:\n"
                  "  --zygote                start runs from a zygote process (as the daemon does)\n"
                  "  --warm N                children kept ready (0)\n"
@@ -64,6 +67,7 @@ struct cli {
     char **owned;
     size_t nowned;
     const char *stdin_file;
+    const char *daemon; /* run: through this daemon's POST /v1/sandbox/runs */
     bool lang_set;
     unsigned runs, concurrency;
     bool pace; /* bench: start each run once the pool is warm again */
@@ -245,6 +249,8 @@ static int parse(struct cli *c, int argc, char **argv, bool run, struct buf *err
             bad = strcmp(v, "none") != 0;
         else if (strcmp(a, "--stdin-file") == 0)
             c->stdin_file = v;
+        else if (strcmp(a, "--daemon") == 0)
+            c->daemon = v;
         else if (strcmp(a, "--env") == 0) {
             c->env = xrealloc(c->env, (c->envc + 1) * sizeof(*c->env));
             c->env[c->envc++] = v;
@@ -337,6 +343,25 @@ static int cmd_run(int argc, char **argv)
     }
     if (sbx_spec_validate(&c.spec, &err) != 0) {
         fprintf(stderr, "agentd sandbox run: %s\n", err.data);
+        goto out;
+    }
+    if (c.daemon) {
+        int status = 0;
+        if (sbx_remote_run(c.daemon, getenv("AGENTD_API_KEY"), &c.spec, &status, &out, &err) != 0) {
+            fprintf(stderr, "agentd sandbox run: %s\n", err.data ? err.data : "failed");
+            rc = 1;
+            goto out;
+        }
+        if (status != 200) { /* the daemon's error JSON says why */
+            fprintf(stderr, "agentd sandbox run: the daemon answered %d: %.*s\n", status, (int)out.len,
+                    out.data ? out.data : "");
+            rc = status == 400 ? 2 : 1;
+            goto out;
+        }
+        (void)buf_append_char(&out, '\n');
+        fwrite(out.data, 1, out.len, stdout);
+        fflush(stdout);
+        rc = 0;
         goto out;
     }
     if (sbx_run_sync(&c.pool, &c.spec, &res, &err) != 0) {

@@ -187,13 +187,23 @@ static int parse_files(struct sbx_json_spec *js, const cJSON *v, struct buf *err
 
 int sbx_json_parse_spec(const char *text, size_t len, struct sbx_json_spec *out, struct buf *err)
 {
-    memset(out, 0, sizeof(*out));
-    sbx_spec_init(&out->spec);
     if (len > SPEC_TEXT_MAX) {
+        memset(out, 0, sizeof(*out));
+        sbx_spec_init(&out->spec);
         (void)buf_printf(err, "spec text too large");
         return -1;
     }
-    out->root = cJSON_ParseWithLength(text, len);
+    return sbx_json_spec_from_object(cJSON_ParseWithLength(text, len), NULL, out, err);
+}
+
+int sbx_json_spec_from_object(struct cJSON *root, const struct sbx_limits *defaults, struct sbx_json_spec *out,
+                              struct buf *err)
+{
+    memset(out, 0, sizeof(*out));
+    sbx_spec_init(&out->spec);
+    if (defaults)
+        out->spec.limits = *defaults;
+    out->root = root;
     if (out->root == NULL || !cJSON_IsObject(out->root)) {
         (void)buf_printf(err, "spec is not a JSON object");
         return -1;

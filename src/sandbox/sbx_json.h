@@ -33,6 +33,10 @@ struct sbx_json_spec {
 /* Parses and validates; 0, or -1 with the reason in err. Free with sbx_json_spec_free (also after failure). */
 int sbx_json_parse_spec(const char *text, size_t len, struct sbx_json_spec *out, struct buf *err);
 void sbx_json_spec_free(struct sbx_json_spec *js);
+/* The same from a parsed object, which out takes over (NULL or not an object: an error), with limits starting
+ * from defaults (NULL: the sandbox's own). */
+int sbx_json_spec_from_object(struct cJSON *root, const struct sbx_limits *defaults, struct sbx_json_spec *out,
+                              struct buf *err);
 
 /* Appends the result as one JSON object (no newline). id may be NULL. Output that is not valid UTF-8 is
  * given lossily in "stdout" (U+FFFD) and exactly in "stdout_base64". */

@@ -58,7 +58,8 @@ struct metric_def agent_requests_total = METRIC_DEF(
     "agent_requests_total", "Requests by workflow and status (the seed's agent.requests.total).", METRIC_COUNTER,
     wf_status_labels);
 struct metric_def agent_request_duration = METRIC_HISTOGRAM_DEF(
-    "agent_request_duration_milliseconds", "Request duration in milliseconds (the seed's agent.request.duration).",
+    "agent_request_duration_seconds",
+    "Request duration (the seed's agent.request.duration, recorded in ms, shown here in seconds).",
     wf_labels, agent_ms_buckets);
 struct metric_def agent_errors_total = METRIC_DEF(
     "agent_errors_total", "Failed requests by workflow and error type (the seed's agent.errors.total).",
@@ -89,6 +90,9 @@ static void otel_names(void)
     agent_requests_total.otel_name = "agent.requests.total";
     agent_request_duration.otel_name = "agent.request.duration";
     agent_request_duration.unit = "ms";
+    agent_request_duration.exemplars = true; /* trace ids of sampled requests on the buckets */
+    genai_operation_duration.exemplars = true;
+    agent_request_duration.prom_div = 1000; /* Prometheus' base unit; promtool refuses a _milliseconds name */
     agent_errors_total.otel_name = "agent.errors.total";
     agent_errors_total.otel_labels = wf_error_otel;
 }

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/alloc.h"
@@ -24,6 +25,14 @@ struct metric_series {
     _Atomic uint64_t value_bits; /* counter/gauge value (double bits), histogram sum */
     _Atomic uint64_t count;      /* histogram count */
     _Atomic uint64_t *buckets;   /* histogram per-bucket (non-cumulative) counts, nbuckets + 1 */
+    struct ex_slot *ex;          /* def->exemplars: one per bucket, or NULL */
+};
+
+/* One exemplar, written by the owner thread only and read by the scraper under a sequence lock (odd: being
+ * written). The words are relaxed atomics so that a torn read is detected, never undefined. */
+struct ex_slot {
+    _Atomic uint32_t seq;
+    _Atomic uint64_t w[5]; /* value bits, time_ns, trace id (2 words), span id */
 };
 
 /* The last few series each metric family used on this thread. A worker sees the same few label sets request after
@@ -212,6 +221,8 @@ struct metric_series *metrics_series(struct metric_def *def, const char *const *
         m->values[i] = xstrdup(label_values && label_values[i] ? label_values[i] : "");
     if (def->kind == METRIC_HISTOGRAM)
         m->buckets = xcalloc(def->nbuckets + 1, sizeof(*m->buckets));
+    if (def->kind == METRIC_HISTOGRAM && def->exemplars)
+        m->ex = xcalloc(def->nbuckets + 1, sizeof(*m->ex));
     pthread_mutex_lock(&s->lock);
     if ((s->used + 1) * 4 > s->cap * 3)
         shard_grow(s);
@@ -248,15 +259,85 @@ void metrics_series_add(struct metric_series *s, double v)
     atomic_store_explicit(&s->value_bits, double_to_bits(bits_to_double(b) + v), memory_order_relaxed);
 }
 
-void metrics_series_observe(struct metric_series *s, double v)
+static size_t bucket_of(const struct metric_def *d, double v)
 {
-    const struct metric_def *d = s->def;
     size_t i = 0;
     while (i < d->nbuckets && v > d->buckets[i])
         i++;
+    return i;
+}
+
+void metrics_series_observe(struct metric_series *s, double v)
+{
+    atomic_fetch_add_explicit(&s->buckets[bucket_of(s->def, v)], 1, memory_order_relaxed);
+    metrics_series_add(s, v);
+    atomic_fetch_add_explicit(&s->count, 1, memory_order_relaxed);
+}
+
+static uint64_t load_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static void store_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--) {
+        p[i] = (uint8_t)v;
+        v >>= 8;
+    }
+}
+
+void metrics_series_observe_ex(struct metric_series *s, double v, const uint8_t trace_id[16],
+                               const uint8_t span_id[8])
+{
+    size_t i = bucket_of(s->def, v);
     atomic_fetch_add_explicit(&s->buckets[i], 1, memory_order_relaxed);
     metrics_series_add(s, v);
     atomic_fetch_add_explicit(&s->count, 1, memory_order_relaxed);
+    if (!s->ex)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct ex_slot *e = &s->ex[i];
+    uint32_t q = atomic_load_explicit(&e->seq, memory_order_relaxed);
+    atomic_store_explicit(&e->seq, q + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    uint64_t vb;
+    memcpy(&vb, &v, sizeof(vb));
+    atomic_store_explicit(&e->w[0], vb, memory_order_relaxed);
+    atomic_store_explicit(&e->w[1], (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec, memory_order_relaxed);
+    atomic_store_explicit(&e->w[2], load_be64(trace_id), memory_order_relaxed);
+    atomic_store_explicit(&e->w[3], load_be64(trace_id + 8), memory_order_relaxed);
+    atomic_store_explicit(&e->w[4], load_be64(span_id), memory_order_relaxed);
+    atomic_store_explicit(&e->seq, q + 2, memory_order_release);
+}
+
+/* A consistent copy of a slot (a few retries while the owner writes it; else none). */
+static bool ex_read(const struct ex_slot *e, struct metric_exemplar *out)
+{
+    for (int tries = 0; tries < 8; tries++) {
+        uint32_t q1 = atomic_load_explicit(&e->seq, memory_order_acquire);
+        if (q1 & 1)
+            continue;
+        uint64_t w[5];
+        for (int k = 0; k < 5; k++)
+            w[k] = atomic_load_explicit(&e->w[k], memory_order_relaxed);
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&e->seq, memory_order_relaxed) != q1)
+            continue;
+        if (q1 == 0)
+            return false;
+        memcpy(&out->value, &w[0], sizeof(out->value));
+        out->time_ns = w[1];
+        store_be64(out->trace_id, w[2]);
+        store_be64(out->trace_id + 8, w[3]);
+        store_be64(out->span_id, w[4]);
+        return true;
+    }
+    return false;
 }
 
 /* ---- rendering ---- */
@@ -292,6 +373,7 @@ struct agg {
     double value;
     uint64_t count;
     uint64_t *buckets;
+    struct metric_exemplar *ex; /* the latest per bucket over the shards, or NULL */
 };
 
 static int agg_cmp(const void *a, const void *b)
@@ -355,6 +437,15 @@ static struct agg *gather_family(const struct metric_def *d, size_t *np)
                 }
                 a->count += total;
             }
+            if (m->ex) {
+                if (!a->ex)
+                    a->ex = xcalloc(d->nbuckets + 1, sizeof(*a->ex));
+                for (size_t b = 0; b <= d->nbuckets; b++) {
+                    struct metric_exemplar e;
+                    if (ex_read(&m->ex[b], &e) && e.time_ns > a->ex[b].time_ns)
+                        a->ex[b] = e;
+                }
+            }
         }
         pthread_mutex_unlock(&s->lock);
     }
@@ -384,20 +475,45 @@ void metrics_walk(metrics_walk_fn *fn, void *ud)
             struct metric_point p = {.values = (const char *const *)aggs[k].first->values,
                                      .value = aggs[k].value,
                                      .count = aggs[k].count,
-                                     .buckets = aggs[k].buckets};
+                                     .buckets = aggs[k].buckets,
+                                     .exemplars = aggs[k].ex};
             fn(d, &p, ud);
             xfree(aggs[k].buckets);
+            xfree(aggs[k].ex);
         }
         xfree(aggs);
     }
 }
 
-static void render_family(struct buf *out, const struct metric_def *d)
+static void append_exemplar(struct buf *out, const struct metric_def *d, const struct metric_exemplar *e)
+{
+    char t[33], sp[17];
+    static const char hx[] = "0123456789abcdef";
+    for (int i = 0; i < 16; i++) {
+        t[2 * i] = hx[e->trace_id[i] >> 4];
+        t[2 * i + 1] = hx[e->trace_id[i] & 15];
+    }
+    for (int i = 0; i < 8; i++) {
+        sp[2 * i] = hx[e->span_id[i] >> 4];
+        sp[2 * i + 1] = hx[e->span_id[i] & 15];
+    }
+    t[32] = sp[16] = '\0';
+    buf_printf(out, " # {trace_id=\"%s\",span_id=\"%s\"} ", t, sp);
+    append_number(out, d->prom_div > 0 ? e->value / d->prom_div : e->value);
+    buf_printf(out, " %llu.%03llu", (unsigned long long)(e->time_ns / 1000000000ull),
+               (unsigned long long)(e->time_ns % 1000000000ull / 1000000ull));
+}
+
+static void render_family(struct buf *out, const struct metric_def *d, bool om)
 {
     size_t n;
     struct agg *aggs = gather_family(d, &n);
     static const char *const kinds[] = {"counter", "gauge", "histogram"};
-    buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", d->name, d->help, d->name, kinds[d->kind]);
+    size_t nl = strlen(d->name);
+    if (om && d->kind == METRIC_COUNTER && nl > 6 && strcmp(d->name + nl - 6, "_total") == 0)
+        nl -= 6; /* OpenMetrics names the counter family without its _total sample suffix */
+    buf_printf(out, "# HELP %.*s %s\n# TYPE %.*s %s\n", (int)nl, d->name, d->help, (int)nl, d->name,
+               kinds[d->kind]);
     for (size_t k = 0; k < n; k++) {
         struct agg *a = &aggs[k];
         if (d->kind != METRIC_HISTOGRAM) {
@@ -415,19 +531,23 @@ static void render_family(struct buf *out, const struct metric_def *d)
             if (b == d->nbuckets)
                 snprintf(le, sizeof(le), "+Inf");
             else
-                metrics_format_bound(le, sizeof(le), d->buckets[b]);
+                metrics_format_bound(le, sizeof(le), d->prom_div > 0 ? d->buckets[b] / d->prom_div : d->buckets[b]);
             buf_printf(out, "%s_bucket", d->name);
             append_labels(out, d, a->first, "le", le);
-            buf_printf(out, " %llu\n", (unsigned long long)cum);
+            buf_printf(out, " %llu", (unsigned long long)cum);
+            if (om && a->ex && a->ex[b].time_ns)
+                append_exemplar(out, d, &a->ex[b]);
+            buf_append_char(out, '\n');
         }
         buf_printf(out, "%s_sum", d->name);
         append_labels(out, d, a->first, NULL, NULL);
         buf_append_char(out, ' ');
-        append_number(out, a->value);
+        append_number(out, d->prom_div > 0 ? a->value / d->prom_div : a->value);
         buf_printf(out, "\n%s_count", d->name);
         append_labels(out, d, a->first, NULL, NULL);
         buf_printf(out, " %llu\n", (unsigned long long)cum);
         xfree(a->buckets);
+        xfree(a->ex);
     }
     xfree(aggs);
 }
@@ -435,9 +555,76 @@ static void render_family(struct buf *out, const struct metric_def *d)
 void metrics_render(struct buf *out)
 {
     for (int i = 0; i < nfamilies; i++)
-        render_family(out, families[i]);
+        render_family(out, families[i], false);
     for (int i = 0; i < ncollectors; i++)
         collectors[i].fn(out, collectors[i].ud);
+}
+
+/* The name of a "# HELP name ..." or "# TYPE name ..." line, or NULL. */
+static const char *meta_name(const char *line, const char *end, size_t *n)
+{
+    if (end - line < 8 || (memcmp(line, "# HELP ", 7) != 0 && memcmp(line, "# TYPE ", 7) != 0))
+        return NULL;
+    const char *p = line + 7, *q = p;
+    while (q < end && *q != ' ')
+        q++;
+    *n = (size_t)(q - p);
+    return p;
+}
+
+void metrics_render_openmetrics(struct buf *out)
+{
+    for (int i = 0; i < nfamilies; i++)
+        render_family(out, families[i], true);
+    /* the collectors write the 0.0.4 text; their counters' HELP and TYPE lines lose the _total suffix */
+    struct buf c = BUF_INIT(BUF_UNBOUNDED);
+    for (int i = 0; i < ncollectors; i++)
+        collectors[i].fn(&c, collectors[i].ud);
+    struct buf counters = BUF_INIT(BUF_UNBOUNDED); /* "\nname\n" for each counter family ending _total */
+    if (c.len == 0)
+        buf_append_str(&c, "\n"); /* no collector: one empty line keeps the walk below simple */
+    const char *p = c.data, *end = c.data + c.len;
+    while (p && p < end) {
+        const char *le = memchr(p, '\n', (size_t)(end - p));
+        le = le ? le : end;
+        size_t n;
+        const char *name = meta_name(p, le, &n);
+        if (name && p[2] == 'T' && n > 6 && memcmp(name + n - 6, "_total", 6) == 0 &&
+            (size_t)(le - name) >= n + 8 && memcmp(name + n, " counter", 8) == 0) {
+            buf_append_char(&counters, '\n');
+            buf_append(&counters, name, n);
+            buf_append_char(&counters, '\n');
+        }
+        p = le + 1;
+    }
+    buf_append_char(&counters, '\0');
+    for (p = c.data; p && p < end;) {
+        const char *le = memchr(p, '\n', (size_t)(end - p));
+        le = le ? le + 1 : end;
+        size_t n;
+        const char *name = meta_name(p, le, &n);
+        bool strip = false;
+        if (name && n > 6) {
+            char key[256];
+            if (n + 3 <= sizeof(key)) {
+                key[0] = '\n';
+                memcpy(key + 1, name, n);
+                key[n + 1] = '\n';
+                key[n + 2] = '\0';
+                strip = strstr(counters.data, key) != NULL;
+            }
+        }
+        if (strip) {
+            buf_append(out, p, (size_t)(name - p) + n - 6);
+            buf_append(out, name + n, (size_t)(le - name - n));
+        } else {
+            buf_append(out, p, (size_t)(le - p));
+        }
+        p = le;
+    }
+    buf_free(&counters);
+    buf_free(&c);
+    buf_append_str(out, "# EOF\n");
 }
 
 double metrics_sum(const struct metric_def *d, const char *const *label_values)
@@ -484,6 +671,7 @@ void metrics_shutdown(void)
             xfree(m->values);
             xfree(m->key);
             xfree((void *)m->buckets);
+            xfree(m->ex);
             xfree(m);
         }
         xfree(s->slots);

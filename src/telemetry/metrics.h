@@ -14,6 +14,7 @@
 #ifndef AGENTD_METRICS_H
 #define AGENTD_METRICS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,6 +33,10 @@ struct metric_def {
     const char *otel_name;
     const char *unit;
     const char *const *otel_labels; /* attribute names for OTLP, parallel to labels (NULL: the label names) */
+    /* /metrics shows histogram bounds and sums divided by this (0: as recorded): a family recorded in the
+     * OpenTelemetry unit (ms) is exposed in Prometheus' base unit (seconds) */
+    double prom_div;
+    bool exemplars; /* histogram: keep the last traced observation per bucket (metrics_series_observe_ex) */
     /* filled by metrics_register */
     int id;
     size_t nlabels;
@@ -55,6 +60,16 @@ void metrics_register(struct metric_def *def);
 struct metric_series *metrics_series(struct metric_def *def, const char *const *label_values);
 void metrics_series_add(struct metric_series *s, double v);
 void metrics_series_observe(struct metric_series *s, double v);
+/* An observation that belongs to a sampled trace: on a family with .exemplars it also becomes its bucket's
+ * exemplar (the latest wins), shown on /metrics in the OpenMetrics format and sent over OTLP. */
+void metrics_series_observe_ex(struct metric_series *s, double v, const uint8_t trace_id[16],
+                               const uint8_t span_id[8]);
+
+struct metric_exemplar {
+    double value;
+    uint64_t time_ns; /* 0: the bucket has none */
+    uint8_t trace_id[16], span_id[8];
+};
 
 static inline void metrics_add(struct metric_def *def, const char *const *label_values, double v)
 {
@@ -76,6 +91,9 @@ void metrics_add_collector(metrics_collector_fn *fn, void *ud);
 
 /* Prometheus text exposition format 0.0.4. */
 void metrics_render(struct buf *out);
+/* OpenMetrics 1.0 text (application/openmetrics-text; version=1.0.0): the same families, counters' TYPE without
+ * the _total suffix, histogram buckets with their exemplars, and the closing # EOF. */
+void metrics_render_openmetrics(struct buf *out);
 /* Sum of a counter or gauge family over all shards and label sets matching `label_values` (NULL entries match
  * anything). For tests and for the ops endpoints. */
 double metrics_sum(const struct metric_def *def, const char *const *label_values);
@@ -89,6 +107,7 @@ struct metric_point {
     double value;              /* counter/gauge value, histogram sum */
     uint64_t count;            /* histogram count */
     const uint64_t *buckets;   /* histogram per-bucket (not cumulative) counts, nbuckets + 1 */
+    const struct metric_exemplar *exemplars; /* nbuckets + 1 (time_ns 0: none), or NULL */
 };
 typedef void metrics_walk_fn(const struct metric_def *def, const struct metric_point *p, void *ud);
 /* Calls fn for every series of every family (merged over threads), family by family (OTLP export). */

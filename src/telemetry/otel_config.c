@@ -92,9 +92,19 @@ static bool url_ok(const char *u)
     return u == NULL || *u == '\0' || strncmp(u, "http://", 7) == 0 || strncmp(u, "https://", 8) == 0;
 }
 
+static void eval_rate_check(const char *k, const char *v, void *ud)
+{
+    (void)k;
+    char *end;
+    double r = strtod(v, &end);
+    if (end == v || *end != '\0' || !(r >= 0 && r <= 1))
+        *(bool *)ud = true;
+}
+
 static void finish(struct cfg_ctx *ctx, void *obj, const char *path)
 {
     const struct config_telemetry *t = obj;
+    bool bad_rate = false;
     static const struct {
         size_t off;
         const char *key, *env;
@@ -103,6 +113,7 @@ static void finish(struct cfg_ctx *ctx, void *obj, const char *path)
         {offsetof(struct config_telemetry, traces_endpoint), "traces_endpoint", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"},
         {offsetof(struct config_telemetry, metrics_endpoint), "metrics_endpoint",
          "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"},
+        {offsetof(struct config_telemetry, logs_endpoint), "logs_endpoint", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"},
     };
     for (size_t i = 0; i < ARRAY_LEN(urls); i++) {
         const char *u = *(char *const *)((const char *)t + urls[i].off);
@@ -117,6 +128,9 @@ static void finish(struct cfg_ctx *ctx, void *obj, const char *path)
     if (otel_parse_kv_list(t->resource_attributes, NULL, NULL) != 0)
         cfg_error_at(ctx, NULL, path,
                      "resource_attributes (OTEL_RESOURCE_ATTRIBUTES): malformed list; expected key=value,key2=value2");
+    if (otel_parse_kv_list(t->evaluations, eval_rate_check, &bad_rate) != 0 || bad_rate)
+        cfg_error_at(ctx, NULL, path,
+                     "evaluations: expected workflow:<name>=rate,<model>=rate,*=rate with rates from 0 to 1");
     if (t->max_export_batch_size > t->max_queue_size)
         cfg_error_at(ctx, NULL, path,
                      "max_export_batch_size (OTEL_BSP_MAX_EXPORT_BATCH_SIZE) %lld is larger than max_queue_size "
@@ -130,15 +144,20 @@ static const struct cfg_field otel_fields[] = {
      .env_alias = "OTEL_SDK_DISABLED", .help = "turn OpenTelemetry off altogether (no trace ids, no export)"},
     {.key = "endpoint", .type = CFG_STRING, .off = TOFF(endpoint), .def = "", .flags = CFG_RESTART,
      .env_alias = "OTEL_EXPORTER_OTLP_ENDPOINT",
-     .help = "OTLP/HTTP base URL (v1/traces, v1/metrics appended); empty: export only to per-signal endpoints"},
+     .help = "OTLP/HTTP base URL (v1/traces, v1/metrics, v1/logs appended); empty: only per-signal endpoints"},
     {.key = "traces_endpoint", .type = CFG_STRING, .off = TOFF(traces_endpoint), .def = "", .flags = CFG_RESTART,
      .env_alias = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", .help = "OTLP/HTTP URL for spans, used as is"},
     {.key = "metrics_endpoint", .type = CFG_STRING, .off = TOFF(metrics_endpoint), .def = "", .flags = CFG_RESTART,
      .env_alias = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", .help = "OTLP/HTTP URL for metrics, used as is"},
+    {.key = "logs_endpoint", .type = CFG_STRING, .off = TOFF(logs_endpoint), .def = "", .flags = CFG_RESTART,
+     .env_alias = "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", .help = "OTLP/HTTP URL for log records, used as is"},
     {.key = "protocol", .type = CFG_ENUM, .off = TOFF(protocol), .enums = protocols, .def = "http/protobuf",
      .flags = CFG_RESTART, .env_alias = "OTEL_EXPORTER_OTLP_PROTOCOL", .help = "OTLP encoding"},
     {.key = "headers", .type = CFG_STRING, .off = TOFF(headers), .def = "", .flags = CFG_RESTART | CFG_SECRET,
      .env_alias = "OTEL_EXPORTER_OTLP_HEADERS", .help = "extra request headers, key=value,key2=value2"},
+    {.key = "certificate", .type = CFG_STRING, .off = TOFF(certificate), .def = "", .flags = CFG_RESTART,
+     .env_alias = "OTEL_EXPORTER_OTLP_CERTIFICATE",
+     .help = "CA certificate file (PEM) that signs the collector's https certificate; empty: the system's CAs"},
     {.key = "timeout_ms", .type = CFG_INT, .off = TOFF(timeout_ms), .def = "10000", .min = 1, .max = 600000,
      .flags = CFG_RESTART, .env_alias = "OTEL_EXPORTER_OTLP_TIMEOUT", .help = "one export request, milliseconds"},
     {.key = "compression", .type = CFG_ENUM, .off = TOFF(compression), .enums = compressions, .def = "none",
@@ -167,10 +186,17 @@ static const struct cfg_field otel_fields[] = {
      .help = "export spans (when an endpoint is set)"},
     {.key = "metrics", .type = CFG_BOOL, .off = TOFF(metrics), .def = "true", .flags = CFG_RESTART,
      .help = "export metrics (when an endpoint is set)"},
+    {.key = "logs", .type = CFG_BOOL, .off = TOFF(logs), .def = "true", .flags = CFG_RESTART,
+     .help = "export the log lines and events as OTLP log records (when an endpoint is set)"},
+    {.key = "logs_schedule_delay_ms", .type = CFG_INT, .off = TOFF(logs_schedule_delay_ms), .def = "1000",
+     .min = 1, .max = 3600000, .flags = CFG_RESTART, .env_alias = "OTEL_BLRP_SCHEDULE_DELAY",
+     .help = "log records are exported at least this often, milliseconds"},
     {.key = "capture_content", .type = CFG_BOOL, .off = TOFF(capture_content), .def = "false", .flags = CFG_RESTART,
      .help = "record prompts and responses on spans (gen_ai.input.messages / gen_ai.output.messages)"},
     {.key = "response_header", .type = CFG_ENUM, .off = TOFF(response_header), .enums = resp_headers,
      .def = "traceparent", .flags = CFG_RESTART, .help = "send the request's trace context back in a response header"},
+    {.key = "evaluations", .type = CFG_STRING, .off = TOFF(evaluations), .def = "", .flags = CFG_RESTART,
+     .help = "fraction of completed responses scored after they are sent: workflow:<name>=0.5,<model>=1,*=0.1"},
 };
 
 const struct cfg_schema otel_config_schema = {

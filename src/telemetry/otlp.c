@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,12 +15,14 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <curl/curl.h>
 #include <zlib.h>
 
 #include "common/alloc.h"
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "config/config.h"
+#include "net/curl_dl.h"
 #include "telemetry/metrics.h"
 #include "telemetry/otel_config.h"
 #include "telemetry/pb.h"
@@ -35,6 +38,7 @@ struct target {
     char host[256];
     char port[8];
     char path[1024];
+    char url[2048]; /* https: the whole URL for libcurl */
     bool https;
     bool set;
 };
@@ -44,12 +48,13 @@ struct kv {
 };
 
 static struct {
-    bool started, ids_on, traces_on, metrics_on, json, capture, resp_header, gzip;
+    bool started, ids_on, traces_on, metrics_on, logs_on, json, capture, resp_header, gzip;
+    char *ca_file; /* https: CA bundle for the collector's certificate (OTEL_EXPORTER_OTLP_CERTIFICATE) */
     int sampler;
     double ratio;
-    int64_t timeout_ms, delay_ms, metric_ms;
+    int64_t timeout_ms, delay_ms, metric_ms, log_delay_ms;
     size_t queue_max, batch_max;
-    struct target traces, metrics;
+    struct target traces, metrics, logs;
     struct kv *headers, *resource;
     size_t nheaders, nresource;
     pthread_t thread;
@@ -57,6 +62,8 @@ static struct {
     pthread_cond_t cond;
     struct otel_span *head, *tail; /* queue, oldest first */
     size_t queued;
+    struct otel_span *lhead, *ltail; /* log records, oldest first */
+    size_t lqueued;
     bool stop;
     uint64_t start_ns;
 } X = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
@@ -84,10 +91,39 @@ static uint64_t wall_ns(void)
 
 /* ---------- spans ---------- */
 
+/* Finished spans come back here from the exporter thread so that workers reuse them (and their arena) instead of
+ * allocating ~2.5 KiB twice per request from a heap whose chunks another thread freed. */
+#define SPAN_POOL_MAX 1024
+#define SPAN_ARENA_KEEP 4096 /* an arena grown past this is not kept */
+static struct {
+    pthread_mutex_t lock;
+    struct otel_span *head;
+    size_t n;
+} pool = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
 struct otel_span *otel_span_new(void)
 {
-    struct otel_span *s = xcalloc(1, sizeof(*s));
-    buf_init(&s->arena, SPAN_ARENA_MAX);
+    pthread_mutex_lock(&pool.lock);
+    struct otel_span *s = pool.head;
+    if (s) {
+        pool.head = s->next;
+        pool.n--;
+    }
+    pthread_mutex_unlock(&pool.lock);
+    if (s) {
+        buf_reset(&s->arena);
+    } else {
+        s = xmalloc(sizeof(*s));
+        buf_init(&s->arena, SPAN_ARENA_MAX);
+        buf_reserve(&s->arena, 256); /* the usual attribute strings in one allocation */
+    }
+    /* zero the fields, not the attribute slots (attr_slot fills each one it hands out) */
+    memset(s, 0, offsetof(struct otel_span, attrs));
+    s->nattrs = s->dropped_attrs = 0;
+    s->next = NULL;
+    s->severity = 0;
+    s->has_trace = false;
+    s->body_off = s->body_len = 0;
     return s;
 }
 
@@ -95,8 +131,35 @@ void otel_span_free(struct otel_span *s)
 {
     if (!s)
         return;
+    if (s->arena.cap <= SPAN_ARENA_KEEP) {
+        pthread_mutex_lock(&pool.lock);
+        bool kept = pool.n < SPAN_POOL_MAX;
+        if (kept) {
+            s->next = pool.head;
+            pool.head = s;
+            pool.n++;
+        }
+        pthread_mutex_unlock(&pool.lock);
+        if (kept)
+            return;
+    }
     buf_free(&s->arena);
     xfree(s);
+}
+
+static void pool_drain(void)
+{
+    pthread_mutex_lock(&pool.lock);
+    struct otel_span *s = pool.head;
+    pool.head = NULL;
+    pool.n = 0;
+    pthread_mutex_unlock(&pool.lock);
+    while (s) {
+        struct otel_span *next = s->next;
+        buf_free(&s->arena);
+        xfree(s);
+        s = next;
+    }
 }
 
 static struct otel_attr *attr_slot(struct otel_span *s, const char *key, enum otel_attr_type t)
@@ -204,6 +267,79 @@ static void count_drop(const char *signal, const char *reason, uint64_t n)
     if (strcmp(signal, "traces") == 0)
         atomic_fetch_add(&dropped_spans, n);
     metrics_add(&otel_dropped, (const char *[]){signal, reason}, (double)n);
+}
+
+/* ---------- log records ---------- */
+
+bool otel_logs_on(void)
+{
+    return X.logs_on;
+}
+
+struct otel_span *otel_log_new(int severity, const char *event_name, const uint8_t *trace_id,
+                               const uint8_t *span_id)
+{
+    struct otel_span *r = otel_span_new();
+    r->severity = (uint8_t)severity;
+    r->start_ns = wall_ns();
+    if (event_name)
+        snprintf(r->name, sizeof(r->name), "%s", event_name);
+    if (trace_id && span_id) {
+        memcpy(r->trace_id, trace_id, 16);
+        memcpy(r->span_id, span_id, 8);
+        r->has_trace = true;
+    }
+    return r;
+}
+
+void otel_log_body(struct otel_span *r, const char *s, size_t n)
+{
+    size_t off = r->arena.len;
+    if (buf_append(&r->arena, s, n) != 0)
+        return;
+    r->body_off = (uint32_t)off;
+    r->body_len = (uint32_t)n;
+}
+
+void otel_log_submit(struct otel_span *r)
+{
+    if (!X.logs_on) {
+        otel_span_free(r);
+        return;
+    }
+    r->next = NULL;
+    bool full, wake = false;
+    pthread_mutex_lock(&X.lock);
+    full = X.lqueued >= X.queue_max || X.stop;
+    if (!full) {
+        if (X.ltail)
+            X.ltail->next = r;
+        else
+            X.lhead = r;
+        X.ltail = r;
+        X.lqueued++;
+        wake = X.lqueued == X.batch_max;
+    }
+    pthread_mutex_unlock(&X.lock);
+    if (full) {
+        otel_span_free(r);
+        count_drop("logs", "queue_full", 1);
+    } else if (wake) {
+        pthread_cond_signal(&X.cond);
+    }
+}
+
+static const char *const severity_text[] = {"DEBUG", "INFO", "WARN", "ERROR", "FATAL"};
+static const uint8_t severity_number[] = {5, 9, 13, 17, 21};
+
+/* The log tap (common/log.h): every line written becomes a record. */
+static void log_tap(int level, const char *line, size_t n, const uint8_t *trace_id, const uint8_t *span_id)
+{
+    if (level < LL_DEBUG || level > LL_FATAL)
+        return;
+    struct otel_span *r = otel_log_new(severity_number[level], NULL, trace_id, span_id);
+    otel_log_body(r, line, n);
+    otel_log_submit(r);
 }
 
 void otel_span_submit(struct otel_span *s)
@@ -315,6 +451,60 @@ static void encode_span(struct pbw *w, const struct otel_span *s)
     pbw_end(w);
 }
 
+static void encode_log(struct pbw *w, const struct otel_span *r)
+{
+    pbw_msg(w, 2, NULL); /* LogRecord */
+    pbw_fixed64(w, 1, "timeUnixNano", r->start_ns);
+    pbw_fixed64(w, 11, "observedTimeUnixNano", r->start_ns);
+    if (r->severity) {
+        pbw_enum(w, 2, "severityNumber", r->severity);
+        int lv = (r->severity - 1) / 4 - 1; /* 5..8 DEBUG, 9..12 INFO, ... */
+        if (lv >= 0 && lv < 5)
+            pbw_cstr(w, 3, "severityText", severity_text[lv]);
+    }
+    if (r->body_len) {
+        pbw_msg(w, 5, "body"); /* AnyValue { string_value = 1 } */
+        pbw_string(w, 1, "stringValue", r->arena.data + r->body_off, r->body_len);
+        pbw_end(w);
+    }
+    pbw_arr(w, "attributes");
+    for (unsigned i = 0; i < r->nattrs; i++)
+        encode_attr(w, 6, r, &r->attrs[i]);
+    pbw_arr_end(w);
+    if (r->dropped_attrs)
+        pbw_enum(w, 7, "droppedAttributesCount", (int)r->dropped_attrs);
+    if (r->has_trace) {
+        pbw_fixed32(w, 8, "flags", r->trace_flags);
+        pbw_id(w, 9, "traceId", r->trace_id, 16);
+        pbw_id(w, 10, "spanId", r->span_id, 8);
+    }
+    if (r->name[0])
+        pbw_cstr(w, 12, "eventName", r->name);
+    pbw_end(w);
+}
+
+int otlp_encode_logs(struct buf *out, const struct otel_span *recs, bool json)
+{
+    struct pbw w;
+    pbw_init(&w, out, json);
+    pbw_arr(&w, "resourceLogs");
+    pbw_msg(&w, 1, NULL);
+    encode_resource(&w);
+    pbw_arr(&w, "scopeLogs");
+    pbw_msg(&w, 2, NULL);
+    encode_scope(&w);
+    pbw_arr(&w, "logRecords");
+    for (const struct otel_span *r = recs; r; r = r->next)
+        encode_log(&w, r);
+    pbw_arr_end(&w);
+    pbw_cstr(&w, 3, "schemaUrl", SCHEMA_URL);
+    pbw_end(&w);
+    pbw_arr_end(&w);
+    pbw_end(&w);
+    pbw_arr_end(&w);
+    return pbw_finish(&w);
+}
+
 int otlp_encode_spans(struct buf *out, const struct otel_span *spans, bool json)
 {
     struct pbw w;
@@ -341,6 +531,7 @@ struct menc {
     struct pbw *w;
     const struct metric_def *cur;
     uint64_t start_ns, now_ns;
+    size_t points;
 };
 
 static void metric_close(struct menc *m)
@@ -361,6 +552,7 @@ static void metric_point(const struct metric_def *d, const struct metric_point *
 {
     struct menc *m = ud;
     struct pbw *w = m->w;
+    m->points++;
     if (m->cur != d) {
         metric_close(m);
         m->cur = d;
@@ -391,6 +583,21 @@ static void metric_point(const struct metric_def *d, const struct metric_point *
         pbw_double(w, 5, "sum", p->value);
         pbw_packed_fixed64(w, 6, "bucketCounts", p->buckets, d->nbuckets + 1);
         pbw_packed_double(w, 7, "explicitBounds", d->buckets, d->nbuckets);
+        if (p->exemplars) {
+            pbw_arr(w, "exemplars");
+            for (size_t b = 0; b <= d->nbuckets; b++) {
+                const struct metric_exemplar *e = &p->exemplars[b];
+                if (!e->time_ns)
+                    continue;
+                pbw_msg(w, 8, NULL); /* Exemplar { time_unix_nano = 2, as_double = 3, span_id = 4, trace_id = 5 } */
+                pbw_fixed64(w, 2, "timeUnixNano", e->time_ns);
+                pbw_double(w, 3, "asDouble", e->value);
+                pbw_id(w, 4, "spanId", e->span_id, 8);
+                pbw_id(w, 5, "traceId", e->trace_id, 16);
+                pbw_end(w);
+            }
+            pbw_arr_end(w);
+        }
     } else {
         pbw_double(w, 4, "asDouble", p->value);
     }
@@ -408,7 +615,7 @@ int otlp_encode_metrics(struct buf *out, uint64_t start_ns, uint64_t now_ns, boo
     pbw_msg(&w, 2, NULL);
     encode_scope(&w);
     pbw_arr(&w, "metrics");
-    struct menc m = {&w, NULL, start_ns, now_ns};
+    struct menc m = {&w, NULL, start_ns, now_ns, 0};
     metrics_walk(metric_point, &m);
     metric_close(&m);
     pbw_arr_end(&w);
@@ -417,7 +624,8 @@ int otlp_encode_metrics(struct buf *out, uint64_t start_ns, uint64_t now_ns, boo
     pbw_arr_end(&w);
     pbw_end(&w);
     pbw_arr_end(&w);
-    return pbw_finish(&w);
+    int rc = pbw_finish(&w);
+    return rc == 0 && m.points == 0 ? 1 : rc;
 }
 
 /* ---------- HTTP/1.1 POST (blocking, on the exporter thread only) ---------- */
@@ -461,6 +669,7 @@ static int parse_url(const char *url, struct target *t)
         snprintf(t->port, sizeof(t->port), "%s", t->https ? "443" : "80");
     }
     snprintf(t->path, sizeof(t->path), "%s", slash ? slash : "/");
+    snprintf(t->url, sizeof(t->url), "%s", url);
     t->set = true;
     return 0;
 }
@@ -580,16 +789,93 @@ int otlp_gzip(const struct buf *in, struct buf *out)
     return rc == Z_STREAM_END ? 0 : -1;
 }
 
+struct curl_rx {
+    size_t body;
+    long *retry_after_ms;
+};
+
+static size_t curl_body(char *p, size_t sz, size_t n, void *ud)
+{
+    (void)p;
+    struct curl_rx *rx = ud;
+    rx->body += sz * n;
+    return rx->body > RESPONSE_MAX ? 0 : sz * n; /* the answer is not read, only bounded */
+}
+
+static size_t curl_hdr(char *p, size_t sz, size_t n, void *ud)
+{
+    struct curl_rx *rx = ud;
+    size_t len = sz * n;
+    if (len > 12 && strncasecmp(p, "retry-after:", 12) == 0)
+        *rx->retry_after_ms = parse_retry_after(p + 12, len - 12);
+    return len;
+}
+
+/* https through libcurl (loaded on first use; a blocking transfer on the exporter thread). Same results as
+ * http_post; 0 when libcurl cannot be loaded, -2 when the certificate is not trusted. */
+static int https_post(const struct target *t, const char *ctype, const struct buf *body, long *retry_after_ms)
+{
+    if (curl_dl_load() != 0) {
+        static atomic_bool warned;
+        if (!atomic_exchange(&warned, true))
+            log_warn("telemetry: https OTLP endpoint needs libcurl: %s", curl_dl_error());
+        return 0;
+    }
+    CURL *e = curl_easy_init();
+    if (!e)
+        return -1;
+    struct curl_slist *h = NULL;
+    char line[4200];
+    snprintf(line, sizeof(line), "Content-Type: %s", ctype);
+    h = curl_slist_append(h, line);
+    if (X.gzip)
+        h = curl_slist_append(h, "Content-Encoding: gzip");
+    h = curl_slist_append(h, "Expect:"); /* no 100-continue round trip */
+    for (size_t i = 0; i < X.nheaders; i++) {
+        snprintf(line, sizeof(line), "%s: %s", X.headers[i].k, X.headers[i].v);
+        h = curl_slist_append(h, line);
+    }
+    struct curl_rx rx = {0, retry_after_ms};
+    curl_easy_setopt(e, CURLOPT_URL, t->url);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https");
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, body->data ? body->data : "");
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body->len);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "agentd/" AGENTD_VERSION " OTel-OTLP-Exporter-C");
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)X.timeout_ms);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, curl_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, &rx);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, curl_hdr);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, &rx);
+    if (X.ca_file && *X.ca_file)
+        curl_easy_setopt(e, CURLOPT_CAINFO, X.ca_file);
+    CURLcode rc = curl_easy_perform(e);
+    long code = -1;
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
+    else
+        log_debug("telemetry: https export to %s failed: %s", t->host, curl_easy_strerror(rc));
+    curl_slist_free_all(h);
+    curl_easy_cleanup(e);
+    if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE || rc == CURLE_SSL_CERTPROBLEM) {
+        static atomic_bool warned;
+        if (!atomic_exchange(&warned, true))
+            log_warn("telemetry: the OTLP collector's certificate is not trusted (%s); set "
+                     "OTEL_EXPORTER_OTLP_CERTIFICATE to its CA",
+                     curl_easy_strerror(rc));
+        return -2; /* trying again will not help */
+    }
+    return rc == CURLE_OK && code >= 100 && code <= 599 ? (int)code : -1;
+}
+
 /* One POST. Returns the HTTP status, or -1 when no response came (connection refused, timeout, reset). */
 static int http_post(const struct target *t, const char *ctype, const struct buf *body, long *retry_after_ms)
 {
     *retry_after_ms = -1;
-    if (t->https) {
-        static atomic_bool warned;
-        if (!atomic_exchange(&warned, true))
-            log_warn("telemetry: https OTLP endpoints are not supported yet; use an http:// collector or sidecar");
-        return 0;
-    }
+    if (t->https)
+        return https_post(t, ctype, body, retry_after_ms);
     uint64_t deadline = time_mono_us() + (uint64_t)X.timeout_ms * 1000;
     int fd = connect_to(t, deadline);
     if (fd < 0)
@@ -709,8 +995,12 @@ static bool export_try(const struct target *t, const char *signal, const char *c
             metrics_inc(&otel_exported, (const char *[]){signal});
             return true;
         }
-        if (st == 0) { /* not sendable (https) */
+        if (st == 0) { /* not sendable (https without libcurl) */
             count_drop(signal, "unsupported", 1);
+            return false;
+        }
+        if (st == -2) {
+            count_drop(signal, "tls", 1);
             return false;
         }
         bool retryable = st == -1 || st == 429 || st == 502 || st == 503 || st == 504;
@@ -756,23 +1046,40 @@ static void export_spans(struct otel_span *batch, size_t n, bool final)
     }
 }
 
+static void export_logs(struct otel_span *batch, size_t n, bool final)
+{
+    struct buf body;
+    buf_init(&body, EXPORT_BODY_MAX);
+    if (otlp_encode_logs(&body, batch, X.json) != 0)
+        count_drop("logs", "too_large", n);
+    else
+        export_body(&X.logs, "logs", &body, final);
+    buf_free(&body);
+    while (batch) {
+        struct otel_span *next = batch->next;
+        otel_span_free(batch);
+        batch = next;
+    }
+}
+
 static void export_metrics(bool final)
 {
     struct buf body;
     buf_init(&body, EXPORT_BODY_MAX);
-    if (otlp_encode_metrics(&body, X.start_ns, wall_ns(), X.json) != 0)
+    int rc = otlp_encode_metrics(&body, X.start_ns, wall_ns(), X.json);
+    if (rc < 0)
         count_drop("metrics", "too_large", 1);
-    else
+    else if (rc == 0) /* 1: no data point yet; an empty envelope is not sent */
         export_body(&X.metrics, "metrics", &body, final);
     buf_free(&body);
 }
 
-/* Takes up to batch_max spans off the queue (lock held). */
-static struct otel_span *take_batch(size_t *n)
+/* Takes up to batch_max spans or records off a queue (lock held). */
+static struct otel_span *take_batch(struct otel_span **head, struct otel_span **tail, size_t *queued, size_t *n)
 {
-    struct otel_span *first = X.head, *last = NULL;
+    struct otel_span *first = *head, *last = NULL;
     size_t k = 0;
-    for (struct otel_span *s = X.head; s && k < X.batch_max; s = s->next) {
+    for (struct otel_span *s = *head; s && k < X.batch_max; s = s->next) {
         last = s;
         k++;
     }
@@ -780,11 +1087,11 @@ static struct otel_span *take_batch(size_t *n)
         *n = 0;
         return NULL;
     }
-    X.head = last->next;
-    if (!X.head)
-        X.tail = NULL;
+    *head = last->next;
+    if (!*head)
+        *tail = NULL;
     last->next = NULL;
-    X.queued -= k;
+    *queued -= k;
     *n = k;
     return first;
 }
@@ -792,15 +1099,19 @@ static struct otel_span *take_batch(size_t *n)
 static void *exporter_main(void *arg)
 {
     (void)arg;
+    log_tap_suppress(true); /* the exporter's own lines (a receiver down) are not exported again */
     uint64_t now = time_mono_us();
     uint64_t next_spans = now + (uint64_t)X.delay_ms * 1000;
     uint64_t next_metrics = now + (uint64_t)X.metric_ms * 1000;
+    uint64_t next_logs = now + (uint64_t)X.log_delay_ms * 1000;
     pthread_mutex_lock(&X.lock);
     for (;;) {
-        while (!X.stop && X.queued < X.batch_max) {
+        while (!X.stop && X.queued < X.batch_max && X.lqueued < X.batch_max) {
             uint64_t t = X.traces_on ? next_spans : UINT64_MAX;
             if (X.metrics_on && next_metrics < t)
                 t = next_metrics;
+            if (X.logs_on && next_logs < t)
+                t = next_logs;
             if (time_mono_us() >= t)
                 break;
             wait_until(t);
@@ -810,7 +1121,7 @@ static void *exporter_main(void *arg)
         if (X.traces_on && (X.queued >= X.batch_max || now >= next_spans || stopping)) {
             do {
                 size_t n;
-                struct otel_span *batch = take_batch(&n);
+                struct otel_span *batch = take_batch(&X.head, &X.tail, &X.queued, &n);
                 if (!batch)
                     break;
                 pthread_mutex_unlock(&X.lock);
@@ -818,6 +1129,18 @@ static void *exporter_main(void *arg)
                 pthread_mutex_lock(&X.lock);
             } while (stopping || X.queued >= X.batch_max);
             next_spans = time_mono_us() + (uint64_t)X.delay_ms * 1000;
+        }
+        if (X.logs_on && (X.lqueued >= X.batch_max || now >= next_logs || stopping)) {
+            do {
+                size_t n;
+                struct otel_span *batch = take_batch(&X.lhead, &X.ltail, &X.lqueued, &n);
+                if (!batch)
+                    break;
+                pthread_mutex_unlock(&X.lock);
+                export_logs(batch, n, stopping);
+                pthread_mutex_lock(&X.lock);
+            } while (stopping || X.lqueued >= X.batch_max);
+            next_logs = time_mono_us() + (uint64_t)X.log_delay_ms * 1000;
         }
         if (X.metrics_on && (now >= next_metrics || stopping)) {
             pthread_mutex_unlock(&X.lock);
@@ -945,6 +1268,9 @@ int otel_start(const struct config *cfg)
     X.timeout_ms = t->timeout_ms;
     X.delay_ms = t->schedule_delay_ms;
     X.metric_ms = t->metric_export_interval_ms;
+    X.log_delay_ms = t->logs_schedule_delay_ms;
+    xfree(X.ca_file);
+    X.ca_file = t->certificate && *t->certificate ? xstrdup(t->certificate) : NULL;
     X.queue_max = (size_t)t->max_queue_size;
     X.batch_max = (size_t)t->max_export_batch_size;
     X.start_ns = wall_ns();
@@ -952,7 +1278,9 @@ int otel_start(const struct config *cfg)
         signal_target(&X.traces, t->traces_endpoint, t->endpoint, "v1/traces");
     if (t->metrics)
         signal_target(&X.metrics, t->metrics_endpoint, t->endpoint, "v1/metrics");
-    if (!X.traces.set && !X.metrics.set)
+    if (t->logs)
+        signal_target(&X.logs, t->logs_endpoint, t->endpoint, "v1/logs");
+    if (!X.traces.set && !X.metrics.set && !X.logs.set)
         return 0; /* trace context only */
     otel_parse_kv_list(t->headers, header_cb, NULL);
     build_resource(cfg);
@@ -966,19 +1294,24 @@ int otel_start(const struct config *cfg)
     X.stop = false;
     X.traces_on = X.traces.set;
     X.metrics_on = X.metrics.set;
+    X.logs_on = X.logs.set;
     if (pthread_create(&X.thread, NULL, exporter_main, NULL) != 0) {
         log_error("telemetry: cannot start the exporter thread");
-        X.traces_on = X.metrics_on = false;
+        X.traces_on = X.metrics_on = X.logs_on = false;
         return -1;
     }
     X.started = true;
-    log_info("telemetry: exporting%s%s over OTLP/HTTP (%s%s)", X.traces_on ? " traces" : "",
-             X.metrics_on ? " metrics" : "", X.json ? "json" : "protobuf", X.gzip ? ", gzip" : "");
+    if (X.logs_on)
+        log_set_tap(log_tap);
+    log_info("telemetry: exporting%s%s%s over OTLP/HTTP (%s%s)", X.traces_on ? " traces" : "",
+             X.metrics_on ? " metrics" : "", X.logs_on ? " logs" : "", X.json ? "json" : "protobuf",
+             X.gzip ? ", gzip" : "");
     return 0;
 }
 
 void otel_stop(void)
 {
+    log_set_tap(NULL);
     if (X.started) {
         pthread_mutex_lock(&X.lock);
         X.stop = true;
@@ -987,16 +1320,21 @@ void otel_stop(void)
         pthread_join(X.thread, NULL);
         X.started = false;
     }
-    X.traces_on = X.metrics_on = X.ids_on = false;
+    X.traces_on = X.metrics_on = X.logs_on = X.ids_on = false;
     pthread_mutex_lock(&X.lock);
-    struct otel_span *s = X.head;
-    X.head = X.tail = NULL;
-    X.queued = 0;
+    struct otel_span *s = X.head, *r = X.lhead;
+    X.head = X.tail = X.lhead = X.ltail = NULL;
+    X.queued = X.lqueued = 0;
     pthread_mutex_unlock(&X.lock);
     while (s) {
         struct otel_span *next = s->next;
         otel_span_free(s);
         s = next;
+    }
+    while (r) {
+        struct otel_span *next = r->next;
+        otel_span_free(r);
+        r = next;
     }
     for (size_t i = 0; i < X.nheaders; i++) {
         xfree(X.headers[i].k);
@@ -1012,4 +1350,8 @@ void otel_stop(void)
     X.nheaders = X.nresource = 0;
     memset(&X.traces, 0, sizeof(X.traces));
     memset(&X.metrics, 0, sizeof(X.metrics));
+    memset(&X.logs, 0, sizeof(X.logs));
+    pool_drain();
+    xfree(X.ca_file);
+    X.ca_file = NULL;
 }

@@ -1,4 +1,4 @@
-/* otlp.h: the OpenTelemetry exporter: spans and metrics over OTLP/HTTP (protobuf or JSON) from one background
+/* otlp.h: the OpenTelemetry exporter: spans, metrics and logs over OTLP/HTTP (protobuf or JSON) from one background
  * thread.
  *
  * Worker threads hand finished spans to a bounded queue (a short mutex hold, never a wait): when the queue is
@@ -50,6 +50,11 @@ struct otel_span {
     unsigned nattrs, dropped_attrs;
     struct buf arena; /* attribute strings (bounded) */
     struct otel_span *next;
+    /* a log record (otel_log_new): name is the eventName ("" for a plain line), start_ns the time, trace_id and
+     * span_id set when has_trace, the body a string in the arena */
+    uint8_t severity;
+    bool has_trace;
+    uint32_t body_off, body_len;
 };
 
 /* Starts the exporter per cfg->telemetry (a copy is kept). 0, or -1 with a log line. Call once, before workers. */
@@ -77,9 +82,24 @@ void otel_span_strarr(struct otel_span *s, const char *key, const char *const *v
 /* Hands a finished span to the exporter (which frees it). Never blocks; dropped and counted when full. */
 void otel_span_submit(struct otel_span *s);
 
+/* ---- logs (OTLP logs signal) ----
+ * Every JSON log line goes out as a log record (body: the line, severity from its level, trace and span ids when
+ * the line has them: log_field_trace) once otel_start saw a logs endpoint; events (gen_ai.evaluation.result) are
+ * records with an eventName and attributes. Same queue discipline as spans: bounded, dropped and counted
+ * (agentd_otel_dropped_total{signal="logs"}) when full, never a wait. */
+bool otel_logs_on(void);
+/* severity: the OpenTelemetry SeverityNumber (9 INFO, 13 WARN, 17 ERROR); event_name static or NULL; ids NULL
+ * when the record belongs to no trace. */
+struct otel_span *otel_log_new(int severity, const char *event_name, const uint8_t *trace_id,
+                               const uint8_t *span_id);
+void otel_log_body(struct otel_span *r, const char *s, size_t n);
+void otel_log_submit(struct otel_span *r);
+int otlp_encode_logs(struct buf *out, const struct otel_span *recs, bool json);
+
 /* Encoders (exposed for the unit tests): an ExportTraceServiceRequest for spans (a list linked by next) and an
  * ExportMetricsServiceRequest for the registry, with the resource of the running exporter (or service.name only
- * when none runs). 0, or -1 when the output would exceed out's limit. */
+ * when none runs). 0, or -1 when the output would exceed out's limit; otlp_encode_metrics returns 1 when the
+ * registry has no data point (nothing worth sending). */
 int otlp_encode_spans(struct buf *out, const struct otel_span *spans, bool json);
 int otlp_encode_metrics(struct buf *out, uint64_t start_ns, uint64_t now_ns, bool json);
 

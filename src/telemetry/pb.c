@@ -143,15 +143,26 @@ void pbw_arr(struct pbw *w, const char *name)
 {
     if (!w->json)
         return;
+    size_t mark = w->b->len;
+    bool was_first = w->first[w->depth];
     json_key(w, name);
     put(w, "[", 1);
-    push(w, true);
+    if (push(w, true)) {
+        w->start[w->depth] = mark;
+        w->parent_first[w->depth] = was_first;
+    }
 }
 
 void pbw_arr_end(struct pbw *w)
 {
     if (!w->json)
         return;
+    if (w->depth > 0 && w->is_arr[w->depth] && w->first[w->depth] && !w->failed) {
+        w->b->len = w->start[w->depth]; /* no element: no key */
+        w->first[w->depth - 1] = w->parent_first[w->depth];
+        w->depth--;
+        return;
+    }
     put(w, "]", 1);
     if (w->depth > 0)
         w->depth--;
@@ -375,8 +386,57 @@ static void kv_end(struct pbw *w)
     pbw_end(w);
 }
 
+static size_t varint_len(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+/* Protobuf fast path for the commonest messages of all (a span has ~20): a KeyValue whose AnyValue holds one
+ * field, written front to back with its lengths computed first, so nothing is reserved and moved back. hdr is the
+ * AnyValue field's tag and fixed part, p its variable bytes. */
+static void kv_pb(struct pbw *w, uint32_t field, const char *key, const uint8_t *hdr, size_t hn, const void *p,
+                  size_t pn)
+{
+    size_t kl = strlen(key), any = hn + pn;
+    size_t kv = 1 + varint_len(kl) + kl + 1 + varint_len(any) + any;
+    uint8_t tag[10];
+    size_t tn = pb_varint(tag, (uint64_t)field << 3 | WT_LEN);
+    size_t total = tn + varint_len(kv) + kv;
+    if (w->failed || buf_reserve(w->b, total) != 0) {
+        w->failed = true;
+        return;
+    }
+    uint8_t *o = (uint8_t *)w->b->data + w->b->len; /* one reservation, then straight copies */
+    memcpy(o, tag, tn);
+    o += tn;
+    o += pb_varint(o, kv);
+    *o++ = 0x0a; /* key = 1 */
+    o += pb_varint(o, kl);
+    memcpy(o, key, kl);
+    o += kl;
+    *o++ = 0x12; /* value = 2 */
+    o += pb_varint(o, any);
+    memcpy(o, hdr, hn);
+    o += hn;
+    if (pn)
+        memcpy(o, p, pn);
+    w->b->len += total;
+    w->b->data[w->b->len] = '\0';
+}
+
 void pbw_kv_str(struct pbw *w, uint32_t field, const char *key, const char *v, size_t n)
 {
+    if (!w->json) {
+        uint8_t h[11];
+        h[0] = 0x0a; /* AnyValue.string_value = 1 */
+        kv_pb(w, field, key, h, 1 + pb_varint(h + 1, n), v, n);
+        return;
+    }
     kv_begin(w, field, key);
     pbw_string(w, 1, "stringValue", v, n);
     kv_end(w);
@@ -389,6 +449,12 @@ void pbw_kv_cstr(struct pbw *w, uint32_t field, const char *key, const char *v)
 
 void pbw_kv_int(struct pbw *w, uint32_t field, const char *key, int64_t v)
 {
+    if (!w->json) {
+        uint8_t h[11];
+        h[0] = 0x18; /* AnyValue.int_value = 3 */
+        kv_pb(w, field, key, h, 1 + pb_varint(h + 1, (uint64_t)v), NULL, 0);
+        return;
+    }
     kv_begin(w, field, key);
     pbw_int64(w, 3, "intValue", v);
     kv_end(w);
@@ -396,6 +462,15 @@ void pbw_kv_int(struct pbw *w, uint32_t field, const char *key, int64_t v)
 
 void pbw_kv_double(struct pbw *w, uint32_t field, const char *key, double v)
 {
+    if (!w->json) {
+        uint8_t h[9];
+        h[0] = 0x21; /* AnyValue.double_value = 4, fixed64 little-endian */
+        uint64_t b = dbits(v);
+        for (int i = 0; i < 8; i++)
+            h[1 + i] = (uint8_t)(b >> (8 * i));
+        kv_pb(w, field, key, h, sizeof(h), NULL, 0);
+        return;
+    }
     kv_begin(w, field, key);
     pbw_double(w, 4, "doubleValue", v);
     kv_end(w);

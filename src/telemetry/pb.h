@@ -27,6 +27,7 @@ struct pbw {
     size_t start[PBW_MAX_DEPTH]; /* pb: where the content of each open message starts */
     bool first[PBW_MAX_DEPTH];   /* json: no comma before the next member */
     bool is_arr[PBW_MAX_DEPTH];
+    bool parent_first[PBW_MAX_DEPTH]; /* json: the enclosing object's state before an array's key */
     bool failed;                 /* nesting too deep or the buffer refused */
 };
 

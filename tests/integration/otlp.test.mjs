@@ -4,8 +4,8 @@
 // on /metrics with exact bucket bounds.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
+import { spawnSync, execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startAgentd, BIN } from '../lib/agentd.mjs';
@@ -31,6 +31,7 @@ async function setup(env, recvOpts = {}) {
       OTEL_EXPORTER_OTLP_ENDPOINT: rx ? rx.url : recvOpts.endpoint,
       OTEL_BSP_SCHEDULE_DELAY: '100',
       OTEL_METRIC_EXPORT_INTERVAL: '200',
+      AGENTD_TELEMETRY_LOGS: 'false', // the tests that count requests see traces and metrics only
       ...env,
     },
   });
@@ -144,6 +145,142 @@ test('protobuf: SERVER and CLIENT spans with the GenAI attributes, trace context
   }
 });
 
+test('logs: every JSON line as an OTLP log record; the llm line with the trace and the SERVER span id', async () => {
+  const s = await setup({ AGENTD_TELEMETRY_LOGS: 'true', OTEL_BLRP_SCHEDULE_DELAY: '100',
+                          OTEL_METRIC_EXPORT_INTERVAL: '100000' });
+  try {
+    const res = await chat(s.d, { traceparent: `00-${TRACE}-${PARENT}-01` });
+    assert.equal(res.status, 200);
+    const serverId = res.headers.get('traceparent').split('-')[2];
+    await s.rx.waitFor((r) => r.logs().some((l) => l.line?.msg === 'llm'));
+    assert.deepEqual(s.rx.problems, []);
+    const logs = s.rx.logs();
+    const llm = logs.find((l) => l.line?.msg === 'llm');
+    assert.equal(llm.traceId, TRACE);
+    assert.equal(llm.spanId, serverId);
+    assert.equal(llm.line.trace_id, TRACE); // the stderr line and the record say the same
+    assert.equal(llm.line.span_id, serverId);
+    assert.equal(llm.severityNumber, 9);
+    assert.equal(llm.severityText, 'INFO');
+    assert.ok(BigInt(llm.timeUnixNano) > 0n);
+    assert.equal(llm.line.request_id, res.headers.get('x-request-id') ?? llm.line.request_id);
+    // a line of no exchange goes out too, without ids
+    const plain = logs.find((l) => l.line && l.line.msg !== 'llm');
+    assert.ok(plain, JSON.stringify(logs.map((l) => l.line?.msg)));
+    assert.equal(plain.traceId, undefined);
+    assert.equal(llm.resource['service.name'], 'agentd');
+    // the exporter's own complaints are not fed back to itself
+    assert.ok(!logs.some((l) => /OTLP receiver/.test(l.line?.msg ?? '')));
+  } finally {
+    assert.equal((await s.done()).code, 0);
+  }
+});
+
+test('http/json logs survive the official schema round trip', async () => {
+  const s = await setup({ AGENTD_TELEMETRY_LOGS: 'true', OTEL_BLRP_SCHEDULE_DELAY: '100',
+                          OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_METRIC_EXPORT_INTERVAL: '100000' });
+  try {
+    assert.equal((await chat(s.d)).status, 200);
+    await s.rx.waitFor((r) => r.logs().some((l) => l.line?.msg === 'llm'));
+    assert.deepEqual(s.rx.problems, []);
+    assert.match(s.rx.logs().find((l) => l.line?.msg === 'llm').traceId, /^[0-9a-f]{32}$/);
+  } finally {
+    assert.equal((await s.done()).code, 0);
+  }
+});
+
+test('evaluations: sampled answers scored after the response, as gen_ai.evaluation.result events and a histogram', async () => {
+  const s = await setup({ AGENTD_TELEMETRY_LOGS: 'true', OTEL_BLRP_SCHEDULE_DELAY: '100',
+                          OTEL_METRIC_EXPORT_INTERVAL: '100000',
+                          AGENTD_TELEMETRY_EVALUATIONS: '*=0,workflow:graded=1' });
+  try {
+    // not sampled: its workflow has no rate and "*" is 0
+    assert.equal((await chat(s.d, { 'x-agentd-workflow': 'ungraded' },
+      { messages: [{ role: 'user', content: 'ungraded question about tomatoes' }] })).status, 200);
+    // sampled: the fake echoes the question, so every score is known in advance
+    const res = await chat(s.d, { traceparent: `00-${TRACE}-${PARENT}-01`, 'x-agentd-workflow': 'graded' },
+      { messages: [{ role: 'user', content: 'Describe the weather forecast, maybe perhaps' }],
+        response_format: { type: 'json_object' } });
+    assert.equal(res.status, 200);
+    const body = await res.json();
+    const attemptId = s.oa.requests.at(-1).headers.traceparent.split('-')[2];
+    const evs = () => s.rx.logs().filter((l) => l.eventName === 'gen_ai.evaluation.result');
+    await s.rx.waitFor(() => evs().length >= 5);
+    assert.deepEqual(s.rx.problems, []);
+    const byName = Object.fromEntries(evs().map((e) => [e.attrs['gen_ai.evaluation.name'], e]));
+    assert.deepEqual(Object.keys(byName).sort(), ['confidence', 'json_validity', 'length', 'refusal', 'relevance']);
+    for (const e of evs()) {
+      assert.equal(e.traceId, TRACE); // linked to the chat span that made the answer
+      assert.equal(e.spanId, attemptId);
+      assert.equal(e.attrs['gen_ai.response.id'], body.id);
+      assert.equal(typeof e.attrs['gen_ai.evaluation.explanation'], 'string');
+      assert.equal(e.attrs['agent.workflow'], 'graded');
+    }
+    assert.equal(byName.relevance.attrs['gen_ai.evaluation.score.value'], 1);
+    assert.equal(byName.relevance.attrs['gen_ai.evaluation.score.label'], 'relevant');
+    assert.equal(byName.confidence.attrs['gen_ai.evaluation.score.value'], 0.5); // two hedges
+    assert.equal(byName.confidence.attrs['gen_ai.evaluation.score.label'], 'hedging');
+    assert.equal(byName.json_validity.attrs['gen_ai.evaluation.score.label'], 'invalid');
+    assert.equal(byName.refusal.attrs['gen_ai.evaluation.score.label'], 'answered');
+    assert.equal(byName.length.attrs['gen_ai.evaluation.score.label'], 'appropriate');
+    // the events are not also sent as plain lines
+    assert.ok(!s.rx.logs().some((l) => l.line?.msg === 'evaluation'));
+    // the histogram on /metrics, for the sampled workflow only
+    const text = await (await s.d.opsFetch('/metrics')).text();
+    assert.match(text, /^agentd_evaluation_score_count\{evaluation="relevance",model="gpt-test",workflow="graded"\} 1$/m);
+    assert.doesNotMatch(text, /agentd_evaluation_score_count\{[^}]*workflow="ungraded"/);
+    assert.equal(evs().length, 5, 'the unsampled answer was not scored');
+  } finally {
+    assert.equal((await s.done()).code, 0);
+  }
+});
+
+test('https endpoint: spans over TLS to a collector whose CA is OTEL_EXPORTER_OTLP_CERTIFICATE; an untrusted one is dropped', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'agentd-otlp-tls-'));
+  const openssl = (args) => execFileSync('openssl', args, { stdio: 'ignore', cwd: dir });
+  try {
+    openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2',
+      '-subj', '/CN=otlp-ca', '-keyout', 'ca.key', '-out', 'ca.pem',
+      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign']);
+    writeFileSync(join(dir, 'leaf.ext'), 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
+    openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=127.0.0.1',
+      '-keyout', 'leaf.key', '-out', 'leaf.csr']);
+    openssl(['x509', '-req', '-in', 'leaf.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial',
+      '-days', '2', '-extfile', 'leaf.ext', '-out', 'leaf.pem']);
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true });
+    return t.skip(`openssl command not available: ${e.message}`);
+  }
+  const tls = { key: readFileSync(join(dir, 'leaf.key')), cert: readFileSync(join(dir, 'leaf.pem')) };
+  try {
+    const s = await setup({ OTEL_EXPORTER_OTLP_CERTIFICATE: join(dir, 'ca.pem'), OTEL_EXPORTER_OTLP_HEADERS: 'x-token=s3cret',
+                            OTEL_METRIC_EXPORT_INTERVAL: '100000' }, { tls });
+    try {
+      assert.match(s.rx.url, /^https:/);
+      assert.equal((await chat(s.d)).status, 200);
+      await s.rx.waitFor((r) => r.spans().length >= 2);
+      assert.deepEqual(s.rx.problems, []);
+      assert.ok(s.rx.spans().some((x) => x.name === 'chat gpt-4o-mini'));
+      assert.equal(s.rx.requests[0].headers['x-token'], 's3cret');
+      assert.equal(s.rx.requests[0].headers['content-type'], 'application/x-protobuf');
+    } finally {
+      assert.equal((await s.done()).code, 0);
+    }
+    // the same collector without its CA: the certificate is refused, nothing is sent, the drop is counted
+    const u = await setup({ OTEL_METRIC_EXPORT_INTERVAL: '100000' }, { tls });
+    try {
+      assert.equal((await chat(u.d)).status, 200);
+      await waitMetric(u.d, 'agentd_otel_dropped_total', ['signal="traces"', 'reason="tls"'], (v) => v >= 1);
+      assert.equal(u.rx.spans().length, 0);
+      await u.d.waitLog((l) => /certificate is not trusted/.test(l.msg));
+    } finally {
+      assert.equal((await u.done()).code, 0);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('a malformed traceparent is ignored: a new trace, never a 400', async () => {
   const s = await setup({});
   try {
@@ -165,8 +302,15 @@ test('a malformed traceparent is ignored: a new trace, never a 400', async () =>
 test('metrics over OTLP: GenAI and seed metric names and types from the /metrics registry', async () => {
   const s = await setup({ ENVIRONMENT: 'prod-eu' });
   try {
-    for (let i = 0; i < 3; i++) assert.equal((await chat(s.d, { 'x-agentd-workflow': 'wf1' })).status, 200);
-    assert.equal((await chat(s.d, { 'x-agentd-workflow': 'wf1' }, { model: 'nope' })).status, 404);
+    const traceIds = [];
+    for (let i = 0; i < 3; i++) {
+      const res = await chat(s.d, { 'x-agentd-workflow': 'wf1' });
+      assert.equal(res.status, 200);
+      traceIds.push(res.headers.get('traceparent').split('-')[1]);
+    }
+    const nf = await chat(s.d, { 'x-agentd-workflow': 'wf1' }, { model: 'nope' });
+    assert.equal(nf.status, 404);
+    traceIds.push(nf.headers.get('traceparent').split('-')[1]);
     const want = ['gen_ai.client.token.usage', 'gen_ai.client.operation.duration', 'agent.requests.total',
                   'agent.request.duration', 'agent.tokens.used', 'agent.errors.total'];
     await s.rx.waitFor((r) => { const n = r.metrics().map((m) => m.name); return want.every((w) => n.includes(w)); });
@@ -180,6 +324,15 @@ test('metrics over OTLP: GenAI and seed metric names and types from the /metrics
         assert.equal(p.bucketCounts.reduce((x, y) => x + Number(y), 0), Number(p.count));
       }
     }
+    // exemplars: the trace ids of sampled requests on the duration histograms
+    const exs = ms['agent.request.duration'].histogram.dataPoints.flatMap((p) => p.exemplars || []);
+    assert.ok(exs.length >= 1, 'agent.request.duration has exemplars');
+    for (const e of exs) {
+      assert.ok(traceIds.includes(e.traceId), `${e.traceId} is one of ${traceIds}`);
+      assert.match(e.spanId, /^[0-9a-f]{16}$/);
+      assert.ok(e.asDouble > 0);
+    }
+    assert.ok(ms['gen_ai.client.operation.duration'].histogram.dataPoints.some((p) => (p.exemplars || []).length));
     assert.equal(ms['gen_ai.client.operation.duration'].unit, 's');
     assert.equal(ms['agent.request.duration'].unit, 'ms');
     const tok = ms['gen_ai.client.token.usage'].histogram.dataPoints.map((p) => Object.fromEntries(p.attributes.map((kv) => [kv.key, kv.value.stringValue])));
@@ -193,7 +346,7 @@ test('metrics over OTLP: GenAI and seed metric names and types from the /metrics
     // /metrics: the same registry, Prometheus names, exact bucket bounds
     const text = await (await s.d.opsFetch('/metrics')).text();
     assert.match(text, /^agent_requests_total\{workflow="wf1",status="200"\} 3$/m);
-    assert.match(text, /^# TYPE agent_request_duration_milliseconds histogram$/m);
+    assert.match(text, /^# TYPE agent_request_duration_seconds histogram$/m);
     assert.match(text, /^agent_errors_total\{workflow="wf1",error_type="[a-z_]+"\} 1$/m);
     assert.match(text, /gen_ai_client_token_usage_bucket\{[^}]*le="1048576"\}/);
     assert.match(text, /gen_ai_client_token_usage_bucket\{[^}]*le="4194304"\}/);
@@ -316,7 +469,10 @@ test('bad OTEL_* values are configuration errors naming the variable', () => {
                             ['OTEL_EXPORTER_OTLP_HEADERS', 'novalue', /OTEL_EXPORTER_OTLP_HEADERS/],
                             ['OTEL_BSP_SCHEDULE_DELAY', 'soon', /OTEL_BSP_SCHEDULE_DELAY/],
                             ['OTEL_TRACES_SAMPLER_ARG', '2', /OTEL_TRACES_SAMPLER_ARG/],
-                            ['OTEL_EXPORTER_OTLP_ENDPOINT', 'ftp://x', /OTEL_EXPORTER_OTLP_ENDPOINT/]]) {
+                            ['OTEL_EXPORTER_OTLP_ENDPOINT', 'ftp://x', /OTEL_EXPORTER_OTLP_ENDPOINT/],
+                            ['OTEL_EXPORTER_OTLP_LOGS_ENDPOINT', 'x', /OTEL_EXPORTER_OTLP_LOGS_ENDPOINT/],
+                            ['AGENTD_TELEMETRY_EVALUATIONS', '*=2', /evaluations/],
+                            ['AGENTD_TELEMETRY_EVALUATIONS', 'gpt-4o', /evaluations/]]) {
     const r = spawnSync(BIN, ['config', 'print', '--config', file], { encoding: 'utf8', env: { PATH: process.env.PATH, [k]: v } });
     assert.equal(r.status, 2, `${k}=${v}: ${r.stdout}${r.stderr}`);
     assert.match(r.stdout + r.stderr, re, `${k}=${v}`);

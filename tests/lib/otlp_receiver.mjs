@@ -3,6 +3,7 @@
 // (hex ids turned to base64, then fromObject; unknown or misspelt fields fail the round trip). Independent of
 // agentd's encoder. Scriptable answers (503 / 429 with Retry-After) for the retry tests.
 import http from 'node:http';
+import https from 'node:https';
 import zlib from 'node:zlib';
 import { createRequire } from 'node:module';
 
@@ -69,7 +70,8 @@ export async function startReceiver(opts = {}) {
     problems: [],
     _waiters: [],
   };
-  r.server = http.createServer((req, res) => {
+  // opts.tls = { key, cert }: an https receiver
+  const handler = (req, res) => {
     const chunks = [];
     req.on('data', (c) => chunks.push(c));
     req.on('end', () => {
@@ -105,10 +107,11 @@ export async function startReceiver(opts = {}) {
       res.end(step.status === 200 && ct === 'application/json' ? '{}' : '');
       r._waiters = r._waiters.filter((w) => !(w.pred(r) && (w.resolve(), true)));
     });
-  });
+  };
+  r.server = opts.tls ? https.createServer(opts.tls, handler) : http.createServer(handler);
   await new Promise((ok) => r.server.listen(opts.port || 0, '127.0.0.1', ok));
   r.port = r.server.address().port;
-  r.url = `http://127.0.0.1:${r.port}`;
+  r.url = `${opts.tls ? 'https' : 'http'}://127.0.0.1:${r.port}`;
   // Every span accepted so far (status 200 answers only), with resource attributes flattened.
   r.spans = () => r.requests.filter((q) => q.path === '/v1/traces' && q.status === 200 && q.decoded)
     .flatMap((q) => (q.decoded.resourceSpans || []).flatMap((rs) => (rs.scopeSpans || []).flatMap((ss) =>
@@ -116,8 +119,16 @@ export async function startReceiver(opts = {}) {
   r.metrics = () => {
     const last = r.requests.filter((q) => q.path === '/v1/metrics' && q.status === 200 && q.decoded).at(-1);
     if (!last) return [];
-    return last.decoded.resourceMetrics.flatMap((rm) => rm.scopeMetrics.flatMap((sm) => sm.metrics.map((m) => ({ ...m, resource: attrs(rm.resource?.attributes) }))));
+    return last.decoded.resourceMetrics.flatMap((rm) => (rm.scopeMetrics || []).flatMap((sm) => (sm.metrics || []).map((m) => ({ ...m, resource: attrs(rm.resource?.attributes) }))));
   };
+  // Every log record accepted so far, with its attributes flattened and a JSON body parsed when it is one.
+  r.logs = () => r.requests.filter((q) => q.path === '/v1/logs' && q.status === 200 && q.decoded)
+    .flatMap((q) => (q.decoded.resourceLogs || []).flatMap((rl) => (rl.scopeLogs || []).flatMap((sl) =>
+      (sl.logRecords || []).map((l) => {
+        let line = null;
+        try { line = JSON.parse(l.body?.stringValue); } catch { /* not a JSON line */ }
+        return { ...l, attrs: attrs(l.attributes), line, resource: attrs(rl.resource?.attributes) };
+      }))));
   r.waitFor = (pred, timeoutMs = 15000) => {
     if (pred(r)) return Promise.resolve();
     return new Promise((resolve, reject) => {

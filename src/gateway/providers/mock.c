@@ -6,6 +6,10 @@
  *  - after tool results (the last messages have role "tool") it is "echo: tool result: " + their texts;
  *  - when tools are defined and the last user message contains "CALL <tool> <json object>" naming a defined
  *    tool, it answers with that tool call (one per CALL) and finish_reason "tool_calls";
+ *  - a script: when the last user message is several steps separated by lines "---", the step played is the
+ *    number of assistant messages since that user message; a step with CALL directives calls those tools, any
+ *    other step is answered with its own text (so a test writes a whole multi-step agent run); past the last
+ *    step the rules above and below apply;
  *  - "mock:words=N" in the last user message makes the reply N words long ("w1 w2 ... wN");
  *  - "mock:error=STATUS" makes the call fail with that HTTP status (429 carries Retry-After: 1);
  *  - max_tokens cuts the reply after that many words (finish_reason "length"); stop sequences cut before the
@@ -162,6 +166,35 @@ static long directive(const char *text, const char *key)
     return digits ? v : -1;
 }
 
+/* The steps of a script: text separated by lines that are exactly "---". Returns how many steps there are and
+ * sets *out to step k (STR_NULL past the last). One pass over the text. */
+static int script_step(const char *text, int k, struct str *out)
+{
+    *out = STR_NULL;
+    int n = 0;
+    const char *start = text;
+    for (const char *p = text;; p++) {
+        bool sep = (p == text || p[-1] == '\n') && strncmp(p, "---", 3) == 0 && (p[3] == '\n' || p[3] == '\0');
+        if (*p == '\0' || sep) {
+            const char *end = p;
+            if (sep && end > start && end[-1] == '\n')
+                end--;
+            if (!(sep && p == text)) {
+                if (n == k)
+                    *out = str_make(start, (size_t)(end - start));
+                n++;
+            }
+            if (*p == '\0')
+                break;
+            p += 3;
+            start = *p ? p + 1 : p;
+            if (*p == '\0')
+                break;
+        }
+    }
+    return n;
+}
+
 static void state_free_now(struct mock_state *s)
 {
     for (int i = 0; i < s->ncalls; i++) {
@@ -199,6 +232,7 @@ static int compose(struct mock_state *s, struct attempt *a, const cJSON *req)
     struct buf all = BUF_INIT(BUF_UNBOUNDED);
     struct buf last_user = BUF_INIT(BUF_UNBOUNDED);
     struct buf tool_results = BUF_INIT(BUF_UNBOUNDED);
+    int assistants_since_user = 0;
     const cJSON *m;
     cJSON_ArrayForEach(m, messages)
     {
@@ -227,7 +261,10 @@ static int compose(struct mock_state *s, struct attempt *a, const cJSON *req)
         } else {
             buf_reset(&tool_results);
         }
+        if (cJSON_IsString(role) && strcmp(role->valuestring, "assistant") == 0)
+            assistants_since_user++;
         if (cJSON_IsString(role) && strcmp(role->valuestring, "user") == 0) {
+            assistants_since_user = 0;
             buf_reset(&last_user);
             buf_append(&last_user, t.data ? t.data : "", t.len);
         }
@@ -241,7 +278,23 @@ static int compose(struct mock_state *s, struct attempt *a, const cJSON *req)
         s->usage.input = 1;
     s->usage.known = true;
     s->finish = FINISH_STOP;
-    if (tool_results.len) {
+    /* A script: the last user message is steps separated by lines "---"; the step played is the number of
+     * assistant messages since that user message. A step with CALL directives calls those tools, any other
+     * step answers its own text. Past the last step the usual rules apply. */
+    struct str step = STR_NULL;
+    int nsteps = script_step(u, assistants_since_user, &step);
+    if (nsteps > 1 && step.p) {
+        struct buf st = BUF_INIT(BUF_UNBOUNDED);
+        buf_append(&st, step.p, step.n);
+        buf_append(&st, "", 0);
+        if (cJSON_IsArray(tools))
+            find_calls(s, st.data, tools, ex_attempt_request_id(a));
+        if (s->ncalls)
+            s->finish = FINISH_TOOL_CALLS;
+        else
+            buf_append(&s->reply, st.data, st.len);
+        buf_free(&st);
+    } else if (tool_results.len) {
         buf_append_str(&s->reply, "echo: tool result: ");
         buf_append(&s->reply, tool_results.data, tool_results.len);
     } else {

@@ -1,4 +1,5 @@
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "telemetry/metrics.h"
@@ -58,6 +59,72 @@ static void test_reused_label_buffer(void)
     is_int(metrics_sum(&m_req, (const char *[]){"x1"}), 6);
 }
 
+/* Exemplars: the latest traced observation per bucket, shown in OpenMetrics only, in the family's Prometheus
+ * unit; a scraper reading while a writer updates never sees a torn exemplar. */
+static struct metric_def m_ms = METRIC_HISTOGRAM_DEF("test_duration_seconds", "Duration.", NULL, buckets);
+static const uint8_t tid_a[16] = {0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa,
+                                  0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa};
+static const uint8_t tid_b[16] = {0xbb, 0xbb, 0xbb, 0xbb, 0xbb, 0xbb, 0xbb, 0xbb,
+                                  0xbb, 0xbb, 0xbb, 0xbb, 0xbb, 0xbb, 0xbb, 0xbb};
+static const uint8_t sid[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+static _Atomic int writing;
+
+static void *ex_writer(void *arg)
+{
+    (void)arg;
+    struct metric_series *s = metrics_series(&m_ms, NULL);
+    for (int i = 0; atomic_load(&writing); i++)
+        metrics_series_observe_ex(s, 5, i % 2 ? tid_a : tid_b, sid); /* the le="10" bucket, 0.01 shown */
+    return NULL;
+}
+
+static void test_exemplars(void)
+{
+    m_ms.exemplars = true;
+    m_ms.prom_div = 1000;
+    metrics_register(&m_ms);
+    struct metric_series *s = metrics_series(&m_ms, NULL);
+    /* recorded in ms, shown in s: bounds 0.1 1 10 are le 0.0001 0.001 0.01 */
+    metrics_series_observe(s, 0.05); /* no exemplar */
+    metrics_series_observe_ex(s, 0.5, tid_a, sid);
+    struct buf out = BUF_INIT(BUF_UNBOUNDED);
+    metrics_render_openmetrics(&out);
+    ok(strstr(out.data, "test_duration_seconds_bucket{le=\"0.0001\"} 1\n") != NULL);
+    ok(strstr(out.data, "test_duration_seconds_bucket{le=\"0.001\"} 2 # {trace_id=\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\","
+                        "span_id=\"0102030405060708\"} 0.0005 ") != NULL);
+    ok(strstr(out.data, "# TYPE test_requests counter\n") != NULL); /* OpenMetrics: no _total on the family */
+    ok(strstr(out.data, "\ntest_requests_total{") != NULL);
+    size_t n = out.len;
+    ok(n > 6 && strcmp(out.data + n - 6, "# EOF\n") == 0);
+    buf_reset(&out);
+    metrics_render(&out);
+    buf_append(&out, "", 1);
+    ok(strstr(out.data, "trace_id") == NULL); /* the 0.0.4 text has no exemplars */
+    ok(strstr(out.data, "test_duration_seconds_sum 0.00055\n") != NULL);
+    buf_free(&out);
+    /* torn reads: a writer flips between two trace ids; every rendered exemplar is one of them, whole */
+    atomic_store(&writing, 1);
+    pthread_t t;
+    pthread_create(&t, NULL, ex_writer, NULL);
+    int bad = 0, seen = 0;
+    for (int k = 0; k < 300; k++) {
+        struct buf o = BUF_INIT(BUF_UNBOUNDED);
+        metrics_render_openmetrics(&o);
+        buf_append(&o, "", 1);
+        const char *p = strstr(o.data, "test_duration_seconds_bucket{le=\"0.01\"}");
+        const char *e = p ? strstr(p, "trace_id=\"") : NULL;
+        seen += e != NULL;
+        if (e && strncmp(e + 10, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"", 33) != 0 &&
+            strncmp(e + 10, "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\"", 33) != 0)
+            bad++;
+        buf_free(&o);
+    }
+    atomic_store(&writing, 0);
+    pthread_join(t, NULL);
+    is_int(bad, 0);
+    ok(seen > 0);
+}
+
 static void test_escape_and_cardinality(void)
 {
     metrics_inc(&m_req, (const char *[]){"a\"b\\c\nd"});
@@ -78,6 +145,7 @@ int main(void)
 {
     subtest("per-thread shards summed", test_threads_sum);
     subtest("a reused label buffer", test_reused_label_buffer);
+    subtest("exemplars and OpenMetrics", test_exemplars);
     subtest("escaping and cardinality cap", test_escape_and_cardinality);
     return done_testing();
 }

@@ -236,5 +236,6 @@ int main(void)
     subtest("span as json and protobuf", test_span_json);
     subtest("span attribute limits", test_span_limits);
     subtest("exact bucket bounds", test_bounds);
+    otel_stop(); /* frees the pooled spans */
     return done_testing();
 }

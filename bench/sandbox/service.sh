@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# The sandbox as a service: POST /v1/sandbox/runs on a running daemon (warm pool) against bubblewrap running the
+# same program, same machine, same sitting (issue 11 item 9).
+#
+#   bench/sandbox/service.sh            build a Release agentd (build-bench/), measure, write bench/sandbox/SERVICE.md
+#   AGENTD_BIN=path RUNS=400 BLOCKS=4 WARM=2 bench/sandbox/service.sh
+#
+# Client: bench/lat.c, one keep-alive connection, closed loop (concurrency 1), timing from the write of the request
+# to the last byte of the response (the result JSON: output collected, process tree reaped, cgroup read and
+# removed). Two client modes: back to back (the pool refills while the next request arrives) and paced (50 ms
+# between requests, not timed, so the pool is warm when each arrives: an agent's step is far slower than that).
+# bwrap: the wall time of the bwrap command (a fresh process per run), by hyperfine. Each figure is measured in
+# BLOCKS blocks, the kinds taking turns, so load from anything else falls on all of them alike.
+#
+# Needs root (as CI runs it), hyperfine, bwrap, python3, cc.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+RUNS=${RUNS:-400}
+BLOCKS=${BLOCKS:-4}
+WARM=${WARM:-2}
+GAP_US=${GAP_US:-50000}
+out=${OUT:-$here/SERVICE.md}
+
+if [ -z "${AGENTD_BIN:-}" ]; then
+  cmake -S "$root" -B "$root/build-bench" -DCMAKE_BUILD_TYPE=Release -DAGENTD_TESTS=OFF >/dev/null
+  cmake --build "$root/build-bench" -j"$(nproc)" --target agentd >/dev/null
+  AGENTD_BIN=$root/build-bench/agentd
+fi
+for t in hyperfine bwrap python3 cc; do command -v "$t" >/dev/null || { echo "bench: $t not found" >&2; exit 2; }; done
+[ "$(id -u)" -eq 0 ] || echo "bench: not root: agentd maps the sandbox to your own uid and may lack cgroups" >&2
+
+work=$(mktemp -d)
+cc -O2 -Wall -Wextra -o "$work/lat" "$root/bench/lat.c"
+cat > "$work/agentd.yaml" <<EOF
+server: { workers: 1 }
+sandbox:
+  uid_base: 1700000000
+  uid_count: 64
+  service: { warm: $WARM, prewarm: true, max_running: 4 }
+EOF
+"$AGENTD_BIN" serve --config "$work/agentd.yaml" --listen 127.0.0.1:0 --ops-listen 127.0.0.1:0 \
+  --data-dir "$work/data" 2>"$work/agentd.log" &
+apid=$!
+trap 'kill $apid 2>/dev/null; wait $apid 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 1 200); do
+  grep -q '"msg":"listening"' "$work/agentd.log" 2>/dev/null && break
+  sleep 0.05
+done
+port=$(python3 -c 'import json,sys
+for l in open(sys.argv[1]):
+    try: j = json.loads(l)
+    except ValueError: continue
+    if j.get("msg") == "listening": print(j["api"].rsplit(":", 1)[1]); break' "$work/agentd.log")
+[ -n "$port" ] || { echo "bench: agentd did not start:" >&2; cat "$work/agentd.log" >&2; exit 1; }
+
+BWRAP=(bwrap --unshare-all --ro-bind / / --proc /proc --dev /dev --tmpfs /tmp --die-with-parent)
+TRUE_CMD=(/bin/true)
+PY_CMD=(/usr/bin/python3 -c pass)
+TRUE_BODY='{"command":["/bin/true"]}'
+PY_BODY='{"command":["/usr/bin/python3","-c","pass"]}'
+
+per=$((RUNS / BLOCKS))
+kinds=(bwrap http-b2b http-paced api-paced)
+measure() { # kind prog block
+  local kind=$1 prog=$2 b=$3 cmd body
+  if [ "$prog" = true ]; then cmd=("${TRUE_CMD[@]}"); body=$TRUE_BODY; else cmd=("${PY_CMD[@]}"); body=$PY_BODY; fi
+  local f="$work/$prog.$kind.$b.json"
+  case $kind in
+    bwrap)      hyperfine -N --warmup 3 --runs "$per" --export-json "$f" "$(printf '%q ' "${BWRAP[@]}" "${cmd[@]}")" >/dev/null 2>&1 ;;
+    http-b2b)   "$work/lat" -p "$port" -u /v1/sandbox/runs -b "$body" -H 'Content-Type: application/json' -n "$per" -w 5 --raw > "$f" ;;
+    http-paced) "$work/lat" -p "$port" -u /v1/sandbox/runs -b "$body" -H 'Content-Type: application/json' -n "$per" -w 5 --raw --gap-us "$GAP_US" > "$f" ;;
+    # the same pool through the C API in a process of its own: what HTTP and the service add is the difference
+    api-paced)  "$AGENTD_BIN" sandbox bench --raw --timeout 60 --runs "$per" --zygote --warm "$WARM" --pace -- "${cmd[@]}" > "$f" || true ;;
+  esac
+}
+# the answer must be a real run, not an error
+curl -sf -XPOST "http://127.0.0.1:$port/v1/sandbox/runs" -d "$TRUE_BODY" | grep -q '"reason":"exit","exit_code":0' ||
+  { echo "bench: /v1/sandbox/runs does not run /bin/true here" >&2; cat "$work/agentd.log" >&2; exit 1; }
+for prog in true python; do
+  for ((b = 0; b < BLOCKS; b++)); do
+    echo "bench: $prog block $((b + 1))/$BLOCKS" >&2
+    n=${#kinds[@]}
+    for ((k = 0; k < n; k++)); do measure "${kinds[$(((k + b) % n))]}" "$prog" "$b"; done
+  done
+done
+
+python3 - "$work" "$out" "$AGENTD_BIN" "$RUNS" "$BLOCKS" "$WARM" "$GAP_US" <<'PY'
+import glob, json, os, platform, statistics, subprocess, sys, datetime
+work, out, binp, runs, blocks, warm, gap = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], int(sys.argv[7])
+
+def pct(v, p):
+    v = sorted(v)
+    k = (len(v) - 1) * p / 100
+    lo = int(k); hi = min(lo + 1, len(v) - 1)
+    return v[lo] + (k - lo) * (v[hi] - v[lo])
+
+bad = {}
+def times(prog, kind):
+    t = []
+    for f in sorted(glob.glob(f"{work}/{prog}.{kind}.*.json")):
+        j = json.load(open(f))
+        if kind == "bwrap":
+            t += [x * 1000 for x in j["results"][0]["times"]]
+        elif kind == "api-paced":
+            t += j["times_ms"]
+            bad[(prog, kind)] = bad.get((prog, kind), 0) + j["failures"]
+        else:
+            t += [x / 1000 for x in j["total_raw_us"]]
+            bad[(prog, kind)] = bad.get((prog, kind), 0) + j["errors"] + j["non2xx"]
+    return {"n": len(t), "p50": pct(t, 50), "p90": pct(t, 90), "p99": pct(t, 99), "mean": statistics.mean(t)}
+
+rev = subprocess.run(["git", "-C", os.path.dirname(out), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+check = json.loads(subprocess.run([binp, "sandbox", "check"], capture_output=True, text=True).stdout)
+cg = check["features"]["cgroup"]
+bw = subprocess.run(["bwrap", "--version"], capture_output=True, text=True).stdout.strip()
+load = open("/proc/loadavg").read().split()[:3]
+names = {"true": "`/bin/true`", "python": "`python3 -c pass`"}
+R = {(p, k): times(p, k) for p in names for k in ("bwrap", "http-b2b", "http-paced", "api-paced")}
+
+L = ["# The sandbox service: POST /v1/sandbox/runs vs bubblewrap\n"]
+L.append(f"Measured {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by `bench/sandbox/service.sh` "
+         f"(commit {rev}): kernel {platform.release()}, {os.cpu_count()} vCPUs, {bw}, agentd Release build, one worker, "
+         f"{warm} warm children, root, cgroup v{cg['version']} limits {'in force' if cg['in_force'] else 'NOT in force'}; "
+         f"load average at the end {' '.join(load)}. {runs} runs per figure in {blocks} blocks where the kinds take turns; "
+         "times in ms.\n")
+L.append("agentd = an HTTP request (`lat`, one keep-alive connection) to the last byte of the result JSON: the run "
+         "started from the warm pool, its output collected, its process tree reaped and its cgroup read and removed. "
+         "bwrap = the wall time of `bwrap --unshare-all --ro-bind / / --proc /proc --dev /dev --tmpfs /tmp "
+         "--die-with-parent PROG`, a fresh process per run, by hyperfine. agentd's isolation is the stronger "
+         "(docs/sandbox.md: minimal root, own uid per run, seccomp, no capabilities, cgroup limits, deadline).\n")
+L.append("| program | client | agentd p50 | p90 | p99 | bwrap p50 | p90 | p99 | bwrap p50 / agentd p50 |")
+L.append("|---|---|---|---|---|---|---|---|---|")
+for p in names:
+    b = R[(p, "bwrap")]
+    for k, label in (("http-paced", f"HTTP, paced ({gap // 1000} ms between requests)"), ("http-b2b", "HTTP, back to back"),
+                     ("api-paced", "C API, paced (no HTTP, no service)")):
+        a = R[(p, k)]
+        L.append(f"| {names[p]} | {label} | {a['p50']:.2f} | {a['p90']:.2f} | {a['p99']:.2f} | {b['p50']:.2f} | "
+                 f"{b['p90']:.2f} | {b['p99']:.2f} | **{b['p50'] / a['p50']:.1f}x** |")
+errs = {k: v for k, v in bad.items() if v}
+if errs:
+    L.append("\nRequests that failed or were not 2xx: " + ", ".join(f"{p} {k}: {v}" for (p, k), v in errs.items()) + ".\n")
+L.append("\n## Commands\n")
+L.append("```")
+L.append(f"agentd serve --config agentd.yaml   # server.workers 1, sandbox.service.warm {warm}, prewarm true")
+L.append(f"lat -p PORT -u /v1/sandbox/runs -b '{{\"command\":[\"/bin/true\"]}}' -H 'Content-Type: application/json' -n {runs // blocks} -w 5 --raw [--gap-us {gap}]")
+L.append(f"agentd sandbox bench --raw --runs {runs // blocks} --zygote --warm {warm} --pace -- /bin/true")
+L.append(f"hyperfine -N --warmup 3 --runs {runs // blocks} 'bwrap --unshare-all --ro-bind / / --proc /proc --dev /dev --tmpfs /tmp --die-with-parent /bin/true'")
+L.append("# and the same with /usr/bin/python3 -c pass; each in " + str(blocks) + " blocks, the kinds taking turns")
+L.append("```")
+open(out, "w").write("\n".join(L) + "\n")
+print("\n".join(L))
+PY

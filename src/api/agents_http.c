@@ -1,0 +1,579 @@
+/* agents_http.c: the runs API (agents_http.h). Authenticated with virtual keys like the gateway's routes: under
+ * auth.mode keys every call needs a key; a run made with a key is visible (get, list, events, cancel) to that key
+ * only. A run's state is read from the agent store (the run loop commits every step), on the libuv thread pool, so
+ * any worker answers for any run. */
+#include "api/agents_http.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "agent/run.h"
+#include "api/worker.h"
+#include "common/alloc.h"
+#include "common/log.h"
+#include "config/config.h"
+#include "policy/auth.h"
+#include "store/agent_store.h"
+
+static void respond_cjson(struct http_req *req, int status, cJSON *o)
+{
+    char *s = cJSON_PrintUnformatted(o);
+    http_respond(req, status, "application/json", s, strlen(s));
+    cJSON_free(s);
+    cJSON_Delete(o);
+}
+
+static void err(struct http_req *req, int status, const char *type, const char *code, const char *param,
+                const char *msg)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *e = cJSON_AddObjectToObject(o, "error");
+    cJSON_AddStringToObject(e, "message", msg);
+    cJSON_AddStringToObject(e, "type", type);
+    if (param && param[0])
+        cJSON_AddStringToObject(e, "param", param);
+    else
+        cJSON_AddNullToObject(e, "param");
+    cJSON_AddStringToObject(e, "code", code);
+    respond_cjson(req, status, o);
+}
+
+/* The caller: 0 with *who (release it; NULL for an anonymous caller under auth.mode none) and the secret, or -1
+ * after answering 401. */
+static int caller(struct http_req *req, const struct principal **who, struct str *secret)
+{
+    *who = NULL;
+    *secret = auth_secret_from(http_req_header(req, "authorization"), http_req_header(req, "x-api-key"),
+                               http_req_header(req, "api-key"));
+    if (!keyring_armed())
+        return 0;
+    bool keys = auth_mode_effective(req->cfg) == AUTH_MODE_KEYS;
+    if (!keys && !auth_looks_like_key(*secret)) {
+        *secret = STR_NULL;
+        return 0;
+    }
+    struct auth_input in = {.secret = *secret};
+    enum auth_result r = auth_check(&in, (int64_t)time(NULL), who);
+    if (r == AUTH_OK)
+        return 0;
+    err(req, 401, "authentication_error", "invalid_api_key", NULL,
+        "Invalid or missing API key. Pass an agentd virtual key as `Authorization: Bearer <key>`, `x-api-key` or "
+        "`api-key`.");
+    return -1;
+}
+
+/* ---- store reads on the thread pool ---- */
+
+enum job_kind { JOB_GET, JOB_LIST, JOB_EVENTS };
+
+struct job {
+    uv_work_t w;
+    struct http_req *req;
+    enum job_kind kind;
+    char id[RUN_ID_MAX + 8];
+    char key_id[48];      /* the caller's; "" for none */
+    char agent[80], status[24];
+    size_t limit;
+    int rc;
+    char err[256];
+    struct as_run run;
+    struct as_step *steps;
+    size_t nsteps;
+    struct as_run *runs;
+    size_t nruns;
+    int answer_status;    /* 200, or 202 for a run just started */
+    struct sse *sse;      /* JOB_EVENTS */
+};
+
+static void job_work(uv_work_t *w)
+{
+    struct job *j = w->data;
+    struct agent_store *st = agents_store();
+    if (st == NULL) {
+        j->rc = -1;
+        snprintf(j->err, sizeof(j->err), "the run store is not available");
+        return;
+    }
+    if (j->kind == JOB_LIST) {
+        j->rc = agent_store_list(st, j->agent, j->status, j->limit, &j->runs, &j->nruns, j->err, sizeof(j->err));
+        return;
+    }
+    j->rc = agent_store_get(st, j->id, &j->run, j->err, sizeof(j->err));
+    if (j->rc == 0)
+        j->rc = agent_store_steps(st, j->id, &j->steps, &j->nsteps, j->err, sizeof(j->err));
+}
+
+static void job_free(struct job *j)
+{
+    as_run_free(&j->run); /* zeroed when it was not read */
+    for (size_t i = 0; i < j->nsteps; i++)
+        as_step_free(&j->steps[i]);
+    xfree(j->steps);
+    for (size_t i = 0; i < j->nruns; i++)
+        as_run_free(&j->runs[i]);
+    xfree(j->runs);
+    xfree(j);
+}
+
+/* A run made with a key is visible to that key only (and one made without a key to every caller). */
+static bool visible(const struct as_run *r, const char *key_id)
+{
+    return r->key_id[0] == '\0' || strcmp(r->key_id, key_id) == 0;
+}
+
+static void job_done(uv_work_t *w, int status)
+{
+    struct job *j = w->data;
+    struct http_req *req = j->req;
+    if (status != 0 || j->rc < 0) {
+        if (j->err[0])
+            log_error("runs API: %s", j->err);
+        err(req, 503, "server_error", "store_unavailable", NULL, "the run store is not available");
+    } else if (j->kind == JOB_LIST) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "object", "list");
+        cJSON *arr = cJSON_AddArrayToObject(o, "data");
+        for (size_t i = 0; i < j->nruns; i++)
+            if (visible(&j->runs[i], j->key_id))
+                cJSON_AddItemToArray(arr, run_to_json(&j->runs[i], NULL, 0));
+        respond_cjson(req, 200, o);
+    } else if (j->rc == 1 || !visible(&j->run, j->key_id)) {
+        /* not the caller's: as if it did not exist */
+        err(req, 404, "not_found_error", "run_not_found", NULL, "no such run");
+    } else {
+        respond_cjson(req, j->answer_status ? j->answer_status : 200, run_to_json(&j->run, j->steps, j->nsteps));
+    }
+    job_free(j);
+}
+
+static void job_queue(struct job *j)
+{
+    j->w.data = j;
+    if (uv_queue_work(http_server_loop(j->req->server), &j->w, job_work, job_done) != 0) {
+        err(j->req, 503, "server_error", "busy", NULL, "busy");
+        xfree(j);
+    }
+}
+
+static bool final_status(const char *s)
+{
+    return strcmp(s, "running") != 0 && strcmp(s, "queued") != 0;
+}
+
+/* ---- POST /v1/agents/{name}/runs ---- */
+
+struct create {
+    struct http_req *req;
+    char id[RUN_ID_MAX];
+    char key_id[48];
+    bool wait;
+};
+
+static void on_create_abort(struct http_req *req, void *ud)
+{
+    struct create *c = ud;
+    run_forget_waiter(c->id, c);
+    req->on_abort = NULL;
+    http_respond(req, 499, NULL, NULL, 0); /* discarded: the client is gone */
+    xfree(c);
+}
+
+static void on_run_ready(void *ud, const char *id)
+{
+    struct create *c = ud;
+    c->req->on_abort = NULL;
+    struct job *j = xcalloc(1, sizeof(*j));
+    j->req = c->req;
+    j->kind = JOB_GET;
+    snprintf(j->id, sizeof(j->id), "%s", id);
+    snprintf(j->key_id, sizeof(j->key_id), "%s", c->key_id);
+    j->answer_status = c->wait ? 200 : 202;
+    xfree(c);
+    job_queue(j);
+}
+
+void agents_http_runs_create(struct http_req *req)
+{
+    static const char base[] = "/v1/agents/";
+    struct str p = req->path;
+    struct str rest = str_make(p.p + sizeof(base) - 1, p.n - (sizeof(base) - 1));
+    static const char tail[] = "/runs";
+    size_t tl = sizeof(tail) - 1;
+    if (rest.n <= tl || memcmp(rest.p + rest.n - tl, tail, tl) != 0 || rest.n - tl > AGENT_NAME_MAX) {
+        err(req, 404, "not_found_error", "unknown_url", NULL, "not found: POST /v1/agents/{name}/runs");
+        return;
+    }
+    if (req->method != HTTP_M_POST) {
+        http_resp_header(req, "Allow", "POST");
+        err(req, 405, "invalid_request_error", "method_not_allowed", NULL, "method not allowed");
+        return;
+    }
+    char name[AGENT_NAME_MAX + 1];
+    memcpy(name, rest.p, rest.n - tl);
+    name[rest.n - tl] = '\0';
+    const struct principal *who;
+    struct str secret;
+    if (caller(req, &who, &secret) != 0)
+        return;
+    struct config_agent def;
+    if (agent_name_problem(name)[0] || !agents_lookup(req->cfg, name, &def)) {
+        principal_release(who);
+        char m[160];
+        snprintf(m, sizeof(m), "no agent named '%s'", name);
+        err(req, 404, "not_found_error", "agent_not_found", NULL, m);
+        return;
+    }
+    struct run_request rq;
+    char msg[256], param[80];
+    if (run_request_parse(req->body.data, req->body.len, &rq, msg, sizeof(msg), param, sizeof(param)) != 0) {
+        principal_release(who);
+        agent_def_free(&def);
+        err(req, 400, "invalid_request_error", "invalid_run_input", param, msg);
+        return;
+    }
+    struct worker *w = worker_of_loop(http_server_loop(req->server));
+    struct create *c = xcalloc(1, sizeof(*c));
+    c->req = req;
+    c->wait = rq.wait;
+    if (who)
+        snprintf(c->key_id, sizeof(c->key_id), "%s", who->key_id);
+    int status = 500;
+    int rc = run_start(http_server_loop(req->server), w->gateway, req->cfg, &def, &rq, who, secret, c->id,
+                       on_run_ready, c, !rq.wait, &status, msg, sizeof(msg));
+    principal_release(who);
+    agent_def_free(&def);
+    run_request_free(&rq);
+    if (rc != 0) {
+        xfree(c);
+        if (status == 429)
+            http_resp_header(req, "Retry-After", "1");
+        err(req, status, status == 429 ? "rate_limit_error" : "server_error",
+            status == 429 ? "runs_queue_full" : "runs_unavailable", NULL, msg);
+        return;
+    }
+    req->on_abort = on_create_abort;
+    req->abort_ud = c;
+}
+
+/* ---- POST /v1/runs/{id}/cancel ---- */
+
+static void cancel_done(uv_work_t *w, int status)
+{
+    struct job *j = w->data;
+    if (status == 0 && j->rc == 0 && visible(&j->run, j->key_id)) {
+        if (final_status(j->run.status)) {
+            char m[128];
+            snprintf(m, sizeof(m), "the run has already ended (%s)", j->run.status);
+            err(j->req, 409, "invalid_request_error", "run_not_running", NULL, m);
+            job_free(j);
+            return;
+        }
+        if (run_cancel(j->id) != 0) {
+            /* not live in this process (its daemon stopped before it ended; it resumes on restart) */
+            err(j->req, 409, "invalid_request_error", "run_not_live", NULL,
+                "the run is not running in this process right now; retry");
+            job_free(j);
+            return;
+        }
+    }
+    job_done(w, status); /* 202 with the run as it is now, or the error */
+}
+
+static void cancel_queue(struct job *j)
+{
+    if (uv_queue_work(http_server_loop(j->req->server), &j->w, job_work, cancel_done) != 0) {
+        err(j->req, 503, "server_error", "busy", NULL, "busy");
+        xfree(j);
+    }
+}
+
+/* ---- GET /v1/runs/{id}/events: the run's steps as server-sent events ---- */
+
+#define SSE_POLL_MS 50
+
+struct sse {
+    struct http_req *req;
+    uv_timer_t timer;
+    char id[RUN_ID_MAX + 8], key_id[48];
+    char (*sent)[16];    /* per step (by index, steps come in seq order): the state last sent */
+    size_t nsent;
+    bool gone, busy, started, closing;
+};
+
+static void sse_closed(uv_handle_t *h)
+{
+    struct sse *s = h->data;
+    xfree(s->sent);
+    xfree(s);
+}
+
+static void sse_stop(struct sse *s)
+{
+    if (s->closing)
+        return;
+    s->closing = true;
+    uv_timer_stop(&s->timer);
+    uv_close((uv_handle_t *)&s->timer, sse_closed);
+}
+
+static void sse_end(struct sse *s)
+{
+    struct http_req *req = s->req;
+    req->on_abort = NULL;
+    if (s->started)
+        http_stream_end(req);
+    sse_stop(s);
+}
+
+static void on_sse_abort(struct http_req *req, void *ud)
+{
+    (void)req;
+    struct sse *s = ud;
+    s->gone = true;
+    if (!s->busy)
+        sse_end(s);
+}
+
+static void sse_event(struct sse *s, const char *name, cJSON *data)
+{
+    char *d = cJSON_PrintUnformatted(data);
+    cJSON_Delete(data);
+    struct buf b = BUF_INIT(BUF_UNBOUNDED);
+    buf_printf(&b, "event: %s\ndata: %s\n\n", name, d);
+    cJSON_free(d);
+    http_stream_write(s->req, b.data, b.len);
+    buf_free(&b);
+}
+
+static void sse_poll(uv_timer_t *t);
+
+static const char *step_event(const struct as_step *st)
+{
+    if (strcmp(st->kind, "llm") == 0)
+        return "step.finished";
+    if (strcmp(st->state, "pending") == 0)
+        return "tool.call";
+    if (strcmp(st->state, "started") == 0)
+        return "tool.started";
+    return "tool.result";
+}
+
+static void sse_job_done(uv_work_t *w, int status)
+{
+    struct job *j = w->data;
+    struct sse *s = j->sse;
+    s->busy = false;
+    if (s->gone) {
+        job_free(j);
+        sse_end(s);
+        return;
+    }
+    if (status != 0 || j->rc != 0 || !visible(&j->run, s->key_id)) {
+        if (!s->started) {
+            s->req->on_abort = NULL;
+            if (status == 0 && j->rc >= 0)
+                err(s->req, 404, "not_found_error", "run_not_found", NULL, "no such run");
+            else
+                err(s->req, 503, "server_error", "store_unavailable", NULL, "the run store is not available");
+            sse_stop(s);
+        } else {
+            sse_end(s);
+        }
+        job_free(j);
+        return;
+    }
+    if (!s->started) {
+        s->started = true;
+        http_resp_header(s->req, "Cache-Control", "no-cache");
+        http_stream_start(s->req, 200, "text/event-stream");
+        sse_event(s, "run.status", run_to_json(&j->run, NULL, 0));
+    }
+    /* each step whose state changed since the last poll */
+    for (size_t i = 0; i < j->nsteps; i++) {
+        const struct as_step *st = &j->steps[i];
+        if (i >= s->nsent) {
+            s->sent = xrealloc(s->sent, (i + 1) * sizeof(*s->sent));
+            memset(s->sent[i], 0, sizeof(s->sent[i]));
+            s->nsent = i + 1;
+        }
+        if (strcmp(s->sent[i], st->state) == 0)
+            continue;
+        snprintf(s->sent[i], sizeof(s->sent[i]), "%s", st->state);
+        struct as_run one = j->run;
+        cJSON *full = run_to_json(&one, st, 1);
+        cJSON *steps = cJSON_DetachItemFromObjectCaseSensitive(full, "steps");
+        cJSON_Delete(full);
+        cJSON *ev = cJSON_DetachItemFromArray(steps, 0);
+        cJSON_Delete(steps);
+        sse_event(s, step_event(st), ev);
+    }
+    struct worker *wk = worker_of_loop(s->timer.loop);
+    if (wk && wk->draining) { /* the daemon stops: the stream ends (the run resumes at the next start) */
+        job_free(j);
+        sse_end(s);
+        return;
+    }
+    if (final_status(j->run.status)) {
+        sse_event(s, "run.finished", run_to_json(&j->run, NULL, 0));
+        http_stream_write(s->req, "data: [DONE]\n\n", 14);
+        job_free(j);
+        sse_end(s);
+        return;
+    }
+    job_free(j);
+    uv_timer_start(&s->timer, sse_poll, SSE_POLL_MS, 0);
+}
+
+static void sse_poll(uv_timer_t *t)
+{
+    struct sse *s = t->data;
+    struct job *j = xcalloc(1, sizeof(*j));
+    j->req = s->req;
+    j->kind = JOB_EVENTS;
+    j->sse = s;
+    snprintf(j->id, sizeof(j->id), "%s", s->id);
+    j->w.data = j;
+    s->busy = true;
+    if (uv_queue_work(t->loop, &j->w, job_work, sse_job_done) != 0) {
+        xfree(j);
+        s->busy = false;
+        uv_timer_start(&s->timer, sse_poll, SSE_POLL_MS, 0);
+    }
+}
+
+static void events(struct http_req *req, const char *id, const char *key_id)
+{
+    struct sse *s = xcalloc(1, sizeof(*s));
+    s->req = req;
+    snprintf(s->id, sizeof(s->id), "%s", id);
+    snprintf(s->key_id, sizeof(s->key_id), "%s", key_id);
+    uv_timer_init(http_server_loop(req->server), &s->timer);
+    s->timer.data = s;
+    req->on_abort = on_sse_abort;
+    req->abort_ud = s;
+    sse_poll(&s->timer);
+}
+
+/* ---- /v1/runs ---- */
+
+static bool id_ok(struct str id)
+{
+    if (id.n < 5 || id.n >= RUN_ID_MAX || memcmp(id.p, "run_", 4) != 0)
+        return false;
+    for (size_t i = 4; i < id.n; i++)
+        if (!((id.p[i] >= '0' && id.p[i] <= '9') || (id.p[i] >= 'a' && id.p[i] <= 'f')))
+            return false;
+    return true;
+}
+
+/* The value of name in the query string (decoded: letters, digits, '_', '-', '.' only), or "" */
+static void query_param(struct str q, const char *name, char *out, size_t n)
+{
+    out[0] = '\0';
+    if (q.p == NULL)
+        return;
+    size_t nl = strlen(name);
+    const char *p = q.p, *end = q.p + q.n;
+    while (p && p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *e = amp ? amp : end;
+        if ((size_t)(e - p) > nl && memcmp(p, name, nl) == 0 && p[nl] == '=') {
+            size_t k = 0;
+            for (const char *c = p + nl + 1; c < e && k + 1 < n; c++)
+                if ((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '_' ||
+                    *c == '-' || *c == '.')
+                    out[k++] = *c;
+            out[k] = '\0';
+            return;
+        }
+        p = amp ? amp + 1 : NULL;
+    }
+}
+
+void agents_http_runs(struct http_req *req)
+{
+    const struct principal *who;
+    struct str secret;
+    if (caller(req, &who, &secret) != 0)
+        return;
+    char key_id[48];
+    snprintf(key_id, sizeof(key_id), "%s", who ? who->key_id : "");
+    principal_release(who);
+    struct str p = req->path;
+    static const char base[] = "/v1/runs";
+    struct str rest = str_make(p.p + sizeof(base) - 1, p.n - (sizeof(base) - 1));
+    if (rest.n == 0) { /* the list */
+        if (!(req->method & (HTTP_M_GET | HTTP_M_HEAD))) {
+            http_resp_header(req, "Allow", "GET");
+            err(req, 405, "invalid_request_error", "method_not_allowed", NULL, "method not allowed");
+            return;
+        }
+        struct job *j = xcalloc(1, sizeof(*j));
+        j->req = req;
+        j->kind = JOB_LIST;
+        snprintf(j->key_id, sizeof(j->key_id), "%s", key_id);
+        query_param(req->query, "agent", j->agent, sizeof(j->agent));
+        query_param(req->query, "status", j->status, sizeof(j->status));
+        char lim[16];
+        query_param(req->query, "limit", lim, sizeof(lim));
+        long l = lim[0] ? strtol(lim, NULL, 10) : 100;
+        j->limit = l < 1 ? 1 : l > 1000 ? 1000 : (size_t)l;
+        job_queue(j);
+        return;
+    }
+    rest = str_make(rest.p + 1, rest.n - 1); /* after "/" */
+    const char *slash = memchr(rest.p, '/', rest.n);
+    struct str id = slash ? str_make(rest.p, (size_t)(slash - rest.p)) : rest;
+    struct str action = slash ? str_make(slash + 1, rest.n - id.n - 1) : STR_NULL;
+    if (!id_ok(id)) {
+        err(req, 404, "not_found_error", "run_not_found", NULL, "no such run");
+        return;
+    }
+    char idc[RUN_ID_MAX];
+    memcpy(idc, id.p, id.n);
+    idc[id.n] = '\0';
+    if (action.n == 0 && !slash) {
+        if (!(req->method & (HTTP_M_GET | HTTP_M_HEAD))) {
+            http_resp_header(req, "Allow", "GET");
+            err(req, 405, "invalid_request_error", "method_not_allowed", NULL, "method not allowed");
+            return;
+        }
+        struct job *j = xcalloc(1, sizeof(*j));
+        j->req = req;
+        j->kind = JOB_GET;
+        snprintf(j->id, sizeof(j->id), "%s", idc);
+        snprintf(j->key_id, sizeof(j->key_id), "%s", key_id);
+        job_queue(j);
+        return;
+    }
+    if (str_eq(action, STR_LIT("events"))) {
+        if (!(req->method & (HTTP_M_GET | HTTP_M_HEAD))) {
+            http_resp_header(req, "Allow", "GET");
+            err(req, 405, "invalid_request_error", "method_not_allowed", NULL, "method not allowed");
+            return;
+        }
+        events(req, idc, key_id);
+        return;
+    }
+    if (str_eq(action, STR_LIT("cancel"))) {
+        if (req->method != HTTP_M_POST) {
+            http_resp_header(req, "Allow", "POST");
+            err(req, 405, "invalid_request_error", "method_not_allowed", NULL, "method not allowed");
+            return;
+        }
+        /* the run answers `cancelled` once it has stopped; the answer is its state now (visibility checked) */
+        struct job *j = xcalloc(1, sizeof(*j));
+        j->req = req;
+        j->kind = JOB_GET;
+        snprintf(j->id, sizeof(j->id), "%s", idc);
+        snprintf(j->key_id, sizeof(j->key_id), "%s", key_id);
+        j->answer_status = 202;
+        j->w.data = j;
+        cancel_queue(j);
+        return;
+    }
+    err(req, 404, "not_found_error", "unknown_url", NULL, "not found");
+}

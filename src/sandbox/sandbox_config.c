@@ -1,0 +1,92 @@
+/* sandbox_config.c: the `sandbox:` section: the host-level settings of the daemon's sandbox pools and the limits
+ * of the sandbox service (POST /v1/sandbox/runs and the agents' code_exec tool). Every setting needs a restart:
+ * pools and their zygotes are made once per worker. */
+#include "sandbox/sandbox_config.h"
+
+#include <stddef.h>
+
+#include "common/macros.h"
+
+static const char *const cgroup_modes[] = {"auto", "required", "off", NULL};
+_Static_assert(SBX_CGROUP_AUTO == 0 && SBX_CGROUP_REQUIRED == 1 && SBX_CGROUP_OFF == 2, "cgroup_modes order");
+
+#define SVOFF(f) offsetof(struct config_sandbox_service, f)
+static const struct cfg_field service_fields[] = {
+    {.key = "enabled", .type = CFG_BOOL, .off = SVOFF(enabled), .def = "true", .flags = CFG_RESTART,
+     .help = "serve POST /v1/sandbox/runs (and code execution for agents); false: 404"},
+    {.key = "prewarm", .type = CFG_BOOL, .off = SVOFF(prewarm), .def = "false", .flags = CFG_RESTART,
+     .help = "start each worker's zygote and warm children when the worker starts, not on its first run"},
+    {.key = "warm", .type = CFG_INT, .off = SVOFF(warm), .min = 0, .max = 256, .def = "2", .flags = CFG_RESTART,
+     .help = "sandbox children kept ready (namespaces made, set-up done) per worker"},
+    {.key = "max_running", .type = CFG_INT, .off = SVOFF(max_running), .min = 1, .max = 1024, .def = "8",
+     .flags = CFG_RESTART, .help = "runs going at once per worker; more wait in the queue"},
+    {.key = "max_queued", .type = CFG_INT, .off = SVOFF(max_queued), .min = 0, .max = 100000, .def = "64",
+     .flags = CFG_RESTART, .help = "runs waiting per worker; more get 429 sandbox_busy"},
+    {.key = "max_code_bytes", .type = CFG_SIZE, .off = SVOFF(max_code_bytes), .min = 1, .max = 64LL << 20,
+     .def = "1MiB", .flags = CFG_RESTART, .help = "largest `code` a request may carry (else 400)"},
+    {.key = "max_stdin_bytes", .type = CFG_SIZE, .off = SVOFF(max_stdin_bytes), .min = 1, .max = 64LL << 20,
+     .def = "8MiB", .flags = CFG_RESTART, .help = "largest stdin a request may carry (else 400)"},
+    {.key = "max_files_bytes", .type = CFG_SIZE, .off = SVOFF(max_files_bytes), .min = 1, .max = 64LL << 20,
+     .def = "16MiB", .flags = CFG_RESTART, .help = "all files of a request together (else 400)"},
+    {.key = "timeout", .type = CFG_DURATION, .off = SVOFF(timeout_ms), .min = 1, .max = 86400000, .def = "10s",
+     .flags = CFG_RESTART, .help = "wall-clock limit of a run that names none"},
+    {.key = "max_timeout", .type = CFG_DURATION, .off = SVOFF(max_timeout_ms), .min = 1, .max = 86400000,
+     .def = "60s", .flags = CFG_RESTART, .help = "the longest wall-clock limit a request may ask for (else 400)"},
+    {.key = "memory", .type = CFG_SIZE, .off = SVOFF(memory_bytes), .min = 1 << 20, .max = 1LL << 40,
+     .def = "256MiB", .flags = CFG_RESTART, .help = "memory limit of a run that names none"},
+    {.key = "max_memory", .type = CFG_SIZE, .off = SVOFF(max_memory_bytes), .min = 1 << 20, .max = 1LL << 40,
+     .def = "1GiB", .flags = CFG_RESTART, .help = "the most memory a request may ask for (else 400)"},
+    {.key = "output_bytes", .type = CFG_SIZE, .off = SVOFF(output_bytes), .min = 0, .max = 256LL << 20,
+     .def = "1MiB", .flags = CFG_RESTART,
+     .help = "stdout and stderr kept of a run that names no cap; one byte more ends it (output_cap)"},
+    {.key = "max_output_bytes", .type = CFG_SIZE, .off = SVOFF(max_output_bytes), .min = 1, .max = 256LL << 20,
+     .def = "8MiB", .flags = CFG_RESTART, .help = "the largest stdout_max/stderr_max a request may ask for"},
+    {.key = "max_pids", .type = CFG_INT, .off = SVOFF(max_pids), .min = 1, .max = 65536, .def = "256",
+     .flags = CFG_RESTART, .help = "the most processes a request may ask for"},
+};
+
+static const struct cfg_schema service_schema = {
+    .name = "sandbox.service", .fields = service_fields, .nfields = ARRAY_LEN(service_fields)};
+
+#define SBOFF(f) offsetof(struct config_sandbox, f)
+static const struct cfg_field sandbox_fields[] = {
+    {.key = "uid_base", .type = CFG_INT, .off = SBOFF(uid_base), .min = 1, .max = 4000000000LL,
+     .def = "1000000000", .flags = CFG_RESTART,
+     .help = "first host uid runs map to (each live run has its own; inside a user-namespaced pod use e.g. 10000)"},
+    {.key = "uid_count", .type = CFG_INT, .off = SBOFF(uid_count), .min = 1, .max = 65536, .def = "1024",
+     .flags = CFG_RESTART, .help = "host uids available to runs, split between the workers"},
+    {.key = "cgroup", .type = CFG_ENUM, .off = SBOFF(cgroup), .enums = cgroup_modes, .def = "auto",
+     .flags = CFG_RESTART,
+     .help = "auto: cgroup limits per run when the host offers them; required: refuse runs without; off: rlimits only"},
+    {.key = "cgroup_parent", .type = CFG_STRING, .off = SBOFF(cgroup_parent), .def = "", .flags = CFG_RESTART,
+     .help = "cgroup (from the hierarchy root) to make run groups under; empty: <agentd's cgroup>/agentd-sandbox"},
+    {.key = "service", .type = CFG_MAP, .off = SBOFF(service), .sub = &service_schema},
+};
+
+const struct cfg_schema sandbox_config_schema = {
+    .name = "sandbox", .fields = sandbox_fields, .nfields = ARRAY_LEN(sandbox_fields)};
+
+void sandbox_config_service_opts(const struct config *cfg, unsigned loops, struct sbx_service_opts *o)
+{
+    const struct config_sandbox *s = &cfg->sandbox;
+    const struct config_sandbox_service *v = &s->service;
+    sbx_service_opts_init(o);
+    o->warm = (unsigned)v->warm;
+    o->max_running = (unsigned)v->max_running;
+    o->max_queued = (unsigned)v->max_queued;
+    o->loops = loops;
+    o->cfg.uid_base = (uint32_t)s->uid_base;
+    o->cfg.uid_count = (uint32_t)s->uid_count;
+    o->cfg.cgroup_mode = (enum sbx_cgroup_mode)s->cgroup;
+    o->cfg.cgroup_parent = s->cgroup_parent && s->cgroup_parent[0] ? s->cgroup_parent : NULL;
+    o->max_code_bytes = (size_t)v->max_code_bytes;
+    o->max_stdin_bytes = (size_t)v->max_stdin_bytes;
+    o->max_files_bytes = (size_t)v->max_files_bytes;
+    o->defaults.wall_ms = (uint64_t)v->timeout_ms;
+    o->defaults.memory_bytes = (uint64_t)v->memory_bytes;
+    o->defaults.stdout_max = o->defaults.stderr_max = (uint64_t)v->output_bytes;
+    o->ceiling.wall_ms = (uint64_t)v->max_timeout_ms;
+    o->ceiling.memory_bytes = (uint64_t)v->max_memory_bytes;
+    o->ceiling.stdout_max = o->ceiling.stderr_max = (uint64_t)v->max_output_bytes;
+    o->ceiling.pids = (uint32_t)v->max_pids;
+}

@@ -1,0 +1,61 @@
+/* eval.h: response-quality evaluations (issue 10, item 6), scored off the request path.
+ *
+ * A sampled fraction of completed responses (telemetry.evaluations: per workflow, per model, or "*") is copied
+ * to a bounded queue when the exchange settles; one background thread scores it with the seed's heuristics
+ * (length for the question, relevance by keyword overlap, confidence from hedging words) plus JSON validity when
+ * a JSON format was asked for and refusal detection. Each score becomes a `gen_ai.evaluation.result` event (an
+ * OTLP log record with the trace id and the evaluated attempt span's id), an observation of the
+ * agentd_evaluation_score histogram, and an `evaluation` log line. A full queue drops and counts
+ * (agentd_evaluations_dropped_total); the worker never waits. */
+#ifndef AGENTD_EVAL_H
+#define AGENTD_EVAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct config;
+
+/* Starts the thread when cfg->telemetry.evaluations names a rate above 0. 0, or -1. */
+int eval_start(const struct config *cfg);
+/* Scores what is queued, then stops the thread. Safe when never started. */
+void eval_stop(void);
+
+/* The sampling rate for a response of this model in this workflow ("" for none): workflow:<name> first, then
+ * the model, then "*"; 0 when evaluations are off. */
+double eval_rate(const char *model, const char *workflow);
+
+/* One completed response to score (copied: the caller keeps nothing alive). */
+struct eval_job_in {
+    bool anthropic;                     /* the bodies are Anthropic Messages, else OpenAI chat */
+    const char *request, *response;     /* the client's request body and the response it got */
+    size_t request_len, response_len;
+    const char *model, *workflow, *response_id;
+    uint8_t trace_id[16], span_id[8];   /* the evaluated span; all zero: none */
+};
+/* Queues a copy for the thread. false when it was dropped (queue full or not started). */
+bool eval_submit(const struct eval_job_in *in);
+
+/* ---- the heuristics (pure, for the unit tests) ---- */
+
+#define EVAL_MAX_RESULTS 5
+struct eval_result {
+    const char *name;     /* gen_ai.evaluation.name: length, relevance, confidence, json_validity, refusal */
+    double score;         /* 0..1 */
+    const char *label;    /* low-cardinality gen_ai.evaluation.score.label */
+    char explanation[160];
+};
+/* Scores an answer to a question. json_requested adds json_validity. Returns the number of results. Linear in
+ * the sizes (at most EVAL_TEXT_MAX bytes of each are read). */
+#define EVAL_TEXT_MAX (64 * 1024)
+size_t eval_score(const char *question, size_t qn, const char *answer, size_t an, bool json_requested,
+                  struct eval_result out[EVAL_MAX_RESULTS]);
+
+/* The last user message's text and whether a JSON answer was requested, from a request body; the answer text and
+ * its id (gen_ai.response.id, "" when none) from a response body. Text parts are joined with a space into out (bounded by EVAL_TEXT_MAX). 0, or -1 when the body
+ * has no such text. */
+struct buf;
+int eval_question(const char *body, size_t n, bool anthropic, struct buf *out, bool *json_requested);
+int eval_answer(const char *body, size_t n, bool anthropic, struct buf *out, char *id, size_t id_cap);
+
+#endif

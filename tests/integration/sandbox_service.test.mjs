@@ -1,0 +1,272 @@
+// The sandbox as a service (issue 11 item 6): POST /v1/sandbox/runs against the real daemon, its warm pool, its
+// admission (one run at a time, one waiting, the next refused), its ceilings, its errors in OpenAI's format, the
+// cancellation of a run whose client went away, virtual keys and their rate limit, and its metrics. What the host
+// cannot do (no namespaces) is skipped by name with `agentd sandbox check`'s reason.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { BIN, startAgentd } from '../lib/agentd.mjs';
+
+const UID_BASE = 1620000000;
+const SAN_ENV = { ASAN_OPTIONS: process.env.ASAN_OPTIONS || 'detect_leaks=1:abort_on_error=0:exitcode=86' };
+const checkOut = spawnSync(BIN, ['sandbox', 'check', '--uid-base', String(UID_BASE), '--uid-count', '64'],
+  { encoding: 'utf8', env: { ...process.env, ...SAN_ENV } });
+let check = null;
+try { check = JSON.parse(checkOut.stdout); } catch { check = null; }
+const skip = !check ? `sandbox check printed no JSON (exit ${checkOut.status})`
+  : !check.sandbox_works ? `sandbox unusable here: ${check.error}` : false;
+
+const CONFIG = `
+server: { workers: 1 }
+sandbox:
+  uid_base: ${UID_BASE}
+  uid_count: 64
+  service:
+    warm: 1
+    prewarm: true
+    max_running: 1
+    max_queued: 1
+    max_code_bytes: 1KiB
+    max_timeout: 5s
+    max_output_bytes: 64KiB
+`;
+
+let d;
+before(async () => {
+  if (skip) return;
+  d = await startAgentd({ config: CONFIG });
+});
+after(async () => {
+  if (!d) return;
+  const r = await d.stop();
+  assert.equal(r.code, 0, d.rawStderr.slice(-3000));
+});
+
+const run = (body, headers = {}, signal) => d.fetch('/v1/sandbox/runs', {
+  method: 'POST', headers: { 'content-type': 'application/json', ...headers },
+  body: typeof body === 'string' ? body : JSON.stringify(body), signal,
+});
+
+async function ok200(body) {
+  const r = await run(body);
+  const j = await r.json();
+  assert.equal(r.status, 200, JSON.stringify(j));
+  return j;
+}
+
+async function bad(body, status, param, code, msgPart) {
+  const r = await run(body);
+  assert.equal(r.status, status);
+  assert.match(r.headers.get('content-type'), /application\/json/);
+  const j = await r.json();
+  assert.deepEqual(Object.keys(j), ['error']);
+  assert.deepEqual(Object.keys(j.error).sort(), ['code', 'message', 'param', 'type']);
+  assert.equal(j.error.type, status === 429 ? 'rate_limit_error' : 'invalid_request_error');
+  assert.equal(j.error.param, param);
+  assert.equal(j.error.code, code);
+  if (msgPart) assert.ok(j.error.message.includes(msgPart), j.error.message);
+  return j;
+}
+
+async function metric(name) {
+  const text = await (await d.opsFetch('/metrics')).text();
+  const line = text.split('\n').find((l) => l.startsWith(name + ' '));
+  return line ? Number(line.split(' ').pop()) : 0;
+}
+
+test('a snippet in each language and a command, with stdin and files', { skip }, async () => {
+  const py = await ok200({ language: 'python', code: 'import sys; print(sys.stdin.read().upper(), open("in.txt").read())',
+    stdin: 'abc', files: [{ name: 'in.txt', content: 'file' }] });
+  assert.equal(py.reason, 'exit');
+  assert.equal(py.exit_code, 0);
+  assert.equal(py.stdout, 'ABC file\n');
+  for (const k of ['wall_ms', 'cpu_ms', 'peak_memory_bytes', 'queue_ms']) assert.equal(typeof py[k], 'number', k);
+  assert.ok(py.host_uid >= UID_BASE && py.host_uid < UID_BASE + 64, String(py.host_uid));
+
+  const sh = await ok200({ language: 'sh', args: ['-c', 'echo "$0" >&2; exit 3', 'to-stderr'] });
+  assert.equal(sh.exit_code, 3);
+  assert.equal(sh.stderr, 'to-stderr\n');
+
+  const node = await ok200({ language: 'node', code: 'console.log([1, 2].map((x) => x * 2).join(","))' });
+  assert.equal(node.stdout, '2,4\n');
+
+  // the command is PID 1 of its namespace (signals from inside are ignored by it): a child of it can crash
+  const cmd = await ok200({ command: ['/bin/sh', '-c', 'id -u; /bin/sh -c \'kill -SEGV $$\'; echo $?'] });
+  assert.equal(cmd.reason, 'exit');
+  assert.equal(cmd.stdout, '1000\n139\n');
+});
+
+test('bad input is a 400 in OpenAI\'s error format naming the field', { skip }, async () => {
+  await bad('{"language":', 400, null, 'invalid_sandbox_request', 'JSON object');
+  await bad({ language: 'cobol', code: 'x' }, 400, 'language', 'invalid_sandbox_request', 'unknown language');
+  await bad({ language: 'python', code: 'x'.repeat(1025) }, 400, 'code', 'invalid_sandbox_request', 'ceiling of 1024');
+  await bad({ command: ['/bin/true'], limits: { timeout_ms: 6000 } }, 400, 'limits.wall_ms', 'invalid_sandbox_request', 'ceiling');
+  await bad({ command: ['/bin/true'], limits: { stdout_max: 1 << 20 } }, 400, 'limits.stdout_max', 'invalid_sandbox_request');
+  await bad({ command: ['/bin/true'], network: 'host' }, 400, 'network', 'invalid_sandbox_request');
+  await bad({ command: ['/bin/true'], cmd: 1 }, 400, 'cmd', 'invalid_sandbox_request', 'unknown field');
+  await bad({ command: ['/bin/true'], files: [{ name: '../etc/passwd', content: 'x' }] }, 400, 'files', 'invalid_sandbox_request');
+  await bad({ code: 'print(1)' }, 400, 'language', 'invalid_sandbox_request');
+  // GET is not a method of the route
+  const r = await d.fetch('/v1/sandbox/runs');
+  assert.equal(r.status, 405);
+  assert.ok((await r.json()).error);
+});
+
+test('a run past its timeout is killed and says so', { skip }, async () => {
+  const t0 = Date.now();
+  const j = await ok200({ language: 'sh', code: 'sleep 30', limits: { timeout_ms: 300 } });
+  assert.equal(j.reason, 'timeout');
+  assert.ok(j.wall_ms >= 300 && j.wall_ms < 3000, String(j.wall_ms));
+  assert.ok(Date.now() - t0 < 5000);
+});
+
+test('output past its cap ends the run, the output is truncated and marked', { skip }, async () => {
+  const j = await ok200({ command: ['/usr/bin/yes'], limits: { stdout_max: 4096 } });
+  assert.equal(j.reason, 'output_cap');
+  assert.equal(j.stdout.length, 4096);
+  assert.equal(j.stdout_truncated, true);
+  // the default cap is the service's output_bytes (1 MiB), under its 64 KiB max_output_bytes ceiling
+  const k = await ok200({ command: ['/usr/bin/yes'] });
+  assert.equal(k.reason, 'output_cap');
+  assert.equal(k.stdout.length, 64 * 1024);
+});
+
+test('concurrency: one running, one waiting, the next refused with 429', { skip }, async () => {
+  const slow = { language: 'sh', code: 'sleep 0.5; echo done' };
+  const first = run(slow);
+  // the first is running once the gauge says so (the service admits in arrival order on the single worker)
+  for (let i = 0; (await metric('agentd_sandbox_running')) < 1; i++) assert.ok(i < 500, 'first run never started');
+  const second = run(slow);
+  for (let i = 0; (await metric('agentd_sandbox_queued')) < 1; i++) assert.ok(i < 500, 'second run never queued');
+  const third = await bad(slow, 429, null, 'sandbox_busy', 'busy');
+  assert.ok(third);
+  const [a, b] = await Promise.all([first, second]);
+  const ja = await a.json(), jb = await b.json();
+  assert.equal(a.status, 200);
+  assert.equal(b.status, 200);
+  assert.equal(ja.stdout, 'done\n');
+  assert.equal(jb.stdout, 'done\n');
+  assert.ok(jb.queue_ms >= 200, `the second waited for the first: ${jb.queue_ms}`);
+});
+
+test('a client that goes away cancels its run', { skip }, async () => {
+  const killed0 = await metric('agentd_sandbox_runs_total{reason="killed"}');
+  const ac = new AbortController();
+  const p = run({ language: 'sh', code: 'sleep 30' }, {}, ac.signal).catch((e) => e);
+  for (let i = 0; (await metric('agentd_sandbox_running')) < 1; i++) assert.ok(i < 500, 'run never started');
+  ac.abort();
+  assert.equal((await p).name, 'AbortError');
+  const t0 = Date.now();
+  while ((await metric('agentd_sandbox_runs_total{reason="killed"}')) < killed0 + 1) assert.ok(Date.now() - t0 < 5000, 'not killed');
+  assert.equal(await metric('agentd_sandbox_running'), 0);
+});
+
+test('nothing the code does reaches the daemon or the host network', { skip }, async () => {
+  const code = `
+import socket, os
+try:
+    s = socket.create_connection(("127.0.0.1", ${d ? d.port : 0}), timeout=1); print("connected")
+except OSError as e:
+    print("refused", e.errno)
+print(os.path.exists("${d ? d.dir : '/nonexistent'}"))`;
+  const j = await ok200({ language: 'python', code });
+  assert.match(j.stdout, /^refused/);
+  assert.match(j.stdout, /False\n$/);
+});
+
+test('virtual keys and their rate limit apply (auth.mode keys)', { skip }, async () => {
+  const k = await startAgentd({ config: CONFIG + 'auth: { mode: keys }\n' });
+  try {
+    const cli = (args) => {
+      const r = spawnSync(BIN, ['keys', ...args, '--data-dir', join(k.dir, 'data')], { encoding: 'utf8', env: { ...process.env, ...SAN_ENV } });
+      assert.equal(r.status, 0, r.stderr);
+      return JSON.parse(r.stdout);
+    };
+    const body = JSON.stringify({ command: ['/bin/true'] });
+    const post = (key) => k.fetch('/v1/sandbox/runs', { method: 'POST', body, headers: key ? { authorization: `Bearer ${key}` } : {} });
+    const none = await post(null);
+    assert.equal(none.status, 401);
+    assert.equal((await none.json()).error.code, 'invalid_api_key');
+    const wrong = await post('sk-agentd-not-a-key');
+    assert.equal(wrong.status, 401);
+    await wrong.arrayBuffer();
+    const key = cli(['create', '--name', 'sbx', '--rpm', '2']).key;
+    // the keyring picks a new key up within its poll interval
+    let r;
+    for (let t0 = Date.now(); (r = await post(key)).status === 401; await r.arrayBuffer()) assert.ok(Date.now() - t0 < 5000);
+    assert.equal(r.status, 200, await r.clone().text());
+    assert.equal((await r.json()).reason, 'exit');
+    const r2 = await post(key);
+    assert.equal(r2.status, 200);
+    await r2.arrayBuffer();
+    const r3 = await post(key);
+    assert.equal(r3.status, 429);
+    assert.ok(Number(r3.headers.get('retry-after')) >= 1);
+    assert.equal((await r3.json()).error.code, 'rate_limit_exceeded');
+  } finally {
+    const r = await k.stop();
+    assert.equal(r.code, 0, k.rawStderr.slice(-3000));
+  }
+});
+
+test('agentd sandbox run --daemon URL runs through the daemon', { skip }, async () => {
+  const cli = (args, input) => spawnSync(BIN, ['sandbox', 'run', '--daemon', d.url, ...args],
+    { input, encoding: 'utf8', env: { ...process.env, ...SAN_ENV } });
+  const before_ = await metric('agentd_sandbox_runs_total{reason="exit"}');
+  const r = cli(['--lang', 'python', '--timeout', '3'], 'import os; print(os.getuid(), os.listdir("/work"))');
+  assert.equal(r.status, 0, r.stderr);
+  const j = JSON.parse(r.stdout);
+  assert.equal(j.stdout, "1000 ['main.py']\n");
+  assert.ok(j.host_uid >= UID_BASE && j.host_uid < UID_BASE + 64, "from the daemon's pool");
+  assert.equal(await metric('agentd_sandbox_runs_total{reason="exit"}'), before_ + 1);
+  const e = cli(['--stdin-file', '-', '--', '/bin/cat'], 'through\n');
+  assert.equal(e.status, 0, e.stderr);
+  assert.equal(JSON.parse(e.stdout).stdout, 'through\n');
+  // the daemon's ceilings apply, and its error is shown
+  const big = cli(['--timeout', '100', '--', '/bin/true']);
+  assert.equal(big.status, 2);
+  assert.match(big.stderr, /answered 400: .*limits\.wall_ms/);
+  const gone = spawnSync(BIN, ['sandbox', 'run', '--daemon', 'http://127.0.0.1:1', '--', '/bin/true'],
+    { encoding: 'utf8', env: { ...process.env, ...SAN_ENV } });
+  assert.equal(gone.status, 1);
+  assert.match(gone.stderr, /connect/);
+});
+
+test('kill -9 of the daemon mid-run leaves no sandbox process behind', { skip }, async () => {
+  const base = UID_BASE + 1000;
+  const k = await startAgentd({ config: CONFIG.replace(`uid_base: ${UID_BASE}`, `uid_base: ${base}`) });
+  // processes of the daemon's uid range (warm children and runs), with their command lines
+  const inRange = () => readdirSync('/proc').filter((p) => /^\d+$/.test(p)).map((p) => {
+    try {
+      const m = /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${p}/status`, 'utf8'));
+      if (!m || +m[1] < base || +m[1] >= base + 64) return null;
+      return readFileSync(`/proc/${p}/cmdline`, 'utf8').replace(/\0/g, ' ');
+    } catch { return null; }
+  }).filter((c) => c !== null);
+  const tick = () => new Promise((r) => setTimeout(r, 10));
+  const p = k.fetch('/v1/sandbox/runs', { method: 'POST', body: JSON.stringify({ language: 'sh', code: 'sleep 30 & sleep 31' }) }).catch((e) => e);
+  const t0 = Date.now();
+  while (inRange().filter((c) => c.startsWith('sleep')).length < 2) {
+    assert.ok(Date.now() - t0 < 5000, `the run never started: ${inRange()}`);
+    await tick();
+  }
+  await k.stop('SIGKILL');
+  await p;
+  const t1 = Date.now();
+  while (inRange().length > 0) {
+    assert.ok(Date.now() - t1 < 5000, `left behind: ${inRange()}`);
+    await tick();
+  }
+});
+
+test('runs are counted in metrics', { skip }, async () => {
+  const before_ = await metric('agentd_sandbox_runs_total{reason="exit"}');
+  await ok200({ command: ['/bin/true'] });
+  assert.equal(await metric('agentd_sandbox_runs_total{reason="exit"}'), before_ + 1);
+  assert.ok((await metric('agentd_sandbox_refused_total{reason="busy"}')) >= 1);
+  const invalid = await metric('agentd_sandbox_refused_total{reason="invalid"}');
+  await bad({ language: 'cobol', code: 'x' }, 400, 'language', 'invalid_sandbox_request');
+  assert.equal(await metric('agentd_sandbox_refused_total{reason="invalid"}'), invalid + 1);
+});
