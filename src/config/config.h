@@ -53,11 +53,31 @@ struct config_log {
     int format;  /* LOG_FORMAT_* (common/log.h): json lines, or text for a terminal */
 };
 
+/* gateway.retries and a model's retries: (schema and checks: gateway/gw_config.c; rules: gateway/resilience.h) */
+struct config_retry {
+    int64_t max_attempts;            /* attempts per model, the first included */
+    int64_t backoff_base_ms, backoff_max_ms;
+    struct cfg_strlist retry_on;     /* outcome names; empty = the default set */
+    double budget_ratio;             /* gateway only: retries at most this share of requests ... */
+    int64_t budget_min_per_second;   /* ... plus this many per second */
+};
+
+/* gateway.breaker: one circuit breaker per deployment (gateway/breaker.h) */
+struct config_breaker {
+    bool enabled;
+    int64_t window_ms, min_requests;
+    double failure_rate;
+    int64_t consecutive_failures, cooldown_ms, half_open_probes;
+};
+
 struct config_gateway {
     int64_t max_concurrent_requests; /* 0 = unlimited */
     int64_t request_timeout_ms;
     int64_t connect_timeout_ms;
     int64_t first_byte_timeout_ms;   /* upstream response headers */
+    int64_t stream_idle_timeout_ms;  /* no upstream stream bytes for this long ends the attempt; 0 = off */
+    struct config_retry retries;
+    struct config_breaker breaker;
     int64_t max_response_bytes;      /* a non-streamed upstream response is buffered up to this */
     int64_t max_event_bytes;         /* one streamed event */
     int64_t default_max_tokens;      /* for providers that require max_tokens when the client gave none */

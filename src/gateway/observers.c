@@ -108,6 +108,12 @@ static void llm_log_settle(const struct exchange *ex, const struct ex_outcome *o
     log_field_int(&l, "status", status);
     log_field_bool(&l, "stream", ex->rq.stream);
     log_field_int(&l, "attempts", ex->attempts);
+    if (ex->narec > 1) { /* every attempt and how it ended (issue 9, item 2) */
+        struct buf ao = BUF_INIT(4096);
+        ex_attempt_outcomes(ex, &ao);
+        log_field_str(&l, "attempt_outcomes", ao.data ? ao.data : "", ao.len);
+        buf_free(&ao);
+    }
     log_field_int(&l, "input_tokens", ex->usage.input);
     log_field_int(&l, "output_tokens", ex->usage.output);
     if (ex->usage.cached_input)
