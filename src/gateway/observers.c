@@ -145,7 +145,7 @@ const struct ex_observer observers_llm_log = {.name = "llm_log", .on_settle = ll
 static void eval_settle(const struct exchange *ex, const struct ex_outcome *o)
 {
     if (o->status != 200 || !o->body || o->body->len == 0 ||
-        (ex->front != FRONT_OPENAI_CHAT && ex->front != FRONT_ANTHROPIC_MESSAGES))
+        (ex->front != FRONT_OPENAI_CHAT && ex->front != FRONT_ANTHROPIC_MESSAGES) || eval_is_judge(ex->rq.who))
         return;
     const char *wf = ex->trace.workflow;
     if (!wf[0] && ex->rq.who)
@@ -169,7 +169,8 @@ static void eval_settle(const struct exchange *ex, const struct ex_outcome *o)
                              .response_len = o->body->len,
                              .model = ex->rq.model_name,
                              .workflow = wf,
-                             .response_id = ex->id};
+                             .response_id = ex->id,
+                             .request_id = ex->rq.request_id};
     if (ex->trace.active) {
         memcpy(in.trace_id, ex->trace.trace_id, 16);
         memcpy(in.span_id, ex->trace.attempt_span_id, 8); /* the chat span that made the answer */
