@@ -418,8 +418,8 @@ int eval_judge_parse(const char *text, size_t n, struct eval_result *out)
         num[k] = '\0';
         char *end;
         double v = strtod(num, &end);
-        if (k == 0 || end == num)
-            return -1;
+        if (k == 0 || end == num || *end != '\0' || (i < n && (isalnum((unsigned char)text[i]) || text[i] == '.')))
+            return -1; /* "0.5x", "1e400", a number longer than any score */
         score = judge_scale(v);
         if (score < 0)
             return -1;
