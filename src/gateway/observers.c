@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "common/log.h"
 #include "config/config.h"
 #include "gateway/exchange.h"
@@ -141,18 +142,21 @@ static void llm_log_settle(const struct exchange *ex, const struct ex_outcome *o
 const struct ex_observer observers_llm_log = {.name = "llm_log", .on_settle = llm_log_settle};
 
 /* Evaluations (telemetry/eval.h): a sampled fraction of complete chat answers is copied to the evaluation thread;
- * nothing is scored here. Streams are not evaluated (their text is not kept). */
-static void eval_settle(const struct exchange *ex, const struct ex_outcome *o)
+ * nothing is scored here. A streamed answer is kept as the client received it (up to
+ * telemetry.evaluation_stream_max_bytes) by a sink that forwards every byte, put on top of the exchange's sink at
+ * its first attempt when the exchange is sampled; a longer stream is not scored. */
+
+static bool eval_sampled(const struct exchange *ex, const char **wf_out)
 {
-    if (o->status != 200 || !o->body || o->body->len == 0 ||
-        (ex->front != FRONT_OPENAI_CHAT && ex->front != FRONT_ANTHROPIC_MESSAGES) || eval_is_judge(ex->rq.who))
-        return;
     const char *wf = ex->trace.workflow;
     if (!wf[0] && ex->rq.who)
         wf = ex->rq.who->workflow;
+    *wf_out = wf;
+    if ((ex->front != FRONT_OPENAI_CHAT && ex->front != FRONT_ANTHROPIC_MESSAGES) || eval_is_judge(ex->rq.who))
+        return false;
     double rate = eval_rate(ex->rq.model_name, wf);
     if (rate <= 0)
-        return;
+        return false;
     if (rate < 1) {
         uint8_t r[8];
         trace_new_span_id(r);
@@ -160,13 +164,99 @@ static void eval_settle(const struct exchange *ex, const struct ex_outcome *o)
         for (int i = 0; i < 7; i++)
             v = v << 8 | r[i];
         if ((double)v / 72057594037927936.0 >= rate) /* 2^56 */
+            return false;
+    }
+    return true;
+}
+
+struct eval_tee {
+    const struct ex_sink_ops *ops;
+    void *sink;
+    struct exchange *ex;
+    struct buf text;
+    bool overflow;
+};
+
+static void tee_head(void *sink, int status, const struct buf *hdrs, bool stream)
+{
+    struct eval_tee *t = sink;
+    t->ops->head(t->sink, status, hdrs, stream);
+}
+
+static int tee_write(void *sink, const void *data, size_t len)
+{
+    struct eval_tee *t = sink;
+    if (!t->overflow && buf_append(&t->text, data, len) != 0) {
+        t->overflow = true; /* longer than telemetry.evaluation_stream_max_bytes: relayed, not scored */
+        buf_free(&t->text);
+    }
+    return t->ops->write(t->sink, data, len);
+}
+
+static size_t tee_pending(void *sink)
+{
+    struct eval_tee *t = sink;
+    return t->ops->pending ? t->ops->pending(t->sink) : 0;
+}
+
+static void tee_end(void *sink)
+{
+    struct eval_tee *t = sink;
+    t->ex->sink_ops = t->ops;
+    t->ex->sink = t->sink;
+    t->ops->end(t->sink);
+    buf_free(&t->text);
+    xfree(t);
+}
+
+static const struct ex_sink_ops eval_tee_ops = {
+    .head = tee_head, .write = tee_write, .end = tee_end, .pending = tee_pending};
+
+static void eval_attempt_start(struct exchange *ex, struct attempt *a, struct up_request *r)
+{
+    (void)a, (void)r;
+    int64_t cap = eval_stream_max();
+    const char *wf;
+    /* once per exchange: a retry finds the tee on top (nothing else wraps the sink after the first attempt) */
+    if (!ex->rq.stream || cap <= 0 || ex->attempts > 1 || ex->sink_ops == &eval_tee_ops || !eval_sampled(ex, &wf))
+        return;
+    struct eval_tee *t = xcalloc(1, sizeof(*t));
+    t->ops = ex->sink_ops;
+    t->sink = ex->sink;
+    t->ex = ex;
+    buf_init(&t->text, (size_t)cap);
+    ex->sink_ops = &eval_tee_ops;
+    ex->sink = t;
+}
+
+static void eval_settle(const struct exchange *ex, const struct ex_outcome *o)
+{
+    if (o->status != 200)
+        return;
+    const char *wf;
+    const char *resp;
+    size_t resp_len;
+    bool stream = false;
+    if (ex->sink_ops == &eval_tee_ops) { /* a sampled stream */
+        const struct eval_tee *t = ex->sink;
+        if (t->overflow || t->text.len == 0)
             return;
+        wf = ex->trace.workflow[0] || !ex->rq.who ? ex->trace.workflow : ex->rq.who->workflow;
+        resp = t->text.data;
+        resp_len = t->text.len;
+        stream = true;
+    } else {
+        if (!o->body || o->body->len == 0 || !eval_sampled(ex, &wf))
+            return;
+        resp = o->body->data;
+        resp_len = o->body->len;
     }
     struct eval_job_in in = {.anthropic = ex->front == FRONT_ANTHROPIC_MESSAGES,
                              .request = ex->rq.body.p,
                              .request_len = ex->rq.body.n,
-                             .response = o->body->data,
-                             .response_len = o->body->len,
+                             .response = resp,
+                             .response_len = resp_len,
+                             .stream = stream,
                              .model = ex->rq.model_name,
                              .workflow = wf,
                              .response_id = ex->id,
@@ -178,4 +268,5 @@ static void eval_settle(const struct exchange *ex, const struct ex_outcome *o)
     eval_submit(&in);
 }
 
-const struct ex_observer observers_eval = {.name = "eval", .on_settle = eval_settle};
+const struct ex_observer observers_eval = {
+    .name = "eval", .on_settle = eval_settle, .on_attempt_start = eval_attempt_start};

@@ -143,3 +143,50 @@ test('judge behind a fake OpenAI upstream: the rubric as its system prompt, its 
     assert.equal((await s.done()).code, 0);
   }
 });
+
+async function readStream(res) {
+  assert.equal(res.status, 200);
+  return await res.text();
+}
+
+test('streamed answers: the text the client received is scored, the judge included; a stream past the cap is not', async () => {
+  const s = await setup({ AGENTD_TELEMETRY_EVALUATION_JUDGE: 'judge-mock', AGENTD_TELEMETRY_EVALUATION_STREAM_MAX_BYTES: '4KiB',
+                          AGENTD_TELEMETRY_EVALUATION_BUDGET_USD: '0' });
+  try {
+    const res = await chat(s.d, 'Describe the weather forecast, maybe. score: 0.75', {}, { stream: true });
+    const sse = await readStream(res);
+    assert.match(sse, /data: \[DONE\]/);
+    const id = sse.match(/"id":"([^"]+)"/)[1];
+    await waitMetric(s.d, 'agentd_evaluation_judge_calls_total', ['outcome="ok"'], (v) => v === 1);
+    const evs = () => s.rx.logs().filter((l) => l.eventName === 'gen_ai.evaluation.result');
+    await s.rx.waitFor(() => evs().length >= 5);
+    const byName = Object.fromEntries(evs().map((e) => [e.attrs['gen_ai.evaluation.name'], e]));
+    assert.deepEqual(Object.keys(byName).sort(), ['confidence', 'judge', 'length', 'refusal', 'relevance']);
+    assert.equal(byName.judge.attrs['gen_ai.evaluation.score.value'], 0.75);
+    assert.equal(byName.relevance.attrs['gen_ai.evaluation.score.value'], 1); // the fake echoed every keyword
+    assert.equal(byName.confidence.attrs['gen_ai.evaluation.score.value'], 0.75); // one hedge
+    assert.equal(byName.relevance.attrs['gen_ai.response.id'], id); // the id the client saw in the stream
+    // a stream longer than the cap (4 KiB) is relayed whole and not scored
+    const long = 'tomato '.repeat(1000);
+    const sse2 = await readStream(await chat(s.d, long, {}, { stream: true }));
+    assert.ok(sse2.length > 4096 && sse2.includes('[DONE]'));
+    // a plain answer after it is: the thread went past the long one without scoring it
+    assert.equal((await chat(s.d, 'Describe cucumbers. score: 0.5')).status, 200);
+    await waitMetric(s.d, 'agentd_evaluation_judge_calls_total', ['outcome="ok"'], (v) => v === 2);
+    assert.equal(await metricValue(s.d, 'agentd_evaluation_score_count', ['evaluation="relevance"']), 2);
+  } finally {
+    assert.equal((await s.done()).code, 0);
+  }
+});
+
+test('streamed answers are not kept when evaluation_stream_max_bytes is 0', async () => {
+  const s = await setup({ AGENTD_TELEMETRY_EVALUATION_STREAM_MAX_BYTES: '0' });
+  try {
+    await readStream(await chat(s.d, 'Describe onions.', {}, { stream: true }));
+    assert.equal((await chat(s.d, 'Describe garlic.')).status, 200);
+    await waitMetric(s.d, 'agentd_evaluation_score_count', ['evaluation="relevance"'], (v) => v === 1);
+    assert.equal(await metricValue(s.d, 'agentd_evaluations_dropped_total'), 0);
+  } finally {
+    assert.equal((await s.done()).code, 0);
+  }
+});
