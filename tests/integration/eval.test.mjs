@@ -20,6 +20,7 @@ function config(oa) {
     `    base_url: ${oa.urls.openai}\n    api_key_env: FAKE_OPENAI_KEY\n` +
     `  - name: judge-oa\n    provider: openai\n    model: gpt-4o\n    base_url: ${oa.urls.openai}\n` +
     `    api_key_env: FAKE_OPENAI_KEY\n  - name: judge-mock\n    provider: mock\n` +
+    `  - name: judge-slow\n    provider: mock\n    mock: {latency: 30s}\n` +
     `prices:\n  gpt-4o-mini: {input: 1, output: 2}\n  gpt-4o: {input: 5, output: 15}\n` +
     `ledger:\n  batch_interval: 50ms\n`;
 }
@@ -189,4 +190,19 @@ test('streamed answers are not kept when evaluation_stream_max_bytes is 0', asyn
   } finally {
     assert.equal((await s.done()).code, 0);
   }
+});
+
+test('shutdown with a judge call in flight: it is cancelled, the daemon exits at once and cleanly', async () => {
+  const s = await setup({ AGENTD_TELEMETRY_EVALUATION_JUDGE: 'judge-slow' });
+  let t0;
+  try {
+    assert.equal((await chat(s.d, 'Describe beetroot. score: 1')).status, 200);
+    // the heuristics ran; the judge call (30 s) started right after them
+    await waitMetric(s.d, 'agentd_evaluation_score_count', ['evaluation="relevance"'], (v) => v === 1);
+    assert.equal((await chat(s.d, 'Describe radishes.')).status, 200); // queued behind the judge call
+  } finally {
+    t0 = Date.now();
+    assert.equal((await s.done()).code, 0); // exit 0: no leak (ASan), no hang
+  }
+  assert.ok(Date.now() - t0 < 10000, `stopped in ${Date.now() - t0} ms`);
 });
