@@ -7,6 +7,8 @@
 #include "common/log.h"
 #include "config/config.h"
 #include "gateway/exchange.h"
+#include "gateway/front.h"
+#include "gateway/gw_config.h"
 #include "gateway/registry.h"
 #include "policy/auth.h"
 #include "telemetry/eval.h"
@@ -270,3 +272,105 @@ static void eval_settle(const struct exchange *ex, const struct ex_outcome *o)
 
 const struct ex_observer observers_eval = {
     .name = "eval", .on_settle = eval_settle, .on_attempt_start = eval_attempt_start};
+
+/* ---- the LLM judge's transport (telemetry/eval.h): an exchange on the evaluation thread's own loop, answering
+ * into an in-process sink, as agent runs do (no HTTP to ourselves) ---- */
+
+struct judge_req {
+    struct buf resp, hdrs;
+    int status;
+    struct exchange *ex;
+    struct config *cfg;
+    struct str tp;
+    char traceparent[TRACEPARENT_LEN + 1];
+    eval_judge_done_fn done;
+    void *ud;
+};
+
+static void *judge_open(uv_loop_t *loop, const struct config *cfg)
+{
+    return ex_worker_new(loop, gw_config_up_options(cfg));
+}
+
+static void judge_close(void *w)
+{
+    ex_worker_free(w);
+}
+
+static void jr_bind(void *sink, struct exchange *ex)
+{
+    ((struct judge_req *)sink)->ex = ex;
+}
+
+static void jr_head(void *sink, int status, const struct buf *hdrs, bool stream)
+{
+    (void)stream;
+    struct judge_req *r = sink;
+    r->status = status;
+    if (hdrs->len)
+        buf_append(&r->hdrs, hdrs->data, hdrs->len);
+}
+
+static int jr_write(void *sink, const void *data, size_t len)
+{
+    struct judge_req *r = sink;
+    return buf_append(&r->resp, data, len) == 0 ? 0 : -1; /* bounded: 4 MiB */
+}
+
+static void jr_end(void *sink)
+{
+    struct judge_req *r = sink;
+    if (r->ex)
+        r->ex->rq.who = NULL; /* the evaluator's principal: nothing of the exchange reads it after its end */
+    r->done(r->ud, r->status, &r->hdrs, &r->resp);
+    buf_free(&r->resp);
+    buf_free(&r->hdrs);
+    config_unref(r->cfg);
+    xfree(r);
+}
+
+static const struct ex_sink_ops judge_sink_ops = {.head = jr_head, .write = jr_write, .end = jr_end, .bind = jr_bind};
+
+static const struct str *judge_header(const void *hctx, const char *name)
+{
+    const struct judge_req *r = hctx;
+    static const struct str wf = {.p = "evaluation", .n = 10};
+    if (strcmp(name, "traceparent") == 0 && r->traceparent[0])
+        return &r->tp;
+    if (strcmp(name, "x-agentd-workflow") == 0)
+        return &wf;
+    return NULL;
+}
+
+static void *judge_submit(void *w, const char *body, size_t n, const char *traceparent, const char *request_id,
+                          const struct principal *who, eval_judge_done_fn done, void *ud)
+{
+    struct judge_req *r = xcalloc(1, sizeof(*r));
+    buf_init(&r->resp, 4u << 20);
+    buf_init(&r->hdrs, 64 * 1024);
+    r->cfg = config_acquire();
+    r->done = done;
+    r->ud = ud;
+    snprintf(r->traceparent, sizeof(r->traceparent), "%s", traceparent);
+    r->tp = str_make(r->traceparent, strlen(r->traceparent));
+    struct ex_request rq = {0};
+    rq.body = str_make(body, n); /* the caller keeps it until done */
+    rq.max_tokens = -1;
+    snprintf(rq.request_id, sizeof(rq.request_id), "%s", request_id);
+    rq.cfg = r->cfg;
+    rq.who = who; /* authenticate does not run: the judge is agentd itself */
+    rq.header = judge_header;
+    rq.hctx = r;
+    struct exchange *ex = ex_submit(w, &front_openai_chat, &rq, &judge_sink_ops, r);
+    return ex ? r : NULL; /* NULL: it ended already (r is gone) */
+}
+
+static void judge_cancel(void *h)
+{
+    struct judge_req *r = h;
+    if (r->ex)
+        ex_cancel(r->ex);
+}
+
+const struct eval_transport eval_gateway_transport = {
+    .open = judge_open, .close = judge_close, .submit = judge_submit, .cancel = judge_cancel};

@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <strings.h>
+#include <uv.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,9 +20,6 @@
 #include "common/str.h"
 #include "common/timeutil.h"
 #include "config/config.h"
-#include "gateway/exchange.h"
-#include "gateway/front.h"
-#include "gateway/gw_config.h"
 #include "policy/auth.h"
 #include "policy/ledger.h"
 #include "telemetry/metrics.h"
@@ -500,7 +498,7 @@ static struct {
     /* the thread's own loop: the judge's exchanges run on it */
     uv_loop_t loop;
     uv_async_t wake;
-    struct gateway_worker *gw;
+    void *tw;               /* the transport's worker on this loop */
     struct judge_call *cur; /* the judge call in flight (one at a time) */
     char *judge, *rubric;
     double budget_usd;
@@ -632,7 +630,7 @@ static void emit(const struct job *j, const struct eval_result *r)
     if (j->request_id[0]) { /* the exchange's ledger row gets the score (a no-op when there is no ledger) */
         struct ledger_row row = {.ts_ms = (int64_t)(time_wall_us() / 1000), .evaluation = true, .eval_score = r->score};
         snprintf(row.request_id, sizeof(row.request_id), "%s", j->request_id);
-        snprintf(row.model, sizeof(row.model), "%s", j->model);
+        snprintf(row.model, sizeof(row.model), "%.*s", (int)sizeof(row.model) - 1, j->model);
         snprintf(row.workflow, sizeof(row.workflow), "%s", j->workflow);
         snprintf(row.eval_name, sizeof(row.eval_name), "%s", r->name);
         snprintf(row.eval_label, sizeof(row.eval_label), "%s", r->label);
@@ -640,41 +638,20 @@ static void emit(const struct job *j, const struct eval_result *r)
     }
 }
 
-/* ---- the judge's call: an exchange on this thread's loop, answering into an in-process sink ---- */
+/* ---- the judge's call: through the gateway's transport (eval_set_transport), on this thread's loop ---- */
+
+static const struct eval_transport *transport;
+
+void eval_set_transport(const struct eval_transport *t)
+{
+    transport = t;
+}
 
 struct judge_call {
     struct job *job;
-    struct buf body, resp, hdrs;
-    int status;
-    struct exchange *ex;
-    struct config *cfg;
-    char traceparent[64];
-    struct str tp;
+    struct buf body;
+    void *handle; /* the transport's, until done */
 };
-
-static void judge_bind(void *sink, struct exchange *ex)
-{
-    struct judge_call *c = sink;
-    c->ex = ex;
-}
-
-static void judge_head(void *sink, int status, const struct buf *hdrs, bool stream)
-{
-    (void)stream;
-    struct judge_call *c = sink;
-    c->status = status;
-    if (hdrs->len)
-        buf_append(&c->hdrs, hdrs->data, hdrs->len);
-}
-
-static int judge_write(void *sink, const void *data, size_t len)
-{
-    struct judge_call *c = sink;
-    if (c->resp.len + len > (4u << 20))
-        return -1;
-    buf_append(&c->resp, data, len);
-    return 0;
-}
 
 static double header_number(const struct buf *h, const char *name)
 {
@@ -699,14 +676,12 @@ static void judge_count(const char *outcome)
 
 static void pump(void);
 
-static void judge_end(void *sink)
+static void judge_done(void *ud, int status, const struct buf *hdrs, const struct buf *resp)
 {
-    struct judge_call *c = sink;
-    if (c->ex)
-        c->ex->rq.who = NULL; /* the principal is ours; nothing of the exchange reads it after its end */
-    double usd = header_number(&c->hdrs, "x-agentd-cost-usd");
-    int64_t tokens = (int64_t)(header_number(&c->hdrs, "x-agentd-input-tokens") +
-                               header_number(&c->hdrs, "x-agentd-output-tokens"));
+    struct judge_call *c = ud;
+    double usd = header_number(hdrs, "x-agentd-cost-usd");
+    int64_t tokens = (int64_t)(header_number(hdrs, "x-agentd-input-tokens") +
+                               header_number(hdrs, "x-agentd-output-tokens"));
     pthread_mutex_lock(&E.stats_lock);
     E.stats.spent_usd += usd;
     E.stats.spent_tokens += tokens;
@@ -719,10 +694,10 @@ static void judge_end(void *sink)
     struct buf text = BUF_INIT(EVAL_TEXT_MAX);
     char id[8];
     struct eval_result r;
-    if (c->status != 200) {
+    if (status != 200) {
         judge_count("error");
-        log_warn("evaluation: the judge (%s) answered %d for response %s", E.judge, c->status, c->job->response_id);
-    } else if (eval_answer(c->resp.data, c->resp.len, false, &text, id, sizeof(id)) != 0 ||
+        log_warn("evaluation: the judge (%s) answered %d for response %s", E.judge, status, c->job->response_id);
+    } else if (eval_answer(resp->data ? resp->data : "", resp->len, false, &text, id, sizeof(id)) != 0 ||
                eval_judge_parse(text.data, text.len, &r) != 0) {
         judge_count("unparsed");
     } else {
@@ -731,27 +706,10 @@ static void judge_end(void *sink)
     }
     buf_free(&text);
     buf_free(&c->body);
-    buf_free(&c->resp);
-    buf_free(&c->hdrs);
-    config_unref(c->cfg);
     xfree(c->job);
     xfree(c);
     E.cur = NULL;
     uv_async_send(&E.wake); /* the next job, outside this exchange's end */
-}
-
-static const struct ex_sink_ops judge_sink_ops = {
-    .head = judge_head, .write = judge_write, .end = judge_end, .bind = judge_bind};
-
-static const struct str *judge_header(const void *hctx, const char *name)
-{
-    const struct judge_call *c = hctx;
-    static const struct str wf = {.p = "evaluation", .n = 10};
-    if (strcmp(name, "traceparent") == 0 && c->traceparent[0])
-        return &c->tp;
-    if (strcmp(name, "x-agentd-workflow") == 0)
-        return &wf;
-    return NULL;
 }
 
 static bool budget_left(void)
@@ -783,34 +741,18 @@ static bool judge_start(struct job *j, const struct buf *q, const struct buf *a)
     struct judge_call *c = xcalloc(1, sizeof(*c));
     c->job = j;
     c->body = (struct buf)BUF_INIT(BUF_UNBOUNDED);
-    c->resp = (struct buf)BUF_INIT(BUF_UNBOUNDED);
-    c->hdrs = (struct buf)BUF_INIT(BUF_UNBOUNDED);
-    c->cfg = config_acquire();
     eval_judge_request(E.judge, E.rubric, q->data, q->len, a->data, a->len, &c->body);
+    char tp[TRACEPARENT_LEN + 1] = "";
     static const uint8_t zero[16];
-    if (memcmp(j->trace_id, zero, 16) != 0) { /* the judge's spans join the evaluated exchange's trace */
-        char *p = c->traceparent;
-        p += sprintf(p, "00-");
-        for (int i = 0; i < 16; i++)
-            p += sprintf(p, "%02x", j->trace_id[i]);
-        p += sprintf(p, "-");
-        for (int i = 0; i < 8; i++)
-            p += sprintf(p, "%02x", j->span_id[i]);
-        sprintf(p, "-01");
-        c->tp = str_make(c->traceparent, strlen(c->traceparent));
-    }
+    if (memcmp(j->trace_id, zero, 16) != 0) /* the judge's spans join the evaluated exchange's trace */
+        trace_format_traceparent(tp, j->trace_id, j->span_id, 1);
     static _Atomic uint64_t seq;
-    struct ex_request rq = {0};
-    rq.body = str_make(c->body.data, c->body.len);
-    rq.max_tokens = -1;
-    snprintf(rq.request_id, sizeof(rq.request_id), "eval-%llu-%.40s", (unsigned long long)atomic_fetch_add(&seq, 1) + 1,
-             j->request_id);
-    rq.cfg = c->cfg;
-    rq.who = &E.who; /* authenticate does not run: the judge is agentd itself */
-    rq.header = judge_header;
-    rq.hctx = c;
+    char rid[72];
+    snprintf(rid, sizeof(rid), "eval-%llu-%.40s", (unsigned long long)atomic_fetch_add(&seq, 1) + 1, j->request_id);
     E.cur = c;
-    ex_submit(E.gw, &front_openai_chat, &rq, &judge_sink_ops, c); /* may end at once: judge_end ran */
+    void *h = transport->submit(E.tw, c->body.data, c->body.len, tp, rid, &E.who, judge_done, c);
+    if (h) /* else judge_done has run (and freed c) */
+        c->handle = h;
     return true;
 }
 
@@ -854,8 +796,9 @@ static void pump(void)
             if (stop && !E.closing) { /* stopping and nothing left: the loop ends */
                 E.closing = true;
                 uv_close((uv_handle_t *)&E.wake, NULL);
-                ex_worker_free(E.gw);
-                E.gw = NULL;
+                if (E.tw)
+                    transport->close(E.tw);
+                E.tw = NULL;
             }
             return;
         }
@@ -877,12 +820,12 @@ static void pump(void)
 static void on_wake(uv_async_t *h)
 {
     (void)h;
-    if (E.cur && E.cur->ex) {
+    if (E.cur && E.cur->handle) {
         pthread_mutex_lock(&E.lock);
         bool stop = E.stop;
         pthread_mutex_unlock(&E.lock);
         if (stop)
-            ex_cancel(E.cur->ex); /* shutting down: the judge call in flight ends (counted as an error) */
+            transport->cancel(E.cur->handle); /* shutting down: the judge call in flight ends (counted as an error) */
     }
     pump();
 }
@@ -971,7 +914,12 @@ int eval_start(const struct config *cfg)
         log_error("telemetry: cannot start the evaluation loop");
         return -1;
     }
-    E.gw = ex_worker_new(&E.loop, gw_config_up_options(cfg));
+    if (E.judge && !transport) {
+        log_warn("telemetry: evaluation_judge is set but no gateway is running: no LLM judge");
+        xfree(E.judge);
+        E.judge = NULL;
+    }
+    E.tw = E.judge ? transport->open(&E.loop, cfg) : NULL;
     if (pthread_create(&E.thread, NULL, eval_main, NULL) != 0) {
         log_error("telemetry: cannot start the evaluation thread");
         return -1;

@@ -27,6 +27,24 @@
 
 struct config;
 
+/* The judge's way into the gateway, which sits above telemetry: gateway/observers.c has it
+ * (eval_gateway_transport); the daemon installs it before eval_start. Without one there is no LLM judge. */
+struct buf;
+struct principal;
+struct uv_loop_s;
+typedef void (*eval_judge_done_fn)(void *ud, int status, const struct buf *hdrs, const struct buf *body);
+struct eval_transport {
+    void *(*open)(struct uv_loop_s *loop, const struct config *cfg); /* the per-loop state (a gateway worker) */
+    void (*close)(void *worker);
+    /* Sends an OpenAI chat request body as principal who, with a traceparent ("": none) and a request id. done is
+     * called exactly once, on the loop, perhaps before this returns (then it returns NULL); else the handle is
+     * valid until done, for cancel. */
+    void *(*submit)(void *worker, const char *body, size_t n, const char *traceparent, const char *request_id,
+                    const struct principal *who, eval_judge_done_fn done, void *ud);
+    void (*cancel)(void *handle); /* done follows, with a status >= 400 */
+};
+void eval_set_transport(const struct eval_transport *t);
+
 /* Starts the thread when cfg->telemetry.evaluations names a rate above 0. 0, or -1. */
 int eval_start(const struct config *cfg);
 /* Scores what is queued, then stops the thread. Safe when never started. */
