@@ -1,4 +1,5 @@
-/* ledger_sqlite.c: the spend ledger in SQLite (WAL), DATA_DIR/ledger.db, table ledger_exchanges. */
+/* ledger_sqlite.c: the spend ledger in SQLite (WAL), DATA_DIR/ledger.db: table ledger_exchanges, and since schema
+ * version 1 the side table ledger_evaluations (evaluation scores by request id). */
 #include <errno.h>
 #include <sqlite3.h>
 #include <stdio.h>

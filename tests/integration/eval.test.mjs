@@ -206,3 +206,23 @@ test('shutdown with a judge call in flight: it is cancelled, the daemon exits at
   }
   assert.ok(Date.now() - t0 < 10000, `stopped in ${Date.now() - t0} ms`);
 });
+
+test('a judge that fails (an unknown model) is counted as an error; one with no score in its reply as unparsed', async () => {
+  const s = await setup({ AGENTD_TELEMETRY_EVALUATION_JUDGE: 'no-such-model' });
+  try {
+    assert.equal((await chat(s.d, 'Describe kale. score: 1')).status, 200);
+    await waitMetric(s.d, 'agentd_evaluation_judge_calls_total', ['outcome="error"'], (v) => v === 1);
+    assert.equal(await metricValue(s.d, 'agentd_evaluation_score_count', ['evaluation="judge"']), 0);
+    assert.equal(await metricValue(s.d, 'agentd_evaluation_score_count', ['evaluation="relevance"']), 1);
+  } finally {
+    assert.equal((await s.done()).code, 0);
+  }
+  const m = await setup({ AGENTD_TELEMETRY_EVALUATION_JUDGE: 'judge-mock' });
+  try {
+    assert.equal((await chat(m.d, 'Describe chard, no grade here.')).status, 200);
+    await waitMetric(m.d, 'agentd_evaluation_judge_calls_total', ['outcome="unparsed"'], (v) => v === 1);
+    assert.equal(await metricValue(m.d, 'agentd_evaluation_judge_calls_total', ['outcome="ok"']), 0);
+  } finally {
+    assert.equal((await m.done()).code, 0);
+  }
+});
