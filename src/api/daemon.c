@@ -609,6 +609,7 @@ int daemon_main(int argc, char **argv)
     /* before the exporter thread starts: the service registers its metrics; its uid range is split per worker */
     sandbox_http_init(D.cfg, (unsigned)(D.cfg->server.workers > 0 ? (int)D.cfg->server.workers : cpu_quota_workers()));
     otel_start(D.cfg);
+    eval_set_transport(&eval_gateway_transport); /* the LLM judge answers through the gateway */
     eval_start(D.cfg); /* response evaluations: with or without an OTLP endpoint (the scores are metrics too) */
     routes_init(D.cfg);
 

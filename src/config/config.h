@@ -119,6 +119,11 @@ struct config_telemetry {
     bool capture_content;
     int response_header;           /* OTEL_RESPONSE_HEADER_* */
     char *evaluations;             /* "workflow:<name>=r,<model>=r,*=r" sampling rates (telemetry/eval.h) */
+    char *evaluation_judge;        /* the LLM judge's model ("": no judge) */
+    char *evaluation_rubric;       /* what the judge is asked to grade */
+    double evaluation_budget_usd;  /* the judge's spend since start; 0: no limit */
+    int64_t evaluation_budget_tokens; /* the judge's tokens since start; 0: no limit */
+    int64_t evaluation_stream_max_bytes; /* streamed text kept for a sampled answer; 0: streams not evaluated */
 };
 
 struct config_store { /* schema: store/store_config.c */

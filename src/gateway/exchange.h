@@ -253,6 +253,9 @@ extern const struct ex_observer observers_metrics;
 extern const struct ex_observer observers_llm_log;
 /* Response-quality evaluations (observers.c, telemetry/eval.h): hands sampled answers to the evaluation thread. */
 extern const struct ex_observer observers_eval;
+/* The LLM judge's way into the gateway (observers.c), for eval_set_transport (telemetry/eval.h). */
+struct eval_transport;
+extern const struct eval_transport eval_gateway_transport;
 /* The OpenTelemetry spans observer (gateway/observer_spans.c): trace context in and out, SERVER and CLIENT spans. */
 extern const struct ex_observer observer_spans;
 /* Per-deployment health: breakers, requests in flight, time-to-first-byte average (gateway/health_observer.c). */
