@@ -70,6 +70,13 @@ static const struct cfg_field limit_fields[] = {
     {.key = "tool_output_bytes", .type = CFG_SIZE, .off = LOFF(tool_output_bytes), .min = 64,
      .max = 16LL << 20, .def = "64KiB", .flags = CFG_NO_ENV,
      .help = "a tool result longer than this is truncated and marked"},
+    {.key = "code_memory", .type = CFG_SIZE, .off = LOFF(code_memory_bytes), .min = 0, .max = 1LL << 40,
+     .def = "0", .flags = CFG_NO_ENV,
+     .help = "code_exec: memory of one run (clamped to sandbox.service.max_memory); 0 = the service's default"},
+    {.key = "code_cpu", .type = CFG_DURATION, .off = LOFF(code_cpu_ms), .min = 0, .max = 3600000LL, .def = "0",
+     .flags = CFG_NO_ENV, .help = "code_exec: CPU time per process; 0 = the service's default"},
+    {.key = "code_pids", .type = CFG_INT, .off = LOFF(code_pids), .min = 0, .max = 4096, .def = "0",
+     .flags = CFG_NO_ENV, .help = "code_exec: processes at once (clamped to sandbox.service.max_pids); 0 = default"},
 };
 static const struct cfg_schema limits_schema = {
     .name = "limits", .fields = limit_fields, .nfields = ARRAY_LEN(limit_fields)};
@@ -271,14 +278,22 @@ int agent_def_from_json(const cJSON *o, struct config_agent *a, char *msg, size_
         double steps = (double)a->limits.max_steps, tokens = (double)a->limits.max_tokens;
         double deadline = (double)a->limits.deadline_ms / 1000, par = (double)a->limits.max_parallel_tools;
         double tto = (double)a->limits.tool_timeout_ms / 1000, tob = (double)a->limits.tool_output_bytes;
+        double cmem = (double)a->limits.code_memory_bytes, ccpu = (double)a->limits.code_cpu_ms / 1000;
+        double cpids = (double)a->limits.code_pids;
         if (num_field(lim, "max_steps", 1, 1000, &steps, msg, n) ||
             num_field(lim, "max_tokens", 0, 1e9, &tokens, msg, n) ||
             num_field(lim, "max_usd", 0, 1e6, &a->limits.max_usd, msg, n) ||
             num_field(lim, "deadline_seconds", 0, 86400, &deadline, msg, n) ||
             num_field(lim, "max_parallel_tools", 1, 64, &par, msg, n) ||
             num_field(lim, "tool_timeout_seconds", 0.001, 3600, &tto, msg, n) ||
-            num_field(lim, "tool_output_bytes", 64, 16 << 20, &tob, msg, n))
+            num_field(lim, "tool_output_bytes", 64, 16 << 20, &tob, msg, n) ||
+            num_field(lim, "code_memory_bytes", 0, 1099511627776.0, &cmem, msg, n) ||
+            num_field(lim, "code_cpu_seconds", 0, 3600, &ccpu, msg, n) ||
+            num_field(lim, "code_pids", 0, 4096, &cpids, msg, n))
             return -1;
+        a->limits.code_memory_bytes = (int64_t)cmem;
+        a->limits.code_cpu_ms = (int64_t)(ccpu * 1000);
+        a->limits.code_pids = (int64_t)cpids;
         a->limits.max_steps = (int64_t)steps;
         a->limits.max_tokens = (int64_t)tokens;
         a->limits.deadline_ms = (int64_t)(deadline * 1000);
@@ -322,5 +337,8 @@ cJSON *agent_def_to_json(const struct config_agent *a)
     cJSON_AddNumberToObject(l, "max_parallel_tools", (double)a->limits.max_parallel_tools);
     cJSON_AddNumberToObject(l, "tool_timeout_seconds", (double)a->limits.tool_timeout_ms / 1000);
     cJSON_AddNumberToObject(l, "tool_output_bytes", (double)a->limits.tool_output_bytes);
+    cJSON_AddNumberToObject(l, "code_memory_bytes", (double)a->limits.code_memory_bytes);
+    cJSON_AddNumberToObject(l, "code_cpu_seconds", (double)a->limits.code_cpu_ms / 1000);
+    cJSON_AddNumberToObject(l, "code_pids", (double)a->limits.code_pids);
     return o;
 }

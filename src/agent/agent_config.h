@@ -7,6 +7,7 @@
  *       tools: [code_exec, echo]     # built-in tools by name (agent/tools.h)
  *       output_schema: '{"type":"object","required":["answer"]}'   # optional, JSON text
  *       limits: {max_steps: 8, max_tokens: 20000, max_usd: 0.5, deadline: 2m, max_parallel_tools: 4}
+ *       # code_exec also takes code_memory, code_cpu, code_pids in limits (0: the sandbox service's defaults)
  *
  * The same definitions can be added at run time through /admin/agents (api/admin_agents.c); the run loop reads a
  * struct agent_def, whichever the source. */
@@ -30,6 +31,9 @@ struct agent_limits {
     int64_t max_parallel_tools; /* tool calls running at once */
     int64_t tool_timeout_ms;    /* one tool call */
     int64_t tool_output_bytes;  /* a tool result longer than this is truncated and marked */
+    int64_t code_memory_bytes;  /* code_exec: memory of one run; 0: the sandbox service's default */
+    int64_t code_cpu_ms;        /* code_exec: CPU time per process; 0: the service's default */
+    int64_t code_pids;          /* code_exec: processes at once; 0: the service's default */
 };
 
 /* One item of `agents:`. */
