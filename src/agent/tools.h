@@ -41,6 +41,7 @@ struct tool_exec {
     uv_loop_t *loop;
     const struct config_agent *def; /* the agent's definition (allow_urls, limits), valid until done */
     const struct agent_tool *tool;
+    const char *name;   /* the name the model called (an MCP tool's "<server>__<tool>"), valid until done */
     const char *args;   /* JSON text, valid until done */
     tool_done_fn *done; /* called exactly once, never from inside start() */
     void *ud;
