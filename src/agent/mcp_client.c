@@ -82,7 +82,8 @@ static int on_message(struct mcp_resp *p, const char *json, size_t len)
         const cJSON *code = cJSON_GetObjectItemCaseSensitive(error, "code");
         const cJSON *msg = cJSON_GetObjectItemCaseSensitive(error, "message");
         p->rpc_error = true;
-        p->rpc_code = cJSON_IsNumber(code) ? (int64_t)code->valuedouble : 0;
+        double c = cJSON_IsNumber(code) ? code->valuedouble : 0;
+        p->rpc_code = c >= -2147483648.0 && c <= 2147483647.0 ? (int64_t)c : 0; /* JSON-RPC codes are integers */
         snprintf(p->message, sizeof(p->message), "%s", cJSON_IsString(msg) ? msg->valuestring : "(no message)");
         p->state = 1;
         cJSON_Delete(m);
