@@ -29,6 +29,10 @@ function newMcpServer() {
   s.registerTool('fail', { description: 'Always fails', inputSchema: {} }, async () => {
     throw new Error('the disk is on fire');
   });
+  s.registerTool('slow', { description: 'Answers after ms', inputSchema: { ms: z.number() } }, async ({ ms }) => {
+    await new Promise((r) => setTimeout(r, ms));
+    return { content: [{ type: 'text', text: 'slept' }] };
+  });
   s.registerTool('pic', { description: 'An image and a structured result', inputSchema: {} }, async () => ({
     content: [{ type: 'text', text: 'here:' }, { type: 'image', data: 'aGVsbG8=', mimeType: 'image/png' }],
   }));
@@ -96,6 +100,11 @@ agents:
     mcp_servers:
       - {name: calc, url: "${mcpBase}/sse-mcp", tools_ttl: 1h}
       - {name: jcalc, url: "${mcpBase}/json-mcp", headers: ["X-Test: yes"]}
+  - name: impatient
+    model: mock
+    limits: {tool_timeout: 300ms}
+    mcp_servers:
+      - {name: calc, url: "${mcpBase}/sse-mcp"}
   - name: lonely
     model: mock
     mcp_servers:
@@ -168,6 +177,18 @@ test("the server's errors are tool errors the model sees, not run failures", asy
   assert.equal(p.status, 'ok');
   assert.equal(p.result, 'here:\n[image image/png, 8 bytes of base64]');
   assert.equal(bad.status, 'error', bad.result); // input validation: isError (or a JSON-RPC error)
+});
+
+test('a call past tool_timeout ends timeout and the server is told (notifications/cancelled)', async () => {
+  const before_ = count('/sse-mcp', 'notifications/cancelled');
+  const b = await run('impatient', 'CALL calc__slow {"ms":3000}\n---\ngave up');
+  assert.equal(b.status, 'succeeded', JSON.stringify(b));
+  assert.equal(calls(b)[0].status, 'timeout');
+  // the notification is sent as the call is cancelled; wait for it to arrive (bounded)
+  for (let i = 0; count('/sse-mcp', 'notifications/cancelled') === before_; i++) {
+    assert.ok(i < 200, 'no notifications/cancelled reached the server');
+    await new Promise((r) => setTimeout(r, 10));
+  }
 });
 
 test('an MCP server that cannot be reached offers no tools; the run goes on', async () => {
