@@ -506,7 +506,11 @@ static void op_send(struct op *o)
     cJSON_free(body);
     up_request_header(&req, "Content-Type", "application/json");
     up_request_header(&req, "Accept", "application/json, text/event-stream");
-    if (o->phase != PH_INIT) {
+    if (o->phase == PH_INITIALIZED && o->new_session[0] && session_id_ok(o->new_session)) {
+        /* this op's own new session (another op may have made one meanwhile) */
+        up_request_header(&req, "Mcp-Session-Id", o->new_session);
+        up_request_header(&req, "MCP-Protocol-Version", o->sess->version);
+    } else if (o->phase != PH_INIT) {
         if (o->sess->session_id)
             up_request_header(&req, "Mcp-Session-Id", o->sess->session_id);
         up_request_header(&req, "MCP-Protocol-Version", o->sess->version);
