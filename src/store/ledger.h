@@ -27,6 +27,7 @@ struct ledger_row {
     bool priced;
     int attempts;
     int64_t latency_us, ttft_us;   /* ttft 0: none */
+    int64_t saved_nusd;            /* a response-cache hit: what the replayed answer cost when it was stored (0: none) */
 };
 
 enum ledger_group { LG_KEY, LG_USER, LG_TEAM, LG_WORKFLOW, LG_MODEL, LG_DAY, LG_COUNT };
@@ -38,6 +39,7 @@ struct ledger_sum {
     char group[LEDGER_TEXT];
     int64_t requests, input_tokens, output_tokens, incomplete;
     int64_t cost_nusd;
+    int64_t saved_nusd; /* what response-cache hits saved */
 };
 
 struct ledger_store;
