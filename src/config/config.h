@@ -21,6 +21,7 @@
 #include "common/buf.h"
 #include "config/schema.h"
 
+enum { CONFIG_MOCK_AUTO, CONFIG_MOCK_OFF, CONFIG_MOCK_ON };
 enum { CONFIG_LOG_DEBUG, CONFIG_LOG_INFO, CONFIG_LOG_WARN, CONFIG_LOG_ERROR };
 
 struct config_server {
@@ -49,6 +50,7 @@ struct config_log {
     int level;   /* CONFIG_LOG_* */
     bool access; /* one line per HTTP request */
     bool llm;    /* one line per gateway request (model, tokens, cost, timings) */
+    int format;  /* LOG_FORMAT_* (common/log.h): json lines, or text for a terminal */
 };
 
 struct config_gateway {
@@ -61,7 +63,7 @@ struct config_gateway {
     int64_t default_max_tokens;      /* for providers that require max_tokens when the client gave none */
     int64_t max_usage_tokens;        /* upstream-reported token counts above this are implausible (not billed) */
     bool auto_models;                /* add well-known models of every provider whose key is in the environment */
-    bool mock_model;                 /* serve the offline "mock" model */
+    int mock_model;                  /* CONFIG_MOCK_*: serve the offline "mock" model (auto: not in production) */
     char *anthropic_version;         /* sent upstream to Anthropic */
     int upstream_client;             /* CONFIG_UPSTREAM_* */
     char *ca_file;                   /* extra trusted CAs for upstream TLS; "" = the system store only */
@@ -171,6 +173,12 @@ struct config {
 
 /* The root table: every module's section, assembled by the composition root (api/config_root.c). */
 extern const struct cfg_schema config_schema;
+
+/* The container's layout (DESIGN §5): /app, or $AGENTD_APP_DIR (tests, images with another layout). */
+const char *config_app_dir(void);
+/* Which file a command reads: `given` (--config) when set, else $AGENTD_CONFIG, else APP/config/agentd.yaml when it
+ * exists (the mounted ConfigMap), else NULL (the built-in defaults). The result lives for the process. */
+const char *config_default_path(const char *given);
 
 /* Command-line settings, applied last. */
 #define CONFIG_MAX_SETS 64

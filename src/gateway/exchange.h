@@ -44,7 +44,8 @@ struct ex_request {
     bool stream;
     bool client_include_usage; /* OpenAI: stream_options.include_usage */
     int64_t max_tokens;        /* -1 when absent */
-    struct str user;           /* end-user id, when the front knows one (empty for now) */
+    struct str user;           /* end-user id, when the front knows one (points into body) */
+    bool user_checked;         /* the front looked for the end-user id: empty user means there is none */
     char request_id[72];
     struct config *cfg;        /* the configuration snapshot this request runs under */
     const struct principal *who; /* NULL until authenticate fills it */

@@ -12,6 +12,9 @@
 
 static const char *const upstream_clients[] = {"auto", "native", "curl", NULL};
 
+static const char *const mock_modes[] = {"auto", "false", "true", NULL};
+_Static_assert(CONFIG_MOCK_AUTO == 0 && CONFIG_MOCK_OFF == 1 && CONFIG_MOCK_ON == 2, "one name per CONFIG_MOCK_*");
+
 #define GOFF(f) offsetof(struct config_gateway, f)
 static const struct cfg_field gateway_fields[] = {
     {.key = "max_concurrent_requests", .type = CFG_INT, .off = GOFF(max_concurrent_requests), .min = 0,
@@ -39,8 +42,9 @@ static const struct cfg_field gateway_fields[] = {
              "0..this makes the usage 'not reported' (agentd_gateway_usage_invalid_total)"},
     {.key = "auto_models", .type = CFG_BOOL, .off = GOFF(auto_models), .def = "true",
      .help = "add well-known models for every provider whose API key is in the environment"},
-    {.key = "mock_model", .type = CFG_BOOL, .off = GOFF(mock_model), .def = "true",
-     .help = "serve the offline deterministic model 'mock'"},
+    {.key = "mock_model", .type = CFG_ENUM, .off = GOFF(mock_model), .enums = mock_modes, .def = "auto",
+     .help = "serve the offline deterministic models 'mock' and 'mock-embedding'; auto: yes unless "
+             "server.environment is 'production'"},
     {.key = "anthropic_version", .type = CFG_STRING, .off = GOFF(anthropic_version), .max = 64,
      .def = "2023-06-01", .help = "anthropic-version sent to Anthropic upstreams"},
     {.key = "upstream_client", .type = CFG_ENUM, .off = GOFF(upstream_client), .enums = upstream_clients,

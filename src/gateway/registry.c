@@ -260,7 +260,10 @@ int registry_attach(struct config *cfg, char **env, struct buf *warnings)
         mock_embed = mock_chat;
         mock_init = true;
     }
-    if (cfg->gateway.mock_model) {
+    /* auto: a production deployment (ENVIRONMENT=production) does not offer a model that answers with canned text */
+    bool mock_on = cfg->gateway.mock_model == CONFIG_MOCK_ON ||
+                   (cfg->gateway.mock_model == CONFIG_MOCK_AUTO && strcmp(cfg->server.environment, "production") != 0);
+    if (mock_on) {
         static const char *const names[] = {"mock", "mock-embedding"};
         for (int k = 0; k < 2; k++) {
             if (has_model(r, names[k]))
