@@ -21,6 +21,7 @@
 #include "gateway/providers/anthropic.h"
 #include "gateway/exchange.h"
 #include "gateway/gw_types.h"
+#include "mcp/mcp.h"
 #include "policy/auth.h"
 #include "store/keys_store.h"
 
@@ -53,6 +54,10 @@ static const struct http_route base_routes[] = {
     {"/admin/agents/", HTTP_M_GET | HTTP_M_PUT | HTTP_M_DELETE, true, admin_agents_handle, "/admin/agents/{name}"},
     /* the calling key's own budgets, limits and what is left of them (me.c) */
     {"/v1/me", HTTP_M_GET, false, me_handle, NULL},
+    /* MCP server (src/mcp, docs/mcp.md) and its OAuth protected-resource metadata (RFC 9728) */
+    {"/mcp", HTTP_M_GET | HTTP_M_POST | HTTP_M_DELETE, false, mcp_http_handle, NULL},
+    {"/.well-known/oauth-protected-resource", HTTP_M_GET, false, mcp_http_metadata, NULL},
+    {"/.well-known/oauth-protected-resource/mcp", HTTP_M_GET, false, mcp_http_metadata, NULL},
     /* clients configured with a base URL that lacks /v1 */
     {"/chat/completions", HTTP_M_POST, false, gw_handle_chat_completions, "/v1/chat/completions"},
     {"/embeddings", HTTP_M_POST, false, gw_handle_embeddings, "/v1/embeddings"},
@@ -216,6 +221,7 @@ void routes_init(struct config *cfg)
 void routes_shutdown(void)
 {
     admin_keys_shutdown();
+    mcp_shutdown();
     agents_stop();
     keyring_stop();
     xfree(api_table);
