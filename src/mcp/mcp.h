@@ -19,7 +19,9 @@
 #define MCP_SESSIONS_MAX 4096              /* live sessions in the process; past it the idlest is ended */
 #define MCP_SESSION_IDLE_MS (60 * 60 * 1000) /* a session unused this long is ended */
 
-void mcp_http_handle(struct http_req *req);   /* /mcp: POST, GET, DELETE */
+struct gateway_worker;
+/* /mcp: POST, GET, DELETE; gw: the calling loop's gateway state (agent runs submit their steps through it). */
+void mcp_http_handle(struct http_req *req, struct gateway_worker *gw);
 void mcp_http_metadata(struct http_req *req); /* /.well-known/oauth-protected-resource[/mcp] */
 void mcp_shutdown(void);                      /* ends every session (frees the table) */
 

@@ -13,7 +13,6 @@
 
 #include "agent/run.h"
 #include "agent/tools.h"
-#include "api/worker.h"
 #include "common/alloc.h"
 #include "common/log.h"
 #include "config/config.h"
@@ -496,6 +495,7 @@ static void agent_finished(void *ud, const char *id)
 
 struct ctx {
     struct http_req *req;
+    struct gateway_worker *gw;
     const struct principal *who;
     struct str secret;
 };
@@ -563,9 +563,8 @@ static void tools_call(struct batch *b, size_t slot, const struct jr_msg *m, con
         return;
     }
     uv_loop_t *loop = http_server_loop(x->req->server);
-    struct worker *w = worker_of_loop(loop);
     int status = 500;
-    int rc = run_start(loop, w ? w->gateway : NULL, x->req->cfg, &def, &rq, x->who, x->secret, c->run_id,
+    int rc = run_start(loop, x->gw, x->req->cfg, &def, &rq, x->who, x->secret, c->run_id,
                        agent_finished, c, false, &status, msg, sizeof(msg));
     agent_def_free(&def);
     run_request_free(&rq);
@@ -863,13 +862,13 @@ static void post(struct http_req *req, const struct ctx *x)
     cJSON_Delete(root);
 }
 
-void mcp_http_handle(struct http_req *req)
+void mcp_http_handle(struct http_req *req, struct gateway_worker *gw)
 {
     if (!origin_ok(req)) {
         respond_rpc_error(req, 403, NULL, JR_INVALID_REQUEST, "Forbidden: Origin or Host not allowed", NULL);
         return;
     }
-    struct ctx x = {.req = req};
+    struct ctx x = {.req = req, .gw = gw};
     if (authenticate(req, &x.who, &x.secret) != 0)
         return;
     char hdr_ver[24];
