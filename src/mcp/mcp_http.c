@@ -38,12 +38,13 @@ static bool legacy_supported(const char *v)
     return false;
 }
 
-static cJSON *supported_json(const char *requested)
+/* modern: the versions server/discover names; else every version this server speaks */
+static cJSON *supported_json(const char *requested, bool modern)
 {
     cJSON *d = cJSON_CreateObject();
     cJSON *a = cJSON_AddArrayToObject(d, "supported");
     cJSON_AddItemToArray(a, cJSON_CreateString(MODERN));
-    for (size_t i = 0; i < sizeof(legacy_versions) / sizeof(legacy_versions[0]); i++)
+    for (size_t i = 0; !modern && i < sizeof(legacy_versions) / sizeof(legacy_versions[0]); i++)
         cJSON_AddItemToArray(a, cJSON_CreateString(legacy_versions[i]));
     cJSON_AddStringToObject(d, "requested", requested);
     return d;
@@ -593,11 +594,110 @@ static void tools_list(struct batch *b, size_t slot, const struct jr_msg *m, con
     put_result(b, slot, m->id, r);
 }
 
+/* ---- resources (agent definitions) and prompts (none) ---- */
+
+#define AGENT_URI "agentd://agents/"
+
+static bool bad_cursor(struct batch *b, size_t slot, const struct jr_msg *m)
+{
+    const cJSON *cursor = m->params ? cJSON_GetObjectItemCaseSensitive(m->params, "cursor") : NULL;
+    if (cursor && !cJSON_IsNull(cursor)) { /* one page: no cursor is ever handed out */
+        put_error(b, slot, m->id, JR_INVALID_PARAMS, "Invalid params: unknown cursor", NULL);
+        return true;
+    }
+    return false;
+}
+
+static void put_list(struct batch *b, size_t slot, const struct jr_msg *m, const char *field, cJSON *arr)
+{
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddItemToObject(r, field, arr);
+    if (b->modern) {
+        cJSON_AddNumberToObject(r, "ttlMs", LIST_TTL_MS);
+        cJSON_AddStringToObject(r, "cacheScope", "private");
+    }
+    put_result(b, slot, m->id, r);
+}
+
+/* Every agent definition as a resource agentd://agents/{name}, in name order. */
+static void resources_list(struct batch *b, size_t slot, const struct jr_msg *m, const struct ctx *x)
+{
+    if (bad_cursor(b, slot, m))
+        return;
+    cJSON *defs = agents_defs_json(x->req->cfg);
+    size_t cap = (size_t)cJSON_GetArraySize(defs);
+    cJSON **v = xcalloc(cap ? cap : 1, sizeof(*v));
+    size_t n = 0;
+    const cJSON *d;
+    cJSON_ArrayForEach(d, defs)
+    {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(d, "name");
+        if (!cJSON_IsString(name))
+            continue;
+        bool dup = false;
+        for (size_t i = 0; i < n && !dup; i++)
+            dup = strcmp(cJSON_GetObjectItemCaseSensitive(v[i], "name")->valuestring, name->valuestring) == 0;
+        if (dup)
+            continue;
+        cJSON *res = cJSON_CreateObject();
+        char uri[AGENT_NAME_MAX + 32];
+        snprintf(uri, sizeof(uri), AGENT_URI "%s", name->valuestring);
+        cJSON_AddStringToObject(res, "uri", uri);
+        cJSON_AddStringToObject(res, "name", name->valuestring);
+        const cJSON *desc = cJSON_GetObjectItemCaseSensitive(d, "description");
+        if (cJSON_IsString(desc) && desc->valuestring[0])
+            cJSON_AddStringToObject(res, "description", desc->valuestring);
+        cJSON_AddStringToObject(res, "mimeType", "application/json");
+        v[n++] = res;
+    }
+    cJSON_Delete(defs);
+    qsort(v, n, sizeof(*v), by_name);
+    cJSON *arr = cJSON_CreateArray();
+    for (size_t i = 0; i < n; i++)
+        cJSON_AddItemToArray(arr, v[i]);
+    xfree(v);
+    put_list(b, slot, m, "resources", arr);
+}
+
+static void resources_read(struct batch *b, size_t slot, const struct jr_msg *m, const struct ctx *x)
+{
+    const cJSON *uri = m->params ? cJSON_GetObjectItemCaseSensitive(m->params, "uri") : NULL;
+    if (!cJSON_IsString(uri)) {
+        put_error(b, slot, m->id, JR_INVALID_PARAMS, "Invalid params: \"uri\" must be a string", NULL);
+        return;
+    }
+    const char *u = uri->valuestring;
+    struct config_agent def;
+    size_t pl = sizeof(AGENT_URI) - 1;
+    if (strncmp(u, AGENT_URI, pl) != 0 || agent_name_problem(u + pl)[0] || !agents_lookup(x->req->cfg, u + pl, &def)) {
+        /* not found: -32002 until 2025-11-25, -32602 from 2026-07-28 */
+        cJSON *data = cJSON_CreateObject();
+        cJSON_AddStringToObject(data, "uri", u);
+        put_error(b, slot, m->id, b->modern ? JR_INVALID_PARAMS : -32002, "Resource not found", data);
+        cJSON_Delete(data);
+        return;
+    }
+    cJSON *dj = agent_def_to_json(&def);
+    agent_def_free(&def);
+    char *text = cJSON_PrintUnformatted(dj);
+    cJSON_Delete(dj);
+    cJSON *contents = cJSON_CreateArray();
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddStringToObject(c, "uri", u);
+    cJSON_AddStringToObject(c, "mimeType", "application/json");
+    cJSON_AddStringToObject(c, "text", text ? text : "{}");
+    cJSON_free(text);
+    cJSON_AddItemToArray(contents, c);
+    put_list(b, slot, m, "contents", contents);
+}
+
 static cJSON *capabilities(void)
 {
     cJSON *caps = cJSON_CreateObject();
     cJSON *tools = cJSON_AddObjectToObject(caps, "tools");
     cJSON_AddBoolToObject(tools, "listChanged", false);
+    cJSON_AddObjectToObject(caps, "resources");
+    cJSON_AddObjectToObject(caps, "prompts");
     return caps;
 }
 
@@ -649,6 +749,16 @@ static void dispatch(struct batch *b, size_t slot, const struct jr_msg *m, const
         tools_list(b, slot, m, x);
     else if (strcmp(meth, "tools/call") == 0)
         tools_call(b, slot, m, x);
+    else if (strcmp(meth, "resources/list") == 0)
+        resources_list(b, slot, m, x);
+    else if (strcmp(meth, "resources/read") == 0)
+        resources_read(b, slot, m, x);
+    else if (strcmp(meth, "resources/templates/list") == 0 && !bad_cursor(b, slot, m))
+        put_list(b, slot, m, "resourceTemplates", cJSON_CreateArray());
+    else if (strcmp(meth, "prompts/list") == 0 && !bad_cursor(b, slot, m))
+        put_list(b, slot, m, "prompts", cJSON_CreateArray());
+    else if (strcmp(meth, "resources/templates/list") == 0 || strcmp(meth, "prompts/list") == 0)
+        ; /* bad cursor: answered */
     else if (!b->modern && strcmp(meth, "ping") == 0)
         put_result(b, slot, m->id, cJSON_CreateObject());
     else if (!b->modern && strcmp(meth, "initialize") == 0)
@@ -736,15 +846,15 @@ static void post_modern(struct http_req *req, const cJSON *root, const char *hdr
                           "Invalid params: _meta[\"" META_VERSION "\"] is required", NULL);
         return;
     }
-    if (strcmp(mv->valuestring, MODERN) != 0) {
-        cJSON *d = supported_json(mv->valuestring);
-        respond_rpc_error(req, 400, m.id, MCP_UNSUPPORTED_VERSION, "Unsupported protocol version", d);
-        cJSON_Delete(d);
-        return;
-    }
     if (strcmp(hdr_ver, mv->valuestring) != 0) {
         respond_rpc_error(req, 400, m.id, MCP_HEADER_MISMATCH,
                           "Header mismatch: MCP-Protocol-Version must equal _meta[\"" META_VERSION "\"]", NULL);
+        return;
+    }
+    if (strcmp(mv->valuestring, MODERN) != 0) {
+        cJSON *d = supported_json(mv->valuestring, true);
+        respond_rpc_error(req, 400, m.id, MCP_UNSUPPORTED_VERSION, "Unsupported protocol version", d);
+        cJSON_Delete(d);
         return;
     }
     char hv[JR_METHOD_MAX + 2];
@@ -851,7 +961,7 @@ static void post(struct http_req *req, const struct ctx *x)
         modern = cJSON_IsObject(meta) && cJSON_GetObjectItemCaseSensitive(meta, META_VERSION) != NULL;
     }
     if (!modern && hl && (hl >= sizeof(hdr_ver) || !legacy_supported(hdr_ver))) {
-        cJSON *d = supported_json(hdr_ver);
+        cJSON *d = supported_json(hdr_ver, false);
         respond_rpc_error(req, 400, NULL, MCP_UNSUPPORTED_VERSION, "Unsupported protocol version", d);
         cJSON_Delete(d);
     } else if (modern) {

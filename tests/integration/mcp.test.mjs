@@ -273,6 +273,9 @@ test('2026-07-28: header/body spoofing, missing _meta, unknown versions and meth
   assert.equal(r.json.error.code, -32020);
   r = await post(call, MODERN_H('tools/call'));
   assert.equal(r.json.error.code, -32020);
+  r = await post(call, MODERN_H('tools/call', { 'mcp-name': 'wait', 'mcp-protocol-version': '2025-11-25' }));
+  assert.equal(r.status, 400);
+  assert.equal(r.json.error.code, -32020);
   r = await post(call, MODERN_H('tools/list', { 'mcp-name': 'wait' }));
   assert.equal(r.json.error.code, -32020);
   r = await post({ ...call, params: { name: 'wait', arguments: { ms: 1 }, _meta: { 'io.modelcontextprotocol/protocolVersion': '2026-07-28' } } },
@@ -287,6 +290,7 @@ test('2026-07-28: header/body spoofing, missing _meta, unknown versions and meth
   assert.equal(r.status, 400);
   assert.equal(r.json.error.code, -32022);
   assert.equal(r.json.error.data.requested, '2099-01-01');
+  assert.deepEqual(r.json.error.data.supported, ['2026-07-28']);
   r = await post({ jsonrpc: '2.0', id: 4, method: 'initialize', params: { _meta: MODERN_META } }, MODERN_H('initialize'));
   assert.equal(r.status, 404);
   assert.equal(r.json.error.code, -32601);
@@ -317,4 +321,23 @@ test('authentication: a virtual key as bearer; 401 points at the protected-resou
   assert.equal((await root.json()).resource, `${d.url}/mcp`);
   // the SDK client with a bad key fails to connect
   await assert.rejects(sdkClient('sk-agentd-bad'));
+});
+
+test('resources: agent definitions as agentd://agents/{name}; prompts: none; not found per era', async () => {
+  const { client } = await sdkClient();
+  const { resources } = await client.listResources();
+  assert.deepEqual(resources.map((r) => r.uri), ['agentd://agents/helper', 'agentd://agents/stepper']);
+  const read = await client.readResource({ uri: 'agentd://agents/helper' });
+  assert.equal(read.contents[0].mimeType, 'application/json');
+  assert.equal(JSON.parse(read.contents[0].text).name, 'helper');
+  await assert.rejects(client.readResource({ uri: 'agentd://agents/nobody' }), (e) => e.code === -32002);
+  assert.deepEqual((await client.listPrompts()).prompts, []);
+  await client.close();
+  const r = await post({ jsonrpc: '2.0', id: 1, method: 'resources/read', params: { uri: 'agentd://agents/nobody', _meta: MODERN_META } },
+    MODERN_H('resources/read', { 'mcp-name': 'agentd://agents/nobody' }));
+  assert.equal(r.json.error.code, -32602);
+  assert.equal(r.json.error.data.uri, 'agentd://agents/nobody');
+  const l = await post({ jsonrpc: '2.0', id: 2, method: 'resources/list', params: { _meta: MODERN_META } }, MODERN_H('resources/list'));
+  assert.equal(typeof l.json.result.ttlMs, 'number');
+  assert.equal(l.json.result.resources.length, 2);
 });
