@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <time.h>
 
+#include "api/admin_deployments.h"
 #include "api/admin_keys.h"
 #include "api/admin_spend.h"
 #include "api/agents_http.h"
@@ -48,6 +49,7 @@ static const struct http_route base_routes[] = {
     {"/admin/keys", HTTP_M_GET | HTTP_M_POST, false, admin_keys_handle, NULL},
     {"/admin/keys/", HTTP_M_GET | HTTP_M_PATCH | HTTP_M_DELETE, true, admin_keys_handle, "/admin/keys/{id}"},
     {"/admin/spend", HTTP_M_GET, false, admin_spend, NULL},
+    {"/admin/deployments", HTTP_M_GET, false, admin_deployments, NULL},
     /* agents (agents_http.c, admin_agents.c) */
     {"/v1/agents/", HTTP_M_POST | HTTP_M_GET, true, agents_http_runs_create, "/v1/agents/{name}/runs"},
     {"/v1/runs", HTTP_M_GET, false, agents_http_runs, "/v1/runs"},

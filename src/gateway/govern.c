@@ -197,7 +197,7 @@ static void who_of(const struct exchange *ex, struct who *w)
         return;
     }
     copy_str(w->user, sizeof(w->user), ex->rq.user);
-    if (w->user[0] == '\0' && ex->rq.body.n) {
+    if (w->user[0] == '\0' && !ex->rq.user_checked && ex->rq.body.n) {
         struct jval v;
         int rc = ex->front == FRONT_ANTHROPIC_MESSAGES
                      ? jscan_path(ex->rq.body.p, ex->rq.body.n, "metadata.user_id", &v)

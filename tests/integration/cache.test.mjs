@@ -198,9 +198,9 @@ test('only complete, successful answers are stored (an error, a cut stream)', as
   f.reset();
   const d = await startAgentd({ env, config: `cache: {enabled: true}\n${models()}` });
   try {
-    f.script([{ status: 500 }]);
+    f.script([{ status: 400 }]); // an error that is not retried (a 5xx would be: docs/resilience.md)
     const e = await chat(d, { max_tokens: 11 });
-    assert.equal(e.status, 500);
+    assert.equal(e.status, 400);
     await e.text();
     const ok = await chat(d, { max_tokens: 11 });
     assert.equal(ok.status, 200);
