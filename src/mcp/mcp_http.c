@@ -224,7 +224,7 @@ struct call {
     cJSON *id;
     enum call_kind kind;
     struct tool_exec te;
-    char *args;
+    char *args, *name;          /* te.args, te.name: kept until the call ends */
     char run_id[RUN_ID_MAX];
     bool reading;               /* agent: its run is being read from the store */
     uv_work_t w;
@@ -238,6 +238,7 @@ static void call_free(struct call *c)
 {
     cJSON_Delete(c->id);
     xfree(c->args);
+    xfree(c->name);
     as_run_free(&c->run);
     xfree(c);
 }
@@ -533,9 +534,11 @@ static void tools_call(struct batch *b, size_t slot, const struct jr_msg *m, con
         c->args = xstrdup(a ? a : "{}");
         cJSON_free(a);
         c->kind = CALL_BUILTIN;
+        c->name = xstrdup(name->valuestring);
         c->te = (struct tool_exec){.loop = http_server_loop(x->req->server),
                                    .def = &no_agent,
                                    .tool = agent_tool_find(name->valuestring),
+                                   .name = c->name,
                                    .args = c->args,
                                    .done = builtin_done,
                                    .ud = c};
