@@ -342,3 +342,24 @@ test('resources: agent definitions as agentd://agents/{name}; prompts: none; not
   assert.equal(typeof l.json.result.ttlMs, 'number');
   assert.equal(l.json.result.resources.length, 2);
 });
+
+test('a client that goes away mid-call: the built-in call is cancelled, the agent run goes on, nothing leaks', async () => {
+  const { sid } = await session();
+  const S = LEGACY_H({ 'mcp-session-id': sid });
+  for (const params of [
+    { name: 'wait', arguments: { ms: 5000 } },
+    { name: 'helper', arguments: { input: 'CALL echo {"text":"x","delay_ms":400}\n---\nlate answer' } },
+  ]) {
+    const ac = new AbortController();
+    const p = d.fetch('/mcp', { method: 'POST', headers: S, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params }), signal: ac.signal });
+    setTimeout(() => ac.abort(), 100);
+    await assert.rejects(p, (e) => e.name === 'AbortError');
+  }
+  // the server still answers on the same session; the agent's run finishes on its own (the stop in after() checks
+  // that nothing leaked)
+  const r = await post({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'echo', arguments: { text: 'still here' } } }, S);
+  assert.equal(r.json.result.content[0].text, 'still here');
+  const runs = await d.fetch('/v1/runs?agent=helper', { headers: { authorization: `Bearer ${key}` } });
+  const list = await runs.json();
+  assert.ok(list.data.some((x) => x.status === 'running' || x.status === 'succeeded'), JSON.stringify(list));
+});
