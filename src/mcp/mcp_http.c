@@ -694,13 +694,63 @@ static void resources_read(struct batch *b, size_t slot, const struct jr_msg *m,
     put_list(b, slot, m, "contents", contents);
 }
 
-static cJSON *capabilities(void)
+/* logging/setLevel (up to 2025-11-25): the level is checked and accepted; agentd sends no log notifications. */
+static void set_level(struct batch *b, size_t slot, const struct jr_msg *m)
+{
+    static const char *const levels[] = {"debug", "info", "notice", "warning", "error", "critical", "alert",
+                                         "emergency"};
+    const cJSON *l = m->params ? cJSON_GetObjectItemCaseSensitive(m->params, "level") : NULL;
+    for (size_t i = 0; cJSON_IsString(l) && i < sizeof(levels) / sizeof(levels[0]); i++)
+        if (strcmp(l->valuestring, levels[i]) == 0) {
+            put_result(b, slot, m->id, cJSON_CreateObject());
+            return;
+        }
+    put_error(b, slot, m->id, JR_INVALID_PARAMS, "Invalid params: \"level\" must be a syslog level name", NULL);
+}
+
+/* completion/complete: no prompt or resource template takes arguments, so there is never a suggestion. */
+static void complete(struct batch *b, size_t slot, const struct jr_msg *m)
+{
+    const cJSON *ref = m->params ? cJSON_GetObjectItemCaseSensitive(m->params, "ref") : NULL;
+    const cJSON *arg = m->params ? cJSON_GetObjectItemCaseSensitive(m->params, "argument") : NULL;
+    if (!cJSON_IsObject(ref) || !cJSON_IsObject(arg)) {
+        put_error(b, slot, m->id, JR_INVALID_PARAMS, "Invalid params: \"ref\" and \"argument\" must be objects",
+                  NULL);
+        return;
+    }
+    cJSON *r = cJSON_CreateObject();
+    cJSON *c = cJSON_AddObjectToObject(r, "completion");
+    cJSON_AddItemToObject(c, "values", cJSON_CreateArray());
+    cJSON_AddNumberToObject(c, "total", 0);
+    cJSON_AddBoolToObject(c, "hasMore", false);
+    put_result(b, slot, m->id, r);
+}
+
+/* resources/subscribe, resources/unsubscribe (up to 2025-11-25): accepted; no update is sent (definitions change
+ * through /admin/agents, and this server has no stream to send notifications/resources/updated on). */
+static void subscribe(struct batch *b, size_t slot, const struct jr_msg *m, const struct ctx *x)
+{
+    const cJSON *uri = m->params ? cJSON_GetObjectItemCaseSensitive(m->params, "uri") : NULL;
+    if (!cJSON_IsString(uri)) {
+        put_error(b, slot, m->id, JR_INVALID_PARAMS, "Invalid params: \"uri\" must be a string", NULL);
+        return;
+    }
+    (void)x;
+    put_result(b, slot, m->id, cJSON_CreateObject());
+}
+
+static cJSON *capabilities(bool modern)
 {
     cJSON *caps = cJSON_CreateObject();
     cJSON *tools = cJSON_AddObjectToObject(caps, "tools");
     cJSON_AddBoolToObject(tools, "listChanged", false);
-    cJSON_AddObjectToObject(caps, "resources");
+    cJSON *res = cJSON_AddObjectToObject(caps, "resources");
+    if (!modern)
+        cJSON_AddBoolToObject(res, "subscribe", true);
     cJSON_AddObjectToObject(caps, "prompts");
+    cJSON_AddObjectToObject(caps, "completions");
+    if (!modern)
+        cJSON_AddObjectToObject(caps, "logging");
     return caps;
 }
 
@@ -721,7 +771,7 @@ static void initialize(struct batch *b, size_t slot, const struct jr_msg *m, con
     }
     cJSON *r = cJSON_CreateObject();
     cJSON_AddStringToObject(r, "protocolVersion", v);
-    cJSON_AddItemToObject(r, "capabilities", capabilities());
+    cJSON_AddItemToObject(r, "capabilities", capabilities(b->modern));
     cJSON_AddItemToObject(r, "serverInfo", server_info());
     cJSON_AddStringToObject(r, "instructions",
                             "agentd: each agent is a tool (input: the run's input; result: its final answer).");
@@ -733,7 +783,7 @@ static void discover(struct batch *b, size_t slot, const struct jr_msg *m)
     cJSON *r = cJSON_CreateObject();
     cJSON *sv = cJSON_AddArrayToObject(r, "supportedVersions");
     cJSON_AddItemToArray(sv, cJSON_CreateString(MODERN));
-    cJSON_AddItemToObject(r, "capabilities", capabilities());
+    cJSON_AddItemToObject(r, "capabilities", capabilities(b->modern));
     cJSON_AddItemToObject(r, "serverInfo", server_info());
     cJSON_AddStringToObject(r, "instructions",
                             "agentd: each agent is a tool (input: the run's input; result: its final answer).");
@@ -762,6 +812,12 @@ static void dispatch(struct batch *b, size_t slot, const struct jr_msg *m, const
         put_list(b, slot, m, "prompts", cJSON_CreateArray());
     else if (strcmp(meth, "resources/templates/list") == 0 || strcmp(meth, "prompts/list") == 0)
         ; /* bad cursor: answered */
+    else if (strcmp(meth, "completion/complete") == 0)
+        complete(b, slot, m);
+    else if (!b->modern && strcmp(meth, "logging/setLevel") == 0)
+        set_level(b, slot, m);
+    else if (!b->modern && (strcmp(meth, "resources/subscribe") == 0 || strcmp(meth, "resources/unsubscribe") == 0))
+        subscribe(b, slot, m, x);
     else if (!b->modern && strcmp(meth, "ping") == 0)
         put_result(b, slot, m->id, cJSON_CreateObject());
     else if (!b->modern && strcmp(meth, "initialize") == 0)

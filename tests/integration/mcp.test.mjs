@@ -195,6 +195,12 @@ test('bad input: the JSON-RPC error of the era, with its status, nothing execute
   assert.equal(r.json.error.code, -32602);
   r = await post({ jsonrpc: '2.0', id: 5, method: 'tools/list', params: { cursor: 'bogus' } }, S);
   assert.equal(r.json.error.code, -32602);
+  r = await post({ jsonrpc: '2.0', id: 5, method: 'logging/setLevel', params: { level: 'loud' } }, S);
+  assert.equal(r.json.error.code, -32602);
+  r = await post({ jsonrpc: '2.0', id: 5, method: 'logging/setLevel', params: { level: 'warning' } }, S);
+  assert.deepEqual(r.json.result, {});
+  r = await post({ jsonrpc: '2.0', id: 5, method: 'completion/complete', params: { ref: 'x' } }, S);
+  assert.equal(r.json.error.code, -32602);
   // batches were removed after 2025-03-26
   r = await post([{ jsonrpc: '2.0', id: 6, method: 'ping' }], S);
   assert.equal(r.status, 400);
