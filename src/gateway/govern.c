@@ -676,6 +676,7 @@ static void on_settle(const struct exchange *ex, const struct ex_outcome *o)
         .attempts = ex->attempts,
         .latency_us = (int64_t)o->total_us,
         .ttft_us = ex->t_first_token_us ? (int64_t)(ex->t_first_token_us - ex->t_start_us) : 0,
+        .saved_nusd = hit ? ex->cache_saved_nusd : 0, /* a hit: $0 charged, and what it saved */
     };
     snp(r.request_id, sizeof(r.request_id), ex->rq.request_id);
     snp(r.key_id, sizeof(r.key_id), w.key_id);

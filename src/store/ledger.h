@@ -28,6 +28,7 @@ struct ledger_row {
     bool priced;
     int attempts;
     int64_t latency_us, ttft_us;   /* ttft 0: none */
+    int64_t saved_nusd;            /* a response-cache hit: what the replayed answer cost when it was stored (0: none) */
     /* An evaluation row (telemetry/eval.h): a score that arrived after the exchange's row, for the exchange with
      * this request_id. It goes to the side table ledger_evaluations (request_id, ts_ms, model, workflow, name,
      * score, label); the spend columns above are not read. */
@@ -52,6 +53,7 @@ struct ledger_sum {
     char group[LEDGER_TEXT];
     int64_t requests, input_tokens, output_tokens, incomplete;
     int64_t cost_nusd;
+    int64_t saved_nusd; /* what response-cache hits saved */
 };
 
 struct ledger_store;

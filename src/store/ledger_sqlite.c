@@ -86,11 +86,45 @@ static int migrate(sqlite3 *db, char **msg)
     return sqlite3_exec(db, "COMMIT", NULL, NULL, msg) == SQLITE_OK ? 0 : -1;
 }
 
+/* Columns added after the first schema, each by one guarded ALTER TABLE (migrate_columns): a ledger.db written by
+ * an older agentd keeps working, its old rows reading NULL (sum() skips them). */
+static const char *const added_columns[][2] = {
+    /* a response-cache hit's row: cost_nusd 0, and here what the replayed answer cost when it was stored */
+    {"saved_nusd", "INTEGER"},
+};
+
 static const char insert_sql[] =
     "INSERT INTO ledger_exchanges (ts_ms, request_id, key_id, user, team, workflow, model, deployment, provider,"
     " input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nusd, cost_usd, priced,"
-    " price_version, status, incomplete, attempts, latency_us, ttft_us)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+    " price_version, status, incomplete, attempts, latency_us, ttft_us, saved_nusd)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+
+static bool has_column(sqlite3 *db, const char *name)
+{
+    sqlite3_stmt *st = NULL;
+    bool found = false;
+    if (sqlite3_prepare_v2(db, "SELECT 1 FROM pragma_table_info('ledger_exchanges') WHERE name = ?", -1, &st, NULL) ==
+        SQLITE_OK) {
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        found = sqlite3_step(st) == SQLITE_ROW;
+    }
+    sqlite3_finalize(st);
+    return found;
+}
+
+static int migrate_columns(sqlite3 *db, char **msg)
+{
+    for (size_t i = 0; i < sizeof(added_columns) / sizeof(added_columns[0]); i++) {
+        if (has_column(db, added_columns[i][0]))
+            continue;
+        char sql[160];
+        snprintf(sql, sizeof(sql), "ALTER TABLE ledger_exchanges ADD COLUMN %s %s", added_columns[i][0],
+                 added_columns[i][1]);
+        if (sqlite3_exec(db, sql, NULL, NULL, msg) != SQLITE_OK)
+            return -1;
+    }
+    return 0;
+}
 
 static void close_store(struct ledger_store *s)
 {
@@ -124,7 +158,7 @@ static struct ledger_store *open_store(const char *data_dir, bool readonly, stru
     char *msg = NULL;
     if (!readonly && (sqlite3_exec(s->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL, &msg) !=
                           SQLITE_OK ||
-                      sqlite3_exec(s->db, schema, NULL, NULL, &msg) != SQLITE_OK || migrate(s->db, &msg) != 0 ||
+                      sqlite3_exec(s->db, schema, NULL, NULL, &msg) != SQLITE_OK || migrate(s->db, &msg) != 0 || migrate_columns(s->db, &msg) != 0 ||
                       sqlite3_prepare_v2(s->db, insert_sql, -1, &s->ins, NULL) != SQLITE_OK ||
                       sqlite3_prepare_v2(s->db, insert_eval_sql, -1, &s->ins_eval, NULL) != SQLITE_OK)) {
         buf_printf(err, "%s: %s", path, msg ? msg : sqlite3_errmsg(s->db));
@@ -178,6 +212,10 @@ static int append(struct ledger_store *s, const struct ledger_row *rows, size_t 
         sqlite3_bind_int(st, k++, r->attempts);
         sqlite3_bind_int64(st, k++, r->latency_us);
         sqlite3_bind_int64(st, k++, r->ttft_us);
+        if (r->saved_nusd > 0)
+            sqlite3_bind_int64(st, k++, r->saved_nusd);
+        else
+            sqlite3_bind_null(st, k++);
     step:;
         int rc = sqlite3_step(st);
         sqlite3_reset(st);
@@ -203,10 +241,11 @@ static int report(struct ledger_store *s, enum ledger_group g, int64_t since_ms,
     if (g >= LG_COUNT)
         return -1;
     char sql[512];
+    /* a ledger.db from before saved_nusd, opened read-only (never migrated): nothing saved */
     snprintf(sql, sizeof(sql),
-             "SELECT %s, count(*), sum(input_tokens), sum(output_tokens), sum(cost_nusd), sum(incomplete)"
+             "SELECT %s, count(*), sum(input_tokens), sum(output_tokens), sum(cost_nusd), sum(incomplete), %s"
              " FROM ledger_exchanges WHERE ts_ms >= ? GROUP BY 1 ORDER BY 5 DESC, 1",
-             group_sql[g]);
+             group_sql[g], has_column(s->db, "saved_nusd") ? "coalesce(sum(saved_nusd), 0)" : "0");
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
         /* a data dir with no ledger yet (a read-only open) has nothing to report */
@@ -232,6 +271,7 @@ static int report(struct ledger_store *s, enum ledger_group g, int64_t since_ms,
         r->output_tokens = sqlite3_column_int64(st, 3);
         r->cost_nusd = sqlite3_column_int64(st, 4);
         r->incomplete = sqlite3_column_int64(st, 5);
+        r->saved_nusd = sqlite3_column_int64(st, 6);
     }
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) {

@@ -58,6 +58,8 @@ int openai_family_encode(struct attempt *a, struct up_request *r, struct gw_erro
         return -1;
     if (cJSON_HasObjectItem(canon, "top_k")) /* canonical extension (Anthropic clients) OpenAI refuses */
         canon_dropped_add(a->ex->rq.dropped_fields, sizeof(a->ex->rq.dropped_fields), "top_k");
+    if (cJSON_HasObjectItem(canon, CANON_CACHE_CONTROL)) /* no marker to send: OpenAI caches prefixes by itself */
+        canon_dropped_add(a->ex->rq.dropped_fields, sizeof(a->ex->rq.dropped_fields), "cache_control");
     if (wire_openai_encode_canonical(canon, d->model, a->stream, &r->body) != 0) {
         gw_error_set(err, 500, GW_ERR_API, "could not encode the upstream request");
         return -1;
