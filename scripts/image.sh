@@ -210,7 +210,7 @@ buildah config \
 id=$(buildah commit --quiet --rm "$ctr" "$tag")
 trap - EXIT
 [ -z "$oci" ] || buildah push --quiet "$tag" "oci-archive:$oci:$tag" >/dev/null
-size=$(buildah inspect --type image --format '{{.Size}}' "$tag" 2>/dev/null || echo 0)
+size=$(podman image inspect --format '{{.Size}}' "$tag" 2>/dev/null || echo $rootsize)
 gz=$(tar -C "$root" -c --numeric-owner . | gzip -6 | wc -c)
 t1=$(date +%s.%N)
 printf 'image: %s %s (%s) size %d MiB uncompressed, %d MiB gzip layer; %.1fs\n' "$tag" "${id:0:12}" "$variant" \
