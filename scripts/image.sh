@@ -58,11 +58,12 @@ arch=$(dpkg --print-architecture)
 # runs (/usr/bin/python3, /bin/sh, /usr/bin/node: src/sandbox/sbx_contain.c). Their Depends are followed,
 # except those only maintainer scripts or an interactive system use (nothing runs them here).
 needed() { readelf -d "$1" 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'; }
-host_lib() { ldconfig -p | awk -v s="$1" '$1 == s && /x86-64|AArch64|64bit/ { print $NF; exit }'; }
+# (no early-exiting readers in pipes: under pipefail a writer killed by SIGPIPE would fail the build at random)
+host_lib() { ldconfig -p | awk -v s="$1" '$1 == s && /x86-64|AArch64|64bit/ && !f { print $NF; f = 1 }'; }
 owner() { # package owning a host file (usrmerge: registered under /lib or /usr/lib)
   local p=$1 o
   for q in "$p" "/usr$p" "${p#/usr}"; do
-    o=$(dpkg-query -S "$q" 2>/dev/null | head -1 | cut -d: -f1) && [ -n "$o" ] && { echo "$o"; return; }
+    o=$(dpkg-query -S "$q" 2>/dev/null | sed -n '1s/:.*//p') && [ -n "$o" ] && { echo "$o"; return; }
   done
   die "no Debian package owns $p"
 }
@@ -119,7 +120,7 @@ fi
 debs=() missing=()
 for p in $(printf '%s\n' "${!want[@]}" | sort); do
   v=${want[$p]}
-  f=$(ls "$cache/debs/${p}_${v//:/%3a}_"*.deb 2>/dev/null | head -1 || true)
+  f=$(compgen -G "$cache/debs/${p}_${v//:/%3a}_*.deb" | sed -n 1p || true)
   [ -n "$f" ] || missing+=("$p=$v")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -132,7 +133,7 @@ for d in bin sbin lib lib64; do ln -s usr/$d "$root/$d"; done
 : >"$cache/packages-$variant.txt"
 for p in $(printf '%s\n' "${!want[@]}" | sort); do
   v=${want[$p]}
-  f=$(ls "$cache/debs/${p}_${v//:/%3a}_"*.deb | head -1)
+  f=$(compgen -G "$cache/debs/${p}_${v//:/%3a}_*.deb" | sed -n 1p)
   dpkg-deb --fsys-tarfile "$f" | tar -x --keep-directory-symlink -C "$root"
   echo "$p $v" >>"$cache/packages-$variant.txt"
 done
@@ -179,7 +180,8 @@ if [ "$(id -u)" = 0 ]; then ldconfig -r "$root" 2>/dev/null || true; fi
 multi=$(basename "$(dirname "$(host_lib libc.so.6)")")
 bad=0
 while IFS= read -r -d '' f; do
-  head -c4 "$f" 2>/dev/null | grep -q $'\x7fELF' || continue
+  magic=; read -r -N4 magic <"$f" 2>/dev/null || true
+  [ "$magic" = $'\x7fELF' ] || continue
   for so in $(needed "$f"); do
     [ -e "$root/usr/lib/$multi/$so" ] || [ -e "$root/usr/lib/$so" ] || [ -e "$root/usr/lib64/$so" ] || {
       echo "image: ${f#$root} needs $so, which no package in the image provides" >&2; bad=1; }
@@ -196,7 +198,7 @@ trap 'buildah rm "$ctr" >/dev/null 2>&1 || true' EXIT
 mnt=$(buildah mount "$ctr")
 tar -C "$root" -c --numeric-owner . | tar -C "$mnt" -x --numeric-owner -p
 buildah umount "$ctr" >/dev/null
-version=$("$root/usr/bin/agentd" version 2>/dev/null | head -1 | awk '{print $2}' || true)
+version=$("$root/usr/bin/agentd" version 2>/dev/null | awk 'NR == 1 { print $2 }' || true)
 buildah config \
   --user 1000:1000 --workingdir /app \
   --entrypoint '["/usr/bin/agentd"]' --cmd serve \
