@@ -45,15 +45,18 @@ function cannotRun(stderr) {
     && !/executable file|no such file|not found in \$PATH/i.test(stderr);
 }
 
+// Polls until the server answers 200 (it may still be opening its store), or returns the last answer at the deadline.
 async function waitHttp(url, deadline) {
   let last;
   while (Date.now() < deadline) {
     try {
       const r = await fetch(url);
-      return { status: r.status, body: await r.json() };
+      last = { status: r.status, body: await r.json() };
+      if (r.status === 200) return last;
     } catch (e) { last = e; }
     await new Promise((res) => setTimeout(res, 100));
   }
+  if (last && last.status) return last;
   throw new Error(`${url}: no answer (${last})`);
 }
 
