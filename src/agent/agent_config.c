@@ -47,6 +47,13 @@ static void validate_agent(struct cfg_ctx *ctx, void *obj, const struct ynode *w
         if (agent_tool_find(a->tools.v[i]) == NULL)
             cfg_error_at(ctx, ynode_map_get(where, "tools") ? ynode_map_get(where, "tools") : where, path,
                          "unknown tool '%s' (built-in tools: %s)", a->tools.v[i], agent_tool_names());
+    if (a->mcp_servers.n > AGENT_MAX_MCP_SERVERS)
+        cfg_error_at(ctx, where, path, "at most %d MCP servers per agent", AGENT_MAX_MCP_SERVERS);
+    const struct agent_mcp_server *ms = a->mcp_servers.items;
+    for (size_t i = 0; i < a->mcp_servers.n; i++)
+        for (size_t j = 0; j < i; j++)
+            if (ms[i].name && ms[j].name && strcmp(ms[i].name, ms[j].name) == 0)
+                cfg_error_at(ctx, where, path, "two MCP servers named '%s'", ms[i].name);
     why = schema_problem(a->output_schema);
     if (why[0])
         cfg_error_at(ctx, ynode_map_get(where, "output_schema") ? ynode_map_get(where, "output_schema") : where,
@@ -70,9 +77,60 @@ static const struct cfg_field limit_fields[] = {
     {.key = "tool_output_bytes", .type = CFG_SIZE, .off = LOFF(tool_output_bytes), .min = 64,
      .max = 16LL << 20, .def = "64KiB", .flags = CFG_NO_ENV,
      .help = "a tool result longer than this is truncated and marked"},
+    {.key = "code_memory", .type = CFG_SIZE, .off = LOFF(code_memory_bytes), .min = 0, .max = 1LL << 40,
+     .def = "0", .flags = CFG_NO_ENV,
+     .help = "code_exec: memory of one run (clamped to sandbox.service.max_memory); 0 = the service's default"},
+    {.key = "code_cpu", .type = CFG_DURATION, .off = LOFF(code_cpu_ms), .min = 0, .max = 3600000LL, .def = "0",
+     .flags = CFG_NO_ENV, .help = "code_exec: CPU time per process; 0 = the service's default"},
+    {.key = "code_pids", .type = CFG_INT, .off = LOFF(code_pids), .min = 0, .max = 4096, .def = "0",
+     .flags = CFG_NO_ENV, .help = "code_exec: processes at once (clamped to sandbox.service.max_pids); 0 = default"},
 };
 static const struct cfg_schema limits_schema = {
     .name = "limits", .fields = limit_fields, .nfields = ARRAY_LEN(limit_fields)};
+
+static const char *mcp_server_problem(const char *name, const char *url)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (n == 0 || n > 32)
+        return "an MCP server's name must be 1 to 32 characters";
+    for (size_t i = 0; i < n; i++)
+        if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= 'A' && name[i] <= 'Z') ||
+              (name[i] >= '0' && name[i] <= '9') || name[i] == '-'))
+            return "an MCP server's name may only have letters, digits and '-'";
+    if (url == NULL || (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0))
+        return "an MCP server's url must start with http:// or https://";
+    return "";
+}
+
+static void validate_mcp_server(struct cfg_ctx *ctx, void *obj, const struct ynode *where, const char *path)
+{
+    const struct agent_mcp_server *m = obj;
+    const char *why = mcp_server_problem(m->name, m->url);
+    if (why[0])
+        cfg_error_at(ctx, where, path, "%s", why);
+    for (size_t i = 0; i < m->headers.n; i++)
+        if (strchr(m->headers.v[i], ':') == NULL || strpbrk(m->headers.v[i], "\r\n"))
+            cfg_error_at(ctx, where, path, "headers must be \"Name: value\" lines");
+}
+
+#define MOFF(f) offsetof(struct agent_mcp_server, f)
+static const struct cfg_field mcp_fields[] = {
+    {.key = "name", .type = CFG_STRING, .off = MOFF(name), .max = 32, .flags = CFG_REQUIRED | CFG_NO_ENV,
+     .help = "the server's tools are offered to the model as <name>__<tool>"},
+    {.key = "url", .type = CFG_STRING, .off = MOFF(url), .max = 2048, .flags = CFG_REQUIRED | CFG_NO_ENV,
+     .help = "the server's Streamable HTTP endpoint"},
+    {.key = "headers", .type = CFG_STRLIST, .off = MOFF(headers), .flags = CFG_NO_ENV | CFG_SECRET,
+     .help = "\"Name: value\" headers sent with every request (Authorization, ...)"},
+    {.key = "timeout", .type = CFG_DURATION, .off = MOFF(timeout_ms), .min = 1, .max = 3600000LL, .def = "60s",
+     .flags = CFG_NO_ENV, .help = "one HTTP request to the server"},
+    {.key = "tools_ttl", .type = CFG_DURATION, .off = MOFF(tools_ttl_ms), .min = 0, .max = 86400000LL,
+     .def = "5m", .flags = CFG_NO_ENV, .help = "how long the server's tools/list is cached"},
+};
+static const struct cfg_schema mcp_server_schema = {.name = "mcp server",
+                                                    .item_size = sizeof(struct agent_mcp_server),
+                                                    .fields = mcp_fields,
+                                                    .nfields = ARRAY_LEN(mcp_fields),
+                                                    .validate = validate_mcp_server};
 
 #define AOFF(f) offsetof(struct config_agent, f)
 static const struct cfg_field agent_fields[] = {
@@ -96,6 +154,8 @@ static const struct cfg_field agent_fields[] = {
     {.key = "allow_private_networks", .type = CFG_BOOL, .off = AOFF(allow_private_networks), .def = "false",
      .flags = CFG_NO_ENV,
      .help = "http_fetch may reach private, loopback and link-local addresses (internal services); off by default"},
+    {.key = "mcp_servers", .type = CFG_LIST, .off = AOFF(mcp_servers), .sub = &mcp_server_schema,
+     .flags = CFG_NO_ENV, .help = "MCP servers (Streamable HTTP) whose tools the agent may call"},
     {.key = "limits", .type = CFG_MAP, .off = AOFF(limits), .sub = &limits_schema, .flags = CFG_NO_ENV},
 };
 const struct cfg_schema agent_config_schema = {.name = "agent",
@@ -141,6 +201,17 @@ void agent_def_copy(struct config_agent *dst, const struct config_agent *src)
     strlist_copy(&dst->allow_urls, &src->allow_urls);
     dst->limits = src->limits;
     dst->allow_private_networks = src->allow_private_networks;
+    dst->mcp_servers.n = src->mcp_servers.n;
+    dst->mcp_servers.items = src->mcp_servers.n ? xcalloc(src->mcp_servers.n, sizeof(struct agent_mcp_server)) : NULL;
+    for (size_t i = 0; i < src->mcp_servers.n; i++) {
+        const struct agent_mcp_server *s = &((const struct agent_mcp_server *)src->mcp_servers.items)[i];
+        struct agent_mcp_server *d = &((struct agent_mcp_server *)dst->mcp_servers.items)[i];
+        d->name = dup_or_null(s->name);
+        d->url = dup_or_null(s->url);
+        strlist_copy(&d->headers, &s->headers);
+        d->timeout_ms = s->timeout_ms;
+        d->tools_ttl_ms = s->tools_ttl_ms;
+    }
 }
 
 void agent_def_free(struct config_agent *a)
@@ -213,7 +284,7 @@ int agent_def_from_json(const cJSON *o, struct config_agent *a, char *msg, size_
     }
     static const char *const known[] = {"name",     "description", "model",      "instructions", "tools",
                                         "output_schema", "workflow", "allow_urls", "limits",
-                                        "allow_private_networks"};
+                                        "allow_private_networks", "mcp_servers"};
     const cJSON *it;
     cJSON_ArrayForEach(it, o)
     {
@@ -253,6 +324,48 @@ int agent_def_from_json(const cJSON *o, struct config_agent *a, char *msg, size_
         return -1;
     }
     a->allow_private_networks = cJSON_IsTrue(apn);
+    const cJSON *mcp = cJSON_GetObjectItemCaseSensitive(o, "mcp_servers");
+    if (mcp && (!cJSON_IsArray(mcp) || cJSON_GetArraySize(mcp) > AGENT_MAX_MCP_SERVERS)) {
+        snprintf(msg, n, "field 'mcp_servers' must be an array of at most %d servers", AGENT_MAX_MCP_SERVERS);
+        return -1;
+    }
+    if (mcp && cJSON_GetArraySize(mcp) > 0) {
+        a->mcp_servers.items = xcalloc((size_t)cJSON_GetArraySize(mcp), sizeof(struct agent_mcp_server));
+        const cJSON *m;
+        cJSON_ArrayForEach(m, mcp)
+        {
+            struct agent_mcp_server *d = &((struct agent_mcp_server *)a->mcp_servers.items)[a->mcp_servers.n++];
+            d->timeout_ms = 60000;
+            d->tools_ttl_ms = 300000;
+            double to = 60, ttl = 300;
+            if (!cJSON_IsObject(m)) {
+                snprintf(msg, n, "field 'mcp_servers' must be an array of objects");
+                return -1;
+            }
+            if (str_field(m, "name", 32, true, &d->name, msg, n) || str_field(m, "url", 2048, true, &d->url, msg, n) ||
+                list_field(m, "headers", &d->headers, msg, n) ||
+                num_field(m, "timeout_seconds", 0.001, 3600, &to, msg, n) ||
+                num_field(m, "tools_ttl_seconds", 0, 86400, &ttl, msg, n))
+                return -1;
+            d->timeout_ms = (int64_t)(to * 1000);
+            d->tools_ttl_ms = (int64_t)(ttl * 1000);
+            const char *mwhy = mcp_server_problem(d->name, d->url);
+            if (mwhy[0]) {
+                snprintf(msg, n, "field 'mcp_servers': %s", mwhy);
+                return -1;
+            }
+            for (size_t i = 0; i < d->headers.n; i++)
+                if (strchr(d->headers.v[i], ':') == NULL || strpbrk(d->headers.v[i], "\r\n")) {
+                    snprintf(msg, n, "field 'mcp_servers': headers must be \"Name: value\" lines");
+                    return -1;
+                }
+            for (size_t i = 0; i + 1 < a->mcp_servers.n; i++)
+                if (strcmp(((struct agent_mcp_server *)a->mcp_servers.items)[i].name, d->name) == 0) {
+                    snprintf(msg, n, "field 'mcp_servers': two servers named '%.32s'", d->name);
+                    return -1;
+                }
+        }
+    }
     const cJSON *sch = cJSON_GetObjectItemCaseSensitive(o, "output_schema");
     if (cJSON_IsObject(sch)) {
         char *t = cJSON_PrintUnformatted(sch);
@@ -271,14 +384,22 @@ int agent_def_from_json(const cJSON *o, struct config_agent *a, char *msg, size_
         double steps = (double)a->limits.max_steps, tokens = (double)a->limits.max_tokens;
         double deadline = (double)a->limits.deadline_ms / 1000, par = (double)a->limits.max_parallel_tools;
         double tto = (double)a->limits.tool_timeout_ms / 1000, tob = (double)a->limits.tool_output_bytes;
+        double cmem = (double)a->limits.code_memory_bytes, ccpu = (double)a->limits.code_cpu_ms / 1000;
+        double cpids = (double)a->limits.code_pids;
         if (num_field(lim, "max_steps", 1, 1000, &steps, msg, n) ||
             num_field(lim, "max_tokens", 0, 1e9, &tokens, msg, n) ||
             num_field(lim, "max_usd", 0, 1e6, &a->limits.max_usd, msg, n) ||
             num_field(lim, "deadline_seconds", 0, 86400, &deadline, msg, n) ||
             num_field(lim, "max_parallel_tools", 1, 64, &par, msg, n) ||
             num_field(lim, "tool_timeout_seconds", 0.001, 3600, &tto, msg, n) ||
-            num_field(lim, "tool_output_bytes", 64, 16 << 20, &tob, msg, n))
+            num_field(lim, "tool_output_bytes", 64, 16 << 20, &tob, msg, n) ||
+            num_field(lim, "code_memory_bytes", 0, 1099511627776.0, &cmem, msg, n) ||
+            num_field(lim, "code_cpu_seconds", 0, 3600, &ccpu, msg, n) ||
+            num_field(lim, "code_pids", 0, 4096, &cpids, msg, n))
             return -1;
+        a->limits.code_memory_bytes = (int64_t)cmem;
+        a->limits.code_cpu_ms = (int64_t)(ccpu * 1000);
+        a->limits.code_pids = (int64_t)cpids;
         a->limits.max_steps = (int64_t)steps;
         a->limits.max_tokens = (int64_t)tokens;
         a->limits.deadline_ms = (int64_t)(deadline * 1000);
@@ -322,5 +443,21 @@ cJSON *agent_def_to_json(const struct config_agent *a)
     cJSON_AddNumberToObject(l, "max_parallel_tools", (double)a->limits.max_parallel_tools);
     cJSON_AddNumberToObject(l, "tool_timeout_seconds", (double)a->limits.tool_timeout_ms / 1000);
     cJSON_AddNumberToObject(l, "tool_output_bytes", (double)a->limits.tool_output_bytes);
+    cJSON_AddNumberToObject(l, "code_memory_bytes", (double)a->limits.code_memory_bytes);
+    cJSON_AddNumberToObject(l, "code_cpu_seconds", (double)a->limits.code_cpu_ms / 1000);
+    cJSON_AddNumberToObject(l, "code_pids", (double)a->limits.code_pids);
+    if (a->mcp_servers.n) {
+        cJSON *arr = cJSON_AddArrayToObject(o, "mcp_servers");
+        for (size_t i = 0; i < a->mcp_servers.n; i++) {
+            const struct agent_mcp_server *m = &((const struct agent_mcp_server *)a->mcp_servers.items)[i];
+            cJSON *j = cJSON_CreateObject();
+            cJSON_AddStringToObject(j, "name", m->name);
+            cJSON_AddStringToObject(j, "url", m->url);
+            cJSON_AddItemToObject(j, "headers", strlist_json(&m->headers)); /* (the admin key's eyes only) */
+            cJSON_AddNumberToObject(j, "timeout_seconds", (double)m->timeout_ms / 1000);
+            cJSON_AddNumberToObject(j, "tools_ttl_seconds", (double)m->tools_ttl_ms / 1000);
+            cJSON_AddItemToArray(arr, j);
+        }
+    }
     return o;
 }

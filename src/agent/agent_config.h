@@ -6,7 +6,9 @@
  *       instructions: "..."          # the system prompt
  *       tools: [code_exec, echo]     # built-in tools by name (agent/tools.h)
  *       output_schema: '{"type":"object","required":["answer"]}'   # optional, JSON text
+ *       mcp_servers: [{name: files, url: "http://127.0.0.1:3000/mcp", headers: ["Authorization: Bearer x"]}]
  *       limits: {max_steps: 8, max_tokens: 20000, max_usd: 0.5, deadline: 2m, max_parallel_tools: 4}
+ *       # code_exec also takes code_memory, code_cpu, code_pids in limits (0: the sandbox service's defaults)
  *
  * The same definitions can be added at run time through /admin/agents (api/admin_agents.c); the run loop reads a
  * struct agent_def, whichever the source. */
@@ -30,7 +32,20 @@ struct agent_limits {
     int64_t max_parallel_tools; /* tool calls running at once */
     int64_t tool_timeout_ms;    /* one tool call */
     int64_t tool_output_bytes;  /* a tool result longer than this is truncated and marked */
+    int64_t code_memory_bytes;  /* code_exec: memory of one run; 0: the sandbox service's default */
+    int64_t code_cpu_ms;        /* code_exec: CPU time per process; 0: the service's default */
+    int64_t code_pids;          /* code_exec: processes at once; 0: the service's default */
 };
+
+/* One item of an agent's `mcp_servers:` (agent/mcp_client.h). */
+struct agent_mcp_server {
+    char *name;                 /* [A-Za-z0-9-], 1..32: its tools are offered as "<name>__<tool>" */
+    char *url;                  /* the Streamable HTTP endpoint (http:// or https://) */
+    struct cfg_strlist headers; /* "Name: value" sent with every request (an Authorization header, ...) */
+    int64_t timeout_ms;         /* one HTTP request to it */
+    int64_t tools_ttl_ms;       /* how long its tools/list stays cached (per worker loop) */
+};
+#define AGENT_MAX_MCP_SERVERS 8
 
 /* One item of `agents:`. */
 struct config_agent {
@@ -43,6 +58,7 @@ struct config_agent {
     char *workflow;             /* budget scope `workflow`; NULL: the agent's name */
     struct cfg_strlist allow_urls; /* http_fetch: URL prefixes the agent may fetch */
     bool allow_private_networks;   /* http_fetch: private, loopback and link-local addresses too */
+    struct cfg_list mcp_servers;   /* struct agent_mcp_server: every tool of these is offered too */
     struct agent_limits limits;
 };
 

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "agent/mcp_client.h"
 #include "agent/tools.h"
 #include "common/alloc.h"
 #include "common/log.h"
@@ -116,6 +117,8 @@ struct run {
     uv_loop_t *loop;
     cJSON *messages;
     cJSON *tools;            /* the OpenAI tool definitions sent with each step */
+    struct mcp_list *mcp_list; /* the MCP servers' tools being listed (before the run's first LLM step) */
+    bool mcp_listed;
     struct as_run row;       /* status, attribution, usage (strings other than the fixed ones unused) */
     char *output, *error;
     char *secret;            /* the caller's key, in memory only */
@@ -164,6 +167,15 @@ static void calls_clear(struct run *r)
     xfree(r->calls);
     r->calls = NULL;
     r->ncalls = 0;
+}
+
+/* The tool the model called, if the agent has it: one of its built-in tools, or one of its MCP servers'. */
+static const struct agent_tool *resolve_tool(const struct run *r, const char *name)
+{
+    for (size_t k = 0; k < r->def.tools.n; k++)
+        if (strcmp(r->def.tools.v[k], name) == 0)
+            return agent_tool_find(name);
+    return mcp_server_of(&r->def.mcp_servers, name) ? &mcp_agent_tool : NULL;
 }
 
 static void run_unref(struct run *r)
@@ -469,6 +481,11 @@ static void release_step_principal(struct run *r)
 /* Stops what is in flight: the exchange (its sink's end sees finishing and does nothing) and the tool calls. */
 static void stop_inflight(struct run *r)
 {
+    if (r->mcp_list) {
+        mcp_list_cancel(r->mcp_list);
+        r->mcp_list = NULL;
+        run_unref(r);
+    }
     if (r->ex)
         ex_cancel(r->ex); /* its sink's end runs inside: it clears r->ex */
     for (int i = 0; i < r->ncalls; i++) {
@@ -635,10 +652,35 @@ static void step_failed(struct run *r, const char *why)
     run_finish(r, "failed", NULL, why);
 }
 
+static void llm_start(struct run *r);
+
+static void on_mcp_tools(void *ud, cJSON *arr)
+{
+    struct run *r = ud;
+    r->mcp_list = NULL;
+    r->mcp_listed = true;
+    cJSON *t = arr->child;
+    while (t) {
+        cJSON *next = t->next;
+        cJSON_AddItemToArray(r->tools, cJSON_DetachItemViaPointer(arr, t));
+        t = next;
+    }
+    cJSON_Delete(arr);
+    llm_start(r);
+    run_unref(r);
+}
+
 static void llm_start(struct run *r)
 {
     if (r->finishing)
         return;
+    if (r->def.mcp_servers.n > 0 && !r->mcp_listed) { /* the MCP servers' tools first (cached per loop) */
+        if (r->mcp_list == NULL) {
+            r->refs++; /* on_mcp_tools's, or stop_inflight's when cancelled */
+            r->mcp_list = mcp_list_tools(r->loop, &r->def.mcp_servers, on_mcp_tools, r);
+        }
+        return;
+    }
     if (r->row.steps >= r->def.limits.max_steps) {
         run_finish(r, "limit_exceeded", "max_steps", "the run took its max_steps LLM steps");
         return;
@@ -826,10 +868,7 @@ static void llm_step_done(struct run *r)
         c->args = xstrdup(cJSON_IsString(ar) ? ar->valuestring : "{}");
         c->seq = r->next_seq++;
         /* only the agent's own tools run */
-        bool allowed = false;
-        for (size_t k = 0; k < r->def.tools.n; k++)
-            allowed = allowed || strcmp(r->def.tools.v[k], c->name) == 0;
-        c->tool = allowed ? agent_tool_find(c->name) : NULL;
+        c->tool = resolve_tool(r, c->name);
         if (r->ncalls > RUN_MAX_CALLS_PER_STEP) {
             c->st = TC_DONE;
             c->outcome = TOOL_ERROR;
@@ -964,7 +1003,8 @@ static void after_start_commit(struct run *r, int rc)
             continue;
         c->st = TC_RUNNING;
         c->te = (struct tool_exec){
-            .loop = r->loop, .def = &r->def, .tool = c->tool, .args = c->args, .done = on_tool_done, .ud = c};
+            .loop = r->loop, .def = &r->def, .tool = c->tool, .name = c->name, .args = c->args, .done = on_tool_done,
+            .ud = c};
         struct call_timer *t = xcalloc(1, sizeof(*t));
         t->run = r;
         t->c = c;
@@ -1306,10 +1346,7 @@ static void resume_one(struct resume_job *j, struct config *cfg, struct as_run *
         snprintf(c->id, sizeof(c->id), "%s", cJSON_IsString(id) ? id->valuestring : "");
         snprintf(c->name, sizeof(c->name), "%s", cJSON_IsString(nm) ? nm->valuestring : "");
         c->args = xstrdup(cJSON_IsString(ar) ? ar->valuestring : "{}");
-        bool allowed = false;
-        for (size_t k = 0; k < r->def.tools.n; k++)
-            allowed = allowed || strcmp(r->def.tools.v[k], c->name) == 0;
-        c->tool = allowed ? agent_tool_find(c->name) : NULL;
+        c->tool = resolve_tool(r, c->name);
         const struct as_step *s = NULL; /* the call's row: the latest with its id */
         for (size_t i = 0; i < nsteps; i++)
             if (strcmp(steps[i].kind, "tool") == 0 && strcmp(steps[i].call_id, c->id) == 0)
@@ -1405,6 +1442,7 @@ void agents_worker_drain(uv_loop_t *loop)
         run_suspend(found);
     }
     http_fetch_loop_done();
+    mcp_loop_done();
 }
 
 /* ---------------- process ---------------- */

@@ -108,13 +108,6 @@ static void wait_start(struct tool_exec *te)
     answer_after(te, ms, TOOL_OK, xstrdup(text));
 }
 
-static void code_exec_start(struct tool_exec *te)
-{
-    answer_after(te, 0, TOOL_UNAVAILABLE,
-                 xstrdup("code_exec is not available: this daemon does not serve the sandbox service "
-                         "(POST /v1/sandbox/runs) yet"));
-}
-
 static const struct agent_tool tools[] = {
     {"echo", "Answers its arguments (the value of 'text' when there is one). 'delay_ms' delays the answer.",
      "{\"type\":\"object\",\"properties\":{\"text\":{\"type\":\"string\"},\"delay_ms\":{\"type\":\"number\"}}}", true,
@@ -122,10 +115,13 @@ static const struct agent_tool tools[] = {
     {"wait", "Waits 'ms' milliseconds, then answers.",
      "{\"type\":\"object\",\"properties\":{\"ms\":{\"type\":\"number\"}},\"required\":[\"ms\"]}", false, wait_start,
      timed_cancel},
-    {"code_exec", "Runs Python, shell or JavaScript code in a sandbox and answers its output.",
-     "{\"type\":\"object\",\"properties\":{\"language\":{\"type\":\"string\",\"enum\":[\"python\",\"bash\","
-     "\"javascript\"]},\"code\":{\"type\":\"string\"}},\"required\":[\"language\",\"code\"]}",
-     false, code_exec_start, timed_cancel},
+    {"code_exec",
+     "Runs Python, shell (sh) or JavaScript (node) code in a sandbox without network access and answers its "
+     "result as JSON: reason, exit_code, stdout, stderr, truncation.",
+     "{\"type\":\"object\",\"properties\":{\"language\":{\"type\":\"string\",\"enum\":[\"python\",\"sh\","
+     "\"javascript\"]},\"code\":{\"type\":\"string\"},\"stdin\":{\"type\":\"string\"}},"
+     "\"required\":[\"language\",\"code\"]}",
+     false, code_exec_start, code_exec_cancel},
     {"http_fetch", "Fetches a URL the agent is allowed to fetch.",
      "{\"type\":\"object\",\"properties\":{\"url\":{\"type\":\"string\"},\"method\":{\"type\":\"string\",\"enum\":["
      "\"GET\",\"POST\"]},\"body\":{\"type\":\"string\"}},\"required\":[\"url\"]}",

@@ -6,8 +6,8 @@
  *   echo       {"text": ..., "delay_ms": N}  answers its arguments (after delay_ms); idempotent
  *   wait       {"ms": N}                     answers after N ms; NOT idempotent (a call in flight when agentd stops
  *                                            is reported to the model as interrupted, not run again)
- *   code_exec  {"language", "code"}          the sandbox service; answers a 'not available' tool error until the
- *                                            daemon serves POST /v1/sandbox/runs
+ *   code_exec  {"language", "code", "stdin"} runs the code through the sandbox service on the run's loop
+ *                                            (agent/code_exec.c); not idempotent
  *   http_fetch {"url", "method", "body"}     GET or POST to a URL under one of the agent's allow_urls prefixes
  *                                            (agent/http_fetch.c); private, loopback and link-local addresses
  *                                            are refused after resolution and on every redirect */
@@ -41,6 +41,7 @@ struct tool_exec {
     uv_loop_t *loop;
     const struct config_agent *def; /* the agent's definition (allow_urls, limits), valid until done */
     const struct agent_tool *tool;
+    const char *name;   /* the name the model called (an MCP tool's "<server>__<tool>"), valid until done */
     const char *args;   /* JSON text, valid until done */
     tool_done_fn *done; /* called exactly once, never from inside start() */
     void *ud;
@@ -60,6 +61,9 @@ struct agent_tool {
 
 const struct agent_tool *agent_tool_find(const char *name);
 
+/* code_exec (code_exec.c). */
+void code_exec_start(struct tool_exec *te);
+void code_exec_cancel(struct tool_exec *te);
 /* http_fetch (http_fetch.c). */
 void http_fetch_start(struct tool_exec *te);
 void http_fetch_cancel(struct tool_exec *te);

@@ -47,6 +47,11 @@ struct daemon {
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t ready_check;  /* data dir probe */
     uv_timer_t drain_timer;  /* drain_delay, then drain_grace */
+    uv_fs_event_t cfg_watch; /* the configuration file's directory (Kubernetes swaps a ..data symlink in it) */
+    uv_timer_t cfg_settle;   /* a burst of directory events becomes one look at the file */
+    bool cfg_watching;
+    struct stat cfg_seen;    /* the file (symlinks followed) as last loaded */
+    bool cfg_seen_ok;
     uv_async_t worker_done;
     struct config_flags flags;
     struct config *cfg;      /* the main thread's reference to the current snapshot */
@@ -318,6 +323,7 @@ static void reload(void)
         log_warn("configuration reload: %s change only on restart; the running values stay", which.data);
     buf_free(&which);
     log_min_level = c->log.level;
+    log_set_format(c->log.format);
     config_publish(config_ref(c));
     ex_preload(c);
     config_unref(D.cfg);
@@ -328,11 +334,96 @@ static void reload(void)
     log_info("configuration reloaded (generation %llu)", (unsigned long long)c->generation);
 }
 
+/* ---------- the mounted configuration file ----------
+ *
+ * A ConfigMap volume is a directory whose agentd.yaml is a symlink into `..data`, itself a symlink to a
+ * timestamped directory; kubelet writes a new directory and renames a new `..data` over the old one. An inotify
+ * watch on the file itself would die with the old directory, so the directory is watched, and what counts is the
+ * file the path resolves to now: its device, inode, size and modification time. The 2 s readiness timer compares
+ * them as well, for file systems without inotify (and a watch that could not be set up). */
+
+static bool same_file(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+           a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+static void cfg_remember(void)
+{
+    D.cfg_seen_ok = D.cfg->path && stat(D.cfg->path, &D.cfg_seen) == 0;
+}
+
+static void cfg_check_changed(const char *how)
+{
+    if (D.cfg->path == NULL || D.drain_phase != 0)
+        return;
+    struct stat st;
+    if (stat(D.cfg->path, &st) != 0)
+        return; /* mid-swap, or removed: the running configuration stays */
+    if (D.cfg_seen_ok && same_file(&st, &D.cfg_seen))
+        return;
+    struct log_line l;
+    if (log_begin(&l, LL_INFO, "configuration file changed: reloading")) {
+        log_field_cstr(&l, "file", D.cfg->path);
+        log_field_cstr(&l, "noticed_by", how);
+        log_end(&l);
+    }
+    D.cfg_seen = st; /* a refused file is not retried until it changes again */
+    D.cfg_seen_ok = true;
+    reload();
+}
+
+static void on_cfg_settle(uv_timer_t *t)
+{
+    (void)t;
+    cfg_check_changed("watch");
+}
+
+static void on_cfg_event(uv_fs_event_t *h, const char *filename, int events, int status)
+{
+    (void)h;
+    (void)filename;
+    (void)events;
+    if (status < 0)
+        return;
+    /* kubelet's swap is several events (new directory, new ..data_tmp, rename): look once they have settled */
+    uv_timer_start(&D.cfg_settle, on_cfg_settle, 50, 0);
+}
+
+static void cfg_watch_start(void)
+{
+    uv_timer_init(&D.loop, &D.cfg_settle);
+    cfg_remember();
+    if (D.cfg->path == NULL)
+        return;
+    char dir[4096];
+    if (str_lcpy(dir, D.cfg->path, sizeof(dir)) >= sizeof(dir))
+        return;
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL)
+        str_lcpy(dir, ".", sizeof(dir));
+    else if (slash == dir)
+        slash[1] = '\0';
+    else
+        *slash = '\0';
+    uv_fs_event_init(&D.loop, &D.cfg_watch);
+    int e = uv_fs_event_start(&D.cfg_watch, on_cfg_event, dir, 0);
+    if (e != 0) {
+        log_warn("cannot watch %s for configuration changes (%s); checking every 2s instead", dir, uv_strerror(e));
+        uv_close((uv_handle_t *)&D.cfg_watch, NULL);
+        return;
+    }
+    D.cfg_watching = true;
+}
+
 static void on_signal(uv_signal_t *s, int signum)
 {
     (void)s;
-    if (signum == SIGHUP)
+    if (signum == SIGHUP) {
         reload();
+        cfg_remember();
+    }
     else
         begin_shutdown(signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
@@ -353,6 +444,7 @@ static void on_ready_check(uv_timer_t *t)
 {
     (void)t;
     check_data_dir();
+    cfg_check_changed("poll");
 }
 
 /* ---------- start-up ---------- */
@@ -416,6 +508,58 @@ static void format_addr(char *out, size_t n, const char *host, int port)
         snprintf(out, n, "%s:%d", host, port);
 }
 
+static const char *app_dir(void)
+{
+    return config_app_dir();
+}
+
+static int mkdir_p(const char *path);
+
+/* The configured data dir cannot be created (a non-root pod whose working directory is read-only, `./data`):
+ * fall back to the container's cache volume, and say so. Returns 0 when D.cfg was reloaded with the fallback, 1
+ * when no fallback was needed or possible. */
+static int data_dir_fallback(void)
+{
+    static char set[4200];
+    if (mkdir_p(D.cfg->server.data_dir) == 0)
+        return 1;
+    int err = errno;
+    char fallback[4096];
+    int n = snprintf(fallback, sizeof(fallback), "%s/cache", app_dir());
+    if (n <= 0 || (size_t)n >= sizeof(fallback) || strcmp(fallback, D.cfg->server.data_dir) == 0 ||
+        D.flags.nsets >= CONFIG_MAX_SETS || mkdir_p(fallback) != 0 || access(fallback, W_OK | X_OK) != 0) {
+        errno = err;
+        log_perror("cannot create data dir %s", D.cfg->server.data_dir);
+        return 1;
+    }
+    struct log_line l;
+    if (log_begin(&l, LL_WARN, "data dir cannot be created; using the container cache volume instead")) {
+        log_field_cstr(&l, "configured", D.cfg->server.data_dir);
+        log_field_cstr(&l, "error", strerror(err));
+        log_field_cstr(&l, "data_dir", fallback);
+        log_end(&l);
+    }
+    /* Every later load (reloads too) gets it, as if given on the command line. */
+    snprintf(set, sizeof(set), "server.data_dir=%s", fallback);
+    D.flags.sets[D.flags.nsets++] = set;
+    struct buf errors = BUF_INIT(1 << 20);
+    struct config *c = load_config(&errors);
+    buf_free(&errors);
+    if (c == NULL)
+        return 1;
+    config_unref(D.cfg);
+    D.cfg = c;
+    return 0;
+}
+
+/* "mock,gpt-4o,..." for the start-up line. */
+static void models_served(struct buf *out)
+{
+    const struct registry *r = registry_of(D.cfg);
+    for (size_t i = 0; r && i < r->nmodels; i++)
+        buf_printf(out, "%s%s", i ? "," : "", r->models[i].name);
+}
+
 int daemon_main(int argc, char **argv)
 {
     int rc = 1;
@@ -426,8 +570,7 @@ int daemon_main(int argc, char **argv)
         fprintf(stderr, "agentd serve: unexpected argument '%s'\n", argv[i]);
         return 2;
     }
-    if (D.flags.config_path == NULL)
-        D.flags.config_path = getenv("AGENTD_CONFIG");
+    D.flags.config_path = config_default_path(D.flags.config_path);
     struct buf errors = BUF_INIT(1 << 20);
     if (ex_global_init() != 0) {
         fprintf(stderr, "agentd: cannot initialise the gateway\n");
@@ -444,14 +587,14 @@ int daemon_main(int argc, char **argv)
     }
     buf_free(&errors);
     log_min_level = D.cfg->log.level;
+    log_set_format(D.cfg->log.format);
+    data_dir_fallback();
     config_publish(config_ref(D.cfg));
     ex_preload(D.cfg);
     signal(SIGPIPE, SIG_IGN);
     ops_state.started_us = time_mono_us();
     atomic_store(&ops_state.config_ok, true);
 
-    if (mkdir_p(D.cfg->server.data_dir) != 0)
-        log_perror("cannot create data dir %s", D.cfg->server.data_dir);
     govern_init();
     struct buf gerr = BUF_INIT(4096);
     if (govern_start(D.cfg, &gerr) != 0) /* budgets rebuilt from the ledger, then its writer */
@@ -466,6 +609,7 @@ int daemon_main(int argc, char **argv)
     /* before the exporter thread starts: the service registers its metrics; its uid range is split per worker */
     sandbox_http_init(D.cfg, (unsigned)(D.cfg->server.workers > 0 ? (int)D.cfg->server.workers : cpu_quota_workers()));
     otel_start(D.cfg);
+    eval_set_transport(&eval_gateway_transport); /* the LLM judge answers through the gateway */
     eval_start(D.cfg); /* response evaluations: with or without an OTLP endpoint (the scores are metrics too) */
     routes_init(D.cfg);
 
@@ -520,6 +664,7 @@ int daemon_main(int argc, char **argv)
     check_data_dir();
     uv_timer_start(&D.ready_check, on_ready_check, 2000, 2000);
     uv_async_init(&D.loop, &D.worker_done, on_worker_done);
+    cfg_watch_start();
 
     atomic_store(&D.listeners_open, D.nworkers);
     int started = 0;
@@ -547,6 +692,11 @@ int daemon_main(int argc, char **argv)
             log_field_cstr(&l, "version", AGENTD_VERSION);
             log_field_cstr(&l, "environment", D.cfg->server.environment);
             log_field_cstr(&l, "config", D.cfg->path ? D.cfg->path : "(built-in defaults)");
+            log_field_cstr(&l, "data_dir", D.cfg->server.data_dir);
+            struct buf models = BUF_INIT(1 << 16);
+            models_served(&models);
+            log_field_cstr(&l, "models", models.data ? models.data : "");
+            buf_free(&models);
             log_end(&l);
         }
     }

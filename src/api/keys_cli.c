@@ -225,7 +225,7 @@ int keys_cli_main(int argc, char **argv)
         id = argv[i++];
     }
     bool json = false;
-    const char *data_dir = NULL, *config_path = getenv("AGENTD_CONFIG");
+    const char *data_dir = NULL, *config_path = config_default_path(NULL);
     cJSON *body = NULL;
     if (op == KEYS_OP_CREATE || op == KEYS_OP_UPDATE) {
         body = keys_cli_flags(argc - i, argv + i, &data_dir, &config_path, stderr);

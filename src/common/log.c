@@ -13,6 +13,13 @@
 
 int log_min_level = LL_INFO;
 static int log_fd = STDERR_FILENO;
+static _Atomic int log_format = LOG_FORMAT_JSON;
+
+void log_set_format(int format)
+{
+    atomic_store_explicit(&log_format, format == LOG_FORMAT_TEXT ? LOG_FORMAT_TEXT : LOG_FORMAT_JSON,
+                          memory_order_relaxed);
+}
 
 static const char *const level_names[] = {"debug", "info", "warn", "error", "fatal", "off"};
 
@@ -294,6 +301,88 @@ void log_field_trace(struct log_line *l, const uint8_t trace_id[16], const uint8
     l->has_trace = true;
 }
 
+/* One JSON string starting at p[0] == '"': returns the index just past its closing quote. */
+static size_t json_str_end(const char *p, size_t n)
+{
+    size_t i = 1;
+    while (i < n && p[i] != '"')
+        i += p[i] == '\\' ? 2 : 1;
+    return i < n ? i + 1 : n;
+}
+
+/* The JSON line this file wrote ({"time":"..","level":"..","msg":"..",key:scalar...}) as
+ * "TIME LEVEL message key=value ...": string values are quoted (with their JSON escapes) when they hold a space,
+ * '=', a quote or an escape, or are empty. One pass; never longer than the JSON form plus a few bytes. */
+static size_t to_text(const char *j, size_t n, char *out, size_t cap)
+{
+    size_t o = 0, i = 1; /* past '{' */
+    int field = 0;
+    while (i < n && j[i] == '"' && o + 8 < cap) {
+        size_t ke = json_str_end(j + i, n - i) + i; /* key "..." */
+        const char *key = j + i + 1;
+        size_t klen = ke - i - 2;
+        i = ke + 1; /* ':' */
+        size_t vs = i, ve;
+        bool str = i < n && j[i] == '"';
+        if (str) {
+            ve = json_str_end(j + i, n - i) + i;
+        } else {
+            ve = i;
+            while (ve < n && j[ve] != ',' && j[ve] != '}')
+                ve++;
+        }
+        const char *v = j + vs;
+        size_t vlen = ve - vs;
+        if (str) { /* inner text */
+            v++;
+            vlen = vlen >= 2 ? vlen - 2 : 0;
+        }
+        bool quote = false;
+        if (field >= 3) {
+            if (o + klen + 2 >= cap)
+                break;
+            out[o++] = ' ';
+            memcpy(out + o, key, klen);
+            o += klen;
+            out[o++] = '=';
+            quote = str && vlen == 0;
+            for (size_t k = 0; str && k < vlen && !quote; k++)
+                quote = v[k] == ' ' || v[k] == '=' || v[k] == '\\' || v[k] == '"';
+        } else if (field > 0) {
+            out[o++] = ' ';
+        }
+        if (o + vlen + 2 >= cap)
+            break;
+        if (quote)
+            out[o++] = '"';
+        if (field == 1) { /* the level, upper case, padded to 5 */
+            for (size_t k = 0; k < vlen; k++)
+                out[o++] = (char)(v[k] >= 'a' && v[k] <= 'z' ? v[k] - 32 : v[k]);
+            for (size_t k = vlen; k < 5; k++)
+                out[o++] = ' ';
+        } else if (field == 2) { /* the message, unescaped where it is simple */
+            for (size_t k = 0; k < vlen; k++) {
+                if (v[k] == '\\' && k + 1 < vlen && (v[k + 1] == '"' || v[k + 1] == '\\')) {
+                    out[o++] = v[++k];
+                } else if (v[k] == '\\' && k + 1 < vlen && v[k + 1] == 'n') {
+                    out[o++] = ' ';
+                    k++;
+                } else {
+                    out[o++] = v[k];
+                }
+            }
+        } else {
+            memcpy(out + o, v, vlen);
+            o += vlen;
+        }
+        if (quote)
+            out[o++] = '"';
+        field++;
+        i = ve + 1; /* past ',' or '}' */
+    }
+    return o;
+}
+
 void log_end(struct log_line *l)
 {
     if (l->truncated && l->len + 20 < sizeof(l->buf)) {
@@ -306,6 +395,12 @@ void log_end(struct log_line *l)
         tap_off = true; /* whatever the tap logs stays local */
         t(l->level, l->buf, l->len, l->has_trace ? l->trace_id : NULL, l->has_trace ? l->span_id : NULL);
         tap_off = false;
+    }
+    char text[sizeof(l->buf) + 64];
+    if (atomic_load_explicit(&log_format, memory_order_relaxed) == LOG_FORMAT_TEXT) {
+        size_t tn = to_text(l->buf, l->len, text, sizeof(text) - 1);
+        memcpy(l->buf, text, tn < sizeof(l->buf) - 1 ? tn : sizeof(l->buf) - 1);
+        l->len = tn < sizeof(l->buf) - 1 ? tn : sizeof(l->buf) - 1;
     }
     l->buf[l->len++] = '\n';
     if (batch_buf && l->level < LL_WARN) {

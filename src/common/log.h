@@ -18,6 +18,9 @@ extern int log_min_level;
 
 int log_level_parse(const char *name); /* -1 when unknown */
 const char *log_level_name(int level);
+/* Line format: JSON objects (default) or "TIME LEVEL message key=value ..." for a terminal. */
+enum { LOG_FORMAT_JSON, LOG_FORMAT_TEXT };
+void log_set_format(int format);
 /* Where lines go (default stderr); tests point it elsewhere. */
 void log_set_fd(int fd);
 

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -164,6 +165,26 @@ void config_print(struct buf *out, const struct config *c)
 bool config_keep_restart_settings(struct config *next, const struct config *running, struct buf *which)
 {
     return cfg_keep_restart_fields(next->schema, next, running, which, "");
+}
+
+const char *config_app_dir(void)
+{
+    const char *a = getenv("AGENTD_APP_DIR");
+    return a && *a ? a : "/app";
+}
+
+const char *config_default_path(const char *given)
+{
+    static char path[4096];
+    if (given && *given)
+        return given;
+    const char *env = getenv("AGENTD_CONFIG");
+    if (env && *env)
+        return env;
+    int n = snprintf(path, sizeof(path), "%s/config/agentd.yaml", config_app_dir());
+    if (n > 0 && (size_t)n < sizeof(path) && access(path, R_OK) == 0)
+        return path;
+    return NULL;
 }
 
 static int add_set(struct config_flags *flags, const char *path, const char *value)

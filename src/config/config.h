@@ -21,6 +21,7 @@
 #include "common/buf.h"
 #include "config/schema.h"
 
+enum { CONFIG_MOCK_AUTO, CONFIG_MOCK_OFF, CONFIG_MOCK_ON };
 enum { CONFIG_LOG_DEBUG, CONFIG_LOG_INFO, CONFIG_LOG_WARN, CONFIG_LOG_ERROR };
 
 struct config_server {
@@ -49,6 +50,24 @@ struct config_log {
     int level;   /* CONFIG_LOG_* */
     bool access; /* one line per HTTP request */
     bool llm;    /* one line per gateway request (model, tokens, cost, timings) */
+    int format;  /* LOG_FORMAT_* (common/log.h): json lines, or text for a terminal */
+};
+
+/* gateway.retries and a model's retries: (schema and checks: gateway/gw_config.c; rules: gateway/resilience.h) */
+struct config_retry {
+    int64_t max_attempts;            /* attempts per model, the first included */
+    int64_t backoff_base_ms, backoff_max_ms;
+    struct cfg_strlist retry_on;     /* outcome names; empty = the default set */
+    double budget_ratio;             /* gateway only: retries at most this share of requests ... */
+    int64_t budget_min_per_second;   /* ... plus this many per second */
+};
+
+/* gateway.breaker: one circuit breaker per deployment (gateway/breaker.h) */
+struct config_breaker {
+    bool enabled;
+    int64_t window_ms, min_requests;
+    double failure_rate;
+    int64_t consecutive_failures, cooldown_ms, half_open_probes;
 };
 
 struct config_gateway {
@@ -56,12 +75,15 @@ struct config_gateway {
     int64_t request_timeout_ms;
     int64_t connect_timeout_ms;
     int64_t first_byte_timeout_ms;   /* upstream response headers */
+    int64_t stream_idle_timeout_ms;  /* no upstream stream bytes for this long ends the attempt; 0 = off */
+    struct config_retry retries;
+    struct config_breaker breaker;
     int64_t max_response_bytes;      /* a non-streamed upstream response is buffered up to this */
     int64_t max_event_bytes;         /* one streamed event */
     int64_t default_max_tokens;      /* for providers that require max_tokens when the client gave none */
     int64_t max_usage_tokens;        /* upstream-reported token counts above this are implausible (not billed) */
     bool auto_models;                /* add well-known models of every provider whose key is in the environment */
-    bool mock_model;                 /* serve the offline "mock" model */
+    int mock_model;                  /* CONFIG_MOCK_*: serve the offline "mock" model (auto: not in production) */
     char *anthropic_version;         /* sent upstream to Anthropic */
     int upstream_client;             /* CONFIG_UPSTREAM_* */
     char *ca_file;                   /* extra trusted CAs for upstream TLS; "" = the system store only */
@@ -97,6 +119,11 @@ struct config_telemetry {
     bool capture_content;
     int response_header;           /* OTEL_RESPONSE_HEADER_* */
     char *evaluations;             /* "workflow:<name>=r,<model>=r,*=r" sampling rates (telemetry/eval.h) */
+    char *evaluation_judge;        /* the LLM judge's model ("": no judge) */
+    char *evaluation_rubric;       /* what the judge is asked to grade */
+    double evaluation_budget_usd;  /* the judge's spend since start; 0: no limit */
+    int64_t evaluation_budget_tokens; /* the judge's tokens since start; 0: no limit */
+    int64_t evaluation_stream_max_bytes; /* streamed text kept for a sampled answer; 0: streams not evaluated */
 };
 
 struct config_store { /* schema: store/store_config.c */
@@ -171,6 +198,12 @@ struct config {
 
 /* The root table: every module's section, assembled by the composition root (api/config_root.c). */
 extern const struct cfg_schema config_schema;
+
+/* The container's layout (DESIGN §5): /app, or $AGENTD_APP_DIR (tests, images with another layout). */
+const char *config_app_dir(void);
+/* Which file a command reads: `given` (--config) when set, else $AGENTD_CONFIG, else APP/config/agentd.yaml when it
+ * exists (the mounted ConfigMap), else NULL (the built-in defaults). The result lives for the process. */
+const char *config_default_path(const char *given);
 
 /* Command-line settings, applied last. */
 #define CONFIG_MAX_SETS 64

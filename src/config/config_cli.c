@@ -6,6 +6,7 @@
 
 #include "common/buf.h"
 #include "config/config.h"
+#include "config/litellm.h"
 
 extern char **environ;
 
@@ -41,8 +42,7 @@ static int print(int argc, char **argv)
         fprintf(stderr, "agentd config print: unexpected argument '%s'\n", argv[i]);
         return 2;
     }
-    if (flags.config_path == NULL)
-        flags.config_path = getenv("AGENTD_CONFIG");
+    flags.config_path = config_default_path(flags.config_path);
     struct buf errors = BUF_INIT(1 << 20);
     struct config *c = config_load(&flags, environ, &errors);
     if (c == NULL) {
@@ -75,9 +75,11 @@ int config_cli_main(int argc, char **argv)
         return describe();
     if (argc >= 2 && strcmp(argv[1], "check") == 0)
         return check(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "import-litellm") == 0)
+        return litellm_import_main(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "print") == 0)
         return print(argc - 1, argv + 1);
     fprintf(stderr, "usage: agentd config check FILE | agentd config print [--config FILE] [--set PATH=VALUE]... | "
-                    "agentd config describe\n");
+                    "agentd config describe | agentd config import-litellm FILE\n");
     return 2;
 }

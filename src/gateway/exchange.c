@@ -16,10 +16,12 @@
 #include "common/timeutil.h"
 #include "config/config.h"
 #include "gateway/admission.h"
+#include "gateway/dep_health.h"
 #include "gateway/eventstream.h"
 #include "gateway/front.h"
 #include "gateway/registry.h"
 #include "gateway/redact.h"
+#include "gateway/resilience.h"
 #include "net/sse.h"
 #include "net/upstream.h"
 #include "policy/auth.h"
@@ -39,6 +41,8 @@ struct gateway_worker {
      * Bounded by what one read produces; the buffer is kept between reads unless it grew past RELAY_KEEP. */
     struct buf relay;
     struct exchange *relay_owner;
+    struct retry_budget rbudget; /* retries this worker may still add (resilience.h) */
+    bool rbudget_init;
     struct adm_loop *adm;      /* where this loop's admission waiters are woken */
     struct exchange *live;     /* exchanges not yet ended (ex_worker_end_all) */
 };
@@ -82,6 +86,8 @@ int ex_global_init(void)
     ex_observer_add(&observers_llm_log);
     ex_observer_add(&observers_eval);
     ex_observer_add(&observer_spans);
+    ex_observer_add(&health_observer);
+    health_observer_register_metrics();
     usage_metrics_register();
     admission_global_init();
     return upstream_global_init();
@@ -262,6 +268,7 @@ static enum attempt_result outcome_from_upstream(enum up_result r)
 /* ---------- exchange lifecycle ---------- */
 
 static void ex_next_attempt(struct exchange *ex);
+static void backoff_account(struct exchange *ex);
 static void attempt_free(struct attempt *a);
 static void ex_run(struct exchange *ex);
 
@@ -299,6 +306,7 @@ static uint64_t attempt_upstream_so_far(const struct attempt *a, uint64_t now)
 
 static void observers_attempt_start(struct exchange *ex, struct attempt *a, struct up_request *r)
 {
+    a->started = true;
     for (size_t i = 0; i < nobservers; i++)
         if (observers[i]->on_attempt_start)
             observers[i]->on_attempt_start(ex, a, r);
@@ -313,6 +321,10 @@ void ex_attempt_end(struct exchange *ex, struct attempt *a, const struct attempt
     else
         ex->t_upstream_us += attempt_upstream_so_far(a, time_mono_us());
     a->t_start_us = 0;
+    uv_timer_stop(&ex->rtimer); /* the stream-idle timer belongs to the attempt running */
+    if (ex->narec < EX_MAX_ATTEMPTS)
+        ex->arec[ex->narec++] = (struct ex_attempt_rec){a->dep, (unsigned short)o->result,
+                                                        (unsigned short)(o->result == AO_HTTP_STATUS ? o->status : 0)};
     for (size_t i = 0; i < nobservers; i++)
         if (observers[i]->on_attempt_end)
             observers[i]->on_attempt_end(ex, a, o);
@@ -395,6 +407,16 @@ static void gateway_headers(struct exchange *ex, struct buf *h, const struct dep
         hdr_add(h, "x-agentd-dropped-fields", ex->rq.dropped_fields);
     hdr_add_u64(h, "x-agentd-overhead-us", overhead_now(ex, time_mono_us()));
     hdr_add_u64(h, "x-agentd-attempts", (uint64_t)ex->attempts);
+    if (ex->narec + (ex->att ? 1 : 0) > 1) {
+        struct buf ao = BUF_INIT(4096);
+        ex_attempt_outcomes(ex, &ao);
+        if (ex->att) /* a stream's head: the attempt relaying it has no outcome yet */
+            buf_printf(&ao, ", %s=streaming", ex->att->dep->label);
+        buf_append(&ao, "", 1);
+        if (ao.data)
+            hdr_add(h, "x-agentd-attempt-outcomes", ao.data);
+        buf_free(&ao);
+    }
     if (ex->cache_result)
         hdr_add(h, "x-agentd-cache", ex->cache_result);
     if (ex->route_rule) {
@@ -420,7 +442,22 @@ static void gateway_headers(struct exchange *ex, struct buf *h, const struct dep
 
 static const struct deployment *last_deployment(const struct exchange *ex)
 {
-    return ex->iplan > 0 ? ex->plan[ex->iplan - 1] : NULL;
+    return ex->last_dep;
+}
+
+void ex_attempt_outcomes(const struct exchange *ex, struct buf *out)
+{
+    for (int i = 0; i < ex->narec; i++) {
+        const struct ex_attempt_rec *r = &ex->arec[i];
+        if (i)
+            buf_append(out, ", ", 2);
+        buf_append_str(out, r->dep ? r->dep->label : "-");
+        buf_append(out, "=", 1);
+        if (r->result == AO_HTTP_STATUS)
+            buf_printf(out, "http_%u", r->status);
+        else
+            buf_append_str(out, ex_attempt_result_name((enum attempt_result)r->result));
+    }
 }
 
 static void price(struct exchange *ex)
@@ -478,6 +515,7 @@ static void ex_end(struct exchange *ex, int status, const struct gw_error *err, 
     if (ex->done)
         return;
     relay_flush(ex, ex->att ? ex->att->dep : NULL); /* the stream bytes of the read under way go first */
+    backoff_account(ex);                            /* the deadline may cut a backoff */
     ex->done = true;
     live_unlink(ex);
     ex->status = status;
@@ -529,6 +567,8 @@ static void ex_end(struct exchange *ex, int status, const struct gw_error *err, 
     } /* else granted or refused meanwhile: on_admit_ready runs, releases the slot and drops the reference */
     uv_timer_stop(&ex->deadline);
     uv_close((uv_handle_t *)&ex->deadline, on_deadline_closed);
+    uv_timer_stop(&ex->rtimer);
+    uv_close((uv_handle_t *)&ex->rtimer, on_deadline_closed);
 }
 
 /* Writes stream bytes, starting the stream (head, naming dep) with the first. */
@@ -807,12 +847,52 @@ void ex_attempt_scrub_error(const struct attempt *a, struct gw_error *err)
     redact_upstream_error(rs, a && a->dep ? a->dep->label : NULL, err);
 }
 
-static bool can_retry(struct exchange *ex, const struct gw_error *err)
+/* The typed outcome, as far as the retry rules care (resilience.h). */
+static enum retry_kind retry_kind_of(enum attempt_result r)
 {
-    return err->retryable && !ex->client_started && ex->iplan < ex->nplan;
+    switch (r) {
+    case AO_CONNECT_REFUSED:
+    case AO_CONNECT_TIMEOUT:
+    case AO_DNS:
+    case AO_TLS: return RK_CONNECT;
+    case AO_FIRST_BYTE_TIMEOUT:
+    case AO_IDLE_TIMEOUT:
+    case AO_TIMEOUT: return RK_TIMEOUT;
+    case AO_RESET_BEFORE_FIRST_BYTE:
+    case AO_RESET_AFTER_FIRST_BYTE: return RK_RESET; /* after the upstream's first byte, not the client's */
+    case AO_PROTOCOL:
+    case AO_DECODE: return RK_PROTOCOL;
+    case AO_HTTP_STATUS: return RK_HTTP;
+    default: return RK_OTHER;
+    }
 }
 
-/* An attempt failed with a typed outcome: count it, then try the next deployment or tell the client. */
+static bool enter_fallbacks(struct exchange *ex, int list);
+static const char *const class_names[] = {"fatal", "retry", "context_window", "content_policy"};
+
+/* The failover/retry log line: its facts are fields (issue 9, item 9). */
+static void log_attempt_failed(const struct exchange *ex, const struct deployment *dep, enum attempt_result r,
+                               const struct gw_error *e, enum failure_class cls, const char *next)
+{
+    struct log_line l;
+    if (!log_begin(&l, LL_WARN, "upstream attempt failed"))
+        return;
+    log_field_cstr(&l, "request_id", ex->rq.request_id);
+    log_field_int(&l, "attempt", ex->attempts);
+    log_field_cstr(&l, "deployment", dep->label);
+    char oc[24];
+    if (r == AO_HTTP_STATUS)
+        snprintf(oc, sizeof(oc), "http_%d", e->status);
+    log_field_cstr(&l, "outcome", r == AO_HTTP_STATUS ? oc : ex_attempt_result_name(r));
+    log_field_cstr(&l, "class", class_names[cls]);
+    log_field_cstr(&l, "next", next);
+    log_field_cstr(&l, "model", ex->tier ? ex->tier->name : ex->rq.model_name);
+    log_field_cstr(&l, "error", e->message);
+    log_end(&l);
+}
+
+/* An attempt failed with a typed outcome: count it, then retry (the same or another deployment, now or after a
+ * backoff), fall back to another model, or tell the client. Never once a byte has reached the client. */
 static void attempt_failed(struct attempt *a, enum attempt_result r, const struct gw_error *err)
 {
     struct exchange *ex = a->ex;
@@ -821,15 +901,33 @@ static void attempt_failed(struct attempt *a, enum attempt_result r, const struc
     const struct deployment *dep = a->dep;
     struct gw_error e = *err; /* err may live in the attempt */
     ex_attempt_scrub_error(a, &e); /* upstream text reaches neither client nor log with a key in it */
+    int ustatus = r == AO_HTTP_STATUS && a->status ? a->status : e.status;
     end_attempt(ex, a, r, &e);
     ex->last_err = e;
     ex->have_err = true;
-    if (can_retry(ex, &e)) {
-        log_info("request %s: %s failed (%d %s); trying the next deployment", ex->rq.request_id, dep->label,
-                 e.status, e.message);
-        ex_next_attempt(ex);
+    const struct model_entry *m = ex->tier ? ex->tier : ex->model;
+    enum failure_class cls = failure_classify(retry_kind_of(r), ustatus, &e, m ? m->retry.retry_on : RETRY_ON_DEFAULT);
+    if (ex->client_started || m == NULL) {
+        ex_fail_at(ex, &e, dep);
         return;
     }
+    switch (cls) {
+    case FAIL_RETRY:
+        log_attempt_failed(ex, dep, r, &e, cls, "retry");
+        ex_next_attempt(ex);
+        return;
+    case FAIL_CONTEXT_WINDOW:
+    case FAIL_CONTENT_POLICY:
+        if (enter_fallbacks(ex, cls == FAIL_CONTEXT_WINDOW ? 1 : 2)) {
+            log_attempt_failed(ex, dep, r, &e, cls, "fallback");
+            ex_next_attempt(ex);
+            return;
+        }
+        break;
+    case FAIL_FATAL: break;
+    }
+    if (ustatus >= 500 || r != AO_HTTP_STATUS)
+        log_attempt_failed(ex, dep, r, &e, cls, "fail");
     ex_fail_at(ex, &e, dep);
 }
 
@@ -914,6 +1012,25 @@ static int on_es_message(const struct eventstream_message *m, void *ud)
     return on_stream_event(a, &ev) != 0 ? -1 : 0;
 }
 
+/* A stream sent nothing for the deployment's idle timeout: the attempt ends (typed: idle_timeout). Before the
+ * first client byte another attempt follows; after it the client gets its format's error event. */
+static void on_stream_idle(uv_timer_t *t)
+{
+    struct exchange *ex = t->data;
+    struct attempt *a = ex->att;
+    if (ex->done || a == NULL || a->xfer == NULL)
+        return;
+    upstream_cancel(a->xfer);
+    a->xfer = NULL;
+    struct gw_error err;
+    gw_error_set(&err, 504, GW_ERR_TIMEOUT, "upstream %s sent nothing for %lld ms (stream idle timeout)",
+                 a->dep->label, (long long)a->dep->idle_timeout_ms);
+    err.retryable = true;
+    if (ex->client_started)
+        ex->incomplete = true;
+    attempt_failed(a, AO_IDLE_TIMEOUT, &err);
+}
+
 static void on_up_headers(struct up_xfer *x, void *ud)
 {
     struct attempt *a = ud;
@@ -927,6 +1044,9 @@ static void on_up_headers(struct up_xfer *x, void *ud)
     if (a->status >= 400)
         up_xfer_header(x, "x-amzn-errortype", a->upstream_error_type, sizeof(a->upstream_error_type));
     if (a->status >= 200 && a->status < 300 && a->stream) {
+        if (a->dep->idle_timeout_ms > 0)
+            uv_timer_start(&a->ex->rtimer, on_stream_idle, (uint64_t)a->dep->idle_timeout_ms,
+                           (uint64_t)a->dep->idle_timeout_ms);
         size_t max = (size_t)a->ex->rq.cfg->gateway.max_event_bytes;
         if (a->prov->framing == FRAMING_AWS_EVENTSTREAM) {
             struct eventstream_parser *p = xcalloc(1, sizeof(*p));
@@ -955,6 +1075,8 @@ static int on_up_data(struct up_xfer *x, const char *data, size_t len, void *ud)
         }
         return UP_DATA_OK;
     }
+    if (a->dep->idle_timeout_ms > 0)
+        uv_timer_again(&ex->rtimer); /* the upstream is alive */
     /* A slow client holds the upstream back instead of growing our buffers (the sink calls ex_sink_drained). */
     if (ex->sink_ops->pending && ex->sink_ops->pending(ex->sink) > EX_SINK_HIGH_WATER)
         return UP_DATA_PAUSE;
@@ -1008,6 +1130,14 @@ static void on_up_done(struct up_xfer *x, enum up_result r, void *ud)
         /* The provider said no: map its error, keep its status and retry hints. */
         a->prov->map_error(a, a->status, a->resp.data ? a->resp.data : "", a->resp.len, &err);
         long ra = up_xfer_retry_after_ms(x);
+        if (ra < 0 && a->status == 429) {
+            /* OpenAI's x-ratelimit-reset-{requests,tokens}: the one whose remaining count is 0, else tokens */
+            char v[64];
+            bool req0 = up_xfer_header(x, "x-ratelimit-remaining-requests", v, sizeof(v)) == 0 && strcmp(v, "0") == 0;
+            if (up_xfer_header(x, req0 ? "x-ratelimit-reset-requests" : "x-ratelimit-reset-tokens", v, sizeof(v)) == 0 ||
+                up_xfer_header(x, "x-ratelimit-reset-requests", v, sizeof(v)) == 0)
+                ra = (long)ratelimit_reset_ms(v);
+        }
         if (ra >= 0)
             err.retry_after_ms = ra;
         attempt_failed(a, AO_HTTP_STATUS, &err);
@@ -1071,75 +1201,12 @@ static void attempt_free(struct attempt *a)
     xfree(a);
 }
 
-static void ex_next_attempt(struct exchange *ex)
+/* Weighted order of a model's usable deployments (a missing key is never usable); the model's balancing then
+ * chooses the first: least_outstanding takes the less busy of the first two (power of two choices, drawn by
+ * weight), latency the lowest moving average of time to first byte (one never measured first). */
+static void plan_model(struct exchange *ex, const struct model_entry *m)
 {
-    struct gw_error err;
-    while (ex->iplan < ex->nplan) {
-        const struct deployment *dep = ex->plan[ex->iplan++];
-        if (policy && policy->attempt_admit && !policy->attempt_admit(ex, dep, &err)) {
-            ex->last_err = err; /* e.g. the deployment's rate limit: the next one may serve */
-            ex->have_err = true;
-            continue;
-        }
-        struct attempt *a = xcalloc(1, sizeof(*a));
-        a->ex = ex;
-        a->dep = dep;
-        a->prov = ex->fops->provider_for ? ex->fops->provider_for(ex, dep) : dep->prov;
-        a->op = ex->front == FRONT_OPENAI_EMBEDDINGS ? OP_EMBEDDINGS : OP_CHAT;
-        a->stream = ex->rq.stream;
-        a->passthrough = ex->fops->wire != WIRE_NONE && ex->fops->wire == a->prov->wire;
-        buf_init(&a->resp, (size_t)ex->rq.cfg->gateway.max_response_bytes);
-        ex->att = a;
-        ex->attempts++;
-        if (a->prov->run_local) {
-            observers_attempt_start(ex, a, NULL);
-            a->t_start_us = time_mono_us(); /* the local provider's timers are its own time, not overhead */
-            a->prov->run_local(a);          /* failures come back through ex_attempt_fail */
-            return;
-        }
-        struct up_request r;
-        up_request_init(&r);
-        int64_t tmo = dep->timeout_ms ? dep->timeout_ms : 0;
-        r.connect_timeout_ms = (long)ex->rq.cfg->gateway.connect_timeout_ms;
-        r.first_byte_timeout_ms = (long)ex->rq.cfg->gateway.first_byte_timeout_ms;
-        r.timeout_ms = (long)tmo;
-        if (a->prov->encode_request(a, &r, &err) != 0) {
-            up_request_free(&r);
-            /* A request this provider cannot express: try another deployment, else tell the client (a 4xx that
-             * another deployment may serve says retryable: a message thread only Anthropic can hold). */
-            end_attempt(ex, a, AO_ENCODE_REFUSED, &err);
-            ex->last_err = err;
-            ex->have_err = true;
-            if (ex->iplan < ex->nplan && (err.status >= 500 || err.retryable))
-                continue;
-            ex_fail(ex, &err);
-            return;
-        }
-        static const struct up_callbacks cbs = {on_up_headers, on_up_data, on_up_done};
-        observers_attempt_start(ex, a, &r);
-        a->t_start_us = time_mono_us();
-        a->xfer = upstream_start(ex->gw->up, &r, &cbs, a);
-        up_request_free(&r);
-        if (a->xfer == NULL) {
-            const char *why = upstream_last_error(ex->gw->up);
-            gw_error_set(&err, 500, GW_ERR_API, "%s", why ? why : "could not start the upstream request");
-            end_attempt(ex, a, AO_START_FAILED, &err);
-            ex_fail(ex, &err);
-        }
-        return;
-    }
-    if (ex->have_err) {
-        ex_fail(ex, &ex->last_err);
-        return;
-    }
-    gw_error_set(&err, 503, GW_ERR_OVERLOADED, "no deployment of model %s is available", ex->rq.model_name);
-    ex_fail(ex, &err);
-}
-
-/* Weighted order: the first deployment is drawn by weight, the rest follow by weight as fallbacks. */
-static void plan(struct exchange *ex)
-{
-    const struct model_entry *m = ex->model;
+    ex->nplan = ex->iplan = 0;
     int n = 0;
     const struct deployment *cand[EX_MAX_PLAN];
     int64_t weights[EX_MAX_PLAN];
@@ -1168,6 +1235,244 @@ static void plan(struct exchange *ex)
         weights[pick] = weights[n - 1];
         n--;
     }
+    if (ex->nplan < 2)
+        return;
+    if (m->balancing == BALANCE_LEAST_OUTSTANDING) {
+        const struct deployment *a = ex->plan[0], *b = ex->plan[1];
+        if (a->st && b->st && atomic_load_explicit(&b->st->outstanding, memory_order_relaxed) <
+                                  atomic_load_explicit(&a->st->outstanding, memory_order_relaxed)) {
+            ex->plan[0] = b;
+            ex->plan[1] = a;
+        }
+    } else if (m->balancing == BALANCE_LATENCY) {
+        int best = 0;
+        uint64_t bv = UINT64_MAX;
+        for (int i = 0; i < ex->nplan; i++) {
+            uint64_t v = ex->plan[i]->st ? atomic_load_explicit(&ex->plan[i]->st->ewma_ttfb_us, memory_order_relaxed)
+                                         : 0;
+            if (v < bv) {
+                bv = v;
+                best = i;
+            }
+        }
+        const struct deployment *d = ex->plan[best];
+        memmove(&ex->plan[1], &ex->plan[0], (size_t)best * sizeof(ex->plan[0]));
+        ex->plan[0] = d;
+    }
+}
+
+static void enter_tier(struct exchange *ex, const struct model_entry *m)
+{
+    ex->tier = m;
+    ex->tier_attempts = ex->round_started = 0;
+    ex->tier_rounds = 0;
+    plan_model(ex, m);
+}
+
+/* The next model of the fallback list being followed; false when there is none. */
+static bool next_fallback(struct exchange *ex)
+{
+    const struct model_entry *m = ex->model;
+    const struct model_entry *const *l = ex->fb_list == 1 ? m->cw_fallbacks : ex->fb_list == 2 ? m->cp_fallbacks
+                                                                                               : m->fallbacks;
+    size_t n = ex->fb_list == 1 ? m->ncw_fallbacks : ex->fb_list == 2 ? m->ncp_fallbacks : m->nfallbacks;
+    if ((size_t)ex->fb_next >= n)
+        return false;
+    enter_tier(ex, l[ex->fb_next++]);
+    return true;
+}
+
+/* A context-window (1) or content-policy (2) error: follow that list from its start. */
+static bool enter_fallbacks(struct exchange *ex, int list)
+{
+    ex->fb_list = list;
+    ex->fb_next = 0;
+    return next_fallback(ex);
+}
+
+/* Starts one attempt on dep. Returns false when it ended before reaching the upstream and another deployment may
+ * take it (a request this provider cannot express); true otherwise (it runs, or the exchange has ended). */
+static bool start_attempt(struct exchange *ex, const struct deployment *dep, bool probe)
+{
+    struct gw_error err;
+    if (!ex->client_started) { /* a retry starts clean: nothing of a failed attempt reached the client */
+        ex->usage = (struct usage){0};
+        ex->relayed_chars = ex->relayed_events = 0;
+        ex->t_first_token_us = 0;
+    }
+    struct attempt *a = xcalloc(1, sizeof(*a));
+    a->ex = ex;
+    a->dep = dep;
+    a->breaker_probe = probe;
+    a->prov = ex->fops->provider_for ? ex->fops->provider_for(ex, dep) : dep->prov;
+    a->op = ex->front == FRONT_OPENAI_EMBEDDINGS ? OP_EMBEDDINGS : OP_CHAT;
+    a->stream = ex->rq.stream;
+    a->passthrough = ex->fops->wire != WIRE_NONE && ex->fops->wire == a->prov->wire;
+    buf_init(&a->resp, (size_t)ex->rq.cfg->gateway.max_response_bytes);
+    ex->att = a;
+    ex->attempts++;
+    ex->tier_attempts++;
+    ex->round_started++;
+    ex->last_dep = dep;
+    if (a->prov->run_local) {
+        observers_attempt_start(ex, a, NULL);
+        a->t_start_us = a->t_attempt_us = time_mono_us(); /* the local provider's timers are its own time */
+        a->prov->run_local(a);                            /* failures come back through ex_attempt_fail */
+        return true;
+    }
+    struct up_request r;
+    up_request_init(&r);
+    r.connect_timeout_ms = (long)dep->connect_timeout_ms;
+    r.first_byte_timeout_ms = (long)dep->first_byte_timeout_ms;
+    r.timeout_ms = (long)dep->timeout_ms;
+    if (a->prov->encode_request(a, &r, &err) != 0) {
+        up_request_free(&r);
+        /* A request this provider cannot express: try another deployment, else tell the client (a 4xx that
+         * another deployment may serve says retryable: a message thread only Anthropic can hold). */
+        ex->tier_attempts--; /* no upstream was asked: not one of the model's attempts */
+        end_attempt(ex, a, AO_ENCODE_REFUSED, &err);
+        ex->last_err = err;
+        ex->have_err = true;
+        if (err.status >= 500 || err.retryable)
+            return false;
+        ex_fail(ex, &err);
+        return true;
+    }
+    static const struct up_callbacks cbs = {on_up_headers, on_up_data, on_up_done};
+    observers_attempt_start(ex, a, &r);
+    a->t_start_us = a->t_attempt_us = time_mono_us();
+    a->xfer = upstream_start(ex->gw->up, &r, &cbs, a);
+    up_request_free(&r);
+    if (a->xfer == NULL) {
+        const char *why = upstream_last_error(ex->gw->up);
+        gw_error_set(&err, 500, GW_ERR_API, "%s", why ? why : "could not start the upstream request");
+        end_attempt(ex, a, AO_START_FAILED, &err);
+        ex_fail(ex, &err);
+    }
+    return true;
+}
+
+/* A backoff is waiting on the upstreams (their failures, their Retry-After): it is counted as upstream time. */
+static void backoff_account(struct exchange *ex)
+{
+    if (ex->t_backoff_us) {
+        ex->t_upstream_us += time_mono_us() - ex->t_backoff_us;
+        ex->t_backoff_us = 0;
+    }
+}
+
+static void on_backoff(uv_timer_t *t)
+{
+    struct exchange *ex = t->data;
+    backoff_account(ex);
+    if (!ex->done)
+        ex_next_attempt(ex);
+}
+
+/* The request cannot be served: the last attempt's error, or (nothing was tried: every breaker open) a 503 with
+ * Retry-After when a deployment will be worth trying again. */
+static void fail_exhausted(struct exchange *ex, int64_t wait_ms)
+{
+    if (ex->have_err) {
+        ex_fail(ex, &ex->last_err);
+        return;
+    }
+    struct gw_error err;
+    gw_error_set(&err, 503, GW_ERR_OVERLOADED,
+                 "no deployment of model %s is available now (circuit breakers open or in cool-down)",
+                 ex->rq.model_name);
+    err.retry_after_ms = wait_ms > 0 ? wait_ms : 1000;
+    ex_fail(ex, &err);
+}
+
+/* The next attempt: the next usable deployment of the current plan; at the plan's end another pass after a
+ * backoff (full jitter, at least a cool-down's Retry-After) if it fits in the deadline and the model has attempts
+ * left; else the next fallback model; else the error. Never blocks: a wait is a timer. */
+static void ex_next_attempt(struct exchange *ex)
+{
+    int64_t wait_fail = -1; /* Retry-After for a 503 when nothing could be tried */
+    for (int guard = 0; guard < 4 * EX_MAX_ATTEMPTS && !ex->done; guard++) {
+        const struct model_entry *m = ex->tier;
+        if (ex->attempts >= EX_MAX_ATTEMPTS)
+            break;
+        if (ex->tier_attempts < m->retry.max_attempts) {
+            int64_t now = dep_now_ms();
+            bool started = false;
+            while (!started && ex->iplan < ex->nplan) {
+                const struct deployment *dep = ex->plan[ex->iplan++];
+                bool probe = false;
+                if (dep->st && !breaker_acquire(&dep->st->br, now, &probe))
+                    continue;
+                struct gw_error aerr;
+                if (policy && policy->attempt_admit && !policy->attempt_admit(ex, dep, &aerr)) {
+                    if (probe) /* give the probe slot back: no attempt */
+                        breaker_record(&dep->st->br, now, BR_NEUTRAL, true);
+                    ex->last_err = aerr; /* e.g. the deployment's rate limit: the next one may serve */
+                    ex->have_err = true;
+                    continue;
+                }
+                if (ex->attempts > 0 && !retry_budget_take(&ex->gw->rbudget, now)) {
+                    if (probe) /* give the probe slot back: no attempt */
+                        breaker_record(&dep->st->br, now, BR_NEUTRAL, true);
+                    log_warn("request %s: retry budget spent (gateway.retries.budget_ratio); not retrying",
+                             ex->rq.request_id);
+                    fail_exhausted(ex, -1);
+                    return;
+                }
+                if (start_attempt(ex, dep, probe))
+                    return;
+            }
+            /* The pass is over. When will a deployment of this plan be worth trying? A 429's cool-down is waited
+             * out (when it ends before the deadline); an open breaker is not: its cool-down is for the deployment
+             * to recover, so the request goes on to a fallback, or fails now. */
+            int64_t remaining = (int64_t)ex->deadline_ms - now;
+            int64_t minw = INT64_MAX, min_open = INT64_MAX;
+            bool any_unknown = false;
+            for (int i = 0; i < ex->nplan; i++) {
+                const struct deployment *d = ex->plan[i];
+                int64_t w = 0;
+                if (d->st) {
+                    breaker_usable(&d->st->br, now, &w);
+                    if (breaker_state(&d->st->br, now) == BREAKER_OPEN) {
+                        if (w >= 0 && w < min_open)
+                            min_open = w;
+                        continue;
+                    }
+                }
+                if (w < 0)
+                    any_unknown = true; /* a half-open probe is out */
+                else if (w < minw)
+                    minw = w;
+            }
+            int64_t wait = -1;
+            if (ex->round_started > 0 && (minw != INT64_MAX || any_unknown)) {
+                /* attempts failed in this pass: back off, then another pass */
+                wait = backoff_full_jitter(m->retry.backoff_base_ms, m->retry.backoff_max_ms, ex->tier_rounds,
+                                           rng_next(ex->gw));
+                if (minw != INT64_MAX && minw > wait)
+                    wait = minw;
+            } else if (ex->round_started == 0 && !any_unknown && minw != INT64_MAX && minw > 0) {
+                wait = minw; /* nothing tried: every closed deployment is in a 429's cool-down */
+            }
+            if (wait < 0 || wait >= remaining)
+                wait_fail = min_open != INT64_MAX ? min_open : minw != INT64_MAX && minw > 0 ? minw : wait_fail;
+            if (wait >= 0 && wait < remaining) {
+                ex->iplan = 0;
+                ex->round_started = 0;
+                ex->tier_rounds++;
+                if (wait == 0)
+                    continue;
+                ex->t_backoff_us = time_mono_us();
+                uv_timer_start(&ex->rtimer, on_backoff, (uint64_t)wait, 0);
+                return;
+            }
+        }
+        if (!next_fallback(ex))
+            break;
+        log_info("request %s: model %s spent; falling back to %s", ex->rq.request_id, ex->rq.model_name,
+                 ex->tier->name);
+    }
+    fail_exhausted(ex, wait_fail);
 }
 
 /* ---------- stages ---------- */
@@ -1371,8 +1676,19 @@ static enum ex_next st_plan(struct exchange *ex, void *ud)
     (void)ud;
     if (plan_hook)
         plan_hook(ex); /* routing to cheaper models (gateway/routing.c): may change the model first */
-    plan(ex);
-    if (ex->nplan == 0) {
+    enter_tier(ex, ex->model);
+    struct gateway_worker *gw = ex->gw;
+    const struct config_retry *rc = &ex->rq.cfg->gateway.retries;
+    int64_t now = dep_now_ms();
+    if (!gw->rbudget_init) {
+        retry_budget_init(&gw->rbudget, rc->budget_ratio, (double)rc->budget_min_per_second, now);
+        gw->rbudget_init = true;
+    }
+    gw->rbudget.ratio = rc->budget_ratio; /* a reload may change them */
+    gw->rbudget.min_per_s = (double)rc->budget_min_per_second;
+    retry_budget_request(&gw->rbudget, now);
+    ex->deadline_ms = (uint64_t)(now + ex->rq.cfg->gateway.request_timeout_ms);
+    if (ex->nplan == 0 && ex->model->nfallbacks == 0) {
         struct gw_error err;
         const struct deployment *d = &ex->model->deps[0];
         gw_error_set(&err, 503, GW_ERR_OVERLOADED,
@@ -1496,6 +1812,9 @@ struct exchange *ex_submit(struct gateway_worker *gw, const struct front_ops *fr
         snprintf(ex->id, sizeof(ex->id), "chatcmpl-%s", rq->request_id);
     uv_timer_init(gw->loop, &ex->deadline);
     ex->deadline.data = ex;
+    uv_timer_init(gw->loop, &ex->rtimer);
+    ex->rtimer.data = ex;
+    ex_ref(ex); /* the rtimer's, dropped when it has closed */
     live_link(ex);
     if (sink_ops->bind)
         sink_ops->bind(sink, ex);

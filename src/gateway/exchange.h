@@ -35,6 +35,7 @@ struct principal; /* who is calling (set by authenticate: policy/auth.h) */
 enum front { FRONT_OPENAI_CHAT, FRONT_ANTHROPIC_MESSAGES, FRONT_OPENAI_EMBEDDINGS, FRONT_OPENAI_RESPONSES };
 
 #define EX_MAX_PLAN 16
+#define EX_MAX_ATTEMPTS 32 /* attempts of one exchange, fallbacks included (a bound whatever the settings) */
 
 /* The request, filled by the caller (body, request_id, cfg, header lookup) and by the front's parse (the rest).
  * Owned by the exchange (ex_submit copies it); the ONE source of truth: a max_tokens clamp changes it here. */
@@ -44,7 +45,8 @@ struct ex_request {
     bool stream;
     bool client_include_usage; /* OpenAI: stream_options.include_usage */
     int64_t max_tokens;        /* -1 when absent */
-    struct str user;           /* end-user id, when the front knows one (empty for now) */
+    struct str user;           /* end-user id, when the front knows one (points into body) */
+    bool user_checked;         /* the front looked for the end-user id: empty user means there is none */
     char request_id[72];
     struct config *cfg;        /* the configuration snapshot this request runs under */
     const struct principal *who; /* NULL until authenticate fills it */
@@ -166,6 +168,23 @@ struct exchange {
     char id[96];               /* response id given to the client ("chatcmpl-..." / "msg_...") */
     int64_t created;
     struct ex_trace trace;     /* W3C trace context and span ids (telemetry/trace.h; set by on_start observers) */
+    /* resilience (docs/resilience.md): retries, fallbacks, backoff, stream idle */
+    const struct model_entry *tier; /* the model whose deployments are tried now: ex->model or a fallback */
+    int fb_list;               /* the fallback list followed: 0 fallbacks, 1 context-window, 2 content-policy */
+    int fb_next;               /* its next entry */
+    int tier_attempts;         /* attempts started on this tier's deployments */
+    int round_started;         /* ... in the current pass over its plan */
+    unsigned tier_rounds;      /* passes over the plan so far (the backoff exponent) */
+    const struct deployment *last_dep; /* the deployment of the latest attempt: the one that served */
+    uint64_t deadline_ms;      /* the request deadline on dep_now_ms()'s clock */
+    uv_timer_t rtimer;         /* the backoff between attempts, or the stream-idle timer of the one running */
+    uint64_t t_backoff_us;     /* when the pending backoff began (0: none): upstream-caused, never overhead */
+    struct ex_attempt_rec {
+        const struct deployment *dep;
+        unsigned short result;  /* enum attempt_result */
+        unsigned short status;
+    } arec[EX_MAX_ATTEMPTS];
+    int narec;
     /* the response cache (gateway/cache.c): "hit", "miss", "bypass" (x-agentd-cache), NULL when not consulted */
     const char *cache_result;
     int64_t cache_saved_nusd;  /* a hit: what the answer cost the first time (the saving) */
@@ -174,6 +193,9 @@ struct exchange {
     const char *route_rule;    /* in the configuration snapshot; NULL: not routed */
     char routed_from[256];
 };
+
+/* "id=outcome, id=outcome" of every attempt so far (x-agentd-attempt-outcomes, the `llm` log line). */
+void ex_attempt_outcomes(const struct exchange *ex, struct buf *out);
 
 /* Starts an exchange for rq (copied) on this worker's loop; the response goes to sink. Returns the exchange, or
  * NULL when it already ended (a parse error, an unknown model...: the sink has had its end() call). */
@@ -231,8 +253,17 @@ extern const struct ex_observer observers_metrics;
 extern const struct ex_observer observers_llm_log;
 /* Response-quality evaluations (observers.c, telemetry/eval.h): hands sampled answers to the evaluation thread. */
 extern const struct ex_observer observers_eval;
+/* The LLM judge's way into the gateway (observers.c), for eval_set_transport (telemetry/eval.h). */
+struct eval_transport;
+extern const struct eval_transport eval_gateway_transport;
 /* The OpenTelemetry spans observer (gateway/observer_spans.c): trace context in and out, SERVER and CLIENT spans. */
 extern const struct ex_observer observer_spans;
+/* Per-deployment health: breakers, requests in flight, time-to-first-byte average (gateway/health_observer.c). */
+extern const struct ex_observer health_observer;
+/* The breaker-state metric family (a collector over the current configuration). Once, at start. */
+void health_observer_register_metrics(void);
+/* GET /admin/deployments: {"object":"list","data":[{model, id, provider, breaker:{...}, outstanding, ...}]} */
+void health_observer_deployments_json(const struct config *cfg, struct buf *out);
 
 /* ---- policy hooks: budgets, rate limits (gateway/govern.c installs them; none by default) ---- */
 

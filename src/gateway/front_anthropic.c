@@ -651,10 +651,11 @@ static int xlate_error(struct gw_error *err, const char *fmt, ...)
     return -1;
 }
 
-/* What a translation leaves out (canon.h: x-agentd-dropped-fields). */
+/* What a translation leaves out (canon.h: x-agentd-dropped-fields), and whether it carried a cache_control marker. */
 struct drops {
     char *list;
     size_t size;
+    bool cache_marked;
 };
 
 static void drop(struct drops *d, const char *name)
@@ -663,11 +664,30 @@ static void drop(struct drops *d, const char *name)
         canon_dropped_add(d->list, d->size, name);
 }
 
-/* cache_control on a block, a system block or a tool: prompt caching is Anthropic's; elsewhere it is dropped. */
-static void drop_cache_control(struct drops *d, const cJSON *o)
+static bool has_cache_control(const cJSON *o)
 {
     const cJSON *cc = cJSON_GetObjectItemCaseSensitive(o, "cache_control");
-    if (cc && !cJSON_IsNull(cc))
+    return cc && !cJSON_IsNull(cc);
+}
+
+/* cache_control on a block, a system block or a tool: carried onto the canonical item made from it (canon.h:
+ * CANON_CACHE_CONTROL), where a provider with an equivalent places its own marker (Bedrock: a cachePoint) and the
+ * others list it as dropped. */
+static void carry_cache_control(struct drops *d, cJSON *item, const cJSON *o)
+{
+    const cJSON *cc = cJSON_GetObjectItemCaseSensitive(o, "cache_control");
+    if (cc == NULL || cJSON_IsNull(cc) || item == NULL)
+        return;
+    if (!cJSON_HasObjectItem(item, CANON_CACHE_CONTROL))
+        cJSON_AddItemToObject(item, CANON_CACHE_CONTROL, cJSON_Duplicate(cc, 1));
+    if (d)
+        d->cache_marked = true;
+}
+
+/* cache_control on a block the canonical form has no place for: its marker goes with it. */
+static void drop_cache_control(struct drops *d, const cJSON *o)
+{
+    if (has_cache_control(o))
         drop(d, "cache_control");
 }
 
@@ -732,8 +752,9 @@ static cJSON *media_part(const cJSON *b, bool document, int i, int k, struct gw_
 }
 
 /* Text of a tool_result's content (string or blocks) -> the content of an OpenAI tool message. Images inside a
- * tool result have no place in an OpenAI tool message and are dropped (documented). */
-static cJSON *tool_result_content(const cJSON *b, struct drops *d)
+ * tool result have no place in an OpenAI tool message and are dropped (documented). A cache_control inside the
+ * result marks the tool message m as a whole (Bedrock has no cache point inside a tool result). */
+static cJSON *tool_result_content(const cJSON *b, cJSON *m, struct drops *d)
 {
     const cJSON *c = cJSON_GetObjectItemCaseSensitive(b, "content");
     bool is_error = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(b, "is_error"));
@@ -746,7 +767,7 @@ static cJSON *tool_result_content(const cJSON *b, struct drops *d)
         {
             const char *t = canon_str(p, "type");
             const char *tx = canon_str(p, "text");
-            drop_cache_control(d, p);
+            carry_cache_control(d, m, p);
             if (t && strcmp(t, "text") == 0 && tx)
                 cJSON_AddItemToArray(parts, text_part(tx));
             else if (t) {
@@ -790,25 +811,29 @@ static int add_user(cJSON *msgs, const cJSON *content, int i, struct drops *d, s
     {
         const char *t = canon_str(b, "type");
         t = t ? t : "";
-        drop_cache_control(d, b);
         if (strcmp(t, "tool_result") == 0) {
             cJSON *m = cJSON_CreateObject();
             cJSON_AddStringToObject(m, "role", "tool");
             const char *id = canon_str(b, "tool_use_id");
             cJSON_AddStringToObject(m, "tool_call_id", id ? id : "");
-            cJSON_AddItemToObject(m, "content", tool_result_content(b, d));
+            cJSON_AddItemToObject(m, "content", tool_result_content(b, m, d));
+            carry_cache_control(d, m, b);
             cJSON_AddItemToArray(msgs, m);
         } else if (strcmp(t, "text") == 0) {
             const char *tx = canon_str(b, "text");
-            cJSON_AddItemToArray(parts, text_part(tx ? tx : ""));
+            cJSON *p = text_part(tx ? tx : "");
+            carry_cache_control(d, p, b);
+            cJSON_AddItemToArray(parts, p);
         } else if (strcmp(t, "image") == 0 || strcmp(t, "document") == 0) {
             cJSON *p = media_part(b, t[0] == 'd', i, k, err);
             if (p == NULL) {
                 cJSON_Delete(parts);
                 return -1;
             }
+            carry_cache_control(d, p, b);
             cJSON_AddItemToArray(parts, p);
         } else {
+            drop_cache_control(d, b);
             drop_block(d, t); /* search_result, container_upload, ...: Anthropic-only */
         }
         k++;
@@ -835,16 +860,22 @@ static void add_assistant(cJSON *msgs, const cJSON *content, struct drops *d)
     }
     cJSON *texts = cJSON_CreateArray();
     cJSON *calls = cJSON_CreateArray();
+    bool marked_text = false; /* a text part with a cache marker keeps the array form (the marker needs a place) */
     const cJSON *b;
     cJSON_ArrayForEach(b, content)
     {
         const char *t = canon_str(b, "type");
         t = t ? t : "";
-        drop_cache_control(d, b);
         if (strcmp(t, "text") == 0) {
             const char *tx = canon_str(b, "text");
-            if (tx && tx[0])
-                cJSON_AddItemToArray(texts, text_part(tx));
+            if (tx && tx[0]) {
+                cJSON *p = text_part(tx);
+                carry_cache_control(d, p, b);
+                marked_text = marked_text || has_cache_control(b);
+                cJSON_AddItemToArray(texts, p);
+            } else {
+                drop_cache_control(d, b);
+            }
         } else if (strcmp(t, "tool_use") == 0) {
             cJSON *tc = cJSON_CreateObject();
             const char *id = canon_str(b, "id"), *name = canon_str(b, "name");
@@ -857,12 +888,14 @@ static void add_assistant(cJSON *msgs, const cJSON *content, struct drops *d)
             cJSON_AddStringToObject(fn, "arguments", args ? args : "{}");
             if (args)
                 cJSON_free(args);
+            carry_cache_control(d, tc, b);
             cJSON_AddItemToArray(calls, tc);
         } else {
+            drop_cache_control(d, b);
             drop_block(d, t); /* thinking / redacted_thinking / server tool blocks: Anthropic-only */
         }
     }
-    if (texts->child && texts->child->next == NULL) {
+    if (texts->child && texts->child->next == NULL && !marked_text) {
         cJSON_AddStringToObject(m, "content", canon_str(texts->child, "text"));
         cJSON_Delete(texts);
     } else if (texts->child) {
@@ -897,8 +930,9 @@ static void add_system(cJSON *msgs, const cJSON *system, struct drops *d)
         cJSON_ArrayForEach(b, system)
         {
             const char *tx = canon_str(b, "text");
-            drop_cache_control(d, b);
-            cJSON_AddItemToArray(parts, text_part(tx ? tx : ""));
+            cJSON *p = text_part(tx ? tx : "");
+            carry_cache_control(d, p, b);
+            cJSON_AddItemToArray(parts, p);
         }
         cJSON_AddItemToArray(msgs, m);
     }
@@ -977,7 +1011,7 @@ cJSON *front_anthropic_request_to_canonical(const cJSON *req, char *dropped, siz
         snprintf(err->code, sizeof(err->code), "thread_unsupported_request");
         return NULL;
     }
-    struct drops dd = {dropped, dropped_size}, *d = &dd;
+    struct drops dd = {.list = dropped, .size = dropped_size, .cache_marked = false}, *d = &dd;
     drop_unmapped(req, d);
     cJSON *c = cJSON_CreateObject();
     const char *model = canon_str(req, "model");
@@ -1033,8 +1067,8 @@ cJSON *front_anthropic_request_to_canonical(const cJSON *req, char *dropped, siz
                 k++;
                 continue;
             }
-            drop_cache_control(d, t);
             cJSON *o = cJSON_CreateObject();
+            carry_cache_control(d, o, t);
             cJSON_AddStringToObject(o, "type", "function");
             cJSON *fn = cJSON_AddObjectToObject(o, "function");
             const char *name = canon_str(t, "name"), *desc = canon_str(t, "description");
@@ -1090,6 +1124,8 @@ cJSON *front_anthropic_request_to_canonical(const cJSON *req, char *dropped, siz
     v = cJSON_GetObjectItemCaseSensitive(req, "stream");
     if (cJSON_IsTrue(v))
         cJSON_AddTrueToObject(c, "stream");
+    if (dd.cache_marked) /* canon.h: the providers without an equivalent list it as dropped */
+        cJSON_AddTrueToObject(c, CANON_CACHE_CONTROL);
     return c;
 }
 

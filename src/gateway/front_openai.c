@@ -391,6 +391,17 @@ static int openai_chat_parse(struct ex_request *ex, struct gw_error *err)
     }
     if (given(&f[K_USER]) && f[K_USER].type != J_STRING)
         return bad_param(err, "user", "expected a string");
+    /* The end-user id for attribution and spans, without a second scan of the body later (an escaped one is left
+     * to the reader that unescapes it). */
+    ex->user = STR_NULL;
+    ex->user_checked = true;
+    if (f[K_USER].type == J_STRING) {
+        struct str u = str_make(f[K_USER].raw.p + 1, f[K_USER].raw.n - 2);
+        if (memchr(u.p, '\\', u.n) == NULL)
+            ex->user = u;
+        else
+            ex->user_checked = false;
+    }
     if (given(&f[K_LBIAS]) &&
         (f[K_LBIAS].type != J_OBJECT || jscan_each(&f[K_LBIAS], on_logit_bias, NULL) != 0))
         return bad_param(err, "logit_bias", "expected an object mapping token ids to numbers");

@@ -197,7 +197,7 @@ static void who_of(const struct exchange *ex, struct who *w)
         return;
     }
     copy_str(w->user, sizeof(w->user), ex->rq.user);
-    if (w->user[0] == '\0' && ex->rq.body.n) {
+    if (w->user[0] == '\0' && !ex->rq.user_checked && ex->rq.body.n) {
         struct jval v;
         int rc = ex->front == FRONT_ANTHROPIC_MESSAGES
                      ? jscan_path(ex->rq.body.p, ex->rq.body.n, "metadata.user_id", &v)
@@ -676,6 +676,7 @@ static void on_settle(const struct exchange *ex, const struct ex_outcome *o)
         .attempts = ex->attempts,
         .latency_us = (int64_t)o->total_us,
         .ttft_us = ex->t_first_token_us ? (int64_t)(ex->t_first_token_us - ex->t_start_us) : 0,
+        .saved_nusd = hit ? ex->cache_saved_nusd : 0, /* a hit: $0 charged, and what it saved */
     };
     snp(r.request_id, sizeof(r.request_id), ex->rq.request_id);
     snp(r.key_id, sizeof(r.key_id), w.key_id);

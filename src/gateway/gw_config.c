@@ -7,10 +7,77 @@
 #include "common/macros.h"
 #include "gateway/admission.h"
 #include "config/config.h"
+#include "gateway/resilience.h"
+
+/* ---- gateway.retries, a model's retries, gateway.breaker ---- */
+
+static void validate_retry(struct cfg_ctx *ctx, void *obj, const struct ynode *where, const char *path)
+{
+    struct config_retry *r = obj;
+    for (size_t i = 0; i < r->retry_on.n; i++)
+        if (retry_on_bit(r->retry_on.v[i]) == 0)
+            cfg_error_at(ctx, where, path, "retry_on: unknown outcome '%s' (allowed: %s)", r->retry_on.v[i],
+                         retry_on_names());
+    if (r->backoff_max_ms < r->backoff_base_ms && ynode_map_get(where, "backoff_max"))
+        cfg_error_at(ctx, where, path, "backoff_max (%lld ms) is below backoff_base (%lld ms)",
+                     (long long)r->backoff_max_ms, (long long)r->backoff_base_ms);
+}
+
+#define ROFF(f) offsetof(struct config_retry, f)
+/* The keys a model may override; their order is the bit order of config_model.retries_set. */
+#define RETRY_FIELDS                                                                                              \
+    {.key = "max_attempts", .type = CFG_INT, .off = ROFF(max_attempts), .min = 1, .max = 20, .def = "3",       \
+     .flags = CFG_NO_ENV, .help = "attempts per model, the first included (1 = no retries)"},                   \
+        {.key = "backoff_base", .type = CFG_DURATION, .off = ROFF(backoff_base_ms), .min = 1, .max = 600000,   \
+         .def = "200ms", .flags = CFG_NO_ENV,                                                                   \
+         .help = "first backoff ceiling; the n-th retry waits a uniform draw in [0, min(backoff_max, base*2^n)]"}, \
+        {.key = "backoff_max", .type = CFG_DURATION, .off = ROFF(backoff_max_ms), .min = 1, .max = 3600000,    \
+         .def = "10s", .flags = CFG_NO_ENV, .help = "largest backoff ceiling"},                                 \
+        {.key = "retry_on", .type = CFG_STRLIST, .off = ROFF(retry_on), .flags = CFG_NO_ENV,                  \
+         .help = "outcomes that retry: connect, timeout, reset, protocol, 408, 409, 429, 500, 502, 503, 504, "  \
+                 "529 (empty = all of them); 400, 401, 403, 404 and context-window errors never retry"}
+
+static const struct cfg_field retry_fields[] = {
+    RETRY_FIELDS,
+    {.key = "budget_ratio", .type = CFG_DOUBLE, .off = ROFF(budget_ratio), .dmin = 0, .dmax = 10, .def = "0.2",
+     .help = "retries may add at most this share of the requests a worker sees ..."},
+    {.key = "budget_min_per_second", .type = CFG_INT, .off = ROFF(budget_min_per_second), .min = 0,
+     .max = 1000000, .def = "10", .help = "... plus this many retries per second and worker"},
+};
+static const struct cfg_schema gw_retry_schema = {
+    .name = "retries", .fields = retry_fields, .nfields = ARRAY_LEN(retry_fields), .validate = validate_retry};
+
+static const struct cfg_field model_retry_fields[] = {RETRY_FIELDS};
+static const struct cfg_schema model_retry_schema = {.name = "retries",
+                                                     .fields = model_retry_fields,
+                                                     .nfields = ARRAY_LEN(model_retry_fields),
+                                                     .validate = validate_retry};
+
+#define BOFF(f) offsetof(struct config_breaker, f)
+static const struct cfg_field breaker_fields[] = {
+    {.key = "enabled", .type = CFG_BOOL, .off = BOFF(enabled), .def = "true", .help = "breakers on"},
+    {.key = "window", .type = CFG_DURATION, .off = BOFF(window_ms), .min = 100, .max = 3600000, .def = "30s",
+     .help = "sliding window of the failure rate"},
+    {.key = "min_requests", .type = CFG_INT, .off = BOFF(min_requests), .min = 1, .max = 1000000, .def = "20",
+     .help = "outcomes in the window before the failure rate is judged"},
+    {.key = "failure_rate", .type = CFG_DOUBLE, .off = BOFF(failure_rate), .dmin = 0.01, .dmax = 1, .def = "0.5",
+     .help = "share of failed attempts in the window that opens the breaker"},
+    {.key = "consecutive_failures", .type = CFG_INT, .off = BOFF(consecutive_failures), .min = 1,
+     .max = 1000000, .def = "5", .help = "failures in a row that open the breaker"},
+    {.key = "cooldown", .type = CFG_DURATION, .off = BOFF(cooldown_ms), .min = 10, .max = 3600000, .def = "30s",
+     .help = "open this long, then half-open"},
+    {.key = "half_open_probes", .type = CFG_INT, .off = BOFF(half_open_probes), .min = 1, .max = 1000,
+     .def = "1", .help = "half-open: attempts let through at a time, and successes that close it"},
+};
+static const struct cfg_schema gw_breaker_schema = {
+    .name = "breaker", .fields = breaker_fields, .nfields = ARRAY_LEN(breaker_fields)};
 
 /* ---- gateway: ---- */
 
 static const char *const upstream_clients[] = {"auto", "native", "curl", NULL};
+
+static const char *const mock_modes[] = {"auto", "false", "true", NULL};
+_Static_assert(CONFIG_MOCK_AUTO == 0 && CONFIG_MOCK_OFF == 1 && CONFIG_MOCK_ON == 2, "one name per CONFIG_MOCK_*");
 
 #define GOFF(f) offsetof(struct config_gateway, f)
 static const struct cfg_field gateway_fields[] = {
@@ -27,6 +94,14 @@ static const struct cfg_field gateway_fields[] = {
      .def = "10s", .help = "TCP + TLS connect to an upstream"},
     {.key = "first_byte_timeout", .type = CFG_DURATION, .off = GOFF(first_byte_timeout_ms), .min = 0,
      .max = 86400000, .def = "120s", .help = "upstream response headers; 0 = only request_timeout"},
+    {.key = "stream_idle_timeout", .type = CFG_DURATION, .off = GOFF(stream_idle_timeout_ms), .min = 0,
+     .max = 86400000, .def = "120s",
+     .help = "a stream with no upstream bytes for this long ends its attempt (before the first client byte "
+             "another attempt follows); 0 = off"},
+    {.key = "retries", .type = CFG_MAP, .off = GOFF(retries), .sub = &gw_retry_schema,
+     .help = "retries and backoff (docs/resilience.md); a model's own `retries:` overrides key by key"},
+    {.key = "breaker", .type = CFG_MAP, .off = GOFF(breaker), .sub = &gw_breaker_schema,
+     .help = "a circuit breaker per deployment (docs/resilience.md)"},
     {.key = "max_response_bytes", .type = CFG_SIZE, .off = GOFF(max_response_bytes), .min = 1024,
      .max = 1LL << 30, .def = "32MiB", .help = "a non-streamed upstream response is buffered up to this"},
     {.key = "max_event_bytes", .type = CFG_SIZE, .off = GOFF(max_event_bytes), .min = 1024, .max = 1LL << 30,
@@ -39,8 +114,9 @@ static const struct cfg_field gateway_fields[] = {
              "0..this makes the usage 'not reported' (agentd_gateway_usage_invalid_total)"},
     {.key = "auto_models", .type = CFG_BOOL, .off = GOFF(auto_models), .def = "true",
      .help = "add well-known models for every provider whose API key is in the environment"},
-    {.key = "mock_model", .type = CFG_BOOL, .off = GOFF(mock_model), .def = "true",
-     .help = "serve the offline deterministic model 'mock'"},
+    {.key = "mock_model", .type = CFG_ENUM, .off = GOFF(mock_model), .enums = mock_modes, .def = "auto",
+     .help = "serve the offline deterministic models 'mock' and 'mock-embedding'; auto: yes unless "
+             "server.environment is 'production'"},
     {.key = "anthropic_version", .type = CFG_STRING, .off = GOFF(anthropic_version), .max = 64,
      .def = "2023-06-01", .help = "anthropic-version sent to Anthropic upstreams"},
     {.key = "upstream_client", .type = CFG_ENUM, .off = GOFF(upstream_client), .enums = upstream_clients,
@@ -113,6 +189,11 @@ static void validate_deployment(struct cfg_ctx *ctx, void *obj, const struct yno
     if (d->api == CONFIG_API_RESPONSES && d->provider != PROVIDER_OPENAI && d->provider != PROVIDER_AZURE_OPENAI &&
         d->provider != PROVIDER_OPENAI_COMPATIBLE)
         cfg_error_at(ctx, where, path, "api: responses is for openai, azure-openai and openai-compatible deployments");
+    for (const char *p = d->id; p && *p; p++)
+        if (!(isalnum((unsigned char)*p) || strchr("._:@/-+", *p))) {
+            cfg_error_at(ctx, where, path, "id '%s': only letters, digits and . _ : @ / - + are allowed", d->id);
+            break;
+        }
     for (size_t i = 0; i < d->headers.n; i++) {
         const char *h = d->headers.v[i];
         const char *colon = strchr(h, ':');
@@ -152,7 +233,16 @@ _Static_assert(ARRAY_LEN(deployment_apis) == CONFIG_API_RESPONSES + 2, "one name
         {.key = "api", .type = CFG_ENUM, .off = (base) + DOFF(api), .enums = deployment_apis, .def = "auto",    \
          .flags = CFG_NO_ENV,                                                                                     \
          .help = "OpenAI API the upstream speaks for /v1/responses: auto (openai and azure-openai pass it "      \
-                 "through, others translate to chat), chat (translate), responses (pass through)"}
+                 "through, others translate to chat), chat (translate), responses (pass through)"},               \
+        {.key = "id", .type = CFG_STRING, .off = (base) + DOFF(id), .max = 128, .flags = CFG_NO_ENV,             \
+         .help = "deployment id in headers, logs and metric labels; default provider:model, with @host[:port] " \
+                 "when two deployments would share it"},                                                         \
+        {.key = "connect_timeout", .type = CFG_DURATION, .off = (base) + DOFF(connect_timeout_ms), .min = 0,    \
+         .max = 600000, .def = "0ms", .flags = CFG_NO_ENV, .help = "0 = gateway.connect_timeout"},              \
+        {.key = "first_byte_timeout", .type = CFG_DURATION, .off = (base) + DOFF(first_byte_timeout_ms),        \
+         .min = 0, .max = 86400000, .def = "0ms", .flags = CFG_NO_ENV, .help = "0 = gateway.first_byte_timeout"}, \
+        {.key = "idle_timeout", .type = CFG_DURATION, .off = (base) + DOFF(idle_timeout_ms), .min = 0,          \
+         .max = 86400000, .def = "0ms", .flags = CFG_NO_ENV, .help = "stream idle; 0 = gateway.stream_idle_timeout"}
 
 static const struct cfg_field deployment_fields[] = {DEPLOYMENT_FIELDS(0)};
 static const struct cfg_schema deployment_schema = {.name = "deployment",
@@ -175,7 +265,15 @@ static void validate_model(struct cfg_ctx *ctx, void *obj, const struct ynode *w
     }
     if (m->deployments.n > 16)
         cfg_error_at(ctx, where, path, "at most 16 deployments per model");
+    const struct ynode *rn = ynode_map_get(where, "retries");
+    m->retries_set = 0;
+    for (size_t i = 0; rn && i < ARRAY_LEN(model_retry_fields); i++)
+        if (ynode_map_get(rn, model_retry_fields[i].key))
+            m->retries_set |= 1u << i;
 }
+
+static const char *const balancings[] = {"weighted", "least_outstanding", "latency", NULL};
+_Static_assert(ARRAY_LEN(balancings) == BALANCE_LATENCY + 2, "one name per BALANCE_*");
 
 #define MODOFF(f) offsetof(struct config_model, f)
 static const struct cfg_field model_fields[] = {
@@ -185,6 +283,18 @@ static const struct cfg_field model_fields[] = {
      .flags = CFG_NO_ENV, .help = "upstream targets; or give one deployment's fields inline"},
     {.key = "embeddings", .type = CFG_BOOL, .off = MODOFF(embeddings), .def = "false", .flags = CFG_NO_ENV,
      .help = "an embeddings model (/v1/embeddings) rather than a chat model"},
+    {.key = "retries", .type = CFG_MAP, .off = MODOFF(retries), .sub = &model_retry_schema, .flags = CFG_NO_ENV,
+     .help = "this model's retry settings; keys not given come from gateway.retries"},
+    {.key = "fallbacks", .type = CFG_STRLIST, .off = MODOFF(fallbacks), .flags = CFG_NO_ENV,
+     .help = "models tried in order once this one's attempts are spent"},
+    {.key = "context_window_fallbacks", .type = CFG_STRLIST, .off = MODOFF(context_window_fallbacks),
+     .flags = CFG_NO_ENV, .help = "models (larger context) tried when a deployment says the prompt is too long"},
+    {.key = "content_policy_fallbacks", .type = CFG_STRLIST, .off = MODOFF(content_policy_fallbacks),
+     .flags = CFG_NO_ENV, .help = "models tried when a provider's content policy refuses the request"},
+    {.key = "balancing", .type = CFG_ENUM, .off = MODOFF(balancing), .enums = balancings, .def = "weighted",
+     .flags = CFG_NO_ENV,
+     .help = "first deployment of each request: weighted (random by weight), least_outstanding (fewest "
+             "requests in flight of two drawn by weight), latency (lowest moving average of time to first byte)"},
     DEPLOYMENT_FIELDS(MODOFF(inline_dep)),
 };
 const struct cfg_schema gw_config_model_schema = {.name = "model",
@@ -193,6 +303,45 @@ const struct cfg_schema gw_config_model_schema = {.name = "model",
                                            .nfields = ARRAY_LEN(model_fields),
                                            .validate = validate_model};
 
+static const struct config_model *find_model(const struct cfg_list *models, const char *name)
+{
+    const struct config_model *m = models->items;
+    for (size_t i = 0; i < models->n; i++)
+        if (m[i].name && strcmp(m[i].name, name) == 0)
+            return &m[i];
+    return NULL;
+}
+
+static void check_fallbacks(struct cfg_ctx *ctx, const struct cfg_list *models, const struct config_model *m,
+                            const struct cfg_strlist *l, const char *key, const char *path)
+{
+    if (l->n > 8)
+        cfg_error_at(ctx, NULL, path, "model '%s': at most 8 %s", m->name, key);
+    for (size_t i = 0; i < l->n; i++) {
+        const struct config_model *f = find_model(models, l->v[i]);
+        if (f == NULL)
+            cfg_error_at(ctx, NULL, path, "model '%s': %s names '%s', which is not a model under models:", m->name,
+                         key, l->v[i]);
+        else if (f == m)
+            cfg_error_at(ctx, NULL, path, "model '%s': %s names the model itself", m->name, key);
+        else if (f->embeddings != m->embeddings)
+            cfg_error_at(ctx, NULL, path, "model '%s': %s names '%s', %s model", m->name, key, l->v[i],
+                         f->embeddings ? "an embeddings" : "a chat");
+    }
+}
+
+static void dep_ids(const struct config_model *m, const struct config_deployment **out, size_t *n)
+{
+    *n = 0;
+    if (m->deployments.n) {
+        const struct config_deployment *d = m->deployments.items;
+        for (size_t i = 0; i < m->deployments.n && *n < 16; i++)
+            out[(*n)++] = &d[i];
+    } else {
+        out[(*n)++] = &m->inline_dep;
+    }
+}
+
 void gw_config_models_finish(struct cfg_ctx *ctx, const struct cfg_list *models, const char *path)
 {
     const struct config_model *m = models->items;
@@ -200,6 +349,31 @@ void gw_config_models_finish(struct cfg_ctx *ctx, const struct cfg_list *models,
         for (size_t j = 0; j < i; j++)
             if (m[i].name && m[j].name && strcmp(m[i].name, m[j].name) == 0)
                 cfg_error_at(ctx, NULL, path, "model name '%s' appears twice", m[i].name);
+    for (size_t i = 0; i < models->n; i++) {
+        if (!m[i].name)
+            continue;
+        check_fallbacks(ctx, models, &m[i], &m[i].fallbacks, "fallbacks", path);
+        check_fallbacks(ctx, models, &m[i], &m[i].context_window_fallbacks, "context_window_fallbacks", path);
+        check_fallbacks(ctx, models, &m[i], &m[i].content_policy_fallbacks, "content_policy_fallbacks", path);
+    }
+    /* a deployment id names one deployment: given twice it would merge two breakers' worth of metrics */
+    for (size_t i = 0; i < models->n; i++) {
+        const struct config_deployment *a[16];
+        size_t na;
+        dep_ids(&m[i], a, &na);
+        for (size_t x = 0; x < na; x++) {
+            if (!str_set(a[x]->id))
+                continue;
+            for (size_t j = 0; j <= i; j++) {
+                const struct config_deployment *b[16];
+                size_t nb;
+                dep_ids(&m[j], b, &nb);
+                for (size_t y = 0; y < nb && (j < i || y < x); y++)
+                    if (str_set(b[y]->id) && strcmp(a[x]->id, b[y]->id) == 0)
+                        cfg_error_at(ctx, NULL, path, "deployment id '%s' appears twice", a[x]->id);
+            }
+        }
+    }
 }
 
 /* ---- prices: ---- */

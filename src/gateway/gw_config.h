@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "common/buf.h"
+#include "config/config.h" /* struct config_retry */
 #include "config/schema.h"
 #include "gateway/provider_ids.h"
 #include "gateway/providers/mock_config.h"
@@ -32,7 +33,12 @@ struct config_deployment {
     struct cfg_strlist headers; /* extra "Name: value" headers sent upstream; secret-looking values masked */
     struct config_mock mock;
     int api;               /* CONFIG_API_*: which OpenAI API the upstream speaks for /v1/responses */
+    char *id;              /* "" = derived from provider, model and (when two would share it) base URL */
+    int64_t connect_timeout_ms, first_byte_timeout_ms, idle_timeout_ms; /* 0 = the gateway's */
 };
+
+/* `balancing:` of a model: how the first deployment of an attempt order is chosen. */
+enum { BALANCE_WEIGHTED, BALANCE_LEAST_OUTSTANDING, BALANCE_LATENCY };
 
 /* `api:` of a deployment: auto = OpenAI and Azure OpenAI pass /v1/responses through, others translate; chat = the
  * upstream has only Chat Completions (translate); responses = it has the Responses API too (pass through). */
@@ -44,6 +50,11 @@ struct config_model {
     struct config_deployment inline_dep;
     struct cfg_list deployments; /* struct config_deployment */
     bool embeddings;             /* serves /v1/embeddings (otherwise chat) */
+    /* resilience (docs/resilience.md) */
+    struct config_retry retries; /* only the keys given override gateway.retries: */
+    unsigned retries_set;        /* bit i: retry field i was given */
+    struct cfg_strlist fallbacks, context_window_fallbacks, content_policy_fallbacks; /* public model names */
+    int balancing;               /* BALANCE_* */
 };
 
 struct config_price {

@@ -3,9 +3,12 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "common/log.h"
 #include "config/config.h"
 #include "gateway/exchange.h"
+#include "gateway/front.h"
+#include "gateway/gw_config.h"
 #include "gateway/registry.h"
 #include "policy/auth.h"
 #include "telemetry/eval.h"
@@ -108,6 +111,12 @@ static void llm_log_settle(const struct exchange *ex, const struct ex_outcome *o
     log_field_int(&l, "status", status);
     log_field_bool(&l, "stream", ex->rq.stream);
     log_field_int(&l, "attempts", ex->attempts);
+    if (ex->narec > 1) { /* every attempt and how it ended (issue 9, item 2) */
+        struct buf ao = BUF_INIT(4096);
+        ex_attempt_outcomes(ex, &ao);
+        log_field_str(&l, "attempt_outcomes", ao.data ? ao.data : "", ao.len);
+        buf_free(&ao);
+    }
     log_field_int(&l, "input_tokens", ex->usage.input);
     log_field_int(&l, "output_tokens", ex->usage.output);
     if (ex->usage.cached_input)
@@ -141,18 +150,21 @@ static void llm_log_settle(const struct exchange *ex, const struct ex_outcome *o
 const struct ex_observer observers_llm_log = {.name = "llm_log", .on_settle = llm_log_settle};
 
 /* Evaluations (telemetry/eval.h): a sampled fraction of complete chat answers is copied to the evaluation thread;
- * nothing is scored here. Streams are not evaluated (their text is not kept). */
-static void eval_settle(const struct exchange *ex, const struct ex_outcome *o)
+ * nothing is scored here. A streamed answer is kept as the client received it (up to
+ * telemetry.evaluation_stream_max_bytes) by a sink that forwards every byte, put on top of the exchange's sink at
+ * its first attempt when the exchange is sampled; a longer stream is not scored. */
+
+static bool eval_sampled(const struct exchange *ex, const char **wf_out)
 {
-    if (o->status != 200 || !o->body || o->body->len == 0 ||
-        (ex->front != FRONT_OPENAI_CHAT && ex->front != FRONT_ANTHROPIC_MESSAGES))
-        return;
     const char *wf = ex->trace.workflow;
     if (!wf[0] && ex->rq.who)
         wf = ex->rq.who->workflow;
+    *wf_out = wf;
+    if ((ex->front != FRONT_OPENAI_CHAT && ex->front != FRONT_ANTHROPIC_MESSAGES) || eval_is_judge(ex->rq.who))
+        return false;
     double rate = eval_rate(ex->rq.model_name, wf);
     if (rate <= 0)
-        return;
+        return false;
     if (rate < 1) {
         uint8_t r[8];
         trace_new_span_id(r);
@@ -160,16 +172,103 @@ static void eval_settle(const struct exchange *ex, const struct ex_outcome *o)
         for (int i = 0; i < 7; i++)
             v = v << 8 | r[i];
         if ((double)v / 72057594037927936.0 >= rate) /* 2^56 */
+            return false;
+    }
+    return true;
+}
+
+struct eval_tee {
+    const struct ex_sink_ops *ops;
+    void *sink;
+    struct exchange *ex;
+    struct buf text;
+    bool overflow;
+};
+
+static void tee_head(void *sink, int status, const struct buf *hdrs, bool stream)
+{
+    struct eval_tee *t = sink;
+    t->ops->head(t->sink, status, hdrs, stream);
+}
+
+static int tee_write(void *sink, const void *data, size_t len)
+{
+    struct eval_tee *t = sink;
+    if (!t->overflow && buf_append(&t->text, data, len) != 0) {
+        t->overflow = true; /* longer than telemetry.evaluation_stream_max_bytes: relayed, not scored */
+        buf_free(&t->text);
+    }
+    return t->ops->write(t->sink, data, len);
+}
+
+static size_t tee_pending(void *sink)
+{
+    struct eval_tee *t = sink;
+    return t->ops->pending ? t->ops->pending(t->sink) : 0;
+}
+
+static void tee_end(void *sink)
+{
+    struct eval_tee *t = sink;
+    t->ex->sink_ops = t->ops;
+    t->ex->sink = t->sink;
+    t->ops->end(t->sink);
+    buf_free(&t->text);
+    xfree(t);
+}
+
+static const struct ex_sink_ops eval_tee_ops = {
+    .head = tee_head, .write = tee_write, .end = tee_end, .pending = tee_pending};
+
+static void eval_attempt_start(struct exchange *ex, struct attempt *a, struct up_request *r)
+{
+    (void)a, (void)r;
+    int64_t cap = eval_stream_max();
+    const char *wf;
+    /* once per exchange: a retry finds the tee on top (nothing else wraps the sink after the first attempt) */
+    if (!ex->rq.stream || cap <= 0 || ex->attempts > 1 || ex->sink_ops == &eval_tee_ops || !eval_sampled(ex, &wf))
+        return;
+    struct eval_tee *t = xcalloc(1, sizeof(*t));
+    t->ops = ex->sink_ops;
+    t->sink = ex->sink;
+    t->ex = ex;
+    buf_init(&t->text, (size_t)cap);
+    ex->sink_ops = &eval_tee_ops;
+    ex->sink = t;
+}
+
+static void eval_settle(const struct exchange *ex, const struct ex_outcome *o)
+{
+    if (o->status != 200)
+        return;
+    const char *wf;
+    const char *resp;
+    size_t resp_len;
+    bool stream = false;
+    if (ex->sink_ops == &eval_tee_ops) { /* a sampled stream */
+        const struct eval_tee *t = ex->sink;
+        if (t->overflow || t->text.len == 0)
             return;
+        wf = ex->trace.workflow[0] || !ex->rq.who ? ex->trace.workflow : ex->rq.who->workflow;
+        resp = t->text.data;
+        resp_len = t->text.len;
+        stream = true;
+    } else {
+        if (!o->body || o->body->len == 0 || !eval_sampled(ex, &wf))
+            return;
+        resp = o->body->data;
+        resp_len = o->body->len;
     }
     struct eval_job_in in = {.anthropic = ex->front == FRONT_ANTHROPIC_MESSAGES,
                              .request = ex->rq.body.p,
                              .request_len = ex->rq.body.n,
-                             .response = o->body->data,
-                             .response_len = o->body->len,
+                             .response = resp,
+                             .response_len = resp_len,
+                             .stream = stream,
                              .model = ex->rq.model_name,
                              .workflow = wf,
-                             .response_id = ex->id};
+                             .response_id = ex->id,
+                             .request_id = ex->rq.request_id};
     if (ex->trace.active) {
         memcpy(in.trace_id, ex->trace.trace_id, 16);
         memcpy(in.span_id, ex->trace.attempt_span_id, 8); /* the chat span that made the answer */
@@ -177,4 +276,107 @@ static void eval_settle(const struct exchange *ex, const struct ex_outcome *o)
     eval_submit(&in);
 }
 
-const struct ex_observer observers_eval = {.name = "eval", .on_settle = eval_settle};
+const struct ex_observer observers_eval = {
+    .name = "eval", .on_settle = eval_settle, .on_attempt_start = eval_attempt_start};
+
+/* ---- the LLM judge's transport (telemetry/eval.h): an exchange on the evaluation thread's own loop, answering
+ * into an in-process sink, as agent runs do (no HTTP to ourselves) ---- */
+
+struct judge_req {
+    struct buf resp, hdrs;
+    int status;
+    struct exchange *ex;
+    struct config *cfg;
+    struct str tp;
+    char traceparent[TRACEPARENT_LEN + 1];
+    eval_judge_done_fn done;
+    void *ud;
+};
+
+static void *judge_open(uv_loop_t *loop, const struct config *cfg)
+{
+    return ex_worker_new(loop, gw_config_up_options(cfg));
+}
+
+static void judge_close(void *w)
+{
+    ex_worker_free(w);
+}
+
+static void jr_bind(void *sink, struct exchange *ex)
+{
+    ((struct judge_req *)sink)->ex = ex;
+}
+
+static void jr_head(void *sink, int status, const struct buf *hdrs, bool stream)
+{
+    (void)stream;
+    struct judge_req *r = sink;
+    r->status = status;
+    if (hdrs->len)
+        buf_append(&r->hdrs, hdrs->data, hdrs->len);
+}
+
+static int jr_write(void *sink, const void *data, size_t len)
+{
+    struct judge_req *r = sink;
+    return buf_append(&r->resp, data, len) == 0 ? 0 : -1; /* bounded: 4 MiB */
+}
+
+static void jr_end(void *sink)
+{
+    struct judge_req *r = sink;
+    if (r->ex)
+        r->ex->rq.who = NULL; /* the evaluator's principal: nothing of the exchange reads it after its end */
+    r->done(r->ud, r->status, &r->hdrs, &r->resp);
+    buf_free(&r->resp);
+    buf_free(&r->hdrs);
+    config_unref(r->cfg);
+    xfree(r);
+}
+
+static const struct ex_sink_ops judge_sink_ops = {.head = jr_head, .write = jr_write, .end = jr_end, .bind = jr_bind};
+
+static const struct str *judge_header(const void *hctx, const char *name)
+{
+    const struct judge_req *r = hctx;
+    static const struct str wf = {.p = "evaluation", .n = 10};
+    if (strcmp(name, "traceparent") == 0 && r->traceparent[0])
+        return &r->tp;
+    if (strcmp(name, "x-agentd-workflow") == 0)
+        return &wf;
+    return NULL;
+}
+
+static void *judge_submit(void *w, const char *body, size_t n, const char *traceparent, const char *request_id,
+                          const struct principal *who, eval_judge_done_fn done, void *ud)
+{
+    struct judge_req *r = xcalloc(1, sizeof(*r));
+    buf_init(&r->resp, 4u << 20);
+    buf_init(&r->hdrs, 64 * 1024);
+    r->cfg = config_acquire();
+    r->done = done;
+    r->ud = ud;
+    snprintf(r->traceparent, sizeof(r->traceparent), "%s", traceparent);
+    r->tp = str_make(r->traceparent, strlen(r->traceparent));
+    struct ex_request rq = {0};
+    rq.body = str_make(body, n); /* the caller keeps it until done */
+    rq.max_tokens = -1;
+    snprintf(rq.request_id, sizeof(rq.request_id), "%s", request_id);
+    rq.cfg = r->cfg;
+    rq.who = who; /* authenticate does not run: the judge is agentd itself */
+    rq.header = judge_header;
+    rq.hctx = r;
+    struct exchange *ex = ex_submit(w, &front_openai_chat, &rq, &judge_sink_ops, r);
+    return ex ? r : NULL; /* NULL: it ended already (r is gone) */
+}
+
+static void judge_cancel(void *h)
+{
+    struct judge_req *r = h;
+    if (r->ex)
+        ex_cancel(r->ex);
+}
+
+const struct eval_transport eval_gateway_transport = {
+    .open = judge_open, .close = judge_close, .submit = judge_submit, .cancel = judge_cancel};

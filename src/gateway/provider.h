@@ -93,6 +93,10 @@ struct attempt {
     char upstream_request_id[128];
     char response_model[256]; /* model the upstream says it used */
     char upstream_error_type[128]; /* error responses: x-amzn-ErrorType as received (for map_error) */
+    /* resilience (exchange.c, dep_health.c) */
+    bool started;             /* observers were told it started (it counts as in flight) */
+    bool breaker_probe;       /* it holds a half-open probe slot of its deployment's breaker */
+    uint64_t t_attempt_us;    /* when it started (kept after the end, unlike t_start_us) */
 };
 
 /* ---- what providers call ---- */

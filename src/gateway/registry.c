@@ -9,9 +9,11 @@
 #include "common/log.h"
 #include "common/macros.h"
 #include "config/config.h"
+#include "gateway/dep_health.h"
 #include "gateway/gw_types.h"
 #include "gateway/provider.h"
 #include "gateway/redact.h"
+#include "gateway/resilience.h"
 #include "policy/prices.h"
 
 /* Models offered with no configuration when a provider's key is in the environment. */
@@ -160,11 +162,25 @@ static void fill_deployment(struct deployment *d, const struct config_deployment
                    d->provider == PROVIDER_BEDROCK ? "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
                    : d->provider == PROVIDER_AZURE_OPENAI && d->base_url == NULL ? "AZURE_OPENAI_ENDPOINT"
                                                                                  : (key_env ? key_env : "api_key"));
-    char label[600];
-    snprintf(label, sizeof(label), "%s:%s", provider_names[d->provider], d->model);
-    d->label = xstrdup(label);
+    if (c->id && *c->id) {
+        d->label = xstrdup(c->id);
+        d->id_given = true;
+    } else {
+        char label[600];
+        snprintf(label, sizeof(label), "%s:%s", provider_names[d->provider], d->model);
+        d->label = xstrdup(label);
+    }
     d->weight = c->weight;
     d->timeout_ms = c->timeout_ms;
+    d->connect_timeout_ms = c->connect_timeout_ms ? c->connect_timeout_ms : cfg->gateway.connect_timeout_ms;
+    d->first_byte_timeout_ms = c->first_byte_timeout_ms ? c->first_byte_timeout_ms : cfg->gateway.first_byte_timeout_ms;
+    d->idle_timeout_ms = c->idle_timeout_ms ? c->idle_timeout_ms : cfg->gateway.stream_idle_timeout_ms;
+    const struct config_breaker *cb = &cfg->gateway.breaker;
+    struct breaker_settings bs = {cb->enabled,      cb->window_ms,         cb->min_requests,
+                                  cb->failure_rate, cb->consecutive_failures, cb->cooldown_ms,
+                                  cb->half_open_probes};
+    d->st = dep_state_new(&bs);
+    d->st_owner = true;
     d->mock = &c->mock;
     d->nheaders = c->headers.n;
     d->headers = c->headers.n ? c->headers.v : NULL; /* borrowed from the configuration snapshot */
@@ -214,6 +230,98 @@ static struct redact_set *collect_secrets(const struct registry *r)
     return rs;
 }
 
+/* "host:port/path" of a base URL (the scheme left out) */
+static const char *url_tail(const char *u)
+{
+    const char *p = u ? strstr(u, "://") : NULL;
+    return p ? p + 3 : (u ? u : "");
+}
+
+/* Two deployments of one model that would share provider:model with different base URLs get @host[:port][/path],
+ * so that headers, logs and metric labels tell them apart (issue 9, item 9). Configured ids are kept as given.
+ * The same provider, model and URL is the same upstream, whichever public model lists it: one health (breaker,
+ * requests in flight, latency) for all its listings. */
+static void derive_ids(struct registry *r)
+{
+    for (size_t i = 0; i < r->nmodels; i++) {
+        struct model_entry *m = &r->models[i];
+        for (size_t a = 0; a < m->ndeps; a++) {
+            struct deployment *d = &m->deps[a];
+            bool shared = false;
+            for (size_t b = 0; b < m->ndeps && !shared && !d->id_given; b++)
+                shared = b != a && strcmp(d->label, m->deps[b].label) == 0 &&
+                         strcmp(url_tail(d->base_url), url_tail(m->deps[b].base_url)) != 0;
+            if (shared) {
+                char label[1200];
+                snprintf(label, sizeof(label), "%s@%s", d->label, url_tail(d->base_url));
+                d->pending_label = xstrdup(label);
+            }
+        }
+        for (size_t a = 0; a < m->ndeps; a++)
+            if (m->deps[a].pending_label) {
+                xfree(m->deps[a].label);
+                m->deps[a].label = m->deps[a].pending_label;
+                m->deps[a].pending_label = NULL;
+            }
+    }
+    struct deployment **all = NULL;
+    size_t n = 0, cap = 0;
+    for (size_t i = 0; i < r->nmodels; i++)
+        for (size_t j = 0; j < r->models[i].ndeps; j++) {
+            if (n == cap) {
+                cap = cap ? cap * 2 : 32;
+                all = xrealloc(all, cap * sizeof(*all));
+            }
+            all[n++] = &r->models[i].deps[j];
+        }
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < i; j++)
+            if (all[j]->st_owner && all[i]->provider == all[j]->provider && strcmp(all[i]->label, all[j]->label) == 0 &&
+                strcmp(all[i]->model, all[j]->model) == 0 &&
+                strcmp(url_tail(all[i]->base_url), url_tail(all[j]->base_url)) == 0) {
+                dep_state_free(all[i]->st);
+                all[i]->st = all[j]->st;
+                all[i]->st_owner = false;
+                break;
+            }
+    xfree(all);
+}
+
+static void resolve_list(const struct registry *r, const struct cfg_strlist *names, const struct model_entry **out,
+                         size_t *n)
+{
+    *n = 0;
+    for (size_t i = 0; names && i < names->n && *n < 8; i++) {
+        const struct model_entry *f = registry_find(r, str_from(names->v[i]));
+        if (f)
+            out[(*n)++] = f;
+    }
+}
+
+/* A model's retry policy (its own keys over gateway.retries), balancing and fallbacks. */
+static void model_resilience(const struct registry *r, struct model_entry *m, const struct config_model *cm,
+                             const struct config *cfg)
+{
+    const struct config_retry *g = &cfg->gateway.retries;
+    const struct config_retry *own = cm ? &cm->retries : NULL;
+    unsigned set = cm ? cm->retries_set : 0;
+    m->retry.max_attempts = set & 1u ? own->max_attempts : g->max_attempts;
+    m->retry.backoff_base_ms = set & 2u ? own->backoff_base_ms : g->backoff_base_ms;
+    m->retry.backoff_max_ms = set & 4u ? own->backoff_max_ms : g->backoff_max_ms;
+    const struct cfg_strlist *on = set & 8u ? &own->retry_on : &g->retry_on;
+    m->retry.retry_on = on->n ? 0 : RETRY_ON_DEFAULT;
+    for (size_t i = 0; i < on->n; i++)
+        m->retry.retry_on |= retry_on_bit(on->v[i]);
+    if (m->retry.backoff_max_ms < m->retry.backoff_base_ms)
+        m->retry.backoff_max_ms = m->retry.backoff_base_ms;
+    if (cm == NULL)
+        return;
+    m->balancing = cm->balancing;
+    resolve_list(r, &cm->fallbacks, m->fallbacks, &m->nfallbacks);
+    resolve_list(r, &cm->context_window_fallbacks, m->cw_fallbacks, &m->ncw_fallbacks);
+    resolve_list(r, &cm->content_policy_fallbacks, m->cp_fallbacks, &m->ncp_fallbacks);
+}
+
 int registry_attach(struct config *cfg, char **env, struct buf *warnings)
 {
     struct registry *r = xcalloc(1, sizeof(*r));
@@ -260,7 +368,10 @@ int registry_attach(struct config *cfg, char **env, struct buf *warnings)
         mock_embed = mock_chat;
         mock_init = true;
     }
-    if (cfg->gateway.mock_model) {
+    /* auto: a production deployment (ENVIRONMENT=production) does not offer a model that answers with canned text */
+    bool mock_on = cfg->gateway.mock_model == CONFIG_MOCK_ON ||
+                   (cfg->gateway.mock_model == CONFIG_MOCK_AUTO && strcmp(cfg->server.environment, "production") != 0);
+    if (mock_on) {
         static const char *const names[] = {"mock", "mock-embedding"};
         for (int k = 0; k < 2; k++) {
             if (has_model(r, names[k]))
@@ -330,6 +441,9 @@ int registry_attach(struct config *cfg, char **env, struct buf *warnings)
             xfree(list);
         }
     }
+    derive_ids(r);
+    for (size_t i = 0; i < r->nmodels; i++)
+        model_resilience(r, &r->models[i], i < cfg->models.n ? &cm[i] : NULL, cfg);
     r->secrets = collect_secrets(r);
     cfg->ext = r;
     cfg->ext_free = free_registry_cb;
@@ -380,6 +494,8 @@ void registry_free(struct registry *r)
             }
             xfree(d->aws_secret_access_key);
             xfree(d->aws_session_token);
+            if (d->st_owner)
+                dep_state_free(d->st);
         }
         xfree(m->deps);
         xfree(m->name);

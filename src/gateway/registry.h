@@ -19,10 +19,13 @@ struct config;
 struct provider_ops;
 struct redact_set;
 
+struct dep_state; /* breaker, requests in flight, latency average: mutable, shared by workers (dep_health.h) */
+
 struct deployment {
     const struct provider_ops *prov;
     int provider;                /* PROVIDER_* */
-    char *label;                 /* "openai:gpt-4o-mini" (response header, metrics, logs) */
+    char *label;                 /* the deployment id: configured, or "openai:gpt-4o-mini" (@base URL when two
+                                    deployments would share it): response header, metrics, logs */
     char *model;                 /* upstream model id / Azure deployment / Bedrock model id */
     char *base_url;              /* resolved, no trailing slash */
     char *api_key;               /* resolved secret, or NULL */
@@ -34,6 +37,11 @@ struct deployment {
     size_t nheaders;
     int64_t weight;
     int64_t timeout_ms;
+    int64_t connect_timeout_ms, first_byte_timeout_ms, idle_timeout_ms; /* resolved (the gateway's when 0) */
+    struct dep_state *st;
+    bool id_given;               /* label is the configured id */
+    bool st_owner;               /* st is this deployment's own (else shared with an earlier one of the same id) */
+    char *pending_label;         /* registry_attach's scratch */
     const struct config_mock *mock;
     const struct price *price;   /* NULL: unpriced */
     bool missing_key;            /* a key is required and none was found */
@@ -47,6 +55,14 @@ struct model_entry {
     int64_t total_weight;
     bool embeddings;
     bool automatic;              /* discovered from the environment rather than configured */
+    /* resilience (docs/resilience.md) */
+    struct retry_policy {
+        int64_t max_attempts, backoff_base_ms, backoff_max_ms;
+        unsigned retry_on;       /* RETRY_ON_* bits (resilience.h) */
+    } retry;
+    int balancing;               /* BALANCE_* */
+    const struct model_entry *fallbacks[8], *cw_fallbacks[8], *cp_fallbacks[8];
+    size_t nfallbacks, ncw_fallbacks, ncp_fallbacks;
 };
 
 struct registry {

@@ -200,6 +200,7 @@ int wire_openai_encode_canonical(const cJSON *canon, const char *model, bool str
     cJSON_DeleteItemFromObjectCaseSensitive(t, "stream");
     cJSON_DeleteItemFromObjectCaseSensitive(t, "stream_options");
     cJSON_DeleteItemFromObjectCaseSensitive(t, "top_k"); /* canonical extension (Anthropic clients): OpenAI refuses it */
+    canon_strip_cache_control(t); /* canonical extension (Anthropic clients): OpenAI caches prefixes by itself */
     if (stream) {
         cJSON_AddBoolToObject(t, "stream", 1);
         cJSON *so = cJSON_AddObjectToObject(t, "stream_options");

@@ -80,6 +80,7 @@ void spend_format_rows(struct buf *out, const struct ledger_sum *rows, size_t n,
             cJSON_AddNumberToObject(o, "output_tokens", (double)rows[i].output_tokens);
             cJSON_AddNumberToObject(o, "cost_usd", (double)rows[i].cost_nusd / 1e9);
             cJSON_AddNumberToObject(o, "incomplete", (double)rows[i].incomplete);
+            cJSON_AddNumberToObject(o, "saved_usd", (double)rows[i].saved_nusd / 1e9);
             cJSON_AddItemToArray(arr, o);
         }
         char *s = cJSON_PrintUnformatted(arr);
@@ -90,21 +91,22 @@ void spend_format_rows(struct buf *out, const struct ledger_sum *rows, size_t n,
         return;
     }
     if (f == SPEND_CSV) {
-        buf_printf(out, "%s,requests,input_tokens,output_tokens,cost_usd,incomplete\n", name);
+        buf_printf(out, "%s,requests,input_tokens,output_tokens,cost_usd,incomplete,saved_usd\n", name);
         for (size_t i = 0; i < n; i++) {
             csv_field(out, rows[i].group);
-            buf_printf(out, ",%lld,%lld,%lld,%.9f,%lld\n", (long long)rows[i].requests,
+            buf_printf(out, ",%lld,%lld,%lld,%.9f,%lld,%.9f\n", (long long)rows[i].requests,
                        (long long)rows[i].input_tokens, (long long)rows[i].output_tokens,
-                       (double)rows[i].cost_nusd / 1e9, (long long)rows[i].incomplete);
+                       (double)rows[i].cost_nusd / 1e9, (long long)rows[i].incomplete,
+                       (double)rows[i].saved_nusd / 1e9);
         }
         return;
     }
-    buf_printf(out, "%-32s %10s %14s %14s %14s %10s\n", name, "requests", "input_tokens", "output_tokens",
-               "cost_usd", "incomplete");
+    buf_printf(out, "%-32s %10s %14s %14s %14s %10s %14s\n", name, "requests", "input_tokens", "output_tokens",
+               "cost_usd", "incomplete", "saved_usd");
     for (size_t i = 0; i < n; i++)
-        buf_printf(out, "%-32.128s %10lld %14lld %14lld %14.6f %10lld\n", rows[i].group[0] ? rows[i].group : "-",
+        buf_printf(out, "%-32.128s %10lld %14lld %14lld %14.6f %10lld %14.6f\n", rows[i].group[0] ? rows[i].group : "-",
                    (long long)rows[i].requests, (long long)rows[i].input_tokens, (long long)rows[i].output_tokens,
-                   (double)rows[i].cost_nusd / 1e9, (long long)rows[i].incomplete);
+                   (double)rows[i].cost_nusd / 1e9, (long long)rows[i].incomplete, (double)rows[i].saved_nusd / 1e9);
 }
 
 static int usage(void)

@@ -1,4 +1,5 @@
-/* ledger_sqlite.c: the spend ledger in SQLite (WAL), DATA_DIR/ledger.db, table ledger_exchanges. */
+/* ledger_sqlite.c: the spend ledger in SQLite (WAL), DATA_DIR/ledger.db: table ledger_exchanges, and since schema
+ * version 1 the side table ledger_evaluations (evaluation scores by request id). */
 #include <errno.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -10,7 +11,7 @@
 
 struct ledger_store {
     sqlite3 *db;
-    sqlite3_stmt *ins;
+    sqlite3_stmt *ins, *ins_eval;
 };
 
 static const char *const group_names[LG_COUNT] = {"key", "user", "team", "workflow", "model", "day"};
@@ -42,17 +43,95 @@ static const char schema[] =
     " attempts INTEGER NOT NULL, latency_us INTEGER NOT NULL, ttft_us INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS ledger_exchanges_ts ON ledger_exchanges(ts_ms);";
 
+/* Version 1: evaluation scores (telemetry/eval.h) in a side table, keyed by the exchange's request id: the score
+ * arrives after the exchange's row was written, and an exchange may get several (one per evaluation). A ledger.db
+ * from before has user_version 0 and gets the table when it is next opened for writing. */
+#define LEDGER_SCHEMA_VERSION 1
+static const char migrate_v1[] =
+    "CREATE TABLE IF NOT EXISTS ledger_evaluations ("
+    " id INTEGER PRIMARY KEY, request_id TEXT NOT NULL, ts_ms INTEGER NOT NULL, model TEXT NOT NULL,"
+    " workflow TEXT NOT NULL, name TEXT NOT NULL, score REAL NOT NULL, label TEXT NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS ledger_evaluations_request ON ledger_evaluations(request_id);"
+    "PRAGMA user_version = 1;";
+
+static const char insert_eval_sql[] =
+    "INSERT INTO ledger_evaluations (request_id, ts_ms, model, workflow, name, score, label) VALUES (?,?,?,?,?,?,?)";
+
+static int schema_version(sqlite3 *db)
+{
+    sqlite3_stmt *st = NULL;
+    int v = -1;
+    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+/* Brings the schema to LEDGER_SCHEMA_VERSION in one transaction (0, or -1 with *msg). */
+static int migrate(sqlite3 *db, char **msg)
+{
+    int v = schema_version(db);
+    if (v < 0) {
+        *msg = sqlite3_mprintf("%s", sqlite3_errmsg(db));
+        return -1;
+    }
+    if (v >= LEDGER_SCHEMA_VERSION)
+        return 0;
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, msg) != SQLITE_OK)
+        return -1;
+    if (sqlite3_exec(db, migrate_v1, NULL, NULL, msg) != SQLITE_OK) {
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
+    return sqlite3_exec(db, "COMMIT", NULL, NULL, msg) == SQLITE_OK ? 0 : -1;
+}
+
+/* Columns added after the first schema, each by one guarded ALTER TABLE (migrate_columns): a ledger.db written by
+ * an older agentd keeps working, its old rows reading NULL (sum() skips them). */
+static const char *const added_columns[][2] = {
+    /* a response-cache hit's row: cost_nusd 0, and here what the replayed answer cost when it was stored */
+    {"saved_nusd", "INTEGER"},
+};
+
 static const char insert_sql[] =
     "INSERT INTO ledger_exchanges (ts_ms, request_id, key_id, user, team, workflow, model, deployment, provider,"
     " input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nusd, cost_usd, priced,"
-    " price_version, status, incomplete, attempts, latency_us, ttft_us)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+    " price_version, status, incomplete, attempts, latency_us, ttft_us, saved_nusd)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+
+static bool has_column(sqlite3 *db, const char *name)
+{
+    sqlite3_stmt *st = NULL;
+    bool found = false;
+    if (sqlite3_prepare_v2(db, "SELECT 1 FROM pragma_table_info('ledger_exchanges') WHERE name = ?", -1, &st, NULL) ==
+        SQLITE_OK) {
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        found = sqlite3_step(st) == SQLITE_ROW;
+    }
+    sqlite3_finalize(st);
+    return found;
+}
+
+static int migrate_columns(sqlite3 *db, char **msg)
+{
+    for (size_t i = 0; i < sizeof(added_columns) / sizeof(added_columns[0]); i++) {
+        if (has_column(db, added_columns[i][0]))
+            continue;
+        char sql[160];
+        snprintf(sql, sizeof(sql), "ALTER TABLE ledger_exchanges ADD COLUMN %s %s", added_columns[i][0],
+                 added_columns[i][1]);
+        if (sqlite3_exec(db, sql, NULL, NULL, msg) != SQLITE_OK)
+            return -1;
+    }
+    return 0;
+}
 
 static void close_store(struct ledger_store *s)
 {
     if (s == NULL)
         return;
     sqlite3_finalize(s->ins);
+    sqlite3_finalize(s->ins_eval);
     sqlite3_close(s->db);
     xfree(s);
 }
@@ -79,8 +158,9 @@ static struct ledger_store *open_store(const char *data_dir, bool readonly, stru
     char *msg = NULL;
     if (!readonly && (sqlite3_exec(s->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL, &msg) !=
                           SQLITE_OK ||
-                      sqlite3_exec(s->db, schema, NULL, NULL, &msg) != SQLITE_OK ||
-                      sqlite3_prepare_v2(s->db, insert_sql, -1, &s->ins, NULL) != SQLITE_OK)) {
+                      sqlite3_exec(s->db, schema, NULL, NULL, &msg) != SQLITE_OK || migrate(s->db, &msg) != 0 || migrate_columns(s->db, &msg) != 0 ||
+                      sqlite3_prepare_v2(s->db, insert_sql, -1, &s->ins, NULL) != SQLITE_OK ||
+                      sqlite3_prepare_v2(s->db, insert_eval_sql, -1, &s->ins_eval, NULL) != SQLITE_OK)) {
         buf_printf(err, "%s: %s", path, msg ? msg : sqlite3_errmsg(s->db));
         sqlite3_free(msg);
         close_store(s);
@@ -97,8 +177,18 @@ static int append(struct ledger_store *s, const struct ledger_row *rows, size_t 
     }
     for (size_t i = 0; i < n; i++) {
         const struct ledger_row *r = &rows[i];
-        sqlite3_stmt *st = s->ins;
+        sqlite3_stmt *st = r->evaluation ? s->ins_eval : s->ins;
         int k = 1;
+        if (r->evaluation) {
+            sqlite3_bind_text(st, k++, r->request_id, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(st, k++, r->ts_ms);
+            sqlite3_bind_text(st, k++, r->model, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, k++, r->workflow, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, k++, r->eval_name, -1, SQLITE_STATIC);
+            sqlite3_bind_double(st, k++, r->eval_score);
+            sqlite3_bind_text(st, k++, r->eval_label, -1, SQLITE_STATIC);
+            goto step;
+        }
         sqlite3_bind_int64(st, k++, r->ts_ms);
         sqlite3_bind_text(st, k++, r->request_id, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, k++, r->key_id, -1, SQLITE_STATIC);
@@ -122,6 +212,11 @@ static int append(struct ledger_store *s, const struct ledger_row *rows, size_t 
         sqlite3_bind_int(st, k++, r->attempts);
         sqlite3_bind_int64(st, k++, r->latency_us);
         sqlite3_bind_int64(st, k++, r->ttft_us);
+        if (r->saved_nusd > 0)
+            sqlite3_bind_int64(st, k++, r->saved_nusd);
+        else
+            sqlite3_bind_null(st, k++);
+    step:;
         int rc = sqlite3_step(st);
         sqlite3_reset(st);
         if (rc != SQLITE_DONE) {
@@ -146,10 +241,11 @@ static int report(struct ledger_store *s, enum ledger_group g, int64_t since_ms,
     if (g >= LG_COUNT)
         return -1;
     char sql[512];
+    /* a ledger.db from before saved_nusd, opened read-only (never migrated): nothing saved */
     snprintf(sql, sizeof(sql),
-             "SELECT %s, count(*), sum(input_tokens), sum(output_tokens), sum(cost_nusd), sum(incomplete)"
+             "SELECT %s, count(*), sum(input_tokens), sum(output_tokens), sum(cost_nusd), sum(incomplete), %s"
              " FROM ledger_exchanges WHERE ts_ms >= ? GROUP BY 1 ORDER BY 5 DESC, 1",
-             group_sql[g]);
+             group_sql[g], has_column(s->db, "saved_nusd") ? "coalesce(sum(saved_nusd), 0)" : "0");
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
         /* a data dir with no ledger yet (a read-only open) has nothing to report */
@@ -175,6 +271,53 @@ static int report(struct ledger_store *s, enum ledger_group g, int64_t since_ms,
         r->output_tokens = sqlite3_column_int64(st, 3);
         r->cost_nusd = sqlite3_column_int64(st, 4);
         r->incomplete = sqlite3_column_int64(st, 5);
+        r->saved_nusd = sqlite3_column_int64(st, 6);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        buf_printf(err, "%s", sqlite3_errmsg(s->db));
+        xfree(*out);
+        *out = NULL;
+        *n = 0;
+        return -1;
+    }
+    return 0;
+}
+
+static int evaluations(struct ledger_store *s, const char *request_id, struct ledger_eval **out, size_t *n,
+                       struct buf *err)
+{
+    *out = NULL;
+    *n = 0;
+    sqlite3_stmt *st = NULL;
+    const char *sql = request_id ? "SELECT request_id, name, label, score, ts_ms FROM ledger_evaluations"
+                                   " WHERE request_id = ? ORDER BY id"
+                                 : "SELECT request_id, name, label, score, ts_ms FROM ledger_evaluations ORDER BY id";
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
+        if (strstr(sqlite3_errmsg(s->db), "no such table")) /* an old ledger.db opened read-only */
+            return 0;
+        buf_printf(err, "%s", sqlite3_errmsg(s->db));
+        return -1;
+    }
+    if (request_id)
+        sqlite3_bind_text(st, 1, request_id, -1, SQLITE_STATIC);
+    size_t cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 8;
+            *out = xrealloc(*out, cap * sizeof(**out));
+        }
+        struct ledger_eval *e = &(*out)[(*n)++];
+        const unsigned char *t;
+        t = sqlite3_column_text(st, 0);
+        snprintf(e->request_id, sizeof(e->request_id), "%s", t ? (const char *)t : "");
+        t = sqlite3_column_text(st, 1);
+        snprintf(e->name, sizeof(e->name), "%s", t ? (const char *)t : "");
+        t = sqlite3_column_text(st, 2);
+        snprintf(e->label, sizeof(e->label), "%s", t ? (const char *)t : "");
+        e->score = sqlite3_column_double(st, 3);
+        e->ts_ms = sqlite3_column_int64(st, 4);
     }
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) {
@@ -192,5 +335,6 @@ const struct ledger_store_ops ledger_sqlite_ops = {
     .open = open_store,
     .append = append,
     .report = report,
+    .evaluations = evaluations,
     .close = close_store,
 };

@@ -3,8 +3,12 @@
 
 #include <cjson/cJSON.h>
 #include <ctype.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <strings.h>
+#include <uv.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,7 +17,11 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/macros.h"
+#include "common/str.h"
+#include "common/timeutil.h"
 #include "config/config.h"
+#include "policy/auth.h"
+#include "policy/ledger.h"
 #include "telemetry/metrics.h"
 #include "telemetry/otel_config.h"
 #include "telemetry/otlp.h"
@@ -321,6 +329,155 @@ int eval_answer(const char *body, size_t n, bool anthropic, struct buf *out, cha
     return out->len ? 0 : -1;
 }
 
+/* ---------- the judge: request and reply ---------- */
+
+static const char judge_format[] =
+    "\n\nReply with only a JSON object and nothing else: {\"score\": <a number from 0 (worst) to 1 (best)>, "
+    "\"explanation\": \"<one short sentence>\"}";
+
+void eval_judge_request(const char *model, const char *rubric, const char *question, size_t qn, const char *answer,
+                        size_t an, struct buf *out)
+{
+    if (qn > EVAL_TEXT_MAX)
+        qn = EVAL_TEXT_MAX;
+    if (an > EVAL_TEXT_MAX)
+        an = EVAL_TEXT_MAX;
+    struct buf sys = BUF_INIT(BUF_UNBOUNDED), user = BUF_INIT(BUF_UNBOUNDED);
+    buf_append_str(&sys, rubric && *rubric ? rubric : "Grade the answer.");
+    buf_append_str(&sys, judge_format);
+    buf_append_str(&user, "Question:\n");
+    buf_append(&user, question, qn);
+    buf_append_str(&user, "\n\nAnswer:\n");
+    buf_append(&user, answer, an);
+    buf_append_str(out, "{\"model\":");
+    buf_append_json_cstr(out, model);
+    buf_append_str(out, ",\"temperature\":0,\"max_tokens\":300,\"messages\":[{\"role\":\"system\",\"content\":");
+    buf_append_json_str(out, sys.data, sys.len);
+    buf_append_str(out, "},{\"role\":\"user\",\"content\":");
+    buf_append_json_str(out, user.data, user.len);
+    buf_append_str(out, "}]}");
+    buf_free(&sys);
+    buf_free(&user);
+}
+
+/* A score as the judge wrote it: 0..1, or out of 10. -1 when neither. */
+static double judge_scale(double v)
+{
+    if (!isfinite(v) || v < 0 || v > 10)
+        return -1;
+    return v > 1 ? v / 10 : v;
+}
+
+int eval_judge_parse(const char *text, size_t n, struct eval_result *out)
+{
+    if (n > EVAL_TEXT_MAX)
+        n = EVAL_TEXT_MAX;
+    double score = -1;
+    char expl[sizeof(out->explanation)] = "";
+    /* a JSON object: from the first '{' to the last '}' */
+    const char *open = memchr(text, '{', n);
+    const char *close = NULL;
+    for (size_t i = n; open && i > (size_t)(open - text); i--)
+        if (text[i - 1] == '}') {
+            close = text + i - 1;
+            break;
+        }
+    if (open && close) {
+        cJSON *j = cJSON_ParseWithLength(open, (size_t)(close - open) + 1);
+        const cJSON *sc = cJSON_GetObjectItemCaseSensitive(j, "score");
+        if (cJSON_IsNumber(sc))
+            score = judge_scale(sc->valuedouble);
+        const cJSON *ex = cJSON_GetObjectItemCaseSensitive(j, "explanation");
+        if (!cJSON_IsString(ex))
+            ex = cJSON_GetObjectItemCaseSensitive(j, "reason");
+        if (score >= 0 && cJSON_IsString(ex))
+            snprintf(expl, sizeof(expl), "%s", ex->valuestring);
+        cJSON_Delete(j);
+    }
+    if (score < 0) { /* the last "score" followed by ':' or '=' and a number */
+        size_t last = SIZE_MAX;
+        for (size_t i = 0; i + 5 <= n; i++)
+            if (strncasecmp(text + i, "score", 5) == 0)
+                last = i;
+        if (last == SIZE_MAX)
+            return -1;
+        size_t i = last + 5;
+        while (i < n && (text[i] == '"' || text[i] == ' ' || text[i] == '*'))
+            i++;
+        if (i >= n || (text[i] != ':' && text[i] != '='))
+            return -1;
+        i++;
+        while (i < n && (text[i] == ' ' || text[i] == '"' || text[i] == '*'))
+            i++;
+        char num[32];
+        size_t k = 0;
+        while (i < n && k + 1 < sizeof(num) && (isdigit((unsigned char)text[i]) || text[i] == '.'))
+            num[k++] = text[i++];
+        num[k] = '\0';
+        char *end;
+        double v = strtod(num, &end);
+        if (k == 0 || end == num || *end != '\0' || (i < n && (isalnum((unsigned char)text[i]) || text[i] == '.')))
+            return -1; /* "0.5x", "1e400", a number longer than any score */
+        score = judge_scale(v);
+        if (score < 0)
+            return -1;
+    }
+    result(out, "judge", score, score >= 0.5 ? "pass" : "fail", "%s", expl[0] ? expl : "the judge gave no explanation");
+    return 0;
+}
+
+/* ---------- streamed answers ---------- */
+
+int eval_stream_text(const char *sse, size_t n, bool anthropic, struct buf *out, char *id, size_t id_cap)
+{
+    if (id_cap)
+        id[0] = '\0';
+    for (size_t i = 0; i < n;) {
+        const char *nl = memchr(sse + i, '\n', n - i);
+        size_t end = nl ? (size_t)(nl - sse) : n;
+        const char *line = sse + i;
+        size_t len = end - i;
+        i = end + 1;
+        if (len < 5 || memcmp(line, "data:", 5) != 0)
+            continue;
+        line += 5;
+        len -= 5;
+        while (len && *line == ' ')
+            line++, len--;
+        while (len && line[len - 1] == '\r')
+            len--;
+        if (len == 0 || line[0] != '{')
+            continue; /* [DONE] */
+        cJSON *j = cJSON_ParseWithLength(line, len);
+        if (!j)
+            continue;
+        if (anthropic) {
+            const cJSON *type = cJSON_GetObjectItemCaseSensitive(j, "type");
+            if (cJSON_IsString(type) && strcmp(type->valuestring, "message_start") == 0) {
+                const cJSON *mid = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "message"), "id");
+                if (cJSON_IsString(mid) && id_cap && !id[0])
+                    snprintf(id, id_cap, "%s", mid->valuestring);
+            } else if (cJSON_IsString(type) && strcmp(type->valuestring, "content_block_delta") == 0) {
+                const cJSON *d = cJSON_GetObjectItemCaseSensitive(j, "delta");
+                const cJSON *t = cJSON_GetObjectItemCaseSensitive(d, "text");
+                if (cJSON_IsString(t) && out->len + strlen(t->valuestring) < EVAL_TEXT_MAX)
+                    buf_append_str(out, t->valuestring);
+            }
+        } else {
+            const cJSON *jid = cJSON_GetObjectItemCaseSensitive(j, "id");
+            if (cJSON_IsString(jid) && id_cap && !id[0])
+                snprintf(id, id_cap, "%s", jid->valuestring);
+            const cJSON *d = cJSON_GetObjectItemCaseSensitive(
+                cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "choices"), 0), "delta");
+            const cJSON *t = cJSON_GetObjectItemCaseSensitive(d, "content");
+            if (cJSON_IsString(t) && out->len + strlen(t->valuestring) < EVAL_TEXT_MAX)
+                buf_append_str(out, t->valuestring);
+        }
+        cJSON_Delete(j);
+    }
+    return out->len ? 0 : -1;
+}
+
 /* ---------- rates ---------- */
 
 struct rate {
@@ -328,16 +485,31 @@ struct rate {
     double rate;
 };
 
+struct judge_call;
+
 static struct {
     struct rate *rates;
     size_t nrates;
-    bool started, stop;
+    bool started, stop, closing;
     pthread_t thread;
     pthread_mutex_t lock;
-    pthread_cond_t cond;
     struct job *head, *tail;
     size_t queued;
-} E = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    /* the thread's own loop: the judge's exchanges run on it */
+    uv_loop_t loop;
+    uv_async_t wake;
+    void *tw;               /* the transport's worker on this loop */
+    struct judge_call *cur; /* the judge call in flight (one at a time) */
+    char *judge, *rubric;
+    double budget_usd;
+    int64_t budget_tokens;
+    bool exhausted_logged;
+    int64_t stream_max;
+    struct principal who; /* the judge's exchanges: workflow "evaluation" */
+    /* written by the thread, read by eval_judge_stats */
+    pthread_mutex_t stats_lock;
+    struct eval_judge_stats stats;
+} E = {.lock = PTHREAD_MUTEX_INITIALIZER, .stats_lock = PTHREAD_MUTEX_INITIALIZER};
 
 static void rate_cb(const char *k, const char *v, void *ud)
 {
@@ -374,12 +546,24 @@ double eval_rate(const char *model, const char *workflow)
     return r >= 0 ? r : 0;
 }
 
+bool eval_is_judge(const struct principal *p)
+{
+    return p != NULL && p == &E.who;
+}
+
+void eval_judge_stats(struct eval_judge_stats *out)
+{
+    pthread_mutex_lock(&E.stats_lock);
+    *out = E.stats;
+    pthread_mutex_unlock(&E.stats_lock);
+}
+
 /* ---------- the thread ---------- */
 
 struct job {
     struct job *next;
-    bool anthropic;
-    char model[256], workflow[64], response_id[96];
+    bool anthropic, stream;
+    char model[256], workflow[64], response_id[96], request_id[72];
     uint8_t trace_id[16], span_id[8];
     size_t request_len, response_len;
     char data[]; /* request then response */
@@ -398,6 +582,18 @@ static const char *const drop_labels[] = {"reason", NULL};
 static struct metric_def eval_dropped = METRIC_DEF(
     "agentd_evaluations_dropped_total", "Sampled responses not evaluated (queue_full, no_text).", METRIC_COUNTER,
     drop_labels);
+static const char *const judge_labels[] = {"outcome", NULL};
+static struct metric_def judge_calls = METRIC_DEF(
+    "agentd_evaluation_judge_calls_total",
+    "LLM judge calls by outcome: ok, unparsed (no score in the reply), error (the judge's exchange failed), "
+    "budget_exhausted (skipped: telemetry.evaluation_budget_*), stopping (skipped at shutdown).",
+    METRIC_COUNTER, judge_labels);
+static struct metric_def judge_cost = METRIC_DEF("agentd_evaluation_judge_cost_usd_total",
+                                                 "What the LLM judge's calls cost, USD (its evaluation budget).",
+                                                 METRIC_COUNTER, NULL);
+static struct metric_def judge_tokens = METRIC_DEF("agentd_evaluation_judge_tokens_total",
+                                                   "Tokens (input + output) the LLM judge's calls used.",
+                                                   METRIC_COUNTER, NULL);
 
 static void emit(const struct job *j, const struct eval_result *r)
 {
@@ -431,49 +627,214 @@ static void emit(const struct job *j, const struct eval_result *r)
         log_field_cstr(&l, "model", j->model);
         log_end(&l);
     }
+    if (j->request_id[0]) { /* the exchange's ledger row gets the score (a no-op when there is no ledger) */
+        struct ledger_row row = {.ts_ms = (int64_t)(time_wall_us() / 1000), .evaluation = true, .eval_score = r->score};
+        snprintf(row.request_id, sizeof(row.request_id), "%s", j->request_id);
+        snprintf(row.model, sizeof(row.model), "%.*s", (int)sizeof(row.model) - 1, j->model);
+        snprintf(row.workflow, sizeof(row.workflow), "%s", j->workflow);
+        snprintf(row.eval_name, sizeof(row.eval_name), "%s", r->name);
+        snprintf(row.eval_label, sizeof(row.eval_label), "%s", r->label);
+        ledger_enqueue(&row);
+    }
 }
 
-static void run_job(struct job *j)
+/* ---- the judge's call: through the gateway's transport (eval_set_transport), on this thread's loop ---- */
+
+static const struct eval_transport *transport;
+
+void eval_set_transport(const struct eval_transport *t)
+{
+    transport = t;
+}
+
+struct judge_call {
+    struct job *job;
+    struct buf body;
+    void *handle; /* the transport's, until done */
+};
+
+static double header_number(const struct buf *h, const char *name)
+{
+    if (h->data == NULL)
+        return 0;
+    const char *p = h->data;
+    size_t n = strlen(name);
+    while ((p = strstr(p, name)) != NULL) {
+        if ((p == h->data || p[-1] == '\n') && p[n] == ':') {
+            double v = strtod(p + n + 1, NULL);
+            return isfinite(v) && v > 0 ? v : 0;
+        }
+        p += n;
+    }
+    return 0;
+}
+
+static void judge_count(const char *outcome)
+{
+    metrics_inc(&judge_calls, (const char *[]){outcome});
+}
+
+static void pump(void);
+
+static void judge_done(void *ud, int status, const struct buf *hdrs, const struct buf *resp)
+{
+    struct judge_call *c = ud;
+    double usd = header_number(hdrs, "x-agentd-cost-usd");
+    int64_t tokens = (int64_t)(header_number(hdrs, "x-agentd-input-tokens") +
+                               header_number(hdrs, "x-agentd-output-tokens"));
+    pthread_mutex_lock(&E.stats_lock);
+    E.stats.spent_usd += usd;
+    E.stats.spent_tokens += tokens;
+    E.stats.calls++;
+    pthread_mutex_unlock(&E.stats_lock);
+    if (usd > 0)
+        metrics_add(&judge_cost, NULL, usd);
+    if (tokens > 0)
+        metrics_add(&judge_tokens, NULL, (double)tokens);
+    struct buf text = BUF_INIT(EVAL_TEXT_MAX);
+    char id[8];
+    struct eval_result r;
+    if (status != 200) {
+        judge_count("error");
+        log_warn("evaluation: the judge (%s) answered %d for response %s", E.judge, status, c->job->response_id);
+    } else if (eval_answer(resp->data ? resp->data : "", resp->len, false, &text, id, sizeof(id)) != 0 ||
+               eval_judge_parse(text.data, text.len, &r) != 0) {
+        judge_count("unparsed");
+    } else {
+        judge_count("ok");
+        emit(c->job, &r);
+    }
+    buf_free(&text);
+    buf_free(&c->body);
+    xfree(c->job);
+    xfree(c);
+    E.cur = NULL;
+    uv_async_send(&E.wake); /* the next job, outside this exchange's end */
+}
+
+static bool budget_left(void)
+{
+    pthread_mutex_lock(&E.stats_lock);
+    bool ok = (E.budget_usd <= 0 || E.stats.spent_usd < E.budget_usd) &&
+              (E.budget_tokens <= 0 || E.stats.spent_tokens < E.budget_tokens);
+    if (!ok)
+        E.stats.skipped_budget++;
+    double usd = E.stats.spent_usd;
+    int64_t tok = E.stats.spent_tokens;
+    pthread_mutex_unlock(&E.stats_lock);
+    if (!ok && !E.exhausted_logged) {
+        E.exhausted_logged = true;
+        log_warn("evaluation: the judge's budget is spent ($%.6f, %lld tokens; telemetry.evaluation_budget_usd / "
+                 "evaluation_budget_tokens): judging stops until restart",
+                 usd, (long long)tok);
+    }
+    return ok;
+}
+
+/* Starts the judge's exchange for j (taken over). false: not started (j is the caller's to free). */
+static bool judge_start(struct job *j, const struct buf *q, const struct buf *a)
+{
+    if (!budget_left()) {
+        judge_count("budget_exhausted");
+        return false;
+    }
+    struct judge_call *c = xcalloc(1, sizeof(*c));
+    c->job = j;
+    c->body = (struct buf)BUF_INIT(BUF_UNBOUNDED);
+    eval_judge_request(E.judge, E.rubric, q->data, q->len, a->data, a->len, &c->body);
+    char tp[TRACEPARENT_LEN + 1] = "";
+    static const uint8_t zero[16];
+    if (memcmp(j->trace_id, zero, 16) != 0) /* the judge's spans join the evaluated exchange's trace */
+        trace_format_traceparent(tp, j->trace_id, j->span_id, 1);
+    static _Atomic uint64_t seq;
+    char rid[72];
+    snprintf(rid, sizeof(rid), "eval-%llu-%.40s", (unsigned long long)atomic_fetch_add(&seq, 1) + 1, j->request_id);
+    E.cur = c;
+    void *h = transport->submit(E.tw, c->body.data, c->body.len, tp, rid, &E.who, judge_done, c);
+    if (h) /* else judge_done has run (and freed c) */
+        c->handle = h;
+    return true;
+}
+
+/* Scores j with the heuristics; true when the judge should see it (q and a hold the texts). */
+static bool run_job(struct job *j, struct buf *q, struct buf *a)
 {
     char id[sizeof(j->response_id)];
-    struct buf q = BUF_INIT(EVAL_TEXT_MAX), a = BUF_INIT(EVAL_TEXT_MAX);
     bool json = false;
-    if (eval_question(j->data, j->request_len, j->anthropic, &q, &json) != 0 ||
-        eval_answer(j->data + j->request_len, j->response_len, j->anthropic, &a, id, sizeof(id)) != 0) {
+    int rc = eval_question(j->data, j->request_len, j->anthropic, q, &json);
+    if (rc == 0)
+        rc = j->stream ? eval_stream_text(j->data + j->request_len, j->response_len, j->anthropic, a, id, sizeof(id))
+                       : eval_answer(j->data + j->request_len, j->response_len, j->anthropic, a, id, sizeof(id));
+    if (rc != 0) {
         metrics_inc(&eval_dropped, (const char *[]){"no_text"});
-    } else {
-        if (id[0]) /* the id the client saw in the body */
-            memcpy(j->response_id, id, sizeof(id));
-        struct eval_result res[EVAL_MAX_RESULTS];
-        size_t n = eval_score(q.data, q.len, a.data, a.len, json, res);
-        for (size_t i = 0; i < n; i++)
-            emit(j, &res[i]);
+        return false;
     }
-    buf_free(&q);
-    buf_free(&a);
+    if (id[0]) /* the id the client saw in the body */
+        memcpy(j->response_id, id, sizeof(id));
+    struct eval_result res[EVAL_MAX_RESULTS];
+    size_t n = eval_score(q->data, q->len, a->data, a->len, json, res);
+    for (size_t i = 0; i < n; i++)
+        emit(j, &res[i]);
+    return true;
+}
+
+/* Takes queued jobs while no judge call is in flight. On the thread's loop. */
+static void pump(void)
+{
+    while (E.cur == NULL) {
+        pthread_mutex_lock(&E.lock);
+        struct job *j = E.head;
+        if (j) {
+            E.head = j->next;
+            if (!E.head)
+                E.tail = NULL;
+            E.queued--;
+        }
+        bool stop = E.stop;
+        pthread_mutex_unlock(&E.lock);
+        if (!j) {
+            if (stop && !E.closing) { /* stopping and nothing left: the loop ends */
+                E.closing = true;
+                uv_close((uv_handle_t *)&E.wake, NULL);
+                if (E.tw)
+                    transport->close(E.tw);
+                E.tw = NULL;
+            }
+            return;
+        }
+        struct buf q = BUF_INIT(EVAL_TEXT_MAX), a = BUF_INIT(EVAL_TEXT_MAX);
+        bool started = false;
+        if (run_job(j, &q, &a) && E.judge) {
+            if (stop)
+                judge_count("stopping");
+            else
+                started = judge_start(j, &q, &a);
+        }
+        buf_free(&q);
+        buf_free(&a);
+        if (!started)
+            xfree(j);
+    }
+}
+
+static void on_wake(uv_async_t *h)
+{
+    (void)h;
+    if (E.cur && E.cur->handle) {
+        pthread_mutex_lock(&E.lock);
+        bool stop = E.stop;
+        pthread_mutex_unlock(&E.lock);
+        if (stop)
+            transport->cancel(E.cur->handle); /* shutting down: the judge call in flight ends (counted as an error) */
+    }
+    pump();
 }
 
 static void *eval_main(void *arg)
 {
     (void)arg;
     log_tap_suppress(true); /* the events go out as records of their own */
-    pthread_mutex_lock(&E.lock);
-    for (;;) {
-        while (!E.head && !E.stop)
-            pthread_cond_wait(&E.cond, &E.lock);
-        struct job *j = E.head;
-        if (!j)
-            break; /* stopping, queue empty */
-        E.head = j->next;
-        if (!E.head)
-            E.tail = NULL;
-        E.queued--;
-        pthread_mutex_unlock(&E.lock);
-        run_job(j);
-        xfree(j);
-        pthread_mutex_lock(&E.lock);
-    }
-    pthread_mutex_unlock(&E.lock);
+    uv_run(&E.loop, UV_RUN_DEFAULT);
     return NULL;
 }
 
@@ -493,9 +854,11 @@ bool eval_submit(const struct eval_job_in *in)
     struct job *j = xmalloc(sizeof(*j) + in->request_len + in->response_len);
     memset(j, 0, sizeof(*j));
     j->anthropic = in->anthropic;
+    j->stream = in->stream;
     snprintf(j->model, sizeof(j->model), "%s", in->model ? in->model : "");
     snprintf(j->workflow, sizeof(j->workflow), "%s", in->workflow ? in->workflow : "");
     snprintf(j->response_id, sizeof(j->response_id), "%s", in->response_id ? in->response_id : "");
+    snprintf(j->request_id, sizeof(j->request_id), "%s", in->request_id ? in->request_id : "");
     memcpy(j->trace_id, in->trace_id, 16);
     memcpy(j->span_id, in->span_id, 8);
     j->request_len = in->request_len;
@@ -509,14 +872,22 @@ bool eval_submit(const struct eval_job_in *in)
         E.head = j;
     E.tail = j;
     pthread_mutex_unlock(&E.lock);
-    pthread_cond_signal(&E.cond);
+    uv_async_send(&E.wake);
     return true;
+}
+
+int64_t eval_stream_max(void)
+{
+    return E.started ? E.stream_max : 0;
 }
 
 int eval_start(const struct config *cfg)
 {
     metrics_register(&eval_score_metric);
     metrics_register(&eval_dropped);
+    metrics_register(&judge_calls);
+    metrics_register(&judge_cost);
+    metrics_register(&judge_tokens);
     const char *spec = cfg->telemetry.evaluations;
     if (E.started || !spec || !*spec)
         return 0;
@@ -527,13 +898,35 @@ int eval_start(const struct config *cfg)
         any = any || E.rates[i].rate > 0;
     if (!any)
         return 0;
-    E.stop = false;
+    E.stop = E.closing = false;
+    E.exhausted_logged = false;
+    memset(&E.stats, 0, sizeof(E.stats));
+    const char *judge = cfg->telemetry.evaluation_judge;
+    E.judge = judge && *judge ? xstrdup(judge) : NULL;
+    E.rubric = xstrdup(cfg->telemetry.evaluation_rubric ? cfg->telemetry.evaluation_rubric : "");
+    E.budget_usd = cfg->telemetry.evaluation_budget_usd;
+    E.budget_tokens = cfg->telemetry.evaluation_budget_tokens;
+    E.stream_max = cfg->telemetry.evaluation_stream_max_bytes;
+    memset(&E.who, 0, sizeof(E.who));
+    E.who.key_id = E.who.key_name = E.who.user = E.who.team = "";
+    E.who.workflow = "evaluation";
+    if (uv_loop_init(&E.loop) != 0 || uv_async_init(&E.loop, &E.wake, on_wake) != 0) {
+        log_error("telemetry: cannot start the evaluation loop");
+        return -1;
+    }
+    if (E.judge && !transport) {
+        log_warn("telemetry: evaluation_judge is set but no gateway is running: no LLM judge");
+        xfree(E.judge);
+        E.judge = NULL;
+    }
+    E.tw = E.judge ? transport->open(&E.loop, cfg) : NULL;
     if (pthread_create(&E.thread, NULL, eval_main, NULL) != 0) {
         log_error("telemetry: cannot start the evaluation thread");
         return -1;
     }
     E.started = true;
-    log_info("telemetry: evaluating sampled responses (%s)", spec);
+    log_info("telemetry: evaluating sampled responses (%s)%s%s", spec, E.judge ? "; judge: " : "",
+             E.judge ? E.judge : "");
     return 0;
 }
 
@@ -542,9 +935,10 @@ void eval_stop(void)
     if (E.started) {
         pthread_mutex_lock(&E.lock);
         E.stop = true;
-        pthread_cond_broadcast(&E.cond);
         pthread_mutex_unlock(&E.lock);
+        uv_async_send(&E.wake);
         pthread_join(E.thread, NULL);
+        uv_loop_close(&E.loop);
         E.started = false;
     }
     for (size_t i = 0; i < E.nrates; i++)
@@ -552,4 +946,7 @@ void eval_stop(void)
     xfree(E.rates);
     E.rates = NULL;
     E.nrates = 0;
+    xfree(E.judge);
+    xfree(E.rubric);
+    E.judge = E.rubric = NULL;
 }

@@ -4,6 +4,7 @@
 
 #include <ctype.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -197,6 +198,21 @@ static const struct cfg_field otel_fields[] = {
      .def = "traceparent", .flags = CFG_RESTART, .help = "send the request's trace context back in a response header"},
     {.key = "evaluations", .type = CFG_STRING, .off = TOFF(evaluations), .def = "", .flags = CFG_RESTART,
      .help = "fraction of completed responses scored after they are sent: workflow:<name>=0.5,<model>=1,*=0.1"},
+    {.key = "evaluation_judge", .type = CFG_STRING, .off = TOFF(evaluation_judge), .def = "", .flags = CFG_RESTART,
+     .help = "model (a configured name) that grades each sampled answer through the gateway; empty: no LLM judge"},
+    {.key = "evaluation_rubric", .type = CFG_STRING, .off = TOFF(evaluation_rubric),
+     .def = "Grade the assistant's answer to the user's question for correctness, relevance and helpfulness.",
+     .flags = CFG_RESTART, .help = "what the judge is asked to grade (its system prompt, before the reply format)"},
+    {.key = "evaluation_budget_usd", .type = CFG_DOUBLE, .off = TOFF(evaluation_budget_usd), .def = "1", .dmin = 0,
+     .dmax = 1e9, .flags = CFG_RESTART,
+     .help = "the judge's spend since start, USD; past it judging stops (counted); 0: no limit"},
+    {.key = "evaluation_budget_tokens", .type = CFG_INT, .off = TOFF(evaluation_budget_tokens), .def = "0", .min = 0,
+     .max = INT64_MAX, .flags = CFG_RESTART,
+     .help = "the judge's tokens (input + output) since start; past it judging stops (counted); 0: no limit"},
+    {.key = "evaluation_stream_max_bytes", .type = CFG_SIZE, .off = TOFF(evaluation_stream_max_bytes),
+     .def = "64KiB", .min = 0, .max = 16 << 20, .flags = CFG_RESTART,
+     .help = "streamed bytes kept for a sampled answer so it can be scored; a longer stream is not scored; 0: "
+             "streamed answers are not evaluated"},
 };
 
 const struct cfg_schema otel_config_schema = {

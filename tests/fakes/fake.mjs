@@ -78,6 +78,12 @@ class Ctx {
     const h = { ...headers, 'content-length': buf.length };
     if (this.behavior.headers) Object.assign(h, this.behavior.headers);
     this.res.writeHead(status, h);
+    if (this.behavior.resetMidBody) {
+      // the head and half the body (its content-length promises all of it), then the connection drops
+      this.res.write(buf.subarray(0, Math.floor(buf.length / 2)));
+      setImmediate(() => this.res.socket && this.res.socket.destroy());
+      return;
+    }
     this.res.end(buf);
   }
 
@@ -106,6 +112,7 @@ class Ctx {
     if (b.midStreamError) { events = events.slice(0, cut); tail = s.errorEvent(); }
     else if (b.malformed) { events = events.slice(0, cut); tail = s.malformedEvent(); }
     else if (b.truncate) { events = events.slice(0, cut); if (b.truncate === 'reset') end = 'destroy'; }
+    else if (b.hangMidStream) { events = events.slice(0, cut); end = 'hang'; }
     if (tail !== null) events = events.concat([tail]);
     if (!ttft && !gap) {
       res.cork();
@@ -120,7 +127,11 @@ class Ctx {
         res.write(events[i]);
       }
     }
-    if (end === 'destroy') {
+    if (end === 'hang') {
+      // half the events went out; the connection stays open and silent until the fake closes
+      this.fake.hung.add(res);
+      res.on('close', () => this.fake.hung.delete(res));
+    } else if (end === 'destroy') {
       // Let the written bytes leave before the socket goes.
       res.once('drain', () => {});
       setImmediate(() => res.socket && res.socket.destroy());

@@ -198,9 +198,9 @@ test('only complete, successful answers are stored (an error, a cut stream)', as
   f.reset();
   const d = await startAgentd({ env, config: `cache: {enabled: true}\n${models()}` });
   try {
-    f.script([{ status: 500 }]);
+    f.script([{ status: 400 }]); // an error that is not retried (a 5xx would be: docs/resilience.md)
     const e = await chat(d, { max_tokens: 11 });
-    assert.equal(e.status, 500);
+    assert.equal(e.status, 400);
     await e.text();
     const ok = await chat(d, { max_tokens: 11 });
     assert.equal(ok.status, 200);
@@ -243,10 +243,11 @@ test('concurrent identical misses are coalesced into one upstream call, across w
   } finally { await stopClean(d); }
 });
 
-test('a hit is a $0 row in the ledger (provider "cache"); TTL expires answers', async () => {
+test('a hit is a $0 row in the ledger (provider "cache") that records the saving; TTL expires answers', async () => {
   f.reset();
   const dataDir = join(mkdtempSync(join(tmpdir(), 'agentd-cache-')), 'data');
-  const d = await startAgentd({ env, noDataDir: true, args: ['--data-dir', dataDir],
+  const ADMIN = 'admin-key-cache-0123456789abcdef';
+  const d = await startAgentd({ env: { ...env, AGENTD_ADMIN_KEY: ADMIN }, noDataDir: true, args: ['--data-dir', dataDir],
     config: `cache: {enabled: true, models: {gpt: {ttl: 300ms}}}\n${models()}` });
   try {
     const stored = Date.now(); // the answer is stored after this
@@ -263,14 +264,29 @@ test('a hit is a $0 row in the ledger (provider "cache"); TTL expires answers', 
     for (let i = 0; i < 100 && rows.length < 2; i++) {
       await new Promise((res) => setTimeout(res, 20)); // the ledger writer's batch interval (20ms): polled
       const out = execFileSync('sqlite3', ['-json', join(dataDir, 'ledger.db'),
-        'SELECT provider, cost_nusd, priced, input_tokens, output_tokens FROM ledger_exchanges ORDER BY id'],
+        'SELECT provider, cost_nusd, priced, input_tokens, output_tokens, saved_nusd FROM ledger_exchanges ORDER BY id'],
       { encoding: 'utf8' });
       rows = out.trim() ? JSON.parse(out) : [];
     }
     assert.equal(rows.length, 2);
     assert.equal(rows[0].provider, 'openai');
     assert.ok(rows[0].cost_nusd > 0);
-    assert.deepEqual(rows[1], { provider: 'cache', cost_nusd: 0, priced: 1, input_tokens: 0, output_tokens: 0 });
+    assert.equal(rows[0].saved_nusd, null); // not a hit: nothing saved (NULL)
+    // the hit: $0 charged, and the saving is what the stored answer cost
+    assert.deepEqual(rows[1], { provider: 'cache', cost_nusd: 0, priced: 1, input_tokens: 0, output_tokens: 0, saved_nusd: rows[0].cost_nusd });
+    assert.ok(Math.abs(hitLine.cache_saved_usd - rows[0].cost_nusd / 1e9) < 1e-9);
+    // /admin/spend and `agentd spend report` show it
+    const adm = await d.fetch('/admin/spend?by=model&since=1d', { headers: { authorization: `Bearer ${ADMIN}` } });
+    assert.equal(adm.status, 200);
+    const gpt = (await adm.json()).find((x) => x.model === 'gpt');
+    assert.equal(gpt.requests, 2);
+    assert.ok(Math.abs(gpt.cost_usd - rows[0].cost_nusd / 1e9) < 1e-12);
+    assert.ok(Math.abs(gpt.saved_usd - rows[0].cost_nusd / 1e9) < 1e-12);
+    const rep = JSON.parse(execFileSync(BIN, ['spend', 'report', '--by', 'model', '--since', '1d', '--format', 'json',
+      '--data-dir', dataDir], { encoding: 'utf8' }));
+    assert.ok(Math.abs(rep.find((x) => x.model === 'gpt').saved_usd - rows[0].cost_nusd / 1e9) < 1e-12);
+    const table = execFileSync(BIN, ['spend', 'report', '--by', 'model', '--since', '1d', '--data-dir', dataDir], { encoding: 'utf8' });
+    assert.match(table.split('\n')[0], /cost_usd\s+incomplete\s+saved_usd$/);
     // the model's TTL (300ms): after it the answer is asked again
     const t0 = Date.now();
     let kind = 'hit';

@@ -177,3 +177,62 @@ test('OpenAI prompt_cache_key reaches the provider (OpenAI SDK)', async () => {
     assert.equal(req.json.prompt_cache_key, 'tenant-42-docs');
   } finally { await stopClean(d); }
 });
+
+// Bedrock: the Anthropic client's cache_control becomes a Converse cachePoint block at the same place (the fake
+// Bedrock caches the prefix up to the last cachePoint, as Bedrock bills it), and the cache read / write tokens come
+// back into the client's usage and are charged at the cache prices.
+const BR_MODEL = 'anthropic.claude-3-5-haiku-20241022-v1:0';
+const BP = { input: 0.8, output: 4, cached_input: 0.08, cache_write: 1 };
+const usdBr = (u) => (u.input_tokens * BP.input + u.cache_creation_input_tokens * BP.cache_write +
+  u.cache_read_input_tokens * BP.cached_input + u.output_tokens * BP.output) / 1e6;
+
+test('Bedrock: cache_control is sent as cachePoint blocks, and the cache read is charged as a cache read', async () => {
+  const br = await startFake({ provider: 'bedrock' });
+  const d = await startAgentd({
+    env: { AWS_ACCESS_KEY_ID: FAKE_KEYS.bedrock.accessKeyId, AWS_SECRET_ACCESS_KEY: FAKE_KEYS.bedrock.secretAccessKey },
+    config: `
+models:
+  - name: claude-br
+    provider: bedrock
+    model: ${BR_MODEL}
+    base_url: ${br.url}
+    region: us-east-1
+prices:
+  "${BR_MODEL}": {input: ${BP.input}, output: ${BP.output}, cached_input: ${BP.cached_input}, cache_write: ${BP.cache_write}}
+`,
+  });
+  try {
+    const anth = new Anthropic({ baseURL: d.url, apiKey: 'sk-client', maxRetries: 0 });
+    const doc = `bedrock ${longDoc}`;
+    const params = {
+      model: 'claude-br', max_tokens: 100,
+      tools: [{ name: 'lookup', description: 'd', input_schema: { type: 'object' }, cache_control: { type: 'ephemeral' } }],
+      system: [{ type: 'text', text: doc, cache_control: { type: 'ephemeral', ttl: '1h' } }, { type: 'text', text: 'be brief' }],
+      messages: [{ role: 'user', content: 'summarise the document' }],
+    };
+    const first = await anth.messages.create(params).withResponse();
+    assert.equal(first.response.headers.get('x-agentd-dropped-fields'), null, 'translated, not dropped');
+    const up = br.requests.find((r) => r.op === 'converse').json;
+    assert.deepEqual(up.system, [{ text: doc }, { cachePoint: { type: 'default', ttl: '1h' } }, { text: 'be brief' }]);
+    assert.deepEqual(up.toolConfig.tools.map((t) => Object.keys(t)[0]), ['toolSpec', 'cachePoint']);
+    const written = first.data.usage.cache_creation_input_tokens;
+    assert.ok(written >= 1024, `the fake wrote ${written} tokens`);
+    assert.equal(first.data.usage.cache_read_input_tokens, 0);
+
+    const second = await anth.messages.create({ ...params, messages: [{ role: 'user', content: 'now in one line' }] }).withResponse();
+    assert.equal(second.data.usage.cache_read_input_tokens, written);
+    assert.equal(second.data.usage.cache_creation_input_tokens, 0);
+    const c1 = Number(first.response.headers.get('x-agentd-cost-usd'));
+    const c2 = Number(second.response.headers.get('x-agentd-cost-usd'));
+    assert.ok(Math.abs(c1 - usdBr(first.data.usage)) < 1e-8, `${c1} vs ${usdBr(first.data.usage)}`);
+    assert.ok(Math.abs(c2 - usdBr(second.data.usage)) < 1e-8, `${c2} vs ${usdBr(second.data.usage)}`);
+    assert.ok(c2 < c1 / 5, `${c2} vs ${c1}`);
+
+    // streamed (ConverseStream): the counters arrive in the metadata event and are charged the same way
+    const s = anth.messages.stream({ ...params, messages: [{ role: 'user', content: 'a third question' }] });
+    const m = await s.finalMessage();
+    assert.equal(m.usage.cache_read_input_tokens, written);
+    const line = await d.waitLog((l) => l.msg === 'llm' && l.stream === true, 5000);
+    assert.equal(line.cached_tokens, written);
+  } finally { await stopClean(d); await br.close(); }
+});

@@ -28,6 +28,7 @@ models:
     model: claude-haiku-4-5
     base_url: ${anth.url}
     api_key_env: FAKE_ANTHROPIC_KEY
+    retries: { max_attempts: 1 }   # these tests see the upstream's own errors (retries: resilience*.test.mjs)
   - name: claude-newapi
     provider: anthropic
     model: claude-sonnet-4-5

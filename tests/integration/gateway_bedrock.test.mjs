@@ -29,12 +29,14 @@ before(async () => {
     config: `
 gateway:
   first_byte_timeout: 2s
+  breaker: { enabled: false }   # the error tests would open claude-br's breaker for the tests after them
 models:
   - name: claude-br
     provider: bedrock
     model: ${CLAUDE}
     base_url: ${b.url}
     region: us-east-1
+    retries: { max_attempts: 1 }   # these tests see the upstream's own errors (retries: resilience*.test.mjs)
   - name: nova-arn
     provider: bedrock
     model: "${ARN}"

@@ -24,6 +24,7 @@ models:
     model: gemini-2.5-flash
     base_url: ${g.url}
     api_key_env: FAKE_GEMINI_KEY
+    retries: { max_attempts: 1 }   # these tests see the upstream's own errors (retries: resilience*.test.mjs)
   - name: gem-badkey
     provider: gemini
     model: gemini-2.5-flash

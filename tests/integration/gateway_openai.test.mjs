@@ -38,6 +38,7 @@ models:
     model: gpt-4o-mini
     base_url: ${oa.urls.openai}
     api_key_env: FAKE_OPENAI_KEY
+    retries: { max_attempts: 1 }   # these tests see the upstream's own errors (retries: resilience*.test.mjs)
   - name: embed-test
     embeddings: true
     provider: openai

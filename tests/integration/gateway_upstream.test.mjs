@@ -36,8 +36,9 @@ for (const client of ['native', 'curl']) {
     const lines = ['HTTP/1.1 999 Whatever', 'HTTP/1.1 600 Nope', 'HTTP/1.1 099 Low'];
     const up = await rawUpstream(lines);
     const d = await startAgentd({
-      config: `gateway:\n  upstream_client: ${client}\nmodels:\n  - name: m\n    provider: openai-compatible\n` +
-              `    model: x\n    base_url: ${up.url}\n`,
+      // one attempt per request: the test is about how each bad status line is reported (retries: resilience*)
+      config: `gateway:\n  upstream_client: ${client}\n  retries: {max_attempts: 1}\nmodels:\n  - name: m\n` +
+              `    provider: openai-compatible\n    model: x\n    base_url: ${up.url}\n`,
     });
     try {
       for (const line of lines) {

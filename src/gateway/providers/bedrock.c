@@ -155,6 +155,23 @@ static cJSON *text_block(const char *text)
     return b;
 }
 
+/* An Anthropic cache_control carried on a canonical item (canon.h) -> a Converse cachePoint block appended to
+ * blocks right after the item's own block(s): the same prefix is cached. The ttl travels when Converse knows it
+ * (5m, 1h); a marker with nothing before it in blocks has nothing to cache and is left out. */
+static void cache_point(const cJSON *item, cJSON *blocks)
+{
+    const cJSON *cc = canon_cache_marker(item);
+    if (cc == NULL || blocks == NULL || blocks->child == NULL)
+        return;
+    cJSON *b = cJSON_CreateObject();
+    cJSON *cp = cJSON_AddObjectToObject(b, "cachePoint");
+    cJSON_AddStringToObject(cp, "type", "default");
+    const char *ttl = canon_str(cc, "ttl");
+    if (ttl && (strcmp(ttl, "5m") == 0 || strcmp(ttl, "1h") == 0))
+        cJSON_AddStringToObject(cp, "ttl", ttl);
+    cJSON_AddItemToArray(blocks, b);
+}
+
 /* Bedrock document names: alphanumerics, single spaces, hyphens, parentheses, square brackets; unique. */
 static void document_name(const char *filename, int n, char *out, size_t size)
 {
@@ -251,6 +268,7 @@ static int user_blocks(const cJSON *content, cJSON *blocks, int mi, struct gw_er
                                   "provider bedrock",
                                   mi, pi, type);
         }
+        cache_point(part, blocks);
         pi++;
     }
     return 0;
@@ -285,6 +303,14 @@ static int assistant_blocks(const cJSON *m, cJSON *blocks, int mi, struct names 
     if (str_trim(str_make(text.data ? text.data : "", text.len)).n)
         cJSON_AddItemToArray(blocks, text_block(text.data));
     buf_free(&text);
+    /* the text parts travel as one block: a marker on any of them caches through it */
+    const cJSON *part, *marked = NULL, *parts = get(m, "content");
+    if (!cJSON_IsArray(parts))
+        parts = NULL;
+    cJSON_ArrayForEach(part, parts)
+    if (canon_cache_marker(part))
+        marked = part;
+    cache_point(marked, blocks);
     if (get(m, "function_call") && !get(m, "tool_calls"))
         return gw_bad_request(err, "messages",
                               "messages[%d]: the deprecated function_call is not supported by provider "
@@ -318,6 +344,7 @@ static int assistant_blocks(const cJSON *m, cJSON *blocks, int mi, struct names 
         cJSON_AddStringToObject(tu, "name", name);
         cJSON_AddItemToObject(tu, "input", args);
         cJSON_AddItemToArray(blocks, b);
+        cache_point(tc, blocks);
         names_add(used, name);
         ti++;
     }
@@ -341,6 +368,7 @@ static int tool_result_block(const cJSON *m, cJSON *blocks, int mi, struct gw_er
     cJSON_AddItemToArray(content, text_block(text.len ? text.data : "(empty)"));
     buf_free(&text);
     cJSON_AddItemToArray(blocks, b);
+    cache_point(m, blocks);
     return 0;
 }
 
@@ -388,6 +416,7 @@ static int add_tool_config(const cJSON *canon, cJSON *req, const struct names *u
                                       "provider bedrock",
                                       i);
             cJSON_AddItemToArray(arr, tool_spec(name, canon_str(fn, "description"), get(fn, "parameters")));
+            cache_point(t, arr);
             i++;
         }
     }
@@ -452,6 +481,38 @@ static int add_inference_config(const cJSON *canon, int64_t max_tokens, cJSON *r
     return 0;
 }
 
+/* A system message's text -> Converse system blocks: one block, its parts joined by newlines, split after each
+ * part with a cache marker so that the cachePoint follows exactly the text it caches. */
+static void system_blocks(const cJSON *content, cJSON *system)
+{
+    struct buf t = BUF_INIT(BUF_UNBOUNDED);
+    if (!cJSON_IsArray(content)) {
+        canon_content_text(content, "\n", &t);
+        if (t.len)
+            cJSON_AddItemToArray(system, text_block(t.data));
+        buf_free(&t);
+        return;
+    }
+    const cJSON *part;
+    cJSON_ArrayForEach(part, content)
+    {
+        const char *type = canon_str(part, "type"), *text = canon_str(part, "text");
+        if (type && strcmp(type, "text") == 0 && text) {
+            if (t.len)
+                buf_append(&t, "\n", 1);
+            buf_append_str(&t, text);
+        }
+        if (canon_cache_marker(part) && t.len) {
+            cJSON_AddItemToArray(system, text_block(t.data));
+            buf_reset(&t);
+            cache_point(part, system);
+        }
+    }
+    if (t.len)
+        cJSON_AddItemToArray(system, text_block(t.data));
+    buf_free(&t);
+}
+
 /* Canonical chat request -> Converse request. NULL with err (400) when it cannot be expressed. */
 static cJSON *build_converse(const cJSON *canon, int64_t max_tokens, struct gw_error *err)
 {
@@ -476,14 +537,9 @@ static cJSON *build_converse(const cJSON *canon, int64_t max_tokens, struct gw_e
             goto fail;
         }
         if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0) {
-            struct buf t = BUF_INIT(BUF_UNBOUNDED);
-            canon_content_text(get(m, "content"), "\n", &t);
-            if (t.len) {
-                if (system == NULL)
-                    system = cJSON_AddArrayToObject(req, "system");
-                cJSON_AddItemToArray(system, text_block(t.data));
-            }
-            buf_free(&t);
+            if (system == NULL)
+                system = cJSON_AddArrayToObject(req, "system");
+            system_blocks(get(m, "content"), system);
             mi++;
             continue;
         }
@@ -532,6 +588,8 @@ static cJSON *build_converse(const cJSON *canon, int64_t max_tokens, struct gw_e
         gw_bad_request(err, "messages", "the request has no user or assistant content for Bedrock to answer");
         goto fail;
     }
+    if (system && system->child == NULL)
+        cJSON_DeleteItemFromObjectCaseSensitive(req, "system"); /* system messages without text */
     if (add_inference_config(canon, max_tokens, req, err) != 0 || add_tool_config(canon, req, &used, err) != 0)
         goto fail;
     names_free(&used);
@@ -672,7 +730,7 @@ static int bedrock_encode(struct attempt *a, struct up_request *r, struct gw_err
     if (canon == NULL)
         return -1;
     static const char *const read[] = {"max_completion_tokens", "max_tokens", "stop", "temperature", "top_p",
-                                       "tools", "response_format", "tool_choice", NULL};
+                                       "tools", "response_format", "tool_choice", CANON_CACHE_CONTROL, NULL};
     if (canon_note_unread(a, canon, read, err) != 0)
         return -1;
     cJSON *body = build_converse(canon, ex_attempt_max_tokens(a), err);

@@ -254,6 +254,39 @@ int canon_note_unread(struct attempt *a, const cJSON *canon, const char *const *
     return 0;
 }
 
+const cJSON *canon_cache_marker(const cJSON *item)
+{
+    const cJSON *cc = cJSON_IsObject(item) ? cJSON_GetObjectItemCaseSensitive(item, CANON_CACHE_CONTROL) : NULL;
+    return cc && !cJSON_IsNull(cc) && !cJSON_IsFalse(cc) ? cc : NULL;
+}
+
+static void strip_each(cJSON *arr)
+{
+    cJSON *it;
+    cJSON_ArrayForEach(it, arr)
+    if (cJSON_IsObject(it))
+        cJSON_DeleteItemFromObjectCaseSensitive(it, CANON_CACHE_CONTROL);
+}
+
+void canon_strip_cache_control(cJSON *canon)
+{
+    if (!cJSON_IsObject(canon) || !cJSON_HasObjectItem(canon, CANON_CACHE_CONTROL))
+        return; /* the flag is there whenever any marker is */
+    cJSON_DeleteItemFromObjectCaseSensitive(canon, CANON_CACHE_CONTROL);
+    cJSON *m;
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(canon, "messages"))
+    {
+        if (!cJSON_IsObject(m))
+            continue;
+        cJSON_DeleteItemFromObjectCaseSensitive(m, CANON_CACHE_CONTROL);
+        cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+        if (cJSON_IsArray(content))
+            strip_each(content);
+        strip_each(cJSON_GetObjectItemCaseSensitive(m, "tool_calls"));
+    }
+    strip_each(cJSON_GetObjectItemCaseSensitive(canon, "tools"));
+}
+
 void canon_array_splice(cJSON *dst, cJSON *src)
 {
     cJSON *first = src->child;

@@ -57,6 +57,21 @@ void canon_dropped_add(char *list, size_t size, const char *name);
  * `modalities` asking for audio. */
 int canon_note_unread(struct attempt *a, const cJSON *canon, const char *const *read, struct gw_error *err);
 
+/* ---- prompt-cache markers (an Anthropic client's cache_control) ----
+ *
+ * The Anthropic front door carries each cache_control it can place onto the canonical item made from the marked
+ * block, as a member CANON_CACHE_CONTROL holding the client's object ({"type":"ephemeral","ttl":"1h"}): on a content
+ * part (system, user, assistant text), on an assistant tool_calls entry (tool_use), on a tool message (tool_result,
+ * or a block inside it), on a tools entry. When any marker was carried, the canonical request also holds
+ * CANON_CACHE_CONTROL: true at top level, so a provider that does not read it lists "cache_control" as dropped
+ * (canon_note_unread). Bedrock reads them (a cachePoint block after each marked item); OpenAI-style encoders strip
+ * them (canon_strip_cache_control). */
+#define CANON_CACHE_CONTROL "cache_control"
+/* The marker on a canonical item, or NULL. */
+const cJSON *canon_cache_marker(const cJSON *item);
+/* Removes every marker from a canonical request tree (the top-level flag, messages, parts, tool calls, tools). */
+void canon_strip_cache_control(cJSON *canon);
+
 /* Moves every item of array src to the end of array dst in O(1) (cJSON keeps the last item in child->prev);
  * src is left empty. Appending item by item would be O(1) too, but detaching from the front of src is not. */
 void canon_array_splice(cJSON *dst, cJSON *src);

@@ -58,6 +58,8 @@ int openai_family_encode(struct attempt *a, struct up_request *r, struct gw_erro
         return -1;
     if (cJSON_HasObjectItem(canon, "top_k")) /* canonical extension (Anthropic clients) OpenAI refuses */
         canon_dropped_add(a->ex->rq.dropped_fields, sizeof(a->ex->rq.dropped_fields), "top_k");
+    if (cJSON_HasObjectItem(canon, CANON_CACHE_CONTROL)) /* no marker to send: OpenAI caches prefixes by itself */
+        canon_dropped_add(a->ex->rq.dropped_fields, sizeof(a->ex->rq.dropped_fields), "cache_control");
     if (wire_openai_encode_canonical(canon, d->model, a->stream, &r->body) != 0) {
         gw_error_set(err, 500, GW_ERR_API, "could not encode the upstream request");
         return -1;
@@ -78,15 +80,22 @@ int openai_family_decode_response(struct attempt *a, const char *body, size_t le
         /* Relayed as received; one validating pass finds the usage, without building a tree. */
         size_t off;
         const char *msg;
-        static const char *const keys[] = {"usage"};
-        struct jval usage;
-        if (jscan_fields(body, len, keys, &usage, 1, &off, &msg) != 0) {
+        static const char *const keys[] = {"usage", "error"};
+        struct jval f[2];
+        if (jscan_fields(body, len, keys, f, 2, &off, &msg) != 0) {
             gw_error_set(err, 502, GW_ERR_API, "upstream %s returned invalid JSON (%s at byte %zu)", a->dep->label,
                          msg, off);
             err->from_upstream = true;
             err->retryable = true;
             return -1;
         }
+        if (f[1].type == J_OBJECT) { /* a 200 whose body is an error: a failed attempt, not an answer */
+            wire_openai_map_error(500, body, len, err);
+            err->status = 502;
+            err->retryable = true;
+            return -1;
+        }
+        const struct jval usage = f[0];
         if (usage.type == J_OBJECT)
             wire_openai_usage_object(usage.raw.p, usage.raw.n, &a->usage);
         usage_check(&a->usage, a->dep ? a->dep->label : NULL);

@@ -5,6 +5,7 @@
 import { makeReply, splitPieces, stableId, hexId, forceUsage, inputTokens } from '../content.mjs';
 import { verifySigV4 } from '../sigv4.mjs';
 import { eventFrame, exceptionFrame } from '../eventstream.mjs';
+import { createHash } from 'node:crypto';
 
 export function route(method, path) {
   const m = /^\/model\/([^/]+)\/(converse|converse-stream|count-tokens)$/.exec(path);
@@ -239,6 +240,30 @@ function usageOf(plan) {
   return forceUsage(plan, u, ['inputTokens', 'outputTokens', 'totalTokens']);
 }
 
+// Prompt caching as Bedrock bills it for Claude: the prefix up to the last cachePoint block (toolConfig.tools, then
+// system, then messages) is written to the cache on the first call (cacheWriteInputTokens) and read on the next
+// (cacheReadInputTokens); a prefix under 1024 tokens is not cached. The cache lives with the fake instance;
+// behaviour cachedTokens / cacheWriteTokens still force the counters.
+const MIN_CACHEABLE = 1024;
+function promptCaching(ctx, j, plan) {
+  if (ctx.behavior.cachedTokens || ctx.behavior.cacheWriteTokens) return;
+  const seq = [];
+  for (const t of (j.toolConfig && j.toolConfig.tools) || []) seq.push(t);
+  for (const s of j.system || []) seq.push(s);
+  for (const m of j.messages) for (const c of m.content) seq.push(c);
+  let last = -1;
+  seq.forEach((b, i) => { if (b && b.cachePoint) last = i; });
+  if (last < 0) return;
+  const prefix = seq.slice(0, last + 1);
+  const chars = prefix.reduce((n, b) => n + (b && typeof b.text === 'string' ? b.text.length : 0), 0);
+  const tokens = Math.min(plan.inputTokens, Math.ceil(chars / 4));
+  if (tokens < MIN_CACHEABLE) return;
+  const cache = ctx.opts.bedrockPromptCache || (ctx.opts.bedrockPromptCache = new Map());
+  const h = createHash('sha256').update(ctx.params.modelId + '\n' + JSON.stringify(prefix)).digest('hex');
+  if (cache.has(h)) plan.cachedTokens = tokens;
+  else { cache.set(h, tokens); plan.cacheWriteTokens = tokens; }
+}
+
 // Bedrock pads stream payloads with a "p" field of varying length so sizes do not leak token lengths.
 const PAD = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0';
 let padN = 0;
@@ -252,6 +277,7 @@ async function converse(ctx) {
   const conv = toConversation(j);
   if (ctx.opts.models && !ctx.opts.models.includes(ctx.params.modelId)) throw validation('The provided model identifier is invalid.');
   const plan = makeReply(conv, ctx.behavior);
+  promptCaching(ctx, j, plan);
   const seed = ctx.body.length < 4096 ? ctx.body.toString('latin1') : ctx.body.toString('latin1', 0, 4096) + ctx.body.length;
   const tools = plan.toolCalls.map((c, k) => ({ toolUseId: 'tooluse_' + stableId(`${seed}|${k}|${c.name}|${c.argsJson}`, 22), name: c.name, input: c.args }));
   const stopReason = STOP[plan.finish];

@@ -343,15 +343,18 @@ static void test_client_shapes(void)
     struct gw_error err;
     ok(front_anthropic.parse(&ex->rq, &err) == 0);
     cJSON *c = front_anthropic.to_canonical(&ex->rq, &err);
+    /* the cache marker travels on the canonical part, flagged at top level (canon.h: CANON_CACHE_CONTROL); the
+     * provider lists it as dropped when it has no equivalent */
     is_json(c, "{\"model\":\"m\",\"messages\":["
-               "{\"role\":\"system\",\"content\":[{\"type\":\"text\",\"text\":\"sys\"}]},"
+               "{\"role\":\"system\",\"content\":[{\"type\":\"text\",\"text\":\"sys\","
+               "\"cache_control\":{\"type\":\"ephemeral\"}}]},"
                "{\"role\":\"user\",\"content\":\"q\"},{\"role\":\"assistant\",\"content\":\"a\"},"
                "{\"role\":\"system\",\"content\":\"be terse now\"},"
                "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"q2\"}]}],"
                "\"max_tokens\":64,\"user\":\"u1\",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":"
                "{\"name\":\"response\",\"schema\":{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\"}},"
-               "\"required\":[\"a\"]}}}}");
-    is_str(ex->rq.dropped_fields, "cache_control,context_management,messages.content.redacted_thinking,"
+               "\"required\":[\"a\"]}}},\"cache_control\":true}");
+    is_str(ex->rq.dropped_fields, "context_management,messages.content.redacted_thinking,"
                                "messages.content.thinking,output_config.effort,service_tier,some_future_field,thinking");
     cJSON_Delete(c);
     free_ex(ex);

@@ -3,6 +3,7 @@
  * stream events (deltas, terminal events, exceptions) and errors from x-amzn-ErrorType. */
 #include "gateway/providers/bedrock.c"
 
+#include "gateway/front_anthropic.h"
 #include "xlate_fixture.h"
 
 static void stream_fixture(struct fx *f)
@@ -68,6 +69,62 @@ static void test_encode_conversation(void)
                   "\"inputSchema\":{\"json\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}},"
                   "\"additionalProperties\":false}}}}],\"toolChoice\":{\"any\":{}}}}");
     cJSON_Delete(body);
+    up_request_free(&r);
+    fx_free(&f);
+}
+
+/* An Anthropic client's cache_control, carried through the canonical form: a cachePoint right after each marked
+ * system block, content block, tool use, tool result and tool (the same cached prefixes), the ttl when Converse has
+ * it; "cache_control" is then not listed as dropped. Without markers nothing changes (test_encode_conversation). */
+static void test_encode_cache_points(void)
+{
+    const char *anth =
+        "{\"model\":\"m\",\"max_tokens\":64,"
+        "\"system\":[{\"type\":\"text\",\"text\":\"rules\",\"cache_control\":{\"type\":\"ephemeral\",\"ttl\":\"1h\"}},"
+        "{\"type\":\"text\",\"text\":\"today\"}],"
+        "\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"long doc\","
+        "\"cache_control\":{\"type\":\"ephemeral\"}},{\"type\":\"text\",\"text\":\"q1\"}]},"
+        "{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"checking\",\"cache_control\":{\"type\":"
+        "\"ephemeral\"}},{\"type\":\"tool_use\",\"id\":\"t1\",\"name\":\"f\",\"input\":{},"
+        "\"cache_control\":{\"type\":\"ephemeral\",\"ttl\":\"7d\"}}]},"
+        "{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":\"t1\",\"content\":"
+        "[{\"type\":\"text\",\"text\":\"r\",\"cache_control\":{\"type\":\"ephemeral\"}}]},{\"type\":\"text\","
+        "\"text\":\"q2\"}]}],"
+        "\"tools\":[{\"name\":\"f\",\"input_schema\":{\"type\":\"object\"},\"cache_control\":{\"type\":\"ephemeral\"}},"
+        "{\"name\":\"g\",\"input_schema\":{\"type\":\"object\"}}]}";
+    cJSON *req = cJSON_Parse(anth);
+    char dropped[256] = "";
+    struct gw_error err;
+    memset(&err, 0, sizeof(err));
+    cJSON *canon = front_anthropic_request_to_canonical(req, dropped, sizeof(dropped), &err);
+    cJSON_Delete(req);
+    is_str(dropped, "");
+    char *ctext = canon ? cJSON_PrintUnformatted(canon) : NULL;
+    cJSON_Delete(canon);
+    struct fx f;
+    fx_init(&f, &provider_bedrock, ctext ? ctext : "{}", false, OP_CHAT);
+    cJSON_free(ctext);
+    creds(&f);
+    struct up_request r;
+    cJSON *b = fx_encode(&f, &r, &err);
+    const char *cp = "{\"cachePoint\":{\"type\":\"default\"}}";
+    char want[2048];
+    snprintf(want, sizeof(want),
+             "{\"messages\":["
+             "{\"role\":\"user\",\"content\":[{\"text\":\"long doc\"},%s,{\"text\":\"q1\"}]},"
+             "{\"role\":\"assistant\",\"content\":[{\"text\":\"checking\"},%s,"
+             "{\"toolUse\":{\"toolUseId\":\"t1\",\"name\":\"f\",\"input\":{}}},%s]},"
+             "{\"role\":\"user\",\"content\":[{\"toolResult\":{\"toolUseId\":\"t1\",\"content\":[{\"text\":\"r\"}]}},"
+             "%s,{\"text\":\"q2\"}]}],"
+             "\"system\":[{\"text\":\"rules\"},{\"cachePoint\":{\"type\":\"default\",\"ttl\":\"1h\"}},"
+             "{\"text\":\"today\"}],"
+             "\"inferenceConfig\":{\"maxTokens\":64},"
+             "\"toolConfig\":{\"tools\":[{\"toolSpec\":{\"name\":\"f\",\"inputSchema\":{\"json\":{\"type\":\"object\"}}}},"
+             "%s,{\"toolSpec\":{\"name\":\"g\",\"inputSchema\":{\"json\":{\"type\":\"object\"}}}}]}}",
+             cp, cp, cp, cp, cp);
+    is_json(b, want);
+    is_str(f.ex.rq.dropped_fields, "");
+    cJSON_Delete(b);
     up_request_free(&r);
     fx_free(&f);
 }
@@ -535,6 +592,7 @@ static void test_errors(void)
 int main(void)
 {
     subtest("encode: turns, blocks, system, inference and tool config", test_encode_conversation);
+    subtest("encode: Anthropic cache_control -> cachePoint blocks", test_encode_cache_points);
     subtest("encode: URL encoding and SigV4 headers", test_encode_url_and_signature);
     subtest("encode: tool config corner cases", test_encode_tool_config);
     subtest("encode: refusals", test_encode_refusals);

@@ -163,7 +163,7 @@ static void test_outcomes(void)
     lb_init(&lb);
     reset_counts();
     submit(&lb, &front_openai_chat,
-           "{\"model\":\"fast\",\"messages\":[{\"role\":\"user\",\"content\":\"mock:error=429\"}]}");
+           "{\"model\":\"erring\",\"messages\":[{\"role\":\"user\",\"content\":\"mock:error=429\"}]}");
     run_until_end(&lb);
     is_int(lb.status, 429);
     is_str(lb_header(&lb, "retry-after"), "1");
@@ -326,6 +326,8 @@ static struct config *load_config(void)
                                "  request_timeout: 300ms\n"
                                "models:\n"
                                "  - name: fast\n"
+                               "    provider: mock\n"
+                               "  - name: erring\n" /* its 429 puts it in a cool-down: not the others' */
                                "    provider: mock\n"
                                "  - name: slow\n"
                                "    provider: mock\n"

