@@ -57,6 +57,11 @@ static void sink_head(void *sink, int status, const struct buf *hdrs, bool strea
     struct http_sink *s = sink;
     s->status = status;
     s->stream = stream;
+    if (s->ex && s->ex->trace.active) { /* the access line joins the exchange's trace (ops.c) */
+        memcpy(s->req->trace_id, s->ex->trace.trace_id, sizeof(s->req->trace_id));
+        memcpy(s->req->span_id, s->ex->trace.server_span_id, sizeof(s->req->span_id));
+        s->req->has_trace = true;
+    }
     if (hdrs->len)
         buf_append(&s->req->resp_headers, hdrs->data, hdrs->len);
     if (stream)

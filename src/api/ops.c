@@ -143,6 +143,8 @@ static void on_request_done(struct http_req *r, uint64_t duration_us)
     log_field_uint(&l, "duration_us", duration_us);
     if (r->error_reason)
         log_field_cstr(&l, "error", r->error_reason);
+    if (r->has_trace)
+        log_field_trace(&l, r->trace_id, r->span_id);
     const struct str *ua = http_req_header(r, "user-agent");
     if (ua)
         log_field_str(&l, "user_agent", ua->p, ua->n > 200 ? 200 : ua->n);

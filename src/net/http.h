@@ -80,6 +80,9 @@ struct http_req {
     struct buf body;              /* complete request body (bounded by http_limits.body_bytes) */
     unsigned http_minor;          /* 0 or 1 */
     char request_id[72];
+    uint8_t trace_id[16];         /* set by the handler when the request belongs to a trace (the access line) */
+    uint8_t span_id[8];
+    bool has_trace;
     char remote[64];              /* "ip:port" of the client */
     uint64_t t_start_us;          /* first byte of the request (monotonic) */
     uint64_t t_headers_us;        /* headers complete (monotonic) */

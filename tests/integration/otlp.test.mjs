@@ -164,8 +164,14 @@ test('logs: every JSON line as an OTLP log record; the llm line with the trace a
     assert.equal(llm.severityText, 'INFO');
     assert.ok(BigInt(llm.timeUnixNano) > 0n);
     assert.equal(llm.line.request_id, res.headers.get('x-request-id') ?? llm.line.request_id);
+    // the access line of the same request joins the trace too
+    await s.rx.waitFor((r) => r.logs().some((l) => l.line?.msg === 'access' && l.line.path === '/v1/chat/completions'));
+    const access = s.rx.logs().find((l) => l.line?.msg === 'access' && l.line.path === '/v1/chat/completions');
+    assert.equal(access.traceId, TRACE);
+    assert.equal(access.spanId, serverId);
+    assert.equal(access.line.trace_id, TRACE);
     // a line of no exchange goes out too, without ids
-    const plain = logs.find((l) => l.line && l.line.msg !== 'llm');
+    const plain = logs.find((l) => l.line && l.line.msg !== 'llm' && l.line.msg !== 'access');
     assert.ok(plain, JSON.stringify(logs.map((l) => l.line?.msg)));
     assert.equal(plain.traceId, undefined);
     assert.equal(llm.resource['service.name'], 'agentd');
