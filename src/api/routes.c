@@ -14,6 +14,7 @@
 #include "api/ops.h"
 #include "api/responses_http.h"
 #include "api/sandbox_http.h"
+#include "api/worker.h"
 #include "common/alloc.h"
 #include "common/log.h"
 #include "common/str.h"
@@ -22,6 +23,7 @@
 #include "gateway/providers/anthropic.h"
 #include "gateway/exchange.h"
 #include "gateway/gw_types.h"
+#include "mcp/mcp.h"
 #include "policy/auth.h"
 #include "store/keys_store.h"
 
@@ -29,6 +31,7 @@ static void models_guarded(struct http_req *req);
 static void model_get_guarded(struct http_req *req);
 static void responses_item_guarded(struct http_req *req);
 static void count_tokens_guarded(struct http_req *req);
+static void mcp_route(struct http_req *req);
 
 static const struct http_route base_routes[] = {
     {"/health", HTTP_M_GET, false, ops_health, NULL},
@@ -55,6 +58,10 @@ static const struct http_route base_routes[] = {
     {"/admin/agents/", HTTP_M_GET | HTTP_M_PUT | HTTP_M_DELETE, true, admin_agents_handle, "/admin/agents/{name}"},
     /* the calling key's own budgets, limits and what is left of them (me.c) */
     {"/v1/me", HTTP_M_GET, false, me_handle, NULL},
+    /* MCP server (src/mcp, docs/mcp.md) and its OAuth protected-resource metadata (RFC 9728) */
+    {"/mcp", HTTP_M_GET | HTTP_M_POST | HTTP_M_DELETE, false, mcp_route, NULL},
+    {"/.well-known/oauth-protected-resource", HTTP_M_GET, false, mcp_http_metadata, NULL},
+    {"/.well-known/oauth-protected-resource/mcp", HTTP_M_GET, false, mcp_http_metadata, NULL},
     /* clients configured with a base URL that lacks /v1 */
     {"/chat/completions", HTTP_M_POST, false, gw_handle_chat_completions, "/v1/chat/completions"},
     {"/embeddings", HTTP_M_POST, false, gw_handle_embeddings, "/v1/embeddings"},
@@ -170,6 +177,13 @@ static void count_tokens_guarded(struct http_req *req)
         gw_handle_count_tokens(req);
 }
 
+/* /mcp (src/mcp): agent runs started there submit through this loop's gateway state. */
+static void mcp_route(struct http_req *req)
+{
+    struct worker *w = worker_of_loop(http_server_loop(req->server));
+    mcp_http_handle(req, w ? w->gateway : NULL);
+}
+
 struct http_router ops_router = {ops_routes, sizeof(ops_routes) / sizeof(ops_routes[0]), NULL};
 static struct http_route *api_table;
 
@@ -218,6 +232,7 @@ void routes_init(struct config *cfg)
 void routes_shutdown(void)
 {
     admin_keys_shutdown();
+    mcp_shutdown();
     agents_stop();
     keyring_stop();
     xfree(api_table);

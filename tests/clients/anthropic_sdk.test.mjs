@@ -21,16 +21,19 @@ before(async () => {
     model: claude-haiku-4-5
     base_url: ${anth.url}
     api_key_env: FAKE_ANTHROPIC_KEY
+    retries: { max_attempts: 1 }   # the SDK tests see the upstream's own errors (retries: resilience*.test.mjs)
   - name: claude-badkey
     provider: anthropic
     model: claude-haiku-4-5
     base_url: ${anth.url}
     api_key_env: WRONG_KEY
+    retries: { max_attempts: 1 }   # the SDK tests see the upstream's own errors (retries: resilience*.test.mjs)
   - name: gpt-up
     provider: openai
     model: gpt-4o-mini
     base_url: ${oa.urls.openai}
     api_key_env: FAKE_OPENAI_KEY
+    retries: { max_attempts: 1 }   # the SDK tests see the upstream's own errors (retries: resilience*.test.mjs)
 `,
   });
   client = new Anthropic({ baseURL: d.url, apiKey: 'sk-client-key', maxRetries: 0 });

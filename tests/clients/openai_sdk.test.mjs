@@ -16,6 +16,7 @@ before(async () => {
     model: gpt-4o-mini
     base_url: ${oa.urls.openai}
     api_key_env: FAKE_OPENAI_KEY
+    retries: { max_attempts: 1 }   # the SDK tests see the upstream's own errors (retries: resilience*.test.mjs)
   - name: embed-up
     embeddings: true
     provider: openai

@@ -1,0 +1,8 @@
+# MCP (issue 12): the official conformance suite against /mcp (tests/mcp/conformance.test.mjs). Its own label and
+# a longer timeout: on first use it installs the suite and Node 22 from npm into the build directory.
+if(NODE)
+  add_test(NAME conformance.mcp COMMAND ${NODE} --test --test-reporter=spec
+           ${CMAKE_CURRENT_SOURCE_DIR}/mcp/conformance.test.mjs)
+  set_tests_properties(conformance.mcp PROPERTIES LABELS conformance TIMEOUT 1200
+    ENVIRONMENT "AGENTD_BIN=$<TARGET_FILE:agentd>;AGENTD_SRC=${CMAKE_SOURCE_DIR};AGENTD_BUILD=${CMAKE_BINARY_DIR}")
+endif()
