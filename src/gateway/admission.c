@@ -47,6 +47,12 @@ static struct metric_def m_refused =
                "Requests refused by admission (503): queue_full, timeout (no slot within max_wait or the "
                "deadline), draining.",
                METRIC_COUNTER, reason_labels);
+static struct metric_def m_key_depth = METRIC_DEF(
+    "agentd_admission_key_queue_depth",
+    "LLM requests waiting for a slot of their key's max_concurrent (all keys together; not a reason to scale out).",
+    METRIC_GAUGE, NULL);
+static bool key_metrics_on;  /* the families are registered (admission_global_init); guarded by keys_mu */
+static pthread_mutex_t keys_mu = PTHREAD_MUTEX_INITIALIZER; /* the per-key table (below) */
 static struct metric_def m_slots = METRIC_DEF(
     "agentd_admission_slots_in_use", "Slots of max_concurrent_requests held now.", METRIC_GAUGE, NULL);
 
@@ -78,6 +84,8 @@ static void q_unlink(struct admission *a, struct adm_waiter *w)
     a->queued--;
     if (a->metrics)
         metrics_add(&m_depth, NULL, -1);
+    if (a->key_metrics)
+        metrics_add(&m_key_depth, NULL, -1);
 }
 
 static void waited(struct admission *a, struct adm_waiter *w, uint64_t now, const char *outcome)
@@ -138,6 +146,8 @@ enum adm_result adm_acquire(struct admission *a, struct adm_waiter *w, long slot
         r = ADM_QUEUED;
     }
     pthread_mutex_unlock(&a->mu);
+    if (a->key_metrics && r == ADM_QUEUED)
+        metrics_add(&m_key_depth, NULL, 1);
     if (a->metrics) {
         if (r == ADM_QUEUED)
             metrics_add(&m_depth, NULL, 1);
@@ -328,6 +338,12 @@ void admission_global_init(void)
     metrics_register(&m_wait);
     metrics_register(&m_refused);
     metrics_register(&m_slots);
+    m_key_depth.otel_name = "agentd.admission.key_queue_depth";
+    m_key_depth.unit = "{request}";
+    metrics_register(&m_key_depth);
+    pthread_mutex_lock(&keys_mu);
+    key_metrics_on = true;
+    pthread_mutex_unlock(&keys_mu);
     pthread_mutex_lock(&admission_global.mu);
     admission_global.metrics = true;
     pthread_mutex_unlock(&admission_global.mu);
@@ -347,7 +363,6 @@ struct adm_key {
     char *id;
 };
 
-static pthread_mutex_t keys_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct adm_key *key_tab[KEY_BUCKETS];
 static size_t key_count;
 
@@ -369,6 +384,7 @@ struct admission *adm_key_get(const char *key_id)
     if (k == NULL) {
         k = xcalloc(1, sizeof(*k));
         adm_init(&k->a, NULL);
+        k->a.key_metrics = key_metrics_on;
         k->id = xstrdup(key_id);
         k->next = key_tab[b];
         key_tab[b] = k;

@@ -57,6 +57,7 @@ struct admission {
     pthread_mutex_t mu;
     uint64_t (*clock_us)(void);
     bool metrics;            /* update the agentd_admission_* families (the process-wide instance) */
+    bool key_metrics;        /* update agentd_admission_key_queue_depth (a key's instance) */
     long inuse;              /* slots held */
     long slots;              /* the last limit seen (0: unlimited) */
     long queued;

@@ -135,3 +135,49 @@ test('a wait past max_wait for the key\'s slot: 429 with Retry-After in the call
     assert.equal(r.code, 0, d.rawStderr.slice(-2000));
   }
 });
+
+async function keyQueueDepth(d, n) {
+  for (let i = 0; ; i++) {
+    const m = (await (await d.opsFetch('/metrics')).text()).match(/^agentd_admission_key_queue_depth (\S+)$/m);
+    if (m && Number(m[1]) === n) return;
+    if (i > 2000) assert.fail(`key queue depth ${m && m[1]}, wanted ${n}`);
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
+test('a client that leaves while waiting for its key\'s slot leaves the queue; the slot still passes on', async () => {
+  const d = await startAgentd({ env: { AGENTD_ADMIN_KEY: ADMIN, UPKEY }, config: config('30s') });
+  try {
+    const key = await withKey(d, { max_concurrent: 1 });
+    Object.assign(stats, { inflight: 0, max: 0, served: 0 });
+    holdMs = 'manual';
+    const first = chat(d, key);
+    while (held.length < 1) await new Promise((r) => setTimeout(r, 5));
+    const ac = new AbortController();
+    const gone = d.fetch('/v1/chat/completions', {
+      method: 'POST', signal: ac.signal,
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+      body: JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'hi' }] }),
+    }).catch((e) => e);
+    await keyQueueDepth(d, 1); // it waits for the key's slot
+    const third = chat(d, key);
+    await keyQueueDepth(d, 2);
+    ac.abort();
+    await gone;
+    await keyQueueDepth(d, 1); // the one that left is out of the queue at once
+    held.shift()(); // the first ends: its slot goes to the third, not to the one that left
+    assert.equal((await first).status, 200);
+    while (held.length < 1) await new Promise((r) => setTimeout(r, 5));
+    await keyQueueDepth(d, 0);
+    held.shift()();
+    const r = await third;
+    assert.equal(r.status, 200, await r.text());
+    assert.equal(stats.served, 2);
+    assert.equal(stats.max, 1);
+  } finally {
+    holdMs = 300;
+    while (held.length) held.shift()();
+    const r = await d.stop();
+    assert.equal(r.code, 0, d.rawStderr.slice(-2000));
+  }
+});
