@@ -3,6 +3,8 @@
 #   scripts/deps.sh build   libraries and tools to build agentd (release)
 #   scripts/deps.sh test    + what the test suite runs (clang/libFuzzer, promtool, node, bubblewrap)
 #   scripts/deps.sh bench   + nginx, wrk, hyperfine, bubblewrap for bench/
+#   scripts/deps.sh image   + buildah, podman (runc: crun refuses hybrid cgroups), and the packages the image
+#                           takes its libraries and interpreters from (scripts/image.sh)
 set -euo pipefail
 tier=${1:-build}
 
@@ -12,7 +14,8 @@ case "$tier" in
   build) ;;
   test)  pkgs+=(clang libclang-rt-14-dev llvm prometheus nodejs curl python3 procps iproute2 valgrind haproxy) ;;
   bench) pkgs+=(clang libclang-rt-14-dev prometheus nodejs curl python3 procps nginx wrk hyperfine bubblewrap) ;;
-  *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
+  image) pkgs+=(buildah podman runc uidmap slirp4netns fuse-overlayfs binutils curl nodejs python3 dash libcurl4) ;;
+  *) echo "usage: $0 build|test|bench|image" >&2; exit 2 ;;
 esac
 
 missing=()

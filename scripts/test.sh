@@ -10,6 +10,7 @@ root=$(pwd)
 jobs=$(nproc)
 
 ./scripts/deps.sh test
+./scripts/deps.sh image   # podman, buildah, runc: integration.image builds and runs the OCI image
 if [ -f tests/package-lock.json ]; then
   (cd tests && { [ -d node_modules ] && npm ls >/dev/null 2>&1 || npm ci --no-audit --no-fund --loglevel=error; })
 fi

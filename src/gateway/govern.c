@@ -87,9 +87,9 @@ static void collect_budgets(struct buf *out, void *ud)
         double used = cb[i].usd > 0 ? (double)(st.spent_nusd + st.reserved_nusd)
                                     : (double)(st.spent_tokens + st.reserved_tokens);
         double r = lim > 0 ? 1.0 - used / lim : 1.0;
-        buf_printf(out, "agentd_budget_remaining_ratio{scope=\"%s\",name=", budget_scope_name(cb[i].scope));
+        buf_printf(out, "agentd_budget_remaining_ratio{scope=\"%s\",name=\"", budget_scope_name(cb[i].scope));
         metrics_append_label_value(out, cb[i].name);
-        buf_printf(out, ",window=\"%s\"} %.6f\n", budget_window_name(cb[i].window), r < 0 ? 0 : r);
+        buf_printf(out, "\",window=\"%s\"} %.6f\n", budget_window_name(cb[i].window), r < 0 ? 0 : r);
     }
     config_unref(cfg);
 }

@@ -149,6 +149,8 @@ ledger:
     }
     const m = await (await d.opsFetch('/metrics')).text();
     assert.match(m, /agentd_budget_refusals_total\{scope="user"\} 400/);
+    // the whole $1.00 is spent: the ratio is 0, and the line is valid exposition (quoted label values)
+    assert.match(m, /^agentd_budget_remaining_ratio\{scope="user",name="spender",window="day"\} 0\.000000$/m);
   } finally {
     await d.stop();
   }
