@@ -19,13 +19,13 @@ extern char **environ;
 static const char create_usage[] =
     "usage: agentd keys create --name NAME [--user U] [--team T] [--tag k=v]... [--models a,b]\n"
     "                          [--budget-usd X [--budget-window total|day|week|month]] [--budget-tokens N]\n"
-    "                          [--rpm N] [--tpm N] [--expires 30d] [--caller-attribution]\n"
+    "                          [--rpm N] [--tpm N] [--max-concurrent N] [--expires 30d] [--caller-attribution]\n"
     "                          [--data-dir DIR] [--config FILE]\n"
     "Creates a virtual key and prints it as one JSON object; \"key\" is the secret, shown this once.\n";
 static const char update_usage[] =
     "usage: agentd keys update ID [--name NAME] [--user U] [--team T] [--tag k=v]... [--models a,b|all]\n"
     "                          [--budget-usd X] [--budget-window W] [--budget-tokens N] [--rpm N] [--tpm N]\n"
-    "                          [--expires 30d|never] [--caller-attribution|--no-caller-attribution]\n"
+    "                          [--max-concurrent N] [--expires 30d|never] [--caller-attribution|--no-caller-attribution]\n"
     "                          [--data-dir DIR] [--config FILE]\n"
     "Changes the given fields of a key (--tag replaces all tags) and prints it as JSON.\n";
 static const char list_usage[] = "usage: agentd keys list [--json] [--data-dir DIR] [--config FILE]\n"
@@ -117,6 +117,8 @@ cJSON *keys_cli_flags(int argc, char **argv, const char **data_dir, const char *
             rc = number(o, "rpm", f, v, true, err);
         } else if (strcmp(f, "--tpm") == 0) {
             rc = number(o, "tpm", f, v, true, err);
+        } else if (strcmp(f, "--max-concurrent") == 0) {
+            rc = number(o, "max_concurrent", f, v, true, err);
         } else if (strcmp(f, "--expires") == 0) {
             if (strcmp(v, "never") == 0)
                 cJSON_AddNumberToObject(o, "expires_at", 0);

@@ -2,6 +2,7 @@
 #include "gateway/admission.h"
 
 #include <stddef.h>
+#include <string.h>
 
 #include "common/alloc.h"
 #include "common/macros.h"
@@ -46,6 +47,12 @@ static struct metric_def m_refused =
                "Requests refused by admission (503): queue_full, timeout (no slot within max_wait or the "
                "deadline), draining.",
                METRIC_COUNTER, reason_labels);
+static struct metric_def m_key_depth = METRIC_DEF(
+    "agentd_admission_key_queue_depth",
+    "LLM requests waiting for a slot of their key's max_concurrent (all keys together; not a reason to scale out).",
+    METRIC_GAUGE, NULL);
+static bool key_metrics_on;  /* the families are registered (admission_global_init); guarded by keys_mu */
+static pthread_mutex_t keys_mu = PTHREAD_MUTEX_INITIALIZER; /* the per-key table (below) */
 static struct metric_def m_slots = METRIC_DEF(
     "agentd_admission_slots_in_use", "Slots of max_concurrent_requests held now.", METRIC_GAUGE, NULL);
 
@@ -77,6 +84,8 @@ static void q_unlink(struct admission *a, struct adm_waiter *w)
     a->queued--;
     if (a->metrics)
         metrics_add(&m_depth, NULL, -1);
+    if (a->key_metrics)
+        metrics_add(&m_key_depth, NULL, -1);
 }
 
 static void waited(struct admission *a, struct adm_waiter *w, uint64_t now, const char *outcome)
@@ -137,6 +146,8 @@ enum adm_result adm_acquire(struct admission *a, struct adm_waiter *w, long slot
         r = ADM_QUEUED;
     }
     pthread_mutex_unlock(&a->mu);
+    if (a->key_metrics && r == ADM_QUEUED)
+        metrics_add(&m_key_depth, NULL, 1);
     if (a->metrics) {
         if (r == ADM_QUEUED)
             metrics_add(&m_depth, NULL, 1);
@@ -228,11 +239,12 @@ long adm_inuse(struct admission *a)
 
 /* ---- loops: where a waiter's ready() runs ---- */
 
-/* The loop's pending list is guarded by the lock of the admission that posts to it (one instance per process;
- * the unit test's waiters have no loop). */
+/* The loop's pending list has its own lock: the process's instance and every key's (adm_key_get) post to the same
+ * loop, each under its own admission lock. Order: an admission's lock, then the loop's. (The unit test's waiters
+ * have no loop.) */
 struct adm_loop {
     uv_async_t async;
-    struct admission *a;
+    pthread_mutex_t mu;
     struct adm_waiter *head, *tail;
     bool dead;
 };
@@ -245,6 +257,7 @@ static void post(struct adm_waiter *w)
         return;
     }
     w->pnext = NULL;
+    pthread_mutex_lock(&l->mu);
     if (l->tail)
         l->tail->pnext = w;
     else
@@ -252,14 +265,15 @@ static void post(struct adm_waiter *w)
     l->tail = w;
     if (!l->dead)
         uv_async_send(&l->async);
+    pthread_mutex_unlock(&l->mu);
 }
 
 static struct adm_waiter *take_pending(struct adm_loop *l)
 {
-    pthread_mutex_lock(&l->a->mu);
+    pthread_mutex_lock(&l->mu);
     struct adm_waiter *w = l->head;
     l->head = l->tail = NULL;
-    pthread_mutex_unlock(&l->a->mu);
+    pthread_mutex_unlock(&l->mu);
     return w;
 }
 
@@ -282,7 +296,7 @@ static void on_async(uv_async_t *h)
 struct adm_loop *adm_loop_new(uv_loop_t *loop)
 {
     struct adm_loop *l = xcalloc(1, sizeof(*l));
-    l->a = &admission_global;
+    pthread_mutex_init(&l->mu, NULL);
     uv_async_init(loop, &l->async, on_async);
     l->async.data = l;
     uv_unref((uv_handle_t *)&l->async); /* a waiting exchange keeps the loop alive with its own timer */
@@ -291,16 +305,18 @@ struct adm_loop *adm_loop_new(uv_loop_t *loop)
 
 static void on_loop_closed(uv_handle_t *h)
 {
-    xfree(h->data);
+    struct adm_loop *l = h->data;
+    pthread_mutex_destroy(&l->mu);
+    xfree(l);
 }
 
 void adm_loop_free(struct adm_loop *l)
 {
     if (l == NULL)
         return;
-    pthread_mutex_lock(&l->a->mu);
+    pthread_mutex_lock(&l->mu);
     l->dead = true;
-    pthread_mutex_unlock(&l->a->mu);
+    pthread_mutex_unlock(&l->mu);
     run_pending(take_pending(l));
     uv_close((uv_handle_t *)&l->async, on_loop_closed);
 }
@@ -322,7 +338,88 @@ void admission_global_init(void)
     metrics_register(&m_wait);
     metrics_register(&m_refused);
     metrics_register(&m_slots);
+    m_key_depth.otel_name = "agentd.admission.key_queue_depth";
+    m_key_depth.unit = "{request}";
+    metrics_register(&m_key_depth);
+    pthread_mutex_lock(&keys_mu);
+    key_metrics_on = true;
+    pthread_mutex_unlock(&keys_mu);
     pthread_mutex_lock(&admission_global.mu);
     admission_global.metrics = true;
     pthread_mutex_unlock(&admission_global.mu);
+}
+
+/* ---- one instance per virtual key with a max_concurrent ---- */
+
+/* A chained hash table of the keys that have an exchange holding or waiting for one of their slots. An entry lives
+ * while exchanges refer to it (adm_key_get .. adm_key_put): a key nobody is using costs nothing, so thousands of
+ * keys used once each leave no trace. */
+#define KEY_BUCKETS 256
+
+struct adm_key {
+    struct admission a; /* first: adm_key_put finds the entry from it */
+    struct adm_key *next;
+    unsigned long refs;
+    char *id;
+};
+
+static struct adm_key *key_tab[KEY_BUCKETS];
+static size_t key_count;
+
+static size_t key_bucket(const char *id)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return h % KEY_BUCKETS;
+}
+
+struct admission *adm_key_get(const char *key_id)
+{
+    size_t b = key_bucket(key_id);
+    pthread_mutex_lock(&keys_mu);
+    struct adm_key *k = key_tab[b];
+    while (k && strcmp(k->id, key_id) != 0)
+        k = k->next;
+    if (k == NULL) {
+        k = xcalloc(1, sizeof(*k));
+        adm_init(&k->a, NULL);
+        k->a.key_metrics = key_metrics_on;
+        k->id = xstrdup(key_id);
+        k->next = key_tab[b];
+        key_tab[b] = k;
+        key_count++;
+    }
+    k->refs++;
+    pthread_mutex_unlock(&keys_mu);
+    return &k->a;
+}
+
+void adm_key_put(struct admission *a)
+{
+    if (a == NULL)
+        return;
+    struct adm_key *k = (struct adm_key *)a;
+    pthread_mutex_lock(&keys_mu);
+    if (--k->refs > 0) {
+        pthread_mutex_unlock(&keys_mu);
+        return;
+    }
+    struct adm_key **pp = &key_tab[key_bucket(k->id)];
+    while (*pp != k)
+        pp = &(*pp)->next;
+    *pp = k->next;
+    key_count--;
+    pthread_mutex_unlock(&keys_mu);
+    adm_destroy(&k->a);
+    xfree(k->id);
+    xfree(k);
+}
+
+size_t adm_key_count(void)
+{
+    pthread_mutex_lock(&keys_mu);
+    size_t n = key_count;
+    pthread_mutex_unlock(&keys_mu);
+    return n;
 }

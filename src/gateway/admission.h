@@ -21,6 +21,7 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -56,6 +57,7 @@ struct admission {
     pthread_mutex_t mu;
     uint64_t (*clock_us)(void);
     bool metrics;            /* update the agentd_admission_* families (the process-wide instance) */
+    bool key_metrics;        /* update agentd_admission_key_queue_depth (a key's instance) */
     long inuse;              /* slots held */
     long slots;              /* the last limit seen (0: unlimited) */
     long queued;
@@ -91,6 +93,15 @@ void admission_global_init(void);
 struct adm_loop *adm_loop_new(uv_loop_t *loop);
 /* Closes the async handle (freed asynchronously); callbacks still pending run now. */
 void adm_loop_free(struct adm_loop *l);
+
+/* ---- per-key limits (a virtual key's max_concurrent) ----
+ *
+ * The same mechanism per key: a key's own slots and FIFO (queue_size and max_wait from gateway.admission), taken
+ * before the process's slot so that a key at its limit waits without holding one of the process's slots. The
+ * instance is created on the first request of the key and freed when no exchange refers to it any more. */
+struct admission *adm_key_get(const char *key_id); /* a reference: adm_key_put() it */
+void adm_key_put(struct admission *a);              /* NULL: nothing */
+size_t adm_key_count(void);                        /* instances alive (tests) */
 
 /* gateway.admission: (struct config_admission lives in config/config.h) */
 extern const struct cfg_schema admission_config_schema;

@@ -289,6 +289,7 @@ void ex_unref(struct exchange *ex)
         ex->fops->stream_free(ex->fstate);
     if (ex->gov && policy && policy->release)
         policy->release(ex);
+    adm_key_put(ex->kadm); /* after every callback of its queue ran: each held a reference on ex */
     principal_release(ex->rq.who);
     xfree(ex);
 }
@@ -565,6 +566,12 @@ static void ex_end(struct exchange *ex, int status, const struct gw_error *err, 
     } else if (ex->adm.ready && adm_cancel(&admission_global, &ex->adm, false)) { /* it was waiting */
         ex_unref(ex); /* the queue's reference (the spine's own keeps ex alive until the deadline closes) */
     } /* else granted or refused meanwhile: on_admit_ready runs, releases the slot and drops the reference */
+    if (ex->key_admitted) {
+        ex->key_admitted = false;
+        adm_release(ex->kadm); /* may hand the key's slot to its next waiter */
+    } else if (ex->kadm && ex->kwait.ready && adm_cancel(ex->kadm, &ex->kwait, false)) {
+        ex_unref(ex);
+    } /* else granted meanwhile: on_key_admit_ready releases it */
     uv_timer_stop(&ex->deadline);
     uv_close((uv_handle_t *)&ex->deadline, on_deadline_closed);
     uv_timer_stop(&ex->rtimer);
@@ -1577,9 +1584,11 @@ static enum ex_next st_authenticate(struct exchange *ex, void *ud)
     return EX_END;
 }
 
-/* admit: the caller's own limits (rate limits, budget reservation: govern.c), then one of the process's slots
- * (MAX_CONCURRENT_REQUESTS), waiting for one in the FIFO queue when all are taken (gateway/admission.h). The
- * limits come first so that a caller over its own limit is told at once and never holds a place in the queue. */
+/* admit: the caller's own limits (rate limits, budget reservation: govern.c), then one of its key's slots (the key
+ * record's max_concurrent), then one of the process's slots (MAX_CONCURRENT_REQUESTS), waiting in a FIFO queue
+ * when all are taken (gateway/admission.h). The limits come first so that a caller over its own limit is told at
+ * once and never holds a place in a queue; the key's slot comes before the process's so that a key at its own
+ * limit waits without holding one of the process's slots. */
 enum admit_refusal { REFUSE_FULL, REFUSE_TIMEOUT, REFUSE_DRAINING };
 
 static void admit_refuse(struct exchange *ex, enum admit_refusal why, long limit)
@@ -1600,6 +1609,27 @@ static void admit_refuse(struct exchange *ex, enum admit_refusal why, long limit
                      "(gateway.admission.max_wait, or the request's deadline); retry shortly",
                      limit, (long long)ex->adm.waited_us / 1000);
     snprintf(err.code, sizeof(err.code), "overloaded");
+    err.retry_after_ms = (long)c->retry_after_ms;
+    ex_fail(ex, &err);
+}
+
+/* The key's own limit: the caller's doing, so 429 like its rpm (another instance would not help). */
+static void key_refuse(struct exchange *ex, enum admit_refusal why)
+{
+    const struct config_admission *c = &ex->rq.cfg->gateway.admission;
+    const char *id = ex->rq.who && ex->rq.who->key ? ex->rq.who->key->id : "?";
+    struct gw_error err;
+    if (why == REFUSE_FULL)
+        gw_error_set(&err, 429, GW_ERR_RATE_LIMIT,
+                     "concurrency limit reached for key '%s': %ld requests in flight (max_concurrent) and %lld "
+                     "waiting (gateway.admission.queue_size); retry shortly",
+                     id, ex->key_limit, (long long)c->queue_size);
+    else
+        gw_error_set(&err, 429, GW_ERR_RATE_LIMIT,
+                     "concurrency limit reached for key '%s': no slot of %ld (max_concurrent) freed within %lld ms "
+                     "(gateway.admission.max_wait, or the request's deadline); retry shortly",
+                     id, ex->key_limit, (long long)ex->kwait.waited_us / 1000);
+    snprintf(err.code, sizeof(err.code), "concurrency_limit_exceeded");
     err.retry_after_ms = (long)c->retry_after_ms;
     ex_fail(ex, &err);
 }
@@ -1639,23 +1669,27 @@ static void on_admit_timeout(uv_timer_t *t)
     ex_unref(ex);
 }
 
-static enum ex_next st_admit(struct exchange *ex, void *ud)
+/* How long a wait for a slot may last from now: max_wait or the request's deadline, whichever comes first. The
+ * key's wait and the process's wait share max_wait (it counts from the request's arrival at admit). */
+static uint64_t admit_wait_ms(const struct exchange *ex)
 {
-    (void)ud;
-    if (policy && policy->admit) {
-        enum ex_next n = policy->admit(ex); /* rate limits, budget reservation */
-        if (n != EX_CONTINUE)
-            return n;
-    }
+    const struct config_gateway *gc = &ex->rq.cfg->gateway;
+    uint64_t now = time_mono_us(), deadline = ex->t_start_us + (uint64_t)gc->request_timeout_ms * 1000;
+    uint64_t wait_ms = deadline > now ? (deadline - now) / 1000 : 0;
+    uint64_t waited_ms = now > ex->admit_t0_us ? (now - ex->admit_t0_us) / 1000 : 0;
+    uint64_t max_ms = (uint64_t)gc->admission.max_wait_ms > waited_ms ? (uint64_t)gc->admission.max_wait_ms - waited_ms
+                                                                      : 0;
+    return max_ms < wait_ms ? max_ms : wait_ms;
+}
+
+/* The process's slot (second half of admit). */
+static enum ex_next admit_global(struct exchange *ex)
+{
     const struct config_gateway *gc = &ex->rq.cfg->gateway;
     long limit = (long)gc->max_concurrent_requests;
     ex->adm.loop = ex->gw->adm;
     ex->adm.ready = on_admit_ready;
-    /* The wait ends at max_wait or at the request's deadline, whichever comes first. */
-    uint64_t now = time_mono_us(), deadline = ex->t_start_us + (uint64_t)gc->request_timeout_ms * 1000;
-    uint64_t wait_ms = deadline > now ? (deadline - now) / 1000 : 0;
-    if ((uint64_t)gc->admission.max_wait_ms < wait_ms)
-        wait_ms = (uint64_t)gc->admission.max_wait_ms;
+    uint64_t wait_ms = admit_wait_ms(ex);
     long qmax = wait_ms > 0 ? (long)gc->admission.queue_size : 0;
     enum adm_result r = adm_acquire(&admission_global, &ex->adm, limit, qmax);
     if (r == ADM_GRANTED) {
@@ -1669,6 +1703,67 @@ static enum ex_next st_admit(struct exchange *ex, void *ud)
     }
     admit_refuse(ex, r == ADM_DRAINING ? REFUSE_DRAINING : REFUSE_FULL, limit);
     return EX_END;
+}
+
+/* On this exchange's loop: its key's queue gave it a slot; now the process's. */
+static void on_key_admit_ready(struct adm_waiter *w)
+{
+    struct exchange *ex = (struct exchange *)((char *)w - offsetof(struct exchange, kwait));
+    if (w->state == ADM_W_GRANTED) {
+        w->state = ADM_W_IDLE;
+        if (ex->done) {
+            adm_release(ex->kadm); /* it ended meanwhile (client gone): pass the slot on */
+        } else {
+            uv_timer_stop(&ex->deadline);
+            ex->key_admitted = true;
+            if (admit_global(ex) == EX_CONTINUE)
+                ex_resume(ex);
+        }
+    } /* a key's queue is never closed: nothing else comes here */
+    ex_unref(ex);
+}
+
+static void on_key_admit_timeout(uv_timer_t *t)
+{
+    struct exchange *ex = t->data;
+    if (!adm_cancel(ex->kadm, &ex->kwait, true))
+        return; /* granted just now: on_key_admit_ready is on its way */
+    key_refuse(ex, REFUSE_TIMEOUT);
+    ex_unref(ex);
+}
+
+static enum ex_next st_admit(struct exchange *ex, void *ud)
+{
+    (void)ud;
+    if (policy && policy->admit) {
+        enum ex_next n = policy->admit(ex); /* rate limits, budget reservation */
+        if (n != EX_CONTINUE)
+            return n;
+    }
+    ex->admit_t0_us = time_mono_us();
+    const struct key_record *key = ex->rq.who ? ex->rq.who->key : NULL;
+    if (key && key->max_concurrent > 0) {
+        const struct config_admission *c = &ex->rq.cfg->gateway.admission;
+        if (ex->kadm == NULL)
+            ex->kadm = adm_key_get(key->id);
+        ex->key_limit = (long)key->max_concurrent; /* a key update applies to the next acquire and release */
+        ex->kwait.loop = ex->gw->adm;
+        ex->kwait.ready = on_key_admit_ready;
+        uint64_t wait_ms = admit_wait_ms(ex);
+        long qmax = wait_ms > 0 ? (long)c->queue_size : 0;
+        enum adm_result r = adm_acquire(ex->kadm, &ex->kwait, ex->key_limit, qmax);
+        if (r == ADM_QUEUED) {
+            ex_ref(ex); /* the queue's: dropped by on_key_admit_ready, on_key_admit_timeout or ex_end */
+            uv_timer_start(&ex->deadline, on_key_admit_timeout, wait_ms, 0);
+            return EX_WAIT;
+        }
+        if (r != ADM_GRANTED) {
+            key_refuse(ex, REFUSE_FULL);
+            return EX_END;
+        }
+        ex->key_admitted = true;
+    }
+    return admit_global(ex);
 }
 
 static enum ex_next st_plan(struct exchange *ex, void *ud)

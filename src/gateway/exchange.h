@@ -138,6 +138,11 @@ struct exchange {
     int nplan, iplan;
     bool admitted;             /* holds an admission slot (released at the end) */
     struct adm_waiter adm;     /* its place in the admission queue while it waits (gateway/admission.h) */
+    struct admission *kadm;    /* its key's own slots (max_concurrent), or NULL; a reference (adm_key_put) */
+    bool key_admitted;         /* holds one of them (released at the end) */
+    long key_limit;            /* the key's max_concurrent when it asked */
+    struct adm_waiter kwait;   /* its place in the key's queue */
+    uint64_t admit_t0_us;      /* when it reached admit: max_wait counts from there (the key's and the process's) */
     struct exchange *live_prev, *live_next; /* the worker's exchanges not yet ended (ended all at a forced drain) */
     /* attempts */
     struct attempt *att;

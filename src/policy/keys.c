@@ -266,8 +266,8 @@ struct key_patch {
     size_t ntags;
     char **models;
     size_t nmodels;
-    bool set_expires, set_budget_usd, set_window, set_budget_tokens, set_rpm, set_tpm, set_attr;
-    int64_t expires_at, budget_tokens, rpm, tpm;
+    bool set_expires, set_budget_usd, set_window, set_budget_tokens, set_rpm, set_tpm, set_maxc, set_attr;
+    int64_t expires_at, budget_tokens, rpm, tpm, max_concurrent;
     double budget_usd;
     int window;
     bool attr;
@@ -372,6 +372,7 @@ static int tags_field(struct key_patch *p, const cJSON *f, char *err, size_t err
 }
 
 #define MAX_LIMIT ((int64_t)1 << 50)
+#define MAX_CONCURRENT ((int64_t)1000000) /* slots of one key: the same bound as gateway.admission.queue_size */
 
 static int patch_read(struct key_patch *p, const cJSON *obj, bool create, int64_t now, char *err, size_t errsz)
 {
@@ -439,6 +440,10 @@ static int patch_read(struct key_patch *p, const cJSON *obj, bool create, int64_
             if (int_field(f, MAX_LIMIT, &p->tpm, err, errsz))
                 return -1;
             p->set_tpm = true;
+        } else if (strcmp(k, "max_concurrent") == 0) {
+            if (int_field(f, MAX_CONCURRENT, &p->max_concurrent, err, errsz))
+                return -1;
+            p->set_maxc = true;
         } else if (strcmp(k, "caller_attribution") == 0) {
             if (!cJSON_IsBool(f))
                 FAIL("field 'caller_attribution' must be true or false");
@@ -446,7 +451,7 @@ static int patch_read(struct key_patch *p, const cJSON *obj, bool create, int64_
             p->set_attr = true;
         } else {
             FAIL("unknown field '%s' (allowed: name, user, team, tags, models, expires_at, expires_in, budget_usd, "
-                 "budget_window, budget_tokens, rpm, tpm, caller_attribution)",
+                 "budget_window, budget_tokens, rpm, tpm, max_concurrent, caller_attribution)",
                  k);
         }
     }
@@ -506,6 +511,8 @@ int key_apply_json(struct key_record *r, const cJSON *obj, bool create, int64_t 
         r->rpm = p.rpm;
     if (p.set_tpm)
         r->tpm = p.tpm;
+    if (p.set_maxc)
+        r->max_concurrent = p.max_concurrent;
     if (p.set_attr)
         r->caller_attribution = p.attr;
     patch_free(&p);
@@ -535,6 +542,7 @@ cJSON *key_to_json(const struct key_record *r, int64_t now)
     cJSON_AddNumberToObject(o, "budget_tokens", (double)r->budget_tokens);
     cJSON_AddNumberToObject(o, "rpm", (double)r->rpm);
     cJSON_AddNumberToObject(o, "tpm", (double)r->tpm);
+    cJSON_AddNumberToObject(o, "max_concurrent", (double)r->max_concurrent);
     cJSON_AddBoolToObject(o, "caller_attribution", r->caller_attribution);
     cJSON_AddNumberToObject(o, "created_at", (double)r->created_at);
     cJSON_AddNumberToObject(o, "revoked_at", (double)r->revoked_at);

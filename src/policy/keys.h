@@ -44,6 +44,8 @@ struct key_record {
     enum key_window budget_window;
     int64_t budget_tokens;
     int64_t rpm, tpm;
+    int64_t max_concurrent;       /* LLM requests of this key in flight at once; the rest wait in the key's own
+                                   * FIFO (gateway/admission.h, adm_key_get); 0: no limit */
     bool caller_attribution;      /* the caller may set user and workflow (request `user`, metadata.user_id,
                                    * x-agentd-workflow); otherwise the key's own values stand */
     int64_t created_at;           /* unix seconds */
@@ -93,7 +95,7 @@ int64_t key_parse_duration(const char *s);
 
 /* Applies the fields of a JSON object to r: name, user, team, tags (object of string values), models (array of
  * strings, or a "a,b" string), expires_at (unix seconds, 0 = never) or expires_in ("30d"), budget_usd,
- * budget_window, budget_tokens, rpm, tpm, caller_attribution. Unknown fields, wrong types and out-of-range values
+ * budget_window, budget_tokens, rpm, tpm, max_concurrent, caller_attribution. Unknown fields, wrong types and out-of-range values
  * are refused: -1, with err naming the field, and r unchanged. create: name is required. */
 int key_apply_json(struct key_record *r, const cJSON *obj, bool create, int64_t now, char *err, size_t errsz);
 /* The record as a JSON object (never the hash). */

@@ -33,13 +33,54 @@ static const char schema_sql[] =
     " created_at INTEGER NOT NULL,"
     " revoked_at INTEGER NOT NULL)";
 
+/* Columns added after the first release. A file written by an older agentd lacks them: sq_open adds each one
+ * that is missing (ALTER TABLE ... ADD COLUMN with a default, so old rows read as "no limit"). */
+static const struct {
+    const char *name, *ddl;
+} added_columns[] = {
+    {"max_concurrent", "ALTER TABLE keys_records ADD COLUMN max_concurrent INTEGER NOT NULL DEFAULT 0"},
+};
+
 #define COLS                                                                                                        \
     "id, hash, hint, name, user, team, tags, models, expires_at, budget_usd, budget_window, budget_tokens, rpm, "  \
-    "tpm, caller_attribution, created_at, revoked_at"
+    "tpm, caller_attribution, created_at, revoked_at, max_concurrent"
 
 static void db_err(struct buf *err, sqlite3 *db, const char *what)
 {
     buf_printf(err, "key store: %s: %s", what, db ? sqlite3_errmsg(db) : "out of memory");
+}
+
+static bool has_column(sqlite3 *db, const char *col)
+{
+    sqlite3_stmt *st = NULL;
+    bool found = false;
+    if (sqlite3_prepare_v2(db, "SELECT 1 FROM pragma_table_info('keys_records') WHERE name=?1", -1, &st, NULL) ==
+        SQLITE_OK) {
+        sqlite3_bind_text(st, 1, col, -1, SQLITE_STATIC);
+        found = sqlite3_step(st) == SQLITE_ROW;
+    }
+    sqlite3_finalize(st);
+    return found;
+}
+
+/* Adds the columns an older file lacks. Two processes opening the same old file at once may both try: the loser's
+ * ALTER fails with "duplicate column", which is checked again and not an error. */
+static int migrate(sqlite3 *db, struct buf *err)
+{
+    for (size_t i = 0; i < sizeof(added_columns) / sizeof(added_columns[0]); i++) {
+        if (has_column(db, added_columns[i].name))
+            continue;
+        char *msg = NULL;
+        if (sqlite3_exec(db, added_columns[i].ddl, NULL, NULL, &msg) != SQLITE_OK &&
+            !has_column(db, added_columns[i].name)) {
+            buf_printf(err, "key store: adding column %s: %s", added_columns[i].name,
+                       msg ? msg : sqlite3_errmsg(db));
+            sqlite3_free(msg);
+            return -1;
+        }
+        sqlite3_free(msg);
+    }
+    return 0;
 }
 
 static struct keys_store *sq_open(const char *data_dir, struct buf *err)
@@ -62,6 +103,10 @@ static struct keys_store *sq_open(const char *data_dir, struct buf *err)
         sqlite3_exec(db, schema_sql, NULL, NULL, &msg) != SQLITE_OK) {
         buf_printf(err, "key store: %s: %s", path, msg ? msg : sqlite3_errmsg(db));
         sqlite3_free(msg);
+        sqlite3_close(db);
+        return NULL;
+    }
+    if (migrate(db, err) != 0) {
         sqlite3_close(db);
         return NULL;
     }
@@ -98,7 +143,7 @@ static char *models_json(const struct key_record *r)
     return s;
 }
 
-/* Binds r to ?1..?17 in COLS order. */
+/* Binds r to ?1..?18 in COLS order. */
 static void bind_record(sqlite3_stmt *st, const struct key_record *r, char **tj, char **mj)
 {
     *tj = tags_json(r);
@@ -120,6 +165,7 @@ static void bind_record(sqlite3_stmt *st, const struct key_record *r, char **tj,
     sqlite3_bind_int(st, 15, r->caller_attribution ? 1 : 0);
     sqlite3_bind_int64(st, 16, r->created_at);
     sqlite3_bind_int64(st, 17, r->revoked_at);
+    sqlite3_bind_int64(st, 18, r->max_concurrent);
 }
 
 static int write_record(struct keys_store *s, const char *sql, const struct key_record *r, struct buf *err)
@@ -147,7 +193,7 @@ static int write_record(struct keys_store *s, const char *sql, const struct key_
 static int sq_insert(struct keys_store *s, const struct key_record *r, struct buf *err)
 {
     int rc = write_record(s, "INSERT INTO keys_records (" COLS ") VALUES "
-                             "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)", r, err);
+                             "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)", r, err);
     return rc == 0 ? 0 : -1;
 }
 
@@ -156,7 +202,7 @@ static int sq_update(struct keys_store *s, const struct key_record *r, struct bu
     return write_record(s,
                         "UPDATE keys_records SET hash=?2, hint=?3, name=?4, user=?5, team=?6, tags=?7, models=?8, "
                         "expires_at=?9, budget_usd=?10, budget_window=?11, budget_tokens=?12, rpm=?13, tpm=?14, "
-                        "caller_attribution=?15, created_at=?16, revoked_at=?17 WHERE id=?1",
+                        "caller_attribution=?15, created_at=?16, revoked_at=?17, max_concurrent=?18 WHERE id=?1",
                         r, err);
 }
 
@@ -216,6 +262,7 @@ static int read_row(sqlite3_stmt *st, struct key_record *r, struct buf *err)
     r->caller_attribution = sqlite3_column_int(st, 14) != 0;
     r->created_at = sqlite3_column_int64(st, 15);
     r->revoked_at = sqlite3_column_int64(st, 16);
+    r->max_concurrent = sqlite3_column_int64(st, 17);
     if (rc != 0)
         key_record_free(r);
     return rc;

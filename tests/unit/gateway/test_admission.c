@@ -391,8 +391,32 @@ static struct config *load_config(void)
     return c;
 }
 
+/* Per-key instances: one per key id while referenced, each its own slots, freed with the last reference. */
+static void test_key_instances(void)
+{
+    is_int(adm_key_count(), 0);
+    struct admission *a = adm_key_get("key_00000000000000aa");
+    struct admission *a2 = adm_key_get("key_00000000000000aa");
+    struct admission *b = adm_key_get("key_00000000000000bb");
+    ok(a == a2 && a != b);
+    is_int(adm_key_count(), 2);
+    struct adm_waiter w = {0};
+    is_int(adm_acquire(a, &w, 1, 0), ADM_GRANTED);
+    is_int(adm_acquire(a, &w, 1, 0), ADM_QUEUE_FULL); /* the key's one slot is taken */
+    is_int(adm_acquire(b, &w, 1, 0), ADM_GRANTED);    /* another key's is not */
+    adm_release(a);
+    adm_release(b);
+    adm_key_put(a);
+    adm_key_put(a2);
+    is_int(adm_key_count(), 1);
+    adm_key_put(b);
+    is_int(adm_key_count(), 0);
+    adm_key_put(NULL);
+}
+
 int main(void)
 {
+    subtest("per-key instances", test_key_instances);
     subtest("fifo", test_fifo);
     subtest("cancel", test_cancel);
     subtest("close", test_close);

@@ -5,6 +5,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <pthread.h>
+#include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -304,6 +305,10 @@ static void test_json(void)
     ok(apply(&r, "{\"name\":\"a\",\"expires_in\":\"30x\"}", true, err, sizeof(err)) == -1 &&
        strstr(err, "expires_in"));
     ok(apply(&r, "{\"name\":\"a\",\"bogus\":1}", true, err, sizeof(err)) == -1 && strstr(err, "'bogus'"));
+    ok(apply(&r, "{\"name\":\"a\",\"max_concurrent\":-1}", true, err, sizeof(err)) == -1 &&
+       strstr(err, "'max_concurrent'"));
+    ok(apply(&r, "{\"name\":\"a\",\"max_concurrent\":2.5}", true, err, sizeof(err)) == -1);
+    ok(apply(&r, "{\"name\":\"a\",\"max_concurrent\":1000001}", true, err, sizeof(err)) == -1);
     ok(apply(&r, "{\"name\":\"\"}", true, err, sizeof(err)) == -1);
     ok(apply(&r, "{\"name\":\"a\\nb\"}", true, err, sizeof(err)) == -1);
     ok(r.name == NULL); /* nothing applied from a refused body */
@@ -325,11 +330,16 @@ static void test_json(void)
     ok(apply(&r, "{\"rpm\":5,\"models\":null}", false, err, sizeof(err)) == 0);
     is_int(r.rpm, 5);
     is_int(r.nmodels, 0);
+    is_int(r.max_concurrent, 0);
+    ok(apply(&r, "{\"max_concurrent\":3}", false, err, sizeof(err)) == 0);
+    is_int(r.max_concurrent, 3);
+    is_int(r.rpm, 5);
     ok(key_model_allowed(&r, "anything", 8));
     is_str(r.name, "a");
     cJSON *j = key_to_json(&r, 1000);
     ok(cJSON_GetObjectItem(j, "hash") == NULL && cJSON_GetObjectItem(j, "key") == NULL);
     is_str(cJSON_GetStringValue(cJSON_GetObjectItem(j, "status")), "active");
+    is_int((int64_t)cJSON_GetNumberValue(cJSON_GetObjectItem(j, "max_concurrent")), 3);
     cJSON_Delete(j);
     key_record_free(&r);
 
@@ -357,7 +367,8 @@ static void test_cli_flags(void)
 {
     const char *a1[] = {"--name", "ci", "--user", "bob", "--tag", "workflow=triage", "--tag", "env=prod",
                         "--models", "a,b", "--budget-usd", "1.5", "--budget-window", "day", "--rpm", "60",
-                        "--tpm", "1000", "--budget-tokens", "5000", "--expires", "30d", "--caller-attribution"};
+                        "--tpm", "1000", "--budget-tokens", "5000", "--expires", "30d", "--caller-attribution",
+                        "--max-concurrent", "4"};
     cJSON *o = flags(a1, (int)ARRAY_LEN(a1));
     ok(o != NULL);
     struct key_record r = {0};
@@ -372,6 +383,7 @@ static void test_cli_flags(void)
     is_int(r.rpm, 60);
     is_int(r.tpm, 1000);
     is_int(r.budget_tokens, 5000);
+    is_int(r.max_concurrent, 4);
     is_int(r.expires_at, 30 * 86400);
     ok(r.caller_attribution);
     key_record_free(&r);
@@ -455,6 +467,63 @@ static void test_store_and_refresh(void)
 
     keyring_stop();
     keys_admin_close(&a);
+    buf_free(&err);
+    rmdir_all(d);
+    xfree(d);
+}
+
+/* A keys table written by an agentd from before max_concurrent: opening it adds the column (old rows: 0, no
+ * limit), the rows read back, and the new field is stored; a second open finds the column and changes nothing. */
+static void test_store_migration(void)
+{
+    char *d = tmpdir();
+    char path[512];
+    snprintf(path, sizeof(path), "%s/agentd.db", d);
+    sqlite3 *db = NULL;
+    ok(sqlite3_open(path, &db) == SQLITE_OK);
+    uint8_t h[KEY_HASH_LEN] = {7};
+    char sql[2048];
+    char hex[2 * KEY_HASH_LEN + 1];
+    for (size_t i = 0; i < KEY_HASH_LEN; i++)
+        snprintf(hex + 2 * i, 3, "%02x", h[i]);
+    snprintf(sql, sizeof(sql),
+             "CREATE TABLE keys_records (id TEXT PRIMARY KEY, hash BLOB NOT NULL UNIQUE, hint TEXT NOT NULL,"
+             " name TEXT NOT NULL, user TEXT NOT NULL, team TEXT NOT NULL, tags TEXT NOT NULL, models TEXT NOT NULL,"
+             " expires_at INTEGER NOT NULL, budget_usd REAL NOT NULL, budget_window INTEGER NOT NULL,"
+             " budget_tokens INTEGER NOT NULL, rpm INTEGER NOT NULL, tpm INTEGER NOT NULL,"
+             " caller_attribution INTEGER NOT NULL, created_at INTEGER NOT NULL, revoked_at INTEGER NOT NULL);"
+             "INSERT INTO keys_records VALUES ('key_00000000000000aa', x'%s', 'sk-agentd-Ab...', 'old', 'u', '',"
+             " '{}', '[]', 0, 0, 0, 0, 60, 0, 0, 1000, 0);",
+             hex);
+    ok(sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+
+    struct buf err = BUF_INIT(4096);
+    for (int round = 0; round < 2; round++) {
+        struct keys_store *s = keys_store_sqlite.open(d, &err);
+        ok(s != NULL);
+        if (!s) {
+            printf("# %.*s\n", (int)err.len, err.data);
+            break;
+        }
+        struct key_record r;
+        is_int(keys_store_sqlite.get(s, "key_00000000000000aa", &r, &err), 0);
+        is_str(r.name, "old");
+        is_int(r.rpm, 60);
+        is_int(r.max_concurrent, round == 0 ? 0 : 5);
+        r.max_concurrent = 5;
+        if (round == 0)
+            is_int(keys_store_sqlite.update(s, &r, &err), 0);
+        key_record_free(&r);
+        struct key_record *v = NULL;
+        size_t n = 0;
+        is_int(keys_store_sqlite.list(s, &v, &n, &err), 0);
+        is_int(n, 1);
+        if (n == 1)
+            is_int(v[0].max_concurrent, 5);
+        keys_records_free(v, n);
+        keys_store_sqlite.close(s);
+    }
     buf_free(&err);
     rmdir_all(d);
     xfree(d);
@@ -556,6 +625,7 @@ int main(void)
     subtest("key JSON: types, ranges, nothing changed on error", test_json);
     subtest("CLI flags", test_cli_flags);
     subtest("SQLite store and the refresh thread", test_store_and_refresh);
+    subtest("a keys table from before max_concurrent is migrated", test_store_migration);
     subtest("a store that appears after the start", test_store_late);
     subtest("auth.mode", test_mode);
     return done_testing();
