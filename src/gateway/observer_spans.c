@@ -100,6 +100,16 @@ static void spans_attempt_start(struct exchange *ex, struct attempt *a, struct u
     buf_printf(&r->headers, "traceparent: %s\n", tp);
     if (t->tracestate[0])
         buf_printf(&r->headers, "tracestate: %s\n", t->tracestate);
+    /* W3C baggage travels with the trace: the client's header, forwarded as is when it is within the
+     * specification's 8192 bytes and holds only visible ASCII and spaces (it becomes a header line here). */
+    const struct str *bg = ex->rq.header ? ex->rq.header(ex->rq.hctx, "baggage") : NULL;
+    if (bg && bg->n > 0 && bg->n <= 8192) {
+        bool ok = true;
+        for (size_t i = 0; i < bg->n && ok; i++)
+            ok = (unsigned char)bg->p[i] >= 0x20 && (unsigned char)bg->p[i] < 0x7f;
+        if (ok)
+            buf_printf(&r->headers, "baggage: %.*s\n", (int)bg->n, bg->p);
+    }
 }
 
 static const char *provider_name(const struct deployment *dep)

@@ -71,7 +71,7 @@ test('protobuf: SERVER and CLIENT spans with the GenAI attributes, trace context
                           K8S_NAMESPACE_NAME: 'llm', OTEL_RESOURCE_ATTRIBUTES: 'team=ml,service.name=ignored' });
   try {
     const res = await chat(s.d, { traceparent: `00-${TRACE}-${PARENT}-01`, tracestate: 'rojo=00f067aa0ba902b7',
-                                  'x-agentd-workflow': 'triage' },
+                                  baggage: 'userId=alice,serverNode=DF%2028', 'x-agentd-workflow': 'triage' },
                            { max_tokens: 50, temperature: 0.25 });
     assert.equal(res.status, 200, await res.text());
     const tp = res.headers.get('traceparent');
@@ -84,6 +84,7 @@ test('protobuf: SERVER and CLIENT spans with the GenAI attributes, trace context
     const attemptId = upTp.split('-')[2];
     assert.notEqual(attemptId, serverId);
     assert.equal(up.headers.tracestate, 'rojo=00f067aa0ba902b7');
+    assert.equal(up.headers.baggage, 'userId=alice,serverNode=DF%2028'); // W3C baggage travels with the trace
 
     const emb = await s.d.fetch('/v1/embeddings', { method: 'POST', headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ model: 'embed-test', input: 'hello' }) });
