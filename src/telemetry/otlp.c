@@ -301,32 +301,40 @@ void otel_log_body(struct otel_span *r, const char *s, size_t n)
     r->body_len = (uint32_t)n;
 }
 
-void otel_log_submit(struct otel_span *r)
+/* Queues a finished span or log record for the export thread (one queue per signal), or drops and counts it when
+ * the signal is off, the queue is full or the exporter is stopping; a full batch wakes the thread. */
+static void enqueue(bool on, struct otel_span **head, struct otel_span **tail, size_t *queued, const char *signal,
+                    struct otel_span *s)
 {
-    if (!X.logs_on) {
-        otel_span_free(r);
+    if (!on) {
+        otel_span_free(s);
         return;
     }
-    r->next = NULL;
+    s->next = NULL;
     bool full, wake = false;
     pthread_mutex_lock(&X.lock);
-    full = X.lqueued >= X.queue_max || X.stop;
+    full = *queued >= X.queue_max || X.stop;
     if (!full) {
-        if (X.ltail)
-            X.ltail->next = r;
+        if (*tail)
+            (*tail)->next = s;
         else
-            X.lhead = r;
-        X.ltail = r;
-        X.lqueued++;
-        wake = X.lqueued == X.batch_max;
+            *head = s;
+        *tail = s;
+        (*queued)++;
+        wake = *queued == X.batch_max;
     }
     pthread_mutex_unlock(&X.lock);
     if (full) {
-        otel_span_free(r);
-        count_drop("logs", "queue_full", 1);
+        otel_span_free(s);
+        count_drop(signal, "queue_full", 1);
     } else if (wake) {
         pthread_cond_signal(&X.cond);
     }
+}
+
+void otel_log_submit(struct otel_span *r)
+{
+    enqueue(X.logs_on, &X.lhead, &X.ltail, &X.lqueued, "logs", r);
 }
 
 static const char *const severity_text[] = {"DEBUG", "INFO", "WARN", "ERROR", "FATAL"};
@@ -344,30 +352,7 @@ static void log_tap(int level, const char *line, size_t n, const uint8_t *trace_
 
 void otel_span_submit(struct otel_span *s)
 {
-    if (!X.traces_on) {
-        otel_span_free(s);
-        return;
-    }
-    s->next = NULL;
-    bool full, wake = false;
-    pthread_mutex_lock(&X.lock);
-    full = X.queued >= X.queue_max || X.stop;
-    if (!full) {
-        if (X.tail)
-            X.tail->next = s;
-        else
-            X.head = s;
-        X.tail = s;
-        X.queued++;
-        wake = X.queued == X.batch_max;
-    }
-    pthread_mutex_unlock(&X.lock);
-    if (full) {
-        otel_span_free(s);
-        count_drop("traces", "queue_full", 1);
-    } else if (wake) {
-        pthread_cond_signal(&X.cond);
-    }
+    enqueue(X.traces_on, &X.head, &X.tail, &X.queued, "traces", s);
 }
 
 /* ---------- encoding ---------- */
