@@ -576,31 +576,12 @@ static void openai_stream_delta(struct exchange *ex, const struct chat_delta *d,
     }
 }
 
-static void openai_error_json(const struct gw_error *err, struct buf *out)
-{
-    buf_append_str(out, "{\"error\":{\"message\":");
-    buf_append_json_cstr(out, err->message);
-    buf_append_str(out, ",\"type\":");
-    buf_append_json_cstr(out, gw_err_type_openai(err->type));
-    buf_append_str(out, ",\"param\":");
-    if (err->param[0])
-        buf_append_json_cstr(out, err->param);
-    else
-        buf_append_str(out, "null");
-    buf_append_str(out, ",\"code\":");
-    if (err->code[0])
-        buf_append_json_cstr(out, err->code);
-    else
-        buf_append_str(out, "null");
-    buf_append_str(out, "}}");
-}
-
 static void openai_stream_end(struct exchange *ex, const struct gw_error *err, struct buf *out)
 {
     if (err) {
         /* OpenAI reports a failure inside a stream as a data event carrying an error object. */
         buf_append_str(out, "data: ");
-        openai_error_json(err, out);
+        wire_openai_error_json(err, out);
         buf_append_str(out, "\n\n");
     } else {
         struct openai_fstate *fs = ex->fstate;
@@ -640,7 +621,7 @@ static void openai_forward_event(struct exchange *ex, const struct stream_event 
 static void openai_error_body(struct exchange *ex, const struct gw_error *err, struct buf *out)
 {
     (void)ex;
-    openai_error_json(err, out);
+    wire_openai_error_json(err, out);
 }
 
 const struct front_ops front_openai_chat = {

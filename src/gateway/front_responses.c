@@ -23,6 +23,7 @@
 #include "gateway/exchange.h"
 #include "gateway/front.h"
 #include "gateway/front_responses.h"
+#include "gateway/wire_openai.h"
 #include "gateway/registry.h"
 #include "gateway/responses.h"
 #include "net/sse.h"
@@ -300,25 +301,6 @@ static void r_stream_delta(struct exchange *ex, const struct chat_delta *d, stru
     responses_stream_delta(encoder(ex), d, out);
 }
 
-static void error_json(const struct gw_error *err, struct buf *out)
-{
-    buf_append_str(out, "{\"error\":{\"message\":");
-    buf_append_json_cstr(out, err->message);
-    buf_append_str(out, ",\"type\":");
-    buf_append_json_cstr(out, gw_err_type_openai(err->type));
-    buf_append_str(out, ",\"param\":");
-    if (err->param[0])
-        buf_append_json_cstr(out, err->param);
-    else
-        buf_append_str(out, "null");
-    buf_append_str(out, ",\"code\":");
-    if (err->code[0])
-        buf_append_json_cstr(out, err->code);
-    else
-        buf_append_str(out, "null");
-    buf_append_str(out, "}}");
-}
-
 static void r_stream_end(struct exchange *ex, const struct gw_error *err, struct buf *out)
 {
     struct rctx *c = ctx_of(ex);
@@ -386,7 +368,7 @@ static void r_forward_event(struct exchange *ex, const struct stream_event *ev, 
 static void r_error_body(struct exchange *ex, const struct gw_error *err, struct buf *out)
 {
     (void)ex;
-    error_json(err, out);
+    wire_openai_error_json(err, out);
 }
 
 static void r_headers(struct exchange *ex, struct buf *h)

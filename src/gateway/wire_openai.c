@@ -396,3 +396,24 @@ int wire_openai_decode_chunk(struct attempt *a, const struct stream_event *ev, s
     }
     return EV_CONSUMED;
 }
+
+/* An OpenAI error object {"error":{"message","type","param","code"}}, param and code null when unset: the body of
+ * every OpenAI-format error agentd writes (chat, embeddings and Responses fronts). */
+void wire_openai_error_json(const struct gw_error *err, struct buf *out)
+{
+    buf_append_str(out, "{\"error\":{\"message\":");
+    buf_append_json_cstr(out, err->message);
+    buf_append_str(out, ",\"type\":");
+    buf_append_json_cstr(out, gw_err_type_openai(err->type));
+    buf_append_str(out, ",\"param\":");
+    if (err->param[0])
+        buf_append_json_cstr(out, err->param);
+    else
+        buf_append_str(out, "null");
+    buf_append_str(out, ",\"code\":");
+    if (err->code[0])
+        buf_append_json_cstr(out, err->code);
+    else
+        buf_append_str(out, "null");
+    buf_append_str(out, "}}");
+}

@@ -37,6 +37,9 @@ cJSON *wire_openai_decode_completion(const char *body, size_t len, struct usage 
 /* Appends usage as OpenAI's JSON object (the same fields, without building a tree). */
 void wire_openai_usage_append(struct buf *b, const struct usage *u);
 
+/* {"error":{"message","type","param","code"}} for err (param and code null when unset). */
+void wire_openai_error_json(const struct gw_error *err, struct buf *out);
+
 /* What a text chunk (chat.completion.chunk) carries, found by one validating scan without a tree. */
 struct openai_chunk {
     char model[256];    /* "" when absent */
