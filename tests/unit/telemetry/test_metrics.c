@@ -1,4 +1,5 @@
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -68,13 +69,17 @@ static const uint8_t tid_b[16] = {0xbb, 0xbb, 0xbb, 0xbb, 0xbb, 0xbb, 0xbb, 0xbb
                                   0xbb, 0xbb, 0xbb, 0xbb, 0xbb, 0xbb, 0xbb, 0xbb};
 static const uint8_t sid[8] = {1, 2, 3, 4, 5, 6, 7, 8};
 static _Atomic int writing;
+static atomic_long written;
 
 static void *ex_writer(void *arg)
 {
     (void)arg;
     struct metric_series *s = metrics_series(&m_ms, NULL);
-    for (int i = 0; atomic_load(&writing); i++)
+    for (int i = 0; atomic_load(&writing); i++) {
         metrics_series_observe_ex(s, 5, i % 2 ? tid_a : tid_b, sid); /* the le="10" bucket, 0.01 shown */
+        atomic_fetch_add(&written, 1);
+        sched_yield(); /* under valgrind (one thread at a time) the reader then mostly finds the slot between writes */
+    }
     return NULL;
 }
 
@@ -106,6 +111,10 @@ static void test_exemplars(void)
     atomic_store(&writing, 1);
     pthread_t t;
     pthread_create(&t, NULL, ex_writer, NULL);
+    /* the readers start once the writer has written (valgrind runs one thread at a time: without this the loop
+     * below could finish before the writer is first scheduled) */
+    while (atomic_load(&written) == 0)
+        sched_yield();
     int bad = 0, seen = 0;
     for (int k = 0; k < 300; k++) {
         struct buf o = BUF_INIT(BUF_UNBOUNDED);
