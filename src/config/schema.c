@@ -375,19 +375,20 @@ static void read_node(struct cfg_ctx *ctx, const struct cfg_field *f, void *obj,
         size_t count = dict ? ynode_map_len(n) : n->nitems;
         l->items = xcalloc(count ? count : 1, f->sub->item_size);
         for (size_t i = 0; i < count; i++) {
+            /* a key that is not a string is refused before its item exists: no entry without a name */
+            if (dict && ynode_map_key(n, i)->kind != YNODE_SCALAR) {
+                cfg_error_at(ctx, ynode_map_key(n, i), path, "keys must be strings");
+                continue;
+            }
             void *item = (char *)l->items + l->n * f->sub->item_size;
             cfg_apply_defaults(f->sub, item);
             l->n++;
             char ipath[512];
             if (dict) {
                 const struct ynode *k = ynode_map_key(n, i);
-                snprintf(ipath, sizeof(ipath), "%s.%s", path, k->kind == YNODE_SCALAR ? k->value : "?");
-                if (k->kind != YNODE_SCALAR) {
-                    cfg_error_at(ctx, k, path, "keys must be strings");
-                    continue;
-                }
+                snprintf(ipath, sizeof(ipath), "%s.%s", path, k->value);
                 for (size_t j = 0; j < i; j++)
-                    if (strcmp(ynode_map_key(n, j)->value, k->value) == 0)
+                    if (ynode_map_key(n, j)->kind == YNODE_SCALAR && strcmp(ynode_map_key(n, j)->value, k->value) == 0)
                         cfg_error_at(ctx, k, path, "duplicate key '%s'", k->value);
                 *(char **)item = xstrdup(k->value);
                 cfg_read_map(ctx, f->sub, item, ynode_map_val(n, i), ipath);
