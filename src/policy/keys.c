@@ -412,6 +412,8 @@ static int patch_read(struct key_patch *p, const cJSON *obj, bool create, int64_
             int64_t d = cJSON_IsString(f) ? key_parse_duration(f->valuestring) : -1;
             if (d <= 0)
                 FAIL("field 'expires_in' must be a duration such as \"30d\", \"12h\", \"90m\" (units s, m, h, d, w)");
+            if (d > ((int64_t)1 << 40) - now) /* the bound expires_at itself accepts: what is stored reads back */
+                FAIL("field 'expires_in' is too far in the future");
             p->expires_at = now + d;
             p->set_expires = true;
         } else if (strcmp(k, "budget_usd") == 0) {
