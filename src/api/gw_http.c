@@ -11,6 +11,9 @@
 #include "config/config.h"
 #include "gateway/exchange.h"
 #include "gateway/front.h"
+#include "gateway/gw_types.h"
+#include "gateway/front_anthropic.h"
+#include "common/str.h"
 #include "gateway/registry.h"
 #include "net/http.h"
 
@@ -195,5 +198,22 @@ void gw_handle_models(struct http_req *req)
         buf_append_str(&b, "]}");
     }
     http_respond(req, 200, "application/json", b.data, b.len);
+    buf_free(&b);
+}
+
+void gw_respond_unauthorized(struct http_req *req)
+{
+    static const char msg[] =
+        "Invalid or missing API key. Pass an agentd virtual key as `Authorization: Bearer <key>`, `x-api-key` or "
+        "`api-key`.";
+    if (!http_req_header(req, "anthropic-version")) {
+        http_respond_error(req, 401, "authentication_error", "invalid_api_key", msg);
+        return;
+    }
+    struct gw_error e = {.status = 401, .type = GW_ERR_AUTHENTICATION, .retry_after_ms = -1};
+    str_lcpy(e.message, msg, sizeof(e.message));
+    struct buf b = BUF_INIT(BUF_UNBOUNDED);
+    front_anthropic_error_json(&b, &e, req->request_id);
+    http_respond(req, 401, "application/json", b.data, b.len);
     buf_free(&b);
 }

@@ -107,24 +107,6 @@ static void api_error(struct http_req *req, int status, const char *code, const 
 
 struct http_router api_router = {.error = api_error};
 
-/* /v1/models answers in Anthropic's shape when the client sends anthropic-version (gw_handle_models does too). */
-static void models_unauthorized(struct http_req *req)
-{
-    static const char msg[] =
-        "Invalid or missing API key. Pass an agentd virtual key as `Authorization: Bearer <key>`, `x-api-key` or "
-        "`api-key`.";
-    if (!http_req_header(req, "anthropic-version")) {
-        http_respond_error(req, 401, "authentication_error", "invalid_api_key", msg);
-        return;
-    }
-    struct gw_error e = {.status = 401, .type = GW_ERR_AUTHENTICATION, .retry_after_ms = -1};
-    str_lcpy(e.message, msg, sizeof(e.message));
-    struct buf b = BUF_INIT(BUF_UNBOUNDED);
-    front_anthropic_error_json(&b, &e, req->request_id);
-    http_respond(req, 401, "application/json", b.data, b.len);
-    buf_free(&b);
-}
-
 /* GET /v1/models: under auth.mode keys the list is for callers with a valid key only (as the chat routes, whose
  * authenticate stage runs before the model is looked up). */
 /* Routes outside the spine (/v1/models, /v1/models/{id}, stored responses) need a key as every model route does
@@ -143,7 +125,7 @@ static bool models_key_ok(struct http_req *req)
         enum auth_result r = auth_check(&in, (int64_t)time(NULL), &p);
         principal_release(p);
         if (r != AUTH_OK && r != AUTH_MODEL_DENIED) { /* a key limited to some models may still list */
-            models_unauthorized(req);
+            gw_respond_unauthorized(req);
             return false;
         }
     }
