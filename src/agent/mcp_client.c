@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "agent/agent_config.h"
+#include "agent/mcp_stdio.h"
 #include "common/alloc.h"
 #include "common/log.h"
 #include "common/timeutil.h"
@@ -246,13 +247,19 @@ static _Thread_local struct upstream *tl_up;
 static _Thread_local struct mcp_sess *tl_sess;
 static _Thread_local bool tl_done;
 
-static struct mcp_sess *sess_get(const char *url)
+/* The session of a server: by URL, or for a stdio server by name and command (its process has its own). */
+static struct mcp_sess *sess_get(const struct agent_mcp_server *srv)
 {
+    char key[4200];
+    if (srv->url)
+        snprintf(key, sizeof(key), "%s", srv->url);
+    else
+        snprintf(key, sizeof(key), "stdio\x1f%s\x1f%s", srv->name, srv->command ? srv->command : "");
     for (struct mcp_sess *s = tl_sess; s; s = s->next)
-        if (strcmp(s->url, url) == 0)
+        if (strcmp(s->url, key) == 0)
             return s;
     struct mcp_sess *s = xcalloc(1, sizeof(*s));
-    s->url = xstrdup(url);
+    s->url = xstrdup(key);
     s->next_id = 1;
     s->next = tl_sess;
     tl_sess = s;
@@ -271,6 +278,7 @@ void mcp_loop_done(void)
     if (tl_up)
         upstream_free(tl_up);
     tl_up = NULL;
+    mcp_stdio_loop_done();
     while (tl_sess) {
         struct mcp_sess *s = tl_sess;
         tl_sess = s->next;
@@ -299,6 +307,7 @@ struct op {
     char *method;     /* the main request */
     cJSON *params;    /* its params (owned) */
     struct up_xfer *x;
+    struct mcp_stdio_req *sr; /* a stdio server's request */
     struct mcp_resp resp;
     bool resp_live;
     int64_t id;
@@ -343,6 +352,8 @@ static void op_free(struct op *o)
 {
     if (o->x)
         upstream_cancel(o->x);
+    if (o->sr)
+        mcp_stdio_cancel(o->sr);
     if (o->later) {
         uv_timer_stop(o->later);
         uv_close((uv_handle_t *)o->later, later_closed);
@@ -446,7 +457,7 @@ static void on_done(struct up_xfer *x, enum up_result r, void *ud)
         }
         const cJSON *pv = cJSON_GetObjectItemCaseSensitive(o->resp.result, "protocolVersion");
         const char *v = cJSON_IsString(pv) ? pv->valuestring : "";
-        if (strcmp(v, "2025-11-25") != 0 && strcmp(v, "2025-06-18") != 0 && strcmp(v, "2025-03-26") != 0) {
+        if (!mcp_version_known(v)) {
             snprintf(why, sizeof(why), "MCP server %s speaks protocol version '%.32s', which agentd does not",
                      o->srv->name, v);
             op_end(o, 0, why);
@@ -465,10 +476,38 @@ static void on_done(struct up_xfer *x, enum up_result r, void *ud)
 
 static const struct up_callbacks op_cb = {on_headers, on_data, on_done};
 
+/* A stdio server's answer, as an HTTP one would have left it in o->resp. */
+static void stdio_answered(void *ud, struct mcp_answer *a)
+{
+    struct op *o = ud;
+    o->sr = NULL;
+    if (o->resp_live)
+        mcp_resp_free(&o->resp);
+    mcp_resp_init(&o->resp, false, o->id, MCP_MAX_RESPONSE);
+    o->resp_live = true;
+    if (!a->ok) {
+        op_end(o, 0, a->message);
+        return;
+    }
+    o->resp.state = 1;
+    o->resp.rpc_error = a->rpc_error;
+    o->resp.rpc_code = a->code;
+    snprintf(o->resp.message, sizeof(o->resp.message), "%s", a->message ? a->message : "");
+    o->resp.result = a->result;
+    a->result = NULL;
+    op_end(o, 1, NULL);
+}
+
 static void op_send(struct op *o)
 {
     if (tl_done) {
         op_fail_later(o, "MCP tools are not available while the daemon stops");
+        return;
+    }
+    if (o->srv->command) { /* stdio: the process does its own initialize */
+        o->phase = PH_MAIN;
+        o->sr = mcp_stdio_request(o->loop, o->srv, o->method, o->params ? cJSON_Duplicate(o->params, true) : NULL,
+                                  stdio_answered, o);
         return;
     }
     if (tl_up == NULL)
@@ -544,7 +583,7 @@ static struct op *op_new(uv_loop_t *loop, const struct agent_mcp_server *srv, co
     struct op *o = xcalloc(1, sizeof(*o));
     o->loop = loop;
     o->srv = srv;
-    o->sess = tl_done ? NULL : sess_get(srv->url);
+    o->sess = tl_done ? NULL : sess_get(srv);
     o->phase = o->sess && o->sess->ready ? PH_MAIN : PH_INIT;
     o->method = xstrdup(method);
     o->params = params;
@@ -604,7 +643,7 @@ static void list_page_done(struct op *o, int ok, const char *why)
     }
     xfree(cursor);
     if (ok) { /* cache this server's tools */
-        struct mcp_sess *s = tl_done ? NULL : sess_get(srv->url);
+        struct mcp_sess *s = tl_done ? NULL : sess_get(srv);
         if (s) {
             cJSON_Delete(s->tools);
             xfree(s->tools_server);
@@ -649,7 +688,7 @@ static void list_next(struct mcp_list *l)
 {
     for (; l->i < l->servers->n; l->i++) {
         const struct agent_mcp_server *srv = srv_at(l->servers, l->i);
-        struct mcp_sess *s = tl_done ? NULL : sess_get(srv->url);
+        struct mcp_sess *s = tl_done ? NULL : sess_get(srv);
         if (s && s->tools && s->tools_server && strcmp(s->tools_server, srv->name) == 0 &&
             (time_mono_us() / 1000) < s->tools_expiry_ms) {
             cJSON *t;

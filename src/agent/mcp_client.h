@@ -1,4 +1,5 @@
-/* mcp_client.h: tools from MCP servers over Streamable HTTP (the 2025-03-26 .. 2025-11-25 session era), for agents.
+/* mcp_client.h: tools from MCP servers, over Streamable HTTP (the 2025-03-26 .. 2025-11-25 session era) or stdio
+ * (a process agentd starts: mcp_stdio.h), for agents.
  *
  * An agent names its servers in `mcp_servers:` (agent_config.h); each server's tools are offered to the model as
  * `<server>__<tool>` (OpenAI function names allow neither '.' nor '/'). On a worker loop, never blocking it:
@@ -14,7 +15,9 @@
  * the request's answers it, the rest (notifications, priming events) are skipped. A server's errors (a JSON-RPC
  * error, isError, an HTTP failure) reach the model as tool errors, never as run failures.
  *
- * Not done: stdio servers, the 2026-07-28 stateless era, resuming a broken SSE stream with Last-Event-ID, and
+ * A stdio server (`command:`) takes the same requests, one JSON-RPC message per line, through mcp_stdio.h.
+ *
+ * Not done: the 2026-07-28 stateless era, resuming a broken SSE stream with Last-Event-ID, and
  * answering server-to-client requests (sampling, elicitation: skipped). */
 #ifndef AGENTD_AGENT_MCP_CLIENT_H
 #define AGENTD_AGENT_MCP_CLIENT_H
@@ -24,6 +27,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "agent/mcp_version.h"
 #include "agent/tools.h"
 #include "common/buf.h"
 #include "net/sse.h"
@@ -32,9 +36,7 @@ struct cJSON;
 struct cfg_list;
 struct agent_mcp_server;
 
-#define MCP_MAX_RESPONSE (8u << 20) /* bytes of one response body (JSON, or the SSE stream) */
 #define MCP_TOOL_NAME_MAX 64        /* "<server>__<tool>" as the model sees it */
-#define MCP_PROTOCOL_VERSION "2025-11-25"
 
 /* ---- the response parser (pure; fuzzed by tests/fuzz/fuzz_mcp_response.c) ---- */
 
