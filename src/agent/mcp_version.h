@@ -6,6 +6,7 @@
 #include <string.h>
 
 #define MCP_PROTOCOL_VERSION "2025-11-25" /* asked for in initialize (the session era) */
+#define MCP_STATELESS_VERSION "2026-07-28"  /* the stateless era: server/discover, _meta on every request */
 #define MCP_MAX_RESPONSE (8u << 20)       /* bytes of one response (JSON body, SSE stream, or stdio line) */
 
 /* True for a protocol version of the session era agentd speaks (2025-03-26, 2025-06-18, 2025-11-25). */
