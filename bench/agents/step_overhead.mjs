@@ -9,13 +9,14 @@
 // histogram agentd_agent_step_overhead_seconds; this prints its mean in µs, the client's wall time per step (which
 // also holds the mock exchange and the echo call) for scale, and writes bench/results/agent-overhead.json.
 import { writeFileSync, mkdirSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { startAgentd } from '../../tests/lib/agentd.mjs';
 
 const arg = (name, def) => {
   const i = process.argv.indexOf(`--${name}`);
   return i > 0 ? Number(process.argv[i + 1]) : def;
 };
+const LOAD0 = Math.round(loadavg()[0] * 10) / 10;
 const RUNS = arg('runs', 50), STEPS = arg('steps', 8), WORKERS = arg('workers', 1);
 process.env.AGENTD_BIN ||= new URL('../../build/agentd', import.meta.url).pathname;
 
@@ -55,7 +56,8 @@ wall.sort((a, b) => a - b);
 const p = (q) => wall[Math.min(wall.length - 1, Math.floor(q * wall.length))];
 const p50Bucket = buckets.find((b) => b.n >= count / 2)?.le;
 const out = {
-  runs: RUNS, steps: STEPS, workers: WORKERS, binary: process.env.AGENTD_BIN, cpu: cpus()[0]?.model,
+  runs: RUNS, steps: STEPS, workers: WORKERS, binary: process.env.AGENTD_BIN, cpu: cpus()[0]?.model, ncpu: cpus().length,
+  loadavg_1m_at_start: LOAD0,
   overhead_mean_us_per_step: Math.round((sum / count) * 1e6 * 10) / 10,
   overhead_p50_bucket_le_s: p50Bucket,
   runs_observed: count,
