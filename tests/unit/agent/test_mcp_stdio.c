@@ -3,7 +3,8 @@
  * (initialize answered with id 1, notifications/initialized, then the request with id 2, a ping of its own
  * first) and writes every line it reads to a file, so the test sees what agentd sent: the handshake, the
  * server's ping answered, the request, a cancelled request followed by notifications/cancelled, a server that
- * exits before initialize (the request fails at once), and the processes stopped when the loop is done. */
+ * exits before initialize (the request fails at once), one that closes its stdout but stays (killed), and the
+ * processes stopped when the loop is done. */
 #include <cjson/cJSON.h>
 #include <pthread.h>
 #include <signal.h>
@@ -159,6 +160,22 @@ static void test_dies_before_initialize(void)
     is_int(uv_loop_close(&loop), 0);
 }
 
+static void test_closes_stdout(void)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct agent_mcp_server srv = server("exec >&-; exec sleep 30"); /* alive, but it can never answer */
+    struct got g = {0};
+    mcp_request_start(&loop, &srv, "tools/list", NULL, on_answer, &g);
+    run_until(&loop, &g.calls);
+    is_int(g.calls, 1);
+    is_int(g.ok, 0);
+    ok(strstr(g.text, "exited (signal 9) before it answered initialize") != NULL);
+    mcp_loop_done();
+    is_int(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    is_int(uv_loop_close(&loop), 0);
+}
+
 /* mcp_loop_done ends the client on its thread for good (a worker loop's end): each subtest has its own thread. */
 struct body {
     void (*fn)(void);
@@ -188,6 +205,11 @@ static void dies_thread(void)
     on_own_thread(test_dies_before_initialize);
 }
 
+static void stdout_thread(void)
+{
+    on_own_thread(test_closes_stdout);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN); /* as in agentd: a write to a server that has exited is an error, not a signal */
@@ -195,6 +217,7 @@ int main(void)
     unlink(logpath);
     subtest("a request over stdio, a cancel", request_thread);
     subtest("a server that exits before initialize", dies_thread);
+    subtest("a server that closes its stdout is killed 2 s later", stdout_thread);
     unlink(logpath);
     return done_testing();
 }
