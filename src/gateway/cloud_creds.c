@@ -103,6 +103,7 @@ struct cc_source {
     uint64_t valid_until_ms;    /* monotonic; UINT64_MAX: no expiry */
     uint64_t next_fetch_ms;     /* monotonic; 0: as soon as possible */
     uint64_t backoff_ms;
+    uint64_t last_attempt_ms;   /* monotonic end of the last fetch; 0: none yet */
     bool fetching;
     char last_err[512];         /* the last fetch's error; "" after a success */
 };
@@ -267,6 +268,13 @@ enum cc_status cc_acquire(struct cc_source *s, struct cc_snap **out, char *why, 
     } else if (s->last_err[0]) {
         snprintf(why, whylen, "%s", s->last_err);
         st = CC_FAILED;
+        /* Demand: a request found nothing valid, so retry sooner than the backoff would, but not more often than
+         * every CC_DEMAND_RETRY_MS per source however much traffic arrives. */
+        uint64_t at = s->last_attempt_ms + CC_DEMAND_RETRY_MS;
+        if (C.running && !s->fetching && at < s->next_fetch_ms) {
+            s->next_fetch_ms = at;
+            pthread_cond_signal(&C.cv);
+        }
     } else {
         snprintf(why, whylen, "%s", s->cur ? "the credentials expired and their refresh has not completed"
                                  : C.running ? "the first fetch has not completed"
@@ -308,6 +316,7 @@ static void fetched(struct cc_source *s, int rc, struct cc_creds *cr, const char
     uint64_t now = mono_ms();
     int64_t wall = (int64_t)(time_wall_us() / 1000000);
     C.fetches++;
+    s->last_attempt_ms = now;
     if (rc == 0 && !(header_safe(cr->token) && header_safe(cr->access_key_id) &&
                      header_safe(cr->secret_access_key) && header_safe(cr->session_token))) {
         rc = -1;
