@@ -268,18 +268,20 @@ enum cc_status cc_acquire(struct cc_source *s, struct cc_snap **out, char *why, 
     } else if (s->last_err[0]) {
         snprintf(why, whylen, "%s", s->last_err);
         st = CC_FAILED;
-        /* Demand: a request found nothing valid, so retry sooner than the backoff would, but not more often than
-         * every CC_DEMAND_RETRY_MS per source however much traffic arrives. */
-        uint64_t at = s->last_attempt_ms + CC_DEMAND_RETRY_MS;
-        if (C.running && !s->fetching && at < s->next_fetch_ms) {
-            s->next_fetch_ms = at;
-            pthread_cond_signal(&C.cv);
-        }
     } else {
         snprintf(why, whylen, "%s", s->cur ? "the credentials expired and their refresh has not completed"
                                  : C.running ? "the first fetch has not completed"
                                              : "no credentials thread runs in this process");
         st = CC_PENDING;
+    }
+    if (st != CC_OK) {
+        /* Demand: a request found nothing valid, so fetch sooner than the schedule or the backoff would, but not
+         * more often than every CC_DEMAND_RETRY_MS per source however much traffic arrives. */
+        uint64_t at = s->last_attempt_ms ? s->last_attempt_ms + CC_DEMAND_RETRY_MS : 0;
+        if (C.running && !s->fetching && at < s->next_fetch_ms) {
+            s->next_fetch_ms = at;
+            pthread_cond_signal(&C.cv);
+        }
     }
     pthread_mutex_unlock(&C.mu);
     return st;
