@@ -505,8 +505,9 @@ static int on_out_line(void *ud, const char *s, size_t n, bool truncated)
         a.ok = 0;
         a.message = "the server's response has neither a result object nor an error object";
     }
+    bool given = a.result != NULL; /* (decided before the callee may take and free it) */
     req_answer(r, &a);
-    if (cJSON_IsObject(result))
+    if (given)
         cJSON_Delete(a.result); /* NULL when the callee took it */
     else
         cJSON_Delete(result);
