@@ -798,3 +798,44 @@ static void mcp_tool_cancel(struct tool_exec *te)
 const struct agent_tool mcp_agent_tool = {
     .name = "mcp", .description = "a tool of an MCP server", .parameters = "{}", .idempotent = false,
     .start = mcp_tool_start, .cancel = mcp_tool_cancel};
+
+/* ================= a raw request (the /mcp gateway) ================= */
+
+struct mcp_call {
+    struct op *op;
+    mcp_call_fn *cb;
+    void *ud;
+};
+
+static void raw_done(struct op *o, int ok, const char *why)
+{
+    struct mcp_call *c = o->ud;
+    mcp_call_fn *cb = c->cb;
+    void *ud = c->ud;
+    xfree(c);
+    if (!ok)
+        cb(ud, NULL, false, 0, why);
+    else if (o->resp.rpc_error)
+        cb(ud, NULL, true, o->resp.rpc_code, o->resp.message);
+    else
+        cb(ud, o->resp.result, false, 0, NULL);
+    op_free(o);
+}
+
+struct mcp_call *mcp_request(uv_loop_t *loop, const struct agent_mcp_server *srv, const char *method, cJSON *params,
+                             mcp_call_fn *cb, void *ud)
+{
+    struct mcp_call *c = xcalloc(1, sizeof(*c));
+    c->cb = cb;
+    c->ud = ud;
+    c->op = op_new(loop, srv, method, params, raw_done, c);
+    return c;
+}
+
+void mcp_request_cancel(struct mcp_call *c)
+{
+    if (c == NULL)
+        return;
+    op_free(c->op);
+    xfree(c);
+}

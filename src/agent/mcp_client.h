@@ -83,6 +83,17 @@ struct mcp_list *mcp_list_tools(uv_loop_t *loop, const struct cfg_list *servers,
 /* cb is then never called. */
 void mcp_list_cancel(struct mcp_list *l);
 
+/* One request to one server, as it is (the /mcp gateway, src/mcp/federation.c): method with params (taken over,
+ * may be NULL), on the loop's session with that server. cb runs once, on the loop, never from inside this call:
+ * with the result object (borrowed, valid during cb), or result NULL and either rpc_error (the server's JSON-RPC
+ * error code and message) or a failure (why: unreachable, HTTP error, malformed or oversize answer, timeout). */
+struct mcp_call;
+typedef void mcp_call_fn(void *ud, const struct cJSON *result, bool rpc_error, int64_t code, const char *why);
+struct mcp_call *mcp_request(uv_loop_t *loop, const struct agent_mcp_server *srv, const char *method,
+                             struct cJSON *params, mcp_call_fn *cb, void *ud);
+/* cb is then never called. */
+void mcp_request_cancel(struct mcp_call *c);
+
 /* The loop stops: sessions and the HTTP client are freed (after every call on it has ended or been cancelled). */
 void mcp_loop_done(void);
 

@@ -1,0 +1,26 @@
+/* fixtures.h: the tools, resources and prompts the MCP conformance suite (@modelcontextprotocol/conformance)
+ * expects of a server under test (test_simple_text, test://static-text, test_simple_prompt, ...). Served only when
+ * `mcp.conformance_fixtures: true` (tests/mcp/conformance.yaml), never by default. Pure functions over cJSON. */
+#ifndef AGENTD_MCP_FIXTURES_H
+#define AGENTD_MCP_FIXTURES_H
+
+#include <stdbool.h>
+
+struct cJSON;
+
+struct cJSON *fixtures_tools_json(void); /* MCP tool objects (caller owns) */
+bool fixtures_has_tool(const char *name);
+/* The CallToolResult of a fixture tool. notes (a JSON array): the notifications to send before the result
+ * ({"method","params"} objects: log messages, and progress when progress_token is a string or number). */
+struct cJSON *fixtures_tool_result(const char *name, const struct cJSON *progress_token, struct cJSON *notes);
+
+struct cJSON *fixtures_resources_json(void);          /* resources/list items */
+struct cJSON *fixtures_resource_templates_json(void); /* resources/templates/list items */
+/* resources/read: the contents array for uri, or NULL when no fixture has it. */
+struct cJSON *fixtures_resource_read(const char *uri);
+
+struct cJSON *fixtures_prompts_json(void); /* prompts/list items */
+/* prompts/get: the result, or NULL with *why (static text: an unknown prompt, a missing argument). */
+struct cJSON *fixtures_prompt_get(const char *name, const struct cJSON *args, const char **why);
+
+#endif
