@@ -6,6 +6,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <pthread.h>
+
 #include "common/macros.h"
 
 /* a 1x1 red PNG, and a 44-byte silent WAV header with no samples */
@@ -20,8 +25,19 @@ static const struct {
     {"test_embedded_resource", "Returns an embedded text resource."},
     {"test_error_handling", "Always fails: a tool error (isError true)."},
     {"test_image_content", "Returns an image content block (image/png)."},
+    {"test_input_required_result_capabilities", "Asks only for the inputs the client's capabilities allow."},
+    {"test_input_required_result_elicitation", "Asks the client for a name (input_required), then greets it."},
+    {"test_input_required_result_list_roots", "Asks the client for its roots (input_required)."},
+    {"test_input_required_result_multi_round", "Asks twice, in two rounds, with a signed requestState."},
+    {"test_input_required_result_multiple_inputs", "Asks for an elicitation, a sampling and the roots at once."},
+    {"test_input_required_result_request_state", "Asks for a confirmation with a signed requestState."},
+    {"test_input_required_result_sampling", "Asks the client for a sampling (input_required)."},
+    {"test_input_required_result_tampered_state", "Refuses a requestState that fails its integrity check."},
+    {"test_logging_tool", "Sends three log notifications (2026-07-28: only when the request sets a logLevel)."},
+    {"test_missing_capability", "Needs the client's sampling capability (-32021 when it is not declared)."},
     {"test_multiple_content_types", "Returns text, an image and an embedded resource."},
     {"test_simple_text", "Returns a text content block."},
+    {"test_streaming_elicitation", "Answers with a result only: never a request of the server's on the stream."},
     {"test_tool_with_logging", "Sends three log notifications, then returns text."},
     {"test_tool_with_progress", "Sends progress 0, 50 and 100 of 100 when given a progressToken, then returns text."},
 };
@@ -107,7 +123,11 @@ cJSON *fixtures_tool_result(const char *name, const cJSON *progress_token, cJSON
     } else if (strcmp(name, "test_error_handling") == 0) {
         cJSON_AddItemToArray(content, text_block("This tool intentionally returns an error for testing"));
         cJSON_AddBoolToObject(r, "isError", true);
-    } else if (strcmp(name, "test_tool_with_logging") == 0) {
+    } else if (strcmp(name, "test_missing_capability") == 0) {
+        cJSON_AddItemToArray(content, text_block("The client declared the sampling capability."));
+    } else if (strcmp(name, "test_streaming_elicitation") == 0) {
+        cJSON_AddItemToArray(content, text_block("agentd sends no requests of its own on a response stream."));
+    } else if (strcmp(name, "test_tool_with_logging") == 0 || strcmp(name, "test_logging_tool") == 0) {
         static const char *const lines[] = {"Tool execution started", "Tool processing data",
                                             "Tool execution completed"};
         for (size_t i = 0; i < ARRAY_LEN(lines); i++) {
@@ -230,6 +250,10 @@ cJSON *fixtures_prompts_json(void)
         }
         cJSON_AddItemToArray(a, p);
     }
+    cJSON *p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "name", "test_input_required_result_prompt");
+    cJSON_AddStringToObject(p, "description", "Asks the client for context (input_required), then answers.");
+    cJSON_AddItemToArray(a, p);
     return a;
 }
 
@@ -280,6 +304,211 @@ cJSON *fixtures_prompt_get(const char *name, const cJSON *args, const char **why
         *why = "Invalid params: unknown prompt";
         cJSON_Delete(r);
         return NULL;
+    }
+    return r;
+}
+
+/* ---- MRTR (input_required) ---- */
+
+static cJSON *elicit(const char *message, const char *field, const char *type)
+{
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddStringToObject(r, "method", "elicitation/create");
+    cJSON *p = cJSON_AddObjectToObject(r, "params");
+    cJSON_AddStringToObject(p, "message", message);
+    cJSON *sc = cJSON_AddObjectToObject(p, "requestedSchema");
+    cJSON_AddStringToObject(sc, "type", "object");
+    cJSON *props = cJSON_AddObjectToObject(sc, "properties");
+    cJSON *f = cJSON_AddObjectToObject(props, field);
+    cJSON_AddStringToObject(f, "type", type);
+    cJSON *req = cJSON_AddArrayToObject(sc, "required");
+    cJSON_AddItemToArray(req, cJSON_CreateString(field));
+    return r;
+}
+
+static cJSON *sample(const char *text, int max_tokens)
+{
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddStringToObject(r, "method", "sampling/createMessage");
+    cJSON *p = cJSON_AddObjectToObject(r, "params");
+    cJSON *msgs = cJSON_AddArrayToObject(p, "messages");
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "role", "user");
+    cJSON_AddItemToObject(m, "content", text_block(text));
+    cJSON_AddItemToArray(msgs, m);
+    cJSON_AddNumberToObject(p, "maxTokens", max_tokens);
+    return r;
+}
+
+static cJSON *roots(void)
+{
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddStringToObject(r, "method", "roots/list");
+    cJSON_AddObjectToObject(r, "params");
+    return r;
+}
+
+/* The input requests of round k of a fixture (NULL past its last round); *stateful: it uses a requestState. */
+static cJSON *mrtr_round(const char *name, int k, const cJSON *caps, bool *stateful)
+{
+    const char *t = name + strlen("test_input_required_result_");
+    *stateful = strcmp(t, "request_state") == 0 || strcmp(t, "multiple_inputs") == 0 ||
+                strcmp(t, "multi_round") == 0 || strcmp(t, "tampered_state") == 0;
+    int rounds = strcmp(t, "multi_round") == 0 ? 2 : 1;
+    if (k >= rounds)
+        return NULL;
+    cJSON *in = cJSON_CreateObject();
+    if (strcmp(t, "elicitation") == 0) {
+        cJSON_AddItemToObject(in, "user_name", elicit("What is your name?", "name", "string"));
+    } else if (strcmp(t, "sampling") == 0) {
+        cJSON_AddItemToObject(in, "capital_question", sample("What is the capital of France?", 100));
+    } else if (strcmp(t, "list_roots") == 0) {
+        cJSON_AddItemToObject(in, "client_roots", roots());
+    } else if (strcmp(t, "request_state") == 0 || strcmp(t, "tampered_state") == 0) {
+        cJSON_AddItemToObject(in, "confirm", elicit("Please confirm", "ok", "boolean"));
+    } else if (strcmp(t, "multiple_inputs") == 0) {
+        cJSON_AddItemToObject(in, "user_name", elicit("What is your name?", "name", "string"));
+        cJSON_AddItemToObject(in, "greeting", sample("Generate a greeting", 50));
+        cJSON_AddItemToObject(in, "client_roots", roots());
+    } else if (strcmp(t, "multi_round") == 0) {
+        if (k == 0)
+            cJSON_AddItemToObject(in, "step1", elicit("Step 1: What is your name?", "name", "string"));
+        else
+            cJSON_AddItemToObject(in, "step2", elicit("Step 2: What is your favorite color?", "color", "string"));
+    } else if (strcmp(t, "capabilities") == 0) {
+        if (cJSON_GetObjectItemCaseSensitive(caps, "elicitation"))
+            cJSON_AddItemToObject(in, "user_name", elicit("What is your name?", "name", "string"));
+        if (cJSON_GetObjectItemCaseSensitive(caps, "sampling"))
+            cJSON_AddItemToObject(in, "question", sample("What is the capital of France?", 100));
+        if (cJSON_GetObjectItemCaseSensitive(caps, "roots"))
+            cJSON_AddItemToObject(in, "client_roots", roots());
+        if (in->child == NULL) { /* nothing the client can answer: done without input */
+            cJSON_Delete(in);
+            return NULL;
+        }
+    } else if (strcmp(t, "prompt") == 0) {
+        cJSON_AddItemToObject(in, "user_context", elicit("What context should the prompt use?", "context", "string"));
+    }
+    return in;
+}
+
+bool fixtures_is_mrtr(const char *name)
+{
+    static const char *const names[] = {"test_input_required_result_capabilities",
+                                        "test_input_required_result_elicitation",
+                                        "test_input_required_result_list_roots",
+                                        "test_input_required_result_multi_round",
+                                        "test_input_required_result_multiple_inputs",
+                                        "test_input_required_result_prompt",
+                                        "test_input_required_result_request_state",
+                                        "test_input_required_result_sampling",
+                                        "test_input_required_result_tampered_state"};
+    for (size_t i = 0; i < ARRAY_LEN(names); i++)
+        if (strcmp(name, names[i]) == 0)
+            return true;
+    return false;
+}
+
+static unsigned char state_key[32];
+static pthread_once_t state_once = PTHREAD_ONCE_INIT;
+
+static void state_key_init(void)
+{
+    if (RAND_bytes(state_key, sizeof(state_key)) != 1)
+        memset(state_key, 0x5a, sizeof(state_key)); /* (tests only: a fixed key still detects tampering) */
+}
+
+/* "<name>.<k>.<hex HMAC-SHA256 of name.k>" */
+static void state_sign(const char *name, int k, char *out, size_t n)
+{
+    pthread_once(&state_once, state_key_init);
+    char msg[128];
+    int ml = snprintf(msg, sizeof(msg), "%s.%d", name, k);
+    unsigned char mac[32];
+    unsigned int mlen = 0;
+    HMAC(EVP_sha256(), state_key, sizeof(state_key), (const unsigned char *)msg, (size_t)ml, mac, &mlen);
+    int w = snprintf(out, n, "%s.", msg);
+    for (unsigned i = 0; i < mlen && (size_t)w + 2 < n; i++)
+        w += snprintf(out + w, n - (size_t)w, "%02x", mac[i]);
+}
+
+/* The round a requestState names for this fixture, or -1 when it does not verify. */
+static int state_round(const char *name, const char *state)
+{
+    if (strlen(state) > 256)
+        return -1;
+    size_t nl = strlen(name);
+    if (strncmp(state, name, nl) != 0 || state[nl] != '.' || state[nl + 1] < '0' || state[nl + 1] > '9')
+        return -1;
+    int k = state[nl + 1] - '0';
+    char want[256];
+    state_sign(name, k, want, sizeof(want));
+    size_t wl = strlen(want);
+    if (strlen(state) != wl || CRYPTO_memcmp(want, state, wl) != 0)
+        return -1;
+    return k;
+}
+
+cJSON *fixtures_mrtr(const char *name, const cJSON *params, const cJSON *caps, const char **why)
+{
+    const cJSON *responses = cJSON_GetObjectItemCaseSensitive(params, "inputResponses");
+    const cJSON *state = cJSON_GetObjectItemCaseSensitive(params, "requestState");
+    bool stateful = false;
+    int k = 0;
+    cJSON *in = mrtr_round(name, 0, caps, &stateful);
+    if (responses && !cJSON_IsObject(responses)) {
+        cJSON_Delete(in);
+        *why = "Invalid params: inputResponses must be an object";
+        return NULL;
+    }
+    if (state) {
+        k = cJSON_IsString(state) ? state_round(name, state->valuestring) : -1;
+        if (k < 0) {
+            cJSON_Delete(in);
+            *why = "Invalid params: requestState failed its integrity check";
+            return NULL;
+        }
+        cJSON_Delete(in);
+        in = mrtr_round(name, k, caps, &stateful);
+    }
+    /* the answers to this round's requests: all there (and objects) moves to the next round */
+    bool answered = in != NULL && responses != NULL && (!stateful || state != NULL || k == 0);
+    const cJSON *req;
+    for (req = in ? in->child : NULL; answered && req; req = req->next) {
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(responses, req->string);
+        if (a == NULL) {
+            answered = false; /* missing: asked again */
+        } else if (!cJSON_IsObject(a)) {
+            cJSON_Delete(in);
+            *why = "Invalid params: each input response must be an object";
+            return NULL;
+        }
+    }
+    if (answered) {
+        cJSON_Delete(in);
+        in = mrtr_round(name, ++k, caps, &stateful);
+    }
+    cJSON *r = cJSON_CreateObject();
+    if (in) {
+        cJSON_AddStringToObject(r, "resultType", "input_required");
+        cJSON_AddItemToObject(r, "inputRequests", in);
+        if (stateful) {
+            char st[256];
+            state_sign(name, k, st, sizeof(st));
+            cJSON_AddStringToObject(r, "requestState", st);
+        }
+        return r;
+    }
+    const cJSON *un = cJSON_GetObjectItemCaseSensitive(responses, "user_name");
+    const cJSON *nm = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(un, "content"), "name");
+    char text[200];
+    snprintf(text, sizeof(text), "Hello, %.100s!", cJSON_IsString(nm) ? nm->valuestring : "there");
+    if (strcmp(name, "test_input_required_result_prompt") == 0) {
+        cJSON *msgs = cJSON_AddArrayToObject(r, "messages");
+        message(msgs, text_block("Use the context the user gave."));
+    } else {
+        cJSON *content = cJSON_AddArrayToObject(r, "content");
+        cJSON_AddItemToArray(content, text_block(text));
     }
     return r;
 }

@@ -23,4 +23,12 @@ struct cJSON *fixtures_prompts_json(void); /* prompts/list items */
 /* prompts/get: the result, or NULL with *why (static text: an unknown prompt, a missing argument). */
 struct cJSON *fixtures_prompt_get(const char *name, const struct cJSON *args, const char **why);
 
+/* The MRTR fixtures (2026-07-28 `input_required` results: test_input_required_result_*, and the prompt
+ * test_input_required_result_prompt). Stateless: the round a call is in travels in an HMAC-signed requestState. */
+bool fixtures_is_mrtr(const char *name);
+/* The result for this round: an InputRequiredResult (resultType "input_required", inputRequests, requestState),
+ * or the complete result; NULL with *why (static text) when inputResponses or requestState are refused (tampered,
+ * malformed): a JSON-RPC -32602. params: the request's params; caps: its client capabilities (or NULL). */
+struct cJSON *fixtures_mrtr(const char *name, const struct cJSON *params, const struct cJSON *caps, const char **why);
+
 #endif

@@ -1057,13 +1057,40 @@ static void tools_list(struct batch *b, size_t slot, const struct jr_msg *m, con
 static void fixture_call(struct batch *b, size_t slot, const struct jr_msg *m, const struct ctx *x, const char *name,
                          const cJSON *args)
 {
-    (void)x;
     (void)args;
+    if (b->modern && strcmp(name, "test_missing_capability") == 0 &&
+        !cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(jr_meta(m, META_CAPS), "sampling"))) {
+        cJSON *data = cJSON_CreateObject();
+        cJSON *rc = cJSON_AddObjectToObject(data, "requiredCapabilities");
+        cJSON_AddObjectToObject(rc, "sampling");
+        put_error(b, slot, m->id, MCP_MISSING_CAPABILITY,
+                  "Missing required client capability: this tool needs sampling", data);
+        cJSON_Delete(data);
+        if (!b->array) {
+            b->status = 400;
+            (void)x;
+        }
+        return;
+    }
+    if (fixtures_is_mrtr(name)) {
+        const char *why = "Invalid params";
+        cJSON *mr = fixtures_mrtr(name, m->params, jr_meta(m, META_CAPS), &why);
+        if (mr)
+            put_result(b, slot, m->id, mr);
+        else
+            put_error(b, slot, m->id, JR_INVALID_PARAMS, why, NULL);
+        return;
+    }
     cJSON *notes = cJSON_CreateArray();
     cJSON *r = fixtures_tool_result(name, jr_meta(m, "progressToken"), notes);
+    /* 2026-07-28: log notifications only for a request that set a log level */
+    bool logs = !b->modern || jr_meta(m, "io.modelcontextprotocol/logLevel") != NULL;
     const cJSON *n;
     cJSON_ArrayForEach(n, notes)
     {
+        const cJSON *meth = cJSON_GetObjectItemCaseSensitive(n, "method");
+        if (!logs && strcmp(meth->valuestring, "notifications/message") == 0)
+            continue;
         char *t = cJSON_PrintUnformatted(n);
         buf_append_str(&b->notes, "event: message\ndata: ");
         buf_append_str(&b->notes, t);
@@ -1185,7 +1212,10 @@ static void prompts_get(struct batch *b, size_t slot, const struct jr_msg *m, co
         return;
     }
     const char *why = "Invalid params: unknown prompt";
-    cJSON *r = x->req->cfg->mcp.conformance_fixtures ? fixtures_prompt_get(name->valuestring, args, &why) : NULL;
+    bool fix = x->req->cfg->mcp.conformance_fixtures;
+    cJSON *r = !fix                                ? NULL
+               : fixtures_is_mrtr(name->valuestring) ? fixtures_mrtr(name->valuestring, m->params, jr_meta(m, META_CAPS), &why)
+                                                   : fixtures_prompt_get(name->valuestring, args, &why);
     if (r == NULL) {
         put_error(b, slot, m->id, JR_INVALID_PARAMS, why, NULL);
         return;
