@@ -1,6 +1,6 @@
 /* federation.c: upstream MCP servers behind /mcp (federation.h). Requests go through the agents' MCP client
- * (agent/mcp_client.h: one session per loop and server URL); a server's tools are cached per loop for its
- * tools_ttl, under the name and URL they were listed from. */
+ * (agent/mcp_client.h: HTTP in either era, or stdio; one session per loop and server); a server's tools are cached
+ * per loop for its tools_ttl, under the name and URL (or command) they were listed from. */
 #include "mcp/federation.h"
 
 #include <cjson/cJSON.h>
@@ -104,10 +104,16 @@ static uint64_t now_ms(void)
     return time_mono_us() / 1000;
 }
 
+/* what a server is reached at: its URL, or its stdio command */
+static const char *srv_where(const struct agent_mcp_server *s)
+{
+    return s->url ? s->url : s->command ? s->command : "";
+}
+
 static struct cached *cache_find(const struct agent_mcp_server *s)
 {
     for (struct cached *c = tl_cache; c; c = c->next)
-        if (strcmp(c->name, s->name) == 0 && strcmp(c->url, s->url) == 0)
+        if (strcmp(c->name, s->name) == 0 && strcmp(c->url, srv_where(s)) == 0)
             return c;
     return NULL;
 }
@@ -118,7 +124,7 @@ static void cache_put(const struct agent_mcp_server *s, const cJSON *tools)
     if (c == NULL) {
         c = xcalloc(1, sizeof(*c));
         c->name = xstrdup(s->name);
-        c->url = xstrdup(s->url);
+        c->url = xstrdup(srv_where(s));
         c->next = tl_cache;
         tl_cache = c;
     }
@@ -151,7 +157,7 @@ void fed_loop_done(void)
 struct fed_one {
     struct fed_list *l;
     const struct agent_mcp_server *srv;
-    struct mcp_call *call;
+    struct mcp_request *call;
     cJSON *acc; /* this server's tools so far; NULL when it failed */
     int pages;
     uint64_t start_us;
@@ -197,8 +203,10 @@ static void timer_fire(uv_timer_t *t)
     list_finish(l);
 }
 
-static void page_done(void *ud, const cJSON *result, bool rpc_error, int64_t code, const char *why)
+static void page_done(void *ud, int ok, const cJSON *result, bool rpc_error, int64_t code, const char *why)
 {
+    if (!ok)
+        result = NULL, rpc_error = false;
     struct fed_one *o = ud;
     struct fed_list *l = o->l;
     o->call = NULL;
@@ -218,7 +226,7 @@ static void page_done(void *ud, const cJSON *result, bool rpc_error, int64_t cod
         cJSON *p = cJSON_CreateObject();
         cJSON_AddStringToObject(p, "cursor", cursor);
         xfree(cursor);
-        o->call = mcp_request(l->loop, o->srv, "tools/list", p, page_done, o);
+        o->call = mcp_request_start(l->loop, o->srv, "tools/list", p, page_done, o);
         return;
     }
     xfree(cursor);
@@ -268,7 +276,7 @@ struct fed_list *fed_list_start(uv_loop_t *loop, const struct config *cfg, fed_o
     }
     for (size_t i = 0; i < l->n; i++)
         if (l->one[i].start_us)
-            l->one[i].call = mcp_request(loop, l->one[i].srv, "tools/list", NULL, page_done, &l->one[i]);
+            l->one[i].call = mcp_request_start(loop, l->one[i].srv, "tools/list", NULL, page_done, &l->one[i]);
     return l;
 }
 
@@ -291,13 +299,15 @@ void fed_list_cancel(struct fed_list *l)
 /* ---- calls ---- */
 
 struct fed_call {
-    struct mcp_call *call;
+    struct mcp_request *call;
     fed_call_fn *cb;
     void *ud;
 };
 
-static void call_done(void *ud, const cJSON *result, bool rpc_error, int64_t code, const char *why)
+static void call_done(void *ud, int ok, const cJSON *result, bool rpc_error, int64_t code, const char *why)
 {
+    if (!ok)
+        result = NULL, rpc_error = false;
     struct fed_call *c = ud;
     fed_call_fn *cb = c->cb;
     void *cud = c->ud;
@@ -316,7 +326,7 @@ struct fed_call *fed_call_start(uv_loop_t *loop, const struct agent_mcp_server *
     cJSON_AddItemToObject(p, "arguments", args ? cJSON_Duplicate(args, true) : cJSON_CreateObject());
     if (meta)
         cJSON_AddItemToObject(p, "_meta", meta);
-    c->call = mcp_request(loop, srv, "tools/call", p, call_done, c);
+    c->call = mcp_request_start(loop, srv, "tools/call", p, call_done, c);
     return c;
 }
 

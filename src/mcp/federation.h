@@ -44,7 +44,8 @@ void fed_forget(const char *server);
 void fed_loop_done(void);
 
 /* tools/call of `tool` on srv with args (copied; NULL: {}) and meta (taken over, may be NULL: the request's
- * `_meta`, where the trace context goes). cb as mcp_call_fn (agent/mcp_client.h). */
+ * `_meta`, where the trace context goes). cb: the result (borrowed), or rpc_error with code and why, or a failure
+ * (why). */
 struct fed_call;
 typedef void fed_call_fn(void *ud, const struct cJSON *result, bool rpc_error, int64_t code, const char *why);
 struct fed_call *fed_call_start(uv_loop_t *loop, const struct agent_mcp_server *srv, const char *tool,

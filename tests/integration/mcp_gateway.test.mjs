@@ -2,7 +2,8 @@
 // `<server>__<tool>`, calls demultiplexed to the right server, per-key tool allow/deny lists (a denied tool is
 // absent from tools/list and "Unknown tool" when called, word for word what a tool nobody has gets), the trace
 // context propagated in `_meta` (traceparent, tracestate, baggage), upstream errors mapped, an upstream that
-// crashes, hangs or answers garbage contained, every call counted against the key's rpm and in the metrics.
+// crashes, hangs or answers garbage contained, every call counted against the key's rpm and in the metrics. One
+// upstream is a stdio server (a process agentd starts), the others Streamable HTTP.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
@@ -119,6 +120,7 @@ mcp:
     - {name: files, url: "${upBase}/files"}
     - {name: bad, url: "${upBase}/bad", timeout: 700ms}
     - {name: dead, url: "http://127.0.0.1:${deadPort}/mcp", timeout: 2s}
+    - {name: local, command: "${process.execPath}", args: ["${new URL('./agents_mcp_stdio_server.mjs', import.meta.url).pathname}"], env: ["GREETING=gw"]}
 `,
   });
   keys.all = await adminKey({ name: 'gw-all' });
@@ -197,6 +199,15 @@ test('a call goes to its server as the plain tool name; content passes through; 
   const fail = await c.callTool({ name: 'files__fail', arguments: {} });
   assert.equal(fail.isError, true);
   assert.match(fail.content[0].text, /the disk is on fire/);
+  await c.close();
+});
+
+test('a stdio upstream is federated the same way', async () => {
+  const c = await client(keys.all);
+  const names = (await c.listTools()).tools.map((t) => t.name);
+  assert.ok(names.includes('local__add'), names.join(','));
+  const r = await c.callTool({ name: 'local__add', arguments: { a: 2, b: 3 } });
+  assert.deepEqual(r.content, [{ type: 'text', text: 'sum=5 greeting=gw' }]);
   await c.close();
 });
 
