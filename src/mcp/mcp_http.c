@@ -336,6 +336,7 @@ struct batch {
     struct mop *mops;           /* per message: its telemetry */
     struct buf notes;           /* notifications sent before the answer (SSE events), when the client takes SSE */
     bool sse_ok;                /* the client accepts text/event-stream */
+    bool streaming;             /* the SSE answer has started (progress notifications went out) */
 };
 
 enum call_kind { CALL_BUILTIN, CALL_AGENT, CALL_FED, CALL_LIST };
@@ -360,12 +361,35 @@ struct call {
     char server[40], upstream_tool[FED_TOOL_NAME_MAX + 1];
     uint8_t client_span[8];
     uint64_t client_start_ns, client_start_us;
+    uv_timer_t *ptimer;         /* CALL_AGENT with a progressToken: polls the run's progress */
+    cJSON *ptoken;
+    int64_t pstep;
+    size_t poff;
+    int pcount;
 };
 
 static const struct config_agent no_agent; /* the built-in tools do not read it */
 
+static void ptimer_closed(uv_handle_t *h)
+{
+    xfree(h);
+}
+
+/* The run's progress is no longer polled (its end, or the client's). */
+static void progress_stop(struct call *c)
+{
+    if (c->ptimer == NULL)
+        return;
+    uv_timer_stop(c->ptimer);
+    uv_close((uv_handle_t *)c->ptimer, ptimer_closed);
+    c->ptimer = NULL;
+    run_watch(c->run_id, -1);
+}
+
 static void call_free(struct call *c)
 {
+    progress_stop(c);
+    cJSON_Delete(c->ptoken);
     key_record_free(&c->kf);
     cJSON_Delete(c->id);
     xfree(c->args);
@@ -477,12 +501,14 @@ static void batch_finish(struct batch *b)
         buf_append_char(&body, ']');
     if (b->session[0])
         http_resp_header(req, "Mcp-Session-Id", b->session);
-    if (k == 0) {
+    if (k == 0 && !b->streaming) {
         http_respond(req, 202, NULL, NULL, 0);
-    } else if ((b->sse || (b->notes.len && b->sse_ok)) && b->status == 200) {
-        http_resp_header(req, "Cache-Control", "no-cache");
-        http_resp_header(req, "X-Accel-Buffering", "no");
-        http_stream_start(req, 200, "text/event-stream");
+    } else if (b->streaming || ((b->sse || (b->notes.len && b->sse_ok)) && b->status == 200)) {
+        if (!b->streaming) {
+            http_resp_header(req, "Cache-Control", "no-cache");
+            http_resp_header(req, "X-Accel-Buffering", "no");
+            http_stream_start(req, 200, "text/event-stream");
+        }
         struct buf ev = BUF_INIT(BUF_UNBOUNDED);
         buf_append(&ev, b->notes.data, b->notes.len);
         buf_append_str(&ev, "event: message\ndata: ");
@@ -525,13 +551,17 @@ static void on_abort(struct http_req *req, void *ud)
             fed_list_cancel(c->list);
             call_free(c);
         } else if (c->reading) {
+            progress_stop(c);
             c->b = NULL; /* freed when the read ends */
         } else {
             run_forget_waiter(c->run_id, c);
             call_free(c);
         }
     }
-    http_respond(req, 499, NULL, NULL, 0); /* discarded: the client is gone */
+    if (b->streaming)
+        http_stream_end(req); /* discarded: the client is gone */
+    else
+        http_respond(req, 499, NULL, NULL, 0);
     batch_free(b);
 }
 
@@ -734,9 +764,55 @@ static void run_read_done(uv_work_t *w, int status)
     batch_one_done(b);
 }
 
+/* Every PROGRESS_MS while an agent's run answers a tools/call that asked for progress: a step that began, or text
+ * its model streamed, is a notifications/progress on the (then started) SSE answer, before the result. */
+#define PROGRESS_MS 100
+static void progress_poll(uv_timer_t *t)
+{
+    struct call *c = t->data;
+    struct batch *b = c->b;
+    if (b == NULL)
+        return;
+    int64_t step = c->pstep;
+    struct buf text = BUF_INIT(BUF_UNBOUNDED);
+    bool more = run_stream_read(c->run_id, &c->pstep, &c->poff, &text);
+    if (!more && step == c->pstep) {
+        buf_free(&text);
+        return;
+    }
+    struct http_req *req = b->req;
+    if (!b->streaming) {
+        http_resp_header(req, "Cache-Control", "no-cache");
+        http_resp_header(req, "X-Accel-Buffering", "no");
+        http_stream_start(req, 200, "text/event-stream");
+        b->streaming = true;
+    }
+    cJSON *n = cJSON_CreateObject();
+    cJSON_AddStringToObject(n, "jsonrpc", "2.0");
+    cJSON_AddStringToObject(n, "method", "notifications/progress");
+    cJSON *p = cJSON_AddObjectToObject(n, "params");
+    cJSON_AddItemToObject(p, "progressToken", cJSON_Duplicate(c->ptoken, true));
+    cJSON_AddNumberToObject(p, "progress", ++c->pcount);
+    char msg[300];
+    snprintf(msg, sizeof(msg), "step %lld%s%.*s", (long long)c->pstep, text.len ? ": " : "",
+             (int)(text.len < 200 ? text.len : 200), text.data ? text.data : "");
+    cJSON_AddStringToObject(p, "message", msg);
+    char *js = cJSON_PrintUnformatted(n);
+    cJSON_Delete(n);
+    struct buf ev = BUF_INIT(BUF_UNBOUNDED);
+    buf_append_str(&ev, "event: message\ndata: ");
+    buf_append_str(&ev, js);
+    buf_append_str(&ev, "\n\n");
+    http_stream_write(req, ev.data, ev.len);
+    buf_free(&ev);
+    cJSON_free(js);
+    buf_free(&text);
+}
+
 static void agent_finished(void *ud, const char *id)
 {
     struct call *c = ud;
+    progress_stop(c);
     snprintf(c->run_id, sizeof(c->run_id), "%s", id);
     c->reading = true;
     c->w.data = c;
@@ -984,6 +1060,18 @@ static void tools_call(struct batch *b, size_t slot, const struct jr_msg *m, con
     }
     b->calls[slot] = c;
     b->pending++;
+    /* progress from the run's steps and streamed text, when the client asked for it and takes an SSE answer (one
+     * message per body: the answer's status is then certainly 200) */
+    const cJSON *pt = jr_meta(m, "progressToken");
+    if ((cJSON_IsString(pt) || cJSON_IsNumber(pt)) && b->sse_ok && b->n == 1) {
+        c->ptoken = cJSON_Duplicate(pt, true);
+        c->pstep = -1;
+        run_watch(c->run_id, +1);
+        c->ptimer = xmalloc(sizeof(*c->ptimer));
+        uv_timer_init(loop, c->ptimer);
+        c->ptimer->data = c;
+        uv_timer_start(c->ptimer, progress_poll, PROGRESS_MS, PROGRESS_MS);
+    }
 }
 
 static void list_put(struct batch *b, size_t slot, const cJSON *id, cJSON *tools)
