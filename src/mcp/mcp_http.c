@@ -1146,6 +1146,7 @@ static void fixture_call(struct batch *b, size_t slot, const struct jr_msg *m, c
                          const cJSON *args)
 {
     (void)args;
+    (void)x;
     if (b->modern && strcmp(name, "test_missing_capability") == 0 &&
         !cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(jr_meta(m, META_CAPS), "sampling"))) {
         cJSON *data = cJSON_CreateObject();
@@ -1154,10 +1155,8 @@ static void fixture_call(struct batch *b, size_t slot, const struct jr_msg *m, c
         put_error(b, slot, m->id, MCP_MISSING_CAPABILITY,
                   "Missing required client capability: this tool needs sampling", data);
         cJSON_Delete(data);
-        if (!b->array) {
+        if (!b->array)
             b->status = 400;
-            (void)x;
-        }
         return;
     }
     if (fixtures_is_mrtr(name)) {
