@@ -23,6 +23,9 @@ static const struct {
 } tools[] = {
     {"test_audio_content", "Returns an audio content block (audio/wav)."},
     {"test_embedded_resource", "Returns an embedded text resource."},
+    {"test_elicitation", "Asks the user (elicitation/create) for a username and an email."},
+    {"test_elicitation_sep1034_defaults", "Asks the user with a schema whose fields have defaults."},
+    {"test_elicitation_sep1330_enums", "Asks the user with the five enum schema forms."},
     {"test_error_handling", "Always fails: a tool error (isError true)."},
     {"test_image_content", "Returns an image content block (image/png)."},
     {"test_input_required_result_capabilities", "Asks only for the inputs the client's capabilities allow."},
@@ -36,6 +39,7 @@ static const struct {
     {"test_logging_tool", "Sends three log notifications (2026-07-28: only when the request sets a logLevel)."},
     {"test_missing_capability", "Needs the client's sampling capability (-32021 when it is not declared)."},
     {"test_multiple_content_types", "Returns text, an image and an embedded resource."},
+    {"test_sampling", "Asks the client's model (sampling/createMessage) to answer a prompt."},
     {"test_simple_text", "Returns a text content block."},
     {"test_streaming_elicitation", "Answers with a result only: never a request of the server's on the stream."},
     {"test_tool_with_logging", "Sends three log notifications, then returns text."},
@@ -510,5 +514,125 @@ cJSON *fixtures_mrtr(const char *name, const cJSON *params, const cJSON *caps, c
         cJSON *content = cJSON_AddArrayToObject(r, "content");
         cJSON_AddItemToArray(content, text_block(text));
     }
+    return r;
+}
+
+/* ---- asking the client (2025-11-25: requests on the response stream) ---- */
+
+static cJSON *prop(cJSON *props, const char *name, const char *type)
+{
+    cJSON *p = cJSON_AddObjectToObject(props, name);
+    cJSON_AddStringToObject(p, "type", type);
+    return p;
+}
+
+static void options(cJSON *arr, const char *const *v, const char *const *titles, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (titles) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "const", v[i]);
+            cJSON_AddStringToObject(o, "title", titles[i]);
+            cJSON_AddItemToArray(arr, o);
+        } else {
+            cJSON_AddItemToArray(arr, cJSON_CreateString(v[i]));
+        }
+    }
+}
+
+cJSON *fixtures_client_request(const char *name, const cJSON *args)
+{
+    const char *arg_prompt = arg(args, "prompt"), *arg_msg = arg(args, "message");
+    cJSON *r = cJSON_CreateObject();
+    cJSON *p = cJSON_CreateObject();
+    if (strcmp(name, "test_sampling") == 0) {
+        cJSON_AddStringToObject(r, "method", "sampling/createMessage");
+        cJSON *msgs = cJSON_AddArrayToObject(p, "messages");
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "role", "user");
+        cJSON_AddItemToObject(m, "content", text_block(arg_prompt && strlen(arg_prompt) < 4096 ? arg_prompt : ""));
+        cJSON_AddItemToArray(msgs, m);
+        cJSON_AddNumberToObject(p, "maxTokens", 100);
+        cJSON_AddItemToObject(r, "params", p);
+        return r;
+    }
+    cJSON_AddStringToObject(r, "method", "elicitation/create");
+    cJSON *sc = cJSON_CreateObject();
+    cJSON_AddStringToObject(sc, "type", "object");
+    cJSON *props = cJSON_AddObjectToObject(sc, "properties");
+    if (strcmp(name, "test_elicitation") == 0) {
+        cJSON_AddStringToObject(p, "message", arg_msg && strlen(arg_msg) < 4096 ? arg_msg : "Please answer");
+        cJSON_AddStringToObject(prop(props, "username", "string"), "description", "User's response");
+        cJSON_AddStringToObject(prop(props, "email", "string"), "description", "User's email address");
+        cJSON *req = cJSON_AddArrayToObject(sc, "required");
+        cJSON_AddItemToArray(req, cJSON_CreateString("username"));
+        cJSON_AddItemToArray(req, cJSON_CreateString("email"));
+    } else if (strcmp(name, "test_elicitation_sep1034_defaults") == 0) {
+        cJSON_AddStringToObject(p, "message", "Please review the defaults");
+        cJSON_AddStringToObject(prop(props, "name", "string"), "default", "John Doe");
+        cJSON_AddNumberToObject(prop(props, "age", "integer"), "default", 30);
+        cJSON_AddNumberToObject(prop(props, "score", "number"), "default", 95.5);
+        cJSON *st = prop(props, "status", "string");
+        static const char *const sv[] = {"active", "inactive", "pending"};
+        options(cJSON_AddArrayToObject(st, "enum"), sv, NULL, 3);
+        cJSON_AddStringToObject(st, "default", "active");
+        cJSON_AddBoolToObject(prop(props, "verified", "boolean"), "default", true);
+    } else if (strcmp(name, "test_elicitation_sep1330_enums") == 0) {
+        cJSON_AddStringToObject(p, "message", "Please choose");
+        static const char *const o3[] = {"option1", "option2", "option3"};
+        static const char *const v3[] = {"value1", "value2", "value3"};
+        static const char *const legacy[] = {"opt1", "opt2", "opt3"};
+        static const char *const first[] = {"First Option", "Second Option", "Third Option"};
+        static const char *const choice[] = {"First Choice", "Second Choice", "Third Choice"};
+        static const char *const names[] = {"Option One", "Option Two", "Option Three"};
+        options(cJSON_AddArrayToObject(prop(props, "untitledSingle", "string"), "enum"), o3, NULL, 3);
+        options(cJSON_AddArrayToObject(prop(props, "titledSingle", "string"), "oneOf"), v3, first, 3);
+        cJSON *le = prop(props, "legacyEnum", "string");
+        options(cJSON_AddArrayToObject(le, "enum"), legacy, NULL, 3);
+        options(cJSON_AddArrayToObject(le, "enumNames"), names, NULL, 3);
+        cJSON *um = prop(props, "untitledMulti", "array");
+        cJSON *ui = cJSON_AddObjectToObject(um, "items");
+        cJSON_AddStringToObject(ui, "type", "string");
+        options(cJSON_AddArrayToObject(ui, "enum"), o3, NULL, 3);
+        cJSON *tm = prop(props, "titledMulti", "array");
+        cJSON *ti = cJSON_AddObjectToObject(tm, "items");
+        options(cJSON_AddArrayToObject(ti, "anyOf"), v3, choice, 3);
+    } else {
+        cJSON_Delete(sc);
+        cJSON_Delete(p);
+        cJSON_Delete(r);
+        return NULL;
+    }
+    cJSON_AddItemToObject(p, "requestedSchema", sc);
+    cJSON_AddItemToObject(r, "params", p);
+    return r;
+}
+
+cJSON *fixtures_client_result(const char *name, const cJSON *answer)
+{
+    const cJSON *res = cJSON_GetObjectItemCaseSensitive(answer, "result");
+    cJSON *r = cJSON_CreateObject();
+    cJSON *content = cJSON_AddArrayToObject(r, "content");
+    if (!cJSON_IsObject(res)) {
+        cJSON_AddItemToArray(content, text_block("The client refused the request."));
+        cJSON_AddBoolToObject(r, "isError", true);
+        return r;
+    }
+    char *js = cJSON_PrintUnformatted(res);
+    char text[2048];
+    if (strcmp(name, "test_sampling") == 0) {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(res, "content"), "text");
+        snprintf(text, sizeof(text), "LLM response: %.1900s", cJSON_IsString(t) ? t->valuestring : "");
+    } else if (strcmp(name, "test_elicitation") == 0) {
+        snprintf(text, sizeof(text), "User response: %.1900s", js ? js : "");
+    } else {
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(res, "action");
+        char *c = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(res, "content"));
+        snprintf(text, sizeof(text), "Elicitation completed: action=%.32s, content=%.1900s",
+                 cJSON_IsString(a) ? a->valuestring : "?", c ? c : "{}");
+        cJSON_free(c);
+    }
+    cJSON_free(js);
+    cJSON_AddItemToArray(content, text_block(text));
     return r;
 }

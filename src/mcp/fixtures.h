@@ -23,6 +23,12 @@ struct cJSON *fixtures_prompts_json(void); /* prompts/list items */
 /* prompts/get: the result, or NULL with *why (static text: an unknown prompt, a missing argument). */
 struct cJSON *fixtures_prompt_get(const char *name, const struct cJSON *args, const char **why);
 
+/* The fixtures that ask the client (2025-11-25 era, on the response stream): test_sampling, test_elicitation,
+ * test_elicitation_sep1034_defaults, test_elicitation_sep1330_enums. The request to send ({"method","params"}),
+ * or NULL when name is not one of them; then the result made of the client's answer (its response message). */
+struct cJSON *fixtures_client_request(const char *name, const struct cJSON *args);
+struct cJSON *fixtures_client_result(const char *name, const struct cJSON *answer);
+
 /* The MRTR fixtures (2026-07-28 `input_required` results: test_input_required_result_*, and the prompt
  * test_input_required_result_prompt). Stateless: the round a call is in travels in an HMAC-signed requestState. */
 bool fixtures_is_mrtr(const char *name);

@@ -23,6 +23,7 @@
 #include "mcp/fixtures.h"
 #include "mcp/jsonrpc.h"
 #include "mcp/mcp.h"
+#include "mcp/pending.h"
 #include "policy/auth.h"
 #include "policy/govern_config.h"
 #include "policy/keys.h"
@@ -339,7 +340,7 @@ struct batch {
     bool streaming;             /* the SSE answer has started (progress notifications went out) */
 };
 
-enum call_kind { CALL_BUILTIN, CALL_AGENT, CALL_FED, CALL_LIST };
+enum call_kind { CALL_BUILTIN, CALL_AGENT, CALL_FED, CALL_LIST, CALL_ASK };
 
 struct call {
     struct batch *b;            /* NULL once the request is gone (an agent call reading its run) */
@@ -361,6 +362,7 @@ struct call {
     char server[40], upstream_tool[FED_TOOL_NAME_MAX + 1];
     uint8_t client_span[8];
     uint64_t client_start_ns, client_start_us;
+    struct mcp_pending *ask;    /* CALL_ASK: a fixture's request to the client, waiting for its answer */
     uv_timer_t *ptimer;         /* CALL_AGENT with a progressToken: polls the run's progress */
     cJSON *ptoken;
     int64_t pstep;
@@ -549,6 +551,9 @@ static void on_abort(struct http_req *req, void *ud)
             call_free(c);
         } else if (c->kind == CALL_LIST) {
             fed_list_cancel(c->list);
+            call_free(c);
+        } else if (c->kind == CALL_ASK) {
+            mcp_pending_cancel(c->ask);
             call_free(c);
         } else if (c->reading) {
             progress_stop(c);
@@ -1141,6 +1146,63 @@ static void tools_list(struct batch *b, size_t slot, const struct jr_msg *m, con
     c->list = fed_list_start(http_server_loop(x->req->server), cfg, upstream_listed, fed_listed, c);
 }
 
+static void ask_done(void *ud, const cJSON *answer)
+{
+    struct call *c = ud;
+    struct batch *b = c->b;
+    c->ask = NULL;
+    b->calls[c->slot] = NULL;
+    put_result(b, c->slot, c->id, fixtures_client_result(c->name, answer));
+    mop_end(b, c->slot);
+    call_free(c);
+    batch_one_done(b);
+}
+
+/* A fixture that asks the client (sampling, elicitation; 2025-11-25): the answer becomes an SSE stream at once,
+ * the request goes out on it, and the tool's result follows when the client POSTs its answer in this session. */
+static void fixture_ask(struct batch *b, size_t slot, const struct jr_msg *m, const struct ctx *x, const char *name,
+                        cJSON *ask)
+{
+    if (!b->sid[0] || !b->sse_ok || b->n != 1) {
+        cJSON_Delete(ask);
+        const char *t = "this tool asks the client: it needs a session and a client that takes an SSE answer";
+        put_result(b, slot, m->id, tool_result(t, strlen(t), true));
+        return;
+    }
+    struct call *c = xcalloc(1, sizeof(*c));
+    c->b = b;
+    c->slot = slot;
+    c->id = cJSON_Duplicate(m->id, true);
+    c->kind = CALL_ASK;
+    c->name = xstrdup(name);
+    char rid[MCP_PENDING_ID_MAX];
+    c->ask = mcp_pending_new(http_server_loop(x->req->server), b->sid, rid, ask_done, c);
+    if (c->ask == NULL) {
+        cJSON_Delete(ask);
+        call_free(c);
+        put_error(b, slot, m->id, JR_INTERNAL_ERROR, "too many requests to clients are waiting", NULL);
+        return;
+    }
+    cJSON_AddStringToObject(ask, "jsonrpc", "2.0");
+    cJSON_AddStringToObject(ask, "id", rid);
+    char *js = cJSON_PrintUnformatted(ask);
+    cJSON_Delete(ask);
+    struct http_req *req = b->req;
+    http_resp_header(req, "Cache-Control", "no-cache");
+    http_resp_header(req, "X-Accel-Buffering", "no");
+    http_stream_start(req, 200, "text/event-stream");
+    b->streaming = true;
+    struct buf ev = BUF_INIT(BUF_UNBOUNDED);
+    buf_append_str(&ev, "event: message\ndata: ");
+    buf_append_str(&ev, js);
+    buf_append_str(&ev, "\n\n");
+    http_stream_write(req, ev.data, ev.len);
+    buf_free(&ev);
+    cJSON_free(js);
+    b->calls[slot] = c;
+    b->pending++;
+}
+
 /* A conformance fixture tool: answered now; its notifications go before the answer when the client takes SSE. */
 static void fixture_call(struct batch *b, size_t slot, const struct jr_msg *m, const struct ctx *x, const char *name,
                          const cJSON *args)
@@ -1166,6 +1228,11 @@ static void fixture_call(struct batch *b, size_t slot, const struct jr_msg *m, c
             put_result(b, slot, m->id, mr);
         else
             put_error(b, slot, m->id, JR_INVALID_PARAMS, why, NULL);
+        return;
+    }
+    cJSON *ask = b->modern ? NULL : fixtures_client_request(name, args);
+    if (ask) {
+        fixture_ask(b, slot, m, x, name, ask);
         return;
     }
     cJSON *notes = cJSON_CreateArray();
@@ -1500,6 +1567,8 @@ static void run_body(struct http_req *req, const cJSON *root, bool modern, const
                       NULL);
             continue;
         }
+        if (m.kind == JR_RESPONSE && b->sid[0])
+            (void)mcp_pending_answer(b->sid, item); /* the answer to a request of ours (fixtures.h) */
         mop_begin(b, i, &m);
         dispatch(b, i, &m, x);
         if (b->calls[i] == NULL)
