@@ -15,6 +15,7 @@ import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { z } from 'zod';
 import { startAgentd } from '../lib/agentd.mjs';
+import { startReceiver } from '../lib/otlp_receiver.mjs';
 
 const ADMIN = 'adm-' + 'g'.repeat(24);
 
@@ -98,7 +99,7 @@ async function startUpstreams() {
 
 // ---- agentd ----
 
-let d;
+let d, rx;
 const keys = {};
 async function adminKey(body) {
   const r = await d.fetch('/admin/keys', { method: 'POST', headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
@@ -109,8 +110,10 @@ async function adminKey(body) {
 
 before(async () => {
   await startUpstreams();
+  rx = await startReceiver();
   d = await startAgentd({
-    env: { AGENTD_ADMIN_KEY: ADMIN },
+    env: { AGENTD_ADMIN_KEY: ADMIN, OTEL_EXPORTER_OTLP_ENDPOINT: rx.url, OTEL_BSP_SCHEDULE_DELAY: '100',
+      AGENTD_TELEMETRY_LOGS: 'false' },
     config: `
 auth:
   mode: keys
@@ -141,6 +144,7 @@ after(async () => {
   const r = await d.stop();
   up.close();
   up.closeAllConnections();
+  await rx.close();
   assert.equal(r.code, 0, d.rawStderr.slice(-3000));
 });
 
@@ -209,6 +213,34 @@ test('a stdio upstream is federated the same way', async () => {
   const r = await c.callTool({ name: 'local__add', arguments: { a: 2, b: 3 } });
   assert.deepEqual(r.content, [{ type: 'text', text: 'sum=5 greeting=gw' }]);
   await c.close();
+});
+
+test('spans: SERVER "tools/call <tool>" continuing the client\'s trace, CLIENT to the upstream as its child', async () => {
+  const c = await client(keys.all);
+  const traceId = '0af7651916cd43dd8448eb211c80319c';
+  const before = filesCalls.length;
+  await c.callTool({ name: 'files__read', arguments: { path: 'traced' }, _meta: { traceparent: `00-${traceId}-b7ad6b7169203331-01` } });
+  await c.callTool({ name: 'files__fail', arguments: {}, _meta: { traceparent: `00-${traceId}-b7ad6b7169203331-01` } });
+  await c.close();
+  const sentSpan = filesCalls.slice(before).find((m) => m.params.name === 'read').params._meta.traceparent.split('-')[2];
+  await rx.waitFor((r) => r.spans().filter((x) => x.traceId === traceId).length >= 4);
+  const spans = rx.spans().filter((x) => x.traceId === traceId);
+  const server = spans.find((x) => x.kind === 2 && x.name === 'tools/call files__read');
+  assert.ok(server, JSON.stringify(spans.map((x) => [x.name, x.kind])));
+  assert.equal(server.parentSpanId, 'b7ad6b7169203331');
+  assert.equal(server.attrs['mcp.method.name'], 'tools/call');
+  assert.equal(server.attrs['gen_ai.tool.name'], 'files__read');
+  assert.equal(server.attrs['gen_ai.operation.name'], 'execute_tool');
+  assert.equal(server.attrs['mcp.protocol.version'], '2025-11-25');
+  assert.match(server.attrs['mcp.session.id'], /^[0-9a-f]{32}$/);
+  assert.equal(server.attrs['agentd.key.id'], keys.all.id);
+  const cl = spans.find((x) => x.kind === 3 && x.name === 'tools/call read');
+  assert.ok(cl, JSON.stringify(spans.map((x) => [x.name, x.kind])));
+  assert.equal(cl.parentSpanId, server.spanId);
+  assert.equal(cl.spanId, sentSpan, 'the upstream\'s parent is the CLIENT span');
+  assert.equal(cl.attrs['agentd.mcp.server'], 'files');
+  const failed = spans.find((x) => x.kind === 2 && x.name === 'tools/call files__fail');
+  assert.equal(failed.attrs['error.type'], 'tool_error');
 });
 
 test('per-key lists: a denied tool is absent, and calling it is "Unknown tool" exactly like a tool nobody has', async () => {
@@ -309,7 +341,7 @@ test('metrics: requests by key, method and outcome; server and client operation 
   assert.match(m, new RegExp(`agentd_mcp_requests_total\\{key="${id}",method="tools/call",outcome="-32602"\\} [1-9]`));
   assert.match(m, new RegExp(`agentd_mcp_requests_total\\{key="${id}",method="tools/call",outcome="ok"\\} [1-9]`));
   assert.match(m, /agentd_mcp_requests_total\{key="[^"]+",method="tools\/call",outcome="upstream_error"\} 4/);
-  assert.match(m, /agentd_mcp_requests_total\{key="[^"]+",method="tools\/call",outcome="tool_error"\} 1/);
+  assert.match(m, /agentd_mcp_requests_total\{key="[^"]+",method="tools\/call",outcome="tool_error"\} 2/, 'files__fail twice; upstream failures are not tool_error');
   assert.match(m, /agentd_mcp_requests_total\{key="[^"]+",method="tools\/call",outcome="rate_limited"\} 1/);
   assert.match(m, /mcp_server_operation_duration_seconds_count\{mcp_method_name="tools\/call",gen_ai_tool_name="files__read",error_type="",mcp_protocol_version="2025-11-25"\} [1-9]/);
   assert.match(m, /mcp_client_operation_duration_seconds_count\{mcp_method_name="tools\/call",gen_ai_tool_name="read",error_type="",server="files"\} [1-9]/);
