@@ -419,7 +419,16 @@ static void mop_begin(struct batch *b, size_t slot, const struct jr_msg *m)
     o->start_us = time_mono_us();
     o->start_ns = wall_ns();
     o->request = m->kind == JR_REQUEST;
-    snprintf(o->method, sizeof(o->method), "%s", m->method ? m->method : "");
+    snprintf(o->method, sizeof(o->method), "%s", m->method ? m->method : "response");
+    if (m->kind == JR_NOTIFICATION) { /* label values from a fixed set: a client's names are not metric labels */
+        static const char *const known[] = {"notifications/initialized", "notifications/cancelled",
+                                            "notifications/progress", "notifications/roots/list_changed"};
+        bool ok = false;
+        for (size_t k = 0; k < sizeof(known) / sizeof(known[0]) && !ok; k++)
+            ok = strcmp(o->method, known[k]) == 0;
+        if (!ok)
+            snprintf(o->method, sizeof(o->method), "other");
+    }
     struct trace_parent tp;
     const cJSON *mt = jr_meta(m, "traceparent"); /* 2026-07-28: in _meta, unprefixed; else the HTTP header */
     bool got = cJSON_IsString(mt) && trace_parse_traceparent(mt->valuestring, strlen(mt->valuestring), &tp) == 0;
@@ -1516,6 +1525,7 @@ static void dispatch(struct batch *b, size_t slot, const struct jr_msg *m, const
         char msg[200];
         snprintf(msg, sizeof(msg), "Method not found: %.128s", meth);
         put_error(b, slot, m->id, JR_METHOD_NOT_FOUND, msg, NULL);
+        snprintf(b->mops[slot].method, sizeof(b->mops[slot].method), "other"); /* metric labels stay few */
         if (b->modern)
             b->status = 404;
     }
