@@ -24,7 +24,7 @@ static const struct cfg_field fields[] = {
     {.key = "servers", .type = CFG_LIST, .off = OFF(servers), .sub = &agent_mcp_server_schema,
      .help = "upstream MCP servers federated behind /mcp; their tools are listed as <name>__<tool>"},
     {.key = "conformance_fixtures", .type = CFG_BOOL, .off = OFF(conformance_fixtures), .def = "false",
-     .help = "serve the MCP conformance suite's fixture tools, resources and prompts (tests only)"},
+     .flags = CFG_NO_ENV, .help = "serve the MCP conformance suite's fixture tools, resources and prompts (tests only; the file only)"},
 };
 
 const struct cfg_schema mcp_config_schema = {
