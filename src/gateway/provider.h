@@ -139,6 +139,7 @@ extern const struct provider_ops provider_openai_compatible;
 extern const struct provider_ops provider_anthropic;
 extern const struct provider_ops provider_gemini;
 extern const struct provider_ops provider_bedrock;
+extern const struct provider_ops provider_vertex; /* Gemini models; Claude: vertex.h */
 extern const struct provider_ops provider_openai_responses; /* a front's choice (front_ops.provider_for) */
 
 /* Indexed by PROVIDER_*. */
