@@ -293,13 +293,29 @@ void cc_error_set(struct gw_error *err, const char *dep_label, const struct cc_s
 
 /* ---------- the thread ---------- */
 
+/* NULL, or visible ASCII only: what goes into a header line. */
+static bool header_safe(const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; p && *p; p++)
+        if (*p < 0x21 || *p > 0x7e)
+            return false;
+    return true;
+}
+
 /* After a fetch: store its result (C.mu held). */
 static void fetched(struct cc_source *s, int rc, struct cc_creds *cr, const char *err)
 {
     uint64_t now = mono_ms();
     int64_t wall = (int64_t)(time_wall_us() / 1000000);
     C.fetches++;
-    if (rc == 0 && cr->expires_at != 0 && cr->expires_at <= wall) {
+    if (rc == 0 && !(header_safe(cr->token) && header_safe(cr->access_key_id) &&
+                     header_safe(cr->secret_access_key) && header_safe(cr->session_token))) {
+        rc = -1;
+        err = "the endpoint returned credentials with characters not allowed in a header";
+    } else if (rc == 0 && (cr->token == NULL) == (cr->access_key_id == NULL || cr->secret_access_key == NULL)) {
+        rc = -1;
+        err = "the endpoint returned no usable credentials";
+    } else if (rc == 0 && cr->expires_at != 0 && cr->expires_at <= wall) {
         rc = -1;
         err = "the endpoint returned credentials that have already expired (check the clock)";
     }
