@@ -263,7 +263,10 @@ _Static_assert(ARRAY_LEN(deployment_apis) == CONFIG_API_RESPONSES + 2, "one name
         {.key = "project", .type = CFG_STRING, .off = (base) + DOFF(project), .max = 128, .flags = CFG_NO_ENV,  \
          .help = "vertex-ai: Google Cloud project id (default GOOGLE_CLOUD_PROJECT)"},                            \
         {.key = "location", .type = CFG_STRING, .off = (base) + DOFF(location), .max = 64, .flags = CFG_NO_ENV, \
-         .help = "vertex-ai: location, e.g. us-central1 (default GOOGLE_CLOUD_LOCATION, else global)"}
+         .help = "vertex-ai: location, e.g. us-central1 (default GOOGLE_CLOUD_LOCATION, else global)"},         \
+        {.key = "credentials_file", .type = CFG_STRING, .off = (base) + DOFF(credentials_file), .max = 4096,     \
+         .flags = CFG_NO_ENV,                                                                                     \
+         .help = "vertex-ai: service-account key file (default GOOGLE_APPLICATION_CREDENTIALS)"}
 
 static const struct cfg_field deployment_fields[] = {DEPLOYMENT_FIELDS(0)};
 static const struct cfg_schema deployment_schema = {.name = "deployment",

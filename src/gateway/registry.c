@@ -174,9 +174,10 @@ static void fill_deployment(struct deployment *d, const struct config_deployment
     /* A cloud identity: asked for by `auth:`, or found by auto when there is no static key. */
     struct cc_dep_info di = {d->provider, d->region, c};
     char why[512];
-    int crc = cc_source_get(c->auth, !d->missing_key, env, &di, &d->creds, why, sizeof(why));
+    bool has_key = d->provider == PROVIDER_VERTEX ? d->api_key != NULL : !d->missing_key; /* vertex: a static token */
+    int crc = cc_source_get(c->auth, has_key, env, &di, &d->creds, why, sizeof(why));
     if (crc == 0) {
-        d->missing_key = false;
+        d->missing_key = d->provider == PROVIDER_VERTEX && d->project == NULL;
     } else if (crc < 0) {
         d->missing_key = true;
         if (warnings)
