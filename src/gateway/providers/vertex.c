@@ -223,9 +223,13 @@ int vertex_anthropic_body(cJSON *messages_body, bool keep_model)
 {
     if (!cJSON_IsObject(messages_body))
         return -1;
-    if (!keep_model)
-        cJSON_DeleteItemFromObjectCaseSensitive(messages_body, "model");
-    cJSON_DeleteItemFromObjectCaseSensitive(messages_body, "anthropic_version");
+    /* every copy, in one pass: a body that names a key twice must not leave one behind */
+    for (cJSON *it = messages_body->child, *next; it; it = next) {
+        next = it->next;
+        if (it->string && ((!keep_model && strcmp(it->string, "model") == 0) ||
+                           strcmp(it->string, "anthropic_version") == 0))
+            cJSON_Delete(cJSON_DetachItemViaPointer(messages_body, it));
+    }
     cJSON *v = cJSON_CreateString(VERTEX_ANTHROPIC_VERSION);
     if (v == NULL)
         return -1;
