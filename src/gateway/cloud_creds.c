@@ -1,6 +1,5 @@
 /* cloud_creds.c: credential sources, the credentials thread and the helpers kinds share (see cloud_creds.h). */
 #include "gateway/cloud_creds.h"
-#include "gateway/cloud_google.h"
 
 #include <curl/curl.h>
 #include <errno.h>

@@ -29,9 +29,6 @@
 #include "common/jscan.h"
 #include "gateway/cloud_creds.h"
 #include "gateway/cloud_google.h"
-#include "gateway/gw_config.h"
-#include "gateway/providers/vertex.h"
-#include "gateway/registry.h"
 
 /* ---------- the key file ---------- */
 
@@ -218,8 +215,8 @@ static int read_sa(const char *path, struct cc_google_sa *sa, char *err, size_t 
 
 static int sa_configure(struct cc_spec *spec, char **env, const struct cc_dep_info *dep, char *why, size_t whylen)
 {
-    const char *path = dep && dep->conf && dep->conf->credentials_file && *dep->conf->credentials_file
-                           ? dep->conf->credentials_file
+    const char *path = dep && dep->credentials_file && *dep->credentials_file
+                           ? dep->credentials_file
                            : cc_env(env, "GOOGLE_APPLICATION_CREDENTIALS");
     if (path == NULL) {
         snprintf(why, whylen, "google_service_account needs credentials_file or GOOGLE_APPLICATION_CREDENTIALS");
@@ -307,28 +304,3 @@ const struct cc_kind cc_kind_google_metadata = {
     .configure = md_configure,
     .fetch = md_fetch,
 };
-
-/* ---------- the provider's side ---------- */
-
-int vertex_cloud_bearer(const struct deployment *d, struct up_request *r, struct gw_error *err)
-{
-    if (d->creds == NULL) {
-        gw_error_set(err, 503, GW_ERR_OVERLOADED,
-                     "deployment %s has no Google credentials (auth, credentials_file, GOOGLE_APPLICATION_CREDENTIALS "
-                     "or a metadata server)",
-                     d->label);
-        err->retryable = true;
-        return -1;
-    }
-    struct cc_snap *snap = NULL;
-    char why[600];
-    enum cc_status st = cc_acquire(d->creds, &snap, why, sizeof(why));
-    if (st != CC_OK || snap->c.token == NULL) {
-        cc_release(snap);
-        cc_error_set(err, d->label, d->creds, st == CC_OK ? CC_FAILED : st, why);
-        return -1;
-    }
-    buf_printf(&r->headers, "Authorization: Bearer %s\n", snap->c.token);
-    cc_release(snap);
-    return 0;
-}

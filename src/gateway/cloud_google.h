@@ -27,6 +27,4 @@ int cc_google_jwt(const struct cc_google_sa *sa, int64_t now, struct buf *out, c
 /* http://{host or metadata.google.internal}/computeMetadata/v1/instance/service-accounts/default/token */
 void cc_google_metadata_url(const char *host, struct buf *out);
 
-extern const struct cc_kind cc_kind_google_service_account, cc_kind_google_metadata;
-
 #endif

@@ -13,7 +13,6 @@
 #include "gateway/dep_health.h"
 #include "gateway/gw_types.h"
 #include "gateway/provider.h"
-#include "gateway/providers/vertex.h"
 #include "gateway/redact.h"
 #include "gateway/resilience.h"
 #include "policy/prices.h"
@@ -142,6 +141,12 @@ static void fill_deployment(struct deployment *d, const struct config_deployment
         xfree(d->region);
         d->region = xstrdup(loc ? loc : env_get(env, "VERTEXAI_LOCATION") ? env_get(env, "VERTEXAI_LOCATION") : "global");
         d->project = dup_or_null(proj ? proj : env_get(env, "VERTEXAI_PROJECT"));
+        if (strspn(d->region, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != strlen(d->region)) {
+            if (warnings) /* it becomes part of a host name; the key's own value is checked by the configuration */
+                buf_printf(warnings, "model %s: vertex-ai location '%s' is not a location\n", public_name, d->region);
+            xfree(d->project);
+            d->project = NULL; /* skipped, as a deployment without a project */
+        }
         d->prov = vertex_provider_for(d->model);
     }
     d->base_url = strip_slash(c->base_url && *c->base_url ? xstrdup(c->base_url)
@@ -172,7 +177,7 @@ static void fill_deployment(struct deployment *d, const struct config_deployment
         d->missing_key = d->api_key == NULL;
     }
     /* A cloud identity: asked for by `auth:`, or found by auto when there is no static key. */
-    struct cc_dep_info di = {d->provider, d->region, c};
+    struct cc_dep_info di = {d->provider, d->region, c, c->credentials_file};
     char why[512];
     bool has_key = d->provider == PROVIDER_VERTEX ? d->api_key != NULL : !d->missing_key; /* vertex: a static token */
     int crc = cc_source_get(c->auth, has_key, env, &di, &d->creds, why, sizeof(why));

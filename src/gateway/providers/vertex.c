@@ -21,6 +21,7 @@
 
 #include "common/alloc.h"
 #include "common/jscan.h"
+#include "gateway/cloud_creds.h"
 #include "gateway/registry.h"
 #include "gateway/providers/anthropic.h"
 #include "gateway/providers/canon.h"
@@ -97,6 +98,29 @@ static int url_for(const struct deployment *d, const char *model, const char *me
     return 0;
 }
 
+static int cloud_bearer(const struct deployment *d, struct up_request *r, struct gw_error *err)
+{
+    if (d->creds == NULL) {
+        gw_error_set(err, 503, GW_ERR_OVERLOADED,
+                     "deployment %s has no Google credentials (auth, credentials_file, GOOGLE_APPLICATION_CREDENTIALS "
+                     "or a metadata server)",
+                     d->label);
+        err->retryable = true;
+        return -1;
+    }
+    struct cc_snap *snap = NULL;
+    char why[600];
+    enum cc_status st = cc_acquire(d->creds, &snap, why, sizeof(why));
+    if (st != CC_OK || snap->c.token == NULL) {
+        cc_release(snap);
+        cc_error_set(err, d->label, d->creds, st == CC_OK ? CC_FAILED : st, why);
+        return -1;
+    }
+    buf_printf(&r->headers, "Authorization: Bearer %s\n", snap->c.token);
+    cc_release(snap);
+    return 0;
+}
+
 /* Authorization: Bearer <token>: the deployment's Google credentials (refreshed off the worker loops), or its
  * static token. A deployment whose credentials are not available yet fails with a retryable 503. */
 static int add_auth(const struct deployment *d, struct up_request *r, struct gw_error *err)
@@ -105,7 +129,7 @@ static int add_auth(const struct deployment *d, struct up_request *r, struct gw_
         buf_printf(&r->headers, "Authorization: Bearer %s\n", d->api_key);
         return 0;
     }
-    return vertex_cloud_bearer(d, r, err);
+    return cloud_bearer(d, r, err);
 }
 
 static void common_headers(const struct deployment *d, struct up_request *r, bool stream)

@@ -10,17 +10,13 @@
 #include "common/buf.h"
 #include "gateway/provider.h"
 
-struct deployment;
-struct up_request;
-
 enum { VERTEX_PUB_GOOGLE, VERTEX_PUB_ANTHROPIC };
 
 /* The publisher of a model id: "anthropic/x" and "google/x" say it; otherwise "claude*" is Anthropic's and the
  * rest Google's. *id: the model id without the prefix. */
 int vertex_publisher(const char *model, const char **id);
-/* The default endpoint of a location: https://aiplatform.googleapis.com for "global" (or none), else
+/* vertex_base_url (declared in provider.h): https://aiplatform.googleapis.com for "global" (or none), else
  * https://{location}-aiplatform.googleapis.com. */
-void vertex_base_url(const char *location, struct buf *out);
 /* {base}/{version}/projects/{project}/locations/{location}/publishers/{pub}/models/{id}:{method}[?alt=sse], the
  * path segments percent-encoded. -1 when the project, location or model is missing. */
 int vertex_model_url(const char *base, const char *version, const char *project, const char *location,
@@ -29,12 +25,7 @@ int vertex_model_url(const char *base, const char *version, const char *project,
  * "anthropic_version": "vertex-2023-10-16" set. 0, or -1 when it is not an object. */
 int vertex_anthropic_body(cJSON *messages_body, bool keep_model);
 
-/* The ops for a deployment's model (provider_vertex for Gemini models, provider_vertex_anthropic for Claude). */
-const struct provider_ops *vertex_provider_for(const char *model);
+/* vertex_provider_for (provider.h): provider_vertex for Gemini models, provider_vertex_anthropic for Claude. */
 extern const struct provider_ops provider_vertex_anthropic;
-
-/* Adds Authorization: Bearer with the deployment's current Google access token (cloud_google.c). 0, or -1 with a
- * retryable 503 in err when there is none yet (first fetch pending, or failing). */
-int vertex_cloud_bearer(const struct deployment *d, struct up_request *r, struct gw_error *err);
 
 #endif
