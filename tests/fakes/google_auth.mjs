@@ -54,7 +54,7 @@ export async function startGoogleAuth(opts = {}) {
       header = JSON.parse(Buffer.from(parts[0], 'base64url'));
       claims = JSON.parse(Buffer.from(parts[1], 'base64url'));
     } catch { return 'undecodable JWT'; }
-    if (header.alg !== 'RS256' || header.typ !== 'JWT') return `bad header ${JSON.stringify(header)}`;
+    if (header.alg !== 'RS256' || (header.typ !== undefined && header.typ !== 'JWT')) return `bad header ${JSON.stringify(header)}`;
     if (header.kid !== undefined && header.kid !== keyId) return 'unknown kid';
     const ok = crypto.verify('RSA-SHA256', Buffer.from(`${parts[0]}.${parts[1]}`), publicKey, Buffer.from(parts[2], 'base64url'));
     if (!ok) return 'Invalid JWT Signature.';

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
+import { GoogleGenAI } from '@google/genai';
 import { startAgentd } from '../lib/agentd.mjs';
 import { startFake } from '../fakes/fake.mjs';
 import { startGoogleAuth, SCOPE } from '../fakes/google_auth.mjs';
@@ -86,6 +87,29 @@ const WEATHER = {
   type: 'function',
   function: { name: 'get_weather', description: 'Weather for a city', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } },
 };
+
+test('the fake Vertex speaks what Google\'s own SDK (@google/genai, vertexai mode) sends and reads', async () => {
+  const f = await startFake({ provider: 'vertex', vertexProject: 'proj-sdk' });
+  try {
+    const authClient = { getRequestHeaders: async () => new Headers({ Authorization: `Bearer ${f.keys.vertex}` }) };
+    const ai = new GoogleGenAI({ vertexai: true, project: 'proj-sdk', location: 'us-central1', httpOptions: { baseUrl: f.url }, googleAuthOptions: { authClient } });
+    const r = await ai.models.generateContent({ model: GEMINI, contents: 'hello from genai', config: { systemInstruction: 'be brief', maxOutputTokens: 20 } });
+    assert.equal(r.text, 'echo: hello from genai');
+    assert.match(f.requests.at(-1).path, /^\/v1beta1\/projects\/proj-sdk\/locations\/us-central1\/publishers\/google\/models\/gemini-2.5-flash:generateContent$/);
+    let t = '';
+    for await (const c of await ai.models.generateContentStream({ model: GEMINI, contents: 'stream from genai' })) t += c.text;
+    assert.equal(t, 'echo: stream from genai');
+    assert.equal(f.requests.at(-1).query.alt, 'sse');
+    const n = await ai.models.countTokens({ model: GEMINI, contents: 'count me please' });
+    assert.equal(n.totalTokens, Math.ceil('count me please'.length / 4));
+    // and refuses a wrong token as Vertex does
+    const bad = new GoogleGenAI({ vertexai: true, project: 'proj-sdk', location: 'us-central1', httpOptions: { baseUrl: f.url },
+      googleAuthOptions: { authClient: { getRequestHeaders: async () => new Headers({ Authorization: 'Bearer ya29.wrong' }) } } });
+    await assert.rejects(bad.models.generateContent({ model: GEMINI, contents: 'x' }), (e) => e.status === 401 && /UNAUTHENTICATED/.test(e.message));
+  } finally {
+    await f.close();
+  }
+});
 
 test('service-account key: one JWT exchange per key file, signed RS256 with the right claims, verified by the token endpoint', async () => {
   // the only JWTs refused are the wrong key's (vwrong, the last test)
