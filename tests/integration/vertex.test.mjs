@@ -13,7 +13,7 @@ import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
 import { GoogleGenAI } from '@google/genai';
 import { startAgentd } from '../lib/agentd.mjs';
-import { startFake } from '../fakes/fake.mjs';
+import { startFake, embedding } from '../fakes/fake.mjs';
 import { startGoogleAuth, SCOPE } from '../fakes/google_auth.mjs';
 
 let d, v, sa, md, fast, dir, oa, an;
@@ -49,7 +49,8 @@ before(async () => {
       + dep('vfast', GEMINI, file('fast.json'))
       + dep('vwrong', GEMINI, file('wrong.json'))
       + dep('vother', GEMINI, '', 'proj-2')
-      + dep('vquota', GEMINI) + '\n',
+      + dep('vquota', 'gemini-2.5-pro') // its own upstream (a 429 cool-down is per upstream)
+      + dep('vembed', 'text-embedding-005', '\n    embeddings: true') + '\n',
   });
   oa = new OpenAI({ baseURL: `${d.url}/v1`, apiKey: 'sk-client', maxRetries: 0 });
   an = new Anthropic({ baseURL: d.url, apiKey: 'sk-client', maxRetries: 0 });
@@ -260,6 +261,23 @@ test('Vertex errors: google.rpc.Status mapped to each client format and status, 
   // Vertex refuses the project (IAM): agentd's own credentials failure, a 502, never the upstream's 403
   r = await post({ model: 'vother', messages: [{ role: 'user', content: 'x' }] });
   assert.equal(r.status, 502);
+});
+
+test('embeddings: :predict instances, the vectors and token counts Vertex reports, base64 as OpenAI encodes it', async () => {
+  v.reset();
+  const r = await oa.embeddings.create({ model: 'vembed', input: ['first text', 'the second one'], dimensions: 8 });
+  assert.equal(r.data.length, 2);
+  assert.deepEqual(r.data[1].embedding.map((x) => Math.fround(x)), embedding('the second one', 8).map((x) => Math.fround(x)));
+  assert.equal(r.usage.prompt_tokens, Math.ceil('first text'.length / 4) + Math.ceil('the second one'.length / 4));
+  const sent = v.requests[0];
+  assert.equal(sent.path, `/v1/projects/${PROJECT}/locations/us-central1/publishers/google/models/text-embedding-005:predict`);
+  assert.deepEqual(sent.json, { instances: [{ content: 'first text' }, { content: 'the second one' }], parameters: { outputDimensionality: 8 } });
+  const b = await oa.embeddings.create({ model: 'vembed', input: 'one', dimensions: 4, encoding_format: 'base64' });
+  const f = new Float32Array(Uint8Array.from(Buffer.from(b.data[0].embedding, 'base64')).buffer);
+  assert.deepEqual([...f], embedding('one', 4).map((x) => Math.fround(x)));
+  // a Claude model has no embeddings: a 400 before any upstream call
+  const c = await post({ model: 'vc', input: 'x' }, '/v1/embeddings');
+  assert.equal(c.status, 400);
 });
 
 test('metadata server: GCE_METADATA_HOST, Metadata-Flavor: Google, its token used', async () => {

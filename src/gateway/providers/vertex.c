@@ -156,15 +156,42 @@ static int put_body(cJSON *body, struct up_request *r, struct gw_error *err)
 
 /* ---------- Gemini models ---------- */
 
+/* Embeddings: {model}:predict with {"instances":[{"content":text}...],"parameters":{"outputDimensionality":n}}
+ * (text-embedding-*, gemini-embedding-*; Vertex bounds the instances per request by model). */
+static int embed_encode(struct attempt *a, const cJSON *canon, struct up_request *r, struct gw_error *err)
+{
+    const struct deployment *d = a->dep;
+    const cJSON *input = cJSON_GetObjectItemCaseSensitive(canon, "input");
+    const cJSON *dims = cJSON_GetObjectItemCaseSensitive(canon, "dimensions");
+    if (!cJSON_IsString(input) && !(cJSON_IsArray(input) && input->child))
+        return gw_bad_request(err, "input", "'input' must be a string or a non-empty array of strings");
+    cJSON *body = cJSON_CreateObject();
+    cJSON *inst = cJSON_AddArrayToObject(body, "instances");
+    for (const cJSON *it = cJSON_IsString(input) ? input : input->child; it; it = cJSON_IsString(input) ? NULL : it->next) {
+        if (!cJSON_IsString(it)) {
+            cJSON_Delete(body);
+            return gw_bad_request(err, "input", "provider vertex-ai embeds text only: token-array input is not supported");
+        }
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "content", it->valuestring);
+        cJSON_AddItemToArray(inst, o);
+    }
+    if (cJSON_IsNumber(dims))
+        cJSON_AddNumberToObject(cJSON_AddObjectToObject(body, "parameters"), "outputDimensionality", dims->valuedouble);
+    if (url_for(d, d->model, "predict", false, r, err) != 0 || add_auth(d, r, err) != 0) {
+        cJSON_Delete(body);
+        return -1;
+    }
+    common_headers(d, r, false);
+    return put_body(body, r, err);
+}
+
 static int gemini_encode(struct attempt *a, struct up_request *r, struct gw_error *err)
 {
     const struct deployment *d = a->dep;
-    if (a->op != OP_CHAT) {
-        gw_error_set(err, 400, GW_ERR_INVALID_REQUEST,
-                     "provider vertex-ai serves chat models here; embeddings are not supported yet");
-        return -1;
-    }
     const cJSON *canon = ex_attempt_canonical(a, err);
+    if (canon && a->op == OP_EMBEDDINGS)
+        return embed_encode(a, canon, r, err);
     if (canon == NULL || canon_note_unread(a, canon, gemini_read_fields, err) != 0)
         return -1;
     cJSON *body = gemini_build_generate(canon, ex_attempt_max_tokens(a), err);
@@ -196,8 +223,53 @@ static int gemini_encode_count(const struct deployment *d, const cJSON *canon, s
     return put_body(body, r, err);
 }
 
+/* A :predict answer, {"predictions":[{"embeddings":{"values":[...],"statistics":{"token_count":n}}}]}, read by the
+ * Gemini codec once its embeddings are moved (not copied) into the Gemini API's shape,
+ * {"embeddings":[{"values":[...]}],"usageMetadata":{"promptTokenCount":sum}} (no counts: the codec estimates). */
+static int embed_decode(struct attempt *a, const char *body, size_t len, cJSON **out, struct gw_error *err)
+{
+    cJSON *t = cJSON_ParseWithLength(body, len);
+    const cJSON *preds = cJSON_GetObjectItemCaseSensitive(t, "predictions");
+    if (!cJSON_IsArray(preds)) {
+        cJSON_Delete(t);
+        canon_malformed(a, err, "a predict response without predictions");
+        return -1;
+    }
+    cJSON *g = cJSON_CreateObject();
+    cJSON *embs = cJSON_AddArrayToObject(g, "embeddings");
+    double tokens = 0;
+    bool counted = true;
+    for (cJSON *p = preds->child; p; p = p->next) {
+        cJSON *e = cJSON_GetObjectItemCaseSensitive(p, "embeddings");
+        cJSON *values = cJSON_DetachItemFromObjectCaseSensitive(e, "values");
+        const cJSON *tc = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(e, "statistics"), "token_count");
+        if (cJSON_IsNumber(tc) && tc->valuedouble >= 0)
+            tokens += tc->valuedouble;
+        else
+            counted = false;
+        cJSON *o = cJSON_CreateObject();
+        if (values)
+            cJSON_AddItemToObject(o, "values", values);
+        cJSON_AddItemToArray(embs, o);
+    }
+    cJSON_Delete(t);
+    if (counted && embs->child)
+        cJSON_AddNumberToObject(cJSON_AddObjectToObject(g, "usageMetadata"), "promptTokenCount", tokens);
+    char *s = cJSON_PrintUnformatted(g);
+    cJSON_Delete(g);
+    if (s == NULL) {
+        gw_error_set(err, 500, GW_ERR_API, "could not decode the upstream response");
+        return -1;
+    }
+    int rc = provider_gemini.decode_response(a, s, strlen(s), out, err);
+    cJSON_free(s);
+    return rc;
+}
+
 static int gemini_decode_response(struct attempt *a, const char *body, size_t len, cJSON **out, struct gw_error *err)
 {
+    if (a->op == OP_EMBEDDINGS)
+        return embed_decode(a, body, len, out, err);
     return provider_gemini.decode_response(a, body, len, out, err);
 }
 
@@ -230,7 +302,7 @@ const struct provider_ops provider_vertex = {
     .name = "vertex-ai",
     .wire = WIRE_NONE,
     .framing = FRAMING_SSE,
-    .supports_embeddings = false,
+    .supports_embeddings = true,
     .encode_request = gemini_encode,
     .decode_response = gemini_decode_response,
     .decode_stream_event = gemini_decode_event,

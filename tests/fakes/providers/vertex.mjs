@@ -1,6 +1,6 @@
 // Vertex AI (aiplatform.googleapis.com): a Google Cloud project's publisher models.
 //   Gemini:    POST /v1/projects/{p}/locations/{l}/publishers/google/models/{m}:generateContent,
-//              :streamGenerateContent (?alt=sse = SSE), :countTokens
+//              :streamGenerateContent (?alt=sse = SSE), :countTokens, :predict (text-embedding-*, gemini-embedding-*)
 //   Anthropic: POST /v1/projects/{p}/locations/{l}/publishers/anthropic/models/{m}:rawPredict, :streamRawPredict,
 //              POST .../publishers/anthropic/models/count-tokens:rawPredict
 // The credential is an OAuth access token (Authorization: Bearer); keys.vertex is the accepted token(s) or a
@@ -10,6 +10,7 @@
 // the URL and "anthropic_version": "vertex-2023-10-16" in the body (providers/anthropic.mjs does the work).
 import * as gemini from './gemini.mjs';
 import * as anthropic from './anthropic.mjs';
+import { embedding, textTokensOf } from '../content.mjs';
 
 export const VERTEX_ANTHROPIC_VERSION = 'vertex-2023-10-16';
 
@@ -18,7 +19,7 @@ export function route(method, path) {
   if (!m || method !== 'POST') return null;
   const params = { version: m[1], project: decodeURIComponent(m[2]), location: decodeURIComponent(m[3]), publisher: m[4], model: decodeURIComponent(m[5]) };
   const op = m[6];
-  if (m[4] === 'google' && ['generateContent', 'streamGenerateContent', 'countTokens'].includes(op)) return { provider: 'vertex', op, params };
+  if (m[4] === 'google' && ['generateContent', 'streamGenerateContent', 'countTokens', 'predict'].includes(op)) return { provider: 'vertex', op, params };
   if (m[4] === 'anthropic' && params.model === 'count-tokens' && op === 'rawPredict') return { provider: 'vertex', op: 'anthropicCountTokens', params };
   if (m[4] === 'anthropic' && (op === 'rawPredict' || op === 'streamRawPredict')) return { provider: 'vertex', op, params };
   return null;
@@ -68,6 +69,7 @@ export async function handle(ctx) {
   try { j = ctx.json(); } catch { return googleError(ctx, 400, 'Invalid JSON payload received. Unexpected token.'); }
   if (j === null || typeof j !== 'object' || Array.isArray(j)) return googleError(ctx, 400, 'Invalid JSON payload received. Expected an object.');
   ctx.skipAuth = true; // the delegates check API keys; Vertex has checked the token
+  if (ctx.params.publisher === 'google' && ctx.op === 'predict') return predict(ctx, j);
   if (ctx.params.publisher === 'google') {
     if (ctx.op === 'countTokens') {
       // Vertex's CountTokensRequest has the GenerateContentRequest's fields at its top level
@@ -106,4 +108,27 @@ function setBody(ctx, obj) {
 
 function anthropicInvalid(ctx, message) {
   ctx.sendJson(400, { type: 'error', error: { type: 'invalid_request_error', message } });
+}
+
+// Text embeddings: {"instances":[{"content","task_type"?,"title"?}],"parameters":{"outputDimensionality"?,"autoTruncate"?}}
+// -> {"predictions":[{"embeddings":{"values","statistics":{"truncated","token_count"}}}],"metadata":{...}}.
+// gemini-embedding-001 takes one instance per request, the text-embedding models up to 250.
+function predict(ctx, j) {
+  for (const k of Object.keys(j)) if (!['instances', 'parameters'].includes(k)) return googleError(ctx, 400, `Invalid JSON payload received. Unknown name "${k}": Cannot find field.`);
+  const inst = j.instances;
+  if (!Array.isArray(inst) || !inst.length) return googleError(ctx, 400, 'instances must be a non-empty list.');
+  const max = /gemini-embedding/.test(ctx.params.model) ? 1 : 250;
+  if (inst.length > max) return googleError(ctx, 400, `The model ${ctx.params.model} supports at most ${max} instance(s) per request, got ${inst.length}.`);
+  const p = j.parameters || {};
+  const dims = p.outputDimensionality ?? (/gemini-embedding/.test(ctx.params.model) ? 3072 : 768);
+  if (!Number.isInteger(dims) || dims < 1) return googleError(ctx, 400, 'outputDimensionality must be a positive integer.');
+  const predictions = [];
+  let chars = 0;
+  for (const i of inst) {
+    if (!i || typeof i.content !== 'string') return googleError(ctx, 400, 'Each instance needs a "content" string.');
+    for (const k of Object.keys(i)) if (!['content', 'task_type', 'title'].includes(k)) return googleError(ctx, 400, `Invalid instance field "${k}".`);
+    chars += i.content.length;
+    predictions.push({ embeddings: { statistics: { truncated: false, token_count: textTokensOf(i.content) }, values: embedding(i.content, dims) } });
+  }
+  ctx.send(200, { 'content-type': JSON_CT }, JSON.stringify({ predictions, metadata: { billableCharacterCount: chars } }));
 }
