@@ -106,6 +106,7 @@ struct cc_source {
     uint64_t valid_until_ms;    /* monotonic; UINT64_MAX: no expiry */
     uint64_t next_fetch_ms;     /* monotonic; 0: as soon as possible */
     uint64_t backoff_ms;
+    uint64_t last_attempt_ms;   /* monotonic end of the last fetch; 0: none yet */
     bool fetching;
     char last_err[512];         /* the last fetch's error; "" after a success */
 };
@@ -276,6 +277,15 @@ enum cc_status cc_acquire(struct cc_source *s, struct cc_snap **out, char *why, 
                                              : "no credentials thread runs in this process");
         st = CC_PENDING;
     }
+    if (st != CC_OK) {
+        /* Demand: a request found nothing valid, so fetch sooner than the schedule or the backoff would, but not
+         * more often than every CC_DEMAND_RETRY_MS per source however much traffic arrives. */
+        uint64_t at = s->last_attempt_ms ? s->last_attempt_ms + CC_DEMAND_RETRY_MS : 0;
+        if (C.running && !s->fetching && at < s->next_fetch_ms) {
+            s->next_fetch_ms = at;
+            pthread_cond_signal(&C.cv);
+        }
+    }
     pthread_mutex_unlock(&C.mu);
     return st;
 }
@@ -311,6 +321,7 @@ static void fetched(struct cc_source *s, int rc, struct cc_creds *cr, const char
     uint64_t now = mono_ms();
     int64_t wall = (int64_t)(time_wall_us() / 1000000);
     C.fetches++;
+    s->last_attempt_ms = now;
     if (rc == 0 && !(header_safe(cr->token) && header_safe(cr->access_key_id) &&
                      header_safe(cr->secret_access_key) && header_safe(cr->session_token))) {
         rc = -1;

@@ -9,7 +9,8 @@
  * (cc_http), never on a worker loop. It refreshes a source at min(expiry - 5 min, obtained + 80% of the
  * lifetime) (never sooner than CC_MIN_REFRESH_MS after the last fetch); after a failure it retries with
  * exponential backoff (CC_BACKOFF_MIN_MS doubling to CC_BACKOFF_MAX_MS), keeping the old credentials while they
- * are valid. Workers read at request time with cc_acquire: a refcounted immutable snapshot taken under a mutex
+ * are valid (a request that finds none brings the retry forward, to at most one per CC_DEMAND_RETRY_MS).
+ * Workers read at request time with cc_acquire: a refcounted immutable snapshot taken under a mutex
  * (a pointer copy and an increment), released with cc_release once the request is signed. A request that finds
  * no valid credentials gets CC_PENDING (first fetch not done yet) or CC_FAILED (with the last fetch's error)
  * at once, never a wait; cc_error_set turns either into a 503 for the client.
@@ -47,6 +48,7 @@ struct config_deployment;
 #define CC_MIN_REFRESH_MS 1000
 #define CC_BACKOFF_MIN_MS 1000
 #define CC_BACKOFF_MAX_MS 60000
+#define CC_DEMAND_RETRY_MS 2000 /* a request finding no credentials brings a failed source's retry this close */
 #define CC_REFRESH_MARGIN_S 300 /* refresh at least this long before expiry ... */
 #define CC_REFRESH_FRACTION 0.8 /* ... and by this fraction of the lifetime, whichever comes first */
 #define CC_HTTP_TIMEOUT_MS 10000
