@@ -12,7 +12,8 @@ import { join } from 'node:path';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
 import { GoogleGenAI } from '@google/genai';
-import { startAgentd } from '../lib/agentd.mjs';
+import { spawnSync } from 'node:child_process';
+import { BIN, startAgentd } from '../lib/agentd.mjs';
 import { startFake, embedding } from '../fakes/fake.mjs';
 import { startGoogleAuth, SCOPE } from '../fakes/google_auth.mjs';
 
@@ -313,4 +314,29 @@ test('a key the token endpoint refuses: a 503 that names the endpoint and its an
   assert.match(j.error.message, /Invalid JWT Signature/);
   assert.ok(sa.rejected.includes('Invalid JWT Signature.'));
   assert.equal(v.requests.length, 0);
+});
+
+test('agentd config import-litellm carries vertex_ai models over (project, location, a key file), and says what not', () => {
+  const f = join(dir, 'litellm.yaml');
+  writeFileSync(f, `model_list:
+  - model_name: gem
+    litellm_params:
+      model: vertex_ai/gemini-2.5-flash
+      vertex_project: my-proj
+      vertex_location: us-central1
+      vertex_credentials: /secrets/key.json
+  - model_name: claude
+    litellm_params:
+      model: vertex_ai/claude-sonnet-4-5@20250929
+      vertex_project: my-proj
+      vertex_credentials: os.environ/VERTEX_CREDS
+`);
+  const r = spawnSync(BIN, ['config', 'import-litellm', f], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /- provider: vertex-ai\n {8}model: "gemini-2.5-flash"\n {8}project: "my-proj"\n {8}location: "us-central1"\n {8}credentials_file: "\/secrets\/key.json"\n/);
+  assert.match(r.stdout, /model: "claude-sonnet-4-5@20250929"\n {8}project: "my-proj"\n/);
+  assert.match(r.stderr, /model_list\[1\]: vertex_credentials inline or from the environment/);
+  writeFileSync(join(dir, 'imported.yaml'), r.stdout);
+  const c = spawnSync(BIN, ['config', 'check', join(dir, 'imported.yaml')], { encoding: 'utf8' });
+  assert.equal(c.status, 0, c.stderr + c.stdout);
 });
