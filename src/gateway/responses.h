@@ -72,7 +72,7 @@ void responses_stream_delta(struct responses_stream *s, const struct chat_delta 
 void responses_stream_end(struct responses_stream *s, const struct usage *u, const struct gw_error *err,
                           struct buf *out);
 /* The Response as the stream built it (final after responses_stream_end). */
-const cJSON *responses_stream_response(const struct responses_stream *s);
+const cJSON *responses_stream_response(struct responses_stream *s);
 /* The last sequence_number sent (-1 before the first event). */
 int64_t responses_stream_seq(const struct responses_stream *s);
 
