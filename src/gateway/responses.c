@@ -1209,6 +1209,10 @@ struct rs_item {
 struct responses_stream {
     cJSON *resp;      /* the skeleton; completed into the final Response only by responses_stream_response */
     bool resp_final;
+    /* responses_stream_start: the request, to build the skeleton only when the final Response is asked for */
+    const cJSON *req;
+    int64_t created;
+    char *model;
     char id[RESPONSES_MAX_ID + 1]; /* the response id (item ids share its suffix) */
     int64_t seq;
     bool started, ended;
@@ -1339,6 +1343,105 @@ struct responses_stream *responses_stream_new(cJSON *skeleton)
     return s;
 }
 
+static void frag_key(struct responses_stream *s, const char *key)
+{
+    if (s->frag.len > 1)
+        buf_append_char(&s->frag, ',');
+    buf_append_char(&s->frag, '"');
+    buf_append_str(&s->frag, key);
+    buf_append_str(&s->frag, "\":");
+}
+
+/* The request's value, or dflt (JSON text) when it is absent or null: as add_copy_or */
+static void write_value_or(struct buf *out, const cJSON *v, const char *dflt)
+{
+    if (!absent(v))
+        write_json_value(out, v);
+    else
+        buf_append_str(out, dflt);
+}
+
+static void frag_copy_or(struct responses_stream *s, const char *key, const cJSON *v, const char *dflt)
+{
+    frag_key(s, key);
+    write_value_or(&s->frag, v, dflt);
+}
+
+static void frag_var(struct responses_stream *s, const char *key, enum rs_var var)
+{
+    frag_key(s, key);
+    seg_add(s, var);
+}
+
+/* The fixed part written from the request, field by field as responses_skeleton builds it (same order, same
+ * defaults: test_responses_stream compares the two). */
+struct responses_stream *responses_stream_start(const cJSON *req, const char *id, int64_t created,
+                                                const char *model)
+{
+    struct responses_stream *s = xcalloc(1, sizeof(*s));
+    s->req = req;
+    s->created = created;
+    s->model = xstrdup(model);
+    s->seq = -1;
+    s->text_output = -1;
+    s->status = "in_progress";
+    snprintf(s->id, sizeof(s->id), "%s", id);
+    struct buf *f = &s->frag;
+    buf_init(f, BUF_UNBOUNDED);
+    buf_append_char(f, '{');
+    frag_key(s, "id");
+    buf_append_json_cstr(f, id);
+    frag_key(s, "object");
+    buf_append_str(f, "\"response\"");
+    frag_key(s, "created_at");
+    write_json_number(f, (double)created);
+    frag_var(s, "status", RV_STATUS);
+    frag_key(s, "background");
+    buf_append_str(f, "false");
+    frag_var(s, "error", RV_ERROR);
+    frag_var(s, "incomplete_details", RV_INCOMPLETE);
+    frag_copy_or(s, "instructions", get(req, "instructions"), "null");
+    frag_copy_or(s, "max_output_tokens", get(req, "max_output_tokens"), "null");
+    frag_copy_or(s, "max_tool_calls", get(req, "max_tool_calls"), "null");
+    frag_key(s, "model");
+    buf_append_json_cstr(f, model);
+    frag_var(s, "output", RV_OUTPUT);
+    frag_copy_or(s, "parallel_tool_calls", get(req, "parallel_tool_calls"), "true");
+    frag_copy_or(s, "previous_response_id", get(req, "previous_response_id"), "null");
+    frag_copy_or(s, "prompt_cache_key", get(req, "prompt_cache_key"), "null");
+    const cJSON *rq = get(req, "reasoning");
+    frag_key(s, "reasoning");
+    buf_append_str(f, "{\"effort\":");
+    write_value_or(f, get(rq, "effort"), "null");
+    buf_append_str(f, ",\"summary\":");
+    write_value_or(f, get(rq, "summary"), "null");
+    buf_append_char(f, '}');
+    frag_copy_or(s, "safety_identifier", get(req, "safety_identifier"), "null");
+    frag_key(s, "service_tier");
+    buf_append_str(f, "\"default\"");
+    const cJSON *store = get(req, "store");
+    frag_key(s, "store");
+    buf_append_str(f, absent(store) || cJSON_IsTrue(store) ? "true" : "false");
+    frag_copy_or(s, "temperature", get(req, "temperature"), "1");
+    const cJSON *tq = get(req, "text");
+    frag_key(s, "text");
+    buf_append_str(f, "{\"format\":");
+    write_value_or(f, get(tq, "format"), "{\"type\":\"text\"}");
+    buf_append_str(f, ",\"verbosity\":");
+    write_value_or(f, get(tq, "verbosity"), "\"medium\"");
+    buf_append_char(f, '}');
+    frag_copy_or(s, "tool_choice", get(req, "tool_choice"), "\"auto\"");
+    frag_copy_or(s, "tools", get(req, "tools"), "[]");
+    frag_copy_or(s, "top_logprobs", get(req, "top_logprobs"), "0");
+    frag_copy_or(s, "top_p", get(req, "top_p"), "1");
+    frag_copy_or(s, "truncation", get(req, "truncation"), "\"disabled\"");
+    frag_var(s, "usage", RV_USAGE);
+    frag_copy_or(s, "user", get(req, "user"), "null");
+    frag_copy_or(s, "metadata", get(req, "metadata"), "{}");
+    buf_append_char(f, '}');
+    return s;
+}
+
 void responses_stream_free(struct responses_stream *s)
 {
     if (s == NULL)
@@ -1358,6 +1461,7 @@ void responses_stream_free(struct responses_stream *s)
     xfree(s->err_message);
     buf_free(&s->frag);
     cJSON_Delete(s->resp);
+    xfree(s->model);
     xfree(s);
 }
 
@@ -1721,6 +1825,8 @@ void responses_stream_end(struct responses_stream *s, const struct usage *u, con
 
 const cJSON *responses_stream_response(struct responses_stream *s)
 {
+    if (s->resp == NULL) /* responses_stream_start: the skeleton now */
+        s->resp = responses_skeleton(s->req, s->id, s->created, s->model ? s->model : "");
     if (!s->ended || s->resp_final)
         return s->resp;
     s->resp_final = true;

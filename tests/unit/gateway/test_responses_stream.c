@@ -78,16 +78,18 @@ struct op {
     struct usage u;
 };
 
-/* Runs ops through both encoders and compares everything. */
-static void run_case(const char *label, const char *req_json, const struct op *ops, int nops)
+/* Runs ops through both encoders and compares everything. from_request: the direct encoder started with
+ * responses_stream_start (the front door's way, no skeleton tree) instead of responses_stream_new. */
+static void run_one(const char *label, const char *req_json, const struct op *ops, int nops, bool from_request)
 {
-    cases++;
     cJSON *req = cJSON_Parse(req_json);
     if (!ok(req != NULL)) {
         printf("#   %s: bad request JSON\n", label);
         return;
     }
-    struct responses_stream *s = responses_stream_new(responses_skeleton(req, "resp_T3st", 1733300000, "gpt-x"));
+    struct responses_stream *s =
+        from_request ? responses_stream_start(req, "resp_T3st", 1733300000, "gpt-x")
+                     : responses_stream_new(responses_skeleton(req, "resp_T3st", 1733300000, "gpt-x"));
     struct ref_stream *r = ref_stream_new(responses_skeleton(req, "resp_T3st", 1733300000, "gpt-x"));
     struct buf a = BUF_INIT(BUF_UNBOUNDED), b = BUF_INIT(BUF_UNBOUNDED);
     struct gw_error err;
@@ -120,7 +122,7 @@ static void run_case(const char *label, const char *req_json, const struct op *o
     if (ea->n != eb->n)
         printf("#   %s: %d events, the tree-built encoder %d\n", label, ea->n, eb->n);
     if (!ok(good))
-        printf("#   case %s\n", label);
+        printf("#   case %s (%s)\n", label, from_request ? "responses_stream_start" : "responses_stream_new");
     is_int(responses_stream_seq(s), ref_stream_seq(r));
     /* the final Response (what the store keeps) */
     if (!ok(same_json(responses_stream_response(s), ref_stream_response(r))))
@@ -134,6 +136,13 @@ static void run_case(const char *label, const char *req_json, const struct op *o
     responses_stream_free(s);
     ref_stream_free(r);
     cJSON_Delete(req);
+}
+
+static void run_case(const char *label, const char *req_json, const struct op *ops, int nops)
+{
+    cases++;
+    run_one(label, req_json, ops, nops, false);
+    run_one(label, req_json, ops, nops, true);
 }
 
 static struct op text(const char *t)
@@ -222,6 +231,10 @@ static void test_corpus(void)
                                     "\"max_output_tokens\":9007199254740993,\"reasoning\":{\"effort\":null},"
                                     "\"text\":{\"format\":{\"type\":\"text\"},\"verbosity\":null}}",
         text("ok"));
+    RUN("request echo: partial objects", "{\"model\":\"m\",\"input\":\"x\",\"store\":true,\"reasoning\":{\"summary\":"
+                                        "\"concise\"},\"text\":{\"verbosity\":\"high\"},\"tool_choice\":\"none\","
+                                        "\"metadata\":null,\"user\":\"\\u2028\"}",
+        text("ok"), fin(FINISH_LENGTH));
 }
 
 /* Random streams: random bytes (no NUL: a chat delta's text never carries one, the decoders refuse it), random
@@ -273,6 +286,6 @@ int main(void)
     subtest("corpus", test_corpus);
     subtest("random streams", test_random);
     printf("# %d streams compared\n", cases);
-    ok(cases == 319);
+    ok(cases == 320);
     return done_testing();
 }
