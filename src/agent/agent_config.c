@@ -152,7 +152,7 @@ static const struct cfg_field mcp_fields[] = {
     {.key = "tools_ttl", .type = CFG_DURATION, .off = MOFF(tools_ttl_ms), .min = 0, .max = 86400000LL,
      .def = "5m", .flags = CFG_NO_ENV, .help = "how long the server's tools/list is cached"},
 };
-static const struct cfg_schema mcp_server_schema = {.name = "mcp server",
+const struct cfg_schema agent_mcp_server_schema = {.name = "mcp server",
                                                     .item_size = sizeof(struct agent_mcp_server),
                                                     .fields = mcp_fields,
                                                     .nfields = ARRAY_LEN(mcp_fields),
@@ -180,7 +180,7 @@ static const struct cfg_field agent_fields[] = {
     {.key = "allow_private_networks", .type = CFG_BOOL, .off = AOFF(allow_private_networks), .def = "false",
      .flags = CFG_NO_ENV,
      .help = "http_fetch may reach private, loopback and link-local addresses (internal services); off by default"},
-    {.key = "mcp_servers", .type = CFG_LIST, .off = AOFF(mcp_servers), .sub = &mcp_server_schema,
+    {.key = "mcp_servers", .type = CFG_LIST, .off = AOFF(mcp_servers), .sub = &agent_mcp_server_schema,
      .flags = CFG_NO_ENV, .help = "MCP servers (Streamable HTTP) whose tools the agent may call"},
     {.key = "limits", .type = CFG_MAP, .off = AOFF(limits), .sub = &limits_schema, .flags = CFG_NO_ENV},
 };

@@ -67,6 +67,7 @@ struct config_agent {
 };
 
 extern const struct cfg_schema agent_config_schema; /* items of agents: */
+extern const struct cfg_schema agent_mcp_server_schema; /* items of mcp_servers: (and of mcp.servers:) */
 
 /* The agent of that name in cfg, or NULL. */
 const struct config_agent *agent_config_find(const struct config *cfg, const char *name);
