@@ -1719,7 +1719,9 @@ static void on_key_admit_ready(struct adm_waiter *w)
             if (admit_global(ex) == EX_CONTINUE)
                 ex_resume(ex);
         }
-    } /* a key's queue is never closed: nothing else comes here */
+    } else if (!ex->done) { /* refused: the process drains (adm_close closes the keys' queues too) */
+        admit_refuse(ex, REFUSE_DRAINING, (long)ex->rq.cfg->gateway.max_concurrent_requests);
+    }
     ex_unref(ex);
 }
 
@@ -1756,6 +1758,10 @@ static enum ex_next st_admit(struct exchange *ex, void *ud)
             ex_ref(ex); /* the queue's: dropped by on_key_admit_ready, on_key_admit_timeout or ex_end */
             uv_timer_start(&ex->deadline, on_key_admit_timeout, wait_ms, 0);
             return EX_WAIT;
+        }
+        if (r == ADM_DRAINING) { /* the process's doing, not the key's: 503 as the process's queue */
+            admit_refuse(ex, REFUSE_DRAINING, (long)ex->rq.cfg->gateway.max_concurrent_requests);
+            return EX_END;
         }
         if (r != ADM_GRANTED) {
             key_refuse(ex, REFUSE_FULL);
