@@ -546,6 +546,11 @@ static void ex_end(struct exchange *ex, int status, const struct gw_error *err, 
     for (size_t i = 0; i < nobservers; i++)
         if (observers[i]->on_settle)
             observers[i]->on_settle(ex, &o);
+    if (ex->run_started) { /* a count's own look-up or upstream call may still be under way (a forced drain) */
+        ex->run_started = false;
+        if (ex->rq.run_cancel)
+            ex->rq.run_cancel(ex->rq.run_ud);
+    }
     if (!ex->client_started) {
         ex->sink_ops->head(ex->sink, status, &hdrs, false);
         if (reply && reply->body && reply->body->len)
@@ -672,6 +677,21 @@ void ex_reply_cached(struct exchange *ex, const void *data, size_t len, bool str
     }
     struct ex_reply r = {&b, NULL, true};
     ex_end(ex, 200, NULL, &r);
+}
+
+void ex_reply_counted(struct exchange *ex, int status, const void *body, size_t len, const struct deployment *dep)
+{
+    if (ex->done)
+        return;
+    ex->usage = (struct usage){.known = true}; /* a count bills nothing */
+    ex->cost_usd = 0;
+    ex->priced = true;
+    if (dep)
+        ex->last_dep = dep;
+    ex->run_started = false; /* it answered: nothing of it is in flight */
+    struct buf b = {(char *)body, len, len, len};
+    struct ex_reply r = {&b, dep, false};
+    ex_end(ex, status, NULL, &r);
 }
 
 void ex_cancel(struct exchange *ex)
@@ -1488,6 +1508,8 @@ static enum ex_next st_parse(struct exchange *ex, void *ud)
 {
     (void)ud;
     struct gw_error err;
+    if (ex->rq.run) /* its caller parsed it */
+        return EX_CONTINUE;
     if (ex->fops->parse(&ex->rq, &err) != 0) {
         ex_fail(ex, &err);
         return EX_END;
@@ -1556,7 +1578,9 @@ static enum ex_next st_authenticate(struct exchange *ex, void *ud)
     struct auth_input in = {.model = str_from(rq->model_name),
                             .caller_user = caller_user,
                             .request_id = rq->request_id,
-                            .route = routes[ex->front]};
+                            .route = !ex->rq.run                               ? routes[ex->front]
+                                     : ex->front == FRONT_ANTHROPIC_MESSAGES ? "/v1/messages/count_tokens"
+                                                                             : "/v1/responses/input_tokens"};
     in.secret = auth_secret_from(rq_header(rq, "authorization"), rq_header(rq, "x-api-key"), rq_header(rq, "api-key"));
     if (auth_mode_effective(rq->cfg) == AUTH_MODE_NONE && !auth_looks_like_key(in.secret))
         return EX_CONTINUE; /* anonymous (a placeholder key such as "sk-none" included) */
@@ -1819,6 +1843,12 @@ static enum ex_next st_front(struct exchange *ex, void *ud)
 static enum ex_next st_attempt(struct exchange *ex, void *ud)
 {
     (void)ud;
+    if (ex->rq.run) { /* a token count: its caller answers (ex_reply_counted / ex_fail) */
+        ex->usage = (struct usage){.known = true}; /* whatever the answer, a count bills nothing */
+        ex->run_started = true;
+        ex->rq.run(ex, ex->rq.run_ud);
+        return EX_WAIT;
+    }
     ex_next_attempt(ex);
     return EX_WAIT;
 }
@@ -1828,18 +1858,19 @@ struct ex_stage {
     ex_stage_fn run;
     void *ud;
     bool pluggable; /* a pass-through until its module lands */
+    bool counted;   /* runs for a request its caller answers (ex_request.run: token counts) */
 };
 
 static struct ex_stage spine[] = {
-    {"parse", st_parse, NULL, false},
+    {"parse", st_parse, NULL, false, true},
     /* authenticate before route: a caller without a valid key learns nothing, not even which models exist */
-    {"authenticate", st_authenticate, NULL, true}, /* keys: sets rq.who */
-    {"route", st_route, NULL, false},
-    {"front", st_front, NULL, false},   /* the front's own look-ups (stored responses) */
-    {"admit", st_admit, NULL, false},   /* rate limits, budget reservation, then a slot (may wait in the queue) */
-    {"cache", NULL, NULL, true},        /* may END on a hit */
-    {"plan", st_plan, NULL, false},
-    {"attempt", st_attempt, NULL, false},
+    {"authenticate", st_authenticate, NULL, true, true}, /* keys: sets rq.who */
+    {"route", st_route, NULL, false, true},
+    {"front", st_front, NULL, false, false},  /* the front's own look-ups (stored responses) */
+    {"admit", st_admit, NULL, false, true},   /* rate limits, budget reservation, then a slot (may wait in the queue) */
+    {"cache", NULL, NULL, true, false},       /* may END on a hit */
+    {"plan", st_plan, NULL, false, false},
+    {"attempt", st_attempt, NULL, false, true},
 };
 #define NSTAGES ((int)(sizeof(spine) / sizeof(spine[0])))
 
@@ -1861,6 +1892,10 @@ static void ex_run(struct exchange *ex)
     ex_ref(ex);
     while (!ex->done && ex->stage < NSTAGES) {
         const struct ex_stage *s = &spine[ex->stage];
+        if (ex->rq.run && !s->counted) {
+            ex->stage++;
+            continue;
+        }
         ex->resumed = false;
         enum ex_next n = s->run ? s->run(ex, s->ud) : EX_CONTINUE;
         if (ex->done || n == EX_END)

@@ -298,8 +298,9 @@ enum ex_next govern_admit(struct exchange *ex)
     struct who w;
     who_of(ex, &w);
     bool embeddings = ex->front == FRONT_OPENAI_EMBEDDINGS;
-    int64_t in = input_estimate(ex);
-    int64_t out = embeddings ? 0 : ex->rq.max_tokens > 0 ? ex->rq.max_tokens : cfg->gateway.default_max_tokens;
+    bool count = ex->rq.run != NULL; /* a token count: one request for the rate limits, 0 tokens, no reservation */
+    int64_t in = count ? 0 : input_estimate(ex);
+    int64_t out = count || embeddings ? 0 : ex->rq.max_tokens > 0 ? ex->rq.max_tokens : cfg->gateway.default_max_tokens;
     int64_t now_ms = (int64_t)(time_mono_us() / 1000);
     struct gw_error err;
 
@@ -348,6 +349,8 @@ enum ex_next govern_admit(struct exchange *ex)
         }
     }
 
+    if (count) /* it costs nothing: no budget applies (the ledger still gets its $0 row) */
+        return EX_CONTINUE;
     /* budgets */
     struct budget_limit bl[BUDGET_MAX_LIMITS];
     int nbl = 0;
