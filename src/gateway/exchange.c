@@ -986,6 +986,32 @@ static bool content_event(struct exchange *ex, const struct stream_event *ev)
     return !str_eq_cstr(str_trim(ev->data), "[DONE]");
 }
 
+/* An event relayed as received must still be one JSON value (OpenAI's [DONE] aside): a malformed one is refused
+ * as a translated stream refuses it, never handed to the client. One non-allocating scan of the payload
+ * (jscan_validate); bench/ measures it. An AWS event stream's payload is framed and checked by its decoder. */
+static bool passthrough_event_ok(struct attempt *a, const struct stream_event *ev)
+{
+    struct str d = ev->data;
+    if (ev->is_exception || d.n == 0) /* an exception is the decoder's; an empty event carries no content */
+        return true;
+    if (d.n == 6 && memcmp(d.p, "[DONE]", 6) == 0) /* OpenAI's terminal marker (its decoder said so) */
+        return true;
+    size_t off;
+    const char *msg;
+    if (jscan_validate(d.p, d.n, &off, &msg) == 0)
+        return true;
+    struct str t = str_trim(d);
+    if (t.n == 0 || str_eq_cstr(t, "[DONE]"))
+        return true;
+    gw_error_set(&a->err, 502, GW_ERR_API, "upstream %s sent a malformed stream event (%s at byte %zu)",
+                 a->dep->label, msg ? msg : "invalid JSON", off);
+    a->err.from_upstream = true;
+    a->has_err = true;
+    a->err_result = AO_DECODE;
+    a->stream_done = false;
+    return false;
+}
+
 static int on_stream_event(struct attempt *a, const struct stream_event *ev)
 {
     struct exchange *ex = a->ex;
@@ -1002,6 +1028,8 @@ static int on_stream_event(struct attempt *a, const struct stream_event *ev)
         a->err_result = AO_DECODE;
         return -1;
     }
+    if (rc == EV_FORWARD && a->passthrough && !passthrough_event_ok(a, ev))
+        return -1; /* ends as a translated stream's decode failure does: the client's error event, incomplete */
     if (rc == EV_FORWARD) {
         if (!ex->t_first_token_us)
             ex->t_first_token_us = time_mono_us();
