@@ -448,6 +448,19 @@ enum ex_next govern_admit(struct exchange *ex)
 static bool govern_attempt_admit(struct exchange *ex, const struct deployment *dep, struct gw_error *err)
 {
     const struct config *cfg = ex->rq.cfg;
+    /* A fallback model's deployment may be dearer than the reservation (made at the requested model's dearest):
+     * top it up first, or skip the deployment when a hard budget cannot cover the difference. */
+    int which;
+    if (ex->gov && ex->gov->bh.n && ex->tier != ex->model &&
+        budget_topup(B, &ex->gov->bh, dep->price, ex->gov->input_est, ex->gov->max_out,
+                     (int64_t)(time_wall_us() / 1000000), &which) != 0) {
+        gw_error_set(err, 429, GW_ERR_RATE_LIMIT,
+                     "budget exceeded: fallback deployment '%s' (model %s) %s, and what is left of the budget "
+                     "cannot cover the difference to this request's reservation",
+                     dep->label, ex->tier ? ex->tier->name : "?", dep->price ? "costs more" : "has no price");
+        snprintf(err->code, sizeof(err->code), "budget_exceeded");
+        return false;
+    }
     struct rl_limit rl[RL_MAX_LIMITS];
     int nrl = 0;
     const struct config_ratelimit *cr = cfg->ratelimits.items;

@@ -302,3 +302,60 @@ ledger:
     await an.close();
   }
 });
+
+test('a dearer fallback model tops up the budget reservation first, or is skipped when the budget cannot cover it', async () => {
+  oa.reset(); oa2.reset();
+  const d = await startAgentd({ env, config: `
+gateway:
+  retries: { max_attempts: 2, backoff_base: 1ms, backoff_max: 2ms }
+  breaker: { enabled: false }
+models:
+  - name: m
+    provider: openai
+    model: cheap-model
+    id: cheap
+    base_url: "${oa.urls.openai}"
+    api_key_env: FAKE_OPENAI_KEY
+    fallbacks: [dear]
+  - name: dear
+    provider: openai
+    model: dear-model
+    id: dear
+    base_url: "${oa2.urls.openai}"
+    api_key_env: FAKE_OPENAI_KEY
+prices:
+  cheap-model: {input: 1, output: 1}
+  dear-model: {input: 1000, output: 1000}
+budgets:
+  - {scope: user, name: tight, usd: 0.01, window: day}
+  - {scope: user, name: loose, usd: 10, window: day}
+` });
+  const ask = (user) => d.fetch('/v1/chat/completions', {
+    method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'm', user, max_tokens: 100, messages: [{ role: 'user', content: PROMPT }] }),
+  });
+  try {
+    // The cheap model's reservation (~$0.0002) fits $0.01; the dear fallback's worst case (~$0.15) does not: it is
+    // skipped, not served and settled above what the budget allowed.
+    oa.script([{ status: 503, times: 2 }]);
+    let res = await ask('tight');
+    let j = await res.json();
+    assert.equal(res.status, 429, JSON.stringify(j));
+    assert.equal(j.error.code, 'budget_exceeded');
+    assert.match(j.error.message, /fallback deployment 'dear'/);
+    assert.equal(res.headers.get('x-agentd-attempts'), '2');
+    assert.equal(oa2.received(), 0, 'the dear fallback was never called');
+
+    // With room for it the reservation is topped up and the fallback serves, charged at its own price.
+    oa.reset();
+    oa.script([{ status: 503, times: 2 }]);
+    res = await ask('loose');
+    j = await res.json();
+    assert.equal(res.status, 200, JSON.stringify(j));
+    assert.equal(res.headers.get('x-agentd-deployment'), 'dear');
+    const cost = (j.usage.prompt_tokens * 1000 + j.usage.completion_tokens * 1000) / 1e6;
+    assert.equal(Number(res.headers.get('x-agentd-cost-usd')), Number(cost.toFixed(8)));
+  } finally {
+    assert.equal((await d.stop()).code, 0);
+  }
+});
