@@ -353,7 +353,7 @@ int budget_topup(struct budget *b, struct budget_hold *h, const struct price *p,
     if (h->n <= 0)
         return 0;
     int64_t need = p ? price_worst_nusd(p, nonneg(in), nonneg(out)) : 0;
-    uint64_t hs[BUDGET_MAX_LIMITS];
+    uint64_t hs[BUDGET_MAX_LIMITS] = {0};
     for (int i = 0; i < h->n; i++)
         hs[i] = h->v[i].cell->hash;
     int order[BUDGET_MAX_LIMITS];
