@@ -109,6 +109,7 @@ struct proc {
     uv_pipe_t in, out, err;
     int open_io;      /* pipes and the process handle not yet closed */
     int open_timers;  /* restart and kill timers */
+    int nreqs;        /* requests not yet freed (a request's timer closes after it has left reqs) */
     bool live;        /* the process runs (its exit not seen yet) */
     bool in_open;
     struct mcp_lines out_l, err_l;
@@ -155,6 +156,7 @@ static void req_closed(uv_handle_t *h)
     cJSON_Delete(r->params);
     xfree(r->method);
     xfree(r);
+    p->nreqs--;
     proc_maybe_free(p);
 }
 
@@ -250,6 +252,7 @@ static struct mcp_stdio_req *req_new(struct proc *p, const char *method, cJSON *
     r->ud = ud;
     uv_timer_init(p->loop, &r->timer);
     r->timer.data = r;
+    p->nreqs++;
     uv_timer_start(&r->timer, req_timer_fire, (uint64_t)p->timeout_ms, 0);
     return r;
 }
@@ -303,7 +306,7 @@ static void timer_closed(uv_handle_t *h)
 
 static void proc_maybe_free(struct proc *p)
 {
-    if (!p->stopping || p->open_io > 0 || p->open_timers > 0 || p->reqs || p->init)
+    if (!p->stopping || p->open_io > 0 || p->open_timers > 0 || p->nreqs > 0)
         return;
     mcp_lines_free(&p->out_l);
     mcp_lines_free(&p->err_l);
@@ -401,6 +404,15 @@ static void proc_kill(struct proc *p, int sig)
     (void)uv_process_kill(&p->proc, sig);
 }
 
+static void kill_fire(uv_timer_t *t)
+{
+    struct proc *p = t->data;
+    if (p->live)
+        log_warn("MCP server %s did not exit within %d ms (%s): SIGKILL", p->name, KILL_AFTER_MS,
+                 p->stopping ? "SIGTERM at shutdown" : "it closed its stdout");
+    proc_kill(p, SIGKILL);
+}
+
 static void err_line(struct proc *p, const char *s, size_t n, bool truncated)
 {
     uint64_t now = now_ms();
@@ -493,8 +505,9 @@ static int on_out_line(void *ud, const char *s, size_t n, bool truncated)
         a.ok = 0;
         a.message = "the server's response has neither a result object nor an error object";
     }
+    bool given = a.result != NULL; /* (decided before the callee may take and free it) */
     req_answer(r, &a);
-    if (cJSON_IsObject(result))
+    if (given)
         cJSON_Delete(a.result); /* NULL when the callee took it */
     else
         cJSON_Delete(result);
@@ -518,10 +531,8 @@ static void on_out(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         mcp_lines_feed(&p->out_l, b->base, (size_t)n, on_out_line, p);
     } else if (n < 0) {
         uv_read_stop(s);
-        if (p->live && !p->stopping) {
-            log_warn("MCP server %s closed its stdout: stopping it", p->name);
-            proc_kill(p, SIGKILL);
-        }
+        if (p->live && !p->stopping) /* it is exiting, or broken: SIGKILL unless it has gone 2 s from now */
+            uv_timer_start(&p->kill, kill_fire, KILL_AFTER_MS, 0);
     }
 }
 
@@ -720,13 +731,6 @@ void mcp_stdio_cancel(struct mcp_stdio_req *r)
     req_end(r);
 }
 
-static void kill_fire(uv_timer_t *t)
-{
-    struct proc *p = t->data;
-    if (p->live)
-        log_warn("MCP server %s did not stop on SIGTERM: SIGKILL", p->name);
-    proc_kill(p, SIGKILL);
-}
 
 void mcp_stdio_loop_done(void)
 {

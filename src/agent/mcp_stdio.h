@@ -14,7 +14,8 @@
  *   - when the process exits, the requests it had are answered with an error, and it is started again after a
  *     backoff (250 ms doubling to 30 s; back to 250 ms after 30 s of life);
  *   - at shutdown (mcp_stdio_loop_done) its stdin is closed and it gets SIGTERM, SIGKILL 2 s later if it is
- *     still there. */
+ *     still there.
+ * The process must ignore SIGPIPE (agentd does): a write to a server that has just exited is then an error. */
 #ifndef AGENTD_AGENT_MCP_STDIO_H
 #define AGENTD_AGENT_MCP_STDIO_H
 

@@ -63,6 +63,15 @@ static struct metric_def m_tool_dur = {.name = "agentd_agent_tool_duration_secon
                                        .otel_name = "gen_ai.execute_tool.duration", .unit = "s",
                                        .otel_labels = m_tool_dur_otel};
 
+static const char *const m_overhead_labels[] = {"agent", NULL};
+static const double overhead_buckets[] = {25e-6, 50e-6, 100e-6, 200e-6, 500e-6, 1e-3, 2e-3, 5e-3, 10e-3, 50e-3, 0.25};
+static struct metric_def m_overhead = {
+    .name = "agentd_agent_step_overhead_seconds",
+    .help = "A run's own time per LLM step (everything but its model exchanges and tool calls: the loop, the commits "
+            "to the store, scheduling), observed once per run, by agent.",
+    .kind = METRIC_HISTOGRAM, .labels = m_overhead_labels, .buckets = overhead_buckets,
+    .nbuckets = sizeof(overhead_buckets) / sizeof(overhead_buckets[0])};
+
 static int64_t wall_ms(void)
 {
     return (int64_t)(time_wall_us() / 1000);
@@ -136,6 +145,9 @@ struct run {
     struct run_stream rs;
     double stream_cost;      /* a stream's head has no cost header: the exchange's price, taken at its end */
     int watchers;            /* G.mu: GET /v1/runs/{id}/events streams open on this run */
+    /* the run's own time: while no model exchange or tool call of it is in flight (ext == 0) */
+    int ext;
+    uint64_t own_mark_us, own_us;
     struct buf live;         /* G.mu: the content text the streaming step has given so far (bounded) */
     int64_t live_step;       /* G.mu: that step's number (1-based; 0: none yet) */
     /* the tool calls of the current step */
@@ -383,6 +395,7 @@ static void run_trace_init(struct run *r)
 {
     r->start_ns = wall_ns();
     r->start_us = time_mono_us();
+    r->own_mark_us = r->start_us;
     r->wf_hdr = str_from(r->row.workflow);
     if (!otel_trace_context_on())
         return;
@@ -422,9 +435,26 @@ static void tool_span(struct run *r, const struct tcall *c, uint64_t start_ns)
     otel_span_submit(s);
 }
 
+/* Something outside the run (its model exchange, a tool call) starts / ends: the run's own time stops / starts. */
+static void ext_begin(struct run *r)
+{
+    if (r->ext++ == 0)
+        r->own_us += time_mono_us() - r->own_mark_us;
+}
+
+static void ext_end(struct run *r)
+{
+    if (r->ext > 0 && --r->ext == 0)
+        r->own_mark_us = time_mono_us();
+}
+
 static void run_span(struct run *r)
 {
     double secs = (double)(time_mono_us() - r->start_us) / 1e6;
+    if (r->row.steps > 0 && !r->suspended && r->ext == 0) {
+        uint64_t own = r->own_us + (time_mono_us() - r->own_mark_us);
+        metrics_observe(&m_overhead, (const char *[]){r->def.name}, (double)own / 1e6 / (double)r->row.steps);
+    }
     metrics_observe(&m_run_dur, (const char *[]){r->def.name, r->suspended ? "suspended" : r->row.status}, secs);
     if (!r->traced || !r->sampled || !otel_traces_on())
         return;
@@ -664,6 +694,7 @@ static void stream_end(struct run *r)
 static void sink_end(void *sink)
 {
     struct run *r = sink;
+    ext_end(r);
     stream_end(r);
     /* The step's principal (rq.who) lives in the run, which may be gone before the exchange's memory is (its
      * handles close later). Once the exchange has ended nothing reads it but the release when the exchange is
@@ -802,6 +833,7 @@ static void llm_start(struct run *r)
     rq.hctx = r;
     r->in_llm = true;
     r->refs++; /* the sink's */
+    ext_begin(r);
     ex_submit(r->gw, &front_openai_chat, &rq, &run_sink_ops, r);
 }
 
@@ -1022,6 +1054,8 @@ static void tool_end(struct tcall *c, enum tool_outcome o, const char *text, siz
 {
     struct run *r = c->run;
     call_timer_stop(c);
+    if (c->st == TC_RUNNING)
+        ext_end(r);
     c->st = TC_DONE;
     c->outcome = o;
     tool_truncate(r, c, text, len);
@@ -1078,6 +1112,7 @@ static void after_start_commit(struct run *r, int rc)
         r->refs++; /* the timer's, dropped when it has closed */
         c->timer = t;
         uv_timer_start(&t->t, on_tool_timeout, (uint64_t)r->def.limits.tool_timeout_ms, 0);
+        ext_begin(r);
         c->tool->start(&c->te);
     }
 }
@@ -1579,6 +1614,7 @@ int agents_start(const char *data_dir, bool memory, char *err, size_t errlen)
         metrics_register(&m_tools);
         metrics_register(&m_run_dur);
         metrics_register(&m_tool_dur);
+        metrics_register(&m_overhead);
         G.metrics_done = true;
     }
     G.store = agent_store_open(data_dir, memory, err, errlen);

@@ -5,10 +5,11 @@
 // (bounded), starts it again when it dies, and stops it at shutdown.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, existsSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, existsSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startAgentd } from '../lib/agentd.mjs';
+import { BIN, startAgentd } from '../lib/agentd.mjs';
 
 const server = new URL('./agents_mcp_stdio_server.mjs', import.meta.url).pathname;
 const tmp = mkdtempSync(join(tmpdir(), 'agentd-mcp-stdio-'));
@@ -127,6 +128,16 @@ test('the admin API cannot define a stdio server (no program starts through HTTP
     body: JSON.stringify({ name: 'fine', model: 'mock', mcp_servers: [{ name: 'h', url: 'http://127.0.0.1:9/mcp' }] }),
   });
   assert.equal(ok.status, 201, await ok.text());
+});
+
+test('a malformed stdio server is a configuration error naming file:line:column', () => {
+  const f = join(tmp, 'bad.yaml');
+  writeFileSync(f, 'agents:\n  - name: a\n    model: mock\n    mcp_servers:\n      - {name: both, url: "http://x/mcp", command: /bin/true}\n      - {name: neither}\n      - {name: env, command: /bin/true, env: ["NOEQUALS"]}\n');
+  const r = spawnSync(BIN, ['config', 'check', f], { encoding: 'utf8' });
+  assert.equal(r.status, 2, r.stderr);
+  assert.match(r.stderr, /bad\.yaml:5:9: .*either a url \(Streamable HTTP\) or a command \(stdio\), not both/);
+  assert.match(r.stderr, /bad\.yaml:6:9: .*either a url/);
+  assert.match(r.stderr, /bad\.yaml:7:9: .*env entries must be "NAME=value"/);
 });
 
 test('at shutdown the server process is stopped', async () => {

@@ -102,3 +102,15 @@ test('an unwatched run has no step.delta (its steps are not streamed)', async ()
   assert.equal(ev.filter((e) => e.event === 'step.delta').length, 0);
   assert.equal(ev.at(-1).data.output, WORDS);
 });
+
+test("a run's own time per step (agentd_agent_step_overhead_seconds) leaves out the model and the tools", async () => {
+  // 3 LLM steps, a 300 ms tool and streamed model steps of ~350 ms: counted, they would make >= 100 ms a step
+  const b = await waitRun(await start('CALL wait {"ms":300}\n---\nCALL echo {"text":"x"}\n---\none two three four five six'));
+  assert.equal(b.status, 'succeeded');
+  const text = await (await d.opsFetch('/metrics')).text();
+  const sum = Number(/^agentd_agent_step_overhead_seconds_sum\{agent="talker"\} (\S+)$/m.exec(text)?.[1]);
+  const count = Number(/^agentd_agent_step_overhead_seconds_count\{agent="talker"\} (\S+)$/m.exec(text)?.[1]);
+  assert.ok(count >= 1, text.split('\n').filter((l) => l.includes('overhead')).join('\n'));
+  assert.ok(sum > 0);
+  assert.ok(sum / count < 0.05, `a step's own time is small: ${(sum / count) * 1e6} µs`);
+});
