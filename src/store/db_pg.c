@@ -259,7 +259,7 @@ static bool refused(const char *msg)
 {
     static const char *const words[] = {"authentication failed", "password", "no pg_hba.conf entry",
                                         "does not exist", "permission denied", "SSL", "certificate",
-                                        "invalid", "unsupported"};
+                                        "unsupported"};
     for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
         if (strstr(msg, words[i]))
             return true;
@@ -295,6 +295,11 @@ int db_pg_configure(const char *url, bool check, struct buf *err)
         snprintf(m, sizeof(m), "%s", c ? PQerrorMessage(c) : "out of memory");
         one_line(m);
         db_pg_close(&c);
+        if (strstr(m, "invalid") != NULL) { /* a value libpq reads only when it connects (a port, an option) */
+            buf_printf(err, "DATABASE_URL (store.database_url) is not a valid PostgreSQL URL: %s", m);
+            db_pg_reset();
+            return -1;
+        }
         if (refused(m)) {
             buf_printf(err, "DATABASE_URL (store.database_url): the database refused the connection: %s", m);
             db_pg_reset();
