@@ -130,7 +130,7 @@ int64_t db_pg_i64(const PGresult *r, int i, int j)
 static void one_line(char *s)
 {
     for (char *p = s; *p; p++)
-        if (*p == '\n' || *p == '\r')
+        if (*p == '\n' || *p == '\r' || *p == '\t')
             *p = ' ';
     size_t n = strlen(s);
     while (n && s[n - 1] == ' ')
@@ -218,12 +218,21 @@ int db_pg_schema_version(void)
     return atomic_load(&P.version);
 }
 
+static void quiet(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
 static PGconn *connect_url(const char *url)
 {
     /* connect_timeout first: the URL's own, when it has one, overrides it (expand_dbname) */
     const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};
     const char *const vals[] = {"5", "agentd", url, NULL};
-    return PQconnectdbParams(keys, vals, 1);
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    if (c)
+        PQsetNoticeProcessor(c, quiet, NULL); /* "already exists, skipping" and the like: not for stderr */
+    return c;
 }
 
 int db_pg_conn(PGconn **c, struct buf *err)

@@ -296,3 +296,13 @@ test('the server goes away: /ready says why, rows wait, and nothing is lost when
     assert.equal((await d.stop()).code, 0, d.rawStderr.slice(-3000));
   }
 });
+
+test('the backends below the interfaces (unit test_store_pg against a fresh database)', { skip }, async () => {
+  const [url] = await freshDb();
+  const bin = join(process.env.AGENTD_BUILD || new URL('../../build-asan', import.meta.url).pathname, 'tests', 'test_store_pg');
+  const r = spawnSync(bin, [], { encoding: 'utf8', env: { ...process.env, AGENTD_TEST_DATABASE_URL: url }, timeout: 60000 });
+  assert.equal(r.status, 0, `${r.stdout.split('\n').filter((l) => /^not ok|#/.test(l)).join('\n')}\n${r.stderr}`);
+  assert.match(r.stdout, /^1\.\.\d+/m);
+  assert.ok(!/^not ok/m.test(r.stdout));
+  assert.ok(Number(r.stdout.match(/^1\.\.(\d+)/m)[1]) > 30, 'the database parts ran');
+});
