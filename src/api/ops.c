@@ -73,11 +73,13 @@ void ops_ready(struct http_req *req)
     struct buf b = BUF_INIT(4096);
     buf_printf(&b,
                "{\"status\":\"%s\",\"checks\":{\"config\":%s,\"data_dir\":%s,\"draining\":%s,"
-               "\"ledger\":%s,\"ledger_backlog\":%zu,\"admission_queue\":%s,\"admission_queue_depth\":%ld,"
-               "\"database\":%s}",
+               "\"ledger\":%s,\"ledger_backlog\":%zu,\"admission_queue\":%s,\"admission_queue_depth\":%ld",
                ready ? "ready" : "not_ready", cfg_ok ? "true" : "false", data_ok ? "true" : "false",
                draining ? "true" : "false", ledger_ok ? "true" : "false", backlog, queue_ok ? "true" : "false",
-               queued, db_ok ? "true" : "false");
+               queued);
+    if (strcmp(store_backend_name(), "sqlite") != 0) /* the shared database, in cluster mode only */
+        buf_printf(&b, ",\"database\":%s", db_ok ? "true" : "false");
+    buf_append_char(&b, '}');
     if (!db_ok) {
         buf_append_str(&b, ",\"reason\":");
         buf_append_json_cstr(&b, why);
