@@ -306,3 +306,34 @@ test('the backends below the interfaces (unit test_store_pg against a fresh data
   assert.ok(!/^not ok/m.test(r.stdout));
   assert.ok(Number(r.stdout.match(/^1\.\.(\d+)/m)[1]) > 30, 'the database parts ran');
 });
+
+test('a database that is down at start: the daemon starts, /ready says why, and it migrates and writes once back', { skip }, async () => {
+  const [url, psql] = await freshDb();
+  oa.reset();
+  await pg.stop();
+  let d;
+  try {
+    d = await startAgentd({ env: { DATABASE_URL: url, FAKE_OPENAI_KEY: FAKE_KEYS.openai }, config: models() });
+    const r = await ready(d);
+    assert.equal(r.status, 503);
+    assert.match(r.body.reason, /^database unreachable: .*127\.0\.0\.1/);
+    assert.ok(!r.body.reason.includes(pg.password));
+    for (const user of ['early0', 'early1']) {
+      const x = await d.fetch('/v1/chat/completions', {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'gpt', user, messages: [{ role: 'user', content: 'hello' }] }),
+      });
+      assert.equal(x.status, 200);
+      await x.arrayBuffer();
+    }
+  } finally {
+    await pg.start();
+  }
+  try {
+    await until(() => ready(d), (x) => x.status === 200, 20000);
+    await until(() => psql('SELECT count(*) FROM ledger_exchanges'), (n) => n === '2', 20000);
+    assert.equal(await psql('SELECT count(*) FROM schema_migrations'), '1');
+  } finally {
+    assert.equal((await d.stop()).code, 0, d.rawStderr.slice(-3000));
+  }
+});
