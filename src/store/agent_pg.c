@@ -267,7 +267,7 @@ static int exec_cmd(struct apg *s, const char *sql, int nv, const char *const *v
     if (db_pg_conn(&s->c, &e) == 0)
         r = q(s, sql, nv, v, PGRES_COMMAND_OK, &e);
     if (r) {
-        *changed = atoi(PQcmdTuples(r));
+        *changed = (int)strtol(PQcmdTuples(r), NULL, 10);
         db_pg_ok();
     }
     PQclear(r);

@@ -148,9 +148,7 @@ int db_pg_fail(PGconn **c, PGresult *r, const char *what, struct buf *err)
     buf_printf(err, "database: %s: %s", what, msg);
     PQclear(r);
     if (*c == NULL || PQstatus(*c) != CONNECTION_OK) {
-        char why[340];
-        snprintf(why, sizeof(why), "%s", msg);
-        mark(false, why);
+        mark(false, msg);
         db_pg_close(c);
     }
     return -1;

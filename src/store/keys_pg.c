@@ -88,7 +88,7 @@ static int write_record(struct keys_store *s, const char *sql, const struct key_
         db_pg_fail(&s->c, res, "key write", err);
         goto rollback;
     }
-    int changed = atoi(PQcmdTuples(res));
+    int changed = (int)strtol(PQcmdTuples(res), NULL, 10);
     PQclear(res);
     if (db_pg_cmd(&s->c, "UPDATE keys_version SET v = v + 1 WHERE id = 1", err) != 0 ||
         db_pg_cmd(&s->c, "COMMIT", err) != 0)
@@ -256,8 +256,19 @@ static int pg_pepper(struct keys_store *s, uint8_t out[32], struct buf *err)
                                  " RETURNING pepper) SELECT pepper FROM ins UNION ALL"
                                  " SELECT pepper FROM keys_pepper WHERE id = 1",
                                  1, NULL, v, lens, fmts, 1);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) < 1 || PQgetlength(res, 0, 0) != 32)
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 0) {
+        /* another process inserted it after this statement's snapshot was taken: read it now */
+        PQclear(res);
+        res = PQexecParams(s->c, "SELECT pepper FROM keys_pepper WHERE id = 1", 0, NULL, NULL, NULL, NULL, 1);
+    }
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) < 1 || PQgetlength(res, 0, 0) != 32) {
+        if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+            PQclear(res);
+            buf_printf(err, "database: the key pepper is missing or malformed");
+            return -1;
+        }
         return db_pg_fail(&s->c, res, "key pepper", err);
+    }
     memcpy(out, PQgetvalue(res, 0, 0), 32);
     PQclear(res);
     db_pg_ok();
