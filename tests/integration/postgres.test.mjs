@@ -179,7 +179,8 @@ test('stored responses and previous_response_id work across a restart on another
   } finally {
     assert.equal((await a.stop()).code, 0, a.rawStderr.slice(-3000));
   }
-  const b = await startAgentd({ env: { DATABASE_URL: url } }); // a new data dir: only the database carries it
+  // a new data dir, and the URL from the configuration file this time (store.database_url): only the database carries it
+  const b = await startAgentd({ config: `store:\n  database_url: "${url}"\n` });
   try {
     const g = await b.fetch(`/v1/responses/${r1.id}`);
     assert.equal(g.status, 200);
