@@ -22,6 +22,7 @@
 #include "api/ops.h"
 #include "agent/run.h"
 #include "gateway/cache.h"
+#include "gateway/cloud_creds.h"
 #include "gateway/govern.h"
 #include "gateway/routing.h"
 #include "policy/alerts.h"
@@ -625,6 +626,7 @@ int daemon_main(int argc, char **argv)
     /* before the exporter thread starts: the service registers its metrics; its uid range is split per worker */
     sandbox_http_init(D.cfg, (unsigned)(D.cfg->server.workers > 0 ? (int)D.cfg->server.workers : cpu_quota_workers()));
     otel_start(D.cfg);
+    cc_start(); /* cloud credentials of the deployments (gateway/cloud_creds.h), fetched off the worker loops */
     eval_set_transport(&eval_gateway_transport); /* the LLM judge answers through the gateway */
     eval_start(D.cfg); /* response evaluations: with or without an OTLP endpoint (the scores are metrics too) */
     routes_init(D.cfg);
@@ -742,6 +744,7 @@ out_early:
     routes_shutdown();
     eval_stop(); /* scores what is queued while the exporter still runs */
     otel_stop(); /* flushes the spans the workers handed over, and a last metrics export */
+    cc_stop();
     cache_save(D.cfg); /* cache.persist: the workers have stopped */
     config_unref(D.cfg);
     config_shutdown();
