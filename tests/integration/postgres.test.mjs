@@ -24,6 +24,7 @@ before(async () => {
   oa = await startFake({ provider: 'openai' });
 });
 after(async () => {
+  for (const d of temps) rmSync(d, { recursive: true, force: true });
   if (oa) await oa.close();
   if (pg) await pg.destroy();
 });
@@ -42,7 +43,8 @@ async function freshDb() {
   return [url, psql];
 }
 
-const tmp = (p) => mkdtempSync(join(tmpdir(), `agentd-pg-${p}-`));
+const temps = [];
+const tmp = (p) => { const d = mkdtempSync(join(tmpdir(), `agentd-pg-${p}-`)); temps.push(d); return d; };
 
 const PIN = 1000, POUT = 2000; // USD per million tokens
 const models = () => `
