@@ -335,7 +335,7 @@ test('a database that is down at start: the daemon starts, /ready says why, and 
   try {
     await until(() => ready(d), (x) => x.status === 200, 20000);
     await until(() => psql('SELECT count(*) FROM ledger_exchanges'), (n) => n === '2', 20000);
-    assert.equal(await psql('SELECT count(*) FROM schema_migrations'), '1');
+    assert.ok(Number(await psql('SELECT count(*) FROM schema_migrations')) >= 2);
   } finally {
     assert.equal((await d.stop()).code, 0, d.rawStderr.slice(-3000));
   }

@@ -125,6 +125,9 @@ static void test_keys(void)
     r.name = (char *)"n";
     r.budget_usd = 1.25;
     r.rpm = 10;
+    char *tools[] = {(char *)"search", (char *)"fs_*"};
+    r.mcp_tools = tools;
+    r.nmcp_tools = 2;
     is_int(keys_store_pg.insert(a, &r, &err), 0);
     is_int(keys_store_pg.version(b, &v1), 0);
     ok(v1 != v0); /* another handle sees the change */
@@ -135,6 +138,9 @@ static void test_keys(void)
     is_int(keys_store_pg.get(b, r.id, &got, &err), 0);
     is_str(got.name, "n");
     ok(got.budget_usd == 1.25 && got.rpm == 10 && memcmp(got.hash, r.hash, sizeof(r.hash)) == 0);
+    is_int(got.nmcp_tools, 2);
+    is_str(got.nmcp_tools == 2 ? got.mcp_tools[1] : "", "fs_*");
+    is_int(got.nmcp_deny, 0);
     key_record_free(&got);
     is_int(keys_store_pg.get(b, "key_none", &got, &err), 1);
     r.revoked_at = 5;
@@ -272,7 +278,7 @@ int main(void)
     if (url && *url) {
         struct buf err = BUF_INIT(4096);
         ok(db_pg_configure(url, true, &err) == 0 && db_pg_healthy(NULL, 0));
-        is_int(db_pg_schema_version(), 1);
+        is_int(db_pg_schema_version(), 2);
         buf_free(&err);
         subtest("records", test_records);
         subtest("keys", test_keys);
