@@ -6,6 +6,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 struct scanner {
     const char *p, *end, *start;
@@ -759,7 +762,7 @@ static bool jws(char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-int jscan_structure_ok(const char *text, size_t len)
+int jscan_structure_ok_bytes(const char *text, size_t len)
 {
     const char *p = text, *e = text + len;
     while (p < e && jws(*p))
@@ -784,6 +787,8 @@ int jscan_structure_ok(const char *text, size_t len)
                 if ((bs & 1) == 0)
                     break;
             }
+        } else if (c == '\\') {
+            return -1; /* never outside a string in JSON */
         } else if (c == '{' || c == '[') {
             if (depth == 64)
                 return jscan_validate(text, len, NULL, NULL);
@@ -795,6 +800,111 @@ int jscan_structure_ok(const char *text, size_t len)
             stack >>= 1;
             if (--depth == 0)
                 return p == e ? 0 : -1; /* the value ends at the last byte */
+        }
+    }
+    return -1; /* unclosed */
+}
+
+struct block_masks {
+    uint64_t quote, bslash, bracket; /* bit i: block[i] is " / \ / one of { } [ ] */
+};
+
+/* The masks of a 64-byte block. */
+static inline void block_masks64(const char *b, struct block_masks *m)
+{
+#if defined(__SSE2__)
+    m->quote = m->bslash = m->bracket = 0;
+    const __m128i dq = _mm_set1_epi8('"'), bs = _mm_set1_epi8('\\'), ob = _mm_set1_epi8('{'),
+                  cb = _mm_set1_epi8('}'), os = _mm_set1_epi8('['), cs = _mm_set1_epi8(']');
+    for (unsigned k = 0; k < 4; k++) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(b + 16 * k));
+        m->quote |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, dq)) << (16 * k);
+        m->bslash |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, bs)) << (16 * k);
+        __m128i br = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, ob), _mm_cmpeq_epi8(v, cb)),
+                                  _mm_or_si128(_mm_cmpeq_epi8(v, os), _mm_cmpeq_epi8(v, cs)));
+        m->bracket |= (uint64_t)(unsigned)_mm_movemask_epi8(br) << (16 * k);
+    }
+#else
+    m->quote = m->bslash = m->bracket = 0;
+    for (unsigned i = 0; i < 64; i++) {
+        char c = b[i];
+        m->quote |= (uint64_t)(c == '"') << i;
+        m->bslash |= (uint64_t)(c == '\\') << i;
+        m->bracket |= (uint64_t)(c == '{' || c == '}' || c == '[' || c == ']') << i;
+    }
+#endif
+}
+
+/* jscan_structure_ok_bytes' answer, 64 bytes at a time, without visiting the bytes of strings: the block's
+ * quotes, backslashes and brackets come as bit masks; the escaped bytes follow from the backslashes (a short
+ * loop, only in blocks that have one); the bytes inside strings are the prefix XOR of the unescaped quotes; and
+ * only the brackets outside strings are visited, to match them. A backslash outside a string is refused, as the
+ * reference refuses it (none is valid JSON), which is also what makes the escapes computable before the strings
+ * are known: up to the first backslash outside a string both ways agree. */
+int jscan_structure_ok(const char *text, size_t len)
+{
+    size_t p = 0, e = len;
+    while (p < e && jws(text[p]))
+        p++;
+    while (e > p && jws(text[e - 1]))
+        e--;
+    if (p == e || (text[p] != '{' && text[p] != '['))
+        return -1;
+    uint64_t stack = 0; /* bit i: level i+1 is an array */
+    unsigned depth = 0;
+    uint64_t in_str = 0, esc_carry = 0; /* from the block before: inside a string; its first byte escaped */
+    for (size_t blk = p; blk < e; blk += 64) {
+        char tail[64];
+        const char *b = text + blk;
+        uint64_t live = ~(uint64_t)0;
+        if (e - blk < 64) {
+            memset(tail, ' ', sizeof(tail));
+            memcpy(tail, b, e - blk);
+            b = tail;
+            live = ((uint64_t)1 << (e - blk)) - 1;
+        }
+        struct block_masks m;
+        block_masks64(b, &m);
+        m.quote &= live;
+        m.bslash &= live;
+        m.bracket &= live;
+        uint64_t escaped = esc_carry;
+        esc_carry = 0;
+        for (uint64_t bs = m.bslash; bs; bs &= bs - 1) {
+            unsigned i = (unsigned)__builtin_ctzll(bs);
+            if (escaped & ((uint64_t)1 << i))
+                continue;
+            if (i == 63)
+                esc_carry = 1;
+            else
+                escaped |= (uint64_t)1 << (i + 1);
+        }
+        uint64_t r = m.quote & ~escaped; /* after the prefix XOR, bit i: inside a string (opening quote included) */
+        r ^= r << 1;
+        r ^= r << 2;
+        r ^= r << 4;
+        r ^= r << 8;
+        r ^= r << 16;
+        r ^= r << 32;
+        r ^= in_str;
+        in_str = (uint64_t)0 - (r >> 63);
+        if (m.bslash & ~r & ~escaped) /* a backslash outside a string */
+            return -1;
+        for (uint64_t br = m.bracket & ~r; br; br &= br - 1) {
+            unsigned i = (unsigned)__builtin_ctzll(br);
+            char c = b[i];
+            if (c == '{' || c == '[') {
+                if (depth == 64)
+                    return jscan_validate(text, len, NULL, NULL);
+                stack = (stack << 1) | (c == '[');
+                depth++;
+            } else {
+                if (depth == 0 || (stack & 1) != (uint64_t)(c == ']'))
+                    return -1;
+                stack >>= 1;
+                if (--depth == 0)
+                    return blk + i + 1 == e ? 0 : -1; /* the value ends at the last byte */
+            }
         }
     }
     return -1; /* unclosed */

@@ -54,6 +54,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int ok = jscan_validate(s, size, NULL, NULL) == 0;
     /* the relay's cheap check passes every valid object or array */
     int structure = jscan_structure_ok(s, size) == 0;
+    if (structure != (jscan_structure_ok_bytes(s, size) == 0))
+        abort(); /* the block scan and the byte reference disagree */
     size_t lead = 0;
     while (lead < size && (s[lead] == ' ' || s[lead] == '\t' || s[lead] == '\n' || s[lead] == '\r'))
         lead++;

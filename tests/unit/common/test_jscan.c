@@ -1,3 +1,5 @@
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/jscan.h"
@@ -176,6 +178,44 @@ static void test_structure(void)
 #undef SOK
 }
 
+/* The block scan against the byte-by-byte reference: chunk-shaped events cut and mutated at every offset, so
+ * that structure bytes, escapes and block edges meet in every position. */
+static void test_structure_blocks(void)
+{
+    static const char *const seeds[] = {
+        ("{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":"
+         "{\"content\":\"a \\\"quoted\\\" {word} [x] \\\\\"},\"finish_reason\":null}],\"usage\":null}"),
+        "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"\\u00e9\\n\"}}",
+        "  [ {\"a\":[[[],{}]]}, \"\\\\\\\"\", [] ]  ",
+    };
+    static const char alphabet[] = "\"\\{}[] a:,";
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    int mismatches = 0, checked = 0;
+    for (size_t s = 0; s < sizeof(seeds) / sizeof(seeds[0]); s++) {
+        size_t n = strlen(seeds[s]);
+        char *buf = malloc(n + 1);
+        for (size_t cut = 0; cut <= n; cut++) { /* every truncation */
+            memcpy(buf, seeds[s], cut);
+            mismatches += jscan_structure_ok(buf, cut) != jscan_structure_ok_bytes(buf, cut);
+            checked++;
+        }
+        for (int round = 0; round < 4000; round++) { /* one to three bytes replaced */
+            memcpy(buf, seeds[s], n);
+            int k = 1 + (int)(rng % 3);
+            for (int j = 0; j < k; j++) {
+                rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+                buf[(rng >> 33) % n] = alphabet[(rng >> 17) % (sizeof(alphabet) - 1)];
+            }
+            int a = jscan_structure_ok(buf, n), b = jscan_structure_ok_bytes(buf, n);
+            mismatches += a != b;
+            checked++;
+        }
+        free(buf);
+    }
+    is_int(mismatches, 0);
+    ok(checked > 12000);
+}
+
 /* jscan_fields_trusted: the same members as jscan_fields on a value out of validated text, escapes and nesting
  * included, a duplicate of a key asked for still refused. */
 static void test_fields_trusted(void)
@@ -213,6 +253,7 @@ int main(void)
 {
     subtest("string scan by words", test_string_words);
     subtest("may have object", test_may_have_object);
+    subtest("structure check by blocks equals the byte reference", test_structure_blocks);
     subtest("validate", test_validate);
     subtest("fields and paths", test_fields);
     subtest("strings and numbers", test_strings);
