@@ -6,6 +6,7 @@
 #include "api/worker.h"
 #include "gateway/admission.h"
 #include "gateway/govern.h"
+#include "policy/lease.h"
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "config/config.h"
@@ -65,14 +66,27 @@ void ops_ready(struct http_req *req)
     long queued = adm_queued(&admission_global);
     long high = (long)req->cfg->gateway.admission.ready_high_water;
     bool queue_ok = high <= 0 || queued <= high;
-    bool ready = !draining && data_ok && cfg_ok && queue_ok;
-    char body[400];
+    /* cluster mode: Redis unreachable. With on_redis_down: closed this replica refuses what its leases do not
+     * cover, so it is not ready; open, it serves on and only says so. */
+    char why[256] = "";
+    bool redis_ok = lease_redis_ok(why, sizeof(why));
+    bool ready = !draining && data_ok && cfg_ok && queue_ok && (redis_ok || lease_fail_open());
+    char body[800];
+    struct buf rj = BUF_INIT(600);
+    if (lease_enabled()) {
+        buf_append_str(&rj, redis_ok ? ",\"redis\":true" : ",\"redis\":false,\"redis_error\":");
+        if (!redis_ok)
+            buf_append_json_cstr(&rj, why);
+    }
     int n = snprintf(body, sizeof(body),
                      "{\"status\":\"%s\",\"checks\":{\"config\":%s,\"data_dir\":%s,\"draining\":%s,"
-                     "\"ledger\":%s,\"ledger_backlog\":%zu,\"admission_queue\":%s,\"admission_queue_depth\":%ld}}",
+                     "\"ledger\":%s,\"ledger_backlog\":%zu,\"admission_queue\":%s,\"admission_queue_depth\":%ld%s}}",
                      ready ? "ready" : "not_ready", cfg_ok ? "true" : "false", data_ok ? "true" : "false",
                      draining ? "true" : "false", ledger_ok ? "true" : "false", backlog,
-                     queue_ok ? "true" : "false", queued);
+                     queue_ok ? "true" : "false", queued, rj.data ? rj.data : "");
+    buf_free(&rj);
+    if (n < 0 || (size_t)n >= sizeof(body))
+        n = snprintf(body, sizeof(body), "{\"status\":\"%s\"}", ready ? "ready" : "not_ready");
     http_respond(req, ready ? 200 : 503, "application/json", body, (size_t)n);
 }
 
