@@ -185,6 +185,7 @@ static struct {
     char why[256];
     _Atomic uint64_t passes, commands, grants, waits;
     struct redis *conn;
+    int64_t last_ok_ms; /* mono ms of Redis's last answer */
     char sha_budget[48], sha_rate[48];
 } E = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
@@ -598,12 +599,31 @@ static void pass(bool final)
             E.conn = NULL;
         } else {
             set_up();
+            E.last_ok_ms = t_sent;
         }
         buf_free(&err);
-    } else if (!nops && !E.conn && !final) {
-        ensure_conn(); /* nothing to send: still learn whether Redis is there (/ready) */
-        if (E.conn)
-            set_up();
+    } else if (!nops && !final) {
+        /* nothing to send: still learn whether Redis is there (/ready), at most every third of the TTL */
+        if (E.conn == NULL) {
+            if (ensure_conn()) {
+                set_up();
+                E.last_ok_ms = now;
+            }
+        } else if (now - E.last_ok_ms >= E.ttl_ms / 3) {
+            const char *argv[] = {"PING"};
+            struct redis_reply r;
+            struct buf err = BUF_INIT(512);
+            redis_append(E.conn, 1, argv);
+            if (redis_read(E.conn, &r, &err) != 0) {
+                set_down(err.data ? err.data : "connection lost");
+                redis_close(E.conn);
+                E.conn = NULL;
+            } else {
+                atomic_fetch_add(&E.commands, 1);
+                E.last_ok_ms = now;
+            }
+            buf_free(&err);
+        }
     }
     xfree(ops);
     xfree(cells);
