@@ -57,8 +57,9 @@ static const struct cfg_field cluster_fields[] = {
              "it bounds the slack (docs/cluster.md)"},
     {.key = "sync_interval", .type = CFG_DURATION, .off = COFF(sync_interval_ms), .min = 5, .max = 60000,
      .def = "100ms", .flags = CFG_RESTART,
-     .help = "how often the lease thread reports settled spend and renews leases (a request that waits for a "
-             "lease wakes it at once)"},
+     .help = "how often the lease thread looks at the leases: tops up a slice below half, returns idle ones, "
+             "renews them (every third of lease_ttl, carrying the settled spend); a request that waits for a "
+             "lease wakes it at once"},
     {.key = "lease_idle", .type = CFG_DURATION, .off = COFF(lease_idle_ms), .min = 10, .max = 3600000,
      .def = "2s", .flags = CFG_RESTART, .help = "a slice unused for this long goes back to Redis"},
     {.key = "redis_timeout", .type = CFG_DURATION, .off = COFF(redis_timeout_ms), .min = 10, .max = 60000,
@@ -185,9 +186,9 @@ static struct {
     char why[256];
     _Atomic uint64_t passes, commands, grants, waits;
     struct redis *conn;
-    int64_t last_ok_ms; /* mono ms of Redis's last answer */
+    _Atomic int64_t last_ok_ms; /* mono ms of Redis's last answer */
     char sha_budget[48], sha_rate[48];
-} E = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+} E = {.mu = PTHREAD_MUTEX_INITIALIZER}; /* cv: made in lease_start, on the monotonic clock */
 
 static int64_t mono_ms(void)
 {
@@ -308,7 +309,12 @@ enum lease_take lease_take(struct lease_cell *c, int64_t amount)
     if (amount > c->max_amount)
         c->max_amount = amount;
     int64_t avail = c->granted - c->reserved - c->used;
-    bool valid = now < c->valid_until_ms;
+    /* A budget lease is valid for 3/4 of the TTL after Redis confirmed it (Redis forgets it at the TTL); a rate
+     * lease has no TTL in Redis (what it granted is spent in the cluster's GCRA cell) and is used while Redis
+     * answers this replica at all */
+    bool valid = c->unit <= LEASE_BUDGET_TOKENS ? now < c->valid_until_ms
+                                                : c->valid_until_ms > 0 &&
+                                                      now < atomic_load(&E.last_ok_ms) + E.ttl_ms * 3 / 4;
     if (valid && avail >= amount) {
         c->reserved += amount;
         bool low = !c->refill && avail - amount < max_lease(c) / 2;
@@ -418,7 +424,9 @@ static int load_script(const char *src, char *sha, size_t n, struct buf *err)
         buf_printf(err, "SCRIPT LOAD: %s", r.s);
         return -1;
     }
-    snprintf(sha, n, "%s", r.s);
+    size_t k = strnlen(r.s, n - 1);
+    memcpy(sha, r.s, k);
+    sha[k] = '\0';
     return 0;
 }
 
@@ -508,8 +516,8 @@ static void pass(bool final)
         /* Settled use rides along with the calls a lease needs anyway (a refill, a return, the renewal every
          * third of the TTL): until then Redis still counts it inside this replica's lease, so no one else can
          * take it, and a replica that dies before reporting it loses at most its own lease (the stated slack). */
-        bool renew = (held > 0 || o.used > 0) && now - c->synced_ms >= E.ttl_ms / 3;
-        o.call = o.overdraft > 0 || o.ret > 0 || o.want > 0 || (renew && !final) || (final && o.used > 0);
+        bool renew = budget && (held > 0 || o.used > 0) && now - c->synced_ms >= E.ttl_ms / 3;
+        o.call = o.ret > 0 || o.want > 0 || (renew && !final) || (final && (o.used > 0 || o.overdraft > 0));
         pthread_mutex_unlock(&c->mu);
         if (o.call)
             ops[nops++] = o;
@@ -590,8 +598,6 @@ static void pass(bool final)
             for (size_t i = done; i < nops; i++) {
                 pthread_mutex_lock(&ops[i].c->mu);
                 ops[i].c->want += ops[i].want;
-                if (ops[i].c->unit > LEASE_BUDGET_TOKENS && ops[i].overdraft == 0 && ops[i].ret == 0)
-                    ; /* nothing to restore */
                 pthread_mutex_unlock(&ops[i].c->mu);
             }
             set_down(err.data ? err.data : "connection lost");
@@ -702,6 +708,11 @@ int lease_start(const struct config *cfg, struct buf *err)
     snprintf(E.replica, sizeof(E.replica), "%s-%d-%08x", host, (int)getpid(), rnd);
     for (int i = 0; i < STRIPES; i++)
         pthread_mutex_init(&E.s[i].mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* the waits' deadlines are monotonic */
+    pthread_cond_init(&E.cv, &ca);
+    pthread_condattr_destroy(&ca);
     snprintf(E.why, sizeof(E.why), "not connected yet");
     atomic_store(&E.down, true);
     E.stop = false;
@@ -727,6 +738,7 @@ void lease_stop(void)
     pthread_cond_signal(&E.cv);
     pthread_mutex_unlock(&E.mu);
     pthread_join(E.th, NULL);
+    pthread_cond_destroy(&E.cv);
     E.started = false;
     redis_close(E.conn);
     E.conn = NULL;
