@@ -77,7 +77,7 @@ static void queue(struct def_job *j)
 
 void admin_agents_handle(struct http_req *req)
 {
-    if (!admin_guard(req))
+    if (!admin_guard(req, "/admin/agents"))
         return;
     static const char base[] = "/admin/agents";
     struct str rest = str_make(req->path.p + sizeof(base) - 1, req->path.n - (sizeof(base) - 1));

@@ -19,19 +19,25 @@
 #include "common/log.h"
 #include "policy/auth.h"
 #include "store/keys_store.h"
+#include "store/store_config.h"
 
 /* ---------- the operations ---------- */
 
 int keys_admin_open(struct keys_admin *a, const char *data_dir, struct buf *err)
 {
-    uint8_t pepper[32];
-    if (key_pepper_load(data_dir, pepper, err) != 0)
+    a->ops = store_keys_ops();
+    a->st = a->ops->open(data_dir, err);
+    if (a->st == NULL)
         return -1;
+    /* the pepper: the store's when it keeps one (shared by replicas), else the data dir's file */
+    uint8_t pepper[32];
+    if ((a->ops->pepper ? a->ops->pepper(a->st, pepper, err) : key_pepper_load(data_dir, pepper, err)) != 0) {
+        keys_admin_close(a);
+        return -1;
+    }
     key_hasher_init(&a->hasher, pepper);
     OPENSSL_cleanse(pepper, sizeof(pepper));
-    a->ops = &keys_store_sqlite;
-    a->st = a->ops->open(data_dir, err);
-    return a->st ? 0 : -1;
+    return 0;
 }
 
 void keys_admin_close(struct keys_admin *a)
@@ -189,9 +195,12 @@ static struct {
 void admin_keys_init(const char *data_dir)
 {
     const char *k = getenv("AGENTD_ADMIN_KEY");
-    A.enabled = k && *k;
+    A.enabled = k && strlen(k) >= ADMIN_KEY_MIN;
     if (A.enabled)
         SHA256((const unsigned char *)k, strlen(k), A.admin_hash);
+    else if (k && *k)
+        log_warn("AGENTD_ADMIN_KEY is shorter than %d characters: the admin API (/admin/...) stays off",
+                 ADMIN_KEY_MIN);
     A.data_dir = xstrdup(data_dir);
 }
 
@@ -297,13 +306,14 @@ static bool admin_authorized(struct http_req *req)
     return k.n > 0 && CRYPTO_memcmp(h, A.admin_hash, sizeof(h)) == 0;
 }
 
-bool admin_guard(struct http_req *req)
+bool admin_guard(struct http_req *req, const char *route)
 {
     if (!A.enabled) {
         respond_error(req, 404, "not_found_error", NULL, "not found");
         return false;
     }
     if (!admin_authorized(req)) {
+        auth_refused(AUTH_R_ADMIN, NULL, req->request_id, route);
         http_resp_header(req, "WWW-Authenticate", "Bearer");
         respond_error(req, 401, "authentication_error", NULL, "a valid admin key is required");
         return false;
@@ -313,16 +323,8 @@ bool admin_guard(struct http_req *req)
 
 void admin_keys_handle(struct http_req *req)
 {
-    if (!A.enabled) {
-        respond_error(req, 404, "not_found_error", NULL, "not found");
+    if (!admin_guard(req, "/admin/keys"))
         return;
-    }
-    if (!admin_authorized(req)) {
-        auth_refused(AUTH_R_ADMIN, NULL, req->request_id, "/admin/keys");
-        http_resp_header(req, "WWW-Authenticate", "Bearer");
-        respond_error(req, 401, "authentication_error", NULL, "a valid admin key is required");
-        return;
-    }
     struct admin_job *j = xcalloc(1, sizeof(*j));
     j->req = req;
     struct str p = req->path;

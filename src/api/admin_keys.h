@@ -35,8 +35,11 @@ int keys_admin_exec(struct keys_admin *a, enum keys_op op, const char *id, const
 void admin_keys_init(const char *data_dir);
 void admin_keys_shutdown(void);
 void admin_keys_handle(struct http_req *req);
-/* The admin API's guard (also /admin/agents): true when AGENTD_ADMIN_KEY is set and presented; else it has
- * answered 404 (no admin key configured) or 401. */
-bool admin_guard(struct http_req *req);
+/* The one guard of every /admin route (keys, agents, spend, deployments): true when AGENTD_ADMIN_KEY (at least
+ * ADMIN_KEY_MIN characters) is set and presented as `Authorization: Bearer`, `x-api-key` or `api-key`, compared
+ * as SHA-256 digests in constant time; else it has answered 404 (no usable admin key configured) or 401 (counted
+ * as agentd_auth_refused_total{reason="admin_key"} and logged with route). */
+#define ADMIN_KEY_MIN 16
+bool admin_guard(struct http_req *req, const char *route);
 
 #endif

@@ -5,6 +5,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "api/admin_keys.h"
 #include "common/alloc.h"
 #include "common/str.h"
 #include "common/timeutil.h"
@@ -12,30 +13,7 @@
 #include "policy/auth.h"
 #include "policy/ledger_cli.h"
 #include "store/ledger.h"
-
-/* Constant-time over the presented key's length, whatever the admin key is. */
-static bool key_ok(const struct str *presented, const char *want)
-{
-    size_t wn = strlen(want);
-    unsigned diff = presented->n != wn;
-    for (size_t i = 0; i < presented->n; i++)
-        diff |= (unsigned char)presented->p[i] ^ (unsigned char)(i < wn ? want[i] : 0);
-    return diff == 0;
-}
-
-static bool admin_authorized(const struct http_req *req)
-{
-    const char *want = getenv("AGENTD_ADMIN_KEY");
-    if (want == NULL || strlen(want) < 16)
-        return false; /* no admin API without a real admin key */
-    const struct str *h = http_req_header(req, "authorization");
-    struct str k = STR_NULL;
-    if (h && h->n > 7 && strncasecmp(h->p, "Bearer ", 7) == 0)
-        k = str_trim(str_make(h->p + 7, h->n - 7));
-    else if ((h = http_req_header(req, "x-api-key")) != NULL)
-        k = str_trim(*h);
-    return k.n > 0 && k.n <= 256 && key_ok(&k, want);
-}
+#include "store/store_config.h"
 
 /* The value of name in a query string (no percent-decoding: every accepted value is plain ASCII). */
 static bool query_get(struct str q, const char *name, char *out, size_t outsz)
@@ -75,15 +53,15 @@ struct job {
 static void work(uv_work_t *w)
 {
     struct job *j = w->data;
-    struct ledger_store *s = ledger_sqlite_ops.open(j->data_dir, true, &j->err);
+    struct ledger_store *s = store_ledger_ops()->open(j->data_dir, true, &j->err);
     if (s == NULL) {
         char path[4200];
         snprintf(path, sizeof(path), "%s/ledger.db", j->data_dir);
         j->rc = access(path, F_OK) == 0 ? -1 : 0; /* no ledger yet: nothing spent */
         return;
     }
-    j->rc = ledger_sqlite_ops.report(s, j->by, j->since_ms, &j->rows, &j->n, &j->err);
-    ledger_sqlite_ops.close(s);
+    j->rc = store_ledger_ops()->report(s, j->by, j->since_ms, &j->rows, &j->n, &j->err);
+    store_ledger_ops()->close(s);
 }
 
 static void done(uv_work_t *w, int status)
@@ -105,12 +83,8 @@ static void done(uv_work_t *w, int status)
 
 void admin_spend(struct http_req *req)
 {
-    if (!admin_authorized(req)) {
-        auth_refused(AUTH_R_ADMIN, NULL, req->request_id, "/admin/spend");
-        http_respond_error(req, 401, "authentication_error", "invalid_admin_key",
-                           "a valid admin key is required (AGENTD_ADMIN_KEY, as Authorization: Bearer)");
+    if (!admin_guard(req, "/admin/spend"))
         return;
-    }
     char by[32] = "", since[40] = "7d", format[16] = "json";
     query_get(req->query, "since", since, sizeof(since));
     query_get(req->query, "format", format, sizeof(format));

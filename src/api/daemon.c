@@ -22,6 +22,7 @@
 #include "api/ops.h"
 #include "agent/run.h"
 #include "gateway/cache.h"
+#include "gateway/cloud_creds.h"
 #include "gateway/govern.h"
 #include "gateway/routing.h"
 #include "policy/alerts.h"
@@ -39,6 +40,7 @@
 #include "telemetry/eval.h"
 #include "telemetry/metrics.h"
 #include "telemetry/otlp.h"
+#include "store/store_config.h"
 
 extern char **environ;
 
@@ -589,6 +591,21 @@ int daemon_main(int argc, char **argv)
     log_min_level = D.cfg->log.level;
     log_set_format(D.cfg->log.format);
     data_dir_fallback();
+    {
+        /* DATABASE_URL / store.database_url: a URL that does not parse or that the server refuses is a
+         * configuration error; a server that is merely down is reported by /ready until it answers */
+        struct buf derr = BUF_INIT(4096);
+        if (store_backend_start(D.cfg, true, &derr) != 0) {
+            fprintf(stderr, "agentd: %s\n", derr.data ? derr.data : "bad DATABASE_URL");
+            buf_free(&derr);
+            config_unref(D.cfg);
+            ex_global_cleanup();
+            return 2;
+        }
+        buf_free(&derr);
+        if (strcmp(store_backend_name(), "sqlite") != 0)
+            log_info("store: %s (keys, spend ledger, stored responses and agent runs)", store_backend_name());
+    }
     config_publish(config_ref(D.cfg));
     ex_preload(D.cfg);
     signal(SIGPIPE, SIG_IGN);
@@ -609,6 +626,7 @@ int daemon_main(int argc, char **argv)
     /* before the exporter thread starts: the service registers its metrics; its uid range is split per worker */
     sandbox_http_init(D.cfg, (unsigned)(D.cfg->server.workers > 0 ? (int)D.cfg->server.workers : cpu_quota_workers()));
     otel_start(D.cfg);
+    cc_start(); /* cloud credentials of the deployments (gateway/cloud_creds.h), fetched off the worker loops */
     eval_set_transport(&eval_gateway_transport); /* the LLM judge answers through the gateway */
     eval_start(D.cfg); /* response evaluations: with or without an OTLP endpoint (the scores are metrics too) */
     routes_init(D.cfg);
@@ -726,11 +744,13 @@ out_early:
     routes_shutdown();
     eval_stop(); /* scores what is queued while the exporter still runs */
     otel_stop(); /* flushes the spans the workers handed over, and a last metrics export */
+    cc_stop();
     cache_save(D.cfg); /* cache.persist: the workers have stopped */
     config_unref(D.cfg);
     config_shutdown();
     alerts_stop();
     govern_cleanup(); /* writes the ledger's last rows */
+    store_backend_stop();
     cache_cleanup();
     metrics_shutdown();
     ex_global_cleanup();

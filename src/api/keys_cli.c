@@ -13,6 +13,7 @@
 #include "common/buf.h"
 #include "common/str.h"
 #include "config/config.h"
+#include "store/store_config.h"
 
 extern char **environ;
 
@@ -269,6 +270,14 @@ int keys_cli_main(int argc, char **argv)
     struct buf err = BUF_INIT(4096);
     int rc = 1;
     mkdir_p(c->server.data_dir);
+    /* DATABASE_URL (or store.database_url): the keys are the cluster's, in PostgreSQL */
+    if (store_backend_start(c, true, &err) != 0) {
+        fprintf(stderr, "agentd keys: %s\n", err.data ? err.data : "bad DATABASE_URL");
+        buf_free(&err);
+        cJSON_Delete(body);
+        config_unref(c);
+        return 2;
+    }
     if (keys_admin_open(&a, c->server.data_dir, &err) != 0) {
         fprintf(stderr, "agentd keys: %s\n", err.data ? err.data : "cannot open the key store");
     } else {
@@ -291,6 +300,7 @@ int keys_cli_main(int argc, char **argv)
         cJSON_Delete(out);
     }
     keys_admin_close(&a);
+    store_backend_stop();
     buf_free(&err);
     cJSON_Delete(body);
     config_unref(c);

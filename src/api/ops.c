@@ -10,6 +10,7 @@
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "config/config.h"
+#include "store/store_config.h"
 #include "telemetry/metrics.h"
 
 struct ops_state ops_state;
@@ -66,28 +67,36 @@ void ops_ready(struct http_req *req)
     long queued = adm_queued(&admission_global);
     long high = (long)req->cfg->gateway.admission.ready_high_water;
     bool queue_ok = high <= 0 || queued <= high;
+    /* cluster mode: the shared database (PostgreSQL) is reachable */
+    char why[400] = "";
+    bool db_ok = store_backend_ready(why, sizeof(why));
     /* cluster mode: Redis unreachable. With on_redis_down: closed this replica refuses what its leases do not
      * cover, so it is not ready; open, it serves on and only says so. */
-    char why[256] = "";
-    bool redis_ok = lease_redis_ok(why, sizeof(why));
-    bool ready = !draining && data_ok && cfg_ok && queue_ok && (redis_ok || lease_fail_open());
-    char body[800];
-    struct buf rj = BUF_INIT(600);
-    if (lease_enabled()) {
-        buf_append_str(&rj, redis_ok ? ",\"redis\":true" : ",\"redis\":false,\"redis_error\":");
+    char rwhy[256] = "";
+    bool redis_ok = lease_redis_ok(rwhy, sizeof(rwhy));
+    bool ready = !draining && data_ok && cfg_ok && queue_ok && db_ok && (redis_ok || lease_fail_open());
+    struct buf b = BUF_INIT(4096);
+    buf_printf(&b,
+               "{\"status\":\"%s\",\"checks\":{\"config\":%s,\"data_dir\":%s,\"draining\":%s,"
+               "\"ledger\":%s,\"ledger_backlog\":%zu,\"admission_queue\":%s,\"admission_queue_depth\":%ld",
+               ready ? "ready" : "not_ready", cfg_ok ? "true" : "false", data_ok ? "true" : "false",
+               draining ? "true" : "false", ledger_ok ? "true" : "false", backlog, queue_ok ? "true" : "false",
+               queued);
+    if (strcmp(store_backend_name(), "sqlite") != 0) /* the shared database, in cluster mode only */
+        buf_printf(&b, ",\"database\":%s", db_ok ? "true" : "false");
+    if (lease_enabled()) { /* Redis, in cluster mode only */
+        buf_append_str(&b, redis_ok ? ",\"redis\":true" : ",\"redis\":false,\"redis_error\":");
         if (!redis_ok)
-            buf_append_json_cstr(&rj, why);
+            buf_append_json_cstr(&b, rwhy);
     }
-    int n = snprintf(body, sizeof(body),
-                     "{\"status\":\"%s\",\"checks\":{\"config\":%s,\"data_dir\":%s,\"draining\":%s,"
-                     "\"ledger\":%s,\"ledger_backlog\":%zu,\"admission_queue\":%s,\"admission_queue_depth\":%ld%s}}",
-                     ready ? "ready" : "not_ready", cfg_ok ? "true" : "false", data_ok ? "true" : "false",
-                     draining ? "true" : "false", ledger_ok ? "true" : "false", backlog,
-                     queue_ok ? "true" : "false", queued, rj.data ? rj.data : "");
-    buf_free(&rj);
-    if (n < 0 || (size_t)n >= sizeof(body))
-        n = snprintf(body, sizeof(body), "{\"status\":\"%s\"}", ready ? "ready" : "not_ready");
-    http_respond(req, ready ? 200 : 503, "application/json", body, (size_t)n);
+    buf_append_char(&b, '}');
+    if (!db_ok) {
+        buf_append_str(&b, ",\"reason\":");
+        buf_append_json_cstr(&b, why);
+    }
+    buf_append_char(&b, '}');
+    http_respond(req, ready ? 200 : 503, "application/json", b.data, b.len);
+    buf_free(&b);
 }
 
 void ops_metrics(struct http_req *req)

@@ -26,6 +26,7 @@
 #include "mcp/mcp.h"
 #include "policy/auth.h"
 #include "store/keys_store.h"
+#include "store/store_config.h"
 
 static void models_guarded(struct http_req *req);
 static void model_get_guarded(struct http_req *req);
@@ -182,7 +183,7 @@ static void add(size_t *n, const struct http_route *r, size_t count)
 static void services_start(const struct config *cfg)
 {
     struct buf err = BUF_INIT(4096);
-    if (keyring_start(cfg->server.data_dir, &keys_store_sqlite, 100, &err) != 0)
+    if (keyring_start(cfg->server.data_dir, store_keys_ops(), 100, &err) != 0)
         log_error("virtual keys unavailable, retrying every 100ms (until then every key is refused): %s",
                   err.data ? err.data : "?");
     buf_free(&err);

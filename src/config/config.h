@@ -130,6 +130,7 @@ struct config_store { /* schema: store/store_config.c */
     bool enabled;                 /* stored responses and threads */
     int64_t responses_max_bytes;  /* bound on what the store keeps */
     int64_t responses_max_age_ms; /* lifetime of a stored record */
+    char *database_url;           /* PostgreSQL (cluster mode); "": the embedded SQLite store */
 };
 
 /* cluster: budgets and rate limits shared by replicas through Redis leases (schema: policy/lease.c,

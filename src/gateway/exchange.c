@@ -1337,6 +1337,7 @@ static bool start_attempt(struct exchange *ex, const struct deployment *dep, boo
         /* A request this provider cannot express: try another deployment, else tell the client (a 4xx that
          * another deployment may serve says retryable: a message thread only Anthropic can hold). */
         ex->tier_attempts--; /* no upstream was asked: not one of the model's attempts */
+        ex->round_started--; /* nor a pass to repeat after a backoff (e.g. cloud credentials not available) */
         end_attempt(ex, a, AO_ENCODE_REFUSED, &err);
         ex->last_err = err;
         ex->have_err = true;

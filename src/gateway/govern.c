@@ -144,8 +144,12 @@ int govern_start(const struct config *cfg, struct buf *err)
     if (!cfg->ledger.enabled)
         return 0;
     int64_t now = (int64_t)(time_wall_us() / 1000000);
-    if (ledger_rebuild_budgets(cfg->server.data_dir, NULL, B, now, err) != 0)
-        return -1;
+    if (ledger_rebuild_budgets(cfg->server.data_dir, NULL, B, now, err) != 0) {
+        /* the writer starts anyway: a shared database that is down at start must not lose this process's rows
+         * (they wait in the writer's bounded queue until it answers) */
+        log_warn("budgets not rebuilt from the spend ledger, they count from zero: %s", err->data ? err->data : "?");
+        buf_reset(err);
+    }
     return ledger_start(&(struct ledger_options){.data_dir = cfg->server.data_dir,
                                                  .batch_ms = cfg->ledger.batch_interval_ms,
                                                  .queue_max = (size_t)cfg->ledger.queue_max},

@@ -6,6 +6,7 @@
 
 #include "common/macros.h"
 #include "gateway/admission.h"
+#include "gateway/cloud_creds.h"
 #include "config/config.h"
 #include "gateway/resilience.h"
 
@@ -189,6 +190,12 @@ static void validate_deployment(struct cfg_ctx *ctx, void *obj, const struct yno
     if (d->api == CONFIG_API_RESPONSES && d->provider != PROVIDER_OPENAI && d->provider != PROVIDER_AZURE_OPENAI &&
         d->provider != PROVIDER_OPENAI_COMPATIBLE)
         cfg_error_at(ctx, where, path, "api: responses is for openai, azure-openai and openai-compatible deployments");
+    if (cc_auth_cloud(d->auth) != CC_CLOUD_NONE && cc_auth_cloud(d->auth) != cc_provider_cloud(d->provider))
+        cfg_error_at(ctx, where, path, "auth: %s does not apply to provider %s", cc_auth_names[d->auth],
+                     provider_names[d->provider]);
+    else if (cc_auth_cloud(d->auth) != CC_CLOUD_NONE && (str_set(d->api_key) || str_set(d->api_key_env)))
+        cfg_error_at(ctx, where, path, "give either a key (api_key / api_key_env) or auth: %s, not both",
+                     cc_auth_names[d->auth]);
     for (const char *p = d->id; p && *p; p++)
         if (!(isalnum((unsigned char)*p) || strchr("._:@/-+", *p))) {
             cfg_error_at(ctx, where, path, "id '%s': only letters, digits and . _ : @ / - + are allowed", d->id);
@@ -242,7 +249,12 @@ _Static_assert(ARRAY_LEN(deployment_apis) == CONFIG_API_RESPONSES + 2, "one name
         {.key = "first_byte_timeout", .type = CFG_DURATION, .off = (base) + DOFF(first_byte_timeout_ms),        \
          .min = 0, .max = 86400000, .def = "0ms", .flags = CFG_NO_ENV, .help = "0 = gateway.first_byte_timeout"}, \
         {.key = "idle_timeout", .type = CFG_DURATION, .off = (base) + DOFF(idle_timeout_ms), .min = 0,          \
-         .max = 86400000, .def = "0ms", .flags = CFG_NO_ENV, .help = "stream idle; 0 = gateway.stream_idle_timeout"}
+         .max = 86400000, .def = "0ms", .flags = CFG_NO_ENV, .help = "stream idle; 0 = gateway.stream_idle_timeout"}, \
+        {.key = "auth", .type = CFG_ENUM, .off = (base) + DOFF(auth), .enums = cc_auth_names, .def = "auto",     \
+         .flags = CFG_NO_ENV,                                                                                     \
+         .help = "credentials: auto (the key if set, else a cloud identity found in the environment), api_key, " \
+                 "aws_web_identity, aws_container, azure_workload_identity, azure_managed_identity, "            \
+                 "google_service_account, google_metadata (docs/cloud/)"}
 
 static const struct cfg_field deployment_fields[] = {DEPLOYMENT_FIELDS(0)};
 static const struct cfg_schema deployment_schema = {.name = "deployment",

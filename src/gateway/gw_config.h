@@ -35,6 +35,7 @@ struct config_deployment {
     int api;               /* CONFIG_API_*: which OpenAI API the upstream speaks for /v1/responses */
     char *id;              /* "" = derived from provider, model and (when two would share it) base URL */
     int64_t connect_timeout_ms, first_byte_timeout_ms, idle_timeout_ms; /* 0 = the gateway's */
+    int auth;              /* CC_AUTH_* (gateway/cloud_creds.h): static key or a cloud identity */
 };
 
 /* `balancing:` of a model: how the first deployment of an attempt order is chosen. */

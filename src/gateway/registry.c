@@ -9,6 +9,7 @@
 #include "common/log.h"
 #include "common/macros.h"
 #include "config/config.h"
+#include "gateway/cloud_creds.h"
 #include "gateway/dep_health.h"
 #include "gateway/gw_types.h"
 #include "gateway/provider.h"
@@ -154,9 +155,21 @@ static void fill_deployment(struct deployment *d, const struct config_deployment
     } else if (d->provider != PROVIDER_MOCK && d->provider != PROVIDER_OPENAI_COMPATIBLE) {
         d->missing_key = d->api_key == NULL;
     }
+    /* A cloud identity: asked for by `auth:`, or found by auto when there is no static key. */
+    struct cc_dep_info di = {d->provider, d->region, c};
+    char why[512];
+    int crc = cc_source_get(c->auth, !d->missing_key, env, &di, &d->creds, why, sizeof(why));
+    if (crc == 0) {
+        d->missing_key = false;
+    } else if (crc < 0) {
+        d->missing_key = true;
+        if (warnings)
+            buf_printf(warnings, "model %s: deployment %s:%s: auth: %s: %s\n", public_name,
+                       provider_names[d->provider], d->model, cc_auth_names[c->auth], why);
+    }
     if (d->provider == PROVIDER_AZURE_OPENAI && d->base_url == NULL)
         d->missing_key = true;
-    if (d->missing_key && warnings)
+    if (d->missing_key && warnings && crc >= 0)
         buf_printf(warnings, "model %s: deployment %s:%s has no credentials (%s is not set)\n", public_name,
                    provider_names[d->provider], d->model,
                    d->provider == PROVIDER_BEDROCK ? "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
@@ -494,6 +507,7 @@ void registry_free(struct registry *r)
             }
             xfree(d->aws_secret_access_key);
             xfree(d->aws_session_token);
+            cc_source_put(d->creds);
             if (d->st_owner)
                 dep_state_free(d->st);
         }

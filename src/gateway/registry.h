@@ -18,6 +18,7 @@
 struct config;
 struct provider_ops;
 struct redact_set;
+struct cc_source;
 
 struct dep_state; /* breaker, requests in flight, latency average: mutable, shared by workers (dep_health.h) */
 
@@ -32,7 +33,8 @@ struct deployment {
     char *api_key_env;           /* where it came from, for error messages */
     char *api_version;
     char *region;
-    char *aws_access_key_id, *aws_secret_access_key, *aws_session_token; /* Bedrock */
+    char *aws_access_key_id, *aws_secret_access_key, *aws_session_token; /* Bedrock, static (environment) */
+    struct cc_source *creds;     /* a cloud identity (cloud_creds.h) used instead of the static key, or NULL */
     char **headers;              /* extra "Name: value" */
     size_t nheaders;
     int64_t weight;

@@ -289,6 +289,42 @@ test('loopback without auth config: no key needed (warning at start), admin API 
   }
 });
 
+test('every /admin route has one guard: 404 with an admin key under 16 characters, 401 with a wrong key', async () => {
+  const routes = ['/admin/keys', '/admin/agents', '/admin/spend?by=user', '/admin/deployments'];
+  const short = await startAgentd({ env: { AGENTD_ADMIN_KEY: 'short-key' } });
+  try {
+    await short.waitLog((l) => l.level === 'warn' && /AGENTD_ADMIN_KEY is shorter/.test(l.msg));
+    for (const p of routes) {
+      const r = await short.fetch(p, { headers: { authorization: 'Bearer short-key' } });
+      assert.equal(r.status, 404, p);
+      await r.arrayBuffer();
+    }
+  } finally {
+    assert.equal((await short.stop()).code, 0);
+  }
+  const full = await startAgentd({ env: { AGENTD_ADMIN_KEY: ADMIN } });
+  try {
+    for (const p of routes) {
+      for (const headers of [{}, { authorization: 'Bearer ' + ADMIN.slice(0, -1) + 'y' }, { 'x-api-key': 'nope' }]) {
+        const r = await full.fetch(p, { headers });
+        assert.equal(r.status, 401, p);
+        assert.equal(r.headers.get('www-authenticate'), 'Bearer', p);
+        const e = await r.json();
+        assert.equal(e.error.type, 'authentication_error', p);
+      }
+      for (const headers of [{ authorization: `Bearer ${ADMIN}` }, { 'x-api-key': ADMIN }, { 'api-key': ADMIN }]) {
+        const r = await full.fetch(p, { headers });
+        assert.equal(r.status, 200, p + ' ' + Object.keys(headers)[0]);
+        await r.arrayBuffer();
+      }
+    }
+    const m = await (await full.opsFetch('/metrics')).text();
+    assert.match(m, /agentd_auth_refused_total\{reason="admin_key"\} 12\b/);
+  } finally {
+    assert.equal((await full.stop()).code, 0);
+  }
+});
+
 test('CLI: --help on each command exits 0; bad flags exit 2', () => {
   for (const c of ['create', 'list', 'show', 'update', 'revoke']) {
     const r = spawnSync(BIN, ['keys', c, '--help'], { encoding: 'utf8' });

@@ -32,7 +32,10 @@ export async function startAgentd(opts = {}) {
   const env = { ...(opts.inheritEnv === false ? {} : process.env), ...(opts.env || {}) };
   // Tests must not pick up a developer's real provider keys.
   for (const k of ['OPENAI_API_KEY', 'ANTHROPIC_API_KEY', 'AZURE_OPENAI_API_KEY', 'AZURE_OPENAI_ENDPOINT',
-    'GEMINI_API_KEY', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_REGION']) {
+    'GEMINI_API_KEY', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_REGION',
+    // nor a cloud identity of the machine the tests run on (a CI pod on EKS / AKS): auth: auto would use it
+    'AWS_WEB_IDENTITY_TOKEN_FILE', 'AWS_ROLE_ARN', 'AWS_CONTAINER_CREDENTIALS_FULL_URI',
+    'AWS_CONTAINER_CREDENTIALS_RELATIVE_URI', 'AZURE_FEDERATED_TOKEN_FILE', 'AZURE_CLIENT_ID', 'AZURE_TENANT_ID']) {
     if (!(opts.env && k in opts.env)) delete env[k];
   }
   // Nor a proxy from the environment: upstream calls to fakes on 127.0.0.1 must go direct unless a test asks.

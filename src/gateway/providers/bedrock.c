@@ -15,6 +15,7 @@
 #include "gateway/registry.h"
 #include "gateway/providers/canon.h"
 #include "gateway/redact.h"
+#include "gateway/cloud_creds.h"
 #include "gateway/sigv4.h"
 
 #define BEDROCK_MAX_BLOCKS 1024 /* content blocks tracked in one streamed message */
@@ -640,10 +641,21 @@ static int sign_post(const struct deployment *d, struct up_request *r, const cha
     up_request_header(r, "Accept", accept);
     static const char *const names[] = {"content-type"};
     static const char *const values[] = {"application/json"};
+    /* A cloud identity (web identity, container credentials: cloud_creds.h) wins over the static keys; its
+     * snapshot is held only while signing. */
+    struct cc_snap *snap = NULL;
+    if (d->creds) {
+        char why[600];
+        enum cc_status st = cc_acquire(d->creds, &snap, why, sizeof(why));
+        if (st != CC_OK) {
+            cc_error_set(err, d->label, d->creds, st, why);
+            goto out;
+        }
+    }
     struct sigv4_params sp = {
-        .access_key_id = d->aws_access_key_id,
-        .secret_access_key = d->aws_secret_access_key,
-        .session_token = d->aws_session_token,
+        .access_key_id = snap ? snap->c.access_key_id : d->aws_access_key_id,
+        .secret_access_key = snap ? snap->c.secret_access_key : d->aws_secret_access_key,
+        .session_token = snap ? snap->c.session_token : d->aws_session_token,
         .region = d->region ? d->region : "us-east-1",
         .service = "bedrock",
         .method = "POST",
@@ -657,7 +669,9 @@ static int sign_post(const struct deployment *d, struct up_request *r, const cha
         .now = time(NULL),
         .content_sha256_header = true,
     };
-    if (sigv4_sign(&sp, &r->headers, NULL, NULL) != 0) {
+    int signed_rc = sigv4_sign(&sp, &r->headers, NULL, NULL);
+    cc_release(snap);
+    if (signed_rc != 0) {
         gw_error_set(err, 500, GW_ERR_API, "deployment %s: could not sign the request", d->label);
         goto out;
     }
@@ -675,7 +689,7 @@ out:
 static int bedrock_encode_count(const struct deployment *d, const cJSON *canon, struct up_request *r,
                                 struct gw_error *err)
 {
-    if (d->aws_access_key_id == NULL || d->aws_secret_access_key == NULL) {
+    if (d->creds == NULL && (d->aws_access_key_id == NULL || d->aws_secret_access_key == NULL)) {
         gw_error_set(err, 503, GW_ERR_OVERLOADED, "deployment %s has no AWS credentials", d->label);
         return -1;
     }
@@ -721,7 +735,7 @@ static int bedrock_encode(struct attempt *a, struct up_request *r, struct gw_err
         snprintf(err->param, sizeof(err->param), "model");
         return -1;
     }
-    if (d->aws_access_key_id == NULL || d->aws_secret_access_key == NULL) {
+    if (d->creds == NULL && (d->aws_access_key_id == NULL || d->aws_secret_access_key == NULL)) {
         gw_error_set(err, 503, GW_ERR_OVERLOADED,
                      "deployment %s has no AWS credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)", d->label);
         return -1;

@@ -29,8 +29,8 @@ int openai_family_encode(struct attempt *a, struct up_request *r, struct gw_erro
     if (flavor == FLAVOR_AZURE) {
         buf_printf(&r->url, "%s/openai/deployments/%s/%s?api-version=%s", d->base_url, d->model, path,
                    d->api_version ? d->api_version : "2024-10-21");
-        if (d->api_key)
-            up_request_header(r, "api-key", d->api_key);
+        if (azure_openai_auth(d, r, err) != 0)
+            return -1;
     } else {
         buf_append_str(&r->url, d->base_url);
         buf_append(&r->url, "/", 1);

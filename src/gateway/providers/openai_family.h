@@ -7,6 +7,10 @@
 
 enum openai_flavor { FLAVOR_OPENAI, FLAVOR_AZURE, FLAVOR_COMPATIBLE };
 
+/* Azure OpenAI's credential header (azure_openai.c): Authorization: Bearer <Entra ID token> when the deployment
+ * has a cloud identity (gateway/cloud_creds.h), else api-key. -1 with err (503) when the token is not available. */
+struct deployment;
+int azure_openai_auth(const struct deployment *d, struct up_request *r, struct gw_error *err);
 int openai_family_encode(struct attempt *a, struct up_request *r, struct gw_error *err, enum openai_flavor flavor);
 int openai_family_decode_response(struct attempt *a, const char *body, size_t len, cJSON **out,
                                   struct gw_error *err);

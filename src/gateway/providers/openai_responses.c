@@ -23,8 +23,8 @@ static int encode(struct attempt *a, struct up_request *r, struct gw_error *err)
     if (d->provider == PROVIDER_AZURE_OPENAI) {
         /* the v1 API: no api-version (the chat API's api_version predates Responses) */
         buf_printf(&r->url, "%s/openai/v1/responses", d->base_url);
-        if (d->api_key)
-            up_request_header(r, "api-key", d->api_key);
+        if (azure_openai_auth(d, r, err) != 0)
+            return -1;
     } else {
         buf_printf(&r->url, "%s/responses", d->base_url);
         if (d->api_key) {
