@@ -187,6 +187,7 @@ static struct {
     _Atomic uint64_t passes, commands, grants, waits;
     struct redis *conn;
     _Atomic int64_t last_ok_ms; /* mono ms of Redis's last answer */
+    int64_t last_wake_ms;       /* the lease thread's own */
     char sha_budget[48], sha_rate[48];
 } E = {.mu = PTHREAD_MUTEX_INITIALIZER}; /* cv: made in lease_start, on the monotonic clock */
 
@@ -478,6 +479,11 @@ static void pass(bool final)
         pthread_mutex_lock(&c->mu);
         if (now - c->last_use_ms >= E.idle_ms)
             c->want = 0; /* no one asked for a while: no one waits */
+        /* someone waits on a lease that is no longer valid here: Redis must confirm it again (a rate lease is
+         * valid while Redis answers; a budget lease for 3/4 of its TTL), whatever else there is to ask */
+        bool stale = c->want > 0 && (budget ? now >= c->valid_until_ms
+                                            : c->valid_until_ms == 0 ||
+                                                  now >= atomic_load(&E.last_ok_ms) + E.ttl_ms * 3 / 4);
         o.used = c->used;
         int64_t unused = c->granted - c->reserved - c->used;
         if (unused < 0)
@@ -517,7 +523,8 @@ static void pass(bool final)
          * third of the TTL): until then Redis still counts it inside this replica's lease, so no one else can
          * take it, and a replica that dies before reporting it loses at most its own lease (the stated slack). */
         bool renew = budget && (held > 0 || o.used > 0) && now - c->synced_ms >= E.ttl_ms / 3;
-        o.call = o.ret > 0 || o.want > 0 || (renew && !final) || (final && (o.used > 0 || o.overdraft > 0));
+        o.call = o.ret > 0 || o.want > 0 || ((renew || stale) && !final) ||
+                 (final && (o.used > 0 || o.overdraft > 0));
         pthread_mutex_unlock(&c->mu);
         if (o.call)
             ops[nops++] = o;
@@ -635,8 +642,12 @@ static void pass(bool final)
     xfree(cells);
     /* waiters try again when something may have changed: Redis answered, or is down; a pass that had nothing to
      * ask keeps them (else they would spin through the loop until a settle makes room) */
-    if (nops > 0 || atomic_load(&E.down) || final)
+    /* and, as a safety net, at least every 10 passes' time: a wait never outlives a state this code missed */
+    int64_t net = 10 * E.sync_ms > 500 ? 10 * E.sync_ms : 500;
+    if (nops > 0 || atomic_load(&E.down) || final || now - E.last_wake_ms >= net) {
+        E.last_wake_ms = now;
         wake_all();
+    }
 }
 
 static void deadline(struct timespec *ts, int64_t ms)

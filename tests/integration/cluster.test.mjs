@@ -17,6 +17,7 @@ import net from 'node:net';
 import { startAgentd, BIN } from '../lib/agentd.mjs';
 import { startFake, FAKE_KEYS } from '../fakes/fake.mjs';
 import { startRedis, haveRedis, freePort } from '../lib/redis.mjs';
+import { pgBinDir, startPostgres } from '../lib/pg.mjs';
 
 const haveHaproxy = spawnSync('haproxy', ['-v']).status === 0;
 const skip = !haveRedis ? 'redis-server is not installed (scripts/deps.sh test)'
@@ -25,17 +26,34 @@ const skip = !haveRedis ? 'redis-server is not installed (scripts/deps.sh test)'
 const SLICE = 0.05;       // cluster.lease_slice
 const LIMIT_NUSD = 1e9;   // $1.00
 const PER_REQ_NUSD = 1e6; // 4 output tokens at $250/M, input free: $0.001 a request
-const DATABASE_URL = process.env.DATABASE_URL || '';
+// With PostgreSQL installed the replicas also share keys and the ledger through DATABASE_URL (the pg helper's
+// backends): the $1.00 budget is then a key's own budget, and the ledger in PostgreSQL must equal the bills.
+const withPg = !!pgBinDir();
+let DATABASE_URL = '';
+let keyBudget = null, keyOther = null; // {id, key}: the $1.00 key, and a key that lets the caller name its user
 
-let redis, f;
+let redis, f, pg;
 before(async () => {
   if (skip) return;
   redis = await startRedis();
   f = await startFake({ provider: 'openai', quiet: true });
+  if (withPg) {
+    pg = await startPostgres();
+    DATABASE_URL = pg.url;
+    const cli = (args) => {
+      const r = spawnSync(BIN, ['keys', 'create', ...args, '--data-dir', newDataDir()],
+        { encoding: 'utf8', env: { ...process.env, DATABASE_URL } });
+      assert.equal(r.status, 0, r.stderr);
+      return JSON.parse(r.stdout);
+    };
+    keyBudget = cli(['--name', 'spender', '--budget-usd', '1', '--budget-window', 'total']);
+    keyOther = cli(['--name', 'others', '--caller-attribution']);
+  }
 });
 after(async () => {
   if (redis) await redis.close();
   if (f) await f.close();
+  if (pg) await pg.destroy();
 });
 
 const config = (extra = '') => `
@@ -62,7 +80,7 @@ ratelimits:
   - {scope: user, name: limited, rpm: 60}
 ledger:
   batch_interval: 50ms
-${extra}`;
+${withPg ? 'auth:\n  mode: keys\n' : ''}${extra}`;
 
 function newDataDir() { return join(mkdtempSync(join(tmpdir(), 'agentd-cluster-')), 'data'); }
 
@@ -135,8 +153,9 @@ async function poll(what, fn, deadlineMs = 15000) {
 }
 
 function chat(base, user, extra = {}) {
+  const key = !withPg ? null : user === 'spender' ? keyBudget.key : keyOther.key;
   return fetch(`${base}/v1/chat/completions`, {
-    method: 'POST', headers: { 'content-type': 'application/json' },
+    method: 'POST', headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) },
     body: JSON.stringify({ model: 'gpt', user, max_tokens: 4, messages: [{ role: 'user', content: 'a b c' }], ...extra }),
   }).then(async (r) => ({ status: r.status, body: await r.json().catch(() => null) }),
     (e) => ({ status: 0, error: String(e.cause?.code || e.message) }));
@@ -144,10 +163,11 @@ function chat(base, user, extra = {}) {
 
 const billed = (user) => f.billing.filter((b) => b.user === user).reduce((s, b) => s + b.output_tokens * 250 * 1000, 0);
 
-function ledgerSum(dataDirs, user) {
-  if (DATABASE_URL) {
-    const out = execFileSync('psql', [DATABASE_URL, '-Atc',
-      `SELECT coalesce(sum(cost_nusd),0), count(*) FROM ledger_exchanges WHERE "user" = '${user}' AND status = 200`], { encoding: 'utf8' });
+async function ledgerSum(dataDirs, user) {
+  if (withPg) {
+    // the $1.00 key does not let the caller name a user: its rows carry the key id
+    const who = user === 'spender' ? `key_id = '${keyBudget.id}'` : `"user" = '${user}'`;
+    const out = await pg.psql(`SELECT coalesce(sum(cost_nusd),0) || '|' || count(*) FROM ledger_exchanges WHERE ${who} AND status = 200`);
     const [s, n] = out.trim().split('|').map(Number);
     return { nusd: s, rows: n };
   }
@@ -251,10 +271,13 @@ test('three replicas behind haproxy: 3,000 concurrent requests never spend more 
     for (const d of reps) await d.stop();
   }
   // the ledger (of the replicas that lived: the victim's last batch may be lost) agrees with the bills
-  const l = ledgerSum(dirs.slice(0, 2), 'spender');
-  const lall = ledgerSum(dirs, 'spender');
-  assert.equal(lall.nusd, billed('spender'), 'ledger = billing for the budget run');
-  assert.ok(l.nusd <= lall.nusd);
+  const lall = await ledgerSum(dirs, 'spender');
+  assert.equal(lall.nusd, billed('spender'), `ledger (${withPg ? 'PostgreSQL' : 'SQLite, summed'}) = billing for the budget run`);
+  assert.equal(lall.rows, f.billing.filter((b) => b.user === 'spender').length);
+  if (withPg) { // the key's own budget was the one in force: its refusals are in the ledger too
+    const st = await pg.psql(`SELECT count(*) FROM ledger_exchanges WHERE key_id = '${keyBudget.id}' AND status = 429`);
+    assert.equal(Number(st), 3000 - lall.rows);
+  }
 });
 
 test('Redis stopped: /ready says why; closed refuses past the leases, open serves on; back when Redis is', { skip, timeout: 60000 }, async () => {
