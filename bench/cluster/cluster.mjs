@@ -3,7 +3,7 @@
 // every request, limits high enough that nothing is refused — run embedded and with REDIS_URL, side by side in
 // the same sitting against the same instant fake upstream. Per round and per mode (order alternating): agentd's
 // CPU per proxied request (all its threads, /proc/<pid>/task/*/schedstat, ns) at concurrency C, and the latency
-// at concurrency 1 (p50, p99). Reported: medians over rounds and the ratios cluster / embedded (goal: <= 1.05),
+// at concurrency 1 (p50, p99; the two modes interleaved request by request). Reported: medians over rounds and the ratios cluster / embedded (goal: <= 1.05),
 // and Redis commands per 1,000 requests (INFO commandstats, during the cluster runs).
 //
 //   node bench/cluster/cluster.mjs [--rounds 5] [--requests 4000] [--concurrency 32] [--bin build/agentd]
@@ -59,11 +59,16 @@ async function load(d, n, c) {
   let next = 0;
   await Promise.all(Array.from({ length: c }, async () => { while (next++ < n) await one(d); }));
 }
-async function latencies(d, n) {
-  const v = [];
-  for (let i = 0; i < n; i++) { const t = process.hrtime.bigint(); await one(d); v.push(Number(process.hrtime.bigint() - t) / 1000); }
-  v.sort((a, b) => a - b);
-  return { p50: v[Math.floor(n * 0.5)], p99: v[Math.floor(n * 0.99)] };
+// Concurrency 1, the two modes interleaved request by request, so that the machine's drift hits both alike.
+async function latencies(a, b, n) {
+  const va = [], vb = [];
+  for (let i = 0; i < n; i++) {
+    for (const [d, v] of i % 2 ? [[b, vb], [a, va]] : [[a, va], [b, vb]]) {
+      const t = process.hrtime.bigint(); await one(d); v.push(Number(process.hrtime.bigint() - t) / 1000);
+    }
+  }
+  const q = (v) => { v.sort((x, y) => x - y); return { p50: v[Math.floor(n * 0.5)], p99: v[Math.floor(n * 0.99)] }; };
+  return [q(va), q(vb)];
 }
 const cmds = () => Object.entries(redis.commandstats()).filter(([k]) => k !== 'info').reduce((s, [, v]) => s + v, 0);
 const med = (a) => { const s = [...a].sort((x, y) => x - y); return s[Math.floor(s.length / 2)]; };
@@ -80,10 +85,13 @@ try {
       await load(d, N, C);
       const cpu = (cpuNs(d.child.pid) - c0) / N / 1000; // us per request
       if (name === 'cluster') res.cmdsPer1000.push((cmds() - k0) / N * 1000);
-      const lat = await latencies(d, LAT_N);
-      round[name] = { cpu, ...lat };
-      res[name].cpu.push(cpu); res[name].p50.push(lat.p50); res[name].p99.push(lat.p99);
+      round[name] = { cpu };
+      res[name].cpu.push(cpu);
     }
+    const [le, lc] = await latencies(emb, clu, LAT_N);
+    Object.assign(round.embedded, le);
+    Object.assign(round.cluster, lc);
+    for (const [name, l] of [['embedded', le], ['cluster', lc]]) { res[name].p50.push(l.p50); res[name].p99.push(l.p99); }
     for (const k of ['cpu', 'p50', 'p99']) res.ratios[k].push(round.cluster[k] / round.embedded[k]);
     console.error(`round ${r + 1}: ${JSON.stringify(round)}`);
   }
