@@ -36,6 +36,7 @@
 #include "config/config.h"
 #include "gateway/exchange.h"
 #include "gateway/registry.h"
+#include "mcp/mcp.h"
 #include "net/http.h"
 #include "telemetry/eval.h"
 #include "telemetry/metrics.h"
@@ -186,6 +187,7 @@ static void *worker_main(void *arg)
     /* Anything still open (nothing, normally) is closed so the loop can be freed. */
     uv_walk(&w->loop, worker_close_walk, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    mcp_worker_done();
     log_batch_disable();
     atomic_store(&w->stopped, true);
     uv_async_send(&D.worker_done);

@@ -21,12 +21,14 @@ static const char create_usage[] =
     "usage: agentd keys create --name NAME [--user U] [--team T] [--tag k=v]... [--models a,b]\n"
     "                          [--budget-usd X [--budget-window total|day|week|month]] [--budget-tokens N]\n"
     "                          [--rpm N] [--tpm N] [--max-concurrent N] [--expires 30d] [--caller-attribution]\n"
+    "                          [--mcp-tools a,srv__*] [--mcp-deny b]\n"
     "                          [--data-dir DIR] [--config FILE]\n"
     "Creates a virtual key and prints it as one JSON object; \"key\" is the secret, shown this once.\n";
 static const char update_usage[] =
     "usage: agentd keys update ID [--name NAME] [--user U] [--team T] [--tag k=v]... [--models a,b|all]\n"
     "                          [--budget-usd X] [--budget-window W] [--budget-tokens N] [--rpm N] [--tpm N]\n"
     "                          [--max-concurrent N] [--expires 30d|never] [--caller-attribution|--no-caller-attribution]\n"
+    "                          [--mcp-tools a,srv__*|all] [--mcp-deny b|none]\n"
     "                          [--data-dir DIR] [--config FILE]\n"
     "Changes the given fields of a key (--tag replaces all tags) and prints it as JSON.\n";
 static const char list_usage[] = "usage: agentd keys list [--json] [--data-dir DIR] [--config FILE]\n"
@@ -110,6 +112,12 @@ cJSON *keys_cli_flags(int argc, char **argv, const char **data_dir, const char *
                 cJSON_AddNullToObject(o, "models");
             else
                 cJSON_AddStringToObject(o, "models", v);
+        } else if (strcmp(f, "--mcp-tools") == 0 || strcmp(f, "--mcp-deny") == 0) {
+            const char *field = f[6] == 't' ? "mcp_tools" : "mcp_deny";
+            if (strcmp(v, "all") == 0 || strcmp(v, "none") == 0)
+                cJSON_AddNullToObject(o, field);
+            else
+                cJSON_AddStringToObject(o, field, v);
         } else if (strcmp(f, "--budget-usd") == 0) {
             rc = number(o, "budget_usd", f, v, false, err);
         } else if (strcmp(f, "--budget-tokens") == 0) {

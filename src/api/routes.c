@@ -188,6 +188,7 @@ static void services_start(const struct config *cfg)
                   err.data ? err.data : "?");
     buf_free(&err);
     admin_keys_init(cfg->server.data_dir);
+    mcp_init();
     char aerr[256];
     if (agents_start(cfg->server.data_dir, false, aerr, sizeof(aerr)) != 0)
         log_error("agent runs unavailable: %s", aerr);

@@ -1,5 +1,7 @@
 #include "common/buf.h"
 
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -99,6 +101,25 @@ char *buf_steal(struct buf *b, size_t *len)
     return p;
 }
 
+/* Eight bytes at once (SWAR): does any of them need an escape in a JSON string ('"', '\\' or below 0x20)? The
+ * zero-byte test ((v - 0x01..) & ~v & 0x80..) is exact as a yes/no for the whole word; "below 0x20" is the same
+ * test with 0x20. Text deltas are mostly plain: they are copied in runs found eight bytes per step. */
+#define JSON_ONES 0x0101010101010101ull
+#define JSON_HIGHS 0x8080808080808080ull
+static inline bool json_clean8(const char *p)
+{
+    uint64_t w;
+    memcpy(&w, p, 8);
+    uint64_t q = w ^ (JSON_ONES * '"'), bs = w ^ (JSON_ONES * '\\');
+    uint64_t bad = ((w - JSON_ONES * 0x20) & ~w) | ((q - JSON_ONES) & ~q) | ((bs - JSON_ONES) & ~bs);
+    return (bad & JSON_HIGHS) == 0;
+}
+
+static inline bool json_needs_escape(unsigned char c)
+{
+    return c < 0x20 || c == '"' || c == '\\';
+}
+
 int buf_append_json_str(struct buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -111,9 +132,16 @@ int buf_append_json_str(struct buf *b, const char *s, size_t n)
     if (buf_append_char(b, '"') != 0)
         return -1;
     size_t run = 0; /* start of the pending run of bytes that need no escaping */
-    for (size_t i = 0; i < n; i++) {
+    size_t i = 0;
+    for (;;) {
+        while (i + 8 <= n && json_clean8(s + i))
+            i += 8;
+        while (i < n && !json_needs_escape((unsigned char)s[i]))
+            i++; /* at most to the byte that made the word unclean, or the tail */
+        if (i >= n)
+            break;
         unsigned char c = (unsigned char)s[i];
-        const char *esc = NULL;
+        const char *esc;
         char ubuf[7];
         switch (c) {
         case '"': esc = "\\\""; break;
@@ -124,17 +152,13 @@ int buf_append_json_str(struct buf *b, const char *s, size_t n)
         case '\b': esc = "\\b"; break;
         case '\f': esc = "\\f"; break;
         default:
-            if (c < 0x20) {
-                ubuf[0] = '\\'; ubuf[1] = 'u'; ubuf[2] = '0'; ubuf[3] = '0';
-                ubuf[4] = hex[c >> 4]; ubuf[5] = hex[c & 15]; ubuf[6] = '\0';
-                esc = ubuf;
-            }
+            ubuf[0] = '\\'; ubuf[1] = 'u'; ubuf[2] = '0'; ubuf[3] = '0';
+            ubuf[4] = hex[c >> 4]; ubuf[5] = hex[c & 15]; ubuf[6] = '\0';
+            esc = ubuf;
         }
-        if (esc) {
-            if (buf_append(b, s + run, i - run) != 0 || buf_append_str(b, esc) != 0)
-                return -1;
-            run = i + 1;
-        }
+        if (buf_append(b, s + run, i - run) != 0 || buf_append_str(b, esc) != 0)
+            return -1;
+        run = ++i;
     }
     if (buf_append(b, s + run, n - run) != 0)
         return -1;

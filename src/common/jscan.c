@@ -460,6 +460,17 @@ int jscan_fields(const char *text, size_t len, const char *const *keys, struct j
     return 0;
 }
 
+int jscan_fields_trusted(const struct jval *obj, const char *const *keys, struct jval *out, size_t nkeys)
+{
+    for (size_t i = 0; i < nkeys; i++)
+        out[i].type = J_NONE;
+    if (obj->type != J_OBJECT)
+        return -1;
+    struct scanner s = {obj->raw.p, obj->raw.p + obj->raw.n, obj->raw.p, NULL, NULL, 0, true};
+    struct capture cap = {keys, out, nkeys, 0, false};
+    return scan_object(&s, &cap) != 0 ? -1 : 0;
+}
+
 int jscan_get(const char *text, size_t len, const char *key, struct jval *out)
 {
     struct scanner s = {text, text + len, text, NULL, NULL, 0, false};

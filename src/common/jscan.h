@@ -39,6 +39,11 @@ int jscan_path(const char *text, size_t len, const char *path, struct jval *out)
 int jscan_fields(const char *text, size_t len, const char *const *keys, struct jval *out, size_t nkeys,
                  size_t *err_off, const char **err_msg);
 
+/* jscan_fields over an object value out of text validated already (a jval from jscan_fields, jscan_each_fields or
+ * jscan_validate'd text): strings are skipped and the members not asked for stepped over as brackets, not checked
+ * again. Returns 0, or -1 (not an object; one of keys appearing twice). */
+int jscan_fields_trusted(const struct jval *obj, const char *const *keys, struct jval *out, size_t nkeys);
+
 /* A cheap pre-check for relays that pass most documents through untouched: false only when no member named by
  * one of `keys` (NULL-terminated; at any depth) can have an object as its value, i.e. every occurrence of a
  * quoted key is followed by something other than ':' then '{' (after whitespace). A quote inside a JSON string

@@ -181,6 +181,10 @@ struct config {
     struct cfg_list budgets;    /* struct config_budget (policy/govern_config.h) */
     struct cfg_list ratelimits; /* struct config_ratelimit (policy/govern_config.h) */
     struct cfg_list agents;     /* struct config_agent (agent/agent_config.h) */
+    struct config_mcp {         /* /mcp; its schema: mcp/mcp_config.c (docs/mcp.md) */
+        struct cfg_list servers; /* struct agent_mcp_server: upstream servers federated behind /mcp */
+        bool conformance_fixtures; /* the conformance suite's fixture tools (tests/mcp/conformance.yaml only) */
+    } mcp;
     struct config_ledger {      /* its schema: policy/govern_config.c */
         bool enabled;
         int64_t batch_interval_ms;

@@ -100,6 +100,7 @@ static const char *map_provider(const char *prefix, const char *api_base)
         {"anthropic", "anthropic"},
         {"gemini", "gemini"},
         {"bedrock", "bedrock"},
+        {"vertex_ai", "vertex-ai"},
         {"hosted_vllm", "openai-compatible"},
         {"openai_like", "openai-compatible"},
         {"ollama", "openai-compatible"},
@@ -144,7 +145,7 @@ static const char *default_base(const char *prefix)
 static bool known_param(const char *k)
 {
     static const char *const known[] = {"model", "api_key", "api_base", "api_version", "aws_region_name",
-                                        "weight", "timeout", "stream_timeout", NULL};
+                                        "vertex_project", "vertex_location", "vertex_credentials", "weight", "timeout", "stream_timeout", NULL};
     for (int i = 0; known[i]; i++)
         if (strcmp(k, known[i]) == 0)
             return true;
@@ -201,6 +202,26 @@ static bool deployment(struct buf *o, struct notes *nt, const struct ynode *entr
         buf_append_str(o, "        region: ");
         yq(o, v);
         buf_append_str(o, "\n");
+    }
+    if ((v = scalar(p, "vertex_project"))) {
+        buf_append_str(o, "        project: ");
+        yq(o, v);
+        buf_append_str(o, "\n");
+    }
+    if ((v = scalar(p, "vertex_location"))) {
+        buf_append_str(o, "        location: ");
+        yq(o, v);
+        buf_append_str(o, "\n");
+    }
+    if ((v = scalar(p, "vertex_credentials"))) { /* a key file's path, or the key itself (not carried: a secret) */
+        if (v[0] == '{' || strncmp(v, "os.environ/", 11) == 0) {
+            note(nt, path, "vertex_credentials inline or from the environment: give credentials_file or "
+                           "GOOGLE_APPLICATION_CREDENTIALS");
+        } else {
+            buf_append_str(o, "        credentials_file: ");
+            yq(o, v);
+            buf_append_str(o, "\n");
+        }
     }
     if ((v = scalar(p, "weight"))) {
         char *end;

@@ -35,6 +35,8 @@ static const struct cc_kind *const cc_kinds[CC_AUTH_COUNT] = {
     [CC_AUTH_AWS_CONTAINER] = &cc_kind_aws_container,
     [CC_AUTH_AZURE_WORKLOAD_IDENTITY] = &cc_kind_azure_workload_identity,
     [CC_AUTH_AZURE_MANAGED_IDENTITY] = &cc_kind_azure_managed_identity,
+    [CC_AUTH_GOOGLE_SERVICE_ACCOUNT] = &cc_kind_google_service_account, /* cloud_google.c */
+    [CC_AUTH_GOOGLE_METADATA] = &cc_kind_google_metadata,
 };
 
 /* What `auto` tries, in order, among the kinds of the deployment's cloud (after a static key). AWS follows the
@@ -50,6 +52,7 @@ enum cc_cloud cc_provider_cloud(int provider)
     switch (provider) {
     case PROVIDER_BEDROCK: return CC_CLOUD_AWS;
     case PROVIDER_AZURE_OPENAI: return CC_CLOUD_AZURE;
+    case PROVIDER_VERTEX: return CC_CLOUD_GOOGLE;
     default: return CC_CLOUD_NONE;
     }
 }

@@ -94,6 +94,7 @@ struct cc_dep_info {
     int provider;                           /* PROVIDER_* */
     const char *region;                     /* resolved region (AWS), or NULL */
     const struct config_deployment *conf;   /* may be NULL */
+    const char *credentials_file;           /* the deployment's key file (google_service_account), or NULL */
 };
 
 struct cc_kind {
@@ -168,6 +169,7 @@ int cc_parse_iso8601(const char *s, size_t n, int64_t *out);
 /* ---------- built-in kinds ---------- */
 extern const struct cc_kind cc_kind_aws_web_identity, cc_kind_aws_container;          /* cloud_aws.c */
 extern const struct cc_kind cc_kind_azure_workload_identity, cc_kind_azure_managed_identity; /* cloud_azure.c */
+extern const struct cc_kind cc_kind_google_service_account, cc_kind_google_metadata; /* cloud_google.c */
 
 /* Response parsers (pure; unit tests and fuzz targets). 0, or -1 with err (the service's own error message when
  * the body is an error document). */

@@ -291,8 +291,7 @@ static struct responses_stream *encoder(struct exchange *ex)
 {
     struct rctx *c = ctx_of(ex);
     if (c->rs == NULL)
-        c->rs = responses_stream_new(
-            responses_skeleton(ex->rq.client_tree, ex->id, ex->created, ex->rq.model_name));
+        c->rs = responses_stream_start(ex->rq.client_tree, ex->id, ex->created, ex->rq.model_name);
     return c->rs;
 }
 
@@ -317,7 +316,8 @@ static void r_stream_end(struct exchange *ex, const struct gw_error *err, struct
     }
     struct responses_stream *rs = encoder(ex);
     responses_stream_end(rs, &ex->usage, err, out);
-    if (err == NULL)
+    /* the final Response is a tree built for the store only: not when nothing is kept */
+    if (err == NULL && c->head.store && !c->stored && store_shared(ex->rq.cfg) != NULL)
         keep(ex, responses_stream_response(rs));
 }
 

@@ -187,6 +187,11 @@ static void validate_deployment(struct cfg_ctx *ctx, void *obj, const struct yno
         cfg_error_at(ctx, where, path, "base_url '%s' must start with http:// or https://", d->base_url);
     if (str_set(d->api_key) && str_set(d->api_key_env))
         cfg_error_at(ctx, where, path, "give either api_key_env or api_key, not both");
+    for (const char *p = d->location; p && *p; p++)
+        if (!(isalnum((unsigned char)*p) || *p == '-')) { /* it becomes part of a host name */
+            cfg_error_at(ctx, where, path, "location '%s': only letters, digits and - are allowed", d->location);
+            break;
+        }
     if (d->api == CONFIG_API_RESPONSES && d->provider != PROVIDER_OPENAI && d->provider != PROVIDER_AZURE_OPENAI &&
         d->provider != PROVIDER_OPENAI_COMPATIBLE)
         cfg_error_at(ctx, where, path, "api: responses is for openai, azure-openai and openai-compatible deployments");
@@ -254,7 +259,14 @@ _Static_assert(ARRAY_LEN(deployment_apis) == CONFIG_API_RESPONSES + 2, "one name
          .flags = CFG_NO_ENV,                                                                                     \
          .help = "credentials: auto (the key if set, else a cloud identity found in the environment), api_key, " \
                  "aws_web_identity, aws_container, azure_workload_identity, azure_managed_identity, "            \
-                 "google_service_account, google_metadata (docs/cloud/)"}
+                 "google_service_account, google_metadata (docs/cloud/)"},                                       \
+        {.key = "project", .type = CFG_STRING, .off = (base) + DOFF(project), .max = 128, .flags = CFG_NO_ENV,  \
+         .help = "vertex-ai: Google Cloud project id (default GOOGLE_CLOUD_PROJECT)"},                            \
+        {.key = "location", .type = CFG_STRING, .off = (base) + DOFF(location), .max = 64, .flags = CFG_NO_ENV, \
+         .help = "vertex-ai: location, e.g. us-central1 (default GOOGLE_CLOUD_LOCATION, else global)"},         \
+        {.key = "credentials_file", .type = CFG_STRING, .off = (base) + DOFF(credentials_file), .max = 4096,     \
+         .flags = CFG_NO_ENV,                                                                                     \
+         .help = "vertex-ai: service-account key file (default GOOGLE_APPLICATION_CREDENTIALS)"}
 
 static const struct cfg_field deployment_fields[] = {DEPLOYMENT_FIELDS(0)};
 static const struct cfg_schema deployment_schema = {.name = "deployment",

@@ -36,6 +36,8 @@ struct config_deployment {
     char *id;              /* "" = derived from provider, model and (when two would share it) base URL */
     int64_t connect_timeout_ms, first_byte_timeout_ms, idle_timeout_ms; /* 0 = the gateway's */
     int auth;              /* CC_AUTH_* (gateway/cloud_creds.h): static key or a cloud identity */
+    char *project, *location; /* vertex-ai: Google Cloud project and location */
+    char *credentials_file;   /* vertex-ai: service-account key (default GOOGLE_APPLICATION_CREDENTIALS) */
 };
 
 /* `balancing:` of a model: how the first deployment of an attempt order is chosen. */

@@ -121,6 +121,8 @@ static const char *provider_name(const struct deployment *dep)
         return "aws.bedrock";
     if (strcmp(n, "gemini") == 0)
         return "gcp.gemini";
+    if (strcmp(n, "vertex-ai") == 0)
+        return "gcp.vertex_ai";
     return n; /* openai, anthropic, and agentd's own (openai-compatible, mock) */
 }
 

@@ -139,6 +139,11 @@ extern const struct provider_ops provider_openai_compatible;
 extern const struct provider_ops provider_anthropic;
 extern const struct provider_ops provider_gemini;
 extern const struct provider_ops provider_bedrock;
+extern const struct provider_ops provider_vertex; /* Gemini models; Claude: vertex_provider_for */
+/* Vertex AI (providers/vertex.h): the ops for a deployment's model (Claude models are Anthropic's), and the
+ * default endpoint of a location. */
+const struct provider_ops *vertex_provider_for(const char *model);
+void vertex_base_url(const char *location, struct buf *out);
 extern const struct provider_ops provider_openai_responses; /* a front's choice (front_ops.provider_for) */
 
 /* Indexed by PROVIDER_*. */

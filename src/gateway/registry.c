@@ -99,6 +99,11 @@ static char *default_base_url(int provider, const char *region, char **env)
         if (!v)
             v = env_get(env, "GOOGLE_GEMINI_BASE_URL");
         return xstrdup(v ? v : "https://generativelanguage.googleapis.com");
+    case PROVIDER_VERTEX: {
+        struct buf b = BUF_INIT(BUF_UNBOUNDED);
+        vertex_base_url(region, &b);
+        return b.data;
+    }
     case PROVIDER_BEDROCK:
         v = env_get(env, "AWS_ENDPOINT_URL_BEDROCK_RUNTIME");
         if (!v)
@@ -130,6 +135,20 @@ static void fill_deployment(struct deployment *d, const struct config_deployment
         d->region = xstrdup(reg ? reg : (env_get(env, "AWS_DEFAULT_REGION") ? env_get(env, "AWS_DEFAULT_REGION")
                                                                               : "us-east-1"));
     }
+    if (d->provider == PROVIDER_VERTEX) { /* the location rides in region; Google's SDKs' variables, then LiteLLM's */
+        const char *loc = c->location && *c->location ? c->location : env_get(env, "GOOGLE_CLOUD_LOCATION");
+        const char *proj = c->project && *c->project ? c->project : env_get(env, "GOOGLE_CLOUD_PROJECT");
+        xfree(d->region);
+        d->region = xstrdup(loc ? loc : env_get(env, "VERTEXAI_LOCATION") ? env_get(env, "VERTEXAI_LOCATION") : "global");
+        d->project = dup_or_null(proj ? proj : env_get(env, "VERTEXAI_PROJECT"));
+        if (strspn(d->region, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != strlen(d->region)) {
+            if (warnings) /* it becomes part of a host name; the key's own value is checked by the configuration */
+                buf_printf(warnings, "model %s: vertex-ai location '%s' is not a location\n", public_name, d->region);
+            xfree(d->project);
+            d->project = NULL; /* skipped, as a deployment without a project */
+        }
+        d->prov = vertex_provider_for(d->model);
+    }
     d->base_url = strip_slash(c->base_url && *c->base_url ? xstrdup(c->base_url)
                                                           : default_base_url(c->provider, d->region, env));
     d->api_version = dup_or_null(c->api_version);
@@ -152,15 +171,18 @@ static void fill_deployment(struct deployment *d, const struct config_deployment
         d->aws_secret_access_key = dup_or_null(env_get(env, "AWS_SECRET_ACCESS_KEY"));
         d->aws_session_token = dup_or_null(env_get(env, "AWS_SESSION_TOKEN"));
         d->missing_key = d->aws_access_key_id == NULL || d->aws_secret_access_key == NULL;
+    } else if (d->provider == PROVIDER_VERTEX) {
+        d->missing_key = d->project == NULL; /* the token comes from the Google credentials, or api_key */
     } else if (d->provider != PROVIDER_MOCK && d->provider != PROVIDER_OPENAI_COMPATIBLE) {
         d->missing_key = d->api_key == NULL;
     }
     /* A cloud identity: asked for by `auth:`, or found by auto when there is no static key. */
-    struct cc_dep_info di = {d->provider, d->region, c};
+    struct cc_dep_info di = {d->provider, d->region, c, c->credentials_file};
     char why[512];
-    int crc = cc_source_get(c->auth, !d->missing_key, env, &di, &d->creds, why, sizeof(why));
+    bool has_key = d->provider == PROVIDER_VERTEX ? d->api_key != NULL : !d->missing_key; /* vertex: a static token */
+    int crc = cc_source_get(c->auth, has_key, env, &di, &d->creds, why, sizeof(why));
     if (crc == 0) {
-        d->missing_key = false;
+        d->missing_key = d->provider == PROVIDER_VERTEX && d->project == NULL;
     } else if (crc < 0) {
         d->missing_key = true;
         if (warnings)
@@ -174,6 +196,7 @@ static void fill_deployment(struct deployment *d, const struct config_deployment
                    provider_names[d->provider], d->model,
                    d->provider == PROVIDER_BEDROCK ? "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
                    : d->provider == PROVIDER_AZURE_OPENAI && d->base_url == NULL ? "AZURE_OPENAI_ENDPOINT"
+                   : d->provider == PROVIDER_VERTEX ? "project / GOOGLE_CLOUD_PROJECT"
                                                                                  : (key_env ? key_env : "api_key"));
     if (c->id && *c->id) {
         d->label = xstrdup(c->id);
@@ -499,6 +522,7 @@ void registry_free(struct registry *r)
             xfree(d->api_key_env);
             xfree(d->api_version);
             xfree(d->region);
+            xfree(d->project);
             xfree(d->aws_access_key_id);
             if (d->aws_secret_access_key) {
                 volatile char *p = d->aws_secret_access_key;

@@ -48,6 +48,7 @@ struct deployment {
     const struct price *price;   /* NULL: unpriced */
     bool missing_key;            /* a key is required and none was found */
     int api;                     /* CONFIG_API_* (gw_config.h): the OpenAI API it speaks for /v1/responses */
+    char *project;               /* vertex-ai: Google Cloud project (the location is in region) */
 };
 
 struct model_entry {

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/alloc.h"
@@ -1175,6 +1176,13 @@ void responses_append_output(cJSON *history, const cJSON *resp)
 
 /* ---------- streaming encoder ---------- */
 
+/* Every event is written straight into the output from the stream's state, as the chat stream writers do: no
+ * tree is built or printed per event. The Response object's fixed part (every field but status, error,
+ * incomplete_details, output and usage, i.e. the request parameters it echoes) is written once, when the stream
+ * starts, from the skeleton; each response.* event copies it and splices the variable fields in. The tree of
+ * the final Response is built only when asked for (responses_stream_response: the store). The events mean
+ * exactly what the tree-built ones did (tests/unit/gateway/test_responses_stream.c compares both). */
+
 struct rs_tool {
     int index;        /* chat tool_index */
     int output_index;
@@ -1184,24 +1192,113 @@ struct rs_tool {
     bool open;
 };
 
+struct rs_msg {
+    char id[RESPONSES_MAX_ID + 64];
+    struct buf text;
+};
+
+/* The Response's fields that change as the stream goes (spliced into the fixed part). */
+enum rs_var { RV_STATUS, RV_ERROR, RV_INCOMPLETE, RV_OUTPUT, RV_USAGE, RV_COUNT };
+static const char *const rs_var_key[RV_COUNT] = {"status", "error", "incomplete_details", "output", "usage"};
+
+struct rs_item {
+    bool tool;        /* tools[ref] or msgs[ref] */
+    int ref;
+};
+
 struct responses_stream {
-    cJSON *resp;      /* the Response; output items are added as they close */
+    cJSON *resp;      /* the skeleton; completed into the final Response only by responses_stream_response */
+    bool resp_final;
+    /* responses_stream_start: the request, to build the skeleton only when the final Response is asked for */
+    const cJSON *req;
+    int64_t created;
+    char *model;
+    char id[RESPONSES_MAX_ID + 1]; /* the response id (item ids share its suffix) */
     int64_t seq;
     bool started, ended;
     int next_output;  /* output_index of the next item */
-    /* the open message item, if any */
-    int text_output;  /* -1: none open */
-    char text_id[RESPONSES_MAX_ID + 64];
-    struct buf text;
-    int nmsg;
+    int text_output;  /* the open message item's output_index; -1: none open */
+    struct rs_msg *msgs;
+    int nmsg, capmsg;
     struct rs_tool *tools;
     int ntools, captools;
-    enum finish finish;
-    struct usage usage;
-    /* items in output order (closed ones) are appended to resp->output in order of output_index */
-    cJSON **items;    /* by output_index */
+    struct rs_item *items; /* by output_index */
     int capitems;
+    enum finish finish;
+    struct usage usage;   /* from the deltas */
+    /* the Response's variable fields */
+    const char *status;   /* "in_progress", "completed", "incomplete", "failed" */
+    const char *incomplete_reason; /* NULL: incomplete_details null */
+    bool failed;
+    char *err_code, *err_message;
+    struct usage final_usage; /* known: usage written */
+    /* the fixed part: frag with the variable fields' places (the value of seg[i].var goes at seg[i].at) */
+    struct buf frag;
+    struct {
+        size_t at;
+        enum rs_var var;
+    } seg[RV_COUNT];
+    int nseg;
 };
+
+static void write_json_number(struct buf *out, double d)
+{
+    if (!isfinite(d)) { /* as cJSON prints it */
+        buf_append_str(out, "null");
+        return;
+    }
+    if (d == floor(d) && fabs(d) < 9007199254740992.0) { /* 2^53: exact as an integer */
+        buf_append_i64(out, (int64_t)d);
+        return;
+    }
+    char tmp[40];
+    snprintf(tmp, sizeof(tmp), "%.15g", d);
+    if (strtod(tmp, NULL) != d)
+        snprintf(tmp, sizeof(tmp), "%.17g", d);
+    buf_append_str(out, tmp);
+}
+
+/* A (request) value as JSON, as cJSON_PrintUnformatted would (same values; recursion bounded by cJSON's nesting
+ * limit on the parsed request). */
+static void write_json_value(struct buf *out, const cJSON *v)
+{
+    if (cJSON_IsFalse(v))
+        buf_append_str(out, "false");
+    else if (cJSON_IsTrue(v))
+        buf_append_str(out, "true");
+    else if (cJSON_IsNumber(v))
+        write_json_number(out, v->valuedouble);
+    else if (cJSON_IsString(v))
+        buf_append_json_cstr(out, v->valuestring ? v->valuestring : "");
+    else if (cJSON_IsRaw(v) && v->valuestring)
+        buf_append_str(out, v->valuestring);
+    else if (cJSON_IsArray(v) || cJSON_IsObject(v)) {
+        bool obj = cJSON_IsObject(v);
+        buf_append_char(out, obj ? '{' : '[');
+        const cJSON *c;
+        bool first = true;
+        cJSON_ArrayForEach(c, v)
+        {
+            if (!first)
+                buf_append_char(out, ',');
+            first = false;
+            if (obj) {
+                buf_append_json_cstr(out, c->string ? c->string : "");
+                buf_append_char(out, ':');
+            }
+            write_json_value(out, c);
+        }
+        buf_append_char(out, obj ? '}' : ']');
+    } else
+        buf_append_str(out, "null");
+}
+
+static void seg_add(struct responses_stream *s, enum rs_var var)
+{
+    s->seg[s->nseg].at = s->frag.len;
+    s->seg[s->nseg].var = var;
+    s->nseg++;
+}
 
 struct responses_stream *responses_stream_new(cJSON *skeleton)
 {
@@ -1209,7 +1306,139 @@ struct responses_stream *responses_stream_new(cJSON *skeleton)
     s->resp = skeleton;
     s->seq = -1;
     s->text_output = -1;
-    buf_init(&s->text, BUF_UNBOUNDED);
+    s->status = "in_progress";
+    const char *id = get_str(skeleton, "id");
+    snprintf(s->id, sizeof(s->id), "%s", id ? id : "");
+    /* the fixed part of the Response, once */
+    buf_init(&s->frag, BUF_UNBOUNDED);
+    buf_append_char(&s->frag, '{');
+    bool seen[RV_COUNT] = {false};
+    const cJSON *c;
+    cJSON_ArrayForEach(c, skeleton)
+    {
+        if (s->frag.len > 1)
+            buf_append_char(&s->frag, ',');
+        buf_append_json_cstr(&s->frag, c->string ? c->string : "");
+        buf_append_char(&s->frag, ':');
+        int var = -1;
+        for (int i = 0; i < RV_COUNT && c->string; i++)
+            if (!seen[i] && strcmp(c->string, rs_var_key[i]) == 0)
+                var = i;
+        if (var >= 0) {
+            seen[var] = true;
+            seg_add(s, (enum rs_var)var);
+        } else {
+            write_json_value(&s->frag, c);
+        }
+    }
+    for (int i = 0; i < RV_COUNT; i++) /* a skeleton without one of them: at the end, as replace() would */
+        if (!seen[i]) {
+            if (s->frag.len > 1)
+                buf_append_char(&s->frag, ',');
+            buf_append_json_cstr(&s->frag, rs_var_key[i]);
+            buf_append_char(&s->frag, ':');
+            seg_add(s, (enum rs_var)i);
+        }
+    buf_append_char(&s->frag, '}');
+    return s;
+}
+
+static void frag_key(struct responses_stream *s, const char *key)
+{
+    if (s->frag.len > 1)
+        buf_append_char(&s->frag, ',');
+    buf_append_char(&s->frag, '"');
+    buf_append_str(&s->frag, key);
+    buf_append_str(&s->frag, "\":");
+}
+
+/* The request's value, or dflt (JSON text) when it is absent or null: as add_copy_or */
+static void write_value_or(struct buf *out, const cJSON *v, const char *dflt)
+{
+    if (!absent(v))
+        write_json_value(out, v);
+    else
+        buf_append_str(out, dflt);
+}
+
+static void frag_copy_or(struct responses_stream *s, const char *key, const cJSON *v, const char *dflt)
+{
+    frag_key(s, key);
+    write_value_or(&s->frag, v, dflt);
+}
+
+static void frag_var(struct responses_stream *s, const char *key, enum rs_var var)
+{
+    frag_key(s, key);
+    seg_add(s, var);
+}
+
+/* The fixed part written from the request, field by field as responses_skeleton builds it (same order, same
+ * defaults: test_responses_stream compares the two). */
+struct responses_stream *responses_stream_start(const cJSON *req, const char *id, int64_t created,
+                                                const char *model)
+{
+    struct responses_stream *s = xcalloc(1, sizeof(*s));
+    s->req = req;
+    s->created = created;
+    s->model = xstrdup(model);
+    s->seq = -1;
+    s->text_output = -1;
+    s->status = "in_progress";
+    snprintf(s->id, sizeof(s->id), "%s", id);
+    struct buf *f = &s->frag;
+    buf_init(f, BUF_UNBOUNDED);
+    buf_append_char(f, '{');
+    frag_key(s, "id");
+    buf_append_json_cstr(f, id);
+    frag_key(s, "object");
+    buf_append_str(f, "\"response\"");
+    frag_key(s, "created_at");
+    write_json_number(f, (double)created);
+    frag_var(s, "status", RV_STATUS);
+    frag_key(s, "background");
+    buf_append_str(f, "false");
+    frag_var(s, "error", RV_ERROR);
+    frag_var(s, "incomplete_details", RV_INCOMPLETE);
+    frag_copy_or(s, "instructions", get(req, "instructions"), "null");
+    frag_copy_or(s, "max_output_tokens", get(req, "max_output_tokens"), "null");
+    frag_copy_or(s, "max_tool_calls", get(req, "max_tool_calls"), "null");
+    frag_key(s, "model");
+    buf_append_json_cstr(f, model);
+    frag_var(s, "output", RV_OUTPUT);
+    frag_copy_or(s, "parallel_tool_calls", get(req, "parallel_tool_calls"), "true");
+    frag_copy_or(s, "previous_response_id", get(req, "previous_response_id"), "null");
+    frag_copy_or(s, "prompt_cache_key", get(req, "prompt_cache_key"), "null");
+    const cJSON *rq = get(req, "reasoning");
+    frag_key(s, "reasoning");
+    buf_append_str(f, "{\"effort\":");
+    write_value_or(f, get(rq, "effort"), "null");
+    buf_append_str(f, ",\"summary\":");
+    write_value_or(f, get(rq, "summary"), "null");
+    buf_append_char(f, '}');
+    frag_copy_or(s, "safety_identifier", get(req, "safety_identifier"), "null");
+    frag_key(s, "service_tier");
+    buf_append_str(f, "\"default\"");
+    const cJSON *store = get(req, "store");
+    frag_key(s, "store");
+    buf_append_str(f, absent(store) || cJSON_IsTrue(store) ? "true" : "false");
+    frag_copy_or(s, "temperature", get(req, "temperature"), "1");
+    const cJSON *tq = get(req, "text");
+    frag_key(s, "text");
+    buf_append_str(f, "{\"format\":");
+    write_value_or(f, get(tq, "format"), "{\"type\":\"text\"}");
+    buf_append_str(f, ",\"verbosity\":");
+    write_value_or(f, get(tq, "verbosity"), "\"medium\"");
+    buf_append_char(f, '}');
+    frag_copy_or(s, "tool_choice", get(req, "tool_choice"), "\"auto\"");
+    frag_copy_or(s, "tools", get(req, "tools"), "[]");
+    frag_copy_or(s, "top_logprobs", get(req, "top_logprobs"), "0");
+    frag_copy_or(s, "top_p", get(req, "top_p"), "1");
+    frag_copy_or(s, "truncation", get(req, "truncation"), "\"disabled\"");
+    frag_var(s, "usage", RV_USAGE);
+    frag_copy_or(s, "user", get(req, "user"), "null");
+    frag_copy_or(s, "metadata", get(req, "metadata"), "{}");
+    buf_append_char(f, '}');
     return s;
 }
 
@@ -1223,18 +1452,17 @@ void responses_stream_free(struct responses_stream *s)
         xfree(s->tools[i].name);
         buf_free(&s->tools[i].args);
     }
-    for (int i = 0; i < s->next_output && i < s->capitems; i++)
-        cJSON_Delete(s->items[i]);
+    for (int i = 0; i < s->nmsg; i++)
+        buf_free(&s->msgs[i].text);
+    xfree(s->msgs);
     xfree(s->items);
     xfree(s->tools);
-    buf_free(&s->text);
+    xfree(s->err_code);
+    xfree(s->err_message);
+    buf_free(&s->frag);
     cJSON_Delete(s->resp);
+    xfree(s->model);
     xfree(s);
-}
-
-const cJSON *responses_stream_response(const struct responses_stream *s)
-{
-    return s->resp;
 }
 
 int64_t responses_stream_seq(const struct responses_stream *s)
@@ -1259,31 +1487,127 @@ static void event_end(struct buf *out)
     buf_append_str(out, "}\n\n");
 }
 
-static void event_json(struct buf *out, const char *key, const cJSON *v)
+/* A message output item: content [] while in progress, the one output_text part when done. */
+static void write_msg_item(struct buf *out, const struct rs_msg *m, bool done)
 {
-    char *j = cJSON_PrintUnformatted(v);
-    buf_append_str(out, ",\"");
-    buf_append_str(out, key);
-    buf_append_str(out, "\":");
-    buf_append_str(out, j ? j : "null");
-    cJSON_free(j);
+    buf_append_str(out, "{\"id\":");
+    buf_append_json_cstr(out, m->id);
+    if (done) {
+        buf_append_str(out, ",\"type\":\"message\",\"status\":\"completed\",\"content\":[{\"type\":\"output_text\","
+                            "\"annotations\":[],\"logprobs\":[],\"text\":");
+        buf_append_json_str(out, m->text.data, m->text.len);
+        buf_append_str(out, "}],\"role\":\"assistant\"}");
+    } else {
+        buf_append_str(out, ",\"type\":\"message\",\"status\":\"in_progress\",\"content\":[],\"role\":\"assistant\"}");
+    }
+}
+
+static void write_call_item(struct buf *out, const struct rs_tool *t, bool done)
+{
+    buf_append_str(out, "{\"id\":");
+    buf_append_json_cstr(out, t->item_id);
+    buf_append_str(out, done ? ",\"type\":\"function_call\",\"status\":\"completed\",\"arguments\":"
+                             : ",\"type\":\"function_call\",\"status\":\"in_progress\",\"arguments\":");
+    if (done)
+        buf_append_json_str(out, t->args.data, t->args.len);
+    else
+        buf_append_str(out, "\"\"");
+    buf_append_str(out, ",\"call_id\":");
+    buf_append_json_cstr(out, t->call_id);
+    buf_append_str(out, ",\"name\":");
+    buf_append_json_cstr(out, t->name);
+    buf_append_char(out, '}');
+}
+
+static void write_usage(struct buf *out, const struct usage *u)
+{
+    buf_append_str(out, "{\"input_tokens\":");
+    buf_append_i64(out, u->input);
+    buf_append_str(out, ",\"input_tokens_details\":{\"cached_tokens\":");
+    buf_append_i64(out, u->cached_input);
+    buf_append_str(out, "},\"output_tokens\":");
+    buf_append_i64(out, u->output);
+    buf_append_str(out, ",\"output_tokens_details\":{\"reasoning_tokens\":");
+    buf_append_i64(out, u->reasoning);
+    buf_append_str(out, "},\"total_tokens\":");
+    buf_append_i64(out, u->input + u->output);
+    buf_append_char(out, '}');
+}
+
+static void write_var(const struct responses_stream *s, enum rs_var var, struct buf *out)
+{
+    switch (var) {
+    case RV_STATUS:
+        buf_append_char(out, '"');
+        buf_append_str(out, s->status);
+        buf_append_char(out, '"');
+        break;
+    case RV_ERROR:
+        if (!s->failed) {
+            buf_append_str(out, "null");
+            break;
+        }
+        buf_append_str(out, "{\"code\":");
+        buf_append_json_cstr(out, s->err_code);
+        buf_append_str(out, ",\"message\":");
+        buf_append_json_cstr(out, s->err_message);
+        buf_append_char(out, '}');
+        break;
+    case RV_INCOMPLETE:
+        if (s->incomplete_reason) {
+            buf_append_str(out, "{\"reason\":\"");
+            buf_append_str(out, s->incomplete_reason);
+            buf_append_str(out, "\"}");
+        } else {
+            buf_append_str(out, "null");
+        }
+        break;
+    case RV_OUTPUT: /* the items join the Response at the end, in output order */
+        buf_append_char(out, '[');
+        for (int i = 0, n = 0; s->ended && i < s->next_output && i < s->capitems; i++) {
+            const struct rs_item *it = &s->items[i];
+            if (it->ref < 0)
+                continue;
+            if (n++)
+                buf_append_char(out, ',');
+            if (it->tool)
+                write_call_item(out, &s->tools[it->ref], true);
+            else
+                write_msg_item(out, &s->msgs[it->ref], true);
+        }
+        buf_append_char(out, ']');
+        break;
+    case RV_USAGE:
+        if (s->final_usage.known)
+            write_usage(out, &s->final_usage);
+        else
+            buf_append_str(out, "null");
+        break;
+    case RV_COUNT: break;
+    }
 }
 
 static void event_response(struct responses_stream *s, struct buf *out, const char *type)
 {
     event_begin(s, out, type);
-    event_json(out, "response", s->resp);
+    buf_append_str(out, ",\"response\":");
+    size_t from = 0;
+    for (int i = 0; i < s->nseg; i++) {
+        buf_append(out, s->frag.data + from, s->seg[i].at - from);
+        write_var(s, s->seg[i].var, out);
+        from = s->seg[i].at;
+    }
+    buf_append(out, s->frag.data + from, s->frag.len - from);
     event_end(out);
 }
 
-static void item_event(struct responses_stream *s, struct buf *out, const char *type, int output_index,
-                       const cJSON *item)
+/* "...,"output_index":N,"item":" (the caller writes the item and closes) */
+static void item_event_begin(struct responses_stream *s, struct buf *out, const char *type, int output_index)
 {
     event_begin(s, out, type);
     buf_append_str(out, ",\"output_index\":");
     buf_append_i64(out, output_index);
-    event_json(out, "item", item);
-    event_end(out);
+    buf_append_str(out, ",\"item\":");
 }
 
 static void start(struct responses_stream *s, struct buf *out)
@@ -1295,18 +1619,23 @@ static void start(struct responses_stream *s, struct buf *out)
     event_response(s, out, "response.in_progress");
 }
 
-static void keep_item(struct responses_stream *s, int output_index, cJSON *item)
+static void keep_item(struct responses_stream *s, int output_index, bool tool, int ref)
 {
     if (output_index >= s->capitems) {
         int ncap = s->capitems ? s->capitems * 2 : 8;
         while (ncap <= output_index)
             ncap *= 2;
         s->items = xrealloc(s->items, (size_t)ncap * sizeof(*s->items));
-        memset(s->items + s->capitems, 0, (size_t)(ncap - s->capitems) * sizeof(*s->items));
+        for (int i = s->capitems; i < ncap; i++)
+            s->items[i] = (struct rs_item){.tool = false, .ref = -1};
         s->capitems = ncap;
     }
-    cJSON_Delete(s->items[output_index]);
-    s->items[output_index] = item;
+    s->items[output_index] = (struct rs_item){.tool = tool, .ref = ref};
+}
+
+static struct rs_msg *open_msg(struct responses_stream *s)
+{
+    return &s->msgs[s->nmsg - 1];
 }
 
 static void text_open(struct responses_stream *s, struct buf *out)
@@ -1314,22 +1643,27 @@ static void text_open(struct responses_stream *s, struct buf *out)
     if (s->text_output >= 0)
         return;
     s->text_output = s->next_output++;
-    const char *id = get_str(s->resp, "id");
+    if (s->nmsg == s->capmsg) {
+        s->capmsg = s->capmsg ? s->capmsg * 2 : 2;
+        s->msgs = xrealloc(s->msgs, (size_t)s->capmsg * sizeof(*s->msgs));
+    }
+    struct rs_msg *m = &s->msgs[s->nmsg];
     if (s->nmsg == 0)
-        snprintf(s->text_id, sizeof(s->text_id), "msg_%s", id_suffix(id ? id : ""));
+        snprintf(m->id, sizeof(m->id), "msg_%s", id_suffix(s->id));
     else
-        snprintf(s->text_id, sizeof(s->text_id), "msg_%s_%d", id_suffix(id ? id : ""), s->nmsg);
+        snprintf(m->id, sizeof(m->id), "msg_%s_%d", id_suffix(s->id), s->nmsg);
+    buf_init(&m->text, BUF_UNBOUNDED);
     s->nmsg++;
-    buf_reset(&s->text);
-    cJSON *item = message_output(s->text_id, NULL, NULL, false);
-    item_event(s, out, "response.output_item.added", s->text_output, item);
-    cJSON_Delete(item);
+    item_event_begin(s, out, "response.output_item.added", s->text_output);
+    write_msg_item(out, m, false);
+    event_end(out);
     event_begin(s, out, "response.content_part.added");
     buf_append_str(out, ",\"item_id\":");
-    buf_append_json_cstr(out, s->text_id);
-    buf_printf(out, ",\"output_index\":%d,\"content_index\":0,"
-                    "\"part\":{\"type\":\"output_text\",\"annotations\":[],\"logprobs\":[],\"text\":\"\"}",
-               s->text_output);
+    buf_append_json_cstr(out, m->id);
+    buf_append_str(out, ",\"output_index\":");
+    buf_append_i64(out, s->text_output);
+    buf_append_str(out, ",\"content_index\":0,"
+                        "\"part\":{\"type\":\"output_text\",\"annotations\":[],\"logprobs\":[],\"text\":\"\"}");
     event_end(out);
 }
 
@@ -1337,27 +1671,31 @@ static void text_close(struct responses_stream *s, struct buf *out)
 {
     if (s->text_output < 0)
         return;
+    const struct rs_msg *m = open_msg(s);
     event_begin(s, out, "response.output_text.done");
     buf_append_str(out, ",\"item_id\":");
-    buf_append_json_cstr(out, s->text_id);
-    buf_printf(out, ",\"output_index\":%d,\"content_index\":0,\"text\":", s->text_output);
-    buf_append_json_str(out, s->text.data ? s->text.data : "", s->text.len);
+    buf_append_json_cstr(out, m->id);
+    buf_append_str(out, ",\"output_index\":");
+    buf_append_i64(out, s->text_output);
+    buf_append_str(out, ",\"content_index\":0,\"text\":");
+    buf_append_json_str(out, m->text.data, m->text.len);
     buf_append_str(out, ",\"logprobs\":[]");
     event_end(out);
     event_begin(s, out, "response.content_part.done");
     buf_append_str(out, ",\"item_id\":");
-    buf_append_json_cstr(out, s->text_id);
-    buf_printf(out, ",\"output_index\":%d,\"content_index\":0,"
-                    "\"part\":{\"type\":\"output_text\",\"annotations\":[],\"logprobs\":[],\"text\":",
-               s->text_output);
-    buf_append_json_str(out, s->text.data ? s->text.data : "", s->text.len);
-    buf_append_str(out, "}");
+    buf_append_json_cstr(out, m->id);
+    buf_append_str(out, ",\"output_index\":");
+    buf_append_i64(out, s->text_output);
+    buf_append_str(out, ",\"content_index\":0,"
+                        "\"part\":{\"type\":\"output_text\",\"annotations\":[],\"logprobs\":[],\"text\":");
+    buf_append_json_str(out, m->text.data, m->text.len);
+    buf_append_char(out, '}');
     event_end(out);
-    cJSON *item = message_output(s->text_id, s->text.data ? s->text.data : "", NULL, true);
-    item_event(s, out, "response.output_item.done", s->text_output, item);
-    keep_item(s, s->text_output, item);
+    item_event_begin(s, out, "response.output_item.done", s->text_output);
+    write_msg_item(out, m, true);
+    event_end(out);
+    keep_item(s, s->text_output, false, s->nmsg - 1);
     s->text_output = -1;
-    buf_reset(&s->text);
 }
 
 static struct rs_tool *tool_find(struct responses_stream *s, int index)
@@ -1376,14 +1714,17 @@ static void tool_close(struct responses_stream *s, struct rs_tool *t, struct buf
     event_begin(s, out, "response.function_call_arguments.done");
     buf_append_str(out, ",\"item_id\":");
     buf_append_json_cstr(out, t->item_id);
-    buf_printf(out, ",\"output_index\":%d,\"name\":", t->output_index);
+    buf_append_str(out, ",\"output_index\":");
+    buf_append_i64(out, t->output_index);
+    buf_append_str(out, ",\"name\":");
     buf_append_json_cstr(out, t->name);
     buf_append_str(out, ",\"arguments\":");
-    buf_append_json_str(out, t->args.data ? t->args.data : "", t->args.len);
+    buf_append_json_str(out, t->args.data, t->args.len);
     event_end(out);
-    cJSON *item = call_output(t->item_id, t->call_id, t->name, t->args.data ? t->args.data : "", true);
-    item_event(s, out, "response.output_item.done", t->output_index, item);
-    keep_item(s, t->output_index, item);
+    item_event_begin(s, out, "response.output_item.done", t->output_index);
+    write_call_item(out, t, true);
+    event_end(out);
+    keep_item(s, t->output_index, true, (int)(t - s->tools));
 }
 
 void responses_stream_delta(struct responses_stream *s, const struct chat_delta *d, struct buf *out)
@@ -1392,19 +1733,23 @@ void responses_stream_delta(struct responses_stream *s, const struct chat_delta 
         return;
     start(s, out);
     switch (d->kind) {
-    case DELTA_TEXT:
+    case DELTA_TEXT: {
         if (d->text.n == 0)
             return;
         text_open(s, out);
-        buf_append(&s->text, d->text.p, d->text.n);
+        struct rs_msg *m = open_msg(s);
+        buf_append(&m->text, d->text.p, d->text.n);
         event_begin(s, out, "response.output_text.delta");
         buf_append_str(out, ",\"item_id\":");
-        buf_append_json_cstr(out, s->text_id);
-        buf_printf(out, ",\"output_index\":%d,\"content_index\":0,\"delta\":", s->text_output);
+        buf_append_json_cstr(out, m->id);
+        buf_append_str(out, ",\"output_index\":");
+        buf_append_i64(out, s->text_output);
+        buf_append_str(out, ",\"content_index\":0,\"delta\":");
         buf_append_json_str(out, d->text.p, d->text.n);
         buf_append_str(out, ",\"logprobs\":[]");
         event_end(out);
         break;
+    }
     case DELTA_TOOL_START: {
         if (s->ntools >= RESPONSES_MAX_TOOLS)
             return;
@@ -1418,18 +1763,17 @@ void responses_stream_delta(struct responses_stream *s, const struct chat_delta 
         memset(t, 0, sizeof(*t));
         t->index = d->tool_index;
         t->output_index = s->next_output++;
-        const char *id = get_str(s->resp, "id");
         char iid[RESPONSES_MAX_ID + 64];
-        snprintf(iid, sizeof(iid), "fc_%s_%d", id_suffix(id ? id : ""), s->ntools);
+        snprintf(iid, sizeof(iid), "fc_%s_%d", id_suffix(s->id), s->ntools);
         t->item_id = xstrdup(iid);
         t->call_id = d->tool_id.n ? str_dup(d->tool_id) : xstrdup(iid);
         t->name = str_dup(d->tool_name);
         buf_init(&t->args, BUF_UNBOUNDED);
         t->open = true;
         s->ntools++;
-        cJSON *item = call_output(t->item_id, t->call_id, t->name, "", false);
-        item_event(s, out, "response.output_item.added", t->output_index, item);
-        cJSON_Delete(item);
+        item_event_begin(s, out, "response.output_item.added", t->output_index);
+        write_call_item(out, t, false);
+        event_end(out);
         break;
     }
     case DELTA_TOOL_ARGS: {
@@ -1440,7 +1784,9 @@ void responses_stream_delta(struct responses_stream *s, const struct chat_delta 
         event_begin(s, out, "response.function_call_arguments.delta");
         buf_append_str(out, ",\"item_id\":");
         buf_append_json_cstr(out, t->item_id);
-        buf_printf(out, ",\"output_index\":%d,\"delta\":", t->output_index);
+        buf_append_str(out, ",\"output_index\":");
+        buf_append_i64(out, t->output_index);
+        buf_append_str(out, ",\"delta\":");
         buf_append_json_str(out, d->text.p, d->text.n);
         event_end(out);
         break;
@@ -1460,26 +1806,60 @@ void responses_stream_end(struct responses_stream *s, const struct usage *u, con
     text_close(s, out);
     for (int i = 0; i < s->ntools; i++)
         tool_close(s, &s->tools[i], out);
-    cJSON *output = cJSON_GetObjectItemCaseSensitive(s->resp, "output");
-    for (int i = 0; i < s->next_output && i < s->capitems; i++)
-        if (s->items[i]) {
-            cJSON_AddItemToArray(output, s->items[i]);
-            s->items[i] = NULL;
-        }
     const struct usage *use = u && (u->known || u->invalid) ? u : &s->usage;
+    if (use->known)
+        s->final_usage = *use;
     if (err) {
-        replace(s->resp, "status", cJSON_CreateString("failed"));
-        cJSON *e = cJSON_CreateObject();
-        cJSON_AddStringToObject(e, "code", err->code[0] ? err->code : err->status >= 500 ? "server_error" : "invalid_request_error");
-        cJSON_AddStringToObject(e, "message", err->message);
-        replace(s->resp, "error", e);
-        replace(s->resp, "usage", use->known ? responses_usage_json(use) : cJSON_CreateNull());
+        s->status = "failed";
+        s->failed = true;
+        s->err_code = xstrdup(err->code[0] ? err->code : err->status >= 500 ? "server_error" : "invalid_request_error");
+        s->err_message = xstrdup(err->message);
         event_response(s, out, "response.failed");
         return;
     }
-    responses_finish(s->resp, s->finish ? s->finish : FINISH_STOP, use);
-    const char *status = get_str(s->resp, "status");
-    event_response(s, out, status && strcmp(status, "incomplete") == 0 ? "response.incomplete" : "response.completed");
+    enum finish f = s->finish ? s->finish : FINISH_STOP;
+    s->incomplete_reason = f == FINISH_LENGTH ? "max_output_tokens" : f == FINISH_CONTENT_FILTER ? "content_filter" : NULL;
+    s->status = s->incomplete_reason ? "incomplete" : "completed";
+    event_response(s, out, s->incomplete_reason ? "response.incomplete" : "response.completed");
+}
+
+const cJSON *responses_stream_response(struct responses_stream *s)
+{
+    if (s->resp == NULL) /* responses_stream_start: the skeleton now */
+        s->resp = responses_skeleton(s->req, s->id, s->created, s->model ? s->model : "");
+    if (!s->ended || s->resp_final)
+        return s->resp;
+    s->resp_final = true;
+    cJSON *output = cJSON_GetObjectItemCaseSensitive(s->resp, "output");
+    if (output == NULL)
+        output = cJSON_AddArrayToObject(s->resp, "output");
+    for (int i = 0; i < s->next_output && i < s->capitems; i++) {
+        const struct rs_item *it = &s->items[i];
+        if (it->ref < 0)
+            continue;
+        if (it->tool) {
+            const struct rs_tool *t = &s->tools[it->ref];
+            cJSON_AddItemToArray(output, call_output(t->item_id, t->call_id, t->name,
+                                                     t->args.data ? t->args.data : "", true));
+        } else {
+            const struct rs_msg *m = &s->msgs[it->ref];
+            cJSON_AddItemToArray(output, message_output(m->id, m->text.data ? m->text.data : "", NULL, true));
+        }
+    }
+    replace(s->resp, "status", cJSON_CreateString(s->status));
+    if (s->failed) {
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "code", s->err_code);
+        cJSON_AddStringToObject(e, "message", s->err_message);
+        replace(s->resp, "error", e);
+    }
+    if (s->incomplete_reason) {
+        cJSON *d = cJSON_CreateObject();
+        cJSON_AddStringToObject(d, "reason", s->incomplete_reason);
+        replace(s->resp, "incomplete_details", d);
+    }
+    replace(s->resp, "usage", s->final_usage.known ? responses_usage_json(&s->final_usage) : cJSON_CreateNull());
+    return s->resp;
 }
 
 /* ---------- pass-through decoders ---------- */

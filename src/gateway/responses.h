@@ -63,6 +63,10 @@ void responses_append_output(cJSON *history, const cJSON *resp);
 struct responses_stream;
 /* skeleton: from responses_skeleton (taken over). */
 struct responses_stream *responses_stream_new(cJSON *skeleton);
+/* The same stream for req without building the skeleton: the Response's fixed part is written from req, and the
+ * skeleton tree is built only if responses_stream_response is called (req must still be valid then). */
+struct responses_stream *responses_stream_start(const cJSON *req, const char *id, int64_t created,
+                                                const char *model);
 void responses_stream_free(struct responses_stream *s);
 /* Appends zero or more SSE events ("event: <type>\ndata: {...}\n\n") to out. The first call sends
  * response.created and response.in_progress. */
@@ -71,8 +75,9 @@ void responses_stream_delta(struct responses_stream *s, const struct chat_delta 
  * response.failed carrying the error. */
 void responses_stream_end(struct responses_stream *s, const struct usage *u, const struct gw_error *err,
                           struct buf *out);
-/* The Response as the stream built it (final after responses_stream_end). */
-const cJSON *responses_stream_response(const struct responses_stream *s);
+/* The Response as the stream built it (final after responses_stream_end): a tree built on the first call after the
+ * end (for the store; the events never need it). */
+const cJSON *responses_stream_response(struct responses_stream *s);
 /* The last sequence_number sent (-1 before the first event). */
 int64_t responses_stream_seq(const struct responses_stream *s);
 

@@ -299,10 +299,10 @@ static int decode_chunk_tree(struct attempt *a, const struct stream_event *ev, s
     return EV_CONSUMED;
 }
 
-static int first_elem(struct str key, const struct jval *v, void *ud)
+static int first_elem_fields(const struct jval *elem, const struct jval *fields, void *ud)
 {
-    (void)key;
-    *(struct jval *)ud = *v;
+    (void)fields;
+    *(struct jval *)ud = *elem;
     return 1;
 }
 
@@ -329,11 +329,10 @@ int wire_openai_scan_chunk(struct str data, struct buf *scratch, struct openai_c
         return -1; /* malformed, or a duplicate key */
     if (top[0].type != J_NONE && top[0].type != J_NULL)
         return -1;
-    if (top[2].type == J_ARRAY)
-        jscan_each(&top[2], first_elem, &choice);
-    if (choice.type == J_OBJECT && jscan_fields(choice.raw.p, choice.raw.n, choice_keys, ch, 2, NULL, NULL) != 0)
+    /* choices[0] and its delta come out of text the first scan validated: read without validating again */
+    if (top[2].type == J_ARRAY && jscan_each_fields(&top[2], choice_keys, ch, 2, first_elem_fields, &choice) < 0)
         return -1;
-    if (ch[0].type == J_OBJECT && jscan_fields(ch[0].raw.p, ch[0].raw.n, delta_keys, dl, 2, NULL, NULL) != 0)
+    if (ch[0].type == J_OBJECT && jscan_fields_trusted(&ch[0], delta_keys, dl, 2) != 0)
         return -1;
     if (dl[1].type != J_NONE && dl[1].type != J_NULL)
         return -1; /* tool calls */

@@ -20,13 +20,14 @@ import * as openai from './providers/openai.mjs';
 import * as anthropic from './providers/anthropic.mjs';
 import * as gemini from './providers/gemini.mjs';
 import * as bedrock from './providers/bedrock.mjs';
+import * as vertex from './providers/vertex.mjs';
 import { malformedJson } from './content.mjs';
 
 export { makeReply, countWords, inputTokens, embedding, malformedJson, IMAGE_PLACEHOLDER } from './content.mjs';
 export { encodeMessage, decodeMessages, crc32 } from './eventstream.mjs';
 export { signSigV4, verifySigV4 } from './sigv4.mjs';
 
-export const PROVIDERS = ['openai', 'azure', 'anthropic', 'gemini', 'bedrock', 'openai-compatible'];
+export const PROVIDERS = ['openai', 'azure', 'anthropic', 'gemini', 'bedrock', 'openai-compatible', 'vertex'];
 
 export const FAKE_KEYS = Object.freeze({
   openai: 'sk-fake-openai-0123456789abcdef',
@@ -36,6 +37,7 @@ export const FAKE_KEYS = Object.freeze({
   // Not frozen: the AWS SDK annotates the credentials object it is given.
   bedrock: { accessKeyId: 'AKIAFAKEEXAMPLE00000', secretAccessKey: 'fakeSecretAccessKey/EXAMPLE+0123456789ab' },
   compat: null, // openai-compatible: no key required unless one is configured
+  vertex: 'ya29.fake-vertex-access-token', // an OAuth access token; or a function (token) => bool
 });
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -177,6 +179,7 @@ class Fake {
       bedrock: k.bedrock !== undefined ? k.bedrock : { accessKeyId: FAKE_KEYS.bedrock.accessKeyId, secretAccessKey: FAKE_KEYS.bedrock.secretAccessKey },
       bedrockApiKey: k.bedrockApiKey,
       compat: k.compat !== undefined ? k.compat : FAKE_KEYS.compat,
+      vertex: k.vertex !== undefined ? k.vertex : FAKE_KEYS.vertex,
     };
     this.opts.keys = this.keys;
     this.requests = [];
@@ -212,7 +215,8 @@ class Fake {
     const p = this.opts.provider;
     const on = (name) => p === 'all' || p === name;
     let r = null;
-    if (on('openai-compatible') && path.startsWith(this.opts.compatBasePath + '/')) {
+    if (on('vertex') && path.includes('/projects/')) r = vertex.route(method, path);
+    if (!r && on('openai-compatible') && path.startsWith(this.opts.compatBasePath + '/')) {
       r = openai.route(method, path.slice(this.opts.compatBasePath.length), 'openai-compatible');
     }
     if (!r && on('azure') && path.startsWith('/openai/')) r = openai.route(method, path, 'azure');
@@ -397,7 +401,7 @@ class Fake {
   }
 }
 
-const MODULES = { openai, azure: openai, 'openai-compatible': openai, anthropic, gemini, bedrock };
+const MODULES = { openai, azure: openai, 'openai-compatible': openai, anthropic, gemini, bedrock, vertex };
 const STREAM_RE = /"stream"\s*:\s*true/;
 
 const CANNED_REQUESTS = {
@@ -454,6 +458,7 @@ function notFound(provider, req, res, path) {
       body = JSON.stringify({ type: 'error', error: { type: 'not_found_error', message: 'Not Found' } });
       break;
     case 'gemini':
+    case 'vertex':
       body = JSON.stringify({ error: { code: 404, message: `Method not found.`, status: 'NOT_FOUND' } }, null, 2) + '\n';
       ct = 'application/json; charset=UTF-8';
       break;
@@ -484,6 +489,7 @@ function publicApi(f) {
       anthropic: u,
       gemini: u,
       bedrock: u,
+      vertex: u,
       'openai-compatible': u + f.opts.compatBasePath,
     },
     requests: f.requests,
@@ -527,6 +533,7 @@ function parseArgs(argv) {
       case '--chunks': o.chunks = num(next(), 'chunks'); break;
       case '--chunk-interval-ms': o.chunkIntervalMs = num(next(), 'chunk-interval-ms'); break;
       case '--region': o.region = next(); break;
+      case '--vertex-project': o.vertexProject = next(); break;
       case '--compat-base-path': o.compatBasePath = next(); break;
       case '--compat-flavor': o.compatFlavor = next(); break;
       case '--instant': o.instant = true; break;

@@ -209,9 +209,9 @@ test('config import-litellm: model_list and router_settings become agentd YAML t
       model: text-embedding-3-small
     model_info:
       mode: embedding
-  - model_name: gemini-vertex
+  - model_name: sagemaker-llama
     litellm_params:
-      model: vertex_ai/gemini-2.5-pro
+      model: sagemaker/my-llama-endpoint
 router_settings:
   routing_strategy: least-busy
   timeout: 45
@@ -241,7 +241,7 @@ general_settings:
   // what was not, each named
   const notes = r.stderr;
   for (const re of [/model_list\[0\]\.litellm_params\.rpm/, /model_list\[2\]: an inline api_key is not copied/,
-    /model_list\[6\]: provider 'vertex_ai'/, /router_settings\.routing_strategy/, /router_settings\.num_retries/,
+    /model_list\[6\]: provider 'sagemaker'/, /router_settings\.routing_strategy/, /router_settings\.num_retries/,
     /router_settings\.redis_host/, /litellm_settings\.drop_params/, /general_settings\.master_key/])
     assert.match(notes, re);
   assert.equal(notes.trim().split('\n').length, 8, notes);

@@ -17,6 +17,7 @@
 #include "gateway/usage.h"
 #include "gateway/registry.h"
 #include "gateway/providers/canon.h"
+#include "gateway/providers/gemini.h"
 #include "gateway/redact.h"
 #include "gateway/sigv4.h"
 
@@ -806,8 +807,12 @@ static int add_generation_config(const cJSON *canon, int64_t max_tokens, cJSON *
     return 0;
 }
 
+const char *const gemini_read_fields[] = {"max_completion_tokens", "max_tokens", "stop", "temperature", "top_p",
+                                          "top_k", "n", "seed", "presence_penalty", "frequency_penalty",
+                                          "tools", "response_format", "tool_choice", NULL};
+
 /* Canonical chat request -> GenerateContentRequest. NULL with err (400) when it cannot be expressed. */
-static cJSON *build_generate(const cJSON *canon, int64_t max_tokens, struct gw_error *err)
+cJSON *gemini_build_generate(const cJSON *canon, int64_t max_tokens, struct gw_error *err)
 {
     const cJSON *msgs = get(canon, "messages");
     if (!cJSON_IsArray(msgs) || msgs->child == NULL) {
@@ -960,10 +965,9 @@ static int gemini_encode(struct attempt *a, struct up_request *r, struct gw_erro
         body = build_embed(canon, resource.data, &batch, err);
         method = batch ? "batchEmbedContents" : "embedContent";
     } else {
-        static const char *const read[] = {"max_completion_tokens", "max_tokens", "stop", "temperature", "top_p",
-                                           "top_k", "n", "seed", "presence_penalty", "frequency_penalty",
-                                           "tools", "response_format", "tool_choice", NULL};
-        body = canon_note_unread(a, canon, read, err) == 0 ? build_generate(canon, ex_attempt_max_tokens(a), err) : NULL;
+        body = canon_note_unread(a, canon, gemini_read_fields, err) == 0
+                   ? gemini_build_generate(canon, ex_attempt_max_tokens(a), err)
+                   : NULL;
         method = a->stream ? "streamGenerateContent" : "generateContent";
     }
     if (body == NULL) {
@@ -996,7 +1000,7 @@ static int gemini_encode(struct attempt *a, struct up_request *r, struct gw_erro
 static int gemini_encode_count(const struct deployment *d, const cJSON *canon, struct up_request *r,
                                struct gw_error *err)
 {
-    cJSON *gen = build_generate(canon, -1, err);
+    cJSON *gen = gemini_build_generate(canon, -1, err);
     if (gen == NULL)
         return -1;
     cJSON_DeleteItemFromObjectCaseSensitive(gen, "generationConfig");

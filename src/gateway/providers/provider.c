@@ -14,6 +14,7 @@ const char *const provider_names[PROVIDER_COUNT + 1] = {
     [PROVIDER_GEMINI] = "gemini",
     [PROVIDER_BEDROCK] = "bedrock",
     [PROVIDER_OPENAI_COMPATIBLE] = "openai-compatible",
+    [PROVIDER_VERTEX] = "vertex-ai",
     [PROVIDER_COUNT] = NULL,
 };
 
@@ -27,6 +28,7 @@ const struct provider_ops *provider_by_id(int id)
         [PROVIDER_GEMINI] = &provider_gemini,
         [PROVIDER_BEDROCK] = &provider_bedrock,
         [PROVIDER_OPENAI_COMPATIBLE] = &provider_openai_compatible,
+        [PROVIDER_VERTEX] = &provider_vertex, /* Claude models: provider_vertex_anthropic (registry.c) */
     };
     return id >= 0 && id < (int)ARRAY_LEN(table) ? table[id] : NULL;
 }

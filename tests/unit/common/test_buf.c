@@ -1,3 +1,6 @@
+#include <stdint.h>
+#include <string.h>
+
 #include "common/alloc.h"
 #include "common/buf.h"
 #include "test.h"
@@ -32,6 +35,75 @@ static void test_json_escape(void)
     buf_free(&small);
 }
 
+/* The escaper as one byte at a time, the oracle of the word-at-a-time one. */
+static void ref_json_escape(struct buf *out, const unsigned char *s, size_t n)
+{
+    buf_append_char(out, '"');
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = s[i];
+        if (c == '"')
+            buf_append_str(out, "\\\"");
+        else if (c == '\\')
+            buf_append_str(out, "\\\\");
+        else if (c == '\n')
+            buf_append_str(out, "\\n");
+        else if (c == '\r')
+            buf_append_str(out, "\\r");
+        else if (c == '\t')
+            buf_append_str(out, "\\t");
+        else if (c == '\b')
+            buf_append_str(out, "\\b");
+        else if (c == '\f')
+            buf_append_str(out, "\\f");
+        else if (c < 0x20)
+            buf_printf(out, "\\u%04x", c);
+        else
+            buf_append_char(out, (char)c);
+    }
+    buf_append_char(out, '"');
+}
+
+/* Every byte value at every offset of strings around the 8-byte steps (and pairs of them), then random strings:
+ * the same bytes as the byte-wise escaper. */
+static void test_json_escape_words(void)
+{
+    struct buf got = BUF_INIT(BUF_UNBOUNDED), want = BUF_INIT(BUF_UNBOUNDED);
+    unsigned char s[40];
+    int bad = 0;
+    for (size_t len = 1; len <= 25; len++)
+        for (size_t at = 0; at < len; at++)
+            for (int c = 0; c < 256; c++) {
+                memset(s, 'a', len);
+                s[at] = (unsigned char)c;
+                if (c & 1)
+                    s[(at * 7 + 3) % len] = (unsigned char)(0xff - c); /* a second odd byte elsewhere */
+                buf_reset(&got);
+                buf_reset(&want);
+                buf_append_json_str(&got, (const char *)s, len);
+                ref_json_escape(&want, s, len);
+                if (got.len != want.len || memcmp(got.data, want.data, got.len) != 0)
+                    bad++;
+            }
+    is_int(bad, 0);
+    uint32_t x = 12345;
+    for (int round = 0; round < 20000; round++) {
+        size_t len = (x = x * 1103515245u + 12345u) % 40;
+        for (size_t i = 0; i < len; i++) {
+            x = x * 1103515245u + 12345u;
+            s[i] = (unsigned char)(x >> 16);
+        }
+        buf_reset(&got);
+        buf_reset(&want);
+        buf_append_json_str(&got, (const char *)s, len);
+        ref_json_escape(&want, s, len);
+        if (got.len != want.len || memcmp(got.data, want.data, got.len) != 0)
+            bad++;
+    }
+    is_int(bad, 0);
+    buf_free(&got);
+    buf_free(&want);
+}
+
 static void test_steal(void)
 {
     struct buf b = BUF_INIT(100);
@@ -52,6 +124,7 @@ int main(void)
 {
     subtest("limits", test_limits);
     subtest("json escape", test_json_escape);
+    subtest("json escape, eight bytes at a time", test_json_escape_words);
     subtest("steal", test_steal);
     return done_testing();
 }

@@ -153,6 +153,39 @@ static void test_may_have_object(void)
             printf("# case %zu: %s\n", i, cases[i].doc);
 }
 
+/* jscan_fields_trusted: the same members as jscan_fields on a value out of validated text, escapes and nesting
+ * included, a duplicate of a key asked for still refused. */
+static void test_fields_trusted(void)
+{
+    const char *doc = "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a \\\"q\\\" \\\\\",\"x\":{\"y\":[\"}\",\"]\"]},"
+                      "\"tool_calls\":null},\"finish_reason\":\"stop\"}]}";
+    const char *top_keys[] = {"choices"};
+    struct jval top[1];
+    ok(jscan_fields(doc, strlen(doc), top_keys, top, 1, NULL, NULL) == 0);
+    const char *choice_keys[] = {"delta", "finish_reason"};
+    const char *delta_keys[] = {"content", "tool_calls", "x"};
+    struct jval ch[2], want[2], dl[3], dlw[3];
+    /* the first choice as a jval */
+    const char *c0 = strchr(top[0].raw.p, '{');
+    struct jval choice = {.type = J_OBJECT, .raw = str_make(c0, (size_t)(top[0].raw.p + top[0].raw.n - 1 - c0))};
+    ok(jscan_fields_trusted(&choice, choice_keys, ch, 2) == 0);
+    ok(jscan_fields(choice.raw.p, choice.raw.n, choice_keys, want, 2, NULL, NULL) == 0);
+    for (int i = 0; i < 2; i++) {
+        is_int(ch[i].type, want[i].type);
+        ok(ch[i].raw.n == want[i].raw.n && memcmp(ch[i].raw.p, want[i].raw.p, ch[i].raw.n) == 0);
+    }
+    ok(jscan_fields_trusted(&ch[0], delta_keys, dl, 3) == 0);
+    ok(jscan_fields(ch[0].raw.p, ch[0].raw.n, delta_keys, dlw, 3, NULL, NULL) == 0);
+    for (int i = 0; i < 3; i++) {
+        is_int(dl[i].type, dlw[i].type);
+        ok(dl[i].raw.n == dlw[i].raw.n && memcmp(dl[i].raw.p, dlw[i].raw.p, dl[i].raw.n) == 0);
+    }
+    struct jval dup = {.type = J_OBJECT, .raw = str_from("{\"content\":\"a\",\"content\":\"b\"}")};
+    ok(jscan_fields_trusted(&dup, delta_keys, dl, 3) == -1);
+    struct jval notobj = {.type = J_ARRAY, .raw = str_from("[]")};
+    ok(jscan_fields_trusted(&notobj, delta_keys, dl, 3) == -1);
+}
+
 int main(void)
 {
     subtest("string scan by words", test_string_words);
@@ -161,5 +194,6 @@ int main(void)
     subtest("fields and paths", test_fields);
     subtest("strings and numbers", test_strings);
     subtest("each", test_each);
+    subtest("fields of validated text", test_fields_trusted);
     return done_testing();
 }
