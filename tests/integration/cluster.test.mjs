@@ -196,7 +196,7 @@ test('three replicas behind haproxy: 3,000 concurrent requests never spend more 
   f.reset();
   f.setDefault({});
   const dirs = [newDataDir(), newDataDir(), newDataDir()];
-  const reps = [];
+  const reps = [], exits = [];
   let hp;
   try {
     for (const d of dirs) reps.push(await startReplica(d));
@@ -268,8 +268,10 @@ test('three replicas behind haproxy: 3,000 concurrent requests never spend more 
     assert.ok(spentRedis <= sspent && spentRedis >= sspent - maxLease, `Redis spent ${spentRedis} vs billed ${sspent}`);
   } finally {
     if (hp) await hp.stop();
-    for (const d of reps) await d.stop();
+    for (const d of reps) exits.push(await d.stop());
   }
+  // the two that lived shut down cleanly (no leak, no sanitizer report: exit 0); the victim was killed
+  assert.deepEqual(exits.slice(0, 2).map((e) => e.code), [0, 0]);
   // the ledger (of the replicas that lived: the victim's last batch may be lost) agrees with the bills
   const lall = await ledgerSum(dirs, 'spender');
   assert.equal(lall.nusd, billed('spender'), `ledger (${withPg ? 'PostgreSQL' : 'SQLite, summed'}) = billing for the budget run`);
@@ -283,6 +285,7 @@ test('three replicas behind haproxy: 3,000 concurrent requests never spend more 
 test('Redis stopped: /ready says why; closed refuses past the leases, open serves on; back when Redis is', { skip, timeout: 60000 }, async () => {
   f.reset();
   f.setDefault({});
+  const exits = [];
   const closed = await startReplica(newDataDir());
   const open = await startReplica(newDataDir(), '', { AGENTD_CLUSTER_ON_REDIS_DOWN: 'open' });
   try {
@@ -320,7 +323,7 @@ test('Redis stopped: /ready says why; closed refuses past the leases, open serve
     assert.equal((await chat(closed.url, 'downtest')).status, 200);
   } finally {
     if (!redis.running()) await redis.restart();
-    await closed.stop();
-    await open.stop();
+    exits.push(await closed.stop(), await open.stop());
   }
+  assert.deepEqual(exits.map((e) => e.code), [0, 0]);
 });
