@@ -5,9 +5,10 @@
  * limit (scope, name, requests or tokens per minute). A replica holds a slice of it, `granted`, taken from Redis
  * by a Lua script (atomic there), and admits locally from that slice: lease_take() and lease_settle() touch only
  * the cell's mutex, never the network. One lease thread talks to Redis: every cluster.sync_interval, and at once
- * when a request waits, it reports settled use (budgets: Redis `spent` grows and this replica's lease shrinks by
- * it), renews the lease's TTL, refills what waiters need (up to the slice), and returns slices unused for
- * cluster.lease_idle (and all of them at shutdown). A replica that dies stops renewing: after cluster.lease_ttl
+ * when a request waits, it refills what waiters need and tops up slices below half (up to the slice), renews a
+ * budget lease's TTL every third of it, returns slices unused for cluster.lease_idle (and all of them at
+ * shutdown), and with each of those calls reports the use settled since (budgets: Redis `spent` grows and this
+ * replica's lease shrinks by it; until then Redis still counts it inside the lease). A replica that dies stops renewing: after cluster.lease_ttl
  * Redis forgets its lease and the rest of the budget is usable by the others.
  *
  * A lease is used only while it is valid here: less than 3/4 of the TTL since Redis last confirmed it, so this
