@@ -1,11 +1,18 @@
 /* agent_pg.c: durable agent runs in PostgreSQL (agent_store.h; schema in db_pg.c): agent_runs, agent_steps and
  * agent_defs, the SQLite backend's columns. A commit is one transaction, as there. One connection per store,
- * serialised by a mutex (the run loop calls on the libuv pool). */
+ * serialised by a mutex (the run loop calls on the libuv pool).
+ *
+ * Ownership across replicas: a process holds a session advisory lock on each run it is running (taken by the
+ * commit that makes it queued or running, dropped by the one that ends it). unfinished() returns only the runs
+ * whose lock it can take, so a replica that restarts resumes the runs of processes that died (their sessions,
+ * and locks, ended with them) and leaves alone those a live replica is running. A connection that breaks loses
+ * its locks: the next commit of each run takes it again. */
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 
 #include "common/alloc.h"
 #include "store/agent_store.h"
@@ -13,8 +20,14 @@
 
 struct apg {
     PGconn *c;
+    PGconn *locked_on; /* the connection the held locks belong to */
     pthread_mutex_t mu;
+    char **held; /* ids of the runs whose lock this connection holds */
+    size_t nheld, capheld;
 };
+
+/* pg_try_advisory_lock(int, int): agentd's runs namespace ('agnt') and the id's hash */
+#define RUN_LOCK_NS "1634168436"
 
 static int fail_out(struct buf *e, char *err, size_t errlen)
 {
@@ -34,11 +47,20 @@ static void *pg_open(const char *dir, bool memory, char *err, size_t errlen)
     return s; /* connects on the first operation */
 }
 
+static void forget_held(struct apg *s)
+{
+    for (size_t i = 0; i < s->nheld; i++)
+        xfree(s->held[i]);
+    s->nheld = 0;
+}
+
 static void pg_close(void *p)
 {
     struct apg *s = p;
     if (s == NULL)
         return;
+    forget_held(s);
+    xfree(s->held);
     db_pg_close(&s->c);
     pthread_mutex_destroy(&s->mu);
     xfree(s);
@@ -52,6 +74,59 @@ static PGresult *q(struct apg *s, const char *sql, int n, const char *const *v, 
         return NULL;
     }
     return r;
+}
+
+/* After db_pg_conn: a new connection holds none of the old one's locks. */
+static void check_conn(struct apg *s)
+{
+    if (s->c != s->locked_on) {
+        forget_held(s);
+        s->locked_on = s->c;
+    }
+}
+
+static ssize_t held_at(const struct apg *s, const char *id)
+{
+    for (size_t i = 0; i < s->nheld; i++)
+        if (strcmp(s->held[i], id) == 0)
+            return (ssize_t)i;
+    return -1;
+}
+
+/* Takes the run's lock unless held already: true when this process holds it afterwards. */
+static bool claim(struct apg *s, const char *id)
+{
+    if (held_at(s, id) >= 0)
+        return true;
+    const char *v[1] = {id};
+    PGresult *r = PQexecParams(s->c, "SELECT pg_try_advisory_lock(" RUN_LOCK_NS ", hashtext($1))", 1, NULL, v, NULL,
+                               NULL, 0);
+    bool got = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && db_pg_text(r, 0, 0)[0] == 't';
+    PQclear(r);
+    if (got) {
+        if (s->nheld == s->capheld) {
+            s->capheld = s->capheld ? s->capheld * 2 : 16;
+            s->held = xrealloc(s->held, s->capheld * sizeof(char *));
+        }
+        s->held[s->nheld++] = xstrdup(id);
+    }
+    return got;
+}
+
+static void release(struct apg *s, const char *id)
+{
+    ssize_t i = held_at(s, id);
+    if (i < 0)
+        return;
+    const char *v[1] = {id};
+    PQclear(PQexecParams(s->c, "SELECT pg_advisory_unlock(" RUN_LOCK_NS ", hashtext($1))", 1, NULL, v, NULL, NULL, 0));
+    xfree(s->held[i]);
+    s->held[i] = s->held[--s->nheld];
+}
+
+static bool unfinished_status(const char *status)
+{
+    return strcmp(status, "queued") == 0 || strcmp(status, "running") == 0;
 }
 
 static int put_run(struct apg *s, const struct as_run *r, struct buf *e)
@@ -112,8 +187,14 @@ static int pg_commit(void *p, const char *run_id, const struct as_run *run, cons
         rc = db_pg_cmd(&s->c, "COMMIT", &e);
     if (rc != 0 && begun && s->c)
         PQclear(PQexec(s->c, "ROLLBACK"));
-    if (rc == 0)
+    if (rc == 0) {
         db_pg_ok();
+        check_conn(s);
+        if (run && unfinished_status(run->status))
+            claim(s, run->id);
+        else if (run)
+            release(s, run->id);
+    }
     pthread_mutex_unlock(&s->mu);
     if (rc != 0)
         return fail_out(&e, err, errlen);
@@ -250,12 +331,27 @@ static int pg_list(void *p, const char *agent, const char *status, size_t limit,
                       3, v, false, out, n, err, errlen);
 }
 
+/* The unfinished runs no live process holds, each now held by this one. */
 static int pg_unfinished(void *p, struct as_run **out, size_t *n, char *err, size_t errlen)
 {
-    return list_where(p,
-                      "SELECT " RUN_COLS " FROM agent_runs WHERE status IN ('queued', 'running')"
-                      " ORDER BY created_ms LIMIT 100000",
-                      0, NULL, true, out, n, err, errlen);
+    struct apg *s = p;
+    if (list_where(s,
+                   "SELECT " RUN_COLS " FROM agent_runs WHERE status IN ('queued', 'running')"
+                   " ORDER BY created_ms LIMIT 100000",
+                   0, NULL, true, out, n, err, errlen) != 0)
+        return -1;
+    pthread_mutex_lock(&s->mu);
+    check_conn(s);
+    size_t k = 0;
+    for (size_t i = 0; i < *n; i++) {
+        if (s->c && claim(s, (*out)[i].id))
+            (*out)[k++] = (*out)[i];
+        else
+            as_run_free(&(*out)[i]); /* a live replica runs it */
+    }
+    *n = k;
+    pthread_mutex_unlock(&s->mu);
+    return 0;
 }
 
 static int exec_cmd(struct apg *s, const char *sql, int nv, const char *const *v, int *changed, char *err,

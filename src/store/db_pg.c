@@ -65,6 +65,9 @@ static const char *const migrations[] = {
     "CREATE TABLE agent_steps (run_id TEXT NOT NULL, seq BIGINT NOT NULL, kind TEXT, name TEXT, call_id TEXT,"
     " state TEXT, request TEXT, result TEXT, t_start_ms BIGINT, t_end_ms BIGINT, PRIMARY KEY (run_id, seq));"
     "CREATE TABLE agent_defs (name TEXT PRIMARY KEY, json TEXT NOT NULL);",
+    /* 2: a key's /mcp tool allow and deny lists (JSON arrays of names or prefixes) */
+    "ALTER TABLE keys_records ADD COLUMN mcp_tools TEXT NOT NULL DEFAULT '[]';"
+    "ALTER TABLE keys_records ADD COLUMN mcp_deny TEXT NOT NULL DEFAULT '[]';",
 };
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 /* pg_advisory_xact_lock's key: "agentd" in ASCII, so another application's locks are unlikely to collide */

@@ -18,8 +18,8 @@ struct keys_store {
 
 #define COLS                                                                                                        \
     "id, hash, hint, name, \"user\", team, tags, models, expires_at, budget_usd, budget_window, budget_tokens, "  \
-    "rpm, tpm, caller_attribution, created_at, revoked_at, max_concurrent"
-#define NCOLS 18
+    "rpm, tpm, caller_attribution, created_at, revoked_at, max_concurrent, mcp_tools, mcp_deny"
+#define NCOLS 20
 
 static struct keys_store *pg_open(const char *data_dir, struct buf *err)
 {
@@ -47,14 +47,33 @@ static char *tags_json(const struct key_record *r)
     return s;
 }
 
-static char *models_json(const struct key_record *r)
+static char *names_json(char *const *v, size_t n)
 {
     cJSON *a = cJSON_CreateArray();
-    for (size_t i = 0; i < r->nmodels; i++)
-        cJSON_AddItemToArray(a, cJSON_CreateString(r->models[i]));
+    for (size_t i = 0; i < n; i++)
+        cJSON_AddItemToArray(a, cJSON_CreateString(v[i]));
     char *s = cJSON_PrintUnformatted(a);
     cJSON_Delete(a);
     return s;
+}
+
+/* A JSON array of strings (models, mcp_tools, mcp_deny) into *v; 0, or -1 when it is not an array. */
+static int read_names(const char *json, char ***v, size_t *n)
+{
+    cJSON *a = cJSON_Parse(json);
+    if (!cJSON_IsArray(a)) {
+        cJSON_Delete(a);
+        return -1;
+    }
+    *v = xcalloc((size_t)cJSON_GetArraySize(a) + 1, sizeof(char *));
+    const cJSON *t;
+    cJSON_ArrayForEach(t, a)
+    {
+        if (cJSON_IsString(t))
+            (*v)[(*n)++] = xstrdup(t->valuestring);
+    }
+    cJSON_Delete(a);
+    return 0;
 }
 
 /* One write and the version bump in a transaction: 0, 1 when no row matched (update), -1 with err. */
@@ -62,7 +81,8 @@ static int write_record(struct keys_store *s, const char *sql, const struct key_
 {
     if (db_pg_conn(&s->c, err) != 0)
         return -1;
-    char num[9][32], *tj = tags_json(r), *mj = models_json(r);
+    char num[9][32], *tj = tags_json(r), *mj = names_json(r->models, r->nmodels);
+    char *aj = names_json(r->mcp_tools, r->nmcp_tools), *dj = names_json(r->mcp_deny, r->nmcp_deny);
     snprintf(num[0], 32, "%" PRId64, (int64_t)r->expires_at);
     snprintf(num[1], 32, "%.17g", r->budget_usd);
     snprintf(num[2], 32, "%d", (int)r->budget_window);
@@ -75,7 +95,8 @@ static int write_record(struct keys_store *s, const char *sql, const struct key_
     const char *v[NCOLS] = {r->id,    (const char *)r->hash, r->hint, r->name ? r->name : "",
                             r->user ? r->user : "", r->team ? r->team : "", tj ? tj : "{}", mj ? mj : "[]",
                             num[0],   num[1], num[2], num[3], num[4], num[5],
-                            r->caller_attribution ? "true" : "false", num[6], num[7], num[8]};
+                            r->caller_attribution ? "true" : "false", num[6], num[7], num[8],
+                            aj ? aj : "[]", dj ? dj : "[]"};
     int lens[NCOLS] = {0};
     int fmts[NCOLS] = {0};
     lens[1] = KEY_HASH_LEN;
@@ -102,13 +123,15 @@ rollback:
 out:
     cJSON_free(tj);
     cJSON_free(mj);
+    cJSON_free(aj);
+    cJSON_free(dj);
     return rc;
 }
 
 static int pg_insert(struct keys_store *s, const struct key_record *r, struct buf *err)
 {
     int rc = write_record(s, "INSERT INTO keys_records (" COLS ") VALUES "
-                             "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)", r, err);
+                             "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20)", r, err);
     return rc == 0 ? 0 : -1;
 }
 
@@ -117,7 +140,8 @@ static int pg_update(struct keys_store *s, const struct key_record *r, struct bu
     return write_record(s,
                         "UPDATE keys_records SET hash=$2, hint=$3, name=$4, \"user\"=$5, team=$6, tags=$7, models=$8, "
                         "expires_at=$9, budget_usd=$10, budget_window=$11, budget_tokens=$12, rpm=$13, tpm=$14, "
-                        "caller_attribution=$15, created_at=$16, revoked_at=$17, max_concurrent=$18 WHERE id=$1",
+                        "caller_attribution=$15, created_at=$16, revoked_at=$17, max_concurrent=$18, mcp_tools=$19, "
+                        "mcp_deny=$20 WHERE id=$1",
                         r, err);
 }
 
@@ -140,9 +164,8 @@ static int read_row(const PGresult *res, int i, struct key_record *r, struct buf
     r->user = xstrdup(db_pg_text(res, i, 4));
     r->team = xstrdup(db_pg_text(res, i, 5));
     cJSON *tags = cJSON_Parse(db_pg_text(res, i, 6));
-    cJSON *models = cJSON_Parse(db_pg_text(res, i, 7));
     int rc = 0;
-    if (!cJSON_IsObject(tags) || !cJSON_IsArray(models)) {
+    if (!cJSON_IsObject(tags) || read_names(db_pg_text(res, i, 7), &r->models, &r->nmodels) != 0) {
         buf_printf(err, "key store: key %s has malformed tags or models", r->id);
         rc = -1;
     } else {
@@ -156,15 +179,8 @@ static int read_row(const PGresult *res, int i, struct key_record *r, struct buf
                 r->ntags++;
             }
         }
-        r->models = xcalloc((size_t)cJSON_GetArraySize(models) + 1, sizeof(char *));
-        cJSON_ArrayForEach(t, models)
-        {
-            if (cJSON_IsString(t))
-                r->models[r->nmodels++] = xstrdup(t->valuestring);
-        }
     }
     cJSON_Delete(tags);
-    cJSON_Delete(models);
     r->expires_at = db_pg_i64(res, i, 8);
     r->budget_usd = strtod(db_pg_text(res, i, 9), NULL);
     int64_t w = db_pg_i64(res, i, 10);
@@ -176,6 +192,11 @@ static int read_row(const PGresult *res, int i, struct key_record *r, struct buf
     r->created_at = db_pg_i64(res, i, 15);
     r->revoked_at = db_pg_i64(res, i, 16);
     r->max_concurrent = db_pg_i64(res, i, 17);
+    if (rc == 0 && (read_names(db_pg_text(res, i, 18), &r->mcp_tools, &r->nmcp_tools) != 0 ||
+                    read_names(db_pg_text(res, i, 19), &r->mcp_deny, &r->nmcp_deny) != 0)) {
+        buf_printf(err, "key store: key %s has malformed mcp_tools or mcp_deny", r->id);
+        rc = -1;
+    }
     if (rc != 0)
         key_record_free(r);
     return rc;

@@ -24,6 +24,7 @@ before(async () => {
   oa = await startFake({ provider: 'openai' });
 });
 after(async () => {
+  for (const d of temps) rmSync(d, { recursive: true, force: true });
   if (oa) await oa.close();
   if (pg) await pg.destroy();
 });
@@ -42,7 +43,8 @@ async function freshDb() {
   return [url, psql];
 }
 
-const tmp = (p) => mkdtempSync(join(tmpdir(), `agentd-pg-${p}-`));
+const temps = [];
+const tmp = (p) => { const d = mkdtempSync(join(tmpdir(), `agentd-pg-${p}-`)); temps.push(d); return d; };
 
 const PIN = 1000, POUT = 2000; // USD per million tokens
 const models = () => `
@@ -333,8 +335,47 @@ test('a database that is down at start: the daemon starts, /ready says why, and 
   try {
     await until(() => ready(d), (x) => x.status === 200, 20000);
     await until(() => psql('SELECT count(*) FROM ledger_exchanges'), (n) => n === '2', 20000);
-    assert.equal(await psql('SELECT count(*) FROM schema_migrations'), '1');
+    assert.ok(Number(await psql('SELECT count(*) FROM schema_migrations')) >= 2);
   } finally {
     assert.equal((await d.stop()).code, 0, d.rawStderr.slice(-3000));
+  }
+});
+
+test('replicas resume only the runs of processes that died, never a run a live replica is running', { skip }, async () => {
+  const [url] = await freshDb();
+  const cfg = 'agents:\n  - name: calc\n    model: mock\n    tools: [echo, wait]\n';
+  const opts = { env: { DATABASE_URL: url }, config: cfg };
+  const start = async (d) => {
+    const r = await d.fetch('/v1/agents/calc/runs', {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ input: 'CALL wait {"ms":30000}\n---\nthe end', wait: false }),
+    });
+    assert.equal(r.status, 202);
+    const { id } = await r.json();
+    await until(async () => (await (await d.fetch(`/v1/runs/${id}`)).json()).steps || [], (st) => st.some((x) => x.tool === 'wait'));
+    return id;
+  };
+  const resumed = (d, id) => d.logs.some((l) => (l.msg || '').includes(`agent run ${id} (calc): resumed`));
+  const live = await startAgentd(opts);
+  const others = [];
+  try {
+    const mine = await start(live); // running on a live replica
+    const z = await startAgentd(opts);
+    const orphan = await start(z);
+    z.signal('SIGKILL');
+    await z.exited;
+    const b = await startAgentd(opts);
+    others.push(b);
+    await b.waitLog((l) => (l.msg || '').includes(`agent run ${orphan} (calc): resumed`));
+    // the older run was listed first: had b taken it, its line would be there already
+    assert.ok(!resumed(b, mine), 'a replica took over the run of a live one');
+    live.signal('SIGKILL');
+    await live.exited;
+    const c = await startAgentd(opts);
+    others.push(c);
+    await c.waitLog((l) => (l.msg || '').includes(`agent run ${mine} (calc): resumed`));
+  } finally {
+    if (live.child.exitCode === null && live.child.signalCode === null) await live.stop();
+    for (const d of others) assert.equal((await d.stop()).code, 0, d.rawStderr.slice(-3000));
   }
 });

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "store/agent_store.h"
 #include "store/db_pg.h"
 #include "store/keys_store.h"
 #include "store/ledger.h"
@@ -124,6 +125,9 @@ static void test_keys(void)
     r.name = (char *)"n";
     r.budget_usd = 1.25;
     r.rpm = 10;
+    char *tools[] = {(char *)"search", (char *)"fs_*"};
+    r.mcp_tools = tools;
+    r.nmcp_tools = 2;
     is_int(keys_store_pg.insert(a, &r, &err), 0);
     is_int(keys_store_pg.version(b, &v1), 0);
     ok(v1 != v0); /* another handle sees the change */
@@ -134,6 +138,9 @@ static void test_keys(void)
     is_int(keys_store_pg.get(b, r.id, &got, &err), 0);
     is_str(got.name, "n");
     ok(got.budget_usd == 1.25 && got.rpm == 10 && memcmp(got.hash, r.hash, sizeof(r.hash)) == 0);
+    is_int(got.nmcp_tools, 2);
+    is_str(got.nmcp_tools == 2 ? got.mcp_tools[1] : "", "fs_*");
+    is_int(got.nmcp_deny, 0);
     key_record_free(&got);
     is_int(keys_store_pg.get(b, "key_none", &got, &err), 1);
     r.revoked_at = 5;
@@ -191,6 +198,79 @@ static void test_ledger(void)
     buf_free(&err);
 }
 
+static void test_agents(void)
+{
+    char err[256];
+    struct agent_store *s = agent_store_open("/nonexistent", false, err, sizeof(err)); /* the database, not the dir */
+    ok(s != NULL);
+    struct as_run r = {0};
+    snprintf(r.id, sizeof(r.id), "run_1");
+    snprintf(r.agent, sizeof(r.agent), "calc");
+    snprintf(r.status, sizeof(r.status), "running");
+    r.input = (char *)"hi";
+    r.messages = (char *)"[]";
+    r.created_ms = 5;
+    r.cost_usd = 0.25;
+    struct as_step st[2] = {{.seq = 1, .kind = "llm", .name = "mock", .state = "done"},
+                            {.seq = 2, .kind = "tool", .name = "echo", .call_id = "c1", .state = "started"}};
+    st[0].request = (char *)"{\"conversation\":1}";
+    st[1].request = (char *)"{\"text\":\"x\"}";
+    is_int(agent_store_commit(s, "run_1", &r, st, 2, err, sizeof(err)), 0);
+    struct as_run got;
+    is_int(agent_store_get(s, "run_1", &got, err, sizeof(err)), 0);
+    is_str(got.status, "running");
+    is_str(got.messages, "[]");
+    ok(got.cost_usd == 0.25 && got.output == NULL && got.limit_name[0] == '\0');
+    as_run_free(&got);
+    is_int(agent_store_get(s, "run_none", &got, err, sizeof(err)), 1);
+    struct as_step *steps;
+    size_t n;
+    is_int(agent_store_steps(s, "run_1", &steps, &n, err, sizeof(err)), 0);
+    is_int(n, 2);
+    ok(steps[0].request == NULL); /* an LLM step's request is not read back */
+    is_str(steps[1].request, "{\"text\":\"x\"}");
+    is_str(steps[1].state, "started");
+    for (size_t i = 0; i < n; i++)
+        as_step_free(&steps[i]);
+    xfree(steps);
+    struct as_run *runs;
+    is_int(agent_store_unfinished(s, &runs, &n, err, sizeof(err)), 0);
+    is_int(n, 1);
+    for (size_t i = 0; i < n; i++)
+        as_run_free(&runs[i]);
+    xfree(runs);
+    /* the run ends: a replaced row, not a second one */
+    snprintf(r.status, sizeof(r.status), "succeeded");
+    r.output = (char *)"done";
+    st[1].state[0] = '\0';
+    snprintf(st[1].state, sizeof(st[1].state), "done");
+    is_int(agent_store_commit(s, "run_1", &r, &st[1], 1, err, sizeof(err)), 0);
+    is_int(agent_store_unfinished(s, &runs, &n, err, sizeof(err)), 0);
+    is_int(n, 0);
+    xfree(runs);
+    is_int(agent_store_list(s, "calc", "succeeded", 10, &runs, &n, err, sizeof(err)), 0);
+    is_int(n, 1);
+    is_str(runs[0].output, "done");
+    for (size_t i = 0; i < n; i++)
+        as_run_free(&runs[i]);
+    xfree(runs);
+    is_int(agent_store_def_put(s, "a1", "{\"x\":1}", err, sizeof(err)), 0);
+    is_int(agent_store_def_put(s, "a1", "{\"x\":2}", err, sizeof(err)), 0);
+    char **names, **jsons;
+    is_int(agent_store_def_list(s, &names, &jsons, &n, err, sizeof(err)), 0);
+    is_int(n, 1);
+    is_str(jsons[0], "{\"x\":2}");
+    for (size_t i = 0; i < n; i++) {
+        xfree(names[i]);
+        xfree(jsons[i]);
+    }
+    xfree(names);
+    xfree(jsons);
+    is_int(agent_store_def_del(s, "a1", err, sizeof(err)), 0);
+    is_int(agent_store_def_del(s, "a1", err, sizeof(err)), 1);
+    agent_store_close(s);
+}
+
 int main(void)
 {
     subtest("urls", test_urls);
@@ -198,11 +278,12 @@ int main(void)
     if (url && *url) {
         struct buf err = BUF_INIT(4096);
         ok(db_pg_configure(url, true, &err) == 0 && db_pg_healthy(NULL, 0));
-        is_int(db_pg_schema_version(), 1);
+        is_int(db_pg_schema_version(), 2);
         buf_free(&err);
         subtest("records", test_records);
         subtest("keys", test_keys);
         subtest("ledger", test_ledger);
+        subtest("agents", test_agents);
         db_pg_reset();
     }
     return done_testing();
