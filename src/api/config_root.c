@@ -16,6 +16,7 @@
 #include "policy/auth_config.h"
 #include "store/store_config.h"
 #include "policy/govern_config.h"
+#include "policy/lease.h"
 #include "sandbox/sandbox_config.h"
 #include "telemetry/log_config.h"
 #include "telemetry/otel_config.h"
@@ -44,6 +45,7 @@ static const struct cfg_field root_fields[] = {
     {.key = "auth", .type = CFG_MAP, .off = OFF(auth), .sub = &auth_config_schema},
     {.key = "telemetry", .type = CFG_MAP, .off = OFF(telemetry), .sub = &otel_config_schema},
     {.key = "store", .type = CFG_MAP, .off = OFF(store), .sub = &store_config_schema},
+    {.key = "cluster", .type = CFG_MAP, .off = OFF(cluster), .sub = &lease_config_schema},
     {.key = "sandbox", .type = CFG_MAP, .off = OFF(sandbox), .sub = &sandbox_config_schema},
     {.key = "models", .type = CFG_LIST, .off = OFF(models), .sub = &gw_config_model_schema,
      .help = "public model names and the deployments behind them"},

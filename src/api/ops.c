@@ -6,6 +6,7 @@
 #include "api/worker.h"
 #include "gateway/admission.h"
 #include "gateway/govern.h"
+#include "policy/lease.h"
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "config/config.h"
@@ -69,7 +70,11 @@ void ops_ready(struct http_req *req)
     /* cluster mode: the shared database (PostgreSQL) is reachable */
     char why[400] = "";
     bool db_ok = store_backend_ready(why, sizeof(why));
-    bool ready = !draining && data_ok && cfg_ok && queue_ok && db_ok;
+    /* cluster mode: Redis unreachable. With on_redis_down: closed this replica refuses what its leases do not
+     * cover, so it is not ready; open, it serves on and only says so. */
+    char rwhy[256] = "";
+    bool redis_ok = lease_redis_ok(rwhy, sizeof(rwhy));
+    bool ready = !draining && data_ok && cfg_ok && queue_ok && db_ok && (redis_ok || lease_fail_open());
     struct buf b = BUF_INIT(4096);
     buf_printf(&b,
                "{\"status\":\"%s\",\"checks\":{\"config\":%s,\"data_dir\":%s,\"draining\":%s,"
@@ -79,6 +84,11 @@ void ops_ready(struct http_req *req)
                queued);
     if (strcmp(store_backend_name(), "sqlite") != 0) /* the shared database, in cluster mode only */
         buf_printf(&b, ",\"database\":%s", db_ok ? "true" : "false");
+    if (lease_enabled()) { /* Redis, in cluster mode only */
+        buf_append_str(&b, redis_ok ? ",\"redis\":true" : ",\"redis\":false,\"redis_error\":");
+        if (!redis_ok)
+            buf_append_json_cstr(&b, rwhy);
+    }
     buf_append_char(&b, '}');
     if (!db_ok) {
         buf_append_str(&b, ",\"reason\":");

@@ -133,6 +133,19 @@ struct config_store { /* schema: store/store_config.c */
     char *database_url;           /* PostgreSQL (cluster mode); "": the embedded SQLite store */
 };
 
+/* cluster: budgets and rate limits shared by replicas through Redis leases (schema: policy/lease.c,
+ * docs/cluster.md). redis_url "" (the default): embedded, exact in-process counters. */
+struct config_cluster {
+    char *redis_url;             /* REDIS_URL wins over cluster.redis_url */
+    int on_redis_down;           /* 0 closed (refuse, 503), 1 open (admit by this replica's own counters) */
+    int64_t lease_ttl_ms;        /* a lease Redis has not heard renewed for this long is recovered */
+    double lease_slice;          /* share of a limit one replica may hold at once */
+    int64_t sync_interval_ms;    /* the lease thread's pass: spend reported, leases renewed */
+    int64_t lease_idle_ms;       /* a lease unused for this long is returned */
+    int64_t redis_timeout_ms;    /* connect and command timeout */
+    char *key_prefix;            /* Redis keys start with it */
+};
+
 /* sandbox: the daemon's sandbox pools and POST /v1/sandbox/runs (schema: sandbox/sandbox_config.c) */
 struct config_sandbox {
     int64_t uid_base, uid_count; /* host uids the runs map to (split between the worker loops) */
@@ -161,6 +174,7 @@ struct config {
     struct config_auth auth;
     struct config_telemetry telemetry;
     struct config_store store;
+    struct config_cluster cluster;
     struct config_sandbox sandbox;
     struct cfg_list models; /* struct config_model (gateway/gw_config.h) */
     struct cfg_list prices; /* struct config_price (gateway/gw_config.h), merged over the built-in table */

@@ -1952,6 +1952,14 @@ void ex_resume(struct exchange *ex)
     ex_run(ex);
 }
 
+void ex_rerun(struct exchange *ex)
+{
+    if (ex->done)
+        return;
+    ex->stage--; /* ex_resume moves on by one: back to the stage that waited */
+    ex_resume(ex);
+}
+
 struct exchange *ex_submit(struct gateway_worker *gw, const struct front_ops *front, const struct ex_request *rq,
                            const struct ex_sink_ops *sink_ops, void *sink)
 {

@@ -222,6 +222,9 @@ void ex_cancel(struct exchange *ex);
 void ex_sink_drained(struct exchange *ex);
 /* A stage that returned EX_WAIT calls this from its callback. Ignored once the exchange has ended. */
 void ex_resume(struct exchange *ex);
+/* Like ex_resume, but runs the stage that waited once more from its start (the admit stage after waiting for a
+ * cluster lease decides anew). Ignored once the exchange has ended. */
+void ex_rerun(struct exchange *ex);
 /* Keeps the exchange's memory alive across a wait (a stage's timer or lookup); ex_unref releases it. */
 void ex_ref(struct exchange *ex);
 void ex_unref(struct exchange *ex);

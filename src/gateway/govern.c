@@ -10,6 +10,7 @@
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "config/config.h"
+#include "gateway/govern_lease.h"
 #include "gateway/registry.h"
 #include "gateway/provider.h"
 #include "policy/auth.h"
@@ -17,6 +18,7 @@
 #include "policy/budget.h"
 #include "policy/keys.h"
 #include "policy/govern_config.h"
+#include "policy/lease.h"
 #include "policy/ledger.h"
 #include "policy/ratelimit.h"
 #include "telemetry/metrics.h"
@@ -36,6 +38,9 @@ struct govern_state {
     int64_t input_est;
     int64_t max_out;        /* the output the reservation covers */
     char *body;             /* a rewritten body (max_tokens), owned */
+    /* cluster mode (policy/lease.h): what this request took from the replica's leases */
+    struct govern_lease_hold lr, lb; /* rate limits (tokens), budgets */
+    bool rl_done;                    /* the rate limits are decided (admit ran again after a lease wait) */
 };
 
 static struct budget *B;
@@ -124,6 +129,7 @@ void govern_init(void)
 
 void govern_cleanup(void)
 {
+    lease_stop(); /* the workers have stopped: settled spend reported, unused slices returned */
     ledger_stop();
     budget_free(B);
     rl_free(R);
@@ -133,6 +139,8 @@ void govern_cleanup(void)
 
 int govern_start(const struct config *cfg, struct buf *err)
 {
+    if (lease_start(cfg, err) != 0) /* cluster mode: budgets and rate limits shared through Redis leases */
+        return -1;
     if (!cfg->ledger.enabled)
         return 0;
     int64_t now = (int64_t)(time_wall_us() / 1000000);
@@ -328,13 +336,42 @@ enum ex_next govern_admit(struct exchange *ex)
     }
     if (key && (key->rpm > 0 || key->tpm > 0) && nrl < RL_MAX_LIMITS) /* the key record's own limits */
         rl[nrl++] = (struct rl_limit){RL_KEY, key->id, key->rpm, key->tpm};
-    struct govern_state *g = NULL;
-    if (nrl > 0) {
+    struct govern_state *g = ex->gov;
+    if (nrl > 0 && !(g && g->rl_done)) {
         g = state(ex);
         g->rl_tokens = in + out;
+        int which;
+        enum glease lr = govern_lease_rates(rl, nrl, in + out, &g->lr, &which);
+        if (lr == GL_WAIT)
+            return govern_lease_wait(ex);
+        if (lr != GL_OK) {
+            if (lr == GL_EXHAUSTED) {
+                const struct rl_limit *l = &rl[which / 2];
+                bool tok = which % 2 == 1;
+                int64_t retry = govern_lease_retry_ms(l, tok);
+                metrics_inc(&m_rl_refusals, (const char *[]){rl_scope_name(l->scope)});
+                gw_error_set(&err, 429, GW_ERR_RATE_LIMIT,
+                             "rate limit reached for %s '%s' across the cluster: %lld %s per minute; retry after "
+                             "%lld ms",
+                             rl_scope_name(l->scope), l->name, (long long)(tok ? l->tpm : l->rpm),
+                             tok ? "tokens" : "requests", (long long)(retry > 0 ? retry : 1000));
+                snprintf(err.code, sizeof(err.code), "rate_limit_exceeded");
+                err.retry_after_ms = retry > 0 ? retry : 1000;
+            } else {
+                gw_error_set(&err, 503, GW_ERR_OVERLOADED,
+                             lr == GL_DOWN ? "rate limits cannot be checked: the cluster's Redis is unreachable "
+                                             "(cluster.on_redis_down: closed)"
+                                           : "rate limit lease table full or a name too long");
+                err.retry_after_ms = 1000;
+            }
+            ex_fail(ex, &err);
+            return EX_END;
+        }
+        g->rl_done = true;
         rl_admit(R, rl, nrl, in + out, now_ms, &g->rh, &g->rl);
         g->have_rl = true;
         if (!g->rl.allowed) {
+            govern_lease_settle(&g->lr, NULL, NULL);
             if (g->rl.bad)
                 gw_error_set(&err, 503, GW_ERR_OVERLOADED, "rate limit table full or a name too long");
             else {
@@ -389,6 +426,20 @@ enum ex_next govern_admit(struct exchange *ex)
                            .max_tokens = out,
                            .now = (int64_t)(time_wall_us() / 1000000)};
     budget_reserve(B, bl, nbl, &a, &g->bh, &d);
+    enum glease lb = GL_OK;
+    if (d.verdict == BUDGET_OK || d.verdict == BUDGET_CLAMPED) {
+        int which;
+        lb = govern_lease_budgets(bl, nbl, &g->bh, a.now, &g->lb, &which);
+        if (lb != GL_OK) { /* the replica's leases cannot cover it: the local reservation goes back */
+            budget_settle(B, &g->bh, &(struct price_tokens){0}, NULL, a.now);
+            if (lb == GL_WAIT)
+                return govern_lease_wait(ex);
+            d.verdict = lb == GL_EXHAUSTED ? BUDGET_REFUSED : BUDGET_BAD;
+            d.which = which;
+            int64_t end = budget_window_end(bl[which].window, a.now);
+            d.retry_after = end == INT64_MAX ? -1 : end - a.now;
+        }
+    }
     if (d.soft_crossed >= 0) {
         const struct budget_limit *l = &bl[d.soft_crossed];
         metrics_inc(&m_soft, (const char *[]){budget_scope_name(l->scope)});
@@ -412,6 +463,7 @@ enum ex_next govern_admit(struct exchange *ex)
     }
     if (g->rh.n) /* refused after the rate limits took their share: give the tokens back */
         rl_settle(R, &g->rh, 0);
+    govern_lease_settle(&g->lr, NULL, NULL);
     const struct budget_limit *l = d.which >= 0 ? &bl[d.which] : NULL;
     if (d.verdict == BUDGET_UNPRICED) {
         gw_error_set(&err, 403, GW_ERR_PERMISSION,
@@ -423,7 +475,16 @@ enum ex_next govern_admit(struct exchange *ex)
         metrics_inc(&m_budget_refusals, (const char *[]){budget_scope_name(l->scope)});
         struct budget_state st;
         budget_get(B, l->scope, l->name, l->window, a.now, &st);
-        if (l->usd_nusd > 0 && a.price)
+        if (lb == GL_EXHAUSTED)
+            gw_error_set(&err, 429, GW_ERR_RATE_LIMIT,
+                         "budget exceeded: %s '%s' has %s%.6f per %s and the cluster's replicas have spent or leased "
+                         "all of it; this request needs up to %s%.6f",
+                         budget_scope_name(l->scope), l->name, l->usd_nusd > 0 && a.price ? "$" : "tokens ",
+                         l->usd_nusd > 0 && a.price ? (double)l->usd_nusd / 1e9 : (double)l->tokens,
+                         budget_window_name(l->window), l->usd_nusd > 0 && a.price ? "$" : "tokens ",
+                         l->usd_nusd > 0 && a.price ? (double)price_worst_nusd(a.price, in, d.max_tokens) / 1e9
+                                                    : (double)(in + d.max_tokens));
+        else if (l->usd_nusd > 0 && a.price)
             gw_error_set(&err, 429, GW_ERR_RATE_LIMIT,
                          "budget exceeded: %s '%s' has $%.6f per %s, $%.6f spent and $%.6f reserved; this request "
                          "needs up to $%.6f",
@@ -438,6 +499,10 @@ enum ex_next govern_admit(struct exchange *ex)
                          (long long)st.spent_tokens, (long long)st.reserved_tokens, (long long)(in + out));
         snprintf(err.code, sizeof(err.code), "budget_exceeded");
         err.retry_after_ms = d.retry_after >= 0 ? d.retry_after * 1000 : -1;
+    } else if (lb == GL_DOWN) {
+        gw_error_set(&err, 503, GW_ERR_OVERLOADED,
+                     "budgets cannot be checked: the cluster's Redis is unreachable (cluster.on_redis_down: closed)");
+        err.retry_after_ms = 1000;
     } else {
         gw_error_set(&err, 503, GW_ERR_OVERLOADED, "budget table full or a budget name too long");
     }
@@ -558,6 +623,8 @@ void govern_free(struct exchange *ex)
         rl_settle(R, &g->rh, 0);
     if (g->dh.n)
         rl_settle(R, &g->dh, 0);
+    govern_lease_settle(&g->lb, NULL, NULL);
+    govern_lease_settle(&g->lr, NULL, NULL);
     xfree(g->body);
     xfree(g);
     ex->gov = NULL;
@@ -669,6 +736,10 @@ static void on_settle(const struct exchange *ex, const struct ex_outcome *o)
     int64_t now_s = (int64_t)(time_wall_us() / 1000000);
     if (g && g->bh.n) /* at the price of the deployment that served it (reserved at the dearest) */
         budget_settle(B, &g->bh, &used, dep ? dep->price : NULL, now_s);
+    if (g && g->lb.n) /* cluster mode: the same charge, reported to Redis by the lease thread */
+        govern_lease_settle(&g->lb, &used, dep ? dep->price : NULL);
+    if (g && g->lr.n)
+        govern_lease_settle(&g->lr, &used, NULL);
     if (g && g->rh.n)
         rl_settle(R, &g->rh, used.input + used.output);
     if (g && g->dh.n)
