@@ -374,9 +374,10 @@ static void hdr_add(struct buf *h, const char *name, const char *value)
 
 static void hdr_add_u64(struct buf *h, const char *name, uint64_t v)
 {
-    char tmp[24];
-    tmp[fmt_u64(tmp, v)] = '\0';
-    hdr_add(h, name, tmp);
+    buf_append_str(h, name);
+    buf_append(h, ": ", 2);
+    buf_append_u64(h, v);
+    buf_append(h, "\r\n", 2);
 }
 
 /* agentd's own time so far: everything but the upstream's (finished attempts, and the one in flight). */
