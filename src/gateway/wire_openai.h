@@ -19,7 +19,8 @@ struct stream_event;
  * completion_tokens_details.reasoning_tokens} out of a chat.completion / chunk / embeddings body, validated
  * (gw_types.h). 0 when the body reports counts: u->known, or u->invalid when they are implausible. */
 int wire_openai_extract_usage(const char *body, size_t len, struct usage *u);
-/* The same, given the usage object itself. */
+/* The same, given the usage object itself: a J_OBJECT value jscan_fields returned (validated text, not checked
+ * again). */
 int wire_openai_usage_object(const char *obj, size_t len, struct usage *u);
 /* The client body with "model" replaced and, for streams, stream_options.include_usage forced true.
  * Works on bytes (no tree). */
