@@ -116,12 +116,23 @@ static int apply_edits(const char *body, size_t len, struct edit *e, int n, stru
     return buf_append(out, body + pos, len - pos);
 }
 
-int wire_openai_splice_request(const char *body, size_t len, const char *model, bool force_include_usage,
-                          struct buf *out)
+static int splice_body(const char *body, size_t len, const char *model, bool force_include_usage, bool validated,
+                       struct buf *out)
 {
     static const char *const keys[] = {"model", "stream_options"};
     struct jval f[2];
-    if (jscan_fields(body, len, keys, f, 2, NULL, NULL) != 0 || f[0].type != J_STRING)
+    if (validated) {
+        /* the front's parse validated these bytes: only the two members are looked for */
+        size_t at = 0;
+        while (at < len && (body[at] == ' ' || body[at] == '\t' || body[at] == '\n' || body[at] == '\r'))
+            at++;
+        struct jval obj = {J_OBJECT, str_make(body + at, len - at)};
+        if (at == len || body[at] != '{' || jscan_fields_trusted(&obj, keys, f, 2) != 0)
+            return -1;
+    } else if (jscan_fields(body, len, keys, f, 2, NULL, NULL) != 0) {
+        return -1;
+    }
+    if (f[0].type != J_STRING)
         return -1;
     struct buf mq = BUF_INIT(BUF_UNBOUNDED);
     buf_append_json_cstr(&mq, model);
@@ -167,6 +178,18 @@ int wire_openai_splice_request(const char *body, size_t len, const char *model, 
     int rc = apply_edits(body, len, e, n, out);
     buf_free(&mq);
     return rc;
+}
+
+int wire_openai_splice_request(const char *body, size_t len, const char *model, bool force_include_usage,
+                               struct buf *out)
+{
+    return splice_body(body, len, model, force_include_usage, false, out);
+}
+
+int wire_openai_splice_validated(const char *body, size_t len, const char *model, bool force_include_usage,
+                                 struct buf *out)
+{
+    return splice_body(body, len, model, force_include_usage, true, out);
 }
 
 /* ---------- provider side ---------- */

@@ -26,6 +26,9 @@ int wire_openai_usage_object(const char *obj, size_t len, struct usage *u);
  * Works on bytes (no tree). */
 int wire_openai_splice_request(const char *body, size_t len, const char *model, bool force_include_usage,
                           struct buf *out);
+/* The same for a body a front's parse validated already (ex_attempt_body_validated): not checked again. */
+int wire_openai_splice_validated(const char *body, size_t len, const char *model, bool force_include_usage,
+                                 struct buf *out);
 /* A chat.completion.chunk event -> deltas (translation mode); sets a->stream_done on "[DONE]". */
 int wire_openai_decode_chunk(struct attempt *a, const struct stream_event *ev, struct gw_error *err);
 /* OpenAI-shaped error body -> err. */
