@@ -9,10 +9,10 @@ set -euo pipefail
 tier=${1:-build}
 
 pkgs=(build-essential cmake pkg-config libuv1-dev libhttp-parser-dev libcurl4-openssl-dev
-      libcjson-dev libsqlite3-dev libyaml-dev libseccomp-dev libssl-dev zlib1g-dev ca-certificates)
+      libcjson-dev libsqlite3-dev libpq-dev libyaml-dev libseccomp-dev libssl-dev zlib1g-dev ca-certificates)
 case "$tier" in
   build) ;;
-  test)  pkgs+=(clang libclang-rt-14-dev llvm prometheus nodejs curl python3 procps iproute2 valgrind haproxy) ;;
+  test)  pkgs+=(clang libclang-rt-14-dev llvm prometheus nodejs curl python3 procps iproute2 valgrind haproxy postgresql-15) ;;
   bench) pkgs+=(clang libclang-rt-14-dev prometheus nodejs curl python3 procps nginx wrk hyperfine bubblewrap) ;;
   image) pkgs+=(buildah podman runc uidmap slirp4netns fuse-overlayfs binutils curl nodejs python3 dash libcurl4) ;;
   *) echo "usage: $0 build|test|bench|image" >&2; exit 2 ;;

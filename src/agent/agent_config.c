@@ -88,7 +88,7 @@ static const struct cfg_field limit_fields[] = {
 static const struct cfg_schema limits_schema = {
     .name = "limits", .fields = limit_fields, .nfields = ARRAY_LEN(limit_fields)};
 
-static const char *mcp_server_problem(const char *name, const char *url)
+static const char *mcp_server_problem(const char *name, const char *url, const char *command)
 {
     size_t n = name ? strlen(name) : 0;
     if (n == 0 || n > 32)
@@ -97,36 +97,62 @@ static const char *mcp_server_problem(const char *name, const char *url)
         if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= 'A' && name[i] <= 'Z') ||
               (name[i] >= '0' && name[i] <= '9') || name[i] == '-'))
             return "an MCP server's name may only have letters, digits and '-'";
-    if (url == NULL || (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0))
+    if ((url == NULL) == (command == NULL))
+        return "an MCP server has either a url (Streamable HTTP) or a command (stdio), not both";
+    if (url && strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
         return "an MCP server's url must start with http:// or https://";
+    if (command && command[0] == '\0')
+        return "an MCP server's command must not be empty";
+    return "";
+}
+
+/* A stdio server's env: "NAME=value" lines. */
+static const char *env_problem(const struct cfg_strlist *env)
+{
+    if (env->n > 64)
+        return "an MCP server's env has at most 64 entries";
+    for (size_t i = 0; i < env->n; i++) {
+        const char *e = env->v[i], *eq = strchr(e, '=');
+        if (eq == NULL || eq == e)
+            return "an MCP server's env entries must be \"NAME=value\"";
+    }
     return "";
 }
 
 static void validate_mcp_server(struct cfg_ctx *ctx, void *obj, const struct ynode *where, const char *path)
 {
     const struct agent_mcp_server *m = obj;
-    const char *why = mcp_server_problem(m->name, m->url);
+    const char *why = mcp_server_problem(m->name, m->url, m->command);
     if (why[0])
         cfg_error_at(ctx, where, path, "%s", why);
     for (size_t i = 0; i < m->headers.n; i++)
         if (strchr(m->headers.v[i], ':') == NULL || strpbrk(m->headers.v[i], "\r\n"))
             cfg_error_at(ctx, where, path, "headers must be \"Name: value\" lines");
+    why = env_problem(&m->env);
+    if (why[0])
+        cfg_error_at(ctx, where, path, "%s", why);
 }
 
 #define MOFF(f) offsetof(struct agent_mcp_server, f)
 static const struct cfg_field mcp_fields[] = {
     {.key = "name", .type = CFG_STRING, .off = MOFF(name), .max = 32, .flags = CFG_REQUIRED | CFG_NO_ENV,
      .help = "the server's tools are offered to the model as <name>__<tool>"},
-    {.key = "url", .type = CFG_STRING, .off = MOFF(url), .max = 2048, .flags = CFG_REQUIRED | CFG_NO_ENV,
-     .help = "the server's Streamable HTTP endpoint"},
+    {.key = "url", .type = CFG_STRING, .off = MOFF(url), .max = 2048, .flags = CFG_NO_ENV,
+     .help = "the server's Streamable HTTP endpoint (or command: a stdio server)"},
+    {.key = "command", .type = CFG_STRING, .off = MOFF(command), .max = 4096, .flags = CFG_NO_ENV,
+     .help = "a stdio server: the program agentd starts (per worker loop) and talks to on stdin/stdout"},
+    {.key = "args", .type = CFG_STRLIST, .off = MOFF(args), .flags = CFG_NO_ENV,
+     .help = "a stdio server's arguments"},
+    {.key = "env", .type = CFG_STRLIST, .off = MOFF(env), .flags = CFG_NO_ENV | CFG_SECRET,
+     .help = "a stdio server's NAME=value environment (added to PATH, HOME, LANG, ...)"},
     {.key = "headers", .type = CFG_STRLIST, .off = MOFF(headers), .flags = CFG_NO_ENV | CFG_SECRET,
      .help = "\"Name: value\" headers sent with every request (Authorization, ...)"},
     {.key = "timeout", .type = CFG_DURATION, .off = MOFF(timeout_ms), .min = 1, .max = 3600000LL, .def = "60s",
-     .flags = CFG_NO_ENV, .help = "one HTTP request to the server"},
+     .flags = CFG_NO_ENV, .help = "one request to the server"},
     {.key = "tools_ttl", .type = CFG_DURATION, .off = MOFF(tools_ttl_ms), .min = 0, .max = 86400000LL,
      .def = "5m", .flags = CFG_NO_ENV, .help = "how long the server's tools/list is cached"},
 };
-static const struct cfg_schema mcp_server_schema = {.name = "mcp server",
+const struct cfg_schema agent_mcp_server_schema = {.name = "mcp server",
                                                     .item_size = sizeof(struct agent_mcp_server),
                                                     .fields = mcp_fields,
                                                     .nfields = ARRAY_LEN(mcp_fields),
@@ -154,7 +180,7 @@ static const struct cfg_field agent_fields[] = {
     {.key = "allow_private_networks", .type = CFG_BOOL, .off = AOFF(allow_private_networks), .def = "false",
      .flags = CFG_NO_ENV,
      .help = "http_fetch may reach private, loopback and link-local addresses (internal services); off by default"},
-    {.key = "mcp_servers", .type = CFG_LIST, .off = AOFF(mcp_servers), .sub = &mcp_server_schema,
+    {.key = "mcp_servers", .type = CFG_LIST, .off = AOFF(mcp_servers), .sub = &agent_mcp_server_schema,
      .flags = CFG_NO_ENV, .help = "MCP servers (Streamable HTTP) whose tools the agent may call"},
     {.key = "limits", .type = CFG_MAP, .off = AOFF(limits), .sub = &limits_schema, .flags = CFG_NO_ENV},
 };
@@ -209,6 +235,9 @@ void agent_def_copy(struct config_agent *dst, const struct config_agent *src)
         d->name = dup_or_null(s->name);
         d->url = dup_or_null(s->url);
         strlist_copy(&d->headers, &s->headers);
+        d->command = dup_or_null(s->command);
+        strlist_copy(&d->args, &s->args);
+        strlist_copy(&d->env, &s->env);
         d->timeout_ms = s->timeout_ms;
         d->tools_ttl_ms = s->tools_ttl_ms;
     }
@@ -342,14 +371,22 @@ int agent_def_from_json(const cJSON *o, struct config_agent *a, char *msg, size_
                 snprintf(msg, n, "field 'mcp_servers' must be an array of objects");
                 return -1;
             }
-            if (str_field(m, "name", 32, true, &d->name, msg, n) || str_field(m, "url", 2048, true, &d->url, msg, n) ||
+            if (str_field(m, "name", 32, true, &d->name, msg, n) || str_field(m, "url", 2048, false, &d->url, msg, n) ||
+                str_field(m, "command", 4096, false, &d->command, msg, n) ||
+                list_field(m, "args", &d->args, msg, n) || list_field(m, "env", &d->env, msg, n) ||
                 list_field(m, "headers", &d->headers, msg, n) ||
                 num_field(m, "timeout_seconds", 0.001, 3600, &to, msg, n) ||
                 num_field(m, "tools_ttl_seconds", 0, 86400, &ttl, msg, n))
                 return -1;
             d->timeout_ms = (int64_t)(to * 1000);
             d->tools_ttl_ms = (int64_t)(ttl * 1000);
-            const char *mwhy = mcp_server_problem(d->name, d->url);
+            const char *mwhy = mcp_server_problem(d->name, d->url, d->command);
+            if (!mwhy[0])
+                mwhy = env_problem(&d->env);
+            /* The admin API does not start programs on the host: stdio servers come from the file only. */
+            if (!mwhy[0] && d->command)
+                mwhy = "a stdio server (command) can only be configured in the configuration file, not through "
+                       "the API";
             if (mwhy[0]) {
                 snprintf(msg, n, "field 'mcp_servers': %s", mwhy);
                 return -1;
@@ -452,8 +489,14 @@ cJSON *agent_def_to_json(const struct config_agent *a)
             const struct agent_mcp_server *m = &((const struct agent_mcp_server *)a->mcp_servers.items)[i];
             cJSON *j = cJSON_CreateObject();
             cJSON_AddStringToObject(j, "name", m->name);
-            cJSON_AddStringToObject(j, "url", m->url);
-            cJSON_AddItemToObject(j, "headers", strlist_json(&m->headers)); /* (the admin key's eyes only) */
+            if (m->url) {
+                cJSON_AddStringToObject(j, "url", m->url);
+                cJSON_AddItemToObject(j, "headers", strlist_json(&m->headers)); /* (the admin key's eyes only) */
+            } else {
+                cJSON_AddStringToObject(j, "command", m->command);
+                cJSON_AddItemToObject(j, "args", strlist_json(&m->args));
+                cJSON_AddItemToObject(j, "env", strlist_json(&m->env)); /* (the admin key's eyes only) */
+            }
             cJSON_AddNumberToObject(j, "timeout_seconds", (double)m->timeout_ms / 1000);
             cJSON_AddNumberToObject(j, "tools_ttl_seconds", (double)m->tools_ttl_ms / 1000);
             cJSON_AddItemToArray(arr, j);

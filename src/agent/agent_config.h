@@ -6,7 +6,8 @@
  *       instructions: "..."          # the system prompt
  *       tools: [code_exec, echo]     # built-in tools by name (agent/tools.h)
  *       output_schema: '{"type":"object","required":["answer"]}'   # optional, JSON text
- *       mcp_servers: [{name: files, url: "http://127.0.0.1:3000/mcp", headers: ["Authorization: Bearer x"]}]
+ *       mcp_servers: [{name: files, url: "http://127.0.0.1:3000/mcp", headers: ["Authorization: Bearer x"]},
+ *                     {name: git, command: node, args: [git-server.mjs], env: ["TOKEN=x"]}]
  *       limits: {max_steps: 8, max_tokens: 20000, max_usd: 0.5, deadline: 2m, max_parallel_tools: 4}
  *       # code_exec also takes code_memory, code_cpu, code_pids in limits (0: the sandbox service's defaults)
  *
@@ -40,9 +41,12 @@ struct agent_limits {
 /* One item of an agent's `mcp_servers:` (agent/mcp_client.h). */
 struct agent_mcp_server {
     char *name;                 /* [A-Za-z0-9-], 1..32: its tools are offered as "<name>__<tool>" */
-    char *url;                  /* the Streamable HTTP endpoint (http:// or https://) */
+    char *url;                  /* the Streamable HTTP endpoint (http:// or https://), or NULL for a stdio server */
     struct cfg_strlist headers; /* "Name: value" sent with every request (an Authorization header, ...) */
-    int64_t timeout_ms;         /* one HTTP request to it */
+    char *command;              /* a stdio server: the program (run with args, env), or NULL for an HTTP server */
+    struct cfg_strlist args;    /* its arguments */
+    struct cfg_strlist env;     /* "NAME=value" added to its environment */
+    int64_t timeout_ms;         /* one request to it */
     int64_t tools_ttl_ms;       /* how long its tools/list stays cached (per worker loop) */
 };
 #define AGENT_MAX_MCP_SERVERS 8
@@ -63,6 +67,7 @@ struct config_agent {
 };
 
 extern const struct cfg_schema agent_config_schema; /* items of agents: */
+extern const struct cfg_schema agent_mcp_server_schema; /* items of mcp_servers: (and of mcp.servers:) */
 
 /* The agent of that name in cfg, or NULL. */
 const struct config_agent *agent_config_find(const struct config *cfg, const char *name);

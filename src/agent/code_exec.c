@@ -2,7 +2,10 @@
  * run's own worker loop: the same warm pool, admission queue, ceilings and metrics as POST /v1/sandbox/runs, and
  * nothing here blocks (the zygote starts the run; its end comes back on the loop).
  *
- * Arguments: {"language": "python"|"sh"|"bash"|"shell"|"javascript"|"node", "code": "...", "stdin": "..."}.
+ * Arguments: {"language": "python"|"sh"|"bash"|"shell"|"javascript"|"node", "code": "...", "stdin": "...",
+ * "files": [{"name": "data.csv", "content": "..." | "content_base64": "...", "mode": 420}]}: the files are placed
+ * in /work before the code starts, read by the sandbox service's own request parser (names checked, at most
+ * SBX_MAX_FILES, all together at most sandbox.service.max_files_bytes).
  * Limits: the wall clock is the agent's tool_timeout less a tenth (at most 1 s), so the sandbox's own deadline,
  * which keeps the partial output, fires before the run's tool timer, stdout and stderr are each capped at tool_output_bytes,
  * memory, CPU and pids come from the agent's `limits.code_memory`, `code_cpu`, `code_pids` (0: the service's
@@ -161,23 +164,54 @@ void code_exec_start(struct tool_exec *te)
     const cJSON *l = cJSON_GetObjectItemCaseSensitive(a, "language");
     const cJSON *c = cJSON_GetObjectItemCaseSensitive(a, "code");
     const cJSON *in = cJSON_GetObjectItemCaseSensitive(a, "stdin");
+    const cJSON *files = cJSON_GetObjectItemCaseSensitive(a, "files");
     int lang = cJSON_IsString(l) ? lang_of(l->valuestring) : -1;
-    if (!cJSON_IsObject(a) || lang <= 0 || !cJSON_IsString(c) || (in && !cJSON_IsString(in))) {
+    if (!cJSON_IsObject(a) || lang <= 0 || !cJSON_IsString(c) || (in && !cJSON_IsString(in)) ||
+        (files && !cJSON_IsArray(files))) {
         cJSON_Delete(a);
         answer_early(te, TOOL_BAD_ARGS,
                      "the arguments must be {\"language\": \"python\"|\"sh\"|\"javascript\", \"code\": \"...\"} "
-                     "(optional \"stdin\": a string)");
+                     "(optional \"stdin\": a string, \"files\": [{\"name\", \"content\" or \"content_base64\"}])");
         return;
     }
-    struct sbx_spec spec;
-    sbx_service_spec_init(&spec);
-    spec.lang = (enum sbx_lang)lang;
-    spec.code = c->valuestring;
-    spec.code_len = strlen(c->valuestring);
-    if (in) {
-        spec.stdin_data = in->valuestring;
-        spec.stdin_len = strlen(in->valuestring);
+    /* The sandbox service's own request (what POST /v1/sandbox/runs takes), so that files are read and checked
+     * by the one parser: only the fields the model may set (no network, no limits: those are the agent's). */
+    cJSON *rq = cJSON_CreateObject();
+    cJSON_AddStringToObject(rq, "language", sbx_lang_name((enum sbx_lang)lang));
+    cJSON_AddStringToObject(rq, "code", c->valuestring);
+    if (in)
+        cJSON_AddStringToObject(rq, "stdin", in->valuestring);
+    const cJSON *f;
+    cJSON *rfiles = files ? cJSON_AddArrayToObject(rq, "files") : NULL;
+    cJSON_ArrayForEach(f, files)
+    {
+        cJSON *g = cJSON_CreateObject();
+        static const char *const keep[] = {"name", "content", "content_base64", "mode"};
+        for (size_t k = 0; k < sizeof(keep) / sizeof(keep[0]); k++) {
+            const cJSON *v = cJSON_IsObject(f) ? cJSON_GetObjectItemCaseSensitive(f, keep[k]) : NULL;
+            if (v)
+                cJSON_AddItemToObject(g, keep[k], cJSON_Duplicate(v, true));
+        }
+        cJSON_AddItemToArray(rfiles, g);
     }
+    cJSON_Delete(a);
+    char *rtext = cJSON_PrintUnformatted(rq);
+    cJSON_Delete(rq);
+    struct sbx_json_spec js;
+    struct buf perr = BUF_INIT(512);
+    char param[64];
+    int prc = sbx_service_parse_request(rtext, strlen(rtext), &js, &perr, param, sizeof(param));
+    cJSON_free(rtext);
+    if (prc != SBX_SVC_OK) {
+        char msg[384];
+        snprintf(msg, sizeof(msg), "the code was refused: %s", perr.data && perr.len ? perr.data : "?");
+        buf_free(&perr);
+        sbx_json_spec_free(&js);
+        answer_early(te, TOOL_BAD_ARGS, msg);
+        return;
+    }
+    buf_free(&perr);
+    struct sbx_spec spec = js.spec;
     const struct sbx_service_opts *so = sbx_service_options();
     const struct sbx_limits *ceil = so ? &so->ceiling : NULL;
     if (te->def) {
@@ -205,7 +239,7 @@ void code_exec_start(struct tool_exec *te)
     s->te = te;
     struct buf err = BUF_INIT(512);
     int rc = sbx_service_submit(te->loop, &spec, on_job_done, s, &s->job, &err); /* copies the spec */
-    cJSON_Delete(a);
+    sbx_json_spec_free(&js);
     if (rc != SBX_SVC_OK) {
         xfree(s);
         char msg[384];

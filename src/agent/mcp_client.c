@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "agent/agent_config.h"
+#include "agent/mcp_stdio.h"
 #include "common/alloc.h"
 #include "common/log.h"
 #include "common/timeutil.h"
@@ -235,24 +236,37 @@ struct mcp_sess {
     char *url;
     char *session_id;   /* NULL: none (not initialized, or the server has no sessions) */
     char version[32];
-    bool ready;
+    int era;            /* 0: not known yet, ERA_STATELESS (2026-07-28), ERA_SESSION (initialize) */
+    bool ready;         /* ERA_SESSION: initialized */
     int64_t next_id;
     cJSON *tools;       /* cached OpenAI tools of this server (for `server`), or NULL */
     char *tools_server; /* the name they were made under */
     uint64_t tools_expiry_ms;
 };
 
+enum { ERA_STATELESS = 1, ERA_SESSION = 2 };
+/* One operation on one HTTP server: [server/discover,] [initialize, notifications/initialized,] then the request. */
+enum op_phase { PH_DISCOVER, PH_INIT, PH_INITIALIZED, PH_MAIN };
+#define META_VERSION "io.modelcontextprotocol/protocolVersion"
+#define META_CAPS "io.modelcontextprotocol/clientCapabilities"
+
 static _Thread_local struct upstream *tl_up;
 static _Thread_local struct mcp_sess *tl_sess;
 static _Thread_local bool tl_done;
 
-static struct mcp_sess *sess_get(const char *url)
+/* The session of a server: by URL, or for a stdio server by name and command (its process has its own). */
+static struct mcp_sess *sess_get(const struct agent_mcp_server *srv)
 {
+    char key[4200];
+    if (srv->url)
+        snprintf(key, sizeof(key), "%s", srv->url);
+    else
+        snprintf(key, sizeof(key), "stdio\x1f%s\x1f%s", srv->name, srv->command ? srv->command : "");
     for (struct mcp_sess *s = tl_sess; s; s = s->next)
-        if (strcmp(s->url, url) == 0)
+        if (strcmp(s->url, key) == 0)
             return s;
     struct mcp_sess *s = xcalloc(1, sizeof(*s));
-    s->url = xstrdup(url);
+    s->url = xstrdup(key);
     s->next_id = 1;
     s->next = tl_sess;
     tl_sess = s;
@@ -266,11 +280,37 @@ static void sess_reset(struct mcp_sess *s)
     s->ready = false;
 }
 
+/* The phase an op starts in, from what is known of its server. */
+static enum op_phase first_phase(const struct mcp_sess *s)
+{
+    if (s == NULL || s->era == 0)
+        return PH_DISCOVER;
+    if (s->era == ERA_STATELESS)
+        return PH_MAIN;
+    return s->ready ? PH_MAIN : PH_INIT;
+}
+
+/* A server/discover result that names the stateless version. */
+static bool discover_ok(const cJSON *result)
+{
+    const cJSON *sv = cJSON_GetObjectItemCaseSensitive(result, "supportedVersions");
+    const cJSON *v;
+    if (!cJSON_IsArray(sv))
+        return false;
+    cJSON_ArrayForEach(v, sv)
+    {
+        if (cJSON_IsString(v) && strcmp(v->valuestring, MCP_STATELESS_VERSION) == 0)
+            return true;
+    }
+    return false;
+}
+
 void mcp_loop_done(void)
 {
     if (tl_up)
         upstream_free(tl_up);
     tl_up = NULL;
+    mcp_stdio_loop_done();
     while (tl_sess) {
         struct mcp_sess *s = tl_sess;
         tl_sess = s->next;
@@ -283,9 +323,8 @@ void mcp_loop_done(void)
     tl_done = true;
 }
 
-/* One operation on one server: [initialize, notifications/initialized,] then the request (tools/list pages, or
- * tools/call). */
-enum op_phase { PH_INIT, PH_INITIALIZED, PH_MAIN };
+/* One operation on one server (tools/list pages, tools/call): the phases above over HTTP, one request over stdio. */
+
 
 struct op;
 typedef void op_done_fn(struct op *o, int ok, const char *why); /* ok: 1 (o->resp has the answer) or 0 */
@@ -299,6 +338,7 @@ struct op {
     char *method;     /* the main request */
     cJSON *params;    /* its params (owned) */
     struct up_xfer *x;
+    struct mcp_stdio_req *sr; /* a stdio server's request */
     struct mcp_resp resp;
     bool resp_live;
     int64_t id;
@@ -306,6 +346,8 @@ struct op {
     op_done_fn *done;
     void *ud;
     enum tool_outcome fail_outcome; /* a call's outcome when it fails (TOOL_ERROR unless said) */
+    mcp_request_fn *ucb;            /* mcp_request_start's caller */
+    void *uud;
     uv_timer_t *later; /* a failure answered on the next turn */
     char later_why[256];
 };
@@ -343,6 +385,8 @@ static void op_free(struct op *o)
 {
     if (o->x)
         upstream_cancel(o->x);
+    if (o->sr)
+        mcp_stdio_cancel(o->sr);
     if (o->later) {
         uv_timer_stop(o->later);
         uv_close((uv_handle_t *)o->later, later_closed);
@@ -405,6 +449,19 @@ static void on_done(struct up_xfer *x, enum up_result r, void *ud)
         op_end(o, 0, why);
         return;
     }
+    if (o->phase == PH_DISCOVER) {
+        /* 2026-07-28 when the server names it; anything else (an HTTP error, a JSON-RPC error, no such method:
+         * a session-era server) is the session era: initialize */
+        bool modern = status / 100 == 2 && o->resp_live && mcp_resp_finish(&o->resp) == 1 && !o->resp.rpc_error &&
+                      discover_ok(o->resp.result);
+        if (o->sess->era == 0)
+            log_info("MCP server %s speaks %s", o->srv->name,
+                     modern ? "protocol version " MCP_STATELESS_VERSION : "the session era (initialize)");
+        o->sess->era = modern ? ERA_STATELESS : ERA_SESSION;
+        o->phase = first_phase(o->sess);
+        op_send(o);
+        return;
+    }
     if (o->phase == PH_INITIALIZED) { /* a notification: 202 (any 2xx) */
         if (status / 100 != 2) {
             snprintf(why, sizeof(why), "MCP server %s answered HTTP %d to notifications/initialized", o->srv->name,
@@ -428,6 +485,14 @@ static void on_done(struct up_xfer *x, enum up_result r, void *ud)
     if (status / 100 != 2) {
         const char *body = o->resp_live && o->resp.body.data ? o->resp.body.data : "";
         int bl = o->resp_live ? (int)(o->resp.body.len < 300 ? o->resp.body.len : 300) : 0;
+        if (o->sess->era == ERA_STATELESS && status == 400 && !o->retried && memmem(body, (size_t)bl, "-32022", 6)) {
+            /* the server no longer takes our version (it was changed): negotiate again, once */
+            o->retried = true;
+            o->sess->era = 0;
+            o->phase = PH_DISCOVER;
+            op_send(o);
+            return;
+        }
         snprintf(why, sizeof(why), "MCP server %s answered HTTP %d: %.*s", o->srv->name, status, bl, body);
         op_end(o, 0, why);
         return;
@@ -446,7 +511,7 @@ static void on_done(struct up_xfer *x, enum up_result r, void *ud)
         }
         const cJSON *pv = cJSON_GetObjectItemCaseSensitive(o->resp.result, "protocolVersion");
         const char *v = cJSON_IsString(pv) ? pv->valuestring : "";
-        if (strcmp(v, "2025-11-25") != 0 && strcmp(v, "2025-06-18") != 0 && strcmp(v, "2025-03-26") != 0) {
+        if (!mcp_version_known(v)) {
             snprintf(why, sizeof(why), "MCP server %s speaks protocol version '%.32s', which agentd does not",
                      o->srv->name, v);
             op_end(o, 0, why);
@@ -460,10 +525,72 @@ static void on_done(struct up_xfer *x, enum up_result r, void *ud)
         op_send(o);
         return;
     }
+    const cJSON *rt = o->resp.result ? cJSON_GetObjectItemCaseSensitive(o->resp.result, "resultType") : NULL;
+    if (cJSON_IsString(rt) && strcmp(rt->valuestring, "complete") != 0) {
+        snprintf(why, sizeof(why), "MCP server %s answered resultType '%.32s', which agentd does not support",
+                 o->srv->name, rt->valuestring);
+        op_end(o, 0, why);
+        return;
+    }
     op_end(o, 1, NULL);
 }
 
+/* The headers of the stateless era: the version, the method and (for the methods that have one) the name. */
+static void stateless_headers(struct up_request *req, const char *method, const cJSON *params)
+{
+    up_request_header(req, "MCP-Protocol-Version", MCP_STATELESS_VERSION);
+    up_request_header(req, "Mcp-Method", method);
+    const char *field = strcmp(method, "tools/call") == 0 || strcmp(method, "prompts/get") == 0 ? "name"
+                        : strcmp(method, "resources/read") == 0                              ? "uri"
+                                                                                             : NULL;
+    const cJSON *v = field && params ? cJSON_GetObjectItemCaseSensitive(params, field) : NULL;
+    if (!cJSON_IsString(v))
+        return;
+    for (const char *c = v->valuestring; *c; c++)
+        if (*c < 0x20 || *c > 0x7e)
+            return; /* not a plain header value: left out (the server refuses the request, a tool error) */
+    up_request_header(req, "Mcp-Name", v->valuestring);
+}
+
+/* params with the stateless era's _meta (a new object). */
+static cJSON *stateless_params(const cJSON *params)
+{
+    cJSON *p = cJSON_IsObject(params) ? cJSON_Duplicate(params, true) : cJSON_CreateObject();
+    cJSON *meta = cJSON_GetObjectItemCaseSensitive(p, "_meta");
+    if (!cJSON_IsObject(meta)) {
+        cJSON_DeleteItemFromObjectCaseSensitive(p, "_meta");
+        meta = cJSON_AddObjectToObject(p, "_meta");
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(meta, META_VERSION);
+    cJSON_DeleteItemFromObjectCaseSensitive(meta, META_CAPS);
+    cJSON_AddStringToObject(meta, META_VERSION, MCP_STATELESS_VERSION);
+    cJSON_AddObjectToObject(meta, META_CAPS);
+    return p;
+}
+
 static const struct up_callbacks op_cb = {on_headers, on_data, on_done};
+
+/* A stdio server's answer, as an HTTP one would have left it in o->resp. */
+static void stdio_answered(void *ud, struct mcp_answer *a)
+{
+    struct op *o = ud;
+    o->sr = NULL;
+    if (o->resp_live)
+        mcp_resp_free(&o->resp);
+    mcp_resp_init(&o->resp, false, o->id, MCP_MAX_RESPONSE);
+    o->resp_live = true;
+    if (!a->ok) {
+        op_end(o, 0, a->message);
+        return;
+    }
+    o->resp.state = 1;
+    o->resp.rpc_error = a->rpc_error;
+    o->resp.rpc_code = a->code;
+    snprintf(o->resp.message, sizeof(o->resp.message), "%s", a->message ? a->message : "");
+    o->resp.result = a->result;
+    a->result = NULL;
+    op_end(o, 1, NULL);
+}
 
 static void op_send(struct op *o)
 {
@@ -471,13 +598,29 @@ static void op_send(struct op *o)
         op_fail_later(o, "MCP tools are not available while the daemon stops");
         return;
     }
+    if (o->srv->command) { /* stdio: the process does its own initialize */
+        o->phase = PH_MAIN;
+        o->sr = mcp_stdio_request(o->loop, o->srv, o->method, o->params ? cJSON_Duplicate(o->params, true) : NULL,
+                                  stdio_answered, o);
+        return;
+    }
     if (tl_up == NULL)
         tl_up = upstream_new(o->loop, (struct up_options){0});
-    if (o->phase == PH_INIT && o->sess->ready) /* another op made the session meanwhile */
-        o->phase = PH_MAIN;
+    if ((o->phase == PH_INIT && o->sess->ready) || (o->phase == PH_DISCOVER && o->sess->era != 0))
+        o->phase = first_phase(o->sess); /* another op found out meanwhile */
+    bool stateless = o->phase == PH_DISCOVER || (o->phase == PH_MAIN && o->sess->era == ERA_STATELESS);
     cJSON *m = cJSON_CreateObject();
     cJSON_AddStringToObject(m, "jsonrpc", "2.0");
-    if (o->phase == PH_INITIALIZED) {
+    const char *method = o->method;
+    cJSON *sparams = NULL;
+    if (stateless) {
+        o->id = o->sess->next_id++;
+        cJSON_AddNumberToObject(m, "id", (double)o->id);
+        method = o->phase == PH_DISCOVER ? "server/discover" : o->method;
+        cJSON_AddStringToObject(m, "method", method);
+        sparams = stateless_params(o->phase == PH_DISCOVER ? NULL : o->params);
+        cJSON_AddItemReferenceToObject(m, "params", sparams);
+    } else if (o->phase == PH_INITIALIZED) {
         cJSON_AddStringToObject(m, "method", "notifications/initialized");
     } else {
         o->id = o->sess->next_id++;
@@ -506,7 +649,9 @@ static void op_send(struct op *o)
     cJSON_free(body);
     up_request_header(&req, "Content-Type", "application/json");
     up_request_header(&req, "Accept", "application/json, text/event-stream");
-    if (o->phase == PH_INITIALIZED && o->new_session[0] && session_id_ok(o->new_session)) {
+    if (stateless) {
+        stateless_headers(&req, method, sparams);
+    } else if (o->phase == PH_INITIALIZED && o->new_session[0] && session_id_ok(o->new_session)) {
         /* this op's own new session (another op may have made one meanwhile) */
         up_request_header(&req, "Mcp-Session-Id", o->new_session);
         up_request_header(&req, "MCP-Protocol-Version", o->sess->version);
@@ -526,6 +671,7 @@ static void op_send(struct op *o)
             v++;
         up_request_header(&req, name, v);
     }
+    cJSON_Delete(sparams);
     req.connect_timeout_ms = 10000;
     req.timeout_ms = (long)o->srv->timeout_ms;
     if (o->resp_live) {
@@ -544,8 +690,8 @@ static struct op *op_new(uv_loop_t *loop, const struct agent_mcp_server *srv, co
     struct op *o = xcalloc(1, sizeof(*o));
     o->loop = loop;
     o->srv = srv;
-    o->sess = tl_done ? NULL : sess_get(srv->url);
-    o->phase = o->sess && o->sess->ready ? PH_MAIN : PH_INIT;
+    o->sess = tl_done ? NULL : sess_get(srv);
+    o->phase = first_phase(o->sess);
     o->method = xstrdup(method);
     o->params = params;
     o->done = done;
@@ -566,6 +712,7 @@ struct mcp_list {
     cJSON *arr;       /* what the caller gets */
     cJSON *page_acc;  /* this server's tools so far */
     int pages;
+    int64_t ttl_ms;   /* the server's ttlMs for this list (-1: none) */
     struct op *op;
     uv_timer_t *t;    /* the answer when everything came from the cache */
     mcp_list_fn *cb;
@@ -592,6 +739,11 @@ static void list_page_done(struct op *o, int ok, const char *why)
     } else if (mcp_tools_to_openai(o->resp.result, srv->name, l->page_acc, &cursor) < 0) {
         ok = 0;
         log_warn("MCP server %s: tools/list result has no tools array", srv->name);
+    } else {
+        /* 2026-07-28: the server says how long its list stays good; the shorter of that and tools_ttl wins */
+        const cJSON *ttl = cJSON_GetObjectItemCaseSensitive(o->resp.result, "ttlMs");
+        if (cJSON_IsNumber(ttl) && ttl->valuedouble >= 0 && (l->ttl_ms < 0 || ttl->valuedouble < l->ttl_ms))
+            l->ttl_ms = (int64_t)ttl->valuedouble;
     }
     l->op = NULL;
     op_free(o);
@@ -604,13 +756,14 @@ static void list_page_done(struct op *o, int ok, const char *why)
     }
     xfree(cursor);
     if (ok) { /* cache this server's tools */
-        struct mcp_sess *s = tl_done ? NULL : sess_get(srv->url);
+        struct mcp_sess *s = tl_done ? NULL : sess_get(srv);
         if (s) {
             cJSON_Delete(s->tools);
             xfree(s->tools_server);
             s->tools = cJSON_Duplicate(l->page_acc, true);
             s->tools_server = xstrdup(srv->name);
-            s->tools_expiry_ms = (time_mono_us() / 1000) + (uint64_t)srv->tools_ttl_ms;
+            int64_t ttl = l->ttl_ms >= 0 && l->ttl_ms < srv->tools_ttl_ms ? l->ttl_ms : srv->tools_ttl_ms;
+            s->tools_expiry_ms = (time_mono_us() / 1000) + (uint64_t)ttl;
         }
     }
     cJSON *t;
@@ -649,7 +802,7 @@ static void list_next(struct mcp_list *l)
 {
     for (; l->i < l->servers->n; l->i++) {
         const struct agent_mcp_server *srv = srv_at(l->servers, l->i);
-        struct mcp_sess *s = tl_done ? NULL : sess_get(srv->url);
+        struct mcp_sess *s = tl_done ? NULL : sess_get(srv);
         if (s && s->tools && s->tools_server && strcmp(s->tools_server, srv->name) == 0 &&
             (time_mono_us() / 1000) < s->tools_expiry_ms) {
             cJSON *t;
@@ -658,6 +811,7 @@ static void list_next(struct mcp_list *l)
         }
         l->page_acc = cJSON_CreateArray();
         l->pages = 0;
+        l->ttl_ms = -1;
         l->op = op_new(l->loop, srv, "tools/list", NULL, list_page_done, l);
         return;
     }
@@ -766,13 +920,11 @@ static void notify_done(struct up_xfer *x, enum up_result r, void *ud)
 }
 static const struct up_callbacks notify_cb = {NULL, NULL, notify_done};
 
-static void mcp_tool_cancel(struct tool_exec *te)
+/* Drops o, telling the server when it is a session-era request in flight (stdio: mcp_stdio_cancel does it). */
+static void op_cancel(struct op *o)
 {
-    struct op *o = te->state;
-    if (o == NULL)
-        return;
-    te->state = NULL;
-    if (o->phase == PH_MAIN && o->x && tl_up && o->sess) {
+    /* (2026-07-28 has no session to address a notification to: dropping the request is the cancel) */
+    if (o->phase == PH_MAIN && o->x && tl_up && o->sess && o->sess->era != ERA_STATELESS) {
         char body[160];
         snprintf(body, sizeof(body),
                  "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/cancelled\",\"params\":{\"requestId\":%" PRId64
@@ -793,6 +945,53 @@ static void mcp_tool_cancel(struct tool_exec *te)
         up_request_free(&req);
     }
     op_free(o);
+}
+
+static void mcp_tool_cancel(struct tool_exec *te)
+{
+    struct op *o = te->state;
+    if (o == NULL)
+        return;
+    te->state = NULL;
+    op_cancel(o);
+}
+
+/* ================= one request, for other callers ================= */
+
+static void request_done(struct op *o, int ok, const char *why)
+{
+    if (ok)
+        o->ucb(o->uud, 1, o->resp.result, o->resp.rpc_error, o->resp.rpc_code, o->resp.message);
+    else
+        o->ucb(o->uud, 0, NULL, false, 0, why);
+    op_free(o);
+}
+
+struct mcp_request *mcp_request_start(uv_loop_t *loop, const struct agent_mcp_server *srv, const char *method,
+                                      cJSON *params, mcp_request_fn *cb, void *ud)
+{
+    struct op *o = xcalloc(1, sizeof(*o));
+    o->ucb = cb;
+    o->uud = ud;
+    o->loop = loop;
+    o->srv = srv;
+    o->sess = tl_done ? NULL : sess_get(srv);
+    o->phase = first_phase(o->sess);
+    o->method = xstrdup(method);
+    o->params = params;
+    o->done = request_done;
+    o->ud = NULL;
+    if (o->sess == NULL)
+        op_fail_later(o, "MCP servers are not available while the daemon stops");
+    else
+        op_send(o);
+    return (struct mcp_request *)o;
+}
+
+void mcp_request_cancel(struct mcp_request *r)
+{
+    if (r)
+        op_cancel((struct op *)r);
 }
 
 const struct agent_tool mcp_agent_tool = {

@@ -1,8 +1,16 @@
-/* mcp_client.h: tools from MCP servers over Streamable HTTP (the 2025-03-26 .. 2025-11-25 session era), for agents.
+/* mcp_client.h: tools from MCP servers, over Streamable HTTP (the 2026-07-28 stateless era, or the 2025-03-26 ..
+ * 2025-11-25 session era) or stdio (a process agentd starts: mcp_stdio.h), for agents.
  *
  * An agent names its servers in `mcp_servers:` (agent_config.h); each server's tools are offered to the model as
  * `<server>__<tool>` (OpenAI function names allow neither '.' nor '/'). On a worker loop, never blocking it:
  *
+ *   POST server/discover            -> supportedVersions names 2026-07-28: the stateless era, else (any error, any
+ *                                      other answer) the session era; remembered per loop and server
+ *   stateless: every request carries _meta["io.modelcontextprotocol/protocolVersion"] = "2026-07-28" and
+ *   ["io.modelcontextprotocol/clientCapabilities"], and the MCP-Protocol-Version, Mcp-Method and (tools/call,
+ *   prompts/get, resources/read) Mcp-Name headers; no session, no initialize; a result whose resultType is not
+ *   "complete" is an error; a tools/list ttlMs shorter than tools_ttl wins; a 400 -32022 negotiates again once.
+ *   session era:
  *   POST initialize                 -> the result, and the Mcp-Session-Id response header (if the server has one)
  *   POST notifications/initialized  -> 202
  *   POST tools/list (+ nextCursor)  -> cached per loop and URL for the server's tools_ttl
@@ -14,7 +22,9 @@
  * the request's answers it, the rest (notifications, priming events) are skipped. A server's errors (a JSON-RPC
  * error, isError, an HTTP failure) reach the model as tool errors, never as run failures.
  *
- * Not done: stdio servers, the 2026-07-28 stateless era, resuming a broken SSE stream with Last-Event-ID, and
+ * A stdio server (`command:`) takes the same requests, one JSON-RPC message per line, through mcp_stdio.h.
+ *
+ * Not done: resuming a broken SSE stream with Last-Event-ID, and
  * answering server-to-client requests (sampling, elicitation: skipped). */
 #ifndef AGENTD_AGENT_MCP_CLIENT_H
 #define AGENTD_AGENT_MCP_CLIENT_H
@@ -24,6 +34,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "agent/mcp_version.h"
 #include "agent/tools.h"
 #include "common/buf.h"
 #include "net/sse.h"
@@ -32,9 +43,7 @@ struct cJSON;
 struct cfg_list;
 struct agent_mcp_server;
 
-#define MCP_MAX_RESPONSE (8u << 20) /* bytes of one response body (JSON, or the SSE stream) */
 #define MCP_TOOL_NAME_MAX 64        /* "<server>__<tool>" as the model sees it */
-#define MCP_PROTOCOL_VERSION "2025-11-25"
 
 /* ---- the response parser (pure; fuzzed by tests/fuzz/fuzz_mcp_response.c) ---- */
 
@@ -82,6 +91,20 @@ typedef void mcp_list_fn(void *ud, struct cJSON *arr);
 struct mcp_list *mcp_list_tools(uv_loop_t *loop, const struct cfg_list *servers, mcp_list_fn *cb, void *ud);
 /* cb is then never called. */
 void mcp_list_cancel(struct mcp_list *l);
+
+/* ---- one request to one server, for callers other than the run loop (the MCP gateway) ---- */
+
+/* method(params) to srv (HTTP in either era, or stdio), with the era's handshake done as needed (and remembered per
+ * loop). params is owned by the request; srv must stay valid until the callback or the cancel. cb runs exactly
+ * once, on the loop, never from inside this call: ok 1 with result (borrowed: valid during cb, NULL when
+ * rpc_error) or rpc_error (code, message); ok 0 when there is no answer (message says why). */
+struct mcp_request;
+typedef void mcp_request_fn(void *ud, int ok, const struct cJSON *result, bool rpc_error, int64_t code,
+                            const char *message);
+struct mcp_request *mcp_request_start(uv_loop_t *loop, const struct agent_mcp_server *srv, const char *method,
+                                      struct cJSON *params, mcp_request_fn *cb, void *ud);
+/* cb is then never called; the server is told (notifications/cancelled) when the era has a way to. */
+void mcp_request_cancel(struct mcp_request *r);
 
 /* The loop stops: sessions and the HTTP client are freed (after every call on it has ended or been cancelled). */
 void mcp_loop_done(void);

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "agent/mcp_client.h"
+#include "agent/run_stream.h"
 #include "agent/tools.h"
 #include "common/alloc.h"
 #include "common/log.h"
@@ -61,6 +62,15 @@ static struct metric_def m_tool_dur = {.name = "agentd_agent_tool_duration_secon
                                        .nbuckets = sizeof(dur_buckets) / sizeof(dur_buckets[0]),
                                        .otel_name = "gen_ai.execute_tool.duration", .unit = "s",
                                        .otel_labels = m_tool_dur_otel};
+
+static const char *const m_overhead_labels[] = {"agent", NULL};
+static const double overhead_buckets[] = {25e-6, 50e-6, 100e-6, 200e-6, 500e-6, 1e-3, 2e-3, 5e-3, 10e-3, 50e-3, 0.25};
+static struct metric_def m_overhead = {
+    .name = "agentd_agent_step_overhead_seconds",
+    .help = "A run's own time per LLM step (everything but its model exchanges and tool calls: the loop, the commits "
+            "to the store, scheduling), observed once per run, by agent.",
+    .kind = METRIC_HISTOGRAM, .labels = m_overhead_labels, .buckets = overhead_buckets,
+    .nbuckets = sizeof(overhead_buckets) / sizeof(overhead_buckets[0])};
 
 static int64_t wall_ms(void)
 {
@@ -130,6 +140,16 @@ struct run {
     bool in_llm;
     struct buf body, resp, hdrs;
     int resp_status;
+    /* a streamed step (someone watches the run's events): the chunks read back into one completion */
+    bool step_streaming, head_stream;
+    struct run_stream rs;
+    double stream_cost;      /* a stream's head has no cost header: the exchange's price, taken at its end */
+    int watchers;            /* G.mu: GET /v1/runs/{id}/events streams open on this run */
+    /* the run's own time: while no model exchange or tool call of it is in flight (ext == 0) */
+    int ext;
+    uint64_t own_mark_us, own_us;
+    struct buf live;         /* G.mu: the content text the streaming step has given so far (bounded) */
+    int64_t live_step;       /* G.mu: that step's number (1-based; 0: none yet) */
     /* the tool calls of the current step */
     struct tcall *calls;
     int ncalls, inflight;
@@ -190,6 +210,9 @@ static void run_unref(struct run *r)
     buf_free(&r->body);
     buf_free(&r->resp);
     buf_free(&r->hdrs);
+    buf_free(&r->live);
+    if (r->step_streaming)
+        run_stream_free(&r->rs);
     xfree(r->output);
     xfree(r->error);
     as_run_free(&r->row);
@@ -372,6 +395,7 @@ static void run_trace_init(struct run *r)
 {
     r->start_ns = wall_ns();
     r->start_us = time_mono_us();
+    r->own_mark_us = r->start_us;
     r->wf_hdr = str_from(r->row.workflow);
     if (!otel_trace_context_on())
         return;
@@ -411,9 +435,26 @@ static void tool_span(struct run *r, const struct tcall *c, uint64_t start_ns)
     otel_span_submit(s);
 }
 
+/* Something outside the run (its model exchange, a tool call) starts / ends: the run's own time stops / starts. */
+static void ext_begin(struct run *r)
+{
+    if (r->ext++ == 0)
+        r->own_us += time_mono_us() - r->own_mark_us;
+}
+
+static void ext_end(struct run *r)
+{
+    if (r->ext > 0 && --r->ext == 0)
+        r->own_mark_us = time_mono_us();
+}
+
 static void run_span(struct run *r)
 {
     double secs = (double)(time_mono_us() - r->start_us) / 1e6;
+    if (r->row.steps > 0 && !r->suspended && r->ext == 0) {
+        uint64_t own = r->own_us + (time_mono_us() - r->own_mark_us);
+        metrics_observe(&m_overhead, (const char *[]){r->def.name}, (double)own / 1e6 / (double)r->row.steps);
+    }
     metrics_observe(&m_run_dur, (const char *[]){r->def.name, r->suspended ? "suspended" : r->row.status}, secs);
     if (!r->traced || !r->sampled || !otel_traces_on())
         return;
@@ -581,8 +622,8 @@ static void sink_bind(void *sink, struct exchange *ex)
 
 static void sink_head(void *sink, int status, const struct buf *hdrs, bool stream)
 {
-    (void)stream;
     struct run *r = sink;
+    r->head_stream = stream;
     r->resp_status = status;
     if (hdrs->len)
         buf_append(&r->hdrs, hdrs->data, hdrs->len);
@@ -591,6 +632,8 @@ static void sink_head(void *sink, int status, const struct buf *hdrs, bool strea
 static int sink_write(void *sink, const void *data, size_t len)
 {
     struct run *r = sink;
+    if (r->step_streaming && r->head_stream)
+        return run_stream_feed(&r->rs, data, len) == 0 ? 0 : -1;
     if (r->resp.len + len > (64u << 20))
         return -1;
     buf_append(&r->resp, data, len);
@@ -613,9 +656,46 @@ static double header_double(const struct buf *h, const char *name)
 
 static void llm_step_done(struct run *r);
 
+#define RUN_LIVE_MAX (1u << 20) /* the content text of a step kept for event streams */
+
+static void on_stream_text(void *ud, const char *text, size_t len)
+{
+    struct run *r = ud;
+    pthread_mutex_lock(&G.mu);
+    if (r->live.len + len <= RUN_LIVE_MAX)
+        buf_append(&r->live, text, len);
+    pthread_mutex_unlock(&G.mu);
+}
+
+/* A streamed step has ended: what the run loop reads is the one completion the chunks amount to. */
+static void stream_end(struct run *r)
+{
+    if (!r->step_streaming)
+        return;
+    r->step_streaming = false;
+    if (r->head_stream) {
+        if (r->ex && r->ex->priced)
+            r->stream_cost = r->ex->cost_usd;
+        buf_reset(&r->resp);
+        if (r->resp_status == 200 && run_stream_completion(&r->rs, &r->resp) != 0) {
+            r->resp_status = 502;
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(cJSON_AddObjectToObject(e, "error"), "message", r->rs.why);
+            char *t = cJSON_PrintUnformatted(e);
+            cJSON_Delete(e);
+            buf_reset(&r->resp);
+            buf_append_str(&r->resp, t);
+            cJSON_free(t);
+        }
+    }
+    run_stream_free(&r->rs);
+}
+
 static void sink_end(void *sink)
 {
     struct run *r = sink;
+    ext_end(r);
+    stream_end(r);
     /* The step's principal (rq.who) lives in the run, which may be gone before the exchange's memory is (its
      * handles close later). Once the exchange has ended nothing reads it but the release when the exchange is
      * freed, which does nothing for NULL: the exchange forgets it here. */
@@ -718,6 +798,21 @@ static void llm_start(struct run *r)
     cJSON_AddItemToArray(msgs, cJSON_Duplicate(m, true));
     if (r->tools && cJSON_GetArraySize(r->tools) > 0)
         cJSON_AddItemToObject(req, "tools", cJSON_Duplicate(r->tools, true));
+    /* Streamed while someone watches the run's events (its tokens are shown as they come); the answer the loop
+     * reads is the same either way (run_stream.h). */
+    pthread_mutex_lock(&G.mu);
+    bool watched = r->watchers > 0;
+    r->live.len = 0;
+    r->live_step = r->row.steps + 1;
+    pthread_mutex_unlock(&G.mu);
+    r->step_streaming = watched;
+    r->head_stream = false;
+    r->stream_cost = 0;
+    if (watched) {
+        cJSON_AddTrueToObject(req, "stream");
+        cJSON_AddTrueToObject(cJSON_AddObjectToObject(req, "stream_options"), "include_usage");
+        run_stream_init(&r->rs, 16u << 20, on_stream_text, r);
+    }
     char *text = cJSON_PrintUnformatted(req);
     cJSON_Delete(req);
     buf_reset(&r->body);
@@ -738,6 +833,7 @@ static void llm_start(struct run *r)
     rq.hctx = r;
     r->in_llm = true;
     r->refs++; /* the sink's */
+    ext_begin(r);
     ex_submit(r->gw, &front_openai_chat, &rq, &run_sink_ops, r);
 }
 
@@ -821,7 +917,8 @@ static void llm_step_done(struct run *r)
     const cJSON *ct = cJSON_GetObjectItemCaseSensitive(usage, "completion_tokens");
     r->row.input_tokens += cJSON_IsNumber(pt) ? (int64_t)pt->valuedouble : 0;
     r->row.output_tokens += cJSON_IsNumber(ct) ? (int64_t)ct->valuedouble : 0;
-    r->row.cost_usd += header_double(&r->hdrs, "x-agentd-cost-usd");
+    r->row.cost_usd += header_double(&r->hdrs, "x-agentd-cost-usd") + r->stream_cost;
+    r->stream_cost = 0;
     r->row.steps++;
     const cJSON *msg =
         cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(resp, "choices"), 0),
@@ -957,6 +1054,8 @@ static void tool_end(struct tcall *c, enum tool_outcome o, const char *text, siz
 {
     struct run *r = c->run;
     call_timer_stop(c);
+    if (c->st == TC_RUNNING)
+        ext_end(r);
     c->st = TC_DONE;
     c->outcome = o;
     tool_truncate(r, c, text, len);
@@ -1013,6 +1112,7 @@ static void after_start_commit(struct run *r, int rc)
         r->refs++; /* the timer's, dropped when it has closed */
         c->timer = t;
         uv_timer_start(&t->t, on_tool_timeout, (uint64_t)r->def.limits.tool_timeout_ms, 0);
+        ext_begin(r);
         c->tool->start(&c->te);
     }
 }
@@ -1117,6 +1217,7 @@ static struct run *run_new(uv_loop_t *loop, struct gateway_worker *gw, struct co
     r->tools = tools_json(def);
     buf_init(&r->body, BUF_UNBOUNDED);
     buf_init(&r->resp, BUF_UNBOUNDED);
+    buf_init(&r->live, RUN_LIVE_MAX);
     buf_init(&r->hdrs, BUF_UNBOUNDED);
     uv_timer_init(loop, &r->deadline);
     r->deadline.data = r;
@@ -1235,6 +1336,38 @@ void run_forget_waiter(const char *id, void *ud)
             xfree(w);
             return;
         }
+}
+
+void run_watch(const char *id, int delta)
+{
+    pthread_mutex_lock(&G.mu);
+    for (struct run *r = G.live; r; r = r->next)
+        if (strcmp(r->id, id) == 0) {
+            r->watchers += delta;
+            break;
+        }
+    pthread_mutex_unlock(&G.mu);
+}
+
+bool run_stream_read(const char *id, int64_t *step, size_t *off, struct buf *out)
+{
+    bool any = false;
+    pthread_mutex_lock(&G.mu);
+    for (struct run *r = G.live; r; r = r->next)
+        if (strcmp(r->id, id) == 0) {
+            if (r->live_step != *step) {
+                *step = r->live_step;
+                *off = 0;
+            }
+            if (r->live.len > *off) {
+                buf_append(out, r->live.data + *off, r->live.len - *off);
+                *off = r->live.len;
+                any = true;
+            }
+            break;
+        }
+    pthread_mutex_unlock(&G.mu);
+    return any;
 }
 
 int run_cancel(const char *id)
@@ -1481,6 +1614,7 @@ int agents_start(const char *data_dir, bool memory, char *err, size_t errlen)
         metrics_register(&m_tools);
         metrics_register(&m_run_dur);
         metrics_register(&m_tool_dur);
+        metrics_register(&m_overhead);
         G.metrics_done = true;
     }
     G.store = agent_store_open(data_dir, memory, err, errlen);

@@ -18,6 +18,7 @@
 #include <uv.h>
 
 #include "agent/agent_config.h"
+#include "common/buf.h"
 #include "common/str.h"
 #include "store/agent_store.h"
 
@@ -65,6 +66,13 @@ int run_start(uv_loop_t *loop, struct gateway_worker *gw, struct config *cfg, co
 void run_forget_waiter(const char *id, void *ud);
 /* Any thread: asks the live run to stop (it ends `cancelled`). 0 when it was live, 1 when it is not. */
 int run_cancel(const char *id);
+/* Any thread: an events stream opens (+1) or closes (-1) on the run. While one is open the run's LLM steps are
+ * streamed and their content text is kept for run_stream_read. */
+void run_watch(const char *id, int delta);
+/* Any thread: the content text the run's current LLM step has streamed past *off (appended to out). *step is the
+ * step the caller read last; when the run is on another step, *step becomes it and reading starts at 0. true when
+ * text was appended. */
+bool run_stream_read(const char *id, int64_t *step, size_t *off, struct buf *out);
 /* Runs queued or running in this process (the queue depth metric). */
 long runs_active(void);
 

@@ -6,7 +6,7 @@
  *   echo       {"text": ..., "delay_ms": N}  answers its arguments (after delay_ms); idempotent
  *   wait       {"ms": N}                     answers after N ms; NOT idempotent (a call in flight when agentd stops
  *                                            is reported to the model as interrupted, not run again)
- *   code_exec  {"language", "code", "stdin"} runs the code through the sandbox service on the run's loop
+ *   code_exec  {"language", "code", "stdin", "files"} runs the code (files in /work) through the sandbox service on the run's loop
  *                                            (agent/code_exec.c); not idempotent
  *   http_fetch {"url", "method", "body"}     GET or POST to a URL under one of the agent's allow_urls prefixes
  *                                            (agent/http_fetch.c); private, loopback and link-local addresses

@@ -19,19 +19,25 @@
 #include "common/log.h"
 #include "policy/auth.h"
 #include "store/keys_store.h"
+#include "store/store_config.h"
 
 /* ---------- the operations ---------- */
 
 int keys_admin_open(struct keys_admin *a, const char *data_dir, struct buf *err)
 {
-    uint8_t pepper[32];
-    if (key_pepper_load(data_dir, pepper, err) != 0)
+    a->ops = store_keys_ops();
+    a->st = a->ops->open(data_dir, err);
+    if (a->st == NULL)
         return -1;
+    /* the pepper: the store's when it keeps one (shared by replicas), else the data dir's file */
+    uint8_t pepper[32];
+    if ((a->ops->pepper ? a->ops->pepper(a->st, pepper, err) : key_pepper_load(data_dir, pepper, err)) != 0) {
+        keys_admin_close(a);
+        return -1;
+    }
     key_hasher_init(&a->hasher, pepper);
     OPENSSL_cleanse(pepper, sizeof(pepper));
-    a->ops = &keys_store_sqlite;
-    a->st = a->ops->open(data_dir, err);
-    return a->st ? 0 : -1;
+    return 0;
 }
 
 void keys_admin_close(struct keys_admin *a)

@@ -13,6 +13,7 @@
 #include "policy/auth.h"
 #include "policy/ledger_cli.h"
 #include "store/ledger.h"
+#include "store/store_config.h"
 
 /* The value of name in a query string (no percent-decoding: every accepted value is plain ASCII). */
 static bool query_get(struct str q, const char *name, char *out, size_t outsz)
@@ -52,15 +53,15 @@ struct job {
 static void work(uv_work_t *w)
 {
     struct job *j = w->data;
-    struct ledger_store *s = ledger_sqlite_ops.open(j->data_dir, true, &j->err);
+    struct ledger_store *s = store_ledger_ops()->open(j->data_dir, true, &j->err);
     if (s == NULL) {
         char path[4200];
         snprintf(path, sizeof(path), "%s/ledger.db", j->data_dir);
         j->rc = access(path, F_OK) == 0 ? -1 : 0; /* no ledger yet: nothing spent */
         return;
     }
-    j->rc = ledger_sqlite_ops.report(s, j->by, j->since_ms, &j->rows, &j->n, &j->err);
-    ledger_sqlite_ops.close(s);
+    j->rc = store_ledger_ops()->report(s, j->by, j->since_ms, &j->rows, &j->n, &j->err);
+    store_ledger_ops()->close(s);
 }
 
 static void done(uv_work_t *w, int status)

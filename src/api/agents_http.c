@@ -300,7 +300,9 @@ struct sse {
     char id[RUN_ID_MAX + 8], key_id[48];
     char (*sent)[16];    /* per step (by index, steps come in seq order): the state last sent */
     size_t nsent;
-    bool gone, busy, started, closing;
+    bool gone, busy, started, closing, watching;
+    int64_t delta_step;  /* the LLM step whose text was last sent as step.delta (1-based; 0: none) */
+    size_t delta_off;    /* bytes of its text sent */
 };
 
 static void sse_closed(uv_handle_t *h)
@@ -315,6 +317,8 @@ static void sse_stop(struct sse *s)
     if (s->closing)
         return;
     s->closing = true;
+    if (s->watching)
+        run_watch(s->id, -1);
     uv_timer_stop(&s->timer);
     uv_close((uv_handle_t *)&s->timer, sse_closed);
 }
@@ -349,6 +353,52 @@ static void sse_event(struct sse *s, const char *name, cJSON *data)
 }
 
 static void sse_poll(uv_timer_t *t);
+
+static void delta_event(struct sse *s, int64_t step, const char *text, size_t len)
+{
+    cJSON *d = cJSON_CreateObject();
+    cJSON_AddNumberToObject(d, "step", (double)step);
+    struct buf t = BUF_INIT(BUF_UNBOUNDED);
+    buf_append(&t, text, len);
+    cJSON_AddStringToObject(d, "delta", t.data ? t.data : "");
+    buf_free(&t);
+    sse_event(s, "step.delta", d);
+}
+
+/* The tokens the run's current LLM step has streamed since the last poll (run_stream_read). */
+static void send_deltas(struct sse *s)
+{
+    struct buf b = BUF_INIT(BUF_UNBOUNDED);
+    int64_t step = s->delta_step;
+    size_t off = s->delta_off;
+    if (run_stream_read(s->id, &step, &off, &b)) {
+        if (step != s->delta_step)
+            s->delta_off = 0;
+        delta_event(s, step, b.data, b.len);
+        s->delta_step = step;
+        s->delta_off = off;
+    }
+    buf_free(&b);
+}
+
+/* An LLM step (number `step`) has finished: what of its text the deltas did not show yet (the run may have moved
+ * on, or ended, between two polls), so that the deltas of a step add up to its content. */
+static void finish_deltas(struct sse *s, int64_t step, const struct as_step *st)
+{
+    if (step < s->delta_step)
+        return; /* an earlier step (a stream that opened late sees them all at once) */
+    if (step == s->delta_step && s->delta_off > 0 && s->delta_off != SIZE_MAX && st->result) {
+        cJSON *resp = cJSON_Parse(st->result);
+        const cJSON *msg = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(resp, "choices"), 0), "message");
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(msg, "content");
+        if (cJSON_IsString(content) && strlen(content->valuestring) > s->delta_off)
+            delta_event(s, step, content->valuestring + s->delta_off, strlen(content->valuestring) - s->delta_off);
+        cJSON_Delete(resp);
+    }
+    s->delta_step = step;
+    s->delta_off = SIZE_MAX; /* done: its text is not read again */
+}
 
 static const char *step_event(const struct as_step *st)
 {
@@ -391,9 +441,12 @@ static void sse_job_done(uv_work_t *w, int status)
         http_stream_start(s->req, 200, "text/event-stream");
         sse_event(s, "run.status", run_to_json(&j->run, NULL, 0));
     }
-    /* each step whose state changed since the last poll */
+    /* each step whose state changed since the last poll, then the tokens streamed meanwhile */
+    int64_t llm_no = 0;
     for (size_t i = 0; i < j->nsteps; i++) {
         const struct as_step *st = &j->steps[i];
+        bool llm = strcmp(st->kind, "llm") == 0;
+        llm_no += llm;
         if (i >= s->nsent) {
             s->sent = xrealloc(s->sent, (i + 1) * sizeof(*s->sent));
             memset(s->sent[i], 0, sizeof(s->sent[i]));
@@ -402,6 +455,8 @@ static void sse_job_done(uv_work_t *w, int status)
         if (strcmp(s->sent[i], st->state) == 0)
             continue;
         snprintf(s->sent[i], sizeof(s->sent[i]), "%s", st->state);
+        if (llm)
+            finish_deltas(s, llm_no, st);
         struct as_run one = j->run;
         cJSON *full = run_to_json(&one, st, 1);
         cJSON *steps = cJSON_DetachItemFromObjectCaseSensitive(full, "steps");
@@ -410,6 +465,7 @@ static void sse_job_done(uv_work_t *w, int status)
         cJSON_Delete(steps);
         sse_event(s, step_event(st), ev);
     }
+    send_deltas(s);
     struct worker *wk = worker_of_loop(s->timer.loop);
     if (wk && wk->draining) { /* the daemon stops: the stream ends (the run resumes at the next start) */
         job_free(j);
@@ -454,6 +510,8 @@ static void events(struct http_req *req, const char *id, const char *key_id)
     s->timer.data = s;
     req->on_abort = on_sse_abort;
     req->abort_ud = s;
+    run_watch(s->id, +1); /* the run's LLM steps stream while this is open */
+    s->watching = true;
     sse_poll(&s->timer);
 }
 

@@ -11,6 +11,7 @@
 #include "gateway/cache.h"
 #include "gateway/gw_config.h"
 #include "gateway/routing.h"
+#include "mcp/mcp_config.h"
 #include "policy/alerts.h"
 #include "policy/auth_config.h"
 #include "store/store_config.h"
@@ -55,6 +56,7 @@ static const struct cfg_field root_fields[] = {
     {.key = "ledger", .type = CFG_MAP, .off = OFF(ledger), .sub = &govern_ledger_schema},
     {.key = "agents", .type = CFG_LIST, .off = OFF(agents), .sub = &agent_config_schema,
      .help = "agent definitions: model, instructions, tools, limits (docs/agents.md)"},
+    {.key = "mcp", .type = CFG_MAP, .off = OFF(mcp), .sub = &mcp_config_schema},
     {.key = "cache", .type = CFG_MAP, .off = OFF(cache), .sub = &cache_config_schema},
     {.key = "routing", .type = CFG_LIST, .off = OFF(routing), .sub = &routing_rule_schema,
      .help = "rules that send a public model's requests to a cheaper one; per model, first match wins "

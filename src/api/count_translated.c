@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "api/gw_http.h"
 #include "api/upstream_call.h"
 #include "common/alloc.h"
 #include "common/log.h"
@@ -30,7 +31,7 @@ static void reply(struct http_req *req, enum count_shape shape, int64_t n, bool 
                   : snprintf(out, sizeof(out), "{\"object\":\"response.input_tokens\",\"input_tokens\":%lld%s}",
                              (long long)n, exact ? "" : ",\"estimated\":true");
     http_resp_header(req, "x-agentd-token-count", exact ? "exact" : "estimate");
-    http_respond(req, 200, "application/json", out, (size_t)len);
+    gw_count_answer(req, 200, out, (size_t)len, NULL);
 }
 
 void count_reply_estimate(struct http_req *req, enum count_shape shape, int64_t estimate)

@@ -36,10 +36,12 @@
 #include "config/config.h"
 #include "gateway/exchange.h"
 #include "gateway/registry.h"
+#include "mcp/mcp.h"
 #include "net/http.h"
 #include "telemetry/eval.h"
 #include "telemetry/metrics.h"
 #include "telemetry/otlp.h"
+#include "store/store_config.h"
 
 extern char **environ;
 
@@ -185,6 +187,7 @@ static void *worker_main(void *arg)
     /* Anything still open (nothing, normally) is closed so the loop can be freed. */
     uv_walk(&w->loop, worker_close_walk, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    mcp_worker_done();
     log_batch_disable();
     atomic_store(&w->stopped, true);
     uv_async_send(&D.worker_done);
@@ -590,6 +593,21 @@ int daemon_main(int argc, char **argv)
     log_min_level = D.cfg->log.level;
     log_set_format(D.cfg->log.format);
     data_dir_fallback();
+    {
+        /* DATABASE_URL / store.database_url: a URL that does not parse or that the server refuses is a
+         * configuration error; a server that is merely down is reported by /ready until it answers */
+        struct buf derr = BUF_INIT(4096);
+        if (store_backend_start(D.cfg, true, &derr) != 0) {
+            fprintf(stderr, "agentd: %s\n", derr.data ? derr.data : "bad DATABASE_URL");
+            buf_free(&derr);
+            config_unref(D.cfg);
+            ex_global_cleanup();
+            return 2;
+        }
+        buf_free(&derr);
+        if (strcmp(store_backend_name(), "sqlite") != 0)
+            log_info("store: %s (keys, spend ledger, stored responses and agent runs)", store_backend_name());
+    }
     config_publish(config_ref(D.cfg));
     ex_preload(D.cfg);
     signal(SIGPIPE, SIG_IGN);
@@ -734,6 +752,7 @@ out_early:
     config_shutdown();
     alerts_stop();
     govern_cleanup(); /* writes the ledger's last rows */
+    store_backend_stop();
     cache_cleanup();
     metrics_shutdown();
     ex_global_cleanup();

@@ -16,6 +16,7 @@
 #include "common/buf.h"
 #include "common/jscan.h"
 #include "common/str.h"
+#include "gateway/front.h"
 #include "gateway/front_anthropic.h"
 #include "gateway/providers/anthropic.h"
 #include "gateway/gw_types.h"
@@ -25,6 +26,8 @@
 
 static void reply_error(struct http_req *req, const struct gw_error *e)
 {
+    if (gw_count_fail(req, e)) /* the counted exchange answers, in Anthropic's shape */
+        return;
     struct buf b = BUF_INIT(BUF_UNBOUNDED);
     front_anthropic_error_json(&b, e, req->request_id);
     http_respond(req, e->status, "application/json", b.data, b.len);
@@ -66,6 +69,7 @@ static const struct deployment *counting_deployment(const struct model_entry *m)
 
 struct count_call {
     char label[128];
+    const struct deployment *dep; /* in the exchange's configuration snapshot, alive while it runs */
 };
 
 static void on_counted(struct http_req *req, int status, const char *body, size_t len, const char *emsg, void *ud)
@@ -76,7 +80,7 @@ static void on_counted(struct http_req *req, int status, const char *body, size_
         struct jval v;
         if (jscan_get(body, len, "input_tokens", &v) == 0 && v.type == J_NUMBER) {
             http_resp_header(req, "x-agentd-token-count", "exact");
-            http_respond(req, 200, "application/json", body, len);
+            gw_count_answer(req, 200, body, len, c->dep);
             xfree(c);
             return;
         }
@@ -117,6 +121,7 @@ static int forward(struct http_req *req, const struct deployment *d)
     }
     struct count_call *c = xcalloc(1, sizeof(*c));
     snprintf(c->label, sizeof(c->label), "%s", d->label);
+    c->dep = d;
     if (upstream_call(req, &r, 1 << 20, on_counted, xfree, c) != 0) {
         up_request_free(&r);
         xfree(c);
@@ -126,30 +131,11 @@ static int forward(struct http_req *req, const struct deployment *d)
     return 0;
 }
 
-void gw_handle_count_tokens(struct http_req *req)
+/* The count, once the spine admitted it (gw_submit_counted): m is the routed model. */
+static void count_run(struct http_req *req, const struct model_entry *m)
 {
-    struct gw_error e;
     cJSON *body = cJSON_ParseWithLength(req->body.data ? req->body.data : "", req->body.len);
-    if (body == NULL || !cJSON_IsObject(body)) {
-        gw_error_set(&e, 400, GW_ERR_INVALID_REQUEST, "The request body is not a valid JSON object.");
-        goto fail;
-    }
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(body, "model");
-    if (!cJSON_IsString(model) || model->valuestring[0] == '\0') {
-        gw_error_set(&e, 400, GW_ERR_INVALID_REQUEST, "model: Field required");
-        goto fail;
-    }
     const cJSON *messages = cJSON_GetObjectItemCaseSensitive(body, "messages");
-    if (!cJSON_IsArray(messages)) {
-        gw_error_set(&e, 400, GW_ERR_INVALID_REQUEST, "messages: Field required");
-        goto fail;
-    }
-    const struct model_entry *m = registry_find(registry_of(req->cfg), str_from(model->valuestring));
-    if (m == NULL) {
-        gw_error_set(&e, 404, GW_ERR_NOT_FOUND,
-                     "The model `%s` does not exist. GET /v1/models lists the models served here.", model->valuestring);
-        goto fail;
-    }
     const struct deployment *dep = counting_deployment(m);
     if (dep && dep->provider == PROVIDER_ANTHROPIC && forward(req, dep) == 0) {
         cJSON_Delete(body);
@@ -176,6 +162,33 @@ void gw_handle_count_tokens(struct http_req *req)
     }
     cJSON_Delete(body);
     count_reply_estimate(req, COUNT_ANTHROPIC, tokens);
+}
+
+/* A malformed request is a 400 here (before the key, as the spine's parse stage does for /v1/messages); a valid
+ * one runs through authenticate, route and admit (gw_submit_counted): 401, 403, 404, 429 and 503 in Anthropic's
+ * shape, and the key's rate limits count it. */
+void gw_handle_count_tokens(struct http_req *req)
+{
+    struct gw_error e;
+    cJSON *body = cJSON_ParseWithLength(req->body.data ? req->body.data : "", req->body.len);
+    if (body == NULL || !cJSON_IsObject(body)) {
+        gw_error_set(&e, 400, GW_ERR_INVALID_REQUEST, "The request body is not a valid JSON object.");
+        goto fail;
+    }
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(body, "model");
+    if (!cJSON_IsString(model) || model->valuestring[0] == '\0' || strlen(model->valuestring) >= 256) {
+        gw_error_set(&e, 400, GW_ERR_INVALID_REQUEST, "model: Field required");
+        goto fail;
+    }
+    const cJSON *messages = cJSON_GetObjectItemCaseSensitive(body, "messages");
+    if (!cJSON_IsArray(messages)) {
+        gw_error_set(&e, 400, GW_ERR_INVALID_REQUEST, "messages: Field required");
+        goto fail;
+    }
+    char name[256];
+    snprintf(name, sizeof(name), "%s", model->valuestring);
+    cJSON_Delete(body);
+    gw_submit_counted(req, &front_anthropic, name, count_run);
     return;
 fail:
     cJSON_Delete(body);

@@ -3,6 +3,7 @@
  * reports the client going away (ex_cancel) and its write queue draining (ex_sink_drained). */
 #include "api/gw_http.h"
 
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -20,6 +21,7 @@
 struct http_sink {
     struct http_req *req;
     struct exchange *ex;
+    gw_count_fn *count; /* a token count (gw_submit_counted), else NULL */
     int status;
     bool stream, responded;
 };
@@ -117,20 +119,96 @@ static const struct str *req_header(const void *hctx, const char *name)
     return http_req_header(hctx, name);
 }
 
+static void submit_rq(struct http_req *req, const struct front_ops *front, struct ex_request *rq, gw_count_fn *count);
+
 static void submit(struct http_req *req, const struct front_ops *front)
+{
+    struct ex_request rq = {0};
+    submit_rq(req, front, &rq, NULL);
+}
+
+/* ---- token counts through the spine (ex_request.run) ----
+ *
+ * The count code (gw_count_tokens.c, responses_http.c, count_translated.c) answers through gw_count_answer /
+ * gw_count_fail, which end the exchange when the request runs as one (req->ud is its exchange). While it waits
+ * (a store look-up, an upstream call) its own abort hook sits on the request, chained to the sink's; an end it
+ * did not ask for (a forced drain) fires that hook so nothing of it outlives the request. */
+
+static void counted_run(struct exchange *ex, void *ud)
+{
+    struct http_sink *s = ud;
+    s->req->ud = ex;
+    s->count(s->req, ex->model);
+}
+
+/* The exchange ended while the count waited: fire the hook it put on the request (it drops its work, then chains
+ * to the sink's, which finds the exchange ended). */
+static void counted_cancel(void *ud)
+{
+    struct http_sink *s = ud;
+    struct http_req *req = s->req;
+    if (req->on_abort && req->on_abort != on_client_abort) {
+        void (*fn)(struct http_req *, void *) = req->on_abort;
+        void *aud = req->abort_ud;
+        req->on_abort = NULL;
+        fn(req, aud);
+    }
+    req->ud = NULL;
+}
+
+void gw_submit_counted(struct http_req *req, const struct front_ops *front, const char *model, gw_count_fn *count)
+{
+    struct ex_request rq = {0};
+    snprintf(rq.model_name, sizeof(rq.model_name), "%s", model);
+    rq.run = counted_run;
+    rq.run_cancel = counted_cancel;
+    submit_rq(req, front, &rq, count);
+}
+
+static struct exchange *counted_ex(struct http_req *req)
+{
+    return req->ud;
+}
+
+void gw_count_answer(struct http_req *req, int status, const char *body, size_t len, const struct deployment *dep)
+{
+    struct exchange *ex = counted_ex(req);
+    if (ex) {
+        req->ud = NULL;
+        ex_reply_counted(ex, status, body, len, dep);
+        return;
+    }
+    if (dep)
+        http_resp_header(req, "x-agentd-deployment", dep->label);
+    http_respond(req, status, "application/json", body, len);
+}
+
+bool gw_count_fail(struct http_req *req, const struct gw_error *e)
+{
+    struct exchange *ex = counted_ex(req);
+    if (ex == NULL)
+        return false;
+    req->ud = NULL;
+    ex_fail(ex, e);
+    return true;
+}
+
+static void submit_rq(struct http_req *req, const struct front_ops *front, struct ex_request *rq, gw_count_fn *count)
 {
     struct worker *w = worker_of_loop(http_server_loop(req->server));
     struct http_sink *s = xcalloc(1, sizeof(*s));
     s->req = req;
-    struct ex_request rq = {0};
-    rq.body = str_make(req->body.data ? req->body.data : "", req->body.len);
-    rq.max_tokens = -1;
-    memcpy(rq.request_id, req->request_id, sizeof(rq.request_id));
-    rq.cfg = req->cfg;
-    rq.t_start_us = req->t_start_us;
-    rq.header = req_header;
-    rq.hctx = req;
-    ex_submit(w->gateway, front, &rq, &http_sink_ops, s);
+    s->count = count;
+    if (count)
+        rq->run_ud = s;
+    rq->body = str_make(req->body.data ? req->body.data : "", req->body.len);
+    rq->max_tokens = count ? 0 : -1;
+    memcpy(rq->request_id, req->request_id, sizeof(rq->request_id));
+    rq->cfg = req->cfg;
+    rq->t_start_us = req->t_start_us;
+    rq->header = req_header;
+    rq->hctx = req;
+    ex_submit(w->gateway, front, rq, &http_sink_ops, s);
 }
 
 void gw_handle_chat_completions(struct http_req *req)

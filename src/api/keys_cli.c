@@ -13,6 +13,7 @@
 #include "common/buf.h"
 #include "common/str.h"
 #include "config/config.h"
+#include "store/store_config.h"
 
 extern char **environ;
 
@@ -20,12 +21,14 @@ static const char create_usage[] =
     "usage: agentd keys create --name NAME [--user U] [--team T] [--tag k=v]... [--models a,b]\n"
     "                          [--budget-usd X [--budget-window total|day|week|month]] [--budget-tokens N]\n"
     "                          [--rpm N] [--tpm N] [--max-concurrent N] [--expires 30d] [--caller-attribution]\n"
+    "                          [--mcp-tools a,srv__*] [--mcp-deny b]\n"
     "                          [--data-dir DIR] [--config FILE]\n"
     "Creates a virtual key and prints it as one JSON object; \"key\" is the secret, shown this once.\n";
 static const char update_usage[] =
     "usage: agentd keys update ID [--name NAME] [--user U] [--team T] [--tag k=v]... [--models a,b|all]\n"
     "                          [--budget-usd X] [--budget-window W] [--budget-tokens N] [--rpm N] [--tpm N]\n"
     "                          [--max-concurrent N] [--expires 30d|never] [--caller-attribution|--no-caller-attribution]\n"
+    "                          [--mcp-tools a,srv__*|all] [--mcp-deny b|none]\n"
     "                          [--data-dir DIR] [--config FILE]\n"
     "Changes the given fields of a key (--tag replaces all tags) and prints it as JSON.\n";
 static const char list_usage[] = "usage: agentd keys list [--json] [--data-dir DIR] [--config FILE]\n"
@@ -109,6 +112,12 @@ cJSON *keys_cli_flags(int argc, char **argv, const char **data_dir, const char *
                 cJSON_AddNullToObject(o, "models");
             else
                 cJSON_AddStringToObject(o, "models", v);
+        } else if (strcmp(f, "--mcp-tools") == 0 || strcmp(f, "--mcp-deny") == 0) {
+            const char *field = f[6] == 't' ? "mcp_tools" : "mcp_deny";
+            if (strcmp(v, "all") == 0 || strcmp(v, "none") == 0)
+                cJSON_AddNullToObject(o, field);
+            else
+                cJSON_AddStringToObject(o, field, v);
         } else if (strcmp(f, "--budget-usd") == 0) {
             rc = number(o, "budget_usd", f, v, false, err);
         } else if (strcmp(f, "--budget-tokens") == 0) {
@@ -269,6 +278,14 @@ int keys_cli_main(int argc, char **argv)
     struct buf err = BUF_INIT(4096);
     int rc = 1;
     mkdir_p(c->server.data_dir);
+    /* DATABASE_URL (or store.database_url): the keys are the cluster's, in PostgreSQL */
+    if (store_backend_start(c, true, &err) != 0) {
+        fprintf(stderr, "agentd keys: %s\n", err.data ? err.data : "bad DATABASE_URL");
+        buf_free(&err);
+        cJSON_Delete(body);
+        config_unref(c);
+        return 2;
+    }
     if (keys_admin_open(&a, c->server.data_dir, &err) != 0) {
         fprintf(stderr, "agentd keys: %s\n", err.data ? err.data : "cannot open the key store");
     } else {
@@ -291,6 +308,7 @@ int keys_cli_main(int argc, char **argv)
         cJSON_Delete(out);
     }
     keys_admin_close(&a);
+    store_backend_stop();
     buf_free(&err);
     cJSON_Delete(body);
     config_unref(c);

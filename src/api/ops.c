@@ -9,6 +9,7 @@
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "config/config.h"
+#include "store/store_config.h"
 #include "telemetry/metrics.h"
 
 struct ops_state ops_state;
@@ -65,15 +66,27 @@ void ops_ready(struct http_req *req)
     long queued = adm_queued(&admission_global);
     long high = (long)req->cfg->gateway.admission.ready_high_water;
     bool queue_ok = high <= 0 || queued <= high;
-    bool ready = !draining && data_ok && cfg_ok && queue_ok;
-    char body[400];
-    int n = snprintf(body, sizeof(body),
-                     "{\"status\":\"%s\",\"checks\":{\"config\":%s,\"data_dir\":%s,\"draining\":%s,"
-                     "\"ledger\":%s,\"ledger_backlog\":%zu,\"admission_queue\":%s,\"admission_queue_depth\":%ld}}",
-                     ready ? "ready" : "not_ready", cfg_ok ? "true" : "false", data_ok ? "true" : "false",
-                     draining ? "true" : "false", ledger_ok ? "true" : "false", backlog,
-                     queue_ok ? "true" : "false", queued);
-    http_respond(req, ready ? 200 : 503, "application/json", body, (size_t)n);
+    /* cluster mode: the shared database (PostgreSQL) is reachable */
+    char why[400] = "";
+    bool db_ok = store_backend_ready(why, sizeof(why));
+    bool ready = !draining && data_ok && cfg_ok && queue_ok && db_ok;
+    struct buf b = BUF_INIT(4096);
+    buf_printf(&b,
+               "{\"status\":\"%s\",\"checks\":{\"config\":%s,\"data_dir\":%s,\"draining\":%s,"
+               "\"ledger\":%s,\"ledger_backlog\":%zu,\"admission_queue\":%s,\"admission_queue_depth\":%ld",
+               ready ? "ready" : "not_ready", cfg_ok ? "true" : "false", data_ok ? "true" : "false",
+               draining ? "true" : "false", ledger_ok ? "true" : "false", backlog, queue_ok ? "true" : "false",
+               queued);
+    if (strcmp(store_backend_name(), "sqlite") != 0) /* the shared database, in cluster mode only */
+        buf_printf(&b, ",\"database\":%s", db_ok ? "true" : "false");
+    buf_append_char(&b, '}');
+    if (!db_ok) {
+        buf_append_str(&b, ",\"reason\":");
+        buf_append_json_cstr(&b, why);
+    }
+    buf_append_char(&b, '}');
+    http_respond(req, ready ? 200 : 503, "application/json", b.data, b.len);
+    buf_free(&b);
 }
 
 void ops_metrics(struct http_req *req)

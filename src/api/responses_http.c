@@ -4,6 +4,7 @@
  * each handler waits for its callback, and forgets the request if the client went away meanwhile. */
 #include "api/responses_http.h"
 #include "api/count_translated.h"
+#include "api/gw_http.h"
 #include "api/upstream_call.h"
 
 #include <stdio.h>
@@ -36,7 +37,7 @@ static void error_reply(struct http_req *req, int status, const char *type, cons
     else
         buf_append_str(&b, "null");
     buf_append_str(&b, ",\"code\":null}}");
-    http_respond(req, status, "application/json", b.data, b.len);
+    gw_count_answer(req, status, b.data, b.len, NULL); /* a counted exchange's end, or the request's answer */
     buf_free(&b);
 }
 
@@ -51,6 +52,8 @@ struct pending_req {
     const struct deployment *count_tdep; /* OP_COUNT: a translated deployment whose provider counts, or NULL */
     struct str query;  /* OP_ITEMS: the query string, forwarded as it is (points into query_copy) */
     char *query_copy;
+    void (*prev_abort)(struct http_req *req, void *ud); /* the request's hook before ours (a counted exchange's) */
+    void *prev_abort_ud;
 };
 
 static void pending_free(struct pending_req *p)
@@ -68,16 +71,21 @@ static void on_dep_deleted(void *ud, int rc, const char *emsg)
 
 static void on_abort(struct http_req *req, void *ud)
 {
-    (void)req;
     struct pending_req *p = ud;
     p->req = NULL;
+    req->on_abort = p->prev_abort; /* ours is done: nobody may call it again */
+    req->abort_ud = p->prev_abort_ud;
+    if (p->prev_abort) /* a counted exchange's sink: it ends the exchange */
+        p->prev_abort(req, p->prev_abort_ud);
 }
 
 static struct http_req *pending_take(struct pending_req *p)
 {
     struct http_req *req = p->req;
-    if (req)
-        req->on_abort = NULL;
+    if (req) {
+        req->on_abort = p->prev_abort;
+        req->abort_ud = p->prev_abort_ud;
+    }
     return req;
 }
 
@@ -196,7 +204,7 @@ static void on_forwarded(struct http_req *req, int status, const char *body, siz
         if (st)
             store_delete(st, http_server_loop(req->server), "response_dep", f->drop_id, on_dep_deleted, NULL);
         http_resp_header(req, "x-agentd-deployment", f->label);
-        http_respond(req, status, "application/json", body, len);
+        gw_count_answer(req, status, body, len, NULL);
     }
     xfree(f);
 }
@@ -356,6 +364,8 @@ static struct pending_req *pending_new(struct http_req *req, int op, struct str 
     p->op = op;
     memcpy(p->id, id.p, id.n);
     p->id[id.n] = '\0';
+    p->prev_abort = req->on_abort;
+    p->prev_abort_ud = req->abort_ud;
     req->on_abort = on_abort;
     req->abort_ud = p;
     return p;
@@ -467,6 +477,26 @@ static void input_tokens(struct http_req *req, struct store *st)
     }
 }
 
+/* POST /v1/responses/input_tokens runs through the spine (authenticate, route, admit: gw_submit_counted) once
+ * its body is a Responses request with a model; the count itself is input_tokens. */
+static void input_tokens_run(struct http_req *req, const struct model_entry *m)
+{
+    (void)m; /* input_tokens finds it again in the same registry snapshot */
+    input_tokens(req, store_shared(req->cfg));
+}
+
+static void input_tokens_submit(struct http_req *req)
+{
+    struct responses_head h;
+    struct gw_error err;
+    memset(&err, 0, sizeof(err));
+    if (responses_parse_head(req->body.data ? req->body.data : "", req->body.len, &h, &err) != 0) {
+        error_reply(req, 400, "invalid_request_error", err.param[0] ? err.param : NULL, "%s", err.message);
+        return;
+    }
+    gw_submit_counted(req, &front_responses, h.model, input_tokens_run);
+}
+
 void responses_http_item(struct http_req *req)
 {
     /* /v1/responses/<rest> or /responses/<rest> */
@@ -475,7 +505,7 @@ void responses_http_item(struct http_req *req)
     struct str rest = str_make(path.p + skip, path.n - skip);
     struct store *st = store_shared(req->cfg);
     if (req->method == HTTP_M_POST && str_eq_cstr(rest, "input_tokens")) {
-        input_tokens(req, st);
+        input_tokens_submit(req);
         return;
     }
     int op = req->method == HTTP_M_DELETE ? OP_DELETE : OP_GET;

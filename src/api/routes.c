@@ -1,6 +1,7 @@
 #include "api/routes.h"
 
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 #include "api/admin_deployments.h"
@@ -26,11 +27,11 @@
 #include "mcp/mcp.h"
 #include "policy/auth.h"
 #include "store/keys_store.h"
+#include "store/store_config.h"
 
 static void models_guarded(struct http_req *req);
 static void model_get_guarded(struct http_req *req);
 static void responses_item_guarded(struct http_req *req);
-static void count_tokens_guarded(struct http_req *req);
 static void mcp_route(struct http_req *req);
 
 static const struct http_route base_routes[] = {
@@ -38,7 +39,8 @@ static const struct http_route base_routes[] = {
     {"/ready", HTTP_M_GET, false, ops_ready, NULL},
     {"/v1/chat/completions", HTTP_M_POST, false, gw_handle_chat_completions, NULL},
     {"/v1/messages", HTTP_M_POST, false, gw_handle_messages, NULL},
-    {"/v1/messages/count_tokens", HTTP_M_POST, false, count_tokens_guarded, NULL},
+    /* a token count runs through the spine (authenticate, route, admit: gw_submit_counted) */
+    {"/v1/messages/count_tokens", HTTP_M_POST, false, gw_handle_count_tokens, NULL},
     {"/v1/embeddings", HTTP_M_POST, false, gw_handle_embeddings, NULL},
     {"/v1/models", HTTP_M_GET, false, models_guarded, NULL},
     {"/v1/models/", HTTP_M_GET, true, model_get_guarded, "/v1/models/{id}"},
@@ -144,19 +146,17 @@ static void model_get_guarded(struct http_req *req)
         gw_handle_model_get(req);
 }
 
-/* Stored responses (GET/DELETE /v1/responses/{id}, input_items, input_tokens) do not run through the spine's
+/* Stored responses (GET/DELETE /v1/responses/{id}, input_items) do not run through the spine's
  * authenticate stage: they need a key here, as every other route that reads or spends does. */
 static void responses_item_guarded(struct http_req *req)
 {
-    if (models_key_ok(req))
+    /* POST /v1/responses/input_tokens runs through the spine, whose authenticate stage checks the key */
+    static const char tail[] = "/input_tokens";
+    size_t n = sizeof(tail) - 1;
+    bool count = req->method == HTTP_M_POST && req->path.n > n &&
+                 memcmp(req->path.p + req->path.n - n, tail, n) == 0;
+    if (count || models_key_ok(req))
         responses_http_item(req);
-}
-
-/* POST /v1/messages/count_tokens (gw_count_tokens.c) does not run through the spine either. */
-static void count_tokens_guarded(struct http_req *req)
-{
-    if (models_key_ok(req))
-        gw_handle_count_tokens(req);
 }
 
 /* /mcp (src/mcp): agent runs started there submit through this loop's gateway state. */
@@ -182,11 +182,12 @@ static void add(size_t *n, const struct http_route *r, size_t count)
 static void services_start(const struct config *cfg)
 {
     struct buf err = BUF_INIT(4096);
-    if (keyring_start(cfg->server.data_dir, &keys_store_sqlite, 100, &err) != 0)
+    if (keyring_start(cfg->server.data_dir, store_keys_ops(), 100, &err) != 0)
         log_error("virtual keys unavailable, retrying every 100ms (until then every key is refused): %s",
                   err.data ? err.data : "?");
     buf_free(&err);
     admin_keys_init(cfg->server.data_dir);
+    mcp_init();
     char aerr[256];
     if (agents_start(cfg->server.data_dir, false, aerr, sizeof(aerr)) != 0)
         log_error("agent runs unavailable: %s", aerr);

@@ -17,6 +17,10 @@ struct call {
     upstream_call_cb *cb;
     void (*ud_free)(void *ud);
     void *ud;
+    /* the abort hook the request had before (a counted exchange's sink): restored when the call ends, and run
+     * after ours when the client goes away meanwhile */
+    void (*prev_abort)(struct http_req *req, void *ud);
+    void *prev_abort_ud;
 };
 
 static void call_free(struct call *c)
@@ -29,11 +33,16 @@ static void call_free(struct call *c)
 
 static void on_abort(struct http_req *req, void *ud)
 {
-    (void)req;
     struct call *c = ud;
+    void (*prev)(struct http_req *, void *) = c->prev_abort;
+    void *prev_ud = c->prev_abort_ud;
     c->req = NULL;
     upstream_cancel(c->x); /* no callback runs after this */
     call_free(c);
+    req->on_abort = prev; /* ours is gone: nobody may call it again */
+    req->abort_ud = prev_ud;
+    if (prev)
+        prev(req, prev_ud);
 }
 
 static int on_data(struct up_xfer *x, const char *data, size_t len, void *ud)
@@ -50,7 +59,8 @@ static void on_done(struct up_xfer *x, enum up_result r, void *ud)
 {
     struct call *c = ud;
     struct http_req *req = c->req;
-    req->on_abort = NULL;
+    req->on_abort = c->prev_abort;
+    req->abort_ud = c->prev_abort_ud;
     if (r == UP_OK)
         c->cb(req, x->status, c->body.data ? c->body.data : "", c->body.len, "", c->ud);
     else
@@ -84,6 +94,8 @@ int upstream_call(struct http_req *req, struct up_request *r, size_t max_body, u
         return -1;
     }
     c->ud_free = ud_free;
+    c->prev_abort = req->on_abort;
+    c->prev_abort_ud = req->abort_ud;
     req->on_abort = on_abort;
     req->abort_ud = c;
     return 0;

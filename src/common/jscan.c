@@ -1,6 +1,9 @@
 #include "common/jscan.h"
 
 #include <math.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -752,4 +755,50 @@ bool jscan_may_have_object(const char *text, size_t len, const char *const *keys
         }
     }
     return false;
+}
+
+static bool jws(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+int jscan_structure_ok(const char *text, size_t len)
+{
+    const char *p = text, *e = text + len;
+    while (p < e && jws(*p))
+        p++;
+    while (e > p && jws(e[-1]))
+        e--;
+    if (p == e || (*p != '{' && *p != '['))
+        return -1;
+    uint64_t stack = 0; /* bit i: level i+1 is an array */
+    unsigned depth = 0;
+    while (p < e) {
+        char c = *p++;
+        if (c == '"') {
+            for (;;) { /* to the closing quote: one not preceded by an odd run of backslashes */
+                const char *q = memchr(p, '"', (size_t)(e - p));
+                if (q == NULL)
+                    return -1;
+                size_t bs = 0;
+                while (q - bs > p && q[-1 - (ptrdiff_t)bs] == '\\')
+                    bs++;
+                p = q + 1;
+                if ((bs & 1) == 0)
+                    break;
+            }
+        } else if (c == '{' || c == '[') {
+            if (depth == 64)
+                return jscan_validate(text, len, NULL, NULL);
+            stack = (stack << 1) | (c == '[');
+            depth++;
+        } else if (c == '}' || c == ']') {
+            if (depth == 0 || (stack & 1) != (uint64_t)(c == ']'))
+                return -1;
+            stack >>= 1;
+            if (--depth == 0)
+                return p == e ? 0 : -1; /* the value ends at the last byte */
+        }
+    }
+    return -1; /* unclosed */
 }

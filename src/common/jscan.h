@@ -27,6 +27,13 @@ struct jval {
  * byte offset of the first error and *err_msg to a static description. */
 int jscan_validate(const char *text, size_t len, size_t *err_off, const char **err_msg);
 
+/* A cheap structural check of text as one JSON object or array: brackets balance and match, strings close
+ * (escapes honoured), nothing but whitespace around it. Only the structure bytes are looked at (the bytes inside
+ * strings are skipped with memchr, scalars are not checked), so it is a fraction of jscan_validate's cost: what a
+ * relay can afford per event to refuse a truncated or broken one. Every text jscan_validate accepts as an object
+ * or array passes (the fuzz target checks it). Nesting deeper than 64 is handed to jscan_validate. 0 or -1. */
+int jscan_structure_ok(const char *text, size_t len);
+
 /* Finds the member `key` of the top-level object in text (which must be a valid object; the scan stops at the
  * first match, so call jscan_validate first when the text is untrusted). Returns 0 and fills *out, or -1. */
 int jscan_get(const char *text, size_t len, const char *key, struct jval *out);

@@ -130,6 +130,7 @@ struct config_store { /* schema: store/store_config.c */
     bool enabled;                 /* stored responses and threads */
     int64_t responses_max_bytes;  /* bound on what the store keeps */
     int64_t responses_max_age_ms; /* lifetime of a stored record */
+    char *database_url;           /* PostgreSQL (cluster mode); "": the embedded SQLite store */
 };
 
 /* sandbox: the daemon's sandbox pools and POST /v1/sandbox/runs (schema: sandbox/sandbox_config.c) */
@@ -166,6 +167,10 @@ struct config {
     struct cfg_list budgets;    /* struct config_budget (policy/govern_config.h) */
     struct cfg_list ratelimits; /* struct config_ratelimit (policy/govern_config.h) */
     struct cfg_list agents;     /* struct config_agent (agent/agent_config.h) */
+    struct config_mcp {         /* /mcp; its schema: mcp/mcp_config.c (docs/mcp.md) */
+        struct cfg_list servers; /* struct agent_mcp_server: upstream servers federated behind /mcp */
+        bool conformance_fixtures; /* the conformance suite's fixture tools (tests/mcp/conformance.yaml only) */
+    } mcp;
     struct config_ledger {      /* its schema: policy/govern_config.c */
         bool enabled;
         int64_t batch_interval_ms;

@@ -196,8 +196,12 @@ bool adm_cancel(struct admission *a, struct adm_waiter *w, bool timed_out)
     return queued;
 }
 
+static void keys_close(bool closed);
+
 void adm_close(struct admission *a)
 {
+    if (a == &admission_global)
+        keys_close(true); /* the keys' queues drain with the process's (their waiters get 503 too) */
     pthread_mutex_lock(&a->mu);
     a->closed = true;
     uint64_t now = a->clock_us();
@@ -216,6 +220,8 @@ void adm_close(struct admission *a)
 
 void adm_reopen(struct admission *a)
 {
+    if (a == &admission_global)
+        keys_close(false);
     pthread_mutex_lock(&a->mu);
     a->closed = false;
     pthread_mutex_unlock(&a->mu);
@@ -365,6 +371,23 @@ struct adm_key {
 
 static struct adm_key *key_tab[KEY_BUCKETS];
 static size_t key_count;
+static bool keys_closed; /* draining: every key's queue refuses, a key instance made now is born closed */
+
+/* Drain (adm_close / adm_reopen of the process's instance): every key's waiters are refused at once, as the
+ * process's are, and no key queue takes new work. */
+static void keys_close(bool closed)
+{
+    pthread_mutex_lock(&keys_mu);
+    keys_closed = closed;
+    for (size_t b = 0; b < KEY_BUCKETS; b++)
+        for (struct adm_key *k = key_tab[b]; k; k = k->next) {
+            if (closed)
+                adm_close(&k->a);
+            else
+                adm_reopen(&k->a);
+        }
+    pthread_mutex_unlock(&keys_mu);
+}
 
 static size_t key_bucket(const char *id)
 {
@@ -385,6 +408,7 @@ struct admission *adm_key_get(const char *key_id)
         k = xcalloc(1, sizeof(*k));
         adm_init(&k->a, NULL);
         k->a.key_metrics = key_metrics_on;
+        k->a.closed = keys_closed;
         k->id = xstrdup(key_id);
         k->next = key_tab[b];
         key_tab[b] = k;

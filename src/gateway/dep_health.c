@@ -2,24 +2,69 @@
  * the admin view are in health_observer.c. */
 #include "gateway/dep_health.h"
 
+#include <pthread.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "common/alloc.h"
 #include "common/timeutil.h"
 
-struct dep_state *dep_state_new(const struct breaker_settings *s)
+/* A list: it is walked at a configuration load only (once per deployment), never per request. */
+static pthread_mutex_t tab_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct dep_state *tab;
+static size_t tab_n;
+
+struct dep_state *dep_state_get(const char *ident, const struct breaker_settings *s)
 {
-    struct dep_state *st = xcalloc(1, sizeof(*st));
+    pthread_mutex_lock(&tab_mu);
+    struct dep_state *st = tab;
+    while (st && strcmp(st->ident, ident) != 0)
+        st = st->next;
+    if (st) {
+        st->refs++;
+        pthread_mutex_unlock(&tab_mu);
+        pthread_mutex_lock(&st->br.mu);
+        st->br.s = *s; /* the state carries over, the settings are the new configuration's */
+        pthread_mutex_unlock(&st->br.mu);
+        return st;
+    }
+    st = xcalloc(1, sizeof(*st));
     breaker_init(&st->br, s);
+    st->ident = xstrdup(ident);
+    st->refs = 1;
+    st->next = tab;
+    tab = st;
+    tab_n++;
+    pthread_mutex_unlock(&tab_mu);
     return st;
 }
 
-void dep_state_free(struct dep_state *st)
+void dep_state_put(struct dep_state *st)
 {
     if (st == NULL)
         return;
+    pthread_mutex_lock(&tab_mu);
+    if (--st->refs > 0) {
+        pthread_mutex_unlock(&tab_mu);
+        return;
+    }
+    struct dep_state **pp = &tab;
+    while (*pp != st)
+        pp = &(*pp)->next;
+    *pp = st->next;
+    tab_n--;
+    pthread_mutex_unlock(&tab_mu);
     breaker_destroy(&st->br);
+    xfree(st->ident);
     xfree(st);
+}
+
+size_t dep_state_count(void)
+{
+    pthread_mutex_lock(&tab_mu);
+    size_t n = tab_n;
+    pthread_mutex_unlock(&tab_mu);
+    return n;
 }
 
 int64_t dep_now_ms(void)

@@ -548,6 +548,11 @@ static void ex_end(struct exchange *ex, int status, const struct gw_error *err, 
     for (size_t i = 0; i < nobservers; i++)
         if (observers[i]->on_settle)
             observers[i]->on_settle(ex, &o);
+    if (ex->run_started) { /* a count's own look-up or upstream call may still be under way (a forced drain) */
+        ex->run_started = false;
+        if (ex->rq.run_cancel)
+            ex->rq.run_cancel(ex->rq.run_ud);
+    }
     if (!ex->client_started) {
         ex->sink_ops->head(ex->sink, status, &hdrs, false);
         if (reply && reply->body && reply->body->len)
@@ -674,6 +679,21 @@ void ex_reply_cached(struct exchange *ex, const void *data, size_t len, bool str
     }
     struct ex_reply r = {&b, NULL, true};
     ex_end(ex, 200, NULL, &r);
+}
+
+void ex_reply_counted(struct exchange *ex, int status, const void *body, size_t len, const struct deployment *dep)
+{
+    if (ex->done)
+        return;
+    ex->usage = (struct usage){.known = true}; /* a count bills nothing */
+    ex->cost_usd = 0;
+    ex->priced = true;
+    if (dep)
+        ex->last_dep = dep;
+    ex->run_started = false; /* it answered: nothing of it is in flight */
+    struct buf b = {(char *)body, len, len, len};
+    struct ex_reply r = {&b, dep, false};
+    ex_end(ex, status, NULL, &r);
 }
 
 void ex_cancel(struct exchange *ex)
@@ -968,6 +988,31 @@ static bool content_event(struct exchange *ex, const struct stream_event *ev)
     return !str_eq_cstr(str_trim(ev->data), "[DONE]");
 }
 
+/* An event relayed as received must still be one JSON object (OpenAI's [DONE] aside): a truncated or broken one
+ * is refused as a translated stream refuses it, never handed to the client. The check looks at the structure
+ * bytes only (jscan_structure_ok: brackets and strings, the string bodies skipped with memchr), so that it costs
+ * a fraction of a full validation; bench/ measures it. */
+static bool passthrough_event_ok(struct attempt *a, const struct stream_event *ev)
+{
+    struct str d = ev->data;
+    if (ev->is_exception || d.n == 0) /* an exception is the decoder's; an empty event carries no content */
+        return true;
+    if (d.n == 6 && memcmp(d.p, "[DONE]", 6) == 0) /* OpenAI's terminal marker (its decoder said so) */
+        return true;
+    if (jscan_structure_ok(d.p, d.n) == 0)
+        return true;
+    struct str t = str_trim(d);
+    if (t.n == 0 || str_eq_cstr(t, "[DONE]"))
+        return true;
+    gw_error_set(&a->err, 502, GW_ERR_API,
+                 "upstream %s sent a malformed stream event (not one complete JSON object)", a->dep->label);
+    a->err.from_upstream = true;
+    a->has_err = true;
+    a->err_result = AO_DECODE;
+    a->stream_done = false;
+    return false;
+}
+
 static int on_stream_event(struct attempt *a, const struct stream_event *ev)
 {
     struct exchange *ex = a->ex;
@@ -984,6 +1029,8 @@ static int on_stream_event(struct attempt *a, const struct stream_event *ev)
         a->err_result = AO_DECODE;
         return -1;
     }
+    if (rc == EV_FORWARD && a->passthrough && !passthrough_event_ok(a, ev))
+        return -1; /* ends as a translated stream's decode failure does: the client's error event, incomplete */
     if (rc == EV_FORWARD) {
         if (!ex->t_first_token_us)
             ex->t_first_token_us = time_mono_us();
@@ -1491,6 +1538,8 @@ static enum ex_next st_parse(struct exchange *ex, void *ud)
 {
     (void)ud;
     struct gw_error err;
+    if (ex->rq.run) /* its caller parsed it */
+        return EX_CONTINUE;
     if (ex->fops->parse(&ex->rq, &err) != 0) {
         ex_fail(ex, &err);
         return EX_END;
@@ -1559,7 +1608,9 @@ static enum ex_next st_authenticate(struct exchange *ex, void *ud)
     struct auth_input in = {.model = str_from(rq->model_name),
                             .caller_user = caller_user,
                             .request_id = rq->request_id,
-                            .route = routes[ex->front]};
+                            .route = !ex->rq.run                               ? routes[ex->front]
+                                     : ex->front == FRONT_ANTHROPIC_MESSAGES ? "/v1/messages/count_tokens"
+                                                                             : "/v1/responses/input_tokens"};
     in.secret = auth_secret_from(rq_header(rq, "authorization"), rq_header(rq, "x-api-key"), rq_header(rq, "api-key"));
     if (auth_mode_effective(rq->cfg) == AUTH_MODE_NONE && !auth_looks_like_key(in.secret))
         return EX_CONTINUE; /* anonymous (a placeholder key such as "sk-none" included) */
@@ -1722,7 +1773,9 @@ static void on_key_admit_ready(struct adm_waiter *w)
             if (admit_global(ex) == EX_CONTINUE)
                 ex_resume(ex);
         }
-    } /* a key's queue is never closed: nothing else comes here */
+    } else if (!ex->done) { /* refused: the process drains (adm_close closes the keys' queues too) */
+        admit_refuse(ex, REFUSE_DRAINING, (long)ex->rq.cfg->gateway.max_concurrent_requests);
+    }
     ex_unref(ex);
 }
 
@@ -1759,6 +1812,10 @@ static enum ex_next st_admit(struct exchange *ex, void *ud)
             ex_ref(ex); /* the queue's: dropped by on_key_admit_ready, on_key_admit_timeout or ex_end */
             uv_timer_start(&ex->deadline, on_key_admit_timeout, wait_ms, 0);
             return EX_WAIT;
+        }
+        if (r == ADM_DRAINING) { /* the process's doing, not the key's: 503 as the process's queue */
+            admit_refuse(ex, REFUSE_DRAINING, (long)ex->rq.cfg->gateway.max_concurrent_requests);
+            return EX_END;
         }
         if (r != ADM_GRANTED) {
             key_refuse(ex, REFUSE_FULL);
@@ -1816,6 +1873,12 @@ static enum ex_next st_front(struct exchange *ex, void *ud)
 static enum ex_next st_attempt(struct exchange *ex, void *ud)
 {
     (void)ud;
+    if (ex->rq.run) { /* a token count: its caller answers (ex_reply_counted / ex_fail) */
+        ex->usage = (struct usage){.known = true}; /* whatever the answer, a count bills nothing */
+        ex->run_started = true;
+        ex->rq.run(ex, ex->rq.run_ud);
+        return EX_WAIT;
+    }
     ex_next_attempt(ex);
     return EX_WAIT;
 }
@@ -1825,18 +1888,19 @@ struct ex_stage {
     ex_stage_fn run;
     void *ud;
     bool pluggable; /* a pass-through until its module lands */
+    bool counted;   /* runs for a request its caller answers (ex_request.run: token counts) */
 };
 
 static struct ex_stage spine[] = {
-    {"parse", st_parse, NULL, false},
+    {"parse", st_parse, NULL, false, true},
     /* authenticate before route: a caller without a valid key learns nothing, not even which models exist */
-    {"authenticate", st_authenticate, NULL, true}, /* keys: sets rq.who */
-    {"route", st_route, NULL, false},
-    {"front", st_front, NULL, false},   /* the front's own look-ups (stored responses) */
-    {"admit", st_admit, NULL, false},   /* rate limits, budget reservation, then a slot (may wait in the queue) */
-    {"cache", NULL, NULL, true},        /* may END on a hit */
-    {"plan", st_plan, NULL, false},
-    {"attempt", st_attempt, NULL, false},
+    {"authenticate", st_authenticate, NULL, true, true}, /* keys: sets rq.who */
+    {"route", st_route, NULL, false, true},
+    {"front", st_front, NULL, false, false},  /* the front's own look-ups (stored responses) */
+    {"admit", st_admit, NULL, false, true},   /* rate limits, budget reservation, then a slot (may wait in the queue) */
+    {"cache", NULL, NULL, true, false},       /* may END on a hit */
+    {"plan", st_plan, NULL, false, false},
+    {"attempt", st_attempt, NULL, false, true},
 };
 #define NSTAGES ((int)(sizeof(spine) / sizeof(spine[0])))
 
@@ -1858,6 +1922,10 @@ static void ex_run(struct exchange *ex)
     ex_ref(ex);
     while (!ex->done && ex->stage < NSTAGES) {
         const struct ex_stage *s = &spine[ex->stage];
+        if (ex->rq.run && !s->counted) {
+            ex->stage++;
+            continue;
+        }
         ex->resumed = false;
         enum ex_next n = s->run ? s->run(ex, s->ud) : EX_CONTINUE;
         if (ex->done || n == EX_END)

@@ -58,6 +58,15 @@ struct ex_request {
     const struct str *(*header)(const void *hctx, const char *name);
     const void *hctx;
     char dropped_fields[512];  /* request fields a translation ignored (x-agentd-dropped-fields; canon.h) */
+    /* A request its caller answers itself once admitted: the token counts (POST /v1/messages/count_tokens,
+     * POST /v1/responses/input_tokens). The caller validated the body and filled model_name (the front's parse
+     * is skipped); the exchange runs authenticate, route and admit (the rate limits count it as a request of 0
+     * tokens, no budget is reserved: a count costs nothing) and then, in place of cache, plan and attempts, calls
+     * run, which answers with ex_reply_counted() or ex_fail(). It is settled as any exchange: observers, a ledger
+     * row of 0 tokens and $0 (docs/budgets.md). */
+    void (*run)(struct exchange *ex, void *ud);
+    void (*run_cancel)(void *ud); /* the exchange ended otherwise while run had work in flight: drop it */
+    void *run_ud;
 };
 
 /* Where the response goes. A non-streamed response is head(), at most one write(), end(); a stream is head(),
@@ -165,6 +174,7 @@ struct exchange {
     double cost_usd;
     bool priced;
     bool client_started;       /* a response byte has been queued to the client: no more attempts */
+    bool run_started;          /* rq.run was called (a token count): rq.run_cancel at an end it did not ask for */
     bool done;
     bool incomplete;           /* the stream ended without its terminal event */
     int status;                /* the status the exchange ended with */
@@ -229,6 +239,9 @@ void ex_fail(struct exchange *ex, const struct gw_error *err);
 /* Ends the exchange with a stored answer (the response cache's hit): the bytes exactly as the client's format
  * wrote them the first time, as a stream or as one body; nothing was billed, so the cost is $0. */
 void ex_reply_cached(struct exchange *ex, const void *data, size_t len, bool stream);
+/* A request with a run (ex_request.run) answers: status and a complete JSON body in the caller's format, dep the
+ * deployment that counted (x-agentd-deployment, the ledger's deployment) or NULL. Usage 0, cost $0. */
+void ex_reply_counted(struct exchange *ex, int status, const void *body, size_t len, const struct deployment *dep);
 
 /* ---- observers: told once per attempt end and once per exchange end ---- */
 

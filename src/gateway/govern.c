@@ -136,8 +136,12 @@ int govern_start(const struct config *cfg, struct buf *err)
     if (!cfg->ledger.enabled)
         return 0;
     int64_t now = (int64_t)(time_wall_us() / 1000000);
-    if (ledger_rebuild_budgets(cfg->server.data_dir, NULL, B, now, err) != 0)
-        return -1;
+    if (ledger_rebuild_budgets(cfg->server.data_dir, NULL, B, now, err) != 0) {
+        /* the writer starts anyway: a shared database that is down at start must not lose this process's rows
+         * (they wait in the writer's bounded queue until it answers) */
+        log_warn("budgets not rebuilt from the spend ledger, they count from zero: %s", err->data ? err->data : "?");
+        buf_reset(err);
+    }
     return ledger_start(&(struct ledger_options){.data_dir = cfg->server.data_dir,
                                                  .batch_ms = cfg->ledger.batch_interval_ms,
                                                  .queue_max = (size_t)cfg->ledger.queue_max},
@@ -298,8 +302,9 @@ enum ex_next govern_admit(struct exchange *ex)
     struct who w;
     who_of(ex, &w);
     bool embeddings = ex->front == FRONT_OPENAI_EMBEDDINGS;
-    int64_t in = input_estimate(ex);
-    int64_t out = embeddings ? 0 : ex->rq.max_tokens > 0 ? ex->rq.max_tokens : cfg->gateway.default_max_tokens;
+    bool count = ex->rq.run != NULL; /* a token count: one request for the rate limits, 0 tokens, no reservation */
+    int64_t in = count ? 0 : input_estimate(ex);
+    int64_t out = count || embeddings ? 0 : ex->rq.max_tokens > 0 ? ex->rq.max_tokens : cfg->gateway.default_max_tokens;
     int64_t now_ms = (int64_t)(time_mono_us() / 1000);
     struct gw_error err;
 
@@ -348,6 +353,8 @@ enum ex_next govern_admit(struct exchange *ex)
         }
     }
 
+    if (count) /* it costs nothing: no budget applies (the ledger still gets its $0 row) */
+        return EX_CONTINUE;
     /* budgets */
     struct budget_limit bl[BUDGET_MAX_LIMITS];
     int nbl = 0;
@@ -445,6 +452,19 @@ enum ex_next govern_admit(struct exchange *ex)
 static bool govern_attempt_admit(struct exchange *ex, const struct deployment *dep, struct gw_error *err)
 {
     const struct config *cfg = ex->rq.cfg;
+    /* A fallback model's deployment may be dearer than the reservation (made at the requested model's dearest):
+     * top it up first, or skip the deployment when a hard budget cannot cover the difference. */
+    int which;
+    if (ex->gov && ex->gov->bh.n && ex->tier != ex->model &&
+        budget_topup(B, &ex->gov->bh, dep->price, ex->gov->input_est, ex->gov->max_out,
+                     (int64_t)(time_wall_us() / 1000000), &which) != 0) {
+        gw_error_set(err, 429, GW_ERR_RATE_LIMIT,
+                     "budget exceeded: fallback deployment '%s' (model %s) %s, and what is left of the budget "
+                     "cannot cover the difference to this request's reservation",
+                     dep->label, ex->tier ? ex->tier->name : "?", dep->price ? "costs more" : "has no price");
+        snprintf(err->code, sizeof(err->code), "budget_exceeded");
+        return false;
+    }
     struct rl_limit rl[RL_MAX_LIMITS];
     int nrl = 0;
     const struct config_ratelimit *cr = cfg->ratelimits.items;

@@ -211,12 +211,6 @@ static void fill_deployment(struct deployment *d, const struct config_deployment
     d->connect_timeout_ms = c->connect_timeout_ms ? c->connect_timeout_ms : cfg->gateway.connect_timeout_ms;
     d->first_byte_timeout_ms = c->first_byte_timeout_ms ? c->first_byte_timeout_ms : cfg->gateway.first_byte_timeout_ms;
     d->idle_timeout_ms = c->idle_timeout_ms ? c->idle_timeout_ms : cfg->gateway.stream_idle_timeout_ms;
-    const struct config_breaker *cb = &cfg->gateway.breaker;
-    struct breaker_settings bs = {cb->enabled,      cb->window_ms,         cb->min_requests,
-                                  cb->failure_rate, cb->consecutive_failures, cb->cooldown_ms,
-                                  cb->half_open_probes};
-    d->st = dep_state_new(&bs);
-    d->st_owner = true;
     d->mock = &c->mock;
     d->nheaders = c->headers.n;
     d->headers = c->headers.n ? c->headers.v : NULL; /* borrowed from the configuration snapshot */
@@ -275,9 +269,9 @@ static const char *url_tail(const char *u)
 
 /* Two deployments of one model that would share provider:model with different base URLs get @host[:port][/path],
  * so that headers, logs and metric labels tell them apart (issue 9, item 9). Configured ids are kept as given.
- * The same provider, model and URL is the same upstream, whichever public model lists it: one health (breaker,
- * requests in flight, latency) for all its listings. */
-static void derive_ids(struct registry *r)
+ * The same provider, model, URL and id is the same upstream, whichever public model lists it: one health
+ * (breaker, requests in flight, latency) for all its listings, and for the same deployment after a reload. */
+static void derive_ids(struct registry *r, const struct config *cfg)
 {
     for (size_t i = 0; i < r->nmodels; i++) {
         struct model_entry *m = &r->models[i];
@@ -300,27 +294,22 @@ static void derive_ids(struct registry *r)
                 m->deps[a].pending_label = NULL;
             }
     }
-    struct deployment **all = NULL;
-    size_t n = 0, cap = 0;
+    /* health (breaker, requests in flight, latency) by identity: shared by the listings of one upstream, and
+     * carried over from the registry this one replaces (dep_health.h) */
+    const struct config_breaker *cb = &cfg->gateway.breaker;
+    struct breaker_settings bs = {cb->enabled,      cb->window_ms,         cb->min_requests,
+                                  cb->failure_rate, cb->consecutive_failures, cb->cooldown_ms,
+                                  cb->half_open_probes};
+    struct buf ident = BUF_INIT(BUF_UNBOUNDED);
     for (size_t i = 0; i < r->nmodels; i++)
         for (size_t j = 0; j < r->models[i].ndeps; j++) {
-            if (n == cap) {
-                cap = cap ? cap * 2 : 32;
-                all = xrealloc(all, cap * sizeof(*all));
-            }
-            all[n++] = &r->models[i].deps[j];
+            struct deployment *d = &r->models[i].deps[j];
+            buf_reset(&ident);
+            buf_printf(&ident, "%s\n%s\n%s\n%s", provider_names[d->provider], d->model, url_tail(d->base_url),
+                       d->label);
+            d->st = dep_state_get(ident.data, &bs);
         }
-    for (size_t i = 0; i < n; i++)
-        for (size_t j = 0; j < i; j++)
-            if (all[j]->st_owner && all[i]->provider == all[j]->provider && strcmp(all[i]->label, all[j]->label) == 0 &&
-                strcmp(all[i]->model, all[j]->model) == 0 &&
-                strcmp(url_tail(all[i]->base_url), url_tail(all[j]->base_url)) == 0) {
-                dep_state_free(all[i]->st);
-                all[i]->st = all[j]->st;
-                all[i]->st_owner = false;
-                break;
-            }
-    xfree(all);
+    buf_free(&ident);
 }
 
 static void resolve_list(const struct registry *r, const struct cfg_strlist *names, const struct model_entry **out,
@@ -477,7 +466,7 @@ int registry_attach(struct config *cfg, char **env, struct buf *warnings)
             xfree(list);
         }
     }
-    derive_ids(r);
+    derive_ids(r, cfg);
     for (size_t i = 0; i < r->nmodels; i++)
         model_resilience(r, &r->models[i], i < cfg->models.n ? &cm[i] : NULL, cfg);
     r->secrets = collect_secrets(r);
@@ -532,8 +521,7 @@ void registry_free(struct registry *r)
             xfree(d->aws_secret_access_key);
             xfree(d->aws_session_token);
             cc_source_put(d->creds);
-            if (d->st_owner)
-                dep_state_free(d->st);
+            dep_state_put(d->st);
         }
         xfree(m->deps);
         xfree(m->name);

@@ -40,9 +40,8 @@ struct deployment {
     int64_t weight;
     int64_t timeout_ms;
     int64_t connect_timeout_ms, first_byte_timeout_ms, idle_timeout_ms; /* resolved (the gateway's when 0) */
-    struct dep_state *st;
+    struct dep_state *st;        /* a reference (dep_state_get): shared by every listing of the same upstream */
     bool id_given;               /* label is the configured id */
-    bool st_owner;               /* st is this deployment's own (else shared with an earlier one of the same id) */
     char *pending_label;         /* registry_attach's scratch */
     const struct config_mock *mock;
     const struct price *price;   /* NULL: unpriced */

@@ -23,6 +23,7 @@ enum {
     MCP_HEADER_MISMATCH = -32020,     /* 2026-07-28: Mcp-Method / Mcp-Name / MCP-Protocol-Version vs the body */
     MCP_MISSING_CAPABILITY = -32021,  /* 2026-07-28 */
     MCP_UNSUPPORTED_VERSION = -32022, /* 2026-07-28 */
+    MCP_RATE_LIMITED = -32029,        /* agentd: a tools/call over the key's (or its user's, team's) rpm */
 };
 
 #define JR_MESSAGE_MAX (4u << 20) /* bytes of one POST body */

@@ -115,4 +115,5 @@ void mcp_shutdown(void)
     tab = NULL;
     n = cap = 0;
     pthread_mutex_unlock(&mu);
+    mcp_http_free();
 }

@@ -346,16 +346,20 @@ static int load_from_store(struct buf *err)
 /* Pepper, store and first snapshot, whichever are still missing: 0, or -1 with err. */
 static int connect_store(struct buf *err)
 {
+    if (K.store == NULL && (K.store = K.ops->open(K.data_dir, err)) == NULL)
+        return -1;
     if (!K.have_pepper) {
+        /* the store's pepper when it keeps one (shared by replicas), else the data dir's file */
         uint8_t pepper[32];
-        if (key_pepper_load(K.data_dir, pepper, err) != 0)
+        if ((K.ops->pepper ? K.ops->pepper(K.store, pepper, err) : key_pepper_load(K.data_dir, pepper, err)) != 0) {
+            K.ops->close(K.store);
+            K.store = NULL;
             return -1;
+        }
         keyring_set_pepper(pepper);
         OPENSSL_cleanse(pepper, sizeof(pepper));
         K.have_pepper = true;
     }
-    if (K.store == NULL && (K.store = K.ops->open(K.data_dir, err)) == NULL)
-        return -1;
     /* The version first: a change committed between it and the load is loaded again, never missed. */
     if (K.ops->version(K.store, &K.seen) != 0 || load_from_store(err) != 0) {
         if (err->len == 0)

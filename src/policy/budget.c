@@ -310,6 +310,8 @@ void budget_reserve(struct budget *b, const struct budget_limit *l, int n, const
         h->v[h->n].price = pr[i];
         h->v[h->n].nusd = nusd;
         h->v[h->n].tokens = tok;
+        h->v[h->n].limit_nusd = l[i].usd_nusd;
+        h->v[h->n].hard = !l[i].soft;
         h->n++;
     }
     unlock_set(b, order, m);
@@ -342,6 +344,46 @@ void budget_settle(struct budget *b, struct budget_hold *h, const struct price_t
     }
     unlock_set(b, order, m);
     h->n = 0;
+}
+
+int budget_topup(struct budget *b, struct budget_hold *h, const struct price *p, int64_t in, int64_t out,
+                 int64_t now, int *which)
+{
+    *which = -1;
+    if (h->n <= 0)
+        return 0;
+    int64_t need = p ? price_worst_nusd(p, nonneg(in), nonneg(out)) : 0;
+    uint64_t hs[BUDGET_MAX_LIMITS] = {0};
+    for (int i = 0; i < h->n; i++)
+        hs[i] = h->v[i].cell->hash;
+    int order[BUDGET_MAX_LIMITS];
+    int m = lock_set(b, hs, h->n, order);
+    for (int i = 0; i < h->n; i++) { /* all or nothing: check every hard budget first */
+        struct budget_cell *c = h->v[i].cell;
+        if (h->v[i].price == NULL || !h->v[i].hard || h->v[i].limit_nusd <= 0)
+            continue;
+        roll(c, now);
+        if (p == NULL) { /* a USD budget cannot price it */
+            *which = i;
+            break;
+        }
+        int64_t extra = need - h->v[i].nusd;
+        int64_t avail = h->v[i].limit_nusd - c->spent_nusd - c->reserved_nusd;
+        if (extra > 0 && extra > avail) {
+            *which = i;
+            break;
+        }
+    }
+    if (*which < 0)
+        for (int i = 0; i < h->n; i++) {
+            if (h->v[i].price == NULL || p == NULL || need <= h->v[i].nusd)
+                continue;
+            struct budget_cell *c = h->v[i].cell;
+            c->reserved_nusd = sat_add(c->reserved_nusd, need - h->v[i].nusd);
+            h->v[i].nusd = need;
+        }
+    unlock_set(b, order, m);
+    return *which < 0 ? 0 : -1;
 }
 
 void budget_seed(struct budget *b, enum budget_scope s, const char *name, enum budget_window w, int64_t at,

@@ -81,6 +81,8 @@ struct budget_hold {
         struct budget_cell *cell;
         const struct price *price; /* priced this cell's charge (NULL: tokens only) */
         int64_t nusd, tokens;
+        int64_t limit_nusd;        /* the budget's USD limit (0: none) */
+        bool hard;                 /* it refuses (not soft) */
     } v[BUDGET_MAX_LIMITS];
 };
 
@@ -98,6 +100,14 @@ void budget_reserve(struct budget *b, const struct budget_limit *l, int n, const
  * without one (unpriced: allow) is charged tokens only. */
 void budget_settle(struct budget *b, struct budget_hold *h, const struct price_tokens *used,
                    const struct price *actual, int64_t now);
+
+/* Before an attempt at another price p (a fallback model's deployment): every priced cell of h whose reservation
+ * is below the worst case at p (in input tokens, out output) is raised to it, when every hard USD budget among them
+ * still covers the difference (an unpriced p is covered by none). 0: covered (nothing to do when the reservation
+ * already was enough); -1: refused, nothing changed, *which = the index in h of the budget that could not cover it.
+ * The settle charges at the price of the deployment that served and releases the whole reservation. */
+int budget_topup(struct budget *b, struct budget_hold *h, const struct price *p, int64_t in, int64_t out,
+                 int64_t now, int *which);
 
 /* Adds past spend to a cell (rebuilding from the ledger at start): spend at `at` (unix seconds) counts only when it
  * falls in the window in force at `now`. */

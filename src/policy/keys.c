@@ -33,6 +33,12 @@ void key_record_free(struct key_record *r)
     for (size_t i = 0; i < r->nmodels; i++)
         xfree(r->models[i]);
     xfree(r->models);
+    for (size_t i = 0; i < r->nmcp_tools; i++)
+        xfree(r->mcp_tools[i]);
+    xfree(r->mcp_tools);
+    for (size_t i = 0; i < r->nmcp_deny; i++)
+        xfree(r->mcp_deny[i]);
+    xfree(r->mcp_deny);
     memset(r, 0, sizeof(*r));
 }
 
@@ -55,6 +61,12 @@ void key_record_copy(struct key_record *dst, const struct key_record *src)
     dst->models = src->nmodels ? xcalloc(src->nmodels, sizeof(char *)) : NULL;
     for (size_t i = 0; i < src->nmodels; i++)
         dst->models[i] = xstrdup(src->models[i]);
+    dst->mcp_tools = src->nmcp_tools ? xcalloc(src->nmcp_tools, sizeof(char *)) : NULL;
+    for (size_t i = 0; i < src->nmcp_tools; i++)
+        dst->mcp_tools[i] = xstrdup(src->mcp_tools[i]);
+    dst->mcp_deny = src->nmcp_deny ? xcalloc(src->nmcp_deny, sizeof(char *)) : NULL;
+    for (size_t i = 0; i < src->nmcp_deny; i++)
+        dst->mcp_deny[i] = xstrdup(src->mcp_deny[i]);
 }
 
 const char *key_tag(const struct key_record *r, const char *k)
@@ -222,6 +234,25 @@ bool key_model_allowed(const struct key_record *r, const char *model, size_t len
     return false;
 }
 
+static bool tool_listed(char *const *v, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t l = strlen(v[i]);
+        if (l > 0 && v[i][l - 1] == '*' ? strncmp(v[i], name, l - 1) == 0 : strcmp(v[i], name) == 0)
+            return true;
+    }
+    return false;
+}
+
+bool key_mcp_tool_allowed(const struct key_record *r, const char *name)
+{
+    if (r == NULL)
+        return true;
+    if (tool_listed(r->mcp_deny, r->nmcp_deny, name))
+        return false;
+    return r->nmcp_tools == 0 || tool_listed(r->mcp_tools, r->nmcp_tools, name);
+}
+
 /* ---------- JSON ---------- */
 
 int64_t key_parse_duration(const char *s)
@@ -266,6 +297,9 @@ struct key_patch {
     size_t ntags;
     char **models;
     size_t nmodels;
+    bool set_mcp_tools, set_mcp_deny;
+    char **mcp_tools, **mcp_deny;
+    size_t nmcp_tools, nmcp_deny;
     bool set_expires, set_budget_usd, set_window, set_budget_tokens, set_rpm, set_tpm, set_maxc, set_attr;
     int64_t expires_at, budget_tokens, rpm, tpm, max_concurrent;
     double budget_usd;
@@ -283,6 +317,12 @@ static void patch_free(struct key_patch *p)
     for (size_t i = 0; i < p->nmodels; i++)
         xfree(p->models[i]);
     xfree(p->models);
+    for (size_t i = 0; i < p->nmcp_tools; i++)
+        xfree(p->mcp_tools[i]);
+    xfree(p->mcp_tools);
+    for (size_t i = 0; i < p->nmcp_deny; i++)
+        xfree(p->mcp_deny[i]);
+    xfree(p->mcp_deny);
 }
 
 #define FAIL(...)                                                                                                   \
@@ -311,40 +351,46 @@ static int int_field(const cJSON *f, int64_t max, int64_t *out, char *err, size_
     return 0;
 }
 
-static int models_field(struct key_patch *p, const cJSON *f, char *err, size_t errsz)
+/* A list of names (models, mcp_tools, mcp_deny): an array of strings, or "a,b" as the CLI writes it. */
+static int names_field(char ***v, size_t *n, const cJSON *f, size_t max_n, size_t max_len, char *err, size_t errsz)
 {
-    p->set_models = true;
-    if (cJSON_IsString(f)) { /* "a,b" as the CLI writes it */
+    const char *what = f->string;
+    if (cJSON_IsString(f)) {
         const char *s = f->valuestring;
         while (*s) {
             const char *c = strchr(s, ',');
-            size_t n = c ? (size_t)(c - s) : strlen(s);
-            if (n == 0 || n > KEY_TEXT_MAX || p->nmodels >= KEY_MAX_MODELS)
-                FAIL("field 'models' must list 1 to %d model names of at most %d characters", KEY_MAX_MODELS,
-                     KEY_TEXT_MAX);
-            p->models = xrealloc(p->models, (p->nmodels + 1) * sizeof(char *));
-            p->models[p->nmodels++] = xstrndup(s, n);
-            if (!text_ok(p->models[p->nmodels - 1], false))
-                FAIL("field 'models' has a name with control characters");
-            s = c ? c + 1 : s + n;
+            size_t len = c ? (size_t)(c - s) : strlen(s);
+            if (len == 0 || len > max_len || *n >= max_n)
+                FAIL("field '%s' must list 1 to %zu names of at most %zu characters", what, max_n, max_len);
+            *v = xrealloc(*v, (*n + 1) * sizeof(char *));
+            (*v)[(*n)++] = xstrndup(s, len);
+            if (!text_ok((*v)[*n - 1], false))
+                FAIL("field '%s' has a name with control characters", what);
+            s = c ? c + 1 : s + len;
             if (c && *s == '\0')
-                FAIL("field 'models' ends with a comma");
+                FAIL("field '%s' ends with a comma", what);
         }
         return 0;
     }
     if (!cJSON_IsArray(f))
-        FAIL("field 'models' must be an array of strings");
+        FAIL("field '%s' must be an array of strings", what);
     const cJSON *m;
     cJSON_ArrayForEach(m, f)
     {
-        if (!cJSON_IsString(m) || !text_ok(m->valuestring, false))
-            FAIL("field 'models' must be an array of model names (strings of 1 to %d characters)", KEY_TEXT_MAX);
-        if (p->nmodels >= KEY_MAX_MODELS)
-            FAIL("field 'models' has more than %d entries", KEY_MAX_MODELS);
-        p->models = xrealloc(p->models, (p->nmodels + 1) * sizeof(char *));
-        p->models[p->nmodels++] = xstrdup(m->valuestring);
+        if (!cJSON_IsString(m) || !text_ok(m->valuestring, false) || strlen(m->valuestring) > max_len)
+            FAIL("field '%s' must be an array of names (strings of 1 to %zu characters)", what, max_len);
+        if (*n >= max_n)
+            FAIL("field '%s' has more than %zu entries", what, max_n);
+        *v = xrealloc(*v, (*n + 1) * sizeof(char *));
+        (*v)[(*n)++] = xstrdup(m->valuestring);
     }
     return 0;
+}
+
+static int models_field(struct key_patch *p, const cJSON *f, char *err, size_t errsz)
+{
+    p->set_models = true;
+    return names_field(&p->models, &p->nmodels, f, KEY_MAX_MODELS, KEY_TEXT_MAX, err, errsz);
 }
 
 static int tags_field(struct key_patch *p, const cJSON *f, char *err, size_t errsz)
@@ -404,6 +450,15 @@ static int patch_read(struct key_patch *p, const cJSON *obj, bool create, int64_
             } else if (models_field(p, f, err, errsz)) {
                 return -1;
             }
+        } else if (strcmp(k, "mcp_tools") == 0 || strcmp(k, "mcp_deny") == 0) {
+            bool deny = k[4] == 'd';
+            bool *set = deny ? &p->set_mcp_deny : &p->set_mcp_tools;
+            if (*set)
+                FAIL("field '%s' given twice", k);
+            *set = true;
+            if (!cJSON_IsNull(f) && names_field(deny ? &p->mcp_deny : &p->mcp_tools, deny ? &p->nmcp_deny : &p->nmcp_tools,
+                                                f, KEY_MAX_MCP_TOOLS, KEY_MCP_TOOL_MAX, err, errsz))
+                return -1;
         } else if (strcmp(k, "expires_at") == 0) {
             if (int_field(f, (int64_t)1 << 40, &p->expires_at, err, errsz))
                 return -1;
@@ -453,7 +508,7 @@ static int patch_read(struct key_patch *p, const cJSON *obj, bool create, int64_
             p->set_attr = true;
         } else {
             FAIL("unknown field '%s' (allowed: name, user, team, tags, models, expires_at, expires_in, budget_usd, "
-                 "budget_window, budget_tokens, rpm, tpm, max_concurrent, caller_attribution)",
+                 "budget_window, budget_tokens, rpm, tpm, max_concurrent, caller_attribution, mcp_tools, mcp_deny)",
                  k);
         }
     }
@@ -501,6 +556,24 @@ int key_apply_json(struct key_record *r, const cJSON *obj, bool create, int64_t 
         p.models = NULL;
         p.nmodels = 0;
     }
+    if (p.set_mcp_tools) {
+        for (size_t i = 0; i < r->nmcp_tools; i++)
+            xfree(r->mcp_tools[i]);
+        xfree(r->mcp_tools);
+        r->mcp_tools = p.mcp_tools;
+        r->nmcp_tools = p.nmcp_tools;
+        p.mcp_tools = NULL;
+        p.nmcp_tools = 0;
+    }
+    if (p.set_mcp_deny) {
+        for (size_t i = 0; i < r->nmcp_deny; i++)
+            xfree(r->mcp_deny[i]);
+        xfree(r->mcp_deny);
+        r->mcp_deny = p.mcp_deny;
+        r->nmcp_deny = p.nmcp_deny;
+        p.mcp_deny = NULL;
+        p.nmcp_deny = 0;
+    }
     if (p.set_expires)
         r->expires_at = p.expires_at;
     if (p.set_budget_usd)
@@ -538,6 +611,14 @@ cJSON *key_to_json(const struct key_record *r, int64_t now)
     } else {
         cJSON_AddNullToObject(o, "models");
     }
+    cJSON *mt = r->nmcp_tools ? cJSON_AddArrayToObject(o, "mcp_tools") : NULL;
+    for (size_t i = 0; i < r->nmcp_tools; i++)
+        cJSON_AddItemToArray(mt, cJSON_CreateString(r->mcp_tools[i]));
+    if (!mt)
+        cJSON_AddNullToObject(o, "mcp_tools");
+    cJSON *md = cJSON_AddArrayToObject(o, "mcp_deny");
+    for (size_t i = 0; i < r->nmcp_deny; i++)
+        cJSON_AddItemToArray(md, cJSON_CreateString(r->mcp_deny[i]));
     cJSON_AddNumberToObject(o, "expires_at", (double)r->expires_at);
     cJSON_AddNumberToObject(o, "budget_usd", r->budget_usd);
     cJSON_AddStringToObject(o, "budget_window", key_window_names[r->budget_window]);

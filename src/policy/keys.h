@@ -22,6 +22,8 @@
 #define KEY_TEXT_MAX 256        /* name, user, team, tag keys and values, model names */
 #define KEY_MAX_TAGS 32
 #define KEY_MAX_MODELS 64
+#define KEY_MAX_MCP_TOOLS 64    /* entries of mcp_tools and of mcp_deny */
+#define KEY_MCP_TOOL_MAX 128    /* one entry: a tool name as /mcp lists it, or a prefix ending in '*' */
 
 enum key_window { KEY_WINDOW_TOTAL, KEY_WINDOW_DAY, KEY_WINDOW_WEEK, KEY_WINDOW_MONTH };
 extern const char *const key_window_names[]; /* "total", "day", "week", "month" */
@@ -38,6 +40,11 @@ struct key_record {
     size_t ntags;
     char **models;                /* allowed public model names; none: every model */
     size_t nmodels;
+    char **mcp_tools;             /* /mcp tools this key may list and call (a name, or a prefix ending in '*',
+                                   * e.g. "files__*"); none: every tool */
+    size_t nmcp_tools;
+    char **mcp_deny;              /* /mcp tools this key may not see (same forms); wins over mcp_tools */
+    size_t nmcp_deny;
     int64_t expires_at;           /* unix seconds; 0: never */
     /* budgets and rate limits, read by the budget module; 0: no limit */
     double budget_usd;
@@ -87,6 +94,9 @@ void key_set_secret(struct key_record *r, const struct key_hasher *h, const char
 bool key_expired(const struct key_record *r, int64_t now);
 bool key_active(const struct key_record *r, int64_t now); /* not revoked, not expired */
 bool key_model_allowed(const struct key_record *r, const char *model, size_t len);
+/* True when the /mcp tool `name` is visible to the key: on its mcp_tools (or that list is empty) and not on its
+ * mcp_deny. r NULL (an anonymous caller under auth.mode none): every tool. */
+bool key_mcp_tool_allowed(const struct key_record *r, const char *name);
 
 /* ---- JSON (admin API, CLI, store) ---- */
 
@@ -95,7 +105,8 @@ int64_t key_parse_duration(const char *s);
 
 /* Applies the fields of a JSON object to r: name, user, team, tags (object of string values), models (array of
  * strings, or a "a,b" string), expires_at (unix seconds, 0 = never) or expires_in ("30d"), budget_usd,
- * budget_window, budget_tokens, rpm, tpm, max_concurrent, caller_attribution. Unknown fields, wrong types and out-of-range values
+ * budget_window, budget_tokens, rpm, tpm, max_concurrent, caller_attribution, mcp_tools and mcp_deny (arrays of
+ * tool names or "prefix*" patterns, or a "a,b" string; null: none). Unknown fields, wrong types and out-of-range values
  * are refused: -1, with err naming the field, and r unchanged. create: name is required. */
 int key_apply_json(struct key_record *r, const cJSON *obj, bool create, int64_t now, char *err, size_t errsz);
 /* The record as a JSON object (never the hash). */

@@ -9,6 +9,7 @@
 #include "common/alloc.h"
 #include "common/log.h"
 #include "policy/budget.h"
+#include "store/store_config.h"
 #include "telemetry/metrics.h"
 
 static struct metric_def m_written = METRIC_DEF("agentd_ledger_rows_written_total",
@@ -158,7 +159,7 @@ static void *writer(void *arg)
 
 int ledger_start(const struct ledger_options *o, struct buf *err)
 {
-    const struct ledger_store_ops *ops = o->ops ? o->ops : &ledger_sqlite_ops;
+    const struct ledger_store_ops *ops = o->ops ? o->ops : store_ledger_ops();
     struct ledger_store *s = ops->open(o->data_dir, false, err);
     if (s == NULL)
         return -1;
@@ -222,7 +223,7 @@ void ledger_get_stats(struct ledger_stats *s)
 int ledger_rebuild_budgets(const char *data_dir, const struct ledger_store_ops *ops, struct budget *b, int64_t now,
                            struct buf *err)
 {
-    ops = ops ? ops : &ledger_sqlite_ops;
+    ops = ops ? ops : store_ledger_ops();
     struct ledger_store *s = ops->open(data_dir, false, err);
     if (s == NULL)
         return -1;

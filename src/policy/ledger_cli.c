@@ -9,6 +9,9 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "config/config.h"
+extern char **environ;
+#include "store/store_config.h"
 
 int64_t spend_parse_since(const char *s, int64_t now_ms)
 {
@@ -149,7 +152,18 @@ int spend_cli_main(int argc, char **argv)
     if (dir == NULL || *dir == '\0')
         dir = "./data";
     struct buf err = BUF_INIT(4096);
-    struct ledger_store *s = ledger_sqlite_ops.open(dir, true, &err);
+    /* DATABASE_URL (or the configuration's store.database_url): the cluster's ledger, in PostgreSQL */
+    struct config_flags flags = {.config_path = config_default_path(NULL)};
+    struct config *c = config_load(&flags, environ, &err);
+    if (c == NULL || store_backend_start(c, true, &err) != 0) {
+        fprintf(stderr, "agentd spend report: %s\n", err.data ? err.data : "invalid configuration");
+        config_unref(c);
+        buf_free(&err);
+        return 2;
+    }
+    config_unref(c);
+    bool pg = strcmp(store_backend_name(), "sqlite") != 0;
+    struct ledger_store *s = store_ledger_ops()->open(dir, true, &err);
     struct ledger_sum *rows = NULL;
     size_t n = 0;
     int rc = 0;
@@ -157,11 +171,12 @@ int spend_cli_main(int argc, char **argv)
         /* no ledger yet: an empty report, not an error */
         char path[4096];
         snprintf(path, sizeof(path), "%s/ledger.db", dir);
-        rc = access(path, F_OK) == 0 ? -1 : 0;
+        rc = !pg && access(path, F_OK) != 0 ? 0 : -1;
     } else {
-        rc = ledger_sqlite_ops.report(s, (enum ledger_group)g, since_ms, &rows, &n, &err);
-        ledger_sqlite_ops.close(s);
+        rc = store_ledger_ops()->report(s, (enum ledger_group)g, since_ms, &rows, &n, &err);
+        store_ledger_ops()->close(s);
     }
+    store_backend_stop();
     if (rc != 0) {
         fprintf(stderr, "agentd spend report: %s\n", err.data ? err.data : "cannot read the ledger");
         buf_free(&err);

@@ -1,4 +1,4 @@
-/* agent_store.c: durable agent runs in SQLite (agent_store.h). */
+/* agent_store.c: durable agent runs (agent_store.h): the backend chosen at open, and the embedded one, SQLite. */
 #include "store/agent_store.h"
 
 #include <errno.h>
@@ -9,13 +9,16 @@
 #include <sys/stat.h>
 
 #include "common/alloc.h"
+#include "store/db_pg.h"
 
-struct agent_store {
+struct agent_store_sq {
     sqlite3 *db;
     pthread_mutex_t mu;
 };
 
-static int fail(struct agent_store *s, const char *what, char *err, size_t errlen)
+static void sq_close(void *sp);
+
+static int fail(struct agent_store_sq *s, const char *what, char *err, size_t errlen)
 {
     snprintf(err, errlen, "agent store: %s: %s", what, s && s->db ? sqlite3_errmsg(s->db) : "out of memory");
     return -1;
@@ -35,7 +38,7 @@ static const char schema[] =
     " PRIMARY KEY(run_id, seq));"
     "CREATE TABLE IF NOT EXISTS agent_defs(name TEXT PRIMARY KEY, json TEXT NOT NULL);";
 
-struct agent_store *agent_store_open(const char *dir, bool memory, char *err, size_t errlen)
+static void *sq_open(const char *dir, bool memory, char *err, size_t errlen)
 {
     char path[4096];
     if (memory) {
@@ -54,20 +57,21 @@ struct agent_store *agent_store_open(const char *dir, bool memory, char *err, si
             return NULL;
         }
     }
-    struct agent_store *s = xcalloc(1, sizeof(*s));
+    struct agent_store_sq *s = xcalloc(1, sizeof(*s));
     pthread_mutex_init(&s->mu, NULL);
     if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
             SQLITE_OK ||
         sqlite3_busy_timeout(s->db, 5000) != SQLITE_OK || sqlite3_exec(s->db, schema, NULL, NULL, NULL) != SQLITE_OK) {
         fail(s, "open", err, errlen);
-        agent_store_close(s);
+        sq_close(s);
         return NULL;
     }
     return s;
 }
 
-void agent_store_close(struct agent_store *s)
+static void sq_close(void *sp)
 {
+    struct agent_store_sq *s = sp;
     if (s == NULL)
         return;
     sqlite3_close(s->db);
@@ -83,7 +87,7 @@ static void bind_text(sqlite3_stmt *st, int i, const char *v)
         sqlite3_bind_null(st, i);
 }
 
-static int put_run(struct agent_store *s, const struct as_run *r)
+static int put_run(struct agent_store_sq *s, const struct as_run *r)
 {
     static const char sql[] =
         "INSERT OR REPLACE INTO runs(id, agent, status, limit_name, input, messages, output, error, key_id, user,"
@@ -115,7 +119,7 @@ static int put_run(struct agent_store *s, const struct as_run *r)
     return rc;
 }
 
-static int put_step(struct agent_store *s, const char *run_id, const struct as_step *p)
+static int put_step(struct agent_store_sq *s, const char *run_id, const struct as_step *p)
 {
     static const char sql[] = "INSERT OR REPLACE INTO steps(run_id, seq, kind, name, call_id, state, request, result,"
                               " t_start_ms, t_end_ms) VALUES(?,?,?,?,?,?,?,?,?,?)";
@@ -137,9 +141,10 @@ static int put_step(struct agent_store *s, const char *run_id, const struct as_s
     return rc;
 }
 
-int agent_store_commit(struct agent_store *s, const char *run_id, const struct as_run *run, const struct as_step *steps,
+static int sq_commit(void *sp, const char *run_id, const struct as_run *run, const struct as_step *steps,
                        size_t n, char *err, size_t errlen)
 {
+    struct agent_store_sq *s = sp;
     pthread_mutex_lock(&s->mu);
     int rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
     if (rc == 0 && run)
@@ -195,8 +200,9 @@ static void read_run(sqlite3_stmt *st, struct as_run *r, bool with_messages)
     r->cost_usd = sqlite3_column_double(st, 17);
 }
 
-int agent_store_get(struct agent_store *s, const char *id, struct as_run *out, char *err, size_t errlen)
+static int sq_get(void *sp, const char *id, struct as_run *out, char *err, size_t errlen)
 {
+    struct agent_store_sq *s = sp;
     pthread_mutex_lock(&s->mu);
     sqlite3_stmt *st;
     int rc = -1;
@@ -217,9 +223,10 @@ int agent_store_get(struct agent_store *s, const char *id, struct as_run *out, c
     return rc;
 }
 
-int agent_store_steps(struct agent_store *s, const char *id, struct as_step **out, size_t *n, char *err,
+static int sq_steps(void *sp, const char *id, struct as_step **out, size_t *n, char *err,
                       size_t errlen)
 {
+    struct agent_store_sq *s = sp;
     *out = NULL;
     *n = 0;
     pthread_mutex_lock(&s->mu);
@@ -258,7 +265,7 @@ int agent_store_steps(struct agent_store *s, const char *id, struct as_step **ou
     return rc;
 }
 
-static int list_where(struct agent_store *s, const char *sql, const char *a1, const char *a2, int64_t limit,
+static int list_where(struct agent_store_sq *s, const char *sql, const char *a1, const char *a2, int64_t limit,
                       bool with_messages, struct as_run **out, size_t *n, char *err, size_t errlen)
 {
     *out = NULL;
@@ -288,25 +295,28 @@ static int list_where(struct agent_store *s, const char *sql, const char *a1, co
     return rc;
 }
 
-int agent_store_list(struct agent_store *s, const char *agent, const char *status, size_t limit, struct as_run **out,
+static int sq_list(void *sp, const char *agent, const char *status, size_t limit, struct as_run **out,
                      size_t *n, char *err, size_t errlen)
 {
+    struct agent_store_sq *s = sp;
     return list_where(s,
                       "SELECT " RUN_COLS " FROM runs WHERE (?1 = '' OR agent = ?1) AND (?2 = '' OR status = ?2)"
                       " ORDER BY created_ms DESC, id DESC LIMIT ?3",
                       agent, status, (int64_t)limit, false, out, n, err, errlen);
 }
 
-int agent_store_unfinished(struct agent_store *s, struct as_run **out, size_t *n, char *err, size_t errlen)
+static int sq_unfinished(void *sp, struct as_run **out, size_t *n, char *err, size_t errlen)
 {
+    struct agent_store_sq *s = sp;
     return list_where(s,
                       "SELECT " RUN_COLS " FROM runs WHERE status IN ('queued', 'running') AND ?1 = ?2"
                       " ORDER BY created_ms LIMIT ?3",
                       "", "", 100000, true, out, n, err, errlen);
 }
 
-int agent_store_def_put(struct agent_store *s, const char *name, const char *json, char *err, size_t errlen)
+static int sq_def_put(void *sp, const char *name, const char *json, char *err, size_t errlen)
 {
+    struct agent_store_sq *s = sp;
     pthread_mutex_lock(&s->mu);
     sqlite3_stmt *st;
     int rc = -1;
@@ -323,8 +333,9 @@ int agent_store_def_put(struct agent_store *s, const char *name, const char *jso
     return rc;
 }
 
-int agent_store_def_del(struct agent_store *s, const char *name, char *err, size_t errlen)
+static int sq_def_del(void *sp, const char *name, char *err, size_t errlen)
 {
+    struct agent_store_sq *s = sp;
     pthread_mutex_lock(&s->mu);
     sqlite3_stmt *st;
     int rc = -1;
@@ -339,8 +350,9 @@ int agent_store_def_del(struct agent_store *s, const char *name, char *err, size
     return rc;
 }
 
-int agent_store_def_list(struct agent_store *s, char ***names, char ***jsons, size_t *n, char *err, size_t errlen)
+static int sq_def_list(void *sp, char ***names, char ***jsons, size_t *n, char *err, size_t errlen)
 {
+    struct agent_store_sq *s = sp;
     *names = *jsons = NULL;
     *n = 0;
     pthread_mutex_lock(&s->mu);
@@ -382,4 +394,89 @@ void as_step_free(struct as_step *s)
     xfree(s->request);
     xfree(s->result);
     s->request = s->result = NULL;
+}
+
+const struct agent_store_ops agent_store_sqlite = {
+    .name = "sqlite",
+    .open = sq_open,
+    .close = sq_close,
+    .commit = sq_commit,
+    .get = sq_get,
+    .steps = sq_steps,
+    .list = sq_list,
+    .unfinished = sq_unfinished,
+    .def_put = sq_def_put,
+    .def_del = sq_def_del,
+    .def_list = sq_def_list,
+};
+
+/* ---------- the interface: whichever backend the process uses ---------- */
+
+struct agent_store {
+    const struct agent_store_ops *ops;
+    void *b;
+};
+
+struct agent_store *agent_store_open(const char *dir, bool memory, char *err, size_t errlen)
+{
+    /* DATABASE_URL: the runs are the cluster's (any replica resumes them); memory (tests): SQLite in memory */
+    const struct agent_store_ops *ops = !memory && db_pg_enabled() ? &agent_store_pg : &agent_store_sqlite;
+    void *b = ops->open(dir, memory, err, errlen);
+    if (b == NULL)
+        return NULL;
+    struct agent_store *s = xcalloc(1, sizeof(*s));
+    s->ops = ops;
+    s->b = b;
+    return s;
+}
+
+void agent_store_close(struct agent_store *s)
+{
+    if (s == NULL)
+        return;
+    s->ops->close(s->b);
+    xfree(s);
+}
+
+int agent_store_commit(struct agent_store *s, const char *run_id, const struct as_run *run, const struct as_step *steps,
+                       size_t n, char *err, size_t errlen)
+{
+    return s->ops->commit(s->b, run_id, run, steps, n, err, errlen);
+}
+
+int agent_store_get(struct agent_store *s, const char *id, struct as_run *out, char *err, size_t errlen)
+{
+    return s->ops->get(s->b, id, out, err, errlen);
+}
+
+int agent_store_steps(struct agent_store *s, const char *id, struct as_step **out, size_t *n, char *err,
+                      size_t errlen)
+{
+    return s->ops->steps(s->b, id, out, n, err, errlen);
+}
+
+int agent_store_list(struct agent_store *s, const char *agent, const char *status, size_t limit, struct as_run **out,
+                     size_t *n, char *err, size_t errlen)
+{
+    return s->ops->list(s->b, agent, status, limit, out, n, err, errlen);
+}
+
+int agent_store_unfinished(struct agent_store *s, struct as_run **out, size_t *n, char *err, size_t errlen)
+{
+    return s->ops->unfinished(s->b, out, n, err, errlen);
+}
+
+int agent_store_def_put(struct agent_store *s, const char *name, const char *json, char *err, size_t errlen)
+{
+    return s->ops->def_put(s->b, name, json, err, errlen);
+}
+
+int agent_store_def_del(struct agent_store *s, const char *name, char *err, size_t errlen)
+{
+    return s->ops->def_del(s->b, name, err, errlen);
+}
+
+int agent_store_def_list(struct agent_store *s, char ***names, char ***jsons, size_t *n, char *err, size_t errlen)
+{
+    return s->ops->def_list(s->b, names, jsons, n, err, errlen);
 }

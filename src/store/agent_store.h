@@ -1,4 +1,6 @@
-/* agent_store.h: durable agent runs (agent/run.c), one SQLite database in the data dir, agents.db (WAL):
+/* agent_store.h: durable agent runs (agent/run.c), behind an ops struct (DESIGN §4): the embedded backend is one
+ * SQLite database in the data dir, agents.db (WAL); with DATABASE_URL the same tables live in PostgreSQL
+ * (agent_pg.c: agent_runs, agent_steps, agent_defs), so any replica can resume a run. The SQLite schema:
  *
  *   runs(id PK, agent, status, limit_name, input, messages, output, error, key_id, user, team, workflow,
  *        created_ms, updated_ms, steps, input_tokens, output_tokens, cost_usd)
@@ -61,6 +63,25 @@ int agent_store_def_put(struct agent_store *s, const char *name, const char *jso
 int agent_store_def_del(struct agent_store *s, const char *name, char *err, size_t errlen); /* 1: none */
 /* Every definition: names[i], jsons[i] (free each, then the arrays). */
 int agent_store_def_list(struct agent_store *s, char ***names, char ***jsons, size_t *n, char *err, size_t errlen);
+
+/* A backend: the calls above on its own handle (b). */
+struct agent_store_ops {
+    const char *name;
+    void *(*open)(const char *dir, bool memory, char *err, size_t errlen);
+    void (*close)(void *b);
+    int (*commit)(void *b, const char *run_id, const struct as_run *run, const struct as_step *steps, size_t n,
+                  char *err, size_t errlen);
+    int (*get)(void *b, const char *id, struct as_run *out, char *err, size_t errlen);
+    int (*steps)(void *b, const char *id, struct as_step **out, size_t *n, char *err, size_t errlen);
+    int (*list)(void *b, const char *agent, const char *status, size_t limit, struct as_run **out, size_t *n,
+                char *err, size_t errlen);
+    int (*unfinished)(void *b, struct as_run **out, size_t *n, char *err, size_t errlen);
+    int (*def_put)(void *b, const char *name, const char *json, char *err, size_t errlen);
+    int (*def_del)(void *b, const char *name, char *err, size_t errlen);
+    int (*def_list)(void *b, char ***names, char ***jsons, size_t *n, char *err, size_t errlen);
+};
+extern const struct agent_store_ops agent_store_sqlite;
+extern const struct agent_store_ops agent_store_pg;
 
 void as_run_free(struct as_run *r);
 void as_step_free(struct as_step *s);

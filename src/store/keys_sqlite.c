@@ -39,11 +39,13 @@ static const struct {
     const char *name, *ddl;
 } added_columns[] = {
     {"max_concurrent", "ALTER TABLE keys_records ADD COLUMN max_concurrent INTEGER NOT NULL DEFAULT 0"},
+    {"mcp_tools", "ALTER TABLE keys_records ADD COLUMN mcp_tools TEXT NOT NULL DEFAULT '[]'"},
+    {"mcp_deny", "ALTER TABLE keys_records ADD COLUMN mcp_deny TEXT NOT NULL DEFAULT '[]'"},
 };
 
 #define COLS                                                                                                        \
     "id, hash, hint, name, user, team, tags, models, expires_at, budget_usd, budget_window, budget_tokens, rpm, "  \
-    "tpm, caller_attribution, created_at, revoked_at, max_concurrent"
+    "tpm, caller_attribution, created_at, revoked_at, max_concurrent, mcp_tools, mcp_deny"
 
 static void db_err(struct buf *err, sqlite3 *db, const char *what)
 {
@@ -143,11 +145,23 @@ static char *models_json(const struct key_record *r)
     return s;
 }
 
-/* Binds r to ?1..?18 in COLS order. */
-static void bind_record(sqlite3_stmt *st, const struct key_record *r, char **tj, char **mj)
+static char *names_json(char *const *v, size_t n)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; i < n; i++)
+        cJSON_AddItemToArray(a, cJSON_CreateString(v[i]));
+    char *s = cJSON_PrintUnformatted(a);
+    cJSON_Delete(a);
+    return s;
+}
+
+/* Binds r to ?1..?20 in COLS order. */
+static void bind_record(sqlite3_stmt *st, const struct key_record *r, char **tj, char **mj, char **aj, char **dj)
 {
     *tj = tags_json(r);
     *mj = models_json(r);
+    *aj = names_json(r->mcp_tools, r->nmcp_tools);
+    *dj = names_json(r->mcp_deny, r->nmcp_deny);
     sqlite3_bind_text(st, 1, r->id, -1, SQLITE_STATIC);
     sqlite3_bind_blob(st, 2, r->hash, KEY_HASH_LEN, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, r->hint, -1, SQLITE_STATIC);
@@ -166,6 +180,8 @@ static void bind_record(sqlite3_stmt *st, const struct key_record *r, char **tj,
     sqlite3_bind_int64(st, 16, r->created_at);
     sqlite3_bind_int64(st, 17, r->revoked_at);
     sqlite3_bind_int64(st, 18, r->max_concurrent);
+    sqlite3_bind_text(st, 19, *aj ? *aj : "[]", -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 20, *dj ? *dj : "[]", -1, SQLITE_STATIC);
 }
 
 static int write_record(struct keys_store *s, const char *sql, const struct key_record *r, struct buf *err)
@@ -175,13 +191,15 @@ static int write_record(struct keys_store *s, const char *sql, const struct key_
         db_err(err, s->db, "prepare");
         return -1;
     }
-    char *tj = NULL, *mj = NULL;
-    bind_record(st, r, &tj, &mj);
+    char *tj = NULL, *mj = NULL, *aj = NULL, *dj = NULL;
+    bind_record(st, r, &tj, &mj, &aj, &dj);
     int rc = sqlite3_step(st);
     int changed = sqlite3_changes(s->db);
     sqlite3_finalize(st);
     cJSON_free(tj);
     cJSON_free(mj);
+    cJSON_free(aj);
+    cJSON_free(dj);
     if (rc != SQLITE_DONE) {
         db_err(err, s->db, "write");
         return -1;
@@ -193,7 +211,7 @@ static int write_record(struct keys_store *s, const char *sql, const struct key_
 static int sq_insert(struct keys_store *s, const struct key_record *r, struct buf *err)
 {
     int rc = write_record(s, "INSERT INTO keys_records (" COLS ") VALUES "
-                             "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)", r, err);
+                             "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20)", r, err);
     return rc == 0 ? 0 : -1;
 }
 
@@ -202,7 +220,7 @@ static int sq_update(struct keys_store *s, const struct key_record *r, struct bu
     return write_record(s,
                         "UPDATE keys_records SET hash=?2, hint=?3, name=?4, user=?5, team=?6, tags=?7, models=?8, "
                         "expires_at=?9, budget_usd=?10, budget_window=?11, budget_tokens=?12, rpm=?13, tpm=?14, "
-                        "caller_attribution=?15, created_at=?16, revoked_at=?17, max_concurrent=?18 WHERE id=?1",
+                        "caller_attribution=?15, created_at=?16, revoked_at=?17, max_concurrent=?18, mcp_tools=?19, mcp_deny=?20 WHERE id=?1",
                         r, err);
 }
 
@@ -210,6 +228,25 @@ static const char *col_text(sqlite3_stmt *st, int i)
 {
     const unsigned char *t = sqlite3_column_text(st, i);
     return t ? (const char *)t : "";
+}
+
+/* A JSON array of strings (mcp_tools, mcp_deny) into *v; 0, or -1 when it is not an array. */
+static int read_names(const char *json, char ***v, size_t *n)
+{
+    cJSON *a = cJSON_Parse(json);
+    if (!cJSON_IsArray(a)) {
+        cJSON_Delete(a);
+        return -1;
+    }
+    *v = xcalloc((size_t)cJSON_GetArraySize(a) + 1, sizeof(char *));
+    const cJSON *t;
+    cJSON_ArrayForEach(t, a)
+    {
+        if (cJSON_IsString(t))
+            (*v)[(*n)++] = xstrdup(t->valuestring);
+    }
+    cJSON_Delete(a);
+    return 0;
 }
 
 /* A row in COLS order into r. Stored JSON that does not parse is an error (the file was edited by hand). */
@@ -263,6 +300,11 @@ static int read_row(sqlite3_stmt *st, struct key_record *r, struct buf *err)
     r->created_at = sqlite3_column_int64(st, 15);
     r->revoked_at = sqlite3_column_int64(st, 16);
     r->max_concurrent = sqlite3_column_int64(st, 17);
+    if (rc == 0 && (read_names(col_text(st, 18), &r->mcp_tools, &r->nmcp_tools) != 0 ||
+                    read_names(col_text(st, 19), &r->mcp_deny, &r->nmcp_deny) != 0)) {
+        buf_printf(err, "key store: key %s has malformed mcp_tools or mcp_deny", r->id);
+        rc = -1;
+    }
     if (rc != 0)
         key_record_free(r);
     return rc;

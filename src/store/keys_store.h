@@ -31,9 +31,13 @@ struct keys_store_ops {
     /* A number that changes whenever any connection (this process or another) has changed the records since
      * the last call on this handle's view; cheap enough to poll every 250 ms. 0 or -1. */
     int (*version)(struct keys_store *s, uint64_t *v);
+    /* The HMAC pepper of key secrets when the store keeps it (created on first use, the same for every process
+     * sharing the store): 0, or -1 with err. NULL: the pepper is the data dir's keys.pepper file. */
+    int (*pepper)(struct keys_store *s, uint8_t out[32], struct buf *err);
 };
 
 extern const struct keys_store_ops keys_store_sqlite;
+extern const struct keys_store_ops keys_store_pg;
 
 void keys_records_free(struct key_record *v, size_t n);
 

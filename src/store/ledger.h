@@ -74,5 +74,6 @@ struct ledger_store_ops {
 };
 
 extern const struct ledger_store_ops ledger_sqlite_ops;
+extern const struct ledger_store_ops ledger_pg_ops;
 
 #endif

@@ -68,6 +68,7 @@ struct store_ops {
 };
 
 extern const struct store_ops store_sqlite_ops;
+extern const struct store_ops store_pg_ops;
 
 /* A store over a backend; copies o. Does no I/O. */
 struct store *store_new(const struct store_ops *ops, const struct store_options *o);

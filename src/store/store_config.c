@@ -3,8 +3,10 @@
 
 #include <pthread.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "common/macros.h"
+#include "store/db_pg.h"
 
 #define STOFF(f) offsetof(struct config_store, f)
 static const struct cfg_field store_fields[] = {
@@ -17,6 +19,11 @@ static const struct cfg_field store_fields[] = {
     {.key = "responses_max_age", .type = CFG_DURATION, .off = STOFF(responses_max_age_ms), .min = 1000,
      .max = 31536000000LL, .def = "720h", .flags = CFG_RESTART,
      .help = "how long a stored response or thread is kept (OpenAI keeps responses 30 days)"},
+    {.key = "database_url", .type = CFG_STRING, .off = STOFF(database_url), .max = 4096, .def = "",
+     .env_alias = "DATABASE_URL", .flags = CFG_RESTART | CFG_SECRET,
+     .help = "PostgreSQL connection URL (postgresql://user:pass@host:5432/db?sslmode=require): keys, the spend "
+             "ledger, stored responses and agent runs live there, shared by every replica (cluster mode); the "
+             "environment's DATABASE_URL wins over this key. Empty: the embedded SQLite files in server.data_dir"},
 };
 
 const struct cfg_schema store_config_schema = {
@@ -34,7 +41,7 @@ struct store *store_shared(const struct config *cfg)
         struct store_options o = {.dir = cfg->server.data_dir,
                                   .max_bytes = cfg->store.responses_max_bytes,
                                   .max_age_ms = cfg->store.responses_max_age_ms};
-        shared = store_new(&store_sqlite_ops, &o);
+        shared = store_new(store_records_ops(), &o);
     }
     struct store *s = shared;
     pthread_mutex_unlock(&shared_mu);
@@ -47,4 +54,47 @@ void store_shared_free(void)
     store_free(shared);
     shared = NULL;
     pthread_mutex_unlock(&shared_mu);
+}
+
+/* ---------- the backend ---------- */
+
+int store_backend_start(const struct config *cfg, bool check, struct buf *err)
+{
+    return db_pg_configure(cfg ? cfg->store.database_url : NULL, check, err);
+}
+
+void store_backend_stop(void)
+{
+    db_pg_reset();
+}
+
+const char *store_backend_name(void)
+{
+    return db_pg_enabled() ? "postgresql" : "sqlite";
+}
+
+bool store_backend_ready(char *why, size_t n)
+{
+    if (!db_pg_enabled())
+        return true;
+    char r[320];
+    if (db_pg_healthy(r, sizeof(r)))
+        return true;
+    snprintf(why, n, "database unreachable: %s", r);
+    return false;
+}
+
+const struct keys_store_ops *store_keys_ops(void)
+{
+    return db_pg_enabled() ? &keys_store_pg : &keys_store_sqlite;
+}
+
+const struct ledger_store_ops *store_ledger_ops(void)
+{
+    return db_pg_enabled() ? &ledger_pg_ops : &ledger_sqlite_ops;
+}
+
+const struct store_ops *store_records_ops(void)
+{
+    return db_pg_enabled() ? &store_pg_ops : &store_sqlite_ops;
 }

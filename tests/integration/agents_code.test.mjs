@@ -27,6 +27,7 @@ sandbox:
   service:
     warm: 1
     max_timeout: 20s
+    max_files_bytes: 64KiB
 agents:
   - name: coder
     model: mock
@@ -116,6 +117,25 @@ test('code_exec: bad arguments are a bad_args tool error', { skip }, async () =>
   assert.match(c.result, /language/);
   c = await codeRun('coder', { language: 'python' });
   assert.equal(c.status, 'bad_args');
+});
+
+test('code_exec: files given with the call are in /work; bad names and too many bytes are bad_args', { skip }, async () => {
+  let c = await codeRun('coder', {
+    language: 'python',
+    code: 'import os\nprint(sorted(os.listdir(".")))\nprint(open("data.csv").read().strip())\nprint(open("/work/blob.bin","rb").read())',
+    files: [{ name: 'data.csv', content: 'a,b\n1,2\n' }, { name: 'blob.bin', content_base64: Buffer.from([0, 1, 255]).toString('base64') }],
+  });
+  assert.equal(c.status, 'ok', c.result);
+  assert.equal(parsed(c).stdout, "['blob.bin', 'data.csv', 'main.py']\na,b\n1,2\nb'\\x00\\x01\\xff'\n");
+
+  c = await codeRun('coder', { language: 'sh', code: 'cat x', files: [{ name: '../etc/passwd', content: 'root' }] });
+  assert.equal(c.status, 'bad_args', c.result);
+  assert.match(c.result, /name/);
+  c = await codeRun('coder', { language: 'sh', code: 'true', files: 'not an array' });
+  assert.equal(c.status, 'bad_args', c.result);
+  c = await codeRun('coder', { language: 'sh', code: 'true', files: [{ name: 'big', content: 'x'.repeat(40000) }, { name: 'big2', content: 'y'.repeat(40000) }] });
+  assert.equal(c.status, 'bad_args', c.result);
+  assert.match(c.result, /files|bytes|large/);
 });
 
 test('code_exec: output past tool_output_bytes is capped and marked', { skip }, async () => {

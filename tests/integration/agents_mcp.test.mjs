@@ -1,7 +1,8 @@
 // Agents' MCP client (issue 11 item 5): tools from MCP servers over Streamable HTTP, against a real server built
 // with the official @modelcontextprotocol/sdk (McpServer + StreamableHTTPServerTransport): one endpoint answering
 // with SSE streams, one with JSON bodies. The mock model calls `<server>__<tool>`; agentd initializes a session
-// (initialize, notifications/initialized, then Mcp-Session-Id and MCP-Protocol-Version on every request), lists
+// (server/discover first, refused by this session-era server, so initialize, notifications/initialized, then
+// Mcp-Session-Id and MCP-Protocol-Version on every request), lists
 // the tools (cached), calls them, gives the content back to the model, turns the server's errors into tool
 // errors, and makes a new session when the server forgets its own (404).
 import { test, before, after } from 'node:test';
@@ -142,11 +143,13 @@ test('MCP tools over Streamable HTTP (SSE and JSON responses): session, list, ca
 
   for (const path of ['/sse-mcp', '/json-mcp']) {
     const mine = seen.filter((s) => s.path === path);
-    assert.deepEqual(mine.slice(0, 4).map((s) => s.rpc), ['initialize', 'notifications/initialized', 'tools/list', 'tools/call'], JSON.stringify(mine));
-    assert.equal(mine[0].session, undefined, 'initialize carries no session');
-    assert.match(mine[0].accept, /application\/json/);
-    assert.match(mine[0].accept, /text\/event-stream/);
-    for (const s of mine.slice(1)) {
+    // 2026-07-28 first (server/discover); this SDK server speaks only the session era, so: initialize
+    assert.deepEqual(mine.slice(0, 5).map((s) => s.rpc), ['server/discover', 'initialize', 'notifications/initialized', 'tools/list', 'tools/call'], JSON.stringify(mine));
+    assert.equal(mine[0].version, '2026-07-28');
+    assert.equal(mine[1].session, undefined, 'initialize carries no session');
+    assert.match(mine[1].accept, /application\/json/);
+    assert.match(mine[1].accept, /text\/event-stream/);
+    for (const s of mine.slice(2)) {
       assert.ok(s.session && sessions.has(s.session), `the session id is echoed: ${JSON.stringify(s)}`);
       assert.equal(s.version, '2025-11-25');
     }

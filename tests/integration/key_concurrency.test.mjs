@@ -181,3 +181,46 @@ test('a client that leaves while waiting for its key\'s slot leaves the queue; t
     assert.equal(r.code, 0, d.rawStderr.slice(-2000));
   }
 });
+
+test('SIGTERM: requests waiting for their key\'s slot get 503 with Retry-After at once, in the caller\'s format', async () => {
+  const d = await startAgentd({
+    env: { AGENTD_ADMIN_KEY: ADMIN, UPKEY },
+    config: config('30s').replace('server:\n', 'server:\n  timeouts:\n    drain_delay: 2s\n    drain_grace: 20s\n'),
+  });
+  try {
+    const key = await withKey(d, { max_concurrent: 1 });
+    Object.assign(stats, { inflight: 0, max: 0, served: 0 });
+    holdMs = 'manual';
+    const first = chat(d, key);
+    while (held.length < 1) await new Promise((r) => setTimeout(r, 5)); // the first holds the key's slot
+    const q1 = chat(d, key);
+    const q2 = messages(d, key);
+    await keyQueueDepth(d, 2);
+    d.signal('SIGTERM');
+    const t0 = Date.now();
+    const [r1, r2] = await Promise.all([q1, q2]);
+    assert.ok(Date.now() - t0 < 1500, 'refused at once, not at max_wait or the end of the grace');
+    assert.equal(r1.status, 503);
+    assert.equal(r1.headers.get('retry-after'), '3');
+    const j1 = await r1.json();
+    assert.match(j1.error.message, /shutting down/);
+    assert.equal(r2.status, 503);
+    assert.equal(r2.headers.get('retry-after'), '3');
+    const j2 = await r2.json();
+    assert.equal(j2.type, 'error', 'Anthropic-shaped');
+    assert.equal(j2.error.type, 'overloaded_error');
+    await keyQueueDepth(d, 0);
+    // During drain_delay a request that would wait for the key's slot is refused rather than queued.
+    const late = await chat(d, key);
+    assert.equal(late.status, 503);
+    await late.arrayBuffer();
+    held.shift()(); // the one in flight finishes normally
+    assert.equal((await first).status, 200);
+    assert.equal(stats.served, 1);
+    assert.equal((await d.exited).code, 0);
+  } finally {
+    holdMs = 300;
+    while (held.length) held.shift()();
+    await d.stop();
+  }
+});

@@ -3,6 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import { writeFileSync } from 'node:fs';
 
 import { startAgentd } from '../lib/agentd.mjs';
 import { startFake, FAKE_KEYS } from '../fakes/fake.mjs';
@@ -457,6 +458,66 @@ models:
     await res.text();
     assert.equal(oa.received(), 1);
     await d.waitLog((l) => /retry budget spent/.test(l.msg || ''));
+  } finally {
+    assert.equal((await d.stop()).code, 0);
+  }
+});
+
+test('a reload keeps each deployment\'s breaker: an open one stays skipped until its cool-down', async () => {
+  oa.reset();
+  const cfg = (timeout) => `
+server:
+  workers: 2
+gateway:
+  request_timeout: ${timeout}
+  retries: { max_attempts: 2, backoff_base: 1ms, backoff_max: 2ms }
+  breaker: { consecutive_failures: 2, cooldown: 2s }
+models:
+  - name: m
+    deployments:
+      - provider: openai
+        model: gpt-4o-mini
+        id: dead-one
+        base_url: ${dead}
+        api_key_env: FAKE_OPENAI_KEY
+        weight: 1000000
+      - provider: openai
+        model: gpt-4o-mini
+        id: live-one
+        base_url: ${oa.urls.openai}
+        api_key_env: FAKE_OPENAI_KEY
+        weight: 0
+`;
+  const d = await startAgentd({ env, config: cfg('60s') });
+  const state = async () => metric(await (await d.opsFetch('/metrics')).text(), 'agentd_gateway_breaker_state',
+    { model: 'm', deployment: 'dead-one' });
+  try {
+    for (let i = 0; i < 2; i++) {
+      const res = await chat(d);
+      assert.equal(res.status, 200);
+      await res.json();
+      assert.equal(res.headers.get('x-agentd-attempt-outcomes'), 'dead-one=connect_refused, live-one=ok');
+    }
+    assert.equal(await state(), 2);
+    writeFileSync(d.configPath, cfg('50s')); // a new configuration: a new registry
+    d.signal('SIGHUP');
+    await d.waitLog((l) => /configuration reloaded/.test(l.msg || ''));
+    assert.equal(await state(), 2, 'the new registry shows the breaker still open');
+    for (let i = 0; i < 4; i++) { // both workers: the open breaker is skipped, one attempt each
+      const res = await chat(d);
+      assert.equal(res.status, 200);
+      await res.json();
+      assert.equal(res.headers.get('x-agentd-attempts'), '1');
+      assert.equal(res.headers.get('x-agentd-deployment'), 'live-one');
+    }
+    // after the cool-down it is probed again (and stays open: it is still dead)
+    for (let i = 0; (await state()) !== 1; i++) {
+      if (i > 100) assert.fail('never half-open');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const res = await chat(d);
+    await res.json();
+    assert.equal(res.headers.get('x-agentd-attempt-outcomes'), 'dead-one=connect_refused, live-one=ok');
   } finally {
     assert.equal((await d.stop()).code, 0);
   }

@@ -4,13 +4,13 @@
 // else $AGENTD_BUILD/mcp-conformance) on first use.
 //
 // What is asserted, per era: the exact set of required scenario names the suite ran (a scenario missing or new
-// fails the test, not only a failed one), and the exact set of those that pass. The passing set is smaller than
-// the required set today: the suite's fixture tools, resources and prompts (test_simple_text, test://static-text,
-// ...), elicitation/sampling, progress, MRTR and tasks are not served yet (docs/mcp.md);
-// whoever makes a scenario pass moves it into `passing` here.
+// fails the test, not only a failed one), and the exact set of those that pass (a scenario that stops passing
+// fails the test). agentd runs with tests/mcp/conformance.yaml, which serves the suite's fixture tools, resources
+// and prompts (src/mcp/fixtures.c). Every required scenario of both revisions passes today; a scenario that
+// cannot pass any more is moved out of `passing` here, with the reason in docs/mcp.md.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { spawn, spawnSync } from 'node:child_process';
@@ -25,11 +25,11 @@ const CLI = join(DIR, 'node_modules/@modelcontextprotocol/conformance/dist/index
 const EXPECT = {
   '2025-11-25': {
     required: ["completion-complete", "dns-rebinding-protection", "elicitation-sep1034-defaults", "elicitation-sep1330-enums", "logging-set-level", "ping", "prompts-get-embedded-resource", "prompts-get-simple", "prompts-get-with-args", "prompts-get-with-image", "prompts-list", "resources-list", "resources-read-binary", "resources-read-text", "resources-subscribe", "resources-templates-read", "resources-unsubscribe", "server-initialize", "server-sse-multiple-streams", "tools-call-audio", "tools-call-elicitation", "tools-call-embedded-resource", "tools-call-error", "tools-call-image", "tools-call-mixed-content", "tools-call-sampling", "tools-call-simple-text", "tools-call-with-logging", "tools-call-with-progress", "tools-list"],
-    passing: ["completion-complete", "dns-rebinding-protection", "logging-set-level", "ping", "prompts-list", "resources-list", "resources-subscribe", "resources-unsubscribe", "server-initialize", "server-sse-multiple-streams", "tools-list"],
+    passing: ["completion-complete", "dns-rebinding-protection", "elicitation-sep1034-defaults", "elicitation-sep1330-enums", "logging-set-level", "ping", "prompts-get-embedded-resource", "prompts-get-simple", "prompts-get-with-args", "prompts-get-with-image", "prompts-list", "resources-list", "resources-read-binary", "resources-read-text", "resources-subscribe", "resources-templates-read", "resources-unsubscribe", "server-initialize", "server-sse-multiple-streams", "tools-call-audio", "tools-call-elicitation", "tools-call-embedded-resource", "tools-call-error", "tools-call-image", "tools-call-mixed-content", "tools-call-sampling", "tools-call-simple-text", "tools-call-with-logging", "tools-call-with-progress", "tools-list"],
   },
   '2026-07-28': {
     required: ["caching", "completion-complete", "dns-rebinding-protection", "input-required-result-basic-elicitation", "input-required-result-basic-list-roots", "input-required-result-basic-sampling", "input-required-result-capability-check", "input-required-result-ignore-extra-params", "input-required-result-missing-input-response", "input-required-result-multi-round", "input-required-result-multiple-input-requests", "input-required-result-non-tool-request", "input-required-result-request-state", "input-required-result-result-type", "input-required-result-tampered-state", "input-required-result-unsupported-methods", "input-required-result-validate-input", "prompts-get-embedded-resource", "prompts-get-simple", "prompts-get-with-args", "prompts-get-with-image", "prompts-list", "resources-list", "resources-read-binary", "resources-read-text", "resources-templates-read", "sep-2164-resource-not-found", "server-sse-multiple-streams", "server-stateless", "tools-call-audio", "tools-call-embedded-resource", "tools-call-error", "tools-call-image", "tools-call-mixed-content", "tools-call-simple-text", "tools-call-with-progress", "tools-list"],
-    passing: ["caching", "completion-complete", "dns-rebinding-protection", "input-required-result-ignore-extra-params", "input-required-result-missing-input-response", "input-required-result-unsupported-methods", "input-required-result-validate-input", "prompts-list", "resources-list", "sep-2164-resource-not-found", "server-sse-multiple-streams", "tools-list"],
+    passing: ["caching", "completion-complete", "dns-rebinding-protection", "input-required-result-basic-elicitation", "input-required-result-basic-list-roots", "input-required-result-basic-sampling", "input-required-result-capability-check", "input-required-result-ignore-extra-params", "input-required-result-missing-input-response", "input-required-result-multi-round", "input-required-result-multiple-input-requests", "input-required-result-non-tool-request", "input-required-result-request-state", "input-required-result-result-type", "input-required-result-tampered-state", "input-required-result-unsupported-methods", "input-required-result-validate-input", "prompts-get-embedded-resource", "prompts-get-simple", "prompts-get-with-args", "prompts-get-with-image", "prompts-list", "resources-list", "resources-read-binary", "resources-read-text", "resources-templates-read", "sep-2164-resource-not-found", "server-sse-multiple-streams", "server-stateless", "tools-call-audio", "tools-call-embedded-resource", "tools-call-error", "tools-call-image", "tools-call-mixed-content", "tools-call-simple-text", "tools-call-with-progress", "tools-list"],
   },
 };
 
@@ -43,7 +43,8 @@ before(async () => {
       { cwd: DIR, encoding: 'utf8', timeout: 600000 });
     assert.equal(r.status, 0, `npm install of ${SUITE} and ${NODE22} into ${DIR} failed:\n${r.stderr}`);
   }
-  d = await startAgentd({ config: 'auth:\n  mode: none\nagents:\n  - name: helper\n    model: mock\n    tools: [echo]\n' });
+  // the test-only configuration with the suite's fixtures (what `agentd serve --config tests/mcp/conformance.yaml` runs)
+  d = await startAgentd({ config: readFileSync(new URL('./conformance.yaml', import.meta.url), 'utf8') });
 });
 
 after(async () => {

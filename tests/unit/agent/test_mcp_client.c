@@ -1,12 +1,14 @@
 /* test_mcp_client.c: the MCP client's response parser and result readers (agent/mcp_client.h), with no socket: a
  * JSON body, an SSE stream with a priming event and a notification before the answer (fed a byte at a time), a
  * JSON-RPC error, the wrong id, a body over its bound, a stream that ends without the answer; tools/list results
- * as OpenAI tools (names namespaced, bad names skipped, nextCursor), tools/call results as the model's text. */
+ * as OpenAI tools (names namespaced, bad names skipped, nextCursor), tools/call results as the model's text; the
+ * stdio line framer (lines split across pieces, CRLF, empty lines, a line over the limit cut and its tail skipped). */
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "agent/mcp_client.h"
+#include "agent/mcp_stdio.h"
 #include "common/alloc.h"
 #include "test.h"
 
@@ -106,8 +108,39 @@ static void test_results(void)
     buf_free(&b);
 }
 
+static int collect(void *ud, const char *s, size_t n, bool truncated)
+{
+    struct buf *b = ud;
+    buf_printf(b, "%s[%.*s]", truncated ? "T" : "", (int)n, s);
+    return 0;
+}
+
+static void test_lines(void)
+{
+    struct mcp_lines l;
+    struct buf b = BUF_INIT(BUF_UNBOUNDED);
+    mcp_lines_init(&l, 8);
+    const char *in = "ab\r\n\ncd\nefghijklmnop\nq\nrs";
+    for (size_t i = 0; in[i]; i++) /* a byte at a time */
+        is_int(mcp_lines_feed(&l, in + i, 1, collect, &b), 0);
+    is_str(b.data, "[ab][cd]T[efghijkl][q]");
+    b.len = 0;
+    is_int(mcp_lines_feed(&l, "t\n", 2, collect, &b), 0);
+    is_str(b.data, "[rst]");
+    mcp_lines_free(&l);
+
+    mcp_lines_init(&l, 8);
+    b.len = 0;
+    is_int(mcp_lines_feed(&l, "0123456789abcdef", 16, collect, &b), 0); /* cut before its newline arrives */
+    is_int(mcp_lines_feed(&l, "gh\nok\n", 6, collect, &b), 0);
+    is_str(b.data, "T[01234567][ok]");
+    mcp_lines_free(&l);
+    buf_free(&b);
+}
+
 int main(void)
 {
+    subtest("stdio lines", test_lines);
     subtest("response parser", test_parser);
     subtest("results", test_results);
     return done_testing();

@@ -153,6 +153,29 @@ static void test_may_have_object(void)
             printf("# case %zu: %s\n", i, cases[i].doc);
 }
 
+static void test_structure(void)
+{
+#define SOK(t) jscan_structure_ok(t, strlen(t))
+    is_int(SOK("{\"a\":[1,{\"b\":\"x}]\\\"y\"}],\"c\":null}"), 0); /* brackets inside strings, an escaped quote */
+    is_int(SOK("  [ {} , [] ]\n"), 0);
+    is_int(SOK("{\"s\":\"a\\\\\"}"), 0); /* "a\\" ends the string: an even run of backslashes */
+    is_int(SOK("{\"s\":\"a\\\"}"), -1);  /* "a\" escapes the quote: the string never closes */
+    is_int(SOK("{\"choices\":[{\"delta\":{\"content\":\"par"), -1); /* truncated mid-string */
+    is_int(SOK("{\"choices\":[{\"delta\":{}}]"), -1);                /* truncated: one level open */
+    is_int(SOK("{\"a\":[1}]"), -1);                                     /* mismatched */
+    is_int(SOK("{} x"), -1);                                            /* trailing bytes */
+    is_int(SOK("{}}"), -1);
+    is_int(SOK("\"str\""), -1); /* an event payload is an object or an array */
+    is_int(SOK(""), -1);
+    /* deeper than 64: the full validation decides */
+    char deep[200];
+    memset(deep, '[', 70);
+    memset(deep + 70, ']', 70);
+    is_int(jscan_structure_ok(deep, 140), 0);
+    is_int(jscan_structure_ok(deep, 139), -1);
+#undef SOK
+}
+
 /* jscan_fields_trusted: the same members as jscan_fields on a value out of validated text, escapes and nesting
  * included, a duplicate of a key asked for still refused. */
 static void test_fields_trusted(void)
@@ -194,6 +217,7 @@ int main(void)
     subtest("fields and paths", test_fields);
     subtest("strings and numbers", test_strings);
     subtest("each", test_each);
+    subtest("structure only (the relay's check)", test_structure);
     subtest("fields of validated text", test_fields_trusted);
     return done_testing();
 }

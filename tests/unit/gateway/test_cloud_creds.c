@@ -169,9 +169,9 @@ static void test_sources(void)
 {
     char why[512];
     struct cc_source *s1, *s2, *s3;
-    struct cc_dep_info bedrock = {PROVIDER_BEDROCK, "us-west-2", NULL};
-    struct cc_dep_info azure = {PROVIDER_AZURE_OPENAI, NULL, NULL};
-    struct cc_dep_info openai = {PROVIDER_OPENAI, NULL, NULL};
+    struct cc_dep_info bedrock = {.provider = PROVIDER_BEDROCK, .region = "us-west-2"};
+    struct cc_dep_info azure = {.provider = PROVIDER_AZURE_OPENAI};
+    struct cc_dep_info openai = {.provider = PROVIDER_OPENAI};
     char *none[] = {NULL};
     char *wi[] = {"AWS_WEB_IDENTITY_TOKEN_FILE=/tmp/t", "AWS_ROLE_ARN=arn:aws:iam::1:role/r",
                   "AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:1/creds", NULL};

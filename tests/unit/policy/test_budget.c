@@ -239,6 +239,52 @@ static void test_two_threads(void)
     budget_free(b);
 }
 
+/* A fallback at a dearer price tops the reservation up when the budget covers the difference; else nothing
+ * changes and the budget that could not cover it is named. The settle releases the topped-up reservation. */
+static void test_topup(void)
+{
+    struct budget *b = budget_new();
+    static const struct price dear = {.name = "d", .input = 3, .output = 6, .cached_input = 3, .cache_write = 3,
+                                      .reasoning = 6}; /* 1000 + 1000 tokens: 9e6 nano-USD */
+    struct budget_limit l = {.scope = BUDGET_KEY, .name = "t", .window = BUDGET_DAY, .usd_nusd = 10000000}; /* $0.01 */
+    struct budget_ask a = {.price = &P, .input_tokens = 1000, .max_tokens = 1000, .now = NOW};
+    struct budget_hold h1, h2;
+    struct budget_decision d;
+    struct budget_state st;
+    int which;
+    budget_reserve(b, &l, 1, &a, &h1, &d); /* 3e6 at P */
+    is_int(d.verdict, BUDGET_OK);
+    is_int(budget_topup(b, &h1, &P, 1000, 1000, NOW, &which), 0); /* the same price: nothing to do */
+    budget_get(b, BUDGET_KEY, "t", BUDGET_DAY, NOW, &st);
+    is_int(st.reserved_nusd, 3000000);
+    is_int(budget_topup(b, &h1, &dear, 1000, 1000, NOW, &which), 0); /* +6e6: 9e6 of 1e7 */
+    is_int(which, -1);
+    budget_get(b, BUDGET_KEY, "t", BUDGET_DAY, NOW, &st);
+    is_int(st.reserved_nusd, 9000000);
+    is_int(h1.v[0].nusd, 9000000);
+    budget_reserve(b, &l, 1, &a, &h2, &d); /* another request at P does not fit next to it */
+    is_int(d.verdict, BUDGET_REFUSED);
+    /* a second request at P (with room made for it), then its fallback to dear: not covered, nothing changes */
+    budget_settle(b, &h1, &(struct price_tokens){0}, NULL, NOW);
+    budget_reserve(b, &l, 1, &a, &h1, &d);
+    budget_reserve(b, &l, 1, &a, &h2, &d);
+    is_int(d.verdict, BUDGET_OK); /* 6e6 reserved */
+    is_int(budget_topup(b, &h2, &dear, 1000, 1000, NOW, &which), -1);
+    is_int(which, 0);
+    is_int(h2.v[0].nusd, 3000000);
+    budget_get(b, BUDGET_KEY, "t", BUDGET_DAY, NOW, &st);
+    is_int(st.reserved_nusd, 6000000);
+    is_int(budget_topup(b, &h2, NULL, 1000, 1000, NOW, &which), -1); /* unpriced under a USD budget */
+    /* settled at the dear price after a top-up: the whole reservation released, the actual charged */
+    budget_settle(b, &h2, &(struct price_tokens){0}, NULL, NOW);
+    is_int(budget_topup(b, &h1, &dear, 1000, 1000, NOW, &which), 0);
+    budget_settle(b, &h1, &(struct price_tokens){.input = 1000, .output = 100}, &dear, NOW);
+    budget_get(b, BUDGET_KEY, "t", BUDGET_DAY, NOW, &st);
+    is_int(st.reserved_nusd, 0);
+    is_int(st.spent_nusd, 3600000);
+    budget_free(b);
+}
+
 int main(void)
 {
     subtest("calendar windows", test_windows);
@@ -247,5 +293,6 @@ int main(void)
     subtest("input only (embeddings)", test_input_only);
     subtest("all budgets or none; seeding", test_all_or_nothing);
     subtest("two threads", test_two_threads);
+    subtest("top-up for a dearer fallback", test_topup);
     return done_testing();
 }

@@ -408,6 +408,44 @@ static void test_cli_flags(void)
     cJSON_Delete(o);
 }
 
+/* mcp_tools / mcp_deny: names or "prefix*" patterns, deny wins, null clears; the JSON shows both. */
+static void test_mcp_tools(void)
+{
+    struct key_record r = {0};
+    char err[256];
+    ok(key_mcp_tool_allowed(NULL, "anything"));
+    ok(apply(&r, "{\"name\":\"a\"}", true, err, sizeof(err)) == 0);
+    ok(key_mcp_tool_allowed(&r, "files__read")); /* no lists: every tool */
+    ok(apply(&r, "{\"mcp_tools\":[\"files__*\",\"echo\"],\"mcp_deny\":[\"files__rm\"]}", false, err,
+             sizeof(err)) == 0);
+    ok(key_mcp_tool_allowed(&r, "files__read"));
+    ok(key_mcp_tool_allowed(&r, "echo"));
+    ok(!key_mcp_tool_allowed(&r, "files__rm"));
+    ok(!key_mcp_tool_allowed(&r, "echo2")); /* an exact name is not a prefix */
+    ok(!key_mcp_tool_allowed(&r, "wait"));
+    cJSON *j = key_to_json(&r, 0);
+    is_int(cJSON_GetArraySize(cJSON_GetObjectItem(j, "mcp_tools")), 2);
+    is_str(cJSON_GetStringValue(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "mcp_deny"), 0)), "files__rm");
+    cJSON_Delete(j);
+    struct key_record c;
+    key_record_copy(&c, &r);
+    ok(!key_mcp_tool_allowed(&c, "files__rm") && key_mcp_tool_allowed(&c, "files__ls"));
+    key_record_free(&c);
+    ok(apply(&r, "{\"mcp_tools\":null,\"mcp_deny\":\"*\"}", false, err, sizeof(err)) == 0);
+    ok(!key_mcp_tool_allowed(&r, "echo")); /* deny everything */
+    ok(apply(&r, "{\"mcp_tools\":7}", false, err, sizeof(err)) == -1 && strstr(err, "'mcp_tools'"));
+    ok(apply(&r, "{\"mcp_deny\":\"a,\"}", false, err, sizeof(err)) == -1 && strstr(err, "'mcp_deny'"));
+    ok(apply(&r, "{\"mcp_deny\":[\"a\"],\"mcp_deny\":[\"b\"]}", false, err, sizeof(err)) == -1);
+    ok(!key_mcp_tool_allowed(&r, "wait")); /* refused patches changed nothing */
+    key_record_free(&r);
+    const char *a[] = {"--name", "m", "--mcp-tools", "files__*", "--mcp-deny", "files__rm"};
+    cJSON *o = flags(a, (int)ARRAY_LEN(a));
+    ok(o && key_apply_json(&r, o, true, 0, err, sizeof(err)) == 0);
+    ok(r.nmcp_tools == 1 && r.nmcp_deny == 1 && !key_mcp_tool_allowed(&r, "files__rm"));
+    key_record_free(&r);
+    cJSON_Delete(o);
+}
+
 static void test_store_and_refresh(void)
 {
     char *d = tmpdir();
@@ -511,9 +549,20 @@ static void test_store_migration(void)
         is_str(r.name, "old");
         is_int(r.rpm, 60);
         is_int(r.max_concurrent, round == 0 ? 0 : 5);
+        is_int(r.nmcp_tools, round == 0 ? 0 : 1); /* an old row: every MCP tool */
+        is_int(r.nmcp_deny, round == 0 ? 0 : 2);
+        if (round == 1 && r.nmcp_tools == 1 && r.nmcp_deny == 2) {
+            is_str(r.mcp_tools[0], "files__*");
+            is_str(r.mcp_deny[1], "echo");
+        }
         r.max_concurrent = 5;
-        if (round == 0)
+        if (round == 0) {
+            char e2[128];
+            cJSON *j = cJSON_Parse("{\"mcp_tools\":[\"files__*\"],\"mcp_deny\":\"files__rm,echo\"}");
+            is_int(key_apply_json(&r, j, false, 0, e2, sizeof(e2)), 0);
+            cJSON_Delete(j);
             is_int(keys_store_sqlite.update(s, &r, &err), 0);
+        }
         key_record_free(&r);
         struct key_record *v = NULL;
         size_t n = 0;
@@ -624,6 +673,7 @@ int main(void)
     subtest("Bearer, x-api-key, api-key", test_secret_from);
     subtest("key JSON: types, ranges, nothing changed on error", test_json);
     subtest("CLI flags", test_cli_flags);
+    subtest("mcp_tools and mcp_deny", test_mcp_tools);
     subtest("SQLite store and the refresh thread", test_store_and_refresh);
     subtest("a keys table from before max_concurrent is migrated", test_store_migration);
     subtest("a store that appears after the start", test_store_late);
