@@ -110,7 +110,7 @@ static int scan_string(struct scanner *s)
         const char *head = end - p > 16 ? p + 16 : end;
         while (p < head && !string_stop[(unsigned char)*p])
             p++;
-        if (p == head) {
+        if (p == head && p < end) { /* no stop yet (one found above ends the run where it is) */
             while (end - p >= 8) {
                 uint64_t x;
                 memcpy(&x, p, 8);
@@ -118,9 +118,9 @@ static int scan_string(struct scanner *s)
                     break;
                 p += 8;
             }
+            while (p < end && !string_stop[(unsigned char)*p])
+                p++;
         }
-        while (p < end && !string_stop[(unsigned char)*p])
-            p++;
         s->p = p;
         if (p >= end)
             break;
@@ -241,6 +241,9 @@ static bool key_matches(const char *raw, size_t rawlen, const char *key)
 {
     /* raw is the quoted key; keys we look for never contain escapes, so a byte compare of the inside suffices,
      * except that an escaped key ("\u006dodel") must still match: fall back to unescaping. */
+    /* most members are not the key: the first byte tells (or is the start of an escape) */
+    if (key[0] != '\0' && rawlen > 2 && raw[1] != key[0] && raw[1] != '\\')
+        return false;
     size_t klen = strlen(key);
     if (rawlen == klen + 2 && memcmp(raw + 1, key, klen) == 0)
         return true;

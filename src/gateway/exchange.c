@@ -374,9 +374,10 @@ static void hdr_add(struct buf *h, const char *name, const char *value)
 
 static void hdr_add_u64(struct buf *h, const char *name, uint64_t v)
 {
-    char tmp[24];
-    tmp[fmt_u64(tmp, v)] = '\0';
-    hdr_add(h, name, tmp);
+    buf_append_str(h, name);
+    buf_append(h, ": ", 2);
+    buf_append_u64(h, v);
+    buf_append(h, "\r\n", 2);
 }
 
 /* agentd's own time so far: everything but the upstream's (finished attempts, and the one in flight). */
@@ -1992,10 +1993,16 @@ struct exchange *ex_submit(struct gateway_worker *gw, const struct front_ops *fr
     ex->t_start_us = rq->t_start_us ? rq->t_start_us : time_mono_us();
     ex->created = (int64_t)time(NULL);
     ex->pt_open = -1;
-    if (ex->front == FRONT_ANTHROPIC_MESSAGES)
-        snprintf(ex->id, sizeof(ex->id), "msg_%s", rq->request_id);
-    else
-        snprintf(ex->id, sizeof(ex->id), "chatcmpl-%s", rq->request_id);
+    {
+        /* "<prefix><request id>", cut to fit as snprintf would (no printf on every request) */
+        const char *pre = ex->front == FRONT_ANTHROPIC_MESSAGES ? "msg_" : "chatcmpl-";
+        size_t pn = strlen(pre), rn = strlen(rq->request_id);
+        if (rn > sizeof(ex->id) - 1 - pn)
+            rn = sizeof(ex->id) - 1 - pn;
+        memcpy(ex->id, pre, pn);
+        memcpy(ex->id + pn, rq->request_id, rn);
+        ex->id[pn + rn] = '\0';
+    }
     uv_timer_init(gw->loop, &ex->deadline);
     ex->deadline.data = ex;
     uv_timer_init(gw->loop, &ex->rtimer);

@@ -41,6 +41,7 @@ enum front { FRONT_OPENAI_CHAT, FRONT_ANTHROPIC_MESSAGES, FRONT_OPENAI_EMBEDDING
  * Owned by the exchange (ex_submit copies it); the ONE source of truth: a max_tokens clamp changes it here. */
 struct ex_request {
     struct str body;           /* as received; must outlive the exchange's end (the sink's end() call) */
+    struct str validated;      /* the bytes a front's parse validated as JSON (body, unless replaced since) */
     char model_name[256];      /* public model name */
     bool stream;
     bool client_include_usage; /* OpenAI: stream_options.include_usage */

@@ -338,6 +338,7 @@ static int openai_chat_parse(struct ex_request *ex, struct gw_error *err)
     const char *msg;
     if (jscan_fields(ex->body.p, ex->body.n, keys, f, K_COUNT, &off, &msg) != 0)
         return json_error(ex, err, off, msg);
+    ex->validated = ex->body;
     if (parse_model(ex, &f[K_MODEL], err) != 0)
         return -1;
     if (f[K_MESSAGES].type == J_NONE)

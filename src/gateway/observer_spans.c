@@ -97,7 +97,11 @@ static void spans_attempt_start(struct exchange *ex, struct attempt *a, struct u
     /* the upstream's parent is the attempt span when it is recorded, else the server span (still one trace) */
     trace_format_traceparent(tp, t->trace_id, t->sampled && otel_traces_on() ? t->attempt_span_id : t->server_span_id,
                              t->sampled ? 1 : 0);
-    buf_printf(&r->headers, "traceparent: %s\n", tp);
+    /* one allocation for this and the provider's header lines that follow (a 64-byte start doubled three times) */
+    buf_reserve(&r->headers, 512);
+    buf_append(&r->headers, "traceparent: ", 13);
+    buf_append(&r->headers, tp, TRACEPARENT_LEN);
+    buf_append_char(&r->headers, '\n');
     if (t->tracestate[0])
         buf_printf(&r->headers, "tracestate: %s\n", t->tracestate);
     /* W3C baggage travels with the trace: the client's header, forwarded as is when it is within the

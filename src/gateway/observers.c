@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/buf.h"
 #include "common/log.h"
 #include "config/config.h"
 #include "gateway/exchange.h"
@@ -35,8 +36,11 @@ static void metrics_settle(const struct exchange *ex, const struct ex_outcome *o
     const char *pname = dep ? dep->prov->name : "-";
     const char *op = ex->front == FRONT_OPENAI_EMBEDDINGS ? "embeddings" : "chat";
     const char *model = ex->rq.model_name;
-    char st[8];
-    snprintf(st, sizeof(st), "%d", o->status);
+    char st[24];
+    if (o->status >= 0) /* no printf on every request */
+        st[fmt_u64(st, (uint64_t)o->status)] = '\0';
+    else
+        snprintf(st, sizeof(st), "%d", o->status);
     metrics_inc(&genai_gateway_requests, (const char *[]){front_names[ex->front], model, dlabel, st});
     const char *wf = ex->trace.workflow[0] ? ex->trace.workflow : "none";
     metrics_inc(&agent_requests_total, (const char *[]){wf, st});

@@ -37,21 +37,33 @@ static bool usage_from_tree(const cJSON *o, struct usage *u)
     return usage_check(u, NULL);
 }
 
-static int usage_from_span(struct str span, struct usage *u)
+/* One member of a usage's details object; the text was validated with the usage, so it is not checked again
+ * (a duplicate falls back to the first copy, as a validating look-up reads it). */
+static bool detail_get(const struct jval *obj, const char *key, struct jval *v)
+{
+    const char *keys[1] = {key};
+    if (jscan_fields_trusted(obj, keys, v, 1) == 0)
+        return v->type != J_NONE;
+    return jscan_get(obj->raw.p, obj->raw.n, key, v) == 0;
+}
+
+/* trusted: span is an object value out of text validated already (a jval jscan_fields returned) */
+static int usage_from_span(struct str span, bool trusted, struct usage *u)
 {
     struct jval v;
     memset(u, 0, sizeof(*u));
     static const char *const keys[] = {"prompt_tokens", "completion_tokens", "prompt_tokens_details",
                                        "completion_tokens_details", "input_tokens"};
     struct jval f[5];
-    if (jscan_fields(span.p, span.n, keys, f, 5, NULL, NULL) != 0)
+    const struct jval obj = {J_OBJECT, span};
+    if (trusted ? jscan_fields_trusted(&obj, keys, f, 5) != 0 : jscan_fields(span.p, span.n, keys, f, 5, NULL, NULL) != 0)
         return -1;
     u->known = f[0].type != J_NONE || f[1].type != J_NONE || f[4].type != J_NONE;
     u->input = usage_read_jval(u, f[0].type != J_NONE ? &f[0] : &f[4]);
     u->output = usage_read_jval(u, &f[1]);
-    if (f[2].type == J_OBJECT && jscan_get(f[2].raw.p, f[2].raw.n, "cached_tokens", &v) == 0)
+    if (f[2].type == J_OBJECT && detail_get(&f[2], "cached_tokens", &v))
         u->cached_input = usage_read_jval(u, &v);
-    if (f[3].type == J_OBJECT && jscan_get(f[3].raw.p, f[3].raw.n, "reasoning_tokens", &v) == 0)
+    if (f[3].type == J_OBJECT && detail_get(&f[3], "reasoning_tokens", &v))
         u->reasoning = usage_read_jval(u, &v);
     if (!u->known)
         u->invalid = false;
@@ -61,7 +73,7 @@ static int usage_from_span(struct str span, struct usage *u)
 
 int wire_openai_usage_object(const char *obj, size_t len, struct usage *u)
 {
-    return usage_from_span(str_make(obj, len), u);
+    return usage_from_span(str_make(obj, len), true, u);
 }
 
 int wire_openai_extract_usage(const char *body, size_t len, struct usage *u)
@@ -70,7 +82,7 @@ int wire_openai_extract_usage(const char *body, size_t len, struct usage *u)
     memset(u, 0, sizeof(*u));
     if (jscan_get(body, len, "usage", &v) != 0 || v.type != J_OBJECT)
         return -1;
-    return usage_from_span(v.raw, u);
+    return usage_from_span(v.raw, true, u);
 }
 
 
@@ -104,12 +116,23 @@ static int apply_edits(const char *body, size_t len, struct edit *e, int n, stru
     return buf_append(out, body + pos, len - pos);
 }
 
-int wire_openai_splice_request(const char *body, size_t len, const char *model, bool force_include_usage,
-                          struct buf *out)
+static int splice_body(const char *body, size_t len, const char *model, bool force_include_usage, bool validated,
+                       struct buf *out)
 {
     static const char *const keys[] = {"model", "stream_options"};
     struct jval f[2];
-    if (jscan_fields(body, len, keys, f, 2, NULL, NULL) != 0 || f[0].type != J_STRING)
+    if (validated) {
+        /* the front's parse validated these bytes: only the two members are looked for */
+        size_t at = 0;
+        while (at < len && (body[at] == ' ' || body[at] == '\t' || body[at] == '\n' || body[at] == '\r'))
+            at++;
+        struct jval obj = {J_OBJECT, str_make(body + at, len - at)};
+        if (at == len || body[at] != '{' || jscan_fields_trusted(&obj, keys, f, 2) != 0)
+            return -1;
+    } else if (jscan_fields(body, len, keys, f, 2, NULL, NULL) != 0) {
+        return -1;
+    }
+    if (f[0].type != J_STRING)
         return -1;
     struct buf mq = BUF_INIT(BUF_UNBOUNDED);
     buf_append_json_cstr(&mq, model);
@@ -155,6 +178,18 @@ int wire_openai_splice_request(const char *body, size_t len, const char *model, 
     int rc = apply_edits(body, len, e, n, out);
     buf_free(&mq);
     return rc;
+}
+
+int wire_openai_splice_request(const char *body, size_t len, const char *model, bool force_include_usage,
+                               struct buf *out)
+{
+    return splice_body(body, len, model, force_include_usage, false, out);
+}
+
+int wire_openai_splice_validated(const char *body, size_t len, const char *model, bool force_include_usage,
+                                 struct buf *out)
+{
+    return splice_body(body, len, model, force_include_usage, true, out);
 }
 
 /* ---------- provider side ---------- */
@@ -355,7 +390,7 @@ int wire_openai_scan_chunk(struct str data, struct buf *scratch, struct openai_c
         buf_free(&fb);
     }
     if (top[3].type == J_OBJECT)
-        usage_from_span(top[3].raw, &c->usage);
+        usage_from_span(top[3].raw, true, &c->usage);
     return 0;
 }
 

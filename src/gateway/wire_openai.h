@@ -19,12 +19,16 @@ struct stream_event;
  * completion_tokens_details.reasoning_tokens} out of a chat.completion / chunk / embeddings body, validated
  * (gw_types.h). 0 when the body reports counts: u->known, or u->invalid when they are implausible. */
 int wire_openai_extract_usage(const char *body, size_t len, struct usage *u);
-/* The same, given the usage object itself. */
+/* The same, given the usage object itself: a J_OBJECT value jscan_fields returned (validated text, not checked
+ * again). */
 int wire_openai_usage_object(const char *obj, size_t len, struct usage *u);
 /* The client body with "model" replaced and, for streams, stream_options.include_usage forced true.
  * Works on bytes (no tree). */
 int wire_openai_splice_request(const char *body, size_t len, const char *model, bool force_include_usage,
                           struct buf *out);
+/* The same for a body a front's parse validated already (ex_attempt_body_validated): not checked again. */
+int wire_openai_splice_validated(const char *body, size_t len, const char *model, bool force_include_usage,
+                                 struct buf *out);
 /* A chat.completion.chunk event -> deltas (translation mode); sets a->stream_done on "[DONE]". */
 int wire_openai_decode_chunk(struct attempt *a, const struct stream_event *ev, struct gw_error *err);
 /* OpenAI-shaped error body -> err. */

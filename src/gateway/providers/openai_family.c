@@ -47,7 +47,11 @@ int openai_family_encode(struct attempt *a, struct up_request *r, struct gw_erro
      * stream_options. The extra usage chunk is dropped again for clients that did not ask for it. */
     bool force_usage = a->stream && a->op == OP_CHAT;
     if (a->passthrough) {
-        if (wire_openai_splice_request(body.p, body.n, d->model, force_usage, &r->body) != 0) {
+        /* the body the front's parse validated (not one replaced since) is not checked again */
+        const struct str v = a->ex->rq.validated;
+        bool valid = v.p != NULL && v.p == body.p && v.n == body.n;
+        if ((valid ? wire_openai_splice_validated : wire_openai_splice_request)(body.p, body.n, d->model, force_usage,
+                                                                               &r->body) != 0) {
             gw_error_set(err, 400, GW_ERR_INVALID_REQUEST, "request body is not a JSON object with a model");
             return -1;
         }

@@ -226,6 +226,38 @@ static void test_counter_guard(void)
     ok(metrics_sum(&m_g, NULL) == 2);
 }
 
+/* A body the front validated is spliced without validating it again (the passthrough hot path): the bytes out must
+ * be the ones the validating splice writes, for every shape of stream_options and surrounding whitespace. */
+static void test_splice_validated(void)
+{
+    static const char *const bodies[] = {
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi \\\"q\\\" \\\\\"}]}",
+        " \n{\"messages\":[],\"model\" : \"m\",\"stream_options\":{}}\n",
+        "{\"model\":\"m\",\"stream_options\":{\"include_usage\":false,\"x\":[1,{\"a\":\"}\"}]}}",
+        "{\"model\":\"m\",\"stream_options\":null,\"tools\":[{\"type\":\"function\"}]}",
+        "{\"model\":\"m\",\"stream_options\":{\"y\":1}}",
+    };
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++)
+        for (int force = 0; force < 2; force++) {
+            struct buf a = BUF_INIT(BUF_UNBOUNDED), b = BUF_INIT(BUF_UNBOUNDED);
+            size_t n = strlen(bodies[i]);
+            ok(wire_openai_splice_request(bodies[i], n, "up-\"model", force, &a) == 0);
+            ok(wire_openai_splice_validated(bodies[i], n, "up-\"model", force, &b) == 0);
+            ok(a.len == b.len && a.len > 0 && memcmp(a.data, b.data, a.len) == 0);
+            ok(strstr(b.data ? b.data : "", "\"model\":\"up-\\\"model\"") != NULL ||
+                   strstr(b.data ? b.data : "", "\"model\" : \"up-\\\"model\"") != NULL);
+            buf_free(&a);
+            buf_free(&b);
+        }
+    /* still refused: no model, a model that is not a string, a duplicate model */
+    static const char *const bad[] = {"{\"messages\":[]}", "{\"model\":3}", "{\"model\":\"a\",\"model\":\"b\"}", "[]"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct buf b = BUF_INIT(BUF_UNBOUNDED);
+        ok(wire_openai_splice_validated(bad[i], strlen(bad[i]), "x", false, &b) != 0);
+        buf_free(&b);
+    }
+}
+
 int main(void)
 {
     subtest("one rule for a count", test_count_rule);
@@ -235,6 +267,7 @@ int main(void)
     subtest("anthropic: a dropped usage stays dropped", test_anthropic_sticky);
     subtest("usage_check counts once", test_check_counts_once);
     subtest("counters only go up", test_counter_guard);
+    subtest("splicing a validated body writes what the validating splice writes", test_splice_validated);
     metrics_shutdown();
     return done_testing();
 }
