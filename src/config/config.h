@@ -198,6 +198,7 @@ struct config {
         bool honor_cache_control;
         bool coalesce;
         bool persist;              /* saved to DATA_DIR/cache.bin at shutdown, loaded at start */
+        int backend;               /* enum cache_backend (gateway/cache.h): memory, redis, auto */
         struct cfg_list models;    /* struct config_cache_model (gateway/cache.h): per public model */
     } cache;
     struct cfg_list routing;       /* struct config_route (gateway/routing.h): rules per public model */

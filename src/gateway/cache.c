@@ -21,6 +21,7 @@
 #include "common/macros.h"
 #include "common/timeutil.h"
 #include "config/config.h"
+#include "gateway/cache_redis.h"
 #include "gateway/exchange.h"
 #include "gateway/front.h"
 #include "gateway/routing.h"
@@ -595,6 +596,7 @@ void cache_init(void)
     metrics_register(&m_saved);
     metrics_register(&m_coalesced);
     metrics_add_collector(collect, NULL);
+    crd_init();
     ex_stage_plug("cache", cache_stage, NULL);
 }
 
@@ -669,6 +671,7 @@ int cache_load(const struct config *cfg)
 
 void cache_cleanup(void)
 {
+    crd_stop();
     rcache_free(store);
     store = NULL;
 }
@@ -743,7 +746,7 @@ struct recorder {
     struct rcache *store;
     struct buf body;
     int status;
-    bool overflow, leader, store_it;
+    bool overflow, leader, store_it, remote;
     uint64_t ttl_ms;
     uint8_t key[CACHE_KEY_LEN];
 };
@@ -782,6 +785,8 @@ static void rec_end(void *sink)
         struct rc_meta m = {.stream = ex->rq.stream, .usage = ex->usage,
                             .cost_nusd = ex->priced ? (int64_t)(ex->cost_usd * 1e9 + 0.5) : 0};
         rcache_put(r->store, r->key, r->body.data, r->body.len, &m, r->ttl_ms);
+        if (r->remote) /* the shared tier too: every replica's next look-up finds it */
+            crd_store(ex->rq.cfg, r->key, r->body.data, r->body.len, &m, r->ttl_ms);
     } else if (r->leader) {
         rcache_release(r->store, r->key);
     }
@@ -805,6 +810,7 @@ static void record(struct exchange *ex, struct rcache *s, const struct cache_pla
     r->leader = leader;
     r->store_it = cp->store;
     r->ttl_ms = cp->ttl_ms;
+    r->remote = crd_enabled(ex->rq.cfg);
     memcpy(r->key, cp->key, CACHE_KEY_LEN);
     buf_init(&r->body, (size_t)ex->rq.cfg->cache.max_entry_bytes);
     ex->sink_ops = &recorder_ops;
@@ -876,6 +882,115 @@ static void cwait_fire(uv_async_t *h)
     uv_close((uv_handle_t *)&cw->async, cwait_closed);
 }
 
+/* The in-process store missed (and Redis, when it is on): the claim, then wait for a leader or lead. */
+static enum ex_next after_local_miss(struct exchange *ex, struct rcache *s, const struct cache_plan *cpp)
+{
+    const struct config_cache *cc = &ex->rq.cfg->cache;
+    struct cache_plan cp = *cpp;
+    struct buf b = BUF_INIT(BUF_UNBOUNDED);
+    struct rc_meta m;
+    enum rc_lookup r;
+    struct cwait *cw = NULL;
+    if (cc->coalesce) {
+        cw = xcalloc(1, sizeof(*cw));
+        cw->w.wake = cwait_wake;
+        cw->ex = ex;
+        cw->store = s;
+        cw->cp = cp;
+        uv_async_init(ex_worker_loop(ex->gw), &cw->async, cwait_fire);
+        cw->async.data = cw;
+    }
+    r = rcache_lookup(s, cp.key, true, cw ? &cw->w : NULL, &b, &m);
+    if (r == RC_WAIT) {
+        metrics_inc(&m_coalesced, NULL);
+        ex_ref(ex); /* released when the handle has closed */
+        buf_free(&b);
+        return EX_WAIT;
+    }
+    if (cw) {
+        uv_close((uv_handle_t *)&cw->async, cwait_unused_closed);
+    }
+    if (r == RC_HIT) {
+        replay(ex, &b, &m);
+        buf_free(&b);
+        return EX_END;
+    }
+    buf_free(&b);
+    ex->cache_result = "miss";
+    metrics_inc(&m_requests, (const char *[]){"miss"});
+    record(ex, s, &cp, r == RC_LEADER);
+    return EX_CONTINUE;
+}
+
+/* ---- the shared tier: a look-up in Redis, answered on the Redis thread, resumed on the exchange's loop ---- */
+
+struct rwait {
+    struct crd_lookup l; /* first member */
+    uv_async_t async;
+    struct exchange *ex;
+    struct rcache *store;
+    struct cache_plan cp;
+};
+
+static void rwait_closed(uv_handle_t *h)
+{
+    struct rwait *rw = h->data;
+    ex_unref(rw->ex);
+    buf_free(&rw->l.body);
+    xfree(rw);
+}
+
+static void rwait_done(struct crd_lookup *l)
+{
+    struct rwait *rw = (struct rwait *)l;
+    uv_async_send(&rw->async); /* from the Redis thread: the exchange goes on on its own loop */
+}
+
+static void rwait_fire(uv_async_t *h)
+{
+    struct rwait *rw = h->data;
+    struct exchange *ex = rw->ex;
+    if (!ex->done) {
+        if (rw->l.hit) {
+            /* the local tier keeps it too, for what Redis still gives it */
+            uint64_t ttl = rw->l.ttl_left_ms < rw->cp.ttl_ms ? rw->l.ttl_left_ms : rw->cp.ttl_ms;
+            if (rw->l.body.len <= (size_t)ex->rq.cfg->cache.max_entry_bytes)
+                rcache_put(rw->store, rw->cp.key, rw->l.body.data, rw->l.body.len, &rw->l.meta, ttl);
+            replay(ex, &rw->l.body, &rw->l.meta);
+        } else if (after_local_miss(ex, rw->store, &rw->cp) == EX_CONTINUE) {
+            ex_resume(ex);
+        }
+    }
+    uv_close((uv_handle_t *)&rw->async, rwait_closed);
+}
+
+static void rwait_unused_closed(uv_handle_t *h)
+{
+    struct rwait *rw = h->data;
+    buf_free(&rw->l.body);
+    xfree(rw);
+}
+
+/* 0: the look-up is queued and the exchange waits; -1: skipped (Redis down), go on without it. */
+static int remote_lookup(struct exchange *ex, struct rcache *s, const struct cache_plan *cp)
+{
+    struct rwait *rw = xcalloc(1, sizeof(*rw));
+    memcpy(rw->l.key, cp->key, CACHE_KEY_LEN);
+    rw->l.done = rwait_done;
+    buf_init(&rw->l.body, (size_t)ex->rq.cfg->cache.max_entry_bytes + 64);
+    rw->ex = ex;
+    rw->store = s;
+    rw->cp = *cp;
+    uv_async_init(ex_worker_loop(ex->gw), &rw->async, rwait_fire);
+    rw->async.data = rw;
+    ex_ref(ex); /* released when the handle has closed */
+    if (crd_lookup(ex->rq.cfg, &rw->l) == 0)
+        return 0;
+    ex_unref(ex);
+    uv_close((uv_handle_t *)&rw->async, rwait_unused_closed);
+    return -1;
+}
+
 static enum ex_next cache_stage(struct exchange *ex, void *ud)
 {
     (void)ud;
@@ -919,34 +1034,8 @@ static enum ex_next cache_stage(struct exchange *ex, void *ud)
         buf_free(&b);
         return EX_END;
     }
-    struct cwait *cw = NULL;
-    if (cc->coalesce) {
-        cw = xcalloc(1, sizeof(*cw));
-        cw->w.wake = cwait_wake;
-        cw->ex = ex;
-        cw->store = s;
-        cw->cp = cp;
-        uv_async_init(ex_worker_loop(ex->gw), &cw->async, cwait_fire);
-        cw->async.data = cw;
-    }
-    r = rcache_lookup(s, cp.key, true, cw ? &cw->w : NULL, &b, &m);
-    if (r == RC_WAIT) {
-        metrics_inc(&m_coalesced, NULL);
-        ex_ref(ex); /* released when the handle has closed */
-        buf_free(&b);
-        return EX_WAIT;
-    }
-    if (cw) {
-        uv_close((uv_handle_t *)&cw->async, cwait_unused_closed);
-    }
-    if (r == RC_HIT) {
-        replay(ex, &b, &m);
-        buf_free(&b);
-        return EX_END;
-    }
     buf_free(&b);
-    ex->cache_result = "miss";
-    metrics_inc(&m_requests, (const char *[]){"miss"});
-    record(ex, s, &cp, r == RC_LEADER);
-    return EX_CONTINUE;
+    if (crd_enabled(ex->rq.cfg) && remote_lookup(ex, s, &cp) == 0)
+        return EX_WAIT; /* rwait_fire goes on */
+    return after_local_miss(ex, s, &cp);
 }

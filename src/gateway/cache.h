@@ -22,6 +22,8 @@
 
 #define CACHE_KEY_LEN 32
 
+enum cache_backend { CACHE_BACKEND_MEMORY, CACHE_BACKEND_REDIS, CACHE_BACKEND_AUTO, CACHE_BACKENDS };
+
 enum cache_scope { CACHE_SCOPE_KEY, CACHE_SCOPE_TEAM, CACHE_SCOPE_GLOBAL, CACHE_SCOPES };
 
 /* cache.models: a per-model override (its schema: cache_config.c). */

@@ -9,6 +9,8 @@
 
 static const char *const scopes[] = {"key", "team", "global", NULL};
 _Static_assert(ARRAY_LEN(scopes) == CACHE_SCOPES + 1, "one name per scope");
+static const char *const backends[] = {"memory", "redis", "auto", NULL};
+_Static_assert(ARRAY_LEN(backends) == CACHE_BACKENDS + 1, "one name per backend");
 
 static void model_validate(struct cfg_ctx *ctx, void *obj, const struct ynode *where, const char *path)
 {
@@ -56,6 +58,10 @@ static const struct cfg_field cache_fields[] = {
      .help = "identical requests that arrive while the first is in flight wait for its answer (one upstream call)"},
     {.key = "persist", .type = CFG_BOOL, .off = COFF(persist), .def = "false", .flags = CFG_RESTART,
      .help = "save the cached answers to DATA_DIR/cache.bin (mode 0600) at shutdown and load them at start"},
+    {.key = "backend", .type = CFG_ENUM, .off = COFF(backend), .enums = backends, .def = "auto",
+     .flags = CFG_RESTART,
+     .help = "where answers are kept: this process only (memory), or also the cluster's Redis, shared by every "
+             "replica (redis; needs cluster.redis_url or REDIS_URL); auto: redis when a Redis URL is set"},
     {.key = "models", .type = CFG_DICT, .off = COFF(models), .sub = &cache_model_schema,
      .help = "per public model: enabled, ttl"},
 };
@@ -64,6 +70,8 @@ const struct cfg_schema cache_config_schema = {
 
 void cache_config_finish(struct cfg_ctx *ctx, const struct config *c)
 {
+    if (c->cache.backend == CACHE_BACKEND_REDIS && (c->cluster.redis_url == NULL || c->cluster.redis_url[0] == '\0'))
+        cfg_error_at(ctx, NULL, "cache.backend", "redis needs cluster.redis_url (or REDIS_URL)");
     const struct config_cache_model *m = c->cache.models.items;
     const struct config_model *models = c->models.items;
     for (size_t i = 0; i < c->cache.models.n; i++) {

@@ -216,6 +216,11 @@ void redis_append(struct redis *r, int argc, const char **argv)
     redisAppendCommandArgv(r->c, argc, argv, NULL);
 }
 
+void redis_append_bin(struct redis *r, int argc, const char **argv, const size_t *lens)
+{
+    redisAppendCommandArgv(r->c, argc, argv, lens);
+}
+
 static void copy_s(char *dst, size_t cap, const char *s, size_t n)
 {
     if (n >= cap)
@@ -225,7 +230,19 @@ static void copy_s(char *dst, size_t cap, const char *s, size_t n)
     dst[n] = '\0';
 }
 
+static int read_reply(struct redis *r, struct redis_reply *out, struct buf *bulk, struct buf *err);
+
 int redis_read(struct redis *r, struct redis_reply *out, struct buf *err)
+{
+    return read_reply(r, out, NULL, err);
+}
+
+int redis_read_bulk(struct redis *r, struct redis_reply *out, struct buf *bulk, struct buf *err)
+{
+    return read_reply(r, out, bulk, err);
+}
+
+static int read_reply(struct redis *r, struct redis_reply *out, struct buf *bulk, struct buf *err)
 {
     memset(out, 0, sizeof(*out));
     void *v = NULL;
@@ -253,6 +270,14 @@ int redis_read(struct redis *r, struct redis_reply *out, struct buf *err)
         copy_s(out->s, sizeof(out->s), rep->str, rep->len);
         break;
     case REDIS_REPLY_NIL: out->type = REDIS_R_NIL; break;
+    case REDIS_REPLY_STRING:
+        if (bulk) { /* the whole value, within the buffer's limit (a larger one reads as nil) */
+            out->type = buf_append(bulk, rep->str, rep->len) == 0 ? REDIS_R_STATUS : REDIS_R_NIL;
+            if (out->type == REDIS_R_NIL)
+                buf_reset(bulk);
+            break;
+        }
+        /* fall through */
     default:
         out->type = REDIS_R_STATUS;
         copy_s(out->s, sizeof(out->s), rep->str ? rep->str : "", rep->str ? rep->len : 0);

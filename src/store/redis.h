@@ -47,8 +47,14 @@ enum { REDIS_R_INT, REDIS_R_ARRAY, REDIS_R_STATUS, REDIS_R_ERROR, REDIS_R_NIL };
 
 /* Queues one command (argv, as strings) into the pipeline. */
 void redis_append(struct redis *r, int argc, const char **argv);
+/* The same with explicit lengths: binary values (the response cache's answers). */
+void redis_append_bin(struct redis *r, int argc, const char **argv, const size_t *lens);
 /* Reads the next reply of the pipeline. 0, or -1 on a connection error (timeout, reset): the connection is then
  * unusable (redis_close it); err says why. */
 int redis_read(struct redis *r, struct redis_reply *out, struct buf *err);
+
+/* redis_read, and a bulk string reply's whole value appended to bulk (REDIS_R_STATUS); one above bulk's limit
+ * reads as REDIS_R_NIL. */
+int redis_read_bulk(struct redis *r, struct redis_reply *out, struct buf *bulk, struct buf *err);
 
 #endif
