@@ -5,7 +5,9 @@
 
 #include "api/worker.h"
 #include "gateway/admission.h"
+#include "gateway/cloud_creds.h"
 #include "gateway/govern.h"
+#include "gateway/registry.h"
 #include "policy/lease.h"
 #include "common/log.h"
 #include "common/timeutil.h"
@@ -56,6 +58,43 @@ void ops_health(struct http_req *req)
     buf_free(&b);
 }
 
+/* Cloud credentials (issue 13 item 4): each deployment with a token source (a label shared by two deployments
+ * with different sources is listed for each), and why it has no valid token.
+ * Reported, never failing readiness: other deployments (or fallbacks) may serve. */
+static void creds_report(struct buf *b, const struct config *cfg)
+{
+    const struct registry *r = cfg ? registry_of(cfg) : NULL;
+    if (r == NULL)
+        return;
+    bool any = false;
+    for (size_t i = 0; i < r->nmodels; i++)
+        for (size_t j = 0; j < r->models[i].ndeps; j++) {
+            const struct deployment *d = &r->models[i].deps[j];
+            if (d->creds == NULL)
+                continue;
+            bool seen = false; /* a deployment listed under several models is reported once */
+            for (size_t k = 0; k <= i && !seen; k++)
+                for (size_t l = 0; l < (k == i ? j : r->models[k].ndeps) && !seen; l++)
+                    seen = r->models[k].deps[l].creds == d->creds && strcmp(r->models[k].deps[l].label, d->label) == 0;
+            if (seen)
+                continue;
+            char why[512] = "";
+            bool ok = cc_source_state(d->creds, why, sizeof(why));
+            buf_append_str(b, any ? ",{\"deployment\":" : ",\"credentials\":[{\"deployment\":");
+            any = true;
+            buf_append_json_cstr(b, d->label);
+            buf_append_str(b, ",\"source\":");
+            buf_append_json_cstr(b, cc_source_kind(d->creds));
+            buf_append_str(b, ok ? ",\"ok\":true}" : ",\"ok\":false,\"error\":");
+            if (!ok) {
+                buf_append_json_cstr(b, why);
+                buf_append_char(b, '}');
+            }
+        }
+    if (any)
+        buf_append_char(b, ']');
+}
+
 void ops_ready(struct http_req *req)
 {
     bool draining = atomic_load(&ops_state.draining);
@@ -89,6 +128,7 @@ void ops_ready(struct http_req *req)
         if (!redis_ok)
             buf_append_json_cstr(&b, rwhy);
     }
+    creds_report(&b, req->cfg);
     buf_append_char(&b, '}');
     if (!db_ok) {
         buf_append_str(&b, ",\"reason\":");

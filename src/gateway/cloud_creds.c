@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "gateway/gw_types.h"
+#include "gateway/redact.h"
 #include "gateway/provider_ids.h"
 #include "net/curl_dl.h"
 
@@ -103,6 +104,7 @@ struct cc_source {
     const struct cc_kind *kind;
     int refs;                   /* deployments using it; 0: freed by the thread (or at put when idle) */
     struct cc_snap *cur;        /* the last good credentials, or NULL */
+    struct cc_snap *prev;       /* the ones before (an error answered just after a refresh may quote them) */
     uint64_t valid_until_ms;    /* monotonic; UINT64_MAX: no expiry */
     uint64_t next_fetch_ms;     /* monotonic; 0: as soon as possible */
     uint64_t backoff_ms;
@@ -136,6 +138,7 @@ static void snap_put(struct cc_snap *s)
 static void source_free(struct cc_source *s)
 {
     snap_put(s->cur);
+    snap_put(s->prev);
     spec_clear(&s->spec);
     xfree(s);
 }
@@ -295,6 +298,52 @@ void cc_release(struct cc_snap *snap)
     snap_put(snap);
 }
 
+bool cc_source_state(struct cc_source *s, char *why, size_t whylen)
+{
+    pthread_mutex_lock(&C.mu);
+    bool ok = s->cur && mono_ms() < s->valid_until_ms;
+    if (!ok)
+        snprintf(why, whylen, "%s", s->last_err[0] ? s->last_err
+                                    : s->cur        ? "the credentials expired and their refresh has not completed"
+                                    : C.running     ? "the first fetch has not completed"
+                                                    : "no credentials thread runs in this process");
+    pthread_mutex_unlock(&C.mu);
+    return ok;
+}
+
+static void add_creds(struct redact_set *rs, const struct cc_snap *sn)
+{
+    if (sn == NULL)
+        return;
+    const char *v[] = {sn->c.token, sn->c.secret_access_key, sn->c.session_token};
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
+        if (v[i] && *v[i])
+            redact_set_add(rs, v[i]);
+}
+
+void cc_scrub_error(struct cc_source *s, struct gw_error *err)
+{
+    if (s == NULL)
+        return;
+    pthread_mutex_lock(&C.mu);
+    struct cc_snap *sn[2] = {s->cur, s->prev};
+    for (int i = 0; i < 2; i++)
+        if (sn[i])
+            atomic_fetch_add_explicit(&sn[i]->refs, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&C.mu);
+    if (sn[0] == NULL && sn[1] == NULL)
+        return;
+    struct redact_set *rs = redact_set_new();
+    for (int i = 0; i < 2; i++) {
+        add_creds(rs, sn[i]);
+        snap_put(sn[i]);
+    }
+    redact_cstr(rs, err->message, sizeof(err->message));
+    redact_cstr(rs, err->code, sizeof(err->code));
+    redact_cstr(rs, err->param, sizeof(err->param));
+    redact_set_free(rs); /* wipes its copies */
+}
+
 void cc_error_set(struct gw_error *err, const char *dep_label, const struct cc_source *s, enum cc_status st,
                   const char *why)
 {
@@ -350,7 +399,8 @@ static void fetched(struct cc_source *s, int rc, struct cc_creds *cr, const char
     memset(cr, 0, sizeof(*cr));
     atomic_init(&n->refs, 1);
     bool first = s->cur == NULL;
-    snap_put(s->cur);
+    snap_put(s->prev);
+    s->prev = s->cur;
     s->cur = n;
     s->last_err[0] = '\0';
     s->backoff_ms = 0;

@@ -3,6 +3,7 @@
  * (ex_end); both tell the observers. See docs/internals/exchange.md. */
 #include "gateway/usage.h"
 #include "gateway/exchange.h"
+#include "gateway/cloud_creds.h"
 
 #include <stdatomic.h>
 #include <stddef.h>
@@ -873,6 +874,8 @@ void ex_attempt_complete(struct attempt *a, cJSON *resp)
 void ex_attempt_scrub_error(const struct attempt *a, struct gw_error *err)
 {
     const struct redact_set *rs = a && a->ex && a->ex->reg ? a->ex->reg->secrets : NULL;
+    if (a && a->dep && a->dep->creds) /* fetched cloud tokens are secrets too, and they change */
+        cc_scrub_error(a->dep->creds, err);
     redact_upstream_error(rs, a && a->dep ? a->dep->label : NULL, err);
 }
 

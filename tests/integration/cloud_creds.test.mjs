@@ -251,6 +251,24 @@ describe('cloud credentials: token endpoint errors, then recovery', () => {
       fix: () => { cloud.fail.imds = 0; } },
   ];
 
+  test('/ready says which deployment has no valid token and why, and stays ready', async () => {
+    const ready = await until('every source has failed once', async () => {
+      const r = await d.opsFetch('/ready');
+      const j = await r.json();
+      const vals = j.checks?.credentials || [];
+      return vals.length === 4 && vals.every((v) => v.ok === false && !/first fetch has not completed/.test(v.error))
+        ? { r, j } : null;
+    });
+    assert.equal(ready.r.status, 200); // other deployments (or fallbacks) may serve: reported, not fatal
+    assert.equal(ready.j.status, 'ready');
+    const byKind = Object.fromEntries(ready.j.checks.credentials.map((v) => [v.source, v.error]));
+    assert.match(byKind.aws_web_identity, /STS AssumeRoleWithWebIdentity failed: InvalidIdentityToken/);
+    assert.match(byKind.aws_container, /answered HTTP 500/);
+    assert.match(byKind.azure_workload_identity, /AADSTS700211/);
+    assert.match(byKind.azure_managed_identity, /Identity not found/);
+    assert.doesNotMatch(JSON.stringify(ready.j), /stale-token|stale-federated-token/);
+  });
+
   for (const c of cases) {
     test(`${c.model}: a ${c.kind} failure is a clear 503 in the caller's format, and the source recovers`, async () => {
       await cloud.waitFor(c.kind, 1);
@@ -290,6 +308,28 @@ describe('cloud credentials: token endpoint errors, then recovery', () => {
       assert.ok(cloud.issued[c.kind].length >= 1);
     });
   }
+
+  test('/ready: every source recovered reports ok', async () => {
+    const r = await d.opsFetch('/ready');
+    const j = await r.json();
+    assert.equal(r.status, 200);
+    const vals = j.checks.credentials;
+    assert.equal(vals.length, 4);
+    for (const v of vals) assert.deepEqual(Object.keys(v).sort(), ['deployment', 'ok', 'source'], JSON.stringify(v));
+    assert.ok(vals.every((v) => v.ok === true));
+  });
+
+  test('a fetched token quoted back in an upstream error is scrubbed, as a static key is', async () => {
+    const token = cloud.issued.entra.at(-1);
+    assert.ok(token && token.length > 8);
+    az.script([{ status: 400, body: { error: { code: 'BadRequest', message: `the token ${token} is not allowed here` } } }]);
+    const r = await chat(d, 'az-wi');
+    const body = await r.json();
+    assert.equal(r.status, 400, JSON.stringify(body));
+    assert.match(body.error.message, /the token .* is not allowed here/);
+    assert.ok(!body.error.message.includes(token), body.error.message);
+    assert.ok(!JSON.stringify(d.logs).includes(token), 'the token is in the log');
+  });
 });
 
 test('config check: auth is validated against the provider, and fetches nothing', async () => {
