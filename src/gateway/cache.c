@@ -21,7 +21,6 @@
 #include "common/macros.h"
 #include "common/timeutil.h"
 #include "config/config.h"
-#include "gateway/cache_redis.h"
 #include "gateway/exchange.h"
 #include "gateway/front.h"
 #include "gateway/routing.h"

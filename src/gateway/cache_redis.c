@@ -1,4 +1,4 @@
-/* cache_redis.c: the response cache's shared tier in Redis (cache_redis.h, docs/cache.md "In Redis"). */
+/* cache_redis.c: the response cache's shared tier in Redis (cache.h, docs/cache.md "In Redis"). */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -8,7 +8,7 @@
 #include "common/alloc.h"
 #include "common/timeutil.h"
 #include "config/config.h"
-#include "gateway/cache_redis.h"
+#include "gateway/cache.h"
 #include "store/redis.h"
 #include "telemetry/metrics.h"
 

@@ -14,7 +14,6 @@
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "gateway/gw_types.h"
-#include "gateway/redact.h"
 #include "gateway/provider_ids.h"
 #include "net/curl_dl.h"
 
@@ -311,37 +310,18 @@ bool cc_source_state(struct cc_source *s, char *why, size_t whylen)
     return ok;
 }
 
-static void add_creds(struct redact_set *rs, const struct cc_snap *sn)
+size_t cc_recent(struct cc_source *s, struct cc_snap *out[2])
 {
-    if (sn == NULL)
-        return;
-    const char *v[] = {sn->c.token, sn->c.secret_access_key, sn->c.session_token};
-    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
-        if (v[i] && *v[i])
-            redact_set_add(rs, v[i]);
-}
-
-void cc_scrub_error(struct cc_source *s, struct gw_error *err)
-{
-    if (s == NULL)
-        return;
+    size_t n = 0;
     pthread_mutex_lock(&C.mu);
     struct cc_snap *sn[2] = {s->cur, s->prev};
     for (int i = 0; i < 2; i++)
-        if (sn[i])
+        if (sn[i]) {
             atomic_fetch_add_explicit(&sn[i]->refs, 1, memory_order_relaxed);
+            out[n++] = sn[i];
+        }
     pthread_mutex_unlock(&C.mu);
-    if (sn[0] == NULL && sn[1] == NULL)
-        return;
-    struct redact_set *rs = redact_set_new();
-    for (int i = 0; i < 2; i++) {
-        add_creds(rs, sn[i]);
-        snap_put(sn[i]);
-    }
-    redact_cstr(rs, err->message, sizeof(err->message));
-    redact_cstr(rs, err->code, sizeof(err->code));
-    redact_cstr(rs, err->param, sizeof(err->param));
-    redact_set_free(rs); /* wipes its copies */
+    return n;
 }
 
 void cc_error_set(struct gw_error *err, const char *dep_label, const struct cc_source *s, enum cc_status st,

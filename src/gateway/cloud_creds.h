@@ -135,9 +135,9 @@ enum cc_status cc_acquire(struct cc_source *s, struct cc_snap **out, char *why, 
 void cc_release(struct cc_snap *snap);
 /* For /ready: true when s has valid credentials now; else false with the reason in why. Never triggers a fetch. */
 bool cc_source_state(struct cc_source *s, char *why, size_t whylen);
-/* Scrubs s's fetched secrets (the current and the previous token, AWS secret key and session token) out of an
- * upstream error's text, as the static keys are (ex_attempt_scrub_error). */
-void cc_scrub_error(struct cc_source *s, struct gw_error *err);
+/* The current and the previous credentials of s (those an upstream error may quote back: ex_attempt_scrub_error
+ * scrubs them as it does the static keys), each with a reference (cc_release them). Returns how many (0..2). */
+size_t cc_recent(struct cc_source *s, struct cc_snap *out[2]);
 /* A 503 (type overloaded, code "upstream_credentials_unavailable", retryable on another deployment) for a
  * deployment whose credentials are not available: "deployment X: no aws_web_identity credentials yet/...: why". */
 void cc_error_set(struct gw_error *err, const char *dep_label, const struct cc_source *s, enum cc_status st,

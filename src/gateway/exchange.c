@@ -3,7 +3,6 @@
  * (ex_end); both tell the observers. See docs/internals/exchange.md. */
 #include "gateway/usage.h"
 #include "gateway/exchange.h"
-#include "gateway/cloud_creds.h"
 
 #include <stdatomic.h>
 #include <stddef.h>
@@ -18,6 +17,7 @@
 #include "common/timeutil.h"
 #include "config/config.h"
 #include "gateway/admission.h"
+#include "gateway/cloud_creds.h"
 #include "gateway/dep_health.h"
 #include "gateway/eventstream.h"
 #include "gateway/front.h"
@@ -871,11 +871,33 @@ void ex_attempt_complete(struct attempt *a, cJSON *resp)
     respond_complete(ex, a, resp);
 }
 
+/* The deployment's current and previous fetched credentials, out of an upstream error's text (rare: errors only,
+ * so a set built for the occasion; redact_set_free wipes its copies). */
+static void scrub_fetched(struct cc_source *src, struct gw_error *err)
+{
+    struct cc_snap *sn[2];
+    size_t n = cc_recent(src, sn);
+    if (n == 0)
+        return;
+    struct redact_set *rs = redact_set_new();
+    for (size_t i = 0; i < n; i++) {
+        const char *v[] = {sn[i]->c.token, sn[i]->c.secret_access_key, sn[i]->c.session_token};
+        for (size_t k = 0; k < sizeof(v) / sizeof(v[0]); k++)
+            if (v[k] && *v[k])
+                redact_set_add(rs, v[k]);
+        cc_release(sn[i]);
+    }
+    redact_cstr(rs, err->message, sizeof(err->message));
+    redact_cstr(rs, err->code, sizeof(err->code));
+    redact_cstr(rs, err->param, sizeof(err->param));
+    redact_set_free(rs);
+}
+
 void ex_attempt_scrub_error(const struct attempt *a, struct gw_error *err)
 {
     const struct redact_set *rs = a && a->ex && a->ex->reg ? a->ex->reg->secrets : NULL;
     if (a && a->dep && a->dep->creds) /* fetched cloud tokens are secrets too, and they change */
-        cc_scrub_error(a->dep->creds, err);
+        scrub_fetched(a->dep->creds, err);
     redact_upstream_error(rs, a && a->dep ? a->dep->label : NULL, err);
 }
 

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gateway/cache_redis.h"
+#include "gateway/cache.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
