@@ -26,7 +26,7 @@ static struct metric_def m_redis = METRIC_DEF(
     METRIC_COUNTER, op_labels);
 
 struct sjob {
-    char key[200];
+    char key[256]; /* prefix (< 160) + "c:" + 64 hex */
     struct buf val;
     uint64_t ttl_ms;
     struct sjob *next;
@@ -179,7 +179,7 @@ static void pass(struct crd_lookup *lk, struct sjob *st)
         if (atomic_exchange(&R.down, false))
             log_info("cache: Redis answers again: the shared cache is back");
     }
-    char key[200];
+    char key[256]; /* prefix (< 160) + "c:" + 64 hex */
     for (struct crd_lookup *l = lk; l; l = l->next) {
         key_of(key, sizeof(key), l->key);
         const char *g[2] = {"GET", key}, *t[2] = {"PTTL", key};
