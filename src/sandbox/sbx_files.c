@@ -131,6 +131,7 @@ void sbx_files_collect(int work_fd, const struct sbx_files_known *known, size_t 
         res->files_truncated = true;
         return;
     }
+    rewinddir(d); /* the fd may share its offset with another (a dup) */
     int dfd = dirfd(d);
     char **names = NULL;
     size_t nnames = 0, cap = 0, scanned = 0;
