@@ -39,9 +39,9 @@ static const struct cfg_field jwt_fields[] = {
      .help = "the claim whose string value is the caller's team (`sub` is always the user); unset: no team"},
     {.key = "leeway", .type = CFG_DURATION, .off = JOFF(leeway_ms), .def = "60s", .min = 0, .max = 600000,
      .help = "clock skew allowed when checking exp and nbf"},
-    {.key = "jwks_refresh", .type = CFG_DURATION, .off = JOFF(jwks_refresh_ms), .def = "5m", .min = 1000,
+    {.key = "jwks_refresh", .type = CFG_DURATION, .off = JOFF(jwks_refresh_ms), .def = "5m", .min = 1000, .max = 86400000,
      .flags = CFG_RESTART, .help = "how often the JWKS is reloaded"},
-    {.key = "jwks_min_refresh", .type = CFG_DURATION, .off = JOFF(jwks_min_refresh_ms), .def = "10s", .min = 100,
+    {.key = "jwks_min_refresh", .type = CFG_DURATION, .off = JOFF(jwks_min_refresh_ms), .def = "10s", .min = 100, .max = 3600000,
      .flags = CFG_RESTART, .help = "a token with an unknown kid reloads the JWKS at most this often"},
 };
 static const struct cfg_schema jwt_schema = {.name = "jwt", .fields = jwt_fields, .nfields = ARRAY_LEN(jwt_fields)};
