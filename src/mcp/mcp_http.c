@@ -274,11 +274,11 @@ static void resource_url(const struct http_req *req, const char *path, char *out
 }
 
 /* A JWT caller (mcp_jwt.h): no key record, so every tool and no per-key limit; `sub` is the user, the
- * mcp.jwt.team_claim the team, and the key id "jwt:<sub>" binds its sessions and carries `ratelimits:` of scope
- * key. Lives in the request's ctx, like a key's principal, until mcp_http_handle returns. */
+ * mcp.jwt.team_claim the team, and the key id "jwt:" + 32 hex digits of SHA-256(iss, sub) (fits every key_id
+ * buffer, and never collides by truncation) binds its sessions and runs. Lives in the request's ctx, like a key's principal, until mcp_http_handle returns. */
 struct jwt_who {
     struct principal p;
-    char key_id[4 + JWT_CLAIM_MAX + 1], team[JWT_CLAIM_MAX + 1];
+    char key_id[40], team[JWT_CLAIM_MAX + 1];
 };
 
 static void answer_401(struct http_req *req, bool presented, const char *msg)
@@ -305,7 +305,7 @@ static int authenticate_jwt(struct http_req *req, struct str token, struct jwt_w
         return -1;
     }
     memset(jw, 0, sizeof(*jw));
-    snprintf(jw->key_id, sizeof(jw->key_id), "jwt:%s", c.sub);
+    snprintf(jw->key_id, sizeof(jw->key_id), "%s", c.key_id);
     snprintf(jw->p.user_buf, sizeof(jw->p.user_buf), "%s", c.sub);
     snprintf(jw->team, sizeof(jw->team), "%s", c.team);
     jw->p.key_id = jw->key_id;

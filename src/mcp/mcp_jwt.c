@@ -345,6 +345,19 @@ static enum jwt_result claims(const cJSON *p, const struct jwt_expect *e, struct
     memset(out, 0, sizeof(*out));
     snprintf(out->sub, sizeof(out->sub), "%s", sub->valuestring);
     out->exp = exp;
+    unsigned char md[32];
+    unsigned int mdl = 0;
+    EVP_MD_CTX *h = EVP_MD_CTX_new();
+    bool hashed = h && EVP_DigestInit_ex(h, EVP_sha256(), NULL) == 1 &&
+                  EVP_DigestUpdate(h, iss->valuestring, strlen(iss->valuestring)) == 1 &&
+                  EVP_DigestUpdate(h, "\n", 1) == 1 && EVP_DigestUpdate(h, out->sub, strlen(out->sub)) == 1 &&
+                  EVP_DigestFinal_ex(h, md, &mdl) == 1;
+    EVP_MD_CTX_free(h);
+    if (!hashed)
+        return JWT_MALFORMED;
+    memcpy(out->key_id, "jwt:", 4);
+    for (int i = 0; i < 16; i++)
+        snprintf(out->key_id + 4 + 2 * i, 3, "%02x", md[i]);
     const cJSON *t = e->team_claim && e->team_claim[0] ? cJSON_GetObjectItemCaseSensitive(p, e->team_claim) : NULL;
     if (cJSON_IsString(t) && strlen(t->valuestring) <= JWT_CLAIM_MAX)
         snprintf(out->team, sizeof(out->team), "%s", t->valuestring);

@@ -53,6 +53,7 @@ struct jwt_expect {
 struct jwt_claims {
     char sub[JWT_CLAIM_MAX + 1];
     char team[JWT_CLAIM_MAX + 1]; /* "" when absent (or not a string) */
+    char key_id[40];              /* "jwt:" and 32 hex digits of SHA-256(iss "\n" sub): the caller's key id */
     int64_t exp;
 };
 

@@ -51,7 +51,7 @@ before(async () => {
   });
   await new Promise((r) => srv.listen(0, '127.0.0.1', r));
   const jwksUrl = `http://127.0.0.1:${srv.address().port}/jwks.json`;
-  dUrl = await startAgentd({ config: `auth:\n  mode: keys\nmcp:\n  jwt:\n    issuer: ${ISS}\n    jwks_url: ${jwksUrl}\n    team_claim: org\n    jwks_min_refresh: 200ms\n` });
+  dUrl = await startAgentd({ config: `auth:\n  mode: keys\nagents:\n  - name: helper\n    model: mock\n    tools: [echo]\nmcp:\n  jwt:\n    issuer: ${ISS}\n    jwks_url: ${jwksUrl}\n    team_claim: org\n    jwks_min_refresh: 200ms\n` });
   dir = mkdtempSync(join(tmpdir(), 'agentd-jwks-'));
   jwksFile = join(dir, 'jwks.json');
   writeFileSync(jwksFile, jwks(ec1));
@@ -77,7 +77,7 @@ async function initialize(d, token) {
     headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${token}` },
     body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'raw', version: '0' } } }),
   });
-  return { status: r.status, www: r.headers.get('www-authenticate'), text: await r.text() };
+  return { status: r.status, www: r.headers.get('www-authenticate'), sid: r.headers.get('mcp-session-id'), text: await r.text() };
 }
 
 async function sdkList(d, token) {
@@ -124,6 +124,30 @@ test('a valid RS256 or ES256 token lists and calls tools through the SDK client'
   // the file-based key set too
   const { tools } = await sdkList(dFile, mint(ec1, claims(dFile)));
   assert.ok(tools.some((t) => t.name === 'echo'));
+});
+
+test('a JWT caller runs agents, and its sessions are bound to its subject', async () => {
+  const client = new Client({ name: 'agentd-jwt-test', version: '1.0.0' });
+  const transport = new StreamableHTTPClientTransport(new URL(dUrl.url + '/mcp'), { requestInit: { headers: { authorization: `Bearer ${mint(ec1, claims(dUrl))}` } } });
+  await client.connect(transport);
+  const run = await client.callTool({ name: 'helper', arguments: { input: 'CALL echo {"text":"x"}\n---\nthe final answer' } });
+  assert.notEqual(run.isError, true, JSON.stringify(run));
+  assert.match(JSON.stringify(run.content), /the final answer/);
+  await client.close();
+
+  const alice = await initialize(dUrl, mint(rsa1, claims(dUrl)));
+  assert.equal(alice.status, 200, alice.text);
+  const list = async (token) => {
+    const r = await dUrl.fetch('/mcp', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${token}`, 'mcp-session-id': alice.sid, 'mcp-protocol-version': '2025-11-25' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/list' }),
+    });
+    await r.arrayBuffer();
+    return r.status;
+  };
+  assert.equal(await list(mint(ec1, claims(dUrl))), 200); // alice again, another key of the issuer
+  assert.equal(await list(mint(rsa1, claims(dUrl, { sub: 'bob' }))), 404);
 });
 
 test('bad tokens get 401 invalid_token with the resource metadata pointer', async () => {

@@ -113,6 +113,10 @@ static void test_valid(void)
     is_str(c.sub, "alice");
     is_str(c.team, "blue");
     is_int(c.exp, 2000000000);
+    ok(strncmp(c.key_id, "jwt:", 4) == 0 && strlen(c.key_id) == 36);
+    struct jwt_claims c2;
+    is_int(check(ks, T_ES, "https://iss.test", "http://h/mcp", NOW, &c2), JWT_OK);
+    is_str(c2.key_id, c.key_id); /* same iss and sub: same caller */
     is_int(CHECK(T_ES), JWT_OK);
     is_int(CHECK(T_ES384), JWT_OK);
     is_int(CHECK(T_NOKID), JWT_OK); /* no kid: every key of the alg's type is tried */
