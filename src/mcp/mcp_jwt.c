@@ -73,7 +73,7 @@ static unsigned char *jwk_bytes(const cJSON *k, const char *name, size_t max, si
     unsigned char *b = xmalloc(n * 3 / 4 + 4);
     long l = b64url_decode(v->valuestring, n, b);
     if (l <= 0 || (size_t)l > max) {
-        free(b);
+        xfree(b);
         return NULL;
     }
     *len = (size_t)l;
@@ -126,8 +126,8 @@ static EVP_PKEY *rsa_key(const cJSON *k)
         BN_free(bn);
         BN_free(be);
     }
-    free(nb);
-    free(eb);
+    xfree(nb);
+    xfree(eb);
     return pk;
 }
 
@@ -147,8 +147,8 @@ static EVP_PKEY *ec_key(const cJSON *k, size_t clen, const char *group)
             pk = pkey_from("EC", bld);
         OSSL_PARAM_BLD_free(bld);
     }
-    free(x);
-    free(y);
+    xfree(x);
+    xfree(y);
     return pk;
 }
 
@@ -229,10 +229,10 @@ void jwks_release(struct jwks *ks)
         return;
     for (size_t i = 0; i < ks->n; i++) {
         EVP_PKEY_free(ks->keys[i].pkey);
-        free(ks->keys[i].kid);
-        free(ks->keys[i].alg);
+        xfree(ks->keys[i].kid);
+        xfree(ks->keys[i].alg);
     }
-    free(ks);
+    xfree(ks);
 }
 
 /* ---- tokens ---- */
@@ -304,7 +304,7 @@ static cJSON *part_json(const char *s, size_t n)
     unsigned char *b = xmalloc(n * 3 / 4 + 4);
     long l = b64url_decode(s, n, b);
     cJSON *j = l > 0 ? cJSON_ParseWithLength((const char *)b, (size_t)l) : NULL;
-    free(b);
+    xfree(b);
     if (j && !cJSON_IsObject(j)) {
         cJSON_Delete(j);
         j = NULL;
@@ -423,7 +423,7 @@ enum jwt_result jwt_verify(const struct jwks *ks, const char *tok, size_t n, con
     }
     if (r == JWT_OK)
         r = claims(p, e, out);
-    free(sig);
+    xfree(sig);
     cJSON_Delete(p);
     cJSON_Delete(h);
     return r;
@@ -541,8 +541,8 @@ void mcp_jwt_stop(void)
     }
     jwks_release(cur);
     cur = NULL;
-    free(src_file);
-    free(src_url);
+    xfree(src_file);
+    xfree(src_url);
     src_file = src_url = NULL;
 }
 
