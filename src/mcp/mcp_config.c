@@ -27,7 +27,7 @@ static void validate(struct cfg_ctx *ctx, void *obj, const struct ynode *where, 
 
 #define JOFF(f) offsetof(struct config_mcp_jwt, f)
 static const struct cfg_field jwt_fields[] = {
-    {.key = "issuer", .type = CFG_STRING, .off = JOFF(issuer),
+    {.key = "issuer", .type = CFG_STRING, .off = JOFF(issuer), .flags = CFG_RESTART,
      .help = "accept JWT access tokens from this issuer (`iss`) as an alternative to virtual keys; unset: none"},
     {.key = "jwks_file", .type = CFG_STRING, .off = JOFF(jwks_file), .flags = CFG_RESTART,
      .help = "the issuer's signing keys, a JWKS document in a file (or jwks_url)"},

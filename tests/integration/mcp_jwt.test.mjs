@@ -192,6 +192,12 @@ test('a rotated key set is picked up: from the URL and from the file', async () 
   assert.ok(tools.some((t) => t.name === 'echo'));
   // the retired key's tokens are now refused
   assert.equal((await initialize(dUrl, mint(rsa1, claims(dUrl)))).status, 401);
+  // a burst of unknown kids reloads the key set at most once per jwks_min_refresh (200ms here), not once each
+  const before = jwksHits, t0 = Date.now();
+  const unknown = keyPair('ec', 'nope');
+  for (let i = 0; i < 40; i++) assert.equal((await initialize(dUrl, mint(unknown, claims(dUrl)))).status, 401);
+  const bound = Math.ceil((Date.now() - t0) / 200) + 2;
+  assert.ok(jwksHits - before <= bound, `${jwksHits - before} fetches for 40 unknown kids in ${Date.now() - t0} ms`);
 
   writeFileSync(jwksFile + '.new', jwks(ec2));
   renameSync(jwksFile + '.new', jwksFile);
