@@ -25,6 +25,7 @@
 #include "gateway/exchange.h"
 #include "gateway/gw_types.h"
 #include "mcp/mcp.h"
+#include "mcp/mcp_jwt.h"
 #include "policy/auth.h"
 #include "store/keys_store.h"
 #include "store/store_config.h"
@@ -188,6 +189,7 @@ static void services_start(const struct config *cfg)
     buf_free(&err);
     admin_keys_init(cfg->server.data_dir);
     mcp_init();
+    mcp_jwt_start(cfg);
     char aerr[256];
     if (agents_start(cfg->server.data_dir, false, aerr, sizeof(aerr)) != 0)
         log_error("agent runs unavailable: %s", aerr);
@@ -215,6 +217,7 @@ void routes_init(struct config *cfg)
 void routes_shutdown(void)
 {
     admin_keys_shutdown();
+    mcp_jwt_stop();
     mcp_shutdown();
     agents_stop();
     keyring_stop();

@@ -185,6 +185,10 @@ struct config {
     struct config_mcp {         /* /mcp; its schema: mcp/mcp_config.c (docs/mcp.md) */
         struct cfg_list servers; /* struct agent_mcp_server: upstream servers federated behind /mcp */
         bool conformance_fixtures; /* the conformance suite's fixture tools (tests/mcp/conformance.yaml only) */
+        struct config_mcp_jwt {  /* JWT access tokens on /mcp (mcp/mcp_jwt.h); unset issuer: none accepted */
+            char *issuer, *jwks_file, *jwks_url, *audience, *team_claim;
+            int64_t leeway_ms, jwks_refresh_ms, jwks_min_refresh_ms;
+        } jwt;
     } mcp;
     struct config_ledger {      /* its schema: policy/govern_config.c */
         bool enabled;

@@ -24,6 +24,7 @@
 #include "mcp/jsonrpc.h"
 #include "mcp/mcp.h"
 #include "mcp/pending.h"
+#include "mcp/mcp_jwt.h"
 #include "policy/auth.h"
 #include "policy/govern_config.h"
 #include "policy/keys.h"
@@ -272,12 +273,62 @@ static void resource_url(const struct http_req *req, const char *path, char *out
     snprintf(out, n, "%s://%s%s", strcmp(proto, "https") == 0 ? "https" : "http", ok ? host : "localhost", path);
 }
 
+/* A JWT caller (mcp_jwt.h): no key record, so every tool and no per-key limit; `sub` is the user, the
+ * mcp.jwt.team_claim the team, and the key id "jwt:" + 32 hex digits of SHA-256(iss, sub) (fits every key_id
+ * buffer, and never collides by truncation) binds its sessions and runs. Lives in the request's ctx, like a key's principal, until mcp_http_handle returns. */
+struct jwt_who {
+    struct principal p;
+    char key_id[40], team[JWT_CLAIM_MAX + 1];
+};
+
+static void answer_401(struct http_req *req, bool presented, const char *msg)
+{
+    char url[400], hv[480];
+    resource_url(req, "/.well-known/oauth-protected-resource/mcp", url, sizeof(url));
+    snprintf(hv, sizeof(hv), "Bearer resource_metadata=\"%s\"%s", url, presented ? ", error=\"invalid_token\"" : "");
+    http_resp_header(req, "WWW-Authenticate", hv);
+    respond_rpc_error(req, 401, NULL, JR_INVALID_REQUEST, msg, NULL);
+}
+
+/* 0 with *who when the bearer token is a valid JWT (jw filled), or -1 after answering 401. */
+static int authenticate_jwt(struct http_req *req, struct str token, struct jwt_who *jw, const struct principal **who)
+{
+    char aud[400];
+    resource_url(req, "/mcp", aud, sizeof(aud));
+    struct jwt_claims c;
+    enum jwt_result r = mcp_jwt_check(req->cfg, token, aud, &c);
+    if (r != JWT_OK) {
+        auth_refused(r == JWT_EXPIRED ? AUTH_R_EXPIRED : r == JWT_MALFORMED ? AUTH_R_MALFORMED : AUTH_R_UNKNOWN,
+                     NULL, req->request_id, "/mcp");
+        log_info("mcp: JWT refused: %s (request %s)", jwt_result_name(r), req->request_id);
+        answer_401(req, true, "Unauthorized: the access token is not valid");
+        return -1;
+    }
+    memset(jw, 0, sizeof(*jw));
+    snprintf(jw->key_id, sizeof(jw->key_id), "%s", c.key_id);
+    snprintf(jw->p.user_buf, sizeof(jw->p.user_buf), "%s", c.sub);
+    snprintf(jw->team, sizeof(jw->team), "%s", c.team);
+    jw->p.key_id = jw->key_id;
+    jw->p.key_name = "jwt";
+    jw->p.user = jw->p.user_buf;
+    jw->p.team = jw->team;
+    jw->p.workflow = "";
+    *who = &jw->p; /* holder NULL: principal_release leaves it alone */
+    return 0;
+}
+
 /* 0 with *who (release it; NULL when anonymous under auth.mode none), or -1 after answering 401. */
-static int authenticate(struct http_req *req, const struct principal **who, struct str *secret)
+static int authenticate(struct http_req *req, const struct principal **who, struct str *secret, struct jwt_who *jw)
 {
     *who = NULL;
     *secret = auth_secret_from(http_req_header(req, "authorization"), http_req_header(req, "x-api-key"),
                                http_req_header(req, "api-key"));
+    const struct config_mcp_jwt *j = &req->cfg->mcp.jwt;
+    if (j->issuer && j->issuer[0] && jwt_looks_like(*secret)) {
+        struct str tok = *secret;
+        *secret = STR_NULL; /* never forwarded as a key (agent runs, upstream servers) */
+        return authenticate_jwt(req, tok, jw, who);
+    }
     bool keys = auth_mode_effective(req->cfg) == AUTH_MODE_KEYS;
     if (!keyring_armed() && !keys)
         return 0;
@@ -291,13 +342,10 @@ static int authenticate(struct http_req *req, const struct principal **who, stru
         return 0;
     principal_release(*who);
     *who = NULL;
-    char url[400], hv[480];
-    resource_url(req, "/.well-known/oauth-protected-resource/mcp", url, sizeof(url));
-    snprintf(hv, sizeof(hv), "Bearer resource_metadata=\"%s\"%s", url,
-             secret->n ? ", error=\"invalid_token\"" : "");
-    http_resp_header(req, "WWW-Authenticate", hv);
-    respond_rpc_error(req, 401, NULL, JR_INVALID_REQUEST,
-                      "Unauthorized: pass an agentd virtual key as `Authorization: Bearer <key>`", NULL);
+    answer_401(req, secret->n > 0,
+               j->issuer && j->issuer[0]
+                   ? "Unauthorized: pass an agentd virtual key or an access token as `Authorization: Bearer <token>`"
+                   : "Unauthorized: pass an agentd virtual key as `Authorization: Bearer <key>`");
     return -1;
 }
 
@@ -310,9 +358,17 @@ void mcp_http_metadata(struct http_req *req)
     cJSON_AddStringToObject(o, "resource", url);
     cJSON *bm = cJSON_AddArrayToObject(o, "bearer_methods_supported");
     cJSON_AddItemToArray(bm, cJSON_CreateString("header"));
+    const struct config_mcp_jwt *j = &req->cfg->mcp.jwt;
+    if (j->issuer && j->issuer[0]) {
+        cJSON *as = cJSON_AddArrayToObject(o, "authorization_servers");
+        cJSON_AddItemToArray(as, cJSON_CreateString(j->issuer));
+    }
     cJSON_AddStringToObject(o, "resource_name", "agentd MCP server");
     cJSON_AddStringToObject(o, "resource_documentation",
-                            "Authenticate with an agentd virtual key as a bearer token (docs/mcp.md).");
+                            j->issuer && j->issuer[0]
+                                ? "Authenticate with an access token from the authorization server, or an agentd "
+                                  "virtual key, as a bearer token (docs/mcp.md)."
+                                : "Authenticate with an agentd virtual key as a bearer token (docs/mcp.md).");
     char *s = cJSON_PrintUnformatted(o);
     http_respond(req, 200, "application/json", s, strlen(s));
     cJSON_free(s);
@@ -1748,7 +1804,8 @@ void mcp_http_handle(struct http_req *req, struct gateway_worker *gw)
         return;
     }
     struct ctx x = {.req = req, .gw = gw};
-    if (authenticate(req, &x.who, &x.secret) != 0)
+    struct jwt_who jw;
+    if (authenticate(req, &x.who, &x.secret, &jw) != 0)
         return;
     char hdr_ver[24];
     size_t hl;
