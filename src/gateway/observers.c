@@ -17,6 +17,56 @@
 
 static const char *const front_names[] = {"openai", "anthropic", "openai-embeddings", "openai-responses"};
 
+/* The series the settle observer used last on this thread, and the labels they were found for. A worker sees the
+ * same model, deployment, workflow and status request after request, so comparing those few strings once replaces
+ * a dozen label lookups (metrics_series compares every label of every series). A series is looked up the first
+ * time it is wanted; any difference in the key, or metrics_shutdown (the epoch), starts the entry over. */
+struct settle_series {
+    uint64_t epoch; /* metrics_epoch() when filled; 0: empty */
+    int front, status;
+    char model[sizeof(((struct ex_request *)0)->model_name)], wf[sizeof(((struct ex_trace *)0)->workflow)];
+    char dlabel[128], pname[64];
+    struct metric_series *req, *areq, *dur, *op_dur, *overhead, *tok_in, *tok_out, *tokens, *cost, *ttft, *tpot;
+};
+static _Thread_local struct settle_series settle_cache;
+
+static bool copy_key(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= cap)
+        return false;
+    memcpy(dst, src, n + 1);
+    return true;
+}
+
+/* The cache entry for these labels, or NULL when one of them is too long to keep (the caller then looks the series
+ * up each time). */
+static struct settle_series *settle_series_for(int front, int status, const char *model, const char *wf,
+                                               const char *dlabel, const char *pname)
+{
+    struct settle_series *c = &settle_cache;
+    uint64_t e = metrics_epoch();
+    if (c->epoch == e && c->front == front && c->status == status && strcmp(c->model, model) == 0 &&
+        strcmp(c->wf, wf) == 0 && strcmp(c->dlabel, dlabel) == 0 && strcmp(c->pname, pname) == 0)
+        return c;
+    memset(c, 0, sizeof(*c));
+    if (!copy_key(c->model, sizeof(c->model), model) || !copy_key(c->wf, sizeof(c->wf), wf) ||
+        !copy_key(c->dlabel, sizeof(c->dlabel), dlabel) || !copy_key(c->pname, sizeof(c->pname), pname)) {
+        c->model[0] = '\0'; /* leave it empty: epoch 0 never matches */
+        return NULL;
+    }
+    c->epoch = e;
+    c->front = front;
+    c->status = status;
+    return c;
+}
+
+/* c's series `slot` of family `def` for `labels`, looked up on first use */
+#define SETTLE_SERIES(c, slot, def, ...)                                                                             \
+    ((c) && (c)->slot ? (c)->slot                                                                                    \
+                      : ((c) ? ((c)->slot = metrics_series((def), (const char *[]){__VA_ARGS__}))                   \
+                             : metrics_series((def), (const char *[]){__VA_ARGS__})))
+
 static void metrics_attempt_end(const struct exchange *ex, const struct attempt *a, const struct attempt_outcome *o)
 {
     (void)ex;
@@ -41,12 +91,13 @@ static void metrics_settle(const struct exchange *ex, const struct ex_outcome *o
         st[fmt_u64(st, (uint64_t)o->status)] = '\0';
     else
         snprintf(st, sizeof(st), "%d", o->status);
-    metrics_inc(&genai_gateway_requests, (const char *[]){front_names[ex->front], model, dlabel, st});
     const char *wf = ex->trace.workflow[0] ? ex->trace.workflow : "none";
-    metrics_inc(&agent_requests_total, (const char *[]){wf, st});
+    struct settle_series *c = settle_series_for((int)ex->front, o->status, model, wf, dlabel, pname);
+    metrics_series_add(SETTLE_SERIES(c, req, &genai_gateway_requests, front_names[ex->front], model, dlabel, st), 1);
+    metrics_series_add(SETTLE_SERIES(c, areq, &agent_requests_total, wf, st), 1);
     /* a sampled trace leaves its ids on the duration buckets (exemplars) */
     bool exemplar = ex->trace.active && ex->trace.sampled;
-    struct metric_series *dur = metrics_series(&agent_request_duration, (const char *[]){wf});
+    struct metric_series *dur = SETTLE_SERIES(c, dur, &agent_request_duration, wf);
     if (exemplar)
         metrics_series_observe_ex(dur, (double)o->total_us / 1e3, ex->trace.trace_id, ex->trace.server_span_id);
     else
@@ -59,29 +110,31 @@ static void metrics_settle(const struct exchange *ex, const struct ex_outcome *o
     if (ex->model == NULL)
         return;
     const char *etype = o->status >= 400 ? st : "";
-    struct metric_series *op_dur = metrics_series(&genai_operation_duration, (const char *[]){op, pname, model, etype});
+    struct metric_series *op_dur = SETTLE_SERIES(c, op_dur, &genai_operation_duration, op, pname, model, etype);
     if (exemplar)
         metrics_series_observe_ex(op_dur, (double)o->total_us / 1e6, ex->trace.trace_id, ex->trace.server_span_id);
     else
         metrics_series_observe(op_dur, (double)o->total_us / 1e6);
-    metrics_observe(&genai_gateway_overhead, (const char *[]){model, dlabel}, (double)o->overhead_us / 1e6);
+    metrics_series_observe(SETTLE_SERIES(c, overhead, &genai_gateway_overhead, model, dlabel),
+                           (double)o->overhead_us / 1e6);
     if (ex->usage.known || ex->usage.input || ex->usage.output) {
-        metrics_observe(&genai_token_usage, (const char *[]){op, pname, model, "input"}, (double)ex->usage.input);
+        metrics_series_observe(SETTLE_SERIES(c, tok_in, &genai_token_usage, op, pname, model, "input"),
+                               (double)ex->usage.input);
         if (ex->front != FRONT_OPENAI_EMBEDDINGS)
-            metrics_observe(&genai_token_usage, (const char *[]){op, pname, model, "output"},
-                            (double)ex->usage.output);
-        metrics_add(&genai_agent_tokens_used, (const char *[]){model, dlabel},
-                    (double)(ex->usage.input + ex->usage.output));
+            metrics_series_observe(SETTLE_SERIES(c, tok_out, &genai_token_usage, op, pname, model, "output"),
+                                   (double)ex->usage.output);
+        metrics_series_add(SETTLE_SERIES(c, tokens, &genai_agent_tokens_used, model, dlabel),
+                           (double)(ex->usage.input + ex->usage.output));
     }
     if (ex->priced && ex->cost_usd > 0)
-        metrics_add(&genai_cost_usd, (const char *[]){model, dlabel}, ex->cost_usd);
+        metrics_series_add(SETTLE_SERIES(c, cost, &genai_cost_usd, model, dlabel), ex->cost_usd);
     if (ex->t_first_token_us) {
-        metrics_observe(&genai_time_to_first_token, (const char *[]){model, dlabel},
-                        (double)(ex->t_first_token_us - ex->t_start_us) / 1e6);
+        metrics_series_observe(SETTLE_SERIES(c, ttft, &genai_time_to_first_token, model, dlabel),
+                               (double)(ex->t_first_token_us - ex->t_start_us) / 1e6);
         uint64_t end = ex->t_start_us + o->total_us;
         if (o->status < 400 && ex->usage.output > 1 && end > ex->t_first_token_us)
-            metrics_observe(&genai_time_per_output_token, (const char *[]){model, dlabel},
-                            (double)(end - ex->t_first_token_us) / 1e6 / (double)(ex->usage.output - 1));
+            metrics_series_observe(SETTLE_SERIES(c, tpot, &genai_time_per_output_token, model, dlabel),
+                                   (double)(end - ex->t_first_token_us) / 1e6 / (double)(ex->usage.output - 1));
     }
 }
 

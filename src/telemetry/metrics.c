@@ -58,6 +58,7 @@ static int nfamilies;
 static pthread_mutex_t shards_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct shard *shards;
 static _Thread_local struct shard *tls_shard;
+static _Atomic uint64_t epoch = 1; /* bumped by metrics_shutdown */
 
 struct collector {
     metrics_collector_fn *fn;
@@ -248,6 +249,11 @@ static inline uint64_t double_to_bits(double d)
     uint64_t b;
     memcpy(&b, &d, sizeof(b));
     return b;
+}
+
+uint64_t metrics_epoch(void)
+{
+    return atomic_load_explicit(&epoch, memory_order_relaxed);
 }
 
 void metrics_series_add(struct metric_series *s, double v)
@@ -680,6 +686,7 @@ void metrics_shutdown(void)
         s = next;
     }
     tls_shard = NULL;
+    atomic_fetch_add_explicit(&epoch, 1, memory_order_relaxed);
     nfamilies = 0;
     ncollectors = 0;
 }

@@ -58,6 +58,9 @@ void metrics_register(struct metric_def *def);
 /* The calling thread's series for these label values (created on first use). Cache the pointer when the labels
  * are fixed; it stays valid until metrics_shutdown. */
 struct metric_series *metrics_series(struct metric_def *def, const char *const *label_values);
+/* Changes when metrics_shutdown frees the series: a caller that keeps series pointers across calls (a per-thread
+ * cache of the series its hot path uses) checks it before using them. */
+uint64_t metrics_epoch(void);
 void metrics_series_add(struct metric_series *s, double v);
 void metrics_series_observe(struct metric_series *s, double v);
 /* An observation that belongs to a sampled trace: on a family with .exemplars it also becomes its bucket's
