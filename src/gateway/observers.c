@@ -17,55 +17,10 @@
 
 static const char *const front_names[] = {"openai", "anthropic", "openai-embeddings", "openai-responses"};
 
-/* The series the settle observer used last on this thread, and the labels they were found for. A worker sees the
- * same model, deployment, workflow and status request after request, so comparing those few strings once replaces
- * a dozen label lookups (metrics_series compares every label of every series). A series is looked up the first
- * time it is wanted; any difference in the key, or metrics_shutdown (the epoch), starts the entry over. */
-struct settle_series {
-    uint64_t epoch; /* metrics_epoch() when filled; 0: empty */
-    int front, status;
-    char model[sizeof(((struct ex_request *)0)->model_name)], wf[sizeof(((struct ex_trace *)0)->workflow)];
-    char dlabel[128], pname[64];
-    struct metric_series *req, *areq, *dur, *op_dur, *overhead, *tok_in, *tok_out, *tokens, *cost, *ttft, *tpot;
-};
-static _Thread_local struct settle_series settle_cache;
-
-static bool copy_key(char *dst, size_t cap, const char *src)
-{
-    size_t n = strlen(src);
-    if (n >= cap)
-        return false;
-    memcpy(dst, src, n + 1);
-    return true;
-}
-
-/* The cache entry for these labels, or NULL when one of them is too long to keep (the caller then looks the series
- * up each time). */
-static struct settle_series *settle_series_for(int front, int status, const char *model, const char *wf,
-                                               const char *dlabel, const char *pname)
-{
-    struct settle_series *c = &settle_cache;
-    uint64_t e = metrics_epoch();
-    if (c->epoch == e && c->front == front && c->status == status && strcmp(c->model, model) == 0 &&
-        strcmp(c->wf, wf) == 0 && strcmp(c->dlabel, dlabel) == 0 && strcmp(c->pname, pname) == 0)
-        return c;
-    memset(c, 0, sizeof(*c));
-    if (!copy_key(c->model, sizeof(c->model), model) || !copy_key(c->wf, sizeof(c->wf), wf) ||
-        !copy_key(c->dlabel, sizeof(c->dlabel), dlabel) || !copy_key(c->pname, sizeof(c->pname), pname)) {
-        c->model[0] = '\0'; /* leave it empty: epoch 0 never matches */
-        return NULL;
-    }
-    c->epoch = e;
-    c->front = front;
-    c->status = status;
-    return c;
-}
-
-/* c's series `slot` of family `def` for `labels`, looked up on first use */
-#define SETTLE_SERIES(c, slot, def, ...)                                                                             \
-    ((c) && (c)->slot ? (c)->slot                                                                                    \
-                      : ((c) ? ((c)->slot = metrics_series((def), (const char *[]){__VA_ARGS__}))                   \
-                             : metrics_series((def), (const char *[]){__VA_ARGS__})))
+/* the series metrics_settle uses, by their index in its memo */
+enum { SS_REQ, SS_AREQ, SS_DUR, SS_OP_DUR, SS_OVERHEAD, SS_TOK_IN, SS_TOK_OUT, SS_TOKENS, SS_COST, SS_TTFT, SS_TPOT };
+static _Thread_local struct metrics_memo settle_memo;
+#define SETTLE_SERIES(i, def, ...) metrics_memo_series(&settle_memo, memo, (i), (def), (const char *[]){__VA_ARGS__})
 
 static void metrics_attempt_end(const struct exchange *ex, const struct attempt *a, const struct attempt_outcome *o)
 {
@@ -92,12 +47,14 @@ static void metrics_settle(const struct exchange *ex, const struct ex_outcome *o
     else
         snprintf(st, sizeof(st), "%d", o->status);
     const char *wf = ex->trace.workflow[0] ? ex->trace.workflow : "none";
-    struct settle_series *c = settle_series_for((int)ex->front, o->status, model, wf, dlabel, pname);
-    metrics_series_add(SETTLE_SERIES(c, req, &genai_gateway_requests, front_names[ex->front], model, dlabel, st), 1);
-    metrics_series_add(SETTLE_SERIES(c, areq, &agent_requests_total, wf, st), 1);
+    /* every label below follows from these (the error's series are looked up each time) */
+    bool memo = metrics_memo_use(&settle_memo, o->status * 16 + (int)ex->front,
+                                 (const char *[]){model, wf, dlabel, pname}, 4);
+    metrics_series_add(SETTLE_SERIES(SS_REQ, &genai_gateway_requests, front_names[ex->front], model, dlabel, st), 1);
+    metrics_series_add(SETTLE_SERIES(SS_AREQ, &agent_requests_total, wf, st), 1);
     /* a sampled trace leaves its ids on the duration buckets (exemplars) */
     bool exemplar = ex->trace.active && ex->trace.sampled;
-    struct metric_series *dur = SETTLE_SERIES(c, dur, &agent_request_duration, wf);
+    struct metric_series *dur = SETTLE_SERIES(SS_DUR, &agent_request_duration, wf);
     if (exemplar)
         metrics_series_observe_ex(dur, (double)o->total_us / 1e3, ex->trace.trace_id, ex->trace.server_span_id);
     else
@@ -110,30 +67,30 @@ static void metrics_settle(const struct exchange *ex, const struct ex_outcome *o
     if (ex->model == NULL)
         return;
     const char *etype = o->status >= 400 ? st : "";
-    struct metric_series *op_dur = SETTLE_SERIES(c, op_dur, &genai_operation_duration, op, pname, model, etype);
+    struct metric_series *op_dur = SETTLE_SERIES(SS_OP_DUR, &genai_operation_duration, op, pname, model, etype);
     if (exemplar)
         metrics_series_observe_ex(op_dur, (double)o->total_us / 1e6, ex->trace.trace_id, ex->trace.server_span_id);
     else
         metrics_series_observe(op_dur, (double)o->total_us / 1e6);
-    metrics_series_observe(SETTLE_SERIES(c, overhead, &genai_gateway_overhead, model, dlabel),
+    metrics_series_observe(SETTLE_SERIES(SS_OVERHEAD, &genai_gateway_overhead, model, dlabel),
                            (double)o->overhead_us / 1e6);
     if (ex->usage.known || ex->usage.input || ex->usage.output) {
-        metrics_series_observe(SETTLE_SERIES(c, tok_in, &genai_token_usage, op, pname, model, "input"),
+        metrics_series_observe(SETTLE_SERIES(SS_TOK_IN, &genai_token_usage, op, pname, model, "input"),
                                (double)ex->usage.input);
         if (ex->front != FRONT_OPENAI_EMBEDDINGS)
-            metrics_series_observe(SETTLE_SERIES(c, tok_out, &genai_token_usage, op, pname, model, "output"),
+            metrics_series_observe(SETTLE_SERIES(SS_TOK_OUT, &genai_token_usage, op, pname, model, "output"),
                                    (double)ex->usage.output);
-        metrics_series_add(SETTLE_SERIES(c, tokens, &genai_agent_tokens_used, model, dlabel),
+        metrics_series_add(SETTLE_SERIES(SS_TOKENS, &genai_agent_tokens_used, model, dlabel),
                            (double)(ex->usage.input + ex->usage.output));
     }
     if (ex->priced && ex->cost_usd > 0)
-        metrics_series_add(SETTLE_SERIES(c, cost, &genai_cost_usd, model, dlabel), ex->cost_usd);
+        metrics_series_add(SETTLE_SERIES(SS_COST, &genai_cost_usd, model, dlabel), ex->cost_usd);
     if (ex->t_first_token_us) {
-        metrics_series_observe(SETTLE_SERIES(c, ttft, &genai_time_to_first_token, model, dlabel),
+        metrics_series_observe(SETTLE_SERIES(SS_TTFT, &genai_time_to_first_token, model, dlabel),
                                (double)(ex->t_first_token_us - ex->t_start_us) / 1e6);
         uint64_t end = ex->t_start_us + o->total_us;
         if (o->status < 400 && ex->usage.output > 1 && end > ex->t_first_token_us)
-            metrics_series_observe(SETTLE_SERIES(c, tpot, &genai_time_per_output_token, model, dlabel),
+            metrics_series_observe(SETTLE_SERIES(SS_TPOT, &genai_time_per_output_token, model, dlabel),
                                    (double)(end - ex->t_first_token_us) / 1e6 / (double)(ex->usage.output - 1));
     }
 }

@@ -256,6 +256,37 @@ uint64_t metrics_epoch(void)
     return atomic_load_explicit(&epoch, memory_order_relaxed);
 }
 
+bool metrics_memo_use(struct metrics_memo *m, int tag, const char *const *keys, unsigned n)
+{
+    uint64_t e = metrics_epoch();
+    if (m->epoch == e && m->tag == tag && m->nkeys == n) {
+        unsigned i = 0;
+        while (i < n && strcmp(m->key + m->off[i], keys[i] ? keys[i] : "") == 0)
+            i++;
+        if (i == n)
+            return true;
+    }
+    memset(m, 0, sizeof(*m));
+    if (n > METRICS_MEMO_KEYS)
+        return false;
+    size_t at = 0;
+    for (unsigned i = 0; i < n; i++) {
+        const char *k = keys[i] ? keys[i] : "";
+        size_t len = strlen(k);
+        if (len >= sizeof(m->key) - at) {
+            memset(m, 0, sizeof(*m));
+            return false;
+        }
+        m->off[i] = (uint16_t)at;
+        memcpy(m->key + at, k, len + 1);
+        at += len + 1;
+    }
+    m->epoch = e;
+    m->tag = tag;
+    m->nkeys = n;
+    return true;
+}
+
 void metrics_series_add(struct metric_series *s, double v)
 {
     if (s->def->kind == METRIC_COUNTER && !(v >= 0 && v <= DBL_MAX))
