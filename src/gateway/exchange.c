@@ -364,11 +364,12 @@ static size_t fmt_usd(char *dst, double usd)
 /* One response header line; a value that would break the header (a client-chosen model name) is left out. */
 static void hdr_add(struct buf *h, const char *name, const char *value)
 {
-    if (strpbrk(value, "\r\n"))
+    size_t n = strcspn(value, "\r\n"); /* one pass finds both a line break and the length */
+    if (value[n])
         return;
     buf_append_str(h, name);
     buf_append(h, ": ", 2);
-    buf_append_str(h, value);
+    buf_append(h, value, n);
     buf_append(h, "\r\n", 2);
 }
 
@@ -393,9 +394,7 @@ static void trace_header(const struct exchange *ex, struct buf *h)
 {
     if (!ex->trace.active || !otel_response_header())
         return;
-    char tp[TRACEPARENT_LEN + 1];
-    trace_format_traceparent(tp, ex->trace.trace_id, ex->trace.server_span_id, ex->trace.sampled ? 1 : 0);
-    hdr_add(h, "traceparent", tp);
+    hdr_add(h, "traceparent", ex->trace.traceparent); /* formatted when the trace started (observer_spans.c) */
 }
 
 static void gateway_headers(struct exchange *ex, struct buf *h, const struct deployment *dep, bool with_cost)
