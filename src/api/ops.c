@@ -148,8 +148,8 @@ static void on_request_done(struct http_req *r, uint64_t duration_us)
     /* the four series, kept per thread for the last listener, method, route and status (telemetry/metrics.h) */
     static _Thread_local struct metrics_memo memo;
     bool ok = metrics_memo_use(&memo, r->status, (const char *[]){r->listener, method, route}, 3);
-    metrics_series_add(metrics_memo_series(&memo, ok, 0, &m_requests, (const char *[]){r->listener, method, route, code}),
-                       1);
+    metrics_series_add(
+        metrics_memo_series(&memo, ok, 0, &m_requests, (const char *[]){r->listener, method, route, code}), 1);
     metrics_series_observe(metrics_memo_series(&memo, ok, 1, &m_duration, (const char *[]){r->listener, method, route}),
                            (double)duration_us / 1e6);
     size_t in = r->head.len + r->body.len;

@@ -783,17 +783,18 @@ static void on_settle(const struct exchange *ex, const struct ex_outcome *o)
     alert_budgets(ex, &w, now_s);
     /* the three series, kept per thread for the last key, team and model (telemetry/metrics.h) */
     static _Thread_local struct metrics_memo memo;
-    bool ok = metrics_memo_use(&memo, 0, (const char *[]){w.key_id, w.team, ex->rq.model_name}, 3);
+    const char *model = ex->rq.model_name;
+    bool ok = metrics_memo_use(&memo, 0, (const char *[]){w.key_id, w.team, model}, 3);
     if (r.cost_nusd > 0)
-        metrics_series_add(metrics_memo_series(&memo, ok, 0, &m_spend, (const char *[]){w.key_id, w.team, ex->rq.model_name}),
+        metrics_series_add(metrics_memo_series(&memo, ok, 0, &m_spend, (const char *[]){w.key_id, w.team, model}),
                            (double)r.cost_nusd / 1e9);
     if (used.input > 0)
         metrics_series_add(
-            metrics_memo_series(&memo, ok, 1, &m_tokens, (const char *[]){w.key_id, w.team, ex->rq.model_name, "input"}),
+            metrics_memo_series(&memo, ok, 1, &m_tokens, (const char *[]){w.key_id, w.team, model, "input"}),
             (double)used.input);
     if (used.output > 0)
         metrics_series_add(
-            metrics_memo_series(&memo, ok, 2, &m_tokens, (const char *[]){w.key_id, w.team, ex->rq.model_name, "output"}),
+            metrics_memo_series(&memo, ok, 2, &m_tokens, (const char *[]){w.key_id, w.team, model, "output"}),
             (double)used.output);
 }
 
