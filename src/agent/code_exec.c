@@ -47,8 +47,33 @@ static uint64_t clamp(uint64_t v, uint64_t ceiling)
     return ceiling && v > ceiling ? ceiling : v;
 }
 
+/* The output files as ,"files":[...],"files_truncated":bool in at most cap bytes: a file whose JSON does not fit
+ * is left out and marked by files_truncated (the model can print a part of it instead). */
+static void files_json(const struct sbx_result *res, size_t cap, struct buf *b)
+{
+    if (!res->files_collected)
+        return;
+    bool cut = res->files_truncated;
+    struct buf one = BUF_INIT(BUF_UNBOUNDED);
+    buf_append_str(b, ",\"files\":[");
+    size_t n = 0;
+    for (size_t i = 0; i < res->nfiles; i++) {
+        buf_reset(&one);
+        sbx_json_outfile(&res->files[i], &one);
+        if (b->len + one.len + 1 + 32 > cap) {
+            cut = true;
+            continue;
+        }
+        if (n++)
+            buf_append_char(b, ',');
+        buf_append(b, one.data, one.len);
+    }
+    buf_free(&one);
+    buf_printf(b, "],\"files_truncated\":%s", cut ? "true" : "false");
+}
+
 static void result_json1(const struct sbx_result *res, size_t out_n, bool out_cut, size_t err_n, bool err_cut,
-                         struct buf *b)
+                         const struct buf *files, struct buf *b)
 {
     buf_reset(b);
     buf_printf(b, "{\"reason\":\"%s\",\"exit_code\":", sbx_reason_name(res->reason));
@@ -71,6 +96,8 @@ static void result_json1(const struct sbx_result *res, size_t out_n, bool out_cu
         buf_append_str(b, ",\"error\":");
         buf_append_json_cstr(b, res->error);
     }
+    if (files->len)
+        buf_append(b, files->data, files->len);
     buf_append_str(b, "}");
 }
 
@@ -81,10 +108,15 @@ static void result_json(const struct sbx_result *res, size_t cap, struct buf *b)
 {
     size_t out_n = res->out.len, err_n = res->err.len;
     bool out_cut = res->out_truncated, err_cut = res->err_truncated;
+    /* Files get at most half the room; stdout and stderr are cut to what is left. */
+    struct buf files = BUF_INIT(BUF_UNBOUNDED);
+    files_json(res, cap / 2, &files);
     for (int pass = 0;; pass++) {
-        result_json1(res, out_n, out_cut, err_n, err_cut, b);
-        if (b->len <= cap || (out_n == 0 && err_n == 0) || pass == 8)
+        result_json1(res, out_n, out_cut, err_n, err_cut, &files, b);
+        if (b->len <= cap || (out_n == 0 && err_n == 0) || pass == 8) {
+            buf_free(&files);
             return;
+        }
         size_t over = b->len - cap + 16;
         size_t *n = out_n >= err_n ? &out_n : &err_n;
         *(n == &out_n ? &out_cut : &err_cut) = true;

@@ -28,6 +28,12 @@ static const struct cfg_field service_fields[] = {
      .def = "8MiB", .flags = CFG_RESTART, .help = "largest stdin a request may carry (else 400)"},
     {.key = "max_files_bytes", .type = CFG_SIZE, .off = SVOFF(max_files_bytes), .min = 1, .max = 64LL << 20,
      .def = "16MiB", .flags = CFG_RESTART, .help = "all files of a request together (else 400)"},
+    {.key = "output_files", .type = CFG_INT, .off = SVOFF(output_files), .min = 0, .max = 4096, .def = "64",
+     .flags = CFG_RESTART,
+     .help = "files a run left in /work returned with its result, at most (more: files_truncated); 0: none"},
+    {.key = "output_files_bytes", .type = CFG_SIZE, .off = SVOFF(output_files_bytes), .min = 0, .max = 64LL << 20,
+     .def = "1MiB", .flags = CFG_RESTART,
+     .help = "content of the returned files together, at most (a file past it is left out: files_truncated)"},
     {.key = "timeout", .type = CFG_DURATION, .off = SVOFF(timeout_ms), .min = 1, .max = 86400000, .def = "10s",
      .flags = CFG_RESTART, .help = "wall-clock limit of a run that names none"},
     {.key = "max_timeout", .type = CFG_DURATION, .off = SVOFF(max_timeout_ms), .min = 1, .max = 86400000,
@@ -82,6 +88,8 @@ void sandbox_config_service_opts(const struct config *cfg, unsigned loops, struc
     o->max_code_bytes = (size_t)v->max_code_bytes;
     o->max_stdin_bytes = (size_t)v->max_stdin_bytes;
     o->max_files_bytes = (size_t)v->max_files_bytes;
+    o->output_files = (uint32_t)v->output_files;
+    o->output_files_bytes = (uint64_t)v->output_files_bytes;
     o->defaults.wall_ms = (uint64_t)v->timeout_ms;
     o->defaults.memory_bytes = (uint64_t)v->memory_bytes;
     o->defaults.stdout_max = o->defaults.stderr_max = (uint64_t)v->output_bytes;

@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "sandbox/sbx_contain.h"
 #include "sandbox/sbx_engine.h"
+#include "sandbox/sbx_files.h"
 #include "sandbox/sbx_wire.h"
 
 void sbx_pool_opts_init(struct sbx_pool_opts *opts)
@@ -84,7 +85,21 @@ struct sbx_run {
     int handles;
     bool in_open, out_eof, err_eof, have_exit, done, cancel_sent;
     struct sbx_result res;
+    /* spec.collect_files: what to read back from /work when the run ends */
+    bool collect;
+    uint32_t files_out_max;
+    uint64_t files_out_bytes;
+    struct sbx_files_known *known;
+    size_t nknown;
 };
+
+static void run_free_known(struct sbx_run *run)
+{
+    for (size_t i = 0; i < run->nknown; i++)
+        xfree(run->known[i].name);
+    xfree_null(&run->known);
+    run->nknown = 0;
+}
 
 static void pool_maybe_free(struct sbx_pool *pool);
 
@@ -109,6 +124,7 @@ static void on_run_handle_closed(uv_handle_t *h)
     if (run->next)
         run->next->prev = run->prev;
     sbx_result_free(&run->res);
+    run_free_known(run);
     xfree(run->stdin_copy);
     xfree(run);
     pool_maybe_free(pool);
@@ -205,12 +221,31 @@ static void apply_exit(struct sbx_run *run, const struct sbx_exit *e)
     run_maybe_done(run);
 }
 
+/* The run's output files, from its /work (work_fd, owned here; -1 when the child sent none, e.g. set-up failed). */
+static void collect_files(struct sbx_run *run, int work_fd)
+{
+    if (!run->collect) {
+        if (work_fd != -1)
+            close(work_fd);
+        return;
+    }
+    if (work_fd == -1)
+        run->res.files_collected = true;
+    else
+        sbx_files_collect(work_fd, run->known, run->nknown, run->files_out_max, run->files_out_bytes, &run->res);
+    run_free_known(run);
+}
+
 /* engine hooks (in-process) */
-static void hook_result(void *ud, uint64_t id, const struct sbx_exit *e)
+static void hook_result(void *ud, uint64_t id, const struct sbx_exit *e, int work_fd)
 {
     struct sbx_run *run = find_run(ud, id);
-    if (run && !run->have_exit)
+    if (run && !run->have_exit) {
+        collect_files(run, work_fd);
         apply_exit(run, e);
+    } else if (work_fd != -1) {
+        close(work_fd);
+    }
 }
 
 /* ---- zygote transport ---- */
@@ -346,8 +381,13 @@ static void on_sock(uv_poll_t *p, int status, int events)
         if (pool->z == NULL || pool->z != p->data)
             return;
         long n = sbx_wire_recv(pool->z->sock, msg, sizeof(msg), fds, &nfds);
-        for (int i = 0; i < nfds; i++)
-            close(fds[i]);
+        int work_fd = -1; /* a RESULT's one fd: the run's /work */
+        for (int i = 0; i < nfds; i++) {
+            if (i == 0 && nfds == 1 && n > 0)
+                work_fd = fds[0];
+            else
+                close(fds[i]);
+        }
         if (n == -EAGAIN)
             return;
         if (n <= 0) {
@@ -357,13 +397,22 @@ static void on_sock(uv_poll_t *p, int status, int events)
         struct sbx_msg_hdr h;
         const void *body;
         size_t blen;
-        if (sbx_wire_msg_parse(msg, (size_t)n, &h, &body, &blen) != 0)
+        bool parsed = sbx_wire_msg_parse(msg, (size_t)n, &h, &body, &blen) == 0;
+        if ((!parsed || h.type != SBX_MSG_RESULT) && work_fd != -1) {
+            close(work_fd);
+            work_fd = -1;
+        }
+        if (!parsed)
             continue;
         if (h.type == SBX_MSG_RESULT) {
             struct sbx_exit e;
             struct sbx_run *run = find_run(pool, h.id);
-            if (sbx_wire_decode_exit(body, blen, &e) == 0 && run && !run->have_exit)
+            if (sbx_wire_decode_exit(body, blen, &e) == 0 && run && !run->have_exit) {
+                collect_files(run, work_fd);
                 apply_exit(run, &e);
+            } else if (work_fd != -1) {
+                close(work_fd);
+            }
         } else if (h.type == SBX_MSG_POOL) {
             struct sbx_wire_reader r;
             sbx_wire_reader_init(&r, body, blen);
@@ -648,6 +697,22 @@ int sbx_run_start(struct sbx_pool *pool, const struct sbx_spec *spec, sbx_done_f
     buf_init(&run->res.out, spec->limits.stdout_max);
     buf_init(&run->res.err, spec->limits.stderr_max);
     run->res.exit_code = -1;
+    if (spec->collect_files) {
+        run->collect = true;
+        run->files_out_max = spec->files_out_max;
+        run->files_out_bytes = spec->files_out_bytes;
+        run->known = xcalloc(spec->nfiles + 1, sizeof(*run->known));
+        const char *snippet = sbx_lang_snippet_name(spec->lang);
+        if (snippet && spec->argc == 0 && spec->code) {
+            run->known[run->nknown++] = (struct sbx_files_known){
+                .name = xstrdup(snippet), .len = spec->code_len, .hash = sbx_files_hash(spec->code, spec->code_len)};
+        }
+        for (size_t i = 0; i < spec->nfiles && run->nknown <= spec->nfiles; i++)
+            run->known[run->nknown++] =
+                (struct sbx_files_known){.name = xstrdup(spec->files[i].name),
+                                         .len = spec->files[i].len,
+                                         .hash = sbx_files_hash(spec->files[i].data, spec->files[i].len)};
+    }
     uv_pipe_init(pool->loop, &run->in, 0);
     uv_pipe_init(pool->loop, &run->out, 0);
     uv_pipe_init(pool->loop, &run->err, 0);

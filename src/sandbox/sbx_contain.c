@@ -616,6 +616,20 @@ static int step_files(struct child *c)
         fail(c, "%s", err.data);
         goto out;
     }
+    if (s->collect_files) {
+        /* The engine keeps /work open past the end of the run (the tmpfs lives as long as an fd on it does), and
+         * the client reads the files the program left there, from outside, after every process of it is gone. */
+        char msg[sizeof(struct sbx_msg_hdr)];
+        struct sbx_msg_hdr h = {.magic = SBX_WIRE_MAGIC, .type = (uint16_t)SBX_MSG_WORKDIR};
+        memcpy(msg, &h, sizeof(h));
+        int wrc = sbx_wire_send(c->ctl, msg, sizeof(msg), &dfd, 1);
+        if (wrc != 0) {
+            close(dfd);
+            errno = -wrc;
+            fail(c, "send /work");
+            goto out;
+        }
+    }
     close(dfd);
     rc = 0;
 out:

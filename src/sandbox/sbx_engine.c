@@ -32,6 +32,7 @@ struct child {
     struct child *prev, *next;
     pid_t pid;
     int pidfd, ctl;
+    int work_fd; /* /work of the run, sent by the child with collect_files (-1: none) */
     uint32_t slot;
     struct sbx_cgroup cg;
     bool has_cg;
@@ -119,7 +120,7 @@ static void result_error(struct sbx_engine *eng, uint64_t id, enum sbx_reason re
     (void)snprintf(e.cgroup, sizeof(e.cgroup), "%s", eng->cgver == 2 ? "v2" : eng->cgver == 1 ? "v1" : "none");
     if (msg)
         (void)snprintf(e.error, sizeof(e.error), "%s", msg);
-    eng->hooks.on_result(eng->ud, id, &e);
+    eng->hooks.on_result(eng->ud, id, &e, -1);
 }
 
 /* ---- uid slots ---- */
@@ -237,6 +238,9 @@ static void child_release(struct child *ch)
     if (ch->ctl != -1)
         close(ch->ctl);
     ch->ctl = -1;
+    if (ch->work_fd != -1)
+        close(ch->work_fd);
+    ch->work_fd = -1;
     close(ch->pidfd);
     ch->pidfd = -1;
 }
@@ -293,7 +297,7 @@ static struct child *spawn(struct sbx_engine *eng, uint64_t work_bytes, uint64_t
     ch->eng = eng;
     ch->work_bytes = work_bytes;
     ch->tmp_bytes = tmp_bytes;
-    ch->pidfd = ch->ctl = -1;
+    ch->pidfd = ch->ctl = ch->work_fd = -1;
     ch->fds[0] = ch->fds[1] = ch->fds[2] = -1;
     if (slot_take(eng, &ch->slot) != 0) {
         (void)buf_printf(err, "no free uid slot");
@@ -486,6 +490,14 @@ static bool read_ctl(struct child *ch)
     int fds[SBX_WIRE_MAX_FDS], nfds;
     while (ch->ctl != -1) {
         long n = sbx_wire_recv(ch->ctl, msg, sizeof(msg), fds, &nfds);
+        struct sbx_msg_hdr wh;
+        const void *wbody;
+        size_t wlen;
+        if (n > 0 && nfds == 1 && ch->work_fd == -1 && ch->state == CH_RUNNING &&
+            sbx_wire_msg_parse(msg, (size_t)n, &wh, &wbody, &wlen) == 0 && wh.type == SBX_MSG_WORKDIR) {
+            ch->work_fd = fds[0];
+            continue;
+        }
         for (int i = 0; i < nfds; i++)
             close(fds[i]);
         if (n == -EAGAIN)
@@ -702,7 +714,9 @@ static void finalize(struct child *ch, int status, const struct rusage *ru, uint
     }
     /* Report first: removing the cgroup (slow on v1) is not the caller's wait. */
     uint64_t t_rel = uv_hrtime();
-    eng->hooks.on_result(eng->ud, ch->id, &e);
+    int work_fd = ch->work_fd; /* handed over: the hook closes or passes it on */
+    ch->work_fd = -1;
+    eng->hooks.on_result(eng->ud, ch->id, &e, work_fd);
     child_release(ch);
     t_rel = uv_hrtime() - t_rel;
     if (t_rel > 200u * 1000 * 1000)

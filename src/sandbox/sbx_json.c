@@ -374,6 +374,38 @@ static void append_output(struct buf *out, const char *key, const struct buf *b)
     xfree(enc);
 }
 
+void sbx_json_outfile(const struct sbx_outfile *f, struct buf *out)
+{
+    (void)buf_append_str(out, "{\"name\":");
+    (void)buf_append_json_cstr(out, f->name);
+    (void)buf_printf(out, ",\"size\":%zu,\"mode\":%u,\"content\":", f->len, (unsigned)f->mode);
+    size_t mark = out->len;
+    /* Text (valid UTF-8, no NUL) as it is; anything else exactly, in base64. */
+    if (memchr(f->data, '\0', f->len) == NULL && sbx_json_append_utf8(out, f->data, f->len)) {
+        (void)buf_append_char(out, '}');
+        return;
+    }
+    out->len = mark - sizeof("\"content\":") + 1;
+    size_t cap = (f->len + 2) / 3 * 4 + 1;
+    char *enc = xmalloc(cap);
+    int n = EVP_EncodeBlock((unsigned char *)enc, (const unsigned char *)f->data, (int)f->len);
+    (void)buf_printf(out, "\"content_base64\":\"%.*s\"}", n, enc);
+    xfree(enc);
+}
+
+void sbx_json_outfiles(const struct sbx_result *res, struct buf *out)
+{
+    if (!res->files_collected)
+        return;
+    (void)buf_append_str(out, ",\"files\":[");
+    for (size_t i = 0; i < res->nfiles; i++) {
+        if (i)
+            (void)buf_append_char(out, ',');
+        sbx_json_outfile(&res->files[i], out);
+    }
+    (void)buf_printf(out, "],\"files_truncated\":%s", res->files_truncated ? "true" : "false");
+}
+
 void sbx_json_result(const struct sbx_result *res, const char *id, struct buf *out)
 {
     (void)buf_append_char(out, '{');
@@ -411,5 +443,6 @@ void sbx_json_result(const struct sbx_result *res, const char *id, struct buf *o
         (void)buf_append_json_cstr(out, res->error);
     else
         (void)buf_append_str(out, "null");
+    sbx_json_outfiles(res, out);
     (void)buf_append_char(out, '}');
 }

@@ -41,6 +41,11 @@ int sbx_json_spec_from_object(struct cJSON *root, const struct sbx_limits *defau
 /* Appends the result as one JSON object (no newline). id may be NULL. Output that is not valid UTF-8 is
  * given lossily in "stdout" (U+FFFD) and exactly in "stdout_base64". */
 void sbx_json_result(const struct sbx_result *res, const char *id, struct buf *out);
+/* Appends one output file as {"name","size","mode","content"} (text: valid UTF-8 without NUL) or with
+ * "content_base64" instead (anything else). */
+void sbx_json_outfile(const struct sbx_outfile *f, struct buf *out);
+/* With res->files_collected: appends ,"files":[...],"files_truncated":bool; else nothing. */
+void sbx_json_outfiles(const struct sbx_result *res, struct buf *out);
 /* Appends s as a JSON string, replacing invalid UTF-8 with U+FFFD; returns false when it had to. */
 bool sbx_json_append_utf8(struct buf *out, const char *s, size_t n);
 

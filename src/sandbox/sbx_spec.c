@@ -4,6 +4,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/alloc.h"
+
 bool sbx_spec_file_name_ok(const char *name, size_t len)
 {
     if (name == NULL || len == 0 || len > 255)
@@ -70,6 +72,8 @@ void sbx_spec_init(struct sbx_spec *spec)
 {
     memset(spec, 0, sizeof(*spec));
     sbx_limits_default(&spec->limits);
+    spec->files_out_max = SBX_FILES_OUT_MAX;
+    spec->files_out_bytes = SBX_FILES_OUT_BYTES;
 }
 
 static bool env_ok(const char *e)
@@ -190,4 +194,11 @@ void sbx_result_free(struct sbx_result *res)
 {
     buf_free(&res->out);
     buf_free(&res->err);
+    for (size_t i = 0; i < res->nfiles; i++) {
+        xfree(res->files[i].name);
+        xfree(res->files[i].data);
+    }
+    xfree(res->files);
+    res->files = NULL;
+    res->nfiles = 0;
 }

@@ -78,6 +78,24 @@ struct sbx_spec {
     size_t nfiles;
     struct sbx_limits limits;
     enum sbx_net net;
+    /* Output files: with collect_files, the regular files left at the top of /work when the run ends (other than
+     * the snippet and the input files left unchanged) come back in the result, at most files_out_max of them and
+     * files_out_bytes together (sbx_files_collect; defaults SBX_FILES_OUT_MAX, SBX_FILES_OUT_BYTES). */
+    bool collect_files;
+    uint32_t files_out_max;
+    uint64_t files_out_bytes;
+};
+
+#define SBX_FILES_OUT_MAX 64
+#define SBX_FILES_OUT_BYTES (1u << 20)
+#define SBX_FILES_OUT_SCAN 4096 /* directory entries looked at, at most */
+
+/* A file the run left in /work (see sbx_spec.collect_files). */
+struct sbx_outfile {
+    char *name;
+    char *data;
+    size_t len;
+    uint32_t mode; /* permission bits */
 };
 
 struct sbx_result {
@@ -95,6 +113,11 @@ struct sbx_result {
     char cgroup[8];       /* "v2", "v1" or "none": which cgroup limits were in force */
     char cgroup_name[48]; /* the run's cgroup under the parent ("run-<engine pid>-<n>"), removed by now */
     char error[256];      /* with ERROR: what failed (a step and errno), for the operator */
+    /* with spec.collect_files: the output files, by name; files_truncated when some were left out (more than
+     * files_out_max, past files_out_bytes, or not readable as a regular file) */
+    bool files_collected, files_truncated;
+    struct sbx_outfile *files;
+    size_t nfiles;
 };
 
 enum sbx_cgroup_mode {

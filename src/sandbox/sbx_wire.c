@@ -119,6 +119,7 @@ int sbx_wire_encode_spec(const struct sbx_spec *spec, struct buf *out)
         sbx_wire_put_u32(out, spec->files[i].mode);
         sbx_wire_put_bytes(out, spec->files[i].data, spec->files[i].len);
     }
+    sbx_wire_put_u32(out, spec->collect_files ? 1u : 0u);
     if (out->len - start > SBX_MAX_SPEC_BYTES) {
         out->len = start;
         return -1;
@@ -204,6 +205,12 @@ int sbx_wire_decode_spec(const void *p, size_t n, struct sbx_wire_spec *out, str
     }
     s->files = out->files;
     s->nfiles = nfiles;
+    uint32_t collect = sbx_wire_get_u32(&r);
+    if (collect > 1) {
+        fail(err, "collect flag");
+        goto bad;
+    }
+    s->collect_files = collect == 1;
     if (r.bad || r.n != 0) {
         fail(err, r.bad ? "truncated" : "trailing bytes");
         goto bad;

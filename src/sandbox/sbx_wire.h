@@ -29,6 +29,8 @@ enum sbx_msg_type {
     SBX_MSG_READY,     /* child -> zygote: set-up done, waiting for a run */
     SBX_MSG_ERROR,     /* child -> zygote: a step failed; zygote -> client: no engine; body = text */
     SBX_MSG_POOL,      /* zygote -> client: body = u32 children ready */
+    SBX_MSG_WORKDIR,   /* child -> zygote, just before exec, with spec.collect_files: fd = /work (O_DIRECTORY);
+                        * the RESULT that follows then carries that fd on to the client, which reads the files */
 };
 
 /* Flag on RUN: the spec is not inline but in the memfd passed as the 4th fd. */

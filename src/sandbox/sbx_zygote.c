@@ -21,6 +21,7 @@ struct zmsg {
     struct zmsg *next;
     char *data;
     size_t len;
+    int fd; /* sent with the message, then closed (-1: none) */
 };
 
 struct zygote {
@@ -47,25 +48,31 @@ static void flush(struct zygote *z)
 {
     while (z->q && z->sock != -1) {
         struct zmsg *m = z->q;
-        int rc = sbx_wire_send(z->sock, m->data, m->len, NULL, 0);
+        int rc = sbx_wire_send(z->sock, m->data, m->len, m->fd != -1 ? &m->fd : NULL, m->fd != -1 ? 1 : 0);
         if (rc == -EAGAIN)
             break;
         z->q = m->next;
         if (z->q == NULL)
             z->q_tail = NULL;
+        if (m->fd != -1)
+            close(m->fd);
         xfree(m->data);
         xfree(m);
     }
     watch(z);
 }
 
-static void queue(struct zygote *z, struct buf *b)
+/* Queues b, and fd (owned from here; -1: none) with it. */
+static void queue_fd(struct zygote *z, struct buf *b, int fd)
 {
     if (z->sock == -1) {
         buf_free(b);
+        if (fd != -1)
+            close(fd);
         return;
     }
     struct zmsg *m = xcalloc(1, sizeof(*m));
+    m->fd = fd;
     m->data = buf_steal(b, &m->len);
     if (z->q_tail)
         z->q_tail->next = m;
@@ -73,6 +80,11 @@ static void queue(struct zygote *z, struct buf *b)
         z->q = m;
     z->q_tail = m;
     flush(z);
+}
+
+static void queue(struct zygote *z, struct buf *b)
+{
+    queue_fd(z, b, -1);
 }
 
 static void hook_exec(void *ud, uint64_t id, int host_pid, uint32_t host_uid)
@@ -85,13 +97,13 @@ static void hook_exec(void *ud, uint64_t id, int host_pid, uint32_t host_uid)
     queue(z, &m);
 }
 
-static void hook_result(void *ud, uint64_t id, const struct sbx_exit *e)
+static void hook_result(void *ud, uint64_t id, const struct sbx_exit *e, int work_fd)
 {
     struct zygote *z = ud;
     struct buf m = BUF_INIT(BUF_UNBOUNDED);
     sbx_wire_msg_begin(&m, SBX_MSG_RESULT, 0, id);
     sbx_wire_encode_exit(e, &m);
-    queue(z, &m);
+    queue_fd(z, &m, work_fd);
 }
 
 static void hook_ready(void *ud, unsigned ready)
@@ -113,7 +125,7 @@ static void handle_run(struct zygote *z, const struct sbx_msg_hdr *h, const void
         e.reason = SBX_REASON_ERROR;
         e.exit_code = -1;
         (void)snprintf(e.error, sizeof(e.error), "RUN without its stdio fds");
-        hook_result(z, h->id, &e);
+        hook_result(z, h->id, &e, -1);
         return;
     }
     for (int i = 0; i < 3; i++) {
@@ -317,6 +329,8 @@ out:
     while (z.q) {
         struct zmsg *m = z.q;
         z.q = m->next;
+        if (m->fd != -1)
+            close(m->fd);
         xfree(m->data);
         xfree(m);
     }

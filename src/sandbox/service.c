@@ -71,6 +71,8 @@ void sbx_service_opts_init(struct sbx_service_opts *o)
     o->max_code_bytes = 1u << 20;
     o->max_stdin_bytes = 8u << 20;
     o->max_files_bytes = 16u << 20;
+    o->output_files = SBX_FILES_OUT_MAX;
+    o->output_files_bytes = SBX_FILES_OUT_BYTES;
 }
 
 int sbx_service_start(const struct sbx_service_opts *o, struct buf *err)
@@ -743,6 +745,10 @@ static int parse_request(const char *body, size_t len, struct sbx_json_spec *out
         (void)snprintf(param, param_cap, "%s", name);
         return SBX_SVC_INVALID;
     }
+    /* The files the run leaves in /work come back with its result (docs/sandbox-service.md). */
+    out->spec.files_out_max = G.started ? G.o.output_files : SBX_FILES_OUT_MAX;
+    out->spec.files_out_bytes = G.started ? G.o.output_files_bytes : SBX_FILES_OUT_BYTES;
+    out->spec.collect_files = out->spec.files_out_max > 0;
     return SBX_SVC_OK;
 }
 

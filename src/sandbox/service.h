@@ -44,6 +44,8 @@ struct sbx_service_opts {
     size_t max_code_bytes;      /* largest `code` accepted */
     size_t max_stdin_bytes;     /* largest stdin accepted */
     size_t max_files_bytes;     /* all files together */
+    uint32_t output_files;      /* output files returned per run, at most (0: none are collected) */
+    uint64_t output_files_bytes; /* their content together, at most */
 };
 
 /* Errors of sbx_service_submit and sbx_service_parse_request (err has the sentence). */

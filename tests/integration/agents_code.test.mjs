@@ -138,6 +138,28 @@ test('code_exec: files given with the call are in /work; bad names and too many 
   assert.match(c.result, /files|bytes|large/);
 });
 
+test('code_exec: the files the code writes in /work come back to the model', { skip }, async () => {
+  let c = await codeRun('coder', {
+    language: 'python',
+    code: 'import os\nrows = open("data.csv").read().splitlines()\nopen("out.csv", "w").write("\\n".join(r + ",x" for r in rows) + "\\n")\nos.symlink("/etc/passwd", "pw")',
+    files: [{ name: 'data.csv', content: 'a,b\n1,2\n' }],
+  });
+  assert.equal(c.status, 'ok', c.result);
+  let j = parsed(c);
+  // the input left unchanged, the snippet and the symlink are not outputs
+  assert.deepEqual(j.files, [{ name: 'out.csv', size: 12, mode: 0o644, content: 'a,b,x\n1,2,x\n' }]);
+  assert.equal(j.files_truncated, false);
+  assert.ok(!c.result.includes('root:'), c.result);
+
+  // a file larger than the tool's output room is left out and flagged; the result stays valid JSON
+  c = await codeRun('small', { language: 'sh', code: 'head -c 1000 /dev/zero | tr "\\0" y > big.txt; echo ok > ok.txt' });
+  assert.equal(c.status, 'ok', c.result);
+  j = parsed(c);
+  assert.deepEqual(j.files.map((f) => f.name), ['ok.txt']);
+  assert.equal(j.files_truncated, true);
+  assert.ok(c.result.length <= 300, String(c.result.length));
+});
+
 test('code_exec: output past tool_output_bytes is capped and marked', { skip }, async () => {
   const c = await codeRun('small', { language: 'python', code: 'print("x" * 10000)' });
   assert.equal(c.status, 'error', c.result); // the run was stopped at its output cap

@@ -31,6 +31,8 @@ sandbox:
     max_code_bytes: 1KiB
     max_timeout: 5s
     max_output_bytes: 64KiB
+    output_files: 4
+    output_files_bytes: 4KiB
 `;
 
 let d;
@@ -75,6 +77,53 @@ async function metric(name) {
   const line = text.split('\n').find((l) => l.startsWith(name + ' '));
   return line ? Number(line.split(' ').pop()) : 0;
 }
+
+test('the files a run leaves in /work come back with its result; symlinks are not followed', { skip }, async () => {
+  const code = [
+    'import os',
+    'open("out.csv", "w").write("a,b\\n1,2\\n")',
+    'open("out.bin", "wb").write(bytes([0, 1, 255]))',
+    'open("changed.txt", "a").write(" more")',
+    'os.symlink("/etc/passwd", "passwd")', // the host's, were it followed from outside
+    'os.symlink("/work/out.csv", "link.csv")',
+    'os.mkfifo("pipe")', // opening it blocking would hang the reader
+    'os.mkdir("sub"); open("sub/inner.txt", "w").write("not walked")',
+  ].join('\n');
+  const j = await ok200({ language: 'python', code,
+    files: [{ name: 'changed.txt', content: 'given' }, { name: 'same.txt', content: 'left alone' }] });
+  assert.equal(j.reason, 'exit', JSON.stringify(j));
+  assert.equal(j.exit_code, 0, j.stderr);
+  // sorted by name; the snippet and the input left unchanged are not outputs
+  assert.deepEqual(j.files.map((f) => f.name), ['changed.txt', 'out.bin', 'out.csv']);
+  assert.deepEqual(j.files[0], { name: 'changed.txt', size: 10, mode: 0o644, content: 'given more' });
+  assert.deepEqual(j.files[1], { name: 'out.bin', size: 3, mode: 0o644, content_base64: Buffer.from([0, 1, 255]).toString('base64') });
+  assert.equal(j.files[2].content, 'a,b\n1,2\n');
+  assert.equal(j.files_truncated, false);
+  assert.ok(!JSON.stringify(j).includes('root:'), 'a symlink was followed: ' + JSON.stringify(j));
+
+  // a command that writes nothing: an empty list, not an absent one
+  const t = await ok200({ command: ['/bin/true'] });
+  assert.deepEqual(t.files, []);
+  assert.equal(t.files_truncated, false);
+});
+
+test('output files past output_files or output_files_bytes are left out and flagged, not an error', { skip }, async () => {
+  // six files, four returned (the first by name)
+  let j = await ok200({ language: 'sh', code: 'for f in f1 f2 f3 f4 f5 f6; do echo $f > $f; done' });
+  assert.equal(j.exit_code, 0, j.stderr);
+  assert.deepEqual(j.files.map((f) => f.name), ['f1', 'f2', 'f3', 'f4']);
+  assert.equal(j.files_truncated, true);
+  // one file larger than the 4 KiB budget is left out, the small one still comes back
+  j = await ok200({ language: 'sh', code: 'head -c 5000 /dev/zero | tr "\\0" x > big; echo hi > small' });
+  assert.equal(j.exit_code, 0, j.stderr);
+  assert.deepEqual(j.files.map((f) => f.name), ['small']);
+  assert.equal(j.files[0].content, 'hi\n');
+  assert.equal(j.files_truncated, true);
+  // a name the sandbox would refuse as input (hidden) is not returned either, and says so
+  j = await ok200({ language: 'sh', code: 'echo x > .hidden' });
+  assert.deepEqual(j.files, []);
+  assert.equal(j.files_truncated, true);
+});
 
 test('a snippet in each language and a command, with stdin and files', { skip }, async () => {
   const py = await ok200({ language: 'python', code: 'import sys; print(sys.stdin.read().upper(), open("in.txt").read())',

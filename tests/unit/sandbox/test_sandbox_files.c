@@ -76,9 +76,70 @@ static void test_write(void)
     buf_free(&err);
 }
 
+static void put(int dfd, const char *name, const char *text)
+{
+    int fd = openat(dfd, name, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ok(fd >= 0);
+    ok(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+    close(fd);
+}
+
+static void test_collect(void)
+{
+    char dir[] = "/tmp/sbx-collect-XXXXXX";
+    ok(mkdtemp(dir) != NULL);
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+    ok(dfd >= 0);
+    put(dfd, "b.txt", "bee");
+    put(dfd, "a.txt", "ay");
+    put(dfd, "in.txt", "given");     /* an input left as given: not an output */
+    put(dfd, "main.py", "print(1)"); /* the snippet, likewise */
+    put(dfd, "bad\xff.txt", "x");    /* a name that is not UTF-8: left out, flagged */
+    ok(symlinkat("/etc/hostname", dfd, "link") == 0);
+    ok(mkfifoat(dfd, "fifo", 0600) == 0); /* opened blocking, it would hang */
+    ok(mkdirat(dfd, "sub", 0700) == 0);
+    struct sbx_files_known known[] = {
+        {.name = "in.txt", .len = 5, .hash = sbx_files_hash("given", 5)},
+        {.name = "main.py", .len = 8, .hash = sbx_files_hash("print(1)", 8)},
+    };
+    struct sbx_result res;
+    memset(&res, 0, sizeof(res));
+    sbx_files_collect(dup(dfd), known, 2, 10, 1000, &res);
+    ok(res.files_collected && res.files_truncated); /* the bad name */
+    ok(res.nfiles == 2);
+    ok(res.nfiles == 2 && strcmp(res.files[0].name, "a.txt") == 0 && res.files[0].len == 2 &&
+       memcmp(res.files[0].data, "ay", 2) == 0 && res.files[0].mode == 0600);
+    ok(res.nfiles == 2 && strcmp(res.files[1].name, "b.txt") == 0);
+    sbx_result_free(&res);
+
+    /* a changed input is an output; count and byte limits leave files out, by name order */
+    put(dfd, "in.txt", "changed");
+    unlinkat(dfd, "bad\xff.txt", 0);
+    memset(&res, 0, sizeof(res));
+    sbx_files_collect(dup(dfd), known, 2, 10, 1000, &res);
+    ok(!res.files_truncated && res.nfiles == 3 && strcmp(res.files[2].name, "in.txt") == 0);
+    sbx_result_free(&res);
+    memset(&res, 0, sizeof(res));
+    sbx_files_collect(dup(dfd), known, 2, 1, 1000, &res);
+    ok(res.files_truncated && res.nfiles == 1 && strcmp(res.files[0].name, "a.txt") == 0);
+    sbx_result_free(&res);
+    memset(&res, 0, sizeof(res));
+    sbx_files_collect(dup(dfd), known, 2, 10, 4, &res); /* "ay" fits, "bee" not, "changed" not */
+    ok(res.files_truncated && res.nfiles == 1 && strcmp(res.files[0].name, "a.txt") == 0);
+    sbx_result_free(&res);
+
+    static const char *const names[] = {"a.txt", "b.txt", "in.txt", "main.py", "link", "fifo"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        ok(unlinkat(dfd, names[i], 0) == 0);
+    ok(unlinkat(dfd, "sub", AT_REMOVEDIR) == 0);
+    close(dfd);
+    ok(rmdir(dir) == 0);
+}
+
 int main(void)
 {
     subtest("file names", test_names);
     subtest("creating files under a dirfd", test_write);
+    subtest("collecting the files a run left", test_collect);
     return done_testing();
 }
