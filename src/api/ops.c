@@ -185,11 +185,17 @@ static void on_request_done(struct http_req *r, uint64_t duration_us)
     code[fmt_u64(code, (uint64_t)(r->status > 0 ? r->status : 0))] = '\0';
     const char *route = r->route ? (r->route->name ? r->route->name : r->route->path) : "unmatched";
     const char *method = r->method_str ? r->method_str : "-";
-    metrics_inc(&m_requests, (const char *[]){r->listener, method, route, code});
-    metrics_observe(&m_duration, (const char *[]){r->listener, method, route}, (double)duration_us / 1e6);
+    /* the four series, kept per thread for the last listener, method, route and status (telemetry/metrics.h) */
+    static _Thread_local struct metrics_memo memo;
+    bool ok = metrics_memo_use(&memo, r->status, (const char *[]){r->listener, method, route}, 3);
+    metrics_series_add(
+        metrics_memo_series(&memo, ok, 0, &m_requests, (const char *[]){r->listener, method, route, code}), 1);
+    metrics_series_observe(metrics_memo_series(&memo, ok, 1, &m_duration, (const char *[]){r->listener, method, route}),
+                           (double)duration_us / 1e6);
     size_t in = r->head.len + r->body.len;
-    metrics_add(&m_bytes_in, (const char *[]){r->listener}, (double)in);
-    metrics_add(&m_bytes_out, (const char *[]){r->listener}, (double)r->bytes_out);
+    metrics_series_add(metrics_memo_series(&memo, ok, 2, &m_bytes_in, (const char *[]){r->listener}), (double)in);
+    metrics_series_add(metrics_memo_series(&memo, ok, 3, &m_bytes_out, (const char *[]){r->listener}),
+                       (double)r->bytes_out);
     if (!r->cfg->log.access)
         return;
     struct log_line l;

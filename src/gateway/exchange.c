@@ -362,24 +362,42 @@ static size_t fmt_usd(char *dst, double usd)
     return n + 8;
 }
 
-/* One response header line; a value that would break the header (a client-chosen model name) is left out. */
-static void hdr_add(struct buf *h, const char *name, const char *value)
+/* name ": " value CRLF, reserved and copied at once (a response gets several of these). */
+static void hdr_line(struct buf *h, const char *name, size_t nn, const char *value, size_t vn)
 {
-    if (strpbrk(value, "\r\n"))
+    if (buf_reserve(h, nn + vn + 4) != 0)
         return;
-    buf_append_str(h, name);
-    buf_append(h, ": ", 2);
-    buf_append_str(h, value);
-    buf_append(h, "\r\n", 2);
+    char *p = h->data + h->len;
+    memcpy(p, name, nn);
+    p += nn;
+    *p++ = ':';
+    *p++ = ' ';
+    memcpy(p, value, vn);
+    p += vn;
+    *p++ = '\r';
+    *p++ = '\n';
+    *p = '\0';
+    h->len += nn + vn + 4;
 }
 
-static void hdr_add_u64(struct buf *h, const char *name, uint64_t v)
+/* One response header line; a value that would break the header (a client-chosen model name) is left out. The
+ * names are literals (hdr_add and hdr_add_u64 below take their length at compile time). */
+static void hdr_add_n(struct buf *h, const char *name, size_t nn, const char *value)
 {
-    buf_append_str(h, name);
-    buf_append(h, ": ", 2);
-    buf_append_u64(h, v);
-    buf_append(h, "\r\n", 2);
+    size_t n = strcspn(value, "\r\n"); /* one pass finds both a line break and the length */
+    if (value[n])
+        return;
+    hdr_line(h, name, nn, value, n);
 }
+
+static void hdr_add_u64_n(struct buf *h, const char *name, size_t nn, uint64_t v)
+{
+    char digits[24];
+    hdr_line(h, name, nn, digits, fmt_u64(digits, v));
+}
+
+#define hdr_add(h, name, value) hdr_add_n((h), "" name, sizeof(name) - 1, (value))
+#define hdr_add_u64(h, name, v) hdr_add_u64_n((h), "" name, sizeof(name) - 1, (v))
 
 /* agentd's own time so far: everything but the upstream's (finished attempts, and the one in flight). */
 static uint64_t overhead_now(const struct exchange *ex, uint64_t now)
@@ -394,9 +412,7 @@ static void trace_header(const struct exchange *ex, struct buf *h)
 {
     if (!ex->trace.active || !otel_response_header())
         return;
-    char tp[TRACEPARENT_LEN + 1];
-    trace_format_traceparent(tp, ex->trace.trace_id, ex->trace.server_span_id, ex->trace.sampled ? 1 : 0);
-    hdr_add(h, "traceparent", tp);
+    hdr_add(h, "traceparent", ex->trace.traceparent); /* formatted when the trace started (observer_spans.c) */
 }
 
 static void gateway_headers(struct exchange *ex, struct buf *h, const struct deployment *dep, bool with_cost)

@@ -781,13 +781,21 @@ static void on_settle(const struct exchange *ex, const struct ex_outcome *o)
     ledger_enqueue(&r);
     alerts_note_spend(r.cost_nusd, r.ts_ms);
     alert_budgets(ex, &w, now_s);
+    /* the three series, kept per thread for the last key, team and model (telemetry/metrics.h) */
+    static _Thread_local struct metrics_memo memo;
+    const char *model = ex->rq.model_name;
+    bool ok = metrics_memo_use(&memo, 0, (const char *[]){w.key_id, w.team, model}, 3);
     if (r.cost_nusd > 0)
-        metrics_add(&m_spend, (const char *[]){w.key_id, w.team, ex->rq.model_name}, (double)r.cost_nusd / 1e9);
+        metrics_series_add(metrics_memo_series(&memo, ok, 0, &m_spend, (const char *[]){w.key_id, w.team, model}),
+                           (double)r.cost_nusd / 1e9);
     if (used.input > 0)
-        metrics_add(&m_tokens, (const char *[]){w.key_id, w.team, ex->rq.model_name, "input"}, (double)used.input);
+        metrics_series_add(
+            metrics_memo_series(&memo, ok, 1, &m_tokens, (const char *[]){w.key_id, w.team, model, "input"}),
+            (double)used.input);
     if (used.output > 0)
-        metrics_add(&m_tokens, (const char *[]){w.key_id, w.team, ex->rq.model_name, "output"},
-                    (double)used.output);
+        metrics_series_add(
+            metrics_memo_series(&memo, ok, 2, &m_tokens, (const char *[]){w.key_id, w.team, model, "output"}),
+            (double)used.output);
 }
 
 static const struct ex_observer govern_observer = {.name = "govern", .on_settle = on_settle};

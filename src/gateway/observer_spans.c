@@ -77,6 +77,7 @@ static void spans_start(struct exchange *ex)
     }
     trace_new_span_id(t->server_span_id);
     t->sampled = otel_sample(t->trace_id, remote ? &tp : NULL);
+    trace_format_traceparent(t->traceparent, t->trace_id, t->server_span_id, t->sampled ? 1 : 0);
     uint64_t now_mono = time_mono_us(), now = wall_ns();
     uint64_t ago = now_mono > ex->t_start_us ? (now_mono - ex->t_start_us) * 1000 : 0;
     t->start_ns = now > ago ? now - ago : now;
@@ -93,10 +94,13 @@ static void spans_attempt_start(struct exchange *ex, struct attempt *a, struct u
     t->attempt_start_ns = wall_ns();
     if (r == NULL)
         return;
-    char tp[TRACEPARENT_LEN + 1];
+    char attempt_tp[TRACEPARENT_LEN + 1];
     /* the upstream's parent is the attempt span when it is recorded, else the server span (still one trace) */
-    trace_format_traceparent(tp, t->trace_id, t->sampled && otel_traces_on() ? t->attempt_span_id : t->server_span_id,
-                             t->sampled ? 1 : 0);
+    const char *tp = t->traceparent;
+    if (t->sampled && otel_traces_on()) {
+        trace_format_traceparent(attempt_tp, t->trace_id, t->attempt_span_id, 1);
+        tp = attempt_tp;
+    }
     /* one allocation for this and the provider's header lines that follow (a 64-byte start doubled three times) */
     buf_reserve(&r->headers, 512);
     buf_append(&r->headers, "traceparent: ", 13);

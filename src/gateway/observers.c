@@ -17,6 +17,11 @@
 
 static const char *const front_names[] = {"openai", "anthropic", "openai-embeddings", "openai-responses"};
 
+/* the series metrics_settle uses, by their index in its memo */
+enum { SS_REQ, SS_AREQ, SS_DUR, SS_OP_DUR, SS_OVERHEAD, SS_TOK_IN, SS_TOK_OUT, SS_TOKENS, SS_COST, SS_TTFT, SS_TPOT };
+static _Thread_local struct metrics_memo settle_memo;
+#define SETTLE_SERIES(i, def, ...) metrics_memo_series(&settle_memo, memo, (i), (def), (const char *[]){__VA_ARGS__})
+
 static void metrics_attempt_end(const struct exchange *ex, const struct attempt *a, const struct attempt_outcome *o)
 {
     (void)ex;
@@ -41,12 +46,15 @@ static void metrics_settle(const struct exchange *ex, const struct ex_outcome *o
         st[fmt_u64(st, (uint64_t)o->status)] = '\0';
     else
         snprintf(st, sizeof(st), "%d", o->status);
-    metrics_inc(&genai_gateway_requests, (const char *[]){front_names[ex->front], model, dlabel, st});
     const char *wf = ex->trace.workflow[0] ? ex->trace.workflow : "none";
-    metrics_inc(&agent_requests_total, (const char *[]){wf, st});
+    /* every label below follows from these (the error's series are looked up each time) */
+    bool memo = metrics_memo_use(&settle_memo, o->status * 16 + (int)ex->front,
+                                 (const char *[]){model, wf, dlabel, pname}, 4);
+    metrics_series_add(SETTLE_SERIES(SS_REQ, &genai_gateway_requests, front_names[ex->front], model, dlabel, st), 1);
+    metrics_series_add(SETTLE_SERIES(SS_AREQ, &agent_requests_total, wf, st), 1);
     /* a sampled trace leaves its ids on the duration buckets (exemplars) */
     bool exemplar = ex->trace.active && ex->trace.sampled;
-    struct metric_series *dur = metrics_series(&agent_request_duration, (const char *[]){wf});
+    struct metric_series *dur = SETTLE_SERIES(SS_DUR, &agent_request_duration, wf);
     if (exemplar)
         metrics_series_observe_ex(dur, (double)o->total_us / 1e3, ex->trace.trace_id, ex->trace.server_span_id);
     else
@@ -59,29 +67,31 @@ static void metrics_settle(const struct exchange *ex, const struct ex_outcome *o
     if (ex->model == NULL)
         return;
     const char *etype = o->status >= 400 ? st : "";
-    struct metric_series *op_dur = metrics_series(&genai_operation_duration, (const char *[]){op, pname, model, etype});
+    struct metric_series *op_dur = SETTLE_SERIES(SS_OP_DUR, &genai_operation_duration, op, pname, model, etype);
     if (exemplar)
         metrics_series_observe_ex(op_dur, (double)o->total_us / 1e6, ex->trace.trace_id, ex->trace.server_span_id);
     else
         metrics_series_observe(op_dur, (double)o->total_us / 1e6);
-    metrics_observe(&genai_gateway_overhead, (const char *[]){model, dlabel}, (double)o->overhead_us / 1e6);
+    metrics_series_observe(SETTLE_SERIES(SS_OVERHEAD, &genai_gateway_overhead, model, dlabel),
+                           (double)o->overhead_us / 1e6);
     if (ex->usage.known || ex->usage.input || ex->usage.output) {
-        metrics_observe(&genai_token_usage, (const char *[]){op, pname, model, "input"}, (double)ex->usage.input);
+        metrics_series_observe(SETTLE_SERIES(SS_TOK_IN, &genai_token_usage, op, pname, model, "input"),
+                               (double)ex->usage.input);
         if (ex->front != FRONT_OPENAI_EMBEDDINGS)
-            metrics_observe(&genai_token_usage, (const char *[]){op, pname, model, "output"},
-                            (double)ex->usage.output);
-        metrics_add(&genai_agent_tokens_used, (const char *[]){model, dlabel},
-                    (double)(ex->usage.input + ex->usage.output));
+            metrics_series_observe(SETTLE_SERIES(SS_TOK_OUT, &genai_token_usage, op, pname, model, "output"),
+                                   (double)ex->usage.output);
+        metrics_series_add(SETTLE_SERIES(SS_TOKENS, &genai_agent_tokens_used, model, dlabel),
+                           (double)(ex->usage.input + ex->usage.output));
     }
     if (ex->priced && ex->cost_usd > 0)
-        metrics_add(&genai_cost_usd, (const char *[]){model, dlabel}, ex->cost_usd);
+        metrics_series_add(SETTLE_SERIES(SS_COST, &genai_cost_usd, model, dlabel), ex->cost_usd);
     if (ex->t_first_token_us) {
-        metrics_observe(&genai_time_to_first_token, (const char *[]){model, dlabel},
-                        (double)(ex->t_first_token_us - ex->t_start_us) / 1e6);
+        metrics_series_observe(SETTLE_SERIES(SS_TTFT, &genai_time_to_first_token, model, dlabel),
+                               (double)(ex->t_first_token_us - ex->t_start_us) / 1e6);
         uint64_t end = ex->t_start_us + o->total_us;
         if (o->status < 400 && ex->usage.output > 1 && end > ex->t_first_token_us)
-            metrics_observe(&genai_time_per_output_token, (const char *[]){model, dlabel},
-                            (double)(end - ex->t_first_token_us) / 1e6 / (double)(ex->usage.output - 1));
+            metrics_series_observe(SETTLE_SERIES(SS_TPOT, &genai_time_per_output_token, model, dlabel),
+                                   (double)(end - ex->t_first_token_us) / 1e6 / (double)(ex->usage.output - 1));
     }
 }
 

@@ -58,6 +58,7 @@ static int nfamilies;
 static pthread_mutex_t shards_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct shard *shards;
 static _Thread_local struct shard *tls_shard;
+static _Atomic uint64_t epoch = 1; /* bumped by metrics_shutdown */
 
 struct collector {
     metrics_collector_fn *fn;
@@ -248,6 +249,42 @@ static inline uint64_t double_to_bits(double d)
     uint64_t b;
     memcpy(&b, &d, sizeof(b));
     return b;
+}
+
+uint64_t metrics_epoch(void)
+{
+    return atomic_load_explicit(&epoch, memory_order_relaxed);
+}
+
+bool metrics_memo_use(struct metrics_memo *m, int tag, const char *const *keys, unsigned n)
+{
+    uint64_t e = metrics_epoch();
+    if (m->epoch == e && m->tag == tag && m->nkeys == n) {
+        unsigned i = 0;
+        while (i < n && strcmp(m->key + m->off[i], keys[i] ? keys[i] : "") == 0)
+            i++;
+        if (i == n)
+            return true;
+    }
+    memset(m, 0, sizeof(*m));
+    if (n > METRICS_MEMO_KEYS)
+        return false;
+    size_t at = 0;
+    for (unsigned i = 0; i < n; i++) {
+        const char *k = keys[i] ? keys[i] : "";
+        size_t len = strlen(k);
+        if (len >= sizeof(m->key) - at) {
+            memset(m, 0, sizeof(*m));
+            return false;
+        }
+        m->off[i] = (uint16_t)at;
+        memcpy(m->key + at, k, len + 1);
+        at += len + 1;
+    }
+    m->epoch = e;
+    m->tag = tag;
+    m->nkeys = n;
+    return true;
 }
 
 void metrics_series_add(struct metric_series *s, double v)
@@ -680,6 +717,7 @@ void metrics_shutdown(void)
         s = next;
     }
     tls_shard = NULL;
+    atomic_fetch_add_explicit(&epoch, 1, memory_order_relaxed);
     nfamilies = 0;
     ncollectors = 0;
 }

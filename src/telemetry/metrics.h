@@ -58,12 +58,43 @@ void metrics_register(struct metric_def *def);
 /* The calling thread's series for these label values (created on first use). Cache the pointer when the labels
  * are fixed; it stays valid until metrics_shutdown. */
 struct metric_series *metrics_series(struct metric_def *def, const char *const *label_values);
+/* Changes when metrics_shutdown frees the series: a caller that keeps series pointers across calls (a per-thread
+ * cache of the series its hot path uses) checks it before using them. */
+uint64_t metrics_epoch(void);
 void metrics_series_add(struct metric_series *s, double v);
 void metrics_series_observe(struct metric_series *s, double v);
 /* An observation that belongs to a sampled trace: on a family with .exemplars it also becomes its bucket's
  * exemplar (the latest wins), shown on /metrics in the OpenMetrics format and sent over OTLP. */
 void metrics_series_observe_ex(struct metric_series *s, double v, const uint8_t trace_id[16],
                                const uint8_t span_id[8]);
+
+/* A hot path's per-thread memo of the series it uses for one set of label strings. A worker sees the same model,
+ * deployment, route and status request after request, so comparing those few strings once replaces a lookup per
+ * series (metrics_series compares every label of its candidates). Declare it _Thread_local, call
+ * metrics_memo_use with the strings (and a number, such as a status) that decide every label the path uses, then
+ * get each series by its index with metrics_memo_series. A different key, or metrics_shutdown, starts it over. */
+#define METRICS_MEMO_KEYS 6
+#define METRICS_MEMO_SERIES 12
+struct metrics_memo {
+    uint64_t epoch; /* metrics_epoch() when filled; 0: empty */
+    int tag;
+    unsigned nkeys;
+    uint16_t off[METRICS_MEMO_KEYS]; /* where each key string starts in key[] */
+    char key[512];
+    struct metric_series *s[METRICS_MEMO_SERIES];
+};
+/* True when m now stands for (tag, keys): kept from the last call, or emptied and set to them. False when they
+ * do not fit (n > METRICS_MEMO_KEYS or too long): m is empty and metrics_memo_series looks each series up. */
+bool metrics_memo_use(struct metrics_memo *m, int tag, const char *const *keys, unsigned n);
+static inline struct metric_series *metrics_memo_series(struct metrics_memo *m, bool ok, unsigned i,
+                                                        struct metric_def *def, const char *const *label_values)
+{
+    if (!ok || i >= METRICS_MEMO_SERIES)
+        return metrics_series(def, label_values);
+    if (!m->s[i])
+        m->s[i] = metrics_series(def, label_values);
+    return m->s[i];
+}
 
 struct metric_exemplar {
     double value;

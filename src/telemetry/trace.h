@@ -53,6 +53,7 @@ struct ex_trace {
     uint8_t server_span_id[8];   /* the SERVER span of the request */
     uint8_t parent_span_id[8];   /* the client's span (remote_parent) */
     uint8_t attempt_span_id[8];  /* the attempt in flight */
+    char traceparent[TRACEPARENT_LEN + 1]; /* the server span's, formatted once for the upstream and the client */
     uint64_t start_ns;           /* wall clock of the request's start */
     uint64_t attempt_start_ns;   /* wall clock of the attempt's start */
     char tracestate[TRACESTATE_MAX + 1];

@@ -150,11 +150,52 @@ static void test_escape_and_cardinality(void)
     metrics_shutdown();
 }
 
+/* A memo keeps the series of its key; another key, or metrics_shutdown (the epoch), starts it over, and keys too
+ * long to keep fall back to a lookup per series. Counts land on the right label set either way. */
+static void test_memo(void)
+{
+    metrics_register(&m_req);
+    static struct metrics_memo memo;
+    char v[8] = "m1";
+    for (int i = 0; i < 6; i++) {
+        strcpy(v, i < 4 ? "m1" : "m2"); /* the same buffer, other contents */
+        bool ok1 = metrics_memo_use(&memo, 0, (const char *[]){v}, 1);
+        ok(ok1);
+        metrics_series_add(metrics_memo_series(&memo, ok1, 0, &m_req, (const char *[]){v}), 1);
+    }
+    is_int(metrics_sum(&m_req, (const char *[]){"m1"}), 4);
+    is_int(metrics_sum(&m_req, (const char *[]){"m2"}), 2);
+    struct metric_series *kept = memo.s[0];
+    ok(kept != NULL);
+    ok(metrics_memo_use(&memo, 0, (const char *[]){"m2"}, 1) && memo.s[0] == kept); /* a hit keeps it */
+    ok(metrics_memo_use(&memo, 1, (const char *[]){"m2"}, 1) && memo.s[0] == NULL);  /* the tag is in the key */
+    char big[600];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    bool ok2 = metrics_memo_use(&memo, 0, (const char *[]){big}, 1);
+    ok(!ok2);
+    metrics_series_add(metrics_memo_series(&memo, ok2, 0, &m_req, (const char *[]){"m3"}), 1);
+    ok(memo.s[0] == NULL);
+    is_int(metrics_sum(&m_req, (const char *[]){"m3"}), 1);
+    ok(metrics_memo_use(&memo, 0, (const char *[]){"m1"}, 1));
+    metrics_series_add(metrics_memo_series(&memo, true, 0, &m_req, (const char *[]){"m1"}), 1);
+    uint64_t e = metrics_epoch();
+    metrics_shutdown(); /* frees the series the memo points at */
+    ok(metrics_epoch() != e);
+    metrics_register(&m_req);
+    bool ok3 = metrics_memo_use(&memo, 0, (const char *[]){"m1"}, 1);
+    ok(ok3 && memo.s[0] == NULL); /* same key, new epoch: looked up again, not the freed series */
+    metrics_series_add(metrics_memo_series(&memo, ok3, 0, &m_req, (const char *[]){"m1"}), 1);
+    is_int(metrics_sum(&m_req, (const char *[]){"m1"}), 1);
+    metrics_shutdown();
+}
+
 int main(void)
 {
     subtest("per-thread shards summed", test_threads_sum);
     subtest("a reused label buffer", test_reused_label_buffer);
     subtest("exemplars and OpenMetrics", test_exemplars);
     subtest("escaping and cardinality cap", test_escape_and_cardinality);
+    subtest("a memo of series per key", test_memo);
     return done_testing();
 }
