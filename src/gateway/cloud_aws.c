@@ -198,15 +198,6 @@ static char *dup_or_null(const char *s)
     return s ? xstrdup(s) : NULL;
 }
 
-static void brief_body(char *dst, size_t n, const struct buf *b)
-{
-    size_t k = b->len < 200 ? b->len : 200;
-    size_t j = 0;
-    for (size_t i = 0; i < k && j + 1 < n; i++)
-        dst[j++] = b->data[i] >= 0x20 && b->data[i] < 0x7f ? b->data[i] : ' ';
-    dst[j] = '\0';
-}
-
 static int wi_configure(struct cc_spec *spec, char **env, const struct cc_dep_info *dep, char *why, size_t whylen)
 {
     const char *file = cc_env(env, "AWS_WEB_IDENTITY_TOKEN_FILE"), *role = cc_env(env, "AWS_ROLE_ARN");
@@ -276,7 +267,7 @@ static int wi_fetch(const struct cc_spec *spec, struct cc_creds *out, char *err,
             snprintf(err, errlen, "%s (HTTP %d from %s)", perr, status, url.data);
         else {
             char brief[201];
-            brief_body(brief, sizeof(brief), &resp);
+            cc_brief_body(brief, sizeof(brief), &resp);
             snprintf(err, errlen, "STS %s answered HTTP %d: %s", url.data, status, brief);
         }
         goto out;
@@ -376,7 +367,7 @@ static int ct_fetch(const struct cc_spec *spec, struct cc_creds *out, char *err,
     if (status < 200 || status >= 300) {
         cc_creds_clear(out);
         char brief[201];
-        brief_body(brief, sizeof(brief), &resp);
+        cc_brief_body(brief, sizeof(brief), &resp);
         snprintf(err, errlen, "container credentials endpoint %s answered HTTP %d: %s", spec->arg[0], status,
                  prc != 0 && strstr(perr, "failed:") ? perr : brief);
         goto out;

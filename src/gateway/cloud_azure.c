@@ -114,25 +114,15 @@ int cc_azure_parse_token(const char *body, size_t len, int64_t now, struct cc_cr
     return 0;
 }
 
-static void brief_body(char *dst, size_t n, const struct buf *b)
-{
-    size_t k = b->len < 200 ? b->len : 200;
-    size_t j = 0;
-    for (size_t i = 0; i < k && j + 1 < n; i++)
-        dst[j++] = b->data[i] >= 0x20 && b->data[i] < 0x7f ? b->data[i] : ' ';
-    dst[j] = '\0';
-}
-
-/* Shared by both kinds: the request is made, the answer parsed. what: "Entra ID" / "IMDS". */
-static int token_call(const char *what, const char *method, const char *url, const char *const *hdrs,
-                      const struct buf *form, struct cc_creds *out, char *err, size_t errlen)
+int cc_oauth_token(const char *what, const char *method, const char *url, const char *const *hdrs,
+                   const struct buf *form, struct cc_creds *out, char *err, size_t errlen)
 {
     struct buf resp = BUF_INIT(CC_HTTP_MAX_BODY + 1);
     int status, rc = -1;
     char terr[256];
     if (cc_http(method, url, hdrs, form ? form->data : NULL, form ? form->len : 0, CC_HTTP_TIMEOUT_MS, &status,
                 &resp, terr, sizeof(terr)) != 0) {
-        snprintf(err, errlen, "%s token endpoint %s: %s", what, url, terr);
+        snprintf(err, errlen, "%s %s: %s", what, url, terr);
         goto out;
     }
     char perr[400];
@@ -141,13 +131,13 @@ static int token_call(const char *what, const char *method, const char *url, con
     if (status < 200 || status >= 300) {
         cc_creds_clear(out);
         char brief[201];
-        brief_body(brief, sizeof(brief), &resp);
-        snprintf(err, errlen, "%s token endpoint %s answered HTTP %d: %s", what, url, status,
+        cc_brief_body(brief, sizeof(brief), &resp);
+        snprintf(err, errlen, "%s %s answered HTTP %d: %s", what, url, status,
                  prc != 0 && strncmp(perr, "the token endpoint", 18) != 0 ? perr : brief);
         goto out;
     }
     if (prc != 0) {
-        snprintf(err, errlen, "%s token endpoint %s: %s", what, url, perr);
+        snprintf(err, errlen, "%s %s: %s", what, url, perr);
         goto out;
     }
     rc = 0;
@@ -198,7 +188,7 @@ static int wl_fetch(const struct cc_spec *spec, struct cc_creds *out, char *err,
     cc_form_encode(&form, tok.data);
     static const char *const hdrs[] = {"Content-Type: application/x-www-form-urlencoded",
                                        "Accept: application/json", NULL};
-    rc = token_call("Entra ID", "POST", spec->arg[2], hdrs, &form, out, err, errlen);
+    rc = cc_oauth_token("Entra ID token endpoint", "POST", spec->arg[2], hdrs, &form, out, err, errlen);
 out:
     if (tok.data)
         memset(tok.data, 0, tok.len);
@@ -242,7 +232,7 @@ static int mi_configure(struct cc_spec *spec, char **env, const struct cc_dep_in
 static int mi_fetch(const struct cc_spec *spec, struct cc_creds *out, char *err, size_t errlen)
 {
     static const char *const hdrs[] = {"Metadata: true", "Accept: application/json", NULL};
-    return token_call("IMDS", "GET", spec->arg[0], hdrs, NULL, out, err, errlen);
+    return cc_oauth_token("IMDS token endpoint", "GET", spec->arg[0], hdrs, NULL, out, err, errlen);
 }
 
 const struct cc_kind cc_kind_azure_managed_identity = {

@@ -707,3 +707,12 @@ int cc_parse_iso8601(const char *s, size_t n, int64_t *out)
     *out = (int64_t)t - off;
     return 0;
 }
+
+void cc_brief_body(char *dst, size_t n, const struct buf *b)
+{
+    size_t k = b->len < 200 ? b->len : 200;
+    size_t j = 0;
+    for (size_t i = 0; i < k && j + 1 < n; i++)
+        dst[j++] = b->data[i] >= 0x20 && b->data[i] < 0x7f ? b->data[i] : ' ';
+    dst[j] = '\0';
+}

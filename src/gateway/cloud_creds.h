@@ -184,5 +184,13 @@ int cc_aws_parse_container(const char *body, size_t len, struct cc_creds *out, c
  * "error_description"}. now: wall seconds, for expires_in. */
 int cc_azure_parse_token(const char *body, size_t len, int64_t now, struct cc_creds *out, char *err,
                          size_t errlen);
+/* One OAuth 2.0 token request (Entra ID, IMDS, Google's token_uri and metadata server all answer in the shape
+ * cc_azure_parse_token reads), made with cc_http and answered into out; or -1 with err naming what ("Entra ID
+ * token endpoint", "GCE metadata server", ...), the URL, the status, and the endpoint's own error or the start
+ * of its body. */
+int cc_oauth_token(const char *what, const char *method, const char *url, const char *const *hdrs,
+                   const struct buf *form, struct cc_creds *out, char *err, size_t errlen);
+/* The first 200 bytes of an answer body, printable ASCII only, for an error message (dst: 201 bytes). */
+void cc_brief_body(char *dst, size_t n, const struct buf *b);
 
 #endif

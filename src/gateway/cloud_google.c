@@ -157,46 +157,6 @@ int cc_google_jwt(const struct cc_google_sa *sa, int64_t now, struct buf *out, c
 
 /* ---------- the kinds ---------- */
 
-static void brief(char *dst, size_t n, const struct buf *b)
-{
-    size_t k = b->len < 200 ? b->len : 200, j = 0;
-    for (size_t i = 0; i < k && j + 1 < n; i++)
-        dst[j++] = b->data[i] >= 0x20 && b->data[i] < 0x7f ? b->data[i] : ' ';
-    dst[j] = '\0';
-}
-
-/* The request is made, the OAuth answer read (the same shape as Entra ID's: cc_azure_parse_token). */
-static int token_call(const char *what, const char *method, const char *url, const char *const *hdrs,
-                      const struct buf *form, struct cc_creds *out, char *err, size_t errlen)
-{
-    struct buf resp = BUF_INIT(CC_HTTP_MAX_BODY + 1);
-    int status, rc = -1;
-    char terr[256], perr[400];
-    if (cc_http(method, url, hdrs, form ? form->data : NULL, form ? form->len : 0, CC_HTTP_TIMEOUT_MS, &status,
-                &resp, terr, sizeof(terr)) != 0) {
-        snprintf(err, errlen, "%s %s: %s", what, url, terr);
-        goto out;
-    }
-    int prc = cc_azure_parse_token(resp.data ? resp.data : "", resp.len, (int64_t)time(NULL), out, perr,
-                                   sizeof(perr));
-    if (status < 200 || status >= 300) {
-        cc_creds_clear(out);
-        char b[201];
-        brief(b, sizeof(b), &resp);
-        snprintf(err, errlen, "%s %s answered HTTP %d: %s", what, url, status,
-                 prc != 0 && strncmp(perr, "the token endpoint", 18) != 0 ? perr : b);
-        goto out;
-    }
-    if (prc != 0) {
-        snprintf(err, errlen, "%s %s: %s", what, url, perr);
-        goto out;
-    }
-    rc = 0;
-out:
-    buf_free(&resp);
-    return rc;
-}
-
 static int read_sa(const char *path, struct cc_google_sa *sa, char *err, size_t errlen)
 {
     struct buf f = BUF_INIT(65536 + 1);
@@ -249,7 +209,7 @@ static int sa_fetch(const struct cc_spec *spec, struct cc_creds *out, char *err,
     buf_append(&form, jwt.data, jwt.len); /* base64url and dots: nothing to encode */
     static const char *const hdrs[] = {"Content-Type: application/x-www-form-urlencoded", "Accept: application/json",
                                        NULL};
-    rc = token_call("Google token endpoint", "POST", sa.token_uri, hdrs, &form, out, err, errlen);
+    rc = cc_oauth_token("Google token endpoint", "POST", sa.token_uri, hdrs, &form, out, err, errlen);
 out:
     if (jwt.data)
         memset(jwt.data, 0, jwt.len);
@@ -296,7 +256,7 @@ static int md_configure(struct cc_spec *spec, char **env, const struct cc_dep_in
 static int md_fetch(const struct cc_spec *spec, struct cc_creds *out, char *err, size_t errlen)
 {
     static const char *const hdrs[] = {"Metadata-Flavor: Google", "Accept: application/json", NULL};
-    return token_call("GCE metadata server", "GET", spec->arg[0], hdrs, NULL, out, err, errlen);
+    return cc_oauth_token("GCE metadata server", "GET", spec->arg[0], hdrs, NULL, out, err, errlen);
 }
 
 const struct cc_kind cc_kind_google_metadata = {
