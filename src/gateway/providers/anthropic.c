@@ -887,7 +887,7 @@ static void on_delta(void *ud, const struct chat_delta *d)
     ex_attempt_delta(ud, d);
 }
 
-static struct anthropic_stream *state_of(struct attempt *a)
+struct anthropic_stream *anthropic_attempt_state(struct attempt *a)
 {
     if (a->pstate == NULL) {
         struct anthropic_stream *s = xmalloc(sizeof(*s));
@@ -900,7 +900,7 @@ static struct anthropic_stream *state_of(struct attempt *a)
 static int encode(struct attempt *a, struct up_request *r, struct gw_error *err)
 {
     const struct deployment *d = a->dep;
-    struct anthropic_stream *s = state_of(a);
+    struct anthropic_stream *s = anthropic_attempt_state(a);
     if (a->op != OP_CHAT) {
         gw_error_set(err, 400, GW_ERR_INVALID_REQUEST, "Anthropic models do not serve embeddings");
         return -1;
@@ -956,7 +956,7 @@ static int encode(struct attempt *a, struct up_request *r, struct gw_error *err)
 static int decode_response(struct attempt *a, const char *body, size_t len, cJSON **out, struct gw_error *err)
 {
     *out = NULL;
-    struct anthropic_stream *s = state_of(a);
+    struct anthropic_stream *s = anthropic_attempt_state(a);
     if (a->passthrough) {
         size_t off;
         const char *msg;
@@ -990,7 +990,7 @@ static int decode_response(struct attempt *a, const char *body, size_t len, cJSO
 
 static int decode_stream_event(struct attempt *a, const struct stream_event *ev, struct gw_error *err)
 {
-    struct anthropic_stream *s = state_of(a);
+    struct anthropic_stream *s = anthropic_attempt_state(a);
     int rc = anthropic_stream_event(s, ev->event, ev->data, err);
     /* counts a dropped usage once: the flag stays in s->usage */
     usage_check(&s->usage, a->dep ? a->dep->label : NULL);

@@ -89,6 +89,11 @@ struct anthropic_stream {
     struct buf text;           /* scratch for unescaped strings */
 };
 void anthropic_stream_init(struct anthropic_stream *s, bool passthrough, anthropic_delta_fn *emit, void *ud);
+/* The attempt's stream state (a->pstate), made on first use with the attempt's delta sink: provider_anthropic's
+ * decoders find it there, and a provider that reuses them (vertex-ai's Claude models) makes it the same way so
+ * that what its encoder names (the response_format emulation tool) is kept in it. */
+struct attempt;
+struct anthropic_stream *anthropic_attempt_state(struct attempt *a);
 void anthropic_stream_free(struct anthropic_stream *s);
 /* One upstream SSE event. Returns 1 (forward: passthrough), 0 (consumed: translation), or -1 with err (a
  * malformed event or the upstream's `error` event; err->status is the upstream's, 529 for overloaded_error).

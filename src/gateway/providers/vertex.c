@@ -333,27 +333,10 @@ int vertex_anthropic_body(cJSON *messages_body, bool keep_model)
     return 0;
 }
 
-static void on_delta(void *ud, const struct chat_delta *d)
-{
-    ex_attempt_delta(ud, d);
-}
-
-/* The stream state provider_anthropic's decoders use (they find it on a->pstate): made here so that the
- * response_format emulation tool named while encoding is kept in it. */
-static struct anthropic_stream *anthropic_state(struct attempt *a)
-{
-    if (a->pstate == NULL) {
-        struct anthropic_stream *s = xmalloc(sizeof(*s));
-        anthropic_stream_init(s, a->passthrough, on_delta, a);
-        a->pstate = s;
-    }
-    return a->pstate;
-}
-
 static int anthropic_encode(struct attempt *a, struct up_request *r, struct gw_error *err)
 {
     const struct deployment *d = a->dep;
-    struct anthropic_stream *s = anthropic_state(a);
+    struct anthropic_stream *s = anthropic_attempt_state(a);
     if (a->op != OP_CHAT) {
         gw_error_set(err, 400, GW_ERR_INVALID_REQUEST, "Anthropic models do not serve embeddings");
         return -1;
@@ -430,13 +413,13 @@ static int anthropic_encode_count(const struct deployment *d, const cJSON *canon
 static int anthropic_decode_response(struct attempt *a, const char *body, size_t len, cJSON **out,
                                      struct gw_error *err)
 {
-    anthropic_state(a);
+    anthropic_attempt_state(a);
     return provider_anthropic.decode_response(a, body, len, out, err);
 }
 
 static int anthropic_decode_event(struct attempt *a, const struct stream_event *ev, struct gw_error *err)
 {
-    anthropic_state(a);
+    anthropic_attempt_state(a);
     return provider_anthropic.decode_stream_event(a, ev, err);
 }
 
