@@ -22,6 +22,13 @@ void buf_free(struct buf *b)
     b->len = b->cap = 0;
 }
 
+void buf_free_secret(struct buf *b)
+{
+    if (b->data)
+        explicit_bzero(b->data, b->cap); /* not a dead store the compiler may drop before the free */
+    buf_free(b);
+}
+
 int buf_reserve(struct buf *b, size_t n)
 {
     if (n > b->max || b->len > b->max - n)

@@ -23,6 +23,10 @@ struct buf {
 
 void buf_init(struct buf *b, size_t max);
 void buf_free(struct buf *b);
+/* buf_free for a buffer that held a secret (a token, a key file, a form with an assertion): the whole
+ * allocation is zeroed first, with explicit_bzero so that the zeroing is not optimised away. Copies left by
+ * earlier growth are not reached: size such buffers up front. */
+void buf_free_secret(struct buf *b);
 /* Empties the buffer, keeping its allocation. */
 static inline void buf_reset(struct buf *b)
 {

@@ -279,12 +279,8 @@ static int wi_fetch(const struct cc_spec *spec, struct cc_creds *out, char *err,
     }
     rc = 0;
 out:
-    if (tok.data)
-        memset(tok.data, 0, tok.len);
-    if (form.data)
-        memset(form.data, 0, form.len);
-    buf_free(&tok);
-    buf_free(&form);
+    buf_free_secret(&tok);
+    buf_free_secret(&form);
     buf_free(&resp);
     buf_free(&url);
     return rc;
@@ -378,12 +374,8 @@ static int ct_fetch(const struct cc_spec *spec, struct cc_creds *out, char *err,
     }
     rc = 0;
 out:
-    if (tok.data)
-        memset(tok.data, 0, tok.len);
-    if (auth.data)
-        memset(auth.data, 0, auth.len);
-    buf_free(&tok);
-    buf_free(&auth);
+    buf_free_secret(&tok);
+    buf_free_secret(&auth);
     buf_free(&resp);
     return rc;
 }

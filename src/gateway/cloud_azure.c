@@ -190,12 +190,8 @@ static int wl_fetch(const struct cc_spec *spec, struct cc_creds *out, char *err,
                                        "Accept: application/json", NULL};
     rc = cc_oauth_token("Entra ID token endpoint", "POST", spec->arg[2], hdrs, &form, out, err, errlen);
 out:
-    if (tok.data)
-        memset(tok.data, 0, tok.len);
-    if (form.data)
-        memset(form.data, 0, form.len);
-    buf_free(&tok);
-    buf_free(&form);
+    buf_free_secret(&tok);
+    buf_free_secret(&form);
     return rc;
 }
 

@@ -167,9 +167,7 @@ static int read_sa(const char *path, struct cc_google_sa *sa, char *err, size_t 
     } else if ((rc = cc_google_parse_sa(f.data ? f.data : "", f.len, sa, ferr, sizeof(ferr))) != 0) {
         snprintf(err, errlen, "service-account key %s: %s", path, ferr);
     }
-    if (f.data)
-        memset(f.data, 0, f.len);
-    buf_free(&f);
+    buf_free_secret(&f);
     return rc;
 }
 
@@ -211,12 +209,8 @@ static int sa_fetch(const struct cc_spec *spec, struct cc_creds *out, char *err,
                                        NULL};
     rc = cc_oauth_token("Google token endpoint", "POST", sa.token_uri, hdrs, &form, out, err, errlen);
 out:
-    if (jwt.data)
-        memset(jwt.data, 0, jwt.len);
-    if (form.data)
-        memset(form.data, 0, form.len);
-    buf_free(&jwt);
-    buf_free(&form);
+    buf_free_secret(&jwt);
+    buf_free_secret(&form);
     cc_google_sa_free(&sa);
     return rc;
 }
