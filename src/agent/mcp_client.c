@@ -684,8 +684,9 @@ static void op_send(struct op *o)
         op_fail_later(o, upstream_last_error(tl_up));
 }
 
-static struct op *op_new(uv_loop_t *loop, const struct agent_mcp_server *srv, const char *method, cJSON *params,
-                         op_done_fn *done, void *ud)
+/* An operation on srv's session, not yet sent (op_start sends it): the caller may fill more fields first. */
+static struct op *op_alloc(uv_loop_t *loop, const struct agent_mcp_server *srv, const char *method, cJSON *params,
+                           op_done_fn *done, void *ud)
 {
     struct op *o = xcalloc(1, sizeof(*o));
     o->loop = loop;
@@ -696,10 +697,23 @@ static struct op *op_new(uv_loop_t *loop, const struct agent_mcp_server *srv, co
     o->params = params;
     o->done = done;
     o->ud = ud;
+    return o;
+}
+
+/* Sends o, or fails it on the next loop turn with stopping when the daemon stops (no session). */
+static void op_start(struct op *o, const char *stopping)
+{
     if (o->sess == NULL)
-        op_fail_later(o, "MCP tools are not available while the daemon stops");
+        op_fail_later(o, stopping);
     else
         op_send(o);
+}
+
+static struct op *op_new(uv_loop_t *loop, const struct agent_mcp_server *srv, const char *method, cJSON *params,
+                         op_done_fn *done, void *ud)
+{
+    struct op *o = op_alloc(loop, srv, method, params, done, ud);
+    op_start(o, "MCP tools are not available while the daemon stops");
     return o;
 }
 
@@ -970,21 +984,10 @@ static void request_done(struct op *o, int ok, const char *why)
 struct mcp_request *mcp_request_start(uv_loop_t *loop, const struct agent_mcp_server *srv, const char *method,
                                       cJSON *params, mcp_request_fn *cb, void *ud)
 {
-    struct op *o = xcalloc(1, sizeof(*o));
+    struct op *o = op_alloc(loop, srv, method, params, request_done, NULL);
     o->ucb = cb;
     o->uud = ud;
-    o->loop = loop;
-    o->srv = srv;
-    o->sess = tl_done ? NULL : sess_get(srv);
-    o->phase = first_phase(o->sess);
-    o->method = xstrdup(method);
-    o->params = params;
-    o->done = request_done;
-    o->ud = NULL;
-    if (o->sess == NULL)
-        op_fail_later(o, "MCP servers are not available while the daemon stops");
-    else
-        op_send(o);
+    op_start(o, "MCP servers are not available while the daemon stops");
     return (struct mcp_request *)o;
 }
 
