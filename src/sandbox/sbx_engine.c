@@ -33,6 +33,7 @@ struct child {
     pid_t pid;
     int pidfd, ctl;
     int work_fd; /* /work of the run, sent by the child with collect_files (-1: none) */
+    int mntns_fd; /* the run's mount namespace, held so that its teardown is not the exiting program's */
     uint32_t slot;
     struct sbx_cgroup cg;
     bool has_cg;
@@ -243,6 +244,9 @@ static void child_release(struct child *ch)
     ch->work_fd = -1;
     close(ch->pidfd);
     ch->pidfd = -1;
+    if (ch->mntns_fd != -1)
+        close(ch->mntns_fd);
+    ch->mntns_fd = -1;
 }
 
 static int write_proc(pid_t pid, const char *file, const char *text, struct buf *err)
@@ -297,7 +301,7 @@ static struct child *spawn(struct sbx_engine *eng, uint64_t work_bytes, uint64_t
     ch->eng = eng;
     ch->work_bytes = work_bytes;
     ch->tmp_bytes = tmp_bytes;
-    ch->pidfd = ch->ctl = ch->work_fd = -1;
+    ch->pidfd = ch->ctl = ch->work_fd = ch->mntns_fd = -1;
     ch->fds[0] = ch->fds[1] = ch->fds[2] = -1;
     if (slot_take(eng, &ch->slot) != 0) {
         (void)buf_printf(err, "no free uid slot");
@@ -353,6 +357,11 @@ static struct child *spawn(struct sbx_engine *eng, uint64_t work_bytes, uint64_t
     /* Map the child's uid/gid 1000 to its own unprivileged host ids (or, when we are not root, to ours: the
      * only mapping an unprivileged process may write). setgroups is denied so the child can never shed a
      * supplementary group that a file's permissions hold against it. */
+    {
+        char nspath[64];
+        (void)snprintf(nspath, sizeof(nspath), "/proc/%d/ns/mnt", (int)pid);
+        ch->mntns_fd = open(nspath, O_RDONLY | O_CLOEXEC);
+    }
     char map[64];
     uint32_t uid = slot_uid(eng, ch->slot), gid = eng->privileged ? uid : eng->own_gid;
     if (write_proc(pid, "setgroups", "deny", err) != 0)
@@ -403,6 +412,8 @@ fail:
         close(ch->ctl);
     if (ch->pidfd != -1)
         close(ch->pidfd);
+    if (ch->mntns_fd != -1)
+        close(ch->mntns_fd);
     if (ch->has_cg)
         (void)sbx_cgroup_destroy(&ch->cg);
     slot_give(eng, ch->slot);

@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { BIN, startAgentd } from '../lib/agentd.mjs';
 
@@ -105,6 +105,107 @@ test('the files a run leaves in /work come back with its result; symlinks are no
   const t = await ok200({ command: ['/bin/true'] });
   assert.deepEqual(t.files, []);
   assert.equal(t.files_truncated, false);
+});
+
+// The run-group parents, as the engine computes them: "<own cgroup>/agentd-sandbox" per hierarchy (the daemon is
+// our child: its cgroup is ours). As in sandbox.test.mjs.
+function cgroupParents() {
+  const mounts = readFileSync('/proc/self/mountinfo', 'utf8').trim().split('\n').map((l) => {
+    const f = l.split(' ');
+    const dash = f.indexOf('-');
+    return { root: f[3], point: f[4].replace(/\\040/g, ' '), type: f[dash + 1], opts: f[dash + 3] || '' };
+  });
+  const own = readFileSync('/proc/self/cgroup', 'utf8').trim().split('\n').map((l) => {
+    const [id, ctrls, ...rest] = l.split(':');
+    return { id, ctrls: ctrls.split(','), path: rest.join(':') };
+  });
+  const rel = (m, p) => (m.root !== '/' && p.startsWith(m.root) ? p.slice(m.root.length) : p);
+  const out = [];
+  for (const m of mounts) {
+    if (m.type === 'cgroup2') {
+      const o = own.find((x) => x.id === '0');
+      if (o) out.push(join(m.point, rel(m, o.path), 'agentd-sandbox'));
+    } else if (m.type === 'cgroup') {
+      for (const c of ['memory', 'pids', 'cpu', 'cpuacct']) {
+        if (!m.opts.split(',').includes(c)) continue;
+        const o = own.find((x) => x.ctrls.includes(c));
+        if (o) out.push(join(m.point, rel(m, o.path), 'agentd-sandbox'));
+      }
+    }
+  }
+  return [...new Set(out)].filter((p) => existsSync(p));
+}
+
+// The daemon and its descendants (the zygote, its children).
+function tree(root) {
+  const kids = new Map();
+  for (const p of readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
+    try {
+      const ppid = /^PPid:\s+(\d+)/m.exec(readFileSync(`/proc/${p}/status`, 'utf8'))[1];
+      if (!kids.has(ppid)) kids.set(ppid, []);
+      kids.get(ppid).push(p);
+    } catch { /* gone meanwhile */ }
+  }
+  const out = [];
+  for (const todo = [String(root)]; todo.length;) {
+    const p = todo.pop();
+    out.push(p);
+    todo.push(...(kids.get(p) || []));
+  }
+  return out;
+}
+
+// What the daemon's processes hold that a finished run left: an fd on a mount namespace no process lives in any
+// more (the engine holds a warm or running child's, which is alive), or an fd on a run's /work (by device).
+function heldByDaemon(pid, workDevs) {
+  const live = new Set();
+  for (const p of readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
+    try { live.add(readlinkSync(`/proc/${p}/ns/mnt`)); } catch { /* gone meanwhile */ }
+  }
+  const found = [];
+  for (const p of tree(pid)) {
+    let fds = [];
+    try { fds = readdirSync(`/proc/${p}/fd`); } catch { continue; }
+    for (const fd of fds) {
+      try {
+        const l = readlinkSync(`/proc/${p}/fd/${fd}`);
+        if (l.startsWith('mnt:[')) {
+          if (!live.has(l)) found.push(`${p} fd ${fd} holds ${l}, where no process lives`);
+        } else if (!l.includes(':[') && workDevs.has(statSync(`/proc/${p}/fd/${fd}`).dev)) {
+          found.push(`${p} fd ${fd} -> ${l} on a run's /work`);
+        }
+      } catch { /* closed meanwhile */ }
+    }
+  }
+  return found;
+}
+
+// The engine keeps each run's mount namespace open until the result is out (so the exiting program does not pay for
+// its teardown), then lets it go: after the runs, nothing of them may remain.
+test('finished runs leave nothing behind: no cgroup, no mount namespace, no /work', { skip }, async () => {
+  const parents = cgroupParents();
+  const runs = [];
+  for (let i = 0; i < 6; i++) {
+    const j = await ok200({ language: 'sh', code: 'readlink /proc/self/ns/mnt; stat -c %d /work; echo x > /work/f' });
+    assert.equal(j.exit_code, 0, j.stderr);
+    const [ns, dev] = j.stdout.trim().split('\n');
+    assert.match(ns, /^mnt:\[\d+\]$/);
+    runs.push({ dev: Number(dev), cgroup: j.cgroup_name });
+  }
+  if (runs[0].cgroup) assert.ok(parents.length > 0, 'runs have cgroups, but no run-group parent was found');
+  const devs = new Set(runs.map((r) => r.dev));
+  const left = () => [
+    ...heldByDaemon(d.child.pid, devs),
+    ...runs.flatMap((r) => (r.cgroup ? parents.filter((p) => existsSync(join(p, r.cgroup))) : [])
+      .map((p) => `cgroup ${join(p, r.cgroup)}`)),
+  ];
+  const t0 = Date.now();
+  let now = left();
+  while (now.length) {
+    assert.ok(Date.now() - t0 < 5000, `left behind: ${now.join('; ')}`);
+    await new Promise((r) => setTimeout(r, 20));
+    now = left();
+  }
 });
 
 test('output files past output_files or output_files_bytes are left out and flagged, not an error', { skip }, async () => {
