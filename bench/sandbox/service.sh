@@ -4,6 +4,8 @@
 #
 #   bench/sandbox/service.sh            build a Release agentd (build-bench/), measure, write bench/sandbox/SERVICE.md
 #   AGENTD_BIN=path RUNS=400 BLOCKS=4 WARM=2 bench/sandbox/service.sh
+#   BASE_BIN=path/to/older/agentd BASE_LABEL=commit bench/sandbox/service.sh   also measures that build (HTTP paced
+#       and back to back, C API paced) in the same blocks: a change's before and after under the same load
 #
 # Client: bench/lat.c, one keep-alive connection, closed loop (concurrency 1), timing from the write of the request
 # to the last byte of the response (the result JSON: output collected, process tree reaped, cgroup read and
@@ -32,27 +34,39 @@ for t in hyperfine bwrap python3 cc; do command -v "$t" >/dev/null || { echo "be
 
 work=$(mktemp -d)
 cc -O2 -Wall -Wextra -o "$work/lat" "$root/bench/lat.c"
-cat > "$work/agentd.yaml" <<EOF
+# start_daemon BIN UID_BASE NAME: a daemon on a free port, its port in $port_NAME
+start_daemon() {
+  local bin=$1 ub=$2 name=$3 p
+  cat > "$work/$name.yaml" <<EOF
 server: { workers: 1 }
 sandbox:
-  uid_base: 1700000000
+  uid_base: $ub
   uid_count: 64
   service: { warm: $WARM, prewarm: true, max_running: 4 }
 EOF
-"$AGENTD_BIN" serve --config "$work/agentd.yaml" --listen 127.0.0.1:0 --ops-listen 127.0.0.1:0 \
-  --data-dir "$work/data" 2>"$work/agentd.log" &
-apid=$!
-trap 'kill $apid 2>/dev/null; wait $apid 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 1 200); do
-  grep -q '"msg":"listening"' "$work/agentd.log" 2>/dev/null && break
-  sleep 0.05
-done
-port=$(python3 -c 'import json,sys
+  "$bin" serve --config "$work/$name.yaml" --listen 127.0.0.1:0 --ops-listen 127.0.0.1:0 \
+    --data-dir "$work/data-$name" 2>"$work/$name.log" &
+  pids+=($!)
+  for _ in $(seq 1 200); do
+    grep -q '"msg":"listening"' "$work/$name.log" 2>/dev/null && break
+    sleep 0.05
+  done
+  p=$(python3 -c 'import json,sys
 for l in open(sys.argv[1]):
     try: j = json.loads(l)
     except ValueError: continue
-    if j.get("msg") == "listening": print(j["api"].rsplit(":", 1)[1]); break' "$work/agentd.log")
-[ -n "$port" ] || { echo "bench: agentd did not start:" >&2; cat "$work/agentd.log" >&2; exit 1; }
+    if j.get("msg") == "listening": print(j["api"].rsplit(":", 1)[1]); break' "$work/$name.log")
+  [ -n "$p" ] || { echo "bench: agentd ($bin) did not start:" >&2; cat "$work/$name.log" >&2; exit 1; }
+  printf -v "port_$name" '%s' "$p"
+}
+pids=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; rm -rf "$work"' EXIT
+start_daemon "$AGENTD_BIN" 1700000000 new
+port=$port_new
+port_base=
+if [ -n "${BASE_BIN:-}" ]; then
+  start_daemon "$BASE_BIN" 1700000064 base
+fi
 
 BWRAP=(bwrap --unshare-all --ro-bind / / --proc /proc --dev /dev --tmpfs /tmp --die-with-parent)
 TRUE_CMD=(/bin/true)
@@ -62,21 +76,25 @@ PY_BODY='{"command":["/usr/bin/python3","-c","pass"]}'
 
 per=$((RUNS / BLOCKS))
 kinds=(bwrap http-b2b http-paced api-paced)
+if [ -n "${BASE_BIN:-}" ]; then kinds+=(base-http-b2b base-http-paced base-api-paced); fi
 measure() { # kind prog block
-  local kind=$1 prog=$2 b=$3 cmd body
+  local kind=$1 prog=$2 b=$3 cmd body bin=$AGENTD_BIN port=$port
+  case $kind in base-*) bin=$BASE_BIN port=$port_base ;; esac
   if [ "$prog" = true ]; then cmd=("${TRUE_CMD[@]}"); body=$TRUE_BODY; else cmd=("${PY_CMD[@]}"); body=$PY_BODY; fi
   local f="$work/$prog.$kind.$b.json"
   case $kind in
     bwrap)      hyperfine -N --warmup 3 --runs "$per" --export-json "$f" "$(printf '%q ' "${BWRAP[@]}" "${cmd[@]}")" >/dev/null 2>&1 ;;
-    http-b2b)   "$work/lat" -p "$port" -u /v1/sandbox/runs -b "$body" -H 'Content-Type: application/json' -n "$per" -w 5 --raw > "$f" ;;
-    http-paced) "$work/lat" -p "$port" -u /v1/sandbox/runs -b "$body" -H 'Content-Type: application/json' -n "$per" -w 5 --raw --gap-us "$GAP_US" > "$f" ;;
+    http-b2b | base-http-b2b) "$work/lat" -p "$port" -u /v1/sandbox/runs -b "$body" -H 'Content-Type: application/json' -n "$per" -w 5 --raw > "$f" ;;
+    http-paced | base-http-paced) "$work/lat" -p "$port" -u /v1/sandbox/runs -b "$body" -H 'Content-Type: application/json' -n "$per" -w 5 --raw --gap-us "$GAP_US" > "$f" ;;
     # the same pool through the C API in a process of its own: what HTTP and the service add is the difference
-    api-paced)  "$AGENTD_BIN" sandbox bench --raw --timeout 60 --runs "$per" --zygote --warm "$WARM" --pace -- "${cmd[@]}" > "$f" || true ;;
+    api-paced | base-api-paced) "$bin" sandbox bench --raw --timeout 60 --runs "$per" --zygote --warm "$WARM" --pace -- "${cmd[@]}" > "$f" || true ;;
   esac
 }
 # the answer must be a real run, not an error
-curl -sf -XPOST "http://127.0.0.1:$port/v1/sandbox/runs" -d "$TRUE_BODY" | grep -q '"reason":"exit","exit_code":0' ||
-  { echo "bench: /v1/sandbox/runs does not run /bin/true here" >&2; cat "$work/agentd.log" >&2; exit 1; }
+for p in "$port" ${port_base:+"$port_base"}; do
+  curl -sf -XPOST "http://127.0.0.1:$p/v1/sandbox/runs" -d "$TRUE_BODY" | grep -q '"reason":"exit","exit_code":0' ||
+    { echo "bench: /v1/sandbox/runs does not run /bin/true here" >&2; cat "$work"/*.log >&2; exit 1; }
+done
 for prog in true python; do
   for ((b = 0; b < BLOCKS; b++)); do
     echo "bench: $prog block $((b + 1))/$BLOCKS" >&2
@@ -85,9 +103,10 @@ for prog in true python; do
   done
 done
 
-python3 - "$work" "$out" "$AGENTD_BIN" "$RUNS" "$BLOCKS" "$WARM" "$GAP_US" <<'PY'
+python3 - "$work" "$out" "$AGENTD_BIN" "$RUNS" "$BLOCKS" "$WARM" "$GAP_US" "${BASE_BIN:-}" "${BASE_LABEL:-}" <<'PY'
 import glob, json, os, platform, statistics, subprocess, sys, datetime
 work, out, binp, runs, blocks, warm, gap = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], int(sys.argv[7])
+base, base_label = sys.argv[8], sys.argv[9] or "BASE_BIN"
 
 def pct(v, p):
     v = sorted(v)
@@ -102,7 +121,7 @@ def times(prog, kind):
         j = json.load(open(f))
         if kind == "bwrap":
             t += [x * 1000 for x in j["results"][0]["times"]]
-        elif kind == "api-paced":
+        elif kind.endswith("api-paced"):
             t += j["times_ms"]
             bad[(prog, kind)] = bad.get((prog, kind), 0) + j["failures"]
         else:
@@ -116,7 +135,8 @@ cg = check["features"]["cgroup"]
 bw = subprocess.run(["bwrap", "--version"], capture_output=True, text=True).stdout.strip()
 load = open("/proc/loadavg").read().split()[:3]
 names = {"true": "`/bin/true`", "python": "`python3 -c pass`"}
-R = {(p, k): times(p, k) for p in names for k in ("bwrap", "http-b2b", "http-paced", "api-paced")}
+allk = ("bwrap", "http-b2b", "http-paced", "api-paced") + (("base-http-b2b", "base-http-paced", "base-api-paced") if base else ())
+R = {(p, k): times(p, k) for p in names for k in allk}
 
 L = ["# The sandbox service: POST /v1/sandbox/runs vs bubblewrap\n"]
 L.append(f"Measured {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by `bench/sandbox/service.sh` "
@@ -138,6 +158,15 @@ for p in names:
         a = R[(p, k)]
         L.append(f"| {names[p]} | {label} | {a['p50']:.2f} | {a['p90']:.2f} | {a['p99']:.2f} | {b['p50']:.2f} | "
                  f"{b['p90']:.2f} | {b['p99']:.2f} | **{b['p50'] / a['p50']:.1f}x** |")
+if base:
+    L.append(f"\nBefore and after in the same blocks: this build against {base_label} (times in ms):\n")
+    L.append("| program | client | before p50 | after p50 | before / after | before p90 | after p90 |")
+    L.append("|---|---|---|---|---|---|---|")
+    for p in names:
+        for k, label in (("http-paced", "HTTP, paced"), ("http-b2b", "HTTP, back to back"), ("api-paced", "C API, paced")):
+            a, b = R[(p, k)], R[(p, "base-" + k)]
+            L.append(f"| {names[p]} | {label} | {b['p50']:.2f} | {a['p50']:.2f} | **{b['p50'] / a['p50']:.2f}x** | "
+                     f"{b['p90']:.2f} | {a['p90']:.2f} |")
 errs = {k: v for k, v in bad.items() if v}
 if errs:
     L.append("\nRequests that failed or were not 2xx: " + ", ".join(f"{p} {k}: {v}" for (p, k), v in errs.items()) + ".\n")
