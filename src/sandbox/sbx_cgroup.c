@@ -434,6 +434,50 @@ static bool first_use(const struct sbx_cgroup *cg, int c)
     return true;
 }
 
+/* What sbx_cgroup_stats reads, by version: the peak, the OOM count, the CPU time (in SBX_CGC_CPUACCT's dir on v1). */
+static const char *const stat_files[2][3] = {
+    {"memory.max_usage_in_bytes", "memory.oom_control", "cpuacct.usage"},
+    {"memory.peak", "memory.events", "cpu.stat"},
+};
+
+static const char *stat_dir(const struct sbx_cgroup *cg, int i)
+{
+    return cg->version == 1 && i == 2 ? cg->dir[SBX_CGC_CPUACCT] : cg->dir[SBX_CGC_MEMORY];
+}
+
+void sbx_cgroup_open_stats(struct sbx_cgroup *cg)
+{
+    if (cg->stats_open)
+        return;
+    for (int i = 0; i < 3; i++) {
+        const char *dir = stat_dir(cg, i);
+        cg->stat_fd[i] = -1;
+        if (dir) {
+            char *path = join(dir, stat_files[cg->version == 2][i]);
+            cg->stat_fd[i] = open(path, O_RDONLY | O_CLOEXEC);
+            xfree(path);
+        }
+    }
+    cg->stats_open = true;
+}
+
+/* Reads stat file i from its open fd (from offset 0: kernfs makes the text afresh), else by path. */
+static long read_stat(struct sbx_cgroup *cg, int i, char *out, size_t cap)
+{
+    if (!cg->stats_open || cg->stat_fd[i] == -1) {
+        const char *dir = stat_dir(cg, i);
+        return dir ? sbx_cgroup_read(dir, stat_files[cg->version == 2][i], out, cap) : -1;
+    }
+    ssize_t n;
+    do
+        n = pread(cg->stat_fd[i], out, cap - 1, 0);
+    while (n == -1 && errno == EINTR);
+    if (n < 0)
+        return -1;
+    out[n] = '\0';
+    return (long)n;
+}
+
 int sbx_cgroup_create(const struct sbx_cgroup_env *env, const char *name, struct sbx_cgroup *cg, struct buf *why)
 {
     memset(cg, 0, sizeof(*cg));
@@ -540,31 +584,26 @@ int sbx_cgroup_stats(struct sbx_cgroup *cg, struct sbx_cgroup_stats *st)
     if (mem == NULL)
         return -1;
     if (cg->version == 2) {
-        if (sbx_cgroup_read(mem, "memory.peak", body, sizeof(body)) > 0 &&
+        if (read_stat(cg, 0, body, sizeof(body)) > 0 &&
             str_to_u64(str_trim(str_make(body, strcspn(body, "\n"))), &v) == 0) {
             st->peak_memory_bytes = v;
             st->have_peak = true;
         }
-        if (sbx_cgroup_read(mem, "memory.events", body, sizeof(body)) > 0 &&
-            sbx_cgroup_keyed(body, "oom_kill", &v) == 0)
+        if (read_stat(cg, 1, body, sizeof(body)) > 0 && sbx_cgroup_keyed(body, "oom_kill", &v) == 0)
             st->oom_kills = v;
-        if (sbx_cgroup_read(mem, "cpu.stat", body, sizeof(body)) > 0 && sbx_cgroup_keyed(body, "usage_usec", &v) == 0) {
+        if (read_stat(cg, 2, body, sizeof(body)) > 0 && sbx_cgroup_keyed(body, "usage_usec", &v) == 0) {
             st->cpu_us = v;
             st->have_cpu = true;
         }
         return 0;
     }
-    if (sbx_cgroup_read(mem, "memory.max_usage_in_bytes", body, sizeof(body)) > 0 &&
-        str_to_u64(str_make(body, strcspn(body, "\n")), &v) == 0) {
+    if (read_stat(cg, 0, body, sizeof(body)) > 0 && str_to_u64(str_make(body, strcspn(body, "\n")), &v) == 0) {
         st->peak_memory_bytes = v;
         st->have_peak = true;
     }
-    if (sbx_cgroup_read(mem, "memory.oom_control", body, sizeof(body)) > 0 &&
-        sbx_cgroup_keyed(body, "oom_kill", &v) == 0)
+    if (read_stat(cg, 1, body, sizeof(body)) > 0 && sbx_cgroup_keyed(body, "oom_kill", &v) == 0)
         st->oom_kills = v;
-    if (cg->dir[SBX_CGC_CPUACCT] &&
-        sbx_cgroup_read(cg->dir[SBX_CGC_CPUACCT], "cpuacct.usage", body, sizeof(body)) > 0 &&
-        str_to_u64(str_make(body, strcspn(body, "\n")), &v) == 0) {
+    if (read_stat(cg, 2, body, sizeof(body)) > 0 && str_to_u64(str_make(body, strcspn(body, "\n")), &v) == 0) {
         st->cpu_us = v / 1000;
         st->have_cpu = true;
     }
@@ -612,6 +651,12 @@ int sbx_cgroup_destroy(struct sbx_cgroup *cg)
     if (cg->fd != -1) {
         close(cg->fd);
         cg->fd = -1;
+    }
+    if (cg->stats_open) {
+        for (int i = 0; i < 3; i++)
+            if (cg->stat_fd[i] != -1)
+                close(cg->stat_fd[i]);
+        cg->stats_open = false;
     }
     for (int c = SBX_CGC__COUNT - 1; c >= 0; c--) {
         if (cg->dir[c] == NULL || !first_use(cg, c))

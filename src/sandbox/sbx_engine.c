@@ -314,6 +314,7 @@ static struct child *spawn(struct sbx_engine *eng, uint64_t work_bytes, uint64_t
         if (sbx_cgroup_create(&eng->cgenv, ch->cg_name, &ch->cg, err) != 0)
             goto fail;
         ch->has_cg = true;
+        sbx_cgroup_open_stats(&ch->cg);
         /* Most runs keep the default limits: write them now, so a warm run's dispatch writes nothing. */
         struct sbx_limits def;
         sbx_limits_default(&def);

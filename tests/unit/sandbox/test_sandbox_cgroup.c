@@ -159,6 +159,23 @@ static void test_v2(void)
     ok(st.have_peak && st.peak_memory_bytes == 12345);
     is_int(st.oom_kills, 2);
     ok(st.have_cpu && st.cpu_us == 777);
+    /* Opened ahead, the files are read through their fds, afresh from offset 0 each time: here they are renamed
+     * away, so a read by path would find nothing. */
+    sbx_cgroup_open_stats(&cg);
+    ok(cg.stats_open && cg.stat_fd[0] >= 0 && cg.stat_fd[1] >= 0 && cg.stat_fd[2] >= 0);
+    static const char *const v2f[] = {"memory.peak", "memory.events", "cpu.stat"};
+    for (int i = 0; i < 3; i++)
+        ok(rename(path("cg2/app/agentd-sandbox/run-1/%s", v2f[i]), path("cg2/app/agentd-sandbox/run-1/%s.moved", v2f[i])) ==
+           0);
+    put(path("cg2/app/agentd-sandbox/run-1/memory.peak.moved"), "54321\n");
+    put(path("cg2/app/agentd-sandbox/run-1/memory.events.moved"), "oom 1\noom_kill 5\n");
+    put(path("cg2/app/agentd-sandbox/run-1/cpu.stat.moved"), "usage_usec 888\n");
+    ok(sbx_cgroup_stats(&cg, &st) == 0);
+    ok(st.have_peak && st.peak_memory_bytes == 54321);
+    is_int(st.oom_kills, 5);
+    ok(st.have_cpu && st.cpu_us == 888);
+    put(path("cg2/app/agentd-sandbox/run-1/cpu.stat.moved"), "usage_usec 9\n");
+    ok(sbx_cgroup_stats(&cg, &st) == 0 && st.cpu_us == 9);
     sbx_cgroup_kill(&cg);
     is_str(get(path("cg2/app/agentd-sandbox/run-1/cgroup.kill")), "1");
 
