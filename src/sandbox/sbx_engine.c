@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -19,6 +20,7 @@
 #include "common/log.h"
 #include "sandbox/sbx_cgroup.h"
 #include "sandbox/sbx_contain.h"
+#include "sandbox/sbx_wire.h"
 
 /* A child that has not said READY after this long is stuck: kill it. */
 #define SETUP_TIMEOUT_MS 10000
@@ -95,6 +97,9 @@ struct sbx_engine {
     uv_timer_t refill_timer;
     bool timer_open;
     unsigned last_ready; /* what on_ready last said */
+    /* The reaper: a process of ours that closes the runs' mount namespaces (see reaper_start). */
+    pid_t reaper_pid;
+    int reaper_sock;
 };
 
 static void refill(struct sbx_engine *eng);
@@ -203,10 +208,13 @@ static void on_handle_closed(uv_handle_t *h)
     engine_maybe_free(eng);
 }
 
+static void reaper_stop(struct sbx_engine *eng);
+
 static void engine_maybe_free(struct sbx_engine *eng)
 {
     if (!eng->closing || eng->nchildren || eng->timer_open)
         return;
+    reaper_stop(eng);
     sbx_cgroup_env_free(&eng->cgenv);
     sbx_contain_plan_free(&eng->plan);
     xfree(eng->slots);
@@ -218,6 +226,91 @@ static void on_refill_timer_closed(uv_handle_t *h)
     struct sbx_engine *eng = h->data;
     eng->timer_open = false;
     engine_maybe_free(eng);
+}
+
+/* ---- the reaper ----
+ *
+ * When the last reference to a mount namespace goes, the kernel unmounts its tree and waits for an RCU grace period
+ * (namespace_unlock -> synchronize_rcu_expedited), then frees the tmpfs mounts: from a few hundred microseconds to
+ * a few milliseconds on a busy host. The engine holds each run's namespace so that this is not the exiting
+ * program's (and so the caller's) wait; but done here it would hold this loop, and with it the next run's start and
+ * every other run's result. So the fd goes to the reaper, a forked process that holds nothing else (every other fd
+ * closed) and does one thing: receive fds and close them, in order. An fd in flight keeps its namespace alive, so
+ * nothing is freed early; if the reaper is gone or cannot keep up (its socket full), the engine closes the fd itself,
+ * which is only slower. The reaper dies with the engine (parent-death signal) and is waited for when the engine is
+ * freed, after it has closed what it was sent. */
+
+static void reaper_main(int sock)
+{
+    (void)prctl(PR_SET_NAME, "agentd-reaper");
+    for (;;) {
+        char b[8];
+        int fds[SBX_WIRE_MAX_FDS], nfds = 0;
+        long n = sbx_wire_recv(sock, b, sizeof(b), fds, &nfds);
+        for (int i = 0; i < nfds; i++)
+            close(fds[i]);
+        if (n == 0 || (n < 0 && n != -EINTR && n != -EMSGSIZE))
+            _exit(0);
+    }
+}
+
+static void reaper_start(struct sbx_engine *eng)
+{
+    int sv[2];
+    eng->reaper_pid = -1;
+    eng->reaper_sock = -1;
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1)
+        return;
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == 0) {
+        (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(0);
+        /* Nothing of the engine's: no pipes of runs, no sockets, no cgroup files (0-2 go to /dev/null). */
+        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+        for (int fd = 0; fd < 3 && null != -1; fd++)
+            (void)dup2(null, fd);
+        if (sv[1] != 3 && dup2(sv[1], 3) == -1)
+            _exit(1);
+        if (syscall(SYS_close_range, 4u, ~0u, 0u) == -1)
+            for (int fd = 4; fd < 65536; fd++)
+                (void)close(fd);
+        reaper_main(3);
+    }
+    close(sv[1]);
+    if (pid == -1) {
+        log_warn("sandbox: no reaper (fork: %s): run namespaces are released in the engine's loop", strerror(errno));
+        close(sv[0]);
+        return;
+    }
+    (void)fcntl(sv[0], F_SETFL, O_NONBLOCK);
+    eng->reaper_pid = pid;
+    eng->reaper_sock = sv[0];
+}
+
+/* Hands fd (owned) to the reaper, or closes it here. */
+static void reaper_give(struct sbx_engine *eng, int fd)
+{
+    if (eng->reaper_sock != -1 && sbx_wire_send(eng->reaper_sock, "R", 1, &fd, 1) != 0) {
+        /* Gone or behind: from here on, this loop closes them. */
+        close(eng->reaper_sock);
+        eng->reaper_sock = -1;
+    }
+    close(fd);
+}
+
+/* EOF makes the reaper close what it still has and exit; wait for it, so nothing of a run outlives the engine. */
+static void reaper_stop(struct sbx_engine *eng)
+{
+    if (eng->reaper_sock != -1)
+        close(eng->reaper_sock);
+    eng->reaper_sock = -1;
+    if (eng->reaper_pid > 0) {
+        while (waitpid(eng->reaper_pid, NULL, __WALL) == -1 && errno == EINTR)
+            ;
+        eng->reaper_pid = -1;
+    }
 }
 
 /* Releases everything a child holds once it is reaped. */
@@ -245,7 +338,7 @@ static void child_release(struct child *ch)
     close(ch->pidfd);
     ch->pidfd = -1;
     if (ch->mntns_fd != -1)
-        close(ch->mntns_fd);
+        reaper_give(eng, ch->mntns_fd);
     ch->mntns_fd = -1;
 }
 
@@ -957,6 +1050,7 @@ int sbx_engine_new(uv_loop_t *loop, unsigned warm, const struct sbx_config *cfg,
     if (sbx_contain_plan_init(&eng->plan, err) != 0)
         goto fail;
     buf_free(&why);
+    reaper_start(eng);
     uv_timer_init(loop, &eng->refill_timer);
     eng->refill_timer.data = eng;
     eng->timer_open = true;
