@@ -580,6 +580,12 @@ static void dispatch(struct child *ch)
         goto out;
     }
     ch->state = CH_RUNNING;
+    /* From here the child only says something if its set-up fails (ERROR, then it dies), and the socket's EOF is its
+     * execve: both are read when it is reaped (finalize). Watching for the EOF would wake this loop, and the client
+     * it tells, in the middle of every run, competing with the program for the CPU; only the debug log, which names
+     * the moment of the exec, still watches. */
+    if (ch->ctl_open && LL_DEBUG < log_min_level)
+        uv_poll_stop(&ch->ctl_poll);
 out:
     /* The child has its own copies now (or is being killed): ours must go, or EOF would never come. */
     close_fds(ch->fds);
@@ -640,6 +646,8 @@ static bool read_ctl(struct child *ch)
     return false;
 }
 
+static void exec_seen(struct child *ch);
+
 static void on_ctl(uv_poll_t *p, int status, int events)
 {
     struct child *ch = p->data;
@@ -647,8 +655,13 @@ static void on_ctl(uv_poll_t *p, int status, int events)
     (void)events;
     if (read_ctl(ch))
         return;
-    /* EOF while running and no error reported: close-on-exec closed it, the program is running. */
-    if (ch->state == CH_RUNNING && ch->error[0] == '\0' && !ch->reaped) {
+    exec_seen(ch);
+}
+
+/* The control socket reached EOF: while running and with no error reported, close-on-exec closed it at the exec. */
+static void exec_seen(struct child *ch)
+{
+    if (ch->state == CH_RUNNING && ch->error[0] == '\0' && !ch->exec_seen) {
         ch->exec_seen = true;
         ch->t_exec_ns = uv_hrtime();
         struct log_line l;
@@ -741,8 +754,8 @@ static void finalize(struct child *ch, int status, const struct rusage *ru, uint
 {
     struct sbx_engine *eng = ch->eng;
     ch->reaped = true;
-    if (ch->ctl != -1)
-        (void)read_ctl(ch); /* an ERROR sent just before dying */
+    if (ch->ctl != -1 && !read_ctl(ch)) /* an ERROR sent just before dying, or the EOF of its exec */
+        exec_seen(ch);
     /* The PID namespace died with its init, so the cgroup is empty (sbx_cgroup_destroy would kill a straggler). */
     struct sbx_cgroup_stats cs;
     memset(&cs, 0, sizeof(cs));

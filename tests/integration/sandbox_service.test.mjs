@@ -107,6 +107,21 @@ test('the files a run leaves in /work come back with its result; symlinks are no
   assert.equal(t.files_truncated, false);
 });
 
+// The engine does not watch a running child's control socket (that would wake it mid-run): a set-up that fails after
+// the run was handed over (here: the execve) is still told apart from the program's own exit, when it is reaped.
+test('a program that cannot be started is a 500 sandbox_error naming why, not an exit', { skip }, async () => {
+  for (const [command, why] of [[['/nonexistent/prog'], /execve.*No such file/], [['nosuchprog'], /not found in PATH/]]) {
+    const r = await run({ command });
+    const j = await r.json();
+    assert.equal(r.status, 500, JSON.stringify(j));
+    assert.equal(j.error.code, 'sandbox_error');
+    assert.match(j.error.message, why);
+  }
+  const j = await ok200({ command: ['/bin/sh', '-c', 'exit 7'] });
+  assert.equal(j.reason, 'exit');
+  assert.equal(j.exit_code, 7);
+});
+
 // The run-group parents, as the engine computes them: "<own cgroup>/agentd-sandbox" per hierarchy (the daemon is
 // our child: its cgroup is ours). As in sandbox.test.mjs.
 function cgroupParents() {
