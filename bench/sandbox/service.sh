@@ -33,6 +33,7 @@ for t in hyperfine bwrap python3 cc; do command -v "$t" >/dev/null || { echo "be
 [ "$(id -u)" -eq 0 ] || echo "bench: not root: agentd maps the sandbox to your own uid and may lack cgroups" >&2
 
 work=$(mktemp -d)
+cut -d' ' -f1-3 /proc/loadavg > "$work/load0"
 cc -O2 -Wall -Wextra -o "$work/lat" "$root/bench/lat.c"
 # start_daemon BIN UID_BASE NAME: a daemon on a free port, its port in $port_NAME
 start_daemon() {
@@ -103,10 +104,10 @@ for prog in true python; do
   done
 done
 
-python3 - "$work" "$out" "$AGENTD_BIN" "$RUNS" "$BLOCKS" "$WARM" "$GAP_US" "${BASE_BIN:-}" "${BASE_LABEL:-}" <<'PY'
+python3 - "$work" "$out" "$AGENTD_BIN" "$RUNS" "$BLOCKS" "$WARM" "$GAP_US" "${BASE_BIN:-}" "${BASE_LABEL:-}" "$root" <<'PY'
 import glob, json, os, platform, statistics, subprocess, sys, datetime
 work, out, binp, runs, blocks, warm, gap = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], int(sys.argv[7])
-base, base_label = sys.argv[8], sys.argv[9] or "BASE_BIN"
+base, base_label, root = sys.argv[8], sys.argv[9] or "BASE_BIN", sys.argv[10]
 
 def pct(v, p):
     v = sorted(v)
@@ -129,7 +130,7 @@ def times(prog, kind):
             bad[(prog, kind)] = bad.get((prog, kind), 0) + j["errors"] + j["non2xx"]
     return {"n": len(t), "p50": pct(t, 50), "p90": pct(t, 90), "p99": pct(t, 99), "mean": statistics.mean(t)}
 
-rev = subprocess.run(["git", "-C", os.path.dirname(out), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+rev = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 check = json.loads(subprocess.run([binp, "sandbox", "check"], capture_output=True, text=True).stdout)
 cg = check["features"]["cgroup"]
 bw = subprocess.run(["bwrap", "--version"], capture_output=True, text=True).stdout.strip()
@@ -142,7 +143,7 @@ L = ["# The sandbox service: POST /v1/sandbox/runs vs bubblewrap\n"]
 L.append(f"Measured {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by `bench/sandbox/service.sh` "
          f"(commit {rev}): kernel {platform.release()}, {os.cpu_count()} vCPUs, {bw}, agentd Release build, one worker, "
          f"{warm} warm children, root, cgroup v{cg['version']} limits {'in force' if cg['in_force'] else 'NOT in force'}; "
-         f"load average at the end {' '.join(load)}. {runs} runs per figure in {blocks} blocks where the kinds take turns; "
+         f"load average at the start {open(work + '/load0').read().strip()}, at the end {' '.join(load)}. {runs} runs per figure in {blocks} blocks where the kinds take turns; "
          "times in ms.\n")
 L.append("agentd = an HTTP request (`lat`, one keep-alive connection) to the last byte of the result JSON: the run "
          "started from the warm pool, its output collected, its process tree reaped and its cgroup read and removed. "
