@@ -36,7 +36,9 @@ static const char schema[] =
     "CREATE TABLE IF NOT EXISTS steps(run_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT, name TEXT,"
     " call_id TEXT, state TEXT, request TEXT, result TEXT, t_start_ms INTEGER, t_end_ms INTEGER,"
     " PRIMARY KEY(run_id, seq));"
-    "CREATE TABLE IF NOT EXISTS agent_defs(name TEXT PRIMARY KEY, json TEXT NOT NULL);";
+    "CREATE TABLE IF NOT EXISTS agent_defs(name TEXT PRIMARY KEY, json TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS events(run_id TEXT NOT NULL, ev INTEGER NOT NULL, seq INTEGER NOT NULL,"
+    " state TEXT NOT NULL, PRIMARY KEY(run_id, ev));";
 
 static void *sq_open(const char *dir, bool memory, char *err, size_t errlen)
 {
@@ -78,6 +80,8 @@ static void sq_close(void *sp)
     pthread_mutex_destroy(&s->mu);
     xfree(s);
 }
+
+static void col_copy(sqlite3_stmt *st, int i, char *dst, size_t n);
 
 static void bind_text(sqlite3_stmt *st, int i, const char *v)
 {
@@ -141,12 +145,58 @@ static int put_step(struct agent_store_sq *s, const char *run_id, const struct a
     return rc;
 }
 
+/* The state stored for (run_id, seq) (a step) or, seq -1, the run's status, into out ("" when there is none). */
+static int stored_state(struct agent_store_sq *s, const char *run_id, int64_t seq, char *out, size_t n)
+{
+    sqlite3_stmt *st;
+    const char *sql = seq < 0 ? "SELECT status FROM runs WHERE id = ?1" : "SELECT state FROM steps WHERE run_id = ?1 AND seq = ?2";
+    out[0] = '\0';
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    bind_text(st, 1, run_id);
+    if (seq >= 0)
+        sqlite3_bind_int64(st, 2, seq);
+    int r = sqlite3_step(st);
+    if (r == SQLITE_ROW)
+        col_copy(st, 0, out, n);
+    sqlite3_finalize(st);
+    return r == SQLITE_ROW || r == SQLITE_DONE ? 0 : -1;
+}
+
+/* Appends the run's next event (its number: the run's last + 1) when state differs from what is stored. */
+static int log_event(struct agent_store_sq *s, const char *run_id, int64_t seq, const char *state)
+{
+    char was[32];
+    if (stored_state(s, run_id, seq, was, sizeof(was)) != 0)
+        return -1;
+    if (strcmp(was, state) == 0)
+        return 0;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "INSERT INTO events(run_id, ev, seq, state) SELECT ?1, COALESCE(MAX(ev), 0) + 1, ?2, ?3"
+                           " FROM events WHERE run_id = ?1",
+                           -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    bind_text(st, 1, run_id);
+    sqlite3_bind_int64(st, 2, seq);
+    bind_text(st, 3, state);
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
+    sqlite3_finalize(st);
+    return rc;
+}
+
 static int sq_commit(void *sp, const char *run_id, const struct as_run *run, const struct as_step *steps,
                        size_t n, char *err, size_t errlen)
 {
     struct agent_store_sq *s = sp;
     pthread_mutex_lock(&s->mu);
     int rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
+    /* the event log first (it compares with the rows as they were): each step whose state changes, then the run
+     * when it ends, after its steps */
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = log_event(s, run_id, steps[i].seq, steps[i].state);
+    if (rc == 0 && run && as_status_final(run->status))
+        rc = log_event(s, run_id, -1, run->status);
     if (rc == 0 && run)
         rc = put_run(s, run);
     for (size_t i = 0; rc == 0 && i < n; i++)
@@ -261,6 +311,53 @@ static int sq_steps(void *sp, const char *id, struct as_step **out, size_t *n, c
     }
     if (rc < 0)
         fail(s, "steps", err, errlen);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+static int sq_events(void *sp, const char *id, int64_t after, size_t limit, struct as_event **out, size_t *n,
+                     int64_t *last, char *err, size_t errlen)
+{
+    struct agent_store_sq *s = sp;
+    *out = NULL;
+    *n = 0;
+    *last = 0;
+    pthread_mutex_lock(&s->mu);
+    sqlite3_stmt *st;
+    int rc = -1;
+    if (sqlite3_prepare_v2(s->db, "SELECT COALESCE(MAX(ev), 0) FROM events WHERE run_id = ?", -1, &st, NULL) ==
+        SQLITE_OK) {
+        bind_text(st, 1, id);
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            *last = sqlite3_column_int64(st, 0);
+            rc = 0;
+        }
+        sqlite3_finalize(st);
+    }
+    if (rc == 0) {
+        rc = -1;
+        if (sqlite3_prepare_v2(s->db,
+                               "SELECT ev, seq, state FROM events WHERE run_id = ? AND ev > ? AND ev <= ?"
+                               " ORDER BY ev LIMIT ?",
+                               -1, &st, NULL) == SQLITE_OK) {
+            bind_text(st, 1, id);
+            sqlite3_bind_int64(st, 2, after);
+            sqlite3_bind_int64(st, 3, *last); /* what *last says, even when a commit lands meanwhile */
+            sqlite3_bind_int64(st, 4, (int64_t)limit);
+            *out = xcalloc(limit ? limit : 1, sizeof(**out));
+            int r;
+            while ((r = sqlite3_step(st)) == SQLITE_ROW && *n < limit) {
+                struct as_event *e = &(*out)[(*n)++];
+                e->ev = sqlite3_column_int64(st, 0);
+                e->seq = sqlite3_column_int64(st, 1);
+                col_copy(st, 2, e->state, sizeof(e->state));
+            }
+            rc = r == SQLITE_DONE || r == SQLITE_ROW ? 0 : -1;
+            sqlite3_finalize(st);
+        }
+    }
+    if (rc < 0)
+        fail(s, "events", err, errlen);
     pthread_mutex_unlock(&s->mu);
     return rc;
 }
@@ -403,6 +500,7 @@ const struct agent_store_ops agent_store_sqlite = {
     .commit = sq_commit,
     .get = sq_get,
     .steps = sq_steps,
+    .events = sq_events,
     .list = sq_list,
     .unfinished = sq_unfinished,
     .def_put = sq_def_put,
@@ -453,6 +551,17 @@ int agent_store_steps(struct agent_store *s, const char *id, struct as_step **ou
                       size_t errlen)
 {
     return s->ops->steps(s->b, id, out, n, err, errlen);
+}
+
+int agent_store_events(struct agent_store *s, const char *id, int64_t after, size_t limit, struct as_event **out,
+                       size_t *n, int64_t *last, char *err, size_t errlen)
+{
+    return s->ops->events(s->b, id, after, limit, out, n, last, err, errlen);
+}
+
+bool as_status_final(const char *status)
+{
+    return strcmp(status, "queued") != 0 && strcmp(status, "running") != 0;
 }
 
 int agent_store_list(struct agent_store *s, const char *agent, const char *status, size_t limit, struct as_run **out,
