@@ -5,6 +5,7 @@
 #include <strings.h>
 
 #include "common/alloc.h"
+#include "sandbox/sbx_files.h"
 
 bool sbx_spec_file_name_ok(const char *name, size_t len)
 {
@@ -148,11 +149,12 @@ int sbx_spec_validate(const struct sbx_spec *spec, struct buf *err)
         (spec->lang != SBX_LANG_NONE && spec->argc == 0) ? sbx_lang_snippet_name(spec->lang) : NULL;
     for (size_t i = 0; i < spec->nfiles; i++) {
         const struct sbx_file *f = &spec->files[i];
-        if (f->name == NULL || !sbx_spec_file_name_ok(f->name, strlen(f->name))) {
+        if (f->name == NULL || !sbx_files_path_ok(f->name, strlen(f->name))) {
             (void)buf_printf(err,
-                             "file name %zu refused: a plain name without '/', control characters, or a "
-                             "leading '.' or '-'",
-                             i);
+                             "file name %zu refused: a relative path of at most %d directories and %d bytes, each "
+                             "part a plain name without control characters or a leading '.' or '-' (no '..', no "
+                             "empty part)",
+                             i, SBX_FILES_DEPTH, SBX_FILES_PATH_MAX);
             return -1;
         }
         if ((f->data == NULL && f->len) || (f->mode & ~0777u)) {
