@@ -55,7 +55,7 @@ struct sbx_limits {
 #define SBX_MAX_OUTPUT_BYTES (256u << 20)
 #define SBX_MAX_TMPFS_BYTES (4ull << 30)
 
-/* A file placed in /work before the program starts. name is a plain basename (see sbx_spec_file_name_ok). */
+/* A file placed in /work before the program starts. name is a relative path of plain names (sbx_files_path_ok). */
 struct sbx_file {
     const char *name;
     const void *data;
@@ -78,9 +78,9 @@ struct sbx_spec {
     size_t nfiles;
     struct sbx_limits limits;
     enum sbx_net net;
-    /* Output files: with collect_files, the regular files left at the top of /work when the run ends (other than
-     * the snippet and the input files left unchanged) come back in the result, at most files_out_max of them and
-     * files_out_bytes together (sbx_files_collect; defaults SBX_FILES_OUT_MAX, SBX_FILES_OUT_BYTES). */
+    /* Output files: with collect_files, the regular files left in /work and its subdirectories when the run ends
+     * (named by their relative path; other than the snippet and the input files left unchanged) come back in the
+     * result, at most files_out_max of them and files_out_bytes together (sbx_files_collect; defaults SBX_FILES_OUT_MAX, SBX_FILES_OUT_BYTES). */
     bool collect_files;
     uint32_t files_out_max;
     uint64_t files_out_bytes;
