@@ -10,28 +10,10 @@
 
 #include "common/alloc.h"
 
-bool sbx_files_path_ok(const char *name, size_t len)
-{
-    if (name == NULL || len == 0 || len > SBX_FILES_PATH_MAX)
-        return false;
-    size_t seg = 0, dirs = 0;
-    for (size_t i = 0; i <= len; i++) {
-        if (i < len && name[i] != '/')
-            continue;
-        /* name[seg..i) is one segment: a plain name (so neither empty, "." nor "..") */
-        if (!sbx_spec_file_name_ok(name + seg, i - seg))
-            return false;
-        if (i < len && ++dirs > SBX_FILES_DEPTH)
-            return false;
-        seg = i + 1;
-    }
-    return true;
-}
-
 int sbx_files_write_one(int dirfd, const char *name, const void *data, size_t len, unsigned mode, struct buf *err)
 {
     size_t nlen = strlen(name);
-    if (!sbx_files_path_ok(name, nlen)) {
+    if (!sbx_spec_file_path_ok(name, nlen)) {
         (void)buf_printf(err, "file name refused");
         return -1;
     }

@@ -1,7 +1,7 @@
 /* sbx_files.h: the files a run asks for in its work dir, and those it leaves there: name checks, creation, and the
  * bounded walk that reads them back.
  *
- * Names come from the agent (tool arguments) and so are hostile. A name is a relative path (sbx_files_path_ok):
+ * Names come from the agent (tool arguments) and so are hostile. A name is a relative path (sbx_spec_file_path_ok):
  * segments separated by single '/', each a plain name (sbx_spec_file_name_ok: 1 to 255 bytes, no NUL, no control
  * character, not "." or "..", and not starting with '.' or '-': no hidden-file or option look-alikes), so no
  * leading '/', no empty segment and no "..", at most SBX_FILES_DEPTH directories and SBX_FILES_PATH_MAX bytes.
@@ -17,12 +17,6 @@
 
 #include "common/buf.h"
 #include "sandbox/sbx_spec.h"
-
-#define SBX_FILES_DEPTH 8        /* directories in a file's name (in and out), at most */
-#define SBX_FILES_PATH_MAX 1024  /* bytes of a file's name (in and out), at most */
-
-/* A file name a run may be given or give back (above). Linear in len. */
-bool sbx_files_path_ok(const char *name, size_t len);
 
 /* Creates each file in dirfd; 0, or -1 with the failing name and errno in err (nothing is rolled back: the
  * caller is a sandbox child that exits on failure). */

@@ -149,7 +149,8 @@ static int put_step(struct agent_store_sq *s, const char *run_id, const struct a
 static int stored_state(struct agent_store_sq *s, const char *run_id, int64_t seq, char *out, size_t n)
 {
     sqlite3_stmt *st;
-    const char *sql = seq < 0 ? "SELECT status FROM runs WHERE id = ?1" : "SELECT state FROM steps WHERE run_id = ?1 AND seq = ?2";
+    const char *sql = seq < 0 ? "SELECT status FROM runs WHERE id = ?1"
+                              : "SELECT state FROM steps WHERE run_id = ?1 AND seq = ?2";
     out[0] = '\0';
     if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
         return -1;

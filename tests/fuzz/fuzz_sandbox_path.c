@@ -1,4 +1,4 @@
-/* libFuzzer: a file name for /work (sbx_files_path_ok), as an agent's tool call gives it. Whatever is accepted
+/* libFuzzer: a file name for /work (sbx_spec_file_path_ok), as an agent's tool call gives it. Whatever is accepted
  * must be a relative path of plain names: no leading or trailing '/', no empty part, no "." or ".." part, no NUL,
  * within SBX_FILES_PATH_MAX bytes and SBX_FILES_DEPTH directories; checked here by a second, naive reading. */
 #include <stdint.h>
@@ -12,7 +12,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *s = (const char *)data;
-    if (!sbx_files_path_ok(s, size))
+    if (!sbx_spec_file_path_ok(s, size))
         return 0;
     if (size == 0 || size > SBX_FILES_PATH_MAX || s[0] == '/' || s[size - 1] == '/' || memchr(s, '\0', size))
         abort();

@@ -138,7 +138,7 @@ static void test_collect(void)
 
 static bool path_ok(const char *s)
 {
-    return sbx_files_path_ok(s, strlen(s));
+    return sbx_spec_file_path_ok(s, strlen(s));
 }
 
 static void test_paths(void)
@@ -156,10 +156,10 @@ static void test_paths(void)
     char longp[SBX_FILES_PATH_MAX + 8];
     for (size_t i = 0; i < sizeof(longp); i++)
         longp[i] = i % 200 == 199 ? '/' : 'a';
-    ok(sbx_files_path_ok(longp, SBX_FILES_PATH_MAX));
-    ok(!sbx_files_path_ok(longp, SBX_FILES_PATH_MAX + 1));
-    ok(!sbx_files_path_ok("a/\0b", 4));
-    ok(!sbx_files_path_ok(NULL, 0));
+    ok(sbx_spec_file_path_ok(longp, SBX_FILES_PATH_MAX));
+    ok(!sbx_spec_file_path_ok(longp, SBX_FILES_PATH_MAX + 1));
+    ok(!sbx_spec_file_path_ok("a/\0b", 4));
+    ok(!sbx_spec_file_path_ok(NULL, 0));
 }
 
 /* Files given with directories in their names: the directories are made, one level at a time, never through a
