@@ -1,6 +1,6 @@
-/* agent_pg.c: durable agent runs in PostgreSQL (agent_store.h; schema in db_pg.c): agent_runs, agent_steps and
- * agent_defs, the SQLite backend's columns. A commit is one transaction, as there. One connection per store,
- * serialised by a mutex (the run loop calls on the libuv pool).
+/* agent_pg.c: durable agent runs in PostgreSQL (agent_store.h; schema in db_pg.c): agent_runs, agent_steps,
+ * agent_defs and agent_events (the event log), the SQLite backend's columns. A commit is one transaction, as
+ * there. One connection per store, serialised by a mutex (the run loop calls on the libuv pool).
  *
  * Ownership across replicas: a process holds a session advisory lock on each run it is running (taken by the
  * commit that makes it queued or running, dropped by the one that ends it). unfinished() returns only the runs
