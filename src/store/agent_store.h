@@ -59,7 +59,7 @@ int agent_store_steps(struct agent_store *s, const char *id, struct as_step **ou
                       size_t errlen);
 struct as_event {
     int64_t ev, seq;     /* seq -1: the run ended (state is its status) */
-    char state[24];
+    char state[16];      /* as as_step.state (a run status fits too: "limit_exceeded") */
 };
 /* The run's events numbered after `after`, in order, at most limit (*out: free it); *last: the run's newest event
  * number (0: none), which no returned event passes. */
