@@ -11,10 +11,47 @@
 #include "common/alloc.h"
 #include "store/db_pg.h"
 
+/* The statements of a commit, prepared once (under mu, reset after each use). */
+enum { SQ_PUT_RUN, SQ_PUT_STEP, SQ_EVENT_STEP, SQ_EVENT_RUN, SQ_NSTMT };
+
 struct agent_store_sq {
     sqlite3 *db;
     pthread_mutex_t mu;
+    sqlite3_stmt *stmt[SQ_NSTMT];
 };
+
+static const char *const stmt_sql[SQ_NSTMT] = {
+    [SQ_PUT_RUN] = "INSERT OR REPLACE INTO runs(id, agent, status, limit_name, input, messages, output, error, key_id,"
+                   " user, team, workflow, created_ms, updated_ms, steps, input_tokens, output_tokens, cost_usd)"
+                   " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+    [SQ_PUT_STEP] = "INSERT OR REPLACE INTO steps(run_id, seq, kind, name, call_id, state, request, result,"
+                    " t_start_ms, t_end_ms) VALUES(?,?,?,?,?,?,?,?,?,?)",
+    /* the run's next event (its last number + 1) when the state differs from the stored one: one statement */
+    [SQ_EVENT_STEP] = "INSERT INTO events(run_id, ev, seq, state) SELECT ?1, COALESCE((SELECT MAX(ev) FROM events"
+                      " WHERE run_id = ?1), 0) + 1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM steps"
+                      " WHERE run_id = ?1 AND seq = ?2 AND state = ?3)",
+    [SQ_EVENT_RUN] = "INSERT INTO events(run_id, ev, seq, state) SELECT ?1, COALESCE((SELECT MAX(ev) FROM events"
+                     " WHERE run_id = ?1), 0) + 1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM runs"
+                     " WHERE id = ?1 AND status = ?3)",
+};
+
+/* A commit's statement, ready to bind (NULL when it cannot be prepared). */
+static sqlite3_stmt *stmt(struct agent_store_sq *s, int k)
+{
+    if (s->stmt[k] == NULL &&
+        sqlite3_prepare_v3(s->db, stmt_sql[k], -1, SQLITE_PREPARE_PERSISTENT, &s->stmt[k], NULL) != SQLITE_OK)
+        return NULL;
+    return s->stmt[k];
+}
+
+/* Steps a commit's statement once and makes it ready for the next use: 0 or -1. */
+static int run_stmt(sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
 
 static void sq_close(void *sp);
 
@@ -38,7 +75,7 @@ static const char schema[] =
     " PRIMARY KEY(run_id, seq));"
     "CREATE TABLE IF NOT EXISTS agent_defs(name TEXT PRIMARY KEY, json TEXT NOT NULL);"
     "CREATE TABLE IF NOT EXISTS events(run_id TEXT NOT NULL, ev INTEGER NOT NULL, seq INTEGER NOT NULL,"
-    " state TEXT NOT NULL, PRIMARY KEY(run_id, ev));";
+    " state TEXT NOT NULL, PRIMARY KEY(run_id, ev)) WITHOUT ROWID;";
 
 static void *sq_open(const char *dir, bool memory, char *err, size_t errlen)
 {
@@ -76,12 +113,12 @@ static void sq_close(void *sp)
     struct agent_store_sq *s = sp;
     if (s == NULL)
         return;
+    for (int k = 0; k < SQ_NSTMT; k++)
+        sqlite3_finalize(s->stmt[k]);
     sqlite3_close(s->db);
     pthread_mutex_destroy(&s->mu);
     xfree(s);
 }
-
-static void col_copy(sqlite3_stmt *st, int i, char *dst, size_t n);
 
 static void bind_text(sqlite3_stmt *st, int i, const char *v)
 {
@@ -93,12 +130,8 @@ static void bind_text(sqlite3_stmt *st, int i, const char *v)
 
 static int put_run(struct agent_store_sq *s, const struct as_run *r)
 {
-    static const char sql[] =
-        "INSERT OR REPLACE INTO runs(id, agent, status, limit_name, input, messages, output, error, key_id, user,"
-        " team, workflow, created_ms, updated_ms, steps, input_tokens, output_tokens, cost_usd)"
-        " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+    sqlite3_stmt *st = stmt(s, SQ_PUT_RUN);
+    if (st == NULL)
         return -1;
     bind_text(st, 1, r->id);
     bind_text(st, 2, r->agent);
@@ -118,17 +151,13 @@ static int put_run(struct agent_store_sq *s, const struct as_run *r)
     sqlite3_bind_int64(st, 16, r->input_tokens);
     sqlite3_bind_int64(st, 17, r->output_tokens);
     sqlite3_bind_double(st, 18, r->cost_usd);
-    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
-    sqlite3_finalize(st);
-    return rc;
+    return run_stmt(st);
 }
 
 static int put_step(struct agent_store_sq *s, const char *run_id, const struct as_step *p)
 {
-    static const char sql[] = "INSERT OR REPLACE INTO steps(run_id, seq, kind, name, call_id, state, request, result,"
-                              " t_start_ms, t_end_ms) VALUES(?,?,?,?,?,?,?,?,?,?)";
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+    sqlite3_stmt *st = stmt(s, SQ_PUT_STEP);
+    if (st == NULL)
         return -1;
     bind_text(st, 1, run_id);
     sqlite3_bind_int64(st, 2, p->seq);
@@ -140,50 +169,19 @@ static int put_step(struct agent_store_sq *s, const char *run_id, const struct a
     bind_text(st, 8, p->result);
     sqlite3_bind_int64(st, 9, p->t_start_ms);
     sqlite3_bind_int64(st, 10, p->t_end_ms);
-    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
-    sqlite3_finalize(st);
-    return rc;
+    return run_stmt(st);
 }
 
-/* The state stored for (run_id, seq) (a step) or, seq -1, the run's status, into out ("" when there is none). */
-static int stored_state(struct agent_store_sq *s, const char *run_id, int64_t seq, char *out, size_t n)
-{
-    sqlite3_stmt *st;
-    const char *sql = seq < 0 ? "SELECT status FROM runs WHERE id = ?1"
-                              : "SELECT state FROM steps WHERE run_id = ?1 AND seq = ?2";
-    out[0] = '\0';
-    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
-        return -1;
-    bind_text(st, 1, run_id);
-    if (seq >= 0)
-        sqlite3_bind_int64(st, 2, seq);
-    int r = sqlite3_step(st);
-    if (r == SQLITE_ROW)
-        col_copy(st, 0, out, n);
-    sqlite3_finalize(st);
-    return r == SQLITE_ROW || r == SQLITE_DONE ? 0 : -1;
-}
-
-/* Appends the run's next event (its number: the run's last + 1) when state differs from what is stored. */
+/* Appends the run's next event when the state differs from the stored one (seq -1: the run's status). */
 static int log_event(struct agent_store_sq *s, const char *run_id, int64_t seq, const char *state)
 {
-    char was[32];
-    if (stored_state(s, run_id, seq, was, sizeof(was)) != 0)
-        return -1;
-    if (strcmp(was, state) == 0)
-        return 0;
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db,
-                           "INSERT INTO events(run_id, ev, seq, state) SELECT ?1, COALESCE(MAX(ev), 0) + 1, ?2, ?3"
-                           " FROM events WHERE run_id = ?1",
-                           -1, &st, NULL) != SQLITE_OK)
+    sqlite3_stmt *st = stmt(s, seq < 0 ? SQ_EVENT_RUN : SQ_EVENT_STEP);
+    if (st == NULL)
         return -1;
     bind_text(st, 1, run_id);
     sqlite3_bind_int64(st, 2, seq);
     bind_text(st, 3, state);
-    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
-    sqlite3_finalize(st);
-    return rc;
+    return run_stmt(st);
 }
 
 static int sq_commit(void *sp, const char *run_id, const struct as_run *run, const struct as_step *steps,
