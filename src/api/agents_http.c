@@ -107,8 +107,8 @@ static void job_work(uv_work_t *w)
         return;
     }
     if (j->kind == JOB_EVENTS) {
-        /* the events first: the run and steps read after are at least as new as every event */
-        /* from the last one sent, again: whether it was the run's end decides whether the stream is over */
+        /* the events first, so the run and steps read after are at least as new as every event; from the last one
+         * sent, again: whether it was the run's end decides whether the stream is over */
         j->rc = agent_store_events(st, j->id, j->after > 0 ? j->after - 1 : 0, SSE_EVENTS_MAX, &j->evs, &j->nev,
                                    &j->last, j->err, sizeof(j->err));
         if (j->rc != 0)
