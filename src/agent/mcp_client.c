@@ -405,7 +405,7 @@ bool mcp_param_header_value(const cJSON *v, struct buf *out)
     }
     if (cJSON_IsNumber(v)) {
         double d = v->valuedouble;
-        if (d == (double)(long long)d && d > -9.2e18 && d < 9.2e18)
+        if (d > -9.2e18 && d < 9.2e18 && d == (double)(long long)d) /* the range first: the cast of a larger one is UB */
             buf_printf(out, "%lld", (long long)d);
         else
             buf_printf(out, "%.17g", d);
