@@ -142,7 +142,8 @@ test('MCP tools over Streamable HTTP (SSE and JSON responses): session, list, ca
   assert.equal(c3.result, 'built-in');
 
   for (const path of ['/sse-mcp', '/json-mcp']) {
-    const mine = seen.filter((s) => s.path === path);
+    const all = seen.filter((s) => s.path === path);
+    const mine = all.filter((s) => s.rpc !== 'GET');
     // 2026-07-28 first (server/discover); this SDK server speaks only the session era, so: initialize
     assert.deepEqual(mine.slice(0, 5).map((s) => s.rpc), ['server/discover', 'initialize', 'notifications/initialized', 'tools/list', 'tools/call'], JSON.stringify(mine));
     assert.equal(mine[0].version, '2026-07-28');
@@ -153,6 +154,10 @@ test('MCP tools over Streamable HTTP (SSE and JSON responses): session, list, ca
       assert.ok(s.session && sessions.has(s.session), `the session id is echoed: ${JSON.stringify(s)}`);
       assert.equal(s.version, '2025-11-25');
     }
+    // once the session is ready, its GET stream (the server's requests and notifications) is opened in it
+    const get = all.find((s) => s.rpc === 'GET');
+    assert.ok(get && get.session === mine[2].session && get.version === '2025-11-25', JSON.stringify(all));
+    assert.equal(get.accept, 'text/event-stream');
   }
 });
 
