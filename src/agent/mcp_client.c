@@ -572,7 +572,8 @@ static void sess_server_message(struct mcp_sess *s, const cJSON *msg)
     const cJSON *method = cJSON_GetObjectItemCaseSensitive(msg, "method");
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(msg, "id");
     if (id == NULL) {
-        if (strcmp(method->valuestring, "notifications/tools/list_changed") == 0 && s->tools) {
+        if (strcmp(method->valuestring, "notifications/tools/list_changed") == 0) {
+            log_info("MCP server %s: its tool list changed", s->name ? s->name : s->url);
             cJSON_Delete(s->tools);
             s->tools = NULL; /* the next listing asks the server */
         }
@@ -650,7 +651,10 @@ static void get_done(struct up_xfer *x, enum up_result r, void *ud)
         s->gresp_live = false;
     }
     if (!stream && (r == UP_OK || x->status != 0)) {
-        s->get_refused = true; /* 405 (no stream), or an answer that is not a stream */
+        /* 405: the server has no GET stream (not asked again); another answer that is not a stream (a 404 for a
+         * session it forgot, ...): none until the next session */
+        if (x->status == 405)
+            s->get_refused = true;
         return;
     }
     s->gfails = s->gsaw ? 0 : s->gfails + 1;

@@ -18,6 +18,7 @@ import { startAgentd } from '../lib/agentd.mjs';
 
 const seen = []; // {path, rpc, session, version}
 const sessions = new Map(); // session id -> transport
+const servers = new Set(); // the McpServer of each session
 
 function newMcpServer() {
   const s = new McpServer({ name: 'agentd-test-server', version: '1.0.0' }, { capabilities: { logging: {} } });
@@ -50,6 +51,11 @@ let mcpHttp, mcpBase;
 async function startMcp() {
   mcpHttp = createServer(async (req, res) => {
     const json = req.url === '/json-mcp';
+    if (req.url === '/list-changed') { // every session's server says its tool list changed (on its GET stream)
+      for (const s of servers) if (s.isConnected()) s.sendToolListChanged();
+      res.end('sent');
+      return;
+    }
     if (req.url === '/drop-sessions') { // the server forgets every session (as after a restart)
       for (const t of sessions.values()) await t.close();
       sessions.clear();
@@ -74,7 +80,9 @@ async function startMcp() {
         enableJsonResponse: json,
         onsessioninitialized: (id) => sessions.set(id, transport),
       });
-      await newMcpServer().connect(transport);
+      const srv = newMcpServer();
+      servers.add(srv);
+      await srv.connect(transport);
     }
     await transport.handleRequest(req, res, body);
   });
@@ -203,4 +211,15 @@ test('an MCP server that cannot be reached offers no tools; the run goes on', as
   const b = await run('lonely', 'CALL gone__anything {}\n---\nfine');
   assert.equal(b.status, 'succeeded', JSON.stringify(b));
   assert.equal(calls(b).length, 0, 'the tool was never offered, so the mock did not call it');
+});
+
+test('notifications/tools/list_changed on the session GET stream drops the cached tool list', async () => {
+  let b = await run('mcper', 'CALL calc__add {"a":1,"b":2}\n---\ndone'); // a session, its GET stream, the list cached
+  assert.equal(calls(b)[0].result, 'sum=3');
+  const lists = count('/sse-mcp', 'tools/list');
+  await (await fetch(`${mcpBase}/list-changed`)).text();
+  assert.ok(await d.waitLog((l) => /^MCP server calc: its tool list changed/.test(l.msg ?? '')));
+  b = await run('mcper', 'CALL calc__add {"a":2,"b":2}\n---\ndone');
+  assert.equal(calls(b)[0].result, 'sum=4');
+  assert.equal(count('/sse-mcp', 'tools/list'), lists + 1, 'tools_ttl 1h, yet listed again after list_changed');
 });
