@@ -441,6 +441,7 @@ struct mcp_sess {
     int64_t next_id;
     cJSON *tools;       /* cached OpenAI tools of this server (for `server`), or NULL */
     cJSON *param_headers; /* ERA_STATELESS: {"<tool>":{"<argument>":"<header>"}} from its tools/list (SEP-2243) */
+    int param_headers_n;
     char *tools_server; /* the name they were made under */
     uint64_t tools_expiry_ms;
     /* ERA_SESSION: the standalone GET stream, on which the server sends its requests and notifications */
@@ -912,28 +913,33 @@ static bool session_id_ok(const char *s)
     return true;
 }
 
-/* SEP-2243: each listed tool's x-mcp-header annotations are remembered for its calls; a tool with an invalid one
- * is taken out of the result (never offered, never called). */
-static void note_param_headers(struct mcp_sess *s, const struct agent_mcp_server *srv, cJSON *result)
+/* SEP-2243: each listed tool's x-mcp-header annotations are remembered for its calls (a listing's first page
+ * starts afresh; at most 4096 tools with annotations), and a tool with an invalid one is taken out of the result
+ * (never offered, never called). Linear in the tools listed. */
+static void note_param_headers(struct mcp_sess *s, const struct agent_mcp_server *srv, bool first_page,
+                               cJSON *result)
 {
     cJSON *tools = cJSON_GetObjectItemCaseSensitive(result, "tools");
     if (!cJSON_IsArray(tools))
         return;
-    if (s->param_headers == NULL)
+    if (first_page || s->param_headers == NULL) {
+        cJSON_Delete(s->param_headers);
         s->param_headers = cJSON_CreateObject();
+        s->param_headers_n = 0;
+    }
     cJSON *t = tools->child;
     while (t) {
         cJSON *next = t->next;
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(t, "name");
         cJSON *map = NULL;
         int rc = mcp_tool_param_headers(t, &map);
-        if (cJSON_IsString(name)) {
-            cJSON_DeleteItemFromObjectCaseSensitive(s->param_headers, name->valuestring);
-            if (rc < 0)
-                log_warn("MCP server %s: tool %.128s dropped: its x-mcp-header annotations are invalid", srv->name,
-                         name->valuestring);
-            else if (map && cJSON_GetArraySize(s->param_headers) < 4096)
-                cJSON_AddItemToObject(s->param_headers, name->valuestring, map), map = NULL;
+        if (rc < 0)
+            log_warn("MCP server %s: tool %.128s dropped: its x-mcp-header annotations are invalid", srv->name,
+                     cJSON_IsString(name) ? name->valuestring : "?");
+        else if (map && cJSON_IsString(name) && s->param_headers_n < 4096) {
+            cJSON_AddItemToObject(s->param_headers, name->valuestring, map); /* (a repeated name: the first wins) */
+            map = NULL;
+            s->param_headers_n++;
         }
         cJSON_Delete(map);
         if (rc < 0)
@@ -1093,7 +1099,8 @@ static void on_done(struct up_xfer *x, enum up_result r, void *ud)
         return;
     }
     if (o->sess->era == ERA_STATELESS && o->srv->url && strcmp(o->method, "tools/list") == 0 && o->resp.result)
-        note_param_headers(o->sess, o->srv, o->resp.result);
+        note_param_headers(o->sess, o->srv, cJSON_GetObjectItemCaseSensitive(o->params, "cursor") == NULL,
+                           o->resp.result);
     op_end(o, 1, NULL);
 }
 
