@@ -444,6 +444,7 @@ struct mcp_sess {
     int param_headers_n;
     char *tools_server; /* the name they were made under */
     uint64_t tools_expiry_ms;
+    uint64_t tools_gen; /* notifications/tools/list_changed seen (mcp_tools_generation) */
     /* ERA_SESSION: the standalone GET stream, on which the server sends its requests and notifications */
     uv_loop_t *loop;
     char *name;          /* the server's name (logs) and configured headers ("Name: value\n" lines), copied when
@@ -577,6 +578,7 @@ static void sess_server_message(struct mcp_sess *s, const cJSON *msg)
             log_info("MCP server %s: its tool list changed", s->name ? s->name : s->url);
             cJSON_Delete(s->tools);
             s->tools = NULL; /* the next listing asks the server */
+            s->tools_gen++;
         }
         return;
     }
@@ -1561,6 +1563,13 @@ static void mcp_tool_cancel(struct tool_exec *te)
 }
 
 /* ================= one request, for other callers ================= */
+
+uint64_t mcp_tools_generation(const struct agent_mcp_server *srv)
+{
+    if (tl_done || srv->url == NULL)
+        return 0;
+    return sess_get(srv)->tools_gen;
+}
 
 static void request_done(struct op *o, int ok, const char *why)
 {

@@ -158,6 +158,9 @@ struct mcp_request *mcp_request_start(uv_loop_t *loop, const struct agent_mcp_se
                                       struct cJSON *params, mcp_request_fn *cb, void *ud);
 /* cb is then never called; the server is told (notifications/cancelled) when the era has a way to. */
 void mcp_request_cancel(struct mcp_request *r);
+/* How many times srv announced a changed tool list (notifications/tools/list_changed, session era) on this loop: a
+ * cache of its tools made at another value is stale. */
+uint64_t mcp_tools_generation(const struct agent_mcp_server *srv);
 
 /* The loop stops: sessions and the HTTP client are freed (after every call on it has ended or been cancelled). */
 void mcp_loop_done(void);
