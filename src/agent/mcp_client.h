@@ -47,7 +47,12 @@
  * token, a duplicate ignoring case, on a type other than string/integer/boolean) is dropped from the list: it is
  * never offered nor called. Schemas are otherwise passed on untouched ($ref never dereferenced).
  *
- * Not done: following notifications/tools/list_changed (tools_ttl bounds staleness); sampling (not declared). */
+ * The session's GET stream (opened once initialized; a 405 means the server has none) carries the server's
+ * requests and notifications: notifications/tools/list_changed drops the cached tools (mcp_tools_generation tells
+ * other caches). It reconnects from its last event id after the server's retry, 3 times in a row without an event
+ * at most.
+ *
+ * Not done: sampling (not declared), OAuth, list_changed in the stateless era (no subscriptions/listen). */
 #ifndef AGENTD_AGENT_MCP_CLIENT_H
 #define AGENTD_AGENT_MCP_CLIENT_H
 
