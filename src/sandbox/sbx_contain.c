@@ -20,7 +20,6 @@
 
 #include "common/alloc.h"
 #include "sandbox/sbx_files.h"
-#include "sandbox/sbx_pywarm.h"
 #include "sandbox/sbx_wire.h"
 
 /* Where the new root is assembled, in the child's private copy of the mount tree (any existing directory). */
@@ -882,10 +881,10 @@ void sbx_contain_child(const struct sbx_contain_plan *plan, const struct sbx_con
         {"rlimits", step_rlimits},
     };
     run_steps(&c, phase_a, sizeof(phase_a) / sizeof(phase_a[0]));
-    if (args->python) {
+    if (args->python_argv) {
         static const struct step py[] = {{"py_boot", step_py_boot}};
         run_steps(&c, py, 1);
-        const char *const *argv = sbx_pywarm_argv();
+        const char *const *argv = args->python_argv;
         const char *envp[sizeof(base_env) / sizeof(base_env[0]) + 1];
         for (size_t i = 0; i < sizeof(base_env) / sizeof(base_env[0]); i++)
             envp[i] = base_env[i];

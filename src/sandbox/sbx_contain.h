@@ -81,8 +81,8 @@ void sbx_contain_plan_free(struct sbx_contain_plan *plan);
 struct sbx_contain_args {
     uint64_t work_bytes, tmp_bytes; /* sizes of /work and /tmp */
     bool cgroup_memory;             /* a cgroup limits the run's memory; if not, RLIMIT_DATA does (per process) */
-    bool python;                    /* a warm interpreter: after phase A, exec python3 with the bootstrap
-                                     * (sbx_pywarm.h) instead of waiting for RUN here */
+    const char *const *python_argv; /* a warm interpreter: after phase A, exec this (sbx_pywarm_argv, python3
+                                     * with the bootstrap) instead of waiting for RUN here; NULL: a plain child */
 };
 
 /* One resource limit of a run, as phase B sets it (name: "CPU", "AS", ...). */

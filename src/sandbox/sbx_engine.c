@@ -352,7 +352,7 @@ static struct child *spawn(struct sbx_engine *eng, uint64_t work_bytes, uint64_t
         struct sbx_contain_args args = {.work_bytes = work_bytes,
                                         .tmp_bytes = tmp_bytes,
                                         .cgroup_memory = ch->has_cg && eng->cgenv.have[SBX_CGC_MEMORY],
-                                        .python = python};
+                                        .python_argv = python ? sbx_pywarm_argv() : NULL};
         sbx_contain_child(&eng->plan, &args, sv[1]); /* never returns */
     }
     ch->pid = pid;
