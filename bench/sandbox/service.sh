@@ -10,7 +10,7 @@
 # removed). Two client modes: back to back (the pool refills while the next request arrives) and paced (50 ms
 # between requests, not timed, so the pool is warm when each arrives: an agent's step is far slower than that).
 # bwrap: the wall time of the bwrap command (a fresh process per run), by hyperfine. Each figure is measured in
-# BLOCKS blocks, the kinds taking turns, so load from anything else falls on all of them alike.
+# BLOCKS blocks, the programs and kinds taking turns, so load from anything else falls on all of them alike.
 # Python is measured twice: `python3 -c pass` as a command (the interpreter starts cold in a warm child), and the
 # snippet `pass` as {"language":"python"} served by a warm interpreter (WARM_PY per worker, docs/sandbox.md); paced
 # Python-warm requests are PY_GAP_US apart, the time the pool needs to start the next interpreter (an agent's step
@@ -93,9 +93,12 @@ measure() { # kind prog block
 # the answer must be a real run, not an error
 curl -sf -XPOST "http://127.0.0.1:$port/v1/sandbox/runs" -d "$TRUE_BODY" | grep -q '"reason":"exit","exit_code":0' ||
   { echo "bench: /v1/sandbox/runs does not run /bin/true here" >&2; cat "$work/agentd.log" >&2; exit 1; }
-for prog in true python pywarm; do
-  for ((b = 0; b < BLOCKS; b++)); do
-    echo "bench: $prog block $((b + 1))/$BLOCKS" >&2
+# blocks outermost, so each program's figures (warm Python against cold Python above all) share the same conditions
+progs=(true python pywarm)
+for ((b = 0; b < BLOCKS; b++)); do
+  for ((q = 0; q < ${#progs[@]}; q++)); do
+    prog=${progs[$(((q + b) % ${#progs[@]}))]}
+    echo "bench: block $((b + 1))/$BLOCKS: $prog" >&2
     n=${#kinds[@]}
     for ((k = 0; k < n; k++)); do measure "${kinds[$(((k + b) % n))]}" "$prog" "$b"; done
   done
