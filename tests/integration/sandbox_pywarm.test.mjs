@@ -145,6 +145,11 @@ const TABLE = [
   ['the time limit kills', { code: 'print("start", flush=True)\nwhile True: pass', limits: { timeout_ms: 1500 } }],
   ['a file larger than RLIMIT_FSIZE', { code: 'open("big", "wb").write(b"x" * 5000)', limits: { fsize_bytes: 4096 } }],
   ['too many open files', { code: 'fs = [open("/dev/null") for _ in range(100)]', limits: { nofile: 16 } }],
+  // past 32 KiB the run travels in a sealed memfd instead of the message
+  ['a large snippet and files', {
+    code: `x = "${'a'.repeat(40000)}"\nprint(len(x), open("f1").read() == "b" * 30000, len(open("f2").read()))`,
+    files: [{ name: 'f1', content: 'b'.repeat(30000) }, { name: 'f2', content: 'c'.repeat(5000) }],
+  }],
   ['non-UTF-8 output and a coding cookie', { code: '# -*- coding: latin-1 -*-\nimport sys\nsys.stdout.buffer.write(b"\\xff\\xfe")\nprint("\xe9")' }],
 ];
 
