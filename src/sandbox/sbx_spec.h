@@ -136,6 +136,7 @@ struct sbx_config {
     enum sbx_cgroup_mode cgroup_mode;
     const char *cgroup_parent; /* cgroup path (from the hierarchy root) to create run groups under; NULL means
                                 * "<our own cgroup>/agentd-sandbox" */
+    unsigned warm_python;      /* warm Python interpreters kept ready besides the pool's plain children (0) */
 };
 
 void sbx_limits_default(struct sbx_limits *l);
