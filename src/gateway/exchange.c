@@ -33,6 +33,8 @@
 
 _Atomic long ex_inflight;
 
+#define EX_SPARE_MAX 64 /* recycled exchanges a worker keeps (~300 KB) */
+
 struct gateway_worker {
     uv_loop_t *loop;
     struct upstream *up;
@@ -47,6 +49,18 @@ struct gateway_worker {
     bool rbudget_init;
     struct adm_loop *adm;      /* where this loop's admission waiters are woken */
     struct exchange *live;     /* exchanges not yet ended (ex_worker_end_all) */
+    /* Exchanges recycled on this loop (ex_submit takes one, the last ex_unref gives it back): a ~4.6 KB block
+     * from glibc costs a walk of its bins on every request, and a recycled one is still in cache. Ownership rule:
+     * an exchange's last reference may drop AFTER ex_worker_free (its deadline and retry timers close
+     * asynchronously, on the loop's next turn). So the worker counts the exchanges it handed out (nex), and
+     * ex_worker_free, when some are still out, frees everything else and leaves only this struct (gone = true);
+     * the exchange whose release brings nex to 0 then frees the struct, and an exchange released on a gone
+     * worker is freed, never kept. ex_unref touches only spare, nspare, nex and gone after ex_worker_free.
+     * Everything runs on the worker's loop thread, so no lock. */
+    struct exchange *spare[EX_SPARE_MAX];
+    size_t nspare;
+    size_t nex;
+    bool gone;
 };
 
 #define RELAY_KEEP (64 * 1024)
@@ -114,6 +128,60 @@ void ex_global_cleanup(void)
     upstream_global_cleanup();
 }
 
+/* A spare exchange is off limits to everything but ex_take/ex_release: under ASan, touching one is reported as a
+ * use after free, as it would be had it been freed. */
+#if defined(__SANITIZE_ADDRESS__)
+#define EX_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define EX_ASAN 1
+#endif
+#endif
+#ifdef EX_ASAN
+#include <sanitizer/asan_interface.h>
+#define spare_poison(ex) ASAN_POISON_MEMORY_REGION((ex), sizeof(struct exchange))
+#define spare_unpoison(ex) ASAN_UNPOISON_MEMORY_REGION((ex), sizeof(struct exchange))
+#else
+#define spare_poison(ex) ((void)(ex))
+#define spare_unpoison(ex) ((void)(ex))
+#endif
+
+static void spare_free(struct exchange *ex)
+{
+    spare_unpoison(ex);
+    xfree(ex);
+}
+
+/* An exchange's memory for ex_submit: a spare one of this worker's, or a new block. Not cleared. */
+static struct exchange *ex_take(struct gateway_worker *g)
+{
+    g->nex++;
+    if (g->nspare == 0)
+        return xmalloc(sizeof(struct exchange));
+    struct exchange *ex = g->spare[--g->nspare];
+    spare_unpoison(ex);
+    return ex;
+}
+
+/* The last reference is gone (see the ownership rule at struct gateway_worker). */
+static void ex_release(struct exchange *ex)
+{
+    struct gateway_worker *g = ex->gw;
+    g->nex--;
+    if (g->gone) {
+        xfree(ex);
+        if (g->nex == 0)
+            xfree(g);
+        return;
+    }
+    if (g->nspare == EX_SPARE_MAX) {
+        xfree(ex);
+        return;
+    }
+    spare_poison(ex);
+    g->spare[g->nspare++] = ex;
+}
+
 struct gateway_worker *ex_worker_new(uv_loop_t *loop, struct up_options up)
 {
     struct gateway_worker *g = xcalloc(1, sizeof(*g));
@@ -130,8 +198,17 @@ void ex_worker_free(struct gateway_worker *g)
     if (g == NULL)
         return;
     upstream_free(g->up);
+    g->up = NULL;
     adm_loop_free(g->adm);
+    g->adm = NULL;
     buf_free(&g->relay);
+    for (size_t i = 0; i < g->nspare; i++)
+        spare_free(g->spare[i]);
+    g->nspare = 0;
+    if (g->nex > 0) { /* exchanges still hold references: the last one's release frees g (ex_release) */
+        g->gone = true;
+        return;
+    }
     xfree(g);
 }
 
@@ -293,7 +370,7 @@ void ex_unref(struct exchange *ex)
         policy->release(ex);
     adm_key_put(ex->kadm); /* after every callback of its queue ran: each held a reference on ex */
     principal_release(ex->rq.who);
-    xfree(ex);
+    ex_release(ex);
 }
 
 static void on_deadline_closed(uv_handle_t *h)
@@ -2012,7 +2089,7 @@ struct exchange *ex_submit(struct gateway_worker *gw, const struct front_ops *fr
                        sizeof(struct ex_request) <= offsetof(struct exchange, last_err) &&
                        offsetof(struct exchange, last_err) + sizeof(struct gw_error) <= offsetof(struct exchange, id),
                    "ex_submit zeroes the exchange around rq, last_err and id, in this order");
-    struct exchange *ex = xmalloc(sizeof(*ex));
+    struct exchange *ex = ex_take(gw);
     char *base = (char *)ex;
     size_t err_at = offsetof(struct exchange, last_err), err_end = err_at + sizeof(ex->last_err);
     size_t id_at = offsetof(struct exchange, id), id_end = id_at + sizeof(ex->id);
