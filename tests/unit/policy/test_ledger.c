@@ -2,6 +2,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -129,6 +130,96 @@ static void test_retry_and_full_queue(void)
     is_int(st.dropped - st0.dropped, 40 - accepted);
     ok(st.failures - st0.failures >= 3);
     ok(!st.failing);
+    buf_free(&err);
+}
+
+/* The queue keeps rows packed (policy/ledger.c): what the store is handed is field for field what was queued,
+ * strings at their longest, empty, and an evaluation row, in order. */
+static struct ledger_row got[8];
+static _Atomic int ngot;
+static int capture_append(struct ledger_store *s, const struct ledger_row *r, size_t n, struct buf *e)
+{
+    (void)s, (void)e;
+    for (size_t i = 0; i < n; i++) {
+        int k = atomic_fetch_add(&ngot, 1);
+        if (k < 8)
+            got[k] = r[i];
+    }
+    return 0;
+}
+static const struct ledger_store_ops capture_ops = {.name = "capture", .open = fake_open, .append = capture_append,
+                                                    .close = fake_close};
+
+static void fill(char *s, size_t cap, char c)
+{
+    memset(s, c, cap - 1);
+    s[cap - 1] = '\0';
+}
+
+static void same_row(const struct ledger_row *a, const struct ledger_row *b)
+{
+    is_str(a->request_id, b->request_id);
+    is_str(a->key_id, b->key_id);
+    is_str(a->user, b->user);
+    is_str(a->team, b->team);
+    is_str(a->workflow, b->workflow);
+    is_str(a->model, b->model);
+    is_str(a->deployment, b->deployment);
+    is_str(a->provider, b->provider);
+    is_str(a->price_version, b->price_version);
+    is_str(a->eval_name, b->eval_name);
+    is_str(a->eval_label, b->eval_label);
+    is_int(a->ts_ms, b->ts_ms);
+    is_int(a->input_tokens, b->input_tokens);
+    is_int(a->cached_tokens, b->cached_tokens);
+    is_int(a->cache_write_tokens, b->cache_write_tokens);
+    is_int(a->output_tokens, b->output_tokens);
+    is_int(a->reasoning_tokens, b->reasoning_tokens);
+    is_int(a->cost_nusd, b->cost_nusd);
+    is_int(a->status, b->status);
+    is_int(a->incomplete, b->incomplete);
+    is_int(a->priced, b->priced);
+    is_int(a->attempts, b->attempts);
+    is_int(a->latency_us, b->latency_us);
+    is_int(a->ttft_us, b->ttft_us);
+    is_int(a->saved_nusd, b->saved_nusd);
+    is_int(a->evaluation, b->evaluation);
+    ok(a->eval_score == b->eval_score);
+}
+
+static void test_queue_keeps_every_field(void)
+{
+    struct ledger_row full = {.ts_ms = 1796385600123, .input_tokens = 1, .cached_tokens = 2,
+                              .cache_write_tokens = 3, .output_tokens = 4, .reasoning_tokens = 5,
+                              .cost_nusd = INT64_MAX, .status = 499, .incomplete = true, .priced = true,
+                              .attempts = 7, .latency_us = 8, .ttft_us = 9, .saved_nusd = 10};
+    fill(full.request_id, sizeof(full.request_id), 'r');
+    fill(full.key_id, sizeof(full.key_id), 'k');
+    fill(full.user, sizeof(full.user), 'u');
+    fill(full.team, sizeof(full.team), 't');
+    fill(full.workflow, sizeof(full.workflow), 'w');
+    fill(full.model, sizeof(full.model), 'm');
+    fill(full.deployment, sizeof(full.deployment), 'd');
+    fill(full.provider, sizeof(full.provider), 'p');
+    fill(full.price_version, sizeof(full.price_version), 'v');
+    struct ledger_row empty = {.ts_ms = -1, .status = 200, .latency_us = -5};
+    struct ledger_row eval = {.ts_ms = 42, .evaluation = true, .eval_score = 0.125};
+    snprintf(eval.request_id, sizeof(eval.request_id), "req-e");
+    fill(eval.eval_name, sizeof(eval.eval_name), 'n');
+    fill(eval.eval_label, sizeof(eval.eval_label), 'l');
+    struct ledger_row odd = full; /* an odd total length: the next record starts aligned */
+    snprintf(odd.user, sizeof(odd.user), "abc");
+    snprintf(odd.team, sizeof(odd.team), "%s", "");
+    const struct ledger_row *in[] = {&full, &empty, &eval, &odd, &full};
+    struct buf err = BUF_INIT(1024);
+    atomic_store(&ngot, 0);
+    ok(ledger_start(&(struct ledger_options){.data_dir = dir, .ops = &capture_ops, .batch_ms = 10000}, &err) == 0);
+    for (size_t i = 0; i < 5; i++)
+        ok(ledger_enqueue(in[i]));
+    ledger_stop(); /* one batch, written at the stop */
+    is_int(atomic_load(&ngot), 5);
+    for (size_t i = 0; i < 5; i++)
+        same_row(&got[i], in[i]);
     buf_free(&err);
 }
 
@@ -290,6 +381,7 @@ int main(void)
         return 1;
     subtest("write, report, rebuild budgets", test_write_report_rebuild);
     subtest("retry and a full queue", test_retry_and_full_queue);
+    subtest("the queue hands the store every field as queued", test_queue_keeps_every_field);
     subtest("an old-schema ledger.db, and evaluation rows", test_old_schema_and_evaluations);
     subtest("an old-schema ledger.db is migrated; a cache hit's saving is summed", test_old_schema_and_saving);
     char cmd[128];
