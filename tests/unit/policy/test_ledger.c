@@ -223,6 +223,77 @@ static void test_queue_keeps_every_field(void)
     buf_free(&err);
 }
 
+/* Spend rows go to SQLite 32 to a statement (store/ledger_sqlite.c): runs longer and shorter than that, broken by
+ * an evaluation row, all arrive once, in order, every column in place. */
+static void test_many_rows_in_order(void)
+{
+    char sub[96], path[128];
+    snprintf(sub, sizeof(sub), "%s/many", dir);
+    ok(mkdir(sub, 0700) == 0);
+    struct buf err = BUF_INIT(1024);
+    ok(ledger_start(&(struct ledger_options){.data_dir = sub, .batch_ms = 10000}, &err) == 0);
+    int nspend = 0;
+    for (int i = 0; i < 110; i++) {
+        if (i == 33 || i == 34 || i == 100) { /* runs of 33, 65 and 9 spend rows */
+            struct ledger_row e = {.ts_ms = NOW * 1000, .evaluation = true, .eval_score = i};
+            snprintf(e.request_id, sizeof(e.request_id), "req-%d", nspend - 1);
+            snprintf(e.eval_name, sizeof(e.eval_name), "judge-%d", i);
+            ok(ledger_enqueue(&e));
+            continue;
+        }
+        struct ledger_row r = row("k", "t", "m", NOW, 1000 + nspend, nspend, 7 * nspend, nspend % 2);
+        snprintf(r.request_id, sizeof(r.request_id), "req-%d", nspend);
+        r.attempts = nspend % 3 + 1;
+        r.saved_nusd = nspend % 5 == 0 ? nspend : 0;
+        r.ttft_us = nspend;
+        ok(ledger_enqueue(&r));
+        nspend++;
+    }
+    ledger_stop(); /* one batch */
+    snprintf(path, sizeof(path), "%s/ledger.db", sub);
+    sqlite3 *db = NULL;
+    ok(sqlite3_open(path, &db) == SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    ok(sqlite3_prepare_v2(db,
+                          "SELECT request_id, input_tokens, output_tokens, cost_nusd, incomplete, attempts,"
+                          " saved_nusd, ttft_us, key_id, team, model FROM ledger_exchanges ORDER BY id",
+                          -1, &st, NULL) == SQLITE_OK);
+    int i = 0, bad = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        char want[32];
+        snprintf(want, sizeof(want), "req-%d", i);
+        bool good = strcmp((const char *)sqlite3_column_text(st, 0), want) == 0 &&
+                    sqlite3_column_int64(st, 1) == 1000 + i && sqlite3_column_int64(st, 2) == i &&
+                    sqlite3_column_int64(st, 3) == 7 * i && sqlite3_column_int(st, 4) == i % 2 &&
+                    sqlite3_column_int(st, 5) == i % 3 + 1 &&
+                    (i % 5 == 0 ? sqlite3_column_int64(st, 6) == i : sqlite3_column_type(st, 6) == SQLITE_NULL) &&
+                    sqlite3_column_int64(st, 7) == i && strcmp((const char *)sqlite3_column_text(st, 8), "k") == 0 &&
+                    strcmp((const char *)sqlite3_column_text(st, 9), "t") == 0 &&
+                    strcmp((const char *)sqlite3_column_text(st, 10), "m") == 0;
+        if (!good && bad++ == 0)
+            printf("# row %d differs\n", i);
+        i++;
+    }
+    sqlite3_finalize(st);
+    is_int(i, 107);
+    is_int(bad, 0);
+    ok(sqlite3_prepare_v2(db, "SELECT request_id, name FROM ledger_evaluations ORDER BY id", -1, &st, NULL) ==
+       SQLITE_OK);
+    const char *evs[][2] = {{"req-32", "judge-33"}, {"req-32", "judge-34"}, {"req-97", "judge-100"}};
+    int ne = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        if (ne < 3) {
+            is_str((const char *)sqlite3_column_text(st, 0), evs[ne][0]);
+            is_str((const char *)sqlite3_column_text(st, 1), evs[ne][1]);
+        }
+        ne++;
+    }
+    is_int(ne, 3);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    buf_free(&err);
+}
+
 /* A ledger.db written before evaluations existed (schema version 0, no ledger_evaluations): it opens, keeps its
  * rows, is migrated in place, and takes evaluation rows keyed by an old row's request id. */
 static void test_old_schema_and_evaluations(void)
@@ -382,6 +453,7 @@ int main(void)
     subtest("write, report, rebuild budgets", test_write_report_rebuild);
     subtest("retry and a full queue", test_retry_and_full_queue);
     subtest("the queue hands the store every field as queued", test_queue_keeps_every_field);
+    subtest("runs of spend rows, longer and shorter than one statement, in order", test_many_rows_in_order);
     subtest("an old-schema ledger.db, and evaluation rows", test_old_schema_and_evaluations);
     subtest("an old-schema ledger.db is migrated; a cache hit's saving is summed", test_old_schema_and_saving);
     char cmd[128];
