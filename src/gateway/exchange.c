@@ -1843,10 +1843,10 @@ static void on_admit_timeout(uv_timer_t *t)
 
 /* How long a wait for a slot may last from now: max_wait or the request's deadline, whichever comes first. The
  * key's wait and the process's wait share max_wait (it counts from the request's arrival at admit). */
-static uint64_t admit_wait_ms(const struct exchange *ex)
+static uint64_t admit_wait_ms(const struct exchange *ex, uint64_t now)
 {
     const struct config_gateway *gc = &ex->rq.cfg->gateway;
-    uint64_t now = time_mono_us(), deadline = ex->t_start_us + (uint64_t)gc->request_timeout_ms * 1000;
+    uint64_t deadline = ex->t_start_us + (uint64_t)gc->request_timeout_ms * 1000;
     uint64_t wait_ms = deadline > now ? (deadline - now) / 1000 : 0;
     uint64_t waited_ms = now > ex->admit_t0_us ? (now - ex->admit_t0_us) / 1000 : 0;
     uint64_t max_ms = (uint64_t)gc->admission.max_wait_ms > waited_ms ? (uint64_t)gc->admission.max_wait_ms - waited_ms
@@ -1854,14 +1854,15 @@ static uint64_t admit_wait_ms(const struct exchange *ex)
     return max_ms < wait_ms ? max_ms : wait_ms;
 }
 
-/* The process's slot (second half of admit). */
-static enum ex_next admit_global(struct exchange *ex)
+/* The process's slot (second half of admit); now: time_mono_us(), read by the caller (st_admit has just read it:
+ * each read of the clock costs ~200 ns on a VM's clock source, issue 16 item 8). */
+static enum ex_next admit_global(struct exchange *ex, uint64_t now)
 {
     const struct config_gateway *gc = &ex->rq.cfg->gateway;
     long limit = (long)gc->max_concurrent_requests;
     ex->adm.loop = ex->gw->adm;
     ex->adm.ready = on_admit_ready;
-    uint64_t wait_ms = admit_wait_ms(ex);
+    uint64_t wait_ms = admit_wait_ms(ex, now);
     long qmax = wait_ms > 0 ? (long)gc->admission.queue_size : 0;
     enum adm_result r = adm_acquire(&admission_global, &ex->adm, limit, qmax);
     if (r == ADM_GRANTED) {
@@ -1888,7 +1889,7 @@ static void on_key_admit_ready(struct adm_waiter *w)
         } else {
             uv_timer_stop(&ex->deadline);
             ex->key_admitted = true;
-            if (admit_global(ex) == EX_CONTINUE)
+            if (admit_global(ex, time_mono_us()) == EX_CONTINUE)
                 ex_resume(ex);
         }
     } else if (!ex->done) { /* refused: the process drains (adm_close closes the keys' queues too) */
@@ -1923,7 +1924,7 @@ static enum ex_next st_admit(struct exchange *ex, void *ud)
         ex->key_limit = (long)key->max_concurrent; /* a key update applies to the next acquire and release */
         ex->kwait.loop = ex->gw->adm;
         ex->kwait.ready = on_key_admit_ready;
-        uint64_t wait_ms = admit_wait_ms(ex);
+        uint64_t wait_ms = admit_wait_ms(ex, ex->admit_t0_us);
         long qmax = wait_ms > 0 ? (long)c->queue_size : 0;
         enum adm_result r = adm_acquire(ex->kadm, &ex->kwait, ex->key_limit, qmax);
         if (r == ADM_QUEUED) {
@@ -1941,7 +1942,7 @@ static enum ex_next st_admit(struct exchange *ex, void *ud)
         }
         ex->key_admitted = true;
     }
-    return admit_global(ex);
+    return admit_global(ex, ex->admit_t0_us); /* read just now */
 }
 
 static enum ex_next st_plan(struct exchange *ex, void *ud)
@@ -1952,7 +1953,13 @@ static enum ex_next st_plan(struct exchange *ex, void *ud)
     enter_tier(ex, ex->model);
     struct gateway_worker *gw = ex->gw;
     const struct config_retry *rc = &ex->rq.cfg->gateway.retries;
-    int64_t now = dep_now_ms();
+    /* The loop's clock is the start of this turn, which may be well behind now when the turn was long (a big
+     * request, a loaded machine): bring it up to date, or the deadline fires up to a turn early. Then one read of
+     * the monotonic clock serves the rest (dep_now_ms() is its milliseconds): each read costs ~200 ns on a VM's
+     * clock source (issue 16 item 8). */
+    uv_update_time(ex->deadline.loop);
+    uint64_t now_us = time_mono_us();
+    int64_t now = (int64_t)(now_us / 1000);
     if (!gw->rbudget_init) {
         retry_budget_init(&gw->rbudget, rc->budget_ratio, (double)rc->budget_min_per_second, now);
         gw->rbudget_init = true;
@@ -1971,10 +1978,7 @@ static enum ex_next st_plan(struct exchange *ex, void *ud)
         return EX_END;
     }
     /* The deadline counts from the request's arrival: time spent waiting for an admission slot is inside it. */
-    /* The loop's clock is the start of this turn, which may be well behind now when the turn was long (a big
-     * request, a loaded machine): bring it up to date, or the timer fires up to a turn early. */
-    uv_update_time(ex->deadline.loop);
-    uint64_t waited_ms = (time_mono_us() - ex->t_start_us) / 1000;
+    uint64_t waited_ms = (now_us - ex->t_start_us) / 1000;
     uint64_t total_ms = (uint64_t)ex->rq.cfg->gateway.request_timeout_ms;
     uv_timer_start(&ex->deadline, on_deadline, total_ms > waited_ms ? total_ms - waited_ms : 1, 0);
     return EX_CONTINUE;
