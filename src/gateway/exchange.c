@@ -1953,13 +1953,7 @@ static enum ex_next st_plan(struct exchange *ex, void *ud)
     enter_tier(ex, ex->model);
     struct gateway_worker *gw = ex->gw;
     const struct config_retry *rc = &ex->rq.cfg->gateway.retries;
-    /* The loop's clock is the start of this turn, which may be well behind now when the turn was long (a big
-     * request, a loaded machine): bring it up to date, or the deadline fires up to a turn early. Then one read of
-     * the monotonic clock serves the rest (dep_now_ms() is its milliseconds): each read costs ~200 ns on a VM's
-     * clock source (issue 16 item 8). */
-    uv_update_time(ex->deadline.loop);
-    uint64_t now_us = time_mono_us();
-    int64_t now = (int64_t)(now_us / 1000);
+    int64_t now = dep_now_ms();
     if (!gw->rbudget_init) {
         retry_budget_init(&gw->rbudget, rc->budget_ratio, (double)rc->budget_min_per_second, now);
         gw->rbudget_init = true;
@@ -1977,10 +1971,15 @@ static enum ex_next st_plan(struct exchange *ex, void *ud)
         ex_fail(ex, &err);
         return EX_END;
     }
-    /* The deadline counts from the request's arrival: time spent waiting for an admission slot is inside it. */
-    uint64_t waited_ms = (now_us - ex->t_start_us) / 1000;
-    uint64_t total_ms = (uint64_t)ex->rq.cfg->gateway.request_timeout_ms;
-    uv_timer_start(&ex->deadline, on_deadline, total_ms > waited_ms ? total_ms - waited_ms : 1, 0);
+    /* The deadline counts from the request's arrival: time spent waiting for an admission slot is inside it. A
+     * timer is due at the loop's clock + its timeout, and the loop's clock (uv_now: the monotonic clock's
+     * milliseconds, time_mono_us()'s, read at the start of this turn) may be well behind now when the turn was
+     * long. So the timeout is counted from the loop's clock to the deadline itself: it fires at the deadline
+     * however stale the loop's clock is, with no clock read here (each costs ~200 ns on a VM's clock source,
+     * issue 16 item 8). */
+    uint64_t due_ms = ex->t_start_us / 1000 + (uint64_t)ex->rq.cfg->gateway.request_timeout_ms;
+    uint64_t loop_ms = uv_now(ex->deadline.loop);
+    uv_timer_start(&ex->deadline, on_deadline, due_ms > loop_ms ? due_ms - loop_ms : 1, 0);
     return EX_CONTINUE;
 }
 
