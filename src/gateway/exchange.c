@@ -492,7 +492,9 @@ static void trace_header(const struct exchange *ex, struct buf *h)
     hdr_add(h, "traceparent", ex->trace.traceparent); /* formatted when the trace started (observer_spans.c) */
 }
 
-static void gateway_headers(struct exchange *ex, struct buf *h, const struct deployment *dep, bool with_cost)
+/* now: time_mono_us(), read by the caller (ex_end's reading: the header's overhead is the one the observers see) */
+static void gateway_headers(struct exchange *ex, struct buf *h, const struct deployment *dep, bool with_cost,
+                            uint64_t now)
 {
     trace_header(ex, h);
     if (ex->front == FRONT_ANTHROPIC_MESSAGES)
@@ -502,7 +504,7 @@ static void gateway_headers(struct exchange *ex, struct buf *h, const struct dep
     hdr_add(h, "x-agentd-model", ex->rq.model_name);
     if (ex->rq.dropped_fields[0])
         hdr_add(h, "x-agentd-dropped-fields", ex->rq.dropped_fields);
-    hdr_add_u64(h, "x-agentd-overhead-us", overhead_now(ex, time_mono_us()));
+    hdr_add_u64(h, "x-agentd-overhead-us", overhead_now(ex, now));
     hdr_add_u64(h, "x-agentd-attempts", (uint64_t)ex->attempts);
     if (ex->narec + (ex->att ? 1 : 0) > 1) {
         struct buf ao = BUF_INIT(4096);
@@ -629,7 +631,7 @@ static void ex_end(struct exchange *ex, int status, const struct gw_error *err, 
     if (!ex->client_started) {
         buf_reserve(&hdrs, 384); /* the usual set in one allocation */
         if (ex->model)
-            gateway_headers(ex, &hdrs, reply ? reply->dep : NULL, reply && reply->with_cost);
+            gateway_headers(ex, &hdrs, reply ? reply->dep : NULL, reply && reply->with_cost, now);
         else if (ex->front == FRONT_ANTHROPIC_MESSAGES)
             hdr_add(&hdrs, "request-id", ex->rq.request_id);
         if (!ex->model)
@@ -688,7 +690,7 @@ static void client_send(struct exchange *ex, const struct buf *out, const struct
         ex->client_started = true;
         struct buf hdrs = BUF_INIT(BUF_UNBOUNDED);
         buf_reserve(&hdrs, 384);
-        gateway_headers(ex, &hdrs, dep, false);
+        gateway_headers(ex, &hdrs, dep, false, time_mono_us());
         ex->sink_ops->head(ex->sink, 200, &hdrs, true);
         buf_free(&hdrs);
     }
