@@ -216,6 +216,94 @@ static void test_structure_blocks(void)
     ok(checked > 12000);
 }
 
+/* jscan_event_scan: the structure answer of jscan_structure_ok, and the keys that may have an object value. */
+static void test_event_scan(void)
+{
+    static const char *const keys[] = {"usage", "error", "message", NULL};
+    static const struct {
+        const char *doc;
+        int rc;
+        unsigned hits;
+    } cases[] = {
+        {"{\"choices\":[],\"usage\":null}", 0, 0},
+        {"{\"choices\":[],\"usage\":{\"prompt_tokens\":1}}", 0, 1},
+        {" {\"usage\" : \n {}} ", 0, 1},
+        {"{\"error\":{\"message\":{}}}", 0, 2 | 4},
+        {"{\"content\":\"the \\\"usage\\\":{ of words\"}", 0, 0}, /* inside a string */
+        {"{\"content\":\"the \\\"usage\\\":\",\"x\":{}}", 0, 0},  /* a key ending in usage" inside a string */
+        {"{\"usage_x\":{},\"xusage\":{},\"usage\":[{}]}", 0, 0},
+        {"{\"a\":{\"usage\":{}}}", 0, 1},     /* nested: may be; the caller scans */
+        {"[{\"usage\":{}}]", 0, 1},
+        {"{\"usage\"{}}", 0, 0},              /* no colon: not a member value */
+        {"{\"usage\":{}", -1, 0},             /* cut short: refused, no hits */
+        {"{\"usage\":{}} x", -1, 0},
+        {"", -1, 0},
+        {"\"usage\"", -1, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        unsigned h = 99, hb = 99;
+        int rc = jscan_event_scan(cases[i].doc, strlen(cases[i].doc), keys, &h);
+        int rb = jscan_event_scan_bytes(cases[i].doc, strlen(cases[i].doc), keys, &hb);
+        if (!ok(rc == cases[i].rc && h == cases[i].hits && rb == rc && hb == h))
+            printf("# case %zu: %s: rc %d hits %u (bytes: %d %u)\n", i, cases[i].doc, rc, h, rb, hb);
+    }
+    /* deeper than 64: the full validation decides, jscan_may_have_object names the keys */
+    char deep[300];
+    size_t n = (size_t)snprintf(deep, sizeof(deep), "{\"usage\":{}, \"a\":");
+    memset(deep + n, '[', 70);
+    memset(deep + n + 70, ']', 70);
+    memcpy(deep + n + 140, "}", 2);
+    unsigned h = 0;
+    is_int(jscan_event_scan(deep, n + 141, keys, &h), 0);
+    is_int((int)h, 1);
+    is_int(jscan_event_scan(deep, n + 140, keys, &h), -1);
+    is_int((int)h, 0);
+}
+
+/* The block scan of jscan_event_scan against its byte reference, and against jscan_may_have_object on the texts
+ * that are valid JSON, on mutated events (keys and brackets placed at every block offset). */
+static void test_event_scan_blocks(void)
+{
+    static const char *const keys[] = {"usage", "error", NULL};
+    static const char *const seeds[] = {
+        ("{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":"
+         "{\"content\":\"a \\\"usage\\\":{ {word} [x] \\\\\"},\"finish_reason\":null}],\"usage\" : {\"total\":3}}"),
+        "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"\\u00e9\\n\"}}",
+        "  [ {\"error\":[[[],{}]]}, \"\\\\\\\"\", {\"error\":\n{}} ]  ",
+    };
+    static const char alphabet[] = "\"\\{}[] a:,usYy_";
+    uint64_t rng = 0x2545f4914f6cdd1dull;
+    int mismatches = 0, valid = 0, checked = 0;
+    for (size_t s = 0; s < sizeof(seeds) / sizeof(seeds[0]); s++) {
+        size_t n = strlen(seeds[s]);
+        char *buf = malloc(n + 1);
+        for (int round = 0; round < 6000; round++) {
+            size_t len = n;
+            memcpy(buf, seeds[s], n);
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            if (round % 4 == 0) /* a truncation */
+                len = (rng >> 33) % (n + 1);
+            else
+                for (int k = 1 + (int)(rng % 3); k > 0; k--) { /* one to three bytes replaced */
+                    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+                    buf[(rng >> 33) % n] = alphabet[(rng >> 17) % (sizeof(alphabet) - 1)];
+                }
+            unsigned a = 0, b = 0;
+            int ra = jscan_event_scan(buf, len, keys, &a), rb = jscan_event_scan_bytes(buf, len, keys, &b);
+            mismatches += ra != rb || a != b || ra != jscan_structure_ok(buf, len);
+            if (jscan_validate(buf, len, NULL, NULL) == 0 && ra == 0) {
+                valid++;
+                for (int k = 0; k < 2; k++)
+                    mismatches += ((a >> k) & 1) != jscan_may_have_object(buf, len, (const char *const[]){keys[k], NULL});
+            }
+            checked++;
+        }
+        free(buf);
+    }
+    is_int(mismatches, 0);
+    ok(checked == 18000 && valid > 1000);
+}
+
 /* jscan_fields_trusted: the same members as jscan_fields on a value out of validated text, escapes and nesting
  * included, a duplicate of a key asked for still refused. */
 static void test_fields_trusted(void)
@@ -254,6 +342,8 @@ int main(void)
     subtest("string scan by words", test_string_words);
     subtest("may have object", test_may_have_object);
     subtest("structure check by blocks equals the byte reference", test_structure_blocks);
+    subtest("event scan: structure and keys in one pass", test_event_scan);
+    subtest("event scan by blocks equals the byte reference and jscan_may_have_object", test_event_scan_blocks);
     subtest("validate", test_validate);
     subtest("fields and paths", test_fields);
     subtest("strings and numbers", test_strings);
