@@ -701,19 +701,31 @@ static void read_usage(struct anthropic_stream *s, const struct jval *uv)
 int anthropic_stream_event(struct anthropic_stream *s, struct str event, struct str data, struct gw_error *err)
 {
     int fwd = s->passthrough ? 1 : 0;
+    s->checked = false;
     if (str_eq_cstr(event, "ping"))
         return fwd;
     /* Relayed as received: content events carry nothing agentd reads in passthrough, unless the bytes may hold
-     * a usage, message or error object (whatever the event line says), which then get the full scan below. */
+     * a usage, message or error object (whatever the event line says), which then get the full scan below. The
+     * one pass that tells (jscan_event_scan) also makes the relay's malformed-event check (s->checked); a broken
+     * event goes the way it went before that pass: the full scan when it may hold one of them, else the relay's
+     * own check. */
     static const char *const wanted[] = {"usage", "message", "error", NULL};
-    if (s->passthrough && str_starts_with(event, STR_LIT("content_block_")) &&
-        !jscan_may_have_object(data.p, data.n, wanted))
-        return fwd;
+    if (s->passthrough && str_starts_with(event, STR_LIT("content_block_"))) {
+        unsigned hits;
+        if (jscan_event_scan(data.p, data.n, wanted, &hits) == 0) {
+            s->checked = true;
+            if (hits == 0)
+                return fwd;
+        } else if (!jscan_may_have_object(data.p, data.n, wanted)) {
+            return fwd;
+        }
+    }
     static const char *const keys[] = {"type", "index", "delta", "content_block", "message", "usage", "error"};
     enum { F_TYPE, F_INDEX, F_DELTA, F_BLOCK, F_MESSAGE, F_USAGE, F_ERROR, F_N };
     struct jval f[F_N];
     if (jscan_fields(data.p, data.n, keys, f, F_N, NULL, NULL) != 0)
         return malformed(err, "invalid JSON");
+    s->checked = true; /* validated whole */
     struct buf tb = BUF_INIT(64);
     struct str type = event;
     if (f[F_TYPE].type == J_STRING && jval_str(&f[F_TYPE], &tb) == 0)
@@ -992,6 +1004,7 @@ static int decode_stream_event(struct attempt *a, const struct stream_event *ev,
 {
     struct anthropic_stream *s = anthropic_attempt_state(a);
     int rc = anthropic_stream_event(s, ev->event, ev->data, err);
+    a->ev_checked = s->checked;
     /* counts a dropped usage once: the flag stays in s->usage */
     usage_check(&s->usage, a->dep ? a->dep->label : NULL);
     if (s->usage.known || s->usage.invalid)
