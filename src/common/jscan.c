@@ -798,7 +798,8 @@ static unsigned object_key_hits(const char *text, size_t start, size_t i, const 
     unsigned hits = 0;
     for (size_t k = 0; k < ks->n; k++) {
         size_t kn = ks->len[k];
-        if (j - start >= kn + 1 && text[j - kn - 1] == '"' && memcmp(text + j - kn, ks->keys[k], kn) == 0)
+        if (j - start >= kn + 1 && text[j - kn - 1] == '"' && text[j - kn] == ks->keys[k][0] &&
+            memcmp(text + j - kn, ks->keys[k], kn) == 0)
             hits |= 1u << k;
     }
     return hits;
