@@ -765,23 +765,20 @@ static bool jws(char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-/* The key set of jscan_event_scan: at most 8 keys, their lengths once. */
+/* The key set of jscan_event_scan: at most 8 keys (NULL-terminated), each at most 63 bytes and without a quote.
+ * No lengths are taken up front: most events have one or two '{' that follow a member name. */
 struct keyset {
-    const char *const *keys;
-    size_t n, len[8];
+    const char *const *keys; /* NULL: none */
 };
 
 static void keyset_init(struct keyset *ks, const char *const *keys)
 {
-    ks->keys = keys;
-    ks->n = 0;
-    for (; keys && keys[ks->n] && ks->n < 8; ks->n++)
-        ks->len[ks->n] = strlen(keys[ks->n]);
+    ks->keys = keys && keys[0] ? keys : NULL;
 }
 
 /* The keys whose member value the '{' at text[i] may be: stepping back from it over whitespace, a ':', whitespace,
  * then `"key"`. Only the whitespace runs before this '{' and before its ':' are walked, and each belongs to this
- * '{' alone, so a whole scan stays linear. */
+ * '{' alone, then at most 64 bytes back to the quote before the name, so a whole scan stays linear. */
 static unsigned object_key_hits(const char *text, size_t start, size_t i, const struct keyset *ks)
 {
     size_t j = i;
@@ -794,12 +791,20 @@ static unsigned object_key_hits(const char *text, size_t start, size_t i, const 
         j--;
     if (j == start || text[j - 1] != '"')
         return 0;
-    j--; /* text[j]: the quote after the key */
+    j--; /* text[j]: the quote after the name */
+    size_t q = j, lim = j - start > 64 ? j - 64 : start;
+    while (q > lim && text[q - 1] != '"')
+        q--;
+    if (q == start || text[q - 1] != '"') /* no quote before the name within reach: not one of the keys */
+        return 0;
+    size_t kn = j - q; /* the name: text[q, j), a quote before it (no key has one inside) */
     unsigned hits = 0;
-    for (size_t k = 0; k < ks->n; k++) {
-        size_t kn = ks->len[k];
-        if (j - start >= kn + 1 && text[j - kn - 1] == '"' && text[j - kn] == ks->keys[k][0] &&
-            memcmp(text + j - kn, ks->keys[k], kn) == 0)
+    for (size_t k = 0; k < 8 && ks->keys[k]; k++) {
+        const char *key = ks->keys[k];
+        size_t t = 0;
+        while (t < kn && key[t] != '\0' && key[t] == text[q + t])
+            t++;
+        if (t == kn && key[kn] == '\0')
             hits |= 1u << k;
     }
     return hits;
@@ -810,7 +815,7 @@ static int deep_fallback(const char *text, size_t len, const struct keyset *ks, 
 {
     if (hits) {
         *hits = 0;
-        for (size_t k = 0; k < ks->n; k++)
+        for (size_t k = 0; ks->keys && k < 8 && ks->keys[k]; k++)
             if (jscan_may_have_object(text, len, (const char *const[]){ks->keys[k], NULL}))
                 *hits |= 1u << k;
     }
@@ -848,7 +853,7 @@ static int structure_bytes(const char *text, size_t len, const struct keyset *ks
         } else if (c == '{' || c == '[') {
             if (depth == 64)
                 return deep_fallback(text, len, ks, hits);
-            if (c == '{' && ks->n)
+            if (c == '{' && ks->keys)
                 *hits |= object_key_hits(text, (size_t)(start - text), (size_t)(p - 1 - text), ks);
             stack = (stack << 1) | (c == '[');
             depth++;
@@ -910,6 +915,19 @@ static inline void block_masks64(const char *b, struct block_masks *m)
 #endif
 }
 
+/* Whether one of the 32 bytes at p is a quote. */
+static inline bool quote_in32(const char *p)
+{
+#if defined(__SSE2__)
+    const __m128i dq = _mm_set1_epi8('"');
+    __m128i a = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(const void *)p), dq);
+    __m128i b = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(const void *)(p + 16)), dq);
+    return _mm_movemask_epi8(_mm_or_si128(a, b)) != 0;
+#else
+    return memchr(p, '"', 32) != NULL;
+#endif
+}
+
 /* structure_bytes' answer, 64 bytes at a time, without visiting the bytes of strings: the block's quotes,
  * backslashes and brackets come as bit masks; the escaped bytes follow from the backslashes (a short loop, only
  * in blocks that have one); the bytes inside strings are the prefix XOR of the unescaped quotes; and only the
@@ -932,7 +950,8 @@ static inline __attribute__((always_inline)) int structure_blocks(const char *te
     uint64_t stack = 0; /* bit i: level i+1 is an array */
     unsigned depth = 0;
     uint64_t in_str = 0, esc_carry = 0; /* from the block before: inside a string; its first byte escaped */
-    for (size_t blk = p; blk < e; blk += 64) {
+    for (size_t blk = p, next; blk < e; blk = next) {
+        next = blk + 64;
         char tail[64];
         const char *b = text + blk;
         uint64_t live = ~(uint64_t)0;
@@ -975,7 +994,7 @@ static inline __attribute__((always_inline)) int structure_blocks(const char *te
             if (c == '{' || c == '[') {
                 if (depth == 64)
                     return deep_fallback(text, len, ks, hits);
-                if (c == '{' && ks->n && blk + i > start)
+                if (c == '{' && ks->keys && blk + i > start)
                     *hits |= object_key_hits(text, start, blk + i, ks);
                 stack = (stack << 1) | (c == '[');
                 depth++;
@@ -986,6 +1005,29 @@ static inline __attribute__((always_inline)) int structure_blocks(const char *te
                 if (--depth == 0)
                     return blk + i + 1 == e ? 0 : -1; /* the value ends at the last byte */
             }
+        }
+        if (in_str && next < e && e - next > 32 && !quote_in32(text + next)) {
+            /* The block ends inside a string that goes on for more than 32 bytes (a message's text): its closing
+             * quote is found with memchr (a vector at a time, the bytes of the string not classified), as the
+             * reference finds it, and the blocks go on after it. The first byte of the rest is escaped when
+             * esc_carry says so; from there a run of backslashes before a quote starts fresh, so its length
+             * decides whether the quote is escaped. A short string is left to the next block, which costs less
+             * than a call. */
+            size_t from = next + (size_t)esc_carry;
+            for (;;) {
+                const char *q = from < e ? memchr(text + from, '"', e - from) : NULL;
+                if (q == NULL)
+                    return -1; /* the string never closes */
+                size_t qi = (size_t)(q - text), bs = 0;
+                while (qi - bs > from && text[qi - 1 - bs] == '\\')
+                    bs++;
+                from = qi + 1;
+                if ((bs & 1) == 0)
+                    break;
+            }
+            next = from;
+            in_str = 0;
+            esc_carry = 0;
         }
     }
     return -1; /* unclosed */

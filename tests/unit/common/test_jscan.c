@@ -187,6 +187,11 @@ static void test_structure_blocks(void)
          "{\"content\":\"a \\\"quoted\\\" {word} [x] \\\\\"},\"finish_reason\":null}],\"usage\":null}"),
         "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"\\u00e9\\n\"}}",
         "  [ {\"a\":[[[],{}]]}, \"\\\\\\\"\", [] ]  ",
+        /* a string longer than a block, past block edges, with escapes: the scan skips such a string's body */
+        ("{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" lorem ipsum "
+         "dolor sit amet \\\"consectetur\\\" adipiscing {elit} sed do eiusmod [tempor] incididunt ut labore \\\\\\\\"
+         "et dolore magna aliqua ut enim ad minim veniam quis nostrud \\\\\\\" exercitation ullamco laboris nisi "
+         "ut aliquip ex ea commodo\\\\\"}}"),
     };
     static const char alphabet[] = "\"\\{}[] a:,";
     uint64_t rng = 0x9e3779b97f4a7c15ull;
@@ -216,6 +221,35 @@ static void test_structure_blocks(void)
     ok(checked > 12000);
 }
 
+/* Escapes at every offset of a string longer than a block (whose body the block scan skips with memchr): a
+ * backslash as the last byte of a block, an escaped quote or backslash just after a block edge. */
+static void test_structure_long_strings(void)
+{
+    char run40[64], run41[64]; /* runs of backslashes longer than the 32 bytes looked at before a skip */
+    memset(run40, '\\', 40);
+    memcpy(run40 + 40, "\"", 2);
+    memset(run41, '\\', 41);
+    memcpy(run41 + 41, "\"", 2);
+    const char *const escs[] = {"\\\"", "\\\\", "\\\\\\\"", "\\\\\\\\", "\\", "\"", run40, run41};
+    char buf[400];
+    int mismatches = 0, valid = 0;
+    for (size_t e = 0; e < sizeof(escs) / sizeof(escs[0]); e++)
+        for (size_t off = 0; off < 140; off++)
+            for (size_t tail = 0; tail < 100; tail += 33) {
+                size_t n = (size_t)snprintf(buf, sizeof(buf), "{\"t\":\"%.*s%s%.*s\",\"u\":[{}]}", (int)off,
+                                            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                                            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                                            escs[e], (int)tail,
+                                            "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+                                            "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb");
+                int a = jscan_structure_ok(buf, n), b = jscan_structure_ok_bytes(buf, n);
+                mismatches += a != b;
+                valid += b == 0;
+            }
+    is_int(mismatches, 0);
+    ok(valid > 1000); /* the escaped ones are whole; a lone backslash or quote breaks the string */
+}
+
 /* jscan_event_scan: the structure answer of jscan_structure_ok, and the keys that may have an object value. */
 static void test_event_scan(void)
 {
@@ -235,6 +269,9 @@ static void test_event_scan(void)
         {"{\"a\":{\"usage\":{}}}", 0, 1},     /* nested: may be; the caller scans */
         {"[{\"usage\":{}}]", 0, 1},
         {"{\"usage\"{}}", 0, 0},              /* no colon: not a member value */
+        {"{\"a-name-longer-than-the-64-bytes-looked-back-at-for-a-key-xxxxxxxxxxxxxusage\":{}}", 0, 0},
+        {"{\"a-name-longer-than-the-64-bytes-looked-back-at-for-a-key-xxxxxxxxx\\\"usage\":{}}", 0, 1},
+        {"{\"\":{},\"e\":{},\"rror\":{}}", 0, 0}, /* names that are a key's prefix, suffix, or empty */
         {"{\"usage\":{}", -1, 0},             /* cut short: refused, no hits */
         {"{\"usage\":{}} x", -1, 0},
         {"", -1, 0},
@@ -270,6 +307,11 @@ static void test_event_scan_blocks(void)
          "{\"content\":\"a \\\"usage\\\":{ {word} [x] \\\\\"},\"finish_reason\":null}],\"usage\" : {\"total\":3}}"),
         "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"\\u00e9\\n\"}}",
         "  [ {\"error\":[[[],{}]]}, \"\\\\\\\"\", {\"error\":\n{}} ]  ",
+        /* a string longer than a block, past block edges, with escapes: the scan skips such a string's body */
+        ("{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" lorem ipsum "
+         "dolor sit amet \\\"consectetur\\\" adipiscing {elit} sed do eiusmod [tempor] incididunt ut labore \\\\\\\\"
+         "et dolore magna aliqua ut enim ad minim veniam quis nostrud \\\\\\\" exercitation ullamco laboris nisi "
+         "ut aliquip ex ea commodo\\\\\"}}"),
     };
     static const char alphabet[] = "\"\\{}[] a:,usYy_";
     uint64_t rng = 0x2545f4914f6cdd1dull;
@@ -301,7 +343,7 @@ static void test_event_scan_blocks(void)
         free(buf);
     }
     is_int(mismatches, 0);
-    ok(checked == 18000 && valid > 1000);
+    ok(checked == 24000 && valid > 1000);
 }
 
 /* jscan_fields_trusted: the same members as jscan_fields on a value out of validated text, escapes and nesting
@@ -342,6 +384,7 @@ int main(void)
     subtest("string scan by words", test_string_words);
     subtest("may have object", test_may_have_object);
     subtest("structure check by blocks equals the byte reference", test_structure_blocks);
+    subtest("long strings: escapes at every block offset", test_structure_long_strings);
     subtest("event scan: structure and keys in one pass", test_event_scan);
     subtest("event scan by blocks equals the byte reference and jscan_may_have_object", test_event_scan_blocks);
     subtest("validate", test_validate);
