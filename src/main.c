@@ -11,6 +11,7 @@
 #include <yaml.h>
 #include <zlib.h>
 
+#include "agent/mcp_conformance_client.h"
 #include "api/daemon.h"
 #include "api/keys_cli.h"
 #include "config/config_cli.h"
@@ -143,6 +144,8 @@ int main(int argc, char **argv)
         return spend_cli_main(argc - 1, argv + 1);
     if (strcmp(cmd, "sandbox") == 0)
         return sandbox_cli_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "mcp-client-conformance") == 0) /* a test tool (docs/mcp.md), not in the usage text */
+        return mcp_conformance_client_main(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         return version();
     }

@@ -6,3 +6,11 @@ if(NODE)
   set_tests_properties(conformance.mcp PROPERTIES LABELS conformance TIMEOUT 1200
     ENVIRONMENT "AGENTD_BIN=$<TARGET_FILE:agentd>;AGENTD_SRC=${CMAKE_SOURCE_DIR};AGENTD_BUILD=${CMAKE_BINARY_DIR}")
 endif()
+# ... and its client scenarios against agentd's MCP client (tests/mcp/conformance_client.test.mjs), through the
+# `agentd mcp-client-conformance` test tool.
+if(NODE)
+  add_test(NAME conformance.mcp_client COMMAND ${NODE} --test --test-reporter=spec
+           ${CMAKE_CURRENT_SOURCE_DIR}/mcp/conformance_client.test.mjs)
+  set_tests_properties(conformance.mcp_client PROPERTIES LABELS conformance TIMEOUT 1200
+    ENVIRONMENT "AGENTD_BIN=$<TARGET_FILE:agentd>;AGENTD_SRC=${CMAKE_SOURCE_DIR};AGENTD_BUILD=${CMAKE_BINARY_DIR}")
+endif()

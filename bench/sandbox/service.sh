@@ -3,14 +3,18 @@
 # same program, same machine, same sitting (issue 11 item 9).
 #
 #   bench/sandbox/service.sh            build a Release agentd (build-bench/), measure, write bench/sandbox/SERVICE.md
-#   AGENTD_BIN=path RUNS=400 BLOCKS=4 WARM=2 bench/sandbox/service.sh
+#   AGENTD_BIN=path RUNS=400 BLOCKS=4 WARM=2 WARM_PY=2 bench/sandbox/service.sh
 #
 # Client: bench/lat.c, one keep-alive connection, closed loop (concurrency 1), timing from the write of the request
 # to the last byte of the response (the result JSON: output collected, process tree reaped, cgroup read and
 # removed). Two client modes: back to back (the pool refills while the next request arrives) and paced (50 ms
 # between requests, not timed, so the pool is warm when each arrives: an agent's step is far slower than that).
 # bwrap: the wall time of the bwrap command (a fresh process per run), by hyperfine. Each figure is measured in
-# BLOCKS blocks, the kinds taking turns, so load from anything else falls on all of them alike.
+# BLOCKS blocks, the programs and kinds taking turns, so load from anything else falls on all of them alike.
+# Python is measured twice: `python3 -c pass` as a command (the interpreter starts cold in a warm child), and the
+# snippet `pass` as {"language":"python"} served by a warm interpreter (WARM_PY per worker, docs/sandbox.md); paced
+# Python-warm requests are PY_GAP_US apart, the time the pool needs to start the next interpreter (an agent's step
+# is slower than that), else a request finds none ready and takes the cold path, which the figure would then mix in.
 #
 # Needs root (as CI runs it), hyperfine, bwrap, python3, cc.
 set -euo pipefail
@@ -19,7 +23,9 @@ root=$(cd "$here/../.." && pwd)
 RUNS=${RUNS:-400}
 BLOCKS=${BLOCKS:-4}
 WARM=${WARM:-2}
+WARM_PY=${WARM_PY:-2}
 GAP_US=${GAP_US:-50000}
+PY_GAP_US=${PY_GAP_US:-200000}
 out=${OUT:-$here/SERVICE.md}
 
 if [ -z "${AGENTD_BIN:-}" ]; then
@@ -37,7 +43,7 @@ server: { workers: 1 }
 sandbox:
   uid_base: 1700000000
   uid_count: 64
-  service: { warm: $WARM, prewarm: true, max_running: 4 }
+  service: { warm: $WARM, warm_python: $WARM_PY, prewarm: true, max_running: 4 }
 EOF
 "$AGENTD_BIN" serve --config "$work/agentd.yaml" --listen 127.0.0.1:0 --ops-listen 127.0.0.1:0 \
   --data-dir "$work/data" 2>"$work/agentd.log" &
@@ -59,6 +65,7 @@ TRUE_CMD=(/bin/true)
 PY_CMD=(/usr/bin/python3 -c pass)
 TRUE_BODY='{"command":["/bin/true"]}'
 PY_BODY='{"command":["/usr/bin/python3","-c","pass"]}'
+PYWARM_BODY='{"language":"python","code":"pass"}'
 
 per=$((RUNS / BLOCKS))
 kinds=(bwrap http-b2b http-paced api-paced)
@@ -66,6 +73,15 @@ measure() { # kind prog block
   local kind=$1 prog=$2 b=$3 cmd body
   if [ "$prog" = true ]; then cmd=("${TRUE_CMD[@]}"); body=$TRUE_BODY; else cmd=("${PY_CMD[@]}"); body=$PY_BODY; fi
   local f="$work/$prog.$kind.$b.json"
+  if [ "$prog" = pywarm ]; then
+    case $kind in
+      bwrap) ;; # the same bwrap command as python's; measured there
+      http-b2b)   "$work/lat" -p "$port" -u /v1/sandbox/runs -b "$PYWARM_BODY" -H 'Content-Type: application/json' -n "$per" -w 5 --raw > "$f" ;;
+      http-paced) "$work/lat" -p "$port" -u /v1/sandbox/runs -b "$PYWARM_BODY" -H 'Content-Type: application/json' -n "$per" -w 5 --raw --gap-us "$PY_GAP_US" > "$f" ;;
+      api-paced)  echo pass | "$AGENTD_BIN" sandbox bench --raw --timeout 60 --runs "$per" --zygote --warm "$WARM" --warm-python "$WARM_PY" --pace --lang python > "$f" || true ;;
+    esac
+    return
+  fi
   case $kind in
     bwrap)      hyperfine -N --warmup 3 --runs "$per" --export-json "$f" "$(printf '%q ' "${BWRAP[@]}" "${cmd[@]}")" >/dev/null 2>&1 ;;
     http-b2b)   "$work/lat" -p "$port" -u /v1/sandbox/runs -b "$body" -H 'Content-Type: application/json' -n "$per" -w 5 --raw > "$f" ;;
@@ -77,17 +93,21 @@ measure() { # kind prog block
 # the answer must be a real run, not an error
 curl -sf -XPOST "http://127.0.0.1:$port/v1/sandbox/runs" -d "$TRUE_BODY" | grep -q '"reason":"exit","exit_code":0' ||
   { echo "bench: /v1/sandbox/runs does not run /bin/true here" >&2; cat "$work/agentd.log" >&2; exit 1; }
-for prog in true python; do
-  for ((b = 0; b < BLOCKS; b++)); do
-    echo "bench: $prog block $((b + 1))/$BLOCKS" >&2
+# blocks outermost, so each program's figures (warm Python against cold Python above all) share the same conditions
+progs=(true python pywarm)
+for ((b = 0; b < BLOCKS; b++)); do
+  for ((q = 0; q < ${#progs[@]}; q++)); do
+    prog=${progs[$(((q + b) % ${#progs[@]}))]}
+    echo "bench: block $((b + 1))/$BLOCKS: $prog" >&2
     n=${#kinds[@]}
     for ((k = 0; k < n; k++)); do measure "${kinds[$(((k + b) % n))]}" "$prog" "$b"; done
   done
 done
 
-python3 - "$work" "$out" "$AGENTD_BIN" "$RUNS" "$BLOCKS" "$WARM" "$GAP_US" <<'PY'
+python3 - "$work" "$out" "$AGENTD_BIN" "$RUNS" "$BLOCKS" "$WARM" "$GAP_US" "$WARM_PY" "$PY_GAP_US" <<'PY'
 import glob, json, os, platform, statistics, subprocess, sys, datetime
 work, out, binp, runs, blocks, warm, gap = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], int(sys.argv[7])
+warm_py, py_gap = sys.argv[8], int(sys.argv[9])
 
 def pct(v, p):
     v = sorted(v)
@@ -115,25 +135,30 @@ check = json.loads(subprocess.run([binp, "sandbox", "check"], capture_output=Tru
 cg = check["features"]["cgroup"]
 bw = subprocess.run(["bwrap", "--version"], capture_output=True, text=True).stdout.strip()
 load = open("/proc/loadavg").read().split()[:3]
-names = {"true": "`/bin/true`", "python": "`python3 -c pass`"}
-R = {(p, k): times(p, k) for p in names for k in ("bwrap", "http-b2b", "http-paced", "api-paced")}
+names = {"true": "`/bin/true`", "python": "`python3 -c pass`", "pywarm": "`pass`, warm Python"}
+R = {(p, k): times(p, k) for p in names for k in ("bwrap", "http-b2b", "http-paced", "api-paced") if (p, k) != ("pywarm", "bwrap")}
+R[("pywarm", "bwrap")] = R[("python", "bwrap")]
 
 L = ["# The sandbox service: POST /v1/sandbox/runs vs bubblewrap\n"]
 L.append(f"Measured {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by `bench/sandbox/service.sh` "
          f"(commit {rev}): kernel {platform.release()}, {os.cpu_count()} vCPUs, {bw}, agentd Release build, one worker, "
-         f"{warm} warm children, root, cgroup v{cg['version']} limits {'in force' if cg['in_force'] else 'NOT in force'}; "
+         f"{warm} warm children and {warm_py} warm Python interpreters, root, cgroup v{cg['version']} limits {'in force' if cg['in_force'] else 'NOT in force'}; "
          f"load average at the end {' '.join(load)}. {runs} runs per figure in {blocks} blocks where the kinds take turns; "
          "times in ms.\n")
 L.append("agentd = an HTTP request (`lat`, one keep-alive connection) to the last byte of the result JSON: the run "
          "started from the warm pool, its output collected, its process tree reaped and its cgroup read and removed. "
          "bwrap = the wall time of `bwrap --unshare-all --ro-bind / / --proc /proc --dev /dev --tmpfs /tmp "
          "--die-with-parent PROG`, a fresh process per run, by hyperfine. agentd's isolation is the stronger "
-         "(docs/sandbox.md: minimal root, own uid per run, seccomp, no capabilities, cgroup limits, deadline).\n")
+         "(docs/sandbox.md: minimal root, own uid per run, seccomp, no capabilities, cgroup limits, deadline). "
+         "`python3 -c pass` is a command (`{\"command\":[...]}`): the interpreter starts cold in a warm child. "
+         "`pass`, warm Python is `{\"language\":\"python\",\"code\":\"pass\"}` served by a warm interpreter "
+         "(started before the request, used by this run only), against the same bwrap `python3 -c pass`.\n")
 L.append("| program | client | agentd p50 | p90 | p99 | bwrap p50 | p90 | p99 | bwrap p50 / agentd p50 |")
 L.append("|---|---|---|---|---|---|---|---|---|")
 for p in names:
     b = R[(p, "bwrap")]
-    for k, label in (("http-paced", f"HTTP, paced ({gap // 1000} ms between requests)"), ("http-b2b", "HTTP, back to back"),
+    g = py_gap if p == "pywarm" else gap
+    for k, label in (("http-paced", f"HTTP, paced ({g // 1000} ms between requests)"), ("http-b2b", "HTTP, back to back"),
                      ("api-paced", "C API, paced (no HTTP, no service)")):
         a = R[(p, k)]
         L.append(f"| {names[p]} | {label} | {a['p50']:.2f} | {a['p90']:.2f} | {a['p99']:.2f} | {b['p50']:.2f} | "
@@ -143,11 +168,13 @@ if errs:
     L.append("\nRequests that failed or were not 2xx: " + ", ".join(f"{p} {k}: {v}" for (p, k), v in errs.items()) + ".\n")
 L.append("\n## Commands\n")
 L.append("```")
-L.append(f"agentd serve --config agentd.yaml   # server.workers 1, sandbox.service.warm {warm}, prewarm true")
+L.append(f"agentd serve --config agentd.yaml   # server.workers 1, sandbox.service.warm {warm}, warm_python {warm_py}, prewarm true")
 L.append(f"lat -p PORT -u /v1/sandbox/runs -b '{{\"command\":[\"/bin/true\"]}}' -H 'Content-Type: application/json' -n {runs // blocks} -w 5 --raw [--gap-us {gap}]")
 L.append(f"agentd sandbox bench --raw --runs {runs // blocks} --zygote --warm {warm} --pace -- /bin/true")
 L.append(f"hyperfine -N --warmup 3 --runs {runs // blocks} 'bwrap --unshare-all --ro-bind / / --proc /proc --dev /dev --tmpfs /tmp --die-with-parent /bin/true'")
 L.append("# and the same with /usr/bin/python3 -c pass; each in " + str(blocks) + " blocks, the kinds taking turns")
+L.append(f"# warm Python: lat ... -b '{{\"language\":\"python\",\"code\":\"pass\"}}' [--gap-us {py_gap}]")
+L.append(f"echo pass | agentd sandbox bench --raw --runs {runs // blocks} --zygote --warm {warm} --warm-python {warm_py} --pace --lang python")
 L.append("```")
 open(out, "w").write("\n".join(L) + "\n")
 print("\n".join(L))

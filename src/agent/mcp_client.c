@@ -21,6 +21,12 @@ static int on_message(struct mcp_resp *p, const char *json, size_t len);
 static int on_sse_event(const struct sse_event *ev, void *ud)
 {
     struct mcp_resp *p = ud;
+    if (ev->id.n > 0 && ev->id.n < sizeof(p->last_event_id)) { /* what a resumption asks for */
+        memcpy(p->last_event_id, ev->id.p, ev->id.n);
+        p->last_event_id[ev->id.n] = '\0';
+    }
+    if (ev->retry_ms >= 0)
+        p->retry_ms = ev->retry_ms;
     if (ev->data.n == 0)
         return 0; /* a priming event (an id, empty data) or a comment */
     int rc = on_message(p, ev->data.p, ev->data.n);
@@ -33,6 +39,7 @@ void mcp_resp_init(struct mcp_resp *p, bool sse, int64_t want_id, size_t max)
     p->sse = sse;
     p->want_id = want_id;
     p->max = max;
+    p->retry_ms = -1;
     buf_init(&p->body, max + 1);
     sse_parser_init(&p->sp, max, on_sse_event, p);
 }
@@ -66,6 +73,8 @@ static int on_message(struct mcp_resp *p, const char *json, size_t len)
     const cJSON *result = cJSON_GetObjectItemCaseSensitive(m, "result");
     const cJSON *error = cJSON_GetObjectItemCaseSensitive(m, "error");
     if (method) { /* a notification or a request of the server's: not our answer */
+        if (p->on_request && cJSON_IsString(method) && (id == NULL || cJSON_IsNumber(id) || cJSON_IsString(id)))
+            p->on_request(p->req_ud, m);
         cJSON_Delete(m);
         return 0;
     }
@@ -118,8 +127,10 @@ int mcp_resp_finish(struct mcp_resp *p)
         return p->state;
     if (p->sse) {
         sse_finish(&p->sp);
-        if (p->state == 0)
+        if (p->state == 0) {
             fail(p, "the server's stream ended without the response");
+            p->unanswered = true;
+        }
         return p->state;
     }
     if (p->body.len == 0)
@@ -229,6 +240,195 @@ enum tool_outcome mcp_call_text(const cJSON *result, struct buf *out)
     return is_error ? TOOL_ERROR : TOOL_OK;
 }
 
+/* ================= what the client answers a server ================= */
+
+cJSON *mcp_elicit_answer(const cJSON *params)
+{
+    const cJSON *schema = cJSON_GetObjectItemCaseSensitive(params, "requestedSchema");
+    const cJSON *props = cJSON_GetObjectItemCaseSensitive(schema, "properties");
+    cJSON *content = cJSON_CreateObject();
+    int n = 0;
+    bool all = cJSON_IsObject(props);
+    const cJSON *pr, *each = all ? props : NULL;
+    cJSON_ArrayForEach(pr, each)
+    {
+        const cJSON *def = cJSON_GetObjectItemCaseSensitive(pr, "default");
+        if (!cJSON_IsObject(pr) || def == NULL || pr->string == NULL || ++n > 64 ||
+            cJSON_GetObjectItemCaseSensitive(content, pr->string)) {
+            all = false;
+            break;
+        }
+        cJSON_AddItemToObject(content, pr->string, cJSON_Duplicate(def, true));
+    }
+    cJSON *r = cJSON_CreateObject();
+    if (all && n > 0) {
+        cJSON_AddStringToObject(r, "action", "accept");
+        cJSON_AddItemToObject(r, "content", content);
+    } else {
+        cJSON_Delete(content);
+        cJSON_AddStringToObject(r, "action", "decline");
+    }
+    return r;
+}
+
+cJSON *mcp_client_answer(const char *method, const cJSON *params)
+{
+    if (strcmp(method, "elicitation/create") == 0)
+        return mcp_elicit_answer(params);
+    if (strcmp(method, "roots/list") == 0) {
+        cJSON *r = cJSON_CreateObject();
+        cJSON_AddArrayToObject(r, "roots");
+        return r;
+    }
+    if (strcmp(method, "ping") == 0)
+        return cJSON_CreateObject();
+    return NULL;
+}
+
+cJSON *mcp_input_responses(const cJSON *result, char *why, size_t whylen)
+{
+    const cJSON *reqs = cJSON_GetObjectItemCaseSensitive(result, "inputRequests");
+    if (!cJSON_IsObject(reqs) || reqs->child == NULL) {
+        snprintf(why, whylen, "an input_required result without inputRequests");
+        return NULL;
+    }
+    cJSON *out = cJSON_CreateObject();
+    int n = 0;
+    const cJSON *r;
+    cJSON_ArrayForEach(r, reqs)
+    {
+        const cJSON *method = cJSON_GetObjectItemCaseSensitive(r, "method");
+        if (++n > 16 || r->string == NULL || !cJSON_IsString(method) ||
+            cJSON_GetObjectItemCaseSensitive(out, r->string)) {
+            snprintf(why, whylen, n > 16 ? "more than 16 inputRequests" : "an inputRequest that is not a request");
+            cJSON_Delete(out);
+            return NULL;
+        }
+        cJSON *a = mcp_client_answer(method->valuestring, cJSON_GetObjectItemCaseSensitive(r, "params"));
+        if (a == NULL) {
+            snprintf(why, whylen, "an inputRequest for %.64s, which agentd does not serve", method->valuestring);
+            cJSON_Delete(out);
+            return NULL;
+        }
+        cJSON_AddItemToObject(out, r->string, a);
+    }
+    return out;
+}
+
+int mcp_unsupported_pick(const char *body, size_t len)
+{
+    cJSON *m = cJSON_ParseWithLength(body, len);
+    const cJSON *err = cJSON_GetObjectItemCaseSensitive(m, "error");
+    const cJSON *code = cJSON_GetObjectItemCaseSensitive(err, "code");
+    const cJSON *sup = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(err, "data"), "supported");
+    int pick = 0;
+    const cJSON *v;
+    if (cJSON_IsNumber(code) && code->valuedouble == -32022 && cJSON_IsArray(sup)) {
+        cJSON_ArrayForEach(v, sup)
+        {
+            if (!cJSON_IsString(v))
+                continue;
+            if (strcmp(v->valuestring, MCP_STATELESS_VERSION) == 0)
+                pick = 1;
+            else if (pick == 0 && mcp_version_known(v->valuestring))
+                pick = 2;
+        }
+    }
+    cJSON_Delete(m);
+    return pick;
+}
+
+/* A header name token of RFC 9110 (tchar), 1..64 of them. */
+static bool header_token_ok(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++, n++) {
+        unsigned char c = (unsigned char)*s;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || strchr("!#$%&'*+-.^_`|~", c)))
+            return false;
+    }
+    return n >= 1 && n <= 64;
+}
+
+int mcp_tool_param_headers(const cJSON *tool, cJSON **map)
+{
+    *map = NULL;
+    const cJSON *props = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(tool, "inputSchema"),
+                                                          "properties");
+    int n = 0;
+    const cJSON *pr, *each = cJSON_IsObject(props) ? props : NULL;
+    cJSON_ArrayForEach(pr, each)
+    {
+        const cJSON *h = cJSON_GetObjectItemCaseSensitive(pr, "x-mcp-header");
+        if (h == NULL)
+            continue;
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(pr, "type");
+        bool prim = cJSON_IsString(type) && (strcmp(type->valuestring, "string") == 0 ||
+                                             strcmp(type->valuestring, "integer") == 0 ||
+                                             strcmp(type->valuestring, "boolean") == 0);
+        bool dup = false;
+        const cJSON *e;
+        cJSON_ArrayForEach(e, *map)
+        {
+            if (cJSON_IsString(h) && strcasecmp(e->valuestring, h->valuestring) == 0)
+                dup = true;
+        }
+        if (!cJSON_IsString(h) || !header_token_ok(h->valuestring) || !prim || dup || pr->string == NULL ||
+            ++n > 32) {
+            cJSON_Delete(*map);
+            *map = NULL;
+            return -1;
+        }
+        if (*map == NULL)
+            *map = cJSON_CreateObject();
+        cJSON_AddStringToObject(*map, pr->string, h->valuestring);
+    }
+    return n;
+}
+
+static void base64_append(struct buf *out, const unsigned char *s, size_t n)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (size_t i = 0; i < n; i += 3) {
+        unsigned v = (unsigned)s[i] << 16 | (i + 1 < n ? (unsigned)s[i + 1] << 8 : 0) | (i + 2 < n ? s[i + 2] : 0);
+        char q[4] = {tab[(v >> 18) & 63], tab[(v >> 12) & 63], i + 1 < n ? tab[(v >> 6) & 63] : '=',
+                     i + 2 < n ? tab[v & 63] : '='};
+        buf_append(out, q, 4);
+    }
+}
+
+bool mcp_param_header_value(const cJSON *v, struct buf *out)
+{
+    if (cJSON_IsBool(v)) {
+        buf_append_str(out, cJSON_IsTrue(v) ? "true" : "false");
+        return true;
+    }
+    if (cJSON_IsNumber(v)) {
+        double d = v->valuedouble;
+        if (d > -9.2e18 && d < 9.2e18 && d == (double)(long long)d) /* the range first: the cast of a larger one is UB */
+            buf_printf(out, "%lld", (long long)d);
+        else
+            buf_printf(out, "%.17g", d);
+        return true;
+    }
+    if (!cJSON_IsString(v))
+        return false;
+    const char *s = v->valuestring;
+    size_t n = strlen(s);
+    bool plain = n > 0 && s[0] != ' ' && s[0] != '\t' && s[n - 1] != ' ' && s[n - 1] != '\t';
+    for (size_t i = 0; plain && i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
+            plain = false;
+    if (plain) {
+        buf_append(out, s, n);
+    } else { /* an empty value too: many HTTP stacks drop an empty header */
+        buf_append_str(out, "=?base64?");
+        base64_append(out, (const unsigned char *)s, n);
+        buf_append_str(out, "?=");
+    }
+    return true;
+}
+
 /* ================= sessions and requests (per loop) ================= */
 
 struct mcp_sess {
@@ -240,8 +440,24 @@ struct mcp_sess {
     bool ready;         /* ERA_SESSION: initialized */
     int64_t next_id;
     cJSON *tools;       /* cached OpenAI tools of this server (for `server`), or NULL */
+    cJSON *param_headers; /* ERA_STATELESS: {"<tool>":{"<argument>":"<header>"}} from its tools/list (SEP-2243) */
+    int param_headers_n;
     char *tools_server; /* the name they were made under */
     uint64_t tools_expiry_ms;
+    uint64_t tools_gen; /* notifications/tools/list_changed seen (mcp_tools_generation) */
+    /* ERA_SESSION: the standalone GET stream, on which the server sends its requests and notifications */
+    uv_loop_t *loop;
+    char *name;          /* the server's name (logs) and configured headers ("Name: value\n" lines), copied when
+                            the session became ready: the definition may go away before the session does */
+    struct buf hdrs;
+    struct up_xfer *gx;  /* the stream, while open */
+    struct mcp_resp gresp;
+    bool gresp_live, gsaw;  /* gsaw: it carried an event */
+    bool get_refused;    /* the server has no GET stream (405, or another refusal): not asked again */
+    int gfails;          /* reconnections in a row without an event */
+    uv_timer_t *gt;      /* the wait before reconnecting */
+    char g_last_id[256];
+    long g_retry_ms;
 };
 
 enum { ERA_STATELESS = 1, ERA_SESSION = 2 };
@@ -249,6 +465,23 @@ enum { ERA_STATELESS = 1, ERA_SESSION = 2 };
 enum op_phase { PH_DISCOVER, PH_INIT, PH_INITIALIZED, PH_MAIN };
 #define META_VERSION "io.modelcontextprotocol/protocolVersion"
 #define META_CAPS "io.modelcontextprotocol/clientCapabilities"
+#define META_INFO "io.modelcontextprotocol/clientInfo"
+
+/* What the client declares (both eras): elicitation (form), answered by mcp_elicit_answer. */
+static cJSON *client_caps(void)
+{
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddObjectToObject(cJSON_AddObjectToObject(c, "elicitation"), "form");
+    return c;
+}
+
+static cJSON *client_info(void)
+{
+    cJSON *ci = cJSON_CreateObject();
+    cJSON_AddStringToObject(ci, "name", "agentd");
+    cJSON_AddStringToObject(ci, "version", AGENTD_VERSION);
+    return ci;
+}
 
 static _Thread_local struct upstream *tl_up;
 static _Thread_local struct mcp_sess *tl_sess;
@@ -273,11 +506,194 @@ static struct mcp_sess *sess_get(const struct agent_mcp_server *srv)
     return s;
 }
 
+static void closed_free(uv_handle_t *h)
+{
+    xfree(h);
+}
+
+/* Closes the session's GET stream (and its pending reconnection). */
+static void get_close(struct mcp_sess *s)
+{
+    if (s->gx)
+        upstream_cancel(s->gx);
+    s->gx = NULL;
+    if (s->gt) {
+        uv_timer_stop(s->gt);
+        uv_close((uv_handle_t *)s->gt, closed_free);
+        s->gt = NULL;
+    }
+    if (s->gresp_live)
+        mcp_resp_free(&s->gresp);
+    s->gresp_live = false;
+    s->g_last_id[0] = '\0';
+    s->gfails = 0;
+}
+
 static void sess_reset(struct mcp_sess *s)
 {
+    get_close(s);
     xfree(s->session_id);
     s->session_id = NULL;
     s->ready = false;
+}
+
+static void notify_done(struct up_xfer *x, enum up_result r, void *ud)
+{
+    (void)x;
+    (void)r;
+    (void)ud;
+}
+static const struct up_callbacks notify_cb = {NULL, NULL, notify_done};
+
+/* POSTs body in s's session, its answer unread (a notification, or our response to a server's request). */
+static void post_in_session(struct mcp_sess *s, const char *body)
+{
+    if (tl_up == NULL || tl_done)
+        return;
+    struct up_request req;
+    up_request_init(&req);
+    req.method = "POST";
+    buf_append_str(&req.url, s->url);
+    buf_append_str(&req.body, body);
+    up_request_header(&req, "Content-Type", "application/json");
+    up_request_header(&req, "Accept", "application/json, text/event-stream");
+    if (s->session_id)
+        up_request_header(&req, "Mcp-Session-Id", s->session_id);
+    up_request_header(&req, "MCP-Protocol-Version", s->version);
+    if (s->hdrs.len)
+        buf_append(&req.headers, s->hdrs.data, s->hdrs.len);
+    req.timeout_ms = 5000;
+    (void)upstream_start(tl_up, &req, &notify_cb, NULL);
+    up_request_free(&req);
+}
+
+/* A message of the server's with a method, on a stream of s (session era): a request (it has an id) is answered
+ * by a POST of its response; notifications/tools/list_changed drops the cached tools. */
+static void sess_server_message(struct mcp_sess *s, const cJSON *msg)
+{
+    const cJSON *method = cJSON_GetObjectItemCaseSensitive(msg, "method");
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(msg, "id");
+    if (id == NULL) {
+        if (strcmp(method->valuestring, "notifications/tools/list_changed") == 0) {
+            log_info("MCP server %s: its tool list changed", s->name ? s->name : s->url);
+            cJSON_Delete(s->tools);
+            s->tools = NULL; /* the next listing asks the server */
+            s->tools_gen++;
+        }
+        return;
+    }
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddStringToObject(r, "jsonrpc", "2.0");
+    cJSON_AddItemToObject(r, "id", cJSON_Duplicate(id, false));
+    cJSON *result = mcp_client_answer(method->valuestring, cJSON_GetObjectItemCaseSensitive(msg, "params"));
+    if (result) {
+        cJSON_AddItemToObject(r, "result", result);
+    } else {
+        cJSON *e = cJSON_AddObjectToObject(r, "error");
+        cJSON_AddNumberToObject(e, "code", -32601);
+        cJSON_AddStringToObject(e, "message", "Method not found");
+    }
+    char *body = cJSON_PrintUnformatted(r);
+    cJSON_Delete(r);
+    log_info("MCP server %s asked %.64s: answered", s->name ? s->name : s->url, method->valuestring);
+    if (body)
+        post_in_session(s, body);
+    cJSON_free(body);
+}
+
+static void get_msg(void *ud, const cJSON *msg)
+{
+    struct mcp_sess *s = ud;
+    s->gsaw = true;
+    sess_server_message(s, msg);
+}
+
+static void get_open(struct mcp_sess *s);
+
+static void get_fire(uv_timer_t *t)
+{
+    struct mcp_sess *s = t->data;
+    uv_close((uv_handle_t *)t, closed_free);
+    s->gt = NULL;
+    get_open(s);
+}
+
+static void get_headers(struct up_xfer *x, void *ud)
+{
+    struct mcp_sess *s = ud;
+    char ct[128] = "";
+    (void)up_xfer_header(x, "content-type", ct, sizeof(ct));
+    if (x->status / 100 != 2 || strncasecmp(ct, "text/event-stream", 17) != 0)
+        return;
+    mcp_resp_init(&s->gresp, true, -1, MCP_MAX_RESPONSE);
+    s->gresp.on_request = get_msg;
+    s->gresp.req_ud = s;
+    s->gresp_live = true;
+}
+
+static int get_data(struct up_xfer *x, const char *data, size_t len, void *ud)
+{
+    struct mcp_sess *s = ud;
+    (void)x;
+    if (!s->gresp_live)
+        return UP_DATA_OK;
+    return mcp_resp_feed(&s->gresp, data, len) == 0 ? UP_DATA_OK : UP_DATA_ABORT;
+}
+
+static void get_done(struct up_xfer *x, enum up_result r, void *ud)
+{
+    struct mcp_sess *s = ud;
+    s->gx = NULL;
+    bool stream = s->gresp_live;
+    if (stream) {
+        if (s->gresp.last_event_id[0])
+            snprintf(s->g_last_id, sizeof(s->g_last_id), "%s", s->gresp.last_event_id);
+        if (s->gresp.retry_ms >= 0)
+            s->g_retry_ms = s->gresp.retry_ms;
+        mcp_resp_free(&s->gresp);
+        s->gresp_live = false;
+    }
+    if (!stream && (r == UP_OK || x->status != 0)) {
+        /* 405: the server has no GET stream (not asked again); another answer that is not a stream (a 404 for a
+         * session it forgot, ...): none until the next session */
+        if (x->status == 405)
+            s->get_refused = true;
+        return;
+    }
+    s->gfails = s->gsaw ? 0 : s->gfails + 1;
+    s->gsaw = false;
+    if (s->gfails > MCP_MAX_RESUMES || tl_done)
+        return; /* a server that keeps closing it without a word: left closed until the next session */
+    long ms = s->g_retry_ms >= 0 ? s->g_retry_ms : 1000;
+    s->gt = xmalloc(sizeof(*s->gt));
+    uv_timer_init(s->loop, s->gt);
+    s->gt->data = s;
+    uv_timer_start(s->gt, get_fire, (uint64_t)(ms < MCP_MAX_RESUME_DELAY_MS ? ms : MCP_MAX_RESUME_DELAY_MS), 0);
+}
+
+static const struct up_callbacks get_cb = {get_headers, get_data, get_done};
+
+/* Opens (or reopens, from the last event id) the session's GET stream. */
+static void get_open(struct mcp_sess *s)
+{
+    if (s->get_refused || s->gx || s->gt || !s->ready || tl_up == NULL || tl_done)
+        return;
+    struct up_request req;
+    up_request_init(&req);
+    req.method = "GET";
+    buf_append_str(&req.url, s->url);
+    up_request_header(&req, "Accept", "text/event-stream");
+    if (s->session_id)
+        up_request_header(&req, "Mcp-Session-Id", s->session_id);
+    up_request_header(&req, "MCP-Protocol-Version", s->version);
+    if (s->g_last_id[0])
+        up_request_header(&req, "Last-Event-ID", s->g_last_id);
+    if (s->hdrs.len)
+        buf_append(&req.headers, s->hdrs.data, s->hdrs.len);
+    req.connect_timeout_ms = 10000;
+    req.timeout_ms = 0; /* long-lived */
+    s->gx = upstream_start(tl_up, &req, &get_cb, s);
+    up_request_free(&req);
 }
 
 /* The phase an op starts in, from what is known of its server. */
@@ -307,6 +723,8 @@ static bool discover_ok(const cJSON *result)
 
 void mcp_loop_done(void)
 {
+    for (struct mcp_sess *s = tl_sess; s; s = s->next)
+        get_close(s);
     if (tl_up)
         upstream_free(tl_up);
     tl_up = NULL;
@@ -314,10 +732,13 @@ void mcp_loop_done(void)
     while (tl_sess) {
         struct mcp_sess *s = tl_sess;
         tl_sess = s->next;
+        xfree(s->name);
+        buf_free(&s->hdrs);
         xfree(s->url);
         xfree(s->session_id);
         xfree(s->tools_server);
         cJSON_Delete(s->tools);
+        cJSON_Delete(s->param_headers);
         xfree(s);
     }
     tl_done = true;
@@ -350,6 +771,12 @@ struct op {
     void *uud;
     uv_timer_t *later; /* a failure answered on the next turn */
     char later_why[256];
+    int rounds;        /* input_required rounds so far */
+    int resumes;       /* GET resumptions so far */
+    bool get;          /* the transfer in flight is a resuming GET */
+    uv_timer_t *resume_t; /* the wait before the next GET */
+    char resume_id[256];  /* the last SSE event id of this request's streams */
+    long retry_ms;        /* the server's last retry (-1: none) */
 };
 
 static void op_send(struct op *o);
@@ -383,6 +810,10 @@ static void op_fail_later(struct op *o, const char *why)
 
 static void op_free(struct op *o)
 {
+    if (o->resume_t) {
+        uv_timer_stop(o->resume_t);
+        uv_close((uv_handle_t *)o->resume_t, later_closed);
+    }
     if (o->x)
         upstream_cancel(o->x);
     if (o->sr)
@@ -398,6 +829,48 @@ static void op_free(struct op *o)
     xfree(o);
 }
 
+/* The server's configured headers ("Name: value"). */
+static void add_server_headers(struct up_request *req, const struct agent_mcp_server *srv)
+{
+    for (size_t i = 0; i < srv->headers.n; i++) {
+        const char *h = srv->headers.v[i], *colon = strchr(h, ':');
+        if (colon == NULL)
+            continue;
+        char name[128];
+        snprintf(name, sizeof(name), "%.*s", (int)(colon - h), h);
+        const char *v = colon + 1;
+        while (*v == ' ')
+            v++;
+        up_request_header(req, name, v);
+    }
+}
+
+/* A request or notification of the server's on our response stream (session era). */
+static void on_server_request(void *ud, const cJSON *msg)
+{
+    struct op *o = ud;
+    sess_server_message(o->sess, msg);
+}
+
+/* The session is ready: what later requests of the session need without the definition is copied, and the GET
+ * stream opened. */
+static void sess_ready(struct op *o)
+{
+    struct mcp_sess *s = o->sess;
+    s->loop = o->loop;
+    xfree(s->name);
+    s->name = xstrdup(o->srv->name);
+    buf_free(&s->hdrs);
+    buf_init(&s->hdrs, BUF_UNBOUNDED);
+    struct up_request tmp;
+    up_request_init(&tmp);
+    add_server_headers(&tmp, o->srv);
+    if (tmp.headers.len)
+        buf_append(&s->hdrs, tmp.headers.data, tmp.headers.len);
+    up_request_free(&tmp);
+    get_open(s);
+}
+
 static void on_headers(struct up_xfer *x, void *ud)
 {
     struct op *o = ud;
@@ -408,6 +881,10 @@ static void on_headers(struct up_xfer *x, void *ud)
         mcp_resp_free(&o->resp);
     mcp_resp_init(&o->resp, sse, o->id, MCP_MAX_RESPONSE);
     o->resp_live = true;
+    if (o->phase == PH_MAIN && o->sess && o->sess->era == ERA_SESSION) { /* the server may ask us things on the stream */
+        o->resp.on_request = on_server_request;
+        o->resp.req_ud = o;
+    }
     if (o->phase == PH_INIT) {
         o->new_session[0] = '\0';
         (void)up_xfer_header(x, "mcp-session-id", o->new_session, sizeof(o->new_session));
@@ -438,6 +915,56 @@ static bool session_id_ok(const char *s)
     return true;
 }
 
+/* SEP-2243: each listed tool's x-mcp-header annotations are remembered for its calls (a listing's first page
+ * starts afresh; at most 4096 tools with annotations), and a tool with an invalid one is taken out of the result
+ * (never offered, never called). Linear in the tools listed. */
+static void note_param_headers(struct mcp_sess *s, const struct agent_mcp_server *srv, bool first_page,
+                               cJSON *result)
+{
+    cJSON *tools = cJSON_GetObjectItemCaseSensitive(result, "tools");
+    if (!cJSON_IsArray(tools))
+        return;
+    if (first_page || s->param_headers == NULL) {
+        cJSON_Delete(s->param_headers);
+        s->param_headers = cJSON_CreateObject();
+        s->param_headers_n = 0;
+    }
+    cJSON *t = tools->child;
+    while (t) {
+        cJSON *next = t->next;
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(t, "name");
+        cJSON *map = NULL;
+        int rc = mcp_tool_param_headers(t, &map);
+        if (rc < 0)
+            log_warn("MCP server %s: tool %.128s dropped: its x-mcp-header annotations are invalid", srv->name,
+                     cJSON_IsString(name) ? name->valuestring : "?");
+        else if (map && cJSON_IsString(name) && s->param_headers_n < 4096) {
+            cJSON_AddItemToObject(s->param_headers, name->valuestring, map); /* (a repeated name: the first wins) */
+            map = NULL;
+            s->param_headers_n++;
+        }
+        cJSON_Delete(map);
+        if (rc < 0)
+            cJSON_Delete(cJSON_DetachItemViaPointer(tools, t));
+        t = next;
+    }
+}
+
+static void resume_fire(uv_timer_t *t);
+
+/* Waits the server's retry delay, then resumes o's stream with a GET. */
+static void resume_later(struct op *o)
+{
+    long ms = o->retry_ms >= 0 ? o->retry_ms : 1000;
+    if (ms > MCP_MAX_RESUME_DELAY_MS)
+        ms = MCP_MAX_RESUME_DELAY_MS;
+    o->resumes++;
+    o->resume_t = xmalloc(sizeof(*o->resume_t));
+    uv_timer_init(o->loop, o->resume_t);
+    o->resume_t->data = o;
+    uv_timer_start(o->resume_t, resume_fire, (uint64_t)ms, 0);
+}
+
 static void on_done(struct up_xfer *x, enum up_result r, void *ud)
 {
     struct op *o = ud;
@@ -454,6 +981,13 @@ static void on_done(struct up_xfer *x, enum up_result r, void *ud)
          * a session-era server) is the session era: initialize */
         bool modern = status / 100 == 2 && o->resp_live && mcp_resp_finish(&o->resp) == 1 && !o->resp.rpc_error &&
                       discover_ok(o->resp.result);
+        if (status == 400 && !o->retried && o->resp_live &&
+            mcp_unsupported_pick(o->resp.body.data ? o->resp.body.data : "", o->resp.body.len) == 1) {
+            /* refused our version while naming it as supported (a server that changed meanwhile): once more */
+            o->retried = true;
+            op_send(o);
+            return;
+        }
         if (o->sess->era == 0)
             log_info("MCP server %s speaks %s", o->srv->name,
                      modern ? "protocol version " MCP_STATELESS_VERSION : "the session era (initialize)");
@@ -470,11 +1004,12 @@ static void on_done(struct up_xfer *x, enum up_result r, void *ud)
             return;
         }
         o->sess->ready = true;
+        sess_ready(o);
         o->phase = PH_MAIN;
         op_send(o);
         return;
     }
-    if (status == 404 && o->sess->session_id && !o->retried) {
+    if (status == 404 && o->sess->session_id && !o->retried && !o->get) {
         /* the server ended the session: a new one, once */
         o->retried = true;
         sess_reset(o->sess);
@@ -498,6 +1033,15 @@ static void on_done(struct up_xfer *x, enum up_result r, void *ud)
         return;
     }
     if (!o->resp_live || mcp_resp_finish(&o->resp) != 1) {
+        if (o->resp_live && o->resp.last_event_id[0])
+            snprintf(o->resume_id, sizeof(o->resume_id), "%s", o->resp.last_event_id);
+        if (o->resp_live && o->resp.retry_ms >= 0)
+            o->retry_ms = o->resp.retry_ms;
+        if (o->phase == PH_MAIN && o->sess->era == ERA_SESSION && o->resp_live && o->resp.sse &&
+            o->resp.unanswered && o->resume_id[0] && o->resumes < MCP_MAX_RESUMES) {
+            resume_later(o); /* SEP-1699: the stream broke before the answer; a GET picks it up */
+            return;
+        }
         snprintf(why, sizeof(why), "MCP server %s: %s", o->srv->name,
                  o->resp_live ? o->resp.message : "no response body");
         op_end(o, 0, why);
@@ -526,18 +1070,58 @@ static void on_done(struct up_xfer *x, enum up_result r, void *ud)
         return;
     }
     const cJSON *rt = o->resp.result ? cJSON_GetObjectItemCaseSensitive(o->resp.result, "resultType") : NULL;
+    if (cJSON_IsString(rt) && strcmp(rt->valuestring, "input_required") == 0) {
+        char w[160] = "";
+        cJSON *ir = o->rounds < MCP_MAX_INPUT_ROUNDS ? mcp_input_responses(o->resp.result, w, sizeof(w)) : NULL;
+        if (ir == NULL) {
+            snprintf(why, sizeof(why), "MCP server %s: %s", o->srv->name,
+                     w[0] ? w : "more input rounds than agentd answers");
+            op_end(o, 0, why);
+            return;
+        }
+        /* MRTR: the same request again (a new id), with the answers and the server's state exactly as it sent it */
+        if (!cJSON_IsObject(o->params)) {
+            cJSON_Delete(o->params);
+            o->params = cJSON_CreateObject();
+        }
+        cJSON_DeleteItemFromObjectCaseSensitive(o->params, "inputResponses");
+        cJSON_DeleteItemFromObjectCaseSensitive(o->params, "requestState");
+        cJSON_AddItemToObject(o->params, "inputResponses", ir);
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(o->resp.result, "requestState");
+        if (cJSON_IsString(st))
+            cJSON_AddStringToObject(o->params, "requestState", st->valuestring);
+        o->rounds++;
+        op_send(o);
+        return;
+    }
     if (cJSON_IsString(rt) && strcmp(rt->valuestring, "complete") != 0) {
         snprintf(why, sizeof(why), "MCP server %s answered resultType '%.32s', which agentd does not support",
                  o->srv->name, rt->valuestring);
         op_end(o, 0, why);
         return;
     }
+    if (o->sess->era == ERA_STATELESS && o->srv->url && strcmp(o->method, "tools/list") == 0 && o->resp.result)
+        note_param_headers(o->sess, o->srv, cJSON_GetObjectItemCaseSensitive(o->params, "cursor") == NULL,
+                           o->resp.result);
     op_end(o, 1, NULL);
 }
 
-/* The headers of the stateless era: the version, the method and (for the methods that have one) the name. */
-static void stateless_headers(struct up_request *req, const char *method, const cJSON *params)
+/* The headers of the stateless era: the version, the method, (for the methods that have one) the name, and for a
+ * tools/call the Mcp-Param-* headers its tool's x-mcp-header annotations ask for (hmap, or NULL). */
+static void stateless_headers(struct up_request *req, const char *method, const cJSON *params, const cJSON *hmap)
 {
+    const cJSON *args = cJSON_GetObjectItemCaseSensitive(params, "arguments");
+    const cJSON *e;
+    cJSON_ArrayForEach(e, hmap)
+    {
+        struct buf v = BUF_INIT(8192);
+        char name[96];
+        snprintf(name, sizeof(name), "Mcp-Param-%s", e->valuestring);
+        if (cJSON_IsObject(args) && mcp_param_header_value(cJSON_GetObjectItemCaseSensitive(args, e->string), &v) &&
+            buf_append(&v, "", 1) == 0)
+            up_request_header(req, name, v.data);
+        buf_free(&v);
+    }
     up_request_header(req, "MCP-Protocol-Version", MCP_STATELESS_VERSION);
     up_request_header(req, "Mcp-Method", method);
     const char *field = strcmp(method, "tools/call") == 0 || strcmp(method, "prompts/get") == 0 ? "name"
@@ -563,8 +1147,10 @@ static cJSON *stateless_params(const cJSON *params)
     }
     cJSON_DeleteItemFromObjectCaseSensitive(meta, META_VERSION);
     cJSON_DeleteItemFromObjectCaseSensitive(meta, META_CAPS);
+    cJSON_DeleteItemFromObjectCaseSensitive(meta, META_INFO);
     cJSON_AddStringToObject(meta, META_VERSION, MCP_STATELESS_VERSION);
-    cJSON_AddObjectToObject(meta, META_CAPS);
+    cJSON_AddItemToObject(meta, META_CAPS, client_caps());
+    cJSON_AddItemToObject(meta, META_INFO, client_info());
     return p;
 }
 
@@ -592,8 +1178,42 @@ static void stdio_answered(void *ud, struct mcp_answer *a)
     op_end(o, 1, NULL);
 }
 
+/* The GET that resumes o's stream from its last event id (session era). */
+static void resume_fire(uv_timer_t *t)
+{
+    struct op *o = t->data;
+    uv_close((uv_handle_t *)t, later_closed);
+    o->resume_t = NULL;
+    if (tl_done || tl_up == NULL) {
+        op_fail_later(o, "MCP tools are not available while the daemon stops");
+        return;
+    }
+    struct up_request req;
+    up_request_init(&req);
+    req.method = "GET";
+    buf_append_str(&req.url, o->srv->url);
+    up_request_header(&req, "Accept", "text/event-stream");
+    up_request_header(&req, "Last-Event-ID", o->resume_id);
+    if (o->sess->session_id)
+        up_request_header(&req, "Mcp-Session-Id", o->sess->session_id);
+    up_request_header(&req, "MCP-Protocol-Version", o->sess->version);
+    add_server_headers(&req, o->srv);
+    req.connect_timeout_ms = 10000;
+    req.timeout_ms = (long)o->srv->timeout_ms;
+    if (o->resp_live) {
+        mcp_resp_free(&o->resp);
+        o->resp_live = false;
+    }
+    o->get = true;
+    o->x = upstream_start(tl_up, &req, &op_cb, o);
+    up_request_free(&req);
+    if (o->x == NULL)
+        op_fail_later(o, upstream_last_error(tl_up));
+}
+
 static void op_send(struct op *o)
 {
+    o->get = false;
     if (tl_done) {
         op_fail_later(o, "MCP tools are not available while the daemon stops");
         return;
@@ -629,10 +1249,8 @@ static void op_send(struct op *o)
             cJSON_AddStringToObject(m, "method", "initialize");
             cJSON *p = cJSON_AddObjectToObject(m, "params");
             cJSON_AddStringToObject(p, "protocolVersion", MCP_PROTOCOL_VERSION);
-            cJSON_AddObjectToObject(p, "capabilities");
-            cJSON *ci = cJSON_AddObjectToObject(p, "clientInfo");
-            cJSON_AddStringToObject(ci, "name", "agentd");
-            cJSON_AddStringToObject(ci, "version", "1");
+            cJSON_AddItemToObject(p, "capabilities", client_caps());
+            cJSON_AddItemToObject(p, "clientInfo", client_info());
         } else {
             cJSON_AddStringToObject(m, "method", o->method);
             if (o->params)
@@ -650,7 +1268,10 @@ static void op_send(struct op *o)
     up_request_header(&req, "Content-Type", "application/json");
     up_request_header(&req, "Accept", "application/json, text/event-stream");
     if (stateless) {
-        stateless_headers(&req, method, sparams);
+        const cJSON *tn = strcmp(method, "tools/call") == 0 ? cJSON_GetObjectItemCaseSensitive(sparams, "name") : NULL;
+        stateless_headers(&req, method, sparams,
+                          cJSON_IsString(tn) ? cJSON_GetObjectItemCaseSensitive(o->sess->param_headers, tn->valuestring)
+                                             : NULL);
     } else if (o->phase == PH_INITIALIZED && o->new_session[0] && session_id_ok(o->new_session)) {
         /* this op's own new session (another op may have made one meanwhile) */
         up_request_header(&req, "Mcp-Session-Id", o->new_session);
@@ -660,17 +1281,7 @@ static void op_send(struct op *o)
             up_request_header(&req, "Mcp-Session-Id", o->sess->session_id);
         up_request_header(&req, "MCP-Protocol-Version", o->sess->version);
     }
-    for (size_t i = 0; i < o->srv->headers.n; i++) {
-        const char *h = o->srv->headers.v[i], *colon = strchr(h, ':');
-        if (colon == NULL)
-            continue;
-        char name[128];
-        snprintf(name, sizeof(name), "%.*s", (int)(colon - h), h);
-        const char *v = colon + 1;
-        while (*v == ' ')
-            v++;
-        up_request_header(&req, name, v);
-    }
+    add_server_headers(&req, o->srv);
     cJSON_Delete(sparams);
     req.connect_timeout_ms = 10000;
     req.timeout_ms = (long)o->srv->timeout_ms;
@@ -697,6 +1308,7 @@ static struct op *op_alloc(uv_loop_t *loop, const struct agent_mcp_server *srv, 
     o->params = params;
     o->done = done;
     o->ud = ud;
+    o->retry_ms = -1;
     return o;
 }
 
@@ -926,14 +1538,6 @@ static void mcp_tool_start(struct tool_exec *te)
 }
 
 /* A cancelled call: the request is dropped and the server is told (notifications/cancelled, fire and forget). */
-static void notify_done(struct up_xfer *x, enum up_result r, void *ud)
-{
-    (void)x;
-    (void)r;
-    (void)ud;
-}
-static const struct up_callbacks notify_cb = {NULL, NULL, notify_done};
-
 /* Drops o, telling the server when it is a session-era request in flight (stdio: mcp_stdio_cancel does it). */
 static void op_cancel(struct op *o)
 {
@@ -944,19 +1548,7 @@ static void op_cancel(struct op *o)
                  "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/cancelled\",\"params\":{\"requestId\":%" PRId64
                  ",\"reason\":\"cancelled by agentd\"}}",
                  o->id);
-        struct up_request req;
-        up_request_init(&req);
-        req.method = "POST";
-        buf_append_str(&req.url, o->srv->url);
-        buf_append_str(&req.body, body);
-        up_request_header(&req, "Content-Type", "application/json");
-        up_request_header(&req, "Accept", "application/json, text/event-stream");
-        if (o->sess->session_id)
-            up_request_header(&req, "Mcp-Session-Id", o->sess->session_id);
-        up_request_header(&req, "MCP-Protocol-Version", o->sess->version);
-        req.timeout_ms = 5000;
-        (void)upstream_start(tl_up, &req, &notify_cb, NULL);
-        up_request_free(&req);
+        post_in_session(o->sess, body);
     }
     op_free(o);
 }
@@ -971,6 +1563,13 @@ static void mcp_tool_cancel(struct tool_exec *te)
 }
 
 /* ================= one request, for other callers ================= */
+
+uint64_t mcp_tools_generation(const struct agent_mcp_server *srv)
+{
+    if (tl_done || srv->url == NULL)
+        return 0;
+    return sess_get(srv)->tools_gen;
+}
 
 static void request_done(struct op *o, int ok, const char *why)
 {

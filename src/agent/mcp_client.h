@@ -24,8 +24,35 @@
  *
  * A stdio server (`command:`) takes the same requests, one JSON-RPC message per line, through mcp_stdio.h.
  *
- * Not done: resuming a broken SSE stream with Last-Event-ID, and
- * answering server-to-client requests (sampling, elicitation: skipped). */
+ * Every request says who the client is (initialize's clientInfo; the stateless era's _meta
+ * ["io.modelcontextprotocol/clientInfo"]) and declares one capability, elicitation (form): agentd has no user to
+ * ask, so an elicitation is accepted with the server's own defaults when its schema gives one for every field, and
+ * declined otherwise (mcp_elicit_answer). Server-to-client requests arrive two ways:
+ *   session era: as requests on a response's SSE stream (elicitation/create, roots/list, ping): each is answered
+ *   by a POST of its response in the same session, and the stream goes on to the result;
+ *   stateless era: as an input_required result (MRTR): the client fulfils its inputRequests, then sends the same
+ *   request again (a new id) with inputResponses and the server's requestState echoed verbatim (none when the
+ *   server gave none), for at most MCP_MAX_INPUT_ROUNDS rounds. A result without resultType is complete.
+ * A server/discover refused with 400 -32022 whose data.supported names 2026-07-28 is asked once more; one naming
+ * only session-era versions goes to initialize.
+ *
+ * Resuming (SEP-1699, session era): an SSE response stream that ends before the answer, after an event that had
+ * an id, is resumed by a GET with Last-Event-ID (and the session's headers) after the server's last `retry` delay
+ * (default 1 s, at most 30 s), at most MCP_MAX_RESUMES times; the answer may arrive on that stream.
+ *
+ * Tool parameters as headers (SEP-2243, stateless era): a tools/list tool whose inputSchema property carries
+ * `x-mcp-header` has that argument mirrored into `Mcp-Param-<header>` on each tools/call of it (strings as they
+ * are unless they need `=?base64?...?=`: not printable ASCII, leading or trailing whitespace, or empty; integers
+ * in decimal; booleans true/false; null or absent: no header). A tool whose annotation is invalid (empty, not a
+ * token, a duplicate ignoring case, on a type other than string/integer/boolean) is dropped from the list: it is
+ * never offered nor called. Schemas are otherwise passed on untouched ($ref never dereferenced).
+ *
+ * The session's GET stream (opened once initialized; a 405 means the server has none) carries the server's
+ * requests and notifications: notifications/tools/list_changed drops the cached tools (mcp_tools_generation tells
+ * other caches). It reconnects from its last event id after the server's retry, 3 times in a row without an event
+ * at most.
+ *
+ * Not done: sampling (not declared), OAuth, list_changed in the stateless era (no subscriptions/listen). */
 #ifndef AGENTD_AGENT_MCP_CLIENT_H
 #define AGENTD_AGENT_MCP_CLIENT_H
 
@@ -44,6 +71,9 @@ struct cfg_list;
 struct agent_mcp_server;
 
 #define MCP_TOOL_NAME_MAX 64        /* "<server>__<tool>" as the model sees it */
+#define MCP_MAX_INPUT_ROUNDS 8      /* input_required rounds of one request */
+#define MCP_MAX_RESUMES 3           /* GET resumptions of one request's broken SSE stream */
+#define MCP_MAX_RESUME_DELAY_MS 30000
 
 /* ---- the response parser (pure; fuzzed by tests/fuzz/fuzz_mcp_response.c) ---- */
 
@@ -56,6 +86,13 @@ struct mcp_resp {
     int state;             /* 0: not yet, 1: answered, -1: failed */
     struct cJSON *result;  /* state 1 and no rpc error: the result object (owned) */
     bool rpc_error;        /* state 1: the server answered a JSON-RPC error */
+    char last_event_id[256]; /* SSE: the id of the last event that had one ("" none; a longer id is not kept) */
+    long retry_ms;         /* SSE: the last `retry` the server gave, -1 none */
+    bool unanswered;       /* SSE: the stream ended cleanly without the answer (resumable with last_event_id) */
+    /* a request (method and a number or string id) or notification (method, no id) of the server's on the
+     * stream: msg is borrowed */
+    void (*on_request)(void *ud, const struct cJSON *msg);
+    void *req_ud;
     int64_t rpc_code;
     char message[256];     /* rpc_error: the server's message; state -1: what was wrong */
 };
@@ -75,6 +112,27 @@ int mcp_tools_to_openai(const struct cJSON *result, const char *server, struct c
  * ("[image image/png, 1234 bytes of base64]"), structuredContent when there is no content. TOOL_ERROR when
  * isError is true (or the result is not a CallToolResult), else TOOL_OK. */
 enum tool_outcome mcp_call_text(const struct cJSON *result, struct buf *out);
+
+/* ---- what the client answers a server (pure; fuzzed by tests/fuzz/fuzz_mcp_client_answers.c) ---- */
+
+/* The ElicitResult for elicitation/create params: accept with content = every property's default when
+ * requestedSchema has at least one property and each has a default, else {"action":"decline"}. */
+struct cJSON *mcp_elicit_answer(const struct cJSON *params);
+/* The result for a server's request (elicitation/create, roots/list: no roots, ping), or NULL for a method the
+ * client does not serve (a -32601 answer). */
+struct cJSON *mcp_client_answer(const char *method, const struct cJSON *params);
+/* The inputResponses object for an input_required result's inputRequests ({"<key>":{"method","params"}}), or
+ * NULL (why says) when it has none, more than 16, or one that is not a request object. */
+struct cJSON *mcp_input_responses(const struct cJSON *result, char *why, size_t whylen);
+/* A 400 body of a refused version (-32022): 1 when data.supported names MCP_STATELESS_VERSION, 2 when it names
+ * only session-era versions agentd speaks (mcp_version_known), 0 otherwise (not that error, or nothing usable). */
+int mcp_unsupported_pick(const char *body, size_t len);
+/* A tool's x-mcp-header annotations: -1 when one is invalid (the tool is to be dropped), 0 when there are none
+ * (*map NULL), else their number with *map = {"<argument>":"<header>"} (owned by the caller). */
+int mcp_tool_param_headers(const struct cJSON *tool, struct cJSON **map);
+/* The Mcp-Param-* value of an argument, appended to out: false when no header is sent (null, absent, an object or
+ * an array). */
+bool mcp_param_header_value(const struct cJSON *v, struct buf *out);
 
 /* ---- the tools of an agent's servers, and calls ---- */
 
@@ -105,6 +163,9 @@ struct mcp_request *mcp_request_start(uv_loop_t *loop, const struct agent_mcp_se
                                       struct cJSON *params, mcp_request_fn *cb, void *ud);
 /* cb is then never called; the server is told (notifications/cancelled) when the era has a way to. */
 void mcp_request_cancel(struct mcp_request *r);
+/* How many times srv announced a changed tool list (notifications/tools/list_changed, session era) on this loop: a
+ * cache of its tools made at another value is stale. */
+uint64_t mcp_tools_generation(const struct agent_mcp_server *srv);
 
 /* The loop stops: sessions and the HTTP client are freed (after every call on it has ended or been cancelled). */
 void mcp_loop_done(void);

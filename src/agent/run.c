@@ -1050,6 +1050,14 @@ static void tool_truncate(struct run *r, struct tcall *c, const char *text, size
 
 static void after_tool_commit(struct run *r, int rc);
 
+/* The calls are freed only now, not in tool_end: a tool may still hold its tool_exec when it calls done. */
+static void after_results_commit(struct run *r, int rc)
+{
+    if (!r->finishing)
+        calls_clear(r);
+    after_llm_commit(r, rc);
+}
+
 static void tool_end(struct tcall *c, enum tool_outcome o, const char *text, size_t len)
 {
     struct run *r = c->run;
@@ -1060,12 +1068,24 @@ static void tool_end(struct tcall *c, enum tool_outcome o, const char *text, siz
     c->outcome = o;
     tool_truncate(r, c, text, len);
     metrics_inc(&m_tools, (const char *[]){c->name, tool_outcome_name(o)});
-    r->tool_commits++;
     int64_t ms = wall_ms() - c->t_start_ms;
     metrics_observe(&m_tool_dur, (const char *[]){c->name, tool_outcome_name(o)}, ms > 0 ? (double)ms / 1000 : 0);
     tool_span(r, c, (uint64_t)c->t_start_ms * 1000000);
     struct as_step *s = xcalloc(1, sizeof(*s));
     *s = step_of_call(c);
+    bool last = !r->finishing && r->tool_commits == 0;
+    for (int i = 0; last && i < r->ncalls; i++)
+        last = r->calls[i].st == TC_DONE;
+    if (last) {
+        /* the step's last result, no other result's commit queued: it goes in one commit with the run row that
+         * carries every tool message (what run_tools would commit next), then the next LLM step. One commit a
+         * step fewer; still every state committed before the next step starts. */
+        for (int i = 0; i < r->ncalls; i++)
+            add_tool_message(r, &r->calls[i]);
+        persist(r, true, s, 1, after_results_commit);
+        return;
+    }
+    r->tool_commits++;
     persist(r, false, s, 1, after_tool_commit);
 }
 

@@ -86,7 +86,12 @@ struct job {
     size_t nruns;
     int answer_status;    /* 200, or 202 for a run just started */
     struct sse *sse;      /* JOB_EVENTS */
+    int64_t after, last;  /* JOB_EVENTS: the events numbered after `after` (evs), and the run's newest number */
+    struct as_event *evs;
+    size_t nev;
 };
+
+#define SSE_EVENTS_MAX 256 /* events read by one poll (more: the next poll comes at once) */
 
 static void job_work(uv_work_t *w)
 {
@@ -100,6 +105,14 @@ static void job_work(uv_work_t *w)
     if (j->kind == JOB_LIST) {
         j->rc = agent_store_list(st, j->agent, j->status, j->limit, &j->runs, &j->nruns, j->err, sizeof(j->err));
         return;
+    }
+    if (j->kind == JOB_EVENTS) {
+        /* the events first, so the run and steps read after are at least as new as every event; from the last one
+         * sent, again: whether it was the run's end decides whether the stream is over */
+        j->rc = agent_store_events(st, j->id, j->after > 0 ? j->after - 1 : 0, SSE_EVENTS_MAX, &j->evs, &j->nev,
+                                   &j->last, j->err, sizeof(j->err));
+        if (j->rc != 0)
+            return;
     }
     j->rc = agent_store_get(st, j->id, &j->run, j->err, sizeof(j->err));
     if (j->rc == 0)
@@ -115,6 +128,7 @@ static void job_free(struct job *j)
     for (size_t i = 0; i < j->nruns; i++)
         as_run_free(&j->runs[i]);
     xfree(j->runs);
+    xfree(j->evs);
     xfree(j);
 }
 
@@ -290,17 +304,24 @@ static void cancel_queue(struct job *j)
     }
 }
 
-/* ---- GET /v1/runs/{id}/events: the run's steps as server-sent events ---- */
+/* ---- GET /v1/runs/{id}/events: the run's steps as server-sent events ----
+ *
+ * Every event of the run's event log (agent_store.h: one per step state a commit wrote, one when the run ends) is
+ * sent with its number as the SSE `id:`; a client that reconnects with `Last-Event-ID: N` (or `?after=N`) gets the
+ * events numbered after N, read from the store, then the new ones as they are committed: no gap, no duplicate,
+ * across restarts. run.status (first, the run as it is) and step.delta (the tokens of the LLM step in progress,
+ * kept in memory only) have no id: they leave the client's Last-Event-ID where it was. */
 
 #define SSE_POLL_MS 50
+#define SSE_RETRY_MS 1000 /* the reconnection delay suggested to clients (`retry:`) */
 
 struct sse {
     struct http_req *req;
     uv_timer_t timer;
     char id[RUN_ID_MAX + 8], key_id[48];
-    char (*sent)[16];    /* per step (by index, steps come in seq order): the state last sent */
-    size_t nsent;
-    bool gone, busy, started, closing, watching;
+    int64_t after;       /* the number of the last event sent (or the client's Last-Event-ID) */
+    const char *param;   /* where the client's resume point came from: "Last-Event-ID" or "after" */
+    bool gone, busy, started, closing, watching, finished;
     int64_t delta_step;  /* the LLM step whose text was last sent as step.delta (1-based; 0: none) */
     size_t delta_off;    /* bytes of its text sent */
 };
@@ -308,7 +329,6 @@ struct sse {
 static void sse_closed(uv_handle_t *h)
 {
     struct sse *s = h->data;
-    xfree(s->sent);
     xfree(s);
 }
 
@@ -341,11 +361,14 @@ static void on_sse_abort(struct http_req *req, void *ud)
         sse_end(s);
 }
 
-static void sse_event(struct sse *s, const char *name, cJSON *data)
+/* An event; ev > 0: its number, sent as `id:`. */
+static void sse_event(struct sse *s, int64_t ev, const char *name, cJSON *data)
 {
     char *d = cJSON_PrintUnformatted(data);
     cJSON_Delete(data);
     struct buf b = BUF_INIT(BUF_UNBOUNDED);
+    if (ev > 0)
+        buf_printf(&b, "id: %lld\n", (long long)ev);
     buf_printf(&b, "event: %s\ndata: %s\n\n", name, d);
     cJSON_free(d);
     http_stream_write(s->req, b.data, b.len);
@@ -354,15 +377,16 @@ static void sse_event(struct sse *s, const char *name, cJSON *data)
 
 static void sse_poll(uv_timer_t *t);
 
-static void delta_event(struct sse *s, int64_t step, const char *text, size_t len)
+static void delta_event(struct sse *s, int64_t step, size_t offset, const char *text, size_t len)
 {
     cJSON *d = cJSON_CreateObject();
     cJSON_AddNumberToObject(d, "step", (double)step);
+    cJSON_AddNumberToObject(d, "offset", (double)offset);
     struct buf t = BUF_INIT(BUF_UNBOUNDED);
     buf_append(&t, text, len);
     cJSON_AddStringToObject(d, "delta", t.data ? t.data : "");
     buf_free(&t);
-    sse_event(s, "step.delta", d);
+    sse_event(s, 0, "step.delta", d);
 }
 
 /* The tokens the run's current LLM step has streamed since the last poll (run_stream_read). */
@@ -372,9 +396,8 @@ static void send_deltas(struct sse *s)
     int64_t step = s->delta_step;
     size_t off = s->delta_off;
     if (run_stream_read(s->id, &step, &off, &b)) {
-        if (step != s->delta_step)
-            s->delta_off = 0;
-        delta_event(s, step, b.data, b.len);
+        size_t from = step != s->delta_step ? 0 : s->delta_off;
+        delta_event(s, step, from, b.data, b.len);
         s->delta_step = step;
         s->delta_off = off;
     }
@@ -393,22 +416,64 @@ static void finish_deltas(struct sse *s, int64_t step, const struct as_step *st)
             cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(resp, "choices"), 0), "message");
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(msg, "content");
         if (cJSON_IsString(content) && strlen(content->valuestring) > s->delta_off)
-            delta_event(s, step, content->valuestring + s->delta_off, strlen(content->valuestring) - s->delta_off);
+            delta_event(s, step, s->delta_off, content->valuestring + s->delta_off,
+                        strlen(content->valuestring) - s->delta_off);
         cJSON_Delete(resp);
     }
     s->delta_step = step;
     s->delta_off = SIZE_MAX; /* done: its text is not read again */
 }
 
-static const char *step_event(const struct as_step *st)
+static const char *event_name(const struct as_step *st, const char *state)
 {
     if (strcmp(st->kind, "llm") == 0)
         return "step.finished";
-    if (strcmp(st->state, "pending") == 0)
+    if (strcmp(state, "pending") == 0)
         return "tool.call";
-    if (strcmp(st->state, "started") == 0)
+    if (strcmp(state, "started") == 0)
         return "tool.started";
     return "tool.result";
+}
+
+/* The index of the step numbered seq in steps (sorted by seq), or -1. */
+static ssize_t step_at(const struct as_step *steps, size_t n, int64_t seq)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (steps[mid].seq < seq)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < n && steps[lo].seq == seq ? (ssize_t)lo : -1;
+}
+
+/* The step as the event saw it: a tool call's `tool.call` and `tool.started` show it before its result. */
+static cJSON *step_event_json(const struct as_run *run, const struct as_step *now, const char *state)
+{
+    struct as_step st = *now;
+    snprintf(st.state, sizeof(st.state), "%s", state);
+    bool tool = strcmp(st.kind, "tool") == 0;
+    if (tool && (strcmp(state, "pending") == 0 || strcmp(state, "started") == 0)) {
+        st.result = NULL;
+        st.t_end_ms = 0;
+        if (strcmp(state, "pending") == 0)
+            st.t_start_ms = 0;
+    }
+    cJSON *full = run_to_json(run, &st, 1);
+    cJSON *steps = cJSON_DetachItemFromObjectCaseSensitive(full, "steps");
+    cJSON_Delete(full);
+    cJSON *ev = cJSON_DetachItemFromArray(steps, 0);
+    cJSON_Delete(steps);
+    return ev;
+}
+
+static void sse_bad_resume(struct sse *s, const char *msg)
+{
+    s->req->on_abort = NULL;
+    err(s->req, 400, "invalid_request_error", "invalid_last_event_id", s->param, msg);
+    sse_stop(s);
 }
 
 static void sse_job_done(uv_work_t *w, int status)
@@ -436,51 +501,73 @@ static void sse_job_done(uv_work_t *w, int status)
         return;
     }
     if (!s->started) {
+        if (s->after > j->last) {
+            char m[192];
+            snprintf(m, sizeof(m), "%s %lld is after the run's last event (%lld)", s->param, (long long)s->after,
+                     (long long)j->last);
+            job_free(j);
+            sse_bad_resume(s, m);
+            return;
+        }
         s->started = true;
         http_resp_header(s->req, "Cache-Control", "no-cache");
         http_stream_start(s->req, 200, "text/event-stream");
-        sse_event(s, "run.status", run_to_json(&j->run, NULL, 0));
+        char retry[32];
+        int rn = snprintf(retry, sizeof(retry), "retry: %d\n\n", SSE_RETRY_MS);
+        http_stream_write(s->req, retry, (size_t)rn);
+        sse_event(s, 0, "run.status", run_to_json(&j->run, NULL, 0));
     }
-    /* each step whose state changed since the last poll, then the tokens streamed meanwhile */
-    int64_t llm_no = 0;
-    for (size_t i = 0; i < j->nsteps; i++) {
-        const struct as_step *st = &j->steps[i];
-        bool llm = strcmp(st->kind, "llm") == 0;
-        llm_no += llm;
-        if (i >= s->nsent) {
-            s->sent = xrealloc(s->sent, (i + 1) * sizeof(*s->sent));
-            memset(s->sent[i], 0, sizeof(s->sent[i]));
-            s->nsent = i + 1;
-        }
-        if (strcmp(s->sent[i], st->state) == 0)
+    /* the events committed since the last poll, in order, then the tokens streamed meanwhile */
+    int64_t *llm_no = xcalloc(j->nsteps + 1, sizeof(*llm_no)); /* the LLM step number of steps[i] */
+    for (size_t i = 0, k = 0; i < j->nsteps; i++)
+        llm_no[i] = (int64_t)(k += strcmp(j->steps[i].kind, "llm") == 0);
+    for (size_t e = 0; e < j->nev; e++) {
+        const struct as_event *ev = &j->evs[e];
+        if (ev->ev <= s->after) { /* the last one sent (or the client's Last-Event-ID): the run's end? */
+            s->finished |= ev->seq < 0;
             continue;
-        snprintf(s->sent[i], sizeof(s->sent[i]), "%s", st->state);
-        if (llm)
-            finish_deltas(s, llm_no, st);
-        struct as_run one = j->run;
-        cJSON *full = run_to_json(&one, st, 1);
-        cJSON *steps = cJSON_DetachItemFromObjectCaseSensitive(full, "steps");
-        cJSON_Delete(full);
-        cJSON *ev = cJSON_DetachItemFromArray(steps, 0);
-        cJSON_Delete(steps);
-        sse_event(s, step_event(st), ev);
+        }
+        s->after = ev->ev;
+        if (ev->seq < 0) {
+            struct as_run fin = j->run;
+            snprintf(fin.status, sizeof(fin.status), "%s", ev->state);
+            sse_event(s, ev->ev, "run.finished", run_to_json(&fin, NULL, 0));
+            s->finished = true;
+            continue;
+        }
+        ssize_t i = step_at(j->steps, j->nsteps, ev->seq);
+        if (i < 0)
+            continue; /* cannot be: a step's event is committed with its row */
+        const struct as_step *st = &j->steps[i];
+        if (strcmp(st->kind, "llm") == 0)
+            finish_deltas(s, llm_no[i], st);
+        sse_event(s, ev->ev, event_name(st, ev->state), step_event_json(&j->run, st, ev->state));
     }
-    send_deltas(s);
+    xfree(llm_no);
+    bool more = j->nev == SSE_EVENTS_MAX;
+    if (!s->finished && !more)
+        send_deltas(s);
     struct worker *wk = worker_of_loop(s->timer.loop);
     if (wk && wk->draining) { /* the daemon stops: the stream ends (the run resumes at the next start) */
         job_free(j);
         sse_end(s);
         return;
     }
-    if (final_status(j->run.status)) {
-        sse_event(s, "run.finished", run_to_json(&j->run, NULL, 0));
+    /* the end: run.finished sent (now or before the client's Last-Event-ID), or a run that ended before runs had
+     * an event log */
+    bool ended = final_status(j->run.status) && !more;
+    if (ended && !s->finished && j->last == 0) {
+        sse_event(s, 0, "run.finished", run_to_json(&j->run, NULL, 0));
+        s->finished = true;
+    }
+    if (s->finished) {
         http_stream_write(s->req, "data: [DONE]\n\n", 14);
         job_free(j);
         sse_end(s);
         return;
     }
     job_free(j);
-    uv_timer_start(&s->timer, sse_poll, SSE_POLL_MS, 0);
+    uv_timer_start(&s->timer, sse_poll, more ? 0 : SSE_POLL_MS, 0);
 }
 
 static void sse_poll(uv_timer_t *t)
@@ -490,6 +577,7 @@ static void sse_poll(uv_timer_t *t)
     j->req = s->req;
     j->kind = JOB_EVENTS;
     j->sse = s;
+    j->after = s->after;
     snprintf(j->id, sizeof(j->id), "%s", s->id);
     j->w.data = j;
     s->busy = true;
@@ -500,10 +588,60 @@ static void sse_poll(uv_timer_t *t)
     }
 }
 
+/* Where a stream resumes: the Last-Event-ID header, else the `after` query parameter (an EventSource reconnects
+ * to the same URL with the header, which then wins). 0 with *after (0: from the start), or -1 with why. */
+static int resume_point(const struct http_req *req, int64_t *after, const char **param, char *why, size_t n)
+{
+    *after = 0;
+    const struct str *h = http_req_header(req, "last-event-id");
+    struct str v = STR_NULL;
+    const char *what = "Last-Event-ID";
+    if (h && h->n) {
+        v = *h;
+    } else if (req->query.p) {
+        const char *p = req->query.p, *end = req->query.p + req->query.n;
+        while (p && p < end) {
+            const char *amp = memchr(p, '&', (size_t)(end - p));
+            const char *e = amp ? amp : end;
+            if (e - p >= 6 && memcmp(p, "after=", 6) == 0) {
+                v = str_make(p + 6, (size_t)(e - p - 6));
+                what = "after";
+                break;
+            }
+            p = amp ? amp + 1 : NULL;
+        }
+    }
+    if (v.p == NULL)
+        return 0;
+    int64_t x = 0;
+    bool ok = v.n > 0 && v.n <= 18;
+    for (size_t i = 0; ok && i < v.n; i++) {
+        ok = v.p[i] >= '0' && v.p[i] <= '9';
+        x = x * 10 + (v.p[i] - '0');
+    }
+    *param = what;
+    if (!ok) {
+        snprintf(why, n, "%s must be the number of an event of this run (the `id:` of an event it sent)", what);
+        return -1;
+    }
+    *after = x;
+    *param = what;
+    return 0;
+}
+
 static void events(struct http_req *req, const char *id, const char *key_id)
 {
+    int64_t after;
+    const char *param = "Last-Event-ID";
+    char why[160];
+    if (resume_point(req, &after, &param, why, sizeof(why)) != 0) {
+        err(req, 400, "invalid_request_error", "invalid_last_event_id", param, why);
+        return;
+    }
     struct sse *s = xcalloc(1, sizeof(*s));
     s->req = req;
+    s->after = after;
+    s->param = param;
     snprintf(s->id, sizeof(s->id), "%s", id);
     snprintf(s->key_id, sizeof(s->key_id), "%s", key_id);
     uv_timer_init(http_server_loop(req->server), &s->timer);

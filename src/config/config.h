@@ -154,7 +154,7 @@ struct config_sandbox {
     struct config_sandbox_service {
         bool enabled;
         bool prewarm;            /* make each worker's pool at start, not on its first run */
-        int64_t warm, max_running, max_queued;
+        int64_t warm, warm_python, max_running, max_queued;
         int64_t max_code_bytes, max_stdin_bytes, max_files_bytes;
         int64_t output_files, output_files_bytes;
         int64_t timeout_ms, max_timeout_ms, memory_bytes, max_memory_bytes, output_bytes, max_output_bytes;

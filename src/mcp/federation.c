@@ -1,6 +1,7 @@
 /* federation.c: upstream MCP servers behind /mcp (federation.h). Requests go through the agents' MCP client
  * (agent/mcp_client.h: HTTP in either era, or stdio; one session per loop and server); a server's tools are cached
- * per loop for its tools_ttl, under the name and URL (or command) they were listed from. */
+ * per loop for its tools_ttl, under the name and URL (or command) they were listed from, until the server announces
+ * a changed list (notifications/tools/list_changed, session era: mcp_tools_generation). */
 #include "mcp/federation.h"
 
 #include <cjson/cJSON.h>
@@ -95,6 +96,7 @@ struct cached {
     char *name, *url;
     cJSON *tools; /* MCP tool objects named <name>__<tool> */
     uint64_t expiry_ms;
+    uint64_t gen; /* the server's tool-list generation when listed (mcp_tools_generation: list_changed) */
 };
 
 static _Thread_local struct cached *tl_cache;
@@ -118,7 +120,7 @@ static struct cached *cache_find(const struct agent_mcp_server *s)
     return NULL;
 }
 
-static void cache_put(const struct agent_mcp_server *s, const cJSON *tools)
+static void cache_put(const struct agent_mcp_server *s, const cJSON *tools, uint64_t gen)
 {
     struct cached *c = cache_find(s);
     if (c == NULL) {
@@ -131,6 +133,7 @@ static void cache_put(const struct agent_mcp_server *s, const cJSON *tools)
     cJSON_Delete(c->tools);
     c->tools = cJSON_Duplicate(tools, true);
     c->expiry_ms = now_ms() + (uint64_t)s->tools_ttl_ms;
+    c->gen = gen;
 }
 
 void fed_forget(const char *server)
@@ -156,6 +159,7 @@ void fed_loop_done(void)
 
 struct fed_one {
     struct fed_list *l;
+    uint64_t gen;
     const struct agent_mcp_server *srv;
     struct mcp_request *call;
     cJSON *acc; /* this server's tools so far; NULL when it failed */
@@ -237,7 +241,7 @@ static void page_done(void *ud, int ok, const cJSON *result, bool rpc_error, int
         cJSON_Delete(o->acc);
         o->acc = NULL;
     } else {
-        cache_put(o->srv, o->acc);
+        cache_put(o->srv, o->acc, o->gen);
     }
     if (--l->pending == 0)
         list_finish(l);
@@ -259,7 +263,8 @@ struct fed_list *fed_list_start(uv_loop_t *loop, const struct config *cfg, fed_o
         o->l = l;
         o->srv = srv_at(cfg, i);
         struct cached *c = cache_find(o->srv);
-        if (c && c->tools && now < c->expiry_ms) {
+        o->gen = mcp_tools_generation(o->srv); /* before listing: a change announced meanwhile lists again */
+        if (c && c->tools && now < c->expiry_ms && c->gen == o->gen) {
             o->acc = cJSON_Duplicate(c->tools, true);
             continue;
         }

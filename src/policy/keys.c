@@ -8,6 +8,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -95,8 +96,11 @@ int key_pepper_load(const char *data_dir, uint8_t pepper[32], struct buf *err)
         }
         /* Written to a private temporary name, then linked into place: two processes starting at once agree on
          * one pepper (link fails with EEXIST for the loser, which then reads the winner's). */
+        /* The name is private to this process *and* this call: the keyring's refresh thread and the admin
+         * path of the same process may both create the pepper of a fresh data dir at once. */
+        static atomic_uint seq;
         char tmp[4200];
-        snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", path, (long)getpid());
+        snprintf(tmp, sizeof(tmp), "%s.%ld.%u.tmp", path, (long)getpid(), atomic_fetch_add(&seq, 1));
         int w = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (w < 0) {
             buf_printf(err, "cannot create %s: %s", tmp, strerror(errno));

@@ -48,6 +48,7 @@ static int usage(FILE *out, int rc)
                  "pool options:\n"
                  "  --zygote                start runs from a zygote process (as the daemon does)\n"
                  "  --warm N                children kept ready (0)\n"
+                 "  --warm-python N         warm Python interpreters kept ready besides them, for --lang python (0)\n"
                  "  --cgroup auto|required|off   --cgroup-parent PATH   --uid-base N   --uid-count N\n"
                  "  --log-level debug|info|warn|error (warn)\n");
     return rc;
@@ -187,6 +188,8 @@ static int parse(struct cli *c, int argc, char **argv, bool run, struct buf *err
         }
         if (strcmp(a, "--warm") == 0)
             bad = num_u32(v, &c->pool.warm);
+        else if (strcmp(a, "--warm-python") == 0)
+            bad = num_u32(v, &c->pool.cfg.warm_python);
         else if (strcmp(a, "--uid-base") == 0)
             bad = num_u32(v, &c->pool.cfg.uid_base);
         else if (strcmp(a, "--uid-count") == 0)
@@ -505,7 +508,7 @@ static void start_more(struct multi *m)
             if (m->started >= m->cli->runs + m->warmup)
                 break;
             /* Paced: what a run sees when it arrives at a warm pool (runs separated by, say, an LLM call). */
-            if (m->cli->pace && sbx_pool_ready(m->pool) < m->cli->pool.warm) {
+            if (m->cli->pace && sbx_pool_ready(m->pool) < m->cli->pool.warm + m->cli->pool.cfg.warm_python) {
                 uv_timer_start(&m->pace_timer, on_pace, 1, 0);
                 break;
             }

@@ -18,6 +18,10 @@ static const struct cfg_field service_fields[] = {
      .help = "start each worker's zygote and warm children when the worker starts, not on its first run"},
     {.key = "warm", .type = CFG_INT, .off = SVOFF(warm), .min = 0, .max = 256, .def = "2", .flags = CFG_RESTART,
      .help = "sandbox children kept ready (namespaces made, set-up done) per worker"},
+    {.key = "warm_python", .type = CFG_INT, .off = SVOFF(warm_python), .min = 0, .max = 256, .def = "1",
+     .flags = CFG_RESTART,
+     .help = "warm Python interpreters kept ready per worker besides `warm` (each used by one Python run, then "
+             "gone); 0: Python runs start the interpreter cold"},
     {.key = "max_running", .type = CFG_INT, .off = SVOFF(max_running), .min = 1, .max = 1024, .def = "8",
      .flags = CFG_RESTART, .help = "runs going at once per worker; more wait in the queue"},
     {.key = "max_queued", .type = CFG_INT, .off = SVOFF(max_queued), .min = 0, .max = 100000, .def = "64",
@@ -78,6 +82,7 @@ void sandbox_config_service_opts(const struct config *cfg, unsigned loops, struc
     const struct config_sandbox_service *v = &s->service;
     sbx_service_opts_init(o);
     o->warm = (unsigned)v->warm;
+    o->cfg.warm_python = (unsigned)v->warm_python;
     o->max_running = (unsigned)v->max_running;
     o->max_queued = (unsigned)v->max_queued;
     o->loops = loops;

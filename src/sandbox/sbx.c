@@ -457,12 +457,13 @@ static char *keep_env_str(struct sbx_pool *pool, char *s)
 static int start_zygote(struct sbx_pool *pool, const struct sbx_pool_opts *opts, struct buf *err)
 {
     int sv[2];
-    char warm[16], base[16], cnt[16], ppid[16];
+    char warm[16], warm_py[16], base[16], cnt[16], ppid[16];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1) {
         (void)buf_printf(err, "socketpair: %s", strerror(errno));
         return -1;
     }
     (void)snprintf(warm, sizeof(warm), "%u", opts->warm);
+    (void)snprintf(warm_py, sizeof(warm_py), "%u", opts->cfg.warm_python);
     (void)snprintf(base, sizeof(base), "%u", opts->cfg.uid_base);
     (void)snprintf(cnt, sizeof(cnt), "%u", opts->cfg.uid_count);
     (void)snprintf(ppid, sizeof(ppid), "%d", (int)getpid());
@@ -470,7 +471,7 @@ static int start_zygote(struct sbx_pool *pool, const struct sbx_pool_opts *opts,
                        : opts->cfg.cgroup_mode == SBX_CGROUP_OFF    ? "off"
                                                                     : "auto";
     const char *exe = opts->exe ? opts->exe : "/proc/self/exe";
-    char *args[20];
+    char *args[22];
     int a = 0;
     args[a++] = (char *)"agentd";
     args[a++] = (char *)"sandbox";
@@ -479,6 +480,8 @@ static int start_zygote(struct sbx_pool *pool, const struct sbx_pool_opts *opts,
     args[a++] = (char *)"3";
     args[a++] = (char *)"--warm";
     args[a++] = warm;
+    args[a++] = (char *)"--warm-python";
+    args[a++] = warm_py;
     args[a++] = (char *)"--uid-base";
     args[a++] = base;
     args[a++] = (char *)"--uid-count";

@@ -656,6 +656,19 @@ static int step_setsid(struct child *c)
     return 0;
 }
 
+/* The environment every run starts from (the spec adds to it or replaces entries). */
+static const char *const base_env[] = {
+    "PATH=/usr/local/bin:/usr/bin:/bin",
+    "HOME=/work",
+    "TMPDIR=/tmp",
+    "LANG=C.UTF-8",
+    "USER=sandbox",
+    "LOGNAME=sandbox",
+    "SHELL=/bin/sh",
+    "PWD=/work",
+    "PYTHONDONTWRITEBYTECODE=1",
+};
+
 static int step_exec_args(struct child *c)
 {
     const struct sbx_spec *s = &c->ws.spec;
@@ -700,17 +713,6 @@ static int step_exec_args(struct child *c)
             return fail(c, "%s not found in PATH", prog);
         }
     }
-    static const char *const base_env[] = {
-        "PATH=/usr/local/bin:/usr/bin:/bin",
-        "HOME=/work",
-        "TMPDIR=/tmp",
-        "LANG=C.UTF-8",
-        "USER=sandbox",
-        "LOGNAME=sandbox",
-        "SHELL=/bin/sh",
-        "PWD=/work",
-        "PYTHONDONTWRITEBYTECODE=1",
-    };
     size_t nb = sizeof(base_env) / sizeof(base_env[0]), ne = 0;
     c->envp = xcalloc(nb + s->envc + 1, sizeof(*c->envp));
     for (size_t i = 0; i < nb; i++) {
@@ -727,36 +729,45 @@ static int step_exec_args(struct child *c)
     return 0;
 }
 
-static int set_rlimit(struct child *c, int res, const char *name, uint64_t soft, uint64_t hard)
+size_t sbx_contain_rlimits(const struct sbx_limits *l, bool cgroup_memory, struct sbx_rlimit *out)
 {
-    struct rlimit rl = {.rlim_cur = soft, .rlim_max = hard};
-    if (setrlimit(res, &rl) == -1)
-        return fail(c, "setrlimit(%s)", name);
-    return 0;
-}
-
-static int step_rlimits(struct child *c)
-{
-    const struct sbx_limits *l = &c->ws.spec.limits;
+    size_t n = 0;
+#define RL(r, s, h) (out[n++] = (struct sbx_rlimit){.res = (int)(r), .name = &(#r)[7], .soft = (s), .hard = (h)})
     /* soft == hard for CPU: the kernel then sends SIGKILL at the limit, which even a PID 1 cannot ignore. */
     uint64_t cpu_s = l->cpu_ms ? (l->cpu_ms + 999) / 1000 : RLIM_INFINITY;
     uint64_t as = l->address_space_bytes ? l->address_space_bytes : RLIM_INFINITY;
     /* Without a memory cgroup the limit can only be per process. RLIMIT_DATA counts private writable memory
      * (made writable by mmap or mprotect) but not PROT_NONE reservations, so V8, which reserves gigabytes up
      * front, still starts, while a real allocation past the limit fails. */
-    if (!c->cgroup_memory && set_rlimit(c, RLIMIT_DATA, "DATA", l->memory_bytes, l->memory_bytes))
-        return -1;
-    if (set_rlimit(c, RLIMIT_CPU, "CPU", cpu_s, cpu_s) || set_rlimit(c, RLIMIT_CORE, "CORE", 0, 0) ||
-        set_rlimit(c, RLIMIT_NPROC, "NPROC", l->pids, l->pids) ||
-        set_rlimit(c, RLIMIT_NOFILE, "NOFILE", l->nofile, l->nofile) ||
-        set_rlimit(c, RLIMIT_FSIZE, "FSIZE", l->fsize_bytes, l->fsize_bytes) ||
-        set_rlimit(c, RLIMIT_STACK, "STACK", 8ull << 20, 8ull << 20) ||
-        set_rlimit(c, RLIMIT_MEMLOCK, "MEMLOCK", 64ull << 10, 64ull << 10) ||
-        set_rlimit(c, RLIMIT_MSGQUEUE, "MSGQUEUE", 1024, 1024) || set_rlimit(c, RLIMIT_NICE, "NICE", 0, 0) ||
-        set_rlimit(c, RLIMIT_RTPRIO, "RTPRIO", 0, 0) || set_rlimit(c, RLIMIT_SIGPENDING, "SIGPENDING", 1024, 1024))
-        return -1;
+    if (!cgroup_memory)
+        RL(RLIMIT_DATA, l->memory_bytes, l->memory_bytes);
+    RL(RLIMIT_CPU, cpu_s, cpu_s);
+    RL(RLIMIT_CORE, 0, 0);
+    RL(RLIMIT_NPROC, l->pids, l->pids);
+    RL(RLIMIT_NOFILE, l->nofile, l->nofile);
+    RL(RLIMIT_FSIZE, l->fsize_bytes, l->fsize_bytes);
+    RL(RLIMIT_STACK, 8ull << 20, 8ull << 20);
+    RL(RLIMIT_MEMLOCK, 64ull << 10, 64ull << 10);
+    RL(RLIMIT_MSGQUEUE, 1024, 1024);
+    RL(RLIMIT_NICE, 0, 0);
+    RL(RLIMIT_RTPRIO, 0, 0);
+    RL(RLIMIT_SIGPENDING, 1024, 1024);
     /* Last: the address-space limit also binds this process until execve replaces it. */
-    return set_rlimit(c, RLIMIT_AS, "AS", as, as);
+    RL(RLIMIT_AS, as, as);
+#undef RL
+    return n;
+}
+
+static int step_rlimits(struct child *c)
+{
+    struct sbx_rlimit rl[SBX_RLIMITS_MAX];
+    size_t n = sbx_contain_rlimits(&c->ws.spec.limits, c->cgroup_memory, rl);
+    for (size_t i = 0; i < n; i++) {
+        struct rlimit r = {.rlim_cur = rl[i].soft, .rlim_max = rl[i].hard};
+        if (setrlimit(rl[i].res, &r) == -1)
+            return fail(c, "setrlimit(%s)", rl[i].name);
+    }
+    return 0;
 }
 
 static int step_close_fds(struct child *c)
@@ -810,6 +821,34 @@ static int step_seccomp(struct child *c)
     return 0;
 }
 
+/* A warm Python child: everything of phase B that needs no spec, then the interpreter (sbx_pywarm.h). */
+static int step_py_boot(struct child *c)
+{
+    if (chdir("/work") == -1)
+        return fail(c, "chdir /work");
+    /* A pipe on 0-2 until the run's own arrive: the interpreter sets its stdio up for a non-seekable,
+     * non-terminal file, as it does for the run's pipes on a cold start. */
+    int p[2];
+    if (pipe2(p, 0) == -1)
+        return fail(c, "pipe");
+    if (dup2(p[0], 0) == -1 || dup2(p[1], 1) == -1 || dup2(p[1], 2) == -1)
+        return fail(c, "dup2");
+    if (p[0] > 3)
+        close(p[0]);
+    if (p[1] > 3)
+        close(p[1]);
+    if (setsid() == -1)
+        return fail(c, "setsid");
+    /* The control socket stays on fd 3 across execve: the bootstrap says READY and reads the run on it. */
+    if (fcntl(c->ctl, F_SETFD, 0) == -1)
+        return fail(c, "fcntl");
+    if (syscall(SYS_close_range, 4u, ~0u, 0u) == -1) {
+        for (int fd = 4; fd < 65536; fd++)
+            (void)close(fd);
+    }
+    return 0;
+}
+
 void sbx_contain_child(const struct sbx_contain_plan *plan, const struct sbx_contain_args *args, int ctl)
 {
     static struct child c; /* static: this process has nothing else to do, and the stack stays small */
@@ -842,6 +881,19 @@ void sbx_contain_child(const struct sbx_contain_plan *plan, const struct sbx_con
         {"rlimits", step_rlimits},
     };
     run_steps(&c, phase_a, sizeof(phase_a) / sizeof(phase_a[0]));
+    if (args->python_argv) {
+        static const struct step py[] = {{"py_boot", step_py_boot}};
+        run_steps(&c, py, 1);
+        const char *const *argv = args->python_argv;
+        const char *envp[sizeof(base_env) / sizeof(base_env[0]) + 1];
+        for (size_t i = 0; i < sizeof(base_env) / sizeof(base_env[0]); i++)
+            envp[i] = base_env[i];
+        envp[sizeof(base_env) / sizeof(base_env[0])] = NULL;
+        execve(argv[0], (char *const *)argv, (char *const *)envp);
+        c.err[0] = '\0';
+        fail(&c, "%s", argv[0]);
+        die(&c, "execve");
+    }
     run_steps(&c, phase_b, sizeof(phase_b) / sizeof(phase_b[0]));
     execve(c.exe, (char *const *)c.argv, c.envp);
     c.err[0] = '\0';

@@ -24,6 +24,9 @@
  *     drop_caps      bounding and ambient sets cleared, securebits locked, capset to nothing, verified
  *     seccomp        the pre-compiled filter
  *                    -> READY, wait for RUN
+ *   (a warm Python child instead: py_boot, i.e. /work as cwd, a pipe on 0-2, setsid, the control socket kept on
+ *    fd 3, all else closed, the clean environment; then execve python3 -c BOOTSTRAP, which says READY itself and
+ *    does the rest of phase B in the interpreter: sbx_pywarm.h)
  *   phase B (per run, unprivileged)
  *     receive        the spec, decoded from the RUN message (inline or memfd), and the three stdio fds
  *     files          written into /work (O_EXCL|O_NOFOLLOW under a dirfd), the snippet as main.<ext>
@@ -78,7 +81,19 @@ void sbx_contain_plan_free(struct sbx_contain_plan *plan);
 struct sbx_contain_args {
     uint64_t work_bytes, tmp_bytes; /* sizes of /work and /tmp */
     bool cgroup_memory;             /* a cgroup limits the run's memory; if not, RLIMIT_DATA does (per process) */
+    const char *const *python_argv; /* a warm interpreter: after phase A, exec this (sbx_pywarm_argv, python3
+                                     * with the bootstrap) instead of waiting for RUN here; NULL: a plain child */
 };
+
+/* One resource limit of a run, as phase B sets it (name: "CPU", "AS", ...). */
+struct sbx_rlimit {
+    int res;
+    const char *name;
+    uint64_t soft, hard;
+};
+#define SBX_RLIMITS_MAX 16
+/* The rlimits of a run with limits l, in the order they are set; returns how many (<= SBX_RLIMITS_MAX). */
+size_t sbx_contain_rlimits(const struct sbx_limits *l, bool cgroup_memory, struct sbx_rlimit *out);
 
 /* The child's whole life after clone(); ctl is its end of the control socket. Never returns. */
 void sbx_contain_child(const struct sbx_contain_plan *plan, const struct sbx_contain_args *args, int ctl)

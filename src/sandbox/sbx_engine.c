@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "sandbox/sbx_cgroup.h"
 #include "sandbox/sbx_contain.h"
+#include "sandbox/sbx_pywarm.h"
 
 /* A child that has not said READY after this long is stuck: kill it. */
 #define SETUP_TIMEOUT_MS 10000
@@ -40,6 +41,7 @@ struct child {
     uint64_t cg_mem; /* limits already written to the cgroup (UINT64_MAX: none yet) */
     uint32_t cg_pids, cg_cpu;
     enum child_state state;
+    bool python; /* a warm interpreter (sbx_pywarm.h): takes only runs sbx_pywarm_eligible accepts */
     uint64_t work_bytes, tmp_bytes; /* its /work and /tmp sizes: a run needs a child made for its sizes */
     /* the run, once attached */
     bool attached;
@@ -66,13 +68,14 @@ struct pending {
     size_t len;
     int fds[3];
     struct sbx_limits limits;
+    bool py; /* a warm interpreter may serve it */
 };
 
 struct sbx_engine {
     uv_loop_t *loop;
     struct sbx_engine_hooks hooks;
     void *ud;
-    unsigned warm;
+    unsigned warm, warm_py; /* plain children and Python interpreters kept ready */
     uint32_t uid_base, uid_count;
     bool privileged;
     uint32_t own_uid, own_gid;
@@ -86,7 +89,7 @@ struct sbx_engine {
     unsigned nchildren;
     struct pending *pend_head, *pend_tail;
     uint64_t seq;
-    unsigned setup_failures;
+    unsigned setup_failures[2]; /* in a row, [python] */
     char last_error[256];
     bool closing;
     /* Warming runs a moment after a run starts or ends, so a request that is already on its way is served
@@ -156,6 +159,15 @@ static unsigned count(const struct sbx_engine *eng, enum child_state st, bool at
     unsigned n = 0;
     for (const struct child *c = eng->children; c; c = c->next)
         n += (c->state == st && c->attached == attached && !c->reaped);
+    return n;
+}
+
+/* Free children of one kind (plain or Python) in state st. */
+static unsigned count_kind(const struct sbx_engine *eng, enum child_state st, bool python)
+{
+    unsigned n = 0;
+    for (const struct child *c = eng->children; c; c = c->next)
+        n += (c->state == st && !c->attached && !c->reaped && c->python == python);
     return n;
 }
 
@@ -290,11 +302,13 @@ static void on_timer(uv_timer_t *t);
 static void dispatch(struct child *ch);
 
 /* Starts a child; on failure returns NULL with err set and nothing left behind. */
-static struct child *spawn(struct sbx_engine *eng, uint64_t work_bytes, uint64_t tmp_bytes, struct buf *err)
+static struct child *spawn(struct sbx_engine *eng, uint64_t work_bytes, uint64_t tmp_bytes, bool python,
+                           struct buf *err)
 {
     struct child *ch = xcalloc(1, sizeof(*ch));
     int sv[2] = {-1, -1};
     ch->eng = eng;
+    ch->python = python;
     ch->work_bytes = work_bytes;
     ch->tmp_bytes = tmp_bytes;
     ch->pidfd = ch->ctl = ch->work_fd = -1;
@@ -337,7 +351,8 @@ static struct child *spawn(struct sbx_engine *eng, uint64_t work_bytes, uint64_t
         close(sv[0]);
         struct sbx_contain_args args = {.work_bytes = work_bytes,
                                         .tmp_bytes = tmp_bytes,
-                                        .cgroup_memory = ch->has_cg && eng->cgenv.have[SBX_CGC_MEMORY]};
+                                        .cgroup_memory = ch->has_cg && eng->cgenv.have[SBX_CGC_MEMORY],
+                                        .python_argv = python ? sbx_pywarm_argv() : NULL};
         sbx_contain_child(&eng->plan, &args, sv[1]); /* never returns */
     }
     ch->pid = pid;
@@ -436,6 +451,7 @@ static void dispatch(struct child *ch)
 {
     struct buf err = BUF_INIT(256);
     struct buf m = BUF_INIT(BUF_UNBOUNDED);
+    struct buf py = BUF_INIT(BUF_UNBOUNDED);
     int fds[4] = {ch->fds[0], ch->fds[1], ch->fds[2], -1}, nfds = 3;
     uint16_t flags = 0;
     const struct sbx_limits *l = &ch->limits;
@@ -448,10 +464,27 @@ static void dispatch(struct child *ch)
             goto out;
         }
     }
-    if (ch->spec_len > SBX_WIRE_INLINE_MAX) {
+    /* A warm interpreter gets the run in the form its bootstrap reads (sbx_pywarm.h); a plain child the spec. */
+    const char *body = ch->spec;
+    size_t body_len = ch->spec_len;
+    enum sbx_msg_type type = SBX_MSG_RUN;
+    if (ch->python) {
+        struct sbx_wire_spec ws;
+        if (sbx_wire_decode_spec(ch->spec, ch->spec_len, &ws, &err) != 0) {
+            (void)snprintf(ch->error, sizeof(ch->error), "spec: %s", err.data ? err.data : "?");
+            kill_child(ch);
+            goto out;
+        }
+        sbx_pywarm_encode(&ws.spec, ch->has_cg && ch->eng->cgenv.have[SBX_CGC_MEMORY], &py);
+        sbx_wire_spec_free(&ws);
+        body = py.data;
+        body_len = py.len;
+        type = (enum sbx_msg_type)SBX_MSG_PYRUN;
+    }
+    if (body_len > SBX_WIRE_INLINE_MAX) {
         /* Too big for one datagram: hand it over in a sealed memfd. */
         int mfd = memfd_create("sbx-spec", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-        if (mfd == -1 || write(mfd, ch->spec, ch->spec_len) != (ssize_t)ch->spec_len ||
+        if (mfd == -1 || write(mfd, body, body_len) != (ssize_t)body_len ||
             fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) == -1) {
             (void)snprintf(ch->error, sizeof(ch->error), "spec memfd: %s", strerror(errno));
             if (mfd != -1)
@@ -461,10 +494,10 @@ static void dispatch(struct child *ch)
         }
         fds[nfds++] = mfd;
         flags = SBX_MSG_F_MEMFD;
-        sbx_wire_msg_begin(&m, SBX_MSG_RUN, flags, ch->id);
+        sbx_wire_msg_begin(&m, type, flags, ch->id);
     } else {
-        sbx_wire_msg_begin(&m, SBX_MSG_RUN, flags, ch->id);
-        (void)buf_append(&m, ch->spec, ch->spec_len);
+        sbx_wire_msg_begin(&m, type, flags, ch->id);
+        (void)buf_append(&m, body, body_len);
     }
     int rc = sbx_wire_send(ch->ctl, m.data, m.len, fds, nfds);
     if (nfds == 4)
@@ -479,6 +512,7 @@ out:
     /* The child has its own copies now (or is being killed): ours must go, or EOF would never come. */
     close_fds(ch->fds);
     xfree_null(&ch->spec);
+    buf_free(&py);
     buf_free(&m);
     buf_free(&err);
 }
@@ -522,7 +556,7 @@ static bool read_ctl(struct child *ch)
             ch->error[l] = '\0';
         } else if (h.type == SBX_MSG_READY && ch->state == CH_STARTING) {
             ch->state = CH_READY;
-            ch->eng->setup_failures = 0;
+            ch->eng->setup_failures[ch->python] = 0;
             if (ch->attached) {
                 dispatch(ch);
             } else {
@@ -645,7 +679,7 @@ static void finalize(struct child *ch, int status, const struct rusage *ru, uint
         (void)sbx_cgroup_stats(&ch->cg, &cs);
     if (!ch->attached) {
         if (!eng->closing) {
-            eng->setup_failures++;
+            eng->setup_failures[ch->python]++;
             (void)snprintf(eng->last_error, sizeof(eng->last_error), "%s",
                            ch->error[0] ? ch->error : "warm child died before its run");
             struct log_line l;
@@ -733,16 +767,25 @@ static void drain_pending(struct sbx_engine *eng)
     while (eng->pend_head && !eng->closing) {
         struct child *ch = NULL;
         const struct sbx_limits *want = &eng->pend_head->limits;
-        /* A ready child made for these sizes first, else one still setting up (it dispatches when READY). */
-        for (int pass = 0; pass < 2 && !ch; pass++) {
+        /* A ready child made for these sizes first, else one still setting up (it dispatches when READY). A run a
+         * warm interpreter may serve takes a ready one first, else whatever a plain run would take, and an
+         * interpreter still starting last (it takes longer than a cold start of python3 costs): it never waits
+         * for one. A plain run never takes an interpreter. */
+        static const struct {
+            enum child_state st;
+            bool python;
+        } order[] = {{CH_READY, true}, {CH_READY, false}, {CH_STARTING, false}, {CH_STARTING, true}};
+        for (size_t pass = 0; pass < sizeof(order) / sizeof(order[0]) && !ch; pass++) {
+            if (order[pass].python && !eng->pend_head->py)
+                continue;
             for (struct child *c = eng->children; c && !ch; c = c->next)
-                if (!c->attached && !c->reaped && c->state == (pass ? CH_STARTING : CH_READY) &&
+                if (!c->attached && !c->reaped && c->state == order[pass].st && c->python == order[pass].python &&
                     c->work_bytes == want->work_bytes && c->tmp_bytes == want->tmp_bytes)
                     ch = c;
         }
         if (ch == NULL) {
             struct buf err = BUF_INIT(256);
-            ch = spawn(eng, want->work_bytes, want->tmp_bytes, &err);
+            ch = spawn(eng, want->work_bytes, want->tmp_bytes, false, &err);
             if (ch == NULL && eng->nchildren > 0) {
                 buf_free(&err);
                 return; /* no slot: wait for a child to end */
@@ -787,26 +830,32 @@ static void refill_soon(struct sbx_engine *eng)
  * for the CPU, which is what a warm pool exists to avoid. */
 static void refill(struct sbx_engine *eng)
 {
-    if (eng->closing || eng->setup_failures >= MAX_SETUP_FAILURES)
-        return;
-    unsigned ready = count(eng, CH_READY, false), starting = count(eng, CH_STARTING, false);
-    if (ready + starting >= eng->warm)
+    if (eng->closing)
         return;
     unsigned running = 0;
     for (const struct child *c = eng->children; c; c = c->next)
         running += c->attached && !c->reaped;
-    if (running > 0 && 2 * ready >= eng->warm)
-        return; /* finalize() calls refill_soon() again when a run ends */
-    struct buf err = BUF_INIT(256);
-    struct child *ch = spawn(eng, eng->plan.work_bytes, eng->plan.tmp_bytes, &err);
-    if (ch == NULL) {
-        log_warn("sandbox: cannot warm a child: %s", err.data ? err.data : "?");
+    /* Plain children first (every kind of run can use them), then interpreters; one clone per turn. */
+    for (int python = 0; python < 2; python++) {
+        unsigned want = python ? eng->warm_py : eng->warm;
+        if (eng->setup_failures[python] >= MAX_SETUP_FAILURES)
+            continue;
+        unsigned ready = count_kind(eng, CH_READY, python), starting = count_kind(eng, CH_STARTING, python);
+        if (ready + starting >= want)
+            continue;
+        if (running > 0 && 2 * ready >= want)
+            continue; /* finalize() calls refill_soon() again when a run ends */
+        struct buf err = BUF_INIT(256);
+        struct child *ch = spawn(eng, eng->plan.work_bytes, eng->plan.tmp_bytes, python, &err);
+        if (ch == NULL) {
+            log_warn("sandbox: cannot warm a child: %s", err.data ? err.data : "?");
+            buf_free(&err);
+            return;
+        }
         buf_free(&err);
+        refill_soon(eng); /* the next turn sees whether more are wanted */
         return;
     }
-    buf_free(&err);
-    if (ready + starting + 1 < eng->warm)
-        refill_soon(eng);
 }
 
 void sbx_engine_submit(struct sbx_engine *eng, uint64_t id, const void *spec, size_t len, int fds[3])
@@ -828,6 +877,7 @@ void sbx_engine_submit(struct sbx_engine *eng, uint64_t id, const void *spec, si
     p->spec = xmemdup(spec, len);
     p->len = len;
     p->limits = ws.spec.limits;
+    p->py = sbx_pywarm_eligible(&ws.spec);
     for (int i = 0; i < 3; i++) {
         p->fds[i] = fds[i];
         fds[i] = -1;
@@ -908,6 +958,8 @@ int sbx_engine_new(uv_loop_t *loop, unsigned warm, const struct sbx_config *cfg,
     eng->hooks = *hooks;
     eng->ud = ud;
     eng->warm = warm;
+    /* No interpreter on this host: Python runs start cold (and say why if python3 is really missing). */
+    eng->warm_py = access(sbx_pywarm_argv()[0], X_OK) == 0 ? cfg->warm_python : 0;
     eng->uid_base = cfg->uid_base;
     eng->uid_count = cfg->uid_count ? cfg->uid_count : 1;
     eng->own_uid = (uint32_t)geteuid();

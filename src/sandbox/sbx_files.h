@@ -1,9 +1,13 @@
-/* sbx_files.h: the files a run asks for in its work dir: name checks and creation.
+/* sbx_files.h: the files a run asks for in its work dir, and those it leaves there: name checks, creation, and the
+ * bounded walk that reads them back.
  *
- * Names come from the agent (tool arguments) and so are hostile. A name is a plain basename
- * (sbx_spec_file_name_ok: 1 to 255 bytes, no '/', no NUL, no control character, not "." or "..", and it does not
- * start with '.' or '-': no hidden-file or option look-alikes), checked again here. Files are created relative to the work dir's fd with O_CREAT|O_EXCL|O_NOFOLLOW, so
- * an existing entry, a symlink included, is never followed or overwritten. */
+ * Names come from the agent (tool arguments) and so are hostile. A name is a relative path (sbx_spec_file_path_ok):
+ * segments separated by single '/', each a plain name (sbx_spec_file_name_ok: 1 to 255 bytes, no NUL, no control
+ * character, not "." or "..", and not starting with '.' or '-': no hidden-file or option look-alikes), so no
+ * leading '/', no empty segment and no "..", at most SBX_FILES_DEPTH directories and SBX_FILES_PATH_MAX bytes.
+ * Files are created relative to the work dir's fd, one directory level at a time (mkdirat, then openat with
+ * O_DIRECTORY|O_NOFOLLOW), the file itself with O_CREAT|O_EXCL|O_NOFOLLOW, so an existing entry, a symlink
+ * included, is never followed or overwritten. */
 #ifndef AGENTD_SBX_FILES_H
 #define AGENTD_SBX_FILES_H
 
@@ -30,13 +34,19 @@ struct sbx_files_known {
 
 uint64_t sbx_files_hash(const void *data, size_t len);
 
-/* Reads the output files of a finished run from its /work (work_fd, closed here) into res->files (sorted by name):
- * the regular files at the top level (subdirectories are not walked; symlinks, FIFOs, sockets and devices are
- * skipped, and nothing is opened but with O_NOFOLLOW|O_NONBLOCK, then checked to be a regular file), whose name
- * passes sbx_spec_file_name_ok and is valid UTF-8, other than the known ones left unchanged. At most max_files
- * files and max_bytes of content together, and at most SBX_FILES_OUT_SCAN directory entries are looked at: a file
- * left out for any of these limits, or because its name is refused or it cannot be read, sets
- * res->files_truncated. Sets res->files_collected. Linear in the entries looked at (plus a sort). */
+/* Reads the output files of a finished run from its /work (work_fd, closed here) into res->files, named by their
+ * path relative to /work ("out/a.txt") and sorted by it (strcmp): the regular files of /work and of its
+ * subdirectories, down to SBX_FILES_DEPTH levels, other than the known ones left unchanged. The walk never resolves
+ * a path from the top: each directory is opened relative to its parent's fd with O_DIRECTORY|O_NOFOLLOW and each
+ * file with O_NOFOLLOW|O_NONBLOCK, then checked to be a regular file, so a symlink (to a file or a directory) is
+ * never followed and a FIFO never blocks. Every segment of a name passes sbx_spec_file_name_ok and is valid UTF-8
+ * (a hidden directory, say .cache, is not walked). Each directory's entries are sorted (directories as "name/"),
+ * so the files are met, and the limits applied, in the order of their names. At most max_files files and
+ * max_bytes of content together, and at most SBX_FILES_OUT_SCAN directory entries over the whole walk (directories
+ * included: a tree of a million empty directories costs the same as 4096): a file left out for any of these
+ * limits, a directory deeper than SBX_FILES_DEPTH, a name longer than SBX_FILES_PATH_MAX or refused, or a file
+ * that cannot be read, sets res->files_truncated. Sets res->files_collected. Linear in the entries looked at
+ * (plus a sort per directory); at most SBX_FILES_DEPTH + 1 directories are open at once. */
 void sbx_files_collect(int work_fd, const struct sbx_files_known *known, size_t nknown, uint32_t max_files,
                        uint64_t max_bytes, struct sbx_result *res);
 

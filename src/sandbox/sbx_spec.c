@@ -20,6 +20,24 @@ bool sbx_spec_file_name_ok(const char *name, size_t len)
     return true;
 }
 
+bool sbx_spec_file_path_ok(const char *name, size_t len)
+{
+    if (name == NULL || len == 0 || len > SBX_FILES_PATH_MAX)
+        return false;
+    size_t seg = 0, dirs = 0;
+    for (size_t i = 0; i <= len; i++) {
+        if (i < len && name[i] != '/')
+            continue;
+        /* name[seg..i) is one segment: a plain name (so neither empty, "." nor "..") */
+        if (!sbx_spec_file_name_ok(name + seg, i - seg))
+            return false;
+        if (i < len && ++dirs > SBX_FILES_DEPTH)
+            return false;
+        seg = i + 1;
+    }
+    return true;
+}
+
 static const char *const reason_names[SBX_REASON__COUNT] = {
     "exit", "signal", "timeout", "cpu", "memory", "output_cap", "killed", "error",
 };
@@ -148,11 +166,12 @@ int sbx_spec_validate(const struct sbx_spec *spec, struct buf *err)
         (spec->lang != SBX_LANG_NONE && spec->argc == 0) ? sbx_lang_snippet_name(spec->lang) : NULL;
     for (size_t i = 0; i < spec->nfiles; i++) {
         const struct sbx_file *f = &spec->files[i];
-        if (f->name == NULL || !sbx_spec_file_name_ok(f->name, strlen(f->name))) {
+        if (f->name == NULL || !sbx_spec_file_path_ok(f->name, strlen(f->name))) {
             (void)buf_printf(err,
-                             "file name %zu refused: a plain name without '/', control characters, or a "
-                             "leading '.' or '-'",
-                             i);
+                             "file name %zu refused: a relative path of at most %d directories and %d bytes, each "
+                             "part a plain name without control characters or a leading '.' or '-' (no '..', no "
+                             "empty part)",
+                             i, SBX_FILES_DEPTH, SBX_FILES_PATH_MAX);
             return -1;
         }
         if ((f->data == NULL && f->len) || (f->mode & ~0777u)) {

@@ -55,7 +55,7 @@ struct sbx_limits {
 #define SBX_MAX_OUTPUT_BYTES (256u << 20)
 #define SBX_MAX_TMPFS_BYTES (4ull << 30)
 
-/* A file placed in /work before the program starts. name is a plain basename (see sbx_spec_file_name_ok). */
+/* A file placed in /work before the program starts. name is a relative path of plain names (sbx_spec_file_path_ok). */
 struct sbx_file {
     const char *name;
     const void *data;
@@ -78,9 +78,10 @@ struct sbx_spec {
     size_t nfiles;
     struct sbx_limits limits;
     enum sbx_net net;
-    /* Output files: with collect_files, the regular files left at the top of /work when the run ends (other than
-     * the snippet and the input files left unchanged) come back in the result, at most files_out_max of them and
-     * files_out_bytes together (sbx_files_collect; defaults SBX_FILES_OUT_MAX, SBX_FILES_OUT_BYTES). */
+    /* Output files: with collect_files, the regular files left in /work and its subdirectories when the run ends
+     * (named by their relative path; other than the snippet and the input files left unchanged) come back in the
+     * result, at most files_out_max of them and files_out_bytes together (sbx_files_collect; defaults
+     * SBX_FILES_OUT_MAX, SBX_FILES_OUT_BYTES). */
     bool collect_files;
     uint32_t files_out_max;
     uint64_t files_out_bytes;
@@ -89,6 +90,8 @@ struct sbx_spec {
 #define SBX_FILES_OUT_MAX 64
 #define SBX_FILES_OUT_BYTES (1u << 20)
 #define SBX_FILES_OUT_SCAN 4096 /* directory entries looked at, at most */
+#define SBX_FILES_DEPTH 8       /* directories in a file's name (in and out), at most */
+#define SBX_FILES_PATH_MAX 1024 /* bytes of a file's name (in and out), at most */
 
 /* A file the run left in /work (see sbx_spec.collect_files). */
 struct sbx_outfile {
@@ -133,6 +136,7 @@ struct sbx_config {
     enum sbx_cgroup_mode cgroup_mode;
     const char *cgroup_parent; /* cgroup path (from the hierarchy root) to create run groups under; NULL means
                                 * "<our own cgroup>/agentd-sandbox" */
+    unsigned warm_python;      /* warm Python interpreters kept ready besides the pool's plain children (0) */
 };
 
 void sbx_limits_default(struct sbx_limits *l);
@@ -143,6 +147,10 @@ int sbx_spec_validate(const struct sbx_spec *spec, struct buf *err);
 /* A file name a spec may carry: a plain basename, 1 to 255 bytes, no '/', no NUL, no control character, not
  * "." or "..", not starting with '.' or '-'. Names come from the agent and so are hostile. */
 bool sbx_spec_file_name_ok(const char *name, size_t len);
+/* A file name a run may be given or give back (sbx_files.h): a relative path, segments separated by single '/',
+ * each passing sbx_spec_file_name_ok (so no empty, "." or ".." part, no leading '/'), at most SBX_FILES_DEPTH
+ * directories and SBX_FILES_PATH_MAX bytes. Linear in len. */
+bool sbx_spec_file_path_ok(const char *name, size_t len);
 void sbx_result_free(struct sbx_result *res);
 
 const char *sbx_reason_name(enum sbx_reason r);

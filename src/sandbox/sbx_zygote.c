@@ -226,7 +226,7 @@ static void on_sigterm(uv_signal_t *s, int sig)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: agentd sandbox zygote --fd N [--warm N] [--uid-base N] [--uid-count N] "
+    fprintf(stderr, "usage: agentd sandbox zygote --fd N [--warm N] [--warm-python N] [--uid-base N] [--uid-count N] "
                     "[--cgroup auto|required|off] [--cgroup-parent PATH] [--parent-pid PID] [--log-level L]\n"
                     "(internal: started by a sandbox pool)\n");
     return 2;
@@ -245,7 +245,7 @@ int sbx_zygote_main(int argc, char **argv)
 {
     struct zygote z;
     struct sbx_config cfg = {.uid_base = 1000000000u, .uid_count = 1024, .cgroup_mode = SBX_CGROUP_AUTO};
-    uint32_t fd = 3, warm = 0, ppid = 0;
+    uint32_t fd = 3, warm = 0, warm_py = 0, ppid = 0;
     struct buf err = BUF_INIT(512);
     int rc = 1;
     memset(&z, 0, sizeof(z));
@@ -256,6 +256,7 @@ int sbx_zygote_main(int argc, char **argv)
             return usage();
         if (strcmp(a, "--fd") == 0 && parse_u32(v, &fd) == 0) {
         } else if (strcmp(a, "--warm") == 0 && parse_u32(v, &warm) == 0) {
+        } else if (strcmp(a, "--warm-python") == 0 && parse_u32(v, &warm_py) == 0) {
         } else if (strcmp(a, "--uid-base") == 0 && parse_u32(v, &cfg.uid_base) == 0) {
         } else if (strcmp(a, "--uid-count") == 0 && parse_u32(v, &cfg.uid_count) == 0) {
         } else if (strcmp(a, "--parent-pid") == 0 && parse_u32(v, &ppid) == 0) {
@@ -278,6 +279,7 @@ int sbx_zygote_main(int argc, char **argv)
     }
     /* Go with the parent: SIGTERM (handled below: kill and reap the children, remove their cgroups), and if it is
      * already gone (we were reparented before getting here), leave at once. */
+    cfg.warm_python = warm_py;
     if (prctl(PR_SET_PDEATHSIG, SIGTERM) == -1 || (ppid && (uint32_t)getppid() != ppid))
         return 1;
     (void)prctl(PR_SET_NAME, "agentd-zygote"); /* exec'd as /proc/self/exe, it would show as "exe" */

@@ -1,6 +1,6 @@
-/* agent_pg.c: durable agent runs in PostgreSQL (agent_store.h; schema in db_pg.c): agent_runs, agent_steps and
- * agent_defs, the SQLite backend's columns. A commit is one transaction, as there. One connection per store,
- * serialised by a mutex (the run loop calls on the libuv pool).
+/* agent_pg.c: durable agent runs in PostgreSQL (agent_store.h; schema in db_pg.c): agent_runs, agent_steps,
+ * agent_defs and agent_events (the event log), the SQLite backend's columns. A commit is one transaction, as
+ * there. One connection per store, serialised by a mutex (the run loop calls on the libuv pool).
  *
  * Ownership across replicas: a process holds a session advisory lock on each run it is running (taken by the
  * commit that makes it queued or running, dropped by the one that ends it). unfinished() returns only the runs
@@ -171,6 +171,27 @@ static int put_step(struct apg *s, const char *run_id, const struct as_step *p, 
     return res ? 0 : -1;
 }
 
+/* Appends the run's next event when the state differs from the stored one (seq -1: the run's status), in one
+ * statement (agent_store.h: the event log). */
+static int log_event(struct apg *s, const char *run_id, int64_t seq, const char *state, struct buf *e)
+{
+    char n[32];
+    snprintf(n, sizeof(n), "%" PRId64, seq);
+    const char *v[3] = {run_id, n, state};
+    PGresult *res = q(s,
+                      seq < 0 ? "INSERT INTO agent_events (run_id, ev, seq, state) SELECT $1::text,"
+                                " COALESCE((SELECT MAX(ev) FROM agent_events WHERE run_id = $1::text), 0) + 1,"
+                                " $2::bigint, $3::text WHERE NOT EXISTS (SELECT 1 FROM agent_runs"
+                                " WHERE id = $1::text AND status = $3::text)"
+                              : "INSERT INTO agent_events (run_id, ev, seq, state) SELECT $1::text,"
+                                " COALESCE((SELECT MAX(ev) FROM agent_events WHERE run_id = $1::text), 0) + 1,"
+                                " $2::bigint, $3::text WHERE NOT EXISTS (SELECT 1 FROM agent_steps"
+                                " WHERE run_id = $1::text AND seq = $2::bigint AND state = $3::text)",
+                      3, v, PGRES_COMMAND_OK, e);
+    PQclear(res);
+    return res ? 0 : -1;
+}
+
 static int pg_commit(void *p, const char *run_id, const struct as_run *run, const struct as_step *steps, size_t n,
                      char *err, size_t errlen)
 {
@@ -179,6 +200,10 @@ static int pg_commit(void *p, const char *run_id, const struct as_run *run, cons
     pthread_mutex_lock(&s->mu);
     int rc = db_pg_conn(&s->c, &e) == 0 && db_pg_cmd(&s->c, "BEGIN", &e) == 0 ? 0 : -1;
     bool begun = rc == 0;
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = log_event(s, run_id, steps[i].seq, steps[i].state, &e);
+    if (rc == 0 && run && as_status_final(run->status))
+        rc = log_event(s, run_id, -1, run->status, &e);
     if (rc == 0 && run)
         rc = put_run(s, run, &e);
     for (size_t i = 0; rc == 0 && i < n; i++)
@@ -293,6 +318,45 @@ static int pg_steps(void *p, const char *id, struct as_step **out, size_t *n, ch
         st->t_end_ms = db_pg_i64(r, i, 8);
     }
     *n = (size_t)rows;
+    PQclear(r);
+    buf_free(&e);
+    return 0;
+}
+
+static int pg_events(void *p, const char *id, int64_t after, size_t limit, struct as_event **out, size_t *n,
+                     int64_t *last, char *err, size_t errlen)
+{
+    struct apg *s = p;
+    struct buf e = BUF_INIT(1024);
+    *out = NULL;
+    *n = 0;
+    *last = 0;
+    char a[32], l[32];
+    snprintf(a, sizeof(a), "%" PRId64, after);
+    snprintf(l, sizeof(l), "%zu", limit);
+    const char *v[3] = {id, a, l};
+    /* one statement, one snapshot: the newest number with each row, the rows no later than it */
+    pthread_mutex_lock(&s->mu);
+    PGresult *r = locked_q(s,
+                           "SELECT m.last, e.ev, e.seq, e.state FROM (SELECT COALESCE(MAX(ev), 0) AS last FROM"
+                           " agent_events WHERE run_id = $1::text) m LEFT JOIN LATERAL (SELECT ev, seq, state FROM"
+                           " agent_events WHERE run_id = $1::text AND ev > $2::bigint ORDER BY ev LIMIT $3::bigint) e"
+                           " ON true",
+                           3, v, &e);
+    pthread_mutex_unlock(&s->mu);
+    if (r == NULL)
+        return fail_out(&e, err, errlen);
+    int rows = PQntuples(r);
+    *out = xcalloc((size_t)rows + 1, sizeof(**out));
+    for (int i = 0; i < rows; i++) {
+        *last = db_pg_i64(r, i, 0);
+        if (PQgetisnull(r, i, 1))
+            continue; /* no event after `after`: the one row of the left join */
+        struct as_event *ev = &(*out)[(*n)++];
+        ev->ev = db_pg_i64(r, i, 1);
+        ev->seq = db_pg_i64(r, i, 2);
+        snprintf(ev->state, sizeof(ev->state), "%s", db_pg_text(r, i, 3));
+    }
     PQclear(r);
     buf_free(&e);
     return 0;
@@ -424,6 +488,7 @@ const struct agent_store_ops agent_store_pg = {
     .commit = pg_commit,
     .get = pg_get,
     .steps = pg_steps,
+    .events = pg_events,
     .list = pg_list,
     .unfinished = pg_unfinished,
     .def_put = pg_def_put,

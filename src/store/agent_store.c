@@ -11,10 +11,47 @@
 #include "common/alloc.h"
 #include "store/db_pg.h"
 
+/* The statements of a commit, prepared once (under mu, reset after each use). */
+enum { SQ_PUT_RUN, SQ_PUT_STEP, SQ_EVENT_STEP, SQ_EVENT_RUN, SQ_NSTMT };
+
 struct agent_store_sq {
     sqlite3 *db;
     pthread_mutex_t mu;
+    sqlite3_stmt *stmt[SQ_NSTMT];
 };
+
+static const char *const stmt_sql[SQ_NSTMT] = {
+    [SQ_PUT_RUN] = "INSERT OR REPLACE INTO runs(id, agent, status, limit_name, input, messages, output, error, key_id,"
+                   " user, team, workflow, created_ms, updated_ms, steps, input_tokens, output_tokens, cost_usd)"
+                   " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+    [SQ_PUT_STEP] = "INSERT OR REPLACE INTO steps(run_id, seq, kind, name, call_id, state, request, result,"
+                    " t_start_ms, t_end_ms) VALUES(?,?,?,?,?,?,?,?,?,?)",
+    /* the run's next event (its last number + 1) when the state differs from the stored one: one statement */
+    [SQ_EVENT_STEP] = "INSERT INTO events(run_id, ev, seq, state) SELECT ?1, COALESCE((SELECT MAX(ev) FROM events"
+                      " WHERE run_id = ?1), 0) + 1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM steps"
+                      " WHERE run_id = ?1 AND seq = ?2 AND state = ?3)",
+    [SQ_EVENT_RUN] = "INSERT INTO events(run_id, ev, seq, state) SELECT ?1, COALESCE((SELECT MAX(ev) FROM events"
+                     " WHERE run_id = ?1), 0) + 1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM runs"
+                     " WHERE id = ?1 AND status = ?3)",
+};
+
+/* A commit's statement, ready to bind (NULL when it cannot be prepared). */
+static sqlite3_stmt *stmt(struct agent_store_sq *s, int k)
+{
+    if (s->stmt[k] == NULL &&
+        sqlite3_prepare_v3(s->db, stmt_sql[k], -1, SQLITE_PREPARE_PERSISTENT, &s->stmt[k], NULL) != SQLITE_OK)
+        return NULL;
+    return s->stmt[k];
+}
+
+/* Steps a commit's statement once and makes it ready for the next use: 0 or -1. */
+static int run_stmt(sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
 
 static void sq_close(void *sp);
 
@@ -36,7 +73,9 @@ static const char schema[] =
     "CREATE TABLE IF NOT EXISTS steps(run_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT, name TEXT,"
     " call_id TEXT, state TEXT, request TEXT, result TEXT, t_start_ms INTEGER, t_end_ms INTEGER,"
     " PRIMARY KEY(run_id, seq));"
-    "CREATE TABLE IF NOT EXISTS agent_defs(name TEXT PRIMARY KEY, json TEXT NOT NULL);";
+    "CREATE TABLE IF NOT EXISTS agent_defs(name TEXT PRIMARY KEY, json TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS events(run_id TEXT NOT NULL, ev INTEGER NOT NULL, seq INTEGER NOT NULL,"
+    " state TEXT NOT NULL, PRIMARY KEY(run_id, ev)) WITHOUT ROWID;";
 
 static void *sq_open(const char *dir, bool memory, char *err, size_t errlen)
 {
@@ -74,6 +113,8 @@ static void sq_close(void *sp)
     struct agent_store_sq *s = sp;
     if (s == NULL)
         return;
+    for (int k = 0; k < SQ_NSTMT; k++)
+        sqlite3_finalize(s->stmt[k]);
     sqlite3_close(s->db);
     pthread_mutex_destroy(&s->mu);
     xfree(s);
@@ -89,12 +130,8 @@ static void bind_text(sqlite3_stmt *st, int i, const char *v)
 
 static int put_run(struct agent_store_sq *s, const struct as_run *r)
 {
-    static const char sql[] =
-        "INSERT OR REPLACE INTO runs(id, agent, status, limit_name, input, messages, output, error, key_id, user,"
-        " team, workflow, created_ms, updated_ms, steps, input_tokens, output_tokens, cost_usd)"
-        " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+    sqlite3_stmt *st = stmt(s, SQ_PUT_RUN);
+    if (st == NULL)
         return -1;
     bind_text(st, 1, r->id);
     bind_text(st, 2, r->agent);
@@ -114,17 +151,13 @@ static int put_run(struct agent_store_sq *s, const struct as_run *r)
     sqlite3_bind_int64(st, 16, r->input_tokens);
     sqlite3_bind_int64(st, 17, r->output_tokens);
     sqlite3_bind_double(st, 18, r->cost_usd);
-    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
-    sqlite3_finalize(st);
-    return rc;
+    return run_stmt(st);
 }
 
 static int put_step(struct agent_store_sq *s, const char *run_id, const struct as_step *p)
 {
-    static const char sql[] = "INSERT OR REPLACE INTO steps(run_id, seq, kind, name, call_id, state, request, result,"
-                              " t_start_ms, t_end_ms) VALUES(?,?,?,?,?,?,?,?,?,?)";
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+    sqlite3_stmt *st = stmt(s, SQ_PUT_STEP);
+    if (st == NULL)
         return -1;
     bind_text(st, 1, run_id);
     sqlite3_bind_int64(st, 2, p->seq);
@@ -136,9 +169,19 @@ static int put_step(struct agent_store_sq *s, const char *run_id, const struct a
     bind_text(st, 8, p->result);
     sqlite3_bind_int64(st, 9, p->t_start_ms);
     sqlite3_bind_int64(st, 10, p->t_end_ms);
-    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
-    sqlite3_finalize(st);
-    return rc;
+    return run_stmt(st);
+}
+
+/* Appends the run's next event when the state differs from the stored one (seq -1: the run's status). */
+static int log_event(struct agent_store_sq *s, const char *run_id, int64_t seq, const char *state)
+{
+    sqlite3_stmt *st = stmt(s, seq < 0 ? SQ_EVENT_RUN : SQ_EVENT_STEP);
+    if (st == NULL)
+        return -1;
+    bind_text(st, 1, run_id);
+    sqlite3_bind_int64(st, 2, seq);
+    bind_text(st, 3, state);
+    return run_stmt(st);
 }
 
 static int sq_commit(void *sp, const char *run_id, const struct as_run *run, const struct as_step *steps,
@@ -147,6 +190,12 @@ static int sq_commit(void *sp, const char *run_id, const struct as_run *run, con
     struct agent_store_sq *s = sp;
     pthread_mutex_lock(&s->mu);
     int rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
+    /* the event log first (it compares with the rows as they were): each step whose state changes, then the run
+     * when it ends, after its steps */
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = log_event(s, run_id, steps[i].seq, steps[i].state);
+    if (rc == 0 && run && as_status_final(run->status))
+        rc = log_event(s, run_id, -1, run->status);
     if (rc == 0 && run)
         rc = put_run(s, run);
     for (size_t i = 0; rc == 0 && i < n; i++)
@@ -261,6 +310,53 @@ static int sq_steps(void *sp, const char *id, struct as_step **out, size_t *n, c
     }
     if (rc < 0)
         fail(s, "steps", err, errlen);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+static int sq_events(void *sp, const char *id, int64_t after, size_t limit, struct as_event **out, size_t *n,
+                     int64_t *last, char *err, size_t errlen)
+{
+    struct agent_store_sq *s = sp;
+    *out = NULL;
+    *n = 0;
+    *last = 0;
+    pthread_mutex_lock(&s->mu);
+    sqlite3_stmt *st;
+    int rc = -1;
+    if (sqlite3_prepare_v2(s->db, "SELECT COALESCE(MAX(ev), 0) FROM events WHERE run_id = ?", -1, &st, NULL) ==
+        SQLITE_OK) {
+        bind_text(st, 1, id);
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            *last = sqlite3_column_int64(st, 0);
+            rc = 0;
+        }
+        sqlite3_finalize(st);
+    }
+    if (rc == 0) {
+        rc = -1;
+        if (sqlite3_prepare_v2(s->db,
+                               "SELECT ev, seq, state FROM events WHERE run_id = ? AND ev > ? AND ev <= ?"
+                               " ORDER BY ev LIMIT ?",
+                               -1, &st, NULL) == SQLITE_OK) {
+            bind_text(st, 1, id);
+            sqlite3_bind_int64(st, 2, after);
+            sqlite3_bind_int64(st, 3, *last); /* what *last says, even when a commit lands meanwhile */
+            sqlite3_bind_int64(st, 4, (int64_t)limit);
+            *out = xcalloc(limit ? limit : 1, sizeof(**out));
+            int r;
+            while ((r = sqlite3_step(st)) == SQLITE_ROW && *n < limit) {
+                struct as_event *e = &(*out)[(*n)++];
+                e->ev = sqlite3_column_int64(st, 0);
+                e->seq = sqlite3_column_int64(st, 1);
+                col_copy(st, 2, e->state, sizeof(e->state));
+            }
+            rc = r == SQLITE_DONE || r == SQLITE_ROW ? 0 : -1;
+            sqlite3_finalize(st);
+        }
+    }
+    if (rc < 0)
+        fail(s, "events", err, errlen);
     pthread_mutex_unlock(&s->mu);
     return rc;
 }
@@ -403,6 +499,7 @@ const struct agent_store_ops agent_store_sqlite = {
     .commit = sq_commit,
     .get = sq_get,
     .steps = sq_steps,
+    .events = sq_events,
     .list = sq_list,
     .unfinished = sq_unfinished,
     .def_put = sq_def_put,
@@ -453,6 +550,17 @@ int agent_store_steps(struct agent_store *s, const char *id, struct as_step **ou
                       size_t errlen)
 {
     return s->ops->steps(s->b, id, out, n, err, errlen);
+}
+
+int agent_store_events(struct agent_store *s, const char *id, int64_t after, size_t limit, struct as_event **out,
+                       size_t *n, int64_t *last, char *err, size_t errlen)
+{
+    return s->ops->events(s->b, id, after, limit, out, n, last, err, errlen);
+}
+
+bool as_status_final(const char *status)
+{
+    return strcmp(status, "queued") != 0 && strcmp(status, "running") != 0;
 }
 
 int agent_store_list(struct agent_store *s, const char *agent, const char *status, size_t limit, struct as_run **out,

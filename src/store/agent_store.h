@@ -6,6 +6,11 @@
  *        created_ms, updated_ms, steps, input_tokens, output_tokens, cost_usd)
  *   steps(run_id, seq, kind, name, call_id, state, request, result, t_start_ms, t_end_ms)  PK (run_id, seq)
  *   agent_defs(name PK, json)   definitions added through /admin/agents
+ *   events(run_id, ev, seq, state)  PK (run_id, ev)
+ *
+ * events is the run's event log (what GET /v1/runs/{id}/events numbers, so a client can resume with
+ * Last-Event-ID): a commit appends, in its own transaction, one row per step whose state it changes (seq, the new
+ * state) and one when the run ends (seq -1, the final status); ev counts from 1 per run, in commit order.
  *
  * A commit writes a run row and any number of step rows in one transaction, so what a restart reads is always a
  * state the run loop was in. Plain blocking calls: the run loop calls them on the libuv thread pool, never on a
@@ -52,6 +57,16 @@ int agent_store_get(struct agent_store *s, const char *id, struct as_run *out, c
  * (NULL): it is the whole conversation up to it, kept for audit. */
 int agent_store_steps(struct agent_store *s, const char *id, struct as_step **out, size_t *n, char *err,
                       size_t errlen);
+struct as_event {
+    int64_t ev, seq;     /* seq -1: the run ended (state is its status) */
+    char state[16];      /* as as_step.state (a run status fits too: "limit_exceeded") */
+};
+/* The run's events numbered after `after`, in order, at most limit (*out: free it); *last: the run's newest event
+ * number (0: none), which no returned event passes. */
+int agent_store_events(struct agent_store *s, const char *id, int64_t after, size_t limit, struct as_event **out,
+                       size_t *n, int64_t *last, char *err, size_t errlen);
+/* Not queued or running. */
+bool as_status_final(const char *status);
 /* Runs, newest first, at most limit; agent and status filter when not NULL/"". */
 int agent_store_list(struct agent_store *s, const char *agent, const char *status, size_t limit, struct as_run **out,
                      size_t *n, char *err, size_t errlen);
@@ -73,6 +88,8 @@ struct agent_store_ops {
                   char *err, size_t errlen);
     int (*get)(void *b, const char *id, struct as_run *out, char *err, size_t errlen);
     int (*steps)(void *b, const char *id, struct as_step **out, size_t *n, char *err, size_t errlen);
+    int (*events)(void *b, const char *id, int64_t after, size_t limit, struct as_event **out, size_t *n,
+                  int64_t *last, char *err, size_t errlen);
     int (*list)(void *b, const char *agent, const char *status, size_t limit, struct as_run **out, size_t *n,
                 char *err, size_t errlen);
     int (*unfinished)(void *b, struct as_run **out, size_t *n, char *err, size_t errlen);

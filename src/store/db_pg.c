@@ -68,6 +68,9 @@ static const char *const migrations[] = {
     /* 2: a key's /mcp tool allow and deny lists (JSON arrays of names or prefixes) */
     "ALTER TABLE keys_records ADD COLUMN mcp_tools TEXT NOT NULL DEFAULT '[]';"
     "ALTER TABLE keys_records ADD COLUMN mcp_deny TEXT NOT NULL DEFAULT '[]';",
+    /* 3: a run's event log (agent_store.h), what GET /v1/runs/{id}/events numbers for Last-Event-ID */
+    "CREATE TABLE agent_events (run_id TEXT NOT NULL, ev BIGINT NOT NULL, seq BIGINT NOT NULL, state TEXT NOT NULL,"
+    " PRIMARY KEY (run_id, ev));",
 };
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 /* pg_advisory_xact_lock's key: "agentd" in ASCII, so another application's locks are unlikely to collide */

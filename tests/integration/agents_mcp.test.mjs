@@ -18,6 +18,7 @@ import { startAgentd } from '../lib/agentd.mjs';
 
 const seen = []; // {path, rpc, session, version}
 const sessions = new Map(); // session id -> transport
+const servers = new Set(); // the McpServer of each session
 
 function newMcpServer() {
   const s = new McpServer({ name: 'agentd-test-server', version: '1.0.0' }, { capabilities: { logging: {} } });
@@ -50,6 +51,11 @@ let mcpHttp, mcpBase;
 async function startMcp() {
   mcpHttp = createServer(async (req, res) => {
     const json = req.url === '/json-mcp';
+    if (req.url === '/list-changed') { // every session's server says its tool list changed (on its GET stream)
+      for (const s of servers) if (s.isConnected()) s.sendToolListChanged();
+      res.end('sent');
+      return;
+    }
     if (req.url === '/drop-sessions') { // the server forgets every session (as after a restart)
       for (const t of sessions.values()) await t.close();
       sessions.clear();
@@ -74,7 +80,9 @@ async function startMcp() {
         enableJsonResponse: json,
         onsessioninitialized: (id) => sessions.set(id, transport),
       });
-      await newMcpServer().connect(transport);
+      const srv = newMcpServer();
+      servers.add(srv);
+      await srv.connect(transport);
     }
     await transport.handleRequest(req, res, body);
   });
@@ -142,7 +150,8 @@ test('MCP tools over Streamable HTTP (SSE and JSON responses): session, list, ca
   assert.equal(c3.result, 'built-in');
 
   for (const path of ['/sse-mcp', '/json-mcp']) {
-    const mine = seen.filter((s) => s.path === path);
+    const all = seen.filter((s) => s.path === path);
+    const mine = all.filter((s) => s.rpc !== 'GET');
     // 2026-07-28 first (server/discover); this SDK server speaks only the session era, so: initialize
     assert.deepEqual(mine.slice(0, 5).map((s) => s.rpc), ['server/discover', 'initialize', 'notifications/initialized', 'tools/list', 'tools/call'], JSON.stringify(mine));
     assert.equal(mine[0].version, '2026-07-28');
@@ -153,6 +162,10 @@ test('MCP tools over Streamable HTTP (SSE and JSON responses): session, list, ca
       assert.ok(s.session && sessions.has(s.session), `the session id is echoed: ${JSON.stringify(s)}`);
       assert.equal(s.version, '2025-11-25');
     }
+    // once the session is ready, its GET stream (the server's requests and notifications) is opened in it
+    const get = all.find((s) => s.rpc === 'GET');
+    assert.ok(get && get.session === mine[2].session && get.version === '2025-11-25', JSON.stringify(all));
+    assert.equal(get.accept, 'text/event-stream');
   }
 });
 
@@ -198,4 +211,15 @@ test('an MCP server that cannot be reached offers no tools; the run goes on', as
   const b = await run('lonely', 'CALL gone__anything {}\n---\nfine');
   assert.equal(b.status, 'succeeded', JSON.stringify(b));
   assert.equal(calls(b).length, 0, 'the tool was never offered, so the mock did not call it');
+});
+
+test('notifications/tools/list_changed on the session GET stream drops the cached tool list', async () => {
+  let b = await run('mcper', 'CALL calc__add {"a":1,"b":2}\n---\ndone'); // a session, its GET stream, the list cached
+  assert.equal(calls(b)[0].result, 'sum=3');
+  const lists = count('/sse-mcp', 'tools/list');
+  await (await fetch(`${mcpBase}/list-changed`)).text();
+  assert.ok(await d.waitLog((l) => /^MCP server calc: its tool list changed/.test(l.msg ?? '')));
+  b = await run('mcper', 'CALL calc__add {"a":2,"b":2}\n---\ndone');
+  assert.equal(calls(b)[0].result, 'sum=4');
+  assert.equal(count('/sse-mcp', 'tools/list'), lists + 1, 'tools_ttl 1h, yet listed again after list_changed');
 });

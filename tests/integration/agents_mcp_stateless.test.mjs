@@ -69,7 +69,9 @@ test('a 2026-07-28 server: server/discover, then stateless requests with _meta a
     assert.equal(s.headers['mcp-method'], s.rpc);
     assert.equal(s.headers['mcp-session-id'], undefined, 'no session in the stateless era');
     assert.equal(s.body.params._meta['io.modelcontextprotocol/protocolVersion'], '2026-07-28');
-    assert.deepEqual(s.body.params._meta['io.modelcontextprotocol/clientCapabilities'], {});
+    // elicitation (form) is declared: agentd answers one with the server's defaults, or declines (docs/mcp.md)
+    assert.deepEqual(s.body.params._meta['io.modelcontextprotocol/clientCapabilities'], { elicitation: { form: {} } });
+    assert.equal(s.body.params._meta['io.modelcontextprotocol/clientInfo'].name, 'agentd');
   }
   assert.equal(seen[2].headers['mcp-name'], 'echo');
   assert.equal(seen[2].body.params.name, 'echo');

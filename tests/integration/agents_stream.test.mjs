@@ -112,5 +112,7 @@ test("a run's own time per step (agentd_agent_step_overhead_seconds) leaves out 
   const count = Number(/^agentd_agent_step_overhead_seconds_count\{agent="talker"\} (\S+)$/m.exec(text)?.[1]);
   assert.ok(count >= 1, text.split('\n').filter((l) => l.includes('overhead')).join('\n'));
   assert.ok(sum > 0);
-  assert.ok(sum / count < 0.05, `a step's own time is small: ${(sum / count) * 1e6} µs`);
+  // counted, the tool and the model would make >= 200 ms a step; the bound leaves room for an ASan build at load 15
+  // (store commits queue behind other jobs), not for the 300 ms tool or the streamed model steps
+  assert.ok(sum / count < 0.1, `a step's own time is small: ${(sum / count) * 1e6} µs`);
 });

@@ -29,6 +29,7 @@ async function readBody(req) {
 
 const filesCalls = []; // the tools/call bodies it received
 const sessions = new Map();
+const filesServers = new Set(); // each session's McpServer
 function filesServer() {
   const s = new McpServer({ name: 'files', version: '1.0.0' });
   s.registerTool('read', { description: 'Reads a file', inputSchema: { path: z.string() } },
@@ -85,7 +86,9 @@ async function startUpstreams() {
     if (!t) {
       t = new StreamableHTTPServerTransport({ sessionIdGenerator: () => randomUUID(), enableJsonResponse: true,
         onsessioninitialized: (id) => sessions.set(id, t) });
-      await filesServer().connect(t);
+      const srv = filesServer();
+      filesServers.add(srv);
+      await srv.connect(t);
     }
     await t.handleRequest(req, res, parsed);
   });
@@ -346,4 +349,18 @@ test('metrics: requests by key, method and outcome; server and client operation 
   assert.match(m, /mcp_server_operation_duration_seconds_count\{mcp_method_name="tools\/call",gen_ai_tool_name="files__read",error_type="",mcp_protocol_version="2025-11-25"\} [1-9]/);
   assert.match(m, /mcp_client_operation_duration_seconds_count\{mcp_method_name="tools\/call",gen_ai_tool_name="read",error_type="",server="files"\} [1-9]/);
   assert.match(m, /mcp_client_operation_duration_seconds_count\{mcp_method_name="tools\/list",gen_ai_tool_name="",error_type="upstream_error",server="dead"\} [1-9]/);
+});
+
+test('an upstream that announces a changed tool list (list_changed, on its GET stream) is listed again before its tools_ttl', async () => {
+  const c = await client(keys.all);
+  let names = (await c.listTools()).tools.map((t) => t.name);
+  assert.ok(names.includes('files__read') && !names.includes('files__touch'), names.join());
+  // registering a tool on a connected SDK server sends notifications/tools/list_changed
+  for (const s of filesServers) {
+    if (s.isConnected()) s.registerTool('touch', { description: 'Touches a file', inputSchema: {} }, async () => ({ content: [{ type: 'text', text: 'touched' }] }));
+  }
+  assert.ok(await d.waitLog((l) => /^MCP server files: its tool list changed/.test(l.msg ?? '')));
+  names = (await c.listTools()).tools.map((t) => t.name);
+  assert.ok(names.includes('files__touch'), names.join());
+  await c.close();
 });

@@ -87,14 +87,14 @@ test('the files a run leaves in /work come back with its result; symlinks are no
     'os.symlink("/etc/passwd", "passwd")', // the host's, were it followed from outside
     'os.symlink("/work/out.csv", "link.csv")',
     'os.mkfifo("pipe")', // opening it blocking would hang the reader
-    'os.mkdir("sub"); open("sub/inner.txt", "w").write("not walked")',
+    'os.mkdir("sub"); open("sub/inner.txt", "w").write("walked")',
   ].join('\n');
   const j = await ok200({ language: 'python', code,
     files: [{ name: 'changed.txt', content: 'given' }, { name: 'same.txt', content: 'left alone' }] });
   assert.equal(j.reason, 'exit', JSON.stringify(j));
   assert.equal(j.exit_code, 0, j.stderr);
   // sorted by name; the snippet and the input left unchanged are not outputs
-  assert.deepEqual(j.files.map((f) => f.name), ['changed.txt', 'out.bin', 'out.csv']);
+  assert.deepEqual(j.files.map((f) => f.name), ['changed.txt', 'out.bin', 'out.csv', 'sub/inner.txt']);
   assert.deepEqual(j.files[0], { name: 'changed.txt', size: 10, mode: 0o644, content: 'given more' });
   assert.deepEqual(j.files[1], { name: 'out.bin', size: 3, mode: 0o644, content_base64: Buffer.from([0, 1, 255]).toString('base64') });
   assert.equal(j.files[2].content, 'a,b\n1,2\n');
@@ -105,6 +105,40 @@ test('the files a run leaves in /work come back with its result; symlinks are no
   const t = await ok200({ command: ['/bin/true'] });
   assert.deepEqual(t.files, []);
   assert.equal(t.files_truncated, false);
+});
+
+test('files in subdirectories of /work come back by relative name; a symlinked directory is not followed; too deep is flagged', { skip }, async () => {
+  const code = [
+    'import os',
+    'os.makedirs("out/deep")',
+    'open("out/a.txt", "w").write("A")',
+    'open("out/deep/b.txt", "w").write("B")',
+    'os.symlink("/etc", "etc")', // a symlinked directory (the sandbox's /etc, or the host's were it followed)
+    'os.symlink("/work/out", "outlink")', // one back into /work: would give out/a.txt twice
+    'print(open("data/in.csv").read(), end="")',
+    'open("data/new.csv", "w").write("n")',
+  ].join('\n');
+  // an input file with a directory in its name: made in /work before the run, and left unchanged, no output
+  let j = await ok200({ language: 'python', code, files: [{ name: 'data/in.csv', content: 'x,y' }] });
+  assert.equal(j.exit_code, 0, j.stderr);
+  assert.equal(j.stdout, 'x,y');
+  assert.deepEqual(j.files.map((f) => f.name), ['data/new.csv', 'out/a.txt', 'out/deep/b.txt']);
+  assert.deepEqual(j.files.map((f) => f.content), ['n', 'A', 'B']);
+  assert.equal(j.files_truncated, false, 'symlinks are skipped quietly');
+  assert.ok(!JSON.stringify(j).includes('root:') && !JSON.stringify(j).includes('outlink'), JSON.stringify(j));
+
+  // 8 directories deep comes back; a 9th level is not walked, and the result says so
+  const deep = ['import os', 'p = "/".join("d%d" % i for i in range(1, 10))', 'os.makedirs(p)',
+    'open(os.path.dirname(p) + "/eight.txt", "w").write("8")', 'open(p + "/nine.txt", "w").write("9")'].join('\n');
+  j = await ok200({ language: 'python', code: deep });
+  assert.equal(j.exit_code, 0, j.stderr);
+  assert.deepEqual(j.files.map((f) => f.name), ['d1/d2/d3/d4/d5/d6/d7/d8/eight.txt']);
+  assert.equal(j.files_truncated, true);
+
+  // input names: relative paths of plain names only
+  for (const name of ['/etc/x', 'a//b', 'a/', 'a/../b', 'a/.hidden', 'd1/d2/d3/d4/d5/d6/d7/d8/d9/f']) {
+    await bad({ command: ['/bin/true'], files: [{ name, content: 'x' }] }, 400, 'files', 'invalid_sandbox_request');
+  }
 });
 
 test('output files past output_files or output_files_bytes are left out and flagged, not an error', { skip }, async () => {

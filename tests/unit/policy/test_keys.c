@@ -87,6 +87,58 @@ static void test_pepper(void)
     xfree(d);
 }
 
+/* Two threads of one process create the pepper of a fresh data dir at once (the keyring's refresh thread and the
+ * admin path do this when the data dir appears after the start): both succeed and agree on one pepper. */
+struct pepper_race {
+    const char *dir;
+    pthread_barrier_t *go;
+    uint8_t pepper[32];
+    int rc;
+    char err[256];
+};
+
+static void *pepper_racer(void *arg)
+{
+    struct pepper_race *r = arg;
+    struct buf err = BUF_INIT(256);
+    pthread_barrier_wait(r->go);
+    r->rc = key_pepper_load(r->dir, r->pepper, &err);
+    snprintf(r->err, sizeof(r->err), "%s", err.data ? err.data : "");
+    buf_free(&err);
+    return NULL;
+}
+
+static void test_pepper_race(void)
+{
+    char *base = tmpdir();
+    int failures = 0, differ = 0;
+    for (int i = 0; i < 200; i++) {
+        char d[512];
+        snprintf(d, sizeof(d), "%s/%d", base, i);
+        if (mkdir(d, 0700) != 0)
+            break;
+        pthread_barrier_t go;
+        pthread_barrier_init(&go, NULL, 2);
+        struct pepper_race a = {.dir = d, .go = &go}, b = {.dir = d, .go = &go};
+        pthread_t ta, tb;
+        pthread_create(&ta, NULL, pepper_racer, &a);
+        pthread_create(&tb, NULL, pepper_racer, &b);
+        pthread_join(ta, NULL);
+        pthread_join(tb, NULL);
+        pthread_barrier_destroy(&go);
+        if (a.rc != 0 || b.rc != 0) {
+            if (failures++ == 0)
+                printf("# round %d: %s | %s\n", i, a.err, b.err);
+        } else if (memcmp(a.pepper, b.pepper, 32) != 0) {
+            differ++;
+        }
+    }
+    is_int(failures, 0);
+    is_int(differ, 0);
+    rmdir_all(base);
+    xfree(base);
+}
+
 /* A record with a secret. */
 static void make_key(struct key_record *r, const char *id, const char *secret, const char *models_json,
                      const char *workflow, bool attr)
@@ -594,7 +646,14 @@ static void test_store_late(void)
     ok(mkdir(d, 0700) == 0);
     struct keys_admin a = {0};
     buf_reset(&err);
-    ok(keys_admin_open(&a, d, &err) == 0);
+    if (!ok(keys_admin_open(&a, d, &err) == 0)) {
+        printf("# %s\n", err.data ? err.data : "");
+        keyring_stop();
+        buf_free(&err);
+        rmdir_all(base);
+        xfree(base);
+        return;
+    }
     cJSON *body = cJSON_Parse("{\"name\":\"late\"}"), *out = NULL;
     is_int(keys_admin_exec(&a, KEYS_OP_CREATE, NULL, body, (int64_t)time(NULL), &out), 201);
     char sec[KEY_SECRET_MAX];
@@ -667,6 +726,7 @@ int main(void)
 {
     subtest("HMAC with precomputed pads, secrets, ids", test_hash);
     subtest("the pepper file", test_pepper);
+    subtest("two threads create one pepper", test_pepper_race);
     subtest("snapshot look-up: valid, wrong, revoked, expired, model", test_snapshot);
     subtest("5000 keys", test_many_keys);
     subtest("readers on other threads across snapshot swaps", test_threads);

@@ -64,7 +64,7 @@ static void test_refused(void)
         "{\"argv\":[1]}",
         "{\"argv\":[\"/bin/true\"],\"argv\":[\"/bin/false\"]}",
         "{\"argv\":[\"/bin/true\"],\"files\":[{\"name\":\"../etc/passwd\",\"content\":\"x\"}]}",
-        "{\"argv\":[\"/bin/true\"],\"files\":[{\"name\":\"a/b\",\"content\":\"x\"}]}",
+        "{\"argv\":[\"/bin/true\"],\"files\":[{\"name\":\"a//b\",\"content\":\"x\"}]}", /* an empty part */
         "{\"argv\":[\"/bin/true\"],\"files\":[{\"name\":\".bashrc\",\"content\":\"x\"}]}",
         "{\"argv\":[\"/bin/true\"],\"files\":[{\"content\":\"x\"}]}",
         "{\"argv\":[\"/bin/true\"],\"files\":[{\"name\":\"x\",\"content_base64\":\"!!!!\"}]}",

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "store/agent_events_check.h"
 #include "store/agent_store.h"
 #include "store/db_pg.h"
 #include "store/keys_store.h"
@@ -254,6 +255,7 @@ static void test_agents(void)
     for (size_t i = 0; i < n; i++)
         as_run_free(&runs[i]);
     xfree(runs);
+    check_agent_events(s, "run_events");
     is_int(agent_store_def_put(s, "a1", "{\"x\":1}", err, sizeof(err)), 0);
     is_int(agent_store_def_put(s, "a1", "{\"x\":2}", err, sizeof(err)), 0);
     char **names, **jsons;
@@ -278,7 +280,7 @@ int main(void)
     if (url && *url) {
         struct buf err = BUF_INIT(4096);
         ok(db_pg_configure(url, true, &err) == 0 && db_pg_healthy(NULL, 0));
-        is_int(db_pg_schema_version(), 2);
+        is_int(db_pg_schema_version(), 3);
         buf_free(&err);
         subtest("records", test_records);
         subtest("keys", test_keys);
