@@ -765,7 +765,64 @@ static bool jws(char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-int jscan_structure_ok_bytes(const char *text, size_t len)
+/* The key set of jscan_event_scan: at most 8 keys (NULL-terminated), each at most 63 bytes and without a quote.
+ * No lengths are taken up front: most events have one or two '{' that follow a member name. */
+struct keyset {
+    const char *const *keys; /* NULL: none */
+};
+
+static void keyset_init(struct keyset *ks, const char *const *keys)
+{
+    ks->keys = keys && keys[0] ? keys : NULL;
+}
+
+/* The keys whose member value the '{' at text[i] may be: stepping back from it over whitespace, a ':', whitespace,
+ * then `"key"`. Only the whitespace runs before this '{' and before its ':' are walked, and each belongs to this
+ * '{' alone, then at most 64 bytes back to the quote before the name, so a whole scan stays linear. */
+static unsigned object_key_hits(const char *text, size_t start, size_t i, const struct keyset *ks)
+{
+    size_t j = i;
+    while (j > start && jws(text[j - 1]))
+        j--;
+    if (j == start || text[j - 1] != ':')
+        return 0;
+    j--;
+    while (j > start && jws(text[j - 1]))
+        j--;
+    if (j == start || text[j - 1] != '"')
+        return 0;
+    j--; /* text[j]: the quote after the name */
+    size_t q = j, lim = j - start > 64 ? j - 64 : start;
+    while (q > lim && text[q - 1] != '"')
+        q--;
+    if (q == start || text[q - 1] != '"') /* no quote before the name within reach: not one of the keys */
+        return 0;
+    size_t kn = j - q; /* the name: text[q, j), a quote before it (no key has one inside) */
+    unsigned hits = 0;
+    for (size_t k = 0; k < 8 && ks->keys[k]; k++) {
+        const char *key = ks->keys[k];
+        size_t t = 0;
+        while (t < kn && key[t] != '\0' && key[t] == text[q + t])
+            t++;
+        if (t == kn && key[kn] == '\0')
+            hits |= 1u << k;
+    }
+    return hits;
+}
+
+/* Nesting deeper than 64: the full validation decides, and jscan_may_have_object names the keys. */
+static int deep_fallback(const char *text, size_t len, const struct keyset *ks, unsigned *hits)
+{
+    if (hits) {
+        *hits = 0;
+        for (size_t k = 0; ks->keys && k < 8 && ks->keys[k]; k++)
+            if (jscan_may_have_object(text, len, (const char *const[]){ks->keys[k], NULL}))
+                *hits |= 1u << k;
+    }
+    return jscan_validate(text, len, NULL, NULL);
+}
+
+static int structure_bytes(const char *text, size_t len, const struct keyset *ks, unsigned *hits)
 {
     const char *p = text, *e = text + len;
     while (p < e && jws(*p))
@@ -774,6 +831,7 @@ int jscan_structure_ok_bytes(const char *text, size_t len)
         e--;
     if (p == e || (*p != '{' && *p != '['))
         return -1;
+    const char *start = p;
     uint64_t stack = 0; /* bit i: level i+1 is an array */
     unsigned depth = 0;
     while (p < e) {
@@ -794,7 +852,9 @@ int jscan_structure_ok_bytes(const char *text, size_t len)
             return -1; /* never outside a string in JSON */
         } else if (c == '{' || c == '[') {
             if (depth == 64)
-                return jscan_validate(text, len, NULL, NULL);
+                return deep_fallback(text, len, ks, hits);
+            if (c == '{' && ks->keys)
+                *hits |= object_key_hits(text, (size_t)(start - text), (size_t)(p - 1 - text), ks);
             stack = (stack << 1) | (c == '[');
             depth++;
         } else if (c == '}' || c == ']') {
@@ -808,23 +868,40 @@ int jscan_structure_ok_bytes(const char *text, size_t len)
     return -1; /* unclosed */
 }
 
+int jscan_structure_ok_bytes(const char *text, size_t len)
+{
+    struct keyset none = {0};
+    return structure_bytes(text, len, &none, NULL);
+}
+
+int jscan_event_scan_bytes(const char *text, size_t len, const char *const *keys, unsigned *hits)
+{
+    struct keyset ks;
+    keyset_init(&ks, keys);
+    *hits = 0;
+    int rc = structure_bytes(text, len, &ks, hits);
+    if (rc != 0)
+        *hits = 0;
+    return rc;
+}
+
 struct block_masks {
-    uint64_t quote, bslash, bracket; /* bit i: block[i] is " / \ / one of { } [ ] */
+    uint64_t quote, bslash, bracket; /* bit i: block[i] is " / \ / (SSE2: may be) one of { } [ ] */
 };
 
-/* The masks of a 64-byte block. */
+/* The masks of a 64-byte block. With SSE2 the bracket mask is one AND and one compare: the bytes that equal 0x59
+ * under mask 0xD9 are { } [ ] and Y _ y DEL; the scan looks at the byte before it counts one. */
 static inline void block_masks64(const char *b, struct block_masks *m)
 {
 #if defined(__SSE2__)
     m->quote = m->bslash = m->bracket = 0;
-    const __m128i dq = _mm_set1_epi8('"'), bs = _mm_set1_epi8('\\'), ob = _mm_set1_epi8('{'),
-                  cb = _mm_set1_epi8('}'), os = _mm_set1_epi8('['), cs = _mm_set1_epi8(']');
+    const __m128i dq = _mm_set1_epi8('"'), bs = _mm_set1_epi8('\\'), bm = _mm_set1_epi8((char)0xD9),
+                  bv = _mm_set1_epi8(0x59);
     for (unsigned k = 0; k < 4; k++) {
         __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(b + 16 * k));
         m->quote |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, dq)) << (16 * k);
         m->bslash |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, bs)) << (16 * k);
-        __m128i br = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, ob), _mm_cmpeq_epi8(v, cb)),
-                                  _mm_or_si128(_mm_cmpeq_epi8(v, os), _mm_cmpeq_epi8(v, cs)));
+        __m128i br = _mm_cmpeq_epi8(_mm_and_si128(v, bm), bv);
         m->bracket |= (uint64_t)(unsigned)_mm_movemask_epi8(br) << (16 * k);
     }
 #else
@@ -838,13 +915,29 @@ static inline void block_masks64(const char *b, struct block_masks *m)
 #endif
 }
 
-/* jscan_structure_ok_bytes' answer, 64 bytes at a time, without visiting the bytes of strings: the block's
- * quotes, backslashes and brackets come as bit masks; the escaped bytes follow from the backslashes (a short
- * loop, only in blocks that have one); the bytes inside strings are the prefix XOR of the unescaped quotes; and
- * only the brackets outside strings are visited, to match them. A backslash outside a string is refused, as the
- * reference refuses it (none is valid JSON), which is also what makes the escapes computable before the strings
- * are known: up to the first backslash outside a string both ways agree. */
-int jscan_structure_ok(const char *text, size_t len)
+/* Whether one of the 32 bytes at p is a quote. */
+static inline bool quote_in32(const char *p)
+{
+#if defined(__SSE2__)
+    const __m128i dq = _mm_set1_epi8('"');
+    __m128i a = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(const void *)p), dq);
+    __m128i b = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(const void *)(p + 16)), dq);
+    return _mm_movemask_epi8(_mm_or_si128(a, b)) != 0;
+#else
+    return memchr(p, '"', 32) != NULL;
+#endif
+}
+
+/* structure_bytes' answer, 64 bytes at a time, without visiting the bytes of strings: the block's quotes,
+ * backslashes and brackets come as bit masks; the escaped bytes follow from the backslashes (a short loop, only
+ * in blocks that have one); the bytes inside strings are the prefix XOR of the unescaped quotes; and only the
+ * brackets outside strings are visited, to match them (and, for jscan_event_scan, to look back from each '{' for
+ * a wanted key). A backslash outside a string is refused, as the reference refuses it (none is valid JSON),
+ * which is also what makes the escapes computable before the strings are known: up to the first backslash
+ * outside a string both ways agree. Inlined into its two callers, so that the structure-only one has no key
+ * code at all. */
+static inline __attribute__((always_inline)) int structure_blocks(const char *text, size_t len,
+                                                                  const struct keyset *ks, unsigned *hits)
 {
     size_t p = 0, e = len;
     while (p < e && jws(text[p]))
@@ -853,10 +946,12 @@ int jscan_structure_ok(const char *text, size_t len)
         e--;
     if (p == e || (text[p] != '{' && text[p] != '['))
         return -1;
+    const size_t start = p;
     uint64_t stack = 0; /* bit i: level i+1 is an array */
     unsigned depth = 0;
     uint64_t in_str = 0, esc_carry = 0; /* from the block before: inside a string; its first byte escaped */
-    for (size_t blk = p; blk < e; blk += 64) {
+    for (size_t blk = p, next; blk < e; blk = next) {
+        next = blk + 64;
         char tail[64];
         const char *b = text + blk;
         uint64_t live = ~(uint64_t)0;
@@ -898,10 +993,12 @@ int jscan_structure_ok(const char *text, size_t len)
             char c = b[i];
             if (c == '{' || c == '[') {
                 if (depth == 64)
-                    return jscan_validate(text, len, NULL, NULL);
+                    return deep_fallback(text, len, ks, hits);
+                if (c == '{' && ks->keys && blk + i > start)
+                    *hits |= object_key_hits(text, start, blk + i, ks);
                 stack = (stack << 1) | (c == '[');
                 depth++;
-            } else {
+            } else if (c == '}' || c == ']') {
                 if (depth == 0 || (stack & 1) != (uint64_t)(c == ']'))
                     return -1;
                 stack >>= 1;
@@ -909,6 +1006,46 @@ int jscan_structure_ok(const char *text, size_t len)
                     return blk + i + 1 == e ? 0 : -1; /* the value ends at the last byte */
             }
         }
+        if (in_str && next < e && e - next > 32 && !quote_in32(text + next)) {
+            /* The block ends inside a string that goes on for more than 32 bytes (a message's text): its closing
+             * quote is found with memchr (a vector at a time, the bytes of the string not classified), as the
+             * reference finds it, and the blocks go on after it. The first byte of the rest is escaped when
+             * esc_carry says so; from there a run of backslashes before a quote starts fresh, so its length
+             * decides whether the quote is escaped. A short string is left to the next block, which costs less
+             * than a call. */
+            size_t from = next + (size_t)esc_carry;
+            for (;;) {
+                const char *q = from < e ? memchr(text + from, '"', e - from) : NULL;
+                if (q == NULL)
+                    return -1; /* the string never closes */
+                size_t qi = (size_t)(q - text), bs = 0;
+                while (qi - bs > from && text[qi - 1 - bs] == '\\')
+                    bs++;
+                from = qi + 1;
+                if ((bs & 1) == 0)
+                    break;
+            }
+            next = from;
+            in_str = 0;
+            esc_carry = 0;
+        }
     }
     return -1; /* unclosed */
+}
+
+int jscan_structure_ok(const char *text, size_t len)
+{
+    static const struct keyset none = {0};
+    return structure_blocks(text, len, &none, NULL);
+}
+
+int jscan_event_scan(const char *text, size_t len, const char *const *keys, unsigned *hits)
+{
+    struct keyset ks;
+    keyset_init(&ks, keys);
+    *hits = 0;
+    int rc = structure_blocks(text, len, &ks, hits);
+    if (rc != 0)
+        *hits = 0;
+    return rc;
 }

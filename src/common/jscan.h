@@ -35,6 +35,15 @@ int jscan_validate(const char *text, size_t len, size_t *err_off, const char **e
 int jscan_structure_ok(const char *text, size_t len);
 /* The same answer, byte by byte: the reference the unit test and the fuzz target hold the block scan to. */
 int jscan_structure_ok_bytes(const char *text, size_t len);
+/* jscan_structure_ok and jscan_may_have_object in one pass over a relayed event's bytes, so that a decoder reads
+ * them once: returns jscan_structure_ok's answer (0 or -1) and, when 0, sets in *hits bit k for each keys[k]
+ * (NULL-terminated, at most 8, each at most 63 bytes and without a quote) that some '{' outside the strings may
+ * be the value of: before it, after whitespace, a ':', whitespace, then the quoted key. On text jscan_validate
+ * accepts that is exactly jscan_may_have_object's answer for keys[k] (the fuzz target checks it); *hits is 0
+ * when the answer is -1. */
+int jscan_event_scan(const char *text, size_t len, const char *const *keys, unsigned *hits);
+/* The same answer, byte by byte: the reference of the unit test and the fuzz target. */
+int jscan_event_scan_bytes(const char *text, size_t len, const char *const *keys, unsigned *hits);
 
 /* Finds the member `key` of the top-level object in text (which must be a valid object; the scan stops at the
  * first match, so call jscan_validate first when the text is untrusted). Returns 0 and fills *out, or -1. */

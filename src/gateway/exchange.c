@@ -33,6 +33,8 @@
 
 _Atomic long ex_inflight;
 
+#define EX_SPARE_MAX 64 /* recycled exchanges a worker keeps (~300 KB) */
+
 struct gateway_worker {
     uv_loop_t *loop;
     struct upstream *up;
@@ -47,6 +49,18 @@ struct gateway_worker {
     bool rbudget_init;
     struct adm_loop *adm;      /* where this loop's admission waiters are woken */
     struct exchange *live;     /* exchanges not yet ended (ex_worker_end_all) */
+    /* Exchanges recycled on this loop (ex_submit takes one, the last ex_unref gives it back): a ~4.6 KB block
+     * from glibc costs a walk of its bins on every request, and a recycled one is still in cache. Ownership rule:
+     * an exchange's last reference may drop AFTER ex_worker_free (its deadline and retry timers close
+     * asynchronously, on the loop's next turn). So the worker counts the exchanges it handed out (nex), and
+     * ex_worker_free, when some are still out, frees everything else and leaves only this struct (gone = true);
+     * the exchange whose release brings nex to 0 then frees the struct, and an exchange released on a gone
+     * worker is freed, never kept. ex_unref touches only spare, nspare, nex and gone after ex_worker_free.
+     * Everything runs on the worker's loop thread, so no lock. */
+    struct exchange *spare[EX_SPARE_MAX];
+    size_t nspare;
+    size_t nex;
+    bool gone;
 };
 
 #define RELAY_KEEP (64 * 1024)
@@ -114,6 +128,60 @@ void ex_global_cleanup(void)
     upstream_global_cleanup();
 }
 
+/* A spare exchange is off limits to everything but ex_take/ex_release: under ASan, touching one is reported as a
+ * use after free, as it would be had it been freed. */
+#if defined(__SANITIZE_ADDRESS__)
+#define EX_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define EX_ASAN 1
+#endif
+#endif
+#ifdef EX_ASAN
+#include <sanitizer/asan_interface.h>
+#define spare_poison(ex) ASAN_POISON_MEMORY_REGION((ex), sizeof(struct exchange))
+#define spare_unpoison(ex) ASAN_UNPOISON_MEMORY_REGION((ex), sizeof(struct exchange))
+#else
+#define spare_poison(ex) ((void)(ex))
+#define spare_unpoison(ex) ((void)(ex))
+#endif
+
+static void spare_free(struct exchange *ex)
+{
+    spare_unpoison(ex);
+    xfree(ex);
+}
+
+/* An exchange's memory for ex_submit: a spare one of this worker's, or a new block. Not cleared. */
+static struct exchange *ex_take(struct gateway_worker *g)
+{
+    g->nex++;
+    if (g->nspare == 0)
+        return xmalloc(sizeof(struct exchange));
+    struct exchange *ex = g->spare[--g->nspare];
+    spare_unpoison(ex);
+    return ex;
+}
+
+/* The last reference is gone (see the ownership rule at struct gateway_worker). */
+static void ex_release(struct exchange *ex)
+{
+    struct gateway_worker *g = ex->gw;
+    g->nex--;
+    if (g->gone) {
+        xfree(ex);
+        if (g->nex == 0)
+            xfree(g);
+        return;
+    }
+    if (g->nspare == EX_SPARE_MAX) {
+        xfree(ex);
+        return;
+    }
+    spare_poison(ex);
+    g->spare[g->nspare++] = ex;
+}
+
 struct gateway_worker *ex_worker_new(uv_loop_t *loop, struct up_options up)
 {
     struct gateway_worker *g = xcalloc(1, sizeof(*g));
@@ -130,8 +198,17 @@ void ex_worker_free(struct gateway_worker *g)
     if (g == NULL)
         return;
     upstream_free(g->up);
+    g->up = NULL;
     adm_loop_free(g->adm);
+    g->adm = NULL;
     buf_free(&g->relay);
+    for (size_t i = 0; i < g->nspare; i++)
+        spare_free(g->spare[i]);
+    g->nspare = 0;
+    if (g->nex > 0) { /* exchanges still hold references: the last one's release frees g (ex_release) */
+        g->gone = true;
+        return;
+    }
     xfree(g);
 }
 
@@ -293,7 +370,7 @@ void ex_unref(struct exchange *ex)
         policy->release(ex);
     adm_key_put(ex->kadm); /* after every callback of its queue ran: each held a reference on ex */
     principal_release(ex->rq.who);
-    xfree(ex);
+    ex_release(ex);
 }
 
 static void on_deadline_closed(uv_handle_t *h)
@@ -415,7 +492,9 @@ static void trace_header(const struct exchange *ex, struct buf *h)
     hdr_add(h, "traceparent", ex->trace.traceparent); /* formatted when the trace started (observer_spans.c) */
 }
 
-static void gateway_headers(struct exchange *ex, struct buf *h, const struct deployment *dep, bool with_cost)
+/* now: time_mono_us(), read by the caller (ex_end's reading: the header's overhead is the one the observers see) */
+static void gateway_headers(struct exchange *ex, struct buf *h, const struct deployment *dep, bool with_cost,
+                            uint64_t now)
 {
     trace_header(ex, h);
     if (ex->front == FRONT_ANTHROPIC_MESSAGES)
@@ -425,7 +504,7 @@ static void gateway_headers(struct exchange *ex, struct buf *h, const struct dep
     hdr_add(h, "x-agentd-model", ex->rq.model_name);
     if (ex->rq.dropped_fields[0])
         hdr_add(h, "x-agentd-dropped-fields", ex->rq.dropped_fields);
-    hdr_add_u64(h, "x-agentd-overhead-us", overhead_now(ex, time_mono_us()));
+    hdr_add_u64(h, "x-agentd-overhead-us", overhead_now(ex, now));
     hdr_add_u64(h, "x-agentd-attempts", (uint64_t)ex->attempts);
     if (ex->narec + (ex->att ? 1 : 0) > 1) {
         struct buf ao = BUF_INIT(4096);
@@ -552,7 +631,7 @@ static void ex_end(struct exchange *ex, int status, const struct gw_error *err, 
     if (!ex->client_started) {
         buf_reserve(&hdrs, 384); /* the usual set in one allocation */
         if (ex->model)
-            gateway_headers(ex, &hdrs, reply ? reply->dep : NULL, reply && reply->with_cost);
+            gateway_headers(ex, &hdrs, reply ? reply->dep : NULL, reply && reply->with_cost, now);
         else if (ex->front == FRONT_ANTHROPIC_MESSAGES)
             hdr_add(&hdrs, "request-id", ex->rq.request_id);
         if (!ex->model)
@@ -611,7 +690,7 @@ static void client_send(struct exchange *ex, const struct buf *out, const struct
         ex->client_started = true;
         struct buf hdrs = BUF_INIT(BUF_UNBOUNDED);
         buf_reserve(&hdrs, 384);
-        gateway_headers(ex, &hdrs, dep, false);
+        gateway_headers(ex, &hdrs, dep, false, time_mono_us());
         ex->sink_ops->head(ex->sink, 200, &hdrs, true);
         buf_free(&hdrs);
     }
@@ -1031,11 +1110,14 @@ static bool content_event(struct exchange *ex, const struct stream_event *ev)
 
 /* An event relayed as received must still be one JSON object (OpenAI's [DONE] aside): a truncated or broken one
  * is refused as a translated stream refuses it, never handed to the client. The check looks at the structure
- * bytes only (jscan_structure_ok: brackets and strings, the string bodies skipped with memchr), so that it costs
- * a fraction of a full validation; bench/ measures it. */
+ * bytes only (jscan_structure_ok: brackets and strings, found 64 bytes at a time), so that it costs a fraction of
+ * a full validation; the OpenAI and Anthropic decoders make it themselves in the pass that looks for usage
+ * (jscan_event_scan) and say so in a->ev_checked, so that each event's bytes are read once. bench/ measures it. */
 static bool passthrough_event_ok(struct attempt *a, const struct stream_event *ev)
 {
     struct str d = ev->data;
+    if (a->ev_checked) /* the decoder's one pass over the bytes checked it (jscan_event_scan) */
+        return true;
     if (ev->is_exception || d.n == 0) /* an exception is the decoder's; an empty event carries no content */
         return true;
     if (d.n == 6 && memcmp(d.p, "[DONE]", 6) == 0) /* OpenAI's terminal marker (its decoder said so) */
@@ -1060,6 +1142,7 @@ static int on_stream_event(struct attempt *a, const struct stream_event *ev)
     struct gw_error err;
     if (ex->cut_pending)
         return -1; /* the rest of the read is not relayed */
+    a->ev_checked = false;
     int rc = a->prov->decode_stream_event(a, ev, &err);
     if (ex->cut_pending)
         return -1;
@@ -1766,10 +1849,10 @@ static void on_admit_timeout(uv_timer_t *t)
 
 /* How long a wait for a slot may last from now: max_wait or the request's deadline, whichever comes first. The
  * key's wait and the process's wait share max_wait (it counts from the request's arrival at admit). */
-static uint64_t admit_wait_ms(const struct exchange *ex)
+static uint64_t admit_wait_ms(const struct exchange *ex, uint64_t now)
 {
     const struct config_gateway *gc = &ex->rq.cfg->gateway;
-    uint64_t now = time_mono_us(), deadline = ex->t_start_us + (uint64_t)gc->request_timeout_ms * 1000;
+    uint64_t deadline = ex->t_start_us + (uint64_t)gc->request_timeout_ms * 1000;
     uint64_t wait_ms = deadline > now ? (deadline - now) / 1000 : 0;
     uint64_t waited_ms = now > ex->admit_t0_us ? (now - ex->admit_t0_us) / 1000 : 0;
     uint64_t max_ms = (uint64_t)gc->admission.max_wait_ms > waited_ms ? (uint64_t)gc->admission.max_wait_ms - waited_ms
@@ -1777,14 +1860,15 @@ static uint64_t admit_wait_ms(const struct exchange *ex)
     return max_ms < wait_ms ? max_ms : wait_ms;
 }
 
-/* The process's slot (second half of admit). */
-static enum ex_next admit_global(struct exchange *ex)
+/* The process's slot (second half of admit); now: time_mono_us(), read by the caller (st_admit has just read it:
+ * each read of the clock costs ~200 ns on a VM's clock source, issue 16 item 8). */
+static enum ex_next admit_global(struct exchange *ex, uint64_t now)
 {
     const struct config_gateway *gc = &ex->rq.cfg->gateway;
     long limit = (long)gc->max_concurrent_requests;
     ex->adm.loop = ex->gw->adm;
     ex->adm.ready = on_admit_ready;
-    uint64_t wait_ms = admit_wait_ms(ex);
+    uint64_t wait_ms = admit_wait_ms(ex, now);
     long qmax = wait_ms > 0 ? (long)gc->admission.queue_size : 0;
     enum adm_result r = adm_acquire(&admission_global, &ex->adm, limit, qmax);
     if (r == ADM_GRANTED) {
@@ -1811,7 +1895,7 @@ static void on_key_admit_ready(struct adm_waiter *w)
         } else {
             uv_timer_stop(&ex->deadline);
             ex->key_admitted = true;
-            if (admit_global(ex) == EX_CONTINUE)
+            if (admit_global(ex, time_mono_us()) == EX_CONTINUE)
                 ex_resume(ex);
         }
     } else if (!ex->done) { /* refused: the process drains (adm_close closes the keys' queues too) */
@@ -1846,7 +1930,7 @@ static enum ex_next st_admit(struct exchange *ex, void *ud)
         ex->key_limit = (long)key->max_concurrent; /* a key update applies to the next acquire and release */
         ex->kwait.loop = ex->gw->adm;
         ex->kwait.ready = on_key_admit_ready;
-        uint64_t wait_ms = admit_wait_ms(ex);
+        uint64_t wait_ms = admit_wait_ms(ex, ex->admit_t0_us);
         long qmax = wait_ms > 0 ? (long)c->queue_size : 0;
         enum adm_result r = adm_acquire(ex->kadm, &ex->kwait, ex->key_limit, qmax);
         if (r == ADM_QUEUED) {
@@ -1864,7 +1948,7 @@ static enum ex_next st_admit(struct exchange *ex, void *ud)
         }
         ex->key_admitted = true;
     }
-    return admit_global(ex);
+    return admit_global(ex, ex->admit_t0_us); /* read just now */
 }
 
 static enum ex_next st_plan(struct exchange *ex, void *ud)
@@ -1893,13 +1977,15 @@ static enum ex_next st_plan(struct exchange *ex, void *ud)
         ex_fail(ex, &err);
         return EX_END;
     }
-    /* The deadline counts from the request's arrival: time spent waiting for an admission slot is inside it. */
-    /* The loop's clock is the start of this turn, which may be well behind now when the turn was long (a big
-     * request, a loaded machine): bring it up to date, or the timer fires up to a turn early. */
-    uv_update_time(ex->deadline.loop);
-    uint64_t waited_ms = (time_mono_us() - ex->t_start_us) / 1000;
-    uint64_t total_ms = (uint64_t)ex->rq.cfg->gateway.request_timeout_ms;
-    uv_timer_start(&ex->deadline, on_deadline, total_ms > waited_ms ? total_ms - waited_ms : 1, 0);
+    /* The deadline counts from the request's arrival: time spent waiting for an admission slot is inside it. A
+     * timer is due at the loop's clock + its timeout, and the loop's clock (uv_now: the monotonic clock's
+     * milliseconds, time_mono_us()'s, read at the start of this turn) may be well behind now when the turn was
+     * long. So the timeout is counted from the loop's clock to the deadline itself: it fires at the deadline
+     * however stale the loop's clock is, with no clock read here (each costs ~200 ns on a VM's clock source,
+     * issue 16 item 8). */
+    uint64_t due_ms = ex->t_start_us / 1000 + (uint64_t)ex->rq.cfg->gateway.request_timeout_ms;
+    uint64_t loop_ms = uv_now(ex->deadline.loop);
+    uv_timer_start(&ex->deadline, on_deadline, due_ms > loop_ms ? due_ms - loop_ms : 1, 0);
     return EX_CONTINUE;
 }
 
@@ -2012,7 +2098,7 @@ struct exchange *ex_submit(struct gateway_worker *gw, const struct front_ops *fr
                        sizeof(struct ex_request) <= offsetof(struct exchange, last_err) &&
                        offsetof(struct exchange, last_err) + sizeof(struct gw_error) <= offsetof(struct exchange, id),
                    "ex_submit zeroes the exchange around rq, last_err and id, in this order");
-    struct exchange *ex = xmalloc(sizeof(*ex));
+    struct exchange *ex = ex_take(gw);
     char *base = (char *)ex;
     size_t err_at = offsetof(struct exchange, last_err), err_end = err_at + sizeof(ex->last_err);
     size_t id_at = offsetof(struct exchange, id), id_end = id_at + sizeof(ex->id);

@@ -52,7 +52,8 @@ static void health_attempt_end(const struct exchange *ex, const struct attempt *
     if (a->started)
         atomic_fetch_sub_explicit(&st->outstanding, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&st->attempts, 1, memory_order_relaxed);
-    int64_t now = dep_now_ms();
+    /* the transfer's end when it has one (read by the upstream client: no second clock read, issue 16 item 8) */
+    int64_t now = a->t_done_us ? (int64_t)(a->t_done_us / 1000) : dep_now_ms();
     enum breaker_event ev = breaker_event_of(o);
     if (ev == BR_FAILURE)
         atomic_fetch_add_explicit(&st->failures, 1, memory_order_relaxed);

@@ -82,6 +82,9 @@ struct attempt {
     struct usage usage;
     bool stream_done;         /* the terminal event arrived */
     bool any_output;          /* a delta or forwarded event reached the client */
+    bool ev_checked;          /* passthrough: the decoder found the current event structurally sound (its one scan
+                               * of the bytes, jscan_event_scan, or a full validation): the relay does not check it
+                               * again. Cleared before each event. */
     void *pstate;             /* provider state (stream decoder) */
     void *framing_state;      /* SSE or event-stream parser */
     uint64_t t_start_us, t_headers_us, t_first_token_us, t_done_us;

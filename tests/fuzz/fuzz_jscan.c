@@ -56,6 +56,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int structure = jscan_structure_ok(s, size) == 0;
     if (structure != (jscan_structure_ok_bytes(s, size) == 0))
         abort(); /* the block scan and the byte reference disagree */
+    /* the decoders' one pass: the same structure answer, the same as its byte reference, and on valid JSON the
+     * same keys as jscan_may_have_object */
+    static const char *const ek[] = {"usage", "error", "message", NULL};
+    unsigned hits = 0, hits_b = 0;
+    int ev = jscan_event_scan(s, size, ek, &hits);
+    if (ev != jscan_event_scan_bytes(s, size, ek, &hits_b) || hits != hits_b || (ev == 0) != structure)
+        abort();
+    if (ok && ev == 0)
+        for (int k = 0; k < 3; k++)
+            if (((hits >> k) & 1) != jscan_may_have_object(s, size, (const char *const[]){ek[k], NULL}))
+                abort();
     size_t lead = 0;
     while (lead < size && (s[lead] == ' ' || s[lead] == '\t' || s[lead] == '\n' || s[lead] == '\r'))
         lead++;

@@ -21,13 +21,30 @@
 
 /* ---------- usage and stop reasons ---------- */
 
+static const char *const usage_keys[] = {"input_tokens", "output_tokens", "cache_read_input_tokens",
+                                         "cache_creation_input_tokens"};
+static int usage_from_fields(const struct jval *f, struct anthropic_usage *au);
+
 int anthropic_usage_scan(const char *obj, size_t len, struct anthropic_usage *au)
 {
-    static const char *const keys[] = {"input_tokens", "output_tokens", "cache_read_input_tokens",
-                                       "cache_creation_input_tokens"};
     struct jval f[4];
-    if (jscan_fields(obj, len, keys, f, 4, NULL, NULL) != 0)
+    if (jscan_fields(obj, len, usage_keys, f, 4, NULL, NULL) != 0)
         return -1;
+    return usage_from_fields(f, au);
+}
+
+/* A usage object out of validated text (a stream event jscan_fields took whole): its members without a second
+ * validation. */
+static int usage_scan_trusted(const struct jval *obj, struct anthropic_usage *au)
+{
+    struct jval f[4];
+    if (jscan_fields_trusted(obj, usage_keys, f, 4) != 0)
+        return -1;
+    return usage_from_fields(f, au);
+}
+
+static int usage_from_fields(const struct jval *f, struct anthropic_usage *au)
+{
     /* absent and null fields stay as they were; anything else is read by the one rule (gw_types.h) */
     struct usage chk = {0};
     int64_t *dst[] = {&au->input_tokens, &au->output_tokens, &au->cache_read, &au->cache_creation};
@@ -694,26 +711,40 @@ static void read_usage(struct anthropic_stream *s, const struct jval *uv)
     if (uv->type != J_OBJECT)
         return;
     struct anthropic_usage au = {0};
-    if (anthropic_usage_scan(uv->raw.p, uv->raw.n, &au) == 0)
+    if (usage_scan_trusted(uv, &au) == 0) /* uv is out of an event jscan_fields validated */
         anthropic_usage_apply(&au, &s->usage);
 }
 
 int anthropic_stream_event(struct anthropic_stream *s, struct str event, struct str data, struct gw_error *err)
 {
     int fwd = s->passthrough ? 1 : 0;
+    s->checked = false;
+    s->untouched = true;
     if (str_eq_cstr(event, "ping"))
         return fwd;
     /* Relayed as received: content events carry nothing agentd reads in passthrough, unless the bytes may hold
-     * a usage, message or error object (whatever the event line says), which then get the full scan below. */
+     * a usage, message or error object (whatever the event line says), which then get the full scan below. The
+     * one pass that tells (jscan_event_scan) also makes the relay's malformed-event check (s->checked); a broken
+     * event goes the way it went before that pass: the full scan when it may hold one of them, else the relay's
+     * own check. */
     static const char *const wanted[] = {"usage", "message", "error", NULL};
-    if (s->passthrough && str_starts_with(event, STR_LIT("content_block_")) &&
-        !jscan_may_have_object(data.p, data.n, wanted))
-        return fwd;
+    if (s->passthrough && str_starts_with(event, STR_LIT("content_block_"))) {
+        unsigned hits;
+        if (jscan_event_scan(data.p, data.n, wanted, &hits) == 0) {
+            s->checked = true;
+            if (hits == 0)
+                return fwd;
+        } else if (!jscan_may_have_object(data.p, data.n, wanted)) {
+            return fwd;
+        }
+    }
+    s->untouched = false;
     static const char *const keys[] = {"type", "index", "delta", "content_block", "message", "usage", "error"};
     enum { F_TYPE, F_INDEX, F_DELTA, F_BLOCK, F_MESSAGE, F_USAGE, F_ERROR, F_N };
     struct jval f[F_N];
     if (jscan_fields(data.p, data.n, keys, f, F_N, NULL, NULL) != 0)
         return malformed(err, "invalid JSON");
+    s->checked = true; /* validated whole */
     struct buf tb = BUF_INIT(64);
     struct str type = event;
     if (f[F_TYPE].type == J_STRING && jval_str(&f[F_TYPE], &tb) == 0)
@@ -740,7 +771,7 @@ int anthropic_stream_event(struct anthropic_stream *s, struct str event, struct 
             return malformed(err, "message_start without a message");
         static const char *const mk[] = {"model", "usage"};
         struct jval m[2];
-        if (jscan_fields(f[F_MESSAGE].raw.p, f[F_MESSAGE].raw.n, mk, m, 2, NULL, NULL) != 0)
+        if (jscan_fields_trusted(&f[F_MESSAGE], mk, m, 2) != 0) /* validated with the event */
             return malformed(err, "message_start");
         struct str model = text_of(s, &m[0]);
         if (model.p)
@@ -992,6 +1023,9 @@ static int decode_stream_event(struct attempt *a, const struct stream_event *ev,
 {
     struct anthropic_stream *s = anthropic_attempt_state(a);
     int rc = anthropic_stream_event(s, ev->event, ev->data, err);
+    a->ev_checked = s->checked;
+    if (rc >= 0 && s->untouched)
+        return rc == 1 ? EV_FORWARD : EV_CONSUMED; /* nothing read: usage, model and the terminal flag as they were */
     /* counts a dropped usage once: the flag stays in s->usage */
     usage_check(&s->usage, a->dep ? a->dep->label : NULL);
     if (s->usage.known || s->usage.invalid)

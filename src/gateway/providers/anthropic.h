@@ -84,6 +84,8 @@ struct anthropic_stream {
     size_t nblocks;
     int ntools;                /* tool calls seen (the emulated JSON tool excluded) */
     bool started, done;
+    bool checked;              /* the last event was found structurally sound (validated, or jscan_event_scan) */
+    bool untouched;            /* the last event was relayed without being read (ping, a content event) */
     struct usage usage;
     char model[256];
     struct buf text;           /* scratch for unescaped strings */

@@ -140,12 +140,20 @@ int openai_family_decode_stream_event(struct attempt *a, const struct stream_eve
         /* the front door writes its own [DONE] after a usage chunk it may add; forward this one as is */
         return EV_FORWARD;
     }
-    /* Most events are content chunks that carry nothing agentd reads ("usage":null at most): they are relayed
-     * as received, unscanned, as a proxy relays bytes. An event that may carry a usage or an error object gets
-     * one validating pass that finds the three members that matter. */
+    /* Most events are content chunks that carry nothing agentd reads ("usage":null at most): one pass over the
+     * structure bytes (jscan_event_scan) checks that they are whole, the relay's malformed-event check made here
+     * so that it is not made twice, and says whether a usage or an error object may be in them. Only such an
+     * event gets the validating pass that finds the three members that matter. A broken event goes the way it
+     * went before this scan: the validating pass when it may carry one of them, else the relay's own check. */
     static const char *const wanted[] = {"usage", "error", NULL};
-    if (!jscan_may_have_object(data.p, data.n, wanted))
+    unsigned hits;
+    if (jscan_event_scan(ev->data.p, ev->data.n, wanted, &hits) == 0) {
+        a->ev_checked = true;
+        if (hits == 0)
+            return EV_FORWARD;
+    } else if (!jscan_may_have_object(data.p, data.n, wanted)) {
         return EV_FORWARD;
+    }
     static const char *const keys[] = {"error", "usage", "choices"};
     enum { F_ERROR, F_USAGE, F_CHOICES, F_N };
     struct jval f[F_N];

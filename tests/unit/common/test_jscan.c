@@ -187,6 +187,11 @@ static void test_structure_blocks(void)
          "{\"content\":\"a \\\"quoted\\\" {word} [x] \\\\\"},\"finish_reason\":null}],\"usage\":null}"),
         "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"\\u00e9\\n\"}}",
         "  [ {\"a\":[[[],{}]]}, \"\\\\\\\"\", [] ]  ",
+        /* a string longer than a block, past block edges, with escapes: the scan skips such a string's body */
+        ("{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" lorem ipsum "
+         "dolor sit amet \\\"consectetur\\\" adipiscing {elit} sed do eiusmod [tempor] incididunt ut labore \\\\\\\\"
+         "et dolore magna aliqua ut enim ad minim veniam quis nostrud \\\\\\\" exercitation ullamco laboris nisi "
+         "ut aliquip ex ea commodo\\\\\"}}"),
     };
     static const char alphabet[] = "\"\\{}[] a:,";
     uint64_t rng = 0x9e3779b97f4a7c15ull;
@@ -214,6 +219,131 @@ static void test_structure_blocks(void)
     }
     is_int(mismatches, 0);
     ok(checked > 12000);
+}
+
+/* Escapes at every offset of a string longer than a block (whose body the block scan skips with memchr): a
+ * backslash as the last byte of a block, an escaped quote or backslash just after a block edge. */
+static void test_structure_long_strings(void)
+{
+    char run40[64], run41[64]; /* runs of backslashes longer than the 32 bytes looked at before a skip */
+    memset(run40, '\\', 40);
+    memcpy(run40 + 40, "\"", 2);
+    memset(run41, '\\', 41);
+    memcpy(run41 + 41, "\"", 2);
+    const char *const escs[] = {"\\\"", "\\\\", "\\\\\\\"", "\\\\\\\\", "\\", "\"", run40, run41};
+    char buf[400];
+    int mismatches = 0, valid = 0;
+    for (size_t e = 0; e < sizeof(escs) / sizeof(escs[0]); e++)
+        for (size_t off = 0; off < 140; off++)
+            for (size_t tail = 0; tail < 100; tail += 33) {
+                size_t n = (size_t)snprintf(buf, sizeof(buf), "{\"t\":\"%.*s%s%.*s\",\"u\":[{}]}", (int)off,
+                                            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                                            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                                            escs[e], (int)tail,
+                                            "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+                                            "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb");
+                int a = jscan_structure_ok(buf, n), b = jscan_structure_ok_bytes(buf, n);
+                mismatches += a != b;
+                valid += b == 0;
+            }
+    is_int(mismatches, 0);
+    ok(valid > 1000); /* the escaped ones are whole; a lone backslash or quote breaks the string */
+}
+
+/* jscan_event_scan: the structure answer of jscan_structure_ok, and the keys that may have an object value. */
+static void test_event_scan(void)
+{
+    static const char *const keys[] = {"usage", "error", "message", NULL};
+    static const struct {
+        const char *doc;
+        int rc;
+        unsigned hits;
+    } cases[] = {
+        {"{\"choices\":[],\"usage\":null}", 0, 0},
+        {"{\"choices\":[],\"usage\":{\"prompt_tokens\":1}}", 0, 1},
+        {" {\"usage\" : \n {}} ", 0, 1},
+        {"{\"error\":{\"message\":{}}}", 0, 2 | 4},
+        {"{\"content\":\"the \\\"usage\\\":{ of words\"}", 0, 0}, /* inside a string */
+        {"{\"content\":\"the \\\"usage\\\":\",\"x\":{}}", 0, 0},  /* a key ending in usage" inside a string */
+        {"{\"usage_x\":{},\"xusage\":{},\"usage\":[{}]}", 0, 0},
+        {"{\"a\":{\"usage\":{}}}", 0, 1},     /* nested: may be; the caller scans */
+        {"[{\"usage\":{}}]", 0, 1},
+        {"{\"usage\"{}}", 0, 0},              /* no colon: not a member value */
+        {"{\"a-name-longer-than-the-64-bytes-looked-back-at-for-a-key-xxxxxxxxxxxxxusage\":{}}", 0, 0},
+        {"{\"a-name-longer-than-the-64-bytes-looked-back-at-for-a-key-xxxxxxxxx\\\"usage\":{}}", 0, 1},
+        {"{\"\":{},\"e\":{},\"rror\":{}}", 0, 0}, /* names that are a key's prefix, suffix, or empty */
+        {"{\"usage\":{}", -1, 0},             /* cut short: refused, no hits */
+        {"{\"usage\":{}} x", -1, 0},
+        {"", -1, 0},
+        {"\"usage\"", -1, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        unsigned h = 99, hb = 99;
+        int rc = jscan_event_scan(cases[i].doc, strlen(cases[i].doc), keys, &h);
+        int rb = jscan_event_scan_bytes(cases[i].doc, strlen(cases[i].doc), keys, &hb);
+        if (!ok(rc == cases[i].rc && h == cases[i].hits && rb == rc && hb == h))
+            printf("# case %zu: %s: rc %d hits %u (bytes: %d %u)\n", i, cases[i].doc, rc, h, rb, hb);
+    }
+    /* deeper than 64: the full validation decides, jscan_may_have_object names the keys */
+    char deep[300];
+    size_t n = (size_t)snprintf(deep, sizeof(deep), "{\"usage\":{}, \"a\":");
+    memset(deep + n, '[', 70);
+    memset(deep + n + 70, ']', 70);
+    memcpy(deep + n + 140, "}", 2);
+    unsigned h = 0;
+    is_int(jscan_event_scan(deep, n + 141, keys, &h), 0);
+    is_int((int)h, 1);
+    is_int(jscan_event_scan(deep, n + 140, keys, &h), -1);
+    is_int((int)h, 0);
+}
+
+/* The block scan of jscan_event_scan against its byte reference, and against jscan_may_have_object on the texts
+ * that are valid JSON, on mutated events (keys and brackets placed at every block offset). */
+static void test_event_scan_blocks(void)
+{
+    static const char *const keys[] = {"usage", "error", NULL};
+    static const char *const seeds[] = {
+        ("{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":"
+         "{\"content\":\"a \\\"usage\\\":{ {word} [x] \\\\\"},\"finish_reason\":null}],\"usage\" : {\"total\":3}}"),
+        "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"\\u00e9\\n\"}}",
+        "  [ {\"error\":[[[],{}]]}, \"\\\\\\\"\", {\"error\":\n{}} ]  ",
+        /* a string longer than a block, past block edges, with escapes: the scan skips such a string's body */
+        ("{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" lorem ipsum "
+         "dolor sit amet \\\"consectetur\\\" adipiscing {elit} sed do eiusmod [tempor] incididunt ut labore \\\\\\\\"
+         "et dolore magna aliqua ut enim ad minim veniam quis nostrud \\\\\\\" exercitation ullamco laboris nisi "
+         "ut aliquip ex ea commodo\\\\\"}}"),
+    };
+    static const char alphabet[] = "\"\\{}[] a:,usYy_";
+    uint64_t rng = 0x2545f4914f6cdd1dull;
+    int mismatches = 0, valid = 0, checked = 0;
+    for (size_t s = 0; s < sizeof(seeds) / sizeof(seeds[0]); s++) {
+        size_t n = strlen(seeds[s]);
+        char *buf = malloc(n + 1);
+        for (int round = 0; round < 6000; round++) {
+            size_t len = n;
+            memcpy(buf, seeds[s], n);
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            if (round % 4 == 0) /* a truncation */
+                len = (rng >> 33) % (n + 1);
+            else
+                for (int k = 1 + (int)(rng % 3); k > 0; k--) { /* one to three bytes replaced */
+                    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+                    buf[(rng >> 33) % n] = alphabet[(rng >> 17) % (sizeof(alphabet) - 1)];
+                }
+            unsigned a = 0, b = 0;
+            int ra = jscan_event_scan(buf, len, keys, &a), rb = jscan_event_scan_bytes(buf, len, keys, &b);
+            mismatches += ra != rb || a != b || ra != jscan_structure_ok(buf, len);
+            if (jscan_validate(buf, len, NULL, NULL) == 0 && ra == 0) {
+                valid++;
+                for (int k = 0; k < 2; k++)
+                    mismatches += ((a >> k) & 1) != jscan_may_have_object(buf, len, (const char *const[]){keys[k], NULL});
+            }
+            checked++;
+        }
+        free(buf);
+    }
+    is_int(mismatches, 0);
+    ok(checked == 24000 && valid > 1000);
 }
 
 /* jscan_fields_trusted: the same members as jscan_fields on a value out of validated text, escapes and nesting
@@ -254,6 +384,9 @@ int main(void)
     subtest("string scan by words", test_string_words);
     subtest("may have object", test_may_have_object);
     subtest("structure check by blocks equals the byte reference", test_structure_blocks);
+    subtest("long strings: escapes at every block offset", test_structure_long_strings);
+    subtest("event scan: structure and keys in one pass", test_event_scan);
+    subtest("event scan by blocks equals the byte reference and jscan_may_have_object", test_event_scan_blocks);
     subtest("validate", test_validate);
     subtest("fields and paths", test_fields);
     subtest("strings and numbers", test_strings);

@@ -355,6 +355,53 @@ static struct config *load_config(void)
     return c;
 }
 
+/* ---- the worker's recycled exchanges ---- */
+
+static void note_ex(struct loopback *lb) /* on_write: the exchange is still bound */
+{
+    lb->ud = lb->ex;
+}
+
+static void hold_ex(struct loopback *lb)
+{
+    lb->ud = lb->ex;
+    ex_ref(lb->ex); /* a reference still out when the worker goes (as a closing timer's would be) */
+}
+
+/* An exchange is recycled on its worker; and its last reference may drop after ex_worker_free (its timers close
+ * on the loop's next turn): the worker then lives until that release, and nothing is kept or leaked (ASan). */
+static void test_recycled_and_worker_freed_first(void)
+{
+    struct gateway_worker *main_gw = gw;
+    gw = ex_worker_new(&loop, gw_config_up_options(cfg));
+    const char *body = "{\"model\":\"fast\",\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}";
+    struct loopback lb;
+    lb_init(&lb);
+    lb.on_write = note_ex;
+    reset_counts();
+    submit(&lb, &front_openai_chat, body);
+    run_until_end(&lb);
+    is_int(lb.status, 200);
+    const void *first = lb.ud;
+    ok(first != NULL);
+    settle_loop(); /* its timers have closed: the exchange is released, kept as a spare */
+    lb_free(&lb);
+
+    lb_init(&lb);
+    lb.on_write = hold_ex;
+    submit(&lb, &front_openai_chat, body);
+    run_until_end(&lb);
+    ok(lb.ud == first); /* the spare, not a new block */
+    is_int(lb.status, 200);
+    ok(strstr(lb.body.data, "echo: hello") != NULL);
+    is_int(C.settles, 2);
+    settle_loop();
+    ex_worker_free(gw); /* one exchange is still referenced */
+    gw = main_gw;
+    ex_unref(lb.ud); /* the last release: frees the exchange, then the worker */
+    lb_free(&lb);
+}
+
 int main(void)
 {
     uv_loop_init(&loop);
@@ -368,6 +415,7 @@ int main(void)
     subtest("outcomes", test_outcomes);
     subtest("wait and resume", test_wait_and_resume);
     subtest("cancel mid-stream", test_cancel_mid_stream);
+    subtest("recycled exchanges; a worker freed before an exchange's last release", test_recycled_and_worker_freed_first);
     ex_worker_free(gw);
     while (uv_run(&loop, UV_RUN_NOWAIT) != 0)
         ;

@@ -2,6 +2,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -129,6 +130,167 @@ static void test_retry_and_full_queue(void)
     is_int(st.dropped - st0.dropped, 40 - accepted);
     ok(st.failures - st0.failures >= 3);
     ok(!st.failing);
+    buf_free(&err);
+}
+
+/* The queue keeps rows packed (policy/ledger.c): what the store is handed is field for field what was queued,
+ * strings at their longest, empty, and an evaluation row, in order. */
+static struct ledger_row got[8];
+static _Atomic int ngot;
+static int capture_append(struct ledger_store *s, const struct ledger_row *r, size_t n, struct buf *e)
+{
+    (void)s, (void)e;
+    for (size_t i = 0; i < n; i++) {
+        int k = atomic_fetch_add(&ngot, 1);
+        if (k < 8)
+            got[k] = r[i];
+    }
+    return 0;
+}
+static const struct ledger_store_ops capture_ops = {.name = "capture", .open = fake_open, .append = capture_append,
+                                                    .close = fake_close};
+
+static void fill(char *s, size_t cap, char c)
+{
+    memset(s, c, cap - 1);
+    s[cap - 1] = '\0';
+}
+
+static void same_row(const struct ledger_row *a, const struct ledger_row *b)
+{
+    is_str(a->request_id, b->request_id);
+    is_str(a->key_id, b->key_id);
+    is_str(a->user, b->user);
+    is_str(a->team, b->team);
+    is_str(a->workflow, b->workflow);
+    is_str(a->model, b->model);
+    is_str(a->deployment, b->deployment);
+    is_str(a->provider, b->provider);
+    is_str(a->price_version, b->price_version);
+    is_str(a->eval_name, b->eval_name);
+    is_str(a->eval_label, b->eval_label);
+    is_int(a->ts_ms, b->ts_ms);
+    is_int(a->input_tokens, b->input_tokens);
+    is_int(a->cached_tokens, b->cached_tokens);
+    is_int(a->cache_write_tokens, b->cache_write_tokens);
+    is_int(a->output_tokens, b->output_tokens);
+    is_int(a->reasoning_tokens, b->reasoning_tokens);
+    is_int(a->cost_nusd, b->cost_nusd);
+    is_int(a->status, b->status);
+    is_int(a->incomplete, b->incomplete);
+    is_int(a->priced, b->priced);
+    is_int(a->attempts, b->attempts);
+    is_int(a->latency_us, b->latency_us);
+    is_int(a->ttft_us, b->ttft_us);
+    is_int(a->saved_nusd, b->saved_nusd);
+    is_int(a->evaluation, b->evaluation);
+    ok(a->eval_score == b->eval_score);
+}
+
+static void test_queue_keeps_every_field(void)
+{
+    struct ledger_row full = {.ts_ms = 1796385600123, .input_tokens = 1, .cached_tokens = 2,
+                              .cache_write_tokens = 3, .output_tokens = 4, .reasoning_tokens = 5,
+                              .cost_nusd = INT64_MAX, .status = 499, .incomplete = true, .priced = true,
+                              .attempts = 7, .latency_us = 8, .ttft_us = 9, .saved_nusd = 10};
+    fill(full.request_id, sizeof(full.request_id), 'r');
+    fill(full.key_id, sizeof(full.key_id), 'k');
+    fill(full.user, sizeof(full.user), 'u');
+    fill(full.team, sizeof(full.team), 't');
+    fill(full.workflow, sizeof(full.workflow), 'w');
+    fill(full.model, sizeof(full.model), 'm');
+    fill(full.deployment, sizeof(full.deployment), 'd');
+    fill(full.provider, sizeof(full.provider), 'p');
+    fill(full.price_version, sizeof(full.price_version), 'v');
+    struct ledger_row empty = {.ts_ms = -1, .status = 200, .latency_us = -5};
+    struct ledger_row eval = {.ts_ms = 42, .evaluation = true, .eval_score = 0.125};
+    snprintf(eval.request_id, sizeof(eval.request_id), "req-e");
+    fill(eval.eval_name, sizeof(eval.eval_name), 'n');
+    fill(eval.eval_label, sizeof(eval.eval_label), 'l');
+    struct ledger_row odd = full; /* an odd total length: the next record starts aligned */
+    snprintf(odd.user, sizeof(odd.user), "abc");
+    snprintf(odd.team, sizeof(odd.team), "%s", "");
+    const struct ledger_row *in[] = {&full, &empty, &eval, &odd, &full};
+    struct buf err = BUF_INIT(1024);
+    atomic_store(&ngot, 0);
+    ok(ledger_start(&(struct ledger_options){.data_dir = dir, .ops = &capture_ops, .batch_ms = 10000}, &err) == 0);
+    for (size_t i = 0; i < 5; i++)
+        ok(ledger_enqueue(in[i]));
+    ledger_stop(); /* one batch, written at the stop */
+    is_int(atomic_load(&ngot), 5);
+    for (size_t i = 0; i < 5; i++)
+        same_row(&got[i], in[i]);
+    buf_free(&err);
+}
+
+/* Spend rows go to SQLite 32 to a statement (store/ledger_sqlite.c): runs longer and shorter than that, broken by
+ * an evaluation row, all arrive once, in order, every column in place. */
+static void test_many_rows_in_order(void)
+{
+    char sub[96], path[128];
+    snprintf(sub, sizeof(sub), "%s/many", dir);
+    ok(mkdir(sub, 0700) == 0);
+    struct buf err = BUF_INIT(1024);
+    ok(ledger_start(&(struct ledger_options){.data_dir = sub, .batch_ms = 10000}, &err) == 0);
+    int nspend = 0;
+    for (int i = 0; i < 110; i++) {
+        if (i == 33 || i == 34 || i == 100) { /* runs of 33, 65 and 9 spend rows */
+            struct ledger_row e = {.ts_ms = NOW * 1000, .evaluation = true, .eval_score = i};
+            snprintf(e.request_id, sizeof(e.request_id), "req-%d", nspend - 1);
+            snprintf(e.eval_name, sizeof(e.eval_name), "judge-%d", i);
+            ok(ledger_enqueue(&e));
+            continue;
+        }
+        struct ledger_row r = row("k", "t", "m", NOW, 1000 + nspend, nspend, 7 * nspend, nspend % 2);
+        snprintf(r.request_id, sizeof(r.request_id), "req-%d", nspend);
+        r.attempts = nspend % 3 + 1;
+        r.saved_nusd = nspend % 5 == 0 ? nspend : 0;
+        r.ttft_us = nspend;
+        ok(ledger_enqueue(&r));
+        nspend++;
+    }
+    ledger_stop(); /* one batch */
+    snprintf(path, sizeof(path), "%s/ledger.db", sub);
+    sqlite3 *db = NULL;
+    ok(sqlite3_open(path, &db) == SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    ok(sqlite3_prepare_v2(db,
+                          "SELECT request_id, input_tokens, output_tokens, cost_nusd, incomplete, attempts,"
+                          " saved_nusd, ttft_us, key_id, team, model FROM ledger_exchanges ORDER BY id",
+                          -1, &st, NULL) == SQLITE_OK);
+    int i = 0, bad = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        char want[32];
+        snprintf(want, sizeof(want), "req-%d", i);
+        bool good = strcmp((const char *)sqlite3_column_text(st, 0), want) == 0 &&
+                    sqlite3_column_int64(st, 1) == 1000 + i && sqlite3_column_int64(st, 2) == i &&
+                    sqlite3_column_int64(st, 3) == 7 * i && sqlite3_column_int(st, 4) == i % 2 &&
+                    sqlite3_column_int(st, 5) == i % 3 + 1 &&
+                    (i % 5 == 0 ? sqlite3_column_int64(st, 6) == i : sqlite3_column_type(st, 6) == SQLITE_NULL) &&
+                    sqlite3_column_int64(st, 7) == i && strcmp((const char *)sqlite3_column_text(st, 8), "k") == 0 &&
+                    strcmp((const char *)sqlite3_column_text(st, 9), "t") == 0 &&
+                    strcmp((const char *)sqlite3_column_text(st, 10), "m") == 0;
+        if (!good && bad++ == 0)
+            printf("# row %d differs\n", i);
+        i++;
+    }
+    sqlite3_finalize(st);
+    is_int(i, 107);
+    is_int(bad, 0);
+    ok(sqlite3_prepare_v2(db, "SELECT request_id, name FROM ledger_evaluations ORDER BY id", -1, &st, NULL) ==
+       SQLITE_OK);
+    const char *evs[][2] = {{"req-32", "judge-33"}, {"req-32", "judge-34"}, {"req-97", "judge-100"}};
+    int ne = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        if (ne < 3) {
+            is_str((const char *)sqlite3_column_text(st, 0), evs[ne][0]);
+            is_str((const char *)sqlite3_column_text(st, 1), evs[ne][1]);
+        }
+        ne++;
+    }
+    is_int(ne, 3);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
     buf_free(&err);
 }
 
@@ -290,6 +452,8 @@ int main(void)
         return 1;
     subtest("write, report, rebuild budgets", test_write_report_rebuild);
     subtest("retry and a full queue", test_retry_and_full_queue);
+    subtest("the queue hands the store every field as queued", test_queue_keeps_every_field);
+    subtest("runs of spend rows, longer and shorter than one statement, in order", test_many_rows_in_order);
     subtest("an old-schema ledger.db, and evaluation rows", test_old_schema_and_evaluations);
     subtest("an old-schema ledger.db is migrated; a cache hit's saving is summed", test_old_schema_and_saving);
     char cmd[128];
