@@ -151,6 +151,11 @@ bool sbx_pywarm_eligible(const struct sbx_spec *s)
         for (size_t k = 0; k < sizeof(prefixes) / sizeof(prefixes[0]); k++)
             if (strncmp(s->env[i], prefixes[k], strlen(prefixes[k])) == 0)
                 return false;
+    /* Input files in subdirectories (data/in.csv) are made by the C child (sbx_files_write: the directories too);
+     * the bootstrap writes plain names only, so such a run takes the cold path. */
+    for (size_t i = 0; i < s->nfiles; i++)
+        if (strchr(s->files[i].name, '/'))
+            return false;
     return true;
 }
 

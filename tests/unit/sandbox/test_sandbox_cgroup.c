@@ -164,9 +164,10 @@ static void test_v2(void)
     sbx_cgroup_open_stats(&cg);
     ok(cg.stats_open && cg.stat_fd[0] >= 0 && cg.stat_fd[1] >= 0 && cg.stat_fd[2] >= 0);
     static const char *const v2f[] = {"memory.peak", "memory.events", "cpu.stat"};
-    for (int i = 0; i < 3; i++)
-        ok(rename(path("cg2/app/agentd-sandbox/run-1/%s", v2f[i]), path("cg2/app/agentd-sandbox/run-1/%s.moved", v2f[i])) ==
-           0);
+    for (int i = 0; i < 3; i++) {
+        char *from = path("cg2/app/agentd-sandbox/run-1/%s", v2f[i]);
+        ok(rename(from, path("cg2/app/agentd-sandbox/run-1/%s.moved", v2f[i])) == 0);
+    }
     put(path("cg2/app/agentd-sandbox/run-1/memory.peak.moved"), "54321\n");
     put(path("cg2/app/agentd-sandbox/run-1/memory.events.moved"), "oom 1\noom_kill 5\n");
     put(path("cg2/app/agentd-sandbox/run-1/cpu.stat.moved"), "usage_usec 888\n");

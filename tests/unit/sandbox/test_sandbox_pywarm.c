@@ -40,6 +40,15 @@ static void test_eligible(void)
     s.lang = SBX_LANG_SH;
     ok(!sbx_pywarm_eligible(&s));
     s.lang = SBX_LANG_PYTHON;
+    struct sbx_file files[2] = {{.name = "in.csv", .data = "x", .len = 1},
+                                {.name = "data/in.csv", .data = "y", .len = 1}};
+    s.files = files;
+    s.nfiles = 1;
+    ok(sbx_pywarm_eligible(&s)); /* a plain input name: the bootstrap writes it */
+    s.nfiles = 2;
+    ok(!sbx_pywarm_eligible(&s)); /* one in a subdirectory: the C child makes the directory */
+    s.files = NULL;
+    s.nfiles = 0;
     s.code = NULL;
     ok(!sbx_pywarm_eligible(&s));
 }
