@@ -4,12 +4,14 @@ at 64 connections, with rounds interleaved (the order rotates each round), so a 
 reference binary (e.g. the pre-spine f352860) without the whole bench/run.sh.
 
   python3 bench/ab.py [--kinds instant,sse_responses] [--rounds 3] [--seconds 5] [--cg 1000] [--cg-sse 300]
-                      [--no-cpu] [--no-cg] [--syscalls] [--top 25] LABEL=BIN [LABEL=BIN ...]
+                      [--no-cpu] [--no-cg] [--syscalls] [--top 25] LABEL=BIN[,VAR=VALUE...] [LABEL=BIN ...]
 
 Kinds: instant (POST /v1/chat/completions, the static 587-byte completion) and the static streams of bench.py
 (sse_openai, sse_anthropic, sse_o2a, sse_responses). The same static nginx upstream, request files, pinning
 (agentd on CPU 0, wrk / lat / upstream on CPU 1) and counters as bench.py. CPU ratios are taken per round against
 the first binary, then the median. A binary that answers 404 on a kind's route is skipped for that kind.
+Environment variables after the binary apply to that run only, e.g. `noledger=build/agentd,AGENTD_LEDGER_ENABLED=false`
+measures the spine without a feature the reference binary does not have.
 Run it from the repository root; it needs nginx, wrk and valgrind (scripts/deps.sh bench, test).
 """
 import argparse
@@ -25,11 +27,14 @@ import bench as B  # noqa: E402
 
 
 def start_agentd(b, binary, w):
+    binary, *assigns = binary.split(",")
+    env = {"BENCH_KEY": B.FAKE_KEY}
+    env.update(x.split("=", 1) for x in assigns)
     data = os.path.join(w, "data-%d" % os.getpid())
     os.makedirs(data, exist_ok=True)
     p = B.Proc("agentd", [binary, "serve", "--listen", "127.0.0.1:%d" % B.P["agentd"], "--ops-listen",
                           "127.0.0.1:%d" % B.P["agentd_ops"], "--data-dir", data, "--workers", "1", "--config",
-                          B.write_agentd_config(w, False)], B.GW_CPU, env={"BENCH_KEY": B.FAKE_KEY},
+                          B.write_agentd_config(w, False)], B.GW_CPU, env=env,
                logfile=os.path.join(w, "agentd.log"))
     B.wait_port(B.P["agentd"], p)
     b.procs["agentd"] = p
@@ -106,7 +111,9 @@ def main():
         cg = {}
         if not a.no_cg and shutil.which("valgrind"):
             for lb, binary in bins:
-                b.agentd_bin = binary
+                b.agentd_bin, *assigns = binary.split(",")
+                saved = {x.split("=", 1)[0]: os.environ.get(x.split("=", 1)[0]) for x in assigns}
+                os.environ.update(x.split("=", 1) for x in assigns)  # the callgrind'ed agentd inherits them
                 for k in kinds:
                     if (lb, k) in skip:
                         continue
@@ -125,6 +132,11 @@ def main():
                             n += 1
                             if n >= a.top:
                                 break
+                for name, value in saved.items():
+                    if value is None:
+                        os.environ.pop(name, None)
+                    else:
+                        os.environ[name] = value
     finally:
         b.stop_all()
         up.stop()
