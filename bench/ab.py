@@ -4,12 +4,15 @@ at 64 connections, with rounds interleaved (the order rotates each round), so a 
 reference binary (e.g. the pre-spine f352860) without the whole bench/run.sh.
 
   python3 bench/ab.py [--kinds instant,sse_responses] [--rounds 3] [--seconds 5] [--cg 1000] [--cg-sse 300]
-                      [--no-cpu] [--no-cg] [--syscalls] [--top 25] LABEL=BIN[,VAR=VALUE...] [LABEL=BIN ...]
+                      [--no-cpu] [--no-cg] [--syscalls] [--latency SECS] [--top 25]
+                      LABEL=BIN[,VAR=VALUE...] [LABEL=BIN ...]
 
 Kinds: instant (POST /v1/chat/completions, the static 587-byte completion) and the static streams of bench.py
 (sse_openai, sse_anthropic, sse_o2a, sse_responses). The same static nginx upstream, request files, pinning
 (agentd on CPU 0, wrk / lat / upstream on CPU 1) and counters as bench.py. CPU ratios are taken per round against
 the first binary, then the median. A binary that answers 404 on a kind's route is skipped for that kind.
+--latency SECS adds, in every round, a concurrency-1 run of SECS seconds through each binary and one straight to
+the upstream: the added latency (p50, p99) is the binary's minus the upstream's of the same round, then the median.
 Environment variables after the binary apply to that run only, e.g. `noledger=build/agentd,AGENTD_LEDGER_ENABLED=false`
 measures the spine without a feature the reference binary does not have.
 Run it from the repository root; it needs nginx, wrk and valgrind (scripts/deps.sh bench, test).
@@ -52,6 +55,7 @@ def main():
     ap.add_argument("--no-cpu", action="store_true")
     ap.add_argument("--no-cg", action="store_true")
     ap.add_argument("--syscalls", action="store_true", help="system calls per request at 64 connections (perf)")
+    ap.add_argument("--latency", type=float, default=0, help="seconds of concurrency-1 latency per round and binary")
     ap.add_argument("--top", type=int, default=25)
     a = ap.parse_args()
     bins = [x.split("=", 1) for x in a.bins]
@@ -65,7 +69,7 @@ def main():
                 logfile=os.path.join(w, "upstream.log"))
     B.wait_port(B.P["upstream"], up)
     b = B.Bench(w, bins[0][1], lat, "ab")
-    res = {k: {lb: {"cpu": [], "ratio": []} for lb, _ in bins} for k in kinds}
+    res = {k: {lb: {"cpu": [], "ratio": [], "add50": [], "add99": []} for lb, _ in bins} for k in kinds}
     skip = set()
     try:
         # which binary serves which kind
@@ -81,12 +85,19 @@ def main():
         for rd in range(0 if a.no_cpu else a.rounds):
             for k in kinds:
                 per = {}
+                direct = None
+                if a.latency:
+                    direct = b.lat("direct", k, stream=k in B.SSE_KINDS, secs=a.latency)["total_us"]
                 for lb, binary in B.rotate(bins, rd):
                     if (lb, k) in skip:
                         continue
                     p = start_agentd(b, binary, w)
                     b.wrk("agentd", k, 1, B.CONNS)
                     r = b.wrk("agentd", k, a.seconds, B.CONNS)
+                    if direct:
+                        t = b.lat("agentd", k, stream=k in B.SSE_KINDS, secs=a.latency)["total_us"]
+                        res[k][lb]["add50"].append(t["p50"] - direct["p50"])
+                        res[k][lb]["add99"].append(t["p99"] - direct["p99"])
                     p.stop()
                     b.procs.pop("agentd", None)
                     per[lb] = r["cpu_us_per_req"]
@@ -153,6 +164,11 @@ def main():
                 k, lb, d["cpu"] and round(statistics.median(d["cpu"]), 1),
                 d["ratio"] and round(statistics.median(d["ratio"]), 3), [round(x, 1) for x in d["cpu"]], ipr,
                 ipr and ref_cg and round(ipr / ref_cg, 3), sc.get((lb, k))))
+            if d["add50"]:
+                ref = res[k][bins[0][0]]
+                print("%-14s %-10s added latency at c=1: p50 %.1f us, p99 %.1f us (medians; %s: p50 %.1f, p99 %.1f)" % (
+                    k, lb, statistics.median(d["add50"]), statistics.median(d["add99"]), bins[0][0],
+                    statistics.median(ref["add50"]), statistics.median(ref["add99"])))
     print("work dir (callgrind outputs):", w)
 
 
