@@ -115,7 +115,8 @@ static void job_work(uv_work_t *w)
             return;
     }
     j->rc = agent_store_get(st, j->id, &j->run, j->err, sizeof(j->err));
-    if (j->rc == 0)
+    /* the steps are what the new events show: a poll with none (most polls of a watched run) reads no step */
+    if (j->rc == 0 && (j->kind != JOB_EVENTS || j->last > j->after))
         j->rc = agent_store_steps(st, j->id, &j->steps, &j->nsteps, j->err, sizeof(j->err));
 }
 
