@@ -386,17 +386,6 @@ int mcp_tool_param_headers(const cJSON *tool, cJSON **map)
     return n;
 }
 
-static void base64_append(struct buf *out, const unsigned char *s, size_t n)
-{
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    for (size_t i = 0; i < n; i += 3) {
-        unsigned v = (unsigned)s[i] << 16 | (i + 1 < n ? (unsigned)s[i + 1] << 8 : 0) | (i + 2 < n ? s[i + 2] : 0);
-        char q[4] = {tab[(v >> 18) & 63], tab[(v >> 12) & 63], i + 1 < n ? tab[(v >> 6) & 63] : '=',
-                     i + 2 < n ? tab[v & 63] : '='};
-        buf_append(out, q, 4);
-    }
-}
-
 bool mcp_param_header_value(const cJSON *v, struct buf *out)
 {
     if (cJSON_IsBool(v)) {
@@ -423,7 +412,7 @@ bool mcp_param_header_value(const cJSON *v, struct buf *out)
         buf_append(out, s, n);
     } else { /* an empty value too: many HTTP stacks drop an empty header */
         buf_append_str(out, "=?base64?");
-        base64_append(out, (const unsigned char *)s, n);
+        buf_append_base64(out, s, n, false);
         buf_append_str(out, "?=");
     }
     return true;

@@ -194,6 +194,25 @@ void fmt_hex64(char *dst, uint64_t v)
     }
 }
 
+int buf_append_base64(struct buf *b, const void *p, size_t n, bool url)
+{
+    static const char std[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    static const char safe[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const char *t = url ? safe : std;
+    const unsigned char *in = p;
+    if (buf_reserve(b, (n + 2) / 3 * 4) != 0)
+        return -1;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0) | (i + 2 < n ? in[i + 2] : 0);
+        char q[4] = {t[(v >> 18) & 63], t[(v >> 12) & 63], i + 1 < n ? t[(v >> 6) & 63] : '=',
+                     i + 2 < n ? t[v & 63] : '='};
+        size_t k = !url || i + 2 < n ? 4 : i + 1 < n ? 3 : 2;
+        if (buf_append(b, q, k) != 0)
+            return -1;
+    }
+    return buf_append(b, "", 0);
+}
+
 int buf_append_u64(struct buf *b, uint64_t v)
 {
     char tmp[24];

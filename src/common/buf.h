@@ -7,6 +7,7 @@
 #define AGENTD_BUF_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -72,6 +73,10 @@ int buf_append_i64(struct buf *b, int64_t v);
 size_t fmt_u64(char *dst, uint64_t v);
 /* Writes 16 lower-case hex digits of v into dst; no NUL. */
 void fmt_hex64(char *dst, uint64_t v);
+
+/* Appends the base64 of n bytes at p: RFC 4648 §4 with padding, or with url the §5 alphabet without padding (as
+ * JWTs use). The buffer is NUL-terminated afterwards even when n is 0. */
+int buf_append_base64(struct buf *b, const void *p, size_t n, bool url);
 
 /* Appends s as a JSON string literal, quotes included, escaping what RFC 8259 requires. */
 int buf_append_json_str(struct buf *b, const char *s, size_t n);

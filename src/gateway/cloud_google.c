@@ -98,16 +98,6 @@ int cc_google_parse_sa(const char *json, size_t len, struct cc_google_sa *sa, ch
 
 /* ---------- the JWT ---------- */
 
-static void b64url(struct buf *out, const unsigned char *p, size_t n)
-{
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    for (size_t i = 0; i < n; i += 3) {
-        unsigned v = (unsigned)p[i] << 16 | (i + 1 < n ? (unsigned)p[i + 1] << 8 : 0) | (i + 2 < n ? p[i + 2] : 0);
-        char q[4] = {tab[v >> 18 & 63], tab[v >> 12 & 63], tab[v >> 6 & 63], tab[v & 63]};
-        buf_append(out, q, i + 2 < n ? 4 : i + 1 < n ? 3 : 2);
-    }
-}
-
 int cc_google_jwt(const struct cc_google_sa *sa, int64_t now, struct buf *out, char *err, size_t errlen)
 {
     struct buf hdr = BUF_INIT(BUF_UNBOUNDED), claims = BUF_INIT(BUF_UNBOUNDED);
@@ -123,9 +113,9 @@ int cc_google_jwt(const struct cc_google_sa *sa, int64_t now, struct buf *out, c
     buf_append_json_cstr(&claims, sa->token_uri);
     buf_printf(&claims, ",\"iat\":%lld,\"exp\":%lld}", (long long)now, (long long)now + CC_GOOGLE_JWT_LIFETIME_S);
     size_t start = out->len;
-    b64url(out, (const unsigned char *)hdr.data, hdr.len);
+    buf_append_base64(out, hdr.data, hdr.len, true);
     buf_append_char(out, '.');
-    b64url(out, (const unsigned char *)claims.data, claims.len);
+    buf_append_base64(out, claims.data, claims.len, true);
     buf_free(&hdr);
     buf_free(&claims);
 
@@ -144,7 +134,7 @@ int cc_google_jwt(const struct cc_google_sa *sa, int64_t now, struct buf *out, c
         snprintf(err, errlen, "could not sign the JWT with the key's private_key");
     } else {
         buf_append_char(out, '.');
-        b64url(out, sig, siglen);
+        buf_append_base64(out, sig, siglen, true);
         rc = 0;
     }
     EVP_MD_CTX_free(md);

@@ -89,21 +89,6 @@ const char *canon_str(const cJSON *o, const char *k)
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-int canon_base64(const void *p, size_t n, struct buf *out)
-{
-    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    const unsigned char *in = p;
-    if (buf_reserve(out, (n + 2) / 3 * 4) != 0)
-        return -1;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0) | (i + 2 < n ? in[i + 2] : 0);
-        char q[4] = {tbl[(v >> 18) & 63], tbl[(v >> 12) & 63], i + 1 < n ? tbl[(v >> 6) & 63] : '=',
-                     i + 2 < n ? tbl[v & 63] : '='};
-        buf_append(out, q, 4);
-    }
-    return buf_append(out, "", 0); /* NUL-terminated even when n is 0 */
-}
-
 cJSON *canon_completion(struct attempt *a, const char *text, cJSON *tool_calls, enum finish finish,
                         const struct usage *u)
 {

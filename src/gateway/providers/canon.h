@@ -29,9 +29,6 @@ void canon_tool_call_id(char *out, size_t size);
 /* o's member k when it is a string, else NULL (o may be NULL or not an object). */
 const char *canon_str(const cJSON *o, const char *k);
 
-/* Standard base64 (RFC 4648 §4, padded) of n bytes. */
-int canon_base64(const void *p, size_t n, struct buf *out);
-
 /* Builds the canonical chat.completion for a's exchange: id and model as the client sees them, one choice with
  * text (content null when empty and there are tool calls) and tool_calls (taken over; NULL or an empty array for
  * none), finish reason and usage. */

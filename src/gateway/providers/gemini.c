@@ -1168,7 +1168,7 @@ static int decode_embeddings(struct attempt *a, cJSON *t, cJSON **out, struct gw
                 k++;
             }
             struct buf b = BUF_INIT(BUF_UNBOUNDED);
-            canon_base64(bytes, (size_t)n * 4, &b);
+            buf_append_base64(&b, bytes, (size_t)n * 4, false);
             cJSON_AddStringToObject(o, "embedding", b.data ? b.data : "");
             buf_free(&b);
             xfree(bytes);

@@ -446,7 +446,7 @@ static int run_embeddings(struct attempt *a)
         cJSON_AddNumberToObject(e, "index", idx++);
         if (base64) {
             struct buf b = BUF_INIT(BUF_UNBOUNDED);
-            canon_base64(v, (size_t)dims * sizeof(float), &b);
+            buf_append_base64(&b, v, (size_t)dims * sizeof(float), false);
             cJSON_AddStringToObject(e, "embedding", b.data);
             buf_free(&b);
         } else {

@@ -120,11 +120,50 @@ static void test_steal(void)
     xfree(p);
 }
 
+/* RFC 4648 §10's vectors, and the URL-safe form: the standard one with '-' '_' for '+' '/' and no padding. */
+static void test_base64(void)
+{
+    static const char *const plain[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+    static const char *const coded[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
+    for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++) {
+        struct buf b = BUF_INIT(64);
+        ok(buf_append_base64(&b, plain[i], strlen(plain[i]), false) == 0);
+        ok(b.data != NULL && strcmp(b.data, coded[i]) == 0);
+        buf_free(&b);
+    }
+    unsigned char bytes[48];
+    uint32_t x = 2463534242u;
+    for (size_t i = 0; i < sizeof(bytes); i++) {
+        x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+        bytes[i] = (unsigned char)(i % 3 == 0 ? 0xff : i % 3 == 1 ? 0xfb : x); /* '+' and '/' come up */
+    }
+    int same = 0;
+    for (size_t n = 0; n <= sizeof(bytes); n++) {
+        struct buf sb = BUF_INIT(BUF_UNBOUNDED), ub = BUF_INIT(BUF_UNBOUNDED);
+        buf_append_base64(&sb, bytes, n, false);
+        buf_append_base64(&ub, bytes, n, true);
+        struct buf want = BUF_INIT(BUF_UNBOUNDED);
+        buf_append(&want, "", 0);
+        for (size_t i = 0; i < sb.len; i++)
+            if (sb.data[i] != '=')
+                buf_append_char(&want, sb.data[i] == '+' ? '-' : sb.data[i] == '/' ? '_' : sb.data[i]);
+        same += ub.len == want.len && memcmp(ub.data, want.data, ub.len) == 0 && sb.len == (n + 2) / 3 * 4;
+        buf_free(&sb);
+        buf_free(&ub);
+        buf_free(&want);
+    }
+    is_int(same, (int)sizeof(bytes) + 1);
+    struct buf lim = BUF_INIT(7); /* 4 fit, 8 do not */
+    is_int(buf_append_base64(&lim, "abcd", 4, false), -1);
+    buf_free(&lim);
+}
+
 int main(void)
 {
     subtest("limits", test_limits);
     subtest("json escape", test_json_escape);
     subtest("json escape, eight bytes at a time", test_json_escape_words);
     subtest("steal", test_steal);
+    subtest("base64", test_base64);
     return done_testing();
 }
