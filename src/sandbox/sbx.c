@@ -84,6 +84,9 @@ struct sbx_run {
     char *stdin_copy;
     int handles;
     bool in_open, out_eof, err_eof, have_exit, done, cancel_sent;
+    /* Our copies of the output pipes' write ends, held until the end is reported: the program's exit then does not
+     * wake this loop (twice, for two EOFs) in the middle of the exit, and the EOFs come when the result does. */
+    int out_hold[2];
     struct sbx_result res;
     /* spec.collect_files: what to read back from /work when the run ends */
     bool collect;
@@ -102,6 +105,15 @@ static void run_free_known(struct sbx_run *run)
 }
 
 static void pool_maybe_free(struct sbx_pool *pool);
+
+static void release_holds(struct sbx_run *run)
+{
+    for (int i = 0; i < 2; i++) {
+        if (run->out_hold[i] != -1)
+            close(run->out_hold[i]);
+        run->out_hold[i] = -1;
+    }
+}
 
 static struct sbx_run *find_run(struct sbx_pool *pool, uint64_t id)
 {
@@ -123,6 +135,7 @@ static void on_run_handle_closed(uv_handle_t *h)
         pool->runs = run->next;
     if (run->next)
         run->next->prev = run->prev;
+    release_holds(run);
     sbx_result_free(&run->res);
     run_free_known(run);
     xfree(run->stdin_copy);
@@ -202,6 +215,28 @@ static void on_stdin_written(uv_write_t *w, int status)
         uv_close((uv_handle_t *)&run->in, on_run_handle_closed);
 }
 
+/* After the end is reported and our write ends are closed, what the pipes hold is all there will be: read it now,
+ * rather than one more turn of the loop later. */
+static void drain_pipes(struct sbx_run *run)
+{
+    uv_pipe_t *ps[2] = {&run->out, &run->err};
+    for (int i = 0; i < 2 && !run->done; i++) {
+        bool *eof = i == 0 ? &run->out_eof : &run->err_eof;
+        uv_os_fd_t fd;
+        if (*eof || uv_is_closing((uv_handle_t *)ps[i]) || uv_fileno((uv_handle_t *)ps[i], &fd) != 0)
+            continue;
+        while (!*eof && !run->done) {
+            ssize_t n = read(fd, run->pool->slab, sizeof(run->pool->slab));
+            if (n == -1 && errno == EINTR)
+                continue;
+            if (n == -1 && errno == EAGAIN)
+                break; /* a writer is still open somewhere: the loop reads the rest */
+            uv_buf_t b = uv_buf_init(run->pool->slab, n > 0 ? (unsigned)n : 0);
+            on_read((uv_stream_t *)ps[i], n > 0 ? n : n == 0 ? UV_EOF : UV_EIO, &b);
+        }
+    }
+}
+
 static void apply_exit(struct sbx_run *run, const struct sbx_exit *e)
 {
     struct sbx_result *r = &run->res;
@@ -218,6 +253,8 @@ static void apply_exit(struct sbx_run *run, const struct sbx_exit *e)
     (void)snprintf(r->cgroup_name, sizeof(r->cgroup_name), "%s", e->cgroup_name);
     (void)snprintf(r->error, sizeof(r->error), "%s", e->error);
     run->have_exit = true;
+    release_holds(run);
+    drain_pipes(run);
     run_maybe_done(run);
 }
 
@@ -576,7 +613,7 @@ int sbx_pool_new(uv_loop_t *loop, const struct sbx_pool_opts *opts, struct sbx_p
             return -1;
         }
     } else {
-        static const struct sbx_engine_hooks hooks = {.on_exec = NULL, .on_result = hook_result};
+        static const struct sbx_engine_hooks hooks = {.on_result = hook_result};
         if (sbx_engine_new(loop, opts->warm, &opts->cfg, &hooks, pool, &pool->eng, err) != 0) {
             xfree(pool->opt_exe);
             xfree(pool->opt_cgparent);
@@ -700,6 +737,8 @@ int sbx_run_start(struct sbx_pool *pool, const struct sbx_spec *spec, sbx_done_f
     buf_init(&run->res.out, spec->limits.stdout_max);
     buf_init(&run->res.err, spec->limits.stderr_max);
     run->res.exit_code = -1;
+    run->out_hold[0] = fcntl(pout[1], F_DUPFD_CLOEXEC, 3);
+    run->out_hold[1] = fcntl(perr[1], F_DUPFD_CLOEXEC, 3);
     if (spec->collect_files) {
         run->collect = true;
         run->files_out_max = spec->files_out_max;

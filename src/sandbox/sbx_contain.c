@@ -19,24 +19,11 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
-#include "sandbox/sbx_files.h"
+#include "sandbox/sbx_runner.h"
 #include "sandbox/sbx_wire.h"
 
 /* Where the new root is assembled, in the child's private copy of the mount tree (any existing directory). */
 #define NEWROOT "/tmp"
-
-/* Each language's interpreter (argv[0]); the snippet's file name is the vocabulary's (sbx_lang_snippet_name). */
-static const char *const interps[SBX_LANG__COUNT] = {
-    [SBX_LANG_NONE] = NULL,
-    [SBX_LANG_PYTHON] = "/usr/bin/python3",
-    [SBX_LANG_SH] = "/bin/sh",
-    [SBX_LANG_NODE] = "/usr/bin/node",
-};
-
-const char *sbx_contain_interpreter(int lang)
-{
-    return (lang > 0 && lang < SBX_LANG__COUNT) ? interps[lang] : NULL;
-}
 
 /* ---- the plan: what of the host the sandbox sees ---- */
 
@@ -156,17 +143,11 @@ void sbx_contain_plan_free(struct sbx_contain_plan *plan)
 /* ---- the child ---- */
 
 struct child {
+    struct sbx_step_ctx sc; /* the control socket, and "<step>: <reason>" of the failing step */
     const struct sbx_contain_plan *plan;
-    int ctl;
     uint64_t work_bytes, tmp_bytes;
     bool cgroup_memory;
-    char err[512]; /* "<step>: <reason>" of the failing step */
-    struct sbx_wire_spec ws;
-    void *spec_bytes;
-    int stdio[3];
-    char exe[4096];
-    const char **argv;
-    char **envp;
+    int runner_fd;
 };
 
 typedef int step_fn(struct child *c);
@@ -179,45 +160,20 @@ struct step {
 static int fail(struct child *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int fail(struct child *c, const char *fmt, ...)
 {
-    int saved = errno;
     va_list ap;
     va_start(ap, fmt);
-    (void)vsnprintf(c->err, sizeof(c->err), fmt, ap);
+    int r = sbx_step_vfail(&c->sc, fmt, ap);
     va_end(ap);
-    if (saved) {
-        size_t n = strlen(c->err);
-        (void)snprintf(c->err + n, sizeof(c->err) - n, ": %s", strerror(saved));
-    }
-    return -1;
-}
-
-static void send_simple(int ctl, enum sbx_msg_type type, const char *text)
-{
-    char msg[sizeof(struct sbx_msg_hdr) + 600];
-    struct sbx_msg_hdr h = {.magic = SBX_WIRE_MAGIC, .type = (uint16_t)type};
-    size_t n = text ? strnlen(text, 512) : 0;
-    memcpy(msg, &h, sizeof(h));
-    if (n)
-        memcpy(msg + sizeof(h), text, n);
-    (void)sbx_wire_send(ctl, msg, sizeof(h) + n, NULL, 0);
-}
-
-static void die(struct child *c, const char *step) __attribute__((noreturn));
-static void die(struct child *c, const char *step)
-{
-    char text[600];
-    (void)snprintf(text, sizeof(text), "%s: %s", step, c->err[0] ? c->err : "failed");
-    send_simple(c->ctl, SBX_MSG_ERROR, text);
-    _exit(SBX_CHILD_SETUP_FAILED);
+    return r;
 }
 
 static void run_steps(struct child *c, const struct step *steps, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         errno = 0;
-        c->err[0] = '\0';
+        c->sc.err[0] = '\0';
         if (steps[i].fn(c) != 0)
-            die(c, steps[i].name);
+            sbx_step_die(&c->sc, steps[i].name);
     }
 }
 
@@ -241,13 +197,19 @@ static int step_signals(struct child *c)
     for (int fd = 0; fd < 3; fd++)
         if (dup2(null, fd) == -1)
             return fail(c, "dup2");
-    if (c->ctl != 3) {
-        if (dup3(c->ctl, 3, O_CLOEXEC) == -1)
+    /* The runner's image (sbx_runner.h) goes to fd 4, out of the way first in case it is on 3. */
+    int runner = c->runner_fd >= 0 ? fcntl(c->runner_fd, F_DUPFD_CLOEXEC, 10) : -1;
+    if (c->sc.ctl != SBX_RUNNER_CTL_FD) {
+        if (dup3(c->sc.ctl, SBX_RUNNER_CTL_FD, O_CLOEXEC) == -1)
             return fail(c, "dup3");
-        c->ctl = 3;
+        c->sc.ctl = SBX_RUNNER_CTL_FD;
     }
-    if (syscall(SYS_close_range, 4u, ~0u, 0u) == -1) {
-        for (int fd = 4; fd < 65536; fd++)
+    c->runner_fd = -1;
+    if (runner >= 0 && dup3(runner, SBX_RUNNER_IMAGE_FD, O_CLOEXEC) == SBX_RUNNER_IMAGE_FD)
+        c->runner_fd = SBX_RUNNER_IMAGE_FD;
+    unsigned first = c->runner_fd >= 0 ? SBX_RUNNER_IMAGE_FD + 1 : SBX_RUNNER_IMAGE_FD;
+    if (syscall(SYS_close_range, first, ~0u, 0u) == -1) {
+        for (int fd = (int)first; fd < 65536; fd++)
             (void)close(fd);
     }
     return 0;
@@ -261,7 +223,7 @@ static int step_die_with_parent(struct child *c)
     /* The engine writes our maps and cgroup, then says MAPPED. EOF means it died before: leave. */
     char msg[64];
     int fds[SBX_WIRE_MAX_FDS], nfds;
-    long n = sbx_wire_recv(c->ctl, msg, sizeof(msg), fds, &nfds);
+    long n = sbx_wire_recv(c->sc.ctl, msg, sizeof(msg), fds, &nfds);
     for (int i = 0; i < nfds; i++)
         close(fds[i]);
     struct sbx_msg_hdr h;
@@ -530,256 +492,6 @@ static int step_hostname(struct child *c)
 
 /* -- phase B -- */
 
-static int step_receive(struct child *c)
-{
-    send_simple(c->ctl, SBX_MSG_READY, NULL);
-    size_t cap = SBX_WIRE_MSG_MAX;
-    char *msg = xmalloc(cap);
-    int fds[SBX_WIRE_MAX_FDS], nfds = 0, rc = -1;
-    long n = sbx_wire_recv(c->ctl, msg, cap, fds, &nfds);
-    struct sbx_msg_hdr h;
-    const void *body;
-    size_t blen;
-    struct buf err = BUF_INIT(256);
-    if (n == 0) /* the engine let us go (pool shrinking or closing) */
-        _exit(0);
-    if (n < 0) {
-        errno = (int)-n;
-        fail(c, "recv");
-        goto out;
-    }
-    if (sbx_wire_msg_parse(msg, (size_t)n, &h, &body, &blen) != 0 || h.type != SBX_MSG_RUN || nfds < 3) {
-        errno = EPROTO;
-        fail(c, "expected RUN with 3 fds");
-        goto out;
-    }
-    if (h.flags & SBX_MSG_F_MEMFD) {
-        struct stat st;
-        if (nfds < 4 || fstat(fds[3], &st) == -1 || st.st_size <= 0 || st.st_size > SBX_MAX_SPEC_BYTES) {
-            errno = EPROTO;
-            fail(c, "spec memfd");
-            goto out;
-        }
-        c->spec_bytes = xmalloc((size_t)st.st_size);
-        if (pread(fds[3], c->spec_bytes, (size_t)st.st_size, 0) != st.st_size) {
-            fail(c, "read spec memfd");
-            goto out;
-        }
-        blen = (size_t)st.st_size;
-    } else {
-        c->spec_bytes = xmemdup(body, blen);
-    }
-    if (sbx_wire_decode_spec(c->spec_bytes, blen, &c->ws, &err) != 0) {
-        errno = 0;
-        fail(c, "%s", err.data ? err.data : "bad spec");
-        goto out;
-    }
-    for (int i = 0; i < 3; i++) {
-        c->stdio[i] = fds[i];
-        fds[i] = -1;
-    }
-    rc = 0;
-out:
-    for (int i = 0; i < nfds; i++)
-        if (fds[i] != -1)
-            close(fds[i]);
-    buf_free(&err);
-    xfree(msg);
-    return rc;
-}
-
-static int step_files(struct child *c)
-{
-    const struct sbx_spec *s = &c->ws.spec;
-    struct buf err = BUF_INIT(512);
-    int rc = -1;
-    if (chdir("/work") == -1) {
-        fail(c, "chdir /work");
-        goto out;
-    }
-    int dfd = open("/work", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-    if (dfd == -1) {
-        fail(c, "open /work");
-        goto out;
-    }
-    if (s->lang != SBX_LANG_NONE && s->argc == 0 && s->code) {
-        if (sbx_files_write_one(dfd, sbx_lang_snippet_name(s->lang), s->code, s->code_len, 0644, &err) != 0) {
-            close(dfd);
-            errno = 0;
-            fail(c, "%s", err.data);
-            goto out;
-        }
-    }
-    if (sbx_files_write(dfd, s->files, s->nfiles, &err) != 0) {
-        close(dfd);
-        errno = 0;
-        fail(c, "%s", err.data);
-        goto out;
-    }
-    if (s->collect_files) {
-        /* The engine keeps /work open past the end of the run (the tmpfs lives as long as an fd on it does), and
-         * the client reads the files the program left there, from outside, after every process of it is gone. */
-        char msg[sizeof(struct sbx_msg_hdr)];
-        struct sbx_msg_hdr h = {.magic = SBX_WIRE_MAGIC, .type = (uint16_t)SBX_MSG_WORKDIR};
-        memcpy(msg, &h, sizeof(h));
-        int wrc = sbx_wire_send(c->ctl, msg, sizeof(msg), &dfd, 1);
-        if (wrc != 0) {
-            close(dfd);
-            errno = -wrc;
-            fail(c, "send /work");
-            goto out;
-        }
-    }
-    close(dfd);
-    rc = 0;
-out:
-    buf_free(&err);
-    return rc;
-}
-
-static int step_stdio(struct child *c)
-{
-    for (int i = 0; i < 3; i++) {
-        if (dup2(c->stdio[i], i) == -1)
-            return fail(c, "dup2 %d", i);
-    }
-    for (int i = 0; i < 3; i++)
-        if (c->stdio[i] > 2)
-            close(c->stdio[i]);
-    return 0;
-}
-
-static int step_setsid(struct child *c)
-{
-    if (setsid() == -1)
-        return fail(c, "setsid");
-    return 0;
-}
-
-/* The environment every run starts from (the spec adds to it or replaces entries). */
-static const char *const base_env[] = {
-    "PATH=/usr/local/bin:/usr/bin:/bin",
-    "HOME=/work",
-    "TMPDIR=/tmp",
-    "LANG=C.UTF-8",
-    "USER=sandbox",
-    "LOGNAME=sandbox",
-    "SHELL=/bin/sh",
-    "PWD=/work",
-    "PYTHONDONTWRITEBYTECODE=1",
-};
-
-static int step_exec_args(struct child *c)
-{
-    const struct sbx_spec *s = &c->ws.spec;
-    size_t n = 0;
-    c->argv = xcalloc(s->argc + 3, sizeof(*c->argv));
-    if (s->lang != SBX_LANG_NONE) {
-        c->argv[n++] = interps[s->lang];
-        if (s->argc == 0)
-            c->argv[n++] = sbx_lang_snippet_name(s->lang);
-        for (size_t i = 0; i < s->argc; i++)
-            c->argv[n++] = s->argv[i];
-    } else {
-        for (size_t i = 0; i < s->argc; i++)
-            c->argv[n++] = s->argv[i];
-    }
-    if (n == 0) {
-        errno = EINVAL;
-        return fail(c, "nothing to run");
-    }
-    const char *prog = c->argv[0];
-    if (strlen(prog) + sizeof("/usr/local/bin/") > sizeof(c->exe)) {
-        errno = ENAMETOOLONG;
-        return fail(c, "program name");
-    }
-    if (strncmp(prog, "/proc/", 6) == 0 || strncmp(prog, "/dev/", 5) == 0) {
-        /* /proc/self/exe and friends are magic links to files outside this root (agentd itself). */
-        errno = EACCES;
-        return fail(c, "%s", prog);
-    }
-    if (strchr(prog, '/')) {
-        (void)snprintf(c->exe, sizeof(c->exe), "%s", prog);
-    } else {
-        static const char *const path[] = {"/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"};
-        bool found = false;
-        for (size_t i = 0; i < sizeof(path) / sizeof(path[0]) && !found; i++) {
-            struct stat st;
-            (void)snprintf(c->exe, sizeof(c->exe), "%s/%s", path[i], prog);
-            found = stat(c->exe, &st) == 0 && S_ISREG(st.st_mode) && access(c->exe, X_OK) == 0;
-        }
-        if (!found) {
-            errno = ENOENT;
-            return fail(c, "%s not found in PATH", prog);
-        }
-    }
-    size_t nb = sizeof(base_env) / sizeof(base_env[0]), ne = 0;
-    c->envp = xcalloc(nb + s->envc + 1, sizeof(*c->envp));
-    for (size_t i = 0; i < nb; i++) {
-        /* An entry of the spec with the same name replaces the default. */
-        size_t kl = (size_t)(strchr(base_env[i], '=') - base_env[i]) + 1;
-        bool overridden = false;
-        for (size_t k = 0; k < s->envc; k++)
-            overridden |= strncmp(s->env[k], base_env[i], kl) == 0;
-        if (!overridden)
-            c->envp[ne++] = (char *)base_env[i];
-    }
-    for (size_t k = 0; k < s->envc; k++)
-        c->envp[ne++] = (char *)s->env[k];
-    return 0;
-}
-
-size_t sbx_contain_rlimits(const struct sbx_limits *l, bool cgroup_memory, struct sbx_rlimit *out)
-{
-    size_t n = 0;
-#define RL(r, s, h) (out[n++] = (struct sbx_rlimit){.res = (int)(r), .name = &(#r)[7], .soft = (s), .hard = (h)})
-    /* soft == hard for CPU: the kernel then sends SIGKILL at the limit, which even a PID 1 cannot ignore. */
-    uint64_t cpu_s = l->cpu_ms ? (l->cpu_ms + 999) / 1000 : RLIM_INFINITY;
-    uint64_t as = l->address_space_bytes ? l->address_space_bytes : RLIM_INFINITY;
-    /* Without a memory cgroup the limit can only be per process. RLIMIT_DATA counts private writable memory
-     * (made writable by mmap or mprotect) but not PROT_NONE reservations, so V8, which reserves gigabytes up
-     * front, still starts, while a real allocation past the limit fails. */
-    if (!cgroup_memory)
-        RL(RLIMIT_DATA, l->memory_bytes, l->memory_bytes);
-    RL(RLIMIT_CPU, cpu_s, cpu_s);
-    RL(RLIMIT_CORE, 0, 0);
-    RL(RLIMIT_NPROC, l->pids, l->pids);
-    RL(RLIMIT_NOFILE, l->nofile, l->nofile);
-    RL(RLIMIT_FSIZE, l->fsize_bytes, l->fsize_bytes);
-    RL(RLIMIT_STACK, 8ull << 20, 8ull << 20);
-    RL(RLIMIT_MEMLOCK, 64ull << 10, 64ull << 10);
-    RL(RLIMIT_MSGQUEUE, 1024, 1024);
-    RL(RLIMIT_NICE, 0, 0);
-    RL(RLIMIT_RTPRIO, 0, 0);
-    RL(RLIMIT_SIGPENDING, 1024, 1024);
-    /* Last: the address-space limit also binds this process until execve replaces it. */
-    RL(RLIMIT_AS, as, as);
-#undef RL
-    return n;
-}
-
-static int step_rlimits(struct child *c)
-{
-    struct sbx_rlimit rl[SBX_RLIMITS_MAX];
-    size_t n = sbx_contain_rlimits(&c->ws.spec.limits, c->cgroup_memory, rl);
-    for (size_t i = 0; i < n; i++) {
-        struct rlimit r = {.rlim_cur = rl[i].soft, .rlim_max = rl[i].hard};
-        if (setrlimit(rl[i].res, &r) == -1)
-            return fail(c, "setrlimit(%s)", rl[i].name);
-    }
-    return 0;
-}
-
-static int step_close_fds(struct child *c)
-{
-    /* 0-2 are the pipes, 3 the control socket (close-on-exec); nothing else may cross into the program. */
-    if (syscall(SYS_close_range, 4u, ~0u, 0u) == -1) {
-        for (int fd = 4; fd < 65536; fd++)
-            (void)close(fd);
-    }
-    return 0;
-}
-
 static int step_no_new_privs(struct child *c)
 {
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
@@ -816,8 +528,17 @@ static int step_drop_caps(struct child *c)
 
 static int step_seccomp(struct child *c)
 {
-    if (sbx_seccomp_load(&c->plan->seccomp) == -1)
+    int listener = -1;
+    if (sbx_seccomp_load(&c->plan->seccomp, &listener) == -1)
         return fail(c, "seccomp");
+    if (listener >= 0) {
+        /* The engine holds the filter past the run (sbx_seccomp.h): its release is then not the exit's work. */
+        char msg[sizeof(struct sbx_msg_hdr)];
+        struct sbx_msg_hdr h = {.magic = SBX_WIRE_MAGIC, .type = (uint16_t)SBX_MSG_HOLD};
+        memcpy(msg, &h, sizeof(h));
+        (void)sbx_wire_send(c->sc.ctl, msg, sizeof(msg), &listener, 1);
+        close(listener);
+    }
     return 0;
 }
 
@@ -840,7 +561,7 @@ static int step_py_boot(struct child *c)
     if (setsid() == -1)
         return fail(c, "setsid");
     /* The control socket stays on fd 3 across execve: the bootstrap says READY and reads the run on it. */
-    if (fcntl(c->ctl, F_SETFD, 0) == -1)
+    if (fcntl(c->sc.ctl, F_SETFD, 0) == -1)
         return fail(c, "fcntl");
     if (syscall(SYS_close_range, 4u, ~0u, 0u) == -1) {
         for (int fd = 4; fd < 65536; fd++)
@@ -849,15 +570,32 @@ static int step_py_boot(struct child *c)
     return 0;
 }
 
+/* Phase B in the runner (sbx_runner.h): exec'd from its image on fd 4 with the control socket on fd 3. Returns only
+ * if that exec failed (a host that forbids executing a memfd, say), for the caller to run phase B itself. */
+static void exec_runner(struct child *c)
+{
+    if (c->runner_fd < 0)
+        return;
+    if (fcntl(c->sc.ctl, F_SETFD, 0) == 0) {
+        const char *const argv[] = {SBX_RUNNER_NAME, c->cgroup_memory ? "1" : "0", NULL};
+        const char *const envp[] = {NULL};
+        (void)syscall(SYS_execveat, c->runner_fd, "", argv, envp, AT_EMPTY_PATH);
+        (void)fcntl(c->sc.ctl, F_SETFD, FD_CLOEXEC);
+    }
+    close(c->runner_fd);
+    c->runner_fd = -1;
+}
+
 void sbx_contain_child(const struct sbx_contain_plan *plan, const struct sbx_contain_args *args, int ctl)
 {
     static struct child c; /* static: this process has nothing else to do, and the stack stays small */
     memset(&c, 0, sizeof(c));
     c.plan = plan;
-    c.ctl = ctl;
+    c.sc.ctl = ctl;
     c.work_bytes = args->work_bytes;
     c.tmp_bytes = args->tmp_bytes;
     c.cgroup_memory = args->cgroup_memory;
+    c.runner_fd = args->python_argv ? -1 : args->runner_fd;
     static const struct step phase_a[] = {
         {"signals", step_signals},
         {"die_with_parent", step_die_with_parent},
@@ -875,28 +613,16 @@ void sbx_contain_child(const struct sbx_contain_plan *plan, const struct sbx_con
         {"drop_caps", step_drop_caps},
         {"seccomp", step_seccomp},
     };
-    static const struct step phase_b[] = {
-        {"receive", step_receive}, {"files", step_files},         {"stdio", step_stdio},
-        {"setsid", step_setsid},   {"exec_args", step_exec_args}, {"close_fds", step_close_fds},
-        {"rlimits", step_rlimits},
-    };
     run_steps(&c, phase_a, sizeof(phase_a) / sizeof(phase_a[0]));
     if (args->python_argv) {
         static const struct step py[] = {{"py_boot", step_py_boot}};
         run_steps(&c, py, 1);
         const char *const *argv = args->python_argv;
-        const char *envp[sizeof(base_env) / sizeof(base_env[0]) + 1];
-        for (size_t i = 0; i < sizeof(base_env) / sizeof(base_env[0]); i++)
-            envp[i] = base_env[i];
-        envp[sizeof(base_env) / sizeof(base_env[0])] = NULL;
-        execve(argv[0], (char *const *)argv, (char *const *)envp);
-        c.err[0] = '\0';
+        execve(argv[0], (char *const *)argv, (char *const *)sbx_runner_base_env);
+        c.sc.err[0] = '\0';
         fail(&c, "%s", argv[0]);
-        die(&c, "execve");
+        sbx_step_die(&c.sc, "execve");
     }
-    run_steps(&c, phase_b, sizeof(phase_b) / sizeof(phase_b[0]));
-    execve(c.exe, (char *const *)c.argv, c.envp);
-    c.err[0] = '\0';
-    fail(&c, "%s", c.exe);
-    die(&c, "execve");
+    exec_runner(&c);
+    sbx_runner_main(c.sc.ctl, c.cgroup_memory);
 }

@@ -23,11 +23,13 @@
  *     no_new_privs   setuid/file caps inert from here on
  *     drop_caps      bounding and ambient sets cleared, securebits locked, capset to nothing, verified
  *     seccomp        the pre-compiled filter
- *                    -> READY, wait for RUN
+ *                    -> execveat the runner (sbx_runner.h: a small program of its own, from the engine's memfd on
+ *                       fd 4, the control socket kept on fd 3, nothing else open), which runs phase B: says READY,
+ *                       waits for RUN. If that exec fails, this process runs phase B itself.
  *   (a warm Python child instead: py_boot, i.e. /work as cwd, a pipe on 0-2, setsid, the control socket kept on
  *    fd 3, all else closed, the clean environment; then execve python3 -c BOOTSTRAP, which says READY itself and
  *    does the rest of phase B in the interpreter: sbx_pywarm.h)
- *   phase B (per run, unprivileged)
+ *   phase B (per run, unprivileged: sbx_runner.c)
  *     receive        the spec, decoded from the RUN message (inline or memfd), and the three stdio fds
  *     files          written into /work (O_EXCL|O_NOFOLLOW under a dirfd), the snippet as main.<ext>
  *     stdio          the pipe ends on 0, 1, 2
@@ -52,8 +54,6 @@
 #define SBX_IN_UID 1000
 #define SBX_IN_GID 1000
 #define SBX_HOSTNAME "sandbox"
-/* Exit status of a child whose set-up failed (the ERROR message says why). */
-#define SBX_CHILD_SETUP_FAILED 121
 
 enum sbx_bind_kind { SBX_BIND_DIR, SBX_BIND_FILE, SBX_BIND_SYMLINK };
 
@@ -83,23 +83,11 @@ struct sbx_contain_args {
     bool cgroup_memory;             /* a cgroup limits the run's memory; if not, RLIMIT_DATA does (per process) */
     const char *const *python_argv; /* a warm interpreter: after phase A, exec this (sbx_pywarm_argv, python3
                                      * with the bootstrap) instead of waiting for RUN here; NULL: a plain child */
+    int runner_fd;                  /* a plain child: the runner's image (sbx_runner.h) to exec for phase B, or -1 */
 };
-
-/* One resource limit of a run, as phase B sets it (name: "CPU", "AS", ...). */
-struct sbx_rlimit {
-    int res;
-    const char *name;
-    uint64_t soft, hard;
-};
-#define SBX_RLIMITS_MAX 16
-/* The rlimits of a run with limits l, in the order they are set; returns how many (<= SBX_RLIMITS_MAX). */
-size_t sbx_contain_rlimits(const struct sbx_limits *l, bool cgroup_memory, struct sbx_rlimit *out);
 
 /* The child's whole life after clone(); ctl is its end of the control socket. Never returns. */
 void sbx_contain_child(const struct sbx_contain_plan *plan, const struct sbx_contain_args *args, int ctl)
     __attribute__((noreturn));
-
-/* The interpreter of a language (argv[0]), NULL for NONE. */
-const char *sbx_contain_interpreter(int lang);
 
 #endif

@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
+#include <time.h>
 #include <linux/sched.h>
 #include <sched.h>
 #include <signal.h>
@@ -21,7 +23,13 @@
 #include "sandbox/sbx_cgroup.h"
 #include "sandbox/sbx_contain.h"
 #include "sandbox/sbx_pywarm.h"
+#include "sandbox/sbx_runner.h"
 #include "sandbox/sbx_wire.h"
+
+/* What of a run the engine holds past its exit, for the reaper to free: its namespaces (mnt, net, ipc, uts, pid) and
+ * its seccomp filter (through the filter's listener fd, sent by the child: SBX_MSG_HOLD). */
+#define SBX_NS_HELD 5
+#define SBX_HELD (SBX_NS_HELD + 1)
 
 /* A child that has not said READY after this long is stuck: kill it. */
 #define SETUP_TIMEOUT_MS 10000
@@ -36,7 +44,7 @@ struct child {
     pid_t pid;
     int pidfd, ctl;
     int work_fd; /* /work of the run, sent by the child with collect_files (-1: none) */
-    int mntns_fd; /* the run's mount namespace, held so that its teardown is not the exiting program's */
+    int held[SBX_HELD]; /* the run's namespaces and filter, held so that their teardown is not the exiting program's */
     uint32_t slot;
     struct sbx_cgroup cg;
     bool has_cg;
@@ -60,6 +68,7 @@ struct child {
     uv_timer_t timer;
     int handles;
     bool ctl_open, exec_seen, reaped, killed;
+    bool release_due; /* reaped and reported: child_release runs on the next refill turn (see finalize) */
     enum sbx_reason kill_reason;
     char error[256];
 };
@@ -100,6 +109,7 @@ struct sbx_engine {
     uv_timer_t refill_timer;
     bool timer_open;
     unsigned last_ready; /* what on_ready last said */
+    int runner_fd; /* the runner's image (sbx_runner.h), read-only and sealed, or -1: children run phase B themselves */
     /* The reaper: a process of ours that closes the runs' mount namespaces (see reaper_start). */
     pid_t reaper_pid;
     int reaper_sock;
@@ -110,6 +120,7 @@ static void refill_soon(struct sbx_engine *eng);
 static void engine_maybe_free(struct sbx_engine *eng);
 static void drain_pending(struct sbx_engine *eng);
 static void finalize(struct child *ch, int status, const struct rusage *ru, uint64_t t_end);
+static void release_due(struct sbx_engine *eng);
 
 static void close_fds(int fds[3])
 {
@@ -227,6 +238,8 @@ static void engine_maybe_free(struct sbx_engine *eng)
     if (!eng->closing || eng->nchildren || eng->timer_open)
         return;
     reaper_stop(eng);
+    if (eng->runner_fd != -1)
+        close(eng->runner_fd);
     sbx_cgroup_env_free(&eng->cgenv);
     sbx_contain_plan_free(&eng->plan);
     xfree(eng->slots);
@@ -240,29 +253,128 @@ static void on_refill_timer_closed(uv_handle_t *h)
     engine_maybe_free(eng);
 }
 
+/* ---- the runner ----
+ *
+ * Each plain child execs the runner (sbx_runner.h) once it is isolated. Its image is linked into agentd and put in
+ * a sealed memfd once per engine; children get a read-only fd to it (a writable one would make the exec fail with
+ * ETXTBSY). Without it (no memfd, an empty image) children run phase B themselves: slower, the same steps. */
+
+static int runner_open(void)
+{
+    size_t len = (size_t)(sbx_runner_image_end - sbx_runner_image);
+    if (len == 0)
+        return -1;
+    int fd = memfd_create(SBX_RUNNER_NAME, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd == -1) {
+        log_warn("sandbox: runner not used (memfd_create: %s)", strerror(errno));
+        return -1;
+    }
+    int ro = -1;
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = write(fd, sbx_runner_image + off, len - off);
+        if (w <= 0) {
+            if (w == -1 && errno == EINTR)
+                continue;
+            goto out;
+        }
+        off += (size_t)w;
+    }
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) == -1)
+        goto out;
+    char path[64];
+    (void)snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+    ro = open(path, O_RDONLY | O_CLOEXEC);
+out:
+    if (ro == -1)
+        log_warn("sandbox: runner not used (%s)", strerror(errno));
+    close(fd);
+    return ro;
+}
+
 /* ---- the reaper ----
  *
- * When the last reference to a mount namespace goes, the kernel unmounts its tree and waits for an RCU grace period
- * (namespace_unlock -> synchronize_rcu_expedited), then frees the tmpfs mounts: from a few hundred microseconds to
- * a few milliseconds on a busy host. The engine holds each run's namespace so that this is not the exiting
- * program's (and so the caller's) wait; but done here it would hold this loop, and with it the next run's start and
- * every other run's result. So the fd goes to the reaper, a forked process that holds nothing else (every other fd
- * closed) and does one thing: receive fds and close them, in order. An fd in flight keeps its namespace alive, so
- * nothing is freed early; if the reaper is gone or cannot keep up (its socket full), the engine closes the fd itself,
- * which is only slower. The reaper dies with the engine (parent-death signal) and is waited for when the engine is
- * freed, after it has closed what it was sent. */
+ * When a run's last process exits, the kernel tears down the namespaces it leaves behind. The mount namespace's tree
+ * is unmounted, then an RCU grace period is awaited (namespace_unlock -> synchronize_rcu_expedited) before its tmpfs
+ * mounts are freed: from a few hundred microseconds to a few milliseconds on a busy host. The network namespace is
+ * queued to a kernel worker (cleanup_net: unregistering the loopback device, more grace periods), and the IPC
+ * namespace too. Done at the exit, all of it is on the run's critical path: the exit itself is slower, and the workers
+ * it wakes take the CPUs from the engine and the daemon just when they report the result (measured: 0.3-0.7 ms of a
+ * 4 ms /bin/true run on 2 CPUs). So the engine holds each run's namespaces from its spawn, and once the run is
+ * reported, gives them to the reaper: a forked process that holds nothing else (every other fd closed) and does one
+ * thing, receive fds and close them a moment later (REAPER_HOLD_MS), after the caller has its answer and usually
+ * before the next run. It never holds more than REAPER_MAX_HELD runs' namespaces (their tmpfs memory with them):
+ * past that the oldest go at once. An fd in flight keeps its namespace alive, so nothing is freed early; if the reaper
+ * is gone or cannot keep up (its socket full), the engine closes the fds itself, which is only slower. The reaper
+ * dies with the engine (parent-death signal) and is waited for when the engine is freed, after it has closed what it
+ * was sent. */
+
+#define REAPER_HOLD_MS 20
+#define REAPER_MAX_HELD 16
+
+struct reaper_held {
+    int fds[SBX_WIRE_MAX_FDS];
+    int n;
+    uint64_t due_ms;
+};
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    (void)clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void reaper_close(struct reaper_held *h)
+{
+    for (int i = 0; i < h->n; i++)
+        close(h->fds[i]);
+    h->n = 0;
+}
 
 static void reaper_main(int sock)
 {
     (void)prctl(PR_SET_NAME, "agentd-reaper");
+    static struct reaper_held ring[REAPER_MAX_HELD]; /* oldest at head */
+    unsigned head = 0, count = 0;
     for (;;) {
-        char b[8];
-        int fds[SBX_WIRE_MAX_FDS], nfds = 0;
-        long n = sbx_wire_recv(sock, b, sizeof(b), fds, &nfds);
-        for (int i = 0; i < nfds; i++)
-            close(fds[i]);
-        if (n == 0 || (n < 0 && n != -EINTR && n != -EMSGSIZE))
-            _exit(0);
+        int timeout = -1;
+        if (count > 0) {
+            uint64_t now = mono_ms(), due = ring[head].due_ms;
+            timeout = due > now ? (int)(due - now) : 0;
+        }
+        struct pollfd pfd = {.fd = sock, .events = POLLIN};
+        int pr = poll(&pfd, 1, timeout);
+        if (pr > 0) {
+            char b[8];
+            int fds[SBX_WIRE_MAX_FDS], nfds = 0;
+            long n = sbx_wire_recv(sock, b, sizeof(b), fds, &nfds);
+            if (n == 0 || (n < 0 && n != -EINTR && n != -EMSGSIZE && n != -EAGAIN)) {
+                for (unsigned i = 0; i < count; i++)
+                    reaper_close(&ring[(head + i) % REAPER_MAX_HELD]);
+                for (int i = 0; i < nfds; i++)
+                    close(fds[i]);
+                _exit(0);
+            }
+            if (nfds > 0) {
+                if (count == REAPER_MAX_HELD) {
+                    reaper_close(&ring[head]);
+                    head = (head + 1) % REAPER_MAX_HELD;
+                    count--;
+                }
+                struct reaper_held *h = &ring[(head + count) % REAPER_MAX_HELD];
+                memcpy(h->fds, fds, sizeof(int) * (size_t)nfds);
+                h->n = nfds;
+                h->due_ms = mono_ms() + REAPER_HOLD_MS;
+                count++;
+            }
+        }
+        uint64_t now = mono_ms();
+        while (count > 0 && ring[head].due_ms <= now) {
+            reaper_close(&ring[head]);
+            head = (head + 1) % REAPER_MAX_HELD;
+            count--;
+        }
     }
 }
 
@@ -301,15 +413,23 @@ static void reaper_start(struct sbx_engine *eng)
     eng->reaper_sock = sv[0];
 }
 
-/* Hands fd (owned) to the reaper, or closes it here. */
-static void reaper_give(struct sbx_engine *eng, int fd)
+/* Hands the fds (owned; -1 entries skipped) to the reaper, or closes them here. */
+static void reaper_give(struct sbx_engine *eng, int *fds, int n)
 {
-    if (eng->reaper_sock != -1 && sbx_wire_send(eng->reaper_sock, "R", 1, &fd, 1) != 0) {
+    int give[SBX_WIRE_MAX_FDS], ng = 0;
+    for (int i = 0; i < n && ng < SBX_WIRE_MAX_FDS; i++)
+        if (fds[i] != -1)
+            give[ng++] = fds[i];
+    if (ng > 0 && eng->reaper_sock != -1 && sbx_wire_send(eng->reaper_sock, "R", 1, give, ng) != 0) {
         /* Gone or behind: from here on, this loop closes them. */
         close(eng->reaper_sock);
         eng->reaper_sock = -1;
     }
-    close(fd);
+    for (int i = 0; i < n; i++) {
+        if (fds[i] != -1)
+            close(fds[i]);
+        fds[i] = -1;
+    }
 }
 
 /* EOF makes the reaper close what it still has and exit; wait for it, so nothing of a run outlives the engine. */
@@ -349,9 +469,7 @@ static void child_release(struct child *ch)
     ch->work_fd = -1;
     close(ch->pidfd);
     ch->pidfd = -1;
-    if (ch->mntns_fd != -1)
-        reaper_give(eng, ch->mntns_fd);
-    ch->mntns_fd = -1;
+    reaper_give(eng, ch->held, SBX_HELD);
 }
 
 static int write_proc(pid_t pid, const char *file, const char *text, struct buf *err)
@@ -408,7 +526,9 @@ static struct child *spawn(struct sbx_engine *eng, uint64_t work_bytes, uint64_t
     ch->python = python;
     ch->work_bytes = work_bytes;
     ch->tmp_bytes = tmp_bytes;
-    ch->pidfd = ch->ctl = ch->work_fd = ch->mntns_fd = -1;
+    ch->pidfd = ch->ctl = ch->work_fd = -1;
+    for (int i = 0; i < SBX_HELD; i++)
+        ch->held[i] = -1;
     ch->fds[0] = ch->fds[1] = ch->fds[2] = -1;
     if (slot_take(eng, &ch->slot) != 0) {
         (void)buf_printf(err, "no free uid slot");
@@ -450,7 +570,8 @@ static struct child *spawn(struct sbx_engine *eng, uint64_t work_bytes, uint64_t
         struct sbx_contain_args args = {.work_bytes = work_bytes,
                                         .tmp_bytes = tmp_bytes,
                                         .cgroup_memory = ch->has_cg && eng->cgenv.have[SBX_CGC_MEMORY],
-                                        .python_argv = python ? sbx_pywarm_argv() : NULL};
+                                        .python_argv = python ? sbx_pywarm_argv() : NULL,
+                                        .runner_fd = eng->runner_fd};
         sbx_contain_child(&eng->plan, &args, sv[1]); /* never returns */
     }
     ch->pid = pid;
@@ -463,12 +584,16 @@ static struct child *spawn(struct sbx_engine *eng, uint64_t work_bytes, uint64_t
     sv[0] = -1;
     (void)fcntl(ch->ctl, F_SETFL, O_NONBLOCK);
 
-    /* Hold its mount namespace (see the reaper, above): opened now, while the child still has our credentials
-     * (it waits for MAPPED), so that this works unprivileged too. Without it the run is only slower. */
+    /* Hold its namespaces (see the reaper, above): opened now, while the child still has our credentials (it
+     * waits for MAPPED), so that this works unprivileged too. Without them the run is only slower. Its user
+     * namespace is held by these; its cgroup namespace is made later, by the child, and costs nothing to free. */
     {
+        static const char *const ns[SBX_NS_HELD] = {"mnt", "net", "ipc", "uts", "pid"};
         char nspath[64];
-        (void)snprintf(nspath, sizeof(nspath), "/proc/%d/ns/mnt", (int)pid);
-        ch->mntns_fd = open(nspath, O_RDONLY | O_CLOEXEC);
+        for (int i = 0; i < SBX_NS_HELD; i++) {
+            (void)snprintf(nspath, sizeof(nspath), "/proc/%d/ns/%s", (int)pid, ns[i]);
+            ch->held[i] = open(nspath, O_RDONLY | O_CLOEXEC);
+        }
     }
     /* Map the child's uid/gid 1000 to its own unprivileged host ids (or, when we are not root, to ours: the
      * only mapping an unprivileged process may write). setgroups is denied so the child can never shed a
@@ -523,8 +648,9 @@ fail:
         close(ch->ctl);
     if (ch->pidfd != -1)
         close(ch->pidfd);
-    if (ch->mntns_fd != -1)
-        close(ch->mntns_fd);
+    for (int i = 0; i < SBX_HELD; i++)
+        if (ch->held[i] != -1)
+            close(ch->held[i]);
     if (ch->has_cg)
         (void)sbx_cgroup_destroy(&ch->cg);
     slot_give(eng, ch->slot);
@@ -645,6 +771,11 @@ static bool read_ctl(struct child *ch)
             ch->work_fd = fds[0];
             continue;
         }
+        if (n > 0 && nfds == 1 && ch->held[SBX_NS_HELD] == -1 && ch->state == CH_STARTING &&
+            sbx_wire_msg_parse(msg, (size_t)n, &wh, &wbody, &wlen) == 0 && wh.type == SBX_MSG_HOLD) {
+            ch->held[SBX_NS_HELD] = fds[0];
+            continue;
+        }
         for (int i = 0; i < nfds; i++)
             close(fds[i]);
         if (n == -EAGAIN)
@@ -709,8 +840,6 @@ static void exec_seen(struct child *ch)
             log_field_double(&l, "ms_since_start", (double)(ch->t_exec_ns - ch->t_start_ns) / 1e6);
             log_end(&l);
         }
-        if (ch->eng->hooks.on_exec)
-            ch->eng->hooks.on_exec(ch->eng->ud, ch->id, ch->pid, slot_uid(ch->eng, ch->slot));
     }
 }
 
@@ -866,18 +995,37 @@ static void finalize(struct child *ch, int status, const struct rusage *ru, uint
             log_field_double(&l, "exec_ms", (double)(ch->t_exec_ns - ch->t_start_ns) / 1e6);
         log_end(&l);
     }
-    /* Report first: removing the cgroup (slow on v1) is not the caller's wait. */
-    uint64_t t_rel = uv_hrtime();
+    /* Report first, and release later: removing the cgroup (4 rmdirs on v1) and handing the namespaces to the reaper
+     * take this thread for a few hundred microseconds, and on a busy host the caller, woken by the result, often
+     * waits for exactly this thread's CPU to read it. So the release waits for the refill turn (1 ms on), which
+     * runs it before it warms anything. Nothing of the run can act meanwhile: its processes are gone. */
+    uv_timer_stop(&ch->timer);
     int work_fd = ch->work_fd; /* handed over: the hook closes or passes it on */
     ch->work_fd = -1;
     eng->hooks.on_result(eng->ud, ch->id, &e, work_fd);
-    child_release(ch);
-    t_rel = uv_hrtime() - t_rel;
-    if (t_rel > 200u * 1000 * 1000)
-        log_warn("sandbox: releasing a run (cgroup removal) took %.1f ms", (double)t_rel / 1e6);
-    if (!eng->closing) {
-        drain_pending(eng);
-        refill_soon(eng);
+    if (eng->closing) {
+        child_release(ch);
+        return;
+    }
+    ch->release_due = true;
+    drain_pending(eng);
+    refill_soon(eng);
+}
+
+/* Releases the children finalize left for later (release_due). */
+static void release_due(struct sbx_engine *eng)
+{
+    struct child *next;
+    for (struct child *c = eng->children; c; c = next) {
+        next = c->next;
+        if (!c->release_due)
+            continue;
+        c->release_due = false;
+        uint64_t t_rel = uv_hrtime();
+        child_release(c);
+        t_rel = uv_hrtime() - t_rel;
+        if (t_rel > 200u * 1000 * 1000)
+            log_warn("sandbox: releasing a run (cgroup removal) took %.1f ms", (double)t_rel / 1e6);
     }
 }
 
@@ -935,7 +1083,10 @@ static void drain_pending(struct sbx_engine *eng)
 
 static void on_refill_timer(uv_timer_t *t)
 {
-    refill(t->data);
+    struct sbx_engine *eng = t->data;
+    release_due(eng);
+    drain_pending(eng); /* a run may have waited for the uid slot just released */
+    refill(eng);
 }
 
 static void refill_soon(struct sbx_engine *eng)
@@ -1074,6 +1225,7 @@ int sbx_engine_new(uv_loop_t *loop, unsigned warm, const struct sbx_config *cfg,
         return -1;
     }
     struct sbx_engine *eng = xcalloc(1, sizeof(*eng));
+    eng->runner_fd = -1;
     eng->loop = loop;
     eng->hooks = *hooks;
     eng->ud = ud;
@@ -1117,6 +1269,7 @@ int sbx_engine_new(uv_loop_t *loop, unsigned warm, const struct sbx_config *cfg,
     if (sbx_contain_plan_init(&eng->plan, err) != 0)
         goto fail;
     buf_free(&why);
+    eng->runner_fd = runner_open();
     reaper_start(eng);
     uv_timer_init(loop, &eng->refill_timer);
     eng->refill_timer.data = eng;
@@ -1155,6 +1308,7 @@ void sbx_engine_describe(const struct sbx_engine *eng, struct buf *out)
 void sbx_engine_close(struct sbx_engine *eng)
 {
     eng->closing = true;
+    release_due(eng);
     if (eng->timer_open)
         uv_close((uv_handle_t *)&eng->refill_timer, on_refill_timer_closed);
     while (eng->pend_head) {

@@ -24,8 +24,6 @@
 struct sbx_engine;
 
 struct sbx_engine_hooks {
-    /* The program was exec'd (set-up succeeded). May be NULL. */
-    void (*on_exec)(void *ud, uint64_t id, int host_pid, uint32_t host_uid);
     /* The run is over; called exactly once per submitted id, also for refusals and on close. work_fd is the
      * run's /work (with spec.collect_files) or -1; the hook owns it and must close it. */
     void (*on_result)(void *ud, uint64_t id, const struct sbx_exit *e, int work_fd);

@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "sandbox/sbx_contain.h"
+#include "sandbox/sbx_runner.h"
 #include "sandbox/sbx_wire.h"
 
 /* The bootstrap, run as `python3 -c` in a warm child (see sbx_pywarm.h). It imports only what receiving a run
@@ -212,7 +212,7 @@ static void m_int(struct buf *b, uint64_t v)
 void sbx_pywarm_encode(const struct sbx_spec *s, bool cgroup_memory, struct buf *out)
 {
     struct sbx_rlimit rl[SBX_RLIMITS_MAX];
-    size_t nrl = sbx_contain_rlimits(&s->limits, cgroup_memory, rl);
+    size_t nrl = sbx_runner_rlimits(&s->limits, cgroup_memory, rl);
     m_tuple(out, 5);
     m_bytes(out, s->code, s->code_len);
     m_tuple(out, s->nfiles);

@@ -202,12 +202,21 @@ void sbx_seccomp_free(struct sbx_seccomp_prog *p)
     p->len = 0;
 }
 
-int sbx_seccomp_load(const struct sbx_seccomp_prog *p)
+int sbx_seccomp_load(const struct sbx_seccomp_prog *p, int *listener)
 {
     struct sock_fprog fprog = {.len = p->len, .filter = p->insns};
     if (p->insns == NULL || p->len == 0) {
         errno = EINVAL;
         return -1;
+    }
+    if (listener) {
+        long fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &fprog);
+        *listener = fd >= 0 ? (int)fd : -1;
+        if (fd >= 0)
+            return 0;
+        /* EBUSY: a filter of ours (a container's) has a listener already; EINVAL: a kernel before 5.0. */
+        if (errno != EBUSY && errno != EINVAL)
+            return -1;
     }
     return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &fprog) == 0 ? 0 : -1;
 }

@@ -29,7 +29,11 @@ int sbx_seccomp_build(enum sbx_net net, struct sbx_seccomp_prog *out, struct buf
 void sbx_seccomp_free(struct sbx_seccomp_prog *p);
 /* Installs the filter on the calling thread (no_new_privs must be set). 0 or -1 with errno. Async-signal-safe:
  * used in a sandbox child between clone and execve. */
-int sbx_seccomp_load(const struct sbx_seccomp_prog *p);
+/* With listener non-NULL, also asks for the filter's notification fd (SECCOMP_FILTER_FLAG_NEW_LISTENER) and stores it
+ * there, or -1 where the kernel cannot give one (then the filter is loaded without). Nothing of the filter sends
+ * notifications: the fd is only a reference that keeps the filter alive, so that whoever holds it, not the exiting
+ * process, frees the filter (the sandbox engine gives it to its reaper). */
+int sbx_seccomp_load(const struct sbx_seccomp_prog *p, int *listener);
 
 /* The syscalls denied outright, by name, for `sandbox check` and the tests. NULL-terminated. */
 extern const char *const sbx_seccomp_denied[];

@@ -23,7 +23,6 @@ enum sbx_msg_type {
     SBX_MSG_HELLO = 1, /* zygote -> client: ready; body: a text summary (isolation in force) */
     SBX_MSG_RUN,       /* client -> zygote, zygote -> child: body = spec; fds stdin, stdout, stderr [, memfd] */
     SBX_MSG_CANCEL,    /* client -> zygote: body = u32 reason */
-    SBX_MSG_EXEC,      /* zygote -> client: the program was exec'd; body = i32 host pid, u32 host uid */
     SBX_MSG_RESULT,    /* zygote -> client: body = struct sbx_exit */
     SBX_MSG_MAPPED,    /* zygote -> child: ids mapped and cgroup joined, go on */
     SBX_MSG_READY,     /* child -> zygote: set-up done, waiting for a run */
@@ -31,6 +30,7 @@ enum sbx_msg_type {
     SBX_MSG_POOL,      /* zygote -> client: body = u32 children ready */
     SBX_MSG_WORKDIR,   /* child -> zygote, just before exec, with spec.collect_files: fd = /work (O_DIRECTORY);
                         * the RESULT that follows then carries that fd on to the client, which reads the files */
+    SBX_MSG_HOLD,      /* child -> engine, in set-up: fd = its seccomp filter's listener, held past the run's end */
 };
 
 /* Flag on RUN: the spec is not inline but in the memfd passed as the 4th fd. */
@@ -104,10 +104,10 @@ void sbx_wire_msg_begin(struct buf *b, enum sbx_msg_type type, uint16_t flags, u
 /* Splits a received message; -1 when it is shorter than a header or the magic is wrong. */
 int sbx_wire_msg_parse(const void *p, size_t n, struct sbx_msg_hdr *hdr, const void **body, size_t *body_len);
 
-/* sendmsg/recvmsg of one SOCK_SEQPACKET message with up to 4 fds (SCM_RIGHTS). send returns 0, or -errno
+/* sendmsg/recvmsg of one SOCK_SEQPACKET message with up to SBX_WIRE_MAX_FDS fds (SCM_RIGHTS). send returns 0, or -errno
  * (-EAGAIN on a full non-blocking socket). recv returns the byte count (0 at EOF) or -errno; received fds are
  * CLOEXEC, *nfds says how many, and a truncated message or control part is -EMSGSIZE with the fds closed. */
-#define SBX_WIRE_MAX_FDS 4
+#define SBX_WIRE_MAX_FDS 6
 int sbx_wire_send(int sock, const void *p, size_t n, const int *fds, int nfds);
 long sbx_wire_recv(int sock, void *p, size_t cap, int *fds, int *nfds);
 

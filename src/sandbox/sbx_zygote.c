@@ -32,6 +32,8 @@ struct zygote {
     uv_signal_t sigterm;
     bool poll_open, stopping;
     struct zmsg *q, *q_tail;
+    unsigned ready_sent; /* the ready count the client was last told */
+    unsigned ready_now;  /* the engine's, told later when it went down (see hook_ready) */
 };
 
 static void stop(struct zygote *z);
@@ -87,32 +89,35 @@ static void queue(struct zygote *z, struct buf *b)
     queue_fd(z, b, -1);
 }
 
-static void hook_exec(void *ud, uint64_t id, int host_pid, uint32_t host_uid)
+static void send_ready(struct zygote *z)
 {
-    struct zygote *z = ud;
     struct buf m = BUF_INIT(BUF_UNBOUNDED);
-    sbx_wire_msg_begin(&m, SBX_MSG_EXEC, 0, id);
-    sbx_wire_put_u32(&m, (uint32_t)host_pid);
-    sbx_wire_put_u32(&m, host_uid);
+    sbx_wire_msg_begin(&m, SBX_MSG_POOL, 0, 0);
+    sbx_wire_put_u32(&m, z->ready_now);
     queue(z, &m);
+    z->ready_sent = z->ready_now;
 }
 
 static void hook_result(void *ud, uint64_t id, const struct sbx_exit *e, int work_fd)
 {
     struct zygote *z = ud;
+    if (z->ready_now != z->ready_sent)
+        send_ready(z);
     struct buf m = BUF_INIT(BUF_UNBOUNDED);
     sbx_wire_msg_begin(&m, SBX_MSG_RESULT, 0, id);
     sbx_wire_encode_exit(e, &m);
     queue_fd(z, &m, work_fd);
 }
 
+/* The client is told at once when children become ready (a caller may wait for that), but a count that went down
+ * (a run took a child) waits for the next result: told at once, it would wake the client in the middle of the run,
+ * taking the CPU from the program just when it starts. */
 static void hook_ready(void *ud, unsigned ready)
 {
     struct zygote *z = ud;
-    struct buf m = BUF_INIT(BUF_UNBOUNDED);
-    sbx_wire_msg_begin(&m, SBX_MSG_POOL, 0, 0);
-    sbx_wire_put_u32(&m, ready);
-    queue(z, &m);
+    z->ready_now = ready;
+    if (ready > z->ready_sent)
+        send_ready(z);
 }
 
 static void handle_run(struct zygote *z, const struct sbx_msg_hdr *h, const void *body, size_t blen, int *fds, int nfds)
@@ -302,8 +307,7 @@ int sbx_zygote_main(int argc, char **argv)
     uv_signal_init(&z.loop, &z.sigterm);
     z.sigterm.data = &z;
     uv_signal_start(&z.sigterm, on_sigterm, SIGTERM);
-    static const struct sbx_engine_hooks hooks = {
-        .on_exec = hook_exec, .on_result = hook_result, .on_ready = hook_ready};
+    static const struct sbx_engine_hooks hooks = {.on_result = hook_result, .on_ready = hook_ready};
     if (sbx_engine_new(&z.loop, warm, &cfg, &hooks, &z, &z.eng, &err) != 0) {
         log_error("sandbox zygote: %s", err.data ? err.data : "engine failed");
         struct buf m = BUF_INIT(BUF_UNBOUNDED);

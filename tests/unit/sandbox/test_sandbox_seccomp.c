@@ -34,7 +34,7 @@ static void probe(int fd, const char *name, long rc)
 
 static void child(const struct sbx_seccomp_prog *prog, int fd)
 {
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || sbx_seccomp_load(prog) != 0)
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || sbx_seccomp_load(prog, NULL) != 0)
         _exit(2);
     probe(fd, "getpid", syscall(SYS_getpid));
     probe(fd, "ptrace", syscall(SYS_ptrace, 16 /* PTRACE_ATTACH */, getppid(), 0, 0));
