@@ -15,6 +15,7 @@
 #include "sandbox/sbx_contain.h"
 #include "sandbox/sbx_engine.h"
 #include "sandbox/sbx_files.h"
+#include "sandbox/sbx_pywarm.h"
 #include "sandbox/sbx_wire.h"
 
 void sbx_pool_opts_init(struct sbx_pool_opts *opts)
@@ -46,6 +47,17 @@ struct zinst {
     bool poll_open;
 };
 
+/* A warm child the zygote reserved for our direct runs (SBX_MSG_OFFER): sbx_run_start sends it the RUN itself, one
+ * hop fewer than through the zygote (sbx_engine_attach_direct says how the two stay in step). */
+struct offer {
+    struct offer *next;
+    uint64_t token;
+    int fd; /* the zygote's end of the child's control socket */
+    uint64_t work_bytes, tmp_bytes, cg_memory;
+    bool has_cgroup;
+    uint32_t cg_pids, cg_cpu;
+};
+
 struct sbx_pool {
     uv_loop_t *loop;
     bool zygote;
@@ -56,6 +68,7 @@ struct sbx_pool {
     bool broken;
     char broken_why[128];
     unsigned ready;  /* children ready, as the zygote last said */
+    struct offer *offers;
     bool hello_seen; /* the current zygote came up */
     char *env_strs[4];
     int nenv_strs;
@@ -338,6 +351,44 @@ static void send_msg(struct sbx_pool *pool, struct buf *msg, const int *fds, int
     flush_out(pool);
 }
 
+static void offers_drop(struct sbx_pool *pool, uint64_t token, bool all)
+{
+    for (struct offer **pp = &pool->offers; *pp;) {
+        struct offer *o = *pp;
+        if (all || o->token == token) {
+            *pp = o->next;
+            close(o->fd);
+            xfree(o);
+            if (!all)
+                return;
+        } else {
+            pp = &o->next;
+        }
+    }
+}
+
+static void offer_add(struct sbx_pool *pool, uint64_t token, const void *body, size_t blen, int fd)
+{
+    struct sbx_wire_reader r;
+    sbx_wire_reader_init(&r, body, blen);
+    struct offer *o = xcalloc(1, sizeof(*o));
+    o->token = token;
+    o->fd = fd;
+    o->work_bytes = sbx_wire_get_u64(&r);
+    o->tmp_bytes = sbx_wire_get_u64(&r);
+    o->has_cgroup = sbx_wire_get_u32(&r) != 0;
+    o->cg_memory = sbx_wire_get_u64(&r);
+    o->cg_pids = sbx_wire_get_u32(&r);
+    o->cg_cpu = sbx_wire_get_u32(&r);
+    if (r.bad) {
+        close(fd);
+        xfree(o);
+        return;
+    }
+    o->next = pool->offers;
+    pool->offers = o;
+}
+
 static void fail_all(struct sbx_pool *pool, const char *why)
 {
     struct sbx_exit e;
@@ -395,6 +446,7 @@ static void zygote_broken(struct sbx_pool *pool, const char *why)
         outmsg_free(m);
     }
     pool->outq_tail = NULL;
+    offers_drop(pool, 0, true);
     fail_all(pool, why);
 }
 
@@ -435,13 +487,18 @@ static void on_sock(uv_poll_t *p, int status, int events)
         const void *body;
         size_t blen;
         bool parsed = sbx_wire_msg_parse(msg, (size_t)n, &h, &body, &blen) == 0;
-        if ((!parsed || h.type != SBX_MSG_RESULT) && work_fd != -1) {
+        if ((!parsed || (h.type != SBX_MSG_RESULT && h.type != SBX_MSG_OFFER)) && work_fd != -1) {
             close(work_fd);
             work_fd = -1;
         }
         if (!parsed)
             continue;
-        if (h.type == SBX_MSG_RESULT) {
+        if (h.type == SBX_MSG_OFFER) {
+            if (work_fd != -1)
+                offer_add(pool, h.id, body, blen, work_fd);
+        } else if (h.type == SBX_MSG_WITHDRAW) {
+            offers_drop(pool, h.id, false);
+        } else if (h.type == SBX_MSG_RESULT) {
             struct sbx_exit e;
             struct sbx_run *run = find_run(pool, h.id);
             if (sbx_wire_decode_exit(body, blen, &e) == 0 && run && !run->have_exit) {
@@ -691,6 +748,58 @@ static int make_pipe(int p[2], bool ours_is_read, struct buf *err)
     return 0;
 }
 
+/* Starts run on an offered child, if one fits: the zygote is told first (RUN with SBX_MSG_F_DIRECT, no fds), then the
+ * child gets its RUN from here. 0: started, child[] closed. -1: start it the usual way (child[] untouched): nothing
+ * fits, or the zygote's socket is busy (the two messages must reach it in this order), or the child is gone, in
+ * which case the run has a new id (the zygote reports the old one as failed, and nobody is waiting for that). */
+static int start_direct(struct sbx_pool *pool, struct sbx_run *run, const struct sbx_spec *spec,
+                        const struct buf *wire, int child[3])
+{
+    const struct sbx_limits *l = &spec->limits;
+    if (pool->z == NULL || pool->outq || wire->len > SBX_WIRE_INLINE_MAX)
+        return -1;
+    /* A run a warm interpreter may serve goes to the zygote, which prefers one. */
+    if (pool->opts.cfg.warm_python > 0 && sbx_pywarm_eligible(spec))
+        return -1;
+    struct offer **pp = &pool->offers;
+    for (; *pp; pp = &(*pp)->next) {
+        const struct offer *o = *pp;
+        if (o->work_bytes == l->work_bytes && o->tmp_bytes == l->tmp_bytes &&
+            (!o->has_cgroup || (o->cg_memory == l->memory_bytes && o->cg_pids == l->pids && o->cg_cpu == l->cpu_percent)))
+            break;
+    }
+    if (*pp == NULL)
+        return -1;
+    struct offer *o = *pp;
+    *pp = o->next;
+    struct buf m = BUF_INIT(BUF_UNBOUNDED);
+    sbx_wire_msg_begin(&m, SBX_MSG_RUN, SBX_MSG_F_DIRECT, run->id);
+    sbx_wire_put_u64(&m, o->token);
+    (void)buf_append(&m, wire->data, wire->len);
+    int rc = sbx_wire_send(pool->z->sock, m.data, m.len, NULL, 0);
+    buf_free(&m);
+    if (rc != 0) { /* not sent (a full socket): the offer stands */
+        o->next = pool->offers;
+        pool->offers = o;
+        return -1;
+    }
+    {
+        sbx_wire_msg_begin(&m, SBX_MSG_RUN, 0, run->id);
+        (void)buf_append(&m, wire->data, wire->len);
+        rc = sbx_wire_send(o->fd, m.data, m.len, child, 3);
+        buf_free(&m);
+        if (rc != 0)
+            run->id = ++pool->next_id; /* the zygote answers the old id alone */
+    }
+    close(o->fd);
+    xfree(o);
+    if (rc != 0)
+        return -1;
+    for (int i = 0; i < 3; i++)
+        close(child[i]);
+    return 0;
+}
+
 int sbx_run_start(struct sbx_pool *pool, const struct sbx_spec *spec, sbx_done_fn *cb, void *ud, struct sbx_run **out,
                   struct buf *err)
 {
@@ -784,6 +893,12 @@ int sbx_run_start(struct sbx_pool *pool, const struct sbx_spec *spec, sbx_done_f
 
     int child[3] = {pin[0], pout[1], perr[1]};
     pin[0] = pout[1] = perr[1] = -1;
+    if (pool->eng == NULL && start_direct(pool, run, spec, &wire, child) == 0) {
+        buf_free(&wire);
+        if (out)
+            *out = run;
+        return 0;
+    }
     if (pool->eng) {
         sbx_engine_submit(pool->eng, run->id, wire.data, wire.len, child); /* closes child[] */
     } else {

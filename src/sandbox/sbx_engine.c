@@ -69,6 +69,8 @@ struct child {
     int handles;
     bool ctl_open, exec_seen, reaped, killed;
     bool release_due; /* reaped and reported: child_release runs on the next refill turn (see finalize) */
+    bool offered;     /* reserved for a direct run of the client (hooks.on_offer) */
+    uint64_t token;
     enum sbx_reason kill_reason;
     char error[256];
 };
@@ -109,6 +111,7 @@ struct sbx_engine {
     uv_timer_t refill_timer;
     bool timer_open;
     unsigned last_ready; /* what on_ready last said */
+    uint64_t next_token; /* of offers */
     int runner_fd; /* the runner's image (sbx_runner.h), read-only and sealed, or -1: children run phase B themselves */
     /* The reaper: a process of ours that closes the runs' mount namespaces (see reaper_start). */
     pid_t reaper_pid;
@@ -121,6 +124,7 @@ static void engine_maybe_free(struct sbx_engine *eng);
 static void drain_pending(struct sbx_engine *eng);
 static void finalize(struct child *ch, int status, const struct rusage *ru, uint64_t t_end);
 static void release_due(struct sbx_engine *eng);
+static void offer(struct child *ch);
 
 static void close_fds(int fds[3])
 {
@@ -756,6 +760,35 @@ out:
     buf_free(&err);
 }
 
+/* Reserves a ready plain child for the client's direct runs (hooks.on_offer). */
+static void offer(struct child *ch)
+{
+    struct sbx_engine *eng = ch->eng;
+    if (eng->hooks.on_offer == NULL || ch->python || ch->offered || eng->closing)
+        return;
+    int fd = fcntl(ch->ctl, F_DUPFD_CLOEXEC, 3);
+    if (fd == -1)
+        return;
+    ch->offered = true;
+    ch->token = ++eng->next_token;
+    struct sbx_engine_offer o = {.token = ch->token,
+                                 .work_bytes = ch->work_bytes,
+                                 .tmp_bytes = ch->tmp_bytes,
+                                 .has_cgroup = ch->has_cg,
+                                 .cg_memory = ch->cg_mem,
+                                 .cg_pids = ch->cg_pids,
+                                 .cg_cpu = ch->cg_cpu};
+    eng->hooks.on_offer(eng->ud, &o, fd);
+}
+
+/* An offered child said something, ended its socket or died: if the client gave it a run, the attach is in the
+ * client's socket already (the client tells the engine before it sends the child anything), so read that first. */
+static void sync_offered(struct child *ch)
+{
+    if (ch->offered && !ch->attached && ch->eng->hooks.sync)
+        ch->eng->hooks.sync(ch->eng->ud);
+}
+
 /* Reads what the child said; returns false once the socket reached EOF (and is closed). */
 static bool read_ctl(struct child *ch)
 {
@@ -806,6 +839,8 @@ static bool read_ctl(struct child *ch)
             } else {
                 uv_timer_stop(&ch->timer);
                 drain_pending(ch->eng);
+                if (!ch->attached)
+                    offer(ch);
                 ready_changed(ch->eng);
             }
         }
@@ -820,6 +855,7 @@ static void on_ctl(uv_poll_t *p, int status, int events)
     struct child *ch = p->data;
     (void)status;
     (void)events;
+    sync_offered(ch);
     if (read_ctl(ch))
         return;
     exec_seen(ch);
@@ -851,6 +887,7 @@ static void on_pid(uv_poll_t *p, int status, int events)
     struct rusage ru;
     (void)status;
     (void)events;
+    sync_offered(ch);
     memset(&ru, 0, sizeof(ru));
     pid_t r = wait4(ch->pid, &st, WNOHANG | __WALL, &ru);
     if (r == 0)
@@ -927,6 +964,11 @@ static void finalize(struct child *ch, int status, const struct rusage *ru, uint
     if (ch->has_cg)
         (void)sbx_cgroup_stats(&ch->cg, &cs);
     if (!ch->attached) {
+        if (ch->offered) {
+            ch->offered = false;
+            if (eng->hooks.on_withdraw)
+                eng->hooks.on_withdraw(eng->ud, ch->token);
+        }
         if (!eng->closing) {
             eng->setup_failures[ch->python]++;
             (void)snprintf(eng->last_error, sizeof(eng->last_error), "%s",
@@ -1047,7 +1089,8 @@ static void drain_pending(struct sbx_engine *eng)
             if (order[pass].python && !eng->pend_head->py)
                 continue;
             for (struct child *c = eng->children; c && !ch; c = c->next)
-                if (!c->attached && !c->reaped && c->state == order[pass].st && c->python == order[pass].python &&
+                if (!c->attached && !c->reaped && !c->offered && c->state == order[pass].st &&
+                    c->python == order[pass].python &&
                     c->work_bytes == want->work_bytes && c->tmp_bytes == want->tmp_bytes)
                     ch = c;
         }
@@ -1163,6 +1206,43 @@ void sbx_engine_submit(struct sbx_engine *eng, uint64_t id, const void *spec, si
     refill_soon(eng);
 out:
     buf_free(&err);
+}
+
+void sbx_engine_attach_direct(struct sbx_engine *eng, uint64_t id, uint64_t token, const void *spec, size_t len)
+{
+    struct sbx_wire_spec ws;
+    struct buf err = BUF_INIT(256);
+    if (sbx_wire_decode_spec(spec, len, &ws, &err) != 0) {
+        /* The child got the same bytes and refuses them too (its ERROR is read when it dies). */
+        result_error(eng, id, SBX_REASON_ERROR, err.data);
+        buf_free(&err);
+        return;
+    }
+    struct child *ch = NULL;
+    for (struct child *c = eng->children; c && !ch; c = c->next)
+        if (c->offered && c->token == token)
+            ch = c;
+    if (ch == NULL || eng->closing || ch->attached || ch->reaped || ch->state != CH_READY) {
+        sbx_wire_spec_free(&ws);
+        buf_free(&err);
+        result_error(eng, id, eng->closing ? SBX_REASON_KILLED : SBX_REASON_ERROR, "sandbox child gone before its run");
+        return;
+    }
+    ch->offered = false;
+    ch->attached = true;
+    ch->id = id;
+    ch->limits = ws.spec.limits;
+    sbx_wire_spec_free(&ws);
+    buf_free(&err);
+    ch->t_start_ns = uv_hrtime();
+    uv_update_time(eng->loop);
+    uv_timer_start(&ch->timer, on_timer, ch->limits.wall_ms, 0);
+    /* As dispatch leaves it: the child has its RUN (from the client), the socket is read when it is reaped. */
+    ch->state = CH_RUNNING;
+    if (ch->ctl_open && LL_DEBUG < log_min_level)
+        uv_poll_stop(&ch->ctl_poll);
+    ready_changed(eng);
+    refill_soon(eng);
 }
 
 void sbx_engine_cancel(struct sbx_engine *eng, uint64_t id, enum sbx_reason reason)

@@ -23,12 +23,31 @@
 
 struct sbx_engine;
 
+/* A warm child offered for direct runs (on_offer). */
+struct sbx_engine_offer {
+    uint64_t token;
+    uint64_t work_bytes, tmp_bytes; /* the sizes of its /work and /tmp */
+    bool has_cgroup;                /* if so, the limits its cgroup has (a run must want exactly these) */
+    uint64_t cg_memory;
+    uint32_t cg_pids, cg_cpu;
+};
+
 struct sbx_engine_hooks {
     /* The run is over; called exactly once per submitted id, also for refusals and on close. work_fd is the
      * run's /work (with spec.collect_files) or -1; the hook owns it and must close it. */
     void (*on_result)(void *ud, uint64_t id, const struct sbx_exit *e, int work_fd);
     /* The number of ready children changed. May be NULL. */
     void (*on_ready)(void *ud, unsigned ready);
+    /* Direct runs (all three NULL: none). A plain child is ready and reserved for the client: o says what it was
+     * made for, ctl_fd (owned by the hook) is a copy of the engine's end of its control socket, on which the
+     * client may send it one RUN itself, after telling the engine with sbx_engine_attach_direct. The engine then
+     * gives it no other run. */
+    void (*on_offer)(void *ud, const struct sbx_engine_offer *o, int ctl_fd);
+    /* An offered child is gone (it died unused): the client must forget it. */
+    void (*on_withdraw)(void *ud, uint64_t token);
+    /* Before deciding an offered child died unused, the engine asks the client for what it has sent and not yet
+     * been read (an sbx_engine_attach_direct for it may be waiting in a socket). */
+    void (*sync)(void *ud);
 };
 
 /* Creates the engine: checks the process is single-threaded, prepares cgroups per cfg->cgroup_mode, builds the
@@ -40,6 +59,10 @@ int sbx_engine_new(uv_loop_t *loop, unsigned warm, const struct sbx_config *cfg,
  * write ends): they are closed here whatever happens. The result arrives through on_result (even when the spec
  * is refused at once). */
 void sbx_engine_submit(struct sbx_engine *eng, uint64_t id, const void *spec, size_t len, int fds[3]);
+/* Run id was sent by the client itself to the offered child token (on_offer): attaches it there, with the limits of
+ * spec (the RUN it sent). If that child is no longer available, run id ends with an error result at once (the
+ * client, whose send then failed, has started it under another id). */
+void sbx_engine_attach_direct(struct sbx_engine *eng, uint64_t id, uint64_t token, const void *spec, size_t len);
 /* Kills run id (reason OUTPUT_CAP or KILLED is reported, unless it had ended already). Unknown ids: ignored. */
 void sbx_engine_cancel(struct sbx_engine *eng, uint64_t id, enum sbx_reason reason);
 unsigned sbx_engine_ready(const struct sbx_engine *eng);

@@ -31,10 +31,16 @@ enum sbx_msg_type {
     SBX_MSG_WORKDIR,   /* child -> zygote, just before exec, with spec.collect_files: fd = /work (O_DIRECTORY);
                         * the RESULT that follows then carries that fd on to the client, which reads the files */
     SBX_MSG_HOLD,      /* child -> engine, in set-up: fd = its seccomp filter's listener, held past the run's end */
+    SBX_MSG_OFFER,     /* zygote -> client: id = token, a ready child reserved for direct runs; fd = its control
+                        * socket; body = u64 work bytes, u64 tmp bytes, u32 has cgroup, u64 memory, u32 pids, u32 cpu */
+    SBX_MSG_WITHDRAW,  /* zygote -> client: id = token, that child is gone */
 };
 
 /* Flag on RUN: the spec is not inline but in the memfd passed as the 4th fd. */
 #define SBX_MSG_F_MEMFD 1u
+/* Flag on RUN, client -> zygote: a direct run. Body = u64 token of the offered child, then the spec; no fds. The
+ * client sends it before it sends the child its RUN itself (sbx_engine_attach_direct). */
+#define SBX_MSG_F_DIRECT 2u
 /* Specs up to this size travel inline in the message; larger ones in a sealed memfd. */
 #define SBX_WIRE_INLINE_MAX (32u << 10)
 /* Largest message ever read from a socket (inline spec + header, or a result). */

@@ -32,6 +32,7 @@ struct zygote {
     uv_signal_t sigterm;
     bool poll_open, stopping;
     struct zmsg *q, *q_tail;
+    bool reading;        /* in read_client (the engine's sync hook may ask again from inside it) */
     unsigned ready_sent; /* the ready count the client was last told */
     unsigned ready_now;  /* the engine's, told later when it went down (see hook_ready) */
 };
@@ -101,12 +102,13 @@ static void send_ready(struct zygote *z)
 static void hook_result(void *ud, uint64_t id, const struct sbx_exit *e, int work_fd)
 {
     struct zygote *z = ud;
-    if (z->ready_now != z->ready_sent)
-        send_ready(z);
     struct buf m = BUF_INIT(BUF_UNBOUNDED);
     sbx_wire_msg_begin(&m, SBX_MSG_RESULT, 0, id);
     sbx_wire_encode_exit(e, &m);
     queue_fd(z, &m, work_fd);
+    /* After the result: sent before, it would wake the client once for itself, then again for the result. */
+    if (z->ready_now != z->ready_sent)
+        send_ready(z);
 }
 
 /* The client is told at once when children become ready (a caller may wait for that), but a count that went down
@@ -120,10 +122,55 @@ static void hook_ready(void *ud, unsigned ready)
         send_ready(z);
 }
 
+static void hook_offer(void *ud, const struct sbx_engine_offer *o, int ctl_fd)
+{
+    struct zygote *z = ud;
+    struct buf m = BUF_INIT(BUF_UNBOUNDED);
+    sbx_wire_msg_begin(&m, SBX_MSG_OFFER, 0, o->token);
+    sbx_wire_put_u64(&m, o->work_bytes);
+    sbx_wire_put_u64(&m, o->tmp_bytes);
+    sbx_wire_put_u32(&m, o->has_cgroup);
+    sbx_wire_put_u64(&m, o->cg_memory);
+    sbx_wire_put_u32(&m, o->cg_pids);
+    sbx_wire_put_u32(&m, o->cg_cpu);
+    queue_fd(z, &m, ctl_fd);
+}
+
+static void hook_withdraw(void *ud, uint64_t token)
+{
+    struct zygote *z = ud;
+    struct buf m = BUF_INIT(BUF_UNBOUNDED);
+    sbx_wire_msg_begin(&m, SBX_MSG_WITHDRAW, 0, token);
+    queue(z, &m);
+}
+
+static void read_client(struct zygote *z);
+
+static void hook_sync(void *ud)
+{
+    read_client(ud);
+}
+
 static void handle_run(struct zygote *z, const struct sbx_msg_hdr *h, const void *body, size_t blen, int *fds, int nfds)
 {
     int stdio[3] = {-1, -1, -1};
     char *spec = NULL;
+    if (h->flags & SBX_MSG_F_DIRECT) {
+        struct sbx_wire_reader r;
+        sbx_wire_reader_init(&r, body, blen);
+        uint64_t token = sbx_wire_get_u64(&r);
+        if (r.bad) {
+            struct sbx_exit e;
+            memset(&e, 0, sizeof(e));
+            e.reason = SBX_REASON_ERROR;
+            e.exit_code = -1;
+            (void)snprintf(e.error, sizeof(e.error), "direct RUN without its child");
+            hook_result(z, h->id, &e, -1);
+            return;
+        }
+        sbx_engine_attach_direct(z->eng, h->id, token, (const char *)body + 8, blen - 8);
+        return;
+    }
     if (nfds < 3) {
         struct sbx_exit e;
         memset(&e, 0, sizeof(e));
@@ -160,16 +207,23 @@ static void handle_run(struct zygote *z, const struct sbx_msg_hdr *h, const void
 static void on_sock(uv_poll_t *p, int status, int events)
 {
     struct zygote *z = p->data;
-    char *msg = NULL;
     if (status < 0) {
         stop(z);
         return;
     }
     if (events & UV_WRITABLE)
         flush(z);
-    if (!(events & UV_READABLE))
+    if (events & UV_READABLE)
+        read_client(z);
+}
+
+/* Everything the client sent that is not read yet. */
+static void read_client(struct zygote *z)
+{
+    if (z->reading || z->stopping)
         return;
-    msg = xmalloc(SBX_WIRE_MSG_MAX);
+    z->reading = true;
+    char *msg = xmalloc(SBX_WIRE_MSG_MAX);
     while (z->sock != -1) {
         int fds[SBX_WIRE_MAX_FDS], nfds = 0;
         long n = sbx_wire_recv(z->sock, msg, SBX_WIRE_MSG_MAX, fds, &nfds);
@@ -200,6 +254,7 @@ static void on_sock(uv_poll_t *p, int status, int events)
                 close(fds[i]);
     }
     xfree(msg);
+    z->reading = false;
 }
 
 static void stop(struct zygote *z)
@@ -307,7 +362,11 @@ int sbx_zygote_main(int argc, char **argv)
     uv_signal_init(&z.loop, &z.sigterm);
     z.sigterm.data = &z;
     uv_signal_start(&z.sigterm, on_sigterm, SIGTERM);
-    static const struct sbx_engine_hooks hooks = {.on_result = hook_result, .on_ready = hook_ready};
+    static const struct sbx_engine_hooks hooks = {.on_result = hook_result,
+                                                  .on_ready = hook_ready,
+                                                  .on_offer = hook_offer,
+                                                  .on_withdraw = hook_withdraw,
+                                                  .sync = hook_sync};
     if (sbx_engine_new(&z.loop, warm, &cfg, &hooks, &z, &z.eng, &err) != 0) {
         log_error("sandbox zygote: %s", err.data ? err.data : "engine failed");
         struct buf m = BUF_INIT(BUF_UNBOUNDED);
