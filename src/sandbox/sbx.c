@@ -70,7 +70,7 @@ struct sbx_pool {
     unsigned ready;  /* children ready, as the zygote last said */
     struct offer *offers;
     bool hello_seen; /* the current zygote came up */
-    char *env_strs[4];
+    char *env_strs[5];
     int nenv_strs;
     char slab[65536]; /* read buffer for the runs' output pipes */
     /* both */
@@ -97,6 +97,7 @@ struct sbx_run {
     char *stdin_copy;
     int handles;
     bool in_open, out_eof, err_eof, have_exit, done, cancel_sent;
+    bool direct; /* started on an offered child (start_direct) */
     /* Our copies of the output pipes' write ends, held until the end is reported: the program's exit then does not
      * wake this loop (twice, for two EOFs) in the middle of the exit, and the EOFs come when the result does. */
     int out_hold[2];
@@ -599,12 +600,13 @@ static int start_zygote(struct sbx_pool *pool, const struct sbx_pool_opts *opts,
     stdio[3].flags = UV_INHERIT_FD;
     stdio[3].data.fd = sv[1];
     /* The zygote gets no environment of ours: agentd's holds API keys, and nothing of it is needed there
-     * (sanitizer settings excepted, so tests see the zygote's leaks too). */
-    static const char *const keep_env[] = {"ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", NULL};
+     * (sanitizer settings excepted, so tests see the zygote's leaks too, and the runner switch, sbx_runner.h). */
+    static const char *const keep_env[] = {"ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "AGENTD_SANDBOX_RUNNER",
+                                           NULL};
     for (int i = 0; i < pool->nenv_strs; i++)
         xfree(pool->env_strs[i]);
     pool->nenv_strs = 0;
-    char *env[8];
+    char *env[8]; /* PATH, keep_env, NULL */
     int e = 0;
     env[e++] = (char *)"PATH=/usr/local/bin:/usr/bin:/bin";
     for (const char *const *k = keep_env; *k; k++) {
@@ -797,7 +799,13 @@ static int start_direct(struct sbx_pool *pool, struct sbx_run *run, const struct
         return -1;
     for (int i = 0; i < 3; i++)
         close(child[i]);
+    run->direct = true;
     return 0;
+}
+
+bool sbx_run_direct(const struct sbx_run *run)
+{
+    return run->direct;
 }
 
 int sbx_run_start(struct sbx_pool *pool, const struct sbx_spec *spec, sbx_done_fn *cb, void *ud, struct sbx_run **out,

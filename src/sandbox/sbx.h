@@ -65,6 +65,8 @@ int sbx_run_start(struct sbx_pool *pool, const struct sbx_spec *spec, sbx_done_f
                   struct buf *err);
 /* Kills the run's whole process tree; the callback still fires, with KILLED (unless it had already ended). */
 void sbx_run_cancel(struct sbx_run *run);
+/* Whether the run went straight to a warm child the zygote had offered (a direct run), not through the zygote. */
+bool sbx_run_direct(const struct sbx_run *run);
 
 /* Convenience for single-shot callers (the CLI): a private loop and pool, one run, result in *res
  * (sbx_result_free it). opts NULL means an in-process pool with no warm children. */

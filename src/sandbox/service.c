@@ -38,6 +38,10 @@ static struct metric_def m_wall = METRIC_HISTOGRAM_DEF("agentd_sandbox_run_durat
                                                        "Wall time of sandbox runs, start to exit.", NULL, run_buckets);
 static struct metric_def m_queue = METRIC_HISTOGRAM_DEF("agentd_sandbox_queue_wait_seconds",
                                                         "Time sandbox runs waited for a free slot.", NULL, run_buckets);
+static struct metric_def m_direct = METRIC_DEF("agentd_sandbox_direct_runs_total",
+                                              "Sandbox runs the daemon handed straight to a warm child; the rest "
+                                              "went through the sandbox zygote.",
+                                              METRIC_COUNTER, NULL);
 static struct metric_def m_running =
     METRIC_DEF("agentd_sandbox_running", "Sandbox runs going now (all loops).", METRIC_GAUGE, NULL);
 static struct metric_def m_queued =
@@ -53,6 +57,7 @@ static void metrics_once(void)
     metrics_register(&m_refused);
     metrics_register(&m_wall);
     metrics_register(&m_queue);
+    metrics_register(&m_direct);
     metrics_register(&m_running);
     metrics_register(&m_queued);
 }
@@ -251,6 +256,8 @@ static int start_now(struct lane *l, struct sbx_service_job *j, const struct sbx
     if (sbx_run_start(l->pool, spec, on_run_done, j, &j->run, err) != 0)
         return -1;
     metrics_observe(&m_queue, NULL, (double)j->queue_us / 1e6);
+    if (sbx_run_direct(j->run))
+        metrics_add(&m_direct, NULL, 1);
     j->next = l->running;
     if (l->running)
         l->running->prev = j;

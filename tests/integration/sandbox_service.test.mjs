@@ -469,3 +469,79 @@ test('runs are counted in metrics', { skip }, async () => {
   await bad({ language: 'cobol', code: 'x' }, 400, 'language', 'invalid_sandbox_request');
   assert.equal(await metric('agentd_sandbox_refused_total{reason="invalid"}'), invalid + 1);
 });
+
+// A plain warm child waits in the runner (src/sandbox/sbx_runner.h): a small program exec'd from a memfd once the
+// child is isolated, not a copy of agentd. Those waiting for a run: blocked in recvmsg (47) on their control socket.
+function waitingChildren(pid) {
+  return tree(pid).flatMap((p) => {
+    try {
+      if (readFileSync(`/proc/${p}/comm`, 'utf8').trim() !== 'agentd-sbx') return [];
+      if (readFileSync(`/proc/${p}/syscall`, 'utf8').split(' ')[0] !== '47') return [];
+      return [{ pid: Number(p), exe: readlinkSync(`/proc/${p}/exe`), maps: readFileSync(`/proc/${p}/maps`, 'utf8') }];
+    } catch { return []; } // gone meanwhile
+  });
+}
+
+async function untilWaiting(daemon, n = 1) {
+  const t0 = Date.now();
+  for (;;) {
+    const w = waitingChildren(daemon.child.pid);
+    if (w.length >= n) return w;
+    assert.ok(Date.now() - t0 < 10000, `no warm child waiting for a run: ${tree(daemon.child.pid).join(' ')}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+test('a warm child waits in the runner, and a run goes to it straight from the daemon', { skip }, async () => {
+  const direct0 = await metric('agentd_sandbox_direct_runs_total');
+  let served = null;
+  // The zygote offers a child to the daemon once it is ready; the first run may still find the offer on its way.
+  for (let i = 0; i < 10 && (await metric('agentd_sandbox_direct_runs_total')) === direct0; i++) {
+    const w = await untilWaiting(d);
+    for (const c of w) {
+      assert.match(c.exe, /^\/memfd:agentd-sandbox-runner/, `pid ${c.pid} waits in ${c.exe}`);
+      // libc, the loader, the runner, stack, vdso: not agentd's 30-odd libraries
+      assert.ok(c.maps.trim().split('\n').length < 40, c.maps);
+      assert.doesNotMatch(c.maps, /libuv|libcrypto|libsqlite/);
+    }
+    const j = await ok200({ command: ['/bin/sh', '-c', 'echo $$; ls /proc/self/fd | tr "\\n" " "'] });
+    assert.equal(j.exit_code, 0, j.stderr);
+    assert.equal(j.stdout, '1\n0 1 2 3 '); // PID 1; nothing of the runner's or the engine's fds
+    served = { pid: j.host_pid, waiting: w.map((c) => c.pid) };
+  }
+  assert.ok((await metric('agentd_sandbox_direct_runs_total')) > direct0, 'no run went straight to a warm child');
+  assert.ok(served.waiting.includes(served.pid), `run on pid ${served.pid}, not one of ${served.waiting}`);
+});
+
+test('a warm child that dies unused is replaced, and runs that find it gone still succeed', { skip }, async () => {
+  for (let round = 0; round < 3; round++) {
+    const w = await untilWaiting(d);
+    for (const c of w) process.kill(c.pid, 'SIGKILL');
+    // at once: the daemon may still hold the dead child's offer (its send fails, the run goes through the zygote)
+    const j = await ok200({ command: ['/bin/sh', '-c', 'echo ok'] });
+    assert.equal(j.exit_code, 0, JSON.stringify(j));
+    assert.equal(j.stdout, 'ok\n');
+    assert.ok(!w.some((c) => c.pid === j.host_pid), 'a run was served by a killed child');
+  }
+  const j = await ok200({ command: ['/bin/true'] });
+  assert.equal(j.reason, 'exit');
+});
+
+test('with AGENTD_SANDBOX_RUNNER=0 a warm child runs the last steps itself, with the same result', { skip }, async () => {
+  const base = UID_BASE + 2000;
+  const k = await startAgentd({ config: CONFIG.replace(`uid_base: ${UID_BASE}`, `uid_base: ${base}`),
+    env: { AGENTD_SANDBOX_RUNNER: '0' } });
+  try {
+    const w = await untilWaiting(k);
+    for (const c of w) assert.doesNotMatch(c.exe, /memfd/, `pid ${c.pid} waits in ${c.exe}`);
+    const r = await k.fetch('/v1/sandbox/runs', { method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ command: ['/bin/sh', '-c', 'echo $$; ls /proc/self/fd | tr "\\n" " "'] }) });
+    const j = await r.json();
+    assert.equal(r.status, 200, JSON.stringify(j));
+    assert.equal(j.stdout, '1\n0 1 2 3 ');
+    assert.ok(w.some((c) => c.pid === j.host_pid), `run on pid ${j.host_pid}, not one of ${w.map((c) => c.pid)}`);
+  } finally {
+    const s = await k.stop();
+    assert.equal(s.code, 0, k.rawStderr.slice(-3000));
+  }
+});

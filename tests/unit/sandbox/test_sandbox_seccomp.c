@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <linux/sched.h>
 #include <sched.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -32,10 +34,14 @@ static void probe(int fd, const char *name, long rc)
         _exit(3);
 }
 
-static void child(const struct sbx_seccomp_prog *prog, int fd)
+static void child(const struct sbx_seccomp_prog *prog, int fd, bool with_listener)
 {
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || sbx_seccomp_load(prog, NULL) != 0)
+    int listener = -1;
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || sbx_seccomp_load(prog, with_listener ? &listener : NULL) != 0)
         _exit(2);
+    /* The listener is a reference that keeps the filter alive, and nothing else: the filter works the same. */
+    if (with_listener)
+        probe(fd, "listener", listener >= 0 && fcntl(listener, F_GETFD) >= 0 ? 0 : (errno = EBADF, -1));
     probe(fd, "getpid", syscall(SYS_getpid));
     probe(fd, "ptrace", syscall(SYS_ptrace, 16 /* PTRACE_ATTACH */, getppid(), 0, 0));
     probe(fd, "mount", syscall(SYS_mount, "none", "/tmp", "tmpfs", 0, NULL));
@@ -92,7 +98,7 @@ static int expect(const char *out, const char *name, int err)
     return got == err;
 }
 
-static void test_filter(void)
+static void check_filter(bool with_listener)
 {
     struct sbx_seccomp_prog prog;
     struct buf err = BUF_INIT(256);
@@ -111,7 +117,7 @@ static void test_filter(void)
     pid_t pid = fork();
     if (pid == 0) {
         close(p[0]);
-        child(&prog, p[1]);
+        child(&prog, p[1], with_listener);
     }
     close(p[1]);
     char out[4096];
@@ -124,6 +130,8 @@ static void test_filter(void)
     int st;
     ok(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
     ok(expect(out, "getpid", 0));
+    if (with_listener)
+        ok(expect(out, "listener", 0));
     static const char *const denied[] = {"ptrace",
                                          "mount",
                                          "umount2",
@@ -158,6 +166,16 @@ static void test_filter(void)
     ok(prog.insns == NULL);
 }
 
+static void test_filter(void)
+{
+    check_filter(false);
+}
+
+static void test_filter_listener(void)
+{
+    check_filter(true);
+}
+
 static void test_list(void)
 {
     size_t n = 0;
@@ -175,6 +193,7 @@ static void test_list(void)
 int main(void)
 {
     subtest("filter denies escape syscalls, allows the rest", test_filter);
+    subtest("loaded with a listener (held by the engine past a run), the filter is the same", test_filter_listener);
     subtest("denied list", test_list);
     return done_testing();
 }
