@@ -323,6 +323,7 @@ struct sse {
     int64_t after;       /* the number of the last event sent (or the client's Last-Event-ID) */
     const char *param;   /* where the client's resume point came from: "Last-Event-ID" or "after" */
     bool gone, busy, started, closing, watching, finished;
+    bool rechecked;      /* an ended run with no event was read again (see sse_job_done) */
     int64_t delta_step;  /* the LLM step whose text was last sent as step.delta (1-based; 0: none) */
     size_t delta_off;    /* bytes of its text sent */
 };
@@ -557,6 +558,14 @@ static void sse_job_done(uv_work_t *w, int status)
     /* the end: run.finished sent (now or before the client's Last-Event-ID), or a run that ended before runs had
      * an event log */
     bool ended = final_status(j->run.status) && !more;
+    if (ended && !s->finished && j->last == 0 && !s->rechecked) {
+        /* The events were read before the run: a run that went from queued to its end in between shows its end
+         * and none of its events. Read once more, now that its end is known: its events are committed by then. */
+        s->rechecked = true;
+        job_free(j);
+        uv_timer_start(&s->timer, sse_poll, 0, 0);
+        return;
+    }
     if (ended && !s->finished && j->last == 0) {
         sse_event(s, 0, "run.finished", run_to_json(&j->run, NULL, 0));
         s->finished = true;
