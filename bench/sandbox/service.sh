@@ -45,14 +45,17 @@ cc -O2 -Wall -Wextra -o "$work/lat" "$root/bench/lat.c"
 # start_daemon BIN UID_BASE NAME SERVICE_EXTRA: a daemon on a free port, its port in $port_NAME
 start_daemon() {
   local bin=$1 ub=$2 name=$3 extra=$4 p
-  cat > "$work/$name.yaml" <<EOF
+  # the config in a directory of its own: the daemon watches that directory, and its log written there would
+  # wake it on every request
+  mkdir -p "$work/cfg-$name"
+  cat > "$work/cfg-$name/agentd.yaml" <<EOF
 server: { workers: 1 }
 sandbox:
   uid_base: $ub
   uid_count: 64
   service: { warm: $WARM,$extra prewarm: true, max_running: 4 }
 EOF
-  "$bin" serve --config "$work/$name.yaml" --listen 127.0.0.1:0 --ops-listen 127.0.0.1:0 \
+  "$bin" serve --config "$work/cfg-$name/agentd.yaml" --listen 127.0.0.1:0 --ops-listen 127.0.0.1:0 \
     --data-dir "$work/data-$name" 2>"$work/$name.log" &
   pids+=($!)
   for _ in $(seq 1 200); do

@@ -2,11 +2,11 @@
  * files, put its pipes on 0-2, a new session, argv and the environment, close every other fd, the rlimits, execve.
  *
  * A warm child runs them in a small program of its own, the runner (agentd-sandbox-runner, built from
- * sbx_runner_main.c and carried inside agentd: sbx_runner_image), which it execs once phase A is done, before any
- * run exists. The program a run starts then replaces a process of a few pages, not a copy of the engine's: its
- * execve is about 0.4 ms faster on a 2-vCPU VM, and phase B no longer copies the engine's pages as it writes
- * them. Where the runner cannot be exec'd, the child runs the same steps itself (sbx_runner_main). Everything
- * here is async-signal-safe enough for a child of a multi-threaded-free engine, uses only libc, and never
+ * sbx_runner_main.c, static where the toolchain allows, and carried inside agentd: sbx_runner_image), which it
+ * execs once phase A is done, before any run exists. The program a run starts then replaces a small process, not
+ * a copy of the engine's: its execve is about 0.4 ms faster on a 2-vCPU VM, and phase B no longer copies the
+ * engine's pages as it writes them. Where the runner cannot be exec'd, the child runs the same steps itself (sbx_runner_main). Everything
+ * here is safe in a child of the (single-threaded) engine, uses only libc, and never
  * returns to the caller: the run's program replaces the process, or the error goes back on the control
  * socket and the process _exits. */
 #ifndef AGENTD_SBX_RUNNER_H

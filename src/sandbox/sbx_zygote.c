@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -33,6 +34,7 @@ struct zygote {
     bool poll_open, stopping;
     struct zmsg *q, *q_tail;
     bool reading;        /* in read_client (the engine's sync hook may ask again from inside it) */
+    bool batching;       /* queue without sending: several messages go out in one flush */
     unsigned ready_sent; /* the ready count the client was last told */
     unsigned ready_now;  /* the engine's, told later when it went down (see hook_ready) */
 };
@@ -47,20 +49,58 @@ static void watch(struct zygote *z)
         uv_poll_start(&z->poll, UV_READABLE | (z->q ? UV_WRITABLE : 0), on_sock);
 }
 
+static void drop_first(struct zygote *z)
+{
+    struct zmsg *m = z->q;
+    z->q = m->next;
+    if (z->q == NULL)
+        z->q_tail = NULL;
+    if (m->fd != -1)
+        close(m->fd);
+    xfree(m->data);
+    xfree(m);
+}
+
+/* Sends what is queued, several messages per sendmmsg: the client, woken by the first, finds the others there
+ * too (a result and the ready count after it are read in one turn, not in two wake-ups). */
 static void flush(struct zygote *z)
 {
-    while (z->q && z->sock != -1) {
-        struct zmsg *m = z->q;
-        int rc = sbx_wire_send(z->sock, m->data, m->len, m->fd != -1 ? &m->fd : NULL, m->fd != -1 ? 1 : 0);
-        if (rc == -EAGAIN)
+    enum { BATCH = 8 };
+    while (z->q && z->sock != -1 && !z->batching) {
+        struct mmsghdr mm[BATCH];
+        struct iovec iov[BATCH];
+        union {
+            struct cmsghdr h;
+            char buf[CMSG_SPACE(sizeof(int))];
+        } ctl[BATCH];
+        unsigned n = 0;
+        memset(mm, 0, sizeof(mm));
+        for (struct zmsg *m = z->q; m && n < BATCH; m = m->next, n++) {
+            iov[n] = (struct iovec){.iov_base = m->data, .iov_len = m->len};
+            mm[n].msg_hdr.msg_iov = &iov[n];
+            mm[n].msg_hdr.msg_iovlen = 1;
+            if (m->fd != -1) {
+                memset(&ctl[n], 0, sizeof(ctl[n]));
+                mm[n].msg_hdr.msg_control = ctl[n].buf;
+                mm[n].msg_hdr.msg_controllen = CMSG_SPACE(sizeof(int));
+                struct cmsghdr *c = CMSG_FIRSTHDR(&mm[n].msg_hdr);
+                c->cmsg_level = SOL_SOCKET;
+                c->cmsg_type = SCM_RIGHTS;
+                c->cmsg_len = CMSG_LEN(sizeof(int));
+                memcpy(CMSG_DATA(c), &m->fd, sizeof(int));
+            }
+        }
+        int sent = sendmmsg(z->sock, mm, n, MSG_NOSIGNAL);
+        if (sent == -1 && errno == EINTR)
+            continue;
+        if (sent == -1 && errno == EAGAIN)
             break;
-        z->q = m->next;
-        if (z->q == NULL)
-            z->q_tail = NULL;
-        if (m->fd != -1)
-            close(m->fd);
-        xfree(m->data);
-        xfree(m);
+        if (sent <= 0) { /* the first cannot be sent (the client is gone: EOF comes next): drop it */
+            drop_first(z);
+            continue;
+        }
+        for (int i = 0; i < sent; i++)
+            drop_first(z);
     }
     watch(z);
 }
@@ -102,13 +142,17 @@ static void send_ready(struct zygote *z)
 static void hook_result(void *ud, uint64_t id, const struct sbx_exit *e, int work_fd)
 {
     struct zygote *z = ud;
+    /* The ready count first (a client that paces itself on it reads it with the result, not a moment later), and
+     * both in one flush: sent one by one, the first would wake the client for itself alone. */
+    z->batching = true;
+    if (z->ready_now != z->ready_sent)
+        send_ready(z);
     struct buf m = BUF_INIT(BUF_UNBOUNDED);
     sbx_wire_msg_begin(&m, SBX_MSG_RESULT, 0, id);
     sbx_wire_encode_exit(e, &m);
     queue_fd(z, &m, work_fd);
-    /* After the result: sent before, it would wake the client once for itself, then again for the result. */
-    if (z->ready_now != z->ready_sent)
-        send_ready(z);
+    z->batching = false;
+    flush(z);
 }
 
 /* The client is told at once when children become ready (a caller may wait for that), but a count that went down
