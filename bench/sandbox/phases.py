@@ -5,7 +5,7 @@ import statistics
 import sys
 
 LINE = re.compile(r'\s*(.+?)-(\d+)\s+\[(\d+)\]\s+\S+\s+([\d.]+): (\S+): (.*)')
-NR_READ, NR_WRITE, NR_RECVFROM, NR_SENDMSG, NR_RECVMSG, NR_EXECVE, NR_EXECVEAT = 0, 1, 45, 46, 47, 59, 322
+NR_READ, NR_WRITE, NR_RECVFROM, NR_SENDMSG, NR_RECVMSG, NR_EXECVE, NR_SENDMMSG, NR_EXECVEAT = 0, 1, 45, 46, 47, 59, 307, 322
 
 
 def events(path):
@@ -43,7 +43,9 @@ def main():
         exe = last_before(lambda e: e[1] == p and e[3] == 'sys_enter' and e[4] in (NR_EXECVE, NR_EXECVEAT))
         exe_done = first_after(ex, lambda e: e[1] == p and e[3] == 'sys_exit' and e[4] in (NR_EXECVE, NR_EXECVEAT))
         pe = first_after(ex, lambda e: e[1] == p and e[3] == 'sched_process_exit')
-        res = first_after(pe, lambda e: 'zygote' in e[2] and e[3] == 'sys_exit' and e[4] == NR_SENDMSG and e[5] > 80)
+        # the result: one sendmsg of its own, or a sendmmsg of the zygote's queue (with the ready count)
+        res = first_after(pe, lambda e: 'zygote' in e[2] and e[3] == 'sys_exit' and
+                          ((e[4] == NR_SENDMSG and e[5] > 80) or (e[4] == NR_SENDMMSG and e[5] > 0)))
         rd = first_after(res, lambda e: e[2].startswith('lat') and e[3] == 'sys_exit' and e[4] in (NR_READ, NR_RECVFROM)
                          and (e[5] or 0) > 0)
         if None in (rcv, exe, exe_done, pe, res, rd):
