@@ -922,6 +922,8 @@ static void on_ctl(uv_poll_t *p, int status, int events)
     (void)status;
     (void)events;
     sync_offered(ch);
+    if (ch->reaped) /* the client went away meanwhile, and the engine closed (and reaped every child) */
+        return;
     if (read_ctl(ch))
         return;
     exec_seen(ch);
@@ -954,6 +956,8 @@ static void on_pid(uv_poll_t *p, int status, int events)
     (void)status;
     (void)events;
     sync_offered(ch);
+    if (ch->reaped) /* as in on_ctl */
+        return;
     memset(&ru, 0, sizeof(ru));
     pid_t r = wait4(ch->pid, &st, WNOHANG | __WALL, &ru);
     if (r == 0)

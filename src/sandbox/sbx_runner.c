@@ -400,11 +400,9 @@ static void prefault(void)
     (void)mallopt(M_TRIM_THRESHOLD, 64 << 20);
     (void)mallopt(M_MMAP_THRESHOLD, 16 << 20);
     size_t n = 2 * SBX_WIRE_MSG_MAX + (64u << 10);
-    char *p = malloc(n);
-    if (p) {
-        memset(p, 0, n);
-        free(p);
-    }
+    char *p = xmalloc(n);
+    memset(p, 0, n);
+    xfree(p);
     touch_stack();
 }
 
