@@ -75,7 +75,9 @@ int fed_add_tools(const cJSON *result, const char *server, cJSON *arr, char **ne
         const cJSON *f;
         cJSON_ArrayForEach(f, t)
         {
-            if (strcmp(f->string, "name") != 0 && strcmp(f->string, "_meta") != 0)
+            /* A key the server sent twice: the first one counts, as for every reader of it (cJSON's lookups). */
+            if (strcmp(f->string, "name") != 0 && strcmp(f->string, "_meta") != 0 &&
+                !cJSON_GetObjectItemCaseSensitive(o, f->string))
                 cJSON_AddItemToObject(o, f->string, cJSON_Duplicate(f, true));
         }
         if (!cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(o, "inputSchema"))) {
