@@ -471,21 +471,25 @@ test('runs are counted in metrics', { skip }, async () => {
 });
 
 // A plain warm child waits in the runner (src/sandbox/sbx_runner.h): a small program exec'd from a memfd once the
-// child is isolated, not a copy of agentd. Those waiting for a run: blocked in recvmsg (47) on their control socket.
-function waitingChildren(pid) {
+// child is isolated, not a copy of agentd. Those waiting for a run: on their run's host uid already (a child still
+// setting up, a warm interpreter's included, waits in recvmsg too, for its uid map, as root), blocked in recvmsg
+// (47) on their control socket.
+function waitingChildren(pid, base = UID_BASE) {
   return tree(pid).flatMap((p) => {
     try {
       if (readFileSync(`/proc/${p}/comm`, 'utf8').trim() !== 'agentd-sbx') return [];
+      const uid = Number(/^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${p}/status`, 'utf8'))[1]);
+      if (uid < base || uid >= base + 64) return [];
       if (readFileSync(`/proc/${p}/syscall`, 'utf8').split(' ')[0] !== '47') return [];
       return [{ pid: Number(p), exe: readlinkSync(`/proc/${p}/exe`), maps: readFileSync(`/proc/${p}/maps`, 'utf8') }];
     } catch { return []; } // gone meanwhile
   });
 }
 
-async function untilWaiting(daemon, n = 1) {
+async function untilWaiting(daemon, n = 1, base = UID_BASE) {
   const t0 = Date.now();
   for (;;) {
-    const w = waitingChildren(daemon.child.pid);
+    const w = waitingChildren(daemon.child.pid, base);
     if (w.length >= n) return w;
     assert.ok(Date.now() - t0 < 10000, `no warm child waiting for a run: ${tree(daemon.child.pid).join(' ')}`);
     await new Promise((r) => setTimeout(r, 10));
@@ -539,7 +543,7 @@ test('with AGENTD_SANDBOX_RUNNER=0 a warm child runs the last steps itself, with
   const k = await startAgentd({ config: CONFIG.replace(`uid_base: ${UID_BASE}`, `uid_base: ${base}`),
     env: { AGENTD_SANDBOX_RUNNER: '0' } });
   try {
-    const w = await untilWaiting(k);
+    const w = await untilWaiting(k, 1, base);
     for (const c of w) assert.doesNotMatch(c.exe, /memfd/, `pid ${c.pid} waits in ${c.exe}`);
     const r = await k.fetch('/v1/sandbox/runs', { method: 'POST', headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ command: ['/bin/sh', '-c', 'echo $$; ls /proc/self/fd | tr "\\n" " "'] }) });
