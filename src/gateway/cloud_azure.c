@@ -15,6 +15,7 @@
  * (AZURE_POD_IDENTITY_AUTHORITY_HOST is the IMDS override the Azure identity libraries read.)
  *   args: 0 the full token URL. */
 #include <stdio.h>
+#include <stdint.h>
 #include <string.h>
 #include <time.h>
 
@@ -47,8 +48,8 @@ static int jnum(const struct jval *v, int64_t *out)
     int64_t n = 0;
     for (size_t i = 1; i + 1 < v->raw.n; i++) {
         char c = v->raw.p[i];
-        if (c < '0' || c > '9')
-            return -1;
+        if (c < '0' || c > '9' || n > (INT64_MAX - (c - '0')) / 10)
+            return -1; /* not digits, or past int64 (20 digits fit the length check) */
         n = n * 10 + (c - '0');
     }
     *out = n;

@@ -131,6 +131,7 @@ static void test_azure(void)
         "{\"access_token\":\"x\"}",                                      /* no expiry */
         "{\"access_token\":\"x y\",\"expires_in\":10}",                  /* not header-safe */
         "{\"access_token\":\"x\",\"expires_in\":\"1h\"}",                /* not a number */
+        "{\"access_token\":\"x\",\"expires_in\":\"77777777777777777402\"}", /* past int64 (fuzz_cloud_creds) */
         "{\"access_token\":\"x\",\"expires_in\":10,\"token_type\":\"pop\"}",
         "{\"expires_in\":10}",
         "[1]",
