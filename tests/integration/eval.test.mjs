@@ -98,7 +98,9 @@ test('mock judge: its score as a gen_ai.evaluation.result event, in the ledger, 
     assert.equal(ev.attrs['gen_ai.evaluation.score.label'], 'fail');
     assert.equal(ev.traceId, TRACE); // linked to the evaluated exchange
     assert.equal(evs().length, 1);
-    // the judge's own exchange joined the trace, ran as workflow "evaluation", and was not itself evaluated
+    // the judge's own exchange joined the trace, ran as workflow "evaluation", and was not itself evaluated (its
+    // span comes in a batch of spans of its own, which may follow the batch of logs with the score: wait for it)
+    await s.rx.waitFor(() => s.rx.spans().some((sp) => sp.name === 'chat judge-mock'));
     const judgeSpan = s.rx.spans().find((sp) => sp.name === 'chat judge-mock');
     assert.ok(judgeSpan, 'a chat span for the judge');
     assert.equal(judgeSpan.traceId, TRACE);
