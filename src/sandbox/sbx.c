@@ -53,9 +53,7 @@ struct offer {
     struct offer *next;
     uint64_t token;
     int fd; /* the zygote's end of the child's control socket */
-    uint64_t work_bytes, tmp_bytes, cg_memory;
-    bool has_cgroup;
-    uint32_t cg_pids, cg_cpu;
+    struct sbx_wire_offer w;
 };
 
 struct sbx_pool {
@@ -370,18 +368,10 @@ static void offers_drop(struct sbx_pool *pool, uint64_t token, bool all)
 
 static void offer_add(struct sbx_pool *pool, uint64_t token, const void *body, size_t blen, int fd)
 {
-    struct sbx_wire_reader r;
-    sbx_wire_reader_init(&r, body, blen);
     struct offer *o = xcalloc(1, sizeof(*o));
     o->token = token;
     o->fd = fd;
-    o->work_bytes = sbx_wire_get_u64(&r);
-    o->tmp_bytes = sbx_wire_get_u64(&r);
-    o->has_cgroup = sbx_wire_get_u32(&r) != 0;
-    o->cg_memory = sbx_wire_get_u64(&r);
-    o->cg_pids = sbx_wire_get_u32(&r);
-    o->cg_cpu = sbx_wire_get_u32(&r);
-    if (r.bad) {
+    if (sbx_wire_decode_offer(body, blen, &o->w) != 0) {
         close(fd);
         xfree(o);
         return;
@@ -765,9 +755,9 @@ static int start_direct(struct sbx_pool *pool, struct sbx_run *run, const struct
         return -1;
     struct offer **pp = &pool->offers;
     for (; *pp; pp = &(*pp)->next) {
-        const struct offer *o = *pp;
-        if (o->work_bytes == l->work_bytes && o->tmp_bytes == l->tmp_bytes &&
-            (!o->has_cgroup || (o->cg_memory == l->memory_bytes && o->cg_pids == l->pids && o->cg_cpu == l->cpu_percent)))
+        const struct sbx_wire_offer *w = &(*pp)->w;
+        if (w->work_bytes == l->work_bytes && w->tmp_bytes == l->tmp_bytes &&
+            (!w->has_cgroup || (w->cg_memory == l->memory_bytes && w->cg_pids == l->pids && w->cg_cpu == l->cpu_percent)))
             break;
     }
     if (*pp == NULL)

@@ -836,14 +836,13 @@ static void offer(struct child *ch)
         return;
     ch->offered = true;
     ch->token = ++eng->next_token;
-    struct sbx_engine_offer o = {.token = ch->token,
-                                 .work_bytes = ch->work_bytes,
-                                 .tmp_bytes = ch->tmp_bytes,
-                                 .has_cgroup = ch->has_cg,
-                                 .cg_memory = ch->cg_mem,
-                                 .cg_pids = ch->cg_pids,
-                                 .cg_cpu = ch->cg_cpu};
-    eng->hooks.on_offer(eng->ud, &o, fd);
+    struct sbx_wire_offer o = {.work_bytes = ch->work_bytes,
+                               .tmp_bytes = ch->tmp_bytes,
+                               .has_cgroup = ch->has_cg,
+                               .cg_memory = ch->cg_mem,
+                               .cg_pids = ch->cg_pids,
+                               .cg_cpu = ch->cg_cpu};
+    eng->hooks.on_offer(eng->ud, ch->token, &o, fd);
 }
 
 /* An offered child said something, ended its socket or died: if the client gave it a run, the attach is in the

@@ -23,14 +23,6 @@
 
 struct sbx_engine;
 
-/* A warm child offered for direct runs (on_offer). */
-struct sbx_engine_offer {
-    uint64_t token;
-    uint64_t work_bytes, tmp_bytes; /* the sizes of its /work and /tmp */
-    bool has_cgroup;                /* if so, the limits its cgroup has (a run must want exactly these) */
-    uint64_t cg_memory;
-    uint32_t cg_pids, cg_cpu;
-};
 
 struct sbx_engine_hooks {
     /* The run is over; called exactly once per submitted id, also for refusals and on close. work_fd is the
@@ -38,11 +30,11 @@ struct sbx_engine_hooks {
     void (*on_result)(void *ud, uint64_t id, const struct sbx_exit *e, int work_fd);
     /* The number of ready children changed. May be NULL. */
     void (*on_ready)(void *ud, unsigned ready);
-    /* Direct runs (all three NULL: none). A plain child is ready and reserved for the client: o says what it was
-     * made for, ctl_fd (owned by the hook) is a copy of the engine's end of its control socket, on which the
+    /* Direct runs (all three NULL: none). A plain child is ready and reserved for the client (token names it in
+     * sbx_engine_attach_direct): o says what it was made for, ctl_fd (owned by the hook) is a copy of the engine's end of its control socket, on which the
      * client may send it one RUN itself, after telling the engine with sbx_engine_attach_direct. The engine then
      * gives it no other run. */
-    void (*on_offer)(void *ud, const struct sbx_engine_offer *o, int ctl_fd);
+    void (*on_offer)(void *ud, uint64_t token, const struct sbx_wire_offer *o, int ctl_fd);
     /* An offered child is gone (it died unused): the client must forget it. */
     void (*on_withdraw)(void *ud, uint64_t token);
     /* Before deciding an offered child died unused, the engine asks the client for what it has sent and not yet

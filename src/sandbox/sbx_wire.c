@@ -282,6 +282,31 @@ int sbx_wire_decode_exit(const void *p, size_t n, struct sbx_exit *e)
     return 0;
 }
 
+void sbx_wire_encode_offer(const struct sbx_wire_offer *o, struct buf *out)
+{
+    sbx_wire_put_u64(out, o->work_bytes);
+    sbx_wire_put_u64(out, o->tmp_bytes);
+    sbx_wire_put_u32(out, o->has_cgroup ? 1u : 0u);
+    sbx_wire_put_u64(out, o->cg_memory);
+    sbx_wire_put_u32(out, o->cg_pids);
+    sbx_wire_put_u32(out, o->cg_cpu);
+}
+
+int sbx_wire_decode_offer(const void *p, size_t n, struct sbx_wire_offer *o)
+{
+    struct sbx_wire_reader r;
+    memset(o, 0, sizeof(*o));
+    sbx_wire_reader_init(&r, p, n);
+    o->work_bytes = sbx_wire_get_u64(&r);
+    o->tmp_bytes = sbx_wire_get_u64(&r);
+    uint32_t cg = sbx_wire_get_u32(&r);
+    o->has_cgroup = cg == 1;
+    o->cg_memory = sbx_wire_get_u64(&r);
+    o->cg_pids = sbx_wire_get_u32(&r);
+    o->cg_cpu = sbx_wire_get_u32(&r);
+    return r.bad || r.n != 0 || cg > 1 ? -1 : 0;
+}
+
 void sbx_wire_msg_begin(struct buf *b, enum sbx_msg_type type, uint16_t flags, uint64_t id)
 {
     struct sbx_msg_hdr h = {.magic = SBX_WIRE_MAGIC, .type = (uint16_t)type, .flags = flags, .id = id};

@@ -32,7 +32,7 @@ enum sbx_msg_type {
                         * the RESULT that follows then carries that fd on to the client, which reads the files */
     SBX_MSG_HOLD,      /* child -> engine, in set-up: fd = its seccomp filter's listener, held past the run's end */
     SBX_MSG_OFFER,     /* zygote -> client: id = token, a ready child reserved for direct runs; fd = its control
-                        * socket; body = u64 work bytes, u64 tmp bytes, u32 has cgroup, u64 memory, u32 pids, u32 cpu */
+                        * socket; body = struct sbx_wire_offer (sbx_wire_encode_offer) */
     SBX_MSG_WITHDRAW,  /* zygote -> client: id = token, that child is gone */
 };
 
@@ -104,6 +104,17 @@ void sbx_wire_spec_free(struct sbx_wire_spec *ws);
 
 void sbx_wire_encode_exit(const struct sbx_exit *e, struct buf *out);
 int sbx_wire_decode_exit(const void *p, size_t n, struct sbx_exit *e);
+
+/* What a warm child offered for direct runs was made for (the body of SBX_MSG_OFFER; sbx_engine.h). */
+struct sbx_wire_offer {
+    uint64_t work_bytes, tmp_bytes; /* the sizes of its /work and /tmp */
+    bool has_cgroup;                /* if so, the limits its cgroup has (a run must want exactly these) */
+    uint64_t cg_memory;
+    uint32_t cg_pids, cg_cpu;
+};
+void sbx_wire_encode_offer(const struct sbx_wire_offer *o, struct buf *out);
+/* 0, or -1 when p is not exactly one encoded offer. */
+int sbx_wire_decode_offer(const void *p, size_t n, struct sbx_wire_offer *o);
 
 /* Message framing: header then body. */
 void sbx_wire_msg_begin(struct buf *b, enum sbx_msg_type type, uint16_t flags, uint64_t id);

@@ -166,17 +166,12 @@ static void hook_ready(void *ud, unsigned ready)
         send_ready(z);
 }
 
-static void hook_offer(void *ud, const struct sbx_engine_offer *o, int ctl_fd)
+static void hook_offer(void *ud, uint64_t token, const struct sbx_wire_offer *o, int ctl_fd)
 {
     struct zygote *z = ud;
     struct buf m = BUF_INIT(BUF_UNBOUNDED);
-    sbx_wire_msg_begin(&m, SBX_MSG_OFFER, 0, o->token);
-    sbx_wire_put_u64(&m, o->work_bytes);
-    sbx_wire_put_u64(&m, o->tmp_bytes);
-    sbx_wire_put_u32(&m, o->has_cgroup);
-    sbx_wire_put_u64(&m, o->cg_memory);
-    sbx_wire_put_u32(&m, o->cg_pids);
-    sbx_wire_put_u32(&m, o->cg_cpu);
+    sbx_wire_msg_begin(&m, SBX_MSG_OFFER, 0, token);
+    sbx_wire_encode_offer(o, &m);
     queue_fd(z, &m, ctl_fd);
 }
 

@@ -40,6 +40,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         sbx_json_result(&r, NULL, &out);
         buf_free(&out);
     }
+    struct sbx_wire_offer o;
+    if (sbx_wire_decode_offer(copy, size, &o) == 0) {
+        struct buf w = BUF_INIT(BUF_UNBOUNDED);
+        sbx_wire_encode_offer(&o, &w);
+        if (w.len != size || memcmp(w.data, copy, size) != 0)
+            abort(); /* an offer is read exactly: re-encoding gives the same bytes */
+        buf_free(&w);
+    }
     (void)sbx_wire_msg_parse(copy, size, &h, &body, &blen);
     struct buf j = BUF_INIT(BUF_UNBOUNDED);
     (void)sbx_json_append_utf8(&j, copy, size);

@@ -120,6 +120,32 @@ static void test_exit(void)
     buf_free(&w);
 }
 
+static void test_offer(void)
+{
+    struct sbx_wire_offer o = {.work_bytes = 64u << 20,
+                               .tmp_bytes = 16u << 20,
+                               .has_cgroup = true,
+                               .cg_memory = 512u << 20,
+                               .cg_pids = 64,
+                               .cg_cpu = 100},
+                          d;
+    struct buf w = BUF_INIT(BUF_UNBOUNDED);
+    sbx_wire_encode_offer(&o, &w);
+    ok(sbx_wire_decode_offer(w.data, w.len, &d) == 0);
+    ok(d.work_bytes == o.work_bytes && d.tmp_bytes == o.tmp_bytes && d.has_cgroup && d.cg_memory == o.cg_memory &&
+       d.cg_pids == 64 && d.cg_cpu == 100);
+    /* every shorter prefix, and a byte more, is refused */
+    for (size_t n = 0; n < w.len; n++)
+        ok(sbx_wire_decode_offer(w.data, n, &d) == -1);
+    (void)buf_append(&w, "x", 1);
+    ok(sbx_wire_decode_offer(w.data, w.len, &d) == -1);
+    /* has_cgroup is 0 or 1 */
+    w.len--;
+    w.data[16] = 2;
+    ok(sbx_wire_decode_offer(w.data, w.len, &d) == -1);
+    buf_free(&w);
+}
+
 static void test_fds(void)
 {
     int sv[2], p[2];
@@ -211,6 +237,7 @@ int main(void)
     subtest("spec round trip and corruption", test_roundtrip);
     subtest("decoder validates", test_decode_validates);
     subtest("exit round trip", test_exit);
+    subtest("offer round trip, exact length", test_offer);
     subtest("messages with fds", test_fds);
     subtest("spec validation", test_validate);
     return done_testing();
