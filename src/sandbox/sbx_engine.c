@@ -3,9 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <link.h>
 #include <poll.h>
-#include <time.h>
 #include <linux/sched.h>
 #include <sched.h>
 #include <signal.h>
@@ -22,8 +20,10 @@
 
 #include "common/alloc.h"
 #include "common/log.h"
+#include "common/timeutil.h"
 #include "sandbox/sbx_cgroup.h"
 #include "sandbox/sbx_contain.h"
+#include "sandbox/sbx_pages.h"
 #include "sandbox/sbx_pywarm.h"
 #include "sandbox/sbx_runner.h"
 #include "sandbox/sbx_wire.h"
@@ -325,13 +325,6 @@ struct reaper_held {
     uint64_t due_ms;
 };
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    (void)clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static void reaper_close(struct reaper_held *h)
 {
     for (int i = 0; i < h->n; i++)
@@ -347,7 +340,7 @@ static void reaper_main(int sock)
     for (;;) {
         int timeout = -1;
         if (count > 0) {
-            uint64_t now = mono_ms(), due = ring[head].due_ms;
+            uint64_t now = time_mono_us() / 1000u, due = ring[head].due_ms;
             timeout = due > now ? (int)(due - now) : 0;
         }
         struct pollfd pfd = {.fd = sock, .events = POLLIN};
@@ -372,11 +365,11 @@ static void reaper_main(int sock)
                 struct reaper_held *h = &ring[(head + count) % REAPER_MAX_HELD];
                 memcpy(h->fds, fds, sizeof(int) * (size_t)nfds);
                 h->n = nfds;
-                h->due_ms = mono_ms() + REAPER_HOLD_MS;
+                h->due_ms = time_mono_us() / 1000u + REAPER_HOLD_MS;
                 count++;
             }
         }
-        uint64_t now = mono_ms();
+        uint64_t now = time_mono_us() / 1000u;
         while (count > 0 && ring[head].due_ms <= now) {
             reaper_close(&ring[head]);
             head = (head + 1) % REAPER_MAX_HELD;
@@ -770,43 +763,12 @@ out:
  * way from a child's exit to its result, 15-30 us each on a VM. So when no child shares our pages any more, they
  * are made writable in one call per region, while nothing waits. */
 
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
-
-static void populate_write(uintptr_t start, uintptr_t end)
-{
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    start = (start + page - 1) & ~(page - 1);
-    end &= ~(page - 1);
-    if (end > start)
-        (void)madvise((void *)start, end - start, MADV_POPULATE_WRITE); /* before Linux 5.14: EINVAL, a no-op */
-}
-
-static int own_data(struct dl_phdr_info *info, size_t size, void *ud)
-{
-    (void)size;
-    (void)ud;
-    uintptr_t relro_end = 0;
-    for (int i = 0; i < info->dlpi_phnum; i++)
-        if (info->dlpi_phdr[i].p_type == PT_GNU_RELRO)
-            relro_end = info->dlpi_addr + info->dlpi_phdr[i].p_vaddr + info->dlpi_phdr[i].p_memsz;
-    for (int i = 0; i < info->dlpi_phnum; i++) {
-        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_W))
-            continue;
-        uintptr_t start = info->dlpi_addr + ph->p_vaddr, end = start + ph->p_memsz;
-        populate_write(start > relro_end ? start : relro_end, end);
-    }
-    return 0;
-}
-
 static void own_pages(struct sbx_engine *eng)
 {
     for (const struct child *c = eng->children; c; c = c->next)
         if (c->state == CH_STARTING && !c->reaped)
             return; /* still a copy of us, before its exec: writing now would copy the pages */
-    (void)dl_iterate_phdr(own_data, NULL);
+    sbx_pages_objects(false);
     FILE *f = fopen("/proc/self/maps", "re");
     if (f == NULL)
         return;
@@ -819,7 +781,7 @@ static void own_pages(struct sbx_engine *eng)
                 uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
                 lo = sp - 64 * 1024 > lo ? sp - 64 * 1024 : lo;
             }
-            populate_write(lo, hi);
+            sbx_pages_write(lo, hi);
         }
     }
     fclose(f);

@@ -2,12 +2,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <link.h>
 #include <malloc.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -16,6 +14,7 @@
 #include "common/alloc.h"
 #include "common/buf.h"
 #include "sandbox/sbx_files.h"
+#include "sandbox/sbx_pages.h"
 
 /* Each language's interpreter (argv[0]); the snippet's file name is the vocabulary's (sbx_lang_snippet_name). */
 static const char *const interps[SBX_LANG__COUNT] = {
@@ -84,16 +83,6 @@ struct runner {
     char **envp;
 };
 
-static int fail(struct runner *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(struct runner *c, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int r = sbx_step_vfail(&c->sc, fmt, ap);
-    va_end(ap);
-    return r;
-}
-
 static int step_receive(struct runner *c)
 {
     sbx_step_send(c->sc.ctl, SBX_MSG_READY, NULL);
@@ -109,24 +98,24 @@ static int step_receive(struct runner *c)
         _exit(0);
     if (n < 0) {
         errno = (int)-n;
-        fail(c, "recv");
+        sbx_step_fail(&c->sc, "recv");
         goto out;
     }
     if (sbx_wire_msg_parse(msg, (size_t)n, &h, &body, &blen) != 0 || h.type != SBX_MSG_RUN || nfds < 3) {
         errno = EPROTO;
-        fail(c, "expected RUN with 3 fds");
+        sbx_step_fail(&c->sc, "expected RUN with 3 fds");
         goto out;
     }
     if (h.flags & SBX_MSG_F_MEMFD) {
         struct stat st;
         if (nfds < 4 || fstat(fds[3], &st) == -1 || st.st_size <= 0 || st.st_size > SBX_MAX_SPEC_BYTES) {
             errno = EPROTO;
-            fail(c, "spec memfd");
+            sbx_step_fail(&c->sc, "spec memfd");
             goto out;
         }
         c->spec_bytes = xmalloc((size_t)st.st_size);
         if (pread(fds[3], c->spec_bytes, (size_t)st.st_size, 0) != st.st_size) {
-            fail(c, "read spec memfd");
+            sbx_step_fail(&c->sc, "read spec memfd");
             goto out;
         }
         blen = (size_t)st.st_size;
@@ -135,7 +124,7 @@ static int step_receive(struct runner *c)
     }
     if (sbx_wire_decode_spec(c->spec_bytes, blen, &c->ws, &err) != 0) {
         errno = 0;
-        fail(c, "%s", err.data ? err.data : "bad spec");
+        sbx_step_fail(&c->sc, "%s", err.data ? err.data : "bad spec");
         goto out;
     }
     for (int i = 0; i < 3; i++) {
@@ -158,26 +147,26 @@ static int step_files(struct runner *c)
     struct buf err = BUF_INIT(512);
     int rc = -1;
     if (chdir("/work") == -1) {
-        fail(c, "chdir /work");
+        sbx_step_fail(&c->sc, "chdir /work");
         goto out;
     }
     int dfd = open("/work", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     if (dfd == -1) {
-        fail(c, "open /work");
+        sbx_step_fail(&c->sc, "open /work");
         goto out;
     }
     if (s->lang != SBX_LANG_NONE && s->argc == 0 && s->code) {
         if (sbx_files_write_one(dfd, sbx_lang_snippet_name(s->lang), s->code, s->code_len, 0644, &err) != 0) {
             close(dfd);
             errno = 0;
-            fail(c, "%s", err.data);
+            sbx_step_fail(&c->sc, "%s", err.data);
             goto out;
         }
     }
     if (sbx_files_write(dfd, s->files, s->nfiles, &err) != 0) {
         close(dfd);
         errno = 0;
-        fail(c, "%s", err.data);
+        sbx_step_fail(&c->sc, "%s", err.data);
         goto out;
     }
     if (s->collect_files) {
@@ -190,7 +179,7 @@ static int step_files(struct runner *c)
         if (wrc != 0) {
             close(dfd);
             errno = -wrc;
-            fail(c, "send /work");
+            sbx_step_fail(&c->sc, "send /work");
             goto out;
         }
     }
@@ -205,7 +194,7 @@ static int step_stdio(struct runner *c)
 {
     for (int i = 0; i < 3; i++) {
         if (dup2(c->stdio[i], i) == -1)
-            return fail(c, "dup2 %d", i);
+            return sbx_step_fail(&c->sc, "dup2 %d", i);
     }
     for (int i = 0; i < 3; i++)
         if (c->stdio[i] > 2)
@@ -216,7 +205,7 @@ static int step_stdio(struct runner *c)
 static int step_setsid(struct runner *c)
 {
     if (setsid() == -1)
-        return fail(c, "setsid");
+        return sbx_step_fail(&c->sc, "setsid");
     return 0;
 }
 
@@ -252,17 +241,17 @@ static int step_exec_args(struct runner *c)
     }
     if (n == 0) {
         errno = EINVAL;
-        return fail(c, "nothing to run");
+        return sbx_step_fail(&c->sc, "nothing to run");
     }
     const char *prog = c->argv[0];
     if (strlen(prog) + sizeof("/usr/local/bin/") > sizeof(c->exe)) {
         errno = ENAMETOOLONG;
-        return fail(c, "program name");
+        return sbx_step_fail(&c->sc, "program name");
     }
     if (strncmp(prog, "/proc/", 6) == 0 || strncmp(prog, "/dev/", 5) == 0) {
         /* /proc/self/exe and friends are magic links to files outside this root (agentd itself). */
         errno = EACCES;
-        return fail(c, "%s", prog);
+        return sbx_step_fail(&c->sc, "%s", prog);
     }
     if (strchr(prog, '/')) {
         (void)snprintf(c->exe, sizeof(c->exe), "%s", prog);
@@ -276,7 +265,7 @@ static int step_exec_args(struct runner *c)
         }
         if (!found) {
             errno = ENOENT;
-            return fail(c, "%s not found in PATH", prog);
+            return sbx_step_fail(&c->sc, "%s not found in PATH", prog);
         }
     }
     size_t nb = NBASE_ENV, ne = 0;
@@ -331,7 +320,7 @@ static int step_rlimits(struct runner *c)
     for (size_t i = 0; i < n; i++) {
         struct rlimit r = {.rlim_cur = rl[i].soft, .rlim_max = rl[i].hard};
         if (setrlimit(rl[i].res, &r) == -1)
-            return fail(c, "setrlimit(%s)", rl[i].name);
+            return sbx_step_fail(&c->sc, "setrlimit(%s)", rl[i].name);
     }
     return 0;
 }
@@ -356,47 +345,11 @@ static void __attribute__((noinline)) touch_stack(void)
     memset((char *)pad, 0, sizeof(pad));
 }
 
-#ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22
-#endif
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
-
-static void populate(uintptr_t start, uintptr_t end, int advice)
-{
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    start &= ~(page - 1);
-    end = (end + page - 1) & ~(page - 1);
-    if (end > start)
-        (void)madvise((void *)start, end - start, advice); /* before Linux 5.14: EINVAL, and the faults stay */
-}
-
-/* Maps the code and data of the runner and its libraries now: run-time calls of libc functions not called yet would
- * each take a page fault for their code (15-30 us each on a VM), between the RUN and the exec. */
-static int populate_object(struct dl_phdr_info *info, size_t size, void *ud)
-{
-    (void)size;
-    (void)ud;
-    uintptr_t relro_end = 0;
-    for (int i = 0; i < info->dlpi_phnum; i++)
-        if (info->dlpi_phdr[i].p_type == PT_GNU_RELRO)
-            relro_end = info->dlpi_addr + info->dlpi_phdr[i].p_vaddr + info->dlpi_phdr[i].p_memsz;
-    for (int i = 0; i < info->dlpi_phnum; i++) {
-        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-        if (ph->p_type != PT_LOAD)
-            continue;
-        uintptr_t start = info->dlpi_addr + ph->p_vaddr, end = start + ph->p_memsz;
-        populate(start, end, MADV_POPULATE_READ);
-        if ((ph->p_flags & PF_W) && end > relro_end)
-            populate(start > relro_end ? start : relro_end, end, MADV_POPULATE_WRITE);
-    }
-    return 0;
-}
-
+/* The runner's code and data mapped now: run-time calls of libc functions not called yet would each take a page
+ * fault for their code, between the RUN and the exec (sbx_pages.h). */
 static void prefault(void)
 {
-    (void)dl_iterate_phdr(populate_object, NULL);
+    sbx_pages_objects(true);
     (void)mallopt(M_TRIM_THRESHOLD, 64 << 20);
     (void)mallopt(M_MMAP_THRESHOLD, 16 << 20);
     size_t n = 2 * SBX_WIRE_MSG_MAX + (64u << 10);
@@ -413,7 +366,7 @@ void sbx_runner_main(int ctl, bool cgroup_memory)
     c.sc.ctl = ctl;
     /* The control socket's EOF tells the engine the program was exec'd (an exec'd runner got it inheritable). */
     if (fcntl(ctl, F_SETFD, FD_CLOEXEC) == -1) {
-        fail(&c, "fcntl");
+        sbx_step_fail(&c.sc, "fcntl");
         sbx_step_die(&c.sc, "receive");
     }
     c.cgroup_memory = cgroup_memory;
@@ -434,6 +387,6 @@ void sbx_runner_main(int ctl, bool cgroup_memory)
     }
     execve(c.exe, (char *const *)c.argv, c.envp);
     c.sc.err[0] = '\0';
-    fail(&c, "%s", c.exe);
+    sbx_step_fail(&c.sc, "%s", c.exe);
     sbx_step_die(&c.sc, "execve");
 }
