@@ -7,7 +7,6 @@
 #include <linux/securebits.h>
 #include <sched.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mount.h>
@@ -157,16 +156,6 @@ struct step {
     step_fn *fn;
 };
 
-static int fail(struct child *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(struct child *c, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int r = sbx_step_vfail(&c->sc, fmt, ap);
-    va_end(ap);
-    return r;
-}
-
 static void run_steps(struct child *c, const struct step *steps, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -189,19 +178,19 @@ static int step_signals(struct child *c)
         (void)sigaction(s, &dfl, NULL); /* SIGKILL/SIGSTOP and the RT ones libc keeps refuse: fine */
     sigemptyset(&none);
     if (sigprocmask(SIG_SETMASK, &none, NULL) == -1)
-        return fail(c, "sigprocmask");
+        return sbx_step_fail(&c->sc, "sigprocmask");
     /* Nothing of the engine's may leak in: not its stdio (agentd's logs), not its sockets. */
     int null = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (null == -1)
-        return fail(c, "open /dev/null");
+        return sbx_step_fail(&c->sc, "open /dev/null");
     for (int fd = 0; fd < 3; fd++)
         if (dup2(null, fd) == -1)
-            return fail(c, "dup2");
+            return sbx_step_fail(&c->sc, "dup2");
     /* The runner's image (sbx_runner.h) goes to fd 4, out of the way first in case it is on 3. */
     int runner = c->runner_fd >= 0 ? fcntl(c->runner_fd, F_DUPFD_CLOEXEC, 10) : -1;
     if (c->sc.ctl != SBX_RUNNER_CTL_FD) {
         if (dup3(c->sc.ctl, SBX_RUNNER_CTL_FD, O_CLOEXEC) == -1)
-            return fail(c, "dup3");
+            return sbx_step_fail(&c->sc, "dup3");
         c->sc.ctl = SBX_RUNNER_CTL_FD;
     }
     c->runner_fd = -1;
@@ -219,7 +208,7 @@ static int step_die_with_parent(struct child *c)
 {
     (void)prctl(PR_SET_NAME, "agentd-sbx"); /* for ps, until execve names it after the program */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1)
-        return fail(c, "prctl(PR_SET_PDEATHSIG)");
+        return sbx_step_fail(&c->sc, "prctl(PR_SET_PDEATHSIG)");
     /* The engine writes our maps and cgroup, then says MAPPED. EOF means it died before: leave. */
     char msg[64];
     int fds[SBX_WIRE_MAX_FDS], nfds;
@@ -233,7 +222,7 @@ static int step_die_with_parent(struct child *c)
         _exit(SBX_CHILD_SETUP_FAILED);
     if (sbx_wire_msg_parse(msg, (size_t)n, &h, &body, &blen) != 0 || h.type != SBX_MSG_MAPPED) {
         errno = EPROTO;
-        return fail(c, "expected MAPPED");
+        return sbx_step_fail(&c->sc, "expected MAPPED");
     }
     return 0;
 }
@@ -242,25 +231,25 @@ static int step_ids(struct child *c)
 {
     /* Keep the permitted caps across the uid change: set-up still needs them (mount, remount). */
     if (prctl(PR_SET_KEEPCAPS, 1) == -1)
-        return fail(c, "prctl(PR_SET_KEEPCAPS)");
+        return sbx_step_fail(&c->sc, "prctl(PR_SET_KEEPCAPS)");
     if (setresgid(SBX_IN_GID, SBX_IN_GID, SBX_IN_GID) == -1)
-        return fail(c, "setresgid(%d)", SBX_IN_GID);
+        return sbx_step_fail(&c->sc, "setresgid(%d)", SBX_IN_GID);
     if (setresuid(SBX_IN_UID, SBX_IN_UID, SBX_IN_UID) == -1)
-        return fail(c, "setresuid(%d)", SBX_IN_UID);
+        return sbx_step_fail(&c->sc, "setresuid(%d)", SBX_IN_UID);
     struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
     struct __user_cap_data_struct d[2];
     if (syscall(SYS_capget, &h, d) == -1)
-        return fail(c, "capget");
+        return sbx_step_fail(&c->sc, "capget");
     d[0].effective = d[0].permitted;
     d[1].effective = d[1].permitted;
     if (syscall(SYS_capset, &h, d) == -1)
-        return fail(c, "capset");
+        return sbx_step_fail(&c->sc, "capset");
     if (prctl(PR_SET_KEEPCAPS, 0) == -1)
-        return fail(c, "prctl(PR_SET_KEEPCAPS, 0)");
+        return sbx_step_fail(&c->sc, "prctl(PR_SET_KEEPCAPS, 0)");
     /* The kernel clears the parent-death signal on any change of uid or gid: arm it again. A parent that died
      * in between leaves us nobody to send READY to, and the wait for RUN then ends at EOF. */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1)
-        return fail(c, "prctl(PR_SET_PDEATHSIG) after setresuid");
+        return sbx_step_fail(&c->sc, "prctl(PR_SET_PDEATHSIG) after setresuid");
     return 0;
 }
 
@@ -268,7 +257,7 @@ static int step_cgroup_ns(struct child *c)
 {
     /* After the engine put us in the run's cgroup, so that cgroup is our namespace's root. */
     if (unshare(CLONE_NEWCGROUP) == -1)
-        return fail(c, "unshare(CLONE_NEWCGROUP)");
+        return sbx_step_fail(&c->sc, "unshare(CLONE_NEWCGROUP)");
     return 0;
 }
 
@@ -297,10 +286,10 @@ static unsigned long locked_flags(const char *path)
 static int bind_ro(struct child *c, const char *src, const char *dst)
 {
     if (mount(src, dst, NULL, MS_BIND, NULL) == -1)
-        return fail(c, "bind %s", src);
+        return sbx_step_fail(&c->sc, "bind %s", src);
     unsigned long f = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | locked_flags(dst);
     if (mount(NULL, dst, NULL, f, NULL) == -1)
-        return fail(c, "remount %s read-only", dst);
+        return sbx_step_fail(&c->sc, "remount %s read-only", dst);
     return 0;
 }
 
@@ -344,9 +333,9 @@ static int step_mount_private(struct child *c)
 {
     /* Nothing we mount may propagate back to the host, whatever its / is shared as. */
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == -1)
-        return fail(c, "make / private");
+        return sbx_step_fail(&c->sc, "make / private");
     if (mount("tmpfs", NEWROOT, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=1024,mode=0755") == -1)
-        return fail(c, "tmpfs root");
+        return sbx_step_fail(&c->sc, "tmpfs root");
     return 0;
 }
 
@@ -357,21 +346,21 @@ static int step_binds(struct child *c)
         const struct sbx_bind *b = &c->plan->binds[i];
         (void)snprintf(dst, sizeof(dst), NEWROOT "%s", b->path);
         if (mkparents(b->path) == -1)
-            return fail(c, "mkdir for %s", b->path);
+            return sbx_step_fail(&c->sc, "mkdir for %s", b->path);
         switch (b->kind) {
         case SBX_BIND_SYMLINK:
             if (symlink(b->target, dst) == -1)
-                return fail(c, "symlink %s", b->path);
+                return sbx_step_fail(&c->sc, "symlink %s", b->path);
             break;
         case SBX_BIND_DIR:
             if (mkdir(dst, 0755) == -1)
-                return fail(c, "mkdir %s", b->path);
+                return sbx_step_fail(&c->sc, "mkdir %s", b->path);
             if (bind_ro(c, b->path, dst) != 0)
                 return -1;
             break;
         case SBX_BIND_FILE:
             if (touch(dst, 0644) == -1)
-                return fail(c, "create %s", b->path);
+                return sbx_step_fail(&c->sc, "create %s", b->path);
             if (bind_ro(c, b->path, dst) != 0)
                 return -1;
             break;
@@ -393,10 +382,10 @@ static int step_etc(struct child *c)
         {NEWROOT "/etc/hostname", SBX_HOSTNAME "\n"},
     };
     if (mkdir(NEWROOT "/etc", 0755) == -1 && errno != EEXIST)
-        return fail(c, "mkdir /etc");
+        return sbx_step_fail(&c->sc, "mkdir /etc");
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
         if (write_file(files[i].path, files[i].text) == -1)
-            return fail(c, "write %s", files[i].path + sizeof(NEWROOT) - 1);
+            return sbx_step_fail(&c->sc, "write %s", files[i].path + sizeof(NEWROOT) - 1);
     return 0;
 }
 
@@ -412,25 +401,25 @@ static int step_dev(struct child *c)
                  {"shm", "/tmp"}};
     char src[64], dst[64];
     if (mkdir(NEWROOT "/dev", 0755) == -1)
-        return fail(c, "mkdir /dev");
+        return sbx_step_fail(&c->sc, "mkdir /dev");
     if (mount("tmpfs", NEWROOT "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,nr_inodes=64,mode=0755") == -1)
-        return fail(c, "tmpfs /dev");
+        return sbx_step_fail(&c->sc, "tmpfs /dev");
     /* Device nodes cannot be created in a user namespace: bind the host's harmless ones. */
     for (size_t i = 0; i < sizeof(devs) / sizeof(devs[0]); i++) {
         (void)snprintf(src, sizeof(src), "/dev/%s", devs[i]);
         (void)snprintf(dst, sizeof(dst), NEWROOT "/dev/%s", devs[i]);
         if (touch(dst, 0666) == -1)
-            return fail(c, "create %s", src);
+            return sbx_step_fail(&c->sc, "create %s", src);
         if (mount(src, dst, NULL, MS_BIND, NULL) == -1)
-            return fail(c, "bind %s", src);
+            return sbx_step_fail(&c->sc, "bind %s", src);
     }
     for (size_t i = 0; i < sizeof(links) / sizeof(links[0]); i++) {
         (void)snprintf(dst, sizeof(dst), NEWROOT "/dev/%s", links[i].name);
         if (symlink(links[i].target, dst) == -1)
-            return fail(c, "symlink /dev/%s", links[i].name);
+            return sbx_step_fail(&c->sc, "symlink /dev/%s", links[i].name);
     }
     if (mount(NULL, NEWROOT "/dev", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC, NULL) == -1)
-        return fail(c, "remount /dev read-only");
+        return sbx_step_fail(&c->sc, "remount /dev read-only");
     return 0;
 }
 
@@ -438,9 +427,9 @@ static int step_proc(struct child *c)
 {
     /* We are PID 1 of the new PID namespace, so this /proc shows the run's processes only. */
     if (mkdir(NEWROOT "/proc", 0555) == -1)
-        return fail(c, "mkdir /proc");
+        return sbx_step_fail(&c->sc, "mkdir /proc");
     if (mount("proc", NEWROOT "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) == -1)
-        return fail(c, "mount proc");
+        return sbx_step_fail(&c->sc, "mount proc");
     if (bind_ro(c, NEWROOT "/proc/sys", NEWROOT "/proc/sys") != 0)
         return -1;
     return 0;
@@ -451,9 +440,9 @@ static int mount_tmpfs(struct child *c, const char *dst, uint64_t bytes, const c
     char opts[128];
     (void)snprintf(opts, sizeof(opts), "size=%llu,nr_inodes=16384,mode=%s", (unsigned long long)bytes, mode);
     if (mkdir(dst, 0755) == -1)
-        return fail(c, "mkdir %s", dst + sizeof(NEWROOT) - 1);
+        return sbx_step_fail(&c->sc, "mkdir %s", dst + sizeof(NEWROOT) - 1);
     if (mount("tmpfs", dst, "tmpfs", MS_NOSUID | MS_NODEV, opts) == -1)
-        return fail(c, "tmpfs %s", dst + sizeof(NEWROOT) - 1);
+        return sbx_step_fail(&c->sc, "tmpfs %s", dst + sizeof(NEWROOT) - 1);
     return 0;
 }
 
@@ -469,24 +458,24 @@ static int step_pivot(struct child *c)
     /* pivot_root(".", ".") stacks the old root under the new one at "/", then detaching "." removes it
      * (runc's trick; no directory for the old root is left behind). */
     if (chdir(NEWROOT) == -1)
-        return fail(c, "chdir " NEWROOT);
+        return sbx_step_fail(&c->sc, "chdir " NEWROOT);
     if (syscall(SYS_pivot_root, ".", ".") == -1)
-        return fail(c, "pivot_root");
+        return sbx_step_fail(&c->sc, "pivot_root");
     if (umount2(".", MNT_DETACH) == -1)
-        return fail(c, "detach old root");
+        return sbx_step_fail(&c->sc, "detach old root");
     if (chdir("/") == -1)
-        return fail(c, "chdir /");
+        return sbx_step_fail(&c->sc, "chdir /");
     if (mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) == -1)
-        return fail(c, "remount / read-only");
+        return sbx_step_fail(&c->sc, "remount / read-only");
     return 0;
 }
 
 static int step_hostname(struct child *c)
 {
     if (sethostname(SBX_HOSTNAME, sizeof(SBX_HOSTNAME) - 1) == -1)
-        return fail(c, "sethostname");
+        return sbx_step_fail(&c->sc, "sethostname");
     if (setdomainname("", 0) == -1)
-        return fail(c, "setdomainname");
+        return sbx_step_fail(&c->sc, "setdomainname");
     return 0;
 }
 
@@ -495,7 +484,7 @@ static int step_hostname(struct child *c)
 static int step_no_new_privs(struct child *c)
 {
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
-        return fail(c, "prctl(PR_SET_NO_NEW_PRIVS)");
+        return sbx_step_fail(&c->sc, "prctl(PR_SET_NO_NEW_PRIVS)");
     return 0;
 }
 
@@ -503,25 +492,25 @@ static int step_drop_caps(struct child *c)
 {
     for (int cap = 0; cap <= c->plan->last_cap; cap++)
         if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == -1 && errno != EINVAL)
-            return fail(c, "drop bounding cap %d", cap);
+            return sbx_step_fail(&c->sc, "drop bounding cap %d", cap);
     if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) == -1 && errno != EINVAL)
-        return fail(c, "clear ambient caps");
+        return sbx_step_fail(&c->sc, "clear ambient caps");
     unsigned long bits = SECBIT_KEEP_CAPS_LOCKED | SECBIT_NO_SETUID_FIXUP | SECBIT_NO_SETUID_FIXUP_LOCKED |
                          SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_CAP_AMBIENT_RAISE |
                          SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
     if (prctl(PR_SET_SECUREBITS, bits, 0, 0, 0) == -1)
-        return fail(c, "lock securebits");
+        return sbx_step_fail(&c->sc, "lock securebits");
     struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
     struct __user_cap_data_struct d[2];
     memset(d, 0, sizeof(d));
     if (syscall(SYS_capset, &h, d) == -1)
-        return fail(c, "capset(none)");
+        return sbx_step_fail(&c->sc, "capset(none)");
     /* Trust, but verify. */
     if (syscall(SYS_capget, &h, d) == -1)
-        return fail(c, "capget");
+        return sbx_step_fail(&c->sc, "capget");
     if (d[0].permitted | d[0].effective | d[0].inheritable | d[1].permitted | d[1].effective | d[1].inheritable) {
         errno = EPERM;
-        return fail(c, "capabilities still present");
+        return sbx_step_fail(&c->sc, "capabilities still present");
     }
     return 0;
 }
@@ -530,7 +519,7 @@ static int step_seccomp(struct child *c)
 {
     int listener = -1;
     if (sbx_seccomp_load(&c->plan->seccomp, &listener) == -1)
-        return fail(c, "seccomp");
+        return sbx_step_fail(&c->sc, "seccomp");
     if (listener >= 0) {
         /* The engine holds the filter past the run (sbx_seccomp.h): its release is then not the exit's work. */
         char msg[sizeof(struct sbx_msg_hdr)];
@@ -546,23 +535,23 @@ static int step_seccomp(struct child *c)
 static int step_py_boot(struct child *c)
 {
     if (chdir("/work") == -1)
-        return fail(c, "chdir /work");
+        return sbx_step_fail(&c->sc, "chdir /work");
     /* A pipe on 0-2 until the run's own arrive: the interpreter sets its stdio up for a non-seekable,
      * non-terminal file, as it does for the run's pipes on a cold start. */
     int p[2];
     if (pipe2(p, 0) == -1)
-        return fail(c, "pipe");
+        return sbx_step_fail(&c->sc, "pipe");
     if (dup2(p[0], 0) == -1 || dup2(p[1], 1) == -1 || dup2(p[1], 2) == -1)
-        return fail(c, "dup2");
+        return sbx_step_fail(&c->sc, "dup2");
     if (p[0] > 3)
         close(p[0]);
     if (p[1] > 3)
         close(p[1]);
     if (setsid() == -1)
-        return fail(c, "setsid");
+        return sbx_step_fail(&c->sc, "setsid");
     /* The control socket stays on fd 3 across execve: the bootstrap says READY and reads the run on it. */
     if (fcntl(c->sc.ctl, F_SETFD, 0) == -1)
-        return fail(c, "fcntl");
+        return sbx_step_fail(&c->sc, "fcntl");
     if (syscall(SYS_close_range, 4u, ~0u, 0u) == -1) {
         for (int fd = 4; fd < 65536; fd++)
             (void)close(fd);
@@ -620,7 +609,7 @@ void sbx_contain_child(const struct sbx_contain_plan *plan, const struct sbx_con
         const char *const *argv = args->python_argv;
         execve(argv[0], (char *const *)argv, (char *const *)sbx_runner_base_env);
         c.sc.err[0] = '\0';
-        fail(&c, "%s", argv[0]);
+        sbx_step_fail(&c.sc, "%s", argv[0]);
         sbx_step_die(&c.sc, "execve");
     }
     exec_runner(&c);
