@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
 import { BIN } from '../lib/agentd.mjs';
+import { cgroupParents } from '../lib/sandbox.mjs';
 
 const UID_BASE = 1600000000;
 const UID_COUNT = 256;
@@ -56,33 +57,6 @@ function procsInRange() {
   return out;
 }
 
-// The run-group parents, as the engine computes them: "<own cgroup>/agentd-sandbox" per hierarchy.
-function cgroupParents() {
-  const mounts = readFileSync('/proc/self/mountinfo', 'utf8').trim().split('\n').map((l) => {
-    const f = l.split(' ');
-    const dash = f.indexOf('-');
-    return { root: f[3], point: f[4].replace(/\\040/g, ' '), type: f[dash + 1], opts: f[dash + 3] || '' };
-  });
-  const own = readFileSync('/proc/self/cgroup', 'utf8').trim().split('\n').map((l) => {
-    const [id, ctrls, ...rest] = l.split(':');
-    return { id, ctrls: ctrls.split(','), path: rest.join(':') };
-  });
-  const rel = (m, p) => (m.root !== '/' && p.startsWith(m.root) ? p.slice(m.root.length) : p);
-  const out = [];
-  for (const m of mounts) {
-    if (m.type === 'cgroup2') {
-      const o = own.find((x) => x.id === '0');
-      if (o) out.push(join(m.point, rel(m, o.path), 'agentd-sandbox'));
-    } else if (m.type === 'cgroup') {
-      for (const c of ['memory', 'pids', 'cpu', 'cpuacct']) {
-        if (!m.opts.split(',').includes(c)) continue;
-        const o = own.find((x) => x.ctrls.includes(c));
-        if (o) out.push(join(m.point, rel(m, o.path), 'agentd-sandbox'));
-      }
-    }
-  }
-  return [...new Set(out)].filter((p) => existsSync(p));
-}
 const parents = cgroupParents();
 function cgroupLeft(name) {
   return name ? parents.filter((p) => existsSync(join(p, name))) : [];

@@ -8,6 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { BIN, startAgentd } from '../lib/agentd.mjs';
+import { cgroupParents } from '../lib/sandbox.mjs';
 
 const UID_BASE = 1620000000;
 const SAN_ENV = { ASAN_OPTIONS: process.env.ASAN_OPTIONS || 'detect_leaks=1:abort_on_error=0:exitcode=86' };
@@ -122,35 +123,6 @@ test('a program that cannot be started is a 500 sandbox_error naming why, not an
   assert.equal(j.exit_code, 7);
 });
 
-// The run-group parents, as the engine computes them: "<own cgroup>/agentd-sandbox" per hierarchy (the daemon is
-// our child: its cgroup is ours). As in sandbox.test.mjs.
-function cgroupParents() {
-  const mounts = readFileSync('/proc/self/mountinfo', 'utf8').trim().split('\n').map((l) => {
-    const f = l.split(' ');
-    const dash = f.indexOf('-');
-    return { root: f[3], point: f[4].replace(/\\040/g, ' '), type: f[dash + 1], opts: f[dash + 3] || '' };
-  });
-  const own = readFileSync('/proc/self/cgroup', 'utf8').trim().split('\n').map((l) => {
-    const [id, ctrls, ...rest] = l.split(':');
-    return { id, ctrls: ctrls.split(','), path: rest.join(':') };
-  });
-  const rel = (m, p) => (m.root !== '/' && p.startsWith(m.root) ? p.slice(m.root.length) : p);
-  const out = [];
-  for (const m of mounts) {
-    if (m.type === 'cgroup2') {
-      const o = own.find((x) => x.id === '0');
-      if (o) out.push(join(m.point, rel(m, o.path), 'agentd-sandbox'));
-    } else if (m.type === 'cgroup') {
-      for (const c of ['memory', 'pids', 'cpu', 'cpuacct']) {
-        if (!m.opts.split(',').includes(c)) continue;
-        const o = own.find((x) => x.ctrls.includes(c));
-        if (o) out.push(join(m.point, rel(m, o.path), 'agentd-sandbox'));
-      }
-    }
-  }
-  return [...new Set(out)].filter((p) => existsSync(p));
-}
-
 // The daemon and its descendants (the zygote, its children).
 function tree(root) {
   const kids = new Map();
@@ -198,7 +170,7 @@ function heldByDaemon(pid, workDevs) {
 // The engine keeps each run's mount namespace open until the result is out (so the exiting program does not pay for
 // its teardown), then lets it go: after the runs, nothing of them may remain.
 test('finished runs leave nothing behind: no cgroup, no mount namespace, no /work', { skip }, async () => {
-  const parents = cgroupParents();
+  const parents = cgroupParents(); // the daemon is our child: its cgroup is ours
   const runs = [];
   for (let i = 0; i < 6; i++) {
     const j = await ok200({ language: 'sh', code: 'readlink /proc/self/ns/mnt; stat -c %d /work; echo x > /work/f' });
