@@ -492,7 +492,12 @@ static void on_sock(uv_poll_t *p, int status, int events)
         } else if (h.type == SBX_MSG_RESULT) {
             struct sbx_exit e;
             struct sbx_run *run = find_run(pool, h.id);
-            if (sbx_wire_decode_exit(body, blen, &e) == 0 && run && !run->have_exit) {
+            struct sbx_wire_reader r;
+            sbx_wire_reader_init(&r, body, blen);
+            uint32_t ready = sbx_wire_get_u32(&r);
+            if (!r.bad)
+                pool->ready = ready;
+            if (!r.bad && sbx_wire_decode_exit(r.p, r.n, &e) == 0 && run && !run->have_exit) {
                 collect_files(run, work_fd);
                 apply_exit(run, &e);
             } else if (work_fd != -1) {

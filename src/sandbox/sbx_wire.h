@@ -23,7 +23,7 @@ enum sbx_msg_type {
     SBX_MSG_HELLO = 1, /* zygote -> client: ready; body: a text summary (isolation in force) */
     SBX_MSG_RUN,       /* client -> zygote, zygote -> child: body = spec; fds stdin, stdout, stderr [, memfd] */
     SBX_MSG_CANCEL,    /* client -> zygote: body = u32 reason */
-    SBX_MSG_RESULT,    /* zygote -> client: body = struct sbx_exit */
+    SBX_MSG_RESULT,    /* zygote -> client: body = u32 children ready, then struct sbx_exit */
     SBX_MSG_MAPPED,    /* zygote -> child: ids mapped and cgroup joined, go on */
     SBX_MSG_READY,     /* child -> zygote: set-up done, waiting for a run */
     SBX_MSG_ERROR,     /* child -> zygote: a step failed; zygote -> client: no engine; body = text */

@@ -34,7 +34,6 @@ struct zygote {
     bool poll_open, stopping;
     struct zmsg *q, *q_tail;
     bool reading;        /* in read_client (the engine's sync hook may ask again from inside it) */
-    bool batching;       /* queue without sending: several messages go out in one flush */
     unsigned ready_sent; /* the ready count the client was last told */
     unsigned ready_now;  /* the engine's, told later when it went down (see hook_ready) */
 };
@@ -61,12 +60,11 @@ static void drop_first(struct zygote *z)
     xfree(m);
 }
 
-/* Sends what is queued, several messages per sendmmsg: the client, woken by the first, finds the others there
- * too (a result and the ready count after it are read in one turn, not in two wake-ups). */
+/* Sends what is queued, several messages per sendmmsg (a backlog after EAGAIN goes out in one call). */
 static void flush(struct zygote *z)
 {
     enum { BATCH = 8 };
-    while (z->q && z->sock != -1 && !z->batching) {
+    while (z->q && z->sock != -1) {
         struct mmsghdr mm[BATCH];
         struct iovec iov[BATCH];
         union {
@@ -142,17 +140,15 @@ static void send_ready(struct zygote *z)
 static void hook_result(void *ud, uint64_t id, const struct sbx_exit *e, int work_fd)
 {
     struct zygote *z = ud;
-    /* The ready count first (a client that paces itself on it reads it with the result, not a moment later), and
-     * both in one flush: sent one by one, the first would wake the client for itself alone. */
-    z->batching = true;
-    if (z->ready_now != z->ready_sent)
-        send_ready(z);
+    /* The ready count rides in the result (a client that paces itself on it reads both at once). As a message of
+     * its own, even in the same sendmmsg, it woke the client by itself: on a shared CPU the woken worker preempts
+     * us between the two messages, reads the count alone, sleeps, and is woken again for the result. */
     struct buf m = BUF_INIT(BUF_UNBOUNDED);
     sbx_wire_msg_begin(&m, SBX_MSG_RESULT, 0, id);
+    sbx_wire_put_u32(&m, z->ready_now);
+    z->ready_sent = z->ready_now;
     sbx_wire_encode_exit(e, &m);
     queue_fd(z, &m, work_fd);
-    z->batching = false;
-    flush(z);
 }
 
 /* The client is told at once when children become ready (a caller may wait for that), but a count that went down
