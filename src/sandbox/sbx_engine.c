@@ -492,6 +492,19 @@ static int write_proc(pid_t pid, const char *file, const char *text, struct buf 
     return 0;
 }
 
+static bool children_sched_other; /* sbx_engine_background */
+
+int sbx_engine_background(void)
+{
+    struct sched_param sp = {.sched_priority = 0};
+    if (sched_getscheduler(0) != SCHED_OTHER)
+        return 0;
+    if (sched_setscheduler(0, SCHED_BATCH, &sp) == -1)
+        return -1;
+    children_sched_other = true;
+    return 0;
+}
+
 static pid_t clone_child(uint64_t flags, int cgroup_fd, int *pidfd, bool *into_cgroup)
 {
     struct clone_args args;
@@ -567,6 +580,10 @@ static struct child *spawn(struct sbx_engine *eng, uint64_t work_bytes, uint64_t
     }
     if (pid == 0) {
         close(sv[0]);
+        if (children_sched_other) {
+            struct sched_param sp = {.sched_priority = 0};
+            (void)sched_setscheduler(0, SCHED_OTHER, &sp);
+        }
         struct sbx_contain_args args = {.work_bytes = work_bytes,
                                         .tmp_bytes = tmp_bytes,
                                         .cgroup_memory = ch->has_cg && eng->cgenv.have[SBX_CGC_MEMORY],

@@ -42,6 +42,11 @@ struct sbx_engine_hooks {
     void (*sync)(void *ud);
 };
 
+/* For a process that only serves runs (the zygote), before sbx_engine_new: puts it in SCHED_BATCH, so that waking it
+ * (a direct run's bookkeeping, the next warm child, the reaping) never preempts the running program or the client
+ * on its CPU; its children go back to SCHED_OTHER, the policy the program would have had. A policy chosen by whoever
+ * started us (not SCHED_OTHER) is left alone, and inherited. 0, or -1 with errno. */
+int sbx_engine_background(void);
 /* Creates the engine: checks the process is single-threaded, prepares cgroups per cfg->cgroup_mode, builds the
  * mount plan and seccomp filter, and starts warming `warm` children. 0 or -1 with err. Free with
  * sbx_engine_close. */

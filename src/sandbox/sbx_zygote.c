@@ -378,6 +378,8 @@ int sbx_zygote_main(int argc, char **argv)
     if (prctl(PR_SET_PDEATHSIG, SIGTERM) == -1 || (ppid && (uint32_t)getppid() != ppid))
         return 1;
     (void)prctl(PR_SET_NAME, "agentd-zygote"); /* exec'd as /proc/self/exe, it would show as "exe" */
+    if (sbx_engine_background() == -1)
+        log_warn("sandbox zygote: SCHED_BATCH: %s", strerror(errno));
     struct stat st;
     if (fstat((int)fd, &st) == -1 || !S_ISSOCK(st.st_mode)) {
         log_error("sandbox zygote: fd %u is not a socket", fd);

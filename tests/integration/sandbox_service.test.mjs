@@ -489,6 +489,22 @@ test('a warm child waits in the runner, and a run goes to it straight from the d
   assert.ok(served.waiting.includes(served.pid), `run on pid ${served.pid}, not one of ${served.waiting}`);
 });
 
+// /proc/PID/stat field 41: the scheduling policy (0 SCHED_OTHER, 3 SCHED_BATCH).
+const policyOf = (stat) => Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[38]);
+
+test('the zygote runs as SCHED_BATCH (waking it never preempts the program); children and programs as SCHED_OTHER', { skip }, async () => {
+  const zygotes = tree(d.child.pid).filter((p) => {
+    try { return readFileSync(`/proc/${p}/comm`, 'utf8').trim() === 'agentd-zygote'; } catch { return false; }
+  });
+  assert.equal(zygotes.length, 1, tree(d.child.pid).join(' '));
+  assert.equal(policyOf(readFileSync(`/proc/${zygotes[0]}/stat`, 'utf8')), 3);
+  for (const c of await untilWaiting(d)) assert.equal(policyOf(readFileSync(`/proc/${c.pid}/stat`, 'utf8')), 0);
+  assert.equal(policyOf(readFileSync(`/proc/${d.child.pid}/stat`, 'utf8')), 0); // the daemon itself: untouched
+  const j = await ok200({ command: ['/bin/sh', '-c', 'cat /proc/self/stat'] });
+  assert.equal(j.exit_code, 0, j.stderr);
+  assert.equal(policyOf(j.stdout), 0, j.stdout);
+});
+
 test('a warm child that dies unused is replaced, and runs that find it gone still succeed', { skip }, async () => {
   for (let round = 0; round < 3; round++) {
     const w = await untilWaiting(d);
