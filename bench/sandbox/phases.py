@@ -46,6 +46,9 @@ def main():
         # the result: one sendmsg of its own, or a sendmmsg of the zygote's queue (with the ready count)
         res = first_after(pe, lambda e: 'zygote' in e[2] and e[3] == 'sys_exit' and
                           ((e[4] == NR_SENDMSG and e[5] > 80) or (e[4] == NR_SENDMMSG and e[5] > 0)))
+        # the send's start: a client woken by it may preempt the zygote and answer before the send returns
+        if res is not None:
+            res = max(k for k in range(pe, res + 1) if ev[k][1] == ev[res][1] and ev[k][3] == 'sys_enter')
         rd = first_after(res, lambda e: e[2].startswith('lat') and e[3] == 'sys_exit' and e[4] in (NR_READ, NR_RECVFROM)
                          and (e[5] or 0) > 0)
         if None in (rcv, exe, exe_done, pe, res, rd):

@@ -5,7 +5,7 @@
 #   child_setup     -> the child's execve of the program starts (phase B: files, stdio, rlimits, ...)
 #   execve          the execve itself
 #   run             execve returned -> the program's exit starts (dynamic linking, main, exit_group)
-#   exit_to_result  -> the zygote's sendmsg of the result (the exit, the reaping, the cgroup figures)
+#   exit_to_result  -> the zygote's send of the result starts (the exit, the reaping, the cgroup figures)
 #   result_to_client-> the client's read of the response
 # Tracing costs a few microseconds per syscall: compare phases between builds traced alike, not with untraced runs.
 #
