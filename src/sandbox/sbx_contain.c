@@ -479,6 +479,17 @@ static int step_hostname(struct child *c)
     return 0;
 }
 
+/* A session of its own: no controlling terminal to inject input into (CVE-2017-5226). Done while warm: with
+ * autogroup scheduling (CONFIG_SCHED_AUTOGROUP, on by default in distribution kernels) setsid makes the process a task
+ * group of its own, and moving into it gave the CPU away; in the run's phase B that took 70-200 us from a warm run
+ * (kernel trace, bench/sandbox/phases.sh: the child was switched out right after setsid, every time). */
+static int step_setsid(struct child *c)
+{
+    if (setsid() == -1)
+        return sbx_step_fail(&c->sc, "setsid");
+    return 0;
+}
+
 /* -- phase B -- */
 
 static int step_no_new_privs(struct child *c)
@@ -547,8 +558,6 @@ static int step_py_boot(struct child *c)
         close(p[0]);
     if (p[1] > 3)
         close(p[1]);
-    if (setsid() == -1)
-        return sbx_step_fail(&c->sc, "setsid");
     /* The control socket stays on fd 3 across execve: the bootstrap says READY and reads the run on it. */
     if (fcntl(c->sc.ctl, F_SETFD, 0) == -1)
         return sbx_step_fail(&c->sc, "fcntl");
@@ -598,6 +607,7 @@ void sbx_contain_child(const struct sbx_contain_plan *plan, const struct sbx_con
         {"scratch", step_scratch},
         {"pivot_root", step_pivot},
         {"hostname", step_hostname},
+        {"setsid", step_setsid},
         {"no_new_privs", step_no_new_privs},
         {"drop_caps", step_drop_caps},
         {"seccomp", step_seccomp},

@@ -20,20 +20,21 @@
  *     scratch        size-capped tmpfs /tmp and /work (the sizes this child was made for)
  *     pivot_root     into the new root, old root detached, new root read-only
  *     hostname       "sandbox"
+ *     setsid         new session: no controlling terminal to inject into (TIOCSTI); here, not per run, since with
+ *                    autogroup scheduling it makes a task group and gives the CPU away
  *     no_new_privs   setuid/file caps inert from here on
  *     drop_caps      bounding and ambient sets cleared, securebits locked, capset to nothing, verified
  *     seccomp        the pre-compiled filter
  *                    -> execveat the runner (sbx_runner.h: a small program of its own, from the engine's memfd on
  *                       fd 4, the control socket kept on fd 3, nothing else open), which runs phase B: says READY,
  *                       waits for RUN. If that exec fails, this process runs phase B itself.
- *   (a warm Python child instead: py_boot, i.e. /work as cwd, a pipe on 0-2, setsid, the control socket kept on
+ *   (a warm Python child instead: py_boot, i.e. /work as cwd, a pipe on 0-2, the control socket kept on
  *    fd 3, all else closed, the clean environment; then execve python3 -c BOOTSTRAP, which says READY itself and
  *    does the rest of phase B in the interpreter: sbx_pywarm.h)
  *   phase B (per run, unprivileged: sbx_runner.c)
  *     receive        the spec, decoded from the RUN message (inline or memfd), and the three stdio fds
  *     files          written into /work (O_EXCL|O_NOFOLLOW under a dirfd), the snippet as main.<ext>
  *     stdio          the pipe ends on 0, 1, 2
- *     setsid         new session: no controlling terminal to inject into (TIOCSTI)
  *     exec_args      argv (interpreter + snippet), the program looked up in PATH inside, a clean environment
  *     close_fds      all but 0-2 and the control socket (close-on-exec)
  *     rlimits        CPU, NPROC, NOFILE, FSIZE, CORE=0, STACK, MEMLOCK, MSGQUEUE, NICE, RTPRIO, SIGPENDING, AS,

@@ -202,13 +202,6 @@ static int step_stdio(struct runner *c)
     return 0;
 }
 
-static int step_setsid(struct runner *c)
-{
-    if (setsid() == -1)
-        return sbx_step_fail(&c->sc, "setsid");
-    return 0;
-}
-
 /* The environment every run starts from (the spec adds to it or replaces entries). */
 const char *const sbx_runner_base_env[] = {
     "PATH=/usr/local/bin:/usr/bin:/bin",
@@ -375,9 +368,8 @@ void sbx_runner_main(int ctl, bool cgroup_memory)
         const char *name;
         int (*fn)(struct runner *c);
     } steps[] = {
-        {"receive", step_receive}, {"files", step_files},         {"stdio", step_stdio},
-        {"setsid", step_setsid},   {"exec_args", step_exec_args}, {"close_fds", step_close_fds},
-        {"rlimits", step_rlimits},
+        {"receive", step_receive},     {"files", step_files},   {"stdio", step_stdio}, {"exec_args", step_exec_args},
+        {"close_fds", step_close_fds}, {"rlimits", step_rlimits},
     };
     for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
         errno = 0;

@@ -489,10 +489,12 @@ test('a warm child waits in the runner, and a run goes to it straight from the d
   assert.ok(served.waiting.includes(served.pid), `run on pid ${served.pid}, not one of ${served.waiting}`);
 });
 
-// /proc/PID/stat field 41: the scheduling policy (0 SCHED_OTHER, 3 SCHED_BATCH).
-const policyOf = (stat) => Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[38]);
+// /proc/PID/stat fields after the name: [0] state, [1] ppid, [2] pgrp, [3] session, ... [38] the scheduling policy
+// (0 SCHED_OTHER, 3 SCHED_BATCH).
+const statFields = (stat) => stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
+const policyOf = (stat) => statFields(stat)[38];
 
-test('the zygote runs as SCHED_BATCH (waking it never preempts the program); children and programs as SCHED_OTHER', { skip }, async () => {
+test('the zygote runs as SCHED_BATCH (waking it never preempts the program); children and programs as SCHED_OTHER, in a session of their own', { skip }, async () => {
   const zygotes = tree(d.child.pid).filter((p) => {
     try { return readFileSync(`/proc/${p}/comm`, 'utf8').trim() === 'agentd-zygote'; } catch { return false; }
   });
@@ -503,6 +505,9 @@ test('the zygote runs as SCHED_BATCH (waking it never preempts the program); chi
   const j = await ok200({ command: ['/bin/sh', '-c', 'cat /proc/self/stat'] });
   assert.equal(j.exit_code, 0, j.stderr);
   assert.equal(policyOf(j.stdout), 0, j.stdout);
+  // setsid, done while warm (docs/sandbox.md, phase A): the program (PID 1) leads its own session and group, so no
+  // terminal of the host's is its controlling one
+  assert.deepEqual(statFields(j.stdout).slice(2, 4), [1, 1], j.stdout);
 });
 
 test('a warm child that dies unused is replaced, and runs that find it gone still succeed', { skip }, async () => {
