@@ -495,12 +495,13 @@ const statFields = (stat) => stat.slice(stat.lastIndexOf(')') + 2).split(' ').ma
 const policyOf = (stat) => statFields(stat)[38];
 
 test('the zygote runs as SCHED_BATCH (waking it never preempts the program); children and programs as SCHED_OTHER, in a session of their own', { skip }, async () => {
+  const waiting = await untilWaiting(d); // the pool comes up after the daemon does: wait for it
   const zygotes = tree(d.child.pid).filter((p) => {
     try { return readFileSync(`/proc/${p}/comm`, 'utf8').trim() === 'agentd-zygote'; } catch { return false; }
   });
   assert.equal(zygotes.length, 1, tree(d.child.pid).join(' '));
   assert.equal(policyOf(readFileSync(`/proc/${zygotes[0]}/stat`, 'utf8')), 3);
-  for (const c of await untilWaiting(d)) assert.equal(policyOf(readFileSync(`/proc/${c.pid}/stat`, 'utf8')), 0);
+  for (const c of waiting) assert.equal(policyOf(readFileSync(`/proc/${c.pid}/stat`, 'utf8')), 0);
   assert.equal(policyOf(readFileSync(`/proc/${d.child.pid}/stat`, 'utf8')), 0); // the daemon itself: untouched
   const j = await ok200({ command: ['/bin/sh', '-c', 'cat /proc/self/stat'] });
   assert.equal(j.exit_code, 0, j.stderr);
