@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -60,45 +59,15 @@ static void drop_first(struct zygote *z)
     xfree(m);
 }
 
-/* Sends what is queued, several messages per sendmmsg (a backlog after EAGAIN goes out in one call). */
+/* Sends what is queued, in order, until the socket is full (on_sock flushes the rest when it is writable). */
 static void flush(struct zygote *z)
 {
-    enum { BATCH = 8 };
     while (z->q && z->sock != -1) {
-        struct mmsghdr mm[BATCH];
-        struct iovec iov[BATCH];
-        union {
-            struct cmsghdr h;
-            char buf[CMSG_SPACE(sizeof(int))];
-        } ctl[BATCH];
-        unsigned n = 0;
-        memset(mm, 0, sizeof(mm));
-        for (struct zmsg *m = z->q; m && n < BATCH; m = m->next, n++) {
-            iov[n] = (struct iovec){.iov_base = m->data, .iov_len = m->len};
-            mm[n].msg_hdr.msg_iov = &iov[n];
-            mm[n].msg_hdr.msg_iovlen = 1;
-            if (m->fd != -1) {
-                memset(&ctl[n], 0, sizeof(ctl[n]));
-                mm[n].msg_hdr.msg_control = ctl[n].buf;
-                mm[n].msg_hdr.msg_controllen = CMSG_SPACE(sizeof(int));
-                struct cmsghdr *c = CMSG_FIRSTHDR(&mm[n].msg_hdr);
-                c->cmsg_level = SOL_SOCKET;
-                c->cmsg_type = SCM_RIGHTS;
-                c->cmsg_len = CMSG_LEN(sizeof(int));
-                memcpy(CMSG_DATA(c), &m->fd, sizeof(int));
-            }
-        }
-        int sent = sendmmsg(z->sock, mm, n, MSG_NOSIGNAL);
-        if (sent == -1 && errno == EINTR)
-            continue;
-        if (sent == -1 && errno == EAGAIN)
+        struct zmsg *m = z->q;
+        int rc = sbx_wire_send(z->sock, m->data, m->len, m->fd != -1 ? &m->fd : NULL, m->fd != -1 ? 1 : 0);
+        if (rc == -EAGAIN)
             break;
-        if (sent <= 0) { /* the first cannot be sent (the client is gone: EOF comes next): drop it */
-            drop_first(z);
-            continue;
-        }
-        for (int i = 0; i < sent; i++)
-            drop_first(z);
+        drop_first(z); /* sent, or it cannot be (the client is gone: EOF comes next) */
     }
     watch(z);
 }
