@@ -682,22 +682,40 @@ fail:
     return NULL;
 }
 
-static void attach(struct child *ch, uint64_t id, char *spec, size_t len, int fds[3], const struct sbx_limits *l)
+/* Run id is ch's from now on, with limits l; its deadline counts from here, so a cold start's set-up is inside it
+ * too. */
+static void start_run(struct child *ch, uint64_t id, const struct sbx_limits *l)
 {
     ch->attached = true;
     ch->id = id;
+    ch->limits = *l;
+    ch->t_start_ns = uv_hrtime();
+    /* The loop's clock may be stale (it is read once per iteration): refresh it, or the timer fires early by however
+     * long this turn ran. */
+    uv_update_time(ch->eng->loop);
+    uv_timer_start(&ch->timer, on_timer, l->wall_ms, 0);
+}
+
+/* ch has its RUN. From here the child only says something if its set-up fails (ERROR, then it dies), and the
+ * socket's EOF is its execve: both are read when it is reaped (finalize). Watching for the EOF would wake this loop,
+ * and the client it tells, in the middle of every run, competing with the program for the CPU; only the debug log,
+ * which names the moment of the exec, still watches. */
+static void running(struct child *ch)
+{
+    ch->state = CH_RUNNING;
+    if (ch->ctl_open && LL_DEBUG < log_min_level)
+        uv_poll_stop(&ch->ctl_poll);
+}
+
+static void attach(struct child *ch, uint64_t id, char *spec, size_t len, int fds[3], const struct sbx_limits *l)
+{
     ch->spec = spec;
     ch->spec_len = len;
     for (int i = 0; i < 3; i++) {
         ch->fds[i] = fds[i];
         fds[i] = -1;
     }
-    ch->limits = *l;
-    ch->t_start_ns = uv_hrtime();
-    /* The deadline counts from here, so a cold start's set-up is inside it too. The loop's clock may be stale
-     * (it is read once per iteration): refresh it, or the timer fires early by however long this turn ran. */
-    uv_update_time(ch->eng->loop);
-    uv_timer_start(&ch->timer, on_timer, l->wall_ms, 0);
+    start_run(ch, id, l);
     if (ch->state == CH_READY) {
         dispatch(ch);
         ready_changed(ch->eng);
@@ -764,13 +782,7 @@ static void dispatch(struct child *ch)
         kill_child(ch);
         goto out;
     }
-    ch->state = CH_RUNNING;
-    /* From here the child only says something if its set-up fails (ERROR, then it dies), and the socket's EOF is its
-     * execve: both are read when it is reaped (finalize). Watching for the EOF would wake this loop, and the client
-     * it tells, in the middle of every run, competing with the program for the CPU; only the debug log, which names
-     * the moment of the exec, still watches. */
-    if (ch->ctl_open && LL_DEBUG < log_min_level)
-        uv_poll_stop(&ch->ctl_poll);
+    running(ch);
 out:
     /* The child has its own copies now (or is being killed): ours must go, or EOF would never come. */
     close_fds(ch->fds);
@@ -1296,20 +1308,17 @@ void sbx_engine_attach_direct(struct sbx_engine *eng, uint64_t id, uint64_t toke
         return;
     }
     ch->offered = false;
-    ch->attached = true;
-    ch->id = id;
-    ch->limits = ws.spec.limits;
+    start_run(ch, id, &ws.spec.limits);
     sbx_wire_spec_free(&ws);
     buf_free(&err);
-    ch->t_start_ns = uv_hrtime();
-    uv_update_time(eng->loop);
-    uv_timer_start(&ch->timer, on_timer, ch->limits.wall_ms, 0);
-    /* As dispatch leaves it: the child has its RUN (from the client), the socket is read when it is reaped. */
-    ch->state = CH_RUNNING;
-    if (ch->ctl_open && LL_DEBUG < log_min_level)
-        uv_poll_stop(&ch->ctl_poll);
+    running(ch); /* as dispatch leaves it: the child has its RUN, from the client */
     ready_changed(eng);
     refill_soon(eng);
+}
+
+void sbx_engine_fail(struct sbx_engine *eng, uint64_t id, const char *why)
+{
+    result_error(eng, id, SBX_REASON_ERROR, why);
 }
 
 void sbx_engine_cancel(struct sbx_engine *eng, uint64_t id, enum sbx_reason reason)

@@ -60,6 +60,8 @@ void sbx_engine_submit(struct sbx_engine *eng, uint64_t id, const void *spec, si
  * spec (the RUN it sent). If that child is no longer available, run id ends with an error result at once (the
  * client, whose send then failed, has started it under another id). */
 void sbx_engine_attach_direct(struct sbx_engine *eng, uint64_t id, uint64_t token, const void *spec, size_t len);
+/* Ends run id at once with an ERROR result saying why (a RUN the client sent that cannot be started). */
+void sbx_engine_fail(struct sbx_engine *eng, uint64_t id, const char *why);
 /* Kills run id (reason OUTPUT_CAP or KILLED is reported, unless it had ended already). Unknown ids: ignored. */
 void sbx_engine_cancel(struct sbx_engine *eng, uint64_t id, enum sbx_reason reason);
 unsigned sbx_engine_ready(const struct sbx_engine *eng);

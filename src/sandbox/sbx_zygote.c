@@ -164,24 +164,14 @@ static void handle_run(struct zygote *z, const struct sbx_msg_hdr *h, const void
         sbx_wire_reader_init(&r, body, blen);
         uint64_t token = sbx_wire_get_u64(&r);
         if (r.bad) {
-            struct sbx_exit e;
-            memset(&e, 0, sizeof(e));
-            e.reason = SBX_REASON_ERROR;
-            e.exit_code = -1;
-            (void)snprintf(e.error, sizeof(e.error), "direct RUN without its child");
-            hook_result(z, h->id, &e, -1);
+            sbx_engine_fail(z->eng, h->id, "direct RUN without its child");
             return;
         }
         sbx_engine_attach_direct(z->eng, h->id, token, (const char *)body + 8, blen - 8);
         return;
     }
     if (nfds < 3) {
-        struct sbx_exit e;
-        memset(&e, 0, sizeof(e));
-        e.reason = SBX_REASON_ERROR;
-        e.exit_code = -1;
-        (void)snprintf(e.error, sizeof(e.error), "RUN without its stdio fds");
-        hook_result(z, h->id, &e, -1);
+        sbx_engine_fail(z->eng, h->id, "RUN without its stdio fds");
         return;
     }
     for (int i = 0; i < 3; i++) {
