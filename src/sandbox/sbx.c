@@ -844,7 +844,6 @@ bool sbx_run_direct(const struct sbx_run *run)
 int sbx_run_start(struct sbx_pool *pool, const struct sbx_spec *spec, sbx_done_fn *cb, void *ud, struct sbx_run **out,
                   struct buf *err)
 {
-    int pin[2] = {-1, -1}, pout[2] = {-1, -1}, perr[2] = {-1, -1};
     struct buf wire = BUF_INIT(BUF_UNBOUNDED);
     struct sbx_run *run = NULL;
     if (out)
@@ -884,9 +883,6 @@ int sbx_run_start(struct sbx_pool *pool, const struct sbx_spec *spec, sbx_done_f
     } else if (pipeset_make(&ps, err) != 0) {
         goto fail;
     }
-    memcpy(pin, ps.in, sizeof(pin));
-    memcpy(pout, ps.out, sizeof(pout));
-    memcpy(perr, ps.err, sizeof(perr));
     run = xcalloc(1, sizeof(*run));
     run->pool = pool;
     run->id = ++pool->next_id;
@@ -918,10 +914,9 @@ int sbx_run_start(struct sbx_pool *pool, const struct sbx_spec *spec, sbx_done_f
     uv_pipe_init(pool->loop, &run->err, 0);
     run->in.data = run->out.data = run->err.data = run;
     run->handles = 3;
-    uv_pipe_open(&run->in, pin[1]);
-    uv_pipe_open(&run->out, pout[0]);
-    uv_pipe_open(&run->err, perr[0]);
-    pin[1] = pout[0] = perr[0] = -1;
+    uv_pipe_open(&run->in, ps.in[1]);
+    uv_pipe_open(&run->out, ps.out[0]);
+    uv_pipe_open(&run->err, ps.err[0]);
     uv_read_start((uv_stream_t *)&run->out, on_alloc, on_read);
     uv_read_start((uv_stream_t *)&run->err, on_alloc, on_read);
     if (spec->stdin_len) {
@@ -940,8 +935,7 @@ int sbx_run_start(struct sbx_pool *pool, const struct sbx_spec *spec, sbx_done_f
         pool->runs->prev = run;
     pool->runs = run;
 
-    int child[3] = {pin[0], pout[1], perr[1]};
-    pin[0] = pout[1] = perr[1] = -1;
+    int child[3] = {ps.in[0], ps.out[1], ps.err[1]};
     if (pool->eng == NULL && start_direct(pool, run, spec, &wire, child) == 0) {
         buf_free(&wire);
         if (out)
@@ -977,15 +971,7 @@ int sbx_run_start(struct sbx_pool *pool, const struct sbx_spec *spec, sbx_done_f
     if (out)
         *out = run;
     return 0;
-fail:
-    for (int i = 0; i < 2; i++) {
-        if (pin[i] != -1)
-            close(pin[i]);
-        if (pout[i] != -1)
-            close(pout[i]);
-        if (perr[i] != -1)
-            close(perr[i]);
-    }
+fail: /* before the pipes exist (pipeset_make leaves none open when it fails) */
     buf_free(&wire);
     return -1;
 }
