@@ -43,7 +43,7 @@ def main():
         exe = last_before(lambda e: e[1] == p and e[3] == 'sys_enter' and e[4] in (NR_EXECVE, NR_EXECVEAT))
         exe_done = first_after(ex, lambda e: e[1] == p and e[3] == 'sys_exit' and e[4] in (NR_EXECVE, NR_EXECVEAT))
         pe = first_after(ex, lambda e: e[1] == p and e[3] == 'sched_process_exit')
-        # the result: one sendmsg of its own, or a sendmmsg of the zygote's queue (with the ready count)
+        # the result: a sendmsg of its own (it carries the ready count), or a sendmmsg of the queue (builds before 591f2e0)
         res = first_after(pe, lambda e: 'zygote' in e[2] and e[3] == 'sys_exit' and
                           ((e[4] == NR_SENDMSG and e[5] > 80) or (e[4] == NR_SENDMMSG and e[5] > 0)))
         # the send's start: a client woken by it may preempt the zygote and answer before the send returns
