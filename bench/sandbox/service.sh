@@ -12,7 +12,9 @@
 # to the last byte of the response (the result JSON: output collected, process tree reaped, cgroup read and
 # removed). Two client modes: back to back (the pool refills while the next request arrives) and paced (50 ms
 # between requests, not timed, so the pool is warm when each arrives: an agent's step is far slower than that).
-# bwrap: the wall time of the bwrap command (a fresh process per run), by hyperfine. Each figure is measured in
+# bwrap: the wall time of the bwrap command (a fresh process per run), by hyperfine. Two floors, measured alike,
+# say what part of a run is agentd's own: the program with no sandbox at all (hyperfine: fork, exec, wait), and an
+# HTTP request the daemon answers at once (GET /v1/models, paced like the runs). Each figure is measured in
 # BLOCKS blocks, the programs and kinds taking turns, so load from anything else falls on all of them alike.
 # Python is measured twice: `python3 -c pass` as a command (the interpreter starts cold in a warm child), and the
 # snippet `pass` as {"language":"python"} served by a warm interpreter (WARM_PY per worker, docs/sandbox.md); paced
@@ -87,7 +89,7 @@ PY_BODY='{"command":["/usr/bin/python3","-c","pass"]}'
 PYWARM_BODY='{"language":"python","code":"pass"}'
 
 per=$((RUNS / BLOCKS))
-kinds=(bwrap http-b2b http-paced api-paced)
+kinds=(bwrap bare http-b2b http-paced api-paced)
 if [ -n "${BASE_BIN:-}" ]; then kinds+=(base-http-b2b base-http-paced base-api-paced); fi
 measure() { # kind prog block
   local kind=$1 prog=$2 b=$3 cmd body bin=$AGENTD_BIN port=$port
@@ -97,7 +99,7 @@ measure() { # kind prog block
   if [ "$prog" = pywarm ]; then
     case $kind in
       base-*) ;; # warm Python is this build's
-      bwrap) ;; # the same bwrap command as python's; measured there
+      bwrap | bare) ;; # the same command as python's; measured there
       http-b2b)   "$work/lat" -p "$port" -u /v1/sandbox/runs -b "$PYWARM_BODY" -H 'Content-Type: application/json' -n "$per" -w 5 --raw > "$f" ;;
       http-paced) "$work/lat" -p "$port" -u /v1/sandbox/runs -b "$PYWARM_BODY" -H 'Content-Type: application/json' -n "$per" -w 5 --raw --gap-us "$PY_GAP_US" > "$f" ;;
       api-paced)  echo pass | "$AGENTD_BIN" sandbox bench --raw --timeout 60 --runs "$per" --zygote --warm "$WARM" --warm-python "$WARM_PY" --pace --lang python > "$f" || true ;;
@@ -106,6 +108,13 @@ measure() { # kind prog block
   fi
   case $kind in
     bwrap)      hyperfine -N --warmup 3 --runs "$per" --export-json "$f" "$(printf '%q ' "${BWRAP[@]}" "${cmd[@]}")" >/dev/null 2>&1 ;;
+    # paced like the runs: hyperfine's --prepare runs (and waits for) the sleep before each timed run
+    bare)       hyperfine -N --warmup 3 --runs "$per" --prepare "sleep $(awk "BEGIN{print $GAP_US/1e6}")" --export-json "$f" \
+                  "$(printf '%q ' "${cmd[@]}")" >/dev/null 2>&1
+                # the HTTP floor, once per block, next to the bare program
+                if [ "$prog" = true ]; then
+                  "$work/lat" -p "$port" -u /v1/models -n "$per" -w 5 --raw --gap-us "$GAP_US" > "$work/floor.http-floor.$b.json"
+                fi ;;
     http-b2b | base-http-b2b) "$work/lat" -p "$port" -u /v1/sandbox/runs -b "$body" -H 'Content-Type: application/json' -n "$per" -w 5 --raw > "$f" ;;
     http-paced | base-http-paced) "$work/lat" -p "$port" -u /v1/sandbox/runs -b "$body" -H 'Content-Type: application/json' -n "$per" -w 5 --raw --gap-us "$GAP_US" > "$f" ;;
     # the same pool through the C API in a process of its own: what HTTP and the service add is the difference
@@ -145,7 +154,7 @@ def times(prog, kind):
     t = []
     for f in sorted(glob.glob(f"{work}/{prog}.{kind}.*.json")):
         j = json.load(open(f))
-        if kind == "bwrap":
+        if kind in ("bwrap", "bare"):
             t += [x * 1000 for x in j["results"][0]["times"]]
         elif kind.endswith("api-paced"):
             t += j["times_ms"]
@@ -161,8 +170,11 @@ cg = check["features"]["cgroup"]
 bw = subprocess.run(["bwrap", "--version"], capture_output=True, text=True).stdout.strip()
 load = open("/proc/loadavg").read().split()[:3]
 names = {"true": "`/bin/true`", "python": "`python3 -c pass`", "pywarm": "`pass`, warm Python"}
-R = {(p, k): times(p, k) for p in names for k in ("bwrap", "http-b2b", "http-paced", "api-paced") if (p, k) != ("pywarm", "bwrap")}
+R = {(p, k): times(p, k) for p in names for k in ("bwrap", "bare", "http-b2b", "http-paced", "api-paced")
+     if (p, k) not in (("pywarm", "bwrap"), ("pywarm", "bare"))}
 R[("pywarm", "bwrap")] = R[("python", "bwrap")]
+R[("pywarm", "bare")] = R[("python", "bare")]
+floor = times("floor", "http-floor")
 if base:
     R.update({(p, k): times(p, k) for p in ("true", "python") for k in ("base-http-b2b", "base-http-paced", "base-api-paced")})
 
@@ -190,6 +202,15 @@ for p in names:
         a = R[(p, k)]
         L.append(f"| {names[p]} | {label} | {a['p50']:.2f} | {a['p90']:.2f} | {a['p99']:.2f} | {b['p50']:.2f} | "
                  f"{b['p90']:.2f} | {b['p99']:.2f} | **{b['p50'] / a['p50']:.1f}x** |")
+L.append("\nWhat part of a `/bin/true` run is agentd's own (p50, ms; the floors in the same blocks, paced "
+         f"{gap // 1000} ms apart like the runs): the program with no sandbox at all (`hyperfine -N`: fork, exec, wait) and "
+         "an HTTP request the daemon answers at once (`GET /v1/models`), subtracted from the run through HTTP. (Python "
+         "outside the sandbox is not the same program: it finds the host's site directories.)\n")
+L.append("| program | agentd, HTTP paced | no sandbox | HTTP floor | agentd's own part |")
+L.append("|---|---|---|---|---|")
+for p in ("true",):
+    a, n = R[(p, "http-paced")], R[(p, "bare")]
+    L.append(f"| {names[p]} | {a['p50']:.2f} | {n['p50']:.2f} | {floor['p50']:.2f} | **{a['p50'] - n['p50'] - floor['p50']:.2f}** |")
 if base:
     L.append(f"\nBefore and after in the same blocks: this build against {base_label} (times in ms):\n")
     L.append("| program | client | before p50 | after p50 | before / after | before p90 | after p90 |")
@@ -207,6 +228,8 @@ L.append("```")
 L.append(f"agentd serve --config agentd.yaml   # server.workers 1, sandbox.service.warm {warm}, warm_python {warm_py}, prewarm true")
 L.append(f"lat -p PORT -u /v1/sandbox/runs -b '{{\"command\":[\"/bin/true\"]}}' -H 'Content-Type: application/json' -n {runs // blocks} -w 5 --raw [--gap-us {gap}]")
 L.append(f"agentd sandbox bench --raw --runs {runs // blocks} --zygote --warm {warm} --pace -- /bin/true")
+L.append(f"hyperfine -N --warmup 3 --runs {runs // blocks} --prepare 'sleep {gap / 1e6:g}' /bin/true   # no sandbox")
+L.append(f"lat -p PORT -u /v1/models -n {runs // blocks} -w 5 --raw --gap-us {gap}   # the HTTP floor")
 L.append(f"hyperfine -N --warmup 3 --runs {runs // blocks} 'bwrap --unshare-all --ro-bind / / --proc /proc --dev /dev --tmpfs /tmp --die-with-parent /bin/true'")
 L.append("# and the same with /usr/bin/python3 -c pass; each in " + str(blocks) + " blocks, the kinds taking turns")
 L.append(f"# warm Python: lat ... -b '{{\"language\":\"python\",\"code\":\"pass\"}}' [--gap-us {py_gap}]")
