@@ -69,9 +69,6 @@ void http_fetch_start(struct tool_exec *te);
 void http_fetch_cancel(struct tool_exec *te);
 /* The loop stops: frees its HTTP client (after every fetch on it has ended). */
 void http_fetch_loop_done(void);
-/* True when the address may be fetched: not private, loopback, link-local, multicast or reserved. */
-struct sockaddr;
-bool http_fetch_addr_public(const struct sockaddr *sa);
 /* "echo, wait, code_exec, http_fetch" */
 const char *agent_tool_names(void);
 

@@ -12,6 +12,7 @@
 
 #include "agent/run.h"
 #include "agent/tools.h"
+#include "common/netaddr.h"
 #include "config/config.h"
 #include "gateway/exchange.h"
 #include "gateway/gw_config.h"
@@ -278,7 +279,7 @@ static bool pub(const char *ip)
         a->sin_family = AF_INET;
         inet_pton(AF_INET, ip, &a->sin_addr);
     }
-    return http_fetch_addr_public((struct sockaddr *)&ss);
+    return netaddr_public((struct sockaddr *)&ss);
 }
 
 static void test_addresses(void)
