@@ -5,19 +5,13 @@
 // by name with `agentd sandbox check`'s reason.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { BIN, startAgentd } from '../lib/agentd.mjs';
+import { sandboxCheck } from '../lib/sandbox.mjs';
 
 const UID_BASE = 1630000000;
 const UID_COUNT = 64;
-const SAN_ENV = { ASAN_OPTIONS: process.env.ASAN_OPTIONS || 'detect_leaks=1:abort_on_error=0:exitcode=86' };
-const checkOut = spawnSync(BIN, ['sandbox', 'check', '--uid-base', String(UID_BASE), '--uid-count', String(UID_COUNT)],
-  { encoding: 'utf8', env: { ...process.env, ...SAN_ENV } });
-let check = null;
-try { check = JSON.parse(checkOut.stdout); } catch { check = null; }
-const skip = !check ? `sandbox check printed no JSON (exit ${checkOut.status})`
-  : !check.sandbox_works ? `sandbox unusable here: ${check.error}` : false;
+const { skip } = sandboxCheck(BIN, UID_BASE, UID_COUNT);
 
 const CONFIG = `
 server: { workers: 1 }

@@ -1,4 +1,5 @@
 // Helpers shared by the sandbox tests (tests/integration/sandbox*.test.mjs).
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -28,4 +29,17 @@ export function cgroupParents() {
     }
   }
   return [...new Set(out)].filter((p) => existsSync(p));
+}
+
+// What `agentd sandbox check` says of this host for runs mapped to uid_base..+count: { check, skip }, skip being false
+// or the reason a sandbox test cannot run here (given to node:test's skip, so the reason is printed by name).
+export function sandboxCheck(bin, uidBase, uidCount) {
+  const env = { ...process.env, ASAN_OPTIONS: process.env.ASAN_OPTIONS || 'detect_leaks=1:abort_on_error=0:exitcode=86' };
+  const out = spawnSync(bin, ['sandbox', 'check', '--uid-base', String(uidBase), '--uid-count', String(uidCount)],
+    { encoding: 'utf8', env });
+  let check = null;
+  try { check = JSON.parse(out.stdout); } catch { check = null; }
+  const skip = !check ? `sandbox check printed no JSON (exit ${out.status})`
+    : !check.sandbox_works ? `sandbox unusable here: ${check.error}` : false;
+  return { check, skip };
 }
