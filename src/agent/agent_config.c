@@ -159,6 +159,8 @@ const struct cfg_schema agent_mcp_server_schema = {.name = "mcp server",
                                                     .validate = validate_mcp_server};
 
 #define AOFF(f) offsetof(struct config_agent, f)
+/* code_exec's network, as enum sbx_net */
+static const char *const code_networks[] = {"none", "egress", NULL};
 static const struct cfg_field agent_fields[] = {
     {.key = "name", .type = CFG_STRING, .off = AOFF(name), .max = AGENT_NAME_MAX, .flags = CFG_REQUIRED | CFG_NO_ENV,
      .help = "the agent's name in POST /v1/agents/{name}/runs"},
@@ -180,6 +182,9 @@ static const struct cfg_field agent_fields[] = {
     {.key = "allow_private_networks", .type = CFG_BOOL, .off = AOFF(allow_private_networks), .def = "false",
      .flags = CFG_NO_ENV,
      .help = "http_fetch may reach private, loopback and link-local addresses (internal services); off by default"},
+    {.key = "code_network", .type = CFG_ENUM, .off = AOFF(code_network), .enums = code_networks, .def = "none",
+     .flags = CFG_NO_ENV,
+     .help = "code_exec's network: none, or egress (out through the sandbox's proxy, under sandbox.egress)"},
     {.key = "mcp_servers", .type = CFG_LIST, .off = AOFF(mcp_servers), .sub = &agent_mcp_server_schema,
      .flags = CFG_NO_ENV, .help = "MCP servers (Streamable HTTP) whose tools the agent may call"},
     {.key = "limits", .type = CFG_MAP, .off = AOFF(limits), .sub = &limits_schema, .flags = CFG_NO_ENV},
@@ -227,6 +232,7 @@ void agent_def_copy(struct config_agent *dst, const struct config_agent *src)
     strlist_copy(&dst->allow_urls, &src->allow_urls);
     dst->limits = src->limits;
     dst->allow_private_networks = src->allow_private_networks;
+    dst->code_network = src->code_network;
     dst->mcp_servers.n = src->mcp_servers.n;
     dst->mcp_servers.items = src->mcp_servers.n ? xcalloc(src->mcp_servers.n, sizeof(struct agent_mcp_server)) : NULL;
     for (size_t i = 0; i < src->mcp_servers.n; i++) {
@@ -313,7 +319,7 @@ int agent_def_from_json(const cJSON *o, struct config_agent *a, char *msg, size_
     }
     static const char *const known[] = {"name",     "description", "model",      "instructions", "tools",
                                         "output_schema", "workflow", "allow_urls", "limits",
-                                        "allow_private_networks", "mcp_servers"};
+                                        "allow_private_networks", "mcp_servers", "code_network"};
     const cJSON *it;
     cJSON_ArrayForEach(it, o)
     {
@@ -353,6 +359,18 @@ int agent_def_from_json(const cJSON *o, struct config_agent *a, char *msg, size_
         return -1;
     }
     a->allow_private_networks = cJSON_IsTrue(apn);
+    const cJSON *cn = cJSON_GetObjectItemCaseSensitive(o, "code_network");
+    if (cn) {
+        int v = -1;
+        for (int i = 0; cJSON_IsString(cn) && code_networks[i]; i++)
+            if (strcmp(cn->valuestring, code_networks[i]) == 0)
+                v = i;
+        if (v < 0) {
+            snprintf(msg, n, "field 'code_network' must be \"none\" or \"egress\"");
+            return -1;
+        }
+        a->code_network = v;
+    }
     const cJSON *mcp = cJSON_GetObjectItemCaseSensitive(o, "mcp_servers");
     if (mcp && (!cJSON_IsArray(mcp) || cJSON_GetArraySize(mcp) > AGENT_MAX_MCP_SERVERS)) {
         snprintf(msg, n, "field 'mcp_servers' must be an array of at most %d servers", AGENT_MAX_MCP_SERVERS);
@@ -472,6 +490,8 @@ cJSON *agent_def_to_json(const struct config_agent *a)
     cJSON_AddStringToObject(o, "workflow", a->workflow ? a->workflow : a->name ? a->name : "");
     cJSON_AddItemToObject(o, "allow_urls", strlist_json(&a->allow_urls));
     cJSON_AddBoolToObject(o, "allow_private_networks", a->allow_private_networks);
+    cJSON_AddStringToObject(o, "code_network",
+                            a->code_network >= 0 && a->code_network < 2 ? code_networks[a->code_network] : "none");
     cJSON *l = cJSON_AddObjectToObject(o, "limits");
     cJSON_AddNumberToObject(l, "max_steps", (double)a->limits.max_steps);
     cJSON_AddNumberToObject(l, "max_tokens", (double)a->limits.max_tokens);

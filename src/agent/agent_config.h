@@ -10,6 +10,7 @@
  *                     {name: git, command: node, args: [git-server.mjs], env: ["TOKEN=x"]}]
  *       limits: {max_steps: 8, max_tokens: 20000, max_usd: 0.5, deadline: 2m, max_parallel_tools: 4}
  *       # code_exec also takes code_memory, code_cpu, code_pids in limits (0: the sandbox service's defaults)
+ *       code_network: egress         # code_exec may go out through the sandbox's egress proxy (default: none)
  *
  * The same definitions can be added at run time through /admin/agents (api/admin_agents.c); the run loop reads a
  * struct agent_def, whichever the source. */
@@ -62,6 +63,7 @@ struct config_agent {
     char *workflow;             /* budget scope `workflow`; NULL: the agent's name */
     struct cfg_strlist allow_urls; /* http_fetch: URL prefixes the agent may fetch */
     bool allow_private_networks;   /* http_fetch: private, loopback and link-local addresses too */
+    int code_network;              /* code_exec: enum sbx_net (0 none, 1 egress: sandbox.egress's policy) */
     struct cfg_list mcp_servers;   /* struct agent_mcp_server: every tool of these is offered too */
     struct agent_limits limits;
 };

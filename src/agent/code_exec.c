@@ -184,6 +184,8 @@ static void answer_early(struct tool_exec *te, enum tool_outcome o, const char *
     uv_timer_start(&e->t, early_fire, 0, 0);
 }
 
+_Static_assert(SBX_NET_NONE == 0 && SBX_NET_EGRESS == 1, "agent code_network values are enum sbx_net");
+
 void code_exec_start(struct tool_exec *te)
 {
     if (!sbx_service_started()) {
@@ -258,6 +260,9 @@ void code_exec_start(struct tool_exec *te)
             spec.limits.cpu_ms = (uint64_t)al->code_cpu_ms;
         if (al->code_pids > 0)
             spec.limits.pids = (uint32_t)al->code_pids;
+        /* The agent's choice, never the model's (sandbox.egress.enabled must allow it, else the run is refused). */
+        if (te->def->code_network == SBX_NET_EGRESS)
+            spec.net = SBX_NET_EGRESS;
     }
     if (ceil) {
         spec.limits.wall_ms = clamp(spec.limits.wall_ms, ceil->wall_ms);

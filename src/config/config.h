@@ -160,6 +160,13 @@ struct config_sandbox {
         int64_t timeout_ms, max_timeout_ms, memory_bytes, max_memory_bytes, output_bytes, max_output_bytes;
         int64_t max_pids;
     } service;
+    struct config_sandbox_egress { /* network "egress": the proxy's policy (sandbox/sbx_egress.h) */
+        bool enabled;
+        struct cfg_strlist allow_hosts; /* "example.com", "*.example.com"; empty: any host */
+        struct cfg_strlist ports;       /* destination ports, as text; checked at load */
+        bool allow_private_networks;
+        int64_t max_bytes, max_connections, connect_timeout_ms, idle_timeout_ms;
+    } egress;
 };
 
 enum { CONFIG_UPSTREAM_AUTO, CONFIG_UPSTREAM_NATIVE, CONFIG_UPSTREAM_CURL };

@@ -16,6 +16,7 @@
 #include "common/str.h"
 #include "sandbox/sbx.h"
 #include "sandbox/sbx_check.h"
+#include "sandbox/sbx_egress.h"
 #include "sandbox/sbx_json.h"
 #include "sandbox/sbx_remote.h"
 #include "sandbox/sbx_zygote.h"
@@ -39,7 +40,10 @@ static int usage(FILE *out, int rc)
                  "  --fsize BYTES           largest file (8 MiB)   --cpu-percent P  CPU bandwidth, 100 = 1 CPU\n"
                  "  --stdout-max BYTES      --stderr-max BYTES     output kept; more kills the run (1 MiB each)\n"
                  "  --work-size BYTES       --tmp-size BYTES       tmpfs sizes of /work and /tmp (64 MiB each)\n"
-                 "  --net none              the only network mode: no network at all\n"
+                 "  --net none|egress       none (the default): no network at all; egress: out through a proxy only,\n"
+                 "                          to public addresses on ports 80 and 443 (with --daemon: its policy)\n"
+                 "  --egress-host H         with egress: only this host (example.com, *.example.com); repeat for more\n"
+                 "  --egress-port N         with egress: this port instead of 80 and 443; repeat for more\n"
                  "  --file NAME=PATH        copy host file PATH to /work/NAME (NAME: a plain file name)\n"
                  "  --env NAME=VALUE        extra environment variable\n"
                  "  --stdin-file PATH       the program's stdin (\"-\": this command's stdin); default empty\n"
@@ -72,6 +76,10 @@ struct cli {
     bool lang_set;
     unsigned runs, concurrency;
     bool pace; /* bench: start each run once the pool is warm again */
+    /* --net egress: the policy of the pool's proxy (the defaults, and --egress-host / --egress-port) */
+    struct sbx_egress_policy egress;
+    const char **egress_hosts;
+    uint16_t *egress_ports;
     bool raw;  /* bench: print every run's time too */
 };
 
@@ -90,6 +98,8 @@ static void cli_free(struct cli *c)
     xfree(c->argv);
     xfree(c->env);
     xfree(c->files);
+    xfree(c->egress_hosts);
+    xfree(c->egress_ports);
 }
 
 /* Reads a whole file (a regular file or a pipe) up to max bytes. */
@@ -248,8 +258,26 @@ static int parse(struct cli *c, int argc, char **argv, bool run, struct buf *err
             bad = num_u64(v, &c->spec.limits.work_bytes);
         else if (strcmp(a, "--tmp-size") == 0)
             bad = num_u64(v, &c->spec.limits.tmp_bytes);
-        else if (strcmp(a, "--net") == 0)
-            bad = strcmp(v, "none") != 0;
+        else if (strcmp(a, "--net") == 0) {
+            if (strcmp(v, "none") == 0)
+                c->spec.net = SBX_NET_NONE;
+            else if (strcmp(v, "egress") == 0)
+                c->spec.net = SBX_NET_EGRESS;
+            else
+                bad = 1;
+        } else if (strcmp(a, "--egress-host") == 0) {
+            c->egress_hosts = xrealloc(c->egress_hosts, (c->egress.n_allow_hosts + 1) * sizeof(*c->egress_hosts));
+            c->egress_hosts[c->egress.n_allow_hosts++] = v;
+            c->egress.allow_hosts = c->egress_hosts;
+        } else if (strcmp(a, "--egress-port") == 0) {
+            uint32_t port = 0;
+            bad = num_u32(v, &port) || port == 0 || port > 65535;
+            if (!bad) {
+                c->egress_ports = xrealloc(c->egress_ports, (c->egress.n_ports + 1) * sizeof(*c->egress_ports));
+                c->egress_ports[c->egress.n_ports++] = (uint16_t)port;
+                c->egress.ports = c->egress_ports;
+            }
+        }
         else if (strcmp(a, "--stdin-file") == 0)
             c->stdin_file = v;
         else if (strcmp(a, "--daemon") == 0)
@@ -324,6 +352,9 @@ static void cli_init(struct cli *c)
 {
     memset(c, 0, sizeof(*c));
     sbx_pool_opts_init(&c->pool);
+    /* The CLI's own pool lets egress through (asked for on the command line, --net egress) with the default policy
+     * or --egress-host / --egress-port; a daemon (--daemon) applies its own. */
+    c->pool.egress = &c->egress;
     sbx_spec_init(&c->spec);
     c->runs = 200;
     c->concurrency = 1;

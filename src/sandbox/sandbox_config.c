@@ -4,6 +4,7 @@
 #include "sandbox/sandbox_config.h"
 
 #include <stddef.h>
+#include <string.h>
 
 #include "common/macros.h"
 
@@ -58,6 +59,60 @@ static const struct cfg_field service_fields[] = {
 static const struct cfg_schema service_schema = {
     .name = "sandbox.service", .fields = service_fields, .nfields = ARRAY_LEN(service_fields)};
 
+#define EGOFF(f) offsetof(struct config_sandbox_egress, f)
+static const struct cfg_field egress_fields[] = {
+    {.key = "enabled", .type = CFG_BOOL, .off = EGOFF(enabled), .def = "false", .flags = CFG_RESTART,
+     .help = "runs may ask for network \"egress\": out through a proxy that applies this policy; false: 400"},
+    {.key = "allow_hosts", .type = CFG_STRLIST, .off = EGOFF(allow_hosts), .flags = CFG_RESTART,
+     .help = "host names runs may reach: example.com, or *.example.com for any name under it; empty: any host"},
+    {.key = "ports", .type = CFG_STRLIST, .off = EGOFF(ports), .def = "[80, 443]", .flags = CFG_RESTART,
+     .help = "destination ports runs may reach"},
+    {.key = "allow_private_networks", .type = CFG_BOOL, .off = EGOFF(allow_private_networks), .def = "false",
+     .flags = CFG_RESTART,
+     .help = "let runs reach private, loopback and link-local addresses too (an internal mirror); false: only "
+             "public addresses, checked after DNS"},
+    {.key = "max_bytes", .type = CFG_SIZE, .off = EGOFF(max_bytes), .min = 0, .max = 1LL << 40, .def = "256MiB",
+     .flags = CFG_RESTART, .help = "bytes through the proxy per run, both ways; past it every connection is cut"},
+    {.key = "max_connections", .type = CFG_INT, .off = EGOFF(max_connections), .min = 1, .max = 4096, .def = "32",
+     .flags = CFG_RESTART, .help = "connections open at once per run (more: 503)"},
+    {.key = "connect_timeout", .type = CFG_DURATION, .off = EGOFF(connect_timeout_ms), .min = 1, .max = 600000,
+     .def = "10s", .flags = CFG_RESTART, .help = "resolving and connecting, per connection (then 504)"},
+    {.key = "idle_timeout", .type = CFG_DURATION, .off = EGOFF(idle_timeout_ms), .min = 1, .max = 86400000,
+     .def = "60s", .flags = CFG_RESTART, .help = "a connection with no byte either way for this long is closed"},
+};
+
+/* Ports are numbers 1..65535; host patterns a name or "*." and a name, in the letters DNS names use. */
+static void egress_finish(struct cfg_ctx *ctx, void *obj, const char *path)
+{
+    const struct config_sandbox_egress *e = obj;
+    if (e->ports.n > SBX_SVC_EGRESS_PORTS_MAX)
+        cfg_error_at(ctx, NULL, path, "ports: at most %d", SBX_SVC_EGRESS_PORTS_MAX);
+    for (size_t i = 0; i < e->ports.n; i++) {
+        const char *p = e->ports.v[i];
+        long v = 0;
+        size_t k = 0;
+        for (; p[k] >= '0' && p[k] <= '9' && k < 6; k++)
+            v = v * 10 + (p[k] - '0');
+        if (k == 0 || p[k] != '\0' || v < 1 || v > 65535)
+            cfg_error_at(ctx, NULL, path, "ports: \"%s\" is not a port number (1-65535)", p);
+    }
+    for (size_t i = 0; i < e->allow_hosts.n; i++) {
+        const char *h = e->allow_hosts.v[i];
+        const char *name = strncmp(h, "*.", 2) == 0 ? h + 2 : h;
+        bool ok = name[0] != '\0' && strlen(name) <= 253;
+        for (const char *q = name; ok && *q; q++)
+            ok = (*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') || (*q >= '0' && *q <= '9') || *q == '.' ||
+                 *q == '-';
+        if (!ok)
+            cfg_error_at(ctx, NULL, path, "allow_hosts: \"%s\" is not a host name or *.name", h);
+    }
+}
+
+static const struct cfg_schema egress_schema = {.name = "sandbox.egress",
+                                                .fields = egress_fields,
+                                                .nfields = ARRAY_LEN(egress_fields),
+                                                .finish = egress_finish};
+
 #define SBOFF(f) offsetof(struct config_sandbox, f)
 static const struct cfg_field sandbox_fields[] = {
     {.key = "uid_base", .type = CFG_INT, .off = SBOFF(uid_base), .min = 1, .max = 4000000000LL,
@@ -71,6 +126,7 @@ static const struct cfg_field sandbox_fields[] = {
     {.key = "cgroup_parent", .type = CFG_STRING, .off = SBOFF(cgroup_parent), .def = "", .flags = CFG_RESTART,
      .help = "cgroup (from the hierarchy root) to make run groups under; empty: <agentd's cgroup>/agentd-sandbox"},
     {.key = "service", .type = CFG_MAP, .off = SBOFF(service), .sub = &service_schema},
+    {.key = "egress", .type = CFG_MAP, .off = SBOFF(egress), .sub = &egress_schema},
 };
 
 const struct cfg_schema sandbox_config_schema = {
@@ -102,4 +158,21 @@ void sandbox_config_service_opts(const struct config *cfg, unsigned loops, struc
     o->ceiling.memory_bytes = (uint64_t)v->max_memory_bytes;
     o->ceiling.stdout_max = o->ceiling.stderr_max = (uint64_t)v->max_output_bytes;
     o->ceiling.pids = (uint32_t)v->max_pids;
+    const struct config_sandbox_egress *e = &s->egress;
+    o->egress_enabled = e->enabled;
+    o->egress.allow_hosts = (const char *const *)e->allow_hosts.v;
+    o->egress.n_allow_hosts = e->allow_hosts.n;
+    for (size_t i = 0; i < e->ports.n && i < SBX_SVC_EGRESS_PORTS_MAX; i++) {
+        long port = 0;
+        for (const char *p = e->ports.v[i]; *p >= '0' && *p <= '9' && port <= 65535; p++)
+            port = port * 10 + (*p - '0');
+        if (port >= 1 && port <= 65535) /* checked at load (egress_finish) */
+            o->egress_ports[o->egress.n_ports++] = (uint16_t)port;
+    }
+    o->egress.ports = o->egress_ports;
+    o->egress.allow_private_networks = e->allow_private_networks;
+    o->egress.max_bytes = (uint64_t)e->max_bytes;
+    o->egress.max_connections = (uint32_t)e->max_connections;
+    o->egress.connect_timeout_ms = (uint32_t)e->connect_timeout_ms;
+    o->egress.idle_timeout_ms = (uint32_t)e->idle_timeout_ms;
 }

@@ -1,6 +1,7 @@
 #include "sandbox/sbx.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include "common/alloc.h"
 #include "common/log.h"
 #include "sandbox/sbx_contain.h"
+#include "sandbox/sbx_egress.h"
 #include "sandbox/sbx_engine.h"
 #include "sandbox/sbx_files.h"
 #include "sandbox/sbx_pywarm.h"
@@ -118,6 +120,9 @@ struct sbx_run {
     uint64_t files_out_bytes;
     struct sbx_files_known *known;
     size_t nknown;
+    /* network "egress": the proxy serving the run's listener (SBX_MSG_EGRESS), from then until its end */
+    bool egress_wanted;
+    struct sbx_egress *egress;
 };
 
 static void run_free_known(struct sbx_run *run)
@@ -137,6 +142,21 @@ static void release_holds(struct sbx_run *run)
             close(run->out_hold[i]);
         run->out_hold[i] = -1;
     }
+}
+
+/* The run's way out is closed with its end: what went through goes into the result. */
+static void egress_end(struct sbx_run *run)
+{
+    if (run->egress == NULL)
+        return;
+    struct sbx_egress_stats st;
+    sbx_egress_get_stats(run->egress, &st);
+    run->res.egress_connections = st.connections;
+    run->res.egress_refused = st.refused;
+    run->res.egress_bytes_out = st.bytes_out;
+    run->res.egress_bytes_in = st.bytes_in;
+    sbx_egress_stop(run->egress);
+    run->egress = NULL;
 }
 
 static struct sbx_run *find_run(struct sbx_pool *pool, uint64_t id)
@@ -160,6 +180,7 @@ static void on_run_handle_closed(uv_handle_t *h)
     if (run->next)
         run->next->prev = run->prev;
     release_holds(run);
+    egress_end(run);
     sbx_result_free(&run->res);
     run_free_known(run);
     xfree(run->stdin_copy);
@@ -280,6 +301,7 @@ static void apply_exit(struct sbx_run *run, const struct sbx_exit *e)
     (void)snprintf(r->cgroup_name, sizeof(r->cgroup_name), "%s", e->cgroup_name);
     (void)snprintf(r->error, sizeof(r->error), "%s", e->error);
     run->have_exit = true;
+    egress_end(run);
     release_holds(run);
     drain_pipes(run);
     run_maybe_done(run);
@@ -300,7 +322,27 @@ static void collect_files(struct sbx_run *run, int work_fd)
     run_free_known(run);
 }
 
+/* A run with network "egress" is running: serve its listener (listen_fd, owned here) until its end. */
+static void egress_begin(struct sbx_pool *pool, uint64_t id, int listen_fd)
+{
+    struct sbx_run *run = find_run(pool, id);
+    if (run == NULL || run->have_exit || !run->egress_wanted || run->egress || pool->opts.egress == NULL) {
+        close(listen_fd);
+        return;
+    }
+    struct buf err = BUF_INIT(256);
+    run->egress = sbx_egress_start(pool->loop, listen_fd, pool->opts.egress, &err);
+    if (run->egress == NULL) /* the listener is closed: the program's connections to the proxy are refused */
+        log_warn("sandbox: run %" PRIu64 ": egress proxy: %s", id, err.data ? err.data : "failed");
+    buf_free(&err);
+}
+
 /* engine hooks (in-process) */
+static void hook_egress(void *ud, uint64_t id, int listen_fd)
+{
+    egress_begin(ud, id, listen_fd);
+}
+
 static void hook_result(void *ud, uint64_t id, const struct sbx_exit *e, int work_fd)
 {
     struct sbx_run *run = find_run(ud, id);
@@ -493,7 +535,8 @@ static void on_sock(uv_poll_t *p, int status, int events)
         const void *body;
         size_t blen;
         bool parsed = sbx_wire_msg_parse(msg, (size_t)n, &h, &body, &blen) == 0;
-        if ((!parsed || (h.type != SBX_MSG_RESULT && h.type != SBX_MSG_OFFER)) && work_fd != -1) {
+        if ((!parsed || (h.type != SBX_MSG_RESULT && h.type != SBX_MSG_OFFER && h.type != SBX_MSG_EGRESS)) &&
+            work_fd != -1) {
             close(work_fd);
             work_fd = -1;
         }
@@ -502,6 +545,9 @@ static void on_sock(uv_poll_t *p, int status, int events)
         if (h.type == SBX_MSG_OFFER) {
             if (work_fd != -1)
                 offer_add(pool, h.id, body, blen, work_fd);
+        } else if (h.type == SBX_MSG_EGRESS) {
+            if (work_fd != -1)
+                egress_begin(pool, h.id, work_fd);
         } else if (h.type == SBX_MSG_WITHDRAW) {
             offers_drop(pool, h.id, false);
         } else if (h.type == SBX_MSG_RESULT) {
@@ -682,7 +728,7 @@ int sbx_pool_new(uv_loop_t *loop, const struct sbx_pool_opts *opts, struct sbx_p
             return -1;
         }
     } else {
-        static const struct sbx_engine_hooks hooks = {.on_result = hook_result};
+        static const struct sbx_engine_hooks hooks = {.on_result = hook_result, .on_egress = hook_egress};
         if (sbx_engine_new(loop, opts->warm, &opts->cfg, &hooks, pool, &pool->eng, err) != 0) {
             xfree(pool->opt_exe);
             xfree(pool->opt_cgparent);
@@ -793,6 +839,8 @@ static int start_direct(struct sbx_pool *pool, struct sbx_run *run, const struct
     const struct sbx_limits *l = &spec->limits;
     if (pool->z == NULL || pool->outq || wire->len > SBX_WIRE_INLINE_MAX)
         return -1;
+    if (spec->net != SBX_NET_NONE) /* offered children are made for "none"; egress makes a child of its own */
+        return -1;
     /* A run a warm interpreter may serve goes to the zygote, which prefers one. */
     if (pool->opts.cfg.warm_python > 0 && sbx_pywarm_eligible(spec))
         return -1;
@@ -872,6 +920,10 @@ int sbx_run_start(struct sbx_pool *pool, const struct sbx_spec *spec, sbx_done_f
     }
     if (sbx_spec_validate(spec, err) != 0)
         goto fail;
+    if (spec->net == SBX_NET_EGRESS && pool->opts.egress == NULL) {
+        (void)buf_printf(err, "network \"egress\" is not enabled on this pool (sandbox.egress.enabled)");
+        goto fail;
+    }
     if (sbx_wire_encode_spec(spec, &wire) != 0) {
         (void)buf_printf(err, "spec larger than %u bytes", SBX_MAX_SPEC_BYTES);
         goto fail;
@@ -893,6 +945,8 @@ int sbx_run_start(struct sbx_pool *pool, const struct sbx_spec *spec, sbx_done_f
     run->res.exit_code = -1;
     run->out_hold[0] = ps.hold[0];
     run->out_hold[1] = ps.hold[1];
+    run->egress_wanted = spec->net == SBX_NET_EGRESS;
+    run->res.egress = run->egress_wanted;
     if (spec->collect_files) {
         run->collect = true;
         run->files_out_max = spec->files_out_max;

@@ -37,6 +37,8 @@ struct sbx_pool_opts {
     const char *exe; /* the agentd binary for the zygote; NULL means /proc/self/exe */
     unsigned warm;   /* children kept ready in their namespaces (0: each run starts cold) */
     struct sbx_config cfg;
+    /* The policy of runs with network "egress" (sbx_egress.h); NULL: such runs are refused. Must outlive the pool. */
+    const struct sbx_egress_policy *egress;
 };
 
 struct sbx_pool;

@@ -9,7 +9,11 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -18,6 +22,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "sandbox/sbx_egress.h"
 #include "sandbox/sbx_runner.h"
 #include "sandbox/sbx_wire.h"
 
@@ -121,9 +126,11 @@ int sbx_contain_plan_init(struct sbx_contain_plan *plan, struct buf *err)
         sbx_contain_plan_free(plan);
         return -1;
     }
-    if (sbx_seccomp_build(SBX_NET_NONE, &plan->seccomp, err) != 0) {
-        sbx_contain_plan_free(plan);
-        return -1;
+    for (int net = 0; net < SBX_NET__COUNT; net++) {
+        if (sbx_seccomp_build((enum sbx_net)net, &plan->seccomp[net], err) != 0) {
+            sbx_contain_plan_free(plan);
+            return -1;
+        }
     }
     return 0;
 }
@@ -135,7 +142,8 @@ void sbx_contain_plan_free(struct sbx_contain_plan *plan)
         xfree(plan->binds[i].target);
     }
     xfree(plan->binds);
-    sbx_seccomp_free(&plan->seccomp);
+    for (int net = 0; net < SBX_NET__COUNT; net++)
+        sbx_seccomp_free(&plan->seccomp[net]);
     memset(plan, 0, sizeof(*plan));
 }
 
@@ -147,6 +155,7 @@ struct child {
     uint64_t work_bytes, tmp_bytes;
     bool cgroup_memory;
     int runner_fd;
+    enum sbx_net net;
 };
 
 typedef int step_fn(struct child *c);
@@ -479,6 +488,50 @@ static int step_hostname(struct child *c)
     return 0;
 }
 
+/* Network "egress": the namespace's loopback up, and the socket the pool's proxy will serve listening on it
+ * (sbx_egress.h), made here, where the capability to bring an interface up is still held, and handed to the engine.
+ * This process keeps no copy: the program finds the port taken (no SO_REUSEPORT on it) and can only connect. */
+static int step_net(struct child *c)
+{
+    if (c->net != SBX_NET_EGRESS)
+        return 0;
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s == -1)
+        return sbx_step_fail(&c->sc, "socket");
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    memcpy(ifr.ifr_name, "lo", 3);
+    if (ioctl(s, SIOCGIFFLAGS, &ifr) == -1) {
+        close(s);
+        return sbx_step_fail(&c->sc, "SIOCGIFFLAGS lo");
+    }
+    ifr.ifr_flags |= IFF_UP;
+    if (ioctl(s, SIOCSIFFLAGS, &ifr) == -1) {
+        close(s);
+        return sbx_step_fail(&c->sc, "bring lo up");
+    }
+    close(s);
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (l == -1)
+        return sbx_step_fail(&c->sc, "socket");
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(SBX_EGRESS_PORT)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(l, (struct sockaddr *)&a, sizeof(a)) == -1 || listen(l, 128) == -1) {
+        close(l);
+        return sbx_step_fail(&c->sc, "listen on 127.0.0.1:%d", SBX_EGRESS_PORT);
+    }
+    char msg[sizeof(struct sbx_msg_hdr)];
+    struct sbx_msg_hdr h = {.magic = SBX_WIRE_MAGIC, .type = (uint16_t)SBX_MSG_EGRESS};
+    memcpy(msg, &h, sizeof(h));
+    int rc = sbx_wire_send(c->sc.ctl, msg, sizeof(msg), &l, 1);
+    close(l);
+    if (rc != 0) {
+        errno = -rc;
+        return sbx_step_fail(&c->sc, "send the listener");
+    }
+    return 0;
+}
+
 /* A session of its own: no controlling terminal to inject input into (CVE-2017-5226). Done while warm: with
  * autogroup scheduling (CONFIG_SCHED_AUTOGROUP, on by default in distribution kernels) setsid makes the process a task
  * group of its own, and moving into it gave the CPU away; in the run's phase B that took 70-200 us from a warm run
@@ -529,7 +582,7 @@ static int step_drop_caps(struct child *c)
 static int step_seccomp(struct child *c)
 {
     int listener = -1;
-    if (sbx_seccomp_load(&c->plan->seccomp, &listener) == -1)
+    if (sbx_seccomp_load(&c->plan->seccomp[c->net], &listener) == -1)
         return sbx_step_fail(&c->sc, "seccomp");
     if (listener >= 0) {
         /* The engine holds the filter past the run (sbx_seccomp.h): its release is then not the exit's work. */
@@ -594,6 +647,7 @@ void sbx_contain_child(const struct sbx_contain_plan *plan, const struct sbx_con
     c.tmp_bytes = args->tmp_bytes;
     c.cgroup_memory = args->cgroup_memory;
     c.runner_fd = args->python_argv ? -1 : args->runner_fd;
+    c.net = args->net < SBX_NET__COUNT ? args->net : SBX_NET_NONE;
     static const struct step phase_a[] = {
         {"signals", step_signals},
         {"die_with_parent", step_die_with_parent},
@@ -607,6 +661,7 @@ void sbx_contain_child(const struct sbx_contain_plan *plan, const struct sbx_con
         {"scratch", step_scratch},
         {"pivot_root", step_pivot},
         {"hostname", step_hostname},
+        {"net", step_net},
         {"setsid", step_setsid},
         {"no_new_privs", step_no_new_privs},
         {"drop_caps", step_drop_caps},

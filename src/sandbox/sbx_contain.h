@@ -20,11 +20,13 @@
  *     scratch        size-capped tmpfs /tmp and /work (the sizes this child was made for)
  *     pivot_root     into the new root, old root detached, new root read-only
  *     hostname       "sandbox"
+ *     net            network "egress" only: loopback up, a socket listening on 127.0.0.1:3128 sent to the engine
+ *                    (SBX_MSG_EGRESS) and closed here: the pool's proxy serves it (sbx_egress.h)
  *     setsid         new session: no controlling terminal to inject into (TIOCSTI); here, not per run, since with
  *                    autogroup scheduling it makes a task group and gives the CPU away
  *     no_new_privs   setuid/file caps inert from here on
  *     drop_caps      bounding and ambient sets cleared, securebits locked, capset to nothing, verified
- *     seccomp        the pre-compiled filter
+ *     seccomp        the pre-compiled filter of its network mode
  *                    -> execveat the runner (sbx_runner.h: a small program of its own, from the engine's memfd on
  *                       fd 4, the control socket kept on fd 3, nothing else open), which runs phase B: says READY,
  *                       waits for RUN. If that exec fails, this process runs phase B itself.
@@ -68,7 +70,7 @@ struct sbx_bind {
 struct sbx_contain_plan {
     struct sbx_bind *binds;
     size_t nbinds;
-    struct sbx_seccomp_prog seccomp; /* for SBX_NET_NONE, the only mode */
+    struct sbx_seccomp_prog seccomp[SBX_NET__COUNT]; /* one filter per network mode */
     uint64_t work_bytes, tmp_bytes;  /* sizes of warm children's /work and /tmp (the default limits) */
     int last_cap;
 };
@@ -85,6 +87,7 @@ struct sbx_contain_args {
     const char *const *python_argv; /* a warm interpreter: after phase A, exec this (sbx_pywarm_argv, python3
                                      * with the bootstrap) instead of waiting for RUN here; NULL: a plain child */
     int runner_fd;                  /* a plain child: the runner's image (sbx_runner.h) to exec for phase B, or -1 */
+    enum sbx_net net;               /* the network it is made for (its filter; egress: loopback up, the listener) */
 };
 
 /* The child's whole life after clone(); ctl is its end of the control socket. Never returns. */

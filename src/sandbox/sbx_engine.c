@@ -56,6 +56,8 @@ struct child {
     enum child_state state;
     bool python; /* a warm interpreter (sbx_pywarm.h): takes only runs sbx_pywarm_eligible accepts */
     uint64_t work_bytes, tmp_bytes; /* its /work and /tmp sizes: a run needs a child made for its sizes */
+    enum sbx_net net;               /* the network it was made for: a run needs a child of its own mode */
+    int egress_fd;                  /* egress: the proxy's listener it sent (SBX_MSG_EGRESS), until on_egress */
     /* the run, once attached */
     bool attached;
     uint64_t id;
@@ -85,6 +87,7 @@ struct pending {
     size_t len;
     int fds[3];
     struct sbx_limits limits;
+    enum sbx_net net;
     bool py; /* a warm interpreter may serve it */
 };
 
@@ -474,6 +477,9 @@ static void child_release(struct child *ch)
     if (ch->work_fd != -1)
         close(ch->work_fd);
     ch->work_fd = -1;
+    if (ch->egress_fd != -1)
+        close(ch->egress_fd);
+    ch->egress_fd = -1;
     close(ch->pidfd);
     ch->pidfd = -1;
     reaper_give(eng, ch->held, SBX_HELD);
@@ -538,7 +544,7 @@ static void dispatch(struct child *ch);
 
 /* Starts a child; on failure returns NULL with err set and nothing left behind. */
 static struct child *spawn(struct sbx_engine *eng, uint64_t work_bytes, uint64_t tmp_bytes, bool python,
-                           struct buf *err)
+                           enum sbx_net net, struct buf *err)
 {
     struct child *ch = xcalloc(1, sizeof(*ch));
     int sv[2] = {-1, -1};
@@ -546,7 +552,8 @@ static struct child *spawn(struct sbx_engine *eng, uint64_t work_bytes, uint64_t
     ch->python = python;
     ch->work_bytes = work_bytes;
     ch->tmp_bytes = tmp_bytes;
-    ch->pidfd = ch->ctl = ch->work_fd = -1;
+    ch->net = net;
+    ch->pidfd = ch->ctl = ch->work_fd = ch->egress_fd = -1;
     for (int i = 0; i < SBX_HELD; i++)
         ch->held[i] = -1;
     ch->fds[0] = ch->fds[1] = ch->fds[2] = -1;
@@ -595,7 +602,8 @@ static struct child *spawn(struct sbx_engine *eng, uint64_t work_bytes, uint64_t
                                         .tmp_bytes = tmp_bytes,
                                         .cgroup_memory = ch->has_cg && eng->cgenv.have[SBX_CGC_MEMORY],
                                         .python_argv = python ? sbx_pywarm_argv() : NULL,
-                                        .runner_fd = eng->runner_fd};
+                                        .runner_fd = eng->runner_fd,
+                                        .net = net};
         sbx_contain_child(&eng->plan, &args, sv[1]); /* never returns */
     }
     ch->pid = pid;
@@ -783,6 +791,14 @@ static void dispatch(struct child *ch)
         goto out;
     }
     running(ch);
+    if (ch->egress_fd != -1) {
+        int lfd = ch->egress_fd;
+        ch->egress_fd = -1;
+        if (ch->eng->hooks.on_egress)
+            ch->eng->hooks.on_egress(ch->eng->ud, ch->id, lfd);
+        else
+            close(lfd);
+    }
 out:
     /* The child has its own copies now (or is being killed): ours must go, or EOF would never come. */
     close_fds(ch->fds);
@@ -864,6 +880,11 @@ static bool read_ctl(struct child *ch)
         if (n > 0 && nfds == 1 && ch->work_fd == -1 && ch->state == CH_RUNNING &&
             sbx_wire_msg_parse(msg, (size_t)n, &wh, &wbody, &wlen) == 0 && wh.type == SBX_MSG_WORKDIR) {
             ch->work_fd = fds[0];
+            continue;
+        }
+        if (n > 0 && nfds == 1 && ch->egress_fd == -1 && ch->net == SBX_NET_EGRESS && ch->state == CH_STARTING &&
+            sbx_wire_msg_parse(msg, (size_t)n, &wh, &wbody, &wlen) == 0 && wh.type == SBX_MSG_EGRESS) {
+            ch->egress_fd = fds[0];
             continue;
         }
         if (n > 0 && nfds == 1 && ch->held[SBX_NS_HELD] == -1 && ch->state == CH_STARTING &&
@@ -1169,13 +1190,13 @@ static void drain_pending(struct sbx_engine *eng)
                 continue;
             for (struct child *c = eng->children; c && !ch; c = c->next)
                 if (!c->attached && !c->reaped && !c->offered && c->state == order[pass].st &&
-                    c->python == order[pass].python &&
+                    c->python == order[pass].python && c->net == eng->pend_head->net &&
                     c->work_bytes == want->work_bytes && c->tmp_bytes == want->tmp_bytes)
                     ch = c;
         }
         if (ch == NULL) {
             struct buf err = BUF_INIT(256);
-            ch = spawn(eng, want->work_bytes, want->tmp_bytes, false, &err);
+            ch = spawn(eng, want->work_bytes, want->tmp_bytes, false, eng->pend_head->net, &err);
             if (ch == NULL && eng->nchildren > 0) {
                 buf_free(&err);
                 return; /* no slot: wait for a child to end */
@@ -1239,7 +1260,7 @@ static void refill(struct sbx_engine *eng)
         if (running > 0 && 2 * ready >= want)
             continue; /* finalize() calls refill_soon() again when a run ends */
         struct buf err = BUF_INIT(256);
-        struct child *ch = spawn(eng, eng->plan.work_bytes, eng->plan.tmp_bytes, python, &err);
+        struct child *ch = spawn(eng, eng->plan.work_bytes, eng->plan.tmp_bytes, python, SBX_NET_NONE, &err);
         if (ch == NULL) {
             log_warn("sandbox: cannot warm a child: %s", err.data ? err.data : "?");
             buf_free(&err);
@@ -1270,6 +1291,7 @@ void sbx_engine_submit(struct sbx_engine *eng, uint64_t id, const void *spec, si
     p->spec = xmemdup(spec, len);
     p->len = len;
     p->limits = ws.spec.limits;
+    p->net = ws.spec.net;
     p->py = sbx_pywarm_eligible(&ws.spec);
     for (int i = 0; i < 3; i++) {
         p->fds[i] = fds[i];

@@ -40,6 +40,10 @@ struct sbx_engine_hooks {
     /* Before deciding an offered child died unused, the engine asks the client for what it has sent and not yet
      * been read (an sbx_engine_attach_direct for it may be waiting in a socket). */
     void (*sync)(void *ud);
+    /* Run id asked for network "egress" and its child is running: listen_fd (owned by the hook) is the socket the
+     * proxy serves until the run's result (sbx_egress.h). Before on_result, once per such run. May be NULL (the fd is
+     * closed: the run's connections to the proxy are refused). */
+    void (*on_egress)(void *ud, uint64_t id, int listen_fd);
 };
 
 /* For a process that only serves runs (the zygote), before sbx_engine_new: puts it in SCHED_BATCH, so that waking it

@@ -271,8 +271,12 @@ int sbx_json_spec_from_object(struct cJSON *root, const struct sbx_limits *defau
             }
             s->limits.wall_ms = (uint64_t)ceil(c->valuedouble * 1000);
         } else if (strcmp(k, "net") == 0 && cJSON_IsString(c)) {
-            if (strcmp(c->valuestring, "none") != 0) {
-                (void)buf_printf(err, "only net \"none\" is supported");
+            if (strcmp(c->valuestring, "none") == 0) {
+                s->net = SBX_NET_NONE;
+            } else if (strcmp(c->valuestring, "egress") == 0) {
+                s->net = SBX_NET_EGRESS;
+            } else {
+                (void)buf_printf(err, "net must be \"none\" or \"egress\"");
                 return -1;
             }
         } else {
@@ -444,5 +448,10 @@ void sbx_json_result(const struct sbx_result *res, const char *id, struct buf *o
     else
         (void)buf_append_str(out, "null");
     sbx_json_outfiles(res, out);
+    if (res->egress)
+        (void)buf_printf(out,
+                         ",\"egress\":{\"connections\":%" PRIu64 ",\"refused\":%" PRIu64 ",\"bytes_out\":%" PRIu64
+                         ",\"bytes_in\":%" PRIu64 "}",
+                         res->egress_connections, res->egress_refused, res->egress_bytes_out, res->egress_bytes_in);
     (void)buf_append_char(out, '}');
 }

@@ -143,8 +143,8 @@ const char *const *sbx_pywarm_argv(void)
 
 bool sbx_pywarm_eligible(const struct sbx_spec *s)
 {
-    if (s->lang != SBX_LANG_PYTHON || s->argc != 0 || s->code == NULL)
-        return false;
+    if (s->lang != SBX_LANG_PYTHON || s->argc != 0 || s->code == NULL || s->net != SBX_NET_NONE)
+        return false; /* a warm interpreter is made for network "none" */
     /* What the interpreter reads while it starts (before any run exists): a run that sets it needs a cold start. */
     static const char *const prefixes[] = {"PYTHON", "LANG", "LC_", "HOME=", "TZ="};
     for (size_t i = 0; i < s->envc; i++)

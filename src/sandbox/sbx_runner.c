@@ -217,6 +217,20 @@ const char *const sbx_runner_base_env[] = {
 };
 #define NBASE_ENV (sizeof(sbx_runner_base_env) / sizeof(sbx_runner_base_env[0]) - 1)
 
+/* Network "egress": the proxy on the run's own loopback (sbx_egress.h), under the names tools look for (curl and
+ * Python read the lower-case ones, others the upper-case); local addresses stay direct. */
+#define EGRESS_PROXY_URL "http://127.0.0.1:3128"
+static const char *const egress_env[] = {
+    "HTTP_PROXY=" EGRESS_PROXY_URL,
+    "HTTPS_PROXY=" EGRESS_PROXY_URL,
+    "http_proxy=" EGRESS_PROXY_URL,
+    "https_proxy=" EGRESS_PROXY_URL,
+    "NO_PROXY=localhost,127.0.0.1,::1",
+    "no_proxy=localhost,127.0.0.1,::1",
+    NULL,
+};
+#define NEGRESS_ENV (sizeof(egress_env) / sizeof(egress_env[0]) - 1)
+
 static int step_exec_args(struct runner *c)
 {
     const struct sbx_spec *s = &c->ws.spec;
@@ -261,16 +275,17 @@ static int step_exec_args(struct runner *c)
             return sbx_step_fail(&c->sc, "%s not found in PATH", prog);
         }
     }
-    size_t nb = NBASE_ENV, ne = 0;
+    size_t nb = NBASE_ENV + (s->net == SBX_NET_EGRESS ? NEGRESS_ENV : 0), ne = 0;
     c->envp = xcalloc(nb + s->envc + 1, sizeof(*c->envp));
     for (size_t i = 0; i < nb; i++) {
+        const char *def = i < NBASE_ENV ? sbx_runner_base_env[i] : egress_env[i - NBASE_ENV];
         /* An entry of the spec with the same name replaces the default. */
-        size_t kl = (size_t)(strchr(sbx_runner_base_env[i], '=') - sbx_runner_base_env[i]) + 1;
+        size_t kl = (size_t)(strchr(def, '=') - def) + 1;
         bool overridden = false;
         for (size_t k = 0; k < s->envc; k++)
-            overridden |= strncmp(s->env[k], sbx_runner_base_env[i], kl) == 0;
+            overridden |= strncmp(s->env[k], def, kl) == 0;
         if (!overridden)
-            c->envp[ne++] = (char *)sbx_runner_base_env[i];
+            c->envp[ne++] = (char *)def;
     }
     for (size_t k = 0; k < s->envc; k++)
         c->envp[ne++] = (char *)s->env[k];

@@ -161,6 +161,22 @@ int sbx_seccomp_build(enum sbx_net net, struct sbx_seccomp_prog *out, struct buf
             goto out;
         if (add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(socketpair), 1, &c, "socketpair", err) != 0)
             goto out;
+    } else {
+        /* egress: AF_UNIX, AF_INET and AF_INET6 only (the namespace has nothing but loopback; the proxy is the way
+         * out). No netlink, no packet sockets. Whole 64-bit compares: junk in the high half is >= 11, refused. */
+        static const int syscalls[] = {SCMP_SYS(socket), SCMP_SYS(socketpair)};
+        for (size_t k = 0; k < 2; k++) {
+            struct scmp_arg_cmp c = cmp(0, SCMP_CMP_GE, AF_INET6 + 1, 0);
+            if (add(ctx, SCMP_ACT_ERRNO(EPERM), syscalls[k], 1, &c, "socket", err) != 0)
+                goto out;
+            for (int fam = 0; fam < AF_INET6; fam++) {
+                if (fam == AF_UNIX || fam == AF_INET)
+                    continue;
+                c = cmp(0, SCMP_CMP_EQ, (scmp_datum_t)fam, 0);
+                if (add(ctx, SCMP_ACT_ERRNO(EPERM), syscalls[k], 1, &c, "socket", err) != 0)
+                    goto out;
+            }
+        }
     }
     /* Export the BPF to memory once; children load the bytes without touching libseccomp. */
     mfd = memfd_create("sbx-seccomp", MFD_CLOEXEC);

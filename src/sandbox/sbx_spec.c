@@ -54,6 +54,12 @@ const char *sbx_reason_name(enum sbx_reason r)
     return (unsigned)r < SBX_REASON__COUNT ? reason_names[r] : "?";
 }
 
+const char *sbx_net_name(enum sbx_net net)
+{
+    static const char *const names[SBX_NET__COUNT] = {[SBX_NET_NONE] = "none", [SBX_NET_EGRESS] = "egress"};
+    return (unsigned)net < SBX_NET__COUNT ? names[net] : NULL;
+}
+
 const char *sbx_lang_name(enum sbx_lang l)
 {
     return (unsigned)l < SBX_LANG__COUNT ? lang_names[l] : "?";
@@ -130,8 +136,8 @@ int sbx_spec_validate(const struct sbx_spec *spec, struct buf *err)
         (void)buf_printf(err, "unknown language");
         return -1;
     }
-    if (spec->net != SBX_NET_NONE) {
-        (void)buf_printf(err, "only network mode \"none\" is supported");
+    if ((unsigned)spec->net >= SBX_NET__COUNT) {
+        (void)buf_printf(err, "unknown network mode");
         return -1;
     }
     if (spec->lang == SBX_LANG_NONE && spec->argc == 0) {

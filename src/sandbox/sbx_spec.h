@@ -14,8 +14,14 @@
 
 enum sbx_lang { SBX_LANG_NONE = 0, SBX_LANG_PYTHON, SBX_LANG_SH, SBX_LANG_NODE, SBX_LANG__COUNT };
 
-/* Only "none" exists: a network namespace with a loopback that is down, and no socket family but AF_UNIX. */
-enum sbx_net { SBX_NET_NONE = 0 };
+/* The run's network. Both are a network namespace of its own, with no route out.
+ *   none    its loopback down, and no socket family but AF_UNIX (seccomp);
+ *   egress  its loopback up, AF_INET and AF_INET6 sockets too, and one way out: the pool's HTTP proxy, listening
+ *           on 127.0.0.1:3128 inside and named by HTTP_PROXY and HTTPS_PROXY (sbx_egress.h), which lets through
+ *           what the daemon's egress policy allows. */
+enum sbx_net { SBX_NET_NONE = 0, SBX_NET_EGRESS, SBX_NET__COUNT };
+/* "none", "egress"; NULL for a value out of range. */
+const char *sbx_net_name(enum sbx_net net);
 
 /* Why a run ended. */
 enum sbx_reason {
@@ -121,6 +127,9 @@ struct sbx_result {
     bool files_collected, files_truncated;
     struct sbx_outfile *files;
     size_t nfiles;
+    /* network "egress": what went through the proxy (sbx_egress.h) */
+    bool egress;
+    uint64_t egress_connections, egress_refused, egress_bytes_out, egress_bytes_in;
 };
 
 enum sbx_cgroup_mode {

@@ -158,7 +158,7 @@ int sbx_wire_decode_spec(const void *p, size_t n, struct sbx_wire_spec *out, str
     l->stderr_max = sbx_wire_get_u64(&r);
     l->work_bytes = sbx_wire_get_u64(&r);
     l->tmp_bytes = sbx_wire_get_u64(&r);
-    if (lang >= SBX_LANG__COUNT || net != SBX_NET_NONE) {
+    if (lang >= SBX_LANG__COUNT || net >= SBX_NET__COUNT) {
         fail(err, "lang or net");
         goto bad;
     }

@@ -34,6 +34,9 @@ enum sbx_msg_type {
     SBX_MSG_OFFER,     /* zygote -> client: id = token, a ready child reserved for direct runs; fd = its control
                         * socket; body = struct sbx_wire_offer (sbx_wire_encode_offer) */
     SBX_MSG_WITHDRAW,  /* zygote -> client: id = token, that child is gone */
+    SBX_MSG_EGRESS,    /* child -> engine, in set-up (network "egress"): fd = the socket listening on its loopback for
+                        * the proxy; engine -> client, once the child has its RUN: id = run, the same fd, to serve
+                        * (sbx_egress.h) until the run's RESULT */
 };
 
 /* Flag on RUN: the spec is not inline but in the memfd passed as the 4th fd. */

@@ -140,6 +140,14 @@ static void hook_offer(void *ud, uint64_t token, const struct sbx_wire_offer *o,
     queue_fd(z, &m, ctl_fd);
 }
 
+static void hook_egress(void *ud, uint64_t id, int listen_fd)
+{
+    struct zygote *z = ud;
+    struct buf m = BUF_INIT(BUF_UNBOUNDED);
+    sbx_wire_msg_begin(&m, SBX_MSG_EGRESS, 0, id);
+    queue_fd(z, &m, listen_fd);
+}
+
 static void hook_withdraw(void *ud, uint64_t token)
 {
     struct zygote *z = ud;
@@ -362,7 +370,8 @@ int sbx_zygote_main(int argc, char **argv)
                                                   .on_ready = hook_ready,
                                                   .on_offer = hook_offer,
                                                   .on_withdraw = hook_withdraw,
-                                                  .sync = hook_sync};
+                                                  .sync = hook_sync,
+                                                  .on_egress = hook_egress};
     if (sbx_engine_new(&z.loop, warm, &cfg, &hooks, &z, &z.eng, &err) != 0) {
         log_error("sandbox zygote: %s", err.data ? err.data : "engine failed");
         struct buf m = BUF_INIT(BUF_UNBOUNDED);

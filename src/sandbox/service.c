@@ -21,6 +21,8 @@ static struct {
     bool started;
     struct sbx_service_opts o;
     char *exe, *cgroup_parent;
+    char **egress_hosts; /* G.o.egress's own copies */
+    uint16_t *egress_ports;
     _Atomic unsigned next_slice;
 } G;
 
@@ -47,6 +49,18 @@ static struct metric_def m_running =
 static struct metric_def m_queued =
     METRIC_DEF("agentd_sandbox_queued", "Sandbox runs waiting for a slot now (all loops).", METRIC_GAUGE, NULL);
 
+static const char *const outcome_label[] = {"outcome", NULL};
+static const char *const direction_label[] = {"direction", NULL};
+static struct metric_def m_egress_conns =
+    METRIC_DEF("agentd_sandbox_egress_connections_total",
+               "Connections sandbox runs opened through the egress proxy: allowed, or refused (policy, bad request, "
+               "upstream failure, caps).",
+               METRIC_COUNTER, outcome_label);
+static struct metric_def m_egress_bytes =
+    METRIC_DEF("agentd_sandbox_egress_bytes_total",
+               "Bytes through the sandbox egress proxy: out (from runs) and in (to runs).", METRIC_COUNTER,
+               direction_label);
+
 static void metrics_once(void)
 {
     static bool done;
@@ -55,6 +69,8 @@ static void metrics_once(void)
     done = true;
     metrics_register(&m_runs);
     metrics_register(&m_refused);
+    metrics_register(&m_egress_conns);
+    metrics_register(&m_egress_bytes);
     metrics_register(&m_wall);
     metrics_register(&m_queue);
     metrics_register(&m_direct);
@@ -96,6 +112,13 @@ int sbx_service_start(const struct sbx_service_opts *o, struct buf *err)
     G.o.cfg.cgroup_parent = G.cgroup_parent;
     if (G.o.loops == 0)
         G.o.loops = 1;
+    struct sbx_egress_policy *eg = &G.o.egress;
+    G.egress_hosts = eg->n_allow_hosts ? xcalloc(eg->n_allow_hosts, sizeof(char *)) : NULL;
+    for (size_t i = 0; i < eg->n_allow_hosts; i++)
+        G.egress_hosts[i] = xstrdup(o->egress.allow_hosts[i]);
+    eg->allow_hosts = (const char *const *)G.egress_hosts;
+    G.egress_ports = eg->n_ports ? xmemdup(o->egress.ports, eg->n_ports * sizeof(uint16_t)) : NULL;
+    eg->ports = G.egress_ports;
     /* A default above its ceiling would refuse every request that names no limit: the ceiling wins. */
     struct sbx_limits *d = &G.o.defaults;
     const struct sbx_limits *c = &G.o.ceiling;
@@ -126,8 +149,14 @@ void sbx_service_stop(void)
         return;
     xfree(G.exe);
     xfree(G.cgroup_parent);
+    for (size_t i = 0; i < G.o.egress.n_allow_hosts; i++)
+        xfree(G.egress_hosts[i]);
+    xfree(G.egress_hosts);
+    xfree(G.egress_ports);
     memset(&G.o, 0, sizeof(G.o));
     G.exe = G.cgroup_parent = NULL;
+    G.egress_hosts = NULL;
+    G.egress_ports = NULL;
     G.started = false;
 }
 
@@ -213,6 +242,12 @@ static void count_result(const struct sbx_result *res)
     metrics_inc(&m_runs, (const char *const[]){sbx_reason_name(res->reason)});
     if (res->host_pid > 0)
         metrics_observe(&m_wall, NULL, (double)res->wall_us / 1e6);
+    if (res->egress) {
+        metrics_add(&m_egress_conns, (const char *const[]){"allowed"}, (double)res->egress_connections);
+        metrics_add(&m_egress_conns, (const char *const[]){"refused"}, (double)res->egress_refused);
+        metrics_add(&m_egress_bytes, (const char *const[]){"out"}, (double)res->egress_bytes_out);
+        metrics_add(&m_egress_bytes, (const char *const[]){"in"}, (double)res->egress_bytes_in);
+    }
 }
 
 /* A job that never ran (cancelled in the queue, or its lane closed): KILLED. */
@@ -336,6 +371,7 @@ int sbx_service_loop_open(uv_loop_t *loop, struct buf *err)
     po.exe = G.o.exe;
     po.warm = G.o.warm;
     po.cfg = G.o.cfg;
+    po.egress = G.o.egress_enabled ? &G.o.egress : NULL;
     /* Each loop gets its own slice of the uid range, so no two live runs of this process share a host uid. */
     unsigned slices = G.o.loops > G.o.cfg.uid_count ? G.o.cfg.uid_count : G.o.loops;
     unsigned slice = atomic_fetch_add(&G.next_slice, 1) % slices;
@@ -689,8 +725,17 @@ static int parse_request(const char *body, size_t len, struct sbx_json_spec *out
                 move(req, c, spec, "argv");
             }
         } else if (strcmp(k, "network") == 0) {
-            if (!(cJSON_IsFalse(c) || (cJSON_IsString(c) && strcmp(c->valuestring, "none") == 0)))
-                rc = bad(err, param, param_cap, "network", "network must be \"none\" (no other network mode exists)");
+            if (cJSON_IsFalse(c) || (cJSON_IsString(c) && strcmp(c->valuestring, "none") == 0)) {
+                /* the default */
+            } else if (cJSON_IsString(c) && strcmp(c->valuestring, "egress") == 0) {
+                if (!G.o.egress_enabled)
+                    rc = bad(err, param, param_cap, "network",
+                             "network \"egress\" is not enabled on this server (sandbox.egress.enabled)");
+                else
+                    move(req, c, spec, "net");
+            } else {
+                rc = bad(err, param, param_cap, "network", "network must be \"none\" or \"egress\"");
+            }
         } else if (strcmp(k, "limits") == 0) {
             rc = translate_limits(c, err, param, param_cap);
             if (rc == SBX_SVC_OK)
@@ -859,6 +904,6 @@ int sbx_service_request_json(const struct sbx_spec *s, struct buf *out, struct b
     LIM(work_bytes)
     LIM(tmp_bytes)
 #undef LIM
-    (void)buf_append_str(out, "},\"network\":\"none\"}");
+    (void)buf_printf(out, "},\"network\":\"%s\"}", sbx_net_name(s->net) ? sbx_net_name(s->net) : "none");
     return 0;
 }

@@ -28,8 +28,11 @@
 #include <uv.h>
 
 #include "common/buf.h"
+#include "sandbox/sbx_egress.h"
 #include "sandbox/sbx_json.h"
 #include "sandbox/sbx_spec.h"
+
+#define SBX_SVC_EGRESS_PORTS_MAX 64
 
 struct sbx_service_opts {
     unsigned warm;              /* children kept ready per worker loop (each loop has its own zygote) */
@@ -46,6 +49,9 @@ struct sbx_service_opts {
     size_t max_files_bytes;     /* all files together */
     uint32_t output_files;      /* output files returned per run, at most (0: none are collected) */
     uint64_t output_files_bytes; /* their content together, at most */
+    bool egress_enabled;         /* runs may ask for network "egress" (else 400) */
+    struct sbx_egress_policy egress; /* its policy; allow_hosts and ports copied at start */
+    uint16_t egress_ports[SBX_SVC_EGRESS_PORTS_MAX]; /* storage egress.ports may point into */
 };
 
 /* Errors of sbx_service_submit and sbx_service_parse_request (err has the sentence). */

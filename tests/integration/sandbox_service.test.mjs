@@ -8,16 +8,11 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { BIN, startAgentd } from '../lib/agentd.mjs';
-import { cgroupParents } from '../lib/sandbox.mjs';
+import { cgroupParents, sandboxCheck } from '../lib/sandbox.mjs';
 
 const UID_BASE = 1620000000;
 const SAN_ENV = { ASAN_OPTIONS: process.env.ASAN_OPTIONS || 'detect_leaks=1:abort_on_error=0:exitcode=86' };
-const checkOut = spawnSync(BIN, ['sandbox', 'check', '--uid-base', String(UID_BASE), '--uid-count', '64'],
-  { encoding: 'utf8', env: { ...process.env, ...SAN_ENV } });
-let check = null;
-try { check = JSON.parse(checkOut.stdout); } catch { check = null; }
-const skip = !check ? `sandbox check printed no JSON (exit ${checkOut.status})`
-  : !check.sandbox_works ? `sandbox unusable here: ${check.error}` : false;
+const { skip } = sandboxCheck(BIN, UID_BASE, 64);
 
 const CONFIG = `
 server: { workers: 1 }
@@ -276,6 +271,7 @@ test('bad input is a 400 in OpenAI\'s error format naming the field', { skip }, 
   await bad({ command: ['/bin/true'], limits: { timeout_ms: 6000 } }, 400, 'limits.wall_ms', 'invalid_sandbox_request', 'ceiling');
   await bad({ command: ['/bin/true'], limits: { stdout_max: 1 << 20 } }, 400, 'limits.stdout_max', 'invalid_sandbox_request');
   await bad({ command: ['/bin/true'], network: 'host' }, 400, 'network', 'invalid_sandbox_request');
+  await bad({ command: ['/bin/true'], network: 'egress' }, 400, 'network', 'invalid_sandbox_request', 'sandbox.egress.enabled');
   await bad({ command: ['/bin/true'], cmd: 1 }, 400, 'cmd', 'invalid_sandbox_request', 'unknown field');
   await bad({ command: ['/bin/true'], files: [{ name: '../etc/passwd', content: 'x' }] }, 400, 'files', 'invalid_sandbox_request');
   await bad({ code: 'print(1)' }, 400, 'language', 'invalid_sandbox_request');

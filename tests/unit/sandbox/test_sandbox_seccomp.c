@@ -69,6 +69,9 @@ static void child(const struct sbx_seccomp_prog *prog, int fd, bool with_listene
     probe(fd, "socket_inet6", syscall(SYS_socket, AF_INET6, SOCK_DGRAM, 0));
     probe(fd, "socket_netlink", syscall(SYS_socket, AF_NETLINK, SOCK_RAW, 0));
     probe(fd, "socket_packet", syscall(SYS_socket, AF_PACKET, SOCK_RAW, 0));
+    /* The family is an int: junk in the high half must not turn a refused family into an allowed one's number. */
+    probe(fd, "socket_inet_junk", syscall(SYS_socket, 0x100000000UL | AF_INET, SOCK_STREAM, 0));
+    probe(fd, "socket_zero", syscall(SYS_socket, 0, SOCK_STREAM, 0));
     long s = syscall(SYS_socket, AF_UNIX, SOCK_STREAM, 0);
     probe(fd, "socket_unix", s);
     int sv[2];
@@ -98,7 +101,7 @@ static int expect(const char *out, const char *name, int err)
     return got == err;
 }
 
-static void check_filter(bool with_listener)
+static void check_filter(bool with_listener, enum sbx_net net)
 {
     struct sbx_seccomp_prog prog;
     struct buf err = BUF_INIT(256);
@@ -109,7 +112,7 @@ static void check_filter(bool with_listener)
         buf_free(&err);
         return;
     }
-    ok(sbx_seccomp_build(SBX_NET_NONE, &prog, &err) == 0);
+    ok(sbx_seccomp_build(net, &prog, &err) == 0);
     ok(prog.len > 20 && prog.len < 1000);
     buf_free(&err);
     int p[2];
@@ -151,15 +154,18 @@ static void check_filter(bool with_listener)
                                          "personality_norand",
                                          "personality_rie",
                                          "tiocsti",
-                                         "socket_inet",
-                                         "socket_inet6",
                                          "socket_netlink",
-                                         "socket_packet"};
+                                         "socket_packet",
+                                         "socket_inet_junk",
+                                         "socket_zero"};
     for (size_t i = 0; i < sizeof(denied) / sizeof(denied[0]); i++)
         ok(expect(out, denied[i], EPERM));
     ok(expect(out, "clone3", ENOSYS)); /* so libc falls back to clone, whose flags the filter can see */
     ok(expect(out, "personality_linux", 0));
     ok(expect(out, "socket_unix", 0));
+    /* egress: the run's namespace has only loopback, and the proxy on it is the way out */
+    ok(expect(out, "socket_inet", net == SBX_NET_EGRESS ? 0 : EPERM));
+    ok(expect(out, "socket_inet6", net == SBX_NET_EGRESS ? 0 : EPERM));
     ok(expect(out, "socketpair_unix", 0));
     ok(expect(out, "fork", 0));
     sbx_seccomp_free(&prog);
@@ -168,12 +174,17 @@ static void check_filter(bool with_listener)
 
 static void test_filter(void)
 {
-    check_filter(false);
+    check_filter(false, SBX_NET_NONE);
 }
 
 static void test_filter_listener(void)
 {
-    check_filter(true);
+    check_filter(true, SBX_NET_NONE);
+}
+
+static void test_filter_egress(void)
+{
+    check_filter(false, SBX_NET_EGRESS);
 }
 
 static void test_list(void)
@@ -194,6 +205,7 @@ int main(void)
 {
     subtest("filter denies escape syscalls, allows the rest", test_filter);
     subtest("loaded with a listener (held by the engine past a run), the filter is the same", test_filter_listener);
+    subtest("network egress: AF_INET and AF_INET6 too, and nothing more", test_filter_egress);
     subtest("denied list", test_list);
     return done_testing();
 }

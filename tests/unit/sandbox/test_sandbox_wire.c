@@ -26,6 +26,7 @@ static void sample(struct sbx_spec *s)
     s->nfiles = 2;
     s->limits.wall_ms = 1234;
     s->limits.pids = 7;
+    s->net = SBX_NET_EGRESS;
 }
 
 static void test_roundtrip(void)
@@ -50,8 +51,17 @@ static void test_roundtrip(void)
     is_int(d.spec.files[1].len, 0);
     is_int(d.spec.limits.wall_ms, 1234);
     is_int(d.spec.limits.pids, 7);
+    is_int(d.spec.net, SBX_NET_EGRESS);
     ok(d.spec.code == NULL);
     sbx_wire_spec_free(&d);
+    /* A network mode the decoder does not know is refused (the net field follows the magic and the language). */
+    {
+        char *copy = xmemdup(w.data, w.len);
+        uint32_t bogus = SBX_NET__COUNT;
+        memcpy(copy + 8, &bogus, 4);
+        ok(sbx_wire_decode_spec(copy, w.len, &d, &err) == -1);
+        xfree(copy);
+    }
 
     /* Every truncation and every single-byte corruption of the length fields must be refused or decode to
      * something valid; never crash or read past the end (ASan watches). */
