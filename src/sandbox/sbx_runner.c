@@ -218,7 +218,8 @@ const char *const sbx_runner_base_env[] = {
 #define NBASE_ENV (sizeof(sbx_runner_base_env) / sizeof(sbx_runner_base_env[0]) - 1)
 
 /* Network "egress": the proxy on the run's own loopback (sbx_egress.h), under the names tools look for (curl and
- * Python read the lower-case ones, others the upper-case); local addresses stay direct. */
+ * Python read the lower-case ones, others the upper-case; Node's fetch reads them when NODE_USE_ENV_PROXY is set,
+ * from Node 22.21 and 24); local addresses stay direct. */
 #define EGRESS_PROXY_URL "http://127.0.0.1:3128"
 static const char *const egress_env[] = {
     "HTTP_PROXY=" EGRESS_PROXY_URL,
@@ -227,6 +228,7 @@ static const char *const egress_env[] = {
     "https_proxy=" EGRESS_PROXY_URL,
     "NO_PROXY=localhost,127.0.0.1,::1",
     "no_proxy=localhost,127.0.0.1,::1",
+    "NODE_USE_ENV_PROXY=1",
     NULL,
 };
 #define NEGRESS_ENV (sizeof(egress_env) / sizeof(egress_env[0]) - 1)
