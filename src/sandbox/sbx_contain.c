@@ -520,10 +520,7 @@ static int step_net(struct child *c)
         close(l);
         return sbx_step_fail(&c->sc, "listen on 127.0.0.1:%d", SBX_EGRESS_PORT);
     }
-    char msg[sizeof(struct sbx_msg_hdr)];
-    struct sbx_msg_hdr h = {.magic = SBX_WIRE_MAGIC, .type = (uint16_t)SBX_MSG_EGRESS};
-    memcpy(msg, &h, sizeof(h));
-    int rc = sbx_wire_send(c->sc.ctl, msg, sizeof(msg), &l, 1);
+    int rc = sbx_step_send_fd(c->sc.ctl, SBX_MSG_EGRESS, l);
     close(l);
     if (rc != 0) {
         errno = -rc;
@@ -586,10 +583,7 @@ static int step_seccomp(struct child *c)
         return sbx_step_fail(&c->sc, "seccomp");
     if (listener >= 0) {
         /* The engine holds the filter past the run (sbx_seccomp.h): its release is then not the exit's work. */
-        char msg[sizeof(struct sbx_msg_hdr)];
-        struct sbx_msg_hdr h = {.magic = SBX_WIRE_MAGIC, .type = (uint16_t)SBX_MSG_HOLD};
-        memcpy(msg, &h, sizeof(h));
-        (void)sbx_wire_send(c->sc.ctl, msg, sizeof(msg), &listener, 1);
+        (void)sbx_step_send_fd(c->sc.ctl, SBX_MSG_HOLD, listener);
         close(listener);
     }
     return 0;

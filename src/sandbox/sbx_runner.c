@@ -62,6 +62,14 @@ void sbx_step_send(int ctl, enum sbx_msg_type type, const char *text)
     (void)sbx_wire_send(ctl, msg, sizeof(h) + n, NULL, 0);
 }
 
+int sbx_step_send_fd(int ctl, enum sbx_msg_type type, int fd)
+{
+    char msg[sizeof(struct sbx_msg_hdr)];
+    struct sbx_msg_hdr h = {.magic = SBX_WIRE_MAGIC, .type = (uint16_t)type};
+    memcpy(msg, &h, sizeof(h));
+    return sbx_wire_send(ctl, msg, sizeof(msg), &fd, 1);
+}
+
 void sbx_step_die(struct sbx_step_ctx *c, const char *step)
 {
     char text[600];
@@ -172,10 +180,7 @@ static int step_files(struct runner *c)
     if (s->collect_files) {
         /* The engine keeps /work open past the end of the run (the tmpfs lives as long as an fd on it does), and
          * the client reads the files the program left there, from outside, after every process of it is gone. */
-        char msg[sizeof(struct sbx_msg_hdr)];
-        struct sbx_msg_hdr h = {.magic = SBX_WIRE_MAGIC, .type = (uint16_t)SBX_MSG_WORKDIR};
-        memcpy(msg, &h, sizeof(h));
-        int wrc = sbx_wire_send(c->sc.ctl, msg, sizeof(msg), &dfd, 1);
+        int wrc = sbx_step_send_fd(c->sc.ctl, SBX_MSG_WORKDIR, dfd);
         if (wrc != 0) {
             close(dfd);
             errno = -wrc;

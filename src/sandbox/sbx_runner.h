@@ -38,6 +38,8 @@ int sbx_step_vfail(struct sbx_step_ctx *c, const char *fmt, va_list ap);
 int sbx_step_fail(struct sbx_step_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void sbx_step_die(struct sbx_step_ctx *c, const char *step) __attribute__((noreturn));
 void sbx_step_send(int ctl, enum sbx_msg_type type, const char *text);
+/* A message of type with no body and fd attached (HOLD, WORKDIR, EGRESS): 0 or -errno (sbx_wire_send). */
+int sbx_step_send_fd(int ctl, enum sbx_msg_type type, int fd);
 
 /* Phase B on control socket ctl: says READY, waits for RUN, and execs the run's program. Never returns. */
 void sbx_runner_main(int ctl, bool cgroup_memory) __attribute__((noreturn));
