@@ -9,6 +9,7 @@
 #include "agent/tools.h"
 #include "common/alloc.h"
 #include "common/macros.h"
+#include "sandbox/sbx_spec.h"
 
 const char *agent_name_problem(const char *name)
 {
@@ -159,8 +160,6 @@ const struct cfg_schema agent_mcp_server_schema = {.name = "mcp server",
                                                     .validate = validate_mcp_server};
 
 #define AOFF(f) offsetof(struct config_agent, f)
-/* code_exec's network, as enum sbx_net */
-static const char *const code_networks[] = {"none", "egress", NULL};
 static const struct cfg_field agent_fields[] = {
     {.key = "name", .type = CFG_STRING, .off = AOFF(name), .max = AGENT_NAME_MAX, .flags = CFG_REQUIRED | CFG_NO_ENV,
      .help = "the agent's name in POST /v1/agents/{name}/runs"},
@@ -182,7 +181,7 @@ static const struct cfg_field agent_fields[] = {
     {.key = "allow_private_networks", .type = CFG_BOOL, .off = AOFF(allow_private_networks), .def = "false",
      .flags = CFG_NO_ENV,
      .help = "http_fetch may reach private, loopback and link-local addresses (internal services); off by default"},
-    {.key = "code_network", .type = CFG_ENUM, .off = AOFF(code_network), .enums = code_networks, .def = "none",
+    {.key = "code_network", .type = CFG_ENUM, .off = AOFF(code_network), .enums = sbx_net_names, .def = "none",
      .flags = CFG_NO_ENV,
      .help = "code_exec's network: none, or egress (out through the sandbox's proxy, under sandbox.egress)"},
     {.key = "mcp_servers", .type = CFG_LIST, .off = AOFF(mcp_servers), .sub = &agent_mcp_server_schema,
@@ -361,10 +360,7 @@ int agent_def_from_json(const cJSON *o, struct config_agent *a, char *msg, size_
     a->allow_private_networks = cJSON_IsTrue(apn);
     const cJSON *cn = cJSON_GetObjectItemCaseSensitive(o, "code_network");
     if (cn) {
-        int v = -1;
-        for (int i = 0; cJSON_IsString(cn) && code_networks[i]; i++)
-            if (strcmp(cn->valuestring, code_networks[i]) == 0)
-                v = i;
+        int v = cJSON_IsString(cn) ? sbx_net_parse(cn->valuestring) : -1;
         if (v < 0) {
             snprintf(msg, n, "field 'code_network' must be \"none\" or \"egress\"");
             return -1;
@@ -490,8 +486,8 @@ cJSON *agent_def_to_json(const struct config_agent *a)
     cJSON_AddStringToObject(o, "workflow", a->workflow ? a->workflow : a->name ? a->name : "");
     cJSON_AddItemToObject(o, "allow_urls", strlist_json(&a->allow_urls));
     cJSON_AddBoolToObject(o, "allow_private_networks", a->allow_private_networks);
-    cJSON_AddStringToObject(o, "code_network",
-                            a->code_network >= 0 && a->code_network < 2 ? code_networks[a->code_network] : "none");
+    const char *cn = sbx_net_name((enum sbx_net)a->code_network);
+    cJSON_AddStringToObject(o, "code_network", cn ? cn : "none");
     cJSON *l = cJSON_AddObjectToObject(o, "limits");
     cJSON_AddNumberToObject(l, "max_steps", (double)a->limits.max_steps);
     cJSON_AddNumberToObject(l, "max_tokens", (double)a->limits.max_tokens);

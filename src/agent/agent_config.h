@@ -63,7 +63,7 @@ struct config_agent {
     char *workflow;             /* budget scope `workflow`; NULL: the agent's name */
     struct cfg_strlist allow_urls; /* http_fetch: URL prefixes the agent may fetch */
     bool allow_private_networks;   /* http_fetch: private, loopback and link-local addresses too */
-    int code_network;              /* code_exec: enum sbx_net (0 none, 1 egress: sandbox.egress's policy) */
+    int code_network;              /* code_exec: enum sbx_net (its names are the enum's table: sbx_net_names) */
     struct cfg_list mcp_servers;   /* struct agent_mcp_server: every tool of these is offered too */
     struct agent_limits limits;
 };

@@ -184,8 +184,6 @@ static void answer_early(struct tool_exec *te, enum tool_outcome o, const char *
     uv_timer_start(&e->t, early_fire, 0, 0);
 }
 
-_Static_assert(SBX_NET_NONE == 0 && SBX_NET_EGRESS == 1, "agent code_network values are enum sbx_net");
-
 void code_exec_start(struct tool_exec *te)
 {
     if (!sbx_service_started()) {

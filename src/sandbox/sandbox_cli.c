@@ -259,12 +259,10 @@ static int parse(struct cli *c, int argc, char **argv, bool run, struct buf *err
         else if (strcmp(a, "--tmp-size") == 0)
             bad = num_u64(v, &c->spec.limits.tmp_bytes);
         else if (strcmp(a, "--net") == 0) {
-            if (strcmp(v, "none") == 0)
-                c->spec.net = SBX_NET_NONE;
-            else if (strcmp(v, "egress") == 0)
-                c->spec.net = SBX_NET_EGRESS;
-            else
-                bad = 1;
+            int net = sbx_net_parse(v);
+            bad = net < 0;
+            if (!bad)
+                c->spec.net = (enum sbx_net)net;
         } else if (strcmp(a, "--egress-host") == 0) {
             c->egress_hosts = xrealloc(c->egress_hosts, (c->egress.n_allow_hosts + 1) * sizeof(*c->egress_hosts));
             c->egress_hosts[c->egress.n_allow_hosts++] = v;

@@ -271,14 +271,12 @@ int sbx_json_spec_from_object(struct cJSON *root, const struct sbx_limits *defau
             }
             s->limits.wall_ms = (uint64_t)ceil(c->valuedouble * 1000);
         } else if (strcmp(k, "net") == 0 && cJSON_IsString(c)) {
-            if (strcmp(c->valuestring, "none") == 0) {
-                s->net = SBX_NET_NONE;
-            } else if (strcmp(c->valuestring, "egress") == 0) {
-                s->net = SBX_NET_EGRESS;
-            } else {
+            int net = sbx_net_parse(c->valuestring);
+            if (net < 0) {
                 (void)buf_printf(err, "net must be \"none\" or \"egress\"");
                 return -1;
             }
+            s->net = (enum sbx_net)net;
         } else {
             (void)buf_printf(err, "unknown or mistyped field \"%s\"", k);
             return -1;

@@ -54,10 +54,19 @@ const char *sbx_reason_name(enum sbx_reason r)
     return (unsigned)r < SBX_REASON__COUNT ? reason_names[r] : "?";
 }
 
+const char *const sbx_net_names[SBX_NET__COUNT + 1] = {[SBX_NET_NONE] = "none", [SBX_NET_EGRESS] = "egress"};
+
 const char *sbx_net_name(enum sbx_net net)
 {
-    static const char *const names[SBX_NET__COUNT] = {[SBX_NET_NONE] = "none", [SBX_NET_EGRESS] = "egress"};
-    return (unsigned)net < SBX_NET__COUNT ? names[net] : NULL;
+    return (unsigned)net < SBX_NET__COUNT ? sbx_net_names[net] : NULL;
+}
+
+int sbx_net_parse(const char *s)
+{
+    for (int i = 0; s && i < SBX_NET__COUNT; i++)
+        if (strcmp(s, sbx_net_names[i]) == 0)
+            return i;
+    return -1;
 }
 
 const char *sbx_lang_name(enum sbx_lang l)

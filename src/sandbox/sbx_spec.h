@@ -20,8 +20,12 @@ enum sbx_lang { SBX_LANG_NONE = 0, SBX_LANG_PYTHON, SBX_LANG_SH, SBX_LANG_NODE, 
  *           on 127.0.0.1:3128 inside and named by HTTP_PROXY and HTTPS_PROXY (sbx_egress.h), which lets through
  *           what the daemon's egress policy allows. */
 enum sbx_net { SBX_NET_NONE = 0, SBX_NET_EGRESS, SBX_NET__COUNT };
+/* The modes' names, by value, NULL-terminated (a configuration enum's table too). */
+extern const char *const sbx_net_names[SBX_NET__COUNT + 1];
 /* "none", "egress"; NULL for a value out of range. */
 const char *sbx_net_name(enum sbx_net net);
+/* The mode named s, or -1. */
+int sbx_net_parse(const char *s);
 
 /* Why a run ended. */
 enum sbx_reason {

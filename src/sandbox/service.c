@@ -725,9 +725,10 @@ static int parse_request(const char *body, size_t len, struct sbx_json_spec *out
                 move(req, c, spec, "argv");
             }
         } else if (strcmp(k, "network") == 0) {
-            if (cJSON_IsFalse(c) || (cJSON_IsString(c) && strcmp(c->valuestring, "none") == 0)) {
+            int net = cJSON_IsFalse(c) ? SBX_NET_NONE : cJSON_IsString(c) ? sbx_net_parse(c->valuestring) : -1;
+            if (net == SBX_NET_NONE) {
                 /* the default */
-            } else if (cJSON_IsString(c) && strcmp(c->valuestring, "egress") == 0) {
+            } else if (net == SBX_NET_EGRESS) {
                 if (!G.o.egress_enabled)
                     rc = bad(err, param, param_cap, "network",
                              "network \"egress\" is not enabled on this server (sandbox.egress.enabled)");
