@@ -263,6 +263,8 @@ static int parse(struct cli *c, int argc, char **argv, bool run, struct buf *err
             bad = net < 0;
             if (!bad)
                 c->spec.net = (enum sbx_net)net;
+        } else if (strcmp(a, "--egress-host") == 0 && !sbx_egress_host_pattern_ok(v)) {
+            bad = 1;
         } else if (strcmp(a, "--egress-host") == 0) {
             c->egress_hosts = xrealloc(c->egress_hosts, (c->egress.n_allow_hosts + 1) * sizeof(*c->egress_hosts));
             c->egress_hosts[c->egress.n_allow_hosts++] = v;

@@ -7,6 +7,8 @@
 #include <string.h>
 
 #include "common/macros.h"
+#include "common/str.h"
+#include "sandbox/sbx_egress.h"
 
 static const char *const cgroup_modes[] = {"auto", "required", "off", NULL};
 _Static_assert(SBX_CGROUP_AUTO == 0 && SBX_CGROUP_REQUIRED == 1 && SBX_CGROUP_OFF == 2, "cgroup_modes order");
@@ -81,31 +83,29 @@ static const struct cfg_field egress_fields[] = {
      .def = "60s", .flags = CFG_RESTART, .help = "a connection with no byte either way for this long is closed"},
 };
 
-/* Ports are numbers 1..65535; host patterns a name or "*." and a name, in the letters DNS names use. */
+/* A port number, 1..65535, digits only. */
+static int port_of(const char *s, uint16_t *out)
+{
+    uint64_t v;
+    if (str_to_u64(str_from(s), &v) != 0 || v < 1 || v > 65535)
+        return -1;
+    *out = (uint16_t)v;
+    return 0;
+}
+
+/* Ports are numbers 1..65535; host patterns what the proxy can match (sbx_egress_host_pattern_ok). */
 static void egress_finish(struct cfg_ctx *ctx, void *obj, const char *path)
 {
     const struct config_sandbox_egress *e = obj;
+    uint16_t port;
     if (e->ports.n > SBX_SVC_EGRESS_PORTS_MAX)
         cfg_error_at(ctx, NULL, path, "ports: at most %d", SBX_SVC_EGRESS_PORTS_MAX);
-    for (size_t i = 0; i < e->ports.n; i++) {
-        const char *p = e->ports.v[i];
-        long v = 0;
-        size_t k = 0;
-        for (; p[k] >= '0' && p[k] <= '9' && k < 6; k++)
-            v = v * 10 + (p[k] - '0');
-        if (k == 0 || p[k] != '\0' || v < 1 || v > 65535)
-            cfg_error_at(ctx, NULL, path, "ports: \"%s\" is not a port number (1-65535)", p);
-    }
-    for (size_t i = 0; i < e->allow_hosts.n; i++) {
-        const char *h = e->allow_hosts.v[i];
-        const char *name = strncmp(h, "*.", 2) == 0 ? h + 2 : h;
-        bool ok = name[0] != '\0' && strlen(name) <= 253;
-        for (const char *q = name; ok && *q; q++)
-            ok = (*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') || (*q >= '0' && *q <= '9') || *q == '.' ||
-                 *q == '-';
-        if (!ok)
-            cfg_error_at(ctx, NULL, path, "allow_hosts: \"%s\" is not a host name or *.name", h);
-    }
+    for (size_t i = 0; i < e->ports.n; i++)
+        if (port_of(e->ports.v[i], &port) != 0)
+            cfg_error_at(ctx, NULL, path, "ports: \"%s\" is not a port number (1-65535)", e->ports.v[i]);
+    for (size_t i = 0; i < e->allow_hosts.n; i++)
+        if (!sbx_egress_host_pattern_ok(e->allow_hosts.v[i]))
+            cfg_error_at(ctx, NULL, path, "allow_hosts: \"%s\" is not a host name or *.name", e->allow_hosts.v[i]);
 }
 
 static const struct cfg_schema egress_schema = {.name = "sandbox.egress",
@@ -162,13 +162,9 @@ void sandbox_config_service_opts(const struct config *cfg, unsigned loops, struc
     o->egress_enabled = e->enabled;
     o->egress.allow_hosts = (const char *const *)e->allow_hosts.v;
     o->egress.n_allow_hosts = e->allow_hosts.n;
-    for (size_t i = 0; i < e->ports.n && i < SBX_SVC_EGRESS_PORTS_MAX; i++) {
-        long port = 0;
-        for (const char *p = e->ports.v[i]; *p >= '0' && *p <= '9' && port <= 65535; p++)
-            port = port * 10 + (*p - '0');
-        if (port >= 1 && port <= 65535) /* checked at load (egress_finish) */
-            o->egress_ports[o->egress.n_ports++] = (uint16_t)port;
-    }
+    for (size_t i = 0; i < e->ports.n && i < SBX_SVC_EGRESS_PORTS_MAX; i++) /* checked at load (egress_finish) */
+        if (port_of(e->ports.v[i], &o->egress_ports[o->egress.n_ports]) == 0)
+            o->egress.n_ports++;
     o->egress.ports = o->egress_ports;
     o->egress.allow_private_networks = e->allow_private_networks;
     o->egress.max_bytes = (uint64_t)e->max_bytes;

@@ -411,6 +411,13 @@ int sbx_egress_parse(const char *p, size_t n, struct sbx_egress_req *out, struct
     return 0;
 }
 
+bool sbx_egress_host_pattern_ok(const char *pattern)
+{
+    char name[256];
+    const char *p = strncmp(pattern, "*.", 2) == 0 ? pattern + 2 : pattern;
+    return copy_name(p, strlen(p), name) == 0;
+}
+
 bool sbx_egress_host_allowed(const struct sbx_egress_policy *pol, const char *host)
 {
     if (pol->n_allow_hosts == 0)

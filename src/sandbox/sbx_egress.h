@@ -77,6 +77,9 @@ struct sbx_egress_req {
 /* Parses the request head at the start of p[0..n). 1: not complete yet (n < SBX_EGRESS_HEAD_MAX); 0: parsed, and for
  * FORWARD the head to send to the origin appended to *origin_head; -1: refused, *why says why (a fixed string). */
 int sbx_egress_parse(const char *p, size_t n, struct sbx_egress_req *out, struct buf *origin_head, const char **why);
+/* True when pattern may stand in allow_hosts: a name (or IPv4 literal) the parser would take as a host, alone or
+ * after "*.". */
+bool sbx_egress_host_pattern_ok(const char *pattern);
 /* True when host (lower case) matches the policy's allow_hosts (or the list is empty). */
 bool sbx_egress_host_allowed(const struct sbx_egress_policy *pol, const char *host);
 /* True when port is one of the policy's ports (80 and 443 when it names none). */

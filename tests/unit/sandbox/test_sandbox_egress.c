@@ -318,6 +318,16 @@ static void test_hosts_ports(void)
     ok(!sbx_egress_host_allowed(&p, "a.example.com"));
     ok(!sbx_egress_host_allowed(&p, "example.com.evil"));
     ok(!sbx_egress_host_allowed(&p, "xexample.com"));
+    /* what may stand in the list: what the parser would take as a host, alone or after "*." */
+    ok(sbx_egress_host_pattern_ok("example.com"));
+    ok(sbx_egress_host_pattern_ok("*.Example.org"));
+    ok(sbx_egress_host_pattern_ok("10.0.0.1"));
+    ok(!sbx_egress_host_pattern_ok("*"));
+    ok(!sbx_egress_host_pattern_ok("*."));
+    ok(!sbx_egress_host_pattern_ok("a..b"));
+    ok(!sbx_egress_host_pattern_ok("example.com."));
+    ok(!sbx_egress_host_pattern_ok("bad host"));
+    ok(!sbx_egress_host_pattern_ok("*.*.example.com"));
     ok(!sbx_egress_host_allowed(&p, "example.org"));
     ok(sbx_egress_host_allowed(&p, "a.example.org"));
     ok(sbx_egress_host_allowed(&p, "a.b.example.org"));
