@@ -45,7 +45,8 @@ struct child {
     struct child *prev, *next;
     pid_t pid;
     int pidfd, ctl;
-    int work_fd; /* /work of the run, sent by the child with collect_files (-1: none) */
+    int work_fd; /* /work, sent by the child while warm (a warm interpreter: with its run) (-1: none) */
+    bool collect; /* the run collects its files: work_fd goes with its result */
     int held[SBX_HELD]; /* the run's namespaces and filter, held so that their teardown is not the exiting program's */
     uint32_t slot;
     struct sbx_cgroup cg;
@@ -88,7 +89,8 @@ struct pending {
     int fds[3];
     struct sbx_limits limits;
     enum sbx_net net;
-    bool py; /* a warm interpreter may serve it */
+    bool py;      /* a warm interpreter may serve it */
+    bool collect; /* spec.collect_files */
 };
 
 struct sbx_engine {
@@ -692,11 +694,12 @@ fail:
 
 /* Run id is ch's from now on, with limits l; its deadline counts from here, so a cold start's set-up is inside it
  * too. */
-static void start_run(struct child *ch, uint64_t id, const struct sbx_limits *l)
+static void start_run(struct child *ch, uint64_t id, const struct sbx_limits *l, bool collect)
 {
     ch->attached = true;
     ch->id = id;
     ch->limits = *l;
+    ch->collect = collect;
     ch->t_start_ns = uv_hrtime();
     /* The loop's clock may be stale (it is read once per iteration): refresh it, or the timer fires early by however
      * long this turn ran. */
@@ -715,7 +718,8 @@ static void running(struct child *ch)
         uv_poll_stop(&ch->ctl_poll);
 }
 
-static void attach(struct child *ch, uint64_t id, char *spec, size_t len, int fds[3], const struct sbx_limits *l)
+static void attach(struct child *ch, uint64_t id, char *spec, size_t len, int fds[3], const struct sbx_limits *l,
+                   bool collect)
 {
     ch->spec = spec;
     ch->spec_len = len;
@@ -723,7 +727,7 @@ static void attach(struct child *ch, uint64_t id, char *spec, size_t len, int fd
         ch->fds[i] = fds[i];
         fds[i] = -1;
     }
-    start_run(ch, id, l);
+    start_run(ch, id, l, collect);
     if (ch->state == CH_READY) {
         dispatch(ch);
         ready_changed(ch->eng);
@@ -877,7 +881,7 @@ static bool read_ctl(struct child *ch)
         struct sbx_msg_hdr wh;
         const void *wbody;
         size_t wlen;
-        if (n > 0 && nfds == 1 && ch->work_fd == -1 && ch->state == CH_RUNNING &&
+        if (n > 0 && nfds == 1 && ch->work_fd == -1 && (ch->state == CH_STARTING || ch->state == CH_RUNNING) &&
             sbx_wire_msg_parse(msg, (size_t)n, &wh, &wbody, &wlen) == 0 && wh.type == SBX_MSG_WORKDIR) {
             ch->work_fd = fds[0];
             continue;
@@ -1142,8 +1146,11 @@ static void finalize(struct child *ch, int status, const struct rusage *ru, uint
      * waits for exactly this thread's CPU to read it. So the release waits for the refill turn (1 ms on), which
      * runs it before it warms anything. Nothing of the run can act meanwhile: its processes are gone. */
     uv_timer_stop(&ch->timer);
-    int work_fd = ch->work_fd; /* handed over: the hook closes or passes it on */
-    ch->work_fd = -1;
+    int work_fd = -1; /* handed over: the hook closes or passes it on; else child_release closes it */
+    if (ch->collect) {
+        work_fd = ch->work_fd;
+        ch->work_fd = -1;
+    }
     eng->hooks.on_result(eng->ud, ch->id, &e, work_fd);
     if (eng->closing) {
         child_release(ch);
@@ -1219,7 +1226,7 @@ static void drain_pending(struct sbx_engine *eng)
         eng->pend_head = p->next;
         if (eng->pend_head == NULL)
             eng->pend_tail = NULL;
-        attach(ch, p->id, p->spec, p->len, p->fds, &p->limits);
+        attach(ch, p->id, p->spec, p->len, p->fds, &p->limits, p->collect);
         xfree(p);
     }
 }
@@ -1293,6 +1300,7 @@ void sbx_engine_submit(struct sbx_engine *eng, uint64_t id, const void *spec, si
     p->limits = ws.spec.limits;
     p->net = ws.spec.net;
     p->py = sbx_pywarm_eligible(&ws.spec);
+    p->collect = ws.spec.collect_files;
     for (int i = 0; i < 3; i++) {
         p->fds[i] = fds[i];
         fds[i] = -1;
@@ -1330,7 +1338,7 @@ void sbx_engine_attach_direct(struct sbx_engine *eng, uint64_t id, uint64_t toke
         return;
     }
     ch->offered = false;
-    start_run(ch, id, &ws.spec.limits);
+    start_run(ch, id, &ws.spec.limits, ws.spec.collect_files);
     sbx_wire_spec_free(&ws);
     buf_free(&err);
     running(ch); /* as dispatch leaves it: the child has its RUN, from the client */

@@ -97,7 +97,9 @@ static int step_receive(struct runner *c)
     size_t cap = SBX_WIRE_MSG_MAX;
     char *msg = xmalloc(cap);
     int fds[SBX_WIRE_MAX_FDS], nfds = 0, rc = -1;
-    long n = sbx_wire_recv(c->sc.ctl, msg, cap, fds, &nfds);
+    /* Inheritable: the run's stdio lands on 0-2, which the warm steps left free (step_stdio then has nothing to
+     * do); everything else received is closed below or by close_fds before the exec. */
+    long n = sbx_wire_recv_inheritable(c->sc.ctl, msg, cap, fds, &nfds);
     struct sbx_msg_hdr h;
     const void *body;
     size_t blen;
@@ -149,46 +151,24 @@ out:
     return rc;
 }
 
+/* The run's files, in /work: the current directory since the warm steps (AT_FDCWD is /work). */
 static int step_files(struct runner *c)
 {
     const struct sbx_spec *s = &c->ws.spec;
     struct buf err = BUF_INIT(512);
     int rc = -1;
-    if (chdir("/work") == -1) {
-        sbx_step_fail(&c->sc, "chdir /work");
-        goto out;
-    }
-    int dfd = open("/work", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-    if (dfd == -1) {
-        sbx_step_fail(&c->sc, "open /work");
-        goto out;
-    }
     if (s->lang != SBX_LANG_NONE && s->argc == 0 && s->code) {
-        if (sbx_files_write_one(dfd, sbx_lang_snippet_name(s->lang), s->code, s->code_len, 0644, &err) != 0) {
-            close(dfd);
+        if (sbx_files_write_one(AT_FDCWD, sbx_lang_snippet_name(s->lang), s->code, s->code_len, 0644, &err) != 0) {
             errno = 0;
             sbx_step_fail(&c->sc, "%s", err.data);
             goto out;
         }
     }
-    if (sbx_files_write(dfd, s->files, s->nfiles, &err) != 0) {
-        close(dfd);
+    if (sbx_files_write(AT_FDCWD, s->files, s->nfiles, &err) != 0) {
         errno = 0;
         sbx_step_fail(&c->sc, "%s", err.data);
         goto out;
     }
-    if (s->collect_files) {
-        /* The engine keeps /work open past the end of the run (the tmpfs lives as long as an fd on it does), and
-         * the client reads the files the program left there, from outside, after every process of it is gone. */
-        int wrc = sbx_step_send_fd(c->sc.ctl, SBX_MSG_WORKDIR, dfd);
-        if (wrc != 0) {
-            close(dfd);
-            errno = -wrc;
-            sbx_step_fail(&c->sc, "send /work");
-            goto out;
-        }
-    }
-    close(dfd);
     rc = 0;
 out:
     buf_free(&err);
@@ -198,7 +178,7 @@ out:
 static int step_stdio(struct runner *c)
 {
     for (int i = 0; i < 3; i++) {
-        if (dup2(c->stdio[i], i) == -1)
+        if (c->stdio[i] != i && dup2(c->stdio[i], i) == -1) /* already there: received onto the free 0-2 */
             return sbx_step_fail(&c->sc, "dup2 %d", i);
     }
     for (int i = 0; i < 3; i++)
@@ -268,7 +248,7 @@ static int step_exec_args(struct runner *c)
         return sbx_step_fail(&c->sc, "%s", prog);
     }
     if (strchr(prog, '/')) {
-        (void)snprintf(c->exe, sizeof(c->exe), "%s", prog);
+        memcpy(c->exe, prog, strlen(prog) + 1); /* fits: checked above */
     } else {
         static const char *const path[] = {"/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"};
         bool found = false;
@@ -302,7 +282,11 @@ static int step_exec_args(struct runner *c)
 size_t sbx_runner_rlimits(const struct sbx_limits *l, bool cgroup_memory, struct sbx_rlimit *out)
 {
     size_t n = 0;
-#define RL(r, s, h) (out[n++] = (struct sbx_rlimit){.res = (int)(r), .name = &(#r)[7], .soft = (s), .hard = (h)})
+/* The name is made here, before RLIMIT_NPROC and friends (macros in glibc) are expanded by a macro they pass to. */
+#define RLX(r, nm, s, h, f)                                                                                            \
+    (out[n++] = (struct sbx_rlimit){.res = (int)(r), .name = &(nm)[7], .soft = (s), .hard = (h), .fixed = (f)})
+#define RL(r, s, h) RLX(r, #r, s, h, false)
+#define RLF(r, v) RLX(r, #r, v, v, true) /* the same for every run */
     /* soft == hard for CPU: the kernel then sends SIGKILL at the limit, which even a PID 1 cannot ignore. */
     uint64_t cpu_s = l->cpu_ms ? (l->cpu_ms + 999) / 1000 : RLIM_INFINITY;
     uint64_t as = l->address_space_bytes ? l->address_space_bytes : RLIM_INFINITY;
@@ -312,32 +296,42 @@ size_t sbx_runner_rlimits(const struct sbx_limits *l, bool cgroup_memory, struct
     if (!cgroup_memory)
         RL(RLIMIT_DATA, l->memory_bytes, l->memory_bytes);
     RL(RLIMIT_CPU, cpu_s, cpu_s);
-    RL(RLIMIT_CORE, 0, 0);
+    RLF(RLIMIT_CORE, 0);
     RL(RLIMIT_NPROC, l->pids, l->pids);
     RL(RLIMIT_NOFILE, l->nofile, l->nofile);
     RL(RLIMIT_FSIZE, l->fsize_bytes, l->fsize_bytes);
-    RL(RLIMIT_STACK, 8ull << 20, 8ull << 20);
-    RL(RLIMIT_MEMLOCK, 64ull << 10, 64ull << 10);
-    RL(RLIMIT_MSGQUEUE, 1024, 1024);
-    RL(RLIMIT_NICE, 0, 0);
-    RL(RLIMIT_RTPRIO, 0, 0);
-    RL(RLIMIT_SIGPENDING, 1024, 1024);
+    RLF(RLIMIT_STACK, 8ull << 20);
+    RLF(RLIMIT_MEMLOCK, 64ull << 10);
+    RLF(RLIMIT_MSGQUEUE, 1024);
+    RLF(RLIMIT_NICE, 0);
+    RLF(RLIMIT_RTPRIO, 0);
+    RLF(RLIMIT_SIGPENDING, 1024);
     /* Last: the address-space limit also binds this process until execve replaces it. */
     RL(RLIMIT_AS, as, as);
+#undef RLF
 #undef RL
+#undef RLX
     return n;
 }
 
-static int step_rlimits(struct runner *c)
+/* The rlimits of the run (fixed: those the same for every run, set before it exists by the warm steps). */
+static int set_rlimits(struct runner *c, const struct sbx_limits *l, bool fixed)
 {
     struct sbx_rlimit rl[SBX_RLIMITS_MAX];
-    size_t n = sbx_runner_rlimits(&c->ws.spec.limits, c->cgroup_memory, rl);
+    size_t n = sbx_runner_rlimits(l, c->cgroup_memory, rl);
     for (size_t i = 0; i < n; i++) {
+        if (rl[i].fixed != fixed)
+            continue;
         struct rlimit r = {.rlim_cur = rl[i].soft, .rlim_max = rl[i].hard};
         if (setrlimit(rl[i].res, &r) == -1)
             return sbx_step_fail(&c->sc, "setrlimit(%s)", rl[i].name);
     }
     return 0;
+}
+
+static int step_rlimits(struct runner *c)
+{
+    return set_rlimits(c, &c->ws.spec.limits, false);
 }
 
 static int step_close_fds(struct runner *c)
@@ -350,6 +344,41 @@ static int step_close_fds(struct runner *c)
     return 0;
 }
 
+
+/* ---- the warm steps: what no run decides, done before READY ---- */
+
+/* /work becomes the current directory, and the engine gets an fd on it now rather than mid-run: it keeps the tmpfs
+ * alive past the end of the run, and reads from outside the files a run that collects them left there. */
+static int warm_workdir(struct runner *c)
+{
+    if (chdir("/work") == -1)
+        return sbx_step_fail(&c->sc, "chdir /work");
+    int dfd = open("/work", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (dfd == -1)
+        return sbx_step_fail(&c->sc, "open /work");
+    int rc = sbx_step_send_fd(c->sc.ctl, SBX_MSG_WORKDIR, dfd);
+    close(dfd);
+    if (rc != 0) {
+        errno = -rc;
+        return sbx_step_fail(&c->sc, "send /work");
+    }
+    return 0;
+}
+
+static int warm_rlimits(struct runner *c)
+{
+    static const struct sbx_limits any; /* the fixed ones do not depend on the limits */
+    return set_rlimits(c, &any, true);
+}
+
+/* 0-2 (/dev/null until now) are closed, so the RUN's three fds land on them (step_receive). */
+static int warm_stdio(struct runner *c)
+{
+    for (int fd = 0; fd < 3; fd++)
+        if (close(fd) == -1 && errno != EBADF)
+            return sbx_step_fail(&c->sc, "close %d", fd);
+    return 0;
+}
 
 /* Touches, while the child is still only warm, the memory a run's steps will use: the heap (kept: no trimming) and
  * the stack. A first touch of a page is a fault, and on a VM a costly one (several microseconds each, tens of them
@@ -374,6 +403,21 @@ static void prefault(void)
     touch_stack();
 }
 
+struct step {
+    const char *name;
+    int (*fn)(struct runner *c);
+};
+
+static void run_steps(struct runner *c, const struct step *st, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        errno = 0;
+        c->sc.err[0] = '\0';
+        if (st[i].fn(c) != 0)
+            sbx_step_die(&c->sc, st[i].name);
+    }
+}
+
 void sbx_runner_main(int ctl, bool cgroup_memory)
 {
     static struct runner c; /* static: this process has nothing else to do, and the stack stays small */
@@ -385,20 +429,14 @@ void sbx_runner_main(int ctl, bool cgroup_memory)
         sbx_step_die(&c.sc, "receive");
     }
     c.cgroup_memory = cgroup_memory;
-    prefault();
-    static const struct {
-        const char *name;
-        int (*fn)(struct runner *c);
-    } steps[] = {
+    static const struct step warm[] = {{"workdir", warm_workdir}, {"rlimits", warm_rlimits}, {"stdio", warm_stdio}};
+    static const struct step steps[] = {
         {"receive", step_receive},     {"files", step_files},   {"stdio", step_stdio}, {"exec_args", step_exec_args},
         {"close_fds", step_close_fds}, {"rlimits", step_rlimits},
     };
-    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
-        errno = 0;
-        c.sc.err[0] = '\0';
-        if (steps[i].fn(&c) != 0)
-            sbx_step_die(&c.sc, steps[i].name);
-    }
+    run_steps(&c, warm, sizeof(warm) / sizeof(warm[0]));
+    prefault();
+    run_steps(&c, steps, sizeof(steps) / sizeof(steps[0]));
     execve(c.exe, (char *const *)c.argv, c.envp);
     c.sc.err[0] = '\0';
     sbx_step_fail(&c.sc, "%s", c.exe);

@@ -1,5 +1,6 @@
 /* sbx_runner.h: phase B of a sandbox child (sbx_contain.h), the steps that need the run: receive it, write its
- * files, put its pipes on 0-2, a new session, argv and the environment, close every other fd, the rlimits, execve.
+ * files, its pipes on 0-2, argv and the environment, close every other fd, the rlimits, execve. What no run decides
+ * (the current directory /work, its fd for the engine, the fixed rlimits, 0-2 freed) is done before READY.
  *
  * A warm child runs them in a small program of its own, the runner (agentd-sandbox-runner, built from
  * sbx_runner_main.c, static where the toolchain allows, and carried inside agentd: sbx_runner_image), which it
@@ -49,6 +50,7 @@ struct sbx_rlimit {
     int res;
     const char *name;
     uint64_t soft, hard;
+    bool fixed; /* the same for every run: a warm runner sets it before its run exists */
 };
 #define SBX_RLIMITS_MAX 16
 /* The rlimits of a run with limits l, in the order they are set; returns how many (<= SBX_RLIMITS_MAX). */

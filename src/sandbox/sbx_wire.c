@@ -355,7 +355,7 @@ int sbx_wire_send(int sock, const void *p, size_t n, const int *fds, int nfds)
     }
 }
 
-long sbx_wire_recv(int sock, void *p, size_t cap, int *fds, int *nfds)
+static long wire_recv(int sock, void *p, size_t cap, int *fds, int *nfds, int flags)
 {
     struct iovec iov = {.iov_base = p, .iov_len = cap};
     union {
@@ -366,7 +366,7 @@ long sbx_wire_recv(int sock, void *p, size_t cap, int *fds, int *nfds)
     ssize_t r;
     *nfds = 0;
     do
-        r = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+        r = recvmsg(sock, &mh, flags);
     while (r == -1 && errno == EINTR);
     if (r == -1)
         return -errno;
@@ -390,4 +390,14 @@ long sbx_wire_recv(int sock, void *p, size_t cap, int *fds, int *nfds)
         return -EMSGSIZE;
     }
     return (long)r;
+}
+
+long sbx_wire_recv(int sock, void *p, size_t cap, int *fds, int *nfds)
+{
+    return wire_recv(sock, p, cap, fds, nfds, MSG_CMSG_CLOEXEC);
+}
+
+long sbx_wire_recv_inheritable(int sock, void *p, size_t cap, int *fds, int *nfds)
+{
+    return wire_recv(sock, p, cap, fds, nfds, 0);
 }

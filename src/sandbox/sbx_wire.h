@@ -130,5 +130,8 @@ int sbx_wire_msg_parse(const void *p, size_t n, struct sbx_msg_hdr *hdr, const v
 #define SBX_WIRE_MAX_FDS 6
 int sbx_wire_send(int sock, const void *p, size_t n, const int *fds, int nfds);
 long sbx_wire_recv(int sock, void *p, size_t cap, int *fds, int *nfds);
+/* The same, with the received fds inheritable (no MSG_CMSG_CLOEXEC): for the runner, whose RUN brings the run's
+ * stdio, which lands on 0-2 when those are free. */
+long sbx_wire_recv_inheritable(int sock, void *p, size_t cap, int *fds, int *nfds);
 
 #endif
