@@ -940,6 +940,10 @@ int sbx_run_start(struct sbx_pool *pool, const struct sbx_spec *spec, sbx_done_f
     run->id = ++pool->next_id;
     run->cb = cb;
     run->ud = ud;
+    /* A direct run's child gets its RUN first, so that its phase B overlaps with the set-up below. Nothing can come
+     * back before this returns to the loop. */
+    int child[3] = {ps.in[0], ps.out[1], ps.err[1]};
+    bool direct = pool->eng == NULL && start_direct(pool, run, spec, &wire, child) == 0;
     buf_init(&run->res.out, spec->limits.stdout_max);
     buf_init(&run->res.err, spec->limits.stderr_max);
     run->res.exit_code = -1;
@@ -989,8 +993,7 @@ int sbx_run_start(struct sbx_pool *pool, const struct sbx_spec *spec, sbx_done_f
         pool->runs->prev = run;
     pool->runs = run;
 
-    int child[3] = {ps.in[0], ps.out[1], ps.err[1]};
-    if (pool->eng == NULL && start_direct(pool, run, spec, &wire, child) == 0) {
+    if (direct) {
         buf_free(&wire);
         if (out)
             *out = run;
