@@ -128,6 +128,10 @@ struct sbx_engine {
 
 static void refill(struct sbx_engine *eng);
 static void refill_soon(struct sbx_engine *eng);
+static void refill_after_result(struct sbx_engine *eng);
+/* The refill turn: what waits for it (releasing ended children, warming new ones) runs that long after it is asked
+ * for, so that results and new runs are served first. */
+#define REFILL_TURN_MS 1
 static void engine_maybe_free(struct sbx_engine *eng);
 static void drain_pending(struct sbx_engine *eng);
 static void finalize(struct child *ch, int status, const struct rusage *ru, uint64_t t_end);
@@ -1143,8 +1147,9 @@ static void finalize(struct child *ch, int status, const struct rusage *ru, uint
     }
     /* Report first, and release later: removing the cgroup (4 rmdirs on v1) and handing the namespaces to the reaper
      * take this thread for a few hundred microseconds, and on a busy host the caller, woken by the result, often
-     * waits for exactly this thread's CPU to read it. So the release waits for the refill turn (1 ms on), which
-     * runs it before it warms anything. Nothing of the run can act meanwhile: its processes are gone. */
+     * waits for exactly this thread's CPU to read it (a wake-up does not always preempt this SCHED_BATCH thread).
+     * So the release waits for the refill turn, a full turn from now (refill_after_result), which runs it before it
+     * warms anything. Nothing of the run can act meanwhile: its processes are gone. */
     uv_timer_stop(&ch->timer);
     int work_fd = -1; /* handed over: the hook closes or passes it on; else child_release closes it */
     if (ch->collect) {
@@ -1158,7 +1163,7 @@ static void finalize(struct child *ch, int status, const struct rusage *ru, uint
     }
     ch->release_due = true;
     drain_pending(eng);
-    refill_soon(eng);
+    refill_after_result(eng);
 }
 
 /* Releases the children finalize left for later (release_due). */
@@ -1242,7 +1247,18 @@ static void on_refill_timer(uv_timer_t *t)
 static void refill_soon(struct sbx_engine *eng)
 {
     if (eng->timer_open && !uv_is_active((uv_handle_t *)&eng->refill_timer))
-        uv_timer_start(&eng->refill_timer, on_refill_timer, 1, 0);
+        uv_timer_start(&eng->refill_timer, on_refill_timer, REFILL_TURN_MS, 0);
+}
+
+/* As refill_soon, but a full turn from now even when a turn is due already: one started when the run began (an
+ * attach calls refill_soon) has often passed by the time it ends, and would then release the run's child and warm
+ * the next (a clone: a millisecond or more) right after the result, while the client it woke waits for the CPU. */
+static void refill_after_result(struct sbx_engine *eng)
+{
+    if (eng->timer_open) {
+        uv_update_time(eng->loop);
+        uv_timer_start(&eng->refill_timer, on_refill_timer, REFILL_TURN_MS, 0);
+    }
 }
 
 /* Warms one child per loop turn, so results and new runs are served between clones (a clone with new

@@ -28,8 +28,9 @@ enum sbx_msg_type {
     SBX_MSG_READY,     /* child -> zygote: set-up done, waiting for a run */
     SBX_MSG_ERROR,     /* child -> zygote: a step failed; zygote -> client: no engine; body = text */
     SBX_MSG_POOL,      /* zygote -> client: body = u32 children ready */
-    SBX_MSG_WORKDIR,   /* child -> zygote, just before exec, with spec.collect_files: fd = /work (O_DIRECTORY);
-                        * the RESULT that follows then carries that fd on to the client, which reads the files */
+    SBX_MSG_WORKDIR,   /* child -> engine, while warm (a warm interpreter: with its run): fd = /work (O_DIRECTORY);
+                        * the RESULT of a run with spec.collect_files carries it on to the client, which reads the
+                        * files */
     SBX_MSG_HOLD,      /* child -> engine, in set-up: fd = its seccomp filter's listener, held past the run's end */
     SBX_MSG_OFFER,     /* zygote -> client: id = token, a ready child reserved for direct runs; fd = its control
                         * socket; body = struct sbx_wire_offer (sbx_wire_encode_offer) */

@@ -138,11 +138,17 @@ function tree(root) {
 }
 
 // What the daemon's processes hold that a finished run left: an fd on a mount namespace no process lives in any
-// more (the engine holds a warm or running child's, which is alive), or an fd on a run's /work (by device).
+// more (the engine holds a warm or running child's, which is alive), or an fd on a run's /work (by device) that no
+// live child has as its /work (the engine holds each warm child's from the start, and a tmpfs of a finished run
+// may have passed its device number on to a new one).
 function heldByDaemon(pid, workDevs) {
   const live = new Set();
   for (const p of readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
     try { live.add(readlinkSync(`/proc/${p}/ns/mnt`)); } catch { /* gone meanwhile */ }
+  }
+  const liveWork = new Set();
+  for (const p of tree(pid)) {
+    try { liveWork.add(statSync(`/proc/${p}/root/work`).dev); } catch { /* gone meanwhile, or no /work */ }
   }
   const found = [];
   for (const p of tree(pid)) {
@@ -153,7 +159,9 @@ function heldByDaemon(pid, workDevs) {
         const l = readlinkSync(`/proc/${p}/fd/${fd}`);
         if (l.startsWith('mnt:[')) {
           if (!live.has(l)) found.push(`${p} fd ${fd} holds ${l}, where no process lives`);
-        } else if (!l.includes(':[') && workDevs.has(statSync(`/proc/${p}/fd/${fd}`).dev)) {
+        } else if (!l.includes(':[')) {
+          const dev = statSync(`/proc/${p}/fd/${fd}`).dev;
+          if (!workDevs.has(dev) || liveWork.has(dev)) continue;
           found.push(`${p} fd ${fd} -> ${l} on a run's /work`);
         }
       } catch { /* closed meanwhile */ }

@@ -1,6 +1,7 @@
 /* The asynchronous C API end to end with an in-process pool: concurrent runs, stdin, output caps, deadlines,
  * cancellation, large specs, closing a pool with runs in flight. Needs root (or unprivileged user namespaces)
  * and real namespaces: skipped, with the reason, where the host has none, and under valgrind. */
+#include <dirent.h>
 #include <errno.h>
 #include <linux/sched.h>
 #include <pthread.h>
@@ -291,6 +292,36 @@ static void test_zygote_from_threads(void)
     buf_free(&err);
 }
 
+/* Open fds of this process (the directory's own fd left out). */
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = -1;
+    if (d == NULL)
+        return -1;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n - 2; /* "." and ".." */
+}
+
+static void list_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        char path[300], link[256];
+        snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+        ssize_t n = readlink(path, link, sizeof(link) - 1);
+        if (n > 0) {
+            link[n] = '\0';
+            printf("#   fd %s -> %s\n", e->d_name, link);
+        }
+    }
+    if (d)
+        closedir(d);
+}
+
 static const char *why_skip(void)
 {
     static char why[128];
@@ -321,6 +352,11 @@ int main(void)
     struct sbx_pool_opts po;
     struct buf err = BUF_INIT(512);
     uv_loop_init(&loop);
+    /* libuv reserves an fd of its own (on /dev/null) with a loop's first stream, for the life of the loop. */
+    uv_pipe_t first;
+    uv_pipe_init(&loop, &first, 0);
+    uv_close((uv_handle_t *)&first, NULL);
+    int fds0 = count_fds();
     sbx_pool_opts_init(&po);
     po.warm = 1;
     if (!ok(sbx_pool_new(&loop, &po, &pool, &err) == 0)) {
@@ -335,6 +371,9 @@ int main(void)
     subtest("closing the pool with a run in flight", test_close_in_flight);
     while (uv_run(&loop, UV_RUN_DEFAULT))
         ;
+    /* Nothing of the pool, its children or its runs is left open: warm children's /work, pipes, sockets. */
+    if (!is_int(count_fds(), fds0))
+        list_fds();
     /* Last: it starts a thread, after which this process may no longer host an engine. */
     subtest("zygote pool from a multi-threaded process", test_zygote_from_threads);
     while (uv_run(&loop, UV_RUN_DEFAULT))
