@@ -544,6 +544,27 @@ static int read_to_eof(int fd, struct buf *b)
     }
 }
 
+/* Sends a CONNECT head (and whatever follows it in req) on fd, and checks that the tunnel opened. */
+static void tunnel_open(int fd, const char *req)
+{
+    char head[512];
+    ok(send_str(fd, req) == 0);
+    ok(read_head(fd, head, sizeof(head)) > 0);
+    is_str(head, "HTTP/1.1 200 Connection established\r\n\r\n");
+}
+
+/* Sends data through an open tunnel to the echo upstream (script_echo_after_eof), ends our side, and checks its
+ * answer. */
+static void tunnel_echo(int fd, const char *data, const char *want)
+{
+    struct buf b = BUF_INIT(1 << 20);
+    ok(send_str(fd, data) == 0);
+    shutdown(fd, SHUT_WR); /* the upstream answers only after it saw the end */
+    is_int(read_to_eof(fd, &b), 0);
+    is_str(b.data, want);
+    buf_free(&b);
+}
+
 /* ---- an upstream: a thread with blocking sockets serving a few connections with one script ---- */
 
 struct upsrv {
@@ -739,34 +760,21 @@ static struct upsrv up;
 static void *client_tunnel(void *arg)
 {
     (void)arg;
-    char head[512], req[256];
-    struct buf b = BUF_INIT(1 << 20);
+    char req[256];
     int fd = cl_connect(proxy_port, 0);
     ok(fd >= 0);
     /* bytes right behind the head, before the answer: they go out once the tunnel is open */
     snprintf(req, sizeof(req), "CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\nhello", up.port, up.port);
-    ok(send_str(fd, req) == 0);
-    ok(read_head(fd, head, sizeof(head)) > 0);
-    is_str(head, "HTTP/1.1 200 Connection established\r\n\r\n");
-    ok(send_str(fd, " world") == 0);
-    shutdown(fd, SHUT_WR); /* the upstream answers only after it saw the end */
-    is_int(read_to_eof(fd, &b), 0);
-    is_str(b.data, "got 11: hello world");
+    tunnel_open(fd, req);
+    tunnel_echo(fd, " world", "got 11: hello world");
     close(fd);
 
     /* by name (resolved off the loop) */
-    buf_reset(&b);
     fd = cl_connect(proxy_port, 0);
     snprintf(req, sizeof(req), "CONNECT LocalHost:%d HTTP/1.1\r\n\r\n", up.port);
-    ok(send_str(fd, req) == 0);
-    ok(read_head(fd, head, sizeof(head)) > 0);
-    is_str(head, "HTTP/1.1 200 Connection established\r\n\r\n");
-    ok(send_str(fd, "abc") == 0);
-    shutdown(fd, SHUT_WR);
-    is_int(read_to_eof(fd, &b), 0);
-    is_str(b.data, "got 3: abc");
+    tunnel_open(fd, req);
+    tunnel_echo(fd, "abc", "got 3: abc");
     close(fd);
-    buf_free(&b);
     client_finish();
     return NULL;
 }
@@ -811,12 +819,10 @@ static bool paused_once(void)
 static void *client_backpressure(void *arg)
 {
     (void)arg;
-    char head[512], req[256];
+    char req[256];
     int fd = cl_connect(proxy_port, 4096);
     snprintf(req, sizeof(req), "CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n", up.port);
-    ok(send_str(fd, req) == 0);
-    ok(read_head(fd, head, sizeof(head)) > 0);
-    is_str(head, "HTTP/1.1 200 Connection established\r\n\r\n");
+    tunnel_open(fd, req);
     /* not reading: the proxy must stop reading the upstream rather than buffer 8 MiB */
     on_loop(paused_once, NULL);
     char *p = xmalloc(FLOOD_BYTES);
@@ -1043,12 +1049,10 @@ static void test_upstream_failures(void)
 static void *client_cap(void *arg)
 {
     (void)arg;
-    char head[512], req[256];
+    char req[256];
     int fd = cl_connect(proxy_port, 0);
     snprintf(req, sizeof(req), "CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n", up.port);
-    send_str(fd, req);
-    ok(read_head(fd, head, sizeof(head)) > 0);
-    is_str(head, "HTTP/1.1 200 Connection established\r\n\r\n");
+    tunnel_open(fd, req);
     char out[600];
     memset(out, 'o', sizeof(out));
     ok(send_all(fd, out, sizeof(out)) == 0);
@@ -1100,7 +1104,7 @@ static bool none_open(void)
 static void *client_conn_cap(void *arg)
 {
     (void)arg;
-    char head[512], req[256];
+    char req[256];
     /* two connections that never finish their heads hold both places */
     int a = cl_connect(proxy_port, 0), b = cl_connect(proxy_port, 0);
     send_str(a, "CONNECT");
@@ -1111,15 +1115,8 @@ static void *client_conn_cap(void *arg)
     close(b);
     on_loop(none_open, NULL); /* the proxy saw both go */
     int fd = cl_connect(proxy_port, 0);
-    send_str(fd, req);
-    ok(read_head(fd, head, sizeof(head)) > 0);
-    is_str(head, "HTTP/1.1 200 Connection established\r\n\r\n");
-    send_str(fd, "x");
-    shutdown(fd, SHUT_WR);
-    struct buf r = BUF_INIT(4096);
-    is_int(read_to_eof(fd, &r), 0);
-    is_str(r.data, "got 1: x");
-    buf_free(&r);
+    tunnel_open(fd, req);
+    tunnel_echo(fd, "x", "got 1: x");
     close(fd);
     client_finish();
     return NULL;
@@ -1180,11 +1177,10 @@ static void act_stop(void)
 static void *client_stop_tunnel(void *arg)
 {
     (void)arg;
-    char head[512], req[256];
+    char req[256];
     int fd = cl_connect(proxy_port, 0);
     snprintf(req, sizeof(req), "CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n", up.port);
-    send_str(fd, req);
-    ok(read_head(fd, head, sizeof(head)) > 0);
+    tunnel_open(fd, req);
     send_str(fd, "ping");
     char p[5] = {0};
     is_int(read_n(fd, p, 4), 0);
