@@ -9,6 +9,7 @@
 #   AGENTD_BIN=build/agentd RUNS=100 REPS=5 bench/sandbox/egress.sh     (root: the sandbox's uids and cgroups)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
 root=$(cd "$here/../.." && pwd)
 BIN=${AGENTD_BIN:-$root/build/agentd}
 RUNS=${RUNS:-100}
@@ -28,12 +29,7 @@ stop_all() {
   rm -rf "$work"
 }
 trap stop_all EXIT
-hport=
-for _ in $(seq 1 100); do
-  hport=$(sed -n 's/.*port \([0-9]*\).*/\1/p' "$work/http.log" | head -1)
-  [ -n "$hport" ] && break
-  sleep 0.05
-done
+hport=$(log_port "$work/http.log" 's/.*port \([0-9]*\).*/\1/p' 100)
 [ -n "$hport" ] || { echo "egress bench: the HTTP server did not start" >&2; exit 1; }
 mkdir -p "$work/cfg"
 cat > "$work/cfg/agentd.yaml" <<YAML
@@ -47,12 +43,7 @@ YAML
 "$BIN" serve --config "$work/cfg/agentd.yaml" --listen 127.0.0.1:0 --ops-listen 127.0.0.1:0 --data-dir "$work/data" \
   2>"$work/agentd.log" &
 pids+=($!)
-port=
-for _ in $(seq 1 200); do
-  port=$(sed -n 's/.*"msg":"listening".*"api":"[^"]*:\([0-9]*\)".*/\1/p' "$work/agentd.log" | head -1)
-  [ -n "$port" ] && break
-  sleep 0.05
-done
+port=$(log_port "$work/agentd.log" "$AGENTD_PORT_SED")
 [ -n "$port" ] || { echo "egress bench: agentd did not start" >&2; cat "$work/agentd.log" >&2; exit 1; }
 
 p50() { python3 -c 'import json,sys; print("%.2f" % (json.load(open(sys.argv[1]))["total_us"]["p50"] / 1000))' "$1"; }

@@ -12,6 +12,7 @@
 #   AGENTD_BIN=build/agentd N=30 bench/sandbox/phases.sh      (root: tracefs, and the sandbox's cgroups)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
 root=$(cd "$here/../.." && pwd)
 BIN=${AGENTD_BIN:-$root/build/agentd}
 N=${N:-30}
@@ -32,12 +33,7 @@ YAML
 pid=$!
 cleanup() { echo 0 > "$T/tracing_on"; echo > "$T/set_event"; kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$work" "$logs"; }
 trap cleanup EXIT
-port=
-for _ in $(seq 1 200); do
-  port=$(sed -n 's/.*"msg":"listening".*"api":"[^"]*:\([0-9]*\)".*/\1/p' "$logs/agentd.log" | head -1)
-  [ -n "$port" ] && break
-  sleep 0.05
-done
+port=$(log_port "$logs/agentd.log" "$AGENTD_PORT_SED")
 [ -n "$port" ] || { echo "phases: agentd did not start" >&2; cat "$logs/agentd.log" >&2; exit 1; }
 body='{"command":["/bin/true"]}'
 "$work/lat" -p "$port" -u /v1/sandbox/runs -b "$body" -H 'Content-Type: application/json' -n 10 -w 0 --gap-us 50000 >/dev/null

@@ -24,6 +24,7 @@
 # Needs root (as CI runs it), hyperfine, bwrap, python3, cc.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
 root=$(cd "$here/../.." && pwd)
 RUNS=${RUNS:-400}
 BLOCKS=${BLOCKS:-4}
@@ -60,15 +61,7 @@ EOF
   "$bin" serve --config "$work/cfg-$name/agentd.yaml" --listen 127.0.0.1:0 --ops-listen 127.0.0.1:0 \
     --data-dir "$work/data-$name" 2>"$work/$name.log" &
   pids+=($!)
-  for _ in $(seq 1 200); do
-    grep -q '"msg":"listening"' "$work/$name.log" 2>/dev/null && break
-    sleep 0.05
-  done
-  p=$(python3 -c 'import json,sys
-for l in open(sys.argv[1]):
-    try: j = json.loads(l)
-    except ValueError: continue
-    if j.get("msg") == "listening": print(j["api"].rsplit(":", 1)[1]); break' "$work/$name.log")
+  p=$(log_port "$work/$name.log" "$AGENTD_PORT_SED")
   [ -n "$p" ] || { echo "bench: agentd ($bin) did not start:" >&2; cat "$work/$name.log" >&2; exit 1; }
   printf -v "port_$name" '%s' "$p"
 }
